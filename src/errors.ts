@@ -1,0 +1,382 @@
+/**
+ * Every error a user of apsaramq-device can meet is an {@link ApsaraMqDeviceError}: it has a stable string
+ * `code`, says whether retrying can help (`retryable`), carries a one-line `remedy`, and never carries a secret.
+ *
+ * Service errors keep the service's own code (`DeviceCredentialNotFound`, `Throttling.User`, …); errors that
+ * happen on this side have codes of our own (`InvalidClientId`, `ConnectionRefused`, `StoreCorrupt`, …).
+ * The full list, with remedies, is {@link API_ERROR_CATALOG} plus {@link LOCAL_ERROR_CATALOG}.
+ */
+
+/** What we know about one error code. */
+export interface ErrorInfo {
+  /** HTTP status the service uses for it (the emulator's default). Absent for local errors. */
+  readonly httpStatus?: number;
+  /** Can the same call succeed later without the caller changing anything? */
+  readonly retryable: boolean;
+  /** One line: what to do about it. */
+  readonly remedy: string;
+  /** The service's message (verbatim from the reference), used by the emulator. */
+  readonly message?: string;
+}
+
+const GW = 'gateway';
+type Origin = typeof GW | 'product';
+
+/** Error codes the OpenAPI (gateway and onsmqtt product) documents, with HTTP status and remedy. */
+export const API_ERROR_CATALOG: Readonly<Record<string, ErrorInfo & { origin: Origin }>> = Object.freeze({
+  // ---- product errors shared by the device-credential operations (reference §1.1)
+  ApplyTokenOverFlow: {
+    origin: 'product', httpStatus: 400, retryable: true,
+    message: 'You have applied for tokens too many times. Please try again later.',
+    remedy: 'The service is shedding load; retry later with backoff.',
+  },
+  CheckAccountInfoFailed: {
+    origin: 'product', httpStatus: 400, retryable: false,
+    message: 'An error occurred while checking the account information by the STS token.',
+    remedy: 'Check the STS security token (ALIBABA_CLOUD_SECURITY_TOKEN): it may be expired or for another account.',
+  },
+  InstancePermissionCheckFailed: {
+    origin: 'product', httpStatus: 400, retryable: false,
+    message: 'An error occurred while validating the permissions of the instance. Please verify the account that created the instance and its permissions settings.',
+    remedy: 'Check that the instance id is right and belongs to the account whose AccessKey you use.',
+  },
+  ParameterCheckFailed: {
+    origin: 'product', httpStatus: 400, retryable: false,
+    message: 'An error occurred while validating the parameters. The parameters may be missing or invalid.',
+    remedy: 'Check the ClientId, InstanceId and GroupId values sent.',
+  },
+  PermissionCheckFailed: {
+    origin: 'product', httpStatus: 400, retryable: false,
+    message: 'An error occurred while validating the resource permissions. Please check the account that created the instance, topic, and GroupId, and check their permission settings.',
+    remedy: 'Grant the RAM user the mq:* action for this instance, or use the account that owns it.',
+  },
+  'InvalidParameter.ClientId': {
+    origin: 'product', httpStatus: 400, retryable: false,
+    message: 'An error occurred while validating the parameter. The parameter may be missing or invalid.',
+    remedy: 'Send a ClientId of the form <GroupId>@@@<DeviceId>, at most 64 characters.',
+  },
+  'InvalidParameter.InstanceId': {
+    origin: 'product', httpStatus: 400, retryable: false,
+    message: 'An error occurred while validating the parameter. The parameter may be missing or invalid.',
+    remedy: 'Send the instance id shown in the ApsaraMQ for MQTT console.',
+  },
+  'InvalidParameter.GroupId': {
+    origin: 'product', httpStatus: 400, retryable: false,
+    message: 'An error occurred while validating the parameter. The parameter may be missing or invalid.',
+    remedy: 'Send a GroupId that starts with GID_ or GID-.',
+  },
+  'InvalidParameter.PageSize': {
+    origin: 'product', httpStatus: 400, retryable: false,
+    message: 'An error occurred while validating the parameter. The parameter may be missing or invalid.',
+    remedy: 'Send a PageSize from 1 to 100.',
+  },
+  'InvalidParameter.PageNo': {
+    origin: 'product', httpStatus: 400, retryable: false,
+    message: 'An error occurred while validating the parameter. The parameter may be missing or invalid.',
+    remedy: 'Send a PageNo of 1 or more.',
+  },
+  'InvalidParameter.NextToken': {
+    origin: 'product', httpStatus: 400, retryable: false,
+    message: 'An error occurred while validating the parameter. The parameter may be missing or invalid.',
+    remedy: 'Send the NextToken from the previous page unchanged, or none.',
+  },
+  ApiNotSupport: {
+    origin: 'product', httpStatus: 404, retryable: false,
+    message: 'The specified API is not supported.',
+    remedy: 'Check the Action name and the API version (2020-04-20).',
+  },
+  InternalError: {
+    origin: 'product', httpStatus: 417, retryable: true,
+    message: 'An error occurred while processing your request. Try again later.',
+    remedy: 'A transient service fault; retry with backoff.',
+  },
+  SystemOverFlow: {
+    origin: 'product', httpStatus: 403, retryable: true,
+    message: 'An error occurred while processing your request. Please try again.',
+    remedy: 'The service is throttling; retry with backoff and lower the request rate.',
+  },
+  MqttInstanceNotFound: {
+    origin: 'product', httpStatus: 400, retryable: false,
+    message: 'Specified instance is not found.',
+    remedy: 'Check the instance id and the region of the endpoint.',
+  },
+  MqttOwnerCheckError: {
+    origin: 'product', httpStatus: 403, retryable: false,
+    message: 'Failed to validate the instance permission.',
+    remedy: 'Use the AccessKey of the account that owns the instance.',
+  },
+  ParameterFieldCheckFailed: {
+    origin: 'product', httpStatus: 400, retryable: false,
+    message: 'An error occurred while validating the parameters.',
+    remedy: 'Check the parameter values sent.',
+  },
+  // ---- operation-specific product errors
+  DeviceCredentialNotFound: {
+    origin: 'product', httpStatus: 400, retryable: false,
+    message: 'Device Credential Not Found. Check if the device certificate is registered.',
+    remedy: 'Register the ClientId first (apsaramq-device register), or check the ClientId and instance id.',
+  },
+  DeviceCredentialNumExceed: {
+    origin: 'product', httpStatus: 400, retryable: false,
+    message: 'The number of device credentia exceeds the limit. Please revoke unused device certificates',
+    remedy: 'Unregister credentials that are no longer used, or raise the instance quota.',
+  },
+  DeviceCredentialExsit: {
+    origin: 'product', httpStatus: 400, retryable: false,
+    message: 'Device Credential Exsit',
+    remedy: 'The ClientId already has a credential; fetch it with GetDeviceCredential instead of registering again.',
+  },
+  // ---- gateway (POP) errors (reference §3.6)
+  SignatureDoesNotMatch: {
+    origin: GW, httpStatus: 400, retryable: false,
+    message: 'Specified signature is not matched with our calculation.',
+    remedy: 'Check ALIBABA_CLOUD_ACCESS_KEY_SECRET: it does not match the AccessKeyId.',
+  },
+  SignatureNonceUsed: {
+    origin: GW, httpStatus: 400, retryable: true,
+    message: 'Specified signature nonce was used already.',
+    remedy: 'Each request needs a fresh SignatureNonce; a retry gets one.',
+  },
+  'InvalidTimeStamp.Expired': {
+    origin: GW, httpStatus: 400, retryable: false,
+    message: 'Specified time stamp or date value is expired.',
+    remedy: 'The local clock is more than 15 minutes off; synchronise it (NTP).',
+  },
+  'InvalidTimeStamp.Format': {
+    origin: GW, httpStatus: 400, retryable: false,
+    message: 'Specified time stamp or date value is not well formatted.',
+    remedy: 'Send Timestamp as YYYY-MM-DDThh:mm:ssZ in UTC.',
+  },
+  'InvalidAccessKeyId.NotFound': {
+    origin: GW, httpStatus: 404, retryable: false,
+    message: 'Specified access key is not found.',
+    remedy: 'Check ALIBABA_CLOUD_ACCESS_KEY_ID: no such AccessKey exists.',
+  },
+  'InvalidAccessKeyId.Inactive': {
+    origin: GW, httpStatus: 400, retryable: false,
+    message: 'Specified access key is disabled.',
+    remedy: 'Enable the AccessKey in the RAM console, or use another.',
+  },
+  MissingParameter: {
+    origin: GW, httpStatus: 400, retryable: false,
+    message: 'The input parameter that is mandatory for processing this request is not supplied.',
+    remedy: 'A required parameter is missing from the request.',
+  },
+  'InvalidAction.NotFound': {
+    origin: GW, httpStatus: 404, retryable: false,
+    message: 'Specified api is not found, please check your url and method.',
+    remedy: 'Check the Action name and the endpoint.',
+  },
+  InvalidVersion: {
+    origin: GW, httpStatus: 400, retryable: false,
+    message: 'Specified parameter Version is not valid.',
+    remedy: 'Use API version 2020-04-20.',
+  },
+  Throttling: {
+    origin: GW, httpStatus: 400, retryable: true,
+    message: 'Request was denied due to request throttling.',
+    remedy: 'Too many requests; retry with backoff and lower the request rate.',
+  },
+  'Throttling.User': {
+    origin: GW, httpStatus: 400, retryable: true,
+    message: 'Request was denied due to user flow control.',
+    remedy: 'The account exceeded its API rate (500/s by default); retry with backoff and lower the rate.',
+  },
+  'Throttling.Api': {
+    origin: GW, httpStatus: 400, retryable: true,
+    message: 'Request was denied due to api flow control.',
+    remedy: 'This API exceeded its rate; retry with backoff and lower the rate.',
+  },
+  ServiceUnavailable: {
+    origin: GW, httpStatus: 503, retryable: true,
+    message: 'The request has failed due to a temporary failure of the server.',
+    remedy: 'A transient service fault; retry with backoff.',
+  },
+});
+
+/** Codes of errors that happen on this side (validation, network, store, MQTT). */
+export const LOCAL_ERROR_CATALOG = Object.freeze({
+  InvalidClientId: { retryable: false, remedy: 'Use a ClientId of the form GID_<group>@@@<device>: letters, digits, - and _ only, at most 64 characters.' },
+  InvalidInstanceId: { retryable: false, remedy: 'Pass the instance id from the ApsaraMQ for MQTT console (for example mqtt-cn-xxxxxxxx).' },
+  InvalidGroupId: { retryable: false, remedy: 'Use a GroupId that starts with GID_ or GID- and has only letters, digits, - and _.' },
+  InvalidOption: { retryable: false, remedy: 'Fix the option named in the message.' },
+  MissingAccessKey: { retryable: false, remedy: 'Set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET, or pass accessKeyId and accessKeySecret.' },
+  InvalidCredential: { retryable: false, remedy: 'The credential must hold ClientId, InstanceId, DeviceAccessKeyId and DeviceAccessKeySecret (as printed by apsaramq-device register).' },
+  InvalidResponse: { retryable: true, remedy: 'The endpoint did not answer like the ApsaraMQ OpenAPI; check --endpoint (a proxy or load balancer may be in the way) and retry.' },
+  ConnectionRefused: { retryable: true, remedy: 'Nothing listens at that address; check the endpoint or broker URL and that the service is up.' },
+  HostNotFound: { retryable: true, remedy: 'The host name does not resolve; check the endpoint, the region and DNS.' },
+  RequestTimeout: { retryable: true, remedy: 'The service did not answer in time; retry, or raise the timeout.' },
+  NetworkError: { retryable: true, remedy: 'The connection failed or was reset; check the network and retry.' },
+  StoreCorrupt: { retryable: false, remedy: 'The stored credential file is not valid; inspect it, and remove it only if you know the credential is unused (apsaramq-device get can fetch it again).' },
+  StoreIOError: { retryable: false, remedy: 'The credential store could not be read or written; check the path, its permissions and free space.' },
+  StoreInsecure: { retryable: false, remedy: 'The credential store is readable by other users; chmod 700 the directory and 600 its files.' },
+  ConnackRefused: { retryable: false, remedy: 'The broker refused the CONNECT; the message gives the CONNACK return code.' },
+  CredentialRejected: { retryable: false, remedy: 'The broker rejects this device credential even after fetching it again; check it was not unregistered, and that ClientId and instance match it.' },
+  IdentifierRejected: { retryable: false, remedy: 'The broker rejected the ClientId; use GID_<group>@@@<device>, at most 64 characters.' },
+  BrokerUnreachable: { retryable: true, remedy: 'The MQTT broker could not be reached; check the broker URL, port and network.' },
+  ConnectTimeout: { retryable: true, remedy: 'No CONNACK arrived in time; check the broker URL and the network.' },
+  TakeoverLoop: { retryable: false, remedy: 'Another client keeps connecting with the same ClientId; every device needs its own ClientId.' },
+  Aborted: { retryable: false, remedy: 'The operation was cancelled by its AbortSignal.' },
+  UnknownError: { retryable: false, remedy: 'Unexpected error; run with --verbose and report it.' },
+} satisfies Record<string, ErrorInfo>);
+
+export type LocalErrorCode = keyof typeof LOCAL_ERROR_CATALOG;
+
+/** Base class of every error this library throws. */
+export class ApsaraMqDeviceError extends Error {
+  /** Stable, machine-readable code: the service's own code for API errors, ours otherwise. */
+  readonly code: string;
+  /** True when the same call may succeed later unchanged (throttling, transient faults, network). */
+  readonly retryable: boolean;
+  /** One line saying what to do. */
+  readonly remedy: string;
+
+  constructor(code: string, message: string, options: { retryable: boolean; remedy: string; cause?: unknown }) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'ApsaraMqDeviceError';
+    this.code = code;
+    this.retryable = options.retryable;
+    this.remedy = options.remedy;
+  }
+
+  /** A plain object for logs and `--json` output: never contains a secret. */
+  toJSON(): Record<string, unknown> {
+    return { name: this.name, code: this.code, message: this.message, retryable: this.retryable, remedy: this.remedy };
+  }
+}
+
+function localInfo(code: LocalErrorCode): { retryable: boolean; remedy: string } {
+  return LOCAL_ERROR_CATALOG[code];
+}
+
+/** Bad input: a ClientId, instance id, option or credential that can never work. Thrown before any I/O. */
+export class ValidationError extends ApsaraMqDeviceError {
+  constructor(code: 'InvalidClientId' | 'InvalidInstanceId' | 'InvalidGroupId' | 'InvalidOption' | 'InvalidCredential', message: string) {
+    super(code, message, localInfo(code));
+    this.name = 'ValidationError';
+  }
+}
+
+/** Missing or unusable configuration, such as account AccessKeys. */
+export class ConfigurationError extends ApsaraMqDeviceError {
+  constructor(code: 'MissingAccessKey', message: string) {
+    super(code, message, localInfo(code));
+    this.name = 'ConfigurationError';
+  }
+}
+
+/** The OpenAPI answered with an error code. `code` is the service's own code. */
+export class ApiError extends ApsaraMqDeviceError {
+  /** HTTP status of the answer. */
+  readonly httpStatus: number;
+  /** The service's RequestId, for support tickets. */
+  readonly requestId: string | undefined;
+  /** The API action that failed. */
+  readonly action: string;
+  /** The service's own message. */
+  readonly serviceMessage: string;
+
+  constructor(init: { code: string; action: string; httpStatus: number; requestId?: string | undefined; serviceMessage: string }) {
+    const info = apiErrorInfo(init.code, init.httpStatus);
+    const rid = init.requestId ? ` (RequestId ${init.requestId})` : '';
+    super(init.code, `${init.action} failed: ${init.serviceMessage}${rid}. ${info.remedy}`, info);
+    this.name = 'ApiError';
+    this.httpStatus = init.httpStatus;
+    this.requestId = init.requestId;
+    this.action = init.action;
+    this.serviceMessage = init.serviceMessage;
+  }
+
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), httpStatus: this.httpStatus, requestId: this.requestId, action: this.action };
+  }
+}
+
+/**
+ * How an API error code is classified: known codes from the catalog; unknown codes by family
+ * (`Throttling*` and 5xx are retryable, everything else is not).
+ */
+export function apiErrorInfo(code: string, httpStatus?: number): { retryable: boolean; remedy: string } {
+  const known = API_ERROR_CATALOG[code];
+  if (known) return { retryable: known.retryable, remedy: known.remedy };
+  if (code.startsWith('Throttling') || code.endsWith('OverFlow')) {
+    return { retryable: true, remedy: 'The service is throttling; retry with backoff and lower the request rate.' };
+  }
+  if (code.startsWith('InvalidParameter.')) {
+    return { retryable: false, remedy: `Check the value of parameter ${code.slice('InvalidParameter.'.length)}.` };
+  }
+  if (httpStatus !== undefined && httpStatus >= 500) {
+    return { retryable: true, remedy: 'The service failed with a server error; retry with backoff.' };
+  }
+  return { retryable: false, remedy: 'An error code this library does not know; see the message and the Alibaba Cloud error center.' };
+}
+
+/** The request never got a usable answer: refused, reset, timed out, not resolvable, or not the OpenAPI. */
+export class NetworkError extends ApsaraMqDeviceError {
+  /** The endpoint that was called (no credentials in it). */
+  readonly endpoint: string;
+  constructor(code: 'ConnectionRefused' | 'HostNotFound' | 'RequestTimeout' | 'NetworkError' | 'InvalidResponse', message: string, endpoint: string, cause?: unknown) {
+    super(code, `${message}. ${LOCAL_ERROR_CATALOG[code].remedy}`, { ...localInfo(code), cause });
+    this.name = 'NetworkError';
+    this.endpoint = endpoint;
+  }
+
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), endpoint: this.endpoint };
+  }
+}
+
+/** The credential store failed: unreadable, corrupt, or insecure. Nothing was overwritten. */
+export class StoreError extends ApsaraMqDeviceError {
+  /** The file or directory involved. */
+  readonly path: string | undefined;
+  constructor(code: 'StoreCorrupt' | 'StoreIOError' | 'StoreInsecure', message: string, path?: string, cause?: unknown) {
+    super(code, `${message}. ${LOCAL_ERROR_CATALOG[code].remedy}`, { ...localInfo(code), cause });
+    this.name = 'StoreError';
+    this.path = path;
+  }
+}
+
+/** CONNACK return codes of MQTT 3.1.1. */
+export const CONNACK_CODES: Readonly<Record<number, string>> = Object.freeze({
+  1: 'unacceptable protocol version',
+  2: 'identifier rejected',
+  3: 'server unavailable',
+  4: 'bad user name or password',
+  5: 'not authorized',
+});
+
+/** The MQTT broker could not be reached, refused the CONNECT, or the session could not be kept. */
+export class ConnectError extends ApsaraMqDeviceError {
+  /** CONNACK return code when the broker answered with a refusal. */
+  readonly connackCode: number | undefined;
+  /** The ClientId that tried to connect. */
+  readonly clientId: string;
+  constructor(
+    code: 'ConnackRefused' | 'CredentialRejected' | 'IdentifierRejected' | 'BrokerUnreachable' | 'ConnectTimeout' | 'TakeoverLoop' | 'Aborted',
+    message: string,
+    init: { clientId: string; connackCode?: number; cause?: unknown; retryable?: boolean },
+  ) {
+    const info = localInfo(code);
+    super(code, `${message}. ${info.remedy}`, { retryable: init.retryable ?? info.retryable, remedy: info.remedy, cause: init.cause });
+    this.name = 'ConnectError';
+    this.connackCode = init.connackCode;
+    this.clientId = init.clientId;
+  }
+
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), clientId: this.clientId, connackCode: this.connackCode };
+  }
+}
+
+/** Type guard: is this one of ours? Optionally of one code. */
+export function isApsaraMqDeviceError(error: unknown, code?: string): error is ApsaraMqDeviceError {
+  return error instanceof ApsaraMqDeviceError && (code === undefined || error.code === code);
+}
+
+/** Wrap anything thrown into an ApsaraMqDeviceError (used at the CLI edge and in event payloads). */
+export function toApsaraMqDeviceError(error: unknown): ApsaraMqDeviceError {
+  if (error instanceof ApsaraMqDeviceError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new ApsaraMqDeviceError('UnknownError', message, { ...LOCAL_ERROR_CATALOG.UnknownError, cause: error });
+}

@@ -1,0 +1,2 @@
+export * from './mqtt.js';
+export * from './openapi.js';

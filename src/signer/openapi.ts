@@ -1,0 +1,40 @@
+import { createHmac } from 'node:crypto';
+
+/**
+ * Alibaba Cloud RPC "Signature v1" (HMAC-SHA1), as pop-core computes it and the gateway checks it.
+ * Pure functions: the clock and the nonce are the caller's.
+ */
+
+/** RFC 3986 percent-encoding as the gateway wants it: space is %20, `*` is %2A, `~` stays. */
+export function percentEncode(value: string): string {
+  return encodeURIComponent(value)
+    .replace(/!/g, '%21')
+    .replace(/'/g, '%27')
+    .replace(/\(/g, '%28')
+    .replace(/\)/g, '%29')
+    .replace(/\*/g, '%2A');
+}
+
+/** Sorted `name=value&…` of every parameter except `Signature`, each part percent-encoded. */
+export function canonicalizedQueryString(params: Readonly<Record<string, string>>): string {
+  return Object.keys(params)
+    .filter((k) => k !== 'Signature')
+    .sort()
+    .map((k) => `${percentEncode(k)}=${percentEncode(params[k] ?? '')}`)
+    .join('&');
+}
+
+/** `METHOD&%2F&percentEncode(canonicalized)`. */
+export function stringToSign(method: string, params: Readonly<Record<string, string>>): string {
+  return `${method.toUpperCase()}&${percentEncode('/')}&${percentEncode(canonicalizedQueryString(params))}`;
+}
+
+/** Base64(HMAC-SHA1(secret + '&', stringToSign)). */
+export function signRpc(method: string, params: Readonly<Record<string, string>>, accessKeySecret: string): string {
+  return createHmac('sha1', `${accessKeySecret}&`).update(stringToSign(method, params), 'utf8').digest('base64');
+}
+
+/** `YYYY-MM-DDThh:mm:ssZ` in UTC, no milliseconds. */
+export function rpcTimestamp(date: Date): string {
+  return date.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
