@@ -244,3 +244,18 @@ export class AccountCredentials {
 export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
+
+/** Why a {@link CredentialSource} is asked for a credential. */
+export interface CredentialRequest {
+  /** `connect`: the first CONNECT (a cached credential is fine). `rejected`: the broker refused `rejected`; look further than the cache. */
+  reason: 'connect' | 'rejected';
+  /** The credential the broker just refused, when `reason` is `rejected`. */
+  rejected?: DeviceCredential;
+  signal?: AbortSignal;
+}
+
+/**
+ * Where a connector gets its credential: a static credential wrapped in a function, a provisioner, or
+ * any `() => Promise<DeviceCredential>` of the user's.
+ */
+export type CredentialSource = (request: CredentialRequest) => Promise<DeviceCredential>;
