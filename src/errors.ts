@@ -216,6 +216,7 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   BrokerUnreachable: { retryable: true, remedy: 'The MQTT broker could not be reached; check the broker URL, port and network.' },
   ConnectTimeout: { retryable: true, remedy: 'No CONNACK arrived in time; check the broker URL and the network.' },
   TakeoverLoop: { retryable: false, remedy: 'Another client keeps connecting with the same ClientId; every device needs its own ClientId.' },
+  SubscribeRejected: { retryable: false, remedy: 'Check the topic: its parent topic must exist on the instance, and a client may not subscribe to another client\'s p2p topic.' },
   Aborted: { retryable: false, remedy: 'The operation was cancelled by its AbortSignal.' },
   UnknownError: { retryable: false, remedy: 'Unexpected error; run with --verbose and report it.' },
 } satisfies Record<string, ErrorInfo>);
