@@ -59,8 +59,8 @@ export function assertInstanceId(instanceId: unknown): asserts instanceId is str
   if (typeof instanceId !== 'string' || instanceId.trim().length === 0) {
     throw new ValidationError('InvalidInstanceId', 'The instance id is blank: pass the id of your ApsaraMQ for MQTT instance (for example mqtt-cn-xxxxxxxx)');
   }
-  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(instanceId)) {
-    throw new ValidationError('InvalidInstanceId', `Invalid instance id ${printable(instanceId)}: only letters, digits, '.', '-' and '_' are allowed, at most 64 characters`);
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(instanceId)) {
+    throw new ValidationError('InvalidInstanceId', `Invalid instance id ${printable(instanceId)}: it must start with a letter or digit and hold only letters, digits, '.', '-' and '_', at most 64 characters`);
   }
 }
 
@@ -149,7 +149,9 @@ export class DeviceCredential {
     const time = (k: string): number | undefined => {
       const v = body[k];
       if (v === undefined || v === null) return undefined;
-      const n = typeof v === 'number' ? v : Number(String(v));
+      // json-bigint hands out BigNumber objects (null prototype chain aside, they have toString) for long integers.
+      const text = typeof v === 'number' || typeof v === 'string' ? v : typeof (v as { toString?: unknown }).toString === 'function' ? (v as { toString(): string }).toString() : Number.NaN;
+      const n = Number(text);
       if (!Number.isFinite(n)) throw new ValidationError('InvalidCredential', `The ${where} has a non-numeric ${k}`);
       return n;
     };

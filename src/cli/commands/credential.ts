@@ -1,0 +1,118 @@
+import type { Command } from 'commander';
+import { assertClientId, assertGroupId, assertInstanceId } from '../../credential.js';
+import { FileCredentialStore } from '../../provisioner/file-store.js';
+import { Provisioner } from '../../provisioner/provisioner.js';
+import { type CliIo, UsageError, intArg, jsonLine } from '../io.js';
+
+interface ApiFlags {
+  instanceId?: string;
+  endpoint?: string;
+  region?: string;
+  store?: string;
+}
+
+const API_HELP = `
+Account keys come from ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET (and ALIBABA_CLOUD_SECURITY_TOKEN for STS).
+The OpenAPI endpoint is --endpoint URL (e.g. the emulator's http://127.0.0.1:8080) or https://onsmqtt.<region>.aliyuncs.com for --region.`;
+
+/** Build a provisioner from the common registrar flags, checking them first (usage errors exit 2). */
+export function provisionerFromFlags(flags: ApiFlags, io: CliIo): Provisioner {
+  if (flags.instanceId === undefined) throw new UsageError('--instance-id is required');
+  if (flags.endpoint === undefined && flags.region === undefined) throw new UsageError('pass --endpoint URL or --region REGION');
+  if (flags.endpoint !== undefined && flags.region !== undefined) throw new UsageError('pass --endpoint or --region, not both');
+  assertInstanceId(flags.instanceId);
+  return new Provisioner({
+    instanceId: flags.instanceId,
+    env: io.env,
+    ...(flags.store === undefined ? {} : { store: new FileCredentialStore(flags.store) }),
+    ...(flags.endpoint === undefined ? {} : { endpoint: flags.endpoint }),
+    ...(flags.region === undefined ? {} : { region: flags.region }),
+  });
+}
+
+function apiOptions(command: Command): Command {
+  return command
+    .option('--instance-id <id>', 'instance id (required)')
+    .option('--endpoint <url>', 'OpenAPI endpoint URL')
+    .option('--region <region>', 'region, for https://onsmqtt.<region>.aliyuncs.com');
+}
+
+export function addCredentialCommands(program: Command, io: CliIo): void {
+  const credentialActions = [
+    ['register', 'RegisterDeviceCredential: issue a credential for a ClientId. Careful: on a ClientId that already has one, the service may replace it (latest wins), breaking the device that holds it; `connect` and `provision` never do that.'],
+    ['get', 'GetDeviceCredential: print the credential of a ClientId.'],
+    ['refresh', 'RefreshDeviceCredential: rotate the key pair of a ClientId.'],
+  ] as const;
+  for (const [name, description] of credentialActions) {
+    apiOptions(program.command(name).description(description))
+      .option('--client-id <clientId>', 'the device ClientId, GID_<group>@@@<device> (required)')
+      .option('--store <dir>', 'also save the credential in this store directory')
+      .addHelpText('after', `${API_HELP}\nPrints the API's response JSON on stdout; it holds the device secret: treat it as one.\n\nExample:\n  $ apsaramq-device ${name} --endpoint http://127.0.0.1:8080 --instance-id mqtt-emu-1 --client-id GID_demo@@@dev-1 > dev-1.json`)
+      .action(async (flags: ApiFlags & { clientId?: string }) => {
+        if (flags.clientId === undefined) throw new UsageError('--client-id is required');
+        assertClientId(flags.clientId);
+        const provisioner = provisionerFromFlags(flags, io);
+        try {
+          const answer = await provisioner[name](flags.clientId);
+          // The one place a secret is printed on purpose: the registrar hands it to the device.
+          io.stdout(`${JSON.stringify({ RequestId: answer.requestId, DeviceCredential: answer.credential.toWire() }, null, 2)}\n`);
+        } finally {
+          provisioner.close();
+        }
+      });
+  }
+
+  apiOptions(program.command('unregister').description('UnRegisterDeviceCredential: revoke the credential of a ClientId. Live sessions stay up until they disconnect.'))
+    .option('--client-id <clientId>', 'the device ClientId (required)')
+    .option('--store <dir>', 'also remove the credential from this store directory')
+    .addHelpText('after', `${API_HELP}\nPrints the API's response JSON on stdout.`)
+    .action(async (flags: ApiFlags & { clientId?: string }) => {
+      if (flags.clientId === undefined) throw new UsageError('--client-id is required');
+      assertClientId(flags.clientId);
+      const provisioner = provisionerFromFlags(flags, io);
+      try {
+        const answer = await provisioner.unregister(flags.clientId);
+        io.stdout(`${JSON.stringify({ RequestId: answer.requestId }, null, 2)}\n`);
+      } finally {
+        provisioner.close();
+      }
+    });
+
+  apiOptions(program.command('list').description('ListDeviceCredentialClientId: list the ClientIds of a group that hold a credential.'))
+    .option('--group-id <gid>', 'GroupId, GID_… (required)')
+    .option('--page-size <n>', 'page size, 1 to 100', intArg('--page-size', 1, 100), 100)
+    .option('--page-no <n>', 'page number, from 1', intArg('--page-no', 1))
+    .option('--next-token <token>', 'token of the next page, from the previous answer')
+    .addHelpText('after', `${API_HELP}\nPrints the API's response JSON on stdout.`)
+    .action(async (flags: ApiFlags & { groupId?: string; pageSize: number; pageNo?: number; nextToken?: string }) => {
+      if (flags.groupId === undefined) throw new UsageError('--group-id is required');
+      assertGroupId(flags.groupId);
+      const provisioner = provisionerFromFlags(flags, io);
+      try {
+        const page = await provisioner.list({
+          groupId: flags.groupId,
+          pageSize: flags.pageSize,
+          ...(flags.pageNo === undefined ? {} : { pageNo: flags.pageNo }),
+          ...(flags.nextToken === undefined ? {} : { nextToken: flags.nextToken }),
+        });
+        io.stdout(
+          `${JSON.stringify(
+            {
+              RequestId: page.requestId,
+              DeviceCredentialClientIdList: {
+                Total: String(page.total),
+                ClientIdList: page.clientIds,
+                PageNo: String(page.pageNo),
+                PageSize: String(page.pageSize),
+                ...(page.nextToken ? { NextToken: page.nextToken } : {}),
+              },
+            },
+            null,
+            2,
+          )}\n`,
+        );
+      } finally {
+        provisioner.close();
+      }
+    });
+}

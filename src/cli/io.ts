@@ -1,0 +1,66 @@
+import { InvalidArgumentError } from 'commander';
+import { type Logger, silentLogger } from '../util/logger.js';
+
+/** What a CLI command talks to; the real process, or a capture in tests. */
+export interface CliIo {
+  stdout(text: string): void;
+  stderr(text: string): void;
+  env: NodeJS.ProcessEnv;
+  /** Resolves when the user asks the command to stop (SIGINT/SIGTERM). */
+  interrupted(): Promise<void>;
+}
+
+/** The real process. */
+export function processIo(): CliIo {
+  return {
+    stdout: (t) => void process.stdout.write(t),
+    stderr: (t) => void process.stderr.write(t),
+    env: process.env,
+    interrupted: () =>
+      new Promise<void>((resolve) => {
+        const done = (): void => {
+          process.off('SIGINT', done);
+          process.off('SIGTERM', done);
+          resolve();
+        };
+        process.on('SIGINT', done);
+        process.on('SIGTERM', done);
+      }),
+  };
+}
+
+/** A command line that can never work (exit code 2). */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+/** Commander argument parser for a whole number in a range. */
+export function intArg(name: string, min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
+  return (value: string) => {
+    if (!/^-?\d+$/.test(value.trim())) throw new InvalidArgumentError(`${name} must be a whole number.`);
+    const n = Number(value);
+    if (n < min || n > max) throw new InvalidArgumentError(`${name} must be from ${min} to ${max}.`);
+    return n;
+  };
+}
+
+/** Commander argument parser for one of a few words. */
+export function choiceArg<T extends string>(name: string, choices: readonly T[]): (value: string) => T {
+  return (value: string) => {
+    if (!(choices as readonly string[]).includes(value)) throw new InvalidArgumentError(`${name} must be one of ${choices.join(', ')}.`);
+    return value as T;
+  };
+}
+
+/** A logger writing to stderr when --verbose is on. */
+export function cliLogger(io: CliIo, verbose: boolean): Logger {
+  if (!verbose) return silentLogger;
+  const line = (level: string) => (message: string, fields?: Record<string, unknown>) =>
+    io.stderr(`${level} ${message}${fields && Object.keys(fields).length ? ` ${JSON.stringify(fields)}` : ''}\n`);
+  return { debug: line('debug'), info: line('info'), warn: line('warn'), error: line('error') };
+}
+
+/** JSON on one line, newline-terminated. */
+export function jsonLine(value: unknown): string {
+  return `${JSON.stringify(value)}\n`;
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env node
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError } from 'commander';
+import { toApsaraMqDeviceError } from '../errors.js';
+import { addConnectCommand } from './commands/connect.js';
+import { addCredentialCommands } from './commands/credential.js';
+import { addEmulatorCommand } from './commands/emulator.js';
+import { addSignCommand } from './commands/sign.js';
+import { type CliIo, UsageError, processIo } from './io.js';
+import { VERSION } from '../version.js';
+
+/** Build the `apsaramq-device` program. Exported for tests, which run it in-process with their own io. */
+export function buildProgram(io: CliIo): Command {
+  const program = new Command('apsaramq-device')
+    .description(
+      'Register, then connect: ApsaraMQ for MQTT devices in unique-certificate-per-device mode, and a local emulator of the service.\n\n' +
+        'Account keys (registrar commands) come from ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET\n' +
+        'and, for STS, ALIBABA_CLOUD_SECURITY_TOKEN. They are never needed on a device that has its credential file.',
+    )
+    .version(VERSION)
+    .option('--verbose', 'print stack traces and debug logs on stderr')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ writeOut: (s) => io.stdout(s), writeErr: (s) => io.stderr(s) })
+    .exitOverride();
+  program.addHelpText(
+    'after',
+    `
+Quick start (two terminals):
+  $ apsaramq-device emulator
+  $ export ALIBABA_CLOUD_ACCESS_KEY_ID=… ALIBABA_CLOUD_ACCESS_KEY_SECRET=…   # as printed by the emulator
+  $ apsaramq-device connect --endpoint http://127.0.0.1:8080 --broker-url mqtt://127.0.0.1:1883 \\
+      --instance-id <id> --client-id GID_demo@@@dev-1 --publish demo/hello --message hi
+
+Exit codes: 0 success, 1 failure (stderr starts with the error code), 2 usage error.`,
+  );
+  addEmulatorCommand(program, io);
+  addCredentialCommands(program, io);
+  addSignCommand(program, io);
+  addConnectCommand(program, io);
+  for (const command of program.commands) command.exitOverride().configureOutput({ writeOut: (s) => io.stdout(s), writeErr: (s) => io.stderr(s) });
+  return program;
+}
+
+/** Run the CLI; returns the exit code instead of exiting, so tests can call it. */
+export async function runCli(argv: readonly string[], io: CliIo = processIo()): Promise<number> {
+  const program = buildProgram(io);
+  try {
+    await program.parseAsync(argv as string[], { from: 'user' });
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help') return 0;
+      return 2; // commander already printed the message
+    }
+    if (error instanceof UsageError) {
+      io.stderr(`error: ${error.message}\n(run with --help for usage)\n`);
+      return 2;
+    }
+    const e = toApsaraMqDeviceError(error);
+    io.stderr(`${e.code}: ${e.message}\n`);
+    if (program.opts()['verbose'] && error instanceof Error && error.stack) io.stderr(`${error.stack}\n`);
+    return 1;
+  }
+}
+
+function isMain(): boolean {
+  const entry = process.argv[1];
+  if (!entry) return false;
+  try {
+    return realpathSync(entry) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
+  runCli(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (error: unknown) => {
+      process.stderr.write(`UnknownError: ${String(error)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,129 @@
+import { groupIdOf } from '../credential.js';
+import { ApiFault } from './api-errors.js';
+import { BASE62, randomString } from './crypto.js';
+import type { ReRegisterPolicy } from './options.js';
+
+/** One issued device credential, as the emulator stores it (the wire field names of the API). */
+export interface CredentialRecord {
+  readonly ClientId: string;
+  readonly InstanceId: string;
+  readonly DeviceAccessKeyId: string;
+  readonly DeviceAccessKeySecret: string;
+  /** ms since the epoch, integer. */
+  readonly CreateTime: number;
+  /** ms since the epoch, integer. */
+  readonly UpdateTime: number;
+}
+
+/** Policy the registry enforces; a subset of the resolved emulator options. */
+export interface RegistryPolicy {
+  readonly reRegister: ReRegisterPolicy;
+  readonly credentialQuota: number;
+  readonly now: () => number;
+}
+
+/** `DC.` + 22 base62 characters, the shape of real device keys (reference §0). */
+function deviceKey(): string {
+  return `DC.${randomString(BASE62, 22)}`;
+}
+
+/**
+ * Device-credential state: by instance and ClientId (the API's view) and by DeviceAccessKeyId (the broker's
+ * view). A credential that is rotated or unregistered leaves the key index at once, so it stops authenticating
+ * new CONNECTs; live sessions are the broker's business.
+ */
+export class CredentialRegistry {
+  readonly #byInstance = new Map<string, Map<string, CredentialRecord>>();
+  readonly #byKeyId = new Map<string, CredentialRecord>();
+  readonly #policy: RegistryPolicy;
+
+  constructor(policy: RegistryPolicy) {
+    this.#policy = policy;
+  }
+
+  /**
+   * RegisterDeviceCredential. An existing ClientId is rotated (new key pair, CreateTime = UpdateTime = now) or
+   * refused with `DeviceCredentialExsit`, per policy. A new one past the quota gets `DeviceCredentialNumExceed`.
+   */
+  register(instanceId: string, clientId: string): CredentialRecord {
+    const existing = this.find(instanceId, clientId);
+    if (existing && this.#policy.reRegister === 'reject') throw new ApiFault('DeviceCredentialExsit');
+    if (!existing && this.count(instanceId) >= this.#policy.credentialQuota) throw new ApiFault('DeviceCredentialNumExceed');
+    const now = this.#now();
+    return this.#store(instanceId, clientId, now, now);
+  }
+
+  /** GetDeviceCredential; unknown → `DeviceCredentialNotFound`. */
+  get(instanceId: string, clientId: string): CredentialRecord {
+    const record = this.find(instanceId, clientId);
+    if (!record) throw new ApiFault('DeviceCredentialNotFound');
+    return record;
+  }
+
+  /** RefreshDeviceCredential: new key pair, CreateTime kept, UpdateTime = now; unknown → `DeviceCredentialNotFound`. */
+  refresh(instanceId: string, clientId: string): CredentialRecord {
+    const record = this.get(instanceId, clientId);
+    return this.#store(instanceId, clientId, record.CreateTime, this.#now());
+  }
+
+  /** UnRegisterDeviceCredential; unknown → `DeviceCredentialNotFound`. */
+  unregister(instanceId: string, clientId: string): void {
+    const record = this.get(instanceId, clientId);
+    this.#byInstance.get(instanceId)?.delete(clientId);
+    this.#revoke(record);
+  }
+
+  /** The credential of a ClientId, or `undefined`. */
+  find(instanceId: string, clientId: string): CredentialRecord | undefined {
+    return this.#byInstance.get(instanceId)?.get(clientId);
+  }
+
+  /** The live credential holding this DeviceAccessKeyId, or `undefined` (also for revoked keys). */
+  findByKeyId(deviceAccessKeyId: string): CredentialRecord | undefined {
+    return this.#byKeyId.get(deviceAccessKeyId);
+  }
+
+  /** ClientIds of one GroupId holding a credential, sorted so that pages are stable. */
+  listClientIds(instanceId: string, groupId: string): string[] {
+    const clientIds = [...(this.#byInstance.get(instanceId)?.keys() ?? [])];
+    return clientIds.filter((id) => groupIdOf(id) === groupId).sort();
+  }
+
+  /** Number of credentials in an instance. */
+  count(instanceId: string): number {
+    return this.#byInstance.get(instanceId)?.size ?? 0;
+  }
+
+  #now(): number {
+    return Math.floor(this.#policy.now());
+  }
+
+  /** Issue a fresh key pair for a ClientId, revoking the one it replaces. */
+  #store(instanceId: string, clientId: string, createTime: number, updateTime: number): CredentialRecord {
+    let clients = this.#byInstance.get(instanceId);
+    if (!clients) {
+      clients = new Map();
+      this.#byInstance.set(instanceId, clients);
+    }
+    const previous = clients.get(clientId);
+    if (previous) this.#revoke(previous);
+    let keyId = deviceKey();
+    while (this.#byKeyId.has(keyId)) keyId = deviceKey(); // 62^22 makes this loop theoretical
+    const record: CredentialRecord = Object.freeze({
+      ClientId: clientId,
+      InstanceId: instanceId,
+      DeviceAccessKeyId: keyId,
+      DeviceAccessKeySecret: deviceKey(),
+      CreateTime: createTime,
+      UpdateTime: updateTime,
+    });
+    clients.set(clientId, record);
+    this.#byKeyId.set(keyId, record);
+    return record;
+  }
+
+  /** The single place where a key pair stops authenticating (a hook point for kicking live sessions). */
+  #revoke(record: CredentialRecord): void {
+    this.#byKeyId.delete(record.DeviceAccessKeyId);
+  }
+}

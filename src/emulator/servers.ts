@@ -1,0 +1,45 @@
+import type { Server as HttpServer } from 'node:http';
+import type { AddressInfo, Server, Socket } from 'node:net';
+
+/** Listen and resolve with the bound port; reject on `EADDRINUSE` and the like instead of emitting. */
+export function listen(server: Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (error: Error): void => reject(error);
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+/**
+ * Remember every socket a server accepts, so `close()` can destroy the ones that are still open. Without this a
+ * client that never sends CONNECT (or an upgraded WebSocket) would keep `server.close()` waiting forever.
+ */
+export function trackSockets(server: Server): Set<Socket> {
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  return sockets;
+}
+
+/** Stop listening, destroy every tracked socket, and resolve once the server has closed. Never rejects. */
+export function closeServer(server: Server, sockets: Iterable<Socket> = []): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) {
+      resolve();
+      return;
+    }
+    server.close(() => resolve());
+    if ('closeAllConnections' in server) (server as HttpServer).closeAllConnections();
+    for (const socket of sockets) socket.destroy();
+  });
+}
+
+/** The host part of a URL: IPv6 literals need brackets. */
+export function urlHost(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}

@@ -1,0 +1,57 @@
+/** Counters of one API action. */
+export interface ActionStats {
+  /** Successful calls. */
+  ok: number;
+  /** Failed calls by error Code. */
+  errors: Record<string, number>;
+}
+
+/** What `GET /_emulator/stats` and `Emulator.stats()` return. */
+export interface EmulatorStats {
+  /** By the request's Action parameter (`(none)` when it had none), including calls the gateway refused. */
+  actions: Record<string, ActionStats>;
+  mqtt: {
+    /** Clients connected right now. */
+    connected: number;
+    /** CONNACKs sent, by return code (`"0"` = accepted). */
+    connacks: Record<string, number>;
+  };
+}
+
+/** Stats key of a request without an Action parameter. */
+export const NO_ACTION = '(none)';
+
+/**
+ * Counters behind {@link EmulatorStats}. Maps, not plain objects, so an Action named `__proto__` or
+ * `constructor` is just another key.
+ */
+export class StatsRecorder {
+  readonly #actions = new Map<string, { ok: number; errors: Map<string, number> }>();
+  readonly #connacks = new Map<number, number>();
+
+  /** Count one API call under its Action (`undefined`/empty → `(none)`); `errorCode` undefined means success. */
+  recordCall(action: string | undefined, errorCode?: string): void {
+    const key = action || NO_ACTION;
+    let entry = this.#actions.get(key);
+    if (!entry) {
+      entry = { ok: 0, errors: new Map() };
+      this.#actions.set(key, entry);
+    }
+    if (errorCode === undefined) entry.ok++;
+    else entry.errors.set(errorCode, (entry.errors.get(errorCode) ?? 0) + 1);
+  }
+
+  /** Count one CONNACK sent with this return code. */
+  recordConnack(returnCode: number): void {
+    this.#connacks.set(returnCode, (this.#connacks.get(returnCode) ?? 0) + 1);
+  }
+
+  /** A fresh plain-object snapshot; `connected` comes from the broker, which owns that number. */
+  snapshot(connected: number): EmulatorStats {
+    const actions = Object.fromEntries(
+      [...this.#actions].map(([action, { ok, errors }]) => [action, { ok, errors: Object.fromEntries(errors) }]),
+    );
+    const connacks = Object.fromEntries([...this.#connacks].sort(([a], [b]) => a - b).map(([rc, n]) => [String(rc), n]));
+    return { actions, mqtt: { connected, connacks } };
+  }
+}

@@ -1,0 +1,463 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { Agent as HttpAgent, type ClientRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import { inspect } from 'node:util';
+import RPCClient from '@alicloud/pop-core';
+import { type AccountCredentials, assertClientId, assertGroupId, assertInstanceId, DeviceCredential, isRecord } from '../credential.js';
+import { API_ERROR_CATALOG, ApiError, isApsaraMqDeviceError, NetworkError, ValidationError } from '../errors.js';
+import { percentEncode } from '../signer/openapi.js';
+import { abortError, raceAbort } from './abort.js';
+import { type AccountKeyOptions, resolveAccountCredentials } from './env.js';
+
+/** OpenAPI version of the ApsaraMQ for MQTT (`onsmqtt`) product. */
+export const API_VERSION = '2020-04-20';
+/** Default time allowed for connecting and for the answer, each, in ms. */
+export const DEFAULT_TIMEOUT_MS = 10_000;
+/** Default (and largest) page size of ListDeviceCredentialClientId. */
+export const DEFAULT_PAGE_SIZE = 100;
+
+/** How to reach and authenticate to the OpenAPI. */
+export interface OpenApiClientOptions extends AccountKeyOptions {
+  /**
+   * Full http(s) URL of the OpenAPI, e.g. an emulator's `http://127.0.0.1:port`.
+   * @default `https://onsmqtt.<region>.aliyuncs.com`
+   */
+  endpoint?: string;
+  /** Region id such as `cn-hangzhou`; required when `endpoint` is not given. */
+  region?: string;
+  /** Where account keys are looked up when not passed. @default process.env */
+  env?: NodeJS.ProcessEnv;
+  /** Connect timeout and answer timeout, each, in ms. @default 10000 */
+  timeoutMs?: number;
+}
+
+/** Per-call options. */
+export interface CallOptions {
+  /** Cancels the call; it then rejects with code `Aborted`. */
+  signal?: AbortSignal;
+}
+
+/** Business parameters of one call; `undefined` values are left out. */
+export type ApiParams = Readonly<Record<string, string | number | undefined>>;
+
+/** A successful answer: its RequestId and the whole parsed body (null-prototype objects, as json-bigint makes them). */
+export interface ApiResponse {
+  requestId: string;
+  body: Record<string, unknown>;
+}
+
+/** Answer of Register/Get/RefreshDeviceCredential. */
+export interface CredentialResponse {
+  requestId: string;
+  credential: DeviceCredential;
+}
+
+/** Paging of ListDeviceCredentialClientId. */
+export interface ListClientIdsOptions extends CallOptions {
+  /** Only ClientIds of this GroupId (the API requires one). */
+  groupId: string;
+  /** 1-based page number; not sent when absent. */
+  pageNo?: number;
+  /** 1 to 100. @default 100 */
+  pageSize?: number;
+  /** Token from the previous page. */
+  nextToken?: string;
+}
+
+/** One page of ListDeviceCredentialClientId, numbers as numbers (the wire has strings). */
+export interface ClientIdPage {
+  requestId: string;
+  /** ClientIds with a credential in the group, over all pages. */
+  total: number;
+  clientIds: string[];
+  pageNo: number;
+  pageSize: number;
+  /** Absent on the last page. */
+  nextToken?: string;
+}
+
+/** The default endpoint of a region. */
+export function regionEndpoint(region: string): string {
+  return `https://onsmqtt.${region}.aliyuncs.com`;
+}
+
+/**
+ * The endpoint to call: `options.endpoint` checked and normalised (no trailing `/`), else the region's endpoint.
+ * @throws ValidationError `InvalidOption` naming `endpoint` or `region`.
+ */
+export function resolveEndpoint(options: Pick<OpenApiClientOptions, 'endpoint' | 'region'>): string {
+  const { endpoint, region } = options;
+  if (endpoint === undefined || endpoint === '') {
+    if (region === undefined || region === '') {
+      throw new ValidationError('InvalidOption', 'Pass either endpoint (the OpenAPI URL) or region (such as cn-hangzhou)');
+    }
+    if (!/^[a-z0-9][a-z0-9-]*$/.test(region)) {
+      throw new ValidationError('InvalidOption', `Invalid region ${JSON.stringify(region)}: expected a region id such as cn-hangzhou`);
+    }
+    return regionEndpoint(region);
+  }
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    throw new ValidationError('InvalidOption', `Invalid endpoint ${JSON.stringify(endpoint)}: expected an http(s) URL such as https://onsmqtt.cn-hangzhou.aliyuncs.com`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new ValidationError('InvalidOption', `Invalid endpoint: the scheme must be http or https, not ${url.protocol.replace(/:$/, '')}`);
+  }
+  // The endpoint appears in every error message; a URL carrying a password would leak it.
+  if (url.username || url.password) throw new ValidationError('InvalidOption', 'Invalid endpoint: it must not contain a user name or password');
+  if (url.search || url.hash) throw new ValidationError('InvalidOption', 'Invalid endpoint: it must not have a query or fragment');
+  return `${url.origin}${url.pathname}`.replace(/\/+$/, '');
+}
+
+/** What the transport learns about one HTTP exchange, which pop-core does not report when it fails. */
+interface Exchange {
+  request?: ClientRequest;
+  /** The call gave up (aborted) before its request was created: destroy the request as soon as it is. */
+  released?: boolean;
+  status?: number;
+  contentType?: string;
+}
+
+/**
+ * pop-core hides the HTTP exchange: when the body is not JSON it throws without the status, and it offers no way to
+ * cancel. Each call runs inside this async context; the agent below attaches the ClientRequest it is handed to the
+ * context of the call that created it, keeping connection reuse (one shared keep-alive agent) intact.
+ */
+const exchanges = new AsyncLocalStorage<Exchange>();
+
+type AddRequest = (request: ClientRequest, options: unknown) => void;
+
+function trackingAgent(secure: boolean): HttpAgent {
+  const agent = secure ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+  // addRequest is how http.request hands a request to its agent; it is public API in Node but missing from @types/node.
+  const internals = agent as unknown as { addRequest: AddRequest };
+  const addRequest = internals.addRequest.bind(agent);
+  internals.addRequest = (request, options) => {
+    const exchange = exchanges.getStore();
+    if (exchange) {
+      exchange.request = request;
+      request.once('response', (response: IncomingMessage) => {
+        if (response.statusCode !== undefined) exchange.status = response.statusCode;
+        const type = response.headers['content-type'];
+        if (type !== undefined) exchange.contentType = type;
+      });
+    }
+    addRequest(request, options);
+    if (exchange?.released) request.destroy();
+  };
+  return agent;
+}
+
+/** The fields pop-core puts on the errors it throws (see reference §4). */
+interface PopCoreError {
+  name?: unknown;
+  code?: unknown;
+  data?: unknown;
+  entry?: { response?: { statusCode?: number } | null };
+}
+
+const HOST_NOT_FOUND = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_NODATA']);
+const TIMED_OUT = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT']);
+
+/**
+ * Calls the ApsaraMQ for MQTT OpenAPI (RPC style, signature v1) through pop-core, always by POST, and turns every
+ * outcome into a checked answer or one of this library's typed errors.
+ *
+ * The account AccessKey stays in private fields: `util.inspect` and `JSON.stringify` show the endpoint and the
+ * AccessKeyId only.
+ */
+export class OpenApiClient {
+  /** The OpenAPI URL called (never contains credentials). */
+  readonly endpoint: string;
+  /** Connect and answer timeout, each, in ms. */
+  readonly timeoutMs: number;
+  readonly #account: AccountCredentials;
+  readonly #rpc: RPCClient;
+  readonly #agent: HttpAgent;
+  readonly #calls = new Map<string, number>();
+
+  /**
+   * @throws ValidationError `InvalidOption` for a bad endpoint, region or timeout.
+   * @throws ConfigurationError `MissingAccessKey` when no account key is passed or set in the environment.
+   */
+  constructor(options: OpenApiClientOptions = {}) {
+    this.endpoint = resolveEndpoint(options);
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+      throw new ValidationError('InvalidOption', `Invalid timeoutMs ${String(timeoutMs)}: expected a positive number of milliseconds`);
+    }
+    this.timeoutMs = timeoutMs;
+    this.#account = resolveAccountCredentials(options, options.env ?? process.env);
+    this.#agent = trackingAgent(this.endpoint.startsWith('https:'));
+    this.#rpc = new RPCClient({
+      endpoint: this.endpoint,
+      apiVersion: API_VERSION,
+      accessKeyId: this.#account.accessKeyId,
+      accessKeySecret: this.#account.accessKeySecret,
+      ...(this.#account.securityToken === undefined ? {} : { securityToken: this.#account.securityToken }),
+    });
+  }
+
+  /** The account AccessKeyId (not secret). */
+  get accessKeyId(): string {
+    return this.#account.accessKeyId;
+  }
+
+  /** Requests sent so far (every attempt that reached the transport, whatever its outcome). */
+  get apiCalls(): number {
+    let total = 0;
+    for (const n of this.#calls.values()) total += n;
+    return total;
+  }
+
+  /** Requests sent so far, per action. */
+  apiCallsByAction(): Record<string, number> {
+    return Object.fromEntries(this.#calls);
+  }
+
+  /**
+   * Send one OpenAPI action and check the answer's envelope. Every request of this client goes through here (the
+   * single place to add retries or rate limiting).
+   *
+   * @throws ApiError when the service answers with an error `Code`.
+   * @throws NetworkError `InvalidResponse` (not JSON, not an object, no RequestId, or HTTP ≥ 300 without `Code`),
+   *   `ConnectionRefused`, `HostNotFound`, `RequestTimeout` or `NetworkError`.
+   * @throws ApsaraMqDeviceError `Aborted` when `options.signal` fires.
+   */
+  async call(action: string, params: ApiParams = {}, options: CallOptions = {}): Promise<ApiResponse> {
+    const wire: Record<string, string> = {};
+    // pop-core would send an undefined value as the string "undefined".
+    for (const [key, value] of Object.entries(params)) if (value !== undefined) wire[key] = String(value);
+    if (options.signal?.aborted) throw abortError(action, options.signal);
+    const exchange: Exchange = {};
+    const release = (): void => {
+      // Frees the socket of a request that will not be read to the end (timeout, abort, bad body).
+      exchange.released = true;
+      exchange.request?.destroy();
+    };
+    this.#calls.set(action, (this.#calls.get(action) ?? 0) + 1);
+    const sent = raceAbort(
+      exchanges.run(exchange, () =>
+        // formatAction/formatParams off: send exactly the names given instead of pop-core's upper-casing.
+        this.#rpc.request<unknown>(action, wire, {
+          method: 'POST',
+          timeout: this.timeoutMs,
+          agent: this.#agent,
+          formatAction: false,
+          formatParams: false,
+        }),
+      ),
+      action,
+      options.signal,
+      release,
+    );
+    let body: unknown;
+    try {
+      body = await sent;
+    } catch (error) {
+      const mapped = this.#mapError(action, error, exchange);
+      // An API error answer was read to the end, so its connection can be reused.
+      if (!(mapped instanceof ApiError)) release();
+      throw mapped;
+    }
+    return this.#checkEnvelope(action, body, exchange.status);
+  }
+
+  /** RegisterDeviceCredential: issue a credential. On a ClientId that has one, the service may replace it (latest wins). */
+  registerDeviceCredential(instanceId: string, clientId: string, options?: CallOptions): Promise<CredentialResponse> {
+    return this.#credentialCall('RegisterDeviceCredential', instanceId, clientId, options);
+  }
+
+  /** GetDeviceCredential: the current credential, secret included; ApiError `DeviceCredentialNotFound` when none. */
+  getDeviceCredential(instanceId: string, clientId: string, options?: CallOptions): Promise<CredentialResponse> {
+    return this.#credentialCall('GetDeviceCredential', instanceId, clientId, options);
+  }
+
+  /** RefreshDeviceCredential: replace the key pair of an existing credential. */
+  refreshDeviceCredential(instanceId: string, clientId: string, options?: CallOptions): Promise<CredentialResponse> {
+    return this.#credentialCall('RefreshDeviceCredential', instanceId, clientId, options);
+  }
+
+  /** UnRegisterDeviceCredential: revoke a credential (live sessions stay up; new CONNECTs fail). */
+  async unregisterDeviceCredential(instanceId: string, clientId: string, options?: CallOptions): Promise<{ requestId: string }> {
+    assertInstanceId(instanceId);
+    assertClientId(clientId);
+    const { requestId } = await this.call('UnRegisterDeviceCredential', { InstanceId: instanceId, ClientId: clientId }, options);
+    return { requestId };
+  }
+
+  /** ListDeviceCredentialClientId: one page of the ClientIds of a group that hold a credential. */
+  async listDeviceCredentialClientId(instanceId: string, options: ListClientIdsOptions): Promise<ClientIdPage> {
+    const action = 'ListDeviceCredentialClientId';
+    assertInstanceId(instanceId);
+    assertGroupId(options.groupId);
+    const pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
+    checkInteger('pageSize', pageSize, 1, DEFAULT_PAGE_SIZE);
+    if (options.pageNo !== undefined) checkInteger('pageNo', options.pageNo, 1, Number.MAX_SAFE_INTEGER);
+    if (options.nextToken !== undefined && typeof options.nextToken !== 'string') {
+      throw new ValidationError('InvalidOption', 'Invalid nextToken: expected the string from the previous page');
+    }
+    const { requestId, body } = await this.call(
+      action,
+      { InstanceId: instanceId, GroupId: options.groupId, PageNo: options.pageNo, PageSize: pageSize, NextToken: options.nextToken || undefined },
+      options.signal === undefined ? {} : { signal: options.signal },
+    );
+    const list = body['DeviceCredentialClientIdList'];
+    if (!isRecord(list)) throw this.#invalid(`${action}: the answer has no DeviceCredentialClientIdList object`);
+    const total = toCount(list['Total']);
+    if (total === undefined) throw this.#invalid(`${action}: the answer's Total is missing or not a count`);
+    const ids = list['ClientIdList'] ?? [];
+    if (!Array.isArray(ids) || !ids.every((id): id is string => typeof id === 'string')) {
+      throw this.#invalid(`${action}: the answer's ClientIdList is not a list of strings`);
+    }
+    const pageNo = list['PageNo'] === undefined ? (options.pageNo ?? 1) : toCount(list['PageNo']);
+    const pageSizeAnswered = list['PageSize'] === undefined ? pageSize : toCount(list['PageSize']);
+    if (pageNo === undefined || pageSizeAnswered === undefined) throw this.#invalid(`${action}: the answer's PageNo or PageSize is not a number`);
+    const nextToken = list['NextToken'];
+    if (nextToken !== undefined && nextToken !== null && typeof nextToken !== 'string') {
+      throw this.#invalid(`${action}: the answer's NextToken is not a string`);
+    }
+    return {
+      requestId,
+      total,
+      clientIds: [...ids],
+      pageNo,
+      pageSize: pageSizeAnswered,
+      // An empty token marks the last page as well as an absent one.
+      ...(nextToken ? { nextToken } : {}),
+    };
+  }
+
+  /** Close idle keep-alive connections. Calls made afterwards still work (they open new ones). */
+  close(): void {
+    this.#agent.destroy();
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { endpoint: this.endpoint, accessKeyId: this.#account.accessKeyId };
+  }
+
+  toString(): string {
+    return `OpenApiClient(${this.endpoint}, ${this.#account.accessKeyId})`;
+  }
+
+  [inspect.custom](): string {
+    return `OpenApiClient ${inspect(this.toJSON())}`;
+  }
+
+  async #credentialCall(action: string, instanceId: string, clientId: string, options: CallOptions = {}): Promise<CredentialResponse> {
+    assertInstanceId(instanceId);
+    assertClientId(clientId);
+    const { requestId, body } = await this.call(action, { InstanceId: instanceId, ClientId: clientId }, options);
+    const wire = body['DeviceCredential'];
+    if (!isRecord(wire)) throw this.#invalid(`${action}: the answer has no DeviceCredential object`);
+    let credential: DeviceCredential;
+    try {
+      credential = DeviceCredential.fromWire(wire, `DeviceCredential in the ${action} answer`);
+    } catch (error) {
+      // fromWire's messages name fields, never values, so they are safe to pass on. Anything else it throws
+      // (String() of a null-prototype object, say) is just as much a malformed answer.
+      throw this.#invalid(`${action}: ${error instanceof ValidationError ? error.message : 'the DeviceCredential in the answer is malformed'}`);
+    }
+    if (credential.clientId !== clientId || credential.instanceId !== instanceId) {
+      throw this.#invalid(`${action}: the answer is the credential of ${credential.clientId} on ${credential.instanceId}, not of ${clientId} on ${instanceId}`);
+    }
+    return { requestId, credential };
+  }
+
+  #checkEnvelope(action: string, body: unknown, status: number | undefined): ApiResponse {
+    if (status !== undefined && (status < 200 || status > 299)) {
+      throw this.#invalid(`${action}: the endpoint answered HTTP ${status} with JSON that has no error Code`);
+    }
+    if (!isRecord(body)) throw this.#invalid(`${action}: the answer is JSON but not an object`);
+    const requestId = body['RequestId'];
+    if (typeof requestId !== 'string' || requestId === '') throw this.#invalid(`${action}: the answer has no RequestId`);
+    return { requestId, body };
+  }
+
+  #mapError(action: string, error: unknown, exchange: Exchange): Error {
+    if (isApsaraMqDeviceError(error)) return error; // Aborted
+    const e: PopCoreError = isRecord(error) || error instanceof Error ? (error as PopCoreError) : {};
+    const status = e.entry?.response?.statusCode ?? exchange.status;
+    // pop-core's API errors carry the parsed body as `data` and the exchange as `entry`. Its own message is not
+    // used: it ends with the request URL.
+    if (isRecord(e.data) && e.entry !== undefined) {
+      const { Code: code, RequestId: requestId, Message: message } = e.data;
+      if (typeof code !== 'string') return this.#invalid(`${action}: the endpoint answered HTTP ${status ?? '?'} with a Code that is not a string`);
+      return new ApiError({
+        code,
+        action,
+        // entry is always set when pop-core throws an API error; the catalog (then 400, the usual status of the
+        // product's errors) is only a fallback.
+        httpStatus: status ?? API_ERROR_CATALOG[code]?.httpStatus ?? 400,
+        requestId: typeof requestId === 'string' ? requestId : undefined,
+        serviceMessage: typeof message === 'string' ? this.#scrub(message) : '',
+      });
+    }
+    // json-bigint throws a plain object named SyntaxError, not a SyntaxError instance.
+    if (e.name === 'SyntaxError') {
+      const type = exchange.contentType ? ` (${exchange.contentType})` : '';
+      return this.#invalid(`${action}: the endpoint answered HTTP ${status ?? '?'} with a body that is not JSON${type}`);
+    }
+    const code = typeof e.code === 'string' ? e.code : undefined;
+    if (e.name === 'RequestTimeoutError' || (code !== undefined && TIMED_OUT.has(code))) {
+      return new NetworkError('RequestTimeout', `${action}: no answer from ${this.endpoint} within ${this.timeoutMs} ms`, this.endpoint, error);
+    }
+    if (code === 'ECONNREFUSED') {
+      return new NetworkError('ConnectionRefused', `${action}: connection to ${this.endpoint} refused`, this.endpoint, error);
+    }
+    if (code !== undefined && HOST_NOT_FOUND.has(code)) {
+      return new NetworkError('HostNotFound', `${action}: the host of ${this.endpoint} could not be resolved (${code})`, this.endpoint, error);
+    }
+    if (code === undefined && status !== undefined) {
+      // An answer arrived but pop-core could not handle it, e.g. a JSON `null` body (it reads null.Code).
+      return this.#invalid(`${action}: the endpoint answered HTTP ${status} with a body that is not an OpenAPI answer`);
+    }
+    const why = code ?? (error instanceof Error ? error.name : 'unknown error');
+    return new NetworkError('NetworkError', `${action}: the connection to ${this.endpoint} failed (${why})`, this.endpoint, error);
+  }
+
+  /**
+   * Remove account secrets from text the service sends back. SignatureDoesNotMatch echoes the server's string to
+   * sign, which holds every parameter, the STS SecurityToken included (percent-encoded once or twice).
+   */
+  #scrub(text: string): string {
+    let result = text;
+    for (const secret of [this.#account.securityToken, this.#account.accessKeySecret]) {
+      if (!secret) continue;
+      const once = percentEncode(secret);
+      for (const form of new Set([secret, once, percentEncode(once)])) result = result.split(form).join('****');
+    }
+    return result;
+  }
+
+  #invalid(message: string): NetworkError {
+    return new NetworkError('InvalidResponse', message, this.endpoint);
+  }
+}
+
+function checkInteger(name: string, value: number, min: number, max: number): void {
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new ValidationError('InvalidOption', `Invalid ${name} ${String(value)}: expected an integer from ${min} to ${max === Number.MAX_SAFE_INTEGER ? 'up' : max}`);
+  }
+}
+
+/**
+ * A non-negative integer from the wire: a number, a decimal string (the List API's documented type), or a
+ * json-bigint BigNumber. `undefined` for anything else.
+ */
+function toCount(value: unknown): number | undefined {
+  let n: number;
+  if (typeof value === 'number') n = value;
+  else if (typeof value === 'string' && /^\d+$/.test(value)) n = Number(value);
+  else if (isBigNumber(value)) n = Number(String(value));
+  else return undefined;
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+}
+
+/** json-bigint turns integers longer than 15 digits into bignumber.js objects. */
+function isBigNumber(value: unknown): value is { toFixed(): string } {
+  return typeof value === 'object' && value !== null && typeof (value as { toFixed?: unknown }).toFixed === 'function';
+}
