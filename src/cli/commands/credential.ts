@@ -65,7 +65,7 @@ export function addCredentialCommands(program: Command, io: CliIo): void {
   apiOptions(program.command('unregister').description('UnRegisterDeviceCredential: revoke the credential of a ClientId. Live sessions stay up until they disconnect.'))
     .option('--client-id <clientId>', 'the device ClientId (required)')
     .option('--store <dir>', 'also remove the credential from this store directory')
-    .addHelpText('after', `${API_HELP}\nPrints the API's response JSON on stdout.`)
+    .addHelpText('after', `${API_HELP}\nPrints the API's response JSON on stdout.\n\nExample:\n  $ apsaramq-device unregister --endpoint http://127.0.0.1:8080 --instance-id mqtt-emu-1 --client-id GID_demo@@@dev-1`)
     .action(async (flags: ApiFlags & { clientId?: string }) => {
       if (flags.clientId === undefined) throw new UsageError('--client-id is required');
       assertClientId(flags.clientId);
@@ -83,7 +83,7 @@ export function addCredentialCommands(program: Command, io: CliIo): void {
     .option('--page-size <n>', 'page size, 1 to 100', intArg('--page-size', 1, 100), 100)
     .option('--page-no <n>', 'page number, from 1', intArg('--page-no', 1))
     .option('--next-token <token>', 'token of the next page, from the previous answer')
-    .addHelpText('after', `${API_HELP}\nPrints the API's response JSON on stdout.`)
+    .addHelpText('after', `${API_HELP}\nPrints the API's response JSON on stdout; pass its NextToken to --next-token for the next page.\n\nExample:\n  $ apsaramq-device list --endpoint http://127.0.0.1:8080 --instance-id mqtt-emu-1 --group-id GID_demo --page-size 50`)
     .action(async (flags: ApiFlags & { groupId?: string; pageSize: number; pageNo?: number; nextToken?: string }) => {
       if (flags.groupId === undefined) throw new UsageError('--group-id is required');
       assertGroupId(flags.groupId);

@@ -1,0 +1,84 @@
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { onTestFinished } from 'vitest';
+import { runCli } from '../../src/cli/main.js';
+import type { CliIo } from '../../src/cli/io.js';
+
+/** What a CLI run printed and returned. */
+export interface CliRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Run the CLI in-process with captured output and the given environment (never the developer's own).
+ * `interrupt` resolves the run's "Ctrl+C" promise, for long-running commands.
+ */
+export async function cli(args: string[], env: NodeJS.ProcessEnv = {}, interrupt?: Promise<void>): Promise<CliRun> {
+  let stdout = '';
+  let stderr = '';
+  const io: CliIo = {
+    stdout: (t) => {
+      stdout += t;
+    },
+    stderr: (t) => {
+      stderr += t;
+    },
+    env,
+    interrupted: () => interrupt ?? new Promise<void>(() => {}),
+  };
+  const code = await runCli(args, io);
+  return { code, stdout, stderr };
+}
+
+/** Path of the built CLI (npm test builds before running vitest). */
+export const CLI_BIN = resolve(import.meta.dirname, '../../dist/cli/main.js');
+
+/** A temporary directory removed when the calling test finishes. */
+export async function tempDir(prefix = 'apsaramq-device-'): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  onTestFinished(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  return dir;
+}
+
+/** A CLI child process whose first stdout line has been read; `stop` sends SIGTERM and waits for the exit code. */
+export interface CliChild {
+  child: ChildProcessWithoutNullStreams;
+  firstLine: string;
+  stderr(): string;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Spawn the built CLI and wait for its first line on stdout (e.g. `emulator --json`). */
+export async function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliChild> {
+  const child = spawn(process.execPath, [CLI_BIN, ...args], { env: { PATH: process.env['PATH'], ...env }, stdio: 'pipe' });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const lines = createInterface({ input: child.stdout });
+  const firstLine = await new Promise<string>((resolveLine, reject) => {
+    lines.once('line', resolveLine);
+    void exited.then((code) => reject(new Error(`CLI exited with ${code} before printing: ${stderr}`)));
+  });
+  let stopped = false;
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> => {
+    if (!stopped && child.exitCode === null) {
+      stopped = true;
+      child.kill(signal);
+    }
+    return exited;
+  };
+  onTestFinished(async () => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await exited;
+  });
+  return { child, firstLine, stderr: () => stderr, stop };
+}

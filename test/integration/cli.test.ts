@@ -1,0 +1,236 @@
+import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { cli, spawnCli, tempDir } from '../helpers/cli.js';
+import { useEmulator } from '../helpers/emulator.js';
+
+const getEmulator = useEmulator();
+
+function keys(): NodeJS.ProcessEnv {
+  const e = getEmulator();
+  return { ALIBABA_CLOUD_ACCESS_KEY_ID: e.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: e.accessKeySecret };
+}
+
+function api(...rest: string[]): string[] {
+  const e = getEmulator();
+  return ['--endpoint', e.apiEndpoint, '--instance-id', e.instanceId, ...rest];
+}
+
+async function filesUnder(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
+  return entries.filter((d) => d.isFile()).map((d) => join(d.parentPath, d.name));
+}
+
+describe('apsaramq-device --help', () => {
+  it.each([[[]], [['emulator']], [['register']], [['get']], [['refresh']], [['unregister']], [['list']], [['sign']], [['connect']]])('%j --help exits 0 and explains', async (cmd) => {
+    const run = await cli([...cmd, '--help']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/Usage: apsaramq-device/);
+    if (cmd.length > 0) expect(run.stdout).toMatch(/Example/);
+  });
+
+  it('an unknown command or flag is a usage error (exit 2)', async () => {
+    expect((await cli(['frobnicate'])).code).toBe(2);
+    const run = await cli(['register', '--bogus']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/unknown option '--bogus'/);
+  });
+});
+
+describe('registrar commands against the emulator', () => {
+  it('register, get, refresh, list, unregister print the API response', async () => {
+    const reg = await cli(['register', ...api('--client-id', 'GID_cli@@@dev-1')], keys());
+    expect(reg.code).toBe(0);
+    const registered = JSON.parse(reg.stdout);
+    expect(registered.RequestId).toMatch(/^[0-9A-F-]{36}$/);
+    expect(registered.DeviceCredential).toMatchObject({ ClientId: 'GID_cli@@@dev-1', InstanceId: getEmulator().instanceId });
+    expect(registered.DeviceCredential.DeviceAccessKeySecret).toMatch(/^DC\./);
+
+    const got = JSON.parse((await cli(['get', ...api('--client-id', 'GID_cli@@@dev-1')], keys())).stdout);
+    expect(got.DeviceCredential).toEqual(registered.DeviceCredential);
+
+    const refreshed = JSON.parse((await cli(['refresh', ...api('--client-id', 'GID_cli@@@dev-1')], keys())).stdout);
+    expect(refreshed.DeviceCredential.DeviceAccessKeyId).not.toBe(registered.DeviceCredential.DeviceAccessKeyId);
+    expect(refreshed.DeviceCredential.CreateTime).toBe(registered.DeviceCredential.CreateTime);
+
+    const list = JSON.parse((await cli(['list', ...api('--group-id', 'GID_cli')], keys())).stdout);
+    expect(list.DeviceCredentialClientIdList).toMatchObject({ Total: '1', ClientIdList: ['GID_cli@@@dev-1'], PageNo: '1' });
+
+    const unreg = await cli(['unregister', ...api('--client-id', 'GID_cli@@@dev-1')], keys());
+    expect(unreg.code).toBe(0);
+    expect(JSON.parse(unreg.stdout)).toHaveProperty('RequestId');
+
+    const gone = await cli(['get', ...api('--client-id', 'GID_cli@@@dev-1')], keys());
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toMatch(/^DeviceCredentialNotFound: /);
+    expect(gone.stderr.trim().split('\n')).toHaveLength(1);
+    expect(gone.stderr).not.toMatch(/\n\s+at /); // no stack trace without --verbose
+  });
+
+  it('fails with the error code first and exit 1, and keeps usage errors at exit 2', async () => {
+    const noKeys = await cli(['get', ...api('--client-id', 'GID_cli@@@dev-2')], {});
+    expect(noKeys.code).toBe(1);
+    expect(noKeys.stderr).toMatch(/^MissingAccessKey: .*ALIBABA_CLOUD_ACCESS_KEY_ID/);
+
+    const badId = await cli(['register', ...api('--client-id', 'dev-2')], keys());
+    expect(badId.code).toBe(1);
+    expect(badId.stderr).toMatch(/^InvalidClientId: .*@@@/);
+
+    const wrongSecret = await cli(['get', ...api('--client-id', 'GID_cli@@@dev-2')], { ...keys(), ALIBABA_CLOUD_ACCESS_KEY_SECRET: 'wrong' });
+    expect(wrongSecret.stderr).toMatch(/^SignatureDoesNotMatch: /);
+    expect(wrongSecret.stderr).not.toContain(getEmulator().accessKeySecret);
+
+    expect((await cli(['get', '--instance-id', 'x', '--client-id', 'GID_cli@@@d'], keys())).code).toBe(2); // no endpoint
+    expect((await cli(['connect', ...api('--client-id', 'GID_cli@@@d', '--qos', '7', '--publish', 't', '--message', 'm')], keys())).code).toBe(2);
+    expect((await cli(['connect', ...api('--client-id', 'GID_cli@@@d')], keys())).code).toBe(2); // neither publish nor subscribe
+  });
+
+  it('--verbose adds the stack trace', async () => {
+    const run = await cli(['--verbose', 'get', ...api('--client-id', 'GID_cli@@@verbose-1')], keys());
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^DeviceCredentialNotFound: /);
+    expect(run.stderr).toMatch(/\n\s+at /);
+  });
+});
+
+describe('sign', () => {
+  it('derives username and password from a credential file (whole response or bare object)', async () => {
+    const dir = await tempDir();
+    const reg = await cli(['register', ...api('--client-id', 'GID_cli@@@sign-1')], keys());
+    const body = JSON.parse(reg.stdout);
+    await writeFile(join(dir, 'whole.json'), reg.stdout);
+    await writeFile(join(dir, 'bare.json'), JSON.stringify(body.DeviceCredential));
+    for (const file of ['whole.json', 'bare.json']) {
+      const run = await cli(['sign', '--credential-file', join(dir, file), '--json']);
+      expect(run.code).toBe(0);
+      expect(JSON.parse(run.stdout)).toEqual({
+        username: `DeviceCredential|${body.DeviceCredential.DeviceAccessKeyId}|${getEmulator().instanceId}`,
+        password: expect.stringMatching(/^[A-Za-z0-9+/]{27}=$/),
+        clientId: 'GID_cli@@@sign-1',
+      });
+    }
+  });
+
+  it('signature mode uses the account keys from the environment', async () => {
+    const run = await cli(['sign', '--mode', 'signature', '--instance-id', 'mqtt-x', '--client-id', 'GID_test@@@0001', '--json'], { ALIBABA_CLOUD_ACCESS_KEY_ID: 'LTAIkey', ALIBABA_CLOUD_ACCESS_KEY_SECRET: 'XXXXX' });
+    expect(JSON.parse(run.stdout)).toEqual({ username: 'Signature|LTAIkey|mqtt-x', password: 'bGdOc9YXqL/kM2hYBkXR0I2IPOE=', clientId: 'GID_test@@@0001' });
+  });
+
+  it('a credential file missing fields is a clear typed error', async () => {
+    const dir = await tempDir();
+    await writeFile(join(dir, 'c.json'), JSON.stringify({ ClientId: 'GID_cli@@@x', InstanceId: 'i' }));
+    const run = await cli(['sign', '--credential-file', join(dir, 'c.json')]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^InvalidCredential: .*lacks DeviceAccessKeyId, DeviceAccessKeySecret/);
+    const missing = await cli(['sign', '--credential-file', join(dir, 'nope.json')]);
+    expect(missing.stderr).toMatch(/^InvalidCredential: Cannot read credential file .*ENOENT/);
+  });
+});
+
+describe('connect', () => {
+  it('registers once, keeps the credential in the store, and publishes to a subscriber', async () => {
+    const e = getEmulator();
+    const store = join(await tempDir(), 'store');
+    const connectArgs = (...rest: string[]): string[] => ['connect', ...api('--broker-url', e.mqttUrl, '--store', store, ...rest)];
+
+    let stopSubscriber: () => void = () => {};
+    const subscriber = cli(connectArgs('--client-id', 'GID_cli@@@sub-1', '--subscribe', 'cli/+/data', '--count', '2', '--json'), keys(), new Promise((r) => (stopSubscriber = r)));
+    // Wait until the subscriber is connected and subscribed before publishing.
+    for (let i = 0; i < 200 && e.stats().mqtt.connected < 1; i++) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 100));
+
+    const before = e.stats().actions;
+    const pub1 = await cli(connectArgs('--client-id', 'GID_cli@@@pub-1', '--publish', 'cli/pub-1/data', '--message', 'first'), keys());
+    expect(pub1.code, pub1.stderr).toBe(0);
+    const afterFirst = e.stats().actions;
+    expect(afterFirst['RegisterDeviceCredential']?.ok).toBe((before['RegisterDeviceCredential']?.ok ?? 0) + 1);
+
+    const pub2 = await cli(connectArgs('--client-id', 'GID_cli@@@pub-1', '--publish', 'cli/pub-1/data', '--message', 'second'), keys());
+    expect(pub2.code, pub2.stderr).toBe(0);
+    expect(e.stats().actions).toEqual(afterFirst); // the second run used the store: no API call
+
+    const sub = await subscriber;
+    stopSubscriber();
+    expect(sub.code, sub.stderr).toBe(0);
+    expect(sub.stdout.trim().split('\n').map((l) => JSON.parse(l))).toEqual([
+      { topic: 'cli/pub-1/data', payload: 'first' },
+      { topic: 'cli/pub-1/data', payload: 'second' },
+    ]);
+
+    const files = await filesUnder(store);
+    expect(files.map((f) => f.slice(store.length))).toEqual(expect.arrayContaining([`/${e.instanceId}/GID_cli@@@pub-1.json`, `/${e.instanceId}/GID_cli@@@sub-1.json`]));
+    for (const f of files) expect((await stat(f)).mode & 0o777).toBe(0o600);
+    expect((await stat(store)).mode & 0o777).toBe(0o700);
+  });
+
+  it('bad input leaves nothing in the store', async () => {
+    const e = getEmulator();
+    const store = join(await tempDir(), 'store');
+    for (const clientId of ['GID_cli-no-separator', `GID_cli@@@${'x'.repeat(57)}`, '', 'GID_cli@@@dév']) {
+      const run = await cli(['connect', ...api('--broker-url', e.mqttUrl, '--store', store, '--client-id', clientId, '--publish', 't', '--message', 'm')], keys());
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(/^InvalidClientId: /);
+    }
+    const blank = await cli(['connect', '--endpoint', e.apiEndpoint, '--instance-id', ' ', '--broker-url', e.mqttUrl, '--store', store, '--client-id', 'GID_cli@@@ok', '--publish', 't', '--message', 'm'], keys());
+    expect(blank.stderr).toMatch(/^InvalidInstanceId: /);
+    expect(await filesUnder(store)).toEqual([]);
+  });
+
+  it('a corrupt store file is reported and left as it is', async () => {
+    const e = getEmulator();
+    const store = join(await tempDir(), 'store');
+    const ok = await cli(['connect', ...api('--broker-url', e.mqttUrl, '--store', store, '--client-id', 'GID_cli@@@corrupt-1', '--publish', 't/x', '--message', 'm')], keys());
+    expect(ok.code, ok.stderr).toBe(0);
+    const file = join(store, e.instanceId, 'GID_cli@@@corrupt-1.json');
+    await writeFile(file, '{"ClientId": "GID_cli@@@corrupt-1", trunc');
+    const run = await cli(['connect', ...api('--broker-url', e.mqttUrl, '--store', store, '--client-id', 'GID_cli@@@corrupt-1', '--publish', 't/x', '--message', 'm')], keys());
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^StoreCorrupt: /);
+    expect(await readFile(file, 'utf8')).toBe('{"ClientId": "GID_cli@@@corrupt-1", trunc');
+  });
+
+  it('a device with only its credential file connects without account keys', async () => {
+    const e = getEmulator();
+    const dir = await tempDir();
+    const reg = await cli(['register', ...api('--client-id', 'GID_cli@@@file-1')], keys());
+    await writeFile(join(dir, 'cred.json'), reg.stdout);
+    const run = await cli(['connect', '--credential-file', join(dir, 'cred.json'), '--broker-url', e.mqttUrl, '--publish', 't/y', '--message', 'm'], {});
+    expect(run.code, run.stderr).toBe(0);
+  });
+
+  it('a refused credential ends with CredentialRejected, not a reconnect loop', async () => {
+    const e = getEmulator();
+    const dir = await tempDir();
+    const reg = await cli(['register', ...api('--client-id', 'GID_cli@@@revoked-1')], keys());
+    await writeFile(join(dir, 'cred.json'), reg.stdout);
+    await cli(['unregister', ...api('--client-id', 'GID_cli@@@revoked-1')], keys());
+    const run = await cli(['connect', '--credential-file', join(dir, 'cred.json'), '--broker-url', e.mqttUrl, '--publish', 't/y', '--message', 'm'], {});
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^CredentialRejected: .*CONNACK 4/);
+  });
+});
+
+describe('emulator command (child process)', () => {
+  it('prints one JSON line when ready and closes cleanly on SIGTERM', async () => {
+    const proc = await spawnCli(['emulator', '--mqtt-port', '0', '--ws-port', '0', '--api-port', '0', '--json']);
+    const info = JSON.parse(proc.firstLine);
+    expect(Object.keys(info)).toEqual(['mqttUrl', 'wsUrl', 'apiEndpoint', 'instanceId', 'accessKeyId', 'accessKeySecret']);
+    expect(info.mqttUrl).toMatch(/^mqtt:\/\/127\.0\.0\.1:\d+$/);
+    expect(info.wsUrl).toMatch(/^ws:\/\/127\.0\.0\.1:\d+\/mqtt$/);
+    const env = { ALIBABA_CLOUD_ACCESS_KEY_ID: info.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: info.accessKeySecret };
+    const run = await cli(['connect', '--endpoint', info.apiEndpoint, '--instance-id', info.instanceId, '--broker-url', info.wsUrl, '--store', await tempDir(), '--client-id', 'GID_cli@@@child-1', '--publish', 'x/y', '--message', 'hi'], env);
+    expect(run.code, run.stderr).toBe(0);
+    const stats = (await (await fetch(`${info.apiEndpoint}/_emulator/stats`)).json()) as { mqtt: { connacks: Record<string, number> } };
+    expect(stats.mqtt.connacks).toEqual({ '0': 1 });
+    expect(await proc.stop('SIGTERM')).toBe(0);
+  });
+
+  it('uses the account keys from the environment', async () => {
+    const proc = await spawnCli(['emulator', '--mqtt-port', '0', '--ws-port', '0', '--api-port', '0', '--json', '--instance-id', 'mqtt-cli-test'], {
+      ALIBABA_CLOUD_ACCESS_KEY_ID: 'LTAIfromenv',
+      ALIBABA_CLOUD_ACCESS_KEY_SECRET: 'secret-from-env',
+    });
+    expect(JSON.parse(proc.firstLine)).toMatchObject({ instanceId: 'mqtt-cli-test', accessKeyId: 'LTAIfromenv', accessKeySecret: 'secret-from-env' });
+    expect(await proc.stop('SIGINT')).toBe(0);
+  });
+});

@@ -1,0 +1,145 @@
+/**
+ * Interop with real, independent MQTT peers from Debian: the mosquitto clients against our emulator, and our
+ * connector against a real Mosquitto broker. `.ci/run` installs both packages and sets APSARAMQ_REQUIRE_INTEROP=1,
+ * so in CI a missing binary fails the run instead of skipping it.
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { statSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { connect as netConnect } from 'node:net';
+import { userInfo } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { connectDevice } from '../../src/connector/connect.js';
+import { DeviceCredential } from '../../src/credential.js';
+import { signDeviceCredential } from '../../src/signer/mqtt.js';
+import { closedPort } from '../helpers/http.js';
+import { tempDir } from '../helpers/cli.js';
+import { registerDevice, useEmulator } from '../helpers/emulator.js';
+
+const run = promisify(execFile);
+
+/** Absolute path of a program, looking in PATH and in /usr/sbin (where Debian puts mosquitto). */
+function which(binary: string): string | undefined {
+  for (const dir of (process.env['PATH'] ?? '').split(':').concat('/usr/sbin', '/usr/bin')) {
+    if (dir && statSync(join(dir, binary), { throwIfNoEntry: false })?.isFile()) return join(dir, binary);
+  }
+  return undefined;
+}
+
+const bin = {
+  mosquitto: which('mosquitto') ?? 'mosquitto',
+  pub: which('mosquitto_pub') ?? 'mosquitto_pub',
+  sub: which('mosquitto_sub') ?? 'mosquitto_sub',
+  passwd: which('mosquitto_passwd') ?? 'mosquitto_passwd',
+};
+
+const required = process.env['APSARAMQ_REQUIRE_INTEROP'] === '1';
+const available = Object.values(bin).every((path) => path.startsWith('/'));
+if (required && !available) throw new Error('APSARAMQ_REQUIRE_INTEROP=1 but mosquitto / mosquitto-clients are not installed (apt-get install mosquitto mosquitto-clients)');
+const reason = available ? '' : ' (skipped: Debian packages mosquitto and mosquitto-clients are not installed)';
+
+function hostPort(url: string): { host: string; port: string } {
+  const u = new URL(url);
+  return { host: u.hostname, port: u.port };
+}
+
+describe.skipIf(!available)(`mosquitto clients against the emulator${reason}`, () => {
+  const emulator = useEmulator();
+
+  it('mosquitto_sub receives what mosquitto_pub sends, both authenticated with derived credentials', async () => {
+    const e = emulator();
+    const { host, port } = hostPort(e.mqttUrl);
+    const sub = signDeviceCredential(await registerDevice(e, 'GID_interop@@@sub-1'));
+    const pub = signDeviceCredential(await registerDevice(e, 'GID_interop@@@pub-1'));
+    const subscriber = spawn(bin.sub, ['-h', host, '-p', port, '-V', 'mqttv311', '-i', sub.clientId, '-u', sub.username, '-P', sub.password, '-t', 'interop/#', '-C', '1', '-v', '-q', '1'], { stdio: 'pipe' });
+    onTestFinished(() => {
+      subscriber.kill('SIGKILL');
+    });
+    let out = '';
+    subscriber.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    // Wait for the subscriber's session to be up before publishing.
+    for (let i = 0; i < 250 && e.stats().mqtt.connected < 1; i++) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 150));
+    await run(bin.pub, ['-h', host, '-p', port, '-V', 'mqttv311', '-i', pub.clientId, '-u', pub.username, '-P', pub.password, '-t', 'interop/hello', '-m', 'from mosquitto_pub', '-q', '1']);
+    const [code] = (await once(subscriber, 'exit')) as [number];
+    expect(code).toBe(0);
+    expect(out.trim()).toBe('interop/hello from mosquitto_pub');
+  });
+
+  it('mosquitto_pub with a wrong password is refused (CONNACK 4)', async () => {
+    const e = emulator();
+    const { host, port } = hostPort(e.mqttUrl);
+    const creds = signDeviceCredential(await registerDevice(e, 'GID_interop@@@bad-1'));
+    const failure = await run(bin.pub, ['-h', host, '-p', port, '-V', 'mqttv311', '-i', creds.clientId, '-u', creds.username, '-P', 'AAAA' + creds.password.slice(4), '-t', 't/x', '-m', 'x']).catch((err: { code: number; stderr: string }) => err);
+    expect(failure).toMatchObject({ code: expect.any(Number) });
+    expect((failure as { stderr: string }).stderr).toMatch(/not authori[sz]ed|bad user name or password|Connection Refused/i);
+    expect(e.stats().mqtt.connacks['4']).toBeGreaterThanOrEqual(1);
+  });
+});
+
+/** Start a real Mosquitto broker on a free port with a password file holding the device's derived login. */
+async function startMosquitto(username: string, password: string): Promise<{ url: string; process: ChildProcess; log(): string }> {
+  const dir = await tempDir('mosquitto-');
+  const passwd = join(dir, 'passwd');
+  await writeFile(passwd, '', { mode: 0o600 });
+  await run(bin.passwd, ['-b', passwd, username, password]);
+  const port = await closedPort();
+  const conf = join(dir, 'mosquitto.conf');
+  // Run as ourselves: as root, mosquitto would otherwise switch to user "mosquitto", who cannot read our temp dir.
+  await writeFile(conf, [`user ${userInfo().username}`, `listener ${port} 127.0.0.1`, 'allow_anonymous false', `password_file ${passwd}`, 'persistence false', 'log_dest stderr', ''].join('\n'));
+  const broker = spawn(bin.mosquitto, ['-c', conf], { stdio: 'pipe' });
+  let log = '';
+  broker.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+  onTestFinished(async () => {
+    if (broker.exitCode === null) {
+      broker.kill('SIGTERM');
+      await once(broker, 'exit');
+    }
+  });
+  for (let i = 0; ; i++) {
+    const up = await new Promise<boolean>((resolve) => {
+      const s = netConnect(port, '127.0.0.1', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (up) break;
+    if (i > 200 || broker.exitCode !== null) throw new Error(`mosquitto did not start: ${log}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return { url: `mqtt://127.0.0.1:${port}`, process: broker, log: () => log };
+}
+
+describe.skipIf(!available)(`the connector against a real Mosquitto broker${reason}`, () => {
+  const credential = new DeviceCredential({
+    clientId: 'GID_interop@@@conn-1',
+    instanceId: 'mqtt-interop',
+    deviceAccessKeyId: 'DC.interopKeyId0000000000',
+    deviceAccessKeySecret: 'DC.interopSecret000000000',
+  });
+
+  it('connects with the derived username and password, publishes and receives', async () => {
+    const signed = signDeviceCredential(credential);
+    const broker = await startMosquitto(signed.username, signed.password);
+    const conn = await connectDevice({ credential, brokerUrl: broker.url });
+    onTestFinished(() => conn.end(true));
+    await conn.subscribe('interop/echo');
+    const got = once(conn, 'message');
+    await conn.publish('interop/echo', 'round trip', { qos: 1 });
+    const [topic, payload] = (await got) as [string, Buffer];
+    expect(topic).toBe('interop/echo');
+    expect(payload.toString()).toBe('round trip');
+  });
+
+  it('a credential Mosquitto does not know is refused with a typed error, no loop', async () => {
+    const signed = signDeviceCredential(credential);
+    const broker = await startMosquitto(signed.username, 'some-other-password');
+    const error = await connectDevice({ credential, brokerUrl: broker.url }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'CredentialRejected' });
+    expect([4, 5]).toContain((error as { connackCode: number }).connackCode);
+  });
+});
