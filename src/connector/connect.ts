@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { format } from 'node:util';
 import mqtt, {
   type IClientOptions,
   type IClientPublishOptions,
@@ -33,7 +34,21 @@ export const CONNECT_DEFAULTS = Object.freeze({
   connectTimeoutMs: 10_000,
   reconnect: Object.freeze({ minDelayMs: 1_000, maxDelayMs: 60_000 }) as Readonly<BackoffOptions>,
   rejectUnauthorized: true,
+  takeover: Object.freeze({ shortSessionMs: 10_000, maxShortSessions: 4 }) as Readonly<TakeoverOptions>,
 });
+
+/**
+ * How a takeover loop is recognised: two clients with one ClientId kick each other off, so each session is closed
+ * by the broker soon after it opened. After `maxShortSessions` such sessions in a row the connector stops with
+ * `TakeoverLoop` instead of flapping forever. A session that lasts `shortSessionMs` resets the count (and the
+ * reconnect backoff).
+ */
+export interface TakeoverOptions {
+  /** @default 10000 */
+  shortSessionMs: number;
+  /** @default 4 */
+  maxShortSessions: number;
+}
 
 /** Options of {@link connectDevice}. */
 export interface ConnectDeviceOptions {
@@ -61,8 +76,10 @@ export interface ConnectDeviceOptions {
   signal?: AbortSignal;
   /** Source of randomness for jitter, [0, 1). @default Math.random */
   random?: () => number;
-  /** Where to log (never receives a secret). @default silent */
+  /** Where to log (never receives a secret; mqtt.js's own debug lines come here too, at debug level, scrubbed). @default silent */
   logger?: Logger;
+  /** Takeover-loop detection; `false` to flap forever. @default {shortSessionMs: 10000, maxShortSessions: 4} */
+  takeover?: false | Partial<TakeoverOptions>;
 }
 
 /** Events of a {@link DeviceConnection}. */
@@ -95,6 +112,7 @@ interface ResolvedOptions {
   logger: Logger;
   tls: { ca?: string | Buffer | string[] | Buffer[]; rejectUnauthorized: boolean };
   will: IClientOptions['will'] | undefined;
+  takeover: Readonly<TakeoverOptions> | false;
 }
 
 function positiveNumber(name: string, value: unknown, fallback: number): number {
@@ -149,6 +167,13 @@ function resolveOptions(options: ConnectDeviceOptions, instanceId: string): Reso
     logger: options.logger ?? silentLogger,
     tls: { ...(options.ca === undefined ? {} : { ca: options.ca }), rejectUnauthorized: options.rejectUnauthorized ?? CONNECT_DEFAULTS.rejectUnauthorized },
     will: options.will,
+    takeover:
+      options.takeover === false
+        ? false
+        : Object.freeze({
+            shortSessionMs: positiveNumber('takeover.shortSessionMs', options.takeover?.shortSessionMs, CONNECT_DEFAULTS.takeover.shortSessionMs),
+            maxShortSessions: Math.max(1, positiveNumber('takeover.maxShortSessions', options.takeover?.maxShortSessions, CONNECT_DEFAULTS.takeover.maxShortSessions)),
+          }),
   };
 }
 
@@ -178,6 +203,10 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
   #finished = false;
   #initial: { resolve: () => void; reject: (e: ApsaraMqDeviceError) => void } | undefined;
   #retryTimer: NodeJS.Timeout | undefined;
+  #password: string;
+  #onlineSince = 0;
+  #shortSessions = 0;
+  #stableTimer: NodeJS.Timeout | undefined;
 
   /** Use {@link connectDevice}. */
   constructor(credential: DeviceCredential, source: CredentialSource, options: ResolvedOptions) {
@@ -187,6 +216,7 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
     this.#options = options;
     this.clientId = credential.clientId;
     const signed = signDeviceCredential(credential);
+    this.#password = signed.password;
     const mqttOptions: IClientOptions = {
       protocolVersion: 4,
       clientId: signed.clientId,
@@ -198,6 +228,9 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
       // mqtt.js only uses this as the delay of the next reconnect; we set it per attempt (see #onClose).
       reconnectPeriod: options.reconnect ? Math.max(1, options.reconnect.minDelayMs) : 0,
       manualConnect: true,
+      // mqtt.js's debug lines include the CONNECT packet with its password: route them through a scrubber, which
+      // also means DEBUG=mqttjs* can no longer print them raw.
+      log: (...args: unknown[]) => this.#mqttLog(args),
       ...options.tls,
       ...(options.will ? { will: options.will } : {}),
     };
@@ -267,14 +300,24 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
       if (!this.client.disconnected) await this.client.endAsync(true);
       return;
     }
-    this.#finish(undefined);
+    this.#finish();
+    this.emit('closed', {});
     await this.client.endAsync(force);
   }
 
   #onConnect(): void {
-    this.#attempt = 0;
     this.#refetched = false;
     this.#online = true;
+    this.#onlineSince = Date.now();
+    clearTimeout(this.#stableTimer);
+    const stableAfter = this.#options.takeover ? this.#options.takeover.shortSessionMs : 0;
+    // Backoff and the takeover count reset once the session proves stable, not on CONNACK: otherwise two clients
+    // kicking each other would reconnect at the shortest delay forever.
+    this.#stableTimer = setTimeout(() => {
+      this.#attempt = 0;
+      this.#shortSessions = 0;
+    }, stableAfter);
+    this.#stableTimer.unref();
     this.#lastNetworkError = undefined;
     this.#log('info', 'online', {});
     const initial = this.#initial;
@@ -297,8 +340,10 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
     const wasOnline = this.#online;
     this.#online = false;
     if (wasOnline) {
+      clearTimeout(this.#stableTimer);
       this.#log('warn', 'offline', {});
       this.emit('offline');
+      if (this.#isTakeoverLoop()) return;
     }
     const rc = this.#refusedRc;
     this.#refusedRc = undefined;
@@ -321,6 +366,25 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
       // mqtt.js's close handler, which runs right after this one, schedules the attempt with this period.
       this.client.options.reconnectPeriod = Math.max(1, delayMs);
     });
+  }
+
+  /** Count a session the broker closed soon after it opened; true (and given up) when that makes a loop. */
+  #isTakeoverLoop(): boolean {
+    const takeover = this.#options.takeover;
+    if (!takeover) return false;
+    const lasted = Date.now() - this.#onlineSince;
+    // A network fault shows as a socket error; a broker that closes a session it just accepted does not.
+    const closedByBroker = this.#lastNetworkError === undefined && this.#refusedRc === undefined;
+    this.#shortSessions = closedByBroker && lasted < takeover.shortSessionMs ? this.#shortSessions + 1 : 0;
+    if (this.#shortSessions < takeover.maxShortSessions) return false;
+    this.#fail(
+      new ConnectError(
+        'TakeoverLoop',
+        `The broker closed the session of ${this.clientId} ${this.#shortSessions} times in a row within ${takeover.shortSessionMs} ms of connecting: another client is probably using the same ClientId (or the device breaks a broker rule that gets it disconnected, such as a payload over 64 KB)`,
+        { clientId: this.clientId },
+      ),
+    );
+    return true;
   }
 
   /** Next attempt after a jittered delay; `arm` installs the timer, or we install our own. */
@@ -363,10 +427,8 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
       return;
     }
     this.emit('auth-failed', { rc });
-    const rejected = new ConnectError('CredentialRejected', `The broker refused credential ${this.#credential.deviceAccessKeyId} of ${this.clientId}: ${reason} (CONNACK ${rc})`, {
-      clientId: this.clientId,
-      connackCode: rc,
-    });
+    const refusal = `The broker refused credential ${this.#credential.deviceAccessKeyId} of ${this.clientId}: ${reason} (CONNACK ${rc})`;
+    const rejected = new ConnectError('CredentialRejected', refusal, { clientId: this.clientId, connackCode: rc });
     if (this.#refetched) {
       // Already fetched a fresh credential in this episode and it was refused too: stop, no loop.
       this.#fail(rejected);
@@ -385,7 +447,7 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
         this.#scheduleReconnect();
         return;
       }
-      this.#fail(new ConnectError('CredentialRejected', `${rejected.message.replace(/\. [^.]*$/, '')}; fetching a new credential failed: ${cause.code}`, { clientId: this.clientId, connackCode: rc, cause }));
+      this.#fail(new ConnectError('CredentialRejected', `${refusal}, and asking for a new one failed with ${cause.code}`, { clientId: this.clientId, connackCode: rc, cause }));
       return;
     }
     if (this.#finished) return;
@@ -404,6 +466,7 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
   #useCredential(credential: DeviceCredential): void {
     const signed = signDeviceCredential(credential);
     this.#credential = credential;
+    this.#password = signed.password;
     this.client.options.username = signed.username;
     this.client.options.password = signed.password;
     this.#log('info', 'credential refreshed', { deviceAccessKeyId: credential.deviceAccessKeyId });
@@ -419,25 +482,38 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
     if (this.listenerCount('error') > 0) this.emit('error', error);
   }
 
-  /** Give up: reject the first connect, or report and close for good. */
+  /** Give up: reject the first connect, or report the error and close for good. */
   #fail(error: ApsaraMqDeviceError): void {
     if (this.#finished) return;
     const initial = this.#initial;
-    this.#finish(error);
+    this.#finish();
     this.client.end(true);
     if (initial) {
       initial.reject(error);
     } else {
       this.#emitError(error);
     }
+    this.emit('closed', { error });
   }
 
-  #finish(error: ApsaraMqDeviceError | undefined): void {
+  #finish(): void {
     this.#finished = true;
     this.#online = false;
     this.#initial = undefined;
-    if (this.#retryTimer) clearTimeout(this.#retryTimer);
-    this.emit('closed', error ? { error } : {});
+    clearTimeout(this.#retryTimer);
+    clearTimeout(this.#stableTimer);
+  }
+
+  /** mqtt.js's debug output, with the password and secret taken out, at debug level. */
+  #mqttLog(args: unknown[]): void {
+    const logger = this.#options.logger;
+    if (logger === silentLogger) return; // formatting every packet costs CPU; skip it when nobody listens
+    let text = format(...args);
+    // Called from inside mqtt.js's constructor too, before this.client is set: use our own copy of the secrets.
+    for (const secret of [this.#password, this.#credential.deviceAccessKeySecret]) {
+      if (secret.length > 0) text = text.split(secret).join('****');
+    }
+    logger.debug(`[mqtt.js] ${this.clientId}: ${text}`);
   }
 
   #log(level: keyof Logger, message: string, fields: Record<string, unknown>): void {

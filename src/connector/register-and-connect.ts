@@ -1,12 +1,38 @@
-import { assertClientId } from '../credential.js';
+import { assertClientId, type CredentialSource } from '../credential.js';
+import { ValidationError, isApsaraMqDeviceError } from '../errors.js';
 import { Provisioner, type ProvisionerOptions } from '../provisioner/provisioner.js';
 import { type ConnectDeviceOptions, type DeviceConnection, connectDevice } from './connect.js';
 
 /** Options of {@link registerAndConnect}: where the OpenAPI is, which device, and how to connect. */
-export type RegisterAndConnectOptions = ProvisionerOptions & Omit<ConnectDeviceOptions, 'credential'> & {
-  /** The device's ClientId, `GID_<group>@@@<device>`. */
-  clientId: string;
-};
+export type RegisterAndConnectOptions = ProvisionerOptions &
+  Omit<ConnectDeviceOptions, 'credential'> & {
+    /** The device's ClientId, `GID_<group>@@@<device>`. */
+    clientId: string;
+    /**
+     * When the broker refuses the credential and the service no longer has one for this ClientId (it was
+     * unregistered): `'fail'` stops with `CredentialRejected`; `'register'` registers a new one and reconnects.
+     * @default 'fail'
+     */
+    onMissing?: 'fail' | 'register';
+  };
+
+/**
+ * The recovery ladder for a refused CONNECT: re-read the store (another process may have refreshed it), then
+ * GetDeviceCredential (a changed key means rotation), then, only when allowed, RegisterDeviceCredential.
+ */
+export function recoveringSource(provisioner: Provisioner, clientId: string, onMissing: 'fail' | 'register'): CredentialSource {
+  const base = provisioner.credentialSource(clientId);
+  return async (request) => {
+    try {
+      return await base(request);
+    } catch (error) {
+      if (request.reason === 'rejected' && onMissing === 'register' && isApsaraMqDeviceError(error, 'DeviceCredentialNotFound')) {
+        return (await provisioner.register(clientId, request.signal ? { signal: request.signal } : {})).credential;
+      }
+      throw error;
+    }
+  };
+}
 
 /**
  * The whole path in one call, nothing to connected: the credential from the store, else GetDeviceCredential,
@@ -21,9 +47,13 @@ export type RegisterAndConnectOptions = ProvisionerOptions & Omit<ConnectDeviceO
  */
 export async function registerAndConnect(options: RegisterAndConnectOptions): Promise<DeviceConnection> {
   assertClientId(options.clientId);
+  const onMissing = options.onMissing ?? 'fail';
+  if (onMissing !== 'fail' && onMissing !== 'register') {
+    throw new ValidationError('InvalidOption', `Option onMissing must be 'fail' or 'register', not ${JSON.stringify(onMissing)}`);
+  }
   const provisioner = new Provisioner(options);
   try {
-    const connection = await connectDevice({ ...options, credential: provisioner.credentialSource(options.clientId) });
+    const connection = await connectDevice({ ...options, credential: recoveringSource(provisioner, options.clientId, onMissing) });
     // The provisioner keeps an HTTP keep-alive agent; release it with the session.
     connection.once('closed', () => provisioner.close());
     return connection;
