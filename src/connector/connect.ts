@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { format } from 'node:util';
+import { format, inspect } from 'node:util';
 import mqtt, {
   type IClientOptions,
   type IClientPublishOptions,
@@ -240,6 +240,15 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
     this.client.on('connect', () => this.#onConnect());
     this.client.on('error', (error) => this.#onMqttError(error));
     this.client.on('message', (topic, payload, packet) => this.emit('message', topic, payload, packet));
+  }
+
+  /** What logs and `util.inspect` show: never the password (the mqtt.js client's options hold it). */
+  toJSON(): Record<string, unknown> {
+    return { clientId: this.clientId, brokerUrl: this.#options.brokerUrl, online: this.#online, credential: this.#credential.toJSON() };
+  }
+
+  [inspect.custom](): string {
+    return `DeviceConnection ${inspect(this.toJSON())}`;
   }
 
   /** The credential in use now (it changes when the source hands out a rotated one). */
