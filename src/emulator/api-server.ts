@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { isApsaraMqDeviceError } from '../errors.js';
 import { routeAction, type ActionContext } from './actions.js';
 import { ApiFault, errorBody, httpStatusFor, type ErrorStatusMode } from './api-errors.js';
+import type { FaultInjector } from './faults.js';
 import type { Gateway, RpcParams } from './gateway.js';
 import { closeServer, listen, trackSockets, urlHost } from './servers.js';
 import type { EmulatorStats, StatsRecorder } from './stats.js';
@@ -11,9 +13,17 @@ export const EMULATOR_PATH_PREFIX = '/_emulator/';
 /** Largest request body accepted; the real API's parameters are a few hundred bytes. */
 export const MAX_BODY_BYTES = 1024 * 1024;
 
+/** The emulator's own controls behind `POST /_emulator/disconnect` and `POST /_emulator/restart`. */
+export interface EmulatorControls {
+  disconnect(clientId: string): boolean;
+  restart(): Promise<void>;
+}
+
 /** Everything the OpenAPI emulator needs. */
 export interface ApiDependencies extends ActionContext {
   readonly gateway: Gateway;
+  readonly faults: FaultInjector;
+  readonly controls: EmulatorControls;
   readonly stats: StatsRecorder;
   /** The current stats (the broker owns the connected count). */
   readonly snapshot: () => EmulatorStats;
@@ -107,12 +117,18 @@ async function readParams(req: IncomingMessage, url: URL): Promise<RpcParams> {
 }
 
 /**
- * One RPC call through the whole pipeline: gateway authentication → throttling → action routing → the action
- * (parameter validation, then state). Returns the success body without RequestId; failures throw {@link ApiFault}.
+ * One RPC call through the whole pipeline: gateway authentication → throttling → injected faults → action routing
+ * → the action (parameter validation, then state). Returns the success body without RequestId; failures throw
+ * {@link ApiFault}.
+ *
+ * Injected faults come after the gateway: a real overloaded backend sheds load before doing any work, but it only
+ * ever sees requests the gateway let through. So a badly signed request still gets `SignatureDoesNotMatch` (faults
+ * never hide a client's signing bug), and a faulted call has changed nothing.
  */
 function handleRpc(method: string, params: RpcParams, deps: ApiDependencies): Record<string, unknown> {
   deps.gateway.authenticate(method, params);
   deps.gateway.throttle(params);
+  deps.faults.inject(params['Action'] ?? '');
   const handler = routeAction(params['Action'] ?? '', params['Version'] ?? '');
   return handler(params, deps);
 }
@@ -127,7 +143,66 @@ function send(res: ServerResponse, requestId: string, reply: Reply): void {
   res.end(json);
 }
 
-async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: ApiDependencies): Promise<void> {
+/**
+ * The emulator's own endpoints (not part of the emulated API, not counted in stats, never delayed or faulted):
+ * `GET /_emulator/stats`, `POST /_emulator/disconnect` with JSON `{"clientId": "…"}`, `POST /_emulator/restart`,
+ * `POST /_emulator/fail-next` with JSON `{"action": "…", "code": "…", "count": 1}` (like `Emulator.failNext`).
+ * Anything else there is `InvalidAction.NotFound`.
+ */
+async function emulatorControl(req: IncomingMessage, url: URL, deps: ApiDependencies): Promise<object> {
+  const route = `${req.method ?? 'GET'} ${url.pathname.slice(EMULATOR_PATH_PREFIX.length)}`;
+  if (route === 'POST disconnect') {
+    const clientId = (await readParams(req, url))['clientId'];
+    if (!clientId) throw new ApiFault('ParameterCheckFailed', { suffix: 'Send a JSON body {"clientId": "<ClientId>"}.' });
+    return { disconnected: deps.controls.disconnect(clientId) };
+  }
+  if (route === 'POST fail-next') {
+    const { action, code, count = '1' } = await readParams(req, url);
+    if (!action || !code) throw new ApiFault('ParameterCheckFailed', { suffix: 'Send a JSON body {"action": "<Action>", "code": "<Code>", "count": 1}.' });
+    try {
+      deps.faults.failNext(action, code, Number(count));
+    } catch (error) {
+      // The same checks as Emulator.failNext; their message names the bad value.
+      if (isApsaraMqDeviceError(error)) throw new ApiFault('ParameterCheckFailed', { suffix: error.message });
+      throw error;
+    }
+    return { queued: Number(count) };
+  }
+  req.resume(); // drain any body so the connection can be reused
+  if (route === 'GET stats' || route === 'HEAD stats') return deps.snapshot();
+  if (route === 'POST restart') {
+    await deps.controls.restart();
+    return { restarted: true };
+  }
+  throw new ApiFault('InvalidAction.NotFound');
+}
+
+/**
+ * The fault to answer a failure with. Anything that is not an ApiFault is an emulator fault; the client sees
+ * InternalError, as from the real service. A body that was too large also closes the connection, as it was not drained.
+ */
+function faultOf(error: unknown, res: ServerResponse): ApiFault {
+  const fault = error instanceof ApiFault ? error : new ApiFault('InternalError');
+  if (fault instanceof BodyTooLarge) res.setHeader('Connection', 'close');
+  return fault;
+}
+
+/**
+ * Wait `ms` (injected latency). The timer is tracked so that close() can cancel it: a held request then never
+ * resumes (its socket is destroyed anyway) and no timer outlives the emulator.
+ */
+async function hold(ms: number, timers: Set<NodeJS.Timeout>): Promise<void> {
+  if (ms <= 0) return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      resolve();
+    }, ms);
+    timers.add(timer);
+  });
+}
+
+async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: ApiDependencies, timers: Set<NodeJS.Timeout>): Promise<void> {
   const requestId = newRequestId();
   const fail = (fault: ApiFault): Reply => ({
     status: httpStatusFor(fault.code, deps.errorStatuses),
@@ -143,11 +218,13 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Ap
   }
 
   if (url.pathname.startsWith(EMULATOR_PATH_PREFIX)) {
-    req.resume(); // drain any body so the connection can be reused
-    const isStats = url.pathname === `${EMULATOR_PATH_PREFIX}stats` && (req.method === 'GET' || req.method === 'HEAD');
-    send(res, requestId, isStats
-      ? { status: 200, body: deps.snapshot() }
-      : fail(new ApiFault('InvalidAction.NotFound')));
+    let reply: Reply;
+    try {
+      reply = { status: 200, body: await emulatorControl(req, url, deps) };
+    } catch (error) {
+      reply = fail(faultOf(error, res));
+    }
+    send(res, requestId, reply);
     return;
   }
 
@@ -156,13 +233,12 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Ap
   try {
     const params = await readParams(req, url);
     action = params['Action'];
+    await hold(deps.faults.delayMs(), timers);
     const body = handleRpc(req.method ?? 'GET', params, deps);
     send(res, requestId, { status: 200, body: { RequestId: requestId, ...body } });
     deps.stats.recordCall(action);
   } catch (error) {
-    // Anything that is not an ApiFault is an emulator fault; the client sees InternalError, as from the real service.
-    const fault = error instanceof ApiFault ? error : new ApiFault('InternalError');
-    if (fault instanceof BodyTooLarge) res.setHeader('Connection', 'close');
+    const fault = faultOf(error, res);
     send(res, requestId, fail(fault));
     deps.stats.recordCall(action, fault.code);
   }
@@ -170,8 +246,9 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Ap
 
 /** Start the OpenAPI HTTP emulator. */
 export async function startApiServer(deps: ApiDependencies): Promise<ApiServer> {
+  const timers = new Set<NodeJS.Timeout>();
   const server = createServer((req, res) => {
-    handleRequest(req, res, deps).catch(() => {
+    handleRequest(req, res, deps, timers).catch(() => {
       // Only a failed socket write can land here; the client has gone.
       res.destroy();
     });
@@ -180,6 +257,10 @@ export async function startApiServer(deps: ApiDependencies): Promise<ApiServer> 
   const port = await listen(server, deps.port, deps.host);
   return {
     endpoint: `http://${urlHost(deps.host)}:${port}`,
-    close: () => closeServer(server, sockets),
+    close: () => {
+      for (const timer of timers) clearTimeout(timer);
+      timers.clear();
+      return closeServer(server, sockets);
+    },
   };
 }

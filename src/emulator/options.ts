@@ -1,5 +1,6 @@
+import { createSecureContext } from 'node:tls';
 import { assertInstanceId } from '../credential.js';
-import { ValidationError, isApsaraMqDeviceError } from '../errors.js';
+import { API_ERROR_CATALOG, ValidationError, isApsaraMqDeviceError } from '../errors.js';
 import type { ErrorStatusMode } from './api-errors.js';
 import { BASE36_LOWER, BASE62, randomString } from './crypto.js';
 
@@ -38,6 +39,40 @@ export interface EmulatorOptions {
   nonceWindowMs?: number;
   /** The clock (ms since the epoch) for Timestamp and nonce checks and CreateTime/UpdateTime. Default `Date.now`. */
   now?: () => number;
+  /**
+   * Share of authenticated API calls (0 to 1, default 0) answered with one of {@link EmulatorOptions.faultCodes}
+   * instead of being served. Faults happen after the gateway's signature check and flow control, before any state
+   * changes, and are counted in stats like real errors.
+   */
+  faultRate?: number;
+  /** Codes a random fault answers with, each equally likely. Every one must be in `API_ERROR_CATALOG`. Default `['SystemOverFlow', 'InternalError']`. */
+  faultCodes?: readonly string[];
+  /** Delay every OpenAPI request by a uniformly drawn number of ms in `[min, max]` before answering. Default: no delay. */
+  latencyMs?: { min: number; max: number };
+  /** Source of randomness in [0, 1) for latency and faults, for exact tests. Default `Math.random`. */
+  random?: () => number;
+  /**
+   * Drop live MQTT sessions of a credential the moment it stops authenticating (Refresh, UnRegister, latest-wins
+   * Register), instead of only refusing new CONNECTs. Default false, as documented for UnRegister (reference §0).
+   */
+  kickOnRevoke?: boolean;
+  /** Largest PUBLISH payload in bytes (default 65536, the service's 64 KB); a larger one disconnects the client. A positive integer or Infinity. */
+  maxPayloadBytes?: number;
+  /**
+   * Server certificate chain and private key (PEM) for MQTT over TLS and over secure WebSocket. Without it neither
+   * listens. The repository's `fixtures/tls/` holds a test CA and a certificate for localhost / 127.0.0.1.
+   */
+  tls?: TlsOptions;
+  /** MQTT over TLS port (the service uses 8883); 0 (default when `tls` is given) picks a free port. Needs `tls`. */
+  tlsPort?: number;
+  /** MQTT over secure WebSocket port, path `/mqtt` (the service uses 443); 0 (default when `tls` is given) picks a free port; `false` turns it off. Needs `tls`. */
+  wssPort?: number | false;
+}
+
+/** A PEM certificate (chain) and its private key. */
+export interface TlsOptions {
+  cert: string | Buffer;
+  key: string | Buffer;
 }
 
 /** The defaults of every option that has a fixed default. */
@@ -52,6 +87,10 @@ export const EMULATOR_DEFAULTS = Object.freeze({
   credentialQuota: Number.POSITIVE_INFINITY,
   timestampWindowMs: 15 * 60_000,
   nonceWindowMs: 15 * 60_000,
+  faultRate: 0,
+  faultCodes: Object.freeze(['SystemOverFlow', 'InternalError']),
+  kickOnRevoke: false,
+  maxPayloadBytes: 64 * 1024,
 } as const satisfies Partial<EmulatorOptions>);
 
 /** Environment variables consulted when the matching option is absent. */
@@ -77,11 +116,25 @@ export interface ResolvedEmulatorOptions {
   readonly timestampWindowMs: number;
   readonly nonceWindowMs: number;
   readonly now: () => number;
+  readonly faultRate: number;
+  readonly faultCodes: readonly string[];
+  /** `undefined` when requests are not delayed. */
+  readonly latencyMs: Readonly<{ min: number; max: number }> | undefined;
+  readonly random: () => number;
+  readonly kickOnRevoke: boolean;
+  readonly maxPayloadBytes: number;
+  /** `undefined` when TLS is off. */
+  readonly tls: Readonly<TlsOptions> | undefined;
+  /** `false` when TLS is off. */
+  readonly tlsPort: number | false;
+  /** `false` when TLS is off or secure WebSocket was turned off. */
+  readonly wssPort: number | false;
 }
 
 const KNOWN_OPTIONS: ReadonlySet<string> = new Set<keyof EmulatorOptions>([
   'host', 'mqttPort', 'wsPort', 'apiPort', 'instanceId', 'accessKeyId', 'accessKeySecret', 'env',
   'reRegister', 'errorStatuses', 'qpsLimit', 'credentialQuota', 'timestampWindowMs', 'nonceWindowMs', 'now',
+  'faultRate', 'faultCodes', 'latencyMs', 'random', 'kickOnRevoke', 'maxPayloadBytes', 'tls', 'tlsPort', 'wssPort',
 ]);
 
 /** Printable ASCII except `|`, which separates the parts of an MQTT username. */
@@ -125,6 +178,72 @@ function durationMs(name: string, value: unknown): number {
   return value;
 }
 
+function bool(name: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') throw invalid(name, 'true or false', value);
+  return value;
+}
+
+function fraction(name: string, value: unknown): number {
+  if (typeof value !== 'number' || !(value >= 0 && value <= 1)) throw invalid(name, 'a number from 0 to 1', value);
+  return value;
+}
+
+function func<T extends (...args: never[]) => unknown>(name: string, value: unknown, expected: string): T {
+  if (typeof value !== 'function') throw invalid(name, expected, value);
+  return value as T;
+}
+
+/** An error code the emulated service can answer with, i.e. one in `API_ERROR_CATALOG`. */
+export function assertApiErrorCode(name: string, code: unknown): string {
+  if (typeof code !== 'string' || !Object.hasOwn(API_ERROR_CATALOG, code)) {
+    throw invalid(name, 'an error code of API_ERROR_CATALOG (such as SystemOverFlow)', code);
+  }
+  return code;
+}
+
+function faultCodes(value: unknown): readonly string[] {
+  if (!Array.isArray(value) || value.length === 0) throw invalid('faultCodes', 'a non-empty array of error codes', value);
+  return Object.freeze(value.map((code: unknown, i) => assertApiErrorCode(`faultCodes[${i}]`, code)));
+}
+
+function latencyRange(value: unknown): Readonly<{ min: number; max: number }> | undefined {
+  if (value === undefined) return undefined;
+  const range = value as { min?: unknown; max?: unknown } | null;
+  const { min, max } = typeof range === 'object' && range !== null ? range : { min: undefined, max: undefined };
+  if (typeof min !== 'number' || typeof max !== 'number' || !Number.isFinite(max) || !(min >= 0 && min <= max)) {
+    throw new ValidationError('InvalidOption', 'Emulator option latencyMs must be { min, max } with 0 <= min <= max, finite ms');
+  }
+  return Object.freeze({ min, max });
+}
+
+/**
+ * The TLS material and its two ports. The certificate and key are loaded once here, so a bad PEM or a key that does
+ * not match fails as `InvalidOption` before anything listens; the message shows neither.
+ */
+function tlsSettings(options: EmulatorOptions): Pick<ResolvedEmulatorOptions, 'tls' | 'tlsPort' | 'wssPort'> {
+  if (options.tls === undefined) {
+    for (const name of ['tlsPort', 'wssPort'] as const) {
+      if (options[name] !== undefined) throw new ValidationError('InvalidOption', `Emulator option ${name} needs the tls option`);
+    }
+    return { tls: undefined, tlsPort: false, wssPort: false };
+  }
+  const given: unknown = options.tls;
+  const { cert, key } = (typeof given === 'object' && given !== null ? given : {}) as { cert?: unknown; key?: unknown };
+  const pem = (value: unknown): value is string | Buffer => (typeof value === 'string' || Buffer.isBuffer(value)) && value.length > 0;
+  if (!pem(cert) || !pem(key)) throw new ValidationError('InvalidOption', 'Emulator option tls must be { cert, key }, each a non-empty PEM string or Buffer');
+  try {
+    createSecureContext({ cert, key });
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new ValidationError('InvalidOption', `Emulator option tls: the certificate and key do not load (${reason})`);
+  }
+  return {
+    tls: Object.freeze({ cert, key }),
+    tlsPort: port('tlsPort', options.tlsPort ?? 0),
+    wssPort: options.wssPort === false ? false : port('wssPort', options.wssPort ?? 0),
+  };
+}
+
 /**
  * The option if given, else the environment variable if set and non-empty (an empty variable counts as unset,
  * as shells commonly export empty values), else a generated value. Returns where it came from for messages.
@@ -164,9 +283,7 @@ export function resolveOptions(options: EmulatorOptions = {}): ResolvedEmulatorO
   if (typeof host !== 'string' || host === '' || /\s/.test(host)) throw invalid('host', 'a host name or IP address', host);
 
   const wsPort = pick('wsPort');
-  const givenNow: unknown = options.now === undefined ? Date.now : options.now;
-  if (typeof givenNow !== 'function') throw invalid('now', 'a function returning ms since the epoch', givenNow);
-  const now = givenNow as () => number;
+  const now = func<() => number>('now', options.now === undefined ? Date.now : options.now, 'a function returning ms since the epoch');
 
   const instance = fromOptionEnvOrGenerated(options, env, 'instanceId', () => `mqtt-emu-${randomString(BASE36_LOWER, 8)}`);
   try {
@@ -201,5 +318,12 @@ export function resolveOptions(options: EmulatorOptions = {}): ResolvedEmulatorO
     timestampWindowMs: durationMs('timestampWindowMs', pick('timestampWindowMs')),
     nonceWindowMs: durationMs('nonceWindowMs', pick('nonceWindowMs')),
     now,
+    faultRate: fraction('faultRate', pick('faultRate')),
+    faultCodes: faultCodes(pick('faultCodes')),
+    latencyMs: latencyRange(options.latencyMs),
+    random: func<() => number>('random', options.random === undefined ? Math.random : options.random, 'a function returning a number in [0, 1)'),
+    kickOnRevoke: bool('kickOnRevoke', pick('kickOnRevoke')),
+    maxPayloadBytes: countOrInfinity('maxPayloadBytes', pick('maxPayloadBytes'), 1),
+    ...tlsSettings(options),
   });
 }

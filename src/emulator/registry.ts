@@ -35,6 +35,7 @@ function deviceKey(): string {
 export class CredentialRegistry {
   readonly #byInstance = new Map<string, Map<string, CredentialRecord>>();
   readonly #byKeyId = new Map<string, CredentialRecord>();
+  readonly #revokeListeners = new Set<(record: CredentialRecord) => void>();
   readonly #policy: RegistryPolicy;
 
   constructor(policy: RegistryPolicy) {
@@ -94,6 +95,15 @@ export class CredentialRegistry {
     return this.#byInstance.get(instanceId)?.size ?? 0;
   }
 
+  /**
+   * Call `listener` with every credential that stops authenticating (rotated, refreshed or unregistered), right
+   * after it left the key index. Returns the function that removes the listener.
+   */
+  onRevoke(listener: (record: CredentialRecord) => void): () => void {
+    this.#revokeListeners.add(listener);
+    return () => this.#revokeListeners.delete(listener);
+  }
+
   #now(): number {
     return Math.floor(this.#policy.now());
   }
@@ -122,8 +132,9 @@ export class CredentialRegistry {
     return record;
   }
 
-  /** The single place where a key pair stops authenticating (a hook point for kicking live sessions). */
+  /** The single place where a key pair stops authenticating; listeners may kick its live sessions. */
   #revoke(record: CredentialRecord): void {
     this.#byKeyId.delete(record.DeviceAccessKeyId);
+    for (const listener of this.#revokeListeners) listener(record);
   }
 }

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import RPCClient from '@alicloud/pop-core';
-import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
-import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
+import { connect, connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
+import { afterAll, afterEach, beforeAll, beforeEach, expect } from 'vitest';
 import { DeviceCredential } from '../../src/credential.js';
+import { ApiFault } from '../../src/emulator/api-errors.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import type { MqttCredentials } from '../../src/signer/mqtt.js';
 import { rpcTimestamp, signRpc } from '../../src/signer/openapi.js';
@@ -159,5 +160,53 @@ export async function connackCode(url: string, credentials: MqttCredentials, ext
     const code = (error as { code?: unknown }).code;
     if (typeof code !== 'number') throw error;
     return code;
+  }
+}
+
+/** A connected client whose messages are collected from the moment it connects (queued ones arrive right after CONNACK). */
+export interface InboxClient {
+  readonly client: MqttClient;
+  /** Whether the CONNACK said a session was present. */
+  readonly sessionPresent: boolean;
+  /** The next message received (already received ones first), as `[topic, payload]`. */
+  next(): Promise<[string, string]>;
+}
+
+/** Connect like {@link connectMqtt}, collecting messages before the connection is handed out. */
+export async function connectWithInbox(url: string, credentials: MqttCredentials, extra: IClientOptions = {}): Promise<InboxClient> {
+  const received: [string, string][] = [];
+  const waiting: ((message: [string, string]) => void)[] = [];
+  const client = connect(url, mqttOptions(credentials, extra));
+  client.on('message', (topic, payload) => {
+    const message: [string, string] = [topic, payload.toString()];
+    const waiter = waiting.shift();
+    if (waiter) waiter(message);
+    else received.push(message);
+  });
+  const sessionPresent = await new Promise<boolean>((resolve, reject) => {
+    client.once('connect', (connack) => resolve(connack.sessionPresent));
+    client.once('error', (error) => {
+      client.end(true);
+      reject(error);
+    });
+  });
+  return {
+    client,
+    sessionPresent,
+    next: () => {
+      const message = received.shift();
+      return message ? Promise.resolve(message) : new Promise((resolve) => waiting.push(resolve));
+    },
+  };
+}
+
+/** The code of the {@link ApiFault} `fn` throws, or `undefined` when it returns (any other throw fails the test). */
+export function apiFaultCode(fn: () => unknown): string | undefined {
+  try {
+    fn();
+    return undefined;
+  } catch (error) {
+    expect(error).toBeInstanceOf(ApiFault);
+    return (error as ApiFault).code;
   }
 }

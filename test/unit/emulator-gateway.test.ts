@@ -3,6 +3,7 @@ import { ApiFault, errorBody, httpStatusFor, invalidParameter } from '../../src/
 import { COMMON_PARAMETERS, Gateway, NonceCache, RateLimiter, parseTimestamp } from '../../src/emulator/gateway.js';
 import { API_ERROR_CATALOG } from '../../src/errors.js';
 import { rpcTimestamp, signRpc } from '../../src/signer/openapi.js';
+import { apiFaultCode as codeOf } from '../helpers/emulator.js';
 
 const NOW = Date.parse('2024-03-01T12:00:00Z');
 const KEY = { accessKeyId: 'LTAItest', accessKeySecret: 'testsecret' };
@@ -19,16 +20,6 @@ function request(overrides: Record<string, string> = {}, secret = KEY.accessKeyS
     ClientId: 'GID_a@@@b', InstanceId: 'mqtt-test', ...overrides,
   };
   return { ...params, Signature: signRpc(method, params, secret) };
-}
-
-function codeOf(fn: () => void): string | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (error) {
-    expect(error).toBeInstanceOf(ApiFault);
-    return (error as ApiFault).code;
-  }
 }
 
 describe('gateway check order', () => {

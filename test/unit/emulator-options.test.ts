@@ -25,6 +25,16 @@ describe('emulator options', () => {
     expect(resolveOptions({ env: {} }).now).toBe(Date.now);
     expect(EMULATOR_DEFAULTS.timestampWindowMs).toBe(15 * 60 * 1000);
     expect(Object.isFrozen(o)).toBe(true);
+    expect(o).toMatchObject({ faultRate: 0, faultCodes: ['SystemOverFlow', 'InternalError'], latencyMs: undefined });
+    expect(o).toMatchObject({ kickOnRevoke: false, maxPayloadBytes: 65_536, tls: undefined, tlsPort: false, wssPort: false });
+    expect(o.random).toBe(Math.random);
+  });
+
+  it('accepts fault injection settings', () => {
+    const random = (): number => 0.5;
+    const o = resolveOptions({ env: {}, faultRate: 1, faultCodes: ['Throttling.User', 'InvalidParameter.ClientId'], latencyMs: { min: 0, max: 0 }, random });
+    expect(o).toMatchObject({ faultRate: 1, faultCodes: ['Throttling.User', 'InvalidParameter.ClientId'], latencyMs: { min: 0, max: 0 } });
+    expect(o.random).toBe(random);
   });
 
   it('generates instance id and account keys in the documented formats, fresh each time', () => {
@@ -88,6 +98,24 @@ describe('emulator options', () => {
     ['now', { now: 5 }],
     ['env', { env: null }],
     ['qpslimit', { qpslimit: 5 }],
+    ['faultRate', { faultRate: 1.5 }],
+    ['faultRate', { faultRate: -0.1 }],
+    ['faultRate', { faultRate: NaN }],
+    ['faultCodes', { faultCodes: [] }],
+    ['faultCodes', { faultCodes: 'SystemOverFlow' }],
+    ['faultCodes[1]', { faultCodes: ['SystemOverFlow', 'NotACode'] }],
+    ['faultCodes[0]', { faultCodes: ['constructor'] }],
+    ['latencyMs', { latencyMs: { min: 10, max: 5 } }],
+    ['latencyMs', { latencyMs: { min: -1, max: 5 } }],
+    ['latencyMs', { latencyMs: { min: 0, max: Infinity } }],
+    ['latencyMs', { latencyMs: 100 }],
+    ['random', { random: 0.5 }],
+    ['kickOnRevoke', { kickOnRevoke: 'yes' }],
+    ['maxPayloadBytes', { maxPayloadBytes: 0 }],
+    ['maxPayloadBytes', { maxPayloadBytes: 1.5 }],
+    ['tls', { tls: {} }],
+    ['tls', { tls: 'cert.pem' }],
+    ['tlsPort', { tlsPort: 8883 }],
   ])('throws InvalidOption naming %s', (name, bad) => {
     const error = invalidOption({ env: {}, ...bad });
     expect(error.message).toContain(name);

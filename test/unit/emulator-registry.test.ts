@@ -1,22 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { ApiFault } from '../../src/emulator/api-errors.js';
 import { ConnectRefusal, checkConnect } from '../../src/emulator/broker.js';
 import { CredentialRegistry } from '../../src/emulator/registry.js';
 import { StatsRecorder } from '../../src/emulator/stats.js';
 import { hmacPassword } from '../../src/signer/mqtt.js';
+import { apiFaultCode as faultCode } from '../helpers/emulator.js';
 
 const INSTANCE = 'mqtt-test';
 const DEVICE_KEY = /^DC\.[0-9A-Za-z]{22}$/;
-
-function faultCode(fn: () => unknown): string | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (error) {
-    expect(error).toBeInstanceOf(ApiFault);
-    return (error as ApiFault).code;
-  }
-}
 
 describe('credential registry', () => {
   let clock = 1_000.7;

@@ -1,6 +1,7 @@
-import type { Command } from 'commander';
+import { readFile } from 'node:fs/promises';
+import { type Command, InvalidArgumentError } from 'commander';
 import { startEmulator, type EmulatorOptions } from '../../emulator/index.js';
-import { type CliIo, choiceArg, intArg, jsonLine } from '../io.js';
+import { type CliIo, UsageError, choiceArg, intArg, jsonLine } from '../io.js';
 
 interface EmulatorFlags {
   host: string;
@@ -13,16 +14,63 @@ interface EmulatorFlags {
   reRegister: 'rotate' | 'reject';
   errorStatuses: 'remapped' | 'legacy';
   qpsLimit: number;
+  faultRate: number;
+  faultCodes?: string[];
+  latencyMs?: { min: number; max: number };
+  kickOnRevoke?: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsPort?: number;
+  wssPort?: number;
   json?: boolean;
 }
 
+/** `--fault-rate`: a probability. */
+function probabilityArg(value: string): number {
+  const n = Number(value.trim());
+  if (value.trim() === '' || !(n >= 0 && n <= 1)) throw new InvalidArgumentError('--fault-rate must be a number from 0 to 1.');
+  return n;
+}
+
+/** `--fault-codes A,B`: the codes themselves are checked by the emulator's options (one list of valid codes). */
+function listArg(value: string): string[] {
+  return value.split(',').map((code) => code.trim()).filter((code) => code !== '');
+}
+
+/** `--latency-ms MIN-MAX` (or a single N for a fixed delay), whole milliseconds. */
+function rangeArg(value: string): { min: number; max: number } {
+  const match = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(value);
+  const min = Number(match?.[1]);
+  const max = match?.[2] === undefined ? min : Number(match[2]);
+  if (!match || min > max) throw new InvalidArgumentError('--latency-ms must be MIN-MAX in whole ms with MIN <= MAX, or one number.');
+  return { min, max };
+}
+
 /** Defaults of the `emulator` command: fixed, well-known ports so the quick start can be pasted. */
-export const EMULATOR_CLI_DEFAULTS = Object.freeze({ host: '127.0.0.1', mqttPort: 1883, wsPort: 8083, apiPort: 8080 });
+export const EMULATOR_CLI_DEFAULTS = Object.freeze({ host: '127.0.0.1', mqttPort: 1883, wsPort: 8083, apiPort: 8080, tlsPort: 8883, wssPort: 8084 });
+
+/**
+ * The TLS options from `--tls-cert`/`--tls-key` (read here, checked by the emulator) and their ports. The ports
+ * have defaults only with TLS on; a TLS port without the files is a usage error rather than silently ignored.
+ */
+async function tlsOptions(flags: EmulatorFlags): Promise<Pick<EmulatorOptions, 'tls' | 'tlsPort' | 'wssPort'>> {
+  if (flags.tlsCert === undefined && flags.tlsKey === undefined) {
+    if (flags.tlsPort !== undefined || flags.wssPort !== undefined) throw new UsageError('--tls-port and --wss-port need --tls-cert and --tls-key.');
+    return {};
+  }
+  if (flags.tlsCert === undefined || flags.tlsKey === undefined) throw new UsageError('--tls-cert and --tls-key go together.');
+  const [cert, key] = await Promise.all([readFile(flags.tlsCert), readFile(flags.tlsKey)]);
+  return {
+    tls: { cert, key },
+    tlsPort: flags.tlsPort ?? EMULATOR_CLI_DEFAULTS.tlsPort,
+    wssPort: flags.wssPort ?? EMULATOR_CLI_DEFAULTS.wssPort,
+  };
+}
 
 export function addEmulatorCommand(program: Command, io: CliIo): void {
   program
     .command('emulator')
-    .description('Run a local emulator of ApsaraMQ for MQTT: an MQTT broker (TCP and WebSocket /mqtt) and the OpenAPI, enforcing the real authentication.')
+    .description('Run a local emulator of ApsaraMQ for MQTT: an MQTT broker (TCP and WebSocket /mqtt; with --tls-cert also TLS and secure WebSocket) and the OpenAPI, enforcing the real authentication.')
     .option('--host <host>', 'address to listen on', EMULATOR_CLI_DEFAULTS.host)
     .option('--mqtt-port <port>', 'MQTT over TCP port (0 = any free port)', intArg('--mqtt-port', 0, 65535), EMULATOR_CLI_DEFAULTS.mqttPort)
     .option('--ws-port <port>', 'MQTT over WebSocket port, path /mqtt (0 = any free port)', intArg('--ws-port', 0, 65535), EMULATOR_CLI_DEFAULTS.wsPort)
@@ -32,16 +80,28 @@ export function addEmulatorCommand(program: Command, io: CliIo): void {
     .option('--re-register <mode>', 'RegisterDeviceCredential on a ClientId that has a credential: rotate (latest wins) or reject (DeviceCredentialExsit)', choiceArg('--re-register', ['rotate', 'reject'] as const), 'rotate')
     .option('--error-statuses <set>', 'HTTP status of InternalError/SystemOverFlow: remapped (417/403) or legacy (500/500)', choiceArg('--error-statuses', ['remapped', 'legacy'] as const), 'remapped')
     .option('--qps-limit <n>', 'OpenAPI calls per second per account before Throttling.User', intArg('--qps-limit', 1), 500)
-    .option('--json', 'once ready, print one JSON line {mqttUrl, wsUrl, apiEndpoint, instanceId, accessKeyId, accessKeySecret}')
+    .option('--fault-rate <p>', 'share (0 to 1) of the OpenAPI calls that pass the signature check and --qps-limit answered with an injected error, changing nothing', probabilityArg, 0)
+    .option('--fault-codes <codes>', 'comma-separated error codes injected faults answer with (default SystemOverFlow,InternalError)', listArg)
+    .option('--latency-ms <min-max>', 'delay each OpenAPI request by a uniformly drawn MIN to MAX ms (or exactly N)', rangeArg)
+    .option('--kick-on-revoke', 'drop live MQTT sessions of a credential as soon as Refresh, UnRegister or a repeated Register revokes it')
+    .option('--tls-cert <file>', 'PEM server certificate (chain): turns on MQTT over TLS and over secure WebSocket (/mqtt)')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
+    .option('--tls-port <port>', `MQTT over TLS port (default ${EMULATOR_CLI_DEFAULTS.tlsPort}; 0 = any free port)`, intArg('--tls-port', 0, 65535))
+    .option('--wss-port <port>', `MQTT over secure WebSocket port (default ${EMULATOR_CLI_DEFAULTS.wssPort}; 0 = any free port)`, intArg('--wss-port', 0, 65535))
+    .option('--json', 'once ready, print one JSON line {mqttUrl, wsUrl, [mqttsUrl, wssUrl with TLS,] apiEndpoint, instanceId, accessKeyId, accessKeySecret}')
     .addHelpText(
       'after',
       `
 The account AccessKey comes from ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET when set,
 else one is generated and printed. Runs until SIGINT or SIGTERM, then closes cleanly.
+Test controls on the OpenAPI port: GET /_emulator/stats, POST /_emulator/disconnect {"clientId": "…"},
+POST /_emulator/restart, POST /_emulator/fail-next {"action": "…", "code": "…", "count": 1}.
 
 Examples:
   $ apsaramq-device emulator
-  $ apsaramq-device emulator --mqtt-port 0 --ws-port 0 --api-port 0 --json`,
+  $ apsaramq-device emulator --mqtt-port 0 --ws-port 0 --api-port 0 --json
+  $ apsaramq-device emulator --fault-rate 0.2 --fault-codes SystemOverFlow,Throttling.User --latency-ms 50-300
+  $ apsaramq-device emulator --tls-cert fixtures/tls/server.pem --tls-key fixtures/tls/server-key.pem`,
     )
     .action(async (flags: EmulatorFlags) => {
       const options: EmulatorOptions = {
@@ -52,6 +112,11 @@ Examples:
         reRegister: flags.reRegister,
         errorStatuses: flags.errorStatuses,
         qpsLimit: flags.qpsLimit,
+        faultRate: flags.faultRate,
+        ...(flags.faultCodes === undefined ? {} : { faultCodes: flags.faultCodes }),
+        ...(flags.latencyMs === undefined ? {} : { latencyMs: flags.latencyMs }),
+        kickOnRevoke: flags.kickOnRevoke === true,
+        ...(await tlsOptions(flags)),
         env: io.env,
         ...(flags.instanceId === undefined ? {} : { instanceId: flags.instanceId }),
       };
@@ -62,6 +127,8 @@ Examples:
           jsonLine({
             mqttUrl: emulator.mqttUrl,
             wsUrl: emulator.wsUrl ?? null,
+            // Only with TLS on, so that the line's shape without TLS stays what scripts already parse.
+            ...(emulator.mqttsUrl === undefined ? {} : { mqttsUrl: emulator.mqttsUrl, wssUrl: emulator.wssUrl ?? null }),
             apiEndpoint: emulator.apiEndpoint,
             instanceId: emulator.instanceId,
             accessKeyId: emulator.accessKeyId,
@@ -74,6 +141,8 @@ Examples:
             'ApsaraMQ for MQTT emulator is running.',
             `  MQTT (TCP):       ${emulator.mqttUrl}`,
             `  MQTT (WebSocket): ${emulator.wsUrl ?? 'off'}`,
+            `  MQTT (TLS):       ${emulator.mqttsUrl ?? 'off (--tls-cert/--tls-key)'}`,
+            `  MQTT (WSS):       ${emulator.wssUrl ?? 'off (--tls-cert/--tls-key)'}`,
             `  OpenAPI endpoint: ${emulator.apiEndpoint}`,
             `  Instance id:      ${emulator.instanceId}`,
             '',

@@ -1,0 +1,29 @@
+/**
+ * Point-to-point topics (reference §5.6): a message published to `<parent>/p2p/<ClientId>` reaches that client
+ * without a subscription, and only that client.
+ */
+
+/** The second topic level that marks a P2P topic. */
+export const P2P_LEVEL = 'p2p';
+
+/** The ClientId a topic is addressed to when it is exactly `<parent>/p2p/<ClientId>`, else `undefined`. */
+export function p2pTarget(topic: string): string | undefined {
+  const levels = topic.split('/');
+  return levels.length === 3 && levels[0] !== '' && levels[1] === P2P_LEVEL && levels[2] !== '' ? levels[2] : undefined;
+}
+
+/**
+ * May `clientId` subscribe to `filter`? Refused: filters whose second level is `p2p` and whose third level is
+ * anything but the subscriber's own ClientId (another id, `+` or `#`), since they name other clients' P2P topics.
+ * Broader filters (`#`, `Parent/#`, `Parent/+/x`) stay allowed: forwarding drops other clients' P2P messages
+ * from them, see {@link p2pTarget}.
+ */
+export function mayP2pSubscribe(filter: string, clientId: string): boolean {
+  const levels = filter.split('/');
+  return !(levels[1] === P2P_LEVEL && levels.length >= 3 && levels[2] !== clientId);
+}
+
+/** The broker-side subscription that delivers a client's P2P messages under any parent topic. */
+export function p2pInbox(clientId: string): string {
+  return `+/${P2P_LEVEL}/${clientId}`;
+}

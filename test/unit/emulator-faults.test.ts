@@ -1,0 +1,75 @@
+import { describe, expect, it } from 'vitest';
+import { ValidationError } from '../../src/errors.js';
+import { FaultInjector, type FaultConfig } from '../../src/emulator/faults.js';
+import { apiFaultCode } from '../helpers/emulator.js';
+
+/** A `random` that returns the scripted draws in order and counts how many were taken. */
+function scripted(...draws: number[]): { random: () => number; taken: () => number } {
+  let taken = 0;
+  return {
+    random: () => {
+      const value = draws[taken];
+      taken += 1;
+      if (value === undefined) throw new Error('more draws than scripted');
+      return value;
+    },
+    taken: () => taken,
+  };
+}
+
+function injector(overrides: Partial<FaultConfig>): FaultInjector {
+  return new FaultInjector({ faultRate: 0, faultCodes: ['SystemOverFlow', 'InternalError'], latencyMs: undefined, random: Math.random, ...overrides });
+}
+
+/** The code `inject` throws, or undefined when the call goes through. */
+function injected(faults: FaultInjector, action: string): string | undefined {
+  return apiFaultCode(() => faults.inject(action));
+}
+
+describe('FaultInjector', () => {
+  it('takes no draw and injects nothing by default', () => {
+    const r = scripted();
+    const faults = injector({ random: r.random });
+    expect(injected(faults, 'GetDeviceCredential')).toBeUndefined();
+    expect(faults.delayMs()).toBe(0);
+    expect(r.taken()).toBe(0);
+  });
+
+  it('faults when the draw is below faultRate and picks the code with a second draw', () => {
+    const r = scripted(0.49, 0.99, 0.5, 0.2, 0.49);
+    const faults = injector({ faultRate: 0.5, random: r.random });
+    expect(injected(faults, 'A')).toBe('InternalError'); // 0.49 < 0.5, then floor(0.99 * 2) = 1
+    expect(injected(faults, 'A')).toBeUndefined(); // 0.5 is not below 0.5
+    expect(injected(faults, 'A')).toBe('SystemOverFlow'); // 0.2, then floor(0.49 * 2) = 0
+    expect(r.taken()).toBe(5);
+  });
+
+  it('answers queued codes first, per action, in order, without drawing', () => {
+    const r = scripted();
+    const faults = injector({ faultRate: 1, random: r.random });
+    faults.failNext('RegisterDeviceCredential', 'Throttling.User', 2);
+    faults.failNext('RegisterDeviceCredential', 'DeviceCredentialNumExceed');
+    faults.failNext('GetDeviceCredential', 'InternalError');
+    expect(injected(faults, 'GetDeviceCredential')).toBe('InternalError');
+    expect(injected(faults, 'RegisterDeviceCredential')).toBe('Throttling.User');
+    expect(injected(faults, 'RegisterDeviceCredential')).toBe('Throttling.User');
+    expect(injected(faults, 'RegisterDeviceCredential')).toBe('DeviceCredentialNumExceed');
+    expect(r.taken()).toBe(0);
+  });
+
+  it('draws latency uniformly in [min, max] and never past max, even from a random that returns 1', () => {
+    const r = scripted(0, 0.5, 1);
+    const faults = injector({ latencyMs: { min: 100, max: 300 }, random: r.random });
+    expect(faults.delayMs()).toBe(100);
+    expect(faults.delayMs()).toBe(200);
+    expect(faults.delayMs()).toBeLessThanOrEqual(300);
+  });
+
+  it('refuses unknown codes and bad counts with InvalidOption', () => {
+    const faults = injector({});
+    for (const [code, count] of [['NoSuchCode', 1], ['toString', 1], ['InternalError', 0], ['InternalError', 1.5]] as const) {
+      expect(() => faults.failNext('A', code, count)).toThrow(ValidationError);
+    }
+    expect(injected(faults, 'A')).toBeUndefined();
+  });
+});
