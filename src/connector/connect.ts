@@ -177,6 +177,12 @@ function resolveOptions(options: ConnectDeviceOptions, instanceId: string): Reso
   };
 }
 
+/** TLS verification failures (OpenSSL's codes), which no retry will cure. */
+function isCertificateError(error: (Error & { code?: unknown }) | undefined): boolean {
+  const code = typeof error?.code === 'string' ? error.code : '';
+  return /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS_CERT/.test(code);
+}
+
 /** Errors of the transport that mean "the broker could not be reached". */
 function describeNetworkError(error: Error & { code?: unknown }): string {
   const code = typeof error.code === 'string' ? `${error.code}: ` : '';
@@ -367,7 +373,12 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
       this.#fail(
         timedOut
           ? new ConnectError('ConnectTimeout', `No CONNACK from ${this.#options.brokerUrl} within ${this.#options.connectTimeoutMs} ms`, { clientId: this.clientId, cause })
-          : new ConnectError('BrokerUnreachable', `Could not reach the broker at ${this.#options.brokerUrl}${cause ? ` (${describeNetworkError(cause)})` : ''}`, { clientId: this.clientId, cause }),
+          : new ConnectError('BrokerUnreachable', `Could not reach the broker at ${this.#options.brokerUrl}${cause ? ` (${describeNetworkError(cause)})` : ''}`, {
+              clientId: this.clientId,
+              cause,
+              // A certificate that cannot be verified stays so: retrying does not help.
+              ...(isCertificateError(cause) ? { retryable: false } : {}),
+            }),
       );
       return;
     }
