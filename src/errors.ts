@@ -218,10 +218,20 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   TakeoverLoop: { retryable: false, remedy: 'Another client keeps connecting with the same ClientId; every device needs its own ClientId.' },
   SubscribeRejected: { retryable: false, remedy: 'Check the topic: its parent topic must exist on the instance, and a client may not subscribe to another client\'s p2p topic.' },
   Aborted: { retryable: false, remedy: 'The operation was cancelled by its AbortSignal.' },
+  TooManyOpenFiles: { retryable: false, remedy: 'Each simulated device holds one socket: raise the open-file limit (ulimit -n 65536) or simulate fewer devices per process (--shard).' },
+  SimulationFailed: { retryable: true, remedy: 'Some devices could not be provisioned or connected; the report counts them by error code under "errors".' },
+  EmulatorFailed: { retryable: false, remedy: 'The embedded emulator process could not start or died; run `npm run build` first, or start `apsaramq-device emulator` yourself and pass its endpoints.' },
+  ConnectionLost: { retryable: true, remedy: 'The broker closed the connection during the run; the device reconnects with backoff.' },
+  ProtocolError: { retryable: false, remedy: 'The broker sent something that is not MQTT 3.1.1; check --broker-url.' },
   UnknownError: { retryable: false, remedy: 'Unexpected error; run with --verbose and report it.' },
 } satisfies Record<string, ErrorInfo>);
 
 export type LocalErrorCode = keyof typeof LOCAL_ERROR_CATALOG;
+
+/** Is this API error code one of throttling (the service shedding load)? `Throttling`, `Throttling.*`, `*OverFlow`. */
+export function isThrottlingCode(code: string): boolean {
+  return code === 'Throttling' || code.startsWith('Throttling.') || code.endsWith('OverFlow');
+}
 
 /** Base class of every error this library throws. */
 export class ApsaraMqDeviceError extends Error {
@@ -300,7 +310,7 @@ export class ApiError extends ApsaraMqDeviceError {
 export function apiErrorInfo(code: string, httpStatus?: number): { retryable: boolean; remedy: string } {
   const known = API_ERROR_CATALOG[code];
   if (known) return { retryable: known.retryable, remedy: known.remedy };
-  if (code.startsWith('Throttling') || code.endsWith('OverFlow')) {
+  if (isThrottlingCode(code)) {
     return { retryable: true, remedy: 'The service is throttling; retry with backoff and lower the request rate.' };
   }
   if (code.startsWith('InvalidParameter.')) {

@@ -34,6 +34,7 @@ export {
 } from './connector/connect.js';
 export { registerAndConnect, type RegisterAndConnectOptions } from './connector/register-and-connect.js';
 export * from './emulator/index.js';
+export * from './simulator/index.js';
 export { backoffCeiling, fullJitterDelay, type BackoffOptions } from './util/backoff.js';
 export { silentLogger, type Logger } from './util/logger.js';
 export { VERSION } from './version.js';

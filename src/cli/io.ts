@@ -6,6 +6,8 @@ export interface CliIo {
   stdout(text: string): void;
   stderr(text: string): void;
   env: NodeJS.ProcessEnv;
+  /** Is stderr a terminal (so progress can be a live bar rather than a line every few seconds)? */
+  stderrIsTTY?: boolean;
   /** Resolves when the user asks the command to stop (SIGINT/SIGTERM). */
   interrupted(): Promise<void>;
 }
@@ -16,6 +18,7 @@ export function processIo(): CliIo {
     stdout: (t) => void process.stdout.write(t),
     stderr: (t) => void process.stderr.write(t),
     env: process.env,
+    stderrIsTTY: process.stderr.isTTY === true,
     interrupted: () =>
       new Promise<void>((resolve) => {
         const done = (): void => {

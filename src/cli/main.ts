@@ -6,7 +6,9 @@ import { toApsaraMqDeviceError } from '../errors.js';
 import { addConnectCommand } from './commands/connect.js';
 import { addCredentialCommands } from './commands/credential.js';
 import { addEmulatorCommand } from './commands/emulator.js';
+import { addProvisionCommand } from './commands/provision.js';
 import { addSignCommand } from './commands/sign.js';
+import { addSimulateCommand } from './commands/simulate.js';
 import { type CliIo, UsageError, processIo } from './io.js';
 import { VERSION } from '../version.js';
 
@@ -38,6 +40,8 @@ Exit codes: 0 success, 1 failure (stderr starts with the error code), 2 usage er
   addCredentialCommands(program, io);
   addSignCommand(program, io);
   addConnectCommand(program, io);
+  addSimulateCommand(program, io);
+  addProvisionCommand(program, io);
   for (const command of program.commands) command.exitOverride().configureOutput({ writeOut: (s) => io.stdout(s), writeErr: (s) => io.stderr(s) });
   return program;
 }

@@ -72,7 +72,11 @@ function listenIf(server: NetServer, port: number | false, host: string): Promis
  * every connection to `broker`. On a bind failure everything already started is closed and the error rethrown.
  */
 export async function startListeners(broker: Aedes, host: string, ports: BrokerPorts, tls: TlsOptions | undefined): Promise<Listeners> {
-  const handle = (socket: Socket): void => void broker.handle(socket);
+  const handle = (socket: Socket): void => {
+    // Without it Nagle's algorithm meets the client's delayed ACKs and every small PUBLISH waits ~40 ms.
+    socket.setNoDelay(true);
+    void broker.handle(socket);
+  };
   const tcp = track(createNetServer(handle));
   const http = track(createHttpServer());
   const servers = [tcp, http];

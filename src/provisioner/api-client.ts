@@ -8,6 +8,8 @@ import { API_ERROR_CATALOG, ApiError, isApsaraMqDeviceError, NetworkError, Valid
 import { percentEncode } from '../signer/openapi.js';
 import { abortError, raceAbort } from './abort.js';
 import { type AccountKeyOptions, resolveAccountCredentials } from './env.js';
+import { type AccountLimiter, accountLimiter, type RateLimitOptions } from './rate-limit.js';
+import { classifyFailure, isRetryableFailure, type ResolvedRetryOptions, resolveRetryOptions, RetryRun, type RetryOptions } from './retry.js';
 
 /** OpenAPI version of the ApsaraMQ for MQTT (`onsmqtt`) product. */
 export const API_VERSION = '2020-04-20';
@@ -16,8 +18,8 @@ export const DEFAULT_TIMEOUT_MS = 10_000;
 /** Default (and largest) page size of ListDeviceCredentialClientId. */
 export const DEFAULT_PAGE_SIZE = 100;
 
-/** How to reach and authenticate to the OpenAPI. */
-export interface OpenApiClientOptions extends AccountKeyOptions {
+/** How to reach and authenticate to the OpenAPI, and how fast and how persistently to call it. */
+export interface OpenApiClientOptions extends AccountKeyOptions, RateLimitOptions {
   /**
    * Full http(s) URL of the OpenAPI, e.g. an emulator's `http://127.0.0.1:port`.
    * @default `https://onsmqtt.<region>.aliyuncs.com`
@@ -29,6 +31,21 @@ export interface OpenApiClientOptions extends AccountKeyOptions {
   env?: NodeJS.ProcessEnv;
   /** Connect timeout and answer timeout, each, in ms. @default 10000 */
   timeoutMs?: number;
+  /**
+   * Retry policy for failed calls (see `RETRY_CLASSIFICATION` in retry.ts); `{}` for the defaults of
+   * `DEFAULT_RETRY_OPTIONS`. @default false: no retries; errors say whether they are `retryable`.
+   */
+  retry?: RetryOptions | false;
+}
+
+/** Counters of one client (every attempt counted, retries included). */
+export interface ApiCallStats {
+  /** Requests sent. */
+  apiCalls: number;
+  /** Attempts that repeated a failed one. */
+  retries: number;
+  /** Answers that were throttling (`Throttling*`, `SystemOverFlow`, `ApplyTokenOverFlow`). */
+  throttled: number;
 }
 
 /** Per-call options. */
@@ -177,9 +194,13 @@ export class OpenApiClient {
   readonly #rpc: RPCClient;
   readonly #agent: HttpAgent;
   readonly #calls = new Map<string, number>();
+  readonly #retry: ResolvedRetryOptions;
+  readonly #limiter: AccountLimiter;
+  #retries = 0;
+  #throttled = 0;
 
   /**
-   * @throws ValidationError `InvalidOption` for a bad endpoint, region or timeout.
+   * @throws ValidationError `InvalidOption` for a bad endpoint, region, timeout, qps, concurrency or retry option.
    * @throws ConfigurationError `MissingAccessKey` when no account key is passed or set in the environment.
    */
   constructor(options: OpenApiClientOptions = {}) {
@@ -190,6 +211,11 @@ export class OpenApiClient {
     }
     this.timeoutMs = timeoutMs;
     this.#account = resolveAccountCredentials(options, options.env ?? process.env);
+    this.#retry = resolveRetryOptions(options.retry);
+    this.#limiter = accountLimiter(this.#account.accessKeyId, this.endpoint, {
+      ...(options.qps === undefined ? {} : { qps: options.qps }),
+      ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
+    });
     this.#agent = trackingAgent(this.endpoint.startsWith('https:'));
     this.#rpc = new RPCClient({
       endpoint: this.endpoint,
@@ -217,9 +243,22 @@ export class OpenApiClient {
     return Object.fromEntries(this.#calls);
   }
 
+  /** Requests, retries and throttled answers so far. */
+  stats(): ApiCallStats {
+    return { apiCalls: this.apiCalls, retries: this.#retries, throttled: this.#throttled };
+  }
+
+  /** The retry policy in force (`maxAttempts` 1 when retries are off). */
+  get retryPolicy(): Readonly<ResolvedRetryOptions> {
+    return this.#retry;
+  }
+
   /**
-   * Send one OpenAPI action and check the answer's envelope. Every request of this client goes through here (the
-   * single place to add retries or rate limiting).
+   * Send one OpenAPI action and check the answer's envelope. Every request of this client goes through here: each
+   * attempt waits for the account's rate limiter (shared by every client of the AccessKeyId and endpoint in the
+   * process), and failed attempts are retried per the client's `retry` policy: throttling, service faults and
+   * requests that never left are repeated for every action; a lost answer (timeout, reset) only for actions in
+   * `IDEMPOTENT_ACTIONS`. pop-core signs each attempt with a fresh SignatureNonce.
    *
    * @throws ApiError when the service answers with an error `Code`.
    * @throws NetworkError `InvalidResponse` (not JSON, not an object, no RequestId, or HTTP ≥ 300 without `Code`),
@@ -231,6 +270,20 @@ export class OpenApiClient {
     // pop-core would send an undefined value as the string "undefined".
     for (const [key, value] of Object.entries(params)) if (value !== undefined) wire[key] = String(value);
     if (options.signal?.aborted) throw abortError(action, options.signal);
+    const run = new RetryRun(this.#retry, action, options.signal);
+    for (;;) {
+      try {
+        return await this.#limiter.run(action, options.signal, () => this.#attempt(action, wire, options));
+      } catch (error) {
+        const kind = classifyFailure(error);
+        if (kind === 'throttled') this.#throttled += 1;
+        if (!(await run.backoff(isRetryableFailure(error, action)))) throw error;
+        this.#retries += 1;
+      }
+    }
+  }
+
+  async #attempt(action: string, wire: Record<string, string>, options: CallOptions): Promise<ApiResponse> {
     const exchange: Exchange = {};
     const release = (): void => {
       // Frees the socket of a request that will not be read to the end (timeout, abort, bad body).

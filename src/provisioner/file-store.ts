@@ -159,7 +159,7 @@ function checkPrivate(info: Stats, path: string, what: 'file' | 'directory'): vo
 }
 
 /** mkdir -p, then chmod 0700 whatever the umask did, but only to a directory this call created. */
-async function makePrivateDir(dir: string): Promise<void> {
+export async function makePrivateDir(dir: string): Promise<void> {
   try {
     const created = await mkdir(dir, { recursive: true, mode: DIR_MODE });
     if (created !== undefined) await chmod(dir, DIR_MODE);
@@ -168,8 +168,8 @@ async function makePrivateDir(dir: string): Promise<void> {
   }
 }
 
-/** Make a rename in `dir` durable. Filesystems that cannot fsync a directory are tolerated. */
-async function syncDir(dir: string): Promise<void> {
+/** Make a rename (or a new file) in `dir` durable. Filesystems that cannot fsync a directory are tolerated. */
+export async function syncDir(dir: string): Promise<void> {
   if (process.platform === 'win32') return; // directories cannot be opened for fsync there
   let handle: FileHandle | undefined;
   try {
@@ -183,7 +183,8 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
-function errno(error: unknown): string | undefined {
+/** The errno code (`ENOENT`, …) of a Node fs error, if it has one. */
+export function errno(error: unknown): string | undefined {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   return typeof code === 'string' ? code : undefined;
 }

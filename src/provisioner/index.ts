@@ -9,6 +9,7 @@ export {
   OpenApiClient,
   regionEndpoint,
   resolveEndpoint,
+  type ApiCallStats,
   type ApiParams,
   type ApiResponse,
   type CallOptions,
@@ -28,5 +29,28 @@ export {
 } from './env.js';
 export { FileCredentialStore } from './file-store.js';
 export { MemoryCredentialStore } from './memory-store.js';
-export { Provisioner, createProvisioner, type ProvisionerOptions } from './provisioner.js';
+export {
+  Provisioner,
+  createProvisioner,
+  type CredentialOrigin,
+  type ObtainedCredential,
+  type ObtainOptions,
+  type ProvisionerOptions,
+  type ProvisionStrategy,
+} from './provisioner.js';
+export { provisionFleet, type FleetFailure, type FleetOptions, type FleetProgress, type FleetResult } from './fleet.js';
+export { JOURNAL_DIR_NAME, RegistrationJournal } from './journal.js';
+export { DEFAULT_API_CONCURRENCY, DEFAULT_API_QPS, type RateLimitOptions } from './rate-limit.js';
+export {
+  DEFAULT_RETRY_OPTIONS,
+  IDEMPOTENT_ACTIONS,
+  NO_RETRY,
+  RETRY_CLASSIFICATION,
+  classifyFailure,
+  isRetryableFailure,
+  resolveRetryOptions,
+  type ResolvedRetryOptions,
+  type RetryClass,
+  type RetryOptions,
+} from './retry.js';
 export type { CredentialStore } from './store.js';

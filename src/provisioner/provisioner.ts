@@ -1,8 +1,10 @@
 import { inspect } from 'node:util';
 import { assertClientId, assertInstanceId, type CredentialRequest, type CredentialSource, type DeviceCredential } from '../credential.js';
 import { isApsaraMqDeviceError } from '../errors.js';
-import { type CallOptions, type ClientIdPage, type CredentialResponse, type ListClientIdsOptions, OpenApiClient, type OpenApiClientOptions } from './api-client.js';
+import { type ApiCallStats, type CallOptions, type ClientIdPage, type CredentialResponse, type ListClientIdsOptions, OpenApiClient, type OpenApiClientOptions } from './api-client.js';
+import type { RegistrationJournal } from './journal.js';
 import { MemoryCredentialStore } from './memory-store.js';
+import { classifyFailure, RetryRun } from './retry.js';
 import { SingleFlight } from './single-flight.js';
 import type { CredentialStore } from './store.js';
 
@@ -12,6 +14,34 @@ export interface ProvisionerOptions extends OpenApiClientOptions {
   instanceId: string;
   /** Where credentials are kept between runs. @default a new {@link MemoryCredentialStore} (nothing persists) */
   store?: CredentialStore;
+}
+
+/**
+ * How a credential the store lacks is obtained.
+ * - `get-first` (safe whatever the service does on a second Register): GetDeviceCredential, and
+ *   RegisterDeviceCredential only on `DeviceCredentialNotFound`. Two calls per new device.
+ * - `register-first` (for fleets known to be new): RegisterDeviceCredential, and GetDeviceCredential when it answers
+ *   `DeviceCredentialExsit`. One call per new device, but on a service where the latest registration wins it
+ *   rotates the credential of a ClientId registered elsewhere: use it only for ClientIds nobody else registers.
+ *   A ClientId with a pending journal entry (an earlier run may have registered it) is always looked up first.
+ */
+export type ProvisionStrategy = 'get-first' | 'register-first';
+
+/** Where {@link Provisioner.obtainCredential} found a credential. */
+export type CredentialOrigin = 'store' | 'fetched' | 'registered';
+
+/** A credential and where it came from. */
+export interface ObtainedCredential {
+  credential: DeviceCredential;
+  origin: CredentialOrigin;
+}
+
+/** Options of {@link Provisioner.obtainCredential}. */
+export interface ObtainOptions extends CallOptions {
+  /** @default 'get-first' */
+  strategy?: ProvisionStrategy;
+  /** Write-ahead journal of Register calls (see {@link RegistrationJournal}); none by default. */
+  journal?: RegistrationJournal;
 }
 
 /**
@@ -29,7 +59,9 @@ export class Provisioner {
   /** Where credentials are kept. */
   readonly store: CredentialStore;
   readonly #client: OpenApiClient;
-  readonly #ensuring = new SingleFlight<DeviceCredential>();
+  readonly #ensuring = new SingleFlight<ObtainedCredential>();
+  /** Registers whose answer was lost and that were looked up again with Get: retries the client does not see. */
+  #reconciled = 0;
 
   /**
    * @throws ValidationError `InvalidInstanceId`, or `InvalidOption` for a bad endpoint/region/timeout.
@@ -57,6 +89,12 @@ export class Provisioner {
     return this.#client.apiCallsByAction();
   }
 
+  /** Requests, retries (a Register reconciled with a Get counts as one) and throttled answers so far. */
+  stats(): ApiCallStats {
+    const stats = this.#client.stats();
+    return { ...stats, retries: stats.retries + this.#reconciled };
+  }
+
   /**
    * The credential of a ClientId, calling the OpenAPI only when the store has none:
    * store → GetDeviceCredential → (only on `DeviceCredentialNotFound`) RegisterDeviceCredential, and the result is
@@ -70,19 +108,32 @@ export class Provisioner {
    * @throws ValidationError `InvalidClientId` before any I/O; ApiError, NetworkError, StoreError.
    */
   async ensureCredential(clientId: string, options: CallOptions = {}): Promise<DeviceCredential> {
+    return (await this.obtainCredential(clientId, options)).credential;
+  }
+
+  /**
+   * {@link ensureCredential} with a choice of {@link ProvisionStrategy} and journal, saying where the credential
+   * came from. Concurrent calls for one ClientId share one sequence (the first caller's strategy and journal).
+   *
+   * With a retry policy, a Register whose answer was lost (timeout, reset) is never sent again blindly: the
+   * credential is looked up with Get, and registered again only if the service has none.
+   *
+   * @throws ValidationError `InvalidClientId` before any I/O; ApiError, NetworkError, StoreError.
+   */
+  obtainCredential(clientId: string, options: ObtainOptions = {}): Promise<ObtainedCredential> {
     assertClientId(clientId);
+    const { journal } = options;
     return this.#ensuring.run(clientId, `ensureCredential(${clientId})`, options.signal, async (signal) => {
       const stored = await this.store.load(this.instanceId, clientId);
-      if (stored) return stored;
-      let credential: DeviceCredential;
-      try {
-        ({ credential } = await this.#client.getDeviceCredential(this.instanceId, clientId, { signal }));
-      } catch (error) {
-        if (!isApsaraMqDeviceError(error, 'DeviceCredentialNotFound')) throw error;
-        credential = await this.#registerOrGet(clientId, signal);
+      if (stored) {
+        await journal?.clear(clientId);
+        return { credential: stored, origin: 'store' };
       }
-      await this.store.save(credential);
-      return credential;
+      const registerFirst = options.strategy === 'register-first' && !(await journal?.has(clientId));
+      const obtained = registerFirst ? await this.#registerOrGet(clientId, signal, journal) : await this.#getOrRegister(clientId, signal, journal);
+      await this.store.save(obtained.credential);
+      await journal?.clear(clientId);
+      return obtained;
     });
   }
 
@@ -149,13 +200,39 @@ export class Provisioner {
     return `Provisioner ${inspect(this.toJSON())}`;
   }
 
-  async #registerOrGet(clientId: string, signal: AbortSignal): Promise<DeviceCredential> {
+  async #getOrRegister(clientId: string, signal: AbortSignal, journal: RegistrationJournal | undefined): Promise<ObtainedCredential> {
+    const fetched = await this.#fetch(clientId, signal);
+    return fetched ?? this.#registerOrGet(clientId, signal, journal);
+  }
+
+  /** GetDeviceCredential, or `undefined` on `DeviceCredentialNotFound`. */
+  async #fetch(clientId: string, signal: AbortSignal): Promise<ObtainedCredential | undefined> {
     try {
-      return (await this.#client.registerDeviceCredential(this.instanceId, clientId, { signal })).credential;
+      return { credential: (await this.#client.getDeviceCredential(this.instanceId, clientId, { signal })).credential, origin: 'fetched' };
     } catch (error) {
-      // The service's own spelling.
-      if (!isApsaraMqDeviceError(error, 'DeviceCredentialExsit')) throw error;
-      return (await this.#client.getDeviceCredential(this.instanceId, clientId, { signal })).credential;
+      if (isApsaraMqDeviceError(error, 'DeviceCredentialNotFound')) return undefined;
+      throw error;
+    }
+  }
+
+  async #registerOrGet(clientId: string, signal: AbortSignal, journal: RegistrationJournal | undefined): Promise<ObtainedCredential> {
+    const run = new RetryRun(this.#client.retryPolicy, `RegisterDeviceCredential(${clientId})`, signal);
+    for (;;) {
+      // Durable before the request leaves, so that a crash after the answer cannot lead to a second Register.
+      await journal?.record(clientId);
+      try {
+        return { credential: (await this.#client.registerDeviceCredential(this.instanceId, clientId, { signal })).credential, origin: 'registered' };
+      } catch (error) {
+        // The service's own spelling: another registrar got there first.
+        if (isApsaraMqDeviceError(error, 'DeviceCredentialExsit')) {
+          return { credential: (await this.#client.getDeviceCredential(this.instanceId, clientId, { signal })).credential, origin: 'fetched' };
+        }
+        // The client retries every other retryable failure itself; a lost answer is ours to settle.
+        if (classifyFailure(error) !== 'unknown-outcome' || !(await run.backoff(true))) throw error;
+        this.#reconciled += 1;
+        const fetched = await this.#fetch(clientId, signal);
+        if (fetched) return fetched;
+      }
     }
   }
 

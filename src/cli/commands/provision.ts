@@ -1,0 +1,160 @@
+import type { Command } from 'commander';
+import { assertClientId, assertGroupId, assertInstanceId } from '../../credential.js';
+import { ApsaraMqDeviceError, isApsaraMqDeviceError } from '../../errors.js';
+import { defaultStoreDir } from '../../provisioner/env.js';
+import { type FleetProgress, type FleetResult, provisionFleet } from '../../provisioner/fleet.js';
+import { FileCredentialStore } from '../../provisioner/file-store.js';
+import type { ProvisionStrategy } from '../../provisioner/provisioner.js';
+import { DEFAULT_API_CONCURRENCY, DEFAULT_API_QPS } from '../../provisioner/rate-limit.js';
+import { type CliIo, UsageError, choiceArg, intArg, jsonLine } from '../io.js';
+
+interface ProvisionFlags {
+  instanceId?: string;
+  groupId?: string;
+  count?: number;
+  prefix: string;
+  start: number;
+  qps: number;
+  concurrency: number;
+  strategy: ProvisionStrategy;
+  store?: string;
+  endpoint?: string;
+  region?: string;
+  json?: boolean;
+}
+
+/** Without a terminal, a progress line this often (ms): enough to see a CI job is alive, not enough to flood its log. */
+const PROGRESS_LINE_MS = 5_000;
+/** On a terminal, redraw the bar at most this often (ms). */
+const PROGRESS_BAR_MS = 100;
+const BAR_WIDTH = 30;
+/** Failed ClientIds listed in the human summary; the rest are counted. */
+const FAILURES_SHOWN = 20;
+
+/** The ClientIds of `--count` devices: `<GID>@@@<prefix><index>` for index from `--start`. */
+export function fleetClientIds(groupId: string, prefix: string, start: number, count: number): string[] {
+  return Array.from({ length: count }, (_, i) => `${groupId}@@@${prefix}${start + i}`);
+}
+
+export function addProvisionCommand(program: Command, io: CliIo): void {
+  program
+    .command('provision')
+    .description('Give a fleet of devices their credentials: store first, then the OpenAPI, paced under the account limit, retrying throttling and faults, never registering a ClientId that has a credential.')
+    .option('--instance-id <id>', 'instance id (required)')
+    .option('--group-id <gid>', 'GroupId of the devices, GID_… (required)')
+    .option('--count <n>', 'number of devices (required)', intArg('--count', 1))
+    .option('--prefix <prefix>', 'device id prefix: ClientIds are <GID>@@@<prefix><index>', 'dev-')
+    .option('--start <n>', 'first index', intArg('--start', 0), 0)
+    .option('--qps <n>', 'OpenAPI requests per second for the account', intArg('--qps', 1, 100_000), DEFAULT_API_QPS)
+    .option('--concurrency <n>', 'devices (and requests) in flight at once', intArg('--concurrency', 1, 10_000), DEFAULT_API_CONCURRENCY)
+    .option('--strategy <s>', 'get-first (safe for any fleet) or register-first (one call per device, for new fleets only)', choiceArg('--strategy', ['get-first', 'register-first'] as const), 'get-first')
+    .option('--store <dir>', 'credential store directory (default $APSARAMQ_DEVICE_STORE, else ~/.config/apsaramq-device/credentials)')
+    .option('--endpoint <url>', 'OpenAPI endpoint URL, e.g. the emulator\'s http://127.0.0.1:8080')
+    .option('--region <region>', 'region, for https://onsmqtt.<region>.aliyuncs.com')
+    .option('--json', 'print one summary line of JSON on stdout')
+    .addHelpText(
+      'after',
+      `
+Account keys come from ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET (and ALIBABA_CLOUD_SECURITY_TOKEN for STS).
+Credentials already in the store cost no API call, so running the command again is cheap and safe. Progress goes to
+stderr; with --json, stdout gets {"requested","provisioned","fromStore","fetched","registered","failed":[{"clientId","code"}],
+"apiCalls","retries","throttled","elapsedMs"}. Exit 0 when every device has its credential, 1 otherwise.
+
+Example:
+  $ apsaramq-device provision --endpoint http://127.0.0.1:8080 --instance-id mqtt-emu-1 --group-id GID_demo --count 1000 --qps 200 --json`,
+    )
+    .action(async (flags: ProvisionFlags) => {
+      const { instanceId, groupId, count } = flags;
+      if (instanceId === undefined) throw new UsageError('--instance-id is required');
+      if (groupId === undefined) throw new UsageError('--group-id is required');
+      if (count === undefined) throw new UsageError('--count is required');
+      if (flags.endpoint === undefined && flags.region === undefined) throw new UsageError('pass --endpoint URL or --region REGION');
+      if (flags.endpoint !== undefined && flags.region !== undefined) throw new UsageError('pass --endpoint or --region, not both');
+      assertInstanceId(instanceId);
+      assertGroupId(groupId);
+      // The last index has the most digits: if its ClientId is valid, all are. Checked before any I/O.
+      const longest = fleetClientIds(groupId, flags.prefix, flags.start + count - 1, 1)[0] ?? '';
+      try {
+        assertClientId(longest);
+      } catch (error) {
+        if (!isApsaraMqDeviceError(error)) throw error;
+        throw new UsageError(`--group-id, --prefix, --start and --count make ClientIds such as ${longest} (${longest.length} characters): ${error.message}`);
+      }
+
+      const controller = new AbortController();
+      void io.interrupted().then(() => controller.abort(new Error('interrupted')));
+      const reporter = progressReporter(io, io.stderrIsTTY === true);
+      const result = await provisionFleet(fleetClientIds(groupId, flags.prefix, flags.start, count), {
+        instanceId,
+        env: io.env,
+        store: new FileCredentialStore(flags.store ?? defaultStoreDir(io.env)),
+        qps: flags.qps,
+        concurrency: flags.concurrency,
+        strategy: flags.strategy,
+        signal: controller.signal,
+        onProgress: reporter.update,
+        ...(flags.endpoint === undefined ? {} : { endpoint: flags.endpoint }),
+        ...(flags.region === undefined ? {} : { region: flags.region }),
+      });
+      reporter.finish();
+      io.stdout(flags.json ? jsonLine(summary(result)) : humanSummary(result));
+      if (result.failed.length > 0) throw failureError(result);
+    });
+}
+
+/** The `--json` line: the result without the credentials (they hold device secrets). */
+function summary(result: FleetResult): Omit<FleetResult, 'credentials'> {
+  const { requested, provisioned, fromStore, fetched, registered, failed, apiCalls, retries, throttled, elapsedMs } = result;
+  return { requested, provisioned, fromStore, fetched, registered, failed, apiCalls, retries, throttled, elapsedMs };
+}
+
+function humanSummary(r: FleetResult): string {
+  const lines = [
+    `provisioned ${r.provisioned} of ${r.requested} (from store ${r.fromStore}, fetched ${r.fetched}, registered ${r.registered}); failed ${r.failed.length}`,
+    `${r.apiCalls} API calls, ${r.retries} retries, ${r.throttled} throttled, ${(r.elapsedMs / 1000).toFixed(1)} s`,
+    ...r.failed.slice(0, FAILURES_SHOWN).map((f) => `  failed ${f.clientId}: ${f.code}`),
+  ];
+  if (r.failed.length > FAILURES_SHOWN) lines.push(`  … and ${r.failed.length - FAILURES_SHOWN} more`);
+  return `${lines.join('\n')}\n`;
+}
+
+/** Exit 1 with the most frequent failure code first on stderr, as every other command does. */
+function failureError(result: FleetResult): ApsaraMqDeviceError {
+  const counts = new Map<string, number>();
+  for (const { code } of result.failed) counts.set(code, (counts.get(code) ?? 0) + 1);
+  const [code = 'UnknownError'] = [...counts].sort((a, b) => b[1] - a[1])[0] ?? [];
+  const breakdown = [...counts].map(([c, n]) => `${c} ${n}`).join(', ');
+  return new ApsaraMqDeviceError(code, `${result.failed.length} of ${result.requested} devices were not provisioned (${breakdown})`, {
+    retryable: false,
+    remedy: 'Fix the cause and run the same command again: devices already provisioned come from the store at no cost.',
+  });
+}
+
+/** Progress on stderr: a bar redrawn in place on a terminal, a plain line every few seconds otherwise. */
+function progressReporter(io: CliIo, tty: boolean): { update: (p: FleetProgress) => void; finish: () => void } {
+  let last = 0;
+  let latest: FleetProgress | undefined;
+  const line = (p: FleetProgress): string =>
+    `${p.done}/${p.total} done, ${p.failed} failed, ${p.apiCalls} API calls, ${p.retries} retries, ${p.throttled} throttled, ${(p.elapsedMs / 1000).toFixed(1)} s`;
+  const draw = (p: FleetProgress): void => {
+    if (tty) {
+      const filled = p.total === 0 ? BAR_WIDTH : Math.round((p.done / p.total) * BAR_WIDTH);
+      io.stderr(`\r\x1b[K[${'#'.repeat(filled)}${'.'.repeat(BAR_WIDTH - filled)}] ${line(p)}`);
+    } else {
+      io.stderr(`provision: ${line(p)}\n`);
+    }
+  };
+  return {
+    update: (p) => {
+      latest = p;
+      if (p.elapsedMs - last >= (tty ? PROGRESS_BAR_MS : PROGRESS_LINE_MS)) {
+        last = p.elapsedMs;
+        draw(p);
+      }
+    },
+    finish: () => {
+      if (latest) draw(latest);
+      if (tty && latest) io.stderr('\n');
+    },
+  };
+}

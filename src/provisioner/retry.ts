@@ -1,0 +1,182 @@
+import { ApiError, isApsaraMqDeviceError, isThrottlingCode, NetworkError, ValidationError } from '../errors.js';
+import { fullJitterDelay, sleep } from '../util/backoff.js';
+import { abortError } from './abort.js';
+
+/**
+ * How a failed OpenAPI call is treated by the retry policy. The classes, not the codes, decide; which code falls
+ * in which class is data ({@link RETRY_CLASSIFICATION}, then the family rules of {@link classifyFailure}).
+ *
+ * - `throttled`: the service shed the request before doing anything; slow down and send it again.
+ * - `transient`: the service answered with a fault of its own and did not apply the request; send it again.
+ * - `not-sent`: the request never left this machine (nothing listened, no DNS answer); send it again.
+ * - `unknown-outcome`: the request may have reached the service and been applied, but no answer came back
+ *   (timeout, reset, a proxy's non-JSON page). Repeated only for actions that are safe to repeat.
+ * - `fatal`: retrying cannot help (signature, permission, parameter, not-found, quota, abort, local errors).
+ */
+export type RetryClass = 'throttled' | 'transient' | 'not-sent' | 'unknown-outcome' | 'fatal';
+
+/**
+ * The classification table for codes that are not decided by their family. API codes not listed here are
+ * classified by {@link classifyFailure}: `Throttling*` and `*OverFlow` are `throttled`; any other API error the
+ * catalog (or its HTTP status ≥ 500) marks retryable is `transient`; the rest are `fatal`.
+ */
+export const RETRY_CLASSIFICATION: Readonly<Record<string, RetryClass>> = Object.freeze({
+  // Load shedding: the request was refused before it was processed.
+  Throttling: 'throttled',
+  'Throttling.User': 'throttled',
+  'Throttling.Api': 'throttled',
+  SystemOverFlow: 'throttled',
+  ApplyTokenOverFlow: 'throttled',
+  // An error answer means the service did not apply the request (the emulator injects faults before any state
+  // change; the real service documents these as "try again later").
+  InternalError: 'transient',
+  ServiceUnavailable: 'transient',
+  // The gateway refused a replayed nonce before routing; pop-core signs every attempt with a fresh nonce.
+  SignatureNonceUsed: 'transient',
+  // Nothing was sent.
+  ConnectionRefused: 'not-sent',
+  HostNotFound: 'not-sent',
+  // Sent, but the answer was lost: the request may have been applied.
+  RequestTimeout: 'unknown-outcome',
+  NetworkError: 'unknown-outcome',
+  InvalidResponse: 'unknown-outcome',
+});
+
+/**
+ * Actions that read only, so sending them twice is harmless even when the first one may have been applied.
+ * RegisterDeviceCredential is deliberately absent: where the latest registration wins, repeating one whose answer
+ * was lost rotates a credential someone may already hold. The provisioner reconciles such a Register with a Get.
+ */
+export const IDEMPOTENT_ACTIONS: ReadonlySet<string> = new Set([
+  'GetDeviceCredential',
+  'ListDeviceCredentialClientId',
+  'QueryToken',
+  'QuerySessionByClientId',
+  'BatchQuerySessionByClientIds',
+]);
+
+/** The {@link RetryClass} of anything a call can throw. */
+export function classifyFailure(error: unknown): RetryClass {
+  if (!isApsaraMqDeviceError(error) || error.code === 'Aborted') return 'fatal';
+  const listed = RETRY_CLASSIFICATION[error.code];
+  if (listed !== undefined) return listed;
+  if (error instanceof ApiError) {
+    if (isThrottlingCode(error.code)) return 'throttled';
+    return error.retryable ? 'transient' : 'fatal';
+  }
+  // Any other network failure of ours: assume the request may have gone out.
+  if (error instanceof NetworkError) return 'unknown-outcome';
+  return 'fatal';
+}
+
+/** Whether a failure of `action` may be retried: every retryable class, except `unknown-outcome` for non-idempotent actions. */
+export function isRetryableFailure(error: unknown, action: string): boolean {
+  const kind = classifyFailure(error);
+  if (kind === 'fatal') return false;
+  return kind !== 'unknown-outcome' || IDEMPOTENT_ACTIONS.has(action);
+}
+
+/** How failed OpenAPI calls are retried: exponential backoff with full jitter, bounded in attempts and time. */
+export interface RetryOptions {
+  /** Attempts in all, the first included; 1 means no retries. @default 8 */
+  maxAttempts?: number;
+  /** Ceiling of the first backoff delay, ms. @default 100 */
+  minDelayMs?: number;
+  /** Largest backoff delay, ms. @default 10000 */
+  maxDelayMs?: number;
+  /** No retry starts once this long has passed since the first attempt (or would have passed after its delay), ms. @default 60000 */
+  maxElapsedMs?: number;
+  /** Random source in [0, 1) for the jitter (tests pass a fixed one). @default Math.random */
+  random?: () => number;
+}
+
+/** {@link RetryOptions} with every field filled in. */
+export type ResolvedRetryOptions = Required<RetryOptions>;
+
+/** The retry policy of fleet provisioning (and of any client given `retry: {}`). */
+export const DEFAULT_RETRY_OPTIONS: Readonly<ResolvedRetryOptions> = Object.freeze({
+  maxAttempts: 8,
+  minDelayMs: 100,
+  maxDelayMs: 10_000,
+  maxElapsedMs: 60_000,
+  random: Math.random,
+});
+
+/** No retries: the default of a bare `OpenApiClient`, which reports `retryable` and leaves the decision to its caller. */
+export const NO_RETRY: Readonly<ResolvedRetryOptions> = Object.freeze({ ...DEFAULT_RETRY_OPTIONS, maxAttempts: 1 });
+
+/**
+ * Fill in and check retry options. `false` (or absent, with `fallback` NO_RETRY) turns retries off.
+ * @throws ValidationError `InvalidOption` naming the bad field.
+ */
+export function resolveRetryOptions(options: RetryOptions | false | undefined, fallback: Readonly<ResolvedRetryOptions> = NO_RETRY): ResolvedRetryOptions {
+  if (options === false) return { ...NO_RETRY };
+  if (options === undefined) return { ...fallback };
+  const resolved: ResolvedRetryOptions = { ...DEFAULT_RETRY_OPTIONS, ...definedOnly(options) };
+  const check = (name: keyof RetryOptions, ok: boolean): void => {
+    if (!ok) throw new ValidationError('InvalidOption', `Invalid retry.${name} ${String(resolved[name])}`);
+  };
+  check('maxAttempts', Number.isSafeInteger(resolved.maxAttempts) && resolved.maxAttempts >= 1);
+  check('minDelayMs', Number.isFinite(resolved.minDelayMs) && resolved.minDelayMs >= 0);
+  check('maxDelayMs', Number.isFinite(resolved.maxDelayMs) && resolved.maxDelayMs >= resolved.minDelayMs);
+  check('maxElapsedMs', resolved.maxElapsedMs >= 0);
+  check('random', typeof resolved.random === 'function');
+  return resolved;
+}
+
+function definedOnly(options: RetryOptions): RetryOptions {
+  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as RetryOptions;
+}
+
+/**
+ * The retry state of one logical operation: counts attempts, enforces the bounds and sleeps the backoff.
+ *
+ * ```ts
+ * const run = new RetryRun(policy, signal);
+ * for (;;) {
+ *   try { return await attempt(); } catch (e) { if (!(await run.backoff(isRetryableFailure(e, action)))) throw e; }
+ * }
+ * ```
+ */
+export class RetryRun {
+  readonly #policy: ResolvedRetryOptions;
+  readonly #signal: AbortSignal | undefined;
+  readonly #what: string;
+  readonly #started: number;
+  readonly #now: () => number;
+  #retries = 0;
+
+  constructor(policy: ResolvedRetryOptions, what: string, signal?: AbortSignal, now: () => number = Date.now) {
+    this.#policy = policy;
+    this.#what = what;
+    this.#signal = signal;
+    this.#now = now;
+    this.#started = now();
+  }
+
+  /** Retries done so far. */
+  get retries(): number {
+    return this.#retries;
+  }
+
+  /**
+   * After a failed attempt: false when it must not or may no longer be retried; otherwise sleep the full-jitter
+   * delay and resolve true.
+   * @throws ApsaraMqDeviceError `Aborted` when the signal fires during the delay.
+   */
+  async backoff(retryable: boolean): Promise<boolean> {
+    if (!retryable || this.#retries + 1 >= this.#policy.maxAttempts) return false;
+    const delay = fullJitterDelay(this.#retries, this.#policy, this.#policy.random);
+    if (this.#now() - this.#started + delay > this.#policy.maxElapsedMs) return false;
+    this.#retries += 1;
+    const signal = this.#signal;
+    if (signal?.aborted) throw abortError(this.#what, signal);
+    try {
+      await sleep(delay, signal);
+    } catch (error) {
+      if (signal?.aborted) throw abortError(this.#what, signal);
+      throw error;
+    }
+    return true;
+  }
+}

@@ -1,0 +1,25 @@
+import { ApsaraMqDeviceError, LOCAL_ERROR_CATALOG } from '../errors.js';
+
+/** Codes of {@link SimulatorError}, with what to do about each (they live in the shared catalog, so the README lists them). */
+export const SIMULATOR_ERROR_CATALOG = Object.freeze({
+  TooManyOpenFiles: LOCAL_ERROR_CATALOG.TooManyOpenFiles,
+  SimulationFailed: LOCAL_ERROR_CATALOG.SimulationFailed,
+  EmulatorFailed: LOCAL_ERROR_CATALOG.EmulatorFailed,
+  ConnectionLost: LOCAL_ERROR_CATALOG.ConnectionLost,
+  ProtocolError: LOCAL_ERROR_CATALOG.ProtocolError,
+});
+
+/** A code of {@link SimulatorError}. */
+export type SimulatorErrorCode = keyof typeof SIMULATOR_ERROR_CATALOG;
+
+/**
+ * A failure of a simulation run as a whole (not of one device): too many open files, devices that never
+ * connected, or an embedded emulator that did not start.
+ */
+export class SimulatorError extends ApsaraMqDeviceError {
+  constructor(code: SimulatorErrorCode, message: string, cause?: unknown) {
+    const info = SIMULATOR_ERROR_CATALOG[code];
+    super(code, `${message}. ${info.remedy}`, { retryable: info.retryable, remedy: info.remedy, cause });
+    this.name = 'SimulatorError';
+  }
+}

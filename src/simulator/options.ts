@@ -1,0 +1,260 @@
+import { MAX_CLIENT_ID_LENGTH, assertGroupId, clientIdProblem } from '../credential.js';
+import { ValidationError } from '../errors.js';
+
+/** Largest payload the service accepts (reference §5.7); larger messages are discarded. */
+export const MAX_PAYLOAD_SIZE = 64 * 1024;
+/** Longest topic, parent and subtopics together (reference §5.6). */
+export const MAX_TOPIC_LENGTH = 64;
+/** Bytes at the start of every payload: the send time, float64 big-endian ms since the epoch. */
+export const PAYLOAD_HEADER_SIZE = 8;
+
+/**
+ * Defaults of a simulation. The CLI's no-flag run (`npm start`) is exactly these against the embedded emulator.
+ */
+export const SIMULATION_DEFAULTS = Object.freeze({
+  devices: 200,
+  groupId: 'GID_sim',
+  /** Devices starting their CONNECT per second, fleet-wide; 0 = as fast as possible. */
+  connectRate: 100,
+  /** 0 = connect only, never publish. */
+  publishIntervalMs: 1_000,
+  qos: 1 as 0 | 1,
+  payloadSize: 64,
+  /** `%i` keeps every device on its own topic, so `subscribe` receives each message once. */
+  topic: 'sim/%i',
+  durationMs: 20_000,
+  subscribe: false,
+  /** OpenAPI calls per second while provisioning: the service's default account limit. */
+  apiQps: 500,
+  apiConcurrency: 64,
+  /** CONNECTs waiting for their CONNACK at once; beyond this a listen backlog overflows and SYNs are retried after 1 s. */
+  maxConnectsInFlight: 500,
+  connectTimeoutMs: 10_000,
+  /** Seconds; what the official demos use. */
+  keepalive: 90,
+  /** Attempts per device for a retryable connect failure (refused TCP, timeout). */
+  connectAttempts: 3,
+  progressIntervalMs: 1_000,
+  /** Longest wait after the run for outstanding PUBACKs and deliveries. */
+  drainTimeoutMs: 5_000,
+});
+
+/** A slice of the fleet: shard `index` (1-based) of `count`. */
+export interface Shard {
+  index: number;
+  count: number;
+}
+
+/** Parse `I/N` (1-based, as Jest and Playwright number shards). Throws ValidationError `InvalidOption`. */
+export function parseShard(text: string): Shard {
+  const match = /^\s*(\d+)\s*\/\s*(\d+)\s*$/.exec(text);
+  if (!match) throw new ValidationError('InvalidOption', `Shard ${JSON.stringify(text)} must look like I/N, e.g. 1/4`);
+  const shard = { index: Number(match[1]), count: Number(match[2]) };
+  checkShard(shard);
+  return shard;
+}
+
+function checkShard(shard: Shard): void {
+  const ok = Number.isInteger(shard.count) && Number.isInteger(shard.index) && shard.count >= 1 && shard.index >= 1 && shard.index <= shard.count;
+  if (!ok) throw new ValidationError('InvalidOption', `Shard ${shard.index}/${shard.count} must have 1 <= I <= N`);
+}
+
+/**
+ * The device indexes of a shard: a contiguous block, so shards are disjoint, cover the fleet, and differ in size
+ * by at most one. Returns `[start, end)`.
+ */
+export function shardRange(devices: number, shard: Shard): [number, number] {
+  checkShard(shard);
+  return [Math.floor((devices * (shard.index - 1)) / shard.count), Math.floor((devices * shard.index) / shard.count)];
+}
+
+/** The ClientId of device `index` of a group: `<groupId>@@@sim-<index>`. */
+export function simulatedClientId(groupId: string, index: number): string {
+  return `${groupId}@@@sim-${index}`;
+}
+
+/** A parsed topic template: literal parts and placeholders. */
+export type TopicTemplate = ReadonlyArray<string | { readonly field: 'clientId' | 'index' | 'group' }>;
+
+const PLACEHOLDERS = { c: 'clientId', i: 'index', g: 'group' } as const;
+
+/**
+ * Parse a topic template: `%c` ClientId, `%i` device index, `%g` GroupId, `%%` a literal `%`.
+ * Throws ValidationError `InvalidOption` for an unknown placeholder, a wildcard, or an empty template.
+ */
+export function parseTopicTemplate(template: string): TopicTemplate {
+  if (template.length === 0) throw new ValidationError('InvalidOption', 'The topic template is empty');
+  if (/[+#\0]/.test(template)) throw new ValidationError('InvalidOption', `The topic template ${JSON.stringify(template)} must not hold +, # or NUL: devices publish to it`);
+  const parts: Array<string | { field: 'clientId' | 'index' | 'group' }> = [];
+  let literal = '';
+  for (let i = 0; i < template.length; i++) {
+    const ch = template[i] as string;
+    if (ch !== '%') {
+      literal += ch;
+      continue;
+    }
+    const next = template[i + 1];
+    i++;
+    if (next === '%') {
+      literal += '%';
+      continue;
+    }
+    const field = next === undefined ? undefined : PLACEHOLDERS[next as keyof typeof PLACEHOLDERS];
+    if (!field) throw new ValidationError('InvalidOption', `The topic template ${JSON.stringify(template)} has unknown placeholder %${next ?? ''}; use %c, %i, %g or %%`);
+    if (literal) parts.push(literal);
+    literal = '';
+    parts.push({ field });
+  }
+  if (literal) parts.push(literal);
+  return parts;
+}
+
+/** Is the topic different for every device (it has `%c` or `%i`)? */
+export function isPerDeviceTemplate(template: TopicTemplate): boolean {
+  return template.some((p) => typeof p !== 'string' && p.field !== 'group');
+}
+
+/** The topic of one device. */
+export function expandTopic(template: TopicTemplate, device: { clientId: string; index: number; group: string }): string {
+  let topic = '';
+  for (const part of template) {
+    if (typeof part === 'string') topic += part;
+    else if (part.field === 'clientId') topic += device.clientId;
+    else if (part.field === 'index') topic += String(device.index);
+    else topic += device.group;
+  }
+  return topic;
+}
+
+/** Options of a simulation that are plain values (see {@link SIMULATION_DEFAULTS}). */
+export interface SimulationSettings {
+  /** Devices in the whole fleet (all shards). @default 200 */
+  devices?: number;
+  /** GroupId of every simulated ClientId. @default 'GID_sim' */
+  groupId?: string;
+  /** CONNECTs started per second by the whole fleet, paced and jittered; each shard takes its share. 0 = as fast as possible. @default 100 */
+  connectRate?: number;
+  /** Milliseconds between two publishes of one device; 0 = connect only. @default 1000 */
+  publishIntervalMs?: number;
+  /** @default 1 */
+  qos?: 0 | 1;
+  /** Bytes per message, at least 8 (the send time), at most 64 KB. @default 64 */
+  payloadSize?: number;
+  /** Topic template: `%c` ClientId, `%i` index, `%g` GroupId. @default 'sim/%i' */
+  topic?: string;
+  /** How long devices publish, counted from the start of connecting (the run lasts at least until every device has tried to connect). @default 20000 */
+  durationMs?: number;
+  /** Each device also subscribes to its own topic, so every message comes back and end-to-end latency is measured. @default false */
+  subscribe?: boolean;
+  /** Simulate only this slice of the fleet (`'I/N'` or `{index, count}`, 1-based). @default the whole fleet */
+  shard?: Shard | string;
+  /** OpenAPI calls per second while provisioning (also the embedded emulator's limit). @default 500 */
+  apiQps?: number;
+  /** OpenAPI calls in flight while provisioning. @default 64 */
+  apiConcurrency?: number;
+  /** CONNECTs awaiting a CONNACK at once. @default 500 */
+  maxConnectsInFlight?: number;
+  /** @default 10000 */
+  connectTimeoutMs?: number;
+  /** MQTT keepalive, seconds. @default 90 */
+  keepalive?: number;
+  /** Attempts per device for a retryable connect failure. @default 3 */
+  connectAttempts?: number;
+  /** How often `onProgress` is called, ms. @default 1000 */
+  progressIntervalMs?: number;
+  /** Longest wait for outstanding PUBACKs and deliveries after the publishing ends, ms. @default 5000 */
+  drainTimeoutMs?: number;
+}
+
+/** {@link SimulationSettings} validated, with every default filled in and the shard resolved. */
+export interface ResolvedSettings {
+  readonly devices: number;
+  readonly groupId: string;
+  readonly connectRate: number;
+  readonly publishIntervalMs: number;
+  readonly qos: 0 | 1;
+  readonly payloadSize: number;
+  readonly topic: string;
+  readonly topicTemplate: TopicTemplate;
+  readonly durationMs: number;
+  readonly subscribe: boolean;
+  readonly shard: Shard;
+  /** Device indexes of this shard, `[start, end)`. */
+  readonly range: readonly [number, number];
+  /** This shard's share of the connect rate. */
+  readonly shardConnectRate: number;
+  readonly apiQps: number;
+  readonly apiConcurrency: number;
+  readonly maxConnectsInFlight: number;
+  readonly connectTimeoutMs: number;
+  readonly keepalive: number;
+  readonly connectAttempts: number;
+  readonly progressIntervalMs: number;
+  readonly drainTimeoutMs: number;
+}
+
+function numberOption(name: string, value: unknown, min: number, max: number, integer: boolean): number {
+  const ok = typeof value === 'number' && Number.isFinite(value) && value >= min && value <= max && (!integer || Number.isInteger(value));
+  if (!ok) throw new ValidationError('InvalidOption', `Option ${name} must be ${integer ? 'a whole number' : 'a number'} from ${min} to ${max}, not ${String(value)}`);
+  return value as number;
+}
+
+/**
+ * Validate the settings once and fill in defaults. Throws ValidationError (`InvalidOption`, `InvalidGroupId`)
+ * naming the first bad option, before anything is started.
+ */
+export function resolveSettings(settings: SimulationSettings = {}): ResolvedSettings {
+  const d = SIMULATION_DEFAULTS;
+  const pick = <K extends keyof SimulationSettings & keyof typeof d>(key: K): unknown => settings[key] ?? d[key];
+  const devices = numberOption('devices', pick('devices'), 1, 1_000_000, true);
+  const groupId = pick('groupId');
+  assertGroupId(groupId);
+  const longest = simulatedClientId(groupId, devices - 1);
+  const problem = clientIdProblem(longest);
+  if (problem) {
+    throw new ValidationError('InvalidOption', `With groupId ${groupId} and ${devices} devices the ClientIds reach ${longest.length} characters (${longest}); at most ${MAX_CLIENT_ID_LENGTH} are allowed: use a shorter GroupId`);
+  }
+  const qos = pick('qos');
+  if (qos !== 0 && qos !== 1) throw new ValidationError('InvalidOption', `Option qos must be 0 or 1, not ${String(qos)}`);
+  const topic = pick('topic');
+  if (typeof topic !== 'string') throw new ValidationError('InvalidOption', 'Option topic must be a string');
+  const topicTemplate = parseTopicTemplate(topic);
+  const subscribe = Boolean(pick('subscribe'));
+  if (subscribe && !isPerDeviceTemplate(topicTemplate)) {
+    // Every subscriber would receive every device's messages: N² deliveries instead of a latency measurement.
+    throw new ValidationError('InvalidOption', `With subscribe the topic template must hold %c or %i, so each device subscribes to its own topic (not ${JSON.stringify(topic)})`);
+  }
+  const longestTopic = expandTopic(topicTemplate, { clientId: longest, index: devices - 1, group: groupId });
+  if (Buffer.byteLength(longestTopic) > MAX_TOPIC_LENGTH) {
+    throw new ValidationError('InvalidOption', `The topic ${JSON.stringify(longestTopic)} is longer than the service's ${MAX_TOPIC_LENGTH} characters: shorten the template`);
+  }
+  const shardValue = settings.shard ?? { index: 1, count: 1 };
+  const shard = typeof shardValue === 'string' ? parseShard(shardValue) : { index: shardValue.index, count: shardValue.count };
+  checkShard(shard);
+  if (shard.count > devices) throw new ValidationError('InvalidOption', `Shard count ${shard.count} is more than the ${devices} devices`);
+  const range = shardRange(devices, shard);
+  const connectRate = numberOption('connectRate', pick('connectRate'), 0, 1_000_000, false);
+  return Object.freeze({
+    devices,
+    groupId,
+    connectRate,
+    publishIntervalMs: numberOption('publishIntervalMs', pick('publishIntervalMs'), 0, 3_600_000, true),
+    qos,
+    payloadSize: numberOption('payloadSize', pick('payloadSize'), PAYLOAD_HEADER_SIZE, MAX_PAYLOAD_SIZE, true),
+    topic,
+    topicTemplate,
+    durationMs: numberOption('durationMs', pick('durationMs'), 0, 7 * 86_400_000, true),
+    subscribe,
+    shard,
+    range,
+    shardConnectRate: (connectRate * (range[1] - range[0])) / devices,
+    apiQps: numberOption('apiQps', pick('apiQps'), 1, 1_000_000, false),
+    apiConcurrency: numberOption('apiConcurrency', pick('apiConcurrency'), 1, 10_000, true),
+    maxConnectsInFlight: numberOption('maxConnectsInFlight', pick('maxConnectsInFlight'), 1, 1_000_000, true),
+    connectTimeoutMs: numberOption('connectTimeoutMs', pick('connectTimeoutMs'), 1, 600_000, true),
+    keepalive: numberOption('keepalive', pick('keepalive'), 0, 65_535, true),
+    connectAttempts: numberOption('connectAttempts', pick('connectAttempts'), 1, 100, true),
+    progressIntervalMs: numberOption('progressIntervalMs', pick('progressIntervalMs'), 10, 3_600_000, true),
+    drainTimeoutMs: numberOption('drainTimeoutMs', pick('drainTimeoutMs'), 0, 600_000, true),
+  });
+}

@@ -1,0 +1,277 @@
+import { setMaxListeners } from 'node:events';
+import { readFileSync } from 'node:fs';
+import type { DeviceCredential } from '../credential.js';
+import { type Clock, systemClock } from './clock.js';
+import { type BrokerAddress, type DeviceContext, SimulatedDevice, parseBrokerUrl } from './device.js';
+import { SimulatorError } from './errors.js';
+import { SimulationMetrics, type SimulationProgress, type SimulationReport } from './metrics.js';
+import { type ResolvedSettings, type SimulationSettings, expandTopic, resolveSettings, simulatedClientId } from './options.js';
+import { runPaced } from './pacer.js';
+import { type DeviceProvisioning, provisionDevices } from './provision.js';
+import { type EmulatorProcess, type SimulationTarget, startEmulatorProcess } from './target.js';
+
+/** Options of {@link runSimulation}: the settings, where to run, and hooks. */
+export interface SimulationOptions extends SimulationSettings {
+  /**
+   * What to run against. @default an emulator started for the run in its own process (its OpenAPI limited to
+   * `apiQps`) and closed afterwards. Use {@link emulatorTarget} for an emulator you started yourself.
+   */
+  target?: SimulationTarget;
+  /** @default {@link systemClock} */
+  clock?: Clock;
+  /** Randomness in [0, 1) for jitter. @default Math.random */
+  random?: () => number;
+  /** Ends the run early: no new connects, publishing stops, devices disconnect cleanly, the report is returned. */
+  signal?: AbortSignal;
+  /** Called every `progressIntervalMs` and at each phase change. */
+  onProgress?: (progress: SimulationProgress) => void;
+  /** Called with advice before the run (open-file limit, a connect rate too slow for the duration). */
+  onWarning?: (message: string) => void;
+}
+
+/** Time between two checks of whether every PUBACK and delivery is in after the publishing ends. */
+const DRAIN_POLL_MS = 50;
+/** File descriptors a Node process uses besides the devices' sockets. */
+const RESERVED_FDS = 64;
+
+/** The soft open-file limit of this process, when the platform says (Linux `/proc/self/limits`). */
+export function openFileLimit(): number | undefined {
+  try {
+    const limits = readFileSync('/proc/self/limits', 'utf8');
+    const match = /^Max open files\s+(\d+|unlimited)/m.exec(limits);
+    if (!match) return undefined;
+    return match[1] === 'unlimited' ? Number.POSITIVE_INFINITY : Number(match[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+function preflightWarnings(settings: ResolvedSettings): string[] {
+  const warnings: string[] = [];
+  const devices = settings.range[1] - settings.range[0];
+  const limit = openFileLimit();
+  if (limit !== undefined && devices + RESERVED_FDS > limit) {
+    warnings.push(`${devices} devices need about ${devices + RESERVED_FDS} open files but the limit (ulimit -n) is ${limit}: raise it (ulimit -n ${Math.max(65_536, devices * 2)}) or use --shard`);
+  }
+  if (settings.shardConnectRate > 0 && (devices / settings.shardConnectRate) * 1_000 > settings.durationMs) {
+    warnings.push(`At ${settings.connectRate} connects/s the last devices connect after ${Math.ceil(devices / settings.shardConnectRate)} s, later than the ${settings.durationMs / 1_000} s duration: they will not publish`);
+  }
+  return warnings;
+}
+
+/**
+ * Simulate a fleet: provision every device's credential (store first, rate-limited), connect them at the paced,
+ * jittered connect rate, publish from each every `publishIntervalMs` for `durationMs`, then wait for outstanding
+ * acknowledgements and disconnect cleanly. Resolves with the report; a device that fails is counted, not thrown.
+ *
+ * ```ts
+ * const report = await runSimulation({ devices: 1000, connectRate: 200, durationMs: 30_000, subscribe: true });
+ * console.log(report.connectLatencyMs.p99, report.e2eLatencyMs.p99);
+ * ```
+ *
+ * @throws ValidationError for a bad option, before anything starts; SimulatorError `EmulatorFailed` when the
+ *   embedded emulator cannot start.
+ */
+export async function runSimulation(options: SimulationOptions = {}): Promise<SimulationReport> {
+  const settings = resolveSettings(options);
+  const given = options.target;
+  const broker: BrokerAddress | undefined = given ? brokerOf(given) : undefined;
+  for (const warning of preflightWarnings(settings)) options.onWarning?.(warning);
+
+  const clock = options.clock ?? systemClock;
+  const random = options.random ?? Math.random;
+  const started = clock.now();
+  const metrics = new SimulationMetrics();
+  metrics.devices = settings.range[1] - settings.range[0];
+
+  let phase: SimulationProgress['phase'] = 'starting';
+  let lastTick = started;
+  let lastPublished = 0;
+  const report = (): void => {
+    const now = clock.now();
+    const seconds = (now - lastTick) / 1_000;
+    options.onProgress?.({
+      phase,
+      devices: metrics.devices,
+      provisioned: metrics.provisioned,
+      online: metrics.online,
+      failedConnects: metrics.failedConnects,
+      published: metrics.published,
+      delivered: metrics.delivered,
+      errors: metrics.errorTotal,
+      messagesPerSec: seconds > 0 ? Math.round((metrics.published - lastPublished) / seconds) : 0,
+      elapsedMs: Math.round(now - started),
+    });
+    lastTick = now;
+    lastPublished = metrics.published;
+  };
+  const enter = (next: SimulationProgress['phase']): void => {
+    phase = next;
+    report();
+  };
+  let progressTimer: unknown;
+  const tick = (): void => {
+    progressTimer = clock.setTimeout(tick, settings.progressIntervalMs);
+    report();
+  };
+  if (options.onProgress) progressTimer = clock.setTimeout(tick, settings.progressIntervalMs);
+
+  let emulator: EmulatorProcess | undefined;
+  try {
+    enter('starting');
+    if (!given) emulator = await startEmulatorProcess({ qpsLimit: settings.apiQps });
+    const target = given ?? (emulator as EmulatorProcess).target;
+    const devices = await provision(target, settings, metrics, options.signal, () => report(), () => enter('provisioning'));
+
+    const stop = new AbortController();
+    const onAbort = (): void => stop.abort();
+    // Aborted while provisioning: an abort listener added now would never fire.
+    if (options.signal?.aborted) stop.abort();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    const ctx: DeviceContext = {
+      settings,
+      broker: broker ?? brokerOf(target),
+      metrics,
+      clock,
+      random,
+      payloadTemplate: Buffer.alloc(settings.payloadSize),
+      // One device out of file descriptors means every later one would be too: stop starting them.
+      onFileLimit: () => stop.abort(),
+    };
+    const simulated = devices.map(({ index, credential }) => {
+      const topic = expandTopic(settings.topicTemplate, { clientId: credential.clientId, index, group: settings.groupId });
+      return new SimulatedDevice(index, credential, topic, ctx);
+    });
+
+    enter('connecting');
+    let publishing = true;
+    const ended = waitFor(clock, settings.durationMs, stop.signal);
+    const startedCount = await runPaced(
+      simulated.length,
+      { rate: settings.shardConnectRate, maxInFlight: settings.maxConnectsInFlight, clock, random, signal: stop.signal },
+      async (k) => {
+        const device = simulated[k] as SimulatedDevice;
+        if (!(await device.start())) metrics.failedConnects += 1;
+        else if (publishing) device.setPublishing(true);
+      },
+    );
+    const notStarted = simulated.length - startedCount;
+    for (let i = 0; i < notStarted; i++) metrics.error('Aborted');
+    enter('publishing');
+    await ended;
+    publishing = false;
+    options.signal?.removeEventListener('abort', onAbort);
+
+    enter('draining');
+    for (const device of simulated) device.setPublishing(false);
+    await drain(clock, metrics, settings);
+
+    enter('disconnecting');
+    await Promise.all(simulated.map((device) => device.stop()));
+    enter('done');
+    return metrics.report(clock.now() - started);
+  } finally {
+    if (progressTimer !== undefined) clock.clearTimeout(progressTimer);
+    await emulator?.close();
+  }
+}
+
+function brokerOf(target: SimulationTarget): BrokerAddress {
+  return {
+    ...parseBrokerUrl(target.brokerUrl),
+    ...(target.ca === undefined ? {} : { ca: target.ca }),
+    ...(target.rejectUnauthorized === undefined ? {} : { rejectUnauthorized: target.rejectUnauthorized }),
+  };
+}
+
+/** The credentials of this shard's devices; failures are counted under their codes. */
+async function provision(
+  target: SimulationTarget,
+  settings: ResolvedSettings,
+  metrics: SimulationMetrics,
+  signal: AbortSignal | undefined,
+  onProgress: () => void,
+  onStart: () => void,
+): Promise<Array<{ index: number; credential: DeviceCredential }>> {
+  const [start, end] = settings.range;
+  const clientIds = Array.from({ length: end - start }, (_, i) => simulatedClientId(settings.groupId, start + i));
+  onStart();
+  // Every device in flight listens on the signal: a signal of our own, so the caller's does not warn of a leak.
+  const provisioning = new AbortController();
+  setMaxListeners(0, provisioning.signal);
+  const onAbort = (): void => provisioning.abort(signal?.reason);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  let result: DeviceProvisioning;
+  try {
+    result = await provisionDevices(clientIds, {
+      provisioner: target.provisioner,
+      qps: settings.apiQps,
+      concurrency: settings.apiConcurrency,
+      strategy: target.strategy ?? 'get-first',
+      signal: provisioning.signal,
+      onProgress: (provisioned) => {
+        metrics.provisioned = provisioned;
+      },
+    });
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+  metrics.provisioned = result.credentials.size;
+  for (const failure of result.failed) metrics.error(failure.code);
+  onProgress();
+  const devices: Array<{ index: number; credential: DeviceCredential }> = [];
+  for (let i = 0; i < clientIds.length; i++) {
+    const credential = result.credentials.get(clientIds[i] as string);
+    if (credential) devices.push({ index: start + i, credential });
+  }
+  return devices;
+}
+
+/** Resolves after `ms`, or as soon as `signal` aborts. */
+function waitFor(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) {
+      resolve();
+      return;
+    }
+    const timer = clock.setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    function onAbort(): void {
+      clock.clearTimeout(timer);
+      resolve();
+    }
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** Wait until every QoS 1 publish is acknowledged and (when subscribing) delivered, or the drain timeout passes. */
+function drain(clock: Clock, metrics: SimulationMetrics, settings: ResolvedSettings): Promise<void> {
+  const deadline = clock.now() + settings.drainTimeoutMs;
+  const settled = (): boolean =>
+    (settings.qos === 0 || metrics.acked >= metrics.published) && (!settings.subscribe || metrics.delivered >= metrics.published);
+  return new Promise((resolve) => {
+    const check = (): void => {
+      if (settled() || clock.now() >= deadline) resolve();
+      else clock.setTimeout(check, DRAIN_POLL_MS);
+    };
+    check();
+  });
+}
+
+/**
+ * The error a run should end with, judged from its report: `TooManyOpenFiles` when the open-file limit was hit,
+ * `SimulationFailed` when a device could not be provisioned or connected; `undefined` when every device connected.
+ */
+export function simulationFailure(report: SimulationReport): SimulatorError | undefined {
+  if ((report.errors['TooManyOpenFiles'] ?? 0) > 0) {
+    const limit = openFileLimit();
+    return new SimulatorError('TooManyOpenFiles', `The process ran out of file descriptors after ${report.connected} of ${report.devices} devices connected${limit === undefined ? '' : ` (ulimit -n is ${limit})`}`);
+  }
+  const unprovisioned = report.devices - report.provisioned;
+  if (unprovisioned > 0 || report.failedConnects > 0 || report.connected < report.provisioned) {
+    return new SimulatorError('SimulationFailed', `${report.connected} of ${report.devices} devices connected (${unprovisioned} not provisioned, ${report.failedConnects} failed to connect)`);
+  }
+  return undefined;
+}

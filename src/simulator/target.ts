@@ -1,0 +1,113 @@
+import { fork } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Emulator } from '../emulator/index.js';
+import { MemoryCredentialStore } from '../provisioner/memory-store.js';
+import type { ProvisionerOptions, ProvisionStrategy } from '../provisioner/provisioner.js';
+import type { EmulatorProcessMessage } from './emulator-process.js';
+import { SimulatorError } from './errors.js';
+
+/** What a simulation runs against: a broker, and an OpenAPI to provision the devices' credentials. */
+export interface SimulationTarget {
+  /** `mqtt://host:port` or `mqtts://host:port`. */
+  brokerUrl: string;
+  /** How to reach the OpenAPI (endpoint or region, account keys or `env`, store); the instance is required. */
+  provisioner: ProvisionerOptions;
+  /** `get-first` for a real instance (never re-register a ClientId that has a credential); `register-first` for a fresh emulator. @default 'get-first' */
+  strategy?: ProvisionStrategy;
+  /** CA certificate(s) for an mqtts:// broker. */
+  ca?: string | Buffer | Array<string | Buffer>;
+  /** Verify the broker's TLS certificate. @default true */
+  rejectUnauthorized?: boolean;
+}
+
+/**
+ * A target for an emulator that is already running (in this process, or any that prints its endpoints):
+ * credentials are kept in memory and registered straight away, since the emulator starts empty.
+ */
+export function emulatorTarget(emulator: Pick<Emulator, 'mqttUrl' | 'apiEndpoint' | 'instanceId' | 'accessKeyId' | 'accessKeySecret'>): SimulationTarget {
+  return {
+    brokerUrl: emulator.mqttUrl,
+    strategy: 'register-first',
+    provisioner: {
+      instanceId: emulator.instanceId,
+      endpoint: emulator.apiEndpoint,
+      accessKeyId: emulator.accessKeyId,
+      accessKeySecret: emulator.accessKeySecret,
+      store: new MemoryCredentialStore(),
+    },
+  };
+}
+
+/** An emulator running in a child process. */
+export interface EmulatorProcess {
+  readonly target: SimulationTarget;
+  readonly pid: number | undefined;
+  /** Close the emulator and wait for its process to exit (killed after 5 s). Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * The built emulator-process script next to this module. When this module runs from the TypeScript sources (under
+ * vitest), the built copy in `dist/` is used: Node 20 cannot run `.ts` in a child process.
+ */
+export function emulatorProcessScript(): string {
+  const here = fileURLToPath(import.meta.url);
+  const sibling = join(dirname(here), 'emulator-process.js');
+  if (existsSync(sibling)) return sibling;
+  const built = join(dirname(here), '..', '..', 'dist', 'simulator', 'emulator-process.js');
+  if (existsSync(built)) return built;
+  throw new SimulatorError('EmulatorFailed', `Cannot find the emulator process script ${sibling}`);
+}
+
+/**
+ * Start an emulator in its own Node process, so the broker's work does not share the simulator's event loop and
+ * its memory is not counted as the simulator's. Its OpenAPI allows `qpsLimit` calls per second.
+ * @throws SimulatorError `EmulatorFailed`
+ */
+export function startEmulatorProcess(options: { qpsLimit?: number } = {}): Promise<EmulatorProcess> {
+  const script = emulatorProcessScript();
+  const child = fork(script, [], {
+    // Only what the emulator needs: never the user's account keys.
+    env: { PATH: process.env['PATH'] ?? '', APSARAMQ_SIM_QPS_LIMIT: String(options.qpsLimit ?? 500) },
+    execArgv: [],
+    stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-2_000);
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        if (child.connected) child.send({ type: 'close' });
+        const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+        await exited;
+        clearTimeout(timer);
+      }
+    })();
+    return closing;
+  };
+  let ready = false;
+  return new Promise<EmulatorProcess>((resolve, reject) => {
+    const fail = (why: string): void => {
+      if (ready) return;
+      ready = true;
+      void close();
+      reject(new SimulatorError('EmulatorFailed', `The embedded emulator ${why}${stderr ? `: ${stderr.trim()}` : ''}`));
+    };
+    child.once('error', (error) => fail(`could not start (${error.message})`));
+    child.once('exit', (code, signal) => fail(`exited with ${code ?? signal} before it was ready`));
+    child.once('message', (message: EmulatorProcessMessage) => {
+      if (message.type !== 'ready') {
+        fail(`failed: ${message.message}`);
+        return;
+      }
+      ready = true;
+      resolve({ target: emulatorTarget(message), pid: child.pid, close });
+    });
+  });
+}

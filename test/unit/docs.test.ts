@@ -1,0 +1,26 @@
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { buildProgram } from '../../src/cli/main.js';
+import { API_ERROR_CATALOG, LOCAL_ERROR_CATALOG } from '../../src/errors.js';
+
+const readme = await readFile(resolve(import.meta.dirname, '../../README.md'), 'utf8');
+
+describe('README stays true', () => {
+  it('documents every error code with its retry verdict', () => {
+    for (const [code, info] of [...Object.entries(API_ERROR_CATALOG), ...Object.entries(LOCAL_ERROR_CATALOG)]) {
+      const row = readme.split('\n').find((line) => line.startsWith(`| \`${code}\` |`));
+      expect(row, `README errors table lacks ${code}`).toBeDefined();
+      expect(row, code).toContain(info.retryable ? '| yes |' : '| no |');
+    }
+  });
+
+  it('describes every CLI command', () => {
+    const io = { stdout: () => {}, stderr: () => {}, env: {}, interrupted: () => new Promise<void>(() => {}) };
+    const rows = readme.split('\n').filter((line) => line.startsWith('| `'));
+    for (const command of buildProgram(io).commands) {
+      const word = new RegExp(`^\\| \`${command.name()}\\b|\\\\\\| ${command.name()}\\b`);
+      expect(rows.some((row) => word.test(row)), `README's CLI table does not describe the ${command.name()} command`).toBe(true);
+    }
+  });
+});

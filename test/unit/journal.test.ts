@@ -1,0 +1,53 @@
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { FileCredentialStore, JOURNAL_DIR_NAME, RegistrationJournal } from '../../src/provisioner/index.js';
+import { tempDir } from '../helpers/cli.js';
+
+const CLIENT = 'GID_test@@@dev-1';
+const POSIX = process.platform !== 'win32';
+
+describe('RegistrationJournal', () => {
+  it('records, reports and clears an entry per ClientId', async () => {
+    const journal = new RegistrationJournal(join(await tempDir(), 'j'));
+    expect(await journal.has(CLIENT)).toBe(false);
+    await journal.record(CLIENT);
+    expect(await journal.has(CLIENT)).toBe(true);
+    expect(await journal.has('GID_test@@@dev-2')).toBe(false);
+    expect(JSON.parse(await readFile(join(journal.dir, `${CLIENT}.register`), 'utf8'))).toMatchObject({ clientId: CLIENT, pid: process.pid });
+    await journal.record(CLIENT); // recording again (a reconciled Register) is fine
+    await journal.clear(CLIENT);
+    expect(await journal.has(CLIENT)).toBe(false);
+    await journal.clear(CLIENT); // nothing to clear is not an error
+    expect(await readdir(journal.dir)).toEqual([]);
+  });
+
+  it.skipIf(!POSIX)('keeps its directory 0700 and its entries 0600', async () => {
+    const journal = new RegistrationJournal(join(await tempDir(), 'a', 'b'));
+    await journal.record(CLIENT);
+    expect((await stat(journal.dir)).mode & 0o777).toBe(0o700);
+    expect((await stat(join(journal.dir, `${CLIENT}.register`))).mode & 0o777).toBe(0o600);
+  });
+
+  it('lives in the instance directory of a file store, where the store never reads it as a credential', async () => {
+    const root = await tempDir();
+    const journal = RegistrationJournal.forStore(root, 'mqtt-cn-test');
+    expect(journal.dir).toBe(join(root, 'mqtt-cn-test', JOURNAL_DIR_NAME));
+    await journal.record(CLIENT);
+    expect(await new FileCredentialStore(root).load('mqtt-cn-test', CLIENT)).toBeUndefined();
+  });
+
+  it('refuses ClientIds that could escape its directory, before any I/O', async () => {
+    const journal = new RegistrationJournal(join(await tempDir(), 'j'));
+    await expect(journal.record('../../etc/passwd')).rejects.toMatchObject({ code: 'InvalidClientId' });
+    await expect(journal.has('GID_test@@@../x')).rejects.toMatchObject({ code: 'InvalidClientId' });
+    expect(() => new RegistrationJournal('')).toThrow(expect.objectContaining({ code: 'InvalidOption' }));
+  });
+
+  it('reports a journal path it cannot write as StoreIOError', async () => {
+    const root = await tempDir();
+    await writeFile(join(root, 'file'), 'not a directory');
+    const journal = new RegistrationJournal(join(root, 'file', 'j'));
+    await expect(journal.record(CLIENT)).rejects.toMatchObject({ code: 'StoreIOError' });
+  });
+});
