@@ -8,6 +8,8 @@ export type RegisterAndConnectOptions = ProvisionerOptions &
   Omit<ConnectDeviceOptions, 'credential'> & {
     /** The device's ClientId, `GID_<group>@@@<device>`. */
     clientId: string;
+    /** Retry policy of the OpenAPI calls. @default {} (the defaults of DEFAULT_RETRY_OPTIONS); `false` for none */
+    retry?: ProvisionerOptions['retry'];
     /**
      * When the broker refuses the credential and the service no longer has one for this ClientId (it was
      * unregistered): `'fail'` stops with `CredentialRejected`; `'register'` registers a new one and reconnects.
@@ -51,7 +53,8 @@ export async function registerAndConnect(options: RegisterAndConnectOptions): Pr
   if (onMissing !== 'fail' && onMissing !== 'register') {
     throw new ValidationError('InvalidOption', `Option onMissing must be 'fail' or 'register', not ${JSON.stringify(onMissing)}`);
   }
-  const provisioner = new Provisioner(options);
+  // A device that boots with its fleet meets throttling: retry with jittered backoff unless told otherwise.
+  const provisioner = new Provisioner({ ...options, retry: options.retry ?? {} });
   try {
     const connection = await connectDevice({ ...options, credential: recoveringSource(provisioner, options.clientId, onMissing) });
     // The provisioner keeps an HTTP keep-alive agent; release it with the session.

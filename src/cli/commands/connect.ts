@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { IClientPublishOptions } from 'mqtt';
 type QoS = NonNullable<IClientPublishOptions['qos']>;
@@ -68,6 +69,7 @@ Examples:
       const verbose = Boolean(command.optsWithGlobals()['verbose']);
       const logger = cliLogger(io, verbose);
       let source: CredentialSource;
+      let provisioner: Provisioner | undefined;
       if (flags.credentialFile !== undefined) {
         source = staticSource(await readCredentialFile(flags.credentialFile));
       } else {
@@ -75,41 +77,50 @@ Examples:
         if (flags.endpoint === undefined && flags.region === undefined) throw new UsageError('connect needs --endpoint URL or --region REGION to reach the OpenAPI (or --credential-file)');
         assertInstanceId(flags.instanceId);
         assertClientId(flags.clientId);
-        const provisioner = new Provisioner({
+        provisioner = new Provisioner({
           instanceId: flags.instanceId,
           env: io.env,
+          retry: {}, // throttling and transient faults are retried with jittered backoff
           store: new FileCredentialStore(flags.store ?? defaultStoreDir(io.env)),
           ...(flags.endpoint === undefined ? {} : { endpoint: flags.endpoint }),
           ...(flags.region === undefined ? {} : { region: flags.region }),
         });
         source = provisioner.credentialSource(flags.clientId);
       }
-      let ca: Buffer | undefined;
-      if (flags.ca !== undefined) {
-        const { readFile } = await import('node:fs/promises');
-        ca = await readFile(flags.ca).catch(() => {
-          throw new ValidationError('InvalidOption', `Cannot read --ca file ${flags.ca}`);
-        });
-      }
-      const connection = await connectDevice({
-        credential: source,
-        transport: flags.transport,
-        logger,
-        ...(flags.brokerUrl === undefined ? {} : { brokerUrl: flags.brokerUrl }),
-        ...(ca === undefined ? {} : { ca }),
-        ...(flags.insecure ? { rejectUnauthorized: false } : {}),
-      });
       try {
-        if (flags.publish !== undefined) {
-          await connection.publish(flags.publish, flags.message ?? '', { qos: flags.qos as QoS });
-          io.stderr(`published to ${flags.publish} as ${connection.clientId}\n`);
-        } else {
-          await subscribeAndPrint(connection, io, flags);
-        }
+        await connectAndRun(io, flags, source, logger);
       } finally {
-        await connection.end();
+        provisioner?.close(); // its keep-alive HTTP agent
       }
     });
+}
+
+/** Connect, then publish once or print what arrives. */
+async function connectAndRun(io: CliIo, flags: ConnectFlags, source: CredentialSource, logger: ReturnType<typeof cliLogger>): Promise<void> {
+  let ca: Buffer | undefined;
+  if (flags.ca !== undefined) {
+    ca = await readFile(flags.ca).catch(() => {
+      throw new ValidationError('InvalidOption', `Cannot read --ca file ${flags.ca}`);
+    });
+  }
+  const connection = await connectDevice({
+    credential: source,
+    transport: flags.transport,
+    logger,
+    ...(flags.brokerUrl === undefined ? {} : { brokerUrl: flags.brokerUrl }),
+    ...(ca === undefined ? {} : { ca }),
+    ...(flags.insecure ? { rejectUnauthorized: false } : {}),
+  });
+  try {
+    if (flags.publish !== undefined) {
+      await connection.publish(flags.publish, flags.message ?? '', { qos: flags.qos as QoS });
+      io.stderr(`published to ${flags.publish} as ${connection.clientId}\n`);
+    } else {
+      await subscribeAndPrint(connection, io, flags);
+    }
+  } finally {
+    await connection.end();
+  }
 }
 
 async function subscribeAndPrint(connection: DeviceConnection, io: CliIo, flags: ConnectFlags): Promise<void> {
