@@ -40,10 +40,12 @@ export function groupIdOf(clientId: string): string {
   return clientId.slice(0, clientId.indexOf('@@@'));
 }
 
-/** Returns a sentence saying what is wrong with a GroupId, or `undefined`. */
+/** Returns a sentence saying what is wrong with a GroupId (`GID_` or `GID-`, then letters, digits, - and _), or `undefined`. */
 export function groupIdProblem(groupId: unknown): string | undefined {
   if (typeof groupId !== 'string' || groupId.length === 0) return 'GroupId is empty';
-  if (groupId.length < 7 || groupId.length > 64) return `GroupId must be 7 to 64 characters long, not ${groupId.length}`;
+  // The console creates GroupIds of 7 to 64 characters; we accept every GroupId a valid ClientId can hold, so a
+  // device that can register can also be listed and provisioned.
+  if (groupId.length > 64 - 4) return `GroupId is ${groupId.length} characters long; with "@@@" and a DeviceId it must fit a 64-character ClientId`;
   if (!GROUP_ID.test(groupId)) return 'GroupId must start with GID_ or GID- and hold only letters, digits, - and _';
   return undefined;
 }

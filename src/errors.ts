@@ -218,6 +218,7 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   TakeoverLoop: { retryable: false, remedy: 'Another client keeps connecting with the same ClientId; every device needs its own ClientId.' },
   SubscribeRejected: { retryable: false, remedy: 'Check the topic: its parent topic must exist on the instance, and a client may not subscribe to another client\'s p2p topic.' },
   Aborted: { retryable: false, remedy: 'The operation was cancelled by its AbortSignal.' },
+  AddressInUse: { retryable: false, remedy: 'Pick another port (--mqtt-port, --ws-port, --api-port, --tls-port, --wss-port), or 0 for any free port.' },
   TooManyOpenFiles: { retryable: false, remedy: 'Each simulated device holds one socket: raise the open-file limit (ulimit -n 65536) or simulate fewer devices per process (--shard).' },
   SimulationFailed: { retryable: true, remedy: 'Some devices could not be provisioned or connected; the report counts them by error code under "errors".' },
   EmulatorFailed: { retryable: false, remedy: 'The embedded emulator process could not start or died; run `npm run build` first, or start `apsaramq-device emulator` yourself and pass its endpoints.' },
@@ -287,8 +288,10 @@ export class ApiError extends ApsaraMqDeviceError {
   /** The service's own message. */
   readonly serviceMessage: string;
 
-  constructor(init: { code: string; action: string; httpStatus: number; requestId?: string | undefined; serviceMessage: string }) {
-    const info = apiErrorInfo(init.code, init.httpStatus);
+  /** `retryable` and `remedy` default to the code's classification; a caller that knows more (the action) may override them. */
+  constructor(init: { code: string; action: string; httpStatus: number; requestId?: string | undefined; serviceMessage: string; retryable?: boolean; remedy?: string }) {
+    const classified = apiErrorInfo(init.code, init.httpStatus);
+    const info = { retryable: init.retryable ?? classified.retryable, remedy: init.remedy ?? classified.remedy };
     const rid = init.requestId ? ` (RequestId ${init.requestId})` : '';
     super(init.code, `${init.action} failed: ${init.serviceMessage}${rid}. ${info.remedy}`, info);
     this.name = 'ApiError';
@@ -326,14 +329,29 @@ export function apiErrorInfo(code: string, httpStatus?: number): { retryable: bo
 export class NetworkError extends ApsaraMqDeviceError {
   /** The endpoint that was called (no credentials in it). */
   readonly endpoint: string;
-  constructor(code: 'ConnectionRefused' | 'HostNotFound' | 'RequestTimeout' | 'NetworkError' | 'InvalidResponse', message: string, endpoint: string, cause?: unknown) {
-    super(code, `${message}. ${LOCAL_ERROR_CATALOG[code].remedy}`, { ...localInfo(code), cause });
+  /** HTTP status of the answer when one arrived (an HTML 502 page, a body cut short); undefined when none did. */
+  readonly httpStatus: number | undefined;
+  /**
+   * @param init - `httpStatus` of an answer that arrived; `retryable` and `remedy` replace the catalog's, e.g. for a
+   *   request whose outcome is unknown and that is not safe to send twice.
+   */
+  constructor(
+    code: 'ConnectionRefused' | 'HostNotFound' | 'RequestTimeout' | 'NetworkError' | 'InvalidResponse',
+    message: string,
+    endpoint: string,
+    cause?: unknown,
+    init: { httpStatus?: number | undefined; retryable?: boolean; remedy?: string } = {},
+  ) {
+    const info = localInfo(code);
+    const remedy = init.remedy ?? info.remedy;
+    super(code, `${message}. ${remedy}`, { retryable: init.retryable ?? info.retryable, remedy, cause });
     this.name = 'NetworkError';
     this.endpoint = endpoint;
+    this.httpStatus = init.httpStatus;
   }
 
   override toJSON(): Record<string, unknown> {
-    return { ...super.toJSON(), endpoint: this.endpoint };
+    return { ...super.toJSON(), endpoint: this.endpoint, httpStatus: this.httpStatus };
   }
 }
 

@@ -2,7 +2,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { toApsaraMqDeviceError } from '../errors.js';
+import { ValidationError, toApsaraMqDeviceError } from '../errors.js';
 import { addConnectCommand } from './commands/connect.js';
 import { addCredentialCommands } from './commands/credential.js';
 import { addEmulatorCommand } from './commands/emulator.js';
@@ -34,7 +34,8 @@ Quick start (two terminals):
   $ apsaramq-device connect --endpoint http://127.0.0.1:8080 --broker-url mqtt://127.0.0.1:1883 \\
       --instance-id <id> --client-id GID_demo@@@dev-1 --publish demo/hello --message hi
 
-Exit codes: 0 success, 1 failure (stderr starts with the error code), 2 usage error.`,
+Exit codes: 0 success, 1 failure (stderr starts with the error code), 2 usage error or input that can
+never work (also with the error code first when there is one, e.g. InvalidClientId).`,
   );
   addEmulatorCommand(program, io);
   addCredentialCommands(program, io);
@@ -64,7 +65,8 @@ export async function runCli(argv: readonly string[], io: CliIo = processIo()): 
     const e = toApsaraMqDeviceError(error);
     io.stderr(`${e.code}: ${e.message}\n`);
     if (program.opts()['verbose'] && error instanceof Error && error.stack) io.stderr(`${error.stack}\n`);
-    return 1;
+    // Input that can never work (a bad ClientId, option value or credential file) is a usage error too.
+    return error instanceof ValidationError ? 2 : 1;
   }
 }
 

@@ -22,6 +22,12 @@ export const TRANSPORT_PORTS: Readonly<Record<Transport, number>> = Object.freez
 
 const SCHEMES: Readonly<Record<Transport, string>> = { tcp: 'mqtt', tls: 'mqtts', ws: 'ws', wss: 'wss' };
 
+/**
+ * How many times one refusal episode may ask the source for another credential: the ladder has three steps (the
+ * store, GetDeviceCredential, RegisterDeviceCredential), each of which may hand out a different key.
+ */
+export const MAX_REFETCHES = 3;
+
 /** The service's WebSocket path; mqtt.js would default to `/`. */
 export const WEBSOCKET_PATH = '/mqtt';
 
@@ -203,7 +209,8 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
   readonly #options: ResolvedOptions;
   #attempt = 0;
   #refusedRc: number | undefined;
-  #refetched = false;
+  /** Credentials asked of the source since the last CONNACK 0 (bounded: see MAX_REFETCHES). */
+  #refetches = 0;
   #lastNetworkError: Error | undefined;
   #online = false;
   #finished = false;
@@ -321,7 +328,7 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
   }
 
   #onConnect(): void {
-    this.#refetched = false;
+    this.#refetches = 0;
     this.#online = true;
     this.#onlineSince = Date.now();
     clearTimeout(this.#stableTimer);
@@ -364,7 +371,7 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
     this.#refusedRc = undefined;
     if (rc !== undefined) {
       // mqtt.js suppresses its own reconnect after a refused CONNACK; we decide what comes next.
-      void this.#onRefused(rc);
+      this.#onRefused(rc).catch((error: unknown) => this.#fail(toApsaraMqDeviceError(error)));
       return;
     }
     if (this.#initial) {
@@ -449,20 +456,20 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
     this.emit('auth-failed', { rc });
     const refusal = `The broker refused credential ${this.#credential.deviceAccessKeyId} of ${this.clientId}: ${reason} (CONNACK ${rc})`;
     const rejected = new ConnectError('CredentialRejected', refusal, { clientId: this.clientId, connackCode: rc });
-    if (this.#refetched) {
-      // Already fetched a fresh credential in this episode and it was refused too: stop, no loop.
+    if (this.#refetches >= MAX_REFETCHES) {
+      // Every step of the ladder handed out a credential that was refused too: stop, no loop.
       this.#fail(rejected);
       return;
     }
-    this.#refetched = true;
-    let next: DeviceCredential;
+    this.#refetches += 1;
+    let next: unknown;
     try {
       next = await this.#source({ reason: 'rejected', rejected: this.#credential });
     } catch (error) {
       const cause = toApsaraMqDeviceError(error);
       if (cause.retryable && !this.#initial && !this.#finished) {
         // The source is unreachable for now (e.g. the OpenAPI is down): try the whole thing again later.
-        this.#refetched = false;
+        this.#refetches -= 1;
         this.#emitError(cause);
         this.#scheduleReconnect();
         return;
@@ -471,6 +478,10 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
       return;
     }
     if (this.#finished) return;
+    if (!(next instanceof DeviceCredential)) {
+      this.#fail(new ValidationError('InvalidCredential', 'The credential source did not return a DeviceCredential (build one with DeviceCredential.fromWire)'));
+      return;
+    }
     if (next.clientId !== this.clientId) {
       this.#fail(new ValidationError('InvalidCredential', `The credential source returned a credential for ${next.clientId}, not ${this.clientId}`));
       return;

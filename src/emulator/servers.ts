@@ -1,10 +1,18 @@
 import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo, Server, Socket } from 'node:net';
+import { ApsaraMqDeviceError, LOCAL_ERROR_CATALOG } from '../errors.js';
 
 /** Listen and resolve with the bound port; reject on `EADDRINUSE` and the like instead of emitting. */
 export function listen(server: Server, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
-    const onError = (error: Error): void => reject(error);
+    const onError = (error: NodeJS.ErrnoException): void => {
+      if (error.code === 'EADDRINUSE' || error.code === 'EACCES') {
+        const why = error.code === 'EADDRINUSE' ? 'is already in use' : 'needs privileges this process lacks';
+        reject(new ApsaraMqDeviceError('AddressInUse', `Cannot listen on ${host}:${port}: the port ${why} (${error.code}). ${LOCAL_ERROR_CATALOG.AddressInUse.remedy}`, { ...LOCAL_ERROR_CATALOG.AddressInUse, cause: error }));
+      } else {
+        reject(error);
+      }
+    };
     server.once('error', onError);
     server.listen(port, host, () => {
       server.off('error', onError);

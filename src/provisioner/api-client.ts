@@ -9,7 +9,17 @@ import { percentEncode } from '../signer/openapi.js';
 import { abortError, raceAbort } from './abort.js';
 import { type AccountKeyOptions, resolveAccountCredentials } from './env.js';
 import { type AccountLimiter, accountLimiter, type RateLimitOptions } from './rate-limit.js';
-import { classifyFailure, isRetryableFailure, type ResolvedRetryOptions, resolveRetryOptions, RetryRun, type RetryOptions } from './retry.js';
+import {
+  classifyFailure,
+  IDEMPOTENT_ACTIONS,
+  isRetryableFailure,
+  type ResolvedRetryOptions,
+  resolveRetryOptions,
+  RETRY_CLASSIFICATION,
+  RetryRun,
+  type RetryOptions,
+  unknownOutcomeRemedy,
+} from './retry.js';
 
 /** OpenAPI version of the ApsaraMQ for MQTT (`onsmqtt`) product. */
 export const API_VERSION = '2020-04-20';
@@ -61,6 +71,8 @@ export type ApiParams = Readonly<Record<string, string | number | undefined>>;
 export interface ApiResponse {
   requestId: string;
   body: Record<string, unknown>;
+  /** HTTP status of the answer (2xx), when the transport reported it. */
+  httpStatus?: number;
 }
 
 /** Answer of Register/Get/RefreshDeviceCredential. */
@@ -212,7 +224,7 @@ export class OpenApiClient {
     this.timeoutMs = timeoutMs;
     this.#account = resolveAccountCredentials(options, options.env ?? process.env);
     this.#retry = resolveRetryOptions(options.retry);
-    this.#limiter = accountLimiter(this.#account.accessKeyId, this.endpoint, {
+    this.#limiter = accountLimiter(this.#account.accessKeyId, {
       ...(options.qps === undefined ? {} : { qps: options.qps }),
       ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
     });
@@ -255,14 +267,19 @@ export class OpenApiClient {
 
   /**
    * Send one OpenAPI action and check the answer's envelope. Every request of this client goes through here: each
-   * attempt waits for the account's rate limiter (shared by every client of the AccessKeyId and endpoint in the
-   * process), and failed attempts are retried per the client's `retry` policy: throttling, service faults and
-   * requests that never left are repeated for every action; a lost answer (timeout, reset) only for actions in
-   * `IDEMPOTENT_ACTIONS`. pop-core signs each attempt with a fresh SignatureNonce.
+   * attempt waits for the account's rate limiter (shared by every client of the AccessKeyId in the process), and
+   * failed attempts are retried per the client's `retry` policy: throttling, service faults and requests that never
+   * left are repeated for every action; an unknown outcome (timeout, reset, a proxy's page, a replayed nonce, an
+   * uncatalogued 5xx) only for actions in `IDEMPOTENT_ACTIONS`. pop-core signs each attempt with a fresh
+   * SignatureNonce.
+   *
+   * An unknown-outcome error of an action that is not idempotent (Register, Refresh, UnRegister) is thrown with
+   * `retryable: false` and a remedy saying to check with GetDeviceCredential first (see `unknownOutcomeRemedy`).
    *
    * @throws ApiError when the service answers with an error `Code`.
-   * @throws NetworkError `InvalidResponse` (not JSON, not an object, no RequestId, or HTTP ≥ 300 without `Code`),
-   *   `ConnectionRefused`, `HostNotFound`, `RequestTimeout` or `NetworkError`.
+   * @throws NetworkError `InvalidResponse` (not JSON, not an object, no RequestId, or HTTP ≥ 300 without `Code`;
+   *   `httpStatus` set), `ConnectionRefused`, `HostNotFound`, `RequestTimeout` or `NetworkError` (`httpStatus` set
+   *   when the answer's head had arrived).
    * @throws ApsaraMqDeviceError `Aborted` when `options.signal` fires.
    */
   async call(action: string, params: ApiParams = {}, options: CallOptions = {}): Promise<ApiResponse> {
@@ -352,25 +369,25 @@ export class OpenApiClient {
     if (options.nextToken !== undefined && typeof options.nextToken !== 'string') {
       throw new ValidationError('InvalidOption', 'Invalid nextToken: expected the string from the previous page');
     }
-    const { requestId, body } = await this.call(
+    const { requestId, body, httpStatus } = await this.call(
       action,
       { InstanceId: instanceId, GroupId: options.groupId, PageNo: options.pageNo, PageSize: pageSize, NextToken: options.nextToken || undefined },
       options.signal === undefined ? {} : { signal: options.signal },
     );
     const list = body['DeviceCredentialClientIdList'];
-    if (!isRecord(list)) throw this.#invalid(`${action}: the answer has no DeviceCredentialClientIdList object`);
+    if (!isRecord(list)) throw this.#invalid(action, `${action}: the answer has no DeviceCredentialClientIdList object`, httpStatus);
     const total = toCount(list['Total']);
-    if (total === undefined) throw this.#invalid(`${action}: the answer's Total is missing or not a count`);
+    if (total === undefined) throw this.#invalid(action, `${action}: the answer's Total is missing or not a count`, httpStatus);
     const ids = list['ClientIdList'] ?? [];
     if (!Array.isArray(ids) || !ids.every((id): id is string => typeof id === 'string')) {
-      throw this.#invalid(`${action}: the answer's ClientIdList is not a list of strings`);
+      throw this.#invalid(action, `${action}: the answer's ClientIdList is not a list of strings`, httpStatus);
     }
     const pageNo = list['PageNo'] === undefined ? (options.pageNo ?? 1) : toCount(list['PageNo']);
     const pageSizeAnswered = list['PageSize'] === undefined ? pageSize : toCount(list['PageSize']);
-    if (pageNo === undefined || pageSizeAnswered === undefined) throw this.#invalid(`${action}: the answer's PageNo or PageSize is not a number`);
+    if (pageNo === undefined || pageSizeAnswered === undefined) throw this.#invalid(action, `${action}: the answer's PageNo or PageSize is not a number`, httpStatus);
     const nextToken = list['NextToken'];
     if (nextToken !== undefined && nextToken !== null && typeof nextToken !== 'string') {
-      throw this.#invalid(`${action}: the answer's NextToken is not a string`);
+      throw this.#invalid(action, `${action}: the answer's NextToken is not a string`, httpStatus);
     }
     return {
       requestId,
@@ -403,31 +420,33 @@ export class OpenApiClient {
   async #credentialCall(action: string, instanceId: string, clientId: string, options: CallOptions = {}): Promise<CredentialResponse> {
     assertInstanceId(instanceId);
     assertClientId(clientId);
-    const { requestId, body } = await this.call(action, { InstanceId: instanceId, ClientId: clientId }, options);
+    const { requestId, body, httpStatus } = await this.call(action, { InstanceId: instanceId, ClientId: clientId }, options);
+    // A malformed credential in a 2xx answer: the action did run, but its result is lost all the same.
+    const invalid = (message: string): NetworkError => this.#invalid(action, message, httpStatus);
     const wire = body['DeviceCredential'];
-    if (!isRecord(wire)) throw this.#invalid(`${action}: the answer has no DeviceCredential object`);
+    if (!isRecord(wire)) throw invalid(`${action}: the answer has no DeviceCredential object`);
     let credential: DeviceCredential;
     try {
       credential = DeviceCredential.fromWire(wire, `DeviceCredential in the ${action} answer`);
     } catch (error) {
       // fromWire's messages name fields, never values, so they are safe to pass on. Anything else it throws
       // (String() of a null-prototype object, say) is just as much a malformed answer.
-      throw this.#invalid(`${action}: ${error instanceof ValidationError ? error.message : 'the DeviceCredential in the answer is malformed'}`);
+      throw invalid(`${action}: ${error instanceof ValidationError ? error.message : 'the DeviceCredential in the answer is malformed'}`);
     }
     if (credential.clientId !== clientId || credential.instanceId !== instanceId) {
-      throw this.#invalid(`${action}: the answer is the credential of ${credential.clientId} on ${credential.instanceId}, not of ${clientId} on ${instanceId}`);
+      throw invalid(`${action}: the answer is the credential of ${credential.clientId} on ${credential.instanceId}, not of ${clientId} on ${instanceId}`);
     }
     return { requestId, credential };
   }
 
   #checkEnvelope(action: string, body: unknown, status: number | undefined): ApiResponse {
     if (status !== undefined && (status < 200 || status > 299)) {
-      throw this.#invalid(`${action}: the endpoint answered HTTP ${status} with JSON that has no error Code`);
+      throw this.#invalid(action, `${action}: the endpoint answered HTTP ${status} with JSON that has no error Code`, status);
     }
-    if (!isRecord(body)) throw this.#invalid(`${action}: the answer is JSON but not an object`);
+    if (!isRecord(body)) throw this.#invalid(action, `${action}: the answer is JSON but not an object`, status);
     const requestId = body['RequestId'];
-    if (typeof requestId !== 'string' || requestId === '') throw this.#invalid(`${action}: the answer has no RequestId`);
-    return { requestId, body };
+    if (typeof requestId !== 'string' || requestId === '') throw this.#invalid(action, `${action}: the answer has no RequestId`, status);
+    return { requestId, body, ...(status === undefined ? {} : { httpStatus: status }) };
   }
 
   #mapError(action: string, error: unknown, exchange: Exchange): Error {
@@ -438,8 +457,8 @@ export class OpenApiClient {
     // used: it ends with the request URL.
     if (isRecord(e.data) && e.entry !== undefined) {
       const { Code: code, RequestId: requestId, Message: message } = e.data;
-      if (typeof code !== 'string') return this.#invalid(`${action}: the endpoint answered HTTP ${status ?? '?'} with a Code that is not a string`);
-      return new ApiError({
+      if (typeof code !== 'string') return this.#invalid(action, `${action}: the endpoint answered HTTP ${status ?? '?'} with a Code that is not a string`, status);
+      return forCaller(action, new ApiError({
         code,
         action,
         // entry is always set when pop-core throws an API error; the catalog (then 400, the usual status of the
@@ -447,29 +466,30 @@ export class OpenApiClient {
         httpStatus: status ?? API_ERROR_CATALOG[code]?.httpStatus ?? 400,
         requestId: typeof requestId === 'string' ? requestId : undefined,
         serviceMessage: typeof message === 'string' ? this.#scrub(message) : '',
-      });
+      }));
     }
     // json-bigint throws a plain object named SyntaxError, not a SyntaxError instance.
     if (e.name === 'SyntaxError') {
       const type = exchange.contentType ? ` (${exchange.contentType})` : '';
-      return this.#invalid(`${action}: the endpoint answered HTTP ${status ?? '?'} with a body that is not JSON${type}`);
+      return this.#invalid(action, `${action}: the endpoint answered HTTP ${status ?? '?'} with a body that is not JSON${type}`, status);
     }
     const code = typeof e.code === 'string' ? e.code : undefined;
     if (e.name === 'RequestTimeoutError' || (code !== undefined && TIMED_OUT.has(code))) {
-      return new NetworkError('RequestTimeout', `${action}: no answer from ${this.endpoint} within ${this.timeoutMs} ms`, this.endpoint, error);
+      return this.#networkError('RequestTimeout', action, `${action}: no answer from ${this.endpoint} within ${this.timeoutMs} ms`, status, error);
     }
     if (code === 'ECONNREFUSED') {
-      return new NetworkError('ConnectionRefused', `${action}: connection to ${this.endpoint} refused`, this.endpoint, error);
+      return this.#networkError('ConnectionRefused', action, `${action}: connection to ${this.endpoint} refused`, undefined, error);
     }
     if (code !== undefined && HOST_NOT_FOUND.has(code)) {
-      return new NetworkError('HostNotFound', `${action}: the host of ${this.endpoint} could not be resolved (${code})`, this.endpoint, error);
+      return this.#networkError('HostNotFound', action, `${action}: the host of ${this.endpoint} could not be resolved (${code})`, undefined, error);
     }
     if (code === undefined && status !== undefined) {
       // An answer arrived but pop-core could not handle it, e.g. a JSON `null` body (it reads null.Code).
-      return this.#invalid(`${action}: the endpoint answered HTTP ${status} with a body that is not an OpenAPI answer`);
+      return this.#invalid(action, `${action}: the endpoint answered HTTP ${status} with a body that is not an OpenAPI answer`, status);
     }
     const why = code ?? (error instanceof Error ? error.name : 'unknown error');
-    return new NetworkError('NetworkError', `${action}: the connection to ${this.endpoint} failed (${why})`, this.endpoint, error);
+    // A reset after the answer's head arrived (a body cut short) keeps its status.
+    return this.#networkError('NetworkError', action, `${action}: the connection to ${this.endpoint} failed (${why})`, status, error);
   }
 
   /**
@@ -486,9 +506,43 @@ export class OpenApiClient {
     return result;
   }
 
-  #invalid(message: string): NetworkError {
-    return new NetworkError('InvalidResponse', message, this.endpoint);
+  /** The endpoint answered (HTTP `status`), but not with a usable OpenAPI answer. */
+  #invalid(action: string, message: string, status: number | undefined): NetworkError {
+    return this.#networkError('InvalidResponse', action, message, status);
   }
+
+  /**
+   * A NetworkError of `action`. When its code is an unknown outcome and `action` is not idempotent, it says
+   * `retryable: false` with {@link unknownOutcomeRemedy}: the request may have been applied.
+   */
+  #networkError(code: NetworkErrorCode, action: string, message: string, status: number | undefined, cause?: unknown): NetworkError {
+    const unsafe = RETRY_CLASSIFICATION[code] === 'unknown-outcome' && !IDEMPOTENT_ACTIONS.has(action);
+    return new NetworkError(code, message, this.endpoint, cause, {
+      httpStatus: status,
+      ...(unsafe ? { retryable: false, remedy: unknownOutcomeRemedy(action) } : {}),
+    });
+  }
+}
+
+type NetworkErrorCode = ConstructorParameters<typeof NetworkError>[0];
+
+/**
+ * An ApiError as the caller of `action` sees it. A code whose outcome is unknown (`SignatureNonceUsed`, an
+ * uncatalogued 5xx) on an action that is not idempotent says `retryable: false` with {@link unknownOutcomeRemedy}
+ * instead of the catalog's "retry": sending such a request again may apply it twice.
+ */
+function forCaller(action: string, error: ApiError): ApiError {
+  if (classifyFailure(error) !== 'unknown-outcome' || IDEMPOTENT_ACTIONS.has(action)) return error;
+  // The code's catalog says "retry"; for an action that is not safe to repeat, the action decides.
+  return new ApiError({
+    code: error.code,
+    action: error.action,
+    httpStatus: error.httpStatus,
+    requestId: error.requestId,
+    serviceMessage: error.serviceMessage,
+    retryable: false,
+    remedy: unknownOutcomeRemedy(action),
+  });
 }
 
 function checkInteger(name: string, value: number, min: number, max: number): void {

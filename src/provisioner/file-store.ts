@@ -72,6 +72,18 @@ export class FileCredentialStore implements CredentialStore {
     return parseCredentialFile(text, file, instanceId, clientId);
   }
 
+  /**
+   * Make sure a credential of this instance could be saved: create the directories (0700) and refuse an insecure
+   * one (`StoreInsecure`). For callers that must not change anything on the service unless the answer can be kept.
+   */
+  async prepare(instanceId: string): Promise<void> {
+    assertStoreKey(instanceId, 'GID_check@@@check');
+    const dir = join(this.dir, instanceId);
+    await makePrivateDir(this.dir);
+    await makePrivateDir(dir);
+    await this.#checkDirs(dir);
+  }
+
   async save(credential: DeviceCredential): Promise<void> {
     const file = this.pathOf(credential.instanceId, credential.clientId);
     const dir = join(this.dir, credential.instanceId);

@@ -4,15 +4,22 @@ import { assertClientId, type DeviceCredential } from '../credential.js';
 import { toApsaraMqDeviceError, ValidationError } from '../errors.js';
 import { FileCredentialStore } from './file-store.js';
 import { RegistrationJournal } from './journal.js';
-import { DEFAULT_API_CONCURRENCY, DEFAULT_API_QPS } from './rate-limit.js';
+import { DEFAULT_API_CONCURRENCY } from './rate-limit.js';
 import { DEFAULT_RETRY_OPTIONS, resolveRetryOptions, type RetryOptions } from './retry.js';
 import { type ProvisionStrategy, Provisioner, type ProvisionerOptions } from './provisioner.js';
 
 /** Options of {@link provisionFleet}: a provisioner's, plus pacing, strategy, journal, cancellation and progress. */
 export interface FleetOptions extends ProvisionerOptions {
-  /** Requests per second for the account (shared with every client of it in the process). @default 500 */
+  /**
+   * Requests per second for the account, in the limiter shared with every client of its AccessKeyId in the
+   * process: it lowers that limiter's rate if below the lowest given so far, never raises it (see
+   * `accountLimiter`). @default none given: the shared limiter's rate, 500/s unless a caller set it lower
+   */
   qps?: number;
-  /** Devices provisioned at once, which is also the cap on requests in flight. @default 64 */
+  /**
+   * Devices provisioned at once. When given, also the account's cap on requests in flight, combined like `qps`.
+   * @default 64 devices; the shared cap is left as it is
+   */
   concurrency?: number;
   /** @default 'get-first' (see {@link ProvisionStrategy}) */
   strategy?: ProvisionStrategy;
@@ -116,10 +123,10 @@ export async function provisionFleet(clientIds: Iterable<string>, options: Fleet
   if (!STRATEGIES.includes(strategy)) throw new ValidationError('InvalidOption', `Invalid strategy ${JSON.stringify(strategy)}: expected get-first or register-first`);
   const concurrency = options.concurrency ?? DEFAULT_API_CONCURRENCY;
   const { signal, onProgress, journalDir, strategy: _fleetOnly, ...provisionerOptions } = options;
+  // qps and concurrency go to the account's shared limiter only when given: a default must not change the pace
+  // other provisioners of the account set (see accountLimiter).
   const provisioner = new Provisioner({
     ...provisionerOptions,
-    qps: options.qps ?? DEFAULT_API_QPS,
-    concurrency,
     retry: resolveRetryOptions(options.retry, DEFAULT_RETRY_OPTIONS),
   });
   const journal = journalDir !== undefined

@@ -49,6 +49,7 @@ export {
   classifyFailure,
   isRetryableFailure,
   resolveRetryOptions,
+  unknownOutcomeRemedy,
   type ResolvedRetryOptions,
   type RetryClass,
   type RetryOptions,

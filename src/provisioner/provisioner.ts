@@ -115,8 +115,9 @@ export class Provisioner {
    * {@link ensureCredential} with a choice of {@link ProvisionStrategy} and journal, saying where the credential
    * came from. Concurrent calls for one ClientId share one sequence (the first caller's strategy and journal).
    *
-   * With a retry policy, a Register whose answer was lost (timeout, reset) is never sent again blindly: the
-   * credential is looked up with Get, and registered again only if the service has none.
+   * With a retry policy, a Register whose outcome is unknown (timeout, reset, a proxy's page, `SignatureNonceUsed`,
+   * an uncatalogued 5xx) is never sent again blindly: the credential is looked up with Get, and registered again
+   * only if the service has none.
    *
    * @throws ValidationError `InvalidClientId` before any I/O; ApiError, NetworkError, StoreError.
    */
@@ -139,7 +140,8 @@ export class Provisioner {
 
   /**
    * RegisterDeviceCredential, saving the result. Beware: where the latest registration wins, this replaces the
-   * credential a running device holds; {@link ensureCredential} is the safe way to get one.
+   * credential a running device holds; {@link ensureCredential} is the safe way to get one. It is never re-sent when
+   * its outcome is unknown: that error says `retryable: false` (check with {@link get} before registering again).
    */
   register(clientId: string, options?: CallOptions): Promise<CredentialResponse> {
     return this.#saved(this.#client.registerDeviceCredential(this.instanceId, clientId, options));

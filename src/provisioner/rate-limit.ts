@@ -5,7 +5,7 @@ import { abortError } from './abort.js';
 
 /** The documented limit of RegisterDeviceCredential and its siblings: calls per second per account. */
 export const DEFAULT_API_QPS = 500;
-/** Default cap on OpenAPI requests in flight at once per account and endpoint. */
+/** Default cap on OpenAPI requests in flight at once per account. */
 export const DEFAULT_API_CONCURRENCY = 64;
 
 /**
@@ -93,6 +93,11 @@ export class Semaphore {
     return this.#active;
   }
 
+  /** Most holders at once. */
+  get limit(): number {
+    return this.#limit;
+  }
+
   /** Change the limit; callers waiting are let in when it grew. */
   setLimit(limit: number): void {
     this.#limit = checkConcurrency(limit);
@@ -135,31 +140,63 @@ function checkConcurrency(limit: number): number {
   return limit;
 }
 
-/** Rate and concurrency limits of one account on one endpoint. */
+/**
+ * Rate and concurrency limits of an account. They apply to the one limiter the account's AccessKeyId has in the
+ * process, which every OpenApiClient, Provisioner and fleet run of that AccessKeyId shares; see
+ * {@link accountLimiter} for how the values of several callers combine (the lowest explicit one wins).
+ */
 export interface RateLimitOptions {
-  /** Requests per second. @default 500 ({@link DEFAULT_API_QPS}) */
+  /**
+   * Requests per second for the whole account in this process. Lowers the shared limiter's rate when below the
+   * lowest given so far; never raises it. @default 500 ({@link DEFAULT_API_QPS}) when no caller gave one
+   */
   qps?: number;
-  /** Requests in flight at once. @default 64 ({@link DEFAULT_API_CONCURRENCY}) */
+  /**
+   * Requests in flight at once for the whole account in this process; combined like `qps` (lowest explicit wins).
+   * @default 64 ({@link DEFAULT_API_CONCURRENCY}) when no caller gave one
+   */
   concurrency?: number;
 }
 
 /**
- * The limiter every request of one account to one endpoint passes: first a concurrency slot, then a token. The
- * slot is taken first so that a request waiting for a slot does not hold a token and then fire in a burst.
+ * The limiter every request of one account passes: first a concurrency slot, then a token. The slot is taken first
+ * so that a request waiting for a slot does not hold a token and then fire in a burst.
+ *
+ * Its limits are the lowest values ever passed explicitly (to the constructor or {@link configure}); until one is,
+ * the defaults (500/s, 64 in flight). Options left out change nothing, and a higher value than one already given
+ * changes nothing either: every explicit value is a promise not to exceed it, and the limiter keeps all of them.
  */
 export class AccountLimiter {
   readonly bucket: TokenBucket;
   readonly slots: Semaphore;
+  /** Lowest qps passed explicitly so far. */
+  #qps: number | undefined;
+  /** Lowest concurrency passed explicitly so far. */
+  #concurrency: number | undefined;
 
   constructor(options: RateLimitOptions = {}, now?: () => number) {
     this.bucket = new TokenBucket(options.qps ?? DEFAULT_API_QPS, undefined, now);
     this.slots = new Semaphore(options.concurrency ?? DEFAULT_API_CONCURRENCY);
+    this.#qps = options.qps;
+    this.#concurrency = options.concurrency;
   }
 
-  /** Apply explicitly given limits; absent ones stay as they are. */
+  /**
+   * Apply explicitly given limits where they are lower than the lowest given so far (the defaults do not count);
+   * absent or higher ones leave the limiter as it is. Reservations already made stand.
+   * @throws ValidationError `InvalidOption` for a qps that is not positive or a concurrency below 1, even when it
+   *   would not change anything.
+   */
   configure(options: RateLimitOptions): void {
-    if (options.qps !== undefined) this.bucket.setRate(options.qps);
-    if (options.concurrency !== undefined) this.slots.setLimit(options.concurrency);
+    const { qps, concurrency } = options;
+    if (qps !== undefined && checkRate(qps) < (this.#qps ?? Number.POSITIVE_INFINITY)) {
+      this.#qps = qps;
+      this.bucket.setRate(qps);
+    }
+    if (concurrency !== undefined && checkConcurrency(concurrency) < (this.#concurrency ?? Number.POSITIVE_INFINITY)) {
+      this.#concurrency = concurrency;
+      this.slots.setLimit(concurrency);
+    }
   }
 
   /** Run `send` once a slot and a token are free. */
@@ -182,21 +219,24 @@ export class AccountLimiter {
   }
 }
 
-/** One limiter per account AccessKeyId and endpoint, shared by every client in the process. */
+/** One limiter per account AccessKeyId, shared by every client in the process. */
 const limiters = new Map<string, AccountLimiter>();
 
 /**
- * The process-wide limiter of an account on an endpoint, created with the defaults on first use. Limits passed
- * here are applied to it (the last caller to pass a value sets it), so every OpenApiClient and provisioner of the
- * account shares one budget: several fleets in one process together stay under the account's limit.
+ * The process-wide limiter of an account, one per AccessKeyId whatever the endpoint or region (the service's limit
+ * is per account), created on first use. Every OpenApiClient, Provisioner and fleet run of the account shares it,
+ * so several of them in one process together stay under the account's limit.
+ *
+ * How the limits of several callers combine: the limiter runs at the lowest `qps` (and `concurrency`) any caller
+ * has passed explicitly, 500/s (64) while none has. A caller that leaves an option out never changes it (so a
+ * `provisionFleet` without `qps` does not lift a `Provisioner({ qps: 5 })` to 500/s), and no caller can raise a
+ * value another set lower. To go faster than an earlier caller allowed, use another process or AccessKey.
  */
-export function accountLimiter(accessKeyId: string, endpoint: string, options: RateLimitOptions = {}): AccountLimiter {
-  // Neither part can hold a newline (the id is printable ASCII, the endpoint a normalised URL).
-  const key = `${accessKeyId}\n${endpoint}`;
-  let limiter = limiters.get(key);
+export function accountLimiter(accessKeyId: string, options: RateLimitOptions = {}): AccountLimiter {
+  let limiter = limiters.get(accessKeyId);
   if (!limiter) {
     limiter = new AccountLimiter(options);
-    limiters.set(key, limiter);
+    limiters.set(accessKeyId, limiter);
   } else {
     limiter.configure(options);
   }

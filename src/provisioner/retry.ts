@@ -1,4 +1,4 @@
-import { ApiError, isApsaraMqDeviceError, isThrottlingCode, NetworkError, ValidationError } from '../errors.js';
+import { API_ERROR_CATALOG, ApiError, isApsaraMqDeviceError, isThrottlingCode, NetworkError, ValidationError } from '../errors.js';
 import { fullJitterDelay, sleep } from '../util/backoff.js';
 import { abortError } from './abort.js';
 
@@ -9,16 +9,20 @@ import { abortError } from './abort.js';
  * - `throttled`: the service shed the request before doing anything; slow down and send it again.
  * - `transient`: the service answered with a fault of its own and did not apply the request; send it again.
  * - `not-sent`: the request never left this machine (nothing listened, no DNS answer); send it again.
- * - `unknown-outcome`: the request may have reached the service and been applied, but no answer came back
- *   (timeout, reset, a proxy's non-JSON page). Repeated only for actions that are safe to repeat.
+ * - `unknown-outcome`: the request may have reached the service and been applied, but no usable answer came back
+ *   (timeout, reset, a proxy's non-JSON page, a replayed nonce, an uncatalogued 5xx from an intermediary).
+ *   Repeated only for actions in {@link IDEMPOTENT_ACTIONS}; for the others the error thrown says
+ *   `retryable: false` with a "check with GetDeviceCredential first" remedy ({@link unknownOutcomeRemedy}), and the
+ *   provisioner settles a lost Register with a Get instead of sending it again.
  * - `fatal`: retrying cannot help (signature, permission, parameter, not-found, quota, abort, local errors).
  */
 export type RetryClass = 'throttled' | 'transient' | 'not-sent' | 'unknown-outcome' | 'fatal';
 
 /**
  * The classification table for codes that are not decided by their family. API codes not listed here are
- * classified by {@link classifyFailure}: `Throttling*` and `*OverFlow` are `throttled`; any other API error the
- * catalog (or its HTTP status ≥ 500) marks retryable is `transient`; the rest are `fatal`.
+ * classified by {@link classifyFailure}: `Throttling*` and `*OverFlow` are `throttled`; a code the catalog does not
+ * know answered with HTTP ≥ 500 (a gateway or proxy in the way) is `unknown-outcome`; any other API error the
+ * catalog marks retryable is `transient`; the rest are `fatal`.
  */
 export const RETRY_CLASSIFICATION: Readonly<Record<string, RetryClass>> = Object.freeze({
   // Load shedding: the request was refused before it was processed.
@@ -31,8 +35,9 @@ export const RETRY_CLASSIFICATION: Readonly<Record<string, RetryClass>> = Object
   // change; the real service documents these as "try again later").
   InternalError: 'transient',
   ServiceUnavailable: 'transient',
-  // The gateway refused a replayed nonce before routing; pop-core signs every attempt with a fresh nonce.
-  SignatureNonceUsed: 'transient',
+  // pop-core signs every attempt with a fresh nonce, so a replayed one means this very request reached the gateway
+  // before (something in between sent it twice) and may have been applied: retried only when idempotent.
+  SignatureNonceUsed: 'unknown-outcome',
   // Nothing was sent.
   ConnectionRefused: 'not-sent',
   HostNotFound: 'not-sent',
@@ -62,6 +67,8 @@ export function classifyFailure(error: unknown): RetryClass {
   if (listed !== undefined) return listed;
   if (error instanceof ApiError) {
     if (isThrottlingCode(error.code)) return 'throttled';
+    // Not the service's own code: an intermediary's 502/504, which may have forwarded the request.
+    if (error.httpStatus >= 500 && API_ERROR_CATALOG[error.code] === undefined) return 'unknown-outcome';
     return error.retryable ? 'transient' : 'fatal';
   }
   // Any other network failure of ours: assume the request may have gone out.
@@ -74,6 +81,23 @@ export function isRetryableFailure(error: unknown, action: string): boolean {
   const kind = classifyFailure(error);
   if (kind === 'fatal') return false;
   return kind !== 'unknown-outcome' || IDEMPOTENT_ACTIONS.has(action);
+}
+
+/**
+ * The remedy of an `unknown-outcome` failure of an action that is not in {@link IDEMPOTENT_ACTIONS}: such an error
+ * is thrown with `retryable: false` and this remedy, because sending the request again blindly may apply it twice
+ * (a second Register or Refresh rotates the credential a device may already hold).
+ */
+export function unknownOutcomeRemedy(action: string): string {
+  switch (action) {
+    case 'RegisterDeviceCredential':
+    case 'RefreshDeviceCredential':
+      return 'The outcome is unknown: check with GetDeviceCredential before registering (or refreshing) again; a second Register may rotate the credential.';
+    case 'UnRegisterDeviceCredential':
+      return 'The outcome is unknown: check with GetDeviceCredential whether the credential still exists before unregistering again.';
+    default:
+      return `The outcome is unknown: ${action} may have been applied; check the current state before sending it again.`;
+  }
 }
 
 /** How failed OpenAPI calls are retried: exponential backoff with full jitter, bounded in attempts and time. */

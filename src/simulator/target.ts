@@ -2,6 +2,8 @@ import { fork } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { inspect } from 'node:util';
+import { redact } from '../credential.js';
 import type { Emulator } from '../emulator/index.js';
 import { MemoryCredentialStore } from '../provisioner/memory-store.js';
 import type { ProvisionerOptions, ProvisionStrategy } from '../provisioner/provisioner.js';
@@ -27,17 +29,21 @@ export interface SimulationTarget {
  * credentials are kept in memory and registered straight away, since the emulator starts empty.
  */
 export function emulatorTarget(emulator: Pick<Emulator, 'mqttUrl' | 'apiEndpoint' | 'instanceId' | 'accessKeyId' | 'accessKeySecret'>): SimulationTarget {
-  return {
-    brokerUrl: emulator.mqttUrl,
-    strategy: 'register-first',
-    provisioner: {
-      instanceId: emulator.instanceId,
-      endpoint: emulator.apiEndpoint,
-      accessKeyId: emulator.accessKeyId,
-      accessKeySecret: emulator.accessKeySecret,
-      store: new MemoryCredentialStore(),
-    },
+  const provisioner: ProvisionerOptions = {
+    instanceId: emulator.instanceId,
+    endpoint: emulator.apiEndpoint,
+    accessKeyId: emulator.accessKeyId,
+    accessKeySecret: emulator.accessKeySecret,
+    store: new MemoryCredentialStore(),
   };
+  // Logs and util.inspect of a target must not show the secret; non-enumerable, so spreading the options (as the
+  // provisioner does) does not carry these along.
+  const shown = (): Record<string, unknown> => ({ ...provisioner, accessKeySecret: redact(emulator.accessKeySecret) });
+  Object.defineProperties(provisioner, {
+    toJSON: { value: shown, enumerable: false },
+    [inspect.custom]: { value: () => `ProvisionerOptions ${inspect(shown())}`, enumerable: false },
+  });
+  return { brokerUrl: emulator.mqttUrl, strategy: 'register-first', provisioner };
 }
 
 /** An emulator running in a child process. */

@@ -210,3 +210,17 @@ export function apiFaultCode(fn: () => unknown): string | undefined {
     return (error as ApiFault).code;
   }
 }
+
+/** Resolves once the broker has handled a SUBSCRIBE of `clientId` to `topic` (the SUBACK is on its way). */
+export function subscribed(emulator: Emulator, clientId: string, topic: string): Promise<void> {
+  const broker = emulator.broker;
+  return new Promise((resolve) => {
+    const listener = (subs: Array<{ topic: string }>, client: { id: string } | null): void => {
+      if (client?.id === clientId && subs.some((s) => s.topic === topic)) {
+        broker.off('subscribe', listener);
+        resolve();
+      }
+    };
+    broker.on('subscribe', listener);
+  });
+}

@@ -1,8 +1,9 @@
-import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { chmod, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { cli, spawnCli, tempDir } from '../helpers/cli.js';
-import { useEmulator } from '../helpers/emulator.js';
+import { subscribed, useEmulator } from '../helpers/emulator.js';
 
 const getEmulator = useEmulator();
 
@@ -67,13 +68,13 @@ describe('registrar commands against the emulator', () => {
     expect(gone.stderr).not.toMatch(/\n\s+at /); // no stack trace without --verbose
   });
 
-  it('fails with the error code first and exit 1, and keeps usage errors at exit 2', async () => {
+  it('fails with the error code first: exit 1 for failures, exit 2 for usage errors and input that can never work', async () => {
     const noKeys = await cli(['get', ...api('--client-id', 'GID_cli@@@dev-2')], {});
     expect(noKeys.code).toBe(1);
     expect(noKeys.stderr).toMatch(/^MissingAccessKey: .*ALIBABA_CLOUD_ACCESS_KEY_ID/);
 
     const badId = await cli(['register', ...api('--client-id', 'dev-2')], keys());
-    expect(badId.code).toBe(1);
+    expect(badId.code).toBe(2); // input that can never work: a usage error, still with its code first
     expect(badId.stderr).toMatch(/^InvalidClientId: .*@@@/);
 
     const wrongSecret = await cli(['get', ...api('--client-id', 'GID_cli@@@dev-2')], { ...keys(), ALIBABA_CLOUD_ACCESS_KEY_SECRET: 'wrong' });
@@ -83,6 +84,25 @@ describe('registrar commands against the emulator', () => {
     expect((await cli(['get', '--instance-id', 'x', '--client-id', 'GID_cli@@@d'], keys())).code).toBe(2); // no endpoint
     expect((await cli(['connect', ...api('--client-id', 'GID_cli@@@d', '--qos', '7', '--publish', 't', '--message', 'm')], keys())).code).toBe(2);
     expect((await cli(['connect', ...api('--client-id', 'GID_cli@@@d')], keys())).code).toBe(2); // neither publish nor subscribe
+  });
+
+  it('register --store refuses an insecure store before calling the API, and saves after printing otherwise', async () => {
+    const e = getEmulator();
+    const open = join(await tempDir(), 'open');
+    await mkdir(open, { mode: 0o755 });
+    await chmod(open, 0o755);
+    const before = e.stats().actions['RegisterDeviceCredential']?.ok ?? 0;
+    const refused = await cli(['register', ...api('--client-id', 'GID_cli@@@store-1', '--store', open)], keys());
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^StoreInsecure: /);
+    expect(refused.stdout).toBe('');
+    expect(e.stats().actions['RegisterDeviceCredential']?.ok ?? 0).toBe(before); // nothing rotated on the service
+
+    const store = join(await tempDir(), 'private');
+    const ok = await cli(['register', ...api('--client-id', 'GID_cli@@@store-1', '--store', store)], keys());
+    expect(ok.code, ok.stderr).toBe(0);
+    const saved = JSON.parse(await readFile(join(store, e.instanceId, 'GID_cli@@@store-1.json'), 'utf8'));
+    expect(saved).toEqual(JSON.parse(ok.stdout).DeviceCredential);
   });
 
   it('--verbose adds the stack trace', async () => {
@@ -120,7 +140,7 @@ describe('sign', () => {
     const dir = await tempDir();
     await writeFile(join(dir, 'c.json'), JSON.stringify({ ClientId: 'GID_cli@@@x', InstanceId: 'i' }));
     const run = await cli(['sign', '--credential-file', join(dir, 'c.json')]);
-    expect(run.code).toBe(1);
+    expect(run.code).toBe(2);
     expect(run.stderr).toMatch(/^InvalidCredential: .*lacks DeviceAccessKeyId, DeviceAccessKeySecret/);
     const missing = await cli(['sign', '--credential-file', join(dir, 'nope.json')]);
     expect(missing.stderr).toMatch(/^InvalidCredential: Cannot read credential file .*ENOENT/);
@@ -134,10 +154,9 @@ describe('connect', () => {
     const connectArgs = (...rest: string[]): string[] => ['connect', ...api('--broker-url', e.mqttUrl, '--store', store, ...rest)];
 
     let stopSubscriber: () => void = () => {};
+    const ready = subscribed(e, 'GID_cli@@@sub-1', 'cli/+/data');
     const subscriber = cli(connectArgs('--client-id', 'GID_cli@@@sub-1', '--subscribe', 'cli/+/data', '--count', '2', '--json'), keys(), new Promise((r) => (stopSubscriber = r)));
-    // Wait until the subscriber is connected and subscribed before publishing.
-    for (let i = 0; i < 200 && e.stats().mqtt.connected < 1; i++) await new Promise((r) => setTimeout(r, 20));
-    await new Promise((r) => setTimeout(r, 100));
+    await ready; // the subscription is in place before anything is published
 
     const before = e.stats().actions;
     const pub1 = await cli(connectArgs('--client-id', 'GID_cli@@@pub-1', '--publish', 'cli/pub-1/data', '--message', 'first'), keys());
@@ -168,7 +187,7 @@ describe('connect', () => {
     const store = join(await tempDir(), 'store');
     for (const clientId of ['GID_cli-no-separator', `GID_cli@@@${'x'.repeat(57)}`, '', 'GID_cli@@@dév']) {
       const run = await cli(['connect', ...api('--broker-url', e.mqttUrl, '--store', store, '--client-id', clientId, '--publish', 't', '--message', 'm')], keys());
-      expect(run.code).toBe(1);
+      expect(run.code).toBe(2);
       expect(run.stderr).toMatch(/^InvalidClientId: /);
     }
     const blank = await cli(['connect', '--endpoint', e.apiEndpoint, '--instance-id', ' ', '--broker-url', e.mqttUrl, '--store', store, '--client-id', 'GID_cli@@@ok', '--publish', 't', '--message', 'm'], keys());
@@ -223,6 +242,27 @@ describe('emulator command (child process)', () => {
     const stats = (await (await fetch(`${info.apiEndpoint}/_emulator/stats`)).json()) as { mqtt: { connacks: Record<string, number> } };
     expect(stats.mqtt.connacks).toEqual({ '0': 1 });
     expect(await proc.stop('SIGTERM')).toBe(0);
+  });
+
+  it('a port in use is AddressInUse, not an unknown error', async () => {
+    const blocker = createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+    onTestFinished(() => new Promise<void>((r) => blocker.close(() => r())));
+    const port = String((blocker.address() as { port: number }).port);
+    const run = await cli(['emulator', '--mqtt-port', port, '--ws-port', '0', '--api-port', '0'], {});
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(new RegExp(`^AddressInUse: Cannot listen on 127\\.0\\.0\\.1:${port}`));
+  });
+
+  it('does not echo an account secret taken from the environment', async () => {
+    let stop: () => void = () => {};
+    const stopped = new Promise<void>((r) => (stop = r));
+    const running = cli(['emulator', '--mqtt-port', '0', '--ws-port', '0', '--api-port', '0'], { ALIBABA_CLOUD_ACCESS_KEY_ID: 'LTAIreal', ALIBABA_CLOUD_ACCESS_KEY_SECRET: 'my-real-secret-value' }, stopped);
+    stop(); // the banner is printed before the command waits for Ctrl+C, so this can come at once
+    const run = await running;
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('emulator is running');
+    expect(run.stdout).not.toContain('my-real-secret-value');
   });
 
   it('uses the account keys from the environment', async () => {

@@ -65,6 +65,37 @@ describe('sessions that heal', () => {
     expect((await new FileCredentialStore(store).load(emulator().instanceId, 'GID_heal@@@refresh-1'))?.deviceAccessKeyId).toBe(fresh.deviceAccessKeyId);
   });
 
+  it('a stale key in the store does not stop the ladder: it goes on to GetDeviceCredential', async () => {
+    const store = join(await tempDir(), 'store');
+    const clientId = 'GID_heal@@@ladder-1';
+    const conn = await device(deviceOptions(clientId, store));
+    const events = record(conn);
+    // Registrar B rotates the key and saves it to the shared store; registrar C rotates it again elsewhere.
+    const b = new Provisioner({ ...deviceOptions(clientId, store) });
+    const c = new Provisioner({ ...deviceOptions(clientId, join(await tempDir(), 'other')) });
+    onTestFinished(() => {
+      b.close();
+      c.close();
+    });
+    await b.refresh(clientId);
+    const { credential: latest } = await c.refresh(clientId);
+    const back = once(conn, 'online');
+    conn.client.stream.destroy();
+    await back;
+    expect(conn.credential.deviceAccessKeyId).toBe(latest.deviceAccessKeyId);
+    expect(events).toEqual(['offline', 'auth-failed 4', 'credential-refreshed', 'auth-failed 4', 'credential-refreshed', 'online']);
+  });
+
+  it('a credential source that returns something else than a DeviceCredential ends the session with a typed error, not a crash', async () => {
+    const credential = await registerDevice(emulator(), 'GID_heal@@@badsource-1');
+    await callApi(emulator(), 'RefreshDeviceCredential', { ClientId: 'GID_heal@@@badsource-1', InstanceId: emulator().instanceId });
+    const error = await connectDevice({
+      brokerUrl: emulator().mqttUrl,
+      credential: async (request) => (request.reason === 'connect' ? credential : ({ ...credential.toWire() } as never)),
+    }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'InvalidCredential' });
+  });
+
   it('an unregistered credential ends with CredentialRejected after one CONNECT, no storm', async () => {
     const store = join(await tempDir(), 'store');
     const conn = await device(deviceOptions('GID_heal@@@unreg-1', store));

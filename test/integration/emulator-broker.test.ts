@@ -182,10 +182,10 @@ describe('broker: listeners and shutdown', () => {
     const e = await startEmulator({ env: {} });
     try {
       const taken = Number(new URL(e.mqttUrl).port);
-      await expect(startEmulator({ env: {}, mqttPort: taken })).rejects.toMatchObject({ code: 'EADDRINUSE' });
+      await expect(startEmulator({ env: {}, mqttPort: taken })).rejects.toMatchObject({ code: 'AddressInUse', retryable: false });
       const apiTaken = Number(new URL(e.apiEndpoint).port);
-      await expect(startEmulator({ env: {}, apiPort: apiTaken })).rejects.toMatchObject({ code: 'EADDRINUSE' });
-      await expect(startEmulator({ env: {}, wsPort: apiTaken })).rejects.toMatchObject({ code: 'EADDRINUSE' });
+      await expect(startEmulator({ env: {}, apiPort: apiTaken })).rejects.toMatchObject({ code: 'AddressInUse', retryable: false });
+      await expect(startEmulator({ env: {}, wsPort: apiTaken })).rejects.toMatchObject({ code: 'AddressInUse', retryable: false });
     } finally {
       await e.close();
     }

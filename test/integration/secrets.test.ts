@@ -11,6 +11,7 @@ import type { DeviceCredential } from '../../src/credential.js';
 import { FileCredentialStore } from '../../src/provisioner/file-store.js';
 import { Provisioner } from '../../src/provisioner/provisioner.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
+import { emulatorTarget } from '../../src/simulator/target.js';
 import type { Logger } from '../../src/util/logger.js';
 import { cli, tempDir } from '../helpers/cli.js';
 import { useEmulator } from '../helpers/emulator.js';
@@ -49,7 +50,8 @@ describe('secrets never leak', () => {
     conn.client.stream.destroy();
     await healed;
     await conn.publish('sec/b', 'payload', { qos: 1 });
-    output.push(inspect(conn, { depth: 10 }), JSON.stringify(conn), inspect(registrar, { depth: 10 }), JSON.stringify(registrar));
+    const target = emulatorTarget(e);
+    output.push(inspect(conn, { depth: 10 }), JSON.stringify(conn), inspect(registrar, { depth: 10 }), JSON.stringify(registrar), inspect(target, { depth: 10 }), JSON.stringify(target), inspect(e), JSON.stringify(e));
     await registrar.unregister('GID_sec@@@lib-1');
     const closed = new Promise<{ error?: Error }>((resolve) => conn.once('closed', resolve));
     conn.on('error', (err) => output.push(inspect(err, { depth: 10 }), JSON.stringify(err), String(err)));

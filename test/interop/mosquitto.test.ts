@@ -17,7 +17,7 @@ import { DeviceCredential } from '../../src/credential.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { closedPort } from '../helpers/http.js';
 import { tempDir } from '../helpers/cli.js';
-import { registerDevice, useEmulator } from '../helpers/emulator.js';
+import { registerDevice, subscribed, useEmulator } from '../helpers/emulator.js';
 
 const run = promisify(execFile);
 
@@ -54,15 +54,14 @@ describe.skipIf(!available)(`mosquitto clients against the emulator${reason}`, (
     const { host, port } = hostPort(e.mqttUrl);
     const sub = signDeviceCredential(await registerDevice(e, 'GID_interop@@@sub-1'));
     const pub = signDeviceCredential(await registerDevice(e, 'GID_interop@@@pub-1'));
+    const ready = subscribed(e, sub.clientId, 'interop/#');
     const subscriber = spawn(bin.sub, ['-h', host, '-p', port, '-V', 'mqttv311', '-i', sub.clientId, '-u', sub.username, '-P', sub.password, '-t', 'interop/#', '-C', '1', '-v', '-q', '1'], { stdio: 'pipe' });
     onTestFinished(() => {
       subscriber.kill('SIGKILL');
     });
     let out = '';
     subscriber.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    // Wait for the subscriber's session to be up before publishing.
-    for (let i = 0; i < 250 && e.stats().mqtt.connected < 1; i++) await new Promise((r) => setTimeout(r, 20));
-    await new Promise((r) => setTimeout(r, 150));
+    await ready; // mosquitto_sub's subscription is in place before anything is published
     await run(bin.pub, ['-h', host, '-p', port, '-V', 'mqttv311', '-i', pub.clientId, '-u', pub.username, '-P', pub.password, '-t', 'interop/hello', '-m', 'from mosquitto_pub', '-q', '1']);
     const [code] = (await once(subscriber, 'exit')) as [number];
     expect(code).toBe(0);

@@ -29,7 +29,9 @@ describe('ClientId grammar', () => {
 
   it('checks GroupIds', () => {
     expect(groupIdProblem('GID_demo')).toBeUndefined();
-    expect(groupIdProblem('GID_')).toMatch(/7 to 64/);
+    expect(groupIdProblem('GID_a')).toBeUndefined(); // any group a valid ClientId can hold
+    expect(groupIdProblem('GID_')).toMatch(/GID_/);
+    expect(groupIdProblem(`GID_${'x'.repeat(57)}`)).toMatch(/64-character ClientId/);
     expect(groupIdProblem('XID_demo')).toMatch(/GID_/);
   });
 });

@@ -12,9 +12,14 @@ function ids(n: number, from = 0): string[] {
   return Array.from({ length: n }, (_, i) => `GID_test@@@dev-${from + i}`);
 }
 
+let fakes = 0;
+
 async function fake(options: FakeOpenApiOptions = {}) {
   const api = await startFakeOpenApi(options);
-  const base: FleetOptions = { endpoint: api.url, instanceId: INSTANCE, env: {}, ...KEYS, retry: FAST };
+  // Each fake its own AccessKeyId: the rate limiter is shared per AccessKeyId, and a test's qps or concurrency
+  // must not pace the next one.
+  fakes += 1;
+  const base: FleetOptions = { endpoint: api.url, instanceId: INSTANCE, env: {}, ...KEYS, accessKeyId: `${KEYS.accessKeyId}-${fakes}`, retry: FAST };
   return { api, base };
 }
 
@@ -85,7 +90,12 @@ describe('provisionFleet', () => {
     expect(result.throttled).toBeGreaterThan(0);
   });
 
-  it('reconciles a Register whose answer was lost with a Get instead of registering again', async () => {
+  it.each([
+    ['reset', (_res: Parameters<typeof sendJson>[0], req: { socket: { destroy(): void } }) => req.socket.destroy()],
+    ['answered SignatureNonceUsed (an intermediary sent it twice)', (res: Parameters<typeof sendJson>[0]) => sendJson(res, 400, { RequestId: 'R', Code: 'SignatureNonceUsed', Message: 'x' })],
+    ['answered an uncatalogued JSON 502', (res: Parameters<typeof sendJson>[0]) => sendJson(res, 502, { RequestId: 'R', Code: 'BadGateway', Message: 'x' })],
+    ['answered an uncatalogued JSON 504', (res: Parameters<typeof sendJson>[0]) => sendJson(res, 504, { RequestId: 'R', Code: 'GatewayTimeout', Message: 'x' })],
+  ] as const)('reconciles a Register that was applied but %s with a Get instead of registering again', async (_what, answer) => {
     const registered = new Map<string, Record<string, unknown>>();
     let registers = 0;
     const server = await startHttpServer((req, res, body) => {
@@ -94,7 +104,7 @@ describe('provisionFleet', () => {
       if (p['Action'] === 'RegisterDeviceCredential') {
         registers += 1;
         registered.set(clientId, { ClientId: clientId, InstanceId: INSTANCE, DeviceAccessKeyId: 'DC.Z5fXh9sRRVufyLi6wo0000', DeviceAccessKeySecret: 'DC.BJMkn4eMQJK2vaApTS0000', CreateTime: 1, UpdateTime: 1 });
-        req.socket.destroy(); // applied, but the answer is lost
+        answer(res, req); // applied, but the answer is lost or says nothing of the outcome
         return;
       }
       const credential = registered.get(clientId);

@@ -1,7 +1,7 @@
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { AccountCredentials } from '../../src/credential.js';
-import { API_ERROR_CATALOG, ApiError, ApsaraMqDeviceError, ConfigurationError, NetworkError, ValidationError } from '../../src/errors.js';
+import { API_ERROR_CATALOG, ApiError, ApsaraMqDeviceError, ConfigurationError, LOCAL_ERROR_CATALOG, NetworkError, ValidationError } from '../../src/errors.js';
 import { OpenApiClient, type OpenApiClientOptions, resolveEndpoint } from '../../src/provisioner/index.js';
 import { closedPort, formParams, sendJson, startFakeOpenApi, startHttpServer } from '../helpers/http.js';
 
@@ -375,6 +375,92 @@ describe('OpenApiClient error mapping', () => {
     await c.getDeviceCredential(INSTANCE, CLIENT);
     expect(sockets.size).toBe(1);
     c.close();
+  });
+});
+
+describe('NetworkError httpStatus (an answer arrived, but not a usable one)', () => {
+  it('carries the status of an HTML 502 page, also in toJSON', async () => {
+    const server = await answering(502, '<html><body><h1>502 Bad Gateway</h1></body></html>', 'text/html');
+    const e = (await failure(client(server.url).getDeviceCredential(INSTANCE, CLIENT))) as NetworkError;
+    expect(e).toMatchObject({ code: 'InvalidResponse', httpStatus: 502 });
+    expect(JSON.parse(JSON.stringify(e))).toMatchObject({ code: 'InvalidResponse', httpStatus: 502, endpoint: server.url });
+  });
+
+  it.each([
+    ['JSON without a Code', 504, `{"RequestId":"${RID}"}`],
+    ['JSON null', 200, 'null'],
+    ['no RequestId', 200, '{}'],
+    ['a malformed credential', 200, `{"RequestId":"${RID}","DeviceCredential":"x"}`],
+    ['a numeric Code', 400, `{"RequestId":"${RID}","Code":42}`],
+  ])('carries the status of %s (HTTP %i)', async (_what, status, text) => {
+    const server = await answering(status, text);
+    const e = (await failure(client(server.url).getDeviceCredential(INSTANCE, CLIENT))) as NetworkError;
+    expect(e).toMatchObject({ code: 'InvalidResponse', httpStatus: status });
+  });
+
+  it('carries the status of a list answer that is malformed', async () => {
+    const server = await answering(200, `{"RequestId":"${RID}","DeviceCredentialClientIdList":{"ClientIdList":[]}}`);
+    const e = (await failure(client(server.url).listDeviceCredentialClientId(INSTANCE, { groupId: 'GID_test' }))) as NetworkError;
+    expect(e).toMatchObject({ code: 'InvalidResponse', httpStatus: 200, retryable: true });
+  });
+
+  it('carries the status of a body cut short', async () => {
+    const server = await startHttpServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': '500' });
+      res.write('{"RequestId":"');
+      setTimeout(() => res.socket?.destroy(), 20);
+    });
+    const e = (await failure(client(server.url).getDeviceCredential(INSTANCE, CLIENT))) as NetworkError;
+    expect(e).toMatchObject({ code: 'NetworkError', httpStatus: 200 });
+  });
+
+  it('has none when no answer arrived', async () => {
+    const port = await closedPort();
+    const refused = (await failure(client(`http://127.0.0.1:${port}`).getDeviceCredential(INSTANCE, CLIENT))) as NetworkError;
+    expect(refused.httpStatus).toBeUndefined();
+    const reset = await startHttpServer((req) => {
+      req.socket.destroy();
+    });
+    const e = (await failure(client(reset.url).getDeviceCredential(INSTANCE, CLIENT))) as NetworkError;
+    expect(e).toMatchObject({ code: 'NetworkError', httpStatus: undefined });
+    expect(new NetworkError('RequestTimeout', 'x', 'http://127.0.0.1:1').httpStatus).toBeUndefined();
+  });
+});
+
+describe('unknown outcomes of actions that are not safe to repeat', () => {
+  const REGISTER_REMEDY = 'The outcome is unknown: check with GetDeviceCredential before registering (or refreshing) again; a second Register may rotate the credential.';
+
+  const lost: [string, () => Promise<{ url: string }>, string, Partial<OpenApiClientOptions>][] = [
+    ['a reset', () => startHttpServer((req) => void req.socket.destroy()), 'NetworkError', {}],
+    ['a timeout', () => startHttpServer(() => undefined), 'RequestTimeout', { timeoutMs: 100 }],
+    ['an HTML 502 page', () => answering(502, '<html>502 Bad Gateway</html>', 'text/html'), 'InvalidResponse', {}],
+    ['a malformed credential', () => answering(200, `{"RequestId":"${RID}","DeviceCredential":{}}`), 'InvalidResponse', {}],
+  ];
+
+  it.each(lost)('Register after %s: retryable false, remedy "check with Get first"', async (_what, start, code, extra) => {
+    const server = await start();
+    const e = (await failure(client(server.url, extra).registerDeviceCredential(INSTANCE, CLIENT))) as NetworkError;
+    expect(e).toBeInstanceOf(NetworkError);
+    expect(e).toMatchObject({ code, retryable: false, remedy: REGISTER_REMEDY });
+    expect(e.message.endsWith(REGISTER_REMEDY)).toBe(true);
+    expect(JSON.parse(JSON.stringify(e))).toMatchObject({ code, retryable: false, remedy: REGISTER_REMEDY });
+  });
+
+  it.each(lost)('Get after %s: still retryable with the catalog remedy', async (_what, start, code, extra) => {
+    const server = await start();
+    const e = await failure(client(server.url, extra).getDeviceCredential(INSTANCE, CLIENT));
+    expect(e).toMatchObject({ code, retryable: true, remedy: (LOCAL_ERROR_CATALOG as Record<string, { remedy: string }>)[code]?.remedy });
+  });
+
+  it('Refresh and UnRegister after a reset are not retryable either; a refused connection still is', async () => {
+    const reset = await startHttpServer((req) => void req.socket.destroy());
+    const c = client(reset.url);
+    expect(await failure(c.refreshDeviceCredential(INSTANCE, CLIENT))).toMatchObject({ code: 'NetworkError', retryable: false, remedy: REGISTER_REMEDY });
+    const unregister = await failure(c.unregisterDeviceCredential(INSTANCE, CLIENT));
+    expect(unregister).toMatchObject({ code: 'NetworkError', retryable: false });
+    expect(unregister.remedy).toContain('GetDeviceCredential');
+    const port = await closedPort();
+    expect(await failure(client(`http://127.0.0.1:${port}`).registerDeviceCredential(INSTANCE, CLIENT))).toMatchObject({ code: 'ConnectionRefused', retryable: true });
   });
 });
 

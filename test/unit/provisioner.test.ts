@@ -268,6 +268,16 @@ describe('Provisioner wrappers', () => {
     expect(api.credentials.has(CLIENT)).toBe(false);
   });
 
+  it('register whose answer was lost says not to retry it blindly, and stores nothing', async () => {
+    const { api, provisioner, store } = await setup({ intercept: (action) => (action === 'RegisterDeviceCredential' ? { status: 400, body: { Code: 'SignatureNonceUsed', Message: 'x' } } : undefined) });
+    const e = await rejection(provisioner.register(CLIENT));
+    expect(e).toBeInstanceOf(ApiError);
+    expect(e).toMatchObject({ code: 'SignatureNonceUsed', retryable: false });
+    expect(e.remedy).toContain('check with GetDeviceCredential before registering');
+    expect(await store.load(INSTANCE, CLIENT)).toBeUndefined();
+    expect(api.count('RegisterDeviceCredential')).toBe(1);
+  });
+
   it('keeps the stored credential when unregister fails', async () => {
     const { store, provisioner } = await setup({
       intercept: (action) => (action === 'UnRegisterDeviceCredential' ? { status: 417, body: { Code: 'InternalError', Message: 'x' } } : undefined),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { OpenApiClient } from '../../src/provisioner/index.js';
+import { OpenApiClient, Provisioner, provisionFleet } from '../../src/provisioner/index.js';
 import { AccountLimiter, accountLimiter, Semaphore, TokenBucket } from '../../src/provisioner/rate-limit.js';
 import { sendJson, startHttpServer } from '../helpers/http.js';
 
@@ -106,13 +106,54 @@ describe('AccountLimiter', () => {
     expect(most).toBe(3);
   });
 
-  it('is shared per AccessKeyId and endpoint across clients; explicit limits reconfigure it', () => {
-    const a = accountLimiter('LTAI-shared', 'http://127.0.0.1:1');
-    const b = accountLimiter('LTAI-shared', 'http://127.0.0.1:1', { qps: 42 });
-    expect(b).toBe(a);
-    expect(a.bucket.rate).toBe(42);
-    expect(accountLimiter('LTAI-shared', 'http://127.0.0.1:2')).not.toBe(a);
-    expect(accountLimiter('LTAI-other', 'http://127.0.0.1:1')).not.toBe(a);
+  it('is shared per AccessKeyId, whatever the endpoint', () => {
+    const a = accountLimiter('LTAI-shared');
+    expect(accountLimiter('LTAI-shared')).toBe(a);
+    expect(accountLimiter('LTAI-other')).not.toBe(a);
+    const keys = { env: {}, accessKeyId: 'LTAI-shared-endpoints', accessKeySecret: 'secret-0123456789' };
+    new OpenApiClient({ ...keys, endpoint: 'http://127.0.0.1:1', qps: 40 }).close();
+    new OpenApiClient({ ...keys, region: 'cn-hangzhou', qps: 30 }).close();
+    expect(accountLimiter('LTAI-shared-endpoints').bucket.rate).toBe(30);
+  });
+
+  it('the lowest explicit limit wins; omitted limits and defaults never change it (injected clock)', () => {
+    let now = 0;
+    const limiter = new AccountLimiter({}, () => now);
+    expect(limiter.bucket.rate).toBe(500);
+    expect(limiter.slots.limit).toBe(64);
+    limiter.configure({ qps: 1_000, concurrency: 100 }); // explicit, and none lower yet: it applies
+    expect([limiter.bucket.rate, limiter.slots.limit]).toEqual([1_000, 100]);
+    limiter.configure({ qps: 5, concurrency: 4 }); // a Provisioner({ qps: 5, concurrency: 4 })
+    limiter.configure({}); // a provisionFleet without qps or concurrency
+    limiter.configure({ qps: 500, concurrency: 64 }); // higher explicit values do not raise it either
+    expect([limiter.bucket.rate, limiter.slots.limit]).toEqual([5, 4]);
+    // 40 calls at once are spread at 5/s: burst 1, then one every 200 ms.
+    now = 10_000;
+    const waits = Array.from({ length: 40 }, () => limiter.bucket.reserve());
+    expect(waits[0]).toBe(0);
+    expect(waits[39]).toBeCloseTo(39 * 200, 6);
+    limiter.configure({ qps: 2 });
+    expect(limiter.bucket.rate).toBe(2);
+  });
+
+  it('still rejects a bad explicit limit that would not change anything', () => {
+    const limiter = new AccountLimiter({ qps: 1, concurrency: 1 });
+    expect(() => limiter.configure({ qps: 0 })).toThrow(expect.objectContaining({ code: 'InvalidOption' }));
+    expect(() => limiter.configure({ qps: Number.NaN })).toThrow(expect.objectContaining({ code: 'InvalidOption' }));
+    expect(() => limiter.configure({ concurrency: 1.5 })).toThrow(expect.objectContaining({ code: 'InvalidOption' }));
+    expect([limiter.bucket.rate, limiter.slots.limit]).toEqual([1, 1]);
+  });
+
+  it('a provisionFleet without qps does not lift a Provisioner({ qps: 5 }) of the same account', async () => {
+    const keys = { env: {}, endpoint: 'http://127.0.0.1:1', accessKeyId: 'LTAI-fleet-vs-provisioner', accessKeySecret: 'secret-0123456789' };
+    const provisioner = new Provisioner({ ...keys, instanceId: 'mqtt-cn-test', qps: 5, concurrency: 3 });
+    const limiter = accountLimiter(keys.accessKeyId);
+    expect([limiter.bucket.rate, limiter.slots.limit]).toEqual([5, 3]);
+    // No ClientIds: the run makes no call, but builds its provisioner (and so meets the shared limiter).
+    await provisionFleet([], { ...keys, instanceId: 'mqtt-cn-test' });
+    await provisionFleet([], { ...keys, endpoint: 'http://127.0.0.1:2', instanceId: 'mqtt-cn-test', qps: 500, concurrency: 64 });
+    expect([limiter.bucket.rate, limiter.slots.limit]).toEqual([5, 3]);
+    provisioner.close();
   });
 
   it('caps the requests in flight of every OpenApiClient of one account together', async () => {

@@ -9,6 +9,7 @@ import {
   resolveRetryOptions,
   type RetryClass,
   RetryRun,
+  unknownOutcomeRemedy,
 } from '../../src/provisioner/retry.js';
 import { formParams, sendJson, startHttpServer } from '../helpers/http.js';
 
@@ -44,8 +45,11 @@ describe('retry classification (the documented table)', () => {
     ['ApplyTokenOverFlow', apiError('ApplyTokenOverFlow'), 'throttled', true, true],
     ['InternalError', apiError('InternalError', 417), 'transient', true, true],
     ['ServiceUnavailable', apiError('ServiceUnavailable', 503), 'transient', true, true],
-    ['an unknown code with HTTP 5xx', apiError('SomethingNew', 502), 'transient', true, true],
-    ['SignatureNonceUsed (a retry signs a fresh nonce)', apiError('SignatureNonceUsed'), 'transient', true, true],
+    ['an uncatalogued code with HTTP 502 (an intermediary may have forwarded it)', apiError('SomethingNew', 502), 'unknown-outcome', true, false],
+    ['an uncatalogued code with HTTP 504', apiError('GatewayTimeout', 504), 'unknown-outcome', true, false],
+    ['SignatureNonceUsed (this very request reached the gateway before)', apiError('SignatureNonceUsed'), 'unknown-outcome', true, false],
+    ['a catalogued fatal code with HTTP 5xx', apiError('PermissionCheckFailed', 502), 'fatal', false, false],
+    ['an unknown Throttling.* code with HTTP 5xx', apiError('Throttling.Gateway', 503), 'throttled', true, true],
     ['ConnectionRefused', networkError('ConnectionRefused'), 'not-sent', true, true],
     ['HostNotFound', networkError('HostNotFound'), 'not-sent', true, true],
     ['RequestTimeout', networkError('RequestTimeout'), 'unknown-outcome', true, false],
@@ -72,6 +76,15 @@ describe('retry classification (the documented table)', () => {
     expect(classifyFailure(error)).toBe(kind);
     expect(isRetryableFailure(error, 'GetDeviceCredential')).toBe(forGet);
     expect(isRetryableFailure(error, 'RegisterDeviceCredential')).toBe(forRegister);
+  });
+
+  it('gives every unknown outcome of a non-idempotent action a "check with Get first" remedy', () => {
+    expect(unknownOutcomeRemedy('RegisterDeviceCredential')).toBe(
+      'The outcome is unknown: check with GetDeviceCredential before registering (or refreshing) again; a second Register may rotate the credential.',
+    );
+    expect(unknownOutcomeRemedy('RefreshDeviceCredential')).toBe(unknownOutcomeRemedy('RegisterDeviceCredential'));
+    expect(unknownOutcomeRemedy('UnRegisterDeviceCredential')).toContain('GetDeviceCredential');
+    expect(unknownOutcomeRemedy('ApplyToken')).toContain('ApplyToken may have been applied');
   });
 
   it('never retries what is not one of our errors', () => {
@@ -168,7 +181,6 @@ describe('OpenApiClient retries (real HTTP server)', () => {
     ['SystemOverFlow', 403, 1],
     ['InternalError', 417, 0],
     ['ServiceUnavailable', 503, 0],
-    ['SignatureNonceUsed', 400, 0],
   ] as const)('retries %s, counting retries and throttled answers, each attempt with a fresh nonce', async (code, status, throttledEach) => {
     const { server, nonces } = await flaky(2, (res) => sendJson(res, status, { RequestId: RID, Code: code, Message: 'x' }));
     const c = client(server.url, { retry: FAST });
@@ -190,6 +202,42 @@ describe('OpenApiClient retries (real HTTP server)', () => {
     const c2 = client(register.server.url, { retry: FAST });
     await expect(c2.registerDeviceCredential(INSTANCE, CLIENT)).rejects.toMatchObject({ code: 'NetworkError' });
     expect(register.server.requests).toBe(1);
+  });
+
+  it.each([
+    ['SignatureNonceUsed', 400],
+    ['an uncatalogued 502 in JSON', 502],
+  ] as const)('retries %s for GetDeviceCredential, with a fresh nonce each attempt', async (what, status) => {
+    const code = what === 'SignatureNonceUsed' ? what : 'BadGateway';
+    const { server, nonces } = await flaky(2, (res) => sendJson(res, status, { RequestId: RID, Code: code, Message: 'x' }));
+    const c = client(server.url, { retry: FAST });
+    await c.getDeviceCredential(INSTANCE, CLIENT);
+    expect(server.requests).toBe(3);
+    expect(new Set(nonces).size).toBe(3);
+  });
+
+  it.each([
+    ['SignatureNonceUsed', 400],
+    ['an uncatalogued 502 in JSON', 502],
+    ['an uncatalogued 504 in JSON', 504],
+  ] as const)('never re-sends a RegisterDeviceCredential answered %s, and says not to retry it', async (what, status) => {
+    const code = what === 'SignatureNonceUsed' ? what : 'GatewayFailure';
+    const { server } = await flaky(1, (res) => sendJson(res, status, { RequestId: RID, Code: code, Message: 'x' }));
+    const c = client(server.url, { retry: FAST });
+    const error = await c.registerDeviceCredential(INSTANCE, CLIENT).then(() => undefined, (e: unknown) => e);
+    expect(error).toBeInstanceOf(ApiError);
+    const remedy = unknownOutcomeRemedy('RegisterDeviceCredential');
+    expect(error).toMatchObject({ code, httpStatus: status, retryable: false, remedy, action: 'RegisterDeviceCredential' });
+    const e = error as ApiError;
+    expect(e.message.endsWith(remedy)).toBe(true);
+    expect(e.message).not.toContain('retry');
+    expect(JSON.parse(JSON.stringify(e))).toMatchObject({ code, retryable: false, remedy });
+    expect(server.requests).toBe(1);
+  });
+
+  it('a Get answered SignatureNonceUsed still says it is retryable (a bare client does not retry)', async () => {
+    const { server } = await flaky(1, (res) => sendJson(res, 400, { RequestId: RID, Code: 'SignatureNonceUsed', Message: 'x' }));
+    await expect(client(server.url).getDeviceCredential(INSTANCE, CLIENT)).rejects.toMatchObject({ code: 'SignatureNonceUsed', retryable: true });
   });
 
   it('does not retry fatal errors, and gives up after maxAttempts with the last error', async () => {

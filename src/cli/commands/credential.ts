@@ -51,11 +51,18 @@ export function addCredentialCommands(program: Command, io: CliIo): void {
       .action(async (flags: ApiFlags & { clientId?: string }) => {
         if (flags.clientId === undefined) throw new UsageError('--client-id is required');
         assertClientId(flags.clientId);
-        const provisioner = provisionerFromFlags(flags, io);
+        const { store: storeDir, ...apiFlags } = flags;
+        const provisioner = provisionerFromFlags(apiFlags, io);
         try {
+          // Check the store before the call (insecure or corrupt is refused now), and save only after printing: a
+          // Register or Refresh changes the credential on the service, so its answer must never be lost.
+          const store = storeDir === undefined ? undefined : new FileCredentialStore(storeDir);
+          await store?.prepare(provisioner.instanceId);
+          await store?.load(provisioner.instanceId, flags.clientId);
           const answer = await provisioner[name](flags.clientId);
           // The one place a secret is printed on purpose: the registrar hands it to the device.
           io.stdout(`${JSON.stringify({ RequestId: answer.requestId, DeviceCredential: answer.credential.toWire() }, null, 2)}\n`);
+          await store?.save(answer.credential);
         } finally {
           provisioner.close();
         }

@@ -93,7 +93,7 @@ export function addEmulatorCommand(program: Command, io: CliIo): void {
       'after',
       `
 The account AccessKey comes from ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET when set,
-else one is generated and printed. Runs until SIGINT or SIGTERM, then closes cleanly.
+else one is generated and printed (a secret taken from the environment is never echoed). Runs until SIGINT or SIGTERM, then closes cleanly.
 Test controls on the OpenAPI port: GET /_emulator/stats, POST /_emulator/disconnect {"clientId": "…"},
 POST /_emulator/restart, POST /_emulator/fail-next {"action": "…", "code": "…", "count": 1}.
 
@@ -147,8 +147,10 @@ Examples:
             `  Instance id:      ${emulator.instanceId}`,
             '',
             'In another terminal:',
-            `  export ALIBABA_CLOUD_ACCESS_KEY_ID=${emulator.accessKeyId}`,
-            `  export ALIBABA_CLOUD_ACCESS_KEY_SECRET=${emulator.accessKeySecret}`,
+            ...(io.env['ALIBABA_CLOUD_ACCESS_KEY_SECRET']
+              ? // The keys came from this environment: they may be real ones, so the secret is not echoed.
+                ['  (use the same ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET as this terminal)']
+              : [`  export ALIBABA_CLOUD_ACCESS_KEY_ID=${emulator.accessKeyId}`, `  export ALIBABA_CLOUD_ACCESS_KEY_SECRET=${emulator.accessKeySecret}`]),
             `  apsaramq-device register --endpoint ${emulator.apiEndpoint} --instance-id ${emulator.instanceId} --client-id GID_demo@@@dev-1`,
             '',
             'Press Ctrl+C to stop.',
