@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { onTestFinished } from 'vitest';
+import { expect, onTestFinished } from 'vitest';
+import type { DeviceCredentialWire } from '../../src/credential.js';
+import { ApsaraMqDeviceError } from '../../src/errors.js';
 
 /** A real HTTP server on 127.0.0.1, port 0. */
 export interface TestHttpServer {
@@ -84,14 +86,7 @@ export function formParams(request: IncomingMessage, body: string): Record<strin
 }
 
 /** One credential as the fake API keeps it (the wire shape). */
-export interface FakeCredential {
-  ClientId: string;
-  InstanceId: string;
-  DeviceAccessKeyId: string;
-  DeviceAccessKeySecret: string;
-  CreateTime: number;
-  UpdateTime: number;
-}
+export type FakeCredential = DeviceCredentialWire;
 
 export interface FakeOpenApiOptions {
   /** Register on a ClientId that has a credential: replace it (latest wins) or answer DeviceCredentialExsit. @default 'rotate' */
@@ -187,4 +182,15 @@ export async function startFakeOpenApi(options: FakeOpenApiOptions = {}): Promis
     params,
     count: (action?: string) => (action === undefined ? actions.length : actions.filter((a) => a === action).length),
   };
+}
+
+/** Run `fn`, which must throw one of our errors synchronously, and return that error. */
+export function catchSync(fn: () => unknown): ApsaraMqDeviceError {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ApsaraMqDeviceError);
+    return error as ApsaraMqDeviceError;
+  }
+  throw new Error('expected a throw');
 }

@@ -1,5 +1,6 @@
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import type { DeviceCredentialWire } from '../../src/credential.js';
 import { COMMON_PARAMETERS } from '../../src/emulator/gateway.js';
 import { rpcTimestamp, stringToSign } from '../../src/signer/openapi.js';
 import {
@@ -19,14 +20,7 @@ const DEVICE_KEY = /^DC\.[A-Za-z0-9]{22}$/;
 
 interface CredentialBody {
   RequestId: string;
-  DeviceCredential: {
-    ClientId: string;
-    InstanceId: string;
-    DeviceAccessKeyId: string;
-    DeviceAccessKeySecret: string;
-    CreateTime: number;
-    UpdateTime: number;
-  };
+  DeviceCredential: DeviceCredentialWire;
 }
 
 interface ListBody {

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { AccountCredentials } from '../../src/credential.js';
 import { API_ERROR_CATALOG, ApiError, ApsaraMqDeviceError, ConfigurationError, LOCAL_ERROR_CATALOG, NetworkError, ValidationError } from '../../src/errors.js';
 import { OpenApiClient, type OpenApiClientOptions, resolveEndpoint } from '../../src/provisioner/index.js';
-import { closedPort, formParams, sendJson, startFakeOpenApi, startHttpServer } from '../helpers/http.js';
+import { catchSync, closedPort, formParams, sendJson, startFakeOpenApi, startHttpServer } from '../helpers/http.js';
 
 const INSTANCE = 'mqtt-cn-test';
 const CLIENT = 'GID_test@@@dev-1';
@@ -463,16 +463,6 @@ describe('unknown outcomes of actions that are not safe to repeat', () => {
     expect(await failure(client(`http://127.0.0.1:${port}`).registerDeviceCredential(INSTANCE, CLIENT))).toMatchObject({ code: 'ConnectionRefused', retryable: true });
   });
 });
-
-function catchSync(fn: () => unknown): ApsaraMqDeviceError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ApsaraMqDeviceError);
-    return error as ApsaraMqDeviceError;
-  }
-  throw new Error('expected a throw');
-}
 
 async function waitFor(condition: () => boolean, timeoutMs = 5000): Promise<void> {
   const until = Date.now() + timeoutMs;

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DeviceCredential } from '../../src/credential.js';
 import { ApiError, ApsaraMqDeviceError, ConfigurationError, StoreError, ValidationError } from '../../src/errors.js';
 import { createProvisioner, FileCredentialStore, MemoryCredentialStore, Provisioner, type ProvisionerOptions } from '../../src/provisioner/index.js';
-import { type FakeOpenApi, type FakeOpenApiOptions, startFakeOpenApi } from '../helpers/http.js';
+import { catchSync, type FakeOpenApi, type FakeOpenApiOptions, startFakeOpenApi } from '../helpers/http.js';
 
 const INSTANCE = 'mqtt-cn-test';
 const CLIENT = 'GID_test@@@dev-1';
@@ -375,13 +375,3 @@ describe('secrets', () => {
     expect(JSON.stringify(provisioner)).toContain(api.url);
   });
 });
-
-function catchSync(fn: () => unknown): ApsaraMqDeviceError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ApsaraMqDeviceError);
-    return error as ApsaraMqDeviceError;
-  }
-  throw new Error('expected a throw');
-}
