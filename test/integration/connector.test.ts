@@ -6,6 +6,8 @@ import { connectDevice, type DeviceConnection } from '../../src/connector/connec
 import { type CredentialRequest, DeviceCredential } from '../../src/credential.js';
 import { ConnectError, isApsaraMqDeviceError } from '../../src/errors.js';
 import { type Emulator, startEmulator } from '../../src/emulator/index.js';
+import { closedPort } from '../helpers/http.js';
+import { expectRoundTrip } from '../helpers/mqtt.js';
 
 let emulator: Emulator;
 let api: RPCClient;
@@ -59,12 +61,7 @@ describe('connectDevice against the emulator', () => {
     const credential = await apiCredential('RegisterDeviceCredential', 'GID_conn@@@dev-1');
     const conn = await connect({ credential, brokerUrl: emulator.mqttUrl });
     expect(conn.online).toBe(true);
-    await conn.subscribe('conn/echo');
-    const got = once(conn, 'message');
-    await conn.publish('conn/echo', 'hello', { qos: 1 });
-    const [topic, payload] = (await got) as [string, Buffer];
-    expect(topic).toBe('conn/echo');
-    expect(payload.toString()).toBe('hello');
+    await expectRoundTrip(conn, 'conn/echo', 'hello');
   });
 
   it('connects over WebSocket at /mqtt', async () => {
@@ -111,10 +108,7 @@ describe('connectDevice against the emulator', () => {
   });
 
   it('reports a refused TCP connection as BrokerUnreachable, not as an auth failure', async () => {
-    const server = createServer();
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const { port } = server.address() as { port: number };
-    await new Promise<void>((r) => server.close(() => r()));
+    const port = await closedPort();
     const credential = await apiCredential('RegisterDeviceCredential', 'GID_conn@@@net-1');
     const error = await connectDevice({ credential, brokerUrl: `mqtt://127.0.0.1:${port}` }).catch((e: unknown) => e);
     expect(isApsaraMqDeviceError(error, 'BrokerUnreachable')).toBe(true);

@@ -17,6 +17,7 @@ import { DeviceCredential } from '../../src/credential.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { closedPort } from '../helpers/http.js';
 import { tempDir } from '../helpers/cli.js';
+import { expectRoundTrip } from '../helpers/mqtt.js';
 import { registerDevice, subscribed, useEmulator } from '../helpers/emulator.js';
 
 const run = promisify(execFile);
@@ -126,12 +127,7 @@ describe.skipIf(!available)(`the connector against a real Mosquitto broker${reas
     const broker = await startMosquitto(signed.username, signed.password);
     const conn = await connectDevice({ credential, brokerUrl: broker.url });
     onTestFinished(() => conn.end(true));
-    await conn.subscribe('interop/echo');
-    const got = once(conn, 'message');
-    await conn.publish('interop/echo', 'round trip', { qos: 1 });
-    const [topic, payload] = (await got) as [string, Buffer];
-    expect(topic).toBe('interop/echo');
-    expect(payload.toString()).toBe('round trip');
+    await expectRoundTrip(conn, 'interop/echo', 'round trip');
   });
 
   it('a credential Mosquitto does not know is refused with a typed error, no loop', async () => {

@@ -7,7 +7,6 @@ interface EmulatorFlags {
   host: string;
   mqttPort: number;
   wsPort: number;
-  noWs?: boolean;
   ws: boolean;
   apiPort: number;
   instanceId?: string;
