@@ -45,7 +45,6 @@ export {
   DEFAULT_RETRY_OPTIONS,
   IDEMPOTENT_ACTIONS,
   NO_RETRY,
-  RETRY_CLASSIFICATION,
   classifyFailure,
   isRetryableFailure,
   resolveRetryOptions,
