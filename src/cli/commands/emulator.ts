@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { type Command, InvalidArgumentError } from 'commander';
-import { startEmulator, type EmulatorOptions } from '../../emulator/index.js';
+import type { EmulatorOptions } from '../../emulator/index.js';
+import { loadEmulator } from '../roles.js';
 import { type CliIo, UsageError, choiceArg, intArg, jsonLine } from '../io.js';
 
 interface EmulatorFlags {
@@ -119,6 +120,7 @@ Examples:
         env: io.env,
         ...(flags.instanceId === undefined ? {} : { instanceId: flags.instanceId }),
       };
+      const { startEmulator } = await loadEmulator('The emulator');
       const emulator = await startEmulator(options);
       const stopped = io.interrupted();
       if (flags.json) {

@@ -1,0 +1,18 @@
+/**
+ * apsaramq-device/emulator: a local emulator of ApsaraMQ for MQTT (an aedes broker and the OpenAPI) that enforces the
+ * real service's authentication. Needs the optional peer dependencies `aedes` and `ws`.
+ *
+ * Every name is exported on purpose; test/unit/public-api.test.ts holds the list.
+ */
+export {
+  EMULATOR_DEFAULTS,
+  EMULATOR_ENV,
+  startEmulator,
+  type ActionStats,
+  type Emulator,
+  type EmulatorOptions,
+  type EmulatorStats,
+  type ErrorStatusMode,
+  type ReRegisterPolicy,
+  type TlsOptions,
+} from './index.js';
