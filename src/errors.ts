@@ -288,6 +288,8 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   EmulatorFailed: { retryable: false, remedy: 'The embedded emulator process could not start or died; start `apsaramq-device emulator` yourself and pass its endpoints.' },
   ConnectionLost: { retryable: true, remedy: 'The broker closed the connection during the run; the device reconnects with backoff.' },
   ProtocolError: { retryable: false, remedy: 'The peer does not speak MQTT; check --broker-url (is it the OpenAPI\'s HTTP port?).' },
+  WaitTimeout: { retryable: false, remedy: 'What the test waited for did not happen in time: check the code under test (pass timeoutMs to wait longer on a slow machine).' },
+  UnexpectedConnack: { retryable: false, remedy: 'The broker answered the CONNECT differently from what the test expected: check the login and the emulator options.' },
   UnknownError: { retryable: false, remedy: 'Unexpected error; run with --verbose and report it.' },
 } satisfies Record<string, LocalSpec>);
 

@@ -8,8 +8,9 @@
  * // mqtt.connectAsync(emu.mqttUrl, { ...signDeviceCredential(credential), protocolVersion: 4 })
  * await emu.close();
  */
+import { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
-import type { Aedes } from 'aedes';
+import type { Aedes, Client } from 'aedes';
 import { redact } from '../credential.js';
 import { startApiServer, type ApiServer } from './api-server.js';
 import { startBroker, type BrokerDependencies, type BrokerHandle } from './broker.js';
@@ -23,8 +24,25 @@ export { EMULATOR_DEFAULTS, EMULATOR_ENV, type EmulatorOptions, type ReRegisterP
 export type { ErrorStatusMode } from './api-errors.js';
 export type { ActionStats, EmulatorStats } from './stats.js';
 
+/**
+ * What happens on the emulator's MQTT side, for tests that wait on it instead of polling. Listeners stay attached
+ * across {@link Emulator.restart}.
+ */
+export interface EmulatorEvents {
+  /** A client authenticated and its session is up (emitted before its CONNACK is written). */
+  clientConnected: [clientId: string];
+  /** A connected client's connection closed: DISCONNECT, a network cut, a kick, a restart. */
+  clientDisconnected: [clientId: string];
+  /** A device's PUBLISH passed the broker's checks and is being routed (`$SYS` topics are not reported). */
+  published: [message: { topic: string; payload: Buffer; qos: number; clientId: string }];
+  /** A client's SUBSCRIBE was handled (the filters granted). */
+  subscribed: [info: { clientId: string; topics: string[] }];
+}
+
 /** A running emulator. */
 export interface Emulator {
+  /** MQTT-side events ({@link EmulatorEvents}), kept across restarts. */
+  readonly events: EventEmitter<EmulatorEvents>;
   /** `mqtt://host:port` */
   readonly mqttUrl: string;
   /** `ws://host:port/mqtt`, or `undefined` when `wsPort` is `false`. */
@@ -109,11 +127,27 @@ class MqttService {
   #handle: BrokerHandle;
   #queue: Promise<void> = Promise.resolve();
   #closed = false;
+  readonly events = new EventEmitter<EmulatorEvents>();
 
   constructor(config: ResolvedEmulatorOptions, deps: BrokerDependencies, handle: BrokerHandle) {
     this.#config = config;
     this.#deps = deps;
     this.#handle = handle;
+    this.#forwardEvents(handle.broker);
+  }
+
+  /** Re-emit the broker's events as the emulator's (a restart makes a new broker; the listeners stay on `events`). */
+  #forwardEvents(broker: Aedes): void {
+    broker.on('client', (client: Client) => this.events.emit('clientConnected', client.id));
+    broker.on('clientDisconnect', (client: Client) => this.events.emit('clientDisconnected', client.id));
+    broker.on('publish', (packet, client: Client | null) => {
+      if (client && !packet.topic.startsWith('$SYS/')) {
+        this.events.emit('published', { topic: packet.topic, payload: Buffer.from(packet.payload), qos: packet.qos, clientId: client.id });
+      }
+    });
+    broker.on('subscribe', (subscriptions, client: Client | null) => {
+      if (client) this.events.emit('subscribed', { clientId: client.id, topics: subscriptions.map((s) => s.topic) });
+    });
   }
 
   get handle(): BrokerHandle {
@@ -139,6 +173,7 @@ class MqttService {
         persistence: previous.persistence,
         brokerId: previous.broker.id,
       });
+      this.#forwardEvents(this.#handle.broker);
     });
   }
 
@@ -169,6 +204,7 @@ class RunningEmulator implements Emulator {
   readonly accessKeyId: string;
   readonly stats: () => EmulatorStats;
   readonly failNext: (action: string, code: string, count?: number) => void;
+  readonly events: EventEmitter<EmulatorEvents>;
   readonly #mqtt: MqttService;
   readonly #secret: string;
   readonly #closeAll: () => Promise<unknown>;
@@ -189,6 +225,7 @@ class RunningEmulator implements Emulator {
     this.instanceId = config.instanceId;
     this.accessKeyId = config.accessKeyId;
     this.#mqtt = mqtt;
+    this.events = mqtt.events;
     this.stats = snapshot;
     this.failNext = (action, code, count) => faults.failNext(action, code, count);
     this.#secret = config.accessKeySecret;

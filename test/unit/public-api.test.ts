@@ -50,6 +50,16 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
       'runSimulation',
     ],
   },
+  'apsaramq-device/testing': {
+    file: 'src/testing/index.ts',
+    names: [
+      'DEFAULT_WAIT_MS', 'ObservedMessage', 'RegisteredDevice', 'TestEmulator', 'TestEmulatorOptions', 'TestingError',
+      'TestingErrorCode', 'WaitOptions', 'startTestEmulator',
+    ],
+  },
+  'apsaramq-device/testing/vitest': { file: 'src/testing/vitest.ts', names: ['UseEmulatorOptions', 'useEmulator'] },
+  'apsaramq-device/testing/jest': { file: 'src/testing/jest.ts', names: ['UseEmulatorOptions', 'useEmulator'] },
+  'apsaramq-device/testing/node-test': { file: 'src/testing/node-test.ts', names: ['UseEmulatorOptions', 'useEmulator'] },
 };
 
 const root = resolve(import.meta.dirname, '../..');
@@ -76,7 +86,7 @@ describe('public API', () => {
   it('maps each entry point to its module in package.json', async () => {
     const pkg = (await import('../../package.json', { with: { type: 'json' } })).default as { exports: Record<string, { default?: string } | string> };
     for (const [entry, { file }] of Object.entries(PUBLIC_NAMES)) {
-      const subpath = entry === 'apsaramq-device' ? '.' : `./${entry.split('/')[1]}`;
+      const subpath = entry === 'apsaramq-device' ? '.' : `.${entry.slice('apsaramq-device'.length)}`;
       const target = pkg.exports[subpath];
       expect(typeof target === 'object' ? target.default : target, entry).toBe(`./${file.replace(/^src\//, 'dist/').replace(/\.ts$/, '.js')}`);
     }
