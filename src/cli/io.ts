@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from 'commander';
+import { ApsaraMqDeviceError, LOCAL_ERROR_CATALOG } from '../errors.js';
 import { type Logger, silentLogger } from '../util/logger.js';
 
 /** What a CLI command talks to; the real process, or a capture in tests. */
@@ -8,6 +9,8 @@ export interface CliIo {
   env: NodeJS.ProcessEnv;
   /** Is stderr a terminal (so progress can be a live bar rather than a line every few seconds)? */
   stderrIsTTY?: boolean;
+  /** The terminal's width, when stderr is one. */
+  columns?: () => number | undefined;
   /** Resolves when the user asks the command to stop (SIGINT/SIGTERM). */
   interrupted(): Promise<void>;
 }
@@ -19,6 +22,7 @@ export function processIo(): CliIo {
     stderr: (t) => void process.stderr.write(t),
     env: process.env,
     stderrIsTTY: process.stderr.isTTY === true,
+    columns: () => process.stderr.columns,
     interrupted: () =>
       new Promise<void>((resolve) => {
         const done = (): void => {
@@ -32,9 +36,25 @@ export function processIo(): CliIo {
   };
 }
 
-/** A command line that can never work (exit code 2). */
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
+/** Codes of {@link UsageError}. */
+export type UsageErrorCode = 'InvalidOption' | 'MissingOption' | 'ConflictingOptions' | 'UnknownCommand';
+
+/**
+ * A command line that can never work (exit code 2), said in the user's terms: the flags, not the library's option
+ * names. Printed as `<code>: <message>`.
+ */
+export class UsageError extends ApsaraMqDeviceError {
+  declare readonly code: UsageErrorCode;
+  constructor(message: string, code: UsageErrorCode = 'InvalidOption') {
+    const { retryable, remedy } = LOCAL_ERROR_CATALOG[code];
+    super(code, message, { retryable, remedy });
+    this.name = 'UsageError';
+  }
+}
+
+/** Refuse two flags given together that cannot both apply. */
+export function conflicting(a: string, b: string, why = ''): UsageError {
+  return new UsageError(`${a} and ${b} cannot be used together${why ? `: ${why}` : ''}`, 'ConflictingOptions');
 }
 
 /** Commander argument parser for a whole number in a range. */
