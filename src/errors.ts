@@ -22,8 +22,8 @@ export interface ErrorInfo {
 const GW = 'gateway';
 type Origin = typeof GW | 'product';
 
-/** Error codes the OpenAPI (gateway and onsmqtt product) documents, with HTTP status and remedy. */
-export const API_ERROR_CATALOG: Readonly<Record<string, ErrorInfo & { origin: Origin }>> = Object.freeze({
+/** The literal table behind {@link API_ERROR_CATALOG}, kept separate so that its keys make {@link ApiErrorCode}. */
+const API_ERRORS = {
   // ---- product errors shared by the device-credential operations (reference §1.1)
   ApplyTokenOverFlow: {
     origin: 'product', httpStatus: 400, retryable: true,
@@ -192,7 +192,18 @@ export const API_ERROR_CATALOG: Readonly<Record<string, ErrorInfo & { origin: Or
     message: 'The request has failed due to a temporary failure of the server.',
     remedy: 'A transient service fault; retry with backoff.',
   },
-});
+  IncompleteSignature: {
+    origin: GW, httpStatus: 400, retryable: false,
+    message: 'The request signature does not conform to Aliyun standards.',
+    remedy: 'The V3 signature is malformed: check the Authorization header, that SignedHeaders lists host and every x-acs-* header, and x-acs-content-sha256.',
+  },
+} satisfies Record<string, ErrorInfo & { origin: Origin }>;
+
+/** An error code of the OpenAPI that this library knows: a key of {@link API_ERROR_CATALOG}. */
+export type ApiErrorCode = keyof typeof API_ERRORS;
+
+/** Error codes the OpenAPI (gateway and onsmqtt product) documents, with HTTP status and remedy. */
+export const API_ERROR_CATALOG: Readonly<Record<string, ErrorInfo & { origin: Origin }>> = Object.freeze(API_ERRORS);
 
 /** Codes of errors that happen on this side (validation, network, store, MQTT). */
 export const LOCAL_ERROR_CATALOG = Object.freeze({
@@ -223,6 +234,11 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   SimulationFailed: { retryable: true, remedy: 'Some devices could not be provisioned or connected; the report counts them by error code under "errors".' },
   EmulatorFailed: { retryable: false, remedy: 'The embedded emulator process could not start or died; run `npm run build` first, or start `apsaramq-device emulator` yourself and pass its endpoints.' },
   ConnectionLost: { retryable: true, remedy: 'The broker closed the connection during the run; the device reconnects with backoff.' },
+  IncompleteAccessKey: { retryable: false, remedy: 'Set both ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET, or neither (the emulator then generates a key pair and prints it).' },
+  EmulatorStateCorrupt: { retryable: false, remedy: 'The emulator\'s data file is not valid: repair it or move it away (it holds device secrets), or start with another --data-dir or --ephemeral.' },
+  EmulatorStateInsecure: { retryable: false, remedy: 'The emulator\'s data directory or file is readable by other users: chmod 700 the directory and 600 its files.' },
+  EmulatorStateBusy: { retryable: false, remedy: 'Another emulator process uses this data directory: stop it, or start this one with another --data-dir or --ephemeral.' },
+  EmulatorStateIOError: { retryable: false, remedy: 'The emulator\'s data directory could not be read or written: check the path, its permissions and free space.' },
   ProtocolError: { retryable: false, remedy: 'The broker sent something that is not MQTT 3.1.1; check --broker-url.' },
   UnknownError: { retryable: false, remedy: 'Unexpected error; run with --verbose and report it.' },
 } satisfies Record<string, ErrorInfo>);
@@ -263,7 +279,7 @@ function localInfo(code: LocalErrorCode): { retryable: boolean; remedy: string }
 
 /** Bad input: a ClientId, instance id, option or credential that can never work. Thrown before any I/O. */
 export class ValidationError extends ApsaraMqDeviceError {
-  constructor(code: 'InvalidClientId' | 'InvalidInstanceId' | 'InvalidGroupId' | 'InvalidOption' | 'InvalidCredential', message: string) {
+  constructor(code: 'InvalidClientId' | 'InvalidInstanceId' | 'InvalidGroupId' | 'InvalidOption' | 'InvalidCredential' | 'IncompleteAccessKey', message: string) {
     super(code, message, localInfo(code));
     this.name = 'ValidationError';
   }
@@ -362,6 +378,17 @@ export class StoreError extends ApsaraMqDeviceError {
   constructor(code: 'StoreCorrupt' | 'StoreIOError' | 'StoreInsecure', message: string, path?: string, cause?: unknown) {
     super(code, `${message}. ${LOCAL_ERROR_CATALOG[code].remedy}`, { ...localInfo(code), cause });
     this.name = 'StoreError';
+    this.path = path;
+  }
+}
+
+/** The emulator's data directory (`dataDir`) cannot be used: corrupt, insecure, in use by another process, or unreadable. */
+export class EmulatorStateError extends ApsaraMqDeviceError {
+  /** The file or directory involved. */
+  readonly path: string;
+  constructor(code: 'EmulatorStateCorrupt' | 'EmulatorStateInsecure' | 'EmulatorStateBusy' | 'EmulatorStateIOError', message: string, path: string, cause?: unknown) {
+    super(code, `${message}. ${LOCAL_ERROR_CATALOG[code].remedy}`, { ...localInfo(code), cause });
+    this.name = 'EmulatorStateError';
     this.path = path;
   }
 }

@@ -72,10 +72,11 @@ describe('gateway check order', () => {
 
   it('throttles past qpsLimit per AccessKeyId', () => {
     const g = gateway({ qpsLimit: 2 });
-    const p = request();
-    expect(codeOf(() => g.throttle(p))).toBeUndefined();
-    expect(codeOf(() => g.throttle(p))).toBeUndefined();
-    expect(codeOf(() => g.throttle(p))).toBe('Throttling.User');
+    const key = request()['AccessKeyId'] ?? '';
+    expect(codeOf(() => g.throttle(key))).toBeUndefined();
+    expect(codeOf(() => g.throttle(key))).toBeUndefined();
+    expect(codeOf(() => g.throttle(key))).toBe('Throttling.User');
+    expect(codeOf(() => g.throttle('LTAIanother'))).toBeUndefined();
   });
 });
 
