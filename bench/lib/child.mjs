@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 /** The repository root (bench/lib/../..). */
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** The built CLI. */
-export const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+export const CLI = join(ROOT, 'dist', 'cli', 'bin.js');
 
 /**
  * Run `node <script> ...args` to completion; resolves with its exit code, stdout and stderr. stderr is echoed

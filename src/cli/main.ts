@@ -1,6 +1,3 @@
-#!/usr/bin/env node
-import { realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { ValidationError, toApsaraMqDeviceError } from '../errors.js';
 import { addConnectCommand } from './commands/connect.js';
@@ -68,26 +65,4 @@ export async function runCli(argv: readonly string[], io: CliIo = processIo()): 
     // Input that can never work (a bad ClientId, option value or credential file) is a usage error too.
     return error instanceof ValidationError ? 2 : 1;
   }
-}
-
-function isMain(): boolean {
-  const entry = process.argv[1];
-  if (!entry) return false;
-  try {
-    return realpathSync(entry) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
-  runCli(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (error: unknown) => {
-      process.stderr.write(`UnknownError: ${String(error)}\n`);
-      process.exitCode = 1;
-    },
-  );
 }

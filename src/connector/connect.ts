@@ -9,7 +9,7 @@ import mqtt, {
   type MqttClient,
 } from 'mqtt';
 import { DeviceCredential, type CredentialSource } from '../credential.js';
-import { ApsaraMqDeviceError, CONNACK_CODES, ConnectError, ValidationError, toApsaraMqDeviceError } from '../errors.js';
+import { AbortedError, ApsaraMqDeviceError, CONNACK_CODES, ConnectError, ValidationError, toApsaraMqDeviceError } from '../errors.js';
 import { signDeviceCredential } from '../signer/mqtt.js';
 import { type BackoffOptions, fullJitterDelay } from '../util/backoff.js';
 import { type Logger, silentLogger } from '../util/logger.js';
@@ -504,8 +504,8 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
     this.emit('credential-refreshed', { credential });
   }
 
-  #abortError(): ConnectError {
-    return new ConnectError('Aborted', `Connecting ${this.clientId} was aborted`, { clientId: this.clientId });
+  #abortError(): AbortedError {
+    return new AbortedError(`Connecting ${this.clientId} was aborted`);
   }
 
   #emitError(error: ApsaraMqDeviceError): void {

@@ -1,4 +1,4 @@
-import { type ApiErrorCode, ValidationError } from '../errors.js';
+import { type KnownApiErrorCode, ValidationError } from '../errors.js';
 import { EMULATED_ACTIONS, isEmulatedAction, type EmulatedAction } from './actions.js';
 import { ApiFault } from './api-errors.js';
 import { assertApiErrorCode } from './options.js';
@@ -43,7 +43,7 @@ export class FaultInjector {
    * not implement (it would never fire), a code outside `API_ERROR_CATALOG`, or a count that is not an integer from 1
    * to {@link MAX_FAIL_NEXT_COUNT} throws `InvalidOption` naming what is allowed.
    */
-  failNext(action: EmulatedAction, code: ApiErrorCode, count = 1): void {
+  failNext(action: EmulatedAction, code: KnownApiErrorCode, count = 1): void {
     const given: unknown = action;
     if (typeof given !== 'string' || !isEmulatedAction(given)) {
       const shown = typeof given === 'string' ? JSON.stringify(given.length > 64 ? `${given.slice(0, 64)}…` : given) : `a ${typeof given}`;

@@ -11,7 +11,7 @@
 import { inspect } from 'node:util';
 import type { Aedes } from 'aedes';
 import { redact } from '../credential.js';
-import { type ApiErrorCode, ValidationError } from '../errors.js';
+import { type KnownApiErrorCode, ValidationError } from '../errors.js';
 import { EMULATED_ACTIONS, type EmulatedAction } from './actions.js';
 import { startApiServer, type ApiServer } from './api-server.js';
 import { startBroker, type BrokerDependencies, type BrokerHandle } from './broker.js';
@@ -64,7 +64,7 @@ export interface Emulator {
    * @throws ValidationError `InvalidOption` when `action` is not one of {@link EMULATED_ACTIONS}, `code` is not in
    *   `API_ERROR_CATALOG`, or `count` is not an integer from 1 to {@link MAX_FAIL_NEXT_COUNT} (checked at run time too).
    */
-  failNext(action: EmulatedAction, code: ApiErrorCode, count?: number): void;
+  failNext(action: EmulatedAction, code: KnownApiErrorCode, count?: number): void;
   /**
    * Drop a client's MQTT connection without a DISCONNECT, like a network cut: its will is published and a
    * persistent session keeps queueing. Returns whether that ClientId was connected.
@@ -243,7 +243,7 @@ class RunningEmulator implements Emulator {
   readonly accessKeySource: ValueSource;
   readonly dataDir: string | undefined;
   readonly stats: () => EmulatorStats;
-  readonly failNext: (action: EmulatedAction, code: ApiErrorCode, count?: number) => void;
+  readonly failNext: (action: EmulatedAction, code: KnownApiErrorCode, count?: number) => void;
   readonly #mqtt: MqttService;
   readonly #secret: string;
   readonly #closeAll: () => Promise<unknown>;

@@ -4,7 +4,7 @@ import { Agent as HttpsAgent } from 'node:https';
 import { inspect } from 'node:util';
 import RPCClient from '@alicloud/pop-core';
 import { type AccountCredentials, assertClientId, assertGroupId, assertInstanceId, DeviceCredential, isRecord } from '../credential.js';
-import { API_ERROR_CATALOG, ApiError, isApsaraMqDeviceError, NetworkError, ValidationError } from '../errors.js';
+import { apiErrorEntry, ApiError, LOCAL_ERROR_CATALOG, isApsaraMqDeviceError, NetworkError, ValidationError } from '../errors.js';
 import { percentEncode } from '../signer/openapi.js';
 import { abortError, raceAbort } from './abort.js';
 import { type AccountKeyOptions, resolveAccountCredentials } from './env.js';
@@ -15,7 +15,6 @@ import {
   isRetryableFailure,
   type ResolvedRetryOptions,
   resolveRetryOptions,
-  RETRY_CLASSIFICATION,
   RetryRun,
   type RetryOptions,
   unknownOutcomeRemedy,
@@ -42,7 +41,7 @@ export interface OpenApiClientOptions extends AccountKeyOptions, RateLimitOption
   /** Connect timeout and answer timeout, each, in ms. @default 10000 */
   timeoutMs?: number;
   /**
-   * Retry policy for failed calls (see `RETRY_CLASSIFICATION` in retry.ts); `{}` for the defaults of
+   * Retry policy for failed calls (failures are classified by the one table in errors.ts); `{}` for the defaults of
    * `DEFAULT_RETRY_OPTIONS`. @default false: no retries; errors say whether they are `retryable`.
    */
   retry?: RetryOptions | false;
@@ -463,7 +462,7 @@ export class OpenApiClient {
         action,
         // entry is always set when pop-core throws an API error; the catalog (then 400, the usual status of the
         // product's errors) is only a fallback.
-        httpStatus: status ?? API_ERROR_CATALOG[code]?.httpStatus ?? 400,
+        httpStatus: status ?? apiErrorEntry(code)?.httpStatus ?? 400,
         requestId: typeof requestId === 'string' ? requestId : undefined,
         serviceMessage: typeof message === 'string' ? this.#scrub(message) : '',
       }));
@@ -516,7 +515,7 @@ export class OpenApiClient {
    * `retryable: false` with {@link unknownOutcomeRemedy}: the request may have been applied.
    */
   #networkError(code: NetworkErrorCode, action: string, message: string, status: number | undefined, cause?: unknown): NetworkError {
-    const unsafe = RETRY_CLASSIFICATION[code] === 'unknown-outcome' && !IDEMPOTENT_ACTIONS.has(action);
+    const unsafe = LOCAL_ERROR_CATALOG[code].retryClass === 'unknown-outcome' && !IDEMPOTENT_ACTIONS.has(action);
     return new NetworkError(code, message, this.endpoint, cause, {
       httpStatus: status,
       ...(unsafe ? { retryable: false, remedy: unknownOutcomeRemedy(action) } : {}),

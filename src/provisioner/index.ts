@@ -1,14 +1,16 @@
 /**
- * The registrar role: holds the account AccessKey, calls the OpenAPI, and keeps device credentials in a store.
- * Never ship this part (or the account key) to devices.
+ * apsaramq-device/provisioner: the registrar role. Holds the account AccessKey, calls the OpenAPI through
+ * `@alicloud/pop-core` (an optional peer dependency: install it next to apsaramq-device), and keeps device
+ * credentials in a store. Never ship this part (or the account key) to devices.
+ *
+ * Every name is exported on purpose; test/unit/public-api.test.ts holds the list.
  */
+export { AccountCredentials } from '../credential.js';
 export {
   API_VERSION,
   DEFAULT_PAGE_SIZE,
   DEFAULT_TIMEOUT_MS,
   OpenApiClient,
-  regionEndpoint,
-  resolveEndpoint,
   type ApiCallStats,
   type ApiParams,
   type ApiResponse,
@@ -24,14 +26,13 @@ export {
   ENV_SECURITY_TOKEN,
   ENV_STORE_DIR,
   defaultStoreDir,
-  resolveAccountCredentials,
   type AccountKeyOptions,
 } from './env.js';
 export { FileCredentialStore } from './file-store.js';
 export { MemoryCredentialStore } from './memory-store.js';
+export type { CredentialStore } from './store.js';
 export {
   Provisioner,
-  createProvisioner,
   type CredentialOrigin,
   type ObtainedCredential,
   type ObtainOptions,
@@ -39,19 +40,8 @@ export {
   type ProvisionStrategy,
 } from './provisioner.js';
 export { provisionFleet, type FleetFailure, type FleetOptions, type FleetProgress, type FleetResult } from './fleet.js';
-export { JOURNAL_DIR_NAME, RegistrationJournal } from './journal.js';
+export { RegistrationJournal } from './journal.js';
 export { DEFAULT_API_CONCURRENCY, DEFAULT_API_QPS, type RateLimitOptions } from './rate-limit.js';
-export {
-  DEFAULT_RETRY_OPTIONS,
-  IDEMPOTENT_ACTIONS,
-  NO_RETRY,
-  RETRY_CLASSIFICATION,
-  classifyFailure,
-  isRetryableFailure,
-  resolveRetryOptions,
-  unknownOutcomeRemedy,
-  type ResolvedRetryOptions,
-  type RetryClass,
-  type RetryOptions,
-} from './retry.js';
-export type { CredentialStore } from './store.js';
+export { DEFAULT_RETRY_OPTIONS, IDEMPOTENT_ACTIONS, type RetryOptions } from './retry.js';
+export { registerAndConnect, type RegisterAndConnectOptions } from '../connector/register-and-connect.js';
+export { percentEncode, signRpc, stringToSign } from '../signer/openapi.js';

@@ -244,8 +244,3 @@ export class Provisioner {
     return result;
   }
 }
-
-/** Same as `new Provisioner(options)`. */
-export function createProvisioner(options: ProvisionerOptions): Provisioner {
-  return new Provisioner(options);
-}

@@ -36,7 +36,7 @@ export async function cli(args: string[], env: NodeJS.ProcessEnv = {}, interrupt
 }
 
 /** Path of the built CLI (npm test builds before running vitest). */
-export const CLI_BIN = resolve(import.meta.dirname, '../../dist/cli/main.js');
+export const CLI_BIN = resolve(import.meta.dirname, '../../dist/cli/bin.js');
 
 /** A temporary directory removed when the calling test finishes. */
 export async function tempDir(prefix = 'apsaramq-device-'): Promise<string> {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type ApiErrorCode, ValidationError } from '../../src/errors.js';
+import { type KnownApiErrorCode, ValidationError } from '../../src/errors.js';
 import { EMULATED_ACTIONS, type EmulatedAction } from '../../src/emulator/actions.js';
 import { FaultInjector, MAX_FAIL_NEXT_COUNT, type FaultConfig } from '../../src/emulator/faults.js';
 import { apiFaultCode } from '../helpers/emulator.js';
@@ -70,7 +70,7 @@ describe('FaultInjector', () => {
   it('refuses unknown codes and bad counts with InvalidOption', () => {
     const faults = injector({});
     for (const [code, count] of [['NoSuchCode', 1], ['toString', 1], ['InternalError', 0], ['InternalError', 1.5], ['InternalError', 10_001], ['InternalError', 2e8]] as const) {
-      expect(() => faults.failNext('GetDeviceCredential', code as ApiErrorCode, count)).toThrow(ValidationError);
+      expect(() => faults.failNext('GetDeviceCredential', code as KnownApiErrorCode, count)).toThrow(ValidationError);
     }
     expect(injected(faults, 'GetDeviceCredential')).toBeUndefined();
   });

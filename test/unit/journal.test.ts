@@ -1,7 +1,8 @@
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { FileCredentialStore, JOURNAL_DIR_NAME, RegistrationJournal } from '../../src/provisioner/index.js';
+import { FileCredentialStore, RegistrationJournal } from '../../src/provisioner/index.js';
+import { JOURNAL_DIR_NAME } from '../../src/provisioner/journal.js';
 import { tempDir } from '../helpers/cli.js';
 
 const CLIENT = 'GID_test@@@dev-1';

@@ -2,7 +2,8 @@ import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { AccountCredentials } from '../../src/credential.js';
 import { API_ERROR_CATALOG, ApiError, ApsaraMqDeviceError, ConfigurationError, LOCAL_ERROR_CATALOG, NetworkError, ValidationError } from '../../src/errors.js';
-import { OpenApiClient, type OpenApiClientOptions, resolveEndpoint } from '../../src/provisioner/index.js';
+import { OpenApiClient, type OpenApiClientOptions } from '../../src/provisioner/index.js';
+import { resolveEndpoint } from '../../src/provisioner/api-client.js';
 import { catchSync, closedPort, formParams, sendJson, startFakeOpenApi, startHttpServer } from '../helpers/http.js';
 
 const INSTANCE = 'mqtt-cn-test';

@@ -5,7 +5,7 @@ import { inspect } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DeviceCredential } from '../../src/credential.js';
 import { ApiError, ApsaraMqDeviceError, ConfigurationError, StoreError, ValidationError } from '../../src/errors.js';
-import { createProvisioner, FileCredentialStore, MemoryCredentialStore, Provisioner, type ProvisionerOptions } from '../../src/provisioner/index.js';
+import { FileCredentialStore, MemoryCredentialStore, Provisioner, type ProvisionerOptions } from '../../src/provisioner/index.js';
 import { catchSync, type FakeOpenApi, type FakeOpenApiOptions, startFakeOpenApi } from '../helpers/http.js';
 
 const INSTANCE = 'mqtt-cn-test';
@@ -207,7 +207,7 @@ describe('bad input fails before any I/O and writes nothing', () => {
 
   it('missing account keys', async () => {
     const api = await startFakeOpenApi();
-    const e = catchSync(() => createProvisioner({ endpoint: api.url, instanceId: INSTANCE, env: {}, store: new FileCredentialStore(join(dir, 'store')) }));
+    const e = catchSync(() => new Provisioner({ endpoint: api.url, instanceId: INSTANCE, env: {}, store: new FileCredentialStore(join(dir, 'store')) }));
     expect(e).toBeInstanceOf(ConfigurationError);
     expect(e.code).toBe('MissingAccessKey');
     expect(e.message).toContain('ALIBABA_CLOUD_ACCESS_KEY_ID');

@@ -7,7 +7,8 @@ import { assertClientId, assertInstanceId, type CredentialSource } from '../../c
 import { ValidationError } from '../../errors.js';
 import { defaultStoreDir } from '../../provisioner/env.js';
 import { FileCredentialStore } from '../../provisioner/file-store.js';
-import { Provisioner } from '../../provisioner/provisioner.js';
+import type { Provisioner } from '../../provisioner/provisioner.js';
+import { loadProvisioner } from '../roles.js';
 import { staticSource } from '../../connector/connect.js';
 import { type CliIo, UsageError, choiceArg, cliLogger, intArg, jsonLine } from '../io.js';
 import { readCredentialFile } from './sign.js';
@@ -77,6 +78,7 @@ Examples:
         if (flags.endpoint === undefined && flags.region === undefined) throw new UsageError('connect needs --endpoint URL or --region REGION to reach the OpenAPI (or --credential-file)');
         assertInstanceId(flags.instanceId);
         assertClientId(flags.clientId);
+        const { Provisioner } = await loadProvisioner('connect without --credential-file (it calls the OpenAPI)');
         provisioner = new Provisioner({
           instanceId: flags.instanceId,
           env: io.env,

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { assertClientId, assertGroupId, assertInstanceId } from '../../credential.js';
 import { FileCredentialStore } from '../../provisioner/file-store.js';
-import { Provisioner } from '../../provisioner/provisioner.js';
+import type { Provisioner } from '../../provisioner/provisioner.js';
+import { loadProvisioner } from '../roles.js';
 import { type CliIo, UsageError, intArg, jsonLine } from '../io.js';
 
 interface ApiFlags {
@@ -16,11 +17,12 @@ Account keys come from ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_
 The OpenAPI endpoint is --endpoint URL (e.g. the emulator's http://127.0.0.1:8080) or https://onsmqtt.<region>.aliyuncs.com for --region.`;
 
 /** Build a provisioner from the common registrar flags, checking them first (usage errors exit 2). */
-export function provisionerFromFlags(flags: ApiFlags, io: CliIo): Provisioner {
+export async function provisionerFromFlags(flags: ApiFlags, io: CliIo): Promise<Provisioner> {
   if (flags.instanceId === undefined) throw new UsageError('--instance-id is required');
   if (flags.endpoint === undefined && flags.region === undefined) throw new UsageError('pass --endpoint URL or --region REGION');
   if (flags.endpoint !== undefined && flags.region !== undefined) throw new UsageError('pass --endpoint or --region, not both');
   assertInstanceId(flags.instanceId);
+  const { Provisioner } = await loadProvisioner('apsaramq-device, to call the OpenAPI,');
   return new Provisioner({
     instanceId: flags.instanceId,
     env: io.env,
@@ -52,7 +54,7 @@ export function addCredentialCommands(program: Command, io: CliIo): void {
         if (flags.clientId === undefined) throw new UsageError('--client-id is required');
         assertClientId(flags.clientId);
         const { store: storeDir, ...apiFlags } = flags;
-        const provisioner = provisionerFromFlags(apiFlags, io);
+        const provisioner = await provisionerFromFlags(apiFlags, io);
         try {
           // Check the store before the call (insecure or corrupt is refused now), and save only after printing: a
           // Register or Refresh changes the credential on the service, so its answer must never be lost.
@@ -76,7 +78,7 @@ export function addCredentialCommands(program: Command, io: CliIo): void {
     .action(async (flags: ApiFlags & { clientId?: string }) => {
       if (flags.clientId === undefined) throw new UsageError('--client-id is required');
       assertClientId(flags.clientId);
-      const provisioner = provisionerFromFlags(flags, io);
+      const provisioner = await provisionerFromFlags(flags, io);
       try {
         const answer = await provisioner.unregister(flags.clientId);
         io.stdout(`${JSON.stringify({ RequestId: answer.requestId }, null, 2)}\n`);
@@ -94,7 +96,7 @@ export function addCredentialCommands(program: Command, io: CliIo): void {
     .action(async (flags: ApiFlags & { groupId?: string; pageSize: number; pageNo?: number; nextToken?: string }) => {
       if (flags.groupId === undefined) throw new UsageError('--group-id is required');
       assertGroupId(flags.groupId);
-      const provisioner = provisionerFromFlags(flags, io);
+      const provisioner = await provisionerFromFlags(flags, io);
       try {
         const page = await provisioner.list({
           groupId: flags.groupId,

@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
-import { EMULATOR_ENV, startEmulator, type Emulator, type EmulatorOptions } from '../../emulator/index.js';
+import type { Emulator, EmulatorOptions } from '../../emulator/index.js';
+import { loadEmulator } from '../roles.js';
 import { type CliIo, UsageError, choiceArg, intArg, jsonLine } from '../io.js';
 
 interface EmulatorFlags {
@@ -26,6 +27,12 @@ interface EmulatorFlags {
   ephemeral?: boolean;
   json?: boolean;
 }
+
+/**
+ * The variables the emulator reads (EMULATOR_ENV of the emulator's options), spelled out here so that this command
+ * does not load the emulator's modules before it runs.
+ */
+const EMULATOR_ENV = { instanceId: 'APSARAMQ_INSTANCE_ID', accessKeyId: 'ALIBABA_CLOUD_ACCESS_KEY_ID', accessKeySecret: 'ALIBABA_CLOUD_ACCESS_KEY_SECRET' } as const;
 
 /** The instance id the `emulator` command serves when none is given (flag or APSARAMQ_INSTANCE_ID): fixed, so that its default data directory is the same at every start. */
 export const CLI_DEFAULT_INSTANCE_ID = 'mqtt-emu-local';
@@ -207,6 +214,7 @@ Examples:
         env: io.env,
         ...stateOptions(flags, io.env),
       };
+      const { startEmulator } = await loadEmulator('The emulator');
       const emulator = await startEmulator(options);
       const stopped = io.interrupted();
       io.stdout(flags.json ? jsonLine(readyLine(emulator)) : banner(emulator, io.env));

@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import { assertClientId, assertGroupId, assertInstanceId } from '../../credential.js';
 import { ApsaraMqDeviceError, isApsaraMqDeviceError } from '../../errors.js';
 import { defaultStoreDir } from '../../provisioner/env.js';
-import { type FleetProgress, type FleetResult, provisionFleet } from '../../provisioner/fleet.js';
+import type { FleetProgress, FleetResult } from '../../provisioner/fleet.js';
+import { loadFleet } from '../roles.js';
 import { FileCredentialStore } from '../../provisioner/file-store.js';
 import type { ProvisionStrategy } from '../../provisioner/provisioner.js';
 import { DEFAULT_API_CONCURRENCY, DEFAULT_API_QPS } from '../../provisioner/rate-limit.js';
@@ -84,6 +85,7 @@ Example:
       const controller = new AbortController();
       void io.interrupted().then(() => controller.abort(new Error('interrupted')));
       const reporter = progressReporter(io, io.stderrIsTTY === true);
+      const { provisionFleet } = await loadFleet('provision');
       const result = await provisionFleet(fleetClientIds(groupId, flags.prefix, flags.start, count), {
         instanceId,
         env: io.env,

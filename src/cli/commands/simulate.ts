@@ -6,7 +6,7 @@ import { defaultStoreDir } from '../../provisioner/env.js';
 import { FileCredentialStore } from '../../provisioner/file-store.js';
 import { formatReport, type SimulationProgress, type SimulationReport } from '../../simulator/metrics.js';
 import { SIMULATION_DEFAULTS, resolveSettings, type SimulationSettings } from '../../simulator/options.js';
-import { runSimulation, simulationFailure } from '../../simulator/run.js';
+import { loadSimulator } from '../roles.js';
 import type { SimulationTarget } from '../../simulator/target.js';
 import { type CliIo, UsageError, choiceArg, intArg, jsonLine } from '../io.js';
 
@@ -120,6 +120,7 @@ Examples:
       const stop = new AbortController();
       void io.interrupted().then(() => stop.abort());
       const progress = flags.progress ? progressPrinter(io, io.stderrIsTTY === true) : undefined;
+      const { runSimulation, simulationFailure } = await loadSimulator('simulate');
       const report = await runSimulation({
         ...settings,
         signal: stop.signal,
