@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { isApsaraMqDeviceError } from '../errors.js';
-import { routeAction, type ActionContext } from './actions.js';
+import { isApsaraMqDeviceError, type KnownApiErrorCode } from '../errors.js';
+import { routeAction, type ActionContext, type EmulatedAction } from './actions.js';
 import { ApiFault, errorBody, httpStatusFor, type ErrorStatusMode } from './api-errors.js';
 import type { FaultInjector } from './faults.js';
 import { isV3Request, type Gateway } from './gateway.js';
@@ -142,8 +142,8 @@ async function emulatorControl(req: IncomingMessage, url: URL): Promise<(deps: A
     if (!action || !code) throw new ApiFault('ParameterCheckFailed', { suffix: 'Send a JSON body {"action": "<Action>", "code": "<Code>", "count": 1}.' });
     return async (deps) => {
       try {
-        // Typed for TypeScript callers; here the same run-time checks refuse what the types would have.
-        deps.faults.failNext(action as never, code as never, count);
+        // The types hold for TypeScript callers; from HTTP, failNext's own run-time checks refuse what they would have.
+        deps.faults.failNext(action as EmulatedAction, code as KnownApiErrorCode, count);
       } catch (error) {
         // The same checks as Emulator.failNext; their message names the bad value and what is allowed.
         if (isApsaraMqDeviceError(error)) throw new ApiFault('ParameterCheckFailed', { suffix: error.message });
