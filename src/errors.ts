@@ -223,6 +223,11 @@ const API_ERRORS = {
     message: 'The request has failed due to a temporary failure of the server.',
     remedy: 'A transient service fault; retry with backoff.',
   },
+  IncompleteSignature: {
+    origin: GW, httpStatus: 400, retryClass: 'fatal',
+    message: 'The request signature does not conform to Aliyun standards.',
+    remedy: 'The V3 signature is malformed: check the Authorization header, that SignedHeaders lists host and every x-acs-* header, and x-acs-content-sha256.',
+  },
 } as const satisfies Record<string, ApiErrorSpec>;
 
 /** A code of {@link API_ERROR_CATALOG}. */
@@ -290,6 +295,11 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   SimulationFailed: { retryable: true, remedy: 'Some devices could not be provisioned or connected; the report counts them by error code under "errors".' },
   EmulatorFailed: { retryable: false, remedy: 'The embedded emulator process could not start or died; start `apsaramq-device emulator` yourself and pass its endpoints.' },
   ConnectionLost: { retryable: true, remedy: 'The broker closed the connection during the run; the device reconnects with backoff.' },
+  IncompleteAccessKey: { retryable: false, remedy: 'Set both ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET, or neither (the emulator then generates a key pair and prints it).' },
+  EmulatorStateCorrupt: { retryable: false, remedy: 'The emulator\'s data file is not valid: repair it or move it away (it holds device secrets), or start with another --data-dir or --ephemeral.' },
+  EmulatorStateInsecure: { retryable: false, remedy: 'The emulator\'s data directory or file is readable by other users: chmod 700 the directory and 600 its files.' },
+  EmulatorStateBusy: { retryable: false, remedy: 'Another emulator process uses this data directory: stop it, or start this one with another --data-dir or --ephemeral.' },
+  EmulatorStateIOError: { retryable: false, remedy: 'The emulator\'s data directory could not be read or written: check the path, its permissions and free space.' },
   ProtocolError: { retryable: false, remedy: 'The peer does not speak MQTT; check --broker-url (is it the OpenAPI\'s HTTP port?).' },
   WaitTimeout: { retryable: false, remedy: 'What the test waited for did not happen in time: check the code under test (pass timeoutMs to wait longer on a slow machine).' },
   UnexpectedConnack: { retryable: false, remedy: 'The broker answered the CONNECT differently from what the test expected: check the login and the emulator options.' },
@@ -371,7 +381,7 @@ function localInfo(code: LocalErrorCode): { retryable: boolean; remedy: string }
 }
 
 /** Codes of {@link ValidationError}. */
-export type ValidationErrorCode = 'InvalidClientId' | 'InvalidInstanceId' | 'InvalidGroupId' | 'InvalidOption' | 'InvalidCredential' | 'InvalidTopic' | 'PayloadTooLarge' | 'UnsupportedByService';
+export type ValidationErrorCode = 'InvalidClientId' | 'InvalidInstanceId' | 'InvalidGroupId' | 'InvalidOption' | 'InvalidCredential' | 'InvalidTopic' | 'PayloadTooLarge' | 'UnsupportedByService' | 'IncompleteAccessKey';
 
 /**
  * Bad input: a ClientId, instance id, option, credential, topic or message that can never work. Thrown before any
@@ -484,6 +494,21 @@ export class StoreError extends ApsaraMqDeviceError {
   constructor(code: StoreErrorCode, message: string, path?: string, cause?: unknown) {
     super(code, `${message}. ${LOCAL_ERROR_CATALOG[code].remedy}`, { ...localInfo(code), cause });
     this.name = 'StoreError';
+    this.path = path;
+  }
+}
+
+/** Codes of {@link EmulatorStateError}. */
+export type EmulatorStateErrorCode = 'EmulatorStateCorrupt' | 'EmulatorStateInsecure' | 'EmulatorStateBusy' | 'EmulatorStateIOError';
+
+/** The emulator's data directory (`dataDir`) cannot be used: corrupt, insecure, in use by another process, or unreadable. */
+export class EmulatorStateError extends ApsaraMqDeviceError {
+  declare readonly code: EmulatorStateErrorCode;
+  /** The file or directory involved. */
+  readonly path: string;
+  constructor(code: EmulatorStateErrorCode, message: string, path: string, cause?: unknown) {
+    super(code, `${message}. ${LOCAL_ERROR_CATALOG[code].remedy}`, { ...localInfo(code), cause });
+    this.name = 'EmulatorStateError';
     this.path = path;
   }
 }

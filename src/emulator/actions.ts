@@ -97,8 +97,25 @@ function listClientIds(params: RpcParams, context: ActionContext): Record<string
   };
 }
 
-/** The onsmqtt actions the emulator implements, by Action name (reference §1). */
-export const ACTIONS: Readonly<Record<string, ActionHandler>> = Object.freeze({
+/** The onsmqtt actions the emulator implements (reference §1). */
+export const EMULATED_ACTIONS = Object.freeze([
+  'RegisterDeviceCredential',
+  'GetDeviceCredential',
+  'RefreshDeviceCredential',
+  'UnRegisterDeviceCredential',
+  'ListDeviceCredentialClientId',
+] as const);
+
+/** The name of an action the emulator implements: one of {@link EMULATED_ACTIONS}. */
+export type EmulatedAction = (typeof EMULATED_ACTIONS)[number];
+
+/** Is this the name of an action the emulator implements? */
+export function isEmulatedAction(action: string): action is EmulatedAction {
+  return (EMULATED_ACTIONS as readonly string[]).includes(action);
+}
+
+/** The handlers of {@link EMULATED_ACTIONS}, by Action name. */
+export const ACTIONS: Readonly<Record<EmulatedAction, ActionHandler>> = Object.freeze({
   RegisterDeviceCredential(params, context) {
     const { instanceId, clientId } = credentialTarget(params, context);
     return credentialBody(context.registry.register(instanceId, clientId));
@@ -121,8 +138,8 @@ export const ACTIONS: Readonly<Record<string, ActionHandler>> = Object.freeze({
 
 /** Find the handler: unknown Action → 404 `ApiNotSupport`, then a Version other than 2020-04-20 → `InvalidVersion`. */
 export function routeAction(action: string, version: string): ActionHandler {
-  const handler = Object.hasOwn(ACTIONS, action) ? ACTIONS[action] : undefined;
-  if (!handler) throw new ApiFault('ApiNotSupport');
+  if (!isEmulatedAction(action)) throw new ApiFault('ApiNotSupport');
+  const handler = ACTIONS[action];
   if (version !== API_VERSION) throw new ApiFault('InvalidVersion');
   return handler;
 }

@@ -5,14 +5,19 @@
  * Every name is exported on purpose; test/unit/public-api.test.ts holds the list.
  */
 export {
+  EMULATED_ACTIONS,
   EMULATOR_DEFAULTS,
   EMULATOR_ENV,
+  MAX_FAIL_NEXT_COUNT,
   startEmulator,
   type ActionStats,
+  type EmulatedAction,
   type Emulator,
   type EmulatorOptions,
   type EmulatorStats,
   type ErrorStatusMode,
   type ReRegisterPolicy,
   type TlsOptions,
+  type ValueSource,
 } from './index.js';
+export { EmulatorStateError, type EmulatorStateErrorCode } from '../errors.js';

@@ -22,8 +22,8 @@ import { inspect } from 'node:util';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { connectDevice, type ConnectDeviceOptions, type DeviceConnection } from '../connector/connect.js';
 import { DeviceCredential, assertClientId } from '../credential.js';
-import { ApiError, ApsaraMqDeviceError, LOCAL_ERROR_CATALOG, SystemError, ValidationError } from '../errors.js';
-import { startEmulator, type Emulator, type EmulatorOptions, type EmulatorStats, type TlsOptions } from '../emulator/index.js';
+import { ApiError, ApsaraMqDeviceError, type KnownApiErrorCode, LOCAL_ERROR_CATALOG, SystemError, ValidationError } from '../errors.js';
+import { startEmulator, type EmulatedAction, type Emulator, type EmulatorOptions, type EmulatorStats, type TlsOptions } from '../emulator/index.js';
 import { signDeviceCredential, type MqttCredentials } from '../signer/mqtt.js';
 import { rpcTimestamp, signRpc } from '../signer/openapi.js';
 import { topicMatches } from './topic.js';
@@ -117,8 +117,8 @@ export interface TestEmulator {
    * code; rejects with TestingError `UnexpectedConnack` when the CONNECT was accepted or refused with another code.
    */
   expectRefused(login: MqttCredentials | DeviceCredential, rc: number): Promise<number>;
-  /** {@link Emulator.failNext}. */
-  failNext(action: string, code: string, count?: number): void;
+  /** {@link Emulator.failNext}: the next `count` calls of `action` answer `code`, before any state changes. */
+  failNext(action: EmulatedAction, code: KnownApiErrorCode, count?: number): void;
   /** {@link Emulator.disconnect}. */
   disconnect(clientId: string): boolean;
   /** {@link Emulator.restart}. */
@@ -310,7 +310,7 @@ class RunningTestEmulator implements TestEmulator {
     throw new TestingError('UnexpectedConnack', `Expected the CONNECT of ${credentials.clientId} to be refused with CONNACK ${rc}, but it was accepted`);
   }
 
-  failNext(action: string, code: string, count?: number): void {
+  failNext(action: EmulatedAction, code: KnownApiErrorCode, count?: number): void {
     this.emulator.failNext(action, code, count);
   }
 

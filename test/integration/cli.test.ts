@@ -270,7 +270,9 @@ describe('emulator command (child process)', () => {
       ALIBABA_CLOUD_ACCESS_KEY_ID: 'LTAIfromenv',
       ALIBABA_CLOUD_ACCESS_KEY_SECRET: 'secret-from-env',
     });
-    expect(JSON.parse(proc.firstLine)).toMatchObject({ instanceId: 'mqtt-cli-test', accessKeyId: 'LTAIfromenv', accessKeySecret: 'secret-from-env' });
+    // The secret came from the environment: the line says so instead of echoing it (issue #9).
+    expect(JSON.parse(proc.firstLine)).toMatchObject({ instanceId: 'mqtt-cli-test', accessKeyId: 'LTAIfromenv', accessKeySecret: null, accessKeySource: 'environment' });
+    expect(proc.firstLine).not.toContain('secret-from-env');
     expect(await proc.stop('SIGINT')).toBe(0);
   });
 });

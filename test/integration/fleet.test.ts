@@ -1,5 +1,5 @@
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { API_ERROR_CATALOG } from '../../src/errors.js';
+import { API_ERROR_CATALOG, type KnownApiErrorCode } from '../../src/errors.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { FileCredentialStore, type FleetOptions, provisionFleet, RegistrationJournal } from '../../src/provisioner/index.js';
 import { classifyFailure } from '../../src/provisioner/retry.js';
@@ -86,7 +86,7 @@ describe('provisionFleet against the emulator', () => {
   });
 
   describe('every injected fault code', () => {
-    const codes = Object.keys(API_ERROR_CATALOG);
+    const codes = Object.keys(API_ERROR_CATALOG) as KnownApiErrorCode[];
 
     it.each(codes)('%s on RegisterDeviceCredential', async (code) => {
       const emu = await emulator();

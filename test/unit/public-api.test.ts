@@ -38,8 +38,9 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
   'apsaramq-device/emulator': {
     file: 'src/emulator/public.ts',
     names: [
-      'ActionStats', 'EMULATOR_DEFAULTS', 'EMULATOR_ENV', 'Emulator', 'EmulatorOptions', 'EmulatorStats', 'ErrorStatusMode',
-      'ReRegisterPolicy', 'TlsOptions', 'startEmulator',
+      'ActionStats', 'EMULATED_ACTIONS', 'EMULATOR_DEFAULTS', 'EMULATOR_ENV', 'EmulatedAction', 'Emulator', 'EmulatorOptions',
+      'EmulatorStateError', 'EmulatorStateErrorCode', 'EmulatorStats', 'ErrorStatusMode', 'MAX_FAIL_NEXT_COUNT',
+      'ReRegisterPolicy', 'TlsOptions', 'ValueSource', 'startEmulator',
     ],
   },
   'apsaramq-device/simulator': {
