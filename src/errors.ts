@@ -398,8 +398,9 @@ export class ValidationError extends ApsaraMqDeviceError {
 /** Missing or unusable configuration: account AccessKeys, or an optional package a role entry needs. */
 export class ConfigurationError extends ApsaraMqDeviceError {
   declare readonly code: 'MissingAccessKey' | 'MissingDependency';
-  constructor(code: 'MissingAccessKey' | 'MissingDependency', message: string) {
-    super(code, message, localInfo(code));
+  /** @param remedy - replaces the catalog's, when the message knows better (the exact package to install). */
+  constructor(code: 'MissingAccessKey' | 'MissingDependency', message: string, remedy?: string) {
+    super(code, message, { ...localInfo(code), ...(remedy === undefined ? {} : { remedy }) });
     this.name = 'ConfigurationError';
   }
 }

@@ -21,10 +21,8 @@ async function loadRole<T>(role: Role, load: () => Promise<T>, what: string): Pr
     const missing = missingPackage(error);
     if (missing !== undefined) {
       const all = PEERS[role].join(' ');
-      throw new ConfigurationError(
-        'MissingDependency',
-        `${what} needs the package ${missing}, which is not installed (an optional peer dependency of apsaramq-device): npm install ${all}`,
-      );
+      const remedy = `Install it next to apsaramq-device: npm install ${all}`;
+      throw new ConfigurationError('MissingDependency', `${what} needs the package ${missing}, which is not installed (an optional peer dependency of apsaramq-device). ${remedy}`, remedy);
     }
     throw error;
   }

@@ -28,6 +28,8 @@ import { signDeviceCredential, type MqttCredentials } from '../signer/mqtt.js';
 import { rpcTimestamp, signRpc } from '../signer/openapi.js';
 import { topicMatches } from './topic.js';
 
+export { startEmulatorProcess, type EmulatorProcess, type EmulatorProcessOptions } from './process.js';
+
 /** Codes of {@link TestingError}. */
 export type TestingErrorCode = 'WaitTimeout' | 'UnexpectedConnack';
 

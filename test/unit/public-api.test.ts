@@ -54,8 +54,8 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
   'apsaramq-device/testing': {
     file: 'src/testing/index.ts',
     names: [
-      'DEFAULT_WAIT_MS', 'ObservedMessage', 'RegisteredDevice', 'TestEmulator', 'TestEmulatorOptions', 'TestingError',
-      'TestingErrorCode', 'WaitOptions', 'startTestEmulator',
+      'DEFAULT_WAIT_MS', 'EmulatorProcess', 'EmulatorProcessOptions', 'ObservedMessage', 'RegisteredDevice', 'TestEmulator',
+      'TestEmulatorOptions', 'TestingError', 'TestingErrorCode', 'WaitOptions', 'startEmulatorProcess', 'startTestEmulator',
     ],
   },
   'apsaramq-device/testing/vitest': { file: 'src/testing/vitest.ts', names: ['UseEmulatorOptions', 'useEmulator'] },
