@@ -11,14 +11,13 @@ import { type ProvisionStrategy, Provisioner, type ProvisionerOptions } from './
 /** Options of {@link provisionFleet}: a provisioner's, plus pacing, strategy, journal, cancellation and progress. */
 export interface FleetOptions extends ProvisionerOptions {
   /**
-   * Requests per second for the account, in the limiter shared with every client of its AccessKeyId in the
-   * process: it lowers that limiter's rate if below the lowest given so far, never raises it (see
-   * `accountLimiter`). @default none given: the shared limiter's rate, 500/s unless a caller set it lower
+   * Requests per second of this run, in a limiter of its own. Not together with `limiter`.
+   * @default with neither `qps` nor `concurrency` nor `limiter`: the account's default limiter (500/s, shared)
    */
   qps?: number;
   /**
-   * Devices provisioned at once. When given, also the account's cap on requests in flight, combined like `qps`.
-   * @default 64 devices; the shared cap is left as it is
+   * Devices provisioned at once. Without `limiter`, also the cap on this run's requests in flight.
+   * @default 64
    */
   concurrency?: number;
   /** @default 'get-first' (see {@link ProvisionStrategy}) */
@@ -101,9 +100,15 @@ const FLEET_WIDE_CODES: ReadonlySet<string> = new Set([
 
 const STRATEGIES: readonly ProvisionStrategy[] = ['get-first', 'register-first'];
 
+function checkConcurrency(concurrency: number): void {
+  if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
+    throw new ValidationError('InvalidOption', `Invalid concurrency ${String(concurrency)}: expected a whole number of 1 or more`);
+  }
+}
+
 /**
  * Give every ClientId its credential, at fleet scale: from the store when it has one, else from the OpenAPI by
- * `strategy`, paced by the account's shared token bucket (`qps`), `concurrency` devices at a time, retrying
+ * `strategy`, paced by its rate limiter (`limiter`, or `qps`), `concurrency` devices at a time, retrying
  * throttling and transient faults with full-jitter backoff. A ClientId that already has a credential is never
  * registered again (so its device keeps working), and with a journal a run killed mid-way never registers a device
  * twice. Failures do not stop the run: they are listed in `failed`.
@@ -122,11 +127,12 @@ export async function provisionFleet(clientIds: Iterable<string>, options: Fleet
   const strategy = options.strategy ?? 'get-first';
   if (!STRATEGIES.includes(strategy)) throw new ValidationError('InvalidOption', `Invalid strategy ${JSON.stringify(strategy)}: expected get-first or register-first`);
   const concurrency = options.concurrency ?? DEFAULT_API_CONCURRENCY;
-  const { signal, onProgress, journalDir, strategy: _fleetOnly, ...provisionerOptions } = options;
-  // qps and concurrency go to the account's shared limiter only when given: a default must not change the pace
-  // other provisioners of the account set (see accountLimiter).
+  checkConcurrency(concurrency);
+  const { signal, onProgress, journalDir, strategy: _fleetOnly, concurrency: _devices, ...provisionerOptions } = options;
+  // With a shared limiter, `concurrency` counts devices only: the limiter has its own cap on requests.
   const provisioner = new Provisioner({
     ...provisionerOptions,
+    ...(options.limiter === undefined && options.concurrency !== undefined ? { concurrency } : {}),
     retry: resolveRetryOptions(options.retry, DEFAULT_RETRY_OPTIONS),
   });
   const journal = journalDir !== undefined

@@ -41,7 +41,7 @@ export {
 } from './provisioner.js';
 export { provisionFleet, type FleetFailure, type FleetOptions, type FleetProgress, type FleetResult } from './fleet.js';
 export { RegistrationJournal } from './journal.js';
-export { DEFAULT_API_CONCURRENCY, DEFAULT_API_QPS, type RateLimitOptions } from './rate-limit.js';
+export { DEFAULT_API_CONCURRENCY, DEFAULT_API_QPS, RateLimiter, type LimiterOptions, type RateLimitOptions } from './rate-limit.js';
 export { DEFAULT_RETRY_OPTIONS, IDEMPOTENT_ACTIONS, type RetryOptions } from './retry.js';
 export { registerAndConnect, type RegisterAndConnectOptions } from '../connector/register-and-connect.js';
 export { percentEncode, signRpc, stringToSign } from '../signer/openapi.js';
