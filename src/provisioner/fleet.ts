@@ -24,7 +24,7 @@ export interface FleetOptions extends ProvisionerOptions {
   strategy?: ProvisionStrategy;
   /**
    * Directory of the Register journal. @default `<store dir>/<instanceId>/.journal` when `store` is a
-   * {@link FileCredentialStore}; none otherwise (a store that does not persist has nothing to recover).
+   * {@link FileCredentialStore} (shared with every Provisioner of that store); in memory otherwise.
    */
   journalDir?: string;
   /** @default {@link DEFAULT_RETRY_OPTIONS} (a fleet always retries unless given `false`) */
@@ -135,11 +135,8 @@ export async function provisionFleet(clientIds: Iterable<string>, options: Fleet
     ...(options.limiter === undefined && options.concurrency !== undefined ? { concurrency } : {}),
     retry: resolveRetryOptions(options.retry, DEFAULT_RETRY_OPTIONS),
   });
-  const journal = journalDir !== undefined
-    ? new RegistrationJournal(journalDir)
-    : provisioner.store instanceof FileCredentialStore
-      ? RegistrationJournal.forStore(provisioner.store.dir, provisioner.instanceId)
-      : undefined;
+  // The provisioner keeps its store's journal by default; only an explicit directory replaces it.
+  const journal = journalDir !== undefined ? new RegistrationJournal(journalDir) : undefined;
 
   // One listener on the caller's signal; the run's own signal is listened to by every device in flight.
   const cancel = new AbortController();
@@ -165,6 +162,12 @@ export async function provisionFleet(clientIds: Iterable<string>, options: Fleet
 
   let next = 0;
   let stopCode: string | undefined;
+  // A store that cannot keep credentials fails every device: say so before a single call is paid for.
+  if (ids.length > 0) {
+    await provisioner.prepare().catch((error: unknown) => {
+      stopCode = toApsaraMqDeviceError(error).code;
+    });
+  }
   const worker = async (): Promise<void> => {
     while (next < ids.length) {
       const clientId = ids[next++] as string;
