@@ -301,7 +301,11 @@ export class Provisioner {
    */
   async #confirm(clientId: string, pending: PendingRegister, signal: AbortSignal): Promise<ObtainedCredential | undefined> {
     const settledAt = Math.max(pending.settledAt ?? 0, pending.at + this.settleWindowMs);
-    const wait = settledAt - Date.now();
+    // Never longer than one window from now, whatever the entry says (a clock ahead of ours); a sender's window is
+    // believed up to an hour (a damaged entry must not block a ClientId for ever).
+    const senderWindow = Math.min((pending.settledAt ?? pending.at) - pending.at, 3_600_000);
+    const longest = Math.max(this.settleWindowMs, senderWindow);
+    const wait = Math.min(settledAt - Date.now(), longest);
     if (wait > 0) {
       await sleep(wait, signal).catch(() => {
         throw abortError(`ensureCredential(${clientId})`, signal);
