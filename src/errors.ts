@@ -280,6 +280,7 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   StoreCorrupt: { retryable: false, remedy: 'The stored credential file is not valid; inspect it, and remove it only if you know the credential is unused (apsaramq-device get can fetch it again).' },
   StoreIOError: { retryable: false, remedy: 'The credential store could not be read or written; check the path, its permissions and free space.' },
   StoreInsecure: { retryable: false, remedy: 'The credential store is readable by other users; chmod 700 the directory and 600 its files.' },
+  StoreLockLost: { retryable: true, remedy: 'Another registrar took over the lock of this ClientId because this process stalled past the lock\'s stale time; run again: the credential is confirmed with GetDeviceCredential before anything is registered.' },
   ConnackRefused: { retryable: false, remedy: 'The broker refused the CONNECT; the message gives the CONNACK return code.' },
   CredentialRejected: { retryable: false, remedy: 'The broker rejects this device credential even after fetching it again; check it was not unregistered, and that ClientId and instance match it.' },
   IdentifierRejected: { retryable: false, remedy: 'The broker rejected the ClientId; use GID_<group>@@@<device>, at most 64 characters.' },
@@ -485,7 +486,7 @@ export class NetworkError extends ApsaraMqDeviceError {
 }
 
 /** Codes of {@link StoreError}. */
-export type StoreErrorCode = 'StoreCorrupt' | 'StoreIOError' | 'StoreInsecure';
+export type StoreErrorCode = 'StoreCorrupt' | 'StoreIOError' | 'StoreInsecure' | 'StoreLockLost';
 
 /** The credential store failed: unreadable, corrupt, or insecure. Nothing was overwritten. */
 export class StoreError extends ApsaraMqDeviceError {

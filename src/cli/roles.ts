@@ -2,9 +2,9 @@ import { ConfigurationError } from '../errors.js';
 
 /** The optional peer dependencies each role needs (package.json `peerDependenciesMeta`). */
 const PEERS = {
-  provisioner: ['@alicloud/pop-core'],
+  provisioner: ['@alicloud/pop-core', 'proper-lockfile'],
   emulator: ['aedes', 'ws'],
-  simulator: ['@alicloud/pop-core'],
+  simulator: ['@alicloud/pop-core', 'proper-lockfile'],
 } as const;
 
 type Role = keyof typeof PEERS;

@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { TokenBucket } from '../util/token-bucket.js';
 import { rpcTimestamp, signRpc, stringToSign } from '../signer/openapi.js';
 import {
   hashPayload,
@@ -64,7 +65,7 @@ export class NonceCache {
  * not the emulator's `now` option: a test that freezes or jumps the wall clock must not starve or flood the bucket.
  */
 export class RateLimiter {
-  readonly #buckets = new Map<string, { tokens: number; at: number }>();
+  readonly #buckets = new Map<string, TokenBucket>();
   readonly #rate: number;
   readonly #clock: () => number;
 
@@ -75,15 +76,13 @@ export class RateLimiter {
 
   /** Take a token for `key`; false when the key is over its rate. */
   tryTake(key: string): boolean {
-    if (this.#rate === Number.POSITIVE_INFINITY) return true;
-    const now = this.#clock();
-    const bucket = this.#buckets.get(key) ?? { tokens: this.#rate, at: now };
-    bucket.tokens = Math.min(this.#rate, bucket.tokens + ((now - bucket.at) / 1000) * this.#rate);
-    bucket.at = now;
-    this.#buckets.set(key, bucket);
-    if (bucket.tokens < 1) return false;
-    bucket.tokens -= 1;
-    return true;
+    let bucket = this.#buckets.get(key);
+    if (!bucket) {
+      // A full second of burst, starting full: the service's bucket lets a second's worth through at once.
+      bucket = new TokenBucket({ rate: this.#rate, burst: this.#rate === Number.POSITIVE_INFINITY ? 1 : this.#rate, now: this.#clock });
+      this.#buckets.set(key, bucket);
+    }
+    return bucket.tryTake();
   }
 }
 

@@ -1,14 +1,10 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
-import { Agent as HttpAgent, type ClientRequest, type IncomingMessage } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
 import { inspect } from 'node:util';
-import RPCClient from '@alicloud/pop-core';
 import { type AccountCredentials, assertClientId, assertGroupId, assertInstanceId, DeviceCredential, isRecord } from '../credential.js';
 import { apiErrorEntry, ApiError, LOCAL_ERROR_CATALOG, isApsaraMqDeviceError, NetworkError, ValidationError } from '../errors.js';
 import { percentEncode } from '../signer/openapi.js';
-import { abortError, raceAbort } from './abort.js';
+import { abortError } from './abort.js';
 import { type AccountKeyOptions, resolveAccountCredentials } from './env.js';
-import { type AccountLimiter, accountLimiter, type RateLimitOptions } from './rate-limit.js';
+import { type LimiterOptions, type RateLimiter, resolveLimiter } from './rate-limit.js';
 import {
   classifyFailure,
   IDEMPOTENT_ACTIONS,
@@ -19,6 +15,8 @@ import {
   type RetryOptions,
   unknownOutcomeRemedy,
 } from './retry.js';
+import { PopCoreTransport } from './transport/pop-core.js';
+import { type OpenApiTransport, TransportError } from './transport/transport.js';
 
 /** OpenAPI version of the ApsaraMQ for MQTT (`onsmqtt`) product. */
 export const API_VERSION = '2020-04-20';
@@ -28,7 +26,7 @@ export const DEFAULT_TIMEOUT_MS = 10_000;
 export const DEFAULT_PAGE_SIZE = 100;
 
 /** How to reach and authenticate to the OpenAPI, and how fast and how persistently to call it. */
-export interface OpenApiClientOptions extends AccountKeyOptions, RateLimitOptions {
+export interface OpenApiClientOptions extends AccountKeyOptions, LimiterOptions {
   /**
    * Full http(s) URL of the OpenAPI, e.g. an emulator's `http://127.0.0.1:port`.
    * @default `https://onsmqtt.<region>.aliyuncs.com`
@@ -139,55 +137,8 @@ export function resolveEndpoint(options: Pick<OpenApiClientOptions, 'endpoint' |
   return `${url.origin}${url.pathname}`.replace(/\/+$/, '');
 }
 
-/** What the transport learns about one HTTP exchange, which pop-core does not report when it fails. */
-interface Exchange {
-  request?: ClientRequest;
-  /** The call gave up (aborted) before its request was created: destroy the request as soon as it is. */
-  released?: boolean;
-  status?: number;
-  contentType?: string;
-}
-
-/**
- * pop-core hides the HTTP exchange: when the body is not JSON it throws without the status, and it offers no way to
- * cancel. Each call runs inside this async context; the agent below attaches the ClientRequest it is handed to the
- * context of the call that created it, keeping connection reuse (one shared keep-alive agent) intact.
- */
-const exchanges = new AsyncLocalStorage<Exchange>();
-
-type AddRequest = (request: ClientRequest, options: unknown) => void;
-
-function trackingAgent(secure: boolean): HttpAgent {
-  const agent = secure ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
-  // addRequest is how http.request hands a request to its agent; it is public API in Node but missing from @types/node.
-  const internals = agent as unknown as { addRequest: AddRequest };
-  const addRequest = internals.addRequest.bind(agent);
-  internals.addRequest = (request, options) => {
-    const exchange = exchanges.getStore();
-    if (exchange) {
-      exchange.request = request;
-      request.once('response', (response: IncomingMessage) => {
-        if (response.statusCode !== undefined) exchange.status = response.statusCode;
-        const type = response.headers['content-type'];
-        if (type !== undefined) exchange.contentType = type;
-      });
-    }
-    addRequest(request, options);
-    if (exchange?.released) request.destroy();
-  };
-  return agent;
-}
-
-/** The fields pop-core puts on the errors it throws (see reference §4). */
-interface PopCoreError {
-  name?: unknown;
-  code?: unknown;
-  data?: unknown;
-  entry?: { response?: { statusCode?: number } | null };
-}
-
-const HOST_NOT_FOUND = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_NODATA']);
-const TIMED_OUT = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT']);
+/** Codes pop-core (and so the service's SDKs) take for success when an answer carries one. */
+const SUCCESS_CODES: ReadonlySet<unknown> = new Set([200, '200', 'OK', 'Success', 'success']);
 
 /**
  * Calls the ApsaraMQ for MQTT OpenAPI (RPC style, signature v1) through pop-core, always by POST, and turns every
@@ -202,16 +153,16 @@ export class OpenApiClient {
   /** Connect and answer timeout, each, in ms. */
   readonly timeoutMs: number;
   readonly #account: AccountCredentials;
-  readonly #rpc: RPCClient;
-  readonly #agent: HttpAgent;
+  readonly #transport: OpenApiTransport;
   readonly #calls = new Map<string, number>();
   readonly #retry: ResolvedRetryOptions;
-  readonly #limiter: AccountLimiter;
+  readonly #limiter: RateLimiter;
   #retries = 0;
   #throttled = 0;
 
   /**
-   * @throws ValidationError `InvalidOption` for a bad endpoint, region, timeout, qps, concurrency or retry option.
+   * @throws ValidationError `InvalidOption` for a bad endpoint, region, timeout, qps, concurrency, limiter or retry
+   *   option (or `limiter` together with `qps`/`concurrency`).
    * @throws ConfigurationError `MissingAccessKey` when no account key is passed or set in the environment.
    */
   constructor(options: OpenApiClientOptions = {}) {
@@ -223,18 +174,8 @@ export class OpenApiClient {
     this.timeoutMs = timeoutMs;
     this.#account = resolveAccountCredentials(options, options.env ?? process.env);
     this.#retry = resolveRetryOptions(options.retry);
-    this.#limiter = accountLimiter(this.#account.accessKeyId, {
-      ...(options.qps === undefined ? {} : { qps: options.qps }),
-      ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
-    });
-    this.#agent = trackingAgent(this.endpoint.startsWith('https:'));
-    this.#rpc = new RPCClient({
-      endpoint: this.endpoint,
-      apiVersion: API_VERSION,
-      accessKeyId: this.#account.accessKeyId,
-      accessKeySecret: this.#account.accessKeySecret,
-      ...(this.#account.securityToken === undefined ? {} : { securityToken: this.#account.securityToken }),
-    });
+    this.#limiter = resolveLimiter(options, this.#account.accessKeyId);
+    this.#transport = new PopCoreTransport({ endpoint: this.endpoint, apiVersion: API_VERSION, account: this.#account, timeoutMs });
   }
 
   /** The account AccessKeyId (not secret). */
@@ -259,6 +200,11 @@ export class OpenApiClient {
     return { apiCalls: this.apiCalls, retries: this.#retries, throttled: this.#throttled };
   }
 
+  /** The rate limiter every request of this client passes. */
+  get limiter(): RateLimiter {
+    return this.#limiter;
+  }
+
   /** The retry policy in force (`maxAttempts` 1 when retries are off). */
   get retryPolicy(): Readonly<ResolvedRetryOptions> {
     return this.#retry;
@@ -266,7 +212,7 @@ export class OpenApiClient {
 
   /**
    * Send one OpenAPI action and check the answer's envelope. Every request of this client goes through here: each
-   * attempt waits for the account's rate limiter (shared by every client of the AccessKeyId in the process), and
+   * attempt waits for the client's {@link RateLimiter} (see `OpenApiClientOptions.limiter`), and
    * failed attempts are retried per the client's `retry` policy: throttling, service faults and requests that never
    * left are repeated for every action; an unknown outcome (timeout, reset, a proxy's page, a replayed nonce, an
    * uncatalogued 5xx) only for actions in `IDEMPOTENT_ACTIONS`. pop-core signs each attempt with a fresh
@@ -300,38 +246,16 @@ export class OpenApiClient {
   }
 
   async #attempt(action: string, wire: Record<string, string>, options: CallOptions): Promise<ApiResponse> {
-    const exchange: Exchange = {};
-    const release = (): void => {
-      // Frees the socket of a request that will not be read to the end (timeout, abort, bad body).
-      exchange.released = true;
-      exchange.request?.destroy();
-    };
     this.#calls.set(action, (this.#calls.get(action) ?? 0) + 1);
-    const sent = raceAbort(
-      exchanges.run(exchange, () =>
-        // formatAction/formatParams off: send exactly the names given instead of pop-core's upper-casing.
-        this.#rpc.request<unknown>(action, wire, {
-          method: 'POST',
-          timeout: this.timeoutMs,
-          agent: this.#agent,
-          formatAction: false,
-          formatParams: false,
-        }),
-      ),
-      action,
-      options.signal,
-      release,
-    );
-    let body: unknown;
+    let answer;
     try {
-      body = await sent;
+      answer = await this.#transport.send(action, wire, options.signal === undefined ? {} : { signal: options.signal });
     } catch (error) {
-      const mapped = this.#mapError(action, error, exchange);
-      // An API error answer was read to the end, so its connection can be reused.
-      if (!(mapped instanceof ApiError)) release();
-      throw mapped;
+      throw this.#mapFailure(action, error);
     }
-    return this.#checkEnvelope(action, body, exchange.status);
+    const { status, body } = answer;
+    if (isRecord(body) && body['Code'] && !SUCCESS_CODES.has(body['Code'])) throw this.#apiError(action, body, status);
+    return this.#checkEnvelope(action, body, status);
   }
 
   /** RegisterDeviceCredential: issue a credential. On a ClientId that has one, the service may replace it (latest wins). */
@@ -401,7 +325,7 @@ export class OpenApiClient {
 
   /** Close idle keep-alive connections. Calls made afterwards still work (they open new ones). */
   close(): void {
-    this.#agent.destroy();
+    this.#transport.close();
   }
 
   toJSON(): Record<string, unknown> {
@@ -448,47 +372,43 @@ export class OpenApiClient {
     return { requestId, body, ...(status === undefined ? {} : { httpStatus: status }) };
   }
 
-  #mapError(action: string, error: unknown, exchange: Exchange): Error {
+  /** An answer with an error `Code`. */
+  #apiError(action: string, body: Record<string, unknown>, status: number | undefined): Error {
+    const { Code: code, RequestId: requestId, Message: message } = body;
+    if (typeof code !== 'string') return this.#invalid(action, `${action}: the endpoint answered HTTP ${status ?? '?'} with a Code that is not a string`, status);
+    return forCaller(action, new ApiError({
+      code,
+      action,
+      // A transport that could not see the status: the catalog's (then 400, the usual status of the product's errors).
+      httpStatus: status ?? apiErrorEntry(code)?.httpStatus ?? 400,
+      requestId: typeof requestId === 'string' ? requestId : undefined,
+      serviceMessage: typeof message === 'string' ? this.#scrub(message) : '',
+    }));
+  }
+
+  /** A transport failure as a NetworkError (an abort passes through as it is). */
+  #mapFailure(action: string, error: unknown): Error {
     if (isApsaraMqDeviceError(error)) return error; // Aborted
-    const e: PopCoreError = isRecord(error) || error instanceof Error ? (error as PopCoreError) : {};
-    const status = e.entry?.response?.statusCode ?? exchange.status;
-    // pop-core's API errors carry the parsed body as `data` and the exchange as `entry`. Its own message is not
-    // used: it ends with the request URL.
-    if (isRecord(e.data) && e.entry !== undefined) {
-      const { Code: code, RequestId: requestId, Message: message } = e.data;
-      if (typeof code !== 'string') return this.#invalid(action, `${action}: the endpoint answered HTTP ${status ?? '?'} with a Code that is not a string`, status);
-      return forCaller(action, new ApiError({
-        code,
-        action,
-        // entry is always set when pop-core throws an API error; the catalog (then 400, the usual status of the
-        // product's errors) is only a fallback.
-        httpStatus: status ?? apiErrorEntry(code)?.httpStatus ?? 400,
-        requestId: typeof requestId === 'string' ? requestId : undefined,
-        serviceMessage: typeof message === 'string' ? this.#scrub(message) : '',
-      }));
+    if (!(error instanceof TransportError)) {
+      return this.#networkError('NetworkError', action, `${action}: the connection to ${this.endpoint} failed (${error instanceof Error ? error.name : 'unknown error'})`, undefined, error);
     }
-    // json-bigint throws a plain object named SyntaxError, not a SyntaxError instance.
-    if (e.name === 'SyntaxError') {
-      const type = exchange.contentType ? ` (${exchange.contentType})` : '';
-      return this.#invalid(action, `${action}: the endpoint answered HTTP ${status ?? '?'} with a body that is not JSON${type}`, status);
+    const { status } = error;
+    switch (error.kind) {
+      case 'not-json': {
+        const type = error.contentType ? ` (${error.contentType})` : '';
+        return this.#invalid(action, `${action}: the endpoint answered HTTP ${status ?? '?'} with a body that is not JSON${type}`, status);
+      }
+      case 'timeout':
+        return this.#networkError('RequestTimeout', action, `${action}: no answer from ${this.endpoint} within ${this.timeoutMs} ms`, status, error.cause);
+      case 'refused':
+        return this.#networkError('ConnectionRefused', action, `${action}: connection to ${this.endpoint} refused`, undefined, error.cause);
+      case 'host-not-found':
+        return this.#networkError('HostNotFound', action, `${action}: the host of ${this.endpoint} could not be resolved (${error.reason})`, undefined, error.cause);
+      case 'not-an-answer':
+        return this.#invalid(action, `${action}: the endpoint answered HTTP ${status ?? '?'} with a body that is not an OpenAPI answer`, status);
+      case 'failed':
+        return this.#networkError('NetworkError', action, `${action}: the connection to ${this.endpoint} failed (${error.reason})`, status, error.cause);
     }
-    const code = typeof e.code === 'string' ? e.code : undefined;
-    if (e.name === 'RequestTimeoutError' || (code !== undefined && TIMED_OUT.has(code))) {
-      return this.#networkError('RequestTimeout', action, `${action}: no answer from ${this.endpoint} within ${this.timeoutMs} ms`, status, error);
-    }
-    if (code === 'ECONNREFUSED') {
-      return this.#networkError('ConnectionRefused', action, `${action}: connection to ${this.endpoint} refused`, undefined, error);
-    }
-    if (code !== undefined && HOST_NOT_FOUND.has(code)) {
-      return this.#networkError('HostNotFound', action, `${action}: the host of ${this.endpoint} could not be resolved (${code})`, undefined, error);
-    }
-    if (code === undefined && status !== undefined) {
-      // An answer arrived but pop-core could not handle it, e.g. a JSON `null` body (it reads null.Code).
-      return this.#invalid(action, `${action}: the endpoint answered HTTP ${status} with a body that is not an OpenAPI answer`, status);
-    }
-    const why = code ?? (error instanceof Error ? error.name : 'unknown error');
-    // A reset after the answer's head arrived (a body cut short) keeps its status.
-    return this.#networkError('NetworkError', action, `${action}: the connection to ${this.endpoint} failed (${why})`, status, error);
   }
 
   /**

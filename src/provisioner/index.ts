@@ -28,10 +28,12 @@ export {
   defaultStoreDir,
   type AccountKeyOptions,
 } from './env.js';
-export { FileCredentialStore } from './file-store.js';
+export { FileCredentialStore, MAX_CREDENTIAL_FILE_BYTES, type FileCredentialStoreOptions } from './file-store.js';
 export { MemoryCredentialStore } from './memory-store.js';
-export type { CredentialStore } from './store.js';
+export type { CredentialLock, CredentialStore } from './store.js';
+export { DEFAULT_LOCK_STALE_MS } from './lock.js';
 export {
+  DEFAULT_MAX_SERVICE_LATENCY_MS,
   Provisioner,
   type CredentialOrigin,
   type ObtainedCredential,
@@ -40,8 +42,8 @@ export {
   type ProvisionStrategy,
 } from './provisioner.js';
 export { provisionFleet, type FleetFailure, type FleetOptions, type FleetProgress, type FleetResult } from './fleet.js';
-export { RegistrationJournal } from './journal.js';
-export { DEFAULT_API_CONCURRENCY, DEFAULT_API_QPS, type RateLimitOptions } from './rate-limit.js';
+export { RegistrationJournal, type PendingRegister } from './journal.js';
+export { DEFAULT_API_CONCURRENCY, DEFAULT_API_QPS, RateLimiter, type LimiterOptions, type RateLimitOptions } from './rate-limit.js';
 export { DEFAULT_RETRY_OPTIONS, IDEMPOTENT_ACTIONS, type RetryOptions } from './retry.js';
 export { registerAndConnect, type RegisterAndConnectOptions } from '../connector/register-and-connect.js';
 export { percentEncode, signRpc, stringToSign } from '../signer/openapi.js';

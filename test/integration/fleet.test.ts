@@ -16,8 +16,14 @@ async function emulator(options: EmulatorOptions = {}): Promise<Emulator> {
   return emu;
 }
 
+/**
+ * A lost Register is confirmed once timeoutMs + maxServiceLatencyMs have passed since it was sent; no emulator here
+ * holds a request longer than 10 ms, so a short window is enough.
+ */
+const WINDOW = { timeoutMs: 2_000, maxServiceLatencyMs: 10 } as const;
+
 function fleetOptions(emu: Emulator, extra: Partial<FleetOptions> = {}): FleetOptions {
-  return { endpoint: emu.apiEndpoint, instanceId: emu.instanceId, accessKeyId: emu.accessKeyId, accessKeySecret: emu.accessKeySecret, env: {}, retry: FAST, ...extra };
+  return { endpoint: emu.apiEndpoint, instanceId: emu.instanceId, accessKeyId: emu.accessKeyId, accessKeySecret: emu.accessKeySecret, env: {}, retry: FAST, ...WINDOW, ...extra };
 }
 
 function ids(n: number, from = 0): string[] {

@@ -341,8 +341,8 @@ describe('OpenApiClient error mapping', () => {
   it('maps a body cut short to NetworkError', async () => {
     const server = await startHttpServer((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': '500' });
-      res.write('{"RequestId":"');
-      setTimeout(() => res.socket?.destroy(), 20);
+      // Cut the connection once the head and the first bytes are on their way.
+      res.write('{"RequestId":"', () => res.socket?.destroy());
     });
     const e = await failure(client(server.url).getDeviceCredential(INSTANCE, CLIENT));
     expect(e.code).toBe('NetworkError');
@@ -356,7 +356,7 @@ describe('OpenApiClient error mapping', () => {
     expect(server.requests).toBe(0);
     const controller = new AbortController();
     const pending = c.getDeviceCredential(INSTANCE, CLIENT, { signal: controller.signal });
-    await waitFor(() => server.requests === 1);
+    await server.received(1);
     controller.abort();
     const during = await failure(pending);
     expect(during.code).toBe('Aborted');
@@ -408,8 +408,8 @@ describe('NetworkError httpStatus (an answer arrived, but not a usable one)', ()
   it('carries the status of a body cut short', async () => {
     const server = await startHttpServer((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': '500' });
-      res.write('{"RequestId":"');
-      setTimeout(() => res.socket?.destroy(), 20);
+      // Cut the connection once the head and the first bytes are on their way.
+      res.write('{"RequestId":"', () => res.socket?.destroy());
     });
     const e = (await failure(client(server.url).getDeviceCredential(INSTANCE, CLIENT))) as NetworkError;
     expect(e).toMatchObject({ code: 'NetworkError', httpStatus: 200 });
@@ -464,11 +464,3 @@ describe('unknown outcomes of actions that are not safe to repeat', () => {
     expect(await failure(client(`http://127.0.0.1:${port}`).registerDeviceCredential(INSTANCE, CLIENT))).toMatchObject({ code: 'ConnectionRefused', retryable: true });
   });
 });
-
-async function waitFor(condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > until) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}

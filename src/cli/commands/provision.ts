@@ -21,6 +21,8 @@ interface ProvisionFlags {
   store?: string;
   endpoint?: string;
   region?: string;
+  timeoutMs?: number;
+  maxServiceLatencyMs?: number;
   json?: boolean;
 }
 
@@ -52,12 +54,15 @@ export function addProvisionCommand(program: Command, io: CliIo): void {
     .option('--store <dir>', 'credential store directory (default $APSARAMQ_DEVICE_STORE, else ~/.config/apsaramq-device/credentials)')
     .option('--endpoint <url>', 'OpenAPI endpoint URL, e.g. the emulator\'s http://127.0.0.1:8080')
     .option('--region <region>', 'region, for https://onsmqtt.<region>.aliyuncs.com')
+    .option('--timeout-ms <ms>', 'connect and answer timeout of each OpenAPI request (default 10000)', intArg('--timeout-ms', 1, 600_000))
+    .option('--max-service-latency-ms <ms>', 'longest the service may take to apply a request: a Register whose answer was lost is checked with GetDeviceCredential once --timeout-ms plus this have passed (default 10000)', intArg('--max-service-latency-ms', 0, 3_600_000))
     .option('--json', 'print one summary line of JSON on stdout')
     .addHelpText(
       'after',
       `
 Account keys come from ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET (and ALIBABA_CLOUD_SECURITY_TOKEN for STS).
-Credentials already in the store cost no API call, so running the command again is cheap and safe. Progress goes to
+Credentials already in the store cost no API call, so running the command again is cheap and safe, also while other
+provision or connect processes use the same store (each ClientId is locked while it is registered). Progress goes to
 stderr; with --json, stdout gets {"requested","provisioned","fromStore","fetched","registered","failed":[{"clientId","code"}],
 "apiCalls","retries","throttled","elapsedMs"}. Exit 0 when every device has its credential, 1 otherwise.
 
@@ -97,6 +102,8 @@ Example:
         onProgress: reporter.update,
         ...(flags.endpoint === undefined ? {} : { endpoint: flags.endpoint }),
         ...(flags.region === undefined ? {} : { region: flags.region }),
+        ...(flags.timeoutMs === undefined ? {} : { timeoutMs: flags.timeoutMs }),
+        ...(flags.maxServiceLatencyMs === undefined ? {} : { maxServiceLatencyMs: flags.maxServiceLatencyMs }),
       });
       reporter.finish();
       io.stdout(flags.json ? jsonLine(summary(result)) : humanSummary(result));
