@@ -16,6 +16,7 @@ import {
   unknownOutcomeRemedy,
 } from './retry.js';
 import { PopCoreTransport } from './transport/pop-core.js';
+import { V3Transport } from './transport/v3.js';
 import { type OpenApiTransport, TransportError } from './transport/transport.js';
 
 /** OpenAPI version of the ApsaraMQ for MQTT (`onsmqtt`) product. */
@@ -43,7 +44,17 @@ export interface OpenApiClientOptions extends AccountKeyOptions, LimiterOptions 
    * `DEFAULT_RETRY_OPTIONS`. @default false: no retries; errors say whether they are `retryable`.
    */
   retry?: RetryOptions | false;
+  /**
+   * How requests are signed and sent. `'pop-core'`: through `@alicloud/pop-core` (the HMAC-SHA1 signature method,
+   * `SignatureVersion=1.0`, which Alibaba's SDK documentation calls V2 and marks as superseded). `'v3'`: the
+   * `ACS3-HMAC-SHA256` signature of today's official SDKs, on Node's own HTTP client (pop-core is then not used).
+   * Retries, rate limits and errors are the same with both. @default 'pop-core'
+   */
+  signature?: OpenApiSignature;
 }
+
+/** The request signatures an {@link OpenApiClient} can send. */
+export type OpenApiSignature = 'pop-core' | 'v3';
 
 /** Counters of one client (every attempt counted, retries included). */
 export interface ApiCallStats {
@@ -152,6 +163,8 @@ export class OpenApiClient {
   readonly endpoint: string;
   /** Connect and answer timeout, each, in ms. */
   readonly timeoutMs: number;
+  /** How requests are signed and sent. */
+  readonly signature: OpenApiSignature;
   readonly #account: AccountCredentials;
   readonly #transport: OpenApiTransport;
   readonly #calls = new Map<string, number>();
@@ -175,7 +188,13 @@ export class OpenApiClient {
     this.#account = resolveAccountCredentials(options, options.env ?? process.env);
     this.#retry = resolveRetryOptions(options.retry);
     this.#limiter = resolveLimiter(options, this.#account.accessKeyId);
-    this.#transport = new PopCoreTransport({ endpoint: this.endpoint, apiVersion: API_VERSION, account: this.#account, timeoutMs });
+    const signature = options.signature ?? 'pop-core';
+    if (signature !== 'pop-core' && signature !== 'v3') {
+      throw new ValidationError('InvalidOption', `Invalid signature ${JSON.stringify(signature)}: expected 'pop-core' or 'v3'`);
+    }
+    this.signature = signature;
+    const transportOptions = { endpoint: this.endpoint, apiVersion: API_VERSION, account: this.#account, timeoutMs };
+    this.#transport = signature === 'v3' ? new V3Transport(transportOptions) : new PopCoreTransport(transportOptions);
   }
 
   /** The account AccessKeyId (not secret). */
@@ -329,7 +348,7 @@ export class OpenApiClient {
   }
 
   toJSON(): Record<string, unknown> {
-    return { endpoint: this.endpoint, accessKeyId: this.#account.accessKeyId };
+    return { endpoint: this.endpoint, accessKeyId: this.#account.accessKeyId, signature: this.signature };
   }
 
   toString(): string {

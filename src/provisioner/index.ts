@@ -19,6 +19,7 @@ export {
   type CredentialResponse,
   type ListClientIdsOptions,
   type OpenApiClientOptions,
+  type OpenApiSignature,
 } from './api-client.js';
 export {
   ENV_ACCESS_KEY_ID,

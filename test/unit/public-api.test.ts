@@ -31,7 +31,7 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
       'DEFAULT_RETRY_OPTIONS', 'DEFAULT_TIMEOUT_MS', 'ENV_ACCESS_KEY_ID', 'ENV_ACCESS_KEY_SECRET', 'ENV_SECURITY_TOKEN',
       'ENV_STORE_DIR', 'FileCredentialStore', 'FileCredentialStoreOptions', 'FleetFailure', 'FleetOptions', 'FleetProgress',
       'FleetResult', 'IDEMPOTENT_ACTIONS', 'LimiterOptions', 'ListClientIdsOptions', 'MAX_CREDENTIAL_FILE_BYTES',
-      'MemoryCredentialStore', 'ObtainOptions', 'ObtainedCredential', 'OpenApiClient', 'OpenApiClientOptions',
+      'MemoryCredentialStore', 'ObtainOptions', 'ObtainedCredential', 'OpenApiClient', 'OpenApiClientOptions', 'OpenApiSignature',
       'PendingRegister', 'ProvisionStrategy', 'Provisioner', 'ProvisionerOptions', 'RateLimitOptions', 'RateLimiter',
       'RegisterAndConnectOptions', 'RegistrationJournal', 'RetryOptions', 'defaultStoreDir', 'percentEncode',
       'provisionFleet', 'registerAndConnect', 'signRpc', 'stringToSign',
