@@ -111,6 +111,31 @@ const API_ERRORS = {
     message: 'An error occurred while validating the parameter. The parameter may be missing or invalid.',
     remedy: 'Send the NextToken from the previous page unchanged, or none.',
   },
+  'InvalidParameter.Resources': {
+    origin: 'product', httpStatus: 400, retryClass: 'fatal',
+    message: 'An error occurred while validating the parameter. The parameter may be missing or invalid.',
+    remedy: 'Send 1 to 100 topics (parent topic first, + and # as whole levels) separated by commas, in dictionary order, without duplicates.',
+  },
+  'InvalidParameter.ExpireTime': {
+    origin: 'product', httpStatus: 400, retryClass: 'fatal',
+    message: 'An error occurred while validating the parameter. The parameter may be missing or invalid.',
+    remedy: 'Send ExpireTime as ms since the epoch, at least 60 s from now (later than 30 days is cut to 30 days).',
+  },
+  'InvalidParameter.Actions': {
+    origin: 'product', httpStatus: 400, retryClass: 'fatal',
+    message: 'An error occurred while validating the parameter. The parameter may be missing or invalid.',
+    remedy: 'Send Actions as R, W or R,W.',
+  },
+  'InvalidParameter.Token': {
+    origin: 'product', httpStatus: 400, retryClass: 'fatal',
+    message: 'An error occurred while validating the parameter. The parameter may be missing or invalid.',
+    remedy: 'Send the token exactly as ApplyToken returned it (it contains +, / and =, which must be percent-encoded).',
+  },
+  'InvalidParameter.ClientIdList': {
+    origin: 'product', httpStatus: 400, retryClass: 'fatal',
+    message: 'An error occurred while validating the parameter. The parameter may be missing or invalid.',
+    remedy: 'Send 1 to 10 ClientIds as ClientIdList.1, ClientIdList.2, … (no gaps), each of the form <GroupId>@@@<DeviceId>.',
+  },
   ApiNotSupport: {
     origin: 'product', httpStatus: 404, retryClass: 'fatal',
     message: 'The specified API is not supported.',
@@ -156,6 +181,16 @@ const API_ERRORS = {
     origin: 'product', httpStatus: 400, retryClass: 'fatal',
     message: 'Device Credential Exsit',
     remedy: 'The ClientId already has a credential; fetch it with GetDeviceCredential instead of registering again.',
+  },
+  QueryTokenOverFlow: {
+    origin: 'product', httpStatus: 400, retryClass: 'throttled',
+    message: 'You have queried tokens too many times. Please try again later.',
+    remedy: 'QueryToken is limited to 100 calls a second per account; retry later with backoff.',
+  },
+  RevokeTokenOverFlow: {
+    origin: 'product', httpStatus: 400, retryClass: 'throttled',
+    message: 'You have revoked tokens too many times. Please try again later.',
+    remedy: 'RevokeToken is limited to 5 calls a second per account; retry later with backoff.',
   },
   // ---- gateway (POP) errors (reference §3.6)
   SignatureDoesNotMatch: {

@@ -33,6 +33,8 @@ export interface ApiDependencies extends ActionContext {
   readonly host: string;
   readonly port: number;
   readonly errorStatuses: ErrorStatusMode;
+  /** A GET of a POST-only action (ApplyToken, RevokeToken): refused with 404 `InvalidAction.NotFound`, or accepted. */
+  readonly getOnPostOnly: 'refuse' | 'accept';
   /**
    * Make the registry's current state durable (the data directory); awaited before answering a call that changed
    * it, so that an answered Register is never lost to a restart. Absent when the emulator keeps state in memory.
@@ -66,9 +68,9 @@ function newRequestId(): string {
 
 /**
  * One RPC call through the whole pipeline: gateway authentication (V3 when the request is signed that way, else
- * V2) → throttling → injected faults → action routing → the action (parameter validation, then state) → making a
- * changed state durable. Returns the Action and the success body without RequestId; failures throw
- * {@link ApiFault}.
+ * V2) → throttling (the account's, then the action's own) → injected faults → action routing (action, method,
+ * version) → the action (parameter validation, then state) → making a changed state (credentials or tokens) durable.
+ * Returns the Action and the success body without RequestId; failures throw {@link ApiFault}.
  *
  * Injected faults come after the gateway: a real overloaded backend sheds load before doing any work, but it only
  * ever sees requests the gateway let through. So a badly signed request still gets `SignatureDoesNotMatch` (faults
@@ -87,11 +89,13 @@ async function handleRpc(request: ParsedRequest, v3: boolean, deps: ApiDependenc
     accessKeyId = request.params['AccessKeyId'] ?? '';
   }
   deps.gateway.throttle(accessKeyId);
+  deps.gateway.throttleAction(accessKeyId, action);
   deps.faults.inject(action);
-  const handler = routeAction(action, version);
-  const before = deps.registry.changes;
+  const handler = routeAction(action, version, request.method, deps.getOnPostOnly);
+  const changes = (): number => deps.registry.changes + deps.tokens.changes;
+  const before = changes();
   const body = handler(request.params, deps);
-  if (deps.persist && deps.registry.changes !== before) await deps.persist();
+  if (deps.persist && changes() !== before) await deps.persist();
   return { action, body };
 }
 

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { clientIdProblem } from '../credential.js';
 import { EmulatorStateError } from '../errors.js';
 import type { CredentialRecord } from './registry.js';
+import { MAX_TOKEN_RESOURCES, parseResources, type TokenRecord, type TokenType } from './tokens.js';
 
 /**
  * The emulator's data directory: the OpenAPI's state, kept across restarts (issue #10).
@@ -11,8 +12,10 @@ import type { CredentialRecord } from './registry.js';
  * One file, `state.json`, rewritten whole and atomically on every change (temp file 0600, fsync, rename, fsync of
  * the directory), so a crash leaves either the old or the new state, never half of one. A lock file held for the
  * emulator's life keeps a second emulator off the same directory. What is kept: the instance id, the device
- * credentials, and the account key pair only when the emulator generated it (a key pair from options or the
- * environment may be a real one and is never written).
+ * credentials, the tokens ApplyToken issued (their records: never a usable token, only a hash of its secret), and
+ * the account key pair only when the emulator generated it (a key pair from options or the environment may be a real
+ * one and is never written). `tokens` is optional on reading, so a file written before tokens existed still loads,
+ * and an older emulator, which ignores fields it does not know, still reads a newer file.
  */
 
 /** Name of the state file in the data directory. */
@@ -32,6 +35,8 @@ export interface EmulatorState {
   /** Only a key pair the emulator generated. */
   readonly account?: { readonly accessKeyId: string; readonly accessKeySecret: string } | undefined;
   readonly credentials: readonly CredentialRecord[];
+  /** Absent in files written before Token mode; read as none. */
+  readonly tokens?: readonly TokenRecord[] | undefined;
 }
 
 const TEMP_FILE = /^state\.json\.[0-9a-f]+\.tmp$/;
@@ -64,6 +69,34 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 
 function isTime(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+const TOKEN_FIELDS = ['id', 'secretSha256', 'instanceId', 'type', 'resources', 'createTime', 'expireTime', 'revokeTime'];
+
+/** The kept tokens, each validated as completely as a credential; distinct ids. */
+function parseTokens(value: unknown, path: string): TokenRecord[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) throw corrupt(path, 'tokens is not a list');
+  const ids = new Set<string>();
+  return value.map((item: unknown, i): TokenRecord => {
+    const where = `tokens[${i}]`;
+    if (!isRecord(item)) throw corrupt(path, `${where} is not an object`);
+    const { id, secretSha256, instanceId, type, resources, createTime, expireTime, revokeTime } = item;
+    if (typeof id !== 'string' || !/^[0-9a-f]{32}$/.test(id)) throw corrupt(path, `${where}.id is not 32 hex digits`);
+    if (ids.has(id)) throw corrupt(path, `${where}: a token id appears twice`);
+    ids.add(id);
+    if (typeof secretSha256 !== 'string' || !/^[0-9a-f]{64}$/.test(secretSha256)) throw corrupt(path, `${where}.secretSha256 is not 64 hex digits`);
+    if (typeof instanceId !== 'string' || !INSTANCE_ID.test(instanceId)) throw corrupt(path, `${where}.instanceId is not an instance id`);
+    if (type !== 'R' && type !== 'W' && type !== 'RW') throw corrupt(path, `${where}.type is not R, W or RW`);
+    const list = Array.isArray(resources) && resources.length <= MAX_TOKEN_RESOURCES && resources.every((r) => typeof r === 'string') ? (resources as string[]) : undefined;
+    const parsed = list === undefined ? undefined : parseResources(list.join(','));
+    if (!parsed?.ok || parsed.value.length !== list?.length) throw corrupt(path, `${where}.resources is not a list of 1 to ${MAX_TOKEN_RESOURCES} resources in order`);
+    if (!isTime(createTime) || !isTime(expireTime) || (revokeTime !== undefined && !isTime(revokeTime))) {
+      throw corrupt(path, `${where}: createTime, expireTime and revokeTime must be ms since the epoch`);
+    }
+    if (Object.keys(item).some((key) => !TOKEN_FIELDS.includes(key))) throw corrupt(path, `${where} has fields other than those of a token record`);
+    return { id, secretSha256, instanceId, type: type as TokenType, resources: parsed.value, createTime, expireTime, ...(revokeTime === undefined ? {} : { revokeTime }) };
+  });
 }
 
 /** Validate a parsed state file completely; any flaw is `EmulatorStateCorrupt` naming it (never a secret). */
@@ -103,12 +136,14 @@ export function parseState(text: string, path: string): EmulatorState {
     if (Object.keys(item).length !== 6) throw corrupt(path, `${where} has fields other than those of a DeviceCredential`);
     return { ClientId, InstanceId, DeviceAccessKeyId, DeviceAccessKeySecret, CreateTime, UpdateTime };
   });
-  return { instanceId, ...(account === undefined ? {} : { account: { accessKeyId: account['accessKeyId'] as string, accessKeySecret: account['accessKeySecret'] as string } }), credentials };
+  const tokens = parseTokens(parsed['tokens'], path);
+  return { instanceId, ...(account === undefined ? {} : { account: { accessKeyId: account['accessKeyId'] as string, accessKeySecret: account['accessKeySecret'] as string } }), credentials, tokens };
 }
 
 /** The state file's text. */
 export function serializeState(state: EmulatorState): string {
-  return `${JSON.stringify({ kind: STATE_KIND, version: STATE_VERSION, instanceId: state.instanceId, ...(state.account ? { account: state.account } : {}), credentials: state.credentials }, null, 1)}\n`;
+  const body = { kind: STATE_KIND, version: STATE_VERSION, instanceId: state.instanceId, ...(state.account ? { account: state.account } : {}), credentials: state.credentials, tokens: state.tokens ?? [] };
+  return `${JSON.stringify(body, null, 1)}\n`;
 }
 
 /** Is a process with this id alive (or at least present, if it belongs to another user)? */

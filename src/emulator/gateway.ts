@@ -86,7 +86,17 @@ export class RateLimiter {
   }
 }
 
-/** What the gateway needs: the one account it knows, its windows and its rate. */
+/**
+ * The answers of the actions whose own QPS limit has a documented code (reference §2); the other rate-limited
+ * actions answer {@link GatewayConfig.actionThrottleCode}.
+ */
+export const ACTION_OVERFLOW_CODES: Readonly<Record<string, string>> = Object.freeze({
+  ApplyToken: 'ApplyTokenOverFlow',
+  QueryToken: 'QueryTokenOverFlow',
+  RevokeToken: 'RevokeTokenOverFlow',
+});
+
+/** What the gateway needs: the one account it knows, its windows and its rates. */
 export interface GatewayConfig {
   readonly accessKeyId: string;
   readonly accessKeySecret: string;
@@ -94,6 +104,12 @@ export interface GatewayConfig {
   readonly nonceWindowMs: number;
   readonly qpsLimit: number;
   readonly now: () => number;
+  /** Calls per second per account of single actions (default none). */
+  readonly actionQpsLimits?: Readonly<Record<string, number>>;
+  /** The code of an action over its own limit that has no documented one (default `SystemOverFlow`). */
+  readonly actionThrottleCode?: string;
+  /** Monotonic ms of every rate limit (default `performance.now`). */
+  readonly rateClock?: () => number;
 }
 
 /**
@@ -104,11 +120,14 @@ export class Gateway {
   readonly #config: GatewayConfig;
   readonly #nonces: NonceCache;
   readonly #limiter: RateLimiter;
+  readonly #actionLimiters = new Map<string, RateLimiter>();
 
   constructor(config: GatewayConfig) {
     this.#config = config;
     this.#nonces = new NonceCache(config.nonceWindowMs, config.now);
-    this.#limiter = new RateLimiter(config.qpsLimit);
+    const clock = config.rateClock ?? (() => performance.now());
+    this.#limiter = new RateLimiter(config.qpsLimit, clock);
+    for (const [action, limit] of Object.entries(config.actionQpsLimits ?? {})) this.#actionLimiters.set(action, new RateLimiter(limit, clock));
   }
 
   /**
@@ -194,6 +213,18 @@ export class Gateway {
   /** Per-AccessKeyId flow control: `Throttling.User` past `qpsLimit` calls a second. Call after authenticating. */
   throttle(accessKeyId: string): void {
     if (!this.#limiter.tryTake(accessKeyId)) throw new ApiFault('Throttling.User');
+  }
+
+  /**
+   * Per-AccessKeyId flow control of one action with a limit of its own: past it, the action's documented
+   * `…OverFlow` code ({@link ACTION_OVERFLOW_CODES}), else `actionThrottleCode`. A no-op for other actions. Call
+   * after {@link Gateway.throttle}: a call refused by the account limit does not use the action's budget.
+   */
+  throttleAction(accessKeyId: string, action: string): void {
+    const limiter = this.#actionLimiters.get(action);
+    if (limiter && !limiter.tryTake(accessKeyId)) {
+      throw new ApiFault(ACTION_OVERFLOW_CODES[action] ?? this.#config.actionThrottleCode ?? 'SystemOverFlow');
+    }
   }
 }
 

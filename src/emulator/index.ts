@@ -21,7 +21,9 @@ import { FaultInjector } from './faults.js';
 import { Gateway } from './gateway.js';
 import { resolveOptions, type EmulatorOptions, type ResolvedEmulatorOptions, type ValueSource } from './options.js';
 import { CredentialRegistry } from './registry.js';
+import { OnlineClients } from './sessions.js';
 import { StatsRecorder, type EmulatorStats } from './stats.js';
+import { TokenRegistry } from './tokens.js';
 
 export { EMULATOR_DEFAULTS, EMULATOR_ENV, type EmulatorOptions, type ReRegisterPolicy, type TlsOptions, type ValueSource } from './options.js';
 export type { ErrorStatusMode } from './api-errors.js';
@@ -110,9 +112,10 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
   let config: ResolvedEmulatorOptions;
   let persistence: Persistence | undefined;
   const registry = new CredentialRegistry(resolved);
+  const tokens = new TokenRegistry(resolved);
   try {
     config = storage ? reconcile(resolved, storage) : resolved;
-    if (storage) persistence = await startPersistence(config, storage, registry);
+    if (storage) persistence = await startPersistence(config, storage, registry, tokens);
   } catch (error) {
     await storage?.close();
     throw error;
@@ -123,18 +126,24 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     throw error;
   }));
   const snapshot = (): EmulatorStats => stats.snapshot(mqtt.broker.connectedClients);
+  // The session queries answer from the broker's own events, which stay on `mqtt.events` across restarts.
+  const sessions = new OnlineClients(mqtt.events);
 
   const apiServer = await startApiServer({
     gateway: new Gateway(config),
     faults,
     controls: mqtt,
     registry,
+    tokens,
+    sessions,
+    now: config.now,
     stats,
     snapshot,
     instanceId: config.instanceId,
     host: config.host,
     port: config.apiPort,
     errorStatuses: config.errorStatuses,
+    getOnPostOnly: config.getOnPostOnly,
     ...(persistence ? { persist: persistence.flush } : {}),
   }).catch(async (error: unknown) => {
     await mqtt.close();
@@ -170,14 +179,21 @@ interface Persistence {
   close(): Promise<void>;
 }
 
-/** Restore the kept credentials, write the state once (so the instance id and generated keys are fixed from now on). */
-async function startPersistence(config: ResolvedEmulatorOptions, storage: DataDir, registry: CredentialRegistry): Promise<Persistence> {
-  if (storage.initial) registry.restore(storage.initial.credentials);
+/**
+ * Restore the kept credentials and tokens, write the state once (so the instance id and generated keys are fixed
+ * from now on). Tokens are kept like credentials because the service keeps them: a token issued before a restart
+ * stays valid (or revoked) until its ExpireTime.
+ */
+async function startPersistence(config: ResolvedEmulatorOptions, storage: DataDir, registry: CredentialRegistry, tokens: TokenRegistry): Promise<Persistence> {
+  if (storage.initial) {
+    registry.restore(storage.initial.credentials);
+    tokens.restore(storage.initial.tokens ?? []);
+  }
   // Only keys this emulator generated are written: others may be real ones, and are not the emulator's to keep.
   const account = config.accessKeySource === 'generated'
     ? { accessKeyId: config.accessKeyId, accessKeySecret: config.accessKeySecret }
     : storage.initial?.account;
-  const state = (): EmulatorState => ({ instanceId: config.instanceId, account, credentials: registry.all() });
+  const state = (): EmulatorState => ({ instanceId: config.instanceId, account, credentials: registry.all(), tokens: tokens.all() });
   const writer = new StateWriter(() => storage.save(state()));
   await writer.flush();
   return {

@@ -1,8 +1,12 @@
+import { performance } from 'node:perf_hooks';
 import { createSecureContext } from 'node:tls';
 import { assertInstanceId } from '../credential.js';
 import { API_ERROR_CATALOG, ValidationError, isApsaraMqDeviceError } from '../errors.js';
 import type { ErrorStatusMode } from './api-errors.js';
 import { BASE36_LOWER, BASE62, randomString } from './crypto.js';
+
+/** The actions with a QPS limit of their own (reference §2), besides the account's `qpsLimit`. */
+export type RateLimitedAction = 'ApplyToken' | 'QueryToken' | 'RevokeToken' | 'QuerySessionByClientId' | 'BatchQuerySessionByClientIds';
 
 /** What RegisterDeviceCredential does for a ClientId that already has a credential (reference §0). */
 export type ReRegisterPolicy = 'rotate' | 'reject';
@@ -63,6 +67,32 @@ export interface EmulatorOptions {
   /** Largest PUBLISH payload in bytes (default 65536, the service's 64 KB); a larger one disconnects the client. A positive integer or Infinity. */
   maxPayloadBytes?: number;
   /**
+   * Calls per second per account of the actions that have a limit of their own (reference §2), on top of
+   * `qpsLimit`: ApplyToken 100, QueryToken 100, RevokeToken 5, QuerySessionByClientId 500,
+   * BatchQuerySessionByClientIds 100. Name only those to change (a positive integer or Infinity). Past a limit the
+   * call answers 400 `ApplyTokenOverFlow`, `QueryTokenOverFlow` or `RevokeTokenOverFlow`, and the two session
+   * queries {@link EmulatorOptions.actionThrottleCode}.
+   */
+  actionQpsLimits?: Partial<Record<RateLimitedAction, number>>;
+  /**
+   * The answer of a session query over its own limit, for which the record names no code: `SystemOverFlow`
+   * (default: the product's throttling code, which these actions list; 403, or 500 with `errorStatuses: 'legacy'`)
+   * or `Throttling.Api` (the gateway's per-API flow control, 400).
+   */
+  actionThrottleCode?: 'SystemOverFlow' | 'Throttling.Api';
+  /**
+   * The monotonic clock (ms) of every rate limit (`qpsLimit`, `actionQpsLimits`). Default `performance.now`. A test
+   * freezes it to count calls against a limit exactly, and moves it to refill the buckets. Not the `now` option:
+   * jumping the wall clock must not starve or flood the buckets.
+   */
+  rateClock?: () => number;
+  /**
+   * A GET of an action the metadata declares POST-only (ApplyToken, RevokeToken): `refuse` (default) with 404
+   * `InvalidAction.NotFound` ("please check your url and method"), or `accept`. The four credential operations,
+   * POST-only in the metadata too, accept GET either way (reference §1.0).
+   */
+  getOnPostOnly?: 'refuse' | 'accept';
+  /**
    * Server certificate chain and private key (PEM) for MQTT over TLS and over secure WebSocket. Without it neither
    * listens. The repository's `fixtures/tls/` holds a test CA and a certificate for localhost / 127.0.0.1.
    */
@@ -102,6 +132,9 @@ export const EMULATOR_DEFAULTS = Object.freeze({
   faultCodes: Object.freeze(['SystemOverFlow', 'InternalError']),
   kickOnRevoke: false,
   maxPayloadBytes: 64 * 1024,
+  actionQpsLimits: Object.freeze({ ApplyToken: 100, QueryToken: 100, RevokeToken: 5, QuerySessionByClientId: 500, BatchQuerySessionByClientIds: 100 }),
+  actionThrottleCode: 'SystemOverFlow',
+  getOnPostOnly: 'refuse',
 } as const satisfies Partial<EmulatorOptions>);
 
 /** Environment variables consulted when the matching option is absent. */
@@ -143,6 +176,11 @@ export interface ResolvedEmulatorOptions {
   readonly random: () => number;
   readonly kickOnRevoke: boolean;
   readonly maxPayloadBytes: number;
+  /** Every rate-limited action with its limit. */
+  readonly actionQpsLimits: Readonly<Record<RateLimitedAction, number>>;
+  readonly actionThrottleCode: 'SystemOverFlow' | 'Throttling.Api';
+  readonly rateClock: () => number;
+  readonly getOnPostOnly: 'refuse' | 'accept';
   /** `undefined` when TLS is off. */
   readonly tls: Readonly<TlsOptions> | undefined;
   /** `false` when TLS is off. */
@@ -155,7 +193,7 @@ const KNOWN_OPTIONS: ReadonlySet<string> = new Set<keyof EmulatorOptions>([
   'host', 'mqttPort', 'wsPort', 'apiPort', 'instanceId', 'accessKeyId', 'accessKeySecret', 'env',
   'reRegister', 'errorStatuses', 'qpsLimit', 'credentialQuota', 'timestampWindowMs', 'nonceWindowMs', 'now',
   'faultRate', 'faultCodes', 'latencyMs', 'random', 'kickOnRevoke', 'maxPayloadBytes', 'tls', 'tlsPort', 'wssPort',
-  'dataDir',
+  'dataDir', 'actionQpsLimits', 'actionThrottleCode', 'rateClock', 'getOnPostOnly',
 ]);
 
 /** Printable ASCII except `|`, which separates the parts of an MQTT username. */
@@ -296,6 +334,21 @@ function checkWholeKeyPair(options: EmulatorOptions, env: NodeJS.ProcessEnv): vo
   throw new ValidationError('IncompleteAccessKey', `${has} is set but ${lacks} is not: set both (the key pair the other terminals use), or neither to let the emulator generate a pair and print it`);
 }
 
+/** The defaults of `actionQpsLimits` with the given ones over them; an unknown action or a bad limit names itself. */
+function actionLimits(value: unknown): Readonly<Record<RateLimitedAction, number>> {
+  const defaults = EMULATOR_DEFAULTS.actionQpsLimits;
+  if (value === undefined) return defaults;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid('actionQpsLimits', 'an object of action → calls per second', value);
+  const limits: Record<RateLimitedAction, number> = { ...defaults };
+  for (const [action, limit] of Object.entries(value)) {
+    if (!Object.hasOwn(defaults, action)) {
+      throw new ValidationError('InvalidOption', `Emulator option actionQpsLimits names ${describe(action)}, which has no limit of its own; use one of ${Object.keys(defaults).join(', ')}`);
+    }
+    if (limit !== undefined) limits[action as RateLimitedAction] = countOrInfinity(`actionQpsLimits.${action}`, limit, 1);
+  }
+  return Object.freeze(limits);
+}
+
 function directory(value: unknown): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'string' || value.trim() === '' || value.includes('\0')) throw invalid('dataDir', 'a directory path', value);
@@ -370,6 +423,10 @@ export function resolveOptions(options: EmulatorOptions = {}): ResolvedEmulatorO
     random: func<() => number>('random', options.random === undefined ? Math.random : options.random, 'a function returning a number in [0, 1)'),
     kickOnRevoke: bool('kickOnRevoke', pick('kickOnRevoke')),
     maxPayloadBytes: countOrInfinity('maxPayloadBytes', pick('maxPayloadBytes'), 1),
+    actionQpsLimits: actionLimits(options.actionQpsLimits),
+    actionThrottleCode: oneOf('actionThrottleCode', pick('actionThrottleCode'), ['SystemOverFlow', 'Throttling.Api'] as const),
+    rateClock: func<() => number>('rateClock', options.rateClock === undefined ? () => performance.now() : options.rateClock, 'a function returning monotonic ms'),
+    getOnPostOnly: oneOf('getOnPostOnly', pick('getOnPostOnly'), ['refuse', 'accept'] as const),
     ...tlsSettings(options),
   });
 }

@@ -250,7 +250,7 @@ describe('OpenAPI emulator: gateway errors, in the documented order', () => {
     expectError(await signedCall(e, commonParams(e, 'DeleteEverything', target())), 404, 'ApiNotSupport');
     expectError(await signedCall(e, commonParams(e, 'toString', target())), 404, 'ApiNotSupport');
     expectError(await signedCall(e, commonParams(e, 'GetDeviceCredential', { ...target(), Version: '2019-01-01' })), 400, 'InvalidVersion');
-    const viaPopCore = await apiFailure(apiClient(e).request('ApplyToken', {}, { method: 'POST' }));
+    const viaPopCore = await apiFailure(apiClient(e).request('SendMessage', {}, { method: 'POST' }));
     expect(viaPopCore.code).toBe('ApiNotSupport');
     expect(viaPopCore.entry.response.statusCode).toBe(404);
   });
