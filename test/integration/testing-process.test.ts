@@ -73,7 +73,7 @@ describe('the emulator in its own process', () => {
   it.skipIf(!paho)(`a Python unittest suite drives it: register, connect, exchange, fault, refusal${paho ? '' : ' (skipped: /usr/bin/python3 with python3-paho-mqtt is not installed)'}`, async () => {
     const suite = join(REPO_ROOT, 'examples', 'testing-python', 'test_emulator.py');
     const { stderr } = await run(PYTHON, ['-m', 'unittest', '-v', suite], {
-      env: { PATH: process.env['PATH'], APSARAMQ_DEVICE_CLI: `${process.execPath} ${CLI_BIN}` },
+      env: { PATH: process.env['PATH'], APSARAMQ_DEVICE_CLI: `${process.execPath} ${CLI_BIN}`, PYTHONDONTWRITEBYTECODE: '1' },
       timeout: 60_000,
     });
     expect(stderr).toMatch(/test_register_connect_exchange_fault_and_refusal .* ok/);
