@@ -13,6 +13,10 @@ export interface CliIo {
   columns?: () => number | undefined;
   /** Resolves when the user asks the command to stop (SIGINT/SIGTERM). */
   interrupted(): Promise<void>;
+  /** All of standard input, for flags that read from it (`--token -`). */
+  stdin?: () => Promise<string>;
+  /** The exit code a command chose without failing (e.g. `status` when a device is offline); 0 when unset. */
+  exitCode?: number;
 }
 
 /** The real process. */
@@ -23,6 +27,11 @@ export function processIo(): CliIo {
     env: process.env,
     stderrIsTTY: process.stderr.isTTY === true,
     columns: () => process.stderr.columns,
+    stdin: async () => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+      return Buffer.concat(chunks).toString('utf8');
+    },
     interrupted: () =>
       new Promise<void>((resolve) => {
         const done = (): void => {

@@ -6,6 +6,7 @@ import { addEmulatorCommand } from './commands/emulator.js';
 import { addProvisionCommand } from './commands/provision.js';
 import { addSignCommand } from './commands/sign.js';
 import { addSimulateCommand } from './commands/simulate.js';
+import { addTokenCommands } from './commands/token.js';
 import { type CliIo, UsageError, type UsageErrorCode, processIo } from './io.js';
 import { VERSION } from '../version.js';
 
@@ -38,7 +39,8 @@ never work (also with the error code first when there is one, e.g. InvalidClient
   addConnectCommand(program, io);
   addSimulateCommand(program, io);
   addProvisionCommand(program, io);
-  for (const command of [program, ...program.commands]) {
+  addTokenCommands(program, io);
+  for (const command of [program, ...program.commands, ...program.commands.flatMap((c) => c.commands)]) {
     // Commander's own error lines ("error: …") are not printed: runCli prints one line that starts with a code.
     command.exitOverride().configureOutput({ writeOut: (s) => io.stdout(s), writeErr: (s) => io.stderr(s), outputError: () => undefined });
   }
@@ -82,8 +84,20 @@ function errorLine(error: ApsaraMqDeviceError, command: Command, verbose: boolea
 
 /** The command a run of `argv` is for (the program itself when there is no known command word). */
 function commandOf(program: Command, argv: readonly string[]): Command {
-  const word = argv.find((a) => !a.startsWith('-'));
-  return program.commands.find((c) => c.name() === word || c.aliases().includes(word ?? '')) ?? program;
+  let command = program;
+  for (const word of argv.filter((a) => !a.startsWith('-'))) {
+    const sub = command.commands.find((c) => c.name() === word || c.aliases().includes(word));
+    if (!sub) break;
+    command = sub;
+  }
+  return command;
+}
+
+/** `apsaramq-device token apply` for a subcommand. */
+function commandPath(command: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = command; c; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
 }
 
 /**
@@ -101,10 +115,10 @@ function inUserTerms(message: string, command: Command): string {
 export async function runCli(argv: readonly string[], io: CliIo = processIo()): Promise<number> {
   const program = buildProgram(io);
   const command = commandOf(program, argv);
-  const help = command === program ? 'apsaramq-device --help' : `apsaramq-device ${command.name()} --help`;
+  const help = `${commandPath(command)} --help`;
   try {
     await program.parseAsync(argv as string[], { from: 'user' });
-    return 0;
+    return io.exitCode ?? 0;
   } catch (error) {
     if (error instanceof CommanderError) {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help') return 0;

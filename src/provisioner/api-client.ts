@@ -2,6 +2,7 @@ import { inspect } from 'node:util';
 import { type AccountCredentials, assertClientId, assertGroupId, assertInstanceId, DeviceCredential, isRecord } from '../credential.js';
 import { apiErrorEntry, ApiError, LOCAL_ERROR_CATALOG, isApsaraMqDeviceError, NetworkError, ValidationError } from '../errors.js';
 import { percentEncode } from '../signer/openapi.js';
+import { IssuedToken, type TokenType } from './token.js';
 import { abortError } from './abort.js';
 import { type AccountKeyOptions, resolveAccountCredentials } from './env.js';
 import { type LimiterOptions, type RateLimiter, resolveLimiter } from './rate-limit.js';
@@ -273,7 +274,7 @@ export class OpenApiClient {
       throw this.#mapFailure(action, error);
     }
     const { status, body } = answer;
-    if (isRecord(body) && body['Code'] && !SUCCESS_CODES.has(body['Code'])) throw this.#apiError(action, body, status);
+    if (isRecord(body) && body['Code'] && !SUCCESS_CODES.has(body['Code'])) throw this.#apiError(action, body, status, wire['Token']);
     return this.#checkEnvelope(action, body, status);
   }
 
@@ -342,6 +343,83 @@ export class OpenApiClient {
     };
   }
 
+  /**
+   * ApplyToken: a Token-mode token for `resources` (topics; `+` and `#` allowed), permission `actions`, valid until
+   * `expireTime` (ms since the epoch; the service wants it at least 60 s ahead and caps it at 30 days). Resources are
+   * sent sorted, as the service requires. The token is a credential: it is redacted from logs, JSON and inspect.
+   * @throws ValidationError `InvalidOption` before any I/O for an empty or oversized resource list, bad actions or an
+   *   expireTime that is not a future integer.
+   */
+  async applyToken(instanceId: string, request: ApplyTokenRequest, options: CallOptions = {}): Promise<{ requestId: string; token: IssuedToken }> {
+    const action = 'ApplyToken';
+    assertInstanceId(instanceId);
+    const resources = checkResources(request.resources);
+    const type = TOKEN_TYPE_OF_ACTIONS[request.actions];
+    if (type === undefined) throw new ValidationError('InvalidOption', `Invalid actions ${JSON.stringify(request.actions)}: expected 'R', 'W' or 'R,W'`);
+    if (!Number.isSafeInteger(request.expireTime) || request.expireTime <= Date.now()) {
+      throw new ValidationError('InvalidOption', `Invalid expireTime ${String(request.expireTime)}: expected a future time in ms since the epoch (at least 60 s ahead)`);
+    }
+    const { requestId, body, httpStatus } = await this.call(
+      action,
+      { InstanceId: instanceId, Resources: resources.join(','), Actions: request.actions, ExpireTime: request.expireTime },
+      options,
+    );
+    const token = body['Token'];
+    if (typeof token !== 'string' || token === '') throw this.#invalid(action, `${action}: the answer has no Token`, httpStatus);
+    return { requestId, token: new IssuedToken(token, { instanceId, type, resources, expireTime: request.expireTime }) };
+  }
+
+  /** QueryToken: whether a token is still valid (false for an expired, revoked or unknown one). */
+  async queryToken(instanceId: string, token: string | IssuedToken, options: CallOptions = {}): Promise<{ requestId: string; valid: boolean }> {
+    const action = 'QueryToken';
+    assertInstanceId(instanceId);
+    const { requestId, body, httpStatus } = await this.call(action, { InstanceId: instanceId, Token: tokenString(token) }, options);
+    const status = body['TokenStatus'];
+    if (typeof status !== 'boolean') throw this.#invalid(action, `${action}: the answer's TokenStatus is not a boolean`, httpStatus);
+    return { requestId, valid: status };
+  }
+
+  /** RevokeToken: the token stops authorizing at once; sessions using it are disconnected by the service. */
+  async revokeToken(instanceId: string, token: string | IssuedToken, options: CallOptions = {}): Promise<{ requestId: string }> {
+    assertInstanceId(instanceId);
+    const { requestId } = await this.call('RevokeToken', { InstanceId: instanceId, Token: tokenString(token) }, options);
+    return { requestId };
+  }
+
+  /** QuerySessionByClientId: is this ClientId connected now? */
+  async querySessionByClientId(instanceId: string, clientId: string, options: CallOptions = {}): Promise<{ requestId: string; online: boolean }> {
+    const action = 'QuerySessionByClientId';
+    assertInstanceId(instanceId);
+    assertClientId(clientId);
+    const { requestId, body, httpStatus } = await this.call(action, { InstanceId: instanceId, ClientId: clientId }, options);
+    const online = body['OnlineStatus'];
+    if (typeof online !== 'boolean') throw this.#invalid(action, `${action}: the answer's OnlineStatus is not a boolean`, httpStatus);
+    return { requestId, online };
+  }
+
+  /** BatchQuerySessionByClientIds: the online status of 1 to 10 ClientIds, in the order given. */
+  async batchQuerySessionByClientIds(instanceId: string, clientIds: readonly string[], options: CallOptions = {}): Promise<{ requestId: string; sessions: SessionStatus[] }> {
+    const action = 'BatchQuerySessionByClientIds';
+    assertInstanceId(instanceId);
+    if (!Array.isArray(clientIds) || clientIds.length < 1 || clientIds.length > MAX_BATCH_SESSION_QUERY) {
+      throw new ValidationError('InvalidOption', `Invalid clientIds: expected 1 to ${MAX_BATCH_SESSION_QUERY} ClientIds, not ${Array.isArray(clientIds) ? clientIds.length : typeof clientIds}`);
+    }
+    for (const clientId of clientIds) assertClientId(clientId);
+    const params: Record<string, string> = { InstanceId: instanceId };
+    clientIds.forEach((clientId, i) => {
+      params[`ClientIdList.${i + 1}`] = clientId;
+    });
+    const { requestId, body, httpStatus } = await this.call(action, params, options);
+    const list = body['OnlineStatusList'];
+    const sessions = Array.isArray(list)
+      ? list.map((entry: unknown) => (isRecord(entry) && typeof entry['ClientId'] === 'string' && typeof entry['OnlineStatus'] === 'boolean' ? { clientId: entry['ClientId'], online: entry['OnlineStatus'] } : undefined))
+      : undefined;
+    if (!sessions || sessions.some((entry) => entry === undefined)) {
+      throw this.#invalid(action, `${action}: the answer's OnlineStatusList is not a list of {ClientId, OnlineStatus}`, httpStatus);
+    }
+    return { requestId, sessions: sessions as SessionStatus[] };
+  }
+
   /** Close idle keep-alive connections. Calls made afterwards still work (they open new ones). */
   close(): void {
     this.#transport.close();
@@ -392,7 +470,7 @@ export class OpenApiClient {
   }
 
   /** An answer with an error `Code`. */
-  #apiError(action: string, body: Record<string, unknown>, status: number | undefined): Error {
+  #apiError(action: string, body: Record<string, unknown>, status: number | undefined, token?: string): Error {
     const { Code: code, RequestId: requestId, Message: message } = body;
     if (typeof code !== 'string') return this.#invalid(action, `${action}: the endpoint answered HTTP ${status ?? '?'} with a Code that is not a string`, status);
     return forCaller(action, new ApiError({
@@ -401,7 +479,7 @@ export class OpenApiClient {
       // A transport that could not see the status: the catalog's (then 400, the usual status of the product's errors).
       httpStatus: status ?? apiErrorEntry(code)?.httpStatus ?? 400,
       requestId: typeof requestId === 'string' ? requestId : undefined,
-      serviceMessage: typeof message === 'string' ? this.#scrub(message) : '',
+      serviceMessage: typeof message === 'string' ? this.#scrub(message, token) : '',
     }));
   }
 
@@ -434,9 +512,10 @@ export class OpenApiClient {
    * Remove account secrets from text the service sends back. SignatureDoesNotMatch echoes the server's string to
    * sign, which holds every parameter, the STS SecurityToken included (percent-encoded once or twice).
    */
-  #scrub(text: string): string {
+  #scrub(text: string, token?: string): string {
     let result = text;
-    for (const secret of [this.#account.securityToken, this.#account.accessKeySecret]) {
+    // A Token parameter (QueryToken, RevokeToken) is a credential too.
+    for (const secret of [this.#account.securityToken, this.#account.accessKeySecret, token]) {
       if (!secret) continue;
       const once = percentEncode(secret);
       for (const form of new Set([secret, once, percentEncode(once)])) result = result.split(form).join('****');
@@ -505,4 +584,47 @@ function toCount(value: unknown): number | undefined {
 /** json-bigint turns integers longer than 15 digits into bignumber.js objects. */
 function isBigNumber(value: unknown): value is { toFixed(): string } {
   return typeof value === 'object' && value !== null && typeof (value as { toFixed?: unknown }).toFixed === 'function';
+}
+
+/** Most ClientIds in one BatchQuerySessionByClientIds call. */
+export const MAX_BATCH_SESSION_QUERY = 10;
+/** Most resources in one token. */
+export const MAX_TOKEN_RESOURCES = 100;
+
+/** What {@link OpenApiClient.applyToken} asks for. */
+export interface ApplyTokenRequest {
+  /** Topics the token covers (`Parent/sub`, `Parent/+`, `Parent/#`); 1 to 100, sent sorted. */
+  resources: readonly string[];
+  /** `R` (subscribe), `W` (publish) or `R,W` (both). */
+  actions: 'R' | 'W' | 'R,W';
+  /** Expiry, ms since the epoch: at least 60 s ahead; the service caps it at 30 days. */
+  expireTime: number;
+}
+
+/** One ClientId's online status. */
+export interface SessionStatus {
+  clientId: string;
+  online: boolean;
+}
+
+/** The token type of an ApplyToken `Actions` value: what a Token-mode password calls it. */
+const TOKEN_TYPE_OF_ACTIONS: Readonly<Record<string, TokenType | undefined>> = Object.freeze({ R: 'R', W: 'W', 'R,W': 'RW' });
+
+function checkResources(resources: readonly string[]): string[] {
+  if (!Array.isArray(resources) || resources.length < 1 || resources.length > MAX_TOKEN_RESOURCES) {
+    throw new ValidationError('InvalidOption', `Invalid resources: expected 1 to ${MAX_TOKEN_RESOURCES} topics`);
+  }
+  for (const r of resources) {
+    if (typeof r !== 'string' || r === '' || r.includes(',') || /\s/.test(r)) {
+      throw new ValidationError('InvalidOption', `Invalid resource ${JSON.stringify(r)}: expected a topic such as Parent/sub, Parent/+ or Parent/# (no commas or spaces)`);
+    }
+  }
+  // The service wants several resources in dictionary order.
+  return [...new Set(resources)].sort();
+}
+
+function tokenString(token: string | IssuedToken): string {
+  const value = token instanceof IssuedToken ? token.token : token;
+  if (typeof value !== 'string' || value === '') throw new ValidationError('InvalidOption', 'Invalid token: expected the token string from ApplyToken');
+  return value;
 }

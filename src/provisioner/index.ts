@@ -11,7 +11,11 @@ export {
   DEFAULT_PAGE_SIZE,
   DEFAULT_TIMEOUT_MS,
   OpenApiClient,
+  MAX_BATCH_SESSION_QUERY,
+  MAX_TOKEN_RESOURCES,
   type ApiCallStats,
+  type ApplyTokenRequest,
+  type SessionStatus,
   type ApiParams,
   type ApiResponse,
   type CallOptions,
@@ -41,7 +45,9 @@ export {
   type ObtainOptions,
   type ProvisionerOptions,
   type ProvisionStrategy,
+  type WaitForSessionOptions,
 } from './provisioner.js';
+export { IssuedToken, type TokenType } from './token.js';
 export { provisionFleet, type FleetFailure, type FleetOptions, type FleetProgress, type FleetResult } from './fleet.js';
 export { RegistrationJournal, type PendingRegister } from './journal.js';
 export { DEFAULT_API_CONCURRENCY, DEFAULT_API_QPS, RateLimiter, type LimiterOptions, type RateLimitOptions } from './rate-limit.js';

@@ -1,9 +1,10 @@
 import { inspect } from 'node:util';
 import { assertClientId, assertInstanceId, type CredentialRequest, type CredentialSource, type DeviceCredential } from '../credential.js';
-import { ApiError, isApsaraMqDeviceError, NetworkError, StoreError, ValidationError } from '../errors.js';
+import { ApiError, ApsaraMqDeviceError, isApsaraMqDeviceError, LOCAL_ERROR_CATALOG, NetworkError, StoreError, ValidationError } from '../errors.js';
 import { sleep } from '../util/backoff.js';
 import { abortError } from './abort.js';
-import { type ApiCallStats, type CallOptions, type ClientIdPage, type CredentialResponse, type ListClientIdsOptions, OpenApiClient, type OpenApiClientOptions } from './api-client.js';
+import { type ApiCallStats, type ApplyTokenRequest, type CallOptions, type ClientIdPage, type CredentialResponse, type ListClientIdsOptions, OpenApiClient, type OpenApiClientOptions, type SessionStatus } from './api-client.js';
+import type { IssuedToken } from './token.js';
 import { FileCredentialStore } from './file-store.js';
 import { type PendingRegister, type RegisterLog, RegistrationJournal } from './journal.js';
 import type { CredentialLock } from './lock.js';
@@ -17,6 +18,17 @@ import type { CredentialStore } from './store.js';
  * the client gave up on it.
  */
 export const DEFAULT_MAX_SERVICE_LATENCY_MS = 10_000;
+
+/** Options of {@link Provisioner.waitForOnline}. */
+export interface WaitForSessionOptions {
+  /** Wait for this status. @default true */
+  online?: boolean;
+  /** @default 10000 */
+  timeoutMs?: number;
+  /** Time between two QuerySessionByClientId calls. @default 250 */
+  intervalMs?: number;
+  signal?: AbortSignal;
+}
 
 /** Options of a {@link Provisioner}: how to reach the OpenAPI, which instance, and where to keep credentials. */
 export interface ProvisionerOptions extends OpenApiClientOptions {
@@ -244,6 +256,61 @@ export class Provisioner {
   /** One page of the ClientIds of a group that hold a credential. */
   list(options: ListClientIdsOptions): Promise<ClientIdPage> {
     return this.#client.listDeviceCredentialClientId(this.instanceId, options);
+  }
+
+  /** ApplyToken on this instance (see {@link OpenApiClient.applyToken}). */
+  async applyToken(request: ApplyTokenRequest, options?: CallOptions): Promise<IssuedToken> {
+    return (await this.#client.applyToken(this.instanceId, request, options)).token;
+  }
+
+  /** QueryToken: is the token still valid? */
+  async queryToken(token: string | IssuedToken, options?: CallOptions): Promise<boolean> {
+    return (await this.#client.queryToken(this.instanceId, token, options)).valid;
+  }
+
+  /** RevokeToken: the token stops working, and the service disconnects the sessions that use it. */
+  async revokeToken(token: string | IssuedToken, options?: CallOptions): Promise<void> {
+    await this.#client.revokeToken(this.instanceId, token, options);
+  }
+
+  /** QuerySessionByClientId: is the device connected now? */
+  async isOnline(clientId: string, options?: CallOptions): Promise<boolean> {
+    return (await this.#client.querySessionByClientId(this.instanceId, clientId, options)).online;
+  }
+
+  /** BatchQuerySessionByClientIds: the online status of 1 to 10 devices, in the order given. */
+  async onlineStatus(clientIds: readonly string[], options?: CallOptions): Promise<SessionStatus[]> {
+    return (await this.#client.batchQuerySessionByClientIds(this.instanceId, clientIds, options)).sessions;
+  }
+
+  /**
+   * Resolve once QuerySessionByClientId says the device is online (or, with `online: false`, offline). The service
+   * has no notification of this, so it asks every `intervalMs` (default 250 ms; each ask is an API call within the
+   * client's rate limit) until `timeoutMs` (default 10 s) has passed, then rejects with `WaitTimeout`.
+   */
+  async waitForOnline(clientId: string, options: WaitForSessionOptions = {}): Promise<void> {
+    assertClientId(clientId);
+    const want = options.online ?? true;
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    const intervalMs = options.intervalMs ?? 250;
+    for (const [name, value] of [['timeoutMs', timeoutMs], ['intervalMs', intervalMs]] as const) {
+      if (!Number.isFinite(value) || value <= 0) throw new ValidationError('InvalidOption', `Invalid ${name} ${String(value)}: expected a positive number of ms`);
+    }
+    const deadline = Date.now() + timeoutMs;
+    const call: CallOptions = options.signal === undefined ? {} : { signal: options.signal };
+    for (;;) {
+      if ((await this.isOnline(clientId, call)) === want) return;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        const { retryable, remedy } = LOCAL_ERROR_CATALOG.WaitTimeout;
+        throw new ApsaraMqDeviceError('WaitTimeout', `${clientId} was not ${want ? 'online' : 'offline'} within ${timeoutMs} ms. ${remedy}`, { retryable, remedy });
+      }
+      try {
+        await sleep(Math.min(intervalMs, left), options.signal);
+      } catch {
+        throw abortError(`waitForOnline(${clientId})`, options.signal as AbortSignal);
+      }
+    }
   }
 
   /**
