@@ -7,7 +7,7 @@ import { addProvisionCommand } from './commands/provision.js';
 import { addSignCommand } from './commands/sign.js';
 import { addSimulateCommand } from './commands/simulate.js';
 import { addTokenCommands } from './commands/token.js';
-import { type CliIo, UsageError, type UsageErrorCode, processIo } from './io.js';
+import { type CliIo, Interrupted, UsageError, type UsageErrorCode, processIo } from './io.js';
 import { VERSION } from '../version.js';
 
 /** Build the `apsaramq-device` program. Exported for tests, which run it in-process with their own io. */
@@ -126,6 +126,7 @@ export async function runCli(argv: readonly string[], io: CliIo = processIo()): 
       io.stderr(`${code}: ${commanderMessage(error)}; see ${help}\n`);
       return 2;
     }
+    if (error instanceof Interrupted) return error.exitCode;
     if (error instanceof UsageError) {
       io.stderr(`${error.code}: ${error.message}; see ${help}\n`);
       return 2;

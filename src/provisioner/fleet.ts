@@ -201,8 +201,32 @@ export async function provisionFleet(clientIds: Iterable<string>, options: Fleet
     signal?.removeEventListener('abort', stop);
     provisioner.close();
   }
+  if (cancel.signal.aborted) {
+    await provisioner.idle();
+    await settleAborted(result, provisioner);
+  }
   snapshot();
   const order = new Map(ids.map((id, index) => [id, index]));
   result.failed.sort((a, b) => (order.get(a.clientId) ?? 0) - (order.get(b.clientId) ?? 0));
   return result;
+}
+
+/**
+ * A device stopped by the signal may still have finished: its caller stops waiting at once, while a Register that
+ * was answered goes on to be saved. The store, not the race, says what was provisioned: a stopped device whose
+ * credential is in the store counts as provisioned, so the summary of an interrupted run is exact.
+ */
+async function settleAborted(result: FleetResult, provisioner: Provisioner): Promise<void> {
+  const still: FleetFailure[] = [];
+  for (const failure of result.failed) {
+    const stored = failure.code === 'Aborted' ? await provisioner.store.load(provisioner.instanceId, failure.clientId).catch(() => undefined) : undefined;
+    if (stored) {
+      result.credentials.set(failure.clientId, stored);
+      result.provisioned += 1;
+      result.fromStore += 1;
+    } else {
+      still.push(failure);
+    }
+  }
+  result.failed = still;
 }

@@ -333,6 +333,14 @@ export class Provisioner {
     };
   }
 
+  /**
+   * @internal Resolves once every credential flight started so far has settled, those whose callers were aborted
+   * included (they stop at their next step, but a Register already answered is still saved).
+   */
+  idle(): Promise<void> {
+    return this.#ensuring.idle();
+  }
+
   /** Close idle OpenAPI connections. */
   close(): void {
     this.#client.close();

@@ -40,7 +40,7 @@ describe('apsaramq-device provision', () => {
     expect(Object.keys(summary)).toEqual(SUMMARY_KEYS);
     expect(summary).toMatchObject({ requested: 12, provisioned: 12, registered: 12, failed: [], apiCalls: 24 });
     expect(first.stdout).not.toContain('DC.'); // no device secret (nor key id) on stdout
-    expect(first.stderr).toMatch(/12\/12 done/);
+    expect(first.stderr).toMatch(/^provision: 12\/12 100% .* · 0 failed · 24 calls · 0 retries$/m);
     const files = await readdir(join(store, emu.instanceId));
     expect(files.filter((f) => f.endsWith('.json')).sort()).toEqual(Array.from({ length: 12 }, (_, i) => `GID_cli@@@dev-${i + 5}.json`).sort());
 
@@ -76,7 +76,7 @@ describe('apsaramq-device provision', () => {
     [['--count', '1', '--prefix', 'bad prefix'], /ClientId/],
     [[], /--count is required/],
     [['--count', '0'], /--count must be from 1/],
-    [['--count', '1', '--region', 'cn-hangzhou'], /not both/],
+    [['--count', '1', '--region', 'cn-hangzhou'], /^ConflictingOptions: --endpoint and --region cannot be used together/],
     [['--count', '1', '--strategy', 'guess'], /--strategy must be one of/],
   ])('rejects %j as a usage error before any I/O (exit 2)', async (extra, message) => {
     const emu = await emulator();
