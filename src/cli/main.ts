@@ -4,6 +4,7 @@ import { addConnectCommand } from './commands/connect.js';
 import { addCredentialCommands } from './commands/credential.js';
 import { addEmulatorCommand } from './commands/emulator.js';
 import { addProvisionCommand } from './commands/provision.js';
+import { addReportCommand } from './commands/report.js';
 import { addSignCommand } from './commands/sign.js';
 import { addSimulateCommand } from './commands/simulate.js';
 import { type CliIo, UsageError, processIo } from './io.js';
@@ -40,6 +41,7 @@ never work (also with the error code first when there is one, e.g. InvalidClient
   addConnectCommand(program, io);
   addSimulateCommand(program, io);
   addProvisionCommand(program, io);
+  addReportCommand(program, io);
   for (const command of program.commands) command.exitOverride().configureOutput({ writeOut: (s) => io.stdout(s), writeErr: (s) => io.stderr(s) });
   return program;
 }
