@@ -154,7 +154,8 @@ const PAGE_SCRIPT = `
   function timeChart(id, names, columns, yLabel) {
     var el = document.getElementById(id);
     var series = [{}].concat(names.map(function (name, i) {
-      return { label: name, stroke: COLORS[i % COLORS.length], width: 2, points: { show: false } };
+      // A short run has few seconds: show each as a point, or a one-second run would draw no line at all.
+      return { label: name, stroke: COLORS[i % COLORS.length], width: 2, points: { show: data.series.t.length <= 30, size: 7, fill: COLORS[i % COLORS.length] } };
     }));
     charts[id] = new uPlot({
       width: width(el), height: 240, series: series,
