@@ -37,6 +37,29 @@ interface PageResult {
   notes: string[];
 }
 
+/**
+ * Runs in the page (as source text: this file is not compiled against the DOM): per chart, counts the canvas pixels
+ * drawn in the series' colour and the pixels that are not blank.
+ */
+const IN_PAGE = `(wanted) => {
+  const charts = Object.keys(window.simulationReport.charts).sort();
+  const pixels = {};
+  for (const id of charts) {
+    const canvas = window.simulationReport.charts[id].root.querySelector('canvas');
+    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    const [r, g, b] = wanted[id] || [0, 0, 0];
+    let colour = 0;
+    let drawn = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      if (data[i + 3] > 0) drawn += 1;
+      if (Math.abs(data[i] - r) < 12 && Math.abs(data[i + 1] - g) < 12 && Math.abs(data[i + 2] - b) < 12 && data[i + 3] > 200) colour += 1;
+    }
+    pixels[id] = { colour, drawn };
+  }
+  const notes = [...document.querySelectorAll('.empty')].map((e) => e.textContent || '');
+  return { charts, pixels, notes };
+}`;
+
 describe.skipIf(!available)(`the HTML report in headless Chromium${reason}`, () => {
   const emulator = useEmulator({ qpsLimit: 10_000 });
   let browser: BrowserContext;
@@ -73,26 +96,8 @@ describe.skipIf(!available)(`the HTML report in headless Chromium${reason}`, () 
     });
     try {
       await page.goto(pathToFileURL(file).href, { waitUntil: 'load' });
-      await page.waitForFunction(() => (window as unknown as { simulationReport?: { ready?: boolean } }).simulationReport?.ready === true, undefined, { timeout: 20_000 });
-      const inPage = await page.evaluate((wanted) => {
-        const w = window as unknown as { simulationReport: { charts: Record<string, { series: unknown[]; root: HTMLElement }> } };
-        const charts = Object.keys(w.simulationReport.charts).sort();
-        const pixels: Record<string, { colour: number; drawn: number }> = {};
-        for (const id of charts) {
-          const canvas = w.simulationReport.charts[id]?.root.querySelector('canvas') as HTMLCanvasElement;
-          const data = (canvas.getContext('2d') as CanvasRenderingContext2D).getImageData(0, 0, canvas.width, canvas.height).data;
-          const [r, g, b] = wanted[id] ?? [0, 0, 0];
-          let colour = 0;
-          let drawn = 0;
-          for (let i = 0; i < data.length; i += 4) {
-            if ((data[i + 3] as number) > 0) drawn += 1;
-            if (Math.abs((data[i] as number) - (r as number)) < 12 && Math.abs((data[i + 1] as number) - (g as number)) < 12 && Math.abs((data[i + 2] as number) - (b as number)) < 12 && (data[i + 3] as number) > 200) colour += 1;
-          }
-          pixels[id] = { colour, drawn };
-        }
-        const notes = [...document.querySelectorAll('.empty')].map((e) => e.textContent ?? '');
-        return { charts, pixels, notes };
-      }, colours);
+      await page.waitForFunction('window.simulationReport && window.simulationReport.ready === true', undefined, { timeout: 20_000 });
+      const inPage = (await page.evaluate(`(${IN_PAGE})(${JSON.stringify(colours)})`)) as Omit<PageResult, 'consoleErrors' | 'foreignRequests'>;
       return { consoleErrors, foreignRequests, ...inPage };
     } finally {
       await page.close();
