@@ -157,6 +157,13 @@ export async function runSimulation(options: SimulationOptions = {}): Promise<Si
       const topic = expandTopic(settings.topicTemplate, { clientId: credential.clientId, index, group: settings.groupId });
       return new SimulatedDevice(index, credential, topic, ctx, sources === null ? undefined : sources[k % sources.length]);
     });
+    // Each device keeps only its signed CONNECT: let the credentials go. The embedded emulator's in-memory store is
+    // ours and dies with the run; a store the caller gave is left alone.
+    const provisionedIds = devices.map(({ credential }) => credential.clientId);
+    devices.length = 0;
+    const ownStore = emulator?.target.provisioner.store;
+    if (ownStore) await Promise.all(provisionedIds.map((id) => ownStore.remove(target.provisioner.instanceId as string, id)));
+    provisionedIds.length = 0;
 
     if (settings.startAtMs !== null) {
       const late = wallClock() - settings.startAtMs;
