@@ -45,9 +45,15 @@ export async function startMosquitto(dir, credentials) {
   let log = '';
   await new Promise((resolve, reject) => {
     const lines = createInterface({ input: broker.stderr });
+    let running = false;
     lines.on('line', (line) => {
+      // Keep reading (a full stderr pipe would stall the broker), keep only what comes before it runs.
+      if (running) return;
       log += `${line}\n`;
-      if (/ running$/.test(line)) resolve();
+      if (/ running$/.test(line)) {
+        running = true;
+        resolve();
+      }
     });
     broker.once('error', reject);
     broker.once('exit', (code) => reject(new Error(`mosquitto exited with ${code} before it was running:\n${log}`)));
