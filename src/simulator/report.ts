@@ -51,6 +51,9 @@ export function parseReport(value: unknown, source = 'the report'): SimulationRe
       throw bad(`histograms.${name} is not an HdrHistogram encoding (${error instanceof Error ? error.message : String(error)})`);
     }
   }
+  const windows = value['windows'];
+  const isWindow = (w: unknown): boolean => w === null || (Array.isArray(w) && w.length === 2 && w.every((n) => typeof n === 'number'));
+  if (!isRecord(windows) || !isWindow(windows['connect']) || !isWindow(windows['publish'])) throw bad('"windows" is missing or not [first, last] pairs');
   const series = value['series'];
   const arrays = ['connected', 'connects', 'published', 'acked', 'delivered'] as const;
   if (!isRecord(series) || typeof series['startMs'] !== 'number' || typeof series['intervalMs'] !== 'number' || !isRecord(series['errors'])) throw bad('"series" is missing');

@@ -177,5 +177,6 @@ describe('mergeReports', () => {
     expect(() => parseReport(old, 'old.json')).toThrow(/no "format"/);
     expect(() => parseReport({ ...single, histograms: { ...single.histograms, e2eLatencyUs: 'nope' } }, 'bad.json')).toThrow(/histograms\.e2eLatencyUs/);
     expect(() => parseReport({ ...single, series: { ...single.series, acked: [1] } }, 'bad.json')).toThrow(/series\.acked/);
+    expect(() => parseReport({ ...single, windows: { connect: [1] } }, 'bad.json')).toThrow(/"windows"/);
   });
 });
