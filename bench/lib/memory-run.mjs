@@ -28,6 +28,7 @@ const report = await runSimulation({
   publishIntervalMs,
   qos: 1,
   subscribe: process.env.BENCH_SUBSCRIBE === '1',
+  ...(process.env.BENCH_LOCAL_ADDRESS ? { localAddress: process.env.BENCH_LOCAL_ADDRESS } : {}),
   apiQps: 20_000,
   apiConcurrency: 128,
   progressIntervalMs: 1_000,

@@ -4,6 +4,7 @@ import { addConnectCommand } from './commands/connect.js';
 import { addCredentialCommands } from './commands/credential.js';
 import { addEmulatorCommand } from './commands/emulator.js';
 import { addProvisionCommand } from './commands/provision.js';
+import { addReportCommand } from './commands/report.js';
 import { addSignCommand } from './commands/sign.js';
 import { addSimulateCommand } from './commands/simulate.js';
 import { addTokenCommands } from './commands/token.js';
@@ -40,6 +41,7 @@ never work (also with the error code first when there is one, e.g. InvalidClient
   addSimulateCommand(program, io);
   addProvisionCommand(program, io);
   addTokenCommands(program, io);
+  addReportCommand(program, io);
   for (const command of [program, ...program.commands, ...program.commands.flatMap((c) => c.commands)]) {
     // Commander's own error lines ("error: …") are not printed: runCli prints one line that starts with a code.
     command.exitOverride().configureOutput({ writeOut: (s) => io.stdout(s), writeErr: (s) => io.stderr(s), outputError: () => undefined });

@@ -4,7 +4,8 @@ import { ConfigurationError } from '../errors.js';
 const PEERS = {
   provisioner: ['@alicloud/pop-core', 'proper-lockfile'],
   emulator: ['aedes', 'ws'],
-  simulator: ['@alicloud/pop-core', 'proper-lockfile'],
+  simulator: ['@alicloud/pop-core', 'proper-lockfile', 'hdr-histogram-js'],
+  reports: ['hdr-histogram-js'],
 } as const;
 
 type Role = keyof typeof PEERS;
@@ -41,3 +42,4 @@ export const loadProvisioner = (what: string) => loadRole('provisioner', () => i
 export const loadFleet = (what: string) => loadRole('provisioner', () => import('../provisioner/fleet.js'), what);
 export const loadEmulator = (what: string) => loadRole('emulator', () => import('../emulator/index.js'), what);
 export const loadSimulator = (what: string) => loadRole('simulator', () => import('../simulator/run.js'), what);
+export const loadReports = (what: string) => loadRole('reports', () => import('../simulator/report-files.js'), what);

@@ -27,7 +27,7 @@ describe('each entry point loads only its own role', () => {
   it('the device entry loads mqtt.js and none of the registrar, emulator or CLI packages', async () => {
     const loaded = await packagesLoadedBy('dist/index.js');
     expect(loaded.has('mqtt')).toBe(true);
-    for (const other of ['aedes', 'ws', '@alicloud/pop-core', 'commander']) expect(loaded.has(other), other).toBe(false);
+    for (const other of ['aedes', 'ws', '@alicloud/pop-core', 'commander', 'hdr-histogram-js', 'uplot']) expect(loaded.has(other), other).toBe(false);
   });
 
   it('the provisioner entry adds pop-core, not the emulator or the CLI', async () => {
@@ -40,5 +40,11 @@ describe('each entry point loads only its own role', () => {
     const loaded = await packagesLoadedBy('dist/emulator/public.js');
     for (const own of ['aedes', 'ws']) expect(loaded.has(own), own).toBe(true);
     for (const other of ['@alicloud/pop-core', 'commander']) expect(loaded.has(other), other).toBe(false);
+  });
+
+  it('the simulator entry adds pop-core and hdr-histogram-js (its reports), not the CLI; the chart library is inlined from dist, never loaded', async () => {
+    const loaded = await packagesLoadedBy('dist/simulator/index.js');
+    for (const own of ['@alicloud/pop-core', 'hdr-histogram-js']) expect(loaded.has(own), own).toBe(true);
+    for (const other of ['commander', 'uplot']) expect(loaded.has(other), other).toBe(false);
   });
 });
