@@ -189,6 +189,8 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
   readonly #closed: Promise<void>;
   #markClosed: () => void = () => {};
   #initial: { resolve: () => void; reject: (error: ApsaraMqDeviceError) => void } | undefined;
+  /** Messages that arrived with the first CONNACK, emitted once connectDevice() has resolved. */
+  #held: [string, Buffer, IPublishPacket][] | undefined;
   /** Every password and secret used, to scrub mqtt.js's debug lines. */
   readonly #secrets = new Set<string>();
   readonly #onCallerAbort = (): void => this.#input({ type: 'abort' });
@@ -234,6 +236,11 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
   /** The broker URL in use. */
   get brokerUrl(): string {
     return this.#url;
+  }
+
+  /** Whether the broker said, in the latest CONNACK, that it kept the session (clean: false / a session expiry). */
+  get sessionPresent(): boolean {
+    return this.#sessionPresent;
   }
 
   /** Where the connection is now. */
@@ -388,7 +395,17 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
         if (!this.#sessionPresent) this.#restoreSubscriptions();
         const initial = this.#initial;
         this.#initial = undefined;
-        initial?.resolve();
+        if (initial) {
+          // A persistent session's queued messages come right behind the first CONNACK, before the caller of
+          // connectDevice() could add a listener: hold them until its `await` has returned.
+          this.#held = [];
+          setImmediate(() => {
+            const held = this.#held ?? [];
+            this.#held = undefined;
+            for (const [topic, payload, packet] of held) this.emit('message', topic, payload, packet);
+          });
+          initial.resolve();
+        }
         this.emit('online', { sessionPresent: this.#sessionPresent });
         this.#pump();
         return;
@@ -469,7 +486,9 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
         this.#input({ type: 'lost', end: this.#blame(end), now: performance.now() });
       },
       message: (topic, payload, packet) => {
-        if (session === this.#session) this.emit('message', topic, payload, packet);
+        if (session !== this.#session) return;
+        if (this.#held) this.#held.push([topic, payload, packet]);
+        else this.emit('message', topic, payload, packet);
       },
     });
     this.#attempt.start();

@@ -3,9 +3,11 @@
  * other off: each CONNECT closes the other's session. A broker that restarts, or a network that drops, closes
  * sessions too, and must never be taken for a takeover. What tells them apart:
  *
- * - MQTT 5: the broker says so. A takeover is a DISCONNECT with reason 0x8E (session taken over), which MQTT 5
- *   requires (§3.1.4); no 0x8E, no takeover. Verdict: **confirmed**.
- * - MQTT 3.1.1: the broker closes the socket without a word either way. If a CONNECT fails before the next one is
+ * - MQTT 5: the broker may say so: a DISCONNECT with reason 0x8E (session taken over, §3.1.4). Verdict:
+ *   **confirmed**. A DISCONNECT with another reason (0x8B server shutting down, …) is not a takeover. Not every MQTT 5
+ *   broker sends it: Mosquitto 2.0.11 closes the old connection without a DISCONNECT (measured), so a silent close is
+ *   judged as over 3.1.1.
+ * - MQTT 3.1.1 (and a silent close over MQTT 5): the broker closes the socket without a word either way. If a CONNECT fails before the next one is
  *   accepted (refused TCP connection, no CONNACK, "server unavailable"), the broker was down: not a takeover. If
  *   the first CONNECT after the loss is accepted, the broker was up all along: a "silent close". A takeover is
  *   **suspected** at the {@link SUSPECT_AFTER}th silent close in a row without a stable session in between (twins
@@ -98,8 +100,8 @@ export function onSessionEnd(
   if (end.kind === 'disconnect' && end.reasonCode === SESSION_TAKEN_OVER) {
     return { state: { streak: streak + 1, pending: false, silent: 0 }, verdict: 'confirmed' };
   }
-  // MQTT 5 brokers announce a takeover; over 3.1.1 a silent close waits for the next CONNECT's outcome.
-  if (end.kind === 'closed' && context.protocolVersion !== 5) return { state: { streak, pending: true, silent } };
+  // A silent close waits for the next CONNECT's outcome (over MQTT 5 too: not every broker announces a takeover).
+  if (end.kind === 'closed') return { state: { streak, pending: true, silent } };
   return { state: { streak, pending: false, silent: 0 } };
 }
 

@@ -24,13 +24,24 @@ function cycle(state: TakeoverState, end: SessionEnd, outcome: 'accepted' | 'ref
 }
 
 describe('takeover detection', () => {
-  it('MQTT 5: DISCONNECT 0x8E is a confirmed takeover; anything else is none', () => {
+  it('MQTT 5: DISCONNECT 0x8E is a confirmed takeover; another reason or an error is none', () => {
     expect(SESSION_TAKEN_OVER).toBe(0x8e);
     const taken = onSessionEnd(NO_TAKEOVER, { kind: 'disconnect', reasonCode: 0x8e }, { ...v5, lastedMs: 60_000 });
     expect(taken).toEqual({ state: { streak: 1, pending: false, silent: 0 }, verdict: 'confirmed' });
-    for (const end of [{ kind: 'disconnect', reasonCode: 0x8b }, { kind: 'closed' }, { kind: 'error' }] as const) {
-      expect(cycle(NO_TAKEOVER, end, 'accepted', 1_000, v5)).toEqual({ state: NO_TAKEOVER, verdicts: [] });
+    for (const end of [{ kind: 'disconnect', reasonCode: 0x8b }, { kind: 'error' }] as const) {
+      let state = NO_TAKEOVER;
+      for (let i = 0; i < 3; i++) {
+        const next = cycle(state, end, 'accepted', 1_000, v5);
+        expect(next).toEqual({ state: NO_TAKEOVER, verdicts: [] });
+        state = next.state;
+      }
     }
+  });
+
+  it('MQTT 5: a silent close is judged as over 3.1.1 (Mosquitto 2.0.11 sends no 0x8E)', () => {
+    const once = cycle(NO_TAKEOVER, { kind: 'closed' }, 'accepted', 1_000, v5);
+    expect(once.verdicts).toEqual([]);
+    expect(cycle(once.state, { kind: 'closed' }, 'accepted', 1_000, v5).verdicts).toEqual(['suspected']);
   });
 
   it('MQTT 3.1.1: one silent close followed by an accepted CONNECT is not enough (a quick broker restart looks the same)', () => {
