@@ -95,6 +95,9 @@ export interface DeviceConnectionEvents {
   closed: [info: { error?: ApsaraMqDeviceError }];
 }
 
+/** The key of the method that opens the first session: not exported, so only connectDevice can call it. */
+const START = Symbol('start');
+
 /** MQTT 5 DISCONNECT reasons that are about a message or a subscription rather than the session. */
 const MESSAGE_REASONS = new Set([0x87, 0x8f, 0x90, 0x93, 0x95, 0x97, 0x99, 0x9a, 0x9b, 0x9e, 0xa1, 0xa2]);
 
@@ -253,8 +256,8 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
     return this.#model.state === 'online';
   }
 
-  /** @internal Opens the first session; resolves on CONNACK 0. */
-  start(): Promise<void> {
+  /** Opens the first session; resolves on CONNACK 0. Called once, by connectDevice. */
+  [START](): Promise<void> {
     const caller = this.#options.signal;
     if (caller?.aborted) return Promise.reject(new AbortedError(`Connecting ${this.clientId} was aborted`, caller.reason));
     caller?.addEventListener('abort', this.#onCallerAbort, { once: true });
@@ -671,7 +674,8 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
     const error = problem ? this.#problemError(problem) : undefined;
     this.#closeError = error;
     this.#lifetime.abort(error ?? new ConnectionClosedError(`The connection of ${this.clientId} was ended`));
-    const graceful = problem === undefined;
+    // DISCONNECT only when nothing is left in flight: mqtt.js would wait for those acknowledgements first.
+    const graceful = problem === undefined && this.#outbox.inFlight === 0;
     const attempt = this.#attempt;
     this.#attempt = undefined;
     const closing = attempt ? attempt.close(graceful) : Promise.resolve();
@@ -835,7 +839,7 @@ export async function connectDevice(options: ConnectDeviceOptions): Promise<Devi
   const credential = await askSource(source, { reason: 'connect', ...(resolved.signal ? { signal: resolved.signal } : {}) });
   const url = resolved.explicitUrl ?? brokerUrlFor(credential.instanceId, resolved.transport);
   const connection = new DeviceConnection(credential, source, resolved, url);
-  await connection.start();
+  await connection[START]();
   return connection;
 }
 

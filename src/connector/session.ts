@@ -115,6 +115,9 @@ export class InboundStore implements IStore {
   }
 }
 
+/** How long a graceful close waits for the broker to close the connection after DISCONNECT. */
+const GRACEFUL_CLOSE_MS = 2_000;
+
 /** One mqtt.js client, one CONNECT, at most one session. */
 export class Attempt {
   readonly #client: MqttClient;
@@ -185,7 +188,16 @@ export class Attempt {
     const wasOnline = this.#phase === 'online';
     this.#phase = 'over';
     clearTimeout(this.#timer);
-    return new Promise((resolve) => this.#client.end(!(graceful && wasOnline), () => resolve()));
+    const client = this.#client;
+    if (!graceful || !wasOnline) return new Promise((resolve) => client.end(true, () => resolve()));
+    return new Promise((resolve) => {
+      // After DISCONNECT the broker closes the connection; one that does not is not waited for long.
+      const fallback = setTimeout(() => client.stream.destroy(), GRACEFUL_CLOSE_MS);
+      client.end(false, () => {
+        clearTimeout(fallback);
+        resolve();
+      });
+    });
   }
 
   #onPacket(packet: Packet): void {

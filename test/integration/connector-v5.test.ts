@@ -19,8 +19,8 @@ const fresh = new DeviceCredential({ clientId: 'GID_v5@@@dev-1', instanceId: 'mq
 interface Script {
   /** CONNACK reason code for the n-th CONNECT. @default 0 */
   connack?(n: number, connect: IConnectPacket): number;
-  /** Answer a PUBLISH: a PUBACK reason code, or a DISCONNECT reason code to close with instead. @default puback 0 */
-  publish?(packet: IPublishPacket): { puback: number } | { disconnect: number };
+  /** Answer a PUBLISH: a PUBACK reason code, a DISCONNECT reason code to close with instead, or nothing. @default puback 0 */
+  publish?(packet: IPublishPacket): { puback: number } | { disconnect: number } | { silence: true };
   /** SUBACK reason codes. @default the requested QoS */
   subscribe?(packet: ISubscribePacket): number[];
 }
@@ -58,6 +58,7 @@ async function scriptedBroker(script: Script = {}): Promise<ScriptedBroker> {
         }
         case 'publish': {
           const answer = script.publish?.(packet) ?? { puback: 0 };
+          if ('silence' in answer) return;
           if ('disconnect' in answer) {
             write(socket, { cmd: 'disconnect', reasonCode: answer.disconnect });
             socket.end();
@@ -198,6 +199,18 @@ describe('MQTT 5 reason codes', () => {
     await conn.publish('props/x', 'x', { qos: 1, properties: { userProperties: { trace: 'abc' }, messageExpiryInterval: 60, contentType: 'text/plain' } });
     expect(broker.connects[0]).toMatchObject({ clean: false, properties: { sessionExpiryInterval: 3600, userProperties: { model: 'x1' } } });
     expect(received[0]?.properties).toMatchObject({ userProperties: { trace: 'abc' }, messageExpiryInterval: 60, contentType: 'text/plain' });
+  });
+
+  it('end() settles within endTimeoutMs when the broker never acknowledges: the message is rejected, no DISCONNECT wait', async () => {
+    const broker = await scriptedBroker({ publish: () => ({ silence: true }) });
+    const conn = await open({ brokerUrl: broker.url, endTimeoutMs: 100 });
+    const unanswered = conn.publish('silent/x', 'x', { qos: 1 }).catch((e: unknown) => e);
+    const ending = conn.end();
+    expect(conn.state).toBe('closing');
+    await expect(conn.publish('late/x', 'x')).rejects.toMatchObject({ code: 'ConnectionClosed' });
+    await ending;
+    expect(conn.state).toBe('closed');
+    expect(await unanswered).toMatchObject({ code: 'ConnectionClosed' });
   });
 
   it('a closed connection still settles what it was asked', async () => {
