@@ -194,6 +194,7 @@ export function brokerUrlFor(instanceId: string, transport: Transport = 'tcp', e
 }
 
 function resolveBackoff(name: string, value: unknown, defaults: Readonly<BackoffOptions>): Readonly<BackoffOptions> {
+  if (value === undefined) return defaults;
   const given = objectOption(name, value) ?? {};
   const minDelayMs = numberOption(`${name}.minDelayMs`, given['minDelayMs'], defaults.minDelayMs, DELAY);
   const maxDelayMs = numberOption(`${name}.maxDelayMs`, given['maxDelayMs'], Math.max(defaults.maxDelayMs, minDelayMs), DELAY);
@@ -230,9 +231,11 @@ export function resolveConnectOptions(options: ConnectDeviceOptions): ResolvedCo
   const userProperties = options.userProperties === undefined ? undefined : checkUserProperties('userProperties', options.userProperties);
   const clean = booleanOption('clean', options.clean, CONNECT_DEFAULTS.clean);
   const apsaraMq = booleanOption('brokerIsApsaraMq', options.brokerIsApsaraMq, CONNECT_DEFAULTS.brokerIsApsaraMq);
-  const takeoverGiven = options.takeover === false ? false : objectOption('takeover', options.takeover) ?? {};
+  const takeoverGiven = options.takeover === false ? false : objectOption('takeover', options.takeover);
   let takeover: Readonly<TakeoverOptions> | false = false;
-  if (takeoverGiven !== false) {
+  if (takeoverGiven === undefined) {
+    takeover = TAKEOVER_DEFAULTS;
+  } else if (takeoverGiven !== false) {
     const delays = resolveBackoff('takeover', takeoverGiven, TAKEOVER_DEFAULTS);
     const giveUpAfter = numberOption('takeover.giveUpAfter', takeoverGiven['giveUpAfter'], TAKEOVER_DEFAULTS.giveUpAfter, { min: 1, max: Number.POSITIVE_INFINITY, integer: true, infinite: true });
     takeover = Object.freeze({ ...delays, giveUpAfter });

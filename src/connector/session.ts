@@ -9,18 +9,22 @@ import mqtt, { type IClientOptions, type IConnackPacket, type IPublishPacket, ty
 import type { ConnectFailure } from './state.js';
 import type { SessionEnd } from './takeover.js';
 
-/** What one attempt reports, once each (accepted, then lost; or refused; or failed). */
-export interface AttemptEvents {
+/** What one attempt reports, once each: accepted, then lost; or refused; or failed. */
+export type AttemptEvent =
   /** CONNACK 0. */
-  accepted(connack: IConnackPacket): void;
+  | { readonly type: 'accepted'; readonly connack: IConnackPacket }
   /** CONNACK with a refusal code. */
-  refused(code: number): void;
+  | { readonly type: 'refused'; readonly code: number }
   /** No CONNACK: why, and the error seen, if any. */
-  failed(failure: ConnectFailure, cause: Error | undefined): void;
+  | { readonly type: 'failed'; readonly failure: ConnectFailure; readonly cause: Error | undefined }
   /** The accepted session ended. */
-  lost(end: SessionEnd, cause: Error | undefined): void;
-  /** An application message arrived. */
-  message(topic: string, payload: Buffer, packet: IPublishPacket): void;
+  | { readonly type: 'lost'; readonly end: SessionEnd; readonly cause: Error | undefined };
+
+/** Where an attempt reports (one pair of functions per connection, shared by its attempts). */
+export interface AttemptListener {
+  event(attempt: Attempt, event: AttemptEvent): void;
+  /** An application message arrived on the attempt's session. */
+  message(attempt: Attempt, topic: string, payload: Buffer, packet: IPublishPacket): void;
 }
 
 /** Node's codes for a TLS certificate that could not be verified (OpenSSL's names, and Node's own ERR_TLS_CERT_*). */
@@ -121,7 +125,7 @@ const GRACEFUL_CLOSE_MS = 2_000;
 /** One mqtt.js client, one CONNECT, at most one session. */
 export class Attempt {
   readonly #client: MqttClient;
-  readonly #events: AttemptEvents;
+  readonly #listener: AttemptListener;
   readonly #connectTimeoutMs: number;
   #phase: 'connecting' | 'online' | 'over' = 'connecting';
   #connackCode: number | undefined;
@@ -131,8 +135,8 @@ export class Attempt {
   #timedOut = false;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(url: string, options: IClientOptions, connectTimeoutMs: number, events: AttemptEvents) {
-    this.#events = events;
+  constructor(url: string, options: IClientOptions, connectTimeoutMs: number, listener: AttemptListener) {
+    this.#listener = listener;
     this.#connectTimeoutMs = connectTimeoutMs;
     this.#client = mqtt.connect(url, {
       ...options,
@@ -153,7 +157,7 @@ export class Attempt {
     });
     client.on('close', () => this.#onClose());
     client.on('message', (topic, payload, packet) => {
-      if (this.#phase === 'online') this.#events.message(topic, payload, packet);
+      if (this.#phase === 'online') this.#listener.message(this, topic, payload, packet);
     });
   }
 
@@ -209,7 +213,9 @@ export class Attempt {
     if (this.#phase !== 'connecting') return;
     clearTimeout(this.#timer);
     this.#phase = 'online';
-    this.#events.accepted(connack);
+    this.#timer = undefined;
+    this.#firstBytes = undefined;
+    this.#listener.event(this, { type: 'accepted', connack });
   }
 
   #onClose(): void {
@@ -221,14 +227,14 @@ export class Attempt {
     this.#client.end(true);
     if (phase === 'connecting') {
       const code = this.#connackCode;
-      if (code !== undefined && code !== 0) this.#events.refused(code);
-      else this.#events.failed(classifyFailure({ timedOut: this.#timedOut, error: this.#error, firstBytes: this.#firstBytes }), this.#error);
+      if (code !== undefined && code !== 0) this.#listener.event(this, { type: 'refused', code });
+      else this.#listener.event(this, { type: 'failed', failure: classifyFailure({ timedOut: this.#timedOut, error: this.#error, firstBytes: this.#firstBytes }), cause: this.#error });
       return;
     }
     let end: SessionEnd;
     if (this.#disconnectReason !== undefined) end = { kind: 'disconnect', reasonCode: this.#disconnectReason };
     else if (this.#error !== undefined) end = { kind: 'error' };
     else end = { kind: 'closed' };
-    this.#events.lost(end, this.#error);
+    this.#listener.event(this, { type: 'lost', end, cause: this.#error });
   }
 }
