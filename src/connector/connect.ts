@@ -31,7 +31,7 @@ import { Outbox, type OutboxItem } from './outbox.js';
 import { Attempt, type AttemptListener, InboundStore, errorCode } from './session.js';
 import { type ConnectFailure, type ConnectionState, type Effect, type Input, type Model, type Problem, initialModel, step } from './state.js';
 import type { SessionEnd } from './takeover.js';
-import { checkPayload, checkQos, checkRetain, checkTopicFilter, checkTopicName, checkUserProperties } from './validate.js';
+import { checkPayload, checkPublishProperties, checkQos, checkRetain, checkTopicFilter, checkTopicName, checkUserProperties } from './validate.js';
 
 export { CONNECT_DEFAULTS, TRANSPORT_PORTS, WEBSOCKET_PATH, brokerUrlFor, type ConnectDeviceOptions, type Transport } from './options.js';
 export type { TakeoverOptions } from './takeover.js';
@@ -279,6 +279,7 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
     const qos = checkQos(options.qos, rules, 'publish');
     const retain = checkRetain(options.retain, rules);
     const properties = this.#v5Properties('publish', options.properties);
+    if (properties) checkPublishProperties(properties as Record<string, unknown>, rules);
     this.#assertOpen(`publish to ${name}`);
     await new Promise<unknown>((resolve, reject) => {
       const item: Item = {

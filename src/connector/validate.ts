@@ -158,3 +158,34 @@ export function checkUserProperties(name: string, value: unknown): Record<string
   }
   return value as Record<string, string | string[]>;
 }
+
+/** MQTT 5 publish properties the connector passes through, checked so that a bad one cannot break the session. */
+export function checkPublishProperties(properties: Record<string, unknown>, rules: MessageRules): void {
+  const known = ['userProperties', 'messageExpiryInterval', 'contentType', 'responseTopic', 'correlationData', 'payloadFormatIndicator'];
+  for (const [key, value] of Object.entries(properties)) {
+    if (value === undefined) continue;
+    const bad = (what: string): ValidationError => new ValidationError('InvalidOption', `Option properties.${key} must be ${what}`);
+    switch (key) {
+      case 'userProperties':
+        checkUserProperties('properties.userProperties', value);
+        break;
+      case 'messageExpiryInterval':
+        if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 0xffff_ffff) throw bad('an integer from 0 to 4294967295 (seconds)');
+        break;
+      case 'contentType':
+        if (typeof value !== 'string' || LONE_SURROGATE.test(value)) throw bad('a UTF-8 string');
+        break;
+      case 'responseTopic':
+        checkTopicName(value, rules);
+        break;
+      case 'correlationData':
+        if (!Buffer.isBuffer(value)) throw bad('a Buffer');
+        break;
+      case 'payloadFormatIndicator':
+        if (typeof value !== 'boolean') throw bad('true or false');
+        break;
+      default:
+        throw new ValidationError('InvalidOption', `Option properties.${key} is not a publish property the connector passes on (${known.join(', ')})`);
+    }
+  }
+}

@@ -1,7 +1,8 @@
 /**
  * The connector keeps a device online through what the service can do to it. The emulator's controls (disconnect,
- * restart, revoke) play the service; every client is a real mqtt.js session. Every wait is on an event set up before
- * the action that causes it: nothing polls, nothing sleeps.
+ * restart, revoke) play the service; every client is a real mqtt.js session. Every wait for something to happen is
+ * on an event set up before the action that causes it: nothing polls. The one timer paces a scenario (a restart
+ * every 2 s); it never waits for a result.
  */
 import { once } from 'node:events';
 import { describe, expect, it, onTestFinished } from 'vitest';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type MessageRules, MAX_PAYLOAD_BYTES, checkPayload, checkQos, checkRetain, checkTopicFilter, checkTopicName, countedTopicLength } from '../../src/connector/validate.js';
+import { type MessageRules, MAX_PAYLOAD_BYTES, checkPayload, checkPublishProperties, checkQos, checkRetain, checkTopicFilter, checkTopicName, countedTopicLength } from '../../src/connector/validate.js';
 import { ValidationError } from '../../src/errors.js';
 
 const apsara: MessageRules = { apsaraMq: true, maxPayloadBytes: 65_536, persistentSession: false };
@@ -102,5 +102,16 @@ describe('payload, QoS and retain', () => {
     expect(checkRetain(undefined, apsara)).toBe(false);
     expect(codeOf(() => checkRetain(true, apsara))).toBe('UnsupportedByService');
     expect(checkRetain(true, other)).toBe(true);
+  });
+});
+
+describe('MQTT 5 publish properties', () => {
+  it('accepts the ones passed through, refuses bad values and unknown names', () => {
+    expect(() => checkPublishProperties({ userProperties: { a: 'b', c: ['d', 'e'] }, messageExpiryInterval: 60, contentType: 'text/plain', responseTopic: 'reply/to', correlationData: Buffer.from('x'), payloadFormatIndicator: true }, apsara)).not.toThrow();
+    expect(codeOf(() => checkPublishProperties({ messageExpiryInterval: -1 }, apsara))).toBe('InvalidOption');
+    expect(codeOf(() => checkPublishProperties({ userProperties: { a: 1 } }, apsara))).toBe('InvalidOption');
+    expect(codeOf(() => checkPublishProperties({ responseTopic: 'a/+' }, apsara))).toBe('InvalidTopic');
+    expect(codeOf(() => checkPublishProperties({ correlationData: 'x' }, apsara))).toBe('InvalidOption');
+    expect(codeOf(() => checkPublishProperties({ topicAlias: 3 }, apsara))).toBe('InvalidOption');
   });
 });
