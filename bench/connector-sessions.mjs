@@ -22,6 +22,15 @@ async function rssAfterGc() {
   return process.memoryUsage();
 }
 
+// Optional warm-up (BENCH_CONNECTOR_WARMUP sessions opened and closed first, not measured): separates the JIT's
+// first compilation of the connector's code from the steady cost per session.
+const warmup = Number(process.env.BENCH_CONNECTOR_WARMUP ?? 0);
+for (let i = 0; i < warmup; i += concurrency) {
+  const batch = credentials.slice(i % credentials.length, (i % credentials.length) + Math.min(concurrency, warmup - i));
+  const opened = await Promise.all(batch.map((credential) => connectDevice({ credential, brokerUrl })));
+  await Promise.all(opened.map((s) => s.end(true)));
+}
+
 const before = await rssAfterGc();
 const sessions = [];
 let failed = 0;

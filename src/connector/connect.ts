@@ -28,7 +28,7 @@ import { type Logger, silentLogger } from '../util/logger.js';
 import { judgeCredential } from './ladder.js';
 import { type ConnectDeviceOptions, type ResolvedConnectOptions, brokerUrlFor, resolveConnectOptions } from './options.js';
 import { Outbox, type OutboxItem } from './outbox.js';
-import { Attempt, type AttemptListener, InboundStore, errorCode } from './session.js';
+import { ATTEMPT_EVENT, ATTEMPT_MESSAGE, Attempt, type AttemptEvent, type AttemptListener, InboundStore, errorCode } from './session.js';
 import { type ConnectFailure, type ConnectionState, type Effect, type Input, type Model, type Problem, initialModel, step } from './state.js';
 import type { SessionEnd } from './takeover.js';
 import { checkPayload, checkPublishProperties, checkQos, checkRetain, checkTopicFilter, checkTopicName, checkUserProperties } from './validate.js';
@@ -158,7 +158,7 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined, what
  * reconnects after a lost session with jittered exponential backoff, climbs the recovery ladder when the broker
  * refuses the credential, waits longer after a takeover, and settles every promise it hands out.
  */
-export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
+export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> implements AttemptListener {
   readonly clientId: string;
   #credential: DeviceCredential;
   /** The credential the source just handed out, used on the `use-credential` effect. */
@@ -383,7 +383,7 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
         // The resolved options carry the state machine's settings (CoreOptions is a subset of them).
         const { model, effects } = step(this.#model, next, this.#options, this.#options.random);
         this.#model = model;
-        if (model.state !== from) this.emit('state', { from, to: model.state });
+        if (model.state !== from && this.listenerCount('state') > 0) this.emit('state', { from, to: model.state });
         for (const effect of effects) this.#apply(effect);
       }
     } finally {
@@ -467,43 +467,43 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
 
   #connect(): void {
     this.#session += 1;
-    this.#attempt = new Attempt(this.#url, this.#mqttOptions(), this.#options.connectTimeoutMs, this.#attemptListener);
+    this.#attempt = new Attempt(this.#url, this.#mqttOptions(), this.#options.connectTimeoutMs, this);
     this.#attempt.start();
   }
 
-  /** What the current attempt reports; reports of an attempt that is no longer current are ignored. */
-  readonly #attemptListener: AttemptListener = {
-    event: (attempt, event) => {
-      if (attempt !== this.#attempt) return;
-      switch (event.type) {
-        case 'accepted':
-          this.#sessionPresent = event.connack.sessionPresent;
-          if (!event.connack.sessionPresent) this.#inbound.clear();
-          this.#input({ type: 'accepted', now: performance.now() });
-          return;
-        case 'refused':
-          this.#log('warn', 'connect refused', { code: describeCode(event.code, this.#options.protocolVersion) });
-          this.#lastCause = undefined;
-          this.#refusedCode = event.code;
-          this.#input({ type: 'refused', code: event.code });
-          return;
-        case 'failed':
-          this.#lastCause = event.cause;
-          this.#log('warn', 'connect failed', { failure: event.failure, code: errorCode(event.cause) });
-          this.#input({ type: 'failed', failure: event.failure });
-          return;
-        case 'lost':
-          this.#lastCause = event.cause;
-          this.#input({ type: 'lost', end: this.#blame(event.end), now: performance.now() });
-          return;
-      }
-    },
-    message: (attempt, topic, payload, packet) => {
-      if (attempt !== this.#attempt) return;
-      if (this.#held) this.#held.push([topic, payload, packet]);
-      else this.emit('message', topic, payload, packet);
-    },
-  };
+  /** What the current attempt reports; reports of an attempt that is no longer current are ignored. @internal */
+  [ATTEMPT_EVENT](attempt: Attempt, event: AttemptEvent): void {
+    if (attempt !== this.#attempt) return;
+    switch (event.type) {
+      case 'accepted':
+        this.#sessionPresent = event.connack.sessionPresent;
+        if (!event.connack.sessionPresent) this.#inbound.clear();
+        this.#input({ type: 'accepted', now: performance.now() });
+        return;
+      case 'refused':
+        this.#log('warn', 'connect refused', { code: describeCode(event.code, this.#options.protocolVersion) });
+        this.#lastCause = undefined;
+        this.#refusedCode = event.code;
+        this.#input({ type: 'refused', code: event.code });
+        return;
+      case 'failed':
+        this.#lastCause = event.cause;
+        this.#log('warn', 'connect failed', { failure: event.failure, code: errorCode(event.cause) });
+        this.#input({ type: 'failed', failure: event.failure });
+        return;
+      case 'lost':
+        this.#lastCause = event.cause;
+        this.#input({ type: 'lost', end: this.#blame(event.end), now: performance.now() });
+        return;
+    }
+  }
+
+  /** A message on the current attempt's session. @internal */
+  [ATTEMPT_MESSAGE](attempt: Attempt, topic: string, payload: Buffer, packet: IPublishPacket): void {
+    if (attempt !== this.#attempt) return;
+    if (this.#held) this.#held.push([topic, payload, packet]);
+    else this.emit('message', topic, payload, packet);
+  }
 
   /** Strike what was in flight; a loss with messages in flight is blamed on them, not on a takeover. */
   #blame(end: SessionEnd): SessionEnd {

@@ -28,13 +28,17 @@ export interface LossBlame {
   readonly aboutMessage: boolean;
 }
 
+/** The in-flight set of an outbox that never sent anything (never written to). */
+const EMPTY: Set<never> = new Set();
+
 /** The outbox of one connection. */
 export class Outbox<T extends OutboxItem> {
   readonly #maxAttempts: number;
   /** Waiting to be sent, ordered by seq. */
   #queued: T[] = [];
-  /** Sent on the current session, not yet acknowledged. */
-  readonly #inFlight = new Set<T>();
+  /** Sent on the current session, not yet acknowledged. Shared empty until the first item goes out: most devices
+   * keep a connection open for hours and send little, and a connection's size is the fleet's memory. */
+  #inFlight: Set<T> = EMPTY;
 
   /** @param maxAttempts - how many sessions an item may be sent on before it is failed (≥ 1). */
   constructor(maxAttempts: number) {
@@ -77,6 +81,7 @@ export class Outbox<T extends OutboxItem> {
     } else {
       taken = this.#queued.splice(0);
     }
+    if (this.#inFlight === EMPTY) this.#inFlight = new Set();
     for (const item of taken) {
       item.session = session;
       this.#inFlight.add(item);
@@ -107,7 +112,7 @@ export class Outbox<T extends OutboxItem> {
    */
   lost(blame: LossBlame = { aboutMessage: false }): { failed: T[]; struck: boolean } {
     const inFlight = [...this.#inFlight];
-    this.#inFlight.clear();
+    if (inFlight.length > 0) this.#inFlight.clear();
     const failed: T[] = [];
     for (const item of inFlight) {
       item.strikes += 1;
@@ -120,6 +125,7 @@ export class Outbox<T extends OutboxItem> {
   /** Empty the outbox (the connection is closing): every item, queued and in flight, in order. */
   drain(): T[] {
     const all = [...this.#inFlight, ...this.#queued].sort((a, b) => a.seq - b.seq);
+    if (all.length === 0) return all;
     this.#inFlight.clear();
     this.#queued = [];
     return all;

@@ -20,11 +20,19 @@ export type AttemptEvent =
   /** The accepted session ended. */
   | { readonly type: 'lost'; readonly end: SessionEnd; readonly cause: Error | undefined };
 
-/** Where an attempt reports (one pair of functions per connection, shared by its attempts). */
+/** The method of an {@link AttemptListener} that gets what an attempt reports. */
+export const ATTEMPT_EVENT = Symbol('attempt event');
+/** The method of an {@link AttemptListener} that gets an application message. */
+export const ATTEMPT_MESSAGE = Symbol('attempt message');
+
+/**
+ * Where an attempt reports: the connection itself, through two methods keyed by symbols (methods on its prototype,
+ * not closures per connection: a connection's size is multiplied by the fleet).
+ */
 export interface AttemptListener {
-  event(attempt: Attempt, event: AttemptEvent): void;
+  [ATTEMPT_EVENT](attempt: Attempt, event: AttemptEvent): void;
   /** An application message arrived on the attempt's session. */
-  message(attempt: Attempt, topic: string, payload: Buffer, packet: IPublishPacket): void;
+  [ATTEMPT_MESSAGE](attempt: Attempt, topic: string, payload: Buffer, packet: IPublishPacket): void;
 }
 
 /** Node's codes for a TLS certificate that could not be verified (OpenSSL's names, and Node's own ERR_TLS_CERT_*). */
@@ -81,28 +89,29 @@ export function classifyFailure(seen: { timedOut: boolean; error: Error | undefi
  * acknowledge it without delivering it. mqtt.js closes its stores when a client ends; this one outlives them.
  */
 export class InboundStore implements IStore {
-  readonly #packets = new Map<number, Packet>();
+  /** Made on the first QoS 2 message: most devices never receive one. */
+  #packets: Map<number, Packet> | undefined;
 
   put(packet: Packet, cb: (error?: Error) => void): this {
-    if (packet.messageId !== undefined) this.#packets.set(packet.messageId, packet);
+    if (packet.messageId !== undefined) (this.#packets ??= new Map()).set(packet.messageId, packet);
     cb();
     return this;
   }
 
   createStream(): ReturnType<IStore['createStream']> {
-    return Readable.from([...this.#packets.values()]) as unknown as ReturnType<IStore['createStream']>;
+    return Readable.from([...(this.#packets?.values() ?? [])]) as unknown as ReturnType<IStore['createStream']>;
   }
 
   del(packet: Pick<Packet, 'messageId'>, cb: (error?: Error, packet?: Packet) => void): this {
-    const stored = packet.messageId === undefined ? undefined : this.#packets.get(packet.messageId);
-    if (stored && packet.messageId !== undefined) this.#packets.delete(packet.messageId);
+    const stored = packet.messageId === undefined ? undefined : this.#packets?.get(packet.messageId);
+    if (stored && packet.messageId !== undefined) this.#packets?.delete(packet.messageId);
     if (stored) cb(undefined, stored);
     else cb(new Error('missing packet'));
     return this;
   }
 
   get(packet: Pick<Packet, 'messageId'>, cb: (error?: Error, packet?: Packet) => void): this {
-    const stored = packet.messageId === undefined ? undefined : this.#packets.get(packet.messageId);
+    const stored = packet.messageId === undefined ? undefined : this.#packets?.get(packet.messageId);
     if (stored) cb(undefined, stored);
     else cb(new Error('missing packet'));
     return this;
@@ -115,7 +124,7 @@ export class InboundStore implements IStore {
 
   /** A new session (CONNACK without a session present): nothing of the old one will be released. */
   clear(): void {
-    this.#packets.clear();
+    this.#packets = undefined;
   }
 }
 
@@ -157,7 +166,7 @@ export class Attempt {
     });
     client.on('close', () => this.#onClose());
     client.on('message', (topic, payload, packet) => {
-      if (this.#phase === 'online') this.#listener.message(this, topic, payload, packet);
+      if (this.#phase === 'online') this.#listener[ATTEMPT_MESSAGE](this, topic, payload, packet);
     });
   }
 
@@ -215,7 +224,7 @@ export class Attempt {
     this.#phase = 'online';
     this.#timer = undefined;
     this.#firstBytes = undefined;
-    this.#listener.event(this, { type: 'accepted', connack });
+    this.#listener[ATTEMPT_EVENT](this, { type: 'accepted', connack });
   }
 
   #onClose(): void {
@@ -227,14 +236,14 @@ export class Attempt {
     this.#client.end(true);
     if (phase === 'connecting') {
       const code = this.#connackCode;
-      if (code !== undefined && code !== 0) this.#listener.event(this, { type: 'refused', code });
-      else this.#listener.event(this, { type: 'failed', failure: classifyFailure({ timedOut: this.#timedOut, error: this.#error, firstBytes: this.#firstBytes }), cause: this.#error });
+      if (code !== undefined && code !== 0) this.#listener[ATTEMPT_EVENT](this, { type: 'refused', code });
+      else this.#listener[ATTEMPT_EVENT](this, { type: 'failed', failure: classifyFailure({ timedOut: this.#timedOut, error: this.#error, firstBytes: this.#firstBytes }), cause: this.#error });
       return;
     }
     let end: SessionEnd;
     if (this.#disconnectReason !== undefined) end = { kind: 'disconnect', reasonCode: this.#disconnectReason };
     else if (this.#error !== undefined) end = { kind: 'error' };
     else end = { kind: 'closed' };
-    this.#listener.event(this, { type: 'lost', end, cause: this.#error });
+    this.#listener[ATTEMPT_EVENT](this, { type: 'lost', end, cause: this.#error });
   }
 }
