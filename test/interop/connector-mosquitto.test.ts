@@ -46,8 +46,9 @@ const required = process.env['APSARAMQ_REQUIRE_INTEROP'] === '1';
 const available = Object.values(bin).every((path) => path.startsWith('/'));
 if (required && !available) throw new Error('APSARAMQ_REQUIRE_INTEROP=1 but mosquitto / mosquitto-clients are not installed (apt-get install mosquitto mosquitto-clients)');
 const reason = available ? '' : ' (skipped: Debian packages mosquitto and mosquitto-clients are not installed)';
+// paho is optional even in CI (.ci/run installs mosquitto only): its test says so when skipped.
 const hasPaho = statSync(PYTHON, { throwIfNoEntry: false }) !== undefined && (await run(PYTHON, ['-c', 'import paho.mqtt.client']).then(() => true, () => false));
-if (required && !hasPaho) throw new Error('APSARAMQ_REQUIRE_INTEROP=1 but Debian python3-paho-mqtt is not installed (apt-get install python3-paho-mqtt)');
+const pahoReason = hasPaho ? '' : ' (skipped: Debian python3-paho-mqtt is not installed)';
 
 function credential(device: string, keyId = `DC.${device}Key`, secret = `DC.${device}Secret`): DeviceCredential {
   return new DeviceCredential({ clientId: `GID_interop@@@${device}`, instanceId: 'mqtt-interop', deviceAccessKeyId: keyId, deviceAccessKeySecret: secret });
@@ -143,22 +144,24 @@ describe.skipIf(!available)(`the connector against a real Mosquitto broker, MQTT
 });
 
 describe.skipIf(!available)(`the connector against a real Mosquitto broker, MQTT 5${reason}`, () => {
-  it('user properties pass through both ways: to paho (MQTT 5) and from mosquitto_pub -D', async () => {
+  it('user properties from mosquitto_pub -D reach the connector', async () => {
     const device = credential('v5-props');
     const peer = credential('v5-peer');
     const broker = await startMosquitto([device, peer]);
     const conn = await open({ credential: device, brokerUrl: broker.url, protocolVersion: 5, userProperties: { firmware: '1.2.3' } });
-
-    // From mosquitto_pub to the connector.
     await conn.subscribe('props/in');
     const got = once(conn, 'message');
     await mosquittoPub(broker, peer, 'props/in', 'hello', ['-D', 'publish', 'user-property', 'origin', 'mosquitto_pub']);
     const [, payload, packet] = (await got) as [string, Buffer, { properties?: { userProperties?: Record<string, unknown> } }];
     expect(payload.toString()).toBe('hello');
     expect(packet.properties?.userProperties).toEqual({ origin: 'mosquitto_pub' });
+  });
 
-    // From the connector to paho.
-    if (!hasPaho) return;
+  it.skipIf(!hasPaho)(`user properties of a publish reach paho (MQTT 5)${pahoReason}`, async () => {
+    const device = credential('v5-props-out');
+    const peer = credential('v5-paho');
+    const broker = await startMosquitto([device, peer]);
+    const conn = await open({ credential: device, brokerUrl: broker.url, protocolVersion: 5 });
     const signed = signDeviceCredential(peer);
     const script = `
 import json, sys
