@@ -9,7 +9,6 @@ import {
   type IPublishPacket,
   type ISubscriptionGrant,
   type MqttClient,
-  type Packet,
 } from 'mqtt';
 import { type CredentialRequest, type CredentialSource, DeviceCredential } from '../credential.js';
 import {

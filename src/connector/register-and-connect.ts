@@ -31,13 +31,13 @@ export function recoveringSource(provisioner: Provisioner, clientId: string, onM
     if (request.reason === 'connect') return provisioner.ensureCredential(clientId, call);
     let rung: Rung = 'store';
     for (;;) {
-      request.signal?.throwIfAborted();
+      if (request.signal?.aborted) throw new AbortedError(`Recovering the credential of ${clientId} was aborted`, request.signal.reason);
       if (rung === 'store') {
         const stored = await provisioner.store.load(provisioner.instanceId, clientId);
         const found = !stored ? 'none' : request.rejected && stored.sameKeyAs(request.rejected) ? 'same-key' : 'other-key';
         const decision = nextRung({ rung: 'store', found }, onMissing);
         if (decision.next === 'use' && stored) return stored;
-        rung = decision.next === 'use' || decision.next === 'fail' ? 'get' : decision.next;
+        rung = 'get'; // nextRung's only other answer after the store
       } else if (rung === 'get') {
         try {
           return (await provisioner.get(clientId, call)).credential;
