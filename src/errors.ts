@@ -324,7 +324,7 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   ConnectTimeout: { retryable: true, remedy: 'No CONNACK arrived in time; check the broker URL and the network.' },
   TakeoverLoop: { retryable: false, remedy: 'Another client keeps connecting with the same ClientId; every device needs its own ClientId.' },
   SubscribeRejected: { retryable: false, remedy: 'Check the topic: its parent topic must exist on the instance, and a client may not subscribe to another client\'s p2p topic.' },
-  PublishRejected: { retryable: false, remedy: 'The broker closed the session each time this message was sent: check the parent topic exists and the device may publish to it, and the message size.' },
+  PublishRejected: { retryable: false, remedy: 'Check that the parent topic exists and that the device may publish to it, and the message size (over MQTT 3.1.1 a broker refuses a message by closing the session; MQTT 5 gives a reason code).' },
   ConnectionClosed: { retryable: false, remedy: 'The connection was ended (end() or a permanent failure): open a new one with connectDevice.' },
   Aborted: { retryable: false, remedy: 'The operation was cancelled by its AbortSignal.' },
   AddressInUse: { retryable: false, remedy: 'Pick another port (--mqtt-port, --ws-port, --api-port, --tls-port, --wss-port), or 0 for any free port.' },

@@ -65,7 +65,11 @@ export {
   connectDevice,
   staticSource,
   type ConnectDeviceOptions,
+  type ConnectionState,
   type DeviceConnectionEvents,
+  type PublishOptions,
+  type PublishProperties,
+  type SubscribeOptions,
   type TakeoverOptions,
   type Transport,
 } from './connector/connect.js';

@@ -70,7 +70,7 @@ describe('the testing fixture', () => {
   it('a device heals across a restart, and waits time out with a typed error', async () => {
     const emu = emulator();
     const device = await emu.connectDevice('GID_test@@@healer', { reconnect: { minDelayMs: 10, maxDelayMs: 50 } });
-    const back = new Promise<void>((resolve) => device.once('online', resolve));
+    const back = new Promise<void>((resolve) => device.once('online', () => resolve()));
     await emu.restart();
     await back;
     await emu.waitForOnline('GID_test@@@healer');

@@ -12,10 +12,11 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
     names: [
       'API_ERROR_CATALOG', 'AbortedError', 'ApiError', 'ApiErrorCode', 'ApiErrorInfo', 'ApsaraMqDeviceError', 'AuthMode',
       'BackoffOptions', 'CONNACK_CODES', 'CONNECT_DEFAULTS', 'ConfigurationError', 'ConnectDeviceOptions', 'ConnectError',
-      'ConnectErrorCode', 'ConnectionClosedError', 'CredentialRequest', 'CredentialSource', 'DeviceConnection',
+      'ConnectErrorCode', 'ConnectionClosedError', 'ConnectionState', 'CredentialRequest', 'CredentialSource', 'DeviceConnection',
       'DeviceConnectionEvents', 'DeviceCredential', 'DeviceCredentialWire', 'ErrorCode', 'ErrorInfo', 'InvalidParameterCode',
       'KnownApiErrorCode', 'LOCAL_ERROR_CATALOG', 'LocalErrorCode', 'Logger', 'MAX_CLIENT_ID_LENGTH', 'MqttCredentials',
-      'NetworkError', 'NetworkErrorCode', 'PublishError', 'RetryClass', 'StoreError', 'StoreErrorCode', 'SubscribeError',
+      'NetworkError', 'NetworkErrorCode', 'PublishError', 'PublishOptions', 'PublishProperties', 'RetryClass', 'StoreError',
+      'StoreErrorCode', 'SubscribeError', 'SubscribeOptions',
       'SystemError', 'SystemErrorCode', 'TakeoverOptions', 'TokenGrant', 'Transport', 'VERSION', 'ValidationError',
       'ValidationErrorCode', 'apiErrorInfo', 'assertClientId', 'assertInstanceId', 'brokerUrlFor', 'clientIdProblem',
       'connectDevice', 'hmacPassword', 'isApsaraMqDeviceError', 'isErrorCode', 'signDeviceCredential', 'signSignature',

@@ -3,6 +3,8 @@ import type { Command } from 'commander';
 import type { IClientPublishOptions } from 'mqtt';
 type QoS = NonNullable<IClientPublishOptions['qos']>;
 import { connectDevice, type DeviceConnection, type Transport } from '../../connector/connect.js';
+import { CONNECT_DEFAULTS } from '../../connector/options.js';
+import { MAX_PAYLOAD_BYTES, checkPayload, checkTopicFilter, checkTopicName } from '../../connector/validate.js';
 import { assertClientId, assertInstanceId, type CredentialSource } from '../../credential.js';
 import { ValidationError } from '../../errors.js';
 import { defaultStoreDir } from '../../provisioner/env.js';
@@ -67,6 +69,13 @@ Examples:
     .action(async (flags: ConnectFlags, command: Command) => {
       if ((flags.publish === undefined) === (flags.subscribe === undefined)) throw new UsageError('connect needs exactly one of --publish TOPIC or --subscribe TOPIC');
       if (flags.publish !== undefined && flags.message === undefined) throw new UsageError('--publish needs --message TEXT');
+      // A message the service would refuse is refused here, before any I/O (exit 2), not after connecting.
+      const rules = { apsaraMq: CONNECT_DEFAULTS.brokerIsApsaraMq, maxPayloadBytes: MAX_PAYLOAD_BYTES, persistentSession: false };
+      if (flags.publish !== undefined) {
+        checkTopicName(flags.publish, rules);
+        checkPayload(flags.message ?? '', rules);
+      }
+      if (flags.subscribe !== undefined) checkTopicFilter(flags.subscribe, rules);
       const verbose = Boolean(command.optsWithGlobals()['verbose']);
       const logger = cliLogger(io, verbose);
       let source: CredentialSource;
@@ -112,6 +121,11 @@ async function connectAndRun(io: CliIo, flags: ConnectFlags, source: CredentialS
     ...(flags.brokerUrl === undefined ? {} : { brokerUrl: flags.brokerUrl }),
     ...(ca === undefined ? {} : { ca }),
     ...(flags.insecure ? { rejectUnauthorized: false } : {}),
+  });
+  connection.on('takeover', ({ confirmed }) => {
+    io.stderr(
+      `takeover: ${confirmed ? 'another client took over' : 'another client probably took over'} the session of ${connection.clientId} (every device needs its own ClientId); reconnecting with a longer delay\n`,
+    );
   });
   try {
     if (flags.publish !== undefined) {
