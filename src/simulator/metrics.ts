@@ -211,11 +211,14 @@ export function formatReport(report: SimulationReport): string {
   const errors = Object.entries(report.errors);
   const shards = report.shards.length === 1 && report.shards[0]?.count === 1 ? '' : `, shard${report.shards.length > 1 ? 's' : ''} ${report.shards.map((s) => `${s.index}/${s.count}`).join(', ')}`;
   return [
+    ...(report.interrupted ? ['INTERRUPTED: the run was stopped before it finished; the counts below are partial'] : []),
     `Simulated ${report.devices} devices in ${(report.elapsedMs / 1_000).toFixed(1)} s (peak RSS ${report.peakRssMB} MB${shards}), started ${report.run.startedAt}`,
     `  provisioned ${report.provisioned}, connected ${report.connected}, failed connects ${report.failedConnects}, reconnects ${report.reconnects}`,
     `  connect rate ${report.connectRatePerSec}/s; connect latency ${latencyText(report.connectLatencyMs)}`,
     `  published ${report.published}, acked ${report.acked}, delivered ${report.delivered}; publish rate ${report.publishRatePerSec}/s`,
-    `  end-to-end latency ${latencyText(report.e2eLatencyMs)}`,
+    report.run.subscribe
+      ? `  end-to-end latency ${latencyText(report.e2eLatencyMs)}`
+      : '  end-to-end latency not measured (devices publish without subscribing; add --subscribe to measure it)',
     `  errors: ${errors.length === 0 ? 'none' : errors.map(([code, n]) => `${code} ${n}`).join(', ')}`,
     '',
   ].join('\n');

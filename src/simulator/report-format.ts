@@ -106,6 +106,8 @@ export interface SimulationReport {
   histograms: { connectLatencyUs: string; e2eLatencyUs: string };
   /** Per-second counters on wall-clock seconds. */
   series: ReportSeries;
+  /** Present and true when the run was stopped by SIGINT/SIGTERM before it finished (its counts are partial). */
+  interrupted?: boolean;
 }
 
 /** Who made a report: the run's parameters and this process's shard. */

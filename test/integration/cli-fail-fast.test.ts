@@ -5,6 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { startEmulator } from '../../src/emulator/index.js';
 import { CLI_BIN, tempDir } from '../helpers/cli.js';
@@ -19,7 +20,11 @@ interface Finished {
 }
 
 /** Run the CLI; `whileRunning` may signal it. Resolves when it exits. */
-function runCli(args: string[], env: NodeJS.ProcessEnv, whileRunning?: (kill: (signal: NodeJS.Signals) => number) => Promise<void>): Promise<Finished> {
+function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  whileRunning?: (kill: (signal: NodeJS.Signals) => number, stderrMatches: (pattern: RegExp) => Promise<void>) => Promise<void>,
+): Promise<Finished> {
   const started = performance.now();
   const child = spawn(process.execPath, [CLI_BIN, ...args], { env: { PATH: process.env['PATH'], ...env }, stdio: 'pipe' });
   onTestFinished(() => {
@@ -28,14 +33,25 @@ function runCli(args: string[], env: NodeJS.ProcessEnv, whileRunning?: (kill: (s
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const watchers: { pattern: RegExp; resolve: () => void }[] = [];
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    for (const w of [...watchers]) {
+      if (w.pattern.test(stderr)) {
+        watchers.splice(watchers.indexOf(w), 1);
+        w.resolve();
+      }
+    }
+  });
+  const stderrMatches = (pattern: RegExp): Promise<void> =>
+    pattern.test(stderr) ? Promise.resolve() : new Promise((resolve) => watchers.push({ pattern, resolve }));
   let killedAt = 0;
   const kill = (signal: NodeJS.Signals): number => {
     killedAt = performance.now();
     child.kill(signal);
     return killedAt;
   };
-  void whileRunning?.(kill);
+  void whileRunning?.(kill, stderrMatches);
   return once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null, stdout, stderr, ms: performance.now() - (killedAt || started) }));
 }
 
@@ -90,5 +106,37 @@ describe('Ctrl+C and SIGTERM stop a long command at once, and say how to resume'
     expect(JSON.parse(rerun.stdout)).toMatchObject({ provisioned: 200, fromStore: summary.provisioned });
     // Resuming never registers a device twice: the ones whose Register was answered as the signal came are fetched.
     expect(emu.stats().actions['RegisterDeviceCredential']?.ok).toBe(200);
+  });
+});
+
+describe('simulate fails before the run, not after it', () => {
+  it('a --report in a directory that does not exist is refused at once (exit 2)', async () => {
+    const run = await runCli(['simulate', '--devices', '5', '--report', '/nonexistent-dir/r.json'], {});
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/^InvalidOption: --report \/nonexistent-dir\/r\.json: the directory \/nonexistent-dir does not exist; see apsaramq-device simulate --help\n$/);
+  });
+
+  it('--instance-id without --broker-url names the host it would try and the flag to pass', async () => {
+    const emu = await startEmulator({ env: KEYS, wsPort: false });
+    onTestFinished(() => emu.close());
+    const run = await runCli(['simulate', '--endpoint', emu.apiEndpoint, '--instance-id', 'mqtt-demo', '--devices', '90', '--store', await tempDir(), '--no-progress'], KEYS);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^HostNotFound: The broker host mqtt-demo\.mqtt\.aliyuncs\.com does not resolve \(\w+\): that is the default for --instance-id mqtt-demo; against an emulator pass --broker-url/);
+    expect(emu.stats().actions['RegisterDeviceCredential']).toBeUndefined(); // nothing provisioned for nothing
+  });
+
+  it('Ctrl+C during a run: exit 130, the summary and the report say it was interrupted', async () => {
+    const dir = await tempDir();
+    const report = `${dir}/report.json`;
+    const run = await runCli(['simulate', '--devices', '20', '--duration', '60', '--connect-rate', '0', '--report', report], {}, async (kill, stderrMatches) => {
+      // The first progress line of the publishing phase: every device is connected and the run is under way.
+      await stderrMatches(/^simulate publishing: /m);
+      kill('SIGINT');
+    });
+    expect(run.code).toBe(130);
+    expect(run.stderr).toContain('Interrupted: ');
+    expect(run.stdout).toMatch(/^INTERRUPTED: the run was stopped before it finished/);
+    const saved = JSON.parse(await readFile(report, 'utf8')) as { interrupted?: boolean };
+    expect(saved.interrupted).toBe(true);
   });
 });

@@ -66,7 +66,10 @@ describe('formatReport and simulationFailure', () => {
     const text = formatReport({ ...base, devices: 3, provisioned: 3, connected: 3, errors: { ConnectTimeout: 1 } });
     expect(text).toMatch(/Simulated 3 devices in 1\.2 s/);
     expect(text).toMatch(/errors: ConnectTimeout 1/);
-    expect(text).toMatch(/end-to-end latency n\/a/);
+    // The run did not subscribe: the line says why there is no end-to-end latency, and how to get one.
+    expect(text).toMatch(/end-to-end latency not measured \(devices publish without subscribing; add --subscribe to measure it\)/);
+    expect(formatReport({ ...base, run: { ...base.run, subscribe: true } })).toMatch(/end-to-end latency n\/a/);
+    expect(formatReport({ ...base, interrupted: true })).toMatch(/^INTERRUPTED: the run was stopped before it finished/);
   });
 
   it('is undefined when every device connected', () => {

@@ -24,7 +24,7 @@ export function addReportCommand(program: Command, io: CliIo): void {
     .addHelpText(
       'after',
       `
-Merging one report renders it as it is (e.g. report merge run.json --html run.html). A summary goes to stderr.
+Merging one report renders it as it is (e.g. report merge run.json --html run.html). The summary (or, with --json, the merged report) goes to stdout.
 Exit code 1 with ReportMismatch (different runs, a shard twice, a shard missing) or InvalidReport.
 
 Example:
@@ -37,9 +37,9 @@ Example:
       const reports = [];
       for (const file of files) reports.push(await readReportFile(file));
       const merged = mergeReports(reports, { sources: files, partial: Boolean(flags.partial) });
-      io.stderr(formatReport(merged));
       if (flags.output !== undefined) await writeOutput(writeFileWhole, '--output', flags.output, `${JSON.stringify(merged, null, 2)}\n`);
       if (flags.html !== undefined) await writeOutput(writeFileWhole, '--html', flags.html, renderReportHtml(merged));
-      if (flags.json) io.stdout(jsonLine(merged));
+      // The summary is the command's result, on stdout like every other command's; --json replaces it.
+      io.stdout(flags.json ? jsonLine(merged) : formatReport(merged));
     });
 }

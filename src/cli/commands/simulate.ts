@@ -1,14 +1,20 @@
-import { readFile } from 'node:fs/promises';
+import { lookup } from 'node:dns/promises';
+import { constants } from 'node:fs';
+import { access, readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { brokerUrlFor } from '../../connector/connect.js';
-import { isApsaraMqDeviceError, ValidationError } from '../../errors.js';
+import { isApsaraMqDeviceError, NetworkError, ValidationError } from '../../errors.js';
+import { resolveEndpoint } from '../../provisioner/endpoint.js';
 import { defaultStoreDir } from '../../provisioner/env.js';
 import { FileCredentialStore } from '../../provisioner/file-store.js';
 import type { SimulationProgress } from '../../simulator/metrics.js';
 import { SIMULATION_DEFAULTS, resolveSettings, type SimulationSettings } from '../../simulator/options.js';
 import { loadReports, loadSimulator } from '../roles.js';
 import type { SimulationTarget } from '../../simulator/target.js';
-import { type CliIo, UsageError, choiceArg, intArg, jsonLine } from '../io.js';
+import { type CliIo, Interrupted, UsageError, choiceArg, intArg, jsonLine } from '../io.js';
+import { probeOpenApi } from '../probe.js';
+import { Progress } from '../progress.js';
 
 interface SimulateFlags {
   devices: number;
@@ -137,10 +143,21 @@ Examples:
         if (error instanceof ValidationError) throw new UsageError(error.message);
         throw error;
       }
+      // Where the results go is checked before the run, not after it: a typo must not lose the report.
+      for (const [flag, file] of [['--report', flags.report], ['--html', flags.html]] as const) if (file !== undefined) await checkWritable(flag, file);
       const target = await targetOf(flags, io);
+      if (target) {
+        // A dead endpoint or a broker host that does not resolve fails in seconds, naming it, before any device.
+        await probeOpenApi(resolveEndpoint({ endpoint: target.provisioner.endpoint, region: target.provisioner.region }), flags.endpoint === undefined ? '--region' : '--endpoint');
+        await checkBrokerHost(target.brokerUrl, flags.brokerUrl === undefined ? flags.instanceId : undefined);
+      }
       const stop = new AbortController();
-      void io.interrupted().then(() => stop.abort());
-      const progress = flags.progress ? progressPrinter(io, io.stderrIsTTY === true) : undefined;
+      let interruptedBy: NodeJS.Signals | void | undefined;
+      void io.interrupted().then((signal) => {
+        interruptedBy = signal ?? 'SIGINT';
+        stop.abort();
+      });
+      const progress = flags.progress ? phaseProgress(io) : undefined;
       const { runSimulation, simulationFailure } = await loadSimulator('simulate');
       const { formatReport, renderReportHtml, writeFileWhole } = await loadReports('simulate');
       const report = await runSimulation({
@@ -148,16 +165,71 @@ Examples:
         signal: stop.signal,
         onWarning: (message) => io.stderr(`warning: ${message}\n`),
         ...(target === undefined ? {} : { target }),
-        ...(progress === undefined ? {} : { onProgress: progress }),
+        ...(progress === undefined ? {} : { onProgress: progress.update }),
       });
-      if (progress) progress('end');
-      io.stderr(formatReport(report));
+      progress?.finish();
+      if (interruptedBy !== undefined) report.interrupted = true;
+      // The summary is the command's result: stdout, like provision's. --json replaces it with the report.
+      io.stdout(flags.json ? jsonLine(report) : formatReport(report));
       if (flags.report !== undefined) await writeOutput(writeFileWhole, '--report', flags.report, `${JSON.stringify(report, null, 2)}\n`);
       if (flags.html !== undefined) await writeOutput(writeFileWhole, '--html', flags.html, renderReportHtml(report));
-      if (flags.json) io.stdout(jsonLine(report));
+      if (interruptedBy !== undefined) {
+        io.stderr(`Interrupted: ${report.connected} of ${report.devices} devices had connected when the run was stopped${flags.report === undefined ? '' : `; ${flags.report} is marked "interrupted"`}. Provisioned devices stay in the store: a new run does not register them again.\n`);
+        throw new Interrupted(interruptedBy);
+      }
       const failure = simulationFailure(report);
       if (failure) throw failure;
     });
+}
+
+/** The directory of an output file must exist and be writable before the run starts. */
+async function checkWritable(flag: string, file: string): Promise<void> {
+  const dir = dirname(resolve(file));
+  try {
+    await access(dir, constants.W_OK);
+  } catch (error) {
+    const why = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : 'is not writable';
+    throw new UsageError(`${flag} ${file}: the directory ${dir} ${why}`);
+  }
+}
+
+/**
+ * The broker's host must resolve. Without --broker-url the simulator connects to <instanceId>.mqtt.aliyuncs.com; for
+ * an emulator that is never right, so the message says which host it tried and which flag to pass.
+ */
+async function checkBrokerHost(brokerUrl: string, defaultedFrom: string | undefined): Promise<void> {
+  const host = new URL(brokerUrl).hostname.replace(/^\[|\]$/g, '');
+  try {
+    await lookup(host);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'ENOTFOUND';
+    const hint = defaultedFrom === undefined ? 'check --broker-url' : `that is the default for --instance-id ${defaultedFrom}; against an emulator pass --broker-url (e.g. mqtt://127.0.0.1:1883)`;
+    throw new NetworkError('HostNotFound', `The broker host ${host} does not resolve (${code}): ${hint}`, brokerUrl, error, { remedy: defaultedFrom === undefined ? 'Check --broker-url and DNS.' : 'Pass --broker-url with the broker\'s address.' });
+  }
+}
+
+/** The one progress display, one bar per phase: provisioned devices, then connected ones. */
+function phaseProgress(io: CliIo): { update: (p: SimulationProgress) => void; finish: () => void } {
+  let phase: string | undefined;
+  let bar: Progress | undefined;
+  let last: SimulationProgress | undefined;
+  const counted = (p: SimulationProgress): number => (p.phase === 'provisioning' ? p.provisioned : p.online);
+  const details = (p: SimulationProgress): string =>
+    p.phase === 'provisioning' ? `${p.errors} errors` : `${p.online} online · ${p.messagesPerSec} msg/s · ${p.published} published · ${p.errors} errors`;
+  return {
+    update: (p) => {
+      last = p;
+      if (p.phase !== phase) {
+        bar?.finish();
+        phase = p.phase;
+        bar = new Progress({ label: `simulate ${p.phase}`, total: p.devices, tty: io.stderrIsTTY === true, columns: () => io.columns?.(), write: (t) => io.stderr(t) });
+      }
+      bar?.update(counted(p), details(p));
+    },
+    finish: () => {
+      if (bar && last) bar.finish(details(last));
+    },
+  };
 }
 
 /** The real service (or a running emulator) when --endpoint or --region is given; `undefined` for the embedded emulator. */
@@ -208,37 +280,4 @@ export async function writeOutput(write: (file: string, text: string) => Promise
     const reason = isApsaraMqDeviceError(error) ? error.message : error instanceof Error ? error.message : String(error);
     throw new ValidationError('InvalidOption', `Cannot write ${flag} file ${file}: ${reason}`);
   }
-}
-
-/**
- * Live progress on stderr: a bar redrawn in place on a TTY; otherwise a line at each phase change and every few
- * seconds, so logs stay readable. Call with `'end'` to finish the bar's line.
- */
-function progressPrinter(io: CliIo, tty: boolean): (progress: SimulationProgress | 'end') => void {
-  let lastPhase = '';
-  let lastLineAt = Number.NEGATIVE_INFINITY;
-  let drawn = false;
-  return (progress) => {
-    if (progress === 'end') {
-      if (drawn) io.stderr('\n');
-      return;
-    }
-    const seconds = `${Math.floor(progress.elapsedMs / 1_000)}s`;
-    const provisioning = progress.phase === 'provisioning';
-    const counts = provisioning
-      ? `${progress.provisioned}/${progress.devices} provisioned, ${progress.errors} errors`
-      : `${progress.online}/${progress.devices} connected, ${progress.messagesPerSec} msg/s, ${progress.errors} errors`;
-    if (tty) {
-      const width = 24;
-      const done = provisioning ? progress.provisioned : progress.online;
-      const filled = Math.round((done / Math.max(1, progress.devices)) * width);
-      io.stderr(`\r\x1b[K[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${counts} · ${progress.phase} ${seconds}`);
-      drawn = true;
-      return;
-    }
-    if (progress.phase === lastPhase && progress.elapsedMs - lastLineAt < PROGRESS_LINE_MS) return;
-    lastPhase = progress.phase;
-    lastLineAt = progress.elapsedMs;
-    io.stderr(`[${seconds}] ${progress.phase}: ${counts}\n`);
-  };
 }
