@@ -78,3 +78,19 @@ describe('sign never ignores a flag', () => {
     expect(run.stderr).toMatch(/^InvalidCredential: Cannot read credential file .*dev-1\.json: there is no such file \(it is what `apsaramq-device register … > FILE`/);
   });
 });
+
+describe('a fleet-wide failure is one line with its remedy, not a page of the same line', () => {
+  it('provision with a wrong account secret', async () => {
+    const e = emulator();
+    const run = await cli(
+      ['provision', '--endpoint', e.apiEndpoint, '--instance-id', e.instanceId, '--group-id', 'GID_wrong', '--count', '50', '--store', join(await tempDir(), 'store')],
+      { ALIBABA_CLOUD_ACCESS_KEY_ID: e.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: 'not-the-secret' },
+    );
+    expect(run.code).toBe(1);
+    const failedLines = run.stdout.split('\n').filter((l) => l.trimStart().startsWith('failed '));
+    expect(failedLines).toHaveLength(1);
+    expect(failedLines[0]).toMatch(/^ {2}failed SignatureDoesNotMatch ×50: GID_wrong@@@dev-0, .*, … and 30 more$/);
+    expect(run.stdout).toContain('    Check ALIBABA_CLOUD_ACCESS_KEY_SECRET: it does not match the AccessKeyId.');
+    expect(run.stderr).toMatch(/^SignatureDoesNotMatch: 50 of 50 devices were not provisioned \(SignatureDoesNotMatch 50\)\. Check ALIBABA_CLOUD_ACCESS_KEY_SECRET: it does not match the AccessKeyId\. Then run the same command again/m);
+  });
+});

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { assertClientId, assertGroupId, assertInstanceId } from '../../credential.js';
-import { ApsaraMqDeviceError, isApsaraMqDeviceError } from '../../errors.js';
+import { ApsaraMqDeviceError, LOCAL_ERROR_CATALOG, apiErrorInfo, isApsaraMqDeviceError } from '../../errors.js';
 import { defaultStoreDir } from '../../provisioner/env.js';
 import type { FleetProgress, FleetResult } from '../../provisioner/fleet.js';
 import { loadFleet } from '../roles.js';
@@ -142,20 +142,34 @@ function humanSummary(r: FleetResult): string {
   const lines = [
     `provisioned ${r.provisioned} of ${r.requested} (from store ${r.fromStore}, fetched ${r.fetched}, registered ${r.registered}); failed ${r.failed.length}`,
     `${r.apiCalls} API calls, ${r.retries} retries, ${r.throttled} throttled, ${(r.elapsedMs / 1000).toFixed(1)} s`,
-    ...r.failed.slice(0, FAILURES_SHOWN).map((f) => `  failed ${f.clientId}: ${f.code}`),
   ];
-  if (r.failed.length > FAILURES_SHOWN) lines.push(`  … and ${r.failed.length - FAILURES_SHOWN} more`);
+  // One line per failure code, not per device: a fleet-wide cause (a wrong secret) is one line with its remedy.
+  for (const [code, ids] of byCode(r.failed)) {
+    const shown = ids.slice(0, FAILURES_SHOWN).join(', ');
+    lines.push(`  failed ${code} ×${ids.length}: ${shown}${ids.length > FAILURES_SHOWN ? `, … and ${ids.length - FAILURES_SHOWN} more` : ''}`);
+    lines.push(`    ${remedyOf(code)}`);
+  }
   return `${lines.join('\n')}\n`;
+}
+
+/** Failed ClientIds grouped by code, the most frequent code first. */
+function byCode(failed: readonly { clientId: string; code: string }[]): [string, string[]][] {
+  const groups = new Map<string, string[]>();
+  for (const { clientId, code } of failed) groups.set(code, [...(groups.get(code) ?? []), clientId]);
+  return [...groups].sort((a, b) => b[1].length - a[1].length);
+}
+
+/** What to do about a code, from the one table. */
+function remedyOf(code: string): string {
+  if (Object.hasOwn(LOCAL_ERROR_CATALOG, code)) return LOCAL_ERROR_CATALOG[code as keyof typeof LOCAL_ERROR_CATALOG].remedy;
+  return apiErrorInfo(code).remedy;
 }
 
 /** Exit 1 with the most frequent failure code first on stderr, as every other command does. */
 function failureError(result: FleetResult): ApsaraMqDeviceError {
-  const counts = new Map<string, number>();
-  for (const { code } of result.failed) counts.set(code, (counts.get(code) ?? 0) + 1);
-  const [code = 'UnknownError'] = [...counts].sort((a, b) => b[1] - a[1])[0] ?? [];
-  const breakdown = [...counts].map(([c, n]) => `${c} ${n}`).join(', ');
-  return new ApsaraMqDeviceError(code, `${result.failed.length} of ${result.requested} devices were not provisioned (${breakdown})`, {
-    retryable: false,
-    remedy: 'Fix the cause and run the same command again: devices already provisioned come from the store at no cost.',
-  });
+  const groups = byCode(result.failed);
+  const [code = 'UnknownError'] = groups[0] ?? [];
+  const breakdown = groups.map(([c, ids]) => `${c} ${ids.length}`).join(', ');
+  const remedy = `${remedyOf(code)} Then run the same command again: devices already provisioned come from the store at no cost.`;
+  return new ApsaraMqDeviceError(code, `${result.failed.length} of ${result.requested} devices were not provisioned (${breakdown})`, { retryable: false, remedy });
 }

@@ -208,6 +208,9 @@ async function checkBrokerHost(brokerUrl: string, defaultedFrom: string | undefi
   }
 }
 
+/** The phases that get a bar: their count grows toward the fleet's size. */
+const SHOWN_PHASES: ReadonlySet<string> = new Set(['provisioning', 'connecting', 'publishing']);
+
 /** The one progress display, one bar per phase: provisioned devices, then connected ones. */
 function phaseProgress(io: CliIo): { update: (p: SimulationProgress) => void; finish: () => void } {
   let phase: string | undefined;
@@ -218,6 +221,8 @@ function phaseProgress(io: CliIo): { update: (p: SimulationProgress) => void; fi
     p.phase === 'provisioning' ? `${p.errors} errors` : `${p.online} online · ${p.messagesPerSec} msg/s · ${p.published} published · ${p.errors} errors`;
   return {
     update: (p) => {
+      // Draining and disconnecting empty the fleet on purpose: the publishing bar's last state is the one to keep.
+      if (!SHOWN_PHASES.has(p.phase)) return;
       last = p;
       if (p.phase !== phase) {
         bar?.finish();
