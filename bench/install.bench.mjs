@@ -5,7 +5,7 @@
 // Baseline: the install before the split. Targets: a device-only install has fewer packages and fewer bytes than
 // that. mqtt.js alone is the floor (a device needs an MQTT client whatever it uses), shown for context.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BEFORE_SPLIT, baselineCheckout } from './lib/baseline.mjs';
@@ -41,6 +41,12 @@ function install(name, packages) {
   return { packages: new Set(listed.slice(1)).size, mib: bytesUnder(join(dir, 'node_modules')) / 2 ** 20 };
 }
 
+/** Every optional peer at the version package.json asks for. */
+function allPeers() {
+  const { peerDependencies } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
+  return Object.entries(peerDependencies).filter(([name]) => name !== 'vitest').map(([name, range]) => `${name}@${range}`);
+}
+
 try {
   const now = pack(ROOT, 'now');
   const before = pack(baselineCheckout(BEFORE_SPLIT), 'before');
@@ -48,8 +54,8 @@ try {
     [`before the split (${BEFORE_SPLIT}): npm install <tarball>`]: install('before', [before]),
     'mqtt.js alone: npm install mqtt@^5.16.0': install('mqtt', ['mqtt@^5.16.0']),
     'now, device only: npm install <tarball>': install('device', [now]),
-    'now, registrar: + @alicloud/pop-core': install('registrar', [now, '@alicloud/pop-core@~1.8.0']),
-    'now, everything (CLI, emulator): + pop-core aedes ws': install('everything', [now, '@alicloud/pop-core@~1.8.0', 'aedes@^1.2.0', 'ws@^8.18.0']),
+    'now, registrar: + @alicloud/pop-core proper-lockfile': install('registrar', [now, '@alicloud/pop-core@~1.8.0', 'proper-lockfile@~4.1.2']),
+    'now, everything (CLI, emulator, simulator): + all the optional peers': install('everything', [now, ...allPeers()]),
   };
   console.log('| Install | Packages | node_modules (MiB) |\n|---|---|---|');
   for (const [name, r] of Object.entries(rows)) console.log(`| ${name} | ${r.packages} | ${r.mib.toFixed(1)} |`);
