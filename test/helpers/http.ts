@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect as netConnect } from 'node:net';
 import { expect, onTestFinished } from 'vitest';
 import type { DeviceCredentialWire } from '../../src/credential.js';
 import { ApsaraMqDeviceError } from '../../src/errors.js';
@@ -276,4 +276,17 @@ export async function startApiProxy(target: string): Promise<ApiProxy> {
     answered: (action, n, status = 200) => counter(`${action} ${status}`).reached(n),
     close: server.close,
   };
+}
+
+/** Does anything accept a TCP connection at the URL's host and port? (A closed server must answer false.) */
+export function portAccepts(url: string): Promise<boolean> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = netConnect(Number(port), hostname.replace(/^\[|\]$/g, ''));
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
 }

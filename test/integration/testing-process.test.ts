@@ -5,9 +5,9 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { inspect, promisify } from 'node:util';
+import { portAccepts } from '../helpers/http.js';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import RPCClient from '@alicloud/pop-core';
 import { DeviceCredential } from '../../src/credential.js';
@@ -20,17 +20,6 @@ import { REPO_ROOT } from '../helpers/package.js';
 
 const run = promisify(execFile);
 
-function portAccepts(url: string): Promise<boolean> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const s = netConnect(Number(port), hostname);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
 
 /** Debian's python3 with paho-mqtt (the one on PATH may be another Python without it). */
 const PYTHON = '/usr/bin/python3';

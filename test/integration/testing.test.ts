@@ -2,7 +2,7 @@
  * apsaramq-device/testing as a user's suite uses it: the vitest adapter for the file, the core for one-off emulators.
  * Real emulators on free ports, real mqtt.js clients, the library's connector.
  */
-import { connect as netConnect } from 'node:net';
+import { portAccepts } from '../helpers/http.js';
 import { describe, expect, it } from 'vitest';
 import { isApsaraMqDeviceError } from '../../src/errors.js';
 import { startTestEmulator } from '../../src/testing/index.js';
@@ -11,17 +11,6 @@ import { useEmulator } from '../../src/testing/vitest.js';
 
 const emulator = useEmulator();
 
-function portAccepts(url: string): Promise<boolean> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const s = netConnect(Number(port), hostname);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
 
 describe('the testing fixture', () => {
   it('registers, connects, and sees a device message at the broker', async () => {

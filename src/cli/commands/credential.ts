@@ -7,14 +7,14 @@ import type { Provisioner } from '../../provisioner/provisioner.js';
 import { loadProvisioner } from '../roles.js';
 import { type CliIo, UsageError, intArg, jsonLine } from '../io.js';
 
-interface ApiFlags {
+export interface ApiFlags {
   instanceId?: string;
   endpoint?: string;
   region?: string;
   store?: string;
 }
 
-const API_HELP = `
+export const API_HELP = `
 Account keys come from ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET (and ALIBABA_CLOUD_SECURITY_TOKEN for STS).
 The OpenAPI endpoint is --endpoint URL (e.g. the emulator's http://127.0.0.1:8080) or https://onsmqtt.<region>.aliyuncs.com for --region.`;
 
@@ -34,7 +34,7 @@ export async function provisionerFromFlags(flags: ApiFlags, io: CliIo): Promise<
   });
 }
 
-function apiOptions(command: Command): Command {
+export function apiOptions(command: Command): Command {
   return command
     .option('--instance-id <id>', 'instance id (required)')
     .option('--endpoint <url>', 'OpenAPI endpoint URL')

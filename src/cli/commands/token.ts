@@ -1,24 +1,7 @@
 import type { Command } from 'commander';
 import { assertClientId } from '../../credential.js';
 import { type CliIo, UsageError, jsonLine } from '../io.js';
-import { provisionerFromFlags } from './credential.js';
-
-interface ApiFlags {
-  instanceId?: string;
-  endpoint?: string;
-  region?: string;
-}
-
-const API_HELP = `
-Account keys come from ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET (and ALIBABA_CLOUD_SECURITY_TOKEN for STS).
-The OpenAPI endpoint is --endpoint URL (e.g. the emulator's http://127.0.0.1:8080) or https://onsmqtt.<region>.aliyuncs.com for --region.`;
-
-function apiOptions(command: Command): Command {
-  return command
-    .option('--instance-id <id>', 'instance id (required)')
-    .option('--endpoint <url>', 'OpenAPI endpoint URL')
-    .option('--region <region>', 'region, for https://onsmqtt.<region>.aliyuncs.com');
-}
+import { API_HELP, type ApiFlags, apiOptions, provisionerFromFlags } from './credential.js';
 
 const DURATION = /^(\d+)(s|m|h|d)$/;
 const UNIT_MS: Readonly<Record<string, number>> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
