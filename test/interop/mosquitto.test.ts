@@ -62,9 +62,11 @@ describe.skipIf(!available)(`mosquitto clients against the emulator${reason}`, (
     });
     let out = '';
     subscriber.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    // Listen for the exit before publishing: mosquitto_sub may exit before mosquitto_pub's own exit is reported.
+    const exited = once(subscriber, 'exit');
     await ready; // mosquitto_sub's subscription is in place before anything is published
     await run(bin.pub, ['-h', host, '-p', port, '-V', 'mqttv311', '-i', pub.clientId, '-u', pub.username, '-P', pub.password, '-t', 'interop/hello', '-m', 'from mosquitto_pub', '-q', '1']);
-    const [code] = (await once(subscriber, 'exit')) as [number];
+    const [code] = (await exited) as [number];
     expect(code).toBe(0);
     expect(out.trim()).toBe('interop/hello from mosquitto_pub');
   });
