@@ -20,6 +20,8 @@ import { CredentialRegistry } from './registry.js';
 import { StatsRecorder, type EmulatorStats } from './stats.js';
 
 export { EMULATOR_DEFAULTS, EMULATOR_ENV, type EmulatorOptions, type ReRegisterPolicy, type TlsOptions } from './options.js';
+export { BROKER_DEFAULTS, DEFAULT_PARENT_TOPICS, type BrokerOptions, type UnsupportedFeaturePolicy } from './broker-options.js';
+export { RULES, type RuleName } from './mqtt-rules.js';
 export type { ErrorStatusMode } from './api-errors.js';
 export type { ActionStats, EmulatorStats } from './stats.js';
 

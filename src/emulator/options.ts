@@ -2,13 +2,14 @@ import { createSecureContext } from 'node:tls';
 import { assertInstanceId } from '../credential.js';
 import { API_ERROR_CATALOG, ValidationError, isApsaraMqDeviceError } from '../errors.js';
 import type { ErrorStatusMode } from './api-errors.js';
+import { BROKER_OPTION_NAMES, resolveBrokerOptions, type BrokerOptions, type ResolvedBrokerOptions } from './broker-options.js';
 import { BASE36_LOWER, BASE62, randomString } from './crypto.js';
 
 /** What RegisterDeviceCredential does for a ClientId that already has a credential (reference §0). */
 export type ReRegisterPolicy = 'rotate' | 'reject';
 
-/** Options of `startEmulator`. Every one is optional; see {@link EMULATOR_DEFAULTS}. */
-export interface EmulatorOptions {
+/** Options of `startEmulator`. Every one is optional; see {@link EMULATOR_DEFAULTS} and, for the broker's rules, {@link BrokerOptions}. */
+export interface EmulatorOptions extends BrokerOptions {
   /** Interface every server binds to. Default `127.0.0.1`. */
   host?: string;
   /** MQTT over TCP port; 0 (default) picks a free port. */
@@ -56,7 +57,7 @@ export interface EmulatorOptions {
    * Register), instead of only refusing new CONNECTs. Default false, as documented for UnRegister (reference §0).
    */
   kickOnRevoke?: boolean;
-  /** Largest PUBLISH payload in bytes (default 65536, the service's 64 KB); a larger one disconnects the client. A positive integer or Infinity. */
+  /** Largest PUBLISH payload in bytes (default 65536, the service's 64 KB; Infinity under `lenient`); a larger one disconnects the client. A positive integer or Infinity. */
   maxPayloadBytes?: number;
   /**
    * Server certificate chain and private key (PEM) for MQTT over TLS and over secure WebSocket. Without it neither
@@ -101,7 +102,7 @@ export const EMULATOR_ENV = Object.freeze({
 } as const);
 
 /** Every option resolved and validated: what the emulator's parts are built from. */
-export interface ResolvedEmulatorOptions {
+export interface ResolvedEmulatorOptions extends ResolvedBrokerOptions {
   readonly host: string;
   readonly mqttPort: number;
   readonly wsPort: number | false;
@@ -269,7 +270,7 @@ export function resolveOptions(options: EmulatorOptions = {}): ResolvedEmulatorO
     throw new ValidationError('InvalidOption', `Emulator options must be an object, not ${describe(options)}`);
   }
   for (const key of Object.keys(options)) {
-    if (!KNOWN_OPTIONS.has(key)) throw new ValidationError('InvalidOption', `Unknown emulator option ${JSON.stringify(key)}`);
+    if (!KNOWN_OPTIONS.has(key) && !BROKER_OPTION_NAMES.has(key)) throw new ValidationError('InvalidOption', `Unknown emulator option ${JSON.stringify(key)}`);
   }
   // A JS caller may pass `undefined` explicitly; it means "absent" like an omitted key.
   const pick = <K extends keyof typeof EMULATOR_DEFAULTS>(key: K): unknown =>
@@ -303,7 +304,9 @@ export function resolveOptions(options: EmulatorOptions = {}): ResolvedEmulatorO
     throw new ValidationError('InvalidOption', `Emulator option ${secret.label} must be a non-empty string`);
   }
 
+  const broker = resolveBrokerOptions(options);
   return Object.freeze({
+    ...broker,
     host,
     mqttPort: port('mqttPort', pick('mqttPort')),
     wsPort: wsPort === false ? false : port('wsPort', wsPort),
@@ -323,7 +326,7 @@ export function resolveOptions(options: EmulatorOptions = {}): ResolvedEmulatorO
     latencyMs: latencyRange(options.latencyMs),
     random: func<() => number>('random', options.random === undefined ? Math.random : options.random, 'a function returning a number in [0, 1)'),
     kickOnRevoke: bool('kickOnRevoke', pick('kickOnRevoke')),
-    maxPayloadBytes: countOrInfinity('maxPayloadBytes', pick('maxPayloadBytes'), 1),
+    maxPayloadBytes: countOrInfinity('maxPayloadBytes', options.maxPayloadBytes ?? (broker.lenient ? Number.POSITIVE_INFINITY : EMULATOR_DEFAULTS.maxPayloadBytes), 1),
     ...tlsSettings(options),
   });
 }

@@ -5,7 +5,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { cli, spawnCli, tempDir } from '../helpers/cli.js';
 import { subscribed, useEmulator } from '../helpers/emulator.js';
 
-const getEmulator = useEmulator();
+const getEmulator = useEmulator({ parentTopics: ['cli', 't'] });
 
 function keys(): NodeJS.ProcessEnv {
   const e = getEmulator();
@@ -231,7 +231,7 @@ describe('connect', () => {
 
 describe('emulator command (child process)', () => {
   it('prints one JSON line when ready and closes cleanly on SIGTERM', async () => {
-    const proc = await spawnCli(['emulator', '--mqtt-port', '0', '--ws-port', '0', '--api-port', '0', '--json']);
+    const proc = await spawnCli(['emulator', '--mqtt-port', '0', '--ws-port', '0', '--api-port', '0', '--parent-topics', 'x', '--json']);
     const info = JSON.parse(proc.firstLine);
     expect(Object.keys(info)).toEqual(['mqttUrl', 'wsUrl', 'apiEndpoint', 'instanceId', 'accessKeyId', 'accessKeySecret']);
     expect(info.mqttUrl).toMatch(/^mqtt:\/\/127\.0\.0\.1:\d+$/);

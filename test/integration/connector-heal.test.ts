@@ -10,7 +10,7 @@ import type { Logger } from '../../src/util/logger.js';
 import { tempDir } from '../helpers/cli.js';
 import { callApi, registerDevice, useEmulator } from '../helpers/emulator.js';
 
-const emulator = useEmulator({}, 'test');
+const emulator = useEmulator({ parentTopics: ['log'] }, 'test');
 
 function deviceOptions(clientId: string, store: string, extra: Partial<RegisterAndConnectOptions> = {}): RegisterAndConnectOptions {
   const e = emulator();

@@ -14,7 +14,7 @@ let api: RPCClient;
 const open: DeviceConnection[] = [];
 
 beforeEach(async () => {
-  emulator = await startEmulator({ env: {} });
+  emulator = await startEmulator({ env: {}, parentTopics: ['conn'] });
   api = new RPCClient({ endpoint: emulator.apiEndpoint, apiVersion: '2020-04-20', accessKeyId: emulator.accessKeyId, accessKeySecret: emulator.accessKeySecret });
 });
 

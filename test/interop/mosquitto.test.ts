@@ -48,7 +48,7 @@ function hostPort(url: string): { host: string; port: string } {
 }
 
 describe.skipIf(!available)(`mosquitto clients against the emulator${reason}`, () => {
-  const emulator = useEmulator();
+  const emulator = useEmulator({ parentTopics: ['interop'] });
 
   it('mosquitto_sub receives what mosquitto_pub sends, both authenticated with derived credentials', async () => {
     const e = emulator();
