@@ -46,8 +46,9 @@ export interface BrokerOptions {
    */
   maxPacketBytes?: number;
   /**
-   * Bytes that may wait in one client's outgoing buffer (default 1 MiB). A subscriber that reads slower than its
-   * messages arrive is disconnected past it, so it can neither hold memory nor delay other clients.
+   * Bytes that may wait in one client's outgoing buffer, beyond what the kernel holds (default 8 MiB). A subscriber
+   * that reads slower than its messages arrive is disconnected past it, so that it cannot hold memory. (It cannot
+   * delay other clients whatever this is: deliveries never wait for a client's socket.)
    */
   maxQueuedBytes?: number;
   /** How long one client's socket may stay full before the client is disconnected, in ms (default 10 s). */
@@ -71,7 +72,7 @@ export const BROKER_DEFAULTS = Object.freeze({
   qos2PersistentSessions: 'refuse',
   lenient: false,
   maxPacketBytes: 128 * 1024,
-  maxQueuedBytes: 1024 * 1024,
+  maxQueuedBytes: 8 * 1024 * 1024,
   drainTimeoutMs: 10_000,
 } as const);
 

@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { Aedes, type AuthenticateError, type Client } from 'aedes';
+import { Aedes, type AuthenticateError, type Client, type Subscription } from 'aedes';
 import mqttPacket, { type IConnackPacket } from 'mqtt-packet';
 import { MAX_CLIENT_ID_LENGTH, clientIdProblem } from '../credential.js';
 import { hmacPassword, parseUsername } from '../signer/mqtt.js';
@@ -148,6 +148,12 @@ function cut(client: Client): void {
   client.conn.destroy();
 }
 
+/** The part of aedes' session store (aedes-persistence) the broker repairs. */
+interface SessionStore {
+  removeSubscriptions(client: Client, filters: readonly string[]): Promise<void>;
+  addSubscriptions(client: Client, subscriptions: readonly Subscription[]): Promise<void>;
+}
+
 /** What the rules need to know of a client. */
 function sessionFacts(client: Client): SessionFacts {
   // aedes sets `clean` from the clean-session flag (MQTT 3.1.1) or a zero session expiry (MQTT 5).
@@ -180,8 +186,9 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
   const identities = new WeakMap<Client, ConnectIdentity>();
   // The DeviceAccessKeyId each live DeviceCredential session authenticated with, for kickOnRevoke.
   const sessionKeys = new WeakMap<Client, string>();
-  // The topic filters each client holds, for the subscriptions-per-client rule.
-  const held = new WeakMap<Client, Set<string>>();
+  // The subscriptions each client holds, by filter: for the subscriptions-per-client rule, and to repair what aedes
+  // stores of a persistent session.
+  const held = new WeakMap<Client, Map<string, Subscription>>();
   const decide = (client: Client, code: number): void => {
     counted.add(client);
     deps.stats.recordConnack(code);
@@ -190,10 +197,10 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     deps.stats.recordRule(refusal.rule);
     options.logger.warn(describeRefusal(refusal, clientId), { rule: refusal.rule, ...(clientId ? { clientId } : {}) });
   };
-  const heldBy = (client: Client): Set<string> => {
+  const heldBy = (client: Client): Map<string, Subscription> => {
     let filters = held.get(client);
     if (!filters) {
-      filters = new Set();
+      filters = new Map();
       held.set(client, filters);
     }
     return filters;
@@ -274,7 +281,7 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
       const filters = heldBy(client);
       const refusal = checkSubscribe(options, subscription, sessionFacts(client), filters);
       if (!refusal) {
-        filters.add(subscription.topic);
+        filters.set(subscription.topic, subscription);
         done(null, subscription);
         return;
       }
@@ -326,24 +333,45 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     const qos = options.qos2PersistentSessions === 'refuse' && !client.clean ? 1 : 2;
     client.subscribe({ topic: p2pInbox(client.id), qos }, () => undefined);
   });
+  // aedes has set each subscription's `qos` to what the SUBACK granted: 0x80 and up is a refusal.
   broker.on('subscribe', (subscriptions, client) => {
-    // MQTT 5: aedes answers `$share/` filters with SUBACK 0x9E itself, before the authorize hook.
+    const refused: string[] = [];
     for (const sub of subscriptions) {
-      if ((sub.qos as number) === 0x9e) {
+      const granted = sub.qos as number;
+      // MQTT 5: aedes answers `$share/` filters with SUBACK 0x9E itself, before the authorize hook.
+      if (granted === 0x9e) {
         report({ rule: 'sharedSubscription', action: 'deny', reasonCode: 0x9e, reason: `a shared subscription '${sub.topic}' (MQTT 5: SUBACK 0x9E)` }, client.id);
       }
+      if (granted >= 0x80) refused.push(sub.topic);
     }
+    if (!client.clean && refused.length > 0) repairStoredSession(client, refused);
   });
+  /**
+   * In a persistent session aedes stores every filter of a SUBSCRIBE once one of them is granted, the refused ones
+   * too, and would then queue offline messages for them: put back what the client really holds.
+   */
+  const repairStoredSession = (client: Client, refused: readonly string[]): void => {
+    const mine = held.get(client);
+    const persistence = (broker as unknown as { persistence: SessionStore }).persistence;
+    const removed = refused.filter((filter) => !mine?.has(filter));
+    const restored = refused.flatMap((filter) => mine?.get(filter) ?? []);
+    persistence.removeSubscriptions(client, removed)
+      .then(() => (restored.length > 0 ? persistence.addSubscriptions(client, restored) : undefined))
+      .catch((error: unknown) => options.logger.error(`MQTT broker error: ${error instanceof Error ? error.message : String(error)}`));
+  };
   broker.on('unsubscribe', (filters, client) => {
     const mine = held.get(client);
     for (const filter of filters) mine?.delete(filter);
   });
-  // Refusals aedes makes itself, reported like the rules' own.
+  // Refusals aedes makes itself, reported like the rules' own. A drain timeout fails every write that waited for
+  // the drain, each with its own error event: it is reported once per client.
+  const drainTimedOut = new WeakSet<Client>();
   const aedesRefusal = (client: Client | null, error: Error): void => {
     const id = client?.id ?? undefined;
     if (error.message === 'packet too large') {
       report({ rule: 'packetSize', action: 'disconnect', reasonCode: REASON.PACKET_TOO_LARGE, reason: `a packet of ${String((error as { size?: number }).size)} bytes, over the limit of ${options.maxPacketBytes}` }, id);
-    } else if (error.message === 'drain timeout') {
+    } else if (error.message === 'drain timeout' && client && !drainTimedOut.has(client)) {
+      drainTimedOut.add(client);
       report({ rule: 'slowConsumer', action: 'disconnect', reasonCode: 0, reason: `a socket that took no data for ${options.drainTimeoutMs} ms` }, id);
     } else if (error.message.startsWith('invalid subscription identifier')) {
       report({ rule: 'subscriptionIdentifier', action: 'disconnect', reasonCode: 0x82, reason: `${error.message} (MQTT 5 allows 1 to 268,435,455; DISCONNECT 0x82)` }, id);
@@ -357,8 +385,13 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
   const onSlow = (client: Client, queued: number): void => {
     report({ rule: 'slowConsumer', action: 'disconnect', reasonCode: 0, reason: `${queued} bytes waiting to be read, over the limit of ${options.maxQueuedBytes}` }, client.id ?? undefined);
   };
+  const onUnsafeSubscribe = (client: Client): void => {
+    const refusal: Refusal = { rule: 'unsafeSubscribe', action: 'disconnect', reasonCode: REASON.TOPIC_FILTER_INVALID, reason: "a SUBSCRIBE listing '__proto__' beside other filters (aedes 2.0.0-beta.1 would crash on it)" };
+    report(refusal, client.id ?? undefined);
+    disconnectFor(client, refusal, () => client.conn.destroy());
+  };
   const handle = (conn: Duplex, req?: Parameters<Aedes['handle']>[1]): void => {
-    guardClient(broker.handle(conn, req), options.maxQueuedBytes, onSlow);
+    guardClient(broker.handle(conn, req), options.maxQueuedBytes, { onSlow, onUnsafeSubscribe });
   };
 
   const stopKicking = options.kickOnRevoke

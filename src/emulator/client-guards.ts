@@ -8,12 +8,22 @@ import type { Client } from 'aedes';
 /** A delivery function of an aedes client: write `packet` to the client, then call `done`. */
 type Deliver = (packet: { readonly payload?: { readonly length: number }; readonly topic?: string }, done: () => void) => void;
 
+/** A SUBSCRIBE as mqtt-packet parses it. */
+interface SubscribePacket {
+  cmd: string;
+  messageId?: number;
+  subscriptions?: { topic: string }[];
+  properties?: unknown;
+}
+
 /** The fields of an aedes client the guards use. */
 interface ClientInternals {
   subscriptions: Record<string, unknown>;
   duplicates: Record<string, unknown>;
   deliver0: Deliver;
   deliverQoS: Deliver;
+  /** The client's mqtt-packet parser; aedes handles each packet in a 'packet' listener. */
+  _parser: NodeJS.EventEmitter;
 }
 
 /** The fields of an aedes broker the guards use. */
@@ -37,36 +47,78 @@ export function hardenBroker(broker: unknown): void {
 /** What to do when a client cannot keep up: it is given, already cut off, to this function. */
 export type SlowConsumerHandler = (client: Client, queuedBytes: number) => void;
 
+/** What to do with a client that sent a SUBSCRIBE aedes cannot survive (it was not handed to aedes). */
+export type UnsafeSubscribeHandler = (client: Client) => void;
+
+/** What {@link guardClient} reports to. */
+export interface GuardHandlers {
+  readonly onSlow: SlowConsumerHandler;
+  readonly onUnsafeSubscribe: UnsafeSubscribeHandler;
+}
+
+/**
+ * Would aedes 2.0.0-beta.1 crash on this SUBSCRIBE? With two filters or more it de-duplicates them through a plain
+ * object, where a filter named `__proto__` replaces the object's prototype: the loop that follows then reads the
+ * prototype's fields as filters, and for MQTT 5 `undefined.startsWith` throws out of the socket's read handler,
+ * ending the process (found by test/integration/emulator-mqtt-fuzz.test.ts).
+ */
+function crashesAedes(packet: SubscribePacket): boolean {
+  const subscriptions = packet.subscriptions ?? [];
+  return packet.cmd === 'subscribe' && subscriptions.length > 1 && subscriptions.some((sub) => sub.topic === '__proto__');
+}
+
 /**
  * Fit a new client (before it subscribes to anything: aedes picks the delivery function at subscription time):
- * - null-prototype `subscriptions` and `duplicates` maps, see {@link hardenBroker};
+ * - null-prototype `subscriptions` and `duplicates` maps, see {@link hardenBroker}, and no SUBSCRIBE that would
+ *   crash aedes, see {@link crashesAedes};
  * - deliveries that never hold up the broker. aedes' delivery functions call back only once the client's socket
  *   has taken the packet, and its message bus (mqemitter) lets only 100 deliveries be in flight at once: a single
  *   subscriber that stops reading held every other client's messages back until the drain timeout, while the
  *   messages piled up in memory. Here the bus is called back at once, and a client whose outgoing buffer holds
  *   more than `maxQueuedBytes` is disconnected instead of being written to.
  */
-export function guardClient(client: Client, maxQueuedBytes: number, onSlow: SlowConsumerHandler): void {
+export function guardClient(client: Client, maxQueuedBytes: number, handlers: GuardHandlers): void {
+  const { onSlow, onUnsafeSubscribe } = handlers;
   const internals = client as unknown as ClientInternals;
   internals.subscriptions = Object.create(null) as Record<string, unknown>;
   internals.duplicates = Object.create(null) as Record<string, unknown>;
+  // Ahead of aedes' own listener: a SUBSCRIBE it cannot survive is emptied (an empty SUBSCRIBE without a packet id
+  // makes aedes do nothing and answer nothing) and the client is handed over to be disconnected.
+  internals._parser.prependListener('packet', (packet: SubscribePacket) => {
+    if (!crashesAedes(packet)) return;
+    packet.subscriptions = [];
+    delete packet.messageId;
+    delete packet.properties;
+    onUnsafeSubscribe(client);
+  });
   let cut = false;
+  // Bytes handed to aedes that it has not written yet: it writes on the next turn of the event loop.
+  let handedOver = 0;
   const bounded = (deliver: Deliver): Deliver => (packet, done) => {
     // Called back on the next turn, not synchronously: a synchronous callback lets mqemitter drain its queue
     // recursively, which is how aedes ran out of stack.
     setImmediate(done);
     if (cut) return;
-    const queued = client.conn.writableLength;
+    const size = (packet.payload?.length ?? 0) + (packet.topic?.length ?? 0) + PUBLISH_OVERHEAD;
+    const queued = client.conn.writableLength + handedOver + size;
     if (queued > maxQueuedBytes) {
       cut = true;
       client.conn.destroy();
       onSlow(client, queued);
       return;
     }
+    handedOver += size;
     deliver(packet, noop);
+    // Runs after aedes' own setImmediate for this delivery, which has written the packet by then.
+    setImmediate(() => {
+      handedOver -= size;
+    });
   };
   internals.deliver0 = bounded(internals.deliver0);
   internals.deliverQoS = bounded(internals.deliverQoS);
 }
 
 function noop(): void {}
+
+/** A PUBLISH's bytes besides its topic and payload: fixed header, lengths, packet id (MQTT 5 properties aside). */
+const PUBLISH_OVERHEAD = 9;

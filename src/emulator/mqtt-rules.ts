@@ -10,6 +10,7 @@ import { mayP2pSubscribe } from './p2p.js';
 export const REASON = Object.freeze({
   IMPLEMENTATION_SPECIFIC_ERROR: 0x83,
   NOT_AUTHORIZED: 0x87,
+  TOPIC_FILTER_INVALID: 0x8f,
   TOPIC_NAME_INVALID: 0x90,
   PACKET_TOO_LARGE: 0x95,
   RETAIN_NOT_SUPPORTED: 0x9a,
@@ -38,6 +39,7 @@ export const RULES = Object.freeze({
   slowConsumer: { option: 'maxQueuedBytes and drainTimeoutMs', flag: '--max-queued-bytes and --drain-timeout-ms' },
   sysTopic: {},
   p2pSubscription: {},
+  unsafeSubscribe: {},
 } satisfies Record<string, RuleInfo>);
 
 /** The name of a rule or guard. */
@@ -114,7 +116,7 @@ export function checkPublish(
 }
 
 /**
- * Check one topic filter of a SUBSCRIBE. `held` is the set of filters the client holds already (for the count).
+ * Check one topic filter of a SUBSCRIBE. `held` holds the filters the client has already (for the count).
  * Order: shared subscription, `$SYS`, parent topic, topic length, another client's P2P topic, QoS 2 in a
  * persistent session, subscriptions per client.
  */
@@ -122,7 +124,7 @@ export function checkSubscribe(
   rules: ResolvedBrokerOptions,
   subscription: { readonly topic: string; readonly qos: number },
   session: SessionFacts,
-  held: ReadonlySet<string>,
+  held: { has(filter: string): boolean; readonly size: number },
 ): Refusal | undefined {
   const filter = subscription.topic;
   const deny = (rule: RuleName, reason: string): Refusal => ({ rule, action: 'deny', reasonCode: REASON.NOT_AUTHORIZED, reason });
@@ -131,7 +133,9 @@ export function checkSubscribe(
   }
   // Devices must not watch other clients connect and subscribe (aedes publishes both under $SYS).
   if (filter === SYS_PREFIX || filter.startsWith(`${SYS_PREFIX}/`)) return deny('sysTopic', `a subscription to '${filter}' ($SYS is closed to devices)`);
-  const parent = parentRefusal(rules, filter, 'SUBSCRIBE');
+  // An allowed shared subscription is checked on the filter it shares, `$share/<group>/<filter>`.
+  const shared = filter.startsWith(SHARE_PREFIX) ? filter.split('/').slice(2).join('/') : filter;
+  const parent = parentRefusal(rules, shared, 'SUBSCRIBE');
   if (parent) return parent;
   if (filter.length > rules.maxTopicLength) {
     return deny('topicLength', `a topic filter of ${filter.length} characters, over the limit of ${rules.maxTopicLength}`);

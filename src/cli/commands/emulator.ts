@@ -150,7 +150,7 @@ export function addEmulatorCommand(program: Command, io: CliIo): void {
     .option('--qos2-persistent-sessions <policy>', 'QoS 2 in a persistent session: refuse or allow', choiceArg('--qos2-persistent-sessions', ['refuse', 'allow'] as const))
     .option('--lenient', 'turn every rule above off (a plain MQTT broker); rule flags given explicitly still apply')
     .option('--max-packet-bytes <n>', 'largest MQTT packet, checked before authentication (default 131072)', intArg('--max-packet-bytes', 2, 268_435_460))
-    .option('--max-queued-bytes <n>', 'bytes waiting for one slow subscriber before it is disconnected (default 1048576)', intArg('--max-queued-bytes', 1024))
+    .option('--max-queued-bytes <n>', 'bytes waiting for one slow subscriber before it is disconnected (default 8388608)', intArg('--max-queued-bytes', 1024))
     .option('--drain-timeout-ms <ms>', 'how long a subscriber\'s socket may stay full before it is disconnected (default 10000)', intArg('--drain-timeout-ms', 1, 2_147_483_647))
     .option('--json', 'once ready, print one JSON line {mqttUrl, wsUrl, [mqttsUrl, wssUrl with TLS,] apiEndpoint, instanceId, accessKeyId, accessKeySecret}')
     .addHelpText(
