@@ -1,6 +1,6 @@
 import type { IDisconnectPacket } from 'mqtt-packet';
 import type { MqttClient } from 'mqtt';
-import type { Emulator, EmulatorOptions } from '../../src/emulator/index.js';
+import type { Emulator } from '../../src/emulator/index.js';
 import type { Logger } from '../../src/util/logger.js';
 import { signDeviceCredential, signSignature, type MqttCredentials } from '../../src/signer/mqtt.js';
 import { registerDevice } from './emulator.js';
@@ -38,9 +38,4 @@ export function captureLogger(): Logger & { readonly lines: string[] } {
     lines.push(`${level} ${message}`);
   };
   return { lines, debug: keep('debug'), info: keep('info'), warn: keep('warn'), error: keep('error') };
-}
-
-/** Options for an emulator whose rules log into `logger`. */
-export function withLogger(logger: Logger, options: EmulatorOptions = {}): EmulatorOptions {
-  return { ...options, logger };
 }
