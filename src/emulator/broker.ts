@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { Aedes, type AuthenticateError, type Client, type Subscription } from 'aedes';
-import mqttPacket, { type IConnackPacket } from 'mqtt-packet';
+import mqttPacket, { type IConnackPacket, type IDisconnectPacket } from 'mqtt-packet';
 import { MAX_CLIENT_ID_LENGTH, clientIdProblem } from '../credential.js';
 import { hmacPassword, parseUsername } from '../signer/mqtt.js';
 import { guardClient, hardenBroker } from './client-guards.js';
@@ -161,6 +161,23 @@ function sessionFacts(client: Client): SessionFacts {
 }
 
 /**
+ * Send an MQTT 5 client a DISCONNECT with `reasonCode` and `reasonString`, then close it and call `then`. Not aedes'
+ * `client.disconnect()`: it sends nothing to a client whose CONNACK is out but whose queued messages are still being
+ * sent (aedes calls it connecting, not connected), and a PUBLISH that arrives right after the CONNACK is in that
+ * window (Paho's, at times).
+ */
+function sendDisconnect(client: Client, reasonCode: number, reasonString: string, drainTimeoutMs: number, then: () => void = noop): void {
+  const packet: IDisconnectPacket = { cmd: 'disconnect', reasonCode, properties: { reasonString } };
+  const conn = client.conn;
+  const flushed = conn.write(mqttPacket.generate(packet, { protocolVersion: 5 }), () => client.close(then));
+  // A client that does not read its socket is not waited for longer than for any other write (destroying the socket
+  // also calls the write back).
+  if (!flushed) setTimeout(() => conn.destroy(), drainTimeoutMs).unref();
+}
+
+function noop(): void {}
+
+/**
  * Refuse a CONNECT with our own CONNACK (aedes' authenticate hook can only answer 3.1.1 codes 2 to 5), then let aedes
  * close the connection. MQTT 5 gets the reason code and, as Reason String, why.
  */
@@ -207,11 +224,8 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
   };
   // MQTT 5 is told why in a DISCONNECT; MQTT 3.1.1 has no such packet, and aedes closes the connection on the error.
   const disconnectFor = (client: Client | null, refusal: Refusal, then: () => void): void => {
-    if (client?.version === 5 && !client.closed) {
-      client.disconnect({ reasonCode: refusal.reasonCode, properties: { reasonString: describeRefusal(refusal, client.id) } }, then);
-    } else {
-      then();
-    }
+    if (client?.version === 5 && !client.closed) sendDisconnect(client, refusal.reasonCode, describeRefusal(refusal, client.id), options.drainTimeoutMs, then);
+    else then();
   };
 
   const broker = await Aedes.createBroker({
@@ -400,7 +414,7 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
       const client = clientById(broker, record.ClientId);
       if (!client || sessionKeys.get(client) !== record.DeviceAccessKeyId) return;
       // MQTT 5 is told why; MQTT 3.1.1 loses the connection as on a network cut.
-      if (client.version === 5) client.disconnect({ reasonCode: REASON.NOT_AUTHORIZED, properties: { reasonString: 'the credential was revoked' } });
+      if (client.version === 5) sendDisconnect(client, REASON.NOT_AUTHORIZED, 'the credential was revoked', options.drainTimeoutMs);
       else cut(client);
     })
     : () => undefined;

@@ -134,6 +134,24 @@ describe('MQTT 5: sessions', () => {
     await live.endAsync(true);
   });
 
+  it('a PUBLISH refused while the queued messages are still being sent after the CONNACK still gets its DISCONNECT', async () => {
+    const e = emu();
+    const login = accountLogin(e, 'GID_v5@@@eager');
+    const session = { clean: false, properties: { sessionExpiryInterval: 600 } };
+    const first = await connectMqtt(e.mqttUrl, login, { ...V5, ...session });
+    await first.subscribeAsync('demo/queued', { qos: 1 });
+    await first.endAsync();
+    const pub = await connectMqtt(e.mqttUrl, accountLogin(e, 'GID_v5@@@filler'), V5);
+    await Promise.all(Array.from({ length: 300 }, (_, i) => pub.publishAsync('demo/queued', `m${i}`, { qos: 1 })));
+    await pub.endAsync();
+    // Back, and at once a PUBLISH the parent rule refuses: aedes' own client.disconnect() sent nothing here, as it
+    // only speaks to a client whose queued messages have all gone out.
+    const { raw } = await rawLogin(e.mqttUrl, login, 5, session);
+    raw.send({ cmd: 'publish', topic: 'elsewhere/x', payload: Buffer.from('x'), qos: 1, messageId: 1, retain: false, dup: false });
+    expect(await raw.next('disconnect')).toMatchObject({ reasonCode: 0x87 });
+    await raw.closed;
+  });
+
   it('a payload over 64 KB gets DISCONNECT 0x95 naming the rule; 64 KB passes', async () => {
     const e = emu();
     const pub = await connectMqtt(e.mqttUrl, await device(e, 'GID_v5@@@big'), V5);
