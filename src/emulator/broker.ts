@@ -3,7 +3,7 @@ import { Aedes, type AuthenticateError, type Client, type Subscription } from 'a
 import mqttPacket, { type IConnackPacket, type IDisconnectPacket } from 'mqtt-packet';
 import { MAX_CLIENT_ID_LENGTH, clientIdProblem } from '../credential.js';
 import { hmacPassword, parseUsername } from '../signer/mqtt.js';
-import { guardClient, hardenBroker } from './client-guards.js';
+import { guardClient, hardenBroker, type GuardedClient } from './client-guards.js';
 import { safeEqual } from './crypto.js';
 import { startListeners, type BrokerPorts } from './listeners.js';
 import { REASON, checkKeepAlive, checkPublish, checkSubscribe, checkWill, describeRefusal, type Refusal, type SessionFacts } from './mqtt-rules.js';
@@ -152,6 +152,7 @@ function cut(client: Client): void {
 interface SessionStore {
   removeSubscriptions(client: Client, filters: readonly string[]): Promise<void>;
   addSubscriptions(client: Client, subscriptions: readonly Subscription[]): Promise<void>;
+  incomingDelPacket(client: Client, packet: { messageId: number }): Promise<void>;
 }
 
 /** What the rules need to know of a client. */
@@ -404,9 +405,26 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     report(refusal, client.id ?? undefined);
     disconnectFor(client, refusal, () => client.conn.destroy());
   };
-  const handle = (conn: Duplex, req?: Parameters<Aedes['handle']>[1]): void => {
-    guardClient(broker.handle(conn, req), options.maxQueuedBytes, { onSlow, onUnsafeSubscribe });
+  const onUnreleased = (client: Client, bytes: number): void => {
+    const refusal: Refusal = { rule: 'qos2Unreleased', action: 'disconnect', reasonCode: REASON.QUOTA_EXCEEDED, reason: `QoS 2 messages never released (no PUBREL) holding ${bytes} bytes, over the limit of ${options.maxQueuedBytes}` };
+    report(refusal, client.id ?? undefined);
+    disconnectFor(client, refusal, () => client.conn.destroy());
   };
+  const guarded = new WeakMap<Client, GuardedClient>();
+  const handle = (conn: Duplex, req?: Parameters<Aedes['handle']>[1]): void => {
+    const client = broker.handle(conn, req);
+    guarded.set(client, guardClient(client, options.maxQueuedBytes, { onSlow, onUnsafeSubscribe, onUnreleased }));
+  };
+  // A clean session's state ends with its connection (MQTT 3.1.1 §3.1.2.4, MQTT 5 §4.1): aedes keeps the QoS 2
+  // messages it stored for their PUBREL under the ClientId for good, where they take memory and make the next
+  // session's QoS 2 message with the same packet id look like a duplicate, dropped. They go with the session here.
+  broker.on('clientDisconnect', (client) => {
+    const unreleased = guarded.get(client)?.unreleased() ?? [];
+    if (!client.clean || unreleased.length === 0) return;
+    const store = (broker as unknown as { persistence: SessionStore }).persistence;
+    // One aedes did not store (a refused PUBLISH) is not there to delete: that is not an error.
+    for (const messageId of unreleased) store.incomingDelPacket(client, { messageId }).catch(() => undefined);
+  });
 
   const stopKicking = options.kickOnRevoke
     ? deps.registry.onRevoke((record: CredentialRecord) => {

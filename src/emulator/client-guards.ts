@@ -8,10 +8,13 @@ import type { Client } from 'aedes';
 /** A delivery function of an aedes client: write `packet` to the client, then call `done`. */
 type Deliver = (packet: { readonly payload?: { readonly length: number }; readonly topic?: string }, done: () => void) => void;
 
-/** A SUBSCRIBE as mqtt-packet parses it. */
-interface SubscribePacket {
+/** A packet as mqtt-packet parses it, as far as the guards look at it. */
+interface ParsedPacket {
   cmd: string;
   messageId?: number;
+  qos?: number;
+  topic?: string;
+  payload?: { length: number };
   subscriptions?: { topic: string }[];
   properties?: unknown;
 }
@@ -54,6 +57,14 @@ export type UnsafeSubscribeHandler = (client: Client) => void;
 export interface GuardHandlers {
   readonly onSlow: SlowConsumerHandler;
   readonly onUnsafeSubscribe: UnsafeSubscribeHandler;
+  /** The QoS 2 messages a client sent and never released (PUBREL) hold more than `maxQueuedBytes`. */
+  readonly onUnreleased: (client: Client, bytes: number) => void;
+}
+
+/** What the broker can ask a guarded client. */
+export interface GuardedClient {
+  /** Packet ids of the inbound QoS 2 messages still awaiting their PUBREL. */
+  unreleased(): number[];
 }
 
 /**
@@ -62,7 +73,7 @@ export interface GuardHandlers {
  * prototype's fields as filters, and for MQTT 5 `undefined.startsWith` throws out of the socket's read handler,
  * ending the process (found by test/integration/emulator-mqtt-fuzz.test.ts).
  */
-function crashesAedes(packet: SubscribePacket): boolean {
+function crashesAedes(packet: ParsedPacket): boolean {
   const subscriptions = packet.subscriptions ?? [];
   return packet.cmd === 'subscribe' && subscriptions.length > 1 && subscriptions.some((sub) => sub.topic === '__proto__');
 }
@@ -71,25 +82,43 @@ function crashesAedes(packet: SubscribePacket): boolean {
  * Fit a new client (before it subscribes to anything: aedes picks the delivery function at subscription time):
  * - null-prototype `subscriptions` and `duplicates` maps, see {@link hardenBroker}, and no SUBSCRIBE that would
  *   crash aedes, see {@link crashesAedes};
+ * - a bound on the QoS 2 messages a client sends and never releases: aedes stores each one until its PUBREL, under
+ *   the ClientId, for good (aedes 1.2.0 caps their number; this beta does not);
  * - deliveries that never hold up the broker. aedes' delivery functions call back only once the client's socket
  *   has taken the packet, and its message bus (mqemitter) lets only 100 deliveries be in flight at once: a single
  *   subscriber that stops reading held every other client's messages back until the drain timeout, while the
  *   messages piled up in memory. Here the bus is called back at once, and a client whose outgoing buffer holds
  *   more than `maxQueuedBytes` is disconnected instead of being written to.
  */
-export function guardClient(client: Client, maxQueuedBytes: number, handlers: GuardHandlers): void {
-  const { onSlow, onUnsafeSubscribe } = handlers;
+export function guardClient(client: Client, maxQueuedBytes: number, handlers: GuardHandlers): GuardedClient {
+  const { onSlow, onUnsafeSubscribe, onUnreleased } = handlers;
   const internals = client as unknown as ClientInternals;
   internals.subscriptions = Object.create(null) as Record<string, unknown>;
   internals.duplicates = Object.create(null) as Record<string, unknown>;
-  // Ahead of aedes' own listener: a SUBSCRIBE it cannot survive is emptied (an empty SUBSCRIBE without a packet id
-  // makes aedes do nothing and answer nothing) and the client is handed over to be disconnected.
-  internals._parser.prependListener('packet', (packet: SubscribePacket) => {
-    if (!crashesAedes(packet)) return;
-    packet.subscriptions = [];
-    delete packet.messageId;
-    delete packet.properties;
-    onUnsafeSubscribe(client);
+  // Inbound QoS 2 messages awaiting their PUBREL: bytes by packet id.
+  const unreleased = new Map<number, number>();
+  let unreleasedBytes = 0;
+  let overflowed = false;
+  // Ahead of aedes' own listener, which handles the packet right after.
+  internals._parser.prependListener('packet', (packet: ParsedPacket) => {
+    if (crashesAedes(packet)) {
+      // Emptied: an empty SUBSCRIBE without a packet id makes aedes do nothing and answer nothing.
+      packet.subscriptions = [];
+      delete packet.messageId;
+      delete packet.properties;
+      onUnsafeSubscribe(client);
+    } else if (packet.cmd === 'publish' && packet.qos === 2 && packet.messageId !== undefined) {
+      const bytes = (packet.payload?.length ?? 0) + (packet.topic?.length ?? 0) + PUBLISH_OVERHEAD;
+      unreleasedBytes += bytes - (unreleased.get(packet.messageId) ?? 0);
+      unreleased.set(packet.messageId, bytes);
+      if (unreleasedBytes > maxQueuedBytes && !overflowed) {
+        overflowed = true;
+        onUnreleased(client, unreleasedBytes);
+      }
+    } else if (packet.cmd === 'pubrel' && packet.messageId !== undefined) {
+      unreleasedBytes -= unreleased.get(packet.messageId) ?? 0;
+      unreleased.delete(packet.messageId);
+    }
   });
   let cut = false;
   // Bytes handed to aedes that it has not written yet: it writes on the next turn of the event loop.
@@ -116,6 +145,7 @@ export function guardClient(client: Client, maxQueuedBytes: number, handlers: Gu
   };
   internals.deliver0 = bounded(internals.deliver0);
   internals.deliverQoS = bounded(internals.deliverQoS);
+  return { unreleased: () => [...unreleased.keys()] };
 }
 
 function noop(): void {}

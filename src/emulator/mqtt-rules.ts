@@ -13,6 +13,7 @@ export const REASON = Object.freeze({
   TOPIC_FILTER_INVALID: 0x8f,
   TOPIC_NAME_INVALID: 0x90,
   PACKET_TOO_LARGE: 0x95,
+  QUOTA_EXCEEDED: 0x97,
   RETAIN_NOT_SUPPORTED: 0x9a,
   QOS_NOT_SUPPORTED: 0x9b,
 });
@@ -40,6 +41,7 @@ export const RULES = Object.freeze({
   sysTopic: {},
   p2pSubscription: {},
   unsafeSubscribe: {},
+  qos2Unreleased: { option: 'maxQueuedBytes', flag: '--max-queued-bytes' },
 } satisfies Record<string, RuleInfo>);
 
 /** The name of a rule or guard. */

@@ -116,6 +116,39 @@ describe('hostile: a QoS 1 subscriber that stops reading', () => {
   });
 });
 
+describe('hostile: QoS 2 messages that are never released', () => {
+  it.each([4, 5] as const)('MQTT %i: past maxQueuedBytes of them waiting for their PUBREL, the client is disconnected', async (version) => {
+    const e = await startOwn({ maxQueuedBytes: 1024 * 1024, lenient: true });
+    const { raw } = await rawLogin(e.mqttUrl, accountLogin(e, 'GID_q2@@@hoard'), version);
+    // aedes keeps each of these until its PUBREL, which never comes: 20 × 60 KB passes 1 MiB.
+    for (let id = 1; id <= 20; id++) raw.send({ cmd: 'publish', topic: 'demo/x', payload: Buffer.alloc(60_000), qos: 2, messageId: id, retain: false, dup: false });
+    if (version === 5) expect(await raw.next('disconnect')).toMatchObject({ reasonCode: 0x97 });
+    await raw.closed;
+    expect(e.stats().mqtt.rules).toEqual({ qos2Unreleased: 1 });
+  });
+
+  it("a clean session's unreleased QoS 2 messages end with it: the next session's message with the same packet id is not taken for a duplicate", async () => {
+    const e = await startOwn();
+    const watcher = await connectWithInbox(e.mqttUrl, accountLogin(e, 'GID_q2@@@watcher'));
+    onTestFinished(() => watcher.client.endAsync(true));
+    await watcher.client.subscribeAsync('demo/q2', { qos: 2 });
+    const publish = { cmd: 'publish', topic: 'demo/q2', qos: 2, messageId: 7, retain: false, dup: false } as const;
+    const first = await rawLogin(e.mqttUrl, accountLogin(e, 'GID_q2@@@pub'));
+    const firstGone = gone(e, 'GID_q2@@@pub');
+    first.raw.send({ ...publish, payload: Buffer.from('first') });
+    await first.raw.next('pubrec');
+    first.raw.socket.destroy(); // no PUBREL
+    await firstGone;
+    expect(await watcher.next()).toEqual(['demo/q2', 'first']);
+    const second = await rawLogin(e.mqttUrl, accountLogin(e, 'GID_q2@@@pub'));
+    second.raw.send({ ...publish, payload: Buffer.from('second') });
+    await second.raw.next('pubrec');
+    second.raw.send({ cmd: 'pubrel', messageId: 7 });
+    await second.raw.next('pubcomp');
+    expect(await watcher.next()).toEqual(['demo/q2', 'second']);
+  });
+});
+
 describe('hostile: packet size is checked before authentication', () => {
   it('a CONNECT whose header declares 256 MB is not waited for: the connection closes on the header', async () => {
     const e = await startOwn();
