@@ -33,10 +33,15 @@ interface ClientInternals {
 interface BrokerInternals {
   clients: Record<string, Client | undefined>;
   brokers: Record<string, number | undefined>;
+  persistence: { incomingDelPacket(client: unknown, packet: unknown): Promise<unknown>; [PATCHED]?: true };
 }
 
+/** Marks a session store whose incomingDelPacket was made safe (a restarted broker gets the same store again). */
+const PATCHED = Symbol('apsaramq-device: incomingDelPacket never rejects');
+
 /**
- * Re-create aedes' maps keyed by strings from the wire (ClientIds, topic filters, broker ids) without a prototype.
+ * Make aedes survive what a client can send it. Its maps keyed by strings from the wire (ClientIds, topic filters,
+ * broker ids) are re-created without a prototype:
  * aedes 2.0.0-beta.1 keeps them in plain objects, so a filter named `constructor` or `__proto__` reads back as an
  * inherited function: UNSUBSCRIBE `constructor` made aedes hand `undefined` to mqemitter, whose assertion then
  * killed the whole process (the fix of GHSA-52qw-whmv-87c5 is in aedes 1.2.0, not in this beta).
@@ -45,6 +50,14 @@ export function hardenBroker(broker: unknown): void {
   const internals = broker as BrokerInternals;
   internals.clients = Object.assign(Object.create(null) as Record<string, Client | undefined>, internals.clients);
   internals.brokers = Object.assign(Object.create(null) as Record<string, number | undefined>, internals.brokers);
+  // aedes 2.0.0-beta.1 deletes a QoS 2 message on its PUBREL with `.finally()`, which passes a rejection on to
+  // nobody: two PUBRELs for one packet id in one read both find it, the second delete rejects ("no such packet"),
+  // and the unhandled rejection ends the process. A delete that finds nothing has nothing left to do.
+  const store = internals.persistence;
+  if (store[PATCHED]) return;
+  const incomingDelPacket = store.incomingDelPacket.bind(store);
+  store.incomingDelPacket = (client, packet) => incomingDelPacket(client, packet).catch(() => undefined);
+  store[PATCHED] = true;
 }
 
 /** What to do when a client cannot keep up: it is given, already cut off, to this function. */

@@ -4,6 +4,7 @@
  * are also names of Object.prototype. Real sockets throughout; the raw ones speak through mqtt-packet.
  */
 import { once } from 'node:events';
+import mqttPacket from 'mqtt-packet';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import WebSocket from 'ws';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
@@ -125,6 +126,21 @@ describe('hostile: QoS 2 messages that are never released', () => {
     if (version === 5) expect(await raw.next('disconnect')).toMatchObject({ reasonCode: 0x97 });
     await raw.closed;
     expect(e.stats().mqtt.rules).toEqual({ qos2Unreleased: 1 });
+  });
+
+  it('two PUBRELs for one packet id in one read: both get their PUBCOMP and the broker lives on', async () => {
+    const e = await startOwn();
+    const { raw } = await rawLogin(e.mqttUrl, accountLogin(e, 'GID_q2@@@twice'));
+    raw.send({ cmd: 'publish', topic: 'demo/q2', payload: Buffer.from('x'), qos: 2, messageId: 5, retain: false, dup: false });
+    await raw.next('pubrec');
+    // aedes 2.0.0-beta.1 alone: the second delete rejects inside a .finally() and the process ends.
+    const pubrel = mqttPacket.generate({ cmd: 'pubrel', messageId: 5 });
+    raw.write(Buffer.concat([pubrel, pubrel]));
+    expect(await raw.next('pubcomp')).toMatchObject({ messageId: 5 });
+    expect(await raw.next('pubcomp')).toMatchObject({ messageId: 5 });
+    const other = await connectMqtt(e.mqttUrl, accountLogin(e, 'GID_q2@@@other'));
+    await other.publishAsync('demo/q2', 'still up', { qos: 2 });
+    await other.endAsync();
   });
 
   it("a clean session's unreleased QoS 2 messages end with it: the next session's message with the same packet id is not taken for a duplicate", async () => {

@@ -111,7 +111,7 @@ interface FuzzCase {
 
 function fuzzCase(r: Random, login: (version: 3 | 4 | 5) => Buffer): FuzzCase {
   const version = pick(r, [4, 5] as const);
-  switch (int(r, 6)) {
+  switch (int(r, 7)) {
     case 0:
       return { bytes: bytes(r, int(r, 300)) };
     case 1:
@@ -122,6 +122,13 @@ function fuzzCase(r: Random, login: (version: 3 | 4 | 5) => Buffer): FuzzCase {
       return { login: login(version), bytes: bytes(r, 1 + int(r, 200)) };
     case 4:
       return { login: login(version), bytes: pick(r, MALFORMED) };
+    case 5: {
+      // A QoS 2 exchange out of order: PUBRELs repeated, early, or for another packet id.
+      const id = 1 + int(r, 65_535);
+      const publish = mqttPacket.generate({ cmd: 'publish', topic: 'demo/x', payload: bytes(r, int(r, 32)), qos: 2, messageId: id, retain: false, dup: r() < 0.5 }, { protocolVersion: version });
+      const pubrel = (messageId: number): Buffer => mqttPacket.generate({ cmd: 'pubrel', messageId }, { protocolVersion: version });
+      return { login: login(version), bytes: Buffer.concat(pick(r, [[publish, pubrel(id), pubrel(id)], [pubrel(id), publish, publish], [publish, publish, pubrel(id), pubrel(id + 1)]])) };
+    }
     default: {
       const chunks: Buffer[] = [];
       for (let i = 0; i < 1 + int(r, 4); i++) {
