@@ -182,12 +182,13 @@ function noop(): void {}
  * Refuse a CONNECT with our own CONNACK (aedes' authenticate hook can only answer 3.1.1 codes 2 to 5), then let aedes
  * close the connection. MQTT 5 gets the reason code and, as Reason String, why.
  */
-function writeRefusal(conn: Duplex, protocolVersion: number, refusal: ConnectRefusal, then: () => void): void {
+function writeRefusal(conn: Duplex, protocolVersion: number, refusal: ConnectRefusal, drainTimeoutMs: number, then: () => void): void {
   const connack: IConnackPacket = protocolVersion === 5
     ? { cmd: 'connack', sessionPresent: false, reasonCode: refusal.reasonCode, properties: { reasonString: refusal.message } }
     : { cmd: 'connack', sessionPresent: false, returnCode: refusal.returnCode };
-  // Written before the connection is closed, as aedes does with its own CONNACKs.
-  conn.write(mqttPacket.generate(connack, { protocolVersion: protocolVersion === 5 ? 5 : 4 }), () => then());
+  // Written before the connection is closed, as aedes does with its own CONNACKs; not waited for forever.
+  const flushed = conn.write(mqttPacket.generate(connack, { protocolVersion: protocolVersion === 5 ? 5 : 4 }), () => then());
+  if (!flushed) setTimeout(() => conn.destroy(), drainTimeoutMs).unref();
 }
 
 /**
@@ -273,7 +274,7 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
         refusal = error instanceof ConnectRefusal ? error : new ConnectRefusal(SERVER_UNAVAILABLE, 'emulator failure');
       }
       decide(client, version === 5 ? refusal.reasonCode : refusal.returnCode);
-      writeRefusal(client.conn, version, refusal, () => done(refusal, false));
+      writeRefusal(client.conn, version, refusal, options.drainTimeoutMs, () => done(refusal, false));
     },
     authenticate(client: Client, _username, _password, done) {
       // preConnect has decided already; only an accepted CONNECT gets here.
