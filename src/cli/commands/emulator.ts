@@ -45,8 +45,12 @@ function parentTopicsArg(value: string): string[] | false {
 
 /** A limit: a whole number from `min`, or `none` (also `Infinity`) for no limit. */
 function limitArg(name: string, min: number): (value: string) => number {
-  const whole = intArg(name, min);
-  return (value: string) => (/^\s*(none|infinity)\s*$/i.test(value) ? Number.POSITIVE_INFINITY : whole(value));
+  return (value: string) => {
+    if (/^\s*(none|infinity)\s*$/i.test(value)) return Number.POSITIVE_INFINITY;
+    const n = Number(value.trim());
+    if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be a whole number of ${min} or more, or none.`);
+    return n;
+  };
 }
 
 /** The broker's rule options from the flags: only those given, so that `--lenient` decides the others. */
