@@ -43,6 +43,22 @@ describe('MQTT 5: authentication', () => {
     expect(connack.properties).toEqual({ receiveMaximum: 65_535, maximumPacketSize: 131_072, topicAliasMaximum: 32, sharedSubscriptionAvailable: false });
   });
 
+  it('resolves topic aliases before the rules look at the topic', async () => {
+    const e = emu();
+    const sub = await connectWithInbox(e.mqttUrl, accountLogin(e, 'GID_v5@@@alias-sub'), V5);
+    await sub.client.subscribeAsync('demo/aliased', { qos: 1 });
+    const pub = await connectMqtt(e.mqttUrl, accountLogin(e, 'GID_v5@@@alias-pub'), V5);
+    await pub.publishAsync('demo/aliased', 'first', { qos: 1, properties: { topicAlias: 3 } });
+    await pub.publishAsync('', 'by alias', { qos: 1, properties: { topicAlias: 3 } });
+    expect(await sub.next()).toEqual(['demo/aliased', 'first']);
+    expect(await sub.next()).toEqual(['demo/aliased', 'by alias']);
+    // An alias for a topic under a parent that was not created is refused like the topic itself.
+    const end = ended(pub);
+    pub.publish('elsewhere/x', 'no', { qos: 1, properties: { topicAlias: 4 } });
+    expect((await end).disconnect?.reasonCode).toBe(0x87);
+    await Promise.all([sub.client.endAsync(), pub.endAsync(true)]);
+  });
+
   it('refuses with 0x86 what cannot be verified, 0x87 what is not allowed here and 0x85 a bad ClientId', async () => {
     const e = emu();
     const good = await device(e, 'GID_v5@@@bad');
