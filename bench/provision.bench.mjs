@@ -1,4 +1,4 @@
-// Fleet provisioning (issue #3): the real CLI (`node dist/cli/main.js provision`) against an emulator started here
+// Fleet provisioning (issue #3): the real CLI (`node dist/cli/bin.js provision`) against an emulator started here
 // with qpsLimit 200 and faultRate 0.2. Checks the acceptance criteria and prints the figures for BENCHMARKS.md:
 //   A. 1,000 devices, get-first, --qps 200: 0 failed, exactly 1,000 successful Registers (one of them made by
 //      "someone else" before the run, whose device must keep its DeviceAccessKeyId), at most 1% of responses
@@ -16,7 +16,7 @@ import { startEmulator } from '../dist/emulator/index.js';
 import { OpenApiClient } from '../dist/provisioner/index.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+const CLI = join(ROOT, 'dist', 'cli', 'bin.js');
 const DEVICES = Number(process.env.BENCH_PROVISION_DEVICES ?? 1_000);
 const QPS = 200;
 const FAULT_RATE = 0.2;

@@ -1,5 +1,6 @@
 // The README's library quick start: nothing to connected in one call, against a local emulator.
-import { FileCredentialStore, registerAndConnect, startEmulator } from 'apsaramq-device';
+import { startEmulator } from 'apsaramq-device/emulator';
+import { FileCredentialStore, registerAndConnect } from 'apsaramq-device/provisioner';
 
 const emulator = await startEmulator({ mqttPort: 0, apiPort: 0, wsPort: false }); // or use the real service
 const device = await registerAndConnect({

@@ -1,40 +1,78 @@
 /**
- * apsaramq-device: register, then connect. Provisioning (registrar role), signing, connecting (device role)
- * for ApsaraMQ for MQTT in unique-certificate-per-device mode, and a local emulator of the service.
+ * apsaramq-device: the device role. Everything a device needs to get onto ApsaraMQ for MQTT with its own device
+ * credential: the credential type, the MQTT signers, the connector and the errors. It loads mqtt.js and nothing of
+ * the other roles: the registrar (`apsaramq-device/provisioner`, which needs `@alicloud/pop-core`), the emulator
+ * (`apsaramq-device/emulator`, `aedes` and `ws`) and the fleet simulator (`apsaramq-device/simulator`).
+ *
+ * Every name is exported on purpose; test/unit/public-api.test.ts holds the list.
  */
-export * from './errors.js';
 export {
-  AccountCredentials,
+  API_ERROR_CATALOG,
+  AbortedError,
+  ApiError,
+  ApsaraMqDeviceError,
+  CONNACK_CODES,
+  ConfigurationError,
+  ConnectError,
+  ConnectionClosedError,
+  LOCAL_ERROR_CATALOG,
+  NetworkError,
+  PublishError,
+  StoreError,
+  SubscribeError,
+  SystemError,
+  ValidationError,
+  apiErrorInfo,
+  isApsaraMqDeviceError,
+  isErrorCode,
+  type ApiErrorCode,
+  type ApiErrorInfo,
+  type ConnectErrorCode,
+  type ErrorCode,
+  type ErrorInfo,
+  type InvalidParameterCode,
+  type KnownApiErrorCode,
+  type LocalErrorCode,
+  type NetworkErrorCode,
+  type RetryClass,
+  type StoreErrorCode,
+  type SystemErrorCode,
+  type ValidationErrorCode,
+} from './errors.js';
+export {
   DeviceCredential,
   MAX_CLIENT_ID_LENGTH,
   assertClientId,
-  assertGroupId,
   assertInstanceId,
   clientIdProblem,
-  groupIdOf,
-  groupIdProblem,
-  redact,
   type CredentialRequest,
   type CredentialSource,
   type DeviceCredentialWire,
 } from './credential.js';
-export * from './signer/index.js';
-export * from './provisioner/index.js';
+export {
+  hmacPassword,
+  signDeviceCredential,
+  signSignature,
+  signToken,
+  type AuthMode,
+  type MqttCredentials,
+  type TokenGrant,
+} from './signer/mqtt.js';
 export {
   CONNECT_DEFAULTS,
   DeviceConnection,
-  TRANSPORT_PORTS,
-  WEBSOCKET_PATH,
   brokerUrlFor,
   connectDevice,
   staticSource,
   type ConnectDeviceOptions,
+  type ConnectionState,
   type DeviceConnectionEvents,
+  type PublishOptions,
+  type PublishProperties,
+  type SubscribeOptions,
+  type TakeoverOptions,
   type Transport,
 } from './connector/connect.js';
-export { registerAndConnect, type RegisterAndConnectOptions } from './connector/register-and-connect.js';
-export * from './emulator/index.js';
-export * from './simulator/index.js';
-export { backoffCeiling, fullJitterDelay, type BackoffOptions } from './util/backoff.js';
-export { silentLogger, type Logger } from './util/logger.js';
+export type { BackoffOptions } from './util/backoff.js';
+export type { Logger } from './util/logger.js';
 export { VERSION } from './version.js';

@@ -6,15 +6,24 @@ import { fileURLToPath } from 'node:url';
 /** The repository root (bench/lib/../..). */
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** The built CLI. */
-export const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+export const CLI = join(ROOT, 'dist', 'cli', 'bin.js');
+
+/**
+ * Spawn Node; with `raiseFileLimit`, through a shell that first raises the soft open-file limit to the hard limit
+ * (children it forks, such as the embedded emulator, inherit it).
+ */
+function spawnNode(argv, options, raiseFileLimit) {
+  if (!raiseFileLimit) return spawn(process.execPath, argv, options);
+  return spawn('/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)" && exec "$0" "$@"', process.execPath, ...argv], options);
+}
 
 /**
  * Run `node <script> ...args` to completion; resolves with its exit code, stdout and stderr. stderr is echoed
  * with a prefix, so a long run shows its progress.
  */
-export function runNode(script, args = [], { echo = '', env = {}, nodeArgs = [] } = {}) {
+export function runNode(script, args = [], { echo = '', env = {}, nodeArgs = [], raiseFileLimit = false } = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...nodeArgs, script, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawnNode([...nodeArgs, script, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }, raiseFileLimit);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => {
@@ -33,9 +42,9 @@ export function runNode(script, args = [], { echo = '', env = {}, nodeArgs = [] 
  * Start a long-running Node script that prints one JSON line on stdout when ready (e.g. a broker).
  * Resolves with that object and a `stop()` that sends SIGTERM and waits for the exit.
  */
-export function startNode(script, args = [], env = {}) {
+export function startNode(script, args = [], env = {}, { raiseFileLimit = false } = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawnNode([script, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] }, raiseFileLimit);
     const exited = new Promise((r) => child.once('exit', r));
     let buffered = '';
     const onData = (d) => {

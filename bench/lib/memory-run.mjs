@@ -1,7 +1,8 @@
 // The simulator process of the memory benchmark: an embedded emulator in its own process, then runSimulation in
 // this one, sampling this process's RSS. Prints one JSON line. Usage: node memory-run.mjs <devices> <seconds>
 import { setTimeout as sleep } from 'node:timers/promises';
-import { runSimulation, startEmulatorProcess } from '../../dist/simulator/index.js';
+import { runSimulation } from '../../dist/simulator/run.js';
+import { startEmulatorProcess } from '../../dist/simulator/target.js';
 
 const devices = Number(process.argv[2] ?? 10_000);
 const seconds = Number(process.argv[3] ?? 30);
@@ -27,6 +28,7 @@ const report = await runSimulation({
   publishIntervalMs,
   qos: 1,
   subscribe: process.env.BENCH_SUBSCRIBE === '1',
+  ...(process.env.BENCH_LOCAL_ADDRESS ? { localAddress: process.env.BENCH_LOCAL_ADDRESS } : {}),
   apiQps: 20_000,
   apiConcurrency: 128,
   progressIntervalMs: 1_000,

@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from 'commander';
+import { ApsaraMqDeviceError, LOCAL_ERROR_CATALOG } from '../errors.js';
 import { type Logger, silentLogger } from '../util/logger.js';
 
 /** What a CLI command talks to; the real process, or a capture in tests. */
@@ -8,8 +9,14 @@ export interface CliIo {
   env: NodeJS.ProcessEnv;
   /** Is stderr a terminal (so progress can be a live bar rather than a line every few seconds)? */
   stderrIsTTY?: boolean;
-  /** Resolves when the user asks the command to stop (SIGINT/SIGTERM). */
-  interrupted(): Promise<void>;
+  /** The terminal's width, when stderr is one. */
+  columns?: () => number | undefined;
+  /** Resolves when the user asks the command to stop: with the signal (SIGINT, SIGTERM), when known. */
+  interrupted(): Promise<NodeJS.Signals | void>;
+  /** All of standard input, for flags that read from it (`--token -`). */
+  stdin?: () => Promise<string>;
+  /** The exit code a command chose without failing (e.g. `status` when a device is offline); 0 when unset. */
+  exitCode?: number;
 }
 
 /** The real process. */
@@ -19,22 +26,77 @@ export function processIo(): CliIo {
     stderr: (t) => void process.stderr.write(t),
     env: process.env,
     stderrIsTTY: process.stderr.isTTY === true,
-    interrupted: () =>
-      new Promise<void>((resolve) => {
-        const done = (): void => {
-          process.off('SIGINT', done);
-          process.off('SIGTERM', done);
-          resolve();
-        };
-        process.on('SIGINT', done);
-        process.on('SIGTERM', done);
-      }),
+    columns: () => process.stderr.columns,
+    stdin: async () => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+      return Buffer.concat(chunks).toString('utf8');
+    },
+    interrupted: () => firstSignal(),
   };
 }
 
-/** A command line that can never work (exit code 2). */
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
+let signalled: Promise<NodeJS.Signals> | undefined;
+
+/**
+ * The first SIGINT or SIGTERM the process gets. The listeners stay for the life of the process (the CLI's), so that
+ * a library that re-raises a signal when it believes nobody else listens (signal-exit, under proper-lockfile) does
+ * not kill the process while the command is winding down; a second signal exits at once.
+ */
+function firstSignal(): Promise<NodeJS.Signals> {
+  signalled ??= new Promise<NodeJS.Signals>((resolve) => {
+    let first: NodeJS.Signals | undefined;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (first === undefined) {
+        first = signal;
+        resolve(signal);
+      } else {
+        process.exit(interruptedExitCode(signal));
+      }
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+  return signalled;
+}
+
+/** The exit code of a command stopped by a signal: 128 + its number (130 for SIGINT, 143 for SIGTERM). */
+export function interruptedExitCode(signal: NodeJS.Signals | void): number {
+  return signal === 'SIGTERM' ? 143 : 130;
+}
+
+/**
+ * A long command stopped by the user: it has printed what was done and how to resume; the process exits with
+ * {@link interruptedExitCode}. Not an error line: the summary already said it all.
+ */
+export class Interrupted extends Error {
+  override readonly name = 'Interrupted';
+  readonly exitCode: number;
+  constructor(signal: NodeJS.Signals | void) {
+    super(`interrupted by ${signal ?? 'SIGINT'}`);
+    this.exitCode = interruptedExitCode(signal);
+  }
+}
+
+/** Codes of {@link UsageError}. */
+export type UsageErrorCode = 'InvalidOption' | 'MissingOption' | 'ConflictingOptions' | 'UnknownCommand';
+
+/**
+ * A command line that can never work (exit code 2), said in the user's terms: the flags, not the library's option
+ * names. Printed as `<code>: <message>`.
+ */
+export class UsageError extends ApsaraMqDeviceError {
+  declare readonly code: UsageErrorCode;
+  constructor(message: string, code: UsageErrorCode = 'InvalidOption') {
+    const { retryable, remedy } = LOCAL_ERROR_CATALOG[code];
+    super(code, message, { retryable, remedy });
+    this.name = 'UsageError';
+  }
+}
+
+/** Refuse two flags given together that cannot both apply. */
+export function conflicting(a: string, b: string, why = ''): UsageError {
+  return new UsageError(`${a} and ${b} cannot be used together${why ? `: ${why}` : ''}`, 'ConflictingOptions');
 }
 
 /** Commander argument parser for a whole number in a range. */

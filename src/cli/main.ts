@@ -1,15 +1,14 @@
-#!/usr/bin/env node
-import { realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { ValidationError, toApsaraMqDeviceError } from '../errors.js';
+import { ApiError, type ApsaraMqDeviceError, ValidationError, toApsaraMqDeviceError } from '../errors.js';
 import { addConnectCommand } from './commands/connect.js';
 import { addCredentialCommands } from './commands/credential.js';
 import { addEmulatorCommand } from './commands/emulator.js';
 import { addProvisionCommand } from './commands/provision.js';
+import { addReportCommand } from './commands/report.js';
 import { addSignCommand } from './commands/sign.js';
 import { addSimulateCommand } from './commands/simulate.js';
-import { type CliIo, UsageError, processIo } from './io.js';
+import { addTokenCommands } from './commands/token.js';
+import { type CliIo, Interrupted, UsageError, type UsageErrorCode, processIo } from './io.js';
 import { VERSION } from '../version.js';
 
 /** Build the `apsaramq-device` program. Exported for tests, which run it in-process with their own io. */
@@ -22,8 +21,6 @@ export function buildProgram(io: CliIo): Command {
     )
     .version(VERSION)
     .option('--verbose', 'print stack traces and debug logs on stderr')
-    .showHelpAfterError('(run with --help for usage)')
-    .configureOutput({ writeOut: (s) => io.stdout(s), writeErr: (s) => io.stderr(s) })
     .exitOverride();
   program.addHelpText(
     'after',
@@ -43,51 +40,104 @@ never work (also with the error code first when there is one, e.g. InvalidClient
   addConnectCommand(program, io);
   addSimulateCommand(program, io);
   addProvisionCommand(program, io);
-  for (const command of program.commands) command.exitOverride().configureOutput({ writeOut: (s) => io.stdout(s), writeErr: (s) => io.stderr(s) });
+  addTokenCommands(program, io);
+  addReportCommand(program, io);
+  for (const command of [program, ...program.commands, ...program.commands.flatMap((c) => c.commands)]) {
+    // Commander's own error lines ("error: …") are not printed: runCli prints one line that starts with a code.
+    command.exitOverride().configureOutput({ writeOut: (s) => io.stdout(s), writeErr: (s) => io.stderr(s), outputError: () => undefined });
+  }
   return program;
+}
+
+/** Commander's parse errors, as our codes. */
+const COMMANDER_CODES: Readonly<Record<string, UsageErrorCode>> = {
+  'commander.unknownCommand': 'UnknownCommand',
+  'commander.missingMandatoryOptionValue': 'MissingOption',
+  'commander.missingArgument': 'MissingOption',
+  'commander.optionMissingArgument': 'MissingOption',
+};
+
+/**
+ * Commander's message as one line in the user's terms: without its `error: ` prefix, with its "(Did you mean …?)"
+ * hint on the same line.
+ */
+function commanderMessage(error: CommanderError): string {
+  return error.message
+    .replace(/^error: /, '')
+    .replace(/^option '(--[\w-]+)[^']*' argument '([^']*)' is invalid\. (.*?)\.?$/s, '$1 $2 is invalid: $3')
+    .replace(/^option '(--[\w-]+)[^']*' argument missing$/, '$1 needs a value')
+    .replace(/\n\(Did you mean (.*)\?\)$/s, ' (did you mean $1?)')
+    .replace(/\s*\n\s*/g, ' ')
+    .replace(/\.$/, '');
+}
+
+/**
+ * One line for an error: what happened in the user's terms, then what to do. The service's SignatureDoesNotMatch
+ * message carries its whole string to sign (hundreds of characters); that part is left to --verbose.
+ */
+function errorLine(error: ApsaraMqDeviceError, command: Command, verbose: boolean): string {
+  let message = inUserTerms(error.message, command);
+  if (!verbose && error instanceof ApiError && error.code === 'SignatureDoesNotMatch') {
+    message = message.replace(/\s*server string to sign is:\S*/, '');
+  }
+  if (!message.includes(error.remedy)) message = `${message.replace(/\.?$/, '.')} ${error.remedy}`;
+  return `${error.code}: ${message}`;
+}
+
+/** The command a run of `argv` is for (the program itself when there is no known command word). */
+function commandOf(program: Command, argv: readonly string[]): Command {
+  let command = program;
+  for (const word of argv.filter((a) => !a.startsWith('-'))) {
+    const sub = command.commands.find((c) => c.name() === word || c.aliases().includes(word));
+    if (!sub) break;
+    command = sub;
+  }
+  return command;
+}
+
+/** `apsaramq-device token apply` for a subcommand. */
+function commandPath(command: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = command; c; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+/**
+ * The library names its options as they are spelled in code (`Option brokerUrl …`); on the command line the user
+ * typed `--broker-url`. Say it their way where the command has such a flag.
+ */
+function inUserTerms(message: string, command: Command): string {
+  return message.replace(/\b[Oo]ption ([a-z][A-Za-z.]*)/g, (whole, name: string) => {
+    const flag = command.options.find((o) => o.attributeName() === name.split('.')[0]);
+    return flag?.long ? `Option ${flag.long}` : whole;
+  });
 }
 
 /** Run the CLI; returns the exit code instead of exiting, so tests can call it. */
 export async function runCli(argv: readonly string[], io: CliIo = processIo()): Promise<number> {
   const program = buildProgram(io);
+  const command = commandOf(program, argv);
+  const help = `${commandPath(command)} --help`;
   try {
     await program.parseAsync(argv as string[], { from: 'user' });
-    return 0;
+    return io.exitCode ?? 0;
   } catch (error) {
     if (error instanceof CommanderError) {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help') return 0;
-      return 2; // commander already printed the message
+      const code = COMMANDER_CODES[error.code] ?? 'InvalidOption';
+      io.stderr(`${code}: ${commanderMessage(error)}; see ${help}\n`);
+      return 2;
     }
+    if (error instanceof Interrupted) return error.exitCode;
     if (error instanceof UsageError) {
-      io.stderr(`error: ${error.message}\n(run with --help for usage)\n`);
+      io.stderr(`${error.code}: ${error.message}; see ${help}\n`);
       return 2;
     }
     const e = toApsaraMqDeviceError(error);
-    io.stderr(`${e.code}: ${e.message}\n`);
-    if (program.opts()['verbose'] && error instanceof Error && error.stack) io.stderr(`${error.stack}\n`);
+    const verbose = program.opts()['verbose'] === true;
+    io.stderr(`${errorLine(e, command, verbose)}\n`);
+    if (verbose && error instanceof Error && error.stack) io.stderr(`${error.stack}\n`);
     // Input that can never work (a bad ClientId, option value or credential file) is a usage error too.
     return error instanceof ValidationError ? 2 : 1;
   }
-}
-
-function isMain(): boolean {
-  const entry = process.argv[1];
-  if (!entry) return false;
-  try {
-    return realpathSync(entry) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
-  runCli(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (error: unknown) => {
-      process.stderr.write(`UnknownError: ${String(error)}\n`);
-      process.exitCode = 1;
-    },
-  );
 }

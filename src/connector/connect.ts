@@ -1,105 +1,91 @@
 import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
 import { format, inspect } from 'node:util';
-import mqtt, {
+import {
+  ErrorWithReasonCode,
+  ReasonCodes,
   type IClientOptions,
   type IClientPublishOptions,
-  type IClientSubscribeOptions,
   type IPublishPacket,
   type ISubscriptionGrant,
   type MqttClient,
 } from 'mqtt';
-import { DeviceCredential, type CredentialSource } from '../credential.js';
-import { ApsaraMqDeviceError, CONNACK_CODES, ConnectError, ValidationError, toApsaraMqDeviceError } from '../errors.js';
+import { type CredentialRequest, type CredentialSource, DeviceCredential } from '../credential.js';
+import {
+  AbortedError,
+  type ApsaraMqDeviceError,
+  CONNACK_CODES,
+  ConnectError,
+  ConnectionClosedError,
+  PublishError,
+  SubscribeError,
+  ValidationError,
+  toApsaraMqDeviceError,
+} from '../errors.js';
 import { signDeviceCredential } from '../signer/mqtt.js';
-import { type BackoffOptions, fullJitterDelay } from '../util/backoff.js';
 import { type Logger, silentLogger } from '../util/logger.js';
+import { judgeCredential } from './ladder.js';
+import { type ConnectDeviceOptions, type ResolvedConnectOptions, brokerUrlFor, resolveConnectOptions } from './options.js';
+import { Outbox, type OutboxItem } from './outbox.js';
+import { ATTEMPT_EVENT, ATTEMPT_MESSAGE, Attempt, type AttemptEvent, type AttemptListener, InboundStore, errorCode } from './session.js';
+import { type ConnectFailure, type ConnectionState, type Effect, type Input, type Model, type Problem, initialModel, step } from './state.js';
+import type { SessionEnd } from './takeover.js';
+import { checkPayload, checkPublishProperties, checkQos, checkRetain, checkTopicFilter, checkTopicName, checkUserProperties } from './validate.js';
 
-/** How the device reaches the broker. */
-export type Transport = 'tcp' | 'tls' | 'ws' | 'wss';
+export { CONNECT_DEFAULTS, TRANSPORT_PORTS, WEBSOCKET_PATH, brokerUrlFor, type ConnectDeviceOptions, type Transport } from './options.js';
+export type { TakeoverOptions } from './takeover.js';
+export type { ConnectionState } from './state.js';
 
-/** The service's port for each transport. */
-export const TRANSPORT_PORTS: Readonly<Record<Transport, number>> = Object.freeze({ tcp: 1883, tls: 8883, ws: 80, wss: 443 });
+/** MQTT 5 properties a publish may carry (passed through to the broker). */
+export type PublishProperties = Pick<
+  NonNullable<IClientPublishOptions['properties']>,
+  'userProperties' | 'messageExpiryInterval' | 'contentType' | 'responseTopic' | 'correlationData' | 'payloadFormatIndicator'
+>;
 
-const SCHEMES: Readonly<Record<Transport, string>> = { tcp: 'mqtt', tls: 'mqtts', ws: 'ws', wss: 'wss' };
-
-/**
- * How many times one refusal episode may ask the source for another credential: the ladder has three steps (the
- * store, GetDeviceCredential, RegisterDeviceCredential), each of which may hand out a different key.
- */
-export const MAX_REFETCHES = 3;
-
-/** The service's WebSocket path; mqtt.js would default to `/`. */
-export const WEBSOCKET_PATH = '/mqtt';
-
-/** Defaults of {@link ConnectDeviceOptions}. */
-export const CONNECT_DEFAULTS = Object.freeze({
-  transport: 'tcp' as Transport,
-  /** Seconds; what every official demo uses. */
-  keepalive: 90,
-  clean: true,
-  connectTimeoutMs: 10_000,
-  reconnect: Object.freeze({ minDelayMs: 1_000, maxDelayMs: 60_000 }) as Readonly<BackoffOptions>,
-  rejectUnauthorized: true,
-  takeover: Object.freeze({ shortSessionMs: 10_000, maxShortSessions: 4 }) as Readonly<TakeoverOptions>,
-});
-
-/**
- * How a takeover loop is recognised: two clients with one ClientId kick each other off, so each session is closed
- * by the broker soon after it opened. After `maxShortSessions` such sessions in a row the connector stops with
- * `TakeoverLoop` instead of flapping forever. A session that lasts `shortSessionMs` resets the count (and the
- * reconnect backoff).
- */
-export interface TakeoverOptions {
-  /** @default 10000 */
-  shortSessionMs: number;
-  /** @default 4 */
-  maxShortSessions: number;
+/** Options of {@link DeviceConnection.publish}. */
+export interface PublishOptions {
+  /** @default 0 */
+  qos?: 0 | 1 | 2;
+  /** Not supported by ApsaraMQ (needs `brokerIsApsaraMq: false`). @default false */
+  retain?: boolean;
+  /** MQTT 5 only. */
+  properties?: PublishProperties;
 }
 
-/** Options of {@link connectDevice}. */
-export interface ConnectDeviceOptions {
-  /** The device credential, or a source to ask for it (a provisioner's `credentialSource(clientId)`, or your own). */
-  credential: DeviceCredential | CredentialSource;
-  /** Explicit broker URL (`mqtt://`, `mqtts://`, `ws://`, `wss://`). Default: `<instanceId>.mqtt.aliyuncs.com` on the transport's port. */
-  brokerUrl?: string;
-  /** @default 'tcp' (1883); 'tls' 8883, 'ws' 80 and 'wss' 443 at path /mqtt. Ignored when brokerUrl is given. */
-  transport?: Transport;
-  /** MQTT keepalive in seconds. @default 90 */
-  keepalive?: number;
-  /** MQTT clean session. Use false (with QoS 1) to get messages sent while offline. @default true */
-  clean?: boolean;
-  /** Time allowed for each CONNECT to be answered. @default 10000 */
-  connectTimeoutMs?: number;
-  /** Reconnect after a network loss with exponential backoff and full jitter; `false` to stay down. @default {minDelayMs: 1000, maxDelayMs: 60000} */
-  reconnect?: false | Partial<BackoffOptions>;
-  /** CA certificate(s) for tls/wss, e.g. a test CA. */
-  ca?: string | Buffer | string[] | Buffer[];
-  /** Verify the broker's TLS certificate. @default true */
-  rejectUnauthorized?: boolean;
-  /** Last will message. */
-  will?: IClientOptions['will'];
-  /** Cancels the first connect. */
-  signal?: AbortSignal;
-  /** Source of randomness for jitter, [0, 1). @default Math.random */
-  random?: () => number;
-  /** Where to log (never receives a secret; mqtt.js's own debug lines come here too, at debug level, scrubbed). @default silent */
-  logger?: Logger;
-  /** Takeover-loop detection; `false` to flap forever. @default {shortSessionMs: 10000, maxShortSessions: 4} */
-  takeover?: false | Partial<TakeoverOptions>;
+/** Options of {@link DeviceConnection.subscribe}. */
+export interface SubscribeOptions {
+  /** @default 1 */
+  qos?: 0 | 1 | 2;
+  /** MQTT 5: no local (do not receive your own messages). */
+  nl?: boolean;
+  /** MQTT 5: retain as published. */
+  rap?: boolean;
+  /** MQTT 5: retain handling, 0 to 2. */
+  rh?: 0 | 1 | 2;
+  /** MQTT 5 only: user properties of the SUBSCRIBE. */
+  properties?: { userProperties?: Record<string, string | string[]> };
 }
 
 /** Events of a {@link DeviceConnection}. */
 export interface DeviceConnectionEvents {
-  /** CONNACK 0 received (first connect and every reconnect). */
-  online: [];
+  /** The state machine moved (see {@link ConnectionState}). */
+  state: [info: { from: ConnectionState; to: ConnectionState }];
+  /** CONNACK 0 received (first connect and every reconnect); `sessionPresent` as the broker said. */
+  online: [info: { sessionPresent: boolean }];
   /** The session was lost; a reconnect follows unless `closed` is emitted. */
   offline: [];
   /** A reconnect is scheduled. */
   reconnecting: [info: { attempt: number; delayMs: number }];
   /** A refused CONNECT led to a new credential from the source. */
   'credential-refreshed': [info: { credential: DeviceCredential }];
-  /** The broker refused the credential (CONNACK 4 or 5). */
+  /** The broker refused the credential (3.1.1 CONNACK 4 or 5, MQTT 5 reason 0x86 or 0x87). */
   'auth-failed': [info: { rc: number }];
+  /**
+   * Another client with this ClientId took the session over: `confirmed` when the broker said so (MQTT 5
+   * DISCONNECT 0x8E), else suspected (MQTT 3.1.1: the broker closed the session and accepted the next CONNECT at
+   * once). `inARow` counts takeovers without a stable session in between. The next reconnects wait longer.
+   */
+  takeover: [info: { confirmed: boolean; inARow: number }];
   /** Something went wrong; emitted only when someone listens, so an unobserved error never crashes the process. */
   error: [error: ApsaraMqDeviceError];
   /** An application message arrived. */
@@ -108,156 +94,128 @@ export interface DeviceConnectionEvents {
   closed: [info: { error?: ApsaraMqDeviceError }];
 }
 
-interface ResolvedOptions {
-  brokerUrl: string;
-  keepalive: number;
-  clean: boolean;
-  connectTimeoutMs: number;
-  reconnect: Readonly<BackoffOptions> | false;
-  random: () => number;
-  logger: Logger;
-  tls: { ca?: string | Buffer | string[] | Buffer[]; rejectUnauthorized: boolean };
-  will: IClientOptions['will'] | undefined;
-  takeover: Readonly<TakeoverOptions> | false;
+/** The key of the method that opens the first session: not exported, so only connectDevice can call it. */
+const START = Symbol('start');
+
+/** MQTT 5 DISCONNECT reasons that are about a message or a subscription rather than the session. */
+const MESSAGE_REASONS = new Set([0x87, 0x8f, 0x90, 0x93, 0x95, 0x97, 0x99, 0x9a, 0x9b, 0x9e, 0xa1, 0xa2]);
+
+type SendResult = { readonly ok: true; readonly value?: unknown } | { readonly ok: false; readonly error: ApsaraMqDeviceError } | { readonly ok: 'ignore' };
+
+/** A PUBLISH, SUBSCRIBE or UNSUBSCRIBE waiting in the outbox. */
+interface Item extends OutboxItem {
+  readonly kind: 'publish' | 'subscribe' | 'unsubscribe' | 'resubscribe';
+  /** For error messages: the topic or filters. */
+  readonly topics: readonly string[];
+  send(client: MqttClient, done: (result: SendResult) => void): void;
+  settle(result: SendResult & { ok: true | false }): void;
 }
 
-function positiveNumber(name: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw new ValidationError('InvalidOption', `Option ${name} must be a non-negative number, not ${String(value)}`);
-  }
-  return value;
+/** Subscriptions to restore on a session that the broker did not keep. */
+interface Subscription {
+  readonly qos: 0 | 1 | 2;
+  readonly nl?: boolean;
+  readonly rap?: boolean;
+  readonly rh?: 0 | 1 | 2;
 }
 
-/** The broker URL for an instance and transport, or the explicit one (ws/wss get path /mqtt when none is given). */
-export function brokerUrlFor(instanceId: string, transport: Transport = 'tcp', explicit?: string): string {
-  if (explicit !== undefined) {
-    let url: URL;
-    try {
-      url = new URL(explicit);
-    } catch {
-      throw new ValidationError('InvalidOption', `Option brokerUrl ${JSON.stringify(explicit)} is not a URL (expected e.g. mqtt://host:1883)`);
-    }
-    const scheme = url.protocol.replace(/:$/, '');
-    if (!['mqtt', 'mqtts', 'tcp', 'tls', 'ssl', 'ws', 'wss'].includes(scheme)) {
-      throw new ValidationError('InvalidOption', `Option brokerUrl has scheme ${scheme}:; use mqtt:, mqtts:, ws: or wss:`);
-    }
-    if ((scheme === 'ws' || scheme === 'wss') && (url.pathname === '' || url.pathname === '/')) url.pathname = WEBSOCKET_PATH;
-    return url.toString();
-  }
-  if (!(transport in TRANSPORT_PORTS)) {
-    throw new ValidationError('InvalidOption', `Option transport must be tcp, tls, ws or wss, not ${JSON.stringify(transport)}`);
-  }
-  const path = transport === 'ws' || transport === 'wss' ? WEBSOCKET_PATH : '';
-  return `${SCHEMES[transport]}://${instanceId}.mqtt.aliyuncs.com:${TRANSPORT_PORTS[transport]}${path}`;
+function hex(code: number): string {
+  return `0x${code.toString(16).padStart(2, '0')}`;
 }
 
-function resolveOptions(options: ConnectDeviceOptions, instanceId: string): ResolvedOptions {
-  const reconnect =
-    options.reconnect === false
-      ? false
-      : Object.freeze({
-          minDelayMs: positiveNumber('reconnect.minDelayMs', options.reconnect?.minDelayMs, CONNECT_DEFAULTS.reconnect.minDelayMs),
-          maxDelayMs: positiveNumber('reconnect.maxDelayMs', options.reconnect?.maxDelayMs, CONNECT_DEFAULTS.reconnect.maxDelayMs),
-        });
-  if (reconnect && reconnect.maxDelayMs < reconnect.minDelayMs) {
-    throw new ValidationError('InvalidOption', 'Option reconnect.maxDelayMs must be at least reconnect.minDelayMs');
-  }
-  return {
-    brokerUrl: brokerUrlFor(instanceId, options.transport ?? CONNECT_DEFAULTS.transport, options.brokerUrl),
-    keepalive: positiveNumber('keepalive', options.keepalive, CONNECT_DEFAULTS.keepalive),
-    clean: options.clean ?? CONNECT_DEFAULTS.clean,
-    connectTimeoutMs: positiveNumber('connectTimeoutMs', options.connectTimeoutMs, CONNECT_DEFAULTS.connectTimeoutMs) || CONNECT_DEFAULTS.connectTimeoutMs,
-    reconnect,
-    random: options.random ?? Math.random,
-    logger: options.logger ?? silentLogger,
-    tls: { ...(options.ca === undefined ? {} : { ca: options.ca }), rejectUnauthorized: options.rejectUnauthorized ?? CONNECT_DEFAULTS.rejectUnauthorized },
-    will: options.will,
-    takeover:
-      options.takeover === false
-        ? false
-        : Object.freeze({
-            shortSessionMs: positiveNumber('takeover.shortSessionMs', options.takeover?.shortSessionMs, CONNECT_DEFAULTS.takeover.shortSessionMs),
-            maxShortSessions: Math.max(1, positiveNumber('takeover.maxShortSessions', options.takeover?.maxShortSessions, CONNECT_DEFAULTS.takeover.maxShortSessions)),
-          }),
-  };
+/** "bad user name or password (CONNACK 4)" / "Not authorized (reason 0x87)". */
+function describeCode(code: number, protocolVersion: 3 | 4 | 5): string {
+  if (protocolVersion === 5) return `${ReasonCodes[code as keyof typeof ReasonCodes] ?? 'reason'} (reason ${hex(code)})`;
+  return `${CONNACK_CODES[code] ?? 'refused'} (CONNACK ${code})`;
 }
 
-/** TLS verification failures (OpenSSL's codes), which no retry will cure. */
-function isCertificateError(error: (Error & { code?: unknown }) | undefined): boolean {
-  const code = typeof error?.code === 'string' ? error.code : '';
-  return /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS_CERT/.test(code);
-}
+/** mqtt.js's debug lines when nobody logs: dropped (its default would print the CONNECT, password included, under DEBUG=mqttjs*). */
+function ignoreLog(): void {}
 
-/** Errors of the transport that mean "the broker could not be reached". */
-function describeNetworkError(error: Error & { code?: unknown }): string {
-  const code = typeof error.code === 'string' ? `${error.code}: ` : '';
-  return `${code}${error.message}`;
+/** Resolve with the promise, or reject with AbortedError when the signal fires first. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(new AbortedError(`${what} was aborted`, signal.reason));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new AbortedError(`${what} was aborted`, signal.reason));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 /**
- * An MQTT session of one device, kept alive: it reconnects after network loss with jittered exponential
- * backoff, and when the broker refuses the credential it asks the source for a fresh one once before giving up.
- * `client` is the underlying mqtt.js client for anything this class does not wrap.
+ * An MQTT session of one device, kept alive by an explicit state machine (see {@link ConnectionState}): it
+ * reconnects after a lost session with jittered exponential backoff, climbs the recovery ladder when the broker
+ * refuses the credential, waits longer after a takeover, and settles every promise it hands out.
  */
-export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
-  /** The mqtt.js client. */
-  readonly client: MqttClient;
+export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> implements AttemptListener {
   readonly clientId: string;
   #credential: DeviceCredential;
+  /** The credential the source just handed out, used on the `use-credential` effect. */
+  #next: DeviceCredential | undefined;
   readonly #source: CredentialSource;
-  readonly #options: ResolvedOptions;
-  #attempt = 0;
-  #refusedRc: number | undefined;
-  /** Credentials asked of the source since the last CONNACK 0 (bounded: see MAX_REFETCHES). */
-  #refetches = 0;
-  #lastNetworkError: Error | undefined;
-  #online = false;
-  #finished = false;
-  #initial: { resolve: () => void; reject: (e: ApsaraMqDeviceError) => void } | undefined;
-  #retryTimer: NodeJS.Timeout | undefined;
-  #password: string;
-  #onlineSince = 0;
-  #shortSessions = 0;
-  #stableTimer: NodeJS.Timeout | undefined;
+  readonly #options: ResolvedConnectOptions;
+  readonly #url: string;
+  readonly #logger: Logger;
+  #model: Model = initialModel();
+  readonly #inputs: Input[] = [];
+  #dispatching = false;
+  #attempt: Attempt | undefined;
+  /** Numbers the attempts, so that a late callback of an old client is recognised and ignored. */
+  #session = 0;
+  #sessionPresent = false;
+  readonly #inbound = new InboundStore();
+  readonly #outbox: Outbox<Item>;
+  /** What to SUBSCRIBE to again on a session the broker did not keep (made on the first subscription). */
+  #subscriptions: Map<string, Subscription> | undefined;
+  #seq = 0;
+  #resubscribeSeq = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #flushTimer: NodeJS.Timeout | undefined;
+  /** Aborted when the connection closes: cancels a credential source still at work. Made on first use. */
+  #lifetime: AbortController | undefined;
+  /** The error behind the latest failure, for the error that reports it. */
+  #lastCause: unknown;
+  /** The latest refusal code. */
+  #refusedCode: number | undefined;
+  /** The ClientId of a credential the source handed out for another device. */
+  #foreignClientId: string | undefined;
+  #closeError: ApsaraMqDeviceError | undefined;
+  /** The socket is closed for good; `end()` waits for it (the promise is made only when someone waits). */
+  #socketClosed = false;
+  #whenClosed: { promise: Promise<void>; resolve: () => void } | undefined;
+  #initial: { resolve: () => void; reject: (error: ApsaraMqDeviceError) => void } | undefined;
+  /** Messages that arrived with the first CONNACK, emitted once connectDevice() has resolved. */
+  #held: [string, Buffer, IPublishPacket][] | undefined;
+  /** Every password and secret used, to scrub mqtt.js's debug lines (kept only when someone logs). */
+  readonly #secrets: Set<string> | undefined;
+  #onCallerAbort: (() => void) | undefined;
 
   /** Use {@link connectDevice}. */
-  constructor(credential: DeviceCredential, source: CredentialSource, options: ResolvedOptions) {
+  constructor(credential: DeviceCredential, source: CredentialSource, options: ResolvedConnectOptions, url: string) {
     super();
     this.#credential = credential;
     this.#source = source;
     this.#options = options;
+    this.#url = url;
+    this.#logger = options.logger ?? silentLogger;
+    if (this.#logger !== silentLogger) this.#secrets = new Set([credential.deviceAccessKeySecret]);
     this.clientId = credential.clientId;
-    const signed = signDeviceCredential(credential);
-    this.#password = signed.password;
-    const mqttOptions: IClientOptions = {
-      protocolVersion: 4,
-      clientId: signed.clientId,
-      username: signed.username,
-      password: signed.password,
-      keepalive: options.keepalive,
-      clean: options.clean,
-      connectTimeout: options.connectTimeoutMs,
-      // mqtt.js only uses this as the delay of the next reconnect; we set it per attempt (see #onClose).
-      reconnectPeriod: options.reconnect ? Math.max(1, options.reconnect.minDelayMs) : 0,
-      manualConnect: true,
-      // mqtt.js's debug lines include the CONNECT packet with its password: route them through a scrubber, which
-      // also means DEBUG=mqttjs* can no longer print them raw.
-      log: (...args: unknown[]) => this.#mqttLog(args),
-      ...options.tls,
-      ...(options.will ? { will: options.will } : {}),
-    };
-    this.client = mqtt.connect(options.brokerUrl, mqttOptions);
-    // Runs before mqtt.js's own close handler, which reads reconnectPeriod to schedule the next attempt.
-    this.client.prependListener('close', () => this.#onClose());
-    this.client.on('connect', () => this.#onConnect());
-    this.client.on('error', (error) => this.#onMqttError(error));
-    this.client.on('message', (topic, payload, packet) => this.emit('message', topic, payload, packet));
+    this.#outbox = new Outbox(options.maxDeliveryAttempts);
   }
 
-  /** What logs and `util.inspect` show: never the password (the mqtt.js client's options hold it). */
+  /** What logs and `util.inspect` show: never a secret. */
   toJSON(): Record<string, unknown> {
-    return { clientId: this.clientId, brokerUrl: this.#options.brokerUrl, online: this.#online, credential: this.#credential.toJSON() };
+    return { clientId: this.clientId, brokerUrl: this.#url, state: this.state, credential: this.#credential.toJSON() };
   }
 
   [inspect.custom](): string {
@@ -269,313 +227,631 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> {
     return this.#credential;
   }
 
-  /** True while a CONNACK 0 session is up. */
-  get online(): boolean {
-    return this.#online;
+  /** The broker URL in use. */
+  get brokerUrl(): string {
+    return this.#url;
   }
 
-  /** @internal Opens the first session; resolves on CONNACK 0. */
-  start(signal?: AbortSignal): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      if (signal?.aborted) {
-        reject(this.#abortError());
-        return;
-      }
-      const onAbort = (): void => this.#fail(this.#abortError());
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.#initial = {
-        resolve: () => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve();
+  /** Whether the broker said, in the latest CONNACK, that it kept the session (clean: false / a session expiry). */
+  get sessionPresent(): boolean {
+    return this.#sessionPresent;
+  }
+
+  /** Where the connection is now. */
+  get state(): ConnectionState {
+    return this.#model.state;
+  }
+
+  /** True while a session is up (CONNACK 0, not lost, not ending). */
+  get online(): boolean {
+    return this.#model.state === 'online';
+  }
+
+  /** Opens the first session; resolves on CONNACK 0. Called once, by connectDevice. */
+  [START](): Promise<void> {
+    const caller = this.#options.signal;
+    if (caller?.aborted) return Promise.reject(new AbortedError(`Connecting ${this.clientId} was aborted`, caller.reason));
+    if (caller) {
+      this.#onCallerAbort = () => this.#input({ type: 'abort' });
+      caller.addEventListener('abort', this.#onCallerAbort, { once: true });
+    }
+    const first = new Promise<void>((resolve, reject) => {
+      this.#initial = { resolve, reject };
+    });
+    this.#log('debug', 'connecting', { brokerUrl: this.#url });
+    this.#apply({ type: 'connect' });
+    return first;
+  }
+
+  /**
+   * Publish. Checked first (topic, payload, QoS, what the service supports): a message that can never be delivered
+   * is refused with a `ValidationError` and nothing is sent. Resolves when the broker acknowledged it (QoS 1 and 2)
+   * or it was written to the socket (QoS 0). Sent now when online, else queued and sent after the reconnect.
+   * Rejects with `PublishRejected` when the broker refused it (an MQTT 5 reason code), or closed the session each
+   * of `maxDeliveryAttempts` times it was sent; with `ConnectionClosed` when the connection closes first.
+   */
+  async publish(topic: string, message: string | Buffer | Uint8Array, options: PublishOptions = {}): Promise<void> {
+    const rules = this.#options.rules;
+    if (options === null || typeof options !== 'object') throw new ValidationError('InvalidOption', 'publish options must be an object');
+    const name = checkTopicName(topic, rules);
+    const payload = checkPayload(message, rules);
+    const qos = checkQos(options.qos, rules, 'publish');
+    const retain = checkRetain(options.retain, rules);
+    const properties = this.#v5Properties('publish', options.properties);
+    if (properties) checkPublishProperties(properties as Record<string, unknown>, rules);
+    this.#assertOpen(`publish to ${name}`);
+    await new Promise<unknown>((resolve, reject) => {
+      const item: Item = {
+        seq: this.#seq++,
+        strikes: 0,
+        session: undefined,
+        kind: 'publish',
+        topics: [name],
+        send: (client, done) => {
+          const publishOptions: IClientPublishOptions = { qos, retain, ...(properties ? { properties } : {}) };
+          client.publish(name, payload, publishOptions, (error) => {
+            if (!error) done({ ok: true });
+            else if (error instanceof ErrorWithReasonCode) {
+              done({ ok: false, error: new PublishError(`The broker refused the message to ${name}: ${describeCode(error.code, 5)}`, name, { reasonCode: error.code }) });
+            } else done({ ok: 'ignore' });
+          });
         },
-        reject: (e) => {
-          signal?.removeEventListener('abort', onAbort);
-          reject(e);
-        },
+        settle: (result) => (result.ok ? resolve(undefined) : reject(result.error)),
       };
-      this.#log('debug', 'connecting', { brokerUrl: this.#options.brokerUrl });
-      this.client.connect();
+      this.#enqueue(item);
     });
   }
 
-  /** Publish; resolves when the broker acknowledged it (QoS 1) or it was written (QoS 0). */
-  async publish(topic: string, message: string | Buffer, options: IClientPublishOptions = {}): Promise<void> {
-    await this.client.publishAsync(topic, message, options);
+  /**
+   * Subscribe to one or more topic filters. Checked first (MQTT's wildcard rules; on ApsaraMQ no `$share/` and not
+   * QoS 2 with a persistent session): an invalid filter is a `ValidationError`. Resolves with the grants on SUBACK;
+   * rejects with `SubscribeRejected` (a {@link SubscribeError} naming the refused filters) when the broker refused
+   * any (the others stay subscribed), and `ConnectionClosed` when the connection closes first. Subscriptions are
+   * restored after a reconnect when the broker did not keep the session.
+   */
+  async subscribe(topic: string | string[], options: SubscribeOptions = {}): Promise<ISubscriptionGrant[]> {
+    const rules = this.#options.rules;
+    if (options === null || typeof options !== 'object') throw new ValidationError('InvalidOption', 'subscribe options must be an object');
+    const filters = (Array.isArray(topic) ? topic : [topic]).map((filter) => checkTopicFilter(filter, rules));
+    if (filters.length === 0) throw new ValidationError('InvalidTopic', 'subscribe needs at least one topic filter');
+    const subscription = this.#subscriptionOptions(options);
+    const properties = this.#v5Properties('subscribe', options.properties);
+    this.#assertOpen(`subscribe to ${filters.join(', ')}`);
+    const grants = await new Promise<unknown>((resolve, reject) => {
+      const map = Object.fromEntries(filters.map((f) => [f, subscription]));
+      this.#enqueue(this.#subscribeItem(this.#seq++, 'subscribe', map, properties, (result) => (result.ok ? resolve(result.value) : reject(result.error))));
+    });
+    return grants as ISubscriptionGrant[];
   }
 
-  /** Subscribe; rejects with `SubscribeRejected` when the broker refuses a topic. */
-  async subscribe(topic: string | string[], options: IClientSubscribeOptions = { qos: 1 }): Promise<ISubscriptionGrant[]> {
-    const granted = await this.client.subscribeAsync(topic, options);
-    const refused = granted.filter((g) => g.qos === 128);
-    if (refused.length > 0) {
-      throw new ApsaraMqDeviceError('SubscribeRejected', `The broker refused the subscription to ${refused.map((g) => g.topic).join(', ')}`, {
-        retryable: false,
-        remedy: 'Check the topic: its parent topic must exist on the instance, and a client may not subscribe to another client\'s p2p topic.',
+  /** Unsubscribe. Resolves on UNSUBACK; rejects with `ConnectionClosed` when the connection closes first. */
+  async unsubscribe(topic: string | string[], options: { properties?: { userProperties?: Record<string, string | string[]> } } = {}): Promise<void> {
+    const rules = this.#options.rules;
+    const filters = (Array.isArray(topic) ? topic : [topic]).map((filter) => checkTopicFilter(filter, rules));
+    if (filters.length === 0) throw new ValidationError('InvalidTopic', 'unsubscribe needs at least one topic filter');
+    const properties = this.#v5Properties('unsubscribe', options?.properties);
+    this.#assertOpen(`unsubscribe from ${filters.join(', ')}`);
+    for (const filter of filters) this.#subscriptions?.delete(filter);
+    await new Promise<unknown>((resolve, reject) => {
+      this.#enqueue({
+        seq: this.#seq++,
+        strikes: 0,
+        session: undefined,
+        kind: 'unsubscribe',
+        topics: filters,
+        send: (client, done) => {
+          client.unsubscribe(filters, properties ? { properties } : {}, (_error, packet) => {
+            if (packet?.cmd !== 'unsuback') return done({ ok: 'ignore' });
+            const codes = (packet as { granted?: unknown }).granted;
+            const refused = Array.isArray(codes) ? filters.filter((_f, i) => typeof codes[i] === 'number' && codes[i] >= 0x80) : [];
+            if (refused.length > 0) done({ ok: false, error: new SubscribeError(`The broker refused to unsubscribe from ${refused.join(', ')}`, refused) });
+            else done({ ok: true });
+          });
+        },
+        settle: (result) => (result.ok ? resolve(undefined) : reject(result.error)),
+      });
+    });
+  }
+
+  /**
+   * Close for good. An online session first gets up to `endTimeoutMs` (default 5 s) to finish what it has sent or
+   * queued (acknowledgements awaited), then sends DISCONNECT; anything still unacknowledged then, and everything
+   * queued while offline, is rejected with `ConnectionClosed`. `end(true)` does not wait. Always resolves, once the
+   * socket is closed; calling it again resolves too.
+   */
+  async end(force = false): Promise<void> {
+    this.#input({ type: 'end', graceful: !force });
+    if (this.#socketClosed) return;
+    if (!this.#whenClosed) {
+      let resolve: () => void = () => {};
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.#whenClosed = { promise, resolve };
+    }
+    await this.#whenClosed.promise;
+  }
+
+  // ---- the state machine's inputs and effects
+
+  #input(input: Input): void {
+    this.#inputs.push(input);
+    if (this.#dispatching) return; // an effect fed an input: it runs after the current step
+    this.#dispatching = true;
+    try {
+      for (let next = this.#inputs.shift(); next; next = this.#inputs.shift()) {
+        const from = this.#model.state;
+        // The resolved options carry the state machine's settings (CoreOptions is a subset of them).
+        const { model, effects } = step(this.#model, next, this.#options, this.#options.random);
+        this.#model = model;
+        if (model.state !== from && this.listenerCount('state') > 0) this.emit('state', { from, to: model.state });
+        for (const effect of effects) this.#apply(effect);
+      }
+    } finally {
+      this.#dispatching = false;
+    }
+  }
+
+  #apply(effect: Effect): void {
+    switch (effect.type) {
+      case 'connect':
+        this.#connect();
+        return;
+      case 'online': {
+        this.#log('info', 'online', { sessionPresent: this.#sessionPresent });
+        if (!this.#sessionPresent) this.#restoreSubscriptions();
+        const initial = this.#initial;
+        this.#initial = undefined;
+        if (initial) {
+          // A persistent session's queued messages come right behind the first CONNACK, before the caller of
+          // connectDevice() could add a listener: hold them until its `await` has returned.
+          this.#held = [];
+          setImmediate(() => {
+            const held = this.#held ?? [];
+            this.#held = undefined;
+            for (const [topic, payload, packet] of held) this.emit('message', topic, payload, packet);
+          });
+          initial.resolve();
+        }
+        this.emit('online', { sessionPresent: this.#sessionPresent });
+        this.#pump();
+        return;
+      }
+      case 'offline':
+        this.#log('warn', 'offline', {});
+        this.emit('offline');
+        return;
+      case 'wait':
+        this.#log('info', 'reconnecting', { attempt: effect.attempt, delayMs: effect.delayMs });
+        this.#timer = setTimeout(() => {
+          this.#timer = undefined;
+          this.#input({ type: 'timer' });
+        }, effect.delayMs);
+        this.emit('reconnecting', { attempt: effect.attempt, delayMs: effect.delayMs });
+        return;
+      case 'auth-failed':
+        this.#log('warn', 'credential refused', { code: effect.code, deviceAccessKeyId: this.#credential.deviceAccessKeyId });
+        this.emit('auth-failed', { rc: effect.code });
+        return;
+      case 'refetch':
+        this.#refetch();
+        return;
+      case 'use-credential': {
+        const next = this.#next;
+        this.#next = undefined;
+        if (!next) return;
+        this.#credential = next;
+        this.#secrets?.add(next.deviceAccessKeySecret);
+        this.#log('info', 'credential refreshed', { deviceAccessKeyId: next.deviceAccessKeyId });
+        this.emit('credential-refreshed', { credential: next });
+        return;
+      }
+      case 'takeover': {
+        const inARow = this.#model.takeover.streak;
+        this.#log('warn', effect.confirmed ? 'session taken over by another client with this ClientId' : 'session probably taken over by another client with this ClientId', { inARow });
+        this.emit('takeover', { confirmed: effect.confirmed, inARow });
+        return;
+      }
+      case 'report':
+        this.#emitError(this.#problemError(effect.problem));
+        return;
+      case 'flush':
+        this.#flushTimer = setTimeout(() => this.#input({ type: 'flushed' }), this.#options.endTimeoutMs);
+        this.#pump();
+        if (this.#outbox.size === 0) this.#input({ type: 'flushed' });
+        return;
+      case 'close':
+        this.#close(effect.problem);
+        return;
+    }
+  }
+
+  #connect(): void {
+    this.#session += 1;
+    this.#attempt = new Attempt(this.#url, this.#mqttOptions(), this.#options.connectTimeoutMs, this);
+    this.#attempt.start();
+  }
+
+  /** What the current attempt reports; reports of an attempt that is no longer current are ignored. @internal */
+  [ATTEMPT_EVENT](attempt: Attempt, event: AttemptEvent): void {
+    if (attempt !== this.#attempt) return;
+    switch (event.type) {
+      case 'accepted':
+        this.#sessionPresent = event.connack.sessionPresent;
+        if (!event.connack.sessionPresent) this.#inbound.clear();
+        this.#input({ type: 'accepted', now: performance.now() });
+        return;
+      case 'refused':
+        this.#log('warn', 'connect refused', { code: describeCode(event.code, this.#options.protocolVersion) });
+        this.#lastCause = undefined;
+        this.#refusedCode = event.code;
+        this.#input({ type: 'refused', code: event.code });
+        return;
+      case 'failed':
+        this.#lastCause = event.cause;
+        this.#log('warn', 'connect failed', { failure: event.failure, code: errorCode(event.cause) });
+        this.#input({ type: 'failed', failure: event.failure });
+        return;
+      case 'lost':
+        this.#lastCause = event.cause;
+        this.#input({ type: 'lost', end: this.#blame(event.end), now: performance.now() });
+        return;
+    }
+  }
+
+  /** A message on the current attempt's session. @internal */
+  [ATTEMPT_MESSAGE](attempt: Attempt, topic: string, payload: Buffer, packet: IPublishPacket): void {
+    if (attempt !== this.#attempt) return;
+    if (this.#held) this.#held.push([topic, payload, packet]);
+    else this.emit('message', topic, payload, packet);
+  }
+
+  /** Strike what was in flight; a loss with messages in flight is blamed on them, not on a takeover. */
+  #blame(end: SessionEnd): SessionEnd {
+    const aboutMessage = end.kind === 'disconnect' && MESSAGE_REASONS.has(end.reasonCode);
+    const { failed, struck } = this.#outbox.lost({ aboutMessage });
+    for (const item of failed) item.settle({ ok: false, error: this.#rejectedError(item, end) });
+    return struck && end.kind === 'closed' ? { kind: 'message' } : end;
+  }
+
+  #rejectedError(item: Item, end: SessionEnd): ApsaraMqDeviceError {
+    const topics = item.topics.join(', ');
+    const what = item.kind === 'publish' ? `the message to ${topics}` : `the ${item.kind === 'unsubscribe' ? 'UNSUBSCRIBE' : 'SUBSCRIBE'} of ${topics}`;
+    const why =
+      end.kind === 'disconnect'
+        ? `The broker disconnected right after ${what} with ${describeCode(end.reasonCode, 5)}`
+        : `The broker closed the session right after ${item.strikes === 1 ? `${what} was sent` : `each of the ${item.strikes} times ${what} was sent`}`;
+    if (item.kind === 'publish') return new PublishError(why, topics, end.kind === 'disconnect' ? { reasonCode: end.reasonCode } : {});
+    return new SubscribeError(why, item.topics, end.kind === 'disconnect' ? { reasonCode: end.reasonCode } : {});
+  }
+
+  #mqttOptions(): IClientOptions {
+    const options = this.#options;
+    const credential = this.#credential;
+    // Signed per attempt: a refreshed credential is simply the next attempt's.
+    const signed = signDeviceCredential(credential);
+    this.#secrets?.add(signed.password);
+    const properties: NonNullable<IClientOptions['properties']> = {};
+    if (options.sessionExpiryInterval !== undefined) properties.sessionExpiryInterval = options.sessionExpiryInterval;
+    if (options.userProperties !== undefined) properties.userProperties = options.userProperties;
+    return {
+      protocolVersion: options.protocolVersion,
+      clientId: signed.clientId,
+      username: signed.username,
+      password: signed.password,
+      keepalive: options.keepalive,
+      clean: options.clean,
+      incomingStore: this.#inbound,
+      // mqtt.js's debug lines include the CONNECT packet with its password: route them through a scrubber, which
+      // also means DEBUG=mqttjs* can no longer print them raw.
+      log: this.#secrets ? (...args: unknown[]) => this.#mqttLog(args) : ignoreLog,
+      ...options.tls,
+      ...(options.will ? { will: options.will } : {}),
+      ...(Object.keys(properties).length > 0 ? { properties } : {}),
+    };
+  }
+
+  #refetch(): void {
+    const rejected = this.#credential;
+    this.#lifetime ??= new AbortController();
+    const caller = this.#options.signal;
+    const signal = caller ? AbortSignal.any([caller, this.#lifetime.signal]) : this.#lifetime.signal;
+    const request: CredentialRequest = { reason: 'rejected', rejected, signal };
+    this.#log('info', 'asking for another credential', { rejected: rejected.deviceAccessKeyId });
+    abortable(Promise.resolve().then(() => this.#source(request)), signal, `Fetching a credential for ${this.clientId}`).then(
+      (answer: unknown) => {
+        // A credential that cannot even be signed (a key with a |) counts as no credential.
+        const isCredential = answer instanceof DeviceCredential && signable(answer);
+        const verdict = judgeCredential(
+          isCredential ? { isCredential, clientId: answer.clientId, sameKeyAsRefused: answer.sameKeyAs(rejected) } : { isCredential },
+          this.clientId,
+        );
+        if (verdict === 'use') this.#next = answer as DeviceCredential;
+        if (verdict === 'other-client') this.#foreignClientId = (answer as DeviceCredential).clientId;
+        this.#input({ type: 'credential', verdict });
+      },
+      (error: unknown) => {
+        if (this.#model.state === 'closed') return;
+        const cause = toApsaraMqDeviceError(error);
+        this.#lastCause = cause;
+        this.#input({ type: 'source-failed', retryable: cause.retryable });
+      },
+    );
+  }
+
+  // ---- the outbox
+
+  #assertOpen(what: string): void {
+    const state = this.#model.state;
+    if (state === 'closed' || state === 'closing') {
+      throw new ConnectionClosedError(`Cannot ${what}: the connection of ${this.clientId} is ${state === 'closed' ? 'closed' : 'ending'}`, this.#closeError);
+    }
+  }
+
+  #enqueue(item: Item): void {
+    this.#outbox.add(item);
+    this.#pump();
+  }
+
+  /** Send what the outbox lets go, when a session is up. */
+  #pump(): void {
+    const state = this.#model.state;
+    const attempt = this.#attempt;
+    if ((state !== 'online' && state !== 'closing') || !attempt?.online) return;
+    const session = this.#session;
+    for (const item of this.#outbox.take(session)) {
+      item.send(attempt.client, (result) => {
+        if (result.ok === 'ignore' || !this.#outbox.settle(item, session)) return;
+        item.settle(result);
+        this.#pump();
+        if (this.#model.state === 'closing' && this.#outbox.size === 0) this.#input({ type: 'flushed' });
       });
     }
-    return granted;
   }
 
-  /** Disconnect cleanly and stop reconnecting. */
-  async end(force = false): Promise<void> {
-    if (this.#finished) {
-      if (!this.client.disconnected) await this.client.endAsync(true);
-      return;
+  #subscriptionOptions(options: SubscribeOptions): Subscription {
+    const qos = checkQos(options.qos ?? 1, this.#options.rules, 'subscription');
+    const v5 = this.#options.protocolVersion === 5;
+    for (const flag of ['nl', 'rap'] as const) {
+      if (options[flag] !== undefined && typeof options[flag] !== 'boolean') throw new ValidationError('InvalidOption', `Option ${flag} must be true or false`);
+      if (options[flag] !== undefined && !v5) throw new ValidationError('InvalidOption', `Option ${flag} needs protocolVersion: 5`);
     }
-    this.#finish();
-    this.emit('closed', {});
-    await this.client.endAsync(force);
+    if (options.rh !== undefined && ![0, 1, 2].includes(options.rh)) throw new ValidationError('InvalidOption', 'Option rh must be 0, 1 or 2');
+    if (options.rh !== undefined && !v5) throw new ValidationError('InvalidOption', 'Option rh needs protocolVersion: 5');
+    return { qos, ...(options.nl === undefined ? {} : { nl: options.nl }), ...(options.rap === undefined ? {} : { rap: options.rap }), ...(options.rh === undefined ? {} : { rh: options.rh }) };
   }
 
-  #onConnect(): void {
-    this.#refetches = 0;
-    this.#online = true;
-    this.#onlineSince = Date.now();
-    clearTimeout(this.#stableTimer);
-    const stableAfter = this.#options.takeover ? this.#options.takeover.shortSessionMs : 0;
-    // Backoff and the takeover count reset once the session proves stable, not on CONNACK: otherwise two clients
-    // kicking each other would reconnect at the shortest delay forever.
-    this.#stableTimer = setTimeout(() => {
-      this.#attempt = 0;
-      this.#shortSessions = 0;
-    }, stableAfter);
-    this.#stableTimer.unref();
-    this.#lastNetworkError = undefined;
-    this.#log('info', 'online', {});
+  #v5Properties<T extends { userProperties?: Record<string, string | string[]> }>(what: string, properties: T | undefined): T | undefined {
+    if (properties === undefined) return undefined;
+    if (this.#options.protocolVersion !== 5) throw new ValidationError('InvalidOption', `${what} properties need protocolVersion: 5`);
+    if (properties === null || typeof properties !== 'object') throw new ValidationError('InvalidOption', `${what} properties must be an object`);
+    if (properties.userProperties !== undefined) checkUserProperties(`${what} properties.userProperties`, properties.userProperties);
+    return properties;
+  }
+
+  #subscribeItem(
+    seq: number,
+    kind: 'subscribe' | 'resubscribe',
+    map: Record<string, Subscription>,
+    properties: { userProperties?: Record<string, string | string[]> } | undefined,
+    settle: (result: SendResult & { ok: true | false }) => void,
+  ): Item {
+    const filters = Object.keys(map);
+    return {
+      seq,
+      strikes: 0,
+      session: undefined,
+      kind,
+      topics: filters,
+      send: (client, done) => {
+        client.subscribe(map, properties ? { properties } : {}, (_error, _granted, packet) => {
+          // A SUBACK, refusing or not, is the broker's answer; anything else (a closed client) is not.
+          if (packet?.cmd !== 'suback') return done({ ok: 'ignore' });
+          const codes = (packet.granted as unknown[]).map((g) => (typeof g === 'number' ? g : (g as { qos?: number }).qos));
+          const grants: ISubscriptionGrant[] = filters.map((topic, i) => ({ topic, qos: (codes[i] ?? 0x80) as ISubscriptionGrant['qos'] }));
+          for (const grant of grants) if (grant.qos < 0x80) (this.#subscriptions ??= new Map()).set(grant.topic, map[grant.topic] as Subscription);
+          const refused = grants.filter((g) => g.qos >= 0x80);
+          if (refused.length > 0) {
+            const reasonCode = refused[0]?.qos;
+            const message = `The broker refused the subscription to ${refused.map((g) => g.topic).join(', ')} (${refused.map((g) => hex(g.qos)).join(', ')})`;
+            done({ ok: false, error: new SubscribeError(message, refused.map((g) => g.topic), reasonCode === undefined ? {} : { reasonCode }) });
+          } else done({ ok: true, value: grants });
+        });
+      },
+      settle,
+    };
+  }
+
+  /** A session the broker did not keep: SUBSCRIBE again, first thing, to what was subscribed. */
+  #restoreSubscriptions(): void {
+    if (!this.#subscriptions || this.#subscriptions.size === 0) return;
+    const map = Object.fromEntries(this.#subscriptions);
+    this.#outbox.add(
+      // Negative: before everything the caller queued.
+      this.#subscribeItem(-1_000_000_000 + this.#resubscribeSeq++, 'resubscribe', map, undefined, (result) => {
+        if (!result.ok) {
+          for (const topic of (result.error as SubscribeError).topics ?? []) this.#subscriptions?.delete(topic);
+          this.#emitError(result.error);
+        }
+      }),
+    );
+  }
+
+  // ---- closing
+
+  #close(problem: Problem | undefined): void {
+    clearTimeout(this.#timer);
+    clearTimeout(this.#flushTimer);
+    if (this.#onCallerAbort) this.#options.signal?.removeEventListener('abort', this.#onCallerAbort);
+    const error = problem ? this.#problemError(problem) : undefined;
+    this.#closeError = error;
+    this.#lifetime?.abort(error ?? new ConnectionClosedError(`The connection of ${this.clientId} was ended`));
+    // DISCONNECT only when nothing is left in flight: mqtt.js would wait for those acknowledgements first.
+    const graceful = problem === undefined && this.#outbox.inFlight === 0;
+    const attempt = this.#attempt;
+    this.#attempt = undefined;
+    const closing = attempt ? attempt.close(graceful) : Promise.resolve();
+    const pending = this.#outbox.drain();
+    if (pending.length > 0) {
+      const reason = new ConnectionClosedError(`The connection of ${this.clientId} closed before this was acknowledged`, error);
+      for (const item of pending) item.settle({ ok: false, error: reason });
+    }
     const initial = this.#initial;
     this.#initial = undefined;
-    initial?.resolve();
-    this.emit('online');
-  }
-
-  #onMqttError(error: Error & { code?: unknown }): void {
-    const code = error.code;
-    if (typeof code === 'number' && code >= 1 && code <= 5 && /refused/i.test(error.message)) {
-      this.#refusedRc = code;
-    } else {
-      this.#lastNetworkError = error;
+    if (initial) {
+      initial.reject(error ?? new ConnectionClosedError(`The connection of ${this.clientId} was ended before it was online`));
+    } else if (error && error.code !== 'Aborted') {
+      this.#emitError(error);
     }
-  }
-
-  #onClose(): void {
-    if (this.#finished) return;
-    const wasOnline = this.#online;
-    this.#online = false;
-    if (wasOnline) {
-      clearTimeout(this.#stableTimer);
-      this.#log('warn', 'offline', {});
-      this.emit('offline');
-      if (this.#isTakeoverLoop()) return;
-    }
-    const rc = this.#refusedRc;
-    this.#refusedRc = undefined;
-    if (rc !== undefined) {
-      // mqtt.js suppresses its own reconnect after a refused CONNACK; we decide what comes next.
-      this.#onRefused(rc).catch((error: unknown) => this.#fail(toApsaraMqDeviceError(error)));
-      return;
-    }
-    if (this.#initial) {
-      const cause = this.#lastNetworkError;
-      const timedOut = cause?.message === 'connack timeout';
-      this.#fail(
-        timedOut
-          ? new ConnectError('ConnectTimeout', `No CONNACK from ${this.#options.brokerUrl} within ${this.#options.connectTimeoutMs} ms`, { clientId: this.clientId, cause })
-          : new ConnectError('BrokerUnreachable', `Could not reach the broker at ${this.#options.brokerUrl}${cause ? ` (${describeNetworkError(cause)})` : ''}`, {
-              clientId: this.clientId,
-              cause,
-              // A certificate that cannot be verified stays so: retrying does not help.
-              ...(isCertificateError(cause) ? { retryable: false } : {}),
-            }),
-      );
-      return;
-    }
-    this.#scheduleReconnect((delayMs) => {
-      // mqtt.js's close handler, which runs right after this one, schedules the attempt with this period.
-      this.client.options.reconnectPeriod = Math.max(1, delayMs);
+    this.#log(error ? 'warn' : 'info', 'closed', error ? { code: error.code } : {});
+    this.emit('closed', error ? { error } : {});
+    void closing.then(() => {
+      this.#socketClosed = true;
+      this.#whenClosed?.resolve();
     });
   }
 
-  /** Count a session the broker closed soon after it opened; true (and given up) when that makes a loop. */
-  #isTakeoverLoop(): boolean {
-    const takeover = this.#options.takeover;
-    if (!takeover) return false;
-    const lasted = Date.now() - this.#onlineSince;
-    // A network fault shows as a socket error; a broker that closes a session it just accepted does not.
-    const closedByBroker = this.#lastNetworkError === undefined && this.#refusedRc === undefined;
-    this.#shortSessions = closedByBroker && lasted < takeover.shortSessionMs ? this.#shortSessions + 1 : 0;
-    if (this.#shortSessions < takeover.maxShortSessions) return false;
-    this.#fail(
-      new ConnectError(
-        'TakeoverLoop',
-        `The broker closed the session of ${this.clientId} ${this.#shortSessions} times in a row within ${takeover.shortSessionMs} ms of connecting: another client is probably using the same ClientId (or the device breaks a broker rule that gets it disconnected, such as a payload over 64 KB)`,
-        { clientId: this.clientId },
-      ),
-    );
-    return true;
-  }
-
-  /** Next attempt after a jittered delay; `arm` installs the timer, or we install our own. */
-  #scheduleReconnect(arm?: (delayMs: number) => void): void {
-    if (!this.#options.reconnect) {
-      this.#fail(new ConnectError('BrokerUnreachable', `The session to ${this.#options.brokerUrl} was lost and reconnect is off`, { clientId: this.clientId, retryable: true }));
-      return;
-    }
-    const delayMs = Math.max(1, fullJitterDelay(this.#attempt, this.#options.reconnect, this.#options.random));
-    this.#attempt += 1;
-    this.#log('info', 'reconnecting', { attempt: this.#attempt, delayMs });
-    this.emit('reconnecting', { attempt: this.#attempt, delayMs });
-    if (arm) {
-      arm(delayMs);
-    } else {
-      this.#retryTimer = setTimeout(() => this.#reconnectNow(), delayMs);
-    }
-  }
-
-  #reconnectNow(): void {
-    this.#retryTimer = undefined;
-    if (this.#finished) return;
-    // Keep the stores, so QoS 1 messages queued while offline are sent after the reconnect.
-    this.client.reconnect({ incomingStore: this.client.incomingStore, outgoingStore: this.client.outgoingStore });
-  }
-
-  async #onRefused(rc: number): Promise<void> {
-    const reason = CONNACK_CODES[rc] ?? `return code ${rc}`;
-    this.#log('warn', 'connect refused', { rc, reason, deviceAccessKeyId: this.#credential.deviceAccessKeyId });
-    if (rc === 2) {
-      this.#fail(new ConnectError('IdentifierRejected', `The broker rejected ClientId ${this.clientId} (CONNACK 2)`, { clientId: this.clientId, connackCode: rc }));
-      return;
-    }
-    if (rc === 3 && !this.#initial) {
-      this.#scheduleReconnect();
-      return;
-    }
-    if (rc !== 4 && rc !== 5) {
-      this.#fail(new ConnectError('ConnackRefused', `The broker refused the CONNECT: ${reason} (CONNACK ${rc})`, { clientId: this.clientId, connackCode: rc, retryable: rc === 3 }));
-      return;
-    }
-    this.emit('auth-failed', { rc });
-    const refusal = `The broker refused credential ${this.#credential.deviceAccessKeyId} of ${this.clientId}: ${reason} (CONNACK ${rc})`;
-    const rejected = new ConnectError('CredentialRejected', refusal, { clientId: this.clientId, connackCode: rc });
-    if (this.#refetches >= MAX_REFETCHES) {
-      // Every step of the ladder handed out a credential that was refused too: stop, no loop.
-      this.#fail(rejected);
-      return;
-    }
-    this.#refetches += 1;
-    let next: unknown;
-    try {
-      next = await this.#source({ reason: 'rejected', rejected: this.#credential });
-    } catch (error) {
-      const cause = toApsaraMqDeviceError(error);
-      if (cause.retryable && !this.#initial && !this.#finished) {
-        // The source is unreachable for now (e.g. the OpenAPI is down): try the whole thing again later.
-        this.#refetches -= 1;
-        this.#emitError(cause);
-        this.#scheduleReconnect();
-        return;
+  /** The error for a problem the state machine reported, with what we know of its cause. */
+  #problemError(problem: Problem): ApsaraMqDeviceError {
+    const clientId = this.clientId;
+    const url = this.#url;
+    const version = this.#options.protocolVersion;
+    const cause = this.#lastCause;
+    switch (problem.code) {
+      case 'CredentialRejected': {
+        const code = problem.connackCode ?? this.#refusedCode ?? 0;
+        const refusal = `The broker refused credential ${this.#credential.deviceAccessKeyId} of ${clientId}: ${describeCode(code, version)}`;
+        const tail =
+          problem.why === 'same-key'
+            ? ', and the credential source handed out the same key again'
+            : problem.why === 'source-failed'
+              ? `, and asking for a new one failed with ${(cause as ApsaraMqDeviceError | undefined)?.code ?? 'an error'}`
+              : '';
+        return new ConnectError('CredentialRejected', refusal + tail, { clientId, connackCode: code, ...(problem.why === 'source-failed' ? { cause } : {}) });
       }
-      this.#fail(new ConnectError('CredentialRejected', `${refusal}, and asking for a new one failed with ${cause.code}`, { clientId: this.clientId, connackCode: rc, cause }));
-      return;
+      case 'IdentifierRejected':
+        return new ConnectError('IdentifierRejected', `The broker rejected ClientId ${clientId}: ${describeCode(problem.connackCode, version)}`, { clientId, connackCode: problem.connackCode });
+      case 'ConnackRefused':
+        return new ConnectError('ConnackRefused', `The broker at ${url} refused the CONNECT: ${describeCode(problem.connackCode, version)}`, {
+          clientId,
+          connackCode: problem.connackCode,
+          retryable: problem.retryable,
+        });
+      case 'ConnectFailed':
+        return this.#connectFailedError(problem.failure, cause instanceof Error ? cause : undefined);
+      case 'InvalidCredential':
+        return new ValidationError(
+          'InvalidCredential',
+          problem.verdict === 'other-client'
+            ? `The credential source returned a credential for ${this.#foreignClientId ?? 'another ClientId'}, not ${clientId}`
+            : 'The credential source did not return a DeviceCredential (build one with DeviceCredential.fromWire)',
+        );
+      case 'TakeoverLoop':
+        return new ConnectError('TakeoverLoop', `The session of ${clientId} was taken over ${problem.streak} times in a row (takeover.giveUpAfter)`, { clientId });
+      case 'ConnectionLost':
+        return new ConnectError('BrokerUnreachable', `The session to ${url} was lost and reconnect is off`, { clientId, retryable: true, ...(cause ? { cause } : {}) });
+      case 'SourceFailed':
+        return cause instanceof Error ? toApsaraMqDeviceError(cause) : toApsaraMqDeviceError(new Error('The credential source failed'));
+      case 'Aborted':
+        return new AbortedError(`The connection of ${clientId} was aborted by its signal`, this.#options.signal?.reason);
     }
-    if (this.#finished) return;
-    if (!(next instanceof DeviceCredential)) {
-      this.#fail(new ValidationError('InvalidCredential', 'The credential source did not return a DeviceCredential (build one with DeviceCredential.fromWire)'));
-      return;
-    }
-    if (next.clientId !== this.clientId) {
-      this.#fail(new ValidationError('InvalidCredential', `The credential source returned a credential for ${next.clientId}, not ${this.clientId}`));
-      return;
-    }
-    if (next.sameKeyAs(this.#credential)) {
-      this.#fail(rejected);
-      return;
-    }
-    this.#useCredential(next);
-    this.#reconnectNow();
   }
 
-  #useCredential(credential: DeviceCredential): void {
-    const signed = signDeviceCredential(credential);
-    this.#credential = credential;
-    this.#password = signed.password;
-    this.client.options.username = signed.username;
-    this.client.options.password = signed.password;
-    this.#log('info', 'credential refreshed', { deviceAccessKeyId: credential.deviceAccessKeyId });
-    this.emit('credential-refreshed', { credential });
+  #connectFailedError(failure: ConnectFailure, cause: Error | undefined): ConnectError {
+    const clientId = this.clientId;
+    const url = this.#url;
+    const code = errorCode(cause);
+    const detail = cause ? ` (${code ? `${code}: ` : ''}${cause.message})` : '';
+    switch (failure) {
+      case 'timeout':
+        return new ConnectError('ConnectTimeout', `No CONNACK from ${url} within ${this.#options.connectTimeoutMs} ms`, { clientId, ...(cause ? { cause } : {}) });
+      case 'untrusted':
+        return new ConnectError('BrokerUnreachable', `The TLS certificate of ${url} could not be verified${detail}`, {
+          clientId,
+          cause,
+          retryable: false,
+          remedy: "The broker's certificate is not trusted: pass --ca FILE (option ca) with the CA that signed it, or --insecure (rejectUnauthorized: false) for tests.",
+        });
+      case 'http':
+        return new ConnectError('ProtocolError', `${url} answered in HTTP, not MQTT`, {
+          clientId,
+          ...(cause ? { cause } : {}),
+          remedy: 'This port speaks HTTP: did you mean --endpoint? The broker URL (--broker-url, brokerUrl) must name the MQTT port (1883 on the service and the emulator).',
+        });
+      case 'protocol':
+        return new ConnectError('ProtocolError', `${url} did not answer in MQTT${detail}`, { clientId, ...(cause ? { cause } : {}) });
+      case 'unreachable': {
+        const host = new URL(url).host;
+        const remedy =
+          code === 'ECONNREFUSED'
+            ? `Nothing answers at ${url}: is the broker (or the emulator) running? Check the broker URL (--broker-url, brokerUrl).`
+            : code === 'ENOTFOUND' || code === 'EAI_AGAIN'
+              ? `The host ${host} does not resolve: check the broker URL (--broker-url, brokerUrl) and DNS.`
+              : `Could not reach ${url}: check the broker URL (--broker-url, brokerUrl), the port and the network.`;
+        return new ConnectError('BrokerUnreachable', `Could not reach the broker at ${url}${detail}`, { clientId, ...(cause ? { cause } : {}), remedy });
+      }
+    }
   }
 
-  #abortError(): ConnectError {
-    return new ConnectError('Aborted', `Connecting ${this.clientId} was aborted`, { clientId: this.clientId });
-  }
+  // ---- events and logs
 
   #emitError(error: ApsaraMqDeviceError): void {
     this.#log('error', error.message, { code: error.code });
     if (this.listenerCount('error') > 0) this.emit('error', error);
   }
 
-  /** Give up: reject the first connect, or report the error and close for good. */
-  #fail(error: ApsaraMqDeviceError): void {
-    if (this.#finished) return;
-    const initial = this.#initial;
-    this.#finish();
-    this.client.end(true);
-    if (initial) {
-      initial.reject(error);
-    } else {
-      this.#emitError(error);
-    }
-    this.emit('closed', { error });
-  }
-
-  #finish(): void {
-    this.#finished = true;
-    this.#online = false;
-    this.#initial = undefined;
-    clearTimeout(this.#retryTimer);
-    clearTimeout(this.#stableTimer);
-  }
-
-  /** mqtt.js's debug output, with the password and secret taken out, at debug level. */
+  /** mqtt.js's debug output, with every password and secret taken out, at debug level. */
   #mqttLog(args: unknown[]): void {
-    const logger = this.#options.logger;
+    const logger = this.#logger;
     if (logger === silentLogger) return; // formatting every packet costs CPU; skip it when nobody listens
     let text = format(...args);
-    // Called from inside mqtt.js's constructor too, before this.client is set: use our own copy of the secrets.
-    for (const secret of [this.#password, this.#credential.deviceAccessKeySecret]) {
+    for (const secret of this.#secrets ?? []) {
       if (secret.length > 0) text = text.split(secret).join('****');
     }
     logger.debug(`[mqtt.js] ${this.clientId}: ${text}`);
   }
 
   #log(level: keyof Logger, message: string, fields: Record<string, unknown>): void {
-    this.#options.logger[level](`[apsaramq-device] ${this.clientId}: ${message}`, fields);
+    if (this.#logger === silentLogger) return; // no string building for nobody
+    this.#logger[level](`[apsaramq-device] ${this.clientId}: ${message}`, fields);
   }
 }
 
-/**
- * Open an MQTT 3.1.1 session for a device, authenticated in DeviceCredential mode. Resolves on CONNACK 0;
- * rejects with a {@link ConnectError} (`CredentialRejected`, `BrokerUnreachable`, `ConnectTimeout`, …).
- *
- * @example
- * const conn = await connectDevice({ credential: provisioner.credentialSource('GID_demo@@@dev-1'), brokerUrl });
- * await conn.publish('demo/hello', 'hi');
- */
-export async function connectDevice(options: ConnectDeviceOptions): Promise<DeviceConnection> {
-  if (!options || options.credential === undefined) {
-    throw new ValidationError('InvalidOption', 'Option credential is required: a DeviceCredential or a function returning one');
+/** Ask a credential source, with the signal; anything thrown becomes an ApsaraMqDeviceError. */
+async function askSource(source: CredentialSource, request: CredentialRequest): Promise<DeviceCredential> {
+  let credential: unknown;
+  try {
+    credential = await abortable(Promise.resolve().then(() => source(request)), request.signal, 'Fetching the device credential');
+  } catch (error) {
+    throw toApsaraMqDeviceError(error);
   }
-  const source: CredentialSource =
-    options.credential instanceof DeviceCredential ? staticSource(options.credential) : options.credential;
-  if (typeof source !== 'function') {
-    throw new ValidationError('InvalidOption', 'Option credential must be a DeviceCredential or a function returning one');
-  }
-  const credential = await source({ reason: 'connect', ...(options.signal ? { signal: options.signal } : {}) });
   if (!(credential instanceof DeviceCredential)) {
     throw new ValidationError('InvalidCredential', 'The credential source did not return a DeviceCredential (build one with DeviceCredential.fromWire)');
   }
-  const resolved = resolveOptions(options, credential.instanceId);
-  const connection = new DeviceConnection(credential, source, resolved);
-  await connection.start(options.signal);
+  if (!signable(credential)) throw new ValidationError('InvalidCredential', `The DeviceAccessKeyId of ${credential.clientId} contains "|", which the MQTT username cannot carry`);
+  return credential;
+}
+
+/** Can this credential be put in a username (signDeviceCredential's rule, checked without signing twice)? */
+function signable(credential: DeviceCredential): boolean {
+  return !credential.deviceAccessKeyId.includes('|');
+}
+
+/**
+ * Open an MQTT session for a device (MQTT 3.1.1 by default, 5 with `protocolVersion: 5`), authenticated in
+ * DeviceCredential mode. Every option is checked before any I/O. Resolves on CONNACK 0; rejects with a
+ * {@link ConnectError} (`CredentialRejected`, `BrokerUnreachable`, `ConnectTimeout`, `ProtocolError`, …), an
+ * `AbortedError`, or a `ValidationError`.
+ *
+ * @example
+ * const conn = await connectDevice({ credential: provisioner.credentialSource('GID_demo@@@dev-1'), brokerUrl });
+ * await conn.publish('demo/hello', 'hi', { qos: 1 });
+ */
+export async function connectDevice(options: ConnectDeviceOptions): Promise<DeviceConnection> {
+  const resolved = resolveConnectOptions(options);
+  const source: CredentialSource = options.credential instanceof DeviceCredential ? staticSource(options.credential) : options.credential;
+  const credential = await askSource(source, { reason: 'connect', ...(resolved.signal ? { signal: resolved.signal } : {}) });
+  const url = resolved.explicitUrl ?? brokerUrlFor(credential.instanceId, resolved.transport);
+  const connection = new DeviceConnection(credential, source, resolved, url);
+  await connection[START]();
   return connection;
 }
 

@@ -1,7 +1,9 @@
-import { assertClientId, type CredentialSource } from '../credential.js';
-import { ValidationError, isApsaraMqDeviceError } from '../errors.js';
+import { type CredentialSource, assertClientId } from '../credential.js';
+import { AbortedError, ValidationError, isApsaraMqDeviceError } from '../errors.js';
 import { Provisioner, type ProvisionerOptions } from '../provisioner/provisioner.js';
-import { type ConnectDeviceOptions, type DeviceConnection, connectDevice } from './connect.js';
+import { type DeviceConnection, connectDevice } from './connect.js';
+import { type Rung, nextRung } from './ladder.js';
+import { type ConnectDeviceOptions, resolveConnectOptions } from './options.js';
 
 /** Options of {@link registerAndConnect}: where the OpenAPI is, which device, and how to connect. */
 export type RegisterAndConnectOptions = ProvisionerOptions &
@@ -19,19 +21,35 @@ export type RegisterAndConnectOptions = ProvisionerOptions &
   };
 
 /**
- * The recovery ladder for a refused CONNECT: re-read the store (another process may have refreshed it), then
- * GetDeviceCredential (a changed key means rotation), then, only when allowed, RegisterDeviceCredential.
+ * The recovery ladder for a refused CONNECT, one rung after the other (the order is {@link nextRung}'s): the store
+ * (another process may have saved a newer key), then GetDeviceCredential (a changed key means rotation), then, only
+ * with `onMissing: 'register'`, RegisterDeviceCredential. The request's signal reaches every call.
  */
 export function recoveringSource(provisioner: Provisioner, clientId: string, onMissing: 'fail' | 'register'): CredentialSource {
-  const base = provisioner.credentialSource(clientId);
   return async (request) => {
-    try {
-      return await base(request);
-    } catch (error) {
-      if (request.reason === 'rejected' && onMissing === 'register' && isApsaraMqDeviceError(error, 'DeviceCredentialNotFound')) {
-        return (await provisioner.register(clientId, request.signal ? { signal: request.signal } : {})).credential;
+    const call = request.signal ? { signal: request.signal } : {};
+    if (request.reason === 'connect') return provisioner.ensureCredential(clientId, call);
+    let rung: Rung = 'store';
+    for (;;) {
+      if (request.signal?.aborted) throw new AbortedError(`Recovering the credential of ${clientId} was aborted`, request.signal.reason);
+      if (rung === 'store') {
+        const stored = await provisioner.store.load(provisioner.instanceId, clientId);
+        const found = !stored ? 'none' : request.rejected && stored.sameKeyAs(request.rejected) ? 'same-key' : 'other-key';
+        const decision = nextRung({ rung: 'store', found }, onMissing);
+        if (decision.next === 'use' && stored) return stored;
+        rung = 'get'; // nextRung's only other answer after the store
+      } else if (rung === 'get') {
+        try {
+          return (await provisioner.get(clientId, call)).credential;
+        } catch (error) {
+          if (!isApsaraMqDeviceError(error, 'DeviceCredentialNotFound')) throw error;
+          const decision = nextRung({ rung: 'get', found: 'not-found' }, onMissing);
+          if (decision.next !== 'register') throw error;
+          rung = 'register';
+        }
+      } else {
+        return (await provisioner.register(clientId, call)).credential;
       }
-      throw error;
     }
   };
 }
@@ -39,7 +57,8 @@ export function recoveringSource(provisioner: Provisioner, clientId: string, onM
 /**
  * The whole path in one call, nothing to connected: the credential from the store, else GetDeviceCredential,
  * else RegisterDeviceCredential (never for a ClientId that already has one), then an authenticated session that
- * heals a rotated credential. Runs where the account AccessKey may live (a gateway, a test, a simulator).
+ * heals a rotated credential. Every option, the connection's included, is checked before the first API call.
+ * Runs where the account AccessKey may live (a gateway, a test, a simulator).
  *
  * @example
  * const conn = await registerAndConnect({
@@ -48,11 +67,15 @@ export function recoveringSource(provisioner: Provisioner, clientId: string, onM
  * });
  */
 export async function registerAndConnect(options: RegisterAndConnectOptions): Promise<DeviceConnection> {
+  if (options === null || typeof options !== 'object') throw new ValidationError('InvalidOption', 'registerAndConnect needs an options object');
   assertClientId(options.clientId);
   const onMissing = options.onMissing ?? 'fail';
   if (onMissing !== 'fail' && onMissing !== 'register') {
     throw new ValidationError('InvalidOption', `Option onMissing must be 'fail' or 'register', not ${JSON.stringify(onMissing)}`);
   }
+  // A Register is billed and issues a credential: a connect option that can never work must fail before it.
+  resolveConnectOptions({ ...options, credential: async () => Promise.reject(new Error('not asked')) });
+  if (options.signal?.aborted) throw new AbortedError(`Connecting ${options.clientId} was aborted`, options.signal.reason);
   // A device that boots with its fleet meets throttling: retry with jittered backoff unless told otherwise.
   const provisioner = new Provisioner({ ...options, retry: options.retry ?? {} });
   try {

@@ -2,15 +2,29 @@ import { clientIdProblem, groupIdProblem } from '../credential.js';
 import { ApiFault, invalidParameter } from './api-errors.js';
 import type { RpcParams } from './gateway.js';
 import type { CredentialRecord, CredentialRegistry } from './registry.js';
+import { parseResources, resolveExpireTime, tokenTypeOfActions, type Parsed, type TokenRegistry } from './tokens.js';
 
 /** The only API version of the onsmqtt product the emulator serves. */
 export const API_VERSION = '2020-04-20';
 
+/**
+ * Who is connected to the broker right now: what the session queries answer from. The emulator feeds it from the
+ * broker's own connect and disconnect events, so it follows whatever broker runs behind it.
+ */
+export interface SessionDirectory {
+  /** Is a client with this ClientId connected (authenticated, its session up) at this moment? */
+  isOnline(clientId: string): boolean;
+}
+
 /** What an action handler works with. */
 export interface ActionContext {
   readonly registry: CredentialRegistry;
+  readonly tokens: TokenRegistry;
+  readonly sessions: SessionDirectory;
   /** The emulated instance; any other InstanceId is not the caller's. */
   readonly instanceId: string;
+  /** The emulator's clock, ms since the epoch (ApplyToken's ExpireTime is checked against it). */
+  readonly now: () => number;
 }
 
 /** An action: validated params in, success body (without RequestId) out; failures are thrown {@link ApiFault}s. */
@@ -97,8 +111,94 @@ function listClientIds(params: RpcParams, context: ActionContext): Record<string
   };
 }
 
-/** The onsmqtt actions the emulator implements, by Action name (reference §1). */
-export const ACTIONS: Readonly<Record<string, ActionHandler>> = Object.freeze({
+/** A parsed parameter's value, or `InvalidParameter.<name>` saying what is wrong with it. */
+function valid<T>(name: string, parsed: Parsed<T>): T {
+  if (!parsed.ok) throw new ApiFault(`InvalidParameter.${name}`, { suffix: `${name}: ${parsed.problem}.` });
+  return parsed.value;
+}
+
+/** Most ClientIds of one BatchQuerySessionByClientIds (reference §2.5). */
+export const MAX_BATCH_CLIENT_IDS = 10;
+
+const LIST_ENTRY = /^ClientIdList\.([1-9][0-9]{0,8})$/;
+
+/**
+ * BatchQuerySessionByClientIds' repeat list: `ClientIdList.1` … `ClientIdList.<n>`, 1 ≤ n ≤ 10, no gaps, each a
+ * ClientId; order kept and duplicates answered as asked. A bare `ClientIdList`, another `ClientIdList.<x>` name, an
+ * empty or malformed ClientId, a gap or more than 10 entries are `InvalidParameter.ClientIdList`.
+ */
+function clientIdList(params: RpcParams): string[] {
+  const byIndex = new Map<number, string>();
+  const refuse = (problem: string): never => {
+    throw new ApiFault('InvalidParameter.ClientIdList', { suffix: `ClientIdList: ${problem}.` });
+  };
+  for (const [name, value] of Object.entries(params)) {
+    if (name !== 'ClientIdList' && !name.startsWith('ClientIdList.')) continue;
+    const match = LIST_ENTRY.exec(name);
+    if (!match) refuse(name === 'ClientIdList' ? 'send the list as ClientIdList.1, ClientIdList.2, …' : 'entries are named ClientIdList.1 to ClientIdList.10');
+    byIndex.set(Number(match?.[1]), value);
+  }
+  if (byIndex.size === 0) throw invalidParameter('ClientIdList');
+  if (byIndex.size > MAX_BATCH_CLIENT_IDS || Math.max(...byIndex.keys()) > MAX_BATCH_CLIENT_IDS) refuse(`at most ${MAX_BATCH_CLIENT_IDS} ClientIds`);
+  const clientIds: string[] = [];
+  for (let i = 1; i <= byIndex.size; i++) {
+    const clientId = byIndex.get(i);
+    if (clientId === undefined) return refuse(`ClientIdList.${i} is missing`);
+    if (clientIdProblem(clientId)) refuse(`ClientIdList.${i} is not a ClientId of the form <GroupId>@@@<DeviceId>`);
+    clientIds.push(clientId);
+  }
+  return clientIds;
+}
+
+/** Token and InstanceId of QueryToken and RevokeToken: presence, then instance. */
+function tokenTarget(params: RpcParams, context: ActionContext): { instanceId: string; token: string } {
+  const token = required(params, 'Token');
+  const instanceId = required(params, 'InstanceId');
+  checkInstance(instanceId, context);
+  return { instanceId, token };
+}
+
+/**
+ * ApplyToken: every parameter present (Resources, InstanceId, ExpireTime, Actions, in the metadata's order), then
+ * each valid in the same order, then the instance.
+ */
+function applyToken(params: RpcParams, context: ActionContext): Record<string, unknown> {
+  const rawResources = required(params, 'Resources');
+  const instanceId = required(params, 'InstanceId');
+  const rawExpireTime = required(params, 'ExpireTime');
+  const actions = required(params, 'Actions');
+  const resources = valid('Resources', parseResources(rawResources));
+  const expireTime = valid('ExpireTime', resolveExpireTime(rawExpireTime, context.now()));
+  const type = tokenTypeOfActions(actions);
+  if (type === undefined) throw new ApiFault('InvalidParameter.Actions', { suffix: 'Actions: must be R, W or R,W.' });
+  checkInstance(instanceId, context);
+  return { Token: context.tokens.apply({ instanceId, type, resources, expireTime }).token };
+}
+
+/** The onsmqtt actions the emulator implements (reference §1 and §2). */
+export const EMULATED_ACTIONS = Object.freeze([
+  'RegisterDeviceCredential',
+  'GetDeviceCredential',
+  'RefreshDeviceCredential',
+  'UnRegisterDeviceCredential',
+  'ListDeviceCredentialClientId',
+  'ApplyToken',
+  'QueryToken',
+  'RevokeToken',
+  'QuerySessionByClientId',
+  'BatchQuerySessionByClientIds',
+] as const);
+
+/** The name of an action the emulator implements: one of {@link EMULATED_ACTIONS}. */
+export type EmulatedAction = (typeof EMULATED_ACTIONS)[number];
+
+/** Is this the name of an action the emulator implements? */
+export function isEmulatedAction(action: string): action is EmulatedAction {
+  return (EMULATED_ACTIONS as readonly string[]).includes(action);
+}
+
+/** The handlers of {@link EMULATED_ACTIONS}, by Action name. */
+export const ACTIONS: Readonly<Record<EmulatedAction, ActionHandler>> = Object.freeze({
   RegisterDeviceCredential(params, context) {
     const { instanceId, clientId } = credentialTarget(params, context);
     return credentialBody(context.registry.register(instanceId, clientId));
@@ -117,12 +217,43 @@ export const ACTIONS: Readonly<Record<string, ActionHandler>> = Object.freeze({
     return {};
   },
   ListDeviceCredentialClientId: listClientIds,
+  ApplyToken: applyToken,
+  QueryToken(params, context) {
+    const { instanceId, token } = tokenTarget(params, context);
+    return { TokenStatus: context.tokens.isValid(instanceId, token) };
+  },
+  RevokeToken(params, context) {
+    const { instanceId, token } = tokenTarget(params, context);
+    context.tokens.revoke(instanceId, token);
+    return {};
+  },
+  QuerySessionByClientId(params, context) {
+    const { clientId } = credentialTarget(params, context);
+    return { OnlineStatus: context.sessions.isOnline(clientId) };
+  },
+  BatchQuerySessionByClientIds(params, context) {
+    const instanceId = required(params, 'InstanceId');
+    const clientIds = clientIdList(params);
+    checkInstance(instanceId, context);
+    return { OnlineStatusList: clientIds.map((clientId) => ({ ClientId: clientId, OnlineStatus: context.sessions.isOnline(clientId) })) };
+  },
 });
 
-/** Find the handler: unknown Action → 404 `ApiNotSupport`, then a Version other than 2020-04-20 → `InvalidVersion`. */
-export function routeAction(action: string, version: string): ActionHandler {
-  const handler = Object.hasOwn(ACTIONS, action) ? ACTIONS[action] : undefined;
-  if (!handler) throw new ApiFault('ApiNotSupport');
+/**
+ * Actions the metadata declares POST-only and the emulator holds to it (unless `getOnPostOnly: 'accept'`). The four
+ * credential operations are POST-only in the metadata too, but accept GET as the reference's §1.0 decided before.
+ */
+export const POST_ONLY_ACTIONS: ReadonlySet<string> = new Set<EmulatedAction>(['ApplyToken', 'RevokeToken']);
+
+/**
+ * Find the handler: unknown Action → 404 `ApiNotSupport`; a GET of a POST-only action (when refused) → 404
+ * `InvalidAction.NotFound`, the gateway's "please check your url and method"; then a Version other than 2020-04-20 →
+ * `InvalidVersion`.
+ */
+export function routeAction(action: string, version: string, method = 'POST', getOnPostOnly: 'refuse' | 'accept' = 'refuse'): ActionHandler {
+  if (!isEmulatedAction(action)) throw new ApiFault('ApiNotSupport');
+  const handler = ACTIONS[action];
+  if (method === 'GET' && getOnPostOnly === 'refuse' && POST_ONLY_ACTIONS.has(action)) throw new ApiFault('InvalidAction.NotFound');
   if (version !== API_VERSION) throw new ApiFault('InvalidVersion');
   return handler;
 }

@@ -1,4 +1,4 @@
-import { API_ERROR_CATALOG } from '../errors.js';
+import { apiErrorEntry } from '../errors.js';
 
 /** How the emulator reports `InternalError` / `SystemOverFlow` (reference §0). */
 export type ErrorStatusMode = 'remapped' | 'legacy';
@@ -22,7 +22,7 @@ export class ApiFault extends Error {
    *   `detail.suffix` is appended to it after a space.
    */
   constructor(code: string, detail: { message?: string; suffix?: string } = {}) {
-    const info = API_ERROR_CATALOG[code];
+    const info = apiErrorEntry(code);
     // A code outside the catalog is a bug in the emulator, not a client error.
     if (!info?.message) throw new Error(`Emulator bug: error code ${code} is not in API_ERROR_CATALOG`);
     const message = detail.message ?? info.message;
@@ -43,7 +43,7 @@ export function httpStatusFor(code: string, mode: ErrorStatusMode): number {
     const legacy = LEGACY_STATUSES[code];
     if (legacy !== undefined) return legacy;
   }
-  return API_ERROR_CATALOG[code]?.httpStatus ?? 500;
+  return apiErrorEntry(code)?.httpStatus ?? 500;
 }
 
 /** The error body every failed call gets (reference §1.1 and §3.6). */

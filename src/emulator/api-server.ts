@@ -1,17 +1,20 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { isApsaraMqDeviceError } from '../errors.js';
-import { routeAction, type ActionContext } from './actions.js';
+import type { Socket } from 'node:net';
+import { isApsaraMqDeviceError, type KnownApiErrorCode } from '../errors.js';
+import { routeAction, type ActionContext, type EmulatedAction } from './actions.js';
 import { ApiFault, errorBody, httpStatusFor, type ErrorStatusMode } from './api-errors.js';
 import type { FaultInjector } from './faults.js';
-import type { Gateway, RpcParams } from './gateway.js';
+import { isV3Request, type Gateway } from './gateway.js';
+import { API_METHODS, BodyTooLarge, readRequest, requestedFormat, type ParsedRequest } from './request.js';
 import { closeServer, listen, trackSockets, urlHost } from './servers.js';
 import type { EmulatorStats, StatsRecorder } from './stats.js';
+import { XML_CONTENT_TYPE, xmlError, xmlSuccess } from './xml.js';
+
+export { MAX_BODY_BYTES } from './request.js';
 
 /** Paths under this prefix belong to the emulator itself, not to the emulated OpenAPI. */
 export const EMULATOR_PATH_PREFIX = '/_emulator/';
-/** Largest request body accepted; the real API's parameters are a few hundred bytes. */
-export const MAX_BODY_BYTES = 1024 * 1024;
 
 /** The emulator's own controls behind `POST /_emulator/disconnect` and `POST /_emulator/restart`. */
 export interface EmulatorControls {
@@ -30,12 +33,24 @@ export interface ApiDependencies extends ActionContext {
   readonly host: string;
   readonly port: number;
   readonly errorStatuses: ErrorStatusMode;
+  /** A GET of a POST-only action (ApplyToken, RevokeToken): refused with 404 `InvalidAction.NotFound`, or accepted. */
+  readonly getOnPostOnly: 'refuse' | 'accept';
+  /**
+   * Make the registry's current state durable (the data directory); awaited before answering a call that changed
+   * it, so that an answered Register is never lost to a restart. Absent when the emulator keeps state in memory.
+   */
+  readonly persist?: () => Promise<void>;
 }
 
-/** A response to write: status and JSON body. */
+/** A response to write: status and body, in the format the request asked for. */
 interface Reply {
   status: number;
-  body: object;
+  body: Record<string, unknown>;
+  format: 'JSON' | 'XML';
+  /** For an XML success body: the Action, which names its root element. */
+  action?: string;
+  /** An answer of the emulator's own controls: sent as it is, without a RequestId. */
+  control?: boolean;
 }
 
 /** The running HTTP server. */
@@ -51,128 +66,103 @@ function newRequestId(): string {
   return randomUUID().toUpperCase();
 }
 
-function emptyParams(): Record<string, string> {
-  // No prototype: a parameter named `__proto__` becomes an ordinary key instead of reshaping the object.
-  return Object.create(null) as Record<string, string>;
-}
-
-/** A body over {@link MAX_BODY_BYTES}: refused, and the connection closed rather than drained. */
-class BodyTooLarge extends ApiFault {
-  constructor() {
-    super('ParameterCheckFailed', { suffix: 'The request body is too large.' });
-  }
-}
-
-/** Read the whole body, or reject with {@link BodyTooLarge} as soon as it passes the limit. */
-function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer): void => {
-      size += chunk.length;
-      if (size <= MAX_BODY_BYTES) {
-        chunks.push(chunk);
-        return;
-      }
-      req.off('data', onData);
-      req.pause();
-      reject(new BodyTooLarge());
-    };
-    req.on('data', onData);
-    req.once('end', () => resolve(Buffer.concat(chunks)));
-    req.once('error', reject);
-  });
-}
-
 /**
- * Query parameters merged with a form or JSON body (body wins on a clash). A JSON body must be one object of
- * strings, numbers or booleans; anything else is `ParameterCheckFailed`. Bodies of other types are ignored.
- */
-async function readParams(req: IncomingMessage, url: URL): Promise<RpcParams> {
-  const params = emptyParams();
-  for (const [k, v] of url.searchParams) params[k] = v;
-  const body = await readBody(req);
-  if (body.length === 0) return params;
-  const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
-  if (type === 'application/x-www-form-urlencoded') {
-    for (const [k, v] of new URLSearchParams(body.toString('utf8'))) params[k] = v;
-  } else if (type === 'application/json') {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(body.toString('utf8'));
-    } catch {
-      throw new ApiFault('ParameterCheckFailed', { suffix: 'The JSON body does not parse.' });
-    }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      throw new ApiFault('ParameterCheckFailed', { suffix: 'The JSON body must be an object of parameters.' });
-    }
-    for (const [k, v] of Object.entries(parsed)) {
-      if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') {
-        throw new ApiFault('ParameterCheckFailed', { suffix: `The JSON parameter ${JSON.stringify(k)} is not a string, number or boolean.` });
-      }
-      params[k] = String(v);
-    }
-  }
-  return params;
-}
-
-/**
- * One RPC call through the whole pipeline: gateway authentication → throttling → injected faults → action routing
- * → the action (parameter validation, then state). Returns the success body without RequestId; failures throw
- * {@link ApiFault}.
+ * One RPC call through the whole pipeline: gateway authentication (V3 when the request is signed that way, else
+ * V2) → throttling (the account's, then the action's own) → injected faults → action routing (action, method,
+ * version) → the action (parameter validation, then state) → making a changed state (credentials or tokens) durable.
+ * Returns the Action and the success body without RequestId; failures throw {@link ApiFault}.
  *
  * Injected faults come after the gateway: a real overloaded backend sheds load before doing any work, but it only
  * ever sees requests the gateway let through. So a badly signed request still gets `SignatureDoesNotMatch` (faults
  * never hide a client's signing bug), and a faulted call has changed nothing.
  */
-function handleRpc(method: string, params: RpcParams, deps: ApiDependencies): Record<string, unknown> {
-  deps.gateway.authenticate(method, params);
-  deps.gateway.throttle(params);
-  deps.faults.inject(params['Action'] ?? '');
-  const handler = routeAction(params['Action'] ?? '', params['Version'] ?? '');
-  return handler(params, deps);
+async function handleRpc(request: ParsedRequest, v3: boolean, deps: ApiDependencies): Promise<{ action: string; body: Record<string, unknown> }> {
+  let action: string;
+  let version: string;
+  let accessKeyId: string;
+  if (v3) {
+    ({ action, version, accessKeyId } = deps.gateway.authenticateV3(request));
+  } else {
+    deps.gateway.authenticate(request.method, request.params);
+    action = request.params['Action'] ?? '';
+    version = request.params['Version'] ?? '';
+    accessKeyId = request.params['AccessKeyId'] ?? '';
+  }
+  deps.gateway.throttle(accessKeyId);
+  deps.gateway.throttleAction(accessKeyId, action);
+  deps.faults.inject(action);
+  const handler = routeAction(action, version, request.method, deps.getOnPostOnly);
+  const changes = (): number => deps.registry.changes + deps.tokens.changes;
+  const before = changes();
+  const body = handler(request.params, deps);
+  if (deps.persist && changes() !== before) await deps.persist();
+  return { action, body };
 }
 
 function send(res: ServerResponse, requestId: string, reply: Reply): void {
-  const json = JSON.stringify(reply.body);
+  let text: string;
+  let type: string;
+  if (reply.format === 'XML') {
+    const isError = reply.status >= 400;
+    text = isError ? xmlError(reply.body) : xmlSuccess(reply.action ?? '', requestId, reply.body);
+    type = XML_CONTENT_TYPE;
+  } else {
+    text = JSON.stringify(reply.status >= 400 || reply.control === true ? reply.body : { RequestId: requestId, ...reply.body });
+    type = 'application/json;charset=utf-8';
+  }
   res.writeHead(reply.status, {
-    'Content-Type': 'application/json;charset=utf-8',
-    'Content-Length': Buffer.byteLength(json),
+    'Content-Type': type,
+    'Content-Length': Buffer.byteLength(text),
     'x-acs-request-id': requestId,
   });
-  res.end(json);
+  res.end(text);
+}
+
+/** A positive whole number of calls for fail-next, written as digits (a JSON number arrives as its text). */
+function countParam(value: string | undefined): number {
+  if (value === undefined) return 1;
+  return /^\d{1,15}$/.test(value) ? Number(value) : Number.NaN;
 }
 
 /**
- * The emulator's own endpoints (not part of the emulated API, not counted in stats, never delayed or faulted):
- * `GET /_emulator/stats`, `POST /_emulator/disconnect` with JSON `{"clientId": "…"}`, `POST /_emulator/restart`,
- * `POST /_emulator/fail-next` with JSON `{"action": "…", "code": "…", "count": 1}` (like `Emulator.failNext`).
- * Anything else there is `InvalidAction.NotFound`.
+ * The emulator's own endpoints (not part of the emulated API, not counted in stats, never delayed or faulted, always
+ * JSON): `GET /_emulator/stats`, `POST /_emulator/disconnect` with JSON `{"clientId": "…"}`, `POST
+ * /_emulator/restart`, `POST /_emulator/fail-next` with JSON `{"action": "…", "code": "…", "count": 1}` (like
+ * `Emulator.failNext`, checked the same way). A JSON body is read whatever its Content-Type says. Anything else
+ * there is `InvalidAction.NotFound`.
  */
-async function emulatorControl(req: IncomingMessage, url: URL, deps: ApiDependencies): Promise<object> {
+async function emulatorControl(req: IncomingMessage, url: URL): Promise<(deps: ApiDependencies) => Promise<Record<string, unknown>>> {
   const route = `${req.method ?? 'GET'} ${url.pathname.slice(EMULATOR_PATH_PREFIX.length)}`;
   if (route === 'POST disconnect') {
-    const clientId = (await readParams(req, url))['clientId'];
+    const { params } = await readRequest(req, { jsonWithoutType: true });
+    const clientId = params['clientId'];
     if (!clientId) throw new ApiFault('ParameterCheckFailed', { suffix: 'Send a JSON body {"clientId": "<ClientId>"}.' });
-    return { disconnected: deps.controls.disconnect(clientId) };
+    return async (deps) => ({ disconnected: deps.controls.disconnect(clientId) });
   }
   if (route === 'POST fail-next') {
-    const { action, code, count = '1' } = await readParams(req, url);
+    const { params } = await readRequest(req, { jsonWithoutType: true });
+    const { action, code } = params;
+    const count = countParam(params['count']);
     if (!action || !code) throw new ApiFault('ParameterCheckFailed', { suffix: 'Send a JSON body {"action": "<Action>", "code": "<Code>", "count": 1}.' });
-    try {
-      deps.faults.failNext(action, code, Number(count));
-    } catch (error) {
-      // The same checks as Emulator.failNext; their message names the bad value.
-      if (isApsaraMqDeviceError(error)) throw new ApiFault('ParameterCheckFailed', { suffix: error.message });
-      throw error;
-    }
-    return { queued: Number(count) };
+    return async (deps) => {
+      try {
+        // The types hold for TypeScript callers; from HTTP, failNext's own run-time checks refuse what they would have.
+        deps.faults.failNext(action as EmulatedAction, code as KnownApiErrorCode, count);
+      } catch (error) {
+        // The same checks as Emulator.failNext; their message names the bad value and what is allowed.
+        if (isApsaraMqDeviceError(error)) throw new ApiFault('ParameterCheckFailed', { suffix: error.message });
+        throw error;
+      }
+      return { queued: count };
+    };
   }
   req.resume(); // drain any body so the connection can be reused
-  if (route === 'GET stats' || route === 'HEAD stats') return deps.snapshot();
+  if (route === 'GET stats' || route === 'HEAD stats') return async (deps) => ({ ...deps.snapshot() });
   if (route === 'POST restart') {
-    await deps.controls.restart();
-    return { restarted: true };
+    return async (deps) => {
+      await deps.controls.restart();
+      return { restarted: true };
+    };
   }
   throw new ApiFault('InvalidAction.NotFound');
 }
@@ -204,44 +194,76 @@ async function hold(ms: number, timers: Set<NodeJS.Timeout>): Promise<void> {
 
 async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: ApiDependencies, timers: Set<NodeJS.Timeout>): Promise<void> {
   const requestId = newRequestId();
-  const fail = (fault: ApiFault): Reply => ({
+  const target = req.url ?? '/';
+  const fail = (fault: ApiFault, format: 'JSON' | 'XML'): Reply => ({
     status: httpStatusFor(fault.code, deps.errorStatuses),
-    body: errorBody(fault, requestId, deps.host),
+    body: { ...errorBody(fault, requestId, deps.host) },
+    format,
   });
 
   let url: URL;
   try {
-    url = new URL(req.url ?? '/', 'http://emulator');
+    url = new URL(target, 'http://emulator');
   } catch {
-    send(res, requestId, fail(new ApiFault('ParameterCheckFailed', { suffix: 'The request URL does not parse.' })));
+    req.resume();
+    send(res, requestId, fail(new ApiFault('ParameterCheckFailed', { suffix: 'The request URL does not parse.' }), 'JSON'));
     return;
   }
 
   if (url.pathname.startsWith(EMULATOR_PATH_PREFIX)) {
     let reply: Reply;
     try {
-      reply = { status: 200, body: await emulatorControl(req, url, deps) };
+      const control = await emulatorControl(req, url);
+      reply = { status: 200, body: await control(deps), format: 'JSON', control: true };
     } catch (error) {
-      reply = fail(faultOf(error, res));
+      reply = fail(faultOf(error, res), 'JSON');
     }
     send(res, requestId, reply);
     return;
   }
 
-  // Every other path is "/": the real gateway ignores the path (it is not part of the StringToSign).
+  // Every other path is the API: the real gateway ignores the path of RPC calls (V2 does not sign it; V3 does).
+  let format = requestedFormat(target);
   let action: string | undefined;
   try {
-    const params = await readParams(req, url);
-    action = params['Action'];
+    if (!API_METHODS.has(req.method ?? '')) {
+      // The gateway's own words for a call it cannot route: "please check your url and method".
+      req.resume();
+      throw new ApiFault('InvalidAction.NotFound');
+    }
+    const request = await readRequest(req);
+    format = requestedFormat(target, request.params);
+    const v3 = isV3Request(request.headers, request.params);
+    action = v3 ? request.headers['x-acs-action']?.[0] : request.params['Action'];
     await hold(deps.faults.delayMs(), timers);
-    const body = handleRpc(req.method ?? 'GET', params, deps);
-    send(res, requestId, { status: 200, body: { RequestId: requestId, ...body } });
-    deps.stats.recordCall(action);
+    const result = await handleRpc(request, v3, deps);
+    send(res, requestId, { status: 200, body: result.body, format, action: result.action });
+    deps.stats.recordCall(result.action);
   } catch (error) {
     const fault = faultOf(error, res);
-    send(res, requestId, fail(fault));
+    send(res, requestId, fail(fault, format));
     deps.stats.recordCall(action, fault.code);
   }
+}
+
+/**
+ * An HTTP request Node cannot even parse (bad request line, header bytes, a header too large) still gets a
+ * well-formed JSON error like every other answer, not Node's bare `400 Bad Request`.
+ */
+function answerUnparsable(host: string, error: NodeJS.ErrnoException, socket: Socket): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const requestId = newRequestId();
+  const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
+  const fault = new ApiFault('ParameterCheckFailed', { suffix: tooLarge ? 'The request headers are too large.' : 'The HTTP request does not parse.' });
+  const text = JSON.stringify(errorBody(fault, requestId, host));
+  const status = tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
+  socket.end(
+    `HTTP/1.1 ${status}\r\nContent-Type: application/json;charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\n` +
+      `x-acs-request-id: ${requestId}\r\nConnection: close\r\n\r\n${text}`,
+  );
 }
 
 /** Start the OpenAPI HTTP emulator. */
@@ -253,6 +275,7 @@ export async function startApiServer(deps: ApiDependencies): Promise<ApiServer> 
       res.destroy();
     });
   });
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => answerUnparsable(deps.host, error, socket));
   const sockets = trackSockets(server);
   const port = await listen(server, deps.port, deps.host);
   return {

@@ -1,4 +1,5 @@
-import { ValidationError } from '../errors.js';
+import { type KnownApiErrorCode, ValidationError } from '../errors.js';
+import { EMULATED_ACTIONS, isEmulatedAction, type EmulatedAction } from './actions.js';
 import { ApiFault } from './api-errors.js';
 import { assertApiErrorCode } from './options.js';
 
@@ -8,6 +9,15 @@ export interface FaultConfig {
   readonly faultCodes: readonly string[];
   readonly latencyMs: Readonly<{ min: number; max: number }> | undefined;
   readonly random: () => number;
+}
+
+/** Most calls one `failNext` may queue: enough for any test, small enough that a typo cannot exhaust memory. */
+export const MAX_FAIL_NEXT_COUNT = 10_000;
+
+/** One `failNext` call still being answered: its code and how many calls it has left. */
+interface QueuedRun {
+  readonly code: string;
+  remaining: number;
 }
 
 /**
@@ -20,8 +30,8 @@ export interface FaultConfig {
  */
 export class FaultInjector {
   readonly #config: FaultConfig;
-  /** Codes queued per Action by failNext, answered first-in first-out. */
-  readonly #queued = new Map<string, string[]>();
+  /** Runs queued per Action by failNext, answered first-in first-out; a run is one entry, whatever its count. */
+  readonly #queued = new Map<string, QueuedRun[]>();
 
   constructor(config: FaultConfig) {
     this.#config = config;
@@ -29,15 +39,22 @@ export class FaultInjector {
 
   /**
    * Make the next `count` calls of `action` answer `code` (with its catalog status). Queues add up per action, in
-   * call order. Throws `InvalidOption` for a code outside `API_ERROR_CATALOG` or a count that is not a positive integer.
+   * call order. Checked at run time too, for JavaScript callers and the HTTP control: an action the emulator does
+   * not implement (it would never fire), a code outside `API_ERROR_CATALOG`, or a count that is not an integer from 1
+   * to {@link MAX_FAIL_NEXT_COUNT} throws `InvalidOption` naming what is allowed.
    */
-  failNext(action: string, code: string, count = 1): void {
+  failNext(action: EmulatedAction, code: KnownApiErrorCode, count = 1): void {
+    const given: unknown = action;
+    if (typeof given !== 'string' || !isEmulatedAction(given)) {
+      const shown = typeof given === 'string' ? JSON.stringify(given.length > 64 ? `${given.slice(0, 64)}…` : given) : `a ${typeof given}`;
+      throw new ValidationError('InvalidOption', `failNext action must be one of ${EMULATED_ACTIONS.join(', ')}, not ${shown}`);
+    }
     assertApiErrorCode('failNext code', code);
-    if (!Number.isInteger(count) || count < 1) {
-      throw new ValidationError('InvalidOption', `failNext count must be a positive integer, not ${String(count)}`);
+    if (!Number.isInteger(count) || count < 1 || count > MAX_FAIL_NEXT_COUNT) {
+      throw new ValidationError('InvalidOption', `failNext count must be an integer from 1 to ${MAX_FAIL_NEXT_COUNT}, not ${String(count)}`);
     }
     const queue = this.#queued.get(action) ?? [];
-    for (let i = 0; i < count; i++) queue.push(code);
+    queue.push({ code, remaining: count });
     this.#queued.set(action, queue);
   }
 
@@ -51,9 +68,13 @@ export class FaultInjector {
   /** Throw the fault this call of `action` gets, if any: a queued one first, else a random one. */
   inject(action: string): void {
     const queue = this.#queued.get(action);
-    const queued = queue?.shift();
-    if (queue?.length === 0) this.#queued.delete(action);
-    if (queued !== undefined) throw new ApiFault(queued);
+    const run = queue?.[0];
+    if (queue && run) {
+      run.remaining -= 1;
+      if (run.remaining === 0) queue.shift();
+      if (queue.length === 0) this.#queued.delete(action);
+      throw new ApiFault(run.code);
+    }
 
     const { faultRate, faultCodes } = this.#config;
     if (faultRate === 0 || this.#draw() >= faultRate) return;

@@ -37,9 +37,42 @@ export class CredentialRegistry {
   readonly #byKeyId = new Map<string, CredentialRecord>();
   readonly #revokeListeners = new Set<(record: CredentialRecord) => void>();
   readonly #policy: RegistryPolicy;
+  #changes = 0;
 
   constructor(policy: RegistryPolicy) {
     this.#policy = policy;
+  }
+
+  /** Counts every change (register, refresh, unregister, restore): a caller compares it before and after. */
+  get changes(): number {
+    return this.#changes;
+  }
+
+  /** Every credential held, of every instance, in a stable order (instance, then ClientId). */
+  all(): CredentialRecord[] {
+    return [...this.#byInstance.keys()].sort().flatMap((instanceId) => {
+      const clients = this.#byInstance.get(instanceId) ?? new Map<string, CredentialRecord>();
+      return [...clients.keys()].sort().flatMap((clientId) => clients.get(clientId) ?? []);
+    });
+  }
+
+  /**
+   * Load credentials kept from an earlier run (the data directory), as they were: same keys, same times. Only into
+   * an empty registry; the records must already be validated (one per ClientId and instance, distinct key ids).
+   */
+  restore(records: Iterable<CredentialRecord>): void {
+    if (this.#byKeyId.size > 0) throw new Error('Emulator bug: restore() into a registry that holds credentials');
+    for (const record of records) {
+      let clients = this.#byInstance.get(record.InstanceId);
+      if (!clients) {
+        clients = new Map();
+        this.#byInstance.set(record.InstanceId, clients);
+      }
+      const frozen = Object.freeze({ ...record });
+      clients.set(record.ClientId, frozen);
+      this.#byKeyId.set(record.DeviceAccessKeyId, frozen);
+    }
+    this.#changes++;
   }
 
   /**
@@ -71,6 +104,7 @@ export class CredentialRegistry {
   unregister(instanceId: string, clientId: string): void {
     const record = this.get(instanceId, clientId);
     this.#byInstance.get(instanceId)?.delete(clientId);
+    this.#changes++;
     this.#revoke(record);
   }
 
@@ -129,6 +163,7 @@ export class CredentialRegistry {
     });
     clients.set(clientId, record);
     this.#byKeyId.set(keyId, record);
+    this.#changes++;
     return record;
   }
 

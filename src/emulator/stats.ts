@@ -8,7 +8,10 @@ export interface ActionStats {
 
 /** What `GET /_emulator/stats` and `Emulator.stats()` return. */
 export interface EmulatorStats {
-  /** By the request's Action parameter (`(none)` when it had none), including calls the gateway refused. */
+  /**
+   * By the request's Action (the `Action` parameter, or V3's `x-acs-action` header), including calls the gateway
+   * refused: an action the emulator implements under its name, any other under `(unknown)`, none under `(none)`.
+   */
   actions: Record<string, ActionStats>;
   mqtt: {
     /** Clients connected right now. */
@@ -20,21 +23,29 @@ export interface EmulatorStats {
   };
 }
 
-/** Stats key of a request without an Action parameter. */
+/** Stats key of a request without an Action. */
 export const NO_ACTION = '(none)';
+/** Stats key of every Action the emulator does not implement, so that made-up names cannot grow the stats. */
+export const UNKNOWN_ACTION = '(unknown)';
 
 /**
- * Counters behind {@link EmulatorStats}. Maps, not plain objects, so an Action named `__proto__` or
- * `constructor` is just another key.
+ * Counters behind {@link EmulatorStats}. Keys are bounded: the known actions plus two, each with error codes from
+ * the catalog, so no request can make them grow. Maps, not plain objects, so that no name reshapes them.
  */
 export class StatsRecorder {
   readonly #actions = new Map<string, { ok: number; errors: Map<string, number> }>();
   readonly #connacks = new Map<number, number>();
   readonly #rules = new Map<string, number>();
+  readonly #known: ReadonlySet<string>;
 
-  /** Count one API call under its Action (`undefined`/empty → `(none)`); `errorCode` undefined means success. */
+  /** @param knownActions - the actions counted under their own names (by default none: all are `(unknown)`). */
+  constructor(knownActions: Iterable<string> = []) {
+    this.#known = new Set(knownActions);
+  }
+
+  /** Count one API call under its Action (`undefined`/empty → `(none)`, unknown → `(unknown)`); `errorCode` undefined means success. */
   recordCall(action: string | undefined, errorCode?: string): void {
-    const key = action || NO_ACTION;
+    const key = !action ? NO_ACTION : this.#known.has(action) ? action : UNKNOWN_ACTION;
     let entry = this.#actions.get(key);
     if (!entry) {
       entry = { ok: 0, errors: new Map() };

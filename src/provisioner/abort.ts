@@ -1,11 +1,8 @@
-import { ApsaraMqDeviceError, LOCAL_ERROR_CATALOG } from '../errors.js';
+import { AbortedError } from '../errors.js';
 
-/**
- * The error an operation rejects with when its AbortSignal fires: code `Aborted`, the signal's reason as cause.
- * (errors.ts has no class of its own for a cancelled API call, so this uses the base class with the catalog entry.)
- */
-export function abortError(what: string, signal: AbortSignal): ApsaraMqDeviceError {
-  return new ApsaraMqDeviceError('Aborted', `${what} was aborted`, { ...LOCAL_ERROR_CATALOG.Aborted, cause: signal.reason });
+/** The error an operation rejects with when its AbortSignal fires: code `Aborted`, the signal's reason as cause. */
+export function abortError(what: string, signal: AbortSignal): AbortedError {
+  return new AbortedError(`${what} was aborted`, signal.reason);
 }
 
 /**

@@ -1,25 +1,25 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
-import { Agent as HttpAgent, type ClientRequest, type IncomingMessage } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
 import { inspect } from 'node:util';
-import RPCClient from '@alicloud/pop-core';
 import { type AccountCredentials, assertClientId, assertGroupId, assertInstanceId, DeviceCredential, isRecord } from '../credential.js';
-import { API_ERROR_CATALOG, ApiError, isApsaraMqDeviceError, NetworkError, ValidationError } from '../errors.js';
+import { apiErrorEntry, ApiError, LOCAL_ERROR_CATALOG, isApsaraMqDeviceError, NetworkError, ValidationError } from '../errors.js';
 import { percentEncode } from '../signer/openapi.js';
-import { abortError, raceAbort } from './abort.js';
+import { IssuedToken, type TokenType } from './token.js';
+import { abortError } from './abort.js';
+import { resolveEndpoint } from './endpoint.js';
 import { type AccountKeyOptions, resolveAccountCredentials } from './env.js';
-import { type AccountLimiter, accountLimiter, type RateLimitOptions } from './rate-limit.js';
+import { type LimiterOptions, type RateLimiter, resolveLimiter } from './rate-limit.js';
 import {
   classifyFailure,
   IDEMPOTENT_ACTIONS,
   isRetryableFailure,
   type ResolvedRetryOptions,
   resolveRetryOptions,
-  RETRY_CLASSIFICATION,
   RetryRun,
   type RetryOptions,
   unknownOutcomeRemedy,
 } from './retry.js';
+import { PopCoreTransport } from './transport/pop-core.js';
+import { V3Transport } from './transport/v3.js';
+import { type OpenApiTransport, TransportError } from './transport/transport.js';
 
 /** OpenAPI version of the ApsaraMQ for MQTT (`onsmqtt`) product. */
 export const API_VERSION = '2020-04-20';
@@ -29,7 +29,7 @@ export const DEFAULT_TIMEOUT_MS = 10_000;
 export const DEFAULT_PAGE_SIZE = 100;
 
 /** How to reach and authenticate to the OpenAPI, and how fast and how persistently to call it. */
-export interface OpenApiClientOptions extends AccountKeyOptions, RateLimitOptions {
+export interface OpenApiClientOptions extends AccountKeyOptions, LimiterOptions {
   /**
    * Full http(s) URL of the OpenAPI, e.g. an emulator's `http://127.0.0.1:port`.
    * @default `https://onsmqtt.<region>.aliyuncs.com`
@@ -42,11 +42,21 @@ export interface OpenApiClientOptions extends AccountKeyOptions, RateLimitOption
   /** Connect timeout and answer timeout, each, in ms. @default 10000 */
   timeoutMs?: number;
   /**
-   * Retry policy for failed calls (see `RETRY_CLASSIFICATION` in retry.ts); `{}` for the defaults of
+   * Retry policy for failed calls (failures are classified by the one table in errors.ts); `{}` for the defaults of
    * `DEFAULT_RETRY_OPTIONS`. @default false: no retries; errors say whether they are `retryable`.
    */
   retry?: RetryOptions | false;
+  /**
+   * How requests are signed and sent. `'pop-core'`: through `@alicloud/pop-core` (the HMAC-SHA1 signature method,
+   * `SignatureVersion=1.0`, which Alibaba's SDK documentation calls V2 and marks as superseded). `'v3'`: the
+   * `ACS3-HMAC-SHA256` signature of today's official SDKs, on Node's own HTTP client (pop-core is then not used).
+   * Retries, rate limits and errors are the same with both. @default 'pop-core'
+   */
+  signature?: OpenApiSignature;
 }
+
+/** The request signatures an {@link OpenApiClient} can send. */
+export type OpenApiSignature = 'pop-core' | 'v3';
 
 /** Counters of one client (every attempt counted, retries included). */
 export interface ApiCallStats {
@@ -105,90 +115,10 @@ export interface ClientIdPage {
   nextToken?: string;
 }
 
-/** The default endpoint of a region. */
-export function regionEndpoint(region: string): string {
-  return `https://onsmqtt.${region}.aliyuncs.com`;
-}
+export { regionEndpoint, resolveEndpoint } from './endpoint.js';
 
-/**
- * The endpoint to call: `options.endpoint` checked and normalised (no trailing `/`), else the region's endpoint.
- * @throws ValidationError `InvalidOption` naming `endpoint` or `region`.
- */
-export function resolveEndpoint(options: Pick<OpenApiClientOptions, 'endpoint' | 'region'>): string {
-  const { endpoint, region } = options;
-  if (endpoint === undefined || endpoint === '') {
-    if (region === undefined || region === '') {
-      throw new ValidationError('InvalidOption', 'Pass either endpoint (the OpenAPI URL) or region (such as cn-hangzhou)');
-    }
-    if (!/^[a-z0-9][a-z0-9-]*$/.test(region)) {
-      throw new ValidationError('InvalidOption', `Invalid region ${JSON.stringify(region)}: expected a region id such as cn-hangzhou`);
-    }
-    return regionEndpoint(region);
-  }
-  let url: URL;
-  try {
-    url = new URL(endpoint);
-  } catch {
-    throw new ValidationError('InvalidOption', `Invalid endpoint ${JSON.stringify(endpoint)}: expected an http(s) URL such as https://onsmqtt.cn-hangzhou.aliyuncs.com`);
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new ValidationError('InvalidOption', `Invalid endpoint: the scheme must be http or https, not ${url.protocol.replace(/:$/, '')}`);
-  }
-  // The endpoint appears in every error message; a URL carrying a password would leak it.
-  if (url.username || url.password) throw new ValidationError('InvalidOption', 'Invalid endpoint: it must not contain a user name or password');
-  if (url.search || url.hash) throw new ValidationError('InvalidOption', 'Invalid endpoint: it must not have a query or fragment');
-  return `${url.origin}${url.pathname}`.replace(/\/+$/, '');
-}
-
-/** What the transport learns about one HTTP exchange, which pop-core does not report when it fails. */
-interface Exchange {
-  request?: ClientRequest;
-  /** The call gave up (aborted) before its request was created: destroy the request as soon as it is. */
-  released?: boolean;
-  status?: number;
-  contentType?: string;
-}
-
-/**
- * pop-core hides the HTTP exchange: when the body is not JSON it throws without the status, and it offers no way to
- * cancel. Each call runs inside this async context; the agent below attaches the ClientRequest it is handed to the
- * context of the call that created it, keeping connection reuse (one shared keep-alive agent) intact.
- */
-const exchanges = new AsyncLocalStorage<Exchange>();
-
-type AddRequest = (request: ClientRequest, options: unknown) => void;
-
-function trackingAgent(secure: boolean): HttpAgent {
-  const agent = secure ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
-  // addRequest is how http.request hands a request to its agent; it is public API in Node but missing from @types/node.
-  const internals = agent as unknown as { addRequest: AddRequest };
-  const addRequest = internals.addRequest.bind(agent);
-  internals.addRequest = (request, options) => {
-    const exchange = exchanges.getStore();
-    if (exchange) {
-      exchange.request = request;
-      request.once('response', (response: IncomingMessage) => {
-        if (response.statusCode !== undefined) exchange.status = response.statusCode;
-        const type = response.headers['content-type'];
-        if (type !== undefined) exchange.contentType = type;
-      });
-    }
-    addRequest(request, options);
-    if (exchange?.released) request.destroy();
-  };
-  return agent;
-}
-
-/** The fields pop-core puts on the errors it throws (see reference §4). */
-interface PopCoreError {
-  name?: unknown;
-  code?: unknown;
-  data?: unknown;
-  entry?: { response?: { statusCode?: number } | null };
-}
-
-const HOST_NOT_FOUND = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_NODATA']);
-const TIMED_OUT = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT']);
+/** Codes pop-core (and so the service's SDKs) take for success when an answer carries one. */
+const SUCCESS_CODES: ReadonlySet<unknown> = new Set([200, '200', 'OK', 'Success', 'success']);
 
 /**
  * Calls the ApsaraMQ for MQTT OpenAPI (RPC style, signature v1) through pop-core, always by POST, and turns every
@@ -202,17 +132,19 @@ export class OpenApiClient {
   readonly endpoint: string;
   /** Connect and answer timeout, each, in ms. */
   readonly timeoutMs: number;
+  /** How requests are signed and sent. */
+  readonly signature: OpenApiSignature;
   readonly #account: AccountCredentials;
-  readonly #rpc: RPCClient;
-  readonly #agent: HttpAgent;
+  readonly #transport: OpenApiTransport;
   readonly #calls = new Map<string, number>();
   readonly #retry: ResolvedRetryOptions;
-  readonly #limiter: AccountLimiter;
+  readonly #limiter: RateLimiter;
   #retries = 0;
   #throttled = 0;
 
   /**
-   * @throws ValidationError `InvalidOption` for a bad endpoint, region, timeout, qps, concurrency or retry option.
+   * @throws ValidationError `InvalidOption` for a bad endpoint, region, timeout, qps, concurrency, limiter or retry
+   *   option (or `limiter` together with `qps`/`concurrency`).
    * @throws ConfigurationError `MissingAccessKey` when no account key is passed or set in the environment.
    */
   constructor(options: OpenApiClientOptions = {}) {
@@ -224,18 +156,14 @@ export class OpenApiClient {
     this.timeoutMs = timeoutMs;
     this.#account = resolveAccountCredentials(options, options.env ?? process.env);
     this.#retry = resolveRetryOptions(options.retry);
-    this.#limiter = accountLimiter(this.#account.accessKeyId, {
-      ...(options.qps === undefined ? {} : { qps: options.qps }),
-      ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }),
-    });
-    this.#agent = trackingAgent(this.endpoint.startsWith('https:'));
-    this.#rpc = new RPCClient({
-      endpoint: this.endpoint,
-      apiVersion: API_VERSION,
-      accessKeyId: this.#account.accessKeyId,
-      accessKeySecret: this.#account.accessKeySecret,
-      ...(this.#account.securityToken === undefined ? {} : { securityToken: this.#account.securityToken }),
-    });
+    this.#limiter = resolveLimiter(options, this.#account.accessKeyId);
+    const signature = options.signature ?? 'pop-core';
+    if (signature !== 'pop-core' && signature !== 'v3') {
+      throw new ValidationError('InvalidOption', `Invalid signature ${JSON.stringify(signature)}: expected 'pop-core' or 'v3'`);
+    }
+    this.signature = signature;
+    const transportOptions = { endpoint: this.endpoint, apiVersion: API_VERSION, account: this.#account, timeoutMs };
+    this.#transport = signature === 'v3' ? new V3Transport(transportOptions) : new PopCoreTransport(transportOptions);
   }
 
   /** The account AccessKeyId (not secret). */
@@ -260,6 +188,11 @@ export class OpenApiClient {
     return { apiCalls: this.apiCalls, retries: this.#retries, throttled: this.#throttled };
   }
 
+  /** The rate limiter every request of this client passes. */
+  get limiter(): RateLimiter {
+    return this.#limiter;
+  }
+
   /** The retry policy in force (`maxAttempts` 1 when retries are off). */
   get retryPolicy(): Readonly<ResolvedRetryOptions> {
     return this.#retry;
@@ -267,7 +200,7 @@ export class OpenApiClient {
 
   /**
    * Send one OpenAPI action and check the answer's envelope. Every request of this client goes through here: each
-   * attempt waits for the account's rate limiter (shared by every client of the AccessKeyId in the process), and
+   * attempt waits for the client's {@link RateLimiter} (see `OpenApiClientOptions.limiter`), and
    * failed attempts are retried per the client's `retry` policy: throttling, service faults and requests that never
    * left are repeated for every action; an unknown outcome (timeout, reset, a proxy's page, a replayed nonce, an
    * uncatalogued 5xx) only for actions in `IDEMPOTENT_ACTIONS`. pop-core signs each attempt with a fresh
@@ -301,38 +234,16 @@ export class OpenApiClient {
   }
 
   async #attempt(action: string, wire: Record<string, string>, options: CallOptions): Promise<ApiResponse> {
-    const exchange: Exchange = {};
-    const release = (): void => {
-      // Frees the socket of a request that will not be read to the end (timeout, abort, bad body).
-      exchange.released = true;
-      exchange.request?.destroy();
-    };
     this.#calls.set(action, (this.#calls.get(action) ?? 0) + 1);
-    const sent = raceAbort(
-      exchanges.run(exchange, () =>
-        // formatAction/formatParams off: send exactly the names given instead of pop-core's upper-casing.
-        this.#rpc.request<unknown>(action, wire, {
-          method: 'POST',
-          timeout: this.timeoutMs,
-          agent: this.#agent,
-          formatAction: false,
-          formatParams: false,
-        }),
-      ),
-      action,
-      options.signal,
-      release,
-    );
-    let body: unknown;
+    let answer;
     try {
-      body = await sent;
+      answer = await this.#transport.send(action, wire, options.signal === undefined ? {} : { signal: options.signal });
     } catch (error) {
-      const mapped = this.#mapError(action, error, exchange);
-      // An API error answer was read to the end, so its connection can be reused.
-      if (!(mapped instanceof ApiError)) release();
-      throw mapped;
+      throw this.#mapFailure(action, error);
     }
-    return this.#checkEnvelope(action, body, exchange.status);
+    const { status, body } = answer;
+    if (isRecord(body) && body['Code'] && !SUCCESS_CODES.has(body['Code'])) throw this.#apiError(action, body, status, wire['Token']);
+    return this.#checkEnvelope(action, body, status);
   }
 
   /** RegisterDeviceCredential: issue a credential. On a ClientId that has one, the service may replace it (latest wins). */
@@ -400,13 +311,90 @@ export class OpenApiClient {
     };
   }
 
+  /**
+   * ApplyToken: a Token-mode token for `resources` (topics; `+` and `#` allowed), permission `actions`, valid until
+   * `expireTime` (ms since the epoch; the service wants it at least 60 s ahead and caps it at 30 days). Resources are
+   * sent sorted, as the service requires. The token is a credential: it is redacted from logs, JSON and inspect.
+   * @throws ValidationError `InvalidOption` before any I/O for an empty or oversized resource list, bad actions or an
+   *   expireTime that is not a future integer.
+   */
+  async applyToken(instanceId: string, request: ApplyTokenRequest, options: CallOptions = {}): Promise<{ requestId: string; token: IssuedToken }> {
+    const action = 'ApplyToken';
+    assertInstanceId(instanceId);
+    const resources = checkResources(request.resources);
+    const type = TOKEN_TYPE_OF_ACTIONS[request.actions];
+    if (type === undefined) throw new ValidationError('InvalidOption', `Invalid actions ${JSON.stringify(request.actions)}: expected 'R', 'W' or 'R,W'`);
+    if (!Number.isSafeInteger(request.expireTime) || request.expireTime <= Date.now()) {
+      throw new ValidationError('InvalidOption', `Invalid expireTime ${String(request.expireTime)}: expected a future time in ms since the epoch (at least 60 s ahead)`);
+    }
+    const { requestId, body, httpStatus } = await this.call(
+      action,
+      { InstanceId: instanceId, Resources: resources.join(','), Actions: request.actions, ExpireTime: request.expireTime },
+      options,
+    );
+    const token = body['Token'];
+    if (typeof token !== 'string' || token === '') throw this.#invalid(action, `${action}: the answer has no Token`, httpStatus);
+    return { requestId, token: new IssuedToken(token, { instanceId, type, resources, expireTime: request.expireTime }) };
+  }
+
+  /** QueryToken: whether a token is still valid (false for an expired, revoked or unknown one). */
+  async queryToken(instanceId: string, token: string | IssuedToken, options: CallOptions = {}): Promise<{ requestId: string; valid: boolean }> {
+    const action = 'QueryToken';
+    assertInstanceId(instanceId);
+    const { requestId, body, httpStatus } = await this.call(action, { InstanceId: instanceId, Token: tokenString(token) }, options);
+    const status = body['TokenStatus'];
+    if (typeof status !== 'boolean') throw this.#invalid(action, `${action}: the answer's TokenStatus is not a boolean`, httpStatus);
+    return { requestId, valid: status };
+  }
+
+  /** RevokeToken: the token stops authorizing at once; sessions using it are disconnected by the service. */
+  async revokeToken(instanceId: string, token: string | IssuedToken, options: CallOptions = {}): Promise<{ requestId: string }> {
+    assertInstanceId(instanceId);
+    const { requestId } = await this.call('RevokeToken', { InstanceId: instanceId, Token: tokenString(token) }, options);
+    return { requestId };
+  }
+
+  /** QuerySessionByClientId: is this ClientId connected now? */
+  async querySessionByClientId(instanceId: string, clientId: string, options: CallOptions = {}): Promise<{ requestId: string; online: boolean }> {
+    const action = 'QuerySessionByClientId';
+    assertInstanceId(instanceId);
+    assertClientId(clientId);
+    const { requestId, body, httpStatus } = await this.call(action, { InstanceId: instanceId, ClientId: clientId }, options);
+    const online = body['OnlineStatus'];
+    if (typeof online !== 'boolean') throw this.#invalid(action, `${action}: the answer's OnlineStatus is not a boolean`, httpStatus);
+    return { requestId, online };
+  }
+
+  /** BatchQuerySessionByClientIds: the online status of 1 to 10 ClientIds, in the order given. */
+  async batchQuerySessionByClientIds(instanceId: string, clientIds: readonly string[], options: CallOptions = {}): Promise<{ requestId: string; sessions: SessionStatus[] }> {
+    const action = 'BatchQuerySessionByClientIds';
+    assertInstanceId(instanceId);
+    if (!Array.isArray(clientIds) || clientIds.length < 1 || clientIds.length > MAX_BATCH_SESSION_QUERY) {
+      throw new ValidationError('InvalidOption', `Invalid clientIds: expected 1 to ${MAX_BATCH_SESSION_QUERY} ClientIds, not ${Array.isArray(clientIds) ? clientIds.length : typeof clientIds}`);
+    }
+    for (const clientId of clientIds) assertClientId(clientId);
+    const params: Record<string, string> = { InstanceId: instanceId };
+    clientIds.forEach((clientId, i) => {
+      params[`ClientIdList.${i + 1}`] = clientId;
+    });
+    const { requestId, body, httpStatus } = await this.call(action, params, options);
+    const list = body['OnlineStatusList'];
+    const sessions = Array.isArray(list)
+      ? list.map((entry: unknown) => (isRecord(entry) && typeof entry['ClientId'] === 'string' && typeof entry['OnlineStatus'] === 'boolean' ? { clientId: entry['ClientId'], online: entry['OnlineStatus'] } : undefined))
+      : undefined;
+    if (!sessions || sessions.some((entry) => entry === undefined)) {
+      throw this.#invalid(action, `${action}: the answer's OnlineStatusList is not a list of {ClientId, OnlineStatus}`, httpStatus);
+    }
+    return { requestId, sessions: sessions as SessionStatus[] };
+  }
+
   /** Close idle keep-alive connections. Calls made afterwards still work (they open new ones). */
   close(): void {
-    this.#agent.destroy();
+    this.#transport.close();
   }
 
   toJSON(): Record<string, unknown> {
-    return { endpoint: this.endpoint, accessKeyId: this.#account.accessKeyId };
+    return { endpoint: this.endpoint, accessKeyId: this.#account.accessKeyId, signature: this.signature };
   }
 
   toString(): string {
@@ -449,56 +437,53 @@ export class OpenApiClient {
     return { requestId, body, ...(status === undefined ? {} : { httpStatus: status }) };
   }
 
-  #mapError(action: string, error: unknown, exchange: Exchange): Error {
+  /** An answer with an error `Code`. */
+  #apiError(action: string, body: Record<string, unknown>, status: number | undefined, token?: string): Error {
+    const { Code: code, RequestId: requestId, Message: message } = body;
+    if (typeof code !== 'string') return this.#invalid(action, `${action}: the endpoint answered HTTP ${status ?? '?'} with a Code that is not a string`, status);
+    return forCaller(action, new ApiError({
+      code,
+      action,
+      // A transport that could not see the status: the catalog's (then 400, the usual status of the product's errors).
+      httpStatus: status ?? apiErrorEntry(code)?.httpStatus ?? 400,
+      requestId: typeof requestId === 'string' ? requestId : undefined,
+      serviceMessage: typeof message === 'string' ? this.#scrub(message, token) : '',
+    }));
+  }
+
+  /** A transport failure as a NetworkError (an abort passes through as it is). */
+  #mapFailure(action: string, error: unknown): Error {
     if (isApsaraMqDeviceError(error)) return error; // Aborted
-    const e: PopCoreError = isRecord(error) || error instanceof Error ? (error as PopCoreError) : {};
-    const status = e.entry?.response?.statusCode ?? exchange.status;
-    // pop-core's API errors carry the parsed body as `data` and the exchange as `entry`. Its own message is not
-    // used: it ends with the request URL.
-    if (isRecord(e.data) && e.entry !== undefined) {
-      const { Code: code, RequestId: requestId, Message: message } = e.data;
-      if (typeof code !== 'string') return this.#invalid(action, `${action}: the endpoint answered HTTP ${status ?? '?'} with a Code that is not a string`, status);
-      return forCaller(action, new ApiError({
-        code,
-        action,
-        // entry is always set when pop-core throws an API error; the catalog (then 400, the usual status of the
-        // product's errors) is only a fallback.
-        httpStatus: status ?? API_ERROR_CATALOG[code]?.httpStatus ?? 400,
-        requestId: typeof requestId === 'string' ? requestId : undefined,
-        serviceMessage: typeof message === 'string' ? this.#scrub(message) : '',
-      }));
+    if (!(error instanceof TransportError)) {
+      return this.#networkError('NetworkError', action, `${action}: the connection to ${this.endpoint} failed (${error instanceof Error ? error.name : 'unknown error'})`, undefined, error);
     }
-    // json-bigint throws a plain object named SyntaxError, not a SyntaxError instance.
-    if (e.name === 'SyntaxError') {
-      const type = exchange.contentType ? ` (${exchange.contentType})` : '';
-      return this.#invalid(action, `${action}: the endpoint answered HTTP ${status ?? '?'} with a body that is not JSON${type}`, status);
+    const { status } = error;
+    switch (error.kind) {
+      case 'not-json': {
+        const type = error.contentType ? ` (${error.contentType})` : '';
+        return this.#invalid(action, `${action}: the endpoint answered HTTP ${status ?? '?'} with a body that is not JSON${type}`, status);
+      }
+      case 'timeout':
+        return this.#networkError('RequestTimeout', action, `${action}: no answer from ${this.endpoint} within ${this.timeoutMs} ms`, status, error.cause);
+      case 'refused':
+        return this.#networkError('ConnectionRefused', action, `${action}: connection to ${this.endpoint} refused`, undefined, error.cause);
+      case 'host-not-found':
+        return this.#networkError('HostNotFound', action, `${action}: the host of ${this.endpoint} could not be resolved (${error.reason})`, undefined, error.cause);
+      case 'not-an-answer':
+        return this.#invalid(action, `${action}: the endpoint answered HTTP ${status ?? '?'} with a body that is not an OpenAPI answer`, status);
+      case 'failed':
+        return this.#networkError('NetworkError', action, `${action}: the connection to ${this.endpoint} failed (${error.reason})`, status, error.cause);
     }
-    const code = typeof e.code === 'string' ? e.code : undefined;
-    if (e.name === 'RequestTimeoutError' || (code !== undefined && TIMED_OUT.has(code))) {
-      return this.#networkError('RequestTimeout', action, `${action}: no answer from ${this.endpoint} within ${this.timeoutMs} ms`, status, error);
-    }
-    if (code === 'ECONNREFUSED') {
-      return this.#networkError('ConnectionRefused', action, `${action}: connection to ${this.endpoint} refused`, undefined, error);
-    }
-    if (code !== undefined && HOST_NOT_FOUND.has(code)) {
-      return this.#networkError('HostNotFound', action, `${action}: the host of ${this.endpoint} could not be resolved (${code})`, undefined, error);
-    }
-    if (code === undefined && status !== undefined) {
-      // An answer arrived but pop-core could not handle it, e.g. a JSON `null` body (it reads null.Code).
-      return this.#invalid(action, `${action}: the endpoint answered HTTP ${status} with a body that is not an OpenAPI answer`, status);
-    }
-    const why = code ?? (error instanceof Error ? error.name : 'unknown error');
-    // A reset after the answer's head arrived (a body cut short) keeps its status.
-    return this.#networkError('NetworkError', action, `${action}: the connection to ${this.endpoint} failed (${why})`, status, error);
   }
 
   /**
    * Remove account secrets from text the service sends back. SignatureDoesNotMatch echoes the server's string to
    * sign, which holds every parameter, the STS SecurityToken included (percent-encoded once or twice).
    */
-  #scrub(text: string): string {
+  #scrub(text: string, token?: string): string {
     let result = text;
-    for (const secret of [this.#account.securityToken, this.#account.accessKeySecret]) {
+    // A Token parameter (QueryToken, RevokeToken) is a credential too.
+    for (const secret of [this.#account.securityToken, this.#account.accessKeySecret, token]) {
       if (!secret) continue;
       const once = percentEncode(secret);
       for (const form of new Set([secret, once, percentEncode(once)])) result = result.split(form).join('****');
@@ -516,7 +501,7 @@ export class OpenApiClient {
    * `retryable: false` with {@link unknownOutcomeRemedy}: the request may have been applied.
    */
   #networkError(code: NetworkErrorCode, action: string, message: string, status: number | undefined, cause?: unknown): NetworkError {
-    const unsafe = RETRY_CLASSIFICATION[code] === 'unknown-outcome' && !IDEMPOTENT_ACTIONS.has(action);
+    const unsafe = LOCAL_ERROR_CATALOG[code].retryClass === 'unknown-outcome' && !IDEMPOTENT_ACTIONS.has(action);
     return new NetworkError(code, message, this.endpoint, cause, {
       httpStatus: status,
       ...(unsafe ? { retryable: false, remedy: unknownOutcomeRemedy(action) } : {}),
@@ -567,4 +552,47 @@ function toCount(value: unknown): number | undefined {
 /** json-bigint turns integers longer than 15 digits into bignumber.js objects. */
 function isBigNumber(value: unknown): value is { toFixed(): string } {
   return typeof value === 'object' && value !== null && typeof (value as { toFixed?: unknown }).toFixed === 'function';
+}
+
+/** Most ClientIds in one BatchQuerySessionByClientIds call. */
+export const MAX_BATCH_SESSION_QUERY = 10;
+/** Most resources in one token. */
+export const MAX_TOKEN_RESOURCES = 100;
+
+/** What {@link OpenApiClient.applyToken} asks for. */
+export interface ApplyTokenRequest {
+  /** Topics the token covers (`Parent/sub`, `Parent/+`, `Parent/#`); 1 to 100, sent sorted. */
+  resources: readonly string[];
+  /** `R` (subscribe), `W` (publish) or `R,W` (both). */
+  actions: 'R' | 'W' | 'R,W';
+  /** Expiry, ms since the epoch: at least 60 s ahead; the service caps it at 30 days. */
+  expireTime: number;
+}
+
+/** One ClientId's online status. */
+export interface SessionStatus {
+  clientId: string;
+  online: boolean;
+}
+
+/** The token type of an ApplyToken `Actions` value: what a Token-mode password calls it. */
+const TOKEN_TYPE_OF_ACTIONS: Readonly<Record<string, TokenType | undefined>> = Object.freeze({ R: 'R', W: 'W', 'R,W': 'RW' });
+
+function checkResources(resources: readonly string[]): string[] {
+  if (!Array.isArray(resources) || resources.length < 1 || resources.length > MAX_TOKEN_RESOURCES) {
+    throw new ValidationError('InvalidOption', `Invalid resources: expected 1 to ${MAX_TOKEN_RESOURCES} topics`);
+  }
+  for (const r of resources) {
+    if (typeof r !== 'string' || r === '' || r.includes(',') || /\s/.test(r)) {
+      throw new ValidationError('InvalidOption', `Invalid resource ${JSON.stringify(r)}: expected a topic such as Parent/sub, Parent/+ or Parent/# (no commas or spaces)`);
+    }
+  }
+  // The service wants several resources in dictionary order.
+  return [...new Set(resources)].sort();
+}
+
+function tokenString(token: string | IssuedToken): string {
+  const value = token instanceof IssuedToken ? token.token : token;
+  if (typeof value !== 'string' || value === '') throw new ValidationError('InvalidOption', 'Invalid token: expected the token string from ApplyToken');
+  return value;
 }

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import type { Stats } from 'node:fs';
-import { chmod, type FileHandle, mkdir, open, rename, rm, stat, unlink } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import { chmod, type FileHandle, lstat, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { DeviceCredential, isRecord } from '../credential.js';
 import { StoreError, ValidationError } from '../errors.js';
 import { defaultStoreDir } from './env.js';
+import { type CredentialLock, DEFAULT_LOCK_STALE_MS, lockFile, MIN_LOCK_STALE_MS } from './lock.js';
 import type { CredentialStore } from './store.js';
 import { assertStoreKey } from './store-key.js';
 
@@ -14,6 +15,31 @@ const FILE_MODE = 0o600;
 const SHARED_BITS = 0o066;
 // POSIX permission bits mean nothing on Windows (Node reports 0o666 for every file there).
 const CHECK_MODES = process.platform !== 'win32';
+/**
+ * Largest credential file read. A credential is about 300 bytes of JSON; anything much larger is not one, and
+ * reading it whole would cost memory for nothing.
+ */
+export const MAX_CREDENTIAL_FILE_BYTES = 64 * 1024;
+/**
+ * Flags for opening a file that should be a small regular file: O_NOFOLLOW (never through a symlink) and
+ * O_NONBLOCK (a FIFO or device put there opens at once instead of blocking a thread forever). Both are 0 where the
+ * platform lacks them (Windows), where the lstat check before the open is what holds.
+ */
+const SAFE_READ = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0) | (constants.O_NONBLOCK ?? 0);
+const SAFE_CREATE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (constants.O_NOFOLLOW ?? 0) | (constants.O_NONBLOCK ?? 0);
+/** `.<ClientId>.<pid>.<12 hex>.tmp`: the temp file of a save (see {@link FileCredentialStore.save}). */
+const TEMP_FILE = /^\.([A-Za-z0-9_-]+@@@[A-Za-z0-9_-]+)\.(\d+)\.[0-9a-f]{12}\.tmp$/;
+/** A temp file older than this is left over from a write that will never finish, whoever wrote it. */
+const TEMP_FILE_MAX_AGE_MS = 60_000;
+
+/** Options of a {@link FileCredentialStore}. */
+export interface FileCredentialStoreOptions {
+  /**
+   * After how long the lock of a ClientId whose holder stopped refreshing it (a killed process) is taken over, in
+   * ms; at least 2000. A live holder refreshes it every half of this. @default 10000
+   */
+  lockStaleMs?: number;
+}
 
 /**
  * A {@link CredentialStore} on disk: one JSON file per ClientId, `<dir>/<instanceId>/<clientId>.json`, holding the
@@ -25,15 +51,30 @@ const CHECK_MODES = process.platform !== 'win32';
  * - A file or directory that group or others can read or write is refused on load and save (`StoreInsecure`;
  *   not checked on Windows), a file that is not a valid credential for its name is reported (`StoreCorrupt`) and
  *   left as it is, and any other I/O failure is `StoreIOError`.
+ * - Only regular files are read: a symlink, FIFO, device or directory where a credential file should be is
+ *   `StoreCorrupt` without being opened, and a file over {@link MAX_CREDENTIAL_FILE_BYTES} without being read.
+ * - {@link prepare} checks all of that for an instance before any API call is made, and removes the temp files
+ *   of writes that were killed (they hold a device secret).
+ * - {@link lock} serialises the registrar of one ClientId across processes (see its TSDoc).
  */
 export class FileCredentialStore implements CredentialStore {
   /** The store's root directory (absolute). */
   readonly dir: string;
+  /** After how long a lock whose holder stopped refreshing it (killed) is taken over, in ms. */
+  readonly lockStaleMs: number;
 
-  /** @param dir - The root directory; created on first save. @default {@link defaultStoreDir}() */
-  constructor(dir: string = defaultStoreDir()) {
+  /**
+   * @param dir - The root directory; created on first save. @default {@link defaultStoreDir}()
+   * @throws ValidationError `InvalidOption` for an empty `dir` or a `lockStaleMs` below 2000.
+   */
+  constructor(dir: string = defaultStoreDir(), options: FileCredentialStoreOptions = {}) {
     if (typeof dir !== 'string' || dir === '') throw new ValidationError('InvalidOption', 'The credential store directory must be a non-empty path');
     this.dir = resolve(dir);
+    const stale = options.lockStaleMs ?? DEFAULT_LOCK_STALE_MS;
+    if (!Number.isFinite(stale) || stale < MIN_LOCK_STALE_MS) {
+      throw new ValidationError('InvalidOption', `Invalid lockStaleMs ${String(stale)}: expected at least ${MIN_LOCK_STALE_MS} ms`);
+    }
+    this.lockStaleMs = stale;
   }
 
   /**
@@ -47,34 +88,19 @@ export class FileCredentialStore implements CredentialStore {
 
   async load(instanceId: string, clientId: string): Promise<DeviceCredential | undefined> {
     const file = this.pathOf(instanceId, clientId);
-    let handle: FileHandle;
-    try {
-      handle = await open(file, 'r');
-    } catch (error) {
-      if (errno(error) === 'ENOENT') return undefined;
-      throw ioError('read', file, error);
-    }
-    let text: string;
-    try {
-      // Checked on the open handle, so the file read is the file checked.
-      const info = await handle.stat().catch((error: unknown) => {
-        throw ioError('read', file, error);
-      });
-      if (!info.isFile()) throw new StoreError('StoreCorrupt', `Credential file ${file} is not a regular file`, file);
-      checkPrivate(info, file, 'file');
+    const text = await readSmallRegularFile(file, 'Credential file', MAX_CREDENTIAL_FILE_BYTES, async () => {
       await this.#checkDirs(join(this.dir, instanceId));
-      text = await handle.readFile('utf8').catch((error: unknown) => {
-        throw ioError('read', file, error);
-      });
-    } finally {
-      await handle.close().catch(() => undefined);
-    }
-    return parseCredentialFile(text, file, instanceId, clientId);
+    });
+    return text === undefined ? undefined : parseCredentialFile(text, file, instanceId, clientId);
   }
 
   /**
-   * Make sure a credential of this instance could be saved: create the directories (0700) and refuse an insecure
-   * one (`StoreInsecure`). For callers that must not change anything on the service unless the answer can be kept.
+   * Check the store of an instance before anything costs money: create the directories (0700) where missing; refuse
+   * a root, instance or journal directory that is not a directory or that group or others can read or write
+   * (`StoreInsecure`); refuse any `<ClientId>.json` that is not a regular file or is too large (`StoreCorrupt`);
+   * and remove the temp files of killed writes (`.<ClientId>.<pid>.<hex>.tmp`, holding a device secret) whose
+   * writer is gone or which are older than a minute. A Provisioner calls it before its first API call.
+   * @throws StoreError `StoreInsecure`, `StoreCorrupt` or `StoreIOError`; ValidationError `InvalidInstanceId`.
    */
   async prepare(instanceId: string): Promise<void> {
     assertStoreKey(instanceId, 'GID_check@@@check');
@@ -82,6 +108,27 @@ export class FileCredentialStore implements CredentialStore {
     await makePrivateDir(this.dir);
     await makePrivateDir(dir);
     await this.#checkDirs(dir);
+    let entries: string[];
+    try {
+      entries = await readdir(dir);
+    } catch (error) {
+      throw ioError('read', dir, error);
+    }
+    for (const name of entries) {
+      const path = join(dir, name);
+      const temp = TEMP_FILE.exec(name);
+      if (temp) {
+        await removeLeftoverTemp(path, Number(temp[2]));
+      } else if (name.endsWith('.json') && !name.startsWith('.')) {
+        const info = await lstat(path).catch((error: unknown) => {
+          if (errno(error) === 'ENOENT') return undefined; // removed meanwhile
+          throw ioError('read', path, error);
+        });
+        if (info) checkRegular(info, path, 'Credential file', MAX_CREDENTIAL_FILE_BYTES);
+      } else if (name === JOURNAL_DIR || name === LOCK_DIR) {
+        await checkPrivateDir(path);
+      }
+    }
   }
 
   async save(credential: DeviceCredential): Promise<void> {
@@ -95,7 +142,7 @@ export class FileCredentialStore implements CredentialStore {
     const temp = join(dir, `.${credential.clientId}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
     let handle: FileHandle | undefined;
     try {
-      handle = await open(temp, 'wx', FILE_MODE);
+      handle = await open(temp, SAFE_CREATE, FILE_MODE);
       await handle.chmod(FILE_MODE); // the mode passed to open is reduced by the umask
       await handle.writeFile(`${JSON.stringify(credential.toWire(), null, 2)}\n`, 'utf8');
       await handle.sync();
@@ -108,6 +155,25 @@ export class FileCredentialStore implements CredentialStore {
       throw ioError('write', file, error);
     }
     await syncDir(dir);
+  }
+
+  /**
+   * Hold the registration of one ClientId exclusively, against every process that uses this store directory (and
+   * every other caller in this one), with proper-lockfile: `<dir>/<instanceId>/.locks/<clientId>.lock`. A holder
+   * that is killed leaves its lock behind; it is taken over once not refreshed for {@link lockStaleMs}. Waits
+   * (polling every 10-200 ms) while another holds it, until it is free or `signal` fires.
+   * @throws AbortedError `Aborted`; StoreError `StoreIOError` / `StoreInsecure`; ConfigurationError
+   *   `MissingDependency` when proper-lockfile is not installed.
+   */
+  async lock(instanceId: string, clientId: string, options: { signal?: AbortSignal } = {}): Promise<CredentialLock> {
+    const file = this.pathOf(instanceId, clientId);
+    const instanceDir = join(this.dir, instanceId);
+    const lockDir = join(instanceDir, LOCK_DIR);
+    await makePrivateDir(this.dir);
+    await makePrivateDir(instanceDir);
+    await makePrivateDir(lockDir);
+    await checkPrivateDir(lockDir);
+    return lockFile(join(lockDir, clientId), { staleMs: this.lockStaleMs, what: `Locking ${file}`, signal: options.signal });
   }
 
   async remove(instanceId: string, clientId: string): Promise<void> {
@@ -123,18 +189,12 @@ export class FileCredentialStore implements CredentialStore {
   }
 
   toJSON(): Record<string, unknown> {
-    return { dir: this.dir };
+    return { dir: this.dir, lockStaleMs: this.lockStaleMs };
   }
 
-  /** The root and the instance directory must not be open to group or others. */
+  /** The root and the instance directory must be directories, not open to group or others. */
   async #checkDirs(instanceDir: string): Promise<void> {
-    if (!CHECK_MODES) return;
-    for (const dir of [this.dir, instanceDir]) {
-      const info = await stat(dir).catch((error: unknown) => {
-        throw ioError('read', dir, error);
-      });
-      checkPrivate(info, dir, 'directory');
-    }
+    for (const dir of [this.dir, instanceDir]) await checkPrivateDir(dir);
   }
 }
 
@@ -161,6 +221,101 @@ function parseCredentialFile(text: string, file: string, instanceId: string, cli
     );
   }
   return credential;
+}
+
+/** Names inside an instance directory that are not credentials: the Register journal and the lock directory. */
+const JOURNAL_DIR = '.journal';
+const LOCK_DIR = '.locks';
+
+/** A directory (a symlink to one is followed: the root may well be one) that group and others cannot use. */
+export async function checkPrivateDir(dir: string): Promise<void> {
+  const info = await stat(dir).catch((error: unknown) => {
+    throw ioError('read', dir, error);
+  });
+  if (!info.isDirectory()) throw new StoreError('StoreCorrupt', `Credential store path ${dir} is not a directory`, dir);
+  checkPrivate(info, dir, 'directory');
+}
+
+/** A regular file of at most `maxBytes`, not open to group or others; `what` names it in the error. */
+function checkRegular(info: Stats, path: string, what: string, maxBytes: number): void {
+  if (!info.isFile()) throw new StoreError('StoreCorrupt', `${what} ${path} is not a regular file`, path);
+  if (info.size > maxBytes) throw new StoreError('StoreCorrupt', `${what} ${path} is ${info.size} bytes, more than the ${maxBytes} a credential store file may have`, path);
+  checkPrivate(info, path, 'file');
+}
+
+/**
+ * The text of a small private regular file, or `undefined` when there is none. Checked with lstat before it is
+ * opened (a FIFO, device, symlink or directory is never opened), opened without following links and without
+ * blocking, checked again on the open handle (the file read is the file checked), and read no further than
+ * `maxBytes`. `beforeRead` runs between the checks and the read (the directory checks).
+ * @throws StoreError `StoreCorrupt`, `StoreInsecure` or `StoreIOError`.
+ */
+export async function readSmallRegularFile(file: string, what: string, maxBytes: number, beforeRead?: () => Promise<void>): Promise<string | undefined> {
+  let info: Stats;
+  try {
+    info = await lstat(file);
+  } catch (error) {
+    if (errno(error) === 'ENOENT') return undefined;
+    throw ioError('read', file, error);
+  }
+  checkRegular(info, file, what, maxBytes);
+  let handle: FileHandle;
+  try {
+    handle = await open(file, SAFE_READ);
+  } catch (error) {
+    const code = errno(error);
+    if (code === 'ENOENT') return undefined; // removed between the check and the open
+    if (code === 'ELOOP') throw new StoreError('StoreCorrupt', `${what} ${file} is not a regular file`, file);
+    throw ioError('read', file, error);
+  }
+  try {
+    const opened = await handle.stat().catch((error: unknown) => {
+      throw ioError('read', file, error);
+    });
+    checkRegular(opened, file, what, maxBytes);
+    await beforeRead?.();
+    const buffer = Buffer.alloc(maxBytes + 1);
+    let length = 0;
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null).catch((error: unknown) => {
+        throw ioError('read', file, error);
+      });
+      if (bytesRead === 0) break;
+      length += bytesRead;
+      if (length > maxBytes) throw new StoreError('StoreCorrupt', `${what} ${file} grew past the ${maxBytes} bytes a credential store file may have`, file);
+    }
+    return buffer.toString('utf8', 0, length);
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Remove the temp file of a save that will never finish: its writer is no longer running here, or it is older than
+ * {@link TEMP_FILE_MAX_AGE_MS} (a save takes milliseconds). Only a regular file is removed; anything else is left.
+ */
+async function removeLeftoverTemp(path: string, pid: number): Promise<void> {
+  const info = await lstat(path).catch(() => undefined);
+  if (!info?.isFile()) return;
+  const abandoned = !processIsRunning(pid) || Date.now() - info.mtimeMs > TEMP_FILE_MAX_AGE_MS;
+  if (!abandoned) return;
+  try {
+    await unlink(path);
+  } catch (error) {
+    if (errno(error) !== 'ENOENT') throw ioError('remove', path, error);
+  }
+}
+
+/** Whether a process with this pid runs on this host (EPERM: it does, under another user). */
+function processIsRunning(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return errno(error) === 'EPERM';
+  }
 }
 
 function checkPrivate(info: Stats, path: string, what: 'file' | 'directory'): void {

@@ -11,21 +11,20 @@ import { type ProvisionStrategy, Provisioner, type ProvisionerOptions } from './
 /** Options of {@link provisionFleet}: a provisioner's, plus pacing, strategy, journal, cancellation and progress. */
 export interface FleetOptions extends ProvisionerOptions {
   /**
-   * Requests per second for the account, in the limiter shared with every client of its AccessKeyId in the
-   * process: it lowers that limiter's rate if below the lowest given so far, never raises it (see
-   * `accountLimiter`). @default none given: the shared limiter's rate, 500/s unless a caller set it lower
+   * Requests per second of this run, in a limiter of its own. Not together with `limiter`.
+   * @default with neither `qps` nor `concurrency` nor `limiter`: the account's default limiter (500/s, shared)
    */
   qps?: number;
   /**
-   * Devices provisioned at once. When given, also the account's cap on requests in flight, combined like `qps`.
-   * @default 64 devices; the shared cap is left as it is
+   * Devices provisioned at once. Without `limiter`, also the cap on this run's requests in flight.
+   * @default 64
    */
   concurrency?: number;
   /** @default 'get-first' (see {@link ProvisionStrategy}) */
   strategy?: ProvisionStrategy;
   /**
    * Directory of the Register journal. @default `<store dir>/<instanceId>/.journal` when `store` is a
-   * {@link FileCredentialStore}; none otherwise (a store that does not persist has nothing to recover).
+   * {@link FileCredentialStore} (shared with every Provisioner of that store); in memory otherwise.
    */
   journalDir?: string;
   /** @default {@link DEFAULT_RETRY_OPTIONS} (a fleet always retries unless given `false`) */
@@ -101,9 +100,15 @@ const FLEET_WIDE_CODES: ReadonlySet<string> = new Set([
 
 const STRATEGIES: readonly ProvisionStrategy[] = ['get-first', 'register-first'];
 
+function checkConcurrency(concurrency: number): void {
+  if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
+    throw new ValidationError('InvalidOption', `Invalid concurrency ${String(concurrency)}: expected a whole number of 1 or more`);
+  }
+}
+
 /**
  * Give every ClientId its credential, at fleet scale: from the store when it has one, else from the OpenAPI by
- * `strategy`, paced by the account's shared token bucket (`qps`), `concurrency` devices at a time, retrying
+ * `strategy`, paced by its rate limiter (`limiter`, or `qps`), `concurrency` devices at a time, retrying
  * throttling and transient faults with full-jitter backoff. A ClientId that already has a credential is never
  * registered again (so its device keeps working), and with a journal a run killed mid-way never registers a device
  * twice. Failures do not stop the run: they are listed in `failed`.
@@ -122,18 +127,16 @@ export async function provisionFleet(clientIds: Iterable<string>, options: Fleet
   const strategy = options.strategy ?? 'get-first';
   if (!STRATEGIES.includes(strategy)) throw new ValidationError('InvalidOption', `Invalid strategy ${JSON.stringify(strategy)}: expected get-first or register-first`);
   const concurrency = options.concurrency ?? DEFAULT_API_CONCURRENCY;
-  const { signal, onProgress, journalDir, strategy: _fleetOnly, ...provisionerOptions } = options;
-  // qps and concurrency go to the account's shared limiter only when given: a default must not change the pace
-  // other provisioners of the account set (see accountLimiter).
+  checkConcurrency(concurrency);
+  const { signal, onProgress, journalDir, strategy: _fleetOnly, concurrency: _devices, ...provisionerOptions } = options;
+  // With a shared limiter, `concurrency` counts devices only: the limiter has its own cap on requests.
   const provisioner = new Provisioner({
     ...provisionerOptions,
+    ...(options.limiter === undefined && options.concurrency !== undefined ? { concurrency } : {}),
     retry: resolveRetryOptions(options.retry, DEFAULT_RETRY_OPTIONS),
   });
-  const journal = journalDir !== undefined
-    ? new RegistrationJournal(journalDir)
-    : provisioner.store instanceof FileCredentialStore
-      ? RegistrationJournal.forStore(provisioner.store.dir, provisioner.instanceId)
-      : undefined;
+  // The provisioner keeps its store's journal by default; only an explicit directory replaces it.
+  const journal = journalDir !== undefined ? new RegistrationJournal(journalDir) : undefined;
 
   // One listener on the caller's signal; the run's own signal is listened to by every device in flight.
   const cancel = new AbortController();
@@ -159,6 +162,12 @@ export async function provisionFleet(clientIds: Iterable<string>, options: Fleet
 
   let next = 0;
   let stopCode: string | undefined;
+  // A store that cannot keep credentials fails every device: say so before a single call is paid for.
+  if (ids.length > 0) {
+    await provisioner.prepare().catch((error: unknown) => {
+      stopCode = toApsaraMqDeviceError(error).code;
+    });
+  }
   const worker = async (): Promise<void> => {
     while (next < ids.length) {
       const clientId = ids[next++] as string;
@@ -192,8 +201,32 @@ export async function provisionFleet(clientIds: Iterable<string>, options: Fleet
     signal?.removeEventListener('abort', stop);
     provisioner.close();
   }
+  if (cancel.signal.aborted) {
+    await provisioner.idle();
+    await settleAborted(result, provisioner);
+  }
   snapshot();
   const order = new Map(ids.map((id, index) => [id, index]));
   result.failed.sort((a, b) => (order.get(a.clientId) ?? 0) - (order.get(b.clientId) ?? 0));
   return result;
+}
+
+/**
+ * A device stopped by the signal may still have finished: its caller stops waiting at once, while a Register that
+ * was answered goes on to be saved. The store, not the race, says what was provisioned: a stopped device whose
+ * credential is in the store counts as provisioned, so the summary of an interrupted run is exact.
+ */
+async function settleAborted(result: FleetResult, provisioner: Provisioner): Promise<void> {
+  const still: FleetFailure[] = [];
+  for (const failure of result.failed) {
+    const stored = failure.code === 'Aborted' ? await provisioner.store.load(provisioner.instanceId, failure.clientId).catch(() => undefined) : undefined;
+    if (stored) {
+      result.credentials.set(failure.clientId, stored);
+      result.provisioned += 1;
+      result.fromStore += 1;
+    } else {
+      still.push(failure);
+    }
+  }
+  result.failed = still;
 }

@@ -1,15 +1,21 @@
 /**
- * The registrar role: holds the account AccessKey, calls the OpenAPI, and keeps device credentials in a store.
- * Never ship this part (or the account key) to devices.
+ * apsaramq-device/provisioner: the registrar role. Holds the account AccessKey, calls the OpenAPI through
+ * `@alicloud/pop-core` (an optional peer dependency: install it next to apsaramq-device), and keeps device
+ * credentials in a store. Never ship this part (or the account key) to devices.
+ *
+ * Every name is exported on purpose; test/unit/public-api.test.ts holds the list.
  */
+export { AccountCredentials } from '../credential.js';
 export {
   API_VERSION,
   DEFAULT_PAGE_SIZE,
   DEFAULT_TIMEOUT_MS,
   OpenApiClient,
-  regionEndpoint,
-  resolveEndpoint,
+  MAX_BATCH_SESSION_QUERY,
+  MAX_TOKEN_RESOURCES,
   type ApiCallStats,
+  type ApplyTokenRequest,
+  type SessionStatus,
   type ApiParams,
   type ApiResponse,
   type CallOptions,
@@ -17,6 +23,7 @@ export {
   type CredentialResponse,
   type ListClientIdsOptions,
   type OpenApiClientOptions,
+  type OpenApiSignature,
 } from './api-client.js';
 export {
   ENV_ACCESS_KEY_ID,
@@ -24,34 +31,26 @@ export {
   ENV_SECURITY_TOKEN,
   ENV_STORE_DIR,
   defaultStoreDir,
-  resolveAccountCredentials,
   type AccountKeyOptions,
 } from './env.js';
-export { FileCredentialStore } from './file-store.js';
+export { FileCredentialStore, MAX_CREDENTIAL_FILE_BYTES, type FileCredentialStoreOptions } from './file-store.js';
 export { MemoryCredentialStore } from './memory-store.js';
+export type { CredentialLock, CredentialStore } from './store.js';
+export { DEFAULT_LOCK_STALE_MS } from './lock.js';
 export {
+  DEFAULT_MAX_SERVICE_LATENCY_MS,
   Provisioner,
-  createProvisioner,
   type CredentialOrigin,
   type ObtainedCredential,
   type ObtainOptions,
   type ProvisionerOptions,
   type ProvisionStrategy,
+  type WaitForSessionOptions,
 } from './provisioner.js';
+export { IssuedToken, type TokenType } from './token.js';
 export { provisionFleet, type FleetFailure, type FleetOptions, type FleetProgress, type FleetResult } from './fleet.js';
-export { JOURNAL_DIR_NAME, RegistrationJournal } from './journal.js';
-export { DEFAULT_API_CONCURRENCY, DEFAULT_API_QPS, type RateLimitOptions } from './rate-limit.js';
-export {
-  DEFAULT_RETRY_OPTIONS,
-  IDEMPOTENT_ACTIONS,
-  NO_RETRY,
-  RETRY_CLASSIFICATION,
-  classifyFailure,
-  isRetryableFailure,
-  resolveRetryOptions,
-  unknownOutcomeRemedy,
-  type ResolvedRetryOptions,
-  type RetryClass,
-  type RetryOptions,
-} from './retry.js';
-export type { CredentialStore } from './store.js';
+export { RegistrationJournal, type PendingRegister } from './journal.js';
+export { DEFAULT_API_CONCURRENCY, DEFAULT_API_QPS, RateLimiter, type LimiterOptions, type RateLimitOptions } from './rate-limit.js';
+export { DEFAULT_RETRY_OPTIONS, IDEMPOTENT_ACTIONS, type RetryOptions } from './retry.js';
+export { registerAndConnect, type RegisterAndConnectOptions } from '../connector/register-and-connect.js';
+export { percentEncode, signRpc, stringToSign } from '../signer/openapi.js';

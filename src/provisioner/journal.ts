@@ -1,11 +1,35 @@
-import { type FileHandle, open, stat, unlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { type FileHandle, open, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { assertClientId } from '../credential.js';
 import { StoreError, ValidationError } from '../errors.js';
-import { errno, makePrivateDir, syncDir } from './file-store.js';
+import { errno, makePrivateDir, readSmallRegularFile, syncDir } from './file-store.js';
 
 /** Name of the journal directory inside a file store's instance directory. */
 export const JOURNAL_DIR_NAME = '.journal';
+/** An entry is a line of JSON; anything larger is not one. */
+const MAX_ENTRY_BYTES = 4096;
+/** Never through a symlink, never blocking on a FIFO put in its place. */
+const SAFE_WRITE = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | (constants.O_NOFOLLOW ?? 0) | (constants.O_NONBLOCK ?? 0);
+
+/** A Register that may have been sent and not accounted for. */
+export interface PendingRegister {
+  /** When it was about to be sent (ms since the epoch). */
+  at: number;
+  /**
+   * From when (ms since the epoch) a late answer can no longer change anything, by the window of the registrar that
+   * sent it (`timeoutMs + maxServiceLatencyMs` after `at`); absent when the entry does not say. Before then,
+   * GetDeviceCredential may not yet see it.
+   */
+  settledAt?: number;
+}
+
+/** Where a provisioner notes Registers whose result may not be stored yet (see {@link RegistrationJournal}). */
+export interface RegisterLog {
+  entry(clientId: string): Promise<PendingRegister | undefined>;
+  record(clientId: string, settleWindowMs: number): Promise<void>;
+  clear(clientId: string): Promise<void>;
+}
 
 /**
  * A write-ahead record of RegisterDeviceCredential calls whose result may not be in the store yet: one empty-ish
@@ -14,9 +38,10 @@ export const JOURNAL_DIR_NAME = '.journal';
  *
  * A process killed after the service answered a Register but before the store write leaves the entry behind; the
  * next run sees it and fetches the credential with GetDeviceCredential instead of registering again, which under
- * latest-wins would rotate the credential a device may already have been given.
+ * latest-wins would rotate the credential a device may already have been given. The entry says when the Register
+ * was sent and until when it could still land (`settledAt`), so that the next registrar asks only once it cannot.
  */
-export class RegistrationJournal {
+export class RegistrationJournal implements RegisterLog {
   /** The journal directory (absolute). */
   readonly dir: string;
   #ready: Promise<void> | undefined;
@@ -33,23 +58,46 @@ export class RegistrationJournal {
 
   /** Is a Register of this ClientId possibly unaccounted for? */
   async has(clientId: string): Promise<boolean> {
-    try {
-      await stat(this.#path(clientId));
-      return true;
-    } catch (error) {
-      if (errno(error) === 'ENOENT' || errno(error) === 'ENOTDIR') return false;
-      throw ioError('read', this.#path(clientId), error);
-    }
+    return (await this.entry(clientId)) !== undefined;
   }
 
-  /** Record, durably, that a Register of this ClientId is about to be sent. Resolves once it is on disk. */
-  async record(clientId: string): Promise<void> {
+  /**
+   * The Register of this ClientId that may be unaccounted for, if any. An entry that cannot be read as one (an
+   * older format, a torn write) counts as sent just now without a window of its own: the reader then waits its own
+   * full window, which errs on the side of waiting.
+   * @throws StoreError `StoreCorrupt` when something other than a small regular file is in its place.
+   */
+  async entry(clientId: string): Promise<PendingRegister | undefined> {
+    const file = this.#path(clientId);
+    const text = await readSmallRegularFile(file, 'Journal entry', MAX_ENTRY_BYTES).catch((error: unknown) => {
+      if (error instanceof StoreError && error.code === 'StoreIOError') throw ioError('read', file, error.cause);
+      throw error;
+    });
+    if (text === undefined) return undefined;
+    let at: unknown;
+    let settledAt: unknown;
+    try {
+      ({ at, settledAt } = JSON.parse(text) as { at?: unknown; settledAt?: unknown });
+    } catch {
+      // unreadable: treated as sent now
+    }
+    const now = Date.now();
+    const sent = typeof at === 'string' && Number.isFinite(Date.parse(at)) ? Date.parse(at) : now;
+    return { at: sent, ...(typeof settledAt === 'number' && Number.isFinite(settledAt) && sent !== now ? { settledAt } : {}) };
+  }
+
+  /**
+   * Record, durably, that a Register of this ClientId is about to be sent, and that its answer could land until
+   * `settleWindowMs` from now. Resolves once it is on disk.
+   */
+  async record(clientId: string, settleWindowMs = 0): Promise<void> {
     const file = this.#path(clientId);
     await this.#ensureDir();
+    const at = Date.now();
     let handle: FileHandle | undefined;
     try {
-      handle = await open(file, 'w', 0o600);
-      await handle.writeFile(`${JSON.stringify({ clientId, pid: process.pid, at: new Date().toISOString() })}\n`, 'utf8');
+      handle = await open(file, SAFE_WRITE, 0o600);
+      await handle.writeFile(`${JSON.stringify({ clientId, pid: process.pid, at: new Date(at).toISOString(), settledAt: at + settleWindowMs })}\n`, 'utf8');
       await handle.sync();
     } catch (error) {
       throw ioError('write', file, error);

@@ -1,4 +1,5 @@
 import type { DeviceCredential } from '../credential.js';
+import { type CredentialLock, KeyedLocks } from './lock.js';
 import type { CredentialStore } from './store.js';
 import { assertStoreKey } from './store-key.js';
 
@@ -6,6 +7,7 @@ import { assertStoreKey } from './store-key.js';
 export class MemoryCredentialStore implements CredentialStore {
   // DeviceCredential is frozen, so stored objects can be handed out as they are.
   readonly #credentials = new Map<string, DeviceCredential>();
+  readonly #locks = new KeyedLocks();
 
   /** Number of credentials held. */
   get size(): number {
@@ -20,6 +22,11 @@ export class MemoryCredentialStore implements CredentialStore {
     return Promise.resolve().then(() => {
       this.#credentials.set(key(credential.instanceId, credential.clientId), credential);
     });
+  }
+
+  /** The registration of one ClientId, exclusive among the users of this store object (it lives in one process). */
+  lock(instanceId: string, clientId: string, options: { signal?: AbortSignal } = {}): Promise<CredentialLock> {
+    return Promise.resolve().then(() => this.#locks.acquire(key(instanceId, clientId), `lock(${clientId})`, options.signal));
   }
 
   remove(instanceId: string, clientId: string): Promise<void> {

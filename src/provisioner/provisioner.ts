@@ -1,12 +1,34 @@
 import { inspect } from 'node:util';
 import { assertClientId, assertInstanceId, type CredentialRequest, type CredentialSource, type DeviceCredential } from '../credential.js';
-import { isApsaraMqDeviceError } from '../errors.js';
-import { type ApiCallStats, type CallOptions, type ClientIdPage, type CredentialResponse, type ListClientIdsOptions, OpenApiClient, type OpenApiClientOptions } from './api-client.js';
-import type { RegistrationJournal } from './journal.js';
+import { ApiError, ApsaraMqDeviceError, isApsaraMqDeviceError, LOCAL_ERROR_CATALOG, NetworkError, StoreError, ValidationError } from '../errors.js';
+import { sleep } from '../util/backoff.js';
+import { abortError } from './abort.js';
+import { type ApiCallStats, type ApplyTokenRequest, type CallOptions, type ClientIdPage, type CredentialResponse, type ListClientIdsOptions, OpenApiClient, type OpenApiClientOptions, type SessionStatus } from './api-client.js';
+import type { IssuedToken } from './token.js';
+import { FileCredentialStore } from './file-store.js';
+import { type PendingRegister, type RegisterLog, RegistrationJournal } from './journal.js';
+import type { CredentialLock } from './lock.js';
 import { MemoryCredentialStore } from './memory-store.js';
 import { classifyFailure, RetryRun } from './retry.js';
 import { SingleFlight } from './single-flight.js';
 import type { CredentialStore } from './store.js';
+
+/**
+ * Default of {@link ProvisionerOptions.maxServiceLatencyMs}: how long the service may still act on a request after
+ * the client gave up on it.
+ */
+export const DEFAULT_MAX_SERVICE_LATENCY_MS = 10_000;
+
+/** Options of {@link Provisioner.waitForOnline}. */
+export interface WaitForSessionOptions {
+  /** Wait for this status. @default true */
+  online?: boolean;
+  /** @default 10000 */
+  timeoutMs?: number;
+  /** Time between two QuerySessionByClientId calls. @default 250 */
+  intervalMs?: number;
+  signal?: AbortSignal;
+}
 
 /** Options of a {@link Provisioner}: how to reach the OpenAPI, which instance, and where to keep credentials. */
 export interface ProvisionerOptions extends OpenApiClientOptions {
@@ -14,6 +36,14 @@ export interface ProvisionerOptions extends OpenApiClientOptions {
   instanceId: string;
   /** Where credentials are kept between runs. @default a new {@link MemoryCredentialStore} (nothing persists) */
   store?: CredentialStore;
+  /**
+   * The longest the service may take to apply a request once it has it, in ms. After a Register whose outcome is
+   * unknown (timeout, reset, a proxy's page…), the credential is confirmed with GetDeviceCredential only once
+   * `timeoutMs + maxServiceLatencyMs` have passed since the Register was sent: from then on a late Register can no
+   * longer land and revoke the credential that gets stored. Set it to the emulator's `latencyMs.max` in tests.
+   * @default 10000
+   */
+  maxServiceLatencyMs?: number;
 }
 
 /**
@@ -40,7 +70,10 @@ export interface ObtainedCredential {
 export interface ObtainOptions extends CallOptions {
   /** @default 'get-first' */
   strategy?: ProvisionStrategy;
-  /** Write-ahead journal of Register calls (see {@link RegistrationJournal}); none by default. */
+  /**
+   * Write-ahead journal of Register calls (see {@link RegistrationJournal}).
+   * @default the store's (`<dir>/<instanceId>/.journal`) for a {@link FileCredentialStore}; else one in memory
+   */
   journal?: RegistrationJournal;
 }
 
@@ -58,20 +91,51 @@ export class Provisioner {
   readonly instanceId: string;
   /** Where credentials are kept. */
   readonly store: CredentialStore;
+  /**
+   * How long after a Register was sent it may still land, in ms: `timeoutMs + maxServiceLatencyMs`. A Register
+   * whose outcome is unknown is confirmed with GetDeviceCredential once this has passed.
+   */
+  readonly settleWindowMs: number;
   readonly #client: OpenApiClient;
   readonly #ensuring = new SingleFlight<ObtainedCredential>();
+  readonly #log: RegisterLog;
+  #prepared: Promise<void> | undefined;
   /** Registers whose answer was lost and that were looked up again with Get: retries the client does not see. */
   #reconciled = 0;
 
   /**
-   * @throws ValidationError `InvalidInstanceId`, or `InvalidOption` for a bad endpoint/region/timeout.
+   * @throws ValidationError `InvalidInstanceId`, or `InvalidOption` for a bad endpoint/region/timeout/limiter or
+   *   maxServiceLatencyMs.
    * @throws ConfigurationError `MissingAccessKey`.
    */
   constructor(options: ProvisionerOptions) {
     assertInstanceId(options.instanceId);
+    const latency = options.maxServiceLatencyMs ?? DEFAULT_MAX_SERVICE_LATENCY_MS;
+    if (!Number.isFinite(latency) || latency < 0) {
+      throw new ValidationError('InvalidOption', `Invalid maxServiceLatencyMs ${String(latency)}: expected a number of milliseconds, 0 or more`);
+    }
     this.instanceId = options.instanceId;
     this.store = options.store ?? new MemoryCredentialStore();
     this.#client = new OpenApiClient(options);
+    this.settleWindowMs = this.#client.timeoutMs + latency;
+    this.#log = this.store instanceof FileCredentialStore ? RegistrationJournal.forStore(this.store.dir, this.instanceId) : new MemoryRegisterLog();
+  }
+
+  /**
+   * Check the store for this instance before anything costs money (for a {@link FileCredentialStore}: directory
+   * modes, regular files only, leftover temp files removed; see `FileCredentialStore.prepare`). Every method that
+   * uses the store runs it before its first API call, once per provisioner (again after a failure); call it
+   * yourself to fail early.
+   * @throws StoreError `StoreInsecure`, `StoreCorrupt` or `StoreIOError`.
+   */
+  prepare(): Promise<void> {
+    this.#prepared ??= Promise.resolve()
+      .then(() => this.store.prepare?.(this.instanceId))
+      .catch((error: unknown) => {
+        this.#prepared = undefined;
+        throw error;
+      });
+    return this.#prepared;
   }
 
   /** The OpenAPI URL called. */
@@ -123,19 +187,42 @@ export class Provisioner {
    */
   obtainCredential(clientId: string, options: ObtainOptions = {}): Promise<ObtainedCredential> {
     assertClientId(clientId);
-    const { journal } = options;
+    const log = options.journal ?? this.#log;
     return this.#ensuring.run(clientId, `ensureCredential(${clientId})`, options.signal, async (signal) => {
+      await this.prepare();
       const stored = await this.store.load(this.instanceId, clientId);
       if (stored) {
-        await journal?.clear(clientId);
+        await log.clear(clientId);
         return { credential: stored, origin: 'store' };
       }
-      const registerFirst = options.strategy === 'register-first' && !(await journal?.has(clientId));
-      const obtained = registerFirst ? await this.#registerOrGet(clientId, signal, journal) : await this.#getOrRegister(clientId, signal, journal);
-      await this.store.save(obtained.credential);
-      await journal?.clear(clientId);
-      return obtained;
+      const lock = await this.store.lock?.(this.instanceId, clientId, { signal });
+      try {
+        return await this.#obtainLocked(clientId, options.strategy ?? 'get-first', signal, log, lock);
+      } finally {
+        await lock?.release();
+      }
     });
+  }
+
+  /** The registrar's critical section: nobody else registers this ClientId through this store meanwhile. */
+  async #obtainLocked(clientId: string, strategy: ProvisionStrategy, signal: AbortSignal, log: RegisterLog, lock: CredentialLock | undefined): Promise<ObtainedCredential> {
+    // Another registrar may have finished while this one waited for the lock.
+    const stored = await this.store.load(this.instanceId, clientId);
+    if (stored) {
+      await log.clear(clientId);
+      return { credential: stored, origin: 'store' };
+    }
+    let obtained: ObtainedCredential | undefined;
+    const pending = await log.entry(clientId);
+    if (pending) {
+      // A Register was sent (by a process that died, or whose answer was lost): ask once it can no longer land.
+      obtained = await this.#confirm(clientId, pending, signal);
+    }
+    obtained ??= strategy === 'register-first' || pending ? await this.#registerOrGet(clientId, signal, log, lock) : await this.#getOrRegister(clientId, signal, log, lock);
+    assertHeld(lock, this.store, this.instanceId, clientId);
+    await this.store.save(obtained.credential);
+    await log.clear(clientId);
+    return obtained;
   }
 
   /**
@@ -144,21 +231,23 @@ export class Provisioner {
    * its outcome is unknown: that error says `retryable: false` (check with {@link get} before registering again).
    */
   register(clientId: string, options?: CallOptions): Promise<CredentialResponse> {
-    return this.#saved(this.#client.registerDeviceCredential(this.instanceId, clientId, options));
+    return this.#saved(clientId, () => this.#client.registerDeviceCredential(this.instanceId, clientId, options));
   }
 
   /** GetDeviceCredential (bypassing the store), saving the result. */
   get(clientId: string, options?: CallOptions): Promise<CredentialResponse> {
-    return this.#saved(this.#client.getDeviceCredential(this.instanceId, clientId, options));
+    return this.#saved(clientId, () => this.#client.getDeviceCredential(this.instanceId, clientId, options));
   }
 
   /** RefreshDeviceCredential (new key pair), saving the result. */
   refresh(clientId: string, options?: CallOptions): Promise<CredentialResponse> {
-    return this.#saved(this.#client.refreshDeviceCredential(this.instanceId, clientId, options));
+    return this.#saved(clientId, () => this.#client.refreshDeviceCredential(this.instanceId, clientId, options));
   }
 
   /** UnRegisterDeviceCredential, then forget the stored credential. The store is left as it is if the call fails. */
   async unregister(clientId: string, options?: CallOptions): Promise<{ requestId: string }> {
+    assertClientId(clientId);
+    await this.prepare();
     const answer = await this.#client.unregisterDeviceCredential(this.instanceId, clientId, options);
     await this.store.remove(this.instanceId, clientId);
     return answer;
@@ -167,6 +256,61 @@ export class Provisioner {
   /** One page of the ClientIds of a group that hold a credential. */
   list(options: ListClientIdsOptions): Promise<ClientIdPage> {
     return this.#client.listDeviceCredentialClientId(this.instanceId, options);
+  }
+
+  /** ApplyToken on this instance (see {@link OpenApiClient.applyToken}). */
+  async applyToken(request: ApplyTokenRequest, options?: CallOptions): Promise<IssuedToken> {
+    return (await this.#client.applyToken(this.instanceId, request, options)).token;
+  }
+
+  /** QueryToken: is the token still valid? */
+  async queryToken(token: string | IssuedToken, options?: CallOptions): Promise<boolean> {
+    return (await this.#client.queryToken(this.instanceId, token, options)).valid;
+  }
+
+  /** RevokeToken: the token stops working, and the service disconnects the sessions that use it. */
+  async revokeToken(token: string | IssuedToken, options?: CallOptions): Promise<void> {
+    await this.#client.revokeToken(this.instanceId, token, options);
+  }
+
+  /** QuerySessionByClientId: is the device connected now? */
+  async isOnline(clientId: string, options?: CallOptions): Promise<boolean> {
+    return (await this.#client.querySessionByClientId(this.instanceId, clientId, options)).online;
+  }
+
+  /** BatchQuerySessionByClientIds: the online status of 1 to 10 devices, in the order given. */
+  async onlineStatus(clientIds: readonly string[], options?: CallOptions): Promise<SessionStatus[]> {
+    return (await this.#client.batchQuerySessionByClientIds(this.instanceId, clientIds, options)).sessions;
+  }
+
+  /**
+   * Resolve once QuerySessionByClientId says the device is online (or, with `online: false`, offline). The service
+   * has no notification of this, so it asks every `intervalMs` (default 250 ms; each ask is an API call within the
+   * client's rate limit) until `timeoutMs` (default 10 s) has passed, then rejects with `WaitTimeout`.
+   */
+  async waitForOnline(clientId: string, options: WaitForSessionOptions = {}): Promise<void> {
+    assertClientId(clientId);
+    const want = options.online ?? true;
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    const intervalMs = options.intervalMs ?? 250;
+    for (const [name, value] of [['timeoutMs', timeoutMs], ['intervalMs', intervalMs]] as const) {
+      if (!Number.isFinite(value) || value <= 0) throw new ValidationError('InvalidOption', `Invalid ${name} ${String(value)}: expected a positive number of ms`);
+    }
+    const deadline = Date.now() + timeoutMs;
+    const call: CallOptions = options.signal === undefined ? {} : { signal: options.signal };
+    for (;;) {
+      if ((await this.isOnline(clientId, call)) === want) return;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        const { retryable, remedy } = LOCAL_ERROR_CATALOG.WaitTimeout;
+        throw new ApsaraMqDeviceError('WaitTimeout', `${clientId} was not ${want ? 'online' : 'offline'} within ${timeoutMs} ms. ${remedy}`, { retryable, remedy });
+      }
+      try {
+        await sleep(Math.min(intervalMs, left), options.signal);
+      } catch {
+        throw abortError(`waitForOnline(${clientId})`, options.signal as AbortSignal);
+      }
+    }
   }
 
   /**
@@ -189,6 +333,14 @@ export class Provisioner {
     };
   }
 
+  /**
+   * @internal Resolves once every credential flight started so far has settled, those whose callers were aborted
+   * included (they stop at their next step, but a Register already answered is still saved).
+   */
+  idle(): Promise<void> {
+    return this.#ensuring.idle();
+  }
+
   /** Close idle OpenAPI connections. */
   close(): void {
     this.#client.close();
@@ -202,9 +354,9 @@ export class Provisioner {
     return `Provisioner ${inspect(this.toJSON())}`;
   }
 
-  async #getOrRegister(clientId: string, signal: AbortSignal, journal: RegistrationJournal | undefined): Promise<ObtainedCredential> {
+  async #getOrRegister(clientId: string, signal: AbortSignal, log: RegisterLog, lock: CredentialLock | undefined): Promise<ObtainedCredential> {
     const fetched = await this.#fetch(clientId, signal);
-    return fetched ?? this.#registerOrGet(clientId, signal, journal);
+    return fetched ?? this.#registerOrGet(clientId, signal, log, lock);
   }
 
   /** GetDeviceCredential, or `undefined` on `DeviceCredentialNotFound`. */
@@ -217,11 +369,33 @@ export class Provisioner {
     }
   }
 
-  async #registerOrGet(clientId: string, signal: AbortSignal, journal: RegistrationJournal | undefined): Promise<ObtainedCredential> {
+  /**
+   * The credential the service holds once a possibly-sent Register can no longer land: wait until its window has
+   * passed (the longer of the sender's and this provisioner's), then GetDeviceCredential; `undefined` when the
+   * service has none (the Register never took effect).
+   */
+  async #confirm(clientId: string, pending: PendingRegister, signal: AbortSignal): Promise<ObtainedCredential | undefined> {
+    const settledAt = Math.max(pending.settledAt ?? 0, pending.at + this.settleWindowMs);
+    // Never longer than one window from now, whatever the entry says (a clock ahead of ours); a sender's window is
+    // believed up to an hour (a damaged entry must not block a ClientId for ever).
+    const senderWindow = Math.min((pending.settledAt ?? pending.at) - pending.at, 3_600_000);
+    const longest = Math.max(this.settleWindowMs, senderWindow);
+    const wait = Math.min(settledAt - Date.now(), longest);
+    if (wait > 0) {
+      await sleep(wait, signal).catch(() => {
+        throw abortError(`ensureCredential(${clientId})`, signal);
+      });
+    }
+    return this.#fetch(clientId, signal);
+  }
+
+  async #registerOrGet(clientId: string, signal: AbortSignal, log: RegisterLog, lock: CredentialLock | undefined): Promise<ObtainedCredential> {
     const run = new RetryRun(this.#client.retryPolicy, `RegisterDeviceCredential(${clientId})`, signal);
     for (;;) {
+      assertHeld(lock, this.store, this.instanceId, clientId);
       // Durable before the request leaves, so that a crash after the answer cannot lead to a second Register.
-      await journal?.record(clientId);
+      const sentAt = Date.now();
+      await log.record(clientId, this.settleWindowMs);
       try {
         return { credential: (await this.#client.registerDeviceCredential(this.instanceId, clientId, { signal })).credential, origin: 'registered' };
       } catch (error) {
@@ -229,23 +403,52 @@ export class Provisioner {
         if (isApsaraMqDeviceError(error, 'DeviceCredentialExsit')) {
           return { credential: (await this.#client.getDeviceCredential(this.instanceId, clientId, { signal })).credential, origin: 'fetched' };
         }
+        const kind = classifyFailure(error);
+        // The service answered with an error, or the request never left: nothing was registered. Anything else (a
+        // lost answer, an abort mid-request) may have been, and its entry stays until it is settled.
+        if ((error instanceof ApiError && kind !== 'unknown-outcome') || (error instanceof NetworkError && kind === 'not-sent')) await log.clear(clientId);
         // The client retries every other retryable failure itself; a lost answer is ours to settle.
-        if (classifyFailure(error) !== 'unknown-outcome' || !(await run.backoff(true))) throw error;
+        if (kind !== 'unknown-outcome' || !(await run.backoff(true))) throw error;
         this.#reconciled += 1;
-        const fetched = await this.#fetch(clientId, signal);
-        if (fetched) return fetched;
+        const confirmed = await this.#confirm(clientId, { at: sentAt }, signal);
+        if (confirmed) return confirmed;
       }
     }
   }
 
-  async #saved(answer: Promise<CredentialResponse>): Promise<CredentialResponse> {
-    const result = await answer;
+  async #saved(clientId: string, call: () => Promise<CredentialResponse>): Promise<CredentialResponse> {
+    assertClientId(clientId);
+    // An answer that changes the service (Register, Refresh) must be storable before it is asked for.
+    await this.prepare();
+    const result = await call();
     await this.store.save(result.credential);
     return result;
   }
 }
 
-/** Same as `new Provisioner(options)`. */
-export function createProvisioner(options: ProvisionerOptions): Provisioner {
-  return new Provisioner(options);
+/** Throw instead of registering or saving under a lock that was lost (its holder stalled past the stale time). */
+function assertHeld(lock: CredentialLock | undefined, store: CredentialStore, instanceId: string, clientId: string): void {
+  if (!lock?.compromised) return;
+  const path = store instanceof FileCredentialStore ? store.pathOf(instanceId, clientId) : undefined;
+  throw new StoreError('StoreLockLost', `The lock of ${clientId} was taken over by another registrar while this one held it`, path);
+}
+
+/** The Register log of a store that keeps none: in memory, for the callers of one Provisioner. */
+class MemoryRegisterLog implements RegisterLog {
+  readonly #entries = new Map<string, PendingRegister>();
+
+  entry(clientId: string): Promise<PendingRegister | undefined> {
+    return Promise.resolve(this.#entries.get(clientId));
+  }
+
+  record(clientId: string, settleWindowMs: number): Promise<void> {
+    const at = Date.now();
+    this.#entries.set(clientId, { at, settledAt: at + settleWindowMs });
+    return Promise.resolve();
+  }
+
+  clear(clientId: string): Promise<void> {
+    this.#entries.delete(clientId);
+    return Promise.resolve();
+  }
 }

@@ -1,6 +1,6 @@
-import { performance } from 'node:perf_hooks';
 import { ValidationError } from '../errors.js';
 import { sleep } from '../util/backoff.js';
+import { TokenBucket } from '../util/token-bucket.js';
 import { abortError } from './abort.js';
 
 /** The documented limit of RegisterDeviceCredential and its siblings: calls per second per account. */
@@ -8,79 +8,9 @@ export const DEFAULT_API_QPS = 500;
 /** Default cap on OpenAPI requests in flight at once per account. */
 export const DEFAULT_API_CONCURRENCY = 64;
 
-/**
- * A token bucket that hands out reservations: `reserve()` takes a token now (possibly borrowing from the future)
- * and says how long to wait before using it. Borrowing keeps callers in first-come order without a queue or a
- * timer of its own, and makes the rate exact under an injected clock.
- *
- * The burst is small on purpose (1/20 s of tokens by default): a client that bursts a full second's worth drains
- * the service's own bucket, and then any jitter on the network pushes requests over the account limit.
- */
-export class TokenBucket {
-  readonly #now: () => number;
-  #rate: number;
-  #burst: number;
-  #tokens: number;
-  #at: number;
-
-  /**
-   * @param ratePerSecond - Tokens added per second (positive, may be Infinity).
-   * @param burst - Most tokens held; @default max(1, ceil(rate / 20))
-   * @param now - Monotonic clock in ms. @default performance.now
-   */
-  constructor(ratePerSecond: number, burst?: number, now: () => number = () => performance.now()) {
-    this.#now = now;
-    this.#rate = checkRate(ratePerSecond);
-    this.#burst = burst ?? defaultBurst(this.#rate);
-    this.#tokens = this.#burst;
-    this.#at = now();
-  }
-
-  /** Tokens per second. */
-  get rate(): number {
-    return this.#rate;
-  }
-
-  /** Change the rate (and the burst, to the new rate's default unless given); reservations already made stand. */
-  setRate(ratePerSecond: number, burst?: number): void {
-    this.#refill();
-    this.#rate = checkRate(ratePerSecond);
-    this.#burst = burst ?? defaultBurst(this.#rate);
-    this.#tokens = Math.min(this.#tokens, this.#burst);
-  }
-
-  /** Take one token; returns the ms to wait before it may be used (0 when one was there). */
-  reserve(): number {
-    if (this.#rate === Number.POSITIVE_INFINITY) return 0;
-    this.#refill();
-    this.#tokens -= 1;
-    return this.#tokens >= 0 ? 0 : (-this.#tokens / this.#rate) * 1000;
-  }
-
-  /** Give back a reserved token that was not used (its caller gave up while waiting). */
-  refund(): void {
-    this.#tokens = Math.min(this.#burst, this.#tokens + 1);
-  }
-
-  #refill(): void {
-    const now = this.#now();
-    this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#at) / 1000) * this.#rate);
-    this.#at = now;
-  }
-}
-
-function defaultBurst(rate: number): number {
-  return rate === Number.POSITIVE_INFINITY ? 1 : Math.max(1, Math.ceil(rate / 20));
-}
-
-function checkRate(rate: number): number {
-  if (!(rate > 0)) throw new ValidationError('InvalidOption', `Invalid qps ${String(rate)}: expected a positive number of requests per second`);
-  return rate;
-}
-
 /** A counting semaphore with a first-come queue; waiters can give up with a signal. */
 export class Semaphore {
-  #limit: number;
+  readonly #limit: number;
   #active = 0;
   readonly #waiting: (() => void)[] = [];
 
@@ -96,12 +26,6 @@ export class Semaphore {
   /** Most holders at once. */
   get limit(): number {
     return this.#limit;
-  }
-
-  /** Change the limit; callers waiting are let in when it grew. */
-  setLimit(limit: number): void {
-    this.#limit = checkConcurrency(limit);
-    this.#wake();
   }
 
   /** Wait for a slot; call the returned function exactly once to release it. */
@@ -140,75 +64,65 @@ function checkConcurrency(limit: number): number {
   return limit;
 }
 
-/**
- * Rate and concurrency limits of an account. They apply to the one limiter the account's AccessKeyId has in the
- * process, which every OpenApiClient, Provisioner and fleet run of that AccessKeyId shares; see
- * {@link accountLimiter} for how the values of several callers combine (the lowest explicit one wins).
- */
+/** Limits of a {@link RateLimiter}. */
 export interface RateLimitOptions {
-  /**
-   * Requests per second for the whole account in this process. Lowers the shared limiter's rate when below the
-   * lowest given so far; never raises it. @default 500 ({@link DEFAULT_API_QPS}) when no caller gave one
-   */
+  /** Requests per second (positive; `Infinity` for none). @default 500 ({@link DEFAULT_API_QPS}) */
   qps?: number;
-  /**
-   * Requests in flight at once for the whole account in this process; combined like `qps` (lowest explicit wins).
-   * @default 64 ({@link DEFAULT_API_CONCURRENCY}) when no caller gave one
-   */
+  /** Requests in flight at once (a whole number of 1 or more). @default 64 ({@link DEFAULT_API_CONCURRENCY}) */
   concurrency?: number;
 }
 
 /**
- * The limiter every request of one account passes: first a concurrency slot, then a token. The slot is taken first
- * so that a request waiting for a slot does not hold a token and then fire in a burst.
+ * Paces OpenAPI requests: every request first takes a concurrency slot, then a token of a {@link TokenBucket} at
+ * `qps`. The slot is taken first so that a request waiting for a slot does not hold a token and then fire in a
+ * burst. Its limits are fixed when it is made.
  *
- * Its limits are the lowest values ever passed explicitly (to the constructor or {@link configure}); until one is,
- * the defaults (500/s, 64 in flight). Options left out change nothing, and a higher value than one already given
- * changes nothing either: every explicit value is a promise not to exceed it, and the limiter keeps all of them.
+ * Share one limiter by passing it (option `limiter` of OpenApiClient, Provisioner, provisionFleet and
+ * registerAndConnect) to keep several clients together under one account limit:
+ *
+ * ```ts
+ * const limiter = new RateLimiter({ qps: 100, concurrency: 16 });
+ * const a = new Provisioner({ ...options, limiter });
+ * await provisionFleet(ids, { ...options, limiter });
+ * ```
  */
-export class AccountLimiter {
-  readonly bucket: TokenBucket;
-  readonly slots: Semaphore;
-  /** Lowest qps passed explicitly so far. */
-  #qps: number | undefined;
-  /** Lowest concurrency passed explicitly so far. */
-  #concurrency: number | undefined;
+export class RateLimiter {
+  /** Requests per second. */
+  readonly qps: number;
+  /** Requests in flight at once. */
+  readonly concurrency: number;
+  readonly #bucket: TokenBucket;
+  readonly #slots: Semaphore;
 
+  /**
+   * @param now - Monotonic clock in ms, for tests. @default performance.now
+   * @throws ValidationError `InvalidOption` naming `qps` or `concurrency`.
+   */
   constructor(options: RateLimitOptions = {}, now?: () => number) {
-    this.bucket = new TokenBucket(options.qps ?? DEFAULT_API_QPS, undefined, now);
-    this.slots = new Semaphore(options.concurrency ?? DEFAULT_API_CONCURRENCY);
-    this.#qps = options.qps;
-    this.#concurrency = options.concurrency;
+    this.qps = options.qps ?? DEFAULT_API_QPS;
+    this.concurrency = options.concurrency ?? DEFAULT_API_CONCURRENCY;
+    this.#bucket = new TokenBucket({ rate: this.qps, ...(now === undefined ? {} : { now }) });
+    this.#slots = new Semaphore(this.concurrency);
+  }
+
+  /** Requests holding a slot now. */
+  get active(): number {
+    return this.#slots.active;
   }
 
   /**
-   * Apply explicitly given limits where they are lower than the lowest given so far (the defaults do not count);
-   * absent or higher ones leave the limiter as it is. Reservations already made stand.
-   * @throws ValidationError `InvalidOption` for a qps that is not positive or a concurrency below 1, even when it
-   *   would not change anything.
+   * Run `send` once a slot and a token are free; the slot is released when it settles.
+   * @throws AbortedError `Aborted` (naming `what`) when `signal` fires while waiting.
    */
-  configure(options: RateLimitOptions): void {
-    const { qps, concurrency } = options;
-    if (qps !== undefined && checkRate(qps) < (this.#qps ?? Number.POSITIVE_INFINITY)) {
-      this.#qps = qps;
-      this.bucket.setRate(qps);
-    }
-    if (concurrency !== undefined && checkConcurrency(concurrency) < (this.#concurrency ?? Number.POSITIVE_INFINITY)) {
-      this.#concurrency = concurrency;
-      this.slots.setLimit(concurrency);
-    }
-  }
-
-  /** Run `send` once a slot and a token are free. */
   async run<T>(what: string, signal: AbortSignal | undefined, send: () => Promise<T>): Promise<T> {
-    const release = await this.slots.acquire(what, signal);
+    const release = await this.#slots.acquire(what, signal);
     try {
-      const wait = this.bucket.reserve();
+      const wait = this.#bucket.reserve();
       if (wait > 0) {
         try {
           await sleep(wait, signal);
         } catch {
-          this.bucket.refund();
+          this.#bucket.refund();
           throw abortError(what, signal as AbortSignal);
         }
       }
@@ -217,28 +131,54 @@ export class AccountLimiter {
       release();
     }
   }
+
+  toJSON(): Record<string, unknown> {
+    return { qps: this.qps, concurrency: this.concurrency };
+  }
 }
 
-/** One limiter per account AccessKeyId, shared by every client in the process. */
-const limiters = new Map<string, AccountLimiter>();
+/** The default limiter of each account AccessKeyId in this process. */
+const accountDefaults = new Map<string, RateLimiter>();
 
 /**
- * The process-wide limiter of an account, one per AccessKeyId whatever the endpoint or region (the service's limit
- * is per account), created on first use. Every OpenApiClient, Provisioner and fleet run of the account shares it,
- * so several of them in one process together stay under the account's limit.
- *
- * How the limits of several callers combine: the limiter runs at the lowest `qps` (and `concurrency`) any caller
- * has passed explicitly, 500/s (64) while none has. A caller that leaves an option out never changes it (so a
- * `provisionFleet` without `qps` does not lift a `Provisioner({ qps: 5 })` to 500/s), and no caller can raise a
- * value another set lower. To go faster than an earlier caller allowed, use another process or AccessKey.
+ * The limiter a client without `limiter`, `qps` or `concurrency` uses: one per account AccessKeyId in the process
+ * (the service's limit is per account, whatever the endpoint), at the documented 500 calls/s and 64 in flight.
+ * No option ever changes it: a client that wants other limits gets its own limiter, or is handed a shared one.
  */
-export function accountLimiter(accessKeyId: string, options: RateLimitOptions = {}): AccountLimiter {
-  let limiter = limiters.get(accessKeyId);
+export function accountDefaultLimiter(accessKeyId: string): RateLimiter {
+  let limiter = accountDefaults.get(accessKeyId);
   if (!limiter) {
-    limiter = new AccountLimiter(options);
-    limiters.set(accessKeyId, limiter);
-  } else {
-    limiter.configure(options);
+    limiter = new RateLimiter();
+    accountDefaults.set(accessKeyId, limiter);
   }
   return limiter;
+}
+
+/** Options that choose a client's limiter: a shared one, or limits of its own. */
+export interface LimiterOptions extends RateLimitOptions {
+  /**
+   * The limiter every request of the client passes, shared with whoever else it is given to. Not together with
+   * `qps` or `concurrency` (set those on the limiter).
+   * @default `qps`/`concurrency` given: a limiter of the client's own with those limits; neither given: the
+   *   account's default limiter, shared by every such client of the AccessKeyId in the process (500/s, 64 in flight)
+   */
+  limiter?: RateLimiter;
+}
+
+/**
+ * The limiter of a client of `accessKeyId`, per {@link LimiterOptions}.
+ * @throws ValidationError `InvalidOption` for `limiter` together with `qps`/`concurrency`, a `limiter` that is not
+ *   a RateLimiter, or a bad `qps`/`concurrency`.
+ */
+export function resolveLimiter(options: LimiterOptions, accessKeyId: string): RateLimiter {
+  const { limiter, qps, concurrency } = options;
+  if (limiter !== undefined) {
+    if (!(limiter instanceof RateLimiter)) throw new ValidationError('InvalidOption', 'Option limiter must be a RateLimiter (new RateLimiter({ qps, concurrency }))');
+    if (qps !== undefined || concurrency !== undefined) {
+      throw new ValidationError('InvalidOption', 'Pass either limiter or qps/concurrency, not both: set the limits on the RateLimiter you share');
+    }
+    return limiter;
+  }
+  if (qps === undefined && concurrency === undefined) return accountDefaultLimiter(accessKeyId);
+  return new RateLimiter({ ...(qps === undefined ? {} : { qps }), ...(concurrency === undefined ? {} : { concurrency }) });
 }

@@ -1,51 +1,8 @@
-import { API_ERROR_CATALOG, ApiError, isApsaraMqDeviceError, isThrottlingCode, NetworkError, ValidationError } from '../errors.js';
+import { ApiError, NetworkError, type RetryClass, ValidationError } from '../errors.js';
 import { fullJitterDelay, sleep } from '../util/backoff.js';
 import { abortError } from './abort.js';
 
-/**
- * How a failed OpenAPI call is treated by the retry policy. The classes, not the codes, decide; which code falls
- * in which class is data ({@link RETRY_CLASSIFICATION}, then the family rules of {@link classifyFailure}).
- *
- * - `throttled`: the service shed the request before doing anything; slow down and send it again.
- * - `transient`: the service answered with a fault of its own and did not apply the request; send it again.
- * - `not-sent`: the request never left this machine (nothing listened, no DNS answer); send it again.
- * - `unknown-outcome`: the request may have reached the service and been applied, but no usable answer came back
- *   (timeout, reset, a proxy's non-JSON page, a replayed nonce, an uncatalogued 5xx from an intermediary).
- *   Repeated only for actions in {@link IDEMPOTENT_ACTIONS}; for the others the error thrown says
- *   `retryable: false` with a "check with GetDeviceCredential first" remedy ({@link unknownOutcomeRemedy}), and the
- *   provisioner settles a lost Register with a Get instead of sending it again.
- * - `fatal`: retrying cannot help (signature, permission, parameter, not-found, quota, abort, local errors).
- */
-export type RetryClass = 'throttled' | 'transient' | 'not-sent' | 'unknown-outcome' | 'fatal';
-
-/**
- * The classification table for codes that are not decided by their family. API codes not listed here are
- * classified by {@link classifyFailure}: `Throttling*` and `*OverFlow` are `throttled`; a code the catalog does not
- * know answered with HTTP ≥ 500 (a gateway or proxy in the way) is `unknown-outcome`; any other API error the
- * catalog marks retryable is `transient`; the rest are `fatal`.
- */
-export const RETRY_CLASSIFICATION: Readonly<Record<string, RetryClass>> = Object.freeze({
-  // Load shedding: the request was refused before it was processed.
-  Throttling: 'throttled',
-  'Throttling.User': 'throttled',
-  'Throttling.Api': 'throttled',
-  SystemOverFlow: 'throttled',
-  ApplyTokenOverFlow: 'throttled',
-  // An error answer means the service did not apply the request (the emulator injects faults before any state
-  // change; the real service documents these as "try again later").
-  InternalError: 'transient',
-  ServiceUnavailable: 'transient',
-  // pop-core signs every attempt with a fresh nonce, so a replayed one means this very request reached the gateway
-  // before (something in between sent it twice) and may have been applied: retried only when idempotent.
-  SignatureNonceUsed: 'unknown-outcome',
-  // Nothing was sent.
-  ConnectionRefused: 'not-sent',
-  HostNotFound: 'not-sent',
-  // Sent, but the answer was lost: the request may have been applied.
-  RequestTimeout: 'unknown-outcome',
-  NetworkError: 'unknown-outcome',
-  InvalidResponse: 'unknown-outcome',
-});
+export type { RetryClass } from '../errors.js';
 
 /**
  * Actions that read only, so sending them twice is harmless even when the first one may have been applied.
@@ -60,19 +17,13 @@ export const IDEMPOTENT_ACTIONS: ReadonlySet<string> = new Set([
   'BatchQuerySessionByClientIds',
 ]);
 
-/** The {@link RetryClass} of anything a call can throw. */
+/**
+ * The {@link RetryClass} of anything a call can throw, read from the one classification in errors.ts (the catalogs
+ * and `apiErrorInfo`): API errors and network failures carry theirs; everything else (aborts, bad input, store
+ * failures, foreign errors) is `fatal`.
+ */
 export function classifyFailure(error: unknown): RetryClass {
-  if (!isApsaraMqDeviceError(error) || error.code === 'Aborted') return 'fatal';
-  const listed = RETRY_CLASSIFICATION[error.code];
-  if (listed !== undefined) return listed;
-  if (error instanceof ApiError) {
-    if (isThrottlingCode(error.code)) return 'throttled';
-    // Not the service's own code: an intermediary's 502/504, which may have forwarded the request.
-    if (error.httpStatus >= 500 && API_ERROR_CATALOG[error.code] === undefined) return 'unknown-outcome';
-    return error.retryable ? 'transient' : 'fatal';
-  }
-  // Any other network failure of ours: assume the request may have gone out.
-  if (error instanceof NetworkError) return 'unknown-outcome';
+  if (error instanceof ApiError || error instanceof NetworkError) return error.retryClass;
   return 'fatal';
 }
 

@@ -14,6 +14,13 @@ interface Flight<V> {
  */
 export class SingleFlight<V> {
   readonly #flights = new Map<string, Flight<V>>();
+  /** Every operation started and not settled yet, abandoned ones included. */
+  readonly #running = new Set<Promise<V>>();
+
+  /** Resolves once every operation started so far has settled (an abandoned one keeps running until it notices). */
+  async idle(): Promise<void> {
+    await Promise.allSettled([...this.#running]);
+  }
 
   /**
    * Join the operation in flight under `key`, or start `operation` when there is none.
@@ -26,6 +33,11 @@ export class SingleFlight<V> {
     if (!flight) {
       const controller = new AbortController();
       const promise = operation(controller.signal);
+      this.#running.add(promise);
+      const done = (): void => {
+        this.#running.delete(promise);
+      };
+      promise.then(done, done);
       const created: Flight<V> = { promise, controller, waiters: 0 };
       flight = created;
       this.#flights.set(key, created);

@@ -1,4 +1,5 @@
-import { createHmac } from 'node:crypto';
+import type { createHmac as CreateHmac } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { assertClientId, assertInstanceId, type DeviceCredential } from '../credential.js';
 import { ValidationError } from '../errors.js';
 
@@ -18,7 +19,19 @@ export interface MqttCredentials {
  * @example hmacPassword('XXXXX', 'GID_test@@@0001') === 'bGdOc9YXqL/kM2hYBkXR0I2IPOE='
  */
 export function hmacPassword(secret: string, clientId: string): string {
-  return createHmac('sha1', secret).update(clientId, 'utf8').digest('base64');
+  return hmac()('sha1', secret).update(clientId, 'utf8').digest('base64');
+}
+
+let createHmac: typeof CreateHmac | undefined;
+
+/**
+ * node:crypto, loaded on the first signature rather than at import: loading it costs about as much as the rest of
+ * the device entry together (≈8 ms), which a device would pay on every start even before it connects
+ * (bench/import.bench.mjs). `require` keeps signing synchronous.
+ */
+function hmac(): typeof CreateHmac {
+  createHmac ??= (createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto')).createHmac;
+  return createHmac;
 }
 
 function checkKeyPart(name: string, value: string): void {

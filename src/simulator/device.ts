@@ -79,6 +79,8 @@ export class SimulatedDevice {
   readonly #connect: Buffer;
   readonly #topic: Buffer;
   readonly #topicText: string;
+  /** Source address of its connections; `undefined` for the system's choice. */
+  readonly #localAddress: string | undefined;
   #socket: Socket | undefined;
   #reader: PacketReader | undefined;
   #state: State = 'idle';
@@ -98,9 +100,10 @@ export class SimulatedDevice {
   /** Set while the run is in its publishing phase, so a device that reconnects resumes publishing. */
   #publishing = false;
 
-  constructor(index: number, credential: DeviceCredential, topic: string, ctx: DeviceContext) {
+  constructor(index: number, credential: DeviceCredential, topic: string, ctx: DeviceContext, localAddress?: string) {
     this.index = index;
     this.#ctx = ctx;
+    this.#localAddress = localAddress;
     const signed = signDeviceCredential(credential);
     // Signed once: the password is the same on every attempt, and HMAC per reconnect would be wasted work.
     this.#connect = encodeConnect({ ...signed, keepalive: ctx.settings.keepalive, clean: true });
@@ -208,10 +211,11 @@ export class SimulatedDevice {
               ...(isIP(broker.host) ? {} : { servername: broker.host }),
               ...(broker.ca === undefined ? {} : { ca: broker.ca }),
               rejectUnauthorized: broker.rejectUnauthorized ?? true,
+              ...(this.#localAddress === undefined ? {} : { localAddress: this.#localAddress }),
             },
             onOpen,
           )
-        : netConnect({ host: broker.host, port: broker.port }, onOpen);
+        : netConnect({ host: broker.host, port: broker.port, ...(this.#localAddress === undefined ? {} : { localAddress: this.#localAddress }) }, onOpen);
       this.#socket = socket;
       socket.setNoDelay(true);
       socket.on('data', (chunk: Buffer) => this.#onData(chunk));
@@ -255,7 +259,7 @@ export class SimulatedDevice {
         } else {
           metrics.reconnects += 1;
         }
-        metrics.online += 1;
+        metrics.wentOnline();
         this.#countedOnline = true;
         this.#lostAttempts = 0;
         this.#armPing();
@@ -280,7 +284,7 @@ export class SimulatedDevice {
         return;
       }
       case PacketType.PUBACK:
-        metrics.acked += 1;
+        metrics.puback();
         return;
       case PacketType.PUBLISH: {
         const message = decodePublish(packet);
@@ -343,7 +347,7 @@ export class SimulatedDevice {
     const wasLive = this.#countedOnline;
     if (wasLive) {
       this.#countedOnline = false;
-      this.#ctx.metrics.online -= 1;
+      this.#ctx.metrics.wentOffline();
     }
     if (this.#state === 'stopping' || this.#state === 'stopped') {
       this.#state = 'stopped';

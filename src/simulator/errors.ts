@@ -7,6 +7,9 @@ export const SIMULATOR_ERROR_CATALOG = Object.freeze({
   EmulatorFailed: LOCAL_ERROR_CATALOG.EmulatorFailed,
   ConnectionLost: LOCAL_ERROR_CATALOG.ConnectionLost,
   ProtocolError: LOCAL_ERROR_CATALOG.ProtocolError,
+  ReportMismatch: LOCAL_ERROR_CATALOG.ReportMismatch,
+  InvalidReport: LOCAL_ERROR_CATALOG.InvalidReport,
+  AddressSpaceTooSmall: LOCAL_ERROR_CATALOG.AddressSpaceTooSmall,
 });
 
 /** A code of {@link SimulatorError}. */
@@ -14,7 +17,8 @@ export type SimulatorErrorCode = keyof typeof SIMULATOR_ERROR_CATALOG;
 
 /**
  * A failure of a simulation run as a whole (not of one device): too many open files, devices that never
- * connected, or an embedded emulator that did not start.
+ * connected, an embedded emulator that did not start, a fleet too large for its source addresses; or a report
+ * that cannot be read or merged.
  */
 export class SimulatorError extends ApsaraMqDeviceError {
   constructor(code: SimulatorErrorCode, message: string, cause?: unknown) {

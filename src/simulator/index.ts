@@ -1,26 +1,17 @@
 /**
- * Fleet simulation: provision, connect and publish from thousands of devices, each authenticated with its own
- * device credential, and report connect and end-to-end latency percentiles.
+ * apsaramq-device/simulator: fleet simulation. Provision, connect and publish from thousands of devices, each
+ * authenticated with its own device credential, and report connect and end-to-end latency percentiles. Needs the
+ * provisioner's peer dependency (`@alicloud/pop-core`), `hdr-histogram-js` (the reports' latency histograms), and
+ * the emulator's (`aedes`, `ws`) to run against an embedded emulator.
+ *
+ * Every name is exported on purpose; test/unit/public-api.test.ts holds the list.
  */
-export { ManualClock, systemClock, type Clock } from './clock.js';
-export { parseBrokerUrl, type BrokerAddress } from './device.js';
-export { SIMULATOR_ERROR_CATALOG, SimulatorError, type SimulatorErrorCode } from './errors.js';
-export { formatReport, type LatencySummary, type SimulationProgress, type SimulationReport } from './metrics.js';
-export {
-  MAX_PAYLOAD_SIZE,
-  MAX_TOPIC_LENGTH,
-  SIMULATION_DEFAULTS,
-  expandTopic,
-  parseShard,
-  parseTopicTemplate,
-  resolveSettings,
-  shardRange,
-  simulatedClientId,
-  type ResolvedSettings,
-  type Shard,
-  type SimulationSettings,
-  type TopicTemplate,
-} from './options.js';
-export { runPaced, startOffsetMs, type PaceOptions } from './pacer.js';
-export { openFileLimit, runSimulation, simulationFailure, type SimulationOptions } from './run.js';
-export { emulatorTarget, startEmulatorProcess, type EmulatorProcess, type SimulationTarget } from './target.js';
+export { SimulatorError, type SimulatorErrorCode } from './errors.js';
+export { formatReport, type SimulationProgress } from './metrics.js';
+export { renderReportHtml } from './html.js';
+export { type MergeReportsOptions, mergeReports, parseReport } from './report.js';
+export { REPORT_FORMAT, type LatencySummary, type RunParameters, type ShardRecord, type SimulationReport } from './report-format.js';
+export type { ReportSeries } from './series.js';
+export { SIMULATION_DEFAULTS, type SimulationSettings } from './options.js';
+export { runSimulation, type SimulationOptions } from './run.js';
+export { emulatorTarget, type SimulationTarget } from './target.js';

@@ -1,50 +1,13 @@
-import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
+import { type Clock, systemClock } from './clock.js';
+import { encodeHistogram, newLatencyHistogram, recordMs, summarizeHistogram } from './histogram.js';
+import { type LatencySummary, REPORT_FORMAT, type ReportIdentity, type SimulationReport, defaultIdentity } from './report-format.js';
+import { SeriesRecorder } from './series.js';
 
-/** Percentiles of a latency, in milliseconds (microsecond resolution); all `null` when nothing was measured. */
-export interface LatencySummary {
-  p50: number | null;
-  p95: number | null;
-  p99: number | null;
-  max: number | null;
-}
-
-/** The result of a simulation run (what `--json` prints). Counts are of this process's shard. */
-export interface SimulationReport {
-  /** Devices this run simulated (its shard of the fleet). */
-  devices: number;
-  /** Devices that had a credential (from the store or the OpenAPI). */
-  provisioned: number;
-  /** Devices that got a CONNACK 0 at least once. */
-  connected: number;
-  /** Provisioned devices that tried and never connected. */
-  failedConnects: number;
-  /** `connected` divided by the time from the first CONNECT sent to the last first-CONNACK received. */
-  connectRatePerSec: number;
-  /** From opening the TCP connection to CONNACK 0. */
-  connectLatencyMs: LatencySummary;
-  /** PUBLISH packets written. */
-  published: number;
-  /** PUBACKs received (QoS 1). */
-  acked: number;
-  /** Messages received back by subscribing devices. */
-  delivered: number;
-  /** `published` divided by the time from the first to the last publish. */
-  publishRatePerSec: number;
-  /** From the send time in the payload to its arrival at the subscriber. */
-  e2eLatencyMs: LatencySummary;
-  /** Failures by error code (one device may count several times, once per attempt). */
-  errors: Record<string, number>;
-  /** Sessions re-established after the broker dropped them. */
-  reconnects: number;
-  /** Largest resident set size of this process (not of an embedded emulator, which runs in its own process). */
-  peakRssMB: number;
-  /** The whole run: target start, provisioning, connecting, publishing, draining and disconnecting. */
-  elapsedMs: number;
-}
+export type { LatencySummary, SimulationReport } from './report-format.js';
 
 /** A live view of a run, for progress displays. */
 export interface SimulationProgress {
-  phase: 'starting' | 'provisioning' | 'connecting' | 'publishing' | 'draining' | 'disconnecting' | 'done';
+  phase: 'starting' | 'provisioning' | 'waiting' | 'connecting' | 'publishing' | 'draining' | 'disconnecting' | 'done';
   devices: number;
   provisioned: number;
   /** Connected right now. */
@@ -59,34 +22,22 @@ export interface SimulationProgress {
   elapsedMs: number;
 }
 
-function newHistogram(): RecordableHistogram {
-  return createHistogram({ lowest: 1, highest: 3_600_000_000, figures: 3 });
-}
-
-function toMs(micros: number): number {
-  return Math.round(micros) / 1_000;
-}
-
-/** p50/p95/p99/max of a histogram of microseconds, in ms. */
-export function summarize(histogram: RecordableHistogram): LatencySummary {
-  if (histogram.count === 0) return { p50: null, p95: null, p99: null, max: null };
-  return {
-    p50: toMs(histogram.percentile(50)),
-    p95: toMs(histogram.percentile(95)),
-    p99: toMs(histogram.percentile(99)),
-    max: toMs(histogram.max),
-  };
-}
-
 /** Events per second over a window in ms; 0 when the window is empty or has fewer than two events. */
 export function ratePerSec(count: number, fromMs: number | undefined, toMsTime: number | undefined): number {
   if (fromMs === undefined || toMsTime === undefined || count < 2 || toMsTime <= fromMs) return 0;
   return Math.round((count / ((toMsTime - fromMs) / 1_000)) * 10) / 10;
 }
 
+/** Where a run's events fall in wall-clock time: its monotonic clock and the epoch time at one instant of it. */
+export interface MetricsTime {
+  clock: Clock;
+  /** Epoch ms at `clock.now()` when the metrics were created. @default Date.now() */
+  epochMs?: number;
+}
+
 /**
- * The counters of one run. Every device writes here; nothing is kept per message except histogram buckets, so
- * memory does not grow with the run's length.
+ * The counters of one run. Every device writes here; nothing is kept per message except histogram buckets and
+ * per-second bins, so memory does not grow with the traffic.
  */
 export class SimulationMetrics {
   devices = 0;
@@ -98,19 +49,42 @@ export class SimulationMetrics {
   acked = 0;
   delivered = 0;
   reconnects = 0;
+  /** Epoch ms of the first CONNECT and the last first-CONNACK, and of the first and last PUBLISH. */
   firstConnectAt: number | undefined;
   lastConnackAt: number | undefined;
   firstPublishAt: number | undefined;
   lastPublishAt: number | undefined;
-  readonly connectLatency = newHistogram();
-  readonly e2eLatency = newHistogram();
+  readonly connectLatency = newLatencyHistogram();
+  readonly e2eLatency = newLatencyHistogram();
   readonly #errors = new Map<string, number>();
   #errorTotal = 0;
+  readonly #clock: Clock;
+  readonly #monoOrigin: number;
+  /** Epoch ms when the metrics were created: the run's start. */
+  readonly startEpochMs: number;
+  readonly #series: SeriesRecorder;
+
+  constructor(time: MetricsTime = { clock: systemClock }) {
+    this.#clock = time.clock;
+    this.#monoOrigin = time.clock.now();
+    this.startEpochMs = time.epochMs ?? Date.now();
+    this.#series = new SeriesRecorder(this.startEpochMs);
+  }
+
+  /** Epoch ms of a time on the run's clock. */
+  epochOf(monoMs: number): number {
+    return this.startEpochMs + (monoMs - this.#monoOrigin);
+  }
+
+  #epochNow(): number {
+    return this.epochOf(this.#clock.now());
+  }
 
   /** Count one failure under its code. */
   error(code: string): void {
     this.#errors.set(code, (this.#errors.get(code) ?? 0) + 1);
     this.#errorTotal += 1;
+    this.#series.error(code, this.#epochNow());
   }
 
   /** Count of one error code. */
@@ -122,49 +96,102 @@ export class SimulationMetrics {
     return this.#errorTotal;
   }
 
-  /** A CONNECT was written at `now`. */
+  /** A CONNECT was written at `now` (the run's clock). */
   connectSent(now: number): void {
-    this.firstConnectAt ??= now;
+    this.firstConnectAt ??= this.epochOf(now);
   }
 
-  /** A device's first CONNACK 0, `latencyMs` after it opened its connection. */
+  /** A device's first CONNACK 0 at `now`, `latencyMs` after it opened its connection. */
   firstConnack(now: number, latencyMs: number): void {
+    const at = this.epochOf(now);
     this.connected += 1;
-    this.lastConnackAt = now;
-    this.connectLatency.record(Math.max(1, Math.round(latencyMs * 1_000)));
+    this.lastConnackAt = at;
+    recordMs(this.connectLatency, latencyMs);
+    this.#series.count('connects', at);
+  }
+
+  /** A device went online (CONNACK 0) or offline (its socket closed). */
+  wentOnline(): void {
+    this.online += 1;
+    this.#series.online(1, this.#epochNow());
+  }
+
+  wentOffline(): void {
+    this.online -= 1;
+    this.#series.online(-1, this.#epochNow());
   }
 
   /** A PUBLISH was written at `now`. */
   publishSent(now: number): void {
+    const at = this.epochOf(now);
     this.published += 1;
-    this.firstPublishAt ??= now;
-    this.lastPublishAt = now;
+    this.firstPublishAt ??= at;
+    this.lastPublishAt = at;
+    this.#series.count('published', at);
+  }
+
+  /** A PUBACK arrived. */
+  puback(): void {
+    this.acked += 1;
+    this.#series.count('acked', this.#epochNow());
   }
 
   /** A message came back `latencyMs` after it was sent. */
   deliveredAfter(latencyMs: number): void {
     this.delivered += 1;
-    this.e2eLatency.record(Math.max(1, Math.round(latencyMs * 1_000)));
+    recordMs(this.e2eLatency, latencyMs);
+    this.#series.count('delivered', this.#epochNow());
   }
 
-  /** The report; `elapsedMs` is the whole run. */
-  report(elapsedMs: number): SimulationReport {
+  /**
+   * The report; `elapsedMs` is the whole run. `identity` says what ran (parameters, shard); without it, the
+   * default settings against the embedded emulator.
+   */
+  report(elapsedMs: number, identity: ReportIdentity = defaultIdentity()): SimulationReport {
+    const peak = peakRssMB();
+    const window = (from: number | undefined, to: number | undefined): [number, number] | null =>
+      from === undefined || to === undefined ? null : [Math.round(from), Math.round(to)];
+    const startedAt = new Date(this.startEpochMs).toISOString();
     return {
+      format: REPORT_FORMAT,
+      run: { ...identity.run, startedAt: identity.run.startedAt ?? startedAt },
+      shards: [
+        {
+          index: identity.shard.index,
+          count: identity.shard.count,
+          devices: this.devices,
+          connected: this.connected,
+          startedAt,
+          elapsedMs: Math.round(elapsedMs),
+          peakRssMB: peak,
+          host: identity.host,
+          localAddresses: identity.localAddresses,
+        },
+      ],
       devices: this.devices,
       provisioned: this.provisioned,
       connected: this.connected,
       failedConnects: this.failedConnects,
       connectRatePerSec: ratePerSec(this.connected, this.firstConnectAt, this.lastConnackAt),
-      connectLatencyMs: summarize(this.connectLatency),
+      connectLatencyMs: summarizeHistogram(this.connectLatency),
       published: this.published,
       acked: this.acked,
       delivered: this.delivered,
       publishRatePerSec: ratePerSec(this.published, this.firstPublishAt, this.lastPublishAt),
-      e2eLatencyMs: summarize(this.e2eLatency),
+      e2eLatencyMs: summarizeHistogram(this.e2eLatency),
       errors: Object.fromEntries([...this.#errors].sort(([a], [b]) => a.localeCompare(b))),
       reconnects: this.reconnects,
-      peakRssMB: peakRssMB(),
+      peakRssMB: peak,
       elapsedMs: Math.round(elapsedMs),
+      windows: {
+        connect: window(this.firstConnectAt, this.lastConnackAt),
+        publish: window(this.firstPublishAt, this.lastPublishAt),
+      },
+      histograms: {
+        connectLatencyUs: encodeHistogram(this.connectLatency),
+        e2eLatencyUs: encodeHistogram(this.e2eLatency),
+      },
+      series: this.#series.series(this.startEpochMs + elapsedMs),
     };
   }
 }
@@ -179,11 +206,12 @@ function latencyText(l: LatencySummary): string {
   return l.p50 === null ? 'n/a' : `p50 ${l.p50} ms, p95 ${l.p95} ms, p99 ${l.p99} ms, max ${l.max} ms`;
 }
 
-/** The short text summary printed on stderr at the end of a run. */
+/** The short text summary printed on stderr at the end of a run (or of `report merge`). */
 export function formatReport(report: SimulationReport): string {
   const errors = Object.entries(report.errors);
+  const shards = report.shards.length === 1 && report.shards[0]?.count === 1 ? '' : `, shard${report.shards.length > 1 ? 's' : ''} ${report.shards.map((s) => `${s.index}/${s.count}`).join(', ')}`;
   return [
-    `Simulated ${report.devices} devices in ${(report.elapsedMs / 1_000).toFixed(1)} s (peak RSS ${report.peakRssMB} MB)`,
+    `Simulated ${report.devices} devices in ${(report.elapsedMs / 1_000).toFixed(1)} s (peak RSS ${report.peakRssMB} MB${shards}), started ${report.run.startedAt}`,
     `  provisioned ${report.provisioned}, connected ${report.connected}, failed connects ${report.failedConnects}, reconnects ${report.reconnects}`,
     `  connect rate ${report.connectRatePerSec}/s; connect latency ${latencyText(report.connectLatencyMs)}`,
     `  published ${report.published}, acked ${report.acked}, delivered ${report.delivered}; publish rate ${report.publishRatePerSec}/s`,

@@ -1,5 +1,6 @@
 import { MAX_CLIENT_ID_LENGTH, assertGroupId, clientIdProblem } from '../credential.js';
 import { ValidationError } from '../errors.js';
+import { parseLocalAddresses } from './local-address.js';
 
 /** Largest payload the service accepts (reference §5.7); larger messages are discarded. */
 export const MAX_PAYLOAD_SIZE = 64 * 1024;
@@ -164,6 +165,19 @@ export interface SimulationSettings {
   progressIntervalMs?: number;
   /** Longest wait for outstanding PUBACKs and deliveries after the publishing ends, ms. @default 5000 */
   drainTimeoutMs?: number;
+  /**
+   * Source addresses the devices connect from, spread over them in turn: a list (`'127.0.0.2,127.0.0.3'` or an
+   * array) or IPv4 ranges (`'127.0.0.2-127.0.0.9'`). Each address reaches one broker port over about 28,000
+   * ephemeral ports; more addresses, more devices. @default the system's choice (one address)
+   */
+  localAddress?: string | readonly string[];
+  /**
+   * Wall-clock time at which connecting starts (after provisioning), so shards on several machines start together:
+   * a `Date`, epoch ms, or an ISO 8601 string with a time zone. @default as soon as provisioning is done
+   */
+  startAt?: Date | number | string;
+  /** MQTT protocol level of the devices: 4 (MQTT 3.1.1). 5 is refused for now: the emulator does not speak MQTT 5 yet. @default 4 */
+  protocol?: 4 | 5;
 }
 
 /** {@link SimulationSettings} validated, with every default filled in and the shard resolved. */
@@ -191,6 +205,46 @@ export interface ResolvedSettings {
   readonly connectAttempts: number;
   readonly progressIntervalMs: number;
   readonly drainTimeoutMs: number;
+  /** Source addresses, in order; `null` for the system's choice. */
+  readonly localAddresses: readonly string[] | null;
+  /** Epoch ms to start connecting at; `null` for at once. */
+  readonly startAtMs: number | null;
+  readonly protocol: 4;
+}
+
+/** Latest `startAt` accepted, from now: far enough for any planned run, near enough to be a typo's guard. */
+export const MAX_START_AT_AHEAD_MS = 7 * 86_400_000;
+
+/**
+ * Parse a start time: a Date, epoch ms, or ISO 8601 with a time zone (`2026-12-01T10:00:00Z`, `…+08:00`); a time
+ * without a zone is refused, since shards on machines in different zones would start hours apart.
+ * @throws ValidationError `InvalidOption`
+ */
+export function parseStartAt(value: Date | number | string): number {
+  let ms: number;
+  if (value instanceof Date) ms = value.getTime();
+  else if (typeof value === 'number') ms = value;
+  else {
+    if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/i.test(value.trim())) {
+      throw new ValidationError('InvalidOption', `Option startAt (--start-at) ${JSON.stringify(value)} must be an ISO 8601 time with a time zone, e.g. 2026-12-01T10:00:00Z`);
+    }
+    ms = Date.parse(value.trim());
+  }
+  if (!Number.isFinite(ms)) throw new ValidationError('InvalidOption', `Option startAt (--start-at) ${JSON.stringify(String(value))} is not a valid time`);
+  return ms;
+}
+
+/**
+ * Check a start time against the wall clock: not already past (a shard launched late would not start with the
+ * others), and not more than {@link MAX_START_AT_AHEAD_MS} ahead. @throws ValidationError `InvalidOption`
+ */
+export function checkStartAt(startAtMs: number, nowMs: number): void {
+  if (startAtMs < nowMs) {
+    throw new ValidationError('InvalidOption', `Option startAt (--start-at) ${new Date(startAtMs).toISOString()} is ${((nowMs - startAtMs) / 1_000).toFixed(1)} s in the past: every shard must be launched before it`);
+  }
+  if (startAtMs - nowMs > MAX_START_AT_AHEAD_MS) {
+    throw new ValidationError('InvalidOption', `Option startAt (--start-at) ${new Date(startAtMs).toISOString()} is more than 7 days ahead`);
+  }
 }
 
 function numberOption(name: string, value: unknown, min: number, max: number, integer: boolean): number {
@@ -214,6 +268,11 @@ export function resolveSettings(settings: SimulationSettings = {}): ResolvedSett
   if (problem) {
     throw new ValidationError('InvalidOption', `With groupId ${groupId} and ${devices} devices the ClientIds reach ${longest.length} characters (${longest}); at most ${MAX_CLIENT_ID_LENGTH} are allowed: use a shorter GroupId`);
   }
+  const protocol = settings.protocol ?? 4;
+  if (protocol === 5) {
+    throw new ValidationError('InvalidOption', 'Option protocol (--protocol) 5: MQTT 5 devices are not supported yet (the emulator does not speak MQTT 5 yet); use 4 (MQTT 3.1.1)');
+  }
+  if (protocol !== 4) throw new ValidationError('InvalidOption', `Option protocol (--protocol) must be 4 (MQTT 3.1.1), not ${String(protocol)}`);
   const qos = pick('qos');
   if (qos !== 0 && qos !== 1) throw new ValidationError('InvalidOption', `Option qos must be 0 or 1, not ${String(qos)}`);
   const topic = pick('topic');
@@ -256,5 +315,8 @@ export function resolveSettings(settings: SimulationSettings = {}): ResolvedSett
     connectAttempts: numberOption('connectAttempts', pick('connectAttempts'), 1, 100, true),
     progressIntervalMs: numberOption('progressIntervalMs', pick('progressIntervalMs'), 10, 3_600_000, true),
     drainTimeoutMs: numberOption('drainTimeoutMs', pick('drainTimeoutMs'), 0, 600_000, true),
+    localAddresses: settings.localAddress === undefined ? null : Object.freeze(parseLocalAddresses(settings.localAddress)),
+    startAtMs: settings.startAt === undefined ? null : parseStartAt(settings.startAt),
+    protocol,
   });
 }

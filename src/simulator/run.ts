@@ -4,8 +4,10 @@ import type { DeviceCredential } from '../credential.js';
 import { type Clock, systemClock } from './clock.js';
 import { type BrokerAddress, type DeviceContext, SimulatedDevice, parseBrokerUrl } from './device.js';
 import { SimulatorError } from './errors.js';
+import { checkAddressSpace } from './local-address.js';
 import { SimulationMetrics, type SimulationProgress, type SimulationReport } from './metrics.js';
-import { type ResolvedSettings, type SimulationSettings, expandTopic, resolveSettings, simulatedClientId } from './options.js';
+import { type ResolvedSettings, type SimulationSettings, checkStartAt, expandTopic, resolveSettings, simulatedClientId } from './options.js';
+import { describeTarget, runIdentity } from './report-format.js';
 import { runPaced } from './pacer.js';
 import { type DeviceProvisioning, provisionDevices } from './provision.js';
 import { type EmulatorProcess, type SimulationTarget, startEmulatorProcess } from './target.js';
@@ -19,6 +21,8 @@ export interface SimulationOptions extends SimulationSettings {
   target?: SimulationTarget;
   /** @default {@link systemClock} */
   clock?: Clock;
+  /** Wall-clock time in epoch ms, for `startAt` and the report's time series. @default Date.now */
+  wallClock?: () => number;
   /** Randomness in [0, 1) for jitter. @default Math.random */
   random?: () => number;
   /** Ends the run early: no new connects, publishing stops, devices disconnect cleanly, the report is returned. */
@@ -69,20 +73,30 @@ function preflightWarnings(settings: ResolvedSettings): string[] {
  * console.log(report.connectLatencyMs.p99, report.e2eLatencyMs.p99);
  * ```
  *
- * @throws ValidationError for a bad option, before anything starts; SimulatorError `EmulatorFailed` when the
- *   embedded emulator cannot start.
+ * @throws ValidationError for a bad option (a `startAt` already past, a source address not on this machine), before
+ *   anything starts; SimulatorError `AddressSpaceTooSmall` when the shard's devices cannot all have a source port
+ *   toward the broker, before anything starts; SimulatorError `EmulatorFailed` when the embedded emulator cannot
+ *   start.
  */
 export async function runSimulation(options: SimulationOptions = {}): Promise<SimulationReport> {
   const settings = resolveSettings(options);
   const given = options.target;
   const broker: BrokerAddress | undefined = given ? brokerOf(given) : undefined;
+  const wallClock = options.wallClock ?? Date.now;
+  // The embedded emulator listens on 127.0.0.1.
+  checkAddressSpace(settings.range[1] - settings.range[0], settings.localAddresses, broker ?? { host: '127.0.0.1', port: 0 });
+  if (settings.startAtMs !== null) checkStartAt(settings.startAtMs, wallClock());
   for (const warning of preflightWarnings(settings)) options.onWarning?.(warning);
 
   const clock = options.clock ?? systemClock;
   const random = options.random ?? Math.random;
   const started = clock.now();
-  const metrics = new SimulationMetrics();
+  const metrics = new SimulationMetrics({ clock, epochMs: wallClock() });
   metrics.devices = settings.range[1] - settings.range[0];
+  const identity = runIdentity(settings, describeTarget(given), {
+    startAt: settings.startAtMs === null ? null : new Date(settings.startAtMs).toISOString(),
+    localAddresses: settings.localAddresses === null ? null : [...settings.localAddresses],
+  });
 
   let phase: SimulationProgress['phase'] = 'starting';
   let lastTick = started;
@@ -138,11 +152,27 @@ export async function runSimulation(options: SimulationOptions = {}): Promise<Si
       // One device out of file descriptors means every later one would be too: stop starting them.
       onFileLimit: () => stop.abort(),
     };
-    const simulated = devices.map(({ index, credential }) => {
+    const sources = settings.localAddresses;
+    const simulated = devices.map(({ index, credential }, k) => {
       const topic = expandTopic(settings.topicTemplate, { clientId: credential.clientId, index, group: settings.groupId });
-      return new SimulatedDevice(index, credential, topic, ctx);
+      return new SimulatedDevice(index, credential, topic, ctx, sources === null ? undefined : sources[k % sources.length]);
     });
+    // Each device keeps only its signed CONNECT: let the credentials go. The embedded emulator's in-memory store is
+    // ours and dies with the run; a store the caller gave is left alone.
+    const provisionedIds = devices.map(({ credential }) => credential.clientId);
+    devices.length = 0;
+    const ownStore = emulator?.target.provisioner.store;
+    if (ownStore) await Promise.all(provisionedIds.map((id) => ownStore.remove(target.provisioner.instanceId as string, id)));
+    provisionedIds.length = 0;
 
+    if (settings.startAtMs !== null) {
+      const late = wallClock() - settings.startAtMs;
+      if (late > 0) options.onWarning?.(`Provisioning ended ${(late / 1_000).toFixed(1)} s after startAt (--start-at): connecting now, later than the other shards`);
+      else {
+        enter('waiting');
+        await waitFor(clock, -late, stop.signal);
+      }
+    }
     enter('connecting');
     let publishing = true;
     const ended = waitFor(clock, settings.durationMs, stop.signal);
@@ -169,7 +199,7 @@ export async function runSimulation(options: SimulationOptions = {}): Promise<Si
     enter('disconnecting');
     await Promise.all(simulated.map((device) => device.stop()));
     enter('done');
-    return metrics.report(clock.now() - started);
+    return metrics.report(clock.now() - started, identity);
   } finally {
     if (progressTimer !== undefined) clock.clearTimeout(progressTimer);
     await emulator?.close();

@@ -18,7 +18,7 @@ export interface CliRun {
  * Run the CLI in-process with captured output and the given environment (never the developer's own).
  * `interrupt` resolves the run's "Ctrl+C" promise, for long-running commands.
  */
-export async function cli(args: string[], env: NodeJS.ProcessEnv = {}, interrupt?: Promise<void>): Promise<CliRun> {
+export async function cli(args: string[], env: NodeJS.ProcessEnv = {}, interrupt?: Promise<void>, stdin?: string): Promise<CliRun> {
   let stdout = '';
   let stderr = '';
   const io: CliIo = {
@@ -30,13 +30,14 @@ export async function cli(args: string[], env: NodeJS.ProcessEnv = {}, interrupt
     },
     env,
     interrupted: () => interrupt ?? new Promise<void>(() => {}),
+    ...(stdin === undefined ? {} : { stdin: async () => stdin }),
   };
   const code = await runCli(args, io);
   return { code, stdout, stderr };
 }
 
 /** Path of the built CLI (npm test builds before running vitest). */
-export const CLI_BIN = resolve(import.meta.dirname, '../../dist/cli/main.js');
+export const CLI_BIN = resolve(import.meta.dirname, '../../dist/cli/bin.js');
 
 /** A temporary directory removed when the calling test finishes. */
 export async function tempDir(prefix = 'apsaramq-device-'): Promise<string> {

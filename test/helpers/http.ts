@@ -12,8 +12,37 @@ export interface TestHttpServer {
   readonly port: number;
   /** Requests received so far. */
   readonly requests: number;
+  /** Resolves once `n` requests in all have arrived (at once if they already have): an event, not a poll. */
+  received(n: number): Promise<void>;
   /** Close it and every connection to it (idempotent). */
   close(): Promise<void>;
+}
+
+/** Promises that resolve once a counter reaches their number. */
+export class CountWaiters {
+  #count = 0;
+  readonly #waiting: { n: number; resolve: () => void }[] = [];
+
+  get count(): number {
+    return this.#count;
+  }
+
+  /** Count one, and wake whoever waited for the new total. */
+  add(): void {
+    this.#count += 1;
+    for (const waiter of [...this.#waiting]) {
+      if (waiter.n <= this.#count) {
+        this.#waiting.splice(this.#waiting.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    }
+  }
+
+  /** Resolves once the count is at least `n`. */
+  reached(n: number): Promise<void> {
+    if (this.#count >= n) return Promise.resolve();
+    return new Promise((resolve) => this.#waiting.push({ n, resolve }));
+  }
 }
 
 export type TestHandler = (request: IncomingMessage, response: ServerResponse, body: string) => void | Promise<void>;
@@ -23,9 +52,9 @@ export type TestHandler = (request: IncomingMessage, response: ServerResponse, b
  * finishes; elsewhere (beforeAll) the caller closes it.
  */
 export async function startHttpServer(handler: TestHandler): Promise<TestHttpServer> {
-  let requests = 0;
+  const arrivals = new CountWaiters();
   const server: Server = createServer((request, response) => {
-    requests += 1;
+    arrivals.add();
     const chunks: Buffer[] = [];
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
     request.on('end', () => {
@@ -57,8 +86,9 @@ export async function startHttpServer(handler: TestHandler): Promise<TestHttpSer
     url: `http://127.0.0.1:${port}`,
     port,
     get requests() {
-      return requests;
+      return arrivals.count;
     },
+    received: (n) => arrivals.reached(n),
     close,
   };
 }
@@ -176,6 +206,7 @@ export async function startFakeOpenApi(options: FakeOpenApiOptions = {}): Promis
     get requests() {
       return server.requests;
     },
+    received: server.received,
     close: server.close,
     credentials,
     actions,
@@ -193,4 +224,56 @@ export function catchSync(fn: () => unknown): ApsaraMqDeviceError {
     return error as ApsaraMqDeviceError;
   }
   throw new Error('expected a throw');
+}
+
+/** An OpenAPI answer seen by an {@link ApiProxy}. */
+export interface ProxiedAnswer {
+  action: string;
+  status: number;
+}
+
+/** A reverse proxy in front of an OpenAPI endpoint that reports every answer as it passes. */
+export interface ApiProxy {
+  /** `http://127.0.0.1:<port>`: point clients here instead of at the target. */
+  readonly url: string;
+  /** Resolves once `n` answers of `action` with HTTP `status` (default 200) have passed through. */
+  answered(action: string, n: number, status?: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Start a proxy that forwards each request to `target` unchanged and counts the answers by Action and status, so
+ * that a test can wait for "the 50th successful Register has been answered" as an event instead of polling the
+ * emulator's stats. The Action is read from the form body (or the query), as pop-core sends it.
+ */
+export async function startApiProxy(target: string): Promise<ApiProxy> {
+  const counters = new Map<string, CountWaiters>();
+  const counter = (key: string): CountWaiters => {
+    let c = counters.get(key);
+    if (!c) {
+      c = new CountWaiters();
+      counters.set(key, c);
+    }
+    return c;
+  };
+  const server = await startHttpServer(async (request, response, body) => {
+    const action = formParams(request, body)['Action'] ?? '';
+    const headers: Record<string, string> = {};
+    for (const [name, value] of Object.entries(request.headers)) if (typeof value === 'string' && !['host', 'connection', 'content-length', 'transfer-encoding'].includes(name)) headers[name] = value;
+    let answer: Response;
+    try {
+      answer = await fetch(new URL(request.url ?? '/', target), { method: request.method ?? 'POST', headers, ...(request.method === 'GET' ? {} : { body }) });
+    } catch {
+      response.destroy();
+      return;
+    }
+    const text = await answer.text();
+    response.writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? 'application/json' });
+    response.end(text, () => counter(`${action} ${answer.status}`).add());
+  });
+  return {
+    url: server.url,
+    answered: (action, n, status = 200) => counter(`${action} ${status}`).reached(n),
+    close: server.close,
+  };
 }

@@ -1,11 +1,14 @@
 import { createServer } from 'node:net';
+import { readFileSync } from 'node:fs';
 import { chmod, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
+import { runCli } from '../../src/cli/main.js';
 import { cli, spawnCli, tempDir } from '../helpers/cli.js';
+import { closedPort } from '../helpers/http.js';
 import { subscribed, useEmulator } from '../helpers/emulator.js';
 
-const getEmulator = useEmulator({ parentTopics: ['cli', 't'] });
+const getEmulator = useEmulator({ parentTopics: ['cli', 't', 'twin', 'a'] });
 
 function keys(): NodeJS.ProcessEnv {
   const e = getEmulator();
@@ -229,6 +232,107 @@ describe('connect', () => {
   });
 });
 
+describe('connect: what a person sees when something is wrong', () => {
+  /** Register a device and write its credential file; returns the file. */
+  async function credentialFile(clientId: string): Promise<string> {
+    const dir = await tempDir();
+    const reg = await cli(['register', ...api('--client-id', clientId)], keys());
+    expect(reg.code, reg.stderr).toBe(0);
+    await writeFile(join(dir, 'cred.json'), reg.stdout);
+    return join(dir, 'cred.json');
+  }
+
+  function connacks(): number {
+    return Object.values(getEmulator().stats().mqtt.connacks).reduce((a, b) => a + b, 0);
+  }
+
+  it('--publish of a message the broker refuses exits 1 with PublishRejected instead of looping', async () => {
+    const file = await credentialFile('GID_cli@@@refused-1');
+    const started = Date.now();
+    // The emulator closes the session of a client that publishes to $SYS/…, as the service does for a refused message.
+    const run = await cli(['connect', '--credential-file', file, '--broker-url', getEmulator().mqttUrl, '--publish', '$SYS/x', '--message', 'm'], {});
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^PublishRejected: The broker closed the session right after each of the 3 times the message to \$SYS\/x was sent/);
+    expect(run.stderr.trim().split('\n')).toHaveLength(1);
+    expect(Date.now() - started).toBeLessThan(15_000); // three sends, jittered reconnects of at most 1 s + 2 s between
+  });
+
+  it('a wildcard topic or a message over 64 KB is refused before connecting (exit 2)', async () => {
+    const file = await credentialFile('GID_cli@@@wild-1');
+    const before = connacks();
+    const wild = await cli(['connect', '--credential-file', file, '--broker-url', getEmulator().mqttUrl, '--publish', 'a/+', '--message', 'm'], {});
+    expect(wild.code).toBe(2);
+    expect(wild.stderr).toMatch(/^InvalidTopic: Cannot publish to "a\/\+"/);
+    const big = await cli(['connect', '--credential-file', file, '--broker-url', getEmulator().mqttUrl, '--publish', 'a/b', '--message', 'x'.repeat(65_537)], {});
+    expect(big.code).toBe(2);
+    expect(big.stderr).toMatch(/^PayloadTooLarge: /);
+    const filter = await cli(['connect', '--credential-file', file, '--broker-url', getEmulator().mqttUrl, '--subscribe', 'a/#/b'], {});
+    expect(filter.code).toBe(2);
+    expect(filter.stderr).toMatch(/^InvalidTopic: /);
+    expect(connacks()).toBe(before);
+  });
+
+  it('a stopped broker fails at once, naming the URL', async () => {
+    const file = await credentialFile('GID_cli@@@stopped-1');
+    const url = `mqtt://127.0.0.1:${await closedPort()}`;
+    const started = Date.now();
+    const run = await cli(['connect', '--credential-file', file, '--broker-url', url, '--publish', 'a/b', '--message', 'm'], {});
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(new RegExp(`^BrokerUnreachable: Could not reach the broker at ${url}.*Nothing answers at ${url}: is the broker \\(or the emulator\\) running\\?`));
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
+  it("--broker-url pointing at the OpenAPI's HTTP port is a ProtocolError: did you mean --endpoint?", async () => {
+    const file = await credentialFile('GID_cli@@@http-1');
+    const run = await cli(['connect', '--credential-file', file, '--broker-url', getEmulator().apiEndpoint.replace(/^http:/, 'mqtt:'), '--publish', 'a/b', '--message', 'm'], {});
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^ProtocolError: .* answered in HTTP, not MQTT\. This port speaks HTTP: did you mean --endpoint\?/);
+  });
+
+  it('two processes with one credential: each takeover is one line on stderr, and both keep running', async () => {
+    const file = await credentialFile('GID_cli@@@twin-1');
+    const stops: (() => void)[] = [];
+    const lines: string[] = [];
+    let reported: () => void = () => {};
+    const takeover = new Promise<void>((r) => (reported = r));
+    const twin = (): Promise<number> =>
+      runCli(['connect', '--credential-file', file, '--broker-url', getEmulator().mqttUrl, '--subscribe', 'twin/#'], {
+        stdout: () => {},
+        stderr: (text) => {
+          lines.push(text);
+          if (text.startsWith('takeover: ')) reported();
+        },
+        env: {},
+        interrupted: () => new Promise<void>((r) => stops.push(r)),
+      });
+    const runs = [twin(), twin()];
+    await takeover;
+    for (const stop of stops) stop();
+    expect(await Promise.all(runs)).toEqual([0, 0]);
+    const takeoverLines = lines.filter((l) => l.startsWith('takeover: '));
+    expect(takeoverLines[0]).toBe('takeover: another client probably took over the session of GID_cli@@@twin-1 (every device needs its own ClientId); reconnecting with a longer delay\n');
+  }, 60_000);
+});
+
+describe('connect to a TLS broker', () => {
+  const tlsDir = resolve(import.meta.dirname, '../../fixtures/tls');
+  const tls = useEmulator({ tls: { cert: readFileSync(resolve(tlsDir, 'server.pem')), key: readFileSync(resolve(tlsDir, 'server-key.pem')) }, parentTopics: ['a'] });
+
+  it('an mqtts:// broker whose certificate is not trusted names --ca and --insecure; with --ca it connects', async () => {
+    const e = tls();
+    const dir = await tempDir();
+    const env = { ALIBABA_CLOUD_ACCESS_KEY_ID: e.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: e.accessKeySecret };
+    const reg = await cli(['register', '--endpoint', e.apiEndpoint, '--instance-id', e.instanceId, '--client-id', 'GID_cli@@@tls-1'], env);
+    await writeFile(join(dir, 'cred.json'), reg.stdout);
+    const args = ['connect', '--credential-file', join(dir, 'cred.json'), '--broker-url', e.mqttsUrl ?? '', '--publish', 'a/b', '--message', 'm'];
+    const untrusted = await cli(args, {});
+    expect(untrusted.code).toBe(1);
+    expect(untrusted.stderr).toMatch(/^BrokerUnreachable: The TLS certificate of mqtts:.* could not be verified .*The broker's certificate is not trusted: pass --ca FILE .*or --insecure .*for tests/);
+    expect((await cli([...args, '--ca', resolve(tlsDir, 'ca.pem')], {})).code).toBe(0);
+    expect((await cli([...args, '--insecure'], {})).code).toBe(0);
+  });
+});
+
 describe('emulator command (child process)', () => {
   it('prints one JSON line when ready and closes cleanly on SIGTERM', async () => {
     const proc = await spawnCli(['emulator', '--mqtt-port', '0', '--ws-port', '0', '--api-port', '0', '--parent-topics', 'x', '--json']);
@@ -270,7 +374,9 @@ describe('emulator command (child process)', () => {
       ALIBABA_CLOUD_ACCESS_KEY_ID: 'LTAIfromenv',
       ALIBABA_CLOUD_ACCESS_KEY_SECRET: 'secret-from-env',
     });
-    expect(JSON.parse(proc.firstLine)).toMatchObject({ instanceId: 'mqtt-cli-test', accessKeyId: 'LTAIfromenv', accessKeySecret: 'secret-from-env' });
+    // The secret came from the environment: the line says so instead of echoing it (issue #9).
+    expect(JSON.parse(proc.firstLine)).toMatchObject({ instanceId: 'mqtt-cli-test', accessKeyId: 'LTAIfromenv', accessKeySecret: null, accessKeySource: 'environment' });
+    expect(proc.firstLine).not.toContain('secret-from-env');
     expect(await proc.stop('SIGINT')).toBe(0);
   });
 });

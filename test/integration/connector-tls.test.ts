@@ -17,12 +17,13 @@ describe('connector over TLS and secure WebSocket', () => {
     expect(conn.online).toBe(true);
   });
 
-  it('refuses a broker whose certificate it cannot verify, as BrokerUnreachable naming the TLS error', async () => {
+  it.each(['mqttsUrl', 'wssUrl'] as const)('refuses a broker at %s whose certificate it cannot verify: BrokerUnreachable naming the TLS error, --ca and --insecure', async (which) => {
     const e = emulator();
-    const credential = await registerDevice(e, 'GID_tls@@@noca');
-    const error = await connectDevice({ credential, brokerUrl: e.mqttsUrl!, reconnect: false }).catch((err: unknown) => err);
+    const credential = await registerDevice(e, `GID_tls@@@noca-${which}`);
+    const error = await connectDevice({ credential, brokerUrl: e[which]!, reconnect: false }).catch((err: unknown) => err);
     expect(error).toMatchObject({ code: 'BrokerUnreachable', retryable: false });
-    expect((error as Error).message).toMatch(/SELF_SIGNED|UNABLE_TO_VERIFY|unable to verify|self.signed/i);
+    expect((error as Error).message).toMatch(/UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT/);
+    expect((error as { remedy: string }).remedy).toMatch(/^The broker's certificate is not trusted: pass --ca FILE .* or --insecure .* for tests/);
   });
 
   it('rejectUnauthorized: false skips verification (tests only)', async () => {

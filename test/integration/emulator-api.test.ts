@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { createConnection } from 'node:net';
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import type { DeviceCredentialWire } from '../../src/credential.js';
@@ -248,7 +250,7 @@ describe('OpenAPI emulator: gateway errors, in the documented order', () => {
     expectError(await signedCall(e, commonParams(e, 'DeleteEverything', target())), 404, 'ApiNotSupport');
     expectError(await signedCall(e, commonParams(e, 'toString', target())), 404, 'ApiNotSupport');
     expectError(await signedCall(e, commonParams(e, 'GetDeviceCredential', { ...target(), Version: '2019-01-01' })), 400, 'InvalidVersion');
-    const viaPopCore = await apiFailure(apiClient(e).request('ApplyToken', {}, { method: 'POST' }));
+    const viaPopCore = await apiFailure(apiClient(e).request('SendMessage', {}, { method: 'POST' }));
     expect(viaPopCore.code).toBe('ApiNotSupport');
     expect(viaPopCore.entry.response.statusCode).toBe(404);
   });
@@ -402,5 +404,85 @@ describe('OpenAPI emulator: /_emulator/stats', () => {
     };
     expect(await response.json()).toEqual(expected);
     expect(e.stats()).toEqual(expected);
+  });
+});
+
+describe('OpenAPI emulator: bounded against hostile requests', () => {
+  const emu = useEmulator({}, 'test');
+
+  /** Send raw bytes as one HTTP request and read the whole answer (status line, headers, body). */
+  function rawHttp(e: { apiEndpoint: string }, request: string | Buffer): Promise<{ status: number; headers: string; body: string }> {
+    const url = new URL(e.apiEndpoint);
+    return new Promise((resolve, reject) => {
+      const socket = createConnection({ host: url.hostname, port: Number(url.port) }, () => socket.end(request));
+      const chunks: Buffer[] = [];
+      socket.on('data', (c: Buffer) => chunks.push(c));
+      socket.on('error', reject);
+      socket.on('close', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        const split = text.indexOf('\r\n\r\n');
+        resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]), headers: text.slice(0, split), body: text.slice(split + 4) });
+      });
+    });
+  }
+
+  it('300 requests with 1 MB random Action values leave one (unknown) key in the stats', async () => {
+    const e = emu();
+    const send = async (): Promise<void> => {
+      const action = randomBytes(499_000).toString('hex');
+      const response = await fetch(e.apiEndpoint, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `Action=${action}` });
+      expect(response.status).toBe(400);
+      await response.arrayBuffer();
+    };
+    for (let batch = 0; batch < 75; batch++) await Promise.all([send(), send(), send(), send()]);
+    await signedCall(e, commonParams(e, 'MadeUpAction', {}));
+    expect(e.stats().actions).toEqual({ '(unknown)': { ok: 0, errors: { MissingParameter: 300, ApiNotSupport: 1 } } });
+    expect(JSON.stringify(e.stats()).length).toBeLessThan(200);
+  });
+
+  it.each([
+    ['invalid UTF-8 in the query', '/?ClientId=%E0%A4', undefined],
+    ['a stray % in the query', '/?ClientId=%zz', undefined],
+    ['a lone % at the end', '/?ClientId=50%', undefined],
+    ['a bad parameter name', '/?%FF=1', undefined],
+    ['raw non-UTF-8 bytes in a form body', '/', Buffer.from([0x43, 0x6c, 0x69, 0x65, 0x6e, 0x74, 0x49, 0x64, 0x3d, 0xff, 0xfe])],
+    ['a lone surrogate in a JSON body', '/', '{"ClientId": "GID_a@@@\\ud800"}'],
+    ['a lone surrogate in a JSON name', '/', '{"\\udc00": "x"}'],
+  ])('%s answers 400 ParameterCheckFailed, never 417 InternalError', async (_name, path, body) => {
+    const e = emu();
+    const json = typeof body === 'string';
+    const response = await fetch(new URL(path, e.apiEndpoint), {
+      method: 'POST',
+      ...(body === undefined ? {} : { body, headers: { 'content-type': json ? 'application/json' : 'application/x-www-form-urlencoded' } }),
+    });
+    const reply = { status: response.status, headers: response.headers, body: (await response.json()) as Record<string, unknown> };
+    expectError(reply, 400, 'ParameterCheckFailed');
+    expect(String(reply.body['Message'])).toMatch(/is not (valid percent-encoded UTF-8|well-formed Unicode)\.$/);
+    if (path.includes('ClientId') || (typeof body === 'string' && body.includes('ClientId'))) expect(String(reply.body['Message'])).toContain('"ClientId"');
+  });
+
+  it.each(['PUT', 'DELETE', 'PATCH', 'OPTIONS'])('%s is refused like a call the gateway cannot route: 404 InvalidAction.NotFound', async (method) => {
+    const e = emu();
+    const reply = await fetch(e.apiEndpoint, { method, body: method === 'OPTIONS' ? null : 'Action=GetDeviceCredential' });
+    expectError({ status: reply.status, headers: reply.headers, body: (await reply.json()) as Record<string, unknown> }, 404, 'InvalidAction.NotFound');
+    expect(e.stats().actions).toEqual({ '(none)': { ok: 0, errors: { 'InvalidAction.NotFound': 1 } } });
+  });
+
+  it('HEAD gets the same 404 status without a body', async () => {
+    const e = emu();
+    const reply = await fetch(e.apiEndpoint, { method: 'HEAD' });
+    expect(reply.status).toBe(404);
+  });
+
+  it('an HTTP request that does not parse gets a JSON error body too, not a bare 400', async () => {
+    const e = emu();
+    for (const garbage of ['GARBAGE\r\n\r\n', 'GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n', `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`]) {
+      const reply = await rawHttp(e, garbage);
+      expect([400, 431]).toContain(reply.status);
+      expect(reply.headers).toContain('Content-Type: application/json;charset=utf-8');
+      const body = JSON.parse(reply.body) as Record<string, unknown>;
+      expect(body['Code']).toBe('ParameterCheckFailed');
+      expect(body['RequestId']).toMatch(UUID_UPPER);
+    }
   });
 });

@@ -1,12 +1,14 @@
 import RPCClient from '@alicloud/pop-core';
 import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { connectAsync } from 'mqtt';
 import { describe, expect, it } from 'vitest';
+import { defaultEmulatorDataDir } from '../../src/cli/commands/emulator.js';
 import { runCli } from '../../src/cli/main.js';
 import type { CliIo } from '../../src/cli/io.js';
 import { DeviceCredential } from '../../src/credential.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
+import { tempDir } from '../helpers/cli.js';
 import type { PopCoreError } from '../helpers/emulator.js';
 
 /** The `emulator --json` line the CLI prints once it listens. */
@@ -114,5 +116,75 @@ describe('apsaramq-device emulator: fault flags', () => {
     const result = await failing(args);
     expect(result.code).toBe(code);
     expect(result.stderr).toContain(message);
+  });
+});
+
+/** Run `emulator` in-process with this environment until it is ready, then stop it; returns what it printed. */
+async function readyOutput(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  let stop: () => void = () => undefined;
+  const interrupted = new Promise<void>((resolve) => {
+    stop = resolve;
+  });
+  const io: CliIo = {
+    stdout: (t) => {
+      stdout += t;
+      stop(); // printed once ready: stop at once
+    },
+    stderr: (t) => void (stderr += t),
+    env,
+    interrupted: () => interrupted,
+  };
+  const code = await runCli(['emulator', '--mqtt-port', '0', '--ws-port', '0', '--api-port', '0', ...args], io);
+  return { code, stdout, stderr };
+}
+
+describe('apsaramq-device emulator: secrets and papercuts', () => {
+  it('--json never prints a secret taken from the environment, and says where the keys came from', async () => {
+    const env = { ALIBABA_CLOUD_ACCESS_KEY_ID: 'LTAIfromenv', ALIBABA_CLOUD_ACCESS_KEY_SECRET: 'secret-from-env-123' };
+    const run = await readyOutput(['--json'], env);
+    expect(run.code).toBe(0);
+    expect(run.stdout).not.toContain('secret-from-env-123');
+    expect(JSON.parse(run.stdout)).toMatchObject({ accessKeyId: 'LTAIfromenv', accessKeySecret: null, accessKeySource: 'environment' });
+    const generated = JSON.parse((await readyOutput(['--json'], {})).stdout) as Record<string, unknown>;
+    expect(generated['accessKeySecret']).toMatch(/^[A-Za-z0-9]{30}$/);
+    expect(generated).not.toHaveProperty('accessKeySource');
+  });
+
+  it.each([
+    [{ ALIBABA_CLOUD_ACCESS_KEY_SECRET: 'only-the-secret' }],
+    [{ ALIBABA_CLOUD_ACCESS_KEY_ID: 'LTAIonlytheid' }],
+  ])('half a key pair in the environment (%j) exits 2 with IncompleteAccessKey naming both variables, before listening', async (env) => {
+    const run = await readyOutput(['--json'], env);
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toMatch(/^IncompleteAccessKey: /);
+    expect(run.stderr).toContain('ALIBABA_CLOUD_ACCESS_KEY_ID');
+    expect(run.stderr).toContain('ALIBABA_CLOUD_ACCESS_KEY_SECRET');
+    expect(run.stderr).not.toContain('only-the-secret');
+  });
+
+  it('the banner suggests connect and get (never register, which rotates keys) and says where the state is', async () => {
+    const home = await tempDir();
+    const run = await readyOutput(['--instance-id', 'mqtt-banner'], { HOME: home });
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('apsaramq-device connect --endpoint http://127.0.0.1:');
+    expect(run.stdout).toContain('apsaramq-device get --endpoint');
+    expect(run.stdout).not.toMatch(/apsaramq-device register /);
+    expect(run.stdout).toContain(`State:            ${join(home, '.local', 'state', 'apsaramq-device', 'emulator', 'mqtt-banner')} (kept across restarts`);
+    expect((await readyOutput(['--ephemeral'], { HOME: home })).stdout).toContain('State:            in memory');
+  });
+
+  it('--ephemeral with --data-dir is a usage error (exit 2) naming both', async () => {
+    const run = await readyOutput(['--ephemeral', '--data-dir', 'x'], {});
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('--ephemeral and --data-dir');
+  });
+
+  it('the default data directory: $XDG_STATE_HOME (absolute only), else $HOME/.local/state, else none', () => {
+    expect(defaultEmulatorDataDir({ XDG_STATE_HOME: '/state', HOME: '/home/u' }, 'mqtt-x')).toBe('/state/apsaramq-device/emulator/mqtt-x');
+    expect(defaultEmulatorDataDir({ XDG_STATE_HOME: 'relative', HOME: '/home/u' }, 'mqtt-x')).toBe('/home/u/.local/state/apsaramq-device/emulator/mqtt-x');
+    expect(defaultEmulatorDataDir({}, 'mqtt-x')).toBeUndefined();
   });
 });

@@ -3,7 +3,7 @@ import { describe, expect, it, vi } from 'vitest';
 import type { MqttCredentials } from '../../src/signer/mqtt.js';
 import { signDeviceCredential, signSignature } from '../../src/signer/mqtt.js';
 import type { Emulator } from '../../src/emulator/index.js';
-import { callApi, connackCode, connectMqtt, connectWithInbox, registerDevice, useEmulator } from '../helpers/emulator.js';
+import { apiFailure, callApi, connackCode, connectMqtt, connectWithInbox, registerDevice, useEmulator } from '../helpers/emulator.js';
 
 /** A registered device's MQTT credentials. */
 async function device(e: Emulator, clientId: string): Promise<MqttCredentials> {
@@ -260,5 +260,54 @@ describe('broker: P2P', () => {
     } finally {
       await back.client.endAsync();
     }
+  });
+});
+
+describe('controls: inputs are checked, and JSON is read whatever the Content-Type', () => {
+  const emu = useEmulator({}, 'test');
+
+  async function post(e: Emulator, path: string, body: string, headers: Record<string, string> = {}): Promise<{ status: number; body: Record<string, unknown> }> {
+    const response = await fetch(new URL(path, e.apiEndpoint), { method: 'POST', headers, body });
+    return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+  }
+
+  it('accepts a JSON body sent without Content-Type, or as text/plain', async () => {
+    const e = emu();
+    // fetch labels a string body text/plain; the other has no Content-Type at all.
+    expect(await post(e, '/_emulator/fail-next', JSON.stringify({ action: 'GetDeviceCredential', code: 'InternalError', count: 2 }))).toEqual({ status: 200, body: { queued: 2 } });
+    expect(await post(e, '/_emulator/disconnect', JSON.stringify({ clientId: 'GID_ctl@@@nobody' }), { 'content-type': '' })).toEqual({ status: 200, body: { disconnected: false } });
+    const first = await apiFailure(callApi(e, 'GetDeviceCredential', { ClientId: 'GID_ctl@@@x', InstanceId: e.instanceId }));
+    expect(first.code).toBe('InternalError');
+  });
+
+  it.each([
+    [0, 'from 1 to 10000'],
+    [10_001, 'from 1 to 10000'],
+    [200_000_000, 'from 1 to 10000'],
+    [1.5, 'from 1 to 10000'],
+    ['many', 'from 1 to 10000'],
+  ])('fail-next count %j is a 400 naming the limit, answered at once', async (count, message) => {
+    const e = emu();
+    const reply = await post(e, '/_emulator/fail-next', JSON.stringify({ action: 'GetDeviceCredential', code: 'InternalError', count }), { 'content-type': 'application/json' });
+    expect(reply.status).toBe(400);
+    expect(reply.body['Code']).toBe('ParameterCheckFailed');
+    expect(String(reply.body['Message'])).toContain(message);
+  });
+
+  it('fail-next with a misspelled action or an unknown code is a 400 naming what is allowed; nothing is queued', async () => {
+    const e = emu();
+    const typo = await post(e, '/_emulator/fail-next', JSON.stringify({ action: 'RegisterDeviceCredentail', code: 'InternalError' }));
+    expect(typo.status).toBe(400);
+    expect(String(typo.body['Message'])).toContain('RegisterDeviceCredential, GetDeviceCredential, RefreshDeviceCredential, UnRegisterDeviceCredential, ListDeviceCredentialClientId');
+    const code = await post(e, '/_emulator/fail-next', JSON.stringify({ action: 'RegisterDeviceCredential', code: 'NoSuchCode' }));
+    expect(code.status).toBe(400);
+    expect(String(code.body['Message'])).toContain('API_ERROR_CATALOG');
+    await registerDevice(e, 'GID_ctl@@@fine');
+  });
+
+  it('a body that is not JSON is a 400, not an emulator fault', async () => {
+    const e = emu();
+    const reply = await post(e, '/_emulator/fail-next', '{"action": ');
+    expect(reply).toMatchObject({ status: 400, body: { Code: 'ParameterCheckFailed' } });
   });
 });

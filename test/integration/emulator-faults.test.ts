@@ -65,6 +65,7 @@ describe('OpenAPI fault injection: failNext', () => {
     const e = emu();
     let thrown: unknown;
     try {
+      // @ts-expect-error -- not an API error code: refused by the types, and at run time for JavaScript callers
       e.failNext('RegisterDeviceCredential', 'Bogus');
     } catch (error) {
       thrown = error;

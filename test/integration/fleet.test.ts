@@ -1,5 +1,5 @@
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { API_ERROR_CATALOG } from '../../src/errors.js';
+import { API_ERROR_CATALOG, type KnownApiErrorCode } from '../../src/errors.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { FileCredentialStore, type FleetOptions, provisionFleet, RegistrationJournal } from '../../src/provisioner/index.js';
 import { classifyFailure } from '../../src/provisioner/retry.js';
@@ -16,8 +16,14 @@ async function emulator(options: EmulatorOptions = {}): Promise<Emulator> {
   return emu;
 }
 
+/**
+ * A lost Register is confirmed once timeoutMs + maxServiceLatencyMs have passed since it was sent; no emulator here
+ * holds a request longer than 10 ms, so a short window is enough.
+ */
+const WINDOW = { timeoutMs: 2_000, maxServiceLatencyMs: 10 } as const;
+
 function fleetOptions(emu: Emulator, extra: Partial<FleetOptions> = {}): FleetOptions {
-  return { endpoint: emu.apiEndpoint, instanceId: emu.instanceId, accessKeyId: emu.accessKeyId, accessKeySecret: emu.accessKeySecret, env: {}, retry: FAST, ...extra };
+  return { endpoint: emu.apiEndpoint, instanceId: emu.instanceId, accessKeyId: emu.accessKeyId, accessKeySecret: emu.accessKeySecret, env: {}, retry: FAST, ...WINDOW, ...extra };
 }
 
 function ids(n: number, from = 0): string[] {
@@ -86,7 +92,7 @@ describe('provisionFleet against the emulator', () => {
   });
 
   describe('every injected fault code', () => {
-    const codes = Object.keys(API_ERROR_CATALOG);
+    const codes = Object.keys(API_ERROR_CATALOG) as KnownApiErrorCode[];
 
     it.each(codes)('%s on RegisterDeviceCredential', async (code) => {
       const emu = await emulator();

@@ -47,7 +47,7 @@ describe('secrets never leak', () => {
     const registrar = new Provisioner({ endpoint: e.apiEndpoint, instanceId: e.instanceId, accessKeyId: e.accessKeyId, accessKeySecret: e.accessKeySecret });
     issued.push((await registrar.refresh('GID_sec@@@lib-1')).credential);
     const healed = once(conn, 'online');
-    conn.client.stream.destroy();
+    e.disconnect('GID_sec@@@lib-1'); // the broker drops the session
     await healed;
     await conn.publish('sec/b', 'payload', { qos: 1 });
     const target = emulatorTarget(e);
@@ -55,7 +55,7 @@ describe('secrets never leak', () => {
     await registrar.unregister('GID_sec@@@lib-1');
     const closed = new Promise<{ error?: Error }>((resolve) => conn.once('closed', resolve));
     conn.on('error', (err) => output.push(inspect(err, { depth: 10 }), JSON.stringify(err), String(err)));
-    conn.client.stream.destroy();
+    e.disconnect('GID_sec@@@lib-1'); // the broker drops the session
     const { error } = await closed;
     expect(error).toMatchObject({ code: 'CredentialRejected' });
     issued.push((await new FileCredentialStore(store).load(e.instanceId, 'GID_sec@@@cli-1'))!);

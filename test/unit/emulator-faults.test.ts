@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { ValidationError } from '../../src/errors.js';
-import { FaultInjector, type FaultConfig } from '../../src/emulator/faults.js';
+import { type KnownApiErrorCode, ValidationError } from '../../src/errors.js';
+import { EMULATED_ACTIONS, type EmulatedAction } from '../../src/emulator/actions.js';
+import { FaultInjector, MAX_FAIL_NEXT_COUNT, type FaultConfig } from '../../src/emulator/faults.js';
 import { apiFaultCode } from '../helpers/emulator.js';
+import { catchSync } from '../helpers/http.js';
 
 /** A `random` that returns the scripted draws in order and counts how many were taken. */
 function scripted(...draws: number[]): { random: () => number; taken: () => number } {
@@ -67,9 +69,32 @@ describe('FaultInjector', () => {
 
   it('refuses unknown codes and bad counts with InvalidOption', () => {
     const faults = injector({});
-    for (const [code, count] of [['NoSuchCode', 1], ['toString', 1], ['InternalError', 0], ['InternalError', 1.5]] as const) {
-      expect(() => faults.failNext('A', code, count)).toThrow(ValidationError);
+    for (const [code, count] of [['NoSuchCode', 1], ['toString', 1], ['InternalError', 0], ['InternalError', 1.5], ['InternalError', 10_001], ['InternalError', 2e8]] as const) {
+      expect(() => faults.failNext('GetDeviceCredential', code as KnownApiErrorCode, count)).toThrow(ValidationError);
     }
-    expect(injected(faults, 'A')).toBeUndefined();
+    expect(injected(faults, 'GetDeviceCredential')).toBeUndefined();
+  });
+
+  it('names the limit of count, and takes the largest count as one entry', () => {
+    const faults = injector({});
+    const error = catchSync(() => faults.failNext('GetDeviceCredential', 'InternalError', MAX_FAIL_NEXT_COUNT + 1));
+    expect(error.code).toBe('InvalidOption');
+    expect(error.message).toContain('from 1 to 10000');
+    faults.failNext('GetDeviceCredential', 'InternalError', MAX_FAIL_NEXT_COUNT);
+    faults.failNext('GetDeviceCredential', 'SystemOverFlow');
+    for (let i = 0; i < MAX_FAIL_NEXT_COUNT; i++) expect(injected(faults, 'GetDeviceCredential')).toBe('InternalError');
+    expect(injected(faults, 'GetDeviceCredential')).toBe('SystemOverFlow');
+    expect(injected(faults, 'GetDeviceCredential')).toBeUndefined();
+  });
+
+  it('refuses an action it does not emulate (a typo would never fire), naming the known ones', () => {
+    const faults = injector({});
+    // @ts-expect-error -- a misspelled action is refused by the types, and at run time for JavaScript callers
+    const error = catchSync(() => faults.failNext('RegisterDeviceCredentail', 'InternalError'));
+    expect(error.code).toBe('InvalidOption');
+    expect(error.message).toContain('"RegisterDeviceCredentail"');
+    for (const action of EMULATED_ACTIONS) expect(error.message).toContain(action);
+    expect(catchSync(() => faults.failNext('__proto__' as EmulatedAction, 'InternalError')).code).toBe('InvalidOption');
+    expect(catchSync(() => faults.failNext(42 as unknown as EmulatedAction, 'InternalError')).message).toContain('a number');
   });
 });

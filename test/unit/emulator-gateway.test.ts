@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ApiFault, errorBody, httpStatusFor, invalidParameter } from '../../src/emulator/api-errors.js';
-import { COMMON_PARAMETERS, Gateway, NonceCache, RateLimiter, parseTimestamp } from '../../src/emulator/gateway.js';
+import { COMMON_PARAMETERS, Gateway, NonceCache, RateLimiter, isV3Request, parseTimestamp } from '../../src/emulator/gateway.js';
+import { decodeFormComponent, parseFormInto } from '../../src/emulator/request.js';
 import { API_ERROR_CATALOG } from '../../src/errors.js';
 import { rpcTimestamp, signRpc } from '../../src/signer/openapi.js';
 import { apiFaultCode as codeOf } from '../helpers/emulator.js';
@@ -72,10 +73,11 @@ describe('gateway check order', () => {
 
   it('throttles past qpsLimit per AccessKeyId', () => {
     const g = gateway({ qpsLimit: 2 });
-    const p = request();
-    expect(codeOf(() => g.throttle(p))).toBeUndefined();
-    expect(codeOf(() => g.throttle(p))).toBeUndefined();
-    expect(codeOf(() => g.throttle(p))).toBe('Throttling.User');
+    const key = request()['AccessKeyId'] ?? '';
+    expect(codeOf(() => g.throttle(key))).toBeUndefined();
+    expect(codeOf(() => g.throttle(key))).toBeUndefined();
+    expect(codeOf(() => g.throttle(key))).toBe('Throttling.User');
+    expect(codeOf(() => g.throttle('LTAIanother'))).toBeUndefined();
   });
 });
 
@@ -162,5 +164,35 @@ describe('error statuses and bodies', () => {
       Message: 'Request was denied due to user flow control.',
       Recommend: 'https://api.aliyun.com/troubleshoot?q=Throttling.User&product=OnsMqtt&requestId=ABC',
     });
+  });
+});
+
+describe('request decoding (strict)', () => {
+  it('decodes form components: + is a space, %XY two hex digits, UTF-8 only', () => {
+    expect(decodeFormComponent('GID_a%40%40%40b+c%2A~')).toBe('GID_a@@@b c*~');
+    expect(decodeFormComponent('%E4%B8%AD')).toBe('中');
+    expect(decodeFormComponent(Buffer.from('中', 'utf8').toString('latin1'))).toBe('中');
+    for (const bad of ['%', '%4', '%zz', '50%', '%E4%B8', '%FF', '%C0%AF', '%ED%A0%80', '\u4e2d']) expect(decodeFormComponent(bad), bad).toBeUndefined();
+  });
+
+  it('parses a form strictly and names the parameter whose value is bad', () => {
+    const into: Record<string, string> = {};
+    parseFormInto(into, 'a=1&&b&c=x%20y');
+    expect(into).toEqual({ a: '1', b: '', c: 'x y' });
+    expect(codeOf(() => parseFormInto({}, 'ClientId=%E0%A4'))).toBe('ParameterCheckFailed');
+    try {
+      parseFormInto({}, 'ClientId=%E0%A4');
+    } catch (error) {
+      expect((error as Error).message).toContain('The value of "ClientId" is not valid percent-encoded UTF-8.');
+    }
+  });
+
+  it('tells V3 from V2: an Authorization header, or V3 headers without a V2 Signature', () => {
+    expect(isV3Request({ authorization: ['x'] }, {})).toBe(true);
+    expect(isV3Request({ 'x-acs-date': ['x'] }, {})).toBe(true);
+    expect(isV3Request({ 'x-acs-date': ['x'] }, { Signature: 's' })).toBe(false);
+    // pop-core's V2 requests carry x-acs-action and x-acs-version: they decide nothing.
+    expect(isV3Request({ 'x-acs-action': ['A'], 'x-acs-version': ['V'] }, { Signature: 's' })).toBe(false);
+    expect(isV3Request({ 'x-acs-action': ['A'] }, {})).toBe(false);
   });
 });

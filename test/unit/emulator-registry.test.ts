@@ -95,8 +95,8 @@ describe('CONNECT decision', () => {
 });
 
 describe('stats recorder', () => {
-  it('keeps arbitrary Action names as plain keys and sorts return codes', () => {
-    const s = new StatsRecorder();
+  it('keeps known Action names as plain keys (even __proto__), sorts return codes', () => {
+    const s = new StatsRecorder(['__proto__', 'GetDeviceCredential']);
     s.recordCall('__proto__', 'MissingParameter');
     s.recordCall(undefined, 'MissingParameter');
     s.recordCall('');
@@ -108,6 +108,17 @@ describe('stats recorder', () => {
     expect(JSON.parse(JSON.stringify(snap))).toEqual({
       actions: { ['__proto__']: { ok: 0, errors: { MissingParameter: 1 } }, '(none)': { ok: 1, errors: { MissingParameter: 1 } } },
       mqtt: { connected: 3, connacks: { 0: 1, 5: 1 }, rules: {} },
+    });
+  });
+
+  it('counts every other Action under one (unknown) key, so made-up names cannot grow it', () => {
+    const s = new StatsRecorder(['GetDeviceCredential']);
+    for (let i = 0; i < 1000; i++) s.recordCall(`Made-up-${i}`, i % 2 === 0 ? 'ApiNotSupport' : 'SignatureDoesNotMatch');
+    s.recordCall('GetDeviceCredential');
+    s.recordCall('constructor');
+    expect(s.snapshot(0).actions).toEqual({
+      '(unknown)': { ok: 1, errors: { ApiNotSupport: 500, SignatureDoesNotMatch: 500 } },
+      GetDeviceCredential: { ok: 1, errors: {} },
     });
   });
 });

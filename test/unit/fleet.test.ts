@@ -7,6 +7,11 @@ import { type FakeOpenApiOptions, formParams, sendJson, startFakeOpenApi, startH
 const INSTANCE = 'mqtt-cn-test';
 const KEYS = { accessKeyId: 'LTAI-fleet-unit', accessKeySecret: 'account-secret-0123456789abcdef' } as const;
 const FAST = { minDelayMs: 0, maxDelayMs: 0 } as const;
+/**
+ * A lost Register is confirmed with a Get once timeoutMs + maxServiceLatencyMs have passed since it was sent; the
+ * fake API applies every request before it answers, so a short window is enough here.
+ */
+const WINDOW = { timeoutMs: 1_000, maxServiceLatencyMs: 0 } as const;
 
 function ids(n: number, from = 0): string[] {
   return Array.from({ length: n }, (_, i) => `GID_test@@@dev-${from + i}`);
@@ -16,10 +21,8 @@ let fakes = 0;
 
 async function fake(options: FakeOpenApiOptions = {}) {
   const api = await startFakeOpenApi(options);
-  // Each fake its own AccessKeyId: the rate limiter is shared per AccessKeyId, and a test's qps or concurrency
-  // must not pace the next one.
   fakes += 1;
-  const base: FleetOptions = { endpoint: api.url, instanceId: INSTANCE, env: {}, ...KEYS, accessKeyId: `${KEYS.accessKeyId}-${fakes}`, retry: FAST };
+  const base: FleetOptions = { endpoint: api.url, instanceId: INSTANCE, env: {}, ...KEYS, accessKeyId: `${KEYS.accessKeyId}-${fakes}`, retry: FAST, ...WINDOW };
   return { api, base };
 }
 
@@ -111,7 +114,7 @@ describe('provisionFleet', () => {
       if (credential) sendJson(res, 200, { RequestId: 'R', DeviceCredential: credential });
       else sendJson(res, 400, { RequestId: 'R', Code: 'DeviceCredentialNotFound', Message: 'x' });
     });
-    const result = await provisionFleet(['GID_test@@@dev-1'], { endpoint: server.url, instanceId: INSTANCE, env: {}, ...KEYS, retry: FAST, strategy: 'register-first' });
+    const result = await provisionFleet(['GID_test@@@dev-1'], { endpoint: server.url, instanceId: INSTANCE, env: {}, ...KEYS, retry: FAST, ...WINDOW, strategy: 'register-first' });
     expect(result).toMatchObject({ provisioned: 1, fetched: 1, registered: 0, retries: 1, failed: [] });
     expect(registers).toBe(1);
   });

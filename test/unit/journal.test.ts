@@ -1,7 +1,9 @@
+import { execFileSync } from 'node:child_process';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { FileCredentialStore, JOURNAL_DIR_NAME, RegistrationJournal } from '../../src/provisioner/index.js';
+import { FileCredentialStore, RegistrationJournal } from '../../src/provisioner/index.js';
+import { JOURNAL_DIR_NAME } from '../../src/provisioner/journal.js';
 import { tempDir } from '../helpers/cli.js';
 
 const CLIENT = 'GID_test@@@dev-1';
@@ -48,6 +50,38 @@ describe('RegistrationJournal', () => {
     const root = await tempDir();
     await writeFile(join(root, 'file'), 'not a directory');
     const journal = new RegistrationJournal(join(root, 'file', 'j'));
+    await expect(journal.record(CLIENT)).rejects.toMatchObject({ code: 'StoreIOError' });
+  });
+
+  it('says when a Register was sent and until when it could land', async () => {
+    const journal = new RegistrationJournal(join(await tempDir(), 'j'));
+    const before = Date.now();
+    await journal.record(CLIENT, 5_000);
+    const after = Date.now();
+    const entry = await journal.entry(CLIENT);
+    // `at` is stored as an ISO date: whole milliseconds, between the two readings of the clock.
+    expect(entry?.at).toBeGreaterThanOrEqual(before);
+    expect(entry?.at).toBeLessThanOrEqual(after);
+    expect(entry?.settledAt).toBe((entry?.at ?? 0) + 5_000);
+    expect(await journal.entry('GID_test@@@dev-2')).toBeUndefined();
+  });
+
+  it('an entry it cannot read counts as sent now, with no window of its own (the reader waits its own)', async () => {
+    const journal = new RegistrationJournal(join(await tempDir(), 'j'));
+    await journal.record(CLIENT);
+    await writeFile(join(journal.dir, `${CLIENT}.register`), '{"clientId": "GID_te', { mode: 0o600 });
+    const before = Date.now();
+    const entry = await journal.entry(CLIENT);
+    expect(entry?.at).toBeGreaterThanOrEqual(before);
+    expect(entry).not.toHaveProperty('settledAt');
+  });
+
+  it.skipIf(!POSIX)('a FIFO in place of an entry is refused at once, for reading and for writing', async () => {
+    const journal = new RegistrationJournal(join(await tempDir(), 'j'));
+    await journal.record('GID_test@@@dev-2'); // makes the directory
+    execFileSync('mkfifo', ['-m', '600', join(journal.dir, `${CLIENT}.register`)]);
+    await expect(journal.entry(CLIENT)).rejects.toMatchObject({ code: 'StoreCorrupt' });
+    // O_NONBLOCK: opening a FIFO without a reader for writing fails (ENXIO) instead of waiting for one.
     await expect(journal.record(CLIENT)).rejects.toMatchObject({ code: 'StoreIOError' });
   });
 });

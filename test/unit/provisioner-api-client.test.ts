@@ -2,7 +2,8 @@ import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { AccountCredentials } from '../../src/credential.js';
 import { API_ERROR_CATALOG, ApiError, ApsaraMqDeviceError, ConfigurationError, LOCAL_ERROR_CATALOG, NetworkError, ValidationError } from '../../src/errors.js';
-import { OpenApiClient, type OpenApiClientOptions, resolveEndpoint } from '../../src/provisioner/index.js';
+import { OpenApiClient, type OpenApiClientOptions } from '../../src/provisioner/index.js';
+import { resolveEndpoint } from '../../src/provisioner/api-client.js';
 import { catchSync, closedPort, formParams, sendJson, startFakeOpenApi, startHttpServer } from '../helpers/http.js';
 
 const INSTANCE = 'mqtt-cn-test';
@@ -340,8 +341,8 @@ describe('OpenApiClient error mapping', () => {
   it('maps a body cut short to NetworkError', async () => {
     const server = await startHttpServer((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': '500' });
-      res.write('{"RequestId":"');
-      setTimeout(() => res.socket?.destroy(), 20);
+      // Cut the connection once the head and the first bytes are on their way.
+      res.write('{"RequestId":"', () => res.socket?.destroy());
     });
     const e = await failure(client(server.url).getDeviceCredential(INSTANCE, CLIENT));
     expect(e.code).toBe('NetworkError');
@@ -355,7 +356,7 @@ describe('OpenApiClient error mapping', () => {
     expect(server.requests).toBe(0);
     const controller = new AbortController();
     const pending = c.getDeviceCredential(INSTANCE, CLIENT, { signal: controller.signal });
-    await waitFor(() => server.requests === 1);
+    await server.received(1);
     controller.abort();
     const during = await failure(pending);
     expect(during.code).toBe('Aborted');
@@ -407,8 +408,8 @@ describe('NetworkError httpStatus (an answer arrived, but not a usable one)', ()
   it('carries the status of a body cut short', async () => {
     const server = await startHttpServer((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': '500' });
-      res.write('{"RequestId":"');
-      setTimeout(() => res.socket?.destroy(), 20);
+      // Cut the connection once the head and the first bytes are on their way.
+      res.write('{"RequestId":"', () => res.socket?.destroy());
     });
     const e = (await failure(client(server.url).getDeviceCredential(INSTANCE, CLIENT))) as NetworkError;
     expect(e).toMatchObject({ code: 'NetworkError', httpStatus: 200 });
@@ -463,11 +464,3 @@ describe('unknown outcomes of actions that are not safe to repeat', () => {
     expect(await failure(client(`http://127.0.0.1:${port}`).registerDeviceCredential(INSTANCE, CLIENT))).toMatchObject({ code: 'ConnectionRefused', retryable: true });
   });
 });
-
-async function waitFor(condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > until) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}

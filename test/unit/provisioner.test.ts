@@ -5,7 +5,7 @@ import { inspect } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DeviceCredential } from '../../src/credential.js';
 import { ApiError, ApsaraMqDeviceError, ConfigurationError, StoreError, ValidationError } from '../../src/errors.js';
-import { createProvisioner, FileCredentialStore, MemoryCredentialStore, Provisioner, type ProvisionerOptions } from '../../src/provisioner/index.js';
+import { FileCredentialStore, MemoryCredentialStore, Provisioner, type ProvisionerOptions } from '../../src/provisioner/index.js';
 import { catchSync, type FakeOpenApi, type FakeOpenApiOptions, startFakeOpenApi } from '../helpers/http.js';
 
 const INSTANCE = 'mqtt-cn-test';
@@ -142,13 +142,16 @@ describe('Provisioner.ensureCredential', () => {
 
     const all = new AbortController();
     const c = provisioner.ensureCredential('GID_test@@@dev-2', { signal: all.signal });
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    await api.received(3); // its Get is at the server
     all.abort();
     expect((await rejection(c)).code).toBe('Aborted');
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    // The shared Get was cancelled, so Register never followed.
-    expect(api.actions.filter((x) => x === 'RegisterDeviceCredential')).toHaveLength(1);
     expect(await provisioner.store.load(INSTANCE, 'GID_test@@@dev-2')).toBeUndefined();
+    // A new call gets the ClientId's lock only once the cancelled flight has let go of it, so whatever that flight
+    // did is done by the time this one is: the shared Get was cancelled, and no Register followed it.
+    const again = await provisioner.ensureCredential('GID_test@@@dev-2');
+    const registersOfDev2 = api.params.filter((p) => p['Action'] === 'RegisterDeviceCredential' && p['ClientId'] === 'GID_test@@@dev-2');
+    expect(registersOfDev2).toHaveLength(1);
+    expect(again.deviceAccessKeyId).toBe(api.credentials.get('GID_test@@@dev-2')?.DeviceAccessKeyId);
   });
 
   it('lets a flight that failed be retried', async () => {
@@ -207,7 +210,7 @@ describe('bad input fails before any I/O and writes nothing', () => {
 
   it('missing account keys', async () => {
     const api = await startFakeOpenApi();
-    const e = catchSync(() => createProvisioner({ endpoint: api.url, instanceId: INSTANCE, env: {}, store: new FileCredentialStore(join(dir, 'store')) }));
+    const e = catchSync(() => new Provisioner({ endpoint: api.url, instanceId: INSTANCE, env: {}, store: new FileCredentialStore(join(dir, 'store')) }));
     expect(e).toBeInstanceOf(ConfigurationError);
     expect(e.code).toBe('MissingAccessKey');
     expect(e.message).toContain('ALIBABA_CLOUD_ACCESS_KEY_ID');

@@ -1,53 +1,68 @@
 import { describe, expect, it } from 'vitest';
-import { OpenApiClient, Provisioner, provisionFleet } from '../../src/provisioner/index.js';
-import { AccountLimiter, accountLimiter, Semaphore, TokenBucket } from '../../src/provisioner/rate-limit.js';
+import { OpenApiClient, Provisioner, provisionFleet, RateLimiter } from '../../src/provisioner/index.js';
+import { accountDefaultLimiter, Semaphore } from '../../src/provisioner/rate-limit.js';
+import { TokenBucket } from '../../src/util/token-bucket.js';
 import { sendJson, startHttpServer } from '../helpers/http.js';
 
 describe('TokenBucket (injected clock)', () => {
-  it('hands out the burst at once, then one token every 1/rate s, in order', () => {
-    const now = 0;
-    const bucket = new TokenBucket(100, 5, () => now);
+  it('reserve: hands out the burst at once, then one token every 1/rate s, in order', () => {
+    const bucket = new TokenBucket({ rate: 100, burst: 5, now: () => 0 });
     const waits = Array.from({ length: 10 }, () => bucket.reserve());
     expect(waits.slice(0, 5)).toEqual([0, 0, 0, 0, 0]);
     expect(waits.slice(5).map((w) => Math.round(w))).toEqual([10, 20, 30, 40, 50]);
   });
 
-  it('keeps the long-run rate: N reservations are spread over (N - burst) / rate seconds', () => {
+  it('reserve keeps the long-run rate: N reservations are spread over (N - burst) / rate seconds', () => {
     let now = 0;
-    const bucket = new TokenBucket(200, undefined, () => now);
+    const bucket = new TokenBucket({ rate: 200, now: () => now });
     let last = 0;
     for (let i = 0; i < 1_000; i++) {
       // Callers arrive every 2 ms (500/s), faster than the rate.
       now = i * 2;
       last = now + bucket.reserve();
     }
-    // Default burst is rate/20 = 10 tokens: the 1,000th call may go at (1000 - 10) / 200 s.
-    expect(last).toBeCloseTo(((1_000 - 10) / 200) * 1000, 6);
+    // Default burst is rate/20 = 10 tokens: the 1,000th call may go at (1000 - 10) / 200 s = 4,950 ms.
+    expect(last).toBeCloseTo(4_950, 6);
   });
 
   it('refills over idle time, but never beyond the burst', () => {
     let now = 0;
-    const bucket = new TokenBucket(10, 2, () => now);
+    const bucket = new TokenBucket({ rate: 10, burst: 2, now: () => now });
     expect([bucket.reserve(), bucket.reserve(), bucket.reserve()].map(Math.round)).toEqual([0, 0, 100]);
     now = 10_000;
     expect([bucket.reserve(), bucket.reserve(), bucket.reserve()].map(Math.round)).toEqual([0, 0, 100]);
   });
 
-  it('changes rate, gives back refunds, and is never limited at Infinity', () => {
+  it('tryTake: takes what is there now, never a debt, and refills at the rate (the server side)', () => {
     let now = 0;
-    const bucket = new TokenBucket(10, 1, () => now);
-    expect(bucket.reserve()).toBe(0);
-    expect(Math.round(bucket.reserve())).toBe(100);
-    bucket.refund();
-    bucket.setRate(1_000, 1);
-    now = 1;
-    expect(bucket.reserve()).toBe(0);
-    const unlimited = new TokenBucket(Number.POSITIVE_INFINITY, undefined, () => now);
-    expect(Array.from({ length: 1_000 }, () => unlimited.reserve()).every((w) => w === 0)).toBe(true);
+    const bucket = new TokenBucket({ rate: 4, burst: 4, now: () => now });
+    expect(Array.from({ length: 6 }, () => bucket.tryTake())).toEqual([true, true, true, true, false, false]);
+    expect(bucket.available).toBe(0);
+    now = 250; // one token's worth at 4/s
+    expect([bucket.tryTake(), bucket.tryTake()]).toEqual([true, false]);
+    now = 10_000;
+    expect(bucket.available).toBe(4);
   });
 
-  it('rejects a rate that is not positive', () => {
-    for (const rate of [0, -1, Number.NaN]) expect(() => new TokenBucket(rate)).toThrow(expect.objectContaining({ code: 'InvalidOption' }));
+  it('a refund gives a token back; a reservation ahead shows as a negative balance', () => {
+    const bucket = new TokenBucket({ rate: 10, burst: 1, now: () => 0 });
+    expect(bucket.reserve()).toBe(0);
+    expect(Math.round(bucket.reserve())).toBe(100);
+    expect(bucket.available).toBe(-1);
+    bucket.refund();
+    expect(bucket.available).toBe(0);
+    expect(bucket.tryTake()).toBe(false);
+  });
+
+  it('is never limited at Infinity', () => {
+    const unlimited = new TokenBucket({ rate: Number.POSITIVE_INFINITY, now: () => 0 });
+    expect(Array.from({ length: 1_000 }, () => unlimited.reserve()).every((w) => w === 0)).toBe(true);
+    expect(Array.from({ length: 1_000 }, () => unlimited.tryTake()).every(Boolean)).toBe(true);
+  });
+
+  it('rejects a rate that is not positive and a burst below 1', () => {
+    for (const rate of [0, -1, Number.NaN]) expect(() => new TokenBucket({ rate })).toThrow(expect.objectContaining({ code: 'InvalidOption' }));
+    for (const burst of [0, 0.5, Number.POSITIVE_INFINITY]) expect(() => new TokenBucket({ rate: 1, burst })).toThrow(expect.objectContaining({ code: 'InvalidOption' }));
   });
 });
 
@@ -88,91 +103,131 @@ describe('Semaphore', () => {
   });
 });
 
-describe('AccountLimiter', () => {
-  it('never has more than `concurrency` sends in flight', async () => {
-    const limiter = new AccountLimiter({ qps: Number.POSITIVE_INFINITY, concurrency: 3 });
-    let inFlight = 0;
-    let most = 0;
-    await Promise.all(
-      Array.from({ length: 20 }, () =>
-        limiter.run('op', undefined, async () => {
-          inFlight += 1;
-          most = Math.max(most, inFlight);
-          await new Promise((resolve) => setTimeout(resolve, 2));
-          inFlight -= 1;
-        }),
-      ),
+/** A send whose completion the test decides, announcing when it starts. */
+function controlledSends(): { send: () => Promise<void>; started: (n: number) => Promise<void>; finishOne: () => void; readonly inFlight: number } {
+  const pending: (() => void)[] = [];
+  let startedCount = 0;
+  const waiters: { n: number; resolve: () => void }[] = [];
+  return {
+    send: () =>
+      new Promise<void>((resolve) => {
+        startedCount += 1;
+        pending.push(resolve);
+        for (const w of waiters.filter((x) => x.n <= startedCount)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve();
+        }
+      }),
+    started: (n) => (startedCount >= n ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ n, resolve }))),
+    finishOne: () => pending.shift()?.(),
+    get inFlight() {
+      return pending.length;
+    },
+  };
+}
+
+describe('RateLimiter', () => {
+  it('never has more than `concurrency` sends in flight; a finished one lets the next in', async () => {
+    const limiter = new RateLimiter({ qps: Number.POSITIVE_INFINITY, concurrency: 3 });
+    const sends = controlledSends();
+    const all = Promise.all(Array.from({ length: 7 }, () => limiter.run('op', undefined, sends.send)));
+    await sends.started(3);
+    // Each of the 7 settles only when the test finishes one, so at most 3 can have started by now.
+    expect([sends.inFlight, limiter.active]).toEqual([3, 3]);
+    for (let done = 0; done < 7; done++) {
+      await sends.started(Math.min(7, 3 + done));
+      expect(sends.inFlight).toBeLessThanOrEqual(3);
+      sends.finishOne();
+    }
+    await all;
+    expect(limiter.active).toBe(0);
+  });
+
+  it('keeps the limits it was made with; the defaults are the documented 500/s and 64 in flight', () => {
+    expect(new RateLimiter({ qps: 5 }).toJSON()).toEqual({ qps: 5, concurrency: 64 });
+    expect(new RateLimiter().toJSON()).toEqual({ qps: 500, concurrency: 64 });
+  });
+
+  it('gives a token back when its caller gives up while waiting', async () => {
+    const limiter = new RateLimiter({ qps: 0.001, concurrency: 5 }, () => 0);
+    await limiter.run('first', undefined, async () => undefined); // the one token of the burst
+    const controller = new AbortController();
+    const waiting = limiter.run('second', controller.signal, async () => 'sent');
+    controller.abort();
+    await expect(waiting).rejects.toMatchObject({ code: 'Aborted', message: expect.stringContaining('second') });
+    expect(limiter.active).toBe(0);
+  });
+
+  it('rejects bad limits naming the option', () => {
+    expect(() => new RateLimiter({ qps: 0 })).toThrow(expect.objectContaining({ code: 'InvalidOption', message: expect.stringContaining('qps') }));
+    expect(() => new RateLimiter({ concurrency: 1.5 })).toThrow(expect.objectContaining({ code: 'InvalidOption', message: expect.stringContaining('concurrency') }));
+  });
+});
+
+describe('which limiter a client uses', () => {
+  const keys = { env: {}, endpoint: 'http://127.0.0.1:1', accessKeySecret: 'secret-0123456789' };
+
+  it('without limiter, qps or concurrency: the account default, shared per AccessKeyId whatever the endpoint, at 500/s', () => {
+    const a = new OpenApiClient({ ...keys, accessKeyId: 'LTAI-default-a' });
+    const b = new OpenApiClient({ ...keys, endpoint: 'http://127.0.0.1:2', accessKeyId: 'LTAI-default-a' });
+    const other = new OpenApiClient({ ...keys, accessKeyId: 'LTAI-default-b' });
+    expect(b.limiter).toBe(a.limiter);
+    expect(a.limiter).toBe(accountDefaultLimiter('LTAI-default-a'));
+    expect(other.limiter).not.toBe(a.limiter);
+    expect(a.limiter.toJSON()).toEqual({ qps: 500, concurrency: 64 });
+  });
+
+  it('a Provisioner({ qps: 5 }) gets its own limiter and never slows later clients of the account', async () => {
+    const accessKeyId = 'LTAI-slow-provisioner';
+    const slow = new Provisioner({ ...keys, accessKeyId, instanceId: 'mqtt-cn-test', qps: 5, concurrency: 3 });
+    const later = new OpenApiClient({ ...keys, accessKeyId });
+    expect(later.limiter.toJSON()).toEqual({ qps: 500, concurrency: 64 });
+    expect(accountDefaultLimiter(accessKeyId).toJSON()).toEqual({ qps: 500, concurrency: 64 });
+    // A fleet run without limits uses the default; one with limits its own; neither touches the other.
+    await provisionFleet([], { ...keys, accessKeyId, instanceId: 'mqtt-cn-test' });
+    await provisionFleet([], { ...keys, accessKeyId, instanceId: 'mqtt-cn-test', qps: 1 });
+    expect(accountDefaultLimiter(accessKeyId).toJSON()).toEqual({ qps: 500, concurrency: 64 });
+    slow.close();
+    later.close();
+  });
+
+  it('a passed limiter is used as it is; together with qps or concurrency it is refused', () => {
+    const limiter = new RateLimiter({ qps: 7, concurrency: 2 });
+    const c = new OpenApiClient({ ...keys, accessKeyId: 'LTAI-passed', limiter });
+    expect(c.limiter).toBe(limiter);
+    for (const extra of [{ qps: 5 }, { concurrency: 1 }]) {
+      expect(() => new OpenApiClient({ ...keys, accessKeyId: 'LTAI-passed', limiter, ...extra })).toThrow(
+        expect.objectContaining({ code: 'InvalidOption', message: expect.stringContaining('limiter') }),
+      );
+    }
+    expect(() => new OpenApiClient({ ...keys, accessKeyId: 'LTAI-passed', limiter: { qps: 5 } as unknown as RateLimiter })).toThrow(
+      expect.objectContaining({ code: 'InvalidOption', message: expect.stringContaining('RateLimiter') }),
     );
-    expect(most).toBe(3);
   });
 
-  it('is shared per AccessKeyId, whatever the endpoint', () => {
-    const a = accountLimiter('LTAI-shared');
-    expect(accountLimiter('LTAI-shared')).toBe(a);
-    expect(accountLimiter('LTAI-other')).not.toBe(a);
-    const keys = { env: {}, accessKeyId: 'LTAI-shared-endpoints', accessKeySecret: 'secret-0123456789' };
-    new OpenApiClient({ ...keys, endpoint: 'http://127.0.0.1:1', qps: 40 }).close();
-    new OpenApiClient({ ...keys, region: 'cn-hangzhou', qps: 30 }).close();
-    expect(accountLimiter('LTAI-shared-endpoints').bucket.rate).toBe(30);
-  });
-
-  it('the lowest explicit limit wins; omitted limits and defaults never change it (injected clock)', () => {
-    let now = 0;
-    const limiter = new AccountLimiter({}, () => now);
-    expect(limiter.bucket.rate).toBe(500);
-    expect(limiter.slots.limit).toBe(64);
-    limiter.configure({ qps: 1_000, concurrency: 100 }); // explicit, and none lower yet: it applies
-    expect([limiter.bucket.rate, limiter.slots.limit]).toEqual([1_000, 100]);
-    limiter.configure({ qps: 5, concurrency: 4 }); // a Provisioner({ qps: 5, concurrency: 4 })
-    limiter.configure({}); // a provisionFleet without qps or concurrency
-    limiter.configure({ qps: 500, concurrency: 64 }); // higher explicit values do not raise it either
-    expect([limiter.bucket.rate, limiter.slots.limit]).toEqual([5, 4]);
-    // 40 calls at once are spread at 5/s: burst 1, then one every 200 ms.
-    now = 10_000;
-    const waits = Array.from({ length: 40 }, () => limiter.bucket.reserve());
-    expect(waits[0]).toBe(0);
-    expect(waits[39]).toBeCloseTo(39 * 200, 6);
-    limiter.configure({ qps: 2 });
-    expect(limiter.bucket.rate).toBe(2);
-  });
-
-  it('still rejects a bad explicit limit that would not change anything', () => {
-    const limiter = new AccountLimiter({ qps: 1, concurrency: 1 });
-    expect(() => limiter.configure({ qps: 0 })).toThrow(expect.objectContaining({ code: 'InvalidOption' }));
-    expect(() => limiter.configure({ qps: Number.NaN })).toThrow(expect.objectContaining({ code: 'InvalidOption' }));
-    expect(() => limiter.configure({ concurrency: 1.5 })).toThrow(expect.objectContaining({ code: 'InvalidOption' }));
-    expect([limiter.bucket.rate, limiter.slots.limit]).toEqual([1, 1]);
-  });
-
-  it('a provisionFleet without qps does not lift a Provisioner({ qps: 5 }) of the same account', async () => {
-    const keys = { env: {}, endpoint: 'http://127.0.0.1:1', accessKeyId: 'LTAI-fleet-vs-provisioner', accessKeySecret: 'secret-0123456789' };
-    const provisioner = new Provisioner({ ...keys, instanceId: 'mqtt-cn-test', qps: 5, concurrency: 3 });
-    const limiter = accountLimiter(keys.accessKeyId);
-    expect([limiter.bucket.rate, limiter.slots.limit]).toEqual([5, 3]);
-    // No ClientIds: the run makes no call, but builds its provisioner (and so meets the shared limiter).
-    await provisionFleet([], { ...keys, instanceId: 'mqtt-cn-test' });
-    await provisionFleet([], { ...keys, endpoint: 'http://127.0.0.1:2', instanceId: 'mqtt-cn-test', qps: 500, concurrency: 64 });
-    expect([limiter.bucket.rate, limiter.slots.limit]).toEqual([5, 3]);
-    provisioner.close();
-  });
-
-  it('caps the requests in flight of every OpenApiClient of one account together', async () => {
+  it('one limiter passed to two clients caps their requests in flight together', async () => {
+    const held: (() => void)[] = [];
     let inFlight = 0;
     let most = 0;
-    const server = await startHttpServer(async (_req, res) => {
+    const limit = 2;
+    const server = await startHttpServer((_req, res) => {
       inFlight += 1;
       most = Math.max(most, inFlight);
-      await new Promise((resolve) => setTimeout(resolve, 5));
-      inFlight -= 1;
-      sendJson(res, 400, { RequestId: 'R', Code: 'DeviceCredentialNotFound', Message: 'x' });
+      held.push(() => {
+        inFlight -= 1;
+        sendJson(res, 400, { RequestId: 'R', Code: 'DeviceCredentialNotFound', Message: 'x' });
+      });
+      // Answer only once the limiter's whole cap is in flight: a third request would arrive before any answer.
+      if (held.length === limit) for (const answer of held.splice(0)) answer();
     });
-    const keys = { env: {}, endpoint: server.url, accessKeyId: 'LTAI-paced', accessKeySecret: 'secret-0123456789' };
-    const clients = [new OpenApiClient({ ...keys, concurrency: 2 }), new OpenApiClient(keys)];
+    const limiter = new RateLimiter({ qps: Number.POSITIVE_INFINITY, concurrency: limit });
+    const shared = { ...keys, endpoint: server.url, accessKeyId: 'LTAI-paced', limiter };
+    const clients = [new OpenApiClient(shared), new OpenApiClient(shared)];
     await Promise.all(
       Array.from({ length: 20 }, (_, i) => clients[i % 2]?.getDeviceCredential('mqtt-cn-test', `GID_test@@@dev-${i}`).catch(() => undefined)),
     );
     expect(server.requests).toBe(20);
-    expect(most).toBe(2);
+    expect(most).toBe(limit);
     for (const c of clients) c.close();
   });
 });

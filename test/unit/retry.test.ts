@@ -253,11 +253,20 @@ describe('OpenApiClient retries (real HTTP server)', () => {
   });
 
   it('is cancelled by the call signal during a backoff delay', async () => {
-    const { server } = await flaky(100, (res) => sendJson(res, 400, { RequestId: RID, Code: 'Throttling.User', Message: 'x' }));
+    let answered!: () => void;
+    const firstAnswered = new Promise<void>((resolve) => {
+      answered = resolve;
+    });
+    const server = await startHttpServer((_req, res) => {
+      res.writeHead(400, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ RequestId: RID, Code: 'Throttling.User', Message: 'x' }), () => answered());
+    });
     const c = client(server.url, { retry: { minDelayMs: 60_000, maxDelayMs: 60_000, random: () => 0.99 } });
     const controller = new AbortController();
     const pending = c.getDeviceCredential(INSTANCE, CLIENT, { signal: controller.signal });
-    while (server.requests < 1) await new Promise((resolve) => setTimeout(resolve, 5));
+    // Aborted once the first attempt has been answered: from then on the client is reading that answer or sleeping
+    // its 59-second backoff, and either way no second attempt may leave.
+    await firstAnswered;
     controller.abort();
     await expect(pending).rejects.toMatchObject({ code: 'Aborted' });
     expect(server.requests).toBe(1);

@@ -5,6 +5,7 @@ import { simulationFailure } from '../../src/simulator/run.js';
 const REPORT_FIELDS = [
   'devices', 'provisioned', 'connected', 'failedConnects', 'connectRatePerSec', 'connectLatencyMs', 'published', 'acked',
   'delivered', 'publishRatePerSec', 'e2eLatencyMs', 'errors', 'reconnects', 'peakRssMB', 'elapsedMs',
+  'format', 'run', 'shards', 'windows', 'histograms', 'series',
 ];
 
 describe('SimulationMetrics.report', () => {
@@ -25,7 +26,7 @@ describe('SimulationMetrics.report', () => {
     }
     const report = metrics.report(5_000);
     expect(report.connected).toBe(100);
-    // createHistogram keeps 3 significant figures.
+    // HdrHistogram keeps 3 significant figures.
     expect(report.connectLatencyMs.p50).toBeCloseTo(50, 0);
     expect(report.connectLatencyMs.p95).toBeCloseTo(95, 0);
     expect(report.connectLatencyMs.p99).toBeCloseTo(99, 0);

@@ -3,11 +3,14 @@ import type { Command } from 'commander';
 import type { IClientPublishOptions } from 'mqtt';
 type QoS = NonNullable<IClientPublishOptions['qos']>;
 import { connectDevice, type DeviceConnection, type Transport } from '../../connector/connect.js';
+import { CONNECT_DEFAULTS } from '../../connector/options.js';
+import { MAX_PAYLOAD_BYTES, checkPayload, checkTopicFilter, checkTopicName } from '../../connector/validate.js';
 import { assertClientId, assertInstanceId, type CredentialSource } from '../../credential.js';
 import { ValidationError } from '../../errors.js';
 import { defaultStoreDir } from '../../provisioner/env.js';
 import { FileCredentialStore } from '../../provisioner/file-store.js';
-import { Provisioner } from '../../provisioner/provisioner.js';
+import type { Provisioner } from '../../provisioner/provisioner.js';
+import { loadProvisioner } from '../roles.js';
 import { staticSource } from '../../connector/connect.js';
 import { type CliIo, UsageError, choiceArg, cliLogger, intArg, jsonLine } from '../io.js';
 import { readCredentialFile } from './sign.js';
@@ -66,6 +69,13 @@ Examples:
     .action(async (flags: ConnectFlags, command: Command) => {
       if ((flags.publish === undefined) === (flags.subscribe === undefined)) throw new UsageError('connect needs exactly one of --publish TOPIC or --subscribe TOPIC');
       if (flags.publish !== undefined && flags.message === undefined) throw new UsageError('--publish needs --message TEXT');
+      // A message the service would refuse is refused here, before any I/O (exit 2), not after connecting.
+      const rules = { apsaraMq: CONNECT_DEFAULTS.brokerIsApsaraMq, maxPayloadBytes: MAX_PAYLOAD_BYTES, persistentSession: false };
+      if (flags.publish !== undefined) {
+        checkTopicName(flags.publish, rules);
+        checkPayload(flags.message ?? '', rules);
+      }
+      if (flags.subscribe !== undefined) checkTopicFilter(flags.subscribe, rules);
       const verbose = Boolean(command.optsWithGlobals()['verbose']);
       const logger = cliLogger(io, verbose);
       let source: CredentialSource;
@@ -77,6 +87,7 @@ Examples:
         if (flags.endpoint === undefined && flags.region === undefined) throw new UsageError('connect needs --endpoint URL or --region REGION to reach the OpenAPI (or --credential-file)');
         assertInstanceId(flags.instanceId);
         assertClientId(flags.clientId);
+        const { Provisioner } = await loadProvisioner('connect without --credential-file (it calls the OpenAPI)');
         provisioner = new Provisioner({
           instanceId: flags.instanceId,
           env: io.env,
@@ -110,6 +121,11 @@ async function connectAndRun(io: CliIo, flags: ConnectFlags, source: CredentialS
     ...(flags.brokerUrl === undefined ? {} : { brokerUrl: flags.brokerUrl }),
     ...(ca === undefined ? {} : { ca }),
     ...(flags.insecure ? { rejectUnauthorized: false } : {}),
+  });
+  connection.on('takeover', ({ confirmed }) => {
+    io.stderr(
+      `takeover: ${confirmed ? 'another client took over' : 'another client probably took over'} the session of ${connection.clientId} (every device needs its own ClientId); reconnecting with a longer delay\n`,
+    );
   });
   try {
     if (flags.publish !== undefined) {

@@ -1,7 +1,10 @@
+import { rename } from 'node:fs/promises';
 import type { Command } from 'commander';
+import { ApsaraMqDeviceError, LOCAL_ERROR_CATALOG, StoreError } from '../../errors.js';
 import { assertClientId, assertGroupId, assertInstanceId } from '../../credential.js';
 import { FileCredentialStore } from '../../provisioner/file-store.js';
-import { Provisioner } from '../../provisioner/provisioner.js';
+import type { Provisioner } from '../../provisioner/provisioner.js';
+import { loadProvisioner } from '../roles.js';
 import { type CliIo, UsageError, intArg, jsonLine } from '../io.js';
 
 interface ApiFlags {
@@ -16,11 +19,12 @@ Account keys come from ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_
 The OpenAPI endpoint is --endpoint URL (e.g. the emulator's http://127.0.0.1:8080) or https://onsmqtt.<region>.aliyuncs.com for --region.`;
 
 /** Build a provisioner from the common registrar flags, checking them first (usage errors exit 2). */
-export function provisionerFromFlags(flags: ApiFlags, io: CliIo): Provisioner {
+export async function provisionerFromFlags(flags: ApiFlags, io: CliIo): Promise<Provisioner> {
   if (flags.instanceId === undefined) throw new UsageError('--instance-id is required');
   if (flags.endpoint === undefined && flags.region === undefined) throw new UsageError('pass --endpoint URL or --region REGION');
   if (flags.endpoint !== undefined && flags.region !== undefined) throw new UsageError('pass --endpoint or --region, not both');
   assertInstanceId(flags.instanceId);
+  const { Provisioner } = await loadProvisioner('apsaramq-device, to call the OpenAPI,');
   return new Provisioner({
     instanceId: flags.instanceId,
     env: io.env,
@@ -44,24 +48,44 @@ export function addCredentialCommands(program: Command, io: CliIo): void {
     ['refresh', 'RefreshDeviceCredential: rotate the key pair of a ClientId.'],
   ] as const;
   for (const [name, description] of credentialActions) {
-    apiOptions(program.command(name).description(description))
+    const command = apiOptions(program.command(name).description(description))
       .option('--client-id <clientId>', 'the device ClientId, GID_<group>@@@<device> (required)')
-      .option('--store <dir>', 'also save the credential in this store directory')
+      .option('--store <dir>', 'also save the credential in this store directory');
+    if (name === 'register') command.option('--rotate', 'with --store: register even though the store holds a credential for the ClientId (the device holding it is refused from then on)');
+    command
       .addHelpText('after', `${API_HELP}\nPrints the API's response JSON on stdout; it holds the device secret: treat it as one.\n\nExample:\n  $ apsaramq-device ${name} --endpoint http://127.0.0.1:8080 --instance-id mqtt-emu-1 --client-id GID_demo@@@dev-1 > dev-1.json`)
-      .action(async (flags: ApiFlags & { clientId?: string }) => {
-        if (flags.clientId === undefined) throw new UsageError('--client-id is required');
+      .action(async (flags: ApiFlags & { clientId?: string; rotate?: boolean }) => {
+        if (flags.clientId === undefined) throw new UsageError('--client-id is required', 'MissingOption');
         assertClientId(flags.clientId);
-        const { store: storeDir, ...apiFlags } = flags;
-        const provisioner = provisionerFromFlags(apiFlags, io);
+        if (flags.rotate && flags.store === undefined) throw new UsageError('--rotate only means something with --store (a register without a store always registers)');
+        const { store: storeDir, rotate, ...apiFlags } = flags;
+        const clientId = flags.clientId;
+        const provisioner = await provisionerFromFlags(apiFlags, io);
         try {
           // Check the store before the call (insecure or corrupt is refused now), and save only after printing: a
           // Register or Refresh changes the credential on the service, so its answer must never be lost.
           const store = storeDir === undefined ? undefined : new FileCredentialStore(storeDir);
           await store?.prepare(provisioner.instanceId);
-          await store?.load(provisioner.instanceId, flags.clientId);
-          const answer = await provisioner[name](flags.clientId);
+          let corrupt: string | undefined;
+          let stored;
+          try {
+            stored = await store?.load(provisioner.instanceId, clientId);
+          } catch (error) {
+            // get --store is how a corrupt entry is mended: the fetched credential replaces it, the bad file is kept aside.
+            if (name !== 'get' || !(error instanceof StoreError) || error.code !== 'StoreCorrupt' || error.path === undefined) throw error;
+            corrupt = error.path;
+          }
+          if (name === 'register' && stored && !rotate) {
+            throw new ApsaraMqDeviceError('CredentialInStore', `The store ${storeDir} already holds a credential for ${clientId} (${stored.deviceAccessKeyId}); register would replace it and lock out the device that holds it`, LOCAL_ERROR_CATALOG.CredentialInStore);
+          }
+          const answer = await provisioner[name](clientId);
           // The one place a secret is printed on purpose: the registrar hands it to the device.
           io.stdout(`${JSON.stringify({ RequestId: answer.requestId, DeviceCredential: answer.credential.toWire() }, null, 2)}\n`);
+          if (corrupt !== undefined) {
+            const aside = `${corrupt}.corrupt-${Date.now()}`;
+            await rename(corrupt, aside);
+            io.stderr(`replaced the corrupt ${corrupt} with the credential the service holds; the bad file is kept as ${aside}\n`);
+          }
           await store?.save(answer.credential);
         } finally {
           provisioner.close();
@@ -76,7 +100,7 @@ export function addCredentialCommands(program: Command, io: CliIo): void {
     .action(async (flags: ApiFlags & { clientId?: string }) => {
       if (flags.clientId === undefined) throw new UsageError('--client-id is required');
       assertClientId(flags.clientId);
-      const provisioner = provisionerFromFlags(flags, io);
+      const provisioner = await provisionerFromFlags(flags, io);
       try {
         const answer = await provisioner.unregister(flags.clientId);
         io.stdout(`${JSON.stringify({ RequestId: answer.requestId }, null, 2)}\n`);
@@ -94,7 +118,7 @@ export function addCredentialCommands(program: Command, io: CliIo): void {
     .action(async (flags: ApiFlags & { groupId?: string; pageSize: number; pageNo?: number; nextToken?: string }) => {
       if (flags.groupId === undefined) throw new UsageError('--group-id is required');
       assertGroupId(flags.groupId);
-      const provisioner = provisionerFromFlags(flags, io);
+      const provisioner = await provisionerFromFlags(flags, io);
       try {
         const page = await provisioner.list({
           groupId: flags.groupId,

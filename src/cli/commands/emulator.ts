@@ -1,7 +1,9 @@
 import { readFile } from 'node:fs/promises';
+import { isAbsolute, join } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
-import { startEmulator, type EmulatorOptions, type UnsupportedFeaturePolicy } from '../../emulator/index.js';
+import type { Emulator, EmulatorOptions, UnsupportedFeaturePolicy } from '../../emulator/index.js';
 import type { Logger } from '../../util/logger.js';
+import { loadEmulator } from '../roles.js';
 import { type CliIo, UsageError, choiceArg, intArg, jsonLine } from '../io.js';
 
 interface EmulatorFlags {
@@ -22,6 +24,8 @@ interface EmulatorFlags {
   tlsKey?: string;
   tlsPort?: number;
   wssPort?: number;
+  dataDir?: string;
+  ephemeral?: boolean;
   json?: boolean;
   parentTopics?: string[] | false;
   maxTopicLength?: number;
@@ -71,6 +75,90 @@ function ruleOptions(flags: EmulatorFlags): EmulatorOptions {
     drainTimeoutMs: flags.drainTimeoutMs,
   };
   return Object.fromEntries(Object.entries(given).filter(([, value]) => value !== undefined)) as EmulatorOptions;
+}
+
+/**
+ * The variables the emulator reads (EMULATOR_ENV of the emulator's options), spelled out here so that this command
+ * does not load the emulator's modules before it runs.
+ */
+const EMULATOR_ENV = { instanceId: 'APSARAMQ_INSTANCE_ID', accessKeyId: 'ALIBABA_CLOUD_ACCESS_KEY_ID', accessKeySecret: 'ALIBABA_CLOUD_ACCESS_KEY_SECRET' } as const;
+
+/** The instance id the `emulator` command serves when none is given (flag or APSARAMQ_INSTANCE_ID): fixed, so that its default data directory is the same at every start. */
+export const CLI_DEFAULT_INSTANCE_ID = 'mqtt-emu-local';
+
+/**
+ * The default data directory of the `emulator` command for an instance: `$XDG_STATE_HOME/apsaramq-device/emulator/<id>`
+ * (an absolute XDG_STATE_HOME only, as the XDG specification says), else `$HOME/.local/state/…`. `undefined` when the
+ * environment has neither, and then the state stays in memory: the command never guesses a home directory that
+ * its environment did not name.
+ */
+export function defaultEmulatorDataDir(env: NodeJS.ProcessEnv, instanceId: string): string | undefined {
+  const xdg = env['XDG_STATE_HOME'];
+  const stateHome = xdg && isAbsolute(xdg) ? xdg : env['HOME'] ? join(env['HOME'], '.local', 'state') : undefined;
+  return stateHome === undefined ? undefined : join(stateHome, 'apsaramq-device', 'emulator', instanceId);
+}
+
+/**
+ * Where the state goes and which instance id to ask for: `--ephemeral` keeps it in memory; `--data-dir DIR` keeps it
+ * there (the instance id, unless given, comes from the directory); by default it goes to the directory of
+ * {@link defaultEmulatorDataDir}, keyed by the instance id (the flag, APSARAMQ_INSTANCE_ID, or
+ * {@link CLI_DEFAULT_INSTANCE_ID}), so that running the same command again finds the same credentials.
+ */
+function stateOptions(flags: EmulatorFlags, env: NodeJS.ProcessEnv): Pick<EmulatorOptions, 'dataDir' | 'instanceId'> {
+  if (flags.ephemeral && flags.dataDir !== undefined) throw new UsageError('--ephemeral and --data-dir contradict each other: keep the state in memory, or in DIR.');
+  const given = flags.instanceId ?? (env[EMULATOR_ENV.instanceId] || undefined);
+  if (flags.dataDir !== undefined) return { dataDir: flags.dataDir, ...(flags.instanceId === undefined ? {} : { instanceId: flags.instanceId }) };
+  const instanceId = given ?? CLI_DEFAULT_INSTANCE_ID;
+  const dataDir = flags.ephemeral ? undefined : defaultEmulatorDataDir(env, instanceId);
+  return { instanceId, ...(dataDir === undefined ? {} : { dataDir }) };
+}
+
+/** The `--json` line: a secret is printed only when the emulator generated it. */
+function readyLine(emulator: Emulator): Record<string, unknown> {
+  const generated = emulator.accessKeySource === 'generated';
+  return {
+    mqttUrl: emulator.mqttUrl,
+    wsUrl: emulator.wsUrl ?? null,
+    // Only with TLS on, so that the line's shape without TLS stays what scripts already parse.
+    ...(emulator.mqttsUrl === undefined ? {} : { mqttsUrl: emulator.mqttsUrl, wssUrl: emulator.wssUrl ?? null }),
+    apiEndpoint: emulator.apiEndpoint,
+    instanceId: emulator.instanceId,
+    accessKeyId: emulator.accessKeyId,
+    // A key pair from the environment may be a real one: the line says where it is instead of echoing it.
+    ...(generated ? { accessKeySecret: emulator.accessKeySecret } : { accessKeySecret: null, accessKeySource: emulator.accessKeySource }),
+    ...(emulator.dataDir === undefined ? {} : { dataDir: emulator.dataDir }),
+  };
+}
+
+/** The human banner: where everything listens, where the state is kept, and what to run next (never `register`, which rotates keys). */
+function banner(emulator: Emulator, env: NodeJS.ProcessEnv): string {
+  const opts = `--endpoint ${emulator.apiEndpoint} --broker-url ${emulator.mqttUrl} --instance-id ${emulator.instanceId}`;
+  const state = emulator.dataDir !== undefined
+    ? `${emulator.dataDir} (kept across restarts; --ephemeral keeps it in memory)`
+    : `in memory, lost when the emulator stops${env['HOME'] || env['XDG_STATE_HOME'] ? '' : ' (no HOME or XDG_STATE_HOME to keep it under)'}; --data-dir DIR keeps it`;
+  return [
+    'ApsaraMQ for MQTT emulator is running.',
+    `  MQTT (TCP):       ${emulator.mqttUrl}`,
+    `  MQTT (WebSocket): ${emulator.wsUrl ?? 'off'}`,
+    `  MQTT (TLS):       ${emulator.mqttsUrl ?? 'off (--tls-cert/--tls-key)'}`,
+    `  MQTT (WSS):       ${emulator.wssUrl ?? 'off (--tls-cert/--tls-key)'}`,
+    `  OpenAPI endpoint: ${emulator.apiEndpoint}`,
+    `  Instance id:      ${emulator.instanceId}`,
+    `  State:            ${state}`,
+    '',
+    'In another terminal:',
+    ...(emulator.accessKeySource === 'generated'
+      ? [`  export ${EMULATOR_ENV.accessKeyId}=${emulator.accessKeyId}`, `  export ${EMULATOR_ENV.accessKeySecret}=${emulator.accessKeySecret}`]
+      : // The keys came from this environment: they may be real ones, so the secret is not echoed.
+        [`  (use the same ${EMULATOR_ENV.accessKeyId} and ${EMULATOR_ENV.accessKeySecret} as this terminal)`]),
+    `  apsaramq-device connect ${opts} --client-id GID_demo@@@dev-1 --subscribe 'demo/#'`,
+    `  apsaramq-device connect ${opts} --client-id GID_demo@@@dev-2 --publish demo/hello --message hi`,
+    `  apsaramq-device get --endpoint ${emulator.apiEndpoint} --instance-id ${emulator.instanceId} --client-id GID_demo@@@dev-1`,
+    '  (connect registers a ClientId only when it has no credential; register would replace the key of a running device)',
+    '',
+    'Press Ctrl+C to stop.',
+    '',
+  ].join('\n');
 }
 
 /** `--fault-rate`: a probability. */
@@ -131,7 +219,7 @@ export function addEmulatorCommand(program: Command, io: CliIo): void {
     .option('--ws-port <port>', 'MQTT over WebSocket port, path /mqtt (0 = any free port)', intArg('--ws-port', 0, 65535), EMULATOR_CLI_DEFAULTS.wsPort)
     .option('--no-ws', 'do not listen for WebSocket')
     .option('--api-port <port>', 'OpenAPI port (0 = any free port)', intArg('--api-port', 0, 65535), EMULATOR_CLI_DEFAULTS.apiPort)
-    .option('--instance-id <id>', 'instance id (default: $APSARAMQ_INSTANCE_ID, else generated)')
+    .option('--instance-id <id>', `instance id (default: $APSARAMQ_INSTANCE_ID, else the one kept in --data-dir, else ${CLI_DEFAULT_INSTANCE_ID})`)
     .option('--re-register <mode>', 'RegisterDeviceCredential on a ClientId that has a credential: rotate (latest wins) or reject (DeviceCredentialExsit)', choiceArg('--re-register', ['rotate', 'reject'] as const), 'rotate')
     .option('--error-statuses <set>', 'HTTP status of InternalError/SystemOverFlow: remapped (417/403) or legacy (500/500)', choiceArg('--error-statuses', ['remapped', 'legacy'] as const), 'remapped')
     .option('--qps-limit <n>', 'OpenAPI calls per second per account before Throttling.User', intArg('--qps-limit', 1), 500)
@@ -143,6 +231,8 @@ export function addEmulatorCommand(program: Command, io: CliIo): void {
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--tls-port <port>', `MQTT over TLS port (default ${EMULATOR_CLI_DEFAULTS.tlsPort}; 0 = any free port)`, intArg('--tls-port', 0, 65535))
     .option('--wss-port <port>', `MQTT over secure WebSocket port (default ${EMULATOR_CLI_DEFAULTS.wssPort}; 0 = any free port)`, intArg('--wss-port', 0, 65535))
+    .option('--data-dir <dir>', 'keep the OpenAPI state (credentials, instance id, generated keys) in DIR across restarts (default: $XDG_STATE_HOME or ~/.local/state, /apsaramq-device/emulator/<instance id>)')
+    .option('--ephemeral', 'keep the state in memory only: every credential is forgotten when the emulator stops')
     .option('--parent-topics <list>', 'comma-separated parent topics that exist on the instance (default demo,sim; * = any); PUBLISH or SUBSCRIBE under another disconnects the client', parentTopicsArg)
     .option('--max-topic-length <n>', 'longest topic or filter in characters (default 64; none = no limit)', limitArg('--max-topic-length', 1))
     .option('--max-subscriptions <n>', 'subscriptions per client (default 30; none = no limit)', limitArg('--max-subscriptions', 1))
@@ -156,12 +246,15 @@ export function addEmulatorCommand(program: Command, io: CliIo): void {
     .option('--max-packet-bytes <n>', 'largest MQTT packet, checked before authentication (default 131072)', intArg('--max-packet-bytes', 2, 268_435_460))
     .option('--max-queued-bytes <n>', 'bytes waiting for one slow subscriber before it is disconnected (default 8388608)', intArg('--max-queued-bytes', 1024))
     .option('--drain-timeout-ms <ms>', 'how long a subscriber\'s socket may stay full before it is disconnected (default 10000)', intArg('--drain-timeout-ms', 1, 2_147_483_647))
-    .option('--json', 'once ready, print one JSON line {mqttUrl, wsUrl, [mqttsUrl, wssUrl with TLS,] apiEndpoint, instanceId, accessKeyId, accessKeySecret}')
+    .option('--json', 'once ready, print one JSON line {mqttUrl, wsUrl, [mqttsUrl, wssUrl with TLS,] apiEndpoint, instanceId, accessKeyId, accessKeySecret (null, with accessKeySource, for keys from the environment)[, dataDir]}')
     .addHelpText(
       'after',
       `
-The account AccessKey comes from ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET when set,
-else one is generated and printed (a secret taken from the environment is never echoed). Runs until SIGINT or SIGTERM, then closes cleanly.
+The account AccessKey comes from ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET when both are set
+(one without the other is refused), else one is generated, printed, and kept in the data directory (a secret taken
+from the environment is never echoed nor written). The state (device credentials) is kept in the data directory,
+so running the same command again serves the same credentials; --ephemeral forgets them at exit.
+Runs until SIGINT or SIGTERM, then closes cleanly.
 The broker enforces the service's MQTT rules (parent topics, topic length, subscriptions per client, Keep Alive,
 message size; no retained, will or shared-subscription messages, no QoS 2 in a persistent session) and says on
 stderr which rule refused what; GET /_emulator/stats counts them under mqtt.rules. --lenient turns them off.
@@ -173,6 +266,8 @@ Examples:
   $ apsaramq-device emulator --mqtt-port 0 --ws-port 0 --api-port 0 --json
   $ apsaramq-device emulator --fault-rate 0.2 --fault-codes SystemOverFlow,Throttling.User --latency-ms 50-300
   $ apsaramq-device emulator --tls-cert fixtures/tls/server.pem --tls-key fixtures/tls/server-key.pem
+  $ apsaramq-device emulator --instance-id mqtt-demo --data-dir ./emulator-state
+  $ apsaramq-device emulator --ephemeral --mqtt-port 0 --api-port 0 --json
   $ apsaramq-device emulator --parent-topics demo,sensors,alerts --max-subscriptions 100
   $ apsaramq-device emulator --lenient`,
     )
@@ -193,46 +288,12 @@ Examples:
         kickOnRevoke: flags.kickOnRevoke === true,
         ...(await tlsOptions(flags)),
         env: io.env,
-        ...(flags.instanceId === undefined ? {} : { instanceId: flags.instanceId }),
+        ...stateOptions(flags, io.env),
       };
+      const { startEmulator } = await loadEmulator('The emulator');
       const emulator = await startEmulator(options);
       const stopped = io.interrupted();
-      if (flags.json) {
-        io.stdout(
-          jsonLine({
-            mqttUrl: emulator.mqttUrl,
-            wsUrl: emulator.wsUrl ?? null,
-            // Only with TLS on, so that the line's shape without TLS stays what scripts already parse.
-            ...(emulator.mqttsUrl === undefined ? {} : { mqttsUrl: emulator.mqttsUrl, wssUrl: emulator.wssUrl ?? null }),
-            apiEndpoint: emulator.apiEndpoint,
-            instanceId: emulator.instanceId,
-            accessKeyId: emulator.accessKeyId,
-            accessKeySecret: emulator.accessKeySecret,
-          }),
-        );
-      } else {
-        io.stdout(
-          [
-            'ApsaraMQ for MQTT emulator is running.',
-            `  MQTT (TCP):       ${emulator.mqttUrl}`,
-            `  MQTT (WebSocket): ${emulator.wsUrl ?? 'off'}`,
-            `  MQTT (TLS):       ${emulator.mqttsUrl ?? 'off (--tls-cert/--tls-key)'}`,
-            `  MQTT (WSS):       ${emulator.wssUrl ?? 'off (--tls-cert/--tls-key)'}`,
-            `  OpenAPI endpoint: ${emulator.apiEndpoint}`,
-            `  Instance id:      ${emulator.instanceId}`,
-            '',
-            'In another terminal:',
-            ...(io.env['ALIBABA_CLOUD_ACCESS_KEY_SECRET']
-              ? // The keys came from this environment: they may be real ones, so the secret is not echoed.
-                ['  (use the same ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET as this terminal)']
-              : [`  export ALIBABA_CLOUD_ACCESS_KEY_ID=${emulator.accessKeyId}`, `  export ALIBABA_CLOUD_ACCESS_KEY_SECRET=${emulator.accessKeySecret}`]),
-            `  apsaramq-device register --endpoint ${emulator.apiEndpoint} --instance-id ${emulator.instanceId} --client-id GID_demo@@@dev-1`,
-            '',
-            'Press Ctrl+C to stop.',
-            '',
-          ].join('\n'),
-        );
-      }
+      io.stdout(flags.json ? jsonLine(readyLine(emulator)) : banner(emulator, io.env));
       await stopped;
       await emulator.close();
     });

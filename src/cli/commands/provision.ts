@@ -2,11 +2,15 @@ import type { Command } from 'commander';
 import { assertClientId, assertGroupId, assertInstanceId } from '../../credential.js';
 import { ApsaraMqDeviceError, isApsaraMqDeviceError } from '../../errors.js';
 import { defaultStoreDir } from '../../provisioner/env.js';
-import { type FleetProgress, type FleetResult, provisionFleet } from '../../provisioner/fleet.js';
+import type { FleetProgress, FleetResult } from '../../provisioner/fleet.js';
+import { loadFleet } from '../roles.js';
 import { FileCredentialStore } from '../../provisioner/file-store.js';
 import type { ProvisionStrategy } from '../../provisioner/provisioner.js';
 import { DEFAULT_API_CONCURRENCY, DEFAULT_API_QPS } from '../../provisioner/rate-limit.js';
-import { type CliIo, UsageError, choiceArg, intArg, jsonLine } from '../io.js';
+import { resolveEndpoint } from '../../provisioner/endpoint.js';
+import { type CliIo, Interrupted, UsageError, choiceArg, conflicting, intArg, jsonLine } from '../io.js';
+import { probeOpenApi } from '../probe.js';
+import { Progress } from '../progress.js';
 
 interface ProvisionFlags {
   instanceId?: string;
@@ -20,14 +24,11 @@ interface ProvisionFlags {
   store?: string;
   endpoint?: string;
   region?: string;
+  timeoutMs?: number;
+  maxServiceLatencyMs?: number;
   json?: boolean;
 }
 
-/** Without a terminal, a progress line this often (ms): enough to see a CI job is alive, not enough to flood its log. */
-const PROGRESS_LINE_MS = 5_000;
-/** On a terminal, redraw the bar at most this often (ms). */
-const PROGRESS_BAR_MS = 100;
-const BAR_WIDTH = 30;
 /** Failed ClientIds listed in the human summary; the rest are counted. */
 const FAILURES_SHOWN = 20;
 
@@ -51,12 +52,15 @@ export function addProvisionCommand(program: Command, io: CliIo): void {
     .option('--store <dir>', 'credential store directory (default $APSARAMQ_DEVICE_STORE, else ~/.config/apsaramq-device/credentials)')
     .option('--endpoint <url>', 'OpenAPI endpoint URL, e.g. the emulator\'s http://127.0.0.1:8080')
     .option('--region <region>', 'region, for https://onsmqtt.<region>.aliyuncs.com')
+    .option('--timeout-ms <ms>', 'connect and answer timeout of each OpenAPI request (default 10000)', intArg('--timeout-ms', 1, 600_000))
+    .option('--max-service-latency-ms <ms>', 'longest the service may take to apply a request: a Register whose answer was lost is checked with GetDeviceCredential once --timeout-ms plus this have passed (default 10000)', intArg('--max-service-latency-ms', 0, 3_600_000))
     .option('--json', 'print one summary line of JSON on stdout')
     .addHelpText(
       'after',
       `
 Account keys come from ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET (and ALIBABA_CLOUD_SECURITY_TOKEN for STS).
-Credentials already in the store cost no API call, so running the command again is cheap and safe. Progress goes to
+Credentials already in the store cost no API call, so running the command again is cheap and safe, also while other
+provision or connect processes use the same store (each ClientId is locked while it is registered). Progress goes to
 stderr; with --json, stdout gets {"requested","provisioned","fromStore","fetched","registered","failed":[{"clientId","code"}],
 "apiCalls","retries","throttled","elapsedMs"}. Exit 0 when every device has its credential, 1 otherwise.
 
@@ -65,11 +69,11 @@ Example:
     )
     .action(async (flags: ProvisionFlags) => {
       const { instanceId, groupId, count } = flags;
-      if (instanceId === undefined) throw new UsageError('--instance-id is required');
-      if (groupId === undefined) throw new UsageError('--group-id is required');
-      if (count === undefined) throw new UsageError('--count is required');
-      if (flags.endpoint === undefined && flags.region === undefined) throw new UsageError('pass --endpoint URL or --region REGION');
-      if (flags.endpoint !== undefined && flags.region !== undefined) throw new UsageError('pass --endpoint or --region, not both');
+      if (instanceId === undefined) throw new UsageError('--instance-id is required', 'MissingOption');
+      if (groupId === undefined) throw new UsageError('--group-id is required', 'MissingOption');
+      if (count === undefined) throw new UsageError('--count is required', 'MissingOption');
+      if (flags.endpoint === undefined && flags.region === undefined) throw new UsageError('pass --endpoint URL or --region REGION', 'MissingOption');
+      if (flags.endpoint !== undefined && flags.region !== undefined) throw conflicting('--endpoint', '--region', 'the endpoint is that of a region');
       assertInstanceId(instanceId);
       assertGroupId(groupId);
       // The last index has the most digits: if its ClientId is valid, all are. Checked before any I/O.
@@ -81,23 +85,49 @@ Example:
         throw new UsageError(`--group-id, --prefix, --start and --count make ClientIds such as ${longest} (${longest.length} characters): ${error.message}`);
       }
 
+      const endpoint = resolveEndpoint({ ...(flags.endpoint === undefined ? {} : { endpoint: flags.endpoint }), ...(flags.region === undefined ? {} : { region: flags.region }) });
+      const store = new FileCredentialStore(flags.store ?? defaultStoreDir(io.env));
+      // A dead or wrong endpoint fails here, in seconds, naming the flag; not after every device spent its retries.
+      await probeOpenApi(endpoint, flags.endpoint === undefined ? '--region' : '--endpoint');
+
       const controller = new AbortController();
-      void io.interrupted().then(() => controller.abort(new Error('interrupted')));
-      const reporter = progressReporter(io, io.stderrIsTTY === true);
+      let signal: NodeJS.Signals | void | undefined;
+      void io.interrupted().then((s) => {
+        signal = s ?? 'SIGINT';
+        controller.abort(new Error('interrupted'));
+      });
+      const progress = new Progress({ label: 'provision', total: count, tty: io.stderrIsTTY === true, columns: () => io.columns?.(), write: (t) => io.stderr(t) });
+      const update = (p: FleetProgress): void => progress.update(p.done, `${p.failed} failed · ${p.apiCalls} calls · ${p.retries} retries`);
+      const { provisionFleet } = await loadFleet('provision');
       const result = await provisionFleet(fleetClientIds(groupId, flags.prefix, flags.start, count), {
         instanceId,
         env: io.env,
-        store: new FileCredentialStore(flags.store ?? defaultStoreDir(io.env)),
+        store,
         qps: flags.qps,
         concurrency: flags.concurrency,
         strategy: flags.strategy,
         signal: controller.signal,
-        onProgress: reporter.update,
-        ...(flags.endpoint === undefined ? {} : { endpoint: flags.endpoint }),
-        ...(flags.region === undefined ? {} : { region: flags.region }),
+        onProgress: update,
+        endpoint,
+        ...(flags.timeoutMs === undefined ? {} : { timeoutMs: flags.timeoutMs }),
+        ...(flags.maxServiceLatencyMs === undefined ? {} : { maxServiceLatencyMs: flags.maxServiceLatencyMs }),
       });
-      reporter.finish();
-      io.stdout(flags.json ? jsonLine(summary(result)) : humanSummary(result));
+      const interrupted = signal !== undefined;
+      if (interrupted) {
+        // Devices the interrupt stopped before they finished did not fail: they are left for the next run.
+        const aborted = result.failed.filter((f) => f.code === 'Aborted').length;
+        result.failed = result.failed.filter((f) => f.code !== 'Aborted');
+        progress.finish(`interrupted · ${result.provisioned} provisioned · ${result.failed.length} failed · ${aborted} left`);
+        io.stdout(flags.json ? jsonLine({ ...summary(result), interrupted: true, notProvisioned: aborted }) : humanSummary(result));
+      } else {
+        progress.finish(`${result.failed.length} failed · ${result.apiCalls} calls · ${result.retries} retries`);
+        io.stdout(flags.json ? jsonLine(summary(result)) : humanSummary(result));
+      }
+      if (interrupted) {
+        const left = result.requested - result.provisioned;
+        io.stderr(`Interrupted: ${result.provisioned} of ${result.requested} devices provisioned, ${left} not yet. Run the same command again to resume: devices already provisioned come from the store at no cost.\n`);
+        throw new Interrupted(signal);
+      }
       if (result.failed.length > 0) throw failureError(result);
     });
 }
@@ -128,33 +158,4 @@ function failureError(result: FleetResult): ApsaraMqDeviceError {
     retryable: false,
     remedy: 'Fix the cause and run the same command again: devices already provisioned come from the store at no cost.',
   });
-}
-
-/** Progress on stderr: a bar redrawn in place on a terminal, a plain line every few seconds otherwise. */
-function progressReporter(io: CliIo, tty: boolean): { update: (p: FleetProgress) => void; finish: () => void } {
-  let last = 0;
-  let latest: FleetProgress | undefined;
-  const line = (p: FleetProgress): string =>
-    `${p.done}/${p.total} done, ${p.failed} failed, ${p.apiCalls} API calls, ${p.retries} retries, ${p.throttled} throttled, ${(p.elapsedMs / 1000).toFixed(1)} s`;
-  const draw = (p: FleetProgress): void => {
-    if (tty) {
-      const filled = p.total === 0 ? BAR_WIDTH : Math.round((p.done / p.total) * BAR_WIDTH);
-      io.stderr(`\r\x1b[K[${'#'.repeat(filled)}${'.'.repeat(BAR_WIDTH - filled)}] ${line(p)}`);
-    } else {
-      io.stderr(`provision: ${line(p)}\n`);
-    }
-  };
-  return {
-    update: (p) => {
-      latest = p;
-      if (p.elapsedMs - last >= (tty ? PROGRESS_BAR_MS : PROGRESS_LINE_MS)) {
-        last = p.elapsedMs;
-        draw(p);
-      }
-    },
-    finish: () => {
-      if (latest) draw(latest);
-      if (tty && latest) io.stderr('\n');
-    },
-  };
 }

@@ -4,7 +4,7 @@ import { DeviceCredential, assertInstanceId } from '../../credential.js';
 import { ValidationError } from '../../errors.js';
 import { resolveAccountCredentials } from '../../provisioner/env.js';
 import { type MqttCredentials, signDeviceCredential, signSignature } from '../../signer/mqtt.js';
-import { type CliIo, UsageError, choiceArg, jsonLine } from '../io.js';
+import { type CliIo, UsageError, choiceArg, conflicting, jsonLine } from '../io.js';
 
 /** Read what `register` printed (or the bare DeviceCredential object) into a credential. */
 export async function readCredentialFile(file: string): Promise<DeviceCredential> {
@@ -13,7 +13,8 @@ export async function readCredentialFile(file: string): Promise<DeviceCredential
     text = await readFile(file, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? 'EIO';
-    throw new ValidationError('InvalidCredential', `Cannot read credential file ${file} (${code})`);
+    const why = code === 'ENOENT' ? 'there is no such file (it is what `apsaramq-device register … > FILE` or `get … > FILE` writes)' : code === 'EACCES' ? 'permission denied' : code;
+    throw new ValidationError('InvalidCredential', `Cannot read credential file ${file}: ${why}`);
   }
   let parsed: unknown;
   try {
@@ -46,12 +47,16 @@ Examples:
     .action(async (opts: { credentialFile?: string; mode: 'deviceCredential' | 'signature'; instanceId?: string; clientId?: string; json?: boolean }) => {
       let signed: MqttCredentials;
       if (opts.mode === 'signature') {
-        if (opts.instanceId === undefined || opts.clientId === undefined) throw new UsageError('--mode signature needs --instance-id and --client-id');
+        if (opts.credentialFile !== undefined) throw conflicting('--mode signature', '--credential-file', 'Signature mode signs with the account key, not a device credential');
+        if (opts.instanceId === undefined || opts.clientId === undefined) throw new UsageError('--mode signature needs --instance-id and --client-id', 'MissingOption');
         assertInstanceId(opts.instanceId);
         const account = resolveAccountCredentials({}, io.env);
         signed = signSignature({ accessKeyId: account.accessKeyId, accessKeySecret: account.accessKeySecret, instanceId: opts.instanceId, clientId: opts.clientId });
       } else {
-        if (opts.credentialFile === undefined) throw new UsageError('sign needs --credential-file (or --mode signature)');
+        if (opts.credentialFile === undefined) throw new UsageError('sign needs --credential-file (or --mode signature)', 'MissingOption');
+        for (const [flag, value] of [['--instance-id', opts.instanceId], ['--client-id', opts.clientId]] as const) {
+          if (value !== undefined) throw conflicting('--credential-file', flag, `the credential file holds the ${flag === '--client-id' ? 'ClientId' : 'instance id'} it was issued for`);
+        }
         signed = signDeviceCredential(await readCredentialFile(opts.credentialFile));
       }
       if (opts.json) {

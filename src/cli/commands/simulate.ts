@@ -1,12 +1,12 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { brokerUrlFor } from '../../connector/connect.js';
 import { isApsaraMqDeviceError, ValidationError } from '../../errors.js';
 import { defaultStoreDir } from '../../provisioner/env.js';
 import { FileCredentialStore } from '../../provisioner/file-store.js';
-import { formatReport, type SimulationProgress, type SimulationReport } from '../../simulator/metrics.js';
+import type { SimulationProgress } from '../../simulator/metrics.js';
 import { SIMULATION_DEFAULTS, resolveSettings, type SimulationSettings } from '../../simulator/options.js';
-import { runSimulation, simulationFailure } from '../../simulator/run.js';
+import { loadReports, loadSimulator } from '../roles.js';
 import type { SimulationTarget } from '../../simulator/target.js';
 import { type CliIo, UsageError, choiceArg, intArg, jsonLine } from '../io.js';
 
@@ -21,7 +21,11 @@ interface SimulateFlags {
   duration: number;
   subscribe?: boolean;
   shard?: string;
+  startAt?: string;
+  localAddress?: string;
+  protocol: number;
   report?: string;
+  html?: string;
   json?: boolean;
   endpoint?: string;
   region?: string;
@@ -56,7 +60,11 @@ export function addSimulateCommand(program: Command, io: CliIo): void {
     .option('--duration <s>', 'seconds from the start of connecting until devices stop publishing (the run waits for every device to try)', intArg('--duration', 0, 7 * 86_400), D.durationMs / 1_000)
     .option('--subscribe', 'each device also subscribes to its own topic, so end-to-end latency is measured')
     .option('--shard <I/N>', 'simulate only slice I of N (1-based) of the fleet, so several processes or machines share one run')
-    .option('--report <file>', 'also write the JSON report to this file')
+    .option('--start-at <time>', 'start connecting at this ISO 8601 time with a zone (after provisioning), so shards on several machines start together')
+    .option('--local-address <list>', 'source addresses to spread the devices over: a list (127.0.0.2,127.0.0.3) or IPv4 ranges (127.0.0.2-127.0.0.9)')
+    .option('--protocol <level>', 'MQTT protocol level of the devices: 4 (3.1.1); 5 is refused until the emulator speaks MQTT 5', intArg('--protocol', 3, 5), 4)
+    .option('--report <file>', 'also write the JSON report to this file (mergeable with report merge)')
+    .option('--html <file>', 'also write the HTML report (one self-contained file) to this file')
     .option('--json', 'print the JSON report on stdout')
     .option('--endpoint <url>', 'OpenAPI endpoint of the real service (or of an emulator you started)')
     .option('--region <region>', 'region of the OpenAPI endpoint https://onsmqtt.<region>.aliyuncs.com')
@@ -81,19 +89,30 @@ and ALIBABA_CLOUD_ACCESS_KEY_SECRET. Credentials are kept in the store (a device
 fetched at --api-qps. The GroupId and the topic's parent (first level) must exist on the instance.
 
 With --shard, every process gets the same flags but its own I: the connect rate is fleet-wide and each shard takes
-its share. Each device needs one socket: for thousands of devices raise the open-file limit (ulimit -n 65536).
+its share; --start-at makes them start connecting together, and \`apsaramq-device report merge\` combines their
+--report files into the fleet's exact percentiles and series. Each device needs one socket: for thousands of
+devices raise the open-file limit (ulimit -n 65536). One source address reaches one broker port over at most the
+ephemeral port range (about 28,000 ports): beyond that, --local-address spreads devices over several addresses.
 
-The report (--json, --report): devices, provisioned, connected, failedConnects, connectRatePerSec, connectLatencyMs
-{p50,p95,p99,max}, published, acked, delivered, publishRatePerSec, e2eLatencyMs {p50,p95,p99,max}, errors {code: n},
-reconnects, peakRssMB, elapsedMs. Exit code 1 (SimulationFailed, TooManyOpenFiles) when a device did not connect.
+The report (--json, --report): format, run {parameters, version, startedAt, startAt, target}, shards, devices,
+provisioned, connected, failedConnects, connectRatePerSec, connectLatencyMs {p50,p95,p99,max}, published, acked,
+delivered, publishRatePerSec, e2eLatencyMs {p50,p95,p99,max}, errors {code: n}, reconnects, peakRssMB, elapsedMs,
+windows, histograms (HdrHistogram, lossless), series (per second). --html writes it as a page with charts.
+Exit code 1 (SimulationFailed, TooManyOpenFiles) when a device did not connect.
 
 Examples:
   $ apsaramq-device simulate
   $ apsaramq-device simulate --devices 10000 --connect-rate 500 --duration 30 --publish-interval 5000 --json
   $ apsaramq-device simulate --devices 2000 --shard 1/2 --region cn-hangzhou --instance-id mqtt-cn-xxx \\
-      --group-id GID_load --topic load/%i --subscribe --report shard1.json`,
+      --group-id GID_load --topic load/%i --subscribe --start-at 2026-12-01T10:00:00Z --report shard1.json
+  $ apsaramq-device report merge shard1.json shard2.json --html fleet.html
+  $ apsaramq-device simulate --devices 40000 --local-address 127.0.0.2-127.0.0.3 --html run.html`,
     )
     .action(async (flags: SimulateFlags) => {
+      if (flags.protocol === 5) {
+        throw new ValidationError('InvalidOption', '--protocol 5: MQTT 5 devices are not supported yet (the emulator does not speak MQTT 5 yet); use --protocol 4 (MQTT 3.1.1)');
+      }
+      if (flags.protocol !== 4) throw new ValidationError('InvalidOption', `--protocol ${flags.protocol}: the simulator speaks MQTT 3.1.1 (--protocol 4)`);
       const settings: SimulationSettings = {
         devices: flags.devices,
         groupId: flags.groupId,
@@ -108,6 +127,8 @@ Examples:
         apiConcurrency: flags.apiConcurrency,
         maxConnectsInFlight: flags.maxConnecting,
         ...(flags.shard === undefined ? {} : { shard: flags.shard }),
+        ...(flags.startAt === undefined ? {} : { startAt: flags.startAt }),
+        ...(flags.localAddress === undefined ? {} : { localAddress: flags.localAddress }),
       };
       try {
         resolveSettings(settings);
@@ -120,6 +141,8 @@ Examples:
       const stop = new AbortController();
       void io.interrupted().then(() => stop.abort());
       const progress = flags.progress ? progressPrinter(io, io.stderrIsTTY === true) : undefined;
+      const { runSimulation, simulationFailure } = await loadSimulator('simulate');
+      const { formatReport, renderReportHtml, writeFileWhole } = await loadReports('simulate');
       const report = await runSimulation({
         ...settings,
         signal: stop.signal,
@@ -129,7 +152,8 @@ Examples:
       });
       if (progress) progress('end');
       io.stderr(formatReport(report));
-      if (flags.report !== undefined) await writeReport(flags.report, report);
+      if (flags.report !== undefined) await writeOutput(writeFileWhole, '--report', flags.report, `${JSON.stringify(report, null, 2)}\n`);
+      if (flags.html !== undefined) await writeOutput(writeFileWhole, '--html', flags.html, renderReportHtml(report));
       if (flags.json) io.stdout(jsonLine(report));
       const failure = simulationFailure(report);
       if (failure) throw failure;
@@ -176,12 +200,13 @@ async function targetOf(flags: SimulateFlags, io: CliIo): Promise<SimulationTarg
   };
 }
 
-async function writeReport(file: string, report: SimulationReport): Promise<void> {
+/** Write an output file whole, or fail with InvalidOption naming its flag. */
+export async function writeOutput(write: (file: string, text: string) => Promise<void>, flag: string, file: string, text: string): Promise<void> {
   try {
-    await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
+    await write(file, text);
   } catch (error) {
     const reason = isApsaraMqDeviceError(error) ? error.message : error instanceof Error ? error.message : String(error);
-    throw new ValidationError('InvalidOption', `Cannot write --report file ${file}: ${reason}`);
+    throw new ValidationError('InvalidOption', `Cannot write ${flag} file ${file}: ${reason}`);
   }
 }
 

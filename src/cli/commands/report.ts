@@ -1,0 +1,45 @@
+import type { Command } from 'commander';
+import { type CliIo, jsonLine } from '../io.js';
+import { loadReports } from '../roles.js';
+import { writeOutput } from './simulate.js';
+
+interface MergeFlags {
+  json?: boolean;
+  html?: string;
+  output?: string;
+  partial?: boolean;
+}
+
+/** Register `report merge`: the reports of a run's shards as the fleet's report. */
+export function addReportCommand(program: Command, io: CliIo): void {
+  const report = program.command('report').description('Work with simulation reports (simulate --report files).');
+  report
+    .command('merge')
+    .description('Merge the reports of a run\'s shards into the fleet\'s report: counts and per-second series added, latency histograms added, so the percentiles are exact. Reports of different runs are refused (ReportMismatch names what differs).')
+    .argument('<files...>', 'report files written by simulate --report (or by report merge --output)')
+    .option('--json', 'print the merged JSON report on stdout')
+    .option('--output <file>', 'write the merged JSON report to this file (it can be merged again)')
+    .option('--html <file>', 'write the merged report as one self-contained HTML page with charts')
+    .option('--partial', 'merge even when some shards of the run are missing')
+    .addHelpText(
+      'after',
+      `
+Merging one report renders it as it is (e.g. report merge run.json --html run.html). A summary goes to stderr.
+Exit code 1 with ReportMismatch (different runs, a shard twice, a shard missing) or InvalidReport.
+
+Example:
+  $ apsaramq-device simulate --devices 100000 --shard 1/2 --start-at 2026-12-01T10:00:00Z --report s1.json   # machine 1
+  $ apsaramq-device simulate --devices 100000 --shard 2/2 --start-at 2026-12-01T10:00:00Z --report s2.json   # machine 2
+  $ apsaramq-device report merge s1.json s2.json --html fleet.html --output fleet.json`,
+    )
+    .action(async (files: string[], flags: MergeFlags) => {
+      const { readReportFile, mergeReports, formatReport, renderReportHtml, writeFileWhole } = await loadReports('report merge');
+      const reports = [];
+      for (const file of files) reports.push(await readReportFile(file));
+      const merged = mergeReports(reports, { sources: files, partial: Boolean(flags.partial) });
+      io.stderr(formatReport(merged));
+      if (flags.output !== undefined) await writeOutput(writeFileWhole, '--output', flags.output, `${JSON.stringify(merged, null, 2)}\n`);
+      if (flags.html !== undefined) await writeOutput(writeFileWhole, '--html', flags.html, renderReportHtml(merged));
+      if (flags.json) io.stdout(jsonLine(merged));
+    });
+}

@@ -1,0 +1,281 @@
+/**
+ * The options of {@link connectDevice}: their defaults, and one resolver that checks every one of them before any
+ * I/O (a bad one is a `ValidationError('InvalidOption')` naming it), so that `registerAndConnect` can check them
+ * before its first API call too.
+ */
+import type { IClientOptions } from 'mqtt';
+import { DeviceCredential, type CredentialSource } from '../credential.js';
+import { ValidationError } from '../errors.js';
+import type { BackoffOptions } from '../util/backoff.js';
+import { type Logger } from '../util/logger.js';
+import { MAX_REFETCHES } from './ladder.js';
+import { TAKEOVER_DEFAULTS, type TakeoverOptions } from './takeover.js';
+import { type MessageRules, checkUserProperties, defaultMaxPayloadBytes } from './validate.js';
+
+/** How the device reaches the broker. */
+export type Transport = 'tcp' | 'tls' | 'ws' | 'wss';
+
+/** The service's port for each transport. */
+export const TRANSPORT_PORTS: Readonly<Record<Transport, number>> = Object.freeze({ tcp: 1883, tls: 8883, ws: 80, wss: 443 });
+
+const SCHEMES: Readonly<Record<Transport, string>> = { tcp: 'mqtt', tls: 'mqtts', ws: 'ws', wss: 'wss' };
+
+/** The service's WebSocket path; mqtt.js would default to `/`. */
+export const WEBSOCKET_PATH = '/mqtt';
+
+/** The longest delay a Node timer takes (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** Defaults of {@link ConnectDeviceOptions}. */
+export const CONNECT_DEFAULTS = Object.freeze({
+  transport: 'tcp' as Transport,
+  /** MQTT 3.1.1; 5 is opt-in. */
+  protocolVersion: 4 as 4 | 5,
+  /** Seconds; what every official demo uses. */
+  keepalive: 90,
+  clean: true,
+  connectTimeoutMs: 10_000,
+  reconnect: Object.freeze({ minDelayMs: 1_000, maxDelayMs: 60_000 }) as Readonly<BackoffOptions>,
+  /** A session that lasted this long resets the reconnect backoff and ends a run of takeovers. */
+  stableSessionMs: 10_000,
+  takeover: TAKEOVER_DEFAULTS,
+  /** Sessions a message (or SUBSCRIBE) may be sent on before it fails with PublishRejected (SubscribeRejected). */
+  maxDeliveryAttempts: 3,
+  /** How long `end()` lets an online session finish what is in flight. */
+  endTimeoutMs: 5_000,
+  brokerIsApsaraMq: true,
+  rejectUnauthorized: true,
+});
+
+/** Options of {@link connectDevice}. */
+export interface ConnectDeviceOptions {
+  /** The device credential, or a source to ask for it (a provisioner's `credentialSource(clientId)`, or your own). */
+  credential: DeviceCredential | CredentialSource;
+  /** Explicit broker URL (`mqtt://`, `mqtts://`, `ws://`, `wss://`). Default: `<instanceId>.mqtt.aliyuncs.com` on the transport's port. */
+  brokerUrl?: string;
+  /** @default 'tcp' (1883); 'tls' 8883, 'ws' 80 and 'wss' 443 at path /mqtt. Ignored when brokerUrl is given. */
+  transport?: Transport;
+  /** MQTT 3.1.1 (4) or MQTT 5 (5). @default 4 */
+  protocolVersion?: 4 | 5;
+  /** MQTT keepalive in seconds, 0 to 65535 (the service caps it at 480). @default 90 */
+  keepalive?: number;
+  /**
+   * MQTT clean session (3.1.1) / clean start (5). Use false (with QoS 1) to get messages sent while offline; with
+   * MQTT 5 the session then lasts `sessionExpiryInterval` seconds after a disconnect. @default true
+   */
+  clean?: boolean;
+  /** MQTT 5 only: seconds the broker keeps the session after the connection closes (0 to 4294967295). */
+  sessionExpiryInterval?: number;
+  /** MQTT 5 only: user properties of the CONNECT. */
+  userProperties?: Record<string, string | string[]>;
+  /** Time allowed for each CONNECT to be answered with a CONNACK, ms. @default 10000 */
+  connectTimeoutMs?: number;
+  /** Reconnect after a lost session with exponential backoff and full jitter; `false` to stay down. @default {minDelayMs: 1000, maxDelayMs: 60000} */
+  reconnect?: false | Partial<BackoffOptions>;
+  /** A session that lasted this long (ms) resets the reconnect backoff and ends a run of takeovers. @default 10000 */
+  stableSessionMs?: number;
+  /** How a takeover (another client with the same ClientId) is handled; `false` to not look for takeovers. @default {minDelayMs: 5000, maxDelayMs: 300000, giveUpAfter: Infinity} */
+  takeover?: false | Partial<TakeoverOptions>;
+  /**
+   * How many sessions a QoS 1/2 message (or a SUBSCRIBE) may be sent on: each session that ends before the broker
+   * acknowledged it counts one; then it fails with `PublishRejected` (`SubscribeRejected`). @default 3
+   */
+  maxDeliveryAttempts?: number;
+  /** Largest message body in bytes. @default 65536 on ApsaraMQ (Platinum instances can raise it), MQTT's own limit otherwise */
+  maxPayloadBytes?: number;
+  /**
+   * The broker is ApsaraMQ for MQTT (or the emulator): refuse, before sending, what the service does not support
+   * (a will, retained messages, `$share/` filters, QoS 2 with a persistent session) and topics over its 64
+   * characters. Pass `false` for another broker. @default true
+   */
+  brokerIsApsaraMq?: boolean;
+  /** How long `end()` waits for an online session to finish what is in flight, ms. @default 5000 */
+  endTimeoutMs?: number;
+  /** CA certificate(s) for tls/wss, e.g. a test CA. */
+  ca?: string | Buffer | string[] | Buffer[];
+  /** Verify the broker's TLS certificate. @default true */
+  rejectUnauthorized?: boolean;
+  /** Last will message: not supported by ApsaraMQ (needs `brokerIsApsaraMq: false`). */
+  will?: IClientOptions['will'];
+  /**
+   * The lifetime of the connection: aborting it before the first CONNACK rejects `connectDevice` with `Aborted`;
+   * aborting it later closes the connection as `end(true)` does (`closed` with an `Aborted` error). It reaches every
+   * step of the recovery ladder (the credential source gets it).
+   */
+  signal?: AbortSignal;
+  /** Source of randomness for jitter, [0, 1). @default Math.random */
+  random?: () => number;
+  /** Where to log (never receives a secret; mqtt.js's own debug lines come here too, at debug level, scrubbed). @default silent */
+  logger?: Logger;
+}
+
+/** Everything a connection needs, checked and filled in. */
+export interface ResolvedConnectOptions {
+  /** The explicit URL, or undefined to derive it from the credential's instance id. */
+  readonly explicitUrl: string | undefined;
+  readonly transport: Transport;
+  readonly protocolVersion: 4 | 5;
+  readonly keepalive: number;
+  readonly clean: boolean;
+  readonly sessionExpiryInterval: number | undefined;
+  readonly userProperties: Record<string, string | string[]> | undefined;
+  readonly connectTimeoutMs: number;
+  readonly reconnect: Readonly<BackoffOptions> | false;
+  readonly stableSessionMs: number;
+  readonly takeover: Readonly<TakeoverOptions> | false;
+  readonly maxDeliveryAttempts: number;
+  readonly maxRefetches: number;
+  readonly endTimeoutMs: number;
+  readonly rules: MessageRules;
+  readonly tls: { readonly ca?: string | Buffer | string[] | Buffer[]; readonly rejectUnauthorized: boolean };
+  readonly will: IClientOptions['will'] | undefined;
+  readonly signal: AbortSignal | undefined;
+  readonly random: () => number;
+  readonly logger: Logger | undefined;
+}
+
+function invalid(message: string): ValidationError {
+  return new ValidationError('InvalidOption', message);
+}
+
+function numberOption(name: string, value: unknown, fallback: number, range: { min: number; max: number; integer?: boolean; infinite?: boolean }): number {
+  if (value === undefined) return fallback;
+  const ok =
+    typeof value === 'number' &&
+    !Number.isNaN(value) &&
+    (Number.isFinite(value) || (range.infinite === true && value === Number.POSITIVE_INFINITY)) &&
+    value >= range.min &&
+    value <= range.max &&
+    (!range.integer || !Number.isFinite(value) || Number.isInteger(value));
+  if (!ok) {
+    const kind = range.integer ? 'an integer' : 'a number';
+    const upper = range.max === Number.POSITIVE_INFINITY ? '' : ` to ${range.max}`;
+    throw invalid(`Option ${name} must be ${kind} from ${range.min}${upper}, not ${String(value)}`);
+  }
+  return value;
+}
+
+function booleanOption(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw invalid(`Option ${name} must be true or false, not ${String(value)}`);
+  return value;
+}
+
+function objectOption(name: string, value: unknown): Record<string, unknown> | undefined {
+  if (value === undefined) return undefined;
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalid(`Option ${name} must be an object or false`);
+  return value as Record<string, unknown>;
+}
+
+const DELAY = { min: 0, max: MAX_TIMER_MS };
+
+/** The broker URL for an instance and transport, or the explicit one (ws/wss get path /mqtt when none is given). */
+export function brokerUrlFor(instanceId: string, transport: Transport = 'tcp', explicit?: string): string {
+  if (explicit !== undefined) {
+    let url: URL;
+    try {
+      url = new URL(explicit);
+    } catch {
+      throw invalid(`Option brokerUrl ${JSON.stringify(explicit)} is not a URL (expected e.g. mqtt://host:1883)`);
+    }
+    const scheme = url.protocol.replace(/:$/, '');
+    if (!['mqtt', 'mqtts', 'tcp', 'tls', 'ssl', 'ws', 'wss'].includes(scheme)) {
+      throw invalid(`Option brokerUrl has scheme ${scheme}:; use mqtt:, mqtts:, ws: or wss:`);
+    }
+    if (url.username !== '' || url.password !== '') throw invalid('Option brokerUrl must not carry a user name or password: the credential is the login');
+    if ((scheme === 'ws' || scheme === 'wss') && (url.pathname === '' || url.pathname === '/')) url.pathname = WEBSOCKET_PATH;
+    return url.toString();
+  }
+  if (!Object.hasOwn(TRANSPORT_PORTS, transport)) {
+    throw invalid(`Option transport must be tcp, tls, ws or wss, not ${JSON.stringify(transport)}`);
+  }
+  const path = transport === 'ws' || transport === 'wss' ? WEBSOCKET_PATH : '';
+  return `${SCHEMES[transport]}://${instanceId}.mqtt.aliyuncs.com:${TRANSPORT_PORTS[transport]}${path}`;
+}
+
+function resolveBackoff(name: string, value: unknown, defaults: Readonly<BackoffOptions>): Readonly<BackoffOptions> {
+  if (value === undefined) return defaults;
+  const given = objectOption(name, value) ?? {};
+  const minDelayMs = numberOption(`${name}.minDelayMs`, given['minDelayMs'], defaults.minDelayMs, DELAY);
+  const maxDelayMs = numberOption(`${name}.maxDelayMs`, given['maxDelayMs'], Math.max(defaults.maxDelayMs, minDelayMs), DELAY);
+  if (maxDelayMs < minDelayMs) throw invalid(`Option ${name}.maxDelayMs must be at least ${name}.minDelayMs`);
+  return Object.freeze({ minDelayMs, maxDelayMs });
+}
+
+function isLogger(value: unknown): value is Logger {
+  return value !== null && typeof value === 'object' && ['debug', 'info', 'warn', 'error'].every((level) => typeof (value as Record<string, unknown>)[level] === 'function');
+}
+
+/**
+ * Check every option of {@link connectDevice} and fill in the defaults, without any I/O. The credential itself is
+ * checked for its type only (a source is asked later).
+ * @throws ValidationError `InvalidOption` (or `UnsupportedByService` for a will on ApsaraMQ) naming the option.
+ */
+export function resolveConnectOptions(options: ConnectDeviceOptions): ResolvedConnectOptions {
+  if (options === null || typeof options !== 'object') throw invalid('connectDevice needs an options object');
+  if (options.credential === undefined) throw invalid('Option credential is required: a DeviceCredential or a function returning one');
+  if (!(options.credential instanceof DeviceCredential) && typeof options.credential !== 'function') {
+    throw invalid('Option credential must be a DeviceCredential or a function returning one');
+  }
+  const transport = options.transport ?? CONNECT_DEFAULTS.transport;
+  if (!Object.hasOwn(TRANSPORT_PORTS, transport)) throw invalid(`Option transport must be tcp, tls, ws or wss, not ${JSON.stringify(transport)}`);
+  // Checks the syntax now; the default URL needs the credential's instance id, known later.
+  const explicitUrl = options.brokerUrl === undefined ? undefined : brokerUrlFor('x', transport, options.brokerUrl);
+  const protocolVersion = options.protocolVersion ?? CONNECT_DEFAULTS.protocolVersion;
+  if (protocolVersion !== 4 && protocolVersion !== 5) throw invalid(`Option protocolVersion must be 4 (MQTT 3.1.1) or 5 (MQTT 5), not ${String(protocolVersion)}`);
+  const v5 = protocolVersion === 5;
+  if (!v5 && options.sessionExpiryInterval !== undefined) throw invalid('Option sessionExpiryInterval needs protocolVersion: 5');
+  if (!v5 && options.userProperties !== undefined) throw invalid('Option userProperties needs protocolVersion: 5');
+  const sessionExpiryInterval =
+    options.sessionExpiryInterval === undefined ? undefined : numberOption('sessionExpiryInterval', options.sessionExpiryInterval, 0, { min: 0, max: 0xffff_ffff, integer: true });
+  const userProperties = options.userProperties === undefined ? undefined : checkUserProperties('userProperties', options.userProperties);
+  const clean = booleanOption('clean', options.clean, CONNECT_DEFAULTS.clean);
+  const apsaraMq = booleanOption('brokerIsApsaraMq', options.brokerIsApsaraMq, CONNECT_DEFAULTS.brokerIsApsaraMq);
+  const takeoverGiven = options.takeover === false ? false : objectOption('takeover', options.takeover);
+  let takeover: Readonly<TakeoverOptions> | false = false;
+  if (takeoverGiven === undefined) {
+    takeover = TAKEOVER_DEFAULTS;
+  } else if (takeoverGiven !== false) {
+    const delays = resolveBackoff('takeover', takeoverGiven, TAKEOVER_DEFAULTS);
+    const giveUpAfter = numberOption('takeover.giveUpAfter', takeoverGiven['giveUpAfter'], TAKEOVER_DEFAULTS.giveUpAfter, { min: 1, max: Number.POSITIVE_INFINITY, integer: true, infinite: true });
+    takeover = Object.freeze({ ...delays, giveUpAfter });
+  }
+  if (options.will !== undefined && options.will !== null) {
+    if (typeof options.will !== 'object' || typeof options.will.topic !== 'string') throw invalid('Option will must be an object with a topic and a payload');
+    if (apsaraMq) throw new ValidationError('UnsupportedByService', 'ApsaraMQ for MQTT does not support will messages (option will); pass brokerIsApsaraMq: false for another broker');
+  }
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw invalid('Option signal must be an AbortSignal');
+  if (options.random !== undefined && typeof options.random !== 'function') throw invalid('Option random must be a function returning [0, 1)');
+  if (options.logger !== undefined && !isLogger(options.logger)) throw invalid('Option logger must have debug, info, warn and error methods');
+  if (options.ca !== undefined) {
+    const valid = (c: unknown): boolean => typeof c === 'string' || Buffer.isBuffer(c);
+    if (!(valid(options.ca) || (Array.isArray(options.ca) && options.ca.every(valid)))) throw invalid('Option ca must be a PEM string or Buffer, or an array of them');
+  }
+  const persistentSession = v5 ? (sessionExpiryInterval ?? 0) > 0 : !clean;
+  return {
+    explicitUrl,
+    transport,
+    protocolVersion,
+    keepalive: numberOption('keepalive', options.keepalive, CONNECT_DEFAULTS.keepalive, { min: 0, max: 65_535, integer: true }),
+    clean,
+    sessionExpiryInterval,
+    userProperties,
+    connectTimeoutMs: numberOption('connectTimeoutMs', options.connectTimeoutMs, CONNECT_DEFAULTS.connectTimeoutMs, { min: 1, max: MAX_TIMER_MS }),
+    reconnect: options.reconnect === false ? false : resolveBackoff('reconnect', options.reconnect, CONNECT_DEFAULTS.reconnect),
+    stableSessionMs: numberOption('stableSessionMs', options.stableSessionMs, CONNECT_DEFAULTS.stableSessionMs, DELAY),
+    takeover,
+    maxDeliveryAttempts: numberOption('maxDeliveryAttempts', options.maxDeliveryAttempts, CONNECT_DEFAULTS.maxDeliveryAttempts, { min: 1, max: 1_000, integer: true }),
+    maxRefetches: MAX_REFETCHES,
+    endTimeoutMs: numberOption('endTimeoutMs', options.endTimeoutMs, CONNECT_DEFAULTS.endTimeoutMs, DELAY),
+    rules: Object.freeze({
+      apsaraMq,
+      persistentSession,
+      maxPayloadBytes: numberOption('maxPayloadBytes', options.maxPayloadBytes, defaultMaxPayloadBytes(apsaraMq), { min: 0, max: defaultMaxPayloadBytes(false), integer: true }),
+    }),
+    tls: { ...(options.ca === undefined ? {} : { ca: options.ca }), rejectUnauthorized: booleanOption('rejectUnauthorized', options.rejectUnauthorized, CONNECT_DEFAULTS.rejectUnauthorized) },
+    will: options.will ?? undefined,
+    signal: options.signal,
+    random: options.random ?? Math.random,
+    logger: options.logger,
+  };
+}

@@ -1,0 +1,133 @@
+/**
+ * What the device has asked to send and the broker has not acknowledged yet (pure bookkeeping: no I/O, no timers).
+ *
+ * Everything waits here while offline and goes out, in order, on the next session. MQTT 3.1.1 gives a broker one
+ * way to refuse a PUBLISH or SUBSCRIBE it dislikes: closing the connection. So each time a session ends with an item
+ * in flight, the item gets a strike; after `maxAttempts` strikes it is failed instead of being sent again (it used to
+ * ride every reconnect forever). While any item has a strike the outbox sends one item at a time and waits for its
+ * acknowledgement, so that the strike of the next loss falls on the one item that was in flight, not on innocent
+ * neighbours sent in the same burst.
+ */
+
+/** One thing to send. */
+export interface OutboxItem {
+  /** Order of sending (resubscriptions get negative numbers, so they go first). */
+  readonly seq: number;
+  /** Sessions that ended while it was in flight. */
+  strikes: number;
+  /** The session it is in flight on, or undefined while queued. */
+  session: number | undefined;
+}
+
+/** How a session ended, as far as the outbox cares. */
+export interface LossBlame {
+  /**
+   * The broker named a reason that is about a message (MQTT 5 DISCONNECT 0x90 topic name invalid, 0x95 packet too
+   * large, …): with a single item in flight, that item is failed at once.
+   */
+  readonly aboutMessage: boolean;
+}
+
+/** The in-flight set of an outbox that never sent anything (never written to). */
+const EMPTY: Set<never> = new Set();
+
+/** The outbox of one connection. */
+export class Outbox<T extends OutboxItem> {
+  readonly #maxAttempts: number;
+  /** Waiting to be sent, ordered by seq. */
+  #queued: T[] = [];
+  /** Sent on the current session, not yet acknowledged. Shared empty until the first item goes out: most devices
+   * keep a connection open for hours and send little, and a connection's size is the fleet's memory. */
+  #inFlight: Set<T> = EMPTY;
+
+  /** @param maxAttempts - how many sessions an item may be sent on before it is failed (≥ 1). */
+  constructor(maxAttempts: number) {
+    this.#maxAttempts = maxAttempts;
+  }
+
+  /** Items waiting or in flight. */
+  get size(): number {
+    return this.#queued.length + this.#inFlight.size;
+  }
+
+  /** Items in flight. */
+  get inFlight(): number {
+    return this.#inFlight.size;
+  }
+
+  /** Queue an item (kept in seq order). */
+  add(item: T): void {
+    item.session = undefined;
+    const at = this.#queued.findIndex((queued) => queued.seq > item.seq);
+    if (at < 0) this.#queued.push(item);
+    else this.#queued.splice(at, 0, item);
+  }
+
+  /** Is an item with a strike waiting or in flight? Then items go one at a time. */
+  get careful(): boolean {
+    return this.#queued.some((item) => item.strikes > 0) || [...this.#inFlight].some((item) => item.strikes > 0);
+  }
+
+  /**
+   * The items to send now on `session`, in order; they count as in flight from here. Everything queued, or, while
+   * careful, the first queued item when nothing is in flight.
+   */
+  take(session: number): T[] {
+    if (this.#queued.length === 0) return [];
+    let taken: T[];
+    if (this.careful) {
+      if (this.#inFlight.size > 0) return [];
+      taken = this.#queued.splice(0, 1);
+    } else {
+      taken = this.#queued.splice(0);
+    }
+    if (this.#inFlight === EMPTY) this.#inFlight = new Set();
+    for (const item of taken) {
+      item.session = session;
+      this.#inFlight.add(item);
+    }
+    return taken;
+  }
+
+  /** The broker answered this item (or it was written, for QoS 0): it leaves the outbox. False if it was not in flight on `session`. */
+  settle(item: T, session: number): boolean {
+    if (item.session !== session || !this.#inFlight.has(item)) return false;
+    this.#inFlight.delete(item);
+    return true;
+  }
+
+  /** Remove an item wherever it is (the caller gave up on it); false if it was not here. */
+  remove(item: T): boolean {
+    if (this.#inFlight.delete(item)) return true;
+    const at = this.#queued.indexOf(item);
+    if (at < 0) return false;
+    this.#queued.splice(at, 1);
+    return true;
+  }
+
+  /**
+   * The session ended: each item in flight gets a strike and goes back in the queue, in order, except those that
+   * have had `maxAttempts` strikes, which are returned for the caller to fail. `struck` says whether anything was in
+   * flight (then the loss is blamed on the items, not on a takeover).
+   */
+  lost(blame: LossBlame = { aboutMessage: false }): { failed: T[]; struck: boolean } {
+    const inFlight = [...this.#inFlight];
+    if (inFlight.length > 0) this.#inFlight.clear();
+    const failed: T[] = [];
+    for (const item of inFlight) {
+      item.strikes += 1;
+      if (item.strikes >= this.#maxAttempts || (blame.aboutMessage && inFlight.length === 1)) failed.push(item);
+      else this.add(item);
+    }
+    return { failed, struck: inFlight.length > 0 };
+  }
+
+  /** Empty the outbox (the connection is closing): every item, queued and in flight, in order. */
+  drain(): T[] {
+    const all = [...this.#inFlight, ...this.#queued].sort((a, b) => a.seq - b.seq);
+    if (all.length === 0) return all;
+    this.#inFlight.clear();
+    this.#queued = [];
+    return all;
+  }
+}

@@ -1,0 +1,249 @@
+/**
+ * One CONNECT and, when it is accepted, the session that follows: one mqtt.js client, used once. mqtt.js's own
+ * reconnect is off (`reconnectPeriod: 0`) and a new client is made for each attempt, so nothing of a client is
+ * changed after it was built. What the broker said is read from the packets (the CONNACK's and the DISCONNECT's
+ * numeric codes), what the network did from Node's error codes; never from an error message's text.
+ */
+import { Readable } from 'node:stream';
+import mqtt, { type IClientOptions, type IConnackPacket, type IPublishPacket, type IStore, type MqttClient, type Packet } from 'mqtt';
+import type { ConnectFailure } from './state.js';
+import type { SessionEnd } from './takeover.js';
+
+/** What one attempt reports, once each: accepted, then lost; or refused; or failed. */
+export type AttemptEvent =
+  /** CONNACK 0. */
+  | { readonly type: 'accepted'; readonly connack: IConnackPacket }
+  /** CONNACK with a refusal code. */
+  | { readonly type: 'refused'; readonly code: number }
+  /** No CONNACK: why, and the error seen, if any. */
+  | { readonly type: 'failed'; readonly failure: ConnectFailure; readonly cause: Error | undefined }
+  /** The accepted session ended. */
+  | { readonly type: 'lost'; readonly end: SessionEnd; readonly cause: Error | undefined };
+
+/** The method of an {@link AttemptListener} that gets what an attempt reports. */
+export const ATTEMPT_EVENT = Symbol('attempt event');
+/** The method of an {@link AttemptListener} that gets an application message. */
+export const ATTEMPT_MESSAGE = Symbol('attempt message');
+
+/**
+ * Where an attempt reports: the connection itself, through two methods keyed by symbols (methods on its prototype,
+ * not closures per connection: a connection's size is multiplied by the fleet).
+ */
+export interface AttemptListener {
+  [ATTEMPT_EVENT](attempt: Attempt, event: AttemptEvent): void;
+  /** An application message arrived on the attempt's session. */
+  [ATTEMPT_MESSAGE](attempt: Attempt, topic: string, payload: Buffer, packet: IPublishPacket): void;
+}
+
+/** Node's codes for a TLS certificate that could not be verified (OpenSSL's names, and Node's own ERR_TLS_CERT_*). */
+const CERTIFICATE_CODES = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_NOT_YET_VALID',
+  'CERT_HAS_EXPIRED',
+  'CERT_REVOKED',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** The code of a Node system or TLS error, if it has one. */
+export function errorCode(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** Is this the error of a TLS certificate that could not be verified? */
+export function isCertificateError(error: unknown): boolean {
+  const code = errorCode(error);
+  return code !== undefined && CERTIFICATE_CODES.has(code);
+}
+
+/** Does this first chunk from the peer start an HTTP response? */
+export function looksLikeHttp(firstBytes: Buffer | undefined): boolean {
+  return firstBytes !== undefined && firstBytes.subarray(0, 5).toString('latin1') === 'HTTP/';
+}
+
+/** Why an attempt that got no CONNACK failed: from what was seen, in order of certainty. */
+export function classifyFailure(seen: { timedOut: boolean; error: Error | undefined; firstBytes: Buffer | undefined }): ConnectFailure {
+  if (isCertificateError(seen.error)) return 'untrusted';
+  if (looksLikeHttp(seen.firstBytes)) return 'http';
+  if (seen.timedOut) return 'timeout';
+  // A system error (ECONNREFUSED, ENOTFOUND, ECONNRESET, …) carries a string code; mqtt.js's parser errors do not:
+  // the peer sent bytes that are not MQTT.
+  if (seen.error !== undefined && errorCode(seen.error) === undefined && seen.firstBytes !== undefined) return 'protocol';
+  return 'unreachable';
+}
+
+/**
+ * The QoS 2 messages the broker sent and has not released yet (PUBREC sent, PUBREL awaited), kept across the
+ * clients of one connection: a PUBREL that arrives on the next session must find its message, or mqtt.js would
+ * acknowledge it without delivering it. mqtt.js closes its stores when a client ends; this one outlives them.
+ */
+export class InboundStore implements IStore {
+  /** Made on the first QoS 2 message: most devices never receive one. */
+  #packets: Map<number, Packet> | undefined;
+
+  put(packet: Packet, cb: (error?: Error) => void): this {
+    if (packet.messageId !== undefined) (this.#packets ??= new Map()).set(packet.messageId, packet);
+    cb();
+    return this;
+  }
+
+  createStream(): ReturnType<IStore['createStream']> {
+    return Readable.from([...(this.#packets?.values() ?? [])]) as unknown as ReturnType<IStore['createStream']>;
+  }
+
+  del(packet: Pick<Packet, 'messageId'>, cb: (error?: Error, packet?: Packet) => void): this {
+    const stored = packet.messageId === undefined ? undefined : this.#packets?.get(packet.messageId);
+    if (stored && packet.messageId !== undefined) this.#packets?.delete(packet.messageId);
+    if (stored) cb(undefined, stored);
+    else cb(new Error('missing packet'));
+    return this;
+  }
+
+  get(packet: Pick<Packet, 'messageId'>, cb: (error?: Error, packet?: Packet) => void): this {
+    const stored = packet.messageId === undefined ? undefined : this.#packets?.get(packet.messageId);
+    if (stored) cb(undefined, stored);
+    else cb(new Error('missing packet'));
+    return this;
+  }
+
+  /** Kept: the next client of the connection uses it. */
+  close(cb: (error?: Error) => void): void {
+    cb();
+  }
+
+  /** A new session (CONNACK without a session present): nothing of the old one will be released. */
+  clear(): void {
+    this.#packets = undefined;
+  }
+}
+
+/** How long a graceful close waits for the broker to close the connection after DISCONNECT. */
+const GRACEFUL_CLOSE_MS = 2_000;
+
+/** One mqtt.js client, one CONNECT, at most one session. */
+export class Attempt {
+  readonly #client: MqttClient;
+  readonly #listener: AttemptListener;
+  readonly #connectTimeoutMs: number;
+  #phase: 'connecting' | 'online' | 'over' = 'connecting';
+  #connackCode: number | undefined;
+  #disconnectReason: number | undefined;
+  #error: Error | undefined;
+  #firstBytes: Buffer | undefined;
+  #timedOut = false;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(url: string, options: IClientOptions, connectTimeoutMs: number, listener: AttemptListener) {
+    this.#listener = listener;
+    this.#connectTimeoutMs = connectTimeoutMs;
+    this.#client = mqtt.connect(url, {
+      ...options,
+      reconnectPeriod: 0,
+      // Our own CONNACK timer decides; mqtt.js's must never fire first.
+      connectTimeout: 2_147_483_647,
+      manualConnect: true,
+      resubscribe: false,
+      queueQoSZero: false,
+    });
+    const client = this.#client;
+    client.on('packetreceive', (packet: Packet) => this.#onPacket(packet));
+    client.on('connect', (connack) => this.#onConnect(connack));
+    // Every error is followed by 'close'; keep the first one as the cause. A listener must exist anyway: an
+    // EventEmitter 'error' without one would crash the process.
+    client.on('error', (error) => {
+      this.#error ??= error;
+    });
+    client.on('close', () => this.#onClose());
+    client.on('message', (topic, payload, packet) => {
+      if (this.#phase === 'online') this.#listener[ATTEMPT_MESSAGE](this, topic, payload, packet);
+    });
+  }
+
+  /** The client, for publishing and subscribing while the session is up. */
+  get client(): MqttClient {
+    return this.#client;
+  }
+
+  /** Is the session up (CONNACK 0 and not closed)? */
+  get online(): boolean {
+    return this.#phase === 'online';
+  }
+
+  /** Send the CONNECT. */
+  start(): void {
+    this.#timer = setTimeout(() => {
+      this.#timedOut = true;
+      this.#client.end(true);
+    }, this.#connectTimeoutMs);
+    this.#client.connect();
+    // The first bytes the peer sends tell an HTTP server from an MQTT broker (mqtt.js only says "invalid header").
+    this.#client.stream.once('data', (chunk: Buffer) => {
+      this.#firstBytes = Buffer.from(chunk.subarray(0, 8));
+    });
+  }
+
+  /**
+   * Close without reporting anything more. `graceful` sends DISCONNECT first (an online session only), so the
+   * broker drops the session's will and, with MQTT 5, knows it was meant.
+   */
+  close(graceful: boolean): Promise<void> {
+    const wasOnline = this.#phase === 'online';
+    this.#phase = 'over';
+    clearTimeout(this.#timer);
+    const client = this.#client;
+    if (!graceful || !wasOnline) return new Promise((resolve) => client.end(true, () => resolve()));
+    return new Promise((resolve) => {
+      // After DISCONNECT the broker closes the connection; one that does not is not waited for long.
+      const fallback = setTimeout(() => client.stream.destroy(), GRACEFUL_CLOSE_MS);
+      client.end(false, () => {
+        clearTimeout(fallback);
+        resolve();
+      });
+    });
+  }
+
+  #onPacket(packet: Packet): void {
+    if (packet.cmd === 'connack') this.#connackCode = packet.reasonCode ?? packet.returnCode ?? 0;
+    else if (packet.cmd === 'disconnect') this.#disconnectReason = packet.reasonCode ?? 0;
+  }
+
+  #onConnect(connack: IConnackPacket): void {
+    if (this.#phase !== 'connecting') return;
+    clearTimeout(this.#timer);
+    this.#phase = 'online';
+    this.#timer = undefined;
+    this.#firstBytes = undefined;
+    this.#listener[ATTEMPT_EVENT](this, { type: 'accepted', connack });
+  }
+
+  #onClose(): void {
+    const phase = this.#phase;
+    if (phase === 'over') return;
+    this.#phase = 'over';
+    clearTimeout(this.#timer);
+    // The client is done for; destroy what is left (mqtt.js would otherwise keep its timers for a reconnect).
+    this.#client.end(true);
+    if (phase === 'connecting') {
+      const code = this.#connackCode;
+      if (code !== undefined && code !== 0) this.#listener[ATTEMPT_EVENT](this, { type: 'refused', code });
+      else this.#listener[ATTEMPT_EVENT](this, { type: 'failed', failure: classifyFailure({ timedOut: this.#timedOut, error: this.#error, firstBytes: this.#firstBytes }), cause: this.#error });
+      return;
+    }
+    let end: SessionEnd;
+    if (this.#disconnectReason !== undefined) end = { kind: 'disconnect', reasonCode: this.#disconnectReason };
+    else if (this.#error !== undefined) end = { kind: 'error' };
+    else end = { kind: 'closed' };
+    this.#listener[ATTEMPT_EVENT](this, { type: 'lost', end, cause: this.#error });
+  }
+}

@@ -1,0 +1,166 @@
+import { hostname } from 'node:os';
+import { VERSION } from '../version.js';
+import { type ResolvedSettings, resolveSettings } from './options.js';
+import type { ReportSeries } from './series.js';
+
+/** The `format` of every report this version writes; `report merge` reads only this one. */
+export const REPORT_FORMAT = 'apsaramq-device/simulation-report@1';
+
+/** Percentiles of a latency, in milliseconds (microsecond resolution); all `null` when nothing was measured. */
+export interface LatencySummary {
+  p50: number | null;
+  p95: number | null;
+  p99: number | null;
+  max: number | null;
+}
+
+/** What a run was: enough to tell two saved reports apart and to refuse merging shards of different runs. */
+export interface RunParameters {
+  /** apsaramq-device version that ran it. */
+  version: string;
+  /** Wall-clock start of the run (of the earliest shard, in a merged report), ISO 8601. */
+  startedAt: string;
+  /** The `--start-at` every shard waited for before connecting, ISO 8601; `null` when none. */
+  startAt: string | null;
+  /** Devices in the whole fleet (all shards). */
+  devices: number;
+  groupId: string;
+  /** CONNECTs per second, fleet-wide (0 = as fast as possible). */
+  connectRate: number;
+  publishIntervalMs: number;
+  qos: 0 | 1;
+  payloadSize: number;
+  /** The topic template. */
+  topic: string;
+  durationMs: number;
+  subscribe: boolean;
+  keepalive: number;
+  connectAttempts: number;
+  connectTimeoutMs: number;
+  /** MQTT protocol level of the devices: 4 (3.1.1). */
+  protocol: 4;
+  /** What it ran against: an emulator the run started itself (one per shard), or a broker given by URL. */
+  target: { kind: 'embedded-emulator' | 'broker'; brokerUrl: string | null; instanceId: string | null };
+}
+
+/** One shard of a report (a run not split into shards is shard 1 of 1). */
+export interface ShardRecord {
+  /** 1-based. */
+  index: number;
+  count: number;
+  devices: number;
+  connected: number;
+  /** Wall-clock start of this shard's process run, ISO 8601. */
+  startedAt: string;
+  elapsedMs: number;
+  /** Largest RSS of this shard's process. */
+  peakRssMB: number;
+  /** Host name of the machine that ran it. */
+  host: string;
+  /** Source addresses its devices used (`--local-address`), `null` for the system's choice. */
+  localAddresses: string[] | null;
+}
+
+/**
+ * The result of a simulation run (what `--json` prints and `--report` writes), or of several shards merged by
+ * `report merge` (then the counts are the fleet's, and `shards` lists every shard).
+ */
+export interface SimulationReport {
+  /** {@link REPORT_FORMAT}. */
+  format: string;
+  run: RunParameters;
+  shards: ShardRecord[];
+  /** Devices this report covers (its shards of the fleet). */
+  devices: number;
+  /** Devices that had a credential (from the store or the OpenAPI). */
+  provisioned: number;
+  /** Devices that got a CONNACK 0 at least once. */
+  connected: number;
+  /** Provisioned devices that tried and never connected. */
+  failedConnects: number;
+  /** `connected` divided by the time from the first CONNECT sent to the last first-CONNACK received. */
+  connectRatePerSec: number;
+  /** From opening the TCP connection to CONNACK 0. */
+  connectLatencyMs: LatencySummary;
+  /** PUBLISH packets written. */
+  published: number;
+  /** PUBACKs received (QoS 1). */
+  acked: number;
+  /** Messages received back by subscribing devices. */
+  delivered: number;
+  /** `published` divided by the time from the first to the last publish. */
+  publishRatePerSec: number;
+  /** From the send time in the payload to its arrival at the subscriber. */
+  e2eLatencyMs: LatencySummary;
+  /** Failures by error code (one device may count several times, once per attempt). */
+  errors: Record<string, number>;
+  /** Sessions re-established after the broker dropped them. */
+  reconnects: number;
+  /** Largest resident set size of this process (of the largest shard's process, merged); an embedded emulator runs in its own process and is not counted. */
+  peakRssMB: number;
+  /** The whole run: target start, provisioning, connecting, publishing, draining and disconnecting (merged: earliest start to latest end). */
+  elapsedMs: number;
+  /** Epoch ms of the first CONNECT and the last first CONNACK, and of the first and last PUBLISH; `null` when none. */
+  windows: { connect: [number, number] | null; publish: [number, number] | null };
+  /** The latency distributions, lossless: HdrHistogram compressed Base64 (V2) of microseconds. */
+  histograms: { connectLatencyUs: string; e2eLatencyUs: string };
+  /** Per-second counters on wall-clock seconds. */
+  series: ReportSeries;
+}
+
+/** Who made a report: the run's parameters and this process's shard. */
+export interface ReportIdentity {
+  run: Omit<RunParameters, 'startedAt'> & { startedAt?: string };
+  shard: { index: number; count: number };
+  host: string;
+  localAddresses: string[] | null;
+}
+
+/** What a run's target looks like in its report: the broker's scheme, host and port only (never a login). */
+export function describeTarget(target: { brokerUrl: string; provisioner: { instanceId?: string } } | undefined): RunParameters['target'] {
+  if (!target) return { kind: 'embedded-emulator', brokerUrl: null, instanceId: null };
+  let brokerUrl: string;
+  try {
+    const url = new URL(target.brokerUrl);
+    brokerUrl = `${url.protocol}//${url.host}`;
+  } catch {
+    brokerUrl = '(unparsable)';
+  }
+  return { kind: 'broker', brokerUrl, instanceId: target.provisioner.instanceId ?? null };
+}
+
+/** The identity of a run from its resolved settings. */
+export function runIdentity(
+  settings: ResolvedSettings,
+  target: RunParameters['target'],
+  extra: { startAt?: string | null; localAddresses?: string[] | null } = {},
+): ReportIdentity {
+  return {
+    run: {
+      version: VERSION,
+      startAt: extra.startAt ?? null,
+      devices: settings.devices,
+      groupId: settings.groupId,
+      connectRate: settings.connectRate,
+      publishIntervalMs: settings.publishIntervalMs,
+      qos: settings.qos,
+      payloadSize: settings.payloadSize,
+      topic: settings.topic,
+      durationMs: settings.durationMs,
+      subscribe: settings.subscribe,
+      keepalive: settings.keepalive,
+      connectAttempts: settings.connectAttempts,
+      connectTimeoutMs: settings.connectTimeoutMs,
+      protocol: 4,
+      target,
+    },
+    shard: { index: settings.shard.index, count: settings.shard.count },
+    host: hostname(),
+    localAddresses: extra.localAddresses ?? null,
+  };
+}
+
+/** The identity of the default settings against the embedded emulator (for metrics built outside a run). */
+export function defaultIdentity(): ReportIdentity {
+  return runIdentity(resolveSettings({}), describeTarget(undefined));
+}

@@ -1,0 +1,395 @@
+/**
+ * apsaramq-device/testing: the emulator in a test suite in one call. Starts an emulator on free ports, registers and
+ * connects devices, waits on what the broker sees (messages, clients coming and going), injects faults, and closes
+ * everything it opened when the test is over. Free of any test framework: the adapters
+ * `apsaramq-device/testing/vitest`, `…/jest` and `…/node-test` register its start and stop as hooks.
+ *
+ * Needs the emulator's optional peer dependencies, `aedes` and `ws`.
+ *
+ * @example
+ * const emu = await startTestEmulator();
+ * const device = await emu.connectDevice('GID_test@@@dev-1');
+ * const seen = emu.waitForMessage('test/#');
+ * await device.publish('test/hello', 'hi');
+ * expect((await seen).payload.toString()).toBe('hi');
+ * await emu.stop();
+ */
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { inspect } from 'node:util';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { connectDevice, type ConnectDeviceOptions, type DeviceConnection } from '../connector/connect.js';
+import { DeviceCredential, assertClientId } from '../credential.js';
+import { ApiError, ApsaraMqDeviceError, type KnownApiErrorCode, LOCAL_ERROR_CATALOG, SystemError, ValidationError } from '../errors.js';
+import { startEmulator, type EmulatedAction, type Emulator, type EmulatorOptions, type EmulatorStats, type TlsOptions } from '../emulator/index.js';
+import { signDeviceCredential, type MqttCredentials } from '../signer/mqtt.js';
+import { rpcTimestamp, signRpc } from '../signer/openapi.js';
+import { topicMatches } from './topic.js';
+
+export { startEmulatorProcess, type EmulatorProcess, type EmulatorProcessOptions } from './process.js';
+
+/** Codes of {@link TestingError}. */
+export type TestingErrorCode = 'WaitTimeout' | 'UnexpectedConnack';
+
+/** What a testing helper throws when the awaited thing did not happen: the test failed, not the emulator. */
+export class TestingError extends ApsaraMqDeviceError {
+  declare readonly code: TestingErrorCode;
+  constructor(code: TestingErrorCode, message: string) {
+    const { retryable, remedy } = LOCAL_ERROR_CATALOG[code];
+    super(code, `${message}. ${remedy}`, { retryable, remedy });
+    this.name = 'TestingError';
+  }
+}
+
+/** Options of {@link startTestEmulator}: every emulator option, and TLS with the package's test certificates. */
+export interface TestEmulatorOptions extends Omit<EmulatorOptions, 'tls'> {
+  /**
+   * `true`: also listen with MQTT over TLS and secure WebSocket, with the test certificate for localhost and
+   * 127.0.0.1 shipped in the package (`fixtures/tls/`; its CA is {@link TestEmulator.ca}). Or your own `{ cert, key }`.
+   * @default false
+   */
+  tls?: boolean | TlsOptions;
+  /** How long the `waitFor…` helpers wait by default, in ms. @default 5000 */
+  timeoutMs?: number;
+}
+
+/** A device registered with the emulator's OpenAPI: its credential and its MQTT login. */
+export interface RegisteredDevice {
+  readonly clientId: string;
+  readonly credential: DeviceCredential;
+  /** `clientId`, `username` and `password` of a DeviceCredential-mode CONNECT. */
+  readonly login: MqttCredentials;
+}
+
+/** A PUBLISH the broker routed. */
+export interface ObservedMessage {
+  readonly topic: string;
+  readonly payload: Buffer;
+  readonly qos: number;
+  /** The ClientId of the publisher. */
+  readonly clientId: string;
+}
+
+/** Options of the `waitFor…` helpers. */
+export interface WaitOptions {
+  /** @default the emulator's `timeoutMs` (5000) */
+  timeoutMs?: number;
+}
+
+/** An emulator for tests, with helpers, that closes whatever it opened in {@link TestEmulator.stop}. */
+export interface TestEmulator {
+  /** The emulator itself (every control, `events`, `broker`). */
+  readonly emulator: Emulator;
+  readonly mqttUrl: string;
+  readonly wsUrl: string | undefined;
+  readonly mqttsUrl: string | undefined;
+  readonly wssUrl: string | undefined;
+  readonly apiEndpoint: string;
+  readonly instanceId: string;
+  readonly accessKeyId: string;
+  readonly accessKeySecret: string;
+  /** The PEM of the test CA when the emulator listens with TLS on the package's test certificate. */
+  readonly ca: string | undefined;
+  /**
+   * The environment the code under test reads the account keys from: `ALIBABA_CLOUD_ACCESS_KEY_ID`,
+   * `ALIBABA_CLOUD_ACCESS_KEY_SECRET`, plus `APSARAMQ_INSTANCE_ID`, `APSARAMQ_API_ENDPOINT` and `APSARAMQ_MQTT_URL`.
+   */
+  readonly env: Readonly<Record<string, string>>;
+  /** `{ endpoint, instanceId, accessKeyId, accessKeySecret }`, ready to spread into a Provisioner's options. */
+  readonly provisionerOptions: Readonly<{ endpoint: string; instanceId: string; accessKeyId: string; accessKeySecret: string }>;
+  /** RegisterDeviceCredential through the emulator's real OpenAPI (Signature v1 over HTTP). */
+  registerDevice(clientId: string): Promise<RegisteredDevice>;
+  /** A device on the library's connector, registered first; closed by {@link TestEmulator.stop}. */
+  connectDevice(clientId: string, options?: Omit<ConnectDeviceOptions, 'credential'>): Promise<DeviceConnection>;
+  /**
+   * A raw mqtt.js client of a registered device (MQTT 3.1.1, no automatic reconnect unless you ask), for the code
+   * under test or for watching from the side; closed by {@link TestEmulator.stop}.
+   */
+  mqttClient(clientId: string, options?: IClientOptions): Promise<MqttClient>;
+  /** The next message the broker routes on a topic matching `filter` (MQTT wildcards `+` and `#`). */
+  waitForMessage(filter: string, options?: WaitOptions): Promise<ObservedMessage>;
+  /** Resolves once `clientId` is connected (at once if it already is). */
+  waitForOnline(clientId: string, options?: WaitOptions): Promise<void>;
+  /** Resolves once `clientId` is not connected (at once if it is not). */
+  waitForOffline(clientId: string, options?: WaitOptions): Promise<void>;
+  /**
+   * CONNECT with `login` and expect a refusal with CONNACK return code `rc` (3.1.1: 2, 4 or 5). Resolves with the
+   * code; rejects with TestingError `UnexpectedConnack` when the CONNECT was accepted or refused with another code.
+   */
+  expectRefused(login: MqttCredentials | DeviceCredential, rc: number): Promise<number>;
+  /** {@link Emulator.failNext}: the next `count` calls of `action` answer `code`, before any state changes. */
+  failNext(action: EmulatedAction, code: KnownApiErrorCode, count?: number): void;
+  /** {@link Emulator.disconnect}. */
+  disconnect(clientId: string): boolean;
+  /** {@link Emulator.restart}. */
+  restart(): Promise<void>;
+  /** {@link Emulator.stats}. */
+  stats(): EmulatorStats;
+  /**
+   * Close every device and client this object opened, then the emulator, and check that none of its ports still
+   * accepts connections. Idempotent; never rejects because a client was already gone.
+   */
+  stop(): Promise<void>;
+}
+
+/** Default of {@link TestEmulatorOptions.timeoutMs}. */
+export const DEFAULT_WAIT_MS = 5_000;
+
+/** The package's test TLS files (tests only: the private key is public). */
+function testCertificates(): { cert: string; key: string; ca: string } {
+  const dir = new URL('../../fixtures/tls/', import.meta.url);
+  const read = (name: string): string => readFileSync(fileURLToPath(new URL(name, dir)), 'utf8');
+  return { cert: read('server.pem'), key: read('server-key.pem'), ca: read('ca.pem') };
+}
+
+/**
+ * Start an emulator for a test: free ports on 127.0.0.1, generated account keys (never the developer's environment),
+ * state in memory. Options are the emulator's; `tls: true` adds TLS and WSS listeners with the test certificate.
+ */
+export async function startTestEmulator(options: TestEmulatorOptions = {}): Promise<TestEmulator> {
+  const { tls, timeoutMs = DEFAULT_WAIT_MS, ...emulatorOptions } = options;
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new ValidationError('InvalidOption', `Option timeoutMs must be a positive number of ms, not ${String(timeoutMs)}`);
+  const certificates = tls === true ? testCertificates() : undefined;
+  const tlsOptions = tls === true ? { cert: certificates!.cert, key: certificates!.key } : tls === false || tls === undefined ? undefined : tls;
+  const emulator = await startEmulator({
+    env: {},
+    mqttPort: 0,
+    wsPort: 0,
+    apiPort: 0,
+    ...emulatorOptions,
+    ...(tlsOptions ? { tls: tlsOptions, tlsPort: emulatorOptions.tlsPort ?? 0, wssPort: emulatorOptions.wssPort ?? 0 } : {}),
+  });
+  return new RunningTestEmulator(emulator, certificates?.ca, timeoutMs);
+}
+
+class RunningTestEmulator implements TestEmulator {
+  readonly emulator: Emulator;
+  readonly ca: string | undefined;
+  readonly #timeoutMs: number;
+  readonly #connections = new Set<DeviceConnection>();
+  readonly #clients = new Set<MqttClient>();
+  /** ClientIds connected now, kept from the emulator's events. */
+  readonly #online = new Set<string>();
+  #stopping: Promise<void> | undefined;
+
+  constructor(emulator: Emulator, ca: string | undefined, timeoutMs: number) {
+    this.emulator = emulator;
+    this.ca = ca;
+    this.#timeoutMs = timeoutMs;
+    emulator.events.on('clientConnected', (id) => this.#online.add(id));
+    emulator.events.on('clientDisconnected', (id) => this.#online.delete(id));
+  }
+
+  get mqttUrl(): string {
+    return this.emulator.mqttUrl;
+  }
+  get wsUrl(): string | undefined {
+    return this.emulator.wsUrl;
+  }
+  get mqttsUrl(): string | undefined {
+    return this.emulator.mqttsUrl;
+  }
+  get wssUrl(): string | undefined {
+    return this.emulator.wssUrl;
+  }
+  get apiEndpoint(): string {
+    return this.emulator.apiEndpoint;
+  }
+  get instanceId(): string {
+    return this.emulator.instanceId;
+  }
+  get accessKeyId(): string {
+    return this.emulator.accessKeyId;
+  }
+  get accessKeySecret(): string {
+    return this.emulator.accessKeySecret;
+  }
+
+  get env(): Readonly<Record<string, string>> {
+    return Object.freeze({
+      ALIBABA_CLOUD_ACCESS_KEY_ID: this.accessKeyId,
+      ALIBABA_CLOUD_ACCESS_KEY_SECRET: this.accessKeySecret,
+      APSARAMQ_INSTANCE_ID: this.instanceId,
+      APSARAMQ_API_ENDPOINT: this.apiEndpoint,
+      APSARAMQ_MQTT_URL: this.mqttUrl,
+    });
+  }
+
+  get provisionerOptions(): Readonly<{ endpoint: string; instanceId: string; accessKeyId: string; accessKeySecret: string }> {
+    return Object.freeze({ endpoint: this.apiEndpoint, instanceId: this.instanceId, accessKeyId: this.accessKeyId, accessKeySecret: this.accessKeySecret });
+  }
+
+  async registerDevice(clientId: string): Promise<RegisteredDevice> {
+    assertClientId(clientId);
+    const params: Record<string, string> = {
+      Action: 'RegisterDeviceCredential',
+      Version: '2020-04-20',
+      Format: 'JSON',
+      AccessKeyId: this.accessKeyId,
+      SignatureMethod: 'HMAC-SHA1',
+      SignatureVersion: '1.0',
+      SignatureNonce: randomUUID(),
+      Timestamp: rpcTimestamp(new Date()),
+      ClientId: clientId,
+      InstanceId: this.instanceId,
+    };
+    params['Signature'] = signRpc('POST', params, this.accessKeySecret);
+    const response = await fetch(`${this.apiEndpoint}/`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams(params).toString(),
+    });
+    const body = (await response.json()) as Record<string, unknown>;
+    if (!response.ok) {
+      const requestId = body['RequestId'];
+      throw new ApiError({
+        code: String(body['Code'] ?? 'InvalidResponse'),
+        action: 'RegisterDeviceCredential',
+        httpStatus: response.status,
+        requestId: typeof requestId === 'string' ? requestId : undefined,
+        serviceMessage: String(body['Message'] ?? ''),
+      });
+    }
+    const credential = DeviceCredential.fromWire(body);
+    return { clientId, credential, login: signDeviceCredential(credential) };
+  }
+
+  async connectDevice(clientId: string, options: Omit<ConnectDeviceOptions, 'credential'> = {}): Promise<DeviceConnection> {
+    const { credential } = await this.registerDevice(clientId);
+    const connection = await connectDevice({ brokerUrl: this.mqttUrl, ...(this.ca ? { ca: this.ca } : {}), ...options, credential });
+    this.#connections.add(connection);
+    connection.once('closed', () => this.#connections.delete(connection));
+    return connection;
+  }
+
+  async mqttClient(clientId: string, options: IClientOptions = {}): Promise<MqttClient> {
+    const { login } = await this.registerDevice(clientId);
+    const client = await mqtt.connectAsync(this.mqttUrl, {
+      protocolVersion: 4,
+      reconnectPeriod: 0,
+      connectTimeout: this.#timeoutMs,
+      ...(this.ca ? { ca: this.ca } : {}),
+      ...login,
+      ...options,
+    });
+    this.#clients.add(client);
+    client.once('end', () => this.#clients.delete(client));
+    return client;
+  }
+
+  waitForMessage(filter: string, options: WaitOptions = {}): Promise<ObservedMessage> {
+    const events = this.emulator.events;
+    return this.#waitFor(`a message on ${filter}`, options, (done) => {
+      const listener = (message: ObservedMessage): void => {
+        if (topicMatches(filter, message.topic)) done(message);
+      };
+      events.on('published', listener);
+      return () => events.off('published', listener);
+    });
+  }
+
+  waitForOnline(clientId: string, options: WaitOptions = {}): Promise<void> {
+    return this.#waitForPresence(clientId, true, options);
+  }
+
+  waitForOffline(clientId: string, options: WaitOptions = {}): Promise<void> {
+    return this.#waitForPresence(clientId, false, options);
+  }
+
+  async expectRefused(login: MqttCredentials | DeviceCredential, rc: number): Promise<number> {
+    const credentials = login instanceof DeviceCredential ? signDeviceCredential(login) : login;
+    let client: MqttClient | undefined;
+    try {
+      client = await mqtt.connectAsync(this.mqttUrl, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: this.#timeoutMs, ...(this.ca ? { ca: this.ca } : {}), ...credentials });
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (code === rc) return rc;
+      throw new TestingError('UnexpectedConnack', `Expected the CONNECT of ${credentials.clientId} to be refused with CONNACK ${rc}, but it ${typeof code === 'number' ? `got CONNACK ${code}` : `failed otherwise (${(error as Error).message})`}`);
+    }
+    await client.endAsync(true);
+    throw new TestingError('UnexpectedConnack', `Expected the CONNECT of ${credentials.clientId} to be refused with CONNACK ${rc}, but it was accepted`);
+  }
+
+  failNext(action: EmulatedAction, code: KnownApiErrorCode, count?: number): void {
+    this.emulator.failNext(action, code, count);
+  }
+
+  disconnect(clientId: string): boolean {
+    return this.emulator.disconnect(clientId);
+  }
+
+  restart(): Promise<void> {
+    return this.emulator.restart();
+  }
+
+  stats(): EmulatorStats {
+    return this.emulator.stats();
+  }
+
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  async #stop(): Promise<void> {
+    await Promise.allSettled([...this.#connections].map((c) => c.end(true)));
+    await Promise.allSettled([...this.#clients].map((c) => c.endAsync(true)));
+    const urls = [this.mqttUrl, this.wsUrl, this.mqttsUrl, this.wssUrl, this.apiEndpoint].filter((u): u is string => u !== undefined);
+    await this.emulator.close();
+    // Nothing may be left listening: a port that still answers means a server was not closed.
+    const open = (await Promise.all(urls.map(async (url) => ((await accepts(url)) ? url : undefined)))).filter(Boolean);
+    if (open.length > 0) throw new SystemError('UnknownError', `The emulator was closed but ${open.join(', ')} still accepts connections`);
+  }
+
+  #waitForPresence(clientId: string, online: boolean, options: WaitOptions): Promise<void> {
+    if (this.#online.has(clientId) === online) return Promise.resolve();
+    const events = this.emulator.events;
+    const event = online ? 'clientConnected' : 'clientDisconnected';
+    return this.#waitFor(`${clientId} to go ${online ? 'online' : 'offline'}`, options, (done) => {
+      const listener = (id: string): void => {
+        if (id === clientId) done(undefined);
+      };
+      events.on(event, listener);
+      return () => events.off(event, listener);
+    });
+  }
+
+  /** Wait for `watch` to call `done`, or fail with `WaitTimeout` naming `what`. */
+  #waitFor<T>(what: string, options: WaitOptions, watch: (done: (value: T) => void) => () => void): Promise<T> {
+    const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        unwatch();
+        reject(new TestingError('WaitTimeout', `Waited ${timeoutMs} ms for ${what}`));
+      }, timeoutMs);
+      const unwatch = watch((value) => {
+        clearTimeout(timer);
+        unwatch();
+        resolve(value);
+      });
+    });
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { ...(this.emulator as unknown as { toJSON(): Record<string, unknown> }).toJSON(), testing: true };
+  }
+
+  [inspect.custom](): string {
+    return `TestEmulator ${inspect(this.toJSON())}`;
+  }
+}
+
+/** Does anything accept a TCP connection at the URL's host and port? */
+function accepts(url: string): Promise<boolean> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = netConnect({ host: hostname.replace(/^\[|\]$/g, ''), port: Number(port) });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}

@@ -1,0 +1,90 @@
+import { describe, expect, it } from 'vitest';
+import { Outbox, type OutboxItem } from '../../src/connector/outbox.js';
+
+interface Named extends OutboxItem {
+  readonly name: string;
+}
+
+let seq = 0;
+const item = (name: string): Named => ({ name, seq: seq++, strikes: 0, session: undefined });
+const names = (items: Named[]): string[] => items.map((i) => i.name);
+
+describe('the outbox', () => {
+  it('sends everything queued, in order, on the next session', () => {
+    const box = new Outbox<Named>(3);
+    const [a, b, c] = [item('a'), item('b'), item('c')];
+    box.add(b);
+    box.add(a);
+    box.add(c);
+    expect(names(box.take(1))).toEqual(['a', 'b', 'c']);
+    expect(box.inFlight).toBe(3);
+    expect(box.settle(b, 1)).toBe(true);
+    expect(box.settle(b, 1)).toBe(false); // once
+    expect(box.settle(a, 2)).toBe(false); // not on that session
+    expect(box.size).toBe(2);
+  });
+
+  it('a refused message fails after maxAttempts sessions; its innocent neighbours are sent one at a time and go through', () => {
+    const box = new Outbox<Named>(3);
+    const [bad, good1, good2] = [item('bad'), item('good1'), item('good2')];
+    [bad, good1, good2].forEach((i) => box.add(i));
+    // Session 1: all three go out in one burst; the broker closes the session.
+    expect(names(box.take(1))).toEqual(['bad', 'good1', 'good2']);
+    expect(box.lost()).toEqual({ failed: [], struck: true });
+    expect(box.careful).toBe(true);
+    // Session 2: one at a time.
+    expect(names(box.take(2))).toEqual(['bad']);
+    expect(box.take(2)).toEqual([]);
+    expect(box.lost().failed).toEqual([]);
+    expect(names(box.take(3))).toEqual(['bad']);
+    expect(names(box.lost().failed)).toEqual(['bad']);
+    expect(bad.strikes).toBe(3);
+    // Session 4: the neighbours, one at a time while they carry a strike, then in bursts again.
+    expect(names(box.take(4))).toEqual(['good1']);
+    box.settle(good1, 4);
+    expect(names(box.take(4))).toEqual(['good2']);
+    box.settle(good2, 4);
+    expect(box.careful).toBe(false);
+    const [d, e] = [item('d'), item('e')];
+    box.add(d);
+    box.add(e);
+    expect(names(box.take(4))).toEqual(['d', 'e']);
+  });
+
+  it('maxAttempts 1: the first session lost with the item in flight fails it', () => {
+    const box = new Outbox<Named>(1);
+    const a = item('a');
+    box.add(a);
+    box.take(1);
+    expect(names(box.lost().failed)).toEqual(['a']);
+    expect(box.size).toBe(0);
+  });
+
+  it('a loss blamed on a message (an MQTT 5 reason) fails the single item in flight at once', () => {
+    const box = new Outbox<Named>(3);
+    const a = item('a');
+    box.add(a);
+    box.take(1);
+    expect(names(box.lost({ aboutMessage: true }).failed)).toEqual(['a']);
+    const [b, c] = [item('b'), item('c')];
+    box.add(b);
+    box.add(c);
+    box.take(2);
+    expect(box.lost({ aboutMessage: true }).failed).toEqual([]); // two in flight: cannot tell which
+  });
+
+  it('a loss with nothing in flight strikes nothing; drain empties it in order', () => {
+    const box = new Outbox<Named>(3);
+    expect(box.lost()).toEqual({ failed: [], struck: false });
+    const [a, b] = [item('a'), item('b')];
+    box.add(a);
+    box.add(b);
+    box.take(1);
+    const c = item('c');
+    box.add(c);
+    expect(box.remove(c)).toBe(true);
+    expect(box.remove(c)).toBe(false);
+    expect(names(box.drain())).toEqual(['a', 'b']);
+    expect(box.size).toBe(0);
+  });
+});

@@ -1,0 +1,102 @@
+import { resolve } from 'node:path';
+import ts from 'typescript';
+import { describe, expect, it } from 'vitest';
+
+/**
+ * The public names of each entry point of the package, values and types alike. A name added to or removed from an
+ * entry must be added or removed here too: every public name is a decision (and a removal is a breaking change).
+ */
+const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
+  'apsaramq-device': {
+    file: 'src/index.ts',
+    names: [
+      'API_ERROR_CATALOG', 'AbortedError', 'ApiError', 'ApiErrorCode', 'ApiErrorInfo', 'ApsaraMqDeviceError', 'AuthMode',
+      'BackoffOptions', 'CONNACK_CODES', 'CONNECT_DEFAULTS', 'ConfigurationError', 'ConnectDeviceOptions', 'ConnectError',
+      'ConnectErrorCode', 'ConnectionClosedError', 'ConnectionState', 'CredentialRequest', 'CredentialSource', 'DeviceConnection',
+      'DeviceConnectionEvents', 'DeviceCredential', 'DeviceCredentialWire', 'ErrorCode', 'ErrorInfo', 'InvalidParameterCode',
+      'KnownApiErrorCode', 'LOCAL_ERROR_CATALOG', 'LocalErrorCode', 'Logger', 'MAX_CLIENT_ID_LENGTH', 'MqttCredentials',
+      'NetworkError', 'NetworkErrorCode', 'PublishError', 'PublishOptions', 'PublishProperties', 'RetryClass', 'StoreError',
+      'StoreErrorCode', 'SubscribeError', 'SubscribeOptions',
+      'SystemError', 'SystemErrorCode', 'TakeoverOptions', 'TokenGrant', 'Transport', 'VERSION', 'ValidationError',
+      'ValidationErrorCode', 'apiErrorInfo', 'assertClientId', 'assertInstanceId', 'brokerUrlFor', 'clientIdProblem',
+      'connectDevice', 'hmacPassword', 'isApsaraMqDeviceError', 'isErrorCode', 'signDeviceCredential', 'signSignature',
+      'signToken', 'staticSource',
+    ],
+  },
+  'apsaramq-device/provisioner': {
+    file: 'src/provisioner/index.ts',
+    names: [
+      'API_VERSION', 'AccountCredentials', 'AccountKeyOptions', 'ApiCallStats', 'ApiParams', 'ApiResponse',
+      'ApplyTokenRequest', 'CallOptions', 'ClientIdPage', 'CredentialLock', 'CredentialOrigin', 'CredentialResponse',
+      'CredentialStore', 'DEFAULT_API_CONCURRENCY', 'DEFAULT_API_QPS', 'DEFAULT_LOCK_STALE_MS',
+      'DEFAULT_MAX_SERVICE_LATENCY_MS', 'DEFAULT_PAGE_SIZE', 'DEFAULT_RETRY_OPTIONS', 'DEFAULT_TIMEOUT_MS',
+      'ENV_ACCESS_KEY_ID', 'ENV_ACCESS_KEY_SECRET', 'ENV_SECURITY_TOKEN', 'ENV_STORE_DIR', 'FileCredentialStore',
+      'FileCredentialStoreOptions', 'FleetFailure', 'FleetOptions', 'FleetProgress', 'FleetResult',
+      'IDEMPOTENT_ACTIONS', 'IssuedToken', 'LimiterOptions', 'ListClientIdsOptions', 'MAX_BATCH_SESSION_QUERY',
+      'MAX_CREDENTIAL_FILE_BYTES', 'MAX_TOKEN_RESOURCES', 'MemoryCredentialStore', 'ObtainOptions',
+      'ObtainedCredential', 'OpenApiClient', 'OpenApiClientOptions', 'OpenApiSignature', 'PendingRegister',
+      'ProvisionStrategy', 'Provisioner', 'ProvisionerOptions', 'RateLimitOptions', 'RateLimiter',
+      'RegisterAndConnectOptions', 'RegistrationJournal', 'RetryOptions', 'SessionStatus', 'TokenType',
+      'WaitForSessionOptions', 'defaultStoreDir', 'percentEncode', 'provisionFleet', 'registerAndConnect', 'signRpc',
+      'stringToSign',
+    ],
+  },
+  'apsaramq-device/emulator': {
+    file: 'src/emulator/public.ts',
+    names: [
+      'ActionStats', 'EMULATED_ACTIONS', 'EMULATOR_DEFAULTS', 'EMULATOR_ENV', 'EmulatedAction', 'Emulator', 'EmulatorOptions',
+      'EmulatorStateError', 'EmulatorStateErrorCode', 'EmulatorStats', 'ErrorStatusMode', 'MAX_FAIL_NEXT_COUNT',
+      'ReRegisterPolicy', 'TlsOptions', 'ValueSource', 'startEmulator',
+    ],
+  },
+  'apsaramq-device/simulator': {
+    file: 'src/simulator/index.ts',
+    names: [
+      'LatencySummary', 'MergeReportsOptions', 'REPORT_FORMAT', 'ReportSeries', 'RunParameters', 'SIMULATION_DEFAULTS',
+      'ShardRecord', 'SimulationOptions', 'SimulationProgress', 'SimulationReport', 'SimulationSettings', 'SimulationTarget',
+      'SimulatorError', 'SimulatorErrorCode', 'emulatorTarget', 'formatReport', 'mergeReports', 'parseReport',
+      'renderReportHtml', 'runSimulation',
+    ],
+  },
+  'apsaramq-device/testing': {
+    file: 'src/testing/index.ts',
+    names: [
+      'DEFAULT_WAIT_MS', 'EmulatorProcess', 'EmulatorProcessOptions', 'ObservedMessage', 'RegisteredDevice', 'TestEmulator',
+      'TestEmulatorOptions', 'TestingError', 'TestingErrorCode', 'WaitOptions', 'startEmulatorProcess', 'startTestEmulator',
+    ],
+  },
+  'apsaramq-device/testing/vitest': { file: 'src/testing/vitest.ts', names: ['UseEmulatorOptions', 'useEmulator'] },
+  'apsaramq-device/testing/jest': { file: 'src/testing/jest.ts', names: ['UseEmulatorOptions', 'useEmulator'] },
+  'apsaramq-device/testing/node-test': { file: 'src/testing/node-test.ts', names: ['UseEmulatorOptions', 'useEmulator'] },
+};
+
+const root = resolve(import.meta.dirname, '../..');
+const files = Object.values(PUBLIC_NAMES).map((entry) => resolve(root, entry.file));
+const program = ts.createProgram(files, {
+  module: ts.ModuleKind.NodeNext,
+  moduleResolution: ts.ModuleResolutionKind.NodeNext,
+  target: ts.ScriptTarget.ES2022,
+  strict: true,
+  skipLibCheck: true,
+  noEmit: true,
+});
+const checker = program.getTypeChecker();
+
+describe('public API', () => {
+  it.each(Object.entries(PUBLIC_NAMES))('%s exports exactly the names listed here', (_entry, { file, names }) => {
+    const source = program.getSourceFile(resolve(root, file));
+    const symbol = source && checker.getSymbolAtLocation(source);
+    expect(symbol, file).toBeDefined();
+    const exported = checker.getExportsOfModule(symbol as ts.Symbol).map((s) => s.getName()).sort();
+    expect(exported).toEqual([...names].sort());
+  });
+
+  it('maps each entry point to its module in package.json', async () => {
+    const pkg = (await import('../../package.json', { with: { type: 'json' } })).default as { exports: Record<string, { default?: string } | string> };
+    for (const [entry, { file }] of Object.entries(PUBLIC_NAMES)) {
+      const subpath = entry === 'apsaramq-device' ? '.' : `.${entry.slice('apsaramq-device'.length)}`;
+      const target = pkg.exports[subpath];
+      expect(typeof target === 'object' ? target.default : target, entry).toBe(`./${file.replace(/^src\//, 'dist/').replace(/\.ts$/, '.js')}`);
+    }
+  });
+});
