@@ -107,7 +107,9 @@ function commandPath(command: Command): string {
  * typed `--broker-url`. Say it their way where the command has such a flag.
  */
 function inUserTerms(message: string, command: Command): string {
-  return message.replace(/\b[Oo]ption ([a-z][A-Za-z.]*)/g, (whole, name: string) => {
+  return message.replace(/\b[Oo]ption ([a-z][A-Za-z.]*)( \((--[a-z-]+)\))?/g, (whole, name: string, _paren: string | undefined, named: string | undefined) => {
+    // The library sometimes names the flag itself ("Option startAt (--start-at)"): keep one.
+    if (named !== undefined) return `Option ${named}`;
     const flag = command.options.find((o) => o.attributeName() === name.split('.')[0]);
     return flag?.long ? `Option ${flag.long}` : whole;
   });

@@ -6,13 +6,15 @@ import { connectDevice, type DeviceConnection, type Transport } from '../../conn
 import { CONNECT_DEFAULTS } from '../../connector/options.js';
 import { MAX_PAYLOAD_BYTES, checkPayload, checkTopicFilter, checkTopicName } from '../../connector/validate.js';
 import { assertClientId, assertInstanceId, type CredentialSource } from '../../credential.js';
-import { ValidationError } from '../../errors.js';
-import { defaultStoreDir } from '../../provisioner/env.js';
+import { ConfigurationError, StoreError, ValidationError } from '../../errors.js';
+import { ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, defaultStoreDir } from '../../provisioner/env.js';
+import { resolveEndpoint } from '../../provisioner/endpoint.js';
 import { FileCredentialStore } from '../../provisioner/file-store.js';
 import type { Provisioner } from '../../provisioner/provisioner.js';
 import { loadProvisioner } from '../roles.js';
 import { staticSource } from '../../connector/connect.js';
-import { type CliIo, UsageError, choiceArg, cliLogger, intArg, jsonLine } from '../io.js';
+import { type CliIo, Interrupted, UsageError, choiceArg, cliLogger, conflicting, intArg, jsonLine } from '../io.js';
+import { probeOpenApi } from '../probe.js';
 import { readCredentialFile } from './sign.js';
 
 interface ConnectFlags {
@@ -67,9 +69,20 @@ Examples:
   $ apsaramq-device connect --credential-file dev-1.json --broker-url mqtt://127.0.0.1:1883 --subscribe 'demo/#' --count 1`,
     )
     .action(async (flags: ConnectFlags, command: Command) => {
-      if ((flags.publish === undefined) === (flags.subscribe === undefined)) throw new UsageError('connect needs exactly one of --publish TOPIC or --subscribe TOPIC');
-      if (flags.publish !== undefined && flags.message === undefined) throw new UsageError('--publish needs --message TEXT');
-      // A message the service would refuse is refused here, before any I/O (exit 2), not after connecting.
+      if ((flags.publish === undefined) === (flags.subscribe === undefined)) {
+        throw flags.publish === undefined ? new UsageError('connect needs --publish TOPIC or --subscribe TOPIC', 'MissingOption') : conflicting('--publish', '--subscribe', 'connect does one or the other');
+      }
+      if (flags.publish !== undefined && flags.message === undefined) throw new UsageError('--publish needs --message TEXT', 'MissingOption');
+      // No flag is ignored silently.
+      if (flags.subscribe !== undefined && flags.message !== undefined) throw conflicting('--subscribe', '--message', '--message is what --publish sends');
+      if (flags.publish !== undefined && flags.count !== undefined) throw conflicting('--publish', '--count', '--count is how many messages --subscribe waits for');
+      if (flags.publish !== undefined && flags.json) throw conflicting('--publish', '--json', '--json is how --subscribe prints messages');
+      if (flags.endpoint !== undefined && flags.region !== undefined) throw conflicting('--endpoint', '--region', 'the endpoint is that of a region');
+      if (flags.credentialFile !== undefined) {
+        for (const [flag, value] of [['--endpoint', flags.endpoint], ['--region', flags.region], ['--store', flags.store]] as const) {
+          if (value !== undefined) throw conflicting('--credential-file', flag, 'a credential file needs no OpenAPI and no store');
+        }
+      }
       const rules = { apsaraMq: CONNECT_DEFAULTS.brokerIsApsaraMq, maxPayloadBytes: MAX_PAYLOAD_BYTES, persistentSession: false };
       if (flags.publish !== undefined) {
         checkTopicName(flags.publish, rules);
@@ -81,22 +94,50 @@ Examples:
       let source: CredentialSource;
       let provisioner: Provisioner | undefined;
       if (flags.credentialFile !== undefined) {
-        source = staticSource(await readCredentialFile(flags.credentialFile));
+        const credential = await readCredentialFile(flags.credentialFile);
+        // The file decides who connects: a --client-id or --instance-id that says otherwise is a mix-up, not ignored.
+        if (flags.clientId !== undefined && flags.clientId !== credential.clientId) {
+          throw conflicting('--credential-file', '--client-id', `the file is the credential of ${credential.clientId}, not ${flags.clientId}`);
+        }
+        if (flags.instanceId !== undefined && flags.instanceId !== credential.instanceId) {
+          throw conflicting('--credential-file', '--instance-id', `the file is a credential of instance ${credential.instanceId}, not ${flags.instanceId}`);
+        }
+        source = staticSource(credential);
       } else {
-        if (flags.instanceId === undefined || flags.clientId === undefined) throw new UsageError('connect needs --instance-id and --client-id (or --credential-file)');
-        if (flags.endpoint === undefined && flags.region === undefined) throw new UsageError('connect needs --endpoint URL or --region REGION to reach the OpenAPI (or --credential-file)');
+        if (flags.instanceId === undefined || flags.clientId === undefined) throw new UsageError('connect needs --instance-id and --client-id (or --credential-file)', 'MissingOption');
+        if (flags.endpoint === undefined && flags.region === undefined) throw new UsageError('connect needs --endpoint URL or --region REGION to reach the OpenAPI (or --credential-file)', 'MissingOption');
         assertInstanceId(flags.instanceId);
         assertClientId(flags.clientId);
-        const { Provisioner } = await loadProvisioner('connect without --credential-file (it calls the OpenAPI)');
-        provisioner = new Provisioner({
-          instanceId: flags.instanceId,
-          env: io.env,
-          retry: {}, // throttling and transient faults are retried with jittered backoff
-          store: new FileCredentialStore(flags.store ?? defaultStoreDir(io.env)),
-          ...(flags.endpoint === undefined ? {} : { endpoint: flags.endpoint }),
-          ...(flags.region === undefined ? {} : { region: flags.region }),
-        });
-        source = provisioner.credentialSource(flags.clientId);
+        const { instanceId, clientId } = flags;
+        const store = new FileCredentialStore(flags.store ?? defaultStoreDir(io.env));
+        const endpoint = resolveEndpoint({ endpoint: flags.endpoint, region: flags.region });
+        const stored = await store.load(instanceId, clientId);
+        if (stored && !hasAccountKeys(io.env)) {
+          // A device with its credential in the store needs no account key: it connects with what it has, and only a
+          // refused credential would need the OpenAPI (then the error says so).
+          source = storeOnlySource(store, instanceId, clientId);
+        } else {
+          // A dead or wrong endpoint fails here, in seconds, naming the flag; not after the retries of a Get.
+          if (!stored) await probeOpenApi(endpoint, flags.endpoint === undefined ? '--region' : '--endpoint');
+          const { Provisioner } = await loadProvisioner('connect without --credential-file (it calls the OpenAPI)');
+          const registrar = new Provisioner({
+            instanceId,
+            env: io.env,
+            retry: {}, // throttling and transient faults are retried with jittered backoff
+            store,
+            endpoint,
+          });
+          provisioner = registrar;
+          const ladder = registrar.credentialSource(clientId);
+          source = async (request) => {
+            if (request.reason !== 'connect') return ladder(request);
+            // Say what was billed: a ClientId with a typo registers a new credential, and the user must see it.
+            const { credential, origin } = await registrar.obtainCredential(clientId, request.signal === undefined ? {} : { signal: request.signal });
+            if (origin === 'registered') io.stderr(`registered a new credential for ${clientId} (${credential.deviceAccessKeyId}): it had none on instance ${instanceId}\n`);
+            else if (origin === 'fetched') io.stderr(`fetched the credential of ${clientId} from the OpenAPI and kept it in the store\n`);
+            return credential;
+          };
+        }
       }
       try {
         await connectAndRun(io, flags, source, logger);
@@ -104,6 +145,26 @@ Examples:
         provisioner?.close(); // its keep-alive HTTP agent
       }
     });
+}
+
+/** Are the account keys in the environment (both halves)? */
+function hasAccountKeys(env: NodeJS.ProcessEnv): boolean {
+  return Boolean(env[ENV_ACCESS_KEY_ID] && env[ENV_ACCESS_KEY_SECRET]);
+}
+
+/**
+ * The store, and nothing else: for a device whose credential is stored and that has no account key. On a refusal it
+ * reads the store again (another process may have refreshed it); the same key refused again ends the ladder.
+ */
+function storeOnlySource(store: FileCredentialStore, instanceId: string, clientId: string): CredentialSource {
+  return async (request) => {
+    const credential = await store.load(instanceId, clientId);
+    if (!credential) throw new StoreError('StoreIOError', `The credential of ${clientId} is no longer in the store ${store.dir}`);
+    if (request.reason === 'rejected' && request.rejected && credential.sameKeyAs(request.rejected)) {
+      throw new ConfigurationError('MissingAccessKey', `The broker refused the stored credential of ${clientId}, and without ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET connect cannot fetch a new one`);
+    }
+    return credential;
+  };
 }
 
 /** Connect, then publish once or print what arrives. */
@@ -114,14 +175,32 @@ async function connectAndRun(io: CliIo, flags: ConnectFlags, source: CredentialS
       throw new ValidationError('InvalidOption', `Cannot read --ca file ${flags.ca}`);
     });
   }
-  const connection = await connectDevice({
-    credential: source,
-    transport: flags.transport,
-    logger,
-    ...(flags.brokerUrl === undefined ? {} : { brokerUrl: flags.brokerUrl }),
-    ...(ca === undefined ? {} : { ca }),
-    ...(flags.insecure ? { rejectUnauthorized: false } : {}),
+  // Ctrl+C (or SIGTERM) at any point ends the connection: the signal is its lifetime.
+  const controller = new AbortController();
+  let interruptedBy: NodeJS.Signals | void | undefined;
+  void io.interrupted().then((signal) => {
+    interruptedBy = signal ?? 'SIGINT';
+    controller.abort(new Error('interrupted'));
   });
+  const stopped = (what: string): Interrupted => {
+    io.stderr(`interrupted: ${what}\n`);
+    return new Interrupted(interruptedBy);
+  };
+  let connection: DeviceConnection;
+  try {
+    connection = await connectDevice({
+      credential: source,
+      transport: flags.transport,
+      logger,
+      signal: controller.signal,
+      ...(flags.brokerUrl === undefined ? {} : { brokerUrl: flags.brokerUrl }),
+      ...(ca === undefined ? {} : { ca }),
+      ...(flags.insecure ? { rejectUnauthorized: false } : {}),
+    });
+  } catch (error) {
+    if (interruptedBy !== undefined) throw stopped('before the device was connected');
+    throw error;
+  }
   connection.on('takeover', ({ confirmed }) => {
     io.stderr(
       `takeover: ${confirmed ? 'another client took over' : 'another client probably took over'} the session of ${connection.clientId} (every device needs its own ClientId); reconnecting with a longer delay\n`,
@@ -129,17 +208,24 @@ async function connectAndRun(io: CliIo, flags: ConnectFlags, source: CredentialS
   });
   try {
     if (flags.publish !== undefined) {
-      await connection.publish(flags.publish, flags.message ?? '', { qos: flags.qos as QoS });
+      try {
+        await connection.publish(flags.publish, flags.message ?? '', { qos: flags.qos as QoS });
+      } catch (error) {
+        if (interruptedBy !== undefined) throw stopped(`the message to ${flags.publish} was not ${flags.qos > 0 ? 'acknowledged' : 'sent'}`);
+        throw error;
+      }
       io.stderr(`published to ${flags.publish} as ${connection.clientId}\n`);
     } else {
-      await subscribeAndPrint(connection, io, flags);
+      const received = await subscribeAndPrint(connection, io, flags, controller.signal);
+      if (interruptedBy !== undefined) throw stopped(`${received} message${received === 1 ? '' : 's'} received on ${flags.subscribe}${flags.count === undefined ? '' : ` of the ${flags.count} asked for`}`);
     }
   } finally {
     await connection.end();
   }
 }
 
-async function subscribeAndPrint(connection: DeviceConnection, io: CliIo, flags: ConnectFlags): Promise<void> {
+/** Subscribe and print what arrives until `--count` messages, the connection closes, or `stop` fires; the count. */
+async function subscribeAndPrint(connection: DeviceConnection, io: CliIo, flags: ConnectFlags, stop: AbortSignal): Promise<number> {
   const topic = flags.subscribe ?? '';
   let received = 0;
   let finish: () => void = () => {};
@@ -157,8 +243,15 @@ async function subscribeAndPrint(connection: DeviceConnection, io: CliIo, flags:
     failure = error;
     finish();
   });
-  await connection.subscribe(topic, { qos: flags.qos as QoS });
+  stop.addEventListener('abort', () => finish(), { once: true });
+  try {
+    await connection.subscribe(topic, { qos: flags.qos as QoS });
+  } catch (error) {
+    if (stop.aborted) return received; // interrupted while subscribing: the caller says so
+    throw error;
+  }
   io.stderr(`subscribed to ${topic} as ${connection.clientId}\n`);
-  await Promise.race([done, io.interrupted()]);
-  if (failure) throw failure;
+  await done;
+  if (failure && !stop.aborted) throw failure;
+  return received;
 }
