@@ -1,10 +1,14 @@
-import { Aedes, type AuthenticateError, type Client } from 'aedes';
+import type { Duplex } from 'node:stream';
+import { Aedes, type AuthenticateError, type Client, type Subscription } from 'aedes';
+import mqttPacket, { type IConnackPacket, type IDisconnectPacket } from 'mqtt-packet';
 import { MAX_CLIENT_ID_LENGTH, clientIdProblem } from '../credential.js';
 import { hmacPassword, parseUsername } from '../signer/mqtt.js';
+import { guardClient, hardenBroker, type GuardedClient } from './client-guards.js';
 import { safeEqual } from './crypto.js';
 import { startListeners, type BrokerPorts } from './listeners.js';
+import { REASON, checkKeepAlive, checkPublish, checkSubscribe, checkWill, describeRefusal, type Refusal, type SessionFacts } from './mqtt-rules.js';
 import type { ResolvedEmulatorOptions } from './options.js';
-import { mayP2pSubscribe, p2pInbox, p2pTarget } from './p2p.js';
+import { p2pInbox, p2pTarget } from './p2p.js';
 import type { CredentialRecord, CredentialRegistry } from './registry.js';
 import type { StatsRecorder } from './stats.js';
 
@@ -16,13 +20,26 @@ const SERVER_UNAVAILABLE = 3;
 const BAD_USERNAME_OR_PASSWORD = 4;
 const NOT_AUTHORIZED = 5;
 
-/** Why a CONNECT is refused: its CONNACK return code and a message that names no secret. */
+/** The MQTT 5 CONNACK reason code of each MQTT 3.1.1 refusal (MQTT 5.0 §3.2.2.2; aedes maps them the same way). */
+const V5_REASON: Readonly<Record<number, number>> = Object.freeze({
+  [IDENTIFIER_REJECTED]: 0x85,
+  [SERVER_UNAVAILABLE]: 0x88,
+  [BAD_USERNAME_OR_PASSWORD]: 0x86,
+  [NOT_AUTHORIZED]: 0x87,
+});
+
+/**
+ * Why a CONNECT is refused: its MQTT 3.1.1 CONNACK return code, its MQTT 5 reason code (by default the one
+ * MQTT 5 gives the same refusal), and a message that names no secret.
+ */
 export class ConnectRefusal extends Error {
   readonly returnCode: number;
-  constructor(returnCode: number, message: string) {
+  readonly reasonCode: number;
+  constructor(returnCode: number, message: string, reasonCode: number = V5_REASON[returnCode] ?? 0x80) {
     super(message);
     this.name = 'ConnectRefusal';
     this.returnCode = returnCode;
+    this.reasonCode = reasonCode;
   }
 }
 
@@ -45,7 +62,7 @@ export interface ConnectIdentity {
  * Decide a CONNECT per reference §0 / §5.3, or throw {@link ConnectRefusal}:
  * rc 2 for a ClientId breaking the grammar; rc 4 when username/password cannot be verified (malformed username,
  * unknown mode or key id, wrong password); rc 5 when they verify but are not allowed here (another instance, or
- * a device credential bound to another ClientId).
+ * a device credential bound to another ClientId). MQTT 5 gets 0x85, 0x86 and 0x87 for the same cases.
  *
  * Token mode is not emulated (it needs ApplyToken and the token lifecycle): it always gets rc 4.
  */
@@ -111,6 +128,15 @@ export interface BrokerDependencies {
   readonly brokerId?: string;
 }
 
+/**
+ * Inbound MQTT 5 topic aliases a client may use. The service documents topic aliases without a number; the
+ * emulator advertises this one in its CONNACK, and a client uses at most that many.
+ */
+export const TOPIC_ALIAS_MAXIMUM = 32;
+
+/** The largest Receive Maximum MQTT 5 has, advertised as the service caps it there (reference §8.2). */
+const RECEIVE_MAXIMUM = 65_535;
+
 /** aedes keeps connected clients by id at runtime but does not declare it. */
 function clientById(broker: Aedes, clientId: string): Client | undefined {
   const clients = (broker as unknown as { clients: Record<string, Client | undefined> }).clients;
@@ -122,43 +148,166 @@ function cut(client: Client): void {
   client.conn.destroy();
 }
 
+/** The part of aedes' session store (aedes-persistence) the broker repairs. */
+interface SessionStore {
+  removeSubscriptions(client: Client, filters: readonly string[]): Promise<void>;
+  addSubscriptions(client: Client, subscriptions: readonly Subscription[]): Promise<void>;
+  incomingDelPacket(client: Client, packet: { messageId: number }): Promise<void>;
+}
+
+/** What the rules need to know of a client. */
+function sessionFacts(client: Client): SessionFacts {
+  // aedes sets `clean` from the clean-session flag (MQTT 3.1.1) or a zero session expiry (MQTT 5).
+  return { clientId: client.id, persistent: !client.clean };
+}
+
 /**
- * Start aedes with the emulator's authentication, P2P rules, payload limit and (with `kickOnRevoke`) session
- * kicking, on a TCP listener and (unless off) WebSocket, TLS and secure WebSocket listeners.
+ * Send an MQTT 5 client a DISCONNECT with `reasonCode` and `reasonString`, then close it and call `then`. Not aedes'
+ * `client.disconnect()`: it sends nothing to a client whose CONNACK is out but whose queued messages are still being
+ * sent (aedes calls it connecting, not connected), and a PUBLISH that arrives right after the CONNACK is in that
+ * window (Paho's, at times).
+ */
+function sendDisconnect(client: Client, reasonCode: number, reasonString: string, drainTimeoutMs: number, then: () => void = noop): void {
+  const packet: IDisconnectPacket = { cmd: 'disconnect', reasonCode, properties: { reasonString } };
+  const conn = client.conn;
+  const flushed = conn.write(mqttPacket.generate(packet, { protocolVersion: 5 }), () => client.close(then));
+  // A client that does not read its socket is not waited for longer than for any other write (destroying the socket
+  // also calls the write back).
+  if (!flushed) setTimeout(() => conn.destroy(), drainTimeoutMs).unref();
+}
+
+function noop(): void {}
+
+/**
+ * Refuse a CONNECT with our own CONNACK (aedes' authenticate hook can only answer 3.1.1 codes 2 to 5), then let aedes
+ * close the connection. MQTT 5 gets the reason code and, as Reason String, why.
+ */
+function writeRefusal(conn: Duplex, protocolVersion: number, refusal: ConnectRefusal, drainTimeoutMs: number, then: () => void): void {
+  const connack: IConnackPacket = protocolVersion === 5
+    ? { cmd: 'connack', sessionPresent: false, reasonCode: refusal.reasonCode, properties: { reasonString: refusal.message } }
+    : { cmd: 'connack', sessionPresent: false, returnCode: refusal.returnCode };
+  // Written before the connection is closed, as aedes does with its own CONNACKs; not waited for forever.
+  const flushed = conn.write(mqttPacket.generate(connack, { protocolVersion: protocolVersion === 5 ? 5 : 4 }), () => then());
+  if (!flushed) setTimeout(() => conn.destroy(), drainTimeoutMs).unref();
+}
+
+/**
+ * Start aedes with the emulator's authentication, the service's MQTT rules (mqtt-rules.ts), P2P, the guards
+ * against hostile clients (client-guards.ts) and (with `kickOnRevoke`) session kicking, on a TCP listener and
+ * (unless off) WebSocket, TLS and secure WebSocket listeners. Speaks MQTT 3.1, 3.1.1 and 5.
  */
 export async function startBroker(options: ResolvedEmulatorOptions, deps: BrokerDependencies): Promise<BrokerHandle> {
   const auth: BrokerAuthConfig = { ...options, registry: deps.registry };
-  // CONNACKs decided by our hook are counted when decided, so the count is already right when the client reads its
-  // CONNACK (aedes emits connackSent only after the write). CONNACKs aedes decides alone are counted on connackSent.
+  // CONNACKs decided by our hooks are counted when decided, so the count is already right when the client reads
+  // its CONNACK (aedes emits connackSent only after the write). CONNACKs aedes decides alone are counted on connackSent.
   const counted = new WeakSet<Client>();
+  // Who each CONNECT authenticated as, from preConnect (where it is decided) to authenticate (where aedes asks).
+  const identities = new WeakMap<Client, ConnectIdentity>();
   // The DeviceAccessKeyId each live DeviceCredential session authenticated with, for kickOnRevoke.
   const sessionKeys = new WeakMap<Client, string>();
-  const decide = (client: Client, returnCode: number): void => {
+  // The subscriptions each client holds, by filter: for the subscriptions-per-client rule, and to repair what aedes
+  // stores of a persistent session.
+  const held = new WeakMap<Client, Map<string, Subscription>>();
+  const decide = (client: Client, code: number): void => {
     counted.add(client);
-    deps.stats.recordConnack(returnCode);
+    deps.stats.recordConnack(code);
   };
+  const report = (refusal: Refusal, clientId: string | undefined): void => {
+    deps.stats.recordRule(refusal.rule);
+    options.logger.warn(describeRefusal(refusal, clientId), { rule: refusal.rule, ...(clientId ? { clientId } : {}) });
+  };
+  const heldBy = (client: Client): Map<string, Subscription> => {
+    let filters = held.get(client);
+    if (!filters) {
+      filters = new Map();
+      held.set(client, filters);
+    }
+    return filters;
+  };
+  // MQTT 5 is told why in a DISCONNECT; MQTT 3.1.1 has no such packet, and aedes closes the connection on the error.
+  const disconnectFor = (client: Client | null, refusal: Refusal, then: () => void): void => {
+    if (client?.version === 5 && !client.closed) sendDisconnect(client, refusal.reasonCode, describeRefusal(refusal, client.id), options.drainTimeoutMs, then);
+    else then();
+  };
+
   const broker = await Aedes.createBroker({
     ...(deps.brokerId === undefined ? {} : { id: deps.brokerId }),
     ...(deps.persistence === undefined ? {} : { persistence: deps.persistence }),
     // aedes refuses MQTT 3.1 ClientIds over 23 characters by default; the service allows 64.
     maxClientsIdLength: MAX_CLIENT_ID_LENGTH,
-    authenticate(client: Client, username, password, done) {
-      try {
-        // client.id is the CONNECT ClientId, or aedes' own `aedes_<uuid>` when it was empty: that fails the grammar.
-        const identity = checkConnect(auth, client.id, username, password);
-        if (identity.mode === 'DeviceCredential') sessionKeys.set(client, identity.keyId);
-        decide(client, 0);
+    // Checked on every read as soon as a packet's fixed header is in, CONNECT included: never buffered whole.
+    maximumPacketSize: options.maxPacketBytes,
+    drainTimeout: options.drainTimeoutMs,
+    // MQTT 5 clients are told the cap in the CONNACK (Server Keep Alive); 3.1.1 CONNECTs are lowered in preConnect,
+    // as aedes would refuse them (with a return code 3.1.1 does not have).
+    keepaliveLimit: Number.isFinite(options.maxKeepAliveSeconds) ? options.maxKeepAliveSeconds : 0,
+    receiveMaximum: RECEIVE_MAXIMUM,
+    topicAliasMaximum: TOPIC_ALIAS_MAXIMUM,
+    preConnect(client: Client, packet, done) {
+      const version = packet.protocolVersion ?? 4;
+      // A protocol version aedes does not speak gets its own CONNACK 1.
+      if (version !== 3 && version !== 4 && version !== 5) {
         done(null, true);
+        return;
+      }
+      let refusal: ConnectRefusal;
+      try {
+        const identity = checkConnect(auth, packet.clientId, packet.username, packet.password);
+        const will = checkWill(options, packet.will);
+        if (will) report(will, packet.clientId);
+        // rc 5: of the five codes 3.1.1 has, "not authorized" is the one that means "not allowed here".
+        if (will?.action === 'disconnect') throw new ConnectRefusal(NOT_AUTHORIZED, will.reason, will.reasonCode);
+        if (will && packet.will) {
+          if (will.rule === 'will') delete packet.will;
+          else packet.will.retain = false;
+        }
+        const keepAlive = checkKeepAlive(options, packet.keepalive ?? 0);
+        if (keepAlive) {
+          report(keepAlive, packet.clientId);
+          if (version !== 5) packet.keepalive = keepAlive.seconds;
+        }
+        identities.set(client, identity);
+        done(null, true);
+        return;
       } catch (error) {
         // An unexpected failure must not crash the broker's process: refuse as "server unavailable".
-        const refusal = error instanceof ConnectRefusal ? error : new ConnectRefusal(SERVER_UNAVAILABLE, 'emulator failure');
-        decide(client, refusal.returnCode);
-        done(refusal as AuthenticateError, false);
+        refusal = error instanceof ConnectRefusal ? error : new ConnectRefusal(SERVER_UNAVAILABLE, 'emulator failure');
       }
+      decide(client, version === 5 ? refusal.reasonCode : refusal.returnCode);
+      writeRefusal(client.conn, version, refusal, options.drainTimeoutMs, () => done(refusal, false));
+    },
+    authenticate(client: Client, _username, _password, done) {
+      // preConnect has decided already; only an accepted CONNECT gets here.
+      const identity = identities.get(client);
+      if (!identity) {
+        decide(client, client.version === 5 ? V5_REASON[SERVER_UNAVAILABLE] ?? 0x88 : SERVER_UNAVAILABLE);
+        done(new ConnectRefusal(SERVER_UNAVAILABLE, 'emulator failure') as AuthenticateError, false);
+        return;
+      }
+      if (identity.mode === 'DeviceCredential') sessionKeys.set(client, identity.keyId);
+      decide(client, 0);
+      done(null, true);
     },
     authorizeSubscribe(client, subscription, done) {
-      // null = SUBACK 0x80 for this filter only; the client's other filters are granted.
-      done(null, mayP2pSubscribe(subscription.topic, client.id) ? subscription : null);
+      // The broker's own P2P subscription (also when a persistent session restores it) is not the client's doing.
+      if (subscription.topic === p2pInbox(client.id)) {
+        done(null, subscription);
+        return;
+      }
+      const filters = heldBy(client);
+      const refusal = checkSubscribe(options, subscription, sessionFacts(client), filters);
+      if (!refusal) {
+        filters.set(subscription.topic, subscription);
+        done(null, subscription);
+        return;
+      }
+      report(refusal, client.id);
+      if (refusal.action === 'disconnect') {
+        disconnectFor(client, refusal, () => done(new Error(refusal.reason)));
+        return;
+      }
+      // null = a SUBACK failure for this filter only (3.1.1: 0x80, MQTT 5: 0x87); the client's other filters are granted.
+      done(null, null);
     },
     authorizeForward(client, packet) {
       // Broad filters (`#`, `Parent/#`) match other clients' P2P topics; only the addressee gets those messages.
@@ -166,14 +315,22 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
       return target === undefined || target === client.id ? packet : null;
     },
   });
+  hardenBroker(broker);
 
-  // Keep aedes' own publish rules (no publishing to $SYS) and add the service's.
+  // Keep aedes' own publish rules (no publishing to $SYS) after the service's.
   const aedesAuthorizePublish = broker.authorizePublish;
   broker.authorizePublish = (client, packet, done) => {
-    // aedes closes the connection when this fails, as the service does for an oversized message (reference §5.7).
-    if (packet.payload.length > options.maxPayloadBytes) {
-      done(new Error(`payload of ${packet.payload.length} bytes is over the limit of ${options.maxPayloadBytes}`));
-      return;
+    const refusal = checkPublish(options, packet, client ? sessionFacts(client) : undefined);
+    if (refusal) {
+      report(refusal, client?.id);
+      if (refusal.action !== 'ignore') {
+        // MQTT 3.1.1: aedes closes the connection on the error, as the service does (reference §5.4, §5.7).
+        // A will being published (its client closed) is just dropped.
+        const error = new Error(refusal.reason);
+        disconnectFor(client, refusal, () => done(error));
+        return;
+      }
+      packet.retain = false;
     }
     // A retained P2P message would be re-sent to its addressee on every connect; the service has no such thing.
     if (p2pTarget(packet.topic) !== undefined) packet.retain = false;
@@ -181,21 +338,103 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
   };
 
   broker.on('connackSent', (packet, client) => {
-    if (!counted.has(client)) deps.stats.recordConnack(packet.returnCode ?? 0);
+    if (!counted.has(client)) deps.stats.recordConnack(packet.returnCode ?? packet.reasonCode ?? 0);
   });
   // 'client' comes after authentication and before the CONNACK is written, so the P2P subscription is in place
   // before the client can know it is connected. Persistent sessions keep it (with their queued P2P messages).
   // aedes does not downgrade to a wildcard subscription's QoS, so P2P messages arrive at the QoS they were sent
-  // with; and it delivers a message once per client even when the client also subscribed to its own P2P topic.
+  // with (QoS 1 at most in a persistent session while QoS 2 is refused there); and it delivers a message once per
+  // client even when the client also subscribed to its own P2P topic.
   broker.on('client', (client) => {
-    client.subscribe({ topic: p2pInbox(client.id), qos: 2 }, () => undefined);
+    const qos = options.qos2PersistentSessions === 'refuse' && !client.clean ? 1 : 2;
+    client.subscribe({ topic: p2pInbox(client.id), qos }, () => undefined);
+  });
+  // aedes has set each subscription's `qos` to what the SUBACK granted: 0x80 and up is a refusal.
+  broker.on('subscribe', (subscriptions, client) => {
+    const refused: string[] = [];
+    for (const sub of subscriptions) {
+      const granted = sub.qos as number;
+      // MQTT 5: aedes answers `$share/` filters with SUBACK 0x9E itself, before the authorize hook.
+      if (granted === 0x9e) {
+        report({ rule: 'sharedSubscription', action: 'deny', reasonCode: 0x9e, reason: `a shared subscription '${sub.topic}' (MQTT 5: SUBACK 0x9E)` }, client.id);
+      }
+      if (granted >= 0x80) refused.push(sub.topic);
+    }
+    if (!client.clean && refused.length > 0) repairStoredSession(client, refused);
+  });
+  /**
+   * In a persistent session aedes stores every filter of a SUBSCRIBE once one of them is granted, the refused ones
+   * too, and would then queue offline messages for them: put back what the client really holds.
+   */
+  const repairStoredSession = (client: Client, refused: readonly string[]): void => {
+    const mine = held.get(client);
+    const persistence = (broker as unknown as { persistence: SessionStore }).persistence;
+    const removed = refused.filter((filter) => !mine?.has(filter));
+    const restored = refused.flatMap((filter) => mine?.get(filter) ?? []);
+    persistence.removeSubscriptions(client, removed)
+      .then(() => (restored.length > 0 ? persistence.addSubscriptions(client, restored) : undefined))
+      .catch((error: unknown) => options.logger.error(`MQTT broker error: ${error instanceof Error ? error.message : String(error)}`));
+  };
+  broker.on('unsubscribe', (filters, client) => {
+    const mine = held.get(client);
+    for (const filter of filters) mine?.delete(filter);
+  });
+  // Refusals aedes makes itself, reported like the rules' own. A drain timeout fails every write that waited for
+  // the drain, each with its own error event: it is reported once per client.
+  const drainTimedOut = new WeakSet<Client>();
+  const aedesRefusal = (client: Client | null, error: Error): void => {
+    const id = client?.id ?? undefined;
+    if (error.message === 'packet too large') {
+      report({ rule: 'packetSize', action: 'disconnect', reasonCode: REASON.PACKET_TOO_LARGE, reason: `a packet of ${String((error as { size?: number }).size)} bytes, over the limit of ${options.maxPacketBytes}` }, id);
+    } else if (error.message === 'drain timeout' && client && !drainTimedOut.has(client)) {
+      drainTimedOut.add(client);
+      report({ rule: 'slowConsumer', action: 'disconnect', reasonCode: 0, reason: `a socket that took no data for ${options.drainTimeoutMs} ms` }, id);
+    } else if (error.message.startsWith('invalid subscription identifier')) {
+      report({ rule: 'subscriptionIdentifier', action: 'disconnect', reasonCode: 0x82, reason: `${error.message} (MQTT 5 allows 1 to 268,435,455; DISCONNECT 0x82)` }, id);
+    }
+  };
+  broker.on('clientError', aedesRefusal);
+  broker.on('connectionError', aedesRefusal);
+  // aedes reports persistence failures here; unheard, an 'error' event would end the process.
+  (broker as unknown as NodeJS.EventEmitter).on('error', (error: Error) => options.logger.error(`MQTT broker error: ${error.message}`));
+
+  const onSlow = (client: Client, queued: number): void => {
+    report({ rule: 'slowConsumer', action: 'disconnect', reasonCode: 0, reason: `${queued} bytes waiting to be read, over the limit of ${options.maxQueuedBytes}` }, client.id ?? undefined);
+  };
+  const onUnsafeSubscribe = (client: Client): void => {
+    const refusal: Refusal = { rule: 'unsafeSubscribe', action: 'disconnect', reasonCode: REASON.TOPIC_FILTER_INVALID, reason: "a SUBSCRIBE listing '__proto__' beside other filters (aedes 2.0.0-beta.1 would crash on it)" };
+    report(refusal, client.id ?? undefined);
+    disconnectFor(client, refusal, () => client.conn.destroy());
+  };
+  const onUnreleased = (client: Client, bytes: number): void => {
+    const refusal: Refusal = { rule: 'qos2Unreleased', action: 'disconnect', reasonCode: REASON.QUOTA_EXCEEDED, reason: `QoS 2 messages never released (no PUBREL) holding ${bytes} bytes, over the limit of ${options.maxQueuedBytes}` };
+    report(refusal, client.id ?? undefined);
+    disconnectFor(client, refusal, () => client.conn.destroy());
+  };
+  const guarded = new WeakMap<Client, GuardedClient>();
+  const handle = (conn: Duplex, req?: Parameters<Aedes['handle']>[1]): void => {
+    const client = broker.handle(conn, req);
+    guarded.set(client, guardClient(client, options.maxQueuedBytes, { onSlow, onUnsafeSubscribe, onUnreleased }));
+  };
+  // A clean session's state ends with its connection (MQTT 3.1.1 §3.1.2.4, MQTT 5 §4.1): aedes keeps the QoS 2
+  // messages it stored for their PUBREL under the ClientId for good, where they take memory and make the next
+  // session's QoS 2 message with the same packet id look like a duplicate, dropped. They go with the session here.
+  broker.on('clientDisconnect', (client) => {
+    const unreleased = guarded.get(client)?.unreleased() ?? [];
+    if (!client.clean || unreleased.length === 0) return;
+    const store = (broker as unknown as { persistence: SessionStore }).persistence;
+    // One aedes did not store (a refused PUBLISH) is not there to delete: that is not an error.
+    for (const messageId of unreleased) store.incomingDelPacket(client, { messageId }).catch(() => undefined);
   });
 
   const stopKicking = options.kickOnRevoke
     ? deps.registry.onRevoke((record: CredentialRecord) => {
       // A credential is bound to one ClientId; only a session that logged in with this very key is dropped.
       const client = clientById(broker, record.ClientId);
-      if (client && sessionKeys.get(client) === record.DeviceAccessKeyId) cut(client);
+      if (!client || sessionKeys.get(client) !== record.DeviceAccessKeyId) return;
+      // MQTT 5 is told why; MQTT 3.1.1 loses the connection as on a network cut.
+      if (client.version === 5) sendDisconnect(client, REASON.NOT_AUTHORIZED, 'the credential was revoked', options.drainTimeoutMs);
+      else cut(client);
     })
     : () => undefined;
 
@@ -204,7 +443,7 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     await new Promise<void>((resolve) => broker.close(() => resolve()));
   };
 
-  const listeners = await startListeners(broker, options.host, options, options.tls).catch(async (error: unknown) => {
+  const listeners = await startListeners(handle, options.host, options, options.tls, options.maxPacketBytes).catch(async (error: unknown) => {
     await closeBroker();
     throw error;
   });

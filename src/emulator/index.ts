@@ -26,6 +26,8 @@ import { StatsRecorder, type EmulatorStats } from './stats.js';
 import { TokenRegistry } from './tokens.js';
 
 export { EMULATOR_DEFAULTS, EMULATOR_ENV, type EmulatorOptions, type ReRegisterPolicy, type TlsOptions, type ValueSource } from './options.js';
+export { BROKER_DEFAULTS, DEFAULT_PARENT_TOPICS, type BrokerOptions, type UnsupportedFeaturePolicy } from './broker-options.js';
+export { RULES, type RuleName } from './mqtt-rules.js';
 export type { ErrorStatusMode } from './api-errors.js';
 export type { ActionStats, EmulatorStats } from './stats.js';
 export { EMULATED_ACTIONS, type EmulatedAction } from './actions.js';
@@ -235,7 +237,8 @@ class MqttService {
       }
     });
     broker.on('subscribe', (subscriptions, client: Client | null) => {
-      if (client) this.events.emit('subscribed', { clientId: client.id, topics: subscriptions.map((s) => s.topic) });
+      // aedes reports every filter with the QoS its SUBACK granted; 0x80 and up are refusals (the broker's rules).
+      if (client) this.events.emit('subscribed', { clientId: client.id, topics: subscriptions.filter((s) => (s.qos as number) < 0x80).map((s) => s.topic) });
     });
   }
 

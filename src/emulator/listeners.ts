@@ -2,7 +2,8 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
-import type { Aedes } from 'aedes';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { WebSocketServer, createWebSocketStream } from 'ws';
 import type { TlsOptions } from './options.js';
 import { closeServer, listen, trackSockets, urlHost } from './servers.js';
@@ -31,6 +32,9 @@ export interface Listeners {
   close(): Promise<void>;
 }
 
+/** Hands one MQTT connection (a socket, or a WebSocket's stream with its upgrade request) to the broker. */
+export type ConnectionHandler = (conn: Duplex, req?: IncomingMessage) => void;
+
 /** A server whose connections are tracked, so close() can destroy them. */
 interface Tracked {
   server: NetServer;
@@ -42,19 +46,20 @@ function track(server: NetServer): Tracked {
 }
 
 /**
- * MQTT over WebSocket on `http`, at {@link WS_PATH} only; any plain HTTP request gets 426. Returns the close
- * function of the WebSocket side.
+ * MQTT over WebSocket on `http`, at {@link WS_PATH} only; any plain HTTP request gets 426. A WebSocket message may
+ * be at most `maxMessageBytes` (ws would otherwise buffer up to 100 MiB of one before MQTT sees a byte). Returns
+ * the close function of the WebSocket side.
  */
-function serveWebSocket(http: HttpServer | HttpsServer, broker: Aedes): () => Promise<void> {
+function serveWebSocket(http: HttpServer | HttpsServer, handle: ConnectionHandler, maxMessageBytes: number): () => Promise<void> {
   http.on('request', (_req, res) => {
     res.writeHead(426, { 'Content-Type': 'text/plain', Connection: 'close' }).end(`Upgrade to WebSocket at ${WS_PATH}\n`);
   });
-  const wss = new WebSocketServer({ server: http, path: WS_PATH });
+  const wss = new WebSocketServer({ server: http, path: WS_PATH, maxPayload: maxMessageBytes });
   // ws re-emits the HTTP server's errors (EADDRINUSE) on itself, where nobody listens: they would be thrown
   // before listen() sees them. listen() reports them.
   wss.on('error', () => undefined);
   wss.on('connection', (ws, req) => {
-    broker.handle(createWebSocketStream(ws), req);
+    handle(createWebSocketStream(ws), req);
   });
   return async () => {
     for (const ws of wss.clients) ws.terminate();
@@ -69,24 +74,27 @@ function listenIf(server: NetServer, port: number | false, host: string): Promis
 
 /**
  * Listen for MQTT over TCP, WebSocket, TLS and secure WebSocket (each unless off; the TLS ones need `tls`), handing
- * every connection to `broker`. On a bind failure everything already started is closed and the error rethrown.
+ * every connection to `handle`. `maxPacketBytes` bounds a WebSocket message (two packets' worth, as a client may
+ * send more than one packet in a message). On a bind failure everything already started is closed and the error
+ * rethrown.
  */
-export async function startListeners(broker: Aedes, host: string, ports: BrokerPorts, tls: TlsOptions | undefined): Promise<Listeners> {
-  const handle = (socket: Socket): void => {
+export async function startListeners(handle: ConnectionHandler, host: string, ports: BrokerPorts, tls: TlsOptions | undefined, maxPacketBytes: number): Promise<Listeners> {
+  const onSocket = (socket: Socket): void => {
     // Without it Nagle's algorithm meets the client's delayed ACKs and every small PUBLISH waits ~40 ms.
     socket.setNoDelay(true);
-    void broker.handle(socket);
+    handle(socket);
   };
-  const tcp = track(createNetServer(handle));
+  const maxMessageBytes = 2 * maxPacketBytes;
+  const tcp = track(createNetServer(onSocket));
   const http = track(createHttpServer());
   const servers = [tcp, http];
-  const closers = [serveWebSocket(http.server as HttpServer, broker)];
+  const closers = [serveWebSocket(http.server as HttpServer, handle, maxMessageBytes)];
   let secure: { mqtts: Tracked; https: Tracked } | undefined;
   if (tls) {
     // The TLS server hands over the decrypted socket; a failed handshake never reaches aedes.
-    secure = { mqtts: track(createTlsServer(tls, handle)), https: track(createHttpsServer(tls)) };
+    secure = { mqtts: track(createTlsServer(tls, onSocket)), https: track(createHttpsServer(tls)) };
     servers.push(secure.mqtts, secure.https);
-    closers.push(serveWebSocket(secure.https.server as HttpsServer, broker));
+    closers.push(serveWebSocket(secure.https.server as HttpsServer, handle, maxMessageBytes));
   }
   const close = async (): Promise<void> => {
     await Promise.all(closers.map((closeWs) => closeWs()));

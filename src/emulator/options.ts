@@ -3,6 +3,7 @@ import { createSecureContext } from 'node:tls';
 import { assertInstanceId } from '../credential.js';
 import { API_ERROR_CATALOG, ValidationError, isApsaraMqDeviceError } from '../errors.js';
 import type { ErrorStatusMode } from './api-errors.js';
+import { BROKER_OPTION_NAMES, resolveBrokerOptions, type BrokerOptions, type ResolvedBrokerOptions } from './broker-options.js';
 import { BASE36_LOWER, BASE62, randomString } from './crypto.js';
 
 /** The actions with a QPS limit of their own (reference §2), besides the account's `qpsLimit`. */
@@ -11,8 +12,8 @@ export type RateLimitedAction = 'ApplyToken' | 'QueryToken' | 'RevokeToken' | 'Q
 /** What RegisterDeviceCredential does for a ClientId that already has a credential (reference §0). */
 export type ReRegisterPolicy = 'rotate' | 'reject';
 
-/** Options of `startEmulator`. Every one is optional; see {@link EMULATOR_DEFAULTS}. */
-export interface EmulatorOptions {
+/** Options of `startEmulator`. Every one is optional; see {@link EMULATOR_DEFAULTS} and, for the broker's rules, {@link BrokerOptions}. */
+export interface EmulatorOptions extends BrokerOptions {
   /** Interface every server binds to. Default `127.0.0.1`. */
   host?: string;
   /** MQTT over TCP port; 0 (default) picks a free port. */
@@ -64,7 +65,7 @@ export interface EmulatorOptions {
    * Register), instead of only refusing new CONNECTs. Default false, as documented for UnRegister (reference §0).
    */
   kickOnRevoke?: boolean;
-  /** Largest PUBLISH payload in bytes (default 65536, the service's 64 KB); a larger one disconnects the client. A positive integer or Infinity. */
+  /** Largest PUBLISH payload in bytes (default 65536, the service's 64 KB; Infinity under `lenient`); a larger one disconnects the client. A positive integer or Infinity. */
   maxPayloadBytes?: number;
   /**
    * Calls per second per account of the actions that have a limit of their own (reference §2), on top of
@@ -148,7 +149,7 @@ export const EMULATOR_ENV = Object.freeze({
 export type ValueSource = 'options' | 'environment' | 'generated';
 
 /** Every option resolved and validated: what the emulator's parts are built from. */
-export interface ResolvedEmulatorOptions {
+export interface ResolvedEmulatorOptions extends ResolvedBrokerOptions {
   /** Where `instanceId` came from. */
   readonly instanceIdSource: ValueSource;
   /** Where `accessKeyId` and `accessKeySecret` came from (both come from the same place). */
@@ -364,7 +365,7 @@ export function resolveOptions(options: EmulatorOptions = {}): ResolvedEmulatorO
     throw new ValidationError('InvalidOption', `Emulator options must be an object, not ${describe(options)}`);
   }
   for (const key of Object.keys(options)) {
-    if (!KNOWN_OPTIONS.has(key)) throw new ValidationError('InvalidOption', `Unknown emulator option ${JSON.stringify(key)}`);
+    if (!KNOWN_OPTIONS.has(key) && !BROKER_OPTION_NAMES.has(key)) throw new ValidationError('InvalidOption', `Unknown emulator option ${JSON.stringify(key)}`);
   }
   // A JS caller may pass `undefined` explicitly; it means "absent" like an omitted key.
   const pick = <K extends keyof typeof EMULATOR_DEFAULTS>(key: K): unknown =>
@@ -399,7 +400,9 @@ export function resolveOptions(options: EmulatorOptions = {}): ResolvedEmulatorO
   }
   checkWholeKeyPair(options, env);
 
+  const broker = resolveBrokerOptions(options);
   return Object.freeze({
+    ...broker,
     instanceIdSource: instance.source,
     accessKeySource: keyId.source,
     dataDir: directory(options.dataDir),
@@ -422,7 +425,7 @@ export function resolveOptions(options: EmulatorOptions = {}): ResolvedEmulatorO
     latencyMs: latencyRange(options.latencyMs),
     random: func<() => number>('random', options.random === undefined ? Math.random : options.random, 'a function returning a number in [0, 1)'),
     kickOnRevoke: bool('kickOnRevoke', pick('kickOnRevoke')),
-    maxPayloadBytes: countOrInfinity('maxPayloadBytes', pick('maxPayloadBytes'), 1),
+    maxPayloadBytes: countOrInfinity('maxPayloadBytes', options.maxPayloadBytes ?? (broker.lenient ? Number.POSITIVE_INFINITY : EMULATOR_DEFAULTS.maxPayloadBytes), 1),
     actionQpsLimits: actionLimits(options.actionQpsLimits),
     actionThrottleCode: oneOf('actionThrottleCode', pick('actionThrottleCode'), ['SystemOverFlow', 'Throttling.Api'] as const),
     rateClock: func<() => number>('rateClock', options.rateClock === undefined ? () => performance.now() : options.rateClock, 'a function returning monotonic ms'),

@@ -6,10 +6,14 @@
 /** The second topic level that marks a P2P topic. */
 export const P2P_LEVEL = 'p2p';
 
-/** The ClientId a topic is addressed to when it is exactly `<parent>/p2p/<ClientId>`, else `undefined`. */
+/**
+ * The ClientId a topic is addressed to when it is exactly `<parent>/p2p/<ClientId>`, else `undefined`. The parent
+ * may be empty (`/p2p/<ClientId>`): the parent-topic rule refuses such a topic (no empty parent can be created),
+ * and without that rule it is still private to its addressee, so that a `#` subscriber never sees it.
+ */
 export function p2pTarget(topic: string): string | undefined {
   const levels = topic.split('/');
-  return levels.length === 3 && levels[0] !== '' && levels[1] === P2P_LEVEL && levels[2] !== '' ? levels[2] : undefined;
+  return levels.length === 3 && levels[1] === P2P_LEVEL && levels[2] !== '' ? levels[2] : undefined;
 }
 
 /**

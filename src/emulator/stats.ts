@@ -16,8 +16,10 @@ export interface EmulatorStats {
   mqtt: {
     /** Clients connected right now. */
     connected: number;
-    /** CONNACKs sent, by return code (`"0"` = accepted). */
+    /** CONNACKs sent, by return code (`"0"` = accepted; MQTT 5 reason codes as hex, such as `"0x86"`). */
     connacks: Record<string, number>;
+    /** What the broker's rules and guards refused or changed, by rule name (see the README's rule table). */
+    rules: Record<string, number>;
   };
 }
 
@@ -33,6 +35,7 @@ export const UNKNOWN_ACTION = '(unknown)';
 export class StatsRecorder {
   readonly #actions = new Map<string, { ok: number; errors: Map<string, number> }>();
   readonly #connacks = new Map<number, number>();
+  readonly #rules = new Map<string, number>();
   readonly #known: ReadonlySet<string>;
 
   /** @param knownActions - the actions counted under their own names (by default none: all are `(unknown)`). */
@@ -57,12 +60,21 @@ export class StatsRecorder {
     this.#connacks.set(returnCode, (this.#connacks.get(returnCode) ?? 0) + 1);
   }
 
+  /** Count one refusal (or change, such as a capped Keep Alive) by the broker rule `rule`. */
+  recordRule(rule: string): void {
+    this.#rules.set(rule, (this.#rules.get(rule) ?? 0) + 1);
+  }
+
   /** A fresh plain-object snapshot; `connected` comes from the broker, which owns that number. */
   snapshot(connected: number): EmulatorStats {
     const actions = Object.fromEntries(
       [...this.#actions].map(([action, { ok, errors }]) => [action, { ok, errors: Object.fromEntries(errors) }]),
     );
-    const connacks = Object.fromEntries([...this.#connacks].sort(([a], [b]) => a - b).map(([rc, n]) => [String(rc), n]));
-    return { actions, mqtt: { connected, connacks } };
+    // MQTT 3.1.1 return codes are 0 to 5, MQTT 5 failure reason codes 0x80 and up: one map holds both unambiguously.
+    const connacks = Object.fromEntries(
+      [...this.#connacks].sort(([a], [b]) => a - b).map(([rc, n]) => [rc >= 0x80 ? `0x${rc.toString(16)}` : String(rc), n]),
+    );
+    const rules = Object.fromEntries([...this.#rules].sort(([a], [b]) => a.localeCompare(b)));
+    return { actions, mqtt: { connected, connacks, rules } };
   }
 }

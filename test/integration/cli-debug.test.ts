@@ -14,7 +14,7 @@ import { CLI_BIN, tempDir } from '../helpers/cli.js';
 import { useEmulator } from '../helpers/emulator.js';
 
 const run = promisify(execFile);
-const emulator = useEmulator();
+const emulator = useEmulator({ parentTopics: ['dbg'] });
 
 interface Output {
   code: number;

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { cli, tempDir } from '../helpers/cli.js';
 import { useEmulator } from '../helpers/emulator.js';
 
-const emulator = useEmulator();
+const emulator = useEmulator({ parentTopics: ['mis'] });
 
 function api(): { args: string[]; env: NodeJS.ProcessEnv } {
   const e = emulator();

@@ -8,7 +8,7 @@ import { cli, spawnCli, tempDir } from '../helpers/cli.js';
 import { closedPort } from '../helpers/http.js';
 import { subscribed, useEmulator } from '../helpers/emulator.js';
 
-const getEmulator = useEmulator();
+const getEmulator = useEmulator({ parentTopics: ['cli', 't', 'twin', 'a'] });
 
 function keys(): NodeJS.ProcessEnv {
   const e = getEmulator();
@@ -316,7 +316,7 @@ describe('connect: what a person sees when something is wrong', () => {
 
 describe('connect to a TLS broker', () => {
   const tlsDir = resolve(import.meta.dirname, '../../fixtures/tls');
-  const tls = useEmulator({ tls: { cert: readFileSync(resolve(tlsDir, 'server.pem')), key: readFileSync(resolve(tlsDir, 'server-key.pem')) } });
+  const tls = useEmulator({ tls: { cert: readFileSync(resolve(tlsDir, 'server.pem')), key: readFileSync(resolve(tlsDir, 'server-key.pem')) }, parentTopics: ['a'] });
 
   it('an mqtts:// broker whose certificate is not trusted names --ca and --insecure; with --ca it connects', async () => {
     const e = tls();
@@ -335,7 +335,7 @@ describe('connect to a TLS broker', () => {
 
 describe('emulator command (child process)', () => {
   it('prints one JSON line when ready and closes cleanly on SIGTERM', async () => {
-    const proc = await spawnCli(['emulator', '--mqtt-port', '0', '--ws-port', '0', '--api-port', '0', '--json']);
+    const proc = await spawnCli(['emulator', '--mqtt-port', '0', '--ws-port', '0', '--api-port', '0', '--parent-topics', 'x', '--json']);
     const info = JSON.parse(proc.firstLine);
     expect(Object.keys(info)).toEqual(['mqttUrl', 'wsUrl', 'apiEndpoint', 'instanceId', 'accessKeyId', 'accessKeySecret']);
     expect(info.mqttUrl).toMatch(/^mqtt:\/\/127\.0\.0\.1:\d+$/);

@@ -11,7 +11,7 @@ import { tempDir } from '../helpers/cli.js';
 import { callApi, registerDevice, useEmulator } from '../helpers/emulator.js';
 import { type TcpProxy, startProxy } from '../helpers/mqtt.js';
 
-const emulator = useEmulator({}, 'test');
+const emulator = useEmulator({ parentTopics: ['log'] }, 'test');
 
 /** A relay in front of the emulator's broker, closed after the test: `cut()` is a network drop. */
 async function relay(): Promise<TcpProxy> {

@@ -11,7 +11,7 @@ import { type ApsaraMqDeviceError, PublishError } from '../../src/errors.js';
 import { Provisioner } from '../../src/provisioner/provisioner.js';
 import { callApi, registerDevice, useEmulator } from '../helpers/emulator.js';
 
-const emulator = useEmulator({}, 'test');
+const emulator = useEmulator({ parentTopics: ['res'] }, 'test');
 
 function registrar(): Provisioner {
   const e = emulator();

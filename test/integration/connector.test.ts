@@ -17,7 +17,7 @@ const open: DeviceConnection[] = [];
 const proxies: TcpProxy[] = [];
 
 beforeEach(async () => {
-  emulator = await startEmulator({ env: {} });
+  emulator = await startEmulator({ env: {}, parentTopics: ['conn', 't', 'a', 'after', 'demo', 'down', 'flush', 'gone'] });
   api = new RPCClient({ endpoint: emulator.apiEndpoint, apiVersion: '2020-04-20', accessKeyId: emulator.accessKeyId, accessKeySecret: emulator.accessKeySecret });
 });
 

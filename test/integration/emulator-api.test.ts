@@ -400,7 +400,7 @@ describe('OpenAPI emulator: /_emulator/stats', () => {
         GetDeviceCredential: { ok: 2, errors: { DeviceCredentialNotFound: 1, SignatureDoesNotMatch: 1 } },
         '(none)': { ok: 0, errors: { MissingParameter: 1 } },
       },
-      mqtt: { connected: 0, connacks: {} },
+      mqtt: { connected: 0, connacks: {}, rules: {} },
     };
     expect(await response.json()).toEqual(expected);
     expect(e.stats()).toEqual(expected);

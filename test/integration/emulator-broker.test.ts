@@ -23,7 +23,7 @@ async function roundTrip(url: string, subscriber: Parameters<typeof connectMqtt>
 }
 
 describe('broker: DeviceCredential authentication', () => {
-  const emu = useEmulator();
+  const emu = useEmulator({ parentTopics: ['Parent'] });
 
   it('accepts a registered device (CONNACK 0) and routes messages over TCP and WebSocket', async () => {
     const e = emu();
@@ -130,7 +130,7 @@ describe('broker: stats', () => {
       const stats = (await (await fetch(new URL('/_emulator/stats', e.apiEndpoint))).json()) as unknown;
       expect(stats).toEqual({
         actions: { RegisterDeviceCredential: { ok: 1, errors: {} } },
-        mqtt: { connected: 1, connacks: { 0: 2, 2: 1, 4: 2 } },
+        mqtt: { connected: 1, connacks: { 0: 2, 2: 1, 4: 2 }, rules: {} },
       });
     } finally {
       await live.endAsync();

@@ -29,7 +29,7 @@ async function postJson(e: Emulator, path: string, body?: unknown): Promise<{ st
 }
 
 describe('controls: disconnect', () => {
-  const emu = useEmulator({}, 'test');
+  const emu = useEmulator({ parentTopics: ['Will'], willMessages: 'allow' }, 'test');
 
   it('cuts a client like a network failure (its will is published) and says whether it was connected', async () => {
     const e = emu();
@@ -74,7 +74,7 @@ describe('controls: disconnect', () => {
 });
 
 describe('controls: restart', () => {
-  const emu = useEmulator({}, 'test');
+  const emu = useEmulator({ parentTopics: ['Parent'] }, 'test');
 
   it('keeps ports, credentials, persistent sessions and their queued QoS 1 messages; live clients are dropped', async () => {
     const e = emu();
@@ -134,7 +134,7 @@ describe('controls: restart', () => {
 });
 
 describe('controls: kickOnRevoke', () => {
-  const emu = useEmulator({ kickOnRevoke: true }, 'test');
+  const emu = useEmulator({ kickOnRevoke: true, parentTopics: ['Parent'] }, 'test');
 
   it.each([
     ['RefreshDeviceCredential'],
@@ -173,7 +173,7 @@ describe('controls: kickOnRevoke', () => {
 });
 
 describe('broker: payload limit', () => {
-  const emu = useEmulator();
+  const emu = useEmulator({ parentTopics: ['Parent'] });
 
   it('accepts 64 KB and disconnects a client that publishes more; the oversized message goes nowhere', async () => {
     const e = emu();
@@ -197,7 +197,8 @@ describe('broker: payload limit', () => {
 });
 
 describe('broker: P2P', () => {
-  const emu = useEmulator();
+  // Any parent: P2P privacy is checked against a `#` subscriber, which the parent-topic rule would disconnect.
+  const emu = useEmulator({ parentTopics: false });
 
   it('delivers <parent>/p2p/<ClientId> to that client without a subscription, and to nobody else', async () => {
     const e = emu();

@@ -12,7 +12,7 @@ const cert = readFileSync(resolve(TLS_DIR, 'server.pem'));
 const key = readFileSync(resolve(TLS_DIR, 'server-key.pem'), 'utf8');
 
 describe('broker: MQTT over TLS and secure WebSocket', () => {
-  const emu = useEmulator({ tls: { cert, key } });
+  const emu = useEmulator({ tls: { cert, key }, parentTopics: ['Parent'] });
 
   it('listens on mqtts:// and wss://…/mqtt beside the plain listeners', () => {
     const e = emu();

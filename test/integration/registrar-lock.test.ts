@@ -96,7 +96,7 @@ describe('one registrar per ClientId on one store', () => {
   });
 
   it.skipIf(!existsSync(CLI_BIN))('two `connect` processes for each of 5 new ClientIds at once: 5 Registers, every stored credential connects', async () => {
-    const emu = await emulator();
+    const emu = await emulator({ parentTopics: ['lock'] });
     const store = await tempDir();
     const clientIds = ids('GID_connect', 5);
     const runs = clientIds.flatMap((clientId) =>

@@ -16,7 +16,7 @@ import type { Logger } from '../../src/util/logger.js';
 import { cli, tempDir } from '../helpers/cli.js';
 import { useEmulator } from '../helpers/emulator.js';
 
-const emulator = useEmulator();
+const emulator = useEmulator({ parentTopics: ['sec'] });
 
 describe('secrets never leak', () => {
   it('a whole scenario with debug logging prints none of the secrets it issued', async () => {

@@ -9,7 +9,7 @@ import { startTestEmulator } from '../../src/testing/index.js';
 import { topicMatches } from '../../src/testing/topic.js';
 import { useEmulator } from '../../src/testing/vitest.js';
 
-const emulator = useEmulator();
+const emulator = useEmulator({ parentTopics: ['test', 'nothing', 'a'] });
 
 
 describe('the testing fixture', () => {

@@ -44,9 +44,10 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
   'apsaramq-device/emulator': {
     file: 'src/emulator/public.ts',
     names: [
-      'ActionStats', 'EMULATED_ACTIONS', 'EMULATOR_DEFAULTS', 'EMULATOR_ENV', 'EmulatedAction', 'Emulator', 'EmulatorOptions',
-      'EmulatorStateError', 'EmulatorStateErrorCode', 'EmulatorStats', 'ErrorStatusMode', 'MAX_FAIL_NEXT_COUNT',
-      'ReRegisterPolicy', 'TlsOptions', 'ValueSource', 'startEmulator',
+      'ActionStats', 'BROKER_DEFAULTS', 'BrokerOptions', 'DEFAULT_PARENT_TOPICS', 'EMULATED_ACTIONS', 'EMULATOR_DEFAULTS',
+      'EMULATOR_ENV', 'EmulatedAction', 'Emulator', 'EmulatorOptions', 'EmulatorStateError', 'EmulatorStateErrorCode',
+      'EmulatorStats', 'ErrorStatusMode', 'MAX_FAIL_NEXT_COUNT', 'RULES', 'ReRegisterPolicy', 'RuleName', 'TlsOptions',
+      'UnsupportedFeaturePolicy', 'ValueSource', 'startEmulator',
     ],
   },
   'apsaramq-device/simulator': {

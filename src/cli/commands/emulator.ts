@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
-import type { Emulator, EmulatorOptions } from '../../emulator/index.js';
+import type { Emulator, EmulatorOptions, UnsupportedFeaturePolicy } from '../../emulator/index.js';
+import type { Logger } from '../../util/logger.js';
 import { loadEmulator } from '../roles.js';
 import { type CliIo, UsageError, choiceArg, intArg, jsonLine } from '../io.js';
 
@@ -26,6 +27,54 @@ interface EmulatorFlags {
   dataDir?: string;
   ephemeral?: boolean;
   json?: boolean;
+  parentTopics?: string[] | false;
+  maxTopicLength?: number;
+  maxSubscriptions?: number;
+  maxKeepAlive?: number;
+  maxPayloadBytes?: number;
+  retainedMessages?: UnsupportedFeaturePolicy;
+  willMessages?: UnsupportedFeaturePolicy;
+  sharedSubscriptions?: 'refuse' | 'allow';
+  qos2PersistentSessions?: 'refuse' | 'allow';
+  lenient?: boolean;
+  maxPacketBytes?: number;
+  maxQueuedBytes?: number;
+  drainTimeoutMs?: number;
+}
+
+/** `--parent-topics a,b` (`*`: any parent, the rule off). The names themselves are checked by the emulator's options. */
+function parentTopicsArg(value: string): string[] | false {
+  return value.trim() === '*' ? false : listArg(value);
+}
+
+/** A limit: a whole number from `min`, or `none` (also `Infinity`) for no limit. */
+function limitArg(name: string, min: number): (value: string) => number {
+  return (value: string) => {
+    if (/^\s*(none|infinity)\s*$/i.test(value)) return Number.POSITIVE_INFINITY;
+    const n = Number(value.trim());
+    if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be a whole number of ${min} or more, or none.`);
+    return n;
+  };
+}
+
+/** The broker's rule options from the flags: only those given, so that `--lenient` decides the others. */
+function ruleOptions(flags: EmulatorFlags): EmulatorOptions {
+  const given = {
+    parentTopics: flags.parentTopics,
+    maxTopicLength: flags.maxTopicLength,
+    maxSubscriptions: flags.maxSubscriptions,
+    maxKeepAliveSeconds: flags.maxKeepAlive,
+    maxPayloadBytes: flags.maxPayloadBytes,
+    retainedMessages: flags.retainedMessages,
+    willMessages: flags.willMessages,
+    sharedSubscriptions: flags.sharedSubscriptions,
+    qos2PersistentSessions: flags.qos2PersistentSessions,
+    lenient: flags.lenient,
+    maxPacketBytes: flags.maxPacketBytes,
+    maxQueuedBytes: flags.maxQueuedBytes,
+    drainTimeoutMs: flags.drainTimeoutMs,
+  };
+  return Object.fromEntries(Object.entries(given).filter(([, value]) => value !== undefined)) as EmulatorOptions;
 }
 
 /**
@@ -154,6 +203,13 @@ async function tlsOptions(flags: EmulatorFlags): Promise<Pick<EmulatorOptions, '
   };
 }
 
+/** The broker's rule refusals go to stderr, one line each, whatever --verbose says: they explain a disconnect. */
+function ruleLogger(io: CliIo): Logger {
+  const line = (level: string) => (message: string): void => io.stderr(`${level} ${message}\n`);
+  const quiet = (): void => undefined;
+  return { debug: quiet, info: quiet, warn: line('warn'), error: line('error') };
+}
+
 export function addEmulatorCommand(program: Command, io: CliIo): void {
   program
     .command('emulator')
@@ -177,6 +233,19 @@ export function addEmulatorCommand(program: Command, io: CliIo): void {
     .option('--wss-port <port>', `MQTT over secure WebSocket port (default ${EMULATOR_CLI_DEFAULTS.wssPort}; 0 = any free port)`, intArg('--wss-port', 0, 65535))
     .option('--data-dir <dir>', 'keep the OpenAPI state (credentials, instance id, generated keys) in DIR across restarts (default: $XDG_STATE_HOME or ~/.local/state, /apsaramq-device/emulator/<instance id>)')
     .option('--ephemeral', 'keep the state in memory only: every credential is forgotten when the emulator stops')
+    .option('--parent-topics <list>', 'comma-separated parent topics that exist on the instance (default demo,sim; * = any); PUBLISH or SUBSCRIBE under another disconnects the client', parentTopicsArg)
+    .option('--max-topic-length <n>', 'longest topic or filter in characters (default 64; none = no limit)', limitArg('--max-topic-length', 1))
+    .option('--max-subscriptions <n>', 'subscriptions per client (default 30; none = no limit)', limitArg('--max-subscriptions', 1))
+    .option('--max-keep-alive <s>', 'Keep Alive cap in seconds (default 480; none = no cap)', limitArg('--max-keep-alive', 1))
+    .option('--max-payload-bytes <n>', 'largest PUBLISH payload (default 65536; none = no limit); a larger one disconnects the client', limitArg('--max-payload-bytes', 1))
+    .option('--retained-messages <policy>', 'retained PUBLISH: refuse (disconnect), ignore (drop the flag) or allow', choiceArg('--retained-messages', ['refuse', 'ignore', 'allow'] as const))
+    .option('--will-messages <policy>', 'CONNECT with a will: refuse (CONNACK 5 / 0x83), ignore (drop the will) or allow', choiceArg('--will-messages', ['refuse', 'ignore', 'allow'] as const))
+    .option('--shared-subscriptions <policy>', '$share/ filters: refuse (SUBACK failure) or allow', choiceArg('--shared-subscriptions', ['refuse', 'allow'] as const))
+    .option('--qos2-persistent-sessions <policy>', 'QoS 2 in a persistent session: refuse or allow', choiceArg('--qos2-persistent-sessions', ['refuse', 'allow'] as const))
+    .option('--lenient', 'turn every rule above off (a plain MQTT broker); rule flags given explicitly still apply')
+    .option('--max-packet-bytes <n>', 'largest MQTT packet, checked before authentication (default 131072)', intArg('--max-packet-bytes', 2, 268_435_460))
+    .option('--max-queued-bytes <n>', 'bytes waiting for one slow subscriber before it is disconnected (default 8388608)', intArg('--max-queued-bytes', 1024))
+    .option('--drain-timeout-ms <ms>', 'how long a subscriber\'s socket may stay full before it is disconnected (default 10000)', intArg('--drain-timeout-ms', 1, 2_147_483_647))
     .option('--json', 'once ready, print one JSON line {mqttUrl, wsUrl, [mqttsUrl, wssUrl with TLS,] apiEndpoint, instanceId, accessKeyId, accessKeySecret (null, with accessKeySource, for keys from the environment)[, dataDir]}')
     .addHelpText(
       'after',
@@ -186,6 +255,9 @@ The account AccessKey comes from ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACC
 from the environment is never echoed nor written). The state (device credentials) is kept in the data directory,
 so running the same command again serves the same credentials; --ephemeral forgets them at exit.
 Runs until SIGINT or SIGTERM, then closes cleanly.
+The broker enforces the service's MQTT rules (parent topics, topic length, subscriptions per client, Keep Alive,
+message size; no retained, will or shared-subscription messages, no QoS 2 in a persistent session) and says on
+stderr which rule refused what; GET /_emulator/stats counts them under mqtt.rules. --lenient turns them off.
 Test controls on the OpenAPI port: GET /_emulator/stats, POST /_emulator/disconnect {"clientId": "…"},
 POST /_emulator/restart, POST /_emulator/fail-next {"action": "…", "code": "…", "count": 1}.
 
@@ -195,10 +267,14 @@ Examples:
   $ apsaramq-device emulator --fault-rate 0.2 --fault-codes SystemOverFlow,Throttling.User --latency-ms 50-300
   $ apsaramq-device emulator --tls-cert fixtures/tls/server.pem --tls-key fixtures/tls/server-key.pem
   $ apsaramq-device emulator --instance-id mqtt-demo --data-dir ./emulator-state
-  $ apsaramq-device emulator --ephemeral --mqtt-port 0 --api-port 0 --json`,
+  $ apsaramq-device emulator --ephemeral --mqtt-port 0 --api-port 0 --json
+  $ apsaramq-device emulator --parent-topics demo,sensors,alerts --max-subscriptions 100
+  $ apsaramq-device emulator --lenient`,
     )
     .action(async (flags: EmulatorFlags) => {
       const options: EmulatorOptions = {
+        ...ruleOptions(flags),
+        logger: ruleLogger(io),
         host: flags.host,
         mqttPort: flags.mqttPort,
         wsPort: flags.ws ? flags.wsPort : false,

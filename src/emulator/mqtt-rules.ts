@@ -1,0 +1,195 @@
+/**
+ * The service's rules for what devices may do over MQTT (reference §5.4, §5.6, §5.7, §8.2) and the broker's guards
+ * against hostile clients, as pure checks. Each check answers with a {@link Refusal} naming its rule; the broker
+ * (broker.ts) turns a refusal into the protocol's answer, a stats counter and a log line.
+ */
+import type { ResolvedBrokerOptions } from './broker-options.js';
+import { mayP2pSubscribe } from './p2p.js';
+
+/** MQTT 5 reason codes the rules answer with (MQTT 5.0 §2.4). */
+export const REASON = Object.freeze({
+  IMPLEMENTATION_SPECIFIC_ERROR: 0x83,
+  NOT_AUTHORIZED: 0x87,
+  TOPIC_FILTER_INVALID: 0x8f,
+  TOPIC_NAME_INVALID: 0x90,
+  PACKET_TOO_LARGE: 0x95,
+  QUOTA_EXCEEDED: 0x97,
+  RETAIN_NOT_SUPPORTED: 0x9a,
+  QOS_NOT_SUPPORTED: 0x9b,
+});
+
+/** One rule: the option and CLI flag that control it (none for the guards that are always on), for messages. */
+export interface RuleInfo {
+  readonly option?: string;
+  readonly flag?: string;
+}
+
+/** Every rule and guard, by the name the stats count it under. */
+export const RULES = Object.freeze({
+  parentTopic: { option: 'parentTopics', flag: '--parent-topics' },
+  topicLength: { option: 'maxTopicLength', flag: '--max-topic-length' },
+  subscriptions: { option: 'maxSubscriptions', flag: '--max-subscriptions' },
+  keepAlive: { option: 'maxKeepAliveSeconds', flag: '--max-keep-alive' },
+  payloadSize: { option: 'maxPayloadBytes', flag: '--max-payload-bytes' },
+  retain: { option: 'retainedMessages', flag: '--retained-messages' },
+  will: { option: 'willMessages', flag: '--will-messages' },
+  sharedSubscription: { option: 'sharedSubscriptions', flag: '--shared-subscriptions' },
+  qos2PersistentSession: { option: 'qos2PersistentSessions', flag: '--qos2-persistent-sessions' },
+  subscriptionIdentifier: {},
+  packetSize: { option: 'maxPacketBytes', flag: '--max-packet-bytes' },
+  slowConsumer: { option: 'maxQueuedBytes and drainTimeoutMs', flag: '--max-queued-bytes and --drain-timeout-ms' },
+  sysTopic: {},
+  p2pSubscription: {},
+  unsafeSubscribe: {},
+  qos2Unreleased: { option: 'maxQueuedBytes', flag: '--max-queued-bytes' },
+} satisfies Record<string, RuleInfo>);
+
+/** The name of a rule or guard. */
+export type RuleName = keyof typeof RULES;
+
+/**
+ * What a rule decided. `disconnect`: the client is disconnected (an MQTT 5 client first gets DISCONNECT with
+ * `reasonCode`; a CONNECT is refused with a CONNACK); `deny`: only this subscription is refused (SUBACK failure);
+ * `ignore`: the flag or will is dropped and the packet goes on; `cap`: a value is lowered (Keep Alive).
+ */
+export interface Refusal {
+  readonly rule: RuleName;
+  readonly action: 'disconnect' | 'deny' | 'ignore' | 'cap';
+  /** MQTT 5 reason code of the DISCONNECT (for `disconnect`). */
+  readonly reasonCode: number;
+  /** Why, in words; names no secret. */
+  readonly reason: string;
+}
+
+/** What the publish and subscribe checks need to know of the client. */
+export interface SessionFacts {
+  readonly clientId: string;
+  /** Does the session outlive the connection (clean session off, or an MQTT 5 session expiry)? */
+  readonly persistent: boolean;
+}
+
+/** The first level of a topic or filter: its parent topic. */
+export function parentOf(topic: string): string {
+  const slash = topic.indexOf('/');
+  return slash === -1 ? topic : topic.slice(0, slash);
+}
+
+const SHARE_PREFIX = '$share/';
+const SYS_PREFIX = '$SYS';
+
+function parentRefusal(rules: ResolvedBrokerOptions, topic: string, verb: string): Refusal | undefined {
+  if (rules.parentTopics === undefined) return undefined;
+  const parent = parentOf(topic);
+  if (rules.parentTopics.has(parent)) return undefined;
+  const named = parent === '' ? 'the empty parent topic' : /^[+#]$/.test(parent) ? `a wildcard parent ('${parent}')` : `parent topic '${parent}'`;
+  return {
+    rule: 'parentTopic',
+    action: 'disconnect',
+    reasonCode: REASON.NOT_AUTHORIZED,
+    reason: `${verb} under ${named}, which was not created on the instance (the service disconnects the client)`,
+  };
+}
+
+/**
+ * Check a PUBLISH by a client (or a will being published). Order: parent topic (an authorization failure for the
+ * service, reference §5.4), topic length, payload size, retain, QoS 2 in a persistent session.
+ */
+export function checkPublish(
+  rules: ResolvedBrokerOptions & { readonly maxPayloadBytes: number },
+  packet: { readonly topic: string; readonly payload: { readonly length: number }; readonly retain: boolean; readonly qos: number },
+  session: SessionFacts | undefined,
+): Refusal | undefined {
+  const parent = parentRefusal(rules, packet.topic, 'PUBLISH');
+  if (parent) return parent;
+  if (packet.topic.length > rules.maxTopicLength) {
+    return { rule: 'topicLength', action: 'disconnect', reasonCode: REASON.TOPIC_NAME_INVALID, reason: `PUBLISH to a topic of ${packet.topic.length} characters, over the limit of ${rules.maxTopicLength}` };
+  }
+  if (packet.payload.length > rules.maxPayloadBytes) {
+    // The service disconnects on an oversized message (reference §5.7).
+    return { rule: 'payloadSize', action: 'disconnect', reasonCode: REASON.PACKET_TOO_LARGE, reason: `PUBLISH payload of ${packet.payload.length} bytes, over the limit of ${rules.maxPayloadBytes}` };
+  }
+  if (packet.retain && rules.retainedMessages !== 'allow') {
+    return { rule: 'retain', action: rules.retainedMessages === 'refuse' ? 'disconnect' : 'ignore', reasonCode: REASON.RETAIN_NOT_SUPPORTED, reason: 'a retained PUBLISH (the service does not support retained messages)' };
+  }
+  if (packet.qos === 2 && session?.persistent === true && rules.qos2PersistentSessions === 'refuse') {
+    return { rule: 'qos2PersistentSession', action: 'disconnect', reasonCode: REASON.QOS_NOT_SUPPORTED, reason: 'a QoS 2 PUBLISH in a persistent session (the service does not support QoS 2 without a clean session)' };
+  }
+  return undefined;
+}
+
+/**
+ * Check one topic filter of a SUBSCRIBE. `held` holds the filters the client has already (for the count).
+ * Order: shared subscription, `$SYS`, parent topic, topic length, another client's P2P topic, QoS 2 in a
+ * persistent session, subscriptions per client.
+ */
+export function checkSubscribe(
+  rules: ResolvedBrokerOptions,
+  subscription: { readonly topic: string; readonly qos: number },
+  session: SessionFacts,
+  held: { has(filter: string): boolean; readonly size: number },
+): Refusal | undefined {
+  const filter = subscription.topic;
+  const deny = (rule: RuleName, reason: string): Refusal => ({ rule, action: 'deny', reasonCode: REASON.NOT_AUTHORIZED, reason });
+  if (filter.startsWith(SHARE_PREFIX) && rules.sharedSubscriptions === 'refuse') {
+    return deny('sharedSubscription', `a shared subscription '${filter}' (the service does not support shared subscriptions)`);
+  }
+  // Devices must not watch other clients connect and subscribe (aedes publishes both under $SYS).
+  if (filter === SYS_PREFIX || filter.startsWith(`${SYS_PREFIX}/`)) return deny('sysTopic', `a subscription to '${filter}' ($SYS is closed to devices)`);
+  // An allowed shared subscription is checked on the filter it shares, `$share/<group>/<filter>`.
+  const shared = filter.startsWith(SHARE_PREFIX) ? filter.split('/').slice(2).join('/') : filter;
+  const parent = parentRefusal(rules, shared, 'SUBSCRIBE');
+  if (parent) return parent;
+  if (filter.length > rules.maxTopicLength) {
+    return deny('topicLength', `a topic filter of ${filter.length} characters, over the limit of ${rules.maxTopicLength}`);
+  }
+  if (!mayP2pSubscribe(filter, session.clientId)) return deny('p2pSubscription', `a subscription to '${filter}', another client's P2P topic`);
+  if (subscription.qos === 2 && session.persistent && rules.qos2PersistentSessions === 'refuse') {
+    return deny('qos2PersistentSession', 'a QoS 2 subscription in a persistent session (the service does not support QoS 2 without a clean session)');
+  }
+  if (!held.has(filter) && held.size >= rules.maxSubscriptions) {
+    return deny('subscriptions', `subscription number ${held.size + 1}, over the limit of ${rules.maxSubscriptions} per client`);
+  }
+  return undefined;
+}
+
+/** A will of a CONNECT, as far as the rules look at it. */
+export interface WillFacts {
+  readonly retain?: boolean | undefined;
+}
+
+/** Check a CONNECT's will: `refuse` refuses the CONNECT, `ignore` drops the will (or its retain flag). */
+export function checkWill(rules: ResolvedBrokerOptions, will: WillFacts | undefined | null): Refusal | undefined {
+  if (!will) return undefined;
+  if (rules.willMessages !== 'allow') {
+    return { rule: 'will', action: rules.willMessages === 'refuse' ? 'disconnect' : 'ignore', reasonCode: REASON.IMPLEMENTATION_SPECIFIC_ERROR, reason: 'a CONNECT with a will message (the service does not support will messages)' };
+  }
+  if (will.retain === true && rules.retainedMessages !== 'allow') {
+    return { rule: 'retain', action: rules.retainedMessages === 'refuse' ? 'disconnect' : 'ignore', reasonCode: REASON.RETAIN_NOT_SUPPORTED, reason: 'a CONNECT with a retained will message (the service does not support retained messages)' };
+  }
+  return undefined;
+}
+
+/**
+ * The Keep Alive cap (reference §8.2): `undefined` when the client's Keep Alive stands, else the refusal (action
+ * `cap`) whose value the broker applies instead: a longer Keep Alive, or none at all (0), becomes the cap.
+ */
+export function checkKeepAlive(rules: ResolvedBrokerOptions, keepalive: number): (Refusal & { readonly seconds: number }) | undefined {
+  const cap = rules.maxKeepAliveSeconds;
+  if (!Number.isFinite(cap) || (keepalive !== 0 && keepalive <= cap)) return undefined;
+  const asked = keepalive === 0 ? 'no Keep Alive (0)' : `a Keep Alive of ${keepalive} s`;
+  return { rule: 'keepAlive', action: 'cap', reasonCode: 0, reason: `${asked}, lowered to the broker's ${cap} s`, seconds: cap };
+}
+
+const OUTCOME = Object.freeze({
+  disconnect: 'refused, the client is disconnected',
+  deny: 'refused (SUBACK failure)',
+  ignore: 'ignored: the packet goes on without it',
+  cap: 'capped',
+});
+
+/** A log line for a refusal: the rule and what controls it, who, what, and what the broker did. */
+export function describeRefusal(refusal: Refusal, clientId: string | undefined): string {
+  const { option, flag } = RULES[refusal.rule] as RuleInfo;
+  const control = option === undefined ? 'always on' : `option ${option}, flag ${flag ?? '(none)'}`;
+  return `MQTT rule ${refusal.rule} (${control}): ${clientId ?? 'a client'}: ${refusal.reason} — ${OUTCOME[refusal.action]}`;
+}
