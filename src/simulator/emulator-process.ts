@@ -16,9 +16,12 @@ async function main(): Promise<void> {
     process.send?.(message);
   };
   const qpsLimit = Number(process.env['APSARAMQ_SIM_QPS_LIMIT'] ?? '500');
+  // The fleet's topics are the simulation's own: the parent topic they publish under exists in this emulator.
+  const parents = process.env['APSARAMQ_SIM_PARENT_TOPICS'];
+  const parentTopics = parents === undefined ? {} : { parentTopics: parents === '*' ? (false as const) : parents.split(',') };
   let emulator;
   try {
-    emulator = await startEmulator({ env: {}, mqttPort: 0, apiPort: 0, wsPort: false, qpsLimit });
+    emulator = await startEmulator({ env: {}, mqttPort: 0, apiPort: 0, wsPort: false, qpsLimit, ...parentTopics });
   } catch (error) {
     send({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
     process.exit(1);

@@ -133,7 +133,7 @@ export async function runSimulation(options: SimulationOptions = {}): Promise<Si
   let emulator: EmulatorProcess | undefined;
   try {
     enter('starting');
-    if (!given) emulator = await startEmulatorProcess({ qpsLimit: settings.apiQps });
+    if (!given) emulator = await startEmulatorProcess({ qpsLimit: settings.apiQps, parentTopics: parentTopicsOf(settings.topic) });
     const target = given ?? (emulator as EmulatorProcess).target;
     const devices = await provision(target, settings, metrics, options.signal, () => report(), () => enter('provisioning'));
 
@@ -304,4 +304,13 @@ export function simulationFailure(report: SimulationReport): SimulatorError | un
     return new SimulatorError('SimulationFailed', `${report.connected} of ${report.devices} devices connected (${unprovisioned} not provisioned, ${report.failedConnects} failed to connect)`);
   }
   return undefined;
+}
+
+/**
+ * The parent topic a topic template publishes under, which the embedded emulator must have "created" (the service's
+ * rule): the template's first level, or any parent when that level has a placeholder.
+ */
+export function parentTopicsOf(template: string): readonly string[] | '*' {
+  const first = template.split('/')[0] ?? '';
+  return first.includes('%') || first === '' ? '*' : [first];
 }

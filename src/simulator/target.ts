@@ -72,11 +72,15 @@ export function emulatorProcessScript(): string {
  * its memory is not counted as the simulator's. Its OpenAPI allows `qpsLimit` calls per second.
  * @throws SimulatorError `EmulatorFailed`
  */
-export function startEmulatorProcess(options: { qpsLimit?: number } = {}): Promise<EmulatorProcess> {
+export function startEmulatorProcess(options: { qpsLimit?: number; parentTopics?: readonly string[] | '*' } = {}): Promise<EmulatorProcess> {
   const script = emulatorProcessScript();
   const child = fork(script, [], {
     // Only what the emulator needs: never the user's account keys.
-    env: { PATH: process.env['PATH'] ?? '', APSARAMQ_SIM_QPS_LIMIT: String(options.qpsLimit ?? 500) },
+    env: {
+      PATH: process.env['PATH'] ?? '',
+      APSARAMQ_SIM_QPS_LIMIT: String(options.qpsLimit ?? 500),
+      ...(options.parentTopics === undefined ? {} : { APSARAMQ_SIM_PARENT_TOPICS: options.parentTopics === '*' ? '*' : options.parentTopics.join(',') }),
+    },
     execArgv: [],
     stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
   });

@@ -147,6 +147,14 @@ describe('runSimulation over TLS', () => {
 });
 
 describe('apsaramq-device simulate (built CLI, embedded emulator in its own process)', () => {
+  it('publishes under the parent topic of its --topic on the embedded emulator (which refuses parents never created)', async () => {
+    const run = await runBuiltCli(['simulate', '--devices', '5', '--duration', '1', '--topic', 'load/%i', '--connect-rate', '0', '--publish-interval', '200', '--json', '--no-progress']);
+    expect(run.code, run.stderr).toBe(0);
+    const report = JSON.parse(run.stdout) as Record<string, unknown>;
+    expect(report).toMatchObject({ devices: 5, connected: 5, errors: {}, reconnects: 0 });
+    expect(report['published']).toBeGreaterThan(0);
+  });
+
   it('runs 20 devices for 2 s with --subscribe and prints the JSON report', async () => {
     const dir = await tempDir();
     const reportFile = join(dir, 'report.json');

@@ -121,3 +121,13 @@ describe('parseBrokerUrl', () => {
     expect(invalid(() => parseBrokerUrl('not a url'))).toMatch(/not a URL/);
   });
 });
+
+describe('the embedded emulator\'s parent topics', () => {
+  it('are the first level of the topic template, or any when that level has a placeholder', async () => {
+    const { parentTopicsOf } = await import('../../src/simulator/run.js');
+    expect(parentTopicsOf('sim/%i')).toEqual(['sim']);
+    expect(parentTopicsOf('load/%g/%c')).toEqual(['load']);
+    expect(parentTopicsOf('%g/%i')).toBe('*');
+    expect(parentTopicsOf('x%i/y')).toBe('*');
+  });
+});
