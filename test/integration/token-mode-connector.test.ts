@@ -359,4 +359,21 @@ describe('a device in Token mode, end to end', () => {
     expect(lines.some((line) => line.includes('[mqtt.js]'))).toBe(true);
     expect(inspect(conn)).toContain("mode: 'Token'");
   });
+
+  it('apsaramq-device/testing waits for a Token-mode device to come and go (its waitForOnline follows the broker, whatever the mode)', async () => {
+    const { startTestEmulator } = await import('../../src/testing/index.js');
+    const emu = await startTestEmulator({ parentTopics: ['demo'] });
+    onTestFinished(() => emu.stop());
+    const provisioner = new Provisioner({ ...emu.provisionerOptions, retry: false });
+    onTestFinished(() => provisioner.close());
+    const clientId = 'GID_tok@@@testing';
+    const online = emu.waitForOnline(clientId);
+    const conn = await connectDevice({ clientId, brokerUrl: emu.mqttUrl, token: { accessKeyId: emu.accessKeyId, instanceId: emu.instanceId, source: provisioner.tokenSource([{ actions: 'W', resources: ['demo/#'] }]) } });
+    await online;
+    expect(await provisioner.isOnline(clientId)).toBe(true);
+    const offline = emu.waitForOffline(clientId);
+    await conn.end();
+    await offline;
+    expect(await provisioner.isOnline(clientId)).toBe(false);
+  });
 });
