@@ -1012,8 +1012,8 @@ async function askSource(source: CredentialSource, request: CredentialRequest): 
  * const conn = await connectDevice({ credential: provisioner.credentialSource('GID_demo@@@dev-1'), brokerUrl });
  * await conn.publish('demo/hello', 'hi', { qos: 1 });
  */
-// The DeviceCredential signature comes last: `Parameters<typeof connectDevice>` reads it, as it did before Token mode.
 export async function connectDevice(options: TokenConnectOptions): Promise<DeviceConnection<'Token'>>;
+// The DeviceCredential signature comes last: `Parameters<typeof connectDevice>` reads it, as it did before Token mode.
 export async function connectDevice(options: ConnectDeviceOptions): Promise<DeviceConnection>;
 export async function connectDevice(options: ConnectDeviceOptions | TokenConnectOptions): Promise<DeviceConnection<ConnectionMode>> {
   const resolved = resolveConnectOptions(options);
