@@ -88,7 +88,8 @@ function checkTokenConnect(config: BrokerAuthConfig, parsed: { keyId: string; in
   if (!config.tokens) throw new ConnectRefusal(BAD_USERNAME_OR_PASSWORD, 'authentication mode Token is not supported by this broker');
   if (parsed.keyId !== config.accessKeyId) throw new ConnectRefusal(BAD_USERNAME_OR_PASSWORD, 'unknown AccessKeyId (not the account that applies for tokens)');
   const credentials = parseTokenPassword(password);
-  if (!credentials.ok) throw new ConnectRefusal(BAD_USERNAME_OR_PASSWORD, `the password is not Token mode's <type>|<token> pairs: ${credentials.problem}`);
+  // Not the parser's detail: a password with its parts swapped would have the token quoted as a "type".
+  if (!credentials.ok) throw new ConnectRefusal(BAD_USERNAME_OR_PASSWORD, "the password is not Token mode's <type>|<token> pairs (types R, W or RW, one token each)");
   const login = config.tokens.login(config.instanceId, credentials.value);
   if (!login.ok) throw new ConnectRefusal(tokenConnackCode(login.code), `the ${login.type} token is ${describeTokenCode(login.code)}`);
   if (parsed.instanceId !== config.instanceId) throw new ConnectRefusal(NOT_AUTHORIZED, 'the username names another instance');

@@ -116,6 +116,27 @@ describe('Token mode CONNECT', () => {
   });
 });
 
+describe('Token mode CONNECT refusals name no token', () => {
+  const emu = useEmulator({ now, parentTopics: ['demo'], wsPort: false });
+
+  it('MQTT 5: the Reason String of a refused CONNECT never quotes the password, swapped parts included', async () => {
+    const e = emu();
+    const w = await applyToken(e, ['demo/out'], 'W');
+    for (const password of [`${w.token}|W`, `W|${w.token}|`, `W|${w.token.slice(0, 40)}`]) {
+      const client = connect(e.mqttUrl, { ...tokenLogin(e, 'GID_tok@@@reason', password), protocolVersion: 5, reconnectPeriod: 0 });
+      const connack = await new Promise<{ reasonCode?: number; properties?: { reasonString?: string } }>((resolve) => {
+        client.on('packetreceive', (packet) => {
+          if (packet.cmd === 'connack') resolve(packet);
+        });
+      });
+      await client.endAsync(true);
+      expect(connack.reasonCode).toBe(0x86);
+      expect(connack.properties?.reasonString).toBeDefined();
+      expect(connack.properties?.reasonString).not.toContain(w.token.slice(0, 20));
+    }
+  });
+});
+
 describe('Token mode resources and permissions', () => {
   const emu = useEmulator({ now, parentTopics: ['demo', 'other'], wsPort: false });
   beforeEach(() => {
