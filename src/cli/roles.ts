@@ -1,4 +1,16 @@
+import { createRequire } from 'node:module';
 import { ConfigurationError } from '../errors.js';
+
+/** The version ranges package.json gives the optional peers (aedes is pinned exactly: `npm install aedes` alone would not fit). */
+function peerSpec(name: string): string {
+  try {
+    const pkg = createRequire(import.meta.url)('../../package.json') as { peerDependencies?: Record<string, string> };
+    const range = pkg.peerDependencies?.[name];
+    return range === undefined ? name : `${name}@${range}`;
+  } catch {
+    return name;
+  }
+}
 
 /** The optional peer dependencies each role needs (package.json `peerDependenciesMeta`). */
 const PEERS = {
@@ -21,7 +33,7 @@ async function loadRole<T>(role: Role, load: () => Promise<T>, what: string): Pr
   } catch (error) {
     const missing = missingPackage(error);
     if (missing !== undefined) {
-      const all = PEERS[role].join(' ');
+      const all = PEERS[role].map(peerSpec).join(' ');
       const remedy = `Install it next to apsaramq-device: npm install ${all}`;
       throw new ConfigurationError('MissingDependency', `${what} needs the package ${missing}, which is not installed (an optional peer dependency of apsaramq-device). ${remedy}`, remedy);
     }

@@ -20,25 +20,14 @@ import { type ConnectDeviceOptions, connectDevice, type DeviceConnection } from 
 import { type CredentialRequest, DeviceCredential } from '../../src/credential.js';
 import { type ApsaraMqDeviceError, PublishError } from '../../src/errors.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
+import { MOSQUITTO } from '../helpers/bin.js';
 import { tempDir } from '../helpers/cli.js';
 import { closedPort } from '../helpers/http.js';
 import { expectRoundTrip } from '../helpers/mqtt.js';
 
 const run = promisify(execFile);
 
-/** Absolute path of a program, looking in PATH and in /usr/sbin (where Debian puts mosquitto). */
-function which(binary: string): string | undefined {
-  for (const dir of (process.env['PATH'] ?? '').split(':').concat('/usr/sbin', '/usr/bin')) {
-    if (dir && statSync(join(dir, binary), { throwIfNoEntry: false })?.isFile()) return join(dir, binary);
-  }
-  return undefined;
-}
-
-const bin = {
-  mosquitto: which('mosquitto') ?? 'mosquitto',
-  pub: which('mosquitto_pub') ?? 'mosquitto_pub',
-  passwd: which('mosquitto_passwd') ?? 'mosquitto_passwd',
-};
+const bin = MOSQUITTO;
 /** Debian's python (the one on PATH may be another, without paho). */
 const PYTHON = '/usr/bin/python3';
 

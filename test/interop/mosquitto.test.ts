@@ -5,30 +5,16 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { statSync } from 'node:fs';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
+import { MOSQUITTO } from '../helpers/bin.js';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { registerDevice, subscribed, useEmulator } from '../helpers/emulator.js';
 
 const run = promisify(execFile);
 
-/** Absolute path of a program, looking in PATH and in /usr/sbin (where Debian puts mosquitto). */
-function which(binary: string): string | undefined {
-  for (const dir of (process.env['PATH'] ?? '').split(':').concat('/usr/sbin', '/usr/bin')) {
-    if (dir && statSync(join(dir, binary), { throwIfNoEntry: false })?.isFile()) return join(dir, binary);
-  }
-  return undefined;
-}
-
-const bin = {
-  mosquitto: which('mosquitto') ?? 'mosquitto',
-  pub: which('mosquitto_pub') ?? 'mosquitto_pub',
-  sub: which('mosquitto_sub') ?? 'mosquitto_sub',
-  passwd: which('mosquitto_passwd') ?? 'mosquitto_passwd',
-};
+const bin = MOSQUITTO;
 
 const required = process.env['APSARAMQ_REQUIRE_INTEROP'] === '1';
 const available = Object.values(bin).every((path) => path.startsWith('/'));
