@@ -5,24 +5,16 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { statSync } from 'node:fs';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import type { Emulator } from '../../src/emulator/index.js';
+import { MOSQUITTO } from '../helpers/bin.js';
 import { callApi, subscribed, useEmulator } from '../helpers/emulator.js';
 
 const run = promisify(execFile);
 
-function which(binary: string): string | undefined {
-  for (const dir of (process.env['PATH'] ?? '').split(':').concat('/usr/sbin', '/usr/bin')) {
-    if (dir && statSync(join(dir, binary), { throwIfNoEntry: false })?.isFile()) return join(dir, binary);
-  }
-  return undefined;
-}
-
-const bin = { pub: which('mosquitto_pub') ?? 'mosquitto_pub', sub: which('mosquitto_sub') ?? 'mosquitto_sub' };
+const bin = { pub: MOSQUITTO.pub, sub: MOSQUITTO.sub };
 const required = process.env['APSARAMQ_REQUIRE_INTEROP'] === '1';
 const available = Object.values(bin).every((path) => path.startsWith('/'));
 if (required && !available) throw new Error('APSARAMQ_REQUIRE_INTEROP=1 but mosquitto-clients is not installed (apt-get install mosquitto-clients)');
