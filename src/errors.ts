@@ -307,6 +307,7 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   MissingAccessKey: { retryable: false, remedy: 'Set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET, or pass accessKeyId and accessKeySecret.' },
   MissingDependency: { retryable: false, remedy: 'Install the optional package named in the message next to apsaramq-device (npm install <package>).' },
   InvalidCredential: { retryable: false, remedy: 'The credential must hold ClientId, InstanceId, DeviceAccessKeyId and DeviceAccessKeySecret (as printed by apsaramq-device register).' },
+  InvalidToken: { retryable: false, remedy: 'Tokens are an array of { type: \'R\' | \'W\' | \'RW\', token, expireTime? } (an IssuedToken from applyToken fits), at most one per type, no "|" in a token; a token source must resolve to such an array.' },
   InvalidResponse: network('unknown-outcome', 'The endpoint did not answer like the ApsaraMQ OpenAPI; check --endpoint (a proxy or load balancer may be in the way) and retry.'),
   ConnectionRefused: network('not-sent', 'Nothing listens at that address; check the endpoint or broker URL and that the service is up.'),
   HostNotFound: network('not-sent', 'The host name does not resolve; check the endpoint, the region and DNS.'),
@@ -319,6 +320,7 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   StoreLockLost: { retryable: true, remedy: 'Another registrar took over the lock of this ClientId because this process stalled past the lock\'s stale time; run again: the credential is confirmed with GetDeviceCredential before anything is registered.' },
   ConnackRefused: { retryable: false, remedy: 'The broker refused the CONNECT; the message gives the CONNACK return code.' },
   CredentialRejected: { retryable: false, remedy: 'The broker rejects this device credential even after fetching it again; check it was not unregistered, and that ClientId and instance match it.' },
+  TokenRejected: { retryable: false, remedy: 'The broker refuses the tokens even after asking the token source again: check that they are neither expired nor revoked (apsaramq-device token query), that they were applied for this instance, that token.accessKeyId is the account that applied for them, and that the source hands out fresh ones.' },
   IdentifierRejected: { retryable: false, remedy: 'The broker rejected the ClientId; use GID_<group>@@@<device>, at most 64 characters.' },
   BrokerUnreachable: { retryable: true, remedy: 'The MQTT broker could not be reached; check the broker URL, port and network.' },
   ConnectTimeout: { retryable: true, remedy: 'No CONNACK arrived in time; check the broker URL and the network.' },
@@ -421,7 +423,17 @@ function localInfo(code: LocalErrorCode): { retryable: boolean; remedy: string }
 }
 
 /** Codes of {@link ValidationError}. */
-export type ValidationErrorCode = 'InvalidClientId' | 'InvalidInstanceId' | 'InvalidGroupId' | 'InvalidOption' | 'InvalidCredential' | 'InvalidTopic' | 'PayloadTooLarge' | 'UnsupportedByService' | 'IncompleteAccessKey';
+export type ValidationErrorCode =
+  | 'InvalidClientId'
+  | 'InvalidInstanceId'
+  | 'InvalidGroupId'
+  | 'InvalidOption'
+  | 'InvalidCredential'
+  | 'InvalidToken'
+  | 'InvalidTopic'
+  | 'PayloadTooLarge'
+  | 'UnsupportedByService'
+  | 'IncompleteAccessKey';
 
 /**
  * Bad input: a ClientId, instance id, option, credential, topic or message that can never work. Thrown before any
@@ -564,7 +576,7 @@ export const CONNACK_CODES: Readonly<Record<number, string>> = Object.freeze({
 });
 
 /** Codes of {@link ConnectError}. */
-export type ConnectErrorCode = 'ConnackRefused' | 'CredentialRejected' | 'IdentifierRejected' | 'BrokerUnreachable' | 'ConnectTimeout' | 'TakeoverLoop' | 'ProtocolError';
+export type ConnectErrorCode = 'ConnackRefused' | 'CredentialRejected' | 'TokenRejected' | 'IdentifierRejected' | 'BrokerUnreachable' | 'ConnectTimeout' | 'TakeoverLoop' | 'ProtocolError';
 
 /** The MQTT broker could not be reached, refused the CONNECT, or the session could not be kept. */
 export class ConnectError extends ApsaraMqDeviceError {

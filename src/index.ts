@@ -61,16 +61,22 @@ export {
 export {
   CONNECT_DEFAULTS,
   DeviceConnection,
+  TOKEN_DEFAULTS,
   brokerUrlFor,
   connectDevice,
   staticSource,
   type ConnectDeviceOptions,
+  type ConnectionMode,
   type ConnectionState,
   type DeviceConnectionEvents,
   type PublishOptions,
   type PublishProperties,
   type SubscribeOptions,
   type TakeoverOptions,
+  type TokenConnectOptions,
+  type TokenOptions,
+  type TokenRequest,
+  type TokenSource,
   type Transport,
 } from './connector/connect.js';
 export type { BackoffOptions } from './util/backoff.js';

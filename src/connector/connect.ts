@@ -22,17 +22,29 @@ import {
   ValidationError,
   toApsaraMqDeviceError,
 } from '../errors.js';
-import { signDeviceCredential } from '../signer/mqtt.js';
+import type { TokenGrant } from '../signer/mqtt.js';
 import { type Logger, silentLogger } from '../util/logger.js';
-import { judgeCredential } from './ladder.js';
-import { type ConnectDeviceOptions, type ResolvedConnectOptions, brokerUrlFor, resolveConnectOptions } from './options.js';
+import { CredentialLogin, type Login, TokenLogin, signable } from './login.js';
+import { type ConnectDeviceOptions, type ResolvedConnectOptions, type TokenConnectOptions, brokerUrlFor, resolveConnectOptions } from './options.js';
 import { Outbox, type OutboxItem } from './outbox.js';
 import { ATTEMPT_EVENT, ATTEMPT_MESSAGE, Attempt, type AttemptEvent, type AttemptListener, InboundStore, errorCode } from './session.js';
 import { type ConnectFailure, type ConnectionState, type Effect, type Input, type Model, type Problem, initialModel, step } from './state.js';
 import type { SessionEnd } from './takeover.js';
+import {
+  type HeldToken,
+  TOKEN_NOTICE_TOPICS,
+  type TokenRequest,
+  type TokenSource,
+  checkTokenAnswer,
+  isOperationCode,
+  parseExpireNotice,
+  parseInvalidNotice,
+  uploadPayload,
+} from './token.js';
 import { checkPayload, checkPublishProperties, checkQos, checkRetain, checkTopicFilter, checkTopicName, checkUserProperties } from './validate.js';
 
-export { CONNECT_DEFAULTS, TRANSPORT_PORTS, WEBSOCKET_PATH, brokerUrlFor, type ConnectDeviceOptions, type Transport } from './options.js';
+export { CONNECT_DEFAULTS, TRANSPORT_PORTS, WEBSOCKET_PATH, brokerUrlFor, type ConnectDeviceOptions, type TokenConnectOptions, type Transport } from './options.js';
+export { TOKEN_DEFAULTS, type TokenOptions, type TokenRequest, type TokenSource } from './token.js';
 export type { TakeoverOptions } from './takeover.js';
 export type { ConnectionState } from './state.js';
 
@@ -78,8 +90,22 @@ export interface DeviceConnectionEvents {
   reconnecting: [info: { attempt: number; delayMs: number }];
   /** A refused CONNECT led to a new credential from the source. */
   'credential-refreshed': [info: { credential: DeviceCredential }];
-  /** The broker refused the credential (3.1.1 CONNACK 4 or 5, MQTT 5 reason 0x86 or 0x87). */
+  /** The broker refused the credential or the tokens (3.1.1 CONNACK 4 or 5, MQTT 5 reason 0x86 or 0x87). */
   'auth-failed': [info: { rc: number }];
+  /**
+   * Token mode: new tokens are in use. `inSession`: uploaded to `$SYS/uploadToken` and acknowledged, the session
+   * went on (a renewal before expiry); otherwise they are for the next CONNECT (after a refusal or an invalid notice,
+   * or a renewal while offline). `types`: the types that changed.
+   */
+  'token-renewed': [info: { types: TokenGrant['type'][]; inSession: boolean }];
+  /** Token mode: the broker's `$SYS/tokenExpireNotice`: the token of `type` expires at `expireTime` (ms since the epoch). */
+  'token-expiring': [info: { type: TokenGrant['type']; expireTime: number }];
+  /**
+   * Token mode: the broker's `$SYS/tokenInvalidNotice`, before it disconnects: `code` 1 forged, 2 expired, 3 revoked,
+   * 8 bad signature, -1 account (the tokens are replaced from the source before the next CONNECT), or 4 resource and
+   * 5 permission type mismatch (the operation in flight fails, the tokens are kept).
+   */
+  'token-invalid': [info: { code: number; type: TokenGrant['type'] | undefined }];
   /**
    * Another client with this ClientId took the session over: `confirmed` when the broker said so (MQTT 5
    * DISCONNECT 0x8E), else suspected (MQTT 3.1.1: the broker closed the session and accepted the next CONNECT at
@@ -96,6 +122,9 @@ export interface DeviceConnectionEvents {
 
 /** The key of the method that opens the first session: not exported, so only connectDevice can call it. */
 const START = Symbol('start');
+
+/** How a connection logs in: with a device credential, or with tokens (`connectDevice`'s `token` option). */
+export type ConnectionMode = 'DeviceCredential' | 'Token';
 
 /** MQTT 5 DISCONNECT reasons that are about a message or a subscription rather than the session. */
 const MESSAGE_REASONS = new Set([0x87, 0x8f, 0x90, 0x93, 0x95, 0x97, 0x99, 0x9a, 0x9b, 0x9e, 0xa1, 0xa2]);
@@ -157,12 +186,10 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined, what
  * reconnects after a lost session with jittered exponential backoff, climbs the recovery ladder when the broker
  * refuses the credential, waits longer after a takeover, and settles every promise it hands out.
  */
-export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> implements AttemptListener {
+export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> extends EventEmitter<DeviceConnectionEvents> implements AttemptListener {
   readonly clientId: string;
-  #credential: DeviceCredential;
-  /** The credential the source just handed out, used on the `use-credential` effect. */
-  #next: DeviceCredential | undefined;
-  readonly #source: CredentialSource;
+  /** The device credential or the tokens, and the source of the next ones. */
+  readonly #login: Login;
   readonly #options: ResolvedConnectOptions;
   readonly #url: string;
   readonly #logger: Logger;
@@ -187,8 +214,15 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> imple
   #lastCause: unknown;
   /** The latest refusal code. */
   #refusedCode: number | undefined;
-  /** The ClientId of a credential the source handed out for another device. */
-  #foreignClientId: string | undefined;
+  /** The latest refusal of the login: a CONNACK, or (Token mode) an invalid notice about the tokens. */
+  #lastRefusal: { kind: 'connack'; code: number } | { kind: 'notice'; code: number; type: TokenGrant['type'] | undefined } | undefined;
+  /** Token mode: the broker's `$SYS/tokenInvalidNotice` on the current session, if one came. */
+  #tokenNotice: { code: number; type: TokenGrant['type'] | undefined } | undefined;
+  /** Token mode: the renewal timer, and whether a renewal is under way. */
+  #renewTimer: NodeJS.Timeout | undefined;
+  #renewing = false;
+  /** Token mode: uploads waiting for their PUBACK, settled `false` when their session ends first. */
+  readonly #uploads = new Set<(acknowledged: boolean) => void>();
   #closeError: ApsaraMqDeviceError | undefined;
   /** The socket is closed for good; `end()` waits for it (the promise is made only when someone waits). */
   #socketClosed = false;
@@ -196,35 +230,41 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> imple
   #initial: { resolve: () => void; reject: (error: ApsaraMqDeviceError) => void } | undefined;
   /** Messages that arrived with the first CONNACK, emitted once connectDevice() has resolved. */
   #held: [string, Buffer, IPublishPacket][] | undefined;
-  /** Every password and secret used, to scrub mqtt.js's debug lines (kept only when someone logs). */
-  readonly #secrets: Set<string> | undefined;
   #onCallerAbort: (() => void) | undefined;
 
   /** Use {@link connectDevice}. */
-  constructor(credential: DeviceCredential, source: CredentialSource, options: ResolvedConnectOptions, url: string) {
+  constructor(login: Login, options: ResolvedConnectOptions, url: string) {
     super();
-    this.#credential = credential;
-    this.#source = source;
+    this.#login = login;
     this.#options = options;
     this.#url = url;
     this.#logger = options.logger ?? silentLogger;
-    if (this.#logger !== silentLogger) this.#secrets = new Set([credential.deviceAccessKeySecret]);
-    this.clientId = credential.clientId;
+    this.clientId = login.clientId;
     this.#outbox = new Outbox(options.maxDeliveryAttempts);
   }
 
   /** What logs and `util.inspect` show: never a secret. */
   toJSON(): Record<string, unknown> {
-    return { clientId: this.clientId, brokerUrl: this.#url, state: this.state, credential: this.#credential.toJSON() };
+    return { clientId: this.clientId, brokerUrl: this.#url, state: this.state, mode: this.#login.mode, ...this.#login.toJSON() };
   }
 
   [inspect.custom](): string {
     return `DeviceConnection ${inspect(this.toJSON())}`;
   }
 
-  /** The credential in use now (it changes when the source hands out a rotated one). */
-  get credential(): DeviceCredential {
-    return this.#credential;
+  /** The credential in use now (it changes when the source hands out a rotated one); `undefined` in Token mode. */
+  get credential(): M extends 'Token' ? undefined : DeviceCredential {
+    return (this.#login.mode === 'DeviceCredential' ? this.#login.current : undefined) as M extends 'Token' ? undefined : DeviceCredential;
+  }
+
+  /** How the connection logs in: `DeviceCredential`, or `Token` (`connectDevice`'s `token` option). */
+  get mode(): M {
+    return this.#login.mode as M;
+  }
+
+  /** Token mode: the types of the tokens held and their expiry when known (never the tokens); empty otherwise. */
+  get tokens(): { type: TokenGrant['type']; expireTime: number | undefined }[] {
+    return this.#login.mode === 'Token' ? this.#login.tokens : [];
   }
 
   /** The broker URL in use. */
@@ -397,6 +437,8 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> imple
         return;
       case 'online': {
         this.#log('info', 'online', { sessionPresent: this.#sessionPresent });
+        // Each session looks again: the clock may have moved on while it was down (or a test moved it).
+        this.#armRenewal();
         if (!this.#sessionPresent) this.#restoreSubscriptions();
         const initial = this.#initial;
         this.#initial = undefined;
@@ -428,18 +470,24 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> imple
         this.emit('reconnecting', { attempt: effect.attempt, delayMs: effect.delayMs });
         return;
       case 'auth-failed':
-        this.#log('warn', 'credential refused', { code: effect.code, deviceAccessKeyId: this.#credential.deviceAccessKeyId });
+        this.#log('warn', this.#login.mode === 'Token' ? 'tokens refused' : 'credential refused', { code: effect.code, ...this.#login.logFields() });
         this.emit('auth-failed', { rc: effect.code });
         return;
       case 'refetch':
         this.#refetch();
         return;
       case 'use-credential': {
-        const next = this.#next;
-        this.#next = undefined;
+        const login = this.#login;
+        if (login.mode === 'Token') {
+          const types = login.use();
+          if (!types) return;
+          this.#log('info', 'tokens replaced', login.logFields());
+          this.emit('token-renewed', { types, inSession: false });
+          this.#armRenewal();
+          return;
+        }
+        const next = login.use();
         if (!next) return;
-        this.#credential = next;
-        this.#secrets?.add(next.deviceAccessKeySecret);
         this.#log('info', 'credential refreshed', { deviceAccessKeyId: next.deviceAccessKeyId });
         this.emit('credential-refreshed', { credential: next });
         return;
@@ -466,6 +514,7 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> imple
 
   #connect(): void {
     this.#session += 1;
+    this.#tokenNotice = undefined;
     this.#attempt = new Attempt(this.#url, this.#mqttOptions(), this.#options.connectTimeoutMs, this);
     this.#attempt.start();
   }
@@ -483,6 +532,7 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> imple
         this.#log('warn', 'connect refused', { code: describeCode(event.code, this.#options.protocolVersion) });
         this.#lastCause = undefined;
         this.#refusedCode = event.code;
+        this.#lastRefusal = { kind: 'connack', code: event.code };
         this.#input({ type: 'refused', code: event.code });
         return;
       case 'failed':
@@ -492,6 +542,7 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> imple
         return;
       case 'lost':
         this.#lastCause = event.cause;
+        for (const settle of [...this.#uploads]) settle(false);
         this.#input({ type: 'lost', end: this.#blame(event.end), now: performance.now() });
         return;
     }
@@ -500,23 +551,33 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> imple
   /** A message on the current attempt's session. @internal */
   [ATTEMPT_MESSAGE](attempt: Attempt, topic: string, payload: Buffer, packet: IPublishPacket): void {
     if (attempt !== this.#attempt) return;
+    // Token mode: the broker's notices are the connection's business, not the application's messages.
+    if (this.#login.mode === 'Token' && topic === TOKEN_NOTICE_TOPICS.expireNotice) return this.#onExpireNotice(payload);
+    if (this.#login.mode === 'Token' && topic === TOKEN_NOTICE_TOPICS.invalidNotice) return this.#onInvalidNotice(payload);
     if (this.#held) this.#held.push([topic, payload, packet]);
     else this.emit('message', topic, payload, packet);
   }
 
-  /** Strike what was in flight; a loss with messages in flight is blamed on them, not on a takeover. */
+  /**
+   * Strike what was in flight; a loss with messages in flight is blamed on them, not on a takeover. In Token mode a
+   * `$SYS/tokenInvalidNotice` says why: about the operation in flight (4, 5), or about the tokens (the others).
+   */
   #blame(end: SessionEnd): SessionEnd {
-    const aboutMessage = end.kind === 'disconnect' && MESSAGE_REASONS.has(end.reasonCode);
+    const notice = this.#tokenNotice;
+    const aboutMessage = notice ? isOperationCode(notice.code) : end.kind === 'disconnect' && MESSAGE_REASONS.has(end.reasonCode);
     const { failed, struck } = this.#outbox.lost({ aboutMessage });
     for (const item of failed) item.settle({ ok: false, error: this.#rejectedError(item, end) });
+    if (notice) return { kind: 'token', code: notice.code };
     return struck && end.kind === 'closed' ? { kind: 'message' } : end;
   }
 
   #rejectedError(item: Item, end: SessionEnd): ApsaraMqDeviceError {
     const topics = item.topics.join(', ');
     const what = item.kind === 'publish' ? `the message to ${topics}` : `the ${item.kind === 'unsubscribe' ? 'UNSUBSCRIBE' : 'SUBSCRIBE'} of ${topics}`;
-    const why =
-      end.kind === 'disconnect'
+    const notice = this.#tokenNotice;
+    const why = notice
+      ? `The broker refused ${what}: ${notice.code === 4 ? 'no token of the session covers it' : notice.code === 5 ? 'the token covering it does not give that permission' : 'a token is no longer valid'} ($SYS/tokenInvalidNotice code ${notice.code}${notice.type ? `, ${notice.type} token` : ''})`
+      : end.kind === 'disconnect'
         ? `The broker disconnected right after ${what} with ${describeCode(end.reasonCode, 5)}`
         : `The broker closed the session right after ${item.strikes === 1 ? `${what} was sent` : `each of the ${item.strikes} times ${what} was sent`}`;
     if (item.kind === 'publish') return new PublishError(why, topics, end.kind === 'disconnect' ? { reasonCode: end.reasonCode } : {});
@@ -525,10 +586,8 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> imple
 
   #mqttOptions(): IClientOptions {
     const options = this.#options;
-    const credential = this.#credential;
-    // Signed per attempt: a refreshed credential is simply the next attempt's.
-    const signed = signDeviceCredential(credential);
-    this.#secrets?.add(signed.password);
+    // Signed per attempt: a refreshed credential (or new tokens) is simply the next attempt's.
+    const signed = this.#login.sign();
     const properties: NonNullable<IClientOptions['properties']> = {};
     if (options.sessionExpiryInterval !== undefined) properties.sessionExpiryInterval = options.sessionExpiryInterval;
     if (options.userProperties !== undefined) properties.userProperties = options.userProperties;
@@ -542,7 +601,7 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> imple
       incomingStore: this.#inbound,
       // mqtt.js's debug lines include the CONNECT packet with its password: route them through a scrubber, which
       // also means DEBUG=mqttjs* can no longer print them raw.
-      log: this.#secrets ? (...args: unknown[]) => this.#mqttLog(args) : ignoreLog,
+      log: this.#logger !== silentLogger ? (...args: unknown[]) => this.#mqttLog(args) : ignoreLog,
       ...options.tls,
       ...(options.will ? { will: options.will } : {}),
       ...(Object.keys(properties).length > 0 ? { properties } : {}),
@@ -550,24 +609,13 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> imple
   }
 
   #refetch(): void {
-    const rejected = this.#credential;
-    this.#lifetime ??= new AbortController();
-    const caller = this.#options.signal;
-    const signal = caller ? AbortSignal.any([caller, this.#lifetime.signal]) : this.#lifetime.signal;
-    const request: CredentialRequest = { reason: 'rejected', rejected, signal };
-    this.#log('info', 'asking for another credential', { rejected: rejected.deviceAccessKeyId });
-    abortable(Promise.resolve().then(() => this.#source(request)), signal, `Fetching a credential for ${this.clientId}`).then(
-      (answer: unknown) => {
-        // A credential that cannot even be signed (a key with a |) counts as no credential.
-        const isCredential = answer instanceof DeviceCredential && signable(answer);
-        const verdict = judgeCredential(
-          isCredential ? { isCredential, clientId: answer.clientId, sameKeyAsRefused: answer.sameKeyAs(rejected) } : { isCredential },
-          this.clientId,
-        );
-        if (verdict === 'use') this.#next = answer as DeviceCredential;
-        if (verdict === 'other-client') this.#foreignClientId = (answer as DeviceCredential).clientId;
-        this.#input({ type: 'credential', verdict });
-      },
+    const signal = this.#lifetimeSignal();
+    const login = this.#login;
+    this.#log('info', login.mode === 'Token' ? 'asking for other tokens' : 'asking for another credential', login.logFields());
+    const notice = this.#tokenNotice;
+    const asked = login.mode === 'Token' ? login.refetch(signal, notice?.code, notice?.type) : login.refetch(signal);
+    asked.then(
+      (verdict) => this.#input({ type: 'credential', verdict }),
       (error: unknown) => {
         if (this.#model.state === 'closed') return;
         const cause = toApsaraMqDeviceError(error);
@@ -575,6 +623,116 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> imple
         this.#input({ type: 'source-failed', retryable: cause.retryable });
       },
     );
+  }
+
+  /** The signal a source gets: the caller's and the connection's own (aborted on close), made on first use. */
+  #lifetimeSignal(): AbortSignal {
+    this.#lifetime ??= new AbortController();
+    const caller = this.#options.signal;
+    return caller ? AbortSignal.any([caller, this.#lifetime.signal]) : this.#lifetime.signal;
+  }
+
+  // ---- Token mode: notices and renewal
+
+  /** `$SYS/tokenExpireNotice`: renew now when the token is due (else the renewal timer does it when it is). */
+  #onExpireNotice(payload: Buffer): void {
+    const login = this.#login;
+    const notice = parseExpireNotice(payload);
+    if (login.mode !== 'Token' || !notice) {
+      this.#log('warn', 'a $SYS/tokenExpireNotice that is not {expireTime, type}: ignored', {});
+      return;
+    }
+    this.#log('info', 'token expiring', { type: notice.type, expireTime: notice.expireTime });
+    this.emit('token-expiring', notice);
+    if (login.noteExpireNotice(notice.type, notice.expireTime)) this.#renew(login.due());
+    else this.#armRenewal();
+  }
+
+  /** `$SYS/tokenInvalidNotice`: the broker disconnects next; what the loss means is decided then (#blame). */
+  #onInvalidNotice(payload: Buffer): void {
+    const notice = parseInvalidNotice(payload);
+    if (!notice) {
+      this.#log('warn', 'a $SYS/tokenInvalidNotice that is not {code, type}: ignored', {});
+      return;
+    }
+    this.#tokenNotice = notice;
+    if (!isOperationCode(notice.code)) this.#lastRefusal = { kind: 'notice', ...notice };
+    this.#log('warn', 'token invalid', { code: notice.code, type: notice.type });
+    this.emit('token-invalid', notice);
+  }
+
+  /** Arm the renewal timer for the next token due (Token mode with a source; not once closed). */
+  #armRenewal(): void {
+    clearTimeout(this.#renewTimer);
+    this.#renewTimer = undefined;
+    const login = this.#login;
+    if (login.mode !== 'Token' || this.#model.state === 'closed' || this.#renewing) return;
+    const delay = login.nextRenewalDelay();
+    if (delay === undefined) return;
+    this.#renewTimer = setTimeout(() => {
+      this.#renewTimer = undefined;
+      const due = login.due();
+      if (due.length > 0) this.#renew(due);
+      else this.#armRenewal(); // the clock ran slower than the timer
+    }, delay);
+    // The session's socket keeps the process up; an idle timer of its own must not.
+    this.#renewTimer.unref();
+  }
+
+  /**
+   * Renew the tokens of `types`: ask the source, hold the answer at once (a CONNECT from now on uses it) and, with a
+   * session up, upload each changed token to `$SYS/uploadToken` and wait for its PUBACK: the session goes on, no
+   * reconnect. A failure is reported (`error`) and the renewal tried again later (see token.ts's deferRenewal); the
+   * broker's invalid notice and the refusal ladder cover a token that runs out all the same.
+   */
+  #renew(types: TokenGrant['type'][]): void {
+    const login = this.#login;
+    if (login.mode !== 'Token' || login.fixed || this.#renewing || types.length === 0) return;
+    const state = this.#model.state;
+    if (state === 'closed' || state === 'closing') return;
+    this.#renewing = true;
+    clearTimeout(this.#renewTimer);
+    this.#log('info', 'renewing tokens', { types: types.join(',') });
+    login
+      .renew(types, this.#lifetimeSignal())
+      .then(async (changed) => {
+        if (this.#model.state === 'closed') return;
+        if (changed.length === 0) {
+          this.#log('warn', 'the token source handed out the same tokens again: renewal deferred', { types: types.join(',') });
+          return;
+        }
+        const attempt = this.#attempt;
+        const inSession = this.#model.state === 'online' && attempt?.online === true ? await this.#upload(attempt, changed) : false;
+        if (this.state === 'closed') return; // closed while the upload waited
+        this.#log('info', inSession ? 'tokens renewed in session' : 'tokens renewed for the next CONNECT', login.logFields());
+        this.emit('token-renewed', { types: changed.map((token) => token.type), inSession });
+      })
+      .catch((error: unknown) => {
+        if (this.#model.state === 'closed') return;
+        this.#emitError(toApsaraMqDeviceError(error));
+      })
+      .finally(() => {
+        this.#renewing = false;
+        this.#armRenewal();
+      });
+  }
+
+  /** Upload tokens on the attempt's session, each at QoS 1; true when every PUBACK came on that session. */
+  async #upload(attempt: Attempt, tokens: readonly HeldToken[]): Promise<boolean> {
+    const acks = tokens.map(
+      (token) =>
+        new Promise<boolean>((resolve) => {
+          const settle = (acknowledged: boolean): void => {
+            this.#uploads.delete(settle);
+            resolve(acknowledged);
+          };
+          this.#uploads.add(settle);
+          // Straight to the client, past the outbox: a renewal that misses its session is not resent, the next
+          // CONNECT carries the new token instead.
+          attempt.client.publish(TOKEN_NOTICE_TOPICS.upload, uploadPayload(token), { qos: 1 }, (error) => settle(!error && attempt === this.#attempt));
+        }),
+    );
+    return (await Promise.all(acks)).every(Boolean);
   }
 
   // ---- the outbox
@@ -680,6 +838,8 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> imple
   #close(problem: Problem | undefined): void {
     clearTimeout(this.#timer);
     clearTimeout(this.#flushTimer);
+    clearTimeout(this.#renewTimer);
+    for (const settle of [...this.#uploads]) settle(false);
     if (this.#onCallerAbort) this.#options.signal?.removeEventListener('abort', this.#onCallerAbort);
     const error = problem ? this.#problemError(problem) : undefined;
     this.#closeError = error;
@@ -717,15 +877,23 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> imple
     const cause = this.#lastCause;
     switch (problem.code) {
       case 'CredentialRejected': {
-        const code = problem.connackCode ?? this.#refusedCode ?? 0;
-        const refusal = `The broker refused credential ${this.#credential.deviceAccessKeyId} of ${clientId}: ${describeCode(code, version)}`;
+        const login = this.#login;
+        const tokens = login.mode === 'Token';
+        const notice = problem.connackCode === undefined ? this.#lastRefusal : undefined;
+        const code = problem.connackCode ?? (notice?.kind === 'connack' ? notice.code : this.#refusedCode) ?? 0;
+        const subject = tokens ? `the tokens (${login.tokens.map((t) => t.type).join(', ')}) of ${clientId}` : `credential ${login.current.deviceAccessKeyId} of ${clientId}`;
+        const refusal =
+          notice?.kind === 'notice'
+            ? `The broker ended the session of ${clientId}: a token is invalid ($SYS/tokenInvalidNotice code ${notice.code}${notice.type ? `, ${notice.type} token` : ''})`
+            : `The broker refused ${subject}: ${describeCode(code, version)}`;
         const tail =
           problem.why === 'same-key'
-            ? ', and the credential source handed out the same key again'
+            ? tokens ? ', and the token source handed out the same tokens again' : ', and the credential source handed out the same key again'
             : problem.why === 'source-failed'
-              ? `, and asking for a new one failed with ${(cause as ApsaraMqDeviceError | undefined)?.code ?? 'an error'}`
+              ? `, and asking for ${tokens ? 'new ones' : 'a new one'} failed with ${(cause as ApsaraMqDeviceError | undefined)?.code ?? 'an error'}`
               : '';
-        return new ConnectError('CredentialRejected', refusal + tail, { clientId, connackCode: code, ...(problem.why === 'source-failed' ? { cause } : {}) });
+        const connackCode = notice?.kind === 'notice' ? {} : { connackCode: code };
+        return new ConnectError(tokens ? 'TokenRejected' : 'CredentialRejected', refusal + tail, { clientId, ...connackCode, ...(problem.why === 'source-failed' ? { cause } : {}) });
       }
       case 'IdentifierRejected':
         return new ConnectError('IdentifierRejected', `The broker rejected ClientId ${clientId}: ${describeCode(problem.connackCode, version)}`, { clientId, connackCode: problem.connackCode });
@@ -737,13 +905,16 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> imple
         });
       case 'ConnectFailed':
         return this.#connectFailedError(problem.failure, cause instanceof Error ? cause : undefined);
-      case 'InvalidCredential':
+      case 'InvalidCredential': {
+        const login = this.#login;
+        if (login.mode === 'Token') return new ValidationError('InvalidToken', login.problem ?? 'The token source did not return tokens');
         return new ValidationError(
           'InvalidCredential',
           problem.verdict === 'other-client'
-            ? `The credential source returned a credential for ${this.#foreignClientId ?? 'another ClientId'}, not ${clientId}`
+            ? `The credential source returned a credential for ${login.foreignClientId ?? 'another ClientId'}, not ${clientId}`
             : 'The credential source did not return a DeviceCredential (build one with DeviceCredential.fromWire)',
         );
+      }
       case 'TakeoverLoop':
         return new ConnectError('TakeoverLoop', `The session of ${clientId} was taken over ${problem.streak} times in a row (takeover.giveUpAfter)`, { clientId });
       case 'ConnectionLost':
@@ -803,7 +974,7 @@ export class DeviceConnection extends EventEmitter<DeviceConnectionEvents> imple
     const logger = this.#logger;
     if (logger === silentLogger) return; // formatting every packet costs CPU; skip it when nobody listens
     let text = format(...args);
-    for (const secret of this.#secrets ?? []) {
+    for (const secret of this.#login.secrets()) {
       if (secret.length > 0) text = text.split(secret).join('****');
     }
     logger.debug(`[mqtt.js] ${this.clientId}: ${text}`);
@@ -830,29 +1001,50 @@ async function askSource(source: CredentialSource, request: CredentialRequest): 
   return credential;
 }
 
-/** Can this credential be put in a username (signDeviceCredential's rule, checked without signing twice)? */
-function signable(credential: DeviceCredential): boolean {
-  return !credential.deviceAccessKeyId.includes('|');
-}
-
 /**
  * Open an MQTT session for a device (MQTT 3.1.1 by default, 5 with `protocolVersion: 5`), authenticated in
- * DeviceCredential mode. Every option is checked before any I/O. Resolves on CONNACK 0; rejects with a
- * {@link ConnectError} (`CredentialRejected`, `BrokerUnreachable`, `ConnectTimeout`, `ProtocolError`, …), an
- * `AbortedError`, or a `ValidationError`.
+ * DeviceCredential mode, or in Token mode with the `token` option ({@link TokenConnectOptions}). Every option is
+ * checked before any I/O. Resolves on CONNACK 0; rejects with a {@link ConnectError} (`CredentialRejected`,
+ * `TokenRejected`, `BrokerUnreachable`, `ConnectTimeout`, `ProtocolError`, …), an `AbortedError`, or a
+ * `ValidationError`.
  *
  * @example
  * const conn = await connectDevice({ credential: provisioner.credentialSource('GID_demo@@@dev-1'), brokerUrl });
  * await conn.publish('demo/hello', 'hi', { qos: 1 });
  */
-export async function connectDevice(options: ConnectDeviceOptions): Promise<DeviceConnection> {
+export async function connectDevice(options: TokenConnectOptions): Promise<DeviceConnection<'Token'>>;
+// The DeviceCredential signature comes last: `Parameters<typeof connectDevice>` reads it, as it did before Token mode.
+export async function connectDevice(options: ConnectDeviceOptions): Promise<DeviceConnection>;
+export async function connectDevice(options: ConnectDeviceOptions | TokenConnectOptions): Promise<DeviceConnection<ConnectionMode>> {
   const resolved = resolveConnectOptions(options);
-  const source: CredentialSource = options.credential instanceof DeviceCredential ? staticSource(options.credential) : options.credential;
-  const credential = await askSource(source, { reason: 'connect', ...(resolved.signal ? { signal: resolved.signal } : {}) });
-  const url = resolved.explicitUrl ?? brokerUrlFor(credential.instanceId, resolved.transport);
-  const connection = new DeviceConnection(credential, source, resolved, url);
+  const signal = resolved.signal ? { signal: resolved.signal } : {};
+  let login: Login;
+  if (resolved.token) {
+    const { clientId, ...token } = resolved.token;
+    const tokens = await askTokenSource(token.source, { reason: 'connect', types: [], ...signal });
+    login = new TokenLogin(clientId, token, tokens);
+  } else {
+    const given = (options as ConnectDeviceOptions).credential;
+    const source: CredentialSource = given instanceof DeviceCredential ? staticSource(given) : given;
+    login = new CredentialLogin(await askSource(source, { reason: 'connect', ...signal }), source);
+  }
+  const url = resolved.explicitUrl ?? brokerUrlFor(login.instanceId, resolved.transport);
+  const connection = new DeviceConnection<ConnectionMode>(login, resolved, url);
   await connection[START]();
   return connection;
+}
+
+/** Ask a token source for the first tokens, with the signal; anything thrown becomes an ApsaraMqDeviceError. */
+async function askTokenSource(source: TokenSource, request: TokenRequest): Promise<readonly TokenGrant[]> {
+  let answer: unknown;
+  try {
+    answer = await abortable(Promise.resolve().then(() => source(request)), request.signal, 'Fetching the tokens');
+  } catch (error) {
+    throw toApsaraMqDeviceError(error);
+  }
+  const tokens = checkTokenAnswer(answer);
+  if (tokens.length === 0) throw new ValidationError('InvalidToken', 'The token source returned no token');
+  return tokens;
 }
 
 /** A source that always hands out the same credential (the connector then cannot heal a rotation). */

@@ -10,6 +10,7 @@ import type { BackoffOptions } from '../util/backoff.js';
 import { type Logger } from '../util/logger.js';
 import { MAX_REFETCHES } from './ladder.js';
 import { TAKEOVER_DEFAULTS, type TakeoverOptions } from './takeover.js';
+import { type ResolvedTokenOptions, type TokenOptions, resolveTokenOptions } from './token.js';
 import { type MessageRules, checkUserProperties, defaultMaxPayloadBytes } from './validate.js';
 
 /** How the device reaches the broker. */
@@ -109,8 +110,28 @@ export interface ConnectDeviceOptions {
   logger?: Logger;
 }
 
+/**
+ * Options of {@link connectDevice} in Token mode: the device logs in with tokens an application server applied for
+ * (ApplyToken), and holds only the account's AccessKeyId, the instance id and the tokens, never a secret key. Every
+ * other option is the same as with a credential.
+ *
+ * @example
+ * const conn = await connectDevice({
+ *   clientId: 'GID_demo@@@dev-1', brokerUrl,
+ *   token: { accessKeyId: 'LTAI…', instanceId: 'mqtt-cn-…', source: async (request) => fetchTokensFromMyServer(request) },
+ * });
+ */
+export type TokenConnectOptions = Omit<ConnectDeviceOptions, 'credential'> & {
+  /** The device's ClientId, `GID_<group>@@@<device>`: a token is not bound to one, the CONNECT names it. */
+  clientId: string;
+  /** Token mode: who applied for the tokens, and where they come from. */
+  token: TokenOptions;
+};
+
 /** Everything a connection needs, checked and filled in. */
 export interface ResolvedConnectOptions {
+  /** Token mode's options (with the ClientId), or `undefined` in DeviceCredential mode. */
+  readonly token: (ResolvedTokenOptions & { readonly clientId: string }) | undefined;
   /** The explicit URL, or undefined to derive it from the credential's instance id. */
   readonly explicitUrl: string | undefined;
   readonly transport: Transport;
@@ -211,11 +232,20 @@ function isLogger(value: unknown): value is Logger {
  * checked for its type only (a source is asked later).
  * @throws ValidationError `InvalidOption` (or `UnsupportedByService` for a will on ApsaraMQ) naming the option.
  */
-export function resolveConnectOptions(options: ConnectDeviceOptions): ResolvedConnectOptions {
-  if (options === null || typeof options !== 'object') throw invalid('connectDevice needs an options object');
-  if (options.credential === undefined) throw invalid('Option credential is required: a DeviceCredential or a function returning one');
-  if (!(options.credential instanceof DeviceCredential) && typeof options.credential !== 'function') {
-    throw invalid('Option credential must be a DeviceCredential or a function returning one');
+export function resolveConnectOptions(given: ConnectDeviceOptions | TokenConnectOptions): ResolvedConnectOptions {
+  if (given === null || typeof given !== 'object') throw invalid('connectDevice needs an options object');
+  const options = given as ConnectDeviceOptions & Partial<Pick<TokenConnectOptions, 'clientId' | 'token'>>;
+  let token: ResolvedConnectOptions['token'];
+  if (options.token !== undefined) {
+    if (options.credential !== undefined) {
+      throw invalid('Options credential and token cannot be used together: a device logs in with its device credential or with tokens');
+    }
+    token = Object.freeze({ ...resolveTokenOptions(options.token, options.clientId), clientId: options.clientId as string });
+  } else {
+    if (options.credential === undefined) throw invalid('Option credential is required: a DeviceCredential or a function returning one (or, for Token mode, option token)');
+    if (!(options.credential instanceof DeviceCredential) && typeof options.credential !== 'function') {
+      throw invalid('Option credential must be a DeviceCredential or a function returning one');
+    }
   }
   const transport = options.transport ?? CONNECT_DEFAULTS.transport;
   if (!Object.hasOwn(TRANSPORT_PORTS, transport)) throw invalid(`Option transport must be tcp, tls, ws or wss, not ${JSON.stringify(transport)}`);
@@ -253,6 +283,7 @@ export function resolveConnectOptions(options: ConnectDeviceOptions): ResolvedCo
   }
   const persistentSession = v5 ? (sessionExpiryInterval ?? 0) > 0 : !clean;
   return {
+    token,
     explicitUrl,
     transport,
     protocolVersion,

@@ -68,6 +68,9 @@ export function recoveringSource(provisioner: Provisioner, clientId: string, onM
  */
 export async function registerAndConnect(options: RegisterAndConnectOptions): Promise<DeviceConnection> {
   if (options === null || typeof options !== 'object') throw new ValidationError('InvalidOption', 'registerAndConnect needs an options object');
+  if ((options as { token?: unknown }).token !== undefined) {
+    throw new ValidationError('InvalidOption', 'registerAndConnect connects with the device credential it obtains; for Token mode use connectDevice with option token');
+  }
   assertClientId(options.clientId);
   const onMissing = options.onMissing ?? 'fail';
   if (onMissing !== 'fail' && onMissing !== 'register') {

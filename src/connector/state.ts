@@ -10,12 +10,14 @@
  *    ▲  │ │ refused credential   │ end()                              │ timer
  *    │  │ └────────► refetching-credential                            │
  *    │  │                │ new credential ──► connecting ◄───────────┘
+ *    │  │  online ──token invalid (Token mode)──► refetching-credential
  *    │  └─ failed ─► backing-off (after the first connect) / closed (first connect)
  *    │               online ──end()──► closing ──flushed / lost──► closed
  * ```
  */
 import { fullJitterDelay, type BackoffOptions } from '../util/backoff.js';
 import { type SourceVerdict, refusalDecision } from './ladder.js';
+import { isOperationCode } from './token.js';
 import {
   type SessionEnd,
   type TakeoverOptions,
@@ -118,7 +120,7 @@ export type Effect =
   | { readonly type: 'wait'; readonly delayMs: number; readonly attempt: number }
   /** Emit `auth-failed` with the refusal code. */
   | { readonly type: 'auth-failed'; readonly code: number }
-  /** Ask the credential source for another credential (`{ reason: 'rejected' }`). */
+  /** Ask the credential (or token) source for another credential (`{ reason: 'rejected' }`). */
   | { readonly type: 'refetch' }
   /** Use the credential the source just handed out (emit `credential-refreshed`). */
   | { readonly type: 'use-credential' }
@@ -238,6 +240,15 @@ export function step(model: Model, input: Input, options: CoreOptions, random: (
       if (ended.verdict) effects.push({ type: 'takeover', confirmed: true });
       if (options.takeover && takeoverGiveUp(ended.state, options.takeover)) {
         return { model: { ...current, state: 'closed' }, effects: [...effects, { type: 'close', problem: { code: 'TakeoverLoop', streak: ended.state.streak } }] };
+      }
+      // Token mode: the broker said a token is no longer valid. A CONNECT with it would be refused: ask the source
+      // at once, on the same bounded ladder as a refused CONNECT.
+      if (input.end.kind === 'token' && !isOperationCode(input.end.code) && options.reconnect) {
+        const decision = refusalDecision(model.refetches, options.maxRefetches);
+        if (decision.action === 'give-up') {
+          return { model: { ...current, state: 'closed' }, effects: [...effects, { type: 'close', problem: { code: 'CredentialRejected', why: 'exhausted' } }] };
+        }
+        return { model: { ...current, state: 'refetching-credential', refetches: decision.refetches }, effects: [...effects, { type: 'refetch' }] };
       }
       return backOff(current, options, random, effects);
     }

@@ -64,7 +64,12 @@ export type SessionEnd =
   /** A socket error, a keepalive timeout or a malformed packet: the network's doing. */
   | { readonly kind: 'error' }
   /** The broker closed the connection while a message was in flight: blamed on the message (see the outbox). */
-  | { readonly kind: 'message' };
+  | { readonly kind: 'message' }
+  /**
+   * Token mode: the broker said why first, in `$SYS/tokenInvalidNotice` (`code`): a token ran out or was revoked
+   * (the tokens are replaced before the next CONNECT), or an operation was outside them (4, 5). Never a takeover.
+   */
+  | { readonly kind: 'token'; readonly code: number };
 
 /** A verdict, when there is one. */
 export type TakeoverVerdict = 'confirmed' | 'suspected';

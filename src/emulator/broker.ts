@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { Aedes, type AuthenticateError, type Client, type Subscription } from 'aedes';
-import mqttPacket, { type IConnackPacket, type IDisconnectPacket } from 'mqtt-packet';
+import mqttPacket, { type IConnackPacket, type IDisconnectPacket, type IPubackPacket, type IPubrecPacket } from 'mqtt-packet';
 import { MAX_CLIENT_ID_LENGTH, clientIdProblem } from '../credential.js';
 import { hmacPassword, parseUsername } from '../signer/mqtt.js';
 import { guardClient, hardenBroker, type GuardedClient } from './client-guards.js';
@@ -11,6 +11,21 @@ import type { ResolvedEmulatorOptions } from './options.js';
 import { p2pInbox, p2pTarget } from './p2p.js';
 import type { CredentialRecord, CredentialRegistry } from './registry.js';
 import type { StatsRecorder } from './stats.js';
+import { TokenSessions } from './token-sessions.js';
+import {
+  TOKEN_TOPICS,
+  authorizeSubscribe,
+  describeTokenCode,
+  expireNoticePayload,
+  invalidNoticePayload,
+  parseTokenPassword,
+  parseUploadToken,
+  tokenConnackCode,
+  type TokenInvalidCode,
+  type TokenRecord,
+  type TokenRegistry,
+  type TokenType,
+} from './tokens.js';
 
 export { WS_PATH, type BrokerPorts } from './listeners.js';
 
@@ -49,13 +64,36 @@ export interface BrokerAuthConfig {
   readonly accessKeyId: string;
   readonly accessKeySecret: string;
   readonly registry: CredentialRegistry;
+  /** The tokens ApplyToken issued; without it Token mode is refused (rc 4). */
+  readonly tokens?: TokenRegistry | undefined;
 }
 
 /** Who an accepted CONNECT authenticated as. */
 export interface ConnectIdentity {
-  readonly mode: 'DeviceCredential' | 'Signature';
+  readonly mode: 'DeviceCredential' | 'Signature' | 'Token';
   /** The DeviceAccessKeyId or account AccessKeyId of the username. */
   readonly keyId: string;
+  /** Token mode: the records of the tokens of the password, in its order. */
+  readonly tokens?: readonly TokenRecord[];
+}
+
+/**
+ * Token mode (reference §5.3): username `Token|<AccessKeyId>|<InstanceId>`, password `<type>|<token>` pairs. rc 4
+ * for an AccessKeyId that is not the account's (notice code -1), a password that is not such pairs, and a token
+ * that is forged or altered (codes 1, 8); rc 5 for a token that verifies but is not allowed (expired 2, revoked 3,
+ * claimed with another type 5) and for a username naming another instance. A Token-mode CONNECT may use any
+ * ClientId of the instance, as Signature mode may.
+ */
+function checkTokenConnect(config: BrokerAuthConfig, parsed: { keyId: string; instanceId: string }, password: Buffer | undefined): ConnectIdentity {
+  if (!config.tokens) throw new ConnectRefusal(BAD_USERNAME_OR_PASSWORD, 'authentication mode Token is not supported by this broker');
+  if (parsed.keyId !== config.accessKeyId) throw new ConnectRefusal(BAD_USERNAME_OR_PASSWORD, 'unknown AccessKeyId (not the account that applies for tokens)');
+  const credentials = parseTokenPassword(password);
+  // Not the parser's detail: a password with its parts swapped would have the token quoted as a "type".
+  if (!credentials.ok) throw new ConnectRefusal(BAD_USERNAME_OR_PASSWORD, "the password is not Token mode's <type>|<token> pairs (types R, W or RW, one token each)");
+  const login = config.tokens.login(config.instanceId, credentials.value);
+  if (!login.ok) throw new ConnectRefusal(tokenConnackCode(login.code), `the ${login.type} token is ${describeTokenCode(login.code)}`);
+  if (parsed.instanceId !== config.instanceId) throw new ConnectRefusal(NOT_AUTHORIZED, 'the username names another instance');
+  return { mode: 'Token', keyId: parsed.keyId, tokens: login.records };
 }
 
 /**
@@ -63,8 +101,7 @@ export interface ConnectIdentity {
  * rc 2 for a ClientId breaking the grammar; rc 4 when username/password cannot be verified (malformed username,
  * unknown mode or key id, wrong password); rc 5 when they verify but are not allowed here (another instance, or
  * a device credential bound to another ClientId). MQTT 5 gets 0x85, 0x86 and 0x87 for the same cases.
- *
- * Token mode is not emulated (it needs ApplyToken and the token lifecycle): it always gets rc 4.
+ * Token mode: see {@link checkTokenConnect}.
  */
 export function checkConnect(config: BrokerAuthConfig, clientId: string, username: string | undefined, password: Buffer | undefined): ConnectIdentity {
   if (clientIdProblem(clientId)) throw new ConnectRefusal(IDENTIFIER_REJECTED, 'identifier rejected');
@@ -78,6 +115,8 @@ export function checkConnect(config: BrokerAuthConfig, clientId: string, usernam
     const record = config.registry.findByKeyId(parsed.keyId);
     if (!record) throw new ConnectRefusal(BAD_USERNAME_OR_PASSWORD, 'unknown or revoked DeviceAccessKeyId');
     ({ ClientId: boundClientId, InstanceId: boundInstanceId, DeviceAccessKeySecret: secret } = record);
+  } else if (parsed.mode === 'Token') {
+    return checkTokenConnect(config, parsed, password);
   } else if (parsed.mode === 'Signature') {
     if (parsed.keyId !== config.accessKeyId) throw new ConnectRefusal(BAD_USERNAME_OR_PASSWORD, 'unknown AccessKeyId');
     // The account key may connect any ClientId of its instance.
@@ -114,6 +153,8 @@ export interface BrokerHandle {
   readonly persistence: unknown;
   /** Cut a connected client's connection without a DISCONNECT, like a network failure. True when it was connected. */
   disconnect(clientId: string): boolean;
+  /** Token mode: look at every Token-mode session against the `now` clock at once (notices due, tokens run out). */
+  checkTokens(): void;
   /** Close the broker, every client socket and all listeners. Never rejects. */
   close(): Promise<void>;
 }
@@ -121,6 +162,8 @@ export interface BrokerHandle {
 /** What the broker is built with besides the options. */
 export interface BrokerDependencies {
   readonly registry: CredentialRegistry;
+  /** The tokens ApplyToken issued (Token mode); without it Token-mode CONNECTs are refused. */
+  readonly tokens?: TokenRegistry;
   readonly stats: StatsRecorder;
   /** A previous broker's {@link BrokerHandle.persistence} to keep its sessions; default a fresh in-memory store. */
   readonly persistence?: unknown;
@@ -197,7 +240,7 @@ function writeRefusal(conn: Duplex, protocolVersion: number, refusal: ConnectRef
  * (unless off) WebSocket, TLS and secure WebSocket listeners. Speaks MQTT 3.1, 3.1.1 and 5.
  */
 export async function startBroker(options: ResolvedEmulatorOptions, deps: BrokerDependencies): Promise<BrokerHandle> {
-  const auth: BrokerAuthConfig = { ...options, registry: deps.registry };
+  const auth: BrokerAuthConfig = { ...options, registry: deps.registry, tokens: deps.tokens };
   // CONNACKs decided by our hooks are counted when decided, so the count is already right when the client reads
   // its CONNACK (aedes emits connackSent only after the write). CONNACKs aedes decides alone are counted on connackSent.
   const counted = new WeakSet<Client>();
@@ -228,6 +271,57 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
   const disconnectFor = (client: Client | null, refusal: Refusal, then: () => void): void => {
     if (client?.version === 5 && !client.closed) sendDisconnect(client, refusal.reasonCode, describeRefusal(refusal, client.id), options.drainTimeoutMs, then);
     else then();
+  };
+
+  // Token mode: the broker's notices go to the one client, without a subscription (devices cannot subscribe to
+  // $SYS), as QoS 0 PUBLISHes written straight to its connection; `then` runs once the bytes are handed over, so a
+  // disconnect that follows does not lose them.
+  const sendPublish = (client: Client, topic: string, payload: Buffer, then: () => void = noop): void => {
+    if (client.closed) {
+      then();
+      return;
+    }
+    const conn = client.conn;
+    const protocolVersion = client.version === 5 ? 5 : client.version === 3 ? 3 : 4;
+    const flushed = conn.write(mqttPacket.generate({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }, { protocolVersion }), () => then());
+    if (!flushed) setTimeout(() => conn.destroy(), options.drainTimeoutMs).unref();
+  };
+  const tokenRefusal = (rule: 'tokenResource' | 'tokenInvalid', code: TokenInvalidCode, type: TokenType, what: string): Refusal => ({
+    rule,
+    action: 'disconnect',
+    reasonCode: REASON.NOT_AUTHORIZED,
+    reason: `${what}: the ${type} token is ${describeTokenCode(code)}; $SYS/tokenInvalidNotice sent`,
+  });
+  // The reference's order: $SYS/tokenInvalidNotice {code, type}, then the disconnect (MQTT 5: DISCONNECT 0x87).
+  const noticeThenDisconnect = (client: Client, code: TokenInvalidCode, type: TokenType, refusal: Refusal, then: () => void): void => {
+    sendPublish(client, TOKEN_TOPICS.invalidNotice, invalidNoticePayload(code, type), () => disconnectFor(client, refusal, then));
+  };
+  const tokenSessions = deps.tokens
+    ? new TokenSessions(deps.tokens, { now: options.now, leadMs: options.tokenExpireNoticeLeadMs, instanceId: options.instanceId }, {
+      expiring: (client, record) => sendPublish(client, TOKEN_TOPICS.expireNotice, expireNoticePayload(record.expireTime, record.type)),
+      invalid: (client, code, type) => {
+        const refusal = tokenRefusal('tokenInvalid', code, type, 'the session');
+        report(refusal, client.id);
+        noticeThenDisconnect(client, code, type, refusal, () => client.close());
+      },
+    })
+    : undefined;
+  /** A PUBLISH, SUBSCRIBE or upload refused by the session's tokens: the notice, then the disconnect, then `then`. */
+  const refuseByToken = (
+    client: Client,
+    outcome: { code: TokenInvalidCode; type: TokenType; rule: 'tokenResource' | 'tokenInvalid'; repeated: boolean },
+    what: string,
+    then: (error: Error) => void,
+  ): void => {
+    const refusal = tokenRefusal(outcome.rule, outcome.code, outcome.type, what);
+    const error = new Error(refusal.reason);
+    // A packet behind the one that ended the session: it is being told and disconnected already.
+    if (outcome.repeated) {
+      then(error);
+      return;
+    }
+    report(refusal, client.id);
+    noticeThenDisconnect(client, outcome.code, outcome.type, refusal, () => then(error));
   };
 
   const broker = await Aedes.createBroker({
@@ -285,6 +379,7 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
         return;
       }
       if (identity.mode === 'DeviceCredential') sessionKeys.set(client, identity.keyId);
+      if (identity.mode === 'Token' && identity.tokens) tokenSessions?.admit(client, identity.tokens);
       decide(client, 0);
       done(null, true);
     },
@@ -293,6 +388,15 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
       if (subscription.topic === p2pInbox(client.id)) {
         done(null, subscription);
         return;
+      }
+      // Token mode: a filter must be within an R token (reference §5.3), checked before the service's other rules
+      // so that the client is told why. `$` filters ($SYS, $share/) are the rules' to refuse.
+      if (tokenSessions?.has(client) && !subscription.topic.startsWith('$')) {
+        const outcome = tokenSessions.authorize(client, 'R', subscription.topic);
+        if (!outcome.allowed) {
+          refuseByToken(client, outcome, `SUBSCRIBE to '${subscription.topic}'`, (error) => done(error));
+          return;
+        }
       }
       const filters = heldBy(client);
       const refusal = checkSubscribe(options, subscription, sessionFacts(client), filters);
@@ -312,7 +416,14 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     authorizeForward(client, packet) {
       // Broad filters (`#`, `Parent/#`) match other clients' P2P topics; only the addressee gets those messages.
       const target = p2pTarget(packet.topic);
-      return target === undefined || target === client.id ? packet : null;
+      if (target === undefined) return packet;
+      if (target !== client.id) return null;
+      if (options.tokenP2pNeedsRead && tokenSessions?.has(client) && !authorizeSubscribe(tokenSessions.held(client), packet.topic).allowed) {
+        deps.stats.recordRule('tokenResource');
+        options.logger.warn(`MQTT rule tokenResource (option tokenP2pNeedsRead): ${client.id}: a P2P message on '${packet.topic}' not delivered: no R token of the session covers it`, { rule: 'tokenResource', clientId: client.id });
+        return null;
+      }
+      return packet;
     },
   });
   hardenBroker(broker);
@@ -320,6 +431,21 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
   // Keep aedes' own publish rules (no publishing to $SYS) after the service's.
   const aedesAuthorizePublish = broker.authorizePublish;
   broker.authorizePublish = (client, packet, done) => {
+    if (tokenSessions?.has(client)) {
+      if (packet.topic === TOKEN_TOPICS.upload) {
+        uploadToken(client, packet, done);
+        return;
+      }
+      // A topic must be within a W token (reference §5.3), checked before the service's other rules so that the
+      // client is told why. `$` topics are the rules' (and aedes') to refuse.
+      if (!packet.topic.startsWith('$')) {
+        const outcome = tokenSessions.authorize(client, 'W', packet.topic);
+        if (!outcome.allowed) {
+          refuseByToken(client, outcome, `PUBLISH to '${packet.topic}'`, done);
+          return;
+        }
+      }
+    }
     const refusal = checkPublish(options, packet, client ? sessionFacts(client) : undefined);
     if (refusal) {
       report(refusal, client?.id);
@@ -335,6 +461,38 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     // A retained P2P message would be re-sent to its addressee on every connect; the service has no such thing.
     if (p2pTarget(packet.topic) !== undefined) packet.retain = false;
     aedesAuthorizePublish.call(broker, client, packet, done);
+  };
+
+  /**
+   * `$SYS/uploadToken` (reference §5.3): `{"Token": "…", "type": "R|W|RW"}` replaces the session's token of that type
+   * (or adds one) before the PUBACK, so a client that waited for its PUBACK holds the new token. A payload that is
+   * not that is refused as a protocol error without a notice (there is no token to name): the client is disconnected
+   * (MQTT 5: DISCONNECT 0x99 Payload format invalid). A token that does not verify gets $SYS/tokenInvalidNotice with
+   * its code, then the disconnect, like any invalid token of the session.
+   */
+  const uploadToken = (client: Client, packet: Parameters<Aedes['authorizePublish']>[1], done: (error?: Error | null) => void): void => {
+    const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload, 'utf8') : packet.payload;
+    const parsed = parseUploadToken(payload);
+    if (!parsed.ok) {
+      const refusal: Refusal = { rule: 'tokenUpload', action: 'disconnect', reasonCode: REASON.PAYLOAD_FORMAT_INVALID, reason: `a ${TOKEN_TOPICS.upload} payload that is not {"Token": "…", "type": "R|W|RW"}: ${parsed.problem}` };
+      report(refusal, client.id);
+      disconnectFor(client, refusal, () => done(new Error(refusal.reason)));
+      return;
+    }
+    const outcome = tokenSessions?.upload(client, parsed.value) ?? { allowed: true };
+    if (!outcome.allowed) {
+      refuseByToken(client, outcome, `the ${parsed.value.type} token uploaded to ${TOKEN_TOPICS.upload}`, done);
+      return;
+    }
+    // The upload is the broker's business and its payload a credential: it is acknowledged here and never routed.
+    // aedes 2.0.0-beta.1 (pinned) skips publishing a packet flagged `_notAuthorized`, and then sends no
+    // acknowledgement of its own (a QoS 2 upload's PUBREL finds nothing stored and gets its PUBCOMP all the same).
+    if (packet.qos > 0 && packet.messageId !== undefined) {
+      const ack: IPubackPacket | IPubrecPacket = packet.qos === 1 ? { cmd: 'puback', messageId: packet.messageId } : { cmd: 'pubrec', messageId: packet.messageId };
+      client.conn.write(mqttPacket.generate(ack, { protocolVersion: client.version === 5 ? 5 : 4 }));
+    }
+    (packet as { _notAuthorized?: boolean })._notAuthorized = true;
+    done(null);
   };
 
   broker.on('connackSent', (packet, client) => {
@@ -419,6 +577,9 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
   // A clean session's state ends with its connection (MQTT 3.1.1 §3.1.2.4, MQTT 5 §4.1): aedes keeps the QoS 2
   // messages it stored for their PUBREL under the ClientId for good, where they take memory and make the next
   // session's QoS 2 message with the same packet id look like a duplicate, dropped. They go with the session here.
+  // Token mode: notices may be sent once the CONNACK is out; the tokens' timers end with the connection.
+  broker.on('clientReady', (client) => tokenSessions?.ready(client));
+  broker.on('clientDisconnect', (client) => tokenSessions?.end(client));
   broker.on('clientDisconnect', (client) => {
     const unreleased = guarded.get(client)?.unreleased() ?? [];
     if (!client.clean || unreleased.length === 0) return;
@@ -440,6 +601,7 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
 
   const closeBroker = async (): Promise<void> => {
     stopKicking();
+    tokenSessions?.close();
     await new Promise<void>((resolve) => broker.close(() => resolve()));
   };
 
@@ -462,6 +624,9 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
       if (!client || client.closed) return false;
       cut(client);
       return true;
+    },
+    checkTokens() {
+      tokenSessions?.checkAll();
     },
     async close() {
       await closeBroker();

@@ -93,6 +93,13 @@ export interface Emulator {
    */
   disconnect(clientId: string): boolean;
   /**
+   * Token mode: look at every Token-mode session against the `now` clock at once, as the broker's own timers do when
+   * they fire: a token within `tokenExpireNoticeLeadMs` of its ExpireTime gets its `$SYS/tokenExpireNotice`, and a
+   * session holding a token that expired gets `$SYS/tokenInvalidNotice` (code 2) and is disconnected. The timers
+   * run on real time; a test that moves `now` calls this instead of waiting.
+   */
+  checkTokens(): void;
+  /**
    * Close the broker and its listeners (every client is dropped) and start them again on the same ports. Device
    * credentials, persistent sessions (clean: false) with their subscriptions and queued QoS 1 messages, and stats
    * are kept. The OpenAPI server keeps running throughout. Rejects when the emulator is closed or a port cannot be
@@ -123,7 +130,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     throw error;
   }
   const faults = new FaultInjector(config);
-  const mqtt = new MqttService(config, { registry, stats }, await startBroker(config, { registry, stats }).catch(async (error: unknown) => {
+  const mqtt = new MqttService(config, { registry, tokens, stats }, await startBroker(config, { registry, tokens, stats }).catch(async (error: unknown) => {
     await persistence?.close();
     throw error;
   }));
@@ -254,6 +261,10 @@ class MqttService {
     return this.#handle.disconnect(clientId);
   }
 
+  checkTokens(): void {
+    this.#handle.checkTokens();
+  }
+
   restart(): Promise<void> {
     return this.#serialise(async () => {
       if (this.#closed) throw new Error('The emulator is closed');
@@ -343,6 +354,10 @@ class RunningEmulator implements Emulator {
 
   disconnect(clientId: string): boolean {
     return this.#mqtt.disconnect(clientId);
+  }
+
+  checkTokens(): void {
+    this.#mqtt.checkTokens();
   }
 
   restart(): Promise<void> {

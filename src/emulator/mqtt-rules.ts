@@ -16,6 +16,7 @@ export const REASON = Object.freeze({
   QUOTA_EXCEEDED: 0x97,
   RETAIN_NOT_SUPPORTED: 0x9a,
   QOS_NOT_SUPPORTED: 0x9b,
+  PAYLOAD_FORMAT_INVALID: 0x99,
 });
 
 /** One rule: the option and CLI flag that control it (none for the guards that are always on), for messages. */
@@ -42,6 +43,12 @@ export const RULES = Object.freeze({
   p2pSubscription: {},
   unsafeSubscribe: {},
   qos2Unreleased: { option: 'maxQueuedBytes', flag: '--max-queued-bytes' },
+  /** Token mode: a PUBLISH or SUBSCRIBE outside the session's tokens (notice code 4 or 5, then a disconnect). */
+  tokenResource: {},
+  /** Token mode: a token of the session stopped being valid (expired, revoked) or an uploaded one is not valid. */
+  tokenInvalid: {},
+  /** Token mode: a `$SYS/uploadToken` payload that is not `{"Token": "…", "type": "R|W|RW"}`. */
+  tokenUpload: {},
 } satisfies Record<string, RuleInfo>);
 
 /** The name of a rule or guard. */

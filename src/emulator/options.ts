@@ -5,6 +5,7 @@ import { API_ERROR_CATALOG, ValidationError, isApsaraMqDeviceError } from '../er
 import type { ErrorStatusMode } from './api-errors.js';
 import { BROKER_OPTION_NAMES, resolveBrokerOptions, type BrokerOptions, type ResolvedBrokerOptions } from './broker-options.js';
 import { BASE36_LOWER, BASE62, randomString } from './crypto.js';
+import { TOKEN_EXPIRE_NOTICE_LEAD_MS } from './tokens.js';
 
 /** The actions with a QPS limit of their own (reference §2), besides the account's `qpsLimit`. */
 export type RateLimitedAction = 'ApplyToken' | 'QueryToken' | 'RevokeToken' | 'QuerySessionByClientId' | 'BatchQuerySessionByClientIds';
@@ -65,6 +66,19 @@ export interface EmulatorOptions extends BrokerOptions {
    * Register), instead of only refusing new CONNECTs. Default false, as documented for UnRegister (reference §0).
    */
   kickOnRevoke?: boolean;
+  /**
+   * Token mode: how long before a token of a session expires the broker sends `$SYS/tokenExpireNotice`, in ms
+   * (default 5 minutes, the service's "about 5 minutes"). Measured on the `now` clock; a test that moves `now` calls
+   * `checkTokens()` to have the broker look at its sessions again.
+   */
+  tokenExpireNoticeLeadMs?: number;
+  /**
+   * Token mode: does a Token-mode client need an R token covering `<parent>/p2p/<its ClientId>` to receive P2P
+   * messages? Default false: the receiver does not subscribe, and the sender's W token already had to cover that
+   * exact topic (the record is silent). With true, a P2P message to a client whose tokens do not grant R on the
+   * topic is dropped (counted under the rule `tokenResource`, no notice: the receiver did nothing).
+   */
+  tokenP2pNeedsRead?: boolean;
   /** Largest PUBLISH payload in bytes (default 65536, the service's 64 KB; Infinity under `lenient`); a larger one disconnects the client. A positive integer or Infinity. */
   maxPayloadBytes?: number;
   /**
@@ -132,6 +146,8 @@ export const EMULATOR_DEFAULTS = Object.freeze({
   faultRate: 0,
   faultCodes: Object.freeze(['SystemOverFlow', 'InternalError']),
   kickOnRevoke: false,
+  tokenExpireNoticeLeadMs: TOKEN_EXPIRE_NOTICE_LEAD_MS,
+  tokenP2pNeedsRead: false,
   maxPayloadBytes: 64 * 1024,
   actionQpsLimits: Object.freeze({ ApplyToken: 100, QueryToken: 100, RevokeToken: 5, QuerySessionByClientId: 500, BatchQuerySessionByClientIds: 100 }),
   actionThrottleCode: 'SystemOverFlow',
@@ -176,6 +192,8 @@ export interface ResolvedEmulatorOptions extends ResolvedBrokerOptions {
   readonly latencyMs: Readonly<{ min: number; max: number }> | undefined;
   readonly random: () => number;
   readonly kickOnRevoke: boolean;
+  readonly tokenExpireNoticeLeadMs: number;
+  readonly tokenP2pNeedsRead: boolean;
   readonly maxPayloadBytes: number;
   /** Every rate-limited action with its limit. */
   readonly actionQpsLimits: Readonly<Record<RateLimitedAction, number>>;
@@ -194,7 +212,8 @@ const KNOWN_OPTIONS: ReadonlySet<string> = new Set<keyof EmulatorOptions>([
   'host', 'mqttPort', 'wsPort', 'apiPort', 'instanceId', 'accessKeyId', 'accessKeySecret', 'env',
   'reRegister', 'errorStatuses', 'qpsLimit', 'credentialQuota', 'timestampWindowMs', 'nonceWindowMs', 'now',
   'faultRate', 'faultCodes', 'latencyMs', 'random', 'kickOnRevoke', 'maxPayloadBytes', 'tls', 'tlsPort', 'wssPort',
-  'dataDir', 'actionQpsLimits', 'actionThrottleCode', 'rateClock', 'getOnPostOnly',
+  'dataDir', 'actionQpsLimits', 'actionThrottleCode', 'rateClock', 'getOnPostOnly', 'tokenExpireNoticeLeadMs',
+  'tokenP2pNeedsRead',
 ]);
 
 /** Printable ASCII except `|`, which separates the parts of an MQTT username. */
@@ -234,6 +253,14 @@ function countOrInfinity(name: string, value: unknown, min: 0 | 1): number {
 function durationMs(name: string, value: unknown): number {
   if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
     throw invalid(name, 'a positive finite number of milliseconds', value);
+  }
+  return value;
+}
+
+/** 0 (the notice comes at expiry, just before the invalid notice) up to the longest token lifetime, 30 days. */
+function leadMs(value: unknown): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 30 * 24 * 60 * 60_000) {
+    throw invalid('tokenExpireNoticeLeadMs', 'an integer number of ms from 0 to 2592000000 (30 days)', value);
   }
   return value;
 }
@@ -425,6 +452,8 @@ export function resolveOptions(options: EmulatorOptions = {}): ResolvedEmulatorO
     latencyMs: latencyRange(options.latencyMs),
     random: func<() => number>('random', options.random === undefined ? Math.random : options.random, 'a function returning a number in [0, 1)'),
     kickOnRevoke: bool('kickOnRevoke', pick('kickOnRevoke')),
+    tokenExpireNoticeLeadMs: leadMs(pick('tokenExpireNoticeLeadMs')),
+    tokenP2pNeedsRead: bool('tokenP2pNeedsRead', pick('tokenP2pNeedsRead')),
     maxPayloadBytes: countOrInfinity('maxPayloadBytes', options.maxPayloadBytes ?? (broker.lenient ? Number.POSITIVE_INFINITY : EMULATOR_DEFAULTS.maxPayloadBytes), 1),
     actionQpsLimits: actionLimits(options.actionQpsLimits),
     actionThrottleCode: oneOf('actionThrottleCode', pick('actionThrottleCode'), ['SystemOverFlow', 'Throttling.Api'] as const),

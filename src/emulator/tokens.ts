@@ -303,6 +303,42 @@ export function tokenConnackCode(code: TokenInvalidCode): 4 | 5 {
   return code === TOKEN_INVALID.forged || code === TOKEN_INVALID.badSignature || code === TOKEN_INVALID.account ? 4 : 5;
 }
 
+/** What a notice code means, in words that name no secret: "the W token {@link describeTokenCode}". */
+export function describeTokenCode(code: TokenInvalidCode): string {
+  switch (code) {
+    case TOKEN_INVALID.forged:
+      return 'not a token of this instance (notice code 1, forged)';
+    case TOKEN_INVALID.expired:
+      return 'expired (notice code 2)';
+    case TOKEN_INVALID.revoked:
+      return 'revoked (notice code 3)';
+    case TOKEN_INVALID.resourceMismatch:
+      return 'not covering the topic (notice code 4, resource mismatch)';
+    case TOKEN_INVALID.permissionMismatch:
+      return 'of another permission type (notice code 5, permission mismatch)';
+    case TOKEN_INVALID.badSignature:
+      return 'altered (notice code 8, bad signature)';
+    case TOKEN_INVALID.account:
+      return 'of another account (notice code -1)';
+  }
+}
+
+/**
+ * What a session's token needs next, on the `now` clock: `expired` (now ≥ ExpireTime), `notice` (the expire notice
+ * is due: now ≥ ExpireTime − lead and it was not sent yet), or nothing until `inMs` from now (the notice, or the
+ * expiry once the notice is sent). A broker arms one timer for the earliest of its tokens and asks again when it
+ * fires, so that a `now` that runs slower or faster than the timers is followed.
+ */
+export type TokenTimer = { readonly due: 'expired' } | { readonly due: 'notice' } | { readonly due: 'later'; readonly inMs: number };
+
+/** {@link TokenTimer} of one token. */
+export function tokenTimer(now: number, expireTime: number, leadMs: number, noticeSent: boolean): TokenTimer {
+  if (now >= expireTime) return { due: 'expired' };
+  const noticeAt = expireTime - leadMs;
+  if (!noticeSent && now >= noticeAt) return { due: 'notice' };
+  return { due: 'later', inMs: (noticeSent ? expireTime : noticeAt) - now };
+}
+
 // ---------------------------------------------------------------- the registry
 
 /** One issued token, as the emulator keeps it (never the token itself). */

@@ -578,7 +578,8 @@ export interface SessionStatus {
 /** The token type of an ApplyToken `Actions` value: what a Token-mode password calls it. */
 const TOKEN_TYPE_OF_ACTIONS: Readonly<Record<string, TokenType | undefined>> = Object.freeze({ R: 'R', W: 'W', 'R,W': 'RW' });
 
-function checkResources(resources: readonly string[]): string[] {
+/** ApplyToken's resources checked (1 to 100 topics, no commas or spaces) and in the dictionary order the service wants. */
+export function checkResources(resources: readonly string[]): string[] {
   if (!Array.isArray(resources) || resources.length < 1 || resources.length > MAX_TOKEN_RESOURCES) {
     throw new ValidationError('InvalidOption', `Invalid resources: expected 1 to ${MAX_TOKEN_RESOURCES} topics`);
   }

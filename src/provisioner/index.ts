@@ -45,6 +45,8 @@ export {
   type ObtainOptions,
   type ProvisionerOptions,
   type ProvisionStrategy,
+  type TokenSourceGrant,
+  type TokenSourceOptions,
   type WaitForSessionOptions,
 } from './provisioner.js';
 export { IssuedToken, type TokenType } from './token.js';

@@ -3,7 +3,8 @@ import { assertClientId, assertInstanceId, type CredentialRequest, type Credenti
 import { ApiError, ApsaraMqDeviceError, isApsaraMqDeviceError, LOCAL_ERROR_CATALOG, NetworkError, StoreError, ValidationError } from '../errors.js';
 import { sleep } from '../util/backoff.js';
 import { abortError } from './abort.js';
-import { type ApiCallStats, type ApplyTokenRequest, type CallOptions, type ClientIdPage, type CredentialResponse, type ListClientIdsOptions, OpenApiClient, type OpenApiClientOptions, type SessionStatus } from './api-client.js';
+import type { TokenRequest, TokenSource } from '../connector/token.js';
+import { type ApiCallStats, type ApplyTokenRequest, type CallOptions, type ClientIdPage, type CredentialResponse, type ListClientIdsOptions, OpenApiClient, type OpenApiClientOptions, type SessionStatus, checkResources } from './api-client.js';
 import type { IssuedToken } from './token.js';
 import { FileCredentialStore } from './file-store.js';
 import { type PendingRegister, type RegisterLog, RegistrationJournal } from './journal.js';
@@ -28,6 +29,22 @@ export interface WaitForSessionOptions {
   /** Time between two QuerySessionByClientId calls. @default 250 */
   intervalMs?: number;
   signal?: AbortSignal;
+}
+
+/** One kind of token a {@link Provisioner.tokenSource} applies for: a permission and the topics it covers. */
+export interface TokenSourceGrant {
+  /** `R` (subscribe), `W` (publish) or `R,W` (both): one ApplyToken each, as a token has one type. */
+  actions: 'R' | 'W' | 'R,W';
+  /** Topics the token covers (`Parent/sub`, `Parent/+`, `Parent/#`), 1 to 100. */
+  resources: readonly string[];
+}
+
+/** Options of {@link Provisioner.tokenSource}. */
+export interface TokenSourceOptions {
+  /** How long each token lasts, ms: 60 s to 30 days. @default 3600000 (1 hour) */
+  lifetimeMs?: number;
+  /** The clock ExpireTime is counted from, ms since the epoch. @default Date.now */
+  now?: () => number;
 }
 
 /** Options of a {@link Provisioner}: how to reach the OpenAPI, which instance, and where to keep credentials. */
@@ -330,6 +347,41 @@ export class Provisioner {
       const stored = await this.store.load(this.instanceId, clientId);
       if (stored && request.rejected && !stored.sameKeyAs(request.rejected)) return stored;
       return (await this.get(clientId, options)).credential;
+    };
+  }
+
+  /**
+   * A {@link TokenSource} for a connector in Token mode (`connectDevice({ clientId, token: { accessKeyId,
+   * instanceId, source } })`): ApplyToken for each grant (one token per permission type), each lasting `lifetimeMs`.
+   * Asked to renew or after a refusal, it applies again for the types asked only. It runs where the account key is
+   * (an application server handing tokens to its devices, a gateway, a test); a device gets the tokens, never the key.
+   *
+   * @example
+   * const source = provisioner.tokenSource([{ actions: 'W', resources: ['demo/#'] }, { actions: 'R', resources: ['demo/in'] }]);
+   * @throws ValidationError `InvalidOption` at once, before any I/O: no grant, two of one type, bad resources or lifetime.
+   */
+  tokenSource(grants: readonly TokenSourceGrant[], options: TokenSourceOptions = {}): TokenSource {
+    if (!Array.isArray(grants) || grants.length === 0) throw new ValidationError('InvalidOption', 'tokenSource needs at least one grant { actions, resources }');
+    const TYPES = { R: 'R', W: 'W', 'R,W': 'RW' } as const;
+    const checked = grants.map((grant) => {
+      const type = TYPES[grant?.actions as keyof typeof TYPES];
+      if (type === undefined) throw new ValidationError('InvalidOption', `Invalid actions ${JSON.stringify(grant?.actions)}: expected 'R', 'W' or 'R,W'`);
+      return { type, actions: grant.actions, resources: checkResources(grant.resources) };
+    });
+    if (new Set(checked.map((grant) => grant.type)).size !== checked.length) {
+      throw new ValidationError('InvalidOption', 'tokenSource takes at most one grant per permission type (R, W, R,W): a Token-mode password holds one token of each');
+    }
+    const lifetimeMs = options.lifetimeMs ?? 3_600_000;
+    if (typeof lifetimeMs !== 'number' || !Number.isInteger(lifetimeMs) || lifetimeMs < 60_000 || lifetimeMs > 30 * 24 * 3_600_000) {
+      throw new ValidationError('InvalidOption', `Invalid lifetimeMs ${String(lifetimeMs)}: expected an integer from 60000 (60 s) to 2592000000 (30 days)`);
+    }
+    const now = options.now ?? Date.now;
+    if (typeof now !== 'function') throw new ValidationError('InvalidOption', 'Option now must be a function returning ms since the epoch');
+    return async (request: TokenRequest) => {
+      const call: CallOptions = request.signal === undefined ? {} : { signal: request.signal };
+      const asked = checked.filter((grant) => request.types.includes(grant.type));
+      return Promise.all((asked.length > 0 ? asked : checked).map((grant) =>
+        this.applyToken({ resources: grant.resources, actions: grant.actions, expireTime: Math.floor(now()) + lifetimeMs }, call)));
     };
   }
 

@@ -73,10 +73,15 @@ export function signSignature(input: { accessKeyId: string; accessKeySecret: str
   };
 }
 
-/** One token of Token mode, by permission type. */
+/** One token of Token mode, by permission type (`R` subscribe, `W` publish, `RW` both). `IssuedToken` is one. */
 export interface TokenGrant {
   type: 'R' | 'W' | 'RW';
   token: string;
+  /**
+   * When it expires, ms since the epoch, if known. Not part of the password (signToken ignores it); a token source
+   * that gives it lets the connector renew the token before it expires.
+   */
+  expireTime?: number;
 }
 
 /**

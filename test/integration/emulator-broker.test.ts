@@ -68,7 +68,7 @@ describe('broker: DeviceCredential authentication', () => {
     expect(await connackCode(e.mqttUrl, { ...good, clientId: '' }, { clean: true })).toBe(2);
   });
 
-  it('accepts Signature mode with the account keys (rc 0) and refuses it with other keys (rc 4); Token mode is not emulated (rc 4)', async () => {
+  it('accepts Signature mode with the account keys (rc 0) and refuses it with other keys (rc 4); a Token-mode password that is no token gets rc 4 (token-mode-broker.test.ts has the rest)', async () => {
     const e = emu();
     const clientId = 'GID_sig@@@dev';
     const sig = signSignature({ accessKeyId: e.accessKeyId, accessKeySecret: e.accessKeySecret, instanceId: e.instanceId, clientId });

@@ -68,7 +68,7 @@ describe('MQTT 5: authentication', () => {
     expect(await code({ ...good, username: `DeviceCredential|DC.unknownunknownunknown00|${e.instanceId}` })).toBe(0x86);
     expect(await code({ ...good, username: 'DeviceCredential' })).toBe(0x86);
     expect(await code({ ...sig, password: hmacPassword('wrong', sig.clientId) })).toBe(0x86);
-    // Token mode is not emulated: it stays "bad user name or password".
+    // A Token-mode password whose token is forged cannot be verified (token-mode-broker.test.ts has the rest).
     expect(await code(signToken({ accessKeyId: e.accessKeyId, instanceId: e.instanceId, clientId: sig.clientId, tokens: [{ type: 'RW', token: 'x' }] }))).toBe(0x86);
     expect(await code({ ...good, username: good.username.replace(e.instanceId, 'mqtt-cn-other') })).toBe(0x87);
     expect(await code({ username: good.username, clientId: 'GID_v5@@@other', password: hmacPassword((await callApi(e, 'GetDeviceCredential', { ClientId: good.clientId, InstanceId: e.instanceId }) as { DeviceCredential: { DeviceAccessKeySecret: string } }).DeviceCredential.DeviceAccessKeySecret, 'GID_v5@@@other') })).toBe(0x87);
