@@ -20,6 +20,8 @@ interface EmulatorFlags {
   faultCodes?: string[];
   latencyMs?: { min: number; max: number };
   kickOnRevoke?: boolean;
+  tokenExpireNoticeLeadMs?: number;
+  tokenP2pNeedsRead?: boolean;
   tlsCert?: string;
   tlsKey?: string;
   tlsPort?: number;
@@ -227,6 +229,8 @@ export function addEmulatorCommand(program: Command, io: CliIo): void {
     .option('--fault-codes <codes>', 'comma-separated error codes injected faults answer with (default SystemOverFlow,InternalError)', listArg)
     .option('--latency-ms <min-max>', 'delay each OpenAPI request by a uniformly drawn MIN to MAX ms (or exactly N)', rangeArg)
     .option('--kick-on-revoke', 'drop live MQTT sessions of a credential as soon as Refresh, UnRegister or a repeated Register revokes it')
+    .option('--token-expire-notice-lead-ms <ms>', 'Token mode: how long before a token expires its $SYS/tokenExpireNotice is sent (default 300000)', intArg('--token-expire-notice-lead-ms', 0, 30 * 24 * 3_600_000))
+    .option('--token-p2p-needs-read', 'Token mode: a P2P message reaches a client only if one of its R tokens covers the topic')
     .option('--tls-cert <file>', 'PEM server certificate (chain): turns on MQTT over TLS and over secure WebSocket (/mqtt)')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--tls-port <port>', `MQTT over TLS port (default ${EMULATOR_CLI_DEFAULTS.tlsPort}; 0 = any free port)`, intArg('--tls-port', 0, 65535))
@@ -286,6 +290,8 @@ Examples:
         ...(flags.faultCodes === undefined ? {} : { faultCodes: flags.faultCodes }),
         ...(flags.latencyMs === undefined ? {} : { latencyMs: flags.latencyMs }),
         kickOnRevoke: flags.kickOnRevoke === true,
+        ...(flags.tokenExpireNoticeLeadMs === undefined ? {} : { tokenExpireNoticeLeadMs: flags.tokenExpireNoticeLeadMs }),
+        ...(flags.tokenP2pNeedsRead ? { tokenP2pNeedsRead: true } : {}),
         ...(await tlsOptions(flags)),
         env: io.env,
         ...stateOptions(flags, io.env),
