@@ -96,9 +96,9 @@ type State = 'idle' | 'connecting' | 'subscribing' | 'online' | 'waiting' | 'sto
 const TRAFFIC_REFUSALS: ReadonlySet<number> = new Set([0x81, 0x82, 0x87, 0x8f, 0x90, 0x95, 0x99, 0x9a, 0x9b, 0x9e, 0xa1, 0xa2]);
 
 /**
- * One simulated device: a raw socket speaking just enough MQTT 3.1.1 or MQTT 5, authenticated in DeviceCredential mode with
- * the same signer as the library's connector. Kept small on purpose (no per-device closures beyond the socket's
- * listeners): a 2-core machine runs 10,000 of them.
+ * One simulated device: a raw socket speaking just enough MQTT 3.1.1 or MQTT 5, authenticated in DeviceCredential
+ * mode with the same signer as the library's connector. Kept small on purpose (no per-device closures beyond the
+ * socket's listeners): a 2-core machine runs 10,000 of them.
  */
 export class SimulatedDevice {
   readonly index: number;
