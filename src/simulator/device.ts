@@ -7,7 +7,24 @@ import { signDeviceCredential } from '../signer/mqtt.js';
 import { fullJitterDelay } from '../util/backoff.js';
 import type { Clock } from './clock.js';
 import type { SimulationMetrics } from './metrics.js';
-import { DISCONNECT, PINGREQ, PacketReader, PacketType, decodePublish, encodeConnect, encodePuback, encodePublish, encodeSubscribe, type IncomingPacket } from './mqtt-wire.js';
+import {
+  DISCONNECT,
+  DISCONNECT_V5,
+  PINGREQ,
+  PacketReader,
+  PacketType,
+  type ProtocolLevel,
+  decodeConnack,
+  decodeDisconnect,
+  decodePublish,
+  decodeSuback,
+  encodeConnect,
+  encodePuback,
+  encodePublish,
+  encodeSubscribe,
+  pubackReasonCode,
+  type IncomingPacket,
+} from './mqtt-wire.js';
 import { PAYLOAD_HEADER_SIZE, type ResolvedSettings } from './options.js';
 
 /** Where the devices connect: MQTT over TCP or over TLS. */
@@ -48,6 +65,8 @@ export interface DeviceContext {
   readonly payloadTemplate: Buffer;
   /** Called once per device that hit the open-file limit. */
   readonly onFileLimit: () => void;
+  /** Called with an MQTT 5 refusal's error code and the broker's Reason String, when it sent one. */
+  readonly onReason?: (code: string, reasonString: string) => void;
 }
 
 /** A failed connect attempt: its error code and whether another attempt may succeed. */
@@ -69,9 +88,17 @@ const RECONNECT_BACKOFF = Object.freeze({ minDelayMs: 500, maxDelayMs: 10_000 })
 type State = 'idle' | 'connecting' | 'subscribing' | 'online' | 'waiting' | 'stopping' | 'stopped';
 
 /**
- * One simulated device: a raw socket speaking just enough MQTT 3.1.1, authenticated in DeviceCredential mode with
- * the same signer as the library's connector. Kept small on purpose (no per-device closures beyond the socket's
- * listeners): a 2-core machine runs 10,000 of them.
+ * MQTT 5 reason codes of a broker's DISCONNECT (or a refusing PUBACK) that refuse the device's own traffic: the
+ * same PUBLISH or SUBSCRIBE would be refused again, so the device does not reconnect to repeat it. Any other reason
+ * (server busy or shutting down, keep alive timeout, session taken over, quota exceeded, administrative action, …)
+ * is a lost session, reconnected with backoff.
+ */
+const TRAFFIC_REFUSALS: ReadonlySet<number> = new Set([0x81, 0x82, 0x87, 0x8f, 0x90, 0x95, 0x99, 0x9a, 0x9b, 0x9e, 0xa1, 0xa2]);
+
+/**
+ * One simulated device: a raw socket speaking just enough MQTT 3.1.1 or MQTT 5, authenticated in DeviceCredential
+ * mode with the same signer as the library's connector. Kept small on purpose (no per-device closures beyond the
+ * socket's listeners): a 2-core machine runs 10,000 of them.
  */
 export class SimulatedDevice {
   readonly index: number;
@@ -99,6 +126,10 @@ export class SimulatedDevice {
   #wake: (() => void) | undefined;
   /** Set while the run is in its publishing phase, so a device that reconnects resumes publishing. */
   #publishing = false;
+  /** MQTT 5: the reason code of the broker's DISCONNECT on the current connection, until it closes. */
+  #disconnectReason: number | undefined;
+  /** MQTT 5: the broker's Server Keep Alive on the current connection, which replaces the run's keepalive. */
+  #serverKeepAlive: number | undefined;
 
   constructor(index: number, credential: DeviceCredential, topic: string, ctx: DeviceContext, localAddress?: string) {
     this.index = index;
@@ -106,7 +137,7 @@ export class SimulatedDevice {
     this.#localAddress = localAddress;
     const signed = signDeviceCredential(credential);
     // Signed once: the password is the same on every attempt, and HMAC per reconnect would be wasted work.
-    this.#connect = encodeConnect({ ...signed, keepalive: ctx.settings.keepalive, clean: true });
+    this.#connect = encodeConnect({ ...signed, keepalive: ctx.settings.keepalive, clean: true, protocol: ctx.settings.protocol });
     this.#topicText = topic;
     this.#topic = Buffer.from(topic, 'utf8');
   }
@@ -168,7 +199,7 @@ export class SimulatedDevice {
         this.#ctx.clock.clearTimeout(force);
         resolve();
       };
-      if (wasOnline) socket.end(DISCONNECT);
+      if (wasOnline) socket.end(this.#ctx.settings.protocol === 5 ? DISCONNECT_V5 : DISCONNECT);
       else socket.destroy();
     });
   }
@@ -190,6 +221,8 @@ export class SimulatedDevice {
     const { broker, clock, settings, metrics } = this.#ctx;
     this.#state = 'connecting';
     this.#lastSocketError = undefined;
+    this.#disconnectReason = undefined;
+    this.#serverKeepAlive = undefined;
     this.#reader = new PacketReader();
     this.#openedAt = clock.now();
     return new Promise<AttemptFailure | undefined>((resolve) => {
@@ -245,14 +278,18 @@ export class SimulatedDevice {
 
   #onPacket(packet: IncomingPacket): void {
     const { metrics, clock, settings } = this.#ctx;
+    const protocol = settings.protocol;
     switch (packet.type) {
       case PacketType.CONNACK: {
-        const rc = packet.body[1] ?? 255;
-        if (rc !== 0) {
-          this.#settleAttempt(connackFailure(rc));
+        const connack = decodeConnack(packet, protocol);
+        if (connack.code !== 0) {
+          const failure = connackFailure(connack.code, protocol);
+          if (connack.properties.reasonString !== undefined) this.#ctx.onReason?.(failure.code, connack.properties.reasonString);
+          this.#settleAttempt(failure);
           this.#socket?.destroy();
           return;
         }
+        this.#serverKeepAlive = connack.properties.serverKeepAlive;
         if (!this.#everConnected) {
           this.#everConnected = true;
           metrics.firstConnack(clock.now(), clock.now() - this.#openedAt);
@@ -265,7 +302,7 @@ export class SimulatedDevice {
         this.#armPing();
         if (settings.subscribe) {
           this.#state = 'subscribing';
-          this.#socket?.write(encodeSubscribe(this.#nextPacketId(), this.#topicText, settings.qos));
+          this.#socket?.write(encodeSubscribe(this.#nextPacketId(), this.#topicText, settings.qos, protocol));
         } else {
           this.#state = 'online';
           this.#settleAttempt(undefined);
@@ -273,9 +310,12 @@ export class SimulatedDevice {
         return;
       }
       case PacketType.SUBACK: {
-        // The return code follows the packet id; 0x80 is a refusal.
-        if (packet.body[2] === 0x80) {
-          this.#settleAttempt({ code: 'SubscribeRejected', retryable: false });
+        const suback = decodeSuback(packet, protocol);
+        // 3.1.1 refuses with 0x80, MQTT 5 with any code from 0x80.
+        if (suback.code >= 0x80) {
+          const code = protocol === 5 ? withReason('SubscribeRejected', suback.code) : 'SubscribeRejected';
+          if (suback.properties.reasonString !== undefined) this.#ctx.onReason?.(code, suback.properties.reasonString);
+          this.#settleAttempt({ code, retryable: false });
           this.#socket?.destroy();
           return;
         }
@@ -283,18 +323,45 @@ export class SimulatedDevice {
         this.#settleAttempt(undefined);
         return;
       }
-      case PacketType.PUBACK:
+      case PacketType.PUBACK: {
+        // Every PUBACK counts as acknowledged (the drain waits for them); an MQTT 5 refusal is also counted as an error.
         metrics.puback();
+        if (protocol === 5) {
+          const reason = pubackReasonCode(packet);
+          if (reason >= 0x80) metrics.error(withReason('PublishRejected', reason));
+        }
         return;
+      }
       case PacketType.PUBLISH: {
-        const message = decodePublish(packet);
+        const message = decodePublish(packet, protocol);
         if (message.qos > 0) this.#socket?.write(encodePuback(message.packetId));
         if (message.payload.length >= PAYLOAD_HEADER_SIZE) metrics.deliveredAfter(clock.now() - message.payload.readDoubleBE(0));
+        return;
+      }
+      case PacketType.DISCONNECT: {
+        // Only MQTT 5 brokers send one: keep its reason for the close that follows, and close now rather than wait.
+        if (protocol !== 5) return;
+        const disconnect = decodeDisconnect(packet);
+        this.#disconnectReason = disconnect.reasonCode;
+        if (disconnect.properties.reasonString !== undefined) {
+          this.#ctx.onReason?.(withReason(this.#lossCode(disconnect.reasonCode), disconnect.reasonCode), disconnect.properties.reasonString);
+        }
+        this.#socket?.destroy();
         return;
       }
       default:
         return; // PINGRESP and anything else need nothing.
     }
+  }
+
+  /**
+   * The error code of a session the broker ended with an MQTT 5 DISCONNECT reason: a refusal of the device's own
+   * traffic is `SubscribeRejected` while it subscribes, `PublishRejected` once it publishes; anything else is
+   * `ConnectionLost`.
+   */
+  #lossCode(reason: number): string {
+    if (!TRAFFIC_REFUSALS.has(reason)) return 'ConnectionLost';
+    return this.#state === 'subscribing' ? 'SubscribeRejected' : this.#state === 'online' ? 'PublishRejected' : 'ConnectionLost';
   }
 
   /** Enter or leave the publishing phase; a device that reconnects during it resumes publishing. */
@@ -309,7 +376,7 @@ export class SimulatedDevice {
     this.#timer = clock.setTimeout(() => this.#tick(), settings.publishIntervalMs);
     const socket = this.#socket;
     if (this.#state !== 'online' || !socket) return;
-    const packet = encodePublish(this.#topic, payloadTemplate, settings.qos, settings.qos > 0 ? this.#nextPacketId() : 0);
+    const packet = encodePublish(this.#topic, payloadTemplate, settings.qos, settings.qos > 0 ? this.#nextPacketId() : 0, settings.protocol);
     const now = clock.now();
     packet.writeDoubleBE(now, packet.length - payloadTemplate.length);
     socket.write(packet);
@@ -322,7 +389,9 @@ export class SimulatedDevice {
   }
 
   #armPing(): void {
-    const { keepalive, publishIntervalMs } = this.#ctx.settings;
+    const { publishIntervalMs } = this.#ctx.settings;
+    // MQTT 5: a Server Keep Alive in the CONNACK replaces the Keep Alive the device sent (the client must use it).
+    const keepalive = this.#serverKeepAlive ?? this.#ctx.settings.keepalive;
     const everyMs = (keepalive * 1_000) / 2;
     // Publishing more often than half the keepalive already keeps the session alive.
     if (keepalive === 0 || (publishIntervalMs > 0 && publishIntervalMs <= everyMs)) return;
@@ -344,6 +413,10 @@ export class SimulatedDevice {
     this.#socket = undefined;
     this.#reader = undefined;
     this.#clearPing();
+    const reason = this.#disconnectReason;
+    this.#disconnectReason = undefined;
+    // Read before the state changes: what the device was doing says what a refusal refused.
+    const lossCode = reason === undefined ? 'ConnectionLost' : this.#lossCode(reason);
     const wasLive = this.#countedOnline;
     if (wasLive) {
       this.#countedOnline = false;
@@ -359,7 +432,8 @@ export class SimulatedDevice {
     if (this.#attemptDone) {
       const code = this.#lastSocketError;
       this.#state = 'idle';
-      this.#settleAttempt(code ? socketFailure(code) : { code: 'ConnectionLost', retryable: true });
+      if (reason !== undefined) this.#settleAttempt({ code: withReason(lossCode, reason), retryable: lossCode === 'ConnectionLost' });
+      else this.#settleAttempt(code ? socketFailure(code) : { code: 'ConnectionLost', retryable: true });
       return;
     }
     if (!wasLive) {
@@ -367,10 +441,12 @@ export class SimulatedDevice {
       this.#state = 'idle';
       return;
     }
-    // A live session was dropped by the broker: count it and come back after a jittered delay.
-    this.#ctx.metrics.error('ConnectionLost');
+    // A live session was dropped by the broker: count it and, unless the broker refused what the device sends, come
+    // back after a jittered delay.
+    this.#ctx.metrics.error(reason === undefined ? lossCode : withReason(lossCode, reason));
     this.#stopPublishing();
-    this.#scheduleReconnect();
+    if (lossCode === 'ConnectionLost') this.#scheduleReconnect();
+    else this.#state = 'idle';
   }
 
   #scheduleReconnect(): void {
@@ -395,7 +471,23 @@ export class SimulatedDevice {
   }
 }
 
-function connackFailure(rc: number): AttemptFailure {
+/** An error code qualified by its MQTT 5 reason code, as counted in the report: `CredentialRejected:0x86`. */
+function withReason(code: string, reason: number): string {
+  return `${code}:0x${reason.toString(16).padStart(2, '0')}`;
+}
+
+/**
+ * The failure of a refused CONNACK, classed like the connector does. 3.1.1: 2 identifier, 4 and 5 credential, 3
+ * (server unavailable) worth retrying. MQTT 5, counted with the reason code: 0x85 identifier; 0x86 and 0x87
+ * credential; 0x88 server unavailable, 0x89 busy, 0x97 quota exceeded and 0x9F connection rate exceeded worth
+ * retrying; the rest `ConnackRefused`.
+ */
+function connackFailure(rc: number, protocol: ProtocolLevel): AttemptFailure {
+  if (protocol === 5) {
+    if (rc === 0x85) return { code: withReason('IdentifierRejected', rc), retryable: false };
+    if (rc === 0x86 || rc === 0x87) return { code: withReason('CredentialRejected', rc), retryable: false };
+    return { code: withReason('ConnackRefused', rc), retryable: rc === 0x88 || rc === 0x89 || rc === 0x97 || rc === 0x9f };
+  }
   if (rc === 2) return { code: 'IdentifierRejected', retryable: false };
   if (rc === 4 || rc === 5) return { code: 'CredentialRejected', retryable: false };
   return { code: 'ConnackRefused', retryable: rc === 3 };

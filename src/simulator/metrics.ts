@@ -212,7 +212,7 @@ export function formatReport(report: SimulationReport): string {
   const shards = report.shards.length === 1 && report.shards[0]?.count === 1 ? '' : `, shard${report.shards.length > 1 ? 's' : ''} ${report.shards.map((s) => `${s.index}/${s.count}`).join(', ')}`;
   return [
     ...(report.interrupted ? ['INTERRUPTED: the run was stopped before it finished; the counts below are partial'] : []),
-    `Simulated ${report.devices} devices in ${(report.elapsedMs / 1_000).toFixed(1)} s (peak RSS ${report.peakRssMB} MB${shards}), started ${report.run.startedAt}`,
+    `Simulated ${report.devices} ${report.run.protocol === 5 ? 'MQTT 5 ' : ''}devices in ${(report.elapsedMs / 1_000).toFixed(1)} s (peak RSS ${report.peakRssMB} MB${shards}), started ${report.run.startedAt}`,
     `  provisioned ${report.provisioned}, connected ${report.connected}, failed connects ${report.failedConnects}, reconnects ${report.reconnects}`,
     `  connect rate ${report.connectRatePerSec}/s; connect latency ${latencyText(report.connectLatencyMs)}`,
     `  published ${report.published}, acked ${report.acked}, delivered ${report.delivered}; publish rate ${report.publishRatePerSec}/s`,

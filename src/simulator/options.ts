@@ -38,6 +38,8 @@ export const SIMULATION_DEFAULTS = Object.freeze({
   progressIntervalMs: 1_000,
   /** Longest wait after the run for outstanding PUBACKs and deliveries. */
   drainTimeoutMs: 5_000,
+  /** MQTT 3.1.1, what the official demos speak. */
+  protocol: 4 as 4 | 5,
 });
 
 /** A slice of the fleet: shard `index` (1-based) of `count`. */
@@ -176,7 +178,10 @@ export interface SimulationSettings {
    * a `Date`, epoch ms, or an ISO 8601 string with a time zone. @default as soon as provisioning is done
    */
   startAt?: Date | number | string;
-  /** MQTT protocol level of the devices: 4 (MQTT 3.1.1). 5 is refused for now: the emulator does not speak MQTT 5 yet. @default 4 */
+  /**
+   * MQTT protocol level of the devices: 4 (MQTT 3.1.1) or 5 (MQTT 5: empty property blocks, Clean Start with
+   * session expiry 0; refusals are counted with their reason code, e.g. `CredentialRejected:0x86`). @default 4
+   */
   protocol?: 4 | 5;
 }
 
@@ -209,7 +214,7 @@ export interface ResolvedSettings {
   readonly localAddresses: readonly string[] | null;
   /** Epoch ms to start connecting at; `null` for at once. */
   readonly startAtMs: number | null;
-  readonly protocol: 4;
+  readonly protocol: 4 | 5;
 }
 
 /** Latest `startAt` accepted, from now: far enough for any planned run, near enough to be a typo's guard. */
@@ -268,11 +273,8 @@ export function resolveSettings(settings: SimulationSettings = {}): ResolvedSett
   if (problem) {
     throw new ValidationError('InvalidOption', `With groupId ${groupId} and ${devices} devices the ClientIds reach ${longest.length} characters (${longest}); at most ${MAX_CLIENT_ID_LENGTH} are allowed: use a shorter GroupId`);
   }
-  const protocol = settings.protocol ?? 4;
-  if (protocol === 5) {
-    throw new ValidationError('InvalidOption', 'Option protocol (--protocol) 5: MQTT 5 devices are not supported yet (the emulator does not speak MQTT 5 yet); use 4 (MQTT 3.1.1)');
-  }
-  if (protocol !== 4) throw new ValidationError('InvalidOption', `Option protocol (--protocol) must be 4 (MQTT 3.1.1), not ${String(protocol)}`);
+  const protocol = pick('protocol');
+  if (protocol !== 4 && protocol !== 5) throw new ValidationError('InvalidOption', `Option protocol (--protocol) must be 4 (MQTT 3.1.1) or 5 (MQTT 5), not ${String(protocol)}`);
   const qos = pick('qos');
   if (qos !== 0 && qos !== 1) throw new ValidationError('InvalidOption', `Option qos must be 0 or 1, not ${String(qos)}`);
   const topic = pick('topic');

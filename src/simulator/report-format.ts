@@ -37,8 +37,8 @@ export interface RunParameters {
   keepalive: number;
   connectAttempts: number;
   connectTimeoutMs: number;
-  /** MQTT protocol level of the devices: 4 (3.1.1). */
-  protocol: 4;
+  /** MQTT protocol level of the devices: 4 (3.1.1) or 5 (MQTT 5). */
+  protocol: 4 | 5;
   /** What it ran against: an emulator the run started itself (one per shard), or a broker given by URL. */
   target: { kind: 'embedded-emulator' | 'broker'; brokerUrl: string | null; instanceId: string | null };
 }
@@ -153,7 +153,7 @@ export function runIdentity(
       keepalive: settings.keepalive,
       connectAttempts: settings.connectAttempts,
       connectTimeoutMs: settings.connectTimeoutMs,
-      protocol: 4,
+      protocol: settings.protocol,
       target,
     },
     shard: { index: settings.shard.index, count: settings.shard.count },

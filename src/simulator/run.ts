@@ -29,7 +29,10 @@ export interface SimulationOptions extends SimulationSettings {
   signal?: AbortSignal;
   /** Called every `progressIntervalMs` and at each phase change. */
   onProgress?: (progress: SimulationProgress) => void;
-  /** Called with advice before the run (open-file limit, a connect rate too slow for the duration). */
+  /**
+   * Called with advice before the run (open-file limit, a connect rate too slow for the duration), and during an
+   * MQTT 5 run with the broker's Reason String the first time each refusal code is counted.
+   */
   onWarning?: (message: string) => void;
 }
 
@@ -142,6 +145,7 @@ export async function runSimulation(options: SimulationOptions = {}): Promise<Si
     // Aborted while provisioning: an abort listener added now would never fire.
     if (options.signal?.aborted) stop.abort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
+    const reasonsShown = new Set<string>();
     const ctx: DeviceContext = {
       settings,
       broker: broker ?? brokerOf(target),
@@ -151,6 +155,12 @@ export async function runSimulation(options: SimulationOptions = {}): Promise<Si
       payloadTemplate: Buffer.alloc(settings.payloadSize),
       // One device out of file descriptors means every later one would be too: stop starting them.
       onFileLimit: () => stop.abort(),
+      onReason: (code, reasonString) => {
+        // Once per code: a fleet refused for one cause would otherwise repeat the same words once per device.
+        if (reasonsShown.has(code)) return;
+        reasonsShown.add(code);
+        options.onWarning?.(`The broker's reason for ${code} (shown once per code): ${JSON.stringify(reasonString)}`);
+      },
     };
     const sources = settings.localAddresses;
     const simulated = devices.map(({ index, credential }, k) => {

@@ -154,13 +154,7 @@ describe('--local-address', () => {
   });
 });
 
-describe('simulate --protocol', () => {
-  it('refuses MQTT 5 with InvalidOption naming --protocol (exit 2), before starting anything', async () => {
-    const run = await cli(['simulate', '--protocol', '5']);
-    expect(run.code).toBe(2);
-    expect(run.stderr).toMatch(/^InvalidOption: --protocol 5: MQTT 5 devices are not supported yet/m);
-  });
-
+describe('simulate --start-at', () => {
   it('refuses a --start-at in the past, naming it', async () => {
     const run = await cli(['simulate', '--start-at', '2020-01-01T00:00:00Z', '--no-progress']);
     expect(run.code).toBe(2);

@@ -63,9 +63,13 @@ describe('startAt and protocol', () => {
     expect(() => checkStartAt(5_000, 5_000)).not.toThrow();
   });
 
-  it('refuses MQTT 5 with a ValidationError naming the option, until the emulator speaks it', () => {
-    expect(() => resolveSettings({ protocol: 5 })).toThrow(expect.objectContaining({ name: 'ValidationError', code: 'InvalidOption', message: expect.stringMatching(/protocol \(--protocol\) 5: MQTT 5 devices are not supported yet/) }));
+  it('takes protocol 4 (the default) or 5, and refuses any other level with a ValidationError naming the option', () => {
+    expect(resolveSettings({}).protocol).toBe(4);
     expect(resolveSettings({ protocol: 4 }).protocol).toBe(4);
+    expect(resolveSettings({ protocol: 5 }).protocol).toBe(5);
+    for (const protocol of [3, 6, '5', 4.5]) {
+      expect(() => resolveSettings({ protocol: protocol as unknown as 5 })).toThrow(expect.objectContaining({ name: 'ValidationError', code: 'InvalidOption', message: expect.stringMatching(/^Option protocol \(--protocol\) must be 4 \(MQTT 3\.1\.1\) or 5 \(MQTT 5\), not /) }));
+    }
     expect(resolveSettings({ localAddress: '127.0.0.2-3' }).localAddresses).toEqual(['127.0.0.2', '127.0.0.3']);
   });
 });

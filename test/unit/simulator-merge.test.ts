@@ -1,5 +1,6 @@
 import { createHistogram } from 'node:perf_hooks';
 import { describe, expect, it } from 'vitest';
+import { LOCAL_ERROR_CATALOG } from '../../src/errors.js';
 import { ManualClock } from '../../src/simulator/clock.js';
 import { decodeHistogram, newLatencyHistogram, recordMs, summarizeHistogram } from '../../src/simulator/histogram.js';
 import { SimulationMetrics } from '../../src/simulator/metrics.js';
@@ -159,6 +160,15 @@ describe('mergeReports', () => {
     const [, two] = shardReports(events, 2, { durationMs: 30_000 });
     expect(() => mergeReports([one as SimulationReport, two as SimulationReport], { sources: ['a.json', 'b.json'] })).toThrow(
       expect.objectContaining({ name: 'SimulatorError', code: 'ReportMismatch', message: expect.stringMatching(/durationMs is 20000 in a\.json but 30000 in b\.json/) }),
+    );
+  });
+
+  it('refuses shards of MQTT 3.1.1 and MQTT 5 devices, naming protocol', () => {
+    const [one] = shardReports(events, 2, { protocol: 4 });
+    const [, two] = shardReports(events, 2, { protocol: 5 });
+    expect((two as SimulationReport).run.protocol).toBe(5);
+    expect(() => mergeReports([one as SimulationReport, two as SimulationReport], { sources: ['v4.json', 'v5.json'] })).toThrow(
+      expect.objectContaining({ code: 'ReportMismatch', message: 'These reports are not of the same run: protocol is 4 in v4.json but 5 in v5.json. ' + LOCAL_ERROR_CATALOG.ReportMismatch.remedy }),
     );
   });
 

@@ -29,7 +29,7 @@ interface SimulateFlags {
   shard?: string;
   startAt?: string;
   localAddress?: string;
-  protocol: number;
+  protocol: 4 | 5;
   report?: string;
   html?: string;
   json?: boolean;
@@ -48,6 +48,9 @@ interface SimulateFlags {
 }
 
 const D = SIMULATION_DEFAULTS;
+
+/** `--protocol`: the MQTT protocol level, 4 or 5 (a usage error otherwise). */
+const protocolArg = (value: string): 4 | 5 => (choiceArg('--protocol', ['4', '5'] as const)(value.trim()) === '5' ? 5 : 4);
 /** Non-TTY progress: one line this often. */
 const PROGRESS_LINE_MS = 5_000;
 
@@ -68,7 +71,7 @@ export function addSimulateCommand(program: Command, io: CliIo): void {
     .option('--shard <I/N>', 'simulate only slice I of N (1-based) of the fleet, so several processes or machines share one run')
     .option('--start-at <time>', 'start connecting at this ISO 8601 time with a zone (after provisioning), so shards on several machines start together')
     .option('--local-address <list>', 'source addresses to spread the devices over: a list (127.0.0.2,127.0.0.3) or IPv4 ranges (127.0.0.2-127.0.0.9)')
-    .option('--protocol <level>', 'MQTT protocol level of the devices: 4 (3.1.1); 5 is refused until the emulator speaks MQTT 5', intArg('--protocol', 3, 5), 4)
+    .option('--protocol <level>', 'MQTT protocol level of the devices: 4 (MQTT 3.1.1) or 5 (MQTT 5)', protocolArg, D.protocol)
     .option('--report <file>', 'also write the JSON report to this file (mergeable with report merge)')
     .option('--html <file>', 'also write the HTML report (one self-contained file) to this file')
     .option('--json', 'print the JSON report on stdout')
@@ -94,6 +97,11 @@ Against the real service: --endpoint or --region, --instance-id, and the account
 and ALIBABA_CLOUD_ACCESS_KEY_SECRET. Credentials are kept in the store (a device is registered once, never again),
 fetched at --api-qps. The GroupId and the topic's parent (first level) must exist on the instance.
 
+--protocol 5 makes every device an MQTT 5 client (Clean Start, session expiry 0, no properties sent). Its refusals
+are counted with their reason code (CredentialRejected:0x86, SubscribeRejected:0x87, PublishRejected:0x87 for a
+DISCONNECT refusing its messages, after which the device stays off) and the broker's Reason String is shown once
+per code on stderr.
+
 With --shard, every process gets the same flags but its own I: the connect rate is fleet-wide and each shard takes
 its share; --start-at makes them start connecting together, and \`apsaramq-device report merge\` combines their
 --report files into the fleet's exact percentiles and series. Each device needs one socket: for thousands of
@@ -115,10 +123,6 @@ Examples:
   $ apsaramq-device simulate --devices 40000 --local-address 127.0.0.2-127.0.0.3 --html run.html`,
     )
     .action(async (flags: SimulateFlags) => {
-      if (flags.protocol === 5) {
-        throw new ValidationError('InvalidOption', '--protocol 5: MQTT 5 devices are not supported yet (the emulator does not speak MQTT 5 yet); use --protocol 4 (MQTT 3.1.1)');
-      }
-      if (flags.protocol !== 4) throw new ValidationError('InvalidOption', `--protocol ${flags.protocol}: the simulator speaks MQTT 3.1.1 (--protocol 4)`);
       const settings: SimulationSettings = {
         devices: flags.devices,
         groupId: flags.groupId,
@@ -132,6 +136,7 @@ Examples:
         apiQps: flags.apiQps,
         apiConcurrency: flags.apiConcurrency,
         maxConnectsInFlight: flags.maxConnecting,
+        protocol: flags.protocol,
         ...(flags.shard === undefined ? {} : { shard: flags.shard }),
         ...(flags.startAt === undefined ? {} : { startAt: flags.startAt }),
         ...(flags.localAddress === undefined ? {} : { localAddress: flags.localAddress }),
