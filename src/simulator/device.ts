@@ -464,6 +464,9 @@ export class SimulatedDevice {
         if (this.#publishing) this.#startPublishing();
         return;
       }
+      // The run ended while this device was coming back: its loss is already counted, and an attempt cut short by
+      // the end of the run is not a failure of the broker.
+      if (failure.code === 'Aborted') return;
       this.#ctx.metrics.error(failure.code);
       if (failure.code === 'TooManyOpenFiles') this.#ctx.onFileLimit();
       if (this.#state === 'idle' && failure.retryable) this.#scheduleReconnect();

@@ -1,8 +1,10 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { once } from 'node:events';
+import { type AddressInfo, type Socket, connect as netConnect, createServer } from 'node:net';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { DeviceCredential } from '../../src/credential.js';
 import { runSimulation, type SimulationOptions, type SimulationProgress } from '../../src/simulator/index.js';
 import { emulatorTarget } from '../../src/simulator/target.js';
@@ -127,6 +129,41 @@ describe('runSimulation against an emulator started by the test', () => {
     const report = await running;
     expect(report.connected).toBe(5);
     expect(emulator().stats().mqtt.connected).toBe(0);
+  });
+
+  it('a reconnect still in flight when the run ends is not counted as an error (only the loss that caused it)', async () => {
+    // A relay that passes the first session through, drops it right after the CONNACK, and then accepts every
+    // later connection without ever answering it: the device's reconnect is still waiting when the run ends.
+    const broker = new URL(emulator().mqttUrl);
+    const sockets = new Set<Socket>();
+    let first = true;
+    const relay = createServer((client) => {
+      sockets.add(client);
+      client.on('error', () => client.destroy());
+      client.on('close', () => sockets.delete(client));
+      if (!first) return;
+      first = false;
+      const upstream = netConnect(Number(broker.port), broker.hostname);
+      sockets.add(upstream);
+      upstream.on('error', () => upstream.destroy());
+      client.pipe(upstream);
+      upstream.once('data', (connack: Buffer) => {
+        upstream.destroy();
+        client.end(connack);
+      });
+    });
+    relay.listen(0, '127.0.0.1');
+    await once(relay, 'listening');
+    onTestFinished(async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => relay.close(resolve));
+    });
+    const { port } = relay.address() as AddressInfo;
+    const target = { ...emulatorTarget(emulator()), brokerUrl: `mqtt://127.0.0.1:${port}` };
+    // The first reconnect comes within 500 ms of the loss (full jitter); the run lasts well past that.
+    const report = await runSimulation({ target, connectRate: 0, apiQps: 10_000, devices: 1, groupId: 'GID_cut', durationMs: 1_500, publishIntervalMs: 0 });
+    expect(report).toMatchObject({ connected: 1, failedConnects: 0, reconnects: 0 });
+    expect(report.errors).toEqual({ ConnectionLost: 1 });
   });
 });
 
