@@ -93,6 +93,7 @@ function preflightWarnings(settings: ResolvedSettings): string[] {
  *   anything starts; SimulatorError `AddressSpaceTooSmall` when the shard's devices cannot all have a source port
  *   toward the broker, before anything starts; SimulatorError `EmulatorFailed` when the embedded emulator cannot
  *   start.
+ * @param hooks Internal (the CLI's `--processes`); leave it out.
  */
 export async function runSimulation(options: SimulationOptions = {}, hooks: RunHooks = {}): Promise<SimulationReport> {
   const settings = resolveSettings(options);

@@ -82,7 +82,8 @@ describe('simulate --processes (built CLI, real shard processes)', () => {
     expect(JSON.parse(await readFile(file, 'utf8'))).toEqual(report);
     expect(report).toMatchObject({ devices: 40, provisioned: 40, connected: 40, failedConnects: 0, errors: {} });
     expect(report.interrupted).toBeUndefined();
-    expect(report.run.devices).toBe(40);
+    // The user's flags reached every shard (the parent rebuilt them).
+    expect(report.run).toMatchObject({ devices: 40, subscribe: true, durationMs: 2_000, publishIntervalMs: 200, connectRate: 0 });
     expect(report.run.target.kind).toBe('embedded-emulator');
     expect(report.shards.map((s) => `${s.index}/${s.count}:${s.devices}:${s.connected}`)).toEqual(['1/2:20:20', '2/2:20:20']);
     expect(new Set(report.shards.map((s) => s.host)).size).toBe(1);
