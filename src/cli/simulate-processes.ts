@@ -148,7 +148,13 @@ export async function runInProcesses(options: ProcessesOptions): Promise<Process
         reportFile,
         provisioned: false,
         exited: false,
-        exit: new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal }))),
+        exit: new Promise((resolve) => {
+          child.once('exit', (code, signal) => resolve({ code, signal }));
+          // A process that could not be spawned at all never emits 'exit'.
+          child.once('error', () => {
+            if (child.pid === undefined) resolve({ code: null, signal: null });
+          });
+        }),
         stderr: '',
         progress: undefined,
       };
