@@ -116,8 +116,9 @@ measures the same things. Every shard provisions, then all start connecting at t
 the merged report is the result (summary, --json, --report, --html, exit code), with the fleet's exact percentiles.
 No process holds more than its share of sockets, and the run uses more than one core. --processes cannot be
 combined with --shard; with --start-at the shards wait for that time instead. A shard that ends without its
-report stops the others and fails the run (ShardFailed, naming it and quoting its stderr). Each device needs one socket: for thousands of
-devices raise the open-file limit (ulimit -n 65536). One source address reaches one broker port over at most the
+report stops the others and fails the run (ShardFailed, naming it and quoting its stderr).
+
+Each device needs one socket: for thousands of devices raise the open-file limit (ulimit -n 65536). One source address reaches one broker port over at most the
 ephemeral port range (about 28,000 ports): beyond that, --local-address spreads devices over several addresses.
 
 The report (--json, --report): format, run {parameters, version, startedAt, startAt, target}, shards, devices,
