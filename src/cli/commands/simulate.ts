@@ -118,8 +118,8 @@ No process holds more than its share of sockets, and the run uses more than one 
 combined with --shard; with --start-at the shards wait for that time instead. A shard that ends without its
 report stops the others and fails the run (ShardFailed, naming it and quoting its stderr).
 
-Each device needs one socket: for thousands of devices raise the open-file limit (ulimit -n 65536). One source address reaches one broker port over at most the
-ephemeral port range (about 28,000 ports): beyond that, --local-address spreads devices over several addresses.
+Each device needs one socket: for thousands of devices raise the open-file limit (ulimit -n 65536). One source
+address reaches one broker port over at most the ephemeral port range (about 28,000 ports): beyond that, --local-address spreads devices over several addresses.
 
 The report (--json, --report): format, run {parameters, version, startedAt, startAt, target}, shards, devices,
 provisioned, connected, failedConnects, connectRatePerSec, connectLatencyMs {p50,p95,p99,max}, published, acked,
