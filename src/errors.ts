@@ -336,6 +336,7 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   InvalidReport: { retryable: false, remedy: 'Pass report files written by simulate --report (or report merge --output) of this version.' },
   AddressSpaceTooSmall: { retryable: false, remedy: 'Spread the devices over more source addresses (--local-address 127.0.0.2-127.0.0.9 on loopback) or over more machines (--shard).' },
   EmulatorFailed: { retryable: false, remedy: 'The embedded emulator process could not start or died; start `apsaramq-device emulator` yourself and pass its endpoints.' },
+  ShardFailed: { retryable: true, remedy: 'A shard process of simulate --processes ended without its report (it crashed, was killed, or could not start); the others were stopped. Its stderr is quoted; run that shard alone (--shard I/N) to see more.' },
   ConnectionLost: { retryable: true, remedy: 'The broker closed the connection during the run; the device reconnects with backoff.' },
   IncompleteAccessKey: { retryable: false, remedy: 'Set both ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET, or neither (the emulator then generates a key pair and prints it).' },
   EmulatorStateCorrupt: { retryable: false, remedy: 'The emulator\'s data file is not valid: repair it or move it away (it holds device secrets), or start with another --data-dir or --ephemeral.' },

@@ -5,6 +5,7 @@ export const SIMULATOR_ERROR_CATALOG = Object.freeze({
   TooManyOpenFiles: LOCAL_ERROR_CATALOG.TooManyOpenFiles,
   SimulationFailed: LOCAL_ERROR_CATALOG.SimulationFailed,
   EmulatorFailed: LOCAL_ERROR_CATALOG.EmulatorFailed,
+  ShardFailed: LOCAL_ERROR_CATALOG.ShardFailed,
   ConnectionLost: LOCAL_ERROR_CATALOG.ConnectionLost,
   ProtocolError: LOCAL_ERROR_CATALOG.ProtocolError,
   ReportMismatch: LOCAL_ERROR_CATALOG.ReportMismatch,

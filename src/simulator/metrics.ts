@@ -62,12 +62,15 @@ export class SimulationMetrics {
   readonly #monoOrigin: number;
   /** Epoch ms when the metrics were created: the run's start. */
   readonly startEpochMs: number;
+  /** This process's RSS when the metrics (the run) started, in MB: the shard's base, for its memory per device. */
+  readonly baseRssMB: number;
   readonly #series: SeriesRecorder;
 
   constructor(time: MetricsTime = { clock: systemClock }) {
     this.#clock = time.clock;
     this.#monoOrigin = time.clock.now();
     this.startEpochMs = time.epochMs ?? Date.now();
+    this.baseRssMB = Math.round((process.memoryUsage().rss / (1024 * 1024)) * 10) / 10;
     this.#series = new SeriesRecorder(this.startEpochMs);
   }
 
@@ -164,6 +167,7 @@ export class SimulationMetrics {
           startedAt,
           elapsedMs: Math.round(elapsedMs),
           peakRssMB: peak,
+          baseRssMB: this.baseRssMB,
           host: identity.host,
           localAddresses: identity.localAddresses,
         },

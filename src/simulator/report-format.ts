@@ -55,6 +55,11 @@ export interface ShardRecord {
   elapsedMs: number;
   /** Largest RSS of this shard's process. */
   peakRssMB: number;
+  /**
+   * RSS of this shard's process when its run started (before its emulator, provisioning and devices), so
+   * `peakRssMB - baseRssMB` is what the run added. Absent in reports of versions before it was recorded.
+   */
+  baseRssMB?: number;
   /** Host name of the machine that ran it. */
   host: string;
   /** Source addresses its devices used (`--local-address`), `null` for the system's choice. */

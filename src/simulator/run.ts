@@ -36,6 +36,19 @@ export interface SimulationOptions extends SimulationSettings {
   onWarning?: (message: string) => void;
 }
 
+/**
+ * Hooks of the CLI's `simulate --processes` (not part of the public API, not exported from any entry).
+ * @internal
+ */
+export interface RunHooks {
+  /**
+   * Awaited after provisioning and before connecting (when there is no `startAt`): a shard process of a
+   * `--processes` run reports that it is provisioned and waits for the parent's word, so every shard starts
+   * connecting at the same moment. An abort of the run's signal must settle it.
+   */
+  beforeConnect?: () => Promise<void>;
+}
+
 /** Time between two checks of whether every PUBACK and delivery is in after the publishing ends. */
 const DRAIN_POLL_MS = 50;
 /** File descriptors a Node process uses besides the devices' sockets. */
@@ -80,8 +93,9 @@ function preflightWarnings(settings: ResolvedSettings): string[] {
  *   anything starts; SimulatorError `AddressSpaceTooSmall` when the shard's devices cannot all have a source port
  *   toward the broker, before anything starts; SimulatorError `EmulatorFailed` when the embedded emulator cannot
  *   start.
+ * @param hooks Internal (the CLI's `--processes`); leave it out.
  */
-export async function runSimulation(options: SimulationOptions = {}): Promise<SimulationReport> {
+export async function runSimulation(options: SimulationOptions = {}, hooks: RunHooks = {}): Promise<SimulationReport> {
   const settings = resolveSettings(options);
   const given = options.target;
   const broker: BrokerAddress | undefined = given ? brokerOf(given) : undefined;
@@ -175,6 +189,10 @@ export async function runSimulation(options: SimulationOptions = {}): Promise<Si
     if (ownStore) await Promise.all(provisionedIds.map((id) => ownStore.remove(target.provisioner.instanceId as string, id)));
     provisionedIds.length = 0;
 
+    if (settings.startAtMs === null && hooks.beforeConnect) {
+      enter('waiting');
+      await hooks.beforeConnect();
+    }
     if (settings.startAtMs !== null) {
       const late = wallClock() - settings.startAtMs;
       if (late > 0) options.onWarning?.(`Provisioning ended ${(late / 1_000).toFixed(1)} s after startAt (--start-at): connecting now, later than the other shards`);

@@ -2,19 +2,21 @@ import { lookup } from 'node:dns/promises';
 import { constants } from 'node:fs';
 import { access, readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import type { Command } from 'commander';
+import type { Command, Option } from 'commander';
 import { brokerUrlFor } from '../../connector/connect.js';
 import { isApsaraMqDeviceError, NetworkError, ValidationError } from '../../errors.js';
 import { resolveEndpoint } from '../../provisioner/endpoint.js';
 import { defaultStoreDir } from '../../provisioner/env.js';
 import { FileCredentialStore } from '../../provisioner/file-store.js';
 import type { SimulationProgress } from '../../simulator/metrics.js';
-import { SIMULATION_DEFAULTS, resolveSettings, type SimulationSettings } from '../../simulator/options.js';
+import { SIMULATION_DEFAULTS, checkStartAt, resolveSettings, type SimulationSettings } from '../../simulator/options.js';
 import { loadReports, loadSimulator } from '../roles.js';
 import type { SimulationTarget } from '../../simulator/target.js';
-import { type CliIo, Interrupted, UsageError, choiceArg, intArg, jsonLine } from '../io.js';
+import type { SimulationReport } from '../../simulator/report-format.js';
+import { type CliIo, Interrupted, UsageError, choiceArg, conflicting, intArg, jsonLine } from '../io.js';
 import { probeOpenApi } from '../probe.js';
 import { Progress } from '../progress.js';
+import { runInProcesses, shardChildHooks } from '../simulate-processes.js';
 
 interface SimulateFlags {
   devices: number;
@@ -45,6 +47,7 @@ interface SimulateFlags {
   apiConcurrency: number;
   maxConnecting: number;
   progress: boolean;
+  processes: number;
 }
 
 const D = SIMULATION_DEFAULTS;
@@ -86,6 +89,7 @@ export function addSimulateCommand(program: Command, io: CliIo): void {
     .option('--api-qps <n>', 'OpenAPI calls per second while provisioning (also the embedded emulator\'s limit)', intArg('--api-qps', 1, 1_000_000), D.apiQps)
     .option('--api-concurrency <n>', 'OpenAPI calls in flight while provisioning', intArg('--api-concurrency', 1, 10_000), D.apiConcurrency)
     .option('--max-connecting <n>', 'CONNECTs awaiting their CONNACK at once', intArg('--max-connecting', 1, 1_000_000), D.maxConnectsInFlight)
+    .option('--processes <n>', 'spread the run over n local processes (shards 1/n..n/n started together and merged), each with its own embedded emulator', intArg('--processes', 1, 64), 1)
     .option('--no-progress', 'no live progress on stderr')
     .addHelpText(
       'after',
@@ -104,9 +108,18 @@ per code on stderr.
 
 With --shard, every process gets the same flags but its own I: the connect rate is fleet-wide and each shard takes
 its share; --start-at makes them start connecting together, and \`apsaramq-device report merge\` combines their
---report files into the fleet's exact percentiles and series. Each device needs one socket: for thousands of
-devices raise the open-file limit (ulimit -n 65536). One source address reaches one broker port over at most the
-ephemeral port range (about 28,000 ports): beyond that, --local-address spreads devices over several addresses.
+--report files into the fleet's exact percentiles and series.
+
+--processes <n> does that on this machine in one command: n processes of this CLI, shards 1/n to n/n, each with
+its own embedded emulator (or all against --endpoint/--region); devices only use their own topics, so the run
+measures the same things. Every shard provisions, then all start connecting at the same moment; one progress, and
+the merged report is the result (summary, --json, --report, --html, exit code), with the fleet's exact percentiles.
+No process holds more than its share of sockets, and the run uses more than one core. --processes cannot be
+combined with --shard; with --start-at the shards wait for that time instead. A shard that ends without its
+report stops the others and fails the run (ShardFailed, naming it and quoting its stderr).
+
+Each device needs one socket: for thousands of devices raise the open-file limit (ulimit -n 65536). One source
+address reaches one broker port over at most the ephemeral port range (about 28,000 ports): beyond that, --local-address spreads devices over several addresses.
 
 The report (--json, --report): format, run {parameters, version, startedAt, startAt, target}, shards, devices,
 provisioned, connected, failedConnects, connectRatePerSec, connectLatencyMs {p50,p95,p99,max}, published, acked,
@@ -122,7 +135,11 @@ Examples:
   $ apsaramq-device report merge shard1.json shard2.json --html fleet.html
   $ apsaramq-device simulate --devices 40000 --local-address 127.0.0.2-127.0.0.3 --html run.html`,
     )
-    .action(async (flags: SimulateFlags) => {
+    .action(async (flags: SimulateFlags, command: Command) => {
+      if (flags.processes > 1) {
+        if (flags.shard !== undefined) throw conflicting('--processes', '--shard', '--processes runs every shard of the fleet itself (1/n to n/n); to split a run over machines, give each machine --shard without --processes');
+        if (flags.processes > flags.devices) throw new UsageError(`--processes ${flags.processes} is more than --devices ${flags.devices}: every process needs at least one device`);
+      }
       const settings: SimulationSettings = {
         devices: flags.devices,
         groupId: flags.groupId,
@@ -142,7 +159,9 @@ Examples:
         ...(flags.localAddress === undefined ? {} : { localAddress: flags.localAddress }),
       };
       try {
-        resolveSettings(settings);
+        const resolved = resolveSettings(settings);
+        // A shard process would refuse a --start-at already past only once started: say it here, like one process does.
+        if (flags.processes > 1 && resolved.startAtMs !== null) checkStartAt(resolved.startAtMs, Date.now());
       } catch (error) {
         // A flag that can never work is a usage error (exit 2), whichever check caught it.
         if (error instanceof ValidationError) throw new UsageError(error.message);
@@ -158,20 +177,47 @@ Examples:
       }
       const stop = new AbortController();
       let interruptedBy: NodeJS.Signals | void | undefined;
-      void io.interrupted().then((signal) => {
+      const interrupted = io.interrupted();
+      void interrupted.then((signal) => {
         interruptedBy = signal ?? 'SIGINT';
         stop.abort();
       });
       const progress = flags.progress ? phaseProgress(io) : undefined;
       const { runSimulation, simulationFailure } = await loadSimulator('simulate');
       const { formatReport, renderReportHtml, writeFileWhole } = await loadReports('simulate');
-      const report = await runSimulation({
-        ...settings,
-        signal: stop.signal,
-        onWarning: (message) => io.stderr(`warning: ${message}\n`),
-        ...(target === undefined ? {} : { target }),
-        ...(progress === undefined ? {} : { onProgress: progress.update }),
-      });
+      let report: SimulationReport;
+      if (flags.processes > 1) {
+        const verbose = (command.parent?.opts() as { verbose?: boolean } | undefined)?.verbose === true;
+        const run = await runInProcesses({
+          processes: flags.processes,
+          args: shardArgs(command),
+          globalArgs: verbose ? ['--verbose'] : [],
+          barrier: flags.startAt === undefined,
+          io,
+          onWarning: (message) => io.stderr(`warning: ${message}\n`),
+          interrupted,
+          ...(progress === undefined ? {} : { onProgress: progress.update }),
+        });
+        report = run.report;
+      } else {
+        // A shard process of a parent's --processes run: progress and warnings go to the parent, which also says
+        // when to start connecting.
+        const child = shardChildHooks(io.env, stop);
+        try {
+          report = await runSimulation(
+            {
+              ...settings,
+              signal: stop.signal,
+              onWarning: child?.onWarning ?? ((message) => io.stderr(`warning: ${message}\n`)),
+              ...(target === undefined ? {} : { target }),
+              ...(child !== undefined ? { onProgress: child.onProgress } : progress === undefined ? {} : { onProgress: progress.update }),
+            },
+            child === undefined ? {} : { beforeConnect: child.beforeConnect },
+          );
+        } finally {
+          child?.done();
+        }
+      }
       progress?.finish();
       if (interruptedBy !== undefined) report.interrupted = true;
       // The summary is the command's result: stdout, like provision's. --json replaces it with the report.
@@ -185,6 +231,25 @@ Examples:
       const failure = simulationFailure(report);
       if (failure) throw failure;
     });
+}
+
+/** Flags of `simulate --processes` that the parent keeps: it writes the merged report and shows the progress. */
+const PARENT_ONLY = new Set(['processes', 'report', 'html', 'json', 'progress']);
+
+/** The user's own flags (not the defaults), as a shard process of a `--processes` run gets them. */
+function shardArgs(command: Command): string[] {
+  const args: string[] = [];
+  for (const option of command.options as Option[]) {
+    const key = option.attributeName();
+    if (PARENT_ONLY.has(key) || command.getOptionValueSource(key) !== 'cli' || option.long === undefined) continue;
+    const value: unknown = command.getOptionValue(key);
+    if (typeof value === 'boolean') {
+      if (value) args.push(option.long);
+    } else if (value !== undefined) {
+      args.push(option.long, String(value));
+    }
+  }
+  return args;
 }
 
 /** The directory of an output file must exist and be writable before the run starts. */

@@ -1,0 +1,188 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { decodeHistogram } from '../../src/simulator/histogram.js';
+import type { SimulationReport } from '../../src/simulator/report-format.js';
+import { CLI_BIN, cli, tempDir } from '../helpers/cli.js';
+import { useEmulator } from '../helpers/emulator.js';
+
+/** A run of the built CLI in its own process (the parent of the shard processes). */
+interface Parent {
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves when stderr first matches. */
+  waitFor(pattern: RegExp): Promise<RegExpExecArray>;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function startCli(args: string[], env: NodeJS.ProcessEnv = {}, options: { detached?: boolean } = {}): Parent {
+  const child = spawn(process.execPath, [CLI_BIN, ...args], { env: { PATH: process.env['PATH'], ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: options.detached ?? false });
+  let stdout = '';
+  let stderr = '';
+  const waiters: Array<{ pattern: RegExp; resolve: (m: RegExpExecArray) => void }> = [];
+  child.stdout?.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    for (const w of [...waiters]) {
+      const match = w.pattern.exec(stderr);
+      if (match) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(match);
+      }
+    }
+  });
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
+  onTestFinished(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await exit;
+  });
+  return {
+    child,
+    stdout: () => stdout,
+    stderr: () => stderr,
+    exit,
+    waitFor: (pattern) =>
+      new Promise((resolve, reject) => {
+        const match = pattern.exec(stderr);
+        if (match) resolve(match);
+        else {
+          waiters.push({ pattern, resolve });
+          void exit.then(() => reject(new Error(`exited before stderr matched ${pattern}: ${stderr}`)));
+        }
+      }),
+  };
+}
+
+/** The shard processes' pids, from the line the parent prints when it has started them. */
+const PIDS = /simulate: 2 shard processes \(pids (\d+), (\d+)\)/;
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw error;
+  }
+}
+
+describe('simulate --processes (built CLI, real shard processes)', () => {
+  it('two processes, each with its own embedded emulator, give one merged report of the whole fleet', async () => {
+    const dir = await tempDir();
+    const file = join(dir, 'run.json');
+    const run = startCli(['simulate', '--processes', '2', '--devices', '40', '--subscribe', '--duration', '2', '--publish-interval', '200', '--connect-rate', '0', '--report', file, '--json']);
+    const [, a, b] = await run.waitFor(PIDS);
+    const { code } = await run.exit;
+    expect(code, run.stderr()).toBe(0);
+    const report = JSON.parse(run.stdout()) as SimulationReport;
+    expect(JSON.parse(await readFile(file, 'utf8'))).toEqual(report);
+    expect(report).toMatchObject({ devices: 40, provisioned: 40, connected: 40, failedConnects: 0, errors: {} });
+    expect(report.interrupted).toBeUndefined();
+    // The user's flags reached every shard (the parent rebuilt them).
+    expect(report.run).toMatchObject({ devices: 40, subscribe: true, durationMs: 2_000, publishIntervalMs: 200, connectRate: 0 });
+    expect(report.run.target.kind).toBe('embedded-emulator');
+    expect(report.shards.map((s) => `${s.index}/${s.count}:${s.devices}:${s.connected}`)).toEqual(['1/2:20:20', '2/2:20:20']);
+    expect(new Set(report.shards.map((s) => s.host)).size).toBe(1);
+    for (const shard of report.shards) {
+      expect(shard.baseRssMB).toBeGreaterThan(0);
+      expect(shard.peakRssMB).toBeGreaterThanOrEqual(shard.baseRssMB as number);
+    }
+    expect(report.published).toBeGreaterThan(0);
+    expect(report.delivered).toBe(report.published);
+    expect(report.acked).toBe(report.published);
+    // Both shards' samples are in the merged histograms.
+    expect(decodeHistogram(report.histograms.connectLatencyUs).totalCount).toBe(40);
+    expect(decodeHistogram(report.histograms.e2eLatencyUs).totalCount).toBe(report.delivered);
+    // Only the parent's own lines on stderr: its pids line and no shard's summary.
+    expect(run.stderr()).not.toMatch(/Simulated 20/);
+    for (const pid of [a, b]) expect(alive(Number(pid))).toBe(false);
+  });
+
+  describe('against one emulator (--endpoint)', () => {
+    const emulator = useEmulator({ qpsLimit: 10_000 });
+
+    it('the shards start connecting together, after the slowest has provisioned', async () => {
+      const dir = await tempDir();
+      const emu = emulator();
+      const env = { ALIBABA_CLOUD_ACCESS_KEY_ID: emu.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: emu.accessKeySecret };
+      const target = ['--endpoint', emu.apiEndpoint, '--instance-id', emu.instanceId, '--broker-url', emu.mqttUrl, '--store', join(dir, 'store')];
+      const common = ['--devices', '40', '--group-id', 'GID_together', '--connect-rate', '0', '--publish-interval', '0', '--duration', '0', '--no-progress'];
+      // Shard 1's devices are in the store already: it provisions at once. Shard 2's 20 are registered at 3 calls/s,
+      // more than 6 s. Without a barrier shard 1 would connect that much earlier than shard 2.
+      const first = await cli(['simulate', ...common, '--shard', '1/2', ...target], env);
+      expect(first.code, first.stderr).toBe(0);
+      const started = Date.now();
+      const run = startCli(['simulate', ...common, '--processes', '2', '--api-qps', '3', '--api-concurrency', '1', '--json', ...target], env);
+      const { code } = await run.exit;
+      expect(code, run.stderr()).toBe(0);
+      const report = JSON.parse(run.stdout()) as SimulationReport;
+      expect(report).toMatchObject({ devices: 40, connected: 40, failedConnects: 0 });
+      expect(report.run.target.kind).toBe('broker');
+      const [firstConnect, lastConnack] = report.windows.connect as [number, number];
+      // Nobody connected before shard 2's provisioning could have ended (19 intervals of 1/3 s after the start).
+      expect(firstConnect - started).toBeGreaterThanOrEqual(6_000);
+      // And all 40 connected within a span shorter than that head start.
+      expect(lastConnack - firstConnect).toBeLessThan(4_500);
+    });
+
+    it('a shard that is killed fails the run with ShardFailed naming it; the other is stopped; nothing is left running', async () => {
+      const emu = emulator();
+      const dir = await tempDir();
+      const env = { ALIBABA_CLOUD_ACCESS_KEY_ID: emu.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: emu.accessKeySecret };
+      const run = startCli(
+        ['simulate', '--processes', '2', '--devices', '20', '--group-id', 'GID_killed', '--duration', '60', '--publish-interval', '1000', '--endpoint', emu.apiEndpoint,
+          '--instance-id', emu.instanceId, '--broker-url', emu.mqttUrl, '--store', join(dir, 'store')],
+        env,
+      );
+      const [, a, b] = await run.waitFor(PIDS);
+      process.kill(Number(b), 'SIGKILL');
+      const { code } = await run.exit;
+      expect(code).toBe(1);
+      expect(run.stderr()).toMatch(new RegExp(`^ShardFailed: Shard 2/2 \\(pid ${b}\\) was killed by SIGKILL without writing its report`, 'm'));
+      expect(run.stdout()).toBe('');
+      for (const pid of [a, b]) expect(alive(Number(pid))).toBe(false);
+    });
+  });
+
+  it('--processes with --shard is a usage error (exit 2), before anything starts', async () => {
+    const both = await cli(['simulate', '--processes', '2', '--shard', '1/2']);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(/^ConflictingOptions: --processes and --shard cannot be used together/);
+    const more = await cli(['simulate', '--processes', '3', '--devices', '2']);
+    expect(more.code).toBe(2);
+    expect(more.stderr).toMatch(/^InvalidOption: --processes 3 is more than --devices 2/);
+    const range = await cli(['simulate', '--processes', '65']);
+    expect(range.code).toBe(2);
+    expect(range.stderr).toMatch(/^InvalidOption: --processes 65 is invalid: --processes must be from 1 to 64/);
+    const past = await cli(['simulate', '--processes', '2', '--start-at', '2020-01-01T00:00:00Z']);
+    expect(past.code).toBe(2);
+    expect(past.stderr).toMatch(/--start-at/);
+  });
+
+  it.each([
+    ['SIGTERM to the parent alone', 'SIGTERM', 143, false],
+    ['Ctrl+C (SIGINT to the process group)', 'SIGINT', 130, true],
+  ] as const)('%s (%s) stops every shard, merges their reports marked interrupted, exit %i', async (_name, signal, exitCode, group) => {
+    const dir = await tempDir();
+    const file = join(dir, 'run.json');
+    const run = startCli(['simulate', '--processes', '2', '--devices', '20', '--duration', '120', '--publish-interval', '500', '--connect-rate', '0', '--report', file], {}, { detached: group });
+    const [, a, b] = await run.waitFor(PIDS);
+    await run.waitFor(/simulate publishing: 20\/20/);
+    process.kill(group ? -(run.child.pid as number) : (run.child.pid as number), signal);
+    const { code } = await run.exit;
+    expect(code, run.stderr()).toBe(exitCode);
+    expect(run.stderr()).toMatch(/^Interrupted: 20 of 20 devices had connected when the run was stopped; .* is marked "interrupted"/m);
+    expect(run.stdout()).toMatch(/^INTERRUPTED: /);
+    const report = JSON.parse(await readFile(file, 'utf8')) as SimulationReport;
+    expect(report.interrupted).toBe(true);
+    expect(report.shards.map((s) => `${s.index}/${s.count}`)).toEqual(['1/2', '2/2']);
+    expect(report.connected).toBe(20);
+    // Stopped long before the 120 s: the shards' runs ended when told.
+    expect(report.elapsedMs).toBeLessThan(120_000);
+    for (const pid of [a, b]) expect(alive(Number(pid))).toBe(false);
+  });
+});
