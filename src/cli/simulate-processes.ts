@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SimulatorError } from '../simulator/errors.js';
+import type { Shard as FleetSlice } from '../simulator/options.js';
 import type { SimulationProgress } from '../simulator/metrics.js';
 import type { SimulationReport } from '../simulator/report-format.js';
 import type { CliIo } from './io.js';
@@ -36,6 +37,11 @@ const PHASES: ReadonlyArray<SimulationProgress['phase']> = ['starting', 'provisi
 /** What a `--processes` run needs from the command. */
 export interface ProcessesOptions {
   processes: number;
+  /**
+   * The slice of the fleet the processes share (`--shard I/N`): they run shards (I-1)*n+1 to I*n of N*n, which make up
+   * exactly slice I (shard ranges are floor-based), and the merged report is that slice's. Absent: the whole fleet.
+   */
+  shard?: FleetSlice;
   /** The flags for every shard process (the user's, without --processes/--report/--html/--json/--progress). */
   args: readonly string[];
   /** Arguments before `simulate` (the program's own, e.g. --verbose). */
@@ -59,6 +65,8 @@ export interface ProcessesResult {
 
 interface Shard {
   index: number;
+  /** Its `--shard` value, e.g. `2/3` (or `5/6` for the second process of `--shard 2/2 --processes 3`). */
+  label: string;
   child: ChildProcess;
   reportFile: string;
   provisioned: boolean;
@@ -128,11 +136,13 @@ export async function runInProcesses(options: ProcessesOptions): Promise<Process
   };
 
   try {
+    const outer = options.shard ?? { index: 1, count: 1 };
     for (let index = 1; index <= processes; index++) {
       const reportFile = join(dir, `${index}.json`);
+      const label = `${(outer.index - 1) * processes + index}/${outer.count * processes}`;
       const child = spawn(
         process.execPath,
-        [cliScript(), ...(options.globalArgs ?? []), 'simulate', ...options.args, '--shard', `${index}/${processes}`, '--report', reportFile, '--no-progress'],
+        [cliScript(), ...(options.globalArgs ?? []), 'simulate', ...options.args, '--shard', label, '--report', reportFile, '--no-progress'],
         {
           env: { ...io.env, [SHARD_CHILD_ENV]: '1' },
           stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
@@ -144,6 +154,7 @@ export async function runInProcesses(options: ProcessesOptions): Promise<Process
       );
       const shard: Shard = {
         index,
+        label,
         child,
         reportFile,
         provisioned: false,
@@ -203,13 +214,13 @@ export async function runInProcesses(options: ProcessesOptions): Promise<Process
       const tail = failed.stderr.trim();
       throw new SimulatorError(
         'ShardFailed',
-        `Shard ${failed.index}/${processes} (pid ${failed.child.pid ?? '?'}) ${how} without writing its report${released || !options.barrier ? '' : ', before every shard was provisioned'}; the other shards were stopped${tail ? `. Its stderr ends with: ${tail}` : ''}`,
+        `Shard ${failed.label} (pid ${failed.child.pid ?? '?'}) ${how} without writing its report${released || !options.barrier ? '' : ', before every shard was provisioned'}; the other shards were stopped${tail ? `. Its stderr ends with: ${tail}` : ''}`,
       );
     }
     const { mergeReports, readReportFile } = await loadReports('simulate');
     const present = shards.filter((s) => existsSync(s.reportFile));
     const reports = await Promise.all(present.map((s) => readReportFile(s.reportFile)));
-    const report = mergeReports(reports, { sources: present.map((s) => `shard ${s.index}/${processes}`), partial: interruptedBy !== undefined });
+    const report = mergeReports(reports, { sources: present.map((s) => `shard ${s.label}`), partial: interruptedBy !== undefined || options.shard !== undefined });
     if (interruptedBy !== undefined) report.interrupted = true;
     return { report, interruptedBy };
   } finally {

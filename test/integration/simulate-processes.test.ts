@@ -148,10 +148,35 @@ describe('simulate --processes (built CLI, real shard processes)', () => {
     });
   });
 
-  it('--processes with --shard is a usage error (exit 2), before anything starts', async () => {
-    const both = await cli(['simulate', '--processes', '2', '--shard', '1/2']);
-    expect(both.code).toBe(2);
-    expect(both.stderr).toMatch(/^ConflictingOptions: --processes and --shard cannot be used together/);
+  it('--shard I/N with --processes n: the processes split slice I (shards of N*n), and report merge joins the slices', async () => {
+    const dir = await tempDir();
+    const halves = ['1/2', '2/2'].map((slice, k) => {
+      const file = join(dir, `half-${k + 1}.json`);
+      const run = startCli(['simulate', '--processes', '2', '--shard', slice, '--devices', '26', '--duration', '1', '--publish-interval', '200', '--connect-rate', '0', '--report', file, '--no-progress']);
+      return { run, file };
+    });
+    for (const { run } of halves) expect((await run.exit).code, run.stderr()).toBe(0);
+    const [first, second] = await Promise.all(halves.map(async ({ file }) => JSON.parse(await readFile(file, 'utf8')) as SimulationReport));
+    // 26 devices: slice 1/2 is devices 0-12, split into 0-5 and 6-12 (floor(26*k/4)); slice 2/2 is 13-18 and 19-25.
+    expect(first?.shards.map((s) => `${s.index}/${s.count}:${s.devices}`)).toEqual(['1/4:6', '2/4:7']);
+    expect(second?.shards.map((s) => `${s.index}/${s.count}:${s.devices}`)).toEqual(['3/4:6', '4/4:7']);
+    expect(first).toMatchObject({ devices: 13, connected: 13, failedConnects: 0 });
+    // One slice alone is not the fleet: merging it without the other is refused, naming what is missing.
+    const alone = startCli(['report', 'merge', halves[0]?.file as string]);
+    expect((await alone.exit).code).toBe(1);
+    expect(alone.stderr()).toMatch(/^ReportMismatch: Shards 3\/4, 4\/4 of the run are missing/m);
+    const merged = startCli(['report', 'merge', ...halves.map((h) => h.file), '--json']);
+    expect((await merged.exit).code, merged.stderr()).toBe(0);
+    const fleet = JSON.parse(merged.stdout()) as SimulationReport;
+    expect(fleet).toMatchObject({ devices: 26, provisioned: 26, connected: 26, failedConnects: 0 });
+    expect(fleet.shards.map((s) => `${s.index}/${s.count}`)).toEqual(['1/4', '2/4', '3/4', '4/4']);
+    expect(decodeHistogram(fleet.histograms.connectLatencyUs).totalCount).toBe(26);
+  });
+
+  it('--processes usage errors (exit 2), before anything starts', async () => {
+    const slice = await cli(['simulate', '--processes', '3', '--shard', '1/2', '--devices', '4']);
+    expect(slice.code).toBe(2);
+    expect(slice.stderr).toMatch(/^InvalidOption: --processes 3 is more than the 2 devices of --shard 1\/2/);
     const more = await cli(['simulate', '--processes', '3', '--devices', '2']);
     expect(more.code).toBe(2);
     expect(more.stderr).toMatch(/^InvalidOption: --processes 3 is more than --devices 2/);

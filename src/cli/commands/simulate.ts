@@ -9,11 +9,11 @@ import { resolveEndpoint } from '../../provisioner/endpoint.js';
 import { defaultStoreDir } from '../../provisioner/env.js';
 import { FileCredentialStore } from '../../provisioner/file-store.js';
 import type { SimulationProgress } from '../../simulator/metrics.js';
-import { SIMULATION_DEFAULTS, checkStartAt, resolveSettings, type SimulationSettings } from '../../simulator/options.js';
+import { SIMULATION_DEFAULTS, type Shard, checkStartAt, parseShard, resolveSettings, type SimulationSettings } from '../../simulator/options.js';
 import { loadReports, loadSimulator } from '../roles.js';
 import type { SimulationTarget } from '../../simulator/target.js';
 import type { SimulationReport } from '../../simulator/report-format.js';
-import { type CliIo, Interrupted, UsageError, choiceArg, conflicting, intArg, jsonLine } from '../io.js';
+import { type CliIo, Interrupted, UsageError, choiceArg, intArg, jsonLine } from '../io.js';
 import { probeOpenApi } from '../probe.js';
 import { Progress } from '../progress.js';
 import { runInProcesses, shardChildHooks } from '../simulate-processes.js';
@@ -89,7 +89,7 @@ export function addSimulateCommand(program: Command, io: CliIo): void {
     .option('--api-qps <n>', 'OpenAPI calls per second while provisioning (also the embedded emulator\'s limit)', intArg('--api-qps', 1, 1_000_000), D.apiQps)
     .option('--api-concurrency <n>', 'OpenAPI calls in flight while provisioning', intArg('--api-concurrency', 1, 10_000), D.apiConcurrency)
     .option('--max-connecting <n>', 'CONNECTs awaiting their CONNACK at once', intArg('--max-connecting', 1, 1_000_000), D.maxConnectsInFlight)
-    .option('--processes <n>', 'spread the run over n local processes (shards 1/n..n/n started together and merged), each with its own embedded emulator', intArg('--processes', 1, 64), 1)
+    .option('--processes <n>', 'spread the run (or its --shard) over n local processes started together and merged, each with its own embedded emulator', intArg('--processes', 1, 64), 1)
     .option('--no-progress', 'no live progress on stderr')
     .addHelpText(
       'after',
@@ -114,8 +114,9 @@ its share; --start-at makes them start connecting together, and \`apsaramq-devic
 its own embedded emulator (or all against --endpoint/--region); devices only use their own topics, so the run
 measures the same things. Every shard provisions, then all start connecting at the same moment; one progress, and
 the merged report is the result (summary, --json, --report, --html, exit code), with the fleet's exact percentiles.
-No process holds more than its share of sockets, and the run uses more than one core. --processes cannot be
-combined with --shard; with --start-at the shards wait for that time instead. A shard that ends without its
+No process holds more than its share of sockets, and the run uses more than one core. With --shard I/N too, the
+n processes split slice I (they are shards (I-1)*n+1 to I*n of N*n) and the report is that slice's, mergeable with
+the other slices' by report merge. With --start-at the shards wait for that time instead of each other. A shard that ends without its
 report stops the others and fails the run (ShardFailed, naming it and quoting its stderr).
 
 Each device needs one socket: for thousands of devices raise the open-file limit (ulimit -n 65536). One source
@@ -136,10 +137,6 @@ Examples:
   $ apsaramq-device simulate --devices 40000 --local-address 127.0.0.2-127.0.0.3 --html run.html`,
     )
     .action(async (flags: SimulateFlags, command: Command) => {
-      if (flags.processes > 1) {
-        if (flags.shard !== undefined) throw conflicting('--processes', '--shard', '--processes runs every shard of the fleet itself (1/n to n/n); to split a run over machines, give each machine --shard without --processes');
-        if (flags.processes > flags.devices) throw new UsageError(`--processes ${flags.processes} is more than --devices ${flags.devices}: every process needs at least one device`);
-      }
       const settings: SimulationSettings = {
         devices: flags.devices,
         groupId: flags.groupId,
@@ -158,10 +155,17 @@ Examples:
         ...(flags.startAt === undefined ? {} : { startAt: flags.startAt }),
         ...(flags.localAddress === undefined ? {} : { localAddress: flags.localAddress }),
       };
+      let outerShard: Shard | undefined;
       try {
         const resolved = resolveSettings(settings);
-        // A shard process would refuse a --start-at already past only once started: say it here, like one process does.
-        if (flags.processes > 1 && resolved.startAtMs !== null) checkStartAt(resolved.startAtMs, Date.now());
+        if (flags.processes > 1) {
+          const share = resolved.range[1] - resolved.range[0];
+          const of = flags.shard === undefined ? `--devices ${flags.devices}` : `the ${share} devices of --shard ${flags.shard}`;
+          if (flags.processes > share) throw new UsageError(`--processes ${flags.processes} is more than ${of}: every process needs at least one device`);
+          // A shard process would refuse a --start-at already past only once started: say it here, like one process does.
+          if (resolved.startAtMs !== null) checkStartAt(resolved.startAtMs, Date.now());
+          if (flags.shard !== undefined) outerShard = parseShard(flags.shard);
+        }
       } catch (error) {
         // A flag that can never work is a usage error (exit 2), whichever check caught it.
         if (error instanceof ValidationError) throw new UsageError(error.message);
@@ -190,6 +194,7 @@ Examples:
         const verbose = (command.parent?.opts() as { verbose?: boolean } | undefined)?.verbose === true;
         const run = await runInProcesses({
           processes: flags.processes,
+          ...(outerShard === undefined ? {} : { shard: outerShard }),
           args: shardArgs(command),
           globalArgs: verbose ? ['--verbose'] : [],
           barrier: flags.startAt === undefined,
@@ -234,7 +239,7 @@ Examples:
 }
 
 /** Flags of `simulate --processes` that the parent keeps: it writes the merged report and shows the progress. */
-const PARENT_ONLY = new Set(['processes', 'report', 'html', 'json', 'progress']);
+const PARENT_ONLY = new Set(['processes', 'shard', 'report', 'html', 'json', 'progress']);
 
 /** The user's own flags (not the defaults), as a shard process of a `--processes` run gets them. */
 function shardArgs(command: Command): string[] {
