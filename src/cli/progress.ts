@@ -21,6 +21,11 @@ export interface ProgressOptions {
   lineEveryMs?: number;
   /** On a terminal, redraw at most this often. @default 100 */
   redrawEveryMs?: number;
+  /**
+   * The count already done when the display starts (a phase that begins where the previous one ended): the rate
+   * counts only what is done from then on. @default 0
+   */
+  initial?: number;
 }
 
 /** How far back the rate looks: long enough to be steady, short enough to follow a change of pace. */
@@ -56,10 +61,12 @@ export class Progress {
       now: () => performance.now(),
       lineEveryMs: 5_000,
       redrawEveryMs: 100,
+      initial: 0,
       ...options,
     };
     this.#started = this.#options.now();
-    this.#samples.push({ at: this.#started, done: 0 });
+    this.#done = this.#options.initial;
+    this.#samples.push({ at: this.#started, done: this.#done });
   }
 
   /** Record progress; draws when it is time to. `details` is the command's own short status (counts, errors). */

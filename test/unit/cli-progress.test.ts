@@ -25,6 +25,16 @@ describe('progress display', () => {
     expect(out[2]).toMatch(/^provision: 500\/1000 50% .* · done\n$/);
   });
 
+  it('a display that starts with a count already done (a phase continuing the last) counts only what follows in its rate', () => {
+    let now = 0;
+    const out: string[] = [];
+    const progress = new Progress({ label: 'simulate publishing', total: 50_000, initial: 50_000, tty: false, write: (t) => out.push(t), now: () => now });
+    now += 1;
+    progress.update(50_000, 'online');
+    // Without `initial` this first line read 50,000 items in 1 ms: 50000000/s.
+    expect(out[0]).toBe('simulate publishing: 50000/50000 100% 0.0/s done 0s · online\n');
+  });
+
   it('on a terminal, redraws one line in place that never reaches the last column', () => {
     for (const columns of [40, 80, 200]) {
       const { progress, out, advance } = setup(true, columns);

@@ -302,7 +302,8 @@ function phaseProgress(io: CliIo): { update: (p: SimulationProgress) => void; fi
       if (p.phase !== phase) {
         bar?.finish();
         phase = p.phase;
-        bar = new Progress({ label: `simulate ${p.phase}`, total: p.devices, tty: io.stderrIsTTY === true, columns: () => io.columns?.(), write: (t) => io.stderr(t) });
+        // The publishing bar starts with the whole fleet online: that is not a rate, only what comes after is.
+        bar = new Progress({ label: `simulate ${p.phase}`, total: p.devices, initial: counted(p), tty: io.stderrIsTTY === true, columns: () => io.columns?.(), write: (t) => io.stderr(t) });
       }
       bar?.update(counted(p), details(p));
     },
