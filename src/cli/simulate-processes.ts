@@ -7,7 +7,7 @@
  * ({@link shardChildHooks}), which talk over Node's IPC channel.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -88,6 +88,9 @@ function cliScript(): string {
 export async function runInProcesses(options: ProcessesOptions): Promise<ProcessesResult> {
   const { processes, io } = options;
   const dir = await mkdtemp(join(tmpdir(), 'apsaramq-device-processes-'));
+  // A second Ctrl+C exits the process at once, past the finally below: the shards' reports must not stay behind.
+  const removeDir = (): void => rmSync(dir, { recursive: true, force: true });
+  process.once('exit', removeDir);
   const shards: Shard[] = [];
   let interruptedBy: NodeJS.Signals | undefined;
   let failed: Shard | undefined;
@@ -204,6 +207,8 @@ export async function runInProcesses(options: ProcessesOptions): Promise<Process
     void options.interrupted.then((signal) => {
       if (failed !== undefined) return;
       interruptedBy = signal ?? 'SIGINT';
+      // Winding down n shards (and their emulators) takes a moment: say so, and how to cut it short.
+      io.stderr(`simulate: stopping ${processes} shard processes (${interruptedBy}); a second signal exits at once\n`);
       stopAll(interruptedBy);
     });
 
@@ -229,6 +234,7 @@ export async function runInProcesses(options: ProcessesOptions): Promise<Process
     for (const shard of shards) if (!shard.exited) shard.child.kill('SIGKILL');
     await Promise.all(shards.map((s) => s.exit));
     await rm(dir, { recursive: true, force: true });
+    process.off('exit', removeDir);
   }
 }
 

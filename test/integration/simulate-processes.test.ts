@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { decodeHistogram } from '../../src/simulator/histogram.js';
@@ -209,5 +209,24 @@ describe('simulate --processes (built CLI, real shard processes)', () => {
     // Stopped long before the 120 s: the shards' runs ended when told.
     expect(report.elapsedMs).toBeLessThan(120_000);
     for (const pid of [a, b]) expect(alive(Number(pid))).toBe(false);
+  });
+
+  it('a second SIGTERM exits the parent at once and still removes its directory of shard reports', async () => {
+    const tmp = await tempDir();
+    const run = startCli(['simulate', '--processes', '2', '--devices', '10', '--duration', '120', '--publish-interval', '500', '--connect-rate', '0', '--no-progress'], { TMPDIR: tmp });
+    const [, a, b] = await run.waitFor(PIDS);
+    // The shards stop by themselves once their parent is gone (their IPC channel closes); this only makes sure.
+    onTestFinished(() => {
+      for (const pid of [a, b]) if (alive(Number(pid))) process.kill(Number(pid), 'SIGKILL');
+    });
+    expect((await readdir(tmp)).filter((name) => name.startsWith('apsaramq-device-processes-'))).toHaveLength(1);
+    process.kill(run.child.pid as number, 'SIGTERM');
+    // The second signal once the first was taken (two at once would arrive as one), while the shards wind down.
+    await run.waitFor(/^simulate: stopping 2 shard processes \(SIGTERM\); a second signal exits at once$/m);
+    process.kill(run.child.pid as number, 'SIGTERM');
+    const { code } = await run.exit;
+    expect(code).toBe(143);
+    expect(run.stderr()).not.toMatch(/^Interrupted: /m);
+    expect((await readdir(tmp)).filter((name) => name.startsWith('apsaramq-device-processes-'))).toEqual([]);
   });
 });
