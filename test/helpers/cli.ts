@@ -39,6 +39,33 @@ export async function cli(args: string[], env: NodeJS.ProcessEnv = {}, interrupt
 /** Path of the built CLI (npm test builds before running vitest). */
 export const CLI_BIN = resolve(import.meta.dirname, '../../dist/cli/bin.js');
 
+/** What a run of the built CLI in its own process printed, and how it exited. */
+export interface BuiltCliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Run the built CLI in a child process whose environment is PATH and `env` only (never the developer's own); resolves
+ * when it exits. `shellPrefix` (e.g. `ulimit -n 200 &&`) runs it through `sh` after that prefix.
+ */
+export function runBuiltCli(args: string[], options: { env?: NodeJS.ProcessEnv; shellPrefix?: string } = {}): Promise<BuiltCliRun> {
+  const { env = {}, shellPrefix = '' } = options;
+  const command = shellPrefix ? 'sh' : process.execPath;
+  const argv = shellPrefix ? ['-c', `${shellPrefix} exec "${process.execPath}" "${CLI_BIN}" ${args.map((a) => `'${a}'`).join(' ')}`] : [CLI_BIN, ...args];
+  const child = spawn(command, argv, { env: { PATH: process.env['PATH'], ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
+}
+
 /** A temporary directory removed when the calling test finishes. */
 export async function tempDir(prefix = 'apsaramq-device-'): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));

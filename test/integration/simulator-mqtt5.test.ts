@@ -19,27 +19,13 @@ import type { SimulationReport } from '../../src/simulator/report-format.js';
 import type { Emulator } from '../../src/emulator/index.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { MOSQUITTO } from '../helpers/bin.js';
-import { CLI_BIN, cli, tempDir } from '../helpers/cli.js';
+import { cli, runBuiltCli, tempDir } from '../helpers/cli.js';
 import { registerDevice, useEmulator } from '../helpers/emulator.js';
 import { closedPort } from '../helpers/http.js';
 
 // Like the interop files: CI (APSARAMQ_REQUIRE_INTEROP=1) must have Mosquitto; elsewhere its test says it skipped.
 const mosquittoInstalled = MOSQUITTO.mosquitto.startsWith('/') && MOSQUITTO.passwd.startsWith('/');
 if (process.env['APSARAMQ_REQUIRE_INTEROP'] === '1' && !mosquittoInstalled) throw new Error('APSARAMQ_REQUIRE_INTEROP=1 but mosquitto is not installed (apt-get install mosquitto)');
-
-/** Run the built CLI in its own process (it starts its own emulator process); resolves when it exits. */
-function runBuiltCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI_BIN, ...args], { env: { PATH: process.env['PATH'] }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString();
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
-}
 
 /** The protocol level of every client the broker accepts from now until the end of the test. */
 function protocolLevels(emulator: Emulator): number[] {

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
 import { type Socket, connect as netConnect, createServer } from 'node:net';
@@ -9,28 +8,8 @@ import { ephemeralPortRange } from '../../src/simulator/local-address.js';
 import { runSimulation } from '../../src/simulator/run.js';
 import { emulatorTarget } from '../../src/simulator/target.js';
 import type { SimulationReport } from '../../src/simulator/report-format.js';
-import { CLI_BIN, cli, tempDir } from '../helpers/cli.js';
+import { type BuiltCliRun, cli, runBuiltCli, tempDir } from '../helpers/cli.js';
 import { useEmulator } from '../helpers/emulator.js';
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Run the built CLI in its own process (the point is a process per shard); resolves when it exits. */
-function runBuiltCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  const child = spawn(process.execPath, [CLI_BIN, ...args], { env: { PATH: process.env['PATH'], ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString();
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
-}
 
 describe('shards of one run, started together and merged (built CLI, one process per shard)', () => {
   const emulator = useEmulator({ qpsLimit: 10_000 });
@@ -41,14 +20,14 @@ describe('shards of one run, started together and merged (built CLI, one process
     const keys = { ALIBABA_CLOUD_ACCESS_KEY_ID: emu.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: emu.accessKeySecret };
     // Far enough ahead for both processes to start and provision 12 devices each on a busy machine.
     const startAt = new Date(Date.now() + 6_000);
-    const shard = (i: number): Promise<Run> =>
+    const shard = (i: number): Promise<BuiltCliRun> =>
       runBuiltCli(
         [
           'simulate', '--devices', '24', '--group-id', 'GID_merge', '--shard', `${i}/2`, '--start-at', startAt.toISOString(), '--duration', '2',
           '--publish-interval', '200', '--subscribe', '--connect-rate', '0', '--no-progress', '--report', join(dir, `shard${i}.json`),
           '--endpoint', emu.apiEndpoint, '--instance-id', emu.instanceId, '--broker-url', emu.mqttUrl, '--store', join(dir, `store${i}`),
         ],
-        keys,
+        { env: keys },
       );
     const runs = await Promise.all([shard(1), shard(2)]);
     for (const run of runs) expect(run.code, run.stderr).toBe(0);

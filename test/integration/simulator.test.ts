@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { once } from 'node:events';
@@ -8,24 +7,8 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { DeviceCredential } from '../../src/credential.js';
 import { runSimulation, type SimulationOptions, type SimulationProgress } from '../../src/simulator/index.js';
 import { emulatorTarget } from '../../src/simulator/target.js';
-import { CLI_BIN, cli, tempDir } from '../helpers/cli.js';
+import { cli, runBuiltCli, tempDir } from '../helpers/cli.js';
 import { useEmulator } from '../helpers/emulator.js';
-
-/** Run the built CLI in a child process (it starts its own emulator process); resolves with code and output. */
-function runBuiltCli(args: string[], shellPrefix = '', env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const command = shellPrefix ? 'sh' : process.execPath;
-  const argv = shellPrefix ? ['-c', `${shellPrefix} exec "${process.execPath}" "${CLI_BIN}" ${args.map((a) => `'${a}'`).join(' ')}`] : [CLI_BIN, ...args];
-  const child = spawn(command, argv, { env: { PATH: process.env['PATH'], ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString();
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
-}
 
 describe('runSimulation against an emulator started by the test', () => {
   const emulator = useEmulator({ qpsLimit: 10_000 });
@@ -220,11 +203,11 @@ describe('apsaramq-device simulate against a running emulator (--endpoint)', () 
       '--endpoint', emu.apiEndpoint, '--instance-id', emu.instanceId, '--broker-url', emu.mqttUrl, '--store', dir,
     ];
     const keys = { ALIBABA_CLOUD_ACCESS_KEY_ID: emu.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: emu.accessKeySecret };
-    const first = await runBuiltCli(args, '', keys);
+    const first = await runBuiltCli(args, { env: keys });
     expect(first.code).toBe(0);
     const registered = emu.stats().actions['RegisterDeviceCredential']?.ok;
     expect(registered).toBe(10);
-    const second = await runBuiltCli(args, '', keys);
+    const second = await runBuiltCli(args, { env: keys });
     expect(second.code).toBe(0);
     expect(JSON.parse(second.stdout)).toMatchObject({ provisioned: 10, connected: 10 });
     expect(emu.stats().actions['RegisterDeviceCredential']?.ok).toBe(registered);
@@ -239,8 +222,7 @@ describe('apsaramq-device simulate against a running emulator (--endpoint)', () 
         '--endpoint', emu.apiEndpoint, '--instance-id', emu.instanceId, '--broker-url', emu.mqttUrl, '--store', dir,
         '--api-qps', '5000', '--api-concurrency', '8',
       ],
-      'ulimit -n 200 &&',
-      { ALIBABA_CLOUD_ACCESS_KEY_ID: emu.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: emu.accessKeySecret },
+      { shellPrefix: 'ulimit -n 200 &&', env: { ALIBABA_CLOUD_ACCESS_KEY_ID: emu.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: emu.accessKeySecret } },
     );
     expect(run.stderr).toMatch(/^warning: 300 devices need about/m);
     expect(run.stderr).toMatch(/^TooManyOpenFiles: .*ulimit -n/m);
