@@ -23,6 +23,7 @@ import {
   toApsaraMqDeviceError,
 } from '../errors.js';
 import type { TokenGrant } from '../signer/mqtt.js';
+import { raceAbort } from '../util/abort.js';
 import { type Logger, silentLogger } from '../util/logger.js';
 import { CredentialLogin, type Login, TokenLogin, signable } from './login.js';
 import { type ConnectDeviceOptions, type ResolvedConnectOptions, type TokenConnectOptions, brokerUrlFor, resolveConnectOptions } from './options.js';
@@ -160,26 +161,6 @@ function describeCode(code: number, protocolVersion: 3 | 4 | 5): string {
 
 /** mqtt.js's debug lines when nobody logs: dropped (its default would print the CONNECT, password included, under DEBUG=mqttjs*). */
 function ignoreLog(): void {}
-
-/** Resolve with the promise, or reject with AbortedError when the signal fires first. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
-  if (!signal) return promise;
-  if (signal.aborted) return Promise.reject(new AbortedError(`${what} was aborted`, signal.reason));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(new AbortedError(`${what} was aborted`, signal.reason));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
-}
 
 /**
  * An MQTT session of one device, kept alive by an explicit state machine (see {@link ConnectionState}): it
@@ -990,7 +971,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
 async function askSource(source: CredentialSource, request: CredentialRequest): Promise<DeviceCredential> {
   let credential: unknown;
   try {
-    credential = await abortable(Promise.resolve().then(() => source(request)), request.signal, 'Fetching the device credential');
+    credential = await raceAbort(Promise.resolve().then(() => source(request)), 'Fetching the device credential', request.signal);
   } catch (error) {
     throw toApsaraMqDeviceError(error);
   }
@@ -1038,7 +1019,7 @@ export async function connectDevice(options: ConnectDeviceOptions | TokenConnect
 async function askTokenSource(source: TokenSource, request: TokenRequest): Promise<readonly TokenGrant[]> {
   let answer: unknown;
   try {
-    answer = await abortable(Promise.resolve().then(() => source(request)), request.signal, 'Fetching the tokens');
+    answer = await raceAbort(Promise.resolve().then(() => source(request)), 'Fetching the tokens', request.signal);
   } catch (error) {
     throw toApsaraMqDeviceError(error);
   }

@@ -5,7 +5,8 @@
  * connection uses it. Tokens are also renewed in session (token.ts decides when).
  */
 import { type CredentialRequest, type CredentialSource, DeviceCredential, redact } from '../credential.js';
-import { AbortedError, ValidationError } from '../errors.js';
+import { ValidationError } from '../errors.js';
+import { raceAbort } from '../util/abort.js';
 import { type MqttCredentials, type TokenGrant, signDeviceCredential, signToken } from '../signer/mqtt.js';
 import { type SourceVerdict, judgeCredential } from './ladder.js';
 import {
@@ -39,25 +40,6 @@ interface LoginBase {
   logFields(): Record<string, unknown>;
   /** What the connection's `toJSON` shows of it (no secret). */
   toJSON(): Record<string, unknown>;
-}
-
-/** Resolve with the promise, or reject when the signal fires first (the source may not listen to it). */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal, onAbort: () => Error): Promise<T> {
-  if (signal.aborted) return Promise.reject(onAbort());
-  return new Promise<T>((resolve, reject) => {
-    const abort = (): void => reject(onAbort());
-    signal.addEventListener('abort', abort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', abort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', abort);
-        reject(error);
-      },
-    );
-  });
 }
 
 /** Can this credential be put in a username (signDeviceCredential's rule, checked without signing twice)? */
@@ -102,7 +84,7 @@ export class CredentialLogin implements LoginBase {
   async refetch(signal: AbortSignal): Promise<SourceVerdict> {
     const rejected = this.#current;
     const request: CredentialRequest = { reason: 'rejected', rejected, signal };
-    const answer = await abortable(Promise.resolve().then(() => this.#source(request)), signal, () => new AbortedError(`Fetching a credential for ${this.clientId} was aborted`, signal.reason));
+    const answer = await raceAbort(Promise.resolve().then(() => this.#source(request)), `Fetching a credential for ${this.clientId}`, signal);
     // A credential that cannot even be signed (a key with a |) counts as no credential.
     const isCredential = answer instanceof DeviceCredential && signable(answer);
     const verdict = judgeCredential(
@@ -271,7 +253,7 @@ export class TokenLogin implements LoginBase {
   /** Ask the source; an answer that is not tokens is `{ ok: false }` (its problem kept), a failure is thrown. */
   async #ask(request: TokenRequest & { signal: AbortSignal }): Promise<{ ok: true; value: readonly TokenGrant[] } | { ok: false }> {
     const { signal } = request;
-    const answer = await abortable(Promise.resolve().then(() => this.#options.source(request)), signal, () => new AbortedError(`Fetching tokens for ${this.clientId} was aborted`, signal.reason));
+    const answer = await raceAbort(Promise.resolve().then(() => this.#options.source(request)), `Fetching tokens for ${this.clientId}`, signal);
     try {
       const value = checkTokenAnswer(answer);
       if (value.length === 0) throw new ValidationError('InvalidToken', 'The token source returned no token');

@@ -20,6 +20,9 @@
  * each takeover in a row, so twins settle into long turns instead of a tight loop. It never closes the connection,
  * unless the caller opted in with `giveUpAfter`.
  */
+
+import { backoffCeiling } from '../util/backoff.js';
+
 /** Settings of takeover handling. */
 export interface TakeoverOptions {
   /** Ceiling of the delay before reconnecting after a first takeover, ms; it doubles with each one in a row. @default 5000 */
@@ -76,7 +79,7 @@ export type TakeoverVerdict = 'confirmed' | 'suspected';
 
 /** The delay ceiling after `streak` takeovers in a row. */
 export function takeoverCeiling(streak: number, options: Pick<TakeoverOptions, 'minDelayMs' | 'maxDelayMs'>): number {
-  return Math.min(options.maxDelayMs, options.minDelayMs * 2 ** Math.max(0, Math.min(streak - 1, 40)));
+  return backoffCeiling(streak - 1, options);
 }
 
 /**

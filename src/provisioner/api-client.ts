@@ -3,7 +3,7 @@ import { type AccountCredentials, assertClientId, assertGroupId, assertInstanceI
 import { apiErrorEntry, ApiError, LOCAL_ERROR_CATALOG, isApsaraMqDeviceError, NetworkError, ValidationError } from '../errors.js';
 import { percentEncode } from '../signer/openapi.js';
 import { IssuedToken, type TokenType } from './token.js';
-import { abortError } from './abort.js';
+import { abortError } from '../util/abort.js';
 import { resolveEndpoint } from './endpoint.js';
 import { type AccountKeyOptions, resolveAccountCredentials } from './env.js';
 import { type LimiterOptions, type RateLimiter, resolveLimiter } from './rate-limit.js';

@@ -1,6 +1,6 @@
 import { ConfigurationError, StoreError } from '../errors.js';
 import { sleep } from '../util/backoff.js';
-import { abortError } from './abort.js';
+import { abortError } from '../util/abort.js';
 import { Semaphore } from './rate-limit.js';
 
 /** The registration of one ClientId, held exclusively until {@link CredentialLock.release}. */

@@ -1,7 +1,7 @@
 import { ValidationError } from '../errors.js';
 import { sleep } from '../util/backoff.js';
 import { TokenBucket } from '../util/token-bucket.js';
-import { abortError } from './abort.js';
+import { abortError } from '../util/abort.js';
 
 /** The documented limit of RegisterDeviceCredential and its siblings: calls per second per account. */
 export const DEFAULT_API_QPS = 500;

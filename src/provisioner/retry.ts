@@ -1,6 +1,6 @@
 import { ApiError, NetworkError, type RetryClass, ValidationError } from '../errors.js';
 import { fullJitterDelay, sleep } from '../util/backoff.js';
-import { abortError } from './abort.js';
+import { abortError } from '../util/abort.js';
 
 export type { RetryClass } from '../errors.js';
 

@@ -1,4 +1,4 @@
-import { abortError, raceAbort } from './abort.js';
+import { abortError, raceAbort } from '../util/abort.js';
 
 interface Flight<V> {
   readonly promise: Promise<V>;

@@ -12,8 +12,8 @@ export interface BackoffOptions {
 
 /** Upper bound of the delay for `attempt`: min(max, min * 2^attempt). */
 export function backoffCeiling(attempt: number, options: BackoffOptions): number {
-  // 2 ** attempt overflows to Infinity for huge attempts; Math.min keeps it finite.
-  return Math.min(options.maxDelayMs, options.minDelayMs * 2 ** Math.max(0, attempt));
+  // The exponent is capped: 2 ** attempt overflows to Infinity for huge attempts, and 0 * Infinity is NaN.
+  return Math.min(options.maxDelayMs, options.minDelayMs * 2 ** Math.max(0, Math.min(attempt, 40)));
 }
 
 /** The delay before retry `attempt`, in ms: full jitter over [0, ceiling]. `random` returns [0, 1). */

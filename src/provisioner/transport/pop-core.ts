@@ -4,7 +4,7 @@ import { Agent as HttpsAgent } from 'node:https';
 import RPCClient from '@alicloud/pop-core';
 import { isRecord } from '../../credential.js';
 import { isApsaraMqDeviceError } from '../../errors.js';
-import { raceAbort } from '../abort.js';
+import { raceAbort } from '../../util/abort.js';
 import { type OpenApiTransport, type TransportAnswer, TransportError, type TransportOptions } from './transport.js';
 
 /**
