@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { Aedes, type AuthenticateError, type Client, type Subscription } from 'aedes';
-import mqttPacket, { type IConnackPacket, type IDisconnectPacket, type IPubackPacket, type IPubrecPacket } from 'mqtt-packet';
+import mqttPacket, { type IConnackPacket, type IDisconnectPacket, type IPubackPacket, type IPubrecPacket, type Packet } from 'mqtt-packet';
 import { MAX_CLIENT_ID_LENGTH, clientIdProblem } from '../credential.js';
 import { hmacPassword, parseUsername } from '../signer/mqtt.js';
 import { guardClient, hardenBroker, type GuardedClient } from './client-guards.js';
@@ -212,14 +212,24 @@ function sessionFacts(client: Client): SessionFacts {
  */
 function sendDisconnect(client: Client, reasonCode: number, reasonString: string, drainTimeoutMs: number, then: () => void = noop): void {
   const packet: IDisconnectPacket = { cmd: 'disconnect', reasonCode, properties: { reasonString } };
-  const conn = client.conn;
-  const flushed = conn.write(mqttPacket.generate(packet, { protocolVersion: 5 }), () => client.close(then));
-  // A client that does not read its socket is not waited for longer than for any other write (destroying the socket
-  // also calls the write back).
-  if (!flushed) setTimeout(() => conn.destroy(), drainTimeoutMs).unref();
+  writePacket(client.conn, packet, 5, drainTimeoutMs, () => client.close(then));
 }
 
 function noop(): void {}
+
+/**
+ * Write one packet straight to a connection, generated for its protocol level; `then` runs once the bytes are handed
+ * over (destroying the socket also calls it). A client that does not read its socket is not waited for longer than
+ * for any other write: past `drainTimeoutMs` its socket is destroyed. The timer ends when the socket drains, so a
+ * client that reads, merely behind at that moment (a subscriber busy with messages), is never cut for it.
+ */
+export function writePacket(conn: Duplex, packet: Packet, protocolVersion: number, drainTimeoutMs: number, then: () => void = noop): void {
+  const version = protocolVersion === 5 ? 5 : protocolVersion === 3 ? 3 : 4;
+  if (conn.write(mqttPacket.generate(packet, { protocolVersion: version }), () => then())) return;
+  const timer = setTimeout(() => conn.destroy(), drainTimeoutMs);
+  timer.unref();
+  conn.once('drain', () => clearTimeout(timer));
+}
 
 /**
  * Refuse a CONNECT with our own CONNACK (aedes' authenticate hook can only answer 3.1.1 codes 2 to 5), then let aedes
@@ -230,8 +240,7 @@ function writeRefusal(conn: Duplex, protocolVersion: number, refusal: ConnectRef
     ? { cmd: 'connack', sessionPresent: false, reasonCode: refusal.reasonCode, properties: { reasonString: refusal.message } }
     : { cmd: 'connack', sessionPresent: false, returnCode: refusal.returnCode };
   // Written before the connection is closed, as aedes does with its own CONNACKs; not waited for forever.
-  const flushed = conn.write(mqttPacket.generate(connack, { protocolVersion: protocolVersion === 5 ? 5 : 4 }), () => then());
-  if (!flushed) setTimeout(() => conn.destroy(), drainTimeoutMs).unref();
+  writePacket(conn, connack, protocolVersion, drainTimeoutMs, then);
 }
 
 /**
@@ -281,10 +290,7 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
       then();
       return;
     }
-    const conn = client.conn;
-    const protocolVersion = client.version === 5 ? 5 : client.version === 3 ? 3 : 4;
-    const flushed = conn.write(mqttPacket.generate({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }, { protocolVersion }), () => then());
-    if (!flushed) setTimeout(() => conn.destroy(), options.drainTimeoutMs).unref();
+    writePacket(client.conn, { cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }, client.version, options.drainTimeoutMs, then);
   };
   const tokenRefusal = (rule: 'tokenResource' | 'tokenInvalid', code: TokenInvalidCode, type: TokenType, what: string): Refusal => ({
     rule,
@@ -489,7 +495,7 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     // acknowledgement of its own (a QoS 2 upload's PUBREL finds nothing stored and gets its PUBCOMP all the same).
     if (packet.qos > 0 && packet.messageId !== undefined) {
       const ack: IPubackPacket | IPubrecPacket = packet.qos === 1 ? { cmd: 'puback', messageId: packet.messageId } : { cmd: 'pubrec', messageId: packet.messageId };
-      client.conn.write(mqttPacket.generate(ack, { protocolVersion: client.version === 5 ? 5 : 4 }));
+      writePacket(client.conn, ack, client.version, options.drainTimeoutMs);
     }
     (packet as { _notAuthorized?: boolean })._notAuthorized = true;
     done(null);
