@@ -155,7 +155,11 @@ function humanSummary(r: FleetResult): string {
 /** Failed ClientIds grouped by code, the most frequent code first. */
 function byCode(failed: readonly { clientId: string; code: string }[]): [string, string[]][] {
   const groups = new Map<string, string[]>();
-  for (const { clientId, code } of failed) groups.set(code, [...(groups.get(code) ?? []), clientId]);
+  for (const { clientId, code } of failed) {
+    const ids = groups.get(code);
+    if (ids) ids.push(clientId);
+    else groups.set(code, [clientId]);
+  }
   return [...groups].sort((a, b) => b[1].length - a[1].length);
 }
 
