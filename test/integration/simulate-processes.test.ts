@@ -3,6 +3,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { decodeHistogram } from '../../src/simulator/histogram.js';
+import { ephemeralPortRange } from '../../src/simulator/local-address.js';
 import type { SimulationReport } from '../../src/simulator/report-format.js';
 import { CLI_BIN, cli, tempDir } from '../helpers/cli.js';
 import { useEmulator } from '../helpers/emulator.js';
@@ -104,6 +105,21 @@ describe('simulate --processes (built CLI, real shard processes)', () => {
 
   describe('against one emulator (--endpoint)', () => {
     const emulator = useEmulator({ qpsLimit: 10_000 });
+
+    it.skipIf(process.platform !== 'linux')('refuses, before any API call, shards that fit one by one but not together in the source ports toward one broker', async () => {
+      const emu = emulator();
+      const dir = await tempDir();
+      const ports = ephemeralPortRange();
+      const devices = (ports?.count ?? 28_232) + 2;
+      const env = { ALIBABA_CLOUD_ACCESS_KEY_ID: emu.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: emu.accessKeySecret };
+      const target = ['--endpoint', emu.apiEndpoint, '--instance-id', emu.instanceId, '--broker-url', emu.mqttUrl, '--store', join(dir, 'store')];
+      // Half of the fleet per shard fits; the whole fleet from one source address does not.
+      const run = await cli(['simulate', '--devices', String(devices), '--processes', '2', '--no-progress', ...target], env);
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(new RegExp(`^AddressSpaceTooSmall: ${devices} devices from one source address toward 127\\.0\\.0\\.1:\\d+ need ${devices} source ports`, 'm'));
+      expect(run.stderr).not.toMatch(/shard processes/);
+      expect(emu.stats().actions['GetDeviceCredential']).toBeUndefined();
+    });
 
     it('the shards start connecting together, after the slowest has provisioned', async () => {
       const dir = await tempDir();

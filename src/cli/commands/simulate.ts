@@ -9,14 +9,16 @@ import { resolveEndpoint } from '../../provisioner/endpoint.js';
 import { defaultStoreDir } from '../../provisioner/env.js';
 import { FileCredentialStore } from '../../provisioner/file-store.js';
 import type { SimulationProgress } from '../../simulator/metrics.js';
-import { SIMULATION_DEFAULTS, type Shard, checkStartAt, parseShard, resolveSettings, type SimulationSettings } from '../../simulator/options.js';
+import { parseBrokerUrl } from '../../simulator/device.js';
+import { checkAddressSpace } from '../../simulator/local-address.js';
+import { type ResolvedSettings, SIMULATION_DEFAULTS, type Shard, checkStartAt, parseShard, resolveSettings, type SimulationSettings } from '../../simulator/options.js';
 import { loadReports, loadSimulator } from '../roles.js';
 import type { SimulationTarget } from '../../simulator/target.js';
 import type { SimulationReport } from '../../simulator/report-format.js';
 import { type CliIo, Interrupted, UsageError, choiceArg, intArg, jsonLine } from '../io.js';
 import { probeOpenApi } from '../probe.js';
 import { Progress } from '../progress.js';
-import { runInProcesses, shardChildHooks } from '../simulate-processes.js';
+import { SHARD_CHILD_ENV, runInProcesses, shardChildHooks } from '../simulate-processes.js';
 
 interface SimulateFlags {
   devices: number;
@@ -156,8 +158,9 @@ Examples:
         ...(flags.localAddress === undefined ? {} : { localAddress: flags.localAddress }),
       };
       let outerShard: Shard | undefined;
+      let resolved: ResolvedSettings;
       try {
-        const resolved = resolveSettings(settings);
+        resolved = resolveSettings(settings);
         if (flags.processes > 1) {
           const share = resolved.range[1] - resolved.range[0];
           const of = flags.shard === undefined ? `--devices ${flags.devices}` : `the ${share} devices of --shard ${flags.shard}`;
@@ -174,10 +177,14 @@ Examples:
       // Where the results go is checked before the run, not after it: a typo must not lose the report.
       for (const [flag, file] of [['--report', flags.report], ['--html', flags.html]] as const) if (file !== undefined) await checkWritable(flag, file);
       const target = await targetOf(flags, io);
-      if (target) {
+      // A shard process of a --processes run: its parent has checked the endpoint and the broker host already.
+      if (target && io.env[SHARD_CHILD_ENV] !== '1') {
         // A dead endpoint or a broker host that does not resolve fails in seconds, naming it, before any device.
         await probeOpenApi(resolveEndpoint({ endpoint: target.provisioner.endpoint, region: target.provisioner.region }), flags.endpoint === undefined ? '--region' : '--endpoint');
         await checkBrokerHost(target.brokerUrl, flags.brokerUrl === undefined ? flags.instanceId : undefined);
+        // The shard processes share this machine's source ports toward the one broker: their devices must fit
+        // together (each shard alone checks only its own). With embedded emulators every shard has its own port.
+        if (flags.processes > 1) checkAddressSpace(resolved.range[1] - resolved.range[0], resolved.localAddresses, parseBrokerUrl(target.brokerUrl));
       }
       const stop = new AbortController();
       let interruptedBy: NodeJS.Signals | void | undefined;
