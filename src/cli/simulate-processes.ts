@@ -57,11 +57,6 @@ export interface ProcessesOptions {
   interrupted: Promise<NodeJS.Signals | void>;
 }
 
-/** The merged report (partial and marked when interrupted) and the signal that stopped the run, if any. */
-export interface ProcessesResult {
-  report: SimulationReport;
-  interruptedBy: NodeJS.Signals | undefined;
-}
 
 interface Shard {
   index: number;
@@ -85,7 +80,7 @@ function cliScript(): string {
  * Run the shards, wait for every one to exit, and merge their reports.
  * @throws SimulatorError `ShardFailed` when a shard process ends without its report (the others are stopped first).
  */
-export async function runInProcesses(options: ProcessesOptions): Promise<ProcessesResult> {
+export async function runInProcesses(options: ProcessesOptions): Promise<SimulationReport> {
   const { processes, io } = options;
   const dir = await mkdtemp(join(tmpdir(), 'apsaramq-device-processes-'));
   // A second Ctrl+C exits the process at once, past the finally below: the shards' reports must not stay behind.
@@ -226,8 +221,7 @@ export async function runInProcesses(options: ProcessesOptions): Promise<Process
     const present = shards.filter((s) => existsSync(s.reportFile));
     const reports = await Promise.all(present.map((s) => readReportFile(s.reportFile)));
     const report = mergeReports(reports, { sources: present.map((s) => `shard ${s.label}`), partial: interruptedBy !== undefined || options.shard !== undefined });
-    if (interruptedBy !== undefined) report.interrupted = true;
-    return { report, interruptedBy };
+    return report;
   } finally {
     for (const timer of killTimers) clearTimeout(timer);
     // Nothing is left running, whichever way this ended.

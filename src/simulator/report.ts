@@ -158,6 +158,8 @@ export function mergeReports(reports: readonly SimulationReport[], options: Merg
     windows: { connect, publish },
     histograms: { connectLatencyUs: encodeHistogram(connectLatency), e2eLatencyUs: encodeHistogram(e2eLatency) },
     series: addSeries(reports.map((r) => r.series)),
+    // A shard stopped early makes the fleet's numbers partial: the merged report says so too.
+    ...(reports.some((r) => r.interrupted) ? { interrupted: true } : {}),
   };
 }
 

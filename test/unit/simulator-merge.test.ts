@@ -148,6 +148,12 @@ describe('mergeReports', () => {
     expect(single.series.connected.at(-1)).toBe(0);
   });
 
+  it('marks the fleet interrupted when one shard was, and only then', () => {
+    const [one, two] = shardReports(events, 2) as [SimulationReport, SimulationReport];
+    expect(mergeReports([one, two]).interrupted).toBeUndefined();
+    expect(mergeReports([one, { ...two, interrupted: true }]).interrupted).toBe(true);
+  });
+
   it('merges an already merged report with the remaining shards', () => {
     const [one, two, three] = shardReports(events, 3) as [SimulationReport, SimulationReport, SimulationReport];
     const merged = mergeReports([mergeReports([one, two], { partial: true }), three]);

@@ -199,7 +199,7 @@ Examples:
       let report: SimulationReport;
       if (flags.processes > 1) {
         const verbose = (command.parent?.opts() as { verbose?: boolean } | undefined)?.verbose === true;
-        const run = await runInProcesses({
+        report = await runInProcesses({
           processes: flags.processes,
           ...(outerShard === undefined ? {} : { shard: outerShard }),
           args: shardArgs(command),
@@ -210,7 +210,6 @@ Examples:
           interrupted,
           ...(progress === undefined ? {} : { onProgress: progress.update }),
         });
-        report = run.report;
       } else {
         // A shard process of a parent's --processes run: progress and warnings go to the parent, which also says
         // when to start connecting.
