@@ -20,7 +20,6 @@ import {
   mergeTokens,
   nextRenewalDelay,
   noteExpiry,
-  renewAt,
   sameTokens,
 } from './token.js';
 
@@ -230,12 +229,6 @@ export class TokenLogin implements LoginBase {
     this.#held = changed.length > 0 ? merged : deferRenewal(merged, types, this.now());
     this.#remember(changed);
     return changed;
-  }
-
-  /** When a held type is due (for logs), ms since the epoch. */
-  renewAt(type: TokenType): number | undefined {
-    const held = this.#held.find((token) => token.type === type);
-    return held && renewAt(held, this.#options.renewBeforeMs);
   }
 
   logFields(): Record<string, unknown> {

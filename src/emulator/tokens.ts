@@ -94,7 +94,7 @@ export function actionsOfTokenType(type: TokenType): 'R' | 'W' | 'R,W' {
 }
 
 /** Does this type carry the permission? `R` = subscribe, `W` = publish. */
-export function grantsPermission(type: TokenType, permission: 'R' | 'W'): boolean {
+function grantsPermission(type: TokenType, permission: 'R' | 'W'): boolean {
   return type === 'RW' || type === permission;
 }
 
