@@ -74,7 +74,7 @@ export function addSimulateCommand(program: Command, io: CliIo): void {
     .option('--duration <s>', 'seconds from the start of connecting until devices stop publishing (the run waits for every device to try)', intArg('--duration', 0, 7 * 86_400), D.durationMs / 1_000)
     .option('--subscribe', 'each device also subscribes to its own topic, so end-to-end latency is measured')
     .option('--shard <I/N>', 'simulate only slice I of N (1-based) of the fleet, so several processes or machines share one run')
-    .option('--start-at <time>', 'start connecting at this ISO 8601 time with a zone (after provisioning), so shards on several machines start together')
+    .option('--start-at <time>', 'start connecting at this ISO 8601 time with a zone (after provisioning; not past, at most 7 days ahead), so shards on several machines start together')
     .option('--local-address <list>', 'source addresses to spread the devices over: a list (127.0.0.2,127.0.0.3) or IPv4 ranges (127.0.0.2-127.0.0.9)')
     .option('--protocol <level>', 'MQTT protocol level of the devices: 4 (MQTT 3.1.1) or 5 (MQTT 5)', protocolArg, D.protocol)
     .option('--report <file>', 'also write the JSON report to this file (mergeable with report merge)')
