@@ -39,6 +39,8 @@ export class Outbox<T extends OutboxItem> {
   /** Sent on the current session, not yet acknowledged. Shared empty until the first item goes out: most devices
    * keep a connection open for hours and send little, and a connection's size is the fleet's memory. */
   #inFlight: Set<T> = EMPTY;
+  /** Items here (queued or in flight) with a strike: counted, so that no send has to look through them all. */
+  #struck = 0;
 
   /** @param maxAttempts - how many sessions an item may be sent on before it is failed (≥ 1). */
   constructor(maxAttempts: number) {
@@ -57,15 +59,30 @@ export class Outbox<T extends OutboxItem> {
 
   /** Queue an item (kept in seq order). */
   add(item: T): void {
+    if (item.strikes > 0) this.#struck += 1;
+    this.#insert(item);
+  }
+
+  /** Into the queue in seq order; new items have the highest seq so far, so this is almost always a push. */
+  #insert(item: T): void {
     item.session = undefined;
+    const last = this.#queued.at(-1);
+    if (last === undefined || last.seq <= item.seq) {
+      this.#queued.push(item);
+      return;
+    }
     const at = this.#queued.findIndex((queued) => queued.seq > item.seq);
-    if (at < 0) this.#queued.push(item);
-    else this.#queued.splice(at, 0, item);
+    this.#queued.splice(at, 0, item);
   }
 
   /** Is an item with a strike waiting or in flight? Then items go one at a time. */
   get careful(): boolean {
-    return this.#queued.some((item) => item.strikes > 0) || [...this.#inFlight].some((item) => item.strikes > 0);
+    return this.#struck > 0;
+  }
+
+  /** An item left the outbox. */
+  #left(item: T): void {
+    if (item.strikes > 0) this.#struck -= 1;
   }
 
   /**
@@ -93,15 +110,18 @@ export class Outbox<T extends OutboxItem> {
   settle(item: T, session: number): boolean {
     if (item.session !== session || !this.#inFlight.has(item)) return false;
     this.#inFlight.delete(item);
+    this.#left(item);
     return true;
   }
 
   /** Remove an item wherever it is (the caller gave up on it); false if it was not here. */
   remove(item: T): boolean {
-    if (this.#inFlight.delete(item)) return true;
-    const at = this.#queued.indexOf(item);
-    if (at < 0) return false;
-    this.#queued.splice(at, 1);
+    if (!this.#inFlight.delete(item)) {
+      const at = this.#queued.indexOf(item);
+      if (at < 0) return false;
+      this.#queued.splice(at, 1);
+    }
+    this.#left(item);
     return true;
   }
 
@@ -115,9 +135,15 @@ export class Outbox<T extends OutboxItem> {
     if (inFlight.length > 0) this.#inFlight.clear();
     const failed: T[] = [];
     for (const item of inFlight) {
+      const counted = item.strikes > 0;
       item.strikes += 1;
-      if (item.strikes >= this.#maxAttempts || (blame.aboutMessage && inFlight.length === 1)) failed.push(item);
-      else this.add(item);
+      if (item.strikes >= this.#maxAttempts || (blame.aboutMessage && inFlight.length === 1)) {
+        if (counted) this.#struck -= 1;
+        failed.push(item);
+      } else {
+        if (!counted) this.#struck += 1;
+        this.#insert(item);
+      }
     }
     return { failed, struck: inFlight.length > 0 };
   }
@@ -128,6 +154,7 @@ export class Outbox<T extends OutboxItem> {
     if (all.length === 0) return all;
     this.#inFlight.clear();
     this.#queued = [];
+    this.#struck = 0;
     return all;
   }
 }

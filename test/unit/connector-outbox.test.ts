@@ -24,6 +24,35 @@ describe('the outbox', () => {
     expect(box.size).toBe(2);
   });
 
+  it('is careful exactly while an item with a strike is here: it ends when that item settles, is removed or fails', () => {
+    const box = new Outbox<Named>(2);
+    const [a, b] = [item('a'), item('b')];
+    box.add(a);
+    box.add(b);
+    box.take(1);
+    box.lost();
+    expect(box.careful).toBe(true);
+    expect(names(box.take(2))).toEqual(['a']);
+    expect(box.settle(a, 2)).toBe(true);
+    expect(box.careful).toBe(true); // b still has its strike
+    expect(box.remove(b)).toBe(true);
+    expect(box.careful).toBe(false);
+    const c = item('c');
+    box.add(c);
+    box.take(3);
+    box.lost();
+    box.take(4);
+    expect(names(box.lost().failed)).toEqual(['c']); // its second strike: failed, gone
+    expect(box.careful).toBe(false);
+    const d = item('d');
+    box.add(d);
+    box.take(5);
+    box.lost();
+    expect(box.careful).toBe(true);
+    expect(names(box.drain())).toEqual(['d']);
+    expect(box.careful).toBe(false);
+  });
+
   it('a refused message fails after maxAttempts sessions; its innocent neighbours are sent one at a time and go through', () => {
     const box = new Outbox<Named>(3);
     const [bad, good1, good2] = [item('bad'), item('good1'), item('good2')];
