@@ -136,24 +136,30 @@ export function guardClient(client: Client, maxQueuedBytes: number, handlers: Gu
   let cut = false;
   // Bytes handed to aedes that it has not written yet: it writes on the next turn of the event loop.
   let handedOver = 0;
+  // `done` is always called back on a later turn, never synchronously: a synchronous callback lets mqemitter drain
+  // its queue recursively, which is how aedes ran out of stack.
   const bounded = (deliver: Deliver): Deliver => (packet, done) => {
-    // Called back on the next turn, not synchronously: a synchronous callback lets mqemitter drain its queue
-    // recursively, which is how aedes ran out of stack.
-    setImmediate(done);
-    if (cut) return;
+    if (cut) {
+      setImmediate(done);
+      return;
+    }
     const size = (packet.payload?.length ?? 0) + (packet.topic?.length ?? 0) + PUBLISH_OVERHEAD;
     const queued = client.conn.writableLength + handedOver + size;
     if (queued > maxQueuedBytes) {
       cut = true;
       client.conn.destroy();
       onSlow(client, queued);
+      setImmediate(done);
       return;
     }
     handedOver += size;
     deliver(packet, noop);
-    // Runs after aedes' own setImmediate for this delivery, which has written the packet by then.
+    // One callback per delivery. It runs after aedes' own setImmediate for it, which has written the packet by then
+    // (a QoS > 0 delivery to a persistent session is written once its persistence answers: there the count is
+    // released a little early, and the bound is approximate).
     setImmediate(() => {
       handedOver -= size;
+      done();
     });
   };
   internals.deliver0 = bounded(internals.deliver0);
