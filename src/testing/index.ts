@@ -23,6 +23,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { connectDevice, type ConnectDeviceOptions, type DeviceConnection } from '../connector/connect.js';
 import { DeviceCredential, assertClientId } from '../credential.js';
 import { ApiError, ApsaraMqDeviceError, type KnownApiErrorCode, LOCAL_ERROR_CATALOG, SystemError, ValidationError } from '../errors.js';
+import { OnlineClients } from '../emulator/sessions.js';
 import { startEmulator, type EmulatedAction, type Emulator, type EmulatorOptions, type EmulatorStats, type TlsOptions } from '../emulator/index.js';
 import { signDeviceCredential, type MqttCredentials } from '../signer/mqtt.js';
 import { rpcTimestamp, signRpc } from '../signer/openapi.js';
@@ -170,16 +171,16 @@ class RunningTestEmulator implements TestEmulator {
   readonly #timeoutMs: number;
   readonly #connections = new Set<DeviceConnection>();
   readonly #clients = new Set<MqttClient>();
-  /** ClientIds connected now, kept from the emulator's events. */
-  readonly #online = new Set<string>();
+  /** ClientIds connected now, from the emulator's events, as its session queries count them (a takeover included). */
+  readonly #online: OnlineClients;
   #stopping: Promise<void> | undefined;
 
   constructor(emulator: Emulator, ca: string | undefined, timeoutMs: number) {
     this.emulator = emulator;
     this.ca = ca;
     this.#timeoutMs = timeoutMs;
-    emulator.events.on('clientConnected', (id) => this.#online.add(id));
-    emulator.events.on('clientDisconnected', (id) => this.#online.delete(id));
+    // Listening before any waiter does, so a waiter's listener sees the count already updated.
+    this.#online = new OnlineClients(emulator.events);
   }
 
   get mqttUrl(): string {
@@ -344,12 +345,13 @@ class RunningTestEmulator implements TestEmulator {
   }
 
   #waitForPresence(clientId: string, online: boolean, options: WaitOptions): Promise<void> {
-    if (this.#online.has(clientId) === online) return Promise.resolve();
+    if (this.#online.isOnline(clientId) === online) return Promise.resolve();
     const events = this.emulator.events;
     const event = online ? 'clientConnected' : 'clientDisconnected';
     return this.#waitFor(`${clientId} to go ${online ? 'online' : 'offline'}`, options, (done) => {
       const listener = (id: string): void => {
-        if (id === clientId) done(undefined);
+        // The end of a session taken over by a new connection is not going offline.
+        if (id === clientId && this.#online.isOnline(clientId) === online) done(undefined);
       };
       events.on(event, listener);
       return () => events.off(event, listener);

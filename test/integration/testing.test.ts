@@ -39,6 +39,20 @@ describe('the testing fixture', () => {
     await emu.waitForOffline('GID_test@@@raw-1');
   });
 
+  it('a session taken over by a second connection with the same ClientId is not going offline', async () => {
+    const emu = emulator();
+    const first = await emu.mqttClient('GID_test@@@twin', { reconnectPeriod: 0 });
+    const firstClosed = new Promise((resolve) => first.once('close', resolve));
+    const second = await emu.mqttClient('GID_test@@@twin', { reconnectPeriod: 0 });
+    await firstClosed;
+    await emu.waitForOnline('GID_test@@@twin');
+    // The second connection is still there: waiting for offline times out, as the session queries would say.
+    await expect(emu.waitForOffline('GID_test@@@twin', { timeoutMs: 300 })).rejects.toMatchObject({ code: 'WaitTimeout' });
+    const offline = emu.waitForOffline('GID_test@@@twin');
+    await second.endAsync();
+    await offline;
+  });
+
   it('injects a fault, and the code under test sees it as the service would answer it', async () => {
     const emu = emulator();
     emu.failNext('RegisterDeviceCredential', 'Throttling.User');
