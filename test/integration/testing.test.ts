@@ -42,7 +42,7 @@ describe('the testing fixture', () => {
   it('a session taken over by a second connection with the same ClientId is not going offline', async () => {
     const emu = emulator();
     const first = await emu.mqttClient('GID_test@@@twin', { reconnectPeriod: 0 });
-    const firstClosed = new Promise((resolve) => first.once('close', resolve));
+    const firstClosed = new Promise<void>((resolve) => first.once('close', () => resolve()));
     const second = await emu.mqttClient('GID_test@@@twin', { reconnectPeriod: 0 });
     await firstClosed;
     await emu.waitForOnline('GID_test@@@twin');
