@@ -6,7 +6,7 @@
 import type { IClientOptions } from 'mqtt';
 import { DeviceCredential, type CredentialSource } from '../credential.js';
 import { ValidationError } from '../errors.js';
-import type { BackoffOptions } from '../util/backoff.js';
+import { type BackoffOptions, MAX_TIMER_MS } from '../util/backoff.js';
 import { type Logger } from '../util/logger.js';
 import { MAX_REFETCHES } from './ladder.js';
 import { TAKEOVER_DEFAULTS, type TakeoverOptions } from './takeover.js';
@@ -25,7 +25,6 @@ const SCHEMES: Readonly<Record<Transport, string>> = { tcp: 'mqtt', tls: 'mqtts'
 export const WEBSOCKET_PATH = '/mqtt';
 
 /** The longest delay a Node timer takes (2^31 - 1 ms, about 24.8 days). */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /** Defaults of {@link ConnectDeviceOptions}. */
 export const CONNECT_DEFAULTS = Object.freeze({

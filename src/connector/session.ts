@@ -8,6 +8,7 @@ import { Readable } from 'node:stream';
 import mqtt, { type IClientOptions, type IConnackPacket, type IPublishPacket, type IStore, type MqttClient, type Packet } from 'mqtt';
 import type { ConnectFailure } from './state.js';
 import type { SessionEnd } from './takeover.js';
+import { MAX_TIMER_MS } from '../util/backoff.js';
 
 /** What one attempt reports, once each: accepted, then lost; or refused; or failed. */
 export type AttemptEvent =
@@ -151,7 +152,7 @@ export class Attempt {
       ...options,
       reconnectPeriod: 0,
       // Our own CONNACK timer decides; mqtt.js's must never fire first.
-      connectTimeout: 2_147_483_647,
+      connectTimeout: MAX_TIMER_MS,
       manualConnect: true,
       resubscribe: false,
       queueQoSZero: false,

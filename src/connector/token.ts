@@ -10,6 +10,7 @@
 import { assertClientId, assertInstanceId } from '../credential.js';
 import { ValidationError } from '../errors.js';
 import type { TokenGrant } from '../signer/mqtt.js';
+import { MAX_TIMER_MS } from '../util/backoff.js';
 
 /** A token's permission type: `R` subscribe, `W` publish, `RW` both. */
 type TokenType = TokenGrant['type'];
@@ -67,7 +68,6 @@ export const TOKEN_DEFAULTS = Object.freeze({ renewBeforeMs: 5 * 60_000 });
 export const MIN_RENEW_RETRY_MS = 1_000;
 
 /** The longest delay a Node timer takes. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /** The token options checked and filled in. */
 export interface ResolvedTokenOptions {

@@ -17,9 +17,9 @@ import {
   type TokenRegistry,
   type TokenType,
 } from './tokens.js';
+import { MAX_TIMER_MS } from '../util/backoff.js';
 
 /** The longest delay a Node timer takes; a later event is looked at again when this one fires. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /** What the broker does for the sessions. */
 export interface TokenSessionHost {

@@ -125,7 +125,7 @@ export class FileCredentialStore implements CredentialStore {
           throw ioError('read', path, error);
         });
         if (info) checkRegular(info, path, 'Credential file', MAX_CREDENTIAL_FILE_BYTES);
-      } else if (name === JOURNAL_DIR || name === LOCK_DIR) {
+      } else if (name === JOURNAL_DIR_NAME || name === LOCK_DIR) {
         await checkPrivateDir(path);
       }
     }
@@ -223,8 +223,8 @@ function parseCredentialFile(text: string, file: string, instanceId: string, cli
   return credential;
 }
 
-/** Names inside an instance directory that are not credentials: the Register journal and the lock directory. */
-const JOURNAL_DIR = '.journal';
+/** Names inside an instance directory that are not credentials: the Register journal (journal.ts) and the lock directory. */
+export const JOURNAL_DIR_NAME = '.journal';
 const LOCK_DIR = '.locks';
 
 /** A directory (a symlink to one is followed: the root may well be one) that group and others cannot use. */

@@ -4,7 +4,7 @@ import { assertClientId, type DeviceCredential } from '../credential.js';
 import { toApsaraMqDeviceError, ValidationError } from '../errors.js';
 import { FileCredentialStore } from './file-store.js';
 import { RegistrationJournal } from './journal.js';
-import { DEFAULT_API_CONCURRENCY } from './rate-limit.js';
+import { DEFAULT_API_CONCURRENCY, checkConcurrency } from './rate-limit.js';
 import { DEFAULT_RETRY_OPTIONS, resolveRetryOptions, type RetryOptions } from './retry.js';
 import { type ProvisionStrategy, Provisioner, type ProvisionerOptions } from './provisioner.js';
 
@@ -99,12 +99,6 @@ const FLEET_WIDE_CODES: ReadonlySet<string> = new Set([
 ]);
 
 const STRATEGIES: readonly ProvisionStrategy[] = ['get-first', 'register-first'];
-
-function checkConcurrency(concurrency: number): void {
-  if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
-    throw new ValidationError('InvalidOption', `Invalid concurrency ${String(concurrency)}: expected a whole number of 1 or more`);
-  }
-}
 
 /**
  * Give every ClientId its credential, at fleet scale: from the store when it has one, else from the OpenAPI by

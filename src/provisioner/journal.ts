@@ -3,10 +3,10 @@ import { type FileHandle, open, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { assertClientId } from '../credential.js';
 import { StoreError, ValidationError } from '../errors.js';
-import { errno, makePrivateDir, readSmallRegularFile, syncDir } from './file-store.js';
+import { JOURNAL_DIR_NAME, errno, makePrivateDir, readSmallRegularFile, syncDir } from './file-store.js';
 
 /** Name of the journal directory inside a file store's instance directory. */
-export const JOURNAL_DIR_NAME = '.journal';
+export { JOURNAL_DIR_NAME };
 /** An entry is a line of JSON; anything larger is not one. */
 const MAX_ENTRY_BYTES = 4096;
 /** Never through a symlink, never blocking on a FIFO put in its place. */

@@ -59,7 +59,8 @@ export class Semaphore {
   }
 }
 
-function checkConcurrency(limit: number): number {
+/** A concurrency limit: a whole number of 1 or more. @throws ValidationError `InvalidOption` */
+export function checkConcurrency(limit: number): number {
   if (!Number.isSafeInteger(limit) || limit < 1) throw new ValidationError('InvalidOption', `Invalid concurrency ${String(limit)}: expected a whole number of 1 or more`);
   return limit;
 }

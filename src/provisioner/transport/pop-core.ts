@@ -5,7 +5,7 @@ import RPCClient from '@alicloud/pop-core';
 import { isRecord } from '../../credential.js';
 import { isApsaraMqDeviceError } from '../../errors.js';
 import { raceAbort } from '../../util/abort.js';
-import { type OpenApiTransport, type TransportAnswer, TransportError, type TransportOptions } from './transport.js';
+import { HOST_NOT_FOUND, type OpenApiTransport, type TransportAnswer, TransportError, type TransportOptions } from './transport.js';
 
 /**
  * The pop-core transport: `@alicloud/pop-core`'s RPCClient (signature method v1, HMAC-SHA1, a fresh
@@ -121,7 +121,6 @@ interface PopCoreError {
   entry?: { response?: { statusCode?: number } | null };
 }
 
-const HOST_NOT_FOUND = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_NODATA']);
 const TIMED_OUT = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT']);
 
 function failure(e: PopCoreError, error: unknown, exchange: Exchange): TransportError {

@@ -69,3 +69,6 @@ export class TransportError extends Error {
     this.reason = init.reason ?? kind;
   }
 }
+
+/** Error codes of a host name that does not resolve (getaddrinfo's), whichever transport looked it up. */
+export const HOST_NOT_FOUND: ReadonlySet<string> = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_NODATA']);

@@ -4,12 +4,10 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { AbortedError } from '../../errors.js';
 import { percentEncode } from '../../signer/openapi.js';
 import { signV3Request, type V3Algorithm, V3_DEFAULT_ALGORITHM } from '../../signer/openapi-v3.js';
-import { type OpenApiTransport, type TransportAnswer, TransportError, type TransportOptions } from './transport.js';
+import { HOST_NOT_FOUND, type OpenApiTransport, type TransportAnswer, TransportError, type TransportOptions } from './transport.js';
 
 /** Largest answer read: the service's answers are a few hundred bytes; a proxy's page may be more. */
 const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
-const HOST_NOT_FOUND = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_NODATA']);
-
 /**
  * The V3 transport: Alibaba Cloud's current request signature (`ACS3-HMAC-SHA256`, the default of today's official
  * SDKs), on Node's own HTTP client, without pop-core. Action and version travel in `x-acs-*` headers, the business
