@@ -68,7 +68,7 @@ describe('recovery ladder with the emulator as the service', () => {
     expect(delays[0]).toBeLessThan(1_000);
   });
 
-  it('UnRegister, then a forced disconnect: CredentialRejected after at most 3 re-fetches and 4 CONNECTs, and nothing after', async () => {
+  it('UnRegister, then a forced disconnect: CredentialRejected after at most 3 re-fetches and 4 CONNECTs', async () => {
     const p = registrar();
     const clientId = 'GID_res@@@unreg-1';
     await p.ensureCredential(clientId);
@@ -83,7 +83,7 @@ describe('recovery ladder with the emulator as the service', () => {
     expect(error).toMatchObject({ code: 'CredentialRejected' });
     expect(refetches).toBeLessThanOrEqual(4);
     expect(connectCount() - before).toBeLessThanOrEqual(4);
-    // Closed means no timer left: the state machine ignores everything after 'closed'.
+    // That nothing happens after 'closed' is the state machine's own test (connector-state.test.ts).
     expect(conn.state).toBe('closed');
   });
 });
