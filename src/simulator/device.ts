@@ -335,7 +335,10 @@ export class SimulatedDevice {
       case PacketType.PUBLISH: {
         const message = decodePublish(packet, protocol);
         if (message.qos > 0) this.#socket?.write(encodePuback(message.packetId));
-        if (message.payload.length >= PAYLOAD_HEADER_SIZE) metrics.deliveredAfter(clock.now() - message.payload.readDoubleBE(0));
+        if (message.payload.length >= PAYLOAD_HEADER_SIZE) {
+          const now = clock.now();
+          metrics.deliveredAfter(now - message.payload.readDoubleBE(0), now);
+        }
         return;
       }
       case PacketType.DISCONNECT: {

@@ -139,11 +139,11 @@ export class SimulationMetrics {
     this.#series.count('acked', this.#epochNow());
   }
 
-  /** A message came back `latencyMs` after it was sent. */
-  deliveredAfter(latencyMs: number): void {
+  /** A message came back `latencyMs` after it was sent; `now` when the caller has just read the clock. */
+  deliveredAfter(latencyMs: number, now = this.#clock.now()): void {
     this.delivered += 1;
     recordMs(this.e2eLatency, latencyMs);
-    this.#series.count('delivered', this.#epochNow());
+    this.#series.count('delivered', this.epochOf(now));
   }
 
   /**
