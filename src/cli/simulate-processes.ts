@@ -57,7 +57,6 @@ export interface ProcessesOptions {
   interrupted: Promise<NodeJS.Signals | void>;
 }
 
-
 interface Shard {
   index: number;
   /** Its `--shard` value, e.g. `2/3` (or `5/6` for the second process of `--shard 2/2 --processes 3`). */
