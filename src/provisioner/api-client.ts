@@ -1,9 +1,11 @@
 import { inspect } from 'node:util';
 import { type AccountCredentials, assertClientId, assertGroupId, assertInstanceId, DeviceCredential, isRecord } from '../credential.js';
 import { apiErrorEntry, ApiError, LOCAL_ERROR_CATALOG, isApsaraMqDeviceError, NetworkError, ValidationError } from '../errors.js';
+import { MAX_TOKEN_RESOURCES } from '../mqtt/service-limits.js';
 import { percentEncode } from '../signer/openapi.js';
 import { IssuedToken, type TokenType } from './token.js';
 import { abortError } from '../util/abort.js';
+import { optionChecks } from '../util/option-checks.js';
 import { resolveEndpoint } from './endpoint.js';
 import { type AccountKeyOptions, resolveAccountCredentials } from './env.js';
 import { type LimiterOptions, type RateLimiter, resolveLimiter } from './rate-limit.js';
@@ -27,6 +29,8 @@ export const API_VERSION = '2020-04-20';
 export const DEFAULT_TIMEOUT_MS = 10_000;
 /** Default (and largest) page size of ListDeviceCredentialClientId. */
 export const DEFAULT_PAGE_SIZE = 100;
+
+const check = optionChecks();
 
 /** How to reach and authenticate to the OpenAPI, and how fast and how persistently to call it. */
 export interface OpenApiClientOptions extends AccountKeyOptions, LimiterOptions {
@@ -149,10 +153,7 @@ export class OpenApiClient {
    */
   constructor(options: OpenApiClientOptions = {}) {
     this.endpoint = resolveEndpoint(options);
-    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
-      throw new ValidationError('InvalidOption', `Invalid timeoutMs ${String(timeoutMs)}: expected a positive number of milliseconds`);
-    }
+    const timeoutMs = check.positive('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS, 'milliseconds');
     this.timeoutMs = timeoutMs;
     this.#account = resolveAccountCredentials(options, options.env ?? process.env);
     this.#retry = resolveRetryOptions(options.retry);
@@ -275,8 +276,8 @@ export class OpenApiClient {
     assertInstanceId(instanceId);
     assertGroupId(options.groupId);
     const pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
-    checkInteger('pageSize', pageSize, 1, DEFAULT_PAGE_SIZE);
-    if (options.pageNo !== undefined) checkInteger('pageNo', options.pageNo, 1, Number.MAX_SAFE_INTEGER);
+    check.integer('pageSize', pageSize, { min: 1, max: DEFAULT_PAGE_SIZE });
+    if (options.pageNo !== undefined) check.integer('pageNo', options.pageNo, { min: 1 });
     if (options.nextToken !== undefined && typeof options.nextToken !== 'string') {
       throw new ValidationError('InvalidOption', 'Invalid nextToken: expected the string from the previous page');
     }
@@ -530,12 +531,6 @@ function forCaller(action: string, error: ApiError): ApiError {
   });
 }
 
-function checkInteger(name: string, value: number, min: number, max: number): void {
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    throw new ValidationError('InvalidOption', `Invalid ${name} ${String(value)}: expected an integer from ${min} to ${max === Number.MAX_SAFE_INTEGER ? 'up' : max}`);
-  }
-}
-
 /**
  * A non-negative integer from the wire: a number, a decimal string (the List API's documented type), or a
  * json-bigint BigNumber. `undefined` for anything else.
@@ -556,8 +551,7 @@ function isBigNumber(value: unknown): value is { toFixed(): string } {
 
 /** Most ClientIds in one BatchQuerySessionByClientIds call. */
 export const MAX_BATCH_SESSION_QUERY = 10;
-/** Most resources in one token. */
-export const MAX_TOKEN_RESOURCES = 100;
+export { MAX_TOKEN_RESOURCES };
 
 /** What {@link OpenApiClient.applyToken} asks for. */
 export interface ApplyTokenRequest {

@@ -1,5 +1,7 @@
 import { MAX_CLIENT_ID_LENGTH, assertGroupId, clientIdProblem } from '../credential.js';
 import { ValidationError } from '../errors.js';
+import { PROTOCOL_LEVELS, describeProtocolLevel } from '../mqtt/protocol.js';
+import { optionChecks } from '../util/option-checks.js';
 import { parseLocalAddresses } from './local-address.js';
 
 /** Largest payload the service accepts (reference §5.7); larger messages are discarded. */
@@ -252,10 +254,10 @@ export function checkStartAt(startAtMs: number, nowMs: number): void {
   }
 }
 
+const check = optionChecks();
+
 function numberOption(name: string, value: unknown, min: number, max: number, integer: boolean): number {
-  const ok = typeof value === 'number' && Number.isFinite(value) && value >= min && value <= max && (!integer || Number.isInteger(value));
-  if (!ok) throw new ValidationError('InvalidOption', `Option ${name} must be ${integer ? 'a whole number' : 'a number'} from ${min} to ${max}, not ${String(value)}`);
-  return value as number;
+  return integer ? check.integer(name, value, { min, max }) : check.number(name, value, { min, max });
 }
 
 /**
@@ -273,12 +275,10 @@ export function resolveSettings(settings: SimulationSettings = {}): ResolvedSett
   if (problem) {
     throw new ValidationError('InvalidOption', `With groupId ${groupId} and ${devices} devices the ClientIds reach ${longest.length} characters (${longest}); at most ${MAX_CLIENT_ID_LENGTH} are allowed: use a shorter GroupId`);
   }
-  const protocol = pick('protocol');
-  if (protocol !== 4 && protocol !== 5) throw new ValidationError('InvalidOption', `Option protocol (--protocol) must be 4 (MQTT 3.1.1) or 5 (MQTT 5), not ${String(protocol)}`);
-  const qos = pick('qos');
-  if (qos !== 0 && qos !== 1) throw new ValidationError('InvalidOption', `Option qos must be 0 or 1, not ${String(qos)}`);
+  const protocol = check.oneOf('protocol (--protocol)', pick('protocol'), PROTOCOL_LEVELS, describeProtocolLevel);
+  const qos = check.oneOf('qos', pick('qos'), [0, 1] as const);
   const topic = pick('topic');
-  if (typeof topic !== 'string') throw new ValidationError('InvalidOption', 'Option topic must be a string');
+  if (typeof topic !== 'string') throw check.invalid('topic', 'a string', topic);
   const topicTemplate = parseTopicTemplate(topic);
   const subscribe = Boolean(pick('subscribe'));
   if (subscribe && !isPerDeviceTemplate(topicTemplate)) {
