@@ -1,3 +1,8 @@
+/**
+ * The client side of the OpenAPI's rate limits: a concurrency semaphore, then a token bucket at `qps`. The
+ * simulator paces its connects with a scheduler of its own (`simulator/pacer.ts`); its header says why the two are
+ * not one.
+ */
 import { ValidationError } from '../errors.js';
 import { sleep } from '../util/backoff.js';
 import { TokenBucket } from '../util/token-bucket.js';
