@@ -125,7 +125,7 @@ export { regionEndpoint, resolveEndpoint } from './endpoint.js';
 const SUCCESS_CODES: ReadonlySet<unknown> = new Set([200, '200', 'OK', 'Success', 'success']);
 
 /**
- * Calls the ApsaraMQ for MQTT OpenAPI (RPC style, signature v1) through pop-core, always by POST, and turns every
+ * Calls the ApsaraMQ for MQTT OpenAPI (RPC style, signature method V2) through pop-core, always by POST, and turns every
  * outcome into a checked answer or one of this library's typed errors.
  *
  * The account AccessKey stays in private fields: `util.inspect` and `JSON.stringify` show the endpoint and the

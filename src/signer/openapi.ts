@@ -1,7 +1,9 @@
 import { createHmac } from 'node:crypto';
 
 /**
- * Alibaba Cloud RPC "Signature v1" (HMAC-SHA1), as pop-core computes it and the gateway checks it.
+ * Alibaba Cloud's signature method V2 for RPC APIs (HMAC-SHA1 over the query string), as pop-core computes it and
+ * the gateway checks it. Alibaba's documentation calls it V2 (reference §8.1); on the wire it says
+ * `SignatureVersion=1.0`, which is why older comments called it "v1". The V3 method is `openapi-v3.ts`.
  * Pure functions: the clock and the nonce are the caller's.
  */
 
