@@ -434,11 +434,12 @@ export type ValidationErrorCode =
   | 'InvalidTopic'
   | 'PayloadTooLarge'
   | 'UnsupportedByService'
-  | 'IncompleteAccessKey';
+  | 'IncompleteAccessKey'
+  | 'InvalidReport';
 
 /**
- * Bad input: a ClientId, instance id, option, credential, topic or message that can never work. Thrown before any
- * I/O, so nothing was sent.
+ * Bad input: a ClientId, instance id, option, credential, topic, message or simulation report that can never work.
+ * Thrown before any I/O, so nothing was sent.
  */
 export class ValidationError extends ApsaraMqDeviceError {
   declare readonly code: ValidationErrorCode;

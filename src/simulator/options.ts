@@ -8,6 +8,10 @@ import { parseLocalAddresses } from './local-address.js';
 export const MAX_PAYLOAD_SIZE = 64 * 1024;
 /** Longest topic, parent and subtopics together (reference §5.6). */
 export const MAX_TOPIC_LENGTH = 64;
+/** Most devices one fleet simulates (all shards together). */
+export const MAX_DEVICES = 1_000_000;
+/** Most shards one fleet is split into (`--shard I/N`, and `--processes` within it): what a report merge accepts. */
+export const MAX_SHARDS = 10_000;
 /** Bytes at the start of every payload: the send time, float64 big-endian ms since the epoch. */
 export const PAYLOAD_HEADER_SIZE = 8;
 
@@ -62,6 +66,7 @@ export function parseShard(text: string): Shard {
 function checkShard(shard: Shard): void {
   const ok = Number.isInteger(shard.count) && Number.isInteger(shard.index) && shard.count >= 1 && shard.index >= 1 && shard.index <= shard.count;
   if (!ok) throw new ValidationError('InvalidOption', `Shard ${shard.index}/${shard.count} must have 1 <= I <= N`);
+  if (shard.count > MAX_SHARDS) throw new ValidationError('InvalidOption', `Shard ${shard.index}/${shard.count}: a fleet is split into at most ${MAX_SHARDS} shards`);
 }
 
 /**
@@ -267,7 +272,7 @@ function numberOption(name: string, value: unknown, min: number, max: number, in
 export function resolveSettings(settings: SimulationSettings = {}): ResolvedSettings {
   const d = SIMULATION_DEFAULTS;
   const pick = <K extends keyof SimulationSettings & keyof typeof d>(key: K): unknown => settings[key] ?? d[key];
-  const devices = numberOption('devices', pick('devices'), 1, 1_000_000, true);
+  const devices = numberOption('devices', pick('devices'), 1, MAX_DEVICES, true);
   const groupId = pick('groupId');
   assertGroupId(groupId);
   const longest = simulatedClientId(groupId, devices - 1);
