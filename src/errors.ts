@@ -338,6 +338,7 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   EmulatorFailed: { retryable: false, remedy: 'The embedded emulator process could not start or died; start an emulator yourself (startEmulator) and pass it as the target.' },
   ShardFailed: { retryable: true, remedy: 'A shard process of a run in several processes ended without its report (it crashed, was killed, or could not start); the others were stopped. Its stderr is quoted; run that shard alone to see more.' },
   ConnectionLost: { retryable: true, remedy: 'The broker closed the connection during the run; the device reconnects with backoff.' },
+  BrokerLost: { retryable: true, remedy: 'The broker stopped answering during the run and no device could reach it again: check that it is up and reachable from here, then run again.' },
   IncompleteAccessKey: { retryable: false, remedy: 'Set both ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET, or neither (the emulator then generates a key pair and prints it).' },
   EmulatorStateCorrupt: { retryable: false, remedy: 'The emulator\'s data file is not valid: repair it or move it away (it holds device secrets), or start with another dataDir or none (state in memory).' },
   EmulatorStateInsecure: { retryable: false, remedy: 'The emulator\'s data directory or file is readable by other users: chmod 700 the directory and 600 its files.' },

@@ -7,6 +7,7 @@ export const SIMULATOR_ERROR_CATALOG = Object.freeze({
   EmulatorFailed: LOCAL_ERROR_CATALOG.EmulatorFailed,
   ShardFailed: LOCAL_ERROR_CATALOG.ShardFailed,
   ConnectionLost: LOCAL_ERROR_CATALOG.ConnectionLost,
+  BrokerLost: LOCAL_ERROR_CATALOG.BrokerLost,
   ProtocolError: LOCAL_ERROR_CATALOG.ProtocolError,
   ReportMismatch: LOCAL_ERROR_CATALOG.ReportMismatch,
   AddressSpaceTooSmall: LOCAL_ERROR_CATALOG.AddressSpaceTooSmall,
