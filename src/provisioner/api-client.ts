@@ -6,6 +6,7 @@ import { percentEncode } from '../signer/openapi.js';
 import { IssuedToken, type TokenType } from './token.js';
 import { abortError } from '../util/abort.js';
 import { optionChecks } from '../util/option-checks.js';
+import { hasLoneSurrogate } from '../util/unicode.js';
 import { resolveEndpoint } from './endpoint.js';
 import { type AccountKeyOptions, resolveAccountCredentials } from './env.js';
 import { type LimiterOptions, type RateLimiter, resolveLimiter } from './rate-limit.js';
@@ -156,6 +157,10 @@ export class OpenApiClient {
     const timeoutMs = check.positive('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS, 'milliseconds');
     this.timeoutMs = timeoutMs;
     this.#account = resolveAccountCredentials(options, options.env ?? process.env);
+    // Sent (or signed with) on every request: refused now rather than on each call.
+    for (const [name, value] of [['accessKeyId', this.#account.accessKeyId], ['accessKeySecret', this.#account.accessKeySecret], ['securityToken', this.#account.securityToken]] as const) {
+      if (value !== undefined && hasLoneSurrogate(value)) throw new ValidationError('InvalidOption', `Option ${name} holds a lone surrogate (half of a UTF-16 pair), which has no UTF-8 form: it cannot be sent or signed`);
+    }
     this.#retry = resolveRetryOptions(options.retry);
     this.#limiter = resolveLimiter(options, this.#account.accessKeyId);
     const signature = options.signature ?? 'pop-core';
@@ -215,11 +220,14 @@ export class OpenApiClient {
    *   `httpStatus` set), `ConnectionRefused`, `HostNotFound`, `RequestTimeout` or `NetworkError` (`httpStatus` set
    *   when the answer's head had arrived).
    * @throws ApsaraMqDeviceError `Aborted` when `options.signal` fires.
+   * @throws ValidationError `InvalidOption` at once, before any request, for a parameter that has no UTF-8 form (a
+   *   lone surrogate).
    */
   async call(action: string, params: ApiParams = {}, options: CallOptions = {}): Promise<ApiResponse> {
     const wire: Record<string, string> = {};
     // pop-core would send an undefined value as the string "undefined".
     for (const [key, value] of Object.entries(params)) if (value !== undefined) wire[key] = String(value);
+    checkSendable(action, wire);
     if (options.signal?.aborted) throw abortError(action, options.signal);
     const run = new RetryRun(this.#retry, action, options.signal);
     for (;;) {
@@ -547,6 +555,20 @@ function toCount(value: unknown): number | undefined {
 /** json-bigint turns integers longer than 15 digits into bignumber.js objects. */
 function isBigNumber(value: unknown): value is { toFixed(): string } {
   return typeof value === 'object' && value !== null && typeof (value as { toFixed?: unknown }).toFixed === 'function';
+}
+
+/**
+ * Every parameter must have a UTF-8 form to be percent-encoded and signed: a lone surrogate (`'abc\ud800'`) has
+ * none. Checked before the rate limiter and the transport, so nothing is sent, nothing is retried, and the error
+ * names the parameter (never its value: a Token is a credential).
+ * @throws ValidationError `InvalidOption`
+ */
+function checkSendable(action: string, wire: Readonly<Record<string, string>>): void {
+  for (const [name, value] of Object.entries(wire)) {
+    if (hasLoneSurrogate(name) || hasLoneSurrogate(value)) {
+      throw new ValidationError('InvalidOption', `${action}: parameter ${hasLoneSurrogate(name) ? JSON.stringify(name) : name} holds a lone surrogate (half of a UTF-16 pair), which has no UTF-8 form: nothing was sent`);
+    }
+  }
 }
 
 /** Most ClientIds in one BatchQuerySessionByClientIds call. */
