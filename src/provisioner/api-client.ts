@@ -1,9 +1,9 @@
 import { inspect } from 'node:util';
 import { type AccountCredentials, assertClientId, assertGroupId, assertInstanceId, DeviceCredential, isRecord } from '../credential.js';
 import { apiErrorEntry, ApiError, LOCAL_ERROR_CATALOG, isApsaraMqDeviceError, NetworkError, ValidationError } from '../errors.js';
-import { MAX_TOKEN_RESOURCES } from '../mqtt/service-limits.js';
 import { percentEncode } from '../signer/openapi.js';
-import { IssuedToken, type TokenType } from './token.js';
+import { IssuedToken } from './token.js';
+import { type ApplyTokenRequest, checkApplyToken, checkResources, tokenString } from './token-request.js';
 import { abortError } from '../util/abort.js';
 import { optionChecks } from '../util/option-checks.js';
 import { hasLoneSurrogate } from '../util/unicode.js';
@@ -330,12 +330,7 @@ export class OpenApiClient {
   async applyToken(instanceId: string, request: ApplyTokenRequest, options: CallOptions = {}): Promise<{ requestId: string; token: IssuedToken }> {
     const action = 'ApplyToken';
     assertInstanceId(instanceId);
-    const resources = checkResources(request.resources);
-    const type = TOKEN_TYPE_OF_ACTIONS[request.actions];
-    if (type === undefined) throw new ValidationError('InvalidOption', `Invalid actions ${JSON.stringify(request.actions)}: expected 'R', 'W' or 'R,W'`);
-    if (!Number.isSafeInteger(request.expireTime) || request.expireTime <= Date.now()) {
-      throw new ValidationError('InvalidOption', `Invalid expireTime ${String(request.expireTime)}: expected a future time in ms since the epoch (at least 60 s ahead)`);
-    }
+    const { resources, type } = checkApplyToken(request);
     const { requestId, body, httpStatus } = await this.call(
       action,
       { InstanceId: instanceId, Resources: resources.join(','), Actions: request.actions, ExpireTime: request.expireTime },
@@ -573,43 +568,11 @@ function checkSendable(action: string, wire: Readonly<Record<string, string>>): 
 
 /** Most ClientIds in one BatchQuerySessionByClientIds call. */
 export const MAX_BATCH_SESSION_QUERY = 10;
-export { MAX_TOKEN_RESOURCES };
-
-/** What {@link OpenApiClient.applyToken} asks for. */
-export interface ApplyTokenRequest {
-  /** Topics the token covers (`Parent/sub`, `Parent/+`, `Parent/#`); 1 to 100, sent sorted. */
-  resources: readonly string[];
-  /** `R` (subscribe), `W` (publish) or `R,W` (both). */
-  actions: 'R' | 'W' | 'R,W';
-  /** Expiry, ms since the epoch: at least 60 s ahead; the service caps it at 30 days. */
-  expireTime: number;
-}
+export { MAX_TOKEN_RESOURCES } from '../mqtt/service-limits.js';
+export { type ApplyTokenRequest, checkResources };
 
 /** One ClientId's online status. */
 export interface SessionStatus {
   clientId: string;
   online: boolean;
-}
-
-/** The token type of an ApplyToken `Actions` value: what a Token-mode password calls it. */
-const TOKEN_TYPE_OF_ACTIONS: Readonly<Record<string, TokenType | undefined>> = Object.freeze({ R: 'R', W: 'W', 'R,W': 'RW' });
-
-/** ApplyToken's resources checked (1 to 100 topics, no commas or spaces) and in the dictionary order the service wants. */
-export function checkResources(resources: readonly string[]): string[] {
-  if (!Array.isArray(resources) || resources.length < 1 || resources.length > MAX_TOKEN_RESOURCES) {
-    throw new ValidationError('InvalidOption', `Invalid resources: expected 1 to ${MAX_TOKEN_RESOURCES} topics`);
-  }
-  for (const r of resources) {
-    if (typeof r !== 'string' || r === '' || r.includes(',') || /\s/.test(r)) {
-      throw new ValidationError('InvalidOption', `Invalid resource ${JSON.stringify(r)}: expected a topic such as Parent/sub, Parent/+ or Parent/# (no commas or spaces)`);
-    }
-  }
-  // The service wants several resources in dictionary order.
-  return [...new Set(resources)].sort();
-}
-
-function tokenString(token: string | IssuedToken): string {
-  const value = token instanceof IssuedToken ? token.token : token;
-  if (typeof value !== 'string' || value === '') throw new ValidationError('InvalidOption', 'Invalid token: expected the token string from ApplyToken');
-  return value;
 }
