@@ -10,19 +10,22 @@ function replaceBetween(text, name, body) {
   return `${text.slice(0, i + start.length)}\n${body}${text.slice(j)}`;
 }
 
-/** The README with both errors tables rendered from the catalogs. */
-export function renderErrorTables(readme, apiCatalog, localCatalog) {
+/** A remedy, and the CLI's words for it when they differ (src/cli/remedies.ts). */
+const remedy = (code, e, cliRemedies) => (cliRemedies[code] === undefined ? cell(e.remedy) : `${cell(e.remedy)}<br>CLI: ${cell(cliRemedies[code])}`);
+
+/** The README with both errors tables rendered from the catalogs (and the CLI's remedies, where it words them its own way). */
+export function renderErrorTables(readme, apiCatalog, localCatalog, cliRemedies = {}) {
   const api = [
     '| Code | HTTP | Retry class | Retry helps | What to do |',
     '|---|---|---|---|---|',
     ...Object.entries(apiCatalog).map(
-      ([code, e]) => `| \`${code}\` | ${e.httpStatus} | ${e.retryClass} | ${e.retryable ? 'yes' : 'no'} | ${cell(e.remedy)} |`,
+      ([code, e]) => `| \`${code}\` | ${e.httpStatus} | ${e.retryClass} | ${e.retryable ? 'yes' : 'no'} | ${remedy(code, e, cliRemedies)} |`,
     ),
   ].join('\n');
   const local = [
     '| Code | Retry helps | What to do |',
     '|---|---|---|',
-    ...Object.entries(localCatalog).map(([code, e]) => `| \`${code}\` | ${e.retryable ? 'yes' : 'no'} | ${cell(e.remedy)} |`),
+    ...Object.entries(localCatalog).map(([code, e]) => `| \`${code}\` | ${e.retryable ? 'yes' : 'no'} | ${remedy(code, e, cliRemedies)} |`),
   ].join('\n');
   return replaceBetween(replaceBetween(readme, 'errors:api', `${api}\n`), 'errors:local', `${local}\n`);
 }

@@ -38,7 +38,7 @@ def percent_encode(value):
 
 
 def sign_v1(method, params, secret):
-    """Alibaba Cloud RPC Signature v1 (HMAC-SHA1), as the OpenAPI gateway checks it."""
+    """Alibaba Cloud RPC signature method V2 (HMAC-SHA1), as the OpenAPI gateway checks it."""
     canonical = "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in sorted(params.items()))
     string_to_sign = f"{method}&{percent_encode('/')}&{percent_encode(canonical)}"
     digest = hmac.new((secret + "&").encode(), string_to_sign.encode(), hashlib.sha1).digest()

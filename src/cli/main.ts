@@ -9,6 +9,7 @@ import { addSignCommand } from './commands/sign.js';
 import { addSimulateCommand } from './commands/simulate.js';
 import { addTokenCommands } from './commands/token.js';
 import { type CliIo, Interrupted, UsageError, type UsageErrorCode, processIo } from './io.js';
+import { cliRemedy } from './remedies.js';
 import { VERSION } from '../version.js';
 
 /** Build the `apsaramq-device` program. Exported for tests, which run it in-process with their own io. */
@@ -76,11 +77,13 @@ function commanderMessage(error: CommanderError): string {
  * message carries its whole string to sign (hundreds of characters); that part is left to --verbose.
  */
 function errorLine(error: ApsaraMqDeviceError, command: Command, verbose: boolean): string {
-  let message = inUserTerms(error.message, command);
+  // The remedy in the CLI's words (flags, commands), also where the message already carries the library's.
+  const remedy = cliRemedy(error);
+  let message = inUserTerms(error.message.replace(error.remedy, remedy), command);
   if (!verbose && error instanceof ApiError && error.code === 'SignatureDoesNotMatch') {
     message = message.replace(/\s*server string to sign is:\S*/, '');
   }
-  if (!message.includes(error.remedy)) message = `${message.replace(/\.?$/, '.')} ${error.remedy}`;
+  if (!message.includes(remedy)) message = `${message.replace(/\.?$/, '.')} ${remedy}`;
   return `${error.code}: ${message}`;
 }
 

@@ -8,7 +8,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -88,6 +88,7 @@ export async function runInProcesses(options: ProcessesOptions): Promise<Simulat
   const shards: Shard[] = [];
   let interruptedBy: NodeJS.Signals | undefined;
   let failed: Shard | undefined;
+  let lost = false;
   let stopping = false;
   let released = false;
   const warned = new Set<string>();
@@ -188,10 +189,14 @@ export async function runInProcesses(options: ProcessesOptions): Promise<Simulat
           options.onWarning(message.message);
         }
       });
-      void shard.exit.then(() => {
+      void shard.exit.then(async ({ code }) => {
         shard.exited = true;
         if (!existsSync(shard.reportFile) && failed === undefined && !stopping) {
           failed = shard;
+          stopAll('SIGTERM');
+        } else if (code !== 0 && !stopping && (await lostBroker(shard.reportFile))) {
+          // Its broker (its embedded emulator) is gone for good: the fleet's run has failed, the others stop now.
+          lost = true;
           stopAll('SIGTERM');
         }
         release();
@@ -219,7 +224,7 @@ export async function runInProcesses(options: ProcessesOptions): Promise<Simulat
     const { mergeReports, readReportFile } = await loadReports('simulate');
     const present = shards.filter((s) => existsSync(s.reportFile));
     const reports = await Promise.all(present.map((s) => readReportFile(s.reportFile)));
-    const report = mergeReports(reports, { sources: present.map((s) => `shard ${s.label}`), partial: interruptedBy !== undefined || options.shard !== undefined });
+    const report = mergeReports(reports, { sources: present.map((s) => `shard ${s.label}`), partial: interruptedBy !== undefined || lost || options.shard !== undefined });
     return report;
   } finally {
     for (const timer of killTimers) clearTimeout(timer);
@@ -228,6 +233,15 @@ export async function runInProcesses(options: ProcessesOptions): Promise<Simulat
     await Promise.all(shards.map((s) => s.exit));
     await rm(dir, { recursive: true, force: true });
     process.off('exit', removeDir);
+  }
+}
+
+/** Does a shard's report say its broker was lost for good (`brokerLost`)? False for a report that cannot be read. */
+async function lostBroker(file: string): Promise<boolean> {
+  try {
+    return (JSON.parse(await readFile(file, 'utf8')) as { brokerLost?: unknown }).brokerLost !== undefined;
+  } catch {
+    return false;
   }
 }
 

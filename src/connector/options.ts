@@ -6,8 +6,10 @@
 import type { IClientOptions } from 'mqtt';
 import { DeviceCredential, type CredentialSource } from '../credential.js';
 import { ValidationError } from '../errors.js';
-import { type BackoffOptions, MAX_TIMER_MS } from '../util/backoff.js';
+import type { BackoffOptions } from '../util/backoff.js';
 import { type Logger } from '../util/logger.js';
+import { type NumberRange, optionChecks } from '../util/option-checks.js';
+import { PROTOCOL_LEVELS, describeProtocolLevel } from '../mqtt/protocol.js';
 import { MAX_REFETCHES } from './ladder.js';
 import { TAKEOVER_DEFAULTS, type TakeoverOptions } from './takeover.js';
 import { type ResolvedTokenOptions, type TokenOptions, resolveTokenOptions } from './token.js';
@@ -23,8 +25,6 @@ const SCHEMES: Readonly<Record<Transport, string>> = { tcp: 'mqtt', tls: 'mqtts'
 
 /** The service's WebSocket path; mqtt.js would default to `/`. */
 export const WEBSOCKET_PATH = '/mqtt';
-
-/** The longest delay a Node timer takes (2^31 - 1 ms, about 24.8 days). */
 
 /** Defaults of {@link ConnectDeviceOptions}. */
 export const CONNECT_DEFAULTS = Object.freeze({
@@ -154,40 +154,30 @@ export interface ResolvedConnectOptions {
   readonly logger: Logger | undefined;
 }
 
+const check = optionChecks();
+
 function invalid(message: string): ValidationError {
   return new ValidationError('InvalidOption', message);
 }
 
-function numberOption(name: string, value: unknown, fallback: number, range: { min: number; max: number; integer?: boolean; infinite?: boolean }): number {
+/** The option, checked against its range, or `fallback` when it is not given. */
+function numberOption(name: string, value: unknown, fallback: number, range: NumberRange & { integer?: boolean }): number {
   if (value === undefined) return fallback;
-  const ok =
-    typeof value === 'number' &&
-    !Number.isNaN(value) &&
-    (Number.isFinite(value) || (range.infinite === true && value === Number.POSITIVE_INFINITY)) &&
-    value >= range.min &&
-    value <= range.max &&
-    (!range.integer || !Number.isFinite(value) || Number.isInteger(value));
-  if (!ok) {
-    const kind = range.integer ? 'an integer' : 'a number';
-    const upper = range.max === Number.POSITIVE_INFINITY ? '' : ` to ${range.max}`;
-    throw invalid(`Option ${name} must be ${kind} from ${range.min}${upper}, not ${String(value)}`);
-  }
-  return value;
+  return range.integer ? check.integer(name, value, range) : check.number(name, value, range);
+}
+
+/** A duration in ms (0 to the longest Node timer unless `range` says otherwise), or `fallback` when it is not given. */
+function msOption(name: string, value: unknown, fallback: number, range?: Partial<NumberRange>): number {
+  return value === undefined ? fallback : check.milliseconds(name, value, range);
 }
 
 function booleanOption(name: string, value: unknown, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') throw invalid(`Option ${name} must be true or false, not ${String(value)}`);
-  return value;
+  return value === undefined ? fallback : check.boolean(name, value);
 }
 
 function objectOption(name: string, value: unknown): Record<string, unknown> | undefined {
-  if (value === undefined) return undefined;
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalid(`Option ${name} must be an object or false`);
-  return value as Record<string, unknown>;
+  return value === undefined ? undefined : check.object(name, value, 'an object or false');
 }
-
-const DELAY = { min: 0, max: MAX_TIMER_MS };
 
 /** The broker URL for an instance and transport, or the explicit one (ws/wss get path /mqtt when none is given). */
 export function brokerUrlFor(instanceId: string, transport: Transport = 'tcp', explicit?: string): string {
@@ -206,24 +196,24 @@ export function brokerUrlFor(instanceId: string, transport: Transport = 'tcp', e
     if ((scheme === 'ws' || scheme === 'wss') && (url.pathname === '' || url.pathname === '/')) url.pathname = WEBSOCKET_PATH;
     return url.toString();
   }
-  if (!Object.hasOwn(TRANSPORT_PORTS, transport)) {
-    throw invalid(`Option transport must be tcp, tls, ws or wss, not ${JSON.stringify(transport)}`);
-  }
+  checkTransport(transport);
   const path = transport === 'ws' || transport === 'wss' ? WEBSOCKET_PATH : '';
   return `${SCHEMES[transport]}://${instanceId}.mqtt.aliyuncs.com:${TRANSPORT_PORTS[transport]}${path}`;
+}
+
+const TRANSPORTS = Object.keys(TRANSPORT_PORTS) as Transport[];
+
+function checkTransport(transport: unknown): Transport {
+  return check.oneOf('transport', transport, TRANSPORTS, String);
 }
 
 function resolveBackoff(name: string, value: unknown, defaults: Readonly<BackoffOptions>): Readonly<BackoffOptions> {
   if (value === undefined) return defaults;
   const given = objectOption(name, value) ?? {};
-  const minDelayMs = numberOption(`${name}.minDelayMs`, given['minDelayMs'], defaults.minDelayMs, DELAY);
-  const maxDelayMs = numberOption(`${name}.maxDelayMs`, given['maxDelayMs'], Math.max(defaults.maxDelayMs, minDelayMs), DELAY);
+  const minDelayMs = msOption(`${name}.minDelayMs`, given['minDelayMs'], defaults.minDelayMs);
+  const maxDelayMs = msOption(`${name}.maxDelayMs`, given['maxDelayMs'], Math.max(defaults.maxDelayMs, minDelayMs));
   if (maxDelayMs < minDelayMs) throw invalid(`Option ${name}.maxDelayMs must be at least ${name}.minDelayMs`);
   return Object.freeze({ minDelayMs, maxDelayMs });
-}
-
-function isLogger(value: unknown): value is Logger {
-  return value !== null && typeof value === 'object' && ['debug', 'info', 'warn', 'error'].every((level) => typeof (value as Record<string, unknown>)[level] === 'function');
 }
 
 /**
@@ -246,12 +236,10 @@ export function resolveConnectOptions(given: ConnectDeviceOptions | TokenConnect
       throw invalid('Option credential must be a DeviceCredential or a function returning one');
     }
   }
-  const transport = options.transport ?? CONNECT_DEFAULTS.transport;
-  if (!Object.hasOwn(TRANSPORT_PORTS, transport)) throw invalid(`Option transport must be tcp, tls, ws or wss, not ${JSON.stringify(transport)}`);
+  const transport = checkTransport(options.transport ?? CONNECT_DEFAULTS.transport);
   // Checks the syntax now; the default URL needs the credential's instance id, known later.
   const explicitUrl = options.brokerUrl === undefined ? undefined : brokerUrlFor('x', transport, options.brokerUrl);
-  const protocolVersion = options.protocolVersion ?? CONNECT_DEFAULTS.protocolVersion;
-  if (protocolVersion !== 4 && protocolVersion !== 5) throw invalid(`Option protocolVersion must be 4 (MQTT 3.1.1) or 5 (MQTT 5), not ${String(protocolVersion)}`);
+  const protocolVersion = check.oneOf('protocolVersion', options.protocolVersion ?? CONNECT_DEFAULTS.protocolVersion, PROTOCOL_LEVELS, describeProtocolLevel);
   const v5 = protocolVersion === 5;
   if (!v5 && options.sessionExpiryInterval !== undefined) throw invalid('Option sessionExpiryInterval needs protocolVersion: 5');
   if (!v5 && options.userProperties !== undefined) throw invalid('Option userProperties needs protocolVersion: 5');
@@ -266,16 +254,16 @@ export function resolveConnectOptions(given: ConnectDeviceOptions | TokenConnect
     takeover = TAKEOVER_DEFAULTS;
   } else if (takeoverGiven !== false) {
     const delays = resolveBackoff('takeover', takeoverGiven, TAKEOVER_DEFAULTS);
-    const giveUpAfter = numberOption('takeover.giveUpAfter', takeoverGiven['giveUpAfter'], TAKEOVER_DEFAULTS.giveUpAfter, { min: 1, max: Number.POSITIVE_INFINITY, integer: true, infinite: true });
+    const giveUpAfter = numberOption('takeover.giveUpAfter', takeoverGiven['giveUpAfter'], TAKEOVER_DEFAULTS.giveUpAfter, { min: 1, integer: true, infinity: true });
     takeover = Object.freeze({ ...delays, giveUpAfter });
   }
   if (options.will !== undefined && options.will !== null) {
     if (typeof options.will !== 'object' || typeof options.will.topic !== 'string') throw invalid('Option will must be an object with a topic and a payload');
     if (apsaraMq) throw new ValidationError('UnsupportedByService', 'ApsaraMQ for MQTT does not support will messages (option will); pass brokerIsApsaraMq: false for another broker');
   }
-  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw invalid('Option signal must be an AbortSignal');
-  if (options.random !== undefined && typeof options.random !== 'function') throw invalid('Option random must be a function returning [0, 1)');
-  if (options.logger !== undefined && !isLogger(options.logger)) throw invalid('Option logger must have debug, info, warn and error methods');
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw check.invalid('signal', 'an AbortSignal', options.signal);
+  if (options.random !== undefined) check.func('random', options.random, 'a function returning [0, 1)');
+  if (options.logger !== undefined) check.logger('logger', options.logger);
   if (options.ca !== undefined) {
     const valid = (c: unknown): boolean => typeof c === 'string' || Buffer.isBuffer(c);
     if (!(valid(options.ca) || (Array.isArray(options.ca) && options.ca.every(valid)))) throw invalid('Option ca must be a PEM string or Buffer, or an array of them');
@@ -290,13 +278,13 @@ export function resolveConnectOptions(given: ConnectDeviceOptions | TokenConnect
     clean,
     sessionExpiryInterval,
     userProperties,
-    connectTimeoutMs: numberOption('connectTimeoutMs', options.connectTimeoutMs, CONNECT_DEFAULTS.connectTimeoutMs, { min: 1, max: MAX_TIMER_MS }),
+    connectTimeoutMs: msOption('connectTimeoutMs', options.connectTimeoutMs, CONNECT_DEFAULTS.connectTimeoutMs, { min: 1 }),
     reconnect: options.reconnect === false ? false : resolveBackoff('reconnect', options.reconnect, CONNECT_DEFAULTS.reconnect),
-    stableSessionMs: numberOption('stableSessionMs', options.stableSessionMs, CONNECT_DEFAULTS.stableSessionMs, DELAY),
+    stableSessionMs: msOption('stableSessionMs', options.stableSessionMs, CONNECT_DEFAULTS.stableSessionMs),
     takeover,
     maxDeliveryAttempts: numberOption('maxDeliveryAttempts', options.maxDeliveryAttempts, CONNECT_DEFAULTS.maxDeliveryAttempts, { min: 1, max: 1_000, integer: true }),
     maxRefetches: MAX_REFETCHES,
-    endTimeoutMs: numberOption('endTimeoutMs', options.endTimeoutMs, CONNECT_DEFAULTS.endTimeoutMs, DELAY),
+    endTimeoutMs: msOption('endTimeoutMs', options.endTimeoutMs, CONNECT_DEFAULTS.endTimeoutMs),
     rules: Object.freeze({
       apsaraMq,
       persistentSession,

@@ -15,6 +15,7 @@
  *    │               online ──end()──► closing ──flushed / lost──► closed
  * ```
  */
+import { classifyRefusal } from '../mqtt/reason-codes.js';
 import { fullJitterDelay, type BackoffOptions } from '../util/backoff.js';
 import { type SourceVerdict, refusalDecision } from './ladder.js';
 import { isOperationCode } from './token.js';
@@ -28,6 +29,9 @@ import {
   takeoverDelay,
   takeoverGiveUp,
 } from './takeover.js';
+
+/** The CONNACK classification lives with the rest of MQTT's reason codes; re-exported for the state machine's readers. */
+export { classifyRefusal, type RefusalClass } from '../mqtt/reason-codes.js';
 
 /** Where a connection is. */
 export type ConnectionState = 'connecting' | 'online' | 'backing-off' | 'refetching-credential' | 'closing' | 'closed';
@@ -132,28 +136,6 @@ export type Effect =
   | { readonly type: 'flush' }
   /** Close for good: reject what is pending, emit `closed` (with the problem, if any). */
   | { readonly type: 'close'; readonly problem?: Problem };
-
-/** What a refused CONNACK means. */
-export type RefusalClass = 'credential' | 'identifier' | 'unavailable' | 'permanent';
-
-/**
- * Classify a CONNACK refusal by its number. 3.1.1: 2 identifier, 3 unavailable, 4 and 5 credential, 1 permanent.
- * MQTT 5: 0x85 identifier; 0x86 and 0x87 credential; 0x88 server unavailable, 0x89 busy, 0x97 quota exceeded and
- * 0x9F connection rate exceeded are passing; the rest (protocol, banned, bad authentication method, use another
- * server, …) permanent.
- */
-export function classifyRefusal(code: number, protocolVersion: 3 | 4 | 5): RefusalClass {
-  if (protocolVersion === 5) {
-    if (code === 0x85) return 'identifier';
-    if (code === 0x86 || code === 0x87) return 'credential';
-    if (code === 0x88 || code === 0x89 || code === 0x97 || code === 0x9f) return 'unavailable';
-    return 'permanent';
-  }
-  if (code === 2) return 'identifier';
-  if (code === 3) return 'unavailable';
-  if (code === 4 || code === 5) return 'credential';
-  return 'permanent';
-}
 
 /** A model and the effects to carry out. */
 export interface Step {

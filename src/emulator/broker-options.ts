@@ -2,8 +2,9 @@
  * Options of the emulator's MQTT broker: the service's documented rules and limits (reference §5.6, §5.7, §8.2),
  * and the guards that keep the broker up under hostile clients. Resolved and validated here, once.
  */
-import { ValidationError } from '../errors.js';
 import { type Logger, silentLogger } from '../util/logger.js';
+import { MAX_TIMER_MS } from '../util/backoff.js';
+import { optionChecks } from '../util/option-checks.js';
 
 /**
  * What the broker does with an MQTT feature the service does not support: `refuse` it visibly (the default),
@@ -118,69 +119,42 @@ const PARENT_TOPIC = /^[A-Za-z0-9_-]{1,64}$/;
 /** MQTT's largest packet: a 1-byte type, a 4-byte length and 268,435,455 bytes. */
 const MQTT_MAX_PACKET = 268_435_460;
 
-function invalid(name: string, expected: string, value: unknown): ValidationError {
-  const shown = typeof value === 'string' ? JSON.stringify(value.slice(0, 40)) : typeof value === 'number' || typeof value === 'boolean' || value === null ? String(value) : `a ${typeof value}`;
-  return new ValidationError('InvalidOption', `Emulator option ${name} must be ${expected}, not ${shown}`);
-}
-
-/** An integer from `min` to `max`, or (with `infinity`) Infinity for "no limit". */
-function limit(name: string, value: unknown, min: number, max: number, infinity: boolean): number {
-  if (infinity && value === Number.POSITIVE_INFINITY) return value;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    const range = max >= Number.MAX_SAFE_INTEGER ? `an integer of ${min} or more` : `an integer from ${min} to ${max}`;
-    throw invalid(name, infinity ? `${range}, or Infinity` : range, value);
-  }
-  return value;
-}
-
-function policy<T extends string>(name: string, value: unknown, allowed: readonly T[]): T {
-  if (!allowed.includes(value as T)) throw invalid(name, allowed.map((a) => `'${a}'`).join(', ').replace(/, ([^,]*)$/, ' or $1'), value);
-  return value as T;
-}
+const check = optionChecks('Emulator option');
 
 function parentTopics(value: unknown): ReadonlySet<string> | undefined {
   if (value === false) return undefined;
-  if (!Array.isArray(value)) throw invalid('parentTopics', 'an array of topic names or false', value);
+  if (!Array.isArray(value)) throw check.invalid('parentTopics', 'an array of topic names or false', value);
   for (const [i, topic] of value.entries()) {
     if (typeof topic !== 'string' || !PARENT_TOPIC.test(topic)) {
-      throw invalid(`parentTopics[${i}]`, 'a topic name of 1 to 64 letters, digits, - or _', topic);
+      throw check.invalid(`parentTopics[${i}]`, 'a topic name of 1 to 64 letters, digits, - or _', topic);
     }
   }
   return new Set(value as string[]);
 }
 
-function logger(value: unknown): Logger {
-  const methods = ['debug', 'info', 'warn', 'error'] as const;
-  if (typeof value !== 'object' || value === null || methods.some((m) => typeof (value as Record<string, unknown>)[m] !== 'function')) {
-    throw invalid('logger', 'an object with debug, info, warn and error functions', value);
-  }
-  return value as Logger;
-}
-
 /** Resolve and validate the broker options; throws `ValidationError` `InvalidOption` naming the first bad one. */
 export function resolveBrokerOptions(options: BrokerOptions): ResolvedBrokerOptions {
-  const lenient = options.lenient === undefined ? false : options.lenient;
-  if (typeof lenient !== 'boolean') throw invalid('lenient', 'true or false', lenient);
+  const lenient = check.boolean('lenient', options.lenient === undefined ? false : options.lenient);
   const rule = <K extends keyof typeof LENIENT & keyof BrokerOptions>(key: K): unknown =>
     options[key] !== undefined ? options[key] : lenient ? LENIENT[key] : BROKER_DEFAULTS[key];
   const plain = <K extends keyof typeof BROKER_DEFAULTS & keyof BrokerOptions>(key: K): unknown =>
     options[key] !== undefined ? options[key] : BROKER_DEFAULTS[key];
   return {
     parentTopics: parentTopics(rule('parentTopics')),
-    maxTopicLength: limit('maxTopicLength', rule('maxTopicLength'), 1, Number.MAX_SAFE_INTEGER, true),
-    maxSubscriptions: limit('maxSubscriptions', rule('maxSubscriptions'), 1, Number.MAX_SAFE_INTEGER, true),
+    maxTopicLength: check.integer('maxTopicLength', rule('maxTopicLength'), { min: 1, infinity: true }),
+    maxSubscriptions: check.integer('maxSubscriptions', rule('maxSubscriptions'), { min: 1, infinity: true }),
     // Keep Alive is a 16-bit field: a cap of 65,535 s or more caps nothing.
-    maxKeepAliveSeconds: limit('maxKeepAliveSeconds', rule('maxKeepAliveSeconds'), 1, 65_535, true),
-    retainedMessages: policy('retainedMessages', rule('retainedMessages'), ['refuse', 'ignore', 'allow'] as const),
-    willMessages: policy('willMessages', rule('willMessages'), ['refuse', 'ignore', 'allow'] as const),
-    sharedSubscriptions: policy('sharedSubscriptions', rule('sharedSubscriptions'), ['refuse', 'allow'] as const),
-    qos2PersistentSessions: policy('qos2PersistentSessions', rule('qos2PersistentSessions'), ['refuse', 'allow'] as const),
+    maxKeepAliveSeconds: check.integer('maxKeepAliveSeconds', rule('maxKeepAliveSeconds'), { min: 1, max: 65_535, infinity: true }),
+    retainedMessages: check.oneOf('retainedMessages', rule('retainedMessages'), ['refuse', 'ignore', 'allow'] as const),
+    willMessages: check.oneOf('willMessages', rule('willMessages'), ['refuse', 'ignore', 'allow'] as const),
+    sharedSubscriptions: check.oneOf('sharedSubscriptions', rule('sharedSubscriptions'), ['refuse', 'allow'] as const),
+    qos2PersistentSessions: check.oneOf('qos2PersistentSessions', rule('qos2PersistentSessions'), ['refuse', 'allow'] as const),
     lenient,
     // 2 bytes: the smallest MQTT packet (PINGREQ).
-    maxPacketBytes: limit('maxPacketBytes', plain('maxPacketBytes'), 2, MQTT_MAX_PACKET, false),
-    maxQueuedBytes: limit('maxQueuedBytes', plain('maxQueuedBytes'), 1024, Number.MAX_SAFE_INTEGER, false),
+    maxPacketBytes: check.integer('maxPacketBytes', plain('maxPacketBytes'), { min: 2, max: MQTT_MAX_PACKET }),
+    maxQueuedBytes: check.integer('maxQueuedBytes', plain('maxQueuedBytes'), { min: 1024 }),
     // setTimeout's own ceiling.
-    drainTimeoutMs: limit('drainTimeoutMs', plain('drainTimeoutMs'), 1, 2_147_483_647, false),
-    logger: options.logger === undefined ? silentLogger : logger(options.logger),
+    drainTimeoutMs: check.integer('drainTimeoutMs', plain('drainTimeoutMs'), { min: 1, max: MAX_TIMER_MS }),
+    logger: options.logger === undefined ? silentLogger : check.logger('logger', options.logger),
   };
 }

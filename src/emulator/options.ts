@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { createSecureContext } from 'node:tls';
 import { assertInstanceId } from '../credential.js';
 import { API_ERROR_CATALOG, ValidationError, isApsaraMqDeviceError } from '../errors.js';
+import { describeValue, optionChecks } from '../util/option-checks.js';
 import type { ErrorStatusMode } from './api-errors.js';
 import { BROKER_OPTION_NAMES, resolveBrokerOptions, type BrokerOptions, type ResolvedBrokerOptions } from './broker-options.js';
 import { BASE36_LOWER, BASE62, randomString } from './crypto.js';
@@ -219,65 +220,21 @@ const KNOWN_OPTIONS: ReadonlySet<string> = new Set<keyof EmulatorOptions>([
 /** Printable ASCII except `|`, which separates the parts of an MQTT username. */
 const ACCESS_KEY_ID = /^[\x21-\x7b\x7d\x7e]{1,128}$/;
 
-function invalid(name: string, expected: string, value: unknown): ValidationError {
-  return new ValidationError('InvalidOption', `Emulator option ${name} must be ${expected}, not ${describe(value)}`);
-}
-
-function describe(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
-  if (typeof value === 'number' || typeof value === 'boolean' || value === null) return String(value);
-  return `a ${typeof value}`;
-}
+const check = optionChecks('Emulator option');
+const invalid = check.invalid;
 
 function port(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 65535) {
-    throw invalid(name, 'an integer from 0 to 65535', value);
-  }
-  return value;
+  return check.integer(name, value, { min: 0, max: 65535 });
 }
 
-function oneOf<T extends string>(name: string, value: unknown, allowed: readonly T[]): T {
-  if (!allowed.includes(value as T)) throw invalid(name, allowed.map((a) => `'${a}'`).join(' or '), value);
-  return value as T;
-}
-
-/** Positive integer, zero allowed when `min` is 0, or Infinity. */
+/** A count of `min` or more, or Infinity for "no limit". */
 function countOrInfinity(name: string, value: unknown, min: 0 | 1): number {
-  if (value === Number.POSITIVE_INFINITY) return value;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-    throw invalid(name, `an integer of ${min} or more, or Infinity`, value);
-  }
-  return value;
-}
-
-function durationMs(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw invalid(name, 'a positive finite number of milliseconds', value);
-  }
-  return value;
+  return check.integer(name, value, { min, infinity: true });
 }
 
 /** 0 (the notice comes at expiry, just before the invalid notice) up to the longest token lifetime, 30 days. */
 function leadMs(value: unknown): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 30 * 24 * 60 * 60_000) {
-    throw invalid('tokenExpireNoticeLeadMs', 'an integer number of ms from 0 to 2592000000 (30 days)', value);
-  }
-  return value;
-}
-
-function bool(name: string, value: unknown): boolean {
-  if (typeof value !== 'boolean') throw invalid(name, 'true or false', value);
-  return value;
-}
-
-function fraction(name: string, value: unknown): number {
-  if (typeof value !== 'number' || !(value >= 0 && value <= 1)) throw invalid(name, 'a number from 0 to 1', value);
-  return value;
-}
-
-function func<T extends (...args: never[]) => unknown>(name: string, value: unknown, expected: string): T {
-  if (typeof value !== 'function') throw invalid(name, expected, value);
-  return value as T;
+  return check.integer('tokenExpireNoticeLeadMs', value, { min: 0, max: 30 * 24 * 60 * 60_000, what: 'an integer number of ms from 0 to 2592000000 (30 days)' });
 }
 
 /** An error code the emulated service can answer with, i.e. one in `API_ERROR_CATALOG`. */
@@ -298,7 +255,7 @@ function latencyRange(value: unknown): Readonly<{ min: number; max: number }> | 
   const range = value as { min?: unknown; max?: unknown } | null;
   const { min, max } = typeof range === 'object' && range !== null ? range : { min: undefined, max: undefined };
   if (typeof min !== 'number' || typeof max !== 'number' || !Number.isFinite(max) || !(min >= 0 && min <= max)) {
-    throw new ValidationError('InvalidOption', 'Emulator option latencyMs must be { min, max } with 0 <= min <= max, finite ms');
+    throw invalid('latencyMs', '{ min, max } with 0 <= min <= max, finite ms', value);
   }
   return Object.freeze({ min, max });
 }
@@ -366,11 +323,11 @@ function checkWholeKeyPair(options: EmulatorOptions, env: NodeJS.ProcessEnv): vo
 function actionLimits(value: unknown): Readonly<Record<RateLimitedAction, number>> {
   const defaults = EMULATOR_DEFAULTS.actionQpsLimits;
   if (value === undefined) return defaults;
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid('actionQpsLimits', 'an object of action → calls per second', value);
+  const given = check.object('actionQpsLimits', value, 'an object of action → calls per second');
   const limits: Record<RateLimitedAction, number> = { ...defaults };
-  for (const [action, limit] of Object.entries(value)) {
+  for (const [action, limit] of Object.entries(given)) {
     if (!Object.hasOwn(defaults, action)) {
-      throw new ValidationError('InvalidOption', `Emulator option actionQpsLimits names ${describe(action)}, which has no limit of its own; use one of ${Object.keys(defaults).join(', ')}`);
+      throw new ValidationError('InvalidOption', `Emulator option actionQpsLimits names ${describeValue(action)}, which has no limit of its own; use one of ${Object.keys(defaults).join(', ')}`);
     }
     if (limit !== undefined) limits[action as RateLimitedAction] = countOrInfinity(`actionQpsLimits.${action}`, limit, 1);
   }
@@ -389,7 +346,7 @@ function directory(value: unknown): string | undefined {
  */
 export function resolveOptions(options: EmulatorOptions = {}): ResolvedEmulatorOptions {
   if (typeof options !== 'object' || options === null) {
-    throw new ValidationError('InvalidOption', `Emulator options must be an object, not ${describe(options)}`);
+    throw new ValidationError('InvalidOption', `Emulator options must be an object, not ${describeValue(options)}`);
   }
   for (const key of Object.keys(options)) {
     if (!KNOWN_OPTIONS.has(key) && !BROKER_OPTION_NAMES.has(key)) throw new ValidationError('InvalidOption', `Unknown emulator option ${JSON.stringify(key)}`);
@@ -398,15 +355,13 @@ export function resolveOptions(options: EmulatorOptions = {}): ResolvedEmulatorO
   const pick = <K extends keyof typeof EMULATOR_DEFAULTS>(key: K): unknown =>
     options[key] === undefined ? EMULATOR_DEFAULTS[key] : options[key];
 
-  const givenEnv: unknown = options.env === undefined ? process.env : options.env;
-  if (typeof givenEnv !== 'object' || givenEnv === null) throw invalid('env', 'an object', givenEnv);
-  const env = givenEnv as NodeJS.ProcessEnv;
+  const env = check.object('env', options.env === undefined ? process.env : options.env) as NodeJS.ProcessEnv;
 
   const host = pick('host');
   if (typeof host !== 'string' || host === '' || /\s/.test(host)) throw invalid('host', 'a host name or IP address', host);
 
   const wsPort = pick('wsPort');
-  const now = func<() => number>('now', options.now === undefined ? Date.now : options.now, 'a function returning ms since the epoch');
+  const now = check.func<() => number>('now', options.now === undefined ? Date.now : options.now, 'a function returning ms since the epoch');
 
   const instance = fromOptionEnvOrGenerated(options, env, 'instanceId', () => `mqtt-emu-${randomString(BASE36_LOWER, 8)}`);
   try {
@@ -440,25 +395,25 @@ export function resolveOptions(options: EmulatorOptions = {}): ResolvedEmulatorO
     instanceId: instance.value,
     accessKeyId: keyId.value,
     accessKeySecret: secret.value,
-    reRegister: oneOf('reRegister', pick('reRegister'), ['rotate', 'reject'] as const),
-    errorStatuses: oneOf('errorStatuses', pick('errorStatuses'), ['remapped', 'legacy'] as const),
+    reRegister: check.oneOf('reRegister', pick('reRegister'), ['rotate', 'reject'] as const),
+    errorStatuses: check.oneOf('errorStatuses', pick('errorStatuses'), ['remapped', 'legacy'] as const),
     qpsLimit: countOrInfinity('qpsLimit', pick('qpsLimit'), 1),
     credentialQuota: countOrInfinity('credentialQuota', pick('credentialQuota'), 0),
-    timestampWindowMs: durationMs('timestampWindowMs', pick('timestampWindowMs')),
-    nonceWindowMs: durationMs('nonceWindowMs', pick('nonceWindowMs')),
+    timestampWindowMs: check.positive('timestampWindowMs', pick('timestampWindowMs'), 'milliseconds'),
+    nonceWindowMs: check.positive('nonceWindowMs', pick('nonceWindowMs'), 'milliseconds'),
     now,
-    faultRate: fraction('faultRate', pick('faultRate')),
+    faultRate: check.number('faultRate', pick('faultRate'), { min: 0, max: 1 }),
     faultCodes: faultCodes(pick('faultCodes')),
     latencyMs: latencyRange(options.latencyMs),
-    random: func<() => number>('random', options.random === undefined ? Math.random : options.random, 'a function returning a number in [0, 1)'),
-    kickOnRevoke: bool('kickOnRevoke', pick('kickOnRevoke')),
+    random: check.func<() => number>('random', options.random === undefined ? Math.random : options.random, 'a function returning a number in [0, 1)'),
+    kickOnRevoke: check.boolean('kickOnRevoke', pick('kickOnRevoke')),
     tokenExpireNoticeLeadMs: leadMs(pick('tokenExpireNoticeLeadMs')),
-    tokenP2pNeedsRead: bool('tokenP2pNeedsRead', pick('tokenP2pNeedsRead')),
+    tokenP2pNeedsRead: check.boolean('tokenP2pNeedsRead', pick('tokenP2pNeedsRead')),
     maxPayloadBytes: countOrInfinity('maxPayloadBytes', options.maxPayloadBytes ?? (broker.lenient ? Number.POSITIVE_INFINITY : EMULATOR_DEFAULTS.maxPayloadBytes), 1),
     actionQpsLimits: actionLimits(options.actionQpsLimits),
-    actionThrottleCode: oneOf('actionThrottleCode', pick('actionThrottleCode'), ['SystemOverFlow', 'Throttling.Api'] as const),
-    rateClock: func<() => number>('rateClock', options.rateClock === undefined ? () => performance.now() : options.rateClock, 'a function returning monotonic ms'),
-    getOnPostOnly: oneOf('getOnPostOnly', pick('getOnPostOnly'), ['refuse', 'accept'] as const),
+    actionThrottleCode: check.oneOf('actionThrottleCode', pick('actionThrottleCode'), ['SystemOverFlow', 'Throttling.Api'] as const),
+    rateClock: check.func<() => number>('rateClock', options.rateClock === undefined ? () => performance.now() : options.rateClock, 'a function returning monotonic ms'),
+    getOnPostOnly: check.oneOf('getOnPostOnly', pick('getOnPostOnly'), ['refuse', 'accept'] as const),
     ...tlsSettings(options),
   });
 }

@@ -2,8 +2,11 @@ import { inspect } from 'node:util';
 import { type AccountCredentials, assertClientId, assertGroupId, assertInstanceId, DeviceCredential, isRecord } from '../credential.js';
 import { apiErrorEntry, ApiError, LOCAL_ERROR_CATALOG, isApsaraMqDeviceError, NetworkError, ValidationError } from '../errors.js';
 import { percentEncode } from '../signer/openapi.js';
-import { IssuedToken, type TokenType } from './token.js';
+import { IssuedToken } from './token.js';
+import { type ApplyTokenRequest, checkApplyToken, checkResources, tokenString } from './token-request.js';
 import { abortError } from '../util/abort.js';
+import { optionChecks } from '../util/option-checks.js';
+import { hasLoneSurrogate } from '../util/unicode.js';
 import { resolveEndpoint } from './endpoint.js';
 import { type AccountKeyOptions, resolveAccountCredentials } from './env.js';
 import { type LimiterOptions, type RateLimiter, resolveLimiter } from './rate-limit.js';
@@ -27,6 +30,8 @@ export const API_VERSION = '2020-04-20';
 export const DEFAULT_TIMEOUT_MS = 10_000;
 /** Default (and largest) page size of ListDeviceCredentialClientId. */
 export const DEFAULT_PAGE_SIZE = 100;
+
+const check = optionChecks();
 
 /** How to reach and authenticate to the OpenAPI, and how fast and how persistently to call it. */
 export interface OpenApiClientOptions extends AccountKeyOptions, LimiterOptions {
@@ -121,7 +126,7 @@ export { regionEndpoint, resolveEndpoint } from './endpoint.js';
 const SUCCESS_CODES: ReadonlySet<unknown> = new Set([200, '200', 'OK', 'Success', 'success']);
 
 /**
- * Calls the ApsaraMQ for MQTT OpenAPI (RPC style, signature v1) through pop-core, always by POST, and turns every
+ * Calls the ApsaraMQ for MQTT OpenAPI (RPC style, signature method V2) through pop-core, always by POST, and turns every
  * outcome into a checked answer or one of this library's typed errors.
  *
  * The account AccessKey stays in private fields: `util.inspect` and `JSON.stringify` show the endpoint and the
@@ -149,12 +154,13 @@ export class OpenApiClient {
    */
   constructor(options: OpenApiClientOptions = {}) {
     this.endpoint = resolveEndpoint(options);
-    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
-      throw new ValidationError('InvalidOption', `Invalid timeoutMs ${String(timeoutMs)}: expected a positive number of milliseconds`);
-    }
+    const timeoutMs = check.positive('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS, 'milliseconds');
     this.timeoutMs = timeoutMs;
     this.#account = resolveAccountCredentials(options, options.env ?? process.env);
+    // Sent (or signed with) on every request: refused now rather than on each call.
+    for (const [name, value] of [['accessKeyId', this.#account.accessKeyId], ['accessKeySecret', this.#account.accessKeySecret], ['securityToken', this.#account.securityToken]] as const) {
+      if (value !== undefined && hasLoneSurrogate(value)) throw new ValidationError('InvalidOption', `Option ${name} holds a lone surrogate (half of a UTF-16 pair), which has no UTF-8 form: it cannot be sent or signed`);
+    }
     this.#retry = resolveRetryOptions(options.retry);
     this.#limiter = resolveLimiter(options, this.#account.accessKeyId);
     const signature = options.signature ?? 'pop-core';
@@ -214,11 +220,14 @@ export class OpenApiClient {
    *   `httpStatus` set), `ConnectionRefused`, `HostNotFound`, `RequestTimeout` or `NetworkError` (`httpStatus` set
    *   when the answer's head had arrived).
    * @throws ApsaraMqDeviceError `Aborted` when `options.signal` fires.
+   * @throws ValidationError `InvalidOption` at once, before any request, for a parameter that has no UTF-8 form (a
+   *   lone surrogate).
    */
   async call(action: string, params: ApiParams = {}, options: CallOptions = {}): Promise<ApiResponse> {
     const wire: Record<string, string> = {};
     // pop-core would send an undefined value as the string "undefined".
     for (const [key, value] of Object.entries(params)) if (value !== undefined) wire[key] = String(value);
+    checkSendable(action, wire);
     if (options.signal?.aborted) throw abortError(action, options.signal);
     const run = new RetryRun(this.#retry, action, options.signal);
     for (;;) {
@@ -275,8 +284,8 @@ export class OpenApiClient {
     assertInstanceId(instanceId);
     assertGroupId(options.groupId);
     const pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
-    checkInteger('pageSize', pageSize, 1, DEFAULT_PAGE_SIZE);
-    if (options.pageNo !== undefined) checkInteger('pageNo', options.pageNo, 1, Number.MAX_SAFE_INTEGER);
+    check.integer('pageSize', pageSize, { min: 1, max: DEFAULT_PAGE_SIZE });
+    if (options.pageNo !== undefined) check.integer('pageNo', options.pageNo, { min: 1 });
     if (options.nextToken !== undefined && typeof options.nextToken !== 'string') {
       throw new ValidationError('InvalidOption', 'Invalid nextToken: expected the string from the previous page');
     }
@@ -321,12 +330,7 @@ export class OpenApiClient {
   async applyToken(instanceId: string, request: ApplyTokenRequest, options: CallOptions = {}): Promise<{ requestId: string; token: IssuedToken }> {
     const action = 'ApplyToken';
     assertInstanceId(instanceId);
-    const resources = checkResources(request.resources);
-    const type = TOKEN_TYPE_OF_ACTIONS[request.actions];
-    if (type === undefined) throw new ValidationError('InvalidOption', `Invalid actions ${JSON.stringify(request.actions)}: expected 'R', 'W' or 'R,W'`);
-    if (!Number.isSafeInteger(request.expireTime) || request.expireTime <= Date.now()) {
-      throw new ValidationError('InvalidOption', `Invalid expireTime ${String(request.expireTime)}: expected a future time in ms since the epoch (at least 60 s ahead)`);
-    }
+    const { resources, type } = checkApplyToken(request);
     const { requestId, body, httpStatus } = await this.call(
       action,
       { InstanceId: instanceId, Resources: resources.join(','), Actions: request.actions, ExpireTime: request.expireTime },
@@ -530,12 +534,6 @@ function forCaller(action: string, error: ApiError): ApiError {
   });
 }
 
-function checkInteger(name: string, value: number, min: number, max: number): void {
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    throw new ValidationError('InvalidOption', `Invalid ${name} ${String(value)}: expected an integer from ${min} to ${max === Number.MAX_SAFE_INTEGER ? 'up' : max}`);
-  }
-}
-
 /**
  * A non-negative integer from the wire: a number, a decimal string (the List API's documented type), or a
  * json-bigint BigNumber. `undefined` for anything else.
@@ -554,46 +552,27 @@ function isBigNumber(value: unknown): value is { toFixed(): string } {
   return typeof value === 'object' && value !== null && typeof (value as { toFixed?: unknown }).toFixed === 'function';
 }
 
+/**
+ * Every parameter must have a UTF-8 form to be percent-encoded and signed: a lone surrogate (`'abc\ud800'`) has
+ * none. Checked before the rate limiter and the transport, so nothing is sent, nothing is retried, and the error
+ * names the parameter (never its value: a Token is a credential).
+ * @throws ValidationError `InvalidOption`
+ */
+function checkSendable(action: string, wire: Readonly<Record<string, string>>): void {
+  for (const [name, value] of Object.entries(wire)) {
+    if (hasLoneSurrogate(name) || hasLoneSurrogate(value)) {
+      throw new ValidationError('InvalidOption', `${action}: parameter ${hasLoneSurrogate(name) ? JSON.stringify(name) : name} holds a lone surrogate (half of a UTF-16 pair), which has no UTF-8 form: nothing was sent`);
+    }
+  }
+}
+
 /** Most ClientIds in one BatchQuerySessionByClientIds call. */
 export const MAX_BATCH_SESSION_QUERY = 10;
-/** Most resources in one token. */
-export const MAX_TOKEN_RESOURCES = 100;
-
-/** What {@link OpenApiClient.applyToken} asks for. */
-export interface ApplyTokenRequest {
-  /** Topics the token covers (`Parent/sub`, `Parent/+`, `Parent/#`); 1 to 100, sent sorted. */
-  resources: readonly string[];
-  /** `R` (subscribe), `W` (publish) or `R,W` (both). */
-  actions: 'R' | 'W' | 'R,W';
-  /** Expiry, ms since the epoch: at least 60 s ahead; the service caps it at 30 days. */
-  expireTime: number;
-}
+export { MAX_TOKEN_RESOURCES } from '../mqtt/service-limits.js';
+export { type ApplyTokenRequest, checkResources };
 
 /** One ClientId's online status. */
 export interface SessionStatus {
   clientId: string;
   online: boolean;
-}
-
-/** The token type of an ApplyToken `Actions` value: what a Token-mode password calls it. */
-const TOKEN_TYPE_OF_ACTIONS: Readonly<Record<string, TokenType | undefined>> = Object.freeze({ R: 'R', W: 'W', 'R,W': 'RW' });
-
-/** ApplyToken's resources checked (1 to 100 topics, no commas or spaces) and in the dictionary order the service wants. */
-export function checkResources(resources: readonly string[]): string[] {
-  if (!Array.isArray(resources) || resources.length < 1 || resources.length > MAX_TOKEN_RESOURCES) {
-    throw new ValidationError('InvalidOption', `Invalid resources: expected 1 to ${MAX_TOKEN_RESOURCES} topics`);
-  }
-  for (const r of resources) {
-    if (typeof r !== 'string' || r === '' || r.includes(',') || /\s/.test(r)) {
-      throw new ValidationError('InvalidOption', `Invalid resource ${JSON.stringify(r)}: expected a topic such as Parent/sub, Parent/+ or Parent/# (no commas or spaces)`);
-    }
-  }
-  // The service wants several resources in dictionary order.
-  return [...new Set(resources)].sort();
-}
-
-function tokenString(token: string | IssuedToken): string {
-  const value = token instanceof IssuedToken ? token.token : token;
-  if (typeof value !== 'string' || value === '') throw new ValidationError('InvalidOption', 'Invalid token: expected the token string from ApplyToken');
-  return value;
 }

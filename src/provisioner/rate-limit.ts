@@ -1,7 +1,15 @@
+/**
+ * The client side of the OpenAPI's rate limits: a concurrency semaphore, then a token bucket at `qps`. The
+ * simulator paces its connects with a scheduler of its own (`simulator/pacer.ts`); its header says why the two are
+ * not one.
+ */
 import { ValidationError } from '../errors.js';
 import { sleep } from '../util/backoff.js';
 import { TokenBucket } from '../util/token-bucket.js';
 import { abortError } from '../util/abort.js';
+import { optionChecks } from '../util/option-checks.js';
+
+const check = optionChecks();
 
 /** The documented limit of RegisterDeviceCredential and its siblings: calls per second per account. */
 export const DEFAULT_API_QPS = 500;
@@ -61,8 +69,7 @@ export class Semaphore {
 
 /** A concurrency limit: a whole number of 1 or more. @throws ValidationError `InvalidOption` */
 export function checkConcurrency(limit: number): number {
-  if (!Number.isSafeInteger(limit) || limit < 1) throw new ValidationError('InvalidOption', `Invalid concurrency ${String(limit)}: expected a whole number of 1 or more`);
-  return limit;
+  return check.integer('concurrency', limit, { min: 1 });
 }
 
 /** Limits of a {@link RateLimiter}. */
@@ -100,7 +107,7 @@ export class RateLimiter {
    * @throws ValidationError `InvalidOption` naming `qps` or `concurrency`.
    */
   constructor(options: RateLimitOptions = {}, now?: () => number) {
-    this.qps = options.qps ?? DEFAULT_API_QPS;
+    this.qps = check.positive('qps', options.qps ?? DEFAULT_API_QPS, 'requests per second', true);
     this.concurrency = options.concurrency ?? DEFAULT_API_CONCURRENCY;
     this.#bucket = new TokenBucket({ rate: this.qps, ...(now === undefined ? {} : { now }) });
     this.#slots = new Semaphore(this.concurrency);
@@ -174,7 +181,7 @@ export interface LimiterOptions extends RateLimitOptions {
 export function resolveLimiter(options: LimiterOptions, accessKeyId: string): RateLimiter {
   const { limiter, qps, concurrency } = options;
   if (limiter !== undefined) {
-    if (!(limiter instanceof RateLimiter)) throw new ValidationError('InvalidOption', 'Option limiter must be a RateLimiter (new RateLimiter({ qps, concurrency }))');
+    if (!(limiter instanceof RateLimiter)) throw check.invalid('limiter', 'a RateLimiter (new RateLimiter({ qps, concurrency }))', limiter);
     if (qps !== undefined || concurrency !== undefined) {
       throw new ValidationError('InvalidOption', 'Pass either limiter or qps/concurrency, not both: set the limits on the RateLimiter you share');
     }

@@ -1,6 +1,9 @@
-import { ApiError, NetworkError, type RetryClass, ValidationError } from '../errors.js';
+import { ApiError, NetworkError, type RetryClass } from '../errors.js';
 import { fullJitterDelay, sleep } from '../util/backoff.js';
 import { abortError } from '../util/abort.js';
+import { optionChecks } from '../util/option-checks.js';
+
+const check = optionChecks();
 
 export type { RetryClass } from '../errors.js';
 
@@ -88,14 +91,12 @@ export function resolveRetryOptions(options: RetryOptions | false | undefined, f
   if (options === false) return { ...NO_RETRY };
   if (options === undefined) return { ...fallback };
   const resolved: ResolvedRetryOptions = { ...DEFAULT_RETRY_OPTIONS, ...definedOnly(options) };
-  const check = (name: keyof RetryOptions, ok: boolean): void => {
-    if (!ok) throw new ValidationError('InvalidOption', `Invalid retry.${name} ${String(resolved[name])}`);
-  };
-  check('maxAttempts', Number.isSafeInteger(resolved.maxAttempts) && resolved.maxAttempts >= 1);
-  check('minDelayMs', Number.isFinite(resolved.minDelayMs) && resolved.minDelayMs >= 0);
-  check('maxDelayMs', Number.isFinite(resolved.maxDelayMs) && resolved.maxDelayMs >= resolved.minDelayMs);
-  check('maxElapsedMs', resolved.maxElapsedMs >= 0);
-  check('random', typeof resolved.random === 'function');
+  check.integer('retry.maxAttempts', resolved.maxAttempts, { min: 1 });
+  check.milliseconds('retry.minDelayMs', resolved.minDelayMs, { max: Number.POSITIVE_INFINITY });
+  const min = resolved.minDelayMs;
+  check.milliseconds('retry.maxDelayMs', resolved.maxDelayMs, { min, max: Number.POSITIVE_INFINITY, what: `a duration in ms of retry.minDelayMs (${min}) or more` });
+  check.milliseconds('retry.maxElapsedMs', resolved.maxElapsedMs, { max: Number.POSITIVE_INFINITY, infinity: true });
+  check.func('retry.random', resolved.random, 'a function returning [0, 1)');
   return resolved;
 }
 

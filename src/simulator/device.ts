@@ -2,7 +2,8 @@ import { isIP, connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { brokerUrlFor } from '../connector/connect.js';
 import type { DeviceCredential } from '../credential.js';
-import { ValidationError } from '../errors.js';
+import { LOCAL_ERROR_CATALOG, type LocalErrorCode, ValidationError } from '../errors.js';
+import { classifyRefusal, refusesMessage } from '../mqtt/reason-codes.js';
 import { signDeviceCredential } from '../signer/mqtt.js';
 import { fullJitterDelay } from '../util/backoff.js';
 import type { Clock } from './clock.js';
@@ -70,12 +71,20 @@ export interface DeviceContext {
 }
 
 /** A failed connect attempt: its error code and whether another attempt may succeed. */
-interface AttemptFailure {
+export interface AttemptFailure {
   code: string;
   retryable: boolean;
 }
 
-const SOCKET_ERROR_CODES: Readonly<Record<string, string>> = {
+/**
+ * The failure of an attempt with a code of the error catalog, retryable as the catalog says; with an MQTT 5 reason
+ * code, counted under the qualified code (`CredentialRejected:0x86`).
+ */
+function attemptFailure(code: LocalErrorCode, reason?: number): AttemptFailure {
+  return { code: reason === undefined ? code : withReason(code, reason), retryable: LOCAL_ERROR_CATALOG[code].retryable };
+}
+
+const SOCKET_ERROR_CODES: Readonly<Record<string, LocalErrorCode>> = {
   EMFILE: 'TooManyOpenFiles',
   ENFILE: 'TooManyOpenFiles',
   ENOTFOUND: 'HostNotFound',
@@ -86,14 +95,6 @@ const SOCKET_ERROR_CODES: Readonly<Record<string, string>> = {
 const RECONNECT_BACKOFF = Object.freeze({ minDelayMs: 500, maxDelayMs: 10_000 });
 
 type State = 'idle' | 'connecting' | 'subscribing' | 'online' | 'waiting' | 'stopping' | 'stopped';
-
-/**
- * MQTT 5 reason codes of a broker's DISCONNECT (or a refusing PUBACK) that refuse the device's own traffic: the
- * same PUBLISH or SUBSCRIBE would be refused again, so the device does not reconnect to repeat it. Any other reason
- * (server busy or shutting down, keep alive timeout, session taken over, quota exceeded, administrative action, …)
- * is a lost session, reconnected with backoff.
- */
-const TRAFFIC_REFUSALS: ReadonlySet<number> = new Set([0x81, 0x82, 0x87, 0x8f, 0x90, 0x95, 0x99, 0x9a, 0x9b, 0x9e, 0xa1, 0xa2]);
 
 /**
  * One simulated device: a raw socket speaking just enough MQTT 3.1.1 or MQTT 5, authenticated in DeviceCredential
@@ -185,7 +186,7 @@ export class SimulatedDevice {
     const socket = this.#socket;
     const wasOnline = this.#state === 'online' || this.#state === 'subscribing';
     this.#state = 'stopping';
-    this.#settleAttempt({ code: 'Aborted', retryable: false });
+    this.#settleAttempt(attemptFailure('Aborted'));
     const wake = this.#wake;
     this.#wake = undefined;
     wake?.();
@@ -228,7 +229,7 @@ export class SimulatedDevice {
     return new Promise<AttemptFailure | undefined>((resolve) => {
       this.#attemptDone = resolve;
       this.#attemptTimer = clock.setTimeout(() => {
-        this.#settleAttempt({ code: 'ConnectTimeout', retryable: true });
+        this.#settleAttempt(attemptFailure('ConnectTimeout'));
         this.#socket?.destroy();
       }, settings.connectTimeoutMs);
       const onOpen = (): void => {
@@ -313,9 +314,9 @@ export class SimulatedDevice {
         const suback = decodeSuback(packet, protocol);
         // 3.1.1 refuses with 0x80, MQTT 5 with any code from 0x80.
         if (suback.code >= 0x80) {
-          const code = protocol === 5 ? withReason('SubscribeRejected', suback.code) : 'SubscribeRejected';
-          if (suback.properties.reasonString !== undefined) this.#ctx.onReason?.(code, suback.properties.reasonString);
-          this.#settleAttempt({ code, retryable: false });
+          const refused = attemptFailure('SubscribeRejected', protocol === 5 ? suback.code : undefined);
+          if (suback.properties.reasonString !== undefined) this.#ctx.onReason?.(refused.code, suback.properties.reasonString);
+          this.#settleAttempt(refused);
           this.#socket?.destroy();
           return;
         }
@@ -362,8 +363,8 @@ export class SimulatedDevice {
    * traffic is `SubscribeRejected` while it subscribes, `PublishRejected` once it publishes; anything else is
    * `ConnectionLost`.
    */
-  #lossCode(reason: number): string {
-    if (!TRAFFIC_REFUSALS.has(reason)) return 'ConnectionLost';
+  #lossCode(reason: number): 'ConnectionLost' | 'SubscribeRejected' | 'PublishRejected' {
+    if (!refusesMessage(reason)) return 'ConnectionLost';
     return this.#state === 'subscribing' ? 'SubscribeRejected' : this.#state === 'online' ? 'PublishRejected' : 'ConnectionLost';
   }
 
@@ -435,8 +436,8 @@ export class SimulatedDevice {
     if (this.#attemptDone) {
       const code = this.#lastSocketError;
       this.#state = 'idle';
-      if (reason !== undefined) this.#settleAttempt({ code: withReason(lossCode, reason), retryable: lossCode === 'ConnectionLost' });
-      else this.#settleAttempt(code ? socketFailure(code) : { code: 'ConnectionLost', retryable: true });
+      if (reason !== undefined) this.#settleAttempt(attemptFailure(lossCode, reason));
+      else this.#settleAttempt(attemptFailure(code ? (SOCKET_ERROR_CODES[code] ?? 'BrokerUnreachable') : 'ConnectionLost'));
       return;
     }
     if (!wasLive) {
@@ -483,23 +484,13 @@ function withReason(code: string, reason: number): string {
 }
 
 /**
- * The failure of a refused CONNACK, classed like the connector does. 3.1.1: 2 identifier, 4 and 5 credential, 3
- * (server unavailable) worth retrying. MQTT 5, counted with the reason code: 0x85 identifier; 0x86 and 0x87
- * credential; 0x88 server unavailable, 0x89 busy, 0x97 quota exceeded and 0x9F connection rate exceeded worth
- * retrying; the rest `ConnackRefused`.
+ * The failure of a refused CONNACK, classed as the connector classes it ({@link classifyRefusal}): identifier,
+ * credential, or `ConnackRefused`; counted with the reason code under MQTT 5. A refusal that says the server is only
+ * unavailable for now (3.1.1's 3; MQTT 5's busy, quota, rate) is worth another attempt, whatever the catalog says of
+ * `ConnackRefused` in general: the reason code knows better. Exported for its test only (not from the entry).
  */
-function connackFailure(rc: number, protocol: ProtocolLevel): AttemptFailure {
-  if (protocol === 5) {
-    if (rc === 0x85) return { code: withReason('IdentifierRejected', rc), retryable: false };
-    if (rc === 0x86 || rc === 0x87) return { code: withReason('CredentialRejected', rc), retryable: false };
-    return { code: withReason('ConnackRefused', rc), retryable: rc === 0x88 || rc === 0x89 || rc === 0x97 || rc === 0x9f };
-  }
-  if (rc === 2) return { code: 'IdentifierRejected', retryable: false };
-  if (rc === 4 || rc === 5) return { code: 'CredentialRejected', retryable: false };
-  return { code: 'ConnackRefused', retryable: rc === 3 };
-}
-
-function socketFailure(errno: string): AttemptFailure {
-  const code = SOCKET_ERROR_CODES[errno] ?? 'BrokerUnreachable';
-  return { code, retryable: code !== 'TooManyOpenFiles' };
+export function connackFailure(rc: number, protocol: ProtocolLevel): AttemptFailure {
+  const kind = classifyRefusal(rc, protocol);
+  const refused = attemptFailure(kind === 'identifier' ? 'IdentifierRejected' : kind === 'credential' ? 'CredentialRejected' : 'ConnackRefused', protocol === 5 ? rc : undefined);
+  return kind === 'unavailable' ? { ...refused, retryable: true } : refused;
 }

@@ -1,4 +1,4 @@
-import { ApsaraMqDeviceError, LOCAL_ERROR_CATALOG } from '../errors.js';
+import { ApsaraMqDeviceError, LOCAL_ERROR_CATALOG, ValidationError } from '../errors.js';
 
 /** Codes of {@link SimulatorError}, with what to do about each (they live in the shared catalog, so the README lists them). */
 export const SIMULATOR_ERROR_CATALOG = Object.freeze({
@@ -7,9 +7,9 @@ export const SIMULATOR_ERROR_CATALOG = Object.freeze({
   EmulatorFailed: LOCAL_ERROR_CATALOG.EmulatorFailed,
   ShardFailed: LOCAL_ERROR_CATALOG.ShardFailed,
   ConnectionLost: LOCAL_ERROR_CATALOG.ConnectionLost,
+  BrokerLost: LOCAL_ERROR_CATALOG.BrokerLost,
   ProtocolError: LOCAL_ERROR_CATALOG.ProtocolError,
   ReportMismatch: LOCAL_ERROR_CATALOG.ReportMismatch,
-  InvalidReport: LOCAL_ERROR_CATALOG.InvalidReport,
   AddressSpaceTooSmall: LOCAL_ERROR_CATALOG.AddressSpaceTooSmall,
 });
 
@@ -18,13 +18,37 @@ export type SimulatorErrorCode = keyof typeof SIMULATOR_ERROR_CATALOG;
 
 /**
  * A failure of a simulation run as a whole (not of one device): too many open files, devices that never
- * connected, an embedded emulator that did not start, a fleet too large for its source addresses; or a report
- * that cannot be read or merged.
+ * connected, an embedded emulator that did not start or died, a fleet too large for its source addresses; or
+ * reports that are not of one run.
  */
 export class SimulatorError extends ApsaraMqDeviceError {
   constructor(code: SimulatorErrorCode, message: string, cause?: unknown) {
     const info = SIMULATOR_ERROR_CATALOG[code];
     super(code, `${message}. ${info.remedy}`, { retryable: info.retryable, remedy: info.remedy, cause });
     this.name = 'SimulatorError';
+  }
+}
+
+/**
+ * A simulation report that cannot be read or merged (code `InvalidReport`, not retryable): not a file, not JSON, not
+ * of this version's format, or a field outside the report's schema or its bounds (see `REPORT_LIMITS`). A
+ * `ValidationError`: bad input, refused before anything is merged (the CLI exits 2, as for its other input errors).
+ */
+export class InvalidReportError extends ValidationError {
+  declare readonly code: 'InvalidReport';
+  /** The report at fault, as the caller named it (a file name). */
+  readonly source: string;
+  /** The field at fault as a path into the report (`shards[0].count`, `series.errors.ConnectionLost[3]`); `undefined` when the report as a whole is (unreadable, not JSON). */
+  readonly field: string | undefined;
+
+  constructor(message: string, init: { source: string; field?: string }) {
+    super('InvalidReport', message);
+    this.name = 'InvalidReportError';
+    this.source = init.source;
+    this.field = init.field;
+  }
+
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), source: this.source, field: this.field };
   }
 }

@@ -6,11 +6,11 @@
  *
  * Every name is exported on purpose; test/unit/public-api.test.ts holds the list.
  */
-export { SimulatorError, type SimulatorErrorCode } from './errors.js';
+export { InvalidReportError, SimulatorError, type SimulatorErrorCode } from './errors.js';
 export { formatReport, type SimulationProgress } from './metrics.js';
 export { renderReportHtml } from './html.js';
-export { type MergeReportsOptions, mergeReports, parseReport } from './report.js';
-export { REPORT_FORMAT, type LatencySummary, type RunParameters, type ShardRecord, type SimulationReport } from './report-format.js';
+export { type MergeReportsOptions, REPORT_LIMITS, mergeReports, parseReport } from './report.js';
+export { REPORT_FORMAT, type BrokerLoss, type LatencySummary, type RunParameters, type ShardRecord, type SimulationReport } from './report-format.js';
 export type { ReportSeries } from './series.js';
 export { SIMULATION_DEFAULTS, type SimulationSettings } from './options.js';
 export { runSimulation, type SimulationOptions } from './run.js';

@@ -1,6 +1,6 @@
 import { type Clock, systemClock } from './clock.js';
 import { encodeHistogram, newLatencyHistogram, recordMs, summarizeHistogram } from './histogram.js';
-import { type LatencySummary, REPORT_FORMAT, type ReportIdentity, type SimulationReport, defaultIdentity } from './report-format.js';
+import { type BrokerLoss, type LatencySummary, REPORT_FORMAT, type ReportIdentity, type SimulationReport, defaultIdentity } from './report-format.js';
 import { SeriesRecorder } from './series.js';
 
 export type { LatencySummary, SimulationReport } from './report-format.js';
@@ -65,6 +65,12 @@ export class SimulationMetrics {
   /** This process's RSS when the metrics (the run) started, in MB: the shard's base, for its memory per device. */
   readonly baseRssMB: number;
   readonly #series: SeriesRecorder;
+  /** When (the run's clock) the last online device went offline; `undefined` while one is online, or before any was. */
+  #offlineSince: number | undefined;
+  /** When (the run's clock) an attempt last failed to reach the broker at all. */
+  #unreachableAt: number | undefined;
+  /** The run lost its broker for good (see {@link BrokerLoss}): set once, by the run. */
+  brokerLost: BrokerLoss | undefined;
 
   constructor(time: MetricsTime = { clock: systemClock }) {
     this.#clock = time.clock;
@@ -85,6 +91,7 @@ export class SimulationMetrics {
 
   /** Count one failure under its code. */
   error(code: string): void {
+    if (UNREACHABLE.has(code)) this.#unreachableAt = this.#clock.now();
     this.#errors.set(code, (this.#errors.get(code) ?? 0) + 1);
     this.#errorTotal += 1;
     this.#series.error(code, this.#epochNow());
@@ -116,12 +123,31 @@ export class SimulationMetrics {
   /** A device went online (CONNACK 0) or offline (its socket closed). */
   wentOnline(): void {
     this.online += 1;
+    this.#offlineSince = undefined;
     this.#series.online(1, this.#epochNow());
   }
 
   wentOffline(): void {
     this.online -= 1;
+    if (this.online === 0) this.#offlineSince = this.#clock.now();
     this.#series.online(-1, this.#epochNow());
+  }
+
+  /**
+   * Has the run lost its broker for good, by now? Yes when devices had connected, none is online, none has been for
+   * `afterMs`, and an attempt to reach the broker failed since the last one went offline (the devices were trying,
+   * not refused). `undefined` otherwise.
+   */
+  judgeBrokerLost(afterMs: number): BrokerLoss | undefined {
+    const since = this.#offlineSince;
+    if (this.connected === 0 || this.online > 0 || since === undefined || this.#unreachableAt === undefined || this.#unreachableAt < since) return undefined;
+    const offForMs = this.#clock.now() - since;
+    if (offForMs < afterMs) return undefined;
+    return {
+      at: new Date(this.epochOf(since)).toISOString(),
+      embeddedEmulator: false,
+      cause: `No device could reach the broker for the last ${(offForMs / 1_000).toFixed(1)} s of the run: all ${this.connected} that had connected lost their sessions by ${new Date(this.epochOf(since)).toISOString()}, and every attempt since failed (${this.errorCount('BrokerUnreachable')} BrokerUnreachable, ${this.errorCount('ConnectTimeout')} ConnectTimeout in all)`,
+    };
   }
 
   /** A PUBLISH was written at `now`. */
@@ -196,9 +222,13 @@ export class SimulationMetrics {
         e2eLatencyUs: encodeHistogram(this.e2eLatency),
       },
       series: this.#series.series(this.startEpochMs + elapsedMs),
+      ...(this.brokerLost === undefined ? {} : { brokerLost: this.brokerLost }),
     };
   }
 }
+
+/** Failures that mean the broker could not be reached at all (as opposed to a refusal). */
+const UNREACHABLE: ReadonlySet<string> = new Set(['BrokerUnreachable', 'ConnectTimeout', 'HostNotFound']);
 
 /** The largest RSS this process has had, in MB (from `getrusage`, so a short peak between samples is not missed). */
 export function peakRssMB(): number {
@@ -216,6 +246,7 @@ export function formatReport(report: SimulationReport): string {
   const shards = report.shards.length === 1 && report.shards[0]?.count === 1 ? '' : `, shard${report.shards.length > 1 ? 's' : ''} ${report.shards.map((s) => `${s.index}/${s.count}`).join(', ')}`;
   return [
     ...(report.interrupted ? ['INTERRUPTED: the run was stopped before it finished; the counts below are partial'] : []),
+    ...(report.brokerLost ? [`BROKER LOST: ${report.brokerLost.cause}`] : []),
     `Simulated ${report.devices} ${report.run.protocol === 5 ? 'MQTT 5 ' : ''}devices in ${(report.elapsedMs / 1_000).toFixed(1)} s (peak RSS ${report.peakRssMB} MB${shards}), started ${report.run.startedAt}`,
     `  provisioned ${report.provisioned}, connected ${report.connected}, failed connects ${report.failedConnects}, reconnects ${report.reconnects}`,
     `  connect rate ${report.connectRatePerSec}/s; connect latency ${latencyText(report.connectLatencyMs)}`,

@@ -1,11 +1,17 @@
 import { MAX_CLIENT_ID_LENGTH, assertGroupId, clientIdProblem } from '../credential.js';
 import { ValidationError } from '../errors.js';
+import { PROTOCOL_LEVELS, describeProtocolLevel } from '../mqtt/protocol.js';
+import { optionChecks } from '../util/option-checks.js';
 import { parseLocalAddresses } from './local-address.js';
 
 /** Largest payload the service accepts (reference §5.7); larger messages are discarded. */
 export const MAX_PAYLOAD_SIZE = 64 * 1024;
 /** Longest topic, parent and subtopics together (reference §5.6). */
 export const MAX_TOPIC_LENGTH = 64;
+/** Most devices one fleet simulates (all shards together). */
+export const MAX_DEVICES = 1_000_000;
+/** Most shards one fleet is split into (`--shard I/N`, and `--processes` within it): what a report merge accepts. */
+export const MAX_SHARDS = 10_000;
 /** Bytes at the start of every payload: the send time, float64 big-endian ms since the epoch. */
 export const PAYLOAD_HEADER_SIZE = 8;
 
@@ -60,6 +66,7 @@ export function parseShard(text: string): Shard {
 function checkShard(shard: Shard): void {
   const ok = Number.isInteger(shard.count) && Number.isInteger(shard.index) && shard.count >= 1 && shard.index >= 1 && shard.index <= shard.count;
   if (!ok) throw new ValidationError('InvalidOption', `Shard ${shard.index}/${shard.count} must have 1 <= I <= N`);
+  if (shard.count > MAX_SHARDS) throw new ValidationError('InvalidOption', `Shard ${shard.index}/${shard.count}: a fleet is split into at most ${MAX_SHARDS} shards`);
 }
 
 /**
@@ -252,10 +259,10 @@ export function checkStartAt(startAtMs: number, nowMs: number): void {
   }
 }
 
+const check = optionChecks();
+
 function numberOption(name: string, value: unknown, min: number, max: number, integer: boolean): number {
-  const ok = typeof value === 'number' && Number.isFinite(value) && value >= min && value <= max && (!integer || Number.isInteger(value));
-  if (!ok) throw new ValidationError('InvalidOption', `Option ${name} must be ${integer ? 'a whole number' : 'a number'} from ${min} to ${max}, not ${String(value)}`);
-  return value as number;
+  return integer ? check.integer(name, value, { min, max }) : check.number(name, value, { min, max });
 }
 
 /**
@@ -265,7 +272,7 @@ function numberOption(name: string, value: unknown, min: number, max: number, in
 export function resolveSettings(settings: SimulationSettings = {}): ResolvedSettings {
   const d = SIMULATION_DEFAULTS;
   const pick = <K extends keyof SimulationSettings & keyof typeof d>(key: K): unknown => settings[key] ?? d[key];
-  const devices = numberOption('devices', pick('devices'), 1, 1_000_000, true);
+  const devices = numberOption('devices', pick('devices'), 1, MAX_DEVICES, true);
   const groupId = pick('groupId');
   assertGroupId(groupId);
   const longest = simulatedClientId(groupId, devices - 1);
@@ -273,12 +280,10 @@ export function resolveSettings(settings: SimulationSettings = {}): ResolvedSett
   if (problem) {
     throw new ValidationError('InvalidOption', `With groupId ${groupId} and ${devices} devices the ClientIds reach ${longest.length} characters (${longest}); at most ${MAX_CLIENT_ID_LENGTH} are allowed: use a shorter GroupId`);
   }
-  const protocol = pick('protocol');
-  if (protocol !== 4 && protocol !== 5) throw new ValidationError('InvalidOption', `Option protocol (--protocol) must be 4 (MQTT 3.1.1) or 5 (MQTT 5), not ${String(protocol)}`);
-  const qos = pick('qos');
-  if (qos !== 0 && qos !== 1) throw new ValidationError('InvalidOption', `Option qos must be 0 or 1, not ${String(qos)}`);
+  const protocol = check.oneOf('protocol (--protocol)', pick('protocol'), PROTOCOL_LEVELS, describeProtocolLevel);
+  const qos = check.oneOf('qos', pick('qos'), [0, 1] as const);
   const topic = pick('topic');
-  if (typeof topic !== 'string') throw new ValidationError('InvalidOption', 'Option topic must be a string');
+  if (typeof topic !== 'string') throw check.invalid('topic', 'a string', topic);
   const topicTemplate = parseTopicTemplate(topic);
   const subscribe = Boolean(pick('subscribe'));
   if (subscribe && !isPerDeviceTemplate(topicTemplate)) {

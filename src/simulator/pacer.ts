@@ -1,3 +1,17 @@
+/**
+ * The simulator's connect pacer: `count` starts spread over fixed slots of `1 / rate` s, each at a random point of
+ * its slot, with at most `maxInFlight` unsettled.
+ *
+ * Not one with the provisioner's RateLimiter (`provisioner/rate-limit.ts`, over `util/token-bucket.ts`), on purpose:
+ * - the pacer knows its whole schedule in advance (start k in slot k, jittered), runs it on the simulator's Clock (a
+ *   ManualClock in tests, so rates are checked exactly) with one timer for 10,000 devices, and counts a start as in
+ *   flight until its promise settles;
+ * - the RateLimiter admits calls that arrive from anywhere (several clients of one account share it) in first-come
+ *   order, each waiting on its own abortable timer, with a burst allowance that matches the service's own bucket.
+ * A token bucket lets a burst through and then drips, which puts devices in lockstep (what the jittered slots are
+ * for); a fixed schedule cannot serve callers it does not know. What they share is small and already shared: the
+ * clock-free maths lives in each (`startOffsetMs`, `TokenBucket`), the abortable sleep in `util/`.
+ */
 import type { Clock } from './clock.js';
 
 /** How {@link runPaced} spaces the starts. */

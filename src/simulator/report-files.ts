@@ -4,27 +4,30 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { SimulatorError } from './errors.js';
-import { parseReport } from './report.js';
+import { InvalidReportError } from './errors.js';
+import { parseReport } from './report-check.js';
 import type { SimulationReport } from './report-format.js';
 
 export { formatReport } from './metrics.js';
 export { renderReportHtml } from './html.js';
 export { mergeReports } from './report.js';
 
-/** Read a report written by `simulate --report` (or `report merge --output`). @throws SimulatorError `InvalidReport` */
+/**
+ * Read a report written by `simulate --report` (or `report merge --output`) and check it ({@link parseReport}).
+ * @throws InvalidReportError `InvalidReport`
+ */
 export async function readReportFile(file: string): Promise<SimulationReport> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (error) {
-    throw new SimulatorError('InvalidReport', `Cannot read the report ${file} (${(error as NodeJS.ErrnoException).code ?? String(error)})`);
+    throw new InvalidReportError(`Cannot read the report ${file} (${(error as NodeJS.ErrnoException).code ?? String(error)})`, { source: file });
   }
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (error) {
-    throw new SimulatorError('InvalidReport', `${file} is not JSON (${error instanceof Error ? error.message : String(error)})`);
+    throw new InvalidReportError(`${file} is not JSON (${error instanceof Error ? error.message : String(error)})`, { source: file });
   }
   return parseReport(value, file);
 }

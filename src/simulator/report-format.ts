@@ -113,6 +113,25 @@ export interface SimulationReport {
   series: ReportSeries;
   /** Present and true when the run was stopped by SIGINT/SIGTERM before it finished (its counts are partial). */
   interrupted?: boolean;
+  /**
+   * Present when the run lost its broker for good (see {@link BrokerLoss}); the run then fails. In a merged report,
+   * the earliest loss of its shards.
+   */
+  brokerLost?: BrokerLoss;
+}
+
+/**
+ * A broker lost for good during a run: the embedded emulator's process exited (the run stops at once), or, against a
+ * broker given by URL, no device was online and none could reach it for the last `BROKER_LOST_MS` of the publishing
+ * phase.
+ */
+export interface BrokerLoss {
+  /** When: the emulator's exit, or the moment the last device went offline; ISO 8601. */
+  at: string;
+  /** True when it was the run's own embedded emulator (whose process exited). */
+  embeddedEmulator: boolean;
+  /** What happened, in words (the run's error message). */
+  cause: string;
 }
 
 /** Who made a report: the run's parameters and this process's shard. */

@@ -1,13 +1,17 @@
 /**
- * Reading saved reports and merging the reports of a run's shards into the fleet's report: counts and per-second
- * series are added, and latency histograms are added bucket by bucket, so the fleet's percentiles are exactly
- * those one process would have measured over all the devices.
+ * Merging the reports of a run's shards into the fleet's report: counts and per-second series are added, and latency
+ * histograms are added bucket by bucket, so the fleet's percentiles are exactly those one process would have
+ * measured over all the devices. Every report is checked against its schema first (report-check.ts), and the
+ * merge's own size (shards, series span, error codes) is bounded before anything is allocated.
  */
 import { SimulatorError } from './errors.js';
 import { type Histogram, addHistograms, decodeHistogram, encodeHistogram, summarizeHistogram } from './histogram.js';
 import { ratePerSec } from './metrics.js';
+import { REPORT_LIMITS, invalidReport, parseReport } from './report-check.js';
 import { REPORT_FORMAT, type RunParameters, type ShardRecord, type SimulationReport } from './report-format.js';
 import { type ReportSeries, addSeries } from './series.js';
+
+export { REPORT_LIMITS, parseReport };
 
 /**
  * The parameters that make two shards part of the same run: every one must be equal to merge. Tuning that does not
@@ -17,53 +21,6 @@ export const RUN_IDENTITY_KEYS = Object.freeze([
   'version', 'startAt', 'devices', 'groupId', 'connectRate', 'publishIntervalMs', 'qos', 'payloadSize', 'topic', 'durationMs',
   'subscribe', 'keepalive', 'connectAttempts', 'connectTimeoutMs', 'protocol', 'target',
 ] as const satisfies ReadonlyArray<keyof RunParameters>);
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-const NUMBER_FIELDS = ['devices', 'provisioned', 'connected', 'failedConnects', 'published', 'acked', 'delivered', 'reconnects', 'peakRssMB', 'elapsedMs'] as const;
-
-/**
- * Check that a parsed JSON value is a report this version can merge (its format, fields, histograms and series);
- * returns it typed. `source` names it in errors (a file name).
- * @throws SimulatorError `InvalidReport`
- */
-export function parseReport(value: unknown, source = 'the report'): SimulationReport {
-  const bad = (why: string): SimulatorError => new SimulatorError('InvalidReport', `${source} is not a simulation report this version can read: ${why}`);
-  if (!isRecord(value)) throw bad('not a JSON object');
-  if (value['format'] !== REPORT_FORMAT) {
-    throw bad(value['format'] === undefined ? 'it has no "format" (written by an older version, without histograms?)' : `format ${JSON.stringify(value['format'])}, expected ${JSON.stringify(REPORT_FORMAT)}`);
-  }
-  for (const field of NUMBER_FIELDS) if (typeof value[field] !== 'number') throw bad(`"${field}" is not a number`);
-  const run = value['run'];
-  if (!isRecord(run) || typeof run['startedAt'] !== 'string' || typeof run['devices'] !== 'number' || !isRecord(run['target'])) throw bad('"run" is missing or incomplete');
-  const shards = value['shards'];
-  if (!Array.isArray(shards) || shards.length === 0 || !shards.every((s) => isRecord(s) && Number.isInteger(s['index']) && Number.isInteger(s['count']) && typeof s['startedAt'] === 'string')) {
-    throw bad('"shards" is missing or incomplete');
-  }
-  const histograms = value['histograms'];
-  if (!isRecord(histograms) || typeof histograms['connectLatencyUs'] !== 'string' || typeof histograms['e2eLatencyUs'] !== 'string') throw bad('"histograms" is missing');
-  for (const name of ['connectLatencyUs', 'e2eLatencyUs'] as const) {
-    try {
-      decodeHistogram(histograms[name] as string);
-    } catch (error) {
-      throw bad(`histograms.${name} is not an HdrHistogram encoding (${error instanceof Error ? error.message : String(error)})`);
-    }
-  }
-  const windows = value['windows'];
-  const isWindow = (w: unknown): boolean => w === null || (Array.isArray(w) && w.length === 2 && w.every((n) => typeof n === 'number'));
-  if (!isRecord(windows) || !isWindow(windows['connect']) || !isWindow(windows['publish'])) throw bad('"windows" is missing or not [first, last] pairs');
-  const series = value['series'];
-  const arrays = ['connected', 'connects', 'published', 'acked', 'delivered'] as const;
-  if (!isRecord(series) || typeof series['startMs'] !== 'number' || typeof series['intervalMs'] !== 'number' || !isRecord(series['errors'])) throw bad('"series" is missing');
-  const length = (series['connected'] as unknown[] | undefined)?.length;
-  for (const name of arrays) {
-    const values = series[name];
-    if (!Array.isArray(values) || values.length !== length || !values.every((n) => typeof n === 'number')) throw bad(`series.${name} is not an array of numbers as long as series.connected`);
-  }
-  return value as unknown as SimulationReport;
-}
 
 /** Options of {@link mergeReports}. */
 export interface MergeReportsOptions {
@@ -85,13 +42,18 @@ function same(a: unknown, b: unknown): boolean {
  * Merge the reports of a run's shards (or already merged reports of disjoint shards) into the fleet's report:
  * counts, errors and per-second series added, latency histograms added (so the percentiles are exact), rates over
  * the fleet's connect and publish windows, the largest shard RSS, and the time from the earliest start to the latest
- * end. One report comes back as it went in.
+ * end. One report comes back as it went in. Every report is checked first ({@link parseReport}); the merge takes
+ * memory in proportion to the reports, plus its series, which {@link REPORT_LIMITS} bound.
  *
+ * @throws InvalidReportError `InvalidReport` naming the field of a report that is not one this version can merge,
+ *   or the merged report's field that would exceed {@link REPORT_LIMITS}.
  * @throws SimulatorError `ReportMismatch` naming what differs when the reports are not of one run (different
- *   parameters, different shard counts, a shard given twice, or, unless `partial`, a missing shard).
+ *   parameters, different shard counts, a shard given twice, series further apart than a run lasts, or, unless
+ *   `partial`, a missing shard).
  */
 export function mergeReports(reports: readonly SimulationReport[], options: MergeReportsOptions = {}): SimulationReport {
   const name = (i: number): string => options.sources?.[i] ?? `report ${i + 1}`;
+  reports.forEach((report, i) => parseReport(report, name(i)));
   const first = reports[0];
   if (!first) throw new SimulatorError('ReportMismatch', 'There is no report to merge');
   for (let i = 1; i < reports.length; i++) {
@@ -116,57 +78,115 @@ export function mergeReports(reports: readonly SimulationReport[], options: Merg
     }
   });
   if (!options.partial) {
+    // `count` is bounded by the schema (REPORT_LIMITS.maxShards).
     const missing = Array.from({ length: count }, (_, k) => k + 1).filter((index) => !owner.has(index));
     if (missing.length > 0) {
       throw new SimulatorError('ReportMismatch', `Shard${missing.length > 1 ? 's' : ''} ${missing.map((index) => `${index}/${count}`).join(', ')} of the run ${missing.length > 1 ? 'are' : 'is'} missing (pass partial / --partial to merge only the shards given)`);
     }
   }
   if (reports.length === 1) return first;
+  checkMergedSeries(reports, name);
 
-  const sum = (pick: (r: SimulationReport) => number): number => reports.reduce((total, r) => total + pick(r), 0);
+  const merged = 'the merged report';
+  const sum = (field: (typeof COUNTS)[number]): number => {
+    let total = 0;
+    for (const report of reports) total += report[field];
+    if (!Number.isSafeInteger(total)) throw invalidReport(merged, field, `adds up past ${Number.MAX_SAFE_INTEGER}`);
+    return total;
+  };
   const connect = mergeWindow(reports.map((r) => r.windows.connect));
   const publish = mergeWindow(reports.map((r) => r.windows.publish));
   const connectLatency = addHistograms(reports.map((r) => decodeHistogram(r.histograms.connectLatencyUs)));
   const e2eLatency = addHistograms(reports.map((r) => decodeHistogram(r.histograms.e2eLatencyUs)));
   const shards: ShardRecord[] = reports.flatMap((r) => r.shards).sort((a, b) => a.index - b.index);
-  const starts = shards.map((s) => Date.parse(s.startedAt));
-  const start = Math.min(...starts);
-  const end = Math.max(...shards.map((s, i) => (starts[i] as number) + s.elapsedMs));
-  const errors: Record<string, number> = {};
-  for (const report of reports) for (const [code, n] of Object.entries(report.errors)) errors[code] = (errors[code] ?? 0) + n;
-  const connected = sum((r) => r.connected);
-  const published = sum((r) => r.published);
+  let start = Number.POSITIVE_INFINITY;
+  let end = Number.NEGATIVE_INFINITY;
+  for (const shard of shards) {
+    const at = Date.parse(shard.startedAt);
+    start = Math.min(start, at);
+    end = Math.max(end, at + shard.elapsedMs);
+  }
+  // Codes are data: a Map, so that `constructor` or `__proto__` add up as plain codes (Object.fromEntries then
+  // makes each an own property).
+  const errors = new Map<string, number>();
+  for (const report of reports) for (const [code, n] of Object.entries(report.errors)) errors.set(code, (errors.get(code) ?? 0) + n);
+  for (const [code, n] of errors) if (!Number.isSafeInteger(n)) throw invalidReport(merged, `errors[${JSON.stringify(code)}]`, `adds up past ${Number.MAX_SAFE_INTEGER}`);
+  let peakRssMB = 0;
+  for (const report of reports) peakRssMB = Math.max(peakRssMB, report.peakRssMB);
+  const lost = reports.map((r) => r.brokerLost).filter((l) => l !== undefined).sort((a, b) => Date.parse(a.at) - Date.parse(b.at))[0];
+  const connected = sum('connected');
+  const published = sum('published');
   return {
     format: REPORT_FORMAT,
     run: { ...first.run, startedAt: new Date(start).toISOString() },
     shards,
-    devices: sum((r) => r.devices),
-    provisioned: sum((r) => r.provisioned),
+    devices: sum('devices'),
+    provisioned: sum('provisioned'),
     connected,
-    failedConnects: sum((r) => r.failedConnects),
+    failedConnects: sum('failedConnects'),
     connectRatePerSec: ratePerSec(connected, connect?.[0], connect?.[1]),
     connectLatencyMs: summarizeHistogram(connectLatency),
     published,
-    acked: sum((r) => r.acked),
-    delivered: sum((r) => r.delivered),
+    acked: sum('acked'),
+    delivered: sum('delivered'),
     publishRatePerSec: ratePerSec(published, publish?.[0], publish?.[1]),
     e2eLatencyMs: summarizeHistogram(e2eLatency),
-    errors: Object.fromEntries(Object.entries(errors).sort(([a], [b]) => a.localeCompare(b))),
-    reconnects: sum((r) => r.reconnects),
-    peakRssMB: Math.max(...reports.map((r) => r.peakRssMB)),
+    errors: Object.fromEntries([...errors].sort(([a], [b]) => a.localeCompare(b))),
+    reconnects: sum('reconnects'),
+    peakRssMB,
     elapsedMs: end - start,
     windows: { connect, publish },
     histograms: { connectLatencyUs: encodeHistogram(connectLatency), e2eLatencyUs: encodeHistogram(e2eLatency) },
     series: addSeries(reports.map((r) => r.series)),
     // A shard stopped early makes the fleet's numbers partial: the merged report says so too.
     ...(reports.some((r) => r.interrupted) ? { interrupted: true } : {}),
+    // A shard that lost its broker (or embedded emulator) for good fails the fleet's run: the earliest loss.
+    ...(lost === undefined ? {} : { brokerLost: lost }),
   };
 }
 
+/** The counts a merge adds up. */
+const COUNTS = ['devices', 'provisioned', 'connected', 'failedConnects', 'published', 'acked', 'delivered', 'reconnects'] as const;
+
+/**
+ * The merged series must be one run's: bins of one length, a span no longer than a run lasts, and a size within
+ * {@link REPORT_LIMITS}, known before a bin of it is allocated.
+ * @throws SimulatorError `ReportMismatch` (intervals, span); InvalidReportError `InvalidReport` (size).
+ */
+function checkMergedSeries(reports: readonly SimulationReport[], name: (i: number) => string): void {
+  const { intervalMs } = (reports[0] as SimulationReport).series;
+  let startMs = Number.POSITIVE_INFINITY;
+  let endMs = Number.NEGATIVE_INFINITY;
+  let earliest = 0;
+  let latest = 0;
+  const codes = new Set<string>();
+  reports.forEach((report, i) => {
+    const { series } = report;
+    if (series.intervalMs !== intervalMs) {
+      throw new SimulatorError('ReportMismatch', `These reports are not of the same run: series.intervalMs is ${intervalMs} in ${name(0)} but ${series.intervalMs} in ${name(i)}`);
+    }
+    if (series.startMs < startMs) [startMs, earliest] = [series.startMs, i];
+    const seriesEnd = series.startMs + series.connected.length * intervalMs;
+    if (seriesEnd > endMs) [endMs, latest] = [seriesEnd, i];
+    for (const code of Object.keys(series.errors)) codes.add(code);
+  });
+  if (endMs - startMs > REPORT_LIMITS.maxRunSpanMs) {
+    const days = (ms: number): string => `${Math.round((ms / 86_400_000) * 10) / 10} days`;
+    throw new SimulatorError(
+      'ReportMismatch',
+      `These reports are not of the same run: series.startMs of ${name(earliest)} (${new Date(startMs).toISOString()}) and the end of the series of ${name(latest)} (${new Date(endMs).toISOString()}) are ${days(endMs - startMs)} apart, more than the ${days(REPORT_LIMITS.maxRunSpanMs)} a run lasts at most`,
+    );
+  }
+  const merged = 'the merged report';
+  if (codes.size > REPORT_LIMITS.maxErrorCodes) throw invalidReport(merged, 'series.errors', `would hold ${codes.size} error codes, more than the ${REPORT_LIMITS.maxErrorCodes} a report may`);
+  const values = (5 + codes.size) * ((endMs - startMs) / intervalMs);
+  if (values > REPORT_LIMITS.maxSeriesValues) throw invalidReport(merged, 'series', `would hold ${values} numbers, more than the ${REPORT_LIMITS.maxSeriesValues} a report may`);
+}
+
 function mergeWindow(windows: ReadonlyArray<[number, number] | null>): [number, number] | null {
-  const present = windows.filter((w): w is [number, number] => w !== null);
-  if (present.length === 0) return null;
-  return [Math.min(...present.map((w) => w[0])), Math.max(...present.map((w) => w[1]))];
+  let merged: [number, number] | null = null;
+  for (const w of windows) if (w !== null) merged = merged === null ? [w[0], w[1]] : [Math.min(merged[0], w[0]), Math.max(merged[1], w[1])];
+  return merged;
 }
 
 /** The latency histograms of a report, decoded. */

@@ -51,6 +51,12 @@ export interface RunHooks {
 
 /** Time between two checks of whether every PUBACK and delivery is in after the publishing ends. */
 const DRAIN_POLL_MS = 50;
+/**
+ * A broker given by URL is lost for good when, at the end of the publishing phase, no device has been online for
+ * this long and the devices' attempts to reach it failed (refused, reset, timed out) meanwhile. A device retries
+ * within 0.5 to 10 s (its reconnect backoff), so in this time a fleet has tried and failed more than once.
+ */
+export const BROKER_LOST_MS = 5_000;
 /** File descriptors a Node process uses besides the devices' sockets. */
 const RESERVED_FDS = 64;
 
@@ -148,17 +154,34 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
   if (options.onProgress) progressTimer = clock.setTimeout(tick, settings.progressIntervalMs);
 
   let emulator: EmulatorProcess | undefined;
+  // Fires when the run's broker is gone for good (its embedded emulator exited): the run stops as if aborted, and
+  // its report says why (`brokerLost`), which fails it.
+  const lost = new AbortController();
   try {
     enter('starting');
-    if (!given) emulator = await startEmulatorProcess({ qpsLimit: settings.apiQps, parentTopics: parentTopicsOf(settings.topic) });
+    if (!given) {
+      const own = await startEmulatorProcess({ qpsLimit: settings.apiQps, parentTopics: parentTopicsOf(settings.topic) });
+      emulator = own;
+      void own.lost.then((how) => {
+        const of = settings.shard.count > 1 ? ` of shard ${settings.shard.index}/${settings.shard.count}` : '';
+        metrics.brokerLost ??= {
+          at: new Date(wallClock()).toISOString(),
+          embeddedEmulator: true,
+          cause: `The embedded emulator${of} (pid ${own.pid ?? '?'}) ${how} ${((clock.now() - started) / 1_000).toFixed(1)} s into the run, after ${metrics.connected} of ${metrics.devices} devices had connected: the run was stopped`,
+        };
+        lost.abort();
+      });
+    }
     const target = given ?? (emulator as EmulatorProcess).target;
-    const devices = await provision(target, settings, metrics, options.signal, () => report(), () => enter('provisioning'));
+    const provisionSignal = options.signal ? AbortSignal.any([options.signal, lost.signal]) : lost.signal;
+    const devices = await provision(target, settings, metrics, provisionSignal, () => report(), () => enter('provisioning'));
 
     const stop = new AbortController();
     const onAbort = (): void => stop.abort();
     // Aborted while provisioning: an abort listener added now would never fire.
-    if (options.signal?.aborted) stop.abort();
+    if (options.signal?.aborted || lost.signal.aborted) stop.abort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
+    lost.signal.addEventListener('abort', onAbort, { once: true });
     const reasonsShown = new Set<string>();
     const ctx: DeviceContext = {
       settings,
@@ -189,7 +212,7 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
     if (ownStore) await Promise.all(provisionedIds.map((id) => ownStore.remove(target.provisioner.instanceId as string, id)));
     provisionedIds.length = 0;
 
-    if (settings.startAtMs === null && hooks.beforeConnect) {
+    if (settings.startAtMs === null && hooks.beforeConnect && !lost.signal.aborted) {
       enter('waiting');
       await hooks.beforeConnect();
     }
@@ -219,10 +242,14 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
     await ended;
     publishing = false;
     options.signal?.removeEventListener('abort', onAbort);
+    lost.signal.removeEventListener('abort', onAbort);
+    // A broker given by URL cannot say it is gone: judged by the devices, unless the user stopped the run.
+    if (!options.signal?.aborted) metrics.brokerLost ??= metrics.judgeBrokerLost(BROKER_LOST_MS);
 
     enter('draining');
     for (const device of simulated) device.setPublishing(false);
-    await drain(clock, metrics, settings);
+    // Nothing more will be acknowledged by a broker that is gone.
+    if (metrics.brokerLost === undefined) await drain(clock, metrics, settings);
 
     enter('disconnecting');
     await Promise.all(simulated.map((device) => device.stop()));
@@ -319,10 +346,13 @@ function drain(clock: Clock, metrics: SimulationMetrics, settings: ResolvedSetti
 }
 
 /**
- * The error a run should end with, judged from its report: `TooManyOpenFiles` when the open-file limit was hit,
- * `SimulationFailed` when a device could not be provisioned or connected; `undefined` when every device connected.
+ * The error a run should end with, judged from its report: `EmulatorFailed` or `BrokerLost` when it lost its broker
+ * for good (`brokerLost`), `TooManyOpenFiles` when the open-file limit was hit, `SimulationFailed` when a device could
+ * not be provisioned or connected; `undefined` when every device connected.
  */
 export function simulationFailure(report: SimulationReport): SimulatorError | undefined {
+  const lost = report.brokerLost;
+  if (lost) return new SimulatorError(lost.embeddedEmulator ? 'EmulatorFailed' : 'BrokerLost', lost.cause);
   if ((report.errors['TooManyOpenFiles'] ?? 0) > 0) {
     const limit = openFileLimit();
     return new SimulatorError('TooManyOpenFiles', `The process ran out of file descriptors after ${report.connected} of ${report.devices} devices connected${limit === undefined ? '' : ` (ulimit -n is ${limit})`}`);

@@ -100,11 +100,16 @@ export function addSeries(all: readonly ReportSeries[]): ReportSeries {
   const first = all[0];
   if (!first) throw new RangeError('addSeries needs at least one series');
   const intervalMs = first.intervalMs;
+  let startMs = Number.POSITIVE_INFINITY;
+  let endMs = Number.NEGATIVE_INFINITY;
+  const codes = new Set<string>();
   for (const s of all) {
     if (s.intervalMs !== intervalMs || s.startMs % intervalMs !== 0) throw new RangeError(`Series intervals differ (${s.intervalMs} ms, start ${s.startMs}) and cannot be added`);
+    startMs = Math.min(startMs, s.startMs);
+    endMs = Math.max(endMs, s.startMs + s.connected.length * intervalMs);
+    for (const code of Object.keys(s.errors)) codes.add(code);
   }
-  const startMs = Math.min(...all.map((s) => s.startMs));
-  const length = Math.max(...all.map((s) => (s.startMs - startMs) / intervalMs + s.connected.length));
+  const length = (endMs - startMs) / intervalMs;
   const sum = (pick: (s: ReportSeries) => number[] | undefined): number[] => {
     const out = new Array<number>(length).fill(0);
     for (const s of all) {
@@ -115,7 +120,6 @@ export function addSeries(all: readonly ReportSeries[]): ReportSeries {
     }
     return out;
   };
-  const codes = [...new Set(all.flatMap((s) => Object.keys(s.errors)))].sort();
   return {
     startMs,
     intervalMs,
@@ -124,6 +128,7 @@ export function addSeries(all: readonly ReportSeries[]): ReportSeries {
     published: sum((s) => s.published),
     acked: sum((s) => s.acked),
     delivered: sum((s) => s.delivered),
-    errors: Object.fromEntries(codes.map((code) => [code, sum((s) => s.errors[code])])),
+    // Own codes only: a series without `constructor` must not add up Object's.
+    errors: Object.fromEntries([...codes].sort().map((code) => [code, sum((s) => (Object.hasOwn(s.errors, code) ? s.errors[code] : undefined))])),
   };
 }

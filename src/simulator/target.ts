@@ -50,6 +50,11 @@ export function emulatorTarget(emulator: Pick<Emulator, 'mqttUrl' | 'apiEndpoint
 export interface EmulatorProcess {
   readonly target: SimulationTarget;
   readonly pid: number | undefined;
+  /**
+   * Settles, with what happened (`exited on signal SIGKILL`), when the process exits without having been asked to
+   * close: the emulator is gone for good. Never settles otherwise.
+   */
+  readonly lost: Promise<string>;
   /** Close the emulator and wait for its process to exit (killed after 5 s). Idempotent. */
   close(): Promise<void>;
 }
@@ -90,6 +95,12 @@ export function startEmulatorProcess(options: { qpsLimit?: number; parentTopics?
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   let closing: Promise<void> | undefined;
+  let ready = false;
+  const lost = new Promise<string>((resolve) => {
+    child.once('exit', (code, signal) => {
+      if (ready && closing === undefined) resolve(`exited ${signal ? `on signal ${signal}` : `with code ${code}`}${stderr ? ` (its stderr ends with: ${stderr.trim().slice(-500)})` : ''}`);
+    });
+  });
   const close = (): Promise<void> => {
     closing ??= (async () => {
       if (child.exitCode === null && child.signalCode === null) {
@@ -101,7 +112,6 @@ export function startEmulatorProcess(options: { qpsLimit?: number; parentTopics?
     })();
     return closing;
   };
-  let ready = false;
   return new Promise<EmulatorProcess>((resolve, reject) => {
     const fail = (why: string): void => {
       if (ready) return;
@@ -117,7 +127,7 @@ export function startEmulatorProcess(options: { qpsLimit?: number; parentTopics?
         return;
       }
       ready = true;
-      resolve({ target: emulatorTarget(message), pid: child.pid, close });
+      resolve({ target: emulatorTarget(message), pid: child.pid, lost, close });
     });
   });
 }

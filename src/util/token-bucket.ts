@@ -1,5 +1,7 @@
 import { performance } from 'node:perf_hooks';
-import { ValidationError } from '../errors.js';
+import { optionChecks } from './option-checks.js';
+
+const check = optionChecks();
 
 /** Options of a {@link TokenBucket}. */
 export interface TokenBucketOptions {
@@ -29,10 +31,8 @@ export class TokenBucket {
 
   /** @throws ValidationError `InvalidOption` for a rate that is not positive or a burst below 1. */
   constructor(options: TokenBucketOptions) {
-    const { rate } = options;
-    if (!(rate > 0)) throw new ValidationError('InvalidOption', `Invalid qps ${String(rate)}: expected a positive number of requests per second`);
-    const burst = options.burst ?? defaultBurst(rate);
-    if (!(burst >= 1) || !Number.isFinite(burst)) throw new ValidationError('InvalidOption', `Invalid burst ${String(burst)}: expected a finite number of 1 or more`);
+    const rate = check.positive('rate', options.rate, 'tokens per second', true);
+    const burst = check.number('burst', options.burst ?? defaultBurst(rate), { min: 1 });
     this.rate = rate;
     this.burst = burst;
     this.#now = options.now ?? (() => performance.now());

@@ -1,4 +1,4 @@
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { type ChildProcess, type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -109,4 +109,58 @@ export async function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): Pro
     await exited;
   });
   return { child, firstLine, stderr: () => stderr, stop };
+}
+
+/** A run of the built CLI in its own process, watched as it goes. */
+export interface StartedCli {
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves when stderr first matches. */
+  waitFor(pattern: RegExp): Promise<RegExpExecArray>;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/**
+ * Start the built CLI in its own process (environment: PATH and `env` only) and watch its output: `waitFor` resolves
+ * when stderr first matches, an event rather than a poll. Killed when the test finishes.
+ */
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, options: { detached?: boolean } = {}): StartedCli {
+  const child = spawn(process.execPath, [CLI_BIN, ...args], { env: { PATH: process.env['PATH'], ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: options.detached ?? false });
+  let stdout = '';
+  let stderr = '';
+  const waiters: Array<{ pattern: RegExp; resolve: (m: RegExpExecArray) => void }> = [];
+  child.stdout?.on('data', (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    for (const w of [...waiters]) {
+      const match = w.pattern.exec(stderr);
+      if (match) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(match);
+      }
+    }
+  });
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
+  onTestFinished(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await exit;
+  });
+  return {
+    child,
+    stdout: () => stdout,
+    stderr: () => stderr,
+    exit,
+    waitFor: (pattern) =>
+      new Promise((resolve, reject) => {
+        const match = pattern.exec(stderr);
+        if (match) resolve(match);
+        else {
+          waiters.push({ pattern, resolve });
+          void exit.then(() => reject(new Error(`exited before stderr matched ${pattern}: ${stderr}`)));
+        }
+      }),
+  };
 }

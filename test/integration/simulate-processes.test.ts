@@ -1,75 +1,15 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { decodeHistogram } from '../../src/simulator/histogram.js';
 import { ephemeralPortRange } from '../../src/simulator/local-address.js';
 import type { SimulationReport } from '../../src/simulator/report-format.js';
-import { CLI_BIN, cli, tempDir } from '../helpers/cli.js';
+import { cli, startCli, tempDir } from '../helpers/cli.js';
+import { alive } from '../helpers/processes.js';
 import { useEmulator } from '../helpers/emulator.js';
-
-/** A run of the built CLI in its own process (the parent of the shard processes). */
-interface Parent {
-  child: ChildProcess;
-  stdout(): string;
-  stderr(): string;
-  /** Resolves when stderr first matches. */
-  waitFor(pattern: RegExp): Promise<RegExpExecArray>;
-  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-function startCli(args: string[], env: NodeJS.ProcessEnv = {}, options: { detached?: boolean } = {}): Parent {
-  const child = spawn(process.execPath, [CLI_BIN, ...args], { env: { PATH: process.env['PATH'], ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: options.detached ?? false });
-  let stdout = '';
-  let stderr = '';
-  const waiters: Array<{ pattern: RegExp; resolve: (m: RegExpExecArray) => void }> = [];
-  child.stdout?.on('data', (d: Buffer) => {
-    stdout += d.toString();
-  });
-  child.stderr?.on('data', (d: Buffer) => {
-    stderr += d.toString();
-    for (const w of [...waiters]) {
-      const match = w.pattern.exec(stderr);
-      if (match) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(match);
-      }
-    }
-  });
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
-  onTestFinished(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await exit;
-  });
-  return {
-    child,
-    stdout: () => stdout,
-    stderr: () => stderr,
-    exit,
-    waitFor: (pattern) =>
-      new Promise((resolve, reject) => {
-        const match = pattern.exec(stderr);
-        if (match) resolve(match);
-        else {
-          waiters.push({ pattern, resolve });
-          void exit.then(() => reject(new Error(`exited before stderr matched ${pattern}: ${stderr}`)));
-        }
-      }),
-  };
-}
 
 /** The shard processes' pids, from the line the parent prints when it has started them. */
 const PIDS = /simulate: 2 shard processes \(pids (\d+), (\d+)\)/;
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ESRCH') return false;
-    throw error;
-  }
-}
 
 describe('simulate --processes (built CLI, real shard processes)', () => {
   it('two processes, each with its own embedded emulator, give one merged report of the whole fleet', async () => {

@@ -3,13 +3,8 @@
  * in this process (where the broker shows each client's protocol level) and through the CLI, with refusals counted
  * under their v5 reason codes.
  */
-import { execFile, spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { readFile, writeFile } from 'node:fs/promises';
-import { userInfo } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { promisify } from 'node:util';
 import type { Client } from 'aedes';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { DeviceCredential } from '../../src/credential.js';
@@ -18,14 +13,12 @@ import { emulatorTarget } from '../../src/simulator/target.js';
 import type { SimulationReport } from '../../src/simulator/report-format.js';
 import type { Emulator } from '../../src/emulator/index.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
-import { MOSQUITTO } from '../helpers/bin.js';
+import { mosquittoPrograms, startMosquitto } from '../helpers/mosquitto.js';
 import { cli, runBuiltCli, tempDir } from '../helpers/cli.js';
 import { registerDevice, useEmulator } from '../helpers/emulator.js';
-import { closedPort } from '../helpers/http.js';
 
 // Like the interop files: CI (APSARAMQ_REQUIRE_INTEROP=1) must have Mosquitto; elsewhere its test says it skipped.
-const mosquittoInstalled = MOSQUITTO.mosquitto.startsWith('/') && MOSQUITTO.passwd.startsWith('/');
-if (process.env['APSARAMQ_REQUIRE_INTEROP'] === '1' && !mosquittoInstalled) throw new Error('APSARAMQ_REQUIRE_INTEROP=1 but mosquitto is not installed (apt-get install mosquitto)');
+const { available: mosquittoInstalled, skipped } = mosquittoPrograms(['mosquitto', 'passwd']);
 
 /** The protocol level of every client the broker accepts from now until the end of the test. */
 function protocolLevels(emulator: Emulator): number[] {
@@ -190,40 +183,7 @@ describe('apsaramq-device simulate --protocol 5', () => {
   });
 });
 
-/**
- * Start Debian's Mosquitto with a password file holding these logins, logging every connection. Resolves once it
- * logs that it is running; stopped when the test finishes. Returns its URL and what it has logged so far.
- */
-async function startMosquitto(logins: ReadonlyArray<{ username: string; password: string }>): Promise<{ url: string; log: () => string }> {
-  const dir = await tempDir('sim-mosquitto-');
-  const passwd = join(dir, 'passwd');
-  await writeFile(passwd, logins.map((l) => `${l.username}:${l.password}\n`).join(''), { mode: 0o600 });
-  await promisify(execFile)(MOSQUITTO.passwd, ['-U', passwd]); // hash the plain-text passwords in place
-  const port = await closedPort(); // Mosquitto takes no port 0
-  const conf = join(dir, 'mosquitto.conf');
-  await writeFile(conf, [`user ${userInfo().username}`, `listener ${port} 127.0.0.1`, 'allow_anonymous false', `password_file ${passwd}`, 'persistence false', 'log_dest stderr', 'log_type all', ''].join('\n'));
-  const child = spawn(MOSQUITTO.mosquitto, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const exited = once(child, 'exit');
-  onTestFinished(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    await exited;
-  });
-  let log = '';
-  await new Promise<void>((resolve, reject) => {
-    const onExit = (code: number | null): void => reject(new Error(`mosquitto exited with ${code} before running:\n${log}`));
-    child.once('exit', onExit);
-    createInterface({ input: child.stderr }).on('line', (line) => {
-      log += `${line}\n`;
-      if (/ running$/.test(line)) {
-        child.off('exit', onExit);
-        resolve();
-      }
-    });
-  });
-  return { url: `mqtt://127.0.0.1:${port}`, log: () => log };
-}
-
-describe.skipIf(!mosquittoInstalled)(`runSimulation with protocol 5 against Mosquitto, an independent MQTT 5 broker${mosquittoInstalled ? '' : ' (skipped: Debian mosquitto is not installed)'}`, () => {
+describe.skipIf(!mosquittoInstalled)(`runSimulation with protocol 5 against Mosquitto, an independent MQTT 5 broker${skipped}`, () => {
   const emulator = useEmulator({ qpsLimit: 10_000 });
 
   it('Mosquitto accepts the devices as MQTT 5 clients, acknowledges and delivers every message', async () => {

@@ -7,12 +7,9 @@
  * Measured here (Mosquitto 2.0.11): a takeover closes the old MQTT 5 connection without DISCONNECT 0x8E, and a
  * refused MQTT 5 login gets CONNACK 0x87 (not 0x86).
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { statSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
-import { userInfo } from 'node:os';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { describe, expect, it, onTestFinished } from 'vitest';
@@ -20,9 +17,7 @@ import { type ConnectDeviceOptions, connectDevice, type DeviceConnection } from 
 import { type CredentialRequest, DeviceCredential } from '../../src/credential.js';
 import { type ApsaraMqDeviceError, PublishError } from '../../src/errors.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
-import { MOSQUITTO } from '../helpers/bin.js';
-import { tempDir } from '../helpers/cli.js';
-import { closedPort } from '../helpers/http.js';
+import { MOSQUITTO, type Mosquitto, mosquittoPrograms, startMosquitto as startBroker } from '../helpers/mosquitto.js';
 import { expectRoundTrip } from '../helpers/mqtt.js';
 
 const run = promisify(execFile);
@@ -31,10 +26,7 @@ const bin = MOSQUITTO;
 /** Debian's python (the one on PATH may be another, without paho). */
 const PYTHON = '/usr/bin/python3';
 
-const required = process.env['APSARAMQ_REQUIRE_INTEROP'] === '1';
-const available = Object.values(bin).every((path) => path.startsWith('/'));
-if (required && !available) throw new Error('APSARAMQ_REQUIRE_INTEROP=1 but mosquitto / mosquitto-clients are not installed (apt-get install mosquitto mosquitto-clients)');
-const reason = available ? '' : ' (skipped: Debian packages mosquitto and mosquitto-clients are not installed)';
+const { available, skipped: reason } = mosquittoPrograms(['mosquitto', 'passwd', 'pub', 'sub']);
 // paho is optional even in CI (.ci/run installs mosquitto only): its test says so when skipped.
 const hasPaho = statSync(PYTHON, { throwIfNoEntry: false }) !== undefined && (await run(PYTHON, ['-c', 'import paho.mqtt.client']).then(() => true, () => false));
 const pahoReason = hasPaho ? '' : ' (skipped: Debian python3-paho-mqtt is not installed)';
@@ -43,64 +35,9 @@ function credential(device: string, keyId = `DC.${device}Key`, secret = `DC.${de
   return new DeviceCredential({ clientId: `GID_interop@@@${device}`, instanceId: 'mqtt-interop', deviceAccessKeyId: keyId, deviceAccessKeySecret: secret });
 }
 
-/** A Mosquitto broker on a port of its own; `restart()` stops it and starts it again on the same port. */
-interface Mosquitto {
-  readonly url: string;
-  readonly port: number;
-  log(): string;
-  stop(): Promise<void>;
-  start(): Promise<void>;
-}
-
-/**
- * Start Mosquitto with a password file holding these logins (and an ACL when given). Resolves when it logs that it
- * is running (its "running" line on stderr); nothing polls its port.
- */
-async function startMosquitto(logins: DeviceCredential[], acl?: string): Promise<Mosquitto> {
-  const dir = await tempDir('mosquitto-');
-  const passwd = join(dir, 'passwd');
-  await writeFile(passwd, '', { mode: 0o600 });
-  for (const c of logins) {
-    const signed = signDeviceCredential(c);
-    await run(bin.passwd, ['-b', passwd, signed.username, signed.password]);
-  }
-  // Mosquitto cannot listen on port 0; a port that was free a moment ago will do.
-  const port = await closedPort();
-  const conf = join(dir, 'mosquitto.conf');
-  const lines = [`user ${userInfo().username}`, `listener ${port} 127.0.0.1`, 'allow_anonymous false', `password_file ${passwd}`, 'persistence false', 'log_dest stderr', 'log_type all'];
-  if (acl !== undefined) {
-    await writeFile(join(dir, 'acl'), acl);
-    lines.push(`acl_file ${join(dir, 'acl')}`);
-  }
-  await writeFile(conf, `${lines.join('\n')}\n`);
-  let log = '';
-  let broker: ChildProcess | undefined;
-  const start = async (): Promise<void> => {
-    const child = spawn(bin.mosquitto, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
-    broker = child;
-    const stderr = createInterface({ input: child.stderr! });
-    await new Promise<void>((resolve, reject) => {
-      const onExit = (code: number | null): void => reject(new Error(`mosquitto exited with ${code} before running:\n${log}`));
-      child.once('exit', onExit);
-      stderr.on('line', (line) => {
-        log += `${line}\n`;
-        if (/ running$/.test(line)) {
-          child.off('exit', onExit);
-          resolve();
-        }
-      });
-    });
-  };
-  const stop = async (): Promise<void> => {
-    const child = broker;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = once(child, 'exit');
-    child.kill('SIGTERM');
-    await exited;
-  };
-  onTestFinished(stop);
-  await start();
-  return { url: `mqtt://127.0.0.1:${port}`, port, log: () => log, stop, start };
+/** Mosquitto with these devices' derived logins in its password file (and an ACL when given). */
+function startMosquitto(devices: DeviceCredential[], acl?: string): Promise<Mosquitto> {
+  return startBroker(devices.map((d) => signDeviceCredential(d)), acl);
 }
 
 async function open(options: ConnectDeviceOptions): Promise<DeviceConnection> {

@@ -7,7 +7,7 @@ import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
-import { MOSQUITTO } from '../helpers/bin.js';
+import { MOSQUITTO, mosquittoPrograms } from '../helpers/mosquitto.js';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { registerDevice, subscribed, useEmulator } from '../helpers/emulator.js';
@@ -16,10 +16,7 @@ const run = promisify(execFile);
 
 const bin = MOSQUITTO;
 
-const required = process.env['APSARAMQ_REQUIRE_INTEROP'] === '1';
-const available = Object.values(bin).every((path) => path.startsWith('/'));
-if (required && !available) throw new Error('APSARAMQ_REQUIRE_INTEROP=1 but mosquitto / mosquitto-clients are not installed (apt-get install mosquitto mosquitto-clients)');
-const reason = available ? '' : ' (skipped: Debian packages mosquitto and mosquitto-clients are not installed)';
+const { available, skipped: reason } = mosquittoPrograms(['pub', 'sub']);
 
 function hostPort(url: string): { host: string; port: string } {
   const u = new URL(url);

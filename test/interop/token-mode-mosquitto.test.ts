@@ -9,16 +9,13 @@ import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import type { Emulator } from '../../src/emulator/index.js';
-import { MOSQUITTO } from '../helpers/bin.js';
+import { MOSQUITTO, mosquittoPrograms } from '../helpers/mosquitto.js';
 import { callApi, subscribed, useEmulator } from '../helpers/emulator.js';
 
 const run = promisify(execFile);
 
 const bin = { pub: MOSQUITTO.pub, sub: MOSQUITTO.sub };
-const required = process.env['APSARAMQ_REQUIRE_INTEROP'] === '1';
-const available = Object.values(bin).every((path) => path.startsWith('/'));
-if (required && !available) throw new Error('APSARAMQ_REQUIRE_INTEROP=1 but mosquitto-clients is not installed (apt-get install mosquitto-clients)');
-const reason = available ? '' : ' (skipped: the Debian package mosquitto-clients is not installed)';
+const { available, skipped: reason } = mosquittoPrograms(['pub', 'sub']);
 
 async function applyToken(e: Emulator, resources: string, actions: 'R' | 'W'): Promise<string> {
   const body = await callApi<{ Token: string }>(e, 'ApplyToken', { Resources: resources, InstanceId: e.instanceId, ExpireTime: String(Date.now() + 10 * 60_000), Actions: actions });

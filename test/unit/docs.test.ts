@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildProgram } from '../../src/cli/main.js';
+import { CLI_REMEDIES } from '../../src/cli/remedies.js';
 import { API_ERROR_CATALOG, LOCAL_ERROR_CATALOG } from '../../src/errors.js';
 // @ts-expect-error -- a plain .mjs script without types, shared with scripts/errors-table.mjs
 import { renderErrorTables } from '../../scripts/errors-table-render.mjs';
@@ -10,7 +11,7 @@ const readme = await readFile(resolve(import.meta.dirname, '../../README.md'), '
 
 describe('README stays true', () => {
   it('documents every error code with its retry verdict and remedy (npm run docs:errors renders the tables)', () => {
-    expect(renderErrorTables(readme, API_ERROR_CATALOG, LOCAL_ERROR_CATALOG), 'README errors tables are stale: npm run docs:errors').toBe(readme);
+    expect(renderErrorTables(readme, API_ERROR_CATALOG, LOCAL_ERROR_CATALOG, CLI_REMEDIES), 'README errors tables are stale: npm run docs:errors').toBe(readme);
     for (const [code, info] of [...Object.entries(API_ERROR_CATALOG), ...Object.entries(LOCAL_ERROR_CATALOG)]) {
       const row = readme.split('\n').find((line) => line.startsWith(`| \`${code}\` |`));
       expect(row, `README errors table lacks ${code}`).toBeDefined();

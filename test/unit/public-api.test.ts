@@ -55,10 +55,10 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
   'apsaramq-device/simulator': {
     file: 'src/simulator/index.ts',
     names: [
-      'LatencySummary', 'MergeReportsOptions', 'REPORT_FORMAT', 'ReportSeries', 'RunParameters', 'SIMULATION_DEFAULTS',
-      'ShardRecord', 'SimulationOptions', 'SimulationProgress', 'SimulationReport', 'SimulationSettings', 'SimulationTarget',
-      'SimulatorError', 'SimulatorErrorCode', 'emulatorTarget', 'formatReport', 'mergeReports', 'parseReport',
-      'renderReportHtml', 'runSimulation',
+      'BrokerLoss', 'InvalidReportError', 'LatencySummary', 'MergeReportsOptions', 'REPORT_FORMAT', 'REPORT_LIMITS',
+      'ReportSeries', 'RunParameters', 'SIMULATION_DEFAULTS', 'ShardRecord', 'SimulationOptions', 'SimulationProgress',
+      'SimulationReport', 'SimulationSettings', 'SimulationTarget', 'SimulatorError', 'SimulatorErrorCode', 'emulatorTarget',
+      'formatReport', 'mergeReports', 'parseReport', 'renderReportHtml', 'runSimulation',
     ],
   },
   'apsaramq-device/testing': {

@@ -96,7 +96,7 @@ describe('username formats', () => {
   });
 });
 
-describe('OpenAPI Signature v1', () => {
+describe('OpenAPI signature method V2 (HMAC-SHA1)', () => {
   const params = {
     AccessKeyId: 'testid',
     Action: 'GetDeviceCredential',

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { assertClientId, assertGroupId, assertInstanceId } from '../../credential.js';
-import { ApsaraMqDeviceError, LOCAL_ERROR_CATALOG, apiErrorInfo, isApsaraMqDeviceError } from '../../errors.js';
+import { ApsaraMqDeviceError, isApsaraMqDeviceError } from '../../errors.js';
 import { defaultStoreDir } from '../../provisioner/env.js';
 import type { FleetProgress, FleetResult } from '../../provisioner/fleet.js';
 import { loadFleet } from '../roles.js';
@@ -10,6 +10,7 @@ import { DEFAULT_API_CONCURRENCY, DEFAULT_API_QPS } from '../../provisioner/rate
 import { resolveEndpoint } from '../../provisioner/endpoint.js';
 import { type CliIo, Interrupted, UsageError, choiceArg, conflicting, intArg, jsonLine } from '../io.js';
 import { probeOpenApi } from '../probe.js';
+import { cliRemedyOf } from '../remedies.js';
 import { Progress } from '../progress.js';
 
 interface ProvisionFlags {
@@ -147,7 +148,7 @@ function humanSummary(r: FleetResult): string {
   for (const [code, ids] of byCode(r.failed)) {
     const shown = ids.slice(0, FAILURES_SHOWN).join(', ');
     lines.push(`  failed ${code} ×${ids.length}: ${shown}${ids.length > FAILURES_SHOWN ? `, … and ${ids.length - FAILURES_SHOWN} more` : ''}`);
-    lines.push(`    ${remedyOf(code)}`);
+    lines.push(`    ${cliRemedyOf(code)}`);
   }
   return `${lines.join('\n')}\n`;
 }
@@ -163,17 +164,11 @@ function byCode(failed: readonly { clientId: string; code: string }[]): [string,
   return [...groups].sort((a, b) => b[1].length - a[1].length);
 }
 
-/** What to do about a code, from the one table. */
-function remedyOf(code: string): string {
-  if (Object.hasOwn(LOCAL_ERROR_CATALOG, code)) return LOCAL_ERROR_CATALOG[code as keyof typeof LOCAL_ERROR_CATALOG].remedy;
-  return apiErrorInfo(code).remedy;
-}
-
 /** Exit 1 with the most frequent failure code first on stderr, as every other command does. */
 function failureError(result: FleetResult): ApsaraMqDeviceError {
   const groups = byCode(result.failed);
   const [code = 'UnknownError'] = groups[0] ?? [];
   const breakdown = groups.map(([c, ids]) => `${c} ${ids.length}`).join(', ');
-  const remedy = `${remedyOf(code)} Then run the same command again: devices already provisioned come from the store at no cost.`;
+  const remedy = `${cliRemedyOf(code)} Then run the same command again: devices already provisioned come from the store at no cost.`;
   return new ApsaraMqDeviceError(code, `${result.failed.length} of ${result.requested} devices were not provisioned (${breakdown})`, { retryable: false, remedy });
 }

@@ -25,7 +25,8 @@ export function addReportCommand(program: Command, io: CliIo): void {
       'after',
       `
 Merging one report renders it as it is (e.g. report merge run.json --html run.html). The summary (or, with --json, the merged report) goes to stdout.
-Exit code 1 with ReportMismatch (different runs, a shard twice, a shard missing) or InvalidReport.
+Exit code 2 with InvalidReport (a file that is not a report of this version, or a field out of its bounds, named by its path),
+1 with ReportMismatch (different runs, a shard twice, a shard missing, series further apart than a run lasts).
 
 Example:
   $ apsaramq-device simulate --devices 100000 --shard 1/2 --start-at 2026-12-01T10:00:00Z --report s1.json   # machine 1

@@ -8,7 +8,7 @@ import { raceAbort } from '../../util/abort.js';
 import { HOST_NOT_FOUND, type OpenApiTransport, type TransportAnswer, TransportError, type TransportOptions } from './transport.js';
 
 /**
- * The pop-core transport: `@alicloud/pop-core`'s RPCClient (signature method v1, HMAC-SHA1, a fresh
+ * The pop-core transport: `@alicloud/pop-core`'s RPCClient (signature method V2, HMAC-SHA1, a fresh
  * SignatureNonce per request), always POST, parameters sent exactly as given. Everything this project knows about
  * pop-core's habits is in this file (reference §4):
  *

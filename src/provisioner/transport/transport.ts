@@ -5,7 +5,7 @@ import type { AccountCredentials } from '../../credential.js';
  * HTTP and the quirks of the library that does them live behind it; retries, pacing, the meaning of an answer and
  * the errors a caller sees live in the client (api-client.ts), the same whatever the transport.
  *
- * Two transports: pop-core (signature method v1, HMAC-SHA1; pop-core.ts), the default, and Node's HTTP client
+ * Two transports: pop-core (signature method V2, HMAC-SHA1; pop-core.ts), the default, and Node's HTTP client
  * signing V3 (`ACS3-HMAC-SHA256`; v3.ts).
  */
 export interface OpenApiTransport {

@@ -1,0 +1,160 @@
+import { deflateSync } from 'node:zlib';
+import { build, encodeIntoCompressedBase64 } from 'hdr-histogram-js';
+import { describe, expect, it } from 'vitest';
+import { ValidationError } from '../../src/errors.js';
+import { ManualClock } from '../../src/simulator/clock.js';
+import { InvalidReportError } from '../../src/simulator/errors.js';
+import { histogramEncodingProblem, newLatencyHistogram, recordMs } from '../../src/simulator/histogram.js';
+import { SimulationMetrics } from '../../src/simulator/metrics.js';
+import { parseShard, resolveSettings } from '../../src/simulator/options.js';
+import { REPORT_LIMITS, parseReport } from '../../src/simulator/report-check.js';
+import { describeTarget, runIdentity, type SimulationReport } from '../../src/simulator/report-format.js';
+import { mergeReports } from '../../src/simulator/report.js';
+
+const EPOCH = Date.UTC(2026, 0, 1);
+
+/** The report of shard `index` of 2, written by the simulator's own metrics: two devices, one error each. */
+function shardReport(index: 1 | 2): SimulationReport & Record<string, unknown> {
+  const clock = new ManualClock(0);
+  const metrics = new SimulationMetrics({ clock, epochMs: EPOCH });
+  metrics.devices = 2;
+  metrics.provisioned = 2;
+  metrics.connectSent(0);
+  clock.advance(5);
+  metrics.firstConnack(5, 5);
+  metrics.wentOnline();
+  clock.advance(1_000);
+  metrics.error('ConnectionLost');
+  clock.advance(2_000);
+  return metrics.report(3_005, runIdentity(resolveSettings({ devices: 4, shard: `${index}/2` }), describeTarget(undefined))) as SimulationReport & Record<string, unknown>;
+}
+
+/** The InvalidReportError of `fn`, whose field must be `field`. */
+function refusal(fn: () => unknown, field: string | undefined): InvalidReportError {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(InvalidReportError);
+    expect(error).toBeInstanceOf(ValidationError);
+    expect(error).toMatchObject({ code: 'InvalidReport', retryable: false, field });
+    return error as InvalidReportError;
+  }
+  throw new Error('accepted');
+}
+
+/** A compressed V2 HdrHistogram encoding with this header and these ZigZag LEB128 words (one byte each here). */
+function encoding(header: { figures: number; lowest: bigint; highest: bigint }, words: number[]): string {
+  const raw = Buffer.alloc(40 + words.length);
+  raw.writeInt32BE(0x1c849313, 0);
+  raw.writeInt32BE(words.length, 4);
+  raw.writeInt32BE(1, 8);
+  raw.writeInt32BE(header.figures, 12);
+  raw.writeBigInt64BE(header.lowest, 16);
+  raw.writeBigInt64BE(header.highest, 24);
+  raw.writeDoubleBE(1, 32);
+  Buffer.from(words).copy(raw, 40);
+  return packed(deflateSync(raw));
+}
+
+function packed(compressed: Buffer): string {
+  const head = Buffer.alloc(8);
+  head.writeInt32BE(0x1c849314, 0);
+  head.writeInt32BE(compressed.length, 4);
+  return Buffer.concat([head, compressed]).toString('base64');
+}
+
+const OURS = { figures: 3, lowest: 1n, highest: 3_600_000_000n };
+
+describe('parseReport: the schema of a report, with its bounds', () => {
+  it('accepts what the simulator writes, and names a field that is wrong by its path', () => {
+    const report = shardReport(1);
+    expect(parseReport(report)).toBe(report);
+    refusal(() => parseReport({ ...report, devices: undefined }, 'r.json'), 'devices');
+    expect(refusal(() => parseReport({ ...report, acked: -1 }, 'r.json'), 'acked').message).toBe('r.json is not a simulation report this version can read: acked must be an integer of 0 or more, not -1');
+    refusal(() => parseReport({ ...report, elapsedMs: Number.NaN }), 'elapsedMs');
+    refusal(() => parseReport({ ...report, connectLatencyMs: { ...report.connectLatencyMs, p99: -2 } }), 'connectLatencyMs.p99');
+    refusal(() => parseReport({ ...report, run: { ...report.run, protocol: 6 } }), 'run.protocol');
+    refusal(() => parseReport({ ...report, run: { ...report.run, startedAt: 'yesterday' } }), 'run.startedAt');
+    refusal(() => parseReport({ ...report, shards: [{ ...report.shards[0], host: 7 }] }), 'shards[0].host');
+    refusal(() => parseReport({ ...report, brokerLost: { at: 'now', cause: 'x', embeddedEmulator: true } }), 'brokerLost.at');
+  });
+
+  it('one report holds shards of one split, each once, no more than its run has devices', () => {
+    const report = shardReport(1);
+    const [one] = report.shards as [SimulationReport['shards'][number]];
+    refusal(() => parseReport({ ...report, shards: [one, { ...one }] }), 'shards[1].index');
+    refusal(() => parseReport({ ...report, shards: [one, { ...one, index: 2, count: 3 }] }), 'shards[1].count');
+    refusal(() => parseReport({ ...report, shards: [{ ...one, count: 5 }] }), 'shards[0].count');
+    refusal(() => parseReport({ ...report, shards: [] }), 'shards');
+    expect(() => parseShard(`1/${REPORT_LIMITS.maxShards + 1}`)).toThrow(/at most 10000 shards/);
+  });
+
+  it('bounds strings, keys, nesting and error codes', () => {
+    const report = shardReport(1);
+    refusal(() => parseReport({ ...report, run: { ...report.run, groupId: 'G'.repeat(REPORT_LIMITS.maxStringChars + 1) } }), 'run.groupId');
+    refusal(() => parseReport({ ...report, extra: [[[[[[[[1]]]]]]]] }), 'extra[0][0][0][0][0][0][0]');
+    const codes = Object.fromEntries(Array.from({ length: REPORT_LIMITS.maxErrorCodes + 1 }, (_, i) => [`Code${i}`, 1]));
+    refusal(() => parseReport({ ...report, errors: codes }), 'errors');
+    refusal(() => parseReport({ ...report, errors: { [`C${'x'.repeat(REPORT_LIMITS.maxStringChars)}`]: 1 } }), 'errors');
+  });
+
+  it('a series on its interval grid, rows as long as each other, within the span and size a run can have', () => {
+    const report = shardReport(1);
+    const { series } = report;
+    refusal(() => parseReport({ ...report, series: { ...series, startMs: series.startMs + 1 } }), 'series.startMs');
+    refusal(() => parseReport({ ...report, series: { ...series, intervalMs: 0.5 } }), 'series.intervalMs');
+    refusal(() => parseReport({ ...report, series: { ...series, acked: [...series.acked, 0] } }), 'series.acked');
+    refusal(() => parseReport({ ...report, series: { ...series, errors: { ConnectionLost: series.connected.map(() => 1.5) } } }), 'series.errors.ConnectionLost[0]');
+    const tooLong = new Array<number>(REPORT_LIMITS.maxRunSpanMs / 1_000 + 1).fill(0);
+    refusal(() => parseReport({ ...report, series: { ...series, connected: tooLong } }), 'series.connected');
+    // Within the span, but with enough error rows to pass the size bound.
+    const long = new Array<number>(REPORT_LIMITS.maxRunSpanMs / 1_000).fill(0);
+    const rows = Object.fromEntries(Array.from({ length: 2 }, (_, i) => [`Code${i}`, long]));
+    const big = { ...series, connected: long, connects: long, published: long, acked: long, delivered: long, errors: rows };
+    expect((5 + 2) * long.length).toBeGreaterThan(REPORT_LIMITS.maxSeriesValues);
+    refusal(() => parseReport({ ...report, series: big }), 'series');
+  });
+});
+
+describe('histograms: checked before the library decodes them', () => {
+  it('a real encoding passes', () => {
+    const h = newLatencyHistogram();
+    for (const ms of [0.2, 3, 40, 900, 3_600_000]) recordMs(h, ms);
+    expect(histogramEncodingProblem(encodeIntoCompressedBase64(h))).toBeUndefined();
+  });
+
+  it('another range (which the decoder would allocate whole), a counts payload that overruns its buckets, an inflate bomb', () => {
+    const wide = build({ lowestDiscernibleValue: 1, highestTrackableValue: 2 ** 50, numberOfSignificantValueDigits: 5, bitBucketSize: 64, useWebAssembly: false });
+    expect(histogramEncodingProblem(encodeIntoCompressedBase64(wide))).toMatch(/covers 1 to 1125899906842624 at 5 figures/);
+    // ZigZag -64 (0x7f) skips 64 empty buckets; 400 of them skip 25,600, past 23,552.
+    expect(histogramEncodingProblem(encoding(OURS, new Array<number>(400).fill(0x7f)))).toMatch(/fill more than its 23552 buckets/);
+    expect(histogramEncodingProblem(packed(deflateSync(Buffer.alloc(50 * 1024 * 1024))))).toMatch(/inflate past the size of a full histogram/);
+    expect(histogramEncodingProblem('x'.repeat(300 * 1024))).toMatch(/characters, more than/);
+    expect(histogramEncodingProblem('nope')).toMatch(/not a compressed V2 encoding/);
+    const report = shardReport(1);
+    refusal(() => parseReport({ ...report, histograms: { ...report.histograms, connectLatencyUs: encodeIntoCompressedBase64(wide) } }), 'histograms.connectLatencyUs');
+  });
+});
+
+describe('mergeReports: checks every report and bounds the merge before allocating it', () => {
+  it('merges the two shards; refuses a tampered one by its source and field', () => {
+    const [one, two] = [shardReport(1), shardReport(2)];
+    expect(mergeReports([one, two])).toMatchObject({ devices: 4, connected: 2, errors: { ConnectionLost: 2 } });
+    const error = refusal(() => mergeReports([one, { ...two, reconnects: 0.5 }], { sources: ['a.json', 'b.json'] }), 'reconnects');
+    expect(error.source).toBe('b.json');
+  });
+
+  it('series of different intervals are not of one run; error codes past the bound together are refused', () => {
+    const [one, two] = [shardReport(1), shardReport(2)];
+    expect(() => mergeReports([one, { ...two, series: { ...two.series, intervalMs: 500, startMs: two.series.startMs } }])).toThrow(expect.objectContaining({ code: 'ReportMismatch', message: expect.stringMatching(/series\.intervalMs is 1000 in report 1 but 500 in report 2/) }));
+    const half = REPORT_LIMITS.maxErrorCodes / 2 + 1;
+    const codes = (prefix: string): Record<string, number[]> => Object.fromEntries(Array.from({ length: half }, (_, i) => [`${prefix}${i}`, one.series.connected.map(() => 0)]));
+    const error = refusal(() => mergeReports([{ ...one, series: { ...one.series, errors: codes('A') } }, { ...two, series: { ...two.series, errors: codes('B') } }]), 'series.errors');
+    expect(error.source).toBe('the merged report');
+  });
+
+  it('counts that add up past 2^53 are refused, not rounded', () => {
+    const [one, two] = [shardReport(1), shardReport(2)];
+    refusal(() => mergeReports([{ ...one, published: Number.MAX_SAFE_INTEGER }, { ...two, published: 1 }]), 'published');
+  });
+});
