@@ -2,14 +2,14 @@
  * The outbox's keys and records, as bytes (pure; no I/O).
  *
  * Keys sort the way the store reads them (LevelDB orders keys bytewise):
- * - `m` ClientId 0x00 seq: a message, so that one device's messages are one range, in seq order;
- * - `o` seq: the index of every message by age (seq grows with acceptance, store-wide), so that the oldest message
- *   of the whole store (drop-oldest) and the expired ones (TTL) are found from the front without a scan; its value
- *   holds what accounting needs (ClientId, bytes, acceptance time), so an acknowledgement never reads a payload;
+ * - `m` ClientId 0x00 seq: a message, so that one device's messages are one range, in seq order (a ClientId has no
+ *   NUL, so one device's range never overlaps another's);
  * - `f` ClientId: the highest seq of the device handed out for sending (in flight), for counting possible duplicates;
  * - 0x00 name: the store's own metadata.
+ * There is no index by age: a second key per message cost a third of the store's CPU per message (measured), and the
+ * oldest messages are found from each device's first ones (see store.ts).
  *
- * Every message and index value carries a CRC-32 of itself and its key: LevelDB checks its log, but not, by default,
+ * Every message carries a CRC-32 of itself and its key: LevelDB checks its log, but not, by default,
  * the blocks of its table files, so a bit flipped on disk would otherwise come back as a different payload.
  */
 import { crc32 } from 'node:zlib';
@@ -18,15 +18,12 @@ import { crc32 } from 'node:zlib';
 export const RECORD_FORMAT = 1;
 
 const M = 0x6d;
-const O = 0x6f;
 const F = 0x66;
 const META = 0x00;
 const TWO_32 = 2 ** 32;
 
 /** Bytes of a message's header before the topic: format, qos, flags, spare, crc, acceptedAt, topic and properties lengths. */
 const MESSAGE_HEADER = 22;
-/** Bytes of an index value before the ClientId: crc, acceptedAt, bytes. */
-const INDEX_HEADER = 16;
 
 function writeSeq(target: Buffer, seq: number, at: number): void {
   target.writeUInt32BE(Math.floor(seq / TWO_32), at);
@@ -61,20 +58,17 @@ export function seqOfMessageKey(key: Buffer): number {
   return readSeq(key, key.length - 8);
 }
 
-/** `o` seq. */
-export function indexKey(seq: number): Buffer {
-  const key = Buffer.allocUnsafe(9);
-  key[0] = O;
-  writeSeq(key, seq, 1);
-  return key;
+/** Every `m` key: [gte, lt). */
+export const MESSAGE_RANGE = { gte: Buffer.from([M]), lt: Buffer.from([M + 1]) };
+
+/** The ClientId of an `m` key. */
+export function clientIdOfMessageKey(key: Buffer): string {
+  return key.toString('utf8', 1, key.length - 9);
 }
 
-/** Every `o` key: [gte, lt). */
-export const INDEX_RANGE = { gte: Buffer.from([O]), lt: Buffer.from([O + 1]) };
-
-/** The seq of an `o` key. */
-export function seqOfIndexKey(key: Buffer): number {
-  return readSeq(key, 1);
+/** The acceptance time of a message value without decoding (or checking) it; NaN when too short. */
+export function acceptedAtOf(value: Buffer): number {
+  return value.length >= MESSAGE_HEADER ? value.readDoubleLE(8) : NaN;
 }
 
 /** `f` ClientId. */
@@ -108,29 +102,6 @@ export function decodeSeq(value: Buffer | undefined): number | undefined {
 /** A metadata key. */
 export function metaKey(name: 'format' | 'open' | 'seq'): Buffer {
   return Buffer.concat([Buffer.from([META]), Buffer.from(name)]);
-}
-
-/** What an index entry says about a message. */
-export interface IndexEntry {
-  readonly clientId: string;
-  readonly bytes: number;
-  readonly acceptedAt: number;
-}
-
-/** An index value: crc, acceptedAt, bytes, ClientId. */
-export function encodeIndex(key: Buffer, entry: IndexEntry): Buffer {
-  const value = Buffer.allocUnsafe(INDEX_HEADER + Buffer.byteLength(entry.clientId));
-  value.writeDoubleLE(entry.acceptedAt, 4);
-  value.writeUInt32LE(entry.bytes, 12);
-  value.write(entry.clientId, INDEX_HEADER, 'utf8');
-  value.writeUInt32LE(checksum(key, value, 4), 0);
-  return value;
-}
-
-/** An index value, or undefined when it fails its checksum. */
-export function decodeIndex(key: Buffer, value: Buffer): IndexEntry | undefined {
-  if (value.length < INDEX_HEADER || value.readUInt32LE(0) !== checksum(key, value, 4)) return undefined;
-  return { acceptedAt: value.readDoubleLE(4), bytes: value.readUInt32LE(12), clientId: value.toString('utf8', INDEX_HEADER) };
 }
 
 function checksum(key: Buffer, value: Buffer, from: number): number {
