@@ -203,6 +203,8 @@ interface Work {
   marks: Map<string, number>;
   markWaiters: Waiter[];
   sweep: boolean;
+  /** Try to write again now (after a failure), see {@link OutboxStore.retryWrites}. */
+  recover: boolean;
   waiters: Waiter[];
 }
 
@@ -217,7 +219,7 @@ interface Removed {
   readonly acceptedAt: number;
 }
 
-const newWork = (): Work => ({ appends: [], removals: [], marks: new Map(), markWaiters: [], sweep: false, waiters: [] });
+const newWork = (): Work => ({ appends: [], removals: [], marks: new Map(), markWaiters: [], sweep: false, recover: false, waiters: [] });
 
 /** At most this many messages removed by one sweep batch (more wait for the next). */
 const MAX_REMOVALS_PER_BATCH = 5000;
@@ -565,6 +567,14 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     if (this.#closed) throw this.#closedError();
     const device = this.#devices.get(clientId);
     if (!device || device.messages === 0) return [];
+    try {
+      return await this.#read(clientId, device, after, limit);
+    } catch (error) {
+      throw openError(this.dir, error, 'read');
+    }
+  }
+
+  async #read(clientId: string, device: DeviceState, after: number, limit: number): Promise<OutboxMessage[]> {
     const { ttlMs } = this.#options;
     const cutoff = ttlMs === Infinity ? -Infinity : this.#options.clock() - ttlMs;
     const out: OutboxMessage[] = [];
@@ -658,6 +668,24 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     });
   }
 
+  /**
+   * Writing failed (`stats().writeFailing`; appends get `OutboxDiskFull` or `OutboxIOError`): try to write again now,
+   * e.g. once space was freed, instead of at the first append after a pause (1 s, doubling up to 30 s). Resolves
+   * true when the store writes again (what was acknowledged meanwhile is then written too), false when it still
+   * cannot.
+   */
+  async retryWrites(): Promise<boolean> {
+    if (this.#closed) throw this.#closedError();
+    if (!this.#writeFailure) return true;
+    await new Promise<void>((resolve) => {
+      this.#work.recover = true;
+      // Settled either way: a refusal leaves writeFailing set, which is the answer.
+      this.#work.waiters.push({ resolve, reject: () => resolve() });
+      this.#schedule();
+    });
+    return this.#writeFailure === undefined;
+  }
+
   /** @internal Start the expiry timer and look for expired messages now. */
   start(): void {
     if (this.#options.ttlMs === Infinity) return;
@@ -668,7 +696,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
 
   #hasWork(): boolean {
     const w = this.#work;
-    return w.appends.length > 0 || w.removals.length > 0 || w.marks.size > 0 || w.sweep || w.waiters.length > 0;
+    return w.appends.length > 0 || w.removals.length > 0 || w.marks.size > 0 || w.sweep || w.recover || w.waiters.length > 0;
   }
 
   #schedule(): void {
@@ -698,9 +726,9 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     let removed: Removed[] = [];
     let missing: PendingRemoval[] = [];
     try {
-      if (this.#writeFailure && work.appends.length > 0) {
+      if (this.#writeFailure && (work.appends.length > 0 || work.recover)) {
         try {
-          await this.#tryRecover();
+          await this.#tryRecover(work.recover);
         } catch (cause) {
           this.#refuse(work.appends, writeError(this.dir, cause));
           work.appends = [];
@@ -898,10 +926,10 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
    * reopen. On failure the store stays as it was (open, or, if reopening itself failed, closed for reads too until
    * the next try).
    */
-  async #tryRecover(): Promise<void> {
+  async #tryRecover(now: boolean): Promise<void> {
     const failure = this.#writeFailure;
     if (!failure) return;
-    if (performance.now() < failure.retryAt) throw failure.error;
+    if (!now && performance.now() < failure.retryAt) throw failure.error;
     let logBytes = 0;
     for (const name of await readdir(this.dir)) {
       if (/^\d+\.log$/.test(name)) logBytes += (await stat(join(this.dir, name))).size;
@@ -1118,15 +1146,17 @@ async function checkLogs(dir: string): Promise<{ tornTailBytes: number; corruptB
   };
 }
 
-function openError(dir: string, error: unknown): OutboxError {
+/** What LevelDB's failure to open (or read) a store means here. */
+function openError(dir: string, error: unknown, what: 'opened' | 'read' = 'opened'): OutboxError {
+  if (error instanceof OutboxError) return error;
   const code = levelCode(error);
   if (code === 'LEVEL_LOCKED') {
     return new OutboxError('OutboxLocked', `The outbox in ${dir} is open in another process or already open in this one`, dir, { cause: error });
   }
   if (code === 'LEVEL_CORRUPTION') return new OutboxError('OutboxCorrupt', `The outbox in ${dir} is corrupt (${(error as { cause?: Error }).cause?.message ?? 'LevelDB'})`, dir, { cause: error });
-  if (diskFullIn(error)) return new OutboxError('OutboxDiskFull', `The outbox in ${dir} cannot be opened: the disk is full or a size limit was reached`, dir, { cause: error });
+  if (diskFullIn(error)) return new OutboxError('OutboxDiskFull', `The outbox in ${dir} cannot be ${what}: the disk is full or a size limit was reached`, dir, { cause: error });
   const message = (error as { cause?: Error }).cause?.message ?? (error as Error).message;
-  return new OutboxError('OutboxIOError', `The outbox in ${dir} cannot be opened (${message})`, dir, { cause: error });
+  return new OutboxError('OutboxIOError', `The outbox in ${dir} cannot be ${what} (${message})`, dir, { cause: error });
 }
 
 /**
