@@ -999,7 +999,8 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     const iterator = this.#db.iterator({ gt, lt });
     let oldestLeft = Infinity;
     try {
-      for (let page = await iterator.nextv(SCAN_PAGE); page.length > 0; page = await iterator.nextv(SCAN_PAGE)) {
+      // Small first: a drop usually needs one or two messages of a device, and a page reads whole payloads.
+      for (let size = 8, page = await iterator.nextv(size); page.length > 0; size = Math.min(SCAN_PAGE, size * 4), page = await iterator.nextv(size)) {
         for (const [key, value] of page) {
           const seq = seqOfMessageKey(key);
           if (skip.has(seq) || this.#removed.has(seq)) continue;
