@@ -8,19 +8,23 @@
 //    devices appending interleaved; removals written without fsync; reopen and read every device's messages in order;
 //    CPU per message (process.cpuUsage: every thread of the process, the engines' own included) and the event loop's
 //    worst delay (a synchronous engine blocks it for each fsync);
+// 3b. each engine's files cut short, as a power cut mid-write leaves them: a child process writes 2,000 records in
+//    durable batches of 100 and is killed (SIGKILL); the file that holds the last batch (classic-level: its log;
+//    better-sqlite3: its WAL; lmdb: data.mdb, it has no log) is cut 1, 100, 4,096 and 20,000 bytes short; a fresh
+//    child reopens it and counts. A sound engine keeps every batch before the cut one; "crashed" is the process dying;
 // 4. the chosen store through its API (dist/outbox): the same, plus "delivered messages per second" with one mqtt.js
 //    client publishing QoS 1 to Mosquitto: durable (append, publish, PUBACK, ack) vs an in-memory queue (the goal of
 //    the connector integration: >= 0.8x).
 // Env: BENCH_OUTBOX_DEVICES (1000), BENCH_OUTBOX_MESSAGES (20000), BENCH_OUTBOX_PAYLOAD (256),
 // BENCH_OUTBOX_ENGINES (better-sqlite3,lmdb,classic-level), BENCH_OUTBOX_INSTALL (1; 0 = use what resolves from
 // this checkout), BENCH_OUTBOX_PUBLISHES (20000).
-import { execFileSync } from 'node:child_process';
-import { closeSync, fdatasyncSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { closeSync, fdatasyncSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ROOT, verdict } from './lib/child.mjs';
 import { startMosquitto } from './lib/mosquitto.mjs';
 
@@ -36,7 +40,8 @@ const SINGLE = 300;
 /** Appends outstanding at once in the group-commit phases (the 1,000 devices each with one publish waiting). */
 const WINDOW = DEVICES;
 
-const work = mkdtempSync(join(tmpdir(), 'apsaramq-outbox-bench-'));
+const CHILD = process.argv[2] === '--child';
+const work = CHILD ? '' : mkdtempSync(join(tmpdir(), 'apsaramq-outbox-bench-'));
 const loads = [loadavg()[0]];
 const payload = Buffer.alloc(PAYLOAD, 0x5a);
 const deviceId = (d) => `GID_bench@@@device-${String(d).padStart(5, '0')}`;
@@ -219,6 +224,11 @@ async function engineWorkload(name, module) {
     }),
   );
   await adapter.close();
+  return summary(single, backlog, reopen, steady);
+}
+
+/** The four phases' measurements as rates and costs per message. */
+function summary(single, backlog, reopen, steady) {
   return {
     singlePerSec: (SINGLE / single.ms) * 1000,
     groupPerSec: (MESSAGES / backlog.ms) * 1000,
@@ -244,6 +254,52 @@ function rawFsyncPerSec() {
   const ms = performance.now() - started;
   closeSync(fd);
   return (n / ms) * 1000;
+}
+
+// ---- 3b. files cut short (in child processes: an engine may kill its process on a damaged file)
+const CUT_RECORDS = 2000;
+const CUTS = [1, 100, 4096, 20_000];
+
+/** The file holding an engine's last write. */
+function lastWriteFile(name, dir) {
+  const files = readdirSync(dir);
+  if (name === 'classic-level') return join(dir, files.filter((f) => /^\d+\.log$/.test(f)).sort().at(-1));
+  if (name === 'better-sqlite3') return join(dir, files.includes('outbox.db-wal') ? 'outbox.db-wal' : 'outbox.db');
+  return join(dir, 'data.mdb');
+}
+
+/** In a child: write CUT_RECORDS durably in batches of 100, then die; or count what a reopen finds. */
+async function cutChild([, , , task, name, installDir, dir]) {
+  const module = await loadEngine(name, installDir);
+  const adapter = await ADAPTERS[name](module, dir);
+  if (task === 'write') {
+    for (let i = 0; i < CUT_RECORDS; i += 100) await adapter.write(Array.from({ length: 100 }, (_, j) => [key(0, i + j + 1), payload]), [], true);
+    process.kill(process.pid, 'SIGKILL');
+  }
+  console.log(JSON.stringify({ found: (await adapter.read(Buffer.from(`m${deviceId(0)}\0`))).length }));
+  await adapter.close();
+}
+
+function runChild(args) {
+  const result = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', ...args], { encoding: 'utf8' });
+  return result;
+}
+
+function cutSurvival(name, installDir) {
+  const outcomes = [];
+  let cutFile = '';
+  for (const cut of CUTS) {
+    const dir = mkdtempSync(join(work, `cut-${name}-`));
+    runChild(['write', name, installDir, dir]);
+    const file = lastWriteFile(name, dir);
+    cutFile = file.split('/').at(-1);
+    truncateSync(file, Math.max(0, statSync(file).size - cut));
+    const counted = runChild(['count', name, installDir, dir]);
+    if (counted.signal) outcomes.push(`crashed (${counted.signal})`);
+    else if (counted.status !== 0) outcomes.push(`error (${(counted.stderr.match(/Error[^\n]*/) ?? ['?'])[0].slice(0, 60)})`);
+    else outcomes.push(String(JSON.parse(counted.stdout.trim().split('\n').at(-1)).found));
+  }
+  return { cutFile, outcomes };
 }
 
 // ---- 4. the chosen store, through its API
@@ -276,14 +332,7 @@ async function storeWorkload() {
   const stats = store.stats();
   await store.close();
   return {
-    singlePerSec: (SINGLE / single.ms) * 1000,
-    groupPerSec: (MESSAGES / backlog.ms) * 1000,
-    groupCpuUs: backlog.cpuUs / MESSAGES,
-    groupLoopMaxMs: backlog.loopMaxMs,
-    reopenReadPerSec: (MESSAGES / reopen.ms) * 1000,
-    steadyPerSec: (MESSAGES / steady.ms) * 1000,
-    steadyCpuUs: steady.cpuUs / MESSAGES,
-    steadyLoopMaxMs: steady.loopMaxMs,
+    ...summary(single, backlog, reopen, steady),
     stats,
     openStore: () => openOutboxStore({ dir: join(work, 'store-mqtt'), maxMessages: 10 * PUBLISHES, maxBytes: 2 ** 30 }),
   };
@@ -357,9 +406,15 @@ function durableOutbox(store) {
 
 const fmt = (n, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 
+if (CHILD) {
+  await cutChild(process.argv);
+  process.exit(0);
+}
+
 try {
   console.log(`${DEVICES} devices, ${MESSAGES} messages of ${PAYLOAD} bytes per phase; ${SINGLE} sequential durable writes for the one-fsync-per-message baseline`);
   const engines = {};
+  const installDirs = {};
   if (INSTALL) {
     console.log('\n| Engine | npm install (fresh cache) | loads | --ignore-scripts: loads |\n|---|---|---|---|');
     for (const name of ENGINES) {
@@ -372,7 +427,10 @@ try {
           const module = await loadEngine(name, attempt.dir);
           await smoke(name, module);
           row[what] = 'yes';
-          if (what === 'normal') engines[name] = module;
+          if (what === 'normal') {
+            engines[name] = module;
+            installDirs[name] = attempt.dir;
+          }
         } catch (error) {
           row[what] = `no (${String(error.message).split('\n')[0].slice(0, 60)})`;
         }
@@ -383,6 +441,7 @@ try {
     for (const name of ENGINES) {
       try {
         engines[name] = await loadEngine(name, ROOT);
+        installDirs[name] = ROOT;
       } catch {
         console.log(`(${name} is not resolvable from this checkout: skipped)`);
       }
@@ -409,8 +468,17 @@ try {
   const s = await storeWorkload();
   loads.push(loadavg()[0]);
   console.log(
-    `| **OutboxStore** (dist/outbox: classic-level, index + CRC + accounting) | ${fmt(s.singlePerSec)}/s | ${fmt(s.groupPerSec)}/s | ${fmt(s.groupPerSec / s.singlePerSec, 1)}x | ${fmt(s.groupPerSec / fsync, 1)}x | ${fmt(s.groupCpuUs, 1)} µs | ${fmt(s.groupLoopMaxMs, 1)} ms | ${fmt(s.reopenReadPerSec)}/s | ${fmt(s.steadyPerSec)}/s | ${fmt(s.steadyCpuUs, 1)} µs | ${fmt(s.steadyLoopMaxMs, 1)} ms |`,
+    `| **OutboxStore** (dist/outbox: classic-level, CRC, bounds, marks) | ${fmt(s.singlePerSec)}/s | ${fmt(s.groupPerSec)}/s | ${fmt(s.groupPerSec / s.singlePerSec, 1)}x | ${fmt(s.groupPerSec / fsync, 1)}x | ${fmt(s.groupCpuUs, 1)} µs | ${fmt(s.groupLoopMaxMs, 1)} ms | ${fmt(s.reopenReadPerSec)}/s | ${fmt(s.steadyPerSec)}/s | ${fmt(s.steadyCpuUs, 1)} µs | ${fmt(s.steadyLoopMaxMs, 1)} ms |`,
   );
+
+  console.log(
+    `\n${CUT_RECORDS} records written in durable batches of 100 by a process then killed; the file holding the last batch cut short; records a reopen finds:\n\n| Engine | file cut | ${CUTS.map((c) => `${fmt(c)} bytes short`).join(' | ')} |\n|---|---|${CUTS.map(() => '---').join('|')}|`,
+  );
+  for (const name of Object.keys(engines)) {
+    const { cutFile, outcomes } = cutSurvival(name, installDirs[name]);
+    console.log(`| ${name} | ${cutFile} | ${outcomes.join(' | ')} |`);
+  }
+  loads.push(loadavg()[0]);
 
   let mqttRatio;
   try {

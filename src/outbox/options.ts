@@ -8,7 +8,7 @@ export interface OutboxStoreOptions {
   /** The directory of the store (created, mode 0700). One process at a time. */
   readonly dir: string;
   /**
-   * Upper bound of the messages' bytes (topic, payload, properties, ClientId and about 32 bytes of header each).
+   * Upper bound of the messages' bytes (topic, payload, properties, ClientId and 32 bytes of key and header each).
    * The directory on disk is larger by what LevelDB has not compacted yet (see README, "Store and forward").
    * @default 64 MiB
    */

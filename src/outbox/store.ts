@@ -38,6 +38,7 @@ import {
   clientIdOfMessageKey,
   decodeMessage,
   decodeSeq,
+  type StoredMessage,
   encodeMessage,
   encodeSeq,
   markKey,
@@ -65,35 +66,23 @@ export interface OutboxMessageInput {
 }
 
 /** A message read back from the store. Its `inspect` shows the payload's length, not its bytes. */
-export class OutboxMessage {
+export interface OutboxMessage extends StoredMessage {
   /** The device it belongs to. */
   readonly clientId: string;
   /** Store-wide, increasing with acceptance (so also in order per device). */
   readonly seq: number;
-  readonly topic: string;
-  readonly payload: Buffer;
-  readonly qos: 0 | 1 | 2;
-  readonly retain: boolean;
-  readonly properties: Readonly<Record<string, unknown>> | undefined;
-  /** Wall-clock ms when it was accepted. */
-  readonly acceptedAt: number;
   /**
    * It was handed out for sending before (in this process or one before a restart) and not acknowledged: the broker
    * may have it already, so sending it again may deliver a duplicate.
    */
   readonly sentBefore: boolean;
+}
 
+// One name for the type (the interface above, merged) and the class whose inspect hides the payload.
+export class OutboxMessage {
   /** @internal */
-  constructor(init: Omit<OutboxMessage, typeof inspect.custom>) {
-    this.clientId = init.clientId;
-    this.seq = init.seq;
-    this.topic = init.topic;
-    this.payload = init.payload;
-    this.qos = init.qos;
-    this.retain = init.retain;
-    this.properties = init.properties;
-    this.acceptedAt = init.acceptedAt;
-    this.sentBefore = init.sentBefore;
+  constructor(init: StoredMessage & { clientId: string; seq: number; sentBefore: boolean }) {
+    Object.assign(this, init);
   }
 
   [inspect.custom](): string {
@@ -503,14 +492,20 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
    * here (already acknowledged, dropped or expired).
    */
   ack(clientId: string, seq: number): Promise<boolean> {
+    const refused = this.#checkCall('ack', clientId, seq);
+    return refused ?? this.#remove(clientId, seq, 'delivered');
+  }
+
+  /** The arguments of a call about one message, checked: a rejected promise to return, or undefined. */
+  #checkCall(what: string, clientId: string, seq: number): Promise<never> | undefined {
     try {
       if (this.#closed) throw this.#closedError();
-      checkClientId(clientId, 'ack');
-      checkSeq(seq, 'ack');
+      checkClientId(clientId, what);
+      checkSeq(seq, what);
+      return undefined;
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.#remove(clientId, seq, 'delivered');
   }
 
   #remove(clientId: string, seq: number, reason: PendingRemoval['reason']): Promise<boolean> {
@@ -529,13 +524,8 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
    * connection is lost.
    */
   markSending(clientId: string, seq: number): Promise<void> {
-    try {
-      if (this.#closed) throw this.#closedError();
-      checkClientId(clientId, 'markSending');
-      checkSeq(seq, 'markSending');
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    const refused = this.#checkCall('markSending', clientId, seq);
+    if (refused) return refused;
     const device = this.#device(clientId);
     device.inFlightHigh = Math.max(device.inFlightHigh, seq);
     if (seq <= device.sentHigh) return Promise.resolve();
