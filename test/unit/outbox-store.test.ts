@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
@@ -256,5 +256,16 @@ describe('OutboxStore duplicates, checks and errors', () => {
     const error = (await store.append('d', { topic: 'secret/topic', payload: 'secret-payload' }).catch((e: unknown) => e)) as OutboxError;
     expect(error.code).toBe('OutboxFull');
     expect(`${error.message} ${JSON.stringify(error)} ${inspect(error)}`).not.toMatch(/secret/);
+  });
+});
+
+describe('the outbox module', () => {
+  it('imports nothing of the other roles (only errors and util from outside its folder)', async () => {
+    const folder = join(import.meta.dirname, '../../src/outbox');
+    for (const file of await readdir(folder)) {
+      const source = await readFile(join(folder, file), 'utf8');
+      const outside = [...source.matchAll(/from '(\.\.\/[^']+)'/g)].map((m) => m[1]);
+      for (const path of outside) expect(path, `${file} imports ${path}`).toMatch(/^\.\.\/(errors\.js|util\/)/);
+    }
   });
 });
