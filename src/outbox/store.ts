@@ -5,14 +5,15 @@
  * message, in order per device.
  *
  * The engine is LevelDB through `classic-level` (an optional peer dependency, loaded on the first open), chosen by
- * `bench/outbox-store.bench.mjs` (BENCHMARKS.md, "Durable outbox"): against `better-sqlite3` 12 and `lmdb` 3 it is the
- * one that (a) installs from the registry alone with prebuilt binaries inside the package, also with install
- * scripts skipped (better-sqlite3 12 has none for Node 20 and compiles for a minute, or fails without a compiler);
- * (b) survives a file cut short at any offset (its write-ahead log is a sequence of checksummed records replayed up
- * to the last complete one; LMDB's memory-mapped file, cut short, lost records silently or killed the process with
- * SIGBUS); (c) writes and fsyncs on libuv's thread pool, so the event loop (and the MQTT clients on it) never waits
- * for the disk (better-sqlite3 is synchronous); (d) locks its directory with fcntl, which the kernel releases when a
- * process dies, so a store left by a kill -9 is reopened at once and a second opener is refused.
+ * `bench/outbox-store.bench.mjs` (BENCHMARKS.md, "Durable outbox") over `better-sqlite3` 12 and `lmdb` 3 because it
+ * (a) installs from the registry alone with prebuilt binaries inside the package, also with install scripts skipped
+ * (better-sqlite3 12 has no reachable binary for Node 20 here: it compiles for minutes, and without its install
+ * script it does not load); (b) survives a file cut short at any offset (its write-ahead log is a sequence of
+ * checksummed records replayed up to the last complete one; LMDB's memory-mapped file, cut short, silently lost
+ * records of earlier durable commits, or killed the process with SIGBUS); (c) writes and fsyncs on libuv's thread
+ * pool, so the event loop (and the MQTT clients on it) never waits for the disk (better-sqlite3 is synchronous);
+ * (d) locks its directory with fcntl, which the kernel releases when a process dies, so a store left by a kill -9
+ * is reopened at once and a second opener is refused. No candidate was cheaper per message.
  *
  * Durability: appends that arrive while an fsync runs, or within `groupCommitMs` of an idle store's first one, go
  * into one LevelDB write batch with `sync: true` (group commit: one fsync for all of them). Removals (ack, drops,
