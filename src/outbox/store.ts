@@ -200,7 +200,7 @@ interface Work {
 
 type Op = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
 
-/** A message found for removal (or chosen as a victim), with what the index says of it. */
+/** A message found for removal (or chosen as a victim), with what accounting needs of it. */
 interface Removed {
   readonly removal?: PendingRemoval;
   readonly seq: number;
@@ -308,8 +308,8 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
   #closed = false;
   #closing: Promise<void> | undefined;
   /**
-   * What the index says of messages this process has handed out (appended for sending, or read): an ack of one of
-   * them needs no index lookup. Bounded ({@link MAX_KNOWN}); beyond, acks look the index up.
+   * What accounting needs of messages this process has handed out (appended for sending, or read): an ack of one
+   * of them reads nothing. Bounded ({@link MAX_KNOWN}); beyond, an ack reads its message's size from the store.
    */
   readonly #known = new Map<number, { clientId: string; bytes: number; acceptedAt: number }>();
   /** Devices that became empty: their `f` mark is deleted with the next batch. */
@@ -810,7 +810,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     }
   }
 
-  /** Removals: the index says whose message it is and how big, without reading the message. */
+  /** Removals: how big each message is (known if handed out, else read), or that it is not there any more. */
   async #lookUp(removals: readonly PendingRemoval[]): Promise<{ removed: Removed[]; missing: PendingRemoval[] }> {
     const removed: Removed[] = [];
     const missing: PendingRemoval[] = [];
@@ -841,11 +841,8 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       else drops.push({ clientId: r.clientId, seq: r.seq, reason: 'corrupt', bytes: r.bytes, acceptedAt: NaN });
       removal.resolve(true);
     }
-    for (const r of missing) {
-      // Not in the index: already gone, or its entry was unreadable (then the message key, deleted with it, was the rest).
-      if (r.reason === 'corrupt') drops.push({ clientId: r.clientId, seq: r.seq, reason: 'corrupt', bytes: 0, acceptedAt: NaN });
-      r.resolve(false);
-    }
+    // Not there: already removed (acknowledged twice, or dropped or expired, which reported it).
+    for (const r of missing) r.resolve(false);
   }
 
   #remember(seq: number, clientId: string, bytes: number, acceptedAt: number): void {
