@@ -92,6 +92,13 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   WaitTimeout: { retryable: false, remedy: 'What was waited for did not happen in time: check what should have made it happen (pass timeoutMs to wait longer on a slow machine).' },
   UnexpectedConnack: { retryable: false, remedy: 'The broker answered the CONNECT otherwise than expected: check the login and the broker\'s (emulator\'s) options.' },
   UnknownError: { retryable: false, remedy: 'Unexpected error; report it, with the stack of the error and of its cause.' },
+  OutboxFull: { retryable: true, remedy: 'The durable outbox is at its maxBytes or maxMessages bound (whenFull: \'refuse-new\'): retry once the uplink has drained it, raise the bound, or choose whenFull: \'drop-oldest\'.' },
+  OutboxDiskFull: { retryable: true, remedy: 'The disk holding the outbox is full (or a file size or quota limit was hit): free space or move the outbox directory; messages already accepted are kept and still delivered, and new ones are accepted again once writing works.' },
+  OutboxLocked: { retryable: false, remedy: 'Another process (or another open in this process) holds this outbox directory: close it first, or give each process its own directory.' },
+  OutboxCorrupt: { retryable: false, remedy: 'The outbox directory cannot be opened as a store: move it aside (it holds message payloads) and start with an empty one; repairOutboxStore(dir) salvages what can still be read.' },
+  OutboxIOError: { retryable: false, remedy: 'The outbox directory could not be read or written: check the path, its permissions and the disk.' },
+  OutboxClosed: { retryable: false, remedy: 'The outbox store was closed: open it again with openOutboxStore.' },
+  OutboxRecovered: { retryable: false, remedy: 'A warning, not a failure: the outbox was not closed cleanly (a crash, kill -9 or power cut) or part of it was unreadable; every complete record before the damage was kept, nothing after it was invented, and messages that may have been in flight are sent again (counted as possible duplicates).' },
 } satisfies Record<string, LocalSpec>);
 
 /** A code of {@link LOCAL_ERROR_CATALOG}. */
@@ -391,4 +398,30 @@ export function toApsaraMqDeviceError(error: unknown): ApsaraMqDeviceError {
   if (error instanceof ApsaraMqDeviceError) return error;
   const message = error instanceof Error ? error.message : String(error);
   return new SystemError('UnknownError', message, error);
+}
+
+/** Codes of {@link OutboxError}. */
+export type OutboxErrorCode = 'OutboxFull' | 'OutboxDiskFull' | 'OutboxLocked' | 'OutboxCorrupt' | 'OutboxIOError' | 'OutboxClosed' | 'OutboxRecovered';
+
+/**
+ * The durable outbox (`apsaramq-device/outbox`) refused or could not do something: full (`OutboxFull`), out of disk
+ * (`OutboxDiskFull`), held by another process (`OutboxLocked`), unreadable (`OutboxCorrupt`, `OutboxIOError`) or
+ * closed (`OutboxClosed`). `OutboxRecovered` is a warning, emitted (never thrown) when a store is reopened after a
+ * crash or with damaged records. Never carries a message's payload or topic.
+ */
+export class OutboxError extends ApsaraMqDeviceError {
+  declare readonly code: OutboxErrorCode;
+  /** The outbox directory. */
+  readonly path: string;
+  /** @param init - `retryable` replaces the catalog's (a message larger than the whole outbox is not retryable). */
+  constructor(code: OutboxErrorCode, message: string, path: string, init: { cause?: unknown; retryable?: boolean } = {}) {
+    const info = localInfo(code);
+    super(code, `${message}. ${info.remedy}`, { retryable: init.retryable ?? info.retryable, remedy: info.remedy, cause: init.cause });
+    this.name = 'OutboxError';
+    this.path = path;
+  }
+
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), path: this.path };
+  }
 }

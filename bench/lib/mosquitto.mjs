@@ -26,20 +26,23 @@ function freePort() {
 
 /**
  * Start Mosquitto in `dir` with a password file of these credentials (DeviceCredential objects, e.g. loaded from a
- * FileCredentialStore). Returns its URL and stop().
+ * FileCredentialStore). Returns its URL and stop(). With `anonymous`, no password file: any client may connect.
  */
-export async function startMosquitto(dir, credentials) {
+export async function startMosquitto(dir, credentials, { anonymous = false } = {}) {
   const passwd = join(dir, 'passwd');
-  const lines = credentials.map((credential) => {
-    const { username, password } = signDeviceCredential(credential);
-    return `${username}:${password}`;
-  });
-  await writeFile(passwd, `${lines.join('\n')}\n`, { mode: 0o600 });
-  // Hash every plain-text password in place.
-  await run('mosquitto_passwd', ['-U', passwd]);
+  if (!anonymous) {
+    const lines = credentials.map((credential) => {
+      const { username, password } = signDeviceCredential(credential);
+      return `${username}:${password}`;
+    });
+    await writeFile(passwd, `${lines.join('\n')}\n`, { mode: 0o600 });
+    // Hash every plain-text password in place.
+    await run('mosquitto_passwd', ['-U', passwd]);
+  }
   const port = await freePort();
   const conf = join(dir, 'mosquitto.conf');
-  await writeFile(conf, [`user ${userInfo().username}`, `listener ${port} 127.0.0.1`, 'allow_anonymous false', `password_file ${passwd}`, 'persistence false', 'max_connections -1', 'log_dest stderr', ''].join('\n'));
+  const auth = anonymous ? ['allow_anonymous true'] : ['allow_anonymous false', `password_file ${passwd}`];
+  await writeFile(conf, [`user ${userInfo().username}`, `listener ${port} 127.0.0.1`, ...auth, 'persistence false', 'max_connections -1', 'log_dest stderr', ''].join('\n'));
   const broker = spawn('mosquitto', ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
   const exited = new Promise((resolve) => broker.once('exit', resolve));
   let log = '';

@@ -42,6 +42,11 @@ describe('each entry point loads only its own role', () => {
     for (const other of ['@alicloud/pop-core', 'commander']) expect(loaded.has(other), other).toBe(false);
   });
 
+  it('the outbox entry loads no package at import: classic-level only when a store is opened, and no other role', async () => {
+    const loaded = await packagesLoadedBy('dist/outbox/index.js');
+    for (const other of ['classic-level', 'mqtt', 'aedes', 'ws', '@alicloud/pop-core', 'proper-lockfile', 'commander']) expect(loaded.has(other), other).toBe(false);
+  });
+
   it('the simulator entry adds pop-core and hdr-histogram-js (its reports), not the CLI; the chart library is inlined from dist, never loaded', async () => {
     const loaded = await packagesLoadedBy('dist/simulator/index.js');
     for (const own of ['@alicloud/pop-core', 'hdr-histogram-js']) expect(loaded.has(own), own).toBe(true);

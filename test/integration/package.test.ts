@@ -49,7 +49,7 @@ describe('the published package', () => {
     expect(has('mqtt')).toBe(true);
     // The role dependencies are optional peers: a device installs none of them. (commander, the CLI's small argument
     // parser, is a dependency so that the CLI always starts; the library never loads it.)
-    for (const role of ['aedes', '@alicloud/pop-core']) expect(has(role), role).toBe(false);
+    for (const role of ['aedes', '@alicloud/pop-core', 'classic-level']) expect(has(role), role).toBe(false);
   });
 
   it('loads with require() from CommonJS (Node >= 20.19) and gives every role entry its own peer', async () => {

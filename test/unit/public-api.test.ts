@@ -68,6 +68,14 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
       'TestEmulatorOptions', 'TestingError', 'TestingErrorCode', 'WaitOptions', 'startEmulatorProcess', 'startTestEmulator',
     ],
   },
+  'apsaramq-device/outbox': {
+    file: 'src/outbox/index.ts',
+    names: [
+      'MIN_OUTBOX_BYTES', 'OUTBOX_DEFAULTS', 'OutboxDrop', 'OutboxDropReason', 'OutboxError', 'OutboxErrorCode', 'OutboxMessage',
+      'OutboxMessageInput', 'OutboxRecovery', 'OutboxStats', 'OutboxStore', 'OutboxStoreEvents', 'OutboxStoreOptions', 'WhenFull',
+      'openOutboxStore', 'repairOutboxStore',
+    ],
+  },
   'apsaramq-device/testing/vitest': { file: 'src/testing/vitest.ts', names: ['UseEmulatorOptions', 'useEmulator'] },
   'apsaramq-device/testing/jest': { file: 'src/testing/jest.ts', names: ['UseEmulatorOptions', 'useEmulator'] },
   'apsaramq-device/testing/node-test': { file: 'src/testing/node-test.ts', names: ['UseEmulatorOptions', 'useEmulator'] },

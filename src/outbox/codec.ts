@@ -1,0 +1,180 @@
+/**
+ * The outbox's keys and records, as bytes (pure; no I/O).
+ *
+ * Keys sort the way the store reads them (LevelDB orders keys bytewise):
+ * - `m` ClientId 0x00 seq: a message, so that one device's messages are one range, in seq order (a ClientId has no
+ *   NUL, so one device's range never overlaps another's);
+ * - `f` ClientId: the highest seq of the device handed out for sending (in flight), for counting possible duplicates;
+ * - 0x00 name: the store's own metadata.
+ * There is no index by age: a second key per message cost a third of the store's CPU per message (measured), and the
+ * oldest messages are found from each device's first ones (see store.ts).
+ *
+ * Every message carries a CRC-32 of itself and its key: LevelDB checks its log, but not, by default,
+ * the blocks of its table files, so a bit flipped on disk would otherwise come back as a different payload.
+ */
+import { crc32 } from 'node:zlib';
+
+/** The record format; a store written with a newer one is refused, not misread. */
+export const RECORD_FORMAT = 1;
+
+const M = 0x6d;
+const F = 0x66;
+const META = 0x00;
+const TWO_32 = 2 ** 32;
+
+/** Bytes of a message's header before the topic: format, qos, flags, spare, crc, acceptedAt, topic and properties lengths. */
+const MESSAGE_HEADER = 22;
+
+function writeSeq(target: Buffer, seq: number, at: number): void {
+  target.writeUInt32BE(Math.floor(seq / TWO_32), at);
+  target.writeUInt32BE(seq % TWO_32, at + 4);
+}
+
+function readSeq(source: Buffer, at: number): number {
+  return source.readUInt32BE(at) * TWO_32 + source.readUInt32BE(at + 4);
+}
+
+/** `m` ClientId 0x00 seq. */
+export function messageKey(clientId: string, seq: number): Buffer {
+  const idBytes = Buffer.byteLength(clientId);
+  const key = Buffer.allocUnsafe(idBytes + 10);
+  key[0] = M;
+  key.write(clientId, 1, 'utf8');
+  key[idBytes + 1] = 0;
+  writeSeq(key, seq, idBytes + 2);
+  return key;
+}
+
+/** The range of one device's messages: [gt, lt). `after` = the last seq already read. */
+export function messageRange(clientId: string, after: number): { gt: Buffer; lt: Buffer } {
+  const gt = messageKey(clientId, after);
+  const lt = Buffer.from(gt.subarray(0, gt.length - 8));
+  lt[lt.length - 1] = 1;
+  return { gt, lt };
+}
+
+/** The seq of an `m` key. */
+export function seqOfMessageKey(key: Buffer): number {
+  return readSeq(key, key.length - 8);
+}
+
+/** Every `m` key: [gte, lt). */
+export const MESSAGE_RANGE = { gte: Buffer.from([M]), lt: Buffer.from([M + 1]) };
+
+/** The ClientId of an `m` key. */
+export function clientIdOfMessageKey(key: Buffer): string {
+  return key.toString('utf8', 1, key.length - 9);
+}
+
+/** The acceptance time of a message value without decoding (or checking) it; NaN when too short. */
+export function acceptedAtOf(value: Buffer): number {
+  return value.length >= MESSAGE_HEADER ? value.readDoubleLE(8) : NaN;
+}
+
+/** `f` ClientId. */
+export function markKey(clientId: string): Buffer {
+  const key = Buffer.allocUnsafe(1 + Buffer.byteLength(clientId));
+  key[0] = F;
+  key.write(clientId, 1, 'utf8');
+  return key;
+}
+
+/** Every `f` key: [gte, lt). */
+export const MARK_RANGE = { gte: Buffer.from([F]), lt: Buffer.from([F + 1]) };
+
+/** The ClientId of an `f` key. */
+export function clientIdOfMarkKey(key: Buffer): string {
+  return key.toString('utf8', 1);
+}
+
+/** A seq as a value (the `f` marks, the next-seq metadata). */
+export function encodeSeq(seq: number): Buffer {
+  const value = Buffer.allocUnsafe(8);
+  writeSeq(value, seq, 0);
+  return value;
+}
+
+/** A seq value; undefined when it is not 8 bytes. */
+export function decodeSeq(value: Buffer | undefined): number | undefined {
+  return value?.length === 8 ? readSeq(value, 0) : undefined;
+}
+
+/** A metadata key. */
+export function metaKey(name: 'format' | 'open' | 'seq'): Buffer {
+  return Buffer.concat([Buffer.from([META]), Buffer.from(name)]);
+}
+
+function checksum(key: Buffer, value: Buffer, from: number): number {
+  return crc32(value.subarray(from), crc32(key));
+}
+
+/** A message as the store keeps it. */
+export interface StoredMessage {
+  readonly topic: string;
+  readonly payload: Buffer;
+  readonly qos: 0 | 1 | 2;
+  readonly retain: boolean;
+  /** MQTT 5 publish properties, as given (Buffers kept as Buffers). */
+  readonly properties: Readonly<Record<string, unknown>> | undefined;
+  readonly acceptedAt: number;
+}
+
+/** Properties as JSON, with Buffers (correlationData) kept as Buffers. */
+function propertiesJson(properties: Readonly<Record<string, unknown>> | undefined): Buffer | undefined {
+  if (properties === undefined || Object.keys(properties).length === 0) return undefined;
+  return Buffer.from(JSON.stringify(properties), 'utf8');
+}
+
+function reviveBuffers(_key: string, value: unknown): unknown {
+  if (value !== null && typeof value === 'object' && (value as { type?: unknown }).type === 'Buffer' && Array.isArray((value as { data?: unknown }).data)) {
+    return Buffer.from((value as { data: number[] }).data);
+  }
+  return value;
+}
+
+/** A message value for `key`. Its length is the message's `bytes` in the store's accounting (plus the key). */
+export function encodeMessage(key: Buffer, message: StoredMessage): Buffer {
+  const props = propertiesJson(message.properties);
+  const topicBytes = Buffer.byteLength(message.topic);
+  const propsBytes = props?.length ?? 0;
+  const value = Buffer.allocUnsafe(MESSAGE_HEADER + topicBytes + propsBytes + message.payload.length);
+  value[0] = RECORD_FORMAT;
+  value[1] = message.qos;
+  value[2] = message.retain ? 1 : 0;
+  value[3] = 0;
+  value.writeDoubleLE(message.acceptedAt, 8);
+  value.writeUInt16LE(topicBytes, 16);
+  value.writeUInt32LE(propsBytes, 18);
+  value.write(message.topic, MESSAGE_HEADER, 'utf8');
+  props?.copy(value, MESSAGE_HEADER + topicBytes);
+  value.set(message.payload, MESSAGE_HEADER + topicBytes + propsBytes);
+  value.writeUInt32LE(checksum(key, value, 8), 4);
+  return value;
+}
+
+/** A message value, or undefined when it fails its checksum or is not a format this code reads. */
+export function decodeMessage(key: Buffer, value: Buffer): StoredMessage | undefined {
+  if (value.length < MESSAGE_HEADER || value[0] !== RECORD_FORMAT || value.readUInt32LE(4) !== checksum(key, value, 8)) return undefined;
+  const topicBytes = value.readUInt16LE(16);
+  const propsBytes = value.readUInt32LE(18);
+  const payloadAt = MESSAGE_HEADER + topicBytes + propsBytes;
+  const qos = value[1];
+  if (payloadAt > value.length || (qos !== 0 && qos !== 1 && qos !== 2)) return undefined;
+  let properties: Readonly<Record<string, unknown>> | undefined;
+  if (propsBytes > 0) {
+    try {
+      properties = JSON.parse(value.toString('utf8', MESSAGE_HEADER + topicBytes, payloadAt), reviveBuffers) as Record<string, unknown>;
+    } catch {
+      return undefined;
+    }
+  }
+  return {
+    topic: value.toString('utf8', MESSAGE_HEADER, MESSAGE_HEADER + topicBytes),
+    // LevelDB hands each value over in a buffer of its own (copied out of the engine), so a view is safe to keep.
+    payload: value.subarray(payloadAt),
+    qos,
+    retain: value[2] === 1,
+    properties,
+    acceptedAt: value.readDoubleLE(8),
+  };
+}

@@ -1,0 +1,271 @@
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { inspect } from 'node:util';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { OutboxError, isApsaraMqDeviceError } from '../../src/errors.js';
+import { openOutboxStore, type OutboxDrop, type OutboxStore } from '../../src/outbox/index.js';
+
+let dir: string;
+const open: OutboxStore[] = [];
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'outbox-unit-'));
+});
+
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((s) => s.close()));
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function openStore(options: Partial<Parameters<typeof openOutboxStore>[0]> = {}): Promise<OutboxStore> {
+  const store = await openOutboxStore({ dir, ...options });
+  open.push(store);
+  return store;
+}
+
+const msg = (n: number, size = 10) => ({ topic: `t/${n}`, payload: Buffer.alloc(size, n % 256), qos: 1 as const });
+
+describe('OutboxStore basics', () => {
+  it('appends, reads in order per device, acks, and keeps everything across a clean reopen', async () => {
+    let store = await openStore();
+    const seqs = await Promise.all([0, 1, 2, 3, 4, 5].map((n) => store.append(n % 2 ? 'dev-b' : 'dev-a', msg(n))));
+    expect(seqs.map((s) => s.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect((await store.pending('dev-a')).map((m) => m.topic)).toEqual(['t/0', 't/2', 't/4']);
+    expect(await store.ack('dev-a', 3)).toBe(true);
+    expect(await store.ack('dev-a', 3)).toBe(false);
+    expect(store.stats()).toMatchObject({ messages: 5, devices: 2, accepted: 6, delivered: 1 });
+    await store.close();
+    open.length = 0;
+    store = await openStore();
+    expect(store.recovery).toMatchObject({ uncleanShutdown: false, messages: 5, possibleDuplicates: 0 });
+    expect((await store.pending('dev-a')).map((m) => [m.seq, m.topic, m.payload[0]])).toEqual([[1, 't/0', 0], [5, 't/4', 4]]);
+    expect(store.devices().sort()).toEqual(['dev-a', 'dev-b']);
+    expect((await store.append('dev-a', msg(9))).seq).toBe(7);
+  });
+
+  it('pages with after and limit', async () => {
+    const store = await openStore();
+    for (let n = 0; n < 10; n++) await store.append('d', msg(n));
+    const first = await store.pending('d', { limit: 4 });
+    expect(first.map((m) => m.seq)).toEqual([1, 2, 3, 4]);
+    const next = await store.pending('d', { after: 4, limit: 100 });
+    expect(next.map((m) => m.seq)).toEqual([5, 6, 7, 8, 9, 10]);
+  });
+
+  it('refuses new messages at maxMessages under refuse-new (OutboxFull, retryable), counted', async () => {
+    const store = await openStore({ maxMessages: 3 });
+    for (let n = 0; n < 3; n++) await store.append('d', msg(n));
+    const error = await store.append('d', msg(3)).catch((e: unknown) => e);
+    expect(isApsaraMqDeviceError(error, 'OutboxFull')).toBe(true);
+    expect((error as OutboxError).retryable).toBe(true);
+    expect(store.stats().refused.full).toBe(1);
+  });
+
+  it('drops the oldest under drop-oldest, each reported', async () => {
+    const store = await openStore({ maxMessages: 3, whenFull: 'drop-oldest' });
+    const drops: OutboxDrop[] = [];
+    store.on('drop', (d) => drops.push(d));
+    for (let n = 0; n < 5; n++) await store.append(n % 2 ? 'b' : 'a', msg(n));
+    expect(drops.map((d) => [d.clientId, d.seq, d.reason])).toEqual([['a', 1, 'full'], ['b', 2, 'full']]);
+    expect(store.stats()).toMatchObject({ messages: 3, dropped: { full: 2, expired: 0, corrupt: 0 } });
+  });
+
+  it('expires by the injected clock', async () => {
+    let now = 1_000_000;
+    const store = await openStore({ ttlMs: 1000, clock: () => now });
+    const drops: OutboxDrop[] = [];
+    store.on('drop', (d) => drops.push(d));
+    await store.append('d', msg(1));
+    now += 500;
+    await store.append('d', msg(2));
+    now += 600;
+    expect((await store.pending('d')).map((m) => m.seq)).toEqual([2]);
+    expect(await store.expire()).toBe(1);
+    expect(drops).toMatchObject([{ clientId: 'd', seq: 1, reason: 'expired' }]);
+  });
+
+  it('does not print payloads', async () => {
+    const store = await openStore();
+    await store.append('d', { topic: 't', payload: 'secret-payload' });
+    const [m] = await store.pending('d');
+    expect(inspect(m)).not.toContain('secret');
+    expect(inspect(store)).not.toContain('secret');
+    expect(JSON.stringify(store)).not.toContain('secret');
+  });
+});
+
+describe('OutboxStore bounds', () => {
+  it('1 MB under refuse-new: never above the bound, every refusal an OutboxFull, nothing dropped', async () => {
+    const store = await openStore({ maxBytes: 1_000_000, whenFull: 'refuse-new' });
+    const drops: OutboxDrop[] = [];
+    store.on('drop', (d) => drops.push(d));
+    let accepted = 0;
+    let refused = 0;
+    // 30 at a time: each group shares a commit, as a busy gateway's would.
+    for (let n = 0; n < 3000; n += 30) {
+      const outcomes = await Promise.all(
+        Array.from({ length: 30 }, (_, i) => store.append(`dev-${(n + i) % 7}`, msg(n + i, 100 + ((n + i) % 900))).then(() => 'ok', (e: unknown) => (e as OutboxError).code)),
+      );
+      for (const outcome of outcomes) {
+        if (outcome === 'ok') accepted += 1;
+        else {
+          expect(outcome).toBe('OutboxFull');
+          refused += 1;
+        }
+      }
+      expect(store.stats().bytes).toBeLessThanOrEqual(1_000_000);
+    }
+    expect(refused).toBeGreaterThan(0);
+    expect(drops).toEqual([]);
+    expect(store.stats()).toMatchObject({ messages: accepted, accepted, refused: { full: refused, diskFull: 0 } });
+  });
+
+  it('1 MB under drop-oldest: never above the bound, the oldest of any device dropped first, each drop an event counted by reason', async () => {
+    const store = await openStore({ maxBytes: 1_000_000, whenFull: 'drop-oldest' });
+    const drops: OutboxDrop[] = [];
+    store.on('drop', (d) => drops.push(d));
+    const appended: number[] = [];
+    for (let n = 0; n < 3000; n += 30) {
+      const results = await Promise.all(Array.from({ length: 30 }, (_, i) => store.append(`dev-${(n + i) % 7}`, msg(n + i, 100 + ((n + i) % 900)))));
+      appended.push(...results.map((r) => r.seq));
+      expect(store.stats().bytes).toBeLessThanOrEqual(1_000_000);
+    }
+    const stats = store.stats();
+    expect(drops.length).toBeGreaterThan(0);
+    expect(drops.every((d) => d.reason === 'full' && d.bytes > 0)).toBe(true);
+    expect(stats.dropped).toEqual({ full: drops.length, expired: 0, corrupt: 0 });
+    expect(stats.messages + drops.length).toBe(3000);
+    // Oldest first, store-wide: the dropped are exactly the first seqs.
+    expect(drops.map((d) => d.seq)).toEqual(appended.slice(0, drops.length));
+    let remaining = 0;
+    for (const id of store.devices()) remaining += (await store.pending(id, { limit: 10_000 })).length;
+    expect(remaining).toBe(stats.messages);
+  });
+
+  it('drop-oldest keeps messages in flight, and refuses the new one when everything older is in flight', async () => {
+    const store = await openStore({ maxMessages: 3, whenFull: 'drop-oldest' });
+    const drops: OutboxDrop[] = [];
+    store.on('drop', (d) => drops.push(d));
+    for (let n = 1; n <= 3; n++) await store.append('a', msg(n));
+    await store.markSending('a', 2);
+    await store.append('b', msg(4));
+    expect(drops.map((d) => d.seq)).toEqual([3]);
+    await store.markSending('b', 4);
+    const error = await store.append('b', msg(5)).catch((e: unknown) => e);
+    expect(isApsaraMqDeviceError(error, 'OutboxFull')).toBe(true);
+    store.clearSending('a');
+    await store.append('b', msg(6));
+    expect(drops.map((d) => d.seq)).toEqual([3, 1]);
+  });
+
+  it('a message larger than maxBytes is refused for good (OutboxFull, not retryable)', async () => {
+    const store = await openStore({ maxBytes: 4096 });
+    const error = await store.append('d', msg(1, 5000)).catch((e: unknown) => e);
+    expect(isApsaraMqDeviceError(error, 'OutboxFull')).toBe(true);
+    expect((error as OutboxError).retryable).toBe(false);
+  });
+
+  it('TTL across a power cut: 1 h TTL, 4 h outage: expired at the next open, reported, never read back', async () => {
+    let now = Date.parse('2026-01-01T00:00:00Z');
+    const clock = () => now;
+    let store = await openStore({ ttlMs: 3_600_000, clock });
+    const { seq: oldSeq } = await store.append('d', msg(1));
+    now += 30 * 60_000;
+    const { seq: newerSeq } = await store.append('d', msg(2));
+    await store.close();
+    open.length = 0;
+    now += 4 * 3_600_000;
+    store = await openStore({ ttlMs: 3_600_000, clock });
+    const drops: OutboxDrop[] = [];
+    store.on('drop', (d) => drops.push(d));
+    expect(await store.pending('d')).toEqual([]);
+    await store.flush();
+    expect(drops.map((d) => [d.seq, d.reason])).toEqual([[oldSeq, 'expired'], [newerSeq, 'expired']]);
+    expect(store.stats()).toMatchObject({ messages: 0, dropped: { expired: 2 } });
+  });
+
+  it('a message in flight on a live connection does not expire; once the connection is lost, it does', async () => {
+    let now = 1_000_000;
+    const store = await openStore({ ttlMs: 1000, clock: () => now });
+    const { seq } = await store.append('d', msg(1), { sending: true });
+    now += 5000;
+    expect(await store.expire()).toBe(0);
+    expect((await store.pending('d')).map((m) => [m.seq, m.sentBefore])).toEqual([[seq, true]]);
+    store.clearSending('d');
+    expect(await store.expire()).toBe(1);
+    expect(await store.ack('d', seq)).toBe(false);
+  });
+});
+
+describe('OutboxStore duplicates, checks and errors', () => {
+  it('messages handed out for sending and not acknowledged are possible duplicates after a restart', async () => {
+    let store = await openStore();
+    for (let n = 1; n <= 5; n++) await store.append('d', msg(n));
+    await store.markSending('d', 3);
+    await store.ack('d', 1);
+    await store.close();
+    open.length = 0;
+    store = await openStore();
+    expect(store.recovery).toMatchObject({ uncleanShutdown: false, messages: 4, possibleDuplicates: 2 });
+    expect((await store.pending('d')).map((m) => [m.seq, m.sentBefore])).toEqual([[2, true], [3, true], [4, false], [5, false]]);
+  });
+
+  it('a record damaged on disk is never returned: removed and reported as corrupt', async () => {
+    let store = await openStore();
+    for (let n = 1; n <= 3; n++) await store.append('d', msg(n));
+    await store.close();
+    open.length = 0;
+    // Into the store's own LevelDB, as a flipped bit on disk would: the value of seq 2 with one payload byte changed.
+    const { ClassicLevel } = await import('classic-level');
+    const db = new ClassicLevel<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+    const keys = await db.keys().all();
+    const key = keys.find((k) => k[0] === 0x6d && k.readUInt32BE(k.length - 4) === 2) as Buffer;
+    const value = (await db.get(key)) as Buffer;
+    value[value.length - 1] = (value[value.length - 1] as number) ^ 1;
+    await db.put(key, value);
+    await db.close();
+    store = await openStore();
+    const drops: OutboxDrop[] = [];
+    store.on('drop', (d) => drops.push(d));
+    expect((await store.pending('d')).map((m) => m.seq)).toEqual([1, 3]);
+    await store.flush();
+    expect(drops).toMatchObject([{ clientId: 'd', seq: 2, reason: 'corrupt' }]);
+    expect(store.stats()).toMatchObject({ messages: 2, dropped: { corrupt: 1 } });
+  });
+
+  it('checks options and arguments with typed errors naming them', async () => {
+    await expect(openOutboxStore({ dir: '' })).rejects.toMatchObject({ code: 'InvalidOption' });
+    await expect(openOutboxStore({ dir, maxBytes: 10 })).rejects.toThrow(/maxBytes/);
+    await expect(openOutboxStore({ dir, whenFull: 'drop-newest' as never })).rejects.toThrow(/whenFull/);
+    await expect(openOutboxStore({ dir, ttlMs: 0 })).rejects.toThrow(/ttlMs/);
+    const store = await openStore();
+    await expect(store.append('', msg(1))).rejects.toMatchObject({ code: 'InvalidClientId' });
+    await expect(store.append('a\0b', msg(1))).rejects.toMatchObject({ code: 'InvalidClientId' });
+    await expect(store.append('d', { topic: '', payload: 'x' })).rejects.toMatchObject({ code: 'InvalidTopic' });
+    await expect(store.append('d', { topic: 't', payload: 'x', qos: 3 as never })).rejects.toMatchObject({ code: 'InvalidOption' });
+    await expect(store.ack('d', -1)).rejects.toMatchObject({ code: 'InvalidOption' });
+    await store.close();
+    await expect(store.append('d', msg(1))).rejects.toMatchObject({ code: 'OutboxClosed' });
+    await expect(store.pending('d')).rejects.toMatchObject({ code: 'OutboxClosed' });
+  });
+
+  it('an OutboxFull error names the bound, never the message', async () => {
+    const store = await openStore({ maxMessages: 1 });
+    await store.append('d', { topic: 'secret/topic', payload: 'secret-payload' });
+    const error = (await store.append('d', { topic: 'secret/topic', payload: 'secret-payload' }).catch((e: unknown) => e)) as OutboxError;
+    expect(error.code).toBe('OutboxFull');
+    expect(`${error.message} ${JSON.stringify(error)} ${inspect(error)}`).not.toMatch(/secret/);
+  });
+});
+
+describe('the outbox module', () => {
+  it('imports nothing of the other roles (only errors and util from outside its folder)', async () => {
+    const folder = join(import.meta.dirname, '../../src/outbox');
+    for (const file of await readdir(folder)) {
+      const source = await readFile(join(folder, file), 'utf8');
+      const outside = [...source.matchAll(/from '(\.\.\/[^']+)'/g)].map((m) => m[1]);
+      for (const path of outside) expect(path, `${file} imports ${path}`).toMatch(/^\.\.\/(errors\.js|util\/)/);
+    }
+  });
+});
