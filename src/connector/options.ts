@@ -10,7 +10,7 @@ import { type BackoffOptions, MAX_TIMER_MS } from '../util/backoff.js';
 import { type Logger } from '../util/logger.js';
 import { MAX_REFETCHES } from './ladder.js';
 import { TAKEOVER_DEFAULTS, type TakeoverOptions } from './takeover.js';
-import { type ResolvedTokenOptions, type TokenOptions, resolveTokenOptions } from './token.js';
+import { type ResolvedTokenOptions, type TokenOptions, resolveTokenOptions } from './token-rules.js';
 import { type MessageRules, checkUserProperties, defaultMaxPayloadBytes } from './validate.js';
 
 /** How the device reaches the broker. */

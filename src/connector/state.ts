@@ -17,7 +17,7 @@
  */
 import { fullJitterDelay, type BackoffOptions } from '../util/backoff.js';
 import { type SourceVerdict, refusalDecision } from './ladder.js';
-import { isOperationCode } from './token.js';
+import { isOperationCode } from './token-rules.js';
 import {
   type SessionEnd,
   type TakeoverOptions,

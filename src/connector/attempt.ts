@@ -5,10 +5,14 @@
  * numeric codes), what the network did from Node's error codes; never from an error message's text.
  */
 import { Readable } from 'node:stream';
+import { format } from 'node:util';
 import mqtt, { type IClientOptions, type IConnackPacket, type IPublishPacket, type IStore, type MqttClient, type Packet } from 'mqtt';
 import type { ConnectFailure } from './state.js';
 import type { SessionEnd } from './takeover.js';
 import { MAX_TIMER_MS } from '../util/backoff.js';
+import { type Logger, silentLogger } from '../util/logger.js';
+import type { Login } from './login.js';
+import type { ResolvedConnectOptions } from './options.js';
 
 /** What one attempt reports, once each: accepted, then lost; or refused; or failed. */
 export type AttemptEvent =
@@ -247,4 +251,41 @@ export class Attempt {
     else end = { kind: 'closed' };
     this.#listener[ATTEMPT_EVENT](this, { type: 'lost', end, cause: this.#error });
   }
+}
+
+/** mqtt.js's debug lines when nobody logs: dropped (its default would print the CONNECT, password included, under DEBUG=mqttjs*). */
+function ignoreLog(): void {}
+
+/** mqtt.js's debug output, with every password and secret of the login taken out, at debug level. */
+function scrubbedLog(logger: Logger, login: Login): (...args: unknown[]) => void {
+  return (...args) => {
+    let text = format(...args);
+    for (const secret of login.secrets()) {
+      if (secret.length > 0) text = text.split(secret).join('****');
+    }
+    logger.debug(`[mqtt.js] ${login.clientId}: ${text}`);
+  };
+}
+
+/** The mqtt.js options of the next attempt: signed now, so a refreshed credential (or new tokens) is simply the next attempt's. */
+export function clientOptions(options: ResolvedConnectOptions, login: Login, inbound: InboundStore, logger: Logger): IClientOptions {
+  const signed = login.sign();
+  const properties: NonNullable<IClientOptions['properties']> = {};
+  if (options.sessionExpiryInterval !== undefined) properties.sessionExpiryInterval = options.sessionExpiryInterval;
+  if (options.userProperties !== undefined) properties.userProperties = options.userProperties;
+  return {
+    protocolVersion: options.protocolVersion,
+    clientId: signed.clientId,
+    username: signed.username,
+    password: signed.password,
+    keepalive: options.keepalive,
+    clean: options.clean,
+    incomingStore: inbound,
+    // mqtt.js's debug lines include the CONNECT packet with its password: route them through a scrubber, which
+    // also means DEBUG=mqttjs* can no longer print them raw. Formatting every packet costs CPU: only when someone logs.
+    log: logger !== silentLogger ? scrubbedLog(logger, login) : ignoreLog,
+    ...options.tls,
+    ...(options.will ? { will: options.will } : {}),
+    ...(Object.keys(properties).length > 0 ? { properties } : {}),
+  };
 }
