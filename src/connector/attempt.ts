@@ -209,12 +209,17 @@ export class Attempt {
     const client = this.#client;
     if (!graceful || !wasOnline) return new Promise((resolve) => client.end(true, () => resolve()));
     return new Promise((resolve) => {
-      // After DISCONNECT the broker closes the connection; one that does not is not waited for long.
-      const fallback = setTimeout(() => client.stream.destroy(), GRACEFUL_CLOSE_MS);
-      client.end(false, () => {
+      const stream = client.stream;
+      // After DISCONNECT the broker closes the connection; one that does not is not waited for long. The socket's
+      // close settles this too: mqtt.js's own callback waits for every acknowledgement it still expects, and a
+      // broker need never send one.
+      const fallback = setTimeout(() => stream.destroy(), GRACEFUL_CLOSE_MS);
+      const done = (): void => {
         clearTimeout(fallback);
         resolve();
-      });
+      };
+      stream.once('close', done);
+      client.end(false, done);
     });
   }
 

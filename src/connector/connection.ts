@@ -394,13 +394,14 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
   #close(problem: Problem | undefined): void {
     clearTimeout(this.#timer);
     clearTimeout(this.#flushTimer);
+    // DISCONNECT only when nothing is left in flight, the outbox's or a Token upload (which goes to mqtt.js past the
+    // outbox): mqtt.js would wait for those acknowledgements first, and a broker need never send them.
+    const graceful = problem === undefined && this.#delivery.inFlight === 0 && !this.#tokens?.uploading;
     this.#tokens?.stop();
     if (this.#onCallerAbort) this.#options.signal?.removeEventListener('abort', this.#onCallerAbort);
     const error = problem ? this.#failures.error(problem) : undefined;
     this.#closeError = error;
     this.#lifetime?.abort(error ?? new ConnectionClosedError(`The connection of ${this.clientId} was ended`));
-    // DISCONNECT only when nothing is left in flight: mqtt.js would wait for those acknowledgements first.
-    const graceful = problem === undefined && this.#delivery.inFlight === 0;
     const attempt = this.#attempt;
     this.#attempt = undefined;
     const closing = attempt ? attempt.close(graceful) : Promise.resolve();

@@ -49,6 +49,11 @@ export class TokenRenewal {
     return this.#notice;
   }
 
+  /** Uploads waiting for their PUBACK. */
+  get uploading(): number {
+    return this.#uploads.size;
+  }
+
   /** A new CONNECT: the last session's notice no longer applies. */
   sessionStarting(): void {
     this.#notice = undefined;
