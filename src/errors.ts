@@ -328,6 +328,7 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   SubscribeRejected: { retryable: false, remedy: 'Check the topic: its parent topic must exist on the instance, and a client may not subscribe to another client\'s p2p topic.' },
   PublishRejected: { retryable: false, remedy: 'Check that the parent topic exists and that the device may publish to it, and the message size (over MQTT 3.1.1 a broker refuses a message by closing the session; MQTT 5 gives a reason code).' },
   ConnectionClosed: { retryable: false, remedy: 'The connection was ended (end() or a permanent failure): open a new one with connectDevice.' },
+  OutboxFull: { retryable: true, remedy: 'The connection already holds maxQueuedMessages messages (or maxQueuedBytes bytes) waiting to be sent or acknowledged: wait for it to come back online or for earlier publishes to settle, then publish again, or raise the option.' },
   Aborted: { retryable: false, remedy: 'The operation was cancelled by its AbortSignal.' },
   AddressInUse: { retryable: false, remedy: 'Pick another port (--mqtt-port, --ws-port, --api-port, --tls-port, --wss-port), or 0 for any free port.' },
   TooManyOpenFiles: { retryable: false, remedy: 'Each simulated device holds one socket: raise the open-file limit (ulimit -n 65536) or simulate fewer devices per process (--shard).' },

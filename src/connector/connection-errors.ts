@@ -4,7 +4,7 @@
  * is known of the cause. The connection decides when; this decides what the error says.
  */
 import { ReasonCodes } from 'mqtt';
-import { AbortedError, type ApsaraMqDeviceError, CONNACK_CODES, ConnectError, PublishError, SubscribeError, ValidationError, toApsaraMqDeviceError } from '../errors.js';
+import { AbortedError, ApsaraMqDeviceError, CONNACK_CODES, LOCAL_ERROR_CATALOG, ConnectError, PublishError, SubscribeError, ValidationError, toApsaraMqDeviceError } from '../errors.js';
 import type { TokenGrant } from '../signer/mqtt.js';
 import { errorCode } from './attempt.js';
 import type { Login } from './login.js';
@@ -187,4 +187,11 @@ export function rejectedError(item: RefusedItem, end: SessionEnd, notice: Invali
       : `The broker closed the session right after ${item.strikes === 1 ? `${what} was sent` : `each of the ${item.strikes} times ${what} was sent`}`;
   if (item.kind === 'publish') return new PublishError(why, topics, end.kind === 'disconnect' ? { reasonCode: end.reasonCode } : {});
   return new SubscribeError(why, item.topics, end.kind === 'disconnect' ? { reasonCode: end.reasonCode } : {});
+}
+
+/** A publish, subscribe or unsubscribe refused because the outbox is at its bound (nothing was queued). */
+export function outboxFullError(what: string, held: { messages: number; bytes: number }, limits: { maxMessages: number; maxBytes: number }): ApsaraMqDeviceError {
+  const { retryable, remedy } = LOCAL_ERROR_CATALOG.OutboxFull;
+  const bound = held.messages >= limits.maxMessages ? `${held.messages} messages (maxQueuedMessages ${limits.maxMessages})` : `${held.bytes} bytes of messages (maxQueuedBytes ${limits.maxBytes})`;
+  return new ApsaraMqDeviceError('OutboxFull', `Cannot ${what}: the connection already holds ${bound}. ${remedy}`, { retryable, remedy });
 }

@@ -72,7 +72,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
     this.#url = url;
     this.#logger = options.logger ?? silentLogger;
     this.clientId = login.clientId;
-    this.#delivery = new Delivery(options.maxDeliveryAttempts);
+    this.#delivery = new Delivery(options.maxDeliveryAttempts, options.outbox);
     const { protocolVersion, connectTimeoutMs, signal } = options;
     this.#failures = new FailureRecord({ clientId: this.clientId, url, protocolVersion, connectTimeoutMs, login, signal });
     this.#tokens =
@@ -125,6 +125,15 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
   /** Where the connection is now. */
   get state(): ConnectionState {
     return this.#model.state;
+  }
+
+  /**
+   * The outbox: the messages (and SUBSCRIBE/UNSUBSCRIBE) held, queued while offline or awaiting their
+   * acknowledgement, their payload and topic bytes, and how many operations were refused with `OutboxFull` so far
+   * (the bound: `maxQueuedMessages`, `maxQueuedBytes`).
+   */
+  get outbox(): { readonly messages: number; readonly bytes: number; readonly refused: number } {
+    return this.#delivery.stats;
   }
 
   /** True while a session is up (CONNACK 0, not lost, not ending). */

@@ -5,9 +5,10 @@
  */
 import type { IClientPublishOptions, ISubscriptionGrant, MqttClient } from 'mqtt';
 import { Outbox } from './outbox.js';
-import { type Item, type Settled, type Subscription, Subscriptions, publishItem, subscribeItem, unsubscribeItem } from './outbox-items.js';
+import { type Item, type Settled, type Subscription, Subscriptions, publishItem, subscribeItem, topicBytes, unsubscribeItem } from './outbox-items.js';
 import type { ApsaraMqDeviceError, SubscribeError } from '../errors.js';
-import { type InvalidNotice, rejectedError } from './connection-errors.js';
+import { type InvalidNotice, outboxFullError, rejectedError } from './connection-errors.js';
+import type { OutboxLimits } from './options.js';
 import type { SessionEnd } from './takeover.js';
 import { isOperationCode } from './token-rules.js';
 
@@ -23,14 +24,26 @@ type UserProperties = { userProperties?: Record<string, string | string[]> } | u
 /** The deliveries of one connection. */
 export class Delivery {
   readonly #outbox: Outbox<Item>;
+  readonly #limits: OutboxLimits;
+  /** Operations refused because the outbox was full. */
+  #refused = 0;
   /** What to SUBSCRIBE to again on a session the broker did not keep. */
   readonly #subscriptions = new Subscriptions();
   #seq = 0;
   #resubscribeSeq = 0;
 
-  /** @param maxDeliveryAttempts - sessions an item may be sent on before it fails. */
-  constructor(maxDeliveryAttempts: number) {
+  /**
+   * @param maxDeliveryAttempts - sessions an item may be sent on before it fails.
+   * @param limits - the outbox's bound; the caller's operations past it are refused with `OutboxFull`.
+   */
+  constructor(maxDeliveryAttempts: number, limits: OutboxLimits) {
     this.#outbox = new Outbox(maxDeliveryAttempts);
+    this.#limits = limits;
+  }
+
+  /** What the outbox holds (messages and bytes), and how many operations it refused as full. */
+  get stats(): { readonly messages: number; readonly bytes: number; readonly refused: number } {
+    return { messages: this.#outbox.size, bytes: this.#outbox.bytes, refused: this.#refused };
   }
 
   /** Items waiting or in flight. */
@@ -43,18 +56,25 @@ export class Delivery {
     return this.#outbox.inFlight;
   }
 
-  /** Queue a PUBLISH; resolves when the broker acknowledged it (or it was written, QoS 0). */
+  /**
+   * Queue a PUBLISH; resolves when the broker acknowledged it (or it was written, QoS 0).
+   * @throws `OutboxFull` at once, nothing queued, when it would take the outbox past its bound.
+   */
   async publish(topic: string, payload: Buffer, options: IClientPublishOptions): Promise<void> {
+    this.#assertRoom(`publish to ${topic}`, Buffer.byteLength(topic) + payload.length);
     await this.#queue((settle) => publishItem(this.#seq++, topic, payload, options, settle));
   }
 
-  /** Queue a SUBSCRIBE; resolves with the grants. */
+  /** Queue a SUBSCRIBE; resolves with the grants. @throws `OutboxFull`, as {@link Delivery.publish} does. */
   async subscribe(map: Record<string, Subscription>, properties: UserProperties): Promise<ISubscriptionGrant[]> {
+    const filters = Object.keys(map);
+    this.#assertRoom(`subscribe to ${filters.join(', ')}`, topicBytes(filters));
     return (await this.#queue((settle) => subscribeItem(this.#seq++, 'subscribe', map, properties, this.#subscriptions, settle))) as ISubscriptionGrant[];
   }
 
-  /** Queue an UNSUBSCRIBE (the filters are forgotten at once: not restored after a reconnect). */
+  /** Queue an UNSUBSCRIBE (the filters are forgotten at once: not restored after a reconnect). @throws `OutboxFull`. */
   async unsubscribe(filters: readonly string[], properties: UserProperties): Promise<void> {
+    this.#assertRoom(`unsubscribe from ${filters.join(', ')}`, topicBytes(filters));
     for (const filter of filters) this.#subscriptions.forget(filter);
     await this.#queue((settle) => unsubscribeItem(this.#seq++, filters, properties, settle));
   }
@@ -105,9 +125,18 @@ export class Delivery {
     for (const item of this.#outbox.drain()) item.settle({ ok: false, error });
   }
 
+  /** Refuse the caller's operation (counted) when one more item of `bytes` would pass the bound. */
+  #assertRoom(what: string, bytes: number): void {
+    const { size, bytes: held } = this.#outbox;
+    if (size + 1 <= this.#limits.maxMessages && held + bytes <= this.#limits.maxBytes) return;
+    this.#refused += 1;
+    throw outboxFullError(what, { messages: size, bytes: held }, this.#limits);
+  }
+
   #queue(make: (settle: (result: Settled) => void) => Item): Promise<unknown> {
     return new Promise((resolve, reject) => {
       this.#outbox.add(make((result) => (result.ok ? resolve(result.value) : reject(result.error))));
     });
   }
 }
+

@@ -13,6 +13,12 @@ import { TAKEOVER_DEFAULTS, type TakeoverOptions } from './takeover.js';
 import { type ResolvedTokenOptions, type TokenOptions, resolveTokenOptions } from './token-rules.js';
 import { type MessageRules, checkUserProperties, defaultMaxPayloadBytes } from './validate.js';
 
+/** The bound of a connection's outbox. */
+export interface OutboxLimits {
+  readonly maxMessages: number;
+  readonly maxBytes: number;
+}
+
 /** How the device reaches the broker. */
 export type Transport = 'tcp' | 'tls' | 'ws' | 'wss';
 
@@ -43,6 +49,12 @@ export const CONNECT_DEFAULTS = Object.freeze({
   maxDeliveryAttempts: 3,
   /** How long `end()` lets an online session finish what is in flight. */
   endTimeoutMs: 5_000,
+  /**
+   * The outbox's bound (messages, SUBSCRIBEs and UNSUBSCRIBEs waiting or in flight): 10,000 is hours of a device
+   * publishing every few seconds while offline, and with 16 MiB of payloads keeps the worst case in tens of MB.
+   */
+  maxQueuedMessages: 10_000,
+  maxQueuedBytes: 16 * 1024 * 1024,
   brokerIsApsaraMq: true,
   rejectUnauthorized: true,
 });
@@ -91,6 +103,14 @@ export interface ConnectDeviceOptions {
   brokerIsApsaraMq?: boolean;
   /** How long `end()` waits for an online session to finish what is in flight, ms. @default 5000 */
   endTimeoutMs?: number;
+  /**
+   * The most messages (and SUBSCRIBE/UNSUBSCRIBE) the connection holds, queued while offline or waiting for their
+   * acknowledgement; past it `publish` rejects at once with `OutboxFull` (nothing is dropped). `Infinity` for no
+   * bound. @default 10000
+   */
+  maxQueuedMessages?: number;
+  /** The most payload (and topic) bytes the connection holds, as `maxQueuedMessages` does. `Infinity` for no bound. @default 16777216 (16 MiB) */
+  maxQueuedBytes?: number;
   /** CA certificate(s) for tls/wss, e.g. a test CA. */
   ca?: string | Buffer | string[] | Buffer[];
   /** Verify the broker's TLS certificate. @default true */
@@ -146,6 +166,8 @@ export interface ResolvedConnectOptions {
   readonly maxDeliveryAttempts: number;
   readonly maxRefetches: number;
   readonly endTimeoutMs: number;
+  /** The outbox's bound. */
+  readonly outbox: OutboxLimits;
   readonly rules: MessageRules;
   readonly tls: { readonly ca?: string | Buffer | string[] | Buffer[]; readonly rejectUnauthorized: boolean };
   readonly will: IClientOptions['will'] | undefined;
@@ -188,6 +210,8 @@ function objectOption(name: string, value: unknown): Record<string, unknown> | u
 }
 
 const DELAY = { min: 0, max: MAX_TIMER_MS };
+/** A bound: a positive integer, or Infinity for none. */
+const COUNT = { min: 1, max: Number.POSITIVE_INFINITY, integer: true, infinite: true };
 
 /** The broker URL for an instance and transport, or the explicit one (ws/wss get path /mqtt when none is given). */
 export function brokerUrlFor(instanceId: string, transport: Transport = 'tcp', explicit?: string): string {
@@ -297,6 +321,10 @@ export function resolveConnectOptions(given: ConnectDeviceOptions | TokenConnect
     maxDeliveryAttempts: numberOption('maxDeliveryAttempts', options.maxDeliveryAttempts, CONNECT_DEFAULTS.maxDeliveryAttempts, { min: 1, max: 1_000, integer: true }),
     maxRefetches: MAX_REFETCHES,
     endTimeoutMs: numberOption('endTimeoutMs', options.endTimeoutMs, CONNECT_DEFAULTS.endTimeoutMs, DELAY),
+    outbox: Object.freeze({
+      maxMessages: numberOption('maxQueuedMessages', options.maxQueuedMessages, CONNECT_DEFAULTS.maxQueuedMessages, COUNT),
+      maxBytes: numberOption('maxQueuedBytes', options.maxQueuedBytes, CONNECT_DEFAULTS.maxQueuedBytes, COUNT),
+    }),
     rules: Object.freeze({
       apsaraMq,
       persistentSession,

@@ -31,6 +31,11 @@ export interface Subscription {
   readonly rh?: 0 | 1 | 2;
 }
 
+/** The bytes of topic filters, as an item counts them. */
+export function topicBytes(filters: readonly string[]): number {
+  return filters.reduce((sum, filter) => sum + Buffer.byteLength(filter), 0);
+}
+
 /** MQTT 5 user properties of a SUBSCRIBE or UNSUBSCRIBE. */
 type UserProperties = { userProperties?: Record<string, string | string[]> } | undefined;
 
@@ -61,6 +66,7 @@ export function publishItem(seq: number, topic: string, payload: string | Buffer
     session: undefined,
     kind: 'publish',
     topics: [topic],
+    bytes: Buffer.byteLength(topic) + (typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length),
     send: (client, done) => {
       client.publish(topic, payload, options, (error) => {
         if (!error) done({ ok: true });
@@ -92,6 +98,7 @@ export function subscribeItem(
     session: undefined,
     kind,
     topics: filters,
+    bytes: topicBytes(filters),
     send: (client, done) => {
       client.subscribe(map, properties ? { properties } : {}, (_error, _granted, packet) => {
         // A SUBACK, refusing or not, is the broker's answer; anything else (a closed client) is not.
@@ -119,6 +126,7 @@ export function unsubscribeItem(seq: number, filters: readonly string[], propert
     session: undefined,
     kind: 'unsubscribe',
     topics: filters,
+    bytes: topicBytes(filters),
     send: (client, done) => {
       client.unsubscribe(filters as string[], properties ? { properties } : {}, (_error, packet) => {
         if (packet?.cmd !== 'unsuback') return done({ ok: 'ignore' });

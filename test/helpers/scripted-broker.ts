@@ -85,7 +85,7 @@ export async function scriptedBroker(options: ScriptedBrokerOptions = {}): Promi
           connection.send({ cmd: 'suback', messageId: packet.messageId ?? 0, granted: packet.subscriptions.map((s) => s.qos) });
           return;
         case 'unsubscribe':
-          connection.send({ cmd: 'unsuback', messageId: packet.messageId ?? 0 });
+          connection.send({ cmd: 'unsuback', messageId: packet.messageId ?? 0, granted: packet.unsubscriptions.map(() => 0) });
           return;
         case 'pingreq':
           connection.send({ cmd: 'pingresp' });
