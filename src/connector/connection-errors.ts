@@ -8,6 +8,7 @@ import { AbortedError, ApsaraMqDeviceError, CONNACK_CODES, LOCAL_ERROR_CATALOG, 
 import type { TokenGrant } from '../signer/mqtt.js';
 import { errorCode } from './attempt.js';
 import type { Login } from './login.js';
+import { PacketViolation } from './packet-guard.js';
 import type { ConnectFailure, Problem } from './state.js';
 import type { SessionEnd } from './takeover.js';
 
@@ -194,4 +195,27 @@ export function outboxFullError(what: string, held: { messages: number; bytes: n
   const { retryable, remedy } = LOCAL_ERROR_CATALOG.OutboxFull;
   const bound = held.messages >= limits.maxMessages ? `${held.messages} messages (maxQueuedMessages ${limits.maxMessages})` : `${held.bytes} bytes of messages (maxQueuedBytes ${limits.maxBytes})`;
   return new ApsaraMqDeviceError('OutboxFull', `Cannot ${what}: the connection already holds ${bound}. ${remedy}`, { retryable, remedy });
+}
+
+/**
+ * The broker broke MQTT on a live session (a packet the guard stopped, or one mqtt.js could not parse or act on): the
+ * session was closed, and the connection reconnects as after any loss.
+ */
+export function sessionProtocolError(violation: Error, context: Pick<ConnectionFacts, 'clientId' | 'url'>): ConnectError {
+  const { clientId, url } = context;
+  if (violation instanceof PacketViolation && violation.kind === 'too-large') {
+    return new ConnectError('ProtocolError', `The broker at ${url} sent ${violation.message}, over maxIncomingPacketBytes: the session was closed before reading it, and will be opened again`, {
+      clientId,
+      cause: violation,
+      retryable: true,
+      remedy: 'Raise maxIncomingPacketBytes if messages this large are expected (an MQTT 5 broker is told the limit in the CONNECT); else find what publishes them.',
+    });
+  }
+  const what = violation instanceof PacketViolation ? violation.message : `a packet MQTT does not allow (${violation.message})`;
+  return new ConnectError('ProtocolError', `The broker at ${url} sent ${what}: the session was closed, and will be opened again`, {
+    clientId,
+    cause: violation,
+    retryable: true,
+    remedy: 'The broker, or something between it and the device, sent bytes that break MQTT; the connection reconnects by itself. If it keeps happening, capture the traffic and report it to whoever runs the broker.',
+  });
 }

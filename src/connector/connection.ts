@@ -13,7 +13,7 @@ import { AbortedError, type ApsaraMqDeviceError, ConnectionClosedError, Validati
 import type { TokenGrant } from '../signer/mqtt.js';
 import { type Logger, silentLogger } from '../util/logger.js';
 import { ATTEMPT_EVENT, ATTEMPT_MESSAGE, Attempt, type AttemptEvent, type AttemptListener, InboundStore, clientOptions, errorCode } from './attempt.js';
-import { FailureRecord, describeCode } from './connection-errors.js';
+import { FailureRecord, describeCode, sessionProtocolError } from './connection-errors.js';
 import type { ConnectionMode, DeviceConnectionEvents, PublishOptions, SubscribeOptions } from './connection-types.js';
 import type { Login } from './login.js';
 import type { ResolvedConnectOptions } from './options.js';
@@ -242,7 +242,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
       case 'connect':
         this.#session += 1;
         this.#tokens?.sessionStarting();
-        this.#attempt = new Attempt(this.#url, clientOptions(this.#options, this.#login, this.#inbound, this.#logger), this.#options.connectTimeoutMs, this);
+        this.#attempt = new Attempt(this.#url, clientOptions(this.#options, this.#login, this.#inbound, this.#logger), { connectTimeoutMs: this.#options.connectTimeoutMs, maxPacketBytes: this.#options.maxIncomingPacketBytes }, this);
         this.#attempt.start();
         return;
       case 'online': {
@@ -336,6 +336,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
         return;
       case 'lost':
         this.#failures.cause = event.cause;
+        if (event.violation) this.#emitError(sessionProtocolError(event.violation, this.#failures));
         this.#tokens?.sessionEnded();
         this.#input({ type: 'lost', end: this.#delivery.blame(event.end, this.#tokens?.notice), now: performance.now() });
         return;

@@ -55,6 +55,8 @@ export const CONNECT_DEFAULTS = Object.freeze({
    */
   maxQueuedMessages: 10_000,
   maxQueuedBytes: 16 * 1024 * 1024,
+  /** The largest packet taken from the broker: well above the service's (a 64 KB message, 128 KB packets). */
+  maxIncomingPacketBytes: 1024 * 1024,
   brokerIsApsaraMq: true,
   rejectUnauthorized: true,
 });
@@ -111,6 +113,13 @@ export interface ConnectDeviceOptions {
   maxQueuedMessages?: number;
   /** The most payload (and topic) bytes the connection holds, as `maxQueuedMessages` does. `Infinity` for no bound. @default 16777216 (16 MiB) */
   maxQueuedBytes?: number;
+  /**
+   * The largest packet the connection takes from the broker, bytes (fixed header included), 256 to 268435460. A
+   * larger one closes the session, before its body is read, with a `ProtocolError`, and the connection reconnects.
+   * With MQTT 5 it is also sent as the CONNECT's Maximum Packet Size, so a compliant broker never sends more.
+   * @default 1048576 (1 MiB; the service's packets stay under 128 KB)
+   */
+  maxIncomingPacketBytes?: number;
   /** CA certificate(s) for tls/wss, e.g. a test CA. */
   ca?: string | Buffer | string[] | Buffer[];
   /** Verify the broker's TLS certificate. @default true */
@@ -168,6 +177,7 @@ export interface ResolvedConnectOptions {
   readonly endTimeoutMs: number;
   /** The outbox's bound. */
   readonly outbox: OutboxLimits;
+  readonly maxIncomingPacketBytes: number;
   readonly rules: MessageRules;
   readonly tls: { readonly ca?: string | Buffer | string[] | Buffer[]; readonly rejectUnauthorized: boolean };
   readonly will: IClientOptions['will'] | undefined;
@@ -210,6 +220,8 @@ function objectOption(name: string, value: unknown): Record<string, unknown> | u
 }
 
 const DELAY = { min: 0, max: MAX_TIMER_MS };
+/** MQTT's largest packet: a 268,435,455-byte remaining length behind a 5-byte fixed header. */
+const MAX_MQTT_PACKET_BYTES = 268_435_460;
 /** A bound: a positive integer, or Infinity for none. */
 const COUNT = { min: 1, max: Number.POSITIVE_INFINITY, integer: true, infinite: true };
 
@@ -321,6 +333,7 @@ export function resolveConnectOptions(given: ConnectDeviceOptions | TokenConnect
     maxDeliveryAttempts: numberOption('maxDeliveryAttempts', options.maxDeliveryAttempts, CONNECT_DEFAULTS.maxDeliveryAttempts, { min: 1, max: 1_000, integer: true }),
     maxRefetches: MAX_REFETCHES,
     endTimeoutMs: numberOption('endTimeoutMs', options.endTimeoutMs, CONNECT_DEFAULTS.endTimeoutMs, DELAY),
+    maxIncomingPacketBytes: numberOption('maxIncomingPacketBytes', options.maxIncomingPacketBytes, CONNECT_DEFAULTS.maxIncomingPacketBytes, { min: 256, max: MAX_MQTT_PACKET_BYTES, integer: true }),
     outbox: Object.freeze({
       maxMessages: numberOption('maxQueuedMessages', options.maxQueuedMessages, CONNECT_DEFAULTS.maxQueuedMessages, COUNT),
       maxBytes: numberOption('maxQueuedBytes', options.maxQueuedBytes, CONNECT_DEFAULTS.maxQueuedBytes, COUNT),

@@ -1,0 +1,212 @@
+/**
+ * What stands between the broker's bytes and mqtt.js: a stream that frames each incoming MQTT packet by its fixed
+ * header as the bytes arrive, and stops the session before mqtt.js sees a packet it must not:
+ *
+ * - one larger than `maxIncomingPacketBytes`, before its body is buffered (mqtt.js's parser would hold all of a
+ *   256 MB PUBLISH in memory first);
+ * - one whose packet identifier is cut off by its remaining length (a QoS 1/2 PUBLISH, PUBREL, PUBACK, PUBREC,
+ *   PUBCOMP, SUBACK, UNSUBACK): mqtt-packet 9 parses it with identifier -1, and mqtt.js 5.16 acknowledges that
+ *   identifier, which throws from inside the socket's data handler and kills the process;
+ * - a remaining length that is not a valid variable byte integer.
+ *
+ * Everything else goes through unchanged, chunk by chunk; mqtt.js parses it (and reports what else is malformed as
+ * an error, on which the attempt closes the session). The guard never buffers more than a fixed header.
+ */
+import { Duplex } from 'node:stream';
+
+/** A packet the guard stopped: what it was, for the session's ProtocolError. */
+export class PacketViolation extends Error {
+  /** `too-large`: over the limit (`bytes` is its whole size); `malformed`: it breaks MQTT in a way mqtt.js mishandles. */
+  readonly kind: 'too-large' | 'malformed';
+  /** The packet's size in bytes, fixed header included (when it is known). */
+  readonly bytes: number | undefined;
+  constructor(kind: 'too-large' | 'malformed', message: string, bytes?: number) {
+    super(message);
+    this.name = 'PacketViolation';
+    this.kind = kind;
+    this.bytes = bytes;
+  }
+}
+
+/** MQTT control packet types (the fixed header's high nibble) whose variable header starts with a packet identifier. */
+const ACKNOWLEDGED = new Map([
+  [4, 'PUBACK'],
+  [5, 'PUBREC'],
+  [6, 'PUBREL'],
+  [7, 'PUBCOMP'],
+  [9, 'SUBACK'],
+  [11, 'UNSUBACK'],
+]);
+const PUBLISH = 3;
+
+/** Where the framer is in the current packet. */
+const Phase = {
+  /** The first byte: type and flags. */
+  Type: 0,
+  /** The remaining length, a variable byte integer of 1 to 4 bytes. */
+  Length: 1,
+  /** A QoS 1/2 PUBLISH: the two bytes of its topic's length, to find where its packet identifier is. */
+  TopicLength: 2,
+  /** The rest of the body: passed on, not looked at. */
+  Body: 3,
+} as const;
+
+/**
+ * The framer (pure: bytes in, a verdict out). It keeps a few numbers across chunks, never the bytes of a body.
+ */
+export class PacketFramer {
+  readonly #maxBytes: number;
+  #phase: (typeof Phase)[keyof typeof Phase] = Phase.Type;
+  #type = 0;
+  #qos = 0;
+  #length = 0;
+  #lengthBytes = 0;
+  /** Body bytes of the current packet still to come. */
+  #left = 0;
+  #topicLength = 0;
+  #topicBytes = 0;
+
+  /** @param maxBytes - the largest packet accepted, fixed header included. */
+  constructor(maxBytes: number) {
+    this.#maxBytes = maxBytes;
+  }
+
+  /**
+   * Look at the next chunk of the stream: `undefined` when every packet in it (whole or begun) is acceptable, else
+   * the violation and the offset where the offending packet starts (what precedes it is whole packets).
+   */
+  inspect(chunk: Buffer): { violation: PacketViolation; at: number } | undefined {
+    let start = 0;
+    for (let i = 0; i < chunk.length; ) {
+      if (this.#phase === Phase.Body) {
+        const skip = Math.min(this.#left, chunk.length - i);
+        this.#left -= skip;
+        i += skip;
+        if (this.#left === 0) this.#phase = Phase.Type;
+        continue;
+      }
+      const byte = chunk[i++] as number;
+      switch (this.#phase) {
+        case Phase.Type:
+          start = i - 1;
+          this.#type = byte >> 4;
+          this.#qos = (byte >> 1) & 3;
+          this.#length = 0;
+          this.#lengthBytes = 0;
+          this.#phase = Phase.Length;
+          break;
+        case Phase.Length: {
+          this.#length += (byte & 0x7f) * 128 ** this.#lengthBytes;
+          this.#lengthBytes += 1;
+          if (byte & 0x80) {
+            if (this.#lengthBytes === 4) return { violation: new PacketViolation('malformed', 'a packet whose remaining length runs past 4 bytes'), at: start };
+            break;
+          }
+          const size = 1 + this.#lengthBytes + this.#length;
+          if (size > this.#maxBytes) return { violation: new PacketViolation('too-large', `a packet of ${size} bytes`, size), at: start };
+          const problem = this.#headerProblem();
+          if (problem) return { violation: new PacketViolation('malformed', problem, size), at: start };
+          this.#left = this.#length;
+          if (this.#type === PUBLISH && this.#qos > 0 && this.#length >= 2) {
+            this.#phase = Phase.TopicLength;
+            this.#topicLength = 0;
+            this.#topicBytes = 0;
+          } else {
+            this.#phase = this.#left > 0 ? Phase.Body : Phase.Type;
+          }
+          break;
+        }
+        case Phase.TopicLength:
+          this.#topicLength = this.#topicLength * 256 + byte;
+          this.#topicBytes += 1;
+          this.#left -= 1;
+          if (this.#topicBytes === 2) {
+            // The packet identifier follows the topic: it must fit in the remaining length.
+            if (2 + this.#topicLength + 2 > this.#length) {
+              return { violation: new PacketViolation('malformed', `a QoS ${this.#qos} PUBLISH whose packet identifier is cut off (topic of ${this.#topicLength} bytes, remaining length ${this.#length})`, 1 + this.#lengthBytes + this.#length), at: start };
+            }
+            this.#phase = this.#left > 0 ? Phase.Body : Phase.Type;
+          }
+          break;
+        default:
+          break;
+      }
+    }
+    return undefined;
+  }
+
+  /** What is wrong with the packet whose fixed header was just read, if anything the guard checks. */
+  #headerProblem(): string | undefined {
+    const name = ACKNOWLEDGED.get(this.#type);
+    if (name !== undefined && this.#length < 2) return `${name === 'UNSUBACK' ? 'an' : 'a'} ${name} without its packet identifier (remaining length ${this.#length})`;
+    return undefined;
+  }
+}
+
+/**
+ * The guard as a stream: mqtt.js reads and writes it as it would the socket. Incoming chunks go through the
+ * {@link PacketFramer}; on a violation the bytes before the offending packet are passed on, `onViolation` hears of
+ * it, and the stream (with its socket) is destroyed. Writes, ends and destroys go to the socket.
+ */
+export class GuardedStream extends Duplex {
+  readonly #socket: Duplex;
+  readonly #framer: PacketFramer;
+  readonly #onViolation: (violation: PacketViolation) => void;
+  /** The first bytes the peer sent, before any check (they tell an HTTP server from a broker). */
+  firstBytes: Buffer | undefined;
+
+  constructor(socket: Duplex, maxPacketBytes: number, onViolation: (violation: PacketViolation) => void) {
+    super({ allowHalfOpen: false });
+    this.#socket = socket;
+    this.#framer = new PacketFramer(maxPacketBytes);
+    this.#onViolation = onViolation;
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('end', () => this.push(null));
+    // The socket's error (with its code: ECONNREFUSED, ECONNRESET, a TLS code…) is the stream's; its close, the stream's.
+    socket.on('error', (error) => this.destroy(error));
+    socket.on('close', () => this.destroy());
+  }
+
+  #onData(chunk: Buffer): void {
+    this.firstBytes ??= Buffer.from(chunk.subarray(0, 8));
+    if (this.destroyed) return;
+    const found = this.#framer.inspect(chunk);
+    if (found) {
+      if (found.at > 0) this.push(chunk.subarray(0, found.at));
+      this.#onViolation(found.violation);
+      this.destroy();
+      return;
+    }
+    if (!this.push(chunk)) this.#socket.pause();
+  }
+
+  override _read(): void {
+    this.#socket.resume();
+  }
+
+  // A write is done when the socket took it; when the socket's buffer is full, once it drained (its backpressure
+  // is this stream's). A write that fails shows up as the socket's error.
+  override _write(chunk: Buffer, encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.#socket.write(chunk, encoding)) callback();
+    else this.#socket.once('drain', () => callback());
+  }
+
+  override _writev(chunks: { chunk: Buffer; encoding: BufferEncoding }[], callback: (error?: Error | null) => void): void {
+    this.#socket.cork();
+    let room = true;
+    for (const { chunk, encoding } of chunks) room = this.#socket.write(chunk, encoding);
+    this.#socket.uncork();
+    if (room) callback();
+    else this.#socket.once('drain', () => callback());
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.#socket.end();
+    callback();
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.#socket.destroy();
+    callback(error);
+  }
+}
