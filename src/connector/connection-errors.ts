@@ -43,29 +43,27 @@ export interface ConnectionFacts {
   readonly signal: AbortSignal | undefined;
 }
 
-/** What a connection knows when it words an error: what it is, and its latest failures. */
-export interface ErrorContext extends ConnectionFacts {
+/** What a connection remembers of its latest failures. */
+export interface Failures {
   /** The error behind the latest failure. */
-  readonly cause: unknown;
+  cause: unknown;
   /** The latest refusal code. */
-  readonly refusedCode: number | undefined;
-  readonly lastRefusal: Refusal | undefined;
+  refusedCode: number | undefined;
+  lastRefusal: Refusal | undefined;
 }
 
+/** What a connection knows when it words an error: what it is, and its latest failures. */
+export type ErrorContext = ConnectionFacts & Readonly<Failures>;
+
 /** The latest failures of a connection, kept to word the error that reports them. */
-export class FailureRecord implements ErrorContext {
-  readonly clientId: string;
-  readonly url: string;
-  readonly protocolVersion: 4 | 5;
-  readonly connectTimeoutMs: number;
-  readonly login: Login;
-  readonly signal: AbortSignal | undefined;
+export class FailureRecord implements Failures {
+  readonly facts: ConnectionFacts;
   cause: unknown;
   refusedCode: number | undefined;
   lastRefusal: Refusal | undefined;
 
   constructor(facts: ConnectionFacts) {
-    ({ clientId: this.clientId, url: this.url, protocolVersion: this.protocolVersion, connectTimeoutMs: this.connectTimeoutMs, login: this.login, signal: this.signal } = facts);
+    this.facts = facts;
   }
 
   /** The broker refused the CONNECT with `code`. */
@@ -77,7 +75,7 @@ export class FailureRecord implements ErrorContext {
 
   /** The error for a problem the state machine reported. */
   error(problem: Problem): ApsaraMqDeviceError {
-    return problemError(problem, this);
+    return problemError(problem, { ...this.facts, cause: this.cause, refusedCode: this.refusedCode, lastRefusal: this.lastRefusal });
   }
 }
 

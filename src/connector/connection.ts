@@ -20,6 +20,7 @@ import type { ResolvedConnectOptions } from './options.js';
 import { Delivery } from './delivery.js';
 import { type Effect, type Input, type Model, type Problem, type ConnectionState, initialModel, step } from './state.js';
 import { isOperationCode } from './token-rules.js';
+import { FirstSession } from './first-session.js';
 import { TokenRenewal } from './token-renewal.js';
 import { checkPublish, checkSubscriptionOptions, checkTopicFilters, checkV5Properties } from './validate.js';
 
@@ -59,9 +60,8 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
   /** The socket is closed for good; `end()` waits for it (the promise is made only when someone waits). */
   #socketClosed = false;
   #whenClosed: { promise: Promise<void>; resolve: () => void } | undefined;
-  #initial: { resolve: () => void; reject: (error: ApsaraMqDeviceError) => void } | undefined;
-  /** Messages that arrived with the first CONNACK, emitted once connectDevice() has resolved. */
-  #held: [string, Buffer, IPublishPacket][] | undefined;
+  /** connectDevice's promise, and the messages that come with the first CONNACK. */
+  readonly #first = new FirstSession();
   #onCallerAbort: (() => void) | undefined;
 
   /** Use {@link connectDevice}. */
@@ -149,9 +149,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
       this.#onCallerAbort = () => this.#input({ type: 'abort' });
       caller.addEventListener('abort', this.#onCallerAbort, { once: true });
     }
-    const first = new Promise<void>((resolve, reject) => {
-      this.#initial = { resolve, reject };
-    });
+    const first = this.#first.start();
     this.#log('debug', 'connecting', { brokerUrl: this.#url });
     this.#apply({ type: 'connect' });
     return first;
@@ -162,7 +160,9 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
    * is refused with a `ValidationError` and nothing is sent. Resolves when the broker acknowledged it (QoS 1 and 2)
    * or it was written to the socket (QoS 0). Sent now when online, else queued and sent after the reconnect.
    * Rejects with `PublishRejected` when the broker refused it (an MQTT 5 reason code), or closed the session each
-   * of `maxDeliveryAttempts` times it was sent; with `ConnectionClosed` when the connection closes first.
+   * of `maxDeliveryAttempts` times it was sent; with `ConnectionClosed` when the connection closes first; at once,
+   * with nothing queued, with `OutboxFull` when the connection already holds `maxQueuedMessages` messages or
+   * `maxQueuedBytes` bytes.
    */
   async publish(topic: string, message: string | Buffer | Uint8Array, options: PublishOptions = {}): Promise<void> {
     const checked = checkPublish(topic, message, options as Parameters<typeof checkPublish>[2], this.#options);
@@ -176,8 +176,9 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
    * Subscribe to one or more topic filters. Checked first (MQTT's wildcard rules; on ApsaraMQ no `$share/` and not
    * QoS 2 with a persistent session): an invalid filter is a `ValidationError`. Resolves with the grants on SUBACK;
    * rejects with `SubscribeRejected` (a {@link SubscribeError} naming the refused filters) when the broker refused
-   * any (the others stay subscribed), and `ConnectionClosed` when the connection closes first. Subscriptions are
-   * restored after a reconnect when the broker did not keep the session.
+   * any (the others stay subscribed), `ConnectionClosed` when the connection closes first, and `OutboxFull` as
+   * {@link DeviceConnection.publish} does. Subscriptions are restored after a reconnect when the broker did not keep
+   * the session.
    */
   async subscribe(topic: string | string[], options: SubscribeOptions = {}): Promise<ISubscriptionGrant[]> {
     if (options === null || typeof options !== 'object') throw new ValidationError('InvalidOption', 'subscribe options must be an object');
@@ -250,19 +251,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
         // Each session looks again: the clock may have moved on while it was down (or a test moved it).
         this.#tokens?.arm();
         if (!this.#sessionPresent) this.#delivery.restoreSubscriptions((error) => this.#emitError(error));
-        const initial = this.#initial;
-        this.#initial = undefined;
-        if (initial) {
-          // A persistent session's queued messages come right behind the first CONNACK, before the caller of
-          // connectDevice() could add a listener: hold them until its `await` has returned.
-          this.#held = [];
-          setImmediate(() => {
-            const held = this.#held ?? [];
-            this.#held = undefined;
-            for (const [topic, payload, packet] of held) this.emit('message', topic, payload, packet);
-          });
-          initial.resolve();
-        }
+        this.#first.online((topic, payload, packet) => this.emit('message', topic, payload, packet));
         this.emit('online', { sessionPresent: this.#sessionPresent });
         this.#pump();
         return;
@@ -336,7 +325,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
         return;
       case 'lost':
         this.#failures.cause = event.cause;
-        if (event.violation) this.#emitError(sessionProtocolError(event.violation, this.#failures));
+        if (event.violation) this.#emitError(sessionProtocolError(event.violation, this.#failures.facts));
         this.#tokens?.sessionEnded();
         this.#input({ type: 'lost', end: this.#delivery.blame(event.end, this.#tokens?.notice), now: performance.now() });
         return;
@@ -351,8 +340,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
       if (notice.invalid && !isOperationCode(notice.invalid.code)) this.#failures.lastRefusal = { kind: 'notice', ...notice.invalid };
       return;
     }
-    if (this.#held) this.#held.push([topic, payload, packet]);
-    else this.emit('message', topic, payload, packet);
+    if (!this.#first.hold(topic, payload, packet)) this.emit('message', topic, payload, packet);
   }
 
   #refetch(): void {
@@ -416,10 +404,8 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
     this.#attempt = undefined;
     const closing = attempt ? attempt.close(graceful) : Promise.resolve();
     if (this.#delivery.size > 0) this.#delivery.failAll(new ConnectionClosedError(`The connection of ${this.clientId} closed before this was acknowledged`, error));
-    const initial = this.#initial;
-    this.#initial = undefined;
-    if (initial) {
-      initial.reject(error ?? new ConnectionClosedError(`The connection of ${this.clientId} was ended before it was online`));
+    if (this.#first.waiting) {
+      this.#first.fail(error ?? new ConnectionClosedError(`The connection of ${this.clientId} was ended before it was online`));
     } else if (error && error.code !== 'Aborted') {
       this.#emitError(error);
     }

@@ -15,45 +15,13 @@ import { connectDevice, type DeviceConnection } from '../../src/connector/connec
 import { DeviceCredential } from '../../src/credential.js';
 import { type ApsaraMqDeviceError, ConnectError } from '../../src/errors.js';
 import { PacketViolation } from '../../src/connector/packet-guard.js';
+import { type Random, bytes, int, noUncaughtException, prng, varint } from '../helpers/fuzz.js';
 import { scriptedBroker } from '../helpers/scripted-broker.js';
 
 const SEED = Number(process.env['APSARAMQ_FUZZ_SEED'] ?? 0x5eed_0024);
 const CASES = Number(process.env['APSARAMQ_FUZZ_CASES'] ?? 3_000);
 /** Connectors fuzzed at once, each with its own broker and its share of the cases. */
 const LANES = 4;
-
-/** mulberry32: a small seeded PRNG, so that a failing run can be replayed exactly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
-
-type Random = ReturnType<typeof prng>;
-const int = (r: Random, max: number): number => Math.floor(r() * max);
-function bytes(r: Random, n: number): Buffer {
-  const out = Buffer.allocUnsafe(n);
-  for (let i = 0; i < n; i++) out[i] = int(r, 256);
-  return out;
-}
-
-/** MQTT's variable byte integer. */
-function varint(value: number): Buffer {
-  const out: number[] = [];
-  let left = value;
-  do {
-    let byte = left % 128;
-    left = Math.floor(left / 128);
-    if (left > 0) byte |= 0x80;
-    out.push(byte);
-  } while (left > 0);
-  return Buffer.from(out);
-}
 
 /** Well-formed packets a broker may send a client, with random fields. */
 function validPackets(r: Random, version: 4 | 5): Buffer[] {
@@ -189,14 +157,7 @@ async function lane(list: Buffer[], version: 4 | 5): Promise<LaneResult> {
 
 describe(`the connector under a fuzzing broker (seed ${SEED}, ${CASES} cases)`, () => {
   it('survives every case with a typed error, reconnects after each, and works afterwards', async () => {
-    const uncaught: unknown[] = [];
-    const record = (error: unknown): void => {
-      uncaught.push(error);
-    };
-    process.on('uncaughtException', record);
-    onTestFinished(() => {
-      process.off('uncaughtException', record);
-    });
+    noUncaughtException();
     const r = prng(SEED);
     const perVersion = Math.ceil(CASES / 2);
     const lanes: Promise<LaneResult>[] = [];
@@ -206,7 +167,6 @@ describe(`the connector under a fuzzing broker (seed ${SEED}, ${CASES} cases)`, 
       for (let i = 0; i < list.length; i += share) lanes.push(lane(list.slice(i, i + share), version));
     }
     const results = await Promise.all(lanes);
-    expect(uncaught).toEqual([]);
     expect(results.flatMap((lane) => lane.closed)).toEqual([]);
     const untyped = results.flatMap((lane) => lane.errors).filter(({ error }) => !(error instanceof ConnectError) || error.code !== 'ProtocolError');
     expect(untyped.map(({ error, sent }) => `${sent}: ${error.code} ${error.message}`)).toEqual([]);

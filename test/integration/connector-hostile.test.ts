@@ -13,22 +13,10 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { connectDevice, type DeviceConnection } from '../../src/connector/connect.js';
 import { DeviceCredential } from '../../src/credential.js';
 import { type ApsaraMqDeviceError, ConnectError } from '../../src/errors.js';
+import { noUncaughtException, varint } from '../helpers/fuzz.js';
 import { type BrokerConnection, scriptedBroker } from '../helpers/scripted-broker.js';
 
 const credential = new DeviceCredential({ clientId: 'GID_hostile@@@dev-1', instanceId: 'mqtt-hostile', deviceAccessKeyId: 'DC.hostileKey', deviceAccessKeySecret: 'DC.hostileSecret' });
-
-/** Fail the test on an uncaught exception (vitest would report it too, after the fact). */
-function noUncaughtException(): void {
-  const seen: unknown[] = [];
-  const record = (error: unknown): void => {
-    seen.push(error);
-  };
-  process.on('uncaughtException', record);
-  onTestFinished(() => {
-    process.off('uncaughtException', record);
-    expect(seen).toEqual([]);
-  });
-}
 
 /**
  * A broker that answers the first connection's SUBSCRIBE (the test's cue: its listeners are attached by then) with a
@@ -124,17 +112,7 @@ describe('a broker that sends what mqtt.js cannot take', () => {
 
 describe('maxIncomingPacketBytes', () => {
   /** The fixed header of a PUBLISH (QoS 0) with this remaining length. */
-  function publishHeader(remaining: number): Buffer {
-    const length: number[] = [];
-    let left = remaining;
-    do {
-      let byte = left % 128;
-      left = Math.floor(left / 128);
-      if (left > 0) byte |= 0x80;
-      length.push(byte);
-    } while (left > 0);
-    return Buffer.from([0x30, ...length]);
-  }
+  const publishHeader = (remaining: number): Buffer => Buffer.concat([Buffer.from([0x30]), varint(remaining)]);
 
   it('a broker announcing a 256 MB PUBLISH: the session closes after its header and a few bytes, with ProtocolError; it heals', async () => {
     noUncaughtException();
