@@ -13,7 +13,7 @@ import { MAX_TIMER_MS } from '../util/backoff.js';
 import { type Logger, silentLogger } from '../util/logger.js';
 import type { Login } from './login.js';
 import type { ResolvedConnectOptions } from './options.js';
-import { GuardedStream } from './packet-guard.js';
+import { type Guard, guard } from './packet-guard.js';
 
 /** What one attempt reports, once each: accepted, then lost; or refused; or failed. */
 export type AttemptEvent =
@@ -148,7 +148,7 @@ export interface AttemptSettings {
 /**
  * mqtt.js builds the socket of a client with a `streamBuilder` it keeps on the client: not in its typings, but
  * present since mqtt.js 4 (the constructor's documented first argument). The attempt wraps it to put the packet
- * guard between the socket and mqtt.js's parser.
+ * guard into the socket, ahead of mqtt.js's parser.
  */
 type Buildable = { streamBuilder?: (client: MqttClient) => Duplex };
 
@@ -163,7 +163,7 @@ export class Attempt {
   #error: Error | undefined;
   /** The broker broke MQTT: a packet the guard stopped, or one mqtt.js could not parse or act on. */
   #violation: Error | undefined;
-  #guard: GuardedStream | undefined;
+  #guard: Guard | undefined;
   #timedOut = false;
   #timer: NodeJS.Timeout | undefined;
 
@@ -184,10 +184,11 @@ export class Attempt {
     // An mqtt.js without it still connects, unguarded; test/unit/connector-packet-guard.test.ts fails on such a version.
     if (typeof build === 'function') {
       (client as unknown as Buildable).streamBuilder = (owner) => {
-        this.#guard = new GuardedStream(build(owner), settings.maxPacketBytes, (violation) => {
+        const stream = build(owner);
+        this.#guard = guard(stream, settings.maxPacketBytes, (violation) => {
           this.#violation ??= violation;
         });
-        return this.#guard;
+        return stream;
       };
     }
     client.on('packetreceive', (packet: Packet) => this.#onPacket(packet));
@@ -204,11 +205,6 @@ export class Attempt {
   /** The client, for publishing and subscribing while the session is up. */
   get client(): MqttClient {
     return this.#client;
-  }
-
-  /** Is the packet guard between the socket and mqtt.js (from the first CONNECT on)? */
-  get guarded(): boolean {
-    return this.#guard !== undefined && this.#client.stream === this.#guard;
   }
 
   /** Is the session up (CONNACK 0 and not closed)? */

@@ -1,5 +1,5 @@
 /**
- * What stands between the broker's bytes and mqtt.js: a stream that frames each incoming MQTT packet by its fixed
+ * What stands between the broker's bytes and mqtt.js: a check that frames each incoming MQTT packet by its fixed
  * header as the bytes arrive, and stops the session before mqtt.js sees a packet it must not:
  *
  * - one larger than `maxIncomingPacketBytes`, before its body is buffered (mqtt.js's parser would hold all of a
@@ -10,9 +10,10 @@
  * - a remaining length that is not a valid variable byte integer.
  *
  * Everything else goes through unchanged, chunk by chunk; mqtt.js parses it (and reports what else is malformed as
- * an error, on which the attempt closes the session). The guard never buffers more than a fixed header.
+ * an error, on which the attempt closes the session). The guard never keeps a byte: the framer reads the fixed
+ * headers as they pass.
  */
-import { Duplex } from 'node:stream';
+import type { Readable } from 'node:stream';
 
 /** A packet the guard stopped: what it was, for the session's ProtocolError. */
 export class PacketViolation extends Error {
@@ -143,70 +144,34 @@ export class PacketFramer {
   }
 }
 
-/**
- * The guard as a stream: mqtt.js reads and writes it as it would the socket. Incoming chunks go through the
- * {@link PacketFramer}; on a violation the bytes before the offending packet are passed on, `onViolation` hears of
- * it, and the stream (with its socket) is destroyed. Writes, ends and destroys go to the socket.
- */
-export class GuardedStream extends Duplex {
-  readonly #socket: Duplex;
-  readonly #framer: PacketFramer;
-  readonly #onViolation: (violation: PacketViolation) => void;
+/** What the guard of one stream saw. */
+export interface Guard {
   /** The first bytes the peer sent, before any check (they tell an HTTP server from a broker). */
   firstBytes: Buffer | undefined;
+}
 
-  constructor(socket: Duplex, maxPacketBytes: number, onViolation: (violation: PacketViolation) => void) {
-    super({ allowHalfOpen: false });
-    this.#socket = socket;
-    this.#framer = new PacketFramer(maxPacketBytes);
-    this.#onViolation = onViolation;
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
-    socket.on('end', () => this.push(null));
-    // The socket's error (with its code: ECONNREFUSED, ECONNRESET, a TLS code…) is the stream's; its close, the stream's.
-    socket.on('error', (error) => this.destroy(error));
-    socket.on('close', () => this.destroy());
-  }
-
-  #onData(chunk: Buffer): void {
-    this.firstBytes ??= Buffer.from(chunk.subarray(0, 8));
-    if (this.destroyed) return;
-    const found = this.#framer.inspect(chunk);
-    if (found) {
-      if (found.at > 0) this.push(chunk.subarray(0, found.at));
-      this.#onViolation(found.violation);
-      this.destroy();
-      return;
-    }
-    if (!this.push(chunk)) this.#socket.pause();
-  }
-
-  override _read(): void {
-    this.#socket.resume();
-  }
-
-  // A write is done when the socket took it; when the socket's buffer is full, once it drained (its backpressure
-  // is this stream's). A write that fails shows up as the socket's error.
-  override _write(chunk: Buffer, encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    if (this.#socket.write(chunk, encoding)) callback();
-    else this.#socket.once('drain', () => callback());
-  }
-
-  override _writev(chunks: { chunk: Buffer; encoding: BufferEncoding }[], callback: (error?: Error | null) => void): void {
-    this.#socket.cork();
-    let room = true;
-    for (const { chunk, encoding } of chunks) room = this.#socket.write(chunk, encoding);
-    this.#socket.uncork();
-    if (room) callback();
-    else this.#socket.once('drain', () => callback());
-  }
-
-  override _final(callback: (error?: Error | null) => void): void {
-    this.#socket.end();
-    callback();
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.#socket.destroy();
-    callback(error);
-  }
+/**
+ * Guard the bytes `stream` hands its readers. The check sits in the stream's own `push` (where Node's socket, TLS
+ * and WebSocket streams deliver what arrived), so nothing unchecked is buffered for mqtt.js, and nothing else of the
+ * stream changes: its writes, backpressure, errors and close are the socket's as before, and a connection pays a
+ * function and a framer for it, not a second stream. On a violation the bytes before the offending packet are
+ * passed on, `onViolation` hears of it, and the stream is destroyed.
+ */
+export function guard(stream: Readable, maxPacketBytes: number, onViolation: (violation: PacketViolation) => void): Guard {
+  const framer = new PacketFramer(maxPacketBytes);
+  const seen: Guard = { firstBytes: undefined };
+  const push = stream.push;
+  stream.push = function guardedPush(this: Readable, chunk: unknown, encoding?: BufferEncoding): boolean {
+    // The end of the stream, or something not bytes (text a WebSocket stream in object mode would carry).
+    if (!(chunk instanceof Uint8Array)) return push.call(this, chunk, encoding);
+    const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    seen.firstBytes ??= Buffer.from(bytes.subarray(0, 8));
+    const found = framer.inspect(bytes);
+    if (!found) return push.call(this, chunk, encoding);
+    if (found.at > 0) push.call(this, bytes.subarray(0, found.at));
+    onViolation(found.violation);
+    this.destroy();
+    return false;
+  };
+  return seen;
 }
