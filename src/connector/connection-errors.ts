@@ -12,6 +12,9 @@ import { PacketViolation } from './packet-guard.js';
 import type { ConnectFailure, Problem } from './state.js';
 import type { SessionEnd } from './takeover.js';
 
+/** What to do about a packet over `maxIncomingPacketBytes`. */
+const TOO_LARGE_REMEDY = 'Raise maxIncomingPacketBytes if messages this large are expected (an MQTT 5 broker is told the limit in the CONNECT); else find what publishes them.';
+
 /** `0x8e`. */
 export function hex(code: number): string {
   return `0x${code.toString(16).padStart(2, '0')}`;
@@ -153,6 +156,9 @@ export function connectFailedError(failure: ConnectFailure, cause: Error | undef
         remedy: 'This port speaks HTTP: did you mean --endpoint? The broker URL (--broker-url, brokerUrl) must name the MQTT port (1883 on the service and the emulator).',
       });
     case 'protocol':
+      if (cause instanceof PacketViolation && cause.kind === 'too-large') {
+        return new ConnectError('ProtocolError', `${url} sent ${cause.message} before its CONNACK, over maxIncomingPacketBytes`, { clientId, cause, remedy: TOO_LARGE_REMEDY });
+      }
       return new ConnectError('ProtocolError', `${url} did not answer in MQTT${detail}`, { clientId, ...(cause ? { cause } : {}) });
     case 'unreachable': {
       const host = new URL(url).host;
@@ -206,7 +212,7 @@ export function sessionProtocolError(violation: Error, context: Pick<ConnectionF
       clientId,
       cause: violation,
       retryable: true,
-      remedy: 'Raise maxIncomingPacketBytes if messages this large are expected (an MQTT 5 broker is told the limit in the CONNECT); else find what publishes them.',
+      remedy: TOO_LARGE_REMEDY,
     });
   }
   const what = violation instanceof PacketViolation ? violation.message : `a packet MQTT does not allow (${violation.message})`;

@@ -146,7 +146,7 @@ export class PacketFramer {
 
 /** What the guard of one stream saw. */
 export interface Guard {
-  /** The first bytes the peer sent, before any check (they tell an HTTP server from a broker). */
+  /** The first bytes the peer sent, before any check (they tell an HTTP server from a broker); its reader may drop them. */
   firstBytes: Buffer | undefined;
 }
 
@@ -160,12 +160,16 @@ export interface Guard {
 export function guard(stream: Readable, maxPacketBytes: number, onViolation: (violation: PacketViolation) => void): Guard {
   const framer = new PacketFramer(maxPacketBytes);
   const seen: Guard = { firstBytes: undefined };
+  let first = true;
   const push = stream.push;
   stream.push = function guardedPush(this: Readable, chunk: unknown, encoding?: BufferEncoding): boolean {
     // The end of the stream, or something not bytes (text a WebSocket stream in object mode would carry).
     if (!(chunk instanceof Uint8Array)) return push.call(this, chunk, encoding);
     const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    seen.firstBytes ??= Buffer.from(bytes.subarray(0, 8));
+    if (first) {
+      first = false;
+      seen.firstBytes = Buffer.from(bytes.subarray(0, 8));
+    }
     const found = framer.inspect(bytes);
     if (!found) return push.call(this, chunk, encoding);
     if (found.at > 0) push.call(this, bytes.subarray(0, found.at));

@@ -142,6 +142,15 @@ describe('maxIncomingPacketBytes', () => {
     expect(errors.map((e) => e.message)).toEqual([expect.stringContaining('a packet of 401 bytes, over maxIncomingPacketBytes')]);
   });
 
+  it('before the CONNACK too: the first connect rejects with ProtocolError naming the option', async () => {
+    noUncaughtException();
+    const broker = await scriptedBroker({ onConnect: (connection) => connection.write(publishHeader(64 * 1024 * 1024)) });
+    const error = await connectDevice({ credential, brokerUrl: broker.url }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConnectError);
+    expect(error).toMatchObject({ code: 'ProtocolError', remedy: expect.stringContaining('maxIncomingPacketBytes') });
+    expect((error as Error).message).toContain(`sent a packet of ${64 * 1024 * 1024 + 5} bytes before its CONNACK, over maxIncomingPacketBytes`);
+  });
+
   it('MQTT 5: the CONNECT tells the broker the limit (Maximum Packet Size)', async () => {
     const broker = await scriptedBroker({ protocolVersion: 5 });
     await open(broker.url, { protocolVersion: 5 });
