@@ -1,5 +1,6 @@
 import { inspect } from 'node:util';
 import { ValidationError } from './errors.js';
+import type { TokenGrant } from './signer/mqtt.js';
 
 /** Longest ClientId the service accepts. */
 export const MAX_CLIENT_ID_LENGTH = 64;
@@ -263,3 +264,29 @@ export interface CredentialRequest {
  * any `() => Promise<DeviceCredential>` of the user's.
  */
 export type CredentialSource = (request: CredentialRequest) => Promise<DeviceCredential>;
+
+/** Why a {@link TokenSource} is asked for tokens. */
+export interface TokenRequest {
+  /**
+   * `connect`: the first CONNECT. `renew`: the tokens of `types` expire soon (their `renewBeforeMs` window began, or
+   * the broker sent `$SYS/tokenExpireNotice`); the answer is uploaded in session. `rejected`: the broker refused the
+   * CONNECT, or said a token is invalid (`code`, the `$SYS/tokenInvalidNotice` code: 1 forged, 2 expired, 3 revoked,
+   * 8 bad signature, -1 account); the answer is used for the next CONNECT.
+   */
+  reason: 'connect' | 'renew' | 'rejected';
+  /** The types to renew, or that were refused (every type held after a refused CONNECT). Empty for `connect`. */
+  types: readonly TokenGrant['type'][];
+  /** `rejected` after `$SYS/tokenInvalidNotice`: its code. */
+  code?: number;
+  /** Aborted when the connection closes (or the caller's signal fires): stop asking. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Where a Token-mode connection gets its tokens: typically a call to the application server that applies for them
+ * (the device never holds the account secret). It answers with tokens (an `IssuedToken` from
+ * `Provisioner.applyToken` fits, or `{ type, token, expireTime? }`), at most one per type; the answer replaces the
+ * tokens of the types it names, the others are kept. `expireTime` (ms since the epoch) lets the connection renew
+ * before expiry by itself; without it the connection renews when the broker's `$SYS/tokenExpireNotice` says when.
+ */
+export type TokenSource = (request: TokenRequest) => Promise<readonly TokenGrant[]>;

@@ -5,8 +5,9 @@
  * RegisterDeviceCredential (the credential was unregistered). Each rung may hand out a different key, so one refusal
  * episode (the refusals between two accepted CONNECTs) may ask for a credential at most {@link MAX_REFETCHES} times.
  *
- * Two parts: {@link refusalDecision} bounds the episode (used by the connection for any credential source), and
- * {@link nextRung} orders the rungs (used by `registerAndConnect`'s source).
+ * {@link refusalDecision} bounds the episode (for any credential source); {@link judgeCredential} judges each answer.
+ * The rungs themselves are the source's: `Provisioner.credentialSource` climbs the store and GetDeviceCredential,
+ * and `registerAndConnect`'s source adds RegisterDeviceCredential.
  */
 
 /** How many times one refusal episode may ask the credential source for another credential: one per rung. */
@@ -38,32 +39,4 @@ export function judgeCredential(
   if (!answer.isCredential) return 'not-a-credential';
   if (answer.clientId !== clientId) return 'other-client';
   return answer.sameKeyAsRefused ? 'same-key' : 'use';
-}
-
-/** A rung of the ladder that `registerAndConnect` climbs for one `{ reason: 'rejected' }` request. */
-export type Rung = 'store' | 'get' | 'register';
-
-/** What a rung found. */
-export type RungOutcome =
-  /** The store: nothing stored, or the very key the broker refused. */
-  | { readonly rung: 'store'; readonly found: 'none' | 'same-key' | 'other-key' }
-  /** GetDeviceCredential: a credential, or `DeviceCredentialNotFound`. */
-  | { readonly rung: 'get'; readonly found: 'credential' | 'not-found' }
-  /** RegisterDeviceCredential answered with a credential. */
-  | { readonly rung: 'register'; readonly found: 'credential' };
-
-/** After a rung: use what it found, climb to the next rung, or stop (the credential is gone and may not be registered). */
-export type RungDecision = { readonly next: 'use' } | { readonly next: Rung } | { readonly next: 'fail' };
-
-/** The rung after `outcome`; `register` is reached only with `onMissing: 'register'`. */
-export function nextRung(outcome: RungOutcome, onMissing: 'fail' | 'register'): RungDecision {
-  switch (outcome.rung) {
-    case 'store':
-      return outcome.found === 'other-key' ? { next: 'use' } : { next: 'get' };
-    case 'get':
-      if (outcome.found === 'credential') return { next: 'use' };
-      return onMissing === 'register' ? { next: 'register' } : { next: 'fail' };
-    case 'register':
-      return { next: 'use' };
-  }
 }

@@ -2,9 +2,9 @@
  * What a connection logs in with, and how it gets another login when the broker refuses one: a device credential
  * (DeviceCredential mode) or tokens (Token mode). The connection asks its login to sign each CONNECT and, on a
  * refusal, to ask its source again; the login judges the answer (ladder.ts's verdicts) and keeps it until the
- * connection uses it. Tokens are also renewed in session (token.ts decides when).
+ * connection uses it. Tokens are also renewed in session (token-rules.ts decides when, token-renewal.ts does it).
  */
-import { type CredentialRequest, type CredentialSource, DeviceCredential, redact } from '../credential.js';
+import { type CredentialRequest, type CredentialSource, DeviceCredential, type TokenRequest, redact } from '../credential.js';
 import { ValidationError } from '../errors.js';
 import { raceAbort } from '../util/abort.js';
 import { type MqttCredentials, type TokenGrant, signDeviceCredential, signToken } from '../signer/mqtt.js';
@@ -12,7 +12,6 @@ import { type SourceVerdict, judgeCredential } from './ladder.js';
 import {
   type HeldToken,
   type ResolvedTokenOptions,
-  type TokenRequest,
   changedTokens,
   checkTokenAnswer,
   deferRenewal,
@@ -21,7 +20,7 @@ import {
   nextRenewalDelay,
   noteExpiry,
   sameTokens,
-} from './token.js';
+} from './token-rules.js';
 
 type TokenType = TokenGrant['type'];
 

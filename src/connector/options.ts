@@ -12,8 +12,14 @@ import { type NumberRange, optionChecks } from '../util/option-checks.js';
 import { PROTOCOL_LEVELS, describeProtocolLevel } from '../mqtt/protocol.js';
 import { MAX_REFETCHES } from './ladder.js';
 import { TAKEOVER_DEFAULTS, type TakeoverOptions } from './takeover.js';
-import { type ResolvedTokenOptions, type TokenOptions, resolveTokenOptions } from './token.js';
+import { type ResolvedTokenOptions, type TokenOptions, resolveTokenOptions } from './token-rules.js';
 import { type MessageRules, checkUserProperties, defaultMaxPayloadBytes } from './validate.js';
+
+/** The bound of a connection's outbox. */
+export interface OutboxLimits {
+  readonly maxMessages: number;
+  readonly maxBytes: number;
+}
 
 /** How the device reaches the broker. */
 export type Transport = 'tcp' | 'tls' | 'ws' | 'wss';
@@ -43,6 +49,14 @@ export const CONNECT_DEFAULTS = Object.freeze({
   maxDeliveryAttempts: 3,
   /** How long `end()` lets an online session finish what is in flight. */
   endTimeoutMs: 5_000,
+  /**
+   * The outbox's bound (messages, SUBSCRIBEs and UNSUBSCRIBEs waiting or in flight): 10,000 is hours of a device
+   * publishing every few seconds while offline, and with 16 MiB of payloads keeps the worst case in tens of MB.
+   */
+  maxQueuedMessages: 10_000,
+  maxQueuedBytes: 16 * 1024 * 1024,
+  /** The largest packet taken from the broker: well above the service's (a 64 KB message, 128 KB packets). */
+  maxIncomingPacketBytes: 1024 * 1024,
   brokerIsApsaraMq: true,
   rejectUnauthorized: true,
 });
@@ -91,6 +105,21 @@ export interface ConnectDeviceOptions {
   brokerIsApsaraMq?: boolean;
   /** How long `end()` waits for an online session to finish what is in flight, ms. @default 5000 */
   endTimeoutMs?: number;
+  /**
+   * The most messages (and SUBSCRIBE/UNSUBSCRIBE) the connection holds, queued while offline or waiting for their
+   * acknowledgement; past it `publish` rejects at once with `OutboxFull` (nothing is dropped). `Infinity` for no
+   * bound. @default 10000
+   */
+  maxQueuedMessages?: number;
+  /** The most payload (and topic) bytes the connection holds, as `maxQueuedMessages` does. `Infinity` for no bound. @default 16777216 (16 MiB) */
+  maxQueuedBytes?: number;
+  /**
+   * The largest packet the connection takes from the broker, bytes (fixed header included), 256 to 268435460. A
+   * larger one closes the session, before its body is read, with a `ProtocolError`, and the connection reconnects.
+   * With MQTT 5 it is also sent as the CONNECT's Maximum Packet Size, so a compliant broker never sends more.
+   * @default 1048576 (1 MiB; the service's packets stay under 128 KB)
+   */
+  maxIncomingPacketBytes?: number;
   /** CA certificate(s) for tls/wss, e.g. a test CA. */
   ca?: string | Buffer | string[] | Buffer[];
   /** Verify the broker's TLS certificate. @default true */
@@ -146,6 +175,9 @@ export interface ResolvedConnectOptions {
   readonly maxDeliveryAttempts: number;
   readonly maxRefetches: number;
   readonly endTimeoutMs: number;
+  /** The outbox's bound. */
+  readonly outbox: OutboxLimits;
+  readonly maxIncomingPacketBytes: number;
   readonly rules: MessageRules;
   readonly tls: { readonly ca?: string | Buffer | string[] | Buffer[]; readonly rejectUnauthorized: boolean };
   readonly will: IClientOptions['will'] | undefined;
@@ -178,6 +210,11 @@ function booleanOption(name: string, value: unknown, fallback: boolean): boolean
 function objectOption(name: string, value: unknown): Record<string, unknown> | undefined {
   return value === undefined ? undefined : check.object(name, value, 'an object or false');
 }
+
+/** MQTT's largest packet: a 268,435,455-byte remaining length behind a 5-byte fixed header. */
+const MAX_MQTT_PACKET_BYTES = 268_435_460;
+/** A bound: a positive integer, or Infinity for none. */
+const COUNT = { min: 1, integer: true, infinity: true } as const;
 
 /** The broker URL for an instance and transport, or the explicit one (ws/wss get path /mqtt when none is given). */
 export function brokerUrlFor(instanceId: string, transport: Transport = 'tcp', explicit?: string): string {
@@ -285,6 +322,11 @@ export function resolveConnectOptions(given: ConnectDeviceOptions | TokenConnect
     maxDeliveryAttempts: numberOption('maxDeliveryAttempts', options.maxDeliveryAttempts, CONNECT_DEFAULTS.maxDeliveryAttempts, { min: 1, max: 1_000, integer: true }),
     maxRefetches: MAX_REFETCHES,
     endTimeoutMs: msOption('endTimeoutMs', options.endTimeoutMs, CONNECT_DEFAULTS.endTimeoutMs),
+    maxIncomingPacketBytes: numberOption('maxIncomingPacketBytes', options.maxIncomingPacketBytes, CONNECT_DEFAULTS.maxIncomingPacketBytes, { min: 256, max: MAX_MQTT_PACKET_BYTES, integer: true }),
+    outbox: Object.freeze({
+      maxMessages: numberOption('maxQueuedMessages', options.maxQueuedMessages, CONNECT_DEFAULTS.maxQueuedMessages, COUNT),
+      maxBytes: numberOption('maxQueuedBytes', options.maxQueuedBytes, CONNECT_DEFAULTS.maxQueuedBytes, COUNT),
+    }),
     rules: Object.freeze({
       apsaraMq,
       persistentSession,

@@ -17,6 +17,8 @@ export interface OutboxItem {
   strikes: number;
   /** The session it is in flight on, or undefined while queued. */
   session: number | undefined;
+  /** What it holds in memory, roughly: its payload and topics, bytes (counted against the outbox's bound). */
+  readonly bytes: number;
 }
 
 /** How a session ended, as far as the outbox cares. */
@@ -41,6 +43,8 @@ export class Outbox<T extends OutboxItem> {
   #inFlight: Set<T> = EMPTY;
   /** Items here (queued or in flight) with a strike: counted, so that no send has to look through them all. */
   #struck = 0;
+  /** The bytes of the items here. */
+  #bytes = 0;
 
   /** @param maxAttempts - how many sessions an item may be sent on before it is failed (≥ 1). */
   constructor(maxAttempts: number) {
@@ -57,9 +61,15 @@ export class Outbox<T extends OutboxItem> {
     return this.#inFlight.size;
   }
 
+  /** The bytes of the items waiting or in flight. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
   /** Queue an item (kept in seq order). */
   add(item: T): void {
     if (item.strikes > 0) this.#struck += 1;
+    this.#bytes += item.bytes;
     this.#insert(item);
   }
 
@@ -83,6 +93,7 @@ export class Outbox<T extends OutboxItem> {
   /** An item left the outbox. */
   #left(item: T): void {
     if (item.strikes > 0) this.#struck -= 1;
+    this.#bytes -= item.bytes;
   }
 
   /**
@@ -114,17 +125,6 @@ export class Outbox<T extends OutboxItem> {
     return true;
   }
 
-  /** Remove an item wherever it is (the caller gave up on it); false if it was not here. */
-  remove(item: T): boolean {
-    if (!this.#inFlight.delete(item)) {
-      const at = this.#queued.indexOf(item);
-      if (at < 0) return false;
-      this.#queued.splice(at, 1);
-    }
-    this.#left(item);
-    return true;
-  }
-
   /**
    * The session ended: each item in flight gets a strike and goes back in the queue, in order, except those that
    * have had `maxAttempts` strikes, which are returned for the caller to fail. `struck` says whether anything was in
@@ -139,6 +139,7 @@ export class Outbox<T extends OutboxItem> {
       item.strikes += 1;
       if (item.strikes >= this.#maxAttempts || (blame.aboutMessage && inFlight.length === 1)) {
         if (counted) this.#struck -= 1;
+        this.#bytes -= item.bytes;
         failed.push(item);
       } else {
         if (!counted) this.#struck += 1;
@@ -155,6 +156,7 @@ export class Outbox<T extends OutboxItem> {
     this.#inFlight.clear();
     this.#queued = [];
     this.#struck = 0;
+    this.#bytes = 0;
     return all;
   }
 }

@@ -18,7 +18,7 @@
 import { classifyRefusal } from '../mqtt/reason-codes.js';
 import { fullJitterDelay, type BackoffOptions } from '../util/backoff.js';
 import { type SourceVerdict, refusalDecision } from './ladder.js';
-import { isOperationCode } from './token.js';
+import { isOperationCode } from './token-rules.js';
 import {
   type SessionEnd,
   type TakeoverOptions,

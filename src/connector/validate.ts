@@ -6,6 +6,7 @@
  * Two sets of rules: MQTT's own (always), and the service's (ApsaraMQ for MQTT, reference §5.6, §5.7 and §8.2),
  * which apply unless the caller says the broker is not ApsaraMQ (`brokerIsApsaraMq: false`).
  */
+import type { IClientPublishOptions } from 'mqtt';
 import { ValidationError } from '../errors.js';
 
 /** The service's limit on a topic: parent topic plus subtopics, in characters (reference §5.6). */
@@ -188,4 +189,62 @@ export function checkPublishProperties(properties: Record<string, unknown>, rule
         throw new ValidationError('InvalidOption', `Option properties.${key} is not a publish property the connector passes on (${known.join(', ')})`);
     }
   }
+}
+
+/** The options of a subscription: QoS (default 1), and MQTT 5's no local, retain as published and retain handling. */
+export function checkSubscriptionOptions(
+  options: { qos?: unknown; nl?: unknown; rap?: unknown; rh?: unknown },
+  rules: MessageRules,
+  protocolVersion: 4 | 5,
+): { qos: 0 | 1 | 2; nl?: boolean; rap?: boolean; rh?: 0 | 1 | 2 } {
+  const qos = checkQos(options.qos ?? 1, rules, 'subscription');
+  const v5 = protocolVersion === 5;
+  for (const flag of ['nl', 'rap'] as const) {
+    if (options[flag] !== undefined && typeof options[flag] !== 'boolean') throw new ValidationError('InvalidOption', `Option ${flag} must be true or false`);
+    if (options[flag] !== undefined && !v5) throw new ValidationError('InvalidOption', `Option ${flag} needs protocolVersion: 5`);
+  }
+  const rh = options.rh;
+  if (rh !== undefined && rh !== 0 && rh !== 1 && rh !== 2) throw new ValidationError('InvalidOption', 'Option rh must be 0, 1 or 2');
+  if (rh !== undefined && !v5) throw new ValidationError('InvalidOption', 'Option rh needs protocolVersion: 5');
+  const { nl, rap } = options as { nl?: boolean; rap?: boolean };
+  return { qos, ...(nl === undefined ? {} : { nl }), ...(rap === undefined ? {} : { rap }), ...(rh === undefined ? {} : { rh }) };
+}
+
+/** The MQTT 5 properties of a publish, subscribe or unsubscribe: only with protocolVersion 5, an object, valid user properties. */
+export function checkV5Properties<T extends { userProperties?: Record<string, string | string[]> }>(what: string, properties: T | undefined, protocolVersion: 4 | 5): T | undefined {
+  if (properties === undefined) return undefined;
+  if (protocolVersion !== 5) throw new ValidationError('InvalidOption', `${what} properties need protocolVersion: 5`);
+  if (properties === null || typeof properties !== 'object') throw new ValidationError('InvalidOption', `${what} properties must be an object`);
+  if (properties.userProperties !== undefined) checkUserProperties(`${what} properties.userProperties`, properties.userProperties);
+  return properties;
+}
+
+/** What a connection checks its operations against: the message rules and the protocol version. */
+export interface OperationRules {
+  readonly rules: MessageRules;
+  readonly protocolVersion: 4 | 5;
+}
+
+/** A publish, checked: the topic, the payload as bytes and mqtt.js's options. */
+export function checkPublish(
+  topic: unknown,
+  message: unknown,
+  options: { qos?: unknown; retain?: unknown; properties?: Record<string, unknown> } | null,
+  { rules, protocolVersion }: OperationRules,
+): { topic: string; payload: Buffer; options: IClientPublishOptions } {
+  if (options === null || typeof options !== 'object') throw new ValidationError('InvalidOption', 'publish options must be an object');
+  const name = checkTopicName(topic, rules);
+  const payload = checkPayload(message, rules);
+  const qos = checkQos(options.qos, rules, 'publish');
+  const retain = checkRetain(options.retain, rules);
+  const properties = checkV5Properties('publish', options.properties, protocolVersion);
+  if (properties) checkPublishProperties(properties, rules);
+  return { topic: name, payload, options: { qos, retain, ...(properties ? { properties: properties as IClientPublishOptions['properties'] } : {}) } };
+}
+
+/** Topic filters to (un)subscribe from: at least one, each valid. */
+export function checkTopicFilters(what: 'subscribe' | 'unsubscribe', topic: unknown, rules: MessageRules): string[] {
+  const filters = (Array.isArray(topic) ? topic : [topic]).map((filter: unknown) => checkTopicFilter(filter, rules));
+  if (filters.length === 0) throw new ValidationError('InvalidTopic', `${what} needs at least one topic filter`);
+  return filters;
 }

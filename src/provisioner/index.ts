@@ -1,9 +1,6 @@
 /**
- * apsaramq-device/provisioner: the registrar role. Holds the account AccessKey, calls the OpenAPI through
- * `@alicloud/pop-core` (an optional peer dependency: install it next to apsaramq-device), and keeps device
- * credentials in a store. Never ship this part (or the account key) to devices.
- *
- * Every name is exported on purpose; test/unit/public-api.test.ts holds the list.
+ * The registrar role's folder, all of it: what `apsaramq-device/provisioner` (src/registrar.ts) exports, except
+ * `registerAndConnect`, which also needs the connector. Nothing here imports from `connector/`.
  */
 export { AccountCredentials } from '../credential.js';
 export {
@@ -54,5 +51,4 @@ export { provisionFleet, type FleetFailure, type FleetOptions, type FleetProgres
 export { RegistrationJournal, type PendingRegister } from './journal.js';
 export { DEFAULT_API_CONCURRENCY, DEFAULT_API_QPS, RateLimiter, type LimiterOptions, type RateLimitOptions } from './rate-limit.js';
 export { DEFAULT_RETRY_OPTIONS, IDEMPOTENT_ACTIONS, type RetryOptions } from './retry.js';
-export { registerAndConnect, type RegisterAndConnectOptions } from '../connector/register-and-connect.js';
 export { percentEncode, signRpc, stringToSign } from '../signer/openapi.js';

@@ -1,9 +1,8 @@
 import { inspect } from 'node:util';
-import { assertClientId, assertInstanceId, type CredentialRequest, type CredentialSource, type DeviceCredential } from '../credential.js';
+import { assertClientId, assertInstanceId, type CredentialRequest, type CredentialSource, type DeviceCredential, type TokenRequest, type TokenSource } from '../credential.js';
 import { ApiError, ApsaraMqDeviceError, isApsaraMqDeviceError, LOCAL_ERROR_CATALOG, NetworkError, StoreError, ValidationError } from '../errors.js';
 import { sleep } from '../util/backoff.js';
 import { abortError } from '../util/abort.js';
-import type { TokenRequest, TokenSource } from '../connector/token.js';
 import { type ApiCallStats, type ApplyTokenRequest, type CallOptions, type ClientIdPage, type CredentialResponse, type ListClientIdsOptions, OpenApiClient, type OpenApiClientOptions, type SessionStatus, checkResources } from './api-client.js';
 import type { IssuedToken } from './token.js';
 import { FileCredentialStore } from './file-store.js';

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { connectDevice, type DeviceConnection } from '../../src/connector/connect.js';
-import { registerAndConnect, type RegisterAndConnectOptions } from '../../src/connector/register-and-connect.js';
+import { registerAndConnect, type RegisterAndConnectOptions } from '../../src/register-and-connect.js';
 import { type ApsaraMqDeviceError, ValidationError } from '../../src/errors.js';
 import { FileCredentialStore } from '../../src/provisioner/file-store.js';
 import { Provisioner } from '../../src/provisioner/provisioner.js';

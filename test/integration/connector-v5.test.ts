@@ -5,12 +5,12 @@
  * Mosquitto (test/interop/connector-mosquitto.test.ts) covers a real broker, which never sends some of these.
  */
 import { once } from 'node:events';
-import { type Server, type Socket, createServer } from 'node:net';
-import mqttPacket, { type IConnectPacket, type IPublishPacket, type ISubscribePacket, type Packet } from 'mqtt-packet';
+import type { IConnectPacket, IPublishPacket, ISubscribePacket } from 'mqtt-packet';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { connectDevice, type DeviceConnection } from '../../src/connector/connect.js';
 import { DeviceCredential } from '../../src/credential.js';
 import { type ApsaraMqDeviceError, ConnectError, PublishError, SubscribeError } from '../../src/errors.js';
+import { scriptedBroker as startScriptedBroker } from '../helpers/scripted-broker.js';
 
 const credential = new DeviceCredential({ clientId: 'GID_v5@@@dev-1', instanceId: 'mqtt-v5', deviceAccessKeyId: 'DC.v5Key', deviceAccessKeySecret: 'DC.v5Secret' });
 const fresh = new DeviceCredential({ clientId: 'GID_v5@@@dev-1', instanceId: 'mqtt-v5', deviceAccessKeyId: 'DC.v5Fresh', deviceAccessKeySecret: 'DC.v5FreshSecret' });
@@ -33,67 +33,39 @@ interface ScriptedBroker {
   disconnectAll(reasonCode: number): void;
 }
 
-function write(socket: Socket, packet: Packet): void {
-  socket.write(mqttPacket.generate(packet, { protocolVersion: 5 }));
-}
-
+/** test/helpers/scripted-broker.ts, in MQTT 5, answering as `script` says. */
 async function scriptedBroker(script: Script = {}): Promise<ScriptedBroker> {
-  const sockets = new Set<Socket>();
-  const connects: IConnectPacket[] = [];
-  const server: Server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    socket.on('error', () => socket.destroy());
-    const parser = mqttPacket.parser({ protocolVersion: 5 });
-    socket.on('data', (chunk) => parser.parse(chunk));
-    parser.on('error', () => socket.destroy());
-    parser.on('packet', (packet: Packet) => {
-      switch (packet.cmd) {
-        case 'connect': {
-          connects.push(packet);
-          const reasonCode = script.connack?.(connects.length, packet) ?? 0;
-          write(socket, { cmd: 'connack', sessionPresent: false, reasonCode });
-          if (reasonCode !== 0) socket.end();
-          return;
+  const broker = await startScriptedBroker({
+    protocolVersion: 5,
+    onConnect: (connection, connect) => {
+      const reasonCode = script.connack?.(connection.n, connect) ?? 0;
+      connection.send({ cmd: 'connack', sessionPresent: false, reasonCode });
+      if (reasonCode !== 0) connection.socket.end();
+    },
+    onPacket: (connection, packet) => {
+      if (packet.cmd === 'publish') {
+        const answer = script.publish?.(packet) ?? { puback: 0 };
+        if ('disconnect' in answer) {
+          connection.send({ cmd: 'disconnect', reasonCode: answer.disconnect });
+          connection.socket.end();
+        } else if ('puback' in answer && packet.qos === 1) {
+          connection.send({ cmd: 'puback', messageId: packet.messageId ?? 0, reasonCode: answer.puback });
         }
-        case 'publish': {
-          const answer = script.publish?.(packet) ?? { puback: 0 };
-          if ('silence' in answer) return;
-          if ('disconnect' in answer) {
-            write(socket, { cmd: 'disconnect', reasonCode: answer.disconnect });
-            socket.end();
-          } else if (packet.qos === 1) {
-            write(socket, { cmd: 'puback', messageId: packet.messageId ?? 0, reasonCode: answer.puback });
-          }
-          return;
-        }
-        case 'subscribe':
-          write(socket, { cmd: 'suback', messageId: packet.messageId ?? 0, granted: script.subscribe?.(packet) ?? packet.subscriptions.map((s) => s.qos) });
-          return;
-        case 'pingreq':
-          write(socket, { cmd: 'pingresp' });
-          return;
-        case 'disconnect':
-          socket.end();
-          return;
-        default:
-          return;
+        return true;
       }
-    });
+      if (packet.cmd !== 'subscribe' || !script.subscribe) return false;
+      connection.send({ cmd: 'suback', messageId: packet.messageId ?? 0, granted: script.subscribe(packet) });
+      return true;
+    },
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  onTestFinished(async () => {
-    for (const socket of sockets) socket.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  const { port } = server.address() as { port: number };
   return {
-    url: `mqtt://127.0.0.1:${port}`,
-    connects,
+    url: broker.url,
+    connects: broker.connects,
     disconnectAll: (reasonCode) => {
-      for (const socket of sockets) {
-        write(socket, { cmd: 'disconnect', reasonCode });
-        socket.end();
+      for (const connection of broker.connections) {
+        if (connection.socket.destroyed) continue;
+        connection.send({ cmd: 'disconnect', reasonCode });
+        connection.socket.end();
       }
     },
   };

@@ -31,7 +31,7 @@ describe('each entry point loads only its own role', () => {
   });
 
   it('the provisioner entry adds pop-core, not the emulator or the CLI', async () => {
-    const loaded = await packagesLoadedBy('dist/provisioner/index.js');
+    const loaded = await packagesLoadedBy('dist/registrar.js');
     expect(loaded.has('@alicloud/pop-core')).toBe(true);
     for (const other of ['aedes', 'commander']) expect(loaded.has(other), other).toBe(false);
   });

@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { registerAndConnect } from '../../src/connector/register-and-connect.js';
+import { registerAndConnect } from '../../src/register-and-connect.js';
 import type { DeviceCredential } from '../../src/credential.js';
 import { FileCredentialStore } from '../../src/provisioner/file-store.js';
 import { Provisioner } from '../../src/provisioner/provisioner.js';

@@ -10,7 +10,7 @@ import type { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { connectDevice, type DeviceConnection } from '../../src/connector/connect.js';
-import type { TokenRequest, TokenSource } from '../../src/connector/token.js';
+import type { TokenRequest, TokenSource } from '../../src/credential.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { isApsaraMqDeviceError } from '../../src/errors.js';
 import { Provisioner } from '../../src/provisioner/provisioner.js';
@@ -334,7 +334,7 @@ describe('a device in Token mode, end to end', () => {
     }
     expect(asked).toBe(0);
     expect(w.e.stats().mqtt.connacks).toEqual({});
-    const { registerAndConnect } = await import('../../src/connector/register-and-connect.js');
+    const { registerAndConnect } = await import('../../src/register-and-connect.js');
     await expect(registerAndConnect({ ...w.provisioner, endpoint: w.e.apiEndpoint, instanceId: w.e.instanceId, clientId: 'GID_tok@@@rac', token: base.token } as never)).rejects.toThrow(/for Token mode use connectDevice/);
   });
 

@@ -179,18 +179,33 @@ c.loop_forever()
     expect(offline).toBe(0);
   });
 
-  it('two connectors with one ClientId: a suspected takeover (Mosquitto sends no 0x8E), and neither gives up', async () => {
+  it('two connectors with one ClientId keep taking each other over (suspected: Mosquitto sends no 0x8E), and neither gives up short of takeover.giveUpAfter', async () => {
     const device = credential('v5-twin');
     const broker = await startMosquitto([device]);
-    const options: ConnectDeviceOptions = { credential: device, brokerUrl: broker.url, protocolVersion: 5, reconnect: { minDelayMs: 20, maxDelayMs: 200 }, takeover: { minDelayMs: 100, maxDelayMs: 400 } };
-    const a = await open(options);
-    const reported = new Promise<{ confirmed: boolean }>((resolve) => a.once('takeover', resolve));
-    const b = await open(options);
+    // giveUpAfter is finite, so a close is possible: one that came before 50 takeovers in a row would be a defect.
+    const options: ConnectDeviceOptions = { credential: device, brokerUrl: broker.url, protocolVersion: 5, reconnect: { minDelayMs: 20, maxDelayMs: 200 }, takeover: { minDelayMs: 100, maxDelayMs: 400, giveUpAfter: 50 } };
     const closed: unknown[] = [];
-    a.on('closed', (info) => closed.push(info));
-    b.on('closed', (info) => closed.push(info));
-    const first = await Promise.race([reported, new Promise<{ confirmed: boolean }>((resolve) => b.once('takeover', resolve))]);
-    expect(first).toMatchObject({ confirmed: false });
+    const takeovers: { who: string; confirmed: boolean; inARow: number }[] = [];
+    let bothTookOver: () => void = () => {};
+    const both = new Promise<void>((resolve) => (bothTookOver = resolve));
+    const watch = (conn: DeviceConnection, who: string): void => {
+      conn.on('closed', (info) => closed.push({ who, ...info }));
+      conn.on('takeover', ({ confirmed, inARow }) => {
+        takeovers.push({ who, confirmed, inARow });
+        if (takeovers.some((t) => t.who === 'a') && takeovers.some((t) => t.who === 'b')) bothTookOver();
+      });
+    };
+    const a = await open(options);
+    watch(a, 'a');
+    const b = await open(options);
+    watch(b, 'b');
+    await both;
+    expect(takeovers.every((t) => !t.confirmed)).toBe(true);
+    // Each side's run grows one at a time (1, 2, …), never past the limit.
+    for (const who of ['a', 'b']) {
+      const runs = takeovers.filter((t) => t.who === who).map((t) => t.inARow);
+      expect(runs, who).toEqual(runs.map((_n, i) => (runs[0] ?? 1) + i));
+    }
     expect(broker.log()).toContain('already connected, closing old connection');
     expect(closed).toEqual([]);
   });

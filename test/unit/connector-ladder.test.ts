@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_REFETCHES, judgeCredential, nextRung, refusalDecision } from '../../src/connector/ladder.js';
+import { MAX_REFETCHES, judgeCredential, refusalDecision } from '../../src/connector/ladder.js';
 
 describe('the refusal episode', () => {
   it('asks for a credential at most MAX_REFETCHES (3) times, one per rung', () => {
@@ -16,19 +16,5 @@ describe('the refusal episode', () => {
     expect(judgeCredential({ isCredential: true, clientId: 'GID_a@@@1', sameKeyAsRefused: true }, 'GID_a@@@1')).toBe('same-key');
     expect(judgeCredential({ isCredential: true, clientId: 'GID_a@@@2', sameKeyAsRefused: false }, 'GID_a@@@1')).toBe('other-client');
     expect(judgeCredential({ isCredential: false }, 'GID_a@@@1')).toBe('not-a-credential');
-  });
-});
-
-describe('the rungs: store, GetDeviceCredential, RegisterDeviceCredential', () => {
-  it.each([
-    [{ rung: 'store', found: 'other-key' }, 'fail', 'use'],
-    [{ rung: 'store', found: 'same-key' }, 'fail', 'get'],
-    [{ rung: 'store', found: 'none' }, 'register', 'get'],
-    [{ rung: 'get', found: 'credential' }, 'register', 'use'],
-    [{ rung: 'get', found: 'not-found' }, 'fail', 'fail'],
-    [{ rung: 'get', found: 'not-found' }, 'register', 'register'],
-    [{ rung: 'register', found: 'credential' }, 'fail', 'use'],
-  ] as const)('after %j with onMissing %s: %s', (outcome, onMissing, next) => {
-    expect(nextRung(outcome, onMissing)).toEqual({ next });
   });
 });

@@ -30,7 +30,12 @@ describe('connect options', () => {
       maxDeliveryAttempts: 3,
       maxRefetches: 3,
       endTimeoutMs: 5_000,
+      outbox: { maxMessages: 10_000, maxBytes: 16 * 1024 * 1024 },
       rules: { apsaraMq: true, maxPayloadBytes: 65_536, persistentSession: false },
+    });
+    expect(resolveConnectOptions({ credential, maxQueuedMessages: Number.POSITIVE_INFINITY, maxQueuedBytes: Number.POSITIVE_INFINITY }).outbox).toEqual({
+      maxMessages: Number.POSITIVE_INFINITY,
+      maxBytes: Number.POSITIVE_INFINITY,
     });
     expect(CONNECT_DEFAULTS.protocolVersion).toBe(4);
   });
@@ -43,6 +48,10 @@ describe('connect options', () => {
     [{ reconnect: { minDelayMs: Number.NaN } }, /reconnect.minDelayMs/],
     [{ takeover: { giveUpAfter: 0 } }, /takeover.giveUpAfter/],
     [{ maxDeliveryAttempts: 0 }, /maxDeliveryAttempts/],
+    [{ maxQueuedMessages: 0 }, /InvalidOption: Option maxQueuedMessages must be an integer from 1, not 0/],
+    [{ maxQueuedMessages: 1.5 }, /maxQueuedMessages/],
+    [{ maxQueuedBytes: -1 }, /maxQueuedBytes/],
+    [{ maxQueuedBytes: '16MB' }, /maxQueuedBytes/],
     [{ protocolVersion: 3 }, /protocolVersion must be 4/],
     [{ sessionExpiryInterval: 60 }, /sessionExpiryInterval needs protocolVersion: 5/],
     [{ userProperties: { a: 'b' } }, /userProperties needs protocolVersion: 5/],

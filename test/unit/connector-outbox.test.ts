@@ -6,7 +6,7 @@ interface Named extends OutboxItem {
 }
 
 let seq = 0;
-const item = (name: string): Named => ({ name, seq: seq++, strikes: 0, session: undefined });
+const item = (name: string, bytes = 1): Named => ({ name, seq: seq++, strikes: 0, session: undefined, bytes });
 const names = (items: Named[]): string[] => items.map((i) => i.name);
 
 describe('the outbox', () => {
@@ -24,7 +24,7 @@ describe('the outbox', () => {
     expect(box.size).toBe(2);
   });
 
-  it('is careful exactly while an item with a strike is here: it ends when that item settles, is removed or fails', () => {
+  it('is careful exactly while an item with a strike is here: it ends when that item settles or fails', () => {
     const box = new Outbox<Named>(2);
     const [a, b] = [item('a'), item('b')];
     box.add(a);
@@ -35,18 +35,19 @@ describe('the outbox', () => {
     expect(names(box.take(2))).toEqual(['a']);
     expect(box.settle(a, 2)).toBe(true);
     expect(box.careful).toBe(true); // b still has its strike
-    expect(box.remove(b)).toBe(true);
+    expect(names(box.take(3))).toEqual(['b']);
+    expect(box.settle(b, 3)).toBe(true);
     expect(box.careful).toBe(false);
     const c = item('c');
     box.add(c);
-    box.take(3);
-    box.lost();
     box.take(4);
+    box.lost();
+    box.take(5);
     expect(names(box.lost().failed)).toEqual(['c']); // its second strike: failed, gone
     expect(box.careful).toBe(false);
     const d = item('d');
     box.add(d);
-    box.take(5);
+    box.take(6);
     box.lost();
     expect(box.careful).toBe(true);
     expect(names(box.drain())).toEqual(['d']);
@@ -109,11 +110,24 @@ describe('the outbox', () => {
     box.add(a);
     box.add(b);
     box.take(1);
-    const c = item('c');
-    box.add(c);
-    expect(box.remove(c)).toBe(true);
-    expect(box.remove(c)).toBe(false);
     expect(names(box.drain())).toEqual(['a', 'b']);
     expect(box.size).toBe(0);
+  });
+
+  it('counts the bytes of what it holds: in when queued, out when settled, failed or drained; a loss that requeues keeps them', () => {
+    const box = new Outbox<Named>(2);
+    const [a, b, c] = [item('a', 10), item('b', 200), item('c', 3_000)];
+    [a, b, c].forEach((i) => box.add(i));
+    expect(box.bytes).toBe(3_210);
+    box.take(1);
+    expect(box.settle(a, 1)).toBe(true);
+    expect(box.bytes).toBe(3_200);
+    box.lost(); // b and c go back to the queue with a strike
+    expect(box.bytes).toBe(3_200);
+    box.take(2);
+    box.lost(); // b's second strike: failed, its bytes leave
+    expect(box.bytes).toBe(3_000);
+    box.drain();
+    expect(box.bytes).toBe(0);
   });
 });

@@ -7,7 +7,6 @@ import {
   MIN_RENEW_RETRY_MS,
   TOKEN_DEFAULTS,
   type HeldToken,
-  type TokenRequest,
   changedTokens,
   checkTokenAnswer,
   deferRenewal,
@@ -22,7 +21,8 @@ import {
   resolveTokenOptions,
   sameTokens,
   uploadPayload,
-} from '../../src/connector/token.js';
+} from '../../src/connector/token-rules.js';
+import type { TokenRequest } from '../../src/credential.js';
 import { isApsaraMqDeviceError } from '../../src/errors.js';
 
 const MINUTE = 60_000;

@@ -25,7 +25,7 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
     ],
   },
   'apsaramq-device/provisioner': {
-    file: 'src/provisioner/index.ts',
+    file: 'src/registrar.ts',
     names: [
       'API_VERSION', 'AccountCredentials', 'AccountKeyOptions', 'ApiCallStats', 'ApiParams', 'ApiResponse',
       'ApplyTokenRequest', 'CallOptions', 'ClientIdPage', 'CredentialLock', 'CredentialOrigin', 'CredentialResponse',

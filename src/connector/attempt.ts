@@ -4,11 +4,16 @@
  * changed after it was built. What the broker said is read from the packets (the CONNACK's and the DISCONNECT's
  * numeric codes), what the network did from Node's error codes; never from an error message's text.
  */
-import { Readable } from 'node:stream';
-import mqtt, { type IClientOptions, type IConnackPacket, type IPublishPacket, type IStore, type MqttClient, type Packet } from 'mqtt';
+import { type Duplex, Readable } from 'node:stream';
+import { format } from 'node:util';
+import mqtt, { ErrorWithReasonCode, type IClientOptions, type IConnackPacket, type IPublishPacket, type IStore, type MqttClient, type Packet } from 'mqtt';
 import type { ConnectFailure } from './state.js';
 import type { SessionEnd } from './takeover.js';
 import { MAX_TIMER_MS } from '../util/backoff.js';
+import { type Logger, silentLogger } from '../util/logger.js';
+import type { Login } from './login.js';
+import type { ResolvedConnectOptions } from './options.js';
+import { type Guard, guard } from './packet-guard.js';
 
 /** What one attempt reports, once each: accepted, then lost; or refused; or failed. */
 export type AttemptEvent =
@@ -18,8 +23,8 @@ export type AttemptEvent =
   | { readonly type: 'refused'; readonly code: number }
   /** No CONNACK: why, and the error seen, if any. */
   | { readonly type: 'failed'; readonly failure: ConnectFailure; readonly cause: Error | undefined }
-  /** The accepted session ended. */
-  | { readonly type: 'lost'; readonly end: SessionEnd; readonly cause: Error | undefined };
+  /** The accepted session ended; `violation` when it was closed because the broker broke MQTT. */
+  | { readonly type: 'lost'; readonly end: SessionEnd; readonly cause: Error | undefined; readonly violation: Error | undefined };
 
 /** The method of an {@link AttemptListener} that gets what an attempt reports. */
 export const ATTEMPT_EVENT = Symbol('attempt event');
@@ -74,9 +79,10 @@ export function looksLikeHttp(firstBytes: Buffer | undefined): boolean {
 }
 
 /** Why an attempt that got no CONNACK failed: from what was seen, in order of certainty. */
-export function classifyFailure(seen: { timedOut: boolean; error: Error | undefined; firstBytes: Buffer | undefined }): ConnectFailure {
+export function classifyFailure(seen: { timedOut: boolean; error: Error | undefined; firstBytes: Buffer | undefined; violation?: boolean }): ConnectFailure {
   if (isCertificateError(seen.error)) return 'untrusted';
   if (looksLikeHttp(seen.firstBytes)) return 'http';
+  if (seen.violation) return 'protocol';
   if (seen.timedOut) return 'timeout';
   // A system error (ECONNREFUSED, ENOTFOUND, ECONNRESET, …) carries a string code; mqtt.js's parser errors do not:
   // the peer sent bytes that are not MQTT.
@@ -132,6 +138,20 @@ export class InboundStore implements IStore {
 /** How long a graceful close waits for the broker to close the connection after DISCONNECT. */
 const GRACEFUL_CLOSE_MS = 2_000;
 
+/** What an attempt is given besides mqtt.js's options. */
+export interface AttemptSettings {
+  readonly connectTimeoutMs: number;
+  /** The largest packet taken from the broker (see packet-guard.ts). */
+  readonly maxPacketBytes: number;
+}
+
+/**
+ * mqtt.js builds the socket of a client with a `streamBuilder` it keeps on the client: not in its typings, but
+ * present since mqtt.js 4 (the constructor's documented first argument). The attempt wraps it to put the packet
+ * guard into the socket, ahead of mqtt.js's parser.
+ */
+type Buildable = { streamBuilder?: (client: MqttClient) => Duplex };
+
 /** One mqtt.js client, one CONNECT, at most one session. */
 export class Attempt {
   readonly #client: MqttClient;
@@ -141,13 +161,15 @@ export class Attempt {
   #connackCode: number | undefined;
   #disconnectReason: number | undefined;
   #error: Error | undefined;
-  #firstBytes: Buffer | undefined;
+  /** The broker broke MQTT: a packet the guard stopped, or one mqtt.js could not parse or act on. */
+  #violation: Error | undefined;
+  #guard: Guard | undefined;
   #timedOut = false;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(url: string, options: IClientOptions, connectTimeoutMs: number, listener: AttemptListener) {
+  constructor(url: string, options: IClientOptions, settings: AttemptSettings, listener: AttemptListener) {
     this.#listener = listener;
-    this.#connectTimeoutMs = connectTimeoutMs;
+    this.#connectTimeoutMs = settings.connectTimeoutMs;
     this.#client = mqtt.connect(url, {
       ...options,
       reconnectPeriod: 0,
@@ -158,13 +180,22 @@ export class Attempt {
       queueQoSZero: false,
     });
     const client = this.#client;
+    const build = (client as unknown as Buildable).streamBuilder;
+    // An mqtt.js without it still connects, unguarded; test/unit/connector-packet-guard.test.ts fails on such a version.
+    if (typeof build === 'function') {
+      (client as unknown as Buildable).streamBuilder = (owner) => {
+        const stream = build(owner);
+        this.#guard = guard(stream, settings.maxPacketBytes, (violation) => {
+          this.#violation ??= violation;
+        });
+        return stream;
+      };
+    }
     client.on('packetreceive', (packet: Packet) => this.#onPacket(packet));
     client.on('connect', (connack) => this.#onConnect(connack));
     // Every error is followed by 'close'; keep the first one as the cause. A listener must exist anyway: an
     // EventEmitter 'error' without one would crash the process.
-    client.on('error', (error) => {
-      this.#error ??= error;
-    });
+    client.on('error', (error) => this.#onError(error));
     client.on('close', () => this.#onClose());
     client.on('message', (topic, payload, packet) => {
       if (this.#phase === 'online') this.#listener[ATTEMPT_MESSAGE](this, topic, payload, packet);
@@ -188,10 +219,6 @@ export class Attempt {
       this.#client.end(true);
     }, this.#connectTimeoutMs);
     this.#client.connect();
-    // The first bytes the peer sends tell an HTTP server from an MQTT broker (mqtt.js only says "invalid header").
-    this.#client.stream.once('data', (chunk: Buffer) => {
-      this.#firstBytes = Buffer.from(chunk.subarray(0, 8));
-    });
   }
 
   /**
@@ -205,12 +232,17 @@ export class Attempt {
     const client = this.#client;
     if (!graceful || !wasOnline) return new Promise((resolve) => client.end(true, () => resolve()));
     return new Promise((resolve) => {
-      // After DISCONNECT the broker closes the connection; one that does not is not waited for long.
-      const fallback = setTimeout(() => client.stream.destroy(), GRACEFUL_CLOSE_MS);
-      client.end(false, () => {
+      const stream = client.stream;
+      // After DISCONNECT the broker closes the connection; one that does not is not waited for long. The socket's
+      // close settles this too: mqtt.js's own callback waits for every acknowledgement it still expects, and a
+      // broker need never send one.
+      const fallback = setTimeout(() => stream.destroy(), GRACEFUL_CLOSE_MS);
+      const done = (): void => {
         clearTimeout(fallback);
         resolve();
-      });
+      };
+      stream.once('close', done);
+      client.end(false, done);
     });
   }
 
@@ -219,12 +251,33 @@ export class Attempt {
     else if (packet.cmd === 'disconnect') this.#disconnectReason = packet.reasonCode ?? 0;
   }
 
+  /**
+   * mqtt.js's errors. On a live session, one that mqtt.js leaves the socket open after (its parser's: a malformed
+   * packet; an acknowledgement of something never sent) or one carrying an MQTT reason code (a broker breaking the
+   * topic alias or receive maximum rules; mqtt.js closes then) means the broker broke MQTT: the session is closed and
+   * reported as such. An error with a system code (ECONNRESET, …) or a keepalive timeout closes it all the same, as
+   * a network failure.
+   */
+  #onError(error: Error): void {
+    this.#error ??= error;
+    if (this.#phase !== 'online' || errorCode(error) !== undefined) return;
+    const stream = this.#client.stream;
+    // mqtt.js closes the socket before reporting a reason code (its close follows at once): note it now.
+    if (error instanceof ErrorWithReasonCode) this.#violation ??= error;
+    // mqtt.js closes the socket right before the errors it acts on (a keepalive timeout): look once it has.
+    queueMicrotask(() => {
+      if (stream.destroyed || this.#phase !== 'online') return;
+      this.#violation ??= error;
+      stream.destroy();
+    });
+  }
+
   #onConnect(connack: IConnackPacket): void {
     if (this.#phase !== 'connecting') return;
     clearTimeout(this.#timer);
     this.#phase = 'online';
     this.#timer = undefined;
-    this.#firstBytes = undefined;
+    if (this.#guard) this.#guard.firstBytes = undefined;
     this.#listener[ATTEMPT_EVENT](this, { type: 'accepted', connack });
   }
 
@@ -235,16 +288,59 @@ export class Attempt {
     clearTimeout(this.#timer);
     // The client is done for; destroy what is left (mqtt.js would otherwise keep its timers for a reconnect).
     this.#client.end(true);
+    const violation = this.#violation;
     if (phase === 'connecting') {
       const code = this.#connackCode;
       if (code !== undefined && code !== 0) this.#listener[ATTEMPT_EVENT](this, { type: 'refused', code });
-      else this.#listener[ATTEMPT_EVENT](this, { type: 'failed', failure: classifyFailure({ timedOut: this.#timedOut, error: this.#error, firstBytes: this.#firstBytes }), cause: this.#error });
+      else {
+        const seen = { timedOut: this.#timedOut, error: violation ?? this.#error, firstBytes: this.#guard?.firstBytes, violation: violation !== undefined };
+        this.#listener[ATTEMPT_EVENT](this, { type: 'failed', failure: classifyFailure(seen), cause: violation ?? this.#error });
+      }
       return;
     }
     let end: SessionEnd;
     if (this.#disconnectReason !== undefined) end = { kind: 'disconnect', reasonCode: this.#disconnectReason };
-    else if (this.#error !== undefined) end = { kind: 'error' };
+    else if (violation !== undefined || this.#error !== undefined) end = { kind: 'error' };
     else end = { kind: 'closed' };
-    this.#listener[ATTEMPT_EVENT](this, { type: 'lost', end, cause: this.#error });
+    this.#listener[ATTEMPT_EVENT](this, { type: 'lost', end, cause: violation ?? this.#error, violation });
   }
+}
+
+/** mqtt.js's debug lines when nobody logs: dropped (its default would print the CONNECT, password included, under DEBUG=mqttjs*). */
+function ignoreLog(): void {}
+
+/** mqtt.js's debug output, with every password and secret of the login taken out, at debug level. */
+function scrubbedLog(logger: Logger, login: Login): (...args: unknown[]) => void {
+  return (...args) => {
+    let text = format(...args);
+    for (const secret of login.secrets()) {
+      if (secret.length > 0) text = text.split(secret).join('****');
+    }
+    logger.debug(`[mqtt.js] ${login.clientId}: ${text}`);
+  };
+}
+
+/** The mqtt.js options of the next attempt: signed now, so a refreshed credential (or new tokens) is simply the next attempt's. */
+export function clientOptions(options: ResolvedConnectOptions, login: Login, inbound: InboundStore, logger: Logger): IClientOptions {
+  const signed = login.sign();
+  const properties: NonNullable<IClientOptions['properties']> = {};
+  if (options.sessionExpiryInterval !== undefined) properties.sessionExpiryInterval = options.sessionExpiryInterval;
+  if (options.userProperties !== undefined) properties.userProperties = options.userProperties;
+  // MQTT 5: a compliant broker then never sends a packet the guard would refuse.
+  if (options.protocolVersion === 5) properties.maximumPacketSize = options.maxIncomingPacketBytes;
+  return {
+    protocolVersion: options.protocolVersion,
+    clientId: signed.clientId,
+    username: signed.username,
+    password: signed.password,
+    keepalive: options.keepalive,
+    clean: options.clean,
+    incomingStore: inbound,
+    // mqtt.js's debug lines include the CONNECT packet with its password: route them through a scrubber, which
+    // also means DEBUG=mqttjs* can no longer print them raw. Formatting every packet costs CPU: only when someone logs.
+    log: logger !== silentLogger ? scrubbedLog(logger, login) : ignoreLog,
+    ...options.tls,
+    ...(options.will ? { will: options.will } : {}),
+    ...(Object.keys(properties).length > 0 ? { properties } : {}),
+  };
 }

@@ -1,9 +1,13 @@
-import { type CredentialSource, assertClientId } from '../credential.js';
-import { AbortedError, ValidationError, isApsaraMqDeviceError } from '../errors.js';
-import { Provisioner, type ProvisionerOptions } from '../provisioner/provisioner.js';
-import { type DeviceConnection, connectDevice } from './connect.js';
-import { type Rung, nextRung } from './ladder.js';
-import { type ConnectDeviceOptions, resolveConnectOptions } from './options.js';
+/**
+ * `registerAndConnect`: the registrar and the device in one call. It composes both roles (the provisioner gets the
+ * credential, the connector opens the session), so it lives outside both folders: neither `connector/` nor
+ * `provisioner/` imports the other. The registrar's entry (registrar.ts) exports it.
+ */
+import { type ConnectDeviceOptions, type DeviceConnection, connectDevice } from './connector/connect.js';
+import { resolveConnectOptions } from './connector/options.js';
+import { type CredentialSource, assertClientId } from './credential.js';
+import { AbortedError, ValidationError, isApsaraMqDeviceError } from './errors.js';
+import { Provisioner, type ProvisionerOptions } from './provisioner/provisioner.js';
 
 /** Options of {@link registerAndConnect}: where the OpenAPI is, which device, and how to connect. */
 export type RegisterAndConnectOptions = ProvisionerOptions &
@@ -21,35 +25,20 @@ export type RegisterAndConnectOptions = ProvisionerOptions &
   };
 
 /**
- * The recovery ladder for a refused CONNECT, one rung after the other (the order is {@link nextRung}'s): the store
- * (another process may have saved a newer key), then GetDeviceCredential (a changed key means rotation), then, only
- * with `onMissing: 'register'`, RegisterDeviceCredential. The request's signal reaches every call.
+ * The provisioner's {@link Provisioner.credentialSource} (after a refusal: the store when it holds another key, else
+ * GetDeviceCredential), plus, with `onMissing: 'register'`, RegisterDeviceCredential when the service no longer has
+ * a credential for the ClientId. The request's signal reaches every call.
  */
-export function recoveringSource(provisioner: Provisioner, clientId: string, onMissing: 'fail' | 'register'): CredentialSource {
+function recoveringSource(provisioner: Provisioner, clientId: string, onMissing: 'fail' | 'register'): CredentialSource {
+  const source = provisioner.credentialSource(clientId);
+  if (onMissing === 'fail') return source;
   return async (request) => {
-    const call = request.signal ? { signal: request.signal } : {};
-    if (request.reason === 'connect') return provisioner.ensureCredential(clientId, call);
-    let rung: Rung = 'store';
-    for (;;) {
-      if (request.signal?.aborted) throw new AbortedError(`Recovering the credential of ${clientId} was aborted`, request.signal.reason);
-      if (rung === 'store') {
-        const stored = await provisioner.store.load(provisioner.instanceId, clientId);
-        const found = !stored ? 'none' : request.rejected && stored.sameKeyAs(request.rejected) ? 'same-key' : 'other-key';
-        const decision = nextRung({ rung: 'store', found }, onMissing);
-        if (decision.next === 'use' && stored) return stored;
-        rung = 'get'; // nextRung's only other answer after the store
-      } else if (rung === 'get') {
-        try {
-          return (await provisioner.get(clientId, call)).credential;
-        } catch (error) {
-          if (!isApsaraMqDeviceError(error, 'DeviceCredentialNotFound')) throw error;
-          const decision = nextRung({ rung: 'get', found: 'not-found' }, onMissing);
-          if (decision.next !== 'register') throw error;
-          rung = 'register';
-        }
-      } else {
-        return (await provisioner.register(clientId, call)).credential;
-      }
+    try {
+      return await source(request);
+    } catch (error) {
+      // On connect, ensureCredential has already registered what the service lacked.
+      if (request.reason !== 'rejected' || !isApsaraMqDeviceError(error, 'DeviceCredentialNotFound')) throw error;
+      return (await provisioner.register(clientId, request.signal ? { signal: request.signal } : {})).credential;
     }
   };
 }

@@ -1,13 +1,14 @@
 /**
- * Token mode on the device side (reference §5.3), the pure parts: the options, what a token source may answer, when a
- * token is renewed, and what the broker's `$SYS` notices say. No I/O and no timers: the clock is passed in.
+ * Token mode on the device side (reference §5.3), the pure rules: the options, what a token source may answer, when a
+ * token is renewed, and what the broker's `$SYS` notices say. No I/O and no timers: the clock is passed in
+ * (token-renewal.ts carries them out; the source's types live with the credential types, in credential.ts).
  *
  * A device in Token mode holds the account's AccessKeyId (not its secret), the instance id and tokens that an
  * application server applied for (ApplyToken, which needs the account secret). It renews a token before it expires
  * by asking its source for a new one and uploading it in session (`$SYS/uploadToken`), and asks the source again when
  * the broker says a token is invalid (`$SYS/tokenInvalidNotice`) or refuses the CONNECT.
  */
-import { assertClientId, assertInstanceId } from '../credential.js';
+import { type TokenSource, assertClientId, assertInstanceId } from '../credential.js';
 import { ValidationError } from '../errors.js';
 import type { TokenGrant } from '../signer/mqtt.js';
 import { MAX_TIMER_MS } from '../util/backoff.js';
@@ -16,32 +17,6 @@ import { MAX_TIMER_MS } from '../util/backoff.js';
 type TokenType = TokenGrant['type'];
 
 const TYPES: readonly TokenType[] = ['R', 'W', 'RW'];
-
-/** Why a {@link TokenSource} is asked for tokens. */
-export interface TokenRequest {
-  /**
-   * `connect`: the first CONNECT. `renew`: the tokens of `types` expire soon (their `renewBeforeMs` window began, or
-   * the broker sent `$SYS/tokenExpireNotice`); the answer is uploaded in session. `rejected`: the broker refused the
-   * CONNECT, or said a token is invalid (`code`, the `$SYS/tokenInvalidNotice` code: 1 forged, 2 expired, 3 revoked,
-   * 8 bad signature, -1 account); the answer is used for the next CONNECT.
-   */
-  reason: 'connect' | 'renew' | 'rejected';
-  /** The types to renew, or that were refused (every type held after a refused CONNECT). Empty for `connect`. */
-  types: readonly TokenType[];
-  /** `rejected` after `$SYS/tokenInvalidNotice`: its code. */
-  code?: number;
-  /** Aborted when the connection closes (or the caller's signal fires): stop asking. */
-  signal?: AbortSignal;
-}
-
-/**
- * Where a Token-mode connection gets its tokens: typically a call to the application server that applies for them
- * (the device never holds the account secret). It answers with tokens (an `IssuedToken` from
- * `Provisioner.applyToken` fits, or `{ type, token, expireTime? }`), at most one per type; the answer replaces the
- * tokens of the types it names, the others are kept. `expireTime` (ms since the epoch) lets the connection renew
- * before expiry by itself; without it the connection renews when the broker's `$SYS/tokenExpireNotice` says when.
- */
-export type TokenSource = (request: TokenRequest) => Promise<readonly TokenGrant[]>;
 
 /** Option `token` of `connectDevice`: Token mode instead of a device credential. */
 export interface TokenOptions {
@@ -66,8 +41,6 @@ export const TOKEN_DEFAULTS = Object.freeze({ renewBeforeMs: 5 * 60_000 });
 
 /** After a renewal that failed or gave nothing new, the next try waits at least this long. */
 export const MIN_RENEW_RETRY_MS = 1_000;
-
-/** The longest delay a Node timer takes. */
 
 /** The token options checked and filled in. */
 export interface ResolvedTokenOptions {

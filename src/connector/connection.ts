@@ -1,0 +1,431 @@
+/**
+ * The session control of one device: {@link DeviceConnection} feeds the state machine (state.ts) what the network
+ * did and carries out what it decides. Its collaborators: an {@link Attempt} per CONNECT (attempt.ts), the outbox
+ * (outbox.ts, outbox-items.ts), the Token-mode renewal (token-renewal.ts) and the wording of its errors
+ * (connection-errors.ts).
+ */
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import { inspect } from 'node:util';
+import type { IPublishPacket, ISubscriptionGrant } from 'mqtt';
+import type { DeviceCredential } from '../credential.js';
+import { AbortedError, type ApsaraMqDeviceError, ConnectionClosedError, ValidationError, toApsaraMqDeviceError } from '../errors.js';
+import type { TokenGrant } from '../signer/mqtt.js';
+import { type Logger, silentLogger } from '../util/logger.js';
+import { ATTEMPT_EVENT, ATTEMPT_MESSAGE, Attempt, type AttemptEvent, type AttemptListener, InboundStore, clientOptions, errorCode } from './attempt.js';
+import { FailureRecord, describeCode, sessionProtocolError } from './connection-errors.js';
+import type { ConnectionMode, DeviceConnectionEvents, PublishOptions, SubscribeOptions } from './connection-types.js';
+import type { Login } from './login.js';
+import type { ResolvedConnectOptions } from './options.js';
+import { Delivery } from './delivery.js';
+import { type Effect, type Input, type Model, type Problem, type ConnectionState, initialModel, step } from './state.js';
+import { isOperationCode } from './token-rules.js';
+import { FirstSession } from './first-session.js';
+import { TokenRenewal } from './token-renewal.js';
+import { checkPublish, checkSubscriptionOptions, checkTopicFilters, checkV5Properties } from './validate.js';
+
+/** The key of the method that opens the first session: not part of the public entry, so only connectDevice calls it. */
+export const START = Symbol('start');
+
+/**
+ * An MQTT session of one device, kept alive by an explicit state machine (see {@link ConnectionState}): it
+ * reconnects after a lost session with jittered exponential backoff, climbs the recovery ladder when the broker
+ * refuses the credential, waits longer after a takeover, and settles every promise it hands out.
+ */
+export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> extends EventEmitter<DeviceConnectionEvents> implements AttemptListener {
+  readonly clientId: string;
+  /** The device credential or the tokens, and the source of the next ones. */
+  readonly #login: Login;
+  readonly #options: ResolvedConnectOptions;
+  readonly #url: string;
+  readonly #logger: Logger;
+  #model: Model = initialModel();
+  readonly #inputs: Input[] = [];
+  #dispatching = false;
+  #attempt: Attempt | undefined;
+  /** Numbers the attempts, so that a late callback of an old client is recognised and ignored. */
+  #session = 0;
+  #sessionPresent = false;
+  readonly #inbound = new InboundStore();
+  readonly #delivery: Delivery;
+  #timer: NodeJS.Timeout | undefined;
+  #flushTimer: NodeJS.Timeout | undefined;
+  /** Aborted when the connection closes: cancels a credential source still at work. Made on first use. */
+  #lifetime: AbortController | undefined;
+  /** The latest failures, for the error that reports them. */
+  readonly #failures: FailureRecord;
+  /** Token mode: the notices, the renewal and its uploads; `undefined` in DeviceCredential mode. */
+  readonly #tokens: TokenRenewal | undefined;
+  #closeError: ApsaraMqDeviceError | undefined;
+  /** The socket is closed for good; `end()` waits for it (the promise is made only when someone waits). */
+  #socketClosed = false;
+  #whenClosed: { promise: Promise<void>; resolve: () => void } | undefined;
+  /** connectDevice's promise, and the messages that come with the first CONNACK. */
+  readonly #first = new FirstSession();
+  #onCallerAbort: (() => void) | undefined;
+
+  /** Use {@link connectDevice}. */
+  constructor(login: Login, options: ResolvedConnectOptions, url: string) {
+    super();
+    this.#login = login;
+    this.#options = options;
+    this.#url = url;
+    this.#logger = options.logger ?? silentLogger;
+    this.clientId = login.clientId;
+    this.#delivery = new Delivery(options.maxDeliveryAttempts, options.outbox);
+    const { protocolVersion, connectTimeoutMs, signal } = options;
+    this.#failures = new FailureRecord({ clientId: this.clientId, url, protocolVersion, connectTimeoutMs, login, signal });
+    this.#tokens =
+      login.mode === 'Token'
+        ? new TokenRenewal(login, {
+            state: () => this.#model.state,
+            attempt: () => this.#attempt,
+            signal: () => this.#lifetimeSignal(),
+            events: this,
+            emitError: (error) => this.#emitError(error),
+            log: (level, message, fields) => this.#log(level, message, fields),
+          })
+        : undefined;
+  }
+
+  /** What logs and `util.inspect` show: never a secret. */
+  toJSON(): Record<string, unknown> {
+    return { clientId: this.clientId, brokerUrl: this.#url, state: this.state, mode: this.#login.mode, ...this.#login.toJSON() };
+  }
+
+  [inspect.custom](): string {
+    return `DeviceConnection ${inspect(this.toJSON())}`;
+  }
+
+  /** The credential in use now (it changes when the source hands out a rotated one); `undefined` in Token mode. */
+  get credential(): M extends 'Token' ? undefined : DeviceCredential {
+    return (this.#login.mode === 'DeviceCredential' ? this.#login.current : undefined) as M extends 'Token' ? undefined : DeviceCredential;
+  }
+
+  /** How the connection logs in: `DeviceCredential`, or `Token` (`connectDevice`'s `token` option). */
+  get mode(): M {
+    return this.#login.mode as M;
+  }
+
+  /** Token mode: the types of the tokens held and their expiry when known (never the tokens); empty otherwise. */
+  get tokens(): { type: TokenGrant['type']; expireTime: number | undefined }[] {
+    return this.#login.mode === 'Token' ? this.#login.tokens : [];
+  }
+
+  /** The broker URL in use. */
+  get brokerUrl(): string {
+    return this.#url;
+  }
+
+  /** Whether the broker said, in the latest CONNACK, that it kept the session (clean: false / a session expiry). */
+  get sessionPresent(): boolean {
+    return this.#sessionPresent;
+  }
+
+  /** Where the connection is now. */
+  get state(): ConnectionState {
+    return this.#model.state;
+  }
+
+  /**
+   * The outbox: the messages (and SUBSCRIBE/UNSUBSCRIBE) held, queued while offline or awaiting their
+   * acknowledgement, their payload and topic bytes, and how many operations were refused with `OutboxFull` so far
+   * (the bound: `maxQueuedMessages`, `maxQueuedBytes`).
+   */
+  get outbox(): { readonly messages: number; readonly bytes: number; readonly refused: number } {
+    return this.#delivery.stats;
+  }
+
+  /** True while a session is up (CONNACK 0, not lost, not ending). */
+  get online(): boolean {
+    return this.#model.state === 'online';
+  }
+
+  /** Opens the first session; resolves on CONNACK 0. Called once, by connectDevice. */
+  [START](): Promise<void> {
+    const caller = this.#options.signal;
+    if (caller?.aborted) return Promise.reject(new AbortedError(`Connecting ${this.clientId} was aborted`, caller.reason));
+    if (caller) {
+      this.#onCallerAbort = () => this.#input({ type: 'abort' });
+      caller.addEventListener('abort', this.#onCallerAbort, { once: true });
+    }
+    const first = this.#first.start();
+    this.#log('debug', 'connecting', { brokerUrl: this.#url });
+    this.#apply({ type: 'connect' });
+    return first;
+  }
+
+  /**
+   * Publish. Checked first (topic, payload, QoS, what the service supports): a message that can never be delivered
+   * is refused with a `ValidationError` and nothing is sent. Resolves when the broker acknowledged it (QoS 1 and 2)
+   * or it was written to the socket (QoS 0). Sent now when online, else queued and sent after the reconnect.
+   * Rejects with `PublishRejected` when the broker refused it (an MQTT 5 reason code), or closed the session each
+   * of `maxDeliveryAttempts` times it was sent; with `ConnectionClosed` when the connection closes first; at once,
+   * with nothing queued, with `OutboxFull` when the connection already holds `maxQueuedMessages` messages or
+   * `maxQueuedBytes` bytes.
+   */
+  async publish(topic: string, message: string | Buffer | Uint8Array, options: PublishOptions = {}): Promise<void> {
+    const checked = checkPublish(topic, message, options as Parameters<typeof checkPublish>[2], this.#options);
+    this.#assertOpen(`publish to ${checked.topic}`);
+    const done = this.#delivery.publish(checked.topic, checked.payload, checked.options);
+    this.#pump();
+    await done;
+  }
+
+  /**
+   * Subscribe to one or more topic filters. Checked first (MQTT's wildcard rules; on ApsaraMQ no `$share/` and not
+   * QoS 2 with a persistent session): an invalid filter is a `ValidationError`. Resolves with the grants on SUBACK;
+   * rejects with `SubscribeRejected` (a {@link SubscribeError} naming the refused filters) when the broker refused
+   * any (the others stay subscribed), `ConnectionClosed` when the connection closes first, and `OutboxFull` as
+   * {@link DeviceConnection.publish} does. Subscriptions are restored after a reconnect when the broker did not keep
+   * the session.
+   */
+  async subscribe(topic: string | string[], options: SubscribeOptions = {}): Promise<ISubscriptionGrant[]> {
+    if (options === null || typeof options !== 'object') throw new ValidationError('InvalidOption', 'subscribe options must be an object');
+    const filters = checkTopicFilters('subscribe', topic, this.#options.rules);
+    const subscription = checkSubscriptionOptions(options, this.#options.rules, this.#options.protocolVersion);
+    const properties = checkV5Properties('subscribe', options.properties, this.#options.protocolVersion);
+    this.#assertOpen(`subscribe to ${filters.join(', ')}`);
+    const granted = this.#delivery.subscribe(Object.fromEntries(filters.map((f) => [f, subscription])), properties);
+    this.#pump();
+    return granted;
+  }
+
+  /** Unsubscribe. Resolves on UNSUBACK; rejects with `ConnectionClosed` when the connection closes first. */
+  async unsubscribe(topic: string | string[], options: { properties?: { userProperties?: Record<string, string | string[]> } } = {}): Promise<void> {
+    const filters = checkTopicFilters('unsubscribe', topic, this.#options.rules);
+    const properties = checkV5Properties('unsubscribe', options?.properties, this.#options.protocolVersion);
+    this.#assertOpen(`unsubscribe from ${filters.join(', ')}`);
+    const done = this.#delivery.unsubscribe(filters, properties);
+    this.#pump();
+    await done;
+  }
+
+  /**
+   * Close for good. An online session first gets up to `endTimeoutMs` (default 5 s) to finish what it has sent or
+   * queued (acknowledgements awaited), then sends DISCONNECT; anything still unacknowledged then, and everything
+   * queued while offline, is rejected with `ConnectionClosed`. `end(true)` does not wait. Always resolves, once the
+   * socket is closed; calling it again resolves too.
+   */
+  async end(force = false): Promise<void> {
+    this.#input({ type: 'end', graceful: !force });
+    if (this.#socketClosed) return;
+    if (!this.#whenClosed) {
+      let resolve: () => void = () => {};
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.#whenClosed = { promise, resolve };
+    }
+    await this.#whenClosed.promise;
+  }
+
+  // ---- the state machine's inputs and effects
+
+  #input(input: Input): void {
+    this.#inputs.push(input);
+    if (this.#dispatching) return; // an effect fed an input: it runs after the current step
+    this.#dispatching = true;
+    try {
+      for (let next = this.#inputs.shift(); next; next = this.#inputs.shift()) {
+        const from = this.#model.state;
+        // The resolved options carry the state machine's settings (CoreOptions is a subset of them).
+        const { model, effects } = step(this.#model, next, this.#options, this.#options.random);
+        this.#model = model;
+        if (model.state !== from && this.listenerCount('state') > 0) this.emit('state', { from, to: model.state });
+        for (const effect of effects) this.#apply(effect);
+      }
+    } finally {
+      this.#dispatching = false;
+    }
+  }
+
+  #apply(effect: Effect): void {
+    switch (effect.type) {
+      case 'connect':
+        this.#session += 1;
+        this.#tokens?.sessionStarting();
+        this.#attempt = new Attempt(this.#url, clientOptions(this.#options, this.#login, this.#inbound, this.#logger), { connectTimeoutMs: this.#options.connectTimeoutMs, maxPacketBytes: this.#options.maxIncomingPacketBytes }, this);
+        this.#attempt.start();
+        return;
+      case 'online': {
+        this.#log('info', 'online', { sessionPresent: this.#sessionPresent });
+        // Each session looks again: the clock may have moved on while it was down (or a test moved it).
+        this.#tokens?.arm();
+        if (!this.#sessionPresent) this.#delivery.restoreSubscriptions((error) => this.#emitError(error));
+        this.#first.online((topic, payload, packet) => this.emit('message', topic, payload, packet));
+        this.emit('online', { sessionPresent: this.#sessionPresent });
+        this.#pump();
+        return;
+      }
+      case 'offline':
+        this.#log('warn', 'offline', {});
+        this.emit('offline');
+        return;
+      case 'wait':
+        this.#log('info', 'reconnecting', { attempt: effect.attempt, delayMs: effect.delayMs });
+        this.#timer = setTimeout(() => {
+          this.#timer = undefined;
+          this.#input({ type: 'timer' });
+        }, effect.delayMs);
+        this.emit('reconnecting', { attempt: effect.attempt, delayMs: effect.delayMs });
+        return;
+      case 'auth-failed':
+        this.#log('warn', this.#login.mode === 'Token' ? 'tokens refused' : 'credential refused', { code: effect.code, ...this.#login.logFields() });
+        this.emit('auth-failed', { rc: effect.code });
+        return;
+      case 'refetch':
+        this.#refetch();
+        return;
+      case 'use-credential': {
+        const login = this.#login;
+        if (login.mode === 'Token') return this.#tokens?.useRefetched();
+        const next = login.use();
+        if (!next) return;
+        this.#log('info', 'credential refreshed', { deviceAccessKeyId: next.deviceAccessKeyId });
+        this.emit('credential-refreshed', { credential: next });
+        return;
+      }
+      case 'takeover': {
+        const inARow = this.#model.takeover.streak;
+        this.#log('warn', effect.confirmed ? 'session taken over by another client with this ClientId' : 'session probably taken over by another client with this ClientId', { inARow });
+        this.emit('takeover', { confirmed: effect.confirmed, inARow });
+        return;
+      }
+      case 'report':
+        this.#emitError(this.#failures.error(effect.problem));
+        return;
+      case 'flush':
+        this.#flushTimer = setTimeout(() => this.#input({ type: 'flushed' }), this.#options.endTimeoutMs);
+        this.#pump();
+        if (this.#delivery.size === 0) this.#input({ type: 'flushed' });
+        return;
+      case 'close':
+        this.#close(effect.problem);
+        return;
+    }
+  }
+
+  /** What the current attempt reports; reports of an attempt that is no longer current are ignored. @internal */
+  [ATTEMPT_EVENT](attempt: Attempt, event: AttemptEvent): void {
+    if (attempt !== this.#attempt) return;
+    switch (event.type) {
+      case 'accepted':
+        this.#sessionPresent = event.connack.sessionPresent;
+        if (!event.connack.sessionPresent) this.#inbound.clear();
+        this.#input({ type: 'accepted', now: performance.now() });
+        return;
+      case 'refused':
+        this.#log('warn', 'connect refused', { code: describeCode(event.code, this.#options.protocolVersion) });
+        this.#failures.refused(event.code);
+        this.#input({ type: 'refused', code: event.code });
+        return;
+      case 'failed':
+        this.#failures.cause = event.cause;
+        this.#log('warn', 'connect failed', { failure: event.failure, code: errorCode(event.cause) });
+        this.#input({ type: 'failed', failure: event.failure });
+        return;
+      case 'lost':
+        this.#failures.cause = event.cause;
+        if (event.violation) this.#emitError(sessionProtocolError(event.violation, this.#failures.facts));
+        this.#tokens?.sessionEnded();
+        this.#input({ type: 'lost', end: this.#delivery.blame(event.end, this.#tokens?.notice), now: performance.now() });
+        return;
+    }
+  }
+
+  /** A message on the current attempt's session. @internal */
+  [ATTEMPT_MESSAGE](attempt: Attempt, topic: string, payload: Buffer, packet: IPublishPacket): void {
+    if (attempt !== this.#attempt) return;
+    const notice = this.#tokens?.onMessage(topic, payload);
+    if (notice?.handled) {
+      if (notice.invalid && !isOperationCode(notice.invalid.code)) this.#failures.lastRefusal = { kind: 'notice', ...notice.invalid };
+      return;
+    }
+    if (!this.#first.hold(topic, payload, packet)) this.emit('message', topic, payload, packet);
+  }
+
+  #refetch(): void {
+    const signal = this.#lifetimeSignal();
+    const login = this.#login;
+    this.#log('info', login.mode === 'Token' ? 'asking for other tokens' : 'asking for another credential', login.logFields());
+    const notice = this.#tokens?.notice;
+    const asked = login.mode === 'Token' ? login.refetch(signal, notice?.code, notice?.type) : login.refetch(signal);
+    asked.then(
+      (verdict) => this.#input({ type: 'credential', verdict }),
+      (error: unknown) => {
+        if (this.#model.state === 'closed') return;
+        const cause = toApsaraMqDeviceError(error);
+        this.#failures.cause = cause;
+        this.#input({ type: 'source-failed', retryable: cause.retryable });
+      },
+    );
+  }
+
+  /** The signal a source gets: the caller's and the connection's own (aborted on close), made on first use. */
+  #lifetimeSignal(): AbortSignal {
+    this.#lifetime ??= new AbortController();
+    const caller = this.#options.signal;
+    return caller ? AbortSignal.any([caller, this.#lifetime.signal]) : this.#lifetime.signal;
+  }
+
+  // ---- the outbox
+
+  #assertOpen(what: string): void {
+    const state = this.#model.state;
+    if (state === 'closed' || state === 'closing') {
+      throw new ConnectionClosedError(`Cannot ${what}: the connection of ${this.clientId} is ${state === 'closed' ? 'closed' : 'ending'}`, this.#closeError);
+    }
+  }
+
+  /** Send what the outbox lets go, when a session is up. */
+  #pump(): void {
+    const state = this.#model.state;
+    const attempt = this.#attempt;
+    if ((state !== 'online' && state !== 'closing') || !attempt?.online) return;
+    this.#delivery.send(attempt.client, this.#session, () => {
+      this.#pump();
+      if (this.#model.state === 'closing' && this.#delivery.size === 0) this.#input({ type: 'flushed' });
+    });
+  }
+
+  // ---- closing
+
+  #close(problem: Problem | undefined): void {
+    clearTimeout(this.#timer);
+    clearTimeout(this.#flushTimer);
+    // DISCONNECT only when nothing is left in flight, the outbox's or a Token upload (which goes to mqtt.js past the
+    // outbox): mqtt.js would wait for those acknowledgements first, and a broker need never send them.
+    const graceful = problem === undefined && this.#delivery.inFlight === 0 && !this.#tokens?.uploading;
+    this.#tokens?.stop();
+    if (this.#onCallerAbort) this.#options.signal?.removeEventListener('abort', this.#onCallerAbort);
+    const error = problem ? this.#failures.error(problem) : undefined;
+    this.#closeError = error;
+    this.#lifetime?.abort(error ?? new ConnectionClosedError(`The connection of ${this.clientId} was ended`));
+    const attempt = this.#attempt;
+    this.#attempt = undefined;
+    const closing = attempt ? attempt.close(graceful) : Promise.resolve();
+    if (this.#delivery.size > 0) this.#delivery.failAll(new ConnectionClosedError(`The connection of ${this.clientId} closed before this was acknowledged`, error));
+    if (this.#first.waiting) {
+      this.#first.fail(error ?? new ConnectionClosedError(`The connection of ${this.clientId} was ended before it was online`));
+    } else if (error && error.code !== 'Aborted') {
+      this.#emitError(error);
+    }
+    this.#log(error ? 'warn' : 'info', 'closed', error ? { code: error.code } : {});
+    this.emit('closed', error ? { error } : {});
+    void closing.then(() => {
+      this.#socketClosed = true;
+      this.#whenClosed?.resolve();
+    });
+  }
+
+  // ---- events and logs
+
+  #emitError(error: ApsaraMqDeviceError): void {
+    this.#log('error', error.message, { code: error.code });
+    if (this.listenerCount('error') > 0) this.emit('error', error);
+  }
+
+  #log(level: keyof Logger, message: string, fields: Record<string, unknown>): void {
+    if (this.#logger === silentLogger) return; // no string building for nobody
+    this.#logger[level](`[apsaramq-device] ${this.clientId}: ${message}`, fields);
+  }
+}

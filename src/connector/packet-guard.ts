@@ -1,0 +1,181 @@
+/**
+ * What stands between the broker's bytes and mqtt.js: a check that frames each incoming MQTT packet by its fixed
+ * header as the bytes arrive, and stops the session before mqtt.js sees a packet it must not:
+ *
+ * - one larger than `maxIncomingPacketBytes`, before its body is buffered (mqtt.js's parser would hold all of a
+ *   256 MB PUBLISH in memory first);
+ * - one whose packet identifier is cut off by its remaining length (a QoS 1/2 PUBLISH, PUBREL, PUBACK, PUBREC,
+ *   PUBCOMP, SUBACK, UNSUBACK): mqtt-packet 9 parses it with identifier -1, and mqtt.js 5.16 acknowledges that
+ *   identifier, which throws from inside the socket's data handler and kills the process;
+ * - a remaining length that is not a valid variable byte integer.
+ *
+ * Everything else goes through unchanged, chunk by chunk; mqtt.js parses it (and reports what else is malformed as
+ * an error, on which the attempt closes the session). The guard never keeps a byte: the framer reads the fixed
+ * headers as they pass.
+ */
+import type { Readable } from 'node:stream';
+
+/** A packet the guard stopped: what it was, for the session's ProtocolError. */
+export class PacketViolation extends Error {
+  /** `too-large`: over the limit (`bytes` is its whole size); `malformed`: it breaks MQTT in a way mqtt.js mishandles. */
+  readonly kind: 'too-large' | 'malformed';
+  /** The packet's size in bytes, fixed header included (when it is known). */
+  readonly bytes: number | undefined;
+  constructor(kind: 'too-large' | 'malformed', message: string, bytes?: number) {
+    super(message);
+    this.name = 'PacketViolation';
+    this.kind = kind;
+    this.bytes = bytes;
+  }
+}
+
+/** MQTT control packet types (the fixed header's high nibble) whose variable header starts with a packet identifier. */
+const ACKNOWLEDGED = new Map([
+  [4, 'PUBACK'],
+  [5, 'PUBREC'],
+  [6, 'PUBREL'],
+  [7, 'PUBCOMP'],
+  [9, 'SUBACK'],
+  [11, 'UNSUBACK'],
+]);
+const PUBLISH = 3;
+
+/** Where the framer is in the current packet. */
+const Phase = {
+  /** The first byte: type and flags. */
+  Type: 0,
+  /** The remaining length, a variable byte integer of 1 to 4 bytes. */
+  Length: 1,
+  /** A QoS 1/2 PUBLISH: the two bytes of its topic's length, to find where its packet identifier is. */
+  TopicLength: 2,
+  /** The rest of the body: passed on, not looked at. */
+  Body: 3,
+} as const;
+
+/**
+ * The framer (pure: bytes in, a verdict out). It keeps a few numbers across chunks, never the bytes of a body.
+ */
+export class PacketFramer {
+  readonly #maxBytes: number;
+  #phase: (typeof Phase)[keyof typeof Phase] = Phase.Type;
+  #type = 0;
+  #qos = 0;
+  #length = 0;
+  #lengthBytes = 0;
+  /** Body bytes of the current packet still to come. */
+  #left = 0;
+  #topicLength = 0;
+  #topicBytes = 0;
+
+  /** @param maxBytes - the largest packet accepted, fixed header included. */
+  constructor(maxBytes: number) {
+    this.#maxBytes = maxBytes;
+  }
+
+  /**
+   * Look at the next chunk of the stream: `undefined` when every packet in it (whole or begun) is acceptable, else
+   * the violation and the offset where the offending packet starts (what precedes it is whole packets).
+   */
+  inspect(chunk: Buffer): { violation: PacketViolation; at: number } | undefined {
+    let start = 0;
+    for (let i = 0; i < chunk.length; ) {
+      if (this.#phase === Phase.Body) {
+        const skip = Math.min(this.#left, chunk.length - i);
+        this.#left -= skip;
+        i += skip;
+        if (this.#left === 0) this.#phase = Phase.Type;
+        continue;
+      }
+      const byte = chunk[i++] as number;
+      switch (this.#phase) {
+        case Phase.Type:
+          start = i - 1;
+          this.#type = byte >> 4;
+          this.#qos = (byte >> 1) & 3;
+          this.#length = 0;
+          this.#lengthBytes = 0;
+          this.#phase = Phase.Length;
+          break;
+        case Phase.Length: {
+          this.#length += (byte & 0x7f) * 128 ** this.#lengthBytes;
+          this.#lengthBytes += 1;
+          if (byte & 0x80) {
+            if (this.#lengthBytes === 4) return { violation: new PacketViolation('malformed', 'a packet whose remaining length runs past 4 bytes'), at: start };
+            break;
+          }
+          const size = 1 + this.#lengthBytes + this.#length;
+          if (size > this.#maxBytes) return { violation: new PacketViolation('too-large', `a packet of ${size} bytes`, size), at: start };
+          const problem = this.#headerProblem();
+          if (problem) return { violation: new PacketViolation('malformed', problem, size), at: start };
+          this.#left = this.#length;
+          if (this.#type === PUBLISH && this.#qos > 0 && this.#length >= 2) {
+            this.#phase = Phase.TopicLength;
+            this.#topicLength = 0;
+            this.#topicBytes = 0;
+          } else {
+            this.#phase = this.#left > 0 ? Phase.Body : Phase.Type;
+          }
+          break;
+        }
+        case Phase.TopicLength:
+          this.#topicLength = this.#topicLength * 256 + byte;
+          this.#topicBytes += 1;
+          this.#left -= 1;
+          if (this.#topicBytes === 2) {
+            // The packet identifier follows the topic: it must fit in the remaining length.
+            if (2 + this.#topicLength + 2 > this.#length) {
+              return { violation: new PacketViolation('malformed', `a QoS ${this.#qos} PUBLISH whose packet identifier is cut off (topic of ${this.#topicLength} bytes, remaining length ${this.#length})`, 1 + this.#lengthBytes + this.#length), at: start };
+            }
+            this.#phase = this.#left > 0 ? Phase.Body : Phase.Type;
+          }
+          break;
+        default:
+          break;
+      }
+    }
+    return undefined;
+  }
+
+  /** What is wrong with the packet whose fixed header was just read, if anything the guard checks. */
+  #headerProblem(): string | undefined {
+    const name = ACKNOWLEDGED.get(this.#type);
+    if (name !== undefined && this.#length < 2) return `${name === 'UNSUBACK' ? 'an' : 'a'} ${name} without its packet identifier (remaining length ${this.#length})`;
+    return undefined;
+  }
+}
+
+/** What the guard of one stream saw. */
+export interface Guard {
+  /** The first bytes the peer sent, before any check (they tell an HTTP server from a broker); its reader may drop them. */
+  firstBytes: Buffer | undefined;
+}
+
+/**
+ * Guard the bytes `stream` hands its readers. The check sits in the stream's own `push` (where Node's socket, TLS
+ * and WebSocket streams deliver what arrived), so nothing unchecked is buffered for mqtt.js, and nothing else of the
+ * stream changes: its writes, backpressure, errors and close are the socket's as before, and a connection pays a
+ * function and a framer for it, not a second stream. On a violation the bytes before the offending packet are
+ * passed on, `onViolation` hears of it, and the stream is destroyed.
+ */
+export function guard(stream: Readable, maxPacketBytes: number, onViolation: (violation: PacketViolation) => void): Guard {
+  const framer = new PacketFramer(maxPacketBytes);
+  const seen: Guard = { firstBytes: undefined };
+  let first = true;
+  const push = stream.push;
+  stream.push = function guardedPush(this: Readable, chunk: unknown, encoding?: BufferEncoding): boolean {
+    // The end of the stream, or something not bytes (text a WebSocket stream in object mode would carry).
+    if (!(chunk instanceof Uint8Array)) return push.call(this, chunk, encoding);
+    const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    if (first) {
+      first = false;
+      seen.firstBytes = Buffer.from(bytes.subarray(0, 8));
+    }
+    const found = framer.inspect(bytes);
+    if (!found) return push.call(this, chunk, encoding);
+    if (found.at > 0) push.call(this, bytes.subarray(0, found.at));
+    onViolation(found.violation);
+    this.destroy();
+    return false;
+  };
+  return seen;
+}
