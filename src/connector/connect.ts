@@ -1,3 +1,4 @@
+import { channel } from 'node:diagnostics_channel';
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { format, inspect } from 'node:util';
@@ -120,6 +121,15 @@ export interface DeviceConnectionEvents {
   /** The connection is finished for good: by `end()` (no error) or because it gave up (with the error). */
   closed: [info: { error?: ApsaraMqDeviceError }];
 }
+
+/**
+ * Every {@link DeviceConnection} made in this process is published on this diagnostics channel as `{ connection,
+ * brokerUrl }` before its first CONNECT, when someone subscribes: the testing entry ends, at teardown, the devices
+ * the code under test left connected to its emulator. A channel is process-wide, so it also reaches a copy of this
+ * module loaded a second time (the CommonJS build beside the ES one).
+ */
+export const CONNECTION_CHANNEL = 'apsaramq-device:connection';
+const connectionChannel = channel(CONNECTION_CHANNEL);
 
 /** The key of the method that opens the first session: not exported, so only connectDevice can call it. */
 const START = Symbol('start');
@@ -1011,6 +1021,7 @@ export async function connectDevice(options: ConnectDeviceOptions | TokenConnect
   }
   const url = resolved.explicitUrl ?? brokerUrlFor(login.instanceId, resolved.transport);
   const connection = new DeviceConnection<ConnectionMode>(login, resolved, url);
+  if (connectionChannel.hasSubscribers) connectionChannel.publish({ connection, brokerUrl: url });
   await connection[START]();
   return connection;
 }
