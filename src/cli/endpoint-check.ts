@@ -18,7 +18,6 @@ export class EndpointCheck {
   readonly #onFailure: (error: unknown) => void;
   #probe: Promise<void> | undefined;
   #failure: unknown;
-  #probed = false;
 
   /**
    * @param flag - the flag the endpoint came from (`--endpoint` or `--region`), for the error's remedy.
@@ -36,23 +35,12 @@ export class EndpointCheck {
   /** Resolves once the endpoint answered like the OpenAPI (probing it the first time); rejects with the probe's error. */
   beforeCall(): Promise<void> {
     if (this.#probe === undefined && this.#signal?.aborted) return Promise.resolve();
-    this.#probe ??= probeOpenApi(this.#endpoint, this.#flag, this.#timeoutMs).then(
-      () => {
-        this.#probed = true;
-      },
-      (error: unknown) => {
-        this.#probed = true;
-        this.#failure = error;
-        this.#onFailure(error);
-        throw error;
-      },
-    );
+    this.#probe ??= probeOpenApi(this.#endpoint, this.#flag, this.#timeoutMs).catch((error: unknown) => {
+      this.#failure = error;
+      this.#onFailure(error);
+      throw error;
+    });
     return this.#probe;
-  }
-
-  /** Whether the probe was made (a warm store makes none). */
-  get probed(): boolean {
-    return this.#probed;
   }
 
   /** The probe's error, when it failed: the one line to show instead of a summary of devices that all failed with it. */
