@@ -1,3 +1,7 @@
+import { randomBytes } from 'node:crypto';
+import { constants, fstatSync } from 'node:fs';
+import { access, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import { ApsaraMqDeviceError, LOCAL_ERROR_CATALOG } from '../errors.js';
 import { type Logger, silentLogger } from '../util/logger.js';
@@ -17,13 +21,34 @@ export interface CliIo {
   stdin?: () => Promise<string>;
   /** The exit code a command chose without failing (e.g. `status` when a device is offline); 0 when unset. */
   exitCode?: number;
+  /**
+   * Resolves when stdout's reader is gone (`… | head -1` has read what it wanted: EPIPE). What is written to stdout
+   * afterwards is dropped; a command that would print forever (`connect --subscribe`) stops, quietly.
+   */
+  stdoutClosed?: () => Promise<void>;
+  /**
+   * The permission bits of stdout when it is a regular file (`register … > dev-1.json`), so that a command printing
+   * a secret can say the file is readable by others; `undefined` for a terminal or a pipe.
+   */
+  stdoutFileMode?: () => number | undefined;
 }
 
 /** The real process. */
 export function processIo(): CliIo {
+  const stdoutGone = closedOnEpipe(process.stdout);
+  const stderrGone = closedOnEpipe(process.stderr);
   return {
-    stdout: (t) => void process.stdout.write(t),
-    stderr: (t) => void process.stderr.write(t),
+    stdout: (t) => void (stdoutGone.closed || process.stdout.write(t)),
+    stderr: (t) => void (stderrGone.closed || process.stderr.write(t)),
+    stdoutClosed: () => stdoutGone.promise,
+    stdoutFileMode: () => {
+      try {
+        const info = fstatSync(1);
+        return info.isFile() ? info.mode & 0o777 : undefined;
+      } catch {
+        return undefined;
+      }
+    },
     env: process.env,
     stderrIsTTY: process.stderr.isTTY === true,
     columns: () => process.stderr.columns,
@@ -34,6 +59,21 @@ export function processIo(): CliIo {
     },
     interrupted: () => firstSignal(),
   };
+}
+
+/**
+ * Watch a standard stream for EPIPE (its reader exited): from then on it counts as closed, and the error, which
+ * would otherwise end the process with a stack trace, is the end of the output, not a failure.
+ */
+function closedOnEpipe(stream: NodeJS.WriteStream): { readonly closed: boolean; readonly promise: Promise<void> } {
+  let resolve: () => void = () => {};
+  const state = { closed: false, promise: new Promise<void>((r) => (resolve = r)) };
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+    state.closed = true;
+    resolve();
+  });
+  return state;
 }
 
 let signalled: Promise<NodeJS.Signals> | undefined;
@@ -123,6 +163,47 @@ export function cliLogger(io: CliIo, verbose: boolean): Logger {
   const line = (level: string) => (message: string, fields?: Record<string, unknown>) =>
     io.stderr(`${level} ${message}${fields && Object.keys(fields).length ? ` ${JSON.stringify(fields)}` : ''}\n`);
   return { debug: line('debug'), info: line('info'), warn: line('warn'), error: line('error') };
+}
+
+/**
+ * An output file must be one that can be written: not a directory (nor a path ending in /), in a directory that
+ * exists and is writable. Checked before the work whose result it keeps: a typo must not lose that result.
+ * @throws UsageError `InvalidOption` naming the flag.
+ */
+export async function checkOutputFile(flag: string, file: string, example = 'out.json'): Promise<void> {
+  const isDirectory = /[/\\]$/.test(file) || (await stat(file).then((s) => s.isDirectory(), () => false));
+  if (isDirectory) throw new UsageError(`${flag} ${file} is a directory: give the file to write, e.g. ${join(file, example)}`);
+  const dir = dirname(resolve(file));
+  try {
+    await access(dir, constants.W_OK);
+  } catch (error) {
+    const why = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : 'is not writable';
+    throw new UsageError(`${flag} ${file}: the directory ${dir} ${why}`);
+  }
+}
+
+/**
+ * Write a file that holds a secret: created with mode 600 next to `file`, then renamed over it, so the file is whole
+ * and never readable by others, also when it replaces one that was.
+ */
+export async function writePrivateFile(file: string, text: string): Promise<void> {
+  const temp = join(dirname(resolve(file)), `.${basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    await writeFile(temp, text, { mode: 0o600, flag: 'wx' });
+    await rename(temp, file);
+  } catch (error) {
+    await rm(temp, { force: true }).catch(() => undefined);
+    throw error;
+  }
+}
+
+/**
+ * A `--start-at` for `--help` examples that works when copied: the next whole hour at least ten minutes from now
+ * (a start time must not be past, nor more than 7 days ahead).
+ */
+export function exampleStartAt(now = Date.now()): string {
+  const hour = 3_600_000;
+  return new Date(Math.ceil((now + 10 * 60_000) / hour) * hour).toISOString().replace('.000Z', 'Z');
 }
 
 /** JSON on one line, newline-terminated. */

@@ -73,6 +73,18 @@ function commanderMessage(error: CommanderError): string {
 }
 
 /**
+ * Commander suggests a flag a typo away (`--cliend-id`), not one the user cut short: `--broker` for `--broker-url`,
+ * `--client` for `--client-id`. Those get the same hint.
+ */
+function prefixSuggestion(error: CommanderError, command: Command): string {
+  if (error.code !== 'commander.unknownOption' || /Did you mean/.test(error.message)) return '';
+  const typed = /unknown option '(--[^'=]+)/.exec(error.message)?.[1];
+  if (typed === undefined || typed.length < 5) return '';
+  const flags = command.options.map((o) => o.long).filter((long): long is string => long !== undefined && long.startsWith(`${typed}-`));
+  return flags.length === 0 ? '' : ` (did you mean ${flags.join(' or ')}?)`;
+}
+
+/**
  * One line for an error: what happened in the user's terms, then what to do. The service's SignatureDoesNotMatch
  * message carries its whole string to sign (hundreds of characters); that part is left to --verbose.
  */
@@ -130,7 +142,7 @@ export async function runCli(argv: readonly string[], io: CliIo = processIo()): 
     if (error instanceof CommanderError) {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help') return 0;
       const code = COMMANDER_CODES[error.code] ?? 'InvalidOption';
-      io.stderr(`${code}: ${commanderMessage(error)}; see ${help}\n`);
+      io.stderr(`${code}: ${commanderMessage(error)}${prefixSuggestion(error, command)}; see ${help}\n`);
       return 2;
     }
     if (error instanceof Interrupted) return error.exitCode;

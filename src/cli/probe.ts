@@ -2,8 +2,12 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { NetworkError } from '../errors.js';
 
-/** How long a probe waits for an answer. */
-export const PROBE_TIMEOUT_MS = 3_000;
+/**
+ * How long a probe waits for an answer when the command has no `--timeout-ms`: the OpenAPI client's own default
+ * (`DEFAULT_TIMEOUT_MS` of api-client.ts, not imported: that module loads pop-core), so that the probe never gives up
+ * on an endpoint that the calls themselves would wait for.
+ */
+export const PROBE_TIMEOUT_MS = 10_000;
 
 function isLoopback(hostname: string): boolean {
   return hostname === 'localhost' || hostname.startsWith('127.') || hostname === '[::1]' || hostname === '::1';
@@ -29,7 +33,7 @@ function causeCode(error: unknown): string | undefined {
  * @throws NetworkError `ConnectionRefused`, `HostNotFound`, `RequestTimeout`, `InvalidResponse` or `NetworkError`, with
  *   a remedy that names the endpoint.
  */
-export async function probeOpenApi(endpoint: string, flag = '--endpoint', timeoutMs = PROBE_TIMEOUT_MS): Promise<void> {
+export async function probeOpenApi(endpoint: string, flag = '--endpoint', timeoutMs: number = PROBE_TIMEOUT_MS): Promise<void> {
   const url = new URL(`${endpoint}/`);
   const local = isLoopback(url.hostname);
   let response: { status: number; type: string; text: string };
@@ -62,6 +66,14 @@ export async function probeOpenApi(endpoint: string, flag = '--endpoint', timeou
     body = undefined;
   }
   const looksLikeOpenApi = typeof body === 'object' && body !== null && ('RequestId' in body || 'Code' in body);
+  if (!looksLikeOpenApi && response.status === 426) {
+    // Upgrade Required: a WebSocket server, e.g. the broker's MQTT-over-WebSocket port.
+    throw new NetworkError('InvalidResponse', `${endpoint} answered HTTP 426 (Upgrade Required): it speaks WebSocket, not the ApsaraMQ OpenAPI`, endpoint, undefined, {
+      httpStatus: response.status,
+      retryable: false,
+      remedy: `Is it the MQTT port (MQTT over WebSocket)? ${flag} takes the OpenAPI URL (the emulator prints it as its API endpoint, port 8080 by default).`,
+    });
+  }
   if (!looksLikeOpenApi) {
     throw new NetworkError('InvalidResponse', `${endpoint} answered HTTP ${response.status}${type ? ` (${type.split(';')[0]})` : ''}, not like the ApsaraMQ OpenAPI`, endpoint, undefined, {
       httpStatus: response.status,
@@ -69,6 +81,23 @@ export async function probeOpenApi(endpoint: string, flag = '--endpoint', timeou
       remedy: `Check ${flag}: it must be the OpenAPI URL (the emulator's API endpoint, or https://onsmqtt.<region>.aliyuncs.com), not a web page, proxy or broker.`,
     });
   }
+}
+
+/**
+ * A call failed on the network: find out whether the endpoint is the OpenAPI at all. When the probe shows it is
+ * something else (the MQTT port, which closes the connection on HTTP; the WebSocket port or a web page, which answer
+ * HTTP that is not the OpenAPI's), that is the error to show, naming the flag, as `connect` and `provision` do; the
+ * call's own "outcome unknown" would send the user checking a Register that never reached the service. Otherwise
+ * (a dead or slow network, a probe that answers well) the call's error stands.
+ */
+export async function explainCallFailure(error: unknown, endpoint: string, flag: string, timeoutMs?: number): Promise<never> {
+  if (!(error instanceof NetworkError) || error.code === 'ConnectionRefused' || error.code === 'HostNotFound') throw error;
+  try {
+    await probeOpenApi(endpoint, flag, timeoutMs);
+  } catch (probed) {
+    if (probed instanceof NetworkError && !probed.retryable && (probed.code === 'NetworkError' || probed.code === 'InvalidResponse')) throw probed;
+  }
+  throw error;
 }
 
 /** One empty form POST with Node's HTTP client (fetch refuses some ports outright, which would hide the real answer). */

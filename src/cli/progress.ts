@@ -52,8 +52,12 @@ export class Progress {
   #lastDraw = Number.NEGATIVE_INFINITY;
   #done = 0;
   #details = '';
+  /** The most done so far: what the rate counts, so that a count that goes down (devices going offline) never makes it negative. */
+  #peak = 0;
   #drawn = false;
   #finished = false;
+  /** The run was stopped before its end: the last line says so instead of "done" or an ETA. */
+  #stopped = false;
 
   constructor(options: ProgressOptions) {
     this.#options = {
@@ -66,7 +70,8 @@ export class Progress {
     };
     this.#started = this.#options.now();
     this.#done = this.#options.initial;
-    this.#samples.push({ at: this.#started, done: this.#done });
+    this.#peak = this.#done;
+    this.#samples.push({ at: this.#started, done: this.#peak });
   }
 
   /** Record progress; draws when it is time to. `details` is the command's own short status (counts, errors). */
@@ -74,17 +79,24 @@ export class Progress {
     if (this.#finished) return;
     const now = this.#options.now();
     this.#done = done;
+    this.#peak = Math.max(this.#peak, done);
     this.#details = details;
-    this.#samples.push({ at: now, done });
+    this.#samples.push({ at: now, done: this.#peak });
     while (this.#samples.length > 2 && (this.#samples[1]?.at ?? now) <= now - RATE_WINDOW_MS) this.#samples.shift();
     const every = this.#options.tty ? this.#options.redrawEveryMs : this.#options.lineEveryMs;
     if (now - this.#lastDraw >= every) this.#draw(now);
   }
 
-  /** Draw the final state and end the line (on a terminal). Idempotent. */
-  finish(details?: string): void {
+  /**
+   * Draw the final state and end the line (on a terminal). Idempotent. `end.done` replaces the count (what was really
+   * done, when items given up count as settled in the updates); `end.stopped`: the run was interrupted, and the line
+   * says `stopped` instead of `done` or an ETA.
+   */
+  finish(details?: string, end: { done?: number; stopped?: boolean } = {}): void {
     if (this.#finished) return;
     if (details !== undefined) this.#details = details;
+    if (end.done !== undefined) this.#done = end.done;
+    if (end.stopped === true) this.#stopped = true;
     this.#draw(this.#options.now());
     if (this.#options.tty) this.#options.write('\n');
     this.#finished = true;
@@ -94,7 +106,7 @@ export class Progress {
   rate(now = this.#options.now()): number {
     const first = this.#samples[0];
     if (!first || now - first.at <= 0) return 0;
-    return ((this.#done - first.done) * 1000) / (now - first.at);
+    return ((this.#peak - first.done) * 1000) / (now - first.at);
   }
 
   /** The text of one progress line (without the carriage return), fitted to `columns` when given. */
@@ -102,7 +114,7 @@ export class Progress {
     const { label, total } = this.#options;
     const rate = this.rate(now);
     const remaining = total - this.#done;
-    const eta = remaining <= 0 ? 'done' : rate > 0 ? `ETA ${formatDuration((remaining / rate) * 1000)}` : 'ETA --';
+    const eta = this.#stopped ? 'stopped' : remaining <= 0 ? 'done' : rate > 0 ? `ETA ${formatDuration((remaining / rate) * 1000)}` : 'ETA --';
     const percent = total > 0 ? Math.floor((this.#done / total) * 100) : 100;
     const head = `${this.#done}/${total} ${percent}% ${formatRate(rate)} ${eta} ${formatDuration(now - this.#started)}`;
     const details = this.#details ? ` · ${this.#details}` : '';

@@ -2,6 +2,7 @@
  * The connector's door: {@link connectDevice} checks every option, asks the credential (or token) source for the
  * first login and opens a {@link DeviceConnection}; the names a device needs are re-exported from here.
  */
+import { channel } from 'node:diagnostics_channel';
 import { type CredentialSource, DeviceCredential, type TokenRequest, type TokenSource } from '../credential.js';
 import { ValidationError, toApsaraMqDeviceError } from '../errors.js';
 import type { TokenGrant } from '../signer/mqtt.js';
@@ -19,6 +20,15 @@ export type { TakeoverOptions } from './takeover.js';
 export type { ConnectionState } from './state.js';
 export type { ConnectionMode, DeviceConnectionEvents, PublishOptions, PublishProperties, SubscribeOptions } from './connection-types.js';
 export { DeviceConnection } from './connection.js';
+
+/**
+ * Every {@link DeviceConnection} made in this process is published on this diagnostics channel as `{ connection,
+ * brokerUrl }` before its first CONNECT, when someone subscribes: the testing entry ends, at teardown, the devices
+ * the code under test left connected to its emulator. A channel is process-wide, so it also reaches a copy of this
+ * module loaded a second time (the CommonJS build beside the ES one).
+ */
+export const CONNECTION_CHANNEL = 'apsaramq-device:connection';
+const connectionChannel = channel(CONNECTION_CHANNEL);
 
 /** Ask a credential source, with the signal; anything thrown becomes an ApsaraMqDeviceError. */
 async function askSource(source: CredentialSource, request: Parameters<CredentialSource>[0]): Promise<DeviceCredential> {
@@ -77,6 +87,7 @@ export async function connectDevice(options: ConnectDeviceOptions | TokenConnect
   }
   const url = resolved.explicitUrl ?? brokerUrlFor(login.instanceId, resolved.transport);
   const connection = new DeviceConnection<ConnectionMode>(login, resolved, url);
+  if (connectionChannel.hasSubscribers) connectionChannel.publish({ connection, brokerUrl: url });
   await connection[START]();
   return connection;
 }

@@ -30,6 +30,11 @@ export class OnlineClients implements SessionDirectory {
     return this.#connections.has(clientId);
   }
 
+  /** The ClientIds online now. */
+  clientIds(): string[] {
+    return [...this.#connections.keys()];
+  }
+
   /** ClientIds online now. */
   get size(): number {
     return this.#connections.size;

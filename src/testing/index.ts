@@ -15,18 +15,20 @@
  * await emu.stop();
  */
 import { randomUUID } from 'node:crypto';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { readFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { inspect } from 'node:util';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import { connectDevice, type ConnectDeviceOptions, type DeviceConnection } from '../connector/connect.js';
+import { CONNECTION_CHANNEL, type ConnectionMode, connectDevice, type ConnectDeviceOptions, type DeviceConnection } from '../connector/connect.js';
 import { DeviceCredential, assertClientId } from '../credential.js';
 import { ApiError, ApsaraMqDeviceError, type KnownApiErrorCode, LOCAL_ERROR_CATALOG, SystemError, ValidationError } from '../errors.js';
 import { OnlineClients } from '../emulator/sessions.js';
 import { startEmulator, type EmulatedAction, type Emulator, type EmulatorOptions, type EmulatorStats, type TlsOptions } from '../emulator/index.js';
 import { signDeviceCredential, type MqttCredentials } from '../signer/mqtt.js';
 import { rpcTimestamp, signRpc } from '../signer/openapi.js';
+import type { Logger } from '../util/logger.js';
 import { topicMatches } from './topic.js';
 
 export { startEmulatorProcess, type EmulatorProcess, type EmulatorProcessOptions } from './process.js';
@@ -45,7 +47,7 @@ export class TestingError extends ApsaraMqDeviceError {
 }
 
 /** Options of {@link startTestEmulator}: every emulator option, and TLS with the package's test certificates. */
-export interface TestEmulatorOptions extends Omit<EmulatorOptions, 'tls'> {
+export interface TestEmulatorOptions extends Omit<EmulatorOptions, 'tls' | 'logger'> {
   /**
    * `true`: also listen with MQTT over TLS and secure WebSocket, with the test certificate for localhost and
    * 127.0.0.1 shipped in the package (`fixtures/tls/`; its CA is {@link TestEmulator.ca}). Or your own `{ cert, key }`.
@@ -54,7 +56,25 @@ export interface TestEmulatorOptions extends Omit<EmulatorOptions, 'tls'> {
   tls?: boolean | TlsOptions;
   /** How long the `waitFor…` helpers wait by default, in ms. @default 5000 */
   timeoutMs?: number;
+  /**
+   * Where the emulator says which MQTT rule refused what (`MQTT rule parentTopic (option parentTopics, …)`), and the
+   * fixture says which clients were still connected when it stopped. @default {@link testLogger}: those lines on
+   * `console.warn`, so that a device refused for a parent topic the test did not list in `parentTopics` is explained
+   * in the test's output
+   */
+  logger?: Logger;
 }
+
+/**
+ * The default logger of {@link startTestEmulator}: warnings and errors on the console (which every test runner
+ * shows with the test), prefixed `[apsaramq-device emulator]`; nothing else.
+ */
+export const testLogger: Logger = Object.freeze({
+  debug: () => {},
+  info: () => {},
+  warn: (message: string) => console.warn(`[apsaramq-device emulator] ${message}`),
+  error: (message: string) => console.error(`[apsaramq-device emulator] ${message}`),
+});
 
 /** A device registered with the emulator's OpenAPI: its credential and its MQTT login. */
 export interface RegisteredDevice {
@@ -102,7 +122,11 @@ export interface TestEmulator {
   readonly provisionerOptions: Readonly<{ endpoint: string; instanceId: string; accessKeyId: string; accessKeySecret: string }>;
   /** RegisterDeviceCredential through the emulator's real OpenAPI (Signature v1 over HTTP). */
   registerDevice(clientId: string): Promise<RegisteredDevice>;
-  /** A device on the library's connector, registered first; closed by {@link TestEmulator.stop}. */
+  /**
+   * A device on the library's connector, registered first; closed by {@link TestEmulator.stop}. Devices the code under
+   * test connects to this emulator itself (`connectDevice`, `registerAndConnect`) are ended by `stop` too, with a
+   * warning naming their ClientId: a device left reconnecting to a stopped emulator keeps the test process alive.
+   */
   connectDevice(clientId: string, options?: Omit<ConnectDeviceOptions, 'credential'>): Promise<DeviceConnection>;
   /**
    * A raw mqtt.js client of a registered device (MQTT 3.1.1, no automatic reconnect unless you ask), for the code
@@ -130,7 +154,9 @@ export interface TestEmulator {
   stats(): EmulatorStats;
   /**
    * Close every device and client this object opened, then the emulator, and check that none of its ports still
-   * accepts connections. Idempotent; never rejects because a client was already gone.
+   * accepts connections. Idempotent; never rejects because a client was already gone. A device of this process that
+   * the test connected to the emulator and left connected (the test failed before its `end()`) is ended too, and any
+   * client still connected is named in a warning on the logger.
    */
   stop(): Promise<void>;
 }
@@ -150,7 +176,7 @@ function testCertificates(): { cert: string; key: string; ca: string } {
  * state in memory. Options are the emulator's; `tls: true` adds TLS and WSS listeners with the test certificate.
  */
 export async function startTestEmulator(options: TestEmulatorOptions = {}): Promise<TestEmulator> {
-  const { tls, timeoutMs = DEFAULT_WAIT_MS, ...emulatorOptions } = options;
+  const { tls, timeoutMs = DEFAULT_WAIT_MS, logger = testLogger, ...emulatorOptions } = options;
   if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new ValidationError('InvalidOption', `Option timeoutMs must be a positive number of ms, not ${String(timeoutMs)}`);
   const certificates = tls === true ? testCertificates() : undefined;
   const tlsOptions = tls === true ? { cert: certificates!.cert, key: certificates!.key } : tls === false || tls === undefined ? undefined : tls;
@@ -159,10 +185,21 @@ export async function startTestEmulator(options: TestEmulatorOptions = {}): Prom
     mqttPort: 0,
     wsPort: 0,
     apiPort: 0,
+    logger,
     ...emulatorOptions,
     ...(tlsOptions ? { tls: tlsOptions, tlsPort: emulatorOptions.tlsPort ?? 0, wssPort: emulatorOptions.wssPort ?? 0 } : {}),
   });
-  return new RunningTestEmulator(emulator, certificates?.ca, timeoutMs);
+  return new RunningTestEmulator(emulator, certificates?.ca, timeoutMs, logger);
+}
+
+/** What the connector publishes on {@link CONNECTION_CHANNEL}. */
+interface PublishedConnection {
+  connection: DeviceConnection<ConnectionMode>;
+  brokerUrl: string;
+}
+
+function isLoopback(hostname: string): boolean {
+  return hostname === 'localhost' || hostname.startsWith('127.') || hostname === '[::1]' || hostname === '::1';
 }
 
 class RunningTestEmulator implements TestEmulator {
@@ -171,16 +208,36 @@ class RunningTestEmulator implements TestEmulator {
   readonly #timeoutMs: number;
   readonly #connections = new Set<DeviceConnection>();
   readonly #clients = new Set<MqttClient>();
+  /** Devices of this process connected to this emulator by the code under test (seen on the connector's channel). */
+  readonly #foreign = new Set<DeviceConnection<ConnectionMode>>();
+  readonly #onConnection: (message: unknown) => void;
+  readonly #logger: Logger;
   /** ClientIds connected now, from the emulator's events, as its session queries count them (a takeover included). */
   readonly #online: OnlineClients;
   #stopping: Promise<void> | undefined;
 
-  constructor(emulator: Emulator, ca: string | undefined, timeoutMs: number) {
+  constructor(emulator: Emulator, ca: string | undefined, timeoutMs: number, logger: Logger) {
     this.emulator = emulator;
     this.ca = ca;
     this.#timeoutMs = timeoutMs;
+    this.#logger = logger;
     // Listening before any waiter does, so a waiter's listener sees the count already updated.
     this.#online = new OnlineClients(emulator.events);
+    const ports = new Set([emulator.mqttUrl, emulator.wsUrl, emulator.mqttsUrl, emulator.wssUrl].filter((u): u is string => u !== undefined).map((u) => new URL(u).port));
+    const host = new URL(emulator.mqttUrl).hostname;
+    this.#onConnection = (message) => {
+      const { connection, brokerUrl } = message as PublishedConnection;
+      let url: URL;
+      try {
+        url = new URL(brokerUrl);
+      } catch {
+        return;
+      }
+      if (!ports.has(url.port) || (url.hostname !== host && !isLoopback(url.hostname))) return;
+      this.#foreign.add(connection);
+      connection.once('closed', () => this.#foreign.delete(connection));
+    };
+    subscribe(CONNECTION_CHANNEL, this.#onConnection);
   }
 
   get mqttUrl(): string {
@@ -260,6 +317,7 @@ class RunningTestEmulator implements TestEmulator {
   async connectDevice(clientId: string, options: Omit<ConnectDeviceOptions, 'credential'> = {}): Promise<DeviceConnection> {
     const { credential } = await this.registerDevice(clientId);
     const connection = await connectDevice({ brokerUrl: this.mqttUrl, ...(this.ca ? { ca: this.ca } : {}), ...options, credential });
+    this.#foreign.delete(connection); // ours: ended at stop without a warning
     this.#connections.add(connection);
     connection.once('closed', () => this.#connections.delete(connection));
     return connection;
@@ -335,8 +393,23 @@ class RunningTestEmulator implements TestEmulator {
   }
 
   async #stop(): Promise<void> {
-    await Promise.allSettled([...this.#connections].map((c) => c.end(true)));
+    unsubscribe(CONNECTION_CHANNEL, this.#onConnection);
+    const ended = new Set<string>();
+    for (const connection of this.#connections) ended.add(connection.clientId);
+    for (const client of this.#clients) ended.add(client.options.clientId ?? '');
+    // Devices the test connected itself and left connected (it failed before their end()): ended, so that none keeps
+    // reconnecting to a stopped emulator and the test process can exit; named, so that the test can end them.
+    const left = [...this.#foreign].filter((c) => c.state !== 'closed' && c.state !== 'closing');
+    for (const connection of left) {
+      ended.add(connection.clientId);
+      this.#logger.warn(`${connection.clientId} was still connected when the emulator stopped: the fixture ended it. End each device in the test (in an after-hook, so that a failed test ends it too).`);
+    }
+    await Promise.allSettled([...this.#connections, ...left].map((c) => c.end(true)));
     await Promise.allSettled([...this.#clients].map((c) => c.endAsync(true)));
+    // Clients the fixture cannot end (a raw mqtt.js client, another process): named, for whoever wonders why the run does not exit.
+    for (const clientId of this.#online.clientIds()) {
+      if (!ended.has(clientId)) this.#logger.warn(`${clientId} was still connected when the emulator stopped: end its client in the test; one that reconnects keeps the test process alive.`);
+    }
     const urls = [this.mqttUrl, this.wsUrl, this.mqttsUrl, this.wssUrl, this.apiEndpoint].filter((u): u is string => u !== undefined);
     await this.emulator.close();
     // Nothing may be left listening: a port that still answers means a server was not closed.

@@ -66,7 +66,7 @@ describe('connect never ignores a flag', () => {
 
   it('refuses a --client-id, --instance-id, --endpoint or --store that a credential file would override', async () => {
     const file = join(await tempDir(), 'dev-10.json');
-    await writeFile(file, JSON.stringify({ ClientId: 'GID_demo@@@dev-10', InstanceId: 'mqtt-demo', DeviceAccessKeyId: 'DC.k', DeviceAccessKeySecret: 'DC.s' }));
+    await writeFile(file, JSON.stringify({ ClientId: 'GID_demo@@@dev-10', InstanceId: 'mqtt-demo', DeviceAccessKeyId: 'DC.k', DeviceAccessKeySecret: 'DC.s' }), { mode: 0o600 });
     const base = ['connect', '--credential-file', file, '--publish', 'demo/x', '--message', 'x'];
     const other = await cli([...base, '--client-id', 'GID_demo@@@other']);
     expect([other.code, other.stderr]).toEqual([2, expect.stringMatching(/^ConflictingOptions: --credential-file and --client-id cannot be used together: the file is the credential of GID_demo@@@dev-10, not GID_demo@@@other/)]);

@@ -100,6 +100,9 @@ describe('Ctrl+C and SIGTERM stop a long command at once, and say how to resume'
     expect(summary.provisioned).toBeLessThan(200);
     expect(summary.provisioned + summary.notProvisioned).toBe(200);
     expect(run.stderr).toContain(`Interrupted: ${summary.provisioned} of 200 devices provisioned, ${200 - summary.provisioned} not yet. Run the same command again to resume`);
+    // The last progress line says the run stopped, at what was really done (not the aborted devices counted as "done").
+    const last = run.stderr.split('\n').filter((line) => line.startsWith('provision: ')).at(-1) ?? '';
+    expect(last).toMatch(new RegExp(`^provision: ${summary.provisioned}/200 \\d+% \\S+ stopped `));
 
     const rerun = await runCli(args.map((a) => (a === '4' ? '16' : a)), KEYS);
     expect(rerun.code, rerun.stderr).toBe(0);
@@ -135,6 +138,9 @@ describe('simulate fails before the run, not after it', () => {
     });
     expect(run.code).toBe(130);
     expect(run.stderr).toContain('Interrupted: ');
+    // The embedded emulator used no store: nothing is said about one.
+    expect(run.stderr).not.toContain('store');
+    expect(run.stderr.split('\n').filter((line) => line.startsWith('simulate publishing: ')).at(-1)).toMatch(/ stopped /);
     expect(run.stdout).toMatch(/^INTERRUPTED: the run was stopped before it finished/);
     const saved = JSON.parse(await readFile(report, 'utf8')) as { interrupted?: boolean };
     expect(saved.interrupted).toBe(true);

@@ -75,7 +75,7 @@ describe('sign never ignores a flag', () => {
   it('a credential file that does not exist says what writes one', async () => {
     const run = await cli(['sign', '--credential-file', join(await tempDir(), 'dev-1.json')], {});
     expect(run.code).toBe(2);
-    expect(run.stderr).toMatch(/^InvalidCredential: Cannot read credential file .*dev-1\.json: there is no such file \(it is what `apsaramq-device register … > FILE`/);
+    expect(run.stderr).toMatch(/^InvalidCredential: Cannot read credential file .*dev-1\.json: there is no such file \(it is what `apsaramq-device register … --out FILE`/);
   });
 });
 

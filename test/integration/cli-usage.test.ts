@@ -24,7 +24,7 @@ describe('usage errors say what happened in the user\'s terms', () => {
 
   it('names the flag, not the library\'s option name, for a value the library refuses', async () => {
     const file = join(await tempDir(), 'dev-1.json');
-    await writeFile(file, JSON.stringify({ ClientId: 'GID_demo@@@dev-1', InstanceId: 'mqtt-demo', DeviceAccessKeyId: 'DC.id', DeviceAccessKeySecret: 'DC.secret' }));
+    await writeFile(file, JSON.stringify({ ClientId: 'GID_demo@@@dev-1', InstanceId: 'mqtt-demo', DeviceAccessKeyId: 'DC.id', DeviceAccessKeySecret: 'DC.secret' }), { mode: 0o600 });
     const run = await cli(['connect', '--credential-file', file, '--broker-url', 'foo://127.0.0.1:1883', '--publish', 'a/b', '--message', 'b']);
     expect(run.code).toBe(2);
     expect(run.stderr).toMatch(/^InvalidOption: Option --broker-url has scheme foo:/);

@@ -121,8 +121,8 @@ describe('sign', () => {
     const dir = await tempDir();
     const reg = await cli(['register', ...api('--client-id', 'GID_cli@@@sign-1')], keys());
     const body = JSON.parse(reg.stdout);
-    await writeFile(join(dir, 'whole.json'), reg.stdout);
-    await writeFile(join(dir, 'bare.json'), JSON.stringify(body.DeviceCredential));
+    await writeFile(join(dir, 'whole.json'), reg.stdout, { mode: 0o600 });
+    await writeFile(join(dir, 'bare.json'), JSON.stringify(body.DeviceCredential), { mode: 0o600 });
     for (const file of ['whole.json', 'bare.json']) {
       const run = await cli(['sign', '--credential-file', join(dir, file), '--json']);
       expect(run.code).toBe(0);
@@ -141,7 +141,7 @@ describe('sign', () => {
 
   it('a credential file missing fields is a clear typed error', async () => {
     const dir = await tempDir();
-    await writeFile(join(dir, 'c.json'), JSON.stringify({ ClientId: 'GID_cli@@@x', InstanceId: 'i' }));
+    await writeFile(join(dir, 'c.json'), JSON.stringify({ ClientId: 'GID_cli@@@x', InstanceId: 'i' }), { mode: 0o600 });
     const run = await cli(['sign', '--credential-file', join(dir, 'c.json')]);
     expect(run.code).toBe(2);
     expect(run.stderr).toMatch(/^InvalidCredential: .*lacks DeviceAccessKeyId, DeviceAccessKeySecret/);
@@ -215,7 +215,7 @@ describe('connect', () => {
     const e = getEmulator();
     const dir = await tempDir();
     const reg = await cli(['register', ...api('--client-id', 'GID_cli@@@file-1')], keys());
-    await writeFile(join(dir, 'cred.json'), reg.stdout);
+    await writeFile(join(dir, 'cred.json'), reg.stdout, { mode: 0o600 });
     const run = await cli(['connect', '--credential-file', join(dir, 'cred.json'), '--broker-url', e.mqttUrl, '--publish', 't/y', '--message', 'm'], {});
     expect(run.code, run.stderr).toBe(0);
   });
@@ -224,7 +224,7 @@ describe('connect', () => {
     const e = getEmulator();
     const dir = await tempDir();
     const reg = await cli(['register', ...api('--client-id', 'GID_cli@@@revoked-1')], keys());
-    await writeFile(join(dir, 'cred.json'), reg.stdout);
+    await writeFile(join(dir, 'cred.json'), reg.stdout, { mode: 0o600 });
     await cli(['unregister', ...api('--client-id', 'GID_cli@@@revoked-1')], keys());
     const run = await cli(['connect', '--credential-file', join(dir, 'cred.json'), '--broker-url', e.mqttUrl, '--publish', 't/y', '--message', 'm'], {});
     expect(run.code).toBe(1);
@@ -238,7 +238,7 @@ describe('connect: what a person sees when something is wrong', () => {
     const dir = await tempDir();
     const reg = await cli(['register', ...api('--client-id', clientId)], keys());
     expect(reg.code, reg.stderr).toBe(0);
-    await writeFile(join(dir, 'cred.json'), reg.stdout);
+    await writeFile(join(dir, 'cred.json'), reg.stdout, { mode: 0o600 });
     return join(dir, 'cred.json');
   }
 
@@ -323,7 +323,7 @@ describe('connect to a TLS broker', () => {
     const dir = await tempDir();
     const env = { ALIBABA_CLOUD_ACCESS_KEY_ID: e.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: e.accessKeySecret };
     const reg = await cli(['register', '--endpoint', e.apiEndpoint, '--instance-id', e.instanceId, '--client-id', 'GID_cli@@@tls-1'], env);
-    await writeFile(join(dir, 'cred.json'), reg.stdout);
+    await writeFile(join(dir, 'cred.json'), reg.stdout, { mode: 0o600 });
     const args = ['connect', '--credential-file', join(dir, 'cred.json'), '--broker-url', e.mqttsUrl ?? '', '--publish', 'a/b', '--message', 'm'];
     const untrusted = await cli(args, {});
     expect(untrusted.code).toBe(1);

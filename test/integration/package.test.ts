@@ -69,6 +69,23 @@ describe('the published package', () => {
     });
   });
 
+  it('gives require() and import the same ES modules in Node (one copy of every class); its CommonJS copy, for Jest, has the same names', async () => {
+    const script = `
+      const viaRequire = require('apsaramq-device');
+      const copy = require(require('node:path').join(process.cwd(), 'node_modules/apsaramq-device/dist/index.cjs'));
+      import('apsaramq-device').then((viaImport) => console.log(JSON.stringify({
+        same: viaImport.DeviceCredential === viaRequire.DeviceCredential,
+        copyIsAnother: copy.DeviceCredential !== viaRequire.DeviceCredential,
+        names: JSON.stringify(Object.keys(copy).sort()) === JSON.stringify(Object.keys(viaImport).filter((k) => k !== 'default').sort()),
+      })));`;
+    const { stdout } = await run(process.execPath, ['-e', script], { cwd: project });
+    expect(JSON.parse(stdout)).toEqual({ same: true, copyIsAnother: true, names: true });
+    // Every entry with a CommonJS copy ships it; the CLI and the vitest adapter have none.
+    for (const entry of ['index', 'provisioner/index', 'emulator/public', 'simulator/index', 'testing/index', 'testing/jest', 'testing/node-test']) expect(files).toContain(`package/dist/${entry}.cjs`);
+    expect(files.filter((f) => f.startsWith('package/dist/cli/') && f.endsWith('.cjs'))).toEqual([]);
+    expect(files).not.toContain('package/dist/testing/vitest.cjs');
+  });
+
   it('compiles a strict CommonJS TypeScript gateway (module nodenext) against the shipped types and runs it', async () => {
     await writeFile(
       join(project, 'gateway.ts'),

@@ -35,6 +35,25 @@ describe('progress display', () => {
     expect(out[0]).toBe('simulate publishing: 50000/50000 100% 0.0/s done 0s · online\n');
   });
 
+  it('a count that goes down (devices going offline) never makes the rate negative', () => {
+    const { progress, out, advance } = setup(false);
+    progress.update(800);
+    advance(5000);
+    progress.update(300, 'online');
+    expect(out[1]).toBe('provision: 300/1000 30% 0.0/s ETA -- 5s · online\n');
+  });
+
+  it('an interrupted run ends at what was really done, and says "stopped" instead of "done" or an ETA', () => {
+    const { progress, out, advance } = setup(false);
+    progress.update(0);
+    advance(5000);
+    // The run counted the devices the interrupt stopped as settled: 1000 of 1000.
+    progress.update(1000, '0 failed');
+    expect(out[1]).toMatch(/ 100% .* done /);
+    progress.finish('interrupted', { done: 120, stopped: true });
+    expect(out[2]).toMatch(/^provision: 120\/1000 12% \S+ stopped 5s · interrupted\n$/);
+  });
+
   it('on a terminal, redraws one line in place that never reaches the last column', () => {
     for (const columns of [40, 80, 200]) {
       const { progress, out, advance } = setup(true, columns);

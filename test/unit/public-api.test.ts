@@ -65,7 +65,7 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
     file: 'src/testing/index.ts',
     names: [
       'DEFAULT_WAIT_MS', 'EmulatorProcess', 'EmulatorProcessOptions', 'ObservedMessage', 'RegisteredDevice', 'TestEmulator',
-      'TestEmulatorOptions', 'TestingError', 'TestingErrorCode', 'WaitOptions', 'startEmulatorProcess', 'startTestEmulator',
+      'TestEmulatorOptions', 'TestingError', 'TestingErrorCode', 'WaitOptions', 'startEmulatorProcess', 'startTestEmulator', 'testLogger',
     ],
   },
   'apsaramq-device/outbox': {

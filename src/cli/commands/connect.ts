@@ -16,6 +16,8 @@ import { staticSource } from '../../connector/connect.js';
 import { type CliIo, Interrupted, UsageError, choiceArg, cliLogger, conflicting, intArg, jsonLine } from '../io.js';
 import { probeOpenApi } from '../probe.js';
 import { readCredentialFile } from './sign.js';
+// Help examples name the instance the `emulator` command serves by default, so that they work when copied.
+import { CLI_DEFAULT_INSTANCE_ID as EXAMPLE_INSTANCE_ID } from './emulator.js';
 
 interface ConnectFlags {
   instanceId?: string;
@@ -34,6 +36,7 @@ interface ConnectFlags {
   json?: boolean;
   ca?: string;
   insecure?: boolean;
+  timeoutMs?: number;
 }
 
 export function addConnectCommand(program: Command, io: CliIo): void {
@@ -56,6 +59,7 @@ export function addConnectCommand(program: Command, io: CliIo): void {
     .option('--json', 'with --subscribe: print {"topic", "payload"} per message')
     .option('--ca <file>', 'CA certificate for tls/wss brokers')
     .option('--insecure', 'do not verify the broker\'s TLS certificate')
+    .option('--timeout-ms <ms>', 'connect and answer timeout of each OpenAPI request, and of the check of --endpoint (default 10000)', intArg('--timeout-ms', 1, 600_000))
     .addHelpText(
       'after',
       `
@@ -65,7 +69,7 @@ that has no credential yet. The credential is kept in the store, so the next run
 
 Examples:
   $ apsaramq-device connect --endpoint http://127.0.0.1:8080 --broker-url mqtt://127.0.0.1:1883 \\
-      --instance-id mqtt-emu-1 --client-id GID_demo@@@dev-1 --publish demo/hello --message hi
+      --instance-id ${EXAMPLE_INSTANCE_ID} --client-id GID_demo@@@dev-1 --publish demo/hello --message hi
   $ apsaramq-device connect --credential-file dev-1.json --broker-url mqtt://127.0.0.1:1883 --subscribe 'demo/#' --count 1`,
     )
     .action(async (flags: ConnectFlags, command: Command) => {
@@ -79,7 +83,7 @@ Examples:
       if (flags.publish !== undefined && flags.json) throw conflicting('--publish', '--json', '--json is how --subscribe prints messages');
       if (flags.endpoint !== undefined && flags.region !== undefined) throw conflicting('--endpoint', '--region', 'the endpoint is that of a region');
       if (flags.credentialFile !== undefined) {
-        for (const [flag, value] of [['--endpoint', flags.endpoint], ['--region', flags.region], ['--store', flags.store]] as const) {
+        for (const [flag, value] of [['--endpoint', flags.endpoint], ['--region', flags.region], ['--store', flags.store], ['--timeout-ms', flags.timeoutMs]] as const) {
           if (value !== undefined) throw conflicting('--credential-file', flag, 'a credential file needs no OpenAPI and no store');
         }
       }
@@ -94,7 +98,7 @@ Examples:
       let source: CredentialSource;
       let provisioner: Provisioner | undefined;
       if (flags.credentialFile !== undefined) {
-        const credential = await readCredentialFile(flags.credentialFile);
+        const credential = await readCredentialFile(flags.credentialFile, (message) => io.stderr(`warning: ${message}\n`));
         // The file decides who connects: a --client-id or --instance-id that says otherwise is a mix-up, not ignored.
         if (flags.clientId !== undefined && flags.clientId !== credential.clientId) {
           throw conflicting('--credential-file', '--client-id', `the file is the credential of ${credential.clientId}, not ${flags.clientId}`);
@@ -117,8 +121,6 @@ Examples:
           // refused credential would need the OpenAPI (then the error says so).
           source = storeOnlySource(store, instanceId, clientId);
         } else {
-          // A dead or wrong endpoint fails here, in seconds, naming the flag; not after the retries of a Get.
-          if (!stored) await probeOpenApi(endpoint, flags.endpoint === undefined ? '--region' : '--endpoint');
           const { Provisioner } = await loadProvisioner('connect without --credential-file (it calls the OpenAPI)');
           const registrar = new Provisioner({
             instanceId,
@@ -126,11 +128,33 @@ Examples:
             retry: {}, // throttling and transient faults are retried with jittered backoff
             store,
             endpoint,
+            ...(flags.timeoutMs === undefined ? {} : { timeoutMs: flags.timeoutMs }),
           });
           provisioner = registrar;
+          if (!stored) {
+            // Every local check (the account keys above, the store's modes and files here) before the first request;
+            // then a dead or wrong endpoint fails in seconds, naming the flag, not after the retries of a Get.
+            try {
+              await store.prepare(instanceId);
+              await probeOpenApi(endpoint, flags.endpoint === undefined ? '--region' : '--endpoint', flags.timeoutMs);
+            } catch (error) {
+              registrar.close();
+              throw error;
+            }
+          }
           const ladder = registrar.credentialSource(clientId);
           source = async (request) => {
-            if (request.reason !== 'connect') return ladder(request);
+            if (request.reason !== 'connect') {
+              // The broker refused the key: the ladder takes a newer one from the store, else the OpenAPI's. Said on
+              // stderr like every credential the OpenAPI gives: a key changed under the device is news to its owner.
+              const before = await store.load(instanceId, clientId);
+              const credential = await ladder(request);
+              const refused = `the broker refused the key ${request.rejected?.deviceAccessKeyId ?? 'in use'} of ${clientId}`;
+              if (request.rejected && credential.sameKeyAs(request.rejected)) return credential; // nothing new: the connector says what fails
+              if (before && credential.sameKeyAs(before)) io.stderr(`${refused}: connecting with the newer key ${credential.deviceAccessKeyId} from the store\n`);
+              else io.stderr(`${refused}: fetched its current key ${credential.deviceAccessKeyId} from the OpenAPI and kept it in the store\n`);
+              return credential;
+            }
             // Say what was billed: a ClientId with a typo registers a new credential, and the user must see it.
             const { credential, origin } = await registrar.obtainCredential(clientId, request.signal === undefined ? {} : { signal: request.signal });
             if (origin === 'registered') io.stderr(`registered a new credential for ${clientId} (${credential.deviceAccessKeyId}): it had none on instance ${instanceId}\n`);
@@ -244,6 +268,8 @@ async function subscribeAndPrint(connection: DeviceConnection, io: CliIo, flags:
     finish();
   });
   stop.addEventListener('abort', () => finish(), { once: true });
+  // The reader of stdout is gone (`| head -1` has its line): nobody would see another message, so stop quietly.
+  void io.stdoutClosed?.().then(finish);
   try {
     await connection.subscribe(topic, { qos: flags.qos as QoS });
   } catch (error) {

@@ -4,14 +4,15 @@ import { ApsaraMqDeviceError, isApsaraMqDeviceError } from '../../errors.js';
 import { defaultStoreDir } from '../../provisioner/env.js';
 import type { FleetProgress, FleetResult } from '../../provisioner/fleet.js';
 import { loadFleet } from '../roles.js';
-import { FileCredentialStore } from '../../provisioner/file-store.js';
 import type { ProvisionStrategy } from '../../provisioner/provisioner.js';
 import { DEFAULT_API_CONCURRENCY, DEFAULT_API_QPS } from '../../provisioner/rate-limit.js';
 import { resolveEndpoint } from '../../provisioner/endpoint.js';
 import { type CliIo, Interrupted, UsageError, choiceArg, conflicting, intArg, jsonLine } from '../io.js';
-import { probeOpenApi } from '../probe.js';
+import { CheckedEndpointStore, EndpointCheck } from '../endpoint-check.js';
 import { cliRemedyOf } from '../remedies.js';
 import { Progress } from '../progress.js';
+// Help examples name the instance the `emulator` command serves by default, so that they work when copied.
+import { CLI_DEFAULT_INSTANCE_ID as EXAMPLE_INSTANCE_ID } from './emulator.js';
 
 interface ProvisionFlags {
   instanceId?: string;
@@ -66,7 +67,7 @@ stderr; with --json, stdout gets {"requested","provisioned","fromStore","fetched
 "apiCalls","retries","throttled","elapsedMs"}. Exit 0 when every device has its credential, 1 otherwise.
 
 Example:
-  $ apsaramq-device provision --endpoint http://127.0.0.1:8080 --instance-id mqtt-emu-1 --group-id GID_demo --count 1000 --qps 200 --json`,
+  $ apsaramq-device provision --endpoint http://127.0.0.1:8080 --instance-id ${EXAMPLE_INSTANCE_ID} --group-id GID_demo --count 1000 --qps 200 --json`,
     )
     .action(async (flags: ProvisionFlags) => {
       const { instanceId, groupId, count } = flags;
@@ -87,18 +88,25 @@ Example:
       }
 
       const endpoint = resolveEndpoint({ ...(flags.endpoint === undefined ? {} : { endpoint: flags.endpoint }), ...(flags.region === undefined ? {} : { region: flags.region }) });
-      const store = new FileCredentialStore(flags.store ?? defaultStoreDir(io.env));
-      // A dead or wrong endpoint fails here, in seconds, naming the flag; not after every device spent its retries.
-      await probeOpenApi(endpoint, flags.endpoint === undefined ? '--region' : '--endpoint');
-
       const controller = new AbortController();
       let signal: NodeJS.Signals | void | undefined;
       void io.interrupted().then((s) => {
         signal = s ?? 'SIGINT';
         controller.abort(new Error('interrupted'));
       });
+      // The endpoint is probed before the first call, not before the store: a warm store makes no request at all. A
+      // dead or wrong endpoint still fails in seconds, naming the flag, and stops the run.
+      const check = new EndpointCheck(endpoint, flags.endpoint === undefined ? '--region' : '--endpoint', {
+        timeoutMs: flags.timeoutMs,
+        signal: controller.signal,
+        onFailure: (error) => controller.abort(error),
+      });
+      const store = new CheckedEndpointStore(flags.store ?? defaultStoreDir(io.env), check);
       const progress = new Progress({ label: 'provision', total: count, tty: io.stderrIsTTY === true, columns: () => io.columns?.(), write: (t) => io.stderr(t) });
-      const update = (p: FleetProgress): void => progress.update(p.done, `${p.failed} failed · ${p.apiCalls} calls · ${p.retries} retries`);
+      const update = (p: FleetProgress): void => {
+        // Devices stopped by a failed probe are not progress: the probe's error is the one line to show.
+        if (check.failure === undefined) progress.update(p.done, `${p.failed} failed · ${p.apiCalls} calls · ${p.retries} retries`);
+      };
       const { provisionFleet } = await loadFleet('provision');
       const result = await provisionFleet(fleetClientIds(groupId, flags.prefix, flags.start, count), {
         instanceId,
@@ -113,12 +121,17 @@ Example:
         ...(flags.timeoutMs === undefined ? {} : { timeoutMs: flags.timeoutMs }),
         ...(flags.maxServiceLatencyMs === undefined ? {} : { maxServiceLatencyMs: flags.maxServiceLatencyMs }),
       });
+      if (check.failure !== undefined) {
+        if (progress.drewOnTerminal) io.stderr('\n');
+        throw check.failure;
+      }
       const interrupted = signal !== undefined;
       if (interrupted) {
         // Devices the interrupt stopped before they finished did not fail: they are left for the next run.
         const aborted = result.failed.filter((f) => f.code === 'Aborted').length;
         result.failed = result.failed.filter((f) => f.code !== 'Aborted');
-        progress.finish(`interrupted · ${result.provisioned} provisioned · ${result.failed.length} failed · ${aborted} left`);
+        // Devices stopped by the interrupt were counted as settled while it ran; the bar ends at what was really done.
+        progress.finish(`interrupted · ${result.provisioned} provisioned · ${result.failed.length} failed · ${aborted} left`, { done: result.provisioned + result.failed.length, stopped: true });
         io.stdout(flags.json ? jsonLine({ ...summary(result), interrupted: true, notProvisioned: aborted }) : humanSummary(result));
       } else {
         progress.finish(`${result.failed.length} failed · ${result.apiCalls} calls · ${result.retries} retries`);

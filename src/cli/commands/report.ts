@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { type CliIo, jsonLine } from '../io.js';
+import { type CliIo, exampleStartAt, jsonLine } from '../io.js';
 import { loadReports } from '../roles.js';
 import { writeOutput } from './simulate.js';
 
@@ -12,6 +12,7 @@ interface MergeFlags {
 
 /** Register `report merge`: the reports of a run's shards as the fleet's report. */
 export function addReportCommand(program: Command, io: CliIo): void {
+  const startAt = exampleStartAt();
   const report = program.command('report').description('Work with simulation reports (simulate --report files).');
   report
     .command('merge')
@@ -29,8 +30,8 @@ Exit code 2 with InvalidReport (a file that is not a report of this version, or 
 1 with ReportMismatch (different runs, a shard twice, a shard missing, series further apart than a run lasts).
 
 Example:
-  $ apsaramq-device simulate --devices 100000 --shard 1/2 --start-at 2026-12-01T10:00:00Z --report s1.json   # machine 1
-  $ apsaramq-device simulate --devices 100000 --shard 2/2 --start-at 2026-12-01T10:00:00Z --report s2.json   # machine 2
+  $ apsaramq-device simulate --devices 100000 --shard 1/2 --start-at ${startAt} --report s1.json   # machine 1
+  $ apsaramq-device simulate --devices 100000 --shard 2/2 --start-at ${startAt} --report s2.json   # machine 2
   $ apsaramq-device report merge s1.json s2.json --html fleet.html --output fleet.json`,
     )
     .action(async (files: string[], flags: MergeFlags) => {

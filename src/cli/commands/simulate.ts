@@ -1,22 +1,21 @@
 import { lookup } from 'node:dns/promises';
-import { constants } from 'node:fs';
-import { access, readFile } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import type { Command, Option } from 'commander';
 import { brokerUrlFor } from '../../connector/connect.js';
 import { isApsaraMqDeviceError, NetworkError, ValidationError } from '../../errors.js';
 import { resolveEndpoint } from '../../provisioner/endpoint.js';
 import { defaultStoreDir } from '../../provisioner/env.js';
-import { FileCredentialStore } from '../../provisioner/file-store.js';
 import type { SimulationProgress } from '../../simulator/metrics.js';
 import { parseBrokerUrl } from '../../simulator/device.js';
 import { checkAddressSpace } from '../../simulator/local-address.js';
-import { type ResolvedSettings, SIMULATION_DEFAULTS, type Shard, checkStartAt, parseShard, resolveSettings, type SimulationSettings } from '../../simulator/options.js';
+import { type ResolvedSettings, SIMULATION_DEFAULTS, type Shard, checkStartAt, expandTopic, parseShard, resolveSettings, simulatedClientId, type SimulationSettings } from '../../simulator/options.js';
+import { MAX_PAYLOAD_BYTES, checkTopicName } from '../../connector/validate.js';
+import { resolveBrokerOptions } from '../../emulator/broker-options.js';
 import { loadReports, loadSimulator } from '../roles.js';
 import type { SimulationTarget } from '../../simulator/target.js';
 import type { SimulationReport } from '../../simulator/report-format.js';
-import { type CliIo, Interrupted, UsageError, choiceArg, intArg, jsonLine } from '../io.js';
-import { probeOpenApi } from '../probe.js';
+import { type CliIo, Interrupted, UsageError, checkOutputFile, choiceArg, exampleStartAt, intArg, jsonLine } from '../io.js';
+import { CheckedEndpointStore, EndpointCheck } from '../endpoint-check.js';
 import { Progress } from '../progress.js';
 import { SHARD_CHILD_ENV, runInProcesses, shardChildHooks } from '../simulate-processes.js';
 
@@ -61,6 +60,7 @@ const PROGRESS_LINE_MS = 5_000;
 
 /** Register `simulate`: a device fleet against the real service or an embedded emulator. */
 export function addSimulateCommand(program: Command, io: CliIo): void {
+  const startAt = exampleStartAt();
   program
     .command('simulate')
     .description('Simulate a device fleet: provision each device\'s credential, connect at a paced rate, publish, and report latency percentiles. Without --endpoint/--region it runs against an embedded emulator (no account, no network).')
@@ -134,7 +134,7 @@ Examples:
   $ apsaramq-device simulate
   $ apsaramq-device simulate --devices 10000 --connect-rate 500 --duration 30 --publish-interval 5000 --json
   $ apsaramq-device simulate --devices 2000 --shard 1/2 --region cn-hangzhou --instance-id mqtt-cn-xxx \\
-      --group-id GID_load --topic load/%i --subscribe --start-at 2026-12-01T10:00:00Z --report shard1.json
+      --group-id GID_load --topic load/%i --subscribe --start-at ${startAt} --report shard1.json
   $ apsaramq-device report merge shard1.json shard2.json --html fleet.html
   $ apsaramq-device simulate --devices 40000 --local-address 127.0.0.2-127.0.0.3 --html run.html`,
     )
@@ -161,6 +161,7 @@ Examples:
       let resolved: ResolvedSettings;
       try {
         resolved = resolveSettings(settings);
+        checkTopicFlag(resolved);
         if (flags.processes > 1) {
           const share = resolved.range[1] - resolved.range[0];
           const of = flags.shard === undefined ? `--devices ${flags.devices}` : `the ${share} devices of --shard ${flags.shard}`;
@@ -175,18 +176,17 @@ Examples:
         throw error;
       }
       // Where the results go is checked before the run, not after it: a typo must not lose the report.
-      for (const [flag, file] of [['--report', flags.report], ['--html', flags.html]] as const) if (file !== undefined) await checkWritable(flag, file);
-      const target = await targetOf(flags, io);
-      // A shard process of a --processes run: its parent has checked the endpoint and the broker host already.
+      for (const [flag, file] of [['--report', flags.report], ['--html', flags.html]] as const) if (file !== undefined) await checkOutputFile(flag, file, flag === '--html' ? 'report.html' : 'report.json');
+      const stop = new AbortController();
+      const { target, check } = await targetOf(flags, io, stop);
+      // A shard process of a --processes run: its parent has checked the broker host already.
       if (target && io.env[SHARD_CHILD_ENV] !== '1') {
-        // A dead endpoint or a broker host that does not resolve fails in seconds, naming it, before any device.
-        await probeOpenApi(resolveEndpoint({ endpoint: target.provisioner.endpoint, region: target.provisioner.region }), flags.endpoint === undefined ? '--region' : '--endpoint');
+        // A broker host that does not resolve fails in seconds, naming it, before any device.
         await checkBrokerHost(target.brokerUrl, flags.brokerUrl === undefined ? flags.instanceId : undefined);
         // The shard processes share this machine's source ports toward the one broker: their devices must fit
         // together (each shard alone checks only its own). With embedded emulators every shard has its own port.
         if (flags.processes > 1) checkAddressSpace(resolved.range[1] - resolved.range[0], resolved.localAddresses, parseBrokerUrl(target.brokerUrl));
       }
-      const stop = new AbortController();
       let interruptedBy: NodeJS.Signals | void | undefined;
       const interrupted = io.interrupted();
       void interrupted.then((signal) => {
@@ -221,7 +221,8 @@ Examples:
               signal: stop.signal,
               onWarning: child?.onWarning ?? ((message) => io.stderr(`warning: ${message}\n`)),
               ...(target === undefined ? {} : { target }),
-              ...(child !== undefined ? { onProgress: child.onProgress } : progress === undefined ? {} : { onProgress: progress.update }),
+              // After a failed probe the devices only fail with it: the phases that follow are not progress.
+              ...(child !== undefined ? { onProgress: child.onProgress } : progress === undefined ? {} : { onProgress: (p) => check?.failure === undefined && progress.update(p) }),
             },
             child === undefined ? {} : { beforeConnect: child.beforeConnect },
           );
@@ -229,14 +230,18 @@ Examples:
           child?.done();
         }
       }
-      progress?.finish();
+      progress?.finish(interruptedBy !== undefined || check?.failure !== undefined);
+      // The devices that failed because the endpoint is dead or wrong are not the result: the probe's line is.
+      if (check?.failure !== undefined) throw check.failure;
       if (interruptedBy !== undefined) report.interrupted = true;
       // The summary is the command's result: stdout, like provision's. --json replaces it with the report.
       io.stdout(flags.json ? jsonLine(report) : formatReport(report));
       if (flags.report !== undefined) await writeOutput(writeFileWhole, '--report', flags.report, `${JSON.stringify(report, null, 2)}\n`);
       if (flags.html !== undefined) await writeOutput(writeFileWhole, '--html', flags.html, renderReportHtml(report));
       if (interruptedBy !== undefined) {
-        io.stderr(`Interrupted: ${report.connected} of ${report.devices} devices had connected when the run was stopped${flags.report === undefined ? '' : `; ${flags.report} is marked "interrupted"`}. Provisioned devices stay in the store: a new run does not register them again.\n`);
+        // Only a run against an endpoint keeps credentials (in the store); the embedded emulator's are gone with it.
+        const kept = target === undefined ? '' : ' Provisioned devices stay in the store: a new run does not register them again.';
+        io.stderr(`Interrupted: ${report.connected} of ${report.devices} devices had connected when the run was stopped${flags.report === undefined ? '' : `; ${flags.report} is marked "interrupted"`}.${kept}\n`);
         throw new Interrupted(interruptedBy);
       }
       const failure = simulationFailure(report);
@@ -263,14 +268,32 @@ function shardArgs(command: Command): string[] {
   return args;
 }
 
-/** The directory of an output file must exist and be writable before the run starts. */
-async function checkWritable(flag: string, file: string): Promise<void> {
-  const dir = dirname(resolve(file));
+/**
+ * `--topic` makes topics the service (and the embedded emulator, which stands for it) would accept: MQTT's and the
+ * service's topic rules, checked on the longest topic the template makes, and a parent topic (the first level) that
+ * can exist on an instance. A template that cannot work is a usage error here, not a failed run (or an embedded
+ * emulator that refuses to start) later.
+ */
+function checkTopicFlag(resolved: ResolvedSettings): void {
+  const { topic, topicTemplate, groupId } = resolved;
+  const last = resolved.devices - 1;
+  const longest = expandTopic(topicTemplate, { clientId: simulatedClientId(groupId, last), index: last, group: groupId });
   try {
-    await access(dir, constants.W_OK);
+    checkTopicName(longest, { apsaraMq: true, maxPayloadBytes: MAX_PAYLOAD_BYTES, persistentSession: false });
   } catch (error) {
-    const why = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : 'is not writable';
-    throw new UsageError(`${flag} ${file}: the directory ${dir} ${why}`);
+    if (error instanceof ValidationError) throw new UsageError(`--topic ${topic} makes topics such as ${longest}: ${error.message}`);
+    throw error;
+  }
+  // The parent is literal when the template's first level holds no placeholder (else any parent will do).
+  const first = topicTemplate[0];
+  const parent = typeof first !== 'string' ? undefined : first.includes('/') ? first.slice(0, first.indexOf('/')) : topicTemplate.length === 1 ? first : undefined;
+  if (parent === undefined) return;
+  if (parent.startsWith('$')) throw new UsageError(`--topic ${topic}: topics under ${parent} are the broker's own; devices publish under a parent topic created on the instance`);
+  try {
+    resolveBrokerOptions({ parentTopics: [parent] });
+  } catch (error) {
+    if (!(error instanceof ValidationError)) throw error;
+    throw new UsageError(`--topic ${topic}: its parent topic ${JSON.stringify(parent)} cannot exist on an instance (a parent topic is 1 to 64 letters, digits, - or _)`);
   }
 }
 
@@ -293,7 +316,7 @@ async function checkBrokerHost(brokerUrl: string, defaultedFrom: string | undefi
 const SHOWN_PHASES: ReadonlySet<string> = new Set(['provisioning', 'connecting', 'publishing']);
 
 /** The one progress display, one bar per phase: provisioned devices, then connected ones. */
-function phaseProgress(io: CliIo): { update: (p: SimulationProgress) => void; finish: () => void } {
+function phaseProgress(io: CliIo): { update: (p: SimulationProgress) => void; finish: (stopped: boolean) => void } {
   let phase: string | undefined;
   let bar: Progress | undefined;
   let last: SimulationProgress | undefined;
@@ -313,14 +336,17 @@ function phaseProgress(io: CliIo): { update: (p: SimulationProgress) => void; fi
       }
       bar?.update(counted(p), details(p));
     },
-    finish: () => {
-      if (bar && last) bar.finish(details(last));
+    finish: (stopped) => {
+      if (bar && last) bar.finish(details(last), { stopped });
     },
   };
 }
 
-/** The real service (or a running emulator) when --endpoint or --region is given; `undefined` for the embedded emulator. */
-async function targetOf(flags: SimulateFlags, io: CliIo): Promise<SimulationTarget | undefined> {
+/**
+ * The real service (or a running emulator) when --endpoint or --region is given, with the check of its OpenAPI
+ * endpoint that its store makes before the first call (a failed probe aborts `stop`); none for the embedded emulator.
+ */
+async function targetOf(flags: SimulateFlags, io: CliIo, stop: AbortController): Promise<{ target?: SimulationTarget; check?: EndpointCheck }> {
   const remote = flags.endpoint !== undefined || flags.region !== undefined;
   if (!remote) {
     const stray = (['instanceId', 'brokerUrl', 'store', 'ca'] as const).filter((k) => flags[k] !== undefined);
@@ -328,7 +354,7 @@ async function targetOf(flags: SimulateFlags, io: CliIo): Promise<SimulationTarg
       const flagsText = stray.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ');
       throw new UsageError(`${flagsText} ${stray.length === 1 ? 'needs' : 'need'} --endpoint or --region (without them the run uses an embedded emulator)`);
     }
-    return undefined;
+    return {};
   }
   if (flags.instanceId === undefined) throw new UsageError('simulate with --endpoint or --region needs --instance-id');
   let brokerUrl: string;
@@ -344,19 +370,26 @@ async function targetOf(flags: SimulateFlags, io: CliIo): Promise<SimulationTarg
       throw new ValidationError('InvalidOption', `Cannot read --ca file ${flags.ca}`);
     });
   }
-  return {
+  // The OpenAPI is probed before the first call, not before the store: a warm store makes no request at all. A dead
+  // or wrong endpoint still fails in seconds, naming the flag, and stops the run.
+  const check = new EndpointCheck(resolveEndpoint({ endpoint: flags.endpoint, region: flags.region }), flags.endpoint === undefined ? '--region' : '--endpoint', {
+    signal: stop.signal,
+    onFailure: () => stop.abort(),
+  });
+  const target: SimulationTarget = {
     brokerUrl,
     strategy: 'get-first',
     provisioner: {
       instanceId: flags.instanceId,
       env: io.env,
-      store: new FileCredentialStore(flags.store ?? defaultStoreDir(io.env)),
+      store: new CheckedEndpointStore(flags.store ?? defaultStoreDir(io.env), check),
       ...(flags.endpoint === undefined ? {} : { endpoint: flags.endpoint }),
       ...(flags.region === undefined ? {} : { region: flags.region }),
     },
     ...(ca === undefined ? {} : { ca }),
     ...(flags.insecure ? { rejectUnauthorized: false } : {}),
   };
+  return { target, check };
 }
 
 /** Write an output file whole, or fail with InvalidOption naming its flag. */

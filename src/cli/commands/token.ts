@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { assertClientId } from '../../credential.js';
 import { type CliIo, UsageError, jsonLine } from '../io.js';
-import { API_HELP, type ApiFlags, apiOptions, provisionerFromFlags } from './credential.js';
+import { API_HELP, type ApiFlags, apiOptions, withProvisioner } from './credential.js';
 
 const DURATION = /^(\d+)(s|m|h|d)$/;
 const UNIT_MS: Readonly<Record<string, number>> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -37,14 +37,11 @@ export function addTokenCommands(program: Command, io: CliIo): void {
       const lifetime = parseDuration(flags.expireIn);
       if (lifetime === undefined || lifetime < 60_000) throw new UsageError(`--expire-in ${flags.expireIn} is invalid: use a duration of at least 60s, such as 90s, 15m, 1h or 30d`);
       const resources = flags.resources.split(',').map((r) => r.trim()).filter(Boolean);
-      const provisioner = await provisionerFromFlags(flags, io);
-      try {
+      await withProvisioner(flags, io, async (provisioner) => {
         const issued = await provisioner.applyToken({ resources, actions: flags.actions as 'R' | 'W' | 'R,W', expireTime: Date.now() + lifetime });
         // The one place a token is printed on purpose: the registrar hands it to the client.
         io.stdout(flags.json ? jsonLine({ token: issued.token, type: issued.type, resources: issued.resources, expireTime: issued.expireTime }) : `${issued.token}\n`);
-      } finally {
-        provisioner.close();
-      }
+      });
     });
 
   for (const [name, description] of [
@@ -56,8 +53,7 @@ export function addTokenCommands(program: Command, io: CliIo): void {
       .addHelpText('after', `${API_HELP}\n\nExample:\n  $ apsaramq-device token ${name} --endpoint http://127.0.0.1:8080 --instance-id mqtt-emu-local --token - < token.txt`)
       .action(async (flags: ApiFlags & { token?: string }) => {
         const value = await readToken(flags.token, io);
-        const provisioner = await provisionerFromFlags(flags, io);
-        try {
+        await withProvisioner(flags, io, async (provisioner) => {
           if (name === 'revoke') {
             await provisioner.revokeToken(value);
             io.stdout('revoked\n');
@@ -66,9 +62,7 @@ export function addTokenCommands(program: Command, io: CliIo): void {
             io.stdout(valid ? 'valid\n' : 'invalid\n');
             if (!valid) io.exitCode = 1;
           }
-        } finally {
-          provisioner.close();
-        }
+        });
       });
   }
 
@@ -81,13 +75,10 @@ export function addTokenCommands(program: Command, io: CliIo): void {
       if (ids.length === 0) throw new UsageError('--client-id is required (one or more ClientIds)', 'MissingOption');
       if (ids.length > 10) throw new UsageError(`--client-id takes at most 10 ClientIds, not ${ids.length}`);
       for (const id of ids) assertClientId(id);
-      const provisioner = await provisionerFromFlags(flags, io);
-      try {
+      await withProvisioner(flags, io, async (provisioner) => {
         const sessions = ids.length === 1 ? [{ clientId: ids[0] as string, online: await provisioner.isOnline(ids[0] as string) }] : await provisioner.onlineStatus(ids);
         io.stdout(flags.json ? jsonLine(sessions) : sessions.map((s) => `${s.clientId} ${s.online ? 'online' : 'offline'}\n`).join(''));
         if (sessions.some((s) => !s.online)) io.exitCode = 1;
-      } finally {
-        provisioner.close();
-      }
+      });
     });
 }

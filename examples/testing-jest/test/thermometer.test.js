@@ -1,5 +1,5 @@
-import { useEmulator } from 'apsaramq-device/testing/jest';
-import { startThermometer } from '../src/thermometer.mjs';
+const { useEmulator } = require('apsaramq-device/testing/jest');
+const { startThermometer } = require('../src/thermometer.js');
 
 // One emulator for this file, on free ports; stopped after the last test, even when one failed.
 const emulator = useEmulator({ parentTopics: ['sensors'] }); // the parent topics the instance has

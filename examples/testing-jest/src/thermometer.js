@@ -1,9 +1,10 @@
 // The code under test: a thermometer that reports readings over ApsaraMQ for MQTT with its device credential.
-// Nothing in it knows about the emulator; the test hands it a credential and a broker URL.
-import { connectDevice } from 'apsaramq-device';
+// Nothing in it knows about the emulator; the test hands it a credential and a broker URL. CommonJS, as most Jest
+// projects are: require() of apsaramq-device loads its CommonJS build.
+const { connectDevice } = require('apsaramq-device');
 
 /** Connect a thermometer; `report(celsius)` publishes one reading (QoS 1) to `sensors/<device>/temp`. */
-export async function startThermometer({ credential, brokerUrl }) {
+async function startThermometer({ credential, brokerUrl }) {
   const device = credential.clientId.split('@@@')[1];
   // Short reconnect delays: a test restarts the broker and wants the device back quickly.
   const connection = await connectDevice({ credential, brokerUrl, reconnect: { minDelayMs: 20, maxDelayMs: 200 } });
@@ -13,3 +14,5 @@ export async function startThermometer({ credential, brokerUrl }) {
     stop: () => connection.end(),
   };
 }
+
+module.exports = { startThermometer };
