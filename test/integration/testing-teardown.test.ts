@@ -8,7 +8,7 @@
 import mqtt from 'mqtt';
 import { afterEach, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { connectDevice } from '../../src/connector/connect.js';
-import { registerAndConnect } from '../../src/connector/register-and-connect.js';
+import { registerAndConnect } from '../../src/register-and-connect.js';
 import { startTestEmulator, testLogger } from '../../src/testing/index.js';
 import { captureLogger } from '../helpers/broker.js';
 
