@@ -48,7 +48,7 @@ describe('connect options', () => {
     [{ reconnect: { minDelayMs: Number.NaN } }, /reconnect.minDelayMs/],
     [{ takeover: { giveUpAfter: 0 } }, /takeover.giveUpAfter/],
     [{ maxDeliveryAttempts: 0 }, /maxDeliveryAttempts/],
-    [{ maxQueuedMessages: 0 }, /InvalidOption: Option maxQueuedMessages must be an integer from 1, not 0/],
+    [{ maxQueuedMessages: 0 }, /InvalidOption: Option maxQueuedMessages must be an integer of 1 or more, or Infinity, not 0/],
     [{ maxQueuedMessages: 1.5 }, /maxQueuedMessages/],
     [{ maxQueuedBytes: -1 }, /maxQueuedBytes/],
     [{ maxQueuedBytes: '16MB' }, /maxQueuedBytes/],
