@@ -347,6 +347,7 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   WaitTimeout: { retryable: false, remedy: 'What the test waited for did not happen in time: check the code under test (pass timeoutMs to wait longer on a slow machine).' },
   UnexpectedConnack: { retryable: false, remedy: 'The broker answered the CONNECT differently from what the test expected: check the login and the emulator options.' },
   UnknownError: { retryable: false, remedy: 'Unexpected error; run with --verbose and report it.' },
+  DependencyMismatch: { retryable: false, remedy: 'Install the exact version of the package the message names next to apsaramq-device (npm install <package>@<version>).' },
 } satisfies Record<string, LocalSpec>);
 
 /** A code of {@link LOCAL_ERROR_CATALOG}. */
@@ -450,9 +451,9 @@ export class ValidationError extends ApsaraMqDeviceError {
 
 /** Missing or unusable configuration: account AccessKeys, or an optional package a role entry needs. */
 export class ConfigurationError extends ApsaraMqDeviceError {
-  declare readonly code: 'MissingAccessKey' | 'MissingDependency';
+  declare readonly code: 'MissingAccessKey' | 'MissingDependency' | 'DependencyMismatch';
   /** @param remedy - replaces the catalog's, when the message knows better (the exact package to install). */
-  constructor(code: 'MissingAccessKey' | 'MissingDependency', message: string, remedy?: string) {
+  constructor(code: 'MissingAccessKey' | 'MissingDependency' | 'DependencyMismatch', message: string, remedy?: string) {
     super(code, message, { ...localInfo(code), ...(remedy === undefined ? {} : { remedy }) });
     this.name = 'ConfigurationError';
   }

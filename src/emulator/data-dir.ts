@@ -4,7 +4,8 @@ import { join, resolve } from 'node:path';
 import { clientIdProblem } from '../credential.js';
 import { EmulatorStateError } from '../errors.js';
 import type { CredentialRecord } from './registry.js';
-import { MAX_TOKEN_RESOURCES, parseResources, type TokenRecord, type TokenType } from './tokens.js';
+import type { TokenRecord } from './token-registry.js';
+import { MAX_TOKEN_RESOURCES, parseResources, type TokenType } from './token-rules.js';
 
 /**
  * The emulator's data directory: the OpenAPI's state, kept across restarts (issue #10).

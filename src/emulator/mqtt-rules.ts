@@ -1,7 +1,7 @@
 /**
  * The service's rules for what devices may do over MQTT (reference §5.4, §5.6, §5.7, §8.2) and the broker's guards
  * against hostile clients, as pure checks. Each check answers with a {@link Refusal} naming its rule; the broker
- * (broker.ts) turns a refusal into the protocol's answer, a stats counter and a log line.
+ * (broker-rules.ts, broker-wire.ts) turns a refusal into the protocol's answer, a stats counter and a log line.
  */
 import type { ResolvedBrokerOptions } from './broker-options.js';
 import { mayP2pSubscribe } from './p2p.js';

@@ -23,7 +23,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { connectDevice, type ConnectDeviceOptions, type DeviceConnection } from '../connector/connect.js';
 import { DeviceCredential, assertClientId } from '../credential.js';
 import { ApiError, ApsaraMqDeviceError, type KnownApiErrorCode, LOCAL_ERROR_CATALOG, SystemError, ValidationError } from '../errors.js';
-import { OnlineClients } from '../emulator/sessions.js';
+import { OnlineClients } from '../emulator/online-clients.js';
 import { startEmulator, type EmulatedAction, type Emulator, type EmulatorOptions, type EmulatorStats, type TlsOptions } from '../emulator/index.js';
 import { signDeviceCredential, type MqttCredentials } from '../signer/mqtt.js';
 import { rpcTimestamp, signRpc } from '../signer/openapi.js';

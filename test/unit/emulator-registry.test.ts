@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConnectRefusal, checkConnect } from '../../src/emulator/broker.js';
+import { ConnectRefusal, checkConnect } from '../../src/emulator/broker-login.js';
 import { CredentialRegistry } from '../../src/emulator/registry.js';
 import { StatsRecorder } from '../../src/emulator/stats.js';
 import { hmacPassword } from '../../src/signer/mqtt.js';

@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { Duplex } from 'node:stream';
 import mqttPacket from 'mqtt-packet';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { writePacket } from '../../src/emulator/broker.js';
+import { writePacket } from '../../src/emulator/broker-wire.js';
 
 /** A connection whose kernel buffer is full: every write is held until `release()` hands the bytes over. */
 function fullConnection(): { conn: Duplex; written: Buffer[]; release: () => void } {
