@@ -11,6 +11,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { Aedes, Client, Subscription } from 'aedes';
 import { ConfigurationError } from '../errors.js';
+import { propertyProblem } from './mqtt5-properties.js';
 
 /** The aedes version this module was written and tested against: package.json pins the peer dependency to it. */
 export const AEDES_VERSION = '2.0.0-beta.1';
@@ -151,6 +152,7 @@ export interface ParsedPacket {
   payload?: { length: number };
   subscriptions?: { topic: string }[];
   properties?: unknown;
+  will?: unknown;
 }
 
 /** A delivery function of an aedes client: write `packet` to the client, then call `done`. */
@@ -162,16 +164,33 @@ interface ClientInternals {
   duplicates: Record<string, unknown>;
   deliver0: Deliver;
   deliverQoS: Deliver;
-  /** The client's mqtt-packet parser; aedes handles each packet in a 'packet' listener. */
-  _parser: NodeJS.EventEmitter;
+  /** The client's mqtt-packet parser; aedes handles each packet in a 'packet' listener and fails on an 'error'. */
+  _parser: NodeJS.EventEmitter & { packet?: { cmd?: string; protocolVersion?: number } };
+  /** Set by aedes once the CONNACK is written. */
+  connackSent?: boolean;
+}
+
+/** A packet kept from aedes, and why: what the client is told (MQTT 5 reason code) and the rule it is counted under. */
+export interface PacketRefusal {
+  readonly rule: 'malformedPacket' | 'protocolError' | 'protocolVersion' | 'unsafeSubscribe' | 'unhandledPacket';
+  /** MQTT 5's reason code (CONNACK or DISCONNECT). */
+  readonly reasonCode: number;
+  /** MQTT 3.1.1's CONNACK return code, for a refused CONNECT answered in that form. */
+  readonly returnCode?: number;
+  readonly reason: string;
 }
 
 /** What {@link fitClient} fits a client with. */
 export interface ClientFitting {
-  /** Sees every packet the client sends, before aedes handles it. */
+  /** Sees every packet the client sends that aedes is to handle, before aedes does. */
   readonly inspect: (packet: ParsedPacket) => void;
-  /** The client sent a SUBSCRIBE aedes would crash on; aedes was handed an empty one instead. */
-  readonly onUnsafeSubscribe: () => void;
+  /**
+   * A packet was kept from aedes, with every packet after it; the client must be closed. `connect`: it was the
+   * CONNECT (answer with a CONNACK; `protocolVersion` is what the CONNECT said). `session`: a later packet, reported
+   * once the CONNACK is out (answer MQTT 5 with a DISCONNECT). `close`: nothing may be sent (a CONNECT that names
+   * another protocol, a packet before the CONNECT, an MQTT 3.1.1 client).
+   */
+  readonly onRefused: (refusal: PacketRefusal, stage: 'connect' | 'session' | 'close', protocolVersion: number) => void;
   /** Wraps each of the client's two delivery functions (QoS 0 and QoS 1/2). */
   readonly wrapDelivery: (deliver: Deliver) => Deliver;
 }
@@ -187,27 +206,96 @@ function crashesAedes(packet: ParsedPacket): boolean {
   return packet.cmd === 'subscribe' && subscriptions.length > 1 && subscriptions.some((sub) => sub.topic === '__proto__');
 }
 
+/** mqtt-packet's message for a CONNECT of a protocol level it does not parse (0-2, 6-127; 128 and up less 128). */
+const UNKNOWN_LEVEL = 'Invalid protocol version';
+/** mqtt-packet's message for a CONNECT whose protocol name is neither MQTT nor MQIsdp. */
+const UNKNOWN_NAME = 'Invalid protocolId';
+
 /**
  * Fit a new client, before it subscribes to anything (aedes picks the delivery function at subscription time):
- * null-prototype `subscriptions` and `duplicates` maps (see {@link hardenBroker}), no SUBSCRIBE that would crash
- * aedes, `inspect` ahead of aedes' own packet listener, and the delivery functions wrapped.
+ * null-prototype `subscriptions` and `duplicates` maps (see {@link hardenBroker}), and a gate in front of aedes.
+ * aedes' own packet and parse-error listeners are taken off the client's parser and called from the gate, which keeps
+ * from aedes what it would crash on or misread: a SUBSCRIBE it cannot survive, MQTT 5 properties that are malformed
+ * or a protocol error (mqtt5-properties.ts), and a CONNECT of a protocol level it does not speak, which it would
+ * close without the CONNACK 1 MQTT asks for (MQTT-3.1.2-2). Once a packet is refused nothing more of that client
+ * reaches aedes. A throw out of aedes' handling of a packet closes that client instead of ending the process.
  */
 export function fitClient(client: Client, fitting: ClientFitting): void {
   const fitted = client as unknown as ClientInternals;
   fitted.subscriptions = Object.create(null) as Record<string, unknown>;
   fitted.duplicates = Object.create(null) as Record<string, unknown>;
-  // Ahead of aedes' own listener, which handles the packet right after.
-  fitted._parser.prependListener('packet', (packet: ParsedPacket) => {
+  const parser = fitted._parser;
+  const handlePacket = parser.listeners('packet') as ((this: unknown, packet: unknown) => void)[];
+  const failParse = parser.listeners('error') as ((this: unknown, error: Error) => void)[];
+  parser.removeAllListeners('packet');
+  parser.removeAllListeners('error');
+  let refused = false;
+  /** The protocol level of the client's CONNECT, from when it is seen (aedes sets `client.version` only once it accepts it). */
+  let level: number | undefined;
+
+  /** Keep this client from aedes for good, and have it answered once it may be. */
+  const refuse = (refusal: PacketRefusal, connect: boolean, protocolVersion: number): void => {
+    refused = true;
+    const inSession = (): void => fitting.onRefused(refusal, (client.version ?? level) === 5 ? 'session' : 'close', client.version ?? level ?? 4);
+    if (connect) fitting.onRefused(refusal, 'connect', protocolVersion);
+    else if (client.connected || fitted.connackSent === true) inSession();
+    // No DISCONNECT before the CONNACK (MQTT-3.14.0-1): packets sent right behind the CONNECT wait for its outcome
+    // (a refused CONNECT closes the client, and 'connected' never comes).
+    else if (client.connecting) client.once('connected', inSession);
+    else fitting.onRefused(refusal, 'close', protocolVersion);
+  };
+  /** aedes' handling of one packet, any throw out of it contained. */
+  const toAedes = (listener: (this: unknown, packet: unknown) => void, packet: ParsedPacket): void => {
+    try {
+      listener.call(parser, packet);
+    } catch (error) {
+      refuse({ rule: 'unhandledPacket', reasonCode: 0x83, reason: `a ${packet.cmd.toUpperCase()} aedes failed on (${error instanceof Error ? error.message : String(error)})` }, packet.cmd === 'connect' && !client.connected, 5);
+    }
+  };
+
+  parser.on('packet', (packet: ParsedPacket) => {
+    if (refused) return;
+    if (packet.cmd === 'connect' && level === undefined) level = (packet as { protocolVersion?: number }).protocolVersion;
     if (crashesAedes(packet)) {
-      // Emptied: an empty SUBSCRIBE without a packet id makes aedes do nothing and answer nothing.
-      packet.subscriptions = [];
-      delete packet.messageId;
-      delete packet.properties;
-      fitting.onUnsafeSubscribe();
+      refuse({ rule: 'unsafeSubscribe', reasonCode: 0x8f, reason: "a SUBSCRIBE listing '__proto__' beside other filters (aedes 2.0.0-beta.1 would crash on it)" }, false, 5);
+      return;
+    }
+    const problem = propertyProblem(packet);
+    if (problem) {
+      const isConnect = packet.cmd === 'connect' && !client.connecting && !client.connected;
+      refuse({ rule: problem.reasonCode === 0x81 ? 'malformedPacket' : 'protocolError', reasonCode: problem.reasonCode, reason: problem.reason }, isConnect, 5);
       return;
     }
     fitting.inspect(packet);
+    for (const listener of handlePacket) toAedes(listener, packet);
   });
+  parser.on('error', (error: Error) => {
+    if (refused) return;
+    const pending = parser.packet;
+    const firstConnect = pending?.cmd === 'connect' && !client.connecting && !client.connected;
+    if (firstConnect && error.message === UNKNOWN_LEVEL) {
+      refuse({ rule: 'protocolVersion', reasonCode: 0x84, returnCode: 1, reason: 'a CONNECT of a protocol level the broker does not speak (MQTT 3.1, 3.1.1 and 5 only)' }, true, 4);
+    } else if (firstConnect && error.message === UNKNOWN_NAME) {
+      refuse({ rule: 'protocolVersion', reasonCode: 0x84, reason: 'a CONNECT whose protocol name is not MQTT (or MQIsdp): closed without a CONNACK, as Mosquitto does' }, false, 4);
+    } else if (firstConnect && pending.protocolVersion === 5) {
+      refuse({ rule: 'malformedPacket', reasonCode: 0x81, reason: `a CONNECT that could not be read (${error.message})` }, true, 5);
+    } else if ((client.version ?? level) === 5 && !client.closed) {
+      refuse({ rule: 'malformedPacket', reasonCode: 0x81, reason: `a packet that could not be read (${error.message})` }, false, 5);
+    } else {
+      for (const listener of failParse) listener.call(parser, error);
+    }
+  });
+  // The packets that came behind the CONNECT wait in aedes' queue, handled when the client is 'connected'.
+  for (const listener of client.listeners('connected') as ((this: unknown) => void)[]) {
+    client.removeListener('connected', listener);
+    client.once('connected', () => {
+      try {
+        listener.call(client);
+      } catch (error) {
+        refuse({ rule: 'unhandledPacket', reasonCode: 0x83, reason: `a packet aedes failed on (${error instanceof Error ? error.message : String(error)})` }, false, 5);
+      }
+    });
+  }
   fitted.deliver0 = fitting.wrapDelivery(fitted.deliver0);
   fitted.deliverQoS = fitting.wrapDelivery(fitted.deliverQoS);
 }

@@ -5,16 +5,16 @@
  */
 import type { Duplex } from 'node:stream';
 import type { Aedes, Client } from 'aedes';
-import { fitClient, sessionStore, type Deliver, type ParsedPacket } from './aedes-adapter.js';
-import type { BrokerContext } from './broker-wire.js';
+import { fitClient, sessionStore, type Deliver, type PacketRefusal, type ParsedPacket } from './aedes-adapter.js';
+import { writeRefusal, type BrokerContext } from './broker-wire.js';
 import { REASON, type Refusal } from './mqtt-rules.js';
 
 /** What {@link guardClient} reports to. */
 interface GuardHandlers {
   /** The client could not keep up: it is given, already cut off, with the bytes it held. */
   readonly onSlow: (client: Client, queuedBytes: number) => void;
-  /** The client sent a SUBSCRIBE aedes cannot survive (aedes was handed an empty one). */
-  readonly onUnsafeSubscribe: (client: Client) => void;
+  /** The adapter kept a packet from aedes (see aedes-adapter.ts {@link fitClient}): the client is to be answered and closed. */
+  readonly onRefused: (client: Client, refusal: PacketRefusal, stage: 'connect' | 'session' | 'close', protocolVersion: number) => void;
   /** The QoS 2 messages a client sent and never released (PUBREL) hold more than `maxQueuedBytes`. */
   readonly onUnreleased: (client: Client, bytes: number) => void;
 }
@@ -37,7 +37,7 @@ interface GuardedClient {
  *   more than `maxQueuedBytes` is disconnected instead of being written to.
  */
 function guardClient(client: Client, maxQueuedBytes: number, handlers: GuardHandlers): GuardedClient {
-  const { onSlow, onUnsafeSubscribe, onUnreleased } = handlers;
+  const { onSlow, onRefused, onUnreleased } = handlers;
   // Inbound QoS 2 messages awaiting their PUBREL: bytes by packet id.
   const unreleased = new Map<number, number>();
   let unreleasedBytes = 0;
@@ -85,7 +85,7 @@ function guardClient(client: Client, maxQueuedBytes: number, handlers: GuardHand
       done();
     });
   };
-  fitClient(client, { inspect, onUnsafeSubscribe: () => onUnsafeSubscribe(client), wrapDelivery: bounded });
+  fitClient(client, { inspect, onRefused: (refusal, stage, version) => onRefused(client, refusal, stage, version), wrapDelivery: bounded });
   return { unreleased: () => [...unreleased.keys()] };
 }
 
@@ -132,10 +132,18 @@ export class BrokerGuards {
       onSlow: (slow, queued) => {
         report({ rule: 'slowConsumer', action: 'disconnect', reasonCode: 0, reason: `${queued} bytes waiting to be read, over the limit of ${options.maxQueuedBytes}` }, slow.id ?? undefined);
       },
-      onUnsafeSubscribe: (unsafe) => {
-        const refusal: Refusal = { rule: 'unsafeSubscribe', action: 'disconnect', reasonCode: REASON.TOPIC_FILTER_INVALID, reason: "a SUBSCRIBE listing '__proto__' beside other filters (aedes 2.0.0-beta.1 would crash on it)" };
-        report(refusal, unsafe.id ?? undefined);
-        disconnectFor(unsafe, refusal, () => unsafe.conn.destroy());
+      onRefused: (refused, { rule, reasonCode, returnCode, reason }, stage, version) => {
+        const refusal: Refusal = { rule, action: 'disconnect', reasonCode, reason };
+        report(refusal, refused.id ?? undefined);
+        if (stage === 'connect') {
+          // aedes did not answer this CONNECT: the CONNACK is ours to count and write, and the client was never registered.
+          this.#context.stats.recordConnack(version === 5 ? reasonCode : returnCode ?? 0);
+          writeRefusal(refused.conn, version, { returnCode: returnCode ?? 0, reasonCode, message: reason }, options.drainTimeoutMs, () => refused.close());
+        } else if (stage === 'session') {
+          disconnectFor(refused, refusal, () => refused.conn.destroy());
+        } else {
+          refused.conn.destroy();
+        }
       },
       onUnreleased: (holding, bytes) => {
         const refusal: Refusal = { rule: 'qos2Unreleased', action: 'disconnect', reasonCode: REASON.QUOTA_EXCEEDED, reason: `QoS 2 messages never released (no PUBREL) holding ${bytes} bytes, over the limit of ${options.maxQueuedBytes}` };

@@ -49,6 +49,14 @@ export const RULES = Object.freeze({
   tokenInvalid: {},
   /** Token mode: a `$SYS/uploadToken` payload that is not `{"Token": "…", "type": "R|W|RW"}`. */
   tokenUpload: {},
+  /** A packet that cannot be read, or whose MQTT 5 properties are cut short or of another packet (CONNACK / DISCONNECT 0x81). */
+  malformedPacket: {},
+  /** A packet MQTT 5 calls a Protocol Error: a property given twice, Maximum Packet Size 0... (CONNACK / DISCONNECT 0x82). */
+  protocolError: {},
+  /** A CONNECT of a protocol level the broker does not speak (CONNACK 1), or of another protocol name (closed). */
+  protocolVersion: {},
+  /** A packet aedes threw on; the throw is contained and the client disconnected (DISCONNECT 0x83). */
+  unhandledPacket: {},
 } satisfies Record<string, RuleInfo>);
 
 /** The name of a rule or guard. */
