@@ -29,7 +29,7 @@ describe('propertyProblem: MQTT 5 properties as mqtt-packet leaves them', () => 
 
   it('finds the truncated Response Topic of the crash as mqtt-packet parses it: 0x81', () => {
     const packet = parsed('32 0e 0006 64656d6f2f61 0001 03 08 0009 6162');
-    expect(packet.properties).toEqual({ responseTopic: null });
+    expect((packet as { properties?: unknown }).properties).toEqual({ responseTopic: null });
     expect(propertyProblem(packet)).toEqual({ reasonCode: 0x81, reason: 'a PUBLISH whose property responseTopic is cut short or not a valid string' });
   });
 
