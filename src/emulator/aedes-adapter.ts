@@ -9,9 +9,11 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
 import type { Aedes, Client, Subscription } from 'aedes';
 import { ConfigurationError } from '../errors.js';
 import { propertyProblem } from './mqtt5-properties.js';
+import { SessionQueues, type QueueLimits, type QueueOverflow, type StoredPacket } from './session-queues.js';
 
 /** The aedes version this module was written and tested against: package.json pins the peer dependency to it. */
 export const AEDES_VERSION = '2.0.0-beta.1';
@@ -98,6 +100,49 @@ export function hardenBroker(broker: Aedes): void {
   const incomingDelPacket = store.incomingDelPacket.bind(store);
   store.incomingDelPacket = (client, packet) => incomingDelPacket(client, packet).catch(() => undefined);
   store[PATCHED] = true;
+}
+
+/** The outgoing-queue operations of aedes-persistence's store (aedes 2 calls them without callbacks). */
+interface OutgoingStore {
+  outgoingEnqueue(sub: { clientId: string }, packet: StoredPacket, cb?: Callback): Promise<void>;
+  outgoingEnqueueCombi(subs: readonly { clientId: string }[], packet: StoredPacket, cb?: Callback): Promise<void>;
+  outgoingUpdate(client: { id: string }, packet: StoredPacket, cb?: Callback): Promise<void>;
+  outgoingClearMessageId(client: { id: string }, packet: StoredPacket, cb?: Callback): Promise<StoredPacket | undefined>;
+  outgoingStream(client: { id: string }): Readable;
+}
+
+type Callback = (error: Error | null, result?: unknown) => void;
+
+/** The bounded queues installed on each session store (a restarted broker gets the same store, and keeps them). */
+const queuesOf = new WeakMap<object, SessionQueues>();
+
+/**
+ * Put a bound on what each persistent session of the broker's store holds (session-queues.ts): the store's five
+ * outgoing-queue operations are replaced by {@link SessionQueues}, which keeps the same order and semantics. Installed
+ * once per store; a later broker on the same store (a restart) only takes over the limits and the reporting.
+ */
+export function boundSessionQueues(broker: Aedes, limits: QueueLimits, onOverflow: QueueOverflow): SessionQueues {
+  const store = internals(broker).persistence as unknown as OutgoingStore;
+  const existing = queuesOf.get(store);
+  if (existing) {
+    existing.configure(limits, onOverflow);
+    return existing;
+  }
+  const queues = new SessionQueues(limits, onOverflow);
+  queuesOf.set(store, queues);
+  const answer = <T>(result: T, cb: Callback | undefined): Promise<T> => {
+    if (cb) process.nextTick(cb, null, result);
+    return Promise.resolve(result);
+  };
+  store.outgoingEnqueue = (sub, packet, cb) => answer(queues.enqueue(sub.clientId, packet), cb);
+  store.outgoingEnqueueCombi = (subs, packet, cb) => {
+    for (const sub of subs) queues.enqueue(sub.clientId, packet);
+    return answer(undefined, cb);
+  };
+  store.outgoingUpdate = (client, packet, cb) => answer(queues.update(client.id, packet), cb);
+  store.outgoingClearMessageId = (client, packet, cb) => answer(queues.clear(client.id, packet), cb);
+  store.outgoingStream = (client) => Readable.from(queues.list(client.id));
+  return queues;
 }
 
 /** The connected (authenticated and registered) client with this ClientId: aedes keeps them by id. */
@@ -296,6 +341,12 @@ export function fitClient(client: Client, fitting: ClientFitting): void {
       }
     });
   }
-  fitted.deliver0 = fitting.wrapDelivery(fitted.deliver0);
+  // QoS 0 on the way in, as aedes' deliver0 writes it (on its own copy, made for this subscriber): the authorizeForward
+  // hook it calls then sees the packet as it will be written.
+  const deliver0 = fitted.deliver0;
+  fitted.deliver0 = fitting.wrapDelivery((packet, done) => {
+    (packet as { qos?: number }).qos = 0;
+    deliver0(packet, done);
+  });
   fitted.deliverQoS = fitting.wrapDelivery(fitted.deliverQoS);
 }

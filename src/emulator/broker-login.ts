@@ -163,7 +163,7 @@ export class BrokerLogin {
       const client = clientById(broker, record.ClientId);
       if (!client || this.#sessionKeys.get(client) !== record.DeviceAccessKeyId) return;
       // MQTT 5 is told why; MQTT 3.1.1 loses the connection as on a network cut.
-      if (client.version === 5) sendDisconnect(client, REASON.NOT_AUTHORIZED, 'the credential was revoked', this.#context.options.drainTimeoutMs);
+      if (client.version === 5) sendDisconnect(client, REASON.NOT_AUTHORIZED, 'the credential was revoked', this.#context.options.drainTimeoutMs, undefined, this.#context.maximumPacketSize.get(client));
       else client.conn.destroy();
     });
   }
@@ -198,6 +198,8 @@ export class BrokerLogin {
         if (version !== 5) packet.keepalive = keepAlive.seconds;
       }
       this.#identities.set(client, identity);
+      const maximumPacketSize = packet.properties?.maximumPacketSize;
+      if (version === 5 && maximumPacketSize !== undefined) this.#context.maximumPacketSize.set(client, maximumPacketSize);
       done(null, true);
       return;
     } catch (error) {
@@ -205,7 +207,7 @@ export class BrokerLogin {
       refusal = error instanceof ConnectRefusal ? error : new ConnectRefusal(SERVER_UNAVAILABLE, 'emulator failure');
     }
     this.#decide(client, version === 5 ? refusal.reasonCode : refusal.returnCode);
-    writeRefusal(client.conn, version, refusal, options.drainTimeoutMs, () => done(refusal, false));
+    writeRefusal(client.conn, version, refusal, options.drainTimeoutMs, () => done(refusal, false), packet.properties?.maximumPacketSize);
   }
 
   #authenticate(client: Client, done: Parameters<BrokerHooks['authenticate']>[3]): void {

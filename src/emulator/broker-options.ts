@@ -53,6 +53,19 @@ export interface BrokerOptions {
   maxQueuedBytes?: number;
   /** How long one client's socket may stay full before the client is disconnected, in ms (default 10 s). */
   drainTimeoutMs?: number;
+  /**
+   * Most QoS 1/2 messages one persistent session holds for its client: queued while it is offline, or sent and not
+   * yet acknowledged (default 1000, Mosquitto's `max_queued_messages`). Infinity: no limit.
+   */
+  maxOfflineMessages?: number;
+  /** Most bytes (topics and payloads) of those messages per session (default 8 MiB). Infinity: no limit. */
+  maxOfflineBytes?: number;
+  /**
+   * A message for a session that holds its bound already: `drop-oldest` (default) drops the oldest message not yet
+   * sent to make room, as the service's offline store lets its oldest messages go first (it keeps them 3 days);
+   * `refuse-new` keeps the queue and drops the new message. Either is counted under the rule `offlineQueue`.
+   */
+  offlineQueuePolicy?: 'drop-oldest' | 'refuse-new';
   /** Where the broker says which rule refused what (one `warn` line each). Default: silent. */
   logger?: Logger;
 }
@@ -74,6 +87,9 @@ export const BROKER_DEFAULTS = Object.freeze({
   maxPacketBytes: 128 * 1024,
   maxQueuedBytes: 8 * 1024 * 1024,
   drainTimeoutMs: 10_000,
+  maxOfflineMessages: 1000,
+  maxOfflineBytes: 8 * 1024 * 1024,
+  offlineQueuePolicy: 'drop-oldest',
 } as const);
 
 /** What each rule becomes under `lenient`. */
@@ -103,6 +119,9 @@ export interface ResolvedBrokerOptions {
   readonly maxPacketBytes: number;
   readonly maxQueuedBytes: number;
   readonly drainTimeoutMs: number;
+  readonly maxOfflineMessages: number;
+  readonly maxOfflineBytes: number;
+  readonly offlineQueuePolicy: 'drop-oldest' | 'refuse-new';
   readonly logger: Logger;
 }
 
@@ -110,6 +129,7 @@ export interface ResolvedBrokerOptions {
 export const BROKER_OPTION_NAMES: ReadonlySet<string> = new Set<keyof BrokerOptions>([
   'parentTopics', 'maxTopicLength', 'maxSubscriptions', 'maxKeepAliveSeconds', 'retainedMessages', 'willMessages',
   'sharedSubscriptions', 'qos2PersistentSessions', 'lenient', 'maxPacketBytes', 'maxQueuedBytes', 'drainTimeoutMs', 'logger',
+  'maxOfflineMessages', 'maxOfflineBytes', 'offlineQueuePolicy',
 ]);
 
 /** A parent topic as the console accepts it (reference §5.1 [LIMITS]): letters, digits, `-` and `_`. */
@@ -181,6 +201,9 @@ export function resolveBrokerOptions(options: BrokerOptions): ResolvedBrokerOpti
     maxQueuedBytes: limit('maxQueuedBytes', plain('maxQueuedBytes'), 1024, Number.MAX_SAFE_INTEGER, false),
     // setTimeout's own ceiling.
     drainTimeoutMs: limit('drainTimeoutMs', plain('drainTimeoutMs'), 1, 2_147_483_647, false),
+    maxOfflineMessages: limit('maxOfflineMessages', plain('maxOfflineMessages'), 1, Number.MAX_SAFE_INTEGER, true),
+    maxOfflineBytes: limit('maxOfflineBytes', plain('maxOfflineBytes'), 1, Number.MAX_SAFE_INTEGER, true),
+    offlineQueuePolicy: policy('offlineQueuePolicy', plain('offlineQueuePolicy'), ['drop-oldest', 'refuse-new'] as const),
     logger: options.logger === undefined ? silentLogger : logger(options.logger),
   };
 }

@@ -6,7 +6,7 @@
 import type { Aedes, AedesOptions, Client, Subscription } from 'aedes';
 import { aedesRefusal, onBrokerError, sessionStore } from './aedes-adapter.js';
 import type { BrokerTokenMode } from './broker-token-mode.js';
-import type { BrokerContext } from './broker-wire.js';
+import { publishSize, type BrokerContext } from './broker-wire.js';
 import { REASON, checkPublish, checkSubscribe, type SessionFacts } from './mqtt-rules.js';
 import { p2pInbox, p2pTarget } from './p2p.js';
 
@@ -125,10 +125,23 @@ export class BrokerRules {
   #authorizeForward(client: Client, packet: Parameters<RuleHooks['authorizeForward']>[1]): ReturnType<RuleHooks['authorizeForward']> {
     // Broad filters (`#`, `Parent/#`) match other clients' P2P topics; only the addressee gets those messages.
     const target = p2pTarget(packet.topic);
-    if (target === undefined) return packet;
-    if (target !== client.id) return null;
-    if (this.#tokenMode.dropsP2p(client, packet.topic)) return null;
-    return packet;
+    if (target !== undefined && (target !== client.id || this.#tokenMode.dropsP2p(client, packet.topic))) return null;
+    return this.#exceedsClientLimit(client, packet) ? null : packet;
+  }
+
+  /**
+   * MQTT-3.1.2-24/25: a PUBLISH larger than the Maximum Packet Size the client asked for is not sent to it; the
+   * broker discards it as if sent (a persistent session's copy is cleared by aedes when this hook refuses it).
+   */
+  #exceedsClientLimit(client: Client, packet: Parameters<RuleHooks['authorizeForward']>[1]): boolean {
+    const limit = this.#context.maximumPacketSize.get(client);
+    if (limit === undefined) return false;
+    // Cheap first: without properties, the header is at most 7 bytes beside the topic (3 bytes a character at most).
+    if (!packet.properties && packet.payload.length + 3 * packet.topic.length + 7 <= limit) return false;
+    const size = publishSize(packet, client.version);
+    if (size <= limit) return false;
+    this.#context.report({ rule: 'clientMaximumPacketSize', action: 'drop', reasonCode: 0, reason: `a PUBLISH to '${packet.topic}' of ${size} bytes, over the Maximum Packet Size of ${limit} the client asked for` }, client.id);
+    return true;
   }
 
   /**

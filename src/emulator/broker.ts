@@ -14,7 +14,7 @@ import { BrokerGuards } from './client-guards.js';
 import { startListeners, type BrokerPorts } from './listeners.js';
 import type { ResolvedEmulatorOptions } from './options.js';
 import type { CredentialRegistry } from './registry.js';
-import type { StatsRecorder } from './stats.js';
+import type { QueueStats, StatsRecorder } from './stats.js';
 import type { TokenRegistry } from './token-registry.js';
 
 export { WS_PATH, type BrokerPorts } from './listeners.js';
@@ -37,6 +37,8 @@ export interface BrokerHandle {
   readonly persistence: unknown;
   /** Cut a connected client's connection without a DISCONNECT, like a network failure. True when it was connected. */
   disconnect(clientId: string): boolean;
+  /** What the persistent sessions hold now (their bounded queues). */
+  queueStats(): QueueStats;
   /** Token mode: look at every Token-mode session against the `now` clock at once (notices due, tokens run out). */
   checkTokens(): void;
   /** Close the broker, every client socket and all listeners. Never rejects. */
@@ -127,6 +129,7 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
       client.conn.destroy();
       return true;
     },
+    queueStats: () => guards.queueStats(),
     checkTokens() {
       tokenMode.checkAll();
     },

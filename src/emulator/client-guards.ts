@@ -5,9 +5,11 @@
  */
 import type { Duplex } from 'node:stream';
 import type { Aedes, Client } from 'aedes';
-import { fitClient, sessionStore, type Deliver, type PacketRefusal, type ParsedPacket } from './aedes-adapter.js';
+import { boundSessionQueues, fitClient, sessionStore, type Deliver, type PacketRefusal, type ParsedPacket } from './aedes-adapter.js';
 import { writeRefusal, type BrokerContext } from './broker-wire.js';
 import { REASON, type Refusal } from './mqtt-rules.js';
+import type { SessionQueues } from './session-queues.js';
+import type { QueueStats } from './stats.js';
 
 /** What {@link guardClient} reports to. */
 interface GuardHandlers {
@@ -102,6 +104,7 @@ export class BrokerGuards {
   readonly #context: BrokerContext;
   readonly #guarded = new WeakMap<Client, GuardedClient>();
   #broker: Aedes | undefined;
+  #queues: SessionQueues | undefined;
 
   constructor(context: BrokerContext) {
     this.#context = context;
@@ -114,12 +117,37 @@ export class BrokerGuards {
    */
   install(broker: Aedes): void {
     this.#broker = broker;
+    this.#queues = this.#boundQueues(broker);
     broker.on('clientDisconnect', (client) => {
       const unreleased = this.#guarded.get(client)?.unreleased() ?? [];
       if (!client.clean || unreleased.length === 0) return;
       const store = sessionStore(broker);
       // One aedes did not store (a refused PUBLISH) is not there to delete: that is not an error.
       for (const messageId of unreleased) store.incomingDelPacket(client, { messageId }).catch(() => undefined);
+    });
+  }
+
+  /** What the persistent sessions hold now. */
+  queueStats(): QueueStats {
+    return this.#queues?.stats() ?? { sessions: 0, messages: 0, bytes: 0, largestMessages: 0, largestBytes: 0 };
+  }
+
+  /**
+   * The bound on what each persistent session holds (session-queues.ts). Every message that does not fit is counted
+   * under `offlineQueue`; the log says so for a session's 1st, 10th, 100th... one, not for each of a flood's.
+   */
+  #boundQueues(broker: Aedes): SessionQueues {
+    const { options, stats, report } = this.#context;
+    const overflows = new Map<string, number>();
+    return boundSessionQueues(broker, { maxMessages: options.maxOfflineMessages, maxBytes: options.maxOfflineBytes, policy: options.offlineQueuePolicy }, (clientId, outcome, held) => {
+      const count = (overflows.get(clientId) ?? 0) + 1;
+      overflows.set(clientId, count);
+      if (!Number.isInteger(Math.log10(count))) {
+        stats.recordRule('offlineQueue');
+        return;
+      }
+      const what = outcome === 'dropped' ? 'its oldest message not yet sent was dropped for a new one' : 'a new message was refused';
+      report({ rule: 'offlineQueue', action: 'drop', reasonCode: 0, reason: `a persistent session holding ${held.messages} messages, ${held.bytes} bytes (bound ${options.maxOfflineMessages} messages, ${options.maxOfflineBytes} bytes, policy ${options.offlineQueuePolicy}): ${what}; ${count} so far` }, clientId);
     });
   }
 

@@ -126,7 +126,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     await persistence?.close();
     throw error;
   }));
-  const snapshot = (): EmulatorStats => stats.snapshot(mqtt.broker.connectedClients);
+  const snapshot = (): EmulatorStats => stats.snapshot(mqtt.broker.connectedClients, mqtt.handle.queueStats());
   // The session queries answer from the broker's own events, which stay on `mqtt.events` across restarts.
   const sessions = new OnlineClients(mqtt.events);
 

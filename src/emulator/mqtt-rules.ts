@@ -57,6 +57,10 @@ export const RULES = Object.freeze({
   protocolVersion: {},
   /** A packet aedes threw on; the throw is contained and the client disconnected (DISCONNECT 0x83). */
   unhandledPacket: {},
+  /** A message a persistent session had no room for: the oldest not yet sent dropped, or the new one refused. */
+  offlineQueue: { option: 'maxOfflineMessages, maxOfflineBytes and offlineQueuePolicy', flag: '--max-offline-messages, --max-offline-bytes and --offline-queue-policy' },
+  /** A message larger than the Maximum Packet Size its MQTT 5 subscriber asked for: not sent to it (MQTT-3.1.2-25). */
+  clientMaximumPacketSize: {},
 } satisfies Record<string, RuleInfo>);
 
 /** The name of a rule or guard. */
@@ -65,11 +69,12 @@ export type RuleName = keyof typeof RULES;
 /**
  * What a rule decided. `disconnect`: the client is disconnected (an MQTT 5 client first gets DISCONNECT with
  * `reasonCode`; a CONNECT is refused with a CONNACK); `deny`: only this subscription is refused (SUBACK failure);
- * `ignore`: the flag or will is dropped and the packet goes on; `cap`: a value is lowered (Keep Alive).
+ * `ignore`: the flag or will is dropped and the packet goes on; `cap`: a value is lowered (Keep Alive); `drop`: a
+ * message is not delivered to one client (its session's queue is full, or the message exceeds its Maximum Packet Size).
  */
 export interface Refusal {
   readonly rule: RuleName;
-  readonly action: 'disconnect' | 'deny' | 'ignore' | 'cap';
+  readonly action: 'disconnect' | 'deny' | 'ignore' | 'cap' | 'drop';
   /** MQTT 5 reason code of the DISCONNECT (for `disconnect`). */
   readonly reasonCode: number;
   /** Why, in words; names no secret. */
@@ -200,6 +205,7 @@ const OUTCOME = Object.freeze({
   deny: 'refused (SUBACK failure)',
   ignore: 'ignored: the packet goes on without it',
   cap: 'capped',
+  drop: 'dropped: that client does not get the message',
 });
 
 /** A log line for a refusal: the rule and what controls it, who, what, and what the broker did. */
