@@ -294,7 +294,9 @@ export function fitClient(client: Client, fitting: ClientFitting): void {
     try {
       listener.call(parser, packet);
     } catch (error) {
-      refuse({ rule: 'unhandledPacket', reasonCode: 0x83, reason: `a ${packet.cmd.toUpperCase()} aedes failed on (${error instanceof Error ? error.message : String(error)})` }, packet.cmd === 'connect' && !client.connected, 5);
+      // On the CONNECT: CONNACK 3 (Server unavailable) or 0x83; later: DISCONNECT 0x83.
+      const reason = `a ${packet.cmd.toUpperCase()} aedes failed on (${error instanceof Error ? error.message : String(error)})`;
+      refuse({ rule: 'unhandledPacket', reasonCode: 0x83, returnCode: 3, reason }, packet.cmd === 'connect' && !client.connected, level ?? 4);
     }
   };
 
