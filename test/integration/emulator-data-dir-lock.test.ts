@@ -10,7 +10,7 @@ import { mkdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { LOCK_FILE, LOCK_STALE_MS } from '../../src/emulator/data-dir.js';
+import { LOCK_FILE, LOCK_STALE_MS } from '../../src/emulator/data-dir-lock.js';
 import { startEmulator, type Emulator } from '../../src/emulator/index.js';
 import { isApsaraMqDeviceError } from '../../src/errors.js';
 import { tempDir } from '../helpers/cli.js';
