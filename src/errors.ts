@@ -99,6 +99,7 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   OutboxIOError: { retryable: false, remedy: 'The outbox directory could not be read or written: check the path, its permissions and the disk.' },
   OutboxClosed: { retryable: false, remedy: 'The outbox store was closed: open it again with openOutboxStore.' },
   OutboxRecovered: { retryable: false, remedy: 'A warning, not a failure: the outbox was not closed cleanly (a crash, kill -9 or power cut) or part of it was unreadable; every complete record before the damage was kept, nothing after it was invented, and messages that may have been in flight are sent again (counted as possible duplicates).' },
+  DependencyMismatch: { retryable: false, remedy: 'Install the exact version of the package the message names next to apsaramq-device (npm install <package>@<version>).' },
 } satisfies Record<string, LocalSpec>);
 
 /** A code of {@link LOCAL_ERROR_CATALOG}. */
@@ -177,9 +178,9 @@ export class ValidationError extends ApsaraMqDeviceError {
 
 /** Missing or unusable configuration: account AccessKeys, or an optional package a role entry needs. */
 export class ConfigurationError extends ApsaraMqDeviceError {
-  declare readonly code: 'MissingAccessKey' | 'MissingDependency';
+  declare readonly code: 'MissingAccessKey' | 'MissingDependency' | 'DependencyMismatch';
   /** @param remedy - replaces the catalog's, when the message knows better (the exact package to install). */
-  constructor(code: 'MissingAccessKey' | 'MissingDependency', message: string, remedy?: string) {
+  constructor(code: 'MissingAccessKey' | 'MissingDependency' | 'DependencyMismatch', message: string, remedy?: string) {
     super(code, message, { ...localInfo(code), ...(remedy === undefined ? {} : { remedy }) });
     this.name = 'ConfigurationError';
   }

@@ -15,7 +15,7 @@ function peerSpec(name: string): string {
 /** The optional peer dependencies each role needs (package.json `peerDependenciesMeta`). */
 const PEERS = {
   provisioner: ['@alicloud/pop-core', 'proper-lockfile'],
-  emulator: ['aedes', 'ws'],
+  emulator: ['aedes', 'ws', 'proper-lockfile'],
   simulator: ['@alicloud/pop-core', 'proper-lockfile', 'hdr-histogram-js'],
   reports: ['hdr-histogram-js'],
 } as const;

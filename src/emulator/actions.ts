@@ -2,7 +2,8 @@ import { clientIdProblem, groupIdProblem } from '../credential.js';
 import { ApiFault, invalidParameter } from './api-errors.js';
 import type { RpcParams } from './gateway.js';
 import type { CredentialRecord, CredentialRegistry } from './registry.js';
-import { parseResources, resolveExpireTime, tokenTypeOfActions, type Parsed, type TokenRegistry } from './tokens.js';
+import type { TokenRegistry } from './token-registry.js';
+import { parseResources, resolveExpireTime, tokenTypeOfActions, type Parsed } from './token-rules.js';
 
 /** The only API version of the onsmqtt product the emulator serves. */
 export const API_VERSION = '2020-04-20';

@@ -54,6 +54,19 @@ export interface BrokerOptions {
   maxQueuedBytes?: number;
   /** How long one client's socket may stay full before the client is disconnected, in ms (default 10 s). */
   drainTimeoutMs?: number;
+  /**
+   * Most QoS 1/2 messages one persistent session holds for its client: queued while it is offline, or sent and not
+   * yet acknowledged (default 1000, Mosquitto's `max_queued_messages`). Infinity: no limit.
+   */
+  maxOfflineMessages?: number;
+  /** Most bytes (topics and payloads) of those messages per session (default 8 MiB). Infinity: no limit. */
+  maxOfflineBytes?: number;
+  /**
+   * A message for a session that holds its bound already: `drop-oldest` (default) drops the oldest message not yet
+   * sent to make room, as the service's offline store lets its oldest messages go first (it keeps them 3 days);
+   * `refuse-new` keeps the queue and drops the new message. Either is counted under the rule `offlineQueue`.
+   */
+  offlineQueuePolicy?: 'drop-oldest' | 'refuse-new';
   /** Where the broker says which rule refused what (one `warn` line each). Default: silent. */
   logger?: Logger;
 }
@@ -75,6 +88,9 @@ export const BROKER_DEFAULTS = Object.freeze({
   maxPacketBytes: 128 * 1024,
   maxQueuedBytes: 8 * 1024 * 1024,
   drainTimeoutMs: 10_000,
+  maxOfflineMessages: 1000,
+  maxOfflineBytes: 8 * 1024 * 1024,
+  offlineQueuePolicy: 'drop-oldest',
 } as const);
 
 /** What each rule becomes under `lenient`. */
@@ -104,6 +120,9 @@ export interface ResolvedBrokerOptions {
   readonly maxPacketBytes: number;
   readonly maxQueuedBytes: number;
   readonly drainTimeoutMs: number;
+  readonly maxOfflineMessages: number;
+  readonly maxOfflineBytes: number;
+  readonly offlineQueuePolicy: 'drop-oldest' | 'refuse-new';
   readonly logger: Logger;
 }
 
@@ -111,6 +130,7 @@ export interface ResolvedBrokerOptions {
 export const BROKER_OPTION_NAMES: ReadonlySet<string> = new Set<keyof BrokerOptions>([
   'parentTopics', 'maxTopicLength', 'maxSubscriptions', 'maxKeepAliveSeconds', 'retainedMessages', 'willMessages',
   'sharedSubscriptions', 'qos2PersistentSessions', 'lenient', 'maxPacketBytes', 'maxQueuedBytes', 'drainTimeoutMs', 'logger',
+  'maxOfflineMessages', 'maxOfflineBytes', 'offlineQueuePolicy',
 ]);
 
 /** A parent topic as the console accepts it (reference §5.1 [LIMITS]): letters, digits, `-` and `_`. */
@@ -155,6 +175,9 @@ export function resolveBrokerOptions(options: BrokerOptions): ResolvedBrokerOpti
     maxQueuedBytes: check.integer('maxQueuedBytes', plain('maxQueuedBytes'), { min: 1024 }),
     // setTimeout's own ceiling.
     drainTimeoutMs: check.integer('drainTimeoutMs', plain('drainTimeoutMs'), { min: 1, max: MAX_TIMER_MS }),
+    maxOfflineMessages: check.integer('maxOfflineMessages', plain('maxOfflineMessages'), { min: 1, infinity: true }),
+    maxOfflineBytes: check.integer('maxOfflineBytes', plain('maxOfflineBytes'), { min: 1, infinity: true }),
+    offlineQueuePolicy: check.oneOf('offlineQueuePolicy', plain('offlineQueuePolicy'), ['drop-oldest', 'refuse-new'] as const),
     logger: options.logger === undefined ? silentLogger : check.logger('logger', options.logger),
   };
 }

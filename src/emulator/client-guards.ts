@@ -1,100 +1,35 @@
 /**
  * Guards fitted to every aedes client as it is created, so that one hostile or slow client cannot take the broker
- * down or hold up the others. They reach into aedes' client object (fields it does not declare); aedes is pinned to
- * an exact version for that reason, and test/integration/emulator-hostile.test.ts checks each guard.
+ * down or hold up the others: a bound on what a slow subscriber may hold, and on the QoS 2 messages a client never
+ * releases. They reach aedes only through aedes-adapter.ts; test/integration/emulator-hostile.test.ts checks each.
  */
-import type { Client } from 'aedes';
-
-/** A delivery function of an aedes client: write `packet` to the client, then call `done`. */
-type Deliver = (packet: { readonly payload?: { readonly length: number }; readonly topic?: string }, done: () => void) => void;
-
-/** A packet as mqtt-packet parses it, as far as the guards look at it. */
-interface ParsedPacket {
-  cmd: string;
-  messageId?: number;
-  qos?: number;
-  topic?: string;
-  payload?: { length: number };
-  subscriptions?: { topic: string }[];
-  properties?: unknown;
-}
-
-/** The fields of an aedes client the guards use. */
-interface ClientInternals {
-  subscriptions: Record<string, unknown>;
-  duplicates: Record<string, unknown>;
-  deliver0: Deliver;
-  deliverQoS: Deliver;
-  /** The client's mqtt-packet parser; aedes handles each packet in a 'packet' listener. */
-  _parser: NodeJS.EventEmitter;
-}
-
-/** The fields of an aedes broker the guards use. */
-interface BrokerInternals {
-  clients: Record<string, Client | undefined>;
-  brokers: Record<string, number | undefined>;
-  persistence: { incomingDelPacket(client: unknown, packet: unknown): Promise<unknown>; [PATCHED]?: true };
-}
-
-/** Marks a session store whose incomingDelPacket was made safe (a restarted broker gets the same store again). */
-const PATCHED = Symbol('apsaramq-device: incomingDelPacket never rejects');
-
-/**
- * Make aedes survive what a client can send it. Its maps keyed by strings from the wire (ClientIds, topic filters,
- * broker ids) are re-created without a prototype:
- * aedes 2.0.0-beta.1 keeps them in plain objects, so a filter named `constructor` or `__proto__` reads back as an
- * inherited function: UNSUBSCRIBE `constructor` made aedes hand `undefined` to mqemitter, whose assertion then
- * killed the whole process (the fix of GHSA-52qw-whmv-87c5 is in aedes 1.2.0, not in this beta).
- */
-export function hardenBroker(broker: unknown): void {
-  const internals = broker as BrokerInternals;
-  internals.clients = Object.assign(Object.create(null) as Record<string, Client | undefined>, internals.clients);
-  internals.brokers = Object.assign(Object.create(null) as Record<string, number | undefined>, internals.brokers);
-  // aedes 2.0.0-beta.1 deletes a QoS 2 message on its PUBREL with `.finally()`, which passes a rejection on to
-  // nobody: two PUBRELs for one packet id in one read both find it, the second delete rejects ("no such packet"),
-  // and the unhandled rejection ends the process. A delete that finds nothing has nothing left to do.
-  const store = internals.persistence;
-  if (store[PATCHED]) return;
-  const incomingDelPacket = store.incomingDelPacket.bind(store);
-  store.incomingDelPacket = (client, packet) => incomingDelPacket(client, packet).catch(() => undefined);
-  store[PATCHED] = true;
-}
-
-/** What to do when a client cannot keep up: it is given, already cut off, to this function. */
-export type SlowConsumerHandler = (client: Client, queuedBytes: number) => void;
-
-/** What to do with a client that sent a SUBSCRIBE aedes cannot survive (it was not handed to aedes). */
-export type UnsafeSubscribeHandler = (client: Client) => void;
+import type { Duplex } from 'node:stream';
+import type { Aedes, Client } from 'aedes';
+import { boundSessionQueues, fitClient, sessionStore, type Deliver, type PacketRefusal, type ParsedPacket } from './aedes-adapter.js';
+import { writeRefusal, type BrokerContext } from './broker-wire.js';
+import { REASON, type Refusal } from './mqtt-rules.js';
+import type { SessionQueues } from './session-queues.js';
+import type { QueueStats } from './stats.js';
 
 /** What {@link guardClient} reports to. */
-export interface GuardHandlers {
-  readonly onSlow: SlowConsumerHandler;
-  readonly onUnsafeSubscribe: UnsafeSubscribeHandler;
+interface GuardHandlers {
+  /** The client could not keep up: it is given, already cut off, with the bytes it held. */
+  readonly onSlow: (client: Client, queuedBytes: number) => void;
+  /** The adapter kept a packet from aedes (see aedes-adapter.ts {@link fitClient}): the client is to be answered and closed. */
+  readonly onRefused: (client: Client, refusal: PacketRefusal, stage: 'connect' | 'session' | 'close', protocolVersion: number) => void;
   /** The QoS 2 messages a client sent and never released (PUBREL) hold more than `maxQueuedBytes`. */
   readonly onUnreleased: (client: Client, bytes: number) => void;
 }
 
 /** What the broker can ask a guarded client. */
-export interface GuardedClient {
+interface GuardedClient {
   /** Packet ids of the inbound QoS 2 messages still awaiting their PUBREL. */
   unreleased(): number[];
 }
 
 /**
- * Would aedes 2.0.0-beta.1 crash on this SUBSCRIBE? With two filters or more it de-duplicates them through a plain
- * object, where a filter named `__proto__` replaces the object's prototype: the loop that follows then reads the
- * prototype's fields as filters, and for MQTT 5 `undefined.startsWith` throws out of the socket's read handler,
- * ending the process (found by test/integration/emulator-mqtt-fuzz.test.ts).
- */
-function crashesAedes(packet: ParsedPacket): boolean {
-  const subscriptions = packet.subscriptions ?? [];
-  return packet.cmd === 'subscribe' && subscriptions.length > 1 && subscriptions.some((sub) => sub.topic === '__proto__');
-}
-
-/**
- * Fit a new client (before it subscribes to anything: aedes picks the delivery function at subscription time):
- * - null-prototype `subscriptions` and `duplicates` maps, see {@link hardenBroker}, and no SUBSCRIBE that would
- *   crash aedes, see {@link crashesAedes};
+ * Fit a new client (before it subscribes to anything: aedes picks the delivery function at subscription time) with
+ * the adapter's own repairs (aedes-adapter.ts {@link fitClient}) and:
  * - a bound on the QoS 2 messages a client sends and never releases: aedes stores each one until its PUBREL, under
  *   the ClientId, for good (aedes 1.2.0 caps their number; this beta does not);
  * - deliveries that never hold up the broker. aedes' delivery functions call back only once the client's socket
@@ -103,24 +38,14 @@ function crashesAedes(packet: ParsedPacket): boolean {
  *   messages piled up in memory. Here the bus is called back at once, and a client whose outgoing buffer holds
  *   more than `maxQueuedBytes` is disconnected instead of being written to.
  */
-export function guardClient(client: Client, maxQueuedBytes: number, handlers: GuardHandlers): GuardedClient {
-  const { onSlow, onUnsafeSubscribe, onUnreleased } = handlers;
-  const internals = client as unknown as ClientInternals;
-  internals.subscriptions = Object.create(null) as Record<string, unknown>;
-  internals.duplicates = Object.create(null) as Record<string, unknown>;
+function guardClient(client: Client, maxQueuedBytes: number, handlers: GuardHandlers): GuardedClient {
+  const { onSlow, onRefused, onUnreleased } = handlers;
   // Inbound QoS 2 messages awaiting their PUBREL: bytes by packet id.
   const unreleased = new Map<number, number>();
   let unreleasedBytes = 0;
   let overflowed = false;
-  // Ahead of aedes' own listener, which handles the packet right after.
-  internals._parser.prependListener('packet', (packet: ParsedPacket) => {
-    if (crashesAedes(packet)) {
-      // Emptied: an empty SUBSCRIBE without a packet id makes aedes do nothing and answer nothing.
-      packet.subscriptions = [];
-      delete packet.messageId;
-      delete packet.properties;
-      onUnsafeSubscribe(client);
-    } else if (packet.cmd === 'publish' && packet.qos === 2 && packet.messageId !== undefined) {
+  const inspect = (packet: ParsedPacket): void => {
+    if (packet.cmd === 'publish' && packet.qos === 2 && packet.messageId !== undefined) {
       const bytes = (packet.payload?.length ?? 0) + (packet.topic?.length ?? 0) + PUBLISH_OVERHEAD;
       unreleasedBytes += bytes - (unreleased.get(packet.messageId) ?? 0);
       unreleased.set(packet.messageId, bytes);
@@ -132,7 +57,7 @@ export function guardClient(client: Client, maxQueuedBytes: number, handlers: Gu
       unreleasedBytes -= unreleased.get(packet.messageId) ?? 0;
       unreleased.delete(packet.messageId);
     }
-  });
+  };
   let cut = false;
   // Bytes handed to aedes that it has not written yet: it writes on the next turn of the event loop.
   let handedOver = 0;
@@ -162,8 +87,7 @@ export function guardClient(client: Client, maxQueuedBytes: number, handlers: Gu
       done();
     });
   };
-  internals.deliver0 = bounded(internals.deliver0);
-  internals.deliverQoS = bounded(internals.deliverQoS);
+  fitClient(client, { inspect, onRefused: (refusal, stage, version) => onRefused(client, refusal, stage, version), wrapDelivery: bounded });
   return { unreleased: () => [...unreleased.keys()] };
 }
 
@@ -171,3 +95,89 @@ function noop(): void {}
 
 /** A PUBLISH's bytes besides its topic and payload: fixed header, lengths, packet id (MQTT 5 properties aside). */
 const PUBLISH_OVERHEAD = 9;
+
+/**
+ * The guards of one broker: every connection is handed to aedes through {@link BrokerGuards.handle}, which fits its
+ * client; what a guard refuses is reported as a rule (and an MQTT 5 client told why).
+ */
+export class BrokerGuards {
+  readonly #context: BrokerContext;
+  readonly #guarded = new WeakMap<Client, GuardedClient>();
+  #broker: Aedes | undefined;
+  #queues: SessionQueues | undefined;
+
+  constructor(context: BrokerContext) {
+    this.#context = context;
+  }
+
+  /**
+   * A clean session's state ends with its connection (MQTT 3.1.1 §3.1.2.4, MQTT 5 §4.1): aedes keeps the QoS 2
+   * messages it stored for their PUBREL under the ClientId for good, where they take memory and make the next
+   * session's QoS 2 message with the same packet id look like a duplicate, dropped. They go with the session here.
+   */
+  install(broker: Aedes): void {
+    this.#broker = broker;
+    this.#queues = this.#boundQueues(broker);
+    broker.on('clientDisconnect', (client) => {
+      const unreleased = this.#guarded.get(client)?.unreleased() ?? [];
+      if (!client.clean || unreleased.length === 0) return;
+      const store = sessionStore(broker);
+      // One aedes did not store (a refused PUBLISH) is not there to delete: that is not an error.
+      for (const messageId of unreleased) store.incomingDelPacket(client, { messageId }).catch(() => undefined);
+    });
+  }
+
+  /** What the persistent sessions hold now. */
+  queueStats(): QueueStats {
+    return this.#queues?.stats() ?? { sessions: 0, messages: 0, bytes: 0, largestMessages: 0, largestBytes: 0 };
+  }
+
+  /**
+   * The bound on what each persistent session holds (session-queues.ts). Every message that does not fit is counted
+   * under `offlineQueue`; the log says so for a session's 1st, 10th, 100th... one, not for each of a flood's.
+   */
+  #boundQueues(broker: Aedes): SessionQueues {
+    const { options, stats, report } = this.#context;
+    const overflows = new Map<string, number>();
+    return boundSessionQueues(broker, { maxMessages: options.maxOfflineMessages, maxBytes: options.maxOfflineBytes, policy: options.offlineQueuePolicy }, (clientId, outcome, held) => {
+      const count = (overflows.get(clientId) ?? 0) + 1;
+      overflows.set(clientId, count);
+      if (!Number.isInteger(Math.log10(count))) {
+        stats.recordRule('offlineQueue');
+        return;
+      }
+      const what = outcome === 'dropped' ? 'its oldest message not yet sent was dropped for a new one' : 'a new message was refused';
+      report({ rule: 'offlineQueue', action: 'drop', reasonCode: 0, reason: `a persistent session holding ${held.messages} messages, ${held.bytes} bytes (bound ${options.maxOfflineMessages} messages, ${options.maxOfflineBytes} bytes, policy ${options.offlineQueuePolicy}): ${what}; ${count} so far` }, clientId);
+    });
+  }
+
+  /** Hand one connection (a socket, or a WebSocket's stream with its upgrade request) to aedes, guarded. */
+  readonly handle = (conn: Duplex, req?: Parameters<Aedes['handle']>[1]): void => {
+    if (!this.#broker) throw new Error('Emulator bug: BrokerGuards.handle() before install()');
+    const client = this.#broker.handle(conn, req);
+    const { options, report, disconnectFor } = this.#context;
+    this.#guarded.set(client, guardClient(client, options.maxQueuedBytes, {
+      onSlow: (slow, queued) => {
+        report({ rule: 'slowConsumer', action: 'disconnect', reasonCode: 0, reason: `${queued} bytes waiting to be read, over the limit of ${options.maxQueuedBytes}` }, slow.id ?? undefined);
+      },
+      onRefused: (refused, { rule, reasonCode, returnCode, reason }, stage, version) => {
+        const refusal: Refusal = { rule, action: 'disconnect', reasonCode, reason };
+        report(refusal, refused.id ?? undefined);
+        if (stage === 'connect') {
+          // aedes did not answer this CONNECT: the CONNACK is ours to count and write, and the client was never registered.
+          this.#context.stats.recordConnack(version === 5 ? reasonCode : returnCode ?? 0);
+          writeRefusal(refused.conn, version, { returnCode: returnCode ?? 0, reasonCode, message: reason }, options.drainTimeoutMs, () => refused.close());
+        } else if (stage === 'session') {
+          disconnectFor(refused, refusal, () => refused.conn.destroy());
+        } else {
+          refused.conn.destroy();
+        }
+      },
+      onUnreleased: (holding, bytes) => {
+        const refusal: Refusal = { rule: 'qos2Unreleased', action: 'disconnect', reasonCode: REASON.QUOTA_EXCEEDED, reason: `QoS 2 messages never released (no PUBREL) holding ${bytes} bytes, over the limit of ${options.maxQueuedBytes}` };
+        report(refusal, holding.id ?? undefined);
+        disconnectFor(holding, refusal, () => holding.conn.destroy());
+      },
+    }));
+  };
+}

@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { clientIdProblem } from '../credential.js';
 import { EmulatorStateError } from '../errors.js';
+import { ioError, takeLock, type HeldLock } from './data-dir-lock.js';
 import type { CredentialRecord } from './registry.js';
-import { MAX_TOKEN_RESOURCES, parseResources, type TokenRecord, type TokenType } from './tokens.js';
+import type { TokenRecord } from './token-registry.js';
+import { MAX_TOKEN_RESOURCES, parseResources, type TokenType } from './token-rules.js';
 
 /**
  * The emulator's data directory: the OpenAPI's state, kept across restarts (issue #10).
@@ -20,8 +22,7 @@ import { MAX_TOKEN_RESOURCES, parseResources, type TokenRecord, type TokenType }
 
 /** Name of the state file in the data directory. */
 export const STATE_FILE = 'state.json';
-/** Name of the lock file in the data directory; it holds the owner's process id. */
-export const LOCK_FILE = 'emulator.lock';
+export { LOCK_FILE } from './data-dir-lock.js';
 /** `kind` of the state file, so that another JSON file is never mistaken for one. */
 export const STATE_KIND = 'apsaramq-device-emulator-state';
 /** Format version of the state file. */
@@ -43,13 +44,7 @@ const TEMP_FILE = /^state\.json\.[0-9a-f]+\.tmp$/;
 const INSTANCE_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const KEY = /^[\x21-\x7e]{1,128}$/;
 
-/** Directories held by an emulator of this process, so a second one here is refused as from another process. */
-const heldHere = new Set<string>();
 
-function ioError(message: string, path: string, cause: unknown): EmulatorStateError {
-  const reason = (cause as NodeJS.ErrnoException | undefined)?.code ?? (cause instanceof Error ? cause.message : String(cause));
-  return new EmulatorStateError('EmulatorStateIOError', `${message} (${reason})`, path, cause);
-}
 
 function corrupt(path: string, why: string, cause?: unknown): EmulatorStateError {
   return new EmulatorStateError('EmulatorStateCorrupt', `The emulator data file ${path} is not valid: ${why}`, path, cause);
@@ -146,44 +141,6 @@ export function serializeState(state: EmulatorState): string {
   return `${JSON.stringify(body, null, 1)}\n`;
 }
 
-/** Is a process with this id alive (or at least present, if it belongs to another user)? */
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** Take the directory's lock, taking over a lock whose owner has died. */
-async function takeLock(dir: string): Promise<string> {
-  const lockPath = join(dir, LOCK_FILE);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const handle = await open(lockPath, 'wx', 0o600);
-      try {
-        await handle.writeFile(`${process.pid}\n`);
-      } finally {
-        await handle.close();
-      }
-      return lockPath;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(`Cannot create the lock file ${lockPath}`, lockPath, error);
-    }
-    const owner = Number.parseInt(await readFile(lockPath, 'utf8').catch(() => ''), 10);
-    const live = Number.isSafeInteger(owner) && owner > 0 && (owner === process.pid ? heldHere.has(dir) : processAlive(owner));
-    if (live) {
-      throw new EmulatorStateError('EmulatorStateBusy', `The emulator data directory ${dir} is in use by process ${owner}`, dir);
-    }
-    // The owner died without cleaning up (killed, crashed): its lock means nothing now.
-    await unlink(lockPath).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'ENOENT') throw ioError(`Cannot remove the stale lock file ${lockPath}`, lockPath, error);
-    });
-  }
-  throw new EmulatorStateError('EmulatorStateBusy', `The emulator data directory ${dir} was locked again while taking over a stale lock`, dir);
-}
-
 /**
  * An open data directory: locked for this emulator, its state read. {@link DataDir.save} writes a new state;
  * {@link DataDir.close} releases the lock.
@@ -193,13 +150,13 @@ export class DataDir {
   readonly path: string;
   /** The state found at open, or `undefined` for a new directory. */
   readonly initial: EmulatorState | undefined;
-  readonly #lockPath: string;
+  readonly #lock: HeldLock;
   #closed = false;
 
-  private constructor(path: string, initial: EmulatorState | undefined, lockPath: string) {
+  private constructor(path: string, initial: EmulatorState | undefined, lock: HeldLock) {
     this.path = path;
     this.initial = initial;
-    this.#lockPath = lockPath;
+    this.#lock = lock;
   }
 
   /**
@@ -219,15 +176,13 @@ export class DataDir {
     if (!info.isDirectory()) throw ioError(`The emulator data directory ${path} is not a directory`, path, new Error('ENOTDIR'));
     checkPrivate(path, info.mode, 'directory');
 
-    const lockPath = await takeLock(path);
-    heldHere.add(path);
+    const lock = await takeLock(path);
     try {
       await removeTempFiles(path);
       const initial = await readState(join(path, STATE_FILE));
-      return new DataDir(path, initial, lockPath);
+      return new DataDir(path, initial, lock);
     } catch (error) {
-      heldHere.delete(path);
-      await rm(lockPath, { force: true });
+      await lock.release();
       throw error;
     }
   }
@@ -235,6 +190,8 @@ export class DataDir {
   /** Replace the state file atomically: temp file (0600), write, fsync, rename over, fsync the directory. */
   async save(state: EmulatorState): Promise<void> {
     if (this.#closed) throw new Error('Emulator bug: save() after close()');
+    // Never two writers: a lock another process took over (this one stalled, or its lock was removed) is not ours.
+    if (this.#lock.compromised()) throw new EmulatorStateError('EmulatorStateBusy', `The lock of the emulator data directory ${this.path} was lost (removed, or taken over by another process): nothing more is saved`, this.path);
     const file = join(this.path, STATE_FILE);
     const temp = join(this.path, `${STATE_FILE}.${randomBytes(8).toString('hex')}.tmp`);
     try {
@@ -262,8 +219,7 @@ export class DataDir {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    heldHere.delete(this.path);
-    await rm(this.#lockPath, { force: true }).catch(() => undefined);
+    await this.#lock.release();
   }
 }
 

@@ -113,7 +113,7 @@ export interface GatewayConfig {
 }
 
 /**
- * The POP gateway in front of the product: Signature v1 authentication and per-account flow control, each
+ * The POP gateway in front of the product: signature method V2 (and V3) authentication and per-account flow control, each
  * failure an {@link ApiFault} with the gateway's code. Checks run in the reference's §0 order.
  */
 export class Gateway {

@@ -1,7 +1,7 @@
 /**
  * The service's rules for what devices may do over MQTT (reference §5.4, §5.6, §5.7, §8.2) and the broker's guards
  * against hostile clients, as pure checks. Each check answers with a {@link Refusal} naming its rule; the broker
- * (broker.ts) turns a refusal into the protocol's answer, a stats counter and a log line.
+ * (broker-rules.ts, broker-wire.ts) turns a refusal into the protocol's answer, a stats counter and a log line.
  */
 import type { ResolvedBrokerOptions } from './broker-options.js';
 import { mayP2pSubscribe } from './p2p.js';
@@ -49,6 +49,18 @@ export const RULES = Object.freeze({
   tokenInvalid: {},
   /** Token mode: a `$SYS/uploadToken` payload that is not `{"Token": "…", "type": "R|W|RW"}`. */
   tokenUpload: {},
+  /** A packet that cannot be read, or whose MQTT 5 properties are cut short or of another packet (CONNACK / DISCONNECT 0x81). */
+  malformedPacket: {},
+  /** A packet MQTT 5 calls a Protocol Error: a property given twice, Maximum Packet Size 0... (CONNACK / DISCONNECT 0x82). */
+  protocolError: {},
+  /** A CONNECT of a protocol level the broker does not speak (CONNACK 1), or of another protocol name (closed). */
+  protocolVersion: {},
+  /** A packet aedes threw on; the throw is contained and the client disconnected (DISCONNECT 0x83). */
+  unhandledPacket: {},
+  /** A message a persistent session had no room for: the oldest not yet sent dropped, or the new one refused. */
+  offlineQueue: { option: 'maxOfflineMessages, maxOfflineBytes and offlineQueuePolicy', flag: '--max-offline-messages, --max-offline-bytes and --offline-queue-policy' },
+  /** A message larger than the Maximum Packet Size its MQTT 5 subscriber asked for: not sent to it (MQTT-3.1.2-25). */
+  clientMaximumPacketSize: {},
 } satisfies Record<string, RuleInfo>);
 
 /** The name of a rule or guard. */
@@ -57,11 +69,12 @@ export type RuleName = keyof typeof RULES;
 /**
  * What a rule decided. `disconnect`: the client is disconnected (an MQTT 5 client first gets DISCONNECT with
  * `reasonCode`; a CONNECT is refused with a CONNACK); `deny`: only this subscription is refused (SUBACK failure);
- * `ignore`: the flag or will is dropped and the packet goes on; `cap`: a value is lowered (Keep Alive).
+ * `ignore`: the flag or will is dropped and the packet goes on; `cap`: a value is lowered (Keep Alive); `drop`: a
+ * message is not delivered to one client (its session's queue is full, or the message exceeds its Maximum Packet Size).
  */
 export interface Refusal {
   readonly rule: RuleName;
-  readonly action: 'disconnect' | 'deny' | 'ignore' | 'cap';
+  readonly action: 'disconnect' | 'deny' | 'ignore' | 'cap' | 'drop';
   /** MQTT 5 reason code of the DISCONNECT (for `disconnect`). */
   readonly reasonCode: number;
   /** Why, in words; names no secret. */
@@ -192,6 +205,7 @@ const OUTCOME = Object.freeze({
   deny: 'refused (SUBACK failure)',
   ignore: 'ignored: the packet goes on without it',
   cap: 'capped',
+  drop: 'dropped: that client does not get the message',
 });
 
 /** A log line for a refusal: the rule and what controls it, who, what, and what the broker did. */

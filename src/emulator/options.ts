@@ -6,7 +6,7 @@ import { describeValue, optionChecks } from '../util/option-checks.js';
 import type { ErrorStatusMode } from './api-errors.js';
 import { BROKER_OPTION_NAMES, resolveBrokerOptions, type BrokerOptions, type ResolvedBrokerOptions } from './broker-options.js';
 import { BASE36_LOWER, BASE62, randomString } from './crypto.js';
-import { TOKEN_EXPIRE_NOTICE_LEAD_MS } from './tokens.js';
+import { TOKEN_EXPIRE_NOTICE_LEAD_MS } from './token-rules.js';
 
 /** The actions with a QPS limit of their own (reference §2), besides the account's `qpsLimit`. */
 export type RateLimitedAction = 'ApplyToken' | 'QueryToken' | 'RevokeToken' | 'QuerySessionByClientId' | 'BatchQuerySessionByClientIds';

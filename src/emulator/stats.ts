@@ -6,6 +6,20 @@ export interface ActionStats {
   errors: Record<string, number>;
 }
 
+/** What the persistent sessions hold for their clients: QoS 1/2 messages queued while offline or not yet acknowledged. */
+export interface QueueStats {
+  /** Sessions holding at least one message. */
+  sessions: number;
+  /** Messages held, all sessions together. */
+  messages: number;
+  /** Their bytes (topics and payloads). */
+  bytes: number;
+  /** The most messages one session holds (at most `maxOfflineMessages`). */
+  largestMessages: number;
+  /** The most bytes one session holds (at most `maxOfflineBytes`). */
+  largestBytes: number;
+}
+
 /** What `GET /_emulator/stats` and `Emulator.stats()` return. */
 export interface EmulatorStats {
   /**
@@ -20,6 +34,8 @@ export interface EmulatorStats {
     connacks: Record<string, number>;
     /** What the broker's rules and guards refused or changed, by rule name (see the README's rule table). */
     rules: Record<string, number>;
+    /** What the persistent sessions hold now; what did not fit is counted under `rules.offlineQueue`. */
+    queues: QueueStats;
   };
 }
 
@@ -65,8 +81,8 @@ export class StatsRecorder {
     this.#rules.set(rule, (this.#rules.get(rule) ?? 0) + 1);
   }
 
-  /** A fresh plain-object snapshot; `connected` comes from the broker, which owns that number. */
-  snapshot(connected: number): EmulatorStats {
+  /** A fresh plain-object snapshot; `connected` and `queues` come from the broker, which owns those numbers. */
+  snapshot(connected: number, queues: QueueStats = EMPTY_QUEUES): EmulatorStats {
     const actions = Object.fromEntries(
       [...this.#actions].map(([action, { ok, errors }]) => [action, { ok, errors: Object.fromEntries(errors) }]),
     );
@@ -75,6 +91,8 @@ export class StatsRecorder {
       [...this.#connacks].sort(([a], [b]) => a - b).map(([rc, n]) => [rc >= 0x80 ? `0x${rc.toString(16)}` : String(rc), n]),
     );
     const rules = Object.fromEntries([...this.#rules].sort(([a], [b]) => a.localeCompare(b)));
-    return { actions, mqtt: { connected, connacks, rules } };
+    return { actions, mqtt: { connected, connacks, rules, queues: { ...queues } } };
   }
 }
+
+const EMPTY_QUEUES: QueueStats = Object.freeze({ sessions: 0, messages: 0, bytes: 0, largestMessages: 0, largestBytes: 0 });

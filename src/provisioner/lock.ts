@@ -25,23 +25,21 @@ type LockFile = typeof import('proper-lockfile');
 let lockfile: Promise<LockFile> | undefined;
 
 /**
- * proper-lockfile, imported on the first lock: it is an optional peer dependency of the registrar role, so that
- * a device (or a CLI that never registers) does not need it.
+ * proper-lockfile, imported on the first lock: it is an optional peer dependency of the registrar and emulator roles,
+ * so that a device (or a CLI that never registers) does not need it. `purpose` names what needs it in the error.
  */
-function loadLockfile(): Promise<LockFile> {
-  lockfile ??= import('proper-lockfile')
-    .then((module) => (module as { default?: LockFile }).default ?? module)
-    .catch((error: unknown) => {
-      lockfile = undefined;
-      if ((error as { code?: unknown }).code === 'ERR_MODULE_NOT_FOUND') {
-        throw new ConfigurationError(
-          'MissingDependency',
-          'Locking a credential store needs the package proper-lockfile, which is not installed (an optional peer dependency of apsaramq-device): npm install proper-lockfile',
-        );
-      }
-      throw error;
-    });
-  return lockfile;
+export function loadLockfile(purpose = 'Locking a credential store'): Promise<LockFile> {
+  lockfile ??= import('proper-lockfile').then((module) => (module as { default?: LockFile }).default ?? module);
+  return lockfile.catch((error: unknown) => {
+    lockfile = undefined;
+    if ((error as { code?: unknown }).code === 'ERR_MODULE_NOT_FOUND') {
+      throw new ConfigurationError(
+        'MissingDependency',
+        `${purpose} needs the package proper-lockfile, which is not installed (an optional peer dependency of apsaramq-device): npm install proper-lockfile`,
+      );
+    }
+    throw error;
+  });
 }
 
 /**

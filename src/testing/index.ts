@@ -24,7 +24,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { CONNECTION_CHANNEL, type ConnectionMode, connectDevice, type ConnectDeviceOptions, type DeviceConnection } from '../connector/connect.js';
 import { DeviceCredential, assertClientId } from '../credential.js';
 import { ApiError, ApsaraMqDeviceError, type KnownApiErrorCode, LOCAL_ERROR_CATALOG, SystemError, ValidationError } from '../errors.js';
-import { OnlineClients } from '../emulator/sessions.js';
+import { OnlineClients } from '../emulator/online-clients.js';
 import { startEmulator, type EmulatedAction, type Emulator, type EmulatorOptions, type EmulatorStats, type TlsOptions } from '../emulator/index.js';
 import { signDeviceCredential, type MqttCredentials } from '../signer/mqtt.js';
 import { rpcTimestamp, signRpc } from '../signer/openapi.js';
@@ -120,7 +120,7 @@ export interface TestEmulator {
   readonly env: Readonly<Record<string, string>>;
   /** `{ endpoint, instanceId, accessKeyId, accessKeySecret }`, ready to spread into a Provisioner's options. */
   readonly provisionerOptions: Readonly<{ endpoint: string; instanceId: string; accessKeyId: string; accessKeySecret: string }>;
-  /** RegisterDeviceCredential through the emulator's real OpenAPI (Signature v1 over HTTP). */
+  /** RegisterDeviceCredential through the emulator's real OpenAPI (signature method V2 over HTTP). */
   registerDevice(clientId: string): Promise<RegisteredDevice>;
   /**
    * A device on the library's connector, registered first; closed by {@link TestEmulator.stop}. Devices the code under

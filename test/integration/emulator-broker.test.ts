@@ -130,7 +130,7 @@ describe('broker: stats', () => {
       const stats = (await (await fetch(new URL('/_emulator/stats', e.apiEndpoint))).json()) as unknown;
       expect(stats).toEqual({
         actions: { RegisterDeviceCredential: { ok: 1, errors: {} } },
-        mqtt: { connected: 1, connacks: { 0: 2, 2: 1, 4: 2 }, rules: {} },
+        mqtt: { connected: 1, connacks: { 0: 2, 2: 1, 4: 2 }, rules: {}, queues: { sessions: 0, messages: 0, bytes: 0, largestMessages: 0, largestBytes: 0 } },
       });
     } finally {
       await live.endAsync();

@@ -7,7 +7,7 @@ import { defaultEmulatorDataDir } from '../../src/cli/commands/emulator.js';
 import { runCli } from '../../src/cli/main.js';
 import type { CliIo } from '../../src/cli/io.js';
 import { DeviceCredential } from '../../src/credential.js';
-import { signDeviceCredential } from '../../src/signer/mqtt.js';
+import { signDeviceCredential, signSignature, type MqttCredentials } from '../../src/signer/mqtt.js';
 import { tempDir } from '../helpers/cli.js';
 import type { PopCoreError } from '../helpers/emulator.js';
 
@@ -186,5 +186,38 @@ describe('apsaramq-device emulator: secrets and papercuts', () => {
     expect(defaultEmulatorDataDir({ XDG_STATE_HOME: '/state', HOME: '/home/u' }, 'mqtt-x')).toBe('/state/apsaramq-device/emulator/mqtt-x');
     expect(defaultEmulatorDataDir({ XDG_STATE_HOME: 'relative', HOME: '/home/u' }, 'mqtt-x')).toBe('/home/u/.local/state/apsaramq-device/emulator/mqtt-x');
     expect(defaultEmulatorDataDir({}, 'mqtt-x')).toBeUndefined();
+  });
+});
+
+describe('apsaramq-device emulator: the bound on a persistent session', () => {
+  it('--max-offline-messages, --max-offline-bytes and --offline-queue-policy bound a session (stats, and one line on stderr)', async () => {
+    const result = await withCliEmulator(['--max-offline-messages', '3', '--max-offline-bytes', '1000', '--offline-queue-policy', 'refuse-new'], async (ready) => {
+      const login = (clientId: string): MqttCredentials => signSignature({ ...ready, clientId });
+      const subscriber = await connectAsync(ready.mqttUrl, { ...login('GID_cli@@@offline'), protocolVersion: 4, clean: false, reconnectPeriod: 0 });
+      await subscriber.subscribeAsync('demo/q', { qos: 1 });
+      await subscriber.endAsync();
+      const watcher = await connectAsync(ready.mqttUrl, { ...login('GID_cli@@@watcher'), protocolVersion: 4, reconnectPeriod: 0 });
+      await watcher.subscribeAsync('demo/marker', { qos: 1 });
+      const marked = new Promise<void>((resolve) => watcher.once('message', () => resolve()));
+      const publisher = await connectAsync(ready.mqttUrl, { ...login('GID_cli@@@publisher'), protocolVersion: 4, reconnectPeriod: 0 });
+      for (let i = 0; i < 5; i++) await publisher.publishAsync('demo/q', `m${i}`, { qos: 1 });
+      // Routed after the five: once the watcher has it, they are queued (or refused).
+      await publisher.publishAsync('demo/marker', 'marker', { qos: 1 });
+      await marked;
+      await Promise.all([publisher.endAsync(), watcher.endAsync()]);
+      const stats = (await (await fetch(new URL('/_emulator/stats', ready.apiEndpoint))).json()) as { mqtt: { rules: Record<string, number>; queues: { messages: number } } };
+      expect(stats.mqtt.rules['offlineQueue']).toBe(2);
+      expect(stats.mqtt.queues.messages).toBe(3);
+    });
+    expect(result.code).toBe(0);
+    expect(result.stderr).toMatch(/^warn MQTT rule offlineQueue \(option maxOfflineMessages, maxOfflineBytes and offlineQueuePolicy, flag --max-offline-messages, --max-offline-bytes and --offline-queue-policy\): GID_cli@@@offline: a persistent session holding 3 messages, \d+ bytes \(bound 3 messages, 1000 bytes, policy refuse-new\): a new message was refused; 1 so far/);
+  });
+
+  it('a bad value is a usage error (exit 2) naming the flag', async () => {
+    for (const [flag, value] of [['--offline-queue-policy', 'drop-newest'], ['--max-offline-messages', '0'], ['--max-offline-bytes', 'lots']]) {
+      const { code, stderr } = await failing([flag as string, value as string]);
+      expect(code, flag).toBe(2);
+      expect(stderr, flag).toContain(flag);
+    }
   });
 });

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import type { Emulator } from '../../src/emulator/index.js';
 import { signV3Request } from '../../src/signer/openapi-v3.js';
 import { callApi, commonParams, signed, useEmulator } from '../helpers/emulator.js';
+import { int, pick, prng, type Random } from '../helpers/fuzz.js';
 
 /**
  * A seeded, bounded fuzz of the OpenAPI side: random and malformed parameter names, values, percent-encodings,
@@ -17,21 +18,7 @@ const SEED = Number(process.env['FUZZ_SEED'] ?? 20261128);
 const CASES = 2500;
 const CONCURRENCY = 8;
 
-/** mulberry32: a small, well-mixed 32-bit PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-type Rng = () => number;
-const pick = <T>(rng: Rng, items: readonly T[]): T => items[Math.floor(rng() * items.length)] as T;
-const int = (rng: Rng, max: number): number => Math.floor(rng() * max);
+type Rng = Random;
 
 const NAMES = ['Action', 'Version', 'AccessKeyId', 'Signature', 'SignatureMethod', 'SignatureVersion', 'SignatureNonce', 'Timestamp', 'Format', 'ClientId', 'InstanceId', 'GroupId', 'PageSize', 'PageNo', 'NextToken', '__proto__', 'constructor', ''];
 const ACTIONS = ['RegisterDeviceCredential', 'GetDeviceCredential', 'RefreshDeviceCredential', 'UnRegisterDeviceCredential', 'ListDeviceCredentialClientId', 'Bogus', ''];

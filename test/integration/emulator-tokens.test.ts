@@ -8,7 +8,7 @@ import { apiClient, apiFailure, callApi, commonParams, rawCall, signed, signedCa
 import { officialCall, officialClient } from '../helpers/openapi-client.js';
 
 const DAY = 24 * 60 * 60_000;
-/** The emulator's token shape (its own choice, see src/emulator/tokens.ts): Base64 of 49 bytes. */
+/** The emulator's token shape (its own choice, see src/emulator/token-registry.ts): Base64 of 49 bytes. */
 const TOKEN = /^[A-Za-z0-9+/]{66}==$/;
 const UUID_UPPER = /^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$/;
 

@@ -37,7 +37,7 @@ describe('each entry point loads only its own role', () => {
   });
 
   it('the emulator entry loads aedes and ws, not pop-core or the CLI', async () => {
-    const loaded = await packagesLoadedBy('dist/emulator/public.js');
+    const loaded = await packagesLoadedBy('dist/emulator/index.js');
     for (const own of ['aedes', 'ws']) expect(loaded.has(own), own).toBe(true);
     for (const other of ['@alicloud/pop-core', 'commander']) expect(loaded.has(other), other).toBe(false);
   });

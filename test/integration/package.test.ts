@@ -117,6 +117,6 @@ connectDevice(options).then(
       (e: { code: number; stderr: string }) => e,
     );
     expect(failed?.code).toBe(1);
-    expect(failed?.stderr).toMatch(/^MissingDependency: The emulator needs the package aedes, .*\. Install it next to apsaramq-device: npm install aedes@2\.0\.0-beta\.1 ws@\^8\.18\.0\n$/);
+    expect(failed?.stderr).toMatch(/^MissingDependency: The emulator needs the package aedes, .*\. Install it next to apsaramq-device: npm install aedes@2\.0\.0-beta\.1 ws@\^8\.18\.0 proper-lockfile@~4\.1\.2\n$/);
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConnectRefusal, checkConnect } from '../../src/emulator/broker.js';
+import { ConnectRefusal, checkConnect } from '../../src/emulator/broker-login.js';
 import { CredentialRegistry } from '../../src/emulator/registry.js';
 import { StatsRecorder } from '../../src/emulator/stats.js';
 import { hmacPassword } from '../../src/signer/mqtt.js';
@@ -107,7 +107,7 @@ describe('stats recorder', () => {
     expect(Object.keys(snap.actions)).toEqual(['__proto__', '(none)']);
     expect(JSON.parse(JSON.stringify(snap))).toEqual({
       actions: { ['__proto__']: { ok: 0, errors: { MissingParameter: 1 } }, '(none)': { ok: 1, errors: { MissingParameter: 1 } } },
-      mqtt: { connected: 3, connacks: { 0: 1, 5: 1 }, rules: {} },
+      mqtt: { connected: 3, connacks: { 0: 1, 5: 1 }, rules: {}, queues: { sessions: 0, messages: 0, bytes: 0, largestMessages: 0, largestBytes: 0 } },
     });
   });
 

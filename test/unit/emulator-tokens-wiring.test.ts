@@ -3,11 +3,11 @@ import { describe, expect, it } from 'vitest';
 import { ACTIONS, POST_ONLY_ACTIONS, routeAction, type ActionContext } from '../../src/emulator/actions.js';
 import { parseState, serializeState } from '../../src/emulator/data-dir.js';
 import { Gateway } from '../../src/emulator/gateway.js';
-import type { EmulatorEvents } from '../../src/emulator/index.js';
-import { EMULATOR_DEFAULTS, resolveOptions, type EmulatorOptions } from '../../src/emulator/options.js';
+import type { EmulatorEvents } from '../../src/emulator/emulator.js';
+import { resolveOptions, type EmulatorOptions } from '../../src/emulator/options.js';
 import { CredentialRegistry } from '../../src/emulator/registry.js';
-import { OnlineClients } from '../../src/emulator/sessions.js';
-import { TokenRegistry, type TokenRecord } from '../../src/emulator/tokens.js';
+import { OnlineClients } from '../../src/emulator/online-clients.js';
+import { TokenRegistry, type TokenRecord } from '../../src/emulator/token-registry.js';
 import { isApsaraMqDeviceError } from '../../src/errors.js';
 import { apiFaultCode as codeOf } from '../helpers/emulator.js';
 
@@ -25,13 +25,23 @@ describe('emulator options of the token and session actions', () => {
   it('defaults: the documented limits, SystemOverFlow, refuse GET, performance.now', () => {
     const o = resolveOptions({ env: {} });
     expect(o.actionQpsLimits).toEqual({ ApplyToken: 100, QueryToken: 100, RevokeToken: 5, QuerySessionByClientId: 500, BatchQuerySessionByClientIds: 100 });
-    expect(EMULATOR_DEFAULTS.actionQpsLimits).toEqual(o.actionQpsLimits);
     expect(o.actionThrottleCode).toBe('SystemOverFlow');
     expect(o.getOnPostOnly).toBe('refuse');
     const before = performance.now();
     const reading = o.rateClock();
     expect(reading).toBeGreaterThanOrEqual(before);
     expect(reading).toBeLessThanOrEqual(performance.now());
+  });
+
+  it('the default limits are what the gateway enforces: the N+1th call of an action in one instant is refused with its code', () => {
+    // The emulator's own wiring: the resolved defaults into the gateway, on a frozen rate clock.
+    const g = new Gateway(resolveOptions({ env: {}, rateClock: () => 0 }));
+    const expected = { ApplyToken: [100, 'ApplyTokenOverFlow'], QueryToken: [100, 'QueryTokenOverFlow'], RevokeToken: [5, 'RevokeTokenOverFlow'], QuerySessionByClientId: [500, 'SystemOverFlow'], BatchQuerySessionByClientIds: [100, 'SystemOverFlow'] } as const;
+    for (const [action, [limit, code]] of Object.entries(expected)) {
+      const answers = Array.from({ length: limit + 1 }, () => codeOf(() => g.throttleAction('k', action)));
+      expect(answers.slice(0, limit).every((answer) => answer === undefined), action).toBe(true);
+      expect(answers[limit], action).toBe(code);
+    }
   });
 
   it('takes some limits and keeps the others', () => {

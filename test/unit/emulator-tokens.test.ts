@@ -3,7 +3,6 @@ import {
   MAX_HELD_TOKENS,
   TOKEN_INVALID,
   TOKEN_TOPICS,
-  TokenRegistry,
   actionsOfTokenType,
   authorizePublish,
   authorizeSubscribe,
@@ -18,8 +17,8 @@ import {
   tokenConnackCode,
   tokenTypeOfActions,
   type TokenGrant,
-  type TokenRecord,
-} from '../../src/emulator/tokens.js';
+} from '../../src/emulator/token-rules.js';
+import { TokenRegistry, type TokenRecord } from '../../src/emulator/token-registry.js';
 import { apiFaultCode } from '../helpers/emulator.js';
 
 const INSTANCE = 'mqtt-test';

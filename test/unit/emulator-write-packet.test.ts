@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { Duplex } from 'node:stream';
 import mqttPacket from 'mqtt-packet';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { writePacket } from '../../src/emulator/broker.js';
+import { publishSize, writePacket } from '../../src/emulator/broker-wire.js';
 
 /** A connection whose kernel buffer is full: every write is held until `release()` hands the bytes over. */
 function fullConnection(): { conn: Duplex; written: Buffer[]; release: () => void } {
@@ -57,5 +57,18 @@ describe('writePacket: the broker\'s own packets (notices, refusals, upload ackn
     vi.advanceTimersByTime(60_000);
     expect(conn.destroyed).toBe(false);
     conn.destroy();
+  });
+});
+
+describe('publishSize: a PUBLISH as it would be written, without copying its payload', () => {
+  it('matches what mqtt-packet writes, across the lengths where the remaining length takes one more byte', () => {
+    for (const size of [0, 1, 100, 114, 115, 116, 200, 16_370, 16_371, 16_372, 16_400, 70_000]) {
+      for (const [version, properties] of [[4, undefined], [5, undefined], [5, { contentType: 'text/plain', userProperties: { a: 'b' }, subscriptionIdentifier: 300 }]] as const) {
+        for (const qos of [0, 1] as const) {
+          const packet = { cmd: 'publish', topic: 'demo/size', payload: Buffer.alloc(size, 1), qos, retain: false, dup: false, ...(qos > 0 ? { messageId: 7 } : {}), ...(properties ? { properties } : {}) } as const;
+          expect(publishSize(packet, version), `${size} bytes, v${version}, QoS ${qos}`).toBe(mqttPacket.generate(packet, { protocolVersion: version }).length);
+        }
+      }
+    }
   });
 });

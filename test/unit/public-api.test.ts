@@ -44,7 +44,7 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
     ],
   },
   'apsaramq-device/emulator': {
-    file: 'src/emulator/public.ts',
+    file: 'src/emulator/index.ts',
     names: [
       'ActionStats', 'BROKER_DEFAULTS', 'BrokerOptions', 'DEFAULT_PARENT_TOPICS', 'EMULATED_ACTIONS', 'EMULATOR_DEFAULTS',
       'EMULATOR_ENV', 'EmulatedAction', 'Emulator', 'EmulatorOptions', 'EmulatorStateError', 'EmulatorStateErrorCode',

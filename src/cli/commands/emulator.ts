@@ -42,6 +42,9 @@ interface EmulatorFlags {
   maxPacketBytes?: number;
   maxQueuedBytes?: number;
   drainTimeoutMs?: number;
+  maxOfflineMessages?: number;
+  maxOfflineBytes?: number;
+  offlineQueuePolicy?: 'drop-oldest' | 'refuse-new';
 }
 
 /** `--parent-topics a,b` (`*`: any parent, the rule off). The names themselves are checked by the emulator's options. */
@@ -75,6 +78,9 @@ function ruleOptions(flags: EmulatorFlags): EmulatorOptions {
     maxPacketBytes: flags.maxPacketBytes,
     maxQueuedBytes: flags.maxQueuedBytes,
     drainTimeoutMs: flags.drainTimeoutMs,
+    maxOfflineMessages: flags.maxOfflineMessages,
+    maxOfflineBytes: flags.maxOfflineBytes,
+    offlineQueuePolicy: flags.offlineQueuePolicy,
   };
   return Object.fromEntries(Object.entries(given).filter(([, value]) => value !== undefined)) as EmulatorOptions;
 }
@@ -250,6 +256,9 @@ export function addEmulatorCommand(program: Command, io: CliIo): void {
     .option('--max-packet-bytes <n>', 'largest MQTT packet, checked before authentication (default 131072)', intArg('--max-packet-bytes', 2, 268_435_460))
     .option('--max-queued-bytes <n>', 'bytes waiting for one slow subscriber before it is disconnected (default 8388608)', intArg('--max-queued-bytes', 1024))
     .option('--drain-timeout-ms <ms>', 'how long a subscriber\'s socket may stay full before it is disconnected (default 10000)', intArg('--drain-timeout-ms', 1, 2_147_483_647))
+    .option('--max-offline-messages <n>', 'QoS 1/2 messages one persistent session holds for its client, offline or unacknowledged (default 1000; none = no limit)', limitArg('--max-offline-messages', 1))
+    .option('--max-offline-bytes <n>', 'bytes (topics and payloads) of those messages per session (default 8388608; none = no limit)', limitArg('--max-offline-bytes', 1))
+    .option('--offline-queue-policy <policy>', 'a message for a full session: drop-oldest (the oldest not yet sent goes) or refuse-new', choiceArg('--offline-queue-policy', ['drop-oldest', 'refuse-new'] as const))
     .option('--json', 'once ready, print one JSON line {mqttUrl, wsUrl, [mqttsUrl, wssUrl with TLS,] apiEndpoint, instanceId, accessKeyId, accessKeySecret (null, with accessKeySource, for keys from the environment)[, dataDir]}')
     .addHelpText(
       'after',

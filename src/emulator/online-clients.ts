@@ -1,6 +1,6 @@
 import type { EventEmitter } from 'node:events';
 import type { SessionDirectory } from './actions.js';
-import type { EmulatorEvents } from './index.js';
+import type { EmulatorEvents } from './emulator.js';
 
 /**
  * Who is online, from the broker's own events: `clientConnected` (emitted once a client authenticated, before its

@@ -1,6 +1,6 @@
 /**
  * The broker's Token-mode sessions (reference §5.3): which tokens each session holds, what they allow, and when
- * they run out. The rules are tokens.ts's; this keeps the per-client state, the timers and the revocation hook, and
+ * they run out. The rules are token-rules.ts's; this keeps the per-client state, the timers and the revocation hook, and
  * tells the broker (through {@link TokenSessionHost}) when a notice is due or a session must end. It never writes to
  * a socket itself.
  */
@@ -13,10 +13,9 @@ import {
   tokenTimer,
   type TokenCredential,
   type TokenInvalidCode,
-  type TokenRecord,
-  type TokenRegistry,
   type TokenType,
-} from './tokens.js';
+} from './token-rules.js';
+import type { TokenRecord, TokenRegistry } from './token-registry.js';
 import { MAX_TIMER_MS } from '../util/backoff.js';
 
 /** The longest delay a Node timer takes; a later event is looked at again when this one fires. */

@@ -1,7 +1,8 @@
 import type { Client } from 'aedes';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { TokenSessions } from '../../src/emulator/token-sessions.js';
-import { TokenRegistry, tokenTimer, type TokenInvalidCode, type TokenRecord, type TokenType } from '../../src/emulator/tokens.js';
+import { TokenSessions } from '../../src/emulator/broker-token-sessions.js';
+import { TokenRegistry, type TokenRecord } from '../../src/emulator/token-registry.js';
+import { tokenTimer, type TokenInvalidCode, type TokenType } from '../../src/emulator/token-rules.js';
 
 const LEAD = 5 * 60_000;
 

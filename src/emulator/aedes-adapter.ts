@@ -1,0 +1,354 @@
+/**
+ * The one door to aedes' internals. aedes 2.0.0-beta.1 (pinned) declares less than the emulator needs: its maps of
+ * clients and brokers, each client's parser and delivery functions, the session store, and the text of its errors.
+ * This is the only module that reaches for them or matches that text; the rest of the emulator uses aedes' declared
+ * API (hooks, events, `handle`) and the functions here. Each use says which aedes behaviour it relies on, and
+ * {@link assertAedesVersion} refuses to start on any other aedes than the one they were checked against
+ * (test/integration/emulator-hostile.test.ts and emulator-mqtt-fuzz.test.ts check the behaviours).
+ */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
+import type { Aedes, Client, Subscription } from 'aedes';
+import { ConfigurationError } from '../errors.js';
+import { propertyProblem } from './mqtt5-properties.js';
+import { SessionQueues, type QueueLimits, type QueueOverflow, type StoredPacket } from './session-queues.js';
+
+/** The aedes version this module was written and tested against: package.json pins the peer dependency to it. */
+export const AEDES_VERSION = '2.0.0-beta.1';
+
+/**
+ * Refuse an aedes other than {@link AEDES_VERSION}: the guards below reach into fields and behaviours that a later
+ * aedes may rename or fix differently, and a guard that silently stops working lets one client crash the process.
+ * @throws ConfigurationError `DependencyMismatch` naming both versions and the command that installs the right one.
+ */
+export function checkAedesVersion(found: string | undefined): void {
+  if (found === AEDES_VERSION) return;
+  const remedy = `npm install aedes@${AEDES_VERSION}`;
+  throw new ConfigurationError(
+    'DependencyMismatch',
+    `The emulator needs aedes ${AEDES_VERSION} exactly (its guards against hostile clients are written for that version), but aedes ${found ?? '(of an unknown version)'} is installed: ${remedy}`,
+    remedy,
+  );
+}
+
+/** The version in the package.json of the aedes that `import 'aedes'` loads (its exports map hides the file). */
+export function installedAedesVersion(): string | undefined {
+  let dir = dirname(createRequire(import.meta.url).resolve('aedes'));
+  for (;;) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: unknown; version?: unknown };
+      if (pkg.name === 'aedes') return typeof pkg.version === 'string' ? pkg.version : undefined;
+    } catch {
+      // No package.json here (or not JSON): look one level up.
+    }
+    const parent = dirname(dir);
+    if (parent === dir) return undefined;
+    dir = parent;
+  }
+}
+
+let versionChecked = false;
+
+/** {@link checkAedesVersion} of the installed aedes, once per process. */
+export function assertAedesVersion(): void {
+  if (versionChecked) return;
+  checkAedesVersion(installedAedesVersion());
+  versionChecked = true;
+}
+
+// ---------------------------------------------------------------- the broker
+
+/** aedes-persistence's session store, as far as the emulator uses it. */
+export interface SessionStore {
+  removeSubscriptions(client: Client, filters: readonly string[]): Promise<void>;
+  addSubscriptions(client: Client, subscriptions: readonly Subscription[]): Promise<void>;
+  incomingDelPacket(client: Client, packet: { messageId: number }): Promise<void>;
+}
+
+/** The fields of an aedes broker used here (set at run time, not declared). */
+interface BrokerInternals {
+  clients: Record<string, Client | undefined>;
+  brokers: Record<string, number | undefined>;
+  persistence: SessionStore & { [PATCHED]?: true };
+}
+
+/** Marks a session store whose incomingDelPacket was made safe (a restarted broker gets the same store again). */
+const PATCHED = Symbol('apsaramq-device: incomingDelPacket never rejects');
+
+function internals(broker: Aedes): BrokerInternals {
+  return broker as unknown as BrokerInternals;
+}
+
+/**
+ * Make aedes survive what a client can send it. Its maps keyed by strings from the wire (ClientIds, topic filters,
+ * broker ids) are re-created without a prototype:
+ * aedes 2.0.0-beta.1 keeps them in plain objects, so a filter named `constructor` or `__proto__` reads back as an
+ * inherited function: UNSUBSCRIBE `constructor` made aedes hand `undefined` to mqemitter, whose assertion then
+ * killed the whole process (the fix of GHSA-52qw-whmv-87c5 is in aedes 1.2.0, not in this beta).
+ */
+export function hardenBroker(broker: Aedes): void {
+  const broken = internals(broker);
+  broken.clients = Object.assign(Object.create(null) as Record<string, Client | undefined>, broken.clients);
+  broken.brokers = Object.assign(Object.create(null) as Record<string, number | undefined>, broken.brokers);
+  // aedes 2.0.0-beta.1 deletes a QoS 2 message on its PUBREL with `.finally()`, which passes a rejection on to
+  // nobody: two PUBRELs for one packet id in one read both find it, the second delete rejects ("no such packet"),
+  // and the unhandled rejection ends the process. A delete that finds nothing has nothing left to do.
+  const store = broken.persistence;
+  if (store[PATCHED]) return;
+  const incomingDelPacket = store.incomingDelPacket.bind(store);
+  store.incomingDelPacket = (client, packet) => incomingDelPacket(client, packet).catch(() => undefined);
+  store[PATCHED] = true;
+}
+
+/** The outgoing-queue operations of aedes-persistence's store (aedes 2 calls them without callbacks). */
+interface OutgoingStore {
+  outgoingEnqueue(sub: { clientId: string }, packet: StoredPacket, cb?: Callback): Promise<void>;
+  outgoingEnqueueCombi(subs: readonly { clientId: string }[], packet: StoredPacket, cb?: Callback): Promise<void>;
+  outgoingUpdate(client: { id: string }, packet: StoredPacket, cb?: Callback): Promise<void>;
+  outgoingClearMessageId(client: { id: string }, packet: StoredPacket, cb?: Callback): Promise<StoredPacket | undefined>;
+  outgoingStream(client: { id: string }): Readable;
+}
+
+type Callback = (error: Error | null, result?: unknown) => void;
+
+/** The bounded queues installed on each session store (a restarted broker gets the same store, and keeps them). */
+const queuesOf = new WeakMap<object, SessionQueues>();
+
+/**
+ * Put a bound on what each persistent session of the broker's store holds (session-queues.ts): the store's five
+ * outgoing-queue operations are replaced by {@link SessionQueues}, which keeps the same order and semantics. Installed
+ * once per store; a later broker on the same store (a restart) only takes over the limits and the reporting.
+ */
+export function boundSessionQueues(broker: Aedes, limits: QueueLimits, onOverflow: QueueOverflow): SessionQueues {
+  const store = internals(broker).persistence as unknown as OutgoingStore;
+  const existing = queuesOf.get(store);
+  if (existing) {
+    existing.configure(limits, onOverflow);
+    return existing;
+  }
+  const queues = new SessionQueues(limits, onOverflow);
+  queuesOf.set(store, queues);
+  const answer = <T>(result: T, cb: Callback | undefined): Promise<T> => {
+    if (cb) process.nextTick(cb, null, result);
+    return Promise.resolve(result);
+  };
+  store.outgoingEnqueue = (sub, packet, cb) => answer(queues.enqueue(sub.clientId, packet), cb);
+  store.outgoingEnqueueCombi = (subs, packet, cb) => {
+    for (const sub of subs) queues.enqueue(sub.clientId, packet);
+    return answer(undefined, cb);
+  };
+  store.outgoingUpdate = (client, packet, cb) => answer(queues.update(client.id, packet), cb);
+  store.outgoingClearMessageId = (client, packet, cb) => answer(queues.clear(client.id, packet), cb);
+  store.outgoingStream = (client) => Readable.from(queues.list(client.id));
+  return queues;
+}
+
+/** The connected (authenticated and registered) client with this ClientId: aedes keeps them by id. */
+export function clientById(broker: Aedes, clientId: string): Client | undefined {
+  return internals(broker).clients[clientId];
+}
+
+/**
+ * aedes' session store (persistent sessions' subscriptions, queued QoS 1/2 messages, wills). Passing it to the next
+ * broker (`persistence` of `Aedes.createBroker`) keeps the sessions across a restart; aedes never destroys it on close.
+ */
+export function sessionStore(broker: Aedes): SessionStore {
+  return internals(broker).persistence;
+}
+
+/**
+ * Have aedes acknowledge nothing and route nothing for a PUBLISH the authorizePublish hook answered itself: aedes
+ * 2.0.0-beta.1 skips publishing a packet flagged `_notAuthorized`, and then sends no acknowledgement of its own (a
+ * QoS 2 one's PUBREL finds nothing stored and gets its PUBCOMP all the same).
+ */
+export function skipRouting(packet: object): void {
+  (packet as { _notAuthorized?: boolean })._notAuthorized = true;
+}
+
+/** A refusal aedes made itself, told by the text of its error (aedes gives these errors no code). */
+export type AedesRefusal =
+  | { readonly kind: 'packetTooLarge'; readonly size: number | undefined }
+  | { readonly kind: 'drainTimeout' }
+  | { readonly kind: 'subscriptionIdentifier'; readonly message: string };
+
+/** What an error of aedes' `clientError` / `connectionError` events means, when it is one of its refusals. */
+export function aedesRefusal(error: Error): AedesRefusal | undefined {
+  if (error.message === 'packet too large') return { kind: 'packetTooLarge', size: (error as { size?: number }).size };
+  if (error.message === 'drain timeout') return { kind: 'drainTimeout' };
+  if (error.message.startsWith('invalid subscription identifier')) return { kind: 'subscriptionIdentifier', message: error.message };
+  return undefined;
+}
+
+/** aedes reports persistence failures as an `error` event of the broker, which it does not declare. */
+export function onBrokerError(broker: Aedes, listener: (error: Error) => void): void {
+  (broker as unknown as NodeJS.EventEmitter).on('error', listener);
+}
+
+// ---------------------------------------------------------------- each client
+
+/** A packet as mqtt-packet parses it, as far as the emulator looks at it. */
+export interface ParsedPacket {
+  cmd: string;
+  messageId?: number;
+  qos?: number;
+  topic?: string;
+  payload?: { length: number };
+  subscriptions?: { topic: string }[];
+  properties?: unknown;
+  will?: unknown;
+}
+
+/** A delivery function of an aedes client: write `packet` to the client, then call `done`. */
+export type Deliver = (packet: { readonly payload?: { readonly length: number }; readonly topic?: string }, done: () => void) => void;
+
+/** The fields of an aedes client used here. */
+interface ClientInternals {
+  subscriptions: Record<string, unknown>;
+  duplicates: Record<string, unknown>;
+  deliver0: Deliver;
+  deliverQoS: Deliver;
+  /** The client's mqtt-packet parser; aedes handles each packet in a 'packet' listener and fails on an 'error'. */
+  _parser: NodeJS.EventEmitter & { packet?: { cmd?: string; protocolVersion?: number } };
+  /** Set by aedes once the CONNACK is written. */
+  connackSent?: boolean;
+}
+
+/** A packet kept from aedes, and why: what the client is told (MQTT 5 reason code) and the rule it is counted under. */
+export interface PacketRefusal {
+  readonly rule: 'malformedPacket' | 'protocolError' | 'protocolVersion' | 'unsafeSubscribe' | 'unhandledPacket';
+  /** MQTT 5's reason code (CONNACK or DISCONNECT). */
+  readonly reasonCode: number;
+  /** MQTT 3.1.1's CONNACK return code, for a refused CONNECT answered in that form. */
+  readonly returnCode?: number;
+  readonly reason: string;
+}
+
+/** What {@link fitClient} fits a client with. */
+export interface ClientFitting {
+  /** Sees every packet the client sends that aedes is to handle, before aedes does. */
+  readonly inspect: (packet: ParsedPacket) => void;
+  /**
+   * A packet was kept from aedes, with every packet after it; the client must be closed. `connect`: it was the
+   * CONNECT (answer with a CONNACK; `protocolVersion` is what the CONNECT said). `session`: a later packet, reported
+   * once the CONNACK is out (answer MQTT 5 with a DISCONNECT). `close`: nothing may be sent (a CONNECT that names
+   * another protocol, a packet before the CONNECT, an MQTT 3.1.1 client).
+   */
+  readonly onRefused: (refusal: PacketRefusal, stage: 'connect' | 'session' | 'close', protocolVersion: number) => void;
+  /** Wraps each of the client's two delivery functions (QoS 0 and QoS 1/2). */
+  readonly wrapDelivery: (deliver: Deliver) => Deliver;
+}
+
+/**
+ * Would aedes 2.0.0-beta.1 crash on this SUBSCRIBE? With two filters or more it de-duplicates them through a plain
+ * object, where a filter named `__proto__` replaces the object's prototype: the loop that follows then reads the
+ * prototype's fields as filters, and for MQTT 5 `undefined.startsWith` throws out of the socket's read handler,
+ * ending the process (found by test/integration/emulator-mqtt-fuzz.test.ts).
+ */
+function crashesAedes(packet: ParsedPacket): boolean {
+  const subscriptions = packet.subscriptions ?? [];
+  return packet.cmd === 'subscribe' && subscriptions.length > 1 && subscriptions.some((sub) => sub.topic === '__proto__');
+}
+
+/** mqtt-packet's message for a CONNECT of a protocol level it does not parse (0-2, 6-127; 128 and up less 128). */
+const UNKNOWN_LEVEL = 'Invalid protocol version';
+/** mqtt-packet's message for a CONNECT whose protocol name is neither MQTT nor MQIsdp. */
+const UNKNOWN_NAME = 'Invalid protocolId';
+
+/**
+ * Fit a new client, before it subscribes to anything (aedes picks the delivery function at subscription time):
+ * null-prototype `subscriptions` and `duplicates` maps (see {@link hardenBroker}), and a gate in front of aedes.
+ * aedes' own packet and parse-error listeners are taken off the client's parser and called from the gate, which keeps
+ * from aedes what it would crash on or misread: a SUBSCRIBE it cannot survive, MQTT 5 properties that are malformed
+ * or a protocol error (mqtt5-properties.ts), and a CONNECT of a protocol level it does not speak, which it would
+ * close without the CONNACK 1 MQTT asks for (MQTT-3.1.2-2). Once a packet is refused nothing more of that client
+ * reaches aedes. A throw out of aedes' handling of a packet closes that client instead of ending the process.
+ */
+export function fitClient(client: Client, fitting: ClientFitting): void {
+  const fitted = client as unknown as ClientInternals;
+  fitted.subscriptions = Object.create(null) as Record<string, unknown>;
+  fitted.duplicates = Object.create(null) as Record<string, unknown>;
+  const parser = fitted._parser;
+  const handlePacket = parser.listeners('packet') as ((this: unknown, packet: unknown) => void)[];
+  const failParse = parser.listeners('error') as ((this: unknown, error: Error) => void)[];
+  parser.removeAllListeners('packet');
+  parser.removeAllListeners('error');
+  let refused = false;
+  /** The protocol level of the client's CONNECT, from when it is seen (aedes sets `client.version` only once it accepts it). */
+  let level: number | undefined;
+
+  /** Keep this client from aedes for good, and have it answered once it may be. */
+  const refuse = (refusal: PacketRefusal, connect: boolean, protocolVersion: number): void => {
+    refused = true;
+    const inSession = (): void => fitting.onRefused(refusal, (client.version ?? level) === 5 ? 'session' : 'close', client.version ?? level ?? 4);
+    if (connect) fitting.onRefused(refusal, 'connect', protocolVersion);
+    else if (client.connected || fitted.connackSent === true) inSession();
+    // No DISCONNECT before the CONNACK (MQTT-3.14.0-1): packets sent right behind the CONNECT wait for its outcome
+    // (a refused CONNECT closes the client, and 'connected' never comes).
+    else if (client.connecting) client.once('connected', inSession);
+    else fitting.onRefused(refusal, 'close', protocolVersion);
+  };
+  /** aedes' handling of one packet, any throw out of it contained. */
+  const toAedes = (listener: (this: unknown, packet: unknown) => void, packet: ParsedPacket): void => {
+    try {
+      listener.call(parser, packet);
+    } catch (error) {
+      // On the CONNECT: CONNACK 3 (Server unavailable) or 0x83; later: DISCONNECT 0x83.
+      const reason = `a ${packet.cmd.toUpperCase()} aedes failed on (${error instanceof Error ? error.message : String(error)})`;
+      refuse({ rule: 'unhandledPacket', reasonCode: 0x83, returnCode: 3, reason }, packet.cmd === 'connect' && !client.connected, level ?? 4);
+    }
+  };
+
+  parser.on('packet', (packet: ParsedPacket) => {
+    if (refused) return;
+    if (packet.cmd === 'connect' && level === undefined) level = (packet as { protocolVersion?: number }).protocolVersion;
+    if (crashesAedes(packet)) {
+      refuse({ rule: 'unsafeSubscribe', reasonCode: 0x8f, reason: "a SUBSCRIBE listing '__proto__' beside other filters (aedes 2.0.0-beta.1 would crash on it)" }, false, 5);
+      return;
+    }
+    const problem = propertyProblem(packet);
+    if (problem) {
+      const isConnect = packet.cmd === 'connect' && !client.connecting && !client.connected;
+      refuse({ rule: problem.reasonCode === 0x81 ? 'malformedPacket' : 'protocolError', reasonCode: problem.reasonCode, reason: problem.reason }, isConnect, 5);
+      return;
+    }
+    fitting.inspect(packet);
+    for (const listener of handlePacket) toAedes(listener, packet);
+  });
+  parser.on('error', (error: Error) => {
+    if (refused) return;
+    const pending = parser.packet;
+    const firstConnect = pending?.cmd === 'connect' && !client.connecting && !client.connected;
+    if (firstConnect && error.message === UNKNOWN_LEVEL) {
+      refuse({ rule: 'protocolVersion', reasonCode: 0x84, returnCode: 1, reason: 'a CONNECT of a protocol level the broker does not speak (MQTT 3.1, 3.1.1 and 5 only)' }, true, 4);
+    } else if (firstConnect && error.message === UNKNOWN_NAME) {
+      refuse({ rule: 'protocolVersion', reasonCode: 0x84, reason: 'a CONNECT whose protocol name is not MQTT (or MQIsdp): closed without a CONNACK, as Mosquitto does' }, false, 4);
+    } else if (firstConnect && pending.protocolVersion === 5) {
+      refuse({ rule: 'malformedPacket', reasonCode: 0x81, reason: `a CONNECT that could not be read (${error.message})` }, true, 5);
+    } else if ((client.version ?? level) === 5 && !client.closed) {
+      refuse({ rule: 'malformedPacket', reasonCode: 0x81, reason: `a packet that could not be read (${error.message})` }, false, 5);
+    } else {
+      for (const listener of failParse) listener.call(parser, error);
+    }
+  });
+  // The packets that came behind the CONNECT wait in aedes' queue, handled when the client is 'connected'.
+  for (const listener of client.listeners('connected') as ((this: unknown) => void)[]) {
+    client.removeListener('connected', listener);
+    client.once('connected', () => {
+      try {
+        listener.call(client);
+      } catch (error) {
+        refuse({ rule: 'unhandledPacket', reasonCode: 0x83, reason: `a packet aedes failed on (${error instanceof Error ? error.message : String(error)})` }, false, 5);
+      }
+    });
+  }
+  // QoS 0 on the way in, as aedes' deliver0 writes it (on its own copy, made for this subscriber): the authorizeForward
+  // hook it calls then sees the packet as it will be written.
+  const deliver0 = fitted.deliver0;
+  fitted.deliver0 = fitting.wrapDelivery((packet, done) => {
+    (packet as { qos?: number }).qos = 0;
+    deliver0(packet, done);
+  });
+  fitted.deliverQoS = fitting.wrapDelivery(fitted.deliverQoS);
+}

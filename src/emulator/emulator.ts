@@ -1,0 +1,382 @@
+/**
+ * A local emulator of ApsaraMQ for MQTT: an aedes broker (TCP and WebSocket) and an OpenAPI HTTP server that
+ * enforce the real service's authentication, so that provisioning and connecting can be tested offline.
+ *
+ * @example
+ * const emu = await startEmulator({ env: {} });
+ * // RPCClient({ endpoint: emu.apiEndpoint, apiVersion: '2020-04-20', accessKeyId: emu.accessKeyId, ... })
+ * // mqtt.connectAsync(emu.mqttUrl, { ...signDeviceCredential(credential), protocolVersion: 4 })
+ * await emu.close();
+ */
+import { EventEmitter } from 'node:events';
+import { inspect } from 'node:util';
+import type { Aedes, Client } from 'aedes';
+import { redact } from '../credential.js';
+import { type KnownApiErrorCode, ValidationError } from '../errors.js';
+import { EMULATED_ACTIONS, type EmulatedAction } from './actions.js';
+import { startApiServer, type ApiServer } from './api-server.js';
+import { startBroker, type BrokerDependencies, type BrokerHandle } from './broker.js';
+import { DataDir, StateWriter, type EmulatorState } from './data-dir.js';
+import { FaultInjector } from './faults.js';
+import { Gateway } from './gateway.js';
+import { resolveOptions, type EmulatorOptions, type ResolvedEmulatorOptions, type ValueSource } from './options.js';
+import { CredentialRegistry } from './registry.js';
+import { OnlineClients } from './online-clients.js';
+import { StatsRecorder, type EmulatorStats } from './stats.js';
+import { TokenRegistry } from './token-registry.js';
+
+/**
+ * What happens on the emulator's MQTT side, for tests that wait on it instead of polling. Listeners stay attached
+ * across {@link Emulator.restart}.
+ */
+export interface EmulatorEvents {
+  /** A client authenticated and its session is up (emitted before its CONNACK is written). */
+  clientConnected: [clientId: string];
+  /** A connected client's connection closed: DISCONNECT, a network cut, a kick, a restart. */
+  clientDisconnected: [clientId: string];
+  /** A device's PUBLISH passed the broker's checks and is being routed (`$SYS` topics are not reported). */
+  published: [message: { topic: string; payload: Buffer; qos: number; clientId: string }];
+  /** A client's SUBSCRIBE was handled (the filters granted). */
+  subscribed: [info: { clientId: string; topics: string[] }];
+}
+
+/** A running emulator. */
+export interface Emulator {
+  /** MQTT-side events ({@link EmulatorEvents}), kept across restarts. */
+  readonly events: EventEmitter<EmulatorEvents>;
+  /** `mqtt://host:port` */
+  readonly mqttUrl: string;
+  /** `ws://host:port/mqtt`, or `undefined` when `wsPort` is `false`. */
+  readonly wsUrl: string | undefined;
+  /** `mqtts://host:port` (MQTT over TLS), or `undefined` without the `tls` option. */
+  readonly mqttsUrl: string | undefined;
+  /** `wss://host:port/mqtt` (MQTT over secure WebSocket), or `undefined` without `tls` or with `wssPort: false`. */
+  readonly wssUrl: string | undefined;
+  /** `http://host:port`: the OpenAPI endpoint for pop-core's RPCClient. */
+  readonly apiEndpoint: string;
+  /** The emulated instance id. */
+  readonly instanceId: string;
+  /** The account AccessKeyId the gateway and Signature-mode CONNECTs accept. */
+  readonly accessKeyId: string;
+  /** The account AccessKeySecret. */
+  readonly accessKeySecret: string;
+  /**
+   * Where the account key pair came from: `options`, the `environment`, or `generated` by the emulator (now or, with
+   * `dataDir`, by an earlier run). Only a generated secret is the emulator's to print.
+   */
+  readonly accessKeySource: ValueSource;
+  /** The absolute data directory the OpenAPI's state is kept in, or `undefined` when it lives in memory. */
+  readonly dataDir: string | undefined;
+  /** The aedes broker, for tests that want to watch or drive it. A new instance after {@link Emulator.restart}. */
+  readonly broker: Aedes;
+  /** Counters, the same object `GET /_emulator/stats` answers. */
+  stats(): EmulatorStats;
+  /**
+   * Make the next `count` (default 1) OpenAPI calls of `action` answer error `code` with its catalog HTTP status
+   * (gateway codes such as `Throttling.User` too), after the gateway's signature check and before any state change.
+   * Queued faults come before random ones (`faultRate`) and add up per action in call order.
+   * @throws ValidationError `InvalidOption` when `action` is not one of {@link EMULATED_ACTIONS}, `code` is not in
+   *   `API_ERROR_CATALOG`, or `count` is not an integer from 1 to {@link MAX_FAIL_NEXT_COUNT} (checked at run time too).
+   */
+  failNext(action: EmulatedAction, code: KnownApiErrorCode, count?: number): void;
+  /**
+   * Drop a client's MQTT connection without a DISCONNECT, like a network cut: its will is published and a
+   * persistent session keeps queueing. Returns whether that ClientId was connected.
+   */
+  disconnect(clientId: string): boolean;
+  /**
+   * Token mode: look at every Token-mode session against the `now` clock at once, as the broker's own timers do when
+   * they fire: a token within `tokenExpireNoticeLeadMs` of its ExpireTime gets its `$SYS/tokenExpireNotice`, and a
+   * session holding a token that expired gets `$SYS/tokenInvalidNotice` (code 2) and is disconnected. The timers
+   * run on real time; a test that moves `now` calls this instead of waiting.
+   */
+  checkTokens(): void;
+  /**
+   * Close the broker and its listeners (every client is dropped) and start them again on the same ports. Device
+   * credentials, persistent sessions (clean: false) with their subscriptions and queued QoS 1 messages, and stats
+   * are kept. The OpenAPI server keeps running throughout. Rejects when the emulator is closed or a port cannot be
+   * bound again.
+   */
+  restart(): Promise<void>;
+  /** Close the broker, every client socket and all servers. Idempotent; never hangs on open connections. */
+  close(): Promise<void>;
+}
+
+/**
+ * Start an emulator. Options are validated first (a `ValidationError` with code `InvalidOption` naming the option);
+ * a listener that cannot bind rejects the promise after closing whatever had started.
+ */
+export async function startEmulator(options: EmulatorOptions = {}): Promise<Emulator> {
+  const resolved = resolveOptions(options);
+  const stats = new StatsRecorder(EMULATED_ACTIONS);
+  const storage = resolved.dataDir === undefined ? undefined : await DataDir.open(resolved.dataDir);
+  let config: ResolvedEmulatorOptions;
+  let persistence: Persistence | undefined;
+  const registry = new CredentialRegistry(resolved);
+  const tokens = new TokenRegistry(resolved);
+  try {
+    config = storage ? reconcile(resolved, storage) : resolved;
+    if (storage) persistence = await startPersistence(config, storage, registry, tokens);
+  } catch (error) {
+    await storage?.close();
+    throw error;
+  }
+  const faults = new FaultInjector(config);
+  const mqtt = new MqttService(config, { registry, tokens, stats }, await startBroker(config, { registry, tokens, stats }).catch(async (error: unknown) => {
+    await persistence?.close();
+    throw error;
+  }));
+  const snapshot = (): EmulatorStats => stats.snapshot(mqtt.broker.connectedClients, mqtt.handle.queueStats());
+  // The session queries answer from the broker's own events, which stay on `mqtt.events` across restarts.
+  const sessions = new OnlineClients(mqtt.events);
+
+  const apiServer = await startApiServer({
+    gateway: new Gateway(config),
+    faults,
+    controls: mqtt,
+    registry,
+    tokens,
+    sessions,
+    now: config.now,
+    stats,
+    snapshot,
+    instanceId: config.instanceId,
+    host: config.host,
+    port: config.apiPort,
+    errorStatuses: config.errorStatuses,
+    getOnPostOnly: config.getOnPostOnly,
+    ...(persistence ? { persist: persistence.flush } : {}),
+  }).catch(async (error: unknown) => {
+    await mqtt.close();
+    await persistence?.close();
+    throw error;
+  });
+
+  return new RunningEmulator(config, mqtt, apiServer, snapshot, faults, persistence);
+}
+
+/**
+ * Options meet the kept state: an instance id or a generated key pair that was not given comes from the state, so
+ * that a restart with the same command serves the same instance with the same keys. An instance id given that
+ * differs from the kept one is refused (the directory holds another instance's credentials).
+ */
+function reconcile(config: ResolvedEmulatorOptions, storage: DataDir): ResolvedEmulatorOptions {
+  const kept = storage.initial;
+  if (!kept) return config;
+  if (config.instanceIdSource !== 'generated' && config.instanceId !== kept.instanceId) {
+    throw new ValidationError(
+      'InvalidOption',
+      `Emulator option instanceId is ${config.instanceId}, but the data directory ${storage.path} holds instance ${kept.instanceId}: pass ${kept.instanceId}, leave the instance id out, or use another data directory`,
+    );
+  }
+  const account = config.accessKeySource === 'generated' && kept.account ? kept.account : undefined;
+  return Object.freeze({ ...config, instanceId: kept.instanceId, ...(account ?? {}) });
+}
+
+/** The data directory in use: saves on demand, closes after the last save. */
+interface Persistence {
+  readonly path: string;
+  readonly flush: () => Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Restore the kept credentials and tokens, write the state once (so the instance id and generated keys are fixed
+ * from now on). Tokens are kept like credentials because the service keeps them: a token issued before a restart
+ * stays valid (or revoked) until its ExpireTime.
+ */
+async function startPersistence(config: ResolvedEmulatorOptions, storage: DataDir, registry: CredentialRegistry, tokens: TokenRegistry): Promise<Persistence> {
+  if (storage.initial) {
+    registry.restore(storage.initial.credentials);
+    tokens.restore(storage.initial.tokens ?? []);
+  }
+  // Only keys this emulator generated are written: others may be real ones, and are not the emulator's to keep.
+  const account = config.accessKeySource === 'generated'
+    ? { accessKeyId: config.accessKeyId, accessKeySecret: config.accessKeySecret }
+    : storage.initial?.account;
+  const state = (): EmulatorState => ({ instanceId: config.instanceId, account, credentials: registry.all(), tokens: tokens.all() });
+  const writer = new StateWriter(() => storage.save(state()));
+  await writer.flush();
+  return {
+    path: storage.path,
+    flush: () => writer.flush(),
+    close: async () => {
+      await writer.idle();
+      await storage.close();
+    },
+  };
+}
+
+/**
+ * The MQTT side of the emulator: the current broker, which {@link MqttService.restart} replaces. Restarts and
+ * close are serialised, so a close during a restart closes the restarted broker.
+ */
+class MqttService {
+  readonly #config: ResolvedEmulatorOptions;
+  readonly #deps: BrokerDependencies;
+  #handle: BrokerHandle;
+  #queue: Promise<void> = Promise.resolve();
+  #closed = false;
+  readonly events = new EventEmitter<EmulatorEvents>();
+
+  constructor(config: ResolvedEmulatorOptions, deps: BrokerDependencies, handle: BrokerHandle) {
+    this.#config = config;
+    this.#deps = deps;
+    this.#handle = handle;
+    this.#forwardEvents(handle.broker);
+  }
+
+  /** Re-emit the broker's events as the emulator's (a restart makes a new broker; the listeners stay on `events`). */
+  #forwardEvents(broker: Aedes): void {
+    broker.on('client', (client: Client) => this.events.emit('clientConnected', client.id));
+    broker.on('clientDisconnect', (client: Client) => this.events.emit('clientDisconnected', client.id));
+    broker.on('publish', (packet, client: Client | null) => {
+      if (client && !packet.topic.startsWith('$SYS/')) {
+        this.events.emit('published', { topic: packet.topic, payload: Buffer.from(packet.payload), qos: packet.qos, clientId: client.id });
+      }
+    });
+    broker.on('subscribe', (subscriptions, client: Client | null) => {
+      // aedes reports every filter with the QoS its SUBACK granted; 0x80 and up are refusals (the broker's rules).
+      if (client) this.events.emit('subscribed', { clientId: client.id, topics: subscriptions.filter((s) => (s.qos as number) < 0x80).map((s) => s.topic) });
+    });
+  }
+
+  get handle(): BrokerHandle {
+    return this.#handle;
+  }
+
+  get broker(): Aedes {
+    return this.#handle.broker;
+  }
+
+  disconnect(clientId: string): boolean {
+    return this.#handle.disconnect(clientId);
+  }
+
+  checkTokens(): void {
+    this.#handle.checkTokens();
+  }
+
+  restart(): Promise<void> {
+    return this.#serialise(async () => {
+      if (this.#closed) throw new Error('The emulator is closed');
+      const previous = this.#handle;
+      await previous.close();
+      // Port 0 was resolved at the first start: listen on the very same ports, so clients' URLs stay valid.
+      this.#handle = await startBroker({ ...this.#config, ...previous.ports }, {
+        ...this.#deps,
+        persistence: previous.persistence,
+        brokerId: previous.broker.id,
+      });
+      this.#forwardEvents(this.#handle.broker);
+    });
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    return this.#serialise(() => this.#handle.close());
+  }
+
+  /** Run after everything queued before, whether that succeeded or not. */
+  #serialise(task: () => Promise<void>): Promise<void> {
+    const run = this.#queue.then(task, task);
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+}
+
+/**
+ * The {@link Emulator} handed out. The account secret sits behind a getter and is redacted from `toJSON` and
+ * `util.inspect`, so printing the emulator in a failing test does not print the secret.
+ */
+class RunningEmulator implements Emulator {
+  readonly mqttUrl: string;
+  readonly wsUrl: string | undefined;
+  readonly mqttsUrl: string | undefined;
+  readonly wssUrl: string | undefined;
+  readonly apiEndpoint: string;
+  readonly instanceId: string;
+  readonly accessKeyId: string;
+  readonly accessKeySource: ValueSource;
+  readonly dataDir: string | undefined;
+  readonly stats: () => EmulatorStats;
+  readonly failNext: (action: EmulatedAction, code: KnownApiErrorCode, count?: number) => void;
+  readonly events: EventEmitter<EmulatorEvents>;
+  readonly #mqtt: MqttService;
+  readonly #secret: string;
+  readonly #closeAll: () => Promise<unknown>;
+  #closing: Promise<void> | undefined;
+
+  constructor(
+    config: ResolvedEmulatorOptions,
+    mqtt: MqttService,
+    apiServer: ApiServer,
+    snapshot: () => EmulatorStats,
+    faults: FaultInjector,
+    persistence: Persistence | undefined,
+  ) {
+    this.mqttUrl = mqtt.handle.mqttUrl;
+    this.wsUrl = mqtt.handle.wsUrl;
+    this.mqttsUrl = mqtt.handle.mqttsUrl;
+    this.wssUrl = mqtt.handle.wssUrl;
+    this.apiEndpoint = apiServer.endpoint;
+    this.instanceId = config.instanceId;
+    this.accessKeyId = config.accessKeyId;
+    this.accessKeySource = config.accessKeySource;
+    this.dataDir = persistence?.path;
+    this.#mqtt = mqtt;
+    this.events = mqtt.events;
+    this.stats = snapshot;
+    this.failNext = (action, code, count) => faults.failNext(action, code, count);
+    this.#secret = config.accessKeySecret;
+    // The data directory closes last: a call being answered may still be saving.
+    this.#closeAll = async () => {
+      await Promise.all([mqtt.close(), apiServer.close()]);
+      await persistence?.close();
+    };
+  }
+
+  get accessKeySecret(): string {
+    return this.#secret;
+  }
+
+  get broker(): Aedes {
+    return this.#mqtt.broker;
+  }
+
+  disconnect(clientId: string): boolean {
+    return this.#mqtt.disconnect(clientId);
+  }
+
+  checkTokens(): void {
+    this.#mqtt.checkTokens();
+  }
+
+  restart(): Promise<void> {
+    return this.#mqtt.restart();
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#closeAll().then(() => undefined);
+    return this.#closing;
+  }
+
+  toJSON(): Record<string, unknown> {
+    return {
+      mqttUrl: this.mqttUrl,
+      wsUrl: this.wsUrl,
+      mqttsUrl: this.mqttsUrl,
+      wssUrl: this.wssUrl,
+      apiEndpoint: this.apiEndpoint,
+      instanceId: this.instanceId,
+      accessKeyId: this.accessKeyId,
+      accessKeySecret: redact(this.#secret),
+      accessKeySource: this.accessKeySource,
+      dataDir: this.dataDir,
+    };
+  }
+
+  [inspect.custom](): string {
+    return `Emulator ${inspect(this.toJSON())}`;
+  }
+}
