@@ -32,6 +32,7 @@ import type { ClassicLevel } from 'classic-level';
 import { ConfigurationError, OutboxError, ValidationError, isApsaraMqDeviceError } from '../errors.js';
 import {
   MARK_RANGE,
+  MAX_MESSAGE_ID_BYTES,
   MESSAGE_RANGE,
   RECORD_FORMAT,
   acceptedAtOf,
@@ -42,6 +43,7 @@ import {
   type StoredMessage,
   encodeMessage,
   encodeSeq,
+  idOf,
   markKey,
   messageKey,
   messageRange,
@@ -64,6 +66,11 @@ export interface OutboxMessageInput {
   readonly retain?: boolean;
   /** MQTT 5 publish properties, kept as given (Buffers as Buffers). */
   readonly properties?: Readonly<Record<string, unknown>>;
+  /**
+   * The application's own id of the message (at most 255 bytes of UTF-8), kept with it and given back with every
+   * report about it (`pending`, `drop`), so that an application that restarted can match what it accepted before.
+   */
+  readonly id?: string;
 }
 
 /** A message read back from the store. Its `inspect` shows the payload's length, not its bytes. */
@@ -91,8 +98,11 @@ export class OutboxMessage {
   }
 }
 
-/** Why a message left the store without being delivered. */
-export type OutboxDropReason = 'full' | 'expired' | 'corrupt';
+/**
+ * Why a message left the store without being delivered: a bound (`full`, under drop-oldest), its time to live
+ * (`expired`), damage on disk (`corrupt`), or the broker refused it (`rejected`, see {@link OutboxStore.reject}).
+ */
+export type OutboxDropReason = 'full' | 'expired' | 'corrupt' | 'rejected';
 
 /** A message removed without delivery (emitted as `drop`). */
 export interface OutboxDrop {
@@ -103,6 +113,8 @@ export interface OutboxDrop {
   readonly bytes: number;
   /** When it was accepted (wall-clock ms); NaN when the record was unreadable. */
   readonly acceptedAt: number;
+  /** The application's id of the message, when it gave one (and the record was readable). */
+  readonly id?: string;
 }
 
 /** What reopening found (also in the `OutboxRecovered` warning). */
@@ -169,6 +181,7 @@ interface PendingAppend {
   readonly value: Buffer;
   readonly bytes: number;
   readonly acceptedAt: number;
+  readonly id: string | undefined;
   readonly sending: boolean;
   readonly resolve: (result: { seq: number; acceptedAt: number }) => void;
   readonly reject: (error: unknown) => void;
@@ -177,8 +190,8 @@ interface PendingAppend {
 interface PendingRemoval {
   readonly clientId: string;
   readonly seq: number;
-  /** `delivered` for an ack; a drop reason for damage found while reading. */
-  readonly reason: 'delivered' | 'corrupt';
+  /** `delivered` for an ack; a drop reason for damage found while reading, or a message the broker refused. */
+  readonly reason: 'delivered' | 'corrupt' | 'rejected';
   readonly resolve: (removed: boolean) => void;
 }
 
@@ -207,6 +220,7 @@ interface Removed {
   readonly clientId: string;
   readonly bytes: number;
   readonly acceptedAt: number;
+  readonly id: string | undefined;
 }
 
 const newWork = (): Work => ({ appends: [], removals: [], marks: new Map(), markWaiters: [], sweep: false, recover: false, waiters: [] });
@@ -265,6 +279,12 @@ function writeError(dir: string, error: unknown): OutboxError {
     : new OutboxError('OutboxIOError', `The outbox in ${dir} cannot write (${(error as Error).message ?? 'I/O error'})`, dir, { cause: error });
 }
 
+/** The report of a message removed without delivery. */
+function dropOf(r: Removed, reason: OutboxDropReason): OutboxDrop {
+  const drop = { clientId: r.clientId, seq: r.seq, reason, bytes: r.bytes, acceptedAt: r.acceptedAt };
+  return r.id === undefined ? drop : { ...drop, id: r.id };
+}
+
 function payloadBuffer(payload: OutboxMessageInput['payload']): Buffer {
   if (typeof payload === 'string') return Buffer.from(payload, 'utf8');
   if (Buffer.isBuffer(payload)) return payload;
@@ -311,7 +331,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
    * What accounting needs of messages this process has handed out (appended for sending, or read): an ack of one
    * of them reads nothing. Bounded ({@link MAX_KNOWN}); beyond, an ack reads its message's size from the store.
    */
-  readonly #known = new Map<number, { clientId: string; bytes: number; acceptedAt: number }>();
+  readonly #known = new Map<number, { clientId: string; bytes: number; acceptedAt: number; id: string | undefined }>();
   /** Devices that became empty: their `f` mark is deleted with the next batch. */
   readonly #emptied = new Set<string>();
   /** Seqs removed in memory whose deletion is not written yet: never handed out again. */
@@ -329,7 +349,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
   readonly #counters = {
     accepted: 0,
     delivered: 0,
-    dropped: { full: 0, expired: 0, corrupt: 0 } as Record<OutboxDropReason, number>,
+    dropped: { full: 0, expired: 0, corrupt: 0, rejected: 0 } as Record<OutboxDropReason, number>,
     refused: { full: 0, diskFull: 0 },
     possibleDuplicates: 0,
   };
@@ -443,6 +463,10 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       const qos = message.qos ?? 1;
       if (qos !== 0 && qos !== 1 && qos !== 2) throw new ValidationError('InvalidOption', `OutboxStore.append: qos must be 0, 1 or 2 (got ${String(qos)})`);
       const payload = payloadBuffer(message.payload);
+      const id = message.id;
+      if (id !== undefined && (typeof id !== 'string' || id.length === 0 || Buffer.byteLength(id) > MAX_MESSAGE_ID_BYTES)) {
+        throw new ValidationError('InvalidOption', `OutboxStore.append: id must be a non-empty string of at most ${MAX_MESSAGE_ID_BYTES} bytes (UTF-8)`);
+      }
       const failure = this.#writeFailure;
       if (failure && performance.now() < failure.retryAt) {
         this.#counters.refused.diskFull += 1;
@@ -451,7 +475,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       const seq = this.#nextSeq;
       const acceptedAt = Math.max(this.#lastAcceptedAt, this.#options.clock());
       const key = messageKey(clientId, seq);
-      const value = encodeMessage(key, { topic: message.topic, payload, qos, retain: message.retain === true, properties: message.properties, acceptedAt });
+      const value = encodeMessage(key, { topic: message.topic, payload, qos, retain: message.retain === true, properties: message.properties, acceptedAt, id });
       const bytes = key.length + value.length;
       const { maxBytes, maxMessages } = this.#options;
       if (bytes > maxBytes) {
@@ -479,7 +503,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
         this.#work.marks.set(clientId, Math.max(this.#work.marks.get(clientId) ?? 0, seq));
       }
       return new Promise((resolve, reject) => {
-        this.#work.appends.push({ clientId, seq, key, value, bytes, acceptedAt, sending: options.sending === true, resolve, reject });
+        this.#work.appends.push({ clientId, seq, key, value, bytes, acceptedAt, id, sending: options.sending === true, resolve, reject });
         this.#schedule();
       });
     } catch (error) {
@@ -495,6 +519,15 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
   ack(clientId: string, seq: number): Promise<boolean> {
     const refused = this.#checkCall('ack', clientId, seq);
     return refused ?? this.#remove(clientId, seq, 'delivered');
+  }
+
+  /**
+   * The broker refused the message (the connector's `maxDeliveryAttempts`, or an MQTT 5 reason code): remove it,
+   * reported as a `drop` with reason `rejected` and counted in `stats().dropped.rejected`. Resolves as {@link ack}.
+   */
+  reject(clientId: string, seq: number): Promise<boolean> {
+    const refused = this.#checkCall('reject', clientId, seq);
+    return refused ?? this.#remove(clientId, seq, 'rejected');
   }
 
   /** The arguments of a call about one message, checked: a rejected promise to return, or undefined. */
@@ -596,12 +629,18 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
           continue;
         }
         out.push(new OutboxMessage({ clientId, seq, ...message, sentBefore: seq <= device.sentHigh }));
-        this.#remember(seq, clientId, key.length + value.length, message.acceptedAt);
+        this.#remember(seq, clientId, key.length + value.length, message.acceptedAt, message.id);
         if (out.length === limit) break;
       }
     }
     if (expired) this.#requestSweep();
     return out;
+  }
+
+  /** One device's messages held now and their bytes (in memory; no I/O). */
+  device(clientId: string): { readonly messages: number; readonly bytes: number } {
+    const device = this.#devices.get(clientId);
+    return { messages: device?.messages ?? 0, bytes: device?.bytes ?? 0 };
   }
 
   /** The ClientIds with messages in the store. */
@@ -787,14 +826,14 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
         this.#queuedMessages -= 1;
         this.#queuedBytes -= a.bytes;
         this.#counters.accepted += 1;
-        if (a.sending) this.#remember(a.seq, a.clientId, a.bytes, a.acceptedAt);
+        if (a.sending) this.#remember(a.seq, a.clientId, a.bytes, a.acceptedAt, a.id);
         a.resolve({ seq: a.seq, acceptedAt: a.acceptedAt });
       }
       this.#settleRemovals(removed, missing, drops);
       for (const r of work.removals) this.#removed.delete(r.seq);
       for (const v of victims) {
         this.#account(v.seq, v.clientId, v.bytes);
-        drops.push({ clientId: v.clientId, seq: v.seq, reason: v.reason, bytes: v.bytes, acceptedAt: v.acceptedAt });
+        drops.push(dropOf(v, v.reason));
       }
       for (const w of work.markWaiters) w.resolve();
       for (const w of work.waiters) w.resolve();
@@ -827,7 +866,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     unknown.forEach((removal, i) => {
       const value = values[i];
       if (value === undefined) missing.push(removal);
-      else removed.push({ removal, seq: removal.seq, clientId: removal.clientId, bytes: (keys[i] as Buffer).length + value.length, acceptedAt: acceptedAtOf(value) });
+      else removed.push({ removal, seq: removal.seq, clientId: removal.clientId, bytes: (keys[i] as Buffer).length + value.length, acceptedAt: acceptedAtOf(value), id: idOf(value) });
     });
     return { removed, missing };
   }
@@ -838,6 +877,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       this.#account(r.seq, r.clientId, r.bytes);
       const removal = r.removal as PendingRemoval;
       if (removal.reason === 'delivered') this.#counters.delivered += 1;
+      else if (removal.reason === 'rejected') drops.push(dropOf(r, 'rejected'));
       else drops.push({ clientId: r.clientId, seq: r.seq, reason: 'corrupt', bytes: r.bytes, acceptedAt: NaN });
       removal.resolve(true);
     }
@@ -845,8 +885,8 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     for (const r of missing) r.resolve(false);
   }
 
-  #remember(seq: number, clientId: string, bytes: number, acceptedAt: number): void {
-    if (this.#known.size < MAX_KNOWN) this.#known.set(seq, { clientId, bytes, acceptedAt });
+  #remember(seq: number, clientId: string, bytes: number, acceptedAt: number, id: string | undefined): void {
+    if (this.#known.size < MAX_KNOWN) this.#known.set(seq, { clientId, bytes, acceptedAt, id });
   }
 
   #mergeMarks(marks: ReadonlyMap<string, number>): Map<string, number> {
@@ -900,6 +940,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     for (const removal of work.removals) {
       if (settled.has(removal)) continue;
       if (removal.reason === 'delivered') this.#counters.delivered += 1;
+      else drops.push({ clientId: removal.clientId, seq: removal.seq, reason: removal.reason, bytes: 0, acceptedAt: NaN });
       removal.resolve(true);
     }
     // The marks cannot be made durable now; sending goes on (a crash before they are written may undercount duplicates).
@@ -1000,7 +1041,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
             continue;
           }
           if (!match(acceptedAt, seq)) return { oldestLeft: Math.min(oldestLeft, acceptedAt), firstDroppable: seq };
-          if (!take({ seq, clientId, bytes: key.length + value.length, acceptedAt })) return undefined;
+          if (!take({ seq, clientId, bytes: key.length + value.length, acceptedAt, id: idOf(value) })) return undefined;
         }
       }
     } finally {
