@@ -98,6 +98,7 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   OutboxCorrupt: { retryable: false, remedy: 'The outbox directory cannot be opened as a store: move it aside (it holds message payloads) and start with an empty one; repairOutboxStore(dir) salvages what can still be read.' },
   OutboxIOError: { retryable: false, remedy: 'The outbox directory could not be read or written: check the path, its permissions and the disk.' },
   OutboxClosed: { retryable: false, remedy: 'The outbox store was closed: open it again with openOutboxStore.' },
+  OutboxDropped: { retryable: false, remedy: 'The message was removed from the durable outbox without being delivered: its time to live passed (ttlMs), whenFull \'drop-oldest\' made room for newer ones, or its record was damaged on disk. Raise ttlMs, maxBytes or maxMessages of the outbox if such messages must wait longer; the drop event names the reason.' },
   OutboxRecovered: { retryable: false, remedy: 'A warning, not a failure: the outbox was not closed cleanly (a crash, kill -9 or power cut) or part of it was unreadable; every complete record before the damage was kept, nothing after it was invented, and messages that may have been in flight are sent again (counted as possible duplicates).' },
   DependencyMismatch: { retryable: false, remedy: 'Install the exact version of the package the message names next to apsaramq-device (npm install <package>@<version>).' },
 } satisfies Record<string, LocalSpec>);
@@ -402,12 +403,13 @@ export function toApsaraMqDeviceError(error: unknown): ApsaraMqDeviceError {
 }
 
 /** Codes of {@link OutboxError}. */
-export type OutboxErrorCode = 'OutboxFull' | 'OutboxDiskFull' | 'OutboxLocked' | 'OutboxCorrupt' | 'OutboxIOError' | 'OutboxClosed' | 'OutboxRecovered';
+export type OutboxErrorCode = 'OutboxFull' | 'OutboxDiskFull' | 'OutboxLocked' | 'OutboxCorrupt' | 'OutboxIOError' | 'OutboxClosed' | 'OutboxDropped' | 'OutboxRecovered';
 
 /**
  * The durable outbox (`apsaramq-device/outbox`) refused or could not do something: full (`OutboxFull`), out of disk
  * (`OutboxDiskFull`), held by another process (`OutboxLocked`), unreadable (`OutboxCorrupt`, `OutboxIOError`) or
- * closed (`OutboxClosed`). `OutboxRecovered` is a warning, emitted (never thrown) when a store is reopened after a
+ * closed (`OutboxClosed`); a connection's message was removed from it undelivered (`OutboxDropped`: expired, dropped at
+ * the bound or damaged). `OutboxRecovered` is a warning, emitted (never thrown) when a store is reopened after a
  * crash or with damaged records. Never carries a message's payload or topic.
  */
 export class OutboxError extends ApsaraMqDeviceError {

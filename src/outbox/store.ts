@@ -792,7 +792,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
         bytes -= last.bytes;
         refused.push(last);
       }
-      if (refused.length > 0) this.#refuse(refused, new OutboxError('OutboxFull', `The outbox in ${this.dir} is full and every older message is in flight`, this.dir));
+      if (refused.length > 0) this.#refuse(refused, new OutboxError('OutboxFull', `The outbox in ${this.dir} is full, and nothing older may be dropped to make room (every older message is in flight, or came in the same write)`, this.dir));
       for (const v of victims) ops.push({ type: 'del', key: messageKey(v.clientId, v.seq) });
       for (const a of work.appends) ops.push({ type: 'put', key: a.key, value: a.value });
       if (work.appends.length > 0) ops.push({ type: 'put', key: SEQ_KEY, value: encodeSeq(this.#nextSeq) });
