@@ -18,7 +18,19 @@ export { TOKEN_DEFAULTS, type TokenOptions } from './token-rules.js';
 export type { TokenRequest, TokenSource } from '../credential.js';
 export type { TakeoverOptions } from './takeover.js';
 export type { ConnectionState } from './state.js';
-export type { ConnectionMode, DeviceConnectionEvents, PublishOptions, PublishProperties, SubscribeOptions } from './connection-types.js';
+export type {
+  ConnectionMode,
+  DeviceConnectionEvents,
+  OutboxDropReason,
+  OutboxReport,
+  PublishAccepted,
+  PublishOptions,
+  PublishProperties,
+  Publishing,
+  SubscribeOptions,
+} from './connection-types.js';
+export type { ConnectionOutboxStats } from './delivery.js';
+export type { DurableOutboxStats } from './durable.js';
 export { DeviceConnection } from './connection.js';
 
 /**

@@ -17,7 +17,7 @@ import { FailureRecord, describeCode, sessionProtocolError } from './connection-
 import type { ConnectionMode, DeviceConnectionEvents, PublishAccepted, PublishOptions, Publishing, SubscribeOptions } from './connection-types.js';
 import type { Login } from './login.js';
 import type { ResolvedConnectOptions } from './options.js';
-import { Delivery, type OutboxStats } from './delivery.js';
+import { Delivery, type ConnectionOutboxStats } from './delivery.js';
 import { type Effect, type Input, type Model, type Problem, type ConnectionState, initialModel, step } from './state.js';
 import { isOperationCode } from './token-rules.js';
 import { FirstSession } from './first-session.js';
@@ -141,7 +141,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
    * (the bound: `maxQueuedMessages`, `maxQueuedBytes`). With a durable outbox (option `outbox`), `durable` counts
    * this device's messages on disk, accepted, delivered, possible duplicates, dropped (by reason) and refused.
    */
-  get outbox(): OutboxStats {
+  get outbox(): ConnectionOutboxStats {
     return this.#delivery.stats;
   }
 

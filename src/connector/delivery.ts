@@ -30,7 +30,7 @@ export interface DurableSetup {
 }
 
 /** What the outbox holds in memory, what it refused, and the durable outbox's counters when there is one. */
-export interface OutboxStats {
+export interface ConnectionOutboxStats {
   /** Messages (and SUBSCRIBE/UNSUBSCRIBE) in memory: queued while offline or awaiting their acknowledgement; with a durable outbox, its window too. */
   readonly messages: number;
   /** Their payload and topic bytes. */
@@ -73,7 +73,7 @@ export class Delivery {
   }
 
   /** What the outbox holds (messages and bytes), how many operations it refused as full, and the durable counters. */
-  get stats(): OutboxStats {
+  get stats(): ConnectionOutboxStats {
     const stats = { messages: this.#outbox.size, bytes: this.#outbox.bytes, refused: this.#refused };
     return this.#feed ? { ...stats, durable: this.#feed.stats } : stats;
   }
