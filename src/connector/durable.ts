@@ -21,10 +21,10 @@ import type { IClientPublishOptions } from 'mqtt';
 import { type ApsaraMqDeviceError, ConnectionClosedError, OutboxError, ValidationError, isApsaraMqDeviceError, toApsaraMqDeviceError } from '../errors.js';
 import type { OutboxDrop, OutboxDropReason, OutboxMessage, OutboxMessageInput, OutboxStore } from '../outbox/store.js';
 import type { DeviceConnectionEvents, OutboxReport, PublishAccepted } from './connection-types.js';
-import { type Item, type Settled, publishItem } from './outbox-items.js';
+import { type Item, PublishItem, type Settled } from './outbox-items.js';
 
 /** What the connector uses of an {@link OutboxStore}. */
-export type DurableStore = Pick<OutboxStore, 'dir' | 'append' | 'ack' | 'reject' | 'markSending' | 'clearSending' | 'pending' | 'flush' | 'device' | 'on' | 'off'>;
+export type DurableStore = Pick<OutboxStore, 'dir' | 'append' | 'ackAll' | 'reject' | 'markSending' | 'clearSending' | 'pending' | 'flush' | 'device' | 'on' | 'off'>;
 
 /**
  * The most messages of a durable outbox a connection holds in memory (in flight and read ahead), whatever
@@ -70,25 +70,56 @@ export interface FeedHost {
 }
 
 /** A message of the durable outbox while it is in memory. */
-interface DurableItem extends Item {
+class DurableItem extends PublishItem {
+  readonly feed: DurableFeed;
   /** Its seq in the store. */
   readonly stored: number;
   readonly id: string | undefined;
   /** It was handed out for sending before (this process or the one before a restart). */
   readonly possibleDuplicate: boolean;
   /** The store dropped it while it was in flight: its answer is not reported (the drop was). */
-  dropped: boolean;
+  dropped = false;
+
+  constructor(feed: DurableFeed, order: number, stored: number, topic: string, payload: Buffer, id: string | undefined, options: IClientPublishOptions, possibleDuplicate: boolean) {
+    super(order, topic, payload, options);
+    this.feed = feed;
+    this.stored = stored;
+    this.id = id;
+    this.possibleDuplicate = possibleDuplicate;
+  }
+
+  override settle(result: Settled): void {
+    this.feed.settled(this, result);
+  }
 }
 
-interface Waiter {
-  resolve(): void;
-  reject(error: unknown): void;
+/** A `publish()` caller waiting for the delivery of a message. */
+class Waiter {
+  /** Accepted: from here a rejection is reported by the events too, so it never counts as unhandled. */
+  accepted = false;
+  readonly promise: Promise<void>;
+  resolve!: () => void;
+  #reject!: (error: unknown) => void;
+
+  constructor() {
+    this.promise = new Promise<void>((resolve, reject) => {
+      this.resolve = resolve;
+      this.#reject = reject;
+    });
+  }
+
+  reject(error: unknown): void {
+    if (this.accepted) this.promise.catch(noop);
+    this.#reject(error);
+  }
 }
 
 /** One connection per device and store: each store's connections, and its one `drop` listener that routes by ClientId. */
 const routers = new WeakMap<DurableStore, { feeds: Map<string, DurableFeed>; listener: (drop: OutboxDrop) => void }>();
 
 const noop = (): void => {};
+const SENDING = Object.freeze({ sending: true });
+const NOT_SENDING = Object.freeze({ sending: false });
 
 const DROP_WORDS: Readonly<Record<OutboxDropReason, string>> = {
   expired: 'its time to live (ttlMs) passed',
@@ -131,6 +162,10 @@ export class DurableFeed {
   /** The store was closed under the connection: nothing more is read. */
   #broken = false;
   #closed = false;
+  /** Seqs acknowledged in this turn, removed from the store together. */
+  #acks: number[] = [];
+  /** A wake of the connection is queued for the end of this turn. */
+  #waking = false;
   readonly #counters = { accepted: 0, delivered: 0, possibleDuplicates: 0, refused: 0, dropped: { full: 0, expired: 0, corrupt: 0, rejected: 0 } as Record<OutboxDropReason, number> };
 
   /**
@@ -173,7 +208,7 @@ export class DurableFeed {
 
   /** Is this item one of the durable outbox's? */
   owns(item: Item): boolean {
-    return this.#window.get((item as Partial<DurableItem>).stored ?? -1) === item;
+    return item instanceof DurableItem && item.feed === this;
   }
 
   /** Nothing to send: the window is empty and nothing waits on disk or on its way there (or the store is gone). */
@@ -200,26 +235,14 @@ export class DurableFeed {
       this.#spills += 1;
       this.#spilling += 1;
     }
-    let waiter: Waiter | undefined;
-    let accepted = false;
-    const delivered = track
-      ? new Promise<void>((resolve, reject) => {
-          waiter = { resolve, reject };
-        })
-      : undefined;
-    if (delivered && waiter) {
-      const { reject } = waiter;
-      // Before acceptance a rejection is the caller's to handle (nothing was kept); after it, the events report the fate.
-      waiter.reject = (error) => {
-        if (accepted) delivered.catch(noop);
-        reject(error);
-      };
-    }
-    const qos = options.qos as 1 | 2;
-    const message: OutboxMessageInput = { topic, payload, qos, retain: options.retain === true, ...(options.properties ? { properties: options.properties } : {}), ...(id === undefined ? {} : { id }) };
-    const appended = this.#store.append(this.#clientId, message, { sending: direct }).then(
+    // Before acceptance a rejection is the caller's to handle (nothing was kept); after it, the events report the fate.
+    const waiter = track ? new Waiter() : undefined;
+    const message: { -readonly [K in keyof OutboxMessageInput]: OutboxMessageInput[K] } & { payload: Buffer } = { topic, payload, qos: options.qos as 1 | 2, retain: options.retain === true };
+    if (options.properties) message.properties = options.properties;
+    if (id !== undefined) message.id = id;
+    const appended = this.#store.append(this.#clientId, message, direct ? SENDING : NOT_SENDING).then(
       ({ seq }) => {
-        accepted = true;
+        if (waiter) waiter.accepted = true;
         if (direct) {
           this.#direct -= 1;
           this.#directBytes -= bytes;
@@ -233,11 +256,11 @@ export class DurableFeed {
         // Accepted in order (seqs resolve in order): it joins the window unless the session it was meant for ended.
         if (direct && epoch === this.#epoch && !this.#closed) {
           this.#cursor = Math.max(this.#cursor, seq);
-          this.#enter(this.#item(seq, topic, payload, options, id, false));
+          this.#enter(this.#item(seq, topic, payload, id, options, false));
         }
         if (this.#host.events.listenerCount('accepted') > 0) this.#host.events.emit('accepted', report);
         this.#progress();
-        return { ...report, durable: true };
+        return id === undefined ? { clientId: this.#clientId, seq, durable: true } : { clientId: this.#clientId, seq, id, durable: true };
       },
       (error: unknown) => {
         if (direct) {
@@ -250,7 +273,7 @@ export class DurableFeed {
         throw error;
       },
     );
-    return { accepted: appended, delivered };
+    return { accepted: appended, delivered: waiter?.promise };
   }
 
   /** A session is up: read what waits on disk. */
@@ -269,6 +292,7 @@ export class DurableFeed {
     this.#epoch += 1;
     const parked = this.#host.removeWhere((item) => this.owns(item));
     for (const item of parked) if (item.strikes > 0) this.#strikes.set((item as DurableItem).stored, item.strikes);
+    this.#flushAcks();
     this.#caughtUp = this.#caughtUp && this.#window.size === 0 && this.#direct === 0;
     this.#window.clear();
     this.#windowBytes = 0;
@@ -332,11 +356,12 @@ export class DurableFeed {
     );
   }
 
-  #item(seq: number, topic: string, payload: Buffer, options: IClientPublishOptions, id: string | undefined, possibleDuplicate: boolean): DurableItem {
-    const item = publishItem(this.#host.nextSeq(), topic, payload, options, (result) => this.#settled(item, result)) as DurableItem;
-    Object.assign(item, { stored: seq, id, possibleDuplicate, dropped: false });
-    const strikes = this.#strikes.get(seq);
-    if (strikes !== undefined) item.strikes = strikes;
+  #item(seq: number, topic: string, payload: Buffer, id: string | undefined, options: IClientPublishOptions, possibleDuplicate: boolean): DurableItem {
+    const item = new DurableItem(this, this.#host.nextSeq(), seq, topic, payload, id, options, possibleDuplicate);
+    if (this.#strikes.size > 0) {
+      const strikes = this.#strikes.get(seq);
+      if (strikes !== undefined) item.strikes = strikes;
+    }
     return item;
   }
 
@@ -350,25 +375,34 @@ export class DurableFeed {
     if (this.#window.get(item.stored) !== item) return;
     this.#window.delete(item.stored);
     this.#windowBytes -= item.bytes;
-    this.#strikes.delete(item.stored);
+    if (this.#strikes.size > 0) this.#strikes.delete(item.stored);
   }
 
-  /** The broker answered (or the outbox failed it after its strikes): report it, and remove it from the store. */
-  #settled(item: DurableItem, result: Settled): void {
+  /**
+   * @internal The broker answered (or the outbox failed it after its strikes): report it, and remove it from the
+   * store.
+   */
+  settled(item: DurableItem, result: Settled): void {
     this.#leave(item);
     if (item.dropped || this.#closed) return;
     const seq = item.stored;
-    const waiter = this.#waiters.get(seq);
-    this.#waiters.delete(seq);
-    const report: OutboxReport = item.id === undefined ? { clientId: this.#clientId, seq } : { clientId: this.#clientId, seq, id: item.id };
+    let waiter: Waiter | undefined;
+    if (this.#waiters.size > 0) {
+      waiter = this.#waiters.get(seq);
+      this.#waiters.delete(seq);
+    }
     // The removal is the store's to make durable; if it fails, the message is sent again later (a possible duplicate).
     if (result.ok) {
-      this.#store.ack(this.#clientId, seq).catch(noop);
+      this.#ack(seq);
       this.#counters.delivered += 1;
       if (item.possibleDuplicate) this.#counters.possibleDuplicates += 1;
-      this.#host.events.emit('delivered', { ...report, possibleDuplicate: item.possibleDuplicate });
+      if (this.#host.events.listenerCount('delivered') > 0) {
+        const report = { clientId: this.#clientId, seq, possibleDuplicate: item.possibleDuplicate };
+        this.#host.events.emit('delivered', item.id === undefined ? report : { ...report, id: item.id });
+      }
       waiter?.resolve();
     } else {
+      const report: OutboxReport = item.id === undefined ? { clientId: this.#clientId, seq } : { clientId: this.#clientId, seq, id: item.id };
       this.#store.reject(this.#clientId, seq).catch(noop);
       this.#counters.dropped.rejected += 1;
       this.#host.events.emit('dropped', { ...report, reason: 'rejected', error: result.error });
@@ -377,9 +411,28 @@ export class DurableFeed {
     this.#maybeFill();
   }
 
+  /** Acknowledged: removed from the store with the others of this turn (one call for all of a socket read's PUBACKs). */
+  #ack(seq: number): void {
+    this.#acks.push(seq);
+    if (this.#acks.length === 1) queueMicrotask(() => this.#flushAcks());
+  }
+
+  #flushAcks(): void {
+    if (this.#acks.length === 0) return;
+    const seqs = this.#acks;
+    this.#acks = [];
+    this.#store.ackAll(this.#clientId, seqs).catch(noop);
+  }
+
+  /** Read more if there is room, and wake the connection once for everything that happened in this turn. */
   #progress(): void {
     this.#maybeFill();
-    this.#host.wake();
+    if (this.#waking) return;
+    this.#waking = true;
+    queueMicrotask(() => {
+      this.#waking = false;
+      this.#host.wake();
+    });
   }
 
   /** Read the next page when there is room for one (or the window is empty) and something may wait on disk. */
@@ -416,7 +469,7 @@ export class DurableFeed {
           const m = page[i] as OutboxMessage;
           if (dropped.has(m.seq)) continue;
           const options: IClientPublishOptions = { qos: m.qos, retain: m.retain, ...(m.properties ? { properties: m.properties as IClientPublishOptions['properties'] } : {}) };
-          this.#enter(this.#item(m.seq, m.topic, m.payload, options, m.id, m.sentBefore));
+          this.#enter(this.#item(m.seq, m.topic, m.payload, m.id, options, m.sentBefore));
         }
         this.#cursor = last.seq;
         more = true;

@@ -211,8 +211,6 @@ interface Work {
   waiters: Waiter[];
 }
 
-type Op = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
-
 /** A message found for removal (or chosen as a victim), with what accounting needs of it. */
 interface Removed {
   readonly removal?: PendingRemoval;
@@ -522,6 +520,34 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
   }
 
   /**
+   * Several of one device's messages were delivered: {@link ack} for each, in one call (a connection acknowledges
+   * what the PUBACKs of one socket read delivered). Resolves with how many were removed.
+   */
+  ackAll(clientId: string, seqs: readonly number[]): Promise<number> {
+    for (const seq of seqs) {
+      const refused = this.#checkCall('ackAll', clientId, seq);
+      if (refused) return refused;
+    }
+    let removed = 0;
+    let left = 0;
+    let done!: (count: number) => void;
+    const all = new Promise<number>((resolve) => (done = resolve));
+    const settle = (gone: boolean): void => {
+      if (gone) removed += 1;
+      if (--left === 0) done(removed);
+    };
+    for (const seq of seqs) {
+      if (this.#removed.has(seq)) continue;
+      this.#removed.add(seq);
+      left += 1;
+      this.#work.removals.push({ clientId, seq, reason: 'delivered', resolve: settle });
+    }
+    if (left === 0) return Promise.resolve(0);
+    this.#schedule();
+    return all;
+  }
+
+  /**
    * The broker refused the message (the connector's `maxDeliveryAttempts`, or an MQTT 5 reason code): remove it,
    * reported as a `drop` with reason `rejected` and counted in `stats().dropped.rejected`. Resolves as {@link ack}.
    */
@@ -766,8 +792,6 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       }
       ({ removed, missing } = await this.#lookUp(work.removals));
       if (this.#writeFailure) throw this.#writeFailure.error;
-      const ops: Op[] = [];
-      for (const removal of work.removals) ops.push({ type: 'del', key: messageKey(removal.clientId, removal.seq) });
       let messages = this.#messages - removed.length + work.appends.length;
       let bytes = this.#bytes - removed.reduce((sum, r) => sum + r.bytes, 0) + work.appends.reduce((sum, a) => sum + a.bytes, 0);
       // Only a sweep or a drop needs it: most batches are appends and acks, and this is per message.
@@ -793,18 +817,21 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
         refused.push(last);
       }
       if (refused.length > 0) this.#refuse(refused, new OutboxError('OutboxFull', `The outbox in ${this.dir} is full, and nothing older may be dropped to make room (every older message is in flight, or came in the same write)`, this.dir));
-      for (const v of victims) ops.push({ type: 'del', key: messageKey(v.clientId, v.seq) });
-      for (const a of work.appends) ops.push({ type: 'put', key: a.key, value: a.value });
-      if (work.appends.length > 0) ops.push({ type: 'put', key: SEQ_KEY, value: encodeSeq(this.#nextSeq) });
       const marks = this.#mergeMarks(work.marks);
-      for (const [clientId, seq] of marks) ops.push({ type: 'put', key: markKey(clientId), value: encodeSeq(seq) });
       // Devices left with nothing by an earlier batch lose their mark: tidiness only (a new message's seq is above any
       // mark, so a stale one never counts it as a duplicate), hence one batch late rather than a count per message.
-      const emptied = [...this.#emptied].filter((clientId) => !this.#devices.has(clientId) && !marks.has(clientId));
-      for (const clientId of emptied) ops.push({ type: 'del', key: markKey(clientId) });
+      const emptied = this.#emptied.size === 0 ? [] : [...this.#emptied].filter((clientId) => !this.#devices.has(clientId) && !marks.has(clientId));
       const deferred = this.#deferredDeletes;
-      for (const key of deferred) ops.push({ type: 'del', key });
-      if (ops.length > 0) await write(this.#db, ops, work.appends.length > 0 || marks.size > 0 || deferred.length > 0);
+      // Straight into LevelDB's chained batch (no operation objects: this runs per message).
+      await write(this.#db, (batch) => {
+        for (const removal of work.removals) batch.del(messageKey(removal.clientId, removal.seq));
+        for (const v of victims) batch.del(messageKey(v.clientId, v.seq));
+        for (const a of work.appends) batch.put(a.key, a.value);
+        if (work.appends.length > 0) batch.put(SEQ_KEY, encodeSeq(this.#nextSeq));
+        for (const [clientId, seq] of marks) batch.put(markKey(clientId), encodeSeq(seq));
+        for (const clientId of emptied) batch.del(markKey(clientId));
+        for (const key of deferred) batch.del(key);
+      }, work.appends.length > 0 || marks.size > 0 || deferred.length > 0);
       // Written: account for it.
       this.#deferredDeletes = [];
       this.#deferredMarks.clear();
@@ -857,7 +884,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     const unknown: PendingRemoval[] = [];
     for (const removal of removals) {
       const entry = this.#known.get(removal.seq);
-      if (entry?.clientId === removal.clientId) removed.push({ removal, seq: removal.seq, ...entry });
+      if (entry?.clientId === removal.clientId) removed.push({ removal, seq: removal.seq, clientId: entry.clientId, bytes: entry.bytes, acceptedAt: entry.acceptedAt, id: entry.id });
       else unknown.push(removal);
     }
     if (unknown.length === 0) return { removed, missing };
@@ -994,10 +1021,11 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
         throw this.#writeFailure.error;
       }
       this.#db = db;
-      const deletes = [...this.#failedKeys, ...this.#deferredDeletes];
-      const ops: Op[] = deletes.map((key) => ({ type: 'del', key }));
-      for (const [clientId, seq] of this.#deferredMarks) ops.push({ type: 'put', key: markKey(clientId), value: encodeSeq(seq) });
-      if (ops.length > 0) await write(db, ops, true);
+      await write(db, (batch) => {
+        for (const key of this.#failedKeys) batch.del(key);
+        for (const key of this.#deferredDeletes) batch.del(key);
+        for (const [clientId, seq] of this.#deferredMarks) batch.put(markKey(clientId), encodeSeq(seq));
+      }, true);
       this.#failedKeys = [];
       this.#deferredDeletes = [];
       this.#deferredMarks.clear();
@@ -1125,20 +1153,19 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
 }
 
 /**
- * One LevelDB write batch. The chained form: abstract-level's array form copies and checks every operation object,
- * which cost 2 to 4 times the CPU per message (bench/outbox-store.bench.mjs, measured while choosing).
+ * One LevelDB write batch, filled by `fill` (nothing written when it adds nothing). The chained form: abstract-level's
+ * array form copies and checks every operation object, which cost 2 to 4 times the CPU per message
+ * (bench/outbox-store.bench.mjs, measured while choosing).
  */
-async function write(db: Level, ops: readonly Op[], sync: boolean): Promise<void> {
+async function write(db: Level, fill: (batch: { put(key: Buffer, value: Buffer): void; del(key: Buffer): void }) => void, sync: boolean): Promise<void> {
   const batch = db.batch();
   try {
-    for (const op of ops) {
-      if (op.type === 'put') batch.put(op.key, op.value);
-      else batch.del(op.key);
-    }
+    fill(batch);
   } catch (error) {
     await batch.close();
     throw error;
   }
+  if (batch.length === 0) return batch.close();
   await batch.write({ sync });
 }
 
