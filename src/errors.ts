@@ -51,6 +51,8 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   MissingAccessKey: { retryable: false, remedy: 'Set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET, or pass accessKeyId and accessKeySecret.' },
   MissingDependency: { retryable: false, remedy: 'Install the optional package named in the message next to apsaramq-device (npm install <package>).' },
   InvalidCredential: { retryable: false, remedy: 'The credential must hold ClientId, InstanceId, DeviceAccessKeyId and DeviceAccessKeySecret (as RegisterDeviceCredential returns them).' },
+  InvalidLine: { retryable: false, remedy: 'Write one JSON object per line on stdin: {"id": "…", "clientId": "…", "topic": "…", "payload": "…", "qos": 1}, with "payloadEncoding": "base64" for binary payloads (see apsaramq-device gateway --help).' },
+  UnknownDevice: { retryable: false, remedy: 'Send messages only for the ClientIds the gateway holds (its --devices file); add the device to the file and start the gateway again.' },
   InvalidToken: { retryable: false, remedy: 'Tokens are an array of { type: \'R\' | \'W\' | \'RW\', token, expireTime? } (an IssuedToken from applyToken fits), at most one per type, no "|" in a token; a token source must resolve to such an array.' },
   InvalidResponse: network('unknown-outcome', 'The endpoint did not answer like the ApsaraMQ OpenAPI; check the endpoint (a proxy or load balancer may be in the way) and retry.'),
   ConnectionRefused: network('not-sent', 'Nothing listens at that address; check the endpoint or broker URL and that the service is up.'),
@@ -163,7 +165,9 @@ export type ValidationErrorCode =
   | 'PayloadTooLarge'
   | 'UnsupportedByService'
   | 'IncompleteAccessKey'
-  | 'InvalidReport';
+  | 'InvalidReport'
+  | 'InvalidLine'
+  | 'UnknownDevice';
 
 /**
  * Bad input: a ClientId, instance id, option, credential, topic, message or simulation report that can never work.

@@ -30,7 +30,7 @@ export type {
   SubscribeOptions,
 } from './connection-types.js';
 export type { ConnectionOutboxStats } from './delivery.js';
-export type { DurableOutboxStats } from './durable.js';
+export { enqueueDurable, type DurableOutboxStats, type EnqueueOptions } from './durable.js';
 export { DeviceConnection } from './connection.js';
 
 /**

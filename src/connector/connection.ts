@@ -78,7 +78,15 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
       options.durable && {
         store: options.durable,
         clientId: this.clientId,
-        host: { wake: () => this.#progress(), events: this, emitError: (error) => this.#emitError(error) },
+        host: {
+          wake: () => this.#progress(),
+          events: this,
+          emitError: (error) => this.#emitError(error),
+          check: (topic, message, qos) => {
+            this.#assertOpen(`publish to ${topic}`);
+            return checkPublish(topic, message, { qos }, this.#options);
+          },
+        },
       },
     );
     const { protocolVersion, connectTimeoutMs, signal } = options;

@@ -26,7 +26,7 @@ type UserProperties = { userProperties?: Record<string, string | string[]> } | u
 export interface DurableSetup {
   readonly store: DurableStore;
   readonly clientId: string;
-  readonly host: Pick<FeedHost, 'wake' | 'events' | 'emitError'>;
+  readonly host: Pick<FeedHost, 'wake' | 'events' | 'emitError' | 'check'>;
 }
 
 /** What the outbox holds in memory, what it refused, and the durable outbox's counters when there is one. */

@@ -22,6 +22,8 @@ import { type ApsaraMqDeviceError, ConnectionClosedError, OutboxError, Validatio
 import type { OutboxDrop, OutboxDropReason, OutboxMessage, OutboxMessageInput, OutboxStore } from '../outbox/store.js';
 import type { DeviceConnectionEvents, OutboxReport, PublishAccepted } from './connection-types.js';
 import { type Item, PublishItem, type Settled } from './outbox-items.js';
+import { assertClientId } from '../credential.js';
+import { checkMessageId, checkPayload, checkTopicName, defaultMaxPayloadBytes } from './validate.js';
 
 /** What the connector uses of an {@link OutboxStore}. */
 export type DurableStore = Pick<OutboxStore, 'dir' | 'append' | 'ackAll' | 'reject' | 'markSending' | 'clearSending' | 'pending' | 'flush' | 'device' | 'on' | 'off'>;
@@ -63,6 +65,8 @@ export interface FeedHost {
   removeWhere(test: (item: Item) => boolean): Item[];
   /** The next position in the outbox's order. */
   nextSeq(): number;
+  /** The connection's checks of a message (its rules: ApsaraMQ's or another broker's, MQTT 3.1.1 or 5). */
+  check(topic: string, message: string | Buffer | Uint8Array, qos: 1 | 2): { topic: string; payload: Buffer; options: IClientPublishOptions };
   /** Something changed: send what can go, or finish closing. */
   wake(): void;
   readonly events: EventEmitter<DeviceConnectionEvents>;
@@ -274,6 +278,12 @@ export class DurableFeed {
       },
     );
     return { accepted: appended, delivered: waiter?.promise };
+  }
+
+  /** @internal {@link enqueueDurable} for the device of this feed: checked by the connection's rules, then kept. */
+  async enqueue(topic: string, message: string | Buffer | Uint8Array, qos: 1 | 2, id: string | undefined): Promise<PublishAccepted & { seq: number }> {
+    const checked = this.#host.check(topic, message, qos);
+    return (await this.publish(checked.topic, checked.payload, checked.options, id, false).accepted) as PublishAccepted & { seq: number };
   }
 
   /** A session is up: read what waits on disk. */
@@ -497,4 +507,57 @@ export class DurableFeed {
       else if (!this.#closed) this.#host.wake();
     }
   }
+}
+
+/** Options of {@link enqueueDurable}. */
+export interface EnqueueOptions {
+  /** 1 or 2: QoS 0 is not stored. @default 1 */
+  readonly qos?: 1 | 2;
+  /** The application's id of the message (at most 255 bytes of UTF-8), given back in every report about it. */
+  readonly id?: string;
+  /**
+   * While no connection of the device is open, the message is checked against ApsaraMQ's rules (topic of at most 64
+   * characters, payload of at most 64 KB); `false` for another broker (an open connection checks with its own).
+   * @default true
+   */
+  readonly brokerIsApsaraMq?: boolean;
+}
+
+/**
+ * Keep a QoS 1 or 2 message of a device in the durable outbox `store`, connected or not: through the device's open
+ * connection on that store when there is one (also while its first CONNECT is under way: it sends it in its turn),
+ * else straight into the store, where the device's next connection on it finds it and sends it, in order. Resolves
+ * once it is on disk (fsync'd). What a device that may boot offline calls for every message (its `connectDevice`
+ * fails until the broker answers), and what a gateway calls for each of its devices; with a connection open it is
+ * the same as `conn.enqueue`. Its fate is reported by the connection's `delivered` and `dropped` events, and by the
+ * store's `drop` event.
+ *
+ * Never append to the store directly for a device whose connection is open: the connection would not know the message
+ * is there.
+ *
+ * @throws (rejects) ValidationError (`InvalidTopic`, `PayloadTooLarge`, `InvalidOption` for QoS 0 or a bad id);
+ *   OutboxError `OutboxFull`, `OutboxDiskFull`, `OutboxIOError`, `OutboxClosed`.
+ * @example
+ * const store = await openOutboxStore({ dir: '/var/lib/device/outbox' });
+ * await enqueueDurable(store, 'GID_demo@@@dev-1', 'demo/telemetry', JSON.stringify(reading), { id: reading.id });
+ */
+export async function enqueueDurable(
+  store: OutboxStore,
+  clientId: string,
+  topic: string,
+  message: string | Buffer | Uint8Array,
+  options: EnqueueOptions = {},
+): Promise<PublishAccepted & { seq: number }> {
+  if (options === null || typeof options !== 'object') throw new ValidationError('InvalidOption', 'enqueueDurable options must be an object');
+  const qos = options.qos ?? 1;
+  if (qos !== 1 && qos !== 2) throw new ValidationError('InvalidOption', `enqueueDurable keeps QoS 1 and 2 messages (got qos ${String(qos)}); a QoS 0 message is not stored (use publish)`);
+  const id = checkMessageId(options.id);
+  const feed = routers.get(store as DurableStore)?.feeds.get(clientId);
+  if (feed) return feed.enqueue(topic, message, qos, id);
+  assertClientId(clientId);
+  const rules = { apsaraMq: options.brokerIsApsaraMq ?? true, maxPayloadBytes: defaultMaxPayloadBytes(options.brokerIsApsaraMq ?? true), persistentSession: false };
+  const name = checkTopicName(topic, rules);
+  const payload = checkPayload(message, rules);
+  const { seq } = await store.append(clientId, id === undefined ? { topic: name, payload, qos } : { topic: name, payload, qos, id });
+  return id === undefined ? { clientId, seq, durable: true } : { clientId, seq, id, durable: true };
 }

@@ -8,7 +8,7 @@
 import { once } from 'node:events';
 import type { IPublishPacket, Packet } from 'mqtt-packet';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { connectDevice, type DeviceConnection, type DeviceConnectionEvents } from '../../src/connector/connect.js';
+import { connectDevice, type DeviceConnection, type DeviceConnectionEvents, enqueueDurable } from '../../src/connector/connect.js';
 import { DeviceCredential } from '../../src/credential.js';
 import { isApsaraMqDeviceError } from '../../src/errors.js';
 import { openOutboxStore, type OutboxStore, type OutboxStoreOptions } from '../../src/outbox/index.js';
@@ -266,6 +266,25 @@ describe('the connector with a durable outbox', () => {
     await conn2.end();
     await expect(held).rejects.toMatchObject({ code: 'ConnectionClosed', message: expect.stringContaining('stays in the durable outbox') });
     expect(outbox.device(credential.clientId).messages).toBe(1);
+  });
+
+  it('enqueueDurable: a device that boots offline keeps accepting into the store; its connection sends those first, in order; then it routes through the connection', async () => {
+    const outbox = await store();
+    const b = await broker();
+    b.accepting = false;
+    await expect(connectDevice({ credential, brokerUrl: b.url, outbox })).rejects.toMatchObject({ code: 'BrokerUnreachable' });
+    const offline = [];
+    for (let i = 0; i < 5; i++) offline.push(await enqueueDurable(outbox, credential.clientId, 'dur/boot', `b${i}`, { id: `boot-${i}` }));
+    expect(offline.map((a) => a.id)).toEqual(['boot-0', 'boot-1', 'boot-2', 'boot-3', 'boot-4']);
+    await expect(enqueueDurable(outbox, credential.clientId, 'dur/+', 'x')).rejects.toMatchObject({ code: 'InvalidTopic' });
+    await expect(enqueueDurable(outbox, credential.clientId, 'dur/boot', 'x', { qos: 0 as never })).rejects.toMatchObject({ code: 'InvalidOption' });
+    b.accepting = true;
+    const conn = await connect(b, outbox);
+    const later = await enqueueDurable(outbox, credential.clientId, 'dur/boot', 'b5', { id: 'boot-5' });
+    await deliveries(conn, 6);
+    expect(b.published()).toEqual(['b0', 'b1', 'b2', 'b3', 'b4', 'b5']);
+    expect(conn.events.accepted.map((a) => a.seq)).toEqual([later.seq]); // through the connection: its events
+    expect(conn.events.delivered.map((d) => d.id)).toEqual(['boot-0', 'boot-1', 'boot-2', 'boot-3', 'boot-4', 'boot-5']);
   });
 
   it('checks: enqueue needs a durable outbox and QoS 1 or 2; an id of more than 255 bytes; one open connection per device and store; a store-like object only', async () => {

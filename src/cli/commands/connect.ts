@@ -143,7 +143,8 @@ export class CredentialSources {
   readonly #io: CliIo;
   readonly #flags: CredentialFlags;
   readonly #store: FileCredentialStore;
-  readonly #endpoint: string;
+  /** Undefined without --endpoint or --region: then only devices with a stored credential (and no account keys) connect. */
+  readonly #endpoint: string | undefined;
   /** What needs the registrar, for the error when its package is not installed. */
   readonly #what: string;
   #registrar: Promise<Provisioner> | undefined;
@@ -159,7 +160,7 @@ export class CredentialSources {
     this.#io = io;
     this.#flags = flags;
     this.#store = new FileCredentialStore(flags.store ?? defaultStoreDir(io.env));
-    this.#endpoint = resolveEndpoint({ endpoint: flags.endpoint, region: flags.region });
+    this.#endpoint = flags.endpoint === undefined && flags.region === undefined ? undefined : resolveEndpoint({ endpoint: flags.endpoint, region: flags.region });
   }
 
   /** The credential source of one device. */
@@ -171,13 +172,21 @@ export class CredentialSources {
     // A device with its credential in the store needs no account key: it connects with what it has, and only a
     // refused credential would need the OpenAPI (then the error says so).
     if (stored && !hasAccountKeys(io.env)) return storeOnlySource(store, instanceId, clientId);
-    const registrar = await this.#registrarFor();
+    if (this.#endpoint === undefined) {
+      throw new UsageError(
+        stored
+          ? `${clientId} would call the OpenAPI (the account keys are set): pass --endpoint URL or --region REGION, or unset the keys to connect with the stored credential alone`
+          : `${clientId} has no credential in the store ${store.dir}: pass --endpoint URL or --region REGION to fetch or register it`,
+        'MissingOption',
+      );
+    }
+    const registrar = await this.#registrarFor(this.#endpoint);
     if (!stored) {
       // Every local check (the account keys above, the store's modes and files here) before the first request;
       // then a dead or wrong endpoint fails in seconds, naming the flag, not after the retries of a Get.
       this.#checked ??= (async () => {
         await store.prepare(instanceId);
-        await probeOpenApi(this.#endpoint, this.#flags.endpoint === undefined ? '--region' : '--endpoint', this.#flags.timeoutMs);
+        await probeOpenApi(this.#endpoint as string, this.#flags.endpoint === undefined ? '--region' : '--endpoint', this.#flags.timeoutMs);
       })();
       await this.#checked;
     }
@@ -202,7 +211,7 @@ export class CredentialSources {
     };
   }
 
-  #registrarFor(): Promise<Provisioner> {
+  #registrarFor(endpoint: string): Promise<Provisioner> {
     this.#registrar ??= (async () => {
       const { Provisioner } = await loadProvisioner(this.#what);
       const registrar = new Provisioner({
@@ -210,7 +219,7 @@ export class CredentialSources {
         env: this.#io.env,
         retry: {}, // throttling and transient faults are retried with jittered backoff
         store: this.#store,
-        endpoint: this.#endpoint,
+        endpoint,
         ...(this.#flags.timeoutMs === undefined ? {} : { timeoutMs: this.#flags.timeoutMs }),
       });
       this.#provisioner = registrar;
