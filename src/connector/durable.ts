@@ -160,6 +160,8 @@ export class DurableFeed {
   /** Counts sessions: an answer or an acceptance of an earlier one finds a window that was let go. */
   #epoch = 0;
   #filling = false;
+  /** Asked to read while a read ran: read again after it. */
+  #refill = false;
   /** Seqs dropped by the store while a page was being read (a read may hold them). */
   #droppedMeanwhile: Set<number> | undefined;
   #retry: NodeJS.Timeout | undefined;
@@ -170,6 +172,8 @@ export class DurableFeed {
   #acks: number[] = [];
   /** A wake of the connection is queued for the end of this turn. */
   #waking = false;
+  /** Everything appended before this feed existed is written (the first read waits for it). */
+  readonly #before: Promise<void>;
   readonly #counters = { accepted: 0, delivered: 0, possibleDuplicates: 0, refused: 0, dropped: { full: 0, expired: 0, corrupt: 0, rejected: 0 } as Record<OutboxDropReason, number> };
 
   /**
@@ -192,7 +196,10 @@ export class DurableFeed {
       throw new ValidationError('InvalidOption', `Option outbox: another open connection of ${clientId} uses this outbox store (${store.dir}); a device has one connection per store`);
     }
     router.feeds.set(clientId, this);
-    this.#caughtUp = store.device(clientId).messages === 0;
+    // What was appended for this device before (enqueueDurable without a connection) may not be written yet, so not
+    // counted: the first read waits for the store to have written it, and decides.
+    this.#caughtUp = false;
+    this.#before = store.flush().catch(noop);
   }
 
   get stats(): DurableOutboxStats {
@@ -447,7 +454,12 @@ export class DurableFeed {
 
   /** Read the next page when there is room for one (or the window is empty) and something may wait on disk. */
   #maybeFill(): void {
-    if (this.#filling || this.#caughtUp || !this.#online || this.#closed || this.#broken || this.#direct > 0 || this.#retry) return;
+    if (this.#filling) {
+      // Something changed while a read runs (a spill written, room made): look again when it is done.
+      this.#refill = true;
+      return;
+    }
+    if (this.#caughtUp || !this.#online || this.#closed || this.#broken || this.#direct > 0 || this.#retry) return;
     const room = this.#maxWindow - this.#window.size;
     if (room <= 0 || (this.#window.size > 0 && room < this.#maxWindow / 2)) return;
     void this.#fill(room);
@@ -455,12 +467,19 @@ export class DurableFeed {
 
   async #fill(room: number): Promise<void> {
     this.#filling = true;
-    const spills = this.#spills;
+    this.#refill = false;
     const epoch = this.#epoch;
     const dropped = new Set<number>();
     this.#droppedMeanwhile = dropped;
     let more = false;
+    let spills = this.#spills;
+    let spilling = this.#spilling;
     try {
+      await this.#before;
+      // The read sees what was written before it starts: a spill still being written then, or made since, may be
+      // missing from it, so the read cannot say nothing waits beyond it.
+      spills = this.#spills;
+      spilling = this.#spilling;
       const page = await this.#store.pending(this.#clientId, { after: this.#cursor, limit: room });
       if (epoch !== this.#epoch || this.#closed) return;
       let take = 0;
@@ -484,7 +503,7 @@ export class DurableFeed {
         this.#cursor = last.seq;
         more = true;
       }
-      if (take === page.length && page.length < room && spills === this.#spills && this.#spilling === 0) this.#caughtUp = true;
+      if (take === page.length && page.length < room && spilling === 0 && spills === this.#spills) this.#caughtUp = true;
     } catch (error) {
       if (this.#closed) return;
       const failure = toApsaraMqDeviceError(error);
@@ -503,7 +522,9 @@ export class DurableFeed {
       // Read on while reads find something, and after a session ended mid-read (the next one may be up already, and its
       // sessionUp found a read running). A read that found nothing waits for what it waits for: a spill written, an
       // answer that makes room; reading again at once would spin (an empty device's read does no I/O).
-      if (!this.#closed && (more || epoch !== this.#epoch)) this.#progress();
+      const again = more || epoch !== this.#epoch || this.#refill;
+      this.#refill = false;
+      if (!this.#closed && again) this.#progress();
       else if (!this.#closed) this.#host.wake();
     }
   }

@@ -268,6 +268,51 @@ describe('the connector with a durable outbox', () => {
     expect(outbox.device(credential.clientId).messages).toBe(1);
   });
 
+  it('a message written while a read of the backlog runs is read in its turn, not left on disk (the race the end-to-end run found)', async () => {
+    const real = await store();
+    // The real store, with one append held back until a read has started: the read cannot see it, and it is written
+    // (and accepted) before the read's result is looked at.
+    let held: (() => void) | undefined;
+    let hold = false;
+    const outbox = new Proxy(real, {
+      get(target, key) {
+        const value = Reflect.get(target, key, target) as unknown;
+        if (key === 'append') {
+          return (...args: Parameters<OutboxStore['append']>) => {
+            if (!hold) return target.append(...args);
+            hold = false;
+            return new Promise((resolve, reject) => {
+              held = () => void target.append(...args).then(resolve, reject);
+            });
+          };
+        }
+        if (key === 'pending') {
+          return async (...args: Parameters<OutboxStore['pending']>) => {
+            const page = await target.pending(...args);
+            const release = held;
+            held = undefined;
+            if (release) {
+              release();
+              await target.flush();
+            }
+            return page;
+          };
+        }
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const b = await broker();
+    const conn = await connect(b, outbox);
+    await goOffline(b, conn);
+    hold = true;
+    const late = conn.publish('dur/race', 'held', { qos: 1, id: 'held' });
+    const back = once(conn, 'online');
+    b.accepting = true;
+    await back;
+    await late;
+    expect(b.published()).toEqual(['held']);
+  });
+
   it('enqueueDurable: a device that boots offline keeps accepting into the store; its connection sends those first, in order; then it routes through the connection', async () => {
     const outbox = await store();
     const b = await broker();
