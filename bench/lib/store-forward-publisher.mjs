@@ -9,7 +9,9 @@
 //   X <n> <reason>       message n was dropped
 //   C                    connected
 //   E                    every message handed over
+//   M <n> <rss> <heap>   memory (MiB) after n messages, with config.memoryEvery (rate 0: as fast as accepted)
 // Usage: node store-forward-publisher.mjs '<json config>'
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ROOT } from './child.mjs';
@@ -42,16 +44,45 @@ void (async () => {
   }
 })();
 
-const started = performance.now();
-for (let i = 0; i < config.count; i++) {
-  const n = config.start + i;
-  const due = started + (i * 1000) / config.rate;
-  const wait = due - performance.now();
-  if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+/** The payload of message n: `sf-<n>`, padded to `payloadBytes` when asked (random bytes: LevelDB compresses). */
+const payloadOf = (n) => {
+  const text = `sf-${n}`;
+  return config.payloadBytes ? `${text}|${randomBytes(config.payloadBytes).toString('base64').slice(0, Math.max(0, config.payloadBytes - text.length - 1))}` : text;
+};
+
+/** Memory in MiB after a full collection (run with --expose-gc): M <n> <rss> <heapUsed>. */
+const memory = (n) => {
+  globalThis.gc?.();
+  const { rss, heapUsed } = process.memoryUsage();
+  say(`M ${n} ${(rss / 2 ** 20).toFixed(1)} ${(heapUsed / 2 ** 20).toFixed(1)}`);
+};
+
+const hand = (n) => {
   say(`H ${n}`);
-  enqueueDurable(store, credential.clientId, config.topic, `sf-${n}`, { id: String(n) }).then(
+  return enqueueDurable(store, credential.clientId, config.topic, payloadOf(n), { id: String(n) }).then(
     () => say(`A ${n}`),
     (error) => say(`F ${n} ${error.code}`),
   );
+};
+
+const started = performance.now();
+if (config.rate > 0) {
+  for (let i = 0; i < config.count; i++) {
+    const due = started + (i * 1000) / config.rate;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+    void hand(config.start + i);
+  }
+} else {
+  // As fast as the outbox accepts, 100 waiting at a time (the caller holds nothing more); memory every `memoryEvery`.
+  let next = 0;
+  const worker = async () => {
+    while (next < config.count) {
+      const i = next++;
+      await hand(config.start + i);
+      if (config.memoryEvery && (i + 1) % config.memoryEvery === 0) memory(i + 1);
+    }
+  };
+  await Promise.all(Array.from({ length: 100 }, worker));
 }
 say('E');
