@@ -808,15 +808,26 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       const { maxMessages, maxBytes } = this.#options;
       const over = (): boolean => messages > maxMessages || bytes > maxBytes;
       if (this.#options.whenFull === 'drop-oldest' && over()) await this.#dropOldestInto(skip, take('full', over));
-      // What still does not fit (every older message is in flight): the newest appends are refused.
+      // Still over under drop-oldest (what is on disk is in flight, or this write alone is more than the bound): the oldest
+      // of this write make room for its newest. They are accepted and dropped at once, never written.
+      const droppedAtOnce: PendingAppend[] = [];
+      if (this.#options.whenFull === 'drop-oldest') {
+        while (over() && work.appends.length > 1) {
+          const first = work.appends.shift() as PendingAppend;
+          messages -= 1;
+          bytes -= first.bytes;
+          droppedAtOnce.push(first);
+        }
+      }
+      // What still does not fit (one message, and every older one in flight): refused.
       const refused: PendingAppend[] = [];
-      while ((messages > maxMessages || bytes > maxBytes) && work.appends.length > 0) {
+      while (over() && work.appends.length > 0) {
         const last = work.appends.pop() as PendingAppend;
         messages -= 1;
         bytes -= last.bytes;
         refused.push(last);
       }
-      if (refused.length > 0) this.#refuse(refused, new OutboxError('OutboxFull', `The outbox in ${this.dir} is full, and nothing older may be dropped to make room (every older message is in flight, or came in the same write)`, this.dir));
+      if (refused.length > 0) this.#refuse(refused, new OutboxError('OutboxFull', `The outbox in ${this.dir} is full, and nothing older may be dropped to make room (every older message is in flight)`, this.dir));
       const marks = this.#mergeMarks(work.marks);
       // Devices left with nothing by an earlier batch lose their mark: tidiness only (a new message's seq is above any
       // mark, so a stale one never counts it as a duplicate), hence one batch late rather than a count per message.
@@ -840,6 +851,18 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
         const device = this.#device(clientId);
         device.sentHigh = Math.max(device.sentHigh, seq);
       }
+      const atOnce: OutboxDrop[] = [];
+      if (droppedAtOnce.length > 0) {
+        // Older than the kept ones: accepted first.
+        for (const a of droppedAtOnce) {
+          this.#queuedMessages -= 1;
+          this.#queuedBytes -= a.bytes;
+          this.#counters.accepted += 1;
+          this.#counters.dropped.full += 1;
+          a.resolve({ seq: a.seq, acceptedAt: a.acceptedAt });
+          atOnce.push(dropOf({ seq: a.seq, clientId: a.clientId, bytes: a.bytes, acceptedAt: a.acceptedAt, id: a.id }, 'full'));
+        }
+      }
       for (const a of work.appends) {
         const device = this.#device(a.clientId);
         if (device.messages === 0) {
@@ -855,6 +878,12 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
         this.#counters.accepted += 1;
         if (a.sending) this.#remember(a.seq, a.clientId, a.bytes, a.acceptedAt, a.id);
         a.resolve({ seq: a.seq, acceptedAt: a.acceptedAt });
+      }
+      // Reported after the callers heard "accepted" (their reactions run first): a drop is news about a message they know.
+      if (atOnce.length > 0) {
+        queueMicrotask(() => {
+          for (const drop of atOnce) this.emit('drop', drop);
+        });
       }
       this.#settleRemovals(removed, missing, drops);
       for (const r of work.removals) this.#removed.delete(r.seq);

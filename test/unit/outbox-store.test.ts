@@ -192,6 +192,18 @@ describe('OutboxStore bounds', () => {
     expect(drops.map((d) => d.seq)).toEqual([3, 1]);
   });
 
+  it('drop-oldest, one write of more messages than the bound: its oldest are accepted and dropped at once (reported after their acceptance), its newest kept', async () => {
+    const store = await openStore({ maxMessages: 3, whenFull: 'drop-oldest' });
+    const order: string[] = [];
+    store.on('drop', (d) => order.push(`drop ${d.seq} ${d.reason} ${d.id}`));
+    const all = [1, 2, 3, 4, 5].map((n) => store.append('d', { ...msg(n), id: `m${n}` }).then(({ seq }) => order.push(`accepted ${seq}`)));
+    await Promise.all(all);
+    await store.flush();
+    expect(order).toEqual(['accepted 1', 'accepted 2', 'accepted 3', 'accepted 4', 'accepted 5', 'drop 1 full m1', 'drop 2 full m2']);
+    expect((await store.pending('d')).map((m) => m.id)).toEqual(['m3', 'm4', 'm5']);
+    expect(store.stats()).toMatchObject({ messages: 3, accepted: 5, dropped: { full: 2 } });
+  });
+
   it('a message larger than maxBytes is refused for good (OutboxFull, not retryable)', async () => {
     const store = await openStore({ maxBytes: 4096 });
     const error = await store.append('d', msg(1, 5000)).catch((e: unknown) => e);
