@@ -30,7 +30,8 @@ export type {
   SubscribeOptions,
 } from './connection-types.js';
 export type { ConnectionOutboxStats } from './delivery.js';
-export { enqueueDurable, type DurableOutboxStats, type EnqueueOptions } from './durable.js';
+export type { DurableOutboxStats, EnqueueOptions } from './durable.js';
+export { enqueueDurable } from './enqueue.js';
 export { DeviceConnection } from './connection.js';
 
 /**
@@ -98,7 +99,9 @@ export async function connectDevice(options: ConnectDeviceOptions | TokenConnect
     login = new CredentialLogin(await askSource(source, { reason: 'connect', ...signal }), source);
   }
   const url = resolved.explicitUrl ?? brokerUrlFor(login.instanceId, resolved.transport);
-  const connection = new DeviceConnection<ConnectionMode>(login, resolved, url);
+  // The durable outbox's code only for a connection that has one: a device without it loads nothing more.
+  const durable = resolved.durable ? await import('./durable.js') : undefined;
+  const connection = new DeviceConnection<ConnectionMode>(login, resolved, url, durable);
   if (connectionChannel.hasSubscribers) connectionChannel.publish({ connection, brokerUrl: url });
   await connection[START]();
   return connection;

@@ -18,6 +18,9 @@ import type { ConnectionMode, DeviceConnectionEvents, PublishAccepted, PublishOp
 import type { Login } from './login.js';
 import type { ResolvedConnectOptions } from './options.js';
 import { Delivery, type ConnectionOutboxStats } from './delivery.js';
+
+/** The durable outbox's module (durable.ts), loaded on demand. */
+export type DurableModule = typeof import('./durable.js');
 import { type Effect, type Input, type Model, type Problem, type ConnectionState, initialModel, step } from './state.js';
 import { isOperationCode } from './token-rules.js';
 import { FirstSession } from './first-session.js';
@@ -64,8 +67,11 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
   readonly #first = new FirstSession();
   #onCallerAbort: (() => void) | undefined;
 
-  /** Use {@link connectDevice}. */
-  constructor(login: Login, options: ResolvedConnectOptions, url: string) {
+  /**
+   * Use {@link connectDevice}. `durable`: the durable outbox's module, which connectDevice loads for a connection with
+   * option `outbox` (a device without one never loads it).
+   */
+  constructor(login: Login, options: ResolvedConnectOptions, url: string, durable?: DurableModule) {
     super();
     this.#login = login;
     this.#options = options;
@@ -75,7 +81,8 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
     this.#delivery = new Delivery(
       options.maxDeliveryAttempts,
       options.queueLimits,
-      options.durable && {
+      options.durable && durable && {
+        Feed: durable.DurableFeed,
         store: options.durable,
         clientId: this.clientId,
         host: {

@@ -9,7 +9,8 @@ import { Outbox } from './outbox.js';
 import { type Item, type Settled, type Subscription, Subscriptions, publishItem, subscribeItem, topicBytes, unsubscribeItem } from './outbox-items.js';
 import { type ApsaraMqDeviceError, type SubscribeError, ValidationError } from '../errors.js';
 import type { PublishAccepted } from './connection-types.js';
-import { DurableFeed, type DurableOutboxStats, type DurableStore, type FeedHost } from './durable.js';
+// Types only: the durable outbox's module is loaded by connectDevice when a connection has one (durable.ts).
+import type { DurableFeed, DurableOutboxStats, DurableStore, FeedHost } from './durable.js';
 import { type InvalidNotice, outboxFullError, rejectedError } from './connection-errors.js';
 import type { OutboxLimits } from './options.js';
 import { refusesMessage } from '../mqtt/reason-codes.js';
@@ -24,6 +25,8 @@ type UserProperties = { userProperties?: Record<string, string | string[]> } | u
 
 /** What the durable outbox of a connection needs from it. */
 export interface DurableSetup {
+  /** The feed class, from durable.js, loaded only for a connection with a durable outbox. */
+  readonly Feed: typeof DurableFeed;
   readonly store: DurableStore;
   readonly clientId: string;
   readonly host: Pick<FeedHost, 'wake' | 'events' | 'emitError' | 'check'>;
@@ -62,7 +65,7 @@ export class Delivery {
     this.#outbox = outbox;
     this.#limits = limits;
     this.#feed = durable
-      ? new DurableFeed(durable.store, durable.clientId, limits, {
+      ? new durable.Feed(durable.store, durable.clientId, limits, {
           ...durable.host,
           add: (item) => outbox.add(item),
           remove: (item) => outbox.remove(item),
