@@ -1,13 +1,16 @@
-// A TCP relay in front of a broker that can take the network away the way an uplink outage does: `down()` destroys
-// every relayed connection (both sockets, no MQTT packet) and refuses new ones (accepted, then destroyed at once)
-// until `up()`. For the store-and-forward runs (bench/lib/store-forward.mjs); test/helpers/mqtt.ts has the test
-// suites' relay (cut only).
+// A TCP relay in front of a broker, so a run can take the network away the way a real network drop does, without
+// reaching into the client: `cut()` destroys every relayed connection (both sockets, no MQTT packet); `down()` cuts
+// and refuses new connections (accepted, then destroyed at once) until `up()`, as an uplink outage does. Emits
+// `connection` for each relayed connection. Used by the store-and-forward runs (bench/lib/store-forward.mjs) and, as
+// `startProxy`, by the test suites (test/helpers/mqtt.ts).
+import { EventEmitter } from 'node:events';
 import { connect, createServer } from 'node:net';
 
 /** Start a relay on a free loopback port to `targetUrl` (host and port of an mqtt:// URL). */
 export async function startRelay(targetUrl) {
   const target = new URL(targetUrl);
   const pairs = new Set();
+  const events = new EventEmitter();
   let refusing = false;
   const server = createServer((client) => {
     if (refusing) {
@@ -26,6 +29,7 @@ export async function startRelay(targetUrl) {
     upstream.on('error', drop).on('close', drop);
     client.pipe(upstream);
     upstream.pipe(client);
+    upstream.once('connect', () => events.emit('connection'));
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const cut = () => {
@@ -35,8 +39,13 @@ export async function startRelay(targetUrl) {
     }
     pairs.clear();
   };
-  return {
+  return Object.assign(events, {
     url: `mqtt://127.0.0.1:${server.address().port}`,
+    /** Connections relayed right now. */
+    get open() {
+      return pairs.size;
+    },
+    cut,
     /** The outage begins: every connection cut, new ones refused. */
     down() {
       refusing = true;
@@ -46,10 +55,11 @@ export async function startRelay(targetUrl) {
     up() {
       refusing = false;
     },
+    /** Stop listening and cut everything. */
     close: async () => {
       refusing = true;
       cut();
       await new Promise((resolve) => server.close(() => resolve()));
     },
-  };
+  });
 }

@@ -2,9 +2,9 @@
  * `enqueueDurable` of the device entry: a door that loads the durable outbox's module (durable.ts) on its first call,
  * so that a device that never uses a durable outbox does not load it at import.
  */
-import type { OutboxStore } from '../outbox/store.js';
 import type { PublishAccepted } from './connection-types.js';
-import type { EnqueueOptions } from './durable.js';
+
+type DurableModule = typeof import('./durable.js');
 
 /**
  * Keep a QoS 1 or 2 message of a device in the durable outbox `store`, connected or not: through the device's open
@@ -22,13 +22,7 @@ import type { EnqueueOptions } from './durable.js';
  * const store = await openOutboxStore({ dir: '/var/lib/device/outbox' });
  * await enqueueDurable(store, 'GID_demo@@@dev-1', 'demo/telemetry', JSON.stringify(reading), { id: reading.id });
  */
-export async function enqueueDurable(
-  store: OutboxStore,
-  clientId: string,
-  topic: string,
-  message: string | Buffer | Uint8Array,
-  options: EnqueueOptions = {},
-): Promise<PublishAccepted & { seq: number }> {
+export async function enqueueDurable(...args: Parameters<DurableModule['enqueueDurable']>): Promise<PublishAccepted & { seq: number }> {
   const durable = await import('./durable.js');
-  return durable.enqueueDurable(store, clientId, topic, message, options);
+  return durable.enqueueDurable(...args);
 }
