@@ -308,7 +308,7 @@ export class DurableFeed {
     this.#online = false;
     this.#epoch += 1;
     const parked = this.#host.removeWhere((item) => this.owns(item));
-    for (const item of parked) if (item.strikes > 0) this.#strikes.set((item as DurableItem).stored, item.strikes);
+    for (const item of parked) if (item.strikes > 0 && !(item as DurableItem).dropped) this.#strikes.set((item as DurableItem).stored, item.strikes);
     this.#flushAcks();
     this.#caughtUp = this.#caughtUp && this.#window.size === 0 && this.#direct === 0;
     this.#window.clear();

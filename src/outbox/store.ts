@@ -352,13 +352,17 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     possibleDuplicates: 0,
   };
 
-  /** @internal Use {@link openOutboxStore}. */
-  constructor(options: ResolvedOutboxOptions, engineModule: LevelModule, db: Level) {
+  /**
+   * @internal Use {@link openOutboxStore}. The engine and its database are `unknown` here on purpose: the declarations
+   * of the package must not name classic-level's types, or a TypeScript project without that optional peer (a device
+   * that never opens an outbox, whose connector still names the store's type) would not compile.
+   */
+  constructor(options: ResolvedOutboxOptions, engineModule: unknown, db: unknown) {
     super();
     this.dir = options.dir;
     this.#options = options;
-    this.#engine = engineModule;
-    this.#db = db;
+    this.#engine = engineModule as LevelModule;
+    this.#db = db as Level;
   }
 
   /** What opening found. */
