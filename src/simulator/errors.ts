@@ -11,6 +11,9 @@ export const SIMULATOR_ERROR_CATALOG = Object.freeze({
   ProtocolError: LOCAL_ERROR_CATALOG.ProtocolError,
   ReportMismatch: LOCAL_ERROR_CATALOG.ReportMismatch,
   AddressSpaceTooSmall: LOCAL_ERROR_CATALOG.AddressSpaceTooSmall,
+  NothingPublished: LOCAL_ERROR_CATALOG.NothingPublished,
+  ThresholdExceeded: LOCAL_ERROR_CATALOG.ThresholdExceeded,
+  ConsumerFailed: LOCAL_ERROR_CATALOG.ConsumerFailed,
 });
 
 /** A code of {@link SimulatorError}. */
@@ -44,6 +47,31 @@ export class InvalidReportError extends ValidationError {
   constructor(message: string, init: { source: string; field?: string }) {
     super('InvalidReport', message);
     this.name = 'InvalidReportError';
+    this.source = init.source;
+    this.field = init.field;
+  }
+
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), source: this.source, field: this.field };
+  }
+}
+
+/**
+ * A game-day scenario file that cannot be run (code `InvalidScenario`, not retryable): not readable, not JSON or YAML,
+ * or a fault whose field is missing, unknown, out of its bounds, or impossible for this run (a device the fleet does
+ * not have, a fault that ends after the run, a kind that needs an emulator against a broker that is not one). A
+ * `ValidationError`: refused before anything starts (the CLI exits 2).
+ */
+export class InvalidScenarioError extends ValidationError {
+  declare readonly code: 'InvalidScenario';
+  /** The scenario at fault, as the caller named it (a file name). */
+  readonly source: string;
+  /** The field at fault as a path into the scenario (`faults[2].share`); `undefined` when the file as a whole is. */
+  readonly field: string | undefined;
+
+  constructor(message: string, init: { source: string; field?: string }) {
+    super('InvalidScenario', message);
+    this.name = 'InvalidScenarioError';
     this.source = init.source;
     this.field = init.field;
   }

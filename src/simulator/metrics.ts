@@ -49,6 +49,8 @@ export class SimulationMetrics {
   acked = 0;
   delivered = 0;
   reconnects = 0;
+  /** Credentials asked for again after a refusal (the recovery ladder). */
+  credentialRefetches = 0;
   /** Epoch ms of the first CONNECT and the last first-CONNACK, and of the first and last PUBLISH. */
   firstConnectAt: number | undefined;
   lastConnackAt: number | undefined;
@@ -150,6 +152,11 @@ export class SimulationMetrics {
     };
   }
 
+  /** A device got another credential from its ladder after the broker refused its own. */
+  credentialRefetched(): void {
+    this.credentialRefetches += 1;
+  }
+
   /** A PUBLISH was written at `now`. */
   publishSent(now: number): void {
     const at = this.epochOf(now);
@@ -211,6 +218,7 @@ export class SimulationMetrics {
       e2eLatencyMs: summarizeHistogram(this.e2eLatency),
       errors: Object.fromEntries([...this.#errors].sort(([a], [b]) => a.localeCompare(b))),
       reconnects: this.reconnects,
+      credentialRefetches: this.credentialRefetches,
       peakRssMB: peak,
       elapsedMs: Math.round(elapsedMs),
       windows: {

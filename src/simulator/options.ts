@@ -46,6 +46,8 @@ export const SIMULATION_DEFAULTS = Object.freeze({
   drainTimeoutMs: 5_000,
   /** MQTT 3.1.1, what the official demos speak. */
   protocol: 4 as 4 | 5,
+  /** The raw-socket device: small enough for 10,000 per process. */
+  client: 'raw' as 'raw' | 'connector',
 });
 
 /** A slice of the fleet: shard `index` (1-based) of `count`. */
@@ -190,6 +192,19 @@ export interface SimulationSettings {
    * session expiry 0; refusals are counted with their reason code, e.g. `CredentialRejected:0x86`). @default 4
    */
   protocol?: 4 | 5;
+  /**
+   * What each device is: `raw`, the simulator's raw-socket device (a few KB each, for scale), or `connector`, a real
+   * `DeviceConnection` of the library with its defaults (reconnect backoff, outbox, credential ladder), so a game day
+   * measures what users ship. @default 'raw'
+   */
+  client?: 'raw' | 'connector';
+  /**
+   * A backend subscriber, connected to the broker directly in Signature mode (the account AccessKey), counts every
+   * message by the device index and sequence in its payload: delivered, lost, duplicated (the report's `delivery`).
+   * Needs a payload of at least 16 bytes and a topic template whose first level is literal. @default true with a
+   * scenario, else false
+   */
+  consumer?: boolean;
 }
 
 /** {@link SimulationSettings} validated, with every default filled in and the shard resolved. */
@@ -222,6 +237,9 @@ export interface ResolvedSettings {
   /** Epoch ms to start connecting at; `null` for at once. */
   readonly startAtMs: number | null;
   readonly protocol: 4 | 5;
+  readonly client: 'raw' | 'connector';
+  /** `undefined`: decided by the run (on with a scenario). */
+  readonly consumer: boolean | undefined;
 }
 
 /** Latest `startAt` accepted, from now: far enough for any planned run, near enough to be a typo's guard. */
@@ -325,5 +343,7 @@ export function resolveSettings(settings: SimulationSettings = {}): ResolvedSett
     localAddresses: settings.localAddress === undefined ? null : Object.freeze(parseLocalAddresses(settings.localAddress)),
     startAtMs: settings.startAt === undefined ? null : parseStartAt(settings.startAt),
     protocol,
+    client: check.oneOf('client (--client)', pick('client'), ['raw', 'connector'] as const),
+    consumer: settings.consumer === undefined ? undefined : check.boolean('consumer', settings.consumer),
   });
 }
