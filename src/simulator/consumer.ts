@@ -13,7 +13,6 @@ import { MAX_CLIENT_ID_LENGTH } from '../credential.js';
 import { ValidationError } from '../errors.js';
 import { signSignature } from '../signer/mqtt.js';
 import { SimulatorError } from './errors.js';
-import type { TopicTemplate } from './options.js';
 
 /** How the backend subscriber reaches the broker. */
 export interface ConsumerOptions {
@@ -38,30 +37,6 @@ export interface Consumer {
   readonly received: number;
   /** Disconnect and clear its session on the broker. */
   close(): Promise<void>;
-}
-
-/**
- * The filter that matches every topic a template makes: each level holding a placeholder becomes `+`.
- * @throws ValidationError `InvalidOption` when the first level (the parent topic) holds one: the service refuses a
- *   wildcard parent, so no subscriber can take the fleet's messages.
- */
-export function fleetFilter(template: TopicTemplate, topic: string): string {
-  const levels: string[] = [''];
-  for (const part of template) {
-    if (typeof part !== 'string') {
-      levels[levels.length - 1] = '+';
-      continue;
-    }
-    const pieces = part.split('/');
-    pieces.forEach((piece, i) => {
-      if (i > 0) levels.push('');
-      if (levels[levels.length - 1] !== '+') levels[levels.length - 1] += piece;
-    });
-  }
-  if (levels[0] === '+' || levels[0] === '') {
-    throw new ValidationError('InvalidOption', `The topic template ${JSON.stringify(topic)} has a placeholder in its first level: the backend subscriber that counts deliveries subscribes to <parent>/+, and the service refuses a wildcard parent topic. Start the template with a parent topic, e.g. sim/%i`);
-  }
-  return levels.join('/');
 }
 
 /** The backend subscriber's ClientId: in the run's group, one per shard. */

@@ -132,7 +132,7 @@ export class SimulatedDevice {
   #credential: DeviceCredential | undefined;
   /** Credentials asked for since the last CONNACK 0 (bounded as the connector bounds them). */
   #refetches = 0;
-  /** QoS 1 messages in flight on this session, by packet id: their sequence in the ledger. */
+  /** QoS 1 messages in flight on this session, by packet id: their sequence in the ledger (-1 without one). */
   readonly #inFlight = new Map<number, number>();
   #socket: Socket | undefined;
   #reader: PacketReader | undefined;
@@ -174,9 +174,9 @@ export class SimulatedDevice {
     return encodeConnect({ ...signDeviceCredential(credential), keepalive: this.#ctx.settings.keepalive, clean: true, protocol: this.#ctx.settings.protocol });
   }
 
-  /** A raw device holds nothing back: what it could not send is not sent. */
+  /** QoS 1 messages awaiting their PUBACK on this session (a raw device holds nothing else: what it cannot send is dropped). */
   get pending(): number {
-    return 0;
+    return this.#inFlight.size;
   }
 
   /** Has it had a CONNACK 0? */
@@ -375,13 +375,11 @@ export class SimulatedDevice {
       case PacketType.PUBACK: {
         // Every PUBACK counts as acknowledged (the drain waits for them); an MQTT 5 refusal is also counted as an error.
         metrics.puback();
-        if (this.#ctx.ledger) {
-          const id = packet.body.readUInt16BE(0);
-          const seq = this.#inFlight.get(id);
-          if (seq !== undefined) {
-            this.#inFlight.delete(id);
-            this.#ctx.ledger.acked(this.index, seq);
-          }
+        const id = packet.body.readUInt16BE(0);
+        const seq = this.#inFlight.get(id);
+        if (seq !== undefined) {
+          this.#inFlight.delete(id);
+          if (seq >= 0) this.#ctx.ledger?.acked(this.index, seq);
         }
         if (protocol === 5) {
           const reason = pubackReasonCode(packet);
@@ -444,13 +442,10 @@ export class SimulatedDevice {
     const packet = encodePublish(this.#topic, payloadTemplate, settings.qos, packetId, settings.protocol);
     const now = clock.now();
     const ledger = this.#ctx.ledger;
-    if (ledger) {
-      const seq = ledger.accept(this.index);
-      stampPayload(packet, packet.length - payloadTemplate.length, now, this.index, seq);
-      if (packetId > 0) this.#inFlight.set(packetId, seq);
-    } else {
-      packet.writeDoubleBE(now, packet.length - payloadTemplate.length);
-    }
+    const seq = ledger ? ledger.accept(this.index) : -1;
+    if (ledger) stampPayload(packet, packet.length - payloadTemplate.length, now, this.index, seq);
+    else packet.writeDoubleBE(now, packet.length - payloadTemplate.length);
+    if (packetId > 0) this.#inFlight.set(packetId, seq);
     socket.write(packet);
     metrics.publishSent(now);
   }
@@ -496,7 +491,7 @@ export class SimulatedDevice {
       this.#ctx.heal?.offline(this.index);
     }
     // A clean session dies with its connection: what it had in flight is never sent again by this device.
-    for (const seq of this.#inFlight.values()) this.#ctx.ledger?.abandoned(this.index, seq);
+    for (const seq of this.#inFlight.values()) if (seq >= 0) this.#ctx.ledger?.abandoned(this.index, seq);
     this.#inFlight.clear();
     if (this.#state === 'stopping' || this.#state === 'stopped') {
       this.#state = 'stopped';

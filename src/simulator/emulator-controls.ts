@@ -23,7 +23,7 @@ export class EmulatorControls {
   }
 
   /** The controls of an emulator at `apiEndpoint`, or `undefined` when that endpoint is not an emulator's. */
-  static async probe(apiEndpoint: string, timeoutMs = 5_000): Promise<EmulatorControls | undefined> {
+  static async probe(apiEndpoint: string, timeoutMs = 2_000): Promise<EmulatorControls | undefined> {
     const controls = new EmulatorControls(apiEndpoint);
     try {
       const stats = await controls.stats(timeoutMs);

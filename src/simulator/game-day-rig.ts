@@ -10,78 +10,45 @@ import { MemoryCredentialStore } from '../provisioner/memory-store.js';
 import { resolveAccountCredentials } from '../provisioner/env.js';
 import { Provisioner } from '../provisioner/provisioner.js';
 import { recoveringSource } from '../register-and-connect.js';
-import { ValidationError } from '../errors.js';
 import type { Clock } from './clock.js';
-import { type Consumer, consumerClientId, fleetFilter, startConsumer } from './consumer.js';
+import { type Consumer, consumerClientId, startConsumer } from './consumer.js';
 import type { BrokerAddress, DeviceRoute } from './device.js';
-import { type EmulatorDelta, EmulatorControls, type EmulatorStatsView, statsDelta } from './emulator-controls.js';
+import { EmulatorControls } from './emulator-controls.js';
 import { FaultRelay } from './fault-relay.js';
 import { GameDay } from './game-day.js';
 import { HealTracker } from './heal.js';
 import { encodeHistogram, newLatencyHistogram, summarizeHistogram } from './histogram.js';
-import { MessageLedger, PAYLOAD_ID_SIZE, payloadIdentity } from './ledger.js';
+import { MessageLedger, payloadIdentity } from './ledger.js';
 import type { SimulationMetrics } from './metrics.js';
 import { type ResolvedSettings, simulatedClientId } from './options.js';
 import type { DeliveryReport, FaultReport } from './report-format.js';
-import { EMULATOR_KINDS, type FaultPlan, NETWORK_KINDS, type Scenario, hits, invalidScenario, planScenario } from './scenario.js';
+import type { GameDayPlan } from './game-day-plan.js';
+import { EMULATOR_KINDS, type FaultPlan, NETWORK_KINDS, hits, invalidScenario } from './scenario.js';
 import type { SimulationTarget } from './target.js';
 
-/** A game day resolved against its run, before anything starts. */
-export interface GameDayPlan {
-  readonly scenario: Scenario | undefined;
-  /** How the scenario is named in errors (its file). */
-  readonly source: string;
-  readonly plans: readonly FaultPlan[];
-  /** A backend subscriber counts deliveries. */
-  readonly consumer: boolean;
-  /** Its topic filter. */
-  readonly filter: string | undefined;
-}
-
-/**
- * Resolve a scenario against the run's settings and check what it needs of them; `undefined` when the run has neither
- * a scenario nor a consumer.
- * @throws InvalidScenarioError `InvalidScenario`, ValidationError `InvalidOption` (a payload too small for the
- *   message's identity, a topic no subscriber can take, network faults for connector devices over TLS).
- */
-export function planGameDay(settings: ResolvedSettings, scenario: Scenario | undefined, source: string | undefined, brokerTls: boolean): GameDayPlan | undefined {
-  const consumer = settings.consumer ?? scenario !== undefined;
-  if (!scenario && !consumer) return undefined;
-  const name = source ?? scenario?.name ?? 'the scenario';
-  const plans = scenario ? planScenario(scenario, { devices: settings.devices, durationMs: settings.durationMs, groupId: settings.groupId }, name) : [];
-  let filter: string | undefined;
-  if (consumer) {
-    if (settings.payloadSize < PAYLOAD_ID_SIZE) {
-      throw new ValidationError('InvalidOption', `Option payloadSize (--payload-size) is ${settings.payloadSize}: with a backend subscriber${scenario ? ' (a scenario has one)' : ''} each message carries its send time, device index and sequence, ${PAYLOAD_ID_SIZE} bytes at least`);
-    }
-    filter = fleetFilter(settings.topicTemplate, settings.topic);
-  }
-  const network = plans.find((p) => NETWORK_KINDS.has(p.kind));
-  if (network && brokerTls && settings.client === 'connector') {
-    throw invalidScenario(name, `faults[${network.fault}].kind`, `${network.kind} goes through the fault relay, which the connector's TLS check would see as 127.0.0.1, not the broker: run connector devices over mqtt:// for network faults, or raw devices`);
-  }
-  return { scenario, source: name, plans, consumer, filter };
-}
-
-/** The OpenAPI endpoint a target's provisioner calls, when it names one. */
+/** The OpenAPI endpoint a target's provisioner calls, when it names one (a region's endpoint is the service's). */
 function endpointOf(target: SimulationTarget): string | undefined {
   const endpoint = (target.provisioner as { endpoint?: unknown }).endpoint;
   return typeof endpoint === 'string' ? endpoint : undefined;
 }
 
+/** The controls of the emulator a target names by its endpoint, when it is one. */
+export async function emulatorControlsOf(target: SimulationTarget): Promise<EmulatorControls | undefined> {
+  const endpoint = endpointOf(target);
+  return endpoint === undefined ? undefined : EmulatorControls.probe(endpoint);
+}
+
 /**
- * The emulator's controls for a game day against a target given by the caller: required when the scenario has a
- * kind that acts on an emulator (a broker restart, a revoke, an OpenAPI fault burst).
+ * Check that a target whose controls are `controls` can play a game day: required when the scenario has a kind that
+ * acts on an emulator (a broker restart, a revoke, an OpenAPI fault burst).
  * @throws InvalidScenarioError `InvalidScenario` naming the first such fault when the target is not an emulator.
  */
-export async function controlsOf(plan: GameDayPlan, target: SimulationTarget): Promise<EmulatorControls | undefined> {
+export function checkControls(plan: GameDayPlan, target: SimulationTarget, controls: EmulatorControls | undefined): void {
   const endpoint = endpointOf(target);
-  const controls = endpoint === undefined ? undefined : await EmulatorControls.probe(endpoint);
   const needs = plan.plans.find((p) => EMULATOR_KINDS.has(p.kind));
   if (needs && !controls) {
     throw invalidScenario(plan.source, `faults[${needs.fault}].kind`, `${needs.kind} acts on an emulator (its /_emulator controls), and the run's target ${endpoint === undefined ? 'has no OpenAPI endpoint of its own' : `${endpoint} does not answer GET /_emulator/stats`}: run it against the embedded emulator (no --endpoint) or an emulator you started`);
   }
-  return controls;
 }
 
 /** What {@link GameDayRig.start} needs. */
@@ -111,7 +78,6 @@ export class GameDayRig {
   readonly #ladder: Provisioner | undefined;
   readonly #operator: Provisioner | undefined;
   readonly #gameDay: GameDay | undefined;
-  readonly #statsBefore: EmulatorStatsView | undefined;
 
   private constructor(input: RigInput, parts: {
     heal: HealTracker | undefined;
@@ -122,7 +88,6 @@ export class GameDayRig {
     consumer: Consumer | undefined;
     ladder: Provisioner | undefined;
     operator: Provisioner | undefined;
-    statsBefore: EmulatorStatsView | undefined;
   }) {
     this.#input = input;
     this.heal = parts.heal;
@@ -132,7 +97,6 @@ export class GameDayRig {
     this.#consumer = parts.consumer;
     this.#ladder = parts.ladder;
     this.#operator = parts.operator;
-    this.#statsBefore = parts.statsBefore;
     const { settings, plan, clock, controls } = input;
     const operator = parts.operator;
     this.#gameDay = plan.scenario
@@ -217,8 +181,7 @@ export class GameDayRig {
       operator?.close();
       throw error;
     }
-    const statsBefore = await input.controls?.stats().catch(() => undefined);
-    return new GameDayRig(input, { heal, ledger, relay, groupOf, groups, consumer, ladder, operator, statsBefore });
+    return new GameDayRig(input, { heal, ledger, relay, groupOf, groups, consumer, ladder, operator });
   }
 
   /** Where device `index` connects and how it heals. */
@@ -250,7 +213,7 @@ export class GameDayRig {
    * The faults are over (lifted if still in force), and the run's deliveries are in: what the report adds. Call
    * before the devices disconnect (a device not back now is not healed).
    */
-  async finish(): Promise<{ faults?: FaultReport[]; delivery?: DeliveryReport; emulator?: EmulatorDelta; relay?: FaultRelay['stats'] }> {
+  async finish(): Promise<{ faults?: FaultReport[]; delivery?: DeliveryReport; relay?: FaultRelay['stats'] }> {
     await this.#gameDay?.stop();
     const epoch = (mono: number | undefined): string | null => (mono === undefined ? null : new Date(this.#input.metrics.epochOf(mono)).toISOString());
     const faults = this.#gameDay?.results().map(({ fault, result }): FaultReport => {
@@ -275,11 +238,9 @@ export class GameDayRig {
       };
     });
     const delivery = this.ledger ? { ...this.ledger.totals(), foreign: this.ledger.foreign } : undefined;
-    const after = this.#statsBefore ? await this.#input.controls?.stats().catch(() => undefined) : undefined;
     return {
       ...(faults ? { faults } : {}),
       ...(delivery ? { delivery } : {}),
-      ...(this.#statsBefore && after ? { emulator: statsDelta(this.#statsBefore, after) } : {}),
       ...(this.#relay ? { relay: { ...this.#relay.stats } } : {}),
     };
   }

@@ -58,7 +58,10 @@ export class MessageLedger {
   /** Receptions that name no message of these devices (another shard's, or a sequence never sent). */
   foreign = 0;
   duplicates = 0;
-  /** Messages accepted and not (yet) received by the backend subscriber. */
+  /**
+   * Messages accepted, not (yet) received by the backend subscriber, and still on their way (sent, or held by the
+   * device): what a drain waits for. A message dropped or abandoned by a device will not come.
+   */
   outstanding = 0;
 
   constructor(range: readonly [number, number], qos: 0 | 1) {
@@ -96,7 +99,8 @@ export class MessageLedger {
     if (local === undefined || seq >= (this.#next[local] as number)) return;
     const flags = this.#flags[local] as Uint8Array;
     const value = flags[seq] as number;
-    if (flag === REFUSED && (value & (ACCEPTED | DELIVERED)) === ACCEPTED) this.outstanding -= 1;
+    const coming = (value & (ACCEPTED | DELIVERED | ABANDONED)) === ACCEPTED;
+    if ((flag === REFUSED || flag === ABANDONED) && coming) this.outstanding -= 1;
     flags[seq] = (value | flag) & (flag === REFUSED ? ~ACCEPTED : 0xff);
   }
 
@@ -132,7 +136,7 @@ export class MessageLedger {
     const value = flags[seq] as number;
     if ((value & DELIVERED) === 0) {
       flags[seq] = value | DELIVERED;
-      if ((value & ACCEPTED) !== 0) this.outstanding -= 1;
+      if ((value & (ACCEPTED | ABANDONED)) === ACCEPTED) this.outstanding -= 1;
       return;
     }
     this.duplicates += 1;

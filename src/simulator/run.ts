@@ -11,8 +11,9 @@ import { describeTarget, runIdentity } from './report-format.js';
 import { runPaced } from './pacer.js';
 import { type DeviceProvisioning, provisionDevices } from './provision.js';
 import { ConnectorDevice } from './connector-device.js';
-import { GameDayRig, controlsOf, planGameDay } from './game-day-rig.js';
-import { EmulatorControls } from './emulator-controls.js';
+import { GameDayRig, checkControls, emulatorControlsOf } from './game-day-rig.js';
+import { planGameDay } from './game-day-plan.js';
+import { EmulatorControls, type EmulatorStatsView, statsDelta } from './emulator-controls.js';
 import { type FaultPlan, NETWORK_KINDS, type Scenario, scenarioIdentity } from './scenario.js';
 import { type EmulatorProcess, type SimulationTarget, startEmulatorProcess } from './target.js';
 
@@ -130,8 +131,10 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
   checkAddressSpace(settings.range[1] - settings.range[0], settings.localAddresses, broker ?? { host: '127.0.0.1', port: 0 });
   if (settings.startAtMs !== null) checkStartAt(settings.startAtMs, wallClock());
   const gameDay = planGameDay(settings, options.scenario, options.scenarioSource, broker?.tls ?? false);
-  // Against a target given by the caller, what the scenario does to an emulator needs one: checked before anything.
-  const givenControls = gameDay && given ? await controlsOf(gameDay, given) : undefined;
+  // A target given by endpoint may be an emulator: its stats name what refused the devices, and a scenario's faults
+  // that act on an emulator need one (checked before anything starts).
+  const givenControls = given ? await emulatorControlsOf(given) : undefined;
+  if (gameDay && given) checkControls(gameDay, given, givenControls);
   for (const warning of preflightWarnings(settings, gameDay?.plans ?? [])) options.onWarning?.(warning);
 
   const clock = options.clock ?? systemClock;
@@ -211,8 +214,9 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
     lost.signal.addEventListener('abort', onAbort, { once: true });
     const reasonsShown = new Set<string>();
     const runBroker = broker ?? brokerOf(target);
+    const controls = givenControls ?? (emulator ? await EmulatorControls.probe(emulator.target.provisioner.endpoint as string) : undefined);
+    const statsBefore: EmulatorStatsView | undefined = await controls?.stats().catch(() => undefined);
     if (gameDay) {
-      const controls = givenControls ?? (emulator ? await EmulatorControls.probe(emulator.target.provisioner.endpoint as string) : undefined);
       rig = await GameDayRig.start({
         plan: gameDay,
         settings,
@@ -299,14 +303,16 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
     enter('draining');
     for (const device of simulated) device.setPublishing(false);
     // Nothing more will be acknowledged by a broker that is gone.
-    if (metrics.brokerLost === undefined) await drain(clock, metrics, settings, () => (rig?.delivered() ?? true) && simulated.every((d) => d.pending === 0));
+    if (metrics.brokerLost === undefined) await drain(clock, metrics, settings, simulated, () => rig?.delivered() ?? true);
     // A device not back online now is not healed; what was not delivered now is lost.
     const played = await rig?.finish();
+    const statsAfter = statsBefore ? await controls?.stats().catch(() => undefined) : undefined;
+    const emulatorDelta = statsBefore && statsAfter ? { emulator: statsDelta(statsBefore, statsAfter) } : {};
 
     enter('disconnecting');
     await Promise.all(simulated.map((device) => device.stop()));
     enter('done');
-    return { ...metrics.report(clock.now() - started, identity), ...played };
+    return { ...metrics.report(clock.now() - started, identity), ...played, ...emulatorDelta };
   } finally {
     if (progressTimer !== undefined) clock.clearTimeout(progressTimer);
     await rig?.close();
@@ -396,13 +402,14 @@ function waitFor(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {
 }
 
 /**
- * Wait until every QoS 1 publish is acknowledged and (when subscribing) delivered, and `more` says the rest is in
- * (the backend subscriber's deliveries, the connector's outboxes), or the drain timeout passes.
+ * Wait until no device has a message on its way (awaiting its PUBACK, or held by the connector's outbox), every
+ * message came back when subscribing, and `more` says the rest is in (the backend subscriber's deliveries), or the
+ * drain timeout passes.
  */
-function drain(clock: Clock, metrics: SimulationMetrics, settings: ResolvedSettings, more: () => boolean): Promise<void> {
+function drain(clock: Clock, metrics: SimulationMetrics, settings: ResolvedSettings, devices: readonly FleetDevice[], more: () => boolean): Promise<void> {
   const deadline = clock.now() + settings.drainTimeoutMs;
   const settled = (): boolean =>
-    (settings.qos === 0 || metrics.acked >= metrics.published) && (!settings.subscribe || metrics.delivered >= metrics.published) && more();
+    devices.every((d) => d.pending === 0) && (!settings.subscribe || metrics.delivered >= metrics.published) && more();
   return new Promise((resolve) => {
     const check = (): void => {
       if (settled() || clock.now() >= deadline) resolve();
@@ -415,7 +422,8 @@ function drain(clock: Clock, metrics: SimulationMetrics, settings: ResolvedSetti
 /**
  * The error a run should end with, judged from its report: `EmulatorFailed` or `BrokerLost` when it lost its broker
  * for good (`brokerLost`), `TooManyOpenFiles` when the open-file limit was hit, `SimulationFailed` when a device could
- * not be provisioned or connected; `undefined` when every device connected.
+ * not be provisioned or connected, `NothingPublished` when the devices published and not one message got through;
+ * `undefined` otherwise.
  */
 export function simulationFailure(report: SimulationReport): SimulatorError | undefined {
   const lost = report.brokerLost;
@@ -428,7 +436,34 @@ export function simulationFailure(report: SimulationReport): SimulatorError | un
   if (unprovisioned > 0 || report.failedConnects > 0 || report.connected < report.provisioned) {
     return new SimulatorError('SimulationFailed', `${report.connected} of ${report.devices} devices connected (${unprovisioned} not provisioned, ${report.failedConnects} failed to connect)`);
   }
-  return undefined;
+  return nothingPublished(report);
+}
+
+/**
+ * `NothingPublished` when the devices connected and published but not one message got through: no QoS 1 PUBACK, or
+ * (with a backend subscriber) nothing delivered. The message names what the broker did instead: a refusal by reason
+ * code (MQTT 5), the emulator's rule that refused them, or sessions closed after each PUBLISH (MQTT 3.1.1's refusal).
+ */
+function nothingPublished(report: SimulationReport): SimulatorError | undefined {
+  if (report.interrupted || report.connected === 0 || report.run.publishIntervalMs === 0) return undefined;
+  const unacked = report.run.qos === 1 && report.published > 0 && report.acked === 0;
+  const undelivered = report.delivery !== undefined && report.delivery.accepted > 0 && report.delivery.delivered === 0;
+  if (!unacked && !undelivered) return undefined;
+  const what = unacked ? `${report.published} PUBLISH sent, 0 acknowledged` : `${report.delivery?.accepted} accepted, 0 delivered to the backend subscriber`;
+  const causes: string[] = [];
+  const refusals = Object.entries(report.errors).filter(([code]) => code.startsWith('PublishRejected'));
+  if (refusals.length > 0) causes.push(`the broker refused them (${refusals.map(([code, n]) => `${code} ${n}`).join(', ')})`);
+  for (const [rule, n] of Object.entries(report.emulator?.rules ?? {})) {
+    if (rule === 'parentTopic') {
+      const parent = report.run.topic.split('/')[0] ?? '';
+      causes.push(`PublishRejected by the parentTopic rule (${n} times): the parent topic ${JSON.stringify(parent)} does not exist on the instance (create it, or start the emulator with --parent-topics ${parent})`);
+    } else {
+      causes.push(`the emulator's rule ${rule} refused ${n} (see the README's rule table)`);
+    }
+  }
+  const lost = report.errors['ConnectionLost'] ?? 0;
+  if (lost > 0) causes.push(`the broker closed the session after publishing (ConnectionLost ${lost}, reconnects ${report.reconnects}; over MQTT 3.1.1 that is how a broker refuses a message)`);
+  return new SimulatorError('NothingPublished', `No message got through: ${what}${causes.length > 0 ? `; ${causes.join('; ')}` : ''}`);
 }
 
 /**
