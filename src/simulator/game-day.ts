@@ -11,7 +11,7 @@
 import type { Clock } from './clock.js';
 import type { EmulatorControls } from './emulator-controls.js';
 import type { FaultRelay, NetworkEffect } from './fault-relay.js';
-import type { FaultWatch, HealTracker, WatchResult } from './heal.js';
+import { type FaultWatch, HIT_GRACE_MS, type HealTracker, type WatchResult } from './heal.js';
 import type { MessageLedger } from './ledger.js';
 import { type FaultPlan, devicesInRange } from './scenario.js';
 
@@ -109,9 +109,10 @@ export class GameDay {
     if (fault.errors[code] === 1) this.#ctx.onWarning?.(`Fault ${fault.plan.id} (${fault.plan.kind}): ${message}`);
   }
 
-  #begin(fault: PlayedFault, targets: readonly number[] | 'all'): void {
+  /** `elsewhere`: another shard acts (a shared broker), maybe a moment earlier by this shard's clock. */
+  #begin(fault: PlayedFault, targets: readonly number[] | 'all', elsewhere = false): void {
     fault.startedAt = this.#ctx.clock.now();
-    fault.watch = this.#ctx.heal.watch(targets);
+    fault.watch = this.#ctx.heal.watch(targets, elsewhere ? HIT_GRACE_MS : 0);
   }
 
   #end(fault: PlayedFault): void {
@@ -126,7 +127,7 @@ export class GameDay {
     const targets = plan.devices === 'all' ? 'all' : devicesInRange(plan, start, end);
     switch (plan.kind) {
       case 'broker-restart': {
-        this.#begin(fault, 'all');
+        this.#begin(fault, 'all', !this.#ctx.actsOnEmulator);
         if (this.#ctx.actsOnEmulator && this.#ctx.controls) {
           try {
             await this.#ctx.controls.restart(plan.forMs);
@@ -166,7 +167,7 @@ export class GameDay {
         return;
       }
       case 'api-faults': {
-        this.#begin(fault, 'all');
+        this.#begin(fault, 'all', !this.#ctx.actsOnEmulator);
         const spec = plan.spec;
         if (spec.kind === 'api-faults' && this.#ctx.actsOnEmulator && this.#ctx.controls) {
           try {

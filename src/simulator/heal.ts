@@ -118,6 +118,8 @@ export class FaultWatch {
 export class HealTracker {
   readonly #start: number;
   readonly #online: Uint8Array;
+  /** When each device last lost its session (run clock), for a watch that looks back. */
+  readonly #lostAt: Float64Array;
   readonly #clock: Clock;
   readonly #ledger: MessageLedger | undefined;
   readonly #watches: FaultWatch[] = [];
@@ -127,6 +129,7 @@ export class HealTracker {
   constructor(range: readonly [number, number], clock: Clock, ledger?: MessageLedger) {
     this.#start = range[0];
     this.#online = new Uint8Array(range[1] - range[0]);
+    this.#lostAt = new Float64Array(range[1] - range[0]).fill(Number.NEGATIVE_INFINITY);
     this.#clock = clock;
     this.#ledger = ledger;
   }
@@ -145,6 +148,7 @@ export class HealTracker {
     if (this.#online[local] !== 1) return;
     this.#online[local] = 0;
     const now = this.#clock.now();
+    this.#lostAt[local] = now;
     for (const watch of this.#watches) if (watch.open(now) && watch.watches(index)) watch.lost(index);
   }
 
@@ -153,15 +157,21 @@ export class HealTracker {
     return this.#online[index - this.#start] === 1;
   }
 
-  /** A fault starts now over `targets` (fleet indexes of this shard, or all of them). */
-  watch(targets: readonly number[] | 'all'): FaultWatch {
+  /**
+   * A fault starts now over `targets` (fleet indexes of this shard, or all of them). `lookbackMs`: losses that
+   * recent count as its hits too (a fault another shard plays on a shared broker, which may act a moment before this
+   * shard's clock says it starts).
+   */
+  watch(targets: readonly number[] | 'all', lookbackMs = 0): FaultWatch {
     const size = this.#online.length;
     const set = targets === 'all' ? 'all' : new Set(targets);
-    const watch = new FaultWatch(this, set, targets === 'all' ? size : targets.length, this.#clock.now());
-    if (this.#ledger) {
-      const ledger = this.#ledger;
-      const each = targets === 'all' ? Array.from({ length: size }, (_, i) => this.#start + i) : targets;
-      for (const index of each) watch.markStart(index, ledger.unsettled(index));
+    const now = this.#clock.now();
+    const watch = new FaultWatch(this, set, targets === 'all' ? size : targets.length, now);
+    const each = targets === 'all' ? Array.from({ length: size }, (_, i) => this.#start + i) : targets;
+    for (const index of each) {
+      const local = index - this.#start;
+      if (lookbackMs > 0 && this.#online[local] === 0 && (this.#lostAt[local] as number) >= now - lookbackMs) watch.lost(index);
+      if (this.#ledger) watch.markStart(index, this.#ledger.unsettled(index));
     }
     this.#watches.push(watch);
     return watch;
