@@ -102,7 +102,7 @@ describe('FaultInjector', () => {
 describe('FaultInjector.burst: a share of the calls fails for a while (a game day\'s OpenAPI outage)', () => {
   it('replaces faultRate and faultCodes until it ends; rate 0 ends it early; checked like the options', () => {
     let now = 1_000;
-    const r = scripted(0.1, 0.9, 0.6, 0.2, 0.7);
+    const r = scripted(0.1, 0.9, 0.6, 0.2, 0.3);
     const faults = injector({ faultRate: 0, random: r.random, rateClock: () => now });
     faults.burst(0.5, ['Throttling.User', 'InternalError'], 2_000);
     // Draw 0.1 < 0.5: a fault, coded by draw 0.9 (the second code); draw 0.6: none.
