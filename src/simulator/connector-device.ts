@@ -9,6 +9,7 @@ import type { CredentialSource, DeviceCredential } from '../credential.js';
 import { isApsaraMqDeviceError } from '../errors.js';
 import { fullJitterDelay } from '../util/backoff.js';
 import { RECONNECT_BACKOFF, type DeviceContext } from './device.js';
+import { Pause } from './clock.js';
 import { stampPayload } from './ledger.js';
 
 /** The connection's options a device of the run gets besides its credential. */
@@ -28,7 +29,8 @@ export class ConnectorDevice {
   readonly #source: CredentialSource;
   #connection: DeviceConnection | undefined;
   #timer: unknown;
-  #wake: (() => void) | undefined;
+  /** The wait between two connect attempts; stopping cuts it short. */
+  readonly #pause: Pause;
   #publishing = false;
   #stopped = false;
   readonly #abort = new AbortController();
@@ -36,6 +38,7 @@ export class ConnectorDevice {
   constructor(index: number, credential: DeviceCredential, topic: string, ctx: DeviceContext, options: ConnectorDeviceOptions) {
     this.index = index;
     this.#ctx = ctx;
+    this.#pause = new Pause(ctx.clock);
     this.#topic = topic;
     this.#options = options;
     const ladder = options.ladder;
@@ -50,7 +53,7 @@ export class ConnectorDevice {
   async start(): Promise<boolean> {
     const { settings, metrics, clock } = this.#ctx;
     for (let attempt = 0; attempt < settings.connectAttempts; attempt++) {
-      if (attempt > 0) await this.#sleep(fullJitterDelay(attempt - 1, RECONNECT_BACKOFF, this.#ctx.random));
+      if (attempt > 0) await this.#pause.sleep(fullJitterDelay(attempt - 1, RECONNECT_BACKOFF, this.#ctx.random));
       if (this.#stopped) return false;
       const opened = clock.now();
       metrics.connectSent(opened);
@@ -185,24 +188,12 @@ export class ConnectorDevice {
     return this.#connection?.outbox.messages ?? 0;
   }
 
-  #sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      this.#wake = resolve;
-      this.#timer = this.#ctx.clock.setTimeout(() => {
-        this.#timer = undefined;
-        this.#wake = undefined;
-        resolve();
-      }, ms);
-    });
-  }
 
   /** End the connection: what is in flight gets the library's `endTimeoutMs`, then DISCONNECT. */
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#stopPublishing();
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
+    this.#pause.wake();
     const connection = this.#connection;
     if (!connection) {
       // Still connecting: cut it short (an abort of a live connection would close it without DISCONNECT).

@@ -1,12 +1,13 @@
 import { isIP, connect as netConnect, type Socket } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect } from 'node:tls';
 import { brokerUrlFor } from '../connector/connect.js';
+import { MAX_REFETCHES } from '../connector/ladder.js';
 import type { CredentialSource, DeviceCredential } from '../credential.js';
 import { LOCAL_ERROR_CATALOG, type LocalErrorCode, ValidationError } from '../errors.js';
 import { classifyRefusal, refusesMessage } from '../mqtt/reason-codes.js';
 import { signDeviceCredential } from '../signer/mqtt.js';
 import { fullJitterDelay } from '../util/backoff.js';
-import type { Clock } from './clock.js';
+import { type Clock, Pause } from './clock.js';
 import type { HealTracker } from './heal.js';
 import { type MessageLedger, stampPayload } from './ledger.js';
 import type { SimulationMetrics } from './metrics.js';
@@ -28,7 +29,6 @@ import {
   pubackReasonCode,
   type IncomingPacket,
 } from './mqtt-wire.js';
-import { MAX_REFETCHES } from '../connector/ladder.js';
 import { PAYLOAD_HEADER_SIZE, type ResolvedSettings } from './options.js';
 
 /** Where the devices connect: MQTT over TCP or over TLS. */
@@ -141,7 +141,7 @@ export class SimulatedDevice {
   #packetId = 0;
   #openedAt = 0;
   #lostAttempts = 0;
-  /** The reconnect backoff (or a wait between connect attempts). */
+  /** The reconnect backoff's timer after a lost session. */
   #timer: unknown;
   #publishTimer: unknown;
   #pingTimer: unknown;
@@ -151,7 +151,8 @@ export class SimulatedDevice {
   #lastSocketError: string | undefined;
   /** This device is counted in `metrics.online`. */
   #countedOnline = false;
-  #wake: (() => void) | undefined;
+  /** The wait between two connect attempts; stopping cuts it short. */
+  readonly #pause: Pause;
   /** Set while the run is in its publishing phase, so a device that reconnects resumes publishing. */
   #publishing = false;
   /** MQTT 5: the reason code of the broker's DISCONNECT on the current connection, until it closes. */
@@ -162,6 +163,7 @@ export class SimulatedDevice {
   constructor(index: number, credential: DeviceCredential, topic: string, ctx: DeviceContext, route: DeviceRoute = {}) {
     this.index = index;
     this.#ctx = ctx;
+    this.#pause = new Pause(ctx.clock);
     this.#route = route;
     this.#credential = route.ladder ? credential : undefined;
     this.#connect = this.#signed(credential);
@@ -191,7 +193,7 @@ export class SimulatedDevice {
   async start(): Promise<boolean> {
     const { settings, metrics } = this.#ctx;
     for (let attempt = 0; attempt < settings.connectAttempts; attempt++) {
-      if (attempt > 0) await this.#sleep(fullJitterDelay(attempt - 1, RECONNECT_BACKOFF, this.#ctx.random));
+      if (attempt > 0) await this.#pause.sleep(fullJitterDelay(attempt - 1, RECONNECT_BACKOFF, this.#ctx.random));
       if (this.#state === 'stopping' || this.#state === 'stopped') return false;
       const failure = await this.#attempt();
       if (!failure) return true;
@@ -229,9 +231,7 @@ export class SimulatedDevice {
     const wasOnline = this.#state === 'online' || this.#state === 'subscribing';
     this.#state = 'stopping';
     this.#settleAttempt(attemptFailure('Aborted'));
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
+    this.#pause.wake();
     if (!socket || socket.destroyed) {
       this.#state = 'stopped';
       return Promise.resolve();
@@ -244,18 +244,6 @@ export class SimulatedDevice {
       };
       if (wasOnline) socket.end(this.#ctx.settings.protocol === 5 ? DISCONNECT_V5 : DISCONNECT);
       else socket.destroy();
-    });
-  }
-
-  /** Wait before the next attempt; {@link stop} cuts it short. */
-  #sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      this.#wake = resolve;
-      this.#timer = this.#ctx.clock.setTimeout(() => {
-        this.#timer = undefined;
-        this.#wake = undefined;
-        resolve();
-      }, ms);
     });
   }
 

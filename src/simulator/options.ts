@@ -342,6 +342,10 @@ export function resolveSettings(settings: SimulationSettings = {}): ResolvedSett
   if (shard.count > devices) throw new ValidationError('InvalidOption', `Shard count ${shard.count} is more than the ${devices} devices`);
   const range = shardRange(devices, shard);
   const connectRate = numberOption('connectRate', pick('connectRate'), 0, 1_000_000, false);
+  const client = check.oneOf('client (--client)', pick('client'), ['raw', 'connector'] as const);
+  if (client === 'connector' && settings.localAddress !== undefined) {
+    throw new ValidationError('InvalidOption', 'Option localAddress (--local-address) spreads raw devices over source addresses; connector devices (--client connector) connect from the address the system chooses');
+  }
   return Object.freeze({
     devices,
     groupId,
@@ -367,7 +371,7 @@ export function resolveSettings(settings: SimulationSettings = {}): ResolvedSett
     localAddresses: settings.localAddress === undefined ? null : Object.freeze(parseLocalAddresses(settings.localAddress)),
     startAtMs: settings.startAt === undefined ? null : parseStartAt(settings.startAt),
     protocol,
-    client: check.oneOf('client (--client)', pick('client'), ['raw', 'connector'] as const),
+    client,
     consumer: settings.consumer === undefined ? undefined : check.boolean('consumer', settings.consumer),
   });
 }

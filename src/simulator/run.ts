@@ -298,7 +298,9 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
     options.signal?.removeEventListener('abort', onAbort);
     lost.signal.removeEventListener('abort', onAbort);
     // A broker given by URL cannot say it is gone: judged by the devices, unless the user stopped the run.
-    if (!options.signal?.aborted) metrics.brokerLost ??= metrics.judgeBrokerLost(BROKER_LOST_MS);
+    // A game day's own fault in its last seconds (a partition of the whole fleet, say) is not a broker lost for good.
+    const faultAtTheEnd = gameDay?.plans.some((p) => p.atMs + p.forMs > settings.durationMs - BROKER_LOST_MS) ?? false;
+    if (!options.signal?.aborted && !faultAtTheEnd) metrics.brokerLost ??= metrics.judgeBrokerLost(BROKER_LOST_MS);
 
     enter('draining');
     for (const device of simulated) device.setPublishing(false);
