@@ -112,7 +112,7 @@ export class GameDay {
   /** `elsewhere`: another shard acts (a shared broker), maybe a moment earlier by this shard's clock. */
   #begin(fault: PlayedFault, targets: readonly number[] | 'all', elsewhere = false): void {
     fault.startedAt = this.#ctx.clock.now();
-    fault.watch = this.#ctx.heal.watch(targets, elsewhere ? HIT_GRACE_MS : 0);
+    fault.watch = this.#ctx.heal.watch(targets, { lookbackMs: elsewhere ? HIT_GRACE_MS : 0, fromLoss: fault.plan.kind === 'revoke' });
   }
 
   #end(fault: PlayedFault): void {

@@ -5,9 +5,9 @@
  *
  * A device is *hit* by a fault when it loses its session between the fault's start and its end (plus
  * {@link HIT_GRACE_MS}, for losses the process hears of a moment after the fault's control call returned). Its *time
- * to heal* is from the fault's end (the broker back, the network restored, the credential revoked) to its first
- * CONNACK 0 after its last loss in that window; 0 when it was back before the fault ended. A device still offline at
- * the end of the run is *not healed*.
+ * to heal* is from the fault's end (the broker back, the network restored) to its first CONNACK 0 after its last loss
+ * in that window, 0 when it was back before the fault ended; for a revoke, from the moment its own session was
+ * dropped. A device still offline at the end of the run is *not healed*.
  */
 import type { Clock } from './clock.js';
 import { type Histogram, newLatencyHistogram, recordMs } from './histogram.js';
@@ -17,6 +17,8 @@ import { type MessageCounts, type MessageLedger, noMessages } from './ledger.js'
 export const HIT_GRACE_MS = 2_000;
 
 interface Hit {
+  /** Run-clock time of its last loss in the window. */
+  lostAt: number;
   /** Run-clock time it came back after its last loss; `undefined` while offline. */
   backAt: number | undefined;
 }
@@ -41,6 +43,11 @@ export class FaultWatch {
   readonly #targets: ReadonlySet<number> | 'all';
   readonly targeted: number;
   readonly startedAt: number;
+  /**
+   * Heal from each device's own loss instead of the fault's end: a revoke drops its devices one by one (its end is
+   * when the last was revoked), and each device's ladder starts when its own session is dropped.
+   */
+  readonly fromLoss: boolean;
   /** Run-clock time the fault ended; `undefined` while it lasts. */
   endedAt: number | undefined;
   readonly #hits = new Map<number, Hit>();
@@ -48,11 +55,12 @@ export class FaultWatch {
   readonly #seqFrom = new Map<number, number>();
   readonly #seqTo = new Map<number, number>();
 
-  constructor(tracker: HealTracker, targets: ReadonlySet<number> | 'all', targeted: number, startedAt: number) {
+  constructor(tracker: HealTracker, targets: ReadonlySet<number> | 'all', targeted: number, startedAt: number, fromLoss: boolean) {
     this.#tracker = tracker;
     this.#targets = targets;
     this.targeted = targeted;
     this.startedAt = startedAt;
+    this.fromLoss = fromLoss;
   }
 
   watches(index: number): boolean {
@@ -69,11 +77,9 @@ export class FaultWatch {
     this.#seqFrom.set(index, seq);
   }
 
-  /** @internal a device it watches lost its session. */
-  lost(index: number): void {
-    const hit = this.#hits.get(index);
-    if (hit) hit.backAt = undefined;
-    else this.#hits.set(index, { backAt: undefined });
+  /** @internal a device it watches lost its session at `now`. */
+  lost(index: number, now: number): void {
+    this.#hits.set(index, { lostAt: now, backAt: undefined });
     this.#seqTo.delete(index);
   }
 
@@ -103,7 +109,7 @@ export class FaultWatch {
         continue;
       }
       healed += 1;
-      recordMs(heal, Math.max(0, hit.backAt - end));
+      recordMs(heal, Math.max(0, hit.backAt - (this.fromLoss ? hit.lostAt : end)));
     }
     let messages: MessageCounts | undefined;
     if (ledger) {
@@ -149,7 +155,7 @@ export class HealTracker {
     this.#online[local] = 0;
     const now = this.#clock.now();
     this.#lostAt[local] = now;
-    for (const watch of this.#watches) if (watch.open(now) && watch.watches(index)) watch.lost(index);
+    for (const watch of this.#watches) if (watch.open(now) && watch.watches(index)) watch.lost(index, now);
   }
 
   /** Devices of this shard online now. */
@@ -162,15 +168,17 @@ export class HealTracker {
    * recent count as its hits too (a fault another shard plays on a shared broker, which may act a moment before this
    * shard's clock says it starts).
    */
-  watch(targets: readonly number[] | 'all', lookbackMs = 0): FaultWatch {
+  watch(targets: readonly number[] | 'all', options: { lookbackMs?: number; fromLoss?: boolean } = {}): FaultWatch {
+    const lookbackMs = options.lookbackMs ?? 0;
     const size = this.#online.length;
     const set = targets === 'all' ? 'all' : new Set(targets);
     const now = this.#clock.now();
-    const watch = new FaultWatch(this, set, targets === 'all' ? size : targets.length, now);
+    const watch = new FaultWatch(this, set, targets === 'all' ? size : targets.length, now, options.fromLoss ?? false);
     const each = targets === 'all' ? Array.from({ length: size }, (_, i) => this.#start + i) : targets;
     for (const index of each) {
       const local = index - this.#start;
-      if (lookbackMs > 0 && this.#online[local] === 0 && (this.#lostAt[local] as number) >= now - lookbackMs) watch.lost(index);
+      const lostAt = this.#lostAt[local] as number;
+      if (lookbackMs > 0 && this.#online[local] === 0 && lostAt >= now - lookbackMs) watch.lost(index, lostAt);
       if (this.#ledger) watch.markStart(index, this.#ledger.unsettled(index));
     }
     this.#watches.push(watch);

@@ -284,7 +284,7 @@ function gameDayLines(report: SimulationReport): string[] {
   if (report.credentialRefetches) lines.push(`  credentials fetched again after a refusal: ${report.credentialRefetches}`);
   if (report.delivery) lines.push(`  backend subscriber: ${messagesText(report.delivery)}`);
   const faults = report.faults ?? [];
-  if (faults.length > 0) lines.push(`  game day ${JSON.stringify(report.run.scenario?.name ?? '')}, ${faults.length} fault${faults.length === 1 ? '' : 's'} (time to heal from each fault's end):`);
+  if (faults.length > 0) lines.push(`  game day ${JSON.stringify(report.run.scenario?.name ?? '')}, ${faults.length} fault${faults.length === 1 ? '' : 's'} (time to heal from each fault's end; a revoke's from each device's own loss):`);
   for (const f of faults) {
     const when = f.startedAt === null ? 'never started' : `at ${seconds(f.plannedAtMs)}${f.plannedForMs > 0 ? ` for ${seconds(f.plannedForMs)}` : ''}`;
     const heal = f.hit === 0 ? '' : `; heal p50 ${seconds(f.healMs.p50)}, p99 ${seconds(f.healMs.p99)}, max ${seconds(f.healMs.max)}`;

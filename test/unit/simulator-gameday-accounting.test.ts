@@ -101,10 +101,29 @@ describe('HealTracker', () => {
     clock.advance(1_000);
     tracker.offline(1);
     clock.advance(HIT_GRACE_MS);
-    const watch = tracker.watch('all', HIT_GRACE_MS);
+    const watch = tracker.watch('all', { lookbackMs: HIT_GRACE_MS });
     // Device 1 was lost within the lookback, device 0 before it, device 2 not at all.
     expect(watch.result(undefined)).toMatchObject({ hit: 1, notHealed: 1 });
     expect(tracker.watch('all').result(undefined)).toMatchObject({ hit: 0 });
+  });
+
+  it('a revoke\'s watch heals each device from its own loss, not from the last revoke', () => {
+    const clock = new ManualClock(0);
+    const tracker = new HealTracker([0, 2], clock);
+    tracker.online(0);
+    tracker.online(1);
+    const watch = tracker.watch('all', { fromLoss: true });
+    tracker.offline(0);
+    clock.advance(100);
+    tracker.online(0); // 100 ms after its loss
+    clock.advance(900);
+    tracker.offline(1);
+    clock.advance(300);
+    tracker.end(watch);
+    tracker.online(1); // 300 ms after its loss
+    const heal = summarizeHistogram(watch.result(undefined).heal);
+    expect([heal.p50, heal.max].map((v) => Math.round(v as number))).toEqual([100, 300]);
+    tracker.close();
   });
 
   it('a device lost again within the window heals from its last return', () => {

@@ -113,7 +113,7 @@ describe('formatReport and simulationFailure', () => {
     expect(text).toContain("  devices: the library's connector (--client connector)\n");
     expect(text).toContain('  credentials fetched again after a refusal: 20\n');
     expect(text).toContain('  backend subscriber: 100 published, 99 accepted, 98 acknowledged, 97 delivered, 2 lost, 1 duplicated, 1 refused\n');
-    expect(text).toContain('  game day "storm", 1 fault (time to heal from each fault\'s end):\n');
+    expect(text).toContain('  game day "storm", 1 fault (time to heal from each fault\'s end; a revoke\'s from each device\'s own loss):\n');
     expect(text).toContain('    1 revoke (rotated) at 12.0 s: hit 20 of 20, healed 19, not healed 1; heal p50 0.31 s, p99 1.20 s, max 1.25 s; messages 40 published, 2 lost, 0 duplicated; its own actions failed: Throttling.User 3\n');
   });
 
