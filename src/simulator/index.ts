@@ -2,7 +2,7 @@
  * apsaramq-device/simulator: fleet simulation. Provision, connect and publish from thousands of devices, each
  * authenticated with its own device credential, and report connect and end-to-end latency percentiles. Needs the
  * provisioner's peer dependency (`@alicloud/pop-core`), `hdr-histogram-js` (the reports' latency histograms), and
- * the emulator's (`aedes`, `ws`) to run against an embedded emulator.
+ * the emulator's (`aedes`, `ws`) to run against an embedded emulator; `yaml` only to read a YAML game-day scenario.
  *
  * Every name is exported on purpose; test/unit/public-api.test.ts holds the list.
  */
