@@ -13,7 +13,7 @@ import { type DeviceProvisioning, provisionDevices } from './provision.js';
 import { ConnectorDevice } from './connector-device.js';
 import { GameDayRig, checkControls, emulatorControlsOf } from './game-day-rig.js';
 import { planGameDay } from './game-day-plan.js';
-import { EmulatorControls, type EmulatorStatsView, statsDelta } from './emulator-controls.js';
+import { type EmulatorDelta, EmulatorControls, type EmulatorStatsView, statsDelta } from './emulator-controls.js';
 import { type FaultPlan, NETWORK_KINDS, type Scenario, scenarioIdentity } from './scenario.js';
 import { type EmulatorProcess, type SimulationTarget, startEmulatorProcess } from './target.js';
 
@@ -131,9 +131,9 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
   checkAddressSpace(settings.range[1] - settings.range[0], settings.localAddresses, broker ?? { host: '127.0.0.1', port: 0 });
   if (settings.startAtMs !== null) checkStartAt(settings.startAtMs, wallClock());
   const gameDay = planGameDay(settings, options.scenario, options.scenarioSource, broker?.tls ?? false);
-  // A target given by endpoint may be an emulator: its stats name what refused the devices, and a scenario's faults
-  // that act on an emulator need one (checked before anything starts).
-  const givenControls = given ? await emulatorControlsOf(given) : undefined;
+  // A scenario's faults that act on an emulator need one: a target given by endpoint is asked whether it is one
+  // before anything starts (only then: a run against a warm store makes no request at all).
+  const givenControls = gameDay && given ? await emulatorControlsOf(given) : undefined;
   if (gameDay && given) checkControls(gameDay, given, givenControls);
   for (const warning of preflightWarnings(settings, gameDay?.plans ?? [])) options.onWarning?.(warning);
 
@@ -308,8 +308,7 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
     if (metrics.brokerLost === undefined) await drain(clock, metrics, settings, simulated, () => rig?.delivered() ?? true);
     // A device not back online now is not healed; what was not delivered now is lost.
     const played = await rig?.finish();
-    const statsAfter = statsBefore ? await controls?.stats().catch(() => undefined) : undefined;
-    const emulatorDelta = statsBefore && statsAfter ? { emulator: statsDelta(statsBefore, statsAfter) } : {};
+    const emulatorDelta = await emulatorStats(controls, statsBefore, given, metrics, settings);
 
     enter('disconnecting');
     await Promise.all(simulated.map((device) => device.stop()));
@@ -320,6 +319,28 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
     await rig?.close();
     await emulator?.close();
   }
+}
+
+/**
+ * What the emulator saw during the run (its OpenAPI calls, its rules' refusals), for the report: from the run's
+ * emulator (embedded, or given and probed for a game day); or, when the devices published and nothing was
+ * acknowledged, from a target given by endpoint that turns out to be an emulator, whose rules then say why (its
+ * counts since it started, as nothing was taken before).
+ */
+async function emulatorStats(
+  controls: EmulatorControls | undefined,
+  before: EmulatorStatsView | undefined,
+  given: SimulationTarget | undefined,
+  metrics: SimulationMetrics,
+  settings: ResolvedSettings,
+): Promise<{ emulator?: EmulatorDelta }> {
+  if (controls && before) {
+    const after = await controls.stats().catch(() => undefined);
+    return after ? { emulator: statsDelta(before, after) } : {};
+  }
+  if (!given || settings.qos === 0 || metrics.published === 0 || metrics.acked > 0) return {};
+  const after = await (await emulatorControlsOf(given))?.stats().catch(() => undefined);
+  return after ? { emulator: statsDelta({ actions: {}, mqtt: { rules: {} } }, after) } : {};
 }
 
 /** What the run needs of a device, raw or connector. */

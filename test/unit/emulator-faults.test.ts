@@ -113,7 +113,7 @@ describe('FaultInjector.burst: a share of the calls fails for a while (a game da
     now += 1;
     // Over: back to faultRate 0, which takes no draw.
     expect(injected(faults, 'RegisterDeviceCredential')).toBeUndefined();
-    expect(r.taken()).toBe(4);
+    expect(r.taken()).toBe(5);
     faults.burst(1, ['SystemOverFlow'], 60_000);
     faults.burst(0, ['SystemOverFlow'], 60_000);
     expect(injected(faults, 'GetDeviceCredential')).toBeUndefined();
