@@ -169,4 +169,16 @@ describe('simulate: exit codes that mean something', () => {
     expect(report.delivery?.lost).toBe(0);
     expect(run.stdout).toMatch(/ {4}1 broker-restart at 2\.00 s for 1\.00 s: hit 20 of 20, healed 20, not healed 0; heal p50 [\d.]+ s/);
   }, 90_000);
+
+  it('--processes passes --no-consumer on to its shards: no backend subscriber in any', async () => {
+    const file = join(dir, 'cut.json');
+    await writeFile(file, JSON.stringify({ faults: [{ at: 1, kind: 'partition', share: 0.5, for: 1 }] }));
+    const reportFile = join(dir, 'no-consumer.json');
+    const run = await runBuiltCli(['simulate', '--processes', '2', '--devices', '4', '--duration', '4', '--publish-interval', '500', '--connect-rate', '0', '--scenario', file, '--no-consumer', '--report', reportFile, '--no-progress']);
+    expect(run.code, run.stderr).toBe(0);
+    const report = JSON.parse(await readFile(reportFile, 'utf8')) as SimulationReport;
+    expect(report.run.consumer).toBe(false);
+    expect(report.delivery).toBeUndefined();
+    expect(report.faults?.[0]).toMatchObject({ kind: 'partition', targeted: 2, messages: null });
+  }, 60_000);
 });

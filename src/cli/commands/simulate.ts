@@ -316,7 +316,8 @@ function shardArgs(command: Command): string[] {
     if (PARENT_ONLY.has(key) || command.getOptionValueSource(key) !== 'cli' || option.long === undefined) continue;
     const value: unknown = command.getOptionValue(key);
     if (typeof value === 'boolean') {
-      if (value) args.push(option.long);
+      // `--consumer` and `--no-consumer` share one value: each flag is passed when it is the one that set it.
+      if (value === !option.negate) args.push(option.long);
     } else if (value !== undefined) {
       args.push(option.long, String(value));
     }
