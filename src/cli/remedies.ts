@@ -26,6 +26,8 @@ export const CLI_REMEDIES: Readonly<Partial<Record<ErrorCode, string>>> = Object
   EmulatorStateBusy: 'Another emulator process uses this data directory: stop it, or start this one with another --data-dir or --ephemeral.',
   ProtocolError: "The peer does not speak MQTT; check --broker-url (is it the OpenAPI's HTTP port?).",
   UnknownError: 'Unexpected error; run with --verbose and report it.',
+  InvalidScenario: 'Fix the field of the --scenario file the message names: an object with "faults", each with "at" (seconds from the start of connecting) and a "kind" (simulate --help and the README\'s game day section list them).',
+  ThresholdExceeded: 'A --fail-on threshold was crossed: the message names each one with the value measured; --report and --html hold the details.',
 });
 
 /** The catalog's remedy of a code (either catalog, or the family of an API code it does not list). */

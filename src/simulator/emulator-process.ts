@@ -21,7 +21,10 @@ async function main(): Promise<void> {
   const parentTopics = parents === undefined ? {} : { parentTopics: parents === '*' ? (false as const) : parents.split(',') };
   let emulator;
   try {
-    emulator = await startEmulator({ env: {}, mqttPort: 0, apiPort: 0, wsPort: false, qpsLimit, ...parentTopics });
+    // The backend subscriber of a game day is the measuring instrument: its persistent session is not bounded, so a
+    // message the broker took is never dropped while it reconnects (the devices' sessions are clean: nothing queues).
+    const unbounded = { maxOfflineMessages: Number.POSITIVE_INFINITY, maxOfflineBytes: Number.POSITIVE_INFINITY };
+    emulator = await startEmulator({ env: {}, mqttPort: 0, apiPort: 0, wsPort: false, qpsLimit, ...parentTopics, ...unbounded });
   } catch (error) {
     send({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
     process.exit(1);

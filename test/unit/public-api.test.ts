@@ -55,10 +55,12 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
   'apsaramq-device/simulator': {
     file: 'src/simulator/index.ts',
     names: [
-      'BrokerLoss', 'InvalidReportError', 'LatencySummary', 'MergeReportsOptions', 'REPORT_FORMAT', 'REPORT_LIMITS',
-      'ReportSeries', 'RunParameters', 'SIMULATION_DEFAULTS', 'ShardRecord', 'SimulationOptions', 'SimulationProgress',
-      'SimulationReport', 'SimulationSettings', 'SimulationTarget', 'SimulatorError', 'SimulatorErrorCode', 'emulatorTarget',
-      'formatReport', 'mergeReports', 'parseReport', 'renderReportHtml', 'runSimulation',
+      'BrokerLoss', 'DeliveryReport', 'DeviceTarget', 'FAULT_KINDS', 'FaultKind', 'FaultReport', 'FaultSpec', 'InvalidReportError',
+      'InvalidScenarioError', 'LatencySummary', 'MergeReportsOptions', 'MessageCounts', 'REPORT_FORMAT', 'REPORT_LIMITS',
+      'ReportSeries', 'RunParameters', 'SIMULATION_DEFAULTS', 'Scenario', 'ScenarioIdentity', 'ShardRecord', 'SimulatedClient',
+      'SimulationOptions', 'SimulationProgress', 'SimulationReport', 'SimulationSettings', 'SimulationTarget', 'SimulatorError',
+      'SimulatorErrorCode', 'Threshold', 'checkThresholds', 'emulatorTarget', 'formatReport', 'mergeReports', 'parseReport',
+      'parseScenario', 'parseThresholds', 'readScenarioFile', 'renderReportHtml', 'runSimulation', 'simulationFailure',
     ],
   },
   'apsaramq-device/testing': {
