@@ -169,10 +169,10 @@ function resumes(client: { id: string }): boolean {
   return live.conn !== undefined && live.closed !== true && live.clean === false && live._cleanStart !== true;
 }
 
-/** A stream of the session's queue at `pace`, stopped when the client's connection closes. */
+/** A stream of the session's queue at `pace`, stopped when the client's connection closes (or at its next step, once aedes has closed the client). */
 function pacedStream(queues: SessionQueues, client: Client, pace: RedeliveryPace): Readable {
   const stream = new Readable({ objectMode: true, read: () => undefined });
-  const stop = queues.redeliver(client.id, pace, (packet) => stream.push(packet), () => stream.push(null));
+  const stop = queues.redeliver(client.id, pace, (packet) => stream.push(packet), () => stream.push(null), () => client.closed);
   client.conn.once('close', stop);
   return stream;
 }

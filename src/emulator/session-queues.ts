@@ -160,9 +160,10 @@ export class SessionQueues {
   /**
    * Hand `push` the messages the session holds now, oldest first, batch by batch at `pace`, then call `end` (at once
    * when it holds none). A message that left the queue meanwhile (dropped for a newer one, or cleared) is skipped.
-   * Returns the function that stops it (the client went away): neither `push` nor `end` is called after it.
+   * Returns the function that stops it (the client went away): neither `push` nor `end` is called after it, nor
+   * once `gone` says so at a step.
    */
-  redeliver(clientId: string, pace: RedeliveryPace, push: (packet: StoredPacket) => void, end: () => void): () => void {
+  redeliver(clientId: string, pace: RedeliveryPace, push: (packet: StoredPacket) => void, end: () => void, gone: () => boolean = () => false): () => void {
     const pending = this.list(clientId);
     if (pending.length === 0) {
       end();
@@ -172,6 +173,7 @@ export class SessionQueues {
     let stopped = false;
     const step = (): void => {
       timer = undefined;
+      if (gone()) stopped = true;
       const held = new Set(this.#queues.get(clientId)?.items);
       for (let sent = 0; sent < pace.batchSize && pending.length > 0 && !stopped;) {
         const packet = pending.shift() as StoredPacket;
