@@ -81,7 +81,7 @@ describe('the published package', () => {
     const { stdout } = await run(process.execPath, ['-e', script], { cwd: project });
     expect(JSON.parse(stdout)).toEqual({ same: true, copyIsAnother: true, names: true });
     // Every entry with a CommonJS copy ships it; the CLI and the vitest adapter have none.
-    for (const entry of ['index', 'provisioner/index', 'emulator/public', 'simulator/index', 'testing/index', 'testing/jest', 'testing/node-test']) expect(files).toContain(`package/dist/${entry}.cjs`);
+    for (const entry of ['index', 'provisioner/index', 'emulator/index', 'simulator/index', 'testing/index', 'testing/jest', 'testing/node-test']) expect(files).toContain(`package/dist/${entry}.cjs`);
     expect(files.filter((f) => f.startsWith('package/dist/cli/') && f.endsWith('.cjs'))).toEqual([]);
     expect(files).not.toContain('package/dist/testing/vitest.cjs');
   });
