@@ -19,9 +19,12 @@ async function main(): Promise<void> {
   // The fleet's topics are the simulation's own: the parent topic they publish under exists in this emulator.
   const parents = process.env['APSARAMQ_SIM_PARENT_TOPICS'];
   const parentTopics = parents === undefined ? {} : { parentTopics: parents === '*' ? (false as const) : parents.split(',') };
+  // And its GroupId: the simulated devices' GroupId exists on the instance.
+  const groupList = process.env['APSARAMQ_SIM_GROUPS'];
+  const groups = groupList === undefined ? {} : { groups: groupList.split(',') };
   let emulator;
   try {
-    emulator = await startEmulator({ env: {}, mqttPort: 0, apiPort: 0, wsPort: false, qpsLimit, ...parentTopics });
+    emulator = await startEmulator({ env: {}, mqttPort: 0, apiPort: 0, wsPort: false, qpsLimit, ...parentTopics, ...groups });
   } catch (error) {
     send({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
     process.exit(1);

@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
+import { runSimulation } from '../../src/simulator/index.js';
 import { apiFailure, callApi, useEmulator } from '../helpers/emulator.js';
 import { officialCall, officialClient, officialFailure } from '../helpers/openapi-client.js';
 
@@ -52,6 +53,11 @@ describe('GroupIds that must exist (reference §5.1; default GID_demo, GID_test,
     expect((await officialCall(client, 'RegisterDeviceCredential', { ClientId: 'GID_fleet@@@dev', InstanceId: e.instanceId })).statusCode).toBe(200);
     const any = await own({ groups: false });
     expect((await officialCall(officialClient(any), 'RegisterDeviceCredential', { ClientId: 'GID_whatever@@@dev', InstanceId: any.instanceId })).statusCode).toBe(200);
+  });
+
+  it('the simulator\'s embedded emulator has the simulation\'s GroupId, as it has its parent topic', async () => {
+    const report = await runSimulation({ devices: 2, groupId: 'GID_fleetx', topic: 'fleetx/%i', durationMs: 0, publishIntervalMs: 0, connectRate: 0 });
+    expect(report).toMatchObject({ connected: 2, failedConnects: 0, errors: {} });
   });
 
   it('pop-core: ApplyToken for a parent topic that was not created answers 400 PermissionCheckFailed; parentTopics: false accepts any', async () => {
