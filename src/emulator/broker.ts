@@ -72,7 +72,7 @@ const RECEIVE_MAXIMUM = 65_535;
 /**
  * Start aedes with the emulator's authentication, the service's MQTT rules, P2P, Token mode, the guards against
  * hostile clients and (with `kickOnRevoke`) session kicking, on a TCP listener and (unless off) WebSocket, TLS and
- * secure WebSocket listeners. Speaks MQTT 3.1, 3.1.1 and 5.
+ * secure WebSocket listeners. Speaks MQTT 3.1.1 and 5 (and 3.1 with `mqtt31: 'accept'`).
  * @throws ConfigurationError `DependencyMismatch` when the installed aedes is not the one the adapter was written for.
  */
 export async function startBroker(options: ResolvedEmulatorOptions, deps: BrokerDependencies): Promise<BrokerHandle> {
