@@ -110,7 +110,8 @@ describe('MQTT 5: authentication', () => {
 });
 
 describe('MQTT 5: sessions', () => {
-  const emu = useEmulator({ kickOnRevoke: true }, 'test');
+  // Offline messages at once: the tests check what a session keeps, not the cloud's pace (emulator-offline-pace.test.ts).
+  const emu = useEmulator({ kickOnRevoke: true, offlineDelivery: 'immediate' }, 'test');
 
   it('a session with an expiry keeps its subscription and queued QoS 1 messages across a reconnect and a restart', async () => {
     const e = emu();
