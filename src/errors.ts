@@ -65,7 +65,7 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   ConnackRefused: { retryable: false, remedy: 'The broker refused the CONNECT; the message gives the CONNACK return code.' },
   CredentialRejected: { retryable: false, remedy: 'The broker rejects this device credential even after fetching it again; check it was not unregistered, and that ClientId and instance match it.' },
   TokenRejected: { retryable: false, remedy: 'The broker refuses the tokens even after asking the token source again: check that they are neither expired nor revoked (QueryToken), that they were applied for this instance, that token.accessKeyId is the account that applied for them, and that the source hands out fresh ones.' },
-  IdentifierRejected: { retryable: false, remedy: 'The broker rejected the ClientId; use GID_<group>@@@<device>, at most 64 characters.' },
+  IdentifierRejected: { retryable: false, remedy: 'The broker rejected the ClientId: use GID_<group>@@@<device>, at most 64 characters, of a GroupId created on the instance (in the console).' },
   BrokerUnreachable: { retryable: true, remedy: 'The MQTT broker could not be reached; check the broker URL, port and network.' },
   ConnectTimeout: { retryable: true, remedy: 'No CONNACK arrived in time; check the broker URL and the network.' },
   TakeoverLoop: { retryable: false, remedy: 'Another client keeps connecting with the same ClientId; every device needs its own ClientId.' },

@@ -36,8 +36,10 @@ export interface ApiDependencies extends ActionContext {
   readonly snapshot: () => EmulatorStats;
   readonly host: string;
   readonly port: number;
+  /** The `HostId` of error bodies (`onsmqtt.<regionId>.aliyuncs.com`). */
+  readonly hostId: string;
   readonly errorStatuses: ErrorStatusMode;
-  /** A GET of a POST-only action (ApplyToken, RevokeToken): refused with 404 `InvalidAction.NotFound`, or accepted. */
+  /** A GET of an action the metadata declares POST-only (actions.ts `POST_ONLY_ACTIONS`): refused with 404 `InvalidAction.NotFound`, or accepted. */
   readonly getOnPostOnly: 'refuse' | 'accept';
   /**
    * Make the registry's current state durable (the data directory); awaited before answering a call that changed
@@ -226,7 +228,7 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Ap
   const target = req.url ?? '/';
   const fail = (fault: ApiFault, format: 'JSON' | 'XML'): Reply => ({
     status: httpStatusFor(fault.code, deps.errorStatuses),
-    body: { ...errorBody(fault, requestId, deps.host) },
+    body: { ...errorBody(fault, requestId, deps.hostId) },
     format,
   });
 
@@ -279,7 +281,7 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Ap
  * An HTTP request Node cannot even parse (bad request line, header bytes, a header too large) still gets a
  * well-formed JSON error like every other answer, not Node's bare `400 Bad Request`.
  */
-function answerUnparsable(host: string, error: NodeJS.ErrnoException, socket: Socket): void {
+function answerUnparsable(hostId: string, error: NodeJS.ErrnoException, socket: Socket): void {
   if (!socket.writable) {
     socket.destroy();
     return;
@@ -287,7 +289,7 @@ function answerUnparsable(host: string, error: NodeJS.ErrnoException, socket: So
   const requestId = newRequestId();
   const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
   const fault = new ApiFault('ParameterCheckFailed', { suffix: tooLarge ? 'The request headers are too large.' : 'The HTTP request does not parse.' });
-  const text = JSON.stringify(errorBody(fault, requestId, host));
+  const text = JSON.stringify(errorBody(fault, requestId, hostId));
   const status = tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
   socket.end(
     `HTTP/1.1 ${status}\r\nContent-Type: application/json;charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\n` +
@@ -304,7 +306,7 @@ export async function startApiServer(deps: ApiDependencies): Promise<ApiServer> 
       res.destroy();
     });
   });
-  server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => answerUnparsable(deps.host, error, socket));
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => answerUnparsable(deps.hostId, error, socket));
   const sockets = trackSockets(server);
   const port = await listen(server, deps.port, deps.host);
   return {

@@ -14,11 +14,13 @@ import type { Aedes, Client } from 'aedes';
 import { redact } from '../credential.js';
 import { type KnownApiErrorCode, ValidationError } from '../errors.js';
 import { EMULATED_ACTIONS, type EmulatedAction } from './actions.js';
-import { MAX_RESTART_DOWN_MS, startApiServer, type ApiServer } from './api-server.js';
+import { hostIdOf } from './api-errors.js';
+import { MAX_RESTART_DOWN_MS, startApiServer, type ApiDependencies, type ApiServer } from './api-server.js';
 import { startBroker, type BrokerDependencies, type BrokerHandle } from './broker.js';
 import { DataDir, StateWriter, type EmulatorState } from './data-dir.js';
 import { FaultInjector } from './faults.js';
 import { Gateway } from './gateway.js';
+import { groupDirectory, type GroupDirectory } from './groups.js';
 import { resolveOptions, type EmulatorOptions, type ResolvedEmulatorOptions, type ValueSource } from './options.js';
 import { CredentialRegistry } from './registry.js';
 import { OnlineClients } from './online-clients.js';
@@ -130,7 +132,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     throw error;
   }
   const faults = new FaultInjector(config);
-  const mqtt = new MqttService(config, { registry, tokens, stats }, await startBroker(config, { registry, tokens, stats }).catch(async (error: unknown) => {
+  const groups = groupDirectory(config.groups);
+  const mqtt = new MqttService(config, { registry, tokens, stats, groups }, await startBroker(config, { registry, tokens, stats, groups }).catch(async (error: unknown) => {
     await persistence?.close();
     throw error;
   }));
@@ -149,6 +152,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     stats,
     snapshot,
     instanceId: config.instanceId,
+    ...apiRules(config, groups),
     host: config.host,
     port: config.apiPort,
     errorStatuses: config.errorStatuses,
@@ -161,6 +165,11 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
   });
 
   return new RunningEmulator(config, mqtt, apiServer, snapshot, faults, persistence);
+}
+
+/** What the OpenAPI answers from the options besides its state: the groups and parent topics that exist, and its own names. */
+function apiRules(config: ResolvedEmulatorOptions, groups: GroupDirectory): Pick<ApiDependencies, 'groups' | 'parentTopics' | 'p2pTopicLength' | 'unknownInstanceCode' | 'hostId'> {
+  return { groups, parentTopics: config.parentTopics, p2pTopicLength: config.p2pTopicLength, unknownInstanceCode: config.unknownInstanceCode, hostId: hostIdOf(config.regionId) };
 }
 
 /**

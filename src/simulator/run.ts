@@ -190,7 +190,7 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
   try {
     enter('starting');
     if (!given) {
-      const own = await startEmulatorProcess({ qpsLimit: settings.apiQps, parentTopics: parentTopicsOf(settings.topic) });
+      const own = await startEmulatorProcess({ qpsLimit: settings.apiQps, parentTopics: parentTopicsOf(settings.topic), groups: [settings.groupId] });
       emulator = own;
       void own.lost.then((how) => {
         const of = settings.shard.count > 1 ? ` of shard ${settings.shard.index}/${settings.shard.count}` : '';

@@ -46,9 +46,9 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
   'apsaramq-device/emulator': {
     file: 'src/emulator/index.ts',
     names: [
-      'ActionStats', 'BROKER_DEFAULTS', 'BrokerOptions', 'DEFAULT_PARENT_TOPICS', 'EMULATED_ACTIONS', 'EMULATOR_DEFAULTS',
+      'ActionStats', 'BROKER_DEFAULTS', 'BrokerOptions', 'DEFAULT_GROUPS', 'DEFAULT_PARENT_TOPICS', 'EMULATED_ACTIONS', 'EMULATOR_DEFAULTS',
       'EMULATOR_ENV', 'EmulatedAction', 'Emulator', 'EmulatorOptions', 'EmulatorStateError', 'EmulatorStateErrorCode',
-      'EmulatorStats', 'ErrorStatusMode', 'MAX_FAIL_NEXT_COUNT', 'RULES', 'ReRegisterPolicy', 'RuleName', 'TlsOptions',
+      'EmulatorStats', 'ErrorStatusMode', 'MAX_FAIL_NEXT_COUNT', 'OfflineTimers', 'RULES', 'ReRegisterPolicy', 'RuleName', 'TlsOptions',
       'UnsupportedFeaturePolicy', 'ValueSource', 'startEmulator',
     ],
   },
