@@ -81,8 +81,8 @@ export interface RateLimitOptions {
 }
 
 /**
- * Paces OpenAPI requests: every request first takes a concurrency slot, then a token of a {@link TokenBucket} at
- * `qps`. The slot is taken first so that a request waiting for a slot does not hold a token and then fire in a
+ * Paces OpenAPI requests: every request first takes a concurrency slot, then a token of a {@link TokenBucket} paced
+ * so that no one-second window holds more than `qps` requests ({@link windowSafePace}). The slot is taken first so that a request waiting for a slot does not hold a token and then fire in a
  * burst. Its limits are fixed when it is made.
  *
  * Share one limiter by passing it (option `limiter` of OpenApiClient, Provisioner, provisionFleet and
@@ -109,7 +109,7 @@ export class RateLimiter {
   constructor(options: RateLimitOptions = {}, now?: () => number) {
     this.qps = check.positive('qps', options.qps ?? DEFAULT_API_QPS, 'requests per second', true);
     this.concurrency = options.concurrency ?? DEFAULT_API_CONCURRENCY;
-    this.#bucket = new TokenBucket({ rate: this.qps, ...(now === undefined ? {} : { now }) });
+    this.#bucket = new TokenBucket({ ...windowSafePace(this.qps), ...(now === undefined ? {} : { now }) });
     this.#slots = new Semaphore(this.concurrency);
   }
 
@@ -143,6 +143,19 @@ export class RateLimiter {
   toJSON(): Record<string, unknown> {
     return { qps: this.qps, concurrency: this.concurrency };
   }
+}
+
+/**
+ * The bucket that keeps every one-second window at or under `qps`: the service (and the emulator, by default) counts
+ * calls in any one-second window, wherever it starts, so a bucket refilling at `qps` with a burst on top would let
+ * `qps + burst` through one window and be throttled. The burst (1/20 s of calls, at least 1) is taken out of the
+ * rate; the long-run pace is then about 95% of `qps`, and that margin is also the margin for requests that network jitter
+ * bunches up on the way. Below 2 calls per second the rate is halved instead (a burst of 1 is the least there is).
+ */
+export function windowSafePace(qps: number): { rate: number; burst: number } {
+  if (qps === Number.POSITIVE_INFINITY) return { rate: qps, burst: 1 };
+  const burst = Math.max(1, Math.ceil(qps / 20));
+  return { rate: Math.max(qps - burst, qps / 2), burst };
 }
 
 /** The default limiter of each account AccessKeyId in this process. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { OpenApiClient, Provisioner, provisionFleet, RateLimiter } from '../../src/provisioner/index.js';
-import { accountDefaultLimiter, Semaphore } from '../../src/provisioner/rate-limit.js';
+import { accountDefaultLimiter, Semaphore, windowSafePace } from '../../src/provisioner/rate-limit.js';
 import { TokenBucket } from '../../src/util/token-bucket.js';
 import { sendJson, startHttpServer } from '../helpers/http.js';
 
@@ -141,6 +141,25 @@ describe('RateLimiter', () => {
     }
     await all;
     expect(limiter.active).toBe(0);
+  });
+
+  it.each([500, 200, 37, 2, 1])('never puts more than qps (%d) requests in any one-second window: the service counts a sliding window', (qps) => {
+    // A caller that asks as fast as it may: each request goes at the time the bucket names. Then slide a one-second
+    // window over the send times, starting at every send.
+    const pace = windowSafePace(qps);
+    let now = 0;
+    const bucket = new TokenBucket({ ...pace, now: () => now });
+    const sends: number[] = [];
+    for (let i = 0; i < qps * 5 + 10; i++) sends.push(now + bucket.reserve());
+    let most = 0;
+    for (let i = 0, j = 0; i < sends.length; i++) {
+      while (j < sends.length && (sends[j] as number) < (sends[i] as number) + 1000) j++;
+      most = Math.max(most, j - i);
+    }
+    expect(most).toBeLessThanOrEqual(qps);
+    // And not far below it: the long-run pace keeps at least half the limit (about 95% from 20/s up).
+    expect(pace.rate).toBeGreaterThanOrEqual(qps >= 20 ? qps * 0.9 : qps / 2);
+    now = 0;
   });
 
   it('keeps the limits it was made with; the defaults are the documented 500/s and 64 in flight', () => {
