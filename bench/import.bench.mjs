@@ -2,19 +2,23 @@
 // (`apsaramq-device`, dist/index.js) against importing mqtt.js alone (the floor: a device needs an MQTT client) and
 // against importing the package root as it was before the split by role (it loaded aedes, ws's server, pop-core).
 // Each import runs in a fresh Node process; rounds interleave the three, and medians are compared.
-// Target: device entry <= 1.10x mqtt.js alone, in time and in RSS. BENCH_ROUNDS overrides the number of rounds.
+// Target: device entry <= 1.10x mqtt.js alone, in time and in RSS. Also against the device entry before store and
+// forward (issue 17, `BEFORE_STORE_FORWARD`): a device that does not use a durable outbox must pay nothing more
+// (<= 1.05x). BENCH_ROUNDS overrides the number of rounds.
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { BEFORE_SPLIT, baselineCheckout } from './lib/baseline.mjs';
+import { BEFORE_SPLIT, BEFORE_STORE_FORWARD, baselineCheckout } from './lib/baseline.mjs';
 import { ROOT, median, verdict } from './lib/child.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 21);
 const before = baselineCheckout(BEFORE_SPLIT);
+const beforeStoreForward = baselineCheckout(BEFORE_STORE_FORWARD);
 
 const subjects = {
   'mqtt.js alone': `import('mqtt')`,
   'device entry (now)': `import(${JSON.stringify(join(ROOT, 'dist', 'index.js'))})`,
   [`package root before the split (${BEFORE_SPLIT})`]: `import(${JSON.stringify(join(before, 'dist', 'index.js'))})`,
+  [`device entry before store and forward (${BEFORE_STORE_FORWARD})`]: `import(${JSON.stringify(join(beforeStoreForward, 'dist', 'index.js'))})`,
 };
 
 // One measurement: a fresh process imports the subject; it reports the import's duration and the RSS it added.
@@ -45,7 +49,9 @@ for (const [name, s] of Object.entries(samples)) {
   medians[name] = { ms: median(s.ms), rssMiB: median(s.rssMiB) };
   console.log(`| ${name} | ${medians[name].ms.toFixed(1)} | ${medians[name].rssMiB.toFixed(1)} |`);
 }
-const [floor, now, old] = Object.keys(subjects).map((k) => medians[k]);
+const [floor, now, old, previous] = Object.keys(subjects).map((k) => medians[k]);
 console.log(`device entry vs package root before the split: time ${(now.ms / old.ms).toFixed(2)}x, RSS ${(now.rssMiB / old.rssMiB).toFixed(2)}x`);
 verdict('device entry time / mqtt.js alone', now.ms / floor.ms, 1.1, false);
 verdict('device entry RSS / mqtt.js alone', now.rssMiB / floor.rssMiB, 1.1, false);
+verdict(`device entry time / device entry before store and forward (${BEFORE_STORE_FORWARD})`, now.ms / previous.ms, 1.05, false);
+verdict(`device entry RSS / device entry before store and forward (${BEFORE_STORE_FORWARD})`, now.rssMiB / previous.rssMiB, 1.05, false);

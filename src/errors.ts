@@ -51,6 +51,8 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   MissingAccessKey: { retryable: false, remedy: 'Set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET, or pass accessKeyId and accessKeySecret.' },
   MissingDependency: { retryable: false, remedy: 'Install the optional package named in the message next to apsaramq-device (npm install <package>).' },
   InvalidCredential: { retryable: false, remedy: 'The credential must hold ClientId, InstanceId, DeviceAccessKeyId and DeviceAccessKeySecret (as RegisterDeviceCredential returns them).' },
+  InvalidLine: { retryable: false, remedy: 'Give one JSON object per line: {"id": "…", "clientId": "…", "topic": "…", "payload": "…", "qos": 1}, with "payloadEncoding": "base64" for a binary payload.' },
+  UnknownDevice: { retryable: false, remedy: 'Hand over messages only for the devices the gateway holds; add the device to them first.' },
   InvalidToken: { retryable: false, remedy: 'Tokens are an array of { type: \'R\' | \'W\' | \'RW\', token, expireTime? } (an IssuedToken from applyToken fits), at most one per type, no "|" in a token; a token source must resolve to such an array.' },
   InvalidResponse: network('unknown-outcome', 'The endpoint did not answer like the ApsaraMQ OpenAPI; check the endpoint (a proxy or load balancer may be in the way) and retry.'),
   ConnectionRefused: network('not-sent', 'Nothing listens at that address; check the endpoint or broker URL and that the service is up.'),
@@ -102,6 +104,7 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   OutboxCorrupt: { retryable: false, remedy: 'The outbox directory cannot be opened as a store: move it aside (it holds message payloads) and start with an empty one; repairOutboxStore(dir) salvages what can still be read.' },
   OutboxIOError: { retryable: false, remedy: 'The outbox directory could not be read or written: check the path, its permissions and the disk.' },
   OutboxClosed: { retryable: false, remedy: 'The outbox store was closed: open it again with openOutboxStore.' },
+  OutboxDropped: { retryable: false, remedy: 'The message was removed from the durable outbox without being delivered: its time to live passed (ttlMs), whenFull \'drop-oldest\' made room for newer ones, or its record was damaged on disk. Raise ttlMs, maxBytes or maxMessages of the outbox if such messages must wait longer; the drop event names the reason.' },
   OutboxRecovered: { retryable: false, remedy: 'A warning, not a failure: the outbox was not closed cleanly (a crash, kill -9 or power cut) or part of it was unreadable; every complete record before the damage was kept, nothing after it was invented, and messages that may have been in flight are sent again (counted as possible duplicates).' },
   DependencyMismatch: { retryable: false, remedy: 'Install the exact version of the package the message names next to apsaramq-device (npm install <package>@<version>).' },
 } satisfies Record<string, LocalSpec>);
@@ -167,6 +170,8 @@ export type ValidationErrorCode =
   | 'UnsupportedByService'
   | 'IncompleteAccessKey'
   | 'InvalidReport'
+  | 'InvalidLine'
+  | 'UnknownDevice'
   | 'InvalidScenario';
 
 /**
@@ -407,12 +412,13 @@ export function toApsaraMqDeviceError(error: unknown): ApsaraMqDeviceError {
 }
 
 /** Codes of {@link OutboxError}. */
-export type OutboxErrorCode = 'OutboxFull' | 'OutboxDiskFull' | 'OutboxLocked' | 'OutboxCorrupt' | 'OutboxIOError' | 'OutboxClosed' | 'OutboxRecovered';
+export type OutboxErrorCode = 'OutboxFull' | 'OutboxDiskFull' | 'OutboxLocked' | 'OutboxCorrupt' | 'OutboxIOError' | 'OutboxClosed' | 'OutboxDropped' | 'OutboxRecovered';
 
 /**
  * The durable outbox (`apsaramq-device/outbox`) refused or could not do something: full (`OutboxFull`), out of disk
  * (`OutboxDiskFull`), held by another process (`OutboxLocked`), unreadable (`OutboxCorrupt`, `OutboxIOError`) or
- * closed (`OutboxClosed`). `OutboxRecovered` is a warning, emitted (never thrown) when a store is reopened after a
+ * closed (`OutboxClosed`); a connection's message was removed from it undelivered (`OutboxDropped`: expired, dropped at
+ * the bound or damaged). `OutboxRecovered` is a warning, emitted (never thrown) when a store is reopened after a
  * crash or with damaged records. Never carries a message's payload or topic.
  */
 export class OutboxError extends ApsaraMqDeviceError {

@@ -9,6 +9,9 @@ import { ROOT } from './child.mjs';
 /** The last commit before the package was split by role (issue 8): the root entry exported every role. */
 export const BEFORE_SPLIT = 'f0ffb7e';
 
+/** main before the connector took a durable outbox (issue 17): the device entry a device without one must still get. */
+export const BEFORE_STORE_FORWARD = '9ea4813';
+
 /**
  * A built checkout of `commit` (a detached git worktree in the temp directory, using this repository's
  * node_modules). Returns its directory.

@@ -26,15 +26,19 @@ function freePort() {
 
 /**
  * Start Mosquitto in `dir` with a password file of these credentials (DeviceCredential objects, e.g. loaded from a
- * FileCredentialStore). Returns its URL and stop(). With `anonymous`, no password file: any client may connect.
+ * FileCredentialStore) and of `logins` ({ username, password }, e.g. a subscriber's). Returns its URL, port, stop()
+ * and start() (again, on the same port: a broker restart). With `anonymous`, no password file: any client may
+ * connect. With `persistence`, sessions and queued QoS 1 messages are saved in `dir` when it stops and restored when
+ * it starts again (and queues are unbounded: a subscriber away during a restart misses nothing).
  */
-export async function startMosquitto(dir, credentials, { anonymous = false } = {}) {
+export async function startMosquitto(dir, credentials, { anonymous = false, persistence = false, logins = [] } = {}) {
   const passwd = join(dir, 'passwd');
   if (!anonymous) {
     const lines = credentials.map((credential) => {
       const { username, password } = signDeviceCredential(credential);
       return `${username}:${password}`;
     });
+    for (const login of logins) lines.push(`${login.username}:${login.password}`);
     await writeFile(passwd, `${lines.join('\n')}\n`, { mode: 0o600 });
     // Hash every plain-text password in place.
     await run('mosquitto_passwd', ['-U', passwd]);
@@ -42,31 +46,52 @@ export async function startMosquitto(dir, credentials, { anonymous = false } = {
   const port = await freePort();
   const conf = join(dir, 'mosquitto.conf');
   const auth = anonymous ? ['allow_anonymous true'] : ['allow_anonymous false', `password_file ${passwd}`];
-  await writeFile(conf, [`user ${userInfo().username}`, `listener ${port} 127.0.0.1`, ...auth, 'persistence false', 'max_connections -1', 'log_dest stderr', ''].join('\n'));
-  const broker = spawn('mosquitto', ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const exited = new Promise((resolve) => broker.once('exit', resolve));
-  let log = '';
-  await new Promise((resolve, reject) => {
-    const lines = createInterface({ input: broker.stderr });
-    let running = false;
-    lines.on('line', (line) => {
-      // Keep reading (a full stderr pipe would stall the broker), keep only what comes before it runs.
-      if (running) return;
-      log += `${line}\n`;
-      if (/ running$/.test(line)) {
-        running = true;
-        resolve();
-      }
+  const keep = persistence ? ['persistence true', `persistence_location ${dir}/`, 'max_queued_messages 0', 'max_inflight_messages 0'] : ['persistence false'];
+  await writeFile(conf, [`user ${userInfo().username}`, `listener ${port} 127.0.0.1`, ...auth, ...keep, 'max_connections -1', 'log_dest stderr', ''].join('\n'));
+  let broker;
+  let exited;
+  const start = async () => {
+    broker = spawn('mosquitto', ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = broker;
+    exited = new Promise((resolve) => child.once('exit', resolve));
+    let log = '';
+    await new Promise((resolve, reject) => {
+      const lines = createInterface({ input: child.stderr });
+      let running = false;
+      lines.on('line', (line) => {
+        // Keep reading (a full stderr pipe would stall the broker), keep only what comes before it runs.
+        if (running) return;
+        log += `${line}\n`;
+        if (/ running$/.test(line)) {
+          running = true;
+          resolve();
+        }
+      });
+      child.once('error', reject);
+      child.once('exit', (code) => reject(new Error(`mosquitto exited with ${code} before it was running:\n${log}`)));
     });
-    broker.once('error', reject);
-    broker.once('exit', (code) => reject(new Error(`mosquitto exited with ${code} before it was running:\n${log}`)));
-  });
+  };
+  await start();
   return {
     url: `mqtt://127.0.0.1:${port}`,
-    pid: broker.pid,
+    port,
+    get pid() {
+      return broker.pid;
+    },
+    start,
     stop: async () => {
-      if (broker.exitCode === null) broker.kill('SIGTERM');
+      // Mosquitto 2.0 sets its run flag after logging "running": a SIGTERM that lands in between is lost. Say it again
+      // until it exits (a clean stop: it saves its sessions when persistent).
+      const child = broker;
+      let timer;
+      const again = () => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        child.kill('SIGTERM');
+        timer = setTimeout(again, 500);
+      };
+      again();
       await exited;
+      clearTimeout(timer);
     },
   };
 }

@@ -19,6 +19,8 @@ export interface CliIo {
   interrupted(): Promise<NodeJS.Signals | void>;
   /** All of standard input, for flags that read from it (`--token -`). */
   stdin?: () => Promise<string>;
+  /** Standard input as a stream, for a command that reads it as it comes (`gateway`: one message per line). */
+  stdinStream?: () => NodeJS.ReadableStream;
   /** The exit code a command chose without failing (e.g. `status` when a device is offline); 0 when unset. */
   exitCode?: number;
   /**
@@ -57,6 +59,7 @@ export function processIo(): CliIo {
       for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
       return Buffer.concat(chunks).toString('utf8');
     },
+    stdinStream: () => process.stdin,
     interrupted: () => firstSignal(),
   };
 }

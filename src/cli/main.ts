@@ -3,6 +3,7 @@ import { ApiError, type ApsaraMqDeviceError, ValidationError, toApsaraMqDeviceEr
 import { addConnectCommand } from './commands/connect.js';
 import { addCredentialCommands } from './commands/credential.js';
 import { addEmulatorCommand } from './commands/emulator.js';
+import { addGatewayCommand } from './commands/gateway.js';
 import { addProvisionCommand } from './commands/provision.js';
 import { addReportCommand } from './commands/report.js';
 import { addSignCommand } from './commands/sign.js';
@@ -39,6 +40,7 @@ never work (also with the error code first when there is one, e.g. InvalidClient
   addCredentialCommands(program, io);
   addSignCommand(program, io);
   addConnectCommand(program, io);
+  addGatewayCommand(program, io);
   addSimulateCommand(program, io);
   addProvisionCommand(program, io);
   addTokenCommands(program, io);

@@ -26,6 +26,8 @@ export const CLI_REMEDIES: Readonly<Partial<Record<ErrorCode, string>>> = Object
   EmulatorStateBusy: 'Another emulator process uses this data directory: stop it, or start this one with another --data-dir or --ephemeral.',
   ProtocolError: "The peer does not speak MQTT; check --broker-url (is it the OpenAPI's HTTP port?).",
   UnknownError: 'Unexpected error; run with --verbose and report it.',
+  InvalidLine: 'Write one JSON object per line on stdin: {"id": "…", "clientId": "…", "topic": "…", "payload": "…", "qos": 1}, with "payloadEncoding": "base64" for a binary payload (apsaramq-device gateway --help).',
+  UnknownDevice: 'Send messages only for the ClientIds in --devices; add the device to the file and start the gateway again.',
   InvalidScenario: 'Fix the field of the --scenario file the message names: an object with "faults", each with "at" (seconds from the start of connecting) and a "kind" (simulate --help and the README\'s game day section list them).',
   ThresholdExceeded: 'A --fail-on threshold was crossed: the message names each one with the value measured; --report and --html hold the details.',
 });

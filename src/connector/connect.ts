@@ -18,7 +18,20 @@ export { TOKEN_DEFAULTS, type TokenOptions } from './token-rules.js';
 export type { TokenRequest, TokenSource } from '../credential.js';
 export type { TakeoverOptions } from './takeover.js';
 export type { ConnectionState } from './state.js';
-export type { ConnectionMode, DeviceConnectionEvents, PublishOptions, PublishProperties, SubscribeOptions } from './connection-types.js';
+export type {
+  ConnectionMode,
+  DeviceConnectionEvents,
+  OutboxDropReason,
+  OutboxReport,
+  PublishAccepted,
+  PublishOptions,
+  PublishProperties,
+  Publishing,
+  SubscribeOptions,
+} from './connection-types.js';
+export type { ConnectionOutboxStats } from './delivery.js';
+export type { DurableOutboxStats, EnqueueOptions } from './durable.js';
+export { enqueueDurable } from './enqueue.js';
 export { DeviceConnection } from './connection.js';
 
 /**
@@ -86,7 +99,9 @@ export async function connectDevice(options: ConnectDeviceOptions | TokenConnect
     login = new CredentialLogin(await askSource(source, { reason: 'connect', ...signal }), source);
   }
   const url = resolved.explicitUrl ?? brokerUrlFor(login.instanceId, resolved.transport);
-  const connection = new DeviceConnection<ConnectionMode>(login, resolved, url);
+  // The durable outbox's code only for a connection that has one: a device without it loads nothing more.
+  const durable = resolved.durable ? await import('./durable.js') : undefined;
+  const connection = new DeviceConnection<ConnectionMode>(login, resolved, url, durable);
   if (connectionChannel.hasSubscribers) connectionChannel.publish({ connection, brokerUrl: url });
   await connection[START]();
   return connection;

@@ -6,6 +6,8 @@ import type { IClientPublishOptions, IPublishPacket } from 'mqtt';
 import type { DeviceCredential } from '../credential.js';
 import type { ApsaraMqDeviceError } from '../errors.js';
 import type { TokenGrant } from '../signer/mqtt.js';
+// Types only: the device entry never loads the outbox's engine (the application passes the store in).
+import type { OutboxDropReason } from '../outbox/store.js';
 import type { ConnectionState } from './state.js';
 // For the {@link} links of the TSDoc only.
 import type { DeviceConnection } from './connection.js';
@@ -18,13 +20,48 @@ export type PublishProperties = Pick<
 
 /** Options of {@link DeviceConnection.publish}. */
 export interface PublishOptions {
-  /** @default 0 */
+  /** @default 0 ({@link DeviceConnection.enqueue}: 1) */
   qos?: 0 | 1 | 2;
   /** Not supported by ApsaraMQ (needs `brokerIsApsaraMq: false`). @default false */
   retain?: boolean;
   /** MQTT 5 only. */
   properties?: PublishProperties;
+  /**
+   * The application's own id of the message (a non-empty string of at most 255 bytes of UTF-8; not sent to the
+   * broker). With a durable outbox it is kept on disk with the message and given back in the `accepted`,
+   * `delivered` and `dropped` events, so that an application that restarted can match the deliveries of messages it
+   * handed over before; without one, it is given back in `accepted` only.
+   */
+  id?: string;
 }
+
+/** A message the connection took: durable (on disk) with a durable outbox and QoS 1 or 2, else held in memory. */
+export interface PublishAccepted {
+  readonly clientId: string;
+  /** Its seq in the durable outbox (store-wide, increasing with acceptance); `undefined` when not durable. */
+  readonly seq: number | undefined;
+  /** The application's id, when it gave one. */
+  readonly id?: string;
+  /** On disk (fsync'd): it survives a crash, a kill -9 or a power cut, and is sent by the next connection. */
+  readonly durable: boolean;
+}
+
+/**
+ * What {@link DeviceConnection.publish} returns: a promise of the delivery (PUBACK for QoS 1 and 2, written to the
+ * socket for QoS 0) that also carries `accepted`, a promise of the moment the connection took the message (with a
+ * durable outbox and QoS 1 or 2: once it is on disk).
+ */
+export type Publishing = Promise<void> & { readonly accepted: Promise<PublishAccepted> };
+
+/** Which message of the durable outbox an event is about. */
+export interface OutboxReport {
+  readonly clientId: string;
+  /** Its seq in the durable outbox. */
+  readonly seq: number;
+  /** The application's id, when it gave one. */
+  readonly id?: string;
+}
+
 
 /** Options of {@link DeviceConnection.subscribe}. */
 export interface SubscribeOptions {
@@ -80,7 +117,19 @@ export interface DeviceConnectionEvents {
   message: [topic: string, payload: Buffer, packet: IPublishPacket];
   /** The connection is finished for good: by `end()` (no error) or because it gave up (with the error). */
   closed: [info: { error?: ApsaraMqDeviceError }];
+  /** Durable outbox: a message is on disk (fsync'd), and will be sent until delivered, dropped or refused. */
+  accepted: [report: OutboxReport];
+  /**
+   * Durable outbox: the broker acknowledged a message (also one accepted before a restart of the process).
+   * `possibleDuplicate`: it had been sent before (in flight when a session or the process ended), so the broker may
+   * have it twice.
+   */
+  delivered: [report: OutboxReport & { readonly possibleDuplicate: boolean }];
+  /** Durable outbox: a message was removed undelivered; `error` is the broker's refusal (reason `rejected`). */
+  dropped: [report: OutboxReport & { readonly reason: OutboxDropReason; readonly error?: ApsaraMqDeviceError }];
 }
 
 /** How a connection logs in: with a device credential, or with tokens (`connectDevice`'s `token` option). */
 export type ConnectionMode = 'DeviceCredential' | 'Token';
+
+export type { OutboxDropReason };

@@ -14,15 +14,18 @@ import type { TokenGrant } from '../signer/mqtt.js';
 import { type Logger, silentLogger } from '../util/logger.js';
 import { ATTEMPT_EVENT, ATTEMPT_MESSAGE, Attempt, type AttemptEvent, type AttemptListener, InboundStore, clientOptions, errorCode } from './attempt.js';
 import { FailureRecord, describeCode, sessionProtocolError } from './connection-errors.js';
-import type { ConnectionMode, DeviceConnectionEvents, PublishOptions, SubscribeOptions } from './connection-types.js';
+import type { ConnectionMode, DeviceConnectionEvents, PublishAccepted, PublishOptions, Publishing, SubscribeOptions } from './connection-types.js';
 import type { Login } from './login.js';
 import type { ResolvedConnectOptions } from './options.js';
-import { Delivery } from './delivery.js';
+import { Delivery, type ConnectionOutboxStats } from './delivery.js';
+
+/** The durable outbox's module (durable.ts), loaded on demand. */
+export type DurableModule = typeof import('./durable.js');
 import { type Effect, type Input, type Model, type Problem, type ConnectionState, initialModel, step } from './state.js';
 import { isOperationCode } from './token-rules.js';
 import { FirstSession } from './first-session.js';
 import { TokenRenewal } from './token-renewal.js';
-import { checkPublish, checkSubscriptionOptions, checkTopicFilters, checkV5Properties } from './validate.js';
+import { checkMessageId, checkPublish, checkSubscriptionOptions, checkTopicFilters, checkV5Properties } from './validate.js';
 
 /** The key of the method that opens the first session: not part of the public entry, so only connectDevice calls it. */
 export const START = Symbol('start');
@@ -64,15 +67,35 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
   readonly #first = new FirstSession();
   #onCallerAbort: (() => void) | undefined;
 
-  /** Use {@link connectDevice}. */
-  constructor(login: Login, options: ResolvedConnectOptions, url: string) {
+  /**
+   * Use {@link connectDevice}. `durable`: the durable outbox's module, which connectDevice loads for a connection with
+   * option `outbox` (a device without one never loads it).
+   */
+  constructor(login: Login, options: ResolvedConnectOptions, url: string, durable?: DurableModule) {
     super();
     this.#login = login;
     this.#options = options;
     this.#url = url;
     this.#logger = options.logger ?? silentLogger;
     this.clientId = login.clientId;
-    this.#delivery = new Delivery(options.maxDeliveryAttempts, options.outbox);
+    this.#delivery = new Delivery(
+      options.maxDeliveryAttempts,
+      options.queueLimits,
+      options.durable && durable && {
+        Feed: durable.DurableFeed,
+        store: options.durable,
+        clientId: this.clientId,
+        host: {
+          wake: () => this.#progress(),
+          events: this,
+          emitError: (error) => this.#emitError(error),
+          check: (topic, message, qos) => {
+            this.#assertOpen(`publish to ${topic}`);
+            return checkPublish(topic, message, { qos }, this.#options);
+          },
+        },
+      },
+    );
     const { protocolVersion, connectTimeoutMs, signal } = options;
     this.#failures = new FailureRecord({ clientId: this.clientId, url, protocolVersion, connectTimeoutMs, login, signal });
     this.#tokens =
@@ -128,11 +151,12 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
   }
 
   /**
-   * The outbox: the messages (and SUBSCRIBE/UNSUBSCRIBE) held, queued while offline or awaiting their
+   * The outbox: the messages (and SUBSCRIBE/UNSUBSCRIBE) held in memory, queued while offline or awaiting their
    * acknowledgement, their payload and topic bytes, and how many operations were refused with `OutboxFull` so far
-   * (the bound: `maxQueuedMessages`, `maxQueuedBytes`).
+   * (the bound: `maxQueuedMessages`, `maxQueuedBytes`). With a durable outbox (option `outbox`), `durable` counts
+   * this device's messages on disk, accepted, delivered, possible duplicates, dropped (by reason) and refused.
    */
-  get outbox(): { readonly messages: number; readonly bytes: number; readonly refused: number } {
+  get outbox(): ConnectionOutboxStats {
     return this.#delivery.stats;
   }
 
@@ -163,13 +187,46 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
    * of `maxDeliveryAttempts` times it was sent; with `ConnectionClosed` when the connection closes first; at once,
    * with nothing queued, with `OutboxFull` when the connection already holds `maxQueuedMessages` messages or
    * `maxQueuedBytes` bytes.
+   *
+   * The promise also carries `accepted`, which resolves when the connection took the message. With a durable outbox
+   * (option `outbox`) and QoS 1 or 2 that is once the message is on disk (fsync'd): from then on it survives a crash
+   * and is sent until delivered, in order; `accepted` (and the promise) reject with `OutboxFull` or `OutboxDiskFull`
+   * when the store refuses it. After acceptance the promise rejects with `OutboxDropped` when the store's bounds drop
+   * it, and with `ConnectionClosed` when the connection closes first (the message stays on disk: the error says
+   * so); such a rejection is also reported by the `dropped` event and never counts as unhandled.
    */
-  async publish(topic: string, message: string | Buffer | Uint8Array, options: PublishOptions = {}): Promise<void> {
-    const checked = checkPublish(topic, message, options as Parameters<typeof checkPublish>[2], this.#options);
+  publish(topic: string, message: string | Buffer | Uint8Array, options: PublishOptions = {}): Publishing {
+    let taken: { accepted: Promise<PublishAccepted>; delivered: Promise<void> };
+    try {
+      const checked = checkPublish(topic, message, options as Parameters<typeof checkPublish>[2], this.#options);
+      const id = checkMessageId(options.id);
+      this.#assertOpen(`publish to ${checked.topic}`);
+      taken = this.#delivery.publish(checked.topic, checked.payload, checked.options, id, this.clientId);
+      this.#pump();
+    } catch (error) {
+      taken = { accepted: Promise.reject(error), delivered: Promise.reject(error) };
+    }
+    // Whoever awaits only the delivery hears a refusal there: `accepted` alone never counts as unhandled.
+    taken.accepted.catch(() => undefined);
+    return Object.assign(taken.delivered, { accepted: taken.accepted });
+  }
+
+  /**
+   * Hand a QoS 1 or 2 message (QoS 1 by default) to the durable outbox and resolve once it is on disk (fsync'd),
+   * with its `seq`; then it is sent, in order, until the broker acknowledged it. Its fate is reported by the
+   * `delivered` and `dropped` events only, so nothing of it stays in memory while it waits on disk: what a gateway
+   * handing over many messages uses. Checked as {@link publish} is.
+   *
+   * @throws (rejects) ValidationError `InvalidOption` without a durable outbox or for QoS 0; OutboxError
+   *   `OutboxFull`, `OutboxDiskFull`, `OutboxIOError`, `OutboxClosed`; `ConnectionClosed` after `end()`.
+   */
+  async enqueue(topic: string, message: string | Buffer | Uint8Array, options: PublishOptions = {}): Promise<PublishAccepted & { seq: number }> {
+    const checked = checkPublish(topic, message, { ...(options as Parameters<typeof checkPublish>[2]), qos: options?.qos ?? 1 }, this.#options);
+    const id = checkMessageId(options.id);
     this.#assertOpen(`publish to ${checked.topic}`);
-    const done = this.#delivery.publish(checked.topic, checked.payload, checked.options);
+    const accepted = this.#delivery.enqueue(checked.topic, checked.payload, checked.options, id);
     this.#pump();
-    await done;
+    return (await accepted) as PublishAccepted & { seq: number };
   }
 
   /**
@@ -253,6 +310,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
         if (!this.#sessionPresent) this.#delivery.restoreSubscriptions((error) => this.#emitError(error));
         this.#first.online((topic, payload, packet) => this.emit('message', topic, payload, packet));
         this.emit('online', { sessionPresent: this.#sessionPresent });
+        this.#delivery.sessionUp();
         this.#pump();
         return;
       }
@@ -296,7 +354,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
       case 'flush':
         this.#flushTimer = setTimeout(() => this.#input({ type: 'flushed' }), this.#options.endTimeoutMs);
         this.#pump();
-        if (this.#delivery.size === 0) this.#input({ type: 'flushed' });
+        if (this.#delivery.idle) this.#input({ type: 'flushed' });
         return;
       case 'close':
         this.#close(effect.problem);
@@ -381,10 +439,13 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
     const state = this.#model.state;
     const attempt = this.#attempt;
     if ((state !== 'online' && state !== 'closing') || !attempt?.online) return;
-    this.#delivery.send(attempt.client, this.#session, () => {
-      this.#pump();
-      if (this.#model.state === 'closing' && this.#delivery.size === 0) this.#input({ type: 'flushed' });
-    });
+    this.#delivery.send(attempt.client, this.#session, () => this.#progress());
+  }
+
+  /** An answer settled an item, or the durable outbox has more: send what can go, or finish closing. */
+  #progress(): void {
+    this.#pump();
+    if (this.#model.state === 'closing' && this.#delivery.idle) this.#input({ type: 'flushed' });
   }
 
   // ---- closing
@@ -403,7 +464,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
     const attempt = this.#attempt;
     this.#attempt = undefined;
     const closing = attempt ? attempt.close(graceful) : Promise.resolve();
-    if (this.#delivery.size > 0) this.#delivery.failAll(new ConnectionClosedError(`The connection of ${this.clientId} closed before this was acknowledged`, error));
+    this.#delivery.failAll(new ConnectionClosedError(`The connection of ${this.clientId} closed before this was acknowledged`, error), error);
     if (this.#first.waiting) {
       this.#first.fail(error ?? new ConnectionClosedError(`The connection of ${this.clientId} was ended before it was online`));
     } else if (error && error.code !== 'Aborted') {

@@ -1,12 +1,16 @@
 /**
  * What a connection has to deliver: the outbox of the caller's PUBLISH, SUBSCRIBE and UNSUBSCRIBE items (outbox.ts
  * keeps their order and strikes), the subscriptions to restore on a session the broker did not keep, and the
- * sending of what the outbox lets go on a live session.
+ * sending of what the outbox lets go on a live session. With a durable outbox (durable.ts), QoS 1 and 2 messages
+ * come from the store, a window at a time, into the same outbox.
  */
 import type { IClientPublishOptions, ISubscriptionGrant, MqttClient } from 'mqtt';
 import { Outbox } from './outbox.js';
 import { type Item, type Settled, type Subscription, Subscriptions, publishItem, subscribeItem, topicBytes, unsubscribeItem } from './outbox-items.js';
-import type { ApsaraMqDeviceError, SubscribeError } from '../errors.js';
+import { type ApsaraMqDeviceError, type SubscribeError, ValidationError } from '../errors.js';
+import type { PublishAccepted } from './connection-types.js';
+// Types only: the durable outbox's module is loaded by connectDevice when a connection has one (durable.ts).
+import type { DurableFeed, DurableOutboxStats, DurableStore, FeedHost } from './durable.js';
 import { type InvalidNotice, outboxFullError, rejectedError } from './connection-errors.js';
 import type { OutboxLimits } from './options.js';
 import { refusesMessage } from '../mqtt/reason-codes.js';
@@ -19,10 +23,32 @@ const RESUBSCRIBE_SEQ = -1_000_000_000;
 /** MQTT 5 user properties of a SUBSCRIBE or UNSUBSCRIBE. */
 type UserProperties = { userProperties?: Record<string, string | string[]> } | undefined;
 
+/** What the durable outbox of a connection needs from it. */
+export interface DurableSetup {
+  /** The feed class, from durable.js, loaded only for a connection with a durable outbox. */
+  readonly Feed: typeof DurableFeed;
+  readonly store: DurableStore;
+  readonly clientId: string;
+  readonly host: Pick<FeedHost, 'wake' | 'events' | 'emitError' | 'check'>;
+}
+
+/** What the outbox holds in memory, what it refused, and the durable outbox's counters when there is one. */
+export interface ConnectionOutboxStats {
+  /** Messages (and SUBSCRIBE/UNSUBSCRIBE) in memory: queued while offline or awaiting their acknowledgement; with a durable outbox, its window too. */
+  readonly messages: number;
+  /** Their payload and topic bytes. */
+  readonly bytes: number;
+  /** Operations refused with `OutboxFull` at the bound in memory. */
+  readonly refused: number;
+  /** With a durable outbox (option `outbox`): its counters for this device. */
+  readonly durable?: DurableOutboxStats;
+}
+
 /** The deliveries of one connection. */
 export class Delivery {
   readonly #outbox: Outbox<Item>;
   readonly #limits: OutboxLimits;
+  readonly #feed: DurableFeed | undefined;
   /** Operations refused because the outbox was full. */
   #refused = 0;
   /** What to SUBSCRIBE to again on a session the broker did not keep. */
@@ -34,19 +60,30 @@ export class Delivery {
    * @param maxDeliveryAttempts - sessions an item may be sent on before it fails.
    * @param limits - the outbox's bound; the caller's operations past it are refused with `OutboxFull`.
    */
-  constructor(maxDeliveryAttempts: number, limits: OutboxLimits) {
-    this.#outbox = new Outbox(maxDeliveryAttempts);
+  constructor(maxDeliveryAttempts: number, limits: OutboxLimits, durable?: DurableSetup) {
+    const outbox = new Outbox<Item>(maxDeliveryAttempts);
+    this.#outbox = outbox;
     this.#limits = limits;
+    this.#feed = durable
+      ? new durable.Feed(durable.store, durable.clientId, limits, {
+          ...durable.host,
+          add: (item) => outbox.add(item),
+          remove: (item) => outbox.remove(item),
+          removeWhere: (test) => outbox.removeWhere(test),
+          nextSeq: () => this.#seq++,
+        })
+      : undefined;
   }
 
-  /** What the outbox holds (messages and bytes), and how many operations it refused as full. */
-  get stats(): { readonly messages: number; readonly bytes: number; readonly refused: number } {
-    return { messages: this.#outbox.size, bytes: this.#outbox.bytes, refused: this.#refused };
+  /** What the outbox holds (messages and bytes), how many operations it refused as full, and the durable counters. */
+  get stats(): ConnectionOutboxStats {
+    const stats = { messages: this.#outbox.size, bytes: this.#outbox.bytes, refused: this.#refused };
+    return this.#feed ? { ...stats, durable: this.#feed.stats } : stats;
   }
 
-  /** Items waiting or in flight. */
-  get size(): number {
-    return this.#outbox.size;
+  /** Nothing left to send: the outbox is empty, and so is the durable outbox (or there is none). */
+  get idle(): boolean {
+    return this.#outbox.size === 0 && (this.#feed?.idle ?? true);
   }
 
   /** Items in flight. */
@@ -55,12 +92,34 @@ export class Delivery {
   }
 
   /**
-   * Queue a PUBLISH; resolves when the broker acknowledged it (or it was written, QoS 0).
-   * @throws `OutboxFull` at once, nothing queued, when it would take the outbox past its bound.
+   * Queue a PUBLISH: `delivered` resolves when the broker acknowledged it (or it was written, QoS 0); `accepted` when
+   * the connection holds it (with a durable outbox and QoS 1 or 2: once it is on disk).
+   * @throws `OutboxFull` at once, nothing queued, when it would take the outbox in memory past its bound.
    */
-  async publish(topic: string, payload: Buffer, options: IClientPublishOptions): Promise<void> {
+  publish(topic: string, payload: Buffer, options: IClientPublishOptions, id: string | undefined, clientId: string): { accepted: Promise<PublishAccepted>; delivered: Promise<void> } {
+    if (this.#feed && (options.qos ?? 0) > 0) {
+      const { accepted, delivered } = this.#feed.publish(topic, payload, options, id, true);
+      return { accepted, delivered: delivered as Promise<void> };
+    }
     this.#assertRoom(`publish to ${topic}`, Buffer.byteLength(topic) + payload.length);
-    await this.#queue((settle) => publishItem(this.#seq++, topic, payload, options, settle));
+    const delivered = this.#queue((settle) => publishItem(this.#seq++, topic, payload, options, settle)) as Promise<void>;
+    return { accepted: Promise.resolve({ clientId, seq: undefined, ...(id === undefined ? {} : { id }), durable: false }), delivered };
+  }
+
+  /**
+   * Keep a QoS 1 or 2 message in the durable outbox; resolves once it is on disk. Its delivery is reported by the
+   * connection's events only, so nothing per message is held in memory while it waits on disk.
+   * @throws ValidationError `InvalidOption` without a durable outbox, or for QoS 0.
+   */
+  enqueue(topic: string, payload: Buffer, options: IClientPublishOptions, id: string | undefined): Promise<PublishAccepted> {
+    if (!this.#feed) throw new ValidationError('InvalidOption', 'enqueue needs a durable outbox (option outbox of connectDevice); use publish without one');
+    if ((options.qos ?? 0) === 0) throw new ValidationError('InvalidOption', 'enqueue keeps QoS 1 and 2 messages; a QoS 0 message is not stored (use publish)');
+    return this.#feed.publish(topic, payload, options, id, false).accepted;
+  }
+
+  /** A session is up. */
+  sessionUp(): void {
+    this.#feed?.sessionUp();
   }
 
   /** Queue a SUBSCRIBE; resolves with the grants. @throws `OutboxFull`, as {@link Delivery.publish} does. */
@@ -114,18 +173,26 @@ export class Delivery {
     const aboutMessage = notice ? isOperationCode(notice.code) : end.kind === 'disconnect' && refusesMessage(end.reasonCode);
     const { failed, struck } = this.#outbox.lost({ aboutMessage });
     for (const item of failed) item.settle({ ok: false, error: rejectedError(item, end, notice) });
+    this.#feed?.sessionDown();
     if (notice) return { kind: 'token', code: notice.code };
     return struck && end.kind === 'closed' ? { kind: 'message' } : end;
   }
 
-  /** The connection closes: fail every item, queued or in flight, in order. */
-  failAll(error: ApsaraMqDeviceError): void {
-    for (const item of this.#outbox.drain()) item.settle({ ok: false, error });
+  /**
+   * The connection closes: fail every item, queued or in flight, in order; the durable outbox's messages stay on disk
+   * (their callers hear `ConnectionClosed`, saying so).
+   */
+  failAll(error: ApsaraMqDeviceError, cause: ApsaraMqDeviceError | undefined): void {
+    const feed = this.#feed;
+    for (const item of this.#outbox.drain()) if (!feed?.owns(item)) item.settle({ ok: false, error });
+    feed?.close(cause);
   }
 
-  /** Refuse the caller's operation (counted) when one more item of `bytes` would pass the bound. */
+  /** Refuse the caller's operation (counted) when one more item of `bytes` would pass the bound (the durable window aside). */
   #assertRoom(what: string, bytes: number): void {
-    const { size, bytes: held } = this.#outbox;
+    const window = this.#feed?.window ?? 0;
+    const size = this.#outbox.size - window;
+    const held = this.#outbox.bytes - (this.#feed?.windowBytes ?? 0);
     if (size + 1 <= this.#limits.maxMessages && held + bytes <= this.#limits.maxBytes) return;
     this.#refused += 1;
     throw outboxFullError(what, { messages: size, bytes: held }, this.#limits);

@@ -14,6 +14,9 @@ import { MAX_REFETCHES } from './ladder.js';
 import { TAKEOVER_DEFAULTS, type TakeoverOptions } from './takeover.js';
 import { type ResolvedTokenOptions, type TokenOptions, resolveTokenOptions } from './token-rules.js';
 import { type MessageRules, checkUserProperties, defaultMaxPayloadBytes } from './validate.js';
+// Types only: the store object is passed in, so the device entry never loads the outbox's engine.
+import type { OutboxStore } from '../outbox/store.js';
+import type { DurableStore } from './durable.js';
 
 /** The bound of a connection's outbox. */
 export interface OutboxLimits {
@@ -114,6 +117,14 @@ export interface ConnectDeviceOptions {
   /** The most payload (and topic) bytes the connection holds, as `maxQueuedMessages` does. `Infinity` for no bound. @default 16777216 (16 MiB) */
   maxQueuedBytes?: number;
   /**
+   * A durable outbox (store and forward): an `OutboxStore` the application opened once per process with
+   * `openOutboxStore` from `apsaramq-device/outbox` (one store for any number of devices). QoS 1 and 2 messages are
+   * then kept on disk from the moment they are accepted until the broker acknowledged them, across reconnects and
+   * restarts, within the store's bounds; `maxQueuedMessages` and `maxQueuedBytes` bound the window of them held in
+   * memory (at most 1,000 messages). One open connection per device and store. See README, "Store and forward".
+   */
+  outbox?: OutboxStore;
+  /**
    * The largest packet the connection takes from the broker, bytes (fixed header included), 256 to 268435460. A
    * larger one closes the session, before its body is read, with a `ProtocolError`, and the connection reconnects.
    * With MQTT 5 it is also sent as the CONNECT's Maximum Packet Size, so a compliant broker never sends more.
@@ -175,8 +186,10 @@ export interface ResolvedConnectOptions {
   readonly maxDeliveryAttempts: number;
   readonly maxRefetches: number;
   readonly endTimeoutMs: number;
-  /** The outbox's bound. */
-  readonly outbox: OutboxLimits;
+  /** The bound of the outbox in memory (with a durable outbox: of its window). */
+  readonly queueLimits: OutboxLimits;
+  /** The durable outbox, when given. */
+  readonly durable: DurableStore | undefined;
   readonly maxIncomingPacketBytes: number;
   readonly rules: MessageRules;
   readonly tls: { readonly ca?: string | Buffer | string[] | Buffer[]; readonly rejectUnauthorized: boolean };
@@ -215,6 +228,18 @@ function objectOption(name: string, value: unknown): Record<string, unknown> | u
 const MAX_MQTT_PACKET_BYTES = 268_435_460;
 /** A bound: a positive integer, or Infinity for none. */
 const COUNT = { min: 1, integer: true, infinity: true } as const;
+
+const STORE_METHODS = ['append', 'ackAll', 'reject', 'markSending', 'clearSending', 'pending', 'flush', 'device', 'on', 'off'] as const;
+
+/** An `OutboxStore`, known by what it does (the connector does not load the outbox module to check its class). */
+function checkOutboxStore(store: unknown): DurableStore | undefined {
+  if (store === undefined) return undefined;
+  const candidate = store as Record<string, unknown> | null;
+  if (candidate === null || typeof candidate !== 'object' || typeof candidate['dir'] !== 'string' || STORE_METHODS.some((m) => typeof candidate[m] !== 'function')) {
+    throw invalid("Option outbox must be an OutboxStore: open one with openOutboxStore({ dir }) from 'apsaramq-device/outbox'");
+  }
+  return store as DurableStore;
+}
 
 /** The broker URL for an instance and transport, or the explicit one (ws/wss get path /mqtt when none is given). */
 export function brokerUrlFor(instanceId: string, transport: Transport = 'tcp', explicit?: string): string {
@@ -323,7 +348,8 @@ export function resolveConnectOptions(given: ConnectDeviceOptions | TokenConnect
     maxRefetches: MAX_REFETCHES,
     endTimeoutMs: msOption('endTimeoutMs', options.endTimeoutMs, CONNECT_DEFAULTS.endTimeoutMs),
     maxIncomingPacketBytes: numberOption('maxIncomingPacketBytes', options.maxIncomingPacketBytes, CONNECT_DEFAULTS.maxIncomingPacketBytes, { min: 256, max: MAX_MQTT_PACKET_BYTES, integer: true }),
-    outbox: Object.freeze({
+    durable: checkOutboxStore(options.outbox),
+    queueLimits: Object.freeze({
       maxMessages: numberOption('maxQueuedMessages', options.maxQueuedMessages, CONNECT_DEFAULTS.maxQueuedMessages, COUNT),
       maxBytes: numberOption('maxQueuedBytes', options.maxQueuedBytes, CONNECT_DEFAULTS.maxQueuedBytes, COUNT),
     }),

@@ -11,6 +11,9 @@ import type { OutboxItem } from './outbox.js';
 /** The answer to an item: acknowledged (with a value), refused (with the error), or no answer (the client closed). */
 export type SendResult = { readonly ok: true; readonly value?: unknown } | { readonly ok: false; readonly error: ApsaraMqDeviceError } | { readonly ok: 'ignore' };
 
+/** The answer of an acknowledged PUBLISH (one object for all). */
+const ACKNOWLEDGED: SendResult = Object.freeze({ ok: true });
+
 /** A settled answer: acknowledged or refused. */
 export type Settled = SendResult & { ok: true | false };
 
@@ -58,25 +61,52 @@ export class Subscriptions {
   }
 }
 
-/** A PUBLISH: acknowledged by PUBACK/PUBCOMP (QoS 1/2) or written (QoS 0); an MQTT 5 refusal is a `PublishRejected`. */
+/**
+ * A PUBLISH: acknowledged by PUBACK/PUBCOMP (QoS 1/2) or written (QoS 0); an MQTT 5 refusal is a `PublishRejected`.
+ * A class, not a closure per item: a connection may hold thousands, and the durable outbox's items extend it.
+ */
+export class PublishItem implements Item {
+  strikes = 0;
+  session: number | undefined = undefined;
+  readonly kind = 'publish' as const;
+  readonly bytes: number;
+  readonly seq: number;
+  readonly topic: string;
+  readonly payload: string | Buffer;
+  readonly options: IClientPublishOptions;
+  readonly #onSettle: ((result: Settled) => void) | undefined;
+
+  constructor(seq: number, topic: string, payload: string | Buffer, options: IClientPublishOptions, onSettle?: (result: Settled) => void) {
+    this.seq = seq;
+    this.topic = topic;
+    this.payload = payload;
+    this.options = options;
+    this.bytes = Buffer.byteLength(topic) + (typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length);
+    this.#onSettle = onSettle;
+  }
+
+  get topics(): readonly string[] {
+    return [this.topic];
+  }
+
+  send(client: MqttClient, done: (result: SendResult) => void): void {
+    const { topic } = this;
+    client.publish(topic, this.payload, this.options, (error) => {
+      if (!error) done(ACKNOWLEDGED);
+      else if (error instanceof ErrorWithReasonCode) {
+        done({ ok: false, error: new PublishError(`The broker refused the message to ${topic}: ${describeCode(error.code, 5)}`, topic, { reasonCode: error.code }) });
+      } else done({ ok: 'ignore' });
+    });
+  }
+
+  settle(result: Settled): void {
+    this.#onSettle?.(result);
+  }
+}
+
+/** A PUBLISH settled by `settle`. */
 export function publishItem(seq: number, topic: string, payload: string | Buffer, options: IClientPublishOptions, settle: (result: Settled) => void): Item {
-  return {
-    seq,
-    strikes: 0,
-    session: undefined,
-    kind: 'publish',
-    topics: [topic],
-    bytes: Buffer.byteLength(topic) + (typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length),
-    send: (client, done) => {
-      client.publish(topic, payload, options, (error) => {
-        if (!error) done({ ok: true });
-        else if (error instanceof ErrorWithReasonCode) {
-          done({ ok: false, error: new PublishError(`The broker refused the message to ${topic}: ${describeCode(error.code, 5)}`, topic, { reasonCode: error.code }) });
-        } else done({ ok: 'ignore' });
-      });
-    },
-    settle,
-  };
+  return new PublishItem(seq, topic, payload, options, settle);
 }
 
 /**

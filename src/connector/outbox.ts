@@ -149,6 +149,27 @@ export class Outbox<T extends OutboxItem> {
     return { failed, struck: inFlight.length > 0 };
   }
 
+  /** Take a queued item out (it will not be sent). False if it is not queued (in flight, or not here). */
+  remove(item: T): boolean {
+    if (item.session !== undefined) return false;
+    const at = this.#queued.indexOf(item);
+    if (at < 0) return false;
+    this.#queued.splice(at, 1);
+    this.#left(item);
+    return true;
+  }
+
+  /** Take every queued item that passes `test` out, in order (one pass over the queue). */
+  removeWhere(test: (item: T) => boolean): T[] {
+    const taken: T[] = [];
+    const kept: T[] = [];
+    for (const item of this.#queued) (test(item) ? taken : kept).push(item);
+    if (taken.length === 0) return taken;
+    this.#queued = kept;
+    for (const item of taken) this.#left(item);
+    return taken;
+  }
+
   /** Empty the outbox (the connection is closing): every item, queued and in flight, in order. */
   drain(): T[] {
     const all = [...this.#inFlight, ...this.#queued].sort((a, b) => a.seq - b.seq);

@@ -119,6 +119,18 @@ export function checkQos(qos: unknown, rules: MessageRules, what: 'publish' | 's
   return qos;
 }
 
+/** The longest application id of a message, in UTF-8 bytes (the durable outbox keeps it in one byte's length). */
+export const MAX_MESSAGE_ID_BYTES = 255;
+
+/** The application's id of a message (option `id`): a non-empty string of at most 255 bytes, or none. */
+export function checkMessageId(id: unknown): string | undefined {
+  if (id === undefined) return undefined;
+  if (typeof id !== 'string' || id.length === 0 || LONE_SURROGATE.test(id) || Buffer.byteLength(id) > MAX_MESSAGE_ID_BYTES) {
+    throw new ValidationError('InvalidOption', `Option id must be a non-empty string of at most ${MAX_MESSAGE_ID_BYTES} bytes of UTF-8 (got ${typeof id === 'string' ? `${Buffer.byteLength(id)} bytes` : typeof id})`);
+  }
+  return id;
+}
+
 /** The payload as bytes, within the limit. Strings are sent as UTF-8. */
 export function checkPayload(message: unknown, rules: MessageRules): Buffer {
   let bytes: Buffer;

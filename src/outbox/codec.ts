@@ -22,8 +22,14 @@ const F = 0x66;
 const META = 0x00;
 const TWO_32 = 2 ** 32;
 
-/** Bytes of a message's header before the topic: format, qos, flags, spare, crc, acceptedAt, topic and properties lengths. */
+/**
+ * Bytes of a message's header before the topic: format, qos, flags, id length, crc, acceptedAt, topic and properties
+ * lengths. The value then holds the topic, the application's id (0 to 255 bytes), the properties and the payload.
+ */
 const MESSAGE_HEADER = 22;
+
+/** The longest application id a message may carry, in UTF-8 bytes (its length is one byte of the header). */
+export const MAX_MESSAGE_ID_BYTES = 255;
 
 function writeSeq(target: Buffer, seq: number, at: number): void {
   target.writeUInt32BE(Math.floor(seq / TWO_32), at);
@@ -104,8 +110,9 @@ export function metaKey(name: 'format' | 'open' | 'seq'): Buffer {
   return Buffer.concat([Buffer.from([META]), Buffer.from(name)]);
 }
 
-function checksum(key: Buffer, value: Buffer, from: number): number {
-  return crc32(value.subarray(from), crc32(key));
+/** CRC-32 of the key and the value but its own 4 bytes (4 to 7): the header's format, qos, flags and id length too. */
+function checksum(key: Buffer, value: Buffer): number {
+  return crc32(value.subarray(8), crc32(value.subarray(0, 4), crc32(key)));
 }
 
 /** A message as the store keeps it. */
@@ -117,6 +124,8 @@ export interface StoredMessage {
   /** MQTT 5 publish properties, as given (Buffers kept as Buffers). */
   readonly properties: Readonly<Record<string, unknown>> | undefined;
   readonly acceptedAt: number;
+  /** The application's id of the message, if it gave one (at most {@link MAX_MESSAGE_ID_BYTES} bytes). */
+  readonly id: string | undefined;
 }
 
 /** Properties as JSON, with Buffers (correlationData) kept as Buffers. */
@@ -136,34 +145,39 @@ function reviveBuffers(_key: string, value: unknown): unknown {
 export function encodeMessage(key: Buffer, message: StoredMessage): Buffer {
   const props = propertiesJson(message.properties);
   const topicBytes = Buffer.byteLength(message.topic);
+  const idBytes = message.id === undefined ? 0 : Buffer.byteLength(message.id);
   const propsBytes = props?.length ?? 0;
-  const value = Buffer.allocUnsafe(MESSAGE_HEADER + topicBytes + propsBytes + message.payload.length);
+  const propsAt = MESSAGE_HEADER + topicBytes + idBytes;
+  const value = Buffer.allocUnsafe(propsAt + propsBytes + message.payload.length);
   value[0] = RECORD_FORMAT;
   value[1] = message.qos;
   value[2] = message.retain ? 1 : 0;
-  value[3] = 0;
+  value[3] = idBytes;
   value.writeDoubleLE(message.acceptedAt, 8);
   value.writeUInt16LE(topicBytes, 16);
   value.writeUInt32LE(propsBytes, 18);
   value.write(message.topic, MESSAGE_HEADER, 'utf8');
-  props?.copy(value, MESSAGE_HEADER + topicBytes);
-  value.set(message.payload, MESSAGE_HEADER + topicBytes + propsBytes);
-  value.writeUInt32LE(checksum(key, value, 8), 4);
+  if (message.id !== undefined) value.write(message.id, MESSAGE_HEADER + topicBytes, 'utf8');
+  props?.copy(value, propsAt);
+  value.set(message.payload, propsAt + propsBytes);
+  value.writeUInt32LE(checksum(key, value), 4);
   return value;
 }
 
 /** A message value, or undefined when it fails its checksum or is not a format this code reads. */
 export function decodeMessage(key: Buffer, value: Buffer): StoredMessage | undefined {
-  if (value.length < MESSAGE_HEADER || value[0] !== RECORD_FORMAT || value.readUInt32LE(4) !== checksum(key, value, 8)) return undefined;
+  if (value.length < MESSAGE_HEADER || value[0] !== RECORD_FORMAT || value.readUInt32LE(4) !== checksum(key, value)) return undefined;
   const topicBytes = value.readUInt16LE(16);
+  const idBytes = value[3] as number;
   const propsBytes = value.readUInt32LE(18);
-  const payloadAt = MESSAGE_HEADER + topicBytes + propsBytes;
+  const propsAt = MESSAGE_HEADER + topicBytes + idBytes;
+  const payloadAt = propsAt + propsBytes;
   const qos = value[1];
   if (payloadAt > value.length || (qos !== 0 && qos !== 1 && qos !== 2)) return undefined;
   let properties: Readonly<Record<string, unknown>> | undefined;
   if (propsBytes > 0) {
     try {
-      properties = JSON.parse(value.toString('utf8', MESSAGE_HEADER + topicBytes, payloadAt), reviveBuffers) as Record<string, unknown>;
+      properties = JSON.parse(value.toString('utf8', propsAt, payloadAt), reviveBuffers) as Record<string, unknown>;
     } catch {
       return undefined;
     }
@@ -176,5 +190,17 @@ export function decodeMessage(key: Buffer, value: Buffer): StoredMessage | undef
     retain: value[2] === 1,
     properties,
     acceptedAt: value.readDoubleLE(8),
+    id: idBytes === 0 ? undefined : value.toString('utf8', MESSAGE_HEADER + topicBytes, MESSAGE_HEADER + topicBytes + idBytes),
   };
+}
+
+/**
+ * The application id of a message value without checking its CRC (for the report of a drop: the value is removed
+ * either way); undefined when it has none or the header does not hold together.
+ */
+export function idOf(value: Buffer): string | undefined {
+  if (value.length < MESSAGE_HEADER || value[3] === 0) return undefined;
+  const from = MESSAGE_HEADER + value.readUInt16LE(16);
+  const to = from + (value[3] as number);
+  return to > value.length ? undefined : value.toString('utf8', from, to);
 }

@@ -32,6 +32,7 @@ import type { ClassicLevel } from 'classic-level';
 import { ConfigurationError, OutboxError, ValidationError, isApsaraMqDeviceError } from '../errors.js';
 import {
   MARK_RANGE,
+  MAX_MESSAGE_ID_BYTES,
   MESSAGE_RANGE,
   RECORD_FORMAT,
   acceptedAtOf,
@@ -42,6 +43,7 @@ import {
   type StoredMessage,
   encodeMessage,
   encodeSeq,
+  idOf,
   markKey,
   messageKey,
   messageRange,
@@ -64,6 +66,11 @@ export interface OutboxMessageInput {
   readonly retain?: boolean;
   /** MQTT 5 publish properties, kept as given (Buffers as Buffers). */
   readonly properties?: Readonly<Record<string, unknown>>;
+  /**
+   * The application's own id of the message (at most 255 bytes of UTF-8), kept with it and given back with every
+   * report about it (`pending`, `drop`), so that an application that restarted can match what it accepted before.
+   */
+  readonly id?: string;
 }
 
 /** A message read back from the store. Its `inspect` shows the payload's length, not its bytes. */
@@ -91,8 +98,11 @@ export class OutboxMessage {
   }
 }
 
-/** Why a message left the store without being delivered. */
-export type OutboxDropReason = 'full' | 'expired' | 'corrupt';
+/**
+ * Why a message left the store without being delivered: a bound (`full`, under drop-oldest), its time to live
+ * (`expired`), damage on disk (`corrupt`), or the broker refused it (`rejected`, see {@link OutboxStore.reject}).
+ */
+export type OutboxDropReason = 'full' | 'expired' | 'corrupt' | 'rejected';
 
 /** A message removed without delivery (emitted as `drop`). */
 export interface OutboxDrop {
@@ -103,6 +113,8 @@ export interface OutboxDrop {
   readonly bytes: number;
   /** When it was accepted (wall-clock ms); NaN when the record was unreadable. */
   readonly acceptedAt: number;
+  /** The application's id of the message, when it gave one (and the record was readable). */
+  readonly id?: string;
 }
 
 /** What reopening found (also in the `OutboxRecovered` warning). */
@@ -169,6 +181,7 @@ interface PendingAppend {
   readonly value: Buffer;
   readonly bytes: number;
   readonly acceptedAt: number;
+  readonly id: string | undefined;
   readonly sending: boolean;
   readonly resolve: (result: { seq: number; acceptedAt: number }) => void;
   readonly reject: (error: unknown) => void;
@@ -177,8 +190,8 @@ interface PendingAppend {
 interface PendingRemoval {
   readonly clientId: string;
   readonly seq: number;
-  /** `delivered` for an ack; a drop reason for damage found while reading. */
-  readonly reason: 'delivered' | 'corrupt';
+  /** `delivered` for an ack; a drop reason for damage found while reading, or a message the broker refused. */
+  readonly reason: 'delivered' | 'corrupt' | 'rejected';
   readonly resolve: (removed: boolean) => void;
 }
 
@@ -198,8 +211,6 @@ interface Work {
   waiters: Waiter[];
 }
 
-type Op = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
-
 /** A message found for removal (or chosen as a victim), with what accounting needs of it. */
 interface Removed {
   readonly removal?: PendingRemoval;
@@ -207,6 +218,7 @@ interface Removed {
   readonly clientId: string;
   readonly bytes: number;
   readonly acceptedAt: number;
+  readonly id: string | undefined;
 }
 
 const newWork = (): Work => ({ appends: [], removals: [], marks: new Map(), markWaiters: [], sweep: false, recover: false, waiters: [] });
@@ -265,6 +277,12 @@ function writeError(dir: string, error: unknown): OutboxError {
     : new OutboxError('OutboxIOError', `The outbox in ${dir} cannot write (${(error as Error).message ?? 'I/O error'})`, dir, { cause: error });
 }
 
+/** The report of a message removed without delivery. */
+function dropOf(r: Removed, reason: OutboxDropReason): OutboxDrop {
+  const drop = { clientId: r.clientId, seq: r.seq, reason, bytes: r.bytes, acceptedAt: r.acceptedAt };
+  return r.id === undefined ? drop : { ...drop, id: r.id };
+}
+
 function payloadBuffer(payload: OutboxMessageInput['payload']): Buffer {
   if (typeof payload === 'string') return Buffer.from(payload, 'utf8');
   if (Buffer.isBuffer(payload)) return payload;
@@ -311,7 +329,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
    * What accounting needs of messages this process has handed out (appended for sending, or read): an ack of one
    * of them reads nothing. Bounded ({@link MAX_KNOWN}); beyond, an ack reads its message's size from the store.
    */
-  readonly #known = new Map<number, { clientId: string; bytes: number; acceptedAt: number }>();
+  readonly #known = new Map<number, { clientId: string; bytes: number; acceptedAt: number; id: string | undefined }>();
   /** Devices that became empty: their `f` mark is deleted with the next batch. */
   readonly #emptied = new Set<string>();
   /** Seqs removed in memory whose deletion is not written yet: never handed out again. */
@@ -329,18 +347,22 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
   readonly #counters = {
     accepted: 0,
     delivered: 0,
-    dropped: { full: 0, expired: 0, corrupt: 0 } as Record<OutboxDropReason, number>,
+    dropped: { full: 0, expired: 0, corrupt: 0, rejected: 0 } as Record<OutboxDropReason, number>,
     refused: { full: 0, diskFull: 0 },
     possibleDuplicates: 0,
   };
 
-  /** @internal Use {@link openOutboxStore}. */
-  constructor(options: ResolvedOutboxOptions, engineModule: LevelModule, db: Level) {
+  /**
+   * @internal Use {@link openOutboxStore}. The engine and its database are `unknown` here on purpose: the declarations
+   * of the package must not name classic-level's types, or a TypeScript project without that optional peer (a device
+   * that never opens an outbox, whose connector still names the store's type) would not compile.
+   */
+  constructor(options: ResolvedOutboxOptions, engineModule: unknown, db: unknown) {
     super();
     this.dir = options.dir;
     this.#options = options;
-    this.#engine = engineModule;
-    this.#db = db;
+    this.#engine = engineModule as LevelModule;
+    this.#db = db as Level;
   }
 
   /** What opening found. */
@@ -443,6 +465,10 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       const qos = message.qos ?? 1;
       if (qos !== 0 && qos !== 1 && qos !== 2) throw new ValidationError('InvalidOption', `OutboxStore.append: qos must be 0, 1 or 2 (got ${String(qos)})`);
       const payload = payloadBuffer(message.payload);
+      const id = message.id;
+      if (id !== undefined && (typeof id !== 'string' || id.length === 0 || Buffer.byteLength(id) > MAX_MESSAGE_ID_BYTES)) {
+        throw new ValidationError('InvalidOption', `OutboxStore.append: id must be a non-empty string of at most ${MAX_MESSAGE_ID_BYTES} bytes (UTF-8)`);
+      }
       const failure = this.#writeFailure;
       if (failure && performance.now() < failure.retryAt) {
         this.#counters.refused.diskFull += 1;
@@ -451,7 +477,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       const seq = this.#nextSeq;
       const acceptedAt = Math.max(this.#lastAcceptedAt, this.#options.clock());
       const key = messageKey(clientId, seq);
-      const value = encodeMessage(key, { topic: message.topic, payload, qos, retain: message.retain === true, properties: message.properties, acceptedAt });
+      const value = encodeMessage(key, { topic: message.topic, payload, qos, retain: message.retain === true, properties: message.properties, acceptedAt, id });
       const bytes = key.length + value.length;
       const { maxBytes, maxMessages } = this.#options;
       if (bytes > maxBytes) {
@@ -479,7 +505,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
         this.#work.marks.set(clientId, Math.max(this.#work.marks.get(clientId) ?? 0, seq));
       }
       return new Promise((resolve, reject) => {
-        this.#work.appends.push({ clientId, seq, key, value, bytes, acceptedAt, sending: options.sending === true, resolve, reject });
+        this.#work.appends.push({ clientId, seq, key, value, bytes, acceptedAt, id, sending: options.sending === true, resolve, reject });
         this.#schedule();
       });
     } catch (error) {
@@ -495,6 +521,43 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
   ack(clientId: string, seq: number): Promise<boolean> {
     const refused = this.#checkCall('ack', clientId, seq);
     return refused ?? this.#remove(clientId, seq, 'delivered');
+  }
+
+  /**
+   * Several of one device's messages were delivered: {@link ack} for each, in one call (a connection acknowledges
+   * what the PUBACKs of one socket read delivered). Resolves with how many were removed.
+   */
+  ackAll(clientId: string, seqs: readonly number[]): Promise<number> {
+    for (const seq of seqs) {
+      const refused = this.#checkCall('ackAll', clientId, seq);
+      if (refused) return refused;
+    }
+    let removed = 0;
+    let left = 0;
+    let done!: (count: number) => void;
+    const all = new Promise<number>((resolve) => (done = resolve));
+    const settle = (gone: boolean): void => {
+      if (gone) removed += 1;
+      if (--left === 0) done(removed);
+    };
+    for (const seq of seqs) {
+      if (this.#removed.has(seq)) continue;
+      this.#removed.add(seq);
+      left += 1;
+      this.#work.removals.push({ clientId, seq, reason: 'delivered', resolve: settle });
+    }
+    if (left === 0) return Promise.resolve(0);
+    this.#schedule();
+    return all;
+  }
+
+  /**
+   * The broker refused the message (the connector's `maxDeliveryAttempts`, or an MQTT 5 reason code): remove it,
+   * reported as a `drop` with reason `rejected` and counted in `stats().dropped.rejected`. Resolves as {@link ack}.
+   */
+  reject(clientId: string, seq: number): Promise<boolean> {
+    const refused = this.#checkCall('reject', clientId, seq);
+    return refused ?? this.#remove(clientId, seq, 'rejected');
   }
 
   /** The arguments of a call about one message, checked: a rejected promise to return, or undefined. */
@@ -596,12 +659,18 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
           continue;
         }
         out.push(new OutboxMessage({ clientId, seq, ...message, sentBefore: seq <= device.sentHigh }));
-        this.#remember(seq, clientId, key.length + value.length, message.acceptedAt);
+        this.#remember(seq, clientId, key.length + value.length, message.acceptedAt, message.id);
         if (out.length === limit) break;
       }
     }
     if (expired) this.#requestSweep();
     return out;
+  }
+
+  /** One device's messages held now and their bytes (in memory; no I/O). */
+  device(clientId: string): { readonly messages: number; readonly bytes: number } {
+    const device = this.#devices.get(clientId);
+    return { messages: device?.messages ?? 0, bytes: device?.bytes ?? 0 };
   }
 
   /** The ClientIds with messages in the store. */
@@ -727,8 +796,6 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       }
       ({ removed, missing } = await this.#lookUp(work.removals));
       if (this.#writeFailure) throw this.#writeFailure.error;
-      const ops: Op[] = [];
-      for (const removal of work.removals) ops.push({ type: 'del', key: messageKey(removal.clientId, removal.seq) });
       let messages = this.#messages - removed.length + work.appends.length;
       let bytes = this.#bytes - removed.reduce((sum, r) => sum + r.bytes, 0) + work.appends.reduce((sum, a) => sum + a.bytes, 0);
       // Only a sweep or a drop needs it: most batches are appends and acks, and this is per message.
@@ -745,27 +812,41 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       const { maxMessages, maxBytes } = this.#options;
       const over = (): boolean => messages > maxMessages || bytes > maxBytes;
       if (this.#options.whenFull === 'drop-oldest' && over()) await this.#dropOldestInto(skip, take('full', over));
-      // What still does not fit (every older message is in flight): the newest appends are refused.
+      // Still over under drop-oldest (what is on disk is in flight, or this write alone is more than the bound): the oldest
+      // of this write make room for its newest. They are accepted and dropped at once, never written.
+      const droppedAtOnce: PendingAppend[] = [];
+      if (this.#options.whenFull === 'drop-oldest') {
+        while (over() && work.appends.length > 1) {
+          const first = work.appends.shift() as PendingAppend;
+          messages -= 1;
+          bytes -= first.bytes;
+          droppedAtOnce.push(first);
+        }
+      }
+      // What still does not fit (one message, and every older one in flight): refused.
       const refused: PendingAppend[] = [];
-      while ((messages > maxMessages || bytes > maxBytes) && work.appends.length > 0) {
+      while (over() && work.appends.length > 0) {
         const last = work.appends.pop() as PendingAppend;
         messages -= 1;
         bytes -= last.bytes;
         refused.push(last);
       }
-      if (refused.length > 0) this.#refuse(refused, new OutboxError('OutboxFull', `The outbox in ${this.dir} is full and every older message is in flight`, this.dir));
-      for (const v of victims) ops.push({ type: 'del', key: messageKey(v.clientId, v.seq) });
-      for (const a of work.appends) ops.push({ type: 'put', key: a.key, value: a.value });
-      if (work.appends.length > 0) ops.push({ type: 'put', key: SEQ_KEY, value: encodeSeq(this.#nextSeq) });
+      if (refused.length > 0) this.#refuse(refused, new OutboxError('OutboxFull', `The outbox in ${this.dir} is full, and nothing older may be dropped to make room (every older message is in flight)`, this.dir));
       const marks = this.#mergeMarks(work.marks);
-      for (const [clientId, seq] of marks) ops.push({ type: 'put', key: markKey(clientId), value: encodeSeq(seq) });
       // Devices left with nothing by an earlier batch lose their mark: tidiness only (a new message's seq is above any
       // mark, so a stale one never counts it as a duplicate), hence one batch late rather than a count per message.
-      const emptied = [...this.#emptied].filter((clientId) => !this.#devices.has(clientId) && !marks.has(clientId));
-      for (const clientId of emptied) ops.push({ type: 'del', key: markKey(clientId) });
+      const emptied = this.#emptied.size === 0 ? [] : [...this.#emptied].filter((clientId) => !this.#devices.has(clientId) && !marks.has(clientId));
       const deferred = this.#deferredDeletes;
-      for (const key of deferred) ops.push({ type: 'del', key });
-      if (ops.length > 0) await write(this.#db, ops, work.appends.length > 0 || marks.size > 0 || deferred.length > 0);
+      // Straight into LevelDB's chained batch (no operation objects: this runs per message).
+      await write(this.#db, (batch) => {
+        for (const removal of work.removals) batch.del(messageKey(removal.clientId, removal.seq));
+        for (const v of victims) batch.del(messageKey(v.clientId, v.seq));
+        for (const a of work.appends) batch.put(a.key, a.value);
+        if (work.appends.length > 0) batch.put(SEQ_KEY, encodeSeq(this.#nextSeq));
+        for (const [clientId, seq] of marks) batch.put(markKey(clientId), encodeSeq(seq));
+        for (const clientId of emptied) batch.del(markKey(clientId));
+        for (const key of deferred) batch.del(key);
+      }, work.appends.length > 0 || marks.size > 0 || deferred.length > 0);
       // Written: account for it.
       this.#deferredDeletes = [];
       this.#deferredMarks.clear();
@@ -773,6 +854,18 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       for (const [clientId, seq] of marks) {
         const device = this.#device(clientId);
         device.sentHigh = Math.max(device.sentHigh, seq);
+      }
+      const atOnce: OutboxDrop[] = [];
+      if (droppedAtOnce.length > 0) {
+        // Older than the kept ones: accepted first.
+        for (const a of droppedAtOnce) {
+          this.#queuedMessages -= 1;
+          this.#queuedBytes -= a.bytes;
+          this.#counters.accepted += 1;
+          this.#counters.dropped.full += 1;
+          a.resolve({ seq: a.seq, acceptedAt: a.acceptedAt });
+          atOnce.push(dropOf({ seq: a.seq, clientId: a.clientId, bytes: a.bytes, acceptedAt: a.acceptedAt, id: a.id }, 'full'));
+        }
       }
       for (const a of work.appends) {
         const device = this.#device(a.clientId);
@@ -787,14 +880,20 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
         this.#queuedMessages -= 1;
         this.#queuedBytes -= a.bytes;
         this.#counters.accepted += 1;
-        if (a.sending) this.#remember(a.seq, a.clientId, a.bytes, a.acceptedAt);
+        if (a.sending) this.#remember(a.seq, a.clientId, a.bytes, a.acceptedAt, a.id);
         a.resolve({ seq: a.seq, acceptedAt: a.acceptedAt });
+      }
+      // Reported after the callers heard "accepted" (their reactions run first): a drop is news about a message they know.
+      if (atOnce.length > 0) {
+        queueMicrotask(() => {
+          for (const drop of atOnce) this.emit('drop', drop);
+        });
       }
       this.#settleRemovals(removed, missing, drops);
       for (const r of work.removals) this.#removed.delete(r.seq);
       for (const v of victims) {
         this.#account(v.seq, v.clientId, v.bytes);
-        drops.push({ clientId: v.clientId, seq: v.seq, reason: v.reason, bytes: v.bytes, acceptedAt: v.acceptedAt });
+        drops.push(dropOf(v, v.reason));
       }
       for (const w of work.markWaiters) w.resolve();
       for (const w of work.waiters) w.resolve();
@@ -818,7 +917,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     const unknown: PendingRemoval[] = [];
     for (const removal of removals) {
       const entry = this.#known.get(removal.seq);
-      if (entry?.clientId === removal.clientId) removed.push({ removal, seq: removal.seq, ...entry });
+      if (entry?.clientId === removal.clientId) removed.push({ removal, seq: removal.seq, clientId: entry.clientId, bytes: entry.bytes, acceptedAt: entry.acceptedAt, id: entry.id });
       else unknown.push(removal);
     }
     if (unknown.length === 0) return { removed, missing };
@@ -827,7 +926,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     unknown.forEach((removal, i) => {
       const value = values[i];
       if (value === undefined) missing.push(removal);
-      else removed.push({ removal, seq: removal.seq, clientId: removal.clientId, bytes: (keys[i] as Buffer).length + value.length, acceptedAt: acceptedAtOf(value) });
+      else removed.push({ removal, seq: removal.seq, clientId: removal.clientId, bytes: (keys[i] as Buffer).length + value.length, acceptedAt: acceptedAtOf(value), id: idOf(value) });
     });
     return { removed, missing };
   }
@@ -838,6 +937,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       this.#account(r.seq, r.clientId, r.bytes);
       const removal = r.removal as PendingRemoval;
       if (removal.reason === 'delivered') this.#counters.delivered += 1;
+      else if (removal.reason === 'rejected') drops.push(dropOf(r, 'rejected'));
       else drops.push({ clientId: r.clientId, seq: r.seq, reason: 'corrupt', bytes: r.bytes, acceptedAt: NaN });
       removal.resolve(true);
     }
@@ -845,8 +945,8 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     for (const r of missing) r.resolve(false);
   }
 
-  #remember(seq: number, clientId: string, bytes: number, acceptedAt: number): void {
-    if (this.#known.size < MAX_KNOWN) this.#known.set(seq, { clientId, bytes, acceptedAt });
+  #remember(seq: number, clientId: string, bytes: number, acceptedAt: number, id: string | undefined): void {
+    if (this.#known.size < MAX_KNOWN) this.#known.set(seq, { clientId, bytes, acceptedAt, id });
   }
 
   #mergeMarks(marks: ReadonlyMap<string, number>): Map<string, number> {
@@ -900,6 +1000,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     for (const removal of work.removals) {
       if (settled.has(removal)) continue;
       if (removal.reason === 'delivered') this.#counters.delivered += 1;
+      else drops.push({ clientId: removal.clientId, seq: removal.seq, reason: removal.reason, bytes: 0, acceptedAt: NaN });
       removal.resolve(true);
     }
     // The marks cannot be made durable now; sending goes on (a crash before they are written may undercount duplicates).
@@ -953,10 +1054,11 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
         throw this.#writeFailure.error;
       }
       this.#db = db;
-      const deletes = [...this.#failedKeys, ...this.#deferredDeletes];
-      const ops: Op[] = deletes.map((key) => ({ type: 'del', key }));
-      for (const [clientId, seq] of this.#deferredMarks) ops.push({ type: 'put', key: markKey(clientId), value: encodeSeq(seq) });
-      if (ops.length > 0) await write(db, ops, true);
+      await write(db, (batch) => {
+        for (const key of this.#failedKeys) batch.del(key);
+        for (const key of this.#deferredDeletes) batch.del(key);
+        for (const [clientId, seq] of this.#deferredMarks) batch.put(markKey(clientId), encodeSeq(seq));
+      }, true);
       this.#failedKeys = [];
       this.#deferredDeletes = [];
       this.#deferredMarks.clear();
@@ -1000,7 +1102,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
             continue;
           }
           if (!match(acceptedAt, seq)) return { oldestLeft: Math.min(oldestLeft, acceptedAt), firstDroppable: seq };
-          if (!take({ seq, clientId, bytes: key.length + value.length, acceptedAt })) return undefined;
+          if (!take({ seq, clientId, bytes: key.length + value.length, acceptedAt, id: idOf(value) })) return undefined;
         }
       }
     } finally {
@@ -1084,20 +1186,19 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
 }
 
 /**
- * One LevelDB write batch. The chained form: abstract-level's array form copies and checks every operation object,
- * which cost 2 to 4 times the CPU per message (bench/outbox-store.bench.mjs, measured while choosing).
+ * One LevelDB write batch, filled by `fill` (nothing written when it adds nothing). The chained form: abstract-level's
+ * array form copies and checks every operation object, which cost 2 to 4 times the CPU per message
+ * (bench/outbox-store.bench.mjs, measured while choosing).
  */
-async function write(db: Level, ops: readonly Op[], sync: boolean): Promise<void> {
+async function write(db: Level, fill: (batch: { put(key: Buffer, value: Buffer): void; del(key: Buffer): void }) => void, sync: boolean): Promise<void> {
   const batch = db.batch();
   try {
-    for (const op of ops) {
-      if (op.type === 'put') batch.put(op.key, op.value);
-      else batch.del(op.key);
-    }
+    fill(batch);
   } catch (error) {
     await batch.close();
     throw error;
   }
+  if (batch.length === 0) return batch.close();
   await batch.write({ sync });
 }
 

@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { Readable } from 'node:stream';
 import { onTestFinished } from 'vitest';
 import { runCli } from '../../src/cli/main.js';
 import type { CliIo } from '../../src/cli/io.js';
@@ -30,7 +31,7 @@ export async function cli(args: string[], env: NodeJS.ProcessEnv = {}, interrupt
     },
     env,
     interrupted: () => interrupt ?? new Promise<void>(() => {}),
-    ...(stdin === undefined ? {} : { stdin: async () => stdin }),
+    ...(stdin === undefined ? {} : { stdin: async () => stdin, stdinStream: () => Readable.from([stdin]) }),
   };
   const code = await runCli(args, io);
   return { code, stdout, stderr };

@@ -1,6 +1,7 @@
-import { EventEmitter, once } from 'node:events';
-import { type Server, type Socket, connect as netConnect, createServer } from 'node:net';
+import { type EventEmitter, once } from 'node:events';
 import { expect } from 'vitest';
+// @ts-expect-error -- a plain ESM module shared with the benchmarks (bench/lib/relay.mjs: also outages)
+import { startRelay } from '../../bench/lib/relay.mjs';
 import type { DeviceConnection } from '../../src/connector/connect.js';
 
 /** Subscribe, publish `message` to `topic` at QoS 1, and expect it back on the same connection. */
@@ -30,42 +31,5 @@ export interface TcpProxy extends EventEmitter<{ connection: [] }> {
 
 /** Start a {@link TcpProxy} on a free port relaying to `targetUrl` (host and port of an mqtt:// URL). */
 export async function startProxy(targetUrl: string): Promise<TcpProxy> {
-  const target = new URL(targetUrl);
-  const pairs = new Set<[Socket, Socket]>();
-  const events = new EventEmitter<{ connection: [] }>();
-  const server: Server = createServer((client) => {
-    const upstream = netConnect(Number(target.port), target.hostname);
-    const pair: [Socket, Socket] = [client, upstream];
-    pairs.add(pair);
-    const drop = (): void => {
-      pairs.delete(pair);
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('error', drop).on('close', drop);
-    upstream.on('error', drop).on('close', drop);
-    client.pipe(upstream);
-    upstream.pipe(client);
-    upstream.once('connect', () => events.emit('connection'));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  const cut = (): void => {
-    for (const [a, b] of [...pairs]) {
-      a.destroy();
-      b.destroy();
-    }
-    pairs.clear();
-  };
-  return Object.assign(events, {
-    url: `mqtt://127.0.0.1:${port}`,
-    get open() {
-      return pairs.size;
-    },
-    cut,
-    close: async () => {
-      cut();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  });
+  return (await startRelay(targetUrl)) as TcpProxy;
 }

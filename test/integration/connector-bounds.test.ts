@@ -22,14 +22,8 @@ async function switchedBroker(): Promise<ScriptedBroker & { accepting: boolean }
       else connection.socket.destroy();
     },
   });
-  return Object.assign(broker, {
-    get accepting() {
-      return state.accepting;
-    },
-    set accepting(value: boolean) {
-      state.accepting = value;
-    },
-  });
+  // An accessor: Object.assign would copy the getter's value once, and the broker would accept every CONNECT.
+  return Object.defineProperty(broker, 'accepting', { get: () => state.accepting, set: (value: boolean) => (state.accepting = value) }) as ScriptedBroker & { accepting: boolean };
 }
 
 /** Connect, then take the broker away: the connection is offline (backing off) when this resolves. */

@@ -24,10 +24,18 @@ async function packagesLoadedBy(entry: string): Promise<Set<string>> {
 }
 
 describe('each entry point loads only its own role', () => {
-  it('the device entry loads mqtt.js and none of the registrar, emulator or CLI packages', async () => {
+  it('the device entry loads mqtt.js and none of the registrar, emulator, outbox engine or CLI packages', async () => {
     const loaded = await packagesLoadedBy('dist/index.js');
     expect(loaded.has('mqtt')).toBe(true);
-    for (const other of ['aedes', 'ws', '@alicloud/pop-core', 'commander', 'hdr-histogram-js', 'uplot']) expect(loaded.has(other), other).toBe(false);
+    for (const other of ['aedes', 'ws', '@alicloud/pop-core', 'commander', 'hdr-histogram-js', 'uplot', 'classic-level']) expect(loaded.has(other), other).toBe(false);
+  });
+
+  it('the device entry loads no module of the durable outbox: not the engine, not the connector\'s durable outbox (loaded by a connection that has one)', async () => {
+    const script = `await import(${JSON.stringify(join(REPO_ROOT, 'dist/index.js'))});`;
+    const { stderr } = await run(process.execPath, ['--import', join(REPO_ROOT, 'test/helpers/load-hook.mjs'), '--input-type=module', '-e', script], { cwd: REPO_ROOT });
+    const files = [...stderr.matchAll(/^loaded (\S+)$/gm)].map((m) => m[1] ?? '');
+    expect(files.some((f) => f.endsWith('/dist/connector/connection.js'))).toBe(true); // the hook sees the entry's modules
+    expect(files.filter((f) => f.includes('/dist/outbox/') || f.includes('classic-level') || f.endsWith('/dist/connector/durable.js'))).toEqual([]);
   });
 
   it('the provisioner entry adds pop-core, not the emulator or the CLI', async () => {

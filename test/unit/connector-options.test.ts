@@ -30,10 +30,11 @@ describe('connect options', () => {
       maxDeliveryAttempts: 3,
       maxRefetches: 3,
       endTimeoutMs: 5_000,
-      outbox: { maxMessages: 10_000, maxBytes: 16 * 1024 * 1024 },
+      queueLimits: { maxMessages: 10_000, maxBytes: 16 * 1024 * 1024 },
+      durable: undefined,
       rules: { apsaraMq: true, maxPayloadBytes: 65_536, persistentSession: false },
     });
-    expect(resolveConnectOptions({ credential, maxQueuedMessages: Number.POSITIVE_INFINITY, maxQueuedBytes: Number.POSITIVE_INFINITY }).outbox).toEqual({
+    expect(resolveConnectOptions({ credential, maxQueuedMessages: Number.POSITIVE_INFINITY, maxQueuedBytes: Number.POSITIVE_INFINITY }).queueLimits).toEqual({
       maxMessages: Number.POSITIVE_INFINITY,
       maxBytes: Number.POSITIVE_INFINITY,
     });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { checkLog, crc32c } from '../../src/outbox/leveldb-log.js';
-import { decodeMessage, encodeMessage, messageKey, messageRange, seqOfMessageKey } from '../../src/outbox/codec.js';
+import { decodeMessage, encodeMessage, idOf, messageKey, messageRange, seqOfMessageKey } from '../../src/outbox/codec.js';
 
 const BLOCK = 32_768;
 
@@ -92,10 +92,16 @@ describe('outbox records', () => {
       retain: false,
       properties: { correlationData: Buffer.from('abc'), userProperties: { k: 'v' }, contentType: 'bin' },
       acceptedAt: 1_700_000_000_123,
+      id: undefined,
     };
     const value = encodeMessage(key, message);
     expect(decodeMessage(key, value)).toEqual(message);
-    for (const at of [0, 5, 9, value.length - 1]) {
+    expect(idOf(value)).toBeUndefined();
+    const withId = { ...message, id: 'reading 42 ✓' };
+    const identified = encodeMessage(key, withId);
+    expect(decodeMessage(key, identified)).toEqual(withId);
+    expect(idOf(identified)).toBe('reading 42 ✓');
+    for (const at of [0, 1, 2, 3, 5, 9, value.length - 1]) {
       const bad = Buffer.from(value);
       bad[at] = (bad[at] as number) ^ 1;
       expect(decodeMessage(key, bad), `bit flipped at ${at}`).toBeUndefined();

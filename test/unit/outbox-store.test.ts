@@ -68,7 +68,7 @@ describe('OutboxStore basics', () => {
     store.on('drop', (d) => drops.push(d));
     for (let n = 0; n < 5; n++) await store.append(n % 2 ? 'b' : 'a', msg(n));
     expect(drops.map((d) => [d.clientId, d.seq, d.reason])).toEqual([['a', 1, 'full'], ['b', 2, 'full']]);
-    expect(store.stats()).toMatchObject({ messages: 3, dropped: { full: 2, expired: 0, corrupt: 0 } });
+    expect(store.stats()).toMatchObject({ messages: 3, dropped: { full: 2, expired: 0, corrupt: 0, rejected: 0 } });
   });
 
   it('expires by the injected clock', async () => {
@@ -83,6 +83,39 @@ describe('OutboxStore basics', () => {
     expect((await store.pending('d')).map((m) => m.seq)).toEqual([2]);
     expect(await store.expire()).toBe(1);
     expect(drops).toMatchObject([{ clientId: 'd', seq: 1, reason: 'expired' }]);
+  });
+
+  it("keeps the application's id with a message and gives it back in every report: pending, drop, reject; across a reopen", async () => {
+    let now = 1_000_000;
+    let store = await openStore({ ttlMs: 1000, clock: () => now });
+    await store.append('d', { ...msg(1), id: 'reading-1' });
+    await store.append('d', { ...msg(2), id: 'ünïcode-2' });
+    await store.append('d', msg(3));
+    await store.close();
+    open.length = 0;
+    store = await openStore({ ttlMs: 1000, clock: () => now, maxMessages: 3, whenFull: 'drop-oldest' });
+    const drops: OutboxDrop[] = [];
+    store.on('drop', (d) => drops.push(d));
+    expect((await store.pending('d')).map((m) => m.id)).toEqual(['reading-1', 'ünïcode-2', undefined]);
+    expect(store.device('d')).toMatchObject({ messages: 3 });
+    expect(store.device('nobody')).toEqual({ messages: 0, bytes: 0 });
+    // The broker refused seq 2: removed, reported with its id, counted apart from deliveries.
+    expect(await store.reject('d', 2)).toBe(true);
+    expect(await store.reject('d', 2)).toBe(false);
+    await store.append('d', { ...msg(4), id: 'reading-4' });
+    await store.append('d', { ...msg(5), id: 'reading-5' }); // over maxMessages: the oldest, seq 1, goes
+    now += 2000;
+    await store.expire();
+    expect(drops.map((d) => [d.seq, d.reason, d.id])).toEqual([
+      [2, 'rejected', 'ünïcode-2'],
+      [1, 'full', 'reading-1'],
+      [3, 'expired', undefined],
+      [4, 'expired', 'reading-4'],
+      [5, 'expired', 'reading-5'],
+    ]);
+    expect(store.stats()).toMatchObject({ messages: 0, delivered: 0, dropped: { full: 1, expired: 3, corrupt: 0, rejected: 1 } });
+    await expect(store.append('d', { ...msg(6), id: 'x'.repeat(256) })).rejects.toMatchObject({ code: 'InvalidOption', message: expect.stringContaining('255 bytes') });
+    await expect(store.append('d', { ...msg(6), id: '' })).rejects.toMatchObject({ code: 'InvalidOption' });
   });
 
   it('does not print payloads', async () => {
@@ -134,7 +167,7 @@ describe('OutboxStore bounds', () => {
     const stats = store.stats();
     expect(drops.length).toBeGreaterThan(0);
     expect(drops.every((d) => d.reason === 'full' && d.bytes > 0)).toBe(true);
-    expect(stats.dropped).toEqual({ full: drops.length, expired: 0, corrupt: 0 });
+    expect(stats.dropped).toEqual({ full: drops.length, expired: 0, corrupt: 0, rejected: 0 });
     expect(stats.messages + drops.length).toBe(3000);
     // Oldest first, store-wide: the dropped are exactly the first seqs.
     expect(drops.map((d) => d.seq)).toEqual(appended.slice(0, drops.length));
@@ -157,6 +190,18 @@ describe('OutboxStore bounds', () => {
     store.clearSending('a');
     await store.append('b', msg(6));
     expect(drops.map((d) => d.seq)).toEqual([3, 1]);
+  });
+
+  it('drop-oldest, one write of more messages than the bound: its oldest are accepted and dropped at once (reported after their acceptance), its newest kept', async () => {
+    const store = await openStore({ maxMessages: 3, whenFull: 'drop-oldest' });
+    const order: string[] = [];
+    store.on('drop', (d) => order.push(`drop ${d.seq} ${d.reason} ${d.id}`));
+    const all = [1, 2, 3, 4, 5].map((n) => store.append('d', { ...msg(n), id: `m${n}` }).then(({ seq }) => order.push(`accepted ${seq}`)));
+    await Promise.all(all);
+    await store.flush();
+    expect(order).toEqual(['accepted 1', 'accepted 2', 'accepted 3', 'accepted 4', 'accepted 5', 'drop 1 full m1', 'drop 2 full m2']);
+    expect((await store.pending('d')).map((m) => m.id)).toEqual(['m3', 'm4', 'm5']);
+    expect(store.stats()).toMatchObject({ messages: 3, accepted: 5, dropped: { full: 2 } });
   });
 
   it('a message larger than maxBytes is refused for good (OutboxFull, not retryable)', async () => {

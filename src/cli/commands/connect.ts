@@ -96,7 +96,7 @@ Examples:
       const verbose = Boolean(command.optsWithGlobals()['verbose']);
       const logger = cliLogger(io, verbose);
       let source: CredentialSource;
-      let provisioner: Provisioner | undefined;
+      let sources: CredentialSources | undefined;
       if (flags.credentialFile !== undefined) {
         const credential = await readCredentialFile(flags.credentialFile, (message) => io.stderr(`warning: ${message}\n`));
         // The file decides who connects: a --client-id or --instance-id that says otherwise is a mix-up, not ignored.
@@ -112,63 +112,128 @@ Examples:
         if (flags.endpoint === undefined && flags.region === undefined) throw new UsageError('connect needs --endpoint URL or --region REGION to reach the OpenAPI (or --credential-file)', 'MissingOption');
         assertInstanceId(flags.instanceId);
         assertClientId(flags.clientId);
-        const { instanceId, clientId } = flags;
-        const store = new FileCredentialStore(flags.store ?? defaultStoreDir(io.env));
-        const endpoint = resolveEndpoint({ endpoint: flags.endpoint, region: flags.region });
-        const stored = await store.load(instanceId, clientId);
-        if (stored && !hasAccountKeys(io.env)) {
-          // A device with its credential in the store needs no account key: it connects with what it has, and only a
-          // refused credential would need the OpenAPI (then the error says so).
-          source = storeOnlySource(store, instanceId, clientId);
-        } else {
-          const { Provisioner } = await loadProvisioner('connect without --credential-file (it calls the OpenAPI)');
-          const registrar = new Provisioner({
-            instanceId,
-            env: io.env,
-            retry: {}, // throttling and transient faults are retried with jittered backoff
-            store,
-            endpoint,
-            ...(flags.timeoutMs === undefined ? {} : { timeoutMs: flags.timeoutMs }),
-          });
-          provisioner = registrar;
-          if (!stored) {
-            // Every local check (the account keys above, the store's modes and files here) before the first request;
-            // then a dead or wrong endpoint fails in seconds, naming the flag, not after the retries of a Get.
-            try {
-              await store.prepare(instanceId);
-              await probeOpenApi(endpoint, flags.endpoint === undefined ? '--region' : '--endpoint', flags.timeoutMs);
-            } catch (error) {
-              registrar.close();
-              throw error;
-            }
-          }
-          const ladder = registrar.credentialSource(clientId);
-          source = async (request) => {
-            if (request.reason !== 'connect') {
-              // The broker refused the key: the ladder takes a newer one from the store, else the OpenAPI's. Said on
-              // stderr like every credential the OpenAPI gives: a key changed under the device is news to its owner.
-              const before = await store.load(instanceId, clientId);
-              const credential = await ladder(request);
-              const refused = `the broker refused the key ${request.rejected?.deviceAccessKeyId ?? 'in use'} of ${clientId}`;
-              if (request.rejected && credential.sameKeyAs(request.rejected)) return credential; // nothing new: the connector says what fails
-              if (before && credential.sameKeyAs(before)) io.stderr(`${refused}: connecting with the newer key ${credential.deviceAccessKeyId} from the store\n`);
-              else io.stderr(`${refused}: fetched its current key ${credential.deviceAccessKeyId} from the OpenAPI and kept it in the store\n`);
-              return credential;
-            }
-            // Say what was billed: a ClientId with a typo registers a new credential, and the user must see it.
-            const { credential, origin } = await registrar.obtainCredential(clientId, request.signal === undefined ? {} : { signal: request.signal });
-            if (origin === 'registered') io.stderr(`registered a new credential for ${clientId} (${credential.deviceAccessKeyId}): it had none on instance ${instanceId}\n`);
-            else if (origin === 'fetched') io.stderr(`fetched the credential of ${clientId} from the OpenAPI and kept it in the store\n`);
-            return credential;
-          };
-        }
+        sources = new CredentialSources(io, flags as CredentialFlags, 'connect without --credential-file (it calls the OpenAPI)');
+        source = await sources.sourceFor(flags.clientId);
       }
       try {
         await connectAndRun(io, flags, source, logger);
       } finally {
-        provisioner?.close(); // its keep-alive HTTP agent
+        sources?.close(); // the registrar's keep-alive HTTP agent
       }
     });
+}
+
+/** The flags that say where a device's credential comes from (`connect`, `gateway`). */
+export interface CredentialFlags {
+  instanceId: string;
+  endpoint?: string;
+  region?: string;
+  store?: string;
+  timeoutMs?: number;
+}
+
+/**
+ * Where the credentials of devices come from on the command line, as `connect` does it for one device and `gateway`
+ * for many: the credential store first; a device whose credential is stored connects without account keys; otherwise
+ * the registrar (one for all devices, made on first need): GetDeviceCredential, and RegisterDeviceCredential only for
+ * a ClientId that has none (said on stderr: it is billed). After the broker refuses a key, the ladder takes a newer one
+ * from the store, else the OpenAPI's.
+ */
+export class CredentialSources {
+  readonly #io: CliIo;
+  readonly #flags: CredentialFlags;
+  readonly #store: FileCredentialStore;
+  /** Undefined without --endpoint or --region: then only devices with a stored credential (and no account keys) connect. */
+  readonly #endpoint: string | undefined;
+  /** What needs the registrar, for the error when its package is not installed. */
+  readonly #what: string;
+  #registrar: Promise<Provisioner> | undefined;
+  #provisioner: Provisioner | undefined;
+  /** The checks before the first request (the store's modes, the endpoint answering), once. */
+  #checked: Promise<void> | undefined;
+  #closed = false;
+
+  /** @throws the endpoint's and the instance id's validation errors, before any I/O. */
+  constructor(io: CliIo, flags: CredentialFlags, what: string) {
+    assertInstanceId(flags.instanceId);
+    this.#what = what;
+    this.#io = io;
+    this.#flags = flags;
+    this.#store = new FileCredentialStore(flags.store ?? defaultStoreDir(io.env));
+    this.#endpoint = flags.endpoint === undefined && flags.region === undefined ? undefined : resolveEndpoint({ endpoint: flags.endpoint, region: flags.region });
+  }
+
+  /** The credential source of one device. */
+  async sourceFor(clientId: string): Promise<CredentialSource> {
+    const io = this.#io;
+    const { instanceId } = this.#flags;
+    const store = this.#store;
+    const stored = await store.load(instanceId, clientId);
+    // A device with its credential in the store needs no account key: it connects with what it has, and only a
+    // refused credential would need the OpenAPI (then the error says so).
+    if (stored && !hasAccountKeys(io.env)) return storeOnlySource(store, instanceId, clientId);
+    if (this.#endpoint === undefined) {
+      throw new UsageError(
+        stored
+          ? `${clientId} would call the OpenAPI (the account keys are set): pass --endpoint URL or --region REGION, or unset the keys to connect with the stored credential alone`
+          : `${clientId} has no credential in the store ${store.dir}: pass --endpoint URL or --region REGION to fetch or register it`,
+        'MissingOption',
+      );
+    }
+    const registrar = await this.#registrarFor(this.#endpoint);
+    if (!stored) {
+      // Every local check (the account keys above, the store's modes and files here) before the first request;
+      // then a dead or wrong endpoint fails in seconds, naming the flag, not after the retries of a Get.
+      this.#checked ??= (async () => {
+        await store.prepare(instanceId);
+        await probeOpenApi(this.#endpoint as string, this.#flags.endpoint === undefined ? '--region' : '--endpoint', this.#flags.timeoutMs);
+      })();
+      await this.#checked;
+    }
+    const ladder = registrar.credentialSource(clientId);
+    return async (request) => {
+      if (request.reason !== 'connect') {
+        // The broker refused the key: the ladder takes a newer one from the store, else the OpenAPI's. Said on
+        // stderr like every credential the OpenAPI gives: a key changed under the device is news to its owner.
+        const before = await store.load(instanceId, clientId);
+        const credential = await ladder(request);
+        const refused = `the broker refused the key ${request.rejected?.deviceAccessKeyId ?? 'in use'} of ${clientId}`;
+        if (request.rejected && credential.sameKeyAs(request.rejected)) return credential; // nothing new: the connector says what fails
+        if (before && credential.sameKeyAs(before)) io.stderr(`${refused}: connecting with the newer key ${credential.deviceAccessKeyId} from the store\n`);
+        else io.stderr(`${refused}: fetched its current key ${credential.deviceAccessKeyId} from the OpenAPI and kept it in the store\n`);
+        return credential;
+      }
+      // Say what was billed: a ClientId with a typo registers a new credential, and the user must see it.
+      const { credential, origin } = await registrar.obtainCredential(clientId, request.signal === undefined ? {} : { signal: request.signal });
+      if (origin === 'registered') io.stderr(`registered a new credential for ${clientId} (${credential.deviceAccessKeyId}): it had none on instance ${instanceId}\n`);
+      else if (origin === 'fetched') io.stderr(`fetched the credential of ${clientId} from the OpenAPI and kept it in the store\n`);
+      return credential;
+    };
+  }
+
+  #registrarFor(endpoint: string): Promise<Provisioner> {
+    this.#registrar ??= (async () => {
+      const { Provisioner } = await loadProvisioner(this.#what);
+      const registrar = new Provisioner({
+        instanceId: this.#flags.instanceId,
+        env: this.#io.env,
+        retry: {}, // throttling and transient faults are retried with jittered backoff
+        store: this.#store,
+        endpoint,
+        ...(this.#flags.timeoutMs === undefined ? {} : { timeoutMs: this.#flags.timeoutMs }),
+      });
+      this.#provisioner = registrar;
+      if (this.#closed) registrar.close();
+      return registrar;
+    })();
+    return this.#registrar;
+  }
+
+  /** Release the registrar's keep-alive HTTP agent. */
+  close(): void {
+    this.#closed = true;
+    this.#provisioner?.close();
+  }
 }
 
 /** Are the account keys in the environment (both halves)? */
