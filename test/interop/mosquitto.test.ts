@@ -11,7 +11,8 @@ import { MOSQUITTO, mosquittoPrograms } from '../helpers/mosquitto.js';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { accountLogin } from '../helpers/broker.js';
-import { registerDevice, subscribed, useEmulator } from '../helpers/emulator.js';
+import { DeviceCredential } from '../../src/credential.js';
+import { callApi, registerDevice, subscribed, useEmulator } from '../helpers/emulator.js';
 
 const run = promisify(execFile);
 
@@ -98,6 +99,24 @@ describe.skipIf(!available)(`mosquitto clients against the emulator${reason}`, (
     const failure = await run(bin.pub, ['-h', host, '-p', port, '-V', version, '-i', login.clientId, '-u', login.username, '-P', login.password, '-t', 'interop/x', '-m', 'x']).catch((err: { code: number; stderr: string }) => err);
     expect(failure).toMatchObject({ stderr: expect.stringMatching(message) });
     expect(e.stats().mqtt.connacks[code === 2 ? '2' : '0x85']).toBeGreaterThanOrEqual(1);
+  });
+
+  it.each([
+    ['mqttv311', 4, /bad user name or password/i],
+    ['mqttv5', 0x86, /Bad User Name or Password/],
+  ] as const)('-V %s: the credential a RefreshDeviceCredential revoked is refused with %i (the default revokedCredentialRefusal), the new one logs in', async (version, code, message) => {
+    const e = emulator();
+    const { host, port } = hostPort(e.mqttUrl);
+    const old = signDeviceCredential(await registerDevice(e, `GID_interop@@@revoked-${version}`));
+    await callApi(e, 'RefreshDeviceCredential', { ClientId: old.clientId, InstanceId: e.instanceId });
+    const key = version === 'mqttv5' ? `0x${code.toString(16)}` : String(code);
+    const before = e.stats().mqtt.connacks[key] ?? 0;
+    const failure = await run(bin.pub, ['-h', host, '-p', port, '-V', version, '-i', old.clientId, '-u', old.username, '-P', old.password, '-t', 'interop/x', '-m', 'x']).catch((err: { code: number; stderr: string }) => err);
+    expect(failure).toMatchObject({ stderr: expect.stringMatching(message) });
+    expect(e.stats().mqtt.connacks[key]).toBe(before + 1);
+    const fresh = signDeviceCredential(DeviceCredential.fromWire(await callApi(e, 'GetDeviceCredential', { ClientId: old.clientId, InstanceId: e.instanceId })));
+    expect(fresh.username).not.toBe(old.username);
+    await run(bin.pub, ['-h', host, '-p', port, '-V', version, '-i', fresh.clientId, '-u', fresh.username, '-P', fresh.password, '-t', 'interop/x', '-m', 'x']);
   });
 
   it('-V mqttv31: MQTT 3.1 is refused with CONNACK 1', async () => {
