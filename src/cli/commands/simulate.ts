@@ -358,6 +358,9 @@ function checkTopicFlag(resolved: ResolvedSettings): void {
   const { topic, topicTemplate, groupId } = resolved;
   const last = resolved.devices - 1;
   const longest = expandTopic(topicTemplate, { clientId: simulatedClientId(groupId, last), index: last, group: groupId });
+  if (longest.startsWith('$')) {
+    throw new UsageError(`--topic ${topic}: topics under ${longest.split('/')[0] as string} are the broker's own; devices publish under a parent topic created on the instance`);
+  }
   try {
     checkTopicName(longest, { apsaraMq: true, maxPayloadBytes: MAX_PAYLOAD_BYTES, persistentSession: false });
   } catch (error) {
@@ -368,7 +371,6 @@ function checkTopicFlag(resolved: ResolvedSettings): void {
   const first = topicTemplate[0];
   const parent = typeof first !== 'string' ? undefined : first.includes('/') ? first.slice(0, first.indexOf('/')) : topicTemplate.length === 1 ? first : undefined;
   if (parent === undefined) return;
-  if (parent.startsWith('$')) throw new UsageError(`--topic ${topic}: topics under ${parent} are the broker's own; devices publish under a parent topic created on the instance`);
   try {
     resolveBrokerOptions({ parentTopics: [parent] });
   } catch (error) {
