@@ -3,11 +3,11 @@
  * broker would not take and a session broken by the broker's bytes are called, with the URL, the ClientId and what
  * is known of the cause. The connection decides when; this decides what the error says.
  */
-import { ReasonCodes } from 'mqtt';
 import { AbortedError, ApsaraMqDeviceError, CONNACK_CODES, LOCAL_ERROR_CATALOG, ConnectError, PublishError, SubscribeError, ValidationError, toApsaraMqDeviceError } from '../errors.js';
 import type { TokenGrant } from '../signer/mqtt.js';
 import { errorCode } from './attempt.js';
 import type { Login } from './login.js';
+import { ReasonCodes } from './mqtt-client.js';
 import { PacketViolation } from './packet-guard.js';
 import type { ConnectFailure, Problem } from './state.js';
 import type { SessionEnd } from './takeover.js';
