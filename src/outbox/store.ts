@@ -28,15 +28,8 @@ import type { ResolvedOutboxOptions } from './options.js';
 import { Holdings, type DeviceState, type PendingRemoval } from './state.js';
 import { OutboxMessage, type OutboxMessageInput, type OutboxRecovery, type OutboxStats, type OutboxStoreEvents } from './types.js';
 
-export {
-  OutboxMessage,
-  type OutboxDrop,
-  type OutboxDropReason,
-  type OutboxMessageInput,
-  type OutboxRecovery,
-  type OutboxStats,
-  type OutboxStoreEvents,
-} from './types.js';
+// The class and its shapes, for the modules that name them from here.
+export * from './types.js';
 
 /** The longest ClientId accepted (bytes): MQTT allows 65,535; nothing real is near this. */
 const MAX_CLIENT_ID_BYTES = 1024;
