@@ -3,6 +3,7 @@
  * options and API actions, since the library knows no CLI; the CLI says the same with its commands and flags. Only
  * the codes whose words differ are here: every other code prints as the catalog has it.
  */
+import { CONNECT_REMEDY_WORDS } from '../connector/connection-errors.js';
 import { type ApsaraMqDeviceError, type ErrorCode, LOCAL_ERROR_CATALOG, apiErrorInfo } from '../errors.js';
 
 /** The CLI's words for a remedy, by error code. */
@@ -42,10 +43,21 @@ export function cliRemedyOf(code: string): string {
   return (Object.hasOwn(CLI_REMEDIES, code) ? CLI_REMEDIES[code as ErrorCode] : undefined) ?? catalogRemedy(code);
 }
 
+/** The library's words in remedies written for one failure (naming its URL, say), and the CLI's for the same. */
+const CLI_WORDS: ReadonlyArray<readonly [library: string, cli: string]> = [
+  [CONNECT_REMEDY_WORDS.trust, 'pass --ca FILE with the CA that signed it, or --insecure for tests'],
+  [CONNECT_REMEDY_WORDS.httpPort, 'did you mean --endpoint? The broker URL (--broker-url)'],
+  [CONNECT_REMEDY_WORDS.brokerUrl, 'the broker URL (--broker-url)'],
+];
+
 /**
  * What to do about an error, in the CLI's words: the CLI's remedy of its code when the error carries the catalog's;
- * an error whose thrower wrote a remedy of its own (naming the URL it tried, say) keeps it.
+ * an error whose thrower wrote a remedy of its own (naming the URL it tried, say) keeps it, its option names said
+ * as flags.
  */
 export function cliRemedy(error: ApsaraMqDeviceError): string {
-  return error.remedy === catalogRemedy(error.code) ? cliRemedyOf(error.code) : error.remedy;
+  if (error.remedy === catalogRemedy(error.code)) return cliRemedyOf(error.code);
+  let remedy = error.remedy;
+  for (const [library, cli] of CLI_WORDS) remedy = remedy.replaceAll(library, cli);
+  return remedy;
 }

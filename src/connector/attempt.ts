@@ -6,13 +6,14 @@
  */
 import { type Duplex, Readable } from 'node:stream';
 import { format } from 'node:util';
-import mqtt, { ErrorWithReasonCode, type IClientOptions, type IConnackPacket, type IPublishPacket, type IStore, type MqttClient, type Packet } from 'mqtt';
+import type { IClientOptions, IConnackPacket, IPublishPacket, IStore, MqttClient, Packet } from 'mqtt';
 import type { ConnectFailure } from './state.js';
 import type { SessionEnd } from './takeover.js';
 import { MAX_TIMER_MS } from '../util/backoff.js';
 import { type Logger, silentLogger } from '../util/logger.js';
 import type { Login } from './login.js';
 import type { ResolvedConnectOptions } from './options.js';
+import { ErrorWithReasonCode, connect as mqttConnect } from './mqtt-client.js';
 import { type Guard, guard } from './packet-guard.js';
 
 /** What one attempt reports, once each: accepted, then lost; or refused; or failed. */
@@ -170,7 +171,7 @@ export class Attempt {
   constructor(url: string, options: IClientOptions, settings: AttemptSettings, listener: AttemptListener) {
     this.#listener = listener;
     this.#connectTimeoutMs = settings.connectTimeoutMs;
-    this.#client = mqtt.connect(url, {
+    this.#client = mqttConnect(url, {
       ...options,
       reconnectPeriod: 0,
       // Our own CONNACK timer decides; mqtt.js's must never fire first.

@@ -7,7 +7,7 @@ import { type CredentialSource, DeviceCredential, type TokenRequest, type TokenS
 import { ValidationError, toApsaraMqDeviceError } from '../errors.js';
 import type { TokenGrant } from '../signer/mqtt.js';
 import { raceAbort } from '../util/abort.js';
-import { type ConnectionMode } from './connection-types.js';
+import type { ConnectionMode } from './connection-types.js';
 import { DeviceConnection, START } from './connection.js';
 import { CredentialLogin, type Login, TokenLogin, signable } from './login.js';
 import { type ConnectDeviceOptions, type TokenConnectOptions, brokerUrlFor, resolveConnectOptions } from './options.js';

@@ -3,11 +3,11 @@
  * broker would not take and a session broken by the broker's bytes are called, with the URL, the ClientId and what
  * is known of the cause. The connection decides when; this decides what the error says.
  */
-import { ReasonCodes } from 'mqtt';
 import { AbortedError, ApsaraMqDeviceError, CONNACK_CODES, LOCAL_ERROR_CATALOG, ConnectError, PublishError, SubscribeError, ValidationError, toApsaraMqDeviceError } from '../errors.js';
 import type { TokenGrant } from '../signer/mqtt.js';
 import { errorCode } from './attempt.js';
 import type { Login } from './login.js';
+import { ReasonCodes } from './mqtt-client.js';
 import { PacketViolation } from './packet-guard.js';
 import type { ConnectFailure, Problem } from './state.js';
 import type { SessionEnd } from './takeover.js';
@@ -134,6 +134,16 @@ export function problemError(problem: Problem, context: ErrorContext): ApsaraMqD
   }
 }
 
+/**
+ * The words of the connect remedies that name options. The library knows no CLI: the CLI says the same with its
+ * flags (`src/cli/remedies.ts` replaces each of these).
+ */
+export const CONNECT_REMEDY_WORDS = Object.freeze({
+  trust: 'pass option ca with the CA that signed it, or rejectUnauthorized: false for tests',
+  httpPort: 'is brokerUrl the OpenAPI endpoint? Option brokerUrl',
+  brokerUrl: 'the broker URL (option brokerUrl)',
+});
+
 /** The error of a CONNECT that got no CONNACK. */
 export function connectFailedError(failure: ConnectFailure, cause: Error | undefined, context: Pick<ErrorContext, 'clientId' | 'url' | 'connectTimeoutMs'>): ConnectError {
   const { clientId, url } = context;
@@ -147,13 +157,13 @@ export function connectFailedError(failure: ConnectFailure, cause: Error | undef
         clientId,
         cause,
         retryable: false,
-        remedy: "The broker's certificate is not trusted: pass --ca FILE (option ca) with the CA that signed it, or --insecure (rejectUnauthorized: false) for tests.",
+        remedy: `The broker's certificate is not trusted: ${CONNECT_REMEDY_WORDS.trust}.`,
       });
     case 'http':
       return new ConnectError('ProtocolError', `${url} answered in HTTP, not MQTT`, {
         clientId,
         ...(cause ? { cause } : {}),
-        remedy: 'This port speaks HTTP: did you mean --endpoint? The broker URL (--broker-url, brokerUrl) must name the MQTT port (1883 on the service and the emulator).',
+        remedy: `This port speaks HTTP: ${CONNECT_REMEDY_WORDS.httpPort} must name the MQTT port (1883 on the service and the emulator).`,
       });
     case 'protocol':
       if (cause instanceof PacketViolation && cause.kind === 'too-large') {
@@ -164,10 +174,10 @@ export function connectFailedError(failure: ConnectFailure, cause: Error | undef
       const host = new URL(url).host;
       const remedy =
         code === 'ECONNREFUSED'
-          ? `Nothing answers at ${url}: is the broker (or the emulator) running? Check the broker URL (--broker-url, brokerUrl).`
+          ? `Nothing answers at ${url}: is the broker (or the emulator) running? Check ${CONNECT_REMEDY_WORDS.brokerUrl}.`
           : code === 'ENOTFOUND' || code === 'EAI_AGAIN'
-            ? `The host ${host} does not resolve: check the broker URL (--broker-url, brokerUrl) and DNS.`
-            : `Could not reach ${url}: check the broker URL (--broker-url, brokerUrl), the port and the network.`;
+            ? `The host ${host} does not resolve: check ${CONNECT_REMEDY_WORDS.brokerUrl} and DNS.`
+            : `Could not reach ${url}: check ${CONNECT_REMEDY_WORDS.brokerUrl}, the port and the network.`;
       return new ConnectError('BrokerUnreachable', `Could not reach the broker at ${url}${detail}`, { clientId, ...(cause ? { cause } : {}), remedy });
     }
   }

@@ -3,9 +3,10 @@
  * subscriptions of a session the broker did not keep. Each item knows how to send itself on an mqtt.js client and
  * how to read the broker's answer; the outbox (outbox.ts) decides when it goes, the connection settles it.
  */
-import { ErrorWithReasonCode, type IClientPublishOptions, type ISubscriptionGrant, type MqttClient } from 'mqtt';
+import type { IClientPublishOptions, ISubscriptionGrant, MqttClient } from 'mqtt';
 import { type ApsaraMqDeviceError, PublishError, SubscribeError } from '../errors.js';
 import { describeCode, hex } from './connection-errors.js';
+import { ErrorWithReasonCode } from './mqtt-client.js';
 import type { OutboxItem } from './outbox.js';
 
 /** The answer to an item: acknowledged (with a value), refused (with the error), or no answer (the client closed). */

@@ -8,6 +8,7 @@
  */
 import type { IClientPublishOptions } from 'mqtt';
 import { ValidationError } from '../errors.js';
+import { TOKEN_NOTICE_TOPICS } from './token-rules.js';
 
 /** The service's limit on a topic: parent topic plus subtopics, in characters (reference §5.6). */
 export const MAX_TOPIC_CHARACTERS = 64;
@@ -74,11 +75,20 @@ function checkServiceLength(kind: 'topic' | 'topic filter', value: string, rules
   }
 }
 
-/** A topic name to publish to: not empty, no wildcard, valid UTF-8, and within the service's length. */
+/** A topic name to publish to: not empty, no wildcard, valid UTF-8, and on the service not a `$` topic and within its length. */
 export function checkTopicName(topic: unknown, rules: MessageRules): string {
   const value = checkString('topic', topic);
   if (value.includes('+') || value.includes('#')) {
     throw new ValidationError('InvalidTopic', `Cannot publish to ${JSON.stringify(value)}: + and # are wildcards, for subscriptions only`);
+  }
+  // MQTT §4.7.2: `$` topics are the broker's. The service closes the session of a client that publishes to one (the
+  // parent-topic rule: a parent is letters, digits, - and _), which would cost maxDeliveryAttempts sessions to learn;
+  // the one it takes from a device is Token mode's upload (reference §5.3). Another broker may take others ($aws/…).
+  if (rules.apsaraMq && value.startsWith('$') && value !== TOKEN_NOTICE_TOPICS.upload) {
+    throw new ValidationError(
+      'InvalidTopic',
+      `Cannot publish to ${JSON.stringify(value)}: topics starting with $ are the broker's own, and ApsaraMQ for MQTT closes the session of a device that publishes to one; publish under a parent topic created on the instance`,
+    );
   }
   checkServiceLength('topic', value, rules);
   return value;

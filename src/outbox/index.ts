@@ -4,15 +4,14 @@
  */
 export { OutboxError, type OutboxErrorCode } from '../errors.js';
 export { MIN_OUTBOX_BYTES, OUTBOX_DEFAULTS, type OutboxStoreOptions, type WhenFull } from './options.js';
+export { openOutboxStore, repairOutboxStore } from './open.js';
+export { OutboxStore } from './store.js';
 export {
   OutboxMessage,
-  OutboxStore,
-  openOutboxStore,
-  repairOutboxStore,
   type OutboxDrop,
   type OutboxDropReason,
   type OutboxMessageInput,
   type OutboxRecovery,
   type OutboxStats,
   type OutboxStoreEvents,
-} from './store.js';
+} from './types.js';

@@ -7,6 +7,8 @@
 import { type DeviceConnection, connectDevice } from '../connector/connect.js';
 import type { CredentialSource, DeviceCredential } from '../credential.js';
 import { isApsaraMqDeviceError } from '../errors.js';
+// Types only: the store is opened by the caller, so the simulator never loads the outbox's engine.
+import type { OutboxStore } from '../outbox/store.js';
 import { fullJitterDelay } from '../util/backoff.js';
 import { RECONNECT_BACKOFF, type DeviceContext } from './device.js';
 import { Pause } from './clock.js';
@@ -18,6 +20,8 @@ export interface ConnectorDeviceOptions {
   brokerUrl: string;
   /** The credential ladder after a refusal (the provisioner's store → Get → Register); none: it cannot heal a revoke. */
   ladder?: CredentialSource;
+  /** The durable outbox of the run's process (the connector's `outbox` option); none: the outbox in memory. */
+  outbox?: OutboxStore;
 }
 
 /** One device of the fleet as a {@link DeviceConnection}. */
@@ -67,6 +71,7 @@ export class ConnectorDevice {
           connectTimeoutMs: settings.connectTimeoutMs,
           signal: this.#abort.signal,
           random: this.#ctx.random,
+          ...(this.#options.outbox === undefined ? {} : { outbox: this.#options.outbox }),
           ...(this.#ctx.broker.ca === undefined ? {} : { ca: this.#ctx.broker.ca as string | Buffer | string[] | Buffer[] }),
           ...(this.#ctx.broker.rejectUnauthorized === undefined ? {} : { rejectUnauthorized: this.#ctx.broker.rejectUnauthorized }),
         });
@@ -183,9 +188,13 @@ export class ConnectorDevice {
     );
   }
 
-  /** Messages the library still holds (queued while offline, or awaiting their PUBACK). */
+  /**
+   * Messages the library still holds (queued while offline, or awaiting their PUBACK); with a durable outbox, also
+   * those on disk beyond the window it reads into memory.
+   */
   get pending(): number {
-    return this.#connection?.outbox.messages ?? 0;
+    const outbox = this.#connection?.outbox;
+    return outbox ? Math.max(outbox.messages, outbox.durable?.stored ?? 0) : 0;
   }
 
 

@@ -2,7 +2,7 @@
  * The few MQTT 3.1.1 and MQTT 5 packets a simulated device sends and reads, encoded by hand.
  *
  * Why not mqtt.js per device: at 10,000 devices its per-client stores, streams and timers cost several times the
- * 40 KB budget of a simulated device. Why not mqtt-packet: it is only a transitive dependency of mqtt, and its
+ * 40 KB budget of a simulated device. Why not mqtt-packet (a dependency of the package, which the emulator uses): its
  * per-client parser (an EventEmitter over a BufferList) is heavier than this. Only what the simulator needs is
  * here: CONNECT (username and password, no will), PUBLISH QoS 0/1, PUBACK, SUBSCRIBE, PINGREQ, DISCONNECT out;
  * CONNACK, PUBLISH, PUBACK, SUBACK, PINGRESP and (MQTT 5) DISCONNECT in.

@@ -1,6 +1,9 @@
 import { setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
 import type { DeviceCredential } from '../credential.js';
+import { ValidationError } from '../errors.js';
+// Types only: the store is opened by the caller, so the simulator never loads the outbox's engine.
+import type { OutboxStore } from '../outbox/store.js';
 import { type Clock, systemClock } from './clock.js';
 import { type BrokerAddress, type DeviceContext, SimulatedDevice, parseBrokerUrl } from './device.js';
 import { SimulatorError } from './errors.js';
@@ -47,6 +50,14 @@ export interface SimulationOptions extends SimulationSettings {
   scenario?: Scenario;
   /** How the scenario is named in its errors (its file name). @default its name */
   scenarioSource?: string;
+  /**
+   * A durable outbox for every device (`client: 'connector'` only): an `OutboxStore` opened with `openOutboxStore`
+   * from `apsaramq-device/outbox`, given to each device's connection as its `outbox` option, so a game day measures
+   * store and forward. The caller opens and closes it; what the devices still held when the run ended stays in it.
+   * Use a fresh directory per run: a later run's devices have the same ClientIds and send what an earlier one left
+   * (its backend subscriber counts those as foreign). @default none (the connector's outbox in memory)
+   */
+  outbox?: OutboxStore;
 }
 
 /**
@@ -116,7 +127,8 @@ function preflightWarnings(settings: ResolvedSettings, plans: readonly FaultPlan
  * console.log(report.connectLatencyMs.p99, report.e2eLatencyMs.p99);
  * ```
  *
- * @throws ValidationError for a bad option (a `startAt` already past, a source address not on this machine), before
+ * @throws ValidationError for a bad option (a `startAt` already past, a source address not on this machine, an `outbox`
+ *   without `client: 'connector'`), before
  *   anything starts; SimulatorError `AddressSpaceTooSmall` when the shard's devices cannot all have a source port
  *   toward the broker, before anything starts; SimulatorError `EmulatorFailed` when the embedded emulator cannot
  *   start.
@@ -124,6 +136,9 @@ function preflightWarnings(settings: ResolvedSettings, plans: readonly FaultPlan
  */
 export async function runSimulation(options: SimulationOptions = {}, hooks: RunHooks = {}): Promise<SimulationReport> {
   const settings = resolveSettings(options);
+  if (options.outbox !== undefined && settings.client !== 'connector') {
+    throw new ValidationError('InvalidOption', "Option outbox is the durable outbox of the library's devices: pass client: 'connector' too (a raw-socket device has no outbox)");
+  }
   const given = options.target;
   const broker: BrokerAddress | undefined = given ? brokerOf(given) : undefined;
   const wallClock = options.wallClock ?? Date.now;
@@ -253,7 +268,11 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
       const route = rig?.route(index) ?? {};
       if (settings.client === 'connector') {
         const url = route.dial ? `${runBroker.tls ? 'mqtts' : 'mqtt'}://${route.dial.host}:${route.dial.port}` : target.brokerUrl;
-        return new ConnectorDevice(index, credential, topic, ctx, { brokerUrl: url, ...(route.ladder ? { ladder: route.ladder } : {}) });
+        return new ConnectorDevice(index, credential, topic, ctx, {
+          brokerUrl: url,
+          ...(route.ladder ? { ladder: route.ladder } : {}),
+          ...(options.outbox === undefined ? {} : { outbox: options.outbox }),
+        });
       }
       return new SimulatedDevice(index, credential, topic, ctx, { ...route, ...(sources === null ? {} : { localAddress: sources[k % sources.length] as string }) });
     });

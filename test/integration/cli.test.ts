@@ -249,15 +249,16 @@ describe('connect: what a person sees when something is wrong', () => {
   it('--publish of a message the broker refuses exits 1 with PublishRejected instead of looping', async () => {
     const file = await credentialFile('GID_cli@@@refused-1');
     const started = Date.now();
-    // The emulator closes the session of a client that publishes to $SYS/…, as the service does for a refused message.
-    const run = await cli(['connect', '--credential-file', file, '--broker-url', getEmulator().mqttUrl, '--publish', '$SYS/x', '--message', 'm'], {});
+    // The emulator closes the session of a client that publishes under a parent topic the instance lacks, as the
+    // service does for a refused message.
+    const run = await cli(['connect', '--credential-file', file, '--broker-url', getEmulator().mqttUrl, '--publish', 'nope/x', '--message', 'm'], {});
     expect(run.code).toBe(1);
-    expect(run.stderr).toMatch(/^PublishRejected: The broker closed the session right after each of the 3 times the message to \$SYS\/x was sent/);
+    expect(run.stderr).toMatch(/^PublishRejected: The broker closed the session right after each of the 3 times the message to nope\/x was sent/);
     expect(run.stderr.trim().split('\n')).toHaveLength(1);
     expect(Date.now() - started).toBeLessThan(15_000); // three sends, jittered reconnects of at most 1 s + 2 s between
   });
 
-  it('a wildcard topic or a message over 64 KB is refused before connecting (exit 2)', async () => {
+  it('a wildcard topic, a $SYS topic or a message over 64 KB is refused before connecting (exit 2)', async () => {
     const file = await credentialFile('GID_cli@@@wild-1');
     const before = connacks();
     const wild = await cli(['connect', '--credential-file', file, '--broker-url', getEmulator().mqttUrl, '--publish', 'a/+', '--message', 'm'], {});
@@ -266,6 +267,9 @@ describe('connect: what a person sees when something is wrong', () => {
     const big = await cli(['connect', '--credential-file', file, '--broker-url', getEmulator().mqttUrl, '--publish', 'a/b', '--message', 'x'.repeat(65_537)], {});
     expect(big.code).toBe(2);
     expect(big.stderr).toMatch(/^PayloadTooLarge: /);
+    const sys = await cli(['connect', '--credential-file', file, '--broker-url', getEmulator().mqttUrl, '--publish', '$SYS/x', '--message', 'm'], {});
+    expect(sys.code).toBe(2);
+    expect(sys.stderr).toMatch(/^InvalidTopic: Cannot publish to "\$SYS\/x": topics starting with \$ are the broker's own/);
     const filter = await cli(['connect', '--credential-file', file, '--broker-url', getEmulator().mqttUrl, '--subscribe', 'a/#/b'], {});
     expect(filter.code).toBe(2);
     expect(filter.stderr).toMatch(/^InvalidTopic: /);

@@ -202,14 +202,31 @@ describe('messages the broker refuses', () => {
     expect(connectCount() - before).toBeLessThanOrEqual(4);
   });
 
-  it('the emulator refusing a publish to $SYS/… (it closes the session): PublishRejected, not an endless loop', async () => {
+  it('the emulator refusing a publish under a parent topic the instance lacks (it closes the session): PublishRejected, not an endless loop', async () => {
     const e = emulator();
     const credential = await registerDevice(e, 'GID_res@@@sys-1');
     const conn = await open(connectDevice({ credential, brokerUrl: e.mqttUrl, reconnect: { minDelayMs: 10, maxDelayMs: 100 } }));
     const takeovers: unknown[] = [];
     conn.on('takeover', (t) => takeovers.push(t));
-    await expect(conn.publish('$SYS/x', 'x', { qos: 1 })).rejects.toMatchObject({ code: 'PublishRejected' });
+    await expect(conn.publish('nope/x', 'x', { qos: 1 })).rejects.toMatchObject({ code: 'PublishRejected' });
     expect(takeovers).toEqual([]); // a session closed with a message in flight is blamed on the message
+  });
+
+  it('a publish to $SYS/x is refused at once with InvalidTopic: nothing sent, the session untouched', async () => {
+    const e = emulator();
+    const credential = await registerDevice(e, 'GID_res@@@sys-2');
+    const conn = await open(connectDevice({ credential, brokerUrl: e.mqttUrl, reconnect: { minDelayMs: 10, maxDelayMs: 100 } }));
+    let offline = 0;
+    conn.on('offline', () => (offline += 1));
+    const before = connectCount();
+    const publishing = conn.publish('$SYS/x', 'x', { qos: 1 });
+    await expect(publishing).rejects.toMatchObject({ name: 'ValidationError', code: 'InvalidTopic', retryable: false });
+    await expect(publishing.accepted).rejects.toMatchObject({ code: 'InvalidTopic' });
+    // The same session carries the next message: the refused one never reached the broker.
+    await conn.publish('res/after-sys', 'x', { qos: 1 });
+    expect(offline).toBe(0);
+    expect(connectCount()).toBe(before);
+    expect(conn.outbox.messages).toBe(0);
   });
 });
 

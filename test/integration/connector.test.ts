@@ -143,12 +143,14 @@ describe('connectDevice against the emulator', () => {
     expect(connacks()).toEqual({});
   });
 
-  it("the OpenAPI's HTTP port given as the broker is a ProtocolError: did you mean --endpoint?", async () => {
+  it("the OpenAPI's HTTP port given as the broker is a ProtocolError: is brokerUrl the OpenAPI endpoint?", async () => {
     const credential = await apiCredential('RegisterDeviceCredential', 'GID_conn@@@http-1');
     const error = await connectDevice({ credential, brokerUrl: emulator.apiEndpoint.replace(/^http:/, 'mqtt:') }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ConnectError);
     expect(error).toMatchObject({ code: 'ProtocolError', retryable: false });
-    expect((error as ApsaraMqDeviceError).remedy).toMatch(/^This port speaks HTTP: did you mean --endpoint\?/);
+    expect((error as ApsaraMqDeviceError).remedy).toMatch(/^This port speaks HTTP: is brokerUrl the OpenAPI endpoint\? Option brokerUrl must name the MQTT port/);
+    // The library knows no CLI: its remedies name options, never flags (the CLI says them as flags).
+    expect((error as ApsaraMqDeviceError).remedy).not.toMatch(/--[a-z]/);
   });
 
   it('times out a broker that never answers CONNECT', async () => {

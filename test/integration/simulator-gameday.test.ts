@@ -7,10 +7,11 @@
  * Jitter is fixed (`random: () => 0.1`): reconnects are then a tenth of their backoff's cap, so every device is back
  * well before the run ends, whatever the machine's load.
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openOutboxStore } from '../../src/outbox/index.js';
 import { runSimulation, simulationFailure, type SimulationOptions } from '../../src/simulator/run.js';
 import { parseScenario } from '../../src/simulator/scenario.js';
 import type { SimulationReport } from '../../src/simulator/report-format.js';
@@ -78,6 +79,49 @@ describe('game days against an emulator', () => {
     expect(simulationFailure(report)).toBeUndefined();
   }, 60_000);
 
+  it('connector devices with a durable outbox through a broker restart and a partition: every message accepted on disk, none lost', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'apsaramq-gameday-outbox-'));
+    try {
+      const store = await openOutboxStore({ dir });
+      let report: SimulationReport;
+      try {
+        report = await runSimulation({ ...common('GID_gddur'), client: 'connector', scenario: OUTAGES, outbox: store });
+      } finally {
+        await store.close();
+      }
+      expect(fault(report, '1')).toMatchObject({ kind: 'broker-restart', hit: 40, healed: 40, notHealed: 0 });
+      expect(fault(report, '2')).toMatchObject({ kind: 'partition', hit: 20, healed: 20, notHealed: 0 });
+      const delivery = report.delivery;
+      if (!delivery) throw new Error('no delivery count');
+      expect(delivery.accepted).toBeGreaterThan(0);
+      expect(delivery).toMatchObject({ lost: 0, refused: 0, foreign: 0 });
+      expect(delivery.delivered).toBe(delivery.accepted);
+      // The devices' messages went through the store: each one accepted on disk, and each one removed on its PUBACK.
+      const stats = store.stats();
+      expect(stats.accepted).toBe(delivery.accepted);
+      expect(stats.delivered).toBe(delivery.accepted);
+      expect(stats.messages).toBe(0);
+      expect(simulationFailure(report)).toBeUndefined();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it('an outbox is for connector devices only: refused with raw ones, before anything starts', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'apsaramq-gameday-outbox-'));
+    const store = await openOutboxStore({ dir });
+    try {
+      await expect(runSimulation({ ...common('GID_gdrawdur'), client: 'raw', outbox: store })).rejects.toMatchObject({
+        code: 'InvalidOption',
+        message: expect.stringMatching(/^Option outbox is the durable outbox of the library's devices: pass client: 'connector'/),
+      });
+      expect(store.stats().accepted).toBe(0);
+    } finally {
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it.each([
     ['raw', 'GID_gdrev'],
     ['connector', 'GID_gdrevc'],
@@ -140,7 +184,7 @@ describe('simulate: exit codes that mean something', () => {
     expect(passing.code, passing.stderr).toBe(0);
   }, 30_000);
 
-  it('refuses, before anything starts, a scenario that cannot be played, a threshold that does not parse or cannot be measured, and --outbox', async () => {
+  it('refuses, before anything starts, a scenario that cannot be played, a threshold that does not parse or cannot be measured, and --outbox without --client connector', async () => {
     const file = join(dir, 'bad.json');
     await writeFile(file, JSON.stringify({ faults: [{ at: 1, kind: 'partition', for: 3, shares: 0.5 }] }));
     const bad = await cli(['simulate', '--scenario', file], {});
@@ -152,7 +196,7 @@ describe('simulate: exit codes that mean something', () => {
     expect(await cli(['simulate', '--fail-on', 'lost>>0'], {})).toMatchObject({ code: 2, stderr: expect.stringMatching(/^InvalidOption: --fail-on "lost>>0" does not parse\. A threshold is METRIC OP VALUE/) });
     expect(await cli(['simulate', '--fail-on', 'lost>0'], {})).toMatchObject({ code: 2, stderr: expect.stringMatching(/^InvalidOption: --fail-on lost>0 needs the backend subscriber that counts deliveries: add --consumer/) });
     expect(await cli(['simulate', '--fail-on', 'heal.p99>30s'], {})).toMatchObject({ code: 2, stderr: expect.stringMatching(/^InvalidOption: --fail-on heal\.p99>30s needs a game day: add --scenario FILE/) });
-    expect(await cli(['simulate', '--client', 'connector', '--outbox', dir], {})).toMatchObject({ code: 2, stderr: expect.stringMatching(/^InvalidOption: --outbox .*: the durable outbox is not wired into connectDevice yet/) });
+    expect(await cli(['simulate', '--outbox', join(dir, 'outbox')], {})).toMatchObject({ code: 2, stderr: expect.stringMatching(/^InvalidOption: --outbox .* is the durable outbox of the library's devices: add --client connector/) });
     expect(await cli(['simulate', '--client', 'mosquitto'], {})).toMatchObject({ code: 2, stderr: expect.stringMatching(/--client/) });
   });
 
@@ -168,6 +212,30 @@ describe('simulate: exit codes that mean something', () => {
     expect(report.faults?.[0]).toMatchObject({ id: '1', kind: 'broker-restart', targeted: 20, hit: 20, healed: 20, notHealed: 0 });
     expect(report.delivery?.lost).toBe(0);
     expect(run.stdout).toMatch(/ {4}1 broker-restart at 2\.00 s for 1\.00 s: hit 20 of 20, healed 20, not healed 0; heal p50 [\d.]+ s/);
+  }, 90_000);
+
+  it('--client connector --outbox DIR with --processes 2: each shard keeps its own store in DIR/shard-<i>, and nothing is lost', async () => {
+    const file = join(dir, 'restart-outbox.json');
+    await writeFile(file, JSON.stringify({ name: 'restart', faults: [{ at: 2, kind: 'broker-restart', down: 1 }] }));
+    const outbox = join(dir, 'outbox');
+    const reportFile = join(dir, 'outbox.json');
+    const run = await runBuiltCli(['simulate', '--processes', '2', '--devices', '10', '--duration', '10', '--publish-interval', '200', '--connect-rate', '0', '--scenario', file, '--client', 'connector', '--outbox', outbox, '--report', reportFile, '--fail-on', 'not-healed>0,lost>0', '--no-progress']);
+    expect(run.code, run.stderr).toBe(0);
+    const report = JSON.parse(await readFile(reportFile, 'utf8')) as SimulationReport;
+    expect(report.faults?.[0]).toMatchObject({ kind: 'broker-restart', hit: 10, healed: 10, notHealed: 0 });
+    expect(report.delivery?.accepted).toBeGreaterThan(0);
+    expect(report.delivery?.lost).toBe(0);
+    // One store per shard process, each closed (a second open would be refused while its process held it) and empty.
+    expect((await readdir(outbox)).sort()).toEqual(['shard-1', 'shard-2']);
+    for (const shard of ['shard-1', 'shard-2']) {
+      const store = await openOutboxStore({ dir: join(outbox, shard) });
+      try {
+        expect(store.recovery.uncleanShutdown).toBe(false);
+        expect(store.stats().messages).toBe(0);
+      } finally {
+        await store.close();
+      }
+    }
   }, 90_000);
 
   it('--processes passes --no-consumer on to its shards: no backend subscriber in any', async () => {

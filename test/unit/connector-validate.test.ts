@@ -53,6 +53,22 @@ describe('topic names (publish)', () => {
     expect(codeOf(() => checkTopicName(`${'p'.repeat(65)}/p2p/${clientId}`, apsara))).toBe('InvalidTopic');
   });
 
+  it.each(['$SYS/x', '$SYS', '$', '$aws/things/x', '$share/g/demo'])('%j, a $ topic, is refused at once with InvalidTopic on ApsaraMQ (the broker would close the session)', (topic) => {
+    let error: unknown;
+    try {
+      checkTopicName(topic, apsara);
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(ValidationError);
+    expect(error).toMatchObject({ code: 'InvalidTopic', retryable: false, message: expect.stringMatching(/^Cannot publish to ".*": topics starting with \$ are the broker's own/) });
+  });
+
+  it("a $ topic on another broker is MQTT's to allow (AWS IoT takes $aws/…)", () => {
+    expect(checkTopicName('$aws/things/x', other)).toBe('$aws/things/x');
+    expect(checkTopicName('$SYS/x', other)).toBe('$SYS/x');
+  });
+
   it('another broker: no 64-character limit, but MQTT rules stay', () => {
     expect(checkTopicName('x'.repeat(1000), other)).toHaveLength(1000);
     expect(codeOf(() => checkTopicName('a/+', other))).toBe('InvalidTopic');

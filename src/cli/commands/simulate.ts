@@ -1,5 +1,6 @@
 import { lookup } from 'node:dns/promises';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Command, Option } from 'commander';
 import { brokerUrlFor } from '../../connector/connect.js';
 import { isApsaraMqDeviceError, NetworkError, ValidationError } from '../../errors.js';
@@ -17,6 +18,7 @@ import { planGameDay } from '../../simulator/game-day-plan.js';
 import { InvalidScenarioError } from '../../simulator/errors.js';
 import type { SimulationTarget } from '../../simulator/target.js';
 import type { SimulationReport } from '../../simulator/report-format.js';
+import type { OutboxStore } from '../../outbox/store.js';
 import { type CliIo, Interrupted, UsageError, checkOutputFile, choiceArg, exampleStartAt, intArg, jsonLine } from '../io.js';
 import { CheckedEndpointStore, EndpointCheck } from '../endpoint-check.js';
 import { Progress } from '../progress.js';
@@ -104,7 +106,7 @@ export function addSimulateCommand(program: Command, io: CliIo): void {
     .option('--client <kind>', 'what each device is: raw (the simulator\'s raw-socket device, for scale) or connector (the library\'s DeviceConnection)', choiceArg('--client', ['raw', 'connector'] as const), D.client)
     .option('--consumer', 'a backend subscriber counts every message: delivered, lost, duplicated (on with --scenario)')
     .option('--no-consumer', 'no backend subscriber, even with --scenario')
-    .option('--outbox <dir>', 'connector devices keep their messages in a durable outbox in this directory (not available yet)')
+    .option('--outbox <dir>', 'with --client connector: every device keeps its messages in a durable outbox in this directory (with --processes, DIR/shard-<i> each); use a fresh one per run')
     .option('--fail-on <threshold>', 'exit 1 when a threshold holds: METRIC OP VALUE, e.g. lost>0, heal.p99>30s, errors>0, duplicates>10 (repeat, or a comma list)', (value: string, previous: string[] | undefined) => [...(previous ?? []), value])
     .option('--no-progress', 'no live progress on stderr')
     .addHelpText(
@@ -145,7 +147,11 @@ counts every message by the device index and sequence in its payload. The summar
 when it started and ended, the devices it hit, their time to heal (p50, p99, max, from the fault's end; a device not
 back by the end is "not healed") and what became of their messages; the HTML report marks each fault on its charts.
 --client connector runs each device as the library's DeviceConnection (its defaults: reconnect backoff 1 to 60 s, an
-in-memory outbox) instead of the raw-socket device; a raw device drops what it is handed while offline.
+in-memory outbox) instead of the raw-socket device; a raw device drops what it is handed while offline. With
+--outbox DIR too, every device keeps its messages in the durable outbox (store and forward) in DIR, one store per
+process (with --processes, DIR/shard-<i> for shard i): accepted once on disk, kept until the broker acknowledged
+them. What the devices still hold when the run ends stays there (the summary says how many); a run on the same
+directory would send it again, so give each run a fresh one.
 --fail-on METRIC OP VALUE fails the run (exit 1, ThresholdExceeded) when it holds: lost, delivered, duplicates,
 duplicated, refused, published, acked, connected, failed-connects, reconnects, errors, errors.CODE, hit, not-healed,
 heal.p50|p95|p99|max, connect.…, e2e.… (times in ms, s or m). Without it, a run whose devices published and got
@@ -195,7 +201,7 @@ Examples:
       let resolved: ResolvedSettings;
       // The scenario is read first: a file that cannot be played is InvalidScenario (exit 2) before anything starts.
       const scenario: Scenario | undefined = flags.scenario === undefined ? undefined : await readScenarioFile(flags.scenario);
-      outboxOf(flags);
+      const outboxDir = outboxDirOf(flags, io.env);
       const { parseThresholds, checkThresholds, needsConsumer, needsScenario } = await loadThresholds('simulate');
       try {
         resolved = resolveSettings(settings);
@@ -260,7 +266,9 @@ Examples:
         // A shard process of a parent's --processes run: progress and warnings go to the parent, which also says
         // when to start connecting.
         const child = shardChildHooks(io.env, stop);
+        let outbox: OutboxStore | undefined;
         try {
+          if (outboxDir !== undefined) outbox = await openOutbox(outboxDir);
           report = await runSimulation(
             {
               ...settings,
@@ -268,6 +276,7 @@ Examples:
               onWarning: child?.onWarning ?? ((message) => io.stderr(`warning: ${message}\n`)),
               ...(target === undefined ? {} : { target }),
               ...(scenario === undefined ? {} : { scenario, scenarioSource: flags.scenario as string }),
+              ...(outbox === undefined ? {} : { outbox }),
               // After a failed probe the devices only fail with it: the phases that follow are not progress.
               ...(child !== undefined ? { onProgress: child.onProgress } : progress === undefined ? {} : { onProgress: (p) => check?.failure === undefined && progress.update(p) }),
             },
@@ -275,6 +284,9 @@ Examples:
           );
         } finally {
           child?.done();
+          const held = outbox?.stats().messages ?? 0;
+          await outbox?.close();
+          if (held > 0) io.stderr(`--outbox ${outboxDir as string} keeps ${held} message${held === 1 ? '' : 's'} the devices had not delivered when the run ended (a run on the same directory would send ${held === 1 ? 'it' : 'them'})\n`);
         }
       }
       progress?.finish(interruptedBy !== undefined || check?.failure !== undefined);
@@ -297,12 +309,23 @@ Examples:
 }
 
 /**
- * `--outbox DIR`: the durable outbox of connector devices. Refused until `connectDevice` takes one (store and
- * forward, issue 17): the only place that has to change when it does.
+ * `--outbox DIR`: where this process's connector devices keep their durable outbox. A shard process of a
+ * `--processes` run takes `DIR/shard-<i>` (one store per process: a store is locked by the process that opened it);
+ * the parent opens none.
  */
-function outboxOf(flags: SimulateFlags): undefined {
+function outboxDirOf(flags: SimulateFlags, env: NodeJS.ProcessEnv): string | undefined {
   if (flags.outbox === undefined) return undefined;
-  throw new UsageError(`--outbox ${flags.outbox}: the durable outbox is not wired into connectDevice yet, so the simulator cannot give its devices one; run --client connector without it (its outbox is in memory: what a device holds when the run ends is lost)`);
+  if (flags.client !== 'connector') {
+    throw new UsageError(`--outbox ${flags.outbox} is the durable outbox of the library's devices: add --client connector (the raw-socket devices have no outbox)`);
+  }
+  if (env[SHARD_CHILD_ENV] === '1' && flags.shard !== undefined) return join(flags.outbox, `shard-${parseShard(flags.shard).index}`);
+  return flags.outbox;
+}
+
+/** Open the durable outbox (its engine, classic-level, is loaded only now: `MissingDependency` without it). */
+async function openOutbox(dir: string): Promise<OutboxStore> {
+  const { openOutboxStore } = await import('../../outbox/index.js');
+  return openOutboxStore({ dir });
 }
 
 /** Flags of `simulate --processes` that the parent keeps: it writes the merged report and shows the progress. */
@@ -335,6 +358,9 @@ function checkTopicFlag(resolved: ResolvedSettings): void {
   const { topic, topicTemplate, groupId } = resolved;
   const last = resolved.devices - 1;
   const longest = expandTopic(topicTemplate, { clientId: simulatedClientId(groupId, last), index: last, group: groupId });
+  if (longest.startsWith('$')) {
+    throw new UsageError(`--topic ${topic}: topics under ${longest.split('/')[0] as string} are the broker's own; devices publish under a parent topic created on the instance`);
+  }
   try {
     checkTopicName(longest, { apsaraMq: true, maxPayloadBytes: MAX_PAYLOAD_BYTES, persistentSession: false });
   } catch (error) {
@@ -345,7 +371,6 @@ function checkTopicFlag(resolved: ResolvedSettings): void {
   const first = topicTemplate[0];
   const parent = typeof first !== 'string' ? undefined : first.includes('/') ? first.slice(0, first.indexOf('/')) : topicTemplate.length === 1 ? first : undefined;
   if (parent === undefined) return;
-  if (parent.startsWith('$')) throw new UsageError(`--topic ${topic}: topics under ${parent} are the broker's own; devices publish under a parent topic created on the instance`);
   try {
     resolveBrokerOptions({ parentTopics: [parent] });
   } catch (error) {

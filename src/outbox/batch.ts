@@ -1,0 +1,329 @@
+/**
+ * The durable outbox's group commit: everything asked since the last batch (appends, acks, marks, a sweep) goes
+ * into one LevelDB write batch, with one fsync when anything in it must be durable; and what happens when writing
+ * fails (appends refused, removals kept in memory, nothing written until the store was reopened and the disk takes
+ * as much as LevelDB's recovery will write).
+ */
+import { open as openFile, readdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { OutboxError } from '../errors.js';
+import { acceptedAtOf, encodeSeq, idOf, markKey, messageKey, metaKey } from './codec.js';
+import { planBounds } from './bounds.js';
+import { levelOptions, write, writeError, type Level, type LevelModule } from './level.js';
+import type { ResolvedOutboxOptions } from './options.js';
+import { dropOf, newWork, type Holdings, type PendingAppend, type PendingRemoval, type Removed, type Work } from './state.js';
+import type { OutboxDrop } from './types.js';
+
+/** Pause before the first try to write again after a failure; doubled up to {@link MAX_RETRY_MS}. */
+const FIRST_RETRY_MS = 1000;
+const MAX_RETRY_MS = 30_000;
+const SEQ_KEY = metaKey('seq');
+
+/** What the writer tells its store (which emits it). */
+export interface WriterEvents {
+  drop(drop: OutboxDrop): void;
+  warning(warning: OutboxError): void;
+}
+
+/** Writes the store's batches, one at a time, and recovers from a failed write. */
+export class BatchWriter {
+  /** What the next batch writes; replaced by a fresh one when a batch starts. */
+  work: Work = newWork();
+  #db: Level;
+  readonly #engine: LevelModule;
+  readonly #options: ResolvedOutboxOptions;
+  readonly #holdings: Holdings;
+  readonly #events: WriterEvents;
+  #running = false;
+  /** Deletions and marks that could not be written (writing failing): written once it works again. */
+  #deferredDeletes: Buffer[] = [];
+  #deferredMarks = new Map<string, number>();
+  /** Keys of appends whose write failed: if the failed write reached the disk after all, they are deleted on recovery. */
+  #failedKeys: Buffer[] = [];
+  /** Writing failed: no write until the store has recovered (a write after a failed one could follow a torn record). */
+  #writeFailure: { error: OutboxError; retryAt: number; pauseMs: number } | undefined;
+  /** A reopen in progress: reads wait for it. */
+  #reopening: Promise<void> | undefined;
+
+  constructor(options: ResolvedOutboxOptions, engine: LevelModule, db: Level, holdings: Holdings, events: WriterEvents) {
+    this.#options = options;
+    this.#engine = engine;
+    this.#db = db;
+    this.#holdings = holdings;
+    this.#events = events;
+  }
+
+  /** The database (replaced when the store is reopened after a failed write). */
+  get db(): Level {
+    return this.#db;
+  }
+
+  /** The failure that stops writing, if any. */
+  get failure(): { readonly error: OutboxError; readonly retryAt: number } | undefined {
+    return this.#writeFailure;
+  }
+
+  /** Settles when a reopen in progress is over (at once when none is). */
+  get reopening(): Promise<void> | undefined {
+    return this.#reopening;
+  }
+
+  #hasWork(): boolean {
+    const w = this.work;
+    return w.appends.length > 0 || w.removals.length > 0 || w.marks.size > 0 || w.sweep || w.recover || w.waiters.length > 0;
+  }
+
+  /** Run a batch soon (after `groupCommitMs`, so that appends arriving together share it), unless one runs. */
+  schedule(): void {
+    if (this.#running) return;
+    this.#running = true;
+    const run = (): void => void this.#loop();
+    if (this.#options.groupCommitMs > 0) setTimeout(run, this.#options.groupCommitMs);
+    else setImmediate(run);
+  }
+
+  async #loop(): Promise<void> {
+    try {
+      while (this.#hasWork()) {
+        const work = this.work;
+        this.work = newWork();
+        await this.#commit(work);
+      }
+    } finally {
+      this.#running = false;
+      if (this.#hasWork()) this.schedule();
+    }
+  }
+
+  /** One batch: everything asked since the last one, written with one fsync when anything in it must be durable. */
+  async #commit(work: Work): Promise<void> {
+    const holdings = this.#holdings;
+    const dir = this.#options.dir;
+    const drops: OutboxDrop[] = [];
+    let removed: Removed[] = [];
+    let missing: PendingRemoval[] = [];
+    try {
+      if (this.#writeFailure && (work.appends.length > 0 || work.recover)) {
+        try {
+          await this.#tryRecover(work.recover);
+        } catch (cause) {
+          this.refuse(work.appends, writeError(dir, cause));
+          work.appends = [];
+        }
+      }
+      ({ removed, missing } = await this.#lookUp(work.removals));
+      if (this.#writeFailure) throw this.#writeFailure.error;
+      const { victims, droppedAtOnce, refused, sweepAgain } = await planBounds({ db: this.#db, holdings, options: this.#options }, work, removed);
+      if (sweepAgain) this.work.sweep = true;
+      if (refused.length > 0) this.refuse(refused, new OutboxError('OutboxFull', `The outbox in ${dir} is full, and nothing older may be dropped to make room (every older message is in flight)`, dir));
+      const marks = this.#mergeMarks(work.marks);
+      // Devices left with nothing by an earlier batch lose their mark: tidiness only (a new message's seq is above any
+      // mark, so a stale one never counts it as a duplicate), hence one batch late rather than a count per message.
+      const emptied = holdings.emptied.size === 0 ? [] : [...holdings.emptied].filter((clientId) => !holdings.devices.has(clientId) && !marks.has(clientId));
+      const deferred = this.#deferredDeletes;
+      // Straight into LevelDB's chained batch (no operation objects: this runs per message).
+      await write(this.#db, (batch) => {
+        for (const removal of work.removals) batch.del(messageKey(removal.clientId, removal.seq));
+        for (const v of victims) batch.del(messageKey(v.clientId, v.seq));
+        for (const a of work.appends) batch.put(a.key, a.value);
+        if (work.appends.length > 0) batch.put(SEQ_KEY, encodeSeq(holdings.nextSeq));
+        for (const [clientId, seq] of marks) batch.put(markKey(clientId), encodeSeq(seq));
+        for (const clientId of emptied) batch.del(markKey(clientId));
+        for (const key of deferred) batch.del(key);
+      }, work.appends.length > 0 || marks.size > 0 || deferred.length > 0);
+      // Written: account for it.
+      this.#deferredDeletes = [];
+      this.#deferredMarks.clear();
+      for (const clientId of emptied) holdings.emptied.delete(clientId);
+      for (const [clientId, seq] of marks) {
+        const device = holdings.device(clientId);
+        device.sentHigh = Math.max(device.sentHigh, seq);
+      }
+      const atOnce: OutboxDrop[] = [];
+      // Older than the kept ones: accepted first.
+      for (const a of droppedAtOnce) {
+        holdings.queuedMessages -= 1;
+        holdings.queuedBytes -= a.bytes;
+        holdings.counters.accepted += 1;
+        holdings.counters.dropped.full += 1;
+        a.resolve({ seq: a.seq, acceptedAt: a.acceptedAt });
+        atOnce.push(dropOf({ seq: a.seq, clientId: a.clientId, bytes: a.bytes, acceptedAt: a.acceptedAt, id: a.id }, 'full'));
+      }
+      for (const a of work.appends) {
+        holdings.hold(a);
+        if (a.sending) holdings.remember(a.seq, a.clientId, a.bytes, a.acceptedAt, a.id);
+        a.resolve({ seq: a.seq, acceptedAt: a.acceptedAt });
+      }
+      // Reported after the callers heard "accepted" (their reactions run first): a drop is news about a message they know.
+      if (atOnce.length > 0) {
+        queueMicrotask(() => {
+          for (const drop of atOnce) this.#events.drop(drop);
+        });
+      }
+      this.#settleRemovals(removed, missing, drops);
+      for (const r of work.removals) holdings.removed.delete(r.seq);
+      for (const v of victims) {
+        holdings.account(v.seq, v.clientId, v.bytes);
+        drops.push(dropOf(v, v.reason));
+      }
+      for (const w of work.markWaiters) w.resolve();
+      for (const w of work.waiters) w.resolve();
+    } catch (cause) {
+      const error = writeError(dir, cause);
+      const first = this.#writeFailure === undefined;
+      this.#failed(work, error, removed, missing, drops);
+      if (first) this.#events.warning(error);
+    }
+    for (const drop of drops) {
+      holdings.counters.dropped[drop.reason] += 1;
+      this.#events.drop(drop);
+    }
+  }
+
+  /** Removals: how big each message is (known if handed out, else read), or that it is not there any more. */
+  async #lookUp(removals: readonly PendingRemoval[]): Promise<{ removed: Removed[]; missing: PendingRemoval[] }> {
+    const removed: Removed[] = [];
+    const missing: PendingRemoval[] = [];
+    if (removals.length === 0) return { removed, missing };
+    const unknown: PendingRemoval[] = [];
+    for (const removal of removals) {
+      const entry = this.#holdings.known.get(removal.seq);
+      if (entry?.clientId === removal.clientId) removed.push({ removal, seq: removal.seq, clientId: entry.clientId, bytes: entry.bytes, acceptedAt: entry.acceptedAt, id: entry.id });
+      else unknown.push(removal);
+    }
+    if (unknown.length === 0) return { removed, missing };
+    const keys = unknown.map((r) => messageKey(r.clientId, r.seq));
+    const values = await this.#db.getMany(keys);
+    unknown.forEach((removal, i) => {
+      const value = values[i];
+      if (value === undefined) missing.push(removal);
+      else removed.push({ removal, seq: removal.seq, clientId: removal.clientId, bytes: (keys[i] as Buffer).length + value.length, acceptedAt: acceptedAtOf(value), id: idOf(value) });
+    });
+    return { removed, missing };
+  }
+
+  /** Removals done (written, or kept in memory while writing fails): account, resolve, report. */
+  #settleRemovals(removed: readonly Removed[], missing: readonly PendingRemoval[], drops: OutboxDrop[]): void {
+    for (const r of removed) {
+      this.#holdings.account(r.seq, r.clientId, r.bytes);
+      const removal = r.removal as PendingRemoval;
+      if (removal.reason === 'delivered') this.#holdings.counters.delivered += 1;
+      else if (removal.reason === 'rejected') drops.push(dropOf(r, 'rejected'));
+      else drops.push({ clientId: r.clientId, seq: r.seq, reason: 'corrupt', bytes: r.bytes, acceptedAt: NaN });
+      removal.resolve(true);
+    }
+    // Not there: already removed (acknowledged twice, or dropped or expired, which reported it).
+    for (const r of missing) r.resolve(false);
+  }
+
+  #mergeMarks(marks: ReadonlyMap<string, number>): Map<string, number> {
+    const merged = new Map(this.#deferredMarks);
+    for (const [clientId, seq] of marks) merged.set(clientId, Math.max(merged.get(clientId) ?? 0, seq));
+    return merged;
+  }
+
+  /** Appends not written: each rejects with `error`, counted as refused. */
+  refuse(appends: readonly PendingAppend[], error: OutboxError): void {
+    const holdings = this.#holdings;
+    for (const a of appends) {
+      holdings.queuedMessages -= 1;
+      holdings.queuedBytes -= a.bytes;
+      if (error.code === 'OutboxFull') holdings.counters.refused.full += 1;
+      else holdings.counters.refused.diskFull += 1;
+      a.reject(error);
+    }
+  }
+
+  /**
+   * Writing failed: refuse the batch's appends, keep its removals (in memory now, written later) and marks, and write
+   * nothing more until {@link #tryRecover} has reopened the store: LevelDB's log may end with a torn record, and a
+   * write after it could make the next recovery skip the good records that follow.
+   */
+  #failed(work: Work, error: OutboxError, removed: readonly Removed[], missing: readonly PendingRemoval[], drops: OutboxDrop[]): void {
+    const pause = this.#writeFailure ? this.#writeFailure.pauseMs : FIRST_RETRY_MS;
+    this.#writeFailure ??= { error, retryAt: performance.now() + pause, pauseMs: pause };
+    for (const a of work.appends) this.#failedKeys.push(a.key);
+    this.refuse(work.appends, error);
+    for (const [clientId, seq] of work.marks) this.#deferredMarks.set(clientId, Math.max(this.#deferredMarks.get(clientId) ?? 0, seq));
+    for (const removal of work.removals) this.#deferredDeletes.push(messageKey(removal.clientId, removal.seq));
+    // Removed for this process (never handed out again: they stay in `removed` until written).
+    this.#settleRemovals(removed, missing, drops);
+    for (const r of missing) this.#holdings.removed.delete(r.seq);
+    // The lookup itself failed: removed all the same, their bytes unknown until the store is reloaded.
+    const settled = new Set<PendingRemoval>([...missing, ...removed.map((r) => r.removal as PendingRemoval)]);
+    for (const removal of work.removals) {
+      if (settled.has(removal)) continue;
+      if (removal.reason === 'delivered') this.#holdings.counters.delivered += 1;
+      else drops.push({ clientId: removal.clientId, seq: removal.seq, reason: removal.reason, bytes: 0, acceptedAt: NaN });
+      removal.resolve(true);
+    }
+    // The marks cannot be made durable now; sending goes on (a crash before they are written may undercount duplicates).
+    for (const w of work.markWaiters) w.resolve();
+    for (const w of work.waiters) w.reject(error);
+  }
+
+  /**
+   * After a failed write, once the pause is over: check that the disk takes as much as LevelDB's recovery will write
+   * (a scratch file the size of its logs plus 1 MiB, fsync'd, deleted), then close and reopen the store (LevelDB
+   * recovers its log, dropping a torn last record, into a fresh one) and write what was deferred. Reads wait for the
+   * reopen. On failure the store stays as it was (open, or, if reopening itself failed, closed for reads too until
+   * the next try).
+   */
+  async #tryRecover(now: boolean): Promise<void> {
+    const failure = this.#writeFailure;
+    if (!failure) return;
+    if (!now && performance.now() < failure.retryAt) throw failure.error;
+    const dir = this.#options.dir;
+    let logBytes = 0;
+    for (const name of await readdir(dir)) {
+      if (/^\d+\.log$/.test(name)) logBytes += (await stat(join(dir, name))).size;
+    }
+    const scratch = join(dir, 'space-check.tmp');
+    try {
+      const handle = await openFile(scratch, 'w', 0o600);
+      try {
+        const chunk = Buffer.alloc(256 * 1024);
+        for (let written = 0; written < logBytes + 2 ** 20; written += chunk.length) await handle.write(chunk);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    } catch (cause) {
+      const error = writeError(dir, cause);
+      this.#writeFailure = { error, retryAt: performance.now() + Math.min(MAX_RETRY_MS, failure.pauseMs * 2), pauseMs: Math.min(MAX_RETRY_MS, failure.pauseMs * 2) };
+      throw error;
+    } finally {
+      await rm(scratch, { force: true });
+    }
+    let done!: () => void;
+    this.#reopening = new Promise<void>((resolve) => {
+      done = resolve;
+    });
+    try {
+      await this.#db.close().catch(() => undefined);
+      const db = new this.#engine.ClassicLevel<Buffer, Buffer>(dir, levelOptions(this.#options));
+      try {
+        await db.open();
+      } catch (cause) {
+        this.#writeFailure = { error: writeError(dir, cause), retryAt: performance.now() + failure.pauseMs, pauseMs: failure.pauseMs };
+        throw this.#writeFailure.error;
+      }
+      this.#db = db;
+      await write(db, (batch) => {
+        for (const key of this.#failedKeys) batch.del(key);
+        for (const key of this.#deferredDeletes) batch.del(key);
+        for (const [clientId, seq] of this.#deferredMarks) batch.put(markKey(clientId), encodeSeq(seq));
+      }, true);
+      this.#failedKeys = [];
+      this.#deferredDeletes = [];
+      this.#deferredMarks.clear();
+      this.#writeFailure = undefined;
+      await this.#holdings.load(db);
+      this.#holdings.removed.clear();
+      this.#holdings.known.clear();
+    } finally {
+      this.#reopening = undefined;
+      done();
+    }
+  }
+}
