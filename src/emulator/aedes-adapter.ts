@@ -14,6 +14,7 @@ import type { Aedes, Client, Subscription } from 'aedes';
 import { ConfigurationError } from '../errors.js';
 import { propertyProblem } from './mqtt5-properties.js';
 import { SessionQueues, type QueueLimits, type QueueOverflow, type StoredPacket } from './session-queues.js';
+import type { QueueStats } from './stats.js';
 
 /** The aedes version this module was written and tested against: package.json pins the peer dependency to it. */
 export const AEDES_VERSION = '2.0.0-beta.1';
@@ -113,35 +114,60 @@ interface OutgoingStore {
 
 type Callback = (error: Error | null, result?: unknown) => void;
 
+/**
+ * What holds the persistent sessions' queues: {@link SessionQueues} in memory, or a clustered emulator's queues in
+ * Redis (cluster/redis-queues.ts), whose operations answer later. Same operations, same semantics.
+ */
+export interface OutgoingQueues {
+  configure(limits: QueueLimits, onOverflow: QueueOverflow): void;
+  enqueue(clientId: string, packet: StoredPacket): void | Promise<void>;
+  update(clientId: string, packet: StoredPacket): void | Promise<void>;
+  clear(clientId: string, packet: StoredPacket): StoredPacket | undefined | Promise<StoredPacket | undefined>;
+  list(clientId: string): StoredPacket[] | Promise<StoredPacket[]>;
+  stats(): QueueStats;
+}
+
 /** The bounded queues installed on each session store (a restarted broker gets the same store, and keeps them). */
-const queuesOf = new WeakMap<object, SessionQueues>();
+const queuesOf = new WeakMap<object, OutgoingQueues>();
 
 /**
  * Put a bound on what each persistent session of the broker's store holds (session-queues.ts): the store's five
- * outgoing-queue operations are replaced by {@link SessionQueues}, which keeps the same order and semantics. Installed
- * once per store; a later broker on the same store (a restart) only takes over the limits and the reporting.
+ * outgoing-queue operations are replaced by {@link SessionQueues} (or by `create`'s queues: a cluster's, in Redis),
+ * which keep the same order and semantics. aedes-persistence-redis' own outgoing operations are replaced the same way:
+ * they have no bound, and they find a sent message's packet id in a cache of the process that sent it, so a session
+ * that moved to another process of the cluster could never clear it. Installed once per store; a later broker on the
+ * same store (a restart) only takes over the limits and the reporting.
  */
-export function boundSessionQueues(broker: Aedes, limits: QueueLimits, onOverflow: QueueOverflow): SessionQueues {
+export function boundSessionQueues(
+  broker: Aedes,
+  limits: QueueLimits,
+  onOverflow: QueueOverflow,
+  create: (limits: QueueLimits, onOverflow: QueueOverflow) => OutgoingQueues = (l, o) => new SessionQueues(l, o),
+): OutgoingQueues {
   const store = internals(broker).persistence as unknown as OutgoingStore;
   const existing = queuesOf.get(store);
   if (existing) {
     existing.configure(limits, onOverflow);
     return existing;
   }
-  const queues = new SessionQueues(limits, onOverflow);
+  const queues = create(limits, onOverflow);
   queuesOf.set(store, queues);
-  const answer = <T>(result: T, cb: Callback | undefined): Promise<T> => {
-    if (cb) process.nextTick(cb, null, result);
-    return Promise.resolve(result);
+  const answer = <T>(result: T | Promise<T>, cb: Callback | undefined): Promise<T> => {
+    const settled = Promise.resolve(result);
+    if (cb) settled.then((value) => process.nextTick(cb, null, value), (error: Error) => process.nextTick(cb, error));
+    return settled;
   };
   store.outgoingEnqueue = (sub, packet, cb) => answer(queues.enqueue(sub.clientId, packet), cb);
   store.outgoingEnqueueCombi = (subs, packet, cb) => {
-    for (const sub of subs) queues.enqueue(sub.clientId, packet);
-    return answer(undefined, cb);
+    const queued = subs.map((sub) => queues.enqueue(sub.clientId, packet));
+    return answer(queued.some((q) => q instanceof Promise) ? Promise.all(queued).then(() => undefined) : undefined, cb);
   };
   store.outgoingUpdate = (client, packet, cb) => answer(queues.update(client.id, packet), cb);
   store.outgoingClearMessageId = (client, packet, cb) => answer(queues.clear(client.id, packet), cb);
-  store.outgoingStream = (client) => Readable.from(queues.list(client.id));
+  store.outgoingStream = (client) => {
+    const listed = queues.list(client.id);
+    return listed instanceof Promise ? Readable.from((async function* () { yield* await listed; })()) : Readable.from(listed);
+  };
   return queues;
 }
 

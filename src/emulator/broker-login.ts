@@ -52,6 +52,11 @@ export interface BrokerAuthConfig {
   readonly registry: CredentialRegistry;
   /** The tokens ApplyToken issued; without it Token mode is refused (rc 4). */
   readonly tokens?: TokenRegistry | undefined;
+  /**
+   * Clustered: resolves once the registries hold every change made anywhere in the cluster so far, so that a
+   * credential registered through another process's OpenAPI logs in, and one revoked there does not.
+   */
+  readonly sync?: () => Promise<void>;
 }
 
 /** Who an accepted CONNECT authenticated as. */
@@ -174,6 +179,24 @@ export class BrokerLogin {
   }
 
   #preConnect(client: Client, packet: Parameters<BrokerHooks['preConnect']>[1], done: Parameters<BrokerHooks['preConnect']>[2]): void {
+    const sync = this.#auth.sync;
+    if (!sync) {
+      this.#decideConnect(client, packet, done);
+      return;
+    }
+    sync().then(
+      () => this.#decideConnect(client, packet, done),
+      () => {
+        // The cluster's state cannot be read (its Redis is gone): "server unavailable", as the service's own failure.
+        const version = packet.protocolVersion === 5 ? 5 : packet.protocolVersion === 3 ? 3 : 4;
+        const refusal = new ConnectRefusal(SERVER_UNAVAILABLE, 'emulator failure: the cluster\'s state cannot be read');
+        this.#decide(client, version === 5 ? refusal.reasonCode : refusal.returnCode);
+        writeRefusal(client.conn, version, refusal, this.#context.options.drainTimeoutMs, () => done(refusal, false), packet.properties?.maximumPacketSize);
+      },
+    );
+  }
+
+  #decideConnect(client: Client, packet: Parameters<BrokerHooks['preConnect']>[1], done: Parameters<BrokerHooks['preConnect']>[2]): void {
     const { options, report } = this.#context;
     const version = packet.protocolVersion ?? 4;
     // A protocol version aedes does not speak gets its own CONNACK 1.

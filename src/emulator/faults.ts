@@ -20,6 +20,18 @@ interface QueuedRun {
   remaining: number;
 }
 
+/** The run-time checks of {@link FaultInjector.failNext} (a clustered emulator queues its faults in Redis). */
+export function checkFailNext(action: unknown, code: unknown, count: unknown): void {
+  if (typeof action !== 'string' || !isEmulatedAction(action)) {
+    const shown = typeof action === 'string' ? JSON.stringify(action.length > 64 ? `${action.slice(0, 64)}…` : action) : `a ${typeof action}`;
+    throw new ValidationError('InvalidOption', `failNext action must be one of ${EMULATED_ACTIONS.join(', ')}, not ${shown}`);
+  }
+  assertApiErrorCode('failNext code', code);
+  if (typeof count !== 'number' || !Number.isInteger(count) || count < 1 || count > MAX_FAIL_NEXT_COUNT) {
+    throw new ValidationError('InvalidOption', `failNext count must be an integer from 1 to ${MAX_FAIL_NEXT_COUNT}, not ${String(count)}`);
+  }
+}
+
 /**
  * Injected latency and errors of the OpenAPI (issue #3).
  *
@@ -44,15 +56,7 @@ export class FaultInjector {
    * to {@link MAX_FAIL_NEXT_COUNT} throws `InvalidOption` naming what is allowed.
    */
   failNext(action: EmulatedAction, code: KnownApiErrorCode, count = 1): void {
-    const given: unknown = action;
-    if (typeof given !== 'string' || !isEmulatedAction(given)) {
-      const shown = typeof given === 'string' ? JSON.stringify(given.length > 64 ? `${given.slice(0, 64)}…` : given) : `a ${typeof given}`;
-      throw new ValidationError('InvalidOption', `failNext action must be one of ${EMULATED_ACTIONS.join(', ')}, not ${shown}`);
-    }
-    assertApiErrorCode('failNext code', code);
-    if (!Number.isInteger(count) || count < 1 || count > MAX_FAIL_NEXT_COUNT) {
-      throw new ValidationError('InvalidOption', `failNext count must be an integer from 1 to ${MAX_FAIL_NEXT_COUNT}, not ${String(count)}`);
-    }
+    checkFailNext(action, code, count);
     const queue = this.#queued.get(action) ?? [];
     queue.push({ code, remaining: count });
     this.#queued.set(action, queue);
