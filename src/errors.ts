@@ -89,7 +89,7 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   EmulatorStateInsecure: { retryable: false, remedy: 'The emulator\'s data directory or file is readable by other users: chmod 700 the directory and 600 its files.' },
   EmulatorStateBusy: { retryable: false, remedy: 'Another emulator process uses this data directory: stop it, or start this one with another dataDir or none (state in memory).' },
   EmulatorStateIOError: { retryable: false, remedy: 'The emulator\'s data directory could not be read or written: check the path, its permissions and free space.' },
-  EmulatorClusterUnavailable: { retryable: true, remedy: 'The cluster\'s Redis (the emulator\'s redis option, --redis) cannot be reached: check that it runs, its URL (host, port, database, password) and the network.' },
+  EmulatorClusterUnavailable: { retryable: true, remedy: 'The cluster\'s Redis (the emulator\'s redis option) cannot be reached: check that it runs, its URL (host, port, database, password) and the network.' },
   EmulatorClusterMismatch: { retryable: false, remedy: 'Every emulator process of one cluster (one Redis database) serves one instance with one account and the same options: start this one with the options the message names as the running processes have them, stop those first, or use another Redis database (redis://host:6379/N).' },
   ProtocolError: { retryable: false, remedy: 'The peer does not speak MQTT; check the broker URL (is it the OpenAPI\'s HTTP port?).' },
   WaitTimeout: { retryable: false, remedy: 'What was waited for did not happen in time: check what should have made it happen (pass timeoutMs to wait longer on a slow machine).' },
