@@ -53,7 +53,7 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     const b = await member(redis, { kickOnRevoke: true });
     const credential = await registerDevice(a, 'GID_demo@@@dev-2');
     const device = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(credential)));
-    const closed = once(device, 'close');
+    const closed = new Promise<void>((resolve) => device.once('close', () => resolve()));
     await callApi(a, 'UnRegisterDeviceCredential', { ClientId: 'GID_demo@@@dev-2', InstanceId: a.instanceId });
     await closed;
     expect(await connackCode(b.mqttUrl, signDeviceCredential(credential))).toBe(4);

@@ -61,6 +61,15 @@ export async function brokerBackend(modules: ClusterModules, target: RedisTarget
   const mq = modules.mqemitterRedis({ subConn, pubConn, matchEmptyLevels: true }) as MqEmitterRedis;
   mq._subTopic = (topic: string) => subscriptionOf(prefix, topic).channel;
   mq._containsWildcard = (topic: string) => subscriptionOf(prefix, topic).pattern;
+  // mqemitter-redis closes with QUIT, which waits for a Redis that may be gone (stopped with the cluster): aedes' close
+  // would wait with it. Once it has asked, the connections are dropped, which ends them at once.
+  const close = mq.close.bind(mq);
+  mq.close = (cb?: () => void) => {
+    const closing = close(cb);
+    subConn.disconnect();
+    pubConn.disconnect();
+    return closing;
+  };
   const persistence = modules.redisPersistence({ conn: store });
   return {
     persistence,
