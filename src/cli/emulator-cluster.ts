@@ -12,6 +12,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { shownRedisUrl } from '../emulator/cluster/redis.js';
 import { EmulatorStateError } from '../errors.js';
 import { type CliIo, UsageError, jsonLine } from './io.js';
 
@@ -236,7 +237,7 @@ export async function runCluster(run: ClusterRun): Promise<void> {
 function clusterLine(lines: readonly ProcessLine[], redisUrl: string, started: boolean): Record<string, unknown> {
   const first = lines[0] as ProcessLine;
   return {
-    redisUrl: hideUrlPassword(redisUrl),
+    redisUrl: shownRedisUrl(redisUrl),
     redisStarted: started,
     instanceId: first.instanceId,
     accessKeyId: first.accessKeyId,
@@ -252,22 +253,12 @@ function clusterLine(lines: readonly ProcessLine[], redisUrl: string, started: b
   };
 }
 
-function hideUrlPassword(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password !== '') parsed.password = '***';
-    return parsed.href;
-  } catch {
-    return url;
-  }
-}
-
 function clusterBanner(lines: readonly ProcessLine[], redisUrl: string, started: boolean, members: readonly Member[]): string {
   const first = lines[0] as ProcessLine;
   const rows = lines.map((line, i) => `  [${i + 1}] pid ${members[i]?.child.pid ?? '?'}  MQTT ${line.mqttUrl}  OpenAPI ${line.apiEndpoint}${line.wsUrl ? `  WebSocket ${line.wsUrl}` : ''}${line.mqttsUrl ? `  TLS ${line.mqttsUrl}` : ''}`);
   return [
     `ApsaraMQ for MQTT emulator cluster is running: ${lines.length} processes, one service.`,
-    `  Redis:            ${hideUrlPassword(redisUrl)}${started ? ' (started for the cluster, stopped with it; nothing is saved)' : ''}`,
+    `  Redis:            ${shownRedisUrl(redisUrl)}${started ? ' (started for the cluster, stopped with it; nothing is saved)' : ''}`,
     `  Instance id:      ${first.instanceId}`,
     ...rows,
     '',

@@ -19,9 +19,10 @@ async function main(): Promise<void> {
   // The fleet's topics are the simulation's own: the parent topic they publish under exists in this emulator.
   const parents = process.env['APSARAMQ_SIM_PARENT_TOPICS'];
   const parentTopics = parents === undefined ? {} : { parentTopics: parents === '*' ? (false as const) : parents.split(',') };
+  const redis = process.env['APSARAMQ_SIM_REDIS'];
   let emulator;
   try {
-    emulator = await startEmulator({ env: {}, mqttPort: 0, apiPort: 0, wsPort: false, qpsLimit, ...parentTopics });
+    emulator = await startEmulator({ env: {}, mqttPort: 0, apiPort: 0, wsPort: false, qpsLimit, ...parentTopics, ...(redis === undefined ? {} : { redis }) });
   } catch (error) {
     send({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
     process.exit(1);

@@ -135,7 +135,7 @@ const PREFIX = KEYS.presence('').slice(0, -'presence:'.length);
 /** This process's membership: joined, beating, and reporting its clients. */
 export class Membership {
   readonly #redis: Redis;
-  readonly #scripts: Record<'beat' | 'live' | 'left' | 'online' | 'onlineCount', Script>;
+  readonly #scripts: Record<'beat' | 'left' | 'online' | 'onlineCount', Script>;
   readonly #id: string;
   readonly #onError: (error: unknown) => void;
   #timer: NodeJS.Timeout | undefined;
@@ -145,7 +145,6 @@ export class Membership {
     this.#redis = redis;
     this.#scripts = {
       beat: script(redis, 'apsaramqBeat', BEAT, 1),
-      live: script(redis, 'apsaramqLive', LIVE, 1),
       left: script(redis, 'apsaramqLeft', LEFT, 1),
       online: script(redis, 'apsaramqOnline', ONLINE, 1),
       onlineCount: script(redis, 'apsaramqOnlineCount', ONLINE_COUNT, 1),
@@ -191,12 +190,7 @@ export class Membership {
 
   /** The live processes with their endpoints (those that have announced them), oldest id order. */
   async processes(): Promise<ClusterProcess[]> {
-    const ids = ((await this.#scripts.live.run(KEYS.processes, LIVE_MS)) as string[]).sort();
-    const infos = await Promise.all(ids.map((id) => this.#redis.hgetall(KEYS.process(id))));
-    return ids.flatMap((id, i) => {
-      const info = infos[i];
-      return info?.['mqttUrl'] && info['apiEndpoint'] ? [{ id, mqttUrl: info['mqttUrl'], apiEndpoint: info['apiEndpoint'], pid: Number(info['pid']) }] : [];
-    });
+    return (await inspectCluster(this.#redis)).processes;
   }
 
   /** A client's connection to this process opened. */
@@ -229,6 +223,22 @@ export class Membership {
     clearInterval(this.#timer);
     await this.#redis.multi().zrem(KEYS.processes, this.#id).del(KEYS.presence(this.#id), KEYS.process(this.#id)).exec().catch(this.#onError);
   }
+}
+
+/**
+ * What a cluster's Redis says of it, for a client that uses the cluster without joining it (`simulate --redis`
+ * against running processes): the instance, the account (its secret only when the cluster generated it), and the live
+ * processes with their endpoints.
+ */
+export async function inspectCluster(redis: Redis): Promise<{ instanceId: string | undefined; accessKeyId: string | undefined; accessKeySecret: string | undefined; processes: ClusterProcess[] }> {
+  const identity = await redis.hgetall(KEYS.identity);
+  const ids = ((await redis.eval(LIVE, 1, KEYS.processes, LIVE_MS)) as string[]).sort();
+  const infos = await Promise.all(ids.map((id) => redis.hgetall(KEYS.process(id))));
+  const processes = ids.flatMap((id, i) => {
+    const info = infos[i];
+    return info?.['mqttUrl'] && info['apiEndpoint'] ? [{ id, mqttUrl: info['mqttUrl'], apiEndpoint: info['apiEndpoint'], pid: Number(info['pid']) }] : [];
+  });
+  return { instanceId: identity['instanceId'], accessKeyId: identity['accessKeyId'], accessKeySecret: identity['accessKeySecret'], processes };
 }
 
 /**

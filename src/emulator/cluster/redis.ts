@@ -37,6 +37,12 @@ export function parseRedisUrl(value: string): { ok: true; value: RedisTarget } |
   return { ok: true, value: { url: value, shown: shownUrl.href, db: path === '' ? 0 : Number(path) } };
 }
 
+/** A Redis URL as it may be shown: its password as `***` (a string that is not a URL, as it is). */
+export function shownRedisUrl(url: string): string {
+  const parsed = parseRedisUrl(url);
+  return parsed.ok ? parsed.value.shown : url;
+}
+
 /** Text that may hold the URL, with the URL's password hidden. */
 export function hidePassword(text: string, target: RedisTarget): string {
   const password = new URL(target.url).password;
