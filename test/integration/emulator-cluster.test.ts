@@ -140,6 +140,67 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     await registerDevice(b, 'GID_demo@@@f1');
   });
 
+  it('Token mode: a token applied through A logs in at B; RevokeToken through A ends the session on B with its notice', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const b = await member(redis);
+    const { Token: token } = await callApi<{ Token: string }>(a, 'ApplyToken', { Resources: 'demo/#', InstanceId: a.instanceId, ExpireTime: String(Date.now() + 600_000), Actions: 'R' });
+    const reader = await connectWithInbox(b.mqttUrl, { clientId: 'GID_tok@@@reader', username: `Token|${b.accessKeyId}|${b.instanceId}`, password: `R|${token}` });
+    keep(reader.client);
+    const closed = new Promise<void>((resolve) => reader.client.once('close', () => resolve()));
+    const valid = await callApi<{ TokenStatus: boolean }>(b, 'QueryToken', { Token: token, InstanceId: b.instanceId });
+    expect(valid.TokenStatus).toBe(true);
+    await callApi(a, 'RevokeToken', { Token: token, InstanceId: a.instanceId });
+    expect(await reader.next()).toEqual(['$SYS/tokenInvalidNotice', '{"code":3,"type":"R"}']);
+    await closed;
+  });
+
+  it('restart is per process: B restarts its broker, its persistent session and queue are kept (in Redis), A serves on', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const b = await member(redis);
+    const sub = await registerDevice(a, 'GID_demo@@@restarted');
+    const pub = await registerDevice(a, 'GID_demo@@@steady');
+    const first = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(sub), { clean: false }));
+    await first.subscribeAsync('demo/r', { qos: 1 });
+    const publisher = keep(await connectMqtt(a.mqttUrl, signDeviceCredential(pub)));
+    const dropped = new Promise<void>((resolve) => first.once('close', () => resolve()));
+    await b.restart();
+    await dropped;
+    for (let i = 0; i < 5; i++) await publisher.publishAsync('demo/r', `r${i}`, { qos: 1 });
+    const back = await connectWithInbox(b.mqttUrl, signDeviceCredential(sub), { clean: false });
+    keep(back.client);
+    expect(back.sessionPresent).toBe(true);
+    for (let i = 0; i < 5; i++) expect(await back.next()).toEqual(['demo/r', `r${i}`]);
+    // disconnect is per process too: A does not hold that session.
+    expect(a.disconnect('GID_demo@@@restarted')).toBe(false);
+    expect(b.disconnect('GID_demo@@@restarted')).toBe(true);
+  });
+
+  it('GET /_emulator/stats: this process\'s counters, the cluster\'s processes, clients and queues', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const b = await member(redis);
+    const credential = await registerDevice(a, 'GID_demo@@@counted');
+    keep(await connectMqtt(b.mqttUrl, signDeviceCredential(credential)));
+    const stats = (await (await fetch(`${a.apiEndpoint}/_emulator/stats`)).json()) as { actions: Record<string, { ok: number }>; mqtt: { connected: number }; cluster: { processId: string; processes: number; online: number } };
+    expect(stats.cluster).toEqual({ processId: a.cluster?.processId, processes: 2, online: 1 });
+    expect(stats.mqtt.connected).toBe(0);
+    expect(stats.actions['RegisterDeviceCredential']?.ok).toBe(1);
+    expect(await a.cluster?.processes()).toEqual(expect.arrayContaining([expect.objectContaining({ id: b.cluster?.processId, mqttUrl: b.mqttUrl, apiEndpoint: b.apiEndpoint })]));
+  });
+
+  it('with its Redis gone, a process answers InternalError and CONNACK 3 (server unavailable), and stays up', async () => {
+    const redis = await startRedis();
+    const errors: string[] = [];
+    const a = await member(redis, { logger: { debug: () => undefined, info: () => undefined, warn: () => undefined, error: (m) => errors.push(m) } });
+    const credential = await registerDevice(a, 'GID_demo@@@orphan');
+    await redis.stop();
+    expect((await apiFailure(registerDevice(a, 'GID_demo@@@later'))).code).toBe('InternalError');
+    expect(await connackCode(a.mqttUrl, signDeviceCredential(credential))).toBe(3);
+    expect(errors.join('\n')).toMatch(/Emulator cluster \(redis:\/\/127\.0\.0\.1:\d+\)/);
+  });
+
   it('restarting a process loses no credential: a new process finds every one', async () => {
     const redis = await startRedis();
     const a = await member(redis);

@@ -12,6 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
 import type { Redis } from 'ioredis';
+import { ApiFault } from '../api-errors.js';
 import { ACTIONS, isEmulatedAction, type ActionContext, type ActionHandler, type SessionDirectory } from '../actions.js';
 import type { OutgoingQueues } from '../aedes-adapter.js';
 import { BASE36_LOWER, randomString } from '../crypto.js';
@@ -201,18 +202,23 @@ class Member implements EmulatorCluster {
     this.#ledger = new Ledger(parts.redis, parts.reader, KEYS.log, (change) => this.#apply(change), parts.onError);
     this.#admission = new SharedAdmission(parts.redis, config, parts.rateClock);
     const { modules, target, processId, redis } = parts;
+    // A failure of Redis reaches the client as InternalError or CONNACK 3; the log says what it was.
+    const logged = <T>(work: Promise<T>): Promise<T> => work.catch((error: unknown) => {
+      if (!(error instanceof ApiFault)) parts.onError(error);
+      throw error;
+    });
     this.broker = {
       brokerId: processId,
-      backend: () => brokerBackend(modules, target, processId),
+      backend: () => brokerBackend(modules, target, processId, parts.onError),
       createQueues: (limits, onOverflow) => {
         this.#queues = new RedisSessionQueues(redis, limits, onOverflow);
         return this.#queues;
       },
-      sync: () => this.#ledger.barrier(),
+      sync: () => logged(this.#ledger.barrier()),
     };
     this.api = {
-      admit: (call) => this.#admission.admit(call),
-      run: (action, params, handler, context) => this.#run(action, params, handler, context),
+      admit: (call) => logged(this.#admission.admit(call)),
+      run: (action, params, handler, context) => logged(this.#run(action, params, handler, context)),
     };
   }
 

@@ -174,8 +174,8 @@ export class Ledger {
   /** Stop following; whoever waits is told the emulator closed. */
   async close(): Promise<void> {
     this.#closed = true;
+    // The loop's read ends with the connection, or (a Redis already gone) never: the loop is not waited for.
     this.#reader.disconnect();
-    await this.#following;
     const closed = new Error('The emulator is closed');
     for (const proposal of this.#proposals.values()) proposal.reject(closed);
     for (const waiter of this.#waiters) waiter.reject(closed);

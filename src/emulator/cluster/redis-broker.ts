@@ -48,7 +48,7 @@ export interface BrokerBackend {
 }
 
 /** Connect a new persistence and bus for one start of a broker. */
-export async function brokerBackend(modules: ClusterModules, target: RedisTarget, processId: string): Promise<BrokerBackend> {
+export async function brokerBackend(modules: ClusterModules, target: RedisTarget, processId: string, onError: (error: unknown) => void): Promise<BrokerBackend> {
   const prefix = channelPrefix(target.db);
   const [store, subConn, pubConn] = await Promise.all([
     connectRedis(modules, target, `${processId}:sessions`),
@@ -59,16 +59,19 @@ export async function brokerBackend(modules: ClusterModules, target: RedisTarget
   const publish = pubConn.publish.bind(pubConn) as (channel: string, message: Buffer | string) => Promise<number>;
   (pubConn as unknown as { publish: typeof publish }).publish = (channel, message) => publish(channelOf(prefix, channel), message);
   const mq = modules.mqemitterRedis({ subConn, pubConn, matchEmptyLevels: true }) as MqEmitterRedis;
+  // mqemitter-redis reports its connections' failures as 'error' events of `state`: unheard, one would end the process.
+  (mq as unknown as { state: NodeJS.EventEmitter }).state.on('error', onError);
   mq._subTopic = (topic: string) => subscriptionOf(prefix, topic).channel;
   mq._containsWildcard = (topic: string) => subscriptionOf(prefix, topic).pattern;
-  // mqemitter-redis closes with QUIT, which waits for a Redis that may be gone (stopped with the cluster): aedes' close
-  // would wait with it. Once it has asked, the connections are dropped, which ends them at once.
-  const close = mq.close.bind(mq);
+  // mqemitter-redis closes with QUIT and waits for both connections' 'end', which a connection waiting to reconnect
+  // to a Redis that is gone never emits: aedes' close would wait forever. The connections are dropped instead, and
+  // the local emitter closed at once (mqemitter-redis keeps MQEmitter's own close as `_close`).
+  const internals = mq as unknown as { closing?: boolean; _close: (cb: () => void) => void };
   mq.close = (cb?: () => void) => {
-    const closing = close(cb);
+    internals.closing = true;
     subConn.disconnect();
     pubConn.disconnect();
-    return closing;
+    internals._close(cb ?? (() => undefined));
   };
   const persistence = modules.redisPersistence({ conn: store });
   return {

@@ -63,6 +63,8 @@ export interface MqEmitterRedis {
   _subTopic(topic: string): string;
   _containsWildcard(topic: string): boolean;
   close(cb?: () => void): unknown;
+  /** MQEmitter's own close, kept by mqemitter-redis under this name. */
+  _close(cb: () => void): unknown;
 }
 
 let modules: Promise<ClusterModules> | undefined;
@@ -79,7 +81,7 @@ export function loadClusterModules(): Promise<ClusterModules> {
     const mqemitterRedis = ((mqemitter as { default?: unknown }).default ?? mqemitter) as ClusterModules['mqemitterRedis'];
     const redisPersistence = ((persistence as { default?: unknown }).default ?? persistence) as ClusterModules['redisPersistence'];
     const proto = (mqemitterRedis as unknown as { prototype?: Partial<MqEmitterRedis> }).prototype;
-    if (typeof proto?._subTopic !== 'function' || typeof proto._containsWildcard !== 'function') {
+    if (typeof proto?._subTopic !== 'function' || typeof proto._containsWildcard !== 'function' || typeof proto._close !== 'function') {
       const remedy = `npm install mqemitter-redis@${peerRange('mqemitter-redis')}`;
       throw new ConfigurationError('DependencyMismatch', `The emulator's cluster needs mqemitter-redis ${peerRange('mqemitter-redis')} (it maps its channels; the installed one has no _subTopic): ${remedy}`, remedy);
     }
