@@ -71,6 +71,8 @@ export class Ledger {
   #last = '0-0';
   #closed = false;
   #following: Promise<void> | undefined;
+  /** The barrier callers are joining now: its read of the stream's end has not been sent yet. */
+  #nextBarrier: Promise<void> | undefined;
   readonly #proposals = new Map<string, { resolve: (outcome: Outcome) => void; reject: (error: Error) => void }>();
   readonly #waiters = new Set<{ id: string; resolve: () => void; reject: (error: Error) => void }>();
 
@@ -145,8 +147,19 @@ export class Ledger {
     }
   }
 
-  /** Resolves once every change the stream holds now is applied here. */
-  async barrier(): Promise<void> {
+  /**
+   * Resolves once every change the stream holds now is applied here. The callers of one turn of the event loop share
+   * one read of the stream's end (a fleet's CONNECTs arrive in bursts), sent after every one of them was called.
+   */
+  barrier(): Promise<void> {
+    this.#nextBarrier ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      this.#nextBarrier = undefined;
+      return this.#catchUpToEnd();
+    });
+    return this.#nextBarrier;
+  }
+
+  async #catchUpToEnd(): Promise<void> {
     const newest = (await this.#redis.xrevrange(this.#key, '+', '-', 'COUNT', 1)) as Entry[];
     const id = newest[0]?.[0];
     if (id === undefined || reached(this.#last, id)) return;
