@@ -307,6 +307,8 @@ Examples:
     )
     .action(async (flags: EmulatorFlags, command: Command) => {
       if (flags.cluster !== undefined) {
+        const stray = flags.dataDir !== undefined ? '--data-dir' : flags.ephemeral ? '--ephemeral' : undefined;
+        if (stray) throw new UsageError(`${stray} and --cluster contradict each other: a cluster keeps its state in Redis.`);
         await runCluster({
           processes: flags.cluster,
           redis: flags.redis,
