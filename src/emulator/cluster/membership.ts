@@ -45,15 +45,18 @@ function fingerprint(accessKeyId: string, accessKeySecret: string): string {
   return createHash('sha256').update(`${accessKeyId}\n${accessKeySecret}`).digest('hex');
 }
 
+/** Redis' clock in ms, as `now`: the one clock every process of the cluster shares. */
+const NOW = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+
 /**
  * Joining, in one step so that two processes starting at once cannot both decide: the identity is stored by the
  * first process ever (with the secret only when it generated it), and kept; the options by the first process of a
  * cluster with no live process (so a cluster started again with other flags takes them); a process whose instance,
  * account or options differ from what it finds is refused and not counted as live.
  */
-const JOIN = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+const JOIN = `${NOW}
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'instanceId', ARGV[2], 'accessKeyId', ARGV[4], 'fingerprint', ARGV[6])
   if ARGV[7] == '0' then redis.call('HSET', KEYS[1], 'accessKeySecret', ARGV[5]) end
@@ -77,9 +80,7 @@ return {'ok', id.instanceId, id.accessKeyId, id.accessKeySecret or ''}
 `;
 
 /** A heartbeat, which also forgets processes that stopped beating (and their clients). */
-const BEAT = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+const BEAT = `${NOW}
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))) do
   redis.call('ZREM', KEYS[1], dead)
   redis.call('DEL', ARGV[3] .. 'presence:' .. dead, ARGV[3] .. 'process:' .. dead)
@@ -89,16 +90,12 @@ return now
 `;
 
 /** The live processes' ids. */
-const LIVE = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+const LIVE = `${NOW}
 return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
 `;
 
 /** For each ClientId (ARGV[3..]): is it connected to a live process? 1 or 0. */
-const ONLINE = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+const ONLINE = `${NOW}
 local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
 local answer = {}
 for i = 3, #ARGV do
@@ -112,9 +109,7 @@ return answer
 `;
 
 /** The clients connected to live processes, all together. */
-const ONLINE_COUNT = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+const ONLINE_COUNT = `${NOW}
 local total = 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')) do
   total = total + redis.call('HLEN', ARGV[2] .. 'presence:' .. id)
