@@ -75,6 +75,24 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     expect(await subscriber.next()).toEqual(['demo/p2p/GID_demo@@@sub', 'direct']);
   });
 
+  it('with retained messages and wills allowed (lenient), they are the cluster\'s: retained on B is replayed on A, a will of a client cut on B reaches A', async () => {
+    const redis = await startRedis();
+    const a = await member(redis, { lenient: true });
+    const b = await member(redis, { lenient: true });
+    const keeper = await registerDevice(a, 'GID_demo@@@keeper');
+    const watcher = await registerDevice(a, 'GID_demo@@@watcher');
+    const dying = await registerDevice(a, 'GID_demo@@@dying');
+    const publisher = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(keeper)));
+    await publisher.publishAsync('demo/state', 'on', { qos: 1, retain: true });
+    const subscriber = await connectWithInbox(a.mqttUrl, signDeviceCredential(watcher));
+    keep(subscriber.client);
+    await subscriber.client.subscribeAsync('demo/#', { qos: 1 });
+    expect(await subscriber.next()).toEqual(['demo/state', 'on']);
+    keep(await connectMqtt(b.mqttUrl, signDeviceCredential(dying), { will: { topic: 'demo/gone', payload: Buffer.from('dying left'), qos: 1, retain: false } }));
+    expect(b.disconnect('GID_demo@@@dying')).toBe(true);
+    expect(await subscriber.next()).toEqual(['demo/gone', 'dying left']);
+  });
+
   it('a persistent subscriber of B that disconnects gets its queued messages from A', async () => {
     const redis = await startRedis();
     const a = await member(redis);

@@ -209,7 +209,7 @@ class Member implements EmulatorCluster {
     });
     this.broker = {
       brokerId: processId,
-      backend: () => brokerBackend(modules, target, processId, parts.onError),
+      backend: () => brokerBackend(modules, target, processId, { retained: config.retainedMessages === 'allow', wills: config.willMessages === 'allow' }, parts.onError),
       createQueues: (limits, onOverflow) => {
         this.#queues = new RedisSessionQueues(redis, limits, onOverflow);
         return this.#queues;

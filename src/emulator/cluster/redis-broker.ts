@@ -12,6 +12,7 @@
  * other subscriber misses one. Every channel carries the database number (pub/sub ignores databases), and a filter's
  * characters that Redis' patterns would read as their own (`*`, `?`, `[`, `]`, `\`) are escaped.
  */
+import { Readable } from 'node:stream';
 import { p2pTarget, P2P_LEVEL } from '../p2p.js';
 import { channelPrefix } from './keys.js';
 import { connectRedis, type ClusterModules, type MqEmitterRedis, type RedisTarget } from './redis.js';
@@ -39,6 +40,52 @@ export function subscriptionOf(prefix: string, filter: string): { channel: strin
   return { channel: `${prefix}t/${pattern}`, pattern: true };
 }
 
+/**
+ * aedes' own `$SYS` notices that no broker listens to (aedes follows `$SYS/+/new/clients`, heartbeats and births, and
+ * the persistence `$SYS/sub/+`; devices may not subscribe to `$SYS`): kept off the bus, each would be a Redis PUBLISH
+ * per SUBSCRIBE, UNSUBSCRIBE and DISCONNECT that nobody receives.
+ */
+const UNHEARD = /^\$SYS\/[^/]+\/(?:new\/subscribes|new\/unsubscribes|disconnect\/clients)$/;
+
+/** What the broker's rules let into its persistence: nothing retained or no will means nothing to look up. */
+export interface StoredFeatures {
+  /** Retained messages are stored (`retainedMessages: 'allow'`). */
+  readonly retained: boolean;
+  /** Wills are stored (`willMessages: 'allow'`). */
+  readonly wills: boolean;
+}
+
+type Callback = (error: Error | null, result?: unknown) => void;
+
+/** The callback persistence's methods the cluster answers itself when its rules store nothing of that kind. */
+interface Lookups {
+  createRetainedStream(pattern: string): Readable;
+  createRetainedStreamCombi(patterns: string[]): Readable;
+  delWill(client: unknown, cb?: Callback): Promise<null> | undefined;
+}
+
+/**
+ * Answer at once what the rules make certain: with retained messages refused or ignored nothing retained is ever
+ * stored (a SUBSCRIBE need not scan Redis for any), and with wills refused or ignored no will (a CONNECT need not
+ * delete one: three commands). The same answers the store would give, without the round trips.
+ */
+function answerFromRules(persistence: unknown, features: StoredFeatures): void {
+  const store = persistence as Lookups;
+  if (!features.retained) {
+    store.createRetainedStream = () => Readable.from([]);
+    store.createRetainedStreamCombi = () => Readable.from([]);
+  }
+  if (!features.wills) {
+    store.delWill = (_client, cb) => {
+      if (cb) {
+        process.nextTick(cb, null, null);
+        return undefined;
+      }
+      return Promise.resolve(null);
+    };
+  }
+}
+
 /** A broker's persistence and message bus, and how to let go of their connections. */
 export interface BrokerBackend {
   readonly persistence: unknown;
@@ -48,7 +95,7 @@ export interface BrokerBackend {
 }
 
 /** Connect a new persistence and bus for one start of a broker. */
-export async function brokerBackend(modules: ClusterModules, target: RedisTarget, processId: string, onError: (error: unknown) => void): Promise<BrokerBackend> {
+export async function brokerBackend(modules: ClusterModules, target: RedisTarget, processId: string, features: StoredFeatures, onError: (error: unknown) => void): Promise<BrokerBackend> {
   const prefix = channelPrefix(target.db);
   const [store, subConn, pubConn] = await Promise.all([
     connectRedis(modules, target, `${processId}:sessions`),
@@ -57,7 +104,7 @@ export async function brokerBackend(modules: ClusterModules, target: RedisTarget
   ]);
   // Published on the channel of the message's topic (mqemitter-redis names the topic), read back by topic.
   const publish = pubConn.publish.bind(pubConn) as (channel: string, message: Buffer | string) => Promise<number>;
-  (pubConn as unknown as { publish: typeof publish }).publish = (channel, message) => publish(channelOf(prefix, channel), message);
+  (pubConn as unknown as { publish: typeof publish }).publish = (channel, message) => (UNHEARD.test(channel) ? Promise.resolve(0) : publish(channelOf(prefix, channel), message));
   const mq = modules.mqemitterRedis({ subConn, pubConn, matchEmptyLevels: true }) as MqEmitterRedis;
   // mqemitter-redis reports its connections' failures as 'error' events of `state`: unheard, one would end the process.
   (mq as unknown as { state: NodeJS.EventEmitter }).state.on('error', onError);
@@ -74,6 +121,7 @@ export async function brokerBackend(modules: ClusterModules, target: RedisTarget
     internals._close(cb ?? (() => undefined));
   };
   const persistence = modules.redisPersistence({ conn: store });
+  answerFromRules(persistence, features);
   return {
     persistence,
     mq,
