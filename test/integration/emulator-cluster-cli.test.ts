@@ -119,7 +119,7 @@ describe.skipIf(!available)(`emulator --redis: separate processes on one Redis a
     const instance = startCli(['emulator', '--redis', redis.url, '--json', ...PORTS, '--instance-id', 'mqtt-other']);
     expect(flags.code).toBe(1);
     expect((await instance.exit).code).toBe(1);
-    expect(instance.stderr()).toMatch(/^EmulatorClusterMismatch: The cluster at redis:\/\/127\.0\.0\.1:\d+ serves instance mqtt-emu-local, not mqtt-other/);
+    expect(instance.stderr()).toMatch(/^EmulatorClusterMismatch: The cluster at redis:\/\/127\.0\.0\.1:\d+ serves instance mqtt-emu-[0-9a-z]{8}, not mqtt-other/);
   });
 
   it('says which option differs', async () => {

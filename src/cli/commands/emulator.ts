@@ -111,20 +111,21 @@ export function defaultEmulatorDataDir(env: NodeJS.ProcessEnv, instanceId: strin
 
 /**
  * Where the state goes and which instance id to ask for: `--ephemeral` keeps it in memory; `--data-dir DIR` keeps it
- * there (the instance id, unless given, comes from the directory); by default it goes to the directory of
+ * there (the instance id, unless given, comes from the directory); `--redis URL` keeps it in the cluster's Redis (the
+ * instance id, unless given, is the cluster's); by default it goes to the directory of
  * {@link defaultEmulatorDataDir}, keyed by the instance id (the flag, APSARAMQ_INSTANCE_ID, or
  * {@link CLI_DEFAULT_INSTANCE_ID}), so that running the same command again finds the same credentials.
  */
 function stateOptions(flags: EmulatorFlags, env: NodeJS.ProcessEnv): Pick<EmulatorOptions, 'dataDir' | 'instanceId' | 'redis'> {
   if (flags.ephemeral && flags.dataDir !== undefined) throw new UsageError('--ephemeral and --data-dir contradict each other: keep the state in memory, or in DIR.');
   const given = flags.instanceId ?? (env[EMULATOR_ENV.instanceId] || undefined);
+  const flagged = flags.instanceId === undefined ? {} : { instanceId: flags.instanceId };
   if (flags.redis !== undefined) {
-    // A cluster's state is in its Redis: the same instance for every process of it (the cluster keeps its own).
     const stray = flags.dataDir !== undefined ? '--data-dir' : flags.ephemeral ? '--ephemeral' : undefined;
     if (stray) throw new UsageError(`${stray} and --redis contradict each other: a cluster keeps its state in Redis.`);
-    return { redis: flags.redis, instanceId: given ?? CLI_DEFAULT_INSTANCE_ID };
+    return { redis: flags.redis, ...flagged };
   }
-  if (flags.dataDir !== undefined) return { dataDir: flags.dataDir, ...(flags.instanceId === undefined ? {} : { instanceId: flags.instanceId }) };
+  if (flags.dataDir !== undefined) return { dataDir: flags.dataDir, ...flagged };
   const instanceId = given ?? CLI_DEFAULT_INSTANCE_ID;
   const dataDir = flags.ephemeral ? undefined : defaultEmulatorDataDir(env, instanceId);
   return { instanceId, ...(dataDir === undefined ? {} : { dataDir }) };
@@ -239,7 +240,7 @@ export function addEmulatorCommand(program: Command, io: CliIo): void {
     .option('--ws-port <port>', 'MQTT over WebSocket port, path /mqtt (0 = any free port)', intArg('--ws-port', 0, 65535), EMULATOR_CLI_DEFAULTS.wsPort)
     .option('--no-ws', 'do not listen for WebSocket')
     .option('--api-port <port>', 'OpenAPI port (0 = any free port)', intArg('--api-port', 0, 65535), EMULATOR_CLI_DEFAULTS.apiPort)
-    .option('--instance-id <id>', `instance id (default: $APSARAMQ_INSTANCE_ID, else the one kept in --data-dir, else ${CLI_DEFAULT_INSTANCE_ID})`)
+    .option('--instance-id <id>', `instance id (default: $APSARAMQ_INSTANCE_ID, else the one kept in --data-dir or by the cluster of --redis, else ${CLI_DEFAULT_INSTANCE_ID})`)
     .option('--re-register <mode>', 'RegisterDeviceCredential on a ClientId that has a credential: rotate (latest wins) or reject (DeviceCredentialExsit)', choiceArg('--re-register', ['rotate', 'reject'] as const), 'rotate')
     .option('--error-statuses <set>', 'HTTP status of InternalError/SystemOverFlow: remapped (417/403) or legacy (500/500)', choiceArg('--error-statuses', ['remapped', 'legacy'] as const), 'remapped')
     .option('--qps-limit <n>', 'OpenAPI calls per second per account before Throttling.User', intArg('--qps-limit', 1), 500)
