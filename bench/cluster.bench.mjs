@@ -5,9 +5,12 @@
 //    baseline), on one process of the cluster, and on two different processes of it; p50 and p99.
 // 3. the fleet: `simulate --processes 2 --redis` with BENCH_CLUSTER_FLEET devices (default 20,000; 0 skips) and one
 //    consumer subscribed to sim/# on the first process: does it receive every device's messages?
+// 0. first, what one CONNECT costs the emulator in CPU, plain and clustered (less sensitive to a loaded machine).
 // Needs redis-server on the PATH. BENCH_CONNECT_DEVICES (5,000), BENCH_ROUNDS (3), BENCH_LATENCY_MESSAGES (3,000).
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -33,6 +36,7 @@ function startCli(args) {
     createInterface({ input: child.stdout }).once('line', (line) => {
       resolve({
         info: JSON.parse(line),
+        pid: child.pid,
         stop: async () => {
           if (child.exitCode === null) child.kill('SIGTERM');
           await exited;
@@ -82,7 +86,58 @@ async function onCluster() {
   }
 }
 
+/** CPU time (user + system) a process has used so far, in ms (Linux: /proc/<pid>/stat, 100 ticks a second). */
+function cpuMs(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** A redis-server of the bench's own on a free port (for a 1-process cluster), stopped by `stop()`. */
+async function startRedis() {
+  const probe = createServer();
+  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
+  const port = probe.address().port;
+  await new Promise((r) => probe.close(r));
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  await new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout }).on('line', (line) => /Ready to accept connections/.test(line) && resolve());
+    child.once('exit', () => reject(new Error('redis-server did not start')));
+  });
+  child.stdout.resume();
+  return { url: `redis://127.0.0.1:${port}`, pid: child.pid, stop: async () => { child.kill(); await new Promise((r) => child.once('exit', r)); } };
+}
+
+/**
+ * What one connect costs the emulator in CPU (ms per 1,000 CONNECTs and their DISCONNECTs), measured on the second of
+ * two runs of one fleet (the store holds every credential by then: no API call, only MQTT), so that the shared
+ * machine's load bears on the wall-clock rate, not on this.
+ */
+async function connectCost(emulatorArgs, redis) {
+  const emulator = await startCli(['emulator', ...emulatorArgs, ...EMULATOR]);
+  const store = await mkdtemp(join(tmpdir(), 'bench-cluster-store-'));
+  try {
+    const { info } = emulator;
+    const flags = ['--endpoint', info.apiEndpoint, '--broker-url', info.mqttUrl, '--instance-id', info.instanceId, '--store', store];
+    const env = { ALIBABA_CLOUD_ACCESS_KEY_ID: info.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: info.accessKeySecret };
+    await connectRate(flags, env);
+    const before = cpuMs(emulator.pid) + (redis ? cpuMs(redis.pid) : 0);
+    await connectRate(flags, env);
+    return ((cpuMs(emulator.pid) + (redis ? cpuMs(redis.pid) : 0) - before) / DEVICES) * 1_000;
+  } finally {
+    await emulator.stop();
+    await rm(store, { recursive: true, force: true });
+  }
+}
+
 console.log(`load average at start: ${load()}`);
+{
+  const redis = await startRedis();
+  const plainCost = await connectCost(['--ephemeral']);
+  const memberCost = await connectCost(['--redis', redis.url], redis);
+  await redis.stop();
+  console.log(`CPU per 1,000 connects and disconnects: one plain emulator process ${plainCost.toFixed(0)} ms, one process of a cluster (and its Redis) ${memberCost.toFixed(0)} ms: ${(memberCost / plainCost).toFixed(2)}x (load ${load()})`);
+}
 const single = [];
 const clustered = [];
 for (let round = 1; round <= ROUNDS; round++) {
@@ -156,7 +211,7 @@ if (FLEET > 0) {
   });
   await consumer.subscribeAsync('sim/#', { qos: 1 });
   const started = performance.now();
-  const run = await runNode(CLI, ['simulate', '--processes', '2', '--redis', pair.info.redisUrl, '--devices', String(FLEET), '--connect-rate', '2000', '--duration', '30', '--publish-interval', '10000', '--qos', '1', '--api-qps', '20000', '--api-concurrency', '128', '--json', '--no-progress'], { raiseFileLimit: true });
+  const run = await runNode(CLI, ['simulate', '--processes', '2', '--redis', pair.info.redisUrl, '--devices', String(FLEET), '--connect-rate', '2000', '--duration', '60', '--publish-interval', '10000', '--qos', '1', '--api-qps', '20000', '--api-concurrency', '128', '--json', '--no-progress'], { raiseFileLimit: true });
   if (run.code !== 0) console.log(`  simulate exited with ${run.code}: ${run.stderr.slice(-1500)}`);
   const report = lastJson(run.stdout);
   // The last messages may still be on their way from process 2 when the run ends.
@@ -165,7 +220,7 @@ if (FLEET > 0) {
   await Promise.race([arrived, new Promise((r) => setTimeout(r, 10_000))]);
   await consumer.endAsync();
   console.log(`  ${report.connected} of ${FLEET} connected (${report.connectRatePerSec}/s), ${report.published} published, ${report.acked} acknowledged, e2e p99 ${report.e2eLatencyMs?.p99 ?? '-'} ms; run ${((performance.now() - started) / 1000).toFixed(0)} s`);
-  console.log(`  the consumer received ${received} messages from ${perTopic.size} devices (${received === report.acked && perTopic.size === FLEET ? 'every one' : 'NOT every one'})`);
+  console.log(`  the consumer received ${received} messages from ${perTopic.size} devices (${received === report.acked ? 'every message the fleet published' : 'NOT every message'}${perTopic.size === FLEET ? ', every device' : ''})`);
   verdict('messages the consumer received / messages the fleet had acknowledged', received / report.acked, 1);
 }
 await pair.stop();
