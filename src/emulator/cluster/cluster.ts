@@ -54,32 +54,6 @@ export interface ClusterApi {
   run(action: string, params: RpcParams, handler: ActionHandler, context: ActionContext): Promise<Record<string, unknown>>;
 }
 
-/** A process's membership of a cluster, as the emulator uses it. */
-export interface EmulatorCluster {
-  /** The resolved options with the cluster's instance and account. */
-  readonly config: ResolvedEmulatorOptions;
-  readonly processId: string;
-  /** The Redis URL with its password hidden. */
-  readonly redisUrl: string;
-  readonly registry: CredentialRegistry;
-  readonly tokens: TokenRegistry;
-  readonly broker: BrokerCluster;
-  readonly api: ClusterApi;
-  /** Queue faults for the cluster's next calls of `action` (checked by the caller). */
-  failNext(action: string, code: string, count: number): Promise<void>;
-  /** Report this process's clients as they connect and leave. */
-  follow(events: EventEmitter<EmulatorEvents>): void;
-  /** Say where this process listens. */
-  announce(process: Omit<ClusterProcess, 'id'>): Promise<void>;
-  /** The live processes. */
-  processes(): Promise<ClusterProcess[]>;
-  /** This process's stats with the cluster's queues and clients. */
-  stats(local: EmulatorStats): Promise<EmulatorStats>;
-  /** The queues' totals as last read. */
-  queueStats: () => EmulatorStats['mqtt']['queues'];
-  /** Leave the cluster and close the connections. Idempotent. */
-  close(): Promise<void>;
-}
 
 /** The same error, logged at most once every this many ms (a Redis outage fails every call). */
 const ERROR_LOG_MS = 5_000;
@@ -174,9 +148,14 @@ interface Applying {
   readonly random: (size: number) => Buffer;
 }
 
-class Member implements EmulatorCluster {
+/** A process's membership of a cluster, as the emulator uses it. */
+export type EmulatorCluster = Member;
+
+class Member {
+  /** The resolved options with the cluster's instance and account. */
   readonly config: ResolvedEmulatorOptions;
   readonly processId: string;
+  /** The Redis URL with its password hidden. */
   readonly redisUrl: string;
   readonly registry: CredentialRegistry;
   readonly tokens: TokenRegistry;
@@ -258,26 +237,32 @@ class Member implements EmulatorCluster {
     return handler(params, { ...context, sessions });
   }
 
+  /** Queue faults for the cluster's next calls of `action` (checked by the caller). */
   failNext(action: string, code: string, count: number): Promise<void> {
     return this.#admission.failNext(action, code, count);
   }
 
+  /** Report this process's clients as they connect and leave. */
   follow(events: EventEmitter<EmulatorEvents>): void {
     const { membership } = this.#parts;
     events.on('clientConnected', (clientId) => membership.connected(clientId));
     events.on('clientDisconnected', (clientId) => membership.disconnected(clientId));
   }
 
+  /** Say where this process listens. */
   announce(process: Omit<ClusterProcess, 'id'>): Promise<void> {
     return this.#parts.membership.announce(process);
   }
 
+  /** The live processes. */
   processes(): Promise<ClusterProcess[]> {
     return this.#parts.membership.processes();
   }
 
+  /** The queues' totals as last read. */
   readonly queueStats = (): EmulatorStats['mqtt']['queues'] => this.#queues?.stats() ?? { sessions: 0, messages: 0, bytes: 0, largestMessages: 0, largestBytes: 0 };
 
+  /** This process's stats with the cluster's queues and clients. */
   async stats(local: EmulatorStats): Promise<EmulatorStats> {
     const [queues, processes, online] = await Promise.all([
       this.#queues?.refresh() ?? Promise.resolve(local.mqtt.queues),
@@ -287,6 +272,7 @@ class Member implements EmulatorCluster {
     return { ...local, mqtt: { ...local.mqtt, queues }, cluster: { processId: this.processId, processes: processes.length, online } };
   }
 
+  /** Leave the cluster and close the connections. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await this.#parts.membership.leave();
