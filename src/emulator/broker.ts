@@ -91,7 +91,7 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
   const brokerId = cluster?.brokerId ?? deps.brokerId;
   const persistence = backend?.persistence ?? deps.persistence;
 
-  const broker = await Aedes.createBroker({
+  const created = Aedes.createBroker({
     ...(brokerId === undefined ? {} : { id: brokerId }),
     ...(persistence === undefined ? {} : { persistence }),
     ...(backend === undefined ? {} : { mq: backend.mq as AedesOptions['mq'] }),
@@ -107,6 +107,11 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     topicAliasMaximum: TOPIC_ALIAS_MAXIMUM,
     ...login.hooks(),
     ...rules.hooks(),
+  });
+  // A broker that never started never closes its bus: its connections are let go here.
+  const broker = await created.catch(async (error: unknown) => {
+    await backend?.abandon();
+    throw error;
   });
   hardenBroker(broker);
   rules.install(broker);

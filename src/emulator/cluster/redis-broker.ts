@@ -92,6 +92,8 @@ export interface BrokerBackend {
   readonly mq: unknown;
   /** Close the persistence's connection (aedes closes the bus itself when it closes). */
   close(): Promise<void>;
+  /** Close both, for a broker that never started. */
+  abandon(): Promise<void>;
 }
 
 /** Connect a new persistence and bus for one start of a broker. */
@@ -127,6 +129,10 @@ export async function brokerBackend(modules: ClusterModules, target: RedisTarget
     mq,
     // Its subscriptions were on the bus, which the broker's close has closed: only its connection is left.
     close: async () => {
+      store.disconnect();
+    },
+    abandon: async () => {
+      await new Promise<void>((resolve) => mq.close(resolve));
       store.disconnect();
     },
   };
