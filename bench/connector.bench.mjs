@@ -46,7 +46,7 @@ async function sessions(dist, credentialsFile, brokerUrl) {
 }
 
 const baseline = buildBaseline();
-const emulator = await startNode(CLI, ['emulator', '--mqtt-port', '0', '--ws-port', '0', '--api-port', '0', '--json']);
+const emulator = await startNode(CLI, ['emulator', '--mqtt-port', '0', '--ws-port', '0', '--api-port', '0', '--groups', 'GID_bench', '--json']);
 const work = mkdtempSync(join(tmpdir(), 'connector-bench-'));
 try {
   const { apiEndpoint, instanceId, accessKeyId, accessKeySecret, mqttUrl } = emulator.info;

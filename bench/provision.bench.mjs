@@ -63,7 +63,7 @@ function totals(emulator) {
 }
 
 async function scenarioAB() {
-  const emulator = await startEmulator({ env: {}, qpsLimit: QPS, faultRate: FAULT_RATE });
+  const emulator = await startEmulator({ env: {}, qpsLimit: QPS, faultRate: FAULT_RATE, groups: [GROUP] });
   const store = await mkdtemp(join(tmpdir(), 'bench-provision-'));
   try {
     // "Someone else" registers one device of the fleet first, through its own client (no faults for this one call).
@@ -99,7 +99,7 @@ async function scenarioAB() {
 }
 
 async function scenarioC() {
-  const emulator = await startEmulator({ env: {}, qpsLimit: QPS, faultRate: FAULT_RATE });
+  const emulator = await startEmulator({ env: {}, qpsLimit: QPS, faultRate: FAULT_RATE, groups: [GROUP] });
   const store = await mkdtemp(join(tmpdir(), 'bench-provision-'));
   try {
     const child = spawn(process.execPath, [CLI, 'provision', ...commonArgs(emulator, store), '--strategy', 'register-first'], { env: cliEnv(emulator), stdio: 'ignore' });

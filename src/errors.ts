@@ -65,7 +65,7 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   ConnackRefused: { retryable: false, remedy: 'The broker refused the CONNECT; the message gives the CONNACK return code.' },
   CredentialRejected: { retryable: false, remedy: 'The broker rejects this device credential even after fetching it again; check it was not unregistered, and that ClientId and instance match it.' },
   TokenRejected: { retryable: false, remedy: 'The broker refuses the tokens even after asking the token source again: check that they are neither expired nor revoked (QueryToken), that they were applied for this instance, that token.accessKeyId is the account that applied for them, and that the source hands out fresh ones.' },
-  IdentifierRejected: { retryable: false, remedy: 'The broker rejected the ClientId; use GID_<group>@@@<device>, at most 64 characters.' },
+  IdentifierRejected: { retryable: false, remedy: 'The broker rejected the ClientId: use GID_<group>@@@<device>, at most 64 characters, of a GroupId created on the instance (in the console).' },
   BrokerUnreachable: { retryable: true, remedy: 'The MQTT broker could not be reached; check the broker URL, port and network.' },
   ConnectTimeout: { retryable: true, remedy: 'No CONNACK arrived in time; check the broker URL and the network.' },
   TakeoverLoop: { retryable: false, remedy: 'Another client keeps connecting with the same ClientId; every device needs its own ClientId.' },
@@ -79,6 +79,10 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   SimulationFailed: { retryable: true, remedy: 'Some devices could not be provisioned or connected; the report counts them by error code under "errors".' },
   ReportMismatch: { retryable: false, remedy: 'Merge only the reports of one run: every shard started with the same settings (and startAt), each shard once.' },
   InvalidReport: { retryable: false, remedy: 'Pass reports written by a simulation run of this version (or merged from such reports).' },
+  InvalidScenario: { retryable: false, remedy: 'Fix the field of the scenario the message names: an object with "faults", each with "at" (seconds from the start of connecting) and a "kind" (the README\'s game day section lists them and their fields).' },
+  NothingPublished: { retryable: false, remedy: 'Check that the topic\'s parent topic exists on the instance and that the devices may publish to it; the message says what the broker did instead.' },
+  ThresholdExceeded: { retryable: false, remedy: 'The run crossed a threshold it was given: the message names each one with the value measured; the report holds the details.' },
+  ConsumerFailed: { retryable: true, remedy: 'The backend subscriber that counts deliveries (connected to the broker directly, in Signature mode with the account AccessKey) could not connect or subscribe: check the account keys and that the topic\'s parent topic exists.' },
   AddressSpaceTooSmall: { retryable: false, remedy: 'Spread the devices over more source addresses (option localAddress, e.g. 127.0.0.2-127.0.0.9 on loopback) or over more machines (option shard).' },
   EmulatorFailed: { retryable: false, remedy: 'The embedded emulator process could not start or died; start an emulator yourself (startEmulator) and pass it as the target.' },
   ShardFailed: { retryable: true, remedy: 'A shard process of a run in several processes ended without its report (it crashed, was killed, or could not start); the others were stopped. Its stderr is quoted; run that shard alone to see more.' },
@@ -164,7 +168,8 @@ export type ValidationErrorCode =
   | 'PayloadTooLarge'
   | 'UnsupportedByService'
   | 'IncompleteAccessKey'
-  | 'InvalidReport';
+  | 'InvalidReport'
+  | 'InvalidScenario';
 
 /**
  * Bad input: a ClientId, instance id, option, credential, topic, message or simulation report that can never work.

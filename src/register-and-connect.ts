@@ -29,7 +29,7 @@ export type RegisterAndConnectOptions = ProvisionerOptions &
  * GetDeviceCredential), plus, with `onMissing: 'register'`, RegisterDeviceCredential when the service no longer has
  * a credential for the ClientId. The request's signal reaches every call.
  */
-function recoveringSource(provisioner: Provisioner, clientId: string, onMissing: 'fail' | 'register'): CredentialSource {
+export function recoveringSource(provisioner: Provisioner, clientId: string, onMissing: 'fail' | 'register'): CredentialSource {
   const source = provisioner.credentialSource(clientId);
   if (onMissing === 'fail') return source;
   return async (request) => {

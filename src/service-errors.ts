@@ -75,7 +75,7 @@ const API_ERRORS = {
   PermissionCheckFailed: {
     origin: 'product', httpStatus: 400, retryClass: 'fatal',
     message: 'An error occurred while validating the resource permissions. Please check the account that created the instance, topic, and GroupId, and check their permission settings.',
-    remedy: 'Grant the RAM user the mq:* action for this instance, or use the account that owns it.',
+    remedy: 'Check that the GroupId and the parent topic were created on the instance (in the console), then grant the RAM user the mq:* actions for it, or use the account that owns it.',
   },
   'InvalidParameter.ClientId': {
     origin: 'product', httpStatus: 400, retryClass: 'fatal',

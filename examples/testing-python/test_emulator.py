@@ -65,7 +65,7 @@ class EmulatorTest(unittest.TestCase):
         env = dict(os.environ, ALIBABA_CLOUD_ACCESS_KEY_ID=ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET=ACCESS_KEY_SECRET)
         env.pop("DEBUG", None)
         args = ["emulator", "--json", "--ephemeral", "--mqtt-port", "0", "--ws-port", "0", "--api-port", "0", "--instance-id", INSTANCE_ID,
-                "--parent-topics", "py"]
+                "--parent-topics", "py", "--groups", "GID_py"]
         cls.process = subprocess.Popen(CLI + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = cls.process.stdout.readline()  # the ready line
         if not line:

@@ -28,6 +28,8 @@ export const CLI_REMEDIES: Readonly<Partial<Record<ErrorCode, string>>> = Object
   EmulatorClusterMismatch: 'Every emulator process of one cluster (one Redis database) serves one instance with one account and the same flags: start this one with the flags the message names as the running processes have them, stop those first, or use another Redis database (--redis redis://host:6379/N).',
   ProtocolError: "The peer does not speak MQTT; check --broker-url (is it the OpenAPI's HTTP port?).",
   UnknownError: 'Unexpected error; run with --verbose and report it.',
+  InvalidScenario: 'Fix the field of the --scenario file the message names: an object with "faults", each with "at" (seconds from the start of connecting) and a "kind" (simulate --help and the README\'s game day section list them).',
+  ThresholdExceeded: 'A --fail-on threshold was crossed: the message names each one with the value measured; --report and --html hold the details.',
 });
 
 /** The catalog's remedy of a code (either catalog, or the family of an API code it does not list). */

@@ -55,3 +55,4 @@ export const loadFleet = (what: string) => loadRole('provisioner', () => import(
 export const loadEmulator = (what: string) => loadRole('emulator', () => import('../emulator/index.js'), what);
 export const loadSimulator = (what: string) => loadRole('simulator', () => import('../simulator/run.js'), what);
 export const loadReports = (what: string) => loadRole('reports', () => import('../simulator/report-files.js'), what);
+export const loadThresholds = (what: string) => loadRole('reports', () => import('../simulator/fail-on.js'), what);

@@ -1,8 +1,11 @@
-import { clientIdProblem, groupIdProblem } from '../credential.js';
+import { clientIdProblem, groupIdOf, groupIdProblem } from '../credential.js';
 import { ApiFault, invalidParameter } from './api-errors.js';
 import type { RpcParams } from './gateway.js';
+import type { GroupDirectory } from './groups.js';
 import type { CredentialRecord, CredentialRegistry } from './registry.js';
 import type { TokenRegistry } from './token-registry.js';
+import { parentOf } from './mqtt-rules.js';
+import { countedTopicLength } from './p2p.js';
 import { parseResources, resolveExpireTime, tokenTypeOfActions, type Parsed } from './token-rules.js';
 
 /** The only API version of the onsmqtt product the emulator serves. */
@@ -24,6 +27,14 @@ export interface ActionContext {
   readonly sessions: SessionDirectory;
   /** The emulated instance; any other InstanceId is not the caller's. */
   readonly instanceId: string;
+  /** The answer to any other InstanceId (default `InstancePermissionCheckFailed`). */
+  readonly unknownInstanceCode?: 'InstancePermissionCheckFailed' | 'MqttInstanceNotFound';
+  /** The GroupIds that exist on the instance (default: any). */
+  readonly groups?: GroupDirectory;
+  /** The parent topics that exist on the instance, which ApplyToken's resources must be under (`undefined`: any). */
+  readonly parentTopics?: ReadonlySet<string> | undefined;
+  /** How a P2P resource's length counts (default `parent`, as the broker counts P2P topics). */
+  readonly p2pTopicLength?: 'parent' | 'whole';
   /** The emulator's clock, ms since the epoch (ApplyToken's ExpireTime is checked against it). */
   readonly now: () => number;
 }
@@ -41,18 +52,36 @@ function required(params: RpcParams, name: string): string {
   return value;
 }
 
-/** The emulator hosts one instance; asking for another is asking for someone else's. */
+/** The emulator hosts one instance; asking for another is asking for someone else's (or for none at all). */
 function checkInstance(instanceId: string, context: ActionContext): void {
-  if (instanceId !== context.instanceId) throw new ApiFault('InstancePermissionCheckFailed');
+  if (instanceId !== context.instanceId) throw new ApiFault(context.unknownInstanceCode ?? 'InstancePermissionCheckFailed');
 }
 
-/** ClientId and InstanceId of the four credential operations: presence, then grammar, then instance. */
-function credentialTarget(params: RpcParams, context: ActionContext): { instanceId: string; clientId: string } {
+/**
+ * A GroupId that was not created on the instance: 400 `PermissionCheckFailed`, the code whose message names the
+ * GroupId ("check the account that created the instance, topic, and GroupId"), which every credential operation
+ * lists (reference §1.1).
+ */
+function checkGroup(groupId: string, context: ActionContext): void {
+  if (context.groups && !context.groups.has(groupId)) {
+    throw new ApiFault('PermissionCheckFailed', { suffix: `GroupId ${groupId} was not created on instance ${context.instanceId}.` });
+  }
+}
+
+/** ClientId and InstanceId of an action on one client: presence, then grammar, then instance. */
+function clientTarget(params: RpcParams, context: ActionContext): { instanceId: string; clientId: string } {
   const clientId = required(params, 'ClientId');
   const instanceId = required(params, 'InstanceId');
   if (clientIdProblem(clientId)) throw invalidParameter('ClientId');
   checkInstance(instanceId, context);
   return { instanceId, clientId };
+}
+
+/** The credential operations' target: {@link clientTarget}, then its GroupId must exist. */
+function credentialTarget(params: RpcParams, context: ActionContext): { instanceId: string; clientId: string } {
+  const target = clientTarget(params, context);
+  checkGroup(groupIdOf(target.clientId), context);
+  return target;
 }
 
 /** Copy, so the response never shares (or later mutates with) registry state. */
@@ -97,6 +126,7 @@ function listClientIds(params: RpcParams, context: ActionContext): Record<string
   const token = params['NextToken'];
   const offset = token ? decodeNextToken(token, groupId) : (pageNo - 1) * pageSize;
   checkInstance(instanceId, context);
+  checkGroup(groupId, context);
 
   const all = context.registry.listClientIds(instanceId, groupId);
   const end = offset + pageSize;
@@ -168,12 +198,25 @@ function applyToken(params: RpcParams, context: ActionContext): Record<string, u
   const instanceId = required(params, 'InstanceId');
   const rawExpireTime = required(params, 'ExpireTime');
   const actions = required(params, 'Actions');
-  const resources = valid('Resources', parseResources(rawResources));
+  const resources = valid('Resources', parseResources(rawResources, context.p2pTopicLength === 'whole' ? undefined : countedTopicLength));
   const expireTime = valid('ExpireTime', resolveExpireTime(rawExpireTime, context.now()));
   const type = tokenTypeOfActions(actions);
   if (type === undefined) throw new ApiFault('InvalidParameter.Actions', { suffix: 'Actions: must be R, W or R,W.' });
   checkInstance(instanceId, context);
+  checkParentTopics(resources, context);
   return { Token: context.tokens.apply({ instanceId, type, resources, expireTime }).token };
+}
+
+/**
+ * Every resource of a token must be under a parent topic created on the instance: else 400 `PermissionCheckFailed`
+ * (its message names the topic), as a token for a topic that does not exist could never be used.
+ */
+function checkParentTopics(resources: readonly string[], context: ActionContext): void {
+  if (!context.parentTopics) return;
+  const missing = resources.find((resource) => !context.parentTopics?.has(parentOf(resource)));
+  if (missing !== undefined) {
+    throw new ApiFault('PermissionCheckFailed', { suffix: `Parent topic ${parentOf(missing)} (of resource ${missing}) was not created on instance ${context.instanceId}.` });
+  }
 }
 
 /** The onsmqtt actions the emulator implements (reference §1 and §2). */
@@ -229,7 +272,8 @@ export const ACTIONS: Readonly<Record<EmulatedAction, ActionHandler>> = Object.f
     return {};
   },
   QuerySessionByClientId(params, context) {
-    const { clientId } = credentialTarget(params, context);
+    // A ClientId of a GroupId that does not exist is simply never online.
+    const { clientId } = clientTarget(params, context);
     return { OnlineStatus: context.sessions.isOnline(clientId) };
   },
   BatchQuerySessionByClientIds(params, context) {
@@ -241,10 +285,12 @@ export const ACTIONS: Readonly<Record<EmulatedAction, ActionHandler>> = Object.f
 });
 
 /**
- * Actions the metadata declares POST-only and the emulator holds to it (unless `getOnPostOnly: 'accept'`). The four
- * credential operations are POST-only in the metadata too, but accept GET as the reference's §1.0 decided before.
+ * Actions the metadata declares POST-only, all held to one rule (`getOnPostOnly`): ListDeviceCredentialClientId,
+ * QueryToken and the two session queries are declared `post` and `get`.
  */
-export const POST_ONLY_ACTIONS: ReadonlySet<string> = new Set<EmulatedAction>(['ApplyToken', 'RevokeToken']);
+export const POST_ONLY_ACTIONS: ReadonlySet<string> = new Set<EmulatedAction>([
+  'RegisterDeviceCredential', 'GetDeviceCredential', 'RefreshDeviceCredential', 'UnRegisterDeviceCredential', 'ApplyToken', 'RevokeToken',
+]);
 
 /**
  * Find the handler: unknown Action → 404 `ApiNotSupport`; a GET of a POST-only action (when refused) → 404

@@ -13,7 +13,7 @@ import { Readable } from 'node:stream';
 import type { Aedes, Client, Subscription } from 'aedes';
 import { ConfigurationError } from '../errors.js';
 import { propertyProblem } from './mqtt5-properties.js';
-import { SessionQueues, type QueueLimits, type QueueOverflow, type StoredPacket } from './session-queues.js';
+import { SessionQueues, type QueueLimits, type QueueOverflow, type RedeliveryPace, type StoredPacket } from './session-queues.js';
 import type { QueueStats } from './stats.js';
 
 /** The aedes version this module was written and tested against: package.json pins the peer dependency to it. */
@@ -124,6 +124,11 @@ export interface OutgoingQueues {
   update(clientId: string, packet: StoredPacket): void | Promise<void>;
   clear(clientId: string, packet: StoredPacket): StoredPacket | undefined | Promise<StoredPacket | undefined>;
   list(clientId: string): StoredPacket[] | Promise<StoredPacket[]>;
+  /**
+   * {@link SessionQueues.redeliver}: the messages held now, at `pace`, then `end`; returns what stops it. `fail`: the
+   * queue could not be read (Redis), the messages stay queued.
+   */
+  redeliver(clientId: string, pace: RedeliveryPace, push: (packet: StoredPacket) => void, end: () => void, gone?: () => boolean, fail?: (error: Error) => void): () => void;
   stats(): QueueStats;
 }
 
@@ -135,23 +140,32 @@ const queuesOf = new WeakMap<object, OutgoingQueues>();
  * outgoing-queue operations are replaced by {@link SessionQueues} (or by `create`'s queues: a cluster's, in Redis),
  * which keep the same order and semantics. aedes-persistence-redis' own outgoing operations are replaced the same way:
  * they have no bound, and they find a sent message's packet id in a cache of the process that sent it, so a session
- * that moved to another process of the cluster could never clear it. Installed once per store; a later broker on the
- * same store (a restart) only takes over the limits and the reporting.
+ * that moved to another process of the cluster could never clear it. With a `pace`, a session that resumes gets what
+ * its queue holds at that pace instead of right behind its CONNACK: aedes 2.0.0-beta.1 sends a reconnecting client
+ * its queue by reading the store's `outgoingStream` (handlers/connect.js `emptyQueue`, after the CONNACK is written),
+ * so the stream given to a resuming session yields the messages batch by batch. aedes treats the client as connecting
+ * until that stream ends: the client may publish and subscribe meanwhile (aedes handles a packet once the CONNACK is
+ * out), live messages reach it at once, and only packets it sent before its CONNACK arrived wait. The other reader of
+ * the stream, the wipe of an expired session, is never paced. Installed once per store; a later broker on the same
+ * store (a restart) only takes over the limits, the pace and the reporting.
  */
 export function boundSessionQueues(
   broker: Aedes,
   limits: QueueLimits,
   onOverflow: QueueOverflow,
+  pace?: RedeliveryPace,
   create: (limits: QueueLimits, onOverflow: QueueOverflow) => OutgoingQueues = (l, o) => new SessionQueues(l, o),
 ): OutgoingQueues {
   const store = internals(broker).persistence as unknown as OutgoingStore;
   const existing = queuesOf.get(store);
   if (existing) {
     existing.configure(limits, onOverflow);
+    pacesOf.set(store, pace);
     return existing;
   }
   const queues = create(limits, onOverflow);
   queuesOf.set(store, queues);
+  pacesOf.set(store, pace);
   const answer = <T>(result: T | Promise<T>, cb: Callback | undefined): Promise<T> => {
     const settled = Promise.resolve(result);
     if (cb) settled.then((value) => process.nextTick(cb, null, value), (error: Error) => process.nextTick(cb, error));
@@ -165,10 +179,34 @@ export function boundSessionQueues(
   store.outgoingUpdate = (client, packet, cb) => answer(queues.update(client.id, packet), cb);
   store.outgoingClearMessageId = (client, packet, cb) => answer(queues.clear(client.id, packet), cb);
   store.outgoingStream = (client) => {
+    const current = pacesOf.get(store);
+    if (current && resumes(client)) return pacedStream(queues, client as Client, current);
     const listed = queues.list(client.id);
     return listed instanceof Promise ? Readable.from((async function* () { yield* await listed; })()) : Readable.from(listed);
   };
   return queues;
+}
+
+/** The pace of each store's redelivery (`undefined`: right away), set by the broker that runs on it now. */
+const pacesOf = new WeakMap<object, RedeliveryPace | undefined>();
+
+/**
+ * Is this the reconnect of a session that keeps its messages? A live client (not the closed one of an expiring
+ * session being wiped) whose session is persistent and was not started clean (aedes keeps MQTT 5's Clean Start in
+ * `_cleanStart`; it clears such a queue at once, which is not to be paced).
+ */
+function resumes(client: { id: string }): boolean {
+  const live = client as { clean?: boolean; closed?: boolean; _cleanStart?: boolean; conn?: unknown };
+  return live.conn !== undefined && live.closed !== true && live.clean === false && live._cleanStart !== true;
+}
+
+/** A stream of the session's queue at `pace`, stopped when the client's connection closes (or at its next step, once aedes has closed the client). */
+function pacedStream(queues: OutgoingQueues, client: Client, pace: RedeliveryPace): Readable {
+  const stream = new Readable({ objectMode: true, read: () => undefined });
+  // A queue that cannot be read fails the stream as an unpaced one would: aedes closes the client, nothing is lost.
+  const stop = queues.redeliver(client.id, pace, (packet) => stream.push(packet), () => stream.push(null), () => client.closed, (error) => stream.destroy(error));
+  client.conn.once('close', stop);
+  return stream;
 }
 
 /** The connected (authenticated and registered) client with this ClientId: aedes keeps them by id. */
@@ -182,6 +220,15 @@ export function clientById(broker: Aedes, clientId: string): Client | undefined 
  */
 export function sessionStore(broker: Aedes): SessionStore {
   return internals(broker).persistence;
+}
+
+/**
+ * The Keep Alive aedes applies to a client and tells it in its CONNACK (MQTT 5 Server Keep Alive), set before aedes
+ * accepts the CONNECT (preConnect): aedes 2.0.0-beta.1 keeps it in `_serverKeepAlive`, which its own cap
+ * (`keepaliveLimit`, left at 0 by the emulator) would otherwise set, and arms the keep-alive timer on it.
+ */
+export function setServerKeepAlive(client: Client, seconds: number): void {
+  (client as unknown as { _serverKeepAlive?: number })._serverKeepAlive = seconds;
 }
 
 /**

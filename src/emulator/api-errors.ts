@@ -55,8 +55,13 @@ export interface ErrorBody {
   Recommend: string;
 }
 
-/** Build the error body: `HostId` is `onsmqtt.<host>`, `Recommend` the troubleshooting URL of the real gateway. */
-export function errorBody(fault: ApiFault, requestId: string, host: string): ErrorBody {
+/** The `HostId` of the error bodies: the product endpoint of the region, as the real gateway names itself (reference §1.1). */
+export function hostIdOf(regionId: string): string {
+  return `onsmqtt.${regionId}.aliyuncs.com`;
+}
+
+/** Build the error body: `HostId` as given ({@link hostIdOf}), `Recommend` the troubleshooting URL of the real gateway. */
+export function errorBody(fault: ApiFault, requestId: string, hostId: string): ErrorBody {
   const recommend = `https://api.aliyun.com/troubleshoot?q=${encodeURIComponent(fault.code)}&product=OnsMqtt&requestId=${requestId}`;
-  return { RequestId: requestId, HostId: `onsmqtt.${host}`, Code: fault.code, Message: fault.message, Recommend: recommend };
+  return { RequestId: requestId, HostId: hostId, Code: fault.code, Message: fault.message, Recommend: recommend };
 }

@@ -17,10 +17,14 @@ export { MAX_BODY_BYTES } from './request.js';
 /** Paths under this prefix belong to the emulator itself, not to the emulated OpenAPI. */
 export const EMULATOR_PATH_PREFIX = '/_emulator/';
 
+/** Longest downtime of one restart (`Emulator.restart`, `POST /_emulator/restart`): ten minutes, longer than a game day's broker maintenance. */
+export const MAX_RESTART_DOWN_MS = 600_000;
+
 /** The emulator's own controls behind `POST /_emulator/disconnect` and `POST /_emulator/restart`. */
 export interface EmulatorControls {
   disconnect(clientId: string): boolean;
-  restart(): Promise<void>;
+  /** `downMs`: how long the broker stays down between closing and starting again (already checked). */
+  restart(downMs?: number): Promise<void>;
 }
 
 /** Everything the OpenAPI emulator needs. */
@@ -33,8 +37,10 @@ export interface ApiDependencies extends ActionContext {
   readonly snapshot: () => EmulatorStats | Promise<EmulatorStats>;
   readonly host: string;
   readonly port: number;
+  /** The `HostId` of error bodies (`onsmqtt.<regionId>.aliyuncs.com`). */
+  readonly hostId: string;
   readonly errorStatuses: ErrorStatusMode;
-  /** A GET of a POST-only action (ApplyToken, RevokeToken): refused with 404 `InvalidAction.NotFound`, or accepted. */
+  /** A GET of an action the metadata declares POST-only (actions.ts `POST_ONLY_ACTIONS`): refused with 404 `InvalidAction.NotFound`, or accepted. */
   readonly getOnPostOnly: 'refuse' | 'accept';
   /**
    * Make the registry's current state durable (the data directory); awaited before answering a call that changed
@@ -129,6 +135,11 @@ function send(res: ServerResponse, requestId: string, reply: Reply): void {
   res.end(text);
 }
 
+/** A whole number written as digits (a JSON number arrives as its text); NaN otherwise. */
+function wholeParam(value: string | undefined): number {
+  return value !== undefined && /^\d{1,15}$/.test(value) ? Number(value) : Number.NaN;
+}
+
 /** A positive whole number of calls for fail-next, written as digits (a JSON number arrives as its text). */
 function countParam(value: string | undefined): number {
   if (value === undefined) return 1;
@@ -139,8 +150,10 @@ function countParam(value: string | undefined): number {
  * The emulator's own endpoints (not part of the emulated API, not counted in stats, never delayed or faulted, always
  * JSON): `GET /_emulator/stats`, `POST /_emulator/disconnect` with JSON `{"clientId": "…"}`, `POST
  * /_emulator/restart`, `POST /_emulator/fail-next` with JSON `{"action": "…", "code": "…", "count": 1}` (like
- * `Emulator.failNext`, checked the same way). A JSON body is read whatever its Content-Type says. Anything else
- * there is `InvalidAction.NotFound`.
+ * `Emulator.failNext`, checked the same way). `POST /_emulator/restart` takes an optional JSON `{"downMs": 5000}` (the
+ * broker stays down that long), `POST /_emulator/faults` a JSON `{"rate": 0.5, "codes": "Throttling.User,InternalError",
+ * "forMs": 10000}` (like `Emulator.faultBurst`; rate 0 ends a burst). A JSON body is read whatever its Content-Type
+ * says. Anything else there is `InvalidAction.NotFound`.
  */
 async function emulatorControl(req: IncomingMessage, url: URL): Promise<(deps: ApiDependencies) => Promise<Record<string, unknown>>> {
   const route = `${req.method ?? 'GET'} ${url.pathname.slice(EMULATOR_PATH_PREFIX.length)}`;
@@ -168,14 +181,32 @@ async function emulatorControl(req: IncomingMessage, url: URL): Promise<(deps: A
       return { queued: count };
     };
   }
-  req.resume(); // drain any body so the connection can be reused
-  if (route === 'GET stats' || route === 'HEAD stats') return async (deps) => ({ ...(await deps.snapshot()) });
   if (route === 'POST restart') {
+    const { params } = await readRequest(req, { jsonWithoutType: true });
+    const downMs = params['downMs'] === undefined ? 0 : wholeParam(params['downMs']);
+    if (!(downMs <= MAX_RESTART_DOWN_MS)) throw new ApiFault('ParameterCheckFailed', { suffix: `downMs must be an integer from 0 to ${MAX_RESTART_DOWN_MS}: send a JSON body {"downMs": 5000} or none.` });
     return async (deps) => {
-      await deps.controls.restart();
-      return { restarted: true };
+      await deps.controls.restart(downMs);
+      return { restarted: true, ...(downMs > 0 ? { downMs } : {}) };
     };
   }
+  if (route === 'POST faults') {
+    const { params } = await readRequest(req, { jsonWithoutType: true });
+    const rate = Number(params['rate'] ?? Number.NaN);
+    const forMs = wholeParam(params['forMs']);
+    const codes = (params['codes'] ?? '').split(',').map((code) => code.trim()).filter((code) => code !== '');
+    return async (deps) => {
+      try {
+        deps.faults.burst(rate, codes, forMs);
+      } catch (error) {
+        if (isApsaraMqDeviceError(error)) throw new ApiFault('ParameterCheckFailed', { suffix: `${error.message}. Send a JSON body {"rate": 0.5, "codes": "Throttling.User,InternalError", "forMs": 10000}.` });
+        throw error;
+      }
+      return { rate, codes, forMs };
+    };
+  }
+  req.resume(); // drain any body so the connection can be reused
+  if (route === 'GET stats' || route === 'HEAD stats') return async (deps) => ({ ...(await deps.snapshot()) });
   throw new ApiFault('InvalidAction.NotFound');
 }
 
@@ -209,7 +240,7 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Ap
   const target = req.url ?? '/';
   const fail = (fault: ApiFault, format: 'JSON' | 'XML'): Reply => ({
     status: httpStatusFor(fault.code, deps.errorStatuses),
-    body: { ...errorBody(fault, requestId, deps.host) },
+    body: { ...errorBody(fault, requestId, deps.hostId) },
     format,
   });
 
@@ -262,7 +293,7 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Ap
  * An HTTP request Node cannot even parse (bad request line, header bytes, a header too large) still gets a
  * well-formed JSON error like every other answer, not Node's bare `400 Bad Request`.
  */
-function answerUnparsable(host: string, error: NodeJS.ErrnoException, socket: Socket): void {
+function answerUnparsable(hostId: string, error: NodeJS.ErrnoException, socket: Socket): void {
   if (!socket.writable) {
     socket.destroy();
     return;
@@ -270,7 +301,7 @@ function answerUnparsable(host: string, error: NodeJS.ErrnoException, socket: So
   const requestId = newRequestId();
   const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
   const fault = new ApiFault('ParameterCheckFailed', { suffix: tooLarge ? 'The request headers are too large.' : 'The HTTP request does not parse.' });
-  const text = JSON.stringify(errorBody(fault, requestId, host));
+  const text = JSON.stringify(errorBody(fault, requestId, hostId));
   const status = tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
   socket.end(
     `HTTP/1.1 ${status}\r\nContent-Type: application/json;charset=utf-8\r\nContent-Length: ${Buffer.byteLength(text)}\r\n` +
@@ -287,7 +318,7 @@ export async function startApiServer(deps: ApiDependencies): Promise<ApiServer> 
       res.destroy();
     });
   });
-  server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => answerUnparsable(deps.host, error, socket));
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => answerUnparsable(deps.hostId, error, socket));
   const sockets = trackSockets(server);
   const port = await listen(server, deps.port, deps.host);
   return {

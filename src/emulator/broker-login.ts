@@ -4,18 +4,20 @@
  * which key each session logged in with (for `kickOnRevoke`).
  */
 import type { Aedes, AedesOptions, AuthenticateError, Client } from 'aedes';
-import { clientIdProblem } from '../credential.js';
+import { clientIdProblem, groupIdOf } from '../credential.js';
 import { hmacPassword, parseUsername } from '../signer/mqtt.js';
-import { clientById } from './aedes-adapter.js';
+import { clientById, setServerKeepAlive } from './aedes-adapter.js';
 import type { BrokerTokenMode } from './broker-token-mode.js';
 import { sendDisconnect, writeRefusal, type BrokerContext } from './broker-wire.js';
 import { safeEqual } from './crypto.js';
-import { REASON, checkKeepAlive, checkWill } from './mqtt-rules.js';
+import type { GroupDirectory } from './groups.js';
+import { REASON, checkKeepAlive, checkWill, type RuleName } from './mqtt-rules.js';
 import type { CredentialRecord, CredentialRegistry } from './registry.js';
 import type { TokenRecord, TokenRegistry } from './token-registry.js';
 import { describeTokenCode, parseTokenPassword, tokenConnackCode } from './token-rules.js';
 
 /** CONNACK return codes of MQTT 3.1.1 the authenticate hook uses (aedes' `AuthErrorCode` is an ambient const enum). */
+const UNACCEPTABLE_PROTOCOL_VERSION = 1;
 const IDENTIFIER_REJECTED = 2;
 const SERVER_UNAVAILABLE = 3;
 const BAD_USERNAME_OR_PASSWORD = 4;
@@ -23,6 +25,7 @@ const NOT_AUTHORIZED = 5;
 
 /** The MQTT 5 CONNACK reason code of each MQTT 3.1.1 refusal (MQTT 5.0 §3.2.2.2; aedes maps them the same way). */
 const V5_REASON: Readonly<Record<number, number>> = Object.freeze({
+  [UNACCEPTABLE_PROTOCOL_VERSION]: 0x84,
   [IDENTIFIER_REJECTED]: 0x85,
   [SERVER_UNAVAILABLE]: 0x88,
   [BAD_USERNAME_OR_PASSWORD]: 0x86,
@@ -36,11 +39,14 @@ const V5_REASON: Readonly<Record<number, number>> = Object.freeze({
 export class ConnectRefusal extends Error {
   readonly returnCode: number;
   readonly reasonCode: number;
-  constructor(returnCode: number, message: string, reasonCode: number = V5_REASON[returnCode] ?? 0x80) {
+  /** The MQTT rule (and its option) that refused, when one did: the refusal is then counted and logged under it. */
+  readonly rule: RuleName | undefined;
+  constructor(returnCode: number, message: string, reasonCode: number = V5_REASON[returnCode] ?? 0x80, rule?: RuleName) {
     super(message);
     this.name = 'ConnectRefusal';
     this.returnCode = returnCode;
     this.reasonCode = reasonCode;
+    this.rule = rule;
   }
 }
 
@@ -52,6 +58,14 @@ export interface BrokerAuthConfig {
   readonly registry: CredentialRegistry;
   /** The tokens ApplyToken issued; without it Token mode is refused (rc 4). */
   readonly tokens?: TokenRegistry | undefined;
+  /** The GroupIds that exist; without it any GroupId is accepted. */
+  readonly groups?: GroupDirectory | undefined;
+  /** The CONNACK of a ClientId whose GroupId does not exist (default `identifier-rejected`: 2 / 0x85). */
+  readonly unknownGroupRefusal?: 'identifier-rejected' | 'not-authorized';
+  /** Credentials that stopped authenticating, by DeviceAccessKeyId (for `revokedCredentialRefusal`). */
+  readonly revoked?: { get(deviceAccessKeyId: string): CredentialRecord | undefined } | undefined;
+  /** The CONNACK of a revoked key whose password verifies (default `bad-username-or-password`: 4 / 0x86). */
+  readonly revokedCredentialRefusal?: 'bad-username-or-password' | 'not-authorized';
   /**
    * Clustered: resolves once the registries hold every change made anywhere in the cluster so far, so that a
    * credential registered through another process's OpenAPI logs in, and one revoked there does not.
@@ -92,10 +106,21 @@ function checkTokenConnect(config: BrokerAuthConfig, parsed: { keyId: string; in
  * rc 2 for a ClientId breaking the grammar; rc 4 when username/password cannot be verified (malformed username,
  * unknown mode or key id, wrong password); rc 5 when they verify but are not allowed here (another instance, or
  * a device credential bound to another ClientId). MQTT 5 gets 0x85, 0x86 and 0x87 for the same cases.
- * Token mode: see {@link checkTokenConnect}.
+ * Token mode: see {@link checkTokenConnect}. Once the login verifies, the ClientId's GroupId must exist
+ * ({@link BrokerAuthConfig.unknownGroupRefusal}); a revoked key is {@link BrokerAuthConfig.revokedCredentialRefusal}.
  */
 export function checkConnect(config: BrokerAuthConfig, clientId: string, username: string | undefined, password: Buffer | undefined): ConnectIdentity {
   if (clientIdProblem(clientId)) throw new ConnectRefusal(IDENTIFIER_REJECTED, 'identifier rejected');
+  const identity = checkLogin(config, clientId, username, password);
+  if (config.groups && !config.groups.hasClientId(clientId)) {
+    const code = config.unknownGroupRefusal === 'not-authorized' ? NOT_AUTHORIZED : IDENTIFIER_REJECTED;
+    throw new ConnectRefusal(code, `GroupId ${groupIdOf(clientId)} was not created on the instance (the service refuses a ClientId of a GroupId it does not have)`, undefined, 'groupId');
+  }
+  return identity;
+}
+
+/** The login of a CONNECT with a well-formed ClientId, mode by mode. */
+function checkLogin(config: BrokerAuthConfig, clientId: string, username: string | undefined, password: Buffer | undefined): ConnectIdentity {
   const parsed = parseUsername(username);
   if (!parsed) throw new ConnectRefusal(BAD_USERNAME_OR_PASSWORD, 'username is not <Mode>|<KeyId>|<InstanceId>');
 
@@ -104,7 +129,7 @@ export function checkConnect(config: BrokerAuthConfig, clientId: string, usernam
   let secret: string;
   if (parsed.mode === 'DeviceCredential') {
     const record = config.registry.findByKeyId(parsed.keyId);
-    if (!record) throw new ConnectRefusal(BAD_USERNAME_OR_PASSWORD, 'unknown or revoked DeviceAccessKeyId');
+    if (!record) throw revokedOrUnknown(config, parsed, clientId, password);
     ({ ClientId: boundClientId, InstanceId: boundInstanceId, DeviceAccessKeySecret: secret } = record);
   } else if (parsed.mode === 'Token') {
     return checkTokenConnect(config, parsed, password);
@@ -126,6 +151,42 @@ export function checkConnect(config: BrokerAuthConfig, clientId: string, usernam
   return { mode: parsed.mode, keyId: parsed.keyId };
 }
 
+/**
+ * A DeviceAccessKeyId the registry does not hold: rc 4, unless it was revoked, its password verifies against it for
+ * its own ClientId and instance, and `revokedCredentialRefusal` is `not-authorized` (then rc 5: the login is right,
+ * the credential is no longer allowed).
+ */
+function revokedOrUnknown(config: BrokerAuthConfig, parsed: { keyId: string; instanceId: string }, clientId: string, password: Buffer | undefined): ConnectRefusal {
+  const unknown = new ConnectRefusal(BAD_USERNAME_OR_PASSWORD, 'unknown or revoked DeviceAccessKeyId');
+  if (config.revokedCredentialRefusal !== 'not-authorized') return unknown;
+  const revoked = config.revoked?.get(parsed.keyId);
+  const verifies = revoked !== undefined && revoked.ClientId === clientId && revoked.InstanceId === parsed.instanceId && safeEqual(password, hmacPassword(revoked.DeviceAccessKeySecret, clientId));
+  return verifies ? new ConnectRefusal(NOT_AUTHORIZED, 'the credential was revoked (Refresh, UnRegister or a newer Register)', undefined, 'revokedCredential') : unknown;
+}
+
+/** How many revoked credentials are remembered to tell them from keys that never existed (the oldest go first). */
+export const REVOKED_KEYS_REMEMBERED = 10_000;
+
+const revokedByRegistry = new WeakMap<CredentialRegistry, Map<string, CredentialRecord>>();
+
+/**
+ * The credentials of a registry that stopped authenticating, by DeviceAccessKeyId: the last
+ * {@link REVOKED_KEYS_REMEMBERED}. One memory per registry, so that a restarted broker keeps it.
+ */
+function revokedKeysOf(registry: CredentialRegistry): Map<string, CredentialRecord> {
+  let revoked = revokedByRegistry.get(registry);
+  if (!revoked) {
+    const memory = new Map<string, CredentialRecord>();
+    registry.onRevoke((record) => {
+      memory.set(record.DeviceAccessKeyId, record);
+      if (memory.size > REVOKED_KEYS_REMEMBERED) memory.delete(memory.keys().next().value as string);
+    });
+    revokedByRegistry.set(registry, memory);
+    revoked = memory;
+  }
+  return revoked;
+}
+
 type BrokerHooks = Required<Pick<AedesOptions, 'preConnect' | 'authenticate'>>;
 
 /**
@@ -145,7 +206,7 @@ export class BrokerLogin {
 
   constructor(context: BrokerContext, auth: BrokerAuthConfig, tokenMode: BrokerTokenMode) {
     this.#context = context;
-    this.#auth = auth;
+    this.#auth = auth.revokedCredentialRefusal === 'not-authorized' ? { ...auth, revoked: revokedKeysOf(auth.registry) } : auth;
     this.#tokenMode = tokenMode;
   }
 
@@ -206,6 +267,9 @@ export class BrokerLogin {
     }
     let refusal: ConnectRefusal;
     try {
+      if (version === 3 && options.mqtt31 === 'refuse') {
+        throw new ConnectRefusal(UNACCEPTABLE_PROTOCOL_VERSION, 'an MQTT 3.1 CONNECT (the service speaks MQTT 3.1.1 and 5)', undefined, 'mqtt31');
+      }
       const identity = checkConnect(this.#auth, packet.clientId, packet.username, packet.password);
       const will = checkWill(options, packet.will);
       if (will) report(will, packet.clientId);
@@ -218,7 +282,9 @@ export class BrokerLogin {
       const keepAlive = checkKeepAlive(options, packet.keepalive ?? 0);
       if (keepAlive) {
         report(keepAlive, packet.clientId);
-        if (version !== 5) packet.keepalive = keepAlive.seconds;
+        // MQTT 5 is told in the CONNACK (Server Keep Alive); MQTT 3.1.1 has no way to be told.
+        if (version === 5) setServerKeepAlive(client, keepAlive.seconds);
+        else packet.keepalive = keepAlive.seconds;
       }
       this.#identities.set(client, identity);
       const maximumPacketSize = packet.properties?.maximumPacketSize;
@@ -229,6 +295,7 @@ export class BrokerLogin {
       // An unexpected failure must not crash the broker's process: refuse as "server unavailable".
       refusal = error instanceof ConnectRefusal ? error : new ConnectRefusal(SERVER_UNAVAILABLE, 'emulator failure');
     }
+    if (refusal.rule) report({ rule: refusal.rule, action: 'disconnect', reasonCode: refusal.reasonCode, reason: refusal.message }, packet.clientId);
     this.#decide(client, version === 5 ? refusal.reasonCode : refusal.returnCode);
     writeRefusal(client.conn, version, refusal, options.drainTimeoutMs, () => done(refusal, false), packet.properties?.maximumPacketSize);
   }

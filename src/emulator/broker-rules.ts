@@ -6,7 +6,7 @@
 import type { Aedes, AedesOptions, Client, Subscription } from 'aedes';
 import { aedesRefusal, onBrokerError, sessionStore } from './aedes-adapter.js';
 import type { BrokerTokenMode } from './broker-token-mode.js';
-import { publishSize, type BrokerContext } from './broker-wire.js';
+import { acknowledgeUnrouted, publishSize, type BrokerContext } from './broker-wire.js';
 import { REASON, checkPublish, checkSubscribe, type SessionFacts } from './mqtt-rules.js';
 import { p2pInbox, p2pTarget } from './p2p.js';
 
@@ -48,6 +48,12 @@ export class BrokerRules {
       const refusal = checkPublish(options, packet, client ? sessionFacts(client) : undefined);
       if (refusal) {
         report(refusal, client?.id);
+        if (refusal.action === 'discard' && client) {
+          // Acknowledged as if routed (the service discards silently), delivered to no one.
+          acknowledgeUnrouted(client, packet, options.drainTimeoutMs);
+          done(null);
+          return;
+        }
         if (refusal.action !== 'ignore') {
           // MQTT 3.1.1: aedes closes the connection on the error, as the service does (reference §5.4, §5.7).
           // A will being published (its client closed) is just dropped.

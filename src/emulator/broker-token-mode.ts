@@ -5,10 +5,8 @@
  * token-rules.ts's; this turns their outcomes into notices, disconnects and hook answers.
  */
 import type { Aedes, Client, Subscription } from 'aedes';
-import type { IPubackPacket, IPubrecPacket } from 'mqtt-packet';
-import { skipRouting } from './aedes-adapter.js';
 import { TokenSessions, type TokenOutcome } from './broker-token-sessions.js';
-import { writePacket, type BrokerContext } from './broker-wire.js';
+import { acknowledgeUnrouted, type BrokerContext } from './broker-wire.js';
 import { REASON, type Refusal } from './mqtt-rules.js';
 import type { TokenRecord, TokenRegistry } from './token-registry.js';
 import {
@@ -50,9 +48,12 @@ export class BrokerTokenMode {
     this.#sessions?.admit(client, records);
   }
 
-  /** Notices may be sent once the CONNACK is out (aedes' `clientReady`); the tokens' timers end with the connection. */
+  /**
+   * Notices may be sent once the CONNACK is out (aedes' `connackSent`, not `clientReady`, which waits for a resumed
+   * session's offline messages, paced over seconds); the tokens' timers end with the connection.
+   */
   install(broker: Aedes): void {
-    broker.on('clientReady', (client) => this.#sessions?.ready(client));
+    broker.on('connackSent', (_packet, client) => this.#sessions?.ready(client));
     broker.on('clientDisconnect', (client) => this.#sessions?.end(client));
   }
 
@@ -147,11 +148,7 @@ export class BrokerTokenMode {
       return;
     }
     // The upload is the broker's business and its payload a credential: it is acknowledged here and never routed.
-    if (packet.qos > 0 && packet.messageId !== undefined) {
-      const ack: IPubackPacket | IPubrecPacket = packet.qos === 1 ? { cmd: 'puback', messageId: packet.messageId } : { cmd: 'pubrec', messageId: packet.messageId };
-      writePacket(client.conn, ack, client.version, context.options.drainTimeoutMs);
-    }
-    skipRouting(packet);
+    acknowledgeUnrouted(client, packet, context.options.drainTimeoutMs);
     done(null);
   }
 }

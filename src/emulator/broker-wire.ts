@@ -5,7 +5,8 @@
  */
 import type { Duplex } from 'node:stream';
 import type { Client } from 'aedes';
-import mqttPacket, { type IConnackPacket, type IDisconnectPacket, type IPublishPacket, type Packet } from 'mqtt-packet';
+import mqttPacket, { type IConnackPacket, type IDisconnectPacket, type IPubackPacket, type IPublishPacket, type IPubrecPacket, type Packet } from 'mqtt-packet';
+import { skipRouting } from './aedes-adapter.js';
 import { describeRefusal, type Refusal } from './mqtt-rules.js';
 import type { ResolvedEmulatorOptions } from './options.js';
 import type { StatsRecorder } from './stats.js';
@@ -37,6 +38,18 @@ export function writePacket(conn: Duplex, packet: Packet, protocolVersion: numbe
 export function sendDisconnect(client: Client, reasonCode: number, reasonString: string, drainTimeoutMs: number, then: () => void = noop, maximumPacketSize?: number): void {
   const packet: IDisconnectPacket = { cmd: 'disconnect', reasonCode, properties: { reasonString } };
   writePacket(client.conn, packet, 5, drainTimeoutMs, () => client.close(then), maximumPacketSize);
+}
+
+/**
+ * Answer a PUBLISH the broker keeps to itself (a Token-mode upload, a discarded message) as a routed one is answered:
+ * PUBACK for QoS 1, PUBREC for QoS 2 (its PUBREL then gets aedes' PUBCOMP), and have aedes route nothing.
+ */
+export function acknowledgeUnrouted(client: Client, packet: { readonly qos: number; readonly messageId?: number | undefined }, drainTimeoutMs: number): void {
+  if (packet.qos > 0 && packet.messageId !== undefined) {
+    const ack: IPubackPacket | IPubrecPacket = packet.qos === 1 ? { cmd: 'puback', messageId: packet.messageId } : { cmd: 'pubrec', messageId: packet.messageId };
+    writePacket(client.conn, ack, client.version, drainTimeoutMs);
+  }
+  skipRouting(packet);
 }
 
 /** The length of a variable byte integer. */

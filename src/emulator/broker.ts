@@ -11,6 +11,7 @@ import { BrokerRules } from './broker-rules.js';
 import { BrokerTokenMode } from './broker-token-mode.js';
 import { brokerContext } from './broker-wire.js';
 import { BrokerGuards } from './client-guards.js';
+import { groupDirectory, type GroupDirectory } from './groups.js';
 import { startListeners, type BrokerPorts } from './listeners.js';
 import type { ResolvedEmulatorOptions } from './options.js';
 import type { CredentialRegistry } from './registry.js';
@@ -56,6 +57,8 @@ export interface BrokerDependencies {
   readonly persistence?: unknown;
   /** A previous broker's id, so that stored packets and wills keep naming a live broker. */
   readonly brokerId?: string;
+  /** The GroupIds that exist (shared with the OpenAPI); default those of the `groups` option. */
+  readonly groups?: GroupDirectory;
   /**
    * Clustered (the `redis` option): the broker's persistence and message bus are the cluster's, its persistent
    * sessions' queues are in Redis, and a CONNECT is decided once the credentials of the whole cluster are applied here.
@@ -76,7 +79,7 @@ const RECEIVE_MAXIMUM = 65_535;
 /**
  * Start aedes with the emulator's authentication, the service's MQTT rules, P2P, Token mode, the guards against
  * hostile clients and (with `kickOnRevoke`) session kicking, on a TCP listener and (unless off) WebSocket, TLS and
- * secure WebSocket listeners. Speaks MQTT 3.1, 3.1.1 and 5.
+ * secure WebSocket listeners. Speaks MQTT 3.1.1 and 5 (and 3.1 with `mqtt31: 'accept'`).
  * @throws ConfigurationError `DependencyMismatch` when the installed aedes is not the one the adapter was written for.
  */
 export async function startBroker(options: ResolvedEmulatorOptions, deps: BrokerDependencies): Promise<BrokerHandle> {
@@ -84,7 +87,8 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
   const context = brokerContext(options, deps.stats);
   const tokenMode = new BrokerTokenMode(context, deps.tokens);
   const cluster = deps.cluster;
-  const login = new BrokerLogin(context, { ...options, registry: deps.registry, tokens: deps.tokens, ...(cluster ? { sync: cluster.sync } : {}) }, tokenMode);
+  const groups = deps.groups ?? groupDirectory(options.groups);
+  const login = new BrokerLogin(context, { ...options, registry: deps.registry, tokens: deps.tokens, groups, ...(cluster ? { sync: cluster.sync } : {}) }, tokenMode);
   const rules = new BrokerRules(context, tokenMode);
   const guards = new BrokerGuards(context, cluster?.createQueues);
   const backend = await cluster?.backend();
@@ -100,9 +104,10 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     // Checked on every read as soon as a packet's fixed header is in, CONNECT included: never buffered whole.
     maximumPacketSize: options.maxPacketBytes,
     drainTimeout: options.drainTimeoutMs,
-    // MQTT 5 clients are told the cap in the CONNACK (Server Keep Alive); 3.1.1 CONNECTs are lowered in preConnect,
-    // as aedes would refuse them (with a return code 3.1.1 does not have).
-    keepaliveLimit: Number.isFinite(options.maxKeepAliveSeconds) ? options.maxKeepAliveSeconds : 0,
+    // The Keep Alive cap is the login's (broker-login.ts): it lowers a 3.1.1 CONNECT's and tells an MQTT 5 client in
+    // its CONNACK (Server Keep Alive). aedes' own cap would refuse a 3.1.1 CONNECT over it (with a return code 3.1.1
+    // does not have) and cannot leave a Keep Alive of 0 alone.
+    keepaliveLimit: 0,
     receiveMaximum: RECEIVE_MAXIMUM,
     topicAliasMaximum: TOPIC_ALIAS_MAXIMUM,
     ...login.hooks(),

@@ -8,7 +8,7 @@ import type { Aedes, Client } from 'aedes';
 import { boundSessionQueues, fitClient, sessionStore, type Deliver, type OutgoingQueues, type PacketRefusal, type ParsedPacket } from './aedes-adapter.js';
 import { writeRefusal, type BrokerContext } from './broker-wire.js';
 import { REASON, type Refusal } from './mqtt-rules.js';
-import type { QueueLimits, QueueOverflow } from './session-queues.js';
+import type { QueueLimits, QueueOverflow, RedeliveryPace } from './session-queues.js';
 import type { QueueStats } from './stats.js';
 
 /** What {@link guardClient} reports to. */
@@ -93,6 +93,18 @@ function guardClient(client: Client, maxQueuedBytes: number, handlers: GuardHand
 
 function noop(): void {}
 
+/** The cloud's pace of offline messages (options `offlineDelivery` and the three below it), or none for `immediate`. */
+function redeliveryPace(options: BrokerContext['options']): RedeliveryPace | undefined {
+  if (options.offlineDelivery === 'immediate') return undefined;
+  const { min, max } = options.offlineDetectionDelayMs;
+  return {
+    delayMs: () => min + Math.floor(options.random() * (max - min + 1)),
+    batchSize: options.offlineBatchSize,
+    intervalMs: options.offlineBatchIntervalMs,
+    timers: options.offlineTimers,
+  };
+}
+
 /** A PUBLISH's bytes besides its topic and payload: fixed header, lengths, packet id (MQTT 5 properties aside). */
 const PUBLISH_OVERHEAD = 9;
 
@@ -151,7 +163,7 @@ export class BrokerGuards {
       }
       const what = outcome === 'dropped' ? 'its oldest message not yet sent was dropped for a new one' : 'a new message was refused';
       report({ rule: 'offlineQueue', action: 'drop', reasonCode: 0, reason: `a persistent session holding ${held.messages} messages, ${held.bytes} bytes (bound ${options.maxOfflineMessages} messages, ${options.maxOfflineBytes} bytes, policy ${options.offlineQueuePolicy}): ${what}; ${count} so far` }, clientId);
-    }, this.#createQueues);
+    }, redeliveryPace(options), this.#createQueues);
   }
 
   /** Hand one connection (a socket, or a WebSocket's stream with its upgrade request) to aedes, guarded. */

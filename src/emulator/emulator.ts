@@ -14,13 +14,15 @@ import type { Aedes, Client } from 'aedes';
 import { redact } from '../credential.js';
 import { type KnownApiErrorCode, ValidationError } from '../errors.js';
 import { EMULATED_ACTIONS, type EmulatedAction } from './actions.js';
-import { startApiServer, type ApiServer } from './api-server.js';
+import { hostIdOf } from './api-errors.js';
+import { MAX_RESTART_DOWN_MS, startApiServer, type ApiDependencies, type ApiServer } from './api-server.js';
 import { startBroker, type BrokerDependencies, type BrokerHandle } from './broker.js';
 import { DataDir, StateWriter, type EmulatorState } from './data-dir.js';
 import { FaultInjector, checkFailNext } from './faults.js';
 import { joinCluster, type EmulatorCluster } from './cluster/cluster.js';
 import type { ClusterProcess } from './cluster/membership.js';
 import { Gateway } from './gateway.js';
+import { groupDirectory, type GroupDirectory } from './groups.js';
 import { resolveOptions, type EmulatorOptions, type ResolvedEmulatorOptions, type ValueSource } from './options.js';
 import { CredentialRegistry } from './registry.js';
 import { OnlineClients } from './online-clients.js';
@@ -89,6 +91,13 @@ export interface Emulator {
    */
   failNext(action: EmulatedAction, code: KnownApiErrorCode, count?: number): void | Promise<void>;
   /**
+   * For the next `forMs`, answer a share `rate` (0 to 1) of the OpenAPI calls the gateway lets through with one of
+   * `codes` (picked at random), in place of the `faultRate` and `faultCodes` options: an outage or throttling of the
+   * OpenAPI for a while. A new burst replaces the one running; `rate` 0 ends it. Queued `failNext` faults still come
+   * first. @throws ValidationError `InvalidOption` naming a bad value (checked at run time too).
+   */
+  faultBurst(burst: { rate: number; codes: readonly KnownApiErrorCode[]; forMs: number }): void;
+  /**
    * Drop a client's MQTT connection without a DISCONNECT, like a network cut: its will is published and a
    * persistent session keeps queueing. Returns whether that ClientId was connected.
    */
@@ -103,10 +112,11 @@ export interface Emulator {
   /**
    * Close the broker and its listeners (every client is dropped) and start them again on the same ports. Device
    * credentials, persistent sessions (clean: false) with their subscriptions and queued QoS 1 messages, and stats
-   * are kept. The OpenAPI server keeps running throughout. Rejects when the emulator is closed or a port cannot be
-   * bound again.
+   * are kept. The OpenAPI server keeps running throughout. With `downMs`, the broker stays down that long between
+   * the two (connects are refused meanwhile), as in a maintenance window. Rejects when the emulator is closed or a
+   * port cannot be bound again.
    */
-  restart(): Promise<void>;
+  restart(options?: { downMs?: number }): Promise<void>;
   /** Close the broker, every client socket and all servers. Idempotent; never hangs on open connections. */
   close(): Promise<void>;
 }
@@ -143,7 +153,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     throw error;
   }
   const faults = cluster ? new ClusterFaults(config, cluster) : new FaultInjector(config);
-  const deps: BrokerDependencies = { registry, tokens, stats, ...(cluster ? { cluster: cluster.broker } : {}) };
+  const groups = groupDirectory(config.groups);
+  const deps: BrokerDependencies = { registry, tokens, stats, groups, ...(cluster ? { cluster: cluster.broker } : {}) };
   const mqtt = new MqttService(config, deps, await startBroker(config, deps).catch(async (error: unknown) => {
     await persistence?.close();
     await cluster?.close();
@@ -166,6 +177,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     stats,
     snapshot,
     instanceId: config.instanceId,
+    ...apiRules(config, groups),
     host: config.host,
     port: config.apiPort,
     errorStatuses: config.errorStatuses,
@@ -207,6 +219,11 @@ class ClusterFaults extends FaultInjector {
     queued.catch(() => undefined);
     return queued;
   }
+}
+
+/** What the OpenAPI answers from the options besides its state: the groups and parent topics that exist, and its own names. */
+function apiRules(config: ResolvedEmulatorOptions, groups: GroupDirectory): Pick<ApiDependencies, 'groups' | 'parentTopics' | 'p2pTopicLength' | 'unknownInstanceCode' | 'hostId'> {
+  return { groups, parentTopics: config.parentTopics, p2pTopicLength: config.p2pTopicLength, unknownInstanceCode: config.unknownInstanceCode, hostId: hostIdOf(config.regionId) };
 }
 
 /**
@@ -311,11 +328,13 @@ class MqttService {
     this.#handle.checkTokens();
   }
 
-  restart(): Promise<void> {
+  restart(downMs = 0): Promise<void> {
     return this.#serialise(async () => {
       if (this.#closed) throw new Error('The emulator is closed');
       const previous = this.#handle;
       await previous.close();
+      // Down for a while (a game day's broker maintenance): connects are refused meanwhile; close() cuts it short.
+      if (downMs > 0) await this.#down(downMs);
       // Port 0 was resolved at the first start: listen on the very same ports, so clients' URLs stay valid.
       this.#handle = await startBroker({ ...this.#config, ...previous.ports }, {
         ...this.#deps,
@@ -328,7 +347,22 @@ class MqttService {
 
   close(): Promise<void> {
     this.#closed = true;
+    this.#wake?.();
     return this.#serialise(() => this.#handle.close());
+  }
+
+  /** Ends the downtime of a restart early (the emulator is closing). */
+  #wake: (() => void) | undefined;
+
+  #down(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => this.#wake?.(), ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        this.#wake = undefined;
+        resolve();
+      };
+    });
   }
 
   /** Run after everything queued before, whether that succeeded or not. */
@@ -355,6 +389,7 @@ class RunningEmulator implements Emulator {
   readonly dataDir: string | undefined;
   readonly stats: () => EmulatorStats;
   readonly failNext: (action: EmulatedAction, code: KnownApiErrorCode, count?: number) => void | Promise<void>;
+  readonly faultBurst: (burst: { rate: number; codes: readonly KnownApiErrorCode[]; forMs: number }) => void;
   readonly events: EventEmitter<EmulatorEvents>;
   readonly cluster: EmulatorClusterInfo | undefined;
   readonly #mqtt: MqttService;
@@ -384,6 +419,7 @@ class RunningEmulator implements Emulator {
     this.events = mqtt.events;
     this.stats = snapshot;
     this.failNext = (action, code, count) => faults.failNext(action, code, count);
+    this.faultBurst = ({ rate, codes, forMs }) => faults.burst(rate, codes, forMs);
     this.#secret = config.accessKeySecret;
     this.cluster = cluster === undefined ? undefined : { processId: cluster.processId, redisUrl: cluster.redisUrl, processes: () => cluster.processes() };
     // The data directory closes last: a call being answered may still be saving. A cluster's connections likewise.
@@ -410,8 +446,12 @@ class RunningEmulator implements Emulator {
     this.#mqtt.checkTokens();
   }
 
-  restart(): Promise<void> {
-    return this.#mqtt.restart();
+  restart(options: { downMs?: number } = {}): Promise<void> {
+    const downMs = options.downMs ?? 0;
+    if (!Number.isInteger(downMs) || downMs < 0 || downMs > MAX_RESTART_DOWN_MS) {
+      return Promise.reject(new ValidationError('InvalidOption', `restart downMs must be an integer from 0 to ${MAX_RESTART_DOWN_MS}, not ${String(downMs)}`));
+    }
+    return this.#mqtt.restart(downMs);
   }
 
   close(): Promise<void> {

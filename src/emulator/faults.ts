@@ -9,7 +9,12 @@ export interface FaultConfig {
   readonly faultCodes: readonly string[];
   readonly latencyMs: Readonly<{ min: number; max: number }> | undefined;
   readonly random: () => number;
+  /** Monotonic ms, for how long a {@link FaultInjector.burst} lasts. @default performance.now */
+  readonly rateClock?: () => number;
 }
+
+/** Longest fault burst one call may start: an hour, longer than any game day's outage of the OpenAPI. */
+export const MAX_FAULT_BURST_MS = 3_600_000;
 
 /** Most calls one `failNext` may queue: enough for any test, small enough that a typo cannot exhaust memory. */
 export const MAX_FAIL_NEXT_COUNT = 10_000;
@@ -44,6 +49,8 @@ export class FaultInjector {
   readonly #config: FaultConfig;
   /** Runs queued per Action by failNext, answered first-in first-out; a run is one entry, whatever its count. */
   readonly #queued = new Map<string, QueuedRun[]>();
+  /** A burst of random faults started by {@link FaultInjector.burst}: replaces `faultRate`/`faultCodes` until `until`. */
+  #burst: { rate: number; codes: readonly string[]; until: number } | undefined;
 
   constructor(config: FaultConfig) {
     this.#config = config;
@@ -60,6 +67,19 @@ export class FaultInjector {
     const queue = this.#queued.get(action) ?? [];
     queue.push({ code, remaining: count });
     this.#queued.set(action, queue);
+  }
+
+  /**
+   * For the next `forMs`, answer a share `rate` (0 to 1) of the calls the gateway lets through with one of `codes`,
+   * instead of the configured `faultRate`/`faultCodes` (a game day's outage of the OpenAPI); a new burst replaces the
+   * one running, and `rate` 0 ends it. Checked at run time too (the HTTP control): `InvalidOption` naming the value.
+   */
+  burst(rate: number, codes: readonly string[], forMs: number): void {
+    if (typeof rate !== 'number' || !Number.isFinite(rate) || rate < 0 || rate > 1) throw new ValidationError('InvalidOption', `Fault burst rate must be a number from 0 to 1, not ${String(rate)}`);
+    if (!Number.isInteger(forMs) || forMs < 0 || forMs > MAX_FAULT_BURST_MS) throw new ValidationError('InvalidOption', `Fault burst forMs must be an integer from 0 to ${MAX_FAULT_BURST_MS}, not ${String(forMs)}`);
+    if (!Array.isArray(codes) || codes.length === 0) throw new ValidationError('InvalidOption', 'Fault burst codes must name at least one error code');
+    const checked = codes.map((code, i) => assertApiErrorCode(`Fault burst codes[${i}]`, code));
+    this.#burst = rate === 0 || forMs === 0 ? undefined : { rate, codes: Object.freeze(checked), until: this.#now() + forMs };
   }
 
   /** How long to hold this request before answering, in ms (0 without `latencyMs`). */
@@ -80,10 +100,16 @@ export class FaultInjector {
       throw new ApiFault(run.code);
     }
 
-    const { faultRate, faultCodes } = this.#config;
+    const burst = this.#burst !== undefined && this.#now() < this.#burst.until ? this.#burst : undefined;
+    const faultRate = burst?.rate ?? this.#config.faultRate;
+    const faultCodes = burst?.codes ?? this.#config.faultCodes;
     if (faultRate === 0 || this.#draw() >= faultRate) return;
     const code = faultCodes[Math.floor(this.#draw() * faultCodes.length)] ?? faultCodes[0];
     if (code !== undefined) throw new ApiFault(code);
+  }
+
+  #now(): number {
+    return this.#config.rateClock?.() ?? performance.now();
   }
 
   /** A draw in [0, 1), clamped so that a scripted `random` returning 1 cannot index past the end. */

@@ -11,6 +11,7 @@ import {
 } from '../signer/openapi-v3.js';
 import { ApiFault } from './api-errors.js';
 import { safeEqual } from './crypto.js';
+import { SlidingWindow } from './sliding-window.js';
 
 /** Request parameters after decoding: name → value. */
 export type RpcParams = Readonly<Record<string, string>>;
@@ -60,30 +61,42 @@ export class NonceCache {
   }
 }
 
+/** How a {@link RateLimiter} counts (see the emulator's `rateLimitMode` option). */
+export type RateLimitMode = 'sliding-window' | 'token-bucket';
+
 /**
- * Token bucket per key: `ratePerSecond` tokens a second, bursts up to `ratePerSecond`. Runs on a monotonic clock,
- * not the emulator's `now` option: a test that freezes or jumps the wall clock must not starve or flood the bucket.
+ * A rate limit per key, `ratePerSecond` calls a second. `sliding-window` (default): at most that many in any one
+ * second. `token-bucket`: refilled continuously, holding (and starting with) a second's worth, so a burst gets up to
+ * twice the rate through in its first second. Runs on a monotonic clock, not the emulator's `now` option: a test
+ * that freezes or jumps the wall clock must not starve or flood the limit.
  */
 export class RateLimiter {
-  readonly #buckets = new Map<string, TokenBucket>();
+  readonly #limits = new Map<string, { tryTake(): boolean }>();
   readonly #rate: number;
   readonly #clock: () => number;
+  readonly #mode: RateLimitMode;
 
-  constructor(ratePerSecond: number, clock: () => number = () => performance.now()) {
+  constructor(ratePerSecond: number, clock: () => number = () => performance.now(), mode: RateLimitMode = 'sliding-window') {
     this.#rate = ratePerSecond;
     this.#clock = clock;
+    this.#mode = mode;
   }
 
-  /** Take a token for `key`; false when the key is over its rate. */
+  /** Take a call for `key`; false when the key is over its rate. */
   tryTake(key: string): boolean {
-    let bucket = this.#buckets.get(key);
-    if (!bucket) {
-      // A full second of burst, starting full: the service's bucket lets a second's worth through at once.
-      bucket = new TokenBucket({ rate: this.#rate, burst: this.#rate === Number.POSITIVE_INFINITY ? 1 : this.#rate, now: this.#clock });
-      this.#buckets.set(key, bucket);
+    let limit = this.#limits.get(key);
+    if (!limit) {
+      limit = this.#mode === 'token-bucket'
+        ? new TokenBucket({ rate: this.#rate, burst: this.#rate === Number.POSITIVE_INFINITY ? 1 : this.#rate, now: this.#clock })
+        : windowOn(new SlidingWindow(this.#rate), this.#clock);
+      this.#limits.set(key, limit);
     }
-    return bucket.tryTake();
+    return limit.tryTake();
   }
+}
+
+function windowOn(window: SlidingWindow, clock: () => number): { tryTake(): boolean } {
+  return { tryTake: () => window.tryTake(clock()) };
 }
 
 /**
@@ -110,6 +123,8 @@ export interface GatewayConfig {
   readonly actionThrottleCode?: string;
   /** Monotonic ms of every rate limit (default `performance.now`). */
   readonly rateClock?: () => number;
+  /** How the limits count (default `sliding-window`). */
+  readonly rateLimitMode?: RateLimitMode;
 }
 
 /**
@@ -126,8 +141,9 @@ export class Gateway {
     this.#config = config;
     this.#nonces = new NonceCache(config.nonceWindowMs, config.now);
     const clock = config.rateClock ?? (() => performance.now());
-    this.#limiter = new RateLimiter(config.qpsLimit, clock);
-    for (const [action, limit] of Object.entries(config.actionQpsLimits ?? {})) this.#actionLimiters.set(action, new RateLimiter(limit, clock));
+    const mode = config.rateLimitMode ?? 'sliding-window';
+    this.#limiter = new RateLimiter(config.qpsLimit, clock, mode);
+    for (const [action, limit] of Object.entries(config.actionQpsLimits ?? {})) this.#actionLimiters.set(action, new RateLimiter(limit, clock, mode));
   }
 
   /**

@@ -8,7 +8,7 @@
 export { startEmulator, type Emulator, type EmulatorClusterInfo } from './emulator.js';
 export type { ClusterProcess } from './cluster/membership.js';
 export { EMULATOR_DEFAULTS, EMULATOR_ENV, type EmulatorOptions, type ReRegisterPolicy, type TlsOptions, type ValueSource } from './options.js';
-export { BROKER_DEFAULTS, DEFAULT_PARENT_TOPICS, type BrokerOptions, type UnsupportedFeaturePolicy } from './broker-options.js';
+export { BROKER_DEFAULTS, DEFAULT_GROUPS, DEFAULT_PARENT_TOPICS, type BrokerOptions, type OfflineTimers, type UnsupportedFeaturePolicy } from './broker-options.js';
 export { RULES, type RuleName } from './mqtt-rules.js';
 export type { ErrorStatusMode } from './api-errors.js';
 export type { ActionStats, EmulatorStats } from './stats.js';

@@ -4,7 +4,7 @@
  * (broker-rules.ts, broker-wire.ts) turns a refusal into the protocol's answer, a stats counter and a log line.
  */
 import type { ResolvedBrokerOptions } from './broker-options.js';
-import { mayP2pSubscribe } from './p2p.js';
+import { countedTopicLength, mayP2pSubscribe } from './p2p.js';
 
 /** MQTT 5 reason codes the rules answer with (MQTT 5.0 §2.4). */
 export const REASON = Object.freeze({
@@ -28,10 +28,16 @@ export interface RuleInfo {
 /** Every rule and guard, by the name the stats count it under. */
 export const RULES = Object.freeze({
   parentTopic: { option: 'parentTopics', flag: '--parent-topics' },
-  topicLength: { option: 'maxTopicLength', flag: '--max-topic-length' },
+  topicLength: { option: 'maxTopicLength and p2pTopicLength', flag: '--max-topic-length and --p2p-topic-length' },
   subscriptions: { option: 'maxSubscriptions', flag: '--max-subscriptions' },
-  keepAlive: { option: 'maxKeepAliveSeconds', flag: '--max-keep-alive' },
-  payloadSize: { option: 'maxPayloadBytes', flag: '--max-payload-bytes' },
+  keepAlive: { option: 'maxKeepAliveSeconds and keepAliveZero', flag: '--max-keep-alive and --keep-alive-zero' },
+  payloadSize: { option: 'maxPayloadBytes and oversizedMessages', flag: '--max-payload-bytes and --oversized-messages' },
+  /** A CONNECT whose ClientId's GroupId was not created on the instance. */
+  groupId: { option: 'groups and unknownGroupRefusal', flag: '--groups and --unknown-group-refusal' },
+  /** An MQTT 3.1 CONNECT (the service speaks 3.1.1 and 5). */
+  mqtt31: { option: 'mqtt31', flag: '--mqtt31' },
+  /** A CONNECT with a revoked DeviceCredential whose password verifies, refused as not authorized. */
+  revokedCredential: { option: 'revokedCredentialRefusal', flag: '--revoked-credential-refusal' },
   retain: { option: 'retainedMessages', flag: '--retained-messages' },
   will: { option: 'willMessages', flag: '--will-messages' },
   sharedSubscription: { option: 'sharedSubscriptions', flag: '--shared-subscriptions' },
@@ -70,11 +76,12 @@ export type RuleName = keyof typeof RULES;
  * What a rule decided. `disconnect`: the client is disconnected (an MQTT 5 client first gets DISCONNECT with
  * `reasonCode`; a CONNECT is refused with a CONNACK); `deny`: only this subscription is refused (SUBACK failure);
  * `ignore`: the flag or will is dropped and the packet goes on; `cap`: a value is lowered (Keep Alive); `drop`: a
- * message is not delivered to one client (its session's queue is full, or the message exceeds its Maximum Packet Size).
+ * message is not delivered to one client (its session's queue is full, or the message exceeds its Maximum Packet Size);
+ * `discard`: a PUBLISH is acknowledged as usual and delivered to no one.
  */
 export interface Refusal {
   readonly rule: RuleName;
-  readonly action: 'disconnect' | 'deny' | 'ignore' | 'cap' | 'drop';
+  readonly action: 'disconnect' | 'deny' | 'ignore' | 'cap' | 'drop' | 'discard';
   /** MQTT 5 reason code of the DISCONNECT (for `disconnect`). */
   readonly reasonCode: number;
   /** Why, in words; names no secret. */
@@ -92,6 +99,11 @@ export interface SessionFacts {
 export function parentOf(topic: string): string {
   const slash = topic.indexOf('/');
   return slash === -1 ? topic : topic.slice(0, slash);
+}
+
+/** A topic's or filter's characters as the length rule counts them (`p2pTopicLength`: a P2P topic's parent only, or every one). */
+function topicLength(rules: ResolvedBrokerOptions, topic: string): number {
+  return rules.p2pTopicLength === 'whole' ? [...topic].length : countedTopicLength(topic);
 }
 
 const SHARE_PREFIX = '$share/';
@@ -121,12 +133,14 @@ export function checkPublish(
 ): Refusal | undefined {
   const parent = parentRefusal(rules, packet.topic, 'PUBLISH');
   if (parent) return parent;
-  if (packet.topic.length > rules.maxTopicLength) {
-    return { rule: 'topicLength', action: 'disconnect', reasonCode: REASON.TOPIC_NAME_INVALID, reason: `PUBLISH to a topic of ${packet.topic.length} characters, over the limit of ${rules.maxTopicLength}` };
+  const length = topicLength(rules, packet.topic);
+  if (length > rules.maxTopicLength) {
+    return { rule: 'topicLength', action: 'disconnect', reasonCode: REASON.TOPIC_NAME_INVALID, reason: `PUBLISH to a topic of ${length} characters, over the limit of ${rules.maxTopicLength}` };
   }
   if (packet.payload.length > rules.maxPayloadBytes) {
-    // The service disconnects on an oversized message (reference §5.7).
-    return { rule: 'payloadSize', action: 'disconnect', reasonCode: REASON.PACKET_TOO_LARGE, reason: `PUBLISH payload of ${packet.payload.length} bytes, over the limit of ${rules.maxPayloadBytes}` };
+    // Larger messages are discarded (reference §5.7, §8.2); the service is also reported to reject such a client.
+    const action = rules.oversizedMessages === 'disconnect' ? 'disconnect' : 'discard';
+    return { rule: 'payloadSize', action, reasonCode: REASON.PACKET_TOO_LARGE, reason: `PUBLISH payload of ${packet.payload.length} bytes, over the limit of ${rules.maxPayloadBytes}` };
   }
   if (packet.retain && rules.retainedMessages !== 'allow') {
     return { rule: 'retain', action: rules.retainedMessages === 'refuse' ? 'disconnect' : 'ignore', reasonCode: REASON.RETAIN_NOT_SUPPORTED, reason: 'a retained PUBLISH (the service does not support retained messages)' };
@@ -159,8 +173,9 @@ export function checkSubscribe(
   const shared = filter.startsWith(SHARE_PREFIX) ? filter.split('/').slice(2).join('/') : filter;
   const parent = parentRefusal(rules, shared, 'SUBSCRIBE');
   if (parent) return parent;
-  if (filter.length > rules.maxTopicLength) {
-    return deny('topicLength', `a topic filter of ${filter.length} characters, over the limit of ${rules.maxTopicLength}`);
+  const length = topicLength(rules, filter);
+  if (length > rules.maxTopicLength) {
+    return deny('topicLength', `a topic filter of ${length} characters, over the limit of ${rules.maxTopicLength}`);
   }
   if (!mayP2pSubscribe(filter, session.clientId)) return deny('p2pSubscription', `a subscription to '${filter}', another client's P2P topic`);
   if (subscription.qos === 2 && session.persistent && rules.qos2PersistentSessions === 'refuse') {
@@ -191,11 +206,12 @@ export function checkWill(rules: ResolvedBrokerOptions, will: WillFacts | undefi
 
 /**
  * The Keep Alive cap (reference §8.2): `undefined` when the client's Keep Alive stands, else the refusal (action
- * `cap`) whose value the broker applies instead: a longer Keep Alive, or none at all (0), becomes the cap.
+ * `cap`) whose value the broker applies instead: a longer Keep Alive, or none at all (0, unless `keepAliveZero` is
+ * `allow`), becomes the cap.
  */
 export function checkKeepAlive(rules: ResolvedBrokerOptions, keepalive: number): (Refusal & { readonly seconds: number }) | undefined {
   const cap = rules.maxKeepAliveSeconds;
-  if (!Number.isFinite(cap) || (keepalive !== 0 && keepalive <= cap)) return undefined;
+  if (!Number.isFinite(cap) || (keepalive === 0 ? rules.keepAliveZero === 'allow' : keepalive <= cap)) return undefined;
   const asked = keepalive === 0 ? 'no Keep Alive (0)' : `a Keep Alive of ${keepalive} s`;
   return { rule: 'keepAlive', action: 'cap', reasonCode: 0, reason: `${asked}, lowered to the broker's ${cap} s`, seconds: cap };
 }
@@ -206,6 +222,7 @@ const OUTCOME = Object.freeze({
   ignore: 'ignored: the packet goes on without it',
   cap: 'capped',
   drop: 'dropped: that client does not get the message',
+  discard: 'discarded: acknowledged, delivered to no one',
 });
 
 /** A log line for a refusal: the rule and what controls it, who, what, and what the broker did. */

@@ -81,7 +81,10 @@ export interface EmulatorOptions extends BrokerOptions {
    * topic is dropped (counted under the rule `tokenResource`, no notice: the receiver did nothing).
    */
   tokenP2pNeedsRead?: boolean;
-  /** Largest PUBLISH payload in bytes (default 65536, the service's 64 KB; Infinity under `lenient`); a larger one disconnects the client. A positive integer or Infinity. */
+  /**
+   * Largest PUBLISH payload in bytes (default 65536, the service's 64 KB; Infinity under `lenient`); a larger one is
+   * discarded or disconnects the client, as `oversizedMessages` says. A positive integer or Infinity.
+   */
   maxPayloadBytes?: number;
   /**
    * Calls per second per account of the actions that have a limit of their own (reference §2), on top of
@@ -104,11 +107,32 @@ export interface EmulatorOptions extends BrokerOptions {
    */
   rateClock?: () => number;
   /**
-   * A GET of an action the metadata declares POST-only (ApplyToken, RevokeToken): `refuse` (default) with 404
-   * `InvalidAction.NotFound` ("please check your url and method"), or `accept`. The four credential operations,
-   * POST-only in the metadata too, accept GET either way (reference §1.0).
+   * How the account's and the actions' QPS limits count (the record gives the numbers, not the algorithm):
+   * `'sliding-window'` (default) lets at most the limit through in any one-second window, the strictest reading of
+   * "N per second", so that what stays within it here stays within the service's limiter whatever its algorithm;
+   * `'token-bucket'` refills continuously and starts full with a second's worth, so up to twice the limit passes in
+   * the first second of a burst.
+   */
+  rateLimitMode?: 'sliding-window' | 'token-bucket';
+  /**
+   * A GET of an action the metadata declares POST-only (RegisterDeviceCredential, GetDeviceCredential,
+   * RefreshDeviceCredential, UnRegisterDeviceCredential, ApplyToken, RevokeToken): `refuse` (default) with 404
+   * `InvalidAction.NotFound` ("please check your url and method"), or `accept`. The live gateway is believed to accept
+   * both methods for RPC calls (reference §1.0, §3.1; unconfirmed), so refusing is the safe side: a call that works
+   * here works there either way. ListDeviceCredentialClientId, QueryToken and the session queries take GET always.
    */
   getOnPostOnly?: 'refuse' | 'accept';
+  /**
+   * The answer to an InstanceId that is not the emulated instance's: `InstancePermissionCheckFailed` (default: the
+   * code the actions' metadata lists, and the reference's example error body) or `MqttInstanceNotFound` (400
+   * "Specified instance is not found.", from the service's announcement of its status codes).
+   */
+  unknownInstanceCode?: 'InstancePermissionCheckFailed' | 'MqttInstanceNotFound';
+  /**
+   * The region the emulated endpoint stands for: error bodies carry `HostId: onsmqtt.<regionId>.aliyuncs.com`, as
+   * the real gateway's name its endpoint (reference §1.1). Default `cn-hangzhou`.
+   */
+  regionId?: string;
   /**
    * Server certificate chain and private key (PEM) for MQTT over TLS and over secure WebSocket. Without it neither
    * listens. The repository's `fixtures/tls/` holds a test CA and a certificate for localhost / 127.0.0.1.
@@ -163,7 +187,10 @@ export const EMULATOR_DEFAULTS = Object.freeze({
   maxPayloadBytes: 64 * 1024,
   actionQpsLimits: Object.freeze({ ApplyToken: 100, QueryToken: 100, RevokeToken: 5, QuerySessionByClientId: 500, BatchQuerySessionByClientIds: 100 }),
   actionThrottleCode: 'SystemOverFlow',
+  rateLimitMode: 'sliding-window',
   getOnPostOnly: 'refuse',
+  unknownInstanceCode: 'InstancePermissionCheckFailed',
+  regionId: 'cn-hangzhou',
 } as const satisfies Partial<EmulatorOptions>);
 
 /** Environment variables consulted when the matching option is absent. */
@@ -213,7 +240,10 @@ export interface ResolvedEmulatorOptions extends ResolvedBrokerOptions {
   readonly actionQpsLimits: Readonly<Record<RateLimitedAction, number>>;
   readonly actionThrottleCode: 'SystemOverFlow' | 'Throttling.Api';
   readonly rateClock: () => number;
+  readonly rateLimitMode: 'sliding-window' | 'token-bucket';
   readonly getOnPostOnly: 'refuse' | 'accept';
+  readonly unknownInstanceCode: 'InstancePermissionCheckFailed' | 'MqttInstanceNotFound';
+  readonly regionId: string;
   /** `undefined` when TLS is off. */
   readonly tls: Readonly<TlsOptions> | undefined;
   /** `false` when TLS is off. */
@@ -227,7 +257,7 @@ const KNOWN_OPTIONS: ReadonlySet<string> = new Set<keyof EmulatorOptions>([
   'reRegister', 'errorStatuses', 'qpsLimit', 'credentialQuota', 'timestampWindowMs', 'nonceWindowMs', 'now',
   'faultRate', 'faultCodes', 'latencyMs', 'random', 'kickOnRevoke', 'maxPayloadBytes', 'tls', 'tlsPort', 'wssPort',
   'dataDir', 'actionQpsLimits', 'actionThrottleCode', 'rateClock', 'getOnPostOnly', 'tokenExpireNoticeLeadMs',
-  'tokenP2pNeedsRead', 'redis',
+  'tokenP2pNeedsRead', 'rateLimitMode', 'unknownInstanceCode', 'regionId', 'redis',
 ]);
 
 /** Printable ASCII except `|`, which separates the parts of an MQTT username. */
@@ -347,6 +377,12 @@ function actionLimits(value: unknown): Readonly<Record<RateLimitedAction, number
   return Object.freeze(limits);
 }
 
+/** A region id as Alibaba spells them (`cn-hangzhou`, `ap-southeast-1`). */
+function regionId(value: unknown): string {
+  if (typeof value !== 'string' || !/^[a-z0-9]+(?:-[a-z0-9]+)*$/.test(value) || value.length > 64) throw invalid('regionId', 'a region id such as cn-hangzhou', value);
+  return value;
+}
+
 /** A Redis URL (its password never shown in the message). */
 function redisUrl(value: unknown, dataDir: string | undefined): string | undefined {
   if (value === undefined) return undefined;
@@ -437,7 +473,10 @@ export function resolveOptions(options: EmulatorOptions = {}): ResolvedEmulatorO
     actionQpsLimits: actionLimits(options.actionQpsLimits),
     actionThrottleCode: check.oneOf('actionThrottleCode', pick('actionThrottleCode'), ['SystemOverFlow', 'Throttling.Api'] as const),
     rateClock: check.func<() => number>('rateClock', options.rateClock === undefined ? () => performance.now() : options.rateClock, 'a function returning monotonic ms'),
+    rateLimitMode: check.oneOf('rateLimitMode', pick('rateLimitMode'), ['sliding-window', 'token-bucket'] as const),
     getOnPostOnly: check.oneOf('getOnPostOnly', pick('getOnPostOnly'), ['refuse', 'accept'] as const),
+    unknownInstanceCode: check.oneOf('unknownInstanceCode', pick('unknownInstanceCode'), ['InstancePermissionCheckFailed', 'MqttInstanceNotFound'] as const),
+    regionId: regionId(pick('regionId')),
     ...tlsSettings(options),
   });
 }

@@ -3,6 +3,13 @@
  * without a subscription, and only that client.
  */
 
+/**
+ * The characters of a topic counted against the service's 64 (reference §5.6): all of them, but only the parent of
+ * a P2P topic `<parent>/p2p/<ClientId>` (its ClientId is an address with a limit of its own). The connector's own
+ * count, shared so that the two sides cannot disagree on which topics fit.
+ */
+export { countedTopicLength } from '../connector/validate.js';
+
 /** The second topic level that marks a P2P topic. */
 export const P2P_LEVEL = 'p2p';
 

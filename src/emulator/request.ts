@@ -164,9 +164,19 @@ function rawPath(target: string): string {
   return path === '' ? '/' : path;
 }
 
+/** A body whose first non-blank byte opens a JSON object. */
+function looksLikeJson(body: Buffer): boolean {
+  for (const byte of body) {
+    if (byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d) continue;
+    return byte === 0x7b;
+  }
+  return false;
+}
+
 /**
  * Read a request: the query string, then a form body (`application/x-www-form-urlencoded`), a JSON body
- * (`application/json`, or any body when `jsonWithoutType` is set, as the emulator's own controls allow), merged with
+ * (`application/json`, or, with `jsonWithoutType` as the emulator's own controls set it, any body that starts with
+ * `{`, whatever its type: curl's `-d` sends JSON labelled as a form; a real form body is still read as one), merged with
  * the body winning a clash. Bodies of other types are kept as bytes (a V3 signature covers them) but give no
  * parameters. Every parameter must be well-formed: a stray `%`, invalid UTF-8 or a lone surrogate is a 400
  * `ParameterCheckFailed` that names the parameter.
@@ -180,8 +190,9 @@ export async function readRequest(req: IncomingMessage, options: { jsonWithoutTy
   Object.assign(params, query);
   const type = mediaType(req);
   if (body.length > 0) {
-    if (type === 'application/x-www-form-urlencoded') parseFormInto(params, body.toString('latin1'));
-    else if (type === 'application/json' || (options.jsonWithoutType === true && type !== 'application/x-www-form-urlencoded')) parseJsonInto(params, body);
+    // The emulator's controls read JSON whatever the type says: `curl -d '{…}'` labels its body a form.
+    if (type === 'application/json' || (options.jsonWithoutType === true && looksLikeJson(body))) parseJsonInto(params, body);
+    else if (type === 'application/x-www-form-urlencoded') parseFormInto(params, body.toString('latin1'));
   }
   const headers: Record<string, readonly string[]> = Object.create(null) as Record<string, readonly string[]>;
   for (const [name, values] of Object.entries(req.headersDistinct)) {

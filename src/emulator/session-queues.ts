@@ -26,6 +26,19 @@ export interface QueueLimits {
   readonly policy: 'drop-oldest' | 'refuse-new';
 }
 
+/**
+ * The pace at which a reconnecting session gets what its queue held at the reconnect (reference §5.7: offline
+ * messages are detected 5 to 10 s after the reconnect and re-delivered in batches of 30 every 5 s).
+ */
+export interface RedeliveryPace {
+  /** ms from the reconnect to the first batch (drawn anew for each reconnect). */
+  readonly delayMs: () => number;
+  readonly batchSize: number;
+  /** ms from one batch to the next. */
+  readonly intervalMs: number;
+  readonly timers: { setTimeout(callback: () => void, ms: number): unknown; clearTimeout(handle: unknown): void };
+}
+
 /** Told of every message that did not fit: `dropped` (the oldest, for a new one) or `refused` (the new one). */
 export type QueueOverflow = (clientId: string, outcome: 'dropped' | 'refused', queued: { readonly messages: number; readonly bytes: number }) => void;
 
@@ -142,6 +155,42 @@ export class SessionQueues {
     queue.bytes -= storedBytes(item);
     if (queue.items.length === 0) this.#queues.delete(clientId);
     return item;
+  }
+
+  /**
+   * Hand `push` the messages the session holds now, oldest first, batch by batch at `pace`, then call `end` (at once
+   * when it holds none). A message that left the queue meanwhile (dropped for a newer one, or cleared) is skipped.
+   * Returns the function that stops it (the client went away): neither `push` nor `end` is called after it, nor
+   * once `gone` says so at a step.
+   */
+  redeliver(clientId: string, pace: RedeliveryPace, push: (packet: StoredPacket) => void, end: () => void, gone: () => boolean = () => false): () => void {
+    const pending = this.list(clientId);
+    if (pending.length === 0) {
+      end();
+      return () => undefined;
+    }
+    let timer: unknown;
+    let stopped = false;
+    const step = (): void => {
+      timer = undefined;
+      if (gone()) stopped = true;
+      const held = new Set(this.#queues.get(clientId)?.items);
+      for (let sent = 0; sent < pace.batchSize && pending.length > 0 && !stopped;) {
+        const packet = pending.shift() as StoredPacket;
+        if (!held.has(packet)) continue;
+        push(packet);
+        sent++;
+      }
+      if (stopped) return;
+      if (pending.length === 0) end();
+      else timer = pace.timers.setTimeout(step, pace.intervalMs);
+    };
+    timer = pace.timers.setTimeout(step, pace.delayMs());
+    return () => {
+      stopped = true;
+      if (timer !== undefined) pace.timers.clearTimeout(timer);
+      timer = undefined;
+    };
   }
 
   /** The session's messages, oldest first (a copy of the list: the caller may clear as it goes). */

@@ -100,11 +100,12 @@ const SUB_LEVEL = /^[A-Za-z0-9_@-]+$/;
  * Why a single resource is not acceptable, or `undefined`. A resource is a topic or a topic filter: levels split by
  * `/`; the first (the parent topic, which must exist in the console) of letters, digits, `-` and `_` (reference
  * §5.1), never a wildcard; each other level of those and `@` (for the ClientIds of P2P topics), or a whole-level `+`,
- * or a whole-level `#` as the last level; no empty level; at most {@link MAX_RESOURCE_LENGTH} characters.
+ * or a whole-level `#` as the last level; no empty level; at most {@link MAX_RESOURCE_LENGTH} characters as `length`
+ * counts them (default every character; the emulator counts only the parent of a P2P resource, as it does for topics).
  */
-export function resourceProblem(resource: string): string | undefined {
+export function resourceProblem(resource: string, length: (resource: string) => number = (r) => r.length): string | undefined {
   if (resource === '') return 'is empty';
-  if (resource.length > MAX_RESOURCE_LENGTH) return `is longer than ${MAX_RESOURCE_LENGTH} characters`;
+  if (length(resource) > MAX_RESOURCE_LENGTH) return `is longer than ${MAX_RESOURCE_LENGTH} characters`;
   const levels = resource.split('/');
   if (!PARENT_LEVEL.test(levels[0] ?? '')) return 'must start with a parent topic of letters, digits, - and _ (no wildcard)';
   for (let i = 1; i < levels.length; i++) {
@@ -123,11 +124,11 @@ export function resourceProblem(resource: string): string | undefined {
  * order: `#` < `+` < `-` < `/` < digits < `@` < upper case < `_` < lower case; JavaScript's `sort()` and Java's
  * `String.compareTo` agree). A duplicate is refused as out of order. No spaces around commas.
  */
-export function parseResources(value: string): Parsed<readonly string[]> {
+export function parseResources(value: string, length?: (resource: string) => number): Parsed<readonly string[]> {
   const resources = value.split(',');
   if (resources.length > MAX_TOKEN_RESOURCES) return refused(`at most ${MAX_TOKEN_RESOURCES} resources, not ${resources.length}`);
   for (const [i, resource] of resources.entries()) {
-    const problem = resourceProblem(resource);
+    const problem = resourceProblem(resource, length);
     if (problem !== undefined) return refused(`resource ${i + 1} (${shown(resource)}) ${problem}`);
     const previous = resources[i - 1];
     if (previous !== undefined && !(previous < resource)) {

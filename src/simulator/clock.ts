@@ -17,6 +17,34 @@ export const systemClock: Clock = Object.freeze({
   clearTimeout: (handle: unknown) => clearTimeout(handle as NodeJS.Timeout),
 });
 
+/** A wait on a clock that can be cut short: a device's wait between two connect attempts, which stopping ends. */
+export class Pause {
+  readonly #clock: Clock;
+  #timer: unknown;
+  #wake: (() => void) | undefined;
+
+  constructor(clock: Clock) {
+    this.#clock = clock;
+  }
+
+  /** Resolves after `ms`, or when {@link Pause.wake} is called. */
+  sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.#wake = resolve;
+      this.#timer = this.#clock.setTimeout(() => this.wake(), ms);
+    });
+  }
+
+  /** End the current wait now (nothing when there is none). */
+  wake(): void {
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+}
+
 interface ManualTimer {
   at: number;
   seq: number;

@@ -1,12 +1,15 @@
 import { isIP, connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import { checkServerIdentity, connect as tlsConnect } from 'node:tls';
 import { brokerUrlFor } from '../connector/connect.js';
-import type { DeviceCredential } from '../credential.js';
+import { MAX_REFETCHES } from '../connector/ladder.js';
+import type { CredentialSource, DeviceCredential } from '../credential.js';
 import { LOCAL_ERROR_CATALOG, type LocalErrorCode, ValidationError } from '../errors.js';
 import { classifyRefusal, refusesMessage } from '../mqtt/reason-codes.js';
 import { signDeviceCredential } from '../signer/mqtt.js';
 import { fullJitterDelay } from '../util/backoff.js';
-import type { Clock } from './clock.js';
+import { type Clock, Pause } from './clock.js';
+import type { HealTracker } from './heal.js';
+import { type MessageLedger, stampPayload } from './ledger.js';
 import type { SimulationMetrics } from './metrics.js';
 import {
   DISCONNECT,
@@ -68,6 +71,23 @@ export interface DeviceContext {
   readonly onFileLimit: () => void;
   /** Called with an MQTT 5 refusal's error code and the broker's Reason String, when it sent one. */
   readonly onReason?: (code: string, reasonString: string) => void;
+  /** A game day: every device reports when it goes online and offline (time to heal). */
+  readonly heal?: HealTracker;
+  /** A game day with a backend subscriber: each message gets its device index and sequence, and is accounted for. */
+  readonly ledger?: MessageLedger;
+}
+
+/** Where one device connects and how it heals, besides what the whole fleet shares. */
+export interface DeviceRoute {
+  /** Source address of its connections; `undefined` for the system's choice. */
+  localAddress?: string;
+  /** Where it dials instead of the broker: its group's port of the fault relay (TLS is still checked for the broker). */
+  dial?: { host: string; port: number };
+  /**
+   * The credential ladder after the broker refuses its credential (store → GetDeviceCredential → Register), as the
+   * connector climbs it; without one a refused device stays off.
+   */
+  ladder?: CredentialSource;
 }
 
 /** A failed connect attempt: its error code and whether another attempt may succeed. */
@@ -92,7 +112,7 @@ const SOCKET_ERROR_CODES: Readonly<Record<string, LocalErrorCode>> = {
 };
 
 /** Reconnect backoff after a lost session: short, since a simulation run is short. */
-const RECONNECT_BACKOFF = Object.freeze({ minDelayMs: 500, maxDelayMs: 10_000 });
+export const RECONNECT_BACKOFF = Object.freeze({ minDelayMs: 500, maxDelayMs: 10_000 });
 
 type State = 'idle' | 'connecting' | 'subscribing' | 'online' | 'waiting' | 'stopping' | 'stopped';
 
@@ -104,11 +124,16 @@ type State = 'idle' | 'connecting' | 'subscribing' | 'online' | 'waiting' | 'sto
 export class SimulatedDevice {
   readonly index: number;
   readonly #ctx: DeviceContext;
-  readonly #connect: Buffer;
+  #connect: Buffer;
   readonly #topic: Buffer;
   readonly #topicText: string;
-  /** Source address of its connections; `undefined` for the system's choice. */
-  readonly #localAddress: string | undefined;
+  readonly #route: DeviceRoute;
+  /** Kept only with a ladder: what the source is told was refused. */
+  #credential: DeviceCredential | undefined;
+  /** Credentials asked for since the last CONNACK 0 (bounded as the connector bounds them). */
+  #refetches = 0;
+  /** QoS 1 messages in flight on this session, by packet id: their sequence in the ledger (-1 without one). */
+  readonly #inFlight = new Map<number, number>();
   #socket: Socket | undefined;
   #reader: PacketReader | undefined;
   #state: State = 'idle';
@@ -116,7 +141,9 @@ export class SimulatedDevice {
   #packetId = 0;
   #openedAt = 0;
   #lostAttempts = 0;
+  /** The reconnect backoff's timer after a lost session. */
   #timer: unknown;
+  #publishTimer: unknown;
   #pingTimer: unknown;
   #attemptDone: ((failure: AttemptFailure | undefined) => void) | undefined;
   #attemptTimer: unknown;
@@ -124,7 +151,8 @@ export class SimulatedDevice {
   #lastSocketError: string | undefined;
   /** This device is counted in `metrics.online`. */
   #countedOnline = false;
-  #wake: (() => void) | undefined;
+  /** The wait between two connect attempts; stopping cuts it short. */
+  readonly #pause: Pause;
   /** Set while the run is in its publishing phase, so a device that reconnects resumes publishing. */
   #publishing = false;
   /** MQTT 5: the reason code of the broker's DISCONNECT on the current connection, until it closes. */
@@ -132,15 +160,25 @@ export class SimulatedDevice {
   /** MQTT 5: the broker's Server Keep Alive on the current connection, which replaces the run's keepalive. */
   #serverKeepAlive: number | undefined;
 
-  constructor(index: number, credential: DeviceCredential, topic: string, ctx: DeviceContext, localAddress?: string) {
+  constructor(index: number, credential: DeviceCredential, topic: string, ctx: DeviceContext, route: DeviceRoute = {}) {
     this.index = index;
     this.#ctx = ctx;
-    this.#localAddress = localAddress;
-    const signed = signDeviceCredential(credential);
-    // Signed once: the password is the same on every attempt, and HMAC per reconnect would be wasted work.
-    this.#connect = encodeConnect({ ...signed, keepalive: ctx.settings.keepalive, clean: true, protocol: ctx.settings.protocol });
+    this.#pause = new Pause(ctx.clock);
+    this.#route = route;
+    this.#credential = route.ladder ? credential : undefined;
+    this.#connect = this.#signed(credential);
     this.#topicText = topic;
     this.#topic = Buffer.from(topic, 'utf8');
+  }
+
+  /** Signed once per credential: the password is the same on every attempt, and HMAC per reconnect would be wasted work. */
+  #signed(credential: DeviceCredential): Buffer {
+    return encodeConnect({ ...signDeviceCredential(credential), keepalive: this.#ctx.settings.keepalive, clean: true, protocol: this.#ctx.settings.protocol });
+  }
+
+  /** QoS 1 messages awaiting their PUBACK on this session (a raw device holds nothing else: what it cannot send is dropped). */
+  get pending(): number {
+    return this.#inFlight.size;
   }
 
   /** Has it had a CONNACK 0? */
@@ -155,7 +193,7 @@ export class SimulatedDevice {
   async start(): Promise<boolean> {
     const { settings, metrics } = this.#ctx;
     for (let attempt = 0; attempt < settings.connectAttempts; attempt++) {
-      if (attempt > 0) await this.#sleep(fullJitterDelay(attempt - 1, RECONNECT_BACKOFF, this.#ctx.random));
+      if (attempt > 0) await this.#pause.sleep(fullJitterDelay(attempt - 1, RECONNECT_BACKOFF, this.#ctx.random));
       if (this.#state === 'stopping' || this.#state === 'stopped') return false;
       const failure = await this.#attempt();
       if (!failure) return true;
@@ -166,30 +204,34 @@ export class SimulatedDevice {
     return false;
   }
 
-  /** Publish every `publishIntervalMs`, starting at a random phase so the fleet does not publish in lockstep. */
+  /**
+   * Publish every `publishIntervalMs`, starting at a random phase so the fleet does not publish in lockstep. With a
+   * ledger the ticks go on while the device is offline: each is a message the application handed over and the
+   * device, which has no outbox, drops (lost).
+   */
   #startPublishing(): void {
     const interval = this.#ctx.settings.publishIntervalMs;
-    if (interval <= 0 || this.#state !== 'online') return;
-    this.#timer = this.#ctx.clock.setTimeout(() => this.#tick(), this.#ctx.random() * interval);
+    if (interval <= 0 || this.#state !== 'online' || this.#publishTimer !== undefined) return;
+    this.#publishTimer = this.#ctx.clock.setTimeout(() => this.#tick(), this.#ctx.random() * interval);
   }
 
   /** Stop publishing; messages in flight may still be acknowledged and delivered. */
   #stopPublishing(): void {
-    if (this.#timer !== undefined) this.#ctx.clock.clearTimeout(this.#timer);
-    this.#timer = undefined;
+    if (this.#publishTimer !== undefined) this.#ctx.clock.clearTimeout(this.#publishTimer);
+    this.#publishTimer = undefined;
   }
 
   /** Send DISCONNECT and close; resolves when the socket is closed (forcibly after 2 s). */
   stop(): Promise<void> {
     this.#stopPublishing();
+    if (this.#timer !== undefined) this.#ctx.clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
     this.#clearPing();
     const socket = this.#socket;
     const wasOnline = this.#state === 'online' || this.#state === 'subscribing';
     this.#state = 'stopping';
     this.#settleAttempt(attemptFailure('Aborted'));
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
+    this.#pause.wake();
     if (!socket || socket.destroyed) {
       this.#state = 'stopped';
       return Promise.resolve();
@@ -202,18 +244,6 @@ export class SimulatedDevice {
       };
       if (wasOnline) socket.end(this.#ctx.settings.protocol === 5 ? DISCONNECT_V5 : DISCONNECT);
       else socket.destroy();
-    });
-  }
-
-  /** Wait before the next attempt; {@link stop} cuts it short. */
-  #sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      this.#wake = resolve;
-      this.#timer = this.#ctx.clock.setTimeout(() => {
-        this.#timer = undefined;
-        this.#wake = undefined;
-        resolve();
-      }, ms);
     });
   }
 
@@ -236,20 +266,22 @@ export class SimulatedDevice {
         metrics.connectSent(clock.now());
         socket.write(this.#connect);
       };
+      const { localAddress, dial } = this.#route;
+      const to = { host: dial?.host ?? broker.host, port: dial?.port ?? broker.port, ...(localAddress === undefined ? {} : { localAddress }) };
       const socket = broker.tls
         ? tlsConnect(
             {
-              host: broker.host,
-              port: broker.port,
+              ...to,
               // SNI takes host names only (RFC 6066); an IP address is still checked against the certificate.
               ...(isIP(broker.host) ? {} : { servername: broker.host }),
+              // Through the relay the certificate is still the broker's: checked against the broker's name.
+              ...(dial === undefined ? {} : { checkServerIdentity: (_host: string, cert: Parameters<typeof checkServerIdentity>[1]) => checkServerIdentity(broker.host, cert) }),
               ...(broker.ca === undefined ? {} : { ca: broker.ca }),
               rejectUnauthorized: broker.rejectUnauthorized ?? true,
-              ...(this.#localAddress === undefined ? {} : { localAddress: this.#localAddress }),
             },
             onOpen,
           )
-        : netConnect({ host: broker.host, port: broker.port, ...(this.#localAddress === undefined ? {} : { localAddress: this.#localAddress }) }, onOpen);
+        : netConnect(to, onOpen);
       this.#socket = socket;
       socket.setNoDelay(true);
       socket.on('data', (chunk: Buffer) => this.#onData(chunk));
@@ -286,6 +318,8 @@ export class SimulatedDevice {
         if (connack.code !== 0) {
           const failure = connackFailure(connack.code, protocol);
           if (connack.properties.reasonString !== undefined) this.#ctx.onReason?.(failure.code, connack.properties.reasonString);
+          // Refused: the device may try again at once (a new credential from its ladder) before this socket's close.
+          if (this.#state === 'connecting') this.#state = 'idle';
           this.#settleAttempt(failure);
           this.#socket?.destroy();
           return;
@@ -298,8 +332,10 @@ export class SimulatedDevice {
           metrics.reconnects += 1;
         }
         metrics.wentOnline();
+        this.#ctx.heal?.online(this.index);
         this.#countedOnline = true;
         this.#lostAttempts = 0;
+        this.#refetches = 0;
         this.#armPing();
         if (settings.subscribe) {
           this.#state = 'subscribing';
@@ -327,6 +363,12 @@ export class SimulatedDevice {
       case PacketType.PUBACK: {
         // Every PUBACK counts as acknowledged (the drain waits for them); an MQTT 5 refusal is also counted as an error.
         metrics.puback();
+        const id = packet.body.readUInt16BE(0);
+        const seq = this.#inFlight.get(id);
+        if (seq !== undefined) {
+          this.#inFlight.delete(id);
+          if (seq >= 0) this.#ctx.ledger?.acked(this.index, seq);
+        }
         if (protocol === 5) {
           const reason = pubackReasonCode(packet);
           if (reason >= 0x80) metrics.error(withReason('PublishRejected', reason));
@@ -377,12 +419,21 @@ export class SimulatedDevice {
 
   #tick(): void {
     const { clock, settings, metrics, payloadTemplate } = this.#ctx;
-    this.#timer = clock.setTimeout(() => this.#tick(), settings.publishIntervalMs);
+    this.#publishTimer = clock.setTimeout(() => this.#tick(), settings.publishIntervalMs);
     const socket = this.#socket;
-    if (this.#state !== 'online' || !socket) return;
-    const packet = encodePublish(this.#topic, payloadTemplate, settings.qos, settings.qos > 0 ? this.#nextPacketId() : 0, settings.protocol);
+    if (this.#state !== 'online' || !socket) {
+      // Handed over while offline: with no outbox, dropped.
+      if (this.#publishing) this.#ctx.ledger?.dropped(this.index);
+      return;
+    }
+    const packetId = settings.qos > 0 ? this.#nextPacketId() : 0;
+    const packet = encodePublish(this.#topic, payloadTemplate, settings.qos, packetId, settings.protocol);
     const now = clock.now();
-    packet.writeDoubleBE(now, packet.length - payloadTemplate.length);
+    const ledger = this.#ctx.ledger;
+    const seq = ledger ? ledger.accept(this.index) : -1;
+    if (ledger) stampPayload(packet, packet.length - payloadTemplate.length, now, this.index, seq);
+    else packet.writeDoubleBE(now, packet.length - payloadTemplate.length);
+    if (packetId > 0) this.#inFlight.set(packetId, seq);
     socket.write(packet);
     metrics.publishSent(now);
   }
@@ -425,7 +476,11 @@ export class SimulatedDevice {
     if (wasLive) {
       this.#countedOnline = false;
       this.#ctx.metrics.wentOffline();
+      this.#ctx.heal?.offline(this.index);
     }
+    // A clean session dies with its connection: what it had in flight is never sent again by this device.
+    for (const seq of this.#inFlight.values()) if (seq >= 0) this.#ctx.ledger?.abandoned(this.index, seq);
+    this.#inFlight.clear();
     if (this.#state === 'stopping' || this.#state === 'stopped') {
       this.#state = 'stopped';
       const closed = this.#closed;
@@ -448,7 +503,7 @@ export class SimulatedDevice {
     // A live session was dropped by the broker: count it and, unless the broker refused what the device sends, come
     // back after a jittered delay.
     this.#ctx.metrics.error(reason === undefined ? lossCode : withReason(lossCode, reason));
-    this.#stopPublishing();
+    if (!this.#ctx.ledger) this.#stopPublishing();
     if (lossCode === 'ConnectionLost') this.#scheduleReconnect();
     else this.#state = 'idle';
   }
@@ -463,7 +518,7 @@ export class SimulatedDevice {
   }
 
   #reconnect(): void {
-    void this.#attempt().then((failure) => {
+    void this.#attempt().then(async (failure) => {
       if (!failure) {
         if (this.#publishing) this.#startPublishing();
         return;
@@ -473,8 +528,38 @@ export class SimulatedDevice {
       if (failure.code === 'Aborted') return;
       this.#ctx.metrics.error(failure.code);
       if (failure.code === 'TooManyOpenFiles') this.#ctx.onFileLimit();
-      if (this.#state === 'idle' && failure.retryable) this.#scheduleReconnect();
+      if (this.#state !== 'idle') return;
+      if (failure.retryable) this.#scheduleReconnect();
+      else if (failure.code.startsWith('CredentialRejected') && (await this.#climb())) this.#reconnect();
     });
+  }
+
+  /**
+   * The connector's ladder, for a raw device: ask the source for another credential (the store, then
+   * GetDeviceCredential, then Register when the service has none), at most {@link MAX_REFETCHES} times between two
+   * accepted CONNECTs. True when it has a new key to try now; a source that failed for now (throttling, an OpenAPI
+   * outage) schedules another attempt with backoff, which is refused again and climbs again.
+   */
+  async #climb(): Promise<boolean> {
+    const { ladder } = this.#route;
+    const refused = this.#credential;
+    if (!ladder || !refused || this.#refetches >= MAX_REFETCHES) return false;
+    this.#refetches += 1;
+    let next: DeviceCredential;
+    try {
+      next = await ladder({ reason: 'rejected', rejected: refused });
+    } catch (error) {
+      this.#refetches -= 1;
+      const retryable = (error as { retryable?: unknown }).retryable === true;
+      this.#ctx.metrics.error(`Ladder:${(error as { code?: unknown }).code ?? 'UnknownError'}`);
+      if (retryable && this.#state === 'idle') this.#scheduleReconnect();
+      return false;
+    }
+    if (this.#state !== 'idle' || next.sameKeyAs(refused)) return false;
+    this.#credential = next;
+    this.#connect = this.#signed(next);
+    this.#ctx.metrics.credentialRefetched();
+    return true;
   }
 }
 

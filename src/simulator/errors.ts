@@ -11,6 +11,9 @@ export const SIMULATOR_ERROR_CATALOG = Object.freeze({
   ProtocolError: LOCAL_ERROR_CATALOG.ProtocolError,
   ReportMismatch: LOCAL_ERROR_CATALOG.ReportMismatch,
   AddressSpaceTooSmall: LOCAL_ERROR_CATALOG.AddressSpaceTooSmall,
+  NothingPublished: LOCAL_ERROR_CATALOG.NothingPublished,
+  ThresholdExceeded: LOCAL_ERROR_CATALOG.ThresholdExceeded,
+  ConsumerFailed: LOCAL_ERROR_CATALOG.ConsumerFailed,
 });
 
 /** A code of {@link SimulatorError}. */
@@ -30,25 +33,53 @@ export class SimulatorError extends ApsaraMqDeviceError {
 }
 
 /**
- * A simulation report that cannot be read or merged (code `InvalidReport`, not retryable): not a file, not JSON, not
- * of this version's format, or a field outside the report's schema or its bounds (see `REPORT_LIMITS`). A
- * `ValidationError`: bad input, refused before anything is merged (the CLI exits 2, as for its other input errors).
+ * Input read from a file that names where it is wrong: the file (`source`) and the field's path in it (`field`). The
+ * base of {@link InvalidReportError} and {@link InvalidScenarioError}.
  */
-export class InvalidReportError extends ValidationError {
-  declare readonly code: 'InvalidReport';
-  /** The report at fault, as the caller named it (a file name). */
+abstract class FileFieldError extends ValidationError {
+  /** The file at fault, as the caller named it (a file name). */
   readonly source: string;
-  /** The field at fault as a path into the report (`shards[0].count`, `series.errors.ConnectionLost[3]`); `undefined` when the report as a whole is (unreadable, not JSON). */
+  /** The field at fault as a path into the file; `undefined` when the file as a whole is (unreadable, not JSON). */
   readonly field: string | undefined;
 
-  constructor(message: string, init: { source: string; field?: string }) {
-    super('InvalidReport', message);
-    this.name = 'InvalidReportError';
+  constructor(code: 'InvalidReport' | 'InvalidScenario', message: string, init: { source: string; field?: string }) {
+    super(code, message);
     this.source = init.source;
     this.field = init.field;
   }
 
   override toJSON(): Record<string, unknown> {
     return { ...super.toJSON(), source: this.source, field: this.field };
+  }
+}
+
+/**
+ * A simulation report that cannot be read or merged (code `InvalidReport`, not retryable): not a file, not JSON, not
+ * of this version's format, or a field outside the report's schema or its bounds (see `REPORT_LIMITS`). A
+ * `ValidationError`: bad input, refused before anything is merged (the CLI exits 2, as for its other input errors).
+ * Its `field` is a path into the report (`shards[0].count`, `series.errors.ConnectionLost[3]`).
+ */
+export class InvalidReportError extends FileFieldError {
+  declare readonly code: 'InvalidReport';
+
+  constructor(message: string, init: { source: string; field?: string }) {
+    super('InvalidReport', message, init);
+    this.name = 'InvalidReportError';
+  }
+}
+
+/**
+ * A game-day scenario file that cannot be run (code `InvalidScenario`, not retryable): not readable, not JSON or YAML,
+ * or a fault whose field is missing, unknown, out of its bounds, or impossible for this run (a device the fleet does
+ * not have, a fault that ends after the run, a kind that needs an emulator against a broker that is not one). A
+ * `ValidationError`: refused before anything starts (the CLI exits 2). Its `field` is a path into the scenario
+ * (`faults[2].share`).
+ */
+export class InvalidScenarioError extends FileFieldError {
+  declare readonly code: 'InvalidScenario';
+
+  constructor(message: string, init: { source: string; field?: string }) {
+    super('InvalidScenario', message, init);
+    this.name = 'InvalidScenarioError';
   }
 }

@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type Histogram, percentileCurve, percentileTable } from './histogram.js';
+import { type Histogram, addHistograms, decodeHistogram, percentileCurve, percentileTable } from './histogram.js';
 import type { SimulationReport } from './report-format.js';
 import { reportHistograms } from './report.js';
 
@@ -79,8 +79,30 @@ function pageData(report: SimulationReport): unknown {
       delivered: perSecond(series.delivered),
       errors: Object.fromEntries(errorCodes.map((code) => [code, perSecond(series.errors[code] as number[])])),
     },
-    latency: { connect: latencyData(histograms.connectLatencyUs), e2e: latencyData(histograms.e2eLatencyUs) },
+    latency: { connect: latencyData(histograms.connectLatencyUs), e2e: latencyData(histograms.e2eLatencyUs), heal: latencyData(healOf(report)) },
+    faults: (report.faults ?? []).map((f) => ({
+      id: f.id,
+      kind: f.kind,
+      label: f.label,
+      // Seconds since the epoch, as the charts' x axis.
+      start: f.startedAt === null ? null : Date.parse(f.startedAt) / 1_000,
+      end: f.endedAt === null ? null : Date.parse(f.endedAt) / 1_000,
+      targeted: f.targeted,
+      hit: f.hit,
+      healed: f.healed,
+      notHealed: f.notHealed,
+      healMs: f.healMs,
+      messages: f.messages,
+      errors: f.errors,
+    })),
+    delivery: report.delivery ?? null,
+    scenario: report.run.scenario ?? null,
   };
+}
+
+/** Every fault's heal times together. */
+function healOf(report: SimulationReport): Histogram {
+  return addHistograms((report.faults ?? []).map((f) => decodeHistogram(f.healUs)));
 }
 
 /**
@@ -111,6 +133,9 @@ ${escapeHtml(asset(ASSETS.license)).replace(/--/g, '- -')}
 <div><h2>Connect latency</h2><p class="note">From opening the connection to CONNACK 0, by percentile.</p><div id="chart-connect-latency" class="chart"></div><table id="table-connect-latency"></table></div>
 <div><h2>End-to-end latency</h2><p class="note">From the send time in the payload to its arrival back at the device, by percentile.</p><div id="chart-e2e-latency" class="chart"></div><table id="table-e2e-latency"></table></div>
 </section>
+${report.faults === undefined ? '' : `<section><h2>Faults (game day ${escapeHtml(JSON.stringify(report.run.scenario?.name ?? ''))})</h2><p class="note">Each fault is marked on the charts above: a line at its start, a band while it lasts. Time to heal is from the fault's end (a revoke's: from each device's own loss) to each device's first CONNACK 0 after its loss; a device not back by the end of the run is not healed.</p><table id="table-faults"></table>
+<div class="pair"><div><h2>Time to heal (every fault's devices)</h2><div id="chart-heal-latency" class="chart"></div><table id="table-heal-latency"></table></div></div></section>`}
+${report.delivery === undefined ? '' : '<section><h2>Messages (backend subscriber)</h2><p class="note">Counted by the device index and sequence each message carries. Lost: accepted by a device and never received; refused: publish() failed, so the application knew.</p><table id="table-delivery"></table></section>'}
 <section><h2>Totals</h2><table id="table-summary"></table></section>
 <section><h2>Run parameters</h2><table id="table-run"></table></section>
 <section><h2>Shards</h2><table id="table-shards"></table></section>
@@ -130,6 +155,7 @@ h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 6p
 table { border-collapse: collapse; margin-top: 8px; } td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; }
 th { background: #f6f6f6; font-weight: 600; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .empty { color: #888; font-style: italic; padding: 24px 0; }
+.fault { color: #e7298a; font-weight: 600; }
 `;
 
 /** The page's own script: draws the charts and tables from the embedded data. Plain ES2017, no dependency but uPlot. */
@@ -139,6 +165,41 @@ const PAGE_SCRIPT = `
   var data = JSON.parse(document.getElementById('report-data').textContent);
   var charts = {};
   var COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf'];
+  /** Faults are marked in this colour on every time chart: a line at the start with its id, a band while it lasts. */
+  var FAULT = '#e7298a';
+  var dpr = window.devicePixelRatio || 1;
+  var faultHooks = {
+    drawClear: [function (u) {
+      var ctx = u.ctx;
+      ctx.save();
+      ctx.fillStyle = 'rgba(231, 41, 138, 0.10)';
+      data.faults.forEach(function (f) {
+        if (f.start === null) return;
+        var x0 = u.valToPos(f.start, 'x', true);
+        var x1 = u.valToPos(f.end === null ? f.start : f.end, 'x', true);
+        if (x1 > x0) ctx.fillRect(x0, u.bbox.top, x1 - x0, u.bbox.height);
+      });
+      ctx.restore();
+    }],
+    draw: [function (u) {
+      var ctx = u.ctx;
+      ctx.save();
+      ctx.strokeStyle = FAULT;
+      ctx.fillStyle = FAULT;
+      ctx.lineWidth = 2 * dpr;
+      ctx.font = Math.round(11 * dpr) + 'px system-ui, sans-serif';
+      data.faults.forEach(function (f, i) {
+        if (f.start === null) return;
+        var x = Math.round(u.valToPos(f.start, 'x', true));
+        ctx.beginPath();
+        ctx.moveTo(x, u.bbox.top);
+        ctx.lineTo(x, u.bbox.top + u.bbox.height);
+        ctx.stroke();
+        ctx.fillText(f.id + ' ' + (f.label || f.kind), x + 3 * dpr, u.bbox.top + (12 + 13 * (i % 4)) * dpr);
+      });
+      ctx.restore();
+    }]
+  };
   function width(el) { return Math.max(320, Math.min(1100, el.parentNode.clientWidth || 800)); }
   function text(el, value) { el.textContent = value === null || value === undefined ? 'n/a' : String(value); return el; }
   function row(table, cells, head) {
@@ -161,7 +222,8 @@ const PAGE_SCRIPT = `
       width: width(el), height: 240, series: series,
       scales: { x: { time: true } },
       axes: [{}, { label: yLabel, size: 60 }],
-      legend: { live: true }
+      legend: { live: true },
+      hooks: data.faults.length > 0 ? faultHooks : {}
     }, [data.series.t].concat(columns), el);
   }
   function latencyChart(name) {
@@ -169,8 +231,9 @@ const PAGE_SCRIPT = `
     var el = document.getElementById(id);
     var latency = data.latency[name];
     var table = document.getElementById('table-' + name + '-latency');
+    if (!el) return;
     if (latency.count === 0) {
-      text(el, name === 'e2e' ? 'No samples: run with --subscribe to measure end-to-end latency.' : 'No samples: no device connected.').className = 'chart empty';
+      text(el, name === 'e2e' ? 'No samples: run with --subscribe to measure end-to-end latency.' : name === 'heal' ? 'No samples: no fault knocked a device offline.' : 'No samples: no device connected.').className = 'chart empty';
       return;
     }
     var ticks = [0, 1, 2, 3, 4, 5, 6];
@@ -178,7 +241,7 @@ const PAGE_SCRIPT = `
     charts[id] = new uPlot({
       width: width(el), height: 240,
       series: [{ label: 'percentile', value: function (u, v) { return v === null ? '' : (100 * (1 - Math.pow(10, -v))).toPrecision(6) + '%'; } },
-               { label: 'latency (ms)', stroke: COLORS[name === 'e2e' ? 2 : 0], width: 2, fill: name === 'e2e' ? 'rgba(44,160,44,0.08)' : 'rgba(31,119,180,0.08)', points: { show: false } }],
+               { label: name === 'heal' ? 'time to heal (ms)' : 'latency (ms)', stroke: name === 'heal' ? FAULT : COLORS[name === 'e2e' ? 2 : 0], width: 2, fill: name === 'e2e' ? 'rgba(44,160,44,0.08)' : name === 'heal' ? 'rgba(231,41,138,0.08)' : 'rgba(31,119,180,0.08)', points: { show: false } }],
       scales: { x: { time: false } },
       axes: [{ label: 'percentile', splits: function (u, axis, min, max) { return ticks.filter(function (t) { return t >= min && t <= max; }); },
                values: function (u, splits) { return splits.map(function (s) { return tickLabel[s]; }); } },
@@ -192,9 +255,12 @@ const PAGE_SCRIPT = `
 
   var s = data.series;
   var summary = data.summary;
+  var gameDay = data.faults.length === 0 ? '' : '; ' + data.faults.length + ' faults hit ' + data.faults.reduce(function (n, f) { return n + f.hit; }, 0) +
+    ' devices, ' + data.faults.reduce(function (n, f) { return n + f.notHealed; }, 0) + ' not healed';
+  var delivery = data.delivery ? '; ' + data.delivery.lost + ' lost, ' + data.delivery.duplicated + ' duplicated' : '';
   text(document.getElementById('headline'), summary.connected + ' of ' + summary.devices + ' devices connected, ' + summary.failedConnects +
     ' failed connects, ' + summary.published + ' published, ' + summary.delivered + ' delivered, ' +
-    Object.keys(summary.errors).reduce(function (n, k) { return n + summary.errors[k]; }, 0) + ' errors; ' + (summary.elapsedMs / 1000).toFixed(1) + ' s');
+    Object.keys(summary.errors).reduce(function (n, k) { return n + summary.errors[k]; }, 0) + ' errors; ' + (summary.elapsedMs / 1000).toFixed(1) + ' s' + gameDay + delivery);
   timeChart('chart-connected', ['connected'], [s.connected], 'devices');
   timeChart('chart-rates', ['connects/s', 'published/s', 'acked/s', 'delivered/s'], [s.connects, s.published, s.acked, s.delivered], 'per second');
   var codes = Object.keys(s.errors);
@@ -202,6 +268,24 @@ const PAGE_SCRIPT = `
   else timeChart('chart-errors', codes, codes.map(function (c) { return s.errors[c]; }), 'per second');
   latencyChart('connect');
   latencyChart('e2e');
+  latencyChart('heal');
+
+  var faultTable = document.getElementById('table-faults');
+  if (faultTable) {
+    var t0 = data.series.t.length > 0 ? data.series.t[0] : 0;
+    var secs = function (v) { return v === null ? 'n/a' : +(v - t0).toFixed(1); };
+    var ms = function (v) { return v === null ? 'n/a' : +(v / 1000).toFixed(2) + ' s'; };
+    row(faultTable, ['fault', 'kind', 'started (s)', 'ended (s)', 'aimed at', 'hit', 'healed', 'not healed', 'heal p50', 'heal p99', 'heal max', 'messages', 'lost', 'duplicated', 'its own failures'], true);
+    data.faults.forEach(function (f) {
+      var m = f.messages;
+      var failures = Object.keys(f.errors).map(function (k) { return k + ' ' + f.errors[k]; }).join(', ') || 'none';
+      row(faultTable, [f.id, f.kind + (f.label ? ' (' + f.label + ')' : ''), secs(f.start), secs(f.end), f.targeted, f.hit, f.healed, f.notHealed,
+        ms(f.healMs.p50), ms(f.healMs.p99), ms(f.healMs.max), m ? m.published : 'n/a', m ? m.lost : 'n/a', m ? m.duplicated : 'n/a', failures]);
+      faultTable.lastChild.firstChild.className = 'fault';
+    });
+  }
+  var deliveryTable = document.getElementById('table-delivery');
+  if (deliveryTable && data.delivery) Object.keys(data.delivery).forEach(function (key) { row(deliveryTable, [key, data.delivery[key]]); });
 
   var totals = document.getElementById('table-summary');
   Object.keys(summary).forEach(function (key) {
@@ -213,6 +297,7 @@ const PAGE_SCRIPT = `
   Object.keys(data.run).forEach(function (key) {
     var value = data.run[key];
     if (key === 'target') value = value.kind + (value.brokerUrl ? ' ' + value.brokerUrl : '') + (value.instanceId ? ' (' + value.instanceId + ')' : '');
+    if (key === 'scenario' && value !== null) value = value.name + ' (' + value.faults.length + ' faults, seed ' + value.seed + ')';
     row(run, [key, value === null ? 'none' : value]);
   });
   var shards = document.getElementById('table-shards');

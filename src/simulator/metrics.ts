@@ -1,6 +1,7 @@
 import { type Clock, systemClock } from './clock.js';
 import { encodeHistogram, newLatencyHistogram, recordMs, summarizeHistogram } from './histogram.js';
 import { type BrokerLoss, type LatencySummary, REPORT_FORMAT, type ReportIdentity, type SimulationReport, defaultIdentity } from './report-format.js';
+import type { MessageCounts } from './ledger.js';
 import { SeriesRecorder } from './series.js';
 
 export type { LatencySummary, SimulationReport } from './report-format.js';
@@ -49,6 +50,8 @@ export class SimulationMetrics {
   acked = 0;
   delivered = 0;
   reconnects = 0;
+  /** Credentials asked for again after a refusal (the recovery ladder). */
+  credentialRefetches = 0;
   /** Epoch ms of the first CONNECT and the last first-CONNACK, and of the first and last PUBLISH. */
   firstConnectAt: number | undefined;
   lastConnackAt: number | undefined;
@@ -150,6 +153,11 @@ export class SimulationMetrics {
     };
   }
 
+  /** A device got another credential from its ladder after the broker refused its own. */
+  credentialRefetched(): void {
+    this.credentialRefetches += 1;
+  }
+
   /** A PUBLISH was written at `now`. */
   publishSent(now: number): void {
     const at = this.epochOf(now);
@@ -211,6 +219,7 @@ export class SimulationMetrics {
       e2eLatencyMs: summarizeHistogram(this.e2eLatency),
       errors: Object.fromEntries([...this.#errors].sort(([a], [b]) => a.localeCompare(b))),
       reconnects: this.reconnects,
+      credentialRefetches: this.credentialRefetches,
       peakRssMB: peak,
       elapsedMs: Math.round(elapsedMs),
       windows: {
@@ -255,6 +264,36 @@ export function formatReport(report: SimulationReport): string {
       ? `  end-to-end latency ${latencyText(report.e2eLatencyMs)}`
       : '  end-to-end latency not measured (devices publish without subscribing; add --subscribe to measure it)',
     `  errors: ${errors.length === 0 ? 'none' : errors.map(([code, n]) => `${code} ${n}`).join(', ')}`,
+    ...gameDayLines(report),
     '',
   ].join('\n');
+}
+
+function seconds(ms: number | null): string {
+  return ms === null ? 'n/a' : `${(ms / 1_000).toFixed(ms < 10_000 ? 2 : 1)} s`;
+}
+
+function messagesText(m: MessageCounts): string {
+  return `${m.published} published, ${m.accepted} accepted, ${m.acked} acknowledged, ${m.delivered} delivered, ${m.lost} lost, ${m.duplicated} duplicated${m.refused > 0 ? `, ${m.refused} refused` : ''}`;
+}
+
+/** What a game day adds to the summary: the client, the backend subscriber's count, each fault. */
+function gameDayLines(report: SimulationReport): string[] {
+  const lines: string[] = [];
+  if (report.run.client === 'connector') lines.push('  devices: the library\'s connector (--client connector)');
+  if (report.credentialRefetches) lines.push(`  credentials fetched again after a refusal: ${report.credentialRefetches}`);
+  if (report.delivery) lines.push(`  backend subscriber: ${messagesText(report.delivery)}`);
+  const faults = report.faults ?? [];
+  if (faults.length > 0) lines.push(`  game day ${JSON.stringify(report.run.scenario?.name ?? '')}, ${faults.length} fault${faults.length === 1 ? '' : 's'} (time to heal from each fault's end; a revoke's from each device's own loss):`);
+  for (const f of faults) {
+    const when = f.startedAt === null ? 'never started' : `at ${seconds(f.plannedAtMs)}${f.plannedForMs > 0 ? ` for ${seconds(f.plannedForMs)}` : ''}`;
+    const heal = f.hit === 0 ? '' : `; heal p50 ${seconds(f.healMs.p50)}, p99 ${seconds(f.healMs.p99)}, max ${seconds(f.healMs.max)}`;
+    const errors = Object.entries(f.errors);
+    lines.push(
+      `    ${f.id} ${f.kind}${f.label === null ? '' : ` (${f.label})`} ${when}: hit ${f.hit} of ${f.targeted}, healed ${f.healed}, not healed ${f.notHealed}${heal}` +
+        `${f.messages === null ? '' : `; messages ${f.messages.published} published, ${f.messages.lost} lost, ${f.messages.duplicated} duplicated`}` +
+        `${errors.length === 0 ? '' : `; its own actions failed: ${errors.map(([code, n]) => `${code} ${n}`).join(', ')}`}`,
+    );
+  }
+  return lines;
 }

@@ -46,6 +46,8 @@ export const SIMULATION_DEFAULTS = Object.freeze({
   drainTimeoutMs: 5_000,
   /** MQTT 3.1.1, what the official demos speak. */
   protocol: 4 as 4 | 5,
+  /** The raw-socket device: small enough for 10,000 per process. */
+  client: 'raw' as 'raw' | 'connector',
 });
 
 /** A slice of the fleet: shard `index` (1-based) of `count`. */
@@ -136,6 +138,30 @@ export function expandTopic(template: TopicTemplate, device: { clientId: string;
   return topic;
 }
 
+/**
+ * The filter that matches every topic a template makes: each level holding a placeholder becomes `+`.
+ * @throws ValidationError `InvalidOption` when the first level (the parent topic) holds one: the service refuses a
+ *   wildcard parent, so no subscriber can take the fleet's messages.
+ */
+export function fleetFilter(template: TopicTemplate, topic: string): string {
+  const levels: string[] = [''];
+  for (const part of template) {
+    if (typeof part !== 'string') {
+      levels[levels.length - 1] = '+';
+      continue;
+    }
+    const pieces = part.split('/');
+    pieces.forEach((piece, i) => {
+      if (i > 0) levels.push('');
+      if (levels[levels.length - 1] !== '+') levels[levels.length - 1] += piece;
+    });
+  }
+  if (levels[0] === '+' || levels[0] === '') {
+    throw new ValidationError('InvalidOption', `The topic template ${JSON.stringify(topic)} has a placeholder in its first level: the backend subscriber that counts deliveries subscribes to <parent>/+, and the service refuses a wildcard parent topic. Start the template with a parent topic, e.g. sim/%i`);
+  }
+  return levels.join('/');
+}
+
 /** Options of a simulation that are plain values (see {@link SIMULATION_DEFAULTS}). */
 export interface SimulationSettings {
   /** Devices in the whole fleet (all shards). @default 200 */
@@ -190,6 +216,19 @@ export interface SimulationSettings {
    * session expiry 0; refusals are counted with their reason code, e.g. `CredentialRejected:0x86`). @default 4
    */
   protocol?: 4 | 5;
+  /**
+   * What each device is: `raw`, the simulator's raw-socket device (a few KB each, for scale), or `connector`, a real
+   * `DeviceConnection` of the library with its defaults (reconnect backoff, outbox, credential ladder), so a game day
+   * measures what users ship. @default 'raw'
+   */
+  client?: 'raw' | 'connector';
+  /**
+   * A backend subscriber, connected to the broker directly in Signature mode (the account AccessKey), counts every
+   * message by the device index and sequence in its payload: delivered, lost, duplicated (the report's `delivery`).
+   * Needs a payload of at least 16 bytes and a topic template whose first level is literal. @default true with a
+   * scenario, else false
+   */
+  consumer?: boolean;
 }
 
 /** {@link SimulationSettings} validated, with every default filled in and the shard resolved. */
@@ -222,6 +261,9 @@ export interface ResolvedSettings {
   /** Epoch ms to start connecting at; `null` for at once. */
   readonly startAtMs: number | null;
   readonly protocol: 4 | 5;
+  readonly client: 'raw' | 'connector';
+  /** `undefined`: decided by the run (on with a scenario). */
+  readonly consumer: boolean | undefined;
 }
 
 /** Latest `startAt` accepted, from now: far enough for any planned run, near enough to be a typo's guard. */
@@ -300,6 +342,10 @@ export function resolveSettings(settings: SimulationSettings = {}): ResolvedSett
   if (shard.count > devices) throw new ValidationError('InvalidOption', `Shard count ${shard.count} is more than the ${devices} devices`);
   const range = shardRange(devices, shard);
   const connectRate = numberOption('connectRate', pick('connectRate'), 0, 1_000_000, false);
+  const client = check.oneOf('client (--client)', pick('client'), ['raw', 'connector'] as const);
+  if (client === 'connector' && settings.localAddress !== undefined) {
+    throw new ValidationError('InvalidOption', 'Option localAddress (--local-address) spreads raw devices over source addresses; connector devices (--client connector) connect from the address the system chooses');
+  }
   return Object.freeze({
     devices,
     groupId,
@@ -325,5 +371,7 @@ export function resolveSettings(settings: SimulationSettings = {}): ResolvedSett
     localAddresses: settings.localAddress === undefined ? null : Object.freeze(parseLocalAddresses(settings.localAddress)),
     startAtMs: settings.startAt === undefined ? null : parseStartAt(settings.startAt),
     protocol,
+    client,
+    consumer: settings.consumer === undefined ? undefined : check.boolean('consumer', settings.consumer),
   });
 }

@@ -9,6 +9,7 @@ import { InvalidReportError } from './errors.js';
 import { histogramEncodingProblem } from './histogram.js';
 import { MAX_DEVICES, MAX_SHARDS } from './options.js';
 import { REPORT_FORMAT, type SimulationReport } from './report-format.js';
+import { FAULT_KINDS, SCENARIO_LIMITS } from './scenario.js';
 
 /**
  * The bounds of a report, and of a merge of reports. Each is far above what a run of this version writes, and low
@@ -32,8 +33,15 @@ export const REPORT_LIMITS = Object.freeze({
   maxSeriesValues: 16_000_000,
   /** Characters of any string but the histograms (names, times, addresses, error codes). */
   maxStringChars: 1_024,
-  /** Nesting of objects and arrays (a report's deepest field, `series.errors.<code>[i]`, is at 3). */
+  /**
+   * Nesting of objects and arrays (a report's deepest field, a listed device of a scenario's fault,
+   * `run.scenario.faults[i].devices.list[j]`, is at 6).
+   */
   maxDepth: 8,
+  /** Faults a game day plays (occurrences, each a `faults[i]`), as a scenario expands to at most. */
+  maxFaults: SCENARIO_LIMITS.maxOccurrences,
+  /** OpenAPI actions in an `emulator` block (the emulator implements a dozen, plus `(none)` and `(unknown)`). */
+  maxActions: 64,
 });
 
 /** The report at fault, named by its `source` and the path of the field. */
@@ -74,7 +82,7 @@ function checkShape(root: unknown, fail: Fail): void {
   for (let frame = stack.pop(); frame !== undefined; frame = stack.pop()) {
     const { value, depth, path } = frame;
     if (typeof value === 'string') {
-      const histogram = depth === 2 && /^histograms\.\w+$/.test(path());
+      const histogram = (depth === 2 && /^histograms\.\w+$/.test(path())) || (depth === 3 && /^faults\[\d+\]\.healUs$/.test(path()));
       if (!histogram && value.length > REPORT_LIMITS.maxStringChars) fail(path(), `is a string of ${value.length} characters, more than the ${REPORT_LIMITS.maxStringChars} a report holds`);
       continue;
     }
@@ -127,6 +135,8 @@ function shown(value: unknown): string {
 }
 
 const COUNT_FIELDS = ['devices', 'provisioned', 'connected', 'failedConnects', 'published', 'acked', 'delivered', 'reconnects'] as const;
+/** The counts of a message ledger (`delivery`, and each fault's `messages`). */
+export const MESSAGE_COUNTS = ['published', 'accepted', 'acked', 'delivered', 'lost', 'duplicated', 'duplicates', 'refused'] as const;
 const AMOUNT_FIELDS = ['peakRssMB', 'elapsedMs', 'connectRatePerSec', 'publishRatePerSec'] as const;
 const SERIES_COUNTERS = ['connected', 'connects', 'published', 'acked', 'delivered'] as const;
 
@@ -158,10 +168,9 @@ export function parseReport(value: unknown, source = 'the report'): SimulationRe
     c.text('brokerLost.cause', lost['cause']);
     c.oneOf('brokerLost.embeddedEmulator', lost['embeddedEmulator'], [true, false]);
   }
-  const errors = c.record('errors', value['errors']);
-  const codes = Object.keys(errors);
-  if (codes.length > REPORT_LIMITS.maxErrorCodes) fail('errors', `holds ${codes.length} error codes, more than the ${REPORT_LIMITS.maxErrorCodes} a report may`);
-  for (const code of codes) c.count(childPath('errors', code), errors[code]);
+  checkCodes(c, fail, 'errors', value['errors']);
+  if (value['credentialRefetches'] !== undefined) c.count('credentialRefetches', value['credentialRefetches']);
+  checkGameDay(c, fail, value);
 
   const run = checkRun(c, value['run']);
   checkShards(c, fail, value['shards'], run.devices);
@@ -199,7 +208,79 @@ function checkRun(c: Checks, value: unknown): { devices: number } {
   c.oneOf('run.target.kind', target['kind'], ['embedded-emulator', 'broker']);
   c.orNull(c.text)('run.target.brokerUrl', target['brokerUrl']);
   c.orNull(c.text)('run.target.instanceId', target['instanceId']);
+  if (run['client'] !== undefined) c.oneOf('run.client', run['client'], ['raw', 'connector']);
+  if (run['consumer'] !== undefined) c.oneOf('run.consumer', run['consumer'], [true, false]);
+  if (run['scenario'] !== undefined && run['scenario'] !== null) {
+    const scenario = c.record('run.scenario', run['scenario']);
+    c.text('run.scenario.name', scenario['name']);
+    c.count('run.scenario.seed', scenario['seed'], 0xffffffff);
+    c.list('run.scenario.faults', scenario['faults'], SCENARIO_LIMITS.maxFaults).forEach((fault, i) => {
+      const f = c.record(`run.scenario.faults[${i}]`, fault);
+      c.oneOf(`run.scenario.faults[${i}].kind`, f['kind'], FAULT_KINDS);
+      c.amount(`run.scenario.faults[${i}].at`, f['at']);
+      const devices = f['devices'];
+      if (devices !== undefined && c.record(`run.scenario.faults[${i}].devices`, devices)['list'] !== undefined) {
+        c.list(`run.scenario.faults[${i}].devices.list`, (devices as Record<string, unknown>)['list'], SCENARIO_LIMITS.maxListedDevices);
+      }
+    });
+  }
   return { devices };
+}
+
+/** Error codes with their counts (`errors`, a fault's `errors`), bounded in number. */
+function checkCodes(c: Checks, fail: Fail, path: string, value: unknown): void {
+  const errors = c.record(path, value);
+  const codes = Object.keys(errors);
+  if (codes.length > REPORT_LIMITS.maxErrorCodes) fail(path, `holds ${codes.length} error codes, more than the ${REPORT_LIMITS.maxErrorCodes} a report may`);
+  for (const code of codes) c.count(childPath(path, code), errors[code]);
+}
+
+/** What a game day adds: `faults`, `delivery`, `emulator`, `relay` (each absent when the run had none). */
+function checkGameDay(c: Checks, fail: Fail, value: Record<string, unknown>): void {
+  const messages = (path: string, item: unknown): void => {
+    const counts = c.record(path, item);
+    for (const field of MESSAGE_COUNTS) c.count(`${path}.${field}`, counts[field]);
+  };
+  if (value['faults'] !== undefined) {
+    c.list('faults', value['faults'], REPORT_LIMITS.maxFaults).forEach((item, i) => {
+      const at = `faults[${i}]`;
+      const fault = c.record(at, item);
+      c.text(`${at}.id`, fault['id']);
+      c.oneOf(`${at}.kind`, fault['kind'], FAULT_KINDS);
+      c.orNull(c.text)(`${at}.label`, fault['label']);
+      c.count(`${at}.fault`, fault['fault'], SCENARIO_LIMITS.maxFaults - 1);
+      for (const field of ['plannedAtMs', 'plannedForMs'] as const) c.count(`${at}.${field}`, fault[field], REPORT_LIMITS.maxRunSpanMs);
+      for (const field of ['startedAt', 'endedAt'] as const) c.orNull(c.time)(`${at}.${field}`, fault[field]);
+      for (const field of ['targeted', 'hit', 'healed', 'notHealed'] as const) c.count(`${at}.${field}`, fault[field], MAX_DEVICES);
+      const heal = c.record(`${at}.healMs`, fault['healMs']);
+      for (const p of ['p50', 'p95', 'p99', 'max'] as const) c.orNull(c.amount)(`${at}.healMs.${p}`, heal[p]);
+      const problem = histogramEncodingProblem(c.text(`${at}.healUs`, fault['healUs']));
+      if (problem !== undefined) fail(`${at}.healUs`, `is not an HdrHistogram encoding of the simulator's latencies (${problem})`);
+      if (fault['messages'] !== null) messages(`${at}.messages`, fault['messages']);
+      checkCodes(c, fail, `${at}.errors`, fault['errors']);
+    });
+  }
+  if (value['delivery'] !== undefined) {
+    messages('delivery', value['delivery']);
+    c.count('delivery.foreign', (value['delivery'] as Record<string, unknown>)['foreign']);
+  }
+  if (value['emulator'] !== undefined) {
+    const emulator = c.record('emulator', value['emulator']);
+    const actions = c.record('emulator.actions', emulator['actions']);
+    const names = Object.keys(actions);
+    if (names.length > REPORT_LIMITS.maxActions) fail('emulator.actions', `holds ${names.length} actions, more than the ${REPORT_LIMITS.maxActions} a report may`);
+    for (const name of names) {
+      const path = childPath('emulator.actions', name);
+      const action = c.record(path, actions[name]);
+      c.count(`${path}.ok`, action['ok']);
+      checkCodes(c, fail, `${path}.errors`, action['errors']);
+    }
+    checkCodes(c, fail, 'emulator.rules', emulator['rules']);
+  }
+  if (value['relay'] !== undefined) {
+    const relay = c.record('relay', value['relay']);
+    for (const field of ['relayed', 'dropped', 'refused'] as const) c.count(`relay.${field}`, relay[field]);
+  }
 }
 
 function checkShards(c: Checks, fail: Fail, value: unknown, devices: number): void {

@@ -1,6 +1,10 @@
 import { hostname } from 'node:os';
 import { VERSION } from '../version.js';
+import type { EmulatorDelta } from './emulator-controls.js';
+import type { RelayStats } from './fault-relay.js';
+import type { MessageCounts } from './ledger.js';
 import { type ResolvedSettings, resolveSettings } from './options.js';
+import type { ScenarioIdentity } from './scenario.js';
 import type { ReportSeries } from './series.js';
 
 /** The `format` of every report this version writes; `report merge` reads only this one. */
@@ -41,6 +45,62 @@ export interface RunParameters {
   protocol: 4 | 5;
   /** What it ran against: an emulator the run started itself (one per shard), or a broker given by URL. */
   target: { kind: 'embedded-emulator' | 'broker'; brokerUrl: string | null; instanceId: string | null };
+  /**
+   * What the devices were: `raw` (the simulator's raw-socket device, the default) or `connector` (each a real
+   * `DeviceConnection` of the library). Absent in reports of versions before it was recorded (they were `raw`).
+   */
+  client?: SimulatedClient;
+  /** A backend subscriber counted deliveries, losses and duplicates (`delivery`). Absent: no (older versions). */
+  consumer?: boolean;
+  /** The game-day scenario the run played (`--scenario`), or `null`. Absent: none (older versions). */
+  scenario?: ScenarioIdentity | null;
+}
+
+/** What the simulated devices are: the raw-socket device, or the library's connector. */
+export type SimulatedClient = 'raw' | 'connector';
+
+/**
+ * One fault a game day played (one occurrence: a restart with `count: 3` is three), in this report's shards: when it
+ * started and ended, the devices it hit and how long each took to heal (from the fault's end to its first CONNACK 0
+ * after its last loss), and what became of the messages of the devices it was aimed at.
+ */
+export interface FaultReport {
+  /** `3` for the scenario's third fault, `3.2` for its second occurrence. */
+  id: string;
+  kind: string;
+  label: string | null;
+  /** Position of its fault in `run.scenario.faults` (0-based). */
+  fault: number;
+  /** When it was planned, ms from the start of connecting, and how long it lasts as planned. */
+  plannedAtMs: number;
+  plannedForMs: number;
+  /** When it started and ended (the earliest start and latest end of the shards); `null` when it never started. */
+  startedAt: string | null;
+  endedAt: string | null;
+  /** Devices it was aimed at. */
+  targeted: number;
+  /** Of those, devices that lost their session during it. */
+  hit: number;
+  /** Devices it hit that were back online by the end of the run, and those that were not. */
+  healed: number;
+  notHealed: number;
+  /** Time to heal of the healed devices, from the fault's end. */
+  healMs: LatencySummary;
+  /** The same, lossless: HdrHistogram compressed Base64 (V2) of microseconds. */
+  healUs: string;
+  /**
+   * The targeted devices' messages from the fault's start (those still in flight then included) until each healed,
+   * or until the fault's window closed for devices it did not hit; `null` without a backend subscriber.
+   */
+  messages: MessageCounts | null;
+  /** Failures of the fault's own actions (a revoke call that failed, a control the emulator refused), by code. */
+  errors: Record<string, number>;
+}
+
+/** What became of every message of the run, by the backend subscriber's count (see `MessageLedger`). */
+export interface DeliveryReport extends MessageCounts {
+  /** Messages the backend subscriber received that name no message of these devices (another run's, another shard's). */
+  foreign: number;
 }
 
 /** One shard of a report (a run not split into shards is shard 1 of 1). */
@@ -118,6 +178,19 @@ export interface SimulationReport {
    * the earliest loss of its shards.
    */
   brokerLost?: BrokerLoss;
+  /** Credentials devices asked for again after the broker refused theirs (the recovery ladder), all devices together. */
+  credentialRefetches?: number;
+  /** A game day (`--scenario`): every fault played, in order of start. */
+  faults?: FaultReport[];
+  /** With a backend subscriber: what became of every message. */
+  delivery?: DeliveryReport;
+  /**
+   * Against an emulator: what changed in its stats during the run (OpenAPI calls by action, refusals by the broker's
+   * rules). Merged: added for embedded emulators (one per shard), the largest of each for a shared one.
+   */
+  emulator?: EmulatorDelta;
+  /** With network faults: what the fault relay did. */
+  relay?: RelayStats;
 }
 
 /**
@@ -159,7 +232,7 @@ export function describeTarget(target: { brokerUrl: string; provisioner: { insta
 export function runIdentity(
   settings: ResolvedSettings,
   target: RunParameters['target'],
-  extra: { startAt?: string | null; localAddresses?: string[] | null } = {},
+  extra: { startAt?: string | null; localAddresses?: string[] | null; client?: SimulatedClient; consumer?: boolean; scenario?: ScenarioIdentity | null } = {},
 ): ReportIdentity {
   return {
     run: {
@@ -179,6 +252,9 @@ export function runIdentity(
       connectTimeoutMs: settings.connectTimeoutMs,
       protocol: settings.protocol,
       target,
+      client: extra.client ?? 'raw',
+      consumer: extra.consumer ?? false,
+      scenario: extra.scenario ?? null,
     },
     shard: { index: settings.shard.index, count: settings.shard.count },
     host: hostname(),

@@ -8,7 +8,10 @@ import { SimulatorError } from './errors.js';
 import { type Histogram, addHistograms, decodeHistogram, encodeHistogram, summarizeHistogram } from './histogram.js';
 import { ratePerSec } from './metrics.js';
 import { REPORT_LIMITS, invalidReport, parseReport } from './report-check.js';
-import { REPORT_FORMAT, type RunParameters, type ShardRecord, type SimulationReport } from './report-format.js';
+import { type DeliveryReport, type FaultReport, REPORT_FORMAT, type RunParameters, type ShardRecord, type SimulationReport } from './report-format.js';
+import type { EmulatorDelta } from './emulator-controls.js';
+import type { RelayStats } from './fault-relay.js';
+import type { MessageCounts } from './ledger.js';
 import { type ReportSeries, addSeries } from './series.js';
 
 export { REPORT_LIMITS, parseReport };
@@ -19,7 +22,7 @@ export { REPORT_LIMITS, parseReport };
  */
 export const RUN_IDENTITY_KEYS = Object.freeze([
   'version', 'startAt', 'devices', 'groupId', 'connectRate', 'publishIntervalMs', 'qos', 'payloadSize', 'topic', 'durationMs',
-  'subscribe', 'keepalive', 'connectAttempts', 'connectTimeoutMs', 'protocol', 'target',
+  'subscribe', 'keepalive', 'connectAttempts', 'connectTimeoutMs', 'protocol', 'target', 'client', 'consumer', 'scenario',
 ] as const satisfies ReadonlyArray<keyof RunParameters>);
 
 /** Options of {@link mergeReports}. */
@@ -106,16 +109,18 @@ export function mergeReports(reports: readonly SimulationReport[], options: Merg
     start = Math.min(start, at);
     end = Math.max(end, at + shard.elapsedMs);
   }
-  // Codes are data: a Map, so that `constructor` or `__proto__` add up as plain codes (Object.fromEntries then
-  // makes each an own property).
-  const errors = new Map<string, number>();
-  for (const report of reports) for (const [code, n] of Object.entries(report.errors)) errors.set(code, (errors.get(code) ?? 0) + n);
-  for (const [code, n] of errors) if (!Number.isSafeInteger(n)) throw invalidReport(merged, `errors[${JSON.stringify(code)}]`, `adds up past ${Number.MAX_SAFE_INTEGER}`);
+  const errors = addCodes(reports.map((r) => r.errors));
+  for (const [code, n] of Object.entries(errors)) if (!Number.isSafeInteger(n)) throw invalidReport(merged, `errors[${JSON.stringify(code)}]`, `adds up past ${Number.MAX_SAFE_INTEGER}`);
   let peakRssMB = 0;
   for (const report of reports) peakRssMB = Math.max(peakRssMB, report.peakRssMB);
   const lost = reports.map((r) => r.brokerLost).filter((l) => l !== undefined).sort((a, b) => Date.parse(a.at) - Date.parse(b.at))[0];
   const connected = sum('connected');
   const published = sum('published');
+  const faults = mergeFaults(reports, name);
+  const delivery = addCounts(reports.map((r) => r.delivery), merged, 'delivery');
+  const relay = addCounts(reports.map((r) => r.relay), merged, 'relay');
+  const emulator = mergeEmulator(reports.map((r) => r.emulator), first.run.target.kind === 'broker');
+  const refetches = reports.some((r) => r.credentialRefetches !== undefined) ? addCounts(reports.map((r) => ({ credentialRefetches: r.credentialRefetches ?? 0 })), merged, '')?.credentialRefetches : undefined;
   return {
     format: REPORT_FORMAT,
     run: { ...first.run, startedAt: new Date(start).toISOString() },
@@ -131,7 +136,7 @@ export function mergeReports(reports: readonly SimulationReport[], options: Merg
     delivered: sum('delivered'),
     publishRatePerSec: ratePerSec(published, publish?.[0], publish?.[1]),
     e2eLatencyMs: summarizeHistogram(e2eLatency),
-    errors: Object.fromEntries([...errors].sort(([a], [b]) => a.localeCompare(b))),
+    errors,
     reconnects: sum('reconnects'),
     peakRssMB,
     elapsedMs: end - start,
@@ -142,7 +147,96 @@ export function mergeReports(reports: readonly SimulationReport[], options: Merg
     ...(reports.some((r) => r.interrupted) ? { interrupted: true } : {}),
     // A shard that lost its broker (or embedded emulator) for good fails the fleet's run: the earliest loss.
     ...(lost === undefined ? {} : { brokerLost: lost }),
+    ...(refetches === undefined ? {} : { credentialRefetches: refetches }),
+    ...(faults === undefined ? {} : { faults }),
+    ...(delivery === undefined ? {} : { delivery }),
+    ...(emulator === undefined ? {} : { emulator }),
+    ...(relay === undefined ? {} : { relay }),
   };
+}
+
+/**
+ * Add up objects of counts field by field (the shards' `delivery`, `relay`); `undefined` when none has one.
+ * @throws InvalidReportError when a sum passes the largest safe integer.
+ */
+function addCounts<T extends object>(items: ReadonlyArray<T | undefined>, merged: string, path: string): T | undefined {
+  const present = items.filter((item): item is T => item !== undefined);
+  if (present.length === 0) return undefined;
+  const total: Record<string, number> = {};
+  for (const item of present) {
+    for (const [key, n] of Object.entries(item as Record<string, number>)) {
+      const value = (total[key] ?? 0) + n;
+      if (!Number.isSafeInteger(value)) throw invalidReport(merged, path === '' ? key : `${path}.${key}`, `adds up past ${Number.MAX_SAFE_INTEGER}`);
+      total[key] = value;
+    }
+  }
+  return total as T;
+}
+
+/**
+ * Codes with their counts added, sorted. Codes are data: a Map, so that `constructor` or `__proto__` add up as plain
+ * codes (Object.fromEntries then makes each an own property).
+ */
+function addCodes(all: ReadonlyArray<Record<string, number>>, combine: (a: number, b: number) => number = (a, b) => a + b): Record<string, number> {
+  const codes = new Map<string, number>();
+  for (const errors of all) for (const [code, n] of Object.entries(errors)) codes.set(code, codes.has(code) ? combine(codes.get(code) as number, n) : n);
+  return Object.fromEntries([...codes].sort(([a], [b]) => a.localeCompare(b)));
+}
+
+/**
+ * The faults of the shards, one by one: every shard of a run played the same timeline, so each lists the same faults
+ * (same id, kind and plan); their devices and heal times are added, the earliest start and latest end kept.
+ * @throws SimulatorError `ReportMismatch` when the shards' fault lists differ.
+ */
+function mergeFaults(reports: readonly SimulationReport[], name: (i: number) => string): FaultReport[] | undefined {
+  const first = reports[0]?.faults;
+  const identity = (f: FaultReport): string => JSON.stringify([f.id, f.kind, f.label, f.fault, f.plannedAtMs, f.plannedForMs]);
+  reports.forEach((report, i) => {
+    const faults = report.faults;
+    const same = faults === undefined ? first === undefined : first !== undefined && faults.length === first.length && faults.every((f, k) => identity(f) === identity(first[k] as FaultReport));
+    if (!same) throw new SimulatorError('ReportMismatch', `These reports are not of the same run: the faults of ${name(i)} are not those of ${name(0)} (every shard of a game day plays one timeline)`);
+  });
+  if (first === undefined) return undefined;
+  return first.map((fault, k) => {
+    const all = reports.map((r) => (r.faults as FaultReport[])[k] as FaultReport);
+    const times = (pick: (f: FaultReport) => string | null, earliest: boolean): string | null => {
+      const ms = all.map(pick).filter((t): t is string => t !== null).map((t) => Date.parse(t));
+      return ms.length === 0 ? null : new Date(earliest ? Math.min(...ms) : Math.max(...ms)).toISOString();
+    };
+    const heal = addHistograms(all.map((f) => decodeHistogram(f.healUs)));
+    const count = (pick: (f: FaultReport) => number): number => all.reduce((n, f) => n + pick(f), 0);
+    const messages = all.every((f) => f.messages === null) ? null : (addCounts(all.map((f) => f.messages ?? undefined), 'the merged report', `faults[${k}].messages`) as MessageCounts);
+    return {
+      ...fault,
+      startedAt: times((f) => f.startedAt, true),
+      endedAt: times((f) => f.endedAt, false),
+      targeted: count((f) => f.targeted),
+      hit: count((f) => f.hit),
+      healed: count((f) => f.healed),
+      notHealed: count((f) => f.notHealed),
+      healMs: summarizeHistogram(heal),
+      healUs: encodeHistogram(heal),
+      messages,
+      errors: addCodes(all.map((f) => f.errors)),
+    };
+  });
+}
+
+/**
+ * The emulator's stats over the run: each embedded emulator saw only its shard, so theirs add up; a shared one was
+ * seen by every shard, so the largest of each count is kept (the shards' windows differ by moments).
+ */
+function mergeEmulator(all: ReadonlyArray<EmulatorDelta | undefined>, shared: boolean): EmulatorDelta | undefined {
+  const present = all.filter((e): e is EmulatorDelta => e !== undefined);
+  if (present.length === 0) return undefined;
+  const combine = shared ? (a: number, b: number): number => Math.max(a, b) : (a: number, b: number): number => a + b;
+  const actions: EmulatorDelta['actions'] = {};
+  const names = new Set(present.flatMap((e) => Object.keys(e.actions)));
+  for (const action of [...names].sort()) {
+    const of = present.map((e) => (Object.hasOwn(e.actions, action) ? e.actions[action] : undefined)).filter((a) => a !== undefined);
+    actions[action] = { ok: of.map((a) => a.ok).reduce(combine, 0), errors: addCodes(of.map((a) => a.errors), combine) };
+  }
+  return { actions, rules: addCodes(present.map((e) => e.rules), combine) };
 }
 
 /** The counts a merge adds up. */

@@ -10,6 +10,11 @@ import { type ResolvedSettings, type SimulationSettings, checkStartAt, expandTop
 import { describeTarget, runIdentity } from './report-format.js';
 import { runPaced } from './pacer.js';
 import { type DeviceProvisioning, provisionDevices } from './provision.js';
+import { ConnectorDevice } from './connector-device.js';
+import { GameDayRig, checkControls, emulatorControlsOf } from './game-day-rig.js';
+import { planGameDay } from './game-day-plan.js';
+import { type EmulatorDelta, EmulatorControls, type EmulatorStatsView, statsDelta } from './emulator-controls.js';
+import { type FaultPlan, NETWORK_KINDS, type Scenario, scenarioIdentity } from './scenario.js';
 import { type EmulatorProcess, type SimulationTarget, startEmulatorProcess } from './target.js';
 
 /** Options of {@link runSimulation}: the settings, where to run, and hooks. */
@@ -34,6 +39,14 @@ export interface SimulationOptions extends SimulationSettings {
    * MQTT 5 run with the broker's Reason String the first time each refusal code is counted.
    */
   onWarning?: (message: string) => void;
+  /**
+   * A game day: the faults to play during the run ({@link parseScenario} or {@link readScenarioFile} make one), each
+   * `at` seconds from the start of connecting. The report then holds `faults` (each one's devices hit and time to
+   * heal) and, with the backend subscriber it turns on, `delivery` (messages delivered, lost, duplicated).
+   */
+  scenario?: Scenario;
+  /** How the scenario is named in its errors (its file name). @default its name */
+  scenarioSource?: string;
 }
 
 /**
@@ -57,6 +70,8 @@ const DRAIN_POLL_MS = 50;
  * within 0.5 to 10 s (its reconnect backoff), so in this time a fleet has tried and failed more than once.
  */
 export const BROKER_LOST_MS = 5_000;
+/** Time a run should leave after its last fault for the devices to come back (the connector's backoff reaches 60 s). */
+const HEAL_MARGIN_MS = 30_000;
 /** File descriptors a Node process uses besides the devices' sockets. */
 const RESERVED_FDS = 64;
 
@@ -72,12 +87,18 @@ export function openFileLimit(): number | undefined {
   }
 }
 
-function preflightWarnings(settings: ResolvedSettings): string[] {
+function preflightWarnings(settings: ResolvedSettings, plans: readonly FaultPlan[]): string[] {
   const warnings: string[] = [];
   const devices = settings.range[1] - settings.range[0];
   const limit = openFileLimit();
-  if (limit !== undefined && devices + RESERVED_FDS > limit) {
-    warnings.push(`${devices} devices need about ${devices + RESERVED_FDS} open files but the limit (ulimit -n) is ${limit}: raise it (ulimit -n ${Math.max(65_536, devices * 2)}) or use --shard`);
+  // Each device relayed through the fault relay costs two more descriptors (the relay's two sides).
+  const files = devices * (plans.some((p) => NETWORK_KINDS.has(p.kind)) ? 3 : 1) + RESERVED_FDS;
+  if (limit !== undefined && files > limit) {
+    warnings.push(`${devices} devices need about ${files} open files but the limit (ulimit -n) is ${limit}: raise it (ulimit -n ${Math.max(65_536, files * 2)}) or use --shard`);
+  }
+  const lastEnd = Math.max(0, ...plans.map((p) => p.atMs + p.forMs));
+  if (plans.length > 0 && settings.durationMs - lastEnd < HEAL_MARGIN_MS) {
+    warnings.push(`The last fault ends ${((settings.durationMs - lastEnd) / 1_000).toFixed(1)} s before the end of the run (--duration): devices not back online by then count as not healed; leave them ${HEAL_MARGIN_MS / 1_000} s or more`);
   }
   if (settings.shardConnectRate > 0 && (devices / settings.shardConnectRate) * 1_000 > settings.durationMs) {
     warnings.push(`At ${settings.connectRate} connects/s the last devices connect after ${Math.ceil(devices / settings.shardConnectRate)} s, later than the ${settings.durationMs / 1_000} s duration: they will not publish`);
@@ -109,7 +130,12 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
   // The embedded emulator listens on 127.0.0.1.
   checkAddressSpace(settings.range[1] - settings.range[0], settings.localAddresses, broker ?? { host: '127.0.0.1', port: 0 });
   if (settings.startAtMs !== null) checkStartAt(settings.startAtMs, wallClock());
-  for (const warning of preflightWarnings(settings)) options.onWarning?.(warning);
+  const gameDay = planGameDay(settings, options.scenario, options.scenarioSource, broker?.tls ?? false);
+  // A scenario's faults that act on an emulator need one: a target given by endpoint is asked whether it is one
+  // before anything starts (only then: a run against a warm store makes no request at all).
+  const givenControls = gameDay && given ? await emulatorControlsOf(given) : undefined;
+  if (gameDay && given) checkControls(gameDay, given, givenControls);
+  for (const warning of preflightWarnings(settings, gameDay?.plans ?? [])) options.onWarning?.(warning);
 
   const clock = options.clock ?? systemClock;
   const random = options.random ?? Math.random;
@@ -119,6 +145,9 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
   const identity = runIdentity(settings, describeTarget(given), {
     startAt: settings.startAtMs === null ? null : new Date(settings.startAtMs).toISOString(),
     localAddresses: settings.localAddresses === null ? null : [...settings.localAddresses],
+    client: settings.client,
+    consumer: gameDay?.consumer ?? false,
+    scenario: gameDay?.scenario ? scenarioIdentity(gameDay.scenario) : null,
   });
 
   let phase: SimulationProgress['phase'] = 'starting';
@@ -154,13 +183,14 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
   if (options.onProgress) progressTimer = clock.setTimeout(tick, settings.progressIntervalMs);
 
   let emulator: EmulatorProcess | undefined;
+  let rig: GameDayRig | undefined;
   // Fires when the run's broker is gone for good (its embedded emulator exited): the run stops as if aborted, and
   // its report says why (`brokerLost`), which fails it.
   const lost = new AbortController();
   try {
     enter('starting');
     if (!given) {
-      const own = await startEmulatorProcess({ qpsLimit: settings.apiQps, parentTopics: parentTopicsOf(settings.topic) });
+      const own = await startEmulatorProcess({ qpsLimit: settings.apiQps, parentTopics: parentTopicsOf(settings.topic), groups: [settings.groupId] });
       emulator = own;
       void own.lost.then((how) => {
         const of = settings.shard.count > 1 ? ` of shard ${settings.shard.index}/${settings.shard.count}` : '';
@@ -183,9 +213,25 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
     options.signal?.addEventListener('abort', onAbort, { once: true });
     lost.signal.addEventListener('abort', onAbort, { once: true });
     const reasonsShown = new Set<string>();
+    const runBroker = broker ?? brokerOf(target);
+    const controls = givenControls ?? (emulator ? await EmulatorControls.probe(emulator.target.provisioner.endpoint as string) : undefined);
+    const statsBefore: EmulatorStatsView | undefined = await controls?.stats().catch(() => undefined);
+    if (gameDay) {
+      rig = await GameDayRig.start({
+        plan: gameDay,
+        settings,
+        target,
+        broker: runBroker,
+        embedded: emulator !== undefined,
+        controls,
+        clock,
+        metrics,
+        ...(options.onWarning ? { onWarning: options.onWarning } : {}),
+      });
+    }
     const ctx: DeviceContext = {
       settings,
-      broker: broker ?? brokerOf(target),
+      broker: runBroker,
       metrics,
       clock,
       random,
@@ -198,13 +244,20 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
         reasonsShown.add(code);
         options.onWarning?.(`The broker's reason for ${code} (shown once per code): ${JSON.stringify(reasonString)}`);
       },
+      ...(rig?.heal ? { heal: rig.heal } : {}),
+      ...(rig?.ledger ? { ledger: rig.ledger } : {}),
     };
     const sources = settings.localAddresses;
-    const simulated = devices.map(({ index, credential }, k) => {
+    const simulated: FleetDevice[] = devices.map(({ index, credential }, k) => {
       const topic = expandTopic(settings.topicTemplate, { clientId: credential.clientId, index, group: settings.groupId });
-      return new SimulatedDevice(index, credential, topic, ctx, sources === null ? undefined : sources[k % sources.length]);
+      const route = rig?.route(index) ?? {};
+      if (settings.client === 'connector') {
+        const url = route.dial ? `${runBroker.tls ? 'mqtts' : 'mqtt'}://${route.dial.host}:${route.dial.port}` : target.brokerUrl;
+        return new ConnectorDevice(index, credential, topic, ctx, { brokerUrl: url, ...(route.ladder ? { ladder: route.ladder } : {}) });
+      }
+      return new SimulatedDevice(index, credential, topic, ctx, { ...route, ...(sources === null ? {} : { localAddress: sources[k % sources.length] as string }) });
     });
-    // Each device keeps only its signed CONNECT: let the credentials go. The embedded emulator's in-memory store is
+    // Each device keeps only what it connects with: let the credentials go. The embedded emulator's in-memory store is
     // ours and dies with the run; a store the caller gave is left alone.
     const provisionedIds = devices.map(({ credential }) => credential.clientId);
     devices.length = 0;
@@ -225,13 +278,14 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
       }
     }
     enter('connecting');
+    rig?.begin();
     let publishing = true;
     const ended = waitFor(clock, settings.durationMs, stop.signal);
     const startedCount = await runPaced(
       simulated.length,
       { rate: settings.shardConnectRate, maxInFlight: settings.maxConnectsInFlight, clock, random, signal: stop.signal },
       async (k) => {
-        const device = simulated[k] as SimulatedDevice;
+        const device = simulated[k] as FleetDevice;
         if (!(await device.start())) metrics.failedConnects += 1;
         else if (publishing) device.setPublishing(true);
       },
@@ -244,21 +298,60 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
     options.signal?.removeEventListener('abort', onAbort);
     lost.signal.removeEventListener('abort', onAbort);
     // A broker given by URL cannot say it is gone: judged by the devices, unless the user stopped the run.
-    if (!options.signal?.aborted) metrics.brokerLost ??= metrics.judgeBrokerLost(BROKER_LOST_MS);
+    // A game day's own fault in its last seconds (a partition of the whole fleet, say) is not a broker lost for good.
+    const faultAtTheEnd = gameDay?.plans.some((p) => p.atMs + p.forMs > settings.durationMs - BROKER_LOST_MS) ?? false;
+    if (!options.signal?.aborted && !faultAtTheEnd) metrics.brokerLost ??= metrics.judgeBrokerLost(BROKER_LOST_MS);
 
     enter('draining');
     for (const device of simulated) device.setPublishing(false);
     // Nothing more will be acknowledged by a broker that is gone.
-    if (metrics.brokerLost === undefined) await drain(clock, metrics, settings);
+    if (metrics.brokerLost === undefined) await drain(clock, metrics, settings, simulated, () => rig?.delivered() ?? true);
+    // A device not back online now is not healed; what was not delivered now is lost.
+    const played = await rig?.finish();
+    const emulatorDelta = await emulatorStats(controls, statsBefore, given, metrics, settings);
 
     enter('disconnecting');
     await Promise.all(simulated.map((device) => device.stop()));
     enter('done');
-    return metrics.report(clock.now() - started, identity);
+    return { ...metrics.report(clock.now() - started, identity), ...played, ...emulatorDelta };
   } finally {
     if (progressTimer !== undefined) clock.clearTimeout(progressTimer);
+    await rig?.close();
     await emulator?.close();
   }
+}
+
+/**
+ * What the emulator saw during the run (its OpenAPI calls, its rules' refusals), for the report: from the run's
+ * emulator (embedded, or given and probed for a game day); or, when the devices published and nothing was
+ * acknowledged, from a target given by endpoint that turns out to be an emulator, whose rules then say why (its
+ * counts since it started, as nothing was taken before).
+ */
+async function emulatorStats(
+  controls: EmulatorControls | undefined,
+  before: EmulatorStatsView | undefined,
+  given: SimulationTarget | undefined,
+  metrics: SimulationMetrics,
+  settings: ResolvedSettings,
+): Promise<{ emulator?: EmulatorDelta }> {
+  if (controls && before) {
+    const after = await controls.stats().catch(() => undefined);
+    return after ? { emulator: statsDelta(before, after) } : {};
+  }
+  if (!given || settings.qos === 0 || metrics.published === 0 || metrics.acked > 0) return {};
+  const after = await (await emulatorControlsOf(given))?.stats().catch(() => undefined);
+  return after ? { emulator: statsDelta({ actions: {}, mqtt: { rules: {} } }, after) } : {};
+}
+
+/** What the run needs of a device, raw or connector. */
+interface FleetDevice {
+  readonly index: number;
+  /** Connect (and subscribe); true once online. */
+  start(): Promise<boolean>;
+  setPublishing(on: boolean): void;
+  /** Messages it still holds (the connector's outbox); 0 for a raw device. */
+  readonly pending: number;
+  stop(): Promise<void>;
 }
 
 function brokerOf(target: SimulationTarget): BrokerAddress {
@@ -331,11 +424,15 @@ function waitFor(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-/** Wait until every QoS 1 publish is acknowledged and (when subscribing) delivered, or the drain timeout passes. */
-function drain(clock: Clock, metrics: SimulationMetrics, settings: ResolvedSettings): Promise<void> {
+/**
+ * Wait until no device has a message on its way (awaiting its PUBACK, or held by the connector's outbox), every
+ * message came back when subscribing, and `more` says the rest is in (the backend subscriber's deliveries), or the
+ * drain timeout passes.
+ */
+function drain(clock: Clock, metrics: SimulationMetrics, settings: ResolvedSettings, devices: readonly FleetDevice[], more: () => boolean): Promise<void> {
   const deadline = clock.now() + settings.drainTimeoutMs;
   const settled = (): boolean =>
-    (settings.qos === 0 || metrics.acked >= metrics.published) && (!settings.subscribe || metrics.delivered >= metrics.published);
+    devices.every((d) => d.pending === 0) && (!settings.subscribe || metrics.delivered >= metrics.published) && more();
   return new Promise((resolve) => {
     const check = (): void => {
       if (settled() || clock.now() >= deadline) resolve();
@@ -348,7 +445,8 @@ function drain(clock: Clock, metrics: SimulationMetrics, settings: ResolvedSetti
 /**
  * The error a run should end with, judged from its report: `EmulatorFailed` or `BrokerLost` when it lost its broker
  * for good (`brokerLost`), `TooManyOpenFiles` when the open-file limit was hit, `SimulationFailed` when a device could
- * not be provisioned or connected; `undefined` when every device connected.
+ * not be provisioned or connected, `NothingPublished` when the devices published and not one message got through;
+ * `undefined` otherwise.
  */
 export function simulationFailure(report: SimulationReport): SimulatorError | undefined {
   const lost = report.brokerLost;
@@ -361,7 +459,34 @@ export function simulationFailure(report: SimulationReport): SimulatorError | un
   if (unprovisioned > 0 || report.failedConnects > 0 || report.connected < report.provisioned) {
     return new SimulatorError('SimulationFailed', `${report.connected} of ${report.devices} devices connected (${unprovisioned} not provisioned, ${report.failedConnects} failed to connect)`);
   }
-  return undefined;
+  return nothingPublished(report);
+}
+
+/**
+ * `NothingPublished` when the devices connected and published but not one message got through: no QoS 1 PUBACK, or
+ * (with a backend subscriber) nothing delivered. The message names what the broker did instead: a refusal by reason
+ * code (MQTT 5), the emulator's rule that refused them, or sessions closed after each PUBLISH (MQTT 3.1.1's refusal).
+ */
+function nothingPublished(report: SimulationReport): SimulatorError | undefined {
+  if (report.interrupted || report.connected === 0 || report.run.publishIntervalMs === 0) return undefined;
+  const unacked = report.run.qos === 1 && report.published > 0 && report.acked === 0;
+  const undelivered = report.delivery !== undefined && report.delivery.accepted > 0 && report.delivery.delivered === 0;
+  if (!unacked && !undelivered) return undefined;
+  const what = unacked ? `${report.published} PUBLISH sent, 0 acknowledged` : `${report.delivery?.accepted} accepted, 0 delivered to the backend subscriber`;
+  const causes: string[] = [];
+  const refusals = Object.entries(report.errors).filter(([code]) => code.startsWith('PublishRejected'));
+  if (refusals.length > 0) causes.push(`the broker refused them (${refusals.map(([code, n]) => `${code} ${n}`).join(', ')})`);
+  for (const [rule, n] of Object.entries(report.emulator?.rules ?? {})) {
+    if (rule === 'parentTopic') {
+      const parent = report.run.topic.split('/')[0] ?? '';
+      causes.push(`PublishRejected by the parentTopic rule (${n} times): the parent topic ${JSON.stringify(parent)} does not exist on the instance (create it, or start the emulator with --parent-topics ${parent})`);
+    } else {
+      causes.push(`the emulator's rule ${rule} refused ${n} (see the README's rule table)`);
+    }
+  }
+  const lost = report.errors['ConnectionLost'] ?? 0;
+  if (lost > 0) causes.push(`the broker closed the session after publishing (ConnectionLost ${lost}, reconnects ${report.reconnects}; over MQTT 3.1.1 that is how a broker refuses a message)`);
+  return new SimulatorError('NothingPublished', `No message got through: ${what}${causes.length > 0 ? `; ${causes.join('; ')}` : ''}`);
 }
 
 /**

@@ -9,13 +9,21 @@ import type { MqttCredentials } from '../../src/signer/mqtt.js';
 import { rpcTimestamp, signRpc } from '../../src/signer/openapi.js';
 
 /**
- * Start an emulator (with `env: {}`, so generated keys, never the developer's real ones) before the suite or
- * before each test, and close it afterwards. Returns an accessor for the running emulator.
+ * The suite's tests name a GroupId of their own (`GID_rot`, `GID_a`…) to keep their ClientIds apart, as if each had
+ * been created in the console: the emulators they start accept any GroupId unless a test names its `groups`. The
+ * default list and its refusals have their own tests (test/integration/emulator-groups.test.ts), and the user-facing
+ * examples run on the default.
+ */
+export const ANY_GROUP = { groups: false } as const satisfies EmulatorOptions;
+
+/**
+ * Start an emulator (with `env: {}`, so generated keys, never the developer's real ones, and {@link ANY_GROUP}) before
+ * the suite or before each test, and close it afterwards. Returns an accessor for the running emulator.
  */
 export function useEmulator(options: EmulatorOptions = {}, scope: 'suite' | 'test' = 'suite'): () => Emulator {
   let emulator: Emulator | undefined;
   const start = async (): Promise<void> => {
-    emulator = await startEmulator({ env: {}, ...options });
+    emulator = await startEmulator({ env: {}, ...ANY_GROUP, ...options });
   };
   const stop = async (): Promise<void> => {
     await emulator?.close();

@@ -10,6 +10,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { startEmulator } from '../../src/emulator/index.js';
 import { CLI_BIN, tempDir } from '../helpers/cli.js';
 import { closedPort, startApiProxy } from '../helpers/http.js';
+import { ANY_GROUP } from '../helpers/emulator.js';
 
 interface Finished {
   code: number | null;
@@ -69,7 +70,7 @@ describe('a dead or wrong endpoint fails fast, naming it', () => {
   });
 
   it('provision pointed at the MQTT port: the port does not speak HTTP', async () => {
-    const emu = await startEmulator({ env: KEYS, wsPort: false });
+    const emu = await startEmulator({ env: KEYS, ...ANY_GROUP, wsPort: false });
     onTestFinished(() => emu.close());
     const endpoint = emu.mqttUrl.replace('mqtt://', 'http://');
     const run = await runCli(['provision', '--endpoint', endpoint, '--instance-id', emu.instanceId, '--group-id', 'GID_ff', '--count', '5', '--store', await tempDir()], KEYS);
@@ -84,7 +85,7 @@ describe('Ctrl+C and SIGTERM stop a long command at once, and say how to resume'
     ['SIGINT', 130],
     ['SIGTERM', 143],
   ] as const)('provision interrupted by %s exits %i with a summary and a resume hint; the rerun finishes the fleet', async (signal, exitCode) => {
-    const emu = await startEmulator({ env: KEYS, wsPort: false, latencyMs: { min: 100, max: 200 } });
+    const emu = await startEmulator({ env: KEYS, ...ANY_GROUP, wsPort: false, latencyMs: { min: 100, max: 200 } });
     onTestFinished(() => emu.close());
     const proxy = await startApiProxy(emu.apiEndpoint);
     const store = await tempDir();
@@ -120,7 +121,7 @@ describe('simulate fails before the run, not after it', () => {
   });
 
   it('--instance-id without --broker-url names the host it would try and the flag to pass', async () => {
-    const emu = await startEmulator({ env: KEYS, wsPort: false });
+    const emu = await startEmulator({ env: KEYS, ...ANY_GROUP, wsPort: false });
     onTestFinished(() => emu.close());
     const run = await runCli(['simulate', '--endpoint', emu.apiEndpoint, '--instance-id', 'mqtt-demo', '--devices', '90', '--store', await tempDir(), '--no-progress'], KEYS);
     expect(run.code).toBe(1);

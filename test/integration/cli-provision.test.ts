@@ -6,9 +6,10 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { CLI_BIN, cli, tempDir } from '../helpers/cli.js';
 import { startApiProxy } from '../helpers/http.js';
+import { ANY_GROUP } from '../helpers/emulator.js';
 
 async function emulator(options: EmulatorOptions = {}): Promise<Emulator> {
-  const emu = await startEmulator({ env: {}, ...options });
+  const emu = await startEmulator({ env: {}, ...ANY_GROUP, ...options });
   onTestFinished(() => emu.close());
   return emu;
 }

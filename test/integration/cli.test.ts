@@ -335,7 +335,7 @@ describe('connect to a TLS broker', () => {
 
 describe('emulator command (child process)', () => {
   it('prints one JSON line when ready and closes cleanly on SIGTERM', async () => {
-    const proc = await spawnCli(['emulator', '--mqtt-port', '0', '--ws-port', '0', '--api-port', '0', '--parent-topics', 'x', '--json']);
+    const proc = await spawnCli(['emulator', '--mqtt-port', '0', '--ws-port', '0', '--api-port', '0', '--parent-topics', 'x', '--groups', 'GID_cli', '--json']);
     const info = JSON.parse(proc.firstLine);
     expect(Object.keys(info)).toEqual(['mqttUrl', 'wsUrl', 'apiEndpoint', 'instanceId', 'accessKeyId', 'accessKeySecret']);
     expect(info.mqttUrl).toMatch(/^mqtt:\/\/127\.0\.0\.1:\d+$/);

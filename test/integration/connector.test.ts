@@ -10,6 +10,7 @@ import { type Emulator, startEmulator } from '../../src/emulator/index.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { closedPort } from '../helpers/http.js';
 import { type TcpProxy, expectRoundTrip, startProxy } from '../helpers/mqtt.js';
+import { ANY_GROUP } from '../helpers/emulator.js';
 
 let emulator: Emulator;
 let api: RPCClient;
@@ -17,7 +18,7 @@ const open: DeviceConnection[] = [];
 const proxies: TcpProxy[] = [];
 
 beforeEach(async () => {
-  emulator = await startEmulator({ env: {}, parentTopics: ['conn', 't', 'a', 'after', 'demo', 'down', 'flush', 'gone'] });
+  emulator = await startEmulator({ env: {}, ...ANY_GROUP, parentTopics: ['conn', 't', 'a', 'after', 'demo', 'down', 'flush', 'gone'] });
   api = new RPCClient({ endpoint: emulator.apiEndpoint, apiVersion: '2020-04-20', accessKeyId: emulator.accessKeyId, accessKeySecret: emulator.accessKeySecret });
 });
 

@@ -36,7 +36,7 @@ function expectError(reply: RawReply, status: number, code: string): void {
   expect(Object.keys(reply.body).sort()).toEqual(['Code', 'HostId', 'Message', 'Recommend', 'RequestId']);
   expect(reply.body['Code']).toBe(code);
   expect(reply.body['RequestId']).toMatch(UUID_UPPER);
-  expect(reply.body['HostId']).toBe('onsmqtt.127.0.0.1');
+  expect(reply.body['HostId']).toBe('onsmqtt.cn-hangzhou.aliyuncs.com');
   expect(reply.body['Recommend']).toBe(
     `https://api.aliyun.com/troubleshoot?q=${code}&product=OnsMqtt&requestId=${String(reply.body['RequestId'])}`,
   );
@@ -101,15 +101,17 @@ describe('OpenAPI emulator: the five actions through the real pop-core', () => {
     expect(second.UpdateTime).toBe(second.CreateTime);
   });
 
-  it('serves GET as well as POST, for every action', async () => {
+  it('refuses GET of the four POST-only credential operations (404 InvalidAction.NotFound, nothing changed); List takes GET', async () => {
     const e = emu();
     const params = { ClientId: 'GID_get@@@dev', InstanceId: e.instanceId };
-    const reg = await callApi<CredentialBody>(e, 'RegisterDeviceCredential', params, 'GET');
-    expect((await callApi<CredentialBody>(e, 'GetDeviceCredential', params, 'GET')).DeviceCredential).toEqual(reg.DeviceCredential);
-    await callApi(e, 'RefreshDeviceCredential', params, 'GET');
+    for (const action of ['RegisterDeviceCredential', 'GetDeviceCredential', 'RefreshDeviceCredential', 'UnRegisterDeviceCredential']) {
+      const refused = await apiFailure(callApi(e, action, params, 'GET'));
+      expect([action, refused.code, refused.entry.response.statusCode]).toEqual([action, 'InvalidAction.NotFound', 404]);
+    }
+    expect((await apiFailure(callApi(e, 'GetDeviceCredential', params))).code).toBe('DeviceCredentialNotFound');
+    await callApi(e, 'RegisterDeviceCredential', params);
     const list = await callApi<ListBody>(e, 'ListDeviceCredentialClientId', { InstanceId: e.instanceId, GroupId: 'GID_get', PageSize: '1' }, 'GET');
     expect(list.DeviceCredentialClientIdList.ClientIdList).toEqual(['GID_get@@@dev']);
-    await callApi(e, 'UnRegisterDeviceCredential', params, 'GET');
   });
 
   it('pages ListDeviceCredentialClientId by PageNo and by NextToken, sorted, strings for numbers', async () => {

@@ -8,11 +8,12 @@ import type { IDisconnectPacket } from 'mqtt-packet';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { accountLogin, captureLogger } from '../helpers/broker.js';
-import { connectMqtt, connectWithInbox, subscribed } from '../helpers/emulator.js';
+import { ANY_GROUP, connectMqtt, connectWithInbox, subscribed } from '../helpers/emulator.js';
 import { rawLogin } from '../helpers/raw-mqtt.js';
 
+/** Offline messages at once: these tests are about what a session holds, not the pace it gets it at (emulator-offline-pace.test.ts). */
 async function startOwn(options: EmulatorOptions = {}): Promise<Emulator> {
-  const e = await startEmulator({ env: {}, wsPort: false, ...options });
+  const e = await startEmulator({ env: {}, ...ANY_GROUP, wsPort: false, offlineDelivery: 'immediate', ...options });
   onTestFinished(() => e.close());
   return e;
 }

@@ -159,7 +159,7 @@ describe('broker: listeners and shutdown', () => {
   });
 
   it('closes promptly with live MQTT, WebSocket, idle TCP and keep-alive HTTP connections; close is idempotent', async () => {
-    const e = await startEmulator({ env: {} });
+    const e = await startEmulator({ env: {}, groups: ['GID_close'] });
     const creds = signDeviceCredential(await registerDevice(e, 'GID_close@@@dev'));
     const tcpClient = await connectMqtt(e.mqttUrl, creds);
     const wsClient = await connectMqtt(e.wsUrl ?? '', { ...creds, clientId: 'GID_close@@@dev2' }, {

@@ -45,7 +45,8 @@ async function withCliEmulator(args: string[], use: (ready: Ready) => Promise<vo
     env: {},
     interrupted: () => interrupted,
   };
-  const run = runCli(['emulator', '--mqtt-port', '0', '--ws-port', '0', '--api-port', '0', '--json', ...args], io);
+  // The instance has the tests' GroupId GID_cli.
+  const run = runCli(['emulator', '--mqtt-port', '0', '--ws-port', '0', '--api-port', '0', '--groups', 'GID_cli', '--json', ...args], io);
   const first = await Promise.race([ready, run.then(() => undefined)]);
   try {
     if (first !== undefined) await use(JSON.parse(first) as Ready);
@@ -74,6 +75,33 @@ describe('apsaramq-device emulator: fault flags', () => {
       expect(error?.code).toBe('Throttling.User');
     });
     expect(result).toEqual({ code: 0, stderr: '' });
+  });
+
+  it('the fidelity flags become options: GET accepted, another region and instance code, a GroupId refused with 5, MQTT 3.1 accepted', async () => {
+    const flags = ['--get-on-post-only', 'accept', '--region-id', 'ap-southeast-1', '--unknown-instance-code', 'MqttInstanceNotFound', '--rate-limit-mode', 'token-bucket',
+      '--unknown-group-refusal', 'not-authorized', '--revoked-credential-refusal', 'not-authorized', '--mqtt31', 'accept', '--p2p-topic-length', 'whole',
+      '--keep-alive-zero', 'allow', '--oversized-messages', 'disconnect', '--offline-delivery', 'paced', '--offline-detection-delay-ms', '1-2',
+      '--offline-batch-size', '5', '--offline-batch-interval-ms', '10'];
+    const result = await withCliEmulator(flags, async (ready) => {
+      const client = new RPCClient({ endpoint: ready.apiEndpoint, apiVersion: '2020-04-20', accessKeyId: ready.accessKeyId, accessKeySecret: ready.accessKeySecret });
+      // pop-core's default method is GET.
+      await client.request('RegisterDeviceCredential', { ClientId: 'GID_cli@@@flags', InstanceId: ready.instanceId });
+      const other = (await client.request('GetDeviceCredential', { ClientId: 'GID_cli@@@flags', InstanceId: 'mqtt-cn-other' }).catch((e: unknown) => e)) as PopCoreError;
+      expect([other.code, other.data['HostId']]).toEqual(['MqttInstanceNotFound', 'onsmqtt.ap-southeast-1.aliyuncs.com']);
+      const refused = (await connectAsync(ready.mqttUrl, { ...signSignature({ ...ready, clientId: 'GID_other@@@dev' }), protocolVersion: 4, reconnectPeriod: 0 }).catch((e: unknown) => e)) as { code: number };
+      expect(refused.code).toBe(5);
+      const v31 = await connectAsync(ready.mqttUrl, { ...signSignature({ ...ready, clientId: 'GID_cli@@@v31' }), protocolVersion: 3, reconnectPeriod: 0 });
+      await v31.endAsync();
+    });
+    expect(result.code).toBe(0);
+    // The refused GroupId is one line on stderr naming its flags.
+    expect(result.stderr).toMatch(/^warn MQTT rule groupId \(option groups and unknownGroupRefusal, flag --groups and --unknown-group-refusal\): GID_other@@@dev: GroupId GID_other was not created/);
+  });
+
+  it.each([['--rate-limit-mode', 'leaky'], ['--offline-delivery', 'later'], ['--offline-detection-delay-ms', '10-5'], ['--offline-batch-size', '0'], ['--region-id', 'Not A Region']])('%s %s is refused before anything starts', async (flag, value) => {
+    const result = await failing([flag, value]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(flag);
   });
 
   it('--kick-on-revoke drops the live session when its credential is refreshed', async () => {

@@ -7,11 +7,11 @@ import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/em
 import { isApsaraMqDeviceError } from '../../src/errors.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { cli, spawnCli, tempDir } from '../helpers/cli.js';
-import { apiClient, callApi, connackCode, registerDevice } from '../helpers/emulator.js';
+import { ANY_GROUP, apiClient, callApi, connackCode, registerDevice } from '../helpers/emulator.js';
 
 /** Start an emulator on free ports with generated keys unless told otherwise; closed when the test ends. */
 async function start(options: EmulatorOptions, opened: Emulator[]): Promise<Emulator> {
-  const emulator = await startEmulator({ env: {}, wsPort: false, ...options });
+  const emulator = await startEmulator({ env: {}, ...ANY_GROUP, wsPort: false, ...options });
   opened.push(emulator);
   return emulator;
 }
@@ -19,7 +19,7 @@ async function start(options: EmulatorOptions, opened: Emulator[]): Promise<Emul
 /** The error `startEmulator` rejects with. */
 async function startFailure(options: EmulatorOptions): Promise<Error> {
   try {
-    const emulator = await startEmulator({ env: {}, wsPort: false, ...options });
+    const emulator = await startEmulator({ env: {}, ...ANY_GROUP, wsPort: false, ...options });
     await emulator.close();
   } catch (error) {
     return error as Error;

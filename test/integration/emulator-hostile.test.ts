@@ -9,12 +9,12 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import WebSocket from 'ws';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { accountLogin, captureLogger, ended } from '../helpers/broker.js';
-import { connectMqtt, connectWithInbox, type InboxClient } from '../helpers/emulator.js';
+import { ANY_GROUP, type InboxClient, connectMqtt, connectWithInbox } from '../helpers/emulator.js';
 import { rawLogin, rawSocket } from '../helpers/raw-mqtt.js';
 
 /** An emulator of this test only (closed when it finishes). */
 async function startOwn(options: EmulatorOptions = {}): Promise<Emulator> {
-  const e = await startEmulator({ env: {}, ...options });
+  const e = await startEmulator({ env: {}, ...ANY_GROUP, ...options });
   onTestFinished(() => e.close());
   return e;
 }

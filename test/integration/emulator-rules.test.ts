@@ -9,7 +9,7 @@ import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/em
 import type { MqttCredentials } from '../../src/signer/mqtt.js';
 import { accountLogin, captureLogger, device, ended, type Ending } from '../helpers/broker.js';
 import { spawnCli } from '../helpers/cli.js';
-import { connackCode, connectMqtt, connectWithInbox, useEmulator } from '../helpers/emulator.js';
+import { ANY_GROUP, callApi, connackCode, connectMqtt, connectWithInbox, useEmulator } from '../helpers/emulator.js';
 import { rawLogin } from '../helpers/raw-mqtt.js';
 
 const VERSIONS = [4, 5] as const;
@@ -139,7 +139,8 @@ describe('rule: at most 30 subscriptions per client (reference §5.6)', () => {
   });
 
   it.each(VERSIONS)('a persistent session gets no offline messages for a filter it was refused in the same SUBSCRIBE as a granted one (MQTT %i)', async (version) => {
-    const own = await startOwn({ maxSubscriptions: 1 });
+    // Immediate: this test is about what is queued, not when it comes (the pace has its own tests).
+    const own = await startOwn({ maxSubscriptions: 1, offlineDelivery: 'immediate' });
     const login = accountLogin(own, 'GID_subs@@@persist');
     const session = { clean: false, ...(version === 5 ? { properties: { sessionExpiryInterval: 600 } } : {}) };
     expect(await granted(own, login, version, [{ topic: 'demo/granted', qos: 1 }, { topic: 'demo/refused', qos: 1 }], session)).toEqual([1, DENIED[version]]);
@@ -178,15 +179,128 @@ describe('rule: Keep Alive capped at 8 minutes (reference §8.2)', () => {
 });
 
 describe('rule: message size, body at most 64 KB (reference §5.7, §8.2)', () => {
-  const emu = useEmulator({ maxPayloadBytes: 10 }, 'test');
+  const logger = captureLogger();
+  const emu = useEmulator({ maxPayloadBytes: 10, logger }, 'test');
 
-  it.each(VERSIONS)('a payload over maxPayloadBytes disconnects the publisher; the limit itself passes (MQTT %i)', async (version) => {
+  it.each(VERSIONS)('discard (default): a payload over maxPayloadBytes is acknowledged and delivered to no one; the client stays (MQTT %i)', async (version) => {
     const e = emu();
-    const client = await connectMqtt(e.mqttUrl, accountLogin(e, 'GID_size@@@ok'), { protocolVersion: version });
+    const sub = await connectWithInbox(e.mqttUrl, accountLogin(e, 'GID_size@@@sub'), { protocolVersion: version });
+    await sub.client.subscribeAsync('demo/#', { qos: 1 });
+    const client = await connectMqtt(e.mqttUrl, accountLogin(e, `GID_size@@@big${version}`), { protocolVersion: version });
+    // QoS 1 and 2 get their acknowledgement as for any message: the service discards, it does not refuse.
+    await client.publishAsync('demo/x', '0123456789a', { qos: 1 });
+    await client.publishAsync('demo/x', '0123456789b', { qos: 2 });
+    await client.publishAsync('demo/x', '0123456789', { qos: 1 });
+    // The one at the limit arrives first and alone: the larger ones went nowhere.
+    expect(await sub.next()).toEqual(['demo/x', '0123456789']);
+    expect(client.connected).toBe(true);
+    await Promise.all([client.endAsync(), sub.client.endAsync()]);
+    expect(e.stats().mqtt.rules).toEqual({ payloadSize: 2 });
+    expect(logger.lines.filter((l) => l.includes(`MQTT rule payloadSize (option maxPayloadBytes and oversizedMessages, flag --max-payload-bytes and --oversized-messages): GID_size@@@big${version}: PUBLISH payload of 11 bytes, over the limit of 10 — discarded`))).toHaveLength(2);
+  });
+
+  it.each(VERSIONS)('oversizedMessages: disconnect: the publisher is disconnected instead (MQTT %i, MQTT 5 with 0x95)', async (version) => {
+    const own = await startOwn({ maxPayloadBytes: 10, oversizedMessages: 'disconnect' });
+    const client = await connectMqtt(own.mqttUrl, accountLogin(own, 'GID_size@@@ok'), { protocolVersion: version });
     await client.publishAsync('demo/x', '0123456789', { qos: 1 });
     await client.endAsync();
-    expectDisconnected(version, await refusedPublish(e, 'GID_size@@@big', version, 'demo/x', '0123456789a'), 0x95, 'payloadSize', 'maxPayloadBytes');
-    expect(e.stats().mqtt.rules).toEqual({ payloadSize: 1 });
+    expectDisconnected(version, await refusedPublish(own, 'GID_size@@@big', version, 'demo/x', '0123456789a'), 0x95, 'payloadSize', 'maxPayloadBytes and oversizedMessages');
+    expect(own.stats().mqtt.rules).toEqual({ payloadSize: 1 });
+  });
+});
+
+describe('rule: GroupIds created beforehand (reference §5.1)', () => {
+  const logger = captureLogger();
+  const emu = useEmulator({ groups: ['GID_made'], logger }, 'test');
+  const CONNACK = { 'identifier-rejected': { 4: 2, 5: 0x85 }, 'not-authorized': { 4: 5, 5: 0x87 } } as const;
+
+  it.each(VERSIONS)('a ClientId of a GroupId not created is refused once its login verifies: CONNACK 2 / 0x85 (MQTT %i)', async (version) => {
+    const e = emu();
+    expect(await connackCode(e.mqttUrl, accountLogin(e, 'GID_made@@@dev'), { protocolVersion: version })).toBe(0);
+    expect(await connackCode(e.mqttUrl, accountLogin(e, `GID_nogroupcreated@@@x${version}`), { protocolVersion: version })).toBe(CONNACK['identifier-rejected'][version]);
+    // A login that does not verify is told so first, whatever its group.
+    expect(await connackCode(e.mqttUrl, { ...accountLogin(e, `GID_nogroupcreated@@@x${version}`), password: 'wrong' }, { protocolVersion: version })).toBe(version === 5 ? 0x86 : 4);
+    expect(e.stats().mqtt.rules).toEqual({ groupId: 1 });
+    expect(logger.lines.filter((l) => l.includes(`MQTT rule groupId (option groups and unknownGroupRefusal, flag --groups and --unknown-group-refusal): GID_nogroupcreated@@@x${version}: GroupId GID_nogroupcreated was not created on the instance`))).toHaveLength(1);
+  });
+
+  it.each(VERSIONS)('unknownGroupRefusal: not-authorized answers 5 / 0x87 (MQTT %i); the default groups are GID_demo, GID_test and GID_sim', async (version) => {
+    const own = await startEmulator({ env: {}, unknownGroupRefusal: 'not-authorized' });
+    onTestFinished(() => own.close());
+    for (const group of ['GID_demo', 'GID_test', 'GID_sim']) expect(await connackCode(own.mqttUrl, accountLogin(own, `${group}@@@dev`), { protocolVersion: version })).toBe(0);
+    expect(await connackCode(own.mqttUrl, accountLogin(own, 'GID_sensors@@@dev'), { protocolVersion: version })).toBe(CONNACK['not-authorized'][version]);
+  });
+});
+
+describe('rule: MQTT 3.1.1 and 5 only (reference §5.5, §8.2)', () => {
+  const emu = useEmulator({}, 'test');
+
+  it('an MQTT 3.1 CONNECT gets CONNACK 1 (unacceptable protocol version), counted under mqtt31; mqtt31: accept lets it in', async () => {
+    const e = emu();
+    const login = accountLogin(e, 'GID_v31@@@dev');
+    const { raw, connack } = await rawLogin(e.mqttUrl, login, 3);
+    expect(connack).toMatchObject({ returnCode: 1 });
+    await raw.closed;
+    expect(e.stats().mqtt).toMatchObject({ rules: { mqtt31: 1 }, connacks: { 1: 1 } });
+    const own = await startOwn({ mqtt31: 'accept' });
+    expect((await rawLogin(own.mqttUrl, accountLogin(own, 'GID_v31@@@dev'), 3)).connack).toMatchObject({ returnCode: 0 });
+  });
+});
+
+describe('rule: a P2P topic counts its parent against the 64 characters (reference §5.6)', () => {
+  const emu = useEmulator({}, 'test');
+  // 61 characters: `demo/p2p/<it>` is 70, over 64 if the ClientId counted.
+  const longId = `GID_p2p@@@${'d'.repeat(51)}`;
+
+  it.each(VERSIONS)('a 61-character ClientId gets P2P messages under demo/ (MQTT %i); p2pTopicLength: whole refuses them', async (version) => {
+    const e = emu();
+    expect(longId).toHaveLength(61);
+    const target = await connectWithInbox(e.mqttUrl, accountLogin(e, longId), { protocolVersion: version });
+    const sender = await connectMqtt(e.mqttUrl, accountLogin(e, 'GID_p2p@@@sender'), { protocolVersion: version });
+    await sender.publishAsync(`demo/p2p/${longId}`, 'to you', { qos: 1 });
+    expect(await target.next()).toEqual([`demo/p2p/${longId}`, 'to you']);
+    await Promise.all([sender.endAsync(), target.client.endAsync()]);
+    expect(e.stats().mqtt.rules).toEqual({});
+    const whole = await startOwn({ p2pTopicLength: 'whole' });
+    expectDisconnected(version, await refusedPublish(whole, 'GID_p2p@@@sender', version, `demo/p2p/${longId}`, 'm'), 0x90, 'topicLength', 'maxTopicLength and p2pTopicLength');
+  });
+});
+
+describe('rule: a revoked DeviceCredential (reference §0, §5.4)', () => {
+  const emu = useEmulator({}, 'test');
+
+  it.each(VERSIONS)('bad-username-or-password (default) answers 4 / 0x86, not-authorized 5 / 0x87 when its password verifies (MQTT %i)', async (version) => {
+    for (const [policy, code] of [['bad-username-or-password', version === 5 ? 0x86 : 4], ['not-authorized', version === 5 ? 0x87 : 5]] as const) {
+      const e = policy === 'bad-username-or-password' ? emu() : await startOwn({ revokedCredentialRefusal: policy });
+      const old = await device(e, `GID_rev@@@dev-${version}`);
+      await refreshOf(e, old.clientId);
+      expect(await connackCode(e.mqttUrl, old, { protocolVersion: version }), policy).toBe(code);
+      // A password that does not verify against the revoked key is "bad" whatever the policy.
+      expect(await connackCode(e.mqttUrl, { ...old, password: 'wrong' }, { protocolVersion: version }), policy).toBe(version === 5 ? 0x86 : 4);
+    }
+  });
+});
+
+describe('rule: Keep Alive 0 (reference silent)', () => {
+  const emu = useEmulator({}, 'test');
+
+  it('cap (default) lowers it to the cap like a longer one; keepAliveZero: allow keeps it (MQTT 3.1.1 and 5)', async () => {
+    const e = emu();
+    expect((await rawLogin(e.mqttUrl, accountLogin(e, 'GID_ka@@@zero5'), 5, { keepalive: 0 })).connack.properties).toMatchObject({ serverKeepAlive: 480 });
+    expect((await rawLogin(e.mqttUrl, accountLogin(e, 'GID_ka@@@zero4'), 4, { keepalive: 0 })).connack).toMatchObject({ returnCode: 0 });
+    expect(e.stats().mqtt.rules).toEqual({ keepAlive: 2 });
+    const own = await startOwn({ keepAliveZero: 'allow', maxKeepAliveSeconds: 1 });
+    const v5 = await rawLogin(own.mqttUrl, accountLogin(own, 'GID_ka@@@allow5'), 5, { keepalive: 0 });
+    expect(v5.connack.reasonCode).toBe(0);
+    expect(v5.connack.properties ?? {}).not.toHaveProperty('serverKeepAlive');
+    const v4 = await rawLogin(own.mqttUrl, accountLogin(own, 'GID_ka@@@allow4'), 4, { keepalive: 0 });
+    expect(v4.connack).toMatchObject({ returnCode: 0 });
+    // A silent client with Keep Alive 1 is dropped after 1.5 s; the silent one with 0 is still there after it.
+    const capped = await rawLogin(own.mqttUrl, accountLogin(own, 'GID_ka@@@one'), 4, { keepalive: 1 });
+    await capped.raw.closed;
+    v4.raw.send({ cmd: 'pingreq' });
+    await v4.raw.next('pingresp');
+    expect(own.stats().mqtt.rules).toEqual({});
   });
 });
 
@@ -326,7 +440,7 @@ describe('lenient: every rule off, a plain MQTT broker', () => {
 
 describe('rules from the command line', () => {
   it('--parent-topics and the limits become options, and each refusal is one line on stderr naming the rule and its flag', async () => {
-    const proc = await spawnCli(['emulator', '--mqtt-port', '0', '--no-ws', '--api-port', '0', '--parent-topics', 'fleet', '--max-subscriptions', '1', '--json']);
+    const proc = await spawnCli(['emulator', '--mqtt-port', '0', '--no-ws', '--api-port', '0', '--parent-topics', 'fleet', '--groups', 'GID_cli', '--max-subscriptions', '1', '--json']);
     const info = JSON.parse(proc.firstLine) as { mqttUrl: string; apiEndpoint: string; instanceId: string; accessKeyId: string; accessKeySecret: string };
     const login = accountLogin(info as unknown as Emulator, 'GID_cli@@@dev');
     const client = await connectMqtt(info.mqttUrl, login);
@@ -372,9 +486,14 @@ describe('rule options', () => {
   });
 });
 
+/** RefreshDeviceCredential through pop-core: the old key stops authenticating. */
+async function refreshOf(e: Emulator, clientId: string): Promise<void> {
+  await callApi(e, 'RefreshDeviceCredential', { ClientId: clientId, InstanceId: e.instanceId });
+}
+
 /** An emulator of this test only (closed when it finishes). */
 async function startOwn(options: EmulatorOptions): Promise<Emulator> {
-  const e = await startEmulator({ env: {}, ...options });
+  const e = await startEmulator({ env: {}, ...ANY_GROUP, ...options });
   onTestFinished(() => e.close());
   return e;
 }

@@ -57,8 +57,11 @@ describe('Signature V3: the official @alicloud/openapi-client with its default c
     const client = officialClient(e);
     const params = { ClientId: 'GID_v3@@@form-1', InstanceId: e.instanceId };
     const registered = await officialCall<CredentialBody>(client, 'RegisterDeviceCredential', params, { where: 'body' });
-    const got = await officialCall<CredentialBody>(client, 'GetDeviceCredential', params, { method: 'GET' });
+    const got = await officialCall<CredentialBody>(client, 'GetDeviceCredential', params);
     expect(got.body.DeviceCredential).toEqual(registered.body.DeviceCredential);
+    // GET with the query: ListDeviceCredentialClientId takes it (the credential operations are POST only).
+    const listed = await officialCall<ListBody>(client, 'ListDeviceCredentialClientId', { InstanceId: e.instanceId, GroupId: 'GID_v3', PageSize: '100' }, { method: 'GET' });
+    expect(listed.body.DeviceCredentialClientIdList.ClientIdList).toContain('GID_v3@@@form-1');
   });
 
   it('a wrong secret is SignatureDoesNotMatch with the server string to sign; a wrong key id is InvalidAccessKeyId.NotFound', async () => {
@@ -185,7 +188,7 @@ function expectCode(reply: HandReply, status: number, code: string, message?: Re
 describe('Signature V3: verified against a signer written independently in the test', () => {
   const emu = useEmulator();
 
-  it('accepts a correctly signed request (query, form body, GET), which proves the hand signer agrees with the emulator', async () => {
+  it('accepts a correctly signed request (query, form body, GET of List), which proves the hand signer agrees with the emulator', async () => {
     const e = emu();
     const registered = await handSigned(e, { action: 'RegisterDeviceCredential', query: { ClientId: 'GID_hand@@@ok', InstanceId: e.instanceId } });
     expect(registered.status).toBe(200);
@@ -193,7 +196,8 @@ describe('Signature V3: verified against a signer written independently in the t
     const got = await handSigned(e, { query: {}, body: form, contentType: 'application/x-www-form-urlencoded' });
     expect(got.status).toBe(200);
     expect(got.body['DeviceCredential']).toEqual(registered.body['DeviceCredential']);
-    const viaGet = await handSigned(e, { method: 'GET', query: { ClientId: 'GID_hand@@@ok', InstanceId: e.instanceId, 'Odd name*': "it's (odd) ~ ok" } });
+    // GET of an action that takes it (the credential operations are POST only).
+    const viaGet = await handSigned(e, { method: 'GET', action: 'ListDeviceCredentialClientId', query: { GroupId: 'GID_hand', InstanceId: e.instanceId, PageSize: '10', 'Odd name*': "it's (odd) ~ ok" } });
     expect(viaGet.status).toBe(200);
   });
 

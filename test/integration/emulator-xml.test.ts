@@ -69,7 +69,7 @@ describe('Format=XML', () => {
     expect(missing.type).toBe('text/xml;charset=utf-8');
     const error = missing.doc['Error'] as Record<string, string>;
     expect(Object.keys(error)).toEqual(['RequestId', 'HostId', 'Code', 'Message', 'Recommend']);
-    expect(error).toMatchObject({ Code: 'DeviceCredentialNotFound', HostId: 'onsmqtt.127.0.0.1' });
+    expect(error).toMatchObject({ Code: 'DeviceCredentialNotFound', HostId: 'onsmqtt.cn-hangzhou.aliyuncs.com' });
     expect(error['Recommend']).toContain('&product=OnsMqtt&requestId=');
 
     const badSignature = await xmlCall(e, 'GetDeviceCredential', { ClientId: 'GID_xml@@@none', InstanceId: e.instanceId }, { secret: 'wrong' });

@@ -5,13 +5,13 @@ import { FileCredentialStore, type FleetOptions, provisionFleet, RegistrationJou
 import { classifyFailure } from '../../src/provisioner/retry.js';
 import { ApiError } from '../../src/errors.js';
 import { tempDir } from '../helpers/cli.js';
-import { registerDevice } from '../helpers/emulator.js';
+import { ANY_GROUP, registerDevice } from '../helpers/emulator.js';
 
 /** Retries without waiting: these tests check what happens, not how long it takes. */
 const FAST = { minDelayMs: 0, maxDelayMs: 1, maxAttempts: 30 } as const;
 
 async function emulator(options: EmulatorOptions = {}): Promise<Emulator> {
-  const emu = await startEmulator({ env: {}, ...options });
+  const emu = await startEmulator({ env: {}, ...ANY_GROUP, ...options });
   onTestFinished(() => emu.close());
   return emu;
 }

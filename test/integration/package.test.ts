@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -81,7 +82,11 @@ describe('the published package', () => {
     const { stdout } = await run(process.execPath, ['-e', script], { cwd: project });
     expect(JSON.parse(stdout)).toEqual({ same: true, copyIsAnother: true, names: true });
     // Every entry with a CommonJS copy ships it; the CLI and the vitest adapter have none.
-    for (const entry of ['index', 'provisioner/index', 'emulator/public', 'simulator/index', 'testing/index', 'testing/jest', 'testing/node-test']) expect(files).toContain(`package/dist/${entry}.cjs`);
+    // Read from the exports map, so that a renamed entry cannot leave a stale name here.
+    const exportsMap = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).exports as Record<string, { require?: string } | string>;
+    const required = Object.values(exportsMap).flatMap((target) => (typeof target === 'object' && target.require ? [target.require] : []));
+    expect(required.length).toBeGreaterThanOrEqual(7);
+    for (const target of required) expect(files).toContain(`package/${target.replace(/^\.\//, '')}`);
     expect(files.filter((f) => f.startsWith('package/dist/cli/') && f.endsWith('.cjs'))).toEqual([]);
     expect(files).not.toContain('package/dist/testing/vitest.cjs');
   });

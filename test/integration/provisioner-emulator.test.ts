@@ -6,7 +6,7 @@ import { type Emulator, type EmulatorOptions, startEmulator } from '../../src/em
 import { ApiError } from '../../src/errors.js';
 import { FileCredentialStore, OpenApiClient, Provisioner, type ProvisionerOptions } from '../../src/provisioner/index.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
-import { connackCode } from '../helpers/emulator.js';
+import { ANY_GROUP, connackCode } from '../helpers/emulator.js';
 
 const CLIENT = 'GID_prov@@@dev-1';
 
@@ -25,7 +25,7 @@ afterEach(async () => {
 });
 
 async function emulator(options: EmulatorOptions = {}): Promise<Emulator> {
-  const emu = await startEmulator({ env: {}, ...options });
+  const emu = await startEmulator({ env: {}, ...ANY_GROUP, ...options });
   emulators.push(emu);
   return emu;
 }

@@ -9,7 +9,7 @@ import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/em
 import { FileCredentialStore, type FleetOptions, Provisioner, provisionFleet } from '../../src/provisioner/index.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { CLI_BIN, tempDir } from '../helpers/cli.js';
-import { connackCode } from '../helpers/emulator.js';
+import { ANY_GROUP, connackCode } from '../helpers/emulator.js';
 
 /**
  * One registrar per device, whatever runs at the same time against one store: in-process callers, `connect` and
@@ -18,7 +18,7 @@ import { connackCode } from '../helpers/emulator.js';
  */
 
 async function emulator(options: EmulatorOptions = {}): Promise<Emulator> {
-  const emu = await startEmulator({ env: {}, ...options });
+  const emu = await startEmulator({ env: {}, ...ANY_GROUP, ...options });
   onTestFinished(() => emu.close());
   return emu;
 }

@@ -12,6 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DeviceCredential } from '../../src/credential.js';
 import { renderReportHtml } from '../../src/simulator/html.js';
 import { runSimulation } from '../../src/simulator/run.js';
+import { parseScenario } from '../../src/simulator/scenario.js';
+import { mergeReports } from '../../src/simulator/report.js';
 import { emulatorTarget } from '../../src/simulator/target.js';
 import type { SimulationReport } from '../../src/simulator/report-format.js';
 import { tempDir } from '../helpers/cli.js';
@@ -27,6 +29,8 @@ const BLUE = [0x1f, 0x77, 0xb4];
 /** delivered/s, drawn last over published/s and acked/s (equal when every message comes back). */
 const ORANGE = [0xff, 0x7f, 0x0e];
 const GREEN = [0x2c, 0xa0, 0x2c];
+/** The colour faults are marked in on every time chart (see PAGE_SCRIPT's FAULT). */
+const MAGENTA = [0xe7, 0x29, 0x8a];
 
 interface PageResult {
   consoleErrors: string[];
@@ -35,6 +39,8 @@ interface PageResult {
   /** Per chart id: pixels of the canvas drawn in the given colour, and pixels that are not blank at all. */
   pixels: Record<string, { colour: number; drawn: number }>;
   notes: string[];
+  /** The faults table, row by row (the header first). */
+  faultRows: string[][];
 }
 
 /**
@@ -57,7 +63,8 @@ const IN_PAGE = `(wanted) => {
     pixels[id] = { colour, drawn };
   }
   const notes = [...document.querySelectorAll('.empty')].map((e) => e.textContent || '');
-  return { charts, pixels, notes };
+  const faultRows = [...document.querySelectorAll('#table-faults tr')].map((tr) => [...tr.children].map((td) => td.textContent));
+  return { charts, pixels, notes, faultRows };
 }`;
 
 describe.skipIf(!available)(`the HTML report in headless Chromium${reason}`, () => {
@@ -138,4 +145,27 @@ describe.skipIf(!available)(`the HTML report in headless Chromium${reason}`, () 
     expect(result.pixels['chart-connect-latency']?.colour).toBeGreaterThan(5);
     expect(result.notes).toEqual(['No samples: run with --subscribe to measure end-to-end latency.']);
   }, 60_000);
+
+  it('marks every fault of a game day on every time chart, lists them, and draws the time to heal; merged shards too', async () => {
+    const scenario = parseScenario({ name: 'marks', faults: [{ at: 1, kind: 'partition', share: 0.5, for: 1, label: 'cut' }, { at: 3, kind: 'broker-restart' }] });
+    const common = { target: emulatorTarget(emulator()), devices: 20, groupId: 'GID_htmlgd', durationMs: 8_000, publishIntervalMs: 200, connectRate: 0, apiQps: 10_000, scenario, random: () => 0.1 };
+    // Both shards at once against the one emulator: shard 1 restarts it, and the restart hits shard 2's devices too.
+    const shards = await Promise.all([runSimulation({ ...common, shard: '1/2' }), runSimulation({ ...common, shard: '2/2' })]);
+    const report = mergeReports(shards);
+    expect(report.faults?.map((f) => [f.id, f.kind, f.hit, f.notHealed])).toEqual([['1', 'partition', 10, 0], ['2', 'broker-restart', 20, 0]]);
+    const result = await open(report, { 'chart-connected': MAGENTA, 'chart-rates': MAGENTA, 'chart-errors': MAGENTA, 'chart-heal-latency': MAGENTA });
+    expect(result.consoleErrors).toEqual([]);
+    expect(result.foreignRequests).toEqual([]);
+    expect(result.charts).toEqual(['chart-connect-latency', 'chart-connected', 'chart-errors', 'chart-heal-latency', 'chart-rates']);
+    expect(result.notes).toEqual(['No samples: run with --subscribe to measure end-to-end latency.']);
+    for (const id of ['chart-connected', 'chart-rates', 'chart-errors', 'chart-heal-latency']) {
+      // A line and a label per fault (and the heal curve): far more than anti-aliasing of other colours would give.
+      expect(result.pixels[id]?.colour, `${id}: pixels in the faults' colour`).toBeGreaterThan(100);
+    }
+    expect(result.faultRows.map((row) => row.slice(0, 2).concat(row.slice(4, 8)))).toEqual([
+      ['fault', 'kind', 'aimed at', 'hit', 'healed', 'not healed'],
+      ['1', 'partition (cut)', '10', '10', '10', '0'],
+      ['2', 'broker-restart', '20', '20', '20', '0'],
+    ]);
+  }, 90_000);
 });

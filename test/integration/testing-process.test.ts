@@ -29,7 +29,7 @@ if (required && !paho) throw new Error('APSARAMQ_REQUIRE_INTEROP=1 but /usr/bin/
 
 describe('the emulator in its own process', () => {
   it('startEmulatorProcess is ready on free ports, serves a device, and stops leaving no port open', async () => {
-    const emu = await startEmulatorProcess({ args: ['--kick-on-revoke', '--parent-topics', 'proc'] });
+    const emu = await startEmulatorProcess({ args: ['--kick-on-revoke', '--parent-topics', 'proc', '--groups', 'GID_proc'] });
     onTestFinished(() => emu.stop().then(() => undefined));
     expect(emu.pid).toBeGreaterThan(0);
     const stats = (await (await fetch(`${emu.apiEndpoint}/_emulator/stats`)).json()) as { mqtt: { connected: number } };

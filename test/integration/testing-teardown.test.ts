@@ -19,7 +19,7 @@ afterEach(() => {
 describe('stop ends what the test left connected', () => {
   it('a device the code under test connected and did not end: ended at stop, named in a warning', async () => {
     const logger = captureLogger();
-    const emu = await startTestEmulator({ logger, parentTopics: ['sensors'] });
+    const emu = await startTestEmulator({ logger, parentTopics: ['sensors'], groups: ['GID_sensors'] });
     onTestFinished(() => emu.stop());
     const { credential } = await emu.registerDevice('GID_sensors@@@kitchen');
     // As the thermometer of the examples does it: the library's connector, reconnecting quickly, no end() (the test failed).

@@ -8,7 +8,7 @@ import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import { beforeEach, describe, expect, it, onTestFinished } from 'vitest';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import type { MqttCredentials } from '../../src/signer/mqtt.js';
-import { callApi, connackCode, useEmulator } from '../helpers/emulator.js';
+import { ANY_GROUP, callApi, connackCode, useEmulator } from '../helpers/emulator.js';
 
 /** The emulator's clock: real time plus a skew each test may move (kept well inside the gateway's ±15 min window). */
 let skew = 0;
@@ -407,7 +407,7 @@ function offline(e: Emulator, clientId: string): Promise<void> {
 describe('token options of the emulator', () => {
   async function emulatorForTest(options: EmulatorOptions): Promise<Emulator> {
     skew = 0;
-    const e = await startEmulator({ env: {}, wsPort: false, now, parentTopics: ['demo'], ...options });
+    const e = await startEmulator({ env: {}, ...ANY_GROUP, wsPort: false, now, parentTopics: ['demo'], ...options });
     onTestFinished(() => e.close());
     return e;
   }

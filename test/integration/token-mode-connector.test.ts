@@ -16,6 +16,7 @@ import { isApsaraMqDeviceError } from '../../src/errors.js';
 import { Provisioner } from '../../src/provisioner/provisioner.js';
 import type { IssuedToken } from '../../src/provisioner/token.js';
 import type { TokenGrant } from '../../src/signer/mqtt.js';
+import { ANY_GROUP } from '../helpers/emulator.js';
 
 const MINUTE = 60_000;
 
@@ -46,7 +47,7 @@ interface World {
 
 async function world(options: EmulatorOptions = {}): Promise<World> {
   const clock = testClock();
-  const e = await startEmulator({ env: {}, wsPort: false, now: clock.now, parentTopics: ['demo', 'other'], ...options });
+  const e = await startEmulator({ env: {}, ...ANY_GROUP, wsPort: false, now: clock.now, parentTopics: ['demo', 'other'], ...options });
   onTestFinished(() => e.close());
   const provisioner = new Provisioner({ endpoint: e.apiEndpoint, instanceId: e.instanceId, accessKeyId: e.accessKeyId, accessKeySecret: e.accessKeySecret, retry: false });
   onTestFinished(() => provisioner.close());
@@ -362,7 +363,7 @@ describe('a device in Token mode, end to end', () => {
 
   it('apsaramq-device/testing waits for a Token-mode device to come and go (its waitForOnline follows the broker, whatever the mode)', async () => {
     const { startTestEmulator } = await import('../../src/testing/index.js');
-    const emu = await startTestEmulator({ parentTopics: ['demo'] });
+    const emu = await startTestEmulator({ parentTopics: ['demo'], groups: ['GID_tok'] });
     onTestFinished(() => emu.stop());
     const provisioner = new Provisioner({ ...emu.provisionerOptions, retry: false });
     onTestFinished(() => provisioner.close());

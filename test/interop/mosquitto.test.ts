@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { MOSQUITTO, mosquittoPrograms } from '../helpers/mosquitto.js';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
+import { accountLogin } from '../helpers/broker.js';
 import { registerDevice, subscribed, useEmulator } from '../helpers/emulator.js';
 
 const run = promisify(execFile);
@@ -24,7 +25,8 @@ function hostPort(url: string): { host: string; port: string } {
 }
 
 describe.skipIf(!available)(`mosquitto clients against the emulator${reason}`, () => {
-  const emulator = useEmulator({ parentTopics: ['interop'] });
+  // The instance has GID_interop and no other GroupId; offline messages come at a pace shrunk to milliseconds.
+  const emulator = useEmulator({ parentTopics: ['interop'], groups: ['GID_interop'], offlineDetectionDelayMs: 20, offlineBatchIntervalMs: 20, offlineBatchSize: 30 });
 
   it.each(['mqttv311', 'mqttv5'])('-V %s: mosquitto_sub receives what mosquitto_pub sends, both authenticated with derived credentials', async (version) => {
     const e = emulator();
@@ -84,5 +86,90 @@ describe.skipIf(!available)(`mosquitto clients against the emulator${reason}`, (
     await expect(run(bin.pub, [...login, '-t', 'interop/kept', '-r'])).rejects.toMatchObject({ code: expect.any(Number) });
     await expect(run(bin.pub, [...login, '-t', 'elsewhere/x'])).rejects.toMatchObject({ code: expect.any(Number) });
     expect(e.stats().mqtt.rules).toEqual({ ...before, retain: (before['retain'] ?? 0) + 1, parentTopic: (before['parentTopic'] ?? 0) + 1 });
+  });
+
+  it.each([
+    ['mqttv311', 2, /identifier rejected/i],
+    ['mqttv5', 0x85, /Client Identifier not valid/],
+  ] as const)('-V %s: a ClientId of a GroupId the instance lacks is refused (%i), its login being right', async (version, code, message) => {
+    const e = emulator();
+    const { host, port } = hostPort(e.mqttUrl);
+    const login = accountLogin(e, `GID_nogroupcreated@@@x-${version}`);
+    const failure = await run(bin.pub, ['-h', host, '-p', port, '-V', version, '-i', login.clientId, '-u', login.username, '-P', login.password, '-t', 'interop/x', '-m', 'x']).catch((err: { code: number; stderr: string }) => err);
+    expect(failure).toMatchObject({ stderr: expect.stringMatching(message) });
+    expect(e.stats().mqtt.connacks[code === 2 ? '2' : '0x85']).toBeGreaterThanOrEqual(1);
+  });
+
+  it('-V mqttv31: MQTT 3.1 is refused with CONNACK 1', async () => {
+    const e = emulator();
+    const { host, port } = hostPort(e.mqttUrl);
+    const login = accountLogin(e, 'GID_interop@@@v31');
+    const failure = await run(bin.pub, ['-h', host, '-p', port, '-V', 'mqttv31', '-i', login.clientId, '-u', login.username, '-P', login.password, '-t', 'interop/x', '-m', 'x']).catch((err: { code: number; stderr: string }) => err);
+    expect(failure).toMatchObject({ stderr: expect.stringMatching(/unacceptable protocol version/i) });
+  });
+
+  it.each(['mqttv311', 'mqttv5'])('-V %s: a 65,537-byte message is acknowledged (mosquitto_pub exits 0) and delivered to no one', async (version) => {
+    const e = emulator();
+    const { host, port } = hostPort(e.mqttUrl);
+    const before = e.stats().mqtt.rules['payloadSize'] ?? 0;
+    const sub = accountLogin(e, `GID_interop@@@bigsub-${version}`);
+    const ready = subscribed(e, sub.clientId, 'interop/big');
+    const subscriber = spawn(bin.sub, ['-h', host, '-p', port, '-V', version, '-i', sub.clientId, '-u', sub.username, '-P', sub.password, '-t', 'interop/big', '-C', '1', '-q', '1'], { stdio: 'pipe' });
+    onTestFinished(() => {
+      subscriber.kill('SIGKILL');
+    });
+    const line = once(createInterface({ input: subscriber.stdout }), 'line') as Promise<[string]>;
+    await ready;
+    const pub = accountLogin(e, `GID_interop@@@bigpub-${version}`);
+    const login = ['-h', host, '-p', port, '-V', version, '-i', pub.clientId, '-u', pub.username, '-P', pub.password, '-t', 'interop/big', '-q', '1'];
+    const big = spawn(bin.pub, [...login, '-s'], { stdio: ['pipe', 'ignore', 'pipe'] });
+    big.stdin.end('b'.repeat(65_537));
+    const [exitCode] = (await once(big, 'exit')) as [number];
+    expect(exitCode).toBe(0);
+    await run(bin.pub, [...login, '-m', 'small']);
+    expect((await line)[0]).toBe('small');
+    expect(e.stats().mqtt.rules['payloadSize']).toBe(before + 1);
+  });
+
+  it('-V mqttv311: a 61-character ClientId gets P2P messages under a parent topic without subscribing to them', async () => {
+    const e = emulator();
+    const { host, port } = hostPort(e.mqttUrl);
+    const target = accountLogin(e, `GID_interop@@@${'t'.repeat(47)}`);
+    expect(target.clientId).toHaveLength(61);
+    const ready = subscribed(e, target.clientId, 'interop/none');
+    const receiver = spawn(bin.sub, ['-h', host, '-p', port, '-V', 'mqttv311', '-i', target.clientId, '-u', target.username, '-P', target.password, '-t', 'interop/none', '-C', '1', '-v', '-q', '1'], { stdio: 'pipe' });
+    onTestFinished(() => {
+      receiver.kill('SIGKILL');
+    });
+    const line = once(createInterface({ input: receiver.stdout }), 'line') as Promise<[string]>;
+    await ready;
+    const pub = accountLogin(e, 'GID_interop@@@p2p-sender');
+    await run(bin.pub, ['-h', host, '-p', port, '-V', 'mqttv311', '-i', pub.clientId, '-u', pub.username, '-P', pub.password, '-t', `interop/p2p/${target.clientId}`, '-m', 'direct', '-q', '1']);
+    expect((await line)[0]).toBe(`interop/p2p/${target.clientId} direct`);
+  });
+
+  it('-V mqttv311 -c: a persistent mosquitto_sub gets the 40 messages queued while it was away, at the (shrunk) pace', async () => {
+    const e = emulator();
+    const { host, port } = hostPort(e.mqttUrl);
+    const sub = accountLogin(e, 'GID_interop@@@persistent');
+    const args = ['-h', host, '-p', port, '-V', 'mqttv311', '-i', sub.clientId, '-u', sub.username, '-P', sub.password, '-t', 'interop/queued', '-q', '1', '-c'];
+    const ready = subscribed(e, sub.clientId, 'interop/queued');
+    const first = spawn(bin.sub, [...args, '-C', '1'], { stdio: 'ignore' });
+    await ready;
+    const gone = new Promise<void>((resolve) => e.events.once('clientDisconnected', () => resolve()));
+    first.kill('SIGKILL');
+    await gone;
+    const pub = accountLogin(e, 'GID_interop@@@queuer');
+    for (let i = 0; i < 40; i++) await run(bin.pub, ['-h', host, '-p', port, '-V', 'mqttv311', '-i', pub.clientId, '-u', pub.username, '-P', pub.password, '-t', 'interop/queued', '-m', `q${i}`, '-q', '1']);
+    expect(e.stats().mqtt.queues.messages).toBe(40);
+    const again = spawn(bin.sub, [...args, '-C', '40'], { stdio: 'pipe' });
+    onTestFinished(() => {
+      again.kill('SIGKILL');
+    });
+    const lines: string[] = [];
+    createInterface({ input: again.stdout }).on('line', (l) => lines.push(l));
+    const [exitCode] = (await once(again, 'exit')) as [number];
+    expect(exitCode).toBe(0);
+    expect(lines).toEqual(Array.from({ length: 40 }, (_, i) => `q${i}`));
   });
 });

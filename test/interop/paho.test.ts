@@ -9,7 +9,8 @@ import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { signDeviceCredential, type MqttCredentials } from '../../src/signer/mqtt.js';
-import { registerDevice, useEmulator } from '../helpers/emulator.js';
+import { accountLogin } from '../helpers/broker.js';
+import { connectMqtt, connectWithInbox, registerDevice, useEmulator } from '../helpers/emulator.js';
 import { hostPort } from '../helpers/raw-mqtt.js';
 
 const run = promisify(execFile);
@@ -29,17 +30,20 @@ interface PahoResult {
   granted: number[] | null;
   received: { topic: string; payload: string; userProperties: [string, string][] | null } | null;
   disconnect: number | null;
+  serverKeepAlive: number | null;
+  acked: boolean;
   error?: string;
 }
 
-async function paho(url: string, version: 4 | 5, login: MqttCredentials, work: { topic?: string; publishOnly?: string } = {}): Promise<PahoResult> {
+async function paho(url: string, version: 3 | 4 | 5, login: MqttCredentials, work: { topic?: string; publishOnly?: string; publishAcked?: string; payloadBytes?: number; keepalive?: number } = {}): Promise<PahoResult> {
   const { host, port } = hostPort(url);
   const { stdout } = await run(PYTHON, [CLIENT, JSON.stringify({ host, port, version, ...login, ...work })], { timeout: 30_000 });
   return JSON.parse(stdout) as PahoResult;
 }
 
 describe.skipIf(!available)(`Paho (Python) against the emulator${reason}`, () => {
-  const emulator = useEmulator({ parentTopics: ['interop'] });
+  // The instance has GID_paho and no other GroupId.
+  const emulator = useEmulator({ parentTopics: ['interop'], groups: ['GID_paho'] });
 
   it.each([5, 4] as const)('MQTT %i: connects with a derived DeviceCredential login, subscribes, publishes and receives', async (version) => {
     const e = emulator();
@@ -50,6 +54,8 @@ describe.skipIf(!available)(`Paho (Python) against the emulator${reason}`, () =>
       granted: [1],
       received: { topic: `interop/paho-${version}`, payload: 'from paho', userProperties: version === 5 ? [['origin', 'paho']] : null },
       disconnect: null,
+      serverKeepAlive: null,
+      acked: false,
     });
   });
 
@@ -79,5 +85,38 @@ describe.skipIf(!available)(`Paho (Python) against the emulator${reason}`, () =>
     const result = await paho(e.mqttUrl, 5, login, { publishOnly: 'elsewhere/x' });
     expect(result).toMatchObject({ connack: 0, disconnect: 0x87 });
     expect(result.error).toBeUndefined();
+  });
+
+  it.each([[5, 0x85], [4, 2]] as const)('MQTT %i: a ClientId of a GroupId the instance lacks is refused with %i (the login itself verifies)', async (version, expected) => {
+    const e = emulator();
+    const result = await paho(e.mqttUrl, version, accountLogin(e, `GID_nogroupcreated@@@x${version}`));
+    expect(result.connack).toBe(expected);
+    expect(result.error).toBeUndefined();
+  });
+
+  it('MQTT 3.1 is refused with CONNACK 1 (the service speaks 3.1.1 and 5)', async () => {
+    const e = emulator();
+    const result = await paho(e.mqttUrl, 3, accountLogin(e, 'GID_paho@@@v31'));
+    expect(result.connack).toBe(1);
+  });
+
+  it.each([5, 4] as const)('MQTT %i: a payload over 64 KB is acknowledged and discarded; the publisher stays connected', async (version) => {
+    const e = emulator();
+    const before = e.stats().mqtt.rules['payloadSize'] ?? 0;
+    const watcher = await connectWithInbox(e.mqttUrl, accountLogin(e, `GID_paho@@@watch-${version}`));
+    await watcher.client.subscribeAsync('interop/#', { qos: 1 });
+    const result = await paho(e.mqttUrl, version, accountLogin(e, `GID_paho@@@big-${version}`), { publishAcked: 'interop/big', payloadBytes: 70_000 });
+    expect(result).toMatchObject({ connack: 0, acked: true, disconnect: null });
+    const marker = await connectMqtt(e.mqttUrl, accountLogin(e, `GID_paho@@@marker-${version}`));
+    await marker.publishAsync('interop/marker', 'next', { qos: 1 });
+    expect(await watcher.next()).toEqual(['interop/marker', 'next']);
+    await Promise.all([marker.endAsync(), watcher.client.endAsync()]);
+    expect(e.stats().mqtt.rules['payloadSize']).toBe(before + 1);
+  });
+
+  it('MQTT 5: Keep Alive 0 is answered with Server Keep Alive 480', async () => {
+    const e = emulator();
+    const result = await paho(e.mqttUrl, 5, accountLogin(e, 'GID_paho@@@ka0'), { keepalive: 0 });
+    expect(result).toMatchObject({ connack: 0, serverKeepAlive: 480 });
   });
 });

@@ -98,3 +98,28 @@ describe('FaultInjector', () => {
     expect(catchSync(() => faults.failNext(42 as unknown as EmulatedAction, 'InternalError')).message).toContain('a number');
   });
 });
+
+describe('FaultInjector.burst: a share of the calls fails for a while (a game day\'s OpenAPI outage)', () => {
+  it('replaces faultRate and faultCodes until it ends; rate 0 ends it early; checked like the options', () => {
+    let now = 1_000;
+    const r = scripted(0.1, 0.9, 0.6, 0.2, 0.3);
+    const faults = injector({ faultRate: 0, random: r.random, rateClock: () => now });
+    faults.burst(0.5, ['Throttling.User', 'InternalError'], 2_000);
+    // Draw 0.1 < 0.5: a fault, coded by draw 0.9 (the second code); draw 0.6: none.
+    expect(injected(faults, 'GetDeviceCredential')).toBe('InternalError');
+    expect(injected(faults, 'GetDeviceCredential')).toBeUndefined();
+    now += 1_999;
+    expect(injected(faults, 'RegisterDeviceCredential')).toBe('Throttling.User');
+    now += 1;
+    // Over: back to faultRate 0, which takes no draw.
+    expect(injected(faults, 'RegisterDeviceCredential')).toBeUndefined();
+    expect(r.taken()).toBe(5);
+    faults.burst(1, ['SystemOverFlow'], 60_000);
+    faults.burst(0, ['SystemOverFlow'], 60_000);
+    expect(injected(faults, 'GetDeviceCredential')).toBeUndefined();
+    expect(catchSync(() => faults.burst(1.5, ['InternalError'], 1))).toMatchObject({ code: 'InvalidOption', message: expect.stringMatching(/rate must be a number from 0 to 1/) });
+    expect(catchSync(() => faults.burst(0.5, ['Nope' as KnownApiErrorCode], 1))).toMatchObject({ code: 'InvalidOption', message: expect.stringMatching(/codes\[0\]/) });
+    expect(catchSync(() => faults.burst(0.5, [], 1))).toMatchObject({ code: 'InvalidOption' });
+    expect(catchSync(() => faults.burst(0.5, ['InternalError'], 1.5))).toBeInstanceOf(ValidationError);
+  });
+});

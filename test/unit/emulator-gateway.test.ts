@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ApiFault, errorBody, httpStatusFor, invalidParameter } from '../../src/emulator/api-errors.js';
+import { ApiFault, errorBody, hostIdOf, httpStatusFor, invalidParameter } from '../../src/emulator/api-errors.js';
 import { COMMON_PARAMETERS, Gateway, NonceCache, RateLimiter, isV3Request, parseTimestamp } from '../../src/emulator/gateway.js';
 import { decodeFormComponent, parseFormInto } from '../../src/emulator/request.js';
 import { API_ERROR_CATALOG } from '../../src/errors.js';
@@ -120,19 +120,51 @@ describe('nonce cache', () => {
 });
 
 describe('rate limiter', () => {
-  it('is a token bucket refilling at the rate, bursting to the rate', () => {
+  it('sliding-window (default): at most the rate in any one second, wherever the second starts', () => {
     let t = 0;
     const limiter = new RateLimiter(2, () => t);
     expect([limiter.tryTake('k'), limiter.tryTake('k'), limiter.tryTake('k')]).toEqual([true, true, false]);
     expect(limiter.tryTake('other')).toBe(true);
+    // Half a second on, the window (-500, 500] still holds both calls: no refill within the second.
+    t = 500;
+    expect(limiter.tryTake('k')).toBe(false);
+    // The first two leave the window only a full second after they came.
+    t = 999;
+    expect(limiter.tryTake('k')).toBe(false);
+    t = 1000;
+    expect([limiter.tryTake('k'), limiter.tryTake('k'), limiter.tryTake('k')]).toEqual([true, true, false]);
+    const unlimited = new RateLimiter(Infinity, () => 0);
+    for (let i = 0; i < 1_000; i++) expect(unlimited.tryTake('k')).toBe(true);
+  });
+
+  it('sliding-window: a burst gets the limit through its first second, never more in any window', () => {
+    let t = 0;
+    const limiter = new RateLimiter(500, () => t);
+    const passed: number[] = [];
+    // 1,500 calls spread evenly over 1.34 s, the burst that got 1,087 through the old bucket.
+    for (let i = 0; i < 1_500; i++) {
+      t = (i * 1340) / 1500;
+      if (limiter.tryTake('k')) passed.push(t);
+    }
+    for (const [i, start] of passed.entries()) {
+      const inWindow = passed.slice(i).filter((at) => at < start + 1000).length;
+      expect(inWindow, `the second from ${start} ms`).toBeLessThanOrEqual(500);
+    }
+    expect(passed.filter((at) => at < 1000)).toHaveLength(500);
+    // The old bucket let 1,087 through; here 500 in the first second and then only as the first ones age out.
+    expect(passed.length).toBeLessThan(1000);
+  });
+
+  it('token-bucket (the option): refills at the rate, holding and starting with a second of burst', () => {
+    let t = 0;
+    const limiter = new RateLimiter(2, () => t, 'token-bucket');
+    expect([limiter.tryTake('k'), limiter.tryTake('k'), limiter.tryTake('k')]).toEqual([true, true, false]);
     t = 499;
     expect(limiter.tryTake('k')).toBe(false);
     t = 500;
     expect(limiter.tryTake('k')).toBe(true);
     t = 60_000;
     expect([limiter.tryTake('k'), limiter.tryTake('k'), limiter.tryTake('k')]).toEqual([true, true, false]);
-    const unlimited = new RateLimiter(Infinity, () => 0);
-    for (let i = 0; i < 1_000; i++) expect(unlimited.tryTake('k')).toBe(true);
   });
 });
 
@@ -157,9 +189,9 @@ describe('error statuses and bodies', () => {
   });
 
   it('builds the gateway error body', () => {
-    expect(errorBody(new ApiFault('Throttling.User'), 'ABC', 'example')).toEqual({
+    expect(errorBody(new ApiFault('Throttling.User'), 'ABC', hostIdOf('cn-shanghai'))).toEqual({
       RequestId: 'ABC',
-      HostId: 'onsmqtt.example',
+      HostId: 'onsmqtt.cn-shanghai.aliyuncs.com',
       Code: 'Throttling.User',
       Message: 'Request was denied due to user flow control.',
       Recommend: 'https://api.aliyun.com/troubleshoot?q=Throttling.User&product=OnsMqtt&requestId=ABC',

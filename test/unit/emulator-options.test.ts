@@ -28,6 +28,14 @@ describe('emulator options', () => {
     expect(o).toMatchObject({ faultRate: 0, faultCodes: ['SystemOverFlow', 'InternalError'], latencyMs: undefined });
     expect(o).toMatchObject({ kickOnRevoke: false, maxPayloadBytes: 65_536, tls: undefined, tlsPort: false, wssPort: false });
     expect(o.random).toBe(Math.random);
+    // Issue 23: the service's pace, GroupIds, discard, the strict QPS window, and the safe side where it is silent.
+    expect(o).toMatchObject({
+      groups: new Set(['GID_demo', 'GID_test', 'GID_sim']), unknownGroupRefusal: 'identifier-rejected', revokedCredentialRefusal: 'bad-username-or-password',
+      mqtt31: 'refuse', p2pTopicLength: 'parent', keepAliveZero: 'cap', oversizedMessages: 'discard', offlineDelivery: 'paced',
+      offlineDetectionDelayMs: { min: 5_000, max: 10_000 }, offlineBatchSize: 30, offlineBatchIntervalMs: 5_000,
+      rateLimitMode: 'sliding-window', getOnPostOnly: 'refuse', unknownInstanceCode: 'InstancePermissionCheckFailed', regionId: 'cn-hangzhou',
+    });
+    expect(resolveOptions({ env: {}, lenient: true })).toMatchObject({ groups: undefined, mqtt31: 'accept', offlineDelivery: 'immediate' });
   });
 
   it('accepts fault injection settings', () => {
@@ -116,6 +124,19 @@ describe('emulator options', () => {
     ['tls', { tls: {} }],
     ['tls', { tls: 'cert.pem' }],
     ['tlsPort', { tlsPort: 8883 }],
+    ['groups', { groups: 'GID_demo' }],
+    ['groups[1]', { groups: ['GID_demo', 'demo'] }],
+    ['groups[0]', { groups: ['GID_a/b'] }],
+    ['unknownGroupRefusal', { unknownGroupRefusal: 2 }],
+    ['revokedCredentialRefusal', { revokedCredentialRefusal: 'bad' }],
+    ['mqtt31', { mqtt31: true }],
+    ['p2pTopicLength', { p2pTopicLength: 'all' }],
+    ['keepAliveZero', { keepAliveZero: 'keep' }],
+    ['oversizedMessages', { oversizedMessages: 'drop' }],
+    ['rateLimitMode', { rateLimitMode: 'bucket' }],
+    ['unknownInstanceCode', { unknownInstanceCode: 'InstanceNotFound' }],
+    ['regionId', { regionId: 'CN Hangzhou' }],
+    ['regionId', { regionId: '' }],
   ])('throws InvalidOption naming %s', (name, bad) => {
     const error = invalidOption({ env: {}, ...bad });
     expect(error.message).toContain(name);

@@ -46,19 +46,21 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
   'apsaramq-device/emulator': {
     file: 'src/emulator/index.ts',
     names: [
-      'ActionStats', 'BROKER_DEFAULTS', 'BrokerOptions', 'ClusterProcess', 'DEFAULT_PARENT_TOPICS', 'EMULATED_ACTIONS', 'EMULATOR_DEFAULTS',
+      'ActionStats', 'BROKER_DEFAULTS', 'BrokerOptions', 'ClusterProcess', 'DEFAULT_GROUPS', 'DEFAULT_PARENT_TOPICS', 'EMULATED_ACTIONS', 'EMULATOR_DEFAULTS',
       'EMULATOR_ENV', 'EmulatedAction', 'Emulator', 'EmulatorClusterInfo', 'EmulatorOptions', 'EmulatorStateError', 'EmulatorStateErrorCode',
-      'EmulatorStats', 'ErrorStatusMode', 'MAX_FAIL_NEXT_COUNT', 'RULES', 'ReRegisterPolicy', 'RuleName', 'TlsOptions',
+      'EmulatorStats', 'ErrorStatusMode', 'MAX_FAIL_NEXT_COUNT', 'OfflineTimers', 'RULES', 'ReRegisterPolicy', 'RuleName', 'TlsOptions',
       'UnsupportedFeaturePolicy', 'ValueSource', 'startEmulator',
     ],
   },
   'apsaramq-device/simulator': {
     file: 'src/simulator/index.ts',
     names: [
-      'BrokerLoss', 'InvalidReportError', 'LatencySummary', 'MergeReportsOptions', 'REPORT_FORMAT', 'REPORT_LIMITS',
-      'ReportSeries', 'RunParameters', 'SIMULATION_DEFAULTS', 'ShardRecord', 'SimulationOptions', 'SimulationProgress',
-      'SimulationReport', 'SimulationSettings', 'SimulationTarget', 'SimulatorError', 'SimulatorErrorCode', 'emulatorTarget',
-      'formatReport', 'mergeReports', 'parseReport', 'renderReportHtml', 'runSimulation',
+      'BrokerLoss', 'DeliveryReport', 'DeviceTarget', 'FAULT_KINDS', 'FaultKind', 'FaultReport', 'FaultSpec', 'InvalidReportError',
+      'InvalidScenarioError', 'LatencySummary', 'MergeReportsOptions', 'MessageCounts', 'REPORT_FORMAT', 'REPORT_LIMITS',
+      'ReportSeries', 'RunParameters', 'SIMULATION_DEFAULTS', 'Scenario', 'ScenarioIdentity', 'ShardRecord', 'SimulatedClient',
+      'SimulationOptions', 'SimulationProgress', 'SimulationReport', 'SimulationSettings', 'SimulationTarget', 'SimulatorError',
+      'SimulatorErrorCode', 'Threshold', 'checkThresholds', 'emulatorTarget', 'formatReport', 'mergeReports', 'parseReport',
+      'parseScenario', 'parseThresholds', 'readScenarioFile', 'renderReportHtml', 'runSimulation', 'simulationFailure',
     ],
   },
   'apsaramq-device/testing': {

@@ -131,3 +131,14 @@ describe('the embedded emulator\'s parent topics', () => {
     expect(parentTopicsOf('x%i/y')).toBe('*');
   });
 });
+
+describe('client and consumer', () => {
+  it('raw by default; connector on request; anything else, or connector with source addresses, is refused', () => {
+    expect(resolveSettings({}).client).toBe('raw');
+    expect(resolveSettings({ client: 'connector' }).client).toBe('connector');
+    expect(() => resolveSettings({ client: 'mosquitto' as 'raw' })).toThrow(/client \(--client\)/);
+    expect(() => resolveSettings({ client: 'connector', localAddress: '127.0.0.2' })).toThrow(/connector devices \(--client connector\) connect from the address the system chooses/);
+    expect(resolveSettings({}).consumer).toBeUndefined();
+    expect(resolveSettings({ consumer: false }).consumer).toBe(false);
+  });
+});

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { ValidationError } from '../../src/errors.js';
 import { ManualClock } from '../../src/simulator/clock.js';
 import { InvalidReportError } from '../../src/simulator/errors.js';
-import { histogramEncodingProblem, newLatencyHistogram, recordMs } from '../../src/simulator/histogram.js';
+import { encodeHistogram, histogramEncodingProblem, newLatencyHistogram, recordMs, summarizeHistogram } from '../../src/simulator/histogram.js';
 import { SimulationMetrics } from '../../src/simulator/metrics.js';
 import { parseShard, resolveSettings } from '../../src/simulator/options.js';
 import { REPORT_LIMITS, parseReport } from '../../src/simulator/report-check.js';
@@ -156,5 +156,70 @@ describe('mergeReports: checks every report and bounds the merge before allocati
   it('counts that add up past 2^53 are refused, not rounded', () => {
     const [one, two] = [shardReport(1), shardReport(2)];
     refusal(() => mergeReports([{ ...one, published: Number.MAX_SAFE_INTEGER }, { ...two, published: 1 }]), 'published');
+  });
+});
+
+/** Shard `index` of a game day: one fault, the backend subscriber's count, the emulator's stats, the relay's. */
+function gameDayShard(index: 1 | 2, heal: number[], emulatorOk = 1): SimulationReport & Record<string, unknown> {
+  const report = shardReport(index);
+  const histogram = newLatencyHistogram();
+  for (const ms of heal) recordMs(histogram, ms);
+  const at = new Date(EPOCH + 1_000 + index).toISOString();
+  return {
+    ...report,
+    run: { ...report.run, client: 'connector', consumer: true, scenario: { name: 'x', seed: 1, faults: [{ kind: 'partition', at: 1, for: 2, devices: { list: [0, 'GID_sim@@@sim-3'] } }] } },
+    credentialRefetches: index,
+    faults: [{
+      id: '1', kind: 'partition', label: null, fault: 0, plannedAtMs: 1_000, plannedForMs: 2_000, startedAt: at, endedAt: at,
+      targeted: 2, hit: heal.length, healed: heal.length, notHealed: 0, healMs: summarizeHistogram(histogram), healUs: encodeHistogram(histogram),
+      messages: { published: 4, accepted: 4, acked: 3, delivered: 3, lost: 1, duplicated: 0, duplicates: 0, refused: 0 }, errors: { ControlFailed: 1 },
+    }],
+    delivery: { published: 10, accepted: 10, acked: 9, delivered: 9, lost: 1, duplicated: 1, duplicates: 2, refused: 0, foreign: index },
+    emulator: { actions: { RegisterDeviceCredential: { ok: emulatorOk, errors: { 'Throttling.User': 1 } } }, rules: { parentTopic: 1 } },
+    relay: { relayed: 5, dropped: 1, refused: 2 },
+  };
+}
+
+describe('a game day\'s report: checked, then merged fault by fault', () => {
+  it('accepts what a game day writes, and names its fields at fault', () => {
+    expect(parseReport(gameDayShard(1, [100]))).toBeDefined();
+    const good = gameDayShard(1, [100]);
+    const fault = (good.faults as object[])[0] as Record<string, unknown>;
+    refusal(() => parseReport({ ...good, faults: [{ ...fault, kind: 'earthquake' }] }), 'faults[0].kind');
+    refusal(() => parseReport({ ...good, faults: [{ ...fault, hit: -1 }] }), 'faults[0].hit');
+    refusal(() => parseReport({ ...good, faults: [{ ...fault, healUs: 'x'.repeat(2_000) }] }), 'faults[0].healUs');
+    refusal(() => parseReport({ ...good, faults: [{ ...fault, messages: { published: 1 } }] }), 'faults[0].messages.accepted');
+    refusal(() => parseReport({ ...good, delivery: { ...(good.delivery as object), lost: 'none' } }), 'delivery.lost');
+    refusal(() => parseReport({ ...good, emulator: { actions: { A: { ok: 1, errors: { X: 1.5 } } }, rules: {} } }), 'emulator.actions.A.errors.X');
+    refusal(() => parseReport({ ...good, run: { ...good.run, client: 'mosquitto' } }), 'run.client');
+    refusal(() => parseReport({ ...good, faults: Array.from({ length: REPORT_LIMITS.maxFaults + 1 }, () => fault) }), 'faults');
+  });
+
+  it('merges the shards: devices and messages added, heal histograms added, the earliest start and latest end', () => {
+    const merged = mergeReports([gameDayShard(1, [100, 200]), gameDayShard(2, [5_000])]);
+    const [fault] = merged.faults ?? [];
+    expect(fault).toMatchObject({ id: '1', targeted: 4, hit: 3, healed: 3, notHealed: 0, errors: { ControlFailed: 2 }, startedAt: new Date(EPOCH + 1_001).toISOString(), endedAt: new Date(EPOCH + 1_002).toISOString() });
+    expect(fault?.messages).toEqual({ published: 8, accepted: 8, acked: 6, delivered: 6, lost: 2, duplicated: 0, duplicates: 0, refused: 0 });
+    expect(fault?.healMs.max).toBeCloseTo(5_000, -1);
+    expect(fault?.healMs.p50).toBeCloseTo(200, 0);
+    expect(merged.delivery).toEqual({ published: 20, accepted: 20, acked: 18, delivered: 18, lost: 2, duplicated: 2, duplicates: 4, refused: 0, foreign: 3 });
+    expect(merged.relay).toEqual({ relayed: 10, dropped: 2, refused: 4 });
+    expect(merged.credentialRefetches).toBe(3);
+    // Each shard's own embedded emulator: added.
+    expect(merged.emulator).toEqual({ actions: { RegisterDeviceCredential: { ok: 2, errors: { 'Throttling.User': 2 } } }, rules: { parentTopic: 2 } });
+  });
+
+  it('one emulator shared by the shards is counted once (the largest of each count), not once per shard', () => {
+    const shared = (index: 1 | 2, ok: number): SimulationReport => {
+      const r = gameDayShard(index, [], ok);
+      return { ...r, run: { ...r.run, target: { kind: 'broker', brokerUrl: 'mqtt://127.0.0.1:1883', instanceId: 'mqtt-x' } } };
+    };
+    expect(mergeReports([shared(1, 20), shared(2, 18)]).emulator?.actions).toEqual({ RegisterDeviceCredential: { ok: 20, errors: { 'Throttling.User': 1 } } });
+  });
+
+  it('shards of different scenarios, or whose fault lists differ, are not of one run', () => {
+    const [one, two] = [gameDayShard(1, []), gameDayShard(2, [])];
+    expect(() => mergeReports([one, { ...two, run: { ...two.run, scenario: null } }])).toThrow(expect.objectContaining({ code: 'ReportMismatch', message: expect.stringMatching(/scenario is .* in report 1 but null in report 2/) }));
+    expect(() => mergeReports([one, { ...two, faults: [] }])).toThrow(expect.objectContaining({ code: 'ReportMismatch', message: expect.stringMatching(/the faults of report 2 are not those of report 1/) }));
   });
 });

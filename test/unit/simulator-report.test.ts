@@ -4,7 +4,7 @@ import { simulationFailure } from '../../src/simulator/run.js';
 
 const REPORT_FIELDS = [
   'devices', 'provisioned', 'connected', 'failedConnects', 'connectRatePerSec', 'connectLatencyMs', 'published', 'acked',
-  'delivered', 'publishRatePerSec', 'e2eLatencyMs', 'errors', 'reconnects', 'peakRssMB', 'elapsedMs',
+  'delivered', 'publishRatePerSec', 'e2eLatencyMs', 'errors', 'reconnects', 'credentialRefetches', 'peakRssMB', 'elapsedMs',
   'format', 'run', 'shards', 'windows', 'histograms', 'series',
 ];
 
@@ -80,6 +80,41 @@ describe('formatReport and simulationFailure', () => {
     const failure = simulationFailure({ ...base, devices: 5, provisioned: 4, connected: 3, failedConnects: 1 });
     expect(failure?.code).toBe('SimulationFailed');
     expect(failure?.message).toMatch(/3 of 5 devices connected \(1 not provisioned, 1 failed to connect\)/);
+  });
+
+  it('NothingPublished when devices published and no message got through, naming what the broker did instead', () => {
+    const connected = { ...base, devices: 2, provisioned: 2, connected: 2, published: 98, acked: 0, reconnects: 216, errors: { ConnectionLost: 229 } };
+    const failure = simulationFailure({ ...connected, run: { ...base.run, topic: 'nope/%i' }, emulator: { actions: {}, rules: { parentTopic: 98 } } });
+    expect(failure).toMatchObject({ code: 'NothingPublished', retryable: false });
+    expect(failure?.message).toMatch(/^No message got through: 98 PUBLISH sent, 0 acknowledged; PublishRejected by the parentTopic rule \(98 times\): the parent topic "nope" does not exist on the instance \(create it, or start the emulator with --parent-topics nope\); the broker closed the session after publishing \(ConnectionLost 229, reconnects 216; over MQTT 3\.1\.1 that is how a broker refuses a message\)\. /);
+    // MQTT 5 says so itself.
+    expect(simulationFailure({ ...connected, errors: { 'PublishRejected:0x87': 98 } })?.message).toMatch(/the broker refused them \(PublishRejected:0x87 98\)/);
+    // With a backend subscriber, QoS 0 too: nothing delivered.
+    const qos0 = { ...connected, acked: 0, run: { ...base.run, qos: 0 as const }, delivery: { published: 9, accepted: 9, acked: 0, delivered: 0, lost: 9, duplicated: 0, duplicates: 0, refused: 0, foreign: 0 } };
+    expect(simulationFailure(qos0)?.message).toMatch(/^No message got through: 9 accepted, 0 delivered to the backend subscriber/);
+    // Some got through, the run did not publish, or it was interrupted: not this failure.
+    expect(simulationFailure({ ...connected, acked: 1 })).toBeUndefined();
+    expect(simulationFailure({ ...connected, run: { ...base.run, publishIntervalMs: 0 } })).toBeUndefined();
+    expect(simulationFailure({ ...connected, interrupted: true })).toBeUndefined();
+  });
+
+  it('the summary of a game day: the client, the backend subscriber\'s count, each fault with its time to heal', () => {
+    const text = formatReport({
+      ...base,
+      run: { ...base.run, client: 'connector', scenario: { name: 'storm', seed: 1, faults: [] } },
+      credentialRefetches: 20,
+      delivery: { published: 100, accepted: 99, acked: 98, delivered: 97, lost: 2, duplicated: 1, duplicates: 1, refused: 1, foreign: 0 },
+      faults: [{
+        id: '1', kind: 'revoke', label: 'rotated', fault: 0, plannedAtMs: 12_000, plannedForMs: 0, startedAt: base.run.startedAt, endedAt: base.run.startedAt,
+        targeted: 20, hit: 20, healed: 19, notHealed: 1, healMs: { p50: 310, p95: 900, p99: 1_200, max: 1_250 }, healUs: '',
+        messages: { published: 40, accepted: 40, acked: 38, delivered: 38, lost: 2, duplicated: 0, duplicates: 0, refused: 0 }, errors: { 'Throttling.User': 3 },
+      }],
+    });
+    expect(text).toContain("  devices: the library's connector (--client connector)\n");
+    expect(text).toContain('  credentials fetched again after a refusal: 20\n');
+    expect(text).toContain('  backend subscriber: 100 published, 99 accepted, 98 acknowledged, 97 delivered, 2 lost, 1 duplicated, 1 refused\n');
+    expect(text).toContain('  game day "storm", 1 fault (time to heal from each fault\'s end; a revoke\'s from each device\'s own loss):\n');
+    expect(text).toContain('    1 revoke (rotated) at 12.0 s: hit 20 of 20, healed 19, not healed 1; heal p50 0.31 s, p99 1.20 s, max 1.25 s; messages 40 published, 2 lost, 0 duplicated; its own actions failed: Throttling.User 3\n');
   });
 
   it('says TooManyOpenFiles, with the remedy, when the open-file limit was hit', () => {

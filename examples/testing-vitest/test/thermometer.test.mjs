@@ -3,7 +3,7 @@ import { useEmulator } from 'apsaramq-device/testing/vitest';
 import { startThermometer } from '../src/thermometer.mjs';
 
 // One emulator for this file, on free ports; stopped after the last test, even when one failed.
-const emulator = useEmulator({ parentTopics: ['sensors'] }); // the parent topics the instance has
+const emulator = useEmulator({ parentTopics: ['sensors'], groups: ['GID_sensors'] }); // the parent topics and GroupIds the instance has
 
 it('reports a reading, and reports again after the broker dropped it', async () => {
   const emu = emulator();

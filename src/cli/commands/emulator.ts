@@ -46,12 +46,27 @@ interface EmulatorFlags {
   maxOfflineMessages?: number;
   maxOfflineBytes?: number;
   offlineQueuePolicy?: 'drop-oldest' | 'refuse-new';
+  groups?: string[] | false;
+  unknownGroupRefusal?: 'identifier-rejected' | 'not-authorized';
+  revokedCredentialRefusal?: 'bad-username-or-password' | 'not-authorized';
+  mqtt31?: 'refuse' | 'accept';
+  p2pTopicLength?: 'parent' | 'whole';
+  keepAliveZero?: 'cap' | 'allow';
+  offlineDelivery?: 'paced' | 'immediate';
+  offlineDetectionDelayMs?: { min: number; max: number };
+  offlineBatchSize?: number;
+  offlineBatchIntervalMs?: number;
+  oversizedMessages?: 'discard' | 'disconnect';
+  rateLimitMode?: 'sliding-window' | 'token-bucket';
+  getOnPostOnly?: 'refuse' | 'accept';
+  unknownInstanceCode?: 'InstancePermissionCheckFailed' | 'MqttInstanceNotFound';
+  regionId?: string;
   redis?: string;
   cluster?: number;
 }
 
-/** `--parent-topics a,b` (`*`: any parent, the rule off). The names themselves are checked by the emulator's options. */
-function parentTopicsArg(value: string): string[] | false {
+/** `--parent-topics a,b` and `--groups A,B` (`*`: any, the rule off). The names themselves are checked by the emulator's options. */
+function listOrAnyArg(value: string): string[] | false {
   return value.trim() === '*' ? false : listArg(value);
 }
 
@@ -84,7 +99,24 @@ function ruleOptions(flags: EmulatorFlags): EmulatorOptions {
     maxOfflineMessages: flags.maxOfflineMessages,
     maxOfflineBytes: flags.maxOfflineBytes,
     offlineQueuePolicy: flags.offlineQueuePolicy,
+    groups: flags.groups,
+    unknownGroupRefusal: flags.unknownGroupRefusal,
+    revokedCredentialRefusal: flags.revokedCredentialRefusal,
+    mqtt31: flags.mqtt31,
+    p2pTopicLength: flags.p2pTopicLength,
+    keepAliveZero: flags.keepAliveZero,
+    offlineDelivery: flags.offlineDelivery,
+    offlineDetectionDelayMs: flags.offlineDetectionDelayMs,
+    offlineBatchSize: flags.offlineBatchSize,
+    offlineBatchIntervalMs: flags.offlineBatchIntervalMs,
+    oversizedMessages: flags.oversizedMessages,
   };
+  return Object.fromEntries(Object.entries(given).filter(([, value]) => value !== undefined)) as EmulatorOptions;
+}
+
+/** The OpenAPI's options from the flags: only those given. */
+function apiOptions(flags: EmulatorFlags): EmulatorOptions {
+  const given = { rateLimitMode: flags.rateLimitMode, getOnPostOnly: flags.getOnPostOnly, unknownInstanceCode: flags.unknownInstanceCode, regionId: flags.regionId };
   return Object.fromEntries(Object.entries(given).filter(([, value]) => value !== undefined)) as EmulatorOptions;
 }
 
@@ -194,13 +226,15 @@ function listArg(value: string): string[] {
   return value.split(',').map((code) => code.trim()).filter((code) => code !== '');
 }
 
-/** `--latency-ms MIN-MAX` (or a single N for a fixed delay), whole milliseconds. */
-function rangeArg(value: string): { min: number; max: number } {
-  const match = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(value);
-  const min = Number(match?.[1]);
-  const max = match?.[2] === undefined ? min : Number(match[2]);
-  if (!match || min > max) throw new InvalidArgumentError('--latency-ms must be MIN-MAX in whole ms with MIN <= MAX, or one number.');
-  return { min, max };
+/** `--latency-ms MIN-MAX` and `--offline-detection-delay-ms MIN-MAX` (or a single N for a fixed delay), whole milliseconds. */
+function rangeArg(name: string): (value: string) => { min: number; max: number } {
+  return (value: string) => {
+    const match = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(value);
+    const min = Number(match?.[1]);
+    const max = match?.[2] === undefined ? min : Number(match[2]);
+    if (!match || min > max) throw new InvalidArgumentError(`${name} must be MIN-MAX in whole ms with MIN <= MAX, or one number.`);
+    return { min, max };
+  };
 }
 
 /** Defaults of the `emulator` command: fixed, well-known ports so the quick start can be pasted. */
@@ -246,7 +280,11 @@ export function addEmulatorCommand(program: Command, io: CliIo): void {
     .option('--qps-limit <n>', 'OpenAPI calls per second per account before Throttling.User', intArg('--qps-limit', 1), 500)
     .option('--fault-rate <p>', 'share (0 to 1) of the OpenAPI calls that pass the signature check and --qps-limit answered with an injected error, changing nothing', probabilityArg, 0)
     .option('--fault-codes <codes>', 'comma-separated error codes injected faults answer with (default SystemOverFlow,InternalError)', listArg)
-    .option('--latency-ms <min-max>', 'delay each OpenAPI request by a uniformly drawn MIN to MAX ms (or exactly N)', rangeArg)
+    .option('--latency-ms <min-max>', 'delay each OpenAPI request by a uniformly drawn MIN to MAX ms (or exactly N)', rangeArg('--latency-ms'))
+    .option('--rate-limit-mode <mode>', 'how --qps-limit and the actions\' own limits count: sliding-window (at most the limit in any second; default) or token-bucket (a second\'s worth of burst)', choiceArg('--rate-limit-mode', ['sliding-window', 'token-bucket'] as const))
+    .option('--get-on-post-only <policy>', 'a GET of an action the API metadata declares POST-only (Register, Get, Refresh, UnRegisterDeviceCredential, ApplyToken, RevokeToken): refuse (404 InvalidAction.NotFound; default) or accept', choiceArg('--get-on-post-only', ['refuse', 'accept'] as const))
+    .option('--unknown-instance-code <code>', 'the answer to another InstanceId: InstancePermissionCheckFailed (default) or MqttInstanceNotFound', choiceArg('--unknown-instance-code', ['InstancePermissionCheckFailed', 'MqttInstanceNotFound'] as const))
+    .option('--region-id <id>', 'the region the endpoint stands for, named in error bodies as HostId onsmqtt.<id>.aliyuncs.com (default cn-hangzhou)')
     .option('--kick-on-revoke', 'drop live MQTT sessions of a credential as soon as Refresh, UnRegister or a repeated Register revokes it')
     .option('--token-expire-notice-lead-ms <ms>', 'Token mode: how long before a token expires its $SYS/tokenExpireNotice is sent (default 300000)', intArg('--token-expire-notice-lead-ms', 0, 30 * 24 * 3_600_000))
     .option('--token-p2p-needs-read', 'Token mode: a P2P message reaches a client only if one of its R tokens covers the topic')
@@ -256,11 +294,18 @@ export function addEmulatorCommand(program: Command, io: CliIo): void {
     .option('--wss-port <port>', `MQTT over secure WebSocket port (default ${EMULATOR_CLI_DEFAULTS.wssPort}; 0 = any free port)`, intArg('--wss-port', 0, 65535))
     .option('--data-dir <dir>', 'keep the OpenAPI state (credentials, instance id, generated keys) in DIR across restarts (default: $XDG_STATE_HOME or ~/.local/state, /apsaramq-device/emulator/<instance id>)')
     .option('--ephemeral', 'keep the state in memory only: every credential is forgotten when the emulator stops')
-    .option('--parent-topics <list>', 'comma-separated parent topics that exist on the instance (default demo,sim; * = any); PUBLISH or SUBSCRIBE under another disconnects the client', parentTopicsArg)
+    .option('--parent-topics <list>', 'comma-separated parent topics that exist on the instance (default demo,sim; * = any); PUBLISH or SUBSCRIBE under another disconnects the client, ApplyToken refuses it', listOrAnyArg)
+    .option('--groups <list>', 'comma-separated GroupIds that exist on the instance (default GID_demo,GID_test,GID_sim; * = any); a CONNECT of another is refused, the credential API answers PermissionCheckFailed', listOrAnyArg)
+    .option('--unknown-group-refusal <code>', 'CONNACK of a GroupId that does not exist: identifier-rejected (2 / 0x85; default) or not-authorized (5 / 0x87)', choiceArg('--unknown-group-refusal', ['identifier-rejected', 'not-authorized'] as const))
+    .option('--revoked-credential-refusal <code>', 'CONNACK of a revoked DeviceCredential whose password verifies: bad-username-or-password (4 / 0x86; default) or not-authorized (5 / 0x87)', choiceArg('--revoked-credential-refusal', ['bad-username-or-password', 'not-authorized'] as const))
+    .option('--mqtt31 <policy>', 'MQTT 3.1 CONNECTs: refuse (CONNACK 1; default) or accept', choiceArg('--mqtt31', ['refuse', 'accept'] as const))
     .option('--max-topic-length <n>', 'longest topic or filter in characters (default 64; none = no limit)', limitArg('--max-topic-length', 1))
     .option('--max-subscriptions <n>', 'subscriptions per client (default 30; none = no limit)', limitArg('--max-subscriptions', 1))
+    .option('--p2p-topic-length <count>', 'what of a P2P topic <parent>/p2p/<ClientId> counts against --max-topic-length: parent (default) or whole', choiceArg('--p2p-topic-length', ['parent', 'whole'] as const))
     .option('--max-keep-alive <s>', 'Keep Alive cap in seconds (default 480; none = no cap)', limitArg('--max-keep-alive', 1))
-    .option('--max-payload-bytes <n>', 'largest PUBLISH payload (default 65536; none = no limit); a larger one disconnects the client', limitArg('--max-payload-bytes', 1))
+    .option('--keep-alive-zero <policy>', 'a Keep Alive of 0: cap (lowered to --max-keep-alive; default) or allow', choiceArg('--keep-alive-zero', ['cap', 'allow'] as const))
+    .option('--max-payload-bytes <n>', 'largest PUBLISH payload (default 65536; none = no limit); see --oversized-messages', limitArg('--max-payload-bytes', 1))
+    .option('--oversized-messages <policy>', 'a PUBLISH over --max-payload-bytes: discard (acknowledged, delivered to no one; default) or disconnect the client', choiceArg('--oversized-messages', ['discard', 'disconnect'] as const))
     .option('--retained-messages <policy>', 'retained PUBLISH: refuse (disconnect), ignore (drop the flag) or allow', choiceArg('--retained-messages', ['refuse', 'ignore', 'allow'] as const))
     .option('--will-messages <policy>', 'CONNECT with a will: refuse (CONNACK 5 / 0x83), ignore (drop the will) or allow', choiceArg('--will-messages', ['refuse', 'ignore', 'allow'] as const))
     .option('--shared-subscriptions <policy>', '$share/ filters: refuse (SUBACK failure) or allow', choiceArg('--shared-subscriptions', ['refuse', 'allow'] as const))
@@ -272,6 +317,10 @@ export function addEmulatorCommand(program: Command, io: CliIo): void {
     .option('--max-offline-messages <n>', 'QoS 1/2 messages one persistent session holds for its client, offline or unacknowledged (default 1000; none = no limit)', limitArg('--max-offline-messages', 1))
     .option('--max-offline-bytes <n>', 'bytes (topics and payloads) of those messages per session (default 8388608; none = no limit)', limitArg('--max-offline-bytes', 1))
     .option('--offline-queue-policy <policy>', 'a message for a full session: drop-oldest (the oldest not yet sent goes) or refuse-new', choiceArg('--offline-queue-policy', ['drop-oldest', 'refuse-new'] as const))
+    .option('--offline-delivery <pace>', 'a resumed session\'s queued messages: paced (the cloud\'s: first batch after --offline-detection-delay-ms, then one every --offline-batch-interval-ms; default) or immediate', choiceArg('--offline-delivery', ['paced', 'immediate'] as const))
+    .option('--offline-detection-delay-ms <min-max>', 'paced: ms from the reconnect to the first batch, drawn from MIN-MAX (or exactly N; default 5000-10000)', rangeArg('--offline-detection-delay-ms'))
+    .option('--offline-batch-size <n>', 'paced: messages per batch (default 30)', intArg('--offline-batch-size', 1))
+    .option('--offline-batch-interval-ms <ms>', 'paced: ms between batches (default 5000)', intArg('--offline-batch-interval-ms', 0, 2_147_483_647))
     .option('--redis <url>', 'join the cluster of this Redis (redis://host:6379[/db]): every emulator process started with it is one service (messages, sessions, credentials, tokens, rate limits shared); the state lives there')
     .option('--cluster <n>', 'run n emulator processes on this machine as one cluster, on --redis or on a redis-server started for it (when on the PATH); each listens on its own ports (the given ones + its index, else free ones)', intArg('--cluster', 1, 64))
     .option('--json', 'once ready, print one JSON line {mqttUrl, wsUrl, [mqttsUrl, wssUrl with TLS,] apiEndpoint, instanceId, accessKeyId, accessKeySecret (null, with accessKeySource, for keys from the environment)[, dataDir][, cluster {processId, redisUrl}]}; with --cluster {redisUrl, redisStarted, instanceId, accessKeyId, accessKeySecret, processes [{processId, mqttUrl, wsUrl, apiEndpoint}]}')
@@ -283,9 +332,10 @@ The account AccessKey comes from ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACC
 from the environment is never echoed nor written). The state (device credentials) is kept in the data directory,
 so running the same command again serves the same credentials; --ephemeral forgets them at exit.
 Runs until SIGINT or SIGTERM, then closes cleanly.
-The broker enforces the service's MQTT rules (parent topics, topic length, subscriptions per client, Keep Alive,
-message size; no retained, will or shared-subscription messages, no QoS 2 in a persistent session) and says on
-stderr which rule refused what; GET /_emulator/stats counts them under mqtt.rules. --lenient turns them off.
+The broker enforces the service's MQTT rules (GroupIds and parent topics that exist, topic length, subscriptions
+per client, Keep Alive, message size; no MQTT 3.1, retained, will or shared-subscription messages, no QoS 2 in a
+persistent session; offline messages at the cloud's pace) and says on stderr which rule refused what;
+GET /_emulator/stats counts them under mqtt.rules. --lenient turns them off.
 Test controls on the OpenAPI port: GET /_emulator/stats, POST /_emulator/disconnect {"clientId": "…"},
 POST /_emulator/restart, POST /_emulator/fail-next {"action": "…", "code": "…", "count": 1}.
 With --redis every emulator process on that Redis database is one service: a credential registered through any
@@ -301,7 +351,8 @@ Examples:
   $ apsaramq-device emulator --tls-cert fixtures/tls/server.pem --tls-key fixtures/tls/server-key.pem
   $ apsaramq-device emulator --instance-id mqtt-demo --data-dir ./emulator-state
   $ apsaramq-device emulator --ephemeral --mqtt-port 0 --api-port 0 --json
-  $ apsaramq-device emulator --parent-topics demo,sensors,alerts --max-subscriptions 100
+  $ apsaramq-device emulator --parent-topics demo,sensors,alerts --groups GID_demo,GID_sensors --max-subscriptions 100
+  $ apsaramq-device emulator --offline-delivery immediate
   $ apsaramq-device emulator --lenient
   $ apsaramq-device emulator --redis redis://127.0.0.1:6379 --mqtt-port 1884 --api-port 8081
   $ apsaramq-device emulator --cluster 2 --json`,
@@ -335,6 +386,7 @@ Examples:
         faultRate: flags.faultRate,
         ...(flags.faultCodes === undefined ? {} : { faultCodes: flags.faultCodes }),
         ...(flags.latencyMs === undefined ? {} : { latencyMs: flags.latencyMs }),
+        ...apiOptions(flags),
         kickOnRevoke: flags.kickOnRevoke === true,
         ...(flags.tokenExpireNoticeLeadMs === undefined ? {} : { tokenExpireNoticeLeadMs: flags.tokenExpireNoticeLeadMs }),
         ...(flags.tokenP2pNeedsRead ? { tokenP2pNeedsRead: true } : {}),

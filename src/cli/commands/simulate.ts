@@ -11,7 +11,10 @@ import { checkAddressSpace } from '../../simulator/local-address.js';
 import { type ResolvedSettings, SIMULATION_DEFAULTS, type Shard, checkStartAt, expandTopic, parseShard, resolveSettings, simulatedClientId, type SimulationSettings } from '../../simulator/options.js';
 import { MAX_PAYLOAD_BYTES, checkTopicName } from '../../connector/validate.js';
 import { resolveBrokerOptions } from '../../emulator/broker-options.js';
-import { loadReports, loadSimulator } from '../roles.js';
+import { loadReports, loadSimulator, loadThresholds } from '../roles.js';
+import { readScenarioFile, type Scenario } from '../../simulator/scenario.js';
+import { planGameDay } from '../../simulator/game-day-plan.js';
+import { InvalidScenarioError } from '../../simulator/errors.js';
 import type { SimulationTarget } from '../../simulator/target.js';
 import type { SimulationReport } from '../../simulator/report-format.js';
 import { type CliIo, Interrupted, UsageError, checkOutputFile, choiceArg, exampleStartAt, intArg, jsonLine } from '../io.js';
@@ -52,6 +55,11 @@ interface SimulateFlags {
   progress: boolean;
   processes: number;
   redis?: string;
+  scenario?: string;
+  client: 'raw' | 'connector';
+  consumer?: boolean;
+  outbox?: string;
+  failOn?: string[];
 }
 
 const D = SIMULATION_DEFAULTS;
@@ -96,6 +104,12 @@ export function addSimulateCommand(program: Command, io: CliIo): void {
     .option('--max-connecting <n>', 'CONNECTs awaiting their CONNACK at once', intArg('--max-connecting', 1, 1_000_000), D.maxConnectsInFlight)
     .option('--processes <n>', 'spread the run (or its --shard) over n local processes started together and merged, each with its own embedded emulator', intArg('--processes', 1, 64), 1)
     .option('--redis <url>', 'run against the emulator cluster on this Redis (one logical broker): its running processes (shard I on process (I-1) mod M), else an emulator process per shard that joins it')
+    .option('--scenario <file>', 'a game day: play the faults of this JSON (or YAML) file during the run and report each one\'s time to heal (see scenarios/)')
+    .option('--client <kind>', 'what each device is: raw (the simulator\'s raw-socket device, for scale) or connector (the library\'s DeviceConnection)', choiceArg('--client', ['raw', 'connector'] as const), D.client)
+    .option('--consumer', 'a backend subscriber counts every message: delivered, lost, duplicated (on with --scenario)')
+    .option('--no-consumer', 'no backend subscriber, even with --scenario')
+    .option('--outbox <dir>', 'connector devices keep their messages in a durable outbox in this directory (not available yet)')
+    .option('--fail-on <threshold>', 'exit 1 when a threshold holds: METRIC OP VALUE, e.g. lost>0, heal.p99>30s, errors>0, duplicates>10 (repeat, or a comma list)', (value: string, previous: string[] | undefined) => [...(previous ?? []), value])
     .option('--no-progress', 'no live progress on stderr')
     .addHelpText(
       'after',
@@ -125,6 +139,22 @@ n processes split slice I (they are shards (I-1)*n+1 to I*n of N*n) and the repo
 the other slices' by report merge. With --start-at the shards wait for that time instead of each other. A shard that ends without its
 report stops the others and fails the run (ShardFailed, naming it and quoting its stderr).
 
+Game days: --scenario FILE plays a timeline of faults, each "at" seconds from the start of connecting:
+broker-restart (the embedded emulator's broker; count, every, down), partition (a share or a list of devices lose
+their network for "for" seconds, through a fault relay this process runs: connections reset, new ones refused),
+latency (ms added each way) and bandwidth (bytes per second), revoke (devices' credentials refreshed or unregistered,
+their sessions dropped: they climb the ladder store, GetDeviceCredential, RegisterDeviceCredential), api-faults (a
+rate of the OpenAPI's calls fail with codes, for seconds). A backend subscriber, connected to the broker directly,
+counts every message by the device index and sequence in its payload. The summary and the report give, per fault,
+when it started and ended, the devices it hit, their time to heal (p50, p99, max, from the fault's end; a device not
+back by the end is "not healed") and what became of their messages; the HTML report marks each fault on its charts.
+--client connector runs each device as the library's DeviceConnection (its defaults: reconnect backoff 1 to 60 s, an
+in-memory outbox) instead of the raw-socket device; a raw device drops what it is handed while offline.
+--fail-on METRIC OP VALUE fails the run (exit 1, ThresholdExceeded) when it holds: lost, delivered, duplicates,
+duplicated, refused, published, acked, connected, failed-connects, reconnects, errors, errors.CODE, hit, not-healed,
+heal.p50|p95|p99|max, connect.…, e2e.… (times in ms, s or m). Without it, a run whose devices published and got
+not one message through fails too (NothingPublished, naming what the broker did instead).
+
 Each device needs one socket: for thousands of devices raise the open-file limit (ulimit -n 65536). One source
 address reaches one broker port over at most the ephemeral port range (about 28,000 ports): beyond that, --local-address spreads devices over several addresses.
 
@@ -140,7 +170,9 @@ Examples:
   $ apsaramq-device simulate --devices 2000 --shard 1/2 --region cn-hangzhou --instance-id mqtt-cn-xxx \\
       --group-id GID_load --topic load/%i --subscribe --start-at ${startAt} --report shard1.json
   $ apsaramq-device report merge shard1.json shard2.json --html fleet.html
-  $ apsaramq-device simulate --devices 40000 --local-address 127.0.0.2-127.0.0.3 --html run.html`,
+  $ apsaramq-device simulate --devices 40000 --local-address 127.0.0.2-127.0.0.3 --html run.html
+  $ apsaramq-device simulate --devices 1000 --duration 90 --client connector --scenario scenarios/broker-maintenance.json \\
+      --fail-on 'not-healed>0,heal.p99>60s' --html gameday.html`,
     )
     .action(async (flags: SimulateFlags, command: Command) => {
       // A Kubernetes Indexed Job's pod: --shard auto/N is I/N with I from JOB_COMPLETION_INDEX.
@@ -161,15 +193,29 @@ Examples:
         apiConcurrency: flags.apiConcurrency,
         maxConnectsInFlight: flags.maxConnecting,
         protocol: flags.protocol,
+        client: flags.client,
+        ...(flags.consumer === undefined ? {} : { consumer: flags.consumer }),
         ...(flags.shard === undefined ? {} : { shard: flags.shard }),
         ...(flags.startAt === undefined ? {} : { startAt: flags.startAt }),
         ...(flags.localAddress === undefined ? {} : { localAddress: flags.localAddress }),
       };
       let outerShard: Shard | undefined;
       let resolved: ResolvedSettings;
+      // The scenario is read first: a file that cannot be played is InvalidScenario (exit 2) before anything starts.
+      const scenario: Scenario | undefined = flags.scenario === undefined ? undefined : await readScenarioFile(flags.scenario);
+      outboxOf(flags);
+      const { parseThresholds, checkThresholds, needsConsumer, needsScenario } = await loadThresholds('simulate');
       try {
         resolved = resolveSettings(settings);
         checkTopicFlag(resolved);
+        const thresholds = flags.failOn === undefined ? [] : parseThresholds(flags.failOn);
+        const tls = flags.brokerUrl !== undefined ? /^(mqtts|tls|ssl):/i.test(flags.brokerUrl.trim()) : (flags.endpoint !== undefined || flags.region !== undefined) && flags.transport === 'tls';
+        planGameDay(resolved, scenario, flags.scenario, tls);
+        const consumer = resolved.consumer ?? scenario !== undefined;
+        for (const t of thresholds) {
+          if (needsScenario(t) && !scenario) throw new UsageError(`--fail-on ${t.text} needs a game day: add --scenario FILE`);
+          if (needsConsumer(t) && !consumer) throw new UsageError(`--fail-on ${t.text} needs the backend subscriber that counts deliveries: add --consumer (or --scenario, without --no-consumer)`);
+        }
         if (flags.processes > 1) {
           const share = resolved.range[1] - resolved.range[0];
           const of = flags.shard === undefined ? `--devices ${flags.devices}` : `the ${share} devices of --shard ${flags.shard}`;
@@ -179,8 +225,8 @@ Examples:
           if (flags.shard !== undefined) outerShard = parseShard(flags.shard);
         }
       } catch (error) {
-        // A flag that can never work is a usage error (exit 2), whichever check caught it.
-        if (error instanceof ValidationError) throw new UsageError(error.message);
+        // A flag that can never work is a usage error (exit 2), whichever check caught it; a scenario keeps its own code.
+        if (error instanceof ValidationError && !(error instanceof InvalidScenarioError)) throw new UsageError(error.message);
         throw error;
       }
       // Where the results go is checked before the run, not after it: a typo must not lose the report.
@@ -242,6 +288,7 @@ Examples:
               signal: stop.signal,
               onWarning: child?.onWarning ?? ((message) => io.stderr(`warning: ${message}\n`)),
               ...(target === undefined ? {} : { target }),
+              ...(scenario === undefined ? {} : { scenario, scenarioSource: flags.scenario as string }),
               // After a failed probe the devices only fail with it: the phases that follow are not progress.
               ...(child !== undefined ? { onProgress: child.onProgress } : progress === undefined ? {} : { onProgress: (p) => check?.failure === undefined && progress.update(p) }),
             },
@@ -268,13 +315,22 @@ Examples:
         io.stderr(`Interrupted: ${report.connected} of ${report.devices} devices had connected when the run was stopped${flags.report === undefined ? '' : `; ${flags.report} is marked "interrupted"`}.${kept}\n`);
         throw new Interrupted(interruptedBy);
       }
-      const failure = simulationFailure(report);
+      const failure = simulationFailure(report) ?? (flags.failOn === undefined ? undefined : checkThresholds(report, parseThresholds(flags.failOn)));
       if (failure) throw failure;
     });
 }
 
+/**
+ * `--outbox DIR`: the durable outbox of connector devices. Refused until `connectDevice` takes one (store and
+ * forward, issue 17): the only place that has to change when it does.
+ */
+function outboxOf(flags: SimulateFlags): undefined {
+  if (flags.outbox === undefined) return undefined;
+  throw new UsageError(`--outbox ${flags.outbox}: the durable outbox is not wired into connectDevice yet, so the simulator cannot give its devices one; run --client connector without it (its outbox is in memory: what a device holds when the run ends is lost)`);
+}
+
 /** Flags of `simulate --processes` that the parent keeps: it writes the merged report and shows the progress. */
-const PARENT_ONLY = new Set(['processes', 'shard', 'report', 'html', 'json', 'progress']);
+const PARENT_ONLY = new Set(['processes', 'shard', 'report', 'html', 'json', 'progress', 'failOn']);
 
 /** The user's own flags (not the defaults), as a shard process of a `--processes` run gets them. */
 function shardArgs(command: Command): string[] {
@@ -284,7 +340,8 @@ function shardArgs(command: Command): string[] {
     if (PARENT_ONLY.has(key) || command.getOptionValueSource(key) !== 'cli' || option.long === undefined) continue;
     const value: unknown = command.getOptionValue(key);
     if (typeof value === 'boolean') {
-      if (value) args.push(option.long);
+      // `--consumer` and `--no-consumer` share one value: each flag is passed when it is the one that set it.
+      if (value === !option.negate) args.push(option.long);
     } else if (value !== undefined) {
       args.push(option.long, String(value));
     }

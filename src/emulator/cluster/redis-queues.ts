@@ -10,7 +10,7 @@
  */
 import { deserialize, serialize } from 'node:v8';
 import type { Redis } from 'ioredis';
-import { stored, storedBytes, type QueueLimits, type QueueOverflow, type StoredPacket } from '../session-queues.js';
+import { stored, storedBytes, type QueueLimits, type QueueOverflow, type RedeliveryPace, type StoredPacket } from '../session-queues.js';
 import type { QueueStats } from '../stats.js';
 import { KEYS } from './keys.js';
 import { script, type Script } from './redis.js';
@@ -79,10 +79,11 @@ return reply
 /**
  * A message is being sent (ARGV: clientId, brokerId or '', brokerCounter, messageId, packet, bytes): the first message
  * of the same broker id and counter takes the packet id; or the first of another broker id holding that packet id is
- * replaced by the packet (a PUBREL standing for a QoS 2 message). Same walk as SessionQueues.update.
+ * replaced by the packet (a PUBREL standing for a QoS 2 message), under a new id in the same place, as SessionQueues
+ * puts a new object there (a redelivery under way skips the message it replaced). Same walk as SessionQueues.update.
  */
 const UPDATE = `${TOTALS}
-for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+for at, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   local b = redis.call('HGET', KEYS[2], 'b' .. id)
   if b == ARGV[2] then
     if redis.call('HGET', KEYS[2], 'c' .. id) == ARGV[3] then
@@ -92,8 +93,10 @@ for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   elseif redis.call('HGET', KEYS[2], 'm' .. id) == ARGV[4] then
     local old = tonumber(redis.call('HGET', KEYS[2], 'z' .. id) or '0')
     local size = tonumber(ARGV[6])
+    forget(id)
+    id = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+    redis.call('LSET', KEYS[1], at - 1, id)
     redis.call('HSET', KEYS[2], 'p' .. id, ARGV[5], 'z' .. id, size, 'b' .. id, ARGV[2], 'c' .. id, ARGV[3])
-    redis.call('HDEL', KEYS[2], 'm' .. id)
     if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], 'm' .. id, ARGV[4]) end
     local n = tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
     local t = tonumber(redis.call('HGET', KEYS[2], 't') or '0') + size - old
@@ -132,10 +135,11 @@ end
 return false
 `;
 
-/** Every message of a session, oldest first, with its packet id ('' while unsent): `{packet, messageId, …}`. */
+/** Every message of a session, oldest first, with its id and packet id ('' while unsent): `{id, packet, messageId, …}`. */
 const LIST = `
 local reply = {}
 for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  reply[#reply + 1] = id
   reply[#reply + 1] = redis.call('HGET', KEYS[2], 'p' .. id) or ''
   reply[#reply + 1] = redis.call('HGET', KEYS[2], 'm' .. id) or ''
 end
@@ -221,13 +225,69 @@ export class RedisSessionQueues {
   }
 
   async list(clientId: string): Promise<StoredPacket[]> {
+    return (await this.#held(clientId)).map(({ packet }) => packet);
+  }
+
+  /** The session's messages, oldest first, each with the id it is held under (a replaced message gets a new one). */
+  async #held(clientId: string): Promise<{ id: string; packet: StoredPacket }[]> {
     const reply = (await this.#scripts.list.runBuffer(KEYS.queue(clientId), KEYS.queueItems(clientId))) as Buffer[];
-    const packets: StoredPacket[] = [];
-    for (let i = 0; i + 1 < reply.length; i += 2) {
-      const blob = reply[i] as Buffer;
-      if (blob.length > 0) packets.push(decode(blob, (reply[i + 1] as Buffer).toString()));
+    const held: { id: string; packet: StoredPacket }[] = [];
+    for (let i = 0; i + 2 < reply.length; i += 3) {
+      const blob = reply[i + 1] as Buffer;
+      if (blob.length > 0) held.push({ id: (reply[i] as Buffer).toString(), packet: decode(blob, (reply[i + 2] as Buffer).toString()) });
     }
-    return packets;
+    return held;
+  }
+
+  /**
+   * {@link SessionQueues.redeliver} on the session's queue in Redis: the messages it holds when this is called, at
+   * `pace`, skipping each that left the queue (or was replaced) meanwhile, then `end` (once the queue is read, at once
+   * when it holds none). Each batch is read as the queue holds it then, so another process's acknowledgement or drop
+   * counts. A read that fails calls `fail`: the messages stay queued for the next reconnect.
+   */
+  redeliver(clientId: string, pace: RedeliveryPace, push: (packet: StoredPacket) => void, end: () => void, gone: () => boolean = () => false, fail: (error: Error) => void = () => end()): () => void {
+    let stopped = false;
+    let timer: unknown;
+    const stop = (): void => {
+      stopped = true;
+      if (timer !== undefined) pace.timers.clearTimeout(timer);
+      timer = undefined;
+    };
+    const failed = (error: unknown): void => {
+      if (stopped) return;
+      stop();
+      fail(error instanceof Error ? error : new Error(String(error)));
+    };
+    const step = async (pending: string[]): Promise<void> => {
+      timer = undefined;
+      if (stopped || gone()) {
+        stopped = true;
+        return;
+      }
+      const held = new Map((await this.#held(clientId)).map(({ id, packet }) => [id, packet]));
+      // The client may have gone while the queue was read.
+      if (stopped || gone()) {
+        stopped = true;
+        return;
+      }
+      for (let sent = 0; sent < pace.batchSize && pending.length > 0;) {
+        const packet = held.get(pending.shift() as string);
+        if (packet === undefined) continue;
+        push(packet);
+        sent++;
+      }
+      if (pending.length === 0) end();
+      else timer = pace.timers.setTimeout(() => void step(pending).catch(failed), pace.intervalMs);
+    };
+    // The delay runs from the reconnect, while the queue as it is now is read.
+    const first = this.#held(clientId).then((held) => held.map(({ id }) => id));
+    timer = pace.timers.setTimeout(() => void first.then(step).catch(failed), pace.delayMs());
+    first.then((pending) => {
+      if (pending.length > 0 || stopped) return;
+      stop();
+      end();
+    }, failed);
+    return stop;
   }
 
   /** The cluster's totals as last read ({@link RedisSessionQueues.refresh} reads them again). */

@@ -1,0 +1,235 @@
+/**
+ * Offline messages at the cloud's pace (reference §5.7: detected 5 to 10 s after the reconnect, re-delivered in
+ * batches of 30 every 5 s), with the pacing's timers in the test's hands: each step is run when the test says, so
+ * nothing waits real seconds and the batches are counted exactly. The subscriber is a raw socket (mqtt-packet), so
+ * that what arrives, and when, is exactly what the broker wrote.
+ */
+import type { IConnackPacket, IPublishPacket, Packet } from 'mqtt-packet';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { startEmulator, type Emulator, type EmulatorOptions, type OfflineTimers } from '../../src/emulator/index.js';
+import { accountLogin } from '../helpers/broker.js';
+import { connectMqtt } from '../helpers/emulator.js';
+import { rawLogin, type RawMqtt } from '../helpers/raw-mqtt.js';
+
+const VERSIONS = [4, 5] as const;
+type Version = (typeof VERSIONS)[number];
+
+/** A timer the broker set, waiting for the test to run it. */
+interface Step {
+  readonly ms: number;
+  run(): void;
+}
+
+/** Timers that run only when the test runs them; {@link ManualTimers.next} resolves with the next one set. */
+interface ManualTimers extends OfflineTimers {
+  next(): Promise<Step>;
+  /** Timers set and neither run nor cleared. */
+  readonly pending: number;
+}
+
+function manualTimers(): ManualTimers {
+  const set: (Step & { cleared: boolean })[] = [];
+  const waiting: ((step: Step) => void)[] = [];
+  let taken = 0;
+  return {
+    setTimeout(callback, ms) {
+      const step = { ms, cleared: false, run: () => (step.cleared ? undefined : ((step.cleared = true), callback())) };
+      set.push(step);
+      const waiter = waiting.shift();
+      if (waiter) {
+        taken++;
+        waiter(step);
+      }
+      return step;
+    },
+    clearTimeout(handle) {
+      (handle as { cleared: boolean }).cleared = true;
+    },
+    next() {
+      const step = set[taken];
+      if (step) {
+        taken++;
+        return Promise.resolve(step);
+      }
+      return new Promise((resolve) => waiting.push(resolve));
+    },
+    get pending() {
+      return set.filter((step) => !step.cleared).length;
+    },
+  };
+}
+
+const SESSION = { 4: { clean: false }, 5: { clean: false, properties: { sessionExpiryInterval: 600 } } } as const;
+
+/** An emulator of this test only, with the pacing's timers given. */
+async function paced(timers: OfflineTimers, options: EmulatorOptions = {}): Promise<Emulator> {
+  const e = await startEmulator({ env: {}, offlineTimers: timers, ...options });
+  onTestFinished(() => e.close());
+  return e;
+}
+
+/** A persistent session subscribed to demo/q (QoS 1) that went away, with `count` QoS 1 messages queued for it. */
+async function queued(e: Emulator, version: Version, clientId: string, count: number): Promise<void> {
+  const { raw } = await rawLogin(e.mqttUrl, accountLogin(e, clientId), version, SESSION[version]);
+  raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'demo/q', qos: 1 }] });
+  await raw.next('suback');
+  const gone = new Promise<void>((resolve) => e.events.once('clientDisconnected', () => resolve()));
+  raw.socket.destroy();
+  await gone;
+  const pub = await connectMqtt(e.mqttUrl, accountLogin(e, `${clientId}-pub`), { protocolVersion: version });
+  for (let i = 0; i < count; i++) await pub.publishAsync('demo/q', `m${i}`, { qos: 1 });
+  await pub.endAsync();
+  expect(e.stats().mqtt.queues.messages).toBe(count);
+}
+
+/** Back again; resolves with the connection and its CONNACK. */
+function resume(e: Emulator, version: Version, clientId: string): Promise<{ raw: RawMqtt; connack: IConnackPacket }> {
+  return rawLogin(e.mqttUrl, accountLogin(e, clientId), version, SESSION[version]);
+}
+
+/** The PUBLISHes received so far, each acknowledged once. */
+function inbox(raw: RawMqtt): { publishes(): IPublishPacket[] } {
+  const acked = new Set<Packet>();
+  return {
+    publishes() {
+      const publishes = raw.received.filter((p): p is IPublishPacket => p.cmd === 'publish');
+      for (const p of publishes) {
+        if (!acked.has(p) && p.messageId !== undefined) raw.send({ cmd: 'puback', messageId: p.messageId });
+        acked.add(p);
+      }
+      return publishes;
+    },
+  };
+}
+
+/** A round trip: everything the broker wrote before it has arrived once the PINGRESP has. */
+async function roundTrip(raw: RawMqtt): Promise<void> {
+  raw.send({ cmd: 'pingreq' });
+  await raw.next('pingresp');
+}
+
+/** Wait until `n` PUBLISHes have arrived in all. */
+async function received(raw: RawMqtt, n: number): Promise<void> {
+  while (raw.received.filter((p) => p.cmd === 'publish').length < n) await raw.next('publish');
+}
+
+describe('offline messages at the cloud\'s pace (reference §5.7)', () => {
+  it.each(VERSIONS)('by default: nothing for 5 to 10 s after the reconnect, then batches of 30 every 5 s (MQTT %i)', async (version) => {
+    const timers = manualTimers();
+    // The detection delay is drawn from [5000, 10000]: the lowest draw gives 5000, the highest 10000.
+    const e = await paced(timers, { random: () => (version === 4 ? 0 : 0.999_999_9) });
+    await queued(e, version, `GID_demo@@@pace${version}`, 40);
+    const { raw, connack } = await resume(e, version, `GID_demo@@@pace${version}`);
+    expect(connack.sessionPresent).toBe(true);
+    const messages = inbox(raw);
+
+    const detection = await timers.next();
+    expect(detection.ms).toBe(version === 4 ? 5_000 : 10_000);
+    await roundTrip(raw);
+    expect(messages.publishes()).toHaveLength(0);
+
+    detection.run();
+    await received(raw, 30);
+    const interval = await timers.next();
+    expect(interval.ms).toBe(5_000);
+    await roundTrip(raw);
+    expect(messages.publishes().map((p) => p.payload.toString())).toEqual(Array.from({ length: 30 }, (_, i) => `m${i}`));
+
+    interval.run();
+    await received(raw, 40);
+    await roundTrip(raw);
+    expect(messages.publishes().map((p) => p.payload.toString())).toEqual(Array.from({ length: 40 }, (_, i) => `m${i}`));
+    expect(timers.pending).toBe(0);
+  });
+
+  it.each(VERSIONS)('live messages, SUBSCRIBE and PUBLISH go on at once while the queue waits (MQTT %i)', async (version) => {
+    const timers = manualTimers();
+    const e = await paced(timers);
+    await queued(e, version, `GID_demo@@@live${version}`, 3);
+    const { raw } = await resume(e, version, `GID_demo@@@live${version}`);
+    const detection = await timers.next();
+    raw.send({ cmd: 'subscribe', messageId: 2, subscriptions: [{ topic: 'demo/other', qos: 1 }] });
+    await raw.next('suback');
+    const pub = await connectMqtt(e.mqttUrl, accountLogin(e, `GID_demo@@@live${version}-2`), { protocolVersion: version });
+    await pub.publishAsync('demo/q', 'live', { qos: 1 });
+    await pub.endAsync();
+    const messages = inbox(raw);
+    await received(raw, 1);
+    expect(messages.publishes().map((p) => p.payload.toString())).toEqual(['live']);
+    detection.run();
+    await received(raw, 4);
+    expect(messages.publishes().map((p) => p.payload.toString())).toEqual(['live', 'm0', 'm1', 'm2']);
+  });
+
+  it('a client that goes away while its queue waits keeps the queue: its pacing stops, the next reconnect is paced again', async () => {
+    const timers = manualTimers();
+    const e = await paced(timers);
+    await queued(e, 4, 'GID_demo@@@away', 5);
+    const first = await resume(e, 4, 'GID_demo@@@away');
+    const detection = await timers.next();
+    const gone = new Promise<void>((resolve) => e.events.once('clientDisconnected', () => resolve()));
+    first.raw.socket.destroy();
+    await gone;
+    detection.run(); // the client is gone: nothing is sent, nothing is set again
+    expect(timers.pending).toBe(0);
+    expect(e.stats().mqtt.queues.messages).toBe(5);
+    const again = await resume(e, 4, 'GID_demo@@@away');
+    (await timers.next()).run();
+    await received(again.raw, 5);
+    expect(inbox(again.raw).publishes().map((p) => p.payload.toString())).toEqual(['m0', 'm1', 'm2', 'm3', 'm4']);
+  });
+
+  it('a clean session is not paced: its old queue is dropped at once', async () => {
+    const timers = manualTimers();
+    const e = await paced(timers);
+    await queued(e, 4, 'GID_demo@@@clean', 5);
+    const { raw, connack } = await rawLogin(e.mqttUrl, accountLogin(e, 'GID_demo@@@clean'), 4, { clean: true });
+    expect(connack.sessionPresent).toBe(false);
+    await roundTrip(raw);
+    expect(timers.pending).toBe(0);
+    expect(e.stats().mqtt.queues.messages).toBe(0);
+  });
+
+  it.each(VERSIONS)('offlineDelivery: immediate sends the whole queue right behind the CONNACK, no timer (MQTT %i)', async (version) => {
+    const timers = manualTimers();
+    const e = await paced(timers, { offlineDelivery: 'immediate' });
+    await queued(e, version, `GID_demo@@@now${version}`, 40);
+    const { raw } = await resume(e, version, `GID_demo@@@now${version}`);
+    await received(raw, 40);
+    expect(inbox(raw).publishes()).toHaveLength(40);
+    expect(timers.pending).toBe(0);
+  });
+
+  it('the batch size, the interval and the detection delay are options; lenient delivers at once', async () => {
+    const timers = manualTimers();
+    const e = await paced(timers, { offlineDetectionDelayMs: 100, offlineBatchSize: 2, offlineBatchIntervalMs: 50 });
+    await queued(e, 4, 'GID_demo@@@opts', 3);
+    const { raw } = await resume(e, 4, 'GID_demo@@@opts');
+    const detection = await timers.next();
+    expect(detection.ms).toBe(100);
+    detection.run();
+    await received(raw, 2);
+    const interval = await timers.next();
+    expect(interval.ms).toBe(50);
+    await roundTrip(raw);
+    expect(inbox(raw).publishes()).toHaveLength(2);
+    interval.run();
+    await received(raw, 3);
+
+    const lenient = await paced(timers, { lenient: true });
+    await queued(lenient, 4, 'GID_demo@@@lenient', 3);
+    await received((await resume(lenient, 4, 'GID_demo@@@lenient')).raw, 3);
+    expect(timers.pending).toBe(0);
+  });
+
+  it.each<[EmulatorOptions, RegExp]>([
+    [{ offlineDelivery: 'later' as 'paced' }, /offlineDelivery must be 'paced' or 'immediate'/],
+    [{ offlineDetectionDelayMs: { min: 10, max: 5 } }, /offlineDetectionDelayMs must be \{ min, max \} with min <= max/],
+    [{ offlineDetectionDelayMs: -1 }, /offlineDetectionDelayMs must be a duration in ms/],
+    [{ offlineBatchSize: 0 }, /offlineBatchSize must be an integer of 1 or more/],
+    [{ offlineBatchIntervalMs: Number.NaN }, /offlineBatchIntervalMs must be a duration in ms/],
+    [{ offlineTimers: { setTimeout: () => 0 } as unknown as OfflineTimers }, /offlineTimers.clearTimeout must be a function/],
+  ])('%o is refused', async (options, message) => {
+    await expect(startEmulator({ env: {}, ...options })).rejects.toMatchObject({ code: 'InvalidOption', message: expect.stringMatching(message) });
+  });
+});
