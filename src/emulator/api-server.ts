@@ -104,9 +104,11 @@ async function handleRpc(request: ParsedRequest, v3: boolean, deps: ApiDependenc
   deps.gateway.throttleAction(accessKeyId, action);
   if (deps.cluster) {
     const nonce = v3 ? request.headers['x-acs-signature-nonce']?.[0] : request.params['SignatureNonce'];
-    await deps.cluster.admit({ nonce, accessKeyId, action });
+    // The cluster's fault burst, not this process's, is what the call's draw is made from.
+    deps.faults.inject(action, (await deps.cluster.admit({ nonce, accessKeyId, action })).burst);
+  } else {
+    deps.faults.inject(action);
   }
-  deps.faults.inject(action);
   const handler = routeAction(action, version, request.method, deps.getOnPostOnly);
   if (deps.cluster) return { action, body: await deps.cluster.run(action, request.params, handler, deps) };
   const changes = (): number => deps.registry.changes + deps.tokens.changes;
@@ -197,7 +199,8 @@ async function emulatorControl(req: IncomingMessage, url: URL): Promise<(deps: A
     const codes = (params['codes'] ?? '').split(',').map((code) => code.trim()).filter((code) => code !== '');
     return async (deps) => {
       try {
-        deps.faults.burst(rate, codes, forMs);
+        // Clustered, the burst is the cluster's: answered once Redis holds it.
+        await deps.faults.burst(rate, codes, forMs);
       } catch (error) {
         if (isApsaraMqDeviceError(error)) throw new ApiFault('ParameterCheckFailed', { suffix: `${error.message}. Send a JSON body {"rate": 0.5, "codes": "Throttling.User,InternalError", "forMs": 10000}.` });
         throw error;

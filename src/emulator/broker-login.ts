@@ -173,7 +173,7 @@ const revokedByRegistry = new WeakMap<CredentialRegistry, Map<string, Credential
  * The credentials of a registry that stopped authenticating, by DeviceAccessKeyId: the last
  * {@link REVOKED_KEYS_REMEMBERED}. One memory per registry, so that a restarted broker keeps it.
  */
-function revokedKeysOf(registry: CredentialRegistry): Map<string, CredentialRecord> {
+export function revokedKeysOf(registry: CredentialRegistry): Map<string, CredentialRecord> {
   let revoked = revokedByRegistry.get(registry);
   if (!revoked) {
     const memory = new Map<string, CredentialRecord>();

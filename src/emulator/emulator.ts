@@ -13,12 +13,12 @@ import { inspect } from 'node:util';
 import type { Aedes, Client } from 'aedes';
 import { redact } from '../credential.js';
 import { type KnownApiErrorCode, ValidationError } from '../errors.js';
-import { EMULATED_ACTIONS, type EmulatedAction } from './actions.js';
+import { EMULATED_ACTIONS, actionRules, type EmulatedAction } from './actions.js';
 import { hostIdOf } from './api-errors.js';
 import { MAX_RESTART_DOWN_MS, startApiServer, type ApiDependencies, type ApiServer } from './api-server.js';
 import { startBroker, type BrokerDependencies, type BrokerHandle } from './broker.js';
 import { DataDir, StateWriter, type EmulatorState } from './data-dir.js';
-import { FaultInjector, checkFailNext } from './faults.js';
+import { FaultInjector, checkBurst, checkFailNext } from './faults.js';
 import { joinCluster, type EmulatorCluster } from './cluster/cluster.js';
 import type { ClusterProcess } from './cluster/membership.js';
 import { Gateway } from './gateway.js';
@@ -94,9 +94,11 @@ export interface Emulator {
    * For the next `forMs`, answer a share `rate` (0 to 1) of the OpenAPI calls the gateway lets through with one of
    * `codes` (picked at random), in place of the `faultRate` and `faultCodes` options: an outage or throttling of the
    * OpenAPI for a while. A new burst replaces the one running; `rate` 0 ends it. Queued `failNext` faults still come
-   * first. @throws ValidationError `InvalidOption` naming a bad value (checked at run time too).
+   * first. Clustered (`redis`), the burst is the cluster's, through any process, timed on the clock of its rate
+   * limits, and the returned promise settles once Redis holds it.
+   * @throws ValidationError `InvalidOption` naming a bad value (checked at run time too).
    */
-  faultBurst(burst: { rate: number; codes: readonly KnownApiErrorCode[]; forMs: number }): void;
+  faultBurst(burst: { rate: number; codes: readonly KnownApiErrorCode[]; forMs: number }): void | Promise<void>;
   /**
    * Drop a client's MQTT connection without a DISCONNECT, like a network cut: its will is published and a
    * persistent session keeps queueing. Returns whether that ClientId was connected.
@@ -201,8 +203,9 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
 }
 
 /**
- * A clustered emulator's faults: `failNext` queues them in Redis, for the next calls anywhere in the cluster, and
- * returns a promise that settles once the cluster holds them. Latency and random faults stay this process's own.
+ * A clustered emulator's faults: `failNext` queues them in Redis, for the next calls anywhere in the cluster, and a
+ * fault burst is the cluster's (an outage of the account's OpenAPI, not of one process); each returns a promise that
+ * settles once the cluster holds it. Latency and the configured random faults stay this process's own.
  */
 class ClusterFaults extends FaultInjector {
   readonly #cluster: EmulatorCluster;
@@ -219,11 +222,18 @@ class ClusterFaults extends FaultInjector {
     queued.catch(() => undefined);
     return queued;
   }
+
+  override burst(rate: number, codes: readonly string[], forMs: number): Promise<void> {
+    checkBurst(rate, codes, forMs);
+    const started = this.#cluster.faultBurst(rate, codes, forMs);
+    started.catch(() => undefined);
+    return started;
+  }
 }
 
 /** What the OpenAPI answers from the options besides its state: the groups and parent topics that exist, and its own names. */
 function apiRules(config: ResolvedEmulatorOptions, groups: GroupDirectory): Pick<ApiDependencies, 'groups' | 'parentTopics' | 'p2pTopicLength' | 'unknownInstanceCode' | 'hostId'> {
-  return { groups, parentTopics: config.parentTopics, p2pTopicLength: config.p2pTopicLength, unknownInstanceCode: config.unknownInstanceCode, hostId: hostIdOf(config.regionId) };
+  return { ...actionRules(config, groups), hostId: hostIdOf(config.regionId) };
 }
 
 /**
@@ -389,7 +399,7 @@ class RunningEmulator implements Emulator {
   readonly dataDir: string | undefined;
   readonly stats: () => EmulatorStats;
   readonly failNext: (action: EmulatedAction, code: KnownApiErrorCode, count?: number) => void | Promise<void>;
-  readonly faultBurst: (burst: { rate: number; codes: readonly KnownApiErrorCode[]; forMs: number }) => void;
+  readonly faultBurst: (burst: { rate: number; codes: readonly KnownApiErrorCode[]; forMs: number }) => void | Promise<void>;
   readonly events: EventEmitter<EmulatorEvents>;
   readonly cluster: EmulatorClusterInfo | undefined;
   readonly #mqtt: MqttService;

@@ -8,8 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiFault } from '../../src/emulator/api-errors.js';
 import { SharedAdmission } from '../../src/emulator/cluster/admission.js';
 import { RedisSessionQueues } from '../../src/emulator/cluster/redis-queues.js';
+import { FaultInjector } from '../../src/emulator/faults.js';
 import { RateLimiter } from '../../src/emulator/gateway.js';
-import { SessionQueues, type QueueLimits, type StoredPacket } from '../../src/emulator/session-queues.js';
+import { SessionQueues, type QueueLimits, type RedeliveryPace, type StoredPacket } from '../../src/emulator/session-queues.js';
 import { redisAvailable, startRedis, type TestRedis } from '../helpers/redis.js';
 
 const { available, skipped } = redisAvailable();
@@ -93,17 +94,129 @@ describe.skipIf(!available)(`the cluster's Redis state, side by side with the em
     });
   }
 
-  it('SharedAdmission\'s rate limits answer as the gateway\'s RateLimiter does, on one clock', async () => {
+  for (const seed of [21, 22, 23]) {
+    it(`RedisSessionQueues.redeliver paces as SessionQueues.redeliver does: batch by batch, skipping what was acknowledged, dropped or replaced meanwhile (seed ${seed})`, async () => {
+      await client.flushdb();
+      const limits: QueueLimits = { maxMessages: 25, maxBytes: 10_000, policy: 'drop-oldest' };
+      const memory = new SessionQueues(limits, () => undefined);
+      const shared = new RedisSessionQueues(client, limits, () => undefined);
+      const random = prng(seed);
+      const clientId = 'GID_a@@@paced';
+      let counter = 0;
+      const enqueue = async (): Promise<void> => {
+        const packet: StoredPacket = { cmd: 'publish', brokerId: 'b1', brokerCounter: ++counter, topic: 'demo/q', payload: Buffer.from(`m${counter}`), qos: 1, retain: false, dup: false };
+        memory.enqueue(clientId, packet);
+        await shared.enqueue(clientId, packet);
+      };
+      for (let i = 0; i < 20; i++) await enqueue();
+      // Some were sent before the client went away: they hold a packet id, and a PUBREL may stand for one later.
+      for (const item of memory.list(clientId).slice(0, 4)) {
+        const sent = { ...item, messageId: item.brokerCounter };
+        memory.update(clientId, sent);
+        await shared.update(clientId, sent);
+      }
+
+      /** One side's pace, with its one pending timer run when the test says; what it pushed, the delays it set. */
+      interface Side {
+        readonly pace: RedeliveryPace;
+        readonly pushed: string[];
+        readonly delays: number[];
+        ended: boolean;
+        push(packet: StoredPacket): void;
+        end(): void;
+        /** Run the pending timer; resolves once the side has set its next one or ended. */
+        step(): Promise<void>;
+      }
+      const side = (): Side => {
+        let pending: (() => void) | undefined;
+        let settled: (() => void) | undefined;
+        const state: Side = {
+          pushed: [],
+          delays: [],
+          ended: false,
+          pace: {
+            delayMs: () => 7_000,
+            batchSize: 3,
+            intervalMs: 5_000,
+            timers: {
+              setTimeout: (callback: () => void, ms: number) => {
+                state.delays.push(ms);
+                pending = callback;
+                settled?.();
+                return callback;
+              },
+              clearTimeout: () => {
+                pending = undefined;
+              },
+            },
+          },
+          push: (packet) => void state.pushed.push((packet.payload as Buffer).toString()),
+          end: () => {
+            state.ended = true;
+            settled?.();
+          },
+          step: () => {
+            const run = pending;
+            pending = undefined;
+            const next = new Promise<void>((resolve) => (settled = resolve));
+            run?.();
+            return next;
+          },
+        };
+        return state;
+      };
+      const sides = { memory: side(), shared: side() };
+      memory.redeliver(clientId, sides.memory.pace, sides.memory.push, sides.memory.end);
+      shared.redeliver(clientId, sides.shared.pace, sides.shared.push, sides.shared.end, () => false, (error) => {
+        throw error;
+      });
+      expect(sides.shared.delays).toEqual(sides.memory.delays);
+      while (!sides.memory.ended) {
+        // Before each batch: acknowledgements, drops of unsent messages, new messages (not part of this redelivery,
+        // and dropping the oldest once the queue is full), a PUBREL standing for a sent one.
+        for (let change = Math.floor(random() * 4); change > 0; change--) {
+          const roll = random();
+          const held = memory.list(clientId);
+          const pick = held[Math.floor(random() * held.length)];
+          if (roll < 0.4 && pick) {
+            const ack: StoredPacket = pick.messageId === undefined ? { brokerId: pick.brokerId, brokerCounter: pick.brokerCounter } : { cmd: 'puback', messageId: pick.messageId };
+            memory.clear(clientId, ack);
+            await shared.clear(clientId, ack);
+          } else if (roll < 0.9) {
+            await enqueue();
+          } else if (pick?.messageId !== undefined) {
+            const pubrel: StoredPacket = { cmd: 'pubrel', messageId: pick.messageId };
+            memory.update(clientId, pubrel);
+            await shared.update(clientId, pubrel);
+          }
+        }
+        await Promise.all([sides.memory.step(), sides.shared.step()]);
+        expect(sides.shared.pushed).toEqual(sides.memory.pushed);
+        expect(sides.shared.ended).toBe(sides.memory.ended);
+      }
+      expect(sides.shared.pushed).toEqual(sides.memory.pushed);
+      expect(sides.shared.delays).toEqual(sides.memory.delays);
+      expect(sides.shared.ended).toBe(true);
+      expect(sides.memory.pushed.length).toBeGreaterThan(0);
+      expect(sides.memory.pushed.length).toBeLessThan(20);
+    });
+  }
+
+  it.each(['sliding-window', 'token-bucket'] as const)('SharedAdmission\'s rate limits answer as the gateway\'s RateLimiter does, on one clock (%s)', async (mode) => {
     await client.flushdb();
     let now = 1_000_000;
     const limits = { qpsLimit: 5, actionQpsLimits: { RevokeToken: 2 } };
-    const shared = new SharedAdmission(client, { nonceWindowMs: 60_000, actionThrottleCode: 'SystemOverFlow', ...limits }, () => now);
-    const account = new RateLimiter(limits.qpsLimit, () => now);
-    const revoke = new RateLimiter(limits.actionQpsLimits.RevokeToken, () => now);
+    const shared = new SharedAdmission(client, { nonceWindowMs: 60_000, actionThrottleCode: 'SystemOverFlow', rateLimitMode: mode, ...limits }, () => now);
+    const account = new RateLimiter(limits.qpsLimit, () => now, mode);
+    const revoke = new RateLimiter(limits.actionQpsLimits.RevokeToken, () => now, mode);
     const random = prng(3);
     const verdicts: Array<[string, string]> = [];
+    const times: number[] = [];
     for (let call = 0; call < 300; call++) {
-      now += Math.floor(random() * 250);
+      // Steps of 0 to 250 ms, fractional as performance.now's; some land exactly one second after an earlier call, on the window's edge.
+      const edge = times.find((t) => t + 1_000 >= now);
+      now = edge !== undefined && random() < 0.15 ? edge + 1_000 : now + random() * 250;
+      times.push(now);
       const action = random() < 0.5 ? 'RevokeToken' : 'GetDeviceCredential';
       // The gateway's order: the account's limit first; a refused call spends nothing of the action's.
       const expected = !account.tryTake('LTAIkey') ? 'Throttling.User' : action === 'RevokeToken' && !revoke.tryTake('LTAIkey') ? 'RevokeTokenOverFlow' : 'ok';
@@ -112,6 +225,61 @@ describe.skipIf(!available)(`the cluster's Redis state, side by side with the em
     }
     expect(verdicts.map(([, got]) => got)).toEqual(verdicts.map(([expected]) => expected));
     expect(new Set(verdicts.map(([e]) => e))).toEqual(new Set(['ok', 'Throttling.User', 'RevokeTokenOverFlow']));
+  });
+
+  it('rateLimitMode is what the shared limit counts by: half a second after a full second\'s worth, the window refuses and the bucket has refilled half', async () => {
+    await client.flushdb();
+    let now = 5_000;
+    const answers = async (mode: 'sliding-window' | 'token-bucket'): Promise<string[]> => {
+      const shared = new SharedAdmission(client, { nonceWindowMs: 60_000, qpsLimit: 4, actionQpsLimits: {}, actionThrottleCode: 'SystemOverFlow', rateLimitMode: mode }, () => now);
+      const got: string[] = [];
+      for (const at of [0, 0, 0, 0, 0, 500, 500, 500, 1_000]) {
+        now = 5_000 + at;
+        got.push(await shared.admit({ accessKeyId: `k-${mode}`, action: 'GetDeviceCredential' }).then(() => 'ok', (error: ApiFault) => error.code));
+      }
+      return got;
+    };
+    const refused = 'Throttling.User';
+    expect(await answers('sliding-window')).toEqual(['ok', 'ok', 'ok', 'ok', refused, refused, refused, refused, 'ok']);
+    expect(await answers('token-bucket')).toEqual(['ok', 'ok', 'ok', 'ok', refused, 'ok', 'ok', refused, 'ok']);
+  });
+
+  it('the cluster\'s fault burst answers as FaultInjector.burst does, on one clock: started, replaced, ended, run out', async () => {
+    await client.flushdb();
+    let now = 2_000_000;
+    const shared = new SharedAdmission(client, { nonceWindowMs: 60_000, qpsLimit: Number.POSITIVE_INFINITY, actionQpsLimits: {}, actionThrottleCode: 'SystemOverFlow' }, () => now);
+    // Two injectors with one script of draws: one keeps its own burst, the other draws from the cluster's.
+    const draws = (): (() => number) => prng(5);
+    const config = { faultRate: 0.1, faultCodes: ['InternalError'], latencyMs: undefined, rateClock: () => now };
+    const local = new FaultInjector({ ...config, random: draws() });
+    const clustered = new FaultInjector({ ...config, random: draws() });
+    const random = prng(9);
+    const answer = (run: () => void): string => {
+      try {
+        run();
+        return 'ok';
+      } catch (error) {
+        return error instanceof ApiFault ? error.code : String(error);
+      }
+    };
+    const verdicts: Array<[string, string]> = [];
+    for (let step = 0; step < 300; step++) {
+      now += random() * 400;
+      const roll = random();
+      if (roll < 0.05) {
+        // A burst, sometimes one that ends the running one (rate 0 or forMs 0).
+        const rate = random() < 0.2 ? 0 : Math.round(random() * 10) / 10;
+        const codes = random() < 0.5 ? ['Throttling.User'] : ['SystemOverFlow', 'InternalError'];
+        const forMs = random() < 0.1 ? 0 : Math.floor(random() * 5_000);
+        local.burst(rate, codes, forMs);
+        await shared.burst(rate, codes, forMs);
+        continue;
+      }
+      const admitted = await shared.admit({ accessKeyId: 'k', action: 'GetDeviceCredential' });
+      verdicts.push([answer(() => local.inject('GetDeviceCredential')), answer(() => clustered.inject('GetDeviceCredential', admitted.burst))]);
+    }
+    expect(verdicts.map(([, got]) => got)).toEqual(verdicts.map(([expected]) => expected));
+    expect(new Set(verdicts.map(([expected]) => expected))).toEqual(new Set(['ok', 'Throttling.User', 'SystemOverFlow', 'InternalError']));
   });
 
   it('SharedAdmission refuses a nonce used within its window, whoever checks it', async () => {

@@ -163,7 +163,7 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     const a = await member(redis);
     const b = await member(redis);
     const { Token: token } = await callApi<{ Token: string }>(a, 'ApplyToken', { Resources: 'demo/#', InstanceId: a.instanceId, ExpireTime: String(Date.now() + 600_000), Actions: 'R' });
-    const reader = await connectWithInbox(b.mqttUrl, { clientId: 'GID_tok@@@reader', username: `Token|${b.accessKeyId}|${b.instanceId}`, password: `R|${token}` });
+    const reader = await connectWithInbox(b.mqttUrl, { clientId: 'GID_demo@@@reader', username: `Token|${b.accessKeyId}|${b.instanceId}`, password: `R|${token}` });
     keep(reader.client);
     const closed = new Promise<void>((resolve) => reader.client.once('close', () => resolve()));
     const valid = await callApi<{ TokenStatus: boolean }>(b, 'QueryToken', { Token: token, InstanceId: b.instanceId });

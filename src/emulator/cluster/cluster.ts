@@ -1,29 +1,35 @@
 /**
  * An emulator process as a member of a cluster (the `redis` option): every process of one Redis database is one
  * logical service. What each part shares, and how:
- * - the OpenAPI's state (credentials, tokens): ledger.ts, a log every process applies to its own registries;
- * - the gateway's state (nonces, the account's and each action's rate limit) and `failNext`'s faults: admission.ts;
+ * - the OpenAPI's state (credentials, tokens, and the revoked keys remembered for `revokedCredentialRefusal`):
+ *   ledger.ts, a log every process applies to its own registries, with the same action rules (groups, parent topics);
+ * - the gateway's state (nonces, the account's and each action's rate limit, in either `rateLimitMode`), `failNext`'s
+ *   faults and the fault burst running: admission.ts;
  * - sessions, subscriptions and queued messages: the brokers' Redis persistence and queues (redis-broker.ts,
- *   redis-queues.ts), and messages route between brokers over the shared bus;
- * - who is connected where, for QuerySession, and which processes are live: membership.ts.
- * Per process: its listeners, `restart` (its broker), `disconnect` (connections to its broker), `checkTokens` (its
- * Token-mode sessions), the injected latency and random faults of its OpenAPI, and its stats' counters.
+ *   redis-queues.ts, paced as session-queues.ts paces them), and messages route between brokers over the shared bus;
+ * - who is connected where, for QuerySession, and which processes are live: membership.ts;
+ * - the options, GroupIds and parent topics included: every process has the same (membership.ts refuses another).
+ * Per process: its listeners, `restart` (its broker, and the downtime asked of it), `disconnect` (connections to its
+ * broker), `checkTokens` (its Token-mode sessions), the injected latency and the configured random faults of its
+ * OpenAPI, the draw of each reconnect's offline-detection delay, and its stats' counters.
  */
 import { randomBytes } from 'node:crypto';
 import type { EventEmitter } from 'node:events';
 import type { Redis } from 'ioredis';
 import { ApiFault } from '../api-errors.js';
-import { ACTIONS, isEmulatedAction, type ActionContext, type ActionHandler, type SessionDirectory } from '../actions.js';
+import { ACTIONS, actionRules, isEmulatedAction, type ActionContext, type ActionHandler, type SessionDirectory } from '../actions.js';
 import type { OutgoingQueues } from '../aedes-adapter.js';
+import { revokedKeysOf } from '../broker-login.js';
 import { BASE36_LOWER, randomString } from '../crypto.js';
 import type { EmulatorEvents } from '../emulator.js';
 import { COMMON_PARAMETERS, type RpcParams } from '../gateway.js';
+import { groupDirectory } from '../groups.js';
 import type { ResolvedEmulatorOptions } from '../options.js';
 import { CredentialRegistry } from '../registry.js';
 import type { QueueLimits, QueueOverflow } from '../session-queues.js';
 import type { EmulatorStats } from '../stats.js';
 import { TokenRegistry } from '../token-registry.js';
-import { SharedAdmission } from './admission.js';
+import { SharedAdmission, type Admitted } from './admission.js';
 import { KEYS } from './keys.js';
 import { Ledger, seededBytes, type Change, type Outcome } from './ledger.js';
 import { Membership, sharedOptions, type ClusterProcess } from './membership.js';
@@ -48,8 +54,11 @@ export interface BrokerCluster {
 
 /** What the OpenAPI server does clustered (api-server.ts). */
 export interface ClusterApi {
-  /** The gateway's shared checks and the queued faults, after the signature check. Throws an ApiFault. */
-  admit(call: { readonly nonce?: string | undefined; readonly accessKeyId: string; readonly action: string }): Promise<void>;
+  /**
+   * The gateway's shared checks and the queued faults, after the signature check; resolves with the cluster's fault
+   * burst, which the call's own draw is made from (FaultInjector.inject). Throws an ApiFault.
+   */
+  admit(call: { readonly nonce?: string | undefined; readonly accessKeyId: string; readonly action: string }): Promise<Admitted>;
   /** Run an action: a change through the log, a read on the state as it is now (QuerySession cluster-wide). */
   run(action: string, params: RpcParams, handler: ActionHandler, context: ActionContext): Promise<Record<string, unknown>>;
 }
@@ -164,6 +173,8 @@ class Member {
   readonly #parts: MemberParts;
   readonly #ledger: Ledger;
   readonly #admission: SharedAdmission;
+  /** What the actions answer by besides the state: the same options in every process, so every copy applies alike. */
+  readonly #rules: Pick<ActionContext, 'groups' | 'parentTopics' | 'p2pTopicLength' | 'unknownInstanceCode'>;
   #queues: RedisSessionQueues | undefined;
   #applying: Applying | undefined;
   #closing: Promise<void> | undefined;
@@ -178,6 +189,10 @@ class Member {
     const random = (size: number): Buffer => (this.#applying ? this.#applying.random(size) : randomBytes(size));
     this.registry = new CredentialRegistry({ ...config, now, randomBytes: random });
     this.tokens = new TokenRegistry({ now, randomBytes: random });
+    // The revoked keys are remembered from the first change applied: a process that joins later, or starts again,
+    // remembers what the cluster revoked before it, as every other process does.
+    if (config.revokedCredentialRefusal === 'not-authorized') revokedKeysOf(this.registry);
+    this.#rules = actionRules(config, groupDirectory(config.groups));
     this.#ledger = new Ledger(parts.redis, parts.reader, KEYS.log, (change) => this.#apply(change), parts.onError);
     this.#admission = new SharedAdmission(parts.redis, config, parts.rateClock);
     const { modules, target, processId, redis } = parts;
@@ -216,7 +231,7 @@ class Member {
     const handler = ACTIONS[change.action];
     this.#applying = { now: change.now, random: seededBytes(Buffer.from(change.seed, 'base64')) };
     try {
-      const body = handler(change.params, { registry: this.registry, tokens: this.tokens, sessions: NO_SESSIONS, instanceId: this.config.instanceId, now: () => change.now });
+      const body = handler(change.params, { ...this.#rules, registry: this.registry, tokens: this.tokens, sessions: NO_SESSIONS, instanceId: this.config.instanceId, now: () => change.now });
       return { ok: true, body };
     } catch (error) {
       return { ok: false, error };
@@ -240,6 +255,11 @@ class Member {
   /** Queue faults for the cluster's next calls of `action` (checked by the caller). */
   failNext(action: string, code: string, count: number): Promise<void> {
     return this.#admission.failNext(action, code, count);
+  }
+
+  /** Start (or end) the cluster's fault burst (checked by the caller). */
+  faultBurst(rate: number, codes: readonly string[], forMs: number): Promise<void> {
+    return this.#admission.burst(rate, codes, forMs);
   }
 
   /** Report this process's clients as they connect and leave. */

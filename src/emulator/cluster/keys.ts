@@ -22,8 +22,12 @@ export const KEYS = Object.freeze({
   presence: (id: string) => `${NS}presence:${id}`,
   /** A SignatureNonce used within its window. */
   nonce: (nonce: string) => `${NS}nonce:${nonce}`,
-  /** Hash per account (and per action with a limit of its own): the rate limit's bucket. */
+  /** Hash per account (and per action with a limit of its own): the rate limit's bucket (`rateLimitMode: 'token-bucket'`). */
   bucket: (name: string) => `${NS}bucket:${name}`,
+  /** List per account (and per action with a limit of its own): the times of the last second's calls (`sliding-window`). */
+  window: (name: string) => `${NS}window:${name}`,
+  /** Hash: the fault burst running (`Emulator.faultBurst`): its rate, codes and end on the checks' clock. */
+  burst: `${NS}burst`,
   /** List per action: the faults `failNext` queued, each `<code>\t<calls left>`. */
   faults: (action: string) => `${NS}faults:${action}`,
   /** List per persistent session: its queued messages' ids, oldest first (redis-queues.ts). */
