@@ -5,10 +5,14 @@
  */
 import { once } from 'node:events';
 import type { MqttClient } from 'mqtt';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { DeviceCredential } from '../../src/credential.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { apiFailure, callApi, connackCode, connectMqtt, connectWithInbox, registerDevice, signedCall, commonParams } from '../helpers/emulator.js';
+import { accountLogin } from '../helpers/broker.js';
+import { manualTimers } from '../helpers/manual-timers.js';
+import { inbox, rawLogin, received, roundTrip } from '../helpers/raw-mqtt.js';
 import { redisAvailable, startRedis, type TestRedis } from '../helpers/redis.js';
 
 const { available, skipped } = redisAvailable();
@@ -25,6 +29,9 @@ async function member(redis: TestRedis, options: EmulatorOptions = {}): Promise<
   started.push(emulator);
   return emulator;
 }
+
+/** Offline messages right behind the CONNACK, for the tests of what a queue holds rather than of its pace. */
+const IMMEDIATE = { offlineDelivery: 'immediate' } as const satisfies EmulatorOptions;
 
 function keep(client: MqttClient): MqttClient {
   clients.push(client);
@@ -93,10 +100,11 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     expect(await subscriber.next()).toEqual(['demo/gone', 'dying left']);
   });
 
+  // Immediate: what these queue tests check is what the cluster holds, not the cloud's pace (tested below with the pace's timers).
   it('a persistent subscriber of B that disconnects gets its queued messages from A', async () => {
     const redis = await startRedis();
-    const a = await member(redis);
-    const b = await member(redis);
+    const a = await member(redis, IMMEDIATE);
+    const b = await member(redis, IMMEDIATE);
     const sub = await registerDevice(a, 'GID_demo@@@keeper');
     const pub = await registerDevice(a, 'GID_demo@@@sender');
     const first = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(sub), { clean: false }));
@@ -134,18 +142,21 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     expect(replay.body).toMatchObject({ Code: 'SignatureNonceUsed' });
   });
 
-  it('the account rate limit is the cluster\'s: calls through A and B share one bucket', async () => {
+  it.each([
+    ['sliding-window', 'Throttling.User'],
+    ['token-bucket', 'ok'],
+  ] as const)('the account rate limit is the cluster\'s (%s): calls through A and B count together', async (rateLimitMode, halfASecondLater) => {
     const redis = await startRedis();
     let clock = 0;
-    const a = await member(redis, { qpsLimit: 3, rateClock: () => clock });
-    const b = await member(redis, { qpsLimit: 3, rateClock: () => clock });
-    const list = (e: Emulator): Promise<unknown> => callApi(e, 'ListDeviceCredentialClientId', { InstanceId: e.instanceId, GroupId: 'GID_demo', PageSize: '10' });
-    await list(a);
-    await list(b);
-    await list(a);
-    expect((await apiFailure(list(b))).code).toBe('Throttling.User');
+    const a = await member(redis, { qpsLimit: 3, rateLimitMode, rateClock: () => clock });
+    const b = await member(redis, { qpsLimit: 3, rateLimitMode, rateClock: () => clock });
+    const list = (e: Emulator): Promise<string> => callApi(e, 'ListDeviceCredentialClientId', { InstanceId: e.instanceId, GroupId: 'GID_demo', PageSize: '10' }).then(() => 'ok', (error: { code: string }) => error.code);
+    expect([await list(a), await list(b), await list(a), await list(b)]).toEqual(['ok', 'ok', 'ok', 'Throttling.User']);
+    // Half a second on: the window still holds the three calls; the bucket has refilled one and a half.
+    clock += 500;
+    expect(await list(a)).toBe(halfASecondLater);
     clock += 1_000;
-    await list(b);
+    expect(await list(b)).toBe('ok');
   });
 
   it('failNext through one process fails the next call through another', async () => {
@@ -175,8 +186,8 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
 
   it('restart is per process: B restarts its broker, its persistent session and queue are kept (in Redis), A serves on', async () => {
     const redis = await startRedis();
-    const a = await member(redis);
-    const b = await member(redis);
+    const a = await member(redis, IMMEDIATE);
+    const b = await member(redis, IMMEDIATE);
     const sub = await registerDevice(a, 'GID_demo@@@restarted');
     const pub = await registerDevice(a, 'GID_demo@@@steady');
     const first = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(sub), { clean: false }));
@@ -230,3 +241,157 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     for (const credential of credentials) expect(await connackCode(again.mqttUrl, signDeviceCredential(credential))).toBe(0);
   });
 });
+
+describe.skipIf(!available)(`the emulator's cloud rules, limits and controls, clustered${skipped}`, () => {
+  it('GroupIds are the cluster\'s: through either process a GroupId not created is PermissionCheckFailed (a change through the log too) and CONNACK 2; a process with other groups is refused', async () => {
+    const redis = await startRedis();
+    const a = await member(redis, { groups: ['GID_fleet'] });
+    const b = await member(redis, { groups: ['GID_fleet'] });
+    const credential = await registerDevice(a, 'GID_fleet@@@d1');
+    expect(await connackCode(b.mqttUrl, signDeviceCredential(credential))).toBe(0);
+    for (const [e, action] of [[b, 'RegisterDeviceCredential'], [a, 'UnRegisterDeviceCredential'], [b, 'GetDeviceCredential']] as const) {
+      const refused = await apiFailure(callApi(e, action, { ClientId: 'GID_demo@@@d2', InstanceId: e.instanceId }));
+      expect([action, refused.code, refused.entry.response.statusCode]).toEqual([action, 'PermissionCheckFailed', 400]);
+      expect(refused.data['Message']).toContain('GroupId GID_demo was not created on instance');
+    }
+    expect(await connackCode(b.mqttUrl, accountLogin(b, 'GID_demo@@@d2'))).toBe(2);
+    expect(await connackCode(a.mqttUrl, accountLogin(a, 'GID_fleet@@@d3'))).toBe(0);
+    await expect(startEmulator({ env: {}, redis: redis.url, groups: ['GID_other'] })).rejects.toMatchObject({ code: 'EmulatorClusterMismatch', message: expect.stringMatching(/groups is \["GID_fleet"\] there, \["GID_other"\] here/) });
+  });
+
+  it('another InstanceId answers the unknownInstanceCode through every process, a change through the log included; the GET rule is every process\'s', async () => {
+    const redis = await startRedis();
+    const a = await member(redis, { unknownInstanceCode: 'MqttInstanceNotFound' });
+    const b = await member(redis, { unknownInstanceCode: 'MqttInstanceNotFound' });
+    const other = { ClientId: 'GID_demo@@@dev', InstanceId: 'mqtt-cn-notmine' };
+    for (const [e, action] of [[b, 'RegisterDeviceCredential'], [a, 'RefreshDeviceCredential'], [a, 'GetDeviceCredential']] as const) {
+      const refused = await apiFailure(callApi(e, action, other));
+      expect([action, refused.code, refused.entry.response.statusCode]).toEqual([action, 'MqttInstanceNotFound', 400]);
+    }
+    // A GET of a POST-only action: 404 InvalidAction.NotFound, and nothing registered anywhere.
+    const get = await apiFailure(callApi(b, 'RegisterDeviceCredential', { ClientId: 'GID_demo@@@dev', InstanceId: b.instanceId }, 'GET'));
+    expect([get.code, get.entry.response.statusCode]).toEqual(['InvalidAction.NotFound', 404]);
+    expect((await apiFailure(callApi(a, 'GetDeviceCredential', { ClientId: 'GID_demo@@@dev', InstanceId: a.instanceId }))).code).toBe('DeviceCredentialNotFound');
+  });
+
+  it('revokedCredentialRefusal: not-authorized: a credential revoked through A is CONNACK 5 at B, and at a process that joined after the revocation', async () => {
+    const redis = await startRedis();
+    const options = { revokedCredentialRefusal: 'not-authorized' } as const;
+    const a = await member(redis, options);
+    const b = await member(redis, options);
+    const old = await registerDevice(a, 'GID_demo@@@rotated');
+    const fresh = DeviceCredential.fromWire(await callApi(b, 'RefreshDeviceCredential', { ClientId: 'GID_demo@@@rotated', InstanceId: b.instanceId }));
+    expect(await connackCode(b.mqttUrl, signDeviceCredential(old))).toBe(5);
+    expect(await connackCode(a.mqttUrl, signDeviceCredential(fresh))).toBe(0);
+    const later = await member(redis, options);
+    expect(await connackCode(later.mqttUrl, signDeviceCredential(old))).toBe(5);
+    expect(await connackCode(later.mqttUrl, signDeviceCredential(fresh))).toBe(0);
+  });
+
+  it('the fault burst is the cluster\'s: started through A, B\'s calls fail with its codes; ended through B\'s HTTP control; run out on the shared clock', async () => {
+    const redis = await startRedis();
+    let clock = 0;
+    const a = await member(redis, { rateClock: () => clock });
+    const b = await member(redis, { rateClock: () => clock });
+    const get = (e: Emulator): Promise<string> => callApi(e, 'GetDeviceCredential', { ClientId: 'GID_demo@@@none', InstanceId: e.instanceId }).then(() => 'ok', (error: { code: string }) => error.code);
+    await a.faultBurst({ rate: 1, codes: ['Throttling.User'], forMs: 60_000 });
+    expect([await get(b), await get(a), await get(b)]).toEqual(['Throttling.User', 'Throttling.User', 'Throttling.User']);
+    const ended = await fetch(`${b.apiEndpoint}/_emulator/faults`, { method: 'POST', body: JSON.stringify({ rate: 0, codes: 'Throttling.User', forMs: 0 }) });
+    expect(ended.status).toBe(200);
+    expect([await get(a), await get(b)]).toEqual(['DeviceCredentialNotFound', 'DeviceCredentialNotFound']);
+    await b.faultBurst({ rate: 1, codes: ['InternalError'], forMs: 1_000 });
+    expect(await get(a)).toBe('InternalError');
+    clock += 1_000;
+    expect([await get(a), await get(b)]).toEqual(['DeviceCredentialNotFound', 'DeviceCredentialNotFound']);
+    // Checked before anything reaches Redis, as in one process.
+    expect(() => a.faultBurst({ rate: 2, codes: ['InternalError'], forMs: 1 })).toThrow(expect.objectContaining({ code: 'InvalidOption' }));
+  });
+
+  it('restart {downMs} takes down only the process asked, for its downtime: A keeps its clients and takes new ones, B refuses CONNECTs', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const b = await member(redis);
+    const creds = signDeviceCredential(await registerDevice(a, 'GID_demo@@@steady'));
+    const onA = keep(await connectMqtt(a.mqttUrl, creds));
+    let aDropped = false;
+    onA.once('close', () => (aDropped = true));
+    const onB = keep(await connectMqtt(b.mqttUrl, accountLogin(b, 'GID_demo@@@moved')));
+    const bDropped = new Promise<void>((resolve) => onB.once('close', () => resolve()));
+    const restarting = b.restart({ downMs: 60_000 });
+    await bDropped;
+    // No event says when the closed broker's listeners are gone: try until a CONNECT is refused (it is for 60 s).
+    await vi.waitFor(async () => expect(await connackCode(b.mqttUrl, creds, { connectTimeout: 1_000 }).catch((error: NodeJS.ErrnoException) => error.code)).toBe('ECONNREFUSED'), { timeout: 30_000, interval: 100 });
+    expect(await connackCode(a.mqttUrl, accountLogin(a, 'GID_demo@@@newcomer'))).toBe(0);
+    await onA.publishAsync('demo/still', 'up', { qos: 1 });
+    expect(aDropped).toBe(false);
+    await Promise.all([restarting, b.close()]);
+  });
+
+  it('offline messages at the cloud\'s pace: queued while the session was on B, resumed at A after A\'s detection delay, in batches of 30 read from Redis', async () => {
+    const redis = await startRedis();
+    const timersA = manualTimers();
+    const timersB = manualTimers();
+    const a = await member(redis, { offlineTimers: timersA, random: () => 0 });
+    const b = await member(redis, { offlineTimers: timersB });
+    const session = { clean: false } as const;
+    const first = await rawLogin(b.mqttUrl, accountLogin(b, 'GID_demo@@@paced'), 4, session);
+    first.raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'demo/q', qos: 1 }] });
+    await first.raw.next('suback');
+    const gone = once(b.events, 'clientDisconnected');
+    first.raw.socket.destroy();
+    await gone;
+    const publisher = keep(await connectMqtt(b.mqttUrl, accountLogin(b, 'GID_demo@@@pacer')));
+    for (let i = 0; i < 40; i++) await publisher.publishAsync('demo/q', `m${i}`, { qos: 1 });
+
+    const { raw, connack } = await rawLogin(a.mqttUrl, accountLogin(a, 'GID_demo@@@paced'), 4, session);
+    expect(connack.sessionPresent).toBe(true);
+    const messages = inbox(raw);
+    const detection = await timersA.next();
+    expect(detection.ms).toBe(5_000);
+    await roundTrip(raw);
+    expect(messages.publishes()).toHaveLength(0);
+    detection.run();
+    await received(raw, 30);
+    const interval = await timersA.next();
+    expect(interval.ms).toBe(5_000);
+    await roundTrip(raw);
+    expect(messages.publishes().map((p) => p.payload.toString())).toEqual(Array.from({ length: 30 }, (_, i) => `m${i}`));
+    interval.run();
+    await received(raw, 40);
+    await roundTrip(raw);
+    expect(messages.publishes().map((p) => p.payload.toString())).toEqual(Array.from({ length: 40 }, (_, i) => `m${i}`));
+    expect(timersA.pending).toBe(0);
+    expect(timersB.pending).toBe(0);
+  });
+
+  it('the queue bounds are the cluster\'s: maxOfflineMessages counts what publishers on A and B queued, the oldest dropped first', async () => {
+    const redis = await startRedis();
+    const options = { ...IMMEDIATE, maxOfflineMessages: 5 } as const;
+    const a = await member(redis, options);
+    const b = await member(redis, options);
+    const sub = await registerDevice(a, 'GID_demo@@@bounded');
+    const first = keep(await connectMqtt(a.mqttUrl, signDeviceCredential(sub), { clean: false }));
+    await first.subscribeAsync('demo/b', { qos: 1 });
+    // Gone from A before anything is published: a session still online there would take messages in flight.
+    const gone = once(a.events, 'clientDisconnected');
+    await first.endAsync();
+    await gone;
+    const onA = keep(await connectMqtt(a.mqttUrl, accountLogin(a, 'GID_demo@@@pa')));
+    const onB = keep(await connectMqtt(b.mqttUrl, accountLogin(b, 'GID_demo@@@pb')));
+    // aedes acknowledges a QoS 1 PUBLISH before it queues it: two processes' queueing may cross. Each is awaited
+    // (its 'published' follows the queueing), so that "oldest" is the order of publishing.
+    for (let i = 0; i < 8; i++) {
+      const [e, publisher] = i % 2 === 0 ? [a, onA] : [b, onB];
+      const queued = once(e.events, 'published');
+      await publisher.publishAsync('demo/b', `b${i}`, { qos: 1 });
+      await queued;
+    }
+    const stats = (await (await fetch(`${b.apiEndpoint}/_emulator/stats`)).json()) as { mqtt: { queues: { messages: number; sessions: number } } };
+    expect(stats.mqtt.queues).toMatchObject({ sessions: 1, messages: 5 });
+    const { raw } = await rawLogin(b.mqttUrl, signDeviceCredential(sub), 4, { clean: false });
+    await received(raw, 5);
+    await roundTrip(raw);
+    expect(inbox(raw).publishes().map((p) => p.payload.toString())).toEqual(['b3', 'b4', 'b5', 'b6', 'b7']);
+  });
+});
+
