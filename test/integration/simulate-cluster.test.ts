@@ -32,7 +32,7 @@ describe.skipIf(!available)(`simulate --redis: one fleet, one logical broker${sk
     const b = await spawnCli(['emulator', '--redis', redis.url, '--json', ...PORTS]);
     const cluster = JSON.parse(a.firstLine) as { mqttUrl: string; instanceId: string; accessKeyId: string; accessKeySecret: string };
     // A backend consumer (the account's Signature mode) on process A only.
-    const consumer = await connectMqtt(cluster.mqttUrl, signSignature({ ...cluster, clientId: 'GID_backend@@@consumer' }));
+    const consumer = await connectMqtt(cluster.mqttUrl, signSignature({ ...cluster, clientId: 'GID_demo@@@backend-consumer' }));
     const perTopic = new Map<string, number>();
     let received = 0;
     let expected = Number.POSITIVE_INFINITY;
