@@ -47,7 +47,8 @@ function startCli(args) {
   });
 }
 
-const EMULATOR = ['--mqtt-port', '0', '--api-port', '0', '--no-ws', '--qps-limit', '1000000', '--json'];
+// The fleet's GroupId, and the latency pair's and the backend consumer's (the emulator refuses a GroupId not created).
+const EMULATOR = ['--mqtt-port', '0', '--api-port', '0', '--no-ws', '--qps-limit', '1000000', '--groups', 'GID_sim,GID_bench,GID_backend', '--json'];
 
 /** A redis-server of the bench's own: a cluster started without --redis starts one and stops it with itself. */
 async function cluster(processes) {
