@@ -2,11 +2,15 @@
 import { describe, expect, it } from 'vitest';
 import { processArgs } from '../../src/cli/emulator-cluster.js';
 import { resolveShardFlag } from '../../src/cli/simulate-cluster.js';
+import { ACTIONS, EMULATED_ACTIONS, type EmulatedAction } from '../../src/emulator/actions.js';
+import { REPLICATED_ACTIONS } from '../../src/emulator/cluster/cluster.js';
 import { reached, seededBytes } from '../../src/emulator/cluster/ledger.js';
 import { describeDifference, sharedOptions } from '../../src/emulator/cluster/membership.js';
 import { channelOf, subscriptionOf } from '../../src/emulator/cluster/redis-broker.js';
 import { hidePassword, parseRedisUrl, shownRedisUrl } from '../../src/emulator/cluster/redis.js';
 import { resolveOptions } from '../../src/emulator/options.js';
+import { CredentialRegistry } from '../../src/emulator/registry.js';
+import { TokenRegistry } from '../../src/emulator/token-registry.js';
 
 const P = 'apsaramq-device:0:';
 
@@ -88,5 +92,35 @@ describe('simulate --shard auto/N', () => {
 describe('emulator --cluster', () => {
   it('gives each process the user\'s flags without those it sets itself (either spelling)', () => {
     expect(processArgs(['--cluster', '3', '--max-subscriptions', '50', '--redis=redis://h', '--json', '--mqtt-port', '1883', '--lenient', '--api-port=8080'])).toEqual(['--max-subscriptions', '50', '--lenient']);
+  });
+});
+
+describe('the actions the cluster replicates through its log', () => {
+  it('are exactly those that change the state: every emulated action run once, on a registry holding a device and a token', () => {
+    const instanceId = 'mqtt-emu-test';
+    const now = (): number => 1_800_000_000_000;
+    const changing = EMULATED_ACTIONS.filter((action: EmulatedAction) => {
+      const registry = new CredentialRegistry({ reRegister: 'rotate', credentialQuota: 100, now });
+      const tokens = new TokenRegistry({ now });
+      const context = { registry, tokens, instanceId, now, sessions: { isOnline: () => false } };
+      ACTIONS.RegisterDeviceCredential({ ClientId: 'GID_demo@@@d', InstanceId: instanceId }, context);
+      const { Token } = ACTIONS.ApplyToken({ Resources: 'demo/#', Actions: 'R', ExpireTime: String(now() + 3_600_000), InstanceId: instanceId }, context) as { Token: string };
+      const params: Record<EmulatedAction, Record<string, string>> = {
+        RegisterDeviceCredential: { ClientId: 'GID_demo@@@e', InstanceId: instanceId },
+        GetDeviceCredential: { ClientId: 'GID_demo@@@d', InstanceId: instanceId },
+        RefreshDeviceCredential: { ClientId: 'GID_demo@@@d', InstanceId: instanceId },
+        UnRegisterDeviceCredential: { ClientId: 'GID_demo@@@d', InstanceId: instanceId },
+        ListDeviceCredentialClientId: { GroupId: 'GID_demo', PageSize: '10', InstanceId: instanceId },
+        ApplyToken: { Resources: 'demo/x', Actions: 'W', ExpireTime: String(now() + 3_600_000), InstanceId: instanceId },
+        QueryToken: { Token, InstanceId: instanceId },
+        RevokeToken: { Token, InstanceId: instanceId },
+        QuerySessionByClientId: { ClientId: 'GID_demo@@@d', InstanceId: instanceId },
+        BatchQuerySessionByClientIds: { 'ClientIdList.1': 'GID_demo@@@d', InstanceId: instanceId },
+      };
+      const before = registry.changes + tokens.changes;
+      ACTIONS[action](params[action], context);
+      return registry.changes + tokens.changes !== before;
+    });
+    expect(new Set(changing)).toEqual(REPLICATED_ACTIONS);
   });
 });
