@@ -11,7 +11,7 @@ import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { apiFailure, callApi, connackCode, connectMqtt, connectWithInbox, registerDevice, signedCall, commonParams } from '../helpers/emulator.js';
 import { accountLogin } from '../helpers/broker.js';
-import { manualTimers } from '../helpers/manual-timers.js';
+import { expectCloudPace, manualTimers } from '../helpers/manual-timers.js';
 import { inbox, rawLogin, received, roundTrip } from '../helpers/raw-mqtt.js';
 import { redisAvailable, startRedis, type TestRedis } from '../helpers/redis.js';
 
@@ -345,22 +345,7 @@ describe.skipIf(!available)(`the emulator's cloud rules, limits and controls, cl
 
     const { raw, connack } = await rawLogin(a.mqttUrl, accountLogin(a, 'GID_demo@@@paced'), 4, session);
     expect(connack.sessionPresent).toBe(true);
-    const messages = inbox(raw);
-    const detection = await timersA.next();
-    expect(detection.ms).toBe(5_000);
-    await roundTrip(raw);
-    expect(messages.publishes()).toHaveLength(0);
-    detection.run();
-    await received(raw, 30);
-    const interval = await timersA.next();
-    expect(interval.ms).toBe(5_000);
-    await roundTrip(raw);
-    expect(messages.publishes().map((p) => p.payload.toString())).toEqual(Array.from({ length: 30 }, (_, i) => `m${i}`));
-    interval.run();
-    await received(raw, 40);
-    await roundTrip(raw);
-    expect(messages.publishes().map((p) => p.payload.toString())).toEqual(Array.from({ length: 40 }, (_, i) => `m${i}`));
-    expect(timersA.pending).toBe(0);
+    await expectCloudPace(raw, timersA, 5_000);
     expect(timersB.pending).toBe(0);
   });
 

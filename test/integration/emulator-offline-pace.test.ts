@@ -7,7 +7,7 @@
 import type { IConnackPacket } from 'mqtt-packet';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { startEmulator, type Emulator, type EmulatorOptions, type OfflineTimers } from '../../src/emulator/index.js';
-import { manualTimers } from '../helpers/manual-timers.js';
+import { expectCloudPace, manualTimers } from '../helpers/manual-timers.js';
 import { accountLogin } from '../helpers/broker.js';
 import { connectMqtt } from '../helpers/emulator.js';
 import { inbox, rawLogin, received, roundTrip, type RawMqtt } from '../helpers/raw-mqtt.js';
@@ -51,25 +51,7 @@ describe('offline messages at the cloud\'s pace (reference §5.7)', () => {
     await queued(e, version, `GID_demo@@@pace${version}`, 40);
     const { raw, connack } = await resume(e, version, `GID_demo@@@pace${version}`);
     expect(connack.sessionPresent).toBe(true);
-    const messages = inbox(raw);
-
-    const detection = await timers.next();
-    expect(detection.ms).toBe(version === 4 ? 5_000 : 10_000);
-    await roundTrip(raw);
-    expect(messages.publishes()).toHaveLength(0);
-
-    detection.run();
-    await received(raw, 30);
-    const interval = await timers.next();
-    expect(interval.ms).toBe(5_000);
-    await roundTrip(raw);
-    expect(messages.publishes().map((p) => p.payload.toString())).toEqual(Array.from({ length: 30 }, (_, i) => `m${i}`));
-
-    interval.run();
-    await received(raw, 40);
-    await roundTrip(raw);
-    expect(messages.publishes().map((p) => p.payload.toString())).toEqual(Array.from({ length: 40 }, (_, i) => `m${i}`));
-    expect(timers.pending).toBe(0);
+    await expectCloudPace(raw, timers, version === 4 ? 5_000 : 10_000);
   });
 
   it.each(VERSIONS)('live messages, SUBSCRIBE and PUBLISH go on at once while the queue waits (MQTT %i)', async (version) => {
