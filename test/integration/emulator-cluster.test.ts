@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DeviceCredential } from '../../src/credential.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
-import { apiFailure, callApi, connackCode, connectMqtt, connectWithInbox, registerDevice, signedCall, commonParams } from '../helpers/emulator.js';
+import { apiFailure, callApi, connackCode, connectMqtt, connectWithInbox, queuedSoFar, registerDevice, signedCall, commonParams } from '../helpers/emulator.js';
 import { accountLogin } from '../helpers/broker.js';
 import { expectCloudPace, manualTimers } from '../helpers/manual-timers.js';
 import { inbox, rawLogin, received, roundTrip } from '../helpers/raw-mqtt.js';
@@ -112,6 +112,7 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     await first.endAsync();
     const publisher = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(pub)));
     for (let i = 0; i < 10; i++) await publisher.publishAsync('demo/queued', `q${i}`, { qos: 1 });
+    await queuedSoFar(publisher);
     const back = await connectWithInbox(a.mqttUrl, signDeviceCredential(sub), { clean: false });
     keep(back.client);
     expect(back.sessionPresent).toBe(true);
@@ -197,6 +198,7 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     await b.restart();
     await dropped;
     for (let i = 0; i < 5; i++) await publisher.publishAsync('demo/r', `r${i}`, { qos: 1 });
+    await queuedSoFar(publisher);
     const back = await connectWithInbox(b.mqttUrl, signDeviceCredential(sub), { clean: false });
     keep(back.client);
     expect(back.sessionPresent).toBe(true);
@@ -342,6 +344,7 @@ describe.skipIf(!available)(`the emulator's cloud rules, limits and controls, cl
     await gone;
     const publisher = keep(await connectMqtt(b.mqttUrl, accountLogin(b, 'GID_demo@@@pacer')));
     for (let i = 0; i < 40; i++) await publisher.publishAsync('demo/q', `m${i}`, { qos: 1 });
+    await queuedSoFar(publisher);
 
     const { raw, connack } = await rawLogin(a.mqttUrl, accountLogin(a, 'GID_demo@@@paced'), 4, session);
     expect(connack.sessionPresent).toBe(true);
