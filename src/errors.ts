@@ -95,6 +95,8 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   EmulatorStateInsecure: { retryable: false, remedy: 'The emulator\'s data directory or file is readable by other users: chmod 700 the directory and 600 its files.' },
   EmulatorStateBusy: { retryable: false, remedy: 'Another emulator process uses this data directory: stop it, or start this one with another dataDir or none (state in memory).' },
   EmulatorStateIOError: { retryable: false, remedy: 'The emulator\'s data directory could not be read or written: check the path, its permissions and free space.' },
+  EmulatorClusterUnavailable: { retryable: true, remedy: 'The cluster\'s Redis (the emulator\'s redis option) cannot be reached: check that it runs, its URL (host, port, database, password) and the network.' },
+  EmulatorClusterMismatch: { retryable: false, remedy: 'Every emulator process of one cluster (one Redis database) serves one instance with one account and the same options: start this one with the options the message names as the running processes have them, stop those first, or use another Redis database (redis://host:6379/N).' },
   ProtocolError: { retryable: false, remedy: 'The peer does not speak MQTT; check the broker URL (is it the OpenAPI\'s HTTP port?).' },
   WaitTimeout: { retryable: false, remedy: 'What was waited for did not happen in time: check what should have made it happen (pass timeoutMs to wait longer on a slow machine).' },
   UnexpectedConnack: { retryable: false, remedy: 'The broker answered the CONNECT otherwise than expected: check the login and the broker\'s (emulator\'s) options.' },
@@ -291,12 +293,15 @@ export class StoreError extends ApsaraMqDeviceError {
 }
 
 /** Codes of {@link EmulatorStateError}. */
-export type EmulatorStateErrorCode = 'EmulatorStateCorrupt' | 'EmulatorStateInsecure' | 'EmulatorStateBusy' | 'EmulatorStateIOError';
+export type EmulatorStateErrorCode = 'EmulatorStateCorrupt' | 'EmulatorStateInsecure' | 'EmulatorStateBusy' | 'EmulatorStateIOError' | 'EmulatorClusterUnavailable' | 'EmulatorClusterMismatch';
 
-/** The emulator's data directory (`dataDir`) cannot be used: corrupt, insecure, in use by another process, or unreadable. */
+/**
+ * The emulator's state cannot be used: its data directory (`dataDir`) is corrupt, insecure, in use by another process,
+ * or unreadable; or, clustered (`redis`), its Redis cannot be reached or holds another instance, account or options.
+ */
 export class EmulatorStateError extends ApsaraMqDeviceError {
   declare readonly code: EmulatorStateErrorCode;
-  /** The file or directory involved. */
+  /** The file or directory involved, or the cluster's Redis URL (its password hidden). */
   readonly path: string;
   constructor(code: EmulatorStateErrorCode, message: string, path: string, cause?: unknown) {
     super(code, `${message}. ${LOCAL_ERROR_CATALOG[code].remedy}`, { ...localInfo(code), cause });

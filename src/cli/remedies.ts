@@ -25,6 +25,8 @@ export const CLI_REMEDIES: Readonly<Partial<Record<ErrorCode, string>>> = Object
   ShardFailed: 'A shard process of simulate --processes ended without its report (it crashed, was killed, or could not start); the others were stopped. Its stderr is quoted; run that shard alone (--shard I/N) to see more.',
   EmulatorStateCorrupt: "The emulator's data file is not valid: repair it or move it away (it holds device secrets), or start with another --data-dir or --ephemeral.",
   EmulatorStateBusy: 'Another emulator process uses this data directory: stop it, or start this one with another --data-dir or --ephemeral.',
+  EmulatorClusterUnavailable: "The cluster's Redis (--redis) cannot be reached: check that it runs, its URL (host, port, database, password) and the network.",
+  EmulatorClusterMismatch: 'Every emulator process of one cluster (one Redis database) serves one instance with one account and the same flags: start this one with the flags the message names as the running processes have them, stop those first, or use another Redis database (--redis redis://host:6379/N).',
   ProtocolError: "The peer does not speak MQTT; check --broker-url (is it the OpenAPI's HTTP port?).",
   UnknownError: 'Unexpected error; run with --verbose and report it.',
   InvalidLine: 'Write one JSON object per line on stdin: {"id": "…", "clientId": "…", "topic": "…", "payload": "…", "qos": 1}, with "payloadEncoding": "base64" for a binary payload (apsaramq-device gateway --help).',

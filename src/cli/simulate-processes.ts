@@ -202,7 +202,8 @@ export async function runInProcesses(options: ProcessesOptions): Promise<Simulat
         release();
       });
     }
-    io.stderr(`simulate: ${processes} shard processes (pids ${shards.map((s) => s.child.pid ?? '?').join(', ')})${options.args.includes('--endpoint') || options.args.includes('--region') ? '' : ', each with its own embedded emulator'}\n`);
+    const against = options.args.includes('--endpoint') || options.args.includes('--region') ? '' : options.args.includes('--redis') ? ', on the emulator cluster of --redis' : ', each with its own embedded emulator';
+    io.stderr(`simulate: ${processes} shard processes (pids ${shards.map((s) => s.child.pid ?? '?').join(', ')})${against}\n`);
     void options.interrupted.then((signal) => {
       if (failed !== undefined) return;
       interruptedBy = signal ?? 'SIGINT';

@@ -84,6 +84,18 @@ function credentialTarget(params: RpcParams, context: ActionContext): { instance
   return target;
 }
 
+/**
+ * What the actions answer by besides the state, from the emulator's options: the GroupIds and parent topics that
+ * exist, how a P2P resource's length counts, the code of another instance. The same in every process of a cluster
+ * (its options are shared), so that a change applies alike everywhere.
+ */
+export function actionRules(
+  options: { readonly parentTopics: ReadonlySet<string> | undefined; readonly p2pTopicLength: 'parent' | 'whole'; readonly unknownInstanceCode: 'InstancePermissionCheckFailed' | 'MqttInstanceNotFound' },
+  groups: GroupDirectory,
+): Pick<ActionContext, 'groups' | 'parentTopics' | 'p2pTopicLength' | 'unknownInstanceCode'> {
+  return { groups, parentTopics: options.parentTopics, p2pTopicLength: options.p2pTopicLength, unknownInstanceCode: options.unknownInstanceCode };
+}
+
 /** Copy, so the response never shares (or later mutates with) registry state. */
 function credentialBody(record: CredentialRecord): Record<string, unknown> {
   return { DeviceCredential: { ...record } };

@@ -14,6 +14,7 @@ import type { Aedes, Client, Subscription } from 'aedes';
 import { ConfigurationError } from '../errors.js';
 import { propertyProblem } from './mqtt5-properties.js';
 import { SessionQueues, type QueueLimits, type QueueOverflow, type RedeliveryPace, type StoredPacket } from './session-queues.js';
+import type { QueueStats } from './stats.js';
 
 /** The aedes version this module was written and tested against: package.json pins the peer dependency to it. */
 export const AEDES_VERSION = '2.0.0-beta.1';
@@ -113,21 +114,48 @@ interface OutgoingStore {
 
 type Callback = (error: Error | null, result?: unknown) => void;
 
+/**
+ * What holds the persistent sessions' queues: {@link SessionQueues} in memory, or a clustered emulator's queues in
+ * Redis (cluster/redis-queues.ts), whose operations answer later. Same operations, same semantics.
+ */
+export interface OutgoingQueues {
+  configure(limits: QueueLimits, onOverflow: QueueOverflow): void;
+  enqueue(clientId: string, packet: StoredPacket): void | Promise<void>;
+  update(clientId: string, packet: StoredPacket): void | Promise<void>;
+  clear(clientId: string, packet: StoredPacket): StoredPacket | undefined | Promise<StoredPacket | undefined>;
+  list(clientId: string): StoredPacket[] | Promise<StoredPacket[]>;
+  /**
+   * {@link SessionQueues.redeliver}: the messages held now, at `pace`, then `end`; returns what stops it. `fail`: the
+   * queue could not be read (Redis), the messages stay queued.
+   */
+  redeliver(clientId: string, pace: RedeliveryPace, push: (packet: StoredPacket) => void, end: () => void, gone?: () => boolean, fail?: (error: Error) => void): () => void;
+  stats(): QueueStats;
+}
+
 /** The bounded queues installed on each session store (a restarted broker gets the same store, and keeps them). */
-const queuesOf = new WeakMap<object, SessionQueues>();
+const queuesOf = new WeakMap<object, OutgoingQueues>();
 
 /**
  * Put a bound on what each persistent session of the broker's store holds (session-queues.ts): the store's five
- * outgoing-queue operations are replaced by {@link SessionQueues}, which keeps the same order and semantics. With a
- * `pace`, a session that resumes gets what its queue holds at that pace instead of right behind its CONNACK: aedes
- * 2.0.0-beta.1 sends a reconnecting client its queue by reading the store's `outgoingStream` (handlers/connect.js
- * `emptyQueue`, after the CONNACK is written), so the stream given to a resuming session yields the messages batch by
- * batch. aedes treats the client as connecting until that stream ends: the client may publish and subscribe meanwhile
- * (aedes handles a packet once the CONNACK is out), live messages reach it at once, and only packets it sent before
- * its CONNACK arrived wait. The other reader of the stream, the wipe of an expired session, is never paced. Installed
- * once per store; a later broker on the same store (a restart) only takes over the limits, the pace and the reporting.
+ * outgoing-queue operations are replaced by {@link SessionQueues} (or by `create`'s queues: a cluster's, in Redis),
+ * which keep the same order and semantics. aedes-persistence-redis' own outgoing operations are replaced the same way:
+ * they have no bound, and they find a sent message's packet id in a cache of the process that sent it, so a session
+ * that moved to another process of the cluster could never clear it. With a `pace`, a session that resumes gets what
+ * its queue holds at that pace instead of right behind its CONNACK: aedes 2.0.0-beta.1 sends a reconnecting client
+ * its queue by reading the store's `outgoingStream` (handlers/connect.js `emptyQueue`, after the CONNACK is written),
+ * so the stream given to a resuming session yields the messages batch by batch. aedes treats the client as connecting
+ * until that stream ends: the client may publish and subscribe meanwhile (aedes handles a packet once the CONNACK is
+ * out), live messages reach it at once, and only packets it sent before its CONNACK arrived wait. The other reader of
+ * the stream, the wipe of an expired session, is never paced. Installed once per store; a later broker on the same
+ * store (a restart) only takes over the limits, the pace and the reporting.
  */
-export function boundSessionQueues(broker: Aedes, limits: QueueLimits, onOverflow: QueueOverflow, pace?: RedeliveryPace): SessionQueues {
+export function boundSessionQueues(
+  broker: Aedes,
+  limits: QueueLimits,
+  onOverflow: QueueOverflow,
+  pace?: RedeliveryPace,
+  create: (limits: QueueLimits, onOverflow: QueueOverflow) => OutgoingQueues = (l, o) => new SessionQueues(l, o),
+): OutgoingQueues {
   const store = internals(broker).persistence as unknown as OutgoingStore;
   const existing = queuesOf.get(store);
   if (existing) {
@@ -135,23 +163,26 @@ export function boundSessionQueues(broker: Aedes, limits: QueueLimits, onOverflo
     pacesOf.set(store, pace);
     return existing;
   }
-  const queues = new SessionQueues(limits, onOverflow);
+  const queues = create(limits, onOverflow);
   queuesOf.set(store, queues);
   pacesOf.set(store, pace);
-  const answer = <T>(result: T, cb: Callback | undefined): Promise<T> => {
-    if (cb) process.nextTick(cb, null, result);
-    return Promise.resolve(result);
+  const answer = <T>(result: T | Promise<T>, cb: Callback | undefined): Promise<T> => {
+    const settled = Promise.resolve(result);
+    if (cb) settled.then((value) => process.nextTick(cb, null, value), (error: Error) => process.nextTick(cb, error));
+    return settled;
   };
   store.outgoingEnqueue = (sub, packet, cb) => answer(queues.enqueue(sub.clientId, packet), cb);
   store.outgoingEnqueueCombi = (subs, packet, cb) => {
-    for (const sub of subs) queues.enqueue(sub.clientId, packet);
-    return answer(undefined, cb);
+    const queued = subs.map((sub) => queues.enqueue(sub.clientId, packet));
+    return answer(queued.some((q) => q instanceof Promise) ? Promise.all(queued).then(() => undefined) : undefined, cb);
   };
   store.outgoingUpdate = (client, packet, cb) => answer(queues.update(client.id, packet), cb);
   store.outgoingClearMessageId = (client, packet, cb) => answer(queues.clear(client.id, packet), cb);
   store.outgoingStream = (client) => {
     const current = pacesOf.get(store);
-    return current && resumes(client) ? pacedStream(queues, client as Client, current) : Readable.from(queues.list(client.id));
+    if (current && resumes(client)) return pacedStream(queues, client as Client, current);
+    const listed = queues.list(client.id);
+    return listed instanceof Promise ? Readable.from((async function* () { yield* await listed; })()) : Readable.from(listed);
   };
   return queues;
 }
@@ -170,9 +201,10 @@ function resumes(client: { id: string }): boolean {
 }
 
 /** A stream of the session's queue at `pace`, stopped when the client's connection closes (or at its next step, once aedes has closed the client). */
-function pacedStream(queues: SessionQueues, client: Client, pace: RedeliveryPace): Readable {
+function pacedStream(queues: OutgoingQueues, client: Client, pace: RedeliveryPace): Readable {
   const stream = new Readable({ objectMode: true, read: () => undefined });
-  const stop = queues.redeliver(client.id, pace, (packet) => stream.push(packet), () => stream.push(null), () => client.closed);
+  // A queue that cannot be read fails the stream as an unpaced one would: aedes closes the client, nothing is lost.
+  const stop = queues.redeliver(client.id, pace, (packet) => stream.push(packet), () => stream.push(null), () => client.closed, (error) => stream.destroy(error));
   client.conn.once('close', stop);
   return stream;
 }

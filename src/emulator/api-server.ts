@@ -4,6 +4,7 @@ import type { Socket } from 'node:net';
 import { isApsaraMqDeviceError, type KnownApiErrorCode } from '../errors.js';
 import { routeAction, type ActionContext, type EmulatedAction } from './actions.js';
 import { ApiFault, errorBody, httpStatusFor, type ErrorStatusMode } from './api-errors.js';
+import type { ClusterApi } from './cluster/cluster.js';
 import type { FaultInjector } from './faults.js';
 import { isV3Request, type Gateway } from './gateway.js';
 import { API_METHODS, BodyTooLarge, readRequest, requestedFormat, type ParsedRequest } from './request.js';
@@ -32,8 +33,8 @@ export interface ApiDependencies extends ActionContext {
   readonly faults: FaultInjector;
   readonly controls: EmulatorControls;
   readonly stats: StatsRecorder;
-  /** The current stats (the broker owns the connected count). */
-  readonly snapshot: () => EmulatorStats;
+  /** The current stats (the broker owns the connected count; clustered, Redis holds the queues'). */
+  readonly snapshot: () => EmulatorStats | Promise<EmulatorStats>;
   readonly host: string;
   readonly port: number;
   /** The `HostId` of error bodies (`onsmqtt.<regionId>.aliyuncs.com`). */
@@ -46,6 +47,11 @@ export interface ApiDependencies extends ActionContext {
    * it, so that an answered Register is never lost to a restart. Absent when the emulator keeps state in memory.
    */
   readonly persist?: () => Promise<void>;
+  /**
+   * Clustered (the `redis` option): the gateway's shared checks after the local ones, and every action run on the
+   * cluster's state (a change through its log, a session query cluster-wide). Absent for a process of its own.
+   */
+  readonly cluster?: ClusterApi;
 }
 
 /** A response to write: status and body, in the format the request asked for. */
@@ -96,8 +102,15 @@ async function handleRpc(request: ParsedRequest, v3: boolean, deps: ApiDependenc
   }
   deps.gateway.throttle(accessKeyId);
   deps.gateway.throttleAction(accessKeyId, action);
-  deps.faults.inject(action);
+  if (deps.cluster) {
+    const nonce = v3 ? request.headers['x-acs-signature-nonce']?.[0] : request.params['SignatureNonce'];
+    // The cluster's fault burst, not this process's, is what the call's draw is made from.
+    deps.faults.inject(action, (await deps.cluster.admit({ nonce, accessKeyId, action })).burst);
+  } else {
+    deps.faults.inject(action);
+  }
   const handler = routeAction(action, version, request.method, deps.getOnPostOnly);
+  if (deps.cluster) return { action, body: await deps.cluster.run(action, request.params, handler, deps) };
   const changes = (): number => deps.registry.changes + deps.tokens.changes;
   const before = changes();
   const body = handler(request.params, deps);
@@ -160,7 +173,8 @@ async function emulatorControl(req: IncomingMessage, url: URL): Promise<(deps: A
     return async (deps) => {
       try {
         // The types hold for TypeScript callers; from HTTP, failNext's own run-time checks refuse what they would have.
-        deps.faults.failNext(action as EmulatedAction, code as KnownApiErrorCode, count);
+        // Clustered, the faults are queued in Redis: answered once the cluster holds them.
+        await deps.faults.failNext(action as EmulatedAction, code as KnownApiErrorCode, count);
       } catch (error) {
         // The same checks as Emulator.failNext; their message names the bad value and what is allowed.
         if (isApsaraMqDeviceError(error)) throw new ApiFault('ParameterCheckFailed', { suffix: error.message });
@@ -185,7 +199,8 @@ async function emulatorControl(req: IncomingMessage, url: URL): Promise<(deps: A
     const codes = (params['codes'] ?? '').split(',').map((code) => code.trim()).filter((code) => code !== '');
     return async (deps) => {
       try {
-        deps.faults.burst(rate, codes, forMs);
+        // Clustered, the burst is the cluster's: answered once Redis holds it.
+        await deps.faults.burst(rate, codes, forMs);
       } catch (error) {
         if (isApsaraMqDeviceError(error)) throw new ApiFault('ParameterCheckFailed', { suffix: `${error.message}. Send a JSON body {"rate": 0.5, "codes": "Throttling.User,InternalError", "forMs": 10000}.` });
         throw error;
@@ -194,7 +209,7 @@ async function emulatorControl(req: IncomingMessage, url: URL): Promise<(deps: A
     };
   }
   req.resume(); // drain any body so the connection can be reused
-  if (route === 'GET stats' || route === 'HEAD stats') return async (deps) => ({ ...deps.snapshot() });
+  if (route === 'GET stats' || route === 'HEAD stats') return async (deps) => ({ ...(await deps.snapshot()) });
   throw new ApiFault('InvalidAction.NotFound');
 }
 

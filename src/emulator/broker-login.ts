@@ -66,6 +66,11 @@ export interface BrokerAuthConfig {
   readonly revoked?: { get(deviceAccessKeyId: string): CredentialRecord | undefined } | undefined;
   /** The CONNACK of a revoked key whose password verifies (default `bad-username-or-password`: 4 / 0x86). */
   readonly revokedCredentialRefusal?: 'bad-username-or-password' | 'not-authorized';
+  /**
+   * Clustered: resolves once the registries hold every change made anywhere in the cluster so far, so that a
+   * credential registered through another process's OpenAPI logs in, and one revoked there does not.
+   */
+  readonly sync?: () => Promise<void>;
 }
 
 /** Who an accepted CONNECT authenticated as. */
@@ -168,7 +173,7 @@ const revokedByRegistry = new WeakMap<CredentialRegistry, Map<string, Credential
  * The credentials of a registry that stopped authenticating, by DeviceAccessKeyId: the last
  * {@link REVOKED_KEYS_REMEMBERED}. One memory per registry, so that a restarted broker keeps it.
  */
-function revokedKeysOf(registry: CredentialRegistry): Map<string, CredentialRecord> {
+export function revokedKeysOf(registry: CredentialRegistry): Map<string, CredentialRecord> {
   let revoked = revokedByRegistry.get(registry);
   if (!revoked) {
     const memory = new Map<string, CredentialRecord>();
@@ -235,6 +240,24 @@ export class BrokerLogin {
   }
 
   #preConnect(client: Client, packet: Parameters<BrokerHooks['preConnect']>[1], done: Parameters<BrokerHooks['preConnect']>[2]): void {
+    const sync = this.#auth.sync;
+    if (!sync) {
+      this.#decideConnect(client, packet, done);
+      return;
+    }
+    sync().then(
+      () => this.#decideConnect(client, packet, done),
+      () => {
+        // The cluster's state cannot be read (its Redis is gone): "server unavailable", as the service's own failure.
+        const version = packet.protocolVersion === 5 ? 5 : packet.protocolVersion === 3 ? 3 : 4;
+        const refusal = new ConnectRefusal(SERVER_UNAVAILABLE, 'emulator failure: the cluster\'s state cannot be read');
+        this.#decide(client, version === 5 ? refusal.reasonCode : refusal.returnCode);
+        writeRefusal(client.conn, version, refusal, this.#context.options.drainTimeoutMs, () => done(refusal, false), packet.properties?.maximumPacketSize);
+      },
+    );
+  }
+
+  #decideConnect(client: Client, packet: Parameters<BrokerHooks['preConnect']>[1], done: Parameters<BrokerHooks['preConnect']>[2]): void {
     const { options, report } = this.#context;
     const version = packet.protocolVersion ?? 4;
     // A protocol version aedes does not speak gets its own CONNACK 1.

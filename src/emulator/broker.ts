@@ -3,7 +3,7 @@
  * (broker-rules.ts), Token mode (broker-token-mode.ts) and the guards against hostile clients (client-guards.ts),
  * on its listeners (listeners.ts). aedes' internals are reached only through aedes-adapter.ts.
  */
-import { Aedes } from 'aedes';
+import { Aedes, type AedesOptions } from 'aedes';
 import { MAX_CLIENT_ID_LENGTH } from '../credential.js';
 import { assertAedesVersion, clientById, hardenBroker, sessionStore } from './aedes-adapter.js';
 import { BrokerLogin } from './broker-login.js';
@@ -17,6 +17,7 @@ import type { ResolvedEmulatorOptions } from './options.js';
 import type { CredentialRegistry } from './registry.js';
 import type { QueueStats, StatsRecorder } from './stats.js';
 import type { TokenRegistry } from './token-registry.js';
+import type { BrokerCluster } from './cluster/cluster.js';
 
 export { WS_PATH, type BrokerPorts } from './listeners.js';
 
@@ -58,6 +59,12 @@ export interface BrokerDependencies {
   readonly brokerId?: string;
   /** The GroupIds that exist (shared with the OpenAPI); default those of the `groups` option. */
   readonly groups?: GroupDirectory;
+  /**
+   * Clustered (the `redis` option): the broker's persistence and message bus are the cluster's, its persistent
+   * sessions' queues are in Redis, and a CONNECT is decided once the credentials of the whole cluster are applied here.
+   * Takes the place of `persistence` and `brokerId`.
+   */
+  readonly cluster?: BrokerCluster;
 }
 
 /**
@@ -79,14 +86,19 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
   assertAedesVersion();
   const context = brokerContext(options, deps.stats);
   const tokenMode = new BrokerTokenMode(context, deps.tokens);
+  const cluster = deps.cluster;
   const groups = deps.groups ?? groupDirectory(options.groups);
-  const login = new BrokerLogin(context, { ...options, registry: deps.registry, tokens: deps.tokens, groups }, tokenMode);
+  const login = new BrokerLogin(context, { ...options, registry: deps.registry, tokens: deps.tokens, groups, ...(cluster ? { sync: cluster.sync } : {}) }, tokenMode);
   const rules = new BrokerRules(context, tokenMode);
-  const guards = new BrokerGuards(context);
+  const guards = new BrokerGuards(context, cluster?.createQueues);
+  const backend = await cluster?.backend();
+  const brokerId = cluster?.brokerId ?? deps.brokerId;
+  const persistence = backend?.persistence ?? deps.persistence;
 
-  const broker = await Aedes.createBroker({
-    ...(deps.brokerId === undefined ? {} : { id: deps.brokerId }),
-    ...(deps.persistence === undefined ? {} : { persistence: deps.persistence }),
+  const created = Aedes.createBroker({
+    ...(brokerId === undefined ? {} : { id: brokerId }),
+    ...(persistence === undefined ? {} : { persistence }),
+    ...(backend === undefined ? {} : { mq: backend.mq as AedesOptions['mq'] }),
     // aedes refuses MQTT 3.1 ClientIds over 23 characters by default; the service allows 64.
     maxClientsIdLength: MAX_CLIENT_ID_LENGTH,
     // Checked on every read as soon as a packet's fixed header is in, CONNECT included: never buffered whole.
@@ -101,6 +113,11 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     ...login.hooks(),
     ...rules.hooks(),
   });
+  // A broker that never started never closes its bus: its connections are let go here.
+  const broker = await created.catch(async (error: unknown) => {
+    await backend?.abandon();
+    throw error;
+  });
   hardenBroker(broker);
   rules.install(broker);
   tokenMode.install(broker);
@@ -111,6 +128,7 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     stopKicking();
     tokenMode.close();
     await new Promise<void>((resolve) => broker.close(() => resolve()));
+    await backend?.close();
   };
 
   const listeners = await startListeners(guards.handle, options.host, options, options.tls, options.maxPacketBytes).catch(async (error: unknown) => {

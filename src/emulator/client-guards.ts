@@ -5,10 +5,10 @@
  */
 import type { Duplex } from 'node:stream';
 import type { Aedes, Client } from 'aedes';
-import { boundSessionQueues, fitClient, sessionStore, type Deliver, type PacketRefusal, type ParsedPacket } from './aedes-adapter.js';
+import { boundSessionQueues, fitClient, sessionStore, type Deliver, type OutgoingQueues, type PacketRefusal, type ParsedPacket } from './aedes-adapter.js';
 import { writeRefusal, type BrokerContext } from './broker-wire.js';
 import { REASON, type Refusal } from './mqtt-rules.js';
-import type { RedeliveryPace, SessionQueues } from './session-queues.js';
+import type { QueueLimits, QueueOverflow, RedeliveryPace } from './session-queues.js';
 import type { QueueStats } from './stats.js';
 
 /** What {@link guardClient} reports to. */
@@ -115,11 +115,14 @@ const PUBLISH_OVERHEAD = 9;
 export class BrokerGuards {
   readonly #context: BrokerContext;
   readonly #guarded = new WeakMap<Client, GuardedClient>();
+  readonly #createQueues: ((limits: QueueLimits, onOverflow: QueueOverflow) => OutgoingQueues) | undefined;
   #broker: Aedes | undefined;
-  #queues: SessionQueues | undefined;
+  #queues: OutgoingQueues | undefined;
 
-  constructor(context: BrokerContext) {
+  /** @param createQueues - where the persistent sessions' queues are kept (a cluster's Redis); default in memory. */
+  constructor(context: BrokerContext, createQueues?: (limits: QueueLimits, onOverflow: QueueOverflow) => OutgoingQueues) {
     this.#context = context;
+    this.#createQueues = createQueues;
   }
 
   /**
@@ -148,7 +151,7 @@ export class BrokerGuards {
    * The bound on what each persistent session holds (session-queues.ts). Every message that does not fit is counted
    * under `offlineQueue`; the log says so for a session's 1st, 10th, 100th... one, not for each of a flood's.
    */
-  #boundQueues(broker: Aedes): SessionQueues {
+  #boundQueues(broker: Aedes): OutgoingQueues {
     const { options, stats, report } = this.#context;
     const overflows = new Map<string, number>();
     return boundSessionQueues(broker, { maxMessages: options.maxOfflineMessages, maxBytes: options.maxOfflineBytes, policy: options.offlineQueuePolicy }, (clientId, outcome, held) => {
@@ -160,7 +163,7 @@ export class BrokerGuards {
       }
       const what = outcome === 'dropped' ? 'its oldest message not yet sent was dropped for a new one' : 'a new message was refused';
       report({ rule: 'offlineQueue', action: 'drop', reasonCode: 0, reason: `a persistent session holding ${held.messages} messages, ${held.bytes} bytes (bound ${options.maxOfflineMessages} messages, ${options.maxOfflineBytes} bytes, policy ${options.offlineQueuePolicy}): ${what}; ${count} so far` }, clientId);
-    }, redeliveryPace(options));
+    }, redeliveryPace(options), this.#createQueues);
   }
 
   /** Hand one connection (a socket, or a WebSocket's stream with its upgrade request) to aedes, guarded. */

@@ -5,15 +5,18 @@ export const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu
 /** Digits and lower-case letters: the alphabet of generated instance ids. */
 export const BASE36_LOWER = '0123456789abcdefghijklmnopqrstuvwxyz';
 
+/** Where random bytes come from: the CSPRNG, or (a clustered emulator replaying a change) a seeded stream. */
+export type RandomBytes = (size: number) => Buffer;
+
 /**
- * `length` characters drawn uniformly from `alphabet` with the CSPRNG. Bytes at or above the largest multiple
- * of the alphabet size are rejected, so no character is more likely than another (plain `byte % n` is biased).
+ * `length` characters drawn uniformly from `alphabet` with the CSPRNG (or `source`). Bytes at or above the largest
+ * multiple of the alphabet size are rejected, so no character is more likely than another (plain `byte % n` is biased).
  */
-export function randomString(alphabet: string, length: number): string {
+export function randomString(alphabet: string, length: number, source: RandomBytes = randomBytes): string {
   const limit = 256 - (256 % alphabet.length);
   let out = '';
   while (out.length < length) {
-    for (const byte of randomBytes(length - out.length + 8)) {
+    for (const byte of source(length - out.length + 8)) {
       if (byte >= limit) continue;
       out += alphabet[byte % alphabet.length];
       if (out.length === length) break;

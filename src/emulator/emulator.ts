@@ -13,12 +13,14 @@ import { inspect } from 'node:util';
 import type { Aedes, Client } from 'aedes';
 import { redact } from '../credential.js';
 import { type KnownApiErrorCode, ValidationError } from '../errors.js';
-import { EMULATED_ACTIONS, type EmulatedAction } from './actions.js';
+import { EMULATED_ACTIONS, actionRules, type EmulatedAction } from './actions.js';
 import { hostIdOf } from './api-errors.js';
 import { MAX_RESTART_DOWN_MS, startApiServer, type ApiDependencies, type ApiServer } from './api-server.js';
 import { startBroker, type BrokerDependencies, type BrokerHandle } from './broker.js';
 import { DataDir, StateWriter, type EmulatorState } from './data-dir.js';
-import { FaultInjector } from './faults.js';
+import { FaultInjector, checkBurst, checkFailNext } from './faults.js';
+import { joinCluster, type EmulatorCluster } from './cluster/cluster.js';
+import type { ClusterProcess } from './cluster/membership.js';
 import { Gateway } from './gateway.js';
 import { groupDirectory, type GroupDirectory } from './groups.js';
 import { resolveOptions, type EmulatorOptions, type ResolvedEmulatorOptions, type ValueSource } from './options.js';
@@ -71,23 +73,32 @@ export interface Emulator {
   readonly dataDir: string | undefined;
   /** The aedes broker, for tests that want to watch or drive it. A new instance after {@link Emulator.restart}. */
   readonly broker: Aedes;
+  /**
+   * Clustered (the `redis` option): this process's id in the cluster, the Redis URL (password hidden), and the live
+   * processes with their endpoints. `undefined` for a process of its own.
+   */
+  readonly cluster: EmulatorClusterInfo | undefined;
   /** Counters, the same object `GET /_emulator/stats` answers. */
   stats(): EmulatorStats;
   /**
    * Make the next `count` (default 1) OpenAPI calls of `action` answer error `code` with its catalog HTTP status
    * (gateway codes such as `Throttling.User` too), after the gateway's signature check and before any state change.
-   * Queued faults come before random ones (`faultRate`) and add up per action in call order.
+   * Queued faults come before random ones (`faultRate`) and add up per action in call order. Clustered (`redis`), they
+   * are the cluster's next calls of `action`, through any process, and the returned promise settles once Redis holds
+   * them (a call through another process made before that may not see them).
    * @throws ValidationError `InvalidOption` when `action` is not one of {@link EMULATED_ACTIONS}, `code` is not in
    *   `API_ERROR_CATALOG`, or `count` is not an integer from 1 to {@link MAX_FAIL_NEXT_COUNT} (checked at run time too).
    */
-  failNext(action: EmulatedAction, code: KnownApiErrorCode, count?: number): void;
+  failNext(action: EmulatedAction, code: KnownApiErrorCode, count?: number): void | Promise<void>;
   /**
    * For the next `forMs`, answer a share `rate` (0 to 1) of the OpenAPI calls the gateway lets through with one of
    * `codes` (picked at random), in place of the `faultRate` and `faultCodes` options: an outage or throttling of the
    * OpenAPI for a while. A new burst replaces the one running; `rate` 0 ends it. Queued `failNext` faults still come
-   * first. @throws ValidationError `InvalidOption` naming a bad value (checked at run time too).
+   * first. Clustered (`redis`), the burst is the cluster's, through any process, timed on the clock of its rate
+   * limits, and the returned promise settles once Redis holds it.
+   * @throws ValidationError `InvalidOption` naming a bad value (checked at run time too).
    */
-  faultBurst(burst: { rate: number; codes: readonly KnownApiErrorCode[]; forMs: number }): void;
+  faultBurst(burst: { rate: number; codes: readonly KnownApiErrorCode[]; forMs: number }): void | Promise<void>;
   /**
    * Drop a client's MQTT connection without a DISCONNECT, like a network cut: its will is published and a
    * persistent session keeps queueing. Returns whether that ClientId was connected.
@@ -112,6 +123,16 @@ export interface Emulator {
   close(): Promise<void>;
 }
 
+/** A clustered emulator's place in its cluster ({@link Emulator.cluster}). */
+export interface EmulatorClusterInfo {
+  /** This process's id in the cluster (its broker id). */
+  readonly processId: string;
+  /** The cluster's Redis, its password hidden. */
+  readonly redisUrl: string;
+  /** The live processes of the cluster, with their MQTT URL and OpenAPI endpoint. */
+  processes(): Promise<ClusterProcess[]>;
+}
+
 /**
  * Start an emulator. Options are validated first (a `ValidationError` with code `InvalidOption` naming the option);
  * a listener that cannot bind rejects the promise after closing whatever had started.
@@ -119,30 +140,36 @@ export interface Emulator {
 export async function startEmulator(options: EmulatorOptions = {}): Promise<Emulator> {
   const resolved = resolveOptions(options);
   const stats = new StatsRecorder(EMULATED_ACTIONS);
+  // Clustered, the state is the cluster's (cluster/cluster.ts): its instance, account, credentials and tokens.
+  const cluster = resolved.redis === undefined ? undefined : await joinCluster(resolved, options.rateClock);
   const storage = resolved.dataDir === undefined ? undefined : await DataDir.open(resolved.dataDir);
   let config: ResolvedEmulatorOptions;
   let persistence: Persistence | undefined;
-  const registry = new CredentialRegistry(resolved);
-  const tokens = new TokenRegistry(resolved);
+  const registry = cluster?.registry ?? new CredentialRegistry(resolved);
+  const tokens = cluster?.tokens ?? new TokenRegistry(resolved);
   try {
-    config = storage ? reconcile(resolved, storage) : resolved;
+    config = cluster?.config ?? (storage ? reconcile(resolved, storage) : resolved);
     if (storage) persistence = await startPersistence(config, storage, registry, tokens);
   } catch (error) {
     await storage?.close();
     throw error;
   }
-  const faults = new FaultInjector(config);
+  const faults = cluster ? new ClusterFaults(config, cluster) : new FaultInjector(config);
   const groups = groupDirectory(config.groups);
-  const mqtt = new MqttService(config, { registry, tokens, stats, groups }, await startBroker(config, { registry, tokens, stats, groups }).catch(async (error: unknown) => {
+  const deps: BrokerDependencies = { registry, tokens, stats, groups, ...(cluster ? { cluster: cluster.broker } : {}) };
+  const mqtt = new MqttService(config, deps, await startBroker(config, deps).catch(async (error: unknown) => {
     await persistence?.close();
+    await cluster?.close();
     throw error;
   }));
+  cluster?.follow(mqtt.events);
   const snapshot = (): EmulatorStats => stats.snapshot(mqtt.broker.connectedClients, mqtt.handle.queueStats());
   // The session queries answer from the broker's own events, which stay on `mqtt.events` across restarts.
   const sessions = new OnlineClients(mqtt.events);
 
   const apiServer = await startApiServer({
-    gateway: new Gateway(config),
+    // Clustered, the rate limits are the cluster's (in Redis), checked right after these.
+    gateway: new Gateway(cluster ? { ...config, qpsLimit: Number.POSITIVE_INFINITY, actionQpsLimits: {} } : config),
     faults,
     controls: mqtt,
     registry,
@@ -158,18 +185,55 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     errorStatuses: config.errorStatuses,
     getOnPostOnly: config.getOnPostOnly,
     ...(persistence ? { persist: persistence.flush } : {}),
+    ...(cluster ? { cluster: cluster.api, snapshot: () => cluster.stats(snapshot()) } : {}),
   }).catch(async (error: unknown) => {
     await mqtt.close();
     await persistence?.close();
+    await cluster?.close();
     throw error;
   });
+  const running = new RunningEmulator(config, mqtt, apiServer, snapshot, faults, persistence, cluster);
+  try {
+    await cluster?.announce({ mqttUrl: running.mqttUrl, apiEndpoint: running.apiEndpoint, pid: process.pid });
+  } catch (error) {
+    await running.close();
+    throw error;
+  }
+  return running;
+}
 
-  return new RunningEmulator(config, mqtt, apiServer, snapshot, faults, persistence);
+/**
+ * A clustered emulator's faults: `failNext` queues them in Redis, for the next calls anywhere in the cluster, and a
+ * fault burst is the cluster's (an outage of the account's OpenAPI, not of one process); each returns a promise that
+ * settles once the cluster holds it. Latency and the configured random faults stay this process's own.
+ */
+class ClusterFaults extends FaultInjector {
+  readonly #cluster: EmulatorCluster;
+
+  constructor(config: ResolvedEmulatorOptions, cluster: EmulatorCluster) {
+    super(config);
+    this.#cluster = cluster;
+  }
+
+  override failNext(action: EmulatedAction, code: KnownApiErrorCode, count = 1): Promise<void> {
+    checkFailNext(action, code, count);
+    const queued = this.#cluster.failNext(action, code, count);
+    // A caller that does not wait for it must not get an unhandled rejection; one that does still sees it.
+    queued.catch(() => undefined);
+    return queued;
+  }
+
+  override burst(rate: number, codes: readonly string[], forMs: number): Promise<void> {
+    checkBurst(rate, codes, forMs);
+    const started = this.#cluster.faultBurst(rate, codes, forMs);
+    started.catch(() => undefined);
+    return started;
+  }
 }
 
 /** What the OpenAPI answers from the options besides its state: the groups and parent topics that exist, and its own names. */
 function apiRules(config: ResolvedEmulatorOptions, groups: GroupDirectory): Pick<ApiDependencies, 'groups' | 'parentTopics' | 'p2pTopicLength' | 'unknownInstanceCode' | 'hostId'> {
-  return { groups, parentTopics: config.parentTopics, p2pTopicLength: config.p2pTopicLength, unknownInstanceCode: config.unknownInstanceCode, hostId: hostIdOf(config.regionId) };
+  return { ...actionRules(config, groups), hostId: hostIdOf(config.regionId) };
 }
 
 /**
@@ -334,9 +398,10 @@ class RunningEmulator implements Emulator {
   readonly accessKeySource: ValueSource;
   readonly dataDir: string | undefined;
   readonly stats: () => EmulatorStats;
-  readonly failNext: (action: EmulatedAction, code: KnownApiErrorCode, count?: number) => void;
-  readonly faultBurst: (burst: { rate: number; codes: readonly KnownApiErrorCode[]; forMs: number }) => void;
+  readonly failNext: (action: EmulatedAction, code: KnownApiErrorCode, count?: number) => void | Promise<void>;
+  readonly faultBurst: (burst: { rate: number; codes: readonly KnownApiErrorCode[]; forMs: number }) => void | Promise<void>;
   readonly events: EventEmitter<EmulatorEvents>;
+  readonly cluster: EmulatorClusterInfo | undefined;
   readonly #mqtt: MqttService;
   readonly #secret: string;
   readonly #closeAll: () => Promise<unknown>;
@@ -349,6 +414,7 @@ class RunningEmulator implements Emulator {
     snapshot: () => EmulatorStats,
     faults: FaultInjector,
     persistence: Persistence | undefined,
+    cluster: EmulatorCluster | undefined,
   ) {
     this.mqttUrl = mqtt.handle.mqttUrl;
     this.wsUrl = mqtt.handle.wsUrl;
@@ -365,10 +431,12 @@ class RunningEmulator implements Emulator {
     this.failNext = (action, code, count) => faults.failNext(action, code, count);
     this.faultBurst = ({ rate, codes, forMs }) => faults.burst(rate, codes, forMs);
     this.#secret = config.accessKeySecret;
-    // The data directory closes last: a call being answered may still be saving.
+    this.cluster = cluster === undefined ? undefined : { processId: cluster.processId, redisUrl: cluster.redisUrl, processes: () => cluster.processes() };
+    // The data directory closes last: a call being answered may still be saving. A cluster's connections likewise.
     this.#closeAll = async () => {
       await Promise.all([mqtt.close(), apiServer.close()]);
       await persistence?.close();
+      await cluster?.close();
     };
   }
 
@@ -413,6 +481,7 @@ class RunningEmulator implements Emulator {
       accessKeySecret: redact(this.#secret),
       accessKeySource: this.accessKeySource,
       dataDir: this.dataDir,
+      ...(this.cluster === undefined ? {} : { cluster: { processId: this.cluster.processId, redisUrl: this.cluster.redisUrl } }),
     };
   }
 

@@ -25,6 +25,35 @@ interface QueuedRun {
   remaining: number;
 }
 
+/** The run-time checks of {@link FaultInjector.failNext} (a clustered emulator queues its faults in Redis). */
+export function checkFailNext(action: unknown, code: unknown, count: unknown): void {
+  if (typeof action !== 'string' || !isEmulatedAction(action)) {
+    const shown = typeof action === 'string' ? JSON.stringify(action.length > 64 ? `${action.slice(0, 64)}…` : action) : `a ${typeof action}`;
+    throw new ValidationError('InvalidOption', `failNext action must be one of ${EMULATED_ACTIONS.join(', ')}, not ${shown}`);
+  }
+  assertApiErrorCode('failNext code', code);
+  if (typeof count !== 'number' || !Number.isInteger(count) || count < 1 || count > MAX_FAIL_NEXT_COUNT) {
+    throw new ValidationError('InvalidOption', `failNext count must be an integer from 1 to ${MAX_FAIL_NEXT_COUNT}, not ${String(count)}`);
+  }
+}
+
+/** A burst of random faults ({@link FaultInjector.burst}): the share of calls it fails, and the codes it picks from. */
+export interface FaultBurst {
+  readonly rate: number;
+  readonly codes: readonly string[];
+}
+
+/**
+ * The run-time checks of {@link FaultInjector.burst} (a clustered emulator keeps its burst in Redis): the codes,
+ * checked. @throws ValidationError `InvalidOption` naming the bad value.
+ */
+export function checkBurst(rate: unknown, codes: unknown, forMs: unknown): readonly string[] {
+  if (typeof rate !== 'number' || !Number.isFinite(rate) || rate < 0 || rate > 1) throw new ValidationError('InvalidOption', `Fault burst rate must be a number from 0 to 1, not ${String(rate)}`);
+  if (typeof forMs !== 'number' || !Number.isInteger(forMs) || forMs < 0 || forMs > MAX_FAULT_BURST_MS) throw new ValidationError('InvalidOption', `Fault burst forMs must be an integer from 0 to ${MAX_FAULT_BURST_MS}, not ${String(forMs)}`);
+  if (!Array.isArray(codes) || codes.length === 0) throw new ValidationError('InvalidOption', 'Fault burst codes must name at least one error code');
+  return Object.freeze(codes.map((code: unknown, i) => assertApiErrorCode(`Fault burst codes[${i}]`, code)));
+}
+
 /**
  * Injected latency and errors of the OpenAPI (issue #3).
  *
@@ -51,15 +80,7 @@ export class FaultInjector {
    * to {@link MAX_FAIL_NEXT_COUNT} throws `InvalidOption` naming what is allowed.
    */
   failNext(action: EmulatedAction, code: KnownApiErrorCode, count = 1): void {
-    const given: unknown = action;
-    if (typeof given !== 'string' || !isEmulatedAction(given)) {
-      const shown = typeof given === 'string' ? JSON.stringify(given.length > 64 ? `${given.slice(0, 64)}…` : given) : `a ${typeof given}`;
-      throw new ValidationError('InvalidOption', `failNext action must be one of ${EMULATED_ACTIONS.join(', ')}, not ${shown}`);
-    }
-    assertApiErrorCode('failNext code', code);
-    if (!Number.isInteger(count) || count < 1 || count > MAX_FAIL_NEXT_COUNT) {
-      throw new ValidationError('InvalidOption', `failNext count must be an integer from 1 to ${MAX_FAIL_NEXT_COUNT}, not ${String(count)}`);
-    }
+    checkFailNext(action, code, count);
     const queue = this.#queued.get(action) ?? [];
     queue.push({ code, remaining: count });
     this.#queued.set(action, queue);
@@ -71,11 +92,8 @@ export class FaultInjector {
    * one running, and `rate` 0 ends it. Checked at run time too (the HTTP control): `InvalidOption` naming the value.
    */
   burst(rate: number, codes: readonly string[], forMs: number): void {
-    if (typeof rate !== 'number' || !Number.isFinite(rate) || rate < 0 || rate > 1) throw new ValidationError('InvalidOption', `Fault burst rate must be a number from 0 to 1, not ${String(rate)}`);
-    if (!Number.isInteger(forMs) || forMs < 0 || forMs > MAX_FAULT_BURST_MS) throw new ValidationError('InvalidOption', `Fault burst forMs must be an integer from 0 to ${MAX_FAULT_BURST_MS}, not ${String(forMs)}`);
-    if (!Array.isArray(codes) || codes.length === 0) throw new ValidationError('InvalidOption', 'Fault burst codes must name at least one error code');
-    const checked = codes.map((code, i) => assertApiErrorCode(`Fault burst codes[${i}]`, code));
-    this.#burst = rate === 0 || forMs === 0 ? undefined : { rate, codes: Object.freeze(checked), until: this.#now() + forMs };
+    const checked = checkBurst(rate, codes, forMs);
+    this.#burst = rate === 0 || forMs === 0 ? undefined : { rate, codes: checked, until: this.#now() + forMs };
   }
 
   /** How long to hold this request before answering, in ms (0 without `latencyMs`). */
@@ -85,8 +103,11 @@ export class FaultInjector {
     return range.min + this.#draw() * (range.max - range.min);
   }
 
-  /** Throw the fault this call of `action` gets, if any: a queued one first, else a random one. */
-  inject(action: string): void {
+  /**
+   * Throw the fault this call of `action` gets, if any: a queued one first, else a random one, drawn from `burst` (by
+   * default this injector's own, while it runs; a clustered emulator passes the cluster's) or the configured rate.
+   */
+  inject(action: string, burst: FaultBurst | undefined = this.#runningBurst()): void {
     const queue = this.#queued.get(action);
     const run = queue?.[0];
     if (queue && run) {
@@ -96,12 +117,15 @@ export class FaultInjector {
       throw new ApiFault(run.code);
     }
 
-    const burst = this.#burst !== undefined && this.#now() < this.#burst.until ? this.#burst : undefined;
     const faultRate = burst?.rate ?? this.#config.faultRate;
     const faultCodes = burst?.codes ?? this.#config.faultCodes;
     if (faultRate === 0 || this.#draw() >= faultRate) return;
     const code = faultCodes[Math.floor(this.#draw() * faultCodes.length)] ?? faultCodes[0];
     if (code !== undefined) throw new ApiFault(code);
+  }
+
+  #runningBurst(): FaultBurst | undefined {
+    return this.#burst !== undefined && this.#now() < this.#burst.until ? this.#burst : undefined;
   }
 
   #now(): number {

@@ -5,7 +5,8 @@
  * The package's entry point for the emulator (`exports["./emulator"]`): only names re-exported, no code. Every name is
  * exported on purpose; test/unit/public-api.test.ts holds the list. The start-up code is emulator.ts.
  */
-export { startEmulator, type Emulator } from './emulator.js';
+export { startEmulator, type Emulator, type EmulatorClusterInfo } from './emulator.js';
+export type { ClusterProcess } from './cluster/membership.js';
 export { EMULATOR_DEFAULTS, EMULATOR_ENV, type EmulatorOptions, type ReRegisterPolicy, type TlsOptions, type ValueSource } from './options.js';
 export { BROKER_DEFAULTS, DEFAULT_GROUPS, DEFAULT_PARENT_TOPICS, type BrokerOptions, type OfflineTimers, type UnsupportedFeaturePolicy } from './broker-options.js';
 export { RULES, type RuleName } from './mqtt-rules.js';

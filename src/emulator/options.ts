@@ -7,6 +7,7 @@ import type { ErrorStatusMode } from './api-errors.js';
 import { BROKER_OPTION_NAMES, resolveBrokerOptions, type BrokerOptions, type ResolvedBrokerOptions } from './broker-options.js';
 import { BASE36_LOWER, BASE62, randomString } from './crypto.js';
 import { TOKEN_EXPIRE_NOTICE_LEAD_MS } from './token-rules.js';
+import { parseRedisUrl } from './cluster/redis.js';
 
 /** The actions with a QPS limit of their own (reference §2), besides the account's `qpsLimit`. */
 export type RateLimitedAction = 'ApplyToken' | 'QueryToken' | 'RevokeToken' | 'QuerySessionByClientId' | 'BatchQuerySessionByClientIds';
@@ -148,6 +149,16 @@ export interface EmulatorOptions extends BrokerOptions {
    * Default: none, the state lives in memory.
    */
   dataDir?: string;
+  /**
+   * Join the cluster of this Redis (`redis://[user:password@]host:port[/db]`, or `rediss://`): every emulator process
+   * started with the same Redis database is one logical service. Messages route between their brokers; sessions,
+   * subscriptions and queued QoS 1 messages, the OpenAPI's state (credentials, tokens), the nonce window and the rate
+   * limits live in Redis, so any process answers for the whole cluster. Its processes serve one instance with one
+   * account and the same options (a process whose options differ from the live ones' is refused with
+   * `EmulatorClusterMismatch`). Needs the optional peers `ioredis`, `mqemitter-redis` and `aedes-persistence-redis`.
+   * Not with `dataDir`: the state lives in Redis. Default: none, a process of its own.
+   */
+  redis?: string;
 }
 
 /** A PEM certificate (chain) and its private key. */
@@ -200,6 +211,8 @@ export interface ResolvedEmulatorOptions extends ResolvedBrokerOptions {
   readonly accessKeySource: ValueSource;
   /** `undefined` when the state lives in memory only. */
   readonly dataDir: string | undefined;
+  /** The cluster's Redis URL, or `undefined` for a process of its own. */
+  readonly redis: string | undefined;
   readonly host: string;
   readonly mqttPort: number;
   readonly wsPort: number | false;
@@ -244,7 +257,7 @@ const KNOWN_OPTIONS: ReadonlySet<string> = new Set<keyof EmulatorOptions>([
   'reRegister', 'errorStatuses', 'qpsLimit', 'credentialQuota', 'timestampWindowMs', 'nonceWindowMs', 'now',
   'faultRate', 'faultCodes', 'latencyMs', 'random', 'kickOnRevoke', 'maxPayloadBytes', 'tls', 'tlsPort', 'wssPort',
   'dataDir', 'actionQpsLimits', 'actionThrottleCode', 'rateClock', 'getOnPostOnly', 'tokenExpireNoticeLeadMs',
-  'tokenP2pNeedsRead', 'rateLimitMode', 'unknownInstanceCode', 'regionId',
+  'tokenP2pNeedsRead', 'rateLimitMode', 'unknownInstanceCode', 'regionId', 'redis',
 ]);
 
 /** Printable ASCII except `|`, which separates the parts of an MQTT username. */
@@ -370,6 +383,16 @@ function regionId(value: unknown): string {
   return value;
 }
 
+/** A Redis URL (its password never shown in the message). */
+function redisUrl(value: unknown, dataDir: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string') throw invalid('redis', 'a URL such as redis://127.0.0.1:6379', value);
+  const parsed = parseRedisUrl(value);
+  if (!parsed.ok) throw new ValidationError('InvalidOption', `Emulator option redis must be ${parsed.problem}`);
+  if (dataDir !== undefined) throw new ValidationError('InvalidOption', 'Emulator options dataDir and redis contradict each other: a cluster keeps its state in Redis; leave dataDir out');
+  return value;
+}
+
 function directory(value: unknown): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'string' || value.trim() === '' || value.includes('\0')) throw invalid('dataDir', 'a directory path', value);
@@ -424,6 +447,7 @@ export function resolveOptions(options: EmulatorOptions = {}): ResolvedEmulatorO
     instanceIdSource: instance.source,
     accessKeySource: keyId.source,
     dataDir: directory(options.dataDir),
+    redis: redisUrl(options.redis, directory(options.dataDir)),
     host,
     mqttPort: port('mqttPort', pick('mqttPort')),
     wsPort: wsPort === false ? false : port('wsPort', wsPort),

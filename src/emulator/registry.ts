@@ -1,6 +1,6 @@
 import { groupIdOf } from '../credential.js';
 import { ApiFault } from './api-errors.js';
-import { BASE62, randomString } from './crypto.js';
+import { BASE62, randomString, type RandomBytes } from './crypto.js';
 import type { ReRegisterPolicy } from './options.js';
 
 /** One issued device credential, as the emulator stores it (the wire field names of the API). */
@@ -20,11 +20,13 @@ export interface RegistryPolicy {
   readonly reRegister: ReRegisterPolicy;
   readonly credentialQuota: number;
   readonly now: () => number;
+  /** Where key pairs are drawn from: the CSPRNG by default (a clustered emulator replays changes with a seeded one). */
+  readonly randomBytes?: RandomBytes;
 }
 
 /** `DC.` + 22 base62 characters, the shape of real device keys (reference §0). */
-function deviceKey(): string {
-  return `DC.${randomString(BASE62, 22)}`;
+function deviceKey(source?: RandomBytes): string {
+  return `DC.${randomString(BASE62, 22, source)}`;
 }
 
 /**
@@ -151,13 +153,14 @@ export class CredentialRegistry {
     }
     const previous = clients.get(clientId);
     if (previous) this.#revoke(previous);
-    let keyId = deviceKey();
-    while (this.#byKeyId.has(keyId)) keyId = deviceKey(); // 62^22 makes this loop theoretical
+    const source = this.#policy.randomBytes;
+    let keyId = deviceKey(source);
+    while (this.#byKeyId.has(keyId)) keyId = deviceKey(source); // 62^22 makes this loop theoretical
     const record: CredentialRecord = Object.freeze({
       ClientId: clientId,
       InstanceId: instanceId,
       DeviceAccessKeyId: keyId,
-      DeviceAccessKeySecret: deviceKey(),
+      DeviceAccessKeySecret: deviceKey(source),
       CreateTime: createTime,
       UpdateTime: updateTime,
     });

@@ -58,7 +58,7 @@ export function storedBytes(packet: StoredPacket): number {
  * A copy of a packet for the store, as aedes-packet's `Packet` copies one: the fields a delivery needs, the packet
  * identifier cleared (the session gives it one when it sends it).
  */
-function stored(packet: StoredPacket): StoredPacket {
+export function stored(packet: StoredPacket): StoredPacket {
   const copy: StoredPacket = {
     cmd: packet.cmd ?? 'publish',
     brokerId: packet.brokerId,

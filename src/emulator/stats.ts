@@ -37,6 +37,11 @@ export interface EmulatorStats {
     /** What the persistent sessions hold now; what did not fit is counted under `rules.offlineQueue`. */
     queues: QueueStats;
   };
+  /**
+   * Clustered (the `redis` option) only: this process's id, the live processes, and the clients connected to any of
+   * them. The counters above are this process's own; `mqtt.queues` is the cluster's (its queues are shared).
+   */
+  cluster?: { processId: string; processes: number; online: number };
 }
 
 /** Stats key of a request without an Action. */

@@ -56,6 +56,8 @@ function splitToken(token: string): { id: string; secret: Buffer } | undefined {
 /** What the token registry needs: the emulator's clock (ms since the epoch, the `now` option). */
 export interface TokenPolicy {
   readonly now: () => number;
+  /** Where tokens are drawn from: the CSPRNG by default (a clustered emulator replays changes with a seeded one). */
+  readonly randomBytes?: (size: number) => Buffer;
 }
 
 /** What ApplyToken asks for, already validated. */
@@ -117,8 +119,9 @@ export class TokenRegistry {
     const now = this.#now();
     if (now - this.#lastPrune >= PRUNE_EVERY_MS || this.#byId.size >= MAX_HELD_TOKENS) this.#prune(now);
     if (this.#byId.size >= MAX_HELD_TOKENS) throw new ApiFault('ApplyTokenOverFlow');
-    let bytes = randomBytes(TOKEN_BYTES);
-    while (this.#byId.has(bytes.subarray(0, ID_BYTES).toString('hex'))) bytes = randomBytes(TOKEN_BYTES); // 2^128: theoretical
+    const draw = this.#policy.randomBytes ?? randomBytes;
+    let bytes = draw(TOKEN_BYTES);
+    while (this.#byId.has(bytes.subarray(0, ID_BYTES).toString('hex'))) bytes = draw(TOKEN_BYTES); // 2^128: theoretical
     const record: TokenRecord = Object.freeze({
       id: bytes.subarray(0, ID_BYTES).toString('hex'),
       secretSha256: sha256Hex(bytes.subarray(ID_BYTES)),

@@ -22,13 +22,14 @@ async function main(): Promise<void> {
   // And its GroupId: the simulated devices' GroupId exists on the instance.
   const groupList = process.env['APSARAMQ_SIM_GROUPS'];
   const groups = groupList === undefined ? {} : { groups: groupList.split(',') };
+  const redis = process.env['APSARAMQ_SIM_REDIS'];
   let emulator;
   try {
     // The backend subscriber of a game day is the measuring instrument: its persistent session is not bounded, so a
     // message the broker took is never dropped while it reconnects, and what queued for it comes back at once rather
     // than at the cloud's offline pace (the devices' sessions are clean: nothing of theirs queues).
     const unbounded = { maxOfflineMessages: Number.POSITIVE_INFINITY, maxOfflineBytes: Number.POSITIVE_INFINITY, offlineDelivery: 'immediate' as const };
-    emulator = await startEmulator({ env: {}, mqttPort: 0, apiPort: 0, wsPort: false, qpsLimit, ...parentTopics, ...groups, ...unbounded });
+    emulator = await startEmulator({ env: {}, mqttPort: 0, apiPort: 0, wsPort: false, qpsLimit, ...parentTopics, ...groups, ...unbounded, ...(redis === undefined ? {} : { redis }) });
   } catch (error) {
     send({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
     process.exit(1);

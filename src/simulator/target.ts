@@ -75,10 +75,11 @@ export function emulatorProcessScript(): string {
 /**
  * Start an emulator in its own Node process, so the broker's work does not share the simulator's event loop and
  * its memory is not counted as the simulator's. Its OpenAPI allows `qpsLimit` calls per second; `parentTopics` and
- * `groups` exist on its instance.
+ * `groups` exist on its instance. With `redis` it joins the cluster on that Redis (its state, sessions and messages
+ * are the cluster's).
  * @throws SimulatorError `EmulatorFailed`
  */
-export function startEmulatorProcess(options: { qpsLimit?: number; parentTopics?: readonly string[] | '*'; groups?: readonly string[] } = {}): Promise<EmulatorProcess> {
+export function startEmulatorProcess(options: { qpsLimit?: number; parentTopics?: readonly string[] | '*'; groups?: readonly string[]; redis?: string } = {}): Promise<EmulatorProcess> {
   const script = emulatorProcessScript();
   const child = fork(script, [], {
     // Only what the emulator needs: never the user's account keys.
@@ -87,6 +88,8 @@ export function startEmulatorProcess(options: { qpsLimit?: number; parentTopics?
       APSARAMQ_SIM_QPS_LIMIT: String(options.qpsLimit ?? 500),
       ...(options.parentTopics === undefined ? {} : { APSARAMQ_SIM_PARENT_TOPICS: options.parentTopics === '*' ? '*' : options.parentTopics.join(',') }),
       ...(options.groups === undefined ? {} : { APSARAMQ_SIM_GROUPS: options.groups.join(',') }),
+      // A member of the cluster on this Redis (the emulator's redis option), not an emulator of its own.
+      ...(options.redis === undefined ? {} : { APSARAMQ_SIM_REDIS: options.redis }),
     },
     execArgv: [],
     stdio: ['ignore', 'ignore', 'pipe', 'ipc'],

@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import { connect as netConnect, type Socket } from 'node:net';
-import mqttPacket, { type IConnackPacket, type IConnectPacket, type Packet } from 'mqtt-packet';
+import mqttPacket, { type IConnackPacket, type IConnectPacket, type IPublishPacket, type Packet } from 'mqtt-packet';
 import { onTestFinished } from 'vitest';
 import type { MqttCredentials } from '../../src/signer/mqtt.js';
 
@@ -120,4 +120,30 @@ export async function rawLogin(url: string, credentials: MqttCredentials, protoc
   const raw = await rawSocket(url, protocolVersion);
   raw.send(connectPacket(credentials, protocolVersion, extra));
   return { raw, connack: (await raw.next('connack')) as IConnackPacket };
+}
+
+/** The PUBLISHes received so far, each acknowledged once. */
+export function inbox(raw: RawMqtt): { publishes(): IPublishPacket[] } {
+  const acked = new Set<Packet>();
+  return {
+    publishes() {
+      const publishes = raw.received.filter((p): p is IPublishPacket => p.cmd === 'publish');
+      for (const p of publishes) {
+        if (!acked.has(p) && p.messageId !== undefined) raw.send({ cmd: 'puback', messageId: p.messageId });
+        acked.add(p);
+      }
+      return publishes;
+    },
+  };
+}
+
+/** A round trip: everything the broker wrote before it has arrived once the PINGRESP has. */
+export async function roundTrip(raw: RawMqtt): Promise<void> {
+  raw.send({ cmd: 'pingreq' });
+  await raw.next('pingresp');
+}
+
+/** Wait until `n` PUBLISHes have arrived in all. */
+export async function received(raw: RawMqtt, n: number): Promise<void> {
+  while (raw.received.filter((p) => p.cmd === 'publish').length < n) await raw.next('publish');
 }

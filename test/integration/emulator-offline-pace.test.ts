@@ -4,60 +4,16 @@
  * nothing waits real seconds and the batches are counted exactly. The subscriber is a raw socket (mqtt-packet), so
  * that what arrives, and when, is exactly what the broker wrote.
  */
-import type { IConnackPacket, IPublishPacket, Packet } from 'mqtt-packet';
+import type { IConnackPacket } from 'mqtt-packet';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { startEmulator, type Emulator, type EmulatorOptions, type OfflineTimers } from '../../src/emulator/index.js';
+import { expectCloudPace, manualTimers } from '../helpers/manual-timers.js';
 import { accountLogin } from '../helpers/broker.js';
 import { connectMqtt } from '../helpers/emulator.js';
-import { rawLogin, type RawMqtt } from '../helpers/raw-mqtt.js';
+import { inbox, rawLogin, received, roundTrip, type RawMqtt } from '../helpers/raw-mqtt.js';
 
 const VERSIONS = [4, 5] as const;
 type Version = (typeof VERSIONS)[number];
-
-/** A timer the broker set, waiting for the test to run it. */
-interface Step {
-  readonly ms: number;
-  run(): void;
-}
-
-/** Timers that run only when the test runs them; {@link ManualTimers.next} resolves with the next one set. */
-interface ManualTimers extends OfflineTimers {
-  next(): Promise<Step>;
-  /** Timers set and neither run nor cleared. */
-  readonly pending: number;
-}
-
-function manualTimers(): ManualTimers {
-  const set: (Step & { cleared: boolean })[] = [];
-  const waiting: ((step: Step) => void)[] = [];
-  let taken = 0;
-  return {
-    setTimeout(callback, ms) {
-      const step = { ms, cleared: false, run: () => (step.cleared ? undefined : ((step.cleared = true), callback())) };
-      set.push(step);
-      const waiter = waiting.shift();
-      if (waiter) {
-        taken++;
-        waiter(step);
-      }
-      return step;
-    },
-    clearTimeout(handle) {
-      (handle as { cleared: boolean }).cleared = true;
-    },
-    next() {
-      const step = set[taken];
-      if (step) {
-        taken++;
-        return Promise.resolve(step);
-      }
-      return new Promise((resolve) => waiting.push(resolve));
-    },
-    get pending() {
-      return set.filter((step) => !step.cleared).length;
-    },
-  };
-}
 
 const SESSION = { 4: { clean: false }, 5: { clean: false, properties: { sessionExpiryInterval: 600 } } } as const;
 
@@ -87,32 +43,6 @@ function resume(e: Emulator, version: Version, clientId: string): Promise<{ raw:
   return rawLogin(e.mqttUrl, accountLogin(e, clientId), version, SESSION[version]);
 }
 
-/** The PUBLISHes received so far, each acknowledged once. */
-function inbox(raw: RawMqtt): { publishes(): IPublishPacket[] } {
-  const acked = new Set<Packet>();
-  return {
-    publishes() {
-      const publishes = raw.received.filter((p): p is IPublishPacket => p.cmd === 'publish');
-      for (const p of publishes) {
-        if (!acked.has(p) && p.messageId !== undefined) raw.send({ cmd: 'puback', messageId: p.messageId });
-        acked.add(p);
-      }
-      return publishes;
-    },
-  };
-}
-
-/** A round trip: everything the broker wrote before it has arrived once the PINGRESP has. */
-async function roundTrip(raw: RawMqtt): Promise<void> {
-  raw.send({ cmd: 'pingreq' });
-  await raw.next('pingresp');
-}
-
-/** Wait until `n` PUBLISHes have arrived in all. */
-async function received(raw: RawMqtt, n: number): Promise<void> {
-  while (raw.received.filter((p) => p.cmd === 'publish').length < n) await raw.next('publish');
-}
-
 describe('offline messages at the cloud\'s pace (reference §5.7)', () => {
   it.each(VERSIONS)('by default: nothing for 5 to 10 s after the reconnect, then batches of 30 every 5 s (MQTT %i)', async (version) => {
     const timers = manualTimers();
@@ -121,25 +51,7 @@ describe('offline messages at the cloud\'s pace (reference §5.7)', () => {
     await queued(e, version, `GID_demo@@@pace${version}`, 40);
     const { raw, connack } = await resume(e, version, `GID_demo@@@pace${version}`);
     expect(connack.sessionPresent).toBe(true);
-    const messages = inbox(raw);
-
-    const detection = await timers.next();
-    expect(detection.ms).toBe(version === 4 ? 5_000 : 10_000);
-    await roundTrip(raw);
-    expect(messages.publishes()).toHaveLength(0);
-
-    detection.run();
-    await received(raw, 30);
-    const interval = await timers.next();
-    expect(interval.ms).toBe(5_000);
-    await roundTrip(raw);
-    expect(messages.publishes().map((p) => p.payload.toString())).toEqual(Array.from({ length: 30 }, (_, i) => `m${i}`));
-
-    interval.run();
-    await received(raw, 40);
-    await roundTrip(raw);
-    expect(messages.publishes().map((p) => p.payload.toString())).toEqual(Array.from({ length: 40 }, (_, i) => `m${i}`));
-    expect(timers.pending).toBe(0);
+    await expectCloudPace(raw, timers, version === 4 ? 5_000 : 10_000);
   });
 
   it.each(VERSIONS)('live messages, SUBSCRIBE and PUBLISH go on at once while the queue waits (MQTT %i)', async (version) => {

@@ -47,8 +47,8 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
   'apsaramq-device/emulator': {
     file: 'src/emulator/index.ts',
     names: [
-      'ActionStats', 'BROKER_DEFAULTS', 'BrokerOptions', 'DEFAULT_GROUPS', 'DEFAULT_PARENT_TOPICS', 'EMULATED_ACTIONS', 'EMULATOR_DEFAULTS',
-      'EMULATOR_ENV', 'EmulatedAction', 'Emulator', 'EmulatorOptions', 'EmulatorStateError', 'EmulatorStateErrorCode',
+      'ActionStats', 'BROKER_DEFAULTS', 'BrokerOptions', 'ClusterProcess', 'DEFAULT_GROUPS', 'DEFAULT_PARENT_TOPICS', 'EMULATED_ACTIONS', 'EMULATOR_DEFAULTS',
+      'EMULATOR_ENV', 'EmulatedAction', 'Emulator', 'EmulatorClusterInfo', 'EmulatorOptions', 'EmulatorStateError', 'EmulatorStateErrorCode',
       'EmulatorStats', 'ErrorStatusMode', 'MAX_FAIL_NEXT_COUNT', 'OfflineTimers', 'RULES', 'ReRegisterPolicy', 'RuleName', 'TlsOptions',
       'UnsupportedFeaturePolicy', 'ValueSource', 'startEmulator',
     ],

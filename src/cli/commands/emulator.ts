@@ -5,6 +5,7 @@ import type { Emulator, EmulatorOptions, UnsupportedFeaturePolicy } from '../../
 import type { Logger } from '../../util/logger.js';
 import { loadEmulator } from '../roles.js';
 import { type CliIo, UsageError, choiceArg, intArg, jsonLine } from '../io.js';
+import { CLUSTER_CHILD_ENV, runCluster } from '../emulator-cluster.js';
 
 interface EmulatorFlags {
   host: string;
@@ -60,6 +61,8 @@ interface EmulatorFlags {
   getOnPostOnly?: 'refuse' | 'accept';
   unknownInstanceCode?: 'InstancePermissionCheckFailed' | 'MqttInstanceNotFound';
   regionId?: string;
+  redis?: string;
+  cluster?: number;
 }
 
 /** `--parent-topics a,b` and `--groups A,B` (`*`: any, the rule off). The names themselves are checked by the emulator's options. */
@@ -140,14 +143,21 @@ export function defaultEmulatorDataDir(env: NodeJS.ProcessEnv, instanceId: strin
 
 /**
  * Where the state goes and which instance id to ask for: `--ephemeral` keeps it in memory; `--data-dir DIR` keeps it
- * there (the instance id, unless given, comes from the directory); by default it goes to the directory of
+ * there (the instance id, unless given, comes from the directory); `--redis URL` keeps it in the cluster's Redis (the
+ * instance id, unless given, is the cluster's); by default it goes to the directory of
  * {@link defaultEmulatorDataDir}, keyed by the instance id (the flag, APSARAMQ_INSTANCE_ID, or
  * {@link CLI_DEFAULT_INSTANCE_ID}), so that running the same command again finds the same credentials.
  */
-function stateOptions(flags: EmulatorFlags, env: NodeJS.ProcessEnv): Pick<EmulatorOptions, 'dataDir' | 'instanceId'> {
+function stateOptions(flags: EmulatorFlags, env: NodeJS.ProcessEnv): Pick<EmulatorOptions, 'dataDir' | 'instanceId' | 'redis'> {
   if (flags.ephemeral && flags.dataDir !== undefined) throw new UsageError('--ephemeral and --data-dir contradict each other: keep the state in memory, or in DIR.');
   const given = flags.instanceId ?? (env[EMULATOR_ENV.instanceId] || undefined);
-  if (flags.dataDir !== undefined) return { dataDir: flags.dataDir, ...(flags.instanceId === undefined ? {} : { instanceId: flags.instanceId }) };
+  const flagged = flags.instanceId === undefined ? {} : { instanceId: flags.instanceId };
+  if (flags.redis !== undefined) {
+    const stray = flags.dataDir !== undefined ? '--data-dir' : flags.ephemeral ? '--ephemeral' : undefined;
+    if (stray) throw new UsageError(`${stray} and --redis contradict each other: a cluster keeps its state in Redis.`);
+    return { redis: flags.redis, ...flagged };
+  }
+  if (flags.dataDir !== undefined) return { dataDir: flags.dataDir, ...flagged };
   const instanceId = given ?? CLI_DEFAULT_INSTANCE_ID;
   const dataDir = flags.ephemeral ? undefined : defaultEmulatorDataDir(env, instanceId);
   return { instanceId, ...(dataDir === undefined ? {} : { dataDir }) };
@@ -167,15 +177,18 @@ function readyLine(emulator: Emulator): Record<string, unknown> {
     // A key pair from the environment may be a real one: the line says where it is instead of echoing it.
     ...(generated ? { accessKeySecret: emulator.accessKeySecret } : { accessKeySecret: null, accessKeySource: emulator.accessKeySource }),
     ...(emulator.dataDir === undefined ? {} : { dataDir: emulator.dataDir }),
+    ...(emulator.cluster === undefined ? {} : { cluster: { processId: emulator.cluster.processId, redisUrl: emulator.cluster.redisUrl } }),
   };
 }
 
 /** The human banner: where everything listens, where the state is kept, and what to run next (never `register`, which rotates keys). */
 function banner(emulator: Emulator, env: NodeJS.ProcessEnv): string {
   const opts = `--endpoint ${emulator.apiEndpoint} --broker-url ${emulator.mqttUrl} --instance-id ${emulator.instanceId}`;
-  const state = emulator.dataDir !== undefined
-    ? `${emulator.dataDir} (kept across restarts; --ephemeral keeps it in memory)`
-    : `in memory, lost when the emulator stops${env['HOME'] || env['XDG_STATE_HOME'] ? '' : ' (no HOME or XDG_STATE_HOME to keep it under)'}; --data-dir DIR keeps it`;
+  const state = emulator.cluster !== undefined
+    ? `in Redis at ${emulator.cluster.redisUrl}, shared by every emulator process started with it (this one is ${emulator.cluster.processId})`
+    : emulator.dataDir !== undefined
+      ? `${emulator.dataDir} (kept across restarts; --ephemeral keeps it in memory)`
+      : `in memory, lost when the emulator stops${env['HOME'] || env['XDG_STATE_HOME'] ? '' : ' (no HOME or XDG_STATE_HOME to keep it under)'}; --data-dir DIR keeps it`;
   return [
     'ApsaraMQ for MQTT emulator is running.',
     `  MQTT (TCP):       ${emulator.mqttUrl}`,
@@ -261,7 +274,7 @@ export function addEmulatorCommand(program: Command, io: CliIo): void {
     .option('--ws-port <port>', 'MQTT over WebSocket port, path /mqtt (0 = any free port)', intArg('--ws-port', 0, 65535), EMULATOR_CLI_DEFAULTS.wsPort)
     .option('--no-ws', 'do not listen for WebSocket')
     .option('--api-port <port>', 'OpenAPI port (0 = any free port)', intArg('--api-port', 0, 65535), EMULATOR_CLI_DEFAULTS.apiPort)
-    .option('--instance-id <id>', `instance id (default: $APSARAMQ_INSTANCE_ID, else the one kept in --data-dir, else ${CLI_DEFAULT_INSTANCE_ID})`)
+    .option('--instance-id <id>', `instance id (default: $APSARAMQ_INSTANCE_ID, else the one kept in --data-dir or by the cluster of --redis, else ${CLI_DEFAULT_INSTANCE_ID})`)
     .option('--re-register <mode>', 'RegisterDeviceCredential on a ClientId that has a credential: rotate (latest wins) or reject (DeviceCredentialExsit)', choiceArg('--re-register', ['rotate', 'reject'] as const), 'rotate')
     .option('--error-statuses <set>', 'HTTP status of InternalError/SystemOverFlow: remapped (417/403) or legacy (500/500)', choiceArg('--error-statuses', ['remapped', 'legacy'] as const), 'remapped')
     .option('--qps-limit <n>', 'OpenAPI calls per second per account before Throttling.User', intArg('--qps-limit', 1), 500)
@@ -308,7 +321,9 @@ export function addEmulatorCommand(program: Command, io: CliIo): void {
     .option('--offline-detection-delay-ms <min-max>', 'paced: ms from the reconnect to the first batch, drawn from MIN-MAX (or exactly N; default 5000-10000)', rangeArg('--offline-detection-delay-ms'))
     .option('--offline-batch-size <n>', 'paced: messages per batch (default 30)', intArg('--offline-batch-size', 1))
     .option('--offline-batch-interval-ms <ms>', 'paced: ms between batches (default 5000)', intArg('--offline-batch-interval-ms', 0, 2_147_483_647))
-    .option('--json', 'once ready, print one JSON line {mqttUrl, wsUrl, [mqttsUrl, wssUrl with TLS,] apiEndpoint, instanceId, accessKeyId, accessKeySecret (null, with accessKeySource, for keys from the environment)[, dataDir]}')
+    .option('--redis <url>', 'join the cluster of this Redis (redis://host:6379[/db]): every emulator process started with it is one service (messages, sessions, credentials, tokens, rate limits shared); the state lives there')
+    .option('--cluster <n>', 'run n emulator processes on this machine as one cluster, on --redis or on a redis-server started for it (when on the PATH); each listens on its own ports (the given ones + its index, else free ones)', intArg('--cluster', 1, 64))
+    .option('--json', 'once ready, print one JSON line {mqttUrl, wsUrl, [mqttsUrl, wssUrl with TLS,] apiEndpoint, instanceId, accessKeyId, accessKeySecret (null, with accessKeySource, for keys from the environment)[, dataDir][, cluster {processId, redisUrl}]}; with --cluster {redisUrl, redisStarted, instanceId, accessKeyId, accessKeySecret, processes [{processId, mqttUrl, wsUrl, apiEndpoint}]}')
     .addHelpText(
       'after',
       `
@@ -323,6 +338,11 @@ persistent session; offline messages at the cloud's pace) and says on stderr whi
 GET /_emulator/stats counts them under mqtt.rules. --lenient turns them off.
 Test controls on the OpenAPI port: GET /_emulator/stats, POST /_emulator/disconnect {"clientId": "…"},
 POST /_emulator/restart, POST /_emulator/fail-next {"action": "…", "code": "…", "count": 1}.
+With --redis every emulator process on that Redis database is one service: a credential registered through any
+OpenAPI logs in at any broker, a subscriber on one gets what is published on another, QuerySession answers for all,
+the rate limits and failNext's faults are the cluster's; restart, disconnect and stats' counters are the process's.
+All processes of a cluster serve one instance and account with the same rule flags (EmulatorClusterMismatch else).
+--cluster N starts N such processes here (and a redis-server when --redis is not given); Ctrl+C stops them all.
 
 Examples:
   $ apsaramq-device emulator
@@ -333,9 +353,26 @@ Examples:
   $ apsaramq-device emulator --ephemeral --mqtt-port 0 --api-port 0 --json
   $ apsaramq-device emulator --parent-topics demo,sensors,alerts --groups GID_demo,GID_sensors --max-subscriptions 100
   $ apsaramq-device emulator --offline-delivery immediate
-  $ apsaramq-device emulator --lenient`,
+  $ apsaramq-device emulator --lenient
+  $ apsaramq-device emulator --redis redis://127.0.0.1:6379 --mqtt-port 1884 --api-port 8081
+  $ apsaramq-device emulator --cluster 2 --json`,
     )
-    .action(async (flags: EmulatorFlags) => {
+    .action(async (flags: EmulatorFlags, command: Command) => {
+      if (flags.cluster !== undefined) {
+        const stray = flags.dataDir !== undefined ? '--data-dir' : flags.ephemeral ? '--ephemeral' : undefined;
+        if (stray) throw new UsageError(`${stray} and --cluster contradict each other: a cluster keeps its state in Redis.`);
+        await runCluster({
+          processes: flags.cluster,
+          redis: flags.redis,
+          rawArgs: emulatorArgs(command),
+          globalArgs: (command.parent?.opts() as { verbose?: boolean } | undefined)?.verbose === true ? ['--verbose'] : [],
+          ports: clusterPorts(command),
+          tls: flags.tlsCert !== undefined,
+          json: flags.json === true,
+          io,
+        });
+        return;
+      }
       const options: EmulatorOptions = {
         ...ruleOptions(flags),
         logger: ruleLogger(io),
@@ -359,9 +396,40 @@ Examples:
       };
       const { startEmulator } = await loadEmulator('The emulator');
       const emulator = await startEmulator(options);
-      const stopped = io.interrupted();
+      // A process of `emulator --cluster`: its parent gone (its stdin closed), it stops like on Ctrl+C.
+      const stopped = io.env[CLUSTER_CHILD_ENV] === '1' ? Promise.race([io.interrupted(), parentGone()]) : io.interrupted();
       io.stdout(flags.json ? jsonLine(readyLine(emulator)) : banner(emulator, io.env));
       await stopped;
       await emulator.close();
+      // Read only to see the parent go: it must not keep this process alive.
+      if (io.env[CLUSTER_CHILD_ENV] === '1') process.stdin.destroy();
     });
+}
+
+/** The command line after `emulator`, as typed (the program's rawArgs hold every word the user gave). */
+function emulatorArgs(command: Command): string[] {
+  const raw = (command.parent as { rawArgs?: string[] } | null)?.rawArgs ?? [];
+  const at = raw.indexOf(command.name());
+  return at < 0 ? [] : raw.slice(at + 1);
+}
+
+/** The listener ports given on the command line (not defaulted): a cluster's process i listens on port + i. */
+function clusterPorts(command: Command): Partial<Record<'mqtt' | 'ws' | 'api' | 'tls' | 'wss', number>> {
+  const ports: Partial<Record<'mqtt' | 'ws' | 'api' | 'tls' | 'wss', number>> = {};
+  for (const name of ['mqtt', 'ws', 'api', 'tls', 'wss'] as const) {
+    const key = `${name}Port`;
+    const value: unknown = command.getOptionValue(key);
+    if (command.getOptionValueSource(key) === 'cli' && typeof value === 'number' && value !== 0) ports[name] = value;
+  }
+  return ports;
+}
+
+/** Resolves when standard input ends: the parent of a cluster's process has gone. */
+function parentGone(): Promise<void> {
+  return new Promise((resolve) => {
+    process.stdin.once('end', resolve);
+    process.stdin.once('close', resolve);
+    process.stdin.once('error', () => resolve());
+    process.stdin.resume();
+  });
 }

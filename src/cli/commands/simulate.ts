@@ -23,6 +23,8 @@ import { type CliIo, Interrupted, UsageError, checkOutputFile, choiceArg, exampl
 import { CheckedEndpointStore, EndpointCheck } from '../endpoint-check.js';
 import { Progress } from '../progress.js';
 import { SHARD_CHILD_ENV, runInProcesses, shardChildHooks } from '../simulate-processes.js';
+import { REDIS_MODE_ENV, checkRedisFlags, clusterMode, clusterTarget, resolveShardFlag } from '../simulate-cluster.js';
+import { shownRedisUrl } from '../../emulator/cluster/redis.js';
 
 interface SimulateFlags {
   devices: number;
@@ -54,6 +56,7 @@ interface SimulateFlags {
   maxConnecting: number;
   progress: boolean;
   processes: number;
+  redis?: string;
   scenario?: string;
   client: 'raw' | 'connector';
   consumer?: boolean;
@@ -83,7 +86,7 @@ export function addSimulateCommand(program: Command, io: CliIo): void {
     .option('--topic <template>', 'topic per device: %c ClientId, %i index, %g GroupId, %% a %', D.topic)
     .option('--duration <s>', 'seconds from the start of connecting until devices stop publishing (the run waits for every device to try)', intArg('--duration', 0, 7 * 86_400), D.durationMs / 1_000)
     .option('--subscribe', 'each device also subscribes to its own topic, so end-to-end latency is measured')
-    .option('--shard <I/N>', 'simulate only slice I of N (1-based) of the fleet, so several processes or machines share one run')
+    .option('--shard <I/N>', 'simulate only slice I of N (1-based) of the fleet, so several processes or machines share one run; auto/N takes I from JOB_COMPLETION_INDEX + 1 (a Kubernetes Indexed Job)')
     .option('--start-at <time>', 'start connecting at this ISO 8601 time with a zone (after provisioning; not past, at most 7 days ahead), so shards on several machines start together')
     .option('--local-address <list>', 'source addresses to spread the devices over: a list (127.0.0.2,127.0.0.3) or IPv4 ranges (127.0.0.2-127.0.0.9)')
     .option('--protocol <level>', 'MQTT protocol level of the devices: 4 (MQTT 3.1.1) or 5 (MQTT 5)', protocolArg, D.protocol)
@@ -102,6 +105,7 @@ export function addSimulateCommand(program: Command, io: CliIo): void {
     .option('--api-concurrency <n>', 'OpenAPI calls in flight while provisioning', intArg('--api-concurrency', 1, 10_000), D.apiConcurrency)
     .option('--max-connecting <n>', 'CONNECTs awaiting their CONNACK at once', intArg('--max-connecting', 1, 1_000_000), D.maxConnectsInFlight)
     .option('--processes <n>', 'spread the run (or its --shard) over n local processes started together and merged, each with its own embedded emulator', intArg('--processes', 1, 64), 1)
+    .option('--redis <url>', 'run against the emulator cluster on this Redis (one logical broker): its running processes (shard I on process (I-1) mod M), else an emulator process per shard that joins it')
     .option('--scenario <file>', 'a game day: play the faults of this JSON (or YAML) file during the run and report each one\'s time to heal (see scenarios/)')
     .option('--client <kind>', 'what each device is: raw (the simulator\'s raw-socket device, for scale) or connector (the library\'s DeviceConnection)', choiceArg('--client', ['raw', 'connector'] as const), D.client)
     .option('--consumer', 'a backend subscriber counts every message: delivered, lost, duplicated (on with --scenario)')
@@ -177,6 +181,10 @@ Examples:
       --fail-on 'not-healed>0,heal.p99>60s' --html gameday.html`,
     )
     .action(async (flags: SimulateFlags, command: Command) => {
+      // A Kubernetes Indexed Job's pod: --shard auto/N is I/N with I from JOB_COMPLETION_INDEX.
+      const shard = resolveShardFlag(flags.shard, io.env);
+      if (shard !== undefined) flags.shard = shard;
+      if (flags.redis !== undefined) await checkRedisFlags(flags);
       const settings: SimulationSettings = {
         devices: flags.devices,
         groupId: flags.groupId,
@@ -230,7 +238,20 @@ Examples:
       // Where the results go is checked before the run, not after it: a typo must not lose the report.
       for (const [flag, file] of [['--report', flags.report], ['--html', flags.html]] as const) if (file !== undefined) await checkOutputFile(flag, file, flag === '--html' ? 'report.html' : 'report.json');
       const stop = new AbortController();
-      const { target, check } = await targetOf(flags, io, stop);
+      const remote = await targetOf(flags, io, stop);
+      const { check } = remote;
+      // --redis: the emulator cluster on that Redis is the broker (a --processes parent decides once for its shards).
+      if (flags.redis !== undefined && flags.processes > 1) io.env[REDIS_MODE_ENV] = await clusterMode(flags.redis);
+      const onCluster = flags.redis === undefined || flags.processes > 1 ? undefined : await clusterTarget({
+        url: flags.redis,
+        shard: flags.shard === undefined ? undefined : parseShard(flags.shard),
+        apiQps: flags.apiQps,
+        topic: flags.topic,
+        env: io.env,
+        mode: io.env[REDIS_MODE_ENV] === 'attach' || io.env[REDIS_MODE_ENV] === 'embedded' ? io.env[REDIS_MODE_ENV] : undefined,
+      });
+      void onCluster?.lost.then(() => stop.abort());
+      const target = onCluster?.target ?? remote.target;
       // A shard process of a --processes run: its parent has checked the broker host already.
       if (target && io.env[SHARD_CHILD_ENV] !== '1') {
         // A broker host that does not resolve fails in seconds, naming it, before any device.
@@ -287,7 +308,10 @@ Examples:
           const held = outbox?.stats().messages ?? 0;
           await outbox?.close();
           if (held > 0) io.stderr(`--outbox ${outboxDir as string} keeps ${held} message${held === 1 ? '' : 's'} the devices had not delivered when the run ended (a run on the same directory would send ${held === 1 ? 'it' : 'them'})\n`);
+          await onCluster?.close();
         }
+        // Every shard on one cluster ran against one logical broker: the cluster (so their reports merge).
+        if (flags.redis !== undefined) report.run.target = { kind: 'broker', brokerUrl: shownRedisUrl(flags.redis), instanceId: target?.provisioner.instanceId ?? null };
       }
       progress?.finish(interruptedBy !== undefined || check?.failure !== undefined);
       // The devices that failed because the endpoint is dead or wrong are not the result: the probe's line is.

@@ -1,0 +1,228 @@
+// The emulator as a cluster on Redis (issue 20), against one emulator process, on this machine:
+// 1. connect rate: one fleet (`simulate --processes 2`, the same client side both times) connecting to one emulator
+//    process, then to a 2-process cluster (`emulator --cluster 2`, shard I on process I). Goal: cluster >= 1.5x.
+// 2. message latency: QoS 1 messages paced at a steady rate, publisher and subscriber on one plain emulator (the
+//    baseline), on one process of the cluster, and on two different processes of it; p50 and p99.
+// 3. the fleet: `simulate --processes 2 --redis` with BENCH_CLUSTER_FLEET devices (default 20,000; 0 skips) and one
+//    consumer subscribed to sim/# on the first process: does it receive every device's messages?
+// 0. first, what one CONNECT costs the emulator in CPU, plain and clustered (less sensitive to a loaded machine).
+// Needs redis-server on the PATH. BENCH_CONNECT_DEVICES (5,000), BENCH_ROUNDS (3), BENCH_LATENCY_MESSAGES (3,000).
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import mqtt from 'mqtt';
+import { signSignature } from '../dist/index.js';
+import { CLI, lastJson, median, runNode, verdict } from './lib/child.mjs';
+
+const DEVICES = Number(process.env.BENCH_CONNECT_DEVICES ?? 5_000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const MESSAGES = Number(process.env.BENCH_LATENCY_MESSAGES ?? 3_000);
+const FLEET = Number(process.env.BENCH_CLUSTER_FLEET ?? 20_000);
+const load = () => loadavg().map((l) => l.toFixed(1)).join(' ');
+
+/** Start the CLI (through a shell that raises the open-file limit) and read its first stdout line as JSON. */
+function startCli(args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', 'ulimit -n "$(ulimit -Hn)" && exec "$0" "$@"', process.execPath, CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    let stderr = '';
+    child.stderr.on('data', (d) => {
+      stderr = `${stderr}${d}`.slice(-4_000);
+    });
+    const exited = new Promise((r) => child.once('exit', r));
+    createInterface({ input: child.stdout }).once('line', (line) => {
+      resolve({
+        info: JSON.parse(line),
+        pid: child.pid,
+        stop: async () => {
+          if (child.exitCode === null) child.kill('SIGTERM');
+          await exited;
+        },
+      });
+    });
+    child.once('exit', (code) => reject(new Error(`apsaramq-device ${args.join(' ')} exited with ${code}: ${stderr}`)));
+  });
+}
+
+// The fleet's GroupId, and the latency pair's and the backend consumer's (the emulator refuses a GroupId not created).
+const EMULATOR = ['--mqtt-port', '0', '--api-port', '0', '--no-ws', '--qps-limit', '1000000', '--groups', 'GID_sim,GID_bench,GID_backend', '--json'];
+
+/** A redis-server of the bench's own: a cluster started without --redis starts one and stops it with itself. */
+async function cluster(processes) {
+  return startCli(['emulator', '--cluster', String(processes), ...EMULATOR]);
+}
+
+/** The fleet's connect rate: `simulate --processes 2` (connect only, as fast as possible) with these flags. */
+async function connectRate(extra, env = {}) {
+  const run = await runNode(CLI, ['simulate', '--processes', '2', '--devices', String(DEVICES), '--connect-rate', '0', '--duration', '0', '--publish-interval', '0', '--api-qps', '20000', '--api-concurrency', '128', '--max-connecting', '2000', '--json', '--no-progress', ...extra], { raiseFileLimit: true, env });
+  if (run.code !== 0) throw new Error(`simulate exited with ${run.code}: ${run.stderr.slice(-2000)}`);
+  const report = lastJson(run.stdout);
+  if (report.connected !== DEVICES) throw new Error(`only ${report.connected} of ${DEVICES} connected`);
+  return report.connectRatePerSec;
+}
+
+/** One emulator process, the fleet's two shards on it (through its endpoint, with a store of the run's own). */
+async function onOneProcess() {
+  const one = await startCli(['emulator', '--ephemeral', ...EMULATOR]);
+  const store = await mkdtemp(join(tmpdir(), 'bench-cluster-store-'));
+  try {
+    const { info } = one;
+    return await connectRate(['--endpoint', info.apiEndpoint, '--broker-url', info.mqttUrl, '--instance-id', info.instanceId, '--store', store], { ALIBABA_CLOUD_ACCESS_KEY_ID: info.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: info.accessKeySecret });
+  } finally {
+    await one.stop();
+    await rm(store, { recursive: true, force: true });
+  }
+}
+
+/** Two processes of a cluster, shard I on process I. */
+async function onCluster() {
+  const two = await cluster(2);
+  try {
+    return await connectRate(['--redis', two.info.redisUrl]);
+  } finally {
+    await two.stop();
+  }
+}
+
+/** CPU time (user + system) a process has used so far, in ms (Linux: /proc/<pid>/stat, 100 ticks a second). */
+function cpuMs(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** A redis-server of the bench's own on a free port (for a 1-process cluster), stopped by `stop()`. */
+async function startRedis() {
+  const probe = createServer();
+  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
+  const port = probe.address().port;
+  await new Promise((r) => probe.close(r));
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  await new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout }).on('line', (line) => /Ready to accept connections/.test(line) && resolve());
+    child.once('exit', () => reject(new Error('redis-server did not start')));
+  });
+  child.stdout.resume();
+  return { url: `redis://127.0.0.1:${port}`, pid: child.pid, stop: async () => { child.kill(); await new Promise((r) => child.once('exit', r)); } };
+}
+
+/**
+ * What one connect costs the emulator in CPU (ms per 1,000 CONNECTs and their DISCONNECTs), measured on the second of
+ * two runs of one fleet (the store holds every credential by then: no API call, only MQTT), so that the shared
+ * machine's load bears on the wall-clock rate, not on this.
+ */
+async function connectCost(emulatorArgs, redis) {
+  const emulator = await startCli(['emulator', ...emulatorArgs, ...EMULATOR]);
+  const store = await mkdtemp(join(tmpdir(), 'bench-cluster-store-'));
+  try {
+    const { info } = emulator;
+    const flags = ['--endpoint', info.apiEndpoint, '--broker-url', info.mqttUrl, '--instance-id', info.instanceId, '--store', store];
+    const env = { ALIBABA_CLOUD_ACCESS_KEY_ID: info.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: info.accessKeySecret };
+    await connectRate(flags, env);
+    const before = cpuMs(emulator.pid) + (redis ? cpuMs(redis.pid) : 0);
+    await connectRate(flags, env);
+    return ((cpuMs(emulator.pid) + (redis ? cpuMs(redis.pid) : 0) - before) / DEVICES) * 1_000;
+  } finally {
+    await emulator.stop();
+    await rm(store, { recursive: true, force: true });
+  }
+}
+
+console.log(`load average at start: ${load()}`);
+{
+  const redis = await startRedis();
+  const plainCost = await connectCost(['--ephemeral']);
+  const memberCost = await connectCost(['--redis', redis.url], redis);
+  await redis.stop();
+  console.log(`CPU per 1,000 connects and disconnects: one plain emulator process ${plainCost.toFixed(0)} ms, one process of a cluster (and its Redis) ${memberCost.toFixed(0)} ms: ${(memberCost / plainCost).toFixed(2)}x (load ${load()})`);
+}
+const single = [];
+const clustered = [];
+for (let round = 1; round <= ROUNDS; round++) {
+  if (round % 2) {
+    single.push(await onOneProcess());
+    clustered.push(await onCluster());
+  } else {
+    clustered.push(await onCluster());
+    single.push(await onOneProcess());
+  }
+  console.log(`round ${round}: one emulator process ${single.at(-1)}/s, 2-process cluster ${clustered.at(-1)}/s (load ${load()})`);
+}
+console.log(`connect rate at ${DEVICES} devices (median of ${ROUNDS}): one process ${median(single).toFixed(0)}/s, 2-process cluster ${median(clustered).toFixed(0)}/s`);
+verdict('2-process cluster / one process connect rate', median(clustered) / median(single), 1.5);
+
+/** p50 and p99 of the latency of MESSAGES QoS 1 messages, paced at 1,000 a second, from `from` to `to`. */
+async function latency(login, from, to) {
+  const subscriber = await mqtt.connectAsync(to, { ...signSignature({ ...login, clientId: 'GID_bench@@@sub' }), protocolVersion: 4, reconnectPeriod: 0 });
+  const publisher = await mqtt.connectAsync(from, { ...signSignature({ ...login, clientId: 'GID_bench@@@pub' }), protocolVersion: 4, reconnectPeriod: 0 });
+  await subscriber.subscribeAsync('demo/latency', { qos: 1 });
+  const samples = [];
+  const done = new Promise((resolve) => {
+    subscriber.on('message', (_topic, payload) => {
+      samples.push(performance.now() - payload.readDoubleBE(0));
+      if (samples.length === MESSAGES) resolve();
+    });
+  });
+  const start = performance.now();
+  for (let i = 0; i < MESSAGES; i++) {
+    const due = start + i;
+    const wait = due - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    const payload = Buffer.alloc(8);
+    payload.writeDoubleBE(performance.now(), 0);
+    publisher.publish('demo/latency', payload, { qos: 1 });
+  }
+  await done;
+  await Promise.all([publisher.endAsync(), subscriber.endAsync()]);
+  samples.sort((a, b) => a - b);
+  const at = (q) => samples[Math.min(samples.length - 1, Math.floor(q * samples.length))];
+  return { p50: at(0.5), p99: at(0.99) };
+}
+
+const show = ({ p50, p99 }) => `p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms`;
+console.log(`\nlatency of ${MESSAGES} QoS 1 messages at 1,000/s (load ${load()}):`);
+const plain = await startCli(['emulator', '--ephemeral', ...EMULATOR]);
+const within = await latency(plain.info, plain.info.mqttUrl, plain.info.mqttUrl);
+await plain.stop();
+console.log(`  one plain emulator process:             ${show(within)}`);
+const pair = await cluster(2);
+const [p1, p2] = pair.info.processes;
+const login = { instanceId: pair.info.instanceId, accessKeyId: pair.info.accessKeyId, accessKeySecret: pair.info.accessKeySecret };
+const sameProcess = await latency(login, p1.mqttUrl, p1.mqttUrl);
+const acrossProcesses = await latency(login, p1.mqttUrl, p2.mqttUrl);
+console.log(`  cluster, publisher and subscriber on one process:  ${show(sameProcess)}`);
+console.log(`  cluster, on two processes:              ${show(acrossProcesses)}`);
+console.log(`  p99 across processes / one plain process: ${(acrossProcesses.p99 / within.p99).toFixed(2)}x; within one process of the cluster: ${(sameProcess.p99 / within.p99).toFixed(2)}x (no target: what the bus costs)`);
+
+if (FLEET > 0) {
+  console.log(`\nthe fleet: ${FLEET} devices, simulate --processes 2 --redis, one consumer of sim/# on process 1 (load ${load()})`);
+  const consumer = await mqtt.connectAsync(p1.mqttUrl, { ...signSignature({ ...login, clientId: 'GID_backend@@@consumer' }), protocolVersion: 4, reconnectPeriod: 0 });
+  const perTopic = new Map();
+  let received = 0;
+  let expected = Number.POSITIVE_INFINITY;
+  let allIn = () => undefined;
+  const arrived = new Promise((resolve) => (allIn = resolve));
+  consumer.on('message', (topic) => {
+    received += 1;
+    perTopic.set(topic, (perTopic.get(topic) ?? 0) + 1);
+    if (received >= expected) allIn();
+  });
+  await consumer.subscribeAsync('sim/#', { qos: 1 });
+  const started = performance.now();
+  const run = await runNode(CLI, ['simulate', '--processes', '2', '--redis', pair.info.redisUrl, '--devices', String(FLEET), '--connect-rate', '2000', '--duration', '60', '--publish-interval', '10000', '--qos', '1', '--api-qps', '20000', '--api-concurrency', '128', '--json', '--no-progress'], { raiseFileLimit: true });
+  if (run.code !== 0) console.log(`  simulate exited with ${run.code}: ${run.stderr.slice(-1500)}`);
+  const report = lastJson(run.stdout);
+  // The last messages may still be on their way from process 2 when the run ends.
+  expected = report.acked;
+  if (received >= expected) allIn();
+  await Promise.race([arrived, new Promise((r) => setTimeout(r, 10_000))]);
+  await consumer.endAsync();
+  console.log(`  ${report.connected} of ${FLEET} connected (${report.connectRatePerSec}/s), ${report.published} published, ${report.acked} acknowledged, e2e p99 ${report.e2eLatencyMs?.p99 ?? '-'} ms; run ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  console.log(`  the consumer received ${received} messages from ${perTopic.size} devices (${received === report.acked ? 'every message the fleet published' : 'NOT every message'}${perTopic.size === FLEET ? ', every device' : ''})`);
+  verdict('messages the consumer received / messages the fleet had acknowledged', received / report.acked, 1);
+}
+await pair.stop();
+console.log(`load average at end: ${load()}`);

@@ -1,0 +1,139 @@
+/**
+ * What one broker of a cluster is built on: aedes-persistence-redis (sessions, subscriptions, wills, in-flight QoS 2
+ * messages; the queues of persistent sessions are redis-queues.ts's, installed over it by aedes-adapter.ts) and
+ * mqemitter-redis (the message bus every broker of the cluster shares), on connections of their own. Each start of a
+ * broker (a restart too) gets new ones, as aedes closes its bus when it closes.
+ *
+ * The bus's channels are mapped here. mqemitter-redis publishes each message on the channel named by its topic and
+ * turns each wildcard filter into a pattern subscription; Redis matches every message against every pattern, so one
+ * pattern per client (the broker's own P2P subscription `+/p2p/<ClientId>`) would cost each message 20,000 matches on a
+ * fleet of 20,000. A P2P message (`<parent>/p2p/<ClientId>`) goes on the channel of its addressee instead, and each
+ * client's P2P subscription is that one channel; only the addressee ever gets a P2P message (broker-rules.ts), so no
+ * other subscriber misses one. Every channel carries the database number (pub/sub ignores databases), and a filter's
+ * characters that Redis' patterns would read as their own (`*`, `?`, `[`, `]`, `\`) are escaped.
+ */
+import { Readable } from 'node:stream';
+import { p2pTarget, P2P_LEVEL } from '../p2p.js';
+import { channelPrefix } from './keys.js';
+import { connectRedis, type ClusterModules, type MqEmitterRedis, type RedisTarget } from './redis.js';
+
+/** The channel of messages to `topic`. */
+export function channelOf(prefix: string, topic: string): string {
+  const target = p2pTarget(topic);
+  return target === undefined ? `${prefix}t/${topic}` : `${prefix}p/${target}`;
+}
+
+/** The ClientId of a broker's P2P subscription `+/p2p/<ClientId>`, else `undefined`. */
+function inboxOf(filter: string): string | undefined {
+  const levels = filter.split('/');
+  return levels.length === 3 && levels[0] === '+' && levels[1] === P2P_LEVEL && levels[2] !== '' && !/[+#]/.test(levels[2] as string) ? levels[2] : undefined;
+}
+
+/** A filter as a Redis channel (no wildcard) or pattern (`+` and `#` become `*`; a superset: aedes matches exactly). */
+export function subscriptionOf(prefix: string, filter: string): { channel: string; pattern: boolean } {
+  const inbox = inboxOf(filter);
+  if (inbox !== undefined) return { channel: `${prefix}p/${inbox}`, pattern: false };
+  if (!/[+#]/.test(filter)) return { channel: `${prefix}t/${filter}`, pattern: false };
+  const levels = filter.split('/').map((level) => (level === '+' || level === '#' ? '*' : level.replace(/[*?[\]\\]/g, '\\$&')));
+  // `a/#` also matches `a` itself: its pattern must not need the slash.
+  const pattern = levels.join('/').replace(/\/\*$/, '*');
+  return { channel: `${prefix}t/${pattern}`, pattern: true };
+}
+
+/**
+ * aedes' own `$SYS` notices that no broker listens to (aedes follows `$SYS/+/new/clients`, heartbeats and births, and
+ * the persistence `$SYS/sub/+`; devices may not subscribe to `$SYS`): kept off the bus, each would be a Redis PUBLISH
+ * per SUBSCRIBE, UNSUBSCRIBE and DISCONNECT that nobody receives.
+ */
+const UNHEARD = /^\$SYS\/[^/]+\/(?:new\/subscribes|new\/unsubscribes|disconnect\/clients)$/;
+
+/** What the broker's rules let into its persistence: nothing retained or no will means nothing to look up. */
+export interface StoredFeatures {
+  /** Retained messages are stored (`retainedMessages: 'allow'`). */
+  readonly retained: boolean;
+  /** Wills are stored (`willMessages: 'allow'`). */
+  readonly wills: boolean;
+}
+
+type Callback = (error: Error | null, result?: unknown) => void;
+
+/** The callback persistence's methods the cluster answers itself when its rules store nothing of that kind. */
+interface Lookups {
+  createRetainedStream(pattern: string): Readable;
+  createRetainedStreamCombi(patterns: string[]): Readable;
+  delWill(client: unknown, cb?: Callback): Promise<null> | undefined;
+}
+
+/**
+ * Answer at once what the rules make certain: with retained messages refused or ignored nothing retained is ever
+ * stored (a SUBSCRIBE need not scan Redis for any), and with wills refused or ignored no will (a CONNECT need not
+ * delete one: three commands). The same answers the store would give, without the round trips.
+ */
+function answerFromRules(persistence: unknown, features: StoredFeatures): void {
+  const store = persistence as Lookups;
+  if (!features.retained) {
+    store.createRetainedStream = () => Readable.from([]);
+    store.createRetainedStreamCombi = () => Readable.from([]);
+  }
+  if (!features.wills) {
+    store.delWill = (_client, cb) => {
+      if (cb) {
+        process.nextTick(cb, null, null);
+        return undefined;
+      }
+      return Promise.resolve(null);
+    };
+  }
+}
+
+/** A broker's persistence and message bus, and how to let go of their connections. */
+export interface BrokerBackend {
+  readonly persistence: unknown;
+  readonly mq: unknown;
+  /** Close the persistence's connection (aedes closes the bus itself when it closes). */
+  close(): Promise<void>;
+  /** Close both, for a broker that never started. */
+  abandon(): Promise<void>;
+}
+
+/** Connect a new persistence and bus for one start of a broker. */
+export async function brokerBackend(modules: ClusterModules, target: RedisTarget, processId: string, features: StoredFeatures, onError: (error: unknown) => void): Promise<BrokerBackend> {
+  const prefix = channelPrefix(target.db);
+  const [store, subConn, pubConn] = await Promise.all([
+    connectRedis(modules, target, `${processId}:sessions`),
+    connectRedis(modules, target, `${processId}:bus-in`, { maxRetriesPerRequest: null }),
+    connectRedis(modules, target, `${processId}:bus-out`),
+  ]);
+  // Published on the channel of the message's topic (mqemitter-redis names the topic), read back by topic.
+  const publish = pubConn.publish.bind(pubConn) as (channel: string, message: Buffer | string) => Promise<number>;
+  (pubConn as unknown as { publish: typeof publish }).publish = (channel, message) => (UNHEARD.test(channel) ? Promise.resolve(0) : publish(channelOf(prefix, channel), message));
+  const mq = modules.mqemitterRedis({ subConn, pubConn, matchEmptyLevels: true }) as MqEmitterRedis;
+  // mqemitter-redis reports its connections' failures as 'error' events of `state`: unheard, one would end the process.
+  (mq as unknown as { state: NodeJS.EventEmitter }).state.on('error', onError);
+  mq._subTopic = (topic: string) => subscriptionOf(prefix, topic).channel;
+  mq._containsWildcard = (topic: string) => subscriptionOf(prefix, topic).pattern;
+  // mqemitter-redis closes with QUIT and waits for both connections' 'end', which a connection waiting to reconnect
+  // to a Redis that is gone never emits: aedes' close would wait forever. The connections are dropped instead, and
+  // the local emitter closed at once (mqemitter-redis keeps MQEmitter's own close as `_close`).
+  const internals = mq as unknown as { closing?: boolean; _close: (cb: () => void) => void };
+  mq.close = (cb?: () => void) => {
+    internals.closing = true;
+    subConn.disconnect();
+    pubConn.disconnect();
+    internals._close(cb ?? (() => undefined));
+  };
+  const persistence = modules.redisPersistence({ conn: store });
+  answerFromRules(persistence, features);
+  return {
+    persistence,
+    mq,
+    // Its subscriptions were on the bus, which the broker's close has closed: only its connection is left.
+    close: async () => {
+      store.disconnect();
+    },
+    abandon: async () => {
+      await new Promise<void>((resolve) => mq.close(resolve));
+      store.disconnect();
+    },
+  };
+}

@@ -1,0 +1,385 @@
+/**
+ * The emulator as a cluster (the `redis` option): two emulators in this process on one real Redis (Debian's
+ * redis-server, started on a free port) are one logical service. The processes-of-their-own version of the main
+ * scenario is test/integration/emulator-cluster-cli.test.ts; this file checks each rule and control clustered.
+ */
+import { once } from 'node:events';
+import type { MqttClient } from 'mqtt';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { DeviceCredential } from '../../src/credential.js';
+import { signDeviceCredential } from '../../src/signer/mqtt.js';
+import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
+import { apiFailure, callApi, connackCode, connectMqtt, connectWithInbox, queuedSoFar, registerDevice, signedCall, commonParams } from '../helpers/emulator.js';
+import { accountLogin } from '../helpers/broker.js';
+import { expectCloudPace, manualTimers } from '../helpers/manual-timers.js';
+import { inbox, rawLogin, received, roundTrip } from '../helpers/raw-mqtt.js';
+import { redisAvailable, startRedis, type TestRedis } from '../helpers/redis.js';
+
+const { available, skipped } = redisAvailable();
+
+const started: Emulator[] = [];
+const clients: MqttClient[] = [];
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((c) => c.endAsync(true)));
+  await Promise.all(started.splice(0).map((e) => e.close()));
+});
+
+async function member(redis: TestRedis, options: EmulatorOptions = {}): Promise<Emulator> {
+  const emulator = await startEmulator({ env: {}, redis: redis.url, ...options });
+  started.push(emulator);
+  return emulator;
+}
+
+/** Offline messages right behind the CONNACK, for the tests of what a queue holds rather than of its pace. */
+const IMMEDIATE = { offlineDelivery: 'immediate' } as const satisfies EmulatorOptions;
+
+function keep(client: MqttClient): MqttClient {
+  clients.push(client);
+  return client;
+}
+
+describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
+  it('two emulators share the instance, the account and the credentials: registered through A, a device logs in at B', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const b = await member(redis);
+    expect(b.instanceId).toBe(a.instanceId);
+    expect(b.accessKeyId).toBe(a.accessKeyId);
+    expect(b.accessKeySecret).toBe(a.accessKeySecret);
+    expect(a.cluster?.processId).not.toBe(b.cluster?.processId);
+    const credential = await registerDevice(a, 'GID_demo@@@dev-1');
+    expect(await connackCode(b.mqttUrl, signDeviceCredential(credential))).toBe(0);
+    // GetDeviceCredential through B answers what A registered.
+    const got = await callApi<{ DeviceCredential: { DeviceAccessKeyId: string } }>(b, 'GetDeviceCredential', { ClientId: 'GID_demo@@@dev-1', InstanceId: b.instanceId });
+    expect(got.DeviceCredential.DeviceAccessKeyId).toBe(credential.deviceAccessKeyId);
+  });
+
+  it('a revocation through one process applies at every broker at once, and kickOnRevoke drops the session where it is', async () => {
+    const redis = await startRedis();
+    const a = await member(redis, { kickOnRevoke: true });
+    const b = await member(redis, { kickOnRevoke: true });
+    const credential = await registerDevice(a, 'GID_demo@@@dev-2');
+    const device = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(credential)));
+    const closed = new Promise<void>((resolve) => device.once('close', () => resolve()));
+    await callApi(a, 'UnRegisterDeviceCredential', { ClientId: 'GID_demo@@@dev-2', InstanceId: a.instanceId });
+    await closed;
+    expect(await connackCode(b.mqttUrl, signDeviceCredential(credential))).toBe(4);
+  });
+
+  it('a subscriber on A gets every QoS 1 message published on B, P2P included', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const b = await member(redis);
+    const sub = await registerDevice(a, 'GID_demo@@@sub');
+    const pub = await registerDevice(b, 'GID_demo@@@pub');
+    const subscriber = await connectWithInbox(a.mqttUrl, signDeviceCredential(sub));
+    keep(subscriber.client);
+    await subscriber.client.subscribeAsync('demo/#', { qos: 1 });
+    const publisher = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(pub)));
+    for (let i = 0; i < 20; i++) await publisher.publishAsync('demo/x', `m${i}`, { qos: 1 });
+    for (let i = 0; i < 20; i++) expect(await subscriber.next()).toEqual(['demo/x', `m${i}`]);
+    await publisher.publishAsync('demo/p2p/GID_demo@@@sub', 'direct', { qos: 1 });
+    expect(await subscriber.next()).toEqual(['demo/p2p/GID_demo@@@sub', 'direct']);
+  });
+
+  it('with retained messages and wills allowed (lenient), they are the cluster\'s: retained on B is replayed on A, a will of a client cut on B reaches A', async () => {
+    const redis = await startRedis();
+    const a = await member(redis, { lenient: true });
+    const b = await member(redis, { lenient: true });
+    const keeper = await registerDevice(a, 'GID_demo@@@keeper');
+    const watcher = await registerDevice(a, 'GID_demo@@@watcher');
+    const dying = await registerDevice(a, 'GID_demo@@@dying');
+    const publisher = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(keeper)));
+    await publisher.publishAsync('demo/state', 'on', { qos: 1, retain: true });
+    const subscriber = await connectWithInbox(a.mqttUrl, signDeviceCredential(watcher));
+    keep(subscriber.client);
+    await subscriber.client.subscribeAsync('demo/#', { qos: 1 });
+    expect(await subscriber.next()).toEqual(['demo/state', 'on']);
+    keep(await connectMqtt(b.mqttUrl, signDeviceCredential(dying), { will: { topic: 'demo/gone', payload: Buffer.from('dying left'), qos: 1, retain: false } }));
+    expect(b.disconnect('GID_demo@@@dying')).toBe(true);
+    expect(await subscriber.next()).toEqual(['demo/gone', 'dying left']);
+  });
+
+  // Immediate: what these queue tests check is what the cluster holds, not the cloud's pace (tested below with the pace's timers).
+  it('a persistent subscriber of B that disconnects gets its queued messages from A', async () => {
+    const redis = await startRedis();
+    const a = await member(redis, IMMEDIATE);
+    const b = await member(redis, IMMEDIATE);
+    const sub = await registerDevice(a, 'GID_demo@@@keeper');
+    const pub = await registerDevice(a, 'GID_demo@@@sender');
+    const first = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(sub), { clean: false }));
+    await first.subscribeAsync('demo/queued', { qos: 1 });
+    await first.endAsync();
+    const publisher = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(pub)));
+    for (let i = 0; i < 10; i++) await publisher.publishAsync('demo/queued', `q${i}`, { qos: 1 });
+    await queuedSoFar(publisher);
+    const back = await connectWithInbox(a.mqttUrl, signDeviceCredential(sub), { clean: false });
+    keep(back.client);
+    expect(back.sessionPresent).toBe(true);
+    for (let i = 0; i < 10; i++) expect(await back.next()).toEqual(['demo/queued', `q${i}`]);
+  });
+
+  it('QuerySession through A reports a device connected to B, and not once it left', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const b = await member(redis);
+    const credential = await registerDevice(a, 'GID_demo@@@dev-3');
+    const device = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(credential)));
+    const query = (): Promise<{ OnlineStatus: boolean }> => callApi(a, 'QuerySessionByClientId', { ClientId: 'GID_demo@@@dev-3', InstanceId: a.instanceId });
+    expect((await query()).OnlineStatus).toBe(true);
+    const left = once(b.events, 'clientDisconnected');
+    await device.endAsync();
+    await left;
+    expect((await query()).OnlineStatus).toBe(false);
+  });
+
+  it('a nonce used through A is refused through B', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const b = await member(redis);
+    const params = commonParams(a, 'ListDeviceCredentialClientId', { InstanceId: a.instanceId, GroupId: 'GID_demo', PageSize: '10' });
+    expect((await signedCall(a, params)).status).toBe(200);
+    const replay = await signedCall(b, params);
+    expect(replay.body).toMatchObject({ Code: 'SignatureNonceUsed' });
+  });
+
+  it.each([
+    ['sliding-window', 'Throttling.User'],
+    ['token-bucket', 'ok'],
+  ] as const)('the account rate limit is the cluster\'s (%s): calls through A and B count together', async (rateLimitMode, halfASecondLater) => {
+    const redis = await startRedis();
+    let clock = 0;
+    const a = await member(redis, { qpsLimit: 3, rateLimitMode, rateClock: () => clock });
+    const b = await member(redis, { qpsLimit: 3, rateLimitMode, rateClock: () => clock });
+    const list = (e: Emulator): Promise<string> => callApi(e, 'ListDeviceCredentialClientId', { InstanceId: e.instanceId, GroupId: 'GID_demo', PageSize: '10' }).then(() => 'ok', (error: { code: string }) => error.code);
+    expect([await list(a), await list(b), await list(a), await list(b)]).toEqual(['ok', 'ok', 'ok', 'Throttling.User']);
+    // Half a second on: the window still holds the three calls; the bucket has refilled one and a half.
+    clock += 500;
+    expect(await list(a)).toBe(halfASecondLater);
+    clock += 1_000;
+    expect(await list(b)).toBe('ok');
+  });
+
+  it('failNext through one process fails the next call through another', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const b = await member(redis);
+    await a.failNext('RegisterDeviceCredential', 'SystemOverFlow', 2);
+    expect((await apiFailure(registerDevice(b, 'GID_demo@@@f1'))).code).toBe('SystemOverFlow');
+    expect((await apiFailure(registerDevice(a, 'GID_demo@@@f1'))).code).toBe('SystemOverFlow');
+    await registerDevice(b, 'GID_demo@@@f1');
+  });
+
+  it('Token mode: a token applied through A logs in at B; RevokeToken through A ends the session on B with its notice', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const b = await member(redis);
+    const { Token: token } = await callApi<{ Token: string }>(a, 'ApplyToken', { Resources: 'demo/#', InstanceId: a.instanceId, ExpireTime: String(Date.now() + 600_000), Actions: 'R' });
+    const reader = await connectWithInbox(b.mqttUrl, { clientId: 'GID_demo@@@reader', username: `Token|${b.accessKeyId}|${b.instanceId}`, password: `R|${token}` });
+    keep(reader.client);
+    const closed = new Promise<void>((resolve) => reader.client.once('close', () => resolve()));
+    const valid = await callApi<{ TokenStatus: boolean }>(b, 'QueryToken', { Token: token, InstanceId: b.instanceId });
+    expect(valid.TokenStatus).toBe(true);
+    await callApi(a, 'RevokeToken', { Token: token, InstanceId: a.instanceId });
+    expect(await reader.next()).toEqual(['$SYS/tokenInvalidNotice', '{"code":3,"type":"R"}']);
+    await closed;
+  });
+
+  it('restart is per process: B restarts its broker, its persistent session and queue are kept (in Redis), A serves on', async () => {
+    const redis = await startRedis();
+    const a = await member(redis, IMMEDIATE);
+    const b = await member(redis, IMMEDIATE);
+    const sub = await registerDevice(a, 'GID_demo@@@restarted');
+    const pub = await registerDevice(a, 'GID_demo@@@steady');
+    const first = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(sub), { clean: false }));
+    await first.subscribeAsync('demo/r', { qos: 1 });
+    const publisher = keep(await connectMqtt(a.mqttUrl, signDeviceCredential(pub)));
+    const dropped = new Promise<void>((resolve) => first.once('close', () => resolve()));
+    await b.restart();
+    await dropped;
+    for (let i = 0; i < 5; i++) await publisher.publishAsync('demo/r', `r${i}`, { qos: 1 });
+    await queuedSoFar(publisher);
+    const back = await connectWithInbox(b.mqttUrl, signDeviceCredential(sub), { clean: false });
+    keep(back.client);
+    expect(back.sessionPresent).toBe(true);
+    for (let i = 0; i < 5; i++) expect(await back.next()).toEqual(['demo/r', `r${i}`]);
+    // disconnect is per process too: A does not hold that session.
+    expect(a.disconnect('GID_demo@@@restarted')).toBe(false);
+    expect(b.disconnect('GID_demo@@@restarted')).toBe(true);
+  });
+
+  it('GET /_emulator/stats: this process\'s counters, the cluster\'s processes, clients and queues', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const b = await member(redis);
+    const credential = await registerDevice(a, 'GID_demo@@@counted');
+    keep(await connectMqtt(b.mqttUrl, signDeviceCredential(credential)));
+    const stats = (await (await fetch(`${a.apiEndpoint}/_emulator/stats`)).json()) as { actions: Record<string, { ok: number }>; mqtt: { connected: number }; cluster: { processId: string; processes: number; online: number } };
+    expect(stats.cluster).toEqual({ processId: a.cluster?.processId, processes: 2, online: 1 });
+    expect(stats.mqtt.connected).toBe(0);
+    expect(stats.actions['RegisterDeviceCredential']?.ok).toBe(1);
+    expect(await a.cluster?.processes()).toEqual(expect.arrayContaining([expect.objectContaining({ id: b.cluster?.processId, mqttUrl: b.mqttUrl, apiEndpoint: b.apiEndpoint })]));
+  });
+
+  it('with its Redis gone, a process answers InternalError and CONNACK 3 (server unavailable), and stays up', async () => {
+    const redis = await startRedis();
+    const errors: string[] = [];
+    const a = await member(redis, { logger: { debug: () => undefined, info: () => undefined, warn: () => undefined, error: (m) => errors.push(m) } });
+    const credential = await registerDevice(a, 'GID_demo@@@orphan');
+    await redis.stop();
+    expect((await apiFailure(registerDevice(a, 'GID_demo@@@later'))).code).toBe('InternalError');
+    expect(await connackCode(a.mqttUrl, signDeviceCredential(credential))).toBe(3);
+    expect(errors.join('\n')).toMatch(/Emulator cluster \(redis:\/\/127\.0\.0\.1:\d+\)/);
+  });
+
+  it('restarting a process loses no credential: a new process finds every one', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const credentials = await Promise.all(['r1', 'r2', 'r3'].map((d) => registerDevice(a, `GID_demo@@@${d}`)));
+    await a.close();
+    started.splice(started.indexOf(a), 1);
+    const again = await member(redis);
+    expect(again.instanceId).toBe(a.instanceId);
+    for (const credential of credentials) expect(await connackCode(again.mqttUrl, signDeviceCredential(credential))).toBe(0);
+  });
+});
+
+describe.skipIf(!available)(`the emulator's cloud rules, limits and controls, clustered${skipped}`, () => {
+  it('GroupIds are the cluster\'s: through either process a GroupId not created is PermissionCheckFailed (a change through the log too) and CONNACK 2; a process with other groups is refused', async () => {
+    const redis = await startRedis();
+    const a = await member(redis, { groups: ['GID_fleet'] });
+    const b = await member(redis, { groups: ['GID_fleet'] });
+    const credential = await registerDevice(a, 'GID_fleet@@@d1');
+    expect(await connackCode(b.mqttUrl, signDeviceCredential(credential))).toBe(0);
+    for (const [e, action] of [[b, 'RegisterDeviceCredential'], [a, 'UnRegisterDeviceCredential'], [b, 'GetDeviceCredential']] as const) {
+      const refused = await apiFailure(callApi(e, action, { ClientId: 'GID_demo@@@d2', InstanceId: e.instanceId }));
+      expect([action, refused.code, refused.entry.response.statusCode]).toEqual([action, 'PermissionCheckFailed', 400]);
+      expect(refused.data['Message']).toContain('GroupId GID_demo was not created on instance');
+    }
+    expect(await connackCode(b.mqttUrl, accountLogin(b, 'GID_demo@@@d2'))).toBe(2);
+    expect(await connackCode(a.mqttUrl, accountLogin(a, 'GID_fleet@@@d3'))).toBe(0);
+    await expect(startEmulator({ env: {}, redis: redis.url, groups: ['GID_other'] })).rejects.toMatchObject({ code: 'EmulatorClusterMismatch', message: expect.stringMatching(/groups is \["GID_fleet"\] there, \["GID_other"\] here/) });
+  });
+
+  it('another InstanceId answers the unknownInstanceCode through every process, a change through the log included; the GET rule is every process\'s', async () => {
+    const redis = await startRedis();
+    const a = await member(redis, { unknownInstanceCode: 'MqttInstanceNotFound' });
+    const b = await member(redis, { unknownInstanceCode: 'MqttInstanceNotFound' });
+    const other = { ClientId: 'GID_demo@@@dev', InstanceId: 'mqtt-cn-notmine' };
+    for (const [e, action] of [[b, 'RegisterDeviceCredential'], [a, 'RefreshDeviceCredential'], [a, 'GetDeviceCredential']] as const) {
+      const refused = await apiFailure(callApi(e, action, other));
+      expect([action, refused.code, refused.entry.response.statusCode]).toEqual([action, 'MqttInstanceNotFound', 400]);
+    }
+    // A GET of a POST-only action: 404 InvalidAction.NotFound, and nothing registered anywhere.
+    const get = await apiFailure(callApi(b, 'RegisterDeviceCredential', { ClientId: 'GID_demo@@@dev', InstanceId: b.instanceId }, 'GET'));
+    expect([get.code, get.entry.response.statusCode]).toEqual(['InvalidAction.NotFound', 404]);
+    expect((await apiFailure(callApi(a, 'GetDeviceCredential', { ClientId: 'GID_demo@@@dev', InstanceId: a.instanceId }))).code).toBe('DeviceCredentialNotFound');
+  });
+
+  it('revokedCredentialRefusal: not-authorized: a credential revoked through A is CONNACK 5 at B, and at a process that joined after the revocation', async () => {
+    const redis = await startRedis();
+    const options = { revokedCredentialRefusal: 'not-authorized' } as const;
+    const a = await member(redis, options);
+    const b = await member(redis, options);
+    const old = await registerDevice(a, 'GID_demo@@@rotated');
+    const fresh = DeviceCredential.fromWire(await callApi(b, 'RefreshDeviceCredential', { ClientId: 'GID_demo@@@rotated', InstanceId: b.instanceId }));
+    expect(await connackCode(b.mqttUrl, signDeviceCredential(old))).toBe(5);
+    expect(await connackCode(a.mqttUrl, signDeviceCredential(fresh))).toBe(0);
+    const later = await member(redis, options);
+    expect(await connackCode(later.mqttUrl, signDeviceCredential(old))).toBe(5);
+    expect(await connackCode(later.mqttUrl, signDeviceCredential(fresh))).toBe(0);
+  });
+
+  it('the fault burst is the cluster\'s: started through A, B\'s calls fail with its codes; ended through B\'s HTTP control; run out on the shared clock', async () => {
+    const redis = await startRedis();
+    let clock = 0;
+    const a = await member(redis, { rateClock: () => clock });
+    const b = await member(redis, { rateClock: () => clock });
+    const get = (e: Emulator): Promise<string> => callApi(e, 'GetDeviceCredential', { ClientId: 'GID_demo@@@none', InstanceId: e.instanceId }).then(() => 'ok', (error: { code: string }) => error.code);
+    await a.faultBurst({ rate: 1, codes: ['Throttling.User'], forMs: 60_000 });
+    expect([await get(b), await get(a), await get(b)]).toEqual(['Throttling.User', 'Throttling.User', 'Throttling.User']);
+    const ended = await fetch(`${b.apiEndpoint}/_emulator/faults`, { method: 'POST', body: JSON.stringify({ rate: 0, codes: 'Throttling.User', forMs: 0 }) });
+    expect(ended.status).toBe(200);
+    expect([await get(a), await get(b)]).toEqual(['DeviceCredentialNotFound', 'DeviceCredentialNotFound']);
+    await b.faultBurst({ rate: 1, codes: ['InternalError'], forMs: 1_000 });
+    expect(await get(a)).toBe('InternalError');
+    clock += 1_000;
+    expect([await get(a), await get(b)]).toEqual(['DeviceCredentialNotFound', 'DeviceCredentialNotFound']);
+    // Checked before anything reaches Redis, as in one process.
+    expect(() => a.faultBurst({ rate: 2, codes: ['InternalError'], forMs: 1 })).toThrow(expect.objectContaining({ code: 'InvalidOption' }));
+  });
+
+  it('restart {downMs} takes down only the process asked, for its downtime: A keeps its clients and takes new ones, B refuses CONNECTs', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const b = await member(redis);
+    const creds = signDeviceCredential(await registerDevice(a, 'GID_demo@@@steady'));
+    const onA = keep(await connectMqtt(a.mqttUrl, creds));
+    let aDropped = false;
+    onA.once('close', () => (aDropped = true));
+    const onB = keep(await connectMqtt(b.mqttUrl, accountLogin(b, 'GID_demo@@@moved')));
+    const bDropped = new Promise<void>((resolve) => onB.once('close', () => resolve()));
+    const restarting = b.restart({ downMs: 60_000 });
+    await bDropped;
+    // No event says when the closed broker's listeners are gone: try until a CONNECT is refused (it is for 60 s).
+    await vi.waitFor(async () => expect(await connackCode(b.mqttUrl, creds, { connectTimeout: 1_000 }).catch((error: NodeJS.ErrnoException) => error.code)).toBe('ECONNREFUSED'), { timeout: 30_000, interval: 100 });
+    expect(await connackCode(a.mqttUrl, accountLogin(a, 'GID_demo@@@newcomer'))).toBe(0);
+    await onA.publishAsync('demo/still', 'up', { qos: 1 });
+    expect(aDropped).toBe(false);
+    await Promise.all([restarting, b.close()]);
+  });
+
+  it('offline messages at the cloud\'s pace: queued while the session was on B, resumed at A after A\'s detection delay, in batches of 30 read from Redis', async () => {
+    const redis = await startRedis();
+    const timersA = manualTimers();
+    const timersB = manualTimers();
+    const a = await member(redis, { offlineTimers: timersA, random: () => 0 });
+    const b = await member(redis, { offlineTimers: timersB });
+    const session = { clean: false } as const;
+    const first = await rawLogin(b.mqttUrl, accountLogin(b, 'GID_demo@@@paced'), 4, session);
+    first.raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'demo/q', qos: 1 }] });
+    await first.raw.next('suback');
+    const gone = once(b.events, 'clientDisconnected');
+    first.raw.socket.destroy();
+    await gone;
+    const publisher = keep(await connectMqtt(b.mqttUrl, accountLogin(b, 'GID_demo@@@pacer')));
+    for (let i = 0; i < 40; i++) await publisher.publishAsync('demo/q', `m${i}`, { qos: 1 });
+    await queuedSoFar(publisher);
+
+    const { raw, connack } = await rawLogin(a.mqttUrl, accountLogin(a, 'GID_demo@@@paced'), 4, session);
+    expect(connack.sessionPresent).toBe(true);
+    await expectCloudPace(raw, timersA, 5_000);
+    expect(timersB.pending).toBe(0);
+  });
+
+  it('the queue bounds are the cluster\'s: maxOfflineMessages counts what publishers on A and B queued, the oldest dropped first', async () => {
+    const redis = await startRedis();
+    const options = { ...IMMEDIATE, maxOfflineMessages: 5 } as const;
+    const a = await member(redis, options);
+    const b = await member(redis, options);
+    const sub = await registerDevice(a, 'GID_demo@@@bounded');
+    const first = keep(await connectMqtt(a.mqttUrl, signDeviceCredential(sub), { clean: false }));
+    await first.subscribeAsync('demo/b', { qos: 1 });
+    // Gone from A before anything is published: a session still online there would take messages in flight.
+    const gone = once(a.events, 'clientDisconnected');
+    await first.endAsync();
+    await gone;
+    const onA = keep(await connectMqtt(a.mqttUrl, accountLogin(a, 'GID_demo@@@pa')));
+    const onB = keep(await connectMqtt(b.mqttUrl, accountLogin(b, 'GID_demo@@@pb')));
+    // aedes acknowledges a QoS 1 PUBLISH before it queues it: two processes' queueing may cross. Each is awaited
+    // (its 'published' follows the queueing), so that "oldest" is the order of publishing.
+    for (let i = 0; i < 8; i++) {
+      const [e, publisher] = i % 2 === 0 ? [a, onA] : [b, onB];
+      const queued = once(e.events, 'published');
+      await publisher.publishAsync('demo/b', `b${i}`, { qos: 1 });
+      await queued;
+    }
+    const stats = (await (await fetch(`${b.apiEndpoint}/_emulator/stats`)).json()) as { mqtt: { queues: { messages: number; sessions: number } } };
+    expect(stats.mqtt.queues).toMatchObject({ sessions: 1, messages: 5 });
+    const { raw } = await rawLogin(b.mqttUrl, signDeviceCredential(sub), 4, { clean: false });
+    await received(raw, 5);
+    await roundTrip(raw);
+    expect(inbox(raw).publishes().map((p) => p.payload.toString())).toEqual(['b3', 'b4', 'b5', 'b6', 'b7']);
+  });
+});
+

@@ -1,0 +1,126 @@
+/** The parts of the emulator's cluster that need no Redis: names, options, the log's ordering and randomness. */
+import { describe, expect, it } from 'vitest';
+import { processArgs } from '../../src/cli/emulator-cluster.js';
+import { resolveShardFlag } from '../../src/cli/simulate-cluster.js';
+import { ACTIONS, EMULATED_ACTIONS, type EmulatedAction } from '../../src/emulator/actions.js';
+import { REPLICATED_ACTIONS } from '../../src/emulator/cluster/cluster.js';
+import { reached, seededBytes } from '../../src/emulator/cluster/ledger.js';
+import { describeDifference, sharedOptions } from '../../src/emulator/cluster/membership.js';
+import { channelOf, subscriptionOf } from '../../src/emulator/cluster/redis-broker.js';
+import { hidePassword, parseRedisUrl, shownRedisUrl } from '../../src/emulator/cluster/redis.js';
+import { resolveOptions } from '../../src/emulator/options.js';
+import { CredentialRegistry } from '../../src/emulator/registry.js';
+import { TokenRegistry } from '../../src/emulator/token-registry.js';
+
+const P = 'apsaramq-device:0:';
+
+describe('the message bus\'s channels', () => {
+  it('a P2P message goes on its addressee\'s channel, and a client\'s P2P subscription is that channel, not a pattern', () => {
+    expect(channelOf(P, 'demo/p2p/GID_a@@@1')).toBe(`${P}p/GID_a@@@1`);
+    expect(subscriptionOf(P, '+/p2p/GID_a@@@1')).toEqual({ channel: `${P}p/GID_a@@@1`, pattern: false });
+    expect(channelOf(P, 'demo/x')).toBe(`${P}t/demo/x`);
+    expect(channelOf(P, 'demo/p2p/a/b')).toBe(`${P}t/demo/p2p/a/b`);
+  });
+
+  it('an exact filter is a channel; a wildcard one a pattern that matches at least what it matches, its own glob characters escaped', () => {
+    expect(subscriptionOf(P, 'demo/x')).toEqual({ channel: `${P}t/demo/x`, pattern: false });
+    expect(subscriptionOf(P, 'demo/#')).toEqual({ channel: `${P}t/demo*`, pattern: true });
+    expect(subscriptionOf(P, '#')).toEqual({ channel: `${P}t/*`, pattern: true });
+    expect(subscriptionOf(P, 'demo/+/x')).toEqual({ channel: `${P}t/demo/*/x`, pattern: true });
+    expect(subscriptionOf(P, 'de*mo/[a]?/#')).toEqual({ channel: `${P}t/de\\*mo/\\[a\\]\\?*`, pattern: true });
+    // A filter naming another client's inbox with a wildcard is not an inbox.
+    expect(subscriptionOf(P, '+/p2p/+').pattern).toBe(true);
+  });
+});
+
+describe('the options a cluster shares', () => {
+  it('leave out what is a process\'s own (ports, TLS, clocks, identity, its OpenAPI\'s faults) and compare the rest', () => {
+    const base = resolveOptions({ env: {}, mqttPort: 1883, faultRate: 0.5 });
+    const other = resolveOptions({ env: {}, mqttPort: 1884, apiPort: 1, faultRate: 0, latencyMs: { min: 1, max: 2 } });
+    expect(sharedOptions(other)).toBe(sharedOptions(base));
+    const stricter = resolveOptions({ env: {}, maxSubscriptions: 100, parentTopics: ['sim', 'demo'] });
+    expect(describeDifference(sharedOptions(base), sharedOptions(stricter))).toBe('maxSubscriptions is 30 there, 100 here');
+    expect(describeDifference(sharedOptions(base), sharedOptions(resolveOptions({ env: {}, parentTopics: ['demo'] })))).toBe('parentTopics is ["demo","sim"] there, ["demo"] here');
+  });
+});
+
+describe('the redis option', () => {
+  it('takes redis:// and rediss:// URLs with a database number, and shows them without the password', () => {
+    const parsed = parseRedisUrl('redis://user:s3cret@cache.local:6380/4');
+    expect(parsed).toEqual({ ok: true, value: { url: 'redis://user:s3cret@cache.local:6380/4', shown: 'redis://user:***@cache.local:6380/4', db: 4 } });
+    if (parsed.ok) expect(hidePassword('WRONGPASS for s3cret at redis://user:s3cret@x', parsed.value)).not.toContain('s3cret');
+    expect(shownRedisUrl('rediss://:pw@h')).toBe('rediss://:***@h');
+    for (const bad of ['http://h:6379', 'redis://h:6379/x', 'not a url', 'redis://']) expect(parseRedisUrl(bad).ok, bad).toBe(false);
+  });
+
+  it('is refused beside dataDir, and a malformed one names the option, never the password', () => {
+    expect(() => resolveOptions({ env: {}, redis: 'redis://127.0.0.1:6379', dataDir: '/tmp/x' })).toThrow(expect.objectContaining({ code: 'InvalidOption', message: expect.stringContaining('dataDir and redis contradict') }));
+    expect(() => resolveOptions({ env: {}, redis: 'ftp://:pw@h' })).toThrow(expect.objectContaining({ code: 'InvalidOption', message: 'Emulator option redis must be a redis:// or rediss:// URL' }));
+    expect(resolveOptions({ env: {}, redis: 'redis://127.0.0.1:6379/2' }).redis).toBe('redis://127.0.0.1:6379/2');
+  });
+});
+
+describe('the state log', () => {
+  it('orders stream ids by time, then sequence', () => {
+    expect(reached('5-0', '4-9')).toBe(true);
+    expect(reached('5-1', '5-1')).toBe(true);
+    expect(reached('5-1', '5-2')).toBe(false);
+    expect(reached('10-0', '9-5')).toBe(true);
+  });
+
+  it('draws the same bytes from the same seed, whatever sizes they are asked in', () => {
+    const seed = Buffer.alloc(32, 7);
+    const a = seededBytes(seed);
+    const b = seededBytes(seed);
+    expect(Buffer.concat([a(3), a(29)])).toEqual(b(32));
+    expect(seededBytes(Buffer.alloc(32, 8))(32)).not.toEqual(seededBytes(seed)(32));
+  });
+});
+
+describe('simulate --shard auto/N', () => {
+  it('is I/N with I = JOB_COMPLETION_INDEX + 1; other values pass through', () => {
+    expect(resolveShardFlag('auto/4', { JOB_COMPLETION_INDEX: '0' })).toBe('1/4');
+    expect(resolveShardFlag(' auto / 4 ', { JOB_COMPLETION_INDEX: '3' })).toBe('4/4');
+    expect(resolveShardFlag('2/4', {})).toBe('2/4');
+    expect(resolveShardFlag(undefined, { JOB_COMPLETION_INDEX: '1' })).toBeUndefined();
+    expect(() => resolveShardFlag('auto/4', {})).toThrow(expect.objectContaining({ code: 'InvalidOption', message: expect.stringContaining('JOB_COMPLETION_INDEX, which is not set') }));
+    expect(() => resolveShardFlag('auto/4', { JOB_COMPLETION_INDEX: '-1' })).toThrow(/not a whole number/);
+    expect(() => resolveShardFlag('auto/4', { JOB_COMPLETION_INDEX: '4' })).toThrow(/indexes 0 to 3/);
+  });
+});
+
+describe('emulator --cluster', () => {
+  it('gives each process the user\'s flags without those it sets itself (either spelling)', () => {
+    expect(processArgs(['--cluster', '3', '--max-subscriptions', '50', '--redis=redis://h', '--json', '--mqtt-port', '1883', '--lenient', '--api-port=8080'])).toEqual(['--max-subscriptions', '50', '--lenient']);
+  });
+});
+
+describe('the actions the cluster replicates through its log', () => {
+  it('are exactly those that change the state: every emulated action run once, on a registry holding a device and a token', () => {
+    const instanceId = 'mqtt-emu-test';
+    const now = (): number => 1_800_000_000_000;
+    const changing = EMULATED_ACTIONS.filter((action: EmulatedAction) => {
+      const registry = new CredentialRegistry({ reRegister: 'rotate', credentialQuota: 100, now });
+      const tokens = new TokenRegistry({ now });
+      const context = { registry, tokens, instanceId, now, sessions: { isOnline: () => false } };
+      ACTIONS.RegisterDeviceCredential({ ClientId: 'GID_demo@@@d', InstanceId: instanceId }, context);
+      const { Token } = ACTIONS.ApplyToken({ Resources: 'demo/#', Actions: 'R', ExpireTime: String(now() + 3_600_000), InstanceId: instanceId }, context) as { Token: string };
+      const params: Record<EmulatedAction, Record<string, string>> = {
+        RegisterDeviceCredential: { ClientId: 'GID_demo@@@e', InstanceId: instanceId },
+        GetDeviceCredential: { ClientId: 'GID_demo@@@d', InstanceId: instanceId },
+        RefreshDeviceCredential: { ClientId: 'GID_demo@@@d', InstanceId: instanceId },
+        UnRegisterDeviceCredential: { ClientId: 'GID_demo@@@d', InstanceId: instanceId },
+        ListDeviceCredentialClientId: { GroupId: 'GID_demo', PageSize: '10', InstanceId: instanceId },
+        ApplyToken: { Resources: 'demo/x', Actions: 'W', ExpireTime: String(now() + 3_600_000), InstanceId: instanceId },
+        QueryToken: { Token, InstanceId: instanceId },
+        RevokeToken: { Token, InstanceId: instanceId },
+        QuerySessionByClientId: { ClientId: 'GID_demo@@@d', InstanceId: instanceId },
+        BatchQuerySessionByClientIds: { 'ClientIdList.1': 'GID_demo@@@d', InstanceId: instanceId },
+      };
+      const before = registry.changes + tokens.changes;
+      ACTIONS[action](params[action], context);
+      return registry.changes + tokens.changes !== before;
+    });
+    expect(new Set(changing)).toEqual(REPLICATED_ACTIONS);
+  });
+});
