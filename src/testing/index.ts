@@ -100,17 +100,9 @@ export interface WaitOptions {
 }
 
 /** An emulator for tests, with helpers, that closes whatever it opened in {@link TestEmulator.stop}. */
-export interface TestEmulator {
+export interface TestEmulator extends Pick<Emulator, 'mqttUrl' | 'wsUrl' | 'mqttsUrl' | 'wssUrl' | 'apiEndpoint' | 'instanceId' | 'accessKeyId' | 'accessKeySecret'> {
   /** The emulator itself (every control, `events`, `broker`). */
   readonly emulator: Emulator;
-  readonly mqttUrl: string;
-  readonly wsUrl: string | undefined;
-  readonly mqttsUrl: string | undefined;
-  readonly wssUrl: string | undefined;
-  readonly apiEndpoint: string;
-  readonly instanceId: string;
-  readonly accessKeyId: string;
-  readonly accessKeySecret: string;
   /** The PEM of the test CA when the emulator listens with TLS on the package's test certificate. */
   readonly ca: string | undefined;
   /**

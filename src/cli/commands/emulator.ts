@@ -1,13 +1,26 @@
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
-import type { Emulator, EmulatorOptions, UnsupportedFeaturePolicy } from '../../emulator/index.js';
+import type { Emulator, EmulatorOptions } from '../../emulator/index.js';
 import type { Logger } from '../../util/logger.js';
 import { loadEmulator } from '../roles.js';
 import { type CliIo, UsageError, choiceArg, intArg, jsonLine } from '../io.js';
 import { CLUSTER_CHILD_ENV, runCluster } from '../emulator-cluster.js';
 
-interface EmulatorFlags {
+/**
+ * The flags named as the emulator's options (the cloud's rules and the OpenAPI's choices): passed on as they are when
+ * given, so that their types and defaults have one home, the options (broker-options.ts, options.ts).
+ */
+const SAME_NAME_OPTIONS = [
+  'parentTopics', 'maxTopicLength', 'maxSubscriptions', 'maxPayloadBytes', 'retainedMessages', 'willMessages',
+  'sharedSubscriptions', 'qos2PersistentSessions', 'lenient', 'maxPacketBytes', 'maxQueuedBytes', 'drainTimeoutMs',
+  'maxOfflineMessages', 'maxOfflineBytes', 'offlineQueuePolicy', 'groups', 'unknownGroupRefusal',
+  'revokedCredentialRefusal', 'mqtt31', 'p2pTopicLength', 'keepAliveZero', 'offlineDelivery', 'offlineDetectionDelayMs',
+  'offlineBatchSize', 'offlineBatchIntervalMs', 'oversizedMessages', 'rateLimitMode', 'getOnPostOnly',
+  'unknownInstanceCode', 'regionId',
+] as const satisfies ReadonlyArray<keyof EmulatorOptions>;
+
+interface EmulatorFlags extends Pick<EmulatorOptions, (typeof SAME_NAME_OPTIONS)[number]> {
   host: string;
   mqttPort: number;
   wsPort: number;
@@ -30,37 +43,7 @@ interface EmulatorFlags {
   dataDir?: string;
   ephemeral?: boolean;
   json?: boolean;
-  parentTopics?: string[] | false;
-  maxTopicLength?: number;
-  maxSubscriptions?: number;
   maxKeepAlive?: number;
-  maxPayloadBytes?: number;
-  retainedMessages?: UnsupportedFeaturePolicy;
-  willMessages?: UnsupportedFeaturePolicy;
-  sharedSubscriptions?: 'refuse' | 'allow';
-  qos2PersistentSessions?: 'refuse' | 'allow';
-  lenient?: boolean;
-  maxPacketBytes?: number;
-  maxQueuedBytes?: number;
-  drainTimeoutMs?: number;
-  maxOfflineMessages?: number;
-  maxOfflineBytes?: number;
-  offlineQueuePolicy?: 'drop-oldest' | 'refuse-new';
-  groups?: string[] | false;
-  unknownGroupRefusal?: 'identifier-rejected' | 'not-authorized';
-  revokedCredentialRefusal?: 'bad-username-or-password' | 'not-authorized';
-  mqtt31?: 'refuse' | 'accept';
-  p2pTopicLength?: 'parent' | 'whole';
-  keepAliveZero?: 'cap' | 'allow';
-  offlineDelivery?: 'paced' | 'immediate';
-  offlineDetectionDelayMs?: { min: number; max: number };
-  offlineBatchSize?: number;
-  offlineBatchIntervalMs?: number;
-  oversizedMessages?: 'discard' | 'disconnect';
-  rateLimitMode?: 'sliding-window' | 'token-bucket';
-  getOnPostOnly?: 'refuse' | 'accept';
-  unknownInstanceCode?: 'InstancePermissionCheckFailed' | 'MqttInstanceNotFound';
-  regionId?: string;
   redis?: string;
   cluster?: number;
 }
@@ -80,44 +63,12 @@ function limitArg(name: string, min: number): (value: string) => number {
   };
 }
 
-/** The broker's rule options from the flags: only those given, so that `--lenient` decides the others. */
-function ruleOptions(flags: EmulatorFlags): EmulatorOptions {
-  const given = {
-    parentTopics: flags.parentTopics,
-    maxTopicLength: flags.maxTopicLength,
-    maxSubscriptions: flags.maxSubscriptions,
-    maxKeepAliveSeconds: flags.maxKeepAlive,
-    maxPayloadBytes: flags.maxPayloadBytes,
-    retainedMessages: flags.retainedMessages,
-    willMessages: flags.willMessages,
-    sharedSubscriptions: flags.sharedSubscriptions,
-    qos2PersistentSessions: flags.qos2PersistentSessions,
-    lenient: flags.lenient,
-    maxPacketBytes: flags.maxPacketBytes,
-    maxQueuedBytes: flags.maxQueuedBytes,
-    drainTimeoutMs: flags.drainTimeoutMs,
-    maxOfflineMessages: flags.maxOfflineMessages,
-    maxOfflineBytes: flags.maxOfflineBytes,
-    offlineQueuePolicy: flags.offlineQueuePolicy,
-    groups: flags.groups,
-    unknownGroupRefusal: flags.unknownGroupRefusal,
-    revokedCredentialRefusal: flags.revokedCredentialRefusal,
-    mqtt31: flags.mqtt31,
-    p2pTopicLength: flags.p2pTopicLength,
-    keepAliveZero: flags.keepAliveZero,
-    offlineDelivery: flags.offlineDelivery,
-    offlineDetectionDelayMs: flags.offlineDetectionDelayMs,
-    offlineBatchSize: flags.offlineBatchSize,
-    offlineBatchIntervalMs: flags.offlineBatchIntervalMs,
-    oversizedMessages: flags.oversizedMessages,
-  };
-  return Object.fromEntries(Object.entries(given).filter(([, value]) => value !== undefined)) as EmulatorOptions;
-}
-
-/** The OpenAPI's options from the flags: only those given. */
-function apiOptions(flags: EmulatorFlags): EmulatorOptions {
-  const given = { rateLimitMode: flags.rateLimitMode, getOnPostOnly: flags.getOnPostOnly, unknownInstanceCode: flags.unknownInstanceCode, regionId: flags.regionId };
-  return Object.fromEntries(Object.entries(given).filter(([, value]) => value !== undefined)) as EmulatorOptions;
+/** The options of the flags named as options, and `--max-keep-alive`: only those given, so that `--lenient` decides the others. */
+function givenOptions(flags: EmulatorFlags): EmulatorOptions {
+  const options: Record<string, unknown> = {};
+  for (const name of SAME_NAME_OPTIONS) if (flags[name] !== undefined) options[name] = flags[name];
+  if (flags.maxKeepAlive !== undefined) options['maxKeepAliveSeconds'] = flags.maxKeepAlive;
+  return options as EmulatorOptions;
 }
 
 /**
@@ -374,7 +325,7 @@ Examples:
         return;
       }
       const options: EmulatorOptions = {
-        ...ruleOptions(flags),
+        ...givenOptions(flags),
         logger: ruleLogger(io),
         host: flags.host,
         mqttPort: flags.mqttPort,
@@ -386,7 +337,6 @@ Examples:
         faultRate: flags.faultRate,
         ...(flags.faultCodes === undefined ? {} : { faultCodes: flags.faultCodes }),
         ...(flags.latencyMs === undefined ? {} : { latencyMs: flags.latencyMs }),
-        ...apiOptions(flags),
         kickOnRevoke: flags.kickOnRevoke === true,
         ...(flags.tokenExpireNoticeLeadMs === undefined ? {} : { tokenExpireNoticeLeadMs: flags.tokenExpireNoticeLeadMs }),
         ...(flags.tokenP2pNeedsRead ? { tokenP2pNeedsRead: true } : {}),
