@@ -57,6 +57,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
   #flushTimer: NodeJS.Timeout | undefined;
   /** Aborted when the connection closes: cancels a credential source still at work. Made on first use. */
   #lifetime: AbortController | undefined;
+  #lifetimeAny: AbortSignal | undefined;
   /** The latest failures, for the error that reports them. */
   readonly #failures: FailureRecord;
   /** Token mode: the notices, the renewal and its uploads; `undefined` in DeviceCredential mode. */
@@ -448,9 +449,14 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
 
   /** The signal a source gets: the caller's and the connection's own (aborted on close), made on first use. */
   #lifetimeSignal(): AbortSignal {
-    this.#lifetime ??= new AbortController();
-    const caller = this.#options.signal;
-    return caller ? AbortSignal.any([caller, this.#lifetime.signal]) : this.#lifetime.signal;
+    if (this.#lifetime === undefined) {
+      this.#lifetime = new AbortController();
+      const caller = this.#options.signal;
+      // Made once: a gate or a source asks for it on every CONNECT or refetch, and each AbortSignal.any is kept
+      // alive (and listened to) for as long as its sources are.
+      this.#lifetimeAny = caller ? AbortSignal.any([caller, this.#lifetime.signal]) : this.#lifetime.signal;
+    }
+    return this.#lifetimeAny as AbortSignal;
   }
 
   // ---- the outbox

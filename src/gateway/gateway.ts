@@ -37,13 +37,16 @@ export interface GatewayOptions {
   readonly outbox: OutboxStore;
   /** The credentials: {@link storeCredentials} (store first, a registrar on first need), or a function giving each device's source. */
   readonly credentials: GatewayCredentials | ((clientId: string, signal?: AbortSignal) => CredentialSource | Promise<CredentialSource>);
-  /** Options of every connection (`endTimeoutMs`: how long each may drain in {@link Gateway.close} and {@link Gateway.remove}). */
+  /**
+   * Options of every connection (`endTimeoutMs`: how long each may drain in {@link Gateway.close} and
+   * {@link Gateway.remove}; `reconnect` defaults to {@link GATEWAY_BACKOFF}, 0.5 s to 5 s: the pacer is the fleet's backoff).
+   */
   readonly connect: Omit<ConnectDeviceOptions, 'credential' | 'outbox' | 'signal' | 'connectGate'>;
   /** CONNECTs per second across all devices (first connects and reconnects alike); `Infinity` for no pacing. @default 100 */
   readonly connectRate?: number;
   /** Each CONNECT let through waits a further uniform [0, connectJitterMs) ms. @default 0 */
   readonly connectJitterMs?: number;
-  /** Delays between failed first CONNECTs of a device (a connection reconnects by itself once it was online). @default 1 s to 60 s */
+  /** Delays between failed first CONNECTs of a device (a connection reconnects by itself once it was online). @default {@link GATEWAY_BACKOFF}: 0.5 s to 5 s */
   readonly retry?: BackoffOptions;
   /** Randomness of the jitters, [0, 1). @default Math.random */
   readonly random?: () => number;
@@ -124,7 +127,14 @@ interface Slot {
 /** The key of the hook metrics.ts uses (not part of the public API). */
 export const OBSERVE_DELIVERY = Symbol('observe delivery');
 
-const FIRST_CONNECT_RETRY: BackoffOptions = { minDelayMs: 1000, maxDelayMs: 60_000 };
+/**
+ * A device's own backoff in a gateway, between its CONNECTs (the first ones, and its connection's reconnects unless
+ * `connect.reconnect` says otherwise): short, because the pacer is the fleet's backoff. During an outage every device
+ * keeps its place in the pacer's queue, so when the broker is back the queue is full and the fleet returns at
+ * `connectRate`; a device's long exponential backoff (a minute) would instead spread the return over that minute,
+ * below the pace. The broker never sees more than `connectRate` CONNECTs a second either way.
+ */
+export const GATEWAY_BACKOFF: BackoffOptions = Object.freeze({ minDelayMs: 500, maxDelayMs: 5000 });
 /** The default pace: 10,000 devices in 100 s, well under what a broker and an OpenAPI account take. */
 export const DEFAULT_CONNECT_RATE = 100;
 const REFUSED_CODES = new Set(['CredentialRejected', 'IdentifierRejected', 'ConnackRefused', 'TokenRejected']);
@@ -229,11 +239,14 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     return messages;
   }
 
-  /** Aggregate counts: devices by state, CONNECTs by outcome, messages, the outbox. In memory, no I/O. */
+  /**
+   * Aggregate counts: devices by state, CONNECTs by outcome, messages, the outbox. In memory, no I/O; cheap enough to
+   * read on every event (`outbox`, which walks the store's devices, is computed only when read).
+   */
   get counts(): GatewayCounts {
     const { connecting, online, failed } = this.#states;
     const c = this.#counts;
-    const stats = this.#store.stats();
+    const store = this.#store;
     return {
       devices: this.#slots.size,
       states: { connecting, online, 'backing-off': this.#states['backing-off'], failed },
@@ -244,7 +257,10 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       delivered: c.delivered,
       possibleDuplicates: c.possibleDuplicates,
       dropped: { ...c.dropped },
-      outbox: { messages: stats.messages, bytes: stats.bytes },
+      get outbox() {
+        const { messages, bytes } = store.stats();
+        return { messages, bytes };
+      },
     };
   }
 
@@ -380,18 +396,25 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   /** Connect a device, again with backoff while its first CONNECT fails for a reason that may pass. */
   async #connect(slot: Slot): Promise<void> {
     const signal = slot.stop.signal;
-    const retry = this.#options.retry ?? FIRST_CONNECT_RETRY;
+    const retry = this.#options.retry ?? GATEWAY_BACKOFF;
     // Every CONNECT of the device, first or not, waits for its slot; its answer is timed from the slot.
+    let slotTaken = false;
     const connectGate = async (request: { signal: AbortSignal }): Promise<void> => {
       this.#set(slot, 'connecting');
-      await this.#pacer.wait(request.signal);
+      if (slotTaken) slotTaken = false;
+      else await this.#pacer.wait(request.signal);
       slot.connectingSince = performance.now();
     };
     for (let attempt = 0; !signal.aborted; attempt++) {
       let connection: DeviceConnection;
       try {
+        // A first CONNECT takes its slot before its credential is read (or registered): 10,000 devices starting
+        // read the store and call the registrar at the pace too, not all at once; the gate then lets it straight on.
+        this.#set(slot, 'connecting');
+        await this.#pacer.wait(signal);
+        slotTaken = true;
         const credential = await this.#credentialFor(slot.clientId, signal);
-        connection = await connectDevice({ ...this.#options.connect, credential, outbox: this.#store, signal, connectGate });
+        connection = await connectDevice({ reconnect: GATEWAY_BACKOFF, ...this.#options.connect, credential, outbox: this.#store, signal, connectGate });
       } catch (cause) {
         if (signal.aborted) return;
         const error = toApsaraMqDeviceError(cause);

@@ -6,6 +6,7 @@
  */
 export {
   DEFAULT_CONNECT_RATE,
+  GATEWAY_BACKOFF,
   Gateway,
   type ConnectOutcome,
   type GatewayCounts,

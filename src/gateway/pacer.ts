@@ -1,11 +1,16 @@
 /**
  * The pace of a gateway's CONNECTs: one queue for every device, let through at `ratePerSecond`, each then held a
- * further uniform [0, jitterMs) ms. Slot k of a busy run is at `origin + k / rate`, so a late timer catches up
- * instead of losing slots, and a run that starts after the queue went idle starts afresh (no burst saved up while
- * idle: a quiet gateway that loses its uplink sends its first CONNECT at once and the rest at the pace).
+ * further uniform [0, jitterMs) ms. Slot k of a busy run is at `origin + k / rate`, so a timer a little late catches
+ * up instead of losing slots; one later than {@link MAX_CATCH_UP_MS} (the process was busy: a burst of credential
+ * reads, a long GC) is forgiven instead, so the broker never gets more than the rate plus that much in any second.
+ * A run that starts after the queue went idle starts afresh (no burst saved up while idle: a quiet gateway that
+ * loses its uplink sends its first CONNECT at once and the rest at the pace).
  */
 import { AbortedError, ValidationError } from '../errors.js';
 import { MAX_TIMER_MS } from '../util/backoff.js';
+
+/** How late the slots may be caught up, ms: at most 5% of a second's CONNECTs go as a burst after a stall. */
+export const MAX_CATCH_UP_MS = 50;
 
 /** Options of {@link ConnectPacer}. */
 export interface ConnectPacerOptions {
@@ -15,6 +20,8 @@ export interface ConnectPacerOptions {
   readonly jitterMs?: number;
   /** Randomness of the jitter, [0, 1). @default Math.random */
   readonly random?: () => number;
+  /** The clock, ms (monotonic). @default performance.now */
+  readonly now?: () => number;
 }
 
 interface Waiter {
@@ -30,6 +37,7 @@ export class ConnectPacer {
   readonly #intervalMs: number;
   readonly #jitterMs: number;
   readonly #random: () => number;
+  readonly #now: () => number;
   /** Waiters in order; `#head` is the next to go (an array with a moving head: 10,000 waiters shift in O(1)). */
   #queue: Waiter[] = [];
   #head = 0;
@@ -51,6 +59,7 @@ export class ConnectPacer {
     this.#intervalMs = 1000 / ratePerSecond;
     this.#jitterMs = jitterMs;
     this.#random = options.random ?? Math.random;
+    this.#now = options.now ?? (() => performance.now());
   }
 
   /** The gate to hand to the connector (option `connectGate`). */
@@ -87,8 +96,8 @@ export class ConnectPacer {
       this.#skipDone();
       // Nobody waited when the next slot came: a new run starts now (the slots of the idle time are not saved up).
       // A waiter late for its slot (a late timer) keeps it: the run catches up and holds its rate.
-      if (this.waiting === 0 && performance.now() >= this.#origin + this.#slots * this.#intervalMs) {
-        this.#origin = performance.now();
+      if (this.waiting === 0 && this.#now() >= this.#origin + this.#slots * this.#intervalMs) {
+        this.#origin = this.#now();
         this.#slots = 0;
       }
       this.#queue.push(waiter);
@@ -114,8 +123,10 @@ export class ConnectPacer {
 
   /** Let through every waiter whose slot has come; arm the timer for the next one. */
   #release(): void {
-    const now = performance.now();
+    const now = this.#now();
     this.#skipDone();
+    const lag = now - (this.#origin + this.#slots * this.#intervalMs);
+    if (lag > MAX_CATCH_UP_MS && this.waiting > 0) this.#origin += lag - MAX_CATCH_UP_MS;
     while (this.waiting > 0 && this.#origin + this.#slots * this.#intervalMs <= now) {
       const waiter = this.#queue[this.#head++] as Waiter;
       this.#slots += 1;

@@ -3,7 +3,7 @@
  * without a wall-clock threshold.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { ConnectPacer } from '../../src/gateway/pacer.js';
+import { ConnectPacer, MAX_CATCH_UP_MS } from '../../src/gateway/pacer.js';
 
 beforeEach(() => {
   vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
@@ -55,6 +55,24 @@ describe('ConnectPacer', () => {
     const afterIdle = queue(pacer, 2); // long after the last slot: a new run
     await vi.advanceTimersByTimeAsync(500);
     expect(afterIdle.times).toEqual([0, 100]);
+  });
+
+  it('catches up a timer late by up to MAX_CATCH_UP_MS; one later than that (a busy process) is forgiven, not sent as a burst', async () => {
+    let stall = 0;
+    const pacer = new ConnectPacer({ ratePerSecond: 100, now: () => performance.now() + stall });
+    const run = queue(pacer, 200);
+    await vi.advanceTimersByTimeAsync(95); // slots 0..9 at 0, 10, …, 90 ms
+    expect(run.order.length).toBe(10);
+    stall = 40; // the next timer fires 40 ms late: slots of 100..140 ms are due, and go together
+    await vi.advanceTimersByTimeAsync(10);
+    expect(run.order.length).toBe(15);
+    stall = 540; // 500 ms more: 50 of them would be due; only MAX_CATCH_UP_MS (5 slots) is caught up
+    await vi.advanceTimersByTimeAsync(10);
+    expect(run.order.length).toBe(21);
+    expect(MAX_CATCH_UP_MS).toBe(50);
+    // From there on, the pace again: one per 10 ms.
+    await vi.advanceTimersByTimeAsync(100);
+    expect(run.order.length).toBe(31);
   });
 
   it('saves up no burst while idle: after a quiet spell the next run starts afresh at the same pace', async () => {

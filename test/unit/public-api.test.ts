@@ -82,7 +82,7 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
   'apsaramq-device/gateway': {
     file: 'src/gateway/index.ts',
     names: [
-      'ConnectGate', 'ConnectOutcome', 'ConnectPacer', 'ConnectPacerOptions', 'DEFAULT_CONNECT_RATE', 'GATEWAY_METRIC_NAMES', 'Gateway',
+      'ConnectGate', 'ConnectOutcome', 'ConnectPacer', 'ConnectPacerOptions', 'DEFAULT_CONNECT_RATE', 'GATEWAY_BACKOFF', 'GATEWAY_METRIC_NAMES', 'Gateway',
       'GatewayCounts', 'GatewayCredentials', 'GatewayDeviceInfo', 'GatewayDeviceState', 'GatewayEvents', 'GatewayMessage', 'GatewayMetrics',
       'GatewayMetricsOptions', 'GatewayOptions', 'GatewayRegistrar', 'MetricsRegistry', 'StoreCredentialsOptions', 'storeCredentials',
     ],
