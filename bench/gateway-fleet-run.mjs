@@ -8,6 +8,8 @@
 // return at the pace, and every message reported accepted must be reported delivered (none lost from the outbox).
 // The emulator is ephemeral: with --data-dir it writes its whole state on every registration, which makes
 // registering 10,000 devices take many minutes; a process restart would then forget them, hence the broker restart.
+// Last, SIGHUP with a --devices file that drops 100 devices and adds 100 others: the broker must see exactly 100
+// CONNECTs, still DEVICES clients connected, and the gateway no reconnect (no other session touched).
 // Usage: node bench/gateway-fleet-run.mjs [devices=10000] [connectRate=500] [messages=10000] [downSeconds=10]
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -103,7 +105,8 @@ function summary({ rates, total }, label) {
 let emulator = await startEmulator();
 log(`emulator on mqtt://127.0.0.1:${mqttPort}, ${api}; provisioning ${devices} devices`);
 const ids = Array.from({ length: devices }, (_, i) => `GID_fleet@@@dev-${i}`);
-const provision = node(['provision', '--instance-id', INSTANCE, '--group-id', 'GID_fleet', '--count', String(devices), '--qps', '4000', '--concurrency', '128', '--strategy', 'register-first', '--store', join(dir, 'store'), '--endpoint', api, '--json']);
+const HUP = 100;
+const provision = node(['provision', '--instance-id', INSTANCE, '--group-id', 'GID_fleet', '--count', String(devices + HUP), '--qps', '4000', '--concurrency', '128', '--strategy', 'register-first', '--store', join(dir, 'store'), '--endpoint', api, '--json']);
 const [provisionCode] = await once(provision, 'exit');
 if (provisionCode !== 0) throw new Error(`provision failed: ${provision.stderrText}`);
 await writeFile(join(dir, 'devices.txt'), `${ids.join('\n')}\n`);
@@ -143,10 +146,26 @@ log(`all ${await online()} back online ${((performance.now() - restarted) / 1000
 while (reports.delivered < reports.accepted && performance.now() - restarted < 300_000) await sleep(200);
 const gm = await scrape(metricsUrl);
 log(`messages: ${reports.accepted} accepted, ${reports.delivered} delivered, ${reports.dropped} dropped, ${reports.errors} error lines; lost ${reports.accepted - reports.delivered - reports.dropped}; outbox now ${gm('apsaramq_device_outbox_messages')} messages; reconnects accepted ${gm('apsaramq_device_reconnects_total{outcome="accepted"}')}, failed ${gm('apsaramq_device_reconnects_total{outcome="failed"}')}`);
+const emu = await scrape(`${api}/metrics`);
+const connectsBefore = emu('apsaramq_emulator_connects_accepted_total');
+const reconnectsBefore = gm('apsaramq_device_reconnects_total{outcome="accepted"}');
+const hupIds = [...ids.slice(HUP), ...Array.from({ length: HUP }, (_, i) => `GID_fleet@@@dev-${devices + i}`)];
+await writeFile(join(dir, 'devices.txt'), `${hupIds.join('\n')}\n`);
+gateway.kill('SIGHUP');
+while (!/^removed: /m.test(gateway.stderrText)) await sleep(100);
+while ((await online()) !== devices) await sleep(100);
+await sleep(1000);
+const emuAfter = await scrape(`${api}/metrics`);
+const hup = {
+  connects: emuAfter('apsaramq_emulator_connects_accepted_total') - connectsBefore,
+  connected: emuAfter('apsaramq_emulator_connected_clients'),
+  reconnects: (await scrape(metricsUrl))('apsaramq_device_reconnects_total{outcome="accepted"}') - reconnectsBefore,
+};
+log(`SIGHUP (-${HUP} +${HUP}): ${/^reloaded .*$/m.exec(gateway.stderrText)?.[0]}; the broker saw ${hup.connects} CONNECTs, ${hup.connected} clients connected; the gateway's reconnects +${hup.reconnects}`);
 gateway.stdin.end();
 const [gatewayCode] = await once(gateway, 'exit');
 log(`gateway exited ${gatewayCode}: ${gateway.stderrText.trim().split('\n').at(-1)}`);
 emulator.kill('SIGTERM');
 await once(emulator, 'exit');
 await rm(dir, { recursive: true, force: true });
-console.log(JSON.stringify({ devices, rate, messages, downSeconds, start: { seconds: first.seconds, mean: first.mean, worst: first.worst }, restart: { seconds: second.seconds, mean: second.mean, worst: second.worst }, ...reports }));
+console.log(JSON.stringify({ devices, rate, messages, downSeconds, start: { seconds: first.seconds, mean: first.mean, worst: first.worst }, restart: { seconds: second.seconds, mean: second.mean, worst: second.worst }, ...reports, hup }));

@@ -17,6 +17,7 @@ import { assertClientId, type CredentialSource } from '../credential.js';
 import { type ApsaraMqDeviceError, ValidationError, toApsaraMqDeviceError } from '../errors.js';
 import type { OutboxDrop, OutboxDropReason, OutboxStore } from '../outbox/store.js';
 import { type BackoffOptions, fullJitterDelay, sleep } from '../util/backoff.js';
+import { Semaphore } from '../util/semaphore.js';
 import { ConnectPacer } from './pacer.js';
 import type { GatewayCredentials } from './credentials.js';
 import type { GatewayMetrics, GatewayMetricsOptions } from './metrics.js';
@@ -135,6 +136,8 @@ export const OBSERVE_DELIVERY = Symbol('observe delivery');
  * below the pace. The broker never sees more than `connectRate` CONNECTs a second either way.
  */
 export const GATEWAY_BACKOFF: BackoffOptions = Object.freeze({ minDelayMs: 500, maxDelayMs: 5000 });
+/** Credential sources asked at once (store reads, or registrations through the registrar's own limits). */
+const CREDENTIAL_READS = 32;
 /** The default pace: 10,000 devices in 100 s, well under what a broker and an OpenAPI account take. */
 export const DEFAULT_CONNECT_RATE = 100;
 const REFUSED_CODES = new Set(['CredentialRejected', 'IdentifierRejected', 'ConnackRefused', 'TokenRejected']);
@@ -173,6 +176,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   readonly #credentialFor: (clientId: string, signal?: AbortSignal) => CredentialSource | Promise<CredentialSource>;
   readonly #unregister: ((clientId: string) => Promise<unknown>) | undefined;
   readonly #pacer: ConnectPacer;
+  readonly #credentialReads = new Semaphore(CREDENTIAL_READS);
   readonly #slots = new Map<string, Slot>();
   readonly #states: Record<GatewayDeviceState, number> = { connecting: 0, online: 0, 'backing-off': 0, failed: 0, closed: 0 };
   readonly #counts = { connects: zeroOutcomes(), reconnects: zeroOutcomes(), accepted: 0, delivered: 0, possibleDuplicates: 0, dropped: { full: 0, expired: 0, corrupt: 0, rejected: 0 } as Record<OutboxDropReason, number> };
@@ -398,22 +402,23 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     const signal = slot.stop.signal;
     const retry = this.#options.retry ?? GATEWAY_BACKOFF;
     // Every CONNECT of the device, first or not, waits for its slot; its answer is timed from the slot.
-    let slotTaken = false;
     const connectGate = async (request: { signal: AbortSignal }): Promise<void> => {
       this.#set(slot, 'connecting');
-      if (slotTaken) slotTaken = false;
-      else await this.#pacer.wait(request.signal);
+      await this.#pacer.wait(request.signal);
       slot.connectingSince = performance.now();
     };
     for (let attempt = 0; !signal.aborted; attempt++) {
       let connection: DeviceConnection;
       try {
-        // A first CONNECT takes its slot before its credential is read (or registered): 10,000 devices starting
-        // read the store and call the registrar at the pace too, not all at once; the gate then lets it straight on.
-        this.#set(slot, 'connecting');
-        await this.#pacer.wait(signal);
-        slotTaken = true;
-        const credential = await this.#credentialFor(slot.clientId, signal);
+        // Credentials are read (or registered) a few at a time, ahead of the pacer: 10,000 devices starting do not
+        // read 10,000 files at once, and the CONNECT itself is what waits for its slot, so the broker sees the pace.
+        const release = await this.#credentialReads.acquire(`Reading the credential of ${slot.clientId}`, signal);
+        let credential: CredentialSource;
+        try {
+          credential = await this.#credentialFor(slot.clientId, signal);
+        } finally {
+          release();
+        }
         connection = await connectDevice({ reconnect: GATEWAY_BACKOFF, ...this.#options.connect, credential, outbox: this.#store, signal, connectGate });
       } catch (cause) {
         if (signal.aborted) return;
