@@ -9,8 +9,8 @@
 import { AbortedError, ValidationError } from '../errors.js';
 import { MAX_TIMER_MS } from '../util/backoff.js';
 
-/** How late the slots may be caught up, ms: at most 5% of a second's CONNECTs go as a burst after a stall. */
-export const MAX_CATCH_UP_MS = 50;
+/** How late the slots may be caught up, ms: at most 2% of a second's CONNECTs go as a burst after a stall. */
+export const MAX_CATCH_UP_MS = 20;
 
 /** Options of {@link ConnectPacer}. */
 export interface ConnectPacerOptions {

@@ -63,16 +63,16 @@ describe('ConnectPacer', () => {
     const run = queue(pacer, 200);
     await vi.advanceTimersByTimeAsync(95); // slots 0..9 at 0, 10, …, 90 ms
     expect(run.order.length).toBe(10);
-    stall = 40; // the next timer fires 40 ms late: slots of 100..140 ms are due, and go together
+    expect(MAX_CATCH_UP_MS).toBe(20);
+    stall = 20; // the next timer fires 20 ms late: the slots of 100, 110 and 120 ms are due, and go together
     await vi.advanceTimersByTimeAsync(10);
-    expect(run.order.length).toBe(15);
-    stall = 540; // 500 ms more: 50 of them would be due; only MAX_CATCH_UP_MS (5 slots) is caught up
+    expect(run.order.length).toBe(13);
+    stall = 520; // 500 ms more: 50 of them would be due; only MAX_CATCH_UP_MS (2 more slots) is caught up
     await vi.advanceTimersByTimeAsync(10);
-    expect(run.order.length).toBe(21);
-    expect(MAX_CATCH_UP_MS).toBe(50);
+    expect(run.order.length).toBe(16);
     // From there on, the pace again: one per 10 ms.
     await vi.advanceTimersByTimeAsync(100);
-    expect(run.order.length).toBe(31);
+    expect(run.order.length).toBe(26);
   });
 
   it('saves up no burst while idle: after a quiet spell the next run starts afresh at the same pace', async () => {
