@@ -45,6 +45,7 @@ export class ConnectPacer {
   #slots = 0;
   #timer: NodeJS.Timeout | undefined;
   #granted = 0;
+  #live = 0;
   #closed = false;
 
   /** @throws ValidationError `InvalidOption` for a rate that is not a positive number, or a negative jitter. */
@@ -65,8 +66,13 @@ export class ConnectPacer {
   /** The gate to hand to the connector (option `connectGate`). */
   readonly gate = ({ signal }: { signal: AbortSignal }): Promise<void> => this.wait(signal);
 
-  /** CONNECTs waiting for their slot. */
+  /** CONNECTs waiting for their slot (those given up are not counted). */
   get waiting(): number {
+    return this.#live;
+  }
+
+  /** Entries of the queue not yet passed: the waiting, and those given up that were not skipped yet. */
+  get #queued(): number {
     return this.#queue.length - this.#head;
   }
 
@@ -88,6 +94,7 @@ export class ConnectPacer {
         ? (): void => {
             if (waiter.done) return;
             waiter.done = true;
+            this.#live -= 1;
             reject(new AbortedError('Waiting for a connect slot was aborted', signal.reason));
           }
         : undefined;
@@ -96,11 +103,12 @@ export class ConnectPacer {
       this.#skipDone();
       // Nobody waited when the next slot came: a new run starts now (the slots of the idle time are not saved up).
       // A waiter late for its slot (a late timer) keeps it: the run catches up and holds its rate.
-      if (this.waiting === 0 && this.#now() >= this.#origin + this.#slots * this.#intervalMs) {
+      if (this.#live === 0 && this.#now() >= this.#origin + this.#slots * this.#intervalMs) {
         this.#origin = this.#now();
         this.#slots = 0;
       }
       this.#queue.push(waiter);
+      this.#live += 1;
       this.#release();
     });
   }
@@ -117,6 +125,7 @@ export class ConnectPacer {
       if (waiter.onAbort) waiter.signal?.removeEventListener('abort', waiter.onAbort);
       waiter.reject(new AbortedError('The connect pacer is closed'));
     }
+    this.#live = 0;
     this.#queue = [];
     this.#head = 0;
   }
@@ -126,8 +135,8 @@ export class ConnectPacer {
     const now = this.#now();
     this.#skipDone();
     const lag = now - (this.#origin + this.#slots * this.#intervalMs);
-    if (lag > MAX_CATCH_UP_MS && this.waiting > 0) this.#origin += lag - MAX_CATCH_UP_MS;
-    while (this.waiting > 0 && this.#origin + this.#slots * this.#intervalMs <= now) {
+    if (lag > MAX_CATCH_UP_MS && this.#queued > 0) this.#origin += lag - MAX_CATCH_UP_MS;
+    while (this.#queued > 0 && this.#origin + this.#slots * this.#intervalMs <= now) {
       const waiter = this.#queue[this.#head++] as Waiter;
       this.#slots += 1;
       this.#grant(waiter);
@@ -137,7 +146,7 @@ export class ConnectPacer {
       this.#queue = this.#queue.slice(this.#head);
       this.#head = 0;
     }
-    if (this.waiting > 0 && this.#timer === undefined) {
+    if (this.#queued > 0 && this.#timer === undefined) {
       const delay = Math.max(0, this.#origin + this.#slots * this.#intervalMs - now);
       this.#timer = setTimeout(() => {
         this.#timer = undefined;
@@ -152,6 +161,7 @@ export class ConnectPacer {
 
   #grant(waiter: Waiter): void {
     waiter.done = true;
+    this.#live -= 1;
     this.#granted += 1;
     if (waiter.onAbort) waiter.signal?.removeEventListener('abort', waiter.onAbort);
     const jitter = this.#jitterMs > 0 ? Math.floor(this.#random() * this.#jitterMs) : 0;

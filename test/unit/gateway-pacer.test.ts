@@ -91,7 +91,9 @@ describe('ConnectPacer', () => {
     const run = queue(pacer, 5, (i) => controllers[i]?.signal);
     controllers[1]?.abort();
     controllers[2]?.abort();
+    expect(pacer.waiting).toBe(2); // 0 went at once; 1 and 2 gave up
     await vi.advanceTimersByTimeAsync(1000);
+    expect(pacer.waiting).toBe(0);
     expect(run.errors).toEqual(['1:Aborted', '2:Aborted']);
     expect(run.order).toEqual([0, 3, 4]);
     expect(run.times[3]).toBe(100);
