@@ -268,10 +268,18 @@ async function runGateway(io: CliIo, flags: GatewayFlags, clientIds: string[], s
     settledCheck();
   });
   let firstFailure: ApsaraMqDeviceError | undefined;
+  // One "offline" line per device per outage: a device that keeps failing to connect backs off and tries again every
+  // few seconds (the pacer is the fleet's backoff), which is not news each time.
+  const saidOffline = new Set<string>();
   devices.on('device', ({ clientId, state, error }) => {
-    if (state === 'online') io.stderr(`online: ${clientId}\n`);
-    else if (state === 'backing-off') io.stderr(`offline: ${clientId}${error ? ` (${error.code}; retrying)` : ''}\n`);
-    else if (state === 'failed') {
+    if (state === 'online') {
+      saidOffline.delete(clientId);
+      io.stderr(`online: ${clientId}\n`);
+    } else if (state === 'backing-off' && !saidOffline.has(clientId)) {
+      saidOffline.add(clientId);
+      io.stderr(`offline: ${clientId}${error ? ` (${error.code}; retrying)` : ' (reconnecting)'}\n`);
+    } else if (state === 'failed') {
+      saidOffline.delete(clientId);
       firstFailure ??= error;
       io.stderr(`failed: ${clientId}: ${error ? `${error.code}: ${error.message}` : 'gave up'}; its messages stay in the outbox\n`);
       out({ clientId, error: errorJson(error ?? toApsaraMqDeviceError(new Error('gave up'))) });
