@@ -110,8 +110,9 @@ Credentials come from the store (--store); a device without one is fetched or re
 Every CONNECT, first or reconnect, waits for its turn: --connect-rate per second across all devices (default
 ${DEFAULT_CONNECT_RATE}), so 10,000 devices come back after a reboot, an uplink outage or a broker restart at that pace,
 not at once: each device backs off only 0.5 to 5 s between its own CONNECTs, so during an outage the whole fleet
-stays queued and returns at the pace when the broker is back. A device's credential is read (or registered, at the
-OpenAPI's pace: one registrar, its rate limiter) when its first turn comes.
+stays queued and returns at the pace when the broker is back. Credentials are read from the store 32 at a time,
+ahead of the pace; a device registered on first use is registered at the OpenAPI's pace (one registrar, its rate
+limiter).
 
 SIGHUP (kill -HUP <pid>): read --devices again; devices added connect (at the pace), devices removed end their
 session (their undelivered messages stay in the outbox); the others are not touched. A file that cannot be read or
