@@ -53,6 +53,7 @@ export const LOCAL_ERROR_CATALOG = Object.freeze({
   InvalidCredential: { retryable: false, remedy: 'The credential must hold ClientId, InstanceId, DeviceAccessKeyId and DeviceAccessKeySecret (as RegisterDeviceCredential returns them).' },
   InvalidLine: { retryable: false, remedy: 'Give one JSON object per line: {"id": "…", "clientId": "…", "topic": "…", "payload": "…", "qos": 1}, with "payloadEncoding": "base64" for a binary payload.' },
   UnknownDevice: { retryable: false, remedy: 'Hand over messages only for the devices the gateway holds; add the device to them first.' },
+  GatewayClosed: { retryable: false, remedy: 'The gateway was closed: make a new Gateway on the same outbox (what was not delivered is still on it).' },
   InvalidToken: { retryable: false, remedy: 'Tokens are an array of { type: \'R\' | \'W\' | \'RW\', token, expireTime? } (an IssuedToken from applyToken fits), at most one per type, no "|" in a token; a token source must resolve to such an array.' },
   InvalidResponse: network('unknown-outcome', 'The endpoint did not answer like the ApsaraMQ OpenAPI; check the endpoint (a proxy or load balancer may be in the way) and retry.'),
   ConnectionRefused: network('not-sent', 'Nothing listens at that address; check the endpoint or broker URL and that the service is up.'),
@@ -174,6 +175,7 @@ export type ValidationErrorCode =
   | 'InvalidReport'
   | 'InvalidLine'
   | 'UnknownDevice'
+  | 'GatewayClosed'
   | 'InvalidScenario';
 
 /**

@@ -69,6 +69,7 @@ export {
   enqueueDurable,
   staticSource,
   type ConnectDeviceOptions,
+  type ConnectGate,
   type ConnectionMode,
   type ConnectionOutboxStats,
   type ConnectionState,

@@ -33,6 +33,11 @@ export interface CliIo {
    * a secret can say the file is readable by others; `undefined` for a terminal or a pipe.
    */
   stdoutFileMode?: () => number | undefined;
+  /**
+   * Calls `listener` on each SIGHUP (a long-running command re-reads its files: `gateway --devices`); returns what
+   * stops listening. Without it, SIGHUP is not listened to.
+   */
+  onHangup?: (listener: () => void) => () => void;
 }
 
 /** The real process. */
@@ -61,6 +66,10 @@ export function processIo(): CliIo {
     },
     stdinStream: () => process.stdin,
     interrupted: () => firstSignal(),
+    onHangup: (listener) => {
+      process.on('SIGHUP', listener);
+      return () => void process.off('SIGHUP', listener);
+    },
   };
 }
 

@@ -13,7 +13,7 @@ import { CredentialLogin, type Login, TokenLogin, signable } from './login.js';
 import { type ConnectDeviceOptions, type TokenConnectOptions, brokerUrlFor, resolveConnectOptions } from './options.js';
 import { checkTokenAnswer } from './token-rules.js';
 
-export { CONNECT_DEFAULTS, TRANSPORT_PORTS, WEBSOCKET_PATH, brokerUrlFor, type ConnectDeviceOptions, type TokenConnectOptions, type Transport } from './options.js';
+export { CONNECT_DEFAULTS, TRANSPORT_PORTS, WEBSOCKET_PATH, brokerUrlFor, type ConnectDeviceOptions, type ConnectGate, type TokenConnectOptions, type Transport } from './options.js';
 export { TOKEN_DEFAULTS, type TokenOptions } from './token-rules.js';
 export type { TokenRequest, TokenSource } from '../credential.js';
 export type { TakeoverOptions } from './takeover.js';

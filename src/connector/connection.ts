@@ -49,12 +49,15 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
   /** Numbers the attempts, so that a late callback of an old client is recognised and ignored. */
   #session = 0;
   #sessionPresent = false;
+  /** CONNECTs asked for so far (through the gate, when there is one). */
+  #connects = 0;
   readonly #inbound = new InboundStore();
   readonly #delivery: Delivery;
   #timer: NodeJS.Timeout | undefined;
   #flushTimer: NodeJS.Timeout | undefined;
   /** Aborted when the connection closes: cancels a credential source still at work. Made on first use. */
   #lifetime: AbortController | undefined;
+  #lifetimeAny: AbortSignal | undefined;
   /** The latest failures, for the error that reports them. */
   readonly #failures: FailureRecord;
   /** Token mode: the notices, the renewal and its uploads; `undefined` in DeviceCredential mode. */
@@ -297,12 +300,32 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
 
   #apply(effect: Effect): void {
     switch (effect.type) {
-      case 'connect':
+      case 'connect': {
         this.#session += 1;
-        this.#tokens?.sessionStarting();
-        this.#attempt = new Attempt(this.#url, clientOptions(this.#options, this.#login, this.#inbound, this.#logger), { connectTimeoutMs: this.#options.connectTimeoutMs, maxPacketBytes: this.#options.maxIncomingPacketBytes }, this);
-        this.#attempt.start();
+        const gate = this.#options.connectGate;
+        if (!gate) return this.#startAttempt();
+        // Through the gate first: the state stays `connecting`, the CONNACK timer starts with the CONNECT.
+        const session = this.#session;
+        this.#attempt = undefined;
+        const request = { clientId: this.clientId, reconnect: this.#connects > 0, signal: this.#lifetimeSignal() };
+        this.#connects += 1;
+        const passed = (): void => {
+          if (session === this.#session && this.#model.state === 'connecting') this.#startAttempt();
+        };
+        let waiting: void | Promise<void>;
+        try {
+          waiting = gate(request);
+        } catch (error) {
+          waiting = Promise.reject(error);
+        }
+        if (!(waiting instanceof Promise)) return passed();
+        waiting.then(passed, (error: unknown) => {
+          if (request.signal.aborted || session !== this.#session) return;
+          this.#emitError(toApsaraMqDeviceError(error));
+          passed();
+        });
         return;
+      }
       case 'online': {
         this.#log('info', 'online', { sessionPresent: this.#sessionPresent });
         // Each session looks again: the clock may have moved on while it was down (or a test moved it).
@@ -360,6 +383,12 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
         this.#close(effect.problem);
         return;
     }
+  }
+
+  #startAttempt(): void {
+    this.#tokens?.sessionStarting();
+    this.#attempt = new Attempt(this.#url, clientOptions(this.#options, this.#login, this.#inbound, this.#logger), { connectTimeoutMs: this.#options.connectTimeoutMs, maxPacketBytes: this.#options.maxIncomingPacketBytes }, this);
+    this.#attempt.start();
   }
 
   /** What the current attempt reports; reports of an attempt that is no longer current are ignored. @internal */
@@ -420,9 +449,14 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
 
   /** The signal a source gets: the caller's and the connection's own (aborted on close), made on first use. */
   #lifetimeSignal(): AbortSignal {
-    this.#lifetime ??= new AbortController();
-    const caller = this.#options.signal;
-    return caller ? AbortSignal.any([caller, this.#lifetime.signal]) : this.#lifetime.signal;
+    if (this.#lifetime === undefined) {
+      this.#lifetime = new AbortController();
+      const caller = this.#options.signal;
+      // Made once: a gate or a source asks for it on every CONNECT or refetch, and each AbortSignal.any is kept
+      // alive (and listened to) for as long as its sources are.
+      this.#lifetimeAny = caller ? AbortSignal.any([caller, this.#lifetime.signal]) : this.#lifetime.signal;
+    }
+    return this.#lifetimeAny as AbortSignal;
   }
 
   // ---- the outbox

@@ -64,6 +64,9 @@ export const CONNECT_DEFAULTS = Object.freeze({
   rejectUnauthorized: true,
 });
 
+/** What a connection awaits before each CONNECT (option `connectGate`). */
+export type ConnectGate = (request: { readonly clientId: string; readonly reconnect: boolean; readonly signal: AbortSignal }) => void | Promise<void>;
+
 /** Options of {@link connectDevice}. */
 export interface ConnectDeviceOptions {
   /** The device credential, or a source to ask for it (a provisioner's `credentialSource(clientId)`, or your own). */
@@ -143,6 +146,13 @@ export interface ConnectDeviceOptions {
    * step of the recovery ladder (the credential source gets it).
    */
   signal?: AbortSignal;
+  /**
+   * Awaited before each CONNECT of the connection (the first and every reconnect; not counted in `connectTimeoutMs`):
+   * what paces the CONNECTs of many devices, e.g. the shared pacer of a gateway (`apsaramq-device/gateway`). It gets the connection's
+   * lifetime `signal` (aborted when it closes, so a waiting ticket can be given back) and whether this is a reconnect.
+   * A gate that throws is reported as an `error` event and the CONNECT goes ahead (a gate only paces). @default none
+   */
+  connectGate?: ConnectGate;
   /** Source of randomness for jitter, [0, 1). @default Math.random */
   random?: () => number;
   /** Where to log (never receives a secret; mqtt.js's own debug lines come here too, at debug level, scrubbed). @default silent */
@@ -195,6 +205,7 @@ export interface ResolvedConnectOptions {
   readonly tls: { readonly ca?: string | Buffer | string[] | Buffer[]; readonly rejectUnauthorized: boolean };
   readonly will: IClientOptions['will'] | undefined;
   readonly signal: AbortSignal | undefined;
+  readonly connectGate: ConnectGate | undefined;
   readonly random: () => number;
   readonly logger: Logger | undefined;
 }
@@ -325,6 +336,7 @@ export function resolveConnectOptions(given: ConnectDeviceOptions | TokenConnect
   }
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw check.invalid('signal', 'an AbortSignal', options.signal);
   if (options.random !== undefined) check.func('random', options.random, 'a function returning [0, 1)');
+  if (options.connectGate !== undefined) check.func('connectGate', options.connectGate, 'a function (awaited before each CONNECT)');
   if (options.logger !== undefined) check.logger('logger', options.logger);
   if (options.ca !== undefined) {
     const valid = (c: unknown): boolean => typeof c === 'string' || Buffer.isBuffer(c);
@@ -361,6 +373,7 @@ export function resolveConnectOptions(given: ConnectDeviceOptions | TokenConnect
     tls: { ...(options.ca === undefined ? {} : { ca: options.ca }), rejectUnauthorized: booleanOption('rejectUnauthorized', options.rejectUnauthorized, CONNECT_DEFAULTS.rejectUnauthorized) },
     will: options.will ?? undefined,
     signal: options.signal,
+    connectGate: options.connectGate,
     random: options.random ?? Math.random,
     logger: options.logger,
   };

@@ -9,6 +9,7 @@ import type { FaultInjector } from './faults.js';
 import { isV3Request, type Gateway } from './gateway.js';
 import { API_METHODS, BodyTooLarge, readRequest, requestedFormat, type ParsedRequest } from './request.js';
 import { closeServer, listen, trackSockets, urlHost } from './servers.js';
+import { PROMETHEUS_CONTENT_TYPE, prometheusText } from './prometheus.js';
 import type { EmulatorStats, StatsRecorder } from './stats.js';
 import { XML_CONTENT_TYPE, xmlError, xmlSuccess } from './xml.js';
 
@@ -253,6 +254,15 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Ap
   } catch {
     req.resume();
     send(res, requestId, fail(new ApiFault('ParameterCheckFailed', { suffix: 'The request URL does not parse.' }), 'JSON'));
+    return;
+  }
+
+  // Prometheus scrapes GET /metrics; the API's RPC calls carry an Action (the real gateway ignores the path).
+  if (url.pathname === '/metrics' && (req.method === 'GET' || req.method === 'HEAD') && !url.searchParams.has('Action')) {
+    req.resume();
+    const text = prometheusText(deps.snapshot());
+    res.writeHead(200, { 'Content-Type': PROMETHEUS_CONTENT_TYPE, 'Content-Length': Buffer.byteLength(text), 'x-acs-request-id': requestId });
+    res.end(req.method === 'HEAD' ? undefined : text);
     return;
   }
 

@@ -55,6 +55,19 @@ describe('each entry point loads only its own role', () => {
     for (const other of ['classic-level', 'mqtt', 'aedes', 'ws', '@alicloud/pop-core', 'proper-lockfile', 'commander']) expect(loaded.has(other), other).toBe(false);
   });
 
+  it('the gateway entry loads mqtt.js and none of the emulator, registrar, outbox engine, prom-client or CLI packages', async () => {
+    const loaded = await packagesLoadedBy('dist/gateway/index.js');
+    expect(loaded.has('mqtt')).toBe(true);
+    for (const other of ['aedes', 'ws', '@alicloud/pop-core', 'commander', 'classic-level', 'prom-client', 'proper-lockfile', 'hdr-histogram-js']) expect(loaded.has(other), other).toBe(false);
+    // Nor a module of the registrar or the emulator of this package: the registrar comes from the factory given to
+    // storeCredentials, called when a device first needs it.
+    const script = `await import(${JSON.stringify(join(REPO_ROOT, 'dist/gateway/index.js'))});`;
+    const { stderr } = await run(process.execPath, ['--import', join(REPO_ROOT, 'test/helpers/load-hook.mjs'), '--input-type=module', '-e', script], { cwd: REPO_ROOT });
+    const files = [...stderr.matchAll(/^loaded (\S+)$/gm)].map((m) => m[1] ?? '');
+    expect(files.some((f) => f.endsWith('/dist/gateway/gateway.js'))).toBe(true);
+    expect(files.filter((f) => f.includes('/dist/provisioner/') || f.includes('/dist/emulator/') || f.endsWith('/dist/registrar.js') || f.includes('/dist/outbox/store'))).toEqual([]);
+  });
+
   it('the simulator entry adds pop-core and hdr-histogram-js (its reports), not the CLI; the chart library is inlined from dist, never loaded', async () => {
     const loaded = await packagesLoadedBy('dist/simulator/index.js');
     for (const own of ['@alicloud/pop-core', 'hdr-histogram-js']) expect(loaded.has(own), own).toBe(true);

@@ -11,7 +11,7 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
     file: 'src/index.ts',
     names: [
       'API_ERROR_CATALOG', 'AbortedError', 'ApiError', 'ApiErrorCode', 'ApiErrorInfo', 'ApsaraMqDeviceError', 'AuthMode',
-      'BackoffOptions', 'CONNACK_CODES', 'CONNECT_DEFAULTS', 'ConfigurationError', 'ConnectDeviceOptions', 'ConnectError',
+      'BackoffOptions', 'CONNACK_CODES', 'CONNECT_DEFAULTS', 'ConfigurationError', 'ConnectDeviceOptions', 'ConnectError', 'ConnectGate',
       'ConnectErrorCode', 'ConnectionClosedError', 'ConnectionMode', 'ConnectionOutboxStats', 'ConnectionState', 'CredentialRequest', 'CredentialSource', 'DeviceConnection',
       'DeviceConnectionEvents', 'DeviceCredential', 'DeviceCredentialWire', 'DurableOutboxStats', 'EnqueueOptions', 'ErrorCode', 'ErrorInfo', 'InvalidParameterCode',
       'KnownApiErrorCode', 'LOCAL_ERROR_CATALOG', 'LocalErrorCode', 'Logger', 'MAX_CLIENT_ID_LENGTH', 'MqttCredentials',
@@ -77,6 +77,14 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
       'MIN_OUTBOX_BYTES', 'OUTBOX_DEFAULTS', 'OutboxDrop', 'OutboxDropReason', 'OutboxError', 'OutboxErrorCode', 'OutboxMessage',
       'OutboxMessageInput', 'OutboxRecovery', 'OutboxStats', 'OutboxStore', 'OutboxStoreEvents', 'OutboxStoreOptions', 'WhenFull',
       'openOutboxStore', 'repairOutboxStore',
+    ],
+  },
+  'apsaramq-device/gateway': {
+    file: 'src/gateway/index.ts',
+    names: [
+      'ConnectGate', 'ConnectOutcome', 'ConnectPacer', 'ConnectPacerOptions', 'DEFAULT_CONNECT_RATE', 'GATEWAY_BACKOFF', 'GATEWAY_METRIC_NAMES', 'Gateway',
+      'GatewayCounts', 'GatewayCredentials', 'GatewayDeviceInfo', 'GatewayDeviceState', 'GatewayEvents', 'GatewayMessage', 'GatewayMetrics',
+      'GatewayMetricsOptions', 'GatewayOptions', 'GatewayRegistrar', 'MetricsRegistry', 'StoreCredentialsOptions', 'storeCredentials',
     ],
   },
   'apsaramq-device/testing/vitest': { file: 'src/testing/vitest.ts', names: ['UseEmulatorOptions', 'useEmulator'] },

@@ -44,4 +44,8 @@ describe('role folders', () => {
   it('src/provisioner/ imports nothing from src/connector/', async () => {
     expect(await crossings('provisioner', 'connector')).toEqual([]);
   });
+
+  it('src/gateway/ (device role) imports nothing from src/provisioner/ or src/emulator/: the registrar comes through the factory it is given', async () => {
+    expect([...(await crossings('gateway', 'provisioner')), ...(await crossings('gateway', 'emulator'))]).toEqual([]);
+  });
 });

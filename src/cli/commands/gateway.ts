@@ -2,9 +2,13 @@
  * `apsaramq-device gateway`: store and forward from any language. It holds the sessions of the devices listed in
  * --devices (credentials as `connect` gets them), keeps every message it reads on stdin in a durable outbox
  * (--outbox) before saying so, sends it until the broker acknowledged it, and reports each fate as a JSON line on
- * stdout. A thin layer over {@link GatewayDevices} and the outbox store: the library does the work.
+ * stdout. Its devices connect at --connect-rate; SIGHUP re-reads --devices (added devices connect, removed ones end,
+ * the others are not touched); --metrics-port serves the gateway's Prometheus metrics. A thin layer over the library's
+ * {@link Gateway} and the outbox store: the library does the work.
  */
 import { readFile } from 'node:fs/promises';
+import { type Server, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import type { Command } from 'commander';
@@ -13,7 +17,7 @@ import { MAX_MESSAGE_ID_BYTES, checkPayload, checkTopicName } from '../../connec
 import type { Transport } from '../../connector/connect.js';
 import { assertClientId } from '../../credential.js';
 import { ApsaraMqDeviceError, ValidationError, toApsaraMqDeviceError } from '../../errors.js';
-import { GatewayDevices } from '../../gateway/devices.js';
+import { DEFAULT_CONNECT_RATE, Gateway } from '../../gateway/gateway.js';
 import type { OutboxDropReason, OutboxStore, WhenFull } from '../../outbox/index.js';
 import { type CliIo, Interrupted, UsageError, choiceArg, cliLogger, intArg, jsonLine } from '../io.js';
 import { CredentialSources } from './connect.js';
@@ -37,6 +41,10 @@ interface GatewayFlags {
   maxMessages?: number;
   ttlMs?: number | 'none';
   whenFull?: WhenFull;
+  connectRate: number;
+  connectJitterMs: number;
+  metricsPort?: number;
+  metricsHost: string;
 }
 
 /** How long SIGINT/SIGTERM lets the gateway deliver what waits before it exits with the rest on disk. */
@@ -70,6 +78,10 @@ export function addGatewayCommand(program: Command, io: CliIo): void {
     .option('--max-bytes <n>', 'bound of the outbox: bytes of messages, all devices (default 67108864, 64 MiB)', intArg('--max-bytes', 4096))
     .option('--max-messages <n>', 'bound of the outbox: messages, all devices (default 100000)', intArg('--max-messages', 1))
     .option('--ttl-ms <ms>', 'time to live of a message from its acceptance, across restarts; "none" for no expiry (default 7200000, 2 h)', ttlArg)
+    .option('--connect-rate <n>', 'CONNECTs per second across all devices: at start, after an uplink outage, after a broker restart', intArg('--connect-rate', 1, 1_000_000), DEFAULT_CONNECT_RATE)
+    .option('--connect-jitter-ms <ms>', 'each CONNECT waits a further random 0 to MS ms (spreads gateways restarted together)', intArg('--connect-jitter-ms', 0, 3_600_000), 0)
+    .option('--metrics-port <port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port; the address is printed on stderr); needs prom-client', intArg('--metrics-port', 0, 65_535))
+    .option('--metrics-host <host>', 'the address --metrics-port listens on (0.0.0.0 for other hosts)', '127.0.0.1')
     .option('--when-full <policy>', 'at a bound: refuse-new (the line gets OutboxFull) or drop-oldest (reported as dropped "full") (default refuse-new)', choiceArg('--when-full', ['refuse-new', 'drop-oldest'] as const))
     .addHelpText(
       'after',
@@ -95,13 +107,31 @@ summary on stderr, exit 130 (143). End of stdin: deliver everything, then exit 0
 Credentials come from the store (--store); a device without one is fetched or registered through the OpenAPI
 (--endpoint or --region, and the account keys ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET).
 
+Every CONNECT, first or reconnect, waits for its turn: --connect-rate per second across all devices (default
+${DEFAULT_CONNECT_RATE}), so 10,000 devices come back after a reboot, an uplink outage or a broker restart at that pace,
+not at once: each device backs off only 0.5 to 5 s between its own CONNECTs, so during an outage the whole fleet
+stays queued and returns at the pace when the broker is back. Credentials are read from the store 32 at a time,
+ahead of the pace; a device registered on first use is registered at the OpenAPI's pace (one registrar, its rate
+limiter).
+
+SIGHUP (kill -HUP <pid>): read --devices again; devices added connect (at the pace), devices removed end their
+session (their undelivered messages stay in the outbox); the others are not touched. A file that cannot be read or
+is invalid is reported on stderr and the devices held stay as they are.
+
+--metrics-port: the gateway's Prometheus metrics (apsaramq_device_devices{state}, …_connects_total{outcome},
+…_publishes_delivered_total, …_outbox_messages, …; README "Gateways") at http://127.0.0.1:PORT/metrics.
+
 Examples:
   $ printf 'GID_demo@@@dev-1\\nGID_demo@@@dev-2\\n' > devices.txt
   $ my-modbus-reader | apsaramq-device gateway --devices devices.txt --outbox /var/lib/gw \\
       --instance-id ${EXAMPLE_INSTANCE_ID} --endpoint http://127.0.0.1:8080 --broker-url mqtt://127.0.0.1:1883
   $ echo '{"id":"a","clientId":"GID_demo@@@dev-1","topic":"demo/t","payload":"aGk=","payloadEncoding":"base64"}' \\
       | apsaramq-device gateway --devices devices.txt --outbox ./outbox --instance-id ${EXAMPLE_INSTANCE_ID} \\
-          --broker-url mqtt://127.0.0.1:1883 --when-full drop-oldest --ttl-ms 3600000`,
+          --broker-url mqtt://127.0.0.1:1883 --when-full drop-oldest --ttl-ms 3600000
+  $ apsaramq-device gateway --devices devices.txt --outbox /var/lib/gw --instance-id ${EXAMPLE_INSTANCE_ID} \\
+      --broker-url mqtt://127.0.0.1:1883 --connect-rate 200 --connect-jitter-ms 500 --metrics-port 9464 < my-fifo &
+  $ curl -s http://127.0.0.1:9464/metrics | grep apsaramq_device_devices
+  $ echo GID_demo@@@dev-3 >> devices.txt && kill -HUP %1`,
     )
     .action(async (flags: GatewayFlags, command: Command) => {
       if (flags.devices === undefined) throw new UsageError('gateway needs --devices FILE (one ClientId per line)', 'MissingOption');
@@ -200,9 +230,11 @@ async function runGateway(io: CliIo, flags: GatewayFlags, clientIds: string[], s
   const out = (value: Record<string, unknown>): void => io.stdout(jsonLine(value));
   const counts = { lines: 0, accepted: 0, delivered: 0, possibleDuplicates: 0, invalid: 0, refused: 0, dropped: {} as Partial<Record<OutboxDropReason, number>> };
   store.on('warning', (warning) => io.stderr(`warning: ${warning.code}: ${warning.message}\n`));
-  const devices = new GatewayDevices(clientIds, {
+  const devices = new Gateway({
     outbox: store,
-    credentialFor: (clientId) => sources.sourceFor(clientId),
+    credentials: (clientId) => sources.sourceFor(clientId),
+    connectRate: flags.connectRate,
+    connectJitterMs: flags.connectJitterMs,
     connect: {
       transport: flags.transport,
       endTimeoutMs: flags.drainTimeoutMs,
@@ -212,6 +244,9 @@ async function runGateway(io: CliIo, flags: GatewayFlags, clientIds: string[], s
       ...(flags.insecure ? { rejectUnauthorized: false } : {}),
     },
   });
+  for (const clientId of clientIds) devices.add(clientId);
+  // Metrics first: without prom-client the command stops here, before any device connects.
+  const metricsServer = flags.metricsPort === undefined ? undefined : await serveMetrics(io, devices, flags.metricsPort, flags.metricsHost);
   const held = new Set(clientIds);
   const others = store.devices().filter((clientId) => !held.has(clientId));
   const waitingBefore = devices.waiting;
@@ -234,10 +269,18 @@ async function runGateway(io: CliIo, flags: GatewayFlags, clientIds: string[], s
     settledCheck();
   });
   let firstFailure: ApsaraMqDeviceError | undefined;
+  // One "offline" line per device per outage: a device that keeps failing to connect backs off and tries again every
+  // few seconds (the pacer is the fleet's backoff), which is not news each time.
+  const saidOffline = new Set<string>();
   devices.on('device', ({ clientId, state, error }) => {
-    if (state === 'online') io.stderr(`online: ${clientId}\n`);
-    else if (state === 'offline') io.stderr(`offline: ${clientId}${error ? ` (${error.code}; retrying)` : ''}\n`);
-    else if (state === 'failed') {
+    if (state === 'online') {
+      saidOffline.delete(clientId);
+      io.stderr(`online: ${clientId}\n`);
+    } else if (state === 'backing-off' && !saidOffline.has(clientId)) {
+      saidOffline.add(clientId);
+      io.stderr(`offline: ${clientId}${error ? ` (${error.code}; retrying)` : ' (reconnecting)'}\n`);
+    } else if (state === 'failed') {
+      saidOffline.delete(clientId);
       firstFailure ??= error;
       io.stderr(`failed: ${clientId}: ${error ? `${error.code}: ${error.message}` : 'gave up'}; its messages stay in the outbox\n`);
       out({ clientId, error: errorJson(error ?? toApsaraMqDeviceError(new Error('gave up'))) });
@@ -246,6 +289,7 @@ async function runGateway(io: CliIo, flags: GatewayFlags, clientIds: string[], s
   });
   devices.on('warning', ({ clientId, error }) => io.stderr(`warning: ${clientId}: ${error.code}: ${error.message}\n`));
   devices.start();
+  const stopHangup = io.onHangup?.(() => void reload(io, flags.devices as string, devices, held));
 
   let interruptedBy: NodeJS.Signals | undefined;
   const interrupted = io.interrupted().then((signal) => {
@@ -306,7 +350,7 @@ async function runGateway(io: CliIo, flags: GatewayFlags, clientIds: string[], s
   if (interruptedBy === undefined) {
     // End of stdin: deliver everything that waits, unless a signal comes first. A device that failed for good keeps
     // its messages on disk: nothing more will deliver them in this run.
-    const failedWaiting = (): number => clientIds.filter((id) => devices.state(id) === 'failed').reduce((sum, id) => sum + store.device(id).messages, 0);
+    const failedWaiting = (): number => [...held].filter((id) => devices.state(id) === 'failed').reduce((sum, id) => sum + store.device(id).messages, 0);
     await Promise.race([
       interrupted,
       new Promise<void>((resolve) => {
@@ -333,7 +377,9 @@ async function runGateway(io: CliIo, flags: GatewayFlags, clientIds: string[], s
     ]);
   }
   if (interruptedBy !== undefined) io.stderr(`interrupted: delivering what waits for up to ${flags.drainTimeoutMs} ms, keeping the rest in the outbox\n`);
+  stopHangup?.();
   await devices.close();
+  await new Promise<void>((resolve) => (metricsServer ? metricsServer.close(() => resolve()) : resolve()));
   await store.flush().catch(() => undefined);
   const waiting = devices.waiting;
   const dropped = Object.entries(counts.dropped).map(([reason, n]) => `${n} ${reason}`);
@@ -351,6 +397,62 @@ async function runGateway(io: CliIo, flags: GatewayFlags, clientIds: string[], s
       cause,
     });
   }
+}
+
+/**
+ * SIGHUP: read --devices again and apply the difference (devices added connect at the pace, devices removed end their
+ * session, the others are not touched). A file that cannot be used changes nothing.
+ */
+async function reload(io: CliIo, file: string, gateway: Gateway, held: Set<string>): Promise<void> {
+  let wanted: string[];
+  try {
+    wanted = await readDevices(file);
+  } catch (error) {
+    const e = toApsaraMqDeviceError(error);
+    io.stderr(`warning: SIGHUP: --devices ${file} not reloaded (${e.code}: ${e.message}); the ${held.size} devices held stay\n`);
+    return;
+  }
+  const next = new Set(wanted);
+  const added = wanted.filter((clientId) => !held.has(clientId));
+  const removed = [...held].filter((clientId) => !next.has(clientId));
+  try {
+    for (const clientId of added) {
+      gateway.add(clientId);
+      held.add(clientId);
+    }
+  } catch {
+    return; // GatewayClosed: the command is stopping
+  }
+  // Lines for a removed device are refused from now on; its messages still on disk wait for a gateway that holds it.
+  for (const clientId of removed) held.delete(clientId);
+  io.stderr(`reloaded --devices ${file}: ${added.length} added, ${removed.length} removed, ${held.size} held\n`);
+  await Promise.all(removed.map((clientId) => gateway.remove(clientId)));
+  if (removed.length > 0) io.stderr(`removed: ${removed.length} device${removed.length === 1 ? '' : 's'} ended their session\n`);
+}
+
+/** Serve the gateway's metrics at /metrics; resolves once listening, having printed the address. */
+async function serveMetrics(io: CliIo, gateway: Gateway, port: number, host: string): Promise<Server> {
+  const metrics = await gateway.metrics();
+  const server = createServer((request, response) => {
+    if (request.method !== 'GET' || (request.url ?? '').split('?')[0] !== '/metrics') {
+      response.writeHead(404, { 'content-type': 'text/plain' }).end('Not found: the metrics are at /metrics\n');
+      return;
+    }
+    metrics.text().then(
+      (text) => response.writeHead(200, { 'content-type': metrics.contentType }).end(text),
+      (error: unknown) => response.writeHead(500, { 'content-type': 'text/plain' }).end(`${(error as Error).message}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error: NodeJS.ErrnoException) =>
+      reject(new UsageError(`--metrics-port ${port}: cannot listen on ${host}:${port} (${error.code ?? error.message})${error.code === 'EADDRINUSE' ? ': the port is taken, pick another or 0 for any free one' : ''}`)),
+    );
+    server.listen(port, host, resolve);
+  });
+  const address = server.address() as AddressInfo;
+  const shown = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  io.stderr(`metrics: http://${shown}:${address.port}/metrics\n`);
+  return server;
 }
 
 /** The "id" of a line that could not be taken, when it has one, for its error report. */

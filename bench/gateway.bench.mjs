@@ -1,0 +1,38 @@
+// The gateway (issue 18) against bare mqtt.js, each in its own process, against the same plain HMAC-checking aedes
+// in a third: RSS per device held connected (goal <= 1.1x a bare mqtt.js client per device), and CPU per 10,000
+// QoS 1 publishes spread over the devices until every PUBACK (goal <= 1.0x the same mqtt.js clients). The
+// gateway's publishes are durable (accepted = fsync'd to its outbox, group commit; removed on PUBACK): the mqtt.js
+// baseline keeps nothing on disk; the connector alone (connectDevice per device, no outbox) is the third line, to
+// tell the connection's cost from the disk's. Each side runs RUNS times, alternating, and the medians are compared.
+// BENCH_GATEWAY_DEVICES (default 2,000: minutes on a shared 2-core machine), BENCH_GATEWAY_MESSAGES (10,000),
+// BENCH_GATEWAY_RUNS (3) override.
+import { join } from 'node:path';
+import { ROOT, lastJson, median, runNode, startNode, verdict } from './lib/child.mjs';
+
+const DEVICES = Number(process.env.BENCH_GATEWAY_DEVICES ?? 2_000);
+const MESSAGES = Number(process.env.BENCH_GATEWAY_MESSAGES ?? 10_000);
+const RUNS = Number(process.env.BENCH_GATEWAY_RUNS ?? 3);
+const lib = join(ROOT, 'bench', 'lib');
+
+const broker = await startNode(join(lib, 'hmac-broker.mjs'), [], {}, { raiseFileLimit: true });
+const results = { gateway: [], connector: [], mqtt: [] };
+try {
+  for (let run = 0; run < RUNS; run++) {
+    for (const mode of run % 2 === 0 ? ['mqtt', 'connector', 'gateway'] : ['gateway', 'connector', 'mqtt']) {
+      const child = await runNode(join(lib, 'gateway-run.mjs'), [mode, broker.info.url, String(DEVICES), String(MESSAGES)], { nodeArgs: ['--expose-gc'], raiseFileLimit: true, echo: mode });
+      if (child.code !== 0) throw new Error(`${mode} run failed (${child.code}): ${child.stderr}`);
+      const result = lastJson(child.stdout);
+      results[mode].push(result);
+      console.log(`${mode.padEnd(9)} run ${run + 1}: ${DEVICES} devices connected in ${result.connectSeconds} s, ${result.perDeviceKB} KB RSS per device; ${MESSAGES} QoS 1 publishes: ${result.publishCpuMsPer10k} ms CPU per 10,000, ${result.publishesPerSecond}/s`);
+    }
+  }
+} finally {
+  await broker.stop();
+}
+const med = (mode, key) => median(results[mode].map((r) => r[key]));
+const memory = med('gateway', 'perDeviceKB') / med('mqtt', 'perDeviceKB');
+const cpu = med('gateway', 'publishCpuMsPer10k') / med('mqtt', 'publishCpuMsPer10k');
+for (const mode of ['gateway', 'connector', 'mqtt']) console.log(`median ${mode}: ${med(mode, 'perDeviceKB')} KB RSS per device, ${med(mode, 'publishCpuMsPer10k')} ms CPU per 10,000 QoS 1 publishes`);
+console.log(`connector (no outbox) / mqtt.js: ${(med('connector', 'perDeviceKB') / med('mqtt', 'perDeviceKB')).toFixed(2)} RSS per device, ${(med('connector', 'publishCpuMsPer10k') / med('mqtt', 'publishCpuMsPer10k')).toFixed(2)} CPU per publish`);
+verdict('gateway / mqtt.js RSS per device', memory, 1.1, false);
+verdict('gateway / mqtt.js CPU per 10,000 QoS 1 publishes (durable vs in memory)', cpu, 1.0, false);

@@ -1,0 +1,481 @@
+/**
+ * A gateway: N devices in one process, each its own {@link DeviceConnection} with its own credential and session,
+ * sharing one durable outbox (`OutboxStore`), one credential source (store first, one registrar) and one
+ * {@link ConnectPacer}, which every CONNECT of every device awaits (the connector's `connectGate`): at start, after
+ * an uplink outage, after a broker restart, a fleet comes back at the configured pace, not at once.
+ *
+ * A device role module: it loads the connector, never the registrar (the credential sources are passed in) nor the
+ * outbox's engine (the store is passed in), nor prom-client (metrics.ts, loaded by {@link Gateway.metrics}).
+ */
+import { EventEmitter } from 'node:events';
+import type { IPublishPacket } from 'mqtt';
+import { connectDevice, type ConnectDeviceOptions, type DeviceConnection } from '../connector/connect.js';
+import type { DeviceConnectionEvents, PublishAccepted } from '../connector/connection-types.js';
+import { type EnqueueOptions, enqueueDurable } from '../connector/durable.js';
+import type { ConnectionState } from '../connector/state.js';
+import { assertClientId, type CredentialSource } from '../credential.js';
+import { type ApsaraMqDeviceError, ValidationError, toApsaraMqDeviceError } from '../errors.js';
+import type { OutboxDrop, OutboxDropReason, OutboxStore } from '../outbox/store.js';
+import { type BackoffOptions, fullJitterDelay, sleep } from '../util/backoff.js';
+import { Semaphore } from '../util/semaphore.js';
+import { ConnectPacer } from './pacer.js';
+import type { GatewayCredentials } from './credentials.js';
+import type { GatewayMetrics, GatewayMetricsOptions } from './metrics.js';
+
+/**
+ * Where a device is: `connecting` (waiting for its connect slot, or its CONNECT under way), `online`,
+ * `backing-off` (waiting to reconnect, or asking for another credential), `failed` (gave up for good: its messages
+ * stay on disk) or `closed` (removed, or the gateway closed).
+ */
+export type GatewayDeviceState = 'connecting' | 'online' | 'backing-off' | 'failed' | 'closed';
+
+/** How a CONNECT ended: accepted (CONNACK 0), refused (the broker refused the credential or ClientId), or failed (no CONNACK). */
+export type ConnectOutcome = 'accepted' | 'refused' | 'failed';
+
+/** Options of {@link Gateway}. */
+export interface GatewayOptions {
+  /** The durable outbox of every device (opened by the application with `openOutboxStore`; it closes it after {@link Gateway.close}). */
+  readonly outbox: OutboxStore;
+  /** The credentials: {@link storeCredentials} (store first, a registrar on first need), or a function giving each device's source. */
+  readonly credentials: GatewayCredentials | ((clientId: string, signal?: AbortSignal) => CredentialSource | Promise<CredentialSource>);
+  /**
+   * Options of every connection (`endTimeoutMs`: how long each may drain in {@link Gateway.close} and
+   * {@link Gateway.remove}; `reconnect` defaults to {@link GATEWAY_BACKOFF}, 0.5 s to 5 s: the pacer is the fleet's backoff).
+   */
+  readonly connect: Omit<ConnectDeviceOptions, 'credential' | 'outbox' | 'signal' | 'connectGate'>;
+  /** CONNECTs per second across all devices (first connects and reconnects alike); `Infinity` for no pacing. @default 100 */
+  readonly connectRate?: number;
+  /** Each CONNECT let through waits a further uniform [0, connectJitterMs) ms. @default 0 */
+  readonly connectJitterMs?: number;
+  /** Delays between failed first CONNECTs of a device (a connection reconnects by itself once it was online). @default {@link GATEWAY_BACKOFF}: 0.5 s to 5 s */
+  readonly retry?: BackoffOptions;
+  /** Randomness of the jitters, [0, 1). @default Math.random */
+  readonly random?: () => number;
+}
+
+/** A device's message (from a subscription of its connection). */
+export interface GatewayMessage {
+  readonly clientId: string;
+  readonly topic: string;
+  readonly payload: Buffer;
+  readonly packet: IPublishPacket;
+}
+
+/** Events of {@link Gateway}. */
+export interface GatewayEvents {
+  /** A message arrived for a device (subscribe through {@link Gateway.connection}). */
+  message: [message: GatewayMessage];
+  /** A device's message was delivered (PUBACK): also one accepted before a restart. */
+  delivered: DeviceConnectionEvents['delivered'];
+  /**
+   * A device's message left the outbox undelivered: the store's bounds, its time to live or damage (also for a device
+   * whose connection is not open), or the broker refused it (with the broker's `error`).
+   */
+  dropped: DeviceConnectionEvents['dropped'];
+  /** A device changed state; `error` says why it is backing off or failed. */
+  device: [info: { clientId: string; state: GatewayDeviceState; from: GatewayDeviceState; error?: ApsaraMqDeviceError }];
+  /** A CONNECT was answered (or not): `reconnect` once the device was online before; `durationMs` from its slot to the answer. */
+  connect: [info: { clientId: string; reconnect: boolean; outcome: ConnectOutcome; durationMs: number }];
+  /** A connection reported something that went wrong without closing it (its `error` event). */
+  warning: [info: { clientId: string; error: ApsaraMqDeviceError }];
+}
+
+/** What {@link Gateway.device} tells of one device. */
+export interface GatewayDeviceInfo {
+  readonly clientId: string;
+  readonly state: GatewayDeviceState;
+  /** Its connection while it has one (to subscribe, or publish QoS 0). */
+  readonly connection: DeviceConnection | undefined;
+  /** Its messages in the outbox now. */
+  readonly outbox: { readonly messages: number; readonly bytes: number };
+}
+
+/** The aggregate of {@link Gateway.counts}. */
+export interface GatewayCounts {
+  /** Devices held, and how many are in each state. */
+  readonly devices: number;
+  readonly states: Readonly<Record<Exclude<GatewayDeviceState, 'closed'>, number>>;
+  /** Devices waiting for their connect slot now. */
+  readonly waitingToConnect: number;
+  /** First CONNECTs of a device (until it was online once), by outcome. */
+  readonly connects: Readonly<Record<ConnectOutcome, number>>;
+  /** CONNECTs of a device that was online before, by outcome. */
+  readonly reconnects: Readonly<Record<ConnectOutcome, number>>;
+  /** Messages accepted through {@link Gateway.publish}, delivered, and dropped by reason (this run). */
+  readonly accepted: number;
+  readonly delivered: number;
+  readonly possibleDuplicates: number;
+  readonly dropped: Readonly<Record<OutboxDropReason, number>>;
+  /** The outbox now (all devices, held or not). */
+  readonly outbox: { readonly messages: number; readonly bytes: number };
+}
+
+interface Slot {
+  readonly clientId: string;
+  state: GatewayDeviceState;
+  connection: DeviceConnection | undefined;
+  /** Stops its run: removed, or the gateway closing. */
+  readonly stop: AbortController;
+  run: Promise<void> | undefined;
+  /** It was online once: its CONNECTs count as reconnects. */
+  wasOnline: boolean;
+  /** When its CONNECT under way got its slot (performance.now()), undefined when none is under way. */
+  connectingSince: number | undefined;
+  /** Removed, or the gateway closing: its connection's close is not a failure. */
+  ending: boolean;
+}
+
+/** The key of the hook metrics.ts uses (not part of the public API). */
+export const OBSERVE_DELIVERY = Symbol('observe delivery');
+
+/**
+ * A device's own backoff in a gateway, between its CONNECTs (the first ones, and its connection's reconnects unless
+ * `connect.reconnect` says otherwise): short, because the pacer is the fleet's backoff. During an outage every device
+ * keeps its place in the pacer's queue, so when the broker is back the queue is full and the fleet returns at
+ * `connectRate`; a device's long exponential backoff (a minute) would instead spread the return over that minute,
+ * below the pace. The broker never sees more than `connectRate` CONNECTs a second either way.
+ */
+export const GATEWAY_BACKOFF: BackoffOptions = Object.freeze({ minDelayMs: 500, maxDelayMs: 5000 });
+/** Credential sources asked at once (store reads, or registrations through the registrar's own limits). */
+const CREDENTIAL_READS = 32;
+/** The default pace: 10,000 devices in 100 s, well under what a broker and an OpenAPI account take. */
+export const DEFAULT_CONNECT_RATE = 100;
+const REFUSED_CODES = new Set(['CredentialRejected', 'IdentifierRejected', 'ConnackRefused', 'TokenRejected']);
+const zeroOutcomes = (): Record<ConnectOutcome, number> => ({ accepted: 0, refused: 0, failed: 0 });
+
+/** A connection state as a device state. */
+function deviceState(state: ConnectionState): GatewayDeviceState {
+  switch (state) {
+    case 'online':
+      return 'online';
+    case 'connecting':
+      return 'connecting';
+    case 'backing-off':
+    case 'refetching-credential':
+      return 'backing-off';
+    default:
+      return 'closed';
+  }
+}
+
+/**
+ * N devices in one process on one durable outbox, connected at a pace.
+ *
+ * @example
+ * const outbox = await openOutboxStore({ dir: '/var/lib/gw' });
+ * const gateway = new Gateway({ outbox, credentials: storeCredentials({ instanceId, store, registrar }), connect: { brokerUrl }, connectRate: 200 });
+ * gateway.add('GID_demo@@@dev-1');
+ * gateway.start();
+ * await gateway.publish('GID_demo@@@dev-1', 'demo/telemetry', '21.5');
+ * await gateway.close({ deadlineMs: 10_000 });
+ * await outbox.close();
+ */
+export class Gateway extends EventEmitter<GatewayEvents> {
+  readonly #options: GatewayOptions;
+  readonly #store: OutboxStore;
+  readonly #credentialFor: (clientId: string, signal?: AbortSignal) => CredentialSource | Promise<CredentialSource>;
+  readonly #unregister: ((clientId: string) => Promise<unknown>) | undefined;
+  readonly #pacer: ConnectPacer;
+  readonly #credentialReads = new Semaphore(CREDENTIAL_READS);
+  readonly #slots = new Map<string, Slot>();
+  readonly #states: Record<GatewayDeviceState, number> = { connecting: 0, online: 0, 'backing-off': 0, failed: 0, closed: 0 };
+  readonly #counts = { connects: zeroOutcomes(), reconnects: zeroOutcomes(), accepted: 0, delivered: 0, possibleDuplicates: 0, dropped: { full: 0, expired: 0, corrupt: 0, rejected: 0 } as Record<OutboxDropReason, number> };
+  #started = false;
+  #closing: Promise<void> | undefined;
+  #metrics: Promise<GatewayMetrics> | undefined;
+  /** Acceptance times of messages accepted in this run, by seq, while metrics are on (the delivery histogram). */
+  #acceptedAt: Map<number, number> | undefined;
+  #deliveryObserver: ((seconds: number) => void) | undefined;
+  readonly #onDrop = (drop: OutboxDrop): void => {
+    // A refusal by the broker comes from the connection, with its error.
+    if (drop.reason === 'rejected' || !this.#slots.has(drop.clientId)) return;
+    const report = { clientId: drop.clientId, seq: drop.seq, reason: drop.reason };
+    this.#dropped(drop.id === undefined ? report : { ...report, id: drop.id });
+  };
+
+  /** @throws ValidationError `InvalidOption` for a bad pace or a missing outbox or credentials. */
+  constructor(options: GatewayOptions) {
+    super();
+    if (options === null || typeof options !== 'object') throw new ValidationError('InvalidOption', 'Gateway needs an options object');
+    if (options.outbox === undefined) throw new ValidationError('InvalidOption', "Option outbox is required: an OutboxStore (openOutboxStore({ dir }) from 'apsaramq-device/outbox')");
+    const credentials = options.credentials;
+    if (typeof credentials === 'function') {
+      this.#credentialFor = credentials;
+      this.#unregister = undefined;
+    } else if (credentials !== null && typeof credentials === 'object' && typeof credentials.credentialFor === 'function') {
+      this.#credentialFor = (clientId, signal) => credentials.credentialFor(clientId, signal);
+      this.#unregister = credentials.unregister;
+    } else {
+      throw new ValidationError('InvalidOption', 'Option credentials is required: storeCredentials({ instanceId, store, registrar }), or a function giving the credential source of a ClientId');
+    }
+    this.#options = options;
+    this.#store = options.outbox;
+    this.#pacer = new ConnectPacer({ ratePerSecond: options.connectRate ?? DEFAULT_CONNECT_RATE, jitterMs: options.connectJitterMs ?? 0, ...(options.random ? { random: options.random } : {}) });
+    this.#store.on('drop', this.#onDrop);
+  }
+
+  /** The ClientIds held. */
+  get clientIds(): string[] {
+    return [...this.#slots.keys()];
+  }
+
+  /** Where a device is (undefined: not held). */
+  state(clientId: string): GatewayDeviceState | undefined {
+    return this.#slots.get(clientId)?.state;
+  }
+
+  /** One device: its state, its connection, its messages in the outbox (undefined: not held). */
+  device(clientId: string): GatewayDeviceInfo | undefined {
+    const slot = this.#slots.get(clientId);
+    if (!slot) return undefined;
+    return { clientId, state: slot.state, connection: slot.connection, outbox: this.#store.device(clientId) };
+  }
+
+  /** The connection of a device while it has one (to subscribe, or to publish QoS 0). */
+  connection(clientId: string): DeviceConnection | undefined {
+    return this.#slots.get(clientId)?.connection;
+  }
+
+  /** Messages of the held devices waiting in the outbox (accepted, not yet delivered or dropped). */
+  get waiting(): number {
+    let messages = 0;
+    for (const clientId of this.#slots.keys()) messages += this.#store.device(clientId).messages;
+    return messages;
+  }
+
+  /**
+   * Aggregate counts: devices by state, CONNECTs by outcome, messages, the outbox. In memory, no I/O; cheap enough to
+   * read on every event (`outbox`, which walks the store's devices, is computed only when read).
+   */
+  get counts(): GatewayCounts {
+    const { connecting, online, failed } = this.#states;
+    const c = this.#counts;
+    const store = this.#store;
+    return {
+      devices: this.#slots.size,
+      states: { connecting, online, 'backing-off': this.#states['backing-off'], failed },
+      waitingToConnect: this.#pacer.waiting,
+      connects: { ...c.connects },
+      reconnects: { ...c.reconnects },
+      accepted: c.accepted,
+      delivered: c.delivered,
+      possibleDuplicates: c.possibleDuplicates,
+      dropped: { ...c.dropped },
+      get outbox() {
+        const { messages, bytes } = store.stats();
+        return { messages, bytes };
+      },
+    };
+  }
+
+  /**
+   * Hold a device: once started, it connects in its turn. Its messages already in the outbox are delivered then.
+   * @throws ValidationError `InvalidClientId` for a bad or already held ClientId; `GatewayClosed` after close().
+   */
+  add(clientId: string): void {
+    this.#assertOpen();
+    assertClientId(clientId);
+    if (this.#slots.has(clientId)) throw new ValidationError('InvalidClientId', `ClientId ${clientId} is already held by the gateway: a device has one connection`);
+    const slot: Slot = { clientId, state: 'connecting', connection: undefined, stop: new AbortController(), run: undefined, wasOnline: false, connectingSince: undefined, ending: false };
+    this.#slots.set(clientId, slot);
+    this.#states.connecting += 1;
+    if (this.#started) slot.run = this.#connect(slot);
+  }
+
+  /**
+   * Stop holding a device: its session ends (an online one first gets `endTimeoutMs` to deliver what waits); what
+   * is left of its messages stays in the outbox (a later `add` delivers it). With `unregister: true` the device is
+   * then UnRegistered (the credentials' registrar). Resolves once its connection is closed.
+   * @throws ValidationError `UnknownDevice` for a ClientId not held; `InvalidOption` for `unregister` without a registrar.
+   */
+  async remove(clientId: string, options: { unregister?: boolean } = {}): Promise<void> {
+    const slot = this.#slots.get(clientId);
+    if (!slot) throw new ValidationError('UnknownDevice', `ClientId ${clientId} is not one of the gateway's devices`);
+    if (options.unregister && !this.#unregister) throw new ValidationError('InvalidOption', 'remove(…, { unregister: true }) needs a registrar: pass credentials: storeCredentials({ …, registrar })');
+    this.#slots.delete(clientId);
+    await this.#end(slot, false);
+    if (options.unregister) await (this.#unregister as (clientId: string) => Promise<unknown>)(clientId);
+  }
+
+  /** Start connecting every device held, at the pace (and those added later). */
+  start(): void {
+    this.#assertOpen();
+    this.#started = true;
+    for (const slot of this.#slots.values()) slot.run ??= this.#connect(slot);
+  }
+
+  /**
+   * Hand over a message of a held device: resolves once it is on disk, whatever its connection is doing.
+   * @throws ValidationError `UnknownDevice` for a ClientId not held; the store's refusals (`OutboxFull`, …).
+   */
+  async publish(clientId: string, topic: string, payload: Buffer | string, options: EnqueueOptions = {}): Promise<PublishAccepted & { seq: number }> {
+    if (!this.#slots.has(clientId)) throw new ValidationError('UnknownDevice', `ClientId ${clientId} is not one of the gateway's devices`);
+    const accepted = await enqueueDurable(this.#store, clientId, topic, payload, options);
+    this.#counts.accepted += 1;
+    this.#acceptedAt?.set(accepted.seq, performance.now());
+    return accepted;
+  }
+
+  /**
+   * The gateway's Prometheus metrics (`apsaramq_device_…`, README "Gateways"), through prom-client, an optional
+   * peer dependency loaded here. The same object on every call.
+   * @throws (rejects) ConfigurationError `MissingDependency` without prom-client.
+   */
+  metrics(options: GatewayMetricsOptions = {}): Promise<GatewayMetrics> {
+    this.#metrics ??= import('./metrics.js').then(({ createGatewayMetrics }) => createGatewayMetrics(this, options));
+    this.#metrics.catch(() => {
+      this.#metrics = undefined;
+    });
+    return this.#metrics;
+  }
+
+  /**
+   * Stop connecting and end every connection: each online one gets up to `endTimeoutMs` to deliver what waits (from
+   * disk too), and all of them together at most `deadlineMs`; what is left stays in the outbox for the next run.
+   * Idempotent. The outbox stays open (the application closes it).
+   */
+  close(options: { deadlineMs?: number } = {}): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#pacer.close();
+      const slots = [...this.#slots.values()];
+      const ends = Promise.all(slots.map((slot) => this.#end(slot, false)));
+      const deadlineMs = options.deadlineMs;
+      if (deadlineMs !== undefined && Number.isFinite(deadlineMs)) {
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), Math.max(0, deadlineMs))));
+        const outcome = await Promise.race([ends, late]);
+        clearTimeout(timer);
+        if (outcome === 'late') await Promise.all(slots.map((slot) => this.#end(slot, true)));
+      }
+      await ends;
+      this.#store.off('drop', this.#onDrop);
+    })();
+    return this.#closing;
+  }
+
+  #assertOpen(): void {
+    if (this.#closing) throw new ValidationError('GatewayClosed', 'The gateway is closed: make a new one');
+  }
+
+  /** End a device's run and connection (force: at once, without draining). */
+  async #end(slot: Slot, force: boolean): Promise<void> {
+    // An open connection ends by itself first (its signal would end it at once, without draining); the signal
+    // stops a first CONNECT under way, a wait for a slot, or the backoff between first CONNECTs.
+    slot.ending = true;
+    const connection = slot.connection;
+    if (!connection) slot.stop.abort(new Error('the device is removed or the gateway is closing'));
+    await connection?.end(force);
+    slot.stop.abort(new Error('the device is removed or the gateway is closing'));
+    await slot.run?.catch(() => undefined);
+    this.#set(slot, 'closed');
+  }
+
+  #set(slot: Slot, state: GatewayDeviceState, error?: ApsaraMqDeviceError): void {
+    const from = slot.state;
+    if (from === state && error === undefined) return;
+    if (from === 'closed') return; // a late report of a connection already ended
+    slot.state = state;
+    this.#states[from] -= 1;
+    this.#states[state] += 1;
+    if (this.listenerCount('device') > 0) this.emit('device', error === undefined ? { clientId: slot.clientId, state, from } : { clientId: slot.clientId, state, from, error });
+  }
+
+  /** A CONNECT got its answer (or none). */
+  #answered(slot: Slot, outcome: ConnectOutcome): void {
+    const since = slot.connectingSince;
+    if (since === undefined) return;
+    slot.connectingSince = undefined;
+    const reconnect = slot.wasOnline;
+    (reconnect ? this.#counts.reconnects : this.#counts.connects)[outcome] += 1;
+    if (outcome === 'accepted') slot.wasOnline = true;
+    this.emit('connect', { clientId: slot.clientId, reconnect, outcome, durationMs: performance.now() - since });
+  }
+
+  #dropped(report: DeviceConnectionEvents['dropped'][0]): void {
+    this.#counts.dropped[report.reason] += 1;
+    this.#acceptedAt?.delete(report.seq);
+    this.emit('dropped', report);
+  }
+
+  /** Connect a device, again with backoff while its first CONNECT fails for a reason that may pass. */
+  async #connect(slot: Slot): Promise<void> {
+    const signal = slot.stop.signal;
+    const retry = this.#options.retry ?? GATEWAY_BACKOFF;
+    // Every CONNECT of the device, first or not, waits for its slot; its answer is timed from the slot.
+    const connectGate = async (request: { signal: AbortSignal }): Promise<void> => {
+      this.#set(slot, 'connecting');
+      await this.#pacer.wait(request.signal);
+      slot.connectingSince = performance.now();
+    };
+    for (let attempt = 0; !signal.aborted; attempt++) {
+      let connection: DeviceConnection;
+      try {
+        // Credentials are read (or registered) a few at a time, ahead of the pacer: 10,000 devices starting do not
+        // read 10,000 files at once, and the CONNECT itself is what waits for its slot, so the broker sees the pace.
+        const release = await this.#credentialReads.acquire(`Reading the credential of ${slot.clientId}`, signal);
+        let credential: CredentialSource;
+        try {
+          credential = await this.#credentialFor(slot.clientId, signal);
+        } finally {
+          release();
+        }
+        connection = await connectDevice({ reconnect: GATEWAY_BACKOFF, ...this.#options.connect, credential, outbox: this.#store, signal, connectGate });
+      } catch (cause) {
+        if (signal.aborted) return;
+        const error = toApsaraMqDeviceError(cause);
+        this.#answered(slot, REFUSED_CODES.has(error.code) ? 'refused' : 'failed');
+        if (!error.retryable) {
+          this.#set(slot, 'failed', error);
+          return;
+        }
+        this.#set(slot, 'backing-off', error);
+        await sleep(fullJitterDelay(attempt, retry, this.#options.random), signal).catch(() => undefined);
+        continue;
+      }
+      if (signal.aborted) {
+        await connection.end(true);
+        return;
+      }
+      slot.connection = connection;
+      this.#answered(slot, 'accepted');
+      connection.on('delivered', (report) => {
+        this.#counts.delivered += 1;
+        if (report.possibleDuplicate) this.#counts.possibleDuplicates += 1;
+        this.#delivered(report.seq);
+        this.emit('delivered', report);
+      });
+      connection.on('dropped', (report) => {
+        if (report.reason === 'rejected') this.#dropped(report);
+      });
+      connection.on('message', (topic, payload, packet) => this.emit('message', { clientId: slot.clientId, topic, payload, packet }));
+      connection.on('state', ({ from, to }) => {
+        if (from === 'connecting' && to !== 'online') this.#answered(slot, to === 'refetching-credential' ? 'refused' : 'failed');
+        if (to === 'online') this.#answered(slot, 'accepted');
+        // `closed` is set by the run below (and `closing` is the gateway's own doing).
+        if (to !== 'closed' && to !== 'closing') this.#set(slot, deviceState(to));
+      });
+      connection.on('error', (error) => this.emit('warning', { clientId: slot.clientId, error }));
+      this.#set(slot, 'online');
+      const error = await new Promise<ApsaraMqDeviceError | undefined>((resolve) => connection.once('closed', (info) => resolve(info.error)));
+      slot.connection = undefined;
+      slot.connectingSince = undefined;
+      if (signal.aborted || slot.ending) return;
+      // It gave up for good (a refused credential, a takeover loop): its messages stay on disk.
+      this.#set(slot, 'failed', error);
+      return;
+    }
+  }
+
+  #delivered(seq: number): void {
+    const at = this.#acceptedAt?.get(seq);
+    if (at === undefined) return;
+    this.#acceptedAt?.delete(seq);
+    this.#deliveryObserver?.((performance.now() - at) / 1000);
+  }
+
+  /** Metrics (metrics.ts): observe the delivery latency (seconds) of every message accepted from now on. @internal */
+  [OBSERVE_DELIVERY](observer: (seconds: number) => void): void {
+    this.#deliveryObserver = observer;
+    this.#acceptedAt ??= new Map();
+  }
+}

@@ -1,0 +1,283 @@
+/**
+ * The library gateway against the emulator (port 0) with real mqtt.js connections and a real outbox in a temporary
+ * directory: the connector's gate, the pace of CONNECTs as the broker sees them (at start and after a broker
+ * restart), adding and removing devices while running, one event stream, close with a deadline, metrics.
+ *
+ * The pace is asserted as a lower bound on the broker's span of CONNECTs: the pacer never lets CONNECT k go before
+ * slot k, so a loaded machine can only make the span longer; the bound keeps a margin for the first CONNECT's own
+ * latency. Without pacing, the same devices connect in a few milliseconds.
+ */
+import { EventEmitter, once } from 'node:events';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { connectDevice, type DeviceConnection } from '../../src/connector/connect.js';
+import { DeviceCredential } from '../../src/credential.js';
+import { Gateway, type GatewayOptions } from '../../src/gateway/gateway.js';
+import { storeCredentials } from '../../src/gateway/credentials.js';
+import { openOutboxStore, type OutboxStore } from '../../src/outbox/index.js';
+import { MemoryCredentialStore, Provisioner } from '../../src/registrar.js';
+import { tempDir } from '../helpers/cli.js';
+import { registerDevice, useEmulator } from '../helpers/emulator.js';
+import { closedPort } from '../helpers/http.js';
+
+const emulator = useEmulator({}, 'test');
+const FAST = { minDelayMs: 20, maxDelayMs: 100 };
+
+async function outbox(dir?: string): Promise<OutboxStore & { path: string }> {
+  const path = dir ?? (await tempDir('gateway-outbox-'));
+  const store = await openOutboxStore({ dir: path });
+  onTestFinished(() => store.close());
+  return Object.assign(store, { path });
+}
+
+/** Registered devices of the test, and a credentials function over them. */
+async function devices(group: string, count: number): Promise<{ ids: string[]; credentials: (clientId: string) => Promise<() => Promise<DeviceCredential>> }> {
+  const e = emulator();
+  const ids = Array.from({ length: count }, (_, i) => `GID_${group}@@@dev-${i}`);
+  const held = new Map<string, DeviceCredential>();
+  for (const id of ids) held.set(id, await registerDevice(e, id));
+  return {
+    ids,
+    credentials: async (clientId) => {
+      const credential = held.get(clientId) ?? (await registerDevice(e, clientId));
+      held.set(clientId, credential);
+      return async () => credential;
+    },
+  };
+}
+
+function gateway(options: Omit<GatewayOptions, 'connect'> & { connect?: GatewayOptions['connect'] }): Gateway {
+  const g = new Gateway({ ...options, connect: { brokerUrl: emulator().mqttUrl, reconnect: FAST, endTimeoutMs: 2000, ...options.connect } });
+  onTestFinished(() => g.close({ deadlineMs: 0 }));
+  return g;
+}
+
+/** Resolves once `n` devices of the gateway are online (by its events). */
+function online(g: Gateway, n: number): Promise<void> {
+  return new Promise((resolve) => {
+    const check = (): void => {
+      if (g.counts.states.online >= n) {
+        g.off('device', check);
+        resolve();
+      }
+    };
+    g.on('device', check);
+    check();
+  });
+}
+
+/** The broker's CONNECT times (ms) of the ClientIds starting with `prefix`, from now on. */
+function brokerConnects(prefix: string): { times: number[]; ids: string[] } {
+  const seen = { times: [] as number[], ids: [] as string[] };
+  const listener = (clientId: string): void => {
+    if (!clientId.startsWith(prefix)) return;
+    seen.times.push(performance.now());
+    seen.ids.push(clientId);
+  };
+  const { events } = emulator();
+  events.on('clientConnected', listener);
+  onTestFinished(() => void events.off('clientConnected', listener));
+  return seen;
+}
+
+describe('the connector awaits its connectGate before each CONNECT', () => {
+  it('first CONNECT and reconnects alike; a gate that throws is reported and the CONNECT goes ahead', async () => {
+    const e = emulator();
+    const credential = await registerDevice(e, 'GID_gate@@@dev-1');
+    const calls: { reconnect: boolean }[] = [];
+    const gateCalled = new EventEmitter();
+    let release: () => void = () => undefined;
+    let failNext = false;
+    const connects = brokerConnects('GID_gate@@@');
+    const connecting = connectDevice({
+      credential,
+      brokerUrl: e.mqttUrl,
+      reconnect: FAST,
+      connectGate: ({ reconnect, signal }) => {
+        expect(signal).toBeInstanceOf(AbortSignal);
+        calls.push({ reconnect });
+        gateCalled.emit('call');
+        if (failNext) throw new Error('the gate broke');
+        return new Promise<void>((resolve) => (release = resolve));
+      },
+    });
+    onTestFinished(async () => (await connecting.catch(() => undefined))?.end(true));
+    // Held at the gate: the broker has seen nothing yet; once released, it sees the CONNECT.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(calls).toEqual([{ reconnect: false }]);
+    expect(connects.ids).toEqual([]);
+    release();
+    const conn = await connecting;
+    expect(connects.ids).toEqual(['GID_gate@@@dev-1']);
+    // A lost session: the reconnect waits at the gate too.
+    const atGate = once(gateCalled, 'call');
+    e.disconnect('GID_gate@@@dev-1');
+    await atGate;
+    expect(calls[1]).toEqual({ reconnect: true });
+    expect(conn.state).toBe('connecting');
+    expect(connects.ids).toHaveLength(1);
+    failNext = true;
+    release();
+    await new Promise((resolve) => conn.once('online', resolve));
+    expect(connects.ids).toHaveLength(2);
+    // The next loss: the gate throws, the connection says so and connects anyway.
+    const errors: string[] = [];
+    conn.on('error', (error) => errors.push(error.message));
+    e.disconnect('GID_gate@@@dev-1');
+    await new Promise((resolve) => conn.once('online', resolve));
+    expect(errors.some((m) => m.includes('the gate broke'))).toBe(true);
+    expect(connects.ids).toHaveLength(3);
+    await expect(connectDevice({ credential, brokerUrl: e.mqttUrl, connectGate: 'no' as never })).rejects.toMatchObject({ code: 'InvalidOption', message: expect.stringContaining('connectGate') });
+  });
+});
+
+describe('Gateway', () => {
+  it('connects its devices at the pace as the broker sees them, at start and after a broker restart, and counts them', async () => {
+    const n = 25;
+    const rate = 20;
+    const { ids, credentials } = await devices('pace', n);
+    const connects = brokerConnects('GID_pace@@@');
+    const g = gateway({ outbox: await outbox(), credentials, connectRate: rate });
+    for (const id of ids) g.add(id);
+    const states: string[] = [];
+    g.on('device', ({ clientId, state }) => clientId === ids[0] && states.push(state));
+    g.start();
+    await online(g, n);
+    const span = (times: number[]): number => (times.at(-1) ?? 0) - (times[0] ?? 0);
+    // n CONNECTs at `rate` per second take (n - 1) / rate seconds at least: 1,200 ms here; 1,000 ms leaves the first
+    // CONNECT's latency as margin. Unpaced, they all land within a few ms.
+    expect(connects.times).toHaveLength(n);
+    expect(span(connects.times)).toBeGreaterThanOrEqual(1000);
+    expect(new Set(connects.ids)).toEqual(new Set(ids));
+    expect(g.counts).toMatchObject({ devices: n, states: { online: n, connecting: 0, 'backing-off': 0, failed: 0 }, connects: { accepted: n, refused: 0, failed: 0 }, reconnects: { accepted: 0 } });
+    expect(states).toEqual(['online']);
+
+    // The broker restarts: every device loses its session and comes back through the same pacer.
+    connects.times.length = 0;
+    connects.ids.length = 0;
+    await emulator().restart({ downMs: 200 });
+    await new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (g.counts.reconnects.accepted >= n) {
+          g.off('connect', check);
+          resolve();
+        }
+      };
+      g.on('connect', check);
+    });
+    expect(connects.times).toHaveLength(n);
+    expect(span(connects.times)).toBeGreaterThanOrEqual(1000);
+    expect(g.counts.states.online).toBe(n);
+    expect(states.slice(0, 2)).toEqual(['online', 'backing-off']);
+    expect(states.at(-1)).toBe('online');
+  });
+
+  it('adds and removes devices while running without touching the others; remove can UnRegister; one event stream', async () => {
+    const e = emulator();
+    const store = new MemoryCredentialStore();
+    let registrars = 0;
+    const credentials = storeCredentials({
+      instanceId: e.instanceId,
+      store,
+      registrar: () => {
+        registrars += 1;
+        return new Provisioner({ instanceId: e.instanceId, endpoint: e.apiEndpoint, accessKeyId: e.accessKeyId, accessKeySecret: e.accessKeySecret, store, qps: 5 });
+      },
+    });
+    const box = await outbox();
+    const g = gateway({ outbox: box, credentials, connectRate: 200 });
+    const ids = ['GID_live@@@a', 'GID_live@@@b', 'GID_live@@@c'];
+    for (const id of ids) g.add(id);
+    g.start();
+    await online(g, 3);
+    expect(registrars).toBe(1); // made once, on the first device that needed it
+
+    const events: string[] = [];
+    const connected: string[] = [];
+    const disconnected: string[] = [];
+    e.events.on('clientConnected', (id) => connected.push(id));
+    e.events.on('clientDisconnected', (id) => disconnected.push(id));
+    g.add('GID_live@@@d');
+    await online(g, 4);
+    await g.remove('GID_live@@@b', { unregister: true });
+    expect(g.clientIds.sort()).toEqual(['GID_live@@@a', 'GID_live@@@c', 'GID_live@@@d']);
+    expect(connected).toEqual(['GID_live@@@d']);
+    expect(disconnected).toEqual(['GID_live@@@b']);
+    expect(g.state('GID_live@@@b')).toBeUndefined();
+    expect(await store.load(e.instanceId, 'GID_live@@@b')).toBeUndefined(); // UnRegistered (the provisioner removes it from the store)
+    await expect(g.remove('GID_live@@@b')).rejects.toMatchObject({ code: 'UnknownDevice' });
+    expect(() => g.add('GID_live@@@a')).toThrow(expect.objectContaining({ code: 'InvalidClientId' }));
+    await expect(g.publish('GID_live@@@b', 'demo/live/t', 'x')).rejects.toMatchObject({ code: 'UnknownDevice' });
+
+    // Messages in, with their ClientId; publishes through the outbox reported delivered.
+    g.on('message', ({ clientId, topic, payload }) => events.push(`message ${clientId} ${topic} ${payload.toString()}`));
+    g.on('delivered', ({ clientId, id }) => events.push(`delivered ${clientId} ${id}`));
+    await (g.connection('GID_live@@@a') as DeviceConnection).subscribe('demo/live/#', { qos: 1 });
+    const delivered = once(g, 'delivered');
+    const accepted = await g.publish('GID_live@@@c', 'demo/live/hello', 'hi', { id: 'm-1' });
+    expect(accepted).toMatchObject({ clientId: 'GID_live@@@c', id: 'm-1', durable: true });
+    await delivered;
+    await new Promise<void>((resolve) => g.once('message', () => setImmediate(resolve)));
+    expect(events.sort()).toEqual(['delivered GID_live@@@c m-1', 'message GID_live@@@a demo/live/hello hi']);
+    expect(g.counts).toMatchObject({ devices: 3, accepted: 1, delivered: 1 });
+    await box.flush(); // a delivery is reported before its removal from the store is written
+    expect(g.device('GID_live@@@c')).toMatchObject({ clientId: 'GID_live@@@c', state: 'online', outbox: { messages: 0 } });
+  });
+
+  it('close() lets online devices drain what waits; close({ deadlineMs }) keeps the rest on disk, and a new gateway on the outbox delivers it', async () => {
+    const { ids, credentials } = await devices('keep', 2);
+    const box = await outbox();
+    const g = gateway({ outbox: box, credentials });
+    for (const id of ids) g.add(id);
+    g.start();
+    await online(g, 2);
+    for (let i = 0; i < 6; i++) await g.publish(ids[i % 2] as string, 'demo/keep', `d${i}`);
+    await g.close();
+    await box.flush();
+    expect(g.counts).toMatchObject({ accepted: 6, delivered: 6, outbox: { messages: 0 } });
+
+    // A broker nothing answers for: handed over, kept, not delivered by the deadline.
+    const down = gateway({ outbox: box, credentials, connect: { brokerUrl: `mqtt://127.0.0.1:${await closedPort()}`, reconnect: FAST } });
+    for (const id of ids) down.add(id);
+    down.start();
+    for (let i = 0; i < 5; i++) await down.publish(ids[i % 2] as string, 'demo/keep', `m${i}`, { id: `k${i}` });
+    await down.close({ deadlineMs: 100 });
+    expect(down.counts.states).toEqual({ connecting: 0, online: 0, 'backing-off': 0, failed: 0 });
+    expect(() => down.add('GID_keep@@@new')).toThrow(expect.objectContaining({ code: 'GatewayClosed' }));
+    expect(box.stats().messages).toBe(5);
+    await box.close();
+
+    const again = await outbox(box.path);
+    const delivered: string[] = [];
+    const g2 = gateway({ outbox: again, credentials });
+    for (const id of ids) g2.add(id);
+    const all = new Promise<void>((resolve) =>
+      g2.on('delivered', ({ id }) => {
+        delivered.push(id ?? '?');
+        if (delivered.length === 5) resolve();
+      }),
+    );
+    g2.start();
+    await all;
+    expect(delivered.sort()).toEqual(['k0', 'k1', 'k2', 'k3', 'k4']);
+  });
+
+  it('a device the broker refuses for good is failed, its messages kept; bad options are refused before anything starts', async () => {
+    const e = emulator();
+    const box = await outbox();
+    const credential = await registerDevice(e, 'GID_bad@@@dev-1');
+    const wrong = new DeviceCredential({ clientId: credential.clientId, instanceId: credential.instanceId, deviceAccessKeyId: credential.deviceAccessKeyId, deviceAccessKeySecret: 'wrong' });
+    const g = gateway({ outbox: box, credentials: () => async () => wrong });
+    g.add('GID_bad@@@dev-1');
+    const failed = new Promise<{ code: string | undefined }>((resolve) => g.on('device', ({ state, error }) => state === 'failed' && resolve({ code: error?.code })));
+    g.start();
+    expect(await failed).toEqual({ code: 'CredentialRejected' });
+    expect(g.counts.connects.refused).toBe(1);
+    await g.publish('GID_bad@@@dev-1', 'demo/bad', 'kept');
+    expect(g.device('GID_bad@@@dev-1')?.outbox.messages).toBe(1);
+    expect(() => new Gateway({ outbox: box, credentials: () => async () => credential, connect: {}, connectRate: 0 })).toThrow(expect.objectContaining({ code: 'InvalidOption' }));
+    expect(() => new Gateway({ outbox: box, credentials: undefined as never, connect: {} })).toThrow(expect.objectContaining({ code: 'InvalidOption' }));
+    const noRegistrar = gateway({ outbox: box, credentials: () => async () => credential });
+    noRegistrar.add('GID_bad@@@dev-2');
+    await expect(noRegistrar.remove('GID_bad@@@dev-2', { unregister: true })).rejects.toMatchObject({ code: 'InvalidOption' });
+  });
+});
