@@ -260,7 +260,16 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Ap
   // Prometheus scrapes GET /metrics; the API's RPC calls carry an Action (the real gateway ignores the path).
   if (url.pathname === '/metrics' && (req.method === 'GET' || req.method === 'HEAD') && !url.searchParams.has('Action')) {
     req.resume();
-    const text = prometheusText(deps.snapshot());
+    let text: string;
+    try {
+      // Clustered, the statistics come from Redis too.
+      text = prometheusText(await deps.snapshot());
+    } catch (error) {
+      const message = `# the emulator's statistics could not be read: ${error instanceof Error ? error.message : String(error)}\n`;
+      res.writeHead(503, { 'Content-Type': PROMETHEUS_CONTENT_TYPE, 'Content-Length': Buffer.byteLength(message), 'x-acs-request-id': requestId });
+      res.end(req.method === 'HEAD' ? undefined : message);
+      return;
+    }
     res.writeHead(200, { 'Content-Type': PROMETHEUS_CONTENT_TYPE, 'Content-Length': Buffer.byteLength(text), 'x-acs-request-id': requestId });
     res.end(req.method === 'HEAD' ? undefined : text);
     return;

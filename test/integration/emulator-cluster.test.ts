@@ -219,6 +219,10 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     expect(stats.mqtt.connected).toBe(0);
     expect(stats.actions['RegisterDeviceCredential']?.ok).toBe(1);
     expect(await a.cluster?.processes()).toEqual(expect.arrayContaining([expect.objectContaining({ id: b.cluster?.processId, mqttUrl: b.mqttUrl, apiEndpoint: b.apiEndpoint })]));
+    // The same statistics as Prometheus text (GET /metrics): read from Redis too, where the cluster keeps them.
+    const metrics = await fetch(`${a.apiEndpoint}/metrics`);
+    expect(metrics.status).toBe(200);
+    expect(await metrics.text()).toMatch(/^apsaramq_emulator_\w+/m);
   });
 
   it('with its Redis gone, a process answers InternalError and CONNACK 3 (server unavailable), and stays up', async () => {
@@ -228,6 +232,8 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     const credential = await registerDevice(a, 'GID_demo@@@orphan');
     await redis.stop();
     expect((await apiFailure(registerDevice(a, 'GID_demo@@@later'))).code).toBe('InternalError');
+    // A scrape says why it has no statistics (503), and the process stays up.
+    expect((await fetch(`${a.apiEndpoint}/metrics`)).status).toBe(503);
     expect(await connackCode(a.mqttUrl, signDeviceCredential(credential))).toBe(3);
     expect(errors.join('\n')).toMatch(/Emulator cluster \(redis:\/\/127\.0\.0\.1:\d+\)/);
   });
