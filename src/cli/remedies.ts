@@ -29,6 +29,7 @@ export const CLI_REMEDIES: Readonly<Partial<Record<ErrorCode, string>>> = Object
   EmulatorClusterMismatch: 'Every emulator process of one cluster (one Redis database) serves one instance with one account and the same flags: start this one with the flags the message names as the running processes have them, stop those first, or use another Redis database (--redis redis://host:6379/N).',
   ProtocolError: "The peer does not speak MQTT; check --broker-url (is it the OpenAPI's HTTP port?).",
   UnknownError: 'Unexpected error; run with --verbose and report it.',
+  MissingAccessKey: 'Set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET in the environment (the account AccessKey, for the OpenAPI); a device whose credential is in --store (or, for connect, given by --credential-file) needs neither.',
   InvalidLine: 'Write one JSON object per line on stdin: {"id": "…", "clientId": "…", "topic": "…", "payload": "…", "qos": 1}, with "payloadEncoding": "base64" for a binary payload (apsaramq-device gateway --help).',
   UnknownDevice: 'Send messages only for the ClientIds in --devices; add the device to the file and start the gateway again.',
   InvalidScenario: 'Fix the field of the --scenario file the message names: an object with "faults", each with "at" (seconds from the start of connecting) and a "kind" (simulate --help and the README\'s game day section list them).',

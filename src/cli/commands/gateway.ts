@@ -391,7 +391,7 @@ async function runGateway(io: CliIo, flags: GatewayFlags, clientIds: string[], s
   if (interruptedBy !== undefined) throw new Interrupted(interruptedBy);
   if (waiting > 0) {
     const cause = firstFailure ?? toApsaraMqDeviceError(new Error('a device could not connect'));
-    throw new ApsaraMqDeviceError(cause.code, `${waiting} messages wait in the outbox ${store.dir} for devices that could not connect; the first: ${cause.message}`, {
+    throw new ApsaraMqDeviceError(cause.code, `${waiting} message${waiting === 1 ? '' : 's'} wait${waiting === 1 ? 's' : ''} in the outbox ${store.dir} for devices that could not connect; the first: ${cause.message}`, {
       retryable: cause.retryable,
       remedy: cause.remedy,
       cause,
