@@ -7,6 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { type AddressInfo, createServer } from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -163,6 +164,39 @@ describe('gateway: lines in, reports out', () => {
     expect(again.stderr).toMatch(/3 messages accepted before, to deliver/);
     expect(reports(again.stdout).filter((r) => r.delivered).map((r) => r.id)).toEqual(['d3', 'd4', 'd5']);
     expect(got.map(String)).toEqual(['m3', 'm4', 'm5']);
+  });
+});
+
+describe('gateway: what it says on stderr', () => {
+  it('a device that keeps failing to connect is said offline once per outage, not at every retry', async () => {
+    const { args, env } = await setup(['GID_demo@@@gw-o']);
+    // A "broker" that takes each connection and closes it at once: every attempt of the device is one connection here.
+    let attempts = 0;
+    let interrupt: () => void = () => undefined;
+    const interrupted = new Promise<void>((resolve) => (interrupt = resolve));
+    const server = createServer((socket) => {
+      socket.destroy();
+      if (++attempts === 3) interrupt();
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    onTestFinished(() => void server.close());
+    const { port } = server.address() as AddressInfo;
+    let stderr = '';
+    const io: CliIo = {
+      stdout: () => undefined,
+      stderr: (text) => {
+        stderr += text;
+      },
+      env,
+      interrupted: () => interrupted,
+      stdinStream: () => new Readable({ read() {} }),
+    };
+    const code = await runCli([...args, '--broker-url', `mqtt://127.0.0.1:${port}`, '--drain-timeout-ms', '100'], io);
+    expect(code, stderr).toBe(130);
+    expect(attempts).toBeGreaterThanOrEqual(3);
+    expect(stderr.match(/^offline: GID_demo@@@gw-o/gm), stderr).toHaveLength(1);
+    expect(stderr).not.toMatch(/^online: /m);
   });
 });
 
