@@ -260,17 +260,12 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Ap
   // Prometheus scrapes GET /metrics; the API's RPC calls carry an Action (the real gateway ignores the path).
   if (url.pathname === '/metrics' && (req.method === 'GET' || req.method === 'HEAD') && !url.searchParams.has('Action')) {
     req.resume();
-    let text: string;
-    try {
-      // Clustered, the statistics come from Redis too.
-      text = prometheusText(await deps.snapshot());
-    } catch (error) {
-      const message = `# the emulator's statistics could not be read: ${error instanceof Error ? error.message : String(error)}\n`;
-      res.writeHead(503, { 'Content-Type': PROMETHEUS_CONTENT_TYPE, 'Content-Length': Buffer.byteLength(message), 'x-acs-request-id': requestId });
-      res.end(req.method === 'HEAD' ? undefined : message);
-      return;
-    }
-    res.writeHead(200, { 'Content-Type': PROMETHEUS_CONTENT_TYPE, 'Content-Length': Buffer.byteLength(text), 'x-acs-request-id': requestId });
+    // Clustered, the statistics come from Redis too: without it, a scrape says why (503) instead of failing silently.
+    const [status, text] = await Promise.resolve().then(() => deps.snapshot()).then(
+      (stats) => [200, prometheusText(stats)] as const,
+      (error: unknown) => [503, `# the emulator's statistics could not be read: ${error instanceof Error ? error.message : String(error)}\n`] as const,
+    );
+    res.writeHead(status, { 'Content-Type': PROMETHEUS_CONTENT_TYPE, 'Content-Length': Buffer.byteLength(text), 'x-acs-request-id': requestId });
     res.end(req.method === 'HEAD' ? undefined : text);
     return;
   }
