@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { isApsaraMqDeviceError, type KnownApiErrorCode } from '../errors.js';
+import { isApsaraMqDeviceError, type KnownApiErrorCode, ValidationError } from '../errors.js';
 import { routeAction, type ActionContext, type EmulatedAction } from './actions.js';
 import { ApiFault, errorBody, httpStatusFor, type ErrorStatusMode } from './api-errors.js';
 import type { ClusterApi } from './cluster/cluster.js';
@@ -20,6 +20,13 @@ export const EMULATOR_PATH_PREFIX = '/_emulator/';
 
 /** Longest downtime of one restart (`Emulator.restart`, `POST /_emulator/restart`): ten minutes, longer than a game day's broker maintenance. */
 export const MAX_RESTART_DOWN_MS = 600_000;
+
+/** `restart`'s downtime, checked the same for the library and the HTTP control: a whole number of ms up to the cap. */
+export function checkRestartDownMs(downMs: unknown): void {
+  if (typeof downMs !== 'number' || !Number.isInteger(downMs) || downMs < 0 || downMs > MAX_RESTART_DOWN_MS) {
+    throw new ValidationError('InvalidOption', `restart downMs must be an integer from 0 to ${MAX_RESTART_DOWN_MS}, not ${String(downMs)}`);
+  }
+}
 
 /** The emulator's own controls behind `POST /_emulator/disconnect` and `POST /_emulator/restart`. */
 export interface EmulatorControls {
@@ -187,7 +194,12 @@ async function emulatorControl(req: IncomingMessage, url: URL): Promise<(deps: A
   if (route === 'POST restart') {
     const { params } = await readRequest(req, { jsonWithoutType: true });
     const downMs = params['downMs'] === undefined ? 0 : wholeParam(params['downMs']);
-    if (!(downMs <= MAX_RESTART_DOWN_MS)) throw new ApiFault('ParameterCheckFailed', { suffix: `downMs must be an integer from 0 to ${MAX_RESTART_DOWN_MS}: send a JSON body {"downMs": 5000} or none.` });
+    try {
+      checkRestartDownMs(downMs);
+    } catch (error) {
+      if (isApsaraMqDeviceError(error)) throw new ApiFault('ParameterCheckFailed', { suffix: `${error.message}: send a JSON body {"downMs": 5000} or none.` });
+      throw error;
+    }
     return async (deps) => {
       await deps.controls.restart(downMs);
       return { restarted: true, ...(downMs > 0 ? { downMs } : {}) };

@@ -15,7 +15,7 @@ import { redact } from '../credential.js';
 import { type KnownApiErrorCode, ValidationError } from '../errors.js';
 import { EMULATED_ACTIONS, actionRules, type EmulatedAction } from './actions.js';
 import { hostIdOf } from './api-errors.js';
-import { MAX_RESTART_DOWN_MS, startApiServer, type ApiDependencies, type ApiServer } from './api-server.js';
+import { checkRestartDownMs, startApiServer, type ApiDependencies, type ApiServer } from './api-server.js';
 import { startBroker, type BrokerDependencies, type BrokerHandle } from './broker.js';
 import { DataDir, StateWriter, type EmulatorState } from './data-dir.js';
 import { FaultInjector, checkBurst, checkFailNext } from './faults.js';
@@ -78,7 +78,10 @@ export interface Emulator {
    * processes with their endpoints. `undefined` for a process of its own.
    */
   readonly cluster: EmulatorClusterInfo | undefined;
-  /** Counters, the same object `GET /_emulator/stats` answers. */
+  /**
+   * Counters, the same object `GET /_emulator/stats` answers for a process of its own. Clustered (`redis`) they are
+   * this process's, with the queues as last read: `GET /_emulator/stats` adds `cluster` and reads the queues afresh.
+   */
   stats(): EmulatorStats;
   /**
    * Make the next `count` (default 1) OpenAPI calls of `action` answer error `code` with its catalog HTTP status
@@ -458,8 +461,10 @@ class RunningEmulator implements Emulator {
 
   restart(options: { downMs?: number } = {}): Promise<void> {
     const downMs = options.downMs ?? 0;
-    if (!Number.isInteger(downMs) || downMs < 0 || downMs > MAX_RESTART_DOWN_MS) {
-      return Promise.reject(new ValidationError('InvalidOption', `restart downMs must be an integer from 0 to ${MAX_RESTART_DOWN_MS}, not ${String(downMs)}`));
+    try {
+      checkRestartDownMs(downMs);
+    } catch (error) {
+      return Promise.reject(error as Error);
     }
     return this.#mqtt.restart(downMs);
   }

@@ -14,7 +14,7 @@ export interface FaultConfig {
 }
 
 /** Longest fault burst one call may start: an hour, longer than any game day's outage of the OpenAPI. */
-export const MAX_FAULT_BURST_MS = 3_600_000;
+const MAX_FAULT_BURST_MS = 3_600_000;
 
 /** Most calls one `failNext` may queue: enough for any test, small enough that a typo cannot exhaust memory. */
 export const MAX_FAIL_NEXT_COUNT = 10_000;

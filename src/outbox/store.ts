@@ -17,6 +17,7 @@
  *
  * Memory: nothing per message is kept in memory; per device, a few numbers, among them a lower bound of the time its
  * oldest message was accepted. Expiry and drop-oldest read only the first messages of the devices whose bound says
+ * they may hold something old enough: one put and one delete per message, no index by age to keep.
  */
 import { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
@@ -294,8 +295,9 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     const { ttlMs } = this.#options;
     const cutoff = ttlMs === Infinity ? -Infinity : this.#options.clock() - ttlMs;
     const out: OutboxMessage[] = [];
-    let { gt } = messageRange(clientId, after);
-    const { lt } = messageRange(clientId, after);
+    const range = messageRange(clientId, after);
+    let { gt } = range;
+    const { lt } = range;
     let expired = false;
     let first = after === 0;
     while (out.length < limit) {

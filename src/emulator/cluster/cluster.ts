@@ -279,9 +279,6 @@ class Member {
     return this.#parts.membership.processes();
   }
 
-  /** The queues' totals as last read. */
-  readonly queueStats = (): EmulatorStats['mqtt']['queues'] => this.#queues?.stats() ?? { sessions: 0, messages: 0, bytes: 0, largestMessages: 0, largestBytes: 0 };
-
   /** This process's stats with the cluster's queues and clients. */
   async stats(local: EmulatorStats): Promise<EmulatorStats> {
     const [queues, processes, online] = await Promise.all([

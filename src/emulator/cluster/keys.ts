@@ -5,7 +5,7 @@
  */
 
 /** Prefix of every key of the emulator's own. */
-export const NS = 'apsaramq-device:';
+const NS = 'apsaramq-device:';
 
 export const KEYS = Object.freeze({
   /** Stream: every change of the OpenAPI's state, in the order every process applies it (ledger.ts). */

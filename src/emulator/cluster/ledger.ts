@@ -84,11 +84,6 @@ export class Ledger {
     this.#onError = onError;
   }
 
-  /** The id of the last change applied here. */
-  get applied(): string {
-    return this.#last;
-  }
-
   /** Apply every change the stream holds now (at start, before serving anything). */
   async catchUp(): Promise<void> {
     for (;;) {

@@ -8,7 +8,7 @@ import type { Redis, RedisOptions } from 'ioredis';
 import { ConfigurationError, EmulatorStateError } from '../../errors.js';
 
 /** The optional packages a clustered emulator needs, with the ranges package.json gives them. */
-export const CLUSTER_PEERS = ['ioredis', 'mqemitter-redis', 'aedes-persistence-redis'] as const;
+const CLUSTER_PEERS = ['ioredis', 'mqemitter-redis', 'aedes-persistence-redis'] as const;
 
 /** A Redis URL: `redis://[user:password@]host[:port][/db]` or `rediss://` (TLS). */
 export interface RedisTarget {
