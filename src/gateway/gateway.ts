@@ -17,6 +17,7 @@ import { assertClientId, type CredentialSource } from '../credential.js';
 import { type ApsaraMqDeviceError, ValidationError, toApsaraMqDeviceError } from '../errors.js';
 import type { OutboxDrop, OutboxDropReason, OutboxStore } from '../outbox/store.js';
 import { type BackoffOptions, fullJitterDelay, sleep } from '../util/backoff.js';
+import { optionChecks } from '../util/option-checks.js';
 import { Semaphore } from '../util/semaphore.js';
 import { ConnectPacer } from './pacer.js';
 import type { GatewayCredentials } from './credentials.js';
@@ -335,14 +336,20 @@ export class Gateway extends EventEmitter<GatewayEvents> {
    * Idempotent. The outbox stays open (the application closes it).
    */
   close(options: { deadlineMs?: number } = {}): Promise<void> {
+    // Checked before anything stops: a deadline past the timers' range would fire at once and force every end.
+    let deadlineMs: number | undefined;
+    try {
+      deadlineMs = options.deadlineMs === undefined || options.deadlineMs === Number.POSITIVE_INFINITY ? undefined : optionChecks().milliseconds('deadlineMs', options.deadlineMs);
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
     this.#closing ??= (async () => {
       this.#pacer.close();
       const slots = [...this.#slots.values()];
       const ends = Promise.all(slots.map((slot) => this.#end(slot, false)));
-      const deadlineMs = options.deadlineMs;
-      if (deadlineMs !== undefined && Number.isFinite(deadlineMs)) {
+      if (deadlineMs !== undefined) {
         let timer: NodeJS.Timeout | undefined;
-        const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), Math.max(0, deadlineMs))));
+        const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), deadlineMs)));
         const outcome = await Promise.race([ends, late]);
         clearTimeout(timer);
         if (outcome === 'late') await Promise.all(slots.map((slot) => this.#end(slot, true)));
@@ -363,7 +370,6 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     // stops a first CONNECT under way, a wait for a slot, or the backoff between first CONNECTs.
     slot.ending = true;
     const connection = slot.connection;
-    if (!connection) slot.stop.abort(new Error('the device is removed or the gateway is closing'));
     await connection?.end(force);
     slot.stop.abort(new Error('the device is removed or the gateway is closing'));
     await slot.run?.catch(() => undefined);

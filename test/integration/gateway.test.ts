@@ -88,6 +88,7 @@ describe('the connector awaits its connectGate before each CONNECT', () => {
     let release: () => void = () => undefined;
     let failNext = false;
     const connects = brokerConnects('GID_gate@@@');
+    const firstAtGate = once(gateCalled, 'call');
     const connecting = connectDevice({
       credential,
       brokerUrl: e.mqttUrl,
@@ -102,7 +103,7 @@ describe('the connector awaits its connectGate before each CONNECT', () => {
     });
     onTestFinished(async () => (await connecting.catch(() => undefined))?.end(true));
     // Held at the gate: the broker has seen nothing yet; once released, it sees the CONNECT.
-    await new Promise((resolve) => setImmediate(resolve));
+    await firstAtGate;
     expect(calls).toEqual([{ reconnect: false }]);
     expect(connects.ids).toEqual([]);
     release();
@@ -279,5 +280,8 @@ describe('Gateway', () => {
     const noRegistrar = gateway({ outbox: box, credentials: () => async () => credential });
     noRegistrar.add('GID_bad@@@dev-2');
     await expect(noRegistrar.remove('GID_bad@@@dev-2', { unregister: true })).rejects.toMatchObject({ code: 'InvalidOption' });
+    // A deadline past the timers' range (it would fire at once and force every end), or negative: refused, nothing closed.
+    for (const deadlineMs of [3e9, -1, Number.NaN]) await expect(g.close({ deadlineMs })).rejects.toMatchObject({ code: 'InvalidOption' });
+    expect(() => g.add('GID_bad@@@dev-3')).not.toThrow();
   });
 });
