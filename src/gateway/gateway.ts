@@ -124,6 +124,8 @@ interface Slot {
   connectingSince: number | undefined;
   /** Removed, or the gateway closing: its connection's close is not a failure. */
   ending: boolean;
+  /** Its credential source once read: a retry of its first CONNECT does not read (or register) it again. */
+  source?: CredentialSource;
 }
 
 /** The key of the hook metrics.ts uses (not part of the public API). */
@@ -418,12 +420,14 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       try {
         // Credentials are read (or registered) a few at a time, ahead of the pacer: 10,000 devices starting do not
         // read 10,000 files at once, and the CONNECT itself is what waits for its slot, so the broker sees the pace.
-        const release = await this.#credentialReads.acquire(`Reading the credential of ${slot.clientId}`, signal);
-        let credential: CredentialSource;
-        try {
-          credential = await this.#credentialFor(slot.clientId, signal);
-        } finally {
-          release();
+        let credential = slot.source;
+        if (credential === undefined) {
+          const release = await this.#credentialReads.acquire(`Reading the credential of ${slot.clientId}`, signal);
+          try {
+            credential = slot.source = await this.#credentialFor(slot.clientId, signal);
+          } finally {
+            release();
+          }
         }
         connection = await connectDevice({ reconnect: GATEWAY_BACKOFF, ...this.#options.connect, credential, outbox: this.#store, signal, connectGate });
       } catch (cause) {
