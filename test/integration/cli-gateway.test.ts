@@ -111,6 +111,17 @@ describe('gateway: lines in, reports out', () => {
     expect(run.stderr).toMatch(/gateway: 4 accepted, 4 delivered, 0 dropped, 0 refused, 0 invalid lines; 0 waiting in the outbox/);
   });
 
+  it('an id the outbox cannot keep (a lone surrogate, written as JSON escapes it) is an invalid line, as the library would refuse it', async () => {
+    const { args, env } = await setup(['GID_demo@@@gw-u']);
+    const input = `{"id": "bad\\ud800", "clientId": "GID_demo@@@gw-u", "topic": "demo/u", "payload": "p"}\n${line({ id: 'ok', clientId: 'GID_demo@@@gw-u', topic: 'demo/u', payload: 'fine' })}`;
+    const run = await cli([...args, '--broker-url', emulator().mqttUrl], env, undefined, input);
+    expect(run.code, run.stderr).toBe(0);
+    const errors = reports(run.stdout).filter((r) => r.error);
+    expect(errors.map((r) => [r.line, r.error?.code])).toEqual([[1, 'InvalidLine']]);
+    expect(errors[0]?.error?.message).toContain('"id" must be');
+    expect(reports(run.stdout).filter((r) => r.delivered).map((r) => r.id)).toEqual(['ok']);
+  });
+
   it('a line that cannot be taken gets an error line with its number and a code; the others go on', async () => {
     const { args, env } = await setup(['GID_demo@@@gw-c']);
     const input = [

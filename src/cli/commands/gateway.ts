@@ -13,7 +13,7 @@ import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import type { Command } from 'commander';
 import { CONNECT_DEFAULTS } from '../../connector/options.js';
-import { MAX_MESSAGE_ID_BYTES, checkPayload, checkTopicName } from '../../connector/validate.js';
+import { MAX_MESSAGE_ID_BYTES, checkMessageId, checkPayload, checkTopicName, defaultMaxPayloadBytes } from '../../connector/validate.js';
 import type { Transport } from '../../connector/connect.js';
 import { assertClientId } from '../../credential.js';
 import { ApsaraMqDeviceError, ValidationError, toApsaraMqDeviceError } from '../../errors.js';
@@ -208,7 +208,11 @@ function parseLine(text: string): { clientId: string; id: string | undefined; to
   const unknown = Object.keys(line).filter((key) => !LINE_KEYS.has(key));
   if (unknown.length > 0) throw bad(`unknown key${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')} (the keys are ${[...LINE_KEYS].join(', ')})`);
   const { id, clientId, topic, payload, qos = 1, payloadEncoding = 'utf8' } = line;
-  if (id !== undefined && (typeof id !== 'string' || id.length === 0 || Buffer.byteLength(id) > MAX_MESSAGE_ID_BYTES)) throw bad(`"id" must be a non-empty string of at most ${MAX_MESSAGE_ID_BYTES} bytes`);
+  try {
+    checkMessageId(id);
+  } catch {
+    throw bad(`"id" must be a non-empty string of at most ${MAX_MESSAGE_ID_BYTES} bytes of UTF-8`);
+  }
   if (typeof clientId !== 'string') throw bad('"clientId" is missing: which device sends it');
   if (typeof topic !== 'string') throw bad('"topic" is missing or not a string');
   if (typeof payload !== 'string') throw bad('"payload" is missing or not a string (binary: base64 with "payloadEncoding": "base64")');
@@ -216,7 +220,7 @@ function parseLine(text: string): { clientId: string; id: string | undefined; to
   if (qos !== 1 && qos !== 2) throw bad('"qos" must be 1 or 2');
   if (payloadEncoding !== 'utf8' && payloadEncoding !== 'base64') throw bad('"payloadEncoding" must be "utf8" (the default) or "base64"');
   if (payloadEncoding === 'base64' && !BASE64.test(payload)) throw bad('"payload" is not base64 (standard alphabet, padded)');
-  const rules = { apsaraMq: CONNECT_DEFAULTS.brokerIsApsaraMq, maxPayloadBytes: 65_536, persistentSession: false };
+  const rules = { apsaraMq: CONNECT_DEFAULTS.brokerIsApsaraMq, maxPayloadBytes: defaultMaxPayloadBytes(CONNECT_DEFAULTS.brokerIsApsaraMq), persistentSession: false };
   checkTopicName(topic, rules);
   const bytes = checkPayload(payloadEncoding === 'base64' ? Buffer.from(payload, 'base64') : payload, rules);
   return { clientId, id: id as string | undefined, topic, payload: bytes, qos };
