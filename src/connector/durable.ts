@@ -259,7 +259,6 @@ export class DurableFeed {
           this.#directBytes -= bytes;
         } else this.#spilling -= 1;
         this.#counters.accepted += 1;
-        const report: OutboxReport = id === undefined ? { clientId: this.#clientId, seq } : { clientId: this.#clientId, seq, id };
         if (waiter) {
           if (this.#closed) waiter.reject(this.#keptError(seq, undefined));
           else this.#waiters.set(seq, waiter);
@@ -269,7 +268,8 @@ export class DurableFeed {
           this.#cursor = Math.max(this.#cursor, seq);
           this.#enter(this.#item(seq, topic, payload, id, options, false));
         }
-        if (this.#host.events.listenerCount('accepted') > 0) this.#host.events.emit('accepted', report);
+        // The report only for a listener: this runs once per message.
+        if (this.#host.events.listenerCount('accepted') > 0) this.#host.events.emit('accepted', id === undefined ? { clientId: this.#clientId, seq } : { clientId: this.#clientId, seq, id });
         this.#progress();
         return id === undefined ? { clientId: this.#clientId, seq, durable: true } : { clientId: this.#clientId, seq, id, durable: true };
       },

@@ -57,11 +57,15 @@ export function storeCredentials(options: StoreCredentialsOptions): GatewayCrede
       );
     }
     const make = options.registrar;
-    registrar ??= Promise.resolve().then(make);
-    // A registrar that could not be made is tried again by the next device that needs it.
-    registrar.catch(() => {
-      registrar = undefined;
-    });
+    if (registrar === undefined) {
+      const made = Promise.resolve().then(make);
+      // A registrar that could not be made is tried again by the next device that needs it (one handler, not one per
+      // device that asks).
+      made.catch(() => {
+        if (registrar === made) registrar = undefined;
+      });
+      registrar = made;
+    }
     return registrar;
   };
   return {

@@ -325,10 +325,14 @@ export class Gateway extends EventEmitter<GatewayEvents> {
    * @throws (rejects) ConfigurationError `MissingDependency` without prom-client.
    */
   metrics(options: GatewayMetricsOptions = {}): Promise<GatewayMetrics> {
-    this.#metrics ??= import('./metrics.js').then(({ createGatewayMetrics }) => createGatewayMetrics(this, options));
-    this.#metrics.catch(() => {
-      this.#metrics = undefined;
-    });
+    if (this.#metrics === undefined) {
+      const made = import('./metrics.js').then(({ createGatewayMetrics }) => createGatewayMetrics(this, options));
+      // A failure (prom-client missing) is not kept: the next call tries again.
+      made.catch(() => {
+        if (this.#metrics === made) this.#metrics = undefined;
+      });
+      this.#metrics = made;
+    }
     return this.#metrics;
   }
 

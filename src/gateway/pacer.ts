@@ -63,9 +63,6 @@ export class ConnectPacer {
     this.#now = options.now ?? (() => performance.now());
   }
 
-  /** The gate to hand to the connector (option `connectGate`). */
-  readonly gate = ({ signal }: { signal: AbortSignal }): Promise<void> => this.wait(signal);
-
   /** CONNECTs waiting for their slot (those given up are not counted). */
   get waiting(): number {
     return this.#live;
