@@ -287,8 +287,10 @@ The broker enforces the service's MQTT rules (GroupIds and parent topics that ex
 per client, Keep Alive, message size; no MQTT 3.1, retained, will or shared-subscription messages, no QoS 2 in a
 persistent session; offline messages at the cloud's pace) and says on stderr which rule refused what;
 GET /_emulator/stats counts them under mqtt.rules. --lenient turns them off.
-Test controls on the OpenAPI port: GET /_emulator/stats, POST /_emulator/disconnect {"clientId": "…"},
-POST /_emulator/restart, POST /_emulator/fail-next {"action": "…", "code": "…", "count": 1}.
+Test controls on the OpenAPI port: GET /_emulator/stats (GET /metrics: the same as Prometheus text),
+POST /_emulator/disconnect {"clientId": "…"}, POST /_emulator/restart {"downMs": 5000} (the body optional),
+POST /_emulator/fail-next {"action": "…", "code": "…", "count": 1},
+POST /_emulator/faults {"rate": 0.5, "codes": "Throttling.User", "forMs": 10000}.
 With --redis every emulator process on that Redis database is one service: a credential registered through any
 OpenAPI logs in at any broker, a subscriber on one gets what is published on another, QuerySession answers for all,
 the rate limits and failNext's faults are the cluster's; restart, disconnect and stats' counters are the process's.

@@ -207,6 +207,7 @@ Examples:
       };
       let outerShard: Shard | undefined;
       let resolved: ResolvedSettings;
+      let thresholds: ReturnType<typeof parseThresholds> = [];
       // The scenario is read first: a file that cannot be played is InvalidScenario (exit 2) before anything starts.
       const scenario: Scenario | undefined = flags.scenario === undefined ? undefined : await readScenarioFile(flags.scenario);
       const outboxDir = outboxDirOf(flags, io.env);
@@ -214,7 +215,7 @@ Examples:
       try {
         resolved = resolveSettings(settings);
         checkTopicFlag(resolved);
-        const thresholds = flags.failOn === undefined ? [] : parseThresholds(flags.failOn);
+        if (flags.failOn !== undefined) thresholds = parseThresholds(flags.failOn);
         const tls = flags.brokerUrl !== undefined ? /^(mqtts|tls|ssl):/i.test(flags.brokerUrl.trim()) : (flags.endpoint !== undefined || flags.region !== undefined) && flags.transport === 'tls';
         planGameDay(resolved, scenario, flags.scenario, tls);
         const consumer = resolved.consumer ?? scenario !== undefined;
@@ -327,7 +328,7 @@ Examples:
         io.stderr(`Interrupted: ${report.connected} of ${report.devices} devices had connected when the run was stopped${flags.report === undefined ? '' : `; ${flags.report} is marked "interrupted"`}.${kept}\n`);
         throw new Interrupted(interruptedBy);
       }
-      const failure = simulationFailure(report) ?? (flags.failOn === undefined ? undefined : checkThresholds(report, parseThresholds(flags.failOn)));
+      const failure = simulationFailure(report) ?? (flags.failOn === undefined ? undefined : checkThresholds(report, thresholds));
       if (failure) throw failure;
     });
 }
