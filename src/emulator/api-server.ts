@@ -150,12 +150,6 @@ function wholeParam(value: string | undefined): number {
   return value !== undefined && /^\d{1,15}$/.test(value) ? Number(value) : Number.NaN;
 }
 
-/** A positive whole number of calls for fail-next, written as digits (a JSON number arrives as its text). */
-function countParam(value: string | undefined): number {
-  if (value === undefined) return 1;
-  return /^\d{1,15}$/.test(value) ? Number(value) : Number.NaN;
-}
-
 /**
  * The emulator's own endpoints (not part of the emulated API, not counted in stats, never delayed or faulted, always
  * JSON): `GET /_emulator/stats`, `POST /_emulator/disconnect` with JSON `{"clientId": "…"}`, `POST
@@ -176,7 +170,8 @@ async function emulatorControl(req: IncomingMessage, url: URL): Promise<(deps: A
   if (route === 'POST fail-next') {
     const { params } = await readRequest(req, { jsonWithoutType: true });
     const { action, code } = params;
-    const count = countParam(params['count']);
+    // How many calls fail-next fails: 1 unless given.
+    const count = params['count'] === undefined ? 1 : wholeParam(params['count']);
     if (!action || !code) throw new ApiFault('ParameterCheckFailed', { suffix: 'Send a JSON body {"action": "<Action>", "code": "<Code>", "count": 1}.' });
     return async (deps) => {
       try {

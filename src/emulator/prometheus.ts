@@ -14,13 +14,19 @@ function labelValue(value: string): string {
   return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }
 
+/** A sample value as the exposition format writes it: `+Inf`, `-Inf` and `NaN` by those names. */
+function promValue(value: number): string {
+  if (Number.isFinite(value)) return String(value);
+  return Number.isNaN(value) ? 'NaN' : value > 0 ? '+Inf' : '-Inf';
+}
+
 type Sample = readonly [labels: Readonly<Record<string, string>>, value: number];
 
 function family(name: string, type: 'counter' | 'gauge', help: string, samples: readonly Sample[]): string {
   const lines = [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`];
   for (const [labels, value] of samples) {
     const pairs = Object.entries(labels).map(([key, v]) => `${key}="${labelValue(v)}"`);
-    lines.push(`${name}${pairs.length > 0 ? `{${pairs.join(',')}}` : ''} ${Number.isFinite(value) ? String(value) : value > 0 ? '+Inf' : 'NaN'}`);
+    lines.push(`${name}${pairs.length > 0 ? `{${pairs.join(',')}}` : ''} ${promValue(value)}`);
   }
   return `${lines.join('\n')}\n`;
 }

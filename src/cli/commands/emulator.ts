@@ -92,6 +92,12 @@ export function defaultEmulatorDataDir(env: NodeJS.ProcessEnv, instanceId: strin
   return stateHome === undefined ? undefined : join(stateHome, 'apsaramq-device', 'emulator', instanceId);
 }
 
+/** `--redis` and `--cluster` keep the state in Redis: a flag that keeps it here contradicts them. */
+function refuseLocalState(flags: EmulatorFlags, cluster: '--redis' | '--cluster'): void {
+  const stray = flags.dataDir !== undefined ? '--data-dir' : flags.ephemeral ? '--ephemeral' : undefined;
+  if (stray) throw new UsageError(`${stray} and ${cluster} contradict each other: a cluster keeps its state in Redis.`);
+}
+
 /**
  * Where the state goes and which instance id to ask for: `--ephemeral` keeps it in memory; `--data-dir DIR` keeps it
  * there (the instance id, unless given, comes from the directory); `--redis URL` keeps it in the cluster's Redis (the
@@ -104,8 +110,7 @@ function stateOptions(flags: EmulatorFlags, env: NodeJS.ProcessEnv): Pick<Emulat
   const given = flags.instanceId ?? (env[EMULATOR_ENV.instanceId] || undefined);
   const flagged = flags.instanceId === undefined ? {} : { instanceId: flags.instanceId };
   if (flags.redis !== undefined) {
-    const stray = flags.dataDir !== undefined ? '--data-dir' : flags.ephemeral ? '--ephemeral' : undefined;
-    if (stray) throw new UsageError(`${stray} and --redis contradict each other: a cluster keeps its state in Redis.`);
+    refuseLocalState(flags, '--redis');
     return { redis: flags.redis, ...flagged };
   }
   if (flags.dataDir !== undefined) return { dataDir: flags.dataDir, ...flagged };
@@ -312,8 +317,7 @@ Examples:
     )
     .action(async (flags: EmulatorFlags, command: Command) => {
       if (flags.cluster !== undefined) {
-        const stray = flags.dataDir !== undefined ? '--data-dir' : flags.ephemeral ? '--ephemeral' : undefined;
-        if (stray) throw new UsageError(`${stray} and --cluster contradict each other: a cluster keeps its state in Redis.`);
+        refuseLocalState(flags, '--cluster');
         await runCluster({
           processes: flags.cluster,
           redis: flags.redis,
