@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { constants, fstatSync } from 'node:fs';
-import { access, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { access, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { InvalidArgumentError } from 'commander';
-import { ApsaraMqDeviceError, LOCAL_ERROR_CATALOG } from '../errors.js';
+import { ApsaraMqDeviceError, LOCAL_ERROR_CATALOG, ValidationError } from '../errors.js';
 import { type Logger, silentLogger } from '../util/logger.js';
 
 /** What a CLI command talks to; the real process, or a capture in tests. */
@@ -221,4 +221,12 @@ export function exampleStartAt(now = Date.now()): string {
 /** JSON on one line, newline-terminated. */
 export function jsonLine(value: unknown): string {
   return `${JSON.stringify(value)}\n`;
+}
+
+/** The `--ca FILE` of a command: its bytes, or undefined without the flag; a file that cannot be read is InvalidOption. */
+export async function readCaFlag(file: string | undefined): Promise<Buffer | undefined> {
+  if (file === undefined) return undefined;
+  return readFile(file).catch(() => {
+    throw new ValidationError('InvalidOption', `Cannot read --ca file ${file}`);
+  });
 }

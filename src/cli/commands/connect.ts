@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { IClientPublishOptions } from 'mqtt';
 type QoS = NonNullable<IClientPublishOptions['qos']>;
@@ -6,14 +5,14 @@ import { connectDevice, type DeviceConnection, type Transport } from '../../conn
 import { CONNECT_DEFAULTS } from '../../connector/options.js';
 import { MAX_PAYLOAD_BYTES, checkPayload, checkTopicFilter, checkTopicName } from '../../connector/validate.js';
 import { assertClientId, assertInstanceId, type CredentialSource } from '../../credential.js';
-import { ConfigurationError, StoreError, ValidationError } from '../../errors.js';
+import { ConfigurationError, StoreError } from '../../errors.js';
 import { ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET, defaultStoreDir } from '../../provisioner/env.js';
 import { resolveEndpoint } from '../../provisioner/endpoint.js';
 import { FileCredentialStore } from '../../provisioner/file-store.js';
 import type { Provisioner } from '../../provisioner/provisioner.js';
 import { loadProvisioner } from '../roles.js';
 import { staticSource } from '../../connector/connect.js';
-import { type CliIo, Interrupted, UsageError, choiceArg, cliLogger, conflicting, intArg, jsonLine } from '../io.js';
+import { type CliIo, Interrupted, UsageError, readCaFlag, choiceArg, cliLogger, conflicting, intArg, jsonLine } from '../io.js';
 import { probeOpenApi } from '../probe.js';
 import { readCredentialFile } from './sign.js';
 // Help examples name the instance the `emulator` command serves by default, so that they work when copied.
@@ -258,12 +257,7 @@ function storeOnlySource(store: FileCredentialStore, instanceId: string, clientI
 
 /** Connect, then publish once or print what arrives. */
 async function connectAndRun(io: CliIo, flags: ConnectFlags, source: CredentialSource, logger: ReturnType<typeof cliLogger>): Promise<void> {
-  let ca: Buffer | undefined;
-  if (flags.ca !== undefined) {
-    ca = await readFile(flags.ca).catch(() => {
-      throw new ValidationError('InvalidOption', `Cannot read --ca file ${flags.ca}`);
-    });
-  }
+  const ca = await readCaFlag(flags.ca);
   // Ctrl+C (or SIGTERM) at any point ends the connection: the signal is its lifetime.
   const controller = new AbortController();
   let interruptedBy: NodeJS.Signals | void | undefined;

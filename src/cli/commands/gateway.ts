@@ -19,7 +19,7 @@ import { assertClientId } from '../../credential.js';
 import { ApsaraMqDeviceError, ValidationError, toApsaraMqDeviceError } from '../../errors.js';
 import { DEFAULT_CONNECT_RATE, Gateway } from '../../gateway/gateway.js';
 import type { OutboxDropReason, OutboxStore, WhenFull } from '../../outbox/index.js';
-import { type CliIo, Interrupted, UsageError, choiceArg, cliLogger, intArg, jsonLine } from '../io.js';
+import { type CliIo, Interrupted, UsageError, readCaFlag, choiceArg, cliLogger, intArg, jsonLine } from '../io.js';
 import { CredentialSources } from './connect.js';
 // Help examples name the instance the `emulator` command serves by default, so that they work when copied.
 import { CLI_DEFAULT_INSTANCE_ID as EXAMPLE_INSTANCE_ID } from './emulator.js';
@@ -140,12 +140,7 @@ Examples:
       if (flags.endpoint !== undefined && flags.region !== undefined) throw new UsageError('--endpoint and --region cannot be used together: the endpoint is that of a region', 'ConflictingOptions');
       const clientIds = await readDevices(flags.devices);
       const sources = new CredentialSources(io, { instanceId: flags.instanceId, ...pick(flags, ['endpoint', 'region', 'store', 'timeoutMs']) }, 'gateway for a device without its credential in the store (it calls the OpenAPI)');
-      let ca: Buffer | undefined;
-      if (flags.ca !== undefined) {
-        ca = await readFile(flags.ca).catch(() => {
-          throw new ValidationError('InvalidOption', `Cannot read --ca file ${flags.ca}`);
-        });
-      }
+      const ca = await readCaFlag(flags.ca);
       const { openOutboxStore } = await import('../../outbox/index.js');
       const store = await openOutboxStore({
         dir: flags.outbox,

@@ -1,5 +1,4 @@
 import { lookup } from 'node:dns/promises';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command, Option } from 'commander';
 import { brokerUrlFor } from '../../connector/connect.js';
@@ -19,7 +18,7 @@ import { InvalidScenarioError } from '../../simulator/errors.js';
 import type { SimulationTarget } from '../../simulator/target.js';
 import type { SimulationReport } from '../../simulator/report-format.js';
 import type { OutboxStore } from '../../outbox/store.js';
-import { type CliIo, Interrupted, UsageError, checkOutputFile, choiceArg, exampleStartAt, intArg, jsonLine } from '../io.js';
+import { type CliIo, Interrupted, UsageError, readCaFlag, checkOutputFile, choiceArg, exampleStartAt, intArg, jsonLine } from '../io.js';
 import { CheckedEndpointStore, EndpointCheck } from '../endpoint-check.js';
 import { Progress } from '../progress.js';
 import { SHARD_CHILD_ENV, runInProcesses, shardChildHooks } from '../simulate-processes.js';
@@ -471,12 +470,7 @@ async function targetOf(flags: SimulateFlags, io: CliIo, stop: AbortController):
     if (error instanceof ValidationError) throw new UsageError(error.message);
     throw error;
   }
-  let ca: Buffer | undefined;
-  if (flags.ca !== undefined) {
-    ca = await readFile(flags.ca).catch(() => {
-      throw new ValidationError('InvalidOption', `Cannot read --ca file ${flags.ca}`);
-    });
-  }
+  const ca = await readCaFlag(flags.ca);
   // The OpenAPI is probed before the first call, not before the store: a warm store makes no request at all. A dead
   // or wrong endpoint still fails in seconds, naming the flag, and stops the run.
   const check = new EndpointCheck(resolveEndpoint({ endpoint: flags.endpoint, region: flags.region }), flags.endpoint === undefined ? '--region' : '--endpoint', {
