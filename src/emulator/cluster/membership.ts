@@ -50,21 +50,27 @@ const NOW = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 
+/** Forget the processes of `processes` that stopped beating `staleMs` ago, and their clients (after {@link NOW}). */
+const REAP = `
+local function reap(processes, staleMs, ns)
+  for _, dead in ipairs(redis.call('ZRANGEBYSCORE', processes, '-inf', now - staleMs)) do
+    redis.call('ZREM', processes, dead)
+    redis.call('DEL', ns .. 'presence:' .. dead, ns .. 'process:' .. dead)
+  end
+end`;
+
 /**
  * Joining, in one step so that two processes starting at once cannot both decide: the identity is stored by the
  * first process ever (with the secret only when it generated it), and kept; the options by the first process of a
  * cluster with no live process (so a cluster started again with other flags takes them); a process whose instance,
  * account or options differ from what it finds is refused and not counted as live.
  */
-const JOIN = `${NOW}
+const JOIN = `${NOW}${REAP}
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'instanceId', ARGV[2], 'accessKeyId', ARGV[4], 'fingerprint', ARGV[6])
   if ARGV[7] == '0' then redis.call('HSET', KEYS[1], 'accessKeySecret', ARGV[5]) end
 end
-for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[9]))) do
-  redis.call('ZREM', KEYS[3], dead)
-  redis.call('DEL', ARGV[10] .. 'presence:' .. dead, ARGV[10] .. 'process:' .. dead)
-end
+reap(KEYS[3], tonumber(ARGV[9]), ARGV[10])
 local identity = redis.call('HGETALL', KEYS[1])
 local id = {}
 for i = 1, #identity, 2 do id[identity[i]] = identity[i + 1] end
@@ -80,11 +86,8 @@ return {'ok', id.instanceId, id.accessKeyId, id.accessKeySecret or ''}
 `;
 
 /** A heartbeat, which also forgets processes that stopped beating (and their clients). */
-const BEAT = `${NOW}
-for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))) do
-  redis.call('ZREM', KEYS[1], dead)
-  redis.call('DEL', ARGV[3] .. 'presence:' .. dead, ARGV[3] .. 'process:' .. dead)
-end
+const BEAT = `${NOW}${REAP}
+reap(KEYS[1], tonumber(ARGV[2]), ARGV[3])
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 return now
 `;
