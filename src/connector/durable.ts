@@ -32,7 +32,7 @@ export type DurableStore = Pick<OutboxStore, 'dir' | 'append' | 'ackAll' | 'reje
  * The most messages of a durable outbox a connection holds in memory (in flight and read ahead), whatever
  * `maxQueuedMessages` says: enough to keep a fast link busy, small next to what waits on disk.
  */
-export const DURABLE_WINDOW = 1000;
+export const DURABLE_WINDOW = 4096;
 
 /** After a failed read of the store, the next try waits this long. */
 const RETRY_READ_MS = 1000;

@@ -1,8 +1,10 @@
 /**
- * The durable outbox's group commit: everything asked since the last batch (appends, acks, marks, a sweep) goes
- * into one LevelDB write batch, with one fsync when anything in it must be durable; and what happens when writing
- * fails (appends refused, removals kept in memory, nothing written until the store was reopened and the disk takes
- * as much as LevelDB's recovery will write).
+ * The durable outbox's group commit: everything asked since the last batch (appends, acks, marks, a sweep) is
+ * written together: appends and the removals of recent messages to the hot log (wal.ts, one fdatasync for all the
+ * appends), the rest (removals of older messages, marks) in one LevelDB write batch, fsync'd when anything in it must
+ * be durable; then the hot log's upkeep (a new segment, the overflow moved to LevelDB, dead segments deleted). And what
+ * happens when writing fails (appends refused, removals kept in memory, nothing written until the store was reopened
+ * and the disk takes as much as LevelDB's recovery will write).
  */
 import { open as openFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -13,6 +15,7 @@ import { levelOptions, write, writeError, type Level, type LevelModule } from '.
 import type { ResolvedOutboxOptions } from './options.js';
 import { dropOf, newWork, type Holdings, type PendingAppend, type PendingRemoval, type Removed, type Work } from './state.js';
 import type { OutboxDrop } from './types.js';
+import { appendRecord, markRecord, type HotLog, type HotMessage } from './wal.js';
 
 /** Pause before the first try to write again after a failure; doubled up to {@link MAX_RETRY_MS}. */
 const FIRST_RETRY_MS = 1000;
@@ -44,6 +47,8 @@ export class BatchWriter {
   #writeFailure: { error: OutboxError; retryAt: number; pauseMs: number } | undefined;
   /** A reopen in progress: reads wait for it. */
   #reopening: Promise<void> | undefined;
+  /** The hot log (set by the store once opened). */
+  hot!: HotLog;
 
   constructor(options: ResolvedOutboxOptions, engine: LevelModule, db: Level, holdings: Holdings, events: WriterEvents) {
     this.#options = options;
@@ -102,6 +107,8 @@ export class BatchWriter {
     const drops: OutboxDrop[] = [];
     let removed: Removed[] = [];
     let missing: PendingRemoval[] = [];
+    /** Victims already taken out (of the hot log, or bound for LevelDB): if the write fails, still gone for this process. */
+    let taken: Array<Removed & { reason: OutboxDrop['reason'] }> = [];
     try {
       if (this.#writeFailure && (work.appends.length > 0 || work.recover)) {
         try {
@@ -113,31 +120,53 @@ export class BatchWriter {
       }
       ({ removed, missing } = await this.#lookUp(work.removals));
       if (this.#writeFailure) throw this.#writeFailure.error;
-      const { victims, droppedAtOnce, refused, sweepAgain } = await planBounds({ db: this.#db, holdings, options: this.#options }, work, removed);
+      const { victims, droppedAtOnce, refused, sweepAgain } = await planBounds({ db: this.#db, hot: this.hot, holdings, options: this.#options }, work, removed);
       if (sweepAgain) this.work.sweep = true;
       if (refused.length > 0) this.refuse(refused, new OutboxError('OutboxFull', `The outbox in ${dir} is full, and nothing older may be dropped to make room (every older message is in flight)`, dir));
       const marks = this.#mergeMarks(work.marks);
       // Devices left with nothing by an earlier batch lose their mark: tidiness only (a new message's seq is above any
       // mark, so a stale one never counts it as a duplicate), hence one batch late rather than a count per message.
       const emptied = holdings.emptied.size === 0 ? [] : [...holdings.emptied].filter((clientId) => !holdings.devices.has(clientId) && !marks.has(clientId));
+      holdings.emptied.clear();
       const deferred = this.#deferredDeletes;
-      // Straight into LevelDB's chained batch (no operation objects: this runs per message).
-      await write(this.#db, (batch) => {
-        for (const removal of work.removals) batch.del(messageKey(removal.clientId, removal.seq));
-        for (const v of victims) batch.del(messageKey(v.clientId, v.seq));
-        for (const a of work.appends) batch.put(a.key, a.value);
-        if (work.appends.length > 0) batch.put(SEQ_KEY, encodeSeq(holdings.nextSeq));
-        for (const [clientId, seq] of marks) batch.put(markKey(clientId), encodeSeq(seq));
-        for (const clientId of emptied) batch.del(markKey(clientId));
-        for (const key of deferred) batch.del(key);
-      }, work.appends.length > 0 || marks.size > 0 || deferred.length > 0);
+      const hot = this.hot;
+      const records: Buffer[] = [];
+      // A mark of a device whose messages are all in the hot log goes there; one with messages in LevelDB, to LevelDB
+      // (decided before this batch's removals leave the hot log: the counts agree until then).
+      let levelMarks = marks;
+      if (marks.size > 0) {
+        levelMarks = new Map();
+        for (const [clientId, seq] of marks) {
+          const device = holdings.devices.get(clientId);
+          if (device && device.messages > hot.deviceCount(clientId)) levelMarks.set(clientId, seq);
+          else records.push(markRecord(clientId, seq));
+        }
+      }
+      // Recent messages leave the hot log (a removal record with this write); older ones are deleted from LevelDB.
+      const coldDeletes: Buffer[] = [];
+      for (const r of removed) if (!hot.remove(r.seq)) coldDeletes.push(messageKey(r.clientId, r.seq));
+      for (const v of victims) if (!hot.remove(v.seq)) coldDeletes.push(messageKey(v.clientId, v.seq));
+      taken = victims;
+      for (const a of work.appends) records.push(appendRecord(a.key, a.value, a.sending));
+      // fdatasync for appends and marks (accepted and marked mean on disk), and before a dead segment is deleted (its
+      // removals first).
+      await hot.write(records, records.length > 0 || hot.deadPrefix);
+      if (coldDeletes.length > 0 || levelMarks.size > 0 || emptied.length > 0 || deferred.length > 0) {
+        // Straight into LevelDB's chained batch (no operation objects).
+        await write(this.#db, (batch) => {
+          for (const key of coldDeletes) batch.del(key);
+          for (const [clientId, seq] of levelMarks) batch.put(markKey(clientId), encodeSeq(seq));
+          for (const clientId of emptied) batch.del(markKey(clientId));
+          for (const key of deferred) batch.del(key);
+        }, levelMarks.size > 0 || deferred.length > 0);
+      }
       // Written: account for it.
       this.#deferredDeletes = [];
       this.#deferredMarks.clear();
-      for (const clientId of emptied) holdings.emptied.delete(clientId);
       for (const [clientId, seq] of marks) {
         const device = holdings.device(clientId);
         device.sentHigh = Math.max(device.sentHigh, seq);
+        if (levelMarks.has(clientId)) device.levelMark = true;
       }
       const atOnce: OutboxDrop[] = [];
       // Older than the kept ones: accepted first.
@@ -151,7 +180,11 @@ export class BatchWriter {
       }
       for (const a of work.appends) {
         holdings.hold(a);
-        if (a.sending) holdings.remember(a.seq, a.clientId, a.bytes, a.acceptedAt, a.id);
+        hot.add(a.clientId, a.seq, a.key, a.value, a.bytes, a.acceptedAt, a.id);
+        if (a.sending) {
+          const device = holdings.device(a.clientId);
+          if (a.seq > device.sentHigh) device.sentHigh = a.seq;
+        }
         a.resolve({ seq: a.seq, acceptedAt: a.acceptedAt });
       }
       // Reported after the callers heard "accepted" (their reactions run first): a drop is news about a message they know.
@@ -171,13 +204,67 @@ export class BatchWriter {
     } catch (cause) {
       const error = writeError(dir, cause);
       const first = this.#writeFailure === undefined;
+      // Removed for this process all the same: out of the hot log, their removal records written once writing works.
+      for (const r of removed) this.hot.remove(r.seq);
       this.#failed(work, error, removed, missing, drops);
+      for (const v of taken) {
+        if (!this.hot.get(v.seq)) this.#deferredDeletes.push(messageKey(v.clientId, v.seq));
+        holdings.account(v.seq, v.clientId, v.bytes);
+        drops.push(dropOf(v, v.reason));
+      }
       if (first) this.#events.warning(error);
     }
     for (const drop of drops) {
       holdings.counters.dropped[drop.reason] += 1;
       this.#events.drop(drop);
     }
+    if (!this.#writeFailure) await this.#upkeep();
+  }
+
+  /**
+   * The hot log's upkeep after a write: begin a new segment when the active one is full; move the live messages of
+   * the oldest segment to LevelDB when there are too many (a long outage); delete dead segments. A failure here
+   * refuses no message already accepted: it stops writing (as any failed write does) until the store recovers.
+   */
+  async #upkeep(): Promise<void> {
+    const hot = this.hot;
+    try {
+      if (hot.full) await hot.rotate(this.#holdings.nextSeq);
+      const overflow = hot.overflow();
+      if (overflow.length > 0) await this.#moveToLevel(overflow);
+      if (hot.deadPrefix) {
+        // The removals that made them dead must be on disk before the segments go.
+        if (hot.removalsPending) await hot.write([], true);
+        await hot.dropDead();
+      }
+    } catch (cause) {
+      const error = writeError(this.#options.dir, cause);
+      const first = this.#writeFailure === undefined;
+      this.#writeFailure ??= { error, retryAt: performance.now() + FIRST_RETRY_MS, pauseMs: FIRST_RETRY_MS };
+      if (first) this.#events.warning(error);
+    }
+  }
+
+  /** Live messages of the hot log into LevelDB (one fsync'd batch, with their devices' marks and the next seq). */
+  async #moveToLevel(messages: readonly HotMessage[]): Promise<void> {
+    const holdings = this.#holdings;
+    await write(this.#db, (batch) => {
+      const marked = new Set<string>();
+      for (const m of messages) {
+        batch.put(m.key, m.value);
+        const sentHigh = holdings.devices.get(m.clientId)?.sentHigh ?? 0;
+        if (sentHigh > 0 && !marked.has(m.clientId)) {
+          marked.add(m.clientId);
+          batch.put(markKey(m.clientId), encodeSeq(sentHigh));
+        }
+      }
+      batch.put(SEQ_KEY, encodeSeq(holdings.nextSeq));
+    }, true);
+    for (const m of messages) {
+      const device = holdings.devices.get(m.clientId);
+      if (device && device.sentHigh > 0) device.levelMark = true;
+    }
+    this.hot.moved(messages);
   }
 
   /** Removals: how big each message is (known if handed out, else read), or that it is not there any more. */
@@ -187,6 +274,11 @@ export class BatchWriter {
     if (removals.length === 0) return { removed, missing };
     const unknown: PendingRemoval[] = [];
     for (const removal of removals) {
+      const hot = this.hot.get(removal.seq);
+      if (hot?.clientId === removal.clientId) {
+        removed.push({ removal, seq: hot.seq, clientId: hot.clientId, bytes: hot.bytes, acceptedAt: hot.acceptedAt, id: hot.id });
+        continue;
+      }
       const entry = this.#holdings.known.get(removal.seq);
       if (entry?.clientId === removal.clientId) removed.push({ removal, seq: removal.seq, clientId: entry.clientId, bytes: entry.bytes, acceptedAt: entry.acceptedAt, id: entry.id });
       else unknown.push(removal);
@@ -319,6 +411,7 @@ export class BatchWriter {
       this.#deferredMarks.clear();
       this.#writeFailure = undefined;
       await this.#holdings.load(db);
+      for (const m of this.hot.all()) this.#holdings.addHot(m);
       this.#holdings.removed.clear();
       this.#holdings.known.clear();
     } finally {

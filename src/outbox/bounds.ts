@@ -9,6 +9,7 @@ import type { Level } from './level.js';
 import type { ResolvedOutboxOptions } from './options.js';
 import type { DeviceState, Holdings, Removed } from './state.js';
 import type { OutboxDropReason } from './types.js';
+import type { HotLog } from './wal.js';
 
 /** At most this many messages removed by one sweep batch (more wait for the next). */
 const MAX_REMOVALS_PER_BATCH = 5000;
@@ -30,6 +31,8 @@ export interface BoundsPlan<A> {
 /** What the planner reads: the engine, the store's memory and its options. */
 export interface BoundsContext {
   readonly db: Level;
+  /** The recent messages (each device's newest: after its messages in LevelDB). */
+  readonly hot: HotLog;
   readonly holdings: Holdings;
   readonly options: ResolvedOutboxOptions;
 }
@@ -91,37 +94,59 @@ export async function planBounds<A extends { readonly bytes: number }>(
  * and the seq of the oldest one left that is not in flight (a drop candidate later; Infinity: none).
  */
 async function scanDevice(
-  { db, holdings }: BoundsContext,
+  { db, holdings, hot }: BoundsContext,
   clientId: string,
   device: DeviceState,
   skip: ReadonlySet<number>,
   match: (acceptedAt: number, seq: number) => boolean,
   take: (victim: Removed) => boolean,
 ): Promise<{ oldestLeft: number; firstDroppable: number } | undefined> {
+  let oldestLeft = Infinity;
+  /** One message: undefined to go on, else what the scan returns. */
+  const visit = (seq: number, acceptedAt: number, victim: () => Removed): { oldestLeft: number; firstDroppable: number } | null | undefined => {
+    if (skip.has(seq) || holdings.removed.has(seq)) return undefined;
+    if (seq <= device.inFlightHigh) {
+      oldestLeft = Math.min(oldestLeft, acceptedAt);
+      return undefined;
+    }
+    if (!match(acceptedAt, seq)) return { oldestLeft: Math.min(oldestLeft, acceptedAt), firstDroppable: seq };
+    return take(victim()) ? undefined : null;
+  };
+  if (device.messages > hot.deviceCount(clientId)) {
+    const stop = await scanLevel(db, clientId, visit);
+    if (stop !== undefined) return stop ?? undefined;
+  }
+  for (const m of [...hot.device(clientId)]) {
+    const stop = visit(m.seq, m.acceptedAt, () => ({ seq: m.seq, clientId, bytes: m.bytes, acceptedAt: m.acceptedAt, id: m.id }));
+    if (stop !== undefined) return stop ?? undefined;
+  }
+  return { oldestLeft, firstDroppable: Infinity };
+}
+
+/** The LevelDB part of {@link scanDevice}: each message in seq order to `visit`, until it says stop. */
+async function scanLevel(
+  db: Level,
+  clientId: string,
+  visit: (seq: number, acceptedAt: number, victim: () => Removed) => { oldestLeft: number; firstDroppable: number } | null | undefined,
+): Promise<{ oldestLeft: number; firstDroppable: number } | null | undefined> {
   const { gt, lt } = messageRange(clientId, 0);
   const iterator = db.iterator({ gt, lt });
-  let oldestLeft = Infinity;
   try {
     // Small first: a drop usually needs one or two messages of a device, and a page reads whole payloads.
     for (let size = 8, page = await iterator.nextv(size); page.length > 0; size = Math.min(SCAN_PAGE, size * 4), page = await iterator.nextv(size)) {
       for (const [key, value] of page) {
         const seq = seqOfMessageKey(key);
-        if (skip.has(seq) || holdings.removed.has(seq)) continue;
         const raw = acceptedAtOf(value);
         // A header too short to say when: old enough for anything (it is corrupt; removing it is right).
         const acceptedAt = Number.isNaN(raw) ? -Infinity : raw;
-        if (seq <= device.inFlightHigh) {
-          oldestLeft = Math.min(oldestLeft, acceptedAt);
-          continue;
-        }
-        if (!match(acceptedAt, seq)) return { oldestLeft: Math.min(oldestLeft, acceptedAt), firstDroppable: seq };
-        if (!take({ seq, clientId, bytes: key.length + value.length, acceptedAt, id: idOf(value) })) return undefined;
+        const stop = visit(seq, acceptedAt, () => ({ seq, clientId, bytes: key.length + value.length, acceptedAt, id: idOf(value) }));
+        if (stop !== undefined) return stop;
       }
     }
   } finally {
     await iterator.close();
   }
-  return { oldestLeft, firstDroppable: Infinity };
+  return undefined;
 }
 
 /**

@@ -1,14 +1,31 @@
 /**
  * Opening the durable outbox: the directory, what LevelDB's logs hold before it replays them (a write cut short,
- * damaged bytes), the record format, the unclean-shutdown mark, and the `OutboxRecovered` warning; and repair of a
- * store LevelDB refuses as corrupt.
+ * damaged bytes), the record format, the hot log's messages moved into LevelDB, the unclean-shutdown mark, and the
+ * `OutboxRecovered` warning; and repair of a store LevelDB refuses as corrupt.
  */
 import { mkdir } from 'node:fs/promises';
 import { OutboxError, ValidationError, isApsaraMqDeviceError } from '../errors.js';
-import { RECORD_FORMAT, decodeSeq, metaKey } from './codec.js';
-import { checkLogs, levelOptions, loadEngine, openError } from './level.js';
+import { RECORD_FORMAT, decodeSeq, encodeSeq, markKey, metaKey } from './codec.js';
+import { checkLogs, levelOptions, loadEngine, openError, type Level } from './level.js';
 import { resolveOutboxOptions, type OutboxStoreOptions } from './options.js';
 import { OutboxStore } from './store.js';
+import { HotLog, removeWalFiles, replayWal, type WalReplay } from './wal.js';
+
+/**
+ * What the hot log files hold goes into LevelDB (one fsync'd batch: the live messages, their devices' marks, the next
+ * seq), then the files are deleted. Idempotent: a crash in between puts the same records again at the next open.
+ */
+async function moveHotLog(db: Level, wal: WalReplay, dir: string): Promise<void> {
+  if (wal.files.length === 0) return;
+  const marks = await Promise.all([...wal.marks].map(async ([clientId, seq]) => [clientId, Math.max(seq, decodeSeq(await db.get(markKey(clientId))) ?? 0)] as const));
+  const nextSeq = Math.max(wal.maxSeq + 1, decodeSeq(await db.get(metaKey('seq'))) ?? 1);
+  const batch = db.batch();
+  for (const m of wal.live) batch.put(m.key, m.value);
+  for (const [clientId, seq] of marks) batch.put(markKey(clientId), encodeSeq(seq));
+  batch.put(metaKey('seq'), encodeSeq(nextSeq));
+  await batch.write({ sync: true });
+  await removeWalFiles(dir, wal.files);
+}
 
 /**
  * Open (or create) the durable outbox in `options.dir`. One process at a time holds a directory: a second opener, in
@@ -47,15 +64,18 @@ export async function openOutboxStore(options: OutboxStoreOptions): Promise<Outb
       throw new OutboxError('OutboxCorrupt', `The outbox in ${dir} was written in format ${String(format[0])}, which this version does not read`, dir, { retryable: false });
     }
     const unclean = (await db.get(metaKey('open'))) !== undefined;
+    const wal = await replayWal(dir);
+    await moveHotLog(db, wal, dir);
     const store = new OutboxStore(resolved, level, db);
     const found = await store.load();
-    store.begin(Math.max(found.maxSeq + 1, decodeSeq(await db.get(metaKey('seq'))) ?? 1), {
-      uncleanShutdown: unclean,
-      messages: found.messages,
-      possibleDuplicates: found.possibleDuplicates,
-      tornTailBytes: logs.tornTailBytes,
-      corruptBytes: logs.corruptBytes,
-    });
+    const nextSeq = Math.max(found.maxSeq + 1, decodeSeq(await db.get(metaKey('seq'))) ?? 1);
+    const tornTailBytes = logs.tornTailBytes + wal.tornTailBytes;
+    const corruptBytes = logs.corruptBytes + wal.corruptBytes;
+    store.begin(
+      nextSeq,
+      { uncleanShutdown: unclean, messages: found.messages, possibleDuplicates: found.possibleDuplicates, tornTailBytes, corruptBytes },
+      await HotLog.create(dir, wal.nextFile, nextSeq),
+    );
     await db.batch(
       [
         { type: 'put', key: metaKey('format'), value: Buffer.from([RECORD_FORMAT]) },
@@ -63,13 +83,13 @@ export async function openOutboxStore(options: OutboxStoreOptions): Promise<Outb
       ],
       { sync: true },
     );
-    if (unclean || logs.tornTailBytes > 0 || logs.corruptBytes > 0) {
-      const damage = logs.checks.filter((c) => c.firstDamageAt !== undefined).map((c) => `${c.file} at byte ${String(c.firstDamageAt)}`);
+    if (unclean || tornTailBytes > 0 || corruptBytes > 0) {
+      const damage = [...logs.checks.filter((c) => c.firstDamageAt !== undefined).map((c) => `${c.file} at byte ${String(c.firstDamageAt)}`), ...wal.damage];
       const warning = new OutboxError(
         'OutboxRecovered',
         `The outbox in ${dir} was recovered${unclean ? ' after an unclean shutdown' : ''}: ${found.messages} messages kept, ${found.possibleDuplicates} of them possibly delivered already` +
-          (logs.tornTailBytes > 0 ? `; the last write was cut short (${logs.tornTailBytes} bytes dropped)` : '') +
-          (logs.corruptBytes > 0 ? `; ${logs.corruptBytes} damaged bytes skipped with the records they held` : '') +
+          (tornTailBytes > 0 ? `; the last write was cut short (${tornTailBytes} bytes dropped)` : '') +
+          (corruptBytes > 0 ? `; ${corruptBytes} damaged bytes skipped with the records they held` : '') +
           (damage.length > 0 ? ` (${damage.join(', ')})` : ''),
         dir,
       );

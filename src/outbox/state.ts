@@ -17,6 +17,8 @@ export interface DeviceState {
   oldestAt: number;
   /** At most the seq of its oldest message: for drop-oldest (seqs order acceptance store-wide; times can tie). */
   oldestSeq: number;
+  /** Its `f` mark may be in LevelDB (not only in the hot log): deleted there once the device holds nothing. */
+  levelMark: boolean;
 }
 
 export interface PendingAppend {
@@ -151,7 +153,10 @@ export class Holdings {
     }
     for (const [clientId, sentHigh] of marks) {
       const device = this.devices.get(clientId);
-      if (device) device.sentHigh = sentHigh;
+      if (device) {
+        device.sentHigh = sentHigh;
+        device.levelMark = true;
+      } else this.emptied.add(clientId);
     }
     for (const [clientId, inFlightHigh] of keep) {
       const device = this.devices.get(clientId);
@@ -163,7 +168,7 @@ export class Holdings {
   device(clientId: string): DeviceState {
     let device = this.devices.get(clientId);
     if (!device) {
-      device = { messages: 0, bytes: 0, sentHigh: 0, inFlightHigh: 0, oldestAt: Infinity, oldestSeq: Infinity };
+      device = { messages: 0, bytes: 0, sentHigh: 0, inFlightHigh: 0, oldestAt: Infinity, oldestSeq: Infinity, levelMark: false };
       this.devices.set(clientId, device);
     }
     return device;
@@ -182,11 +187,24 @@ export class Holdings {
       device.bytes -= bytes;
       if (device.messages === 0) {
         this.devices.delete(clientId);
-        this.emptied.add(clientId);
+        if (device.levelMark) this.emptied.add(clientId);
       }
     }
     this.messages -= 1;
     this.bytes -= bytes;
+  }
+
+  /** A message of the hot log, counted again after the store reloaded from LevelDB (see batch.ts). */
+  addHot(m: { clientId: string; seq: number; bytes: number; acceptedAt: number }): void {
+    const device = this.device(m.clientId);
+    if (m.seq < device.oldestSeq) {
+      device.oldestSeq = m.seq;
+      device.oldestAt = Math.min(device.oldestAt, m.acceptedAt);
+    }
+    device.messages += 1;
+    device.bytes += m.bytes;
+    this.messages += 1;
+    this.bytes += m.bytes;
   }
 
   /** A message written: it counts against the bounds as held, no longer as queued. */

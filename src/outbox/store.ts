@@ -4,20 +4,21 @@
  * time to live ends; after a crash, a kill -9 or a power cut, reopening the directory gives back every accepted
  * message, in order per device.
  *
- * This module is the public class: the calls, their checks, and reads. The rooms behind it: `level.ts` (the engine,
- * LevelDB through classic-level, and why), `codec.ts` (keys and records), `state.ts` (what is held, in memory),
- * `batch.ts` (group commit and recovery from a failed write), `bounds.ts` (expiry and the policy when full), `open.ts`
- * (opening, recovery of a torn or damaged store, repair).
+ * This module is the public class: the calls, their checks, and reads. The rooms behind it: `wal.ts` (the hot log of
+ * recent messages, and why), `level.ts` (LevelDB through classic-level, where older messages live, and why),
+ * `codec.ts` (keys and records), `state.ts` (what is held, in memory), `batch.ts` (group commit, the hot log's upkeep
+ * and recovery from a failed write), `bounds.ts` (expiry and the policy when full), `open.ts` (opening, recovery of a
+ * torn or damaged store, repair).
  *
+ * Durability: appends that arrive while an fsync runs, or within `groupCommitMs` of an idle store's first one, are
+ * written together to the hot log with one fdatasync (group commit). Removals (ack, drops, expiry) are written
+ * without an fsync of their own: they reach the disk with the next one, and a removal lost to a power cut only means
+ * that message is sent again, counted as a possible duplicate. A message still undelivered when the hot log holds
+ * too much (a long outage), or when the store is opened again, moves to LevelDB.
  *
- * Durability: appends that arrive while an fsync runs, or within `groupCommitMs` of an idle store's first one, go
- * into one LevelDB write batch with `sync: true` (group commit: one fsync for all of them). Removals (ack, drops,
- * expiry) are written without an fsync of their own: they reach the disk with the next fsync, and a removal lost to a
- * power cut only means that message is sent again, counted as a possible duplicate.
- *
- * Memory: nothing per message is kept in memory; per device, a few numbers, among them a lower bound of the time its
- * oldest message was accepted. Expiry and drop-oldest read only the first messages of the devices whose bound says
- * they may hold something old enough: one put and one delete per message, no index by age to keep.
+ * Memory: per message, nothing beyond the hot log's live messages (a bound of a few MiB, see wal.ts); per device, a
+ * few numbers, among them a lower bound of the time its oldest message was accepted. Expiry and drop-oldest read only
+ * the first messages of the devices whose bound says they may hold something old enough: no index by age to keep.
  */
 import { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
@@ -28,6 +29,7 @@ import { openError, type Level, type LevelModule } from './level.js';
 import type { ResolvedOutboxOptions } from './options.js';
 import { Holdings, type DeviceState, type PendingRemoval } from './state.js';
 import { OutboxMessage, type OutboxMessageInput, type OutboxRecovery, type OutboxStats, type OutboxStoreEvents } from './types.js';
+import type { HotLog } from './wal.js';
 
 // The class and its shapes, for the modules that name them from here.
 export * from './types.js';
@@ -90,8 +92,9 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     return this.#recovery;
   }
 
-  /** @internal After {@link load}: where seqs go on, and what opening found. */
-  begin(nextSeq: number, recovery: OutboxRecovery): void {
+  /** @internal After {@link load}: where seqs go on, what opening found, and the hot log begun. */
+  begin(nextSeq: number, recovery: OutboxRecovery, hot: HotLog): void {
+    this.#writer.hot = hot;
     this.#holdings.nextSeq = nextSeq;
     this.#recovery = Object.freeze(recovery);
     this.#holdings.counters.possibleDuplicates = recovery.possibleDuplicates;
@@ -159,11 +162,10 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       h.lastAcceptedAt = acceptedAt;
       h.queuedMessages += 1;
       h.queuedBytes += bytes;
-      const work = this.#writer.work;
+      // Handed out for sending: in flight from now, and so marked in its record (a crash counts it a possible duplicate).
       if (options.sending === true) {
         const device = h.device(clientId);
         device.inFlightHigh = Math.max(device.inFlightHigh, seq);
-        work.marks.set(clientId, Math.max(work.marks.get(clientId) ?? 0, seq));
       }
       return new Promise((resolve, reject) => {
         this.#writer.work.appends.push({ clientId, seq, key, value, bytes, acceptedAt, id, sending: options.sending === true, resolve, reject });
@@ -300,7 +302,9 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     const { lt } = range;
     let expired = false;
     let first = after === 0;
-    while (out.length < limit) {
+    const hot = this.#writer.hot;
+    // Older messages are in LevelDB (when the device has any there), the recent ones in the hot log, with higher seqs.
+    while (device.messages > hot.deviceCount(clientId) && out.length < limit) {
       const page = await this.#writer.db.iterator({ gt, lt, limit: limit - out.length + 16 }).all();
       if (page.length === 0) break;
       for (const [key, value] of page) {
@@ -324,6 +328,25 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
         }
         out.push(new OutboxMessage({ clientId, seq, ...message, sentBefore: seq <= device.sentHigh }));
         this.#holdings.remember(seq, clientId, key.length + value.length, message.acceptedAt, message.id);
+        if (out.length === limit) break;
+      }
+    }
+    if (out.length < limit) {
+      for (const m of hot.device(clientId)) {
+        const { seq } = m;
+        if (seq <= after || this.#holdings.removed.has(seq)) continue;
+        if (first) {
+          device.oldestAt = m.acceptedAt;
+          device.oldestSeq = seq;
+          first = false;
+        }
+        if (m.acceptedAt <= cutoff && seq > device.inFlightHigh) {
+          expired = true;
+          continue;
+        }
+        const message = decodeMessage(m.key, m.value);
+        if (!message) continue;
+        out.push(new OutboxMessage({ clientId, seq, ...message, sentBefore: seq <= device.sentHigh }));
         if (out.length === limit) break;
       }
     }
@@ -416,6 +439,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       this.#closed = true;
       await this.#writer.reopening;
       const db = this.#writer.db;
+      await this.#writer.hot.close();
       if (!this.#writer.failure) await db.del(metaKey('open'), { sync: true }).catch(() => undefined);
       await db.close().catch(() => undefined);
     })();
