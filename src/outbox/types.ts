@@ -75,9 +75,9 @@ export interface OutboxRecovery {
   readonly messages: number;
   /** Messages found that had been handed out for sending: sent again, they may be delivered twice. */
   readonly possibleDuplicates: number;
-  /** Bytes at the end of LevelDB's write-ahead log that did not form a complete record (a write cut short). */
+  /** Bytes at the end of the hot log or LevelDB's write-ahead log that did not form a complete record (a write cut short). */
   readonly tornTailBytes: number;
-  /** Bytes of the write-ahead log that failed their checksum before its end (their records are lost). */
+  /** Bytes of the hot log or LevelDB's write-ahead log that failed their checksum before its end (their records are lost). */
   readonly corruptBytes: number;
 }
 
