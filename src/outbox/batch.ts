@@ -9,7 +9,7 @@
 import { open as openFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OutboxError } from '../errors.js';
-import { acceptedAtOf, encodeSeq, idOf, markKey, messageKey, metaKey } from './codec.js';
+import { acceptedAtOf, encodeSeq, idOf, markKey, messageKey, metaKey, seal } from './codec.js';
 import { planBounds } from './bounds.js';
 import { levelOptions, write, writeError, type Level, type LevelModule } from './level.js';
 import type { ResolvedOutboxOptions } from './options.js';
@@ -21,6 +21,9 @@ import { appendRecord, markRecord, type HotLog, type HotMessage } from './wal.js
 const FIRST_RETRY_MS = 1000;
 const MAX_RETRY_MS = 30_000;
 const SEQ_KEY = metaKey('seq');
+/** How long removal records alone wait for a batch to go with. */
+const LAZY_MS = 10;
+const noop = (): void => undefined;
 
 /** What the writer tells its store (which emits it). */
 export interface WriterEvents {
@@ -73,18 +76,45 @@ export class BatchWriter {
     return this.#reopening;
   }
 
+  /** The timer of {@link scheduleLazy}. */
+  #lazy: NodeJS.Timeout | undefined;
+
   #hasWork(): boolean {
     const w = this.work;
     return w.appends.length > 0 || w.removals.length > 0 || w.marks.size > 0 || w.sweep || w.recover || w.waiters.length > 0;
   }
 
-  /** Run a batch soon (after `groupCommitMs`, so that appends arriving together share it), unless one runs. */
+  /**
+   * Run a batch soon, unless one runs (what arrives meanwhile goes into the next: group commit): at the end of this
+   * turn's microtasks, or after `groupCommitMs`. A write is one trip to the thread pool; starting it at once, not a
+   * turn of the event loop later, is what keeps a message's acceptance close to the disk's own latency.
+   */
   schedule(): void {
     if (this.#running) return;
     this.#running = true;
+    if (this.#lazy) {
+      clearTimeout(this.#lazy);
+      this.#lazy = undefined;
+    }
     const run = (): void => void this.#loop();
     if (this.#options.groupCommitMs > 0) setTimeout(run, this.#options.groupCommitMs);
-    else setImmediate(run);
+    else queueMicrotask(run);
+  }
+
+  /**
+   * Removal records are waiting and nothing else: write them with the next batch, or after {@link LAZY_MS} if none
+   * comes (a write of removals alone would hold up the appends that arrive while it runs).
+   */
+  scheduleLazy(): void {
+    if (this.#running || this.#lazy) return;
+    this.#lazy = setTimeout(() => {
+      this.#lazy = undefined;
+      if (!this.hot.removalsPending) return;
+      // A batch of nothing else: the removal records go with its write.
+      this.work.waiters.push({ resolve: noop, reject: noop });
+      this.schedule();
+    }, LAZY_MS);
+    this.#lazy.unref();
   }
 
   async #loop(): Promise<void> {
@@ -97,6 +127,7 @@ export class BatchWriter {
     } finally {
       this.#running = false;
       if (this.#hasWork()) this.schedule();
+      else if (this.hot.removalsPending) this.scheduleLazy();
     }
   }
 
@@ -145,8 +176,13 @@ export class BatchWriter {
       // Recent messages leave the hot log (a removal record with this write); older ones are deleted from LevelDB.
       const coldDeletes: Buffer[] = [];
       for (const r of removed) if (!hot.remove(r.seq)) coldDeletes.push(messageKey(r.clientId, r.seq));
-      for (const v of victims) if (!hot.remove(v.seq)) coldDeletes.push(messageKey(v.clientId, v.seq));
-      taken = victims;
+      // A victim of the hot log acknowledged while the bounds were read is gone already: not dropped twice.
+      const kept = victims.filter((v) => {
+        if (v.hot) return hot.remove(v.seq) !== undefined;
+        coldDeletes.push(messageKey(v.clientId, v.seq));
+        return true;
+      });
+      taken = kept;
       for (const a of work.appends) records.push(appendRecord(a.key, a.value, a.sending));
       // fdatasync for appends and marks (accepted and marked mean on disk), and before a dead segment is deleted (its
       // removals first).
@@ -195,7 +231,7 @@ export class BatchWriter {
       }
       this.#settleRemovals(removed, missing, drops);
       for (const r of work.removals) holdings.removed.delete(r.seq);
-      for (const v of victims) {
+      for (const v of kept) {
         holdings.account(v.seq, v.clientId, v.bytes);
         drops.push(dropOf(v, v.reason));
       }
@@ -251,7 +287,7 @@ export class BatchWriter {
     await write(this.#db, (batch) => {
       const marked = new Set<string>();
       for (const m of messages) {
-        batch.put(m.key, m.value);
+        batch.put(m.key, seal(m.key, m.value));
         const sentHigh = holdings.devices.get(m.clientId)?.sentHigh ?? 0;
         if (sentHigh > 0 && !marked.has(m.clientId)) {
           marked.add(m.clientId);

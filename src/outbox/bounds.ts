@@ -117,7 +117,7 @@ async function scanDevice(
     if (stop !== undefined) return stop ?? undefined;
   }
   for (const m of [...hot.device(clientId)]) {
-    const stop = visit(m.seq, m.acceptedAt, () => ({ seq: m.seq, clientId, bytes: m.bytes, acceptedAt: m.acceptedAt, id: m.id }));
+    const stop = visit(m.seq, m.acceptedAt, () => ({ seq: m.seq, clientId, bytes: m.bytes, acceptedAt: m.acceptedAt, id: m.id, hot: true }));
     if (stop !== undefined) return stop ?? undefined;
   }
   return { oldestLeft, firstDroppable: Infinity };

@@ -141,8 +141,12 @@ function reviveBuffers(_key: string, value: unknown): unknown {
   return value;
 }
 
-/** A message value for `key`. Its length is the message's `bytes` in the store's accounting (plus the key). */
-export function encodeMessage(key: Buffer, message: StoredMessage): Buffer {
+/**
+ * A message value for `key`. Its length is the message's `bytes` in the store's accounting (plus the key). Unsealed
+ * (`sealed` false: its CRC left 0) for the hot log, whose record has a CRC of its own; {@link seal} it before it goes
+ * into LevelDB.
+ */
+export function encodeMessage(key: Buffer, message: StoredMessage, sealed = true): Buffer {
   const props = propertiesJson(message.properties);
   const topicBytes = Buffer.byteLength(message.topic);
   const idBytes = message.id === undefined ? 0 : Buffer.byteLength(message.id);
@@ -160,13 +164,22 @@ export function encodeMessage(key: Buffer, message: StoredMessage): Buffer {
   if (message.id !== undefined) value.write(message.id, MESSAGE_HEADER + topicBytes, 'utf8');
   props?.copy(value, propsAt);
   value.set(message.payload, propsAt + propsBytes);
-  value.writeUInt32LE(checksum(key, value), 4);
+  value.writeUInt32LE(sealed ? checksum(key, value) : 0, 4);
   return value;
 }
 
-/** A message value, or undefined when it fails its checksum or is not a format this code reads. */
-export function decodeMessage(key: Buffer, value: Buffer): StoredMessage | undefined {
-  if (value.length < MESSAGE_HEADER || value[0] !== RECORD_FORMAT || value.readUInt32LE(4) !== checksum(key, value)) return undefined;
+/** Write a value's CRC (a value of the hot log, on its way into LevelDB). */
+export function seal(key: Buffer, value: Buffer): Buffer {
+  if (value.length >= MESSAGE_HEADER) value.writeUInt32LE(checksum(key, value), 4);
+  return value;
+}
+
+/**
+ * A message value, or undefined when it fails its checksum or is not a format this code reads. `trusted`: a value of
+ * the hot log in memory (never read back from disk: its CRC is not written yet), not checked.
+ */
+export function decodeMessage(key: Buffer, value: Buffer, trusted = false): StoredMessage | undefined {
+  if (value.length < MESSAGE_HEADER || value[0] !== RECORD_FORMAT || (!trusted && value.readUInt32LE(4) !== checksum(key, value))) return undefined;
   const topicBytes = value.readUInt16LE(16);
   const idBytes = value[3] as number;
   const propsBytes = value.readUInt32LE(18);

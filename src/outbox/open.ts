@@ -5,7 +5,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { OutboxError, ValidationError, isApsaraMqDeviceError } from '../errors.js';
-import { RECORD_FORMAT, decodeSeq, encodeSeq, markKey, metaKey } from './codec.js';
+import { RECORD_FORMAT, decodeSeq, encodeSeq, markKey, metaKey, seal } from './codec.js';
 import { checkLogs, levelOptions, loadEngine, openError, type Level } from './level.js';
 import { resolveOutboxOptions, type OutboxStoreOptions } from './options.js';
 import { OutboxStore } from './store.js';
@@ -20,7 +20,8 @@ async function moveHotLog(db: Level, wal: WalReplay, dir: string): Promise<void>
   const marks = await Promise.all([...wal.marks].map(async ([clientId, seq]) => [clientId, Math.max(seq, decodeSeq(await db.get(markKey(clientId))) ?? 0)] as const));
   const nextSeq = Math.max(wal.maxSeq + 1, decodeSeq(await db.get(metaKey('seq'))) ?? 1);
   const batch = db.batch();
-  for (const m of wal.live) batch.put(m.key, m.value);
+  // Each value gets its CRC (the hot log's record had one of its own, checked when it was read).
+  for (const m of wal.live) batch.put(m.key, seal(m.key, m.value));
   for (const [clientId, seq] of marks) batch.put(markKey(clientId), encodeSeq(seq));
   batch.put(metaKey('seq'), encodeSeq(nextSeq));
   await batch.write({ sync: true });

@@ -67,6 +67,8 @@ export interface Removed {
   readonly bytes: number;
   readonly acceptedAt: number;
   readonly id: string | undefined;
+  /** Found in the hot log (else in LevelDB). */
+  readonly hot?: boolean;
 }
 
 export const newWork = (): Work => ({ appends: [], removals: [], marks: new Map(), markWaiters: [], sweep: false, recover: false, waiters: [] });

@@ -143,7 +143,8 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       const seq = h.nextSeq;
       const acceptedAt = Math.max(h.lastAcceptedAt, this.#options.clock());
       const key = messageKey(clientId, seq);
-      const value = encodeMessage(key, { topic: message.topic, payload, qos, retain: message.retain === true, properties: message.properties, acceptedAt, id });
+      // Unsealed: the hot log's record has its own CRC; the value's is written if it moves to LevelDB.
+      const value = encodeMessage(key, { topic: message.topic, payload, qos, retain: message.retain === true, properties: message.properties, acceptedAt, id }, false);
       const bytes = key.length + value.length;
       const { maxBytes, maxMessages } = this.#options;
       if (bytes > maxBytes) {
@@ -203,14 +204,29 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       if (gone) removed += 1;
       if (--left === 0) done(removed);
     };
-    const held = this.#holdings.removed;
+    const h = this.#holdings;
+    const held = h.removed;
+    const hot = this.#writer.hot;
     for (const seq of seqs) {
       if (held.has(seq)) continue;
+      // In the hot log (the common case: delivered soon after acceptance): removed now, in memory; its removal
+      // record goes with the next write.
+      const recent = hot.get(seq);
+      if (recent !== undefined && recent.clientId === clientId) {
+        hot.remove(seq);
+        h.account(seq, clientId, recent.bytes);
+        h.counters.delivered += 1;
+        removed += 1;
+        continue;
+      }
       held.add(seq);
       left += 1;
       this.#writer.work.removals.push({ clientId, seq, reason: 'delivered', resolve: settle });
     }
-    if (left === 0) return Promise.resolve(0);
+    if (left === 0) {
+      if (removed > 0) this.#writer.scheduleLazy();
+      return Promise.resolve(removed);
+    }
     this.#writer.schedule();
     return all;
   }
@@ -344,7 +360,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
           expired = true;
           continue;
         }
-        const message = decodeMessage(m.key, m.value);
+        const message = decodeMessage(m.key, m.value, true);
         if (!message) continue;
         out.push(new OutboxMessage({ clientId, seq, ...message, sentBefore: seq <= device.sentHigh }));
         if (out.length === limit) break;
