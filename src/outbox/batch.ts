@@ -15,7 +15,7 @@ import { levelOptions, write, writeError, type Level, type LevelModule } from '.
 import type { ResolvedOutboxOptions } from './options.js';
 import { dropOf, newWork, type Holdings, type PendingAppend, type PendingRemoval, type Removed, type Work } from './state.js';
 import type { OutboxDrop } from './types.js';
-import { appendRecord, markRecord, type HotLog, type HotMessage } from './wal.js';
+import { markRecord, type HotLog, type HotMessage } from './wal.js';
 
 /** Pause before the first try to write again after a failure; doubled up to {@link MAX_RETRY_MS}. */
 const FIRST_RETRY_MS = 1000;
@@ -183,7 +183,7 @@ export class BatchWriter {
         return true;
       });
       taken = kept;
-      for (const a of work.appends) records.push(appendRecord(a.key, a.value, a.sending));
+      for (const a of work.appends) records.push(a.record);
       // fdatasync for appends and marks (accepted and marked mean on disk), and before a dead segment is deleted (its
       // removals first).
       await hot.write(records, records.length > 0 || hot.deadPrefix);

@@ -42,12 +42,15 @@ function readSeq(source: Buffer, at: number): number {
 
 /** `m` ClientId 0x00 seq. */
 export function messageKey(clientId: string, seq: number): Buffer {
-  const idBytes = Buffer.byteLength(clientId);
-  const key = Buffer.allocUnsafe(idBytes + 10);
+  return writeMessageKey(Buffer.allocUnsafe(Buffer.byteLength(clientId) + 10), clientId, seq);
+}
+
+/** {@link messageKey} into `key` (its length: the ClientId's UTF-8 bytes + 10). */
+export function writeMessageKey(key: Buffer, clientId: string, seq: number): Buffer {
   key[0] = M;
   key.write(clientId, 1, 'utf8');
-  key[idBytes + 1] = 0;
-  writeSeq(key, seq, idBytes + 2);
+  key[key.length - 9] = 0;
+  writeSeq(key, seq, key.length - 8);
   return key;
 }
 
@@ -147,12 +150,30 @@ function reviveBuffers(_key: string, value: unknown): unknown {
  * into LevelDB.
  */
 export function encodeMessage(key: Buffer, message: StoredMessage, sealed = true): Buffer {
+  const layout = messageLayout(message);
+  return writeMessage(Buffer.allocUnsafe(layout.length), key, message, layout, sealed);
+}
+
+/** The sizes of a message's value, computed once (see {@link writeMessage}). */
+export interface MessageLayout {
+  readonly length: number;
+  readonly props: Buffer | undefined;
+  readonly topicBytes: number;
+  readonly idBytes: number;
+}
+
+export function messageLayout(message: StoredMessage): MessageLayout {
   const props = propertiesJson(message.properties);
   const topicBytes = Buffer.byteLength(message.topic);
   const idBytes = message.id === undefined ? 0 : Buffer.byteLength(message.id);
+  return { length: MESSAGE_HEADER + topicBytes + idBytes + (props?.length ?? 0) + message.payload.length, props, topicBytes, idBytes };
+}
+
+/** {@link encodeMessage} into `value` (exactly `layout.length` bytes, e.g. a view into a hot log record). */
+export function writeMessage(value: Buffer, key: Buffer, message: StoredMessage, layout: MessageLayout, sealed: boolean): Buffer {
+  const { props, topicBytes, idBytes } = layout;
   const propsBytes = props?.length ?? 0;
   const propsAt = MESSAGE_HEADER + topicBytes + idBytes;
-  const value = Buffer.allocUnsafe(propsAt + propsBytes + message.payload.length);
   value[0] = RECORD_FORMAT;
   value[1] = message.qos;
   value[2] = message.retain ? 1 : 0;

@@ -26,6 +26,8 @@ export interface PendingAppend {
   readonly seq: number;
   readonly key: Buffer;
   readonly value: Buffer;
+  /** The hot log's record (`key` and `value` are views into it). */
+  readonly record: Buffer;
   readonly bytes: number;
   readonly acceptedAt: number;
   readonly id: string | undefined;

@@ -23,13 +23,13 @@
 import { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
 import { OutboxError, ValidationError } from '../errors.js';
-import { MAX_MESSAGE_ID_BYTES, decodeMessage, encodeMessage, messageKey, messageRange, metaKey, seqOfMessageKey } from './codec.js';
+import { MAX_MESSAGE_ID_BYTES, decodeMessage, messageLayout, messageRange, metaKey, seqOfMessageKey, writeMessage, writeMessageKey } from './codec.js';
 import { BatchWriter } from './batch.js';
 import { openError, type Level, type LevelModule } from './level.js';
 import type { ResolvedOutboxOptions } from './options.js';
 import { Holdings, type DeviceState, type PendingRemoval } from './state.js';
 import { OutboxMessage, type OutboxMessageInput, type OutboxRecovery, type OutboxStats, type OutboxStoreEvents } from './types.js';
-import type { HotLog } from './wal.js';
+import { appendRecordOf, frameAppend, type HotLog } from './wal.js';
 
 // The class and its shapes, for the modules that name them from here.
 export * from './types.js';
@@ -142,9 +142,13 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       }
       const seq = h.nextSeq;
       const acceptedAt = Math.max(h.lastAcceptedAt, this.#options.clock());
-      const key = messageKey(clientId, seq);
-      // Unsealed: the hot log's record has its own CRC; the value's is written if it moves to LevelDB.
-      const value = encodeMessage(key, { topic: message.topic, payload, qos, retain: message.retain === true, properties: message.properties, acceptedAt, id }, false);
+      // One buffer: the hot log's record, with the LevelDB key and value inside it. The value is unsealed: the record
+      // has its own CRC; the value's is written if it moves to LevelDB.
+      const stored = { topic: message.topic, payload, qos, retain: message.retain === true, properties: message.properties, acceptedAt, id };
+      const layout = messageLayout(stored);
+      const { record, key, value } = appendRecordOf(Buffer.byteLength(clientId) + 10, layout.length, options.sending === true);
+      writeMessage(value, writeMessageKey(key, clientId, seq), stored, layout, false);
+      frameAppend(record);
       const bytes = key.length + value.length;
       const { maxBytes, maxMessages } = this.#options;
       if (bytes > maxBytes) {
@@ -169,7 +173,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
         device.inFlightHigh = Math.max(device.inFlightHigh, seq);
       }
       return new Promise((resolve, reject) => {
-        this.#writer.work.appends.push({ clientId, seq, key, value, bytes, acceptedAt, id, sending: options.sending === true, resolve, reject });
+        this.#writer.work.appends.push({ clientId, seq, key, value, record, bytes, acceptedAt, id, sending: options.sending === true, resolve, reject });
         this.#writer.schedule();
       });
     } catch (error) {

@@ -61,13 +61,20 @@ function readSeq(source: Buffer, at: number): number {
   return source.readUInt32BE(at) * TWO_32 + source.readUInt32BE(at + 4);
 }
 
-/** The record of an accepted message. */
-export function appendRecord(key: Buffer, value: Buffer, sending: boolean): Buffer {
-  const record = Buffer.allocUnsafe(HEADER + 3 + key.length + value.length);
+/**
+ * The record of an accepted message, laid out, with its LevelDB key and value as views into it (one allocation, no
+ * copy): fill both, then {@link frameAppend}.
+ */
+export function appendRecordOf(keyLength: number, valueLength: number, sending: boolean): { record: Buffer; key: Buffer; value: Buffer } {
+  const record = Buffer.allocUnsafe(HEADER + 3 + keyLength + valueLength);
   record[HEADER] = sending ? 1 : 0;
-  record.writeUInt16LE(key.length, HEADER + 1);
-  key.copy(record, HEADER + 3);
-  value.copy(record, HEADER + 3 + key.length);
+  record.writeUInt16LE(keyLength, HEADER + 1);
+  const keyAt = HEADER + 3;
+  return { record, key: record.subarray(keyAt, keyAt + keyLength), value: record.subarray(keyAt + keyLength) };
+}
+
+/** An append record's header, once its key and value are written. */
+export function frameAppend(record: Buffer): Buffer {
   return frame(record, APPEND);
 }
 

@@ -1,0 +1,140 @@
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { messageLayout, writeMessage, writeMessageKey } from '../../src/outbox/codec.js';
+import { HotLog, appendRecordOf, frameAppend, markRecord, replayWal } from '../../src/outbox/wal.js';
+
+/**
+ * The hot log's files on their own (src/outbox/wal.ts): what a replay finds after writes, removals, rotations,
+ * damage and a zero-filled tail. The store's behaviour on top is in outbox-store.test.ts and outbox-durability.test.ts.
+ */
+
+let dir: string;
+const logs: HotLog[] = [];
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'outbox-wal-'));
+});
+
+afterEach(async () => {
+  await Promise.all(logs.splice(0).map((l) => l.close()));
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function create(n = 1, nextSeq = 1): Promise<HotLog> {
+  const log = await HotLog.create(dir, n, nextSeq);
+  logs.push(log);
+  return log;
+}
+
+/** An append record of `clientId`'s message `seq`, added to the log's memory as the store does once it is written. */
+function append(log: HotLog, clientId: string, seq: number, sending = false): Buffer {
+  const stored = { topic: `t/${seq}`, payload: Buffer.from(`payload ${seq}`), qos: 1 as const, retain: false, properties: undefined, acceptedAt: 1000 + seq, id: undefined };
+  const layout = messageLayout(stored);
+  const { record, key, value } = appendRecordOf(Buffer.byteLength(clientId) + 10, layout.length, sending);
+  writeMessage(value, writeMessageKey(key, clientId, seq), stored, layout, false);
+  frameAppend(record);
+  log.add(clientId, seq, key, value, key.length + value.length, stored.acceptedAt, undefined);
+  return record;
+}
+
+const files = async () => (await readdir(dir)).filter((f) => f.endsWith('.wal')).sort();
+
+describe('hot log replay', () => {
+  it('gives back the live messages in seq order, without the removed ones, and the highest seq ever named', async () => {
+    const log = await create();
+    await log.write([append(log, 'a', 1), append(log, 'b', 2), append(log, 'a', 3, true)], true);
+    log.remove(2);
+    await log.write([append(log, 'a', 4)], true);
+    const replay = await replayWal(dir);
+    expect(replay.live.map((m) => [m.seq, m.sending])).toEqual([
+      [1, false],
+      [3, true],
+      [4, false],
+    ]);
+    expect(replay.maxSeq).toBe(4);
+    expect(replay.marks).toEqual(new Map([['a', 3]]));
+    expect([replay.tornTailBytes, replay.corruptBytes]).toEqual([0, 0]);
+    expect(replay.nextFile).toBe(2);
+  });
+
+  it('a removal in a later segment applies to a message of an earlier one; dead segments are deleted oldest first', async () => {
+    const log = await create();
+    await log.write([append(log, 'a', 1), append(log, 'a', 2)], true);
+    await log.rotate(3);
+    await log.write([append(log, 'a', 3)], true);
+    log.remove(1);
+    await log.write([], true);
+    expect(await files()).toHaveLength(2);
+    let replay = await replayWal(dir);
+    expect(replay.live.map((m) => m.seq)).toEqual([2, 3]);
+    // The first segment is dead once 2 is removed too; the active one never goes.
+    log.remove(2);
+    await log.write([], true);
+    expect(log.deadPrefix).toBe(true);
+    expect(await log.dropDead()).toBe(1);
+    expect(await files()).toEqual(['hot-000000000002.wal']);
+    replay = await replayWal(dir);
+    expect(replay.live.map((m) => m.seq)).toEqual([3]);
+  });
+
+  it('seqs stay counted after every segment that named them is gone (the SEQ record of each new segment)', async () => {
+    const log = await create(1, 1);
+    await log.write([append(log, 'a', 1), append(log, 'a', 2)], true);
+    log.remove(1);
+    log.remove(2);
+    await log.write([], true);
+    await log.rotate(3);
+    await log.dropDead();
+    const replay = await replayWal(dir);
+    expect(replay.live).toEqual([]);
+    expect(replay.maxSeq).toBe(2);
+  });
+
+  it('marks: the highest seq handed out per device', async () => {
+    const log = await create();
+    await log.write([append(log, 'a', 1), append(log, 'a', 2), markRecord('a', 2), markRecord('b', 7), markRecord('a', 1)], true);
+    expect((await replayWal(dir)).marks).toEqual(new Map([['a', 2], ['b', 7]]));
+  });
+
+  it('a zero-filled tail (space allocated, never written) is neither torn nor damaged', async () => {
+    const log = await create();
+    await log.write([append(log, 'a', 1)], true);
+    const [file] = await files();
+    const path = join(dir, file as string);
+    await writeFile(path, Buffer.concat([await readFile(path), Buffer.alloc(4096)]));
+    const replay = await replayWal(dir);
+    expect(replay.live.map((m) => m.seq)).toEqual([1]);
+    expect([replay.tornTailBytes, replay.corruptBytes]).toEqual([0, 0]);
+  });
+
+  it('a damaged header: the reader finds the next sound record; the bytes skipped are counted, and where', async () => {
+    const log = await create();
+    const records = [append(log, 'a', 1), append(log, 'a', 2), append(log, 'a', 3)];
+    await log.write(records, true);
+    const [file] = await files();
+    const path = join(dir, file as string);
+    const bytes = await readFile(path);
+    // The length field of record 2 (after the SEQ record and record 1).
+    const at = bytes.length - (records[1] as Buffer).length - (records[2] as Buffer).length;
+    bytes[at + 1] = (bytes[at + 1] as number) ^ 0x40;
+    await writeFile(path, bytes);
+    const replay = await replayWal(dir);
+    expect(replay.live.map((m) => m.seq)).toEqual([1, 3]);
+    expect(replay.corruptBytes).toBe((records[1] as Buffer).length);
+    expect(replay.damage).toEqual([`${file} at byte ${at}`]);
+  });
+
+  it('a failed write is cut back: none of its records is read at the next open', async () => {
+    const log = await create();
+    await log.write([append(log, 'a', 1)], true);
+    const [file] = await files();
+    const before = (await readFile(join(dir, file as string))).length;
+    // A write that cannot happen (the handle closed under it) fails as a full disk would, after nothing or a part.
+    await log.close();
+    await expect(log.write([append(log, 'a', 2)], true)).rejects.toThrow();
+    expect((await readFile(join(dir, file as string))).length).toBe(before);
+    expect((await replayWal(dir)).live.map((m) => m.seq)).toEqual([1]);
+  });
+});
