@@ -46,6 +46,8 @@ export class BatchWriter {
   #deferredMarks = new Map<string, number>();
   /** Keys of appends whose write failed: if the failed write reached the disk after all, they are deleted on recovery. */
   #failedKeys: Buffer[] = [];
+  /** A move to LevelDB whose write failed (it may have reached LevelDB): redone by the recovery. */
+  #unmoved: readonly HotMessage[] = [];
   /** Writing failed: no write until the store has recovered (a write after a failed one could follow a torn record). */
   #writeFailure: { error: OutboxError; retryAt: number; pauseMs: number } | undefined;
   /** A reopen in progress: reads wait for it. */
@@ -78,6 +80,14 @@ export class BatchWriter {
 
   /** The timer of {@link scheduleLazy}. */
   #lazy: NodeJS.Timeout | undefined;
+  #stopped = false;
+
+  /** The store is closing: no lazy write after this (a last flush wrote what there was). */
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#lazy);
+    this.#lazy = undefined;
+  }
 
   #hasWork(): boolean {
     const w = this.work;
@@ -106,7 +116,7 @@ export class BatchWriter {
    * comes (a write of removals alone would hold up the appends that arrive while it runs).
    */
   scheduleLazy(): void {
-    if (this.#running || this.#lazy) return;
+    if (this.#running || this.#lazy || this.#stopped) return;
     this.#lazy = setTimeout(() => {
       this.#lazy = undefined;
       if (!this.hot.removalsPending) return;
@@ -116,6 +126,14 @@ export class BatchWriter {
     }, LAZY_MS);
     this.#lazy.unref();
   }
+
+  /** Resolves once no batch runs (nor its upkeep). */
+  idle(): Promise<void> {
+    if (!this.#running) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  #idleWaiters: Array<() => void> = [];
 
   async #loop(): Promise<void> {
     try {
@@ -127,7 +145,10 @@ export class BatchWriter {
     } finally {
       this.#running = false;
       if (this.#hasWork()) this.schedule();
-      else if (this.hot.removalsPending) this.scheduleLazy();
+      else {
+        if (this.hot.removalsPending) this.scheduleLazy();
+        for (const resolve of this.#idleWaiters.splice(0)) resolve();
+      }
     }
   }
 
@@ -158,7 +179,6 @@ export class BatchWriter {
       // Devices left with nothing by an earlier batch lose their mark: tidiness only (a new message's seq is above any
       // mark, so a stale one never counts it as a duplicate), hence one batch late rather than a count per message.
       const emptied = holdings.emptied.size === 0 ? [] : [...holdings.emptied].filter((clientId) => !holdings.devices.has(clientId) && !marks.has(clientId));
-      holdings.emptied.clear();
       const deferred = this.#deferredDeletes;
       const hot = this.hot;
       const records: Buffer[] = [];
@@ -184,9 +204,7 @@ export class BatchWriter {
       });
       taken = kept;
       for (const a of work.appends) records.push(a.record);
-      // fdatasync for appends and marks (accepted and marked mean on disk), and before a dead segment is deleted (its
-      // removals first).
-      await hot.write(records, records.length > 0 || hot.deadPrefix);
+      // LevelDB's part first (usually nothing): if it fails, the appends are refused and none of them is on disk yet.
       if (coldDeletes.length > 0 || levelMarks.size > 0 || emptied.length > 0 || deferred.length > 0) {
         // Straight into LevelDB's chained batch (no operation objects).
         await write(this.#db, (batch) => {
@@ -196,7 +214,10 @@ export class BatchWriter {
           for (const key of deferred) batch.del(key);
         }, levelMarks.size > 0 || deferred.length > 0);
       }
+      // Then the hot log: its appends and marks (a failed write is cut back, so refused appends never come back).
+      await hot.write(records, true);
       // Written: account for it.
+      for (const clientId of emptied) holdings.emptied.delete(clientId);
       this.#deferredDeletes = [];
       this.#deferredMarks.clear();
       for (const [clientId, seq] of marks) {
@@ -240,8 +261,9 @@ export class BatchWriter {
     } catch (cause) {
       const error = writeError(dir, cause);
       const first = this.#writeFailure === undefined;
-      // Removed for this process all the same: out of the hot log, their removal records written once writing works.
-      for (const r of removed) this.hot.remove(r.seq);
+      // Removed for this process all the same: out of the hot log, their removal records written once writing works
+      // (also those whose lookup did not finish: a failed read of LevelDB's part).
+      for (const r of work.removals) if (this.hot.get(r.seq)?.clientId === r.clientId) this.hot.remove(r.seq);
       this.#failed(work, error, removed, missing, drops);
       for (const v of taken) {
         if (!this.hot.get(v.seq)) this.#deferredDeletes.push(messageKey(v.clientId, v.seq));
@@ -281,26 +303,50 @@ export class BatchWriter {
     }
   }
 
-  /** Live messages of the hot log into LevelDB (one fsync'd batch, with their devices' marks and the next seq). */
+  /**
+   * Live messages of the hot log into LevelDB (one fsync'd batch, with their devices' marks and the next seq). Reads
+   * wait while it runs (a read must find each message in one place or the other). A message acknowledged while the
+   * batch was being written (acks of the hot log are taken at once, see `OutboxStore.ackAll`) is deleted from LevelDB
+   * again. If the write fails, the move is redone by the recovery (it may have reached LevelDB all the same).
+   */
   async #moveToLevel(messages: readonly HotMessage[]): Promise<void> {
-    const holdings = this.#holdings;
-    await write(this.#db, (batch) => {
-      const marked = new Set<string>();
-      for (const m of messages) {
-        batch.put(m.key, seal(m.key, m.value));
-        const sentHigh = holdings.devices.get(m.clientId)?.sentHigh ?? 0;
-        if (sentHigh > 0 && !marked.has(m.clientId)) {
-          marked.add(m.clientId);
-          batch.put(markKey(m.clientId), encodeSeq(sentHigh));
-        }
+    const hot = this.hot;
+    await hot.exclusive(async () => {
+      try {
+        await write(this.#db, (batch) => this.#putMoved(batch, messages), true);
+      } catch (error) {
+        this.#unmoved = messages;
+        throw error;
       }
-      batch.put(SEQ_KEY, encodeSeq(holdings.nextSeq));
-    }, true);
+      const gone = messages.filter((m) => hot.get(m.seq) !== m);
+      if (gone.length > 0) await write(this.#db, (batch) => gone.forEach((m) => batch.del(m.key)), true);
+      this.#moved(messages);
+    });
+  }
+
+  /** The LevelDB part of a move: the messages (sealed), their devices' marks, the next seq. */
+  #putMoved(batch: Parameters<Parameters<typeof write>[1]>[0], messages: readonly HotMessage[]): void {
+    const holdings = this.#holdings;
+    const marked = new Set<string>();
     for (const m of messages) {
-      const device = holdings.devices.get(m.clientId);
+      batch.put(m.key, seal(m.key, m.value));
+      const sentHigh = holdings.devices.get(m.clientId)?.sentHigh ?? 0;
+      if (sentHigh > 0 && !marked.has(m.clientId)) {
+        marked.add(m.clientId);
+        batch.put(markKey(m.clientId), encodeSeq(sentHigh));
+      }
+    }
+    batch.put(SEQ_KEY, encodeSeq(holdings.nextSeq));
+  }
+
+  /** A move written: the messages still in the hot log are LevelDB's now. */
+  #moved(messages: readonly HotMessage[]): void {
+    const stay = messages.filter((m) => this.hot.get(m.seq) === m);
+    for (const m of stay) {
+      const device = this.#holdings.devices.get(m.clientId);
       if (device && device.sentHigh > 0) device.levelMark = true;
     }
-    this.hot.moved(messages);
+    this.hot.moved(stay);
   }
 
   /** Removals: how big each message is (known if handed out, else read), or that it is not there any more. */
@@ -437,17 +483,24 @@ export class BatchWriter {
         throw this.#writeFailure.error;
       }
       this.#db = db;
+      // A move that failed is done again (its messages may be in LevelDB already; a put is the same put), and those of
+      // them acknowledged since are deleted, so that the reload below counts each message once.
+      const unmoved = this.#unmoved;
       await write(db, (batch) => {
         for (const key of this.#failedKeys) batch.del(key);
         for (const key of this.#deferredDeletes) batch.del(key);
         for (const [clientId, seq] of this.#deferredMarks) batch.put(markKey(clientId), encodeSeq(seq));
+        const stay = unmoved.filter((m) => this.hot.get(m.seq) === m);
+        if (stay.length > 0) this.#putMoved(batch, stay);
+        for (const m of unmoved) if (this.hot.get(m.seq) !== m) batch.del(m.key);
       }, true);
+      this.#moved(unmoved);
+      this.#unmoved = [];
       this.#failedKeys = [];
       this.#deferredDeletes = [];
       this.#deferredMarks.clear();
       this.#writeFailure = undefined;
-      await this.#holdings.load(db);
-      for (const m of this.hot.all()) this.#holdings.addHot(m);
+      await this.#holdings.load(db, this.hot.all());
       this.#holdings.removed.clear();
       this.#holdings.known.clear();
     } finally {

@@ -112,9 +112,10 @@ export class Holdings {
     possibleDuplicates: 0,
   };
 
-  /** Per-device state and totals from what is on disk. */
-  async load(db: Level): Promise<{ messages: number; possibleDuplicates: number; maxSeq: number }> {
-    const keep = new Map([...this.devices].map(([id, d]) => [id, d.inFlightHigh]));
+  /** Per-device state and totals from what is on disk: LevelDB, and the hot log's live messages (`hot`). */
+  async load(db: Level, hot: Iterable<{ clientId: string; seq: number; bytes: number; acceptedAt: number }> = []): Promise<{ messages: number; possibleDuplicates: number; maxSeq: number }> {
+    // What only memory knows: in flight now, and (devices of the hot log) handed out before.
+    const keep = new Map([...this.devices].map(([id, d]) => [id, { inFlightHigh: d.inFlightHigh, sentHigh: d.sentHigh }]));
     this.devices.clear();
     this.messages = 0;
     this.bytes = 0;
@@ -155,6 +156,7 @@ export class Holdings {
     } finally {
       await iterator.close();
     }
+    for (const m of hot) this.addHot(m);
     for (const [clientId, sentHigh] of marks) {
       const device = this.devices.get(clientId);
       if (device) {
@@ -162,9 +164,12 @@ export class Holdings {
         device.levelMark = true;
       } else this.emptied.add(clientId);
     }
-    for (const [clientId, inFlightHigh] of keep) {
+    for (const [clientId, kept] of keep) {
       const device = this.devices.get(clientId);
-      if (device) device.inFlightHigh = inFlightHigh;
+      if (device) {
+        device.inFlightHigh = kept.inFlightHigh;
+        device.sentHigh = Math.max(device.sentHigh, kept.sentHigh);
+      }
     }
     return { messages: this.messages, possibleDuplicates, maxSeq };
   }

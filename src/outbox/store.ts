@@ -10,10 +10,11 @@
  * and recovery from a failed write), `bounds.ts` (expiry and the policy when full), `open.ts` (opening, recovery of a
  * torn or damaged store, repair).
  *
- * Durability: appends that arrive while an fsync runs, or within `groupCommitMs` of an idle store's first one, are
- * written together to the hot log with one fdatasync (group commit). Removals (ack, drops, expiry) are written
- * without an fsync of their own: they reach the disk with the next one, and a removal lost to a power cut only means
- * that message is sent again, counted as a possible duplicate. A message still undelivered when the hot log holds
+ * Durability: appends that arrive while a write runs, or within `groupCommitMs` of an idle store's first one, are
+ * written together to the hot log in one durable write (group commit). Removals (ack, drops, expiry) of recent
+ * messages are taken at once in memory and their records go with the next write (or alone after 10 ms); those of
+ * older messages are LevelDB deletes without an fsync of their own. A removal lost to a power cut only means that
+ * message is sent again, counted as a possible duplicate. A message still undelivered when the hot log holds
  * too much (a long outage), or when the store is opened again, moves to LevelDB.
  *
  * Memory: per message, nothing beyond the hot log's live messages (a bound of a few MiB, see wal.ts); per device, a
@@ -307,7 +308,8 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     const device = this.#holdings.devices.get(clientId);
     if (!device || device.messages === 0) return [];
     try {
-      return await this.#read(clientId, device, after, limit);
+      // Not while messages move from the hot log to LevelDB: the read would find them in neither.
+      return await this.#writer.hot.read(() => this.#read(clientId, device, after, limit));
     } catch (error) {
       throw openError(this.dir, error, 'read');
     }
@@ -457,6 +459,9 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       if (this.#sweepTimer) clearInterval(this.#sweepTimer);
       await this.flush().catch(() => undefined);
       this.#closed = true;
+      this.#writer.stop();
+      // The last batch's upkeep (a new segment, a move) ends before the files close.
+      await this.#writer.idle();
       await this.#writer.reopening;
       const db = this.#writer.db;
       await this.#writer.hot.close();

@@ -21,8 +21,9 @@
  * Segments are deleted oldest first, once nothing in them is live: a removal record is always in the same or a later
  * segment than its message, so a deleted prefix never takes a removal a kept segment needs.
  *
- * Memory: the live messages of the hot log (at most about MAX_SEGMENTS x SEGMENT_BYTES of records), each with its
- * LevelDB key and value; a bound, not a quantity per message of the store.
+ * Memory: the live messages of the hot log (about MAX_SEGMENTS x SEGMENT_BYTES of records at most, plus the last
+ * batch: a segment ends after the write that fills it), each as one record holding its LevelDB key and value; a bound,
+ * not a quantity per message of the store.
  */
 import { constants } from 'node:fs';
 import { open, readdir, readFile, unlink, type FileHandle } from 'node:fs/promises';
@@ -315,7 +316,7 @@ export class HotLog {
     for (const r of records) length += r.length;
     try {
       if (this.#untrimmed) {
-        await this.#handle.truncate(this.#size);
+        await this.#cutBack();
         this.#untrimmed = false;
       }
       // The file is opened with O_DSYNC: written is durable (`sync` is then always true; kept for the callers' sake).
@@ -332,12 +333,48 @@ export class HotLog {
       this.#removed = removed.concat(this.#removed);
       // Cut back what part of the write reached the file (its appends are refused): a record of it must never be
       // read at the next open. If even that fails, it is tried again before the next write.
-      await this.#handle.truncate(this.#size).catch(() => {
+      await this.#cutBack().catch(() => {
         this.#untrimmed = true;
       });
       throw error;
     }
     this.#size += length;
+  }
+
+  /** Cut the active segment back to its whole records, durably (O_DSYNC covers writes, not a truncate). */
+  async #cutBack(): Promise<void> {
+    await this.#handle.truncate(this.#size);
+    await this.#handle.datasync();
+  }
+
+  #readers = 0;
+  #moving: Promise<void> | undefined;
+  #readersGone: (() => void) | undefined;
+
+  /** Run a read of the store (LevelDB then the hot log), not while {@link exclusive} runs. */
+  async read<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.#moving) await this.#moving;
+    this.#readers += 1;
+    try {
+      return await fn();
+    } finally {
+      this.#readers -= 1;
+      if (this.#readers === 0) this.#readersGone?.();
+    }
+  }
+
+  /** Run a move of messages to LevelDB: once the reads running have ended, with new ones waiting for it. */
+  async exclusive(fn: () => Promise<void>): Promise<void> {
+    let release!: () => void;
+    this.#moving = new Promise((resolve) => (release = resolve));
+    try {
+      if (this.#readers > 0) await new Promise<void>((resolve) => (this.#readersGone = resolve));
+      this.#readersGone = undefined;
+      await fn();
+    } finally {
+      this.#moving = undefined;
+      release();
+    }
   }
 
   /** A message written: live in the active segment. */

@@ -126,6 +126,35 @@ describe('hot log replay', () => {
     expect(replay.damage).toEqual([`${file} at byte ${at}`]);
   });
 
+  it('a move waits for the reads running, and a read asked during a move waits for it (a read never sees half a move)', async () => {
+    const log = await create();
+    const order: string[] = [];
+    let endRead!: () => void;
+    const reading = log.read(async () => {
+      order.push('read 1 starts');
+      await new Promise<void>((resolve) => (endRead = resolve));
+      order.push('read 1 ends');
+    });
+    let endMove!: () => void;
+    let moveStarted!: () => void;
+    const started = new Promise<void>((resolve) => (moveStarted = resolve));
+    const moving = log.exclusive(async () => {
+      order.push('move starts');
+      moveStarted();
+      await new Promise<void>((resolve) => (endMove = resolve));
+      order.push('move ends');
+    });
+    const second = log.read(async () => {
+      order.push('read 2');
+    });
+    endRead();
+    await started;
+    expect(order).toEqual(['read 1 starts', 'read 1 ends', 'move starts']);
+    endMove();
+    await Promise.all([reading, moving, second]);
+    expect(order).toEqual(['read 1 starts', 'read 1 ends', 'move starts', 'move ends', 'read 2']);
+  });
+
   it('a failed write is cut back: none of its records is read at the next open', async () => {
     const log = await create();
     await log.write([append(log, 'a', 1)], true);
