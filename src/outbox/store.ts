@@ -24,7 +24,7 @@
 import { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
 import { OutboxError, ValidationError } from '../errors.js';
-import { MAX_MESSAGE_ID_BYTES, decodeMessage, messageLayout, messageRange, metaKey, seqOfMessageKey, writeMessage, writeMessageKey } from './codec.js';
+import { MAX_MESSAGE_ID_BYTES, decodeMessage, messageLayout, messageRange, metaKey, seqOfMessageKey, writeMessage, writeMessageKey, type StoredMessage } from './codec.js';
 import { BatchWriter } from './batch.js';
 import { openError, type Level, type LevelModule } from './level.js';
 import type { ResolvedOutboxOptions } from './options.js';
@@ -324,6 +324,17 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     const { lt } = range;
     let expired = false;
     let first = after === 0;
+    /** A message found, in seq order: taken unless its time to live is over (then it is swept). */
+    const take = (seq: number, message: StoredMessage): void => {
+      if (first) {
+        // The device's first message is its oldest: the bound becomes exact for free.
+        device.oldestAt = message.acceptedAt;
+        device.oldestSeq = seq;
+        first = false;
+      }
+      if (message.acceptedAt <= cutoff && seq > device.inFlightHigh) expired = true;
+      else out.push(new OutboxMessage({ clientId, seq, ...message, sentBefore: seq <= device.sentHigh }));
+    };
     const hot = this.#writer.hot;
     // Older messages are in LevelDB (when the device has any there), the recent ones in the hot log, with higher seqs.
     while (device.messages > hot.deviceCount(clientId) && out.length < limit) {
@@ -338,39 +349,16 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
           void this.#remove(clientId, seq, 'corrupt');
           continue;
         }
-        if (first) {
-          // The device's first message is its oldest: the bound becomes exact for free.
-          device.oldestAt = message.acceptedAt;
-          device.oldestSeq = seq;
-          first = false;
-        }
-        if (message.acceptedAt <= cutoff && seq > device.inFlightHigh) {
-          expired = true;
-          continue;
-        }
-        out.push(new OutboxMessage({ clientId, seq, ...message, sentBefore: seq <= device.sentHigh }));
+        take(seq, message);
         this.#holdings.remember(seq, clientId, key.length + value.length, message.acceptedAt, message.id);
         if (out.length === limit) break;
       }
     }
-    if (out.length < limit) {
-      for (const m of hot.device(clientId)) {
-        const { seq } = m;
-        if (seq <= after || this.#holdings.removed.has(seq)) continue;
-        if (first) {
-          device.oldestAt = m.acceptedAt;
-          device.oldestSeq = seq;
-          first = false;
-        }
-        if (m.acceptedAt <= cutoff && seq > device.inFlightHigh) {
-          expired = true;
-          continue;
-        }
-        const message = decodeMessage(m.key, m.value, true);
-        if (!message) continue;
-        out.push(new OutboxMessage({ clientId, seq, ...message, sentBefore: seq <= device.sentHigh }));
-        if (out.length === limit) break;
-      }
+    for (const m of hot.device(clientId)) {
+      if (out.length === limit) break;
+      if (m.seq <= after || this.#holdings.removed.has(m.seq)) continue;
+      // In memory since it was written (never read back from disk): not checked again.
+      take(m.seq, decodeMessage(m.key, m.value, true) as StoredMessage);
     }
     if (expired) this.#requestSweep();
     return out;
