@@ -2,13 +2,27 @@
 // durability tests (test/integration/outbox-durability.test.ts), which kill it, cut its files, or limit its disk.
 // Usage: node outbox-child.mjs <mode> <dir> [args...]
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, rmSync, statSync, statfsSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, statSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { openOutboxStore } from '../../dist/outbox/index.js';
 
 const [mode, dir, ...args] = process.argv.slice(2);
-const say = (line) => process.stdout.write(`${line}\n`);
+/**
+ * One fact per line on stdout, written before the next step (fs.writeSync: process.stdout.write to a pipe queues in
+ * memory when the reader is slower, and a SIGKILL loses the queue, so a line said "before the ack" could arrive never,
+ * with the ack done).
+ */
+function say(line) {
+  const bytes = Buffer.from(`${line}\n`);
+  for (let at = 0; at < bytes.length; ) {
+    try {
+      at += writeSync(1, bytes, at);
+    } catch (error) {
+      if (error.code !== 'EAGAIN') throw error;
+    }
+  }
+}
 
 /** The payload of message `tag` ("<round>:<n>"): the tag, then bytes derived from it, so a reader can tell a genuine one. */
 export function payloadFor(tag, length) {
