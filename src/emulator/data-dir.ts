@@ -7,6 +7,7 @@ import { ioError, takeLock, type HeldLock } from './data-dir-lock.js';
 import type { CredentialRecord } from './registry.js';
 import type { TokenRecord } from './token-registry.js';
 import { MAX_TOKEN_RESOURCES, parseResources, type TokenType } from './token-rules.js';
+import { syncDir } from '../util/fs.js';
 
 /**
  * The emulator's data directory: the OpenAPI's state, kept across restarts (issue #10).
@@ -203,12 +204,7 @@ export class DataDir {
         await handle.close();
       }
       await rename(temp, file);
-      const dirHandle = await open(this.path, 'r');
-      try {
-        await dirHandle.sync();
-      } finally {
-        await dirHandle.close();
-      }
+      await syncDir(this.path);
     } catch (error) {
       await rm(temp, { force: true }).catch(() => undefined);
       throw ioError(`Cannot write the emulator data file ${file}`, file, error);

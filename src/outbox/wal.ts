@@ -29,6 +29,7 @@ import { constants } from 'node:fs';
 import { open, readdir, readFile, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
+import { syncDir } from '../util/fs.js';
 
 /** A segment is closed, and the next one begun, once it holds this many bytes. */
 export const SEGMENT_BYTES = 1024 * 1024;
@@ -203,16 +204,6 @@ export async function replayWal(dir: string): Promise<WalReplay> {
     files,
     nextFile: numbers.length === 0 ? 1 : Math.max(...numbers) + 1,
   };
-}
-
-/** fsync a directory, so that a file created or deleted in it stays so after a power cut. */
-export async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 /** Delete hot log files (after their messages were moved to LevelDB). */

@@ -8,6 +8,7 @@ import { defaultStoreDir } from './env.js';
 import { type CredentialLock, DEFAULT_LOCK_STALE_MS, lockFile, MIN_LOCK_STALE_MS } from './lock.js';
 import type { CredentialStore } from './store.js';
 import { assertStoreKey } from './store-key.js';
+import { syncDir as fsyncDir } from '../util/fs.js';
 
 const DIR_MODE = 0o700;
 const FILE_MODE = 0o600;
@@ -335,18 +336,12 @@ export async function makePrivateDir(dir: string): Promise<void> {
   }
 }
 
-/** Make a rename (or a new file) in `dir` durable. Filesystems that cannot fsync a directory are tolerated. */
+/** Make a rename (or a new file) in `dir` durable ({@link fsyncDir}), a failure worded as the store's. */
 export async function syncDir(dir: string): Promise<void> {
-  if (process.platform === 'win32') return; // directories cannot be opened for fsync there
-  let handle: FileHandle | undefined;
   try {
-    handle = await open(dir, 'r');
-    await handle.sync();
+    await fsyncDir(dir);
   } catch (error) {
-    const code = errno(error);
-    if (code !== 'EINVAL' && code !== 'ENOTSUP' && code !== 'EISDIR' && code !== 'EPERM' && code !== 'EBADF') throw ioError('sync', dir, error);
-  } finally {
-    await handle?.close().catch(() => undefined);
+    throw ioError('sync', dir, error);
   }
 }
 
