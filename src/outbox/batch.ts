@@ -15,7 +15,8 @@ import { levelOptions, write, writeError, type Level, type LevelModule } from '.
 import type { ResolvedOutboxOptions } from './options.js';
 import { dropOf, newWork, type Holdings, type PendingAppend, type PendingRemoval, type Removed, type Work } from './state.js';
 import type { OutboxDrop } from './types.js';
-import { markRecord, type HotLog, type HotMessage } from './wal.js';
+import type { HotLog, HotMessage } from './wal.js';
+import { markRecord } from './wal-format.js';
 
 /** Pause before the first try to write again after a failure; doubled up to {@link MAX_RETRY_MS}. */
 const FIRST_RETRY_MS = 1000;
@@ -44,8 +45,6 @@ export class BatchWriter {
   /** Deletions and marks that could not be written (writing failing): written once it works again. */
   #deferredDeletes: Buffer[] = [];
   #deferredMarks = new Map<string, number>();
-  /** Keys of appends whose write failed: if the failed write reached the disk after all, they are deleted on recovery. */
-  #failedKeys: Buffer[] = [];
   /** A move to LevelDB whose write failed (it may have reached LevelDB): redone by the recovery. */
   #unmoved: readonly HotMessage[] = [];
   /** Writing failed: no write until the store has recovered (a write after a failed one could follow a torn record). */
@@ -215,7 +214,7 @@ export class BatchWriter {
         }, levelMarks.size > 0 || deferred.length > 0);
       }
       // Then the hot log: its appends and marks (a failed write is cut back, so refused appends never come back).
-      await hot.write(records, true);
+      await hot.write(records);
       // Written: account for it.
       for (const clientId of emptied) holdings.emptied.delete(clientId);
       this.#deferredDeletes = [];
@@ -292,7 +291,7 @@ export class BatchWriter {
       if (overflow.length > 0) await this.#moveToLevel(overflow);
       if (hot.deadPrefix) {
         // The removals that made them dead must be on disk before the segments go.
-        if (hot.removalsPending) await hot.write([], true);
+        if (hot.removalsPending) await hot.write([]);
         await hot.dropDead();
       }
     } catch (cause) {
@@ -416,7 +415,6 @@ export class BatchWriter {
   #failed(work: Work, error: OutboxError, removed: readonly Removed[], missing: readonly PendingRemoval[], drops: OutboxDrop[]): void {
     const pause = this.#writeFailure ? this.#writeFailure.pauseMs : FIRST_RETRY_MS;
     this.#writeFailure ??= { error, retryAt: performance.now() + pause, pauseMs: pause };
-    for (const a of work.appends) this.#failedKeys.push(a.key);
     this.refuse(work.appends, error);
     for (const [clientId, seq] of work.marks) this.#deferredMarks.set(clientId, Math.max(this.#deferredMarks.get(clientId) ?? 0, seq));
     for (const removal of work.removals) this.#deferredDeletes.push(messageKey(removal.clientId, removal.seq));
@@ -487,7 +485,6 @@ export class BatchWriter {
       // them acknowledged since are deleted, so that the reload below counts each message once.
       const unmoved = this.#unmoved;
       await write(db, (batch) => {
-        for (const key of this.#failedKeys) batch.del(key);
         for (const key of this.#deferredDeletes) batch.del(key);
         for (const [clientId, seq] of this.#deferredMarks) batch.put(markKey(clientId), encodeSeq(seq));
         const stay = unmoved.filter((m) => this.hot.get(m.seq) === m);
@@ -496,7 +493,6 @@ export class BatchWriter {
       }, true);
       this.#moved(unmoved);
       this.#unmoved = [];
-      this.#failedKeys = [];
       this.#deferredDeletes = [];
       this.#deferredMarks.clear();
       this.#writeFailure = undefined;

@@ -31,12 +31,14 @@ const MESSAGE_HEADER = 22;
 /** The longest application id a message may carry, in UTF-8 bytes (its length is one byte of the header). */
 export const MAX_MESSAGE_ID_BYTES = 255;
 
-function writeSeq(target: Buffer, seq: number, at: number): void {
+/** A seq as 8 bytes, big-endian (keys sort by it), at `at`. */
+export function writeSeq(target: Buffer, seq: number, at: number): void {
   target.writeUInt32BE(Math.floor(seq / TWO_32), at);
   target.writeUInt32BE(seq % TWO_32, at + 4);
 }
 
-function readSeq(source: Buffer, at: number): number {
+/** The seq of {@link writeSeq} at `at`. */
+export function readSeq(source: Buffer, at: number): number {
   return source.readUInt32BE(at) * TWO_32 + source.readUInt32BE(at + 4);
 }
 

@@ -9,7 +9,8 @@ import { RECORD_FORMAT, decodeSeq, encodeSeq, markKey, metaKey, seal } from './c
 import { checkLogs, levelOptions, loadEngine, openError, type Level } from './level.js';
 import { resolveOutboxOptions, type OutboxStoreOptions } from './options.js';
 import { OutboxStore } from './store.js';
-import { HotLog, removeWalFiles, replayWal, type WalReplay } from './wal.js';
+import { HotLog } from './wal.js';
+import { removeWalFiles, replayWal, type WalReplay } from './wal-format.js';
 
 /**
  * What the hot log files hold goes into LevelDB (one fsync'd batch: the live messages, their devices' marks, the next

@@ -30,7 +30,8 @@ import { openError, type Level, type LevelModule } from './level.js';
 import type { ResolvedOutboxOptions } from './options.js';
 import { Holdings, type DeviceState, type PendingRemoval } from './state.js';
 import { OutboxMessage, type OutboxMessageInput, type OutboxRecovery, type OutboxStats, type OutboxStoreEvents } from './types.js';
-import { appendRecordOf, frameAppend, type HotLog } from './wal.js';
+import type { HotLog } from './wal.js';
+import { appendRecordOf, frameAppend } from './wal-format.js';
 
 // The class and its shapes, for the modules that name them from here.
 export * from './types.js';

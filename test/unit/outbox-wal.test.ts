@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { messageLayout, writeMessage, writeMessageKey } from '../../src/outbox/codec.js';
-import { HotLog, appendRecordOf, frameAppend, markRecord, replayWal } from '../../src/outbox/wal.js';
+import { HotLog } from '../../src/outbox/wal.js';
+import { appendRecordOf, frameAppend, markRecord, replayWal } from '../../src/outbox/wal-format.js';
 
 /**
  * The hot log's files on their own (src/outbox/wal.ts): what a replay finds after writes, removals, rotations,
@@ -44,9 +45,9 @@ const files = async () => (await readdir(dir)).filter((f) => f.endsWith('.wal'))
 describe('hot log replay', () => {
   it('gives back the live messages in seq order, without the removed ones, and the highest seq ever named', async () => {
     const log = await create();
-    await log.write([append(log, 'a', 1), append(log, 'b', 2), append(log, 'a', 3, true)], true);
+    await log.write([append(log, 'a', 1), append(log, 'b', 2), append(log, 'a', 3, true)]);
     log.remove(2);
-    await log.write([append(log, 'a', 4)], true);
+    await log.write([append(log, 'a', 4)]);
     const replay = await replayWal(dir);
     expect(replay.live.map((m) => [m.seq, m.sending])).toEqual([
       [1, false],
@@ -61,17 +62,17 @@ describe('hot log replay', () => {
 
   it('a removal in a later segment applies to a message of an earlier one; dead segments are deleted oldest first', async () => {
     const log = await create();
-    await log.write([append(log, 'a', 1), append(log, 'a', 2)], true);
+    await log.write([append(log, 'a', 1), append(log, 'a', 2)]);
     await log.rotate(3);
-    await log.write([append(log, 'a', 3)], true);
+    await log.write([append(log, 'a', 3)]);
     log.remove(1);
-    await log.write([], true);
+    await log.write([]);
     expect(await files()).toHaveLength(2);
     let replay = await replayWal(dir);
     expect(replay.live.map((m) => m.seq)).toEqual([2, 3]);
     // The first segment is dead once 2 is removed too; the active one never goes.
     log.remove(2);
-    await log.write([], true);
+    await log.write([]);
     expect(log.deadPrefix).toBe(true);
     expect(await log.dropDead()).toBe(1);
     expect(await files()).toEqual(['hot-000000000002.wal']);
@@ -81,10 +82,10 @@ describe('hot log replay', () => {
 
   it('seqs stay counted after every segment that named them is gone (the SEQ record of each new segment)', async () => {
     const log = await create(1, 1);
-    await log.write([append(log, 'a', 1), append(log, 'a', 2)], true);
+    await log.write([append(log, 'a', 1), append(log, 'a', 2)]);
     log.remove(1);
     log.remove(2);
-    await log.write([], true);
+    await log.write([]);
     await log.rotate(3);
     await log.dropDead();
     const replay = await replayWal(dir);
@@ -94,13 +95,13 @@ describe('hot log replay', () => {
 
   it('marks: the highest seq handed out per device', async () => {
     const log = await create();
-    await log.write([append(log, 'a', 1), append(log, 'a', 2), markRecord('a', 2), markRecord('b', 7), markRecord('a', 1)], true);
+    await log.write([append(log, 'a', 1), append(log, 'a', 2), markRecord('a', 2), markRecord('b', 7), markRecord('a', 1)]);
     expect((await replayWal(dir)).marks).toEqual(new Map([['a', 2], ['b', 7]]));
   });
 
   it('a zero-filled tail (space allocated, never written) is neither torn nor damaged', async () => {
     const log = await create();
-    await log.write([append(log, 'a', 1)], true);
+    await log.write([append(log, 'a', 1)]);
     const [file] = await files();
     const path = join(dir, file as string);
     await writeFile(path, Buffer.concat([await readFile(path), Buffer.alloc(4096)]));
@@ -112,7 +113,7 @@ describe('hot log replay', () => {
   it('a damaged header: the reader finds the next sound record; the bytes skipped are counted, and where', async () => {
     const log = await create();
     const records = [append(log, 'a', 1), append(log, 'a', 2), append(log, 'a', 3)];
-    await log.write(records, true);
+    await log.write(records);
     const [file] = await files();
     const path = join(dir, file as string);
     const bytes = await readFile(path);
@@ -157,12 +158,12 @@ describe('hot log replay', () => {
 
   it('a failed write is cut back: none of its records is read at the next open', async () => {
     const log = await create();
-    await log.write([append(log, 'a', 1)], true);
+    await log.write([append(log, 'a', 1)]);
     const [file] = await files();
     const before = (await readFile(join(dir, file as string))).length;
     // A write that cannot happen (the handle closed under it) fails as a full disk would, after nothing or a part.
     await log.close();
-    await expect(log.write([append(log, 'a', 2)], true)).rejects.toThrow();
+    await expect(log.write([append(log, 'a', 2)])).rejects.toThrow();
     expect((await readFile(join(dir, file as string))).length).toBe(before);
     expect((await replayWal(dir)).live.map((m) => m.seq)).toEqual([1]);
   });
