@@ -86,6 +86,17 @@ export async function connectDevice(options: TokenConnectOptions): Promise<Devic
 // The DeviceCredential signature comes last: `Parameters<typeof connectDevice>` reads it, as it did before Token mode.
 export async function connectDevice(options: ConnectDeviceOptions): Promise<DeviceConnection>;
 export async function connectDevice(options: ConnectDeviceOptions | TokenConnectOptions): Promise<DeviceConnection<ConnectionMode>> {
+  return openConnection(options as ConnectDeviceOptions);
+}
+
+/**
+ * @internal {@link connectDevice}, handing `started` the connection as soon as its first CONNECT is under way (before
+ * the CONNACK): whoever holds it can stop it with `end()` instead of an AbortSignal (a gateway holds thousands of
+ * devices, and an AbortSignal with a listener costs about a kilobyte each).
+ */
+export async function openConnection(options: TokenConnectOptions, started?: (connection: DeviceConnection<ConnectionMode>) => void): Promise<DeviceConnection<'Token'>>;
+export async function openConnection(options: ConnectDeviceOptions, started?: (connection: DeviceConnection) => void): Promise<DeviceConnection>;
+export async function openConnection(options: ConnectDeviceOptions | TokenConnectOptions, started?: (connection: DeviceConnection) => void): Promise<DeviceConnection<ConnectionMode>> {
   const resolved = resolveConnectOptions(options);
   const signal = resolved.signal ? { signal: resolved.signal } : {};
   let login: Login;
@@ -103,7 +114,9 @@ export async function connectDevice(options: ConnectDeviceOptions | TokenConnect
   const durable = resolved.durable ? await import('./durable.js') : undefined;
   const connection = new DeviceConnection<ConnectionMode>(login, resolved, url, durable);
   if (connectionChannel.hasSubscribers) connectionChannel.publish({ connection, brokerUrl: url });
-  await connection[START]();
+  const first = connection[START]();
+  started?.(connection as DeviceConnection);
+  await first;
   return connection;
 }
 

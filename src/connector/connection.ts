@@ -57,7 +57,8 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
   #flushTimer: NodeJS.Timeout | undefined;
   /** Aborted when the connection closes: cancels a credential source still at work. Made on first use. */
   #lifetime: AbortController | undefined;
-  #lifetimeAny: AbortSignal | undefined;
+  /** Aborted when the connection closes while a CONNECT waits at the connect gate; undefined when none waits. */
+  #gateStop: AbortController | undefined;
   /** The latest failures, for the error that reports them. */
   readonly #failures: FailureRecord;
   /** Token mode: the notices, the renewal and its uploads; `undefined` in DeviceCredential mode. */
@@ -173,7 +174,12 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
     const caller = this.#options.signal;
     if (caller?.aborted) return Promise.reject(new AbortedError(`Connecting ${this.clientId} was aborted`, caller.reason));
     if (caller) {
-      this.#onCallerAbort = () => this.#input({ type: 'abort' });
+      this.#onCallerAbort = () => {
+        // The lifetime signal follows the caller's at once, with its reason (what AbortSignal.any would do, without
+        // the composite signal's weak references and sets: about two kilobytes per connection).
+        this.#lifetime?.abort(caller.reason);
+        this.#input({ type: 'abort' });
+      };
       caller.addEventListener('abort', this.#onCallerAbort, { once: true });
     }
     const first = this.#first.start();
@@ -307,9 +313,14 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
         // Through the gate first: the state stays `connecting`, the CONNACK timer starts with the CONNECT.
         const session = this.#session;
         this.#attempt = undefined;
-        const request = { clientId: this.clientId, reconnect: this.#connects > 0, signal: this.#lifetimeSignal() };
+        // A signal of its own for this wait, let go when it ends: a connection waits at a gate for moments of its
+        // life, and an AbortSignal costs about a kilobyte (a gateway holds thousands of connections).
+        this.#gateStop?.abort(new ConnectionClosedError(`The CONNECT of ${this.clientId} it waited for was replaced by another`));
+        const stop = (this.#gateStop = new AbortController());
+        const request = { clientId: this.clientId, reconnect: this.#connects > 0, signal: stop.signal };
         this.#connects += 1;
         const passed = (): void => {
+          if (this.#gateStop === stop) this.#gateStop = undefined;
           if (session === this.#session && this.#model.state === 'connecting') this.#startAttempt();
         };
         let waiting: void | Promise<void>;
@@ -447,16 +458,17 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
     );
   }
 
-  /** The signal a source gets: the caller's and the connection's own (aborted on close), made on first use. */
+  /**
+   * The signal a source or gate gets: aborted when the connection closes or the caller's signal is aborted (the
+   * caller's listener, added by START, aborts it too), made on first use.
+   */
   #lifetimeSignal(): AbortSignal {
     if (this.#lifetime === undefined) {
       this.#lifetime = new AbortController();
       const caller = this.#options.signal;
-      // Made once: a gate or a source asks for it on every CONNECT or refetch, and each AbortSignal.any is kept
-      // alive (and listened to) for as long as its sources are.
-      this.#lifetimeAny = caller ? AbortSignal.any([caller, this.#lifetime.signal]) : this.#lifetime.signal;
+      if (caller?.aborted) this.#lifetime.abort(caller.reason);
     }
-    return this.#lifetimeAny as AbortSignal;
+    return this.#lifetime.signal;
   }
 
   // ---- the outbox
@@ -494,7 +506,10 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
     if (this.#onCallerAbort) this.#options.signal?.removeEventListener('abort', this.#onCallerAbort);
     const error = problem ? this.#failures.error(problem) : undefined;
     this.#closeError = error;
-    this.#lifetime?.abort(error ?? new ConnectionClosedError(`The connection of ${this.clientId} was ended`));
+    const ended = error ?? new ConnectionClosedError(`The connection of ${this.clientId} was ended`);
+    this.#lifetime?.abort(ended);
+    this.#gateStop?.abort(ended);
+    this.#gateStop = undefined;
     const attempt = this.#attempt;
     this.#attempt = undefined;
     const closing = attempt ? attempt.close(graceful) : Promise.resolve();

@@ -142,10 +142,10 @@ export class DurableFeed {
   /** The messages in memory, by store seq (in the connection's outbox, queued or in flight). */
   readonly #window = new Map<number, DurableItem>();
   #windowBytes = 0;
-  /** Strikes of messages that were in flight when a session ended, by store seq, until they are read again. */
-  readonly #strikes = new Map<number, number>();
+  /** Strikes of messages that were in flight when a session ended, by store seq, until they are read again (made on first use, as #waiters). */
+  #strikes: Map<number, number> | undefined;
   /** Delivery promises of `publish()` callers, by store seq. */
-  readonly #waiters = new Map<number, Waiter>();
+  #waiters: Map<number, Waiter> | undefined;
   /** The highest seq read into the window (or put there when accepted); the next read starts after it. */
   #cursor = 0;
   /** Nothing of this device waits on disk beyond the window: new messages may go straight into it. */
@@ -261,7 +261,7 @@ export class DurableFeed {
         this.#counters.accepted += 1;
         if (waiter) {
           if (this.#closed) waiter.reject(this.#keptError(seq, undefined));
-          else this.#waiters.set(seq, waiter);
+          else (this.#waiters ??= new Map()).set(seq, waiter);
         }
         // Accepted in order (seqs resolve in order): it joins the window unless the session it was meant for ended.
         if (direct && epoch === this.#epoch && !this.#closed) {
@@ -308,7 +308,7 @@ export class DurableFeed {
     this.#online = false;
     this.#epoch += 1;
     const parked = this.#host.removeWhere((item) => this.owns(item));
-    for (const item of parked) if (item.strikes > 0 && !(item as DurableItem).dropped) this.#strikes.set((item as DurableItem).stored, item.strikes);
+    for (const item of parked) if (item.strikes > 0 && !(item as DurableItem).dropped) (this.#strikes ??= new Map()).set((item as DurableItem).stored, item.strikes);
     this.#flushAcks();
     this.#caughtUp = this.#caughtUp && this.#window.size === 0 && this.#direct === 0;
     this.#window.clear();
@@ -326,11 +326,11 @@ export class DurableFeed {
     this.#closed = true;
     this.#online = false;
     clearTimeout(this.#retry);
-    for (const [seq, waiter] of this.#waiters) waiter.reject(this.#keptError(seq, cause));
-    this.#waiters.clear();
+    if (this.#waiters) for (const [seq, waiter] of this.#waiters) waiter.reject(this.#keptError(seq, cause));
+    this.#waiters = undefined;
     this.#window.clear();
     this.#windowBytes = 0;
-    this.#strikes.clear();
+    this.#strikes = undefined;
     this.#store.clearSending(this.#clientId);
     const router = routers.get(this.#store);
     if (router?.feeds.get(this.#clientId) === this) {
@@ -348,15 +348,15 @@ export class DurableFeed {
     if (drop.reason === 'rejected' || this.#closed) return;
     this.#counters.dropped[drop.reason] += 1;
     this.#droppedMeanwhile?.add(drop.seq);
-    this.#strikes.delete(drop.seq);
+    this.#strikes?.delete(drop.seq);
     const item = this.#window.get(drop.seq);
     if (item) {
       if (this.#host.remove(item)) this.#leave(item);
       else item.dropped = true;
     }
-    const waiter = this.#waiters.get(drop.seq);
+    const waiter = this.#waiters?.get(drop.seq);
     if (waiter) {
-      this.#waiters.delete(drop.seq);
+      this.#waiters?.delete(drop.seq);
       waiter.reject(
         new OutboxError('OutboxDropped', `The message of ${this.#clientId} (seq ${drop.seq}${drop.id === undefined ? '' : `, id ${JSON.stringify(drop.id)}`}) was removed from the outbox undelivered: ${DROP_WORDS[drop.reason]}`, this.#store.dir),
       );
@@ -375,7 +375,7 @@ export class DurableFeed {
 
   #item(seq: number, topic: string, payload: Buffer, id: string | undefined, options: IClientPublishOptions, possibleDuplicate: boolean): DurableItem {
     const item = new DurableItem(this, this.#host.nextSeq(), seq, topic, payload, id, options, possibleDuplicate);
-    if (this.#strikes.size > 0) {
+    if (this.#strikes !== undefined && this.#strikes.size > 0) {
       const strikes = this.#strikes.get(seq);
       if (strikes !== undefined) item.strikes = strikes;
     }
@@ -392,7 +392,7 @@ export class DurableFeed {
     if (this.#window.get(item.stored) !== item) return;
     this.#window.delete(item.stored);
     this.#windowBytes -= item.bytes;
-    if (this.#strikes.size > 0) this.#strikes.delete(item.stored);
+    if (this.#strikes !== undefined && this.#strikes.size > 0) this.#strikes.delete(item.stored);
   }
 
   /**
@@ -404,7 +404,7 @@ export class DurableFeed {
     if (item.dropped || this.#closed) return;
     const seq = item.stored;
     let waiter: Waiter | undefined;
-    if (this.#waiters.size > 0) {
+    if (this.#waiters !== undefined && this.#waiters.size > 0) {
       waiter = this.#waiters.get(seq);
       this.#waiters.delete(seq);
     }

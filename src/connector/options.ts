@@ -148,8 +148,9 @@ export interface ConnectDeviceOptions {
   signal?: AbortSignal;
   /**
    * Awaited before each CONNECT of the connection (the first and every reconnect; not counted in `connectTimeoutMs`):
-   * what paces the CONNECTs of many devices, e.g. the shared pacer of a gateway (`apsaramq-device/gateway`). It gets the connection's
-   * lifetime `signal` (aborted when it closes, so a waiting ticket can be given back) and whether this is a reconnect.
+   * what paces the CONNECTs of many devices, e.g. the shared pacer of a gateway (`apsaramq-device/gateway`). It gets a `signal`,
+   * aborted when the connection closes while it waits (so a waiting ticket can be given back), and whether this is a
+   * reconnect.
    * A gate that throws is reported as an `error` event and the CONNECT goes ahead (a gate only paces). @default none
    */
   connectGate?: ConnectGate;

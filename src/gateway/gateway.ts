@@ -9,7 +9,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { IPublishPacket } from 'mqtt';
-import { connectDevice, type ConnectDeviceOptions, type DeviceConnection } from '../connector/connect.js';
+import { type ConnectDeviceOptions, type DeviceConnection, openConnection } from '../connector/connect.js';
 import type { DeviceConnectionEvents, PublishAccepted } from '../connector/connection-types.js';
 import { type EnqueueOptions, enqueueDurable } from '../connector/durable.js';
 import type { ConnectionState } from '../connector/state.js';
@@ -115,8 +115,14 @@ interface Slot {
   readonly clientId: string;
   state: GatewayDeviceState;
   connection: DeviceConnection | undefined;
-  /** Stops its run: removed, or the gateway closing. */
-  readonly stop: AbortController;
+  /**
+   * Stops the steps of its run before a connection exists (a credential read, the backoff between first CONNECTs).
+   * Made for those steps and let go once online: an AbortSignal with a listener costs about a kilobyte, and a held
+   * device keeps none (its connection is stopped with `end()`).
+   */
+  phase: AbortController | undefined;
+  /** Its connection while the first CONNECT is under way (before `connection` is set). */
+  starting: DeviceConnection | undefined;
   run: Promise<void> | undefined;
   /** It was online once: its CONNECTs count as reconnects. */
   wasOnline: boolean;
@@ -279,7 +285,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     this.#assertOpen();
     assertClientId(clientId);
     if (this.#slots.has(clientId)) throw new ValidationError('InvalidClientId', `ClientId ${clientId} is already held by the gateway: a device has one connection`);
-    const slot: Slot = { clientId, state: 'connecting', connection: undefined, stop: new AbortController(), run: undefined, wasOnline: false, connectingSince: undefined, ending: false };
+    const slot: Slot = { clientId, state: 'connecting', connection: undefined, phase: undefined, starting: undefined, run: undefined, wasOnline: false, connectingSince: undefined, ending: false };
     this.#slots.set(clientId, slot);
     this.#states.connecting += 1;
     if (this.#started) slot.run = this.#connect(slot);
@@ -372,12 +378,14 @@ export class Gateway extends EventEmitter<GatewayEvents> {
 
   /** End a device's run and connection (force: at once, without draining). */
   async #end(slot: Slot, force: boolean): Promise<void> {
-    // An open connection ends by itself first (its signal would end it at once, without draining); the signal
-    // stops a first CONNECT under way, a wait for a slot, or the backoff between first CONNECTs.
+    // An open connection ends by itself (draining unless forced); a first CONNECT under way (or its wait for a slot)
+    // ends at once; the phase's signal stops a credential read or the backoff between first CONNECTs.
     slot.ending = true;
     const connection = slot.connection;
+    const starting = slot.starting?.end(true);
     await connection?.end(force);
-    slot.stop.abort(new Error('the device is removed or the gateway is closing'));
+    await starting;
+    slot.phase?.abort(new Error('the device is removed or the gateway is closing'));
     await slot.run?.catch(() => undefined);
     this.#set(slot, 'closed');
   }
@@ -411,7 +419,6 @@ export class Gateway extends EventEmitter<GatewayEvents> {
 
   /** Connect a device, again with backoff while its first CONNECT fails for a reason that may pass. */
   async #connect(slot: Slot): Promise<void> {
-    const signal = slot.stop.signal;
     const retry = this.#options.retry ?? GATEWAY_BACKOFF;
     // Every CONNECT of the device, first or not, waits for its slot; its answer is timed from the slot.
     const connectGate = async (request: { signal: AbortSignal }): Promise<void> => {
@@ -419,23 +426,32 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       await this.#pacer.wait(request.signal);
       slot.connectingSince = performance.now();
     };
-    for (let attempt = 0; !signal.aborted; attempt++) {
+    // The first CONNECT is under way: #end can stop it now (and does at once if it ran meanwhile).
+    const started = (connection: DeviceConnection): void => {
+      if (slot.ending) void connection.end(true);
+      else slot.starting = connection;
+    };
+    for (let attempt = 0; !slot.ending; attempt++) {
       let connection: DeviceConnection;
+      // Its signal is made only if a step below needs it (an AbortSignal's first access makes it).
+      const phase = (slot.phase = new AbortController());
       try {
         // Credentials are read (or registered) a few at a time, ahead of the pacer: 10,000 devices starting do not
         // read 10,000 files at once, and the CONNECT itself is what waits for its slot, so the broker sees the pace.
         let credential = slot.source;
         if (credential === undefined) {
-          const release = await this.#credentialReads.acquire(`Reading the credential of ${slot.clientId}`, signal);
+          const release = await this.#credentialReads.acquire(`Reading the credential of ${slot.clientId}`, phase.signal);
           try {
-            credential = slot.source = await this.#credentialFor(slot.clientId, signal);
+            credential = slot.source = await this.#credentialFor(slot.clientId, phase.signal);
           } finally {
             release();
           }
         }
-        connection = await connectDevice({ reconnect: GATEWAY_BACKOFF, ...this.#options.connect, credential, outbox: this.#store, signal, connectGate });
+        if (slot.ending) return;
+        connection = await openConnection({ reconnect: GATEWAY_BACKOFF, ...this.#options.connect, credential, outbox: this.#store, connectGate }, started);
       } catch (cause) {
-        if (signal.aborted) return;
+        slot.starting = undefined;
+        if (slot.ending) return;
         const error = toApsaraMqDeviceError(cause);
         this.#answered(slot, REFUSED_CODES.has(error.code) ? 'refused' : 'failed');
         if (!error.retryable) {
@@ -443,10 +459,12 @@ export class Gateway extends EventEmitter<GatewayEvents> {
           return;
         }
         this.#set(slot, 'backing-off', error);
-        await sleep(fullJitterDelay(attempt, retry, this.#options.random), signal).catch(() => undefined);
+        await sleep(fullJitterDelay(attempt, retry, this.#options.random), phase.signal).catch(() => undefined);
         continue;
       }
-      if (signal.aborted) {
+      slot.starting = undefined;
+      slot.phase = undefined;
+      if (slot.ending) {
         await connection.end(true);
         return;
       }
@@ -469,13 +487,14 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         if (to !== 'closed' && to !== 'closing') this.#set(slot, deviceState(to));
       });
       connection.on('error', (error) => this.emit('warning', { clientId: slot.clientId, error }));
+      // The run ends here, online: nothing waits per device while its connection runs (#end ends the connection).
+      connection.once('closed', (info) => {
+        slot.connection = undefined;
+        slot.connectingSince = undefined;
+        // It gave up for good (a refused credential, a takeover loop): its messages stay on disk.
+        if (!slot.ending) this.#set(slot, 'failed', info.error);
+      });
       this.#set(slot, 'online');
-      const error = await new Promise<ApsaraMqDeviceError | undefined>((resolve) => connection.once('closed', (info) => resolve(info.error)));
-      slot.connection = undefined;
-      slot.connectingSince = undefined;
-      if (signal.aborted || slot.ending) return;
-      // It gave up for good (a refused credential, a takeover loop): its messages stay on disk.
-      this.#set(slot, 'failed', error);
       return;
     }
   }

@@ -9,7 +9,7 @@
  */
 import { EventEmitter, once } from 'node:events';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { connectDevice, type DeviceConnection } from '../../src/connector/connect.js';
+import { connectDevice, type DeviceConnection, openConnection } from '../../src/connector/connect.js';
 import { DeviceCredential } from '../../src/credential.js';
 import { Gateway, type GatewayOptions } from '../../src/gateway/gateway.js';
 import { storeCredentials } from '../../src/gateway/credentials.js';
@@ -129,9 +129,65 @@ describe('the connector awaits its connectGate before each CONNECT', () => {
     expect(connects.ids).toHaveLength(3);
     await expect(connectDevice({ credential, brokerUrl: e.mqttUrl, connectGate: 'no' as never })).rejects.toMatchObject({ code: 'InvalidOption', message: expect.stringContaining('connectGate') });
   });
+
+  it("a CONNECT waiting at the gate: the gate's signal is aborted when the connection ends, and connectDevice rejects", async () => {
+    const e = emulator();
+    const credential = await registerDevice(e, 'GID_gate@@@dev-2');
+    const connects = brokerConnects('GID_gate@@@dev-2');
+    const gateCalled = new EventEmitter();
+    let gateSignal: AbortSignal | undefined;
+    const started: DeviceConnection[] = [];
+    const connecting = openConnection(
+      {
+        credential,
+        brokerUrl: e.mqttUrl,
+        connectGate: ({ signal }) => {
+          gateSignal = signal;
+          gateCalled.emit('call');
+          return new Promise<void>(() => undefined); // never lets it through
+        },
+      },
+      (connection) => started.push(connection),
+    );
+    const failed = connecting.then(
+      () => 'connected',
+      (error: { code?: string }) => error.code,
+    );
+    await once(gateCalled, 'call');
+    expect(started).toHaveLength(1);
+    expect(gateSignal?.aborted).toBe(false);
+    await started[0]?.end(true);
+    expect(gateSignal?.aborted).toBe(true);
+    expect(await failed).toMatch(/ConnectionClosed|Aborted/);
+    expect(connects.ids).toEqual([]);
+  });
 });
 
 describe('Gateway', () => {
+  it('a device removed, or the gateway closed, before its connect slot: it stops at once and its CONNECT never goes out', async () => {
+    const { ids, credentials } = await devices('wait', 3);
+    const [a, b, c] = ids as [string, string, string];
+    const connects = brokerConnects('GID_wait@@@');
+    const box = await outbox();
+    // One CONNECT a second: b's slot is a second after a's, c's two.
+    const g = gateway({ outbox: box, credentials, connectRate: 1 });
+    for (const id of ids) g.add(id);
+    g.start();
+    await online(g, 1);
+    await g.remove(c);
+    expect(g.state(c)).toBeUndefined();
+    await online(g, 2);
+    // c gave its place back: nothing waits after b's slot (c's ticket would still wait for its own).
+    expect(g.counts.waitingToConnect).toBe(0);
+    expect(connects.ids).toEqual([a, b]);
+    // Back in, at the end of the queue; the gateway closes before its slot.
+    g.add(c);
+    await g.close({ deadlineMs: 5_000 });
+    expect(g.counts.waitingToConnect).toBe(0);
+    expect(g.counts.states).toMatchObject({ online: 0, connecting: 0 });
+    expect(connects.ids).toEqual([a, b]);
+  });
+
   it('connects its devices at the pace as the broker sees them, at start and after a broker restart, and counts them', async () => {
     const n = 25;
     const rate = 20;
