@@ -4,12 +4,14 @@
 // gateway's publishes are durable (accepted = fsync'd to its outbox, group commit; removed on PUBACK): the mqtt.js
 // baseline keeps nothing on disk; the connector alone (connectDevice per device, no outbox) is the third line, to
 // tell the connection's cost from the disk's. Each side runs RUNS times, alternating, and the medians are compared.
-// BENCH_GATEWAY_DEVICES (default 2,000: minutes on a shared 2-core machine), BENCH_GATEWAY_MESSAGES (10,000),
-// BENCH_GATEWAY_RUNS (3) override.
+// RSS per device is measured twice: right after connecting, and settled (after full GCs that compact every page, as
+// V8's memory reducer does by itself once the process is idle); the goal is judged on the settled figure, the other is
+// printed beside it. BENCH_GATEWAY_DEVICES (default 10,000, the issue's size: about a minute on a 2-core machine),
+// BENCH_GATEWAY_MESSAGES (10,000), BENCH_GATEWAY_RUNS (3) override.
 import { join } from 'node:path';
 import { ROOT, lastJson, median, runNode, startNode, verdict } from './lib/child.mjs';
 
-const DEVICES = Number(process.env.BENCH_GATEWAY_DEVICES ?? 2_000);
+const DEVICES = Number(process.env.BENCH_GATEWAY_DEVICES ?? 10_000);
 const MESSAGES = Number(process.env.BENCH_GATEWAY_MESSAGES ?? 10_000);
 const RUNS = Number(process.env.BENCH_GATEWAY_RUNS ?? 3);
 const lib = join(ROOT, 'bench', 'lib');
@@ -23,16 +25,17 @@ try {
       if (child.code !== 0) throw new Error(`${mode} run failed (${child.code}): ${child.stderr}`);
       const result = lastJson(child.stdout);
       results[mode].push(result);
-      console.log(`${mode.padEnd(9)} run ${run + 1}: ${DEVICES} devices connected in ${result.connectSeconds} s, ${result.perDeviceKB} KB RSS per device; ${MESSAGES} QoS 1 publishes: ${result.publishCpuMsPer10k} ms CPU per 10,000, ${result.publishesPerSecond}/s`);
+      console.log(`${mode.padEnd(9)} run ${run + 1}: ${DEVICES} devices connected in ${result.connectSeconds} s, RSS per device ${result.settledPerDeviceKB} KB settled (${result.perDeviceKB} KB right after connecting); ${MESSAGES} QoS 1 publishes: ${result.publishCpuMsPer10k} ms CPU per 10,000, ${result.publishesPerSecond}/s`);
     }
   }
 } finally {
   await broker.stop();
 }
 const med = (mode, key) => median(results[mode].map((r) => r[key]));
-const memory = med('gateway', 'perDeviceKB') / med('mqtt', 'perDeviceKB');
+const memory = med('gateway', 'settledPerDeviceKB') / med('mqtt', 'settledPerDeviceKB');
 const cpu = med('gateway', 'publishCpuMsPer10k') / med('mqtt', 'publishCpuMsPer10k');
-for (const mode of ['gateway', 'connector', 'mqtt']) console.log(`median ${mode}: ${med(mode, 'perDeviceKB')} KB RSS per device, ${med(mode, 'publishCpuMsPer10k')} ms CPU per 10,000 QoS 1 publishes`);
-console.log(`connector (no outbox) / mqtt.js: ${(med('connector', 'perDeviceKB') / med('mqtt', 'perDeviceKB')).toFixed(2)} RSS per device, ${(med('connector', 'publishCpuMsPer10k') / med('mqtt', 'publishCpuMsPer10k')).toFixed(2)} CPU per publish`);
-verdict('gateway / mqtt.js RSS per device', memory, 1.1, false);
+for (const mode of ['gateway', 'connector', 'mqtt']) console.log(`median ${mode}: RSS per device ${med(mode, 'settledPerDeviceKB')} KB settled (${med(mode, 'perDeviceKB')} KB right after connecting), ${med(mode, 'publishCpuMsPer10k')} ms CPU per 10,000 QoS 1 publishes`);
+console.log(`right after connecting, gateway / mqtt.js RSS per device: ${(med('gateway', 'perDeviceKB') / med('mqtt', 'perDeviceKB')).toFixed(2)}`);
+console.log(`connector (no outbox) / mqtt.js: ${(med('connector', 'settledPerDeviceKB') / med('mqtt', 'settledPerDeviceKB')).toFixed(2)} RSS per device settled, ${(med('connector', 'publishCpuMsPer10k') / med('mqtt', 'publishCpuMsPer10k')).toFixed(2)} CPU per publish`);
+verdict('gateway / mqtt.js RSS per device (settled)', memory, 1.1, false);
 verdict('gateway / mqtt.js CPU per 10,000 QoS 1 publishes (durable vs in memory)', cpu, 1.0, false);

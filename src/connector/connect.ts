@@ -10,7 +10,7 @@ import { raceAbort } from '../util/abort.js';
 import type { ConnectionMode } from './connection-types.js';
 import { DeviceConnection, START } from './connection.js';
 import { CredentialLogin, type Login, TokenLogin, signable } from './login.js';
-import { type ConnectDeviceOptions, type TokenConnectOptions, brokerUrlFor, resolveConnectOptions } from './options.js';
+import { type ConnectDeviceOptions, type ResolvedConnectOptions, type TokenConnectOptions, brokerUrlFor, resolveConnectOptions } from './options.js';
 import { checkTokenAnswer } from './token-rules.js';
 
 export { CONNECT_DEFAULTS, TRANSPORT_PORTS, WEBSOCKET_PATH, brokerUrlFor, type ConnectDeviceOptions, type ConnectGate, type TokenConnectOptions, type Transport } from './options.js';
@@ -94,10 +94,15 @@ export async function connectDevice(options: ConnectDeviceOptions | TokenConnect
  * the CONNACK): whoever holds it can stop it with `end()` instead of an AbortSignal (a gateway holds thousands of
  * devices, and an AbortSignal with a listener costs about a kilobyte each).
  */
-export async function openConnection(options: TokenConnectOptions, started?: (connection: DeviceConnection<ConnectionMode>) => void): Promise<DeviceConnection<'Token'>>;
-export async function openConnection(options: ConnectDeviceOptions, started?: (connection: DeviceConnection) => void): Promise<DeviceConnection>;
-export async function openConnection(options: ConnectDeviceOptions | TokenConnectOptions, started?: (connection: DeviceConnection) => void): Promise<DeviceConnection<ConnectionMode>> {
-  const resolved = resolveConnectOptions(options);
+export async function openConnection(options: TokenConnectOptions, started?: (connection: DeviceConnection<ConnectionMode>) => void, shared?: ResolvedConnectOptions): Promise<DeviceConnection<'Token'>>;
+export async function openConnection(options: ConnectDeviceOptions, started?: (connection: DeviceConnection) => void, shared?: ResolvedConnectOptions): Promise<DeviceConnection>;
+export async function openConnection(
+  options: ConnectDeviceOptions | TokenConnectOptions,
+  started?: (connection: DeviceConnection) => void,
+  shared?: ResolvedConnectOptions,
+): Promise<DeviceConnection<ConnectionMode>> {
+  // `shared`: the same options already resolved (they hold no credential), one object for many connections.
+  const resolved = shared ?? resolveConnectOptions(options);
   const signal = resolved.signal ? { signal: resolved.signal } : {};
   let login: Login;
   if (resolved.token) {

@@ -17,7 +17,7 @@ import { FailureRecord, describeCode, sessionProtocolError } from './connection-
 import type { ConnectionMode, DeviceConnectionEvents, PublishAccepted, PublishOptions, Publishing, SubscribeOptions } from './connection-types.js';
 import type { Login } from './login.js';
 import type { ResolvedConnectOptions } from './options.js';
-import { Delivery, type ConnectionOutboxStats } from './delivery.js';
+import { Delivery, type ConnectionOutboxStats, FEED_CHECK, FEED_ERROR, FEED_WAKE } from './delivery.js';
 
 /** The durable outbox's module (durable.ts), loaded on demand. */
 export type DurableModule = typeof import('./durable.js');
@@ -89,15 +89,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
         Feed: durable.DurableFeed,
         store: options.durable,
         clientId: this.clientId,
-        host: {
-          wake: () => this.#progress(),
-          events: this,
-          emitError: (error) => this.#emitError(error),
-          check: (topic, message, qos) => {
-            this.#assertOpen(`publish to ${topic}`);
-            return checkPublish(topic, message, { qos }, this.#options);
-          },
-        },
+        host: this,
       },
     );
     const { protocolVersion, connectTimeoutMs, signal } = options;
@@ -113,6 +105,22 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
             log: (level, message, fields) => this.#log(level, message, fields),
           })
         : undefined;
+  }
+
+  /** @internal The durable feed's way back (delivery.ts): send what can go, or finish closing. */
+  [FEED_WAKE](): void {
+    this.#progress();
+  }
+
+  /** @internal The durable feed reports an error. */
+  [FEED_ERROR](error: ApsaraMqDeviceError): void {
+    this.#emitError(error);
+  }
+
+  /** @internal The durable feed checks a message by this connection's rules. */
+  [FEED_CHECK](topic: string, message: string | Buffer | Uint8Array, qos: 1 | 2): ReturnType<typeof checkPublish> {
+    this.#assertOpen(`publish to ${topic}`);
+    return checkPublish(topic, message, { qos }, this.#options);
   }
 
   /** What logs and `util.inspect` show: never a secret. */

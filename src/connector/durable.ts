@@ -173,7 +173,7 @@ export class DurableFeed {
   /** A wake of the connection is queued for the end of this turn. */
   #waking = false;
   /** Everything appended before this feed existed is written (the first read waits for it). */
-  readonly #before: Promise<void>;
+  #before: Promise<void> | undefined;
   readonly #counters = { accepted: 0, delivered: 0, possibleDuplicates: 0, refused: 0, dropped: { full: 0, expired: 0, corrupt: 0, rejected: 0 } as Record<OutboxDropReason, number> };
 
   /**
@@ -475,7 +475,10 @@ export class DurableFeed {
     let spills = this.#spills;
     let spilling = this.#spilling;
     try {
-      await this.#before;
+      if (this.#before) {
+        await this.#before;
+        this.#before = undefined;
+      }
       // The read sees what was written before it starts: a spill still being written then, or made since, may be
       // missing from it, so the read cannot say nothing waits beyond it.
       spills = this.#spills;

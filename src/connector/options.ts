@@ -344,7 +344,8 @@ export function resolveConnectOptions(given: ConnectDeviceOptions | TokenConnect
     if (!(valid(options.ca) || (Array.isArray(options.ca) && options.ca.every(valid)))) throw invalid('Option ca must be a PEM string or Buffer, or an array of them');
   }
   const persistentSession = v5 ? (sessionExpiryInterval ?? 0) > 0 : !clean;
-  return {
+  // Frozen: a gateway shares one resolved object among its connections.
+  return Object.freeze({
     token,
     explicitUrl,
     transport,
@@ -377,5 +378,5 @@ export function resolveConnectOptions(given: ConnectDeviceOptions | TokenConnect
     connectGate: options.connectGate,
     random: options.random ?? Math.random,
     logger: options.logger,
-  };
+  });
 }

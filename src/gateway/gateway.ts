@@ -12,6 +12,7 @@ import type { IPublishPacket } from 'mqtt';
 import { type ConnectDeviceOptions, type DeviceConnection, openConnection } from '../connector/connect.js';
 import type { DeviceConnectionEvents, PublishAccepted } from '../connector/connection-types.js';
 import { type EnqueueOptions, enqueueDurable } from '../connector/durable.js';
+import { type ResolvedConnectOptions, resolveConnectOptions } from '../connector/options.js';
 import type { ConnectionState } from '../connector/state.js';
 import { assertClientId, type CredentialSource } from '../credential.js';
 import { type ApsaraMqDeviceError, ValidationError, toApsaraMqDeviceError } from '../errors.js';
@@ -194,6 +195,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   #metrics: Promise<GatewayMetrics> | undefined;
   /** Acceptance times of messages accepted in this run, by seq, while metrics are on (the delivery histogram). */
   #acceptedAt: Map<number, number> | undefined;
+  /** The connections' options, checked and resolved on the first connect, shared by all of them. */
+  #resolved: ResolvedConnectOptions | undefined;
   #deliveryObserver: ((seconds: number) => void) | undefined;
   readonly #onDrop = (drop: OutboxDrop): void => {
     // A refusal by the broker comes from the connection, with its error.
@@ -201,6 +204,21 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     const report = { clientId: drop.clientId, seq: drop.seq, reason: drop.reason };
     this.#dropped(drop.id === undefined ? report : { ...report, id: drop.id });
   };
+
+  /**
+   * Every CONNECT of a device, first or not, waits for its slot; its answer is timed from the slot. One function for
+   * all the devices (the request names the device), as the listeners below: a gateway holds thousands.
+   */
+  readonly #connectGate = async (request: { clientId: string; signal: AbortSignal }): Promise<void> => {
+    const slot = this.#slots.get(request.clientId);
+    if (slot === undefined) return; // removed: its connection is being ended
+    this.#set(slot, 'connecting');
+    await this.#pacer.wait(request.signal);
+    slot.connectingSince = performance.now();
+  };
+
+  /** The listeners of every connection, shared: EventEmitter calls each with the connection as `this`. */
+  readonly #listeners = this.#connectionListeners();
 
   /** @throws ValidationError `InvalidOption` for a bad pace or a missing outbox or credentials. */
   constructor(options: GatewayOptions) {
@@ -420,12 +438,6 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   /** Connect a device, again with backoff while its first CONNECT fails for a reason that may pass. */
   async #connect(slot: Slot): Promise<void> {
     const retry = this.#options.retry ?? GATEWAY_BACKOFF;
-    // Every CONNECT of the device, first or not, waits for its slot; its answer is timed from the slot.
-    const connectGate = async (request: { signal: AbortSignal }): Promise<void> => {
-      this.#set(slot, 'connecting');
-      await this.#pacer.wait(request.signal);
-      slot.connectingSince = performance.now();
-    };
     // The first CONNECT is under way: #end can stop it now (and does at once if it ran meanwhile).
     const started = (connection: DeviceConnection): void => {
       if (slot.ending) void connection.end(true);
@@ -448,7 +460,10 @@ export class Gateway extends EventEmitter<GatewayEvents> {
           }
         }
         if (slot.ending) return;
-        connection = await openConnection({ reconnect: GATEWAY_BACKOFF, ...this.#options.connect, credential, outbox: this.#store, connectGate }, started);
+        const options = { reconnect: GATEWAY_BACKOFF, ...this.#options.connect, credential, outbox: this.#store, connectGate: this.#connectGate };
+        // Resolved once for every device (the same options but the credential, which they do not hold).
+        this.#resolved ??= resolveConnectOptions(options);
+        connection = await openConnection(options, started, this.#resolved);
       } catch (cause) {
         slot.starting = undefined;
         if (slot.ending) return;
@@ -470,33 +485,74 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       }
       slot.connection = connection;
       this.#answered(slot, 'accepted');
-      connection.on('delivered', (report) => {
-        this.#counts.delivered += 1;
-        if (report.possibleDuplicate) this.#counts.possibleDuplicates += 1;
-        this.#delivered(report.seq);
-        this.emit('delivered', report);
-      });
-      connection.on('dropped', (report) => {
-        if (report.reason === 'rejected') this.#dropped(report);
-      });
-      connection.on('message', (topic, payload, packet) => this.emit('message', { clientId: slot.clientId, topic, payload, packet }));
-      connection.on('state', ({ from, to }) => {
-        if (from === 'connecting' && to !== 'online') this.#answered(slot, to === 'refetching-credential' ? 'refused' : 'failed');
-        if (to === 'online') this.#answered(slot, 'accepted');
-        // `closed` is set by the run below (and `closing` is the gateway's own doing).
-        if (to !== 'closed' && to !== 'closing') this.#set(slot, deviceState(to));
-      });
-      connection.on('error', (error) => this.emit('warning', { clientId: slot.clientId, error }));
       // The run ends here, online: nothing waits per device while its connection runs (#end ends the connection).
-      connection.once('closed', (info) => {
-        slot.connection = undefined;
-        slot.connectingSince = undefined;
-        // It gave up for good (a refused credential, a takeover loop): its messages stay on disk.
-        if (!slot.ending) this.#set(slot, 'failed', info.error);
-      });
+      for (const [event, listener] of this.#listeners) connection.on(event, listener as never);
       this.#set(slot, 'online');
       return;
     }
+  }
+
+  /** The listeners every connection gets: plain functions (EventEmitter calls them with the connection as `this`). */
+  #connectionListeners(): [keyof DeviceConnectionEvents, (...args: never[]) => void][] {
+    const gateway = this;
+    type Args<E extends keyof DeviceConnectionEvents> = DeviceConnectionEvents[E];
+    return [
+      [
+        'delivered',
+        function (report: Args<'delivered'>[0]): void {
+          gateway.#counts.delivered += 1;
+          if (report.possibleDuplicate) gateway.#counts.possibleDuplicates += 1;
+          gateway.#delivered(report.seq);
+          gateway.emit('delivered', report);
+        },
+      ],
+      [
+        'dropped',
+        function (report: Args<'dropped'>[0]): void {
+          if (report.reason === 'rejected') gateway.#dropped(report);
+        },
+      ],
+      [
+        'message',
+        function (this: DeviceConnection, topic: Args<'message'>[0], payload: Args<'message'>[1], packet: Args<'message'>[2]): void {
+          gateway.emit('message', { clientId: this.clientId, topic, payload, packet });
+        },
+      ],
+      [
+        'state',
+        function (this: DeviceConnection, { from, to }: Args<'state'>[0]): void {
+          const slot = gateway.#slotOf(this);
+          if (slot === undefined) return;
+          if (from === 'connecting' && to !== 'online') gateway.#answered(slot, to === 'refetching-credential' ? 'refused' : 'failed');
+          if (to === 'online') gateway.#answered(slot, 'accepted');
+          // `closed` is set by the listener below (and `closing` is the gateway's own doing).
+          if (to !== 'closed' && to !== 'closing') gateway.#set(slot, deviceState(to));
+        },
+      ],
+      [
+        'error',
+        function (this: DeviceConnection, error: Args<'error'>[0]): void {
+          gateway.emit('warning', { clientId: this.clientId, error });
+        },
+      ],
+      [
+        'closed',
+        function (this: DeviceConnection, info: Args<'closed'>[0]): void {
+          const slot = gateway.#slotOf(this);
+          if (slot === undefined) return;
+          slot.connection = undefined;
+          slot.connectingSince = undefined;
+          // It gave up for good (a refused credential, a takeover loop): its messages stay on disk.
+          if (!slot.ending) gateway.#set(slot, 'failed', info.error);
+        },
+      ],
+    ];
+  }
+
+  /** The slot whose connection this is (undefined once removed, or for a connection it no longer holds). */
+  #slotOf(connection: DeviceConnection): Slot | undefined {
+    const slot = this.#slots.get(connection.clientId);
+    return slot?.connection === connection ? slot : undefined;
   }
 
   #delivered(seq: number): void {
@@ -512,3 +568,4 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     this.#acceptedAt ??= new Map();
   }
 }
+

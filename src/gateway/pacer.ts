@@ -39,7 +39,7 @@ export class ConnectPacer {
   readonly #random: () => number;
   readonly #now: () => number;
   /** Waiters in order; `#head` is the next to go (an array with a moving head: 10,000 waiters shift in O(1)). */
-  #queue: Waiter[] = [];
+  #queue: (Waiter | undefined)[] = [];
   #head = 0;
   #origin = -Infinity;
   #slots = 0;
@@ -134,12 +134,18 @@ export class ConnectPacer {
     const lag = now - (this.#origin + this.#slots * this.#intervalMs);
     if (lag > MAX_CATCH_UP_MS && this.#queued > 0) this.#origin += lag - MAX_CATCH_UP_MS;
     while (this.#queued > 0 && this.#origin + this.#slots * this.#intervalMs <= now) {
-      const waiter = this.#queue[this.#head++] as Waiter;
+      const waiter = this.#queue[this.#head] as Waiter;
+      this.#queue[this.#head++] = undefined;
       this.#slots += 1;
       this.#grant(waiter);
       this.#skipDone();
     }
-    if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
+    // Passed entries are let go at once (a waiter holds its caller's signal, about a kilobyte), and the array when
+    // the queue is empty or mostly passed.
+    if (this.#head === this.#queue.length) {
+      this.#queue = [];
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
       this.#queue = this.#queue.slice(this.#head);
       this.#head = 0;
     }
@@ -153,7 +159,7 @@ export class ConnectPacer {
   }
 
   #skipDone(): void {
-    while (this.#head < this.#queue.length && (this.#queue[this.#head] as Waiter).done) this.#head += 1;
+    while (this.#head < this.#queue.length && (this.#queue[this.#head] as Waiter).done) this.#queue[this.#head++] = undefined;
   }
 
   #grant(waiter: Waiter): void {
