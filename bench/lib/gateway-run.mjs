@@ -115,17 +115,22 @@ const heldRss = process.memoryUsage().rss;
 // process goes idle. Right after connecting, old space is fragmented by what the connect phase left (devices wait for
 // their pacer slot), and that figure moves with the connect rate more than with what a device holds.
 // V8 gives the freed pages back to the system on a thread of its own: the figure is read after a pause.
-setFlagsFromString('--compact-on-every-full-gc');
-globalThis.gc?.();
-globalThis.gc?.();
-setFlagsFromString('--no-compact-on-every-full-gc');
-await sleep(300);
-const settledRss = process.memoryUsage().rss;
+const settledRssNow = async () => {
+  setFlagsFromString('--compact-on-every-full-gc');
+  globalThis.gc?.();
+  globalThis.gc?.();
+  setFlagsFromString('--no-compact-on-every-full-gc');
+  await sleep(300);
+  return process.memoryUsage().rss;
+};
+const settledRss = await settledRssNow();
 const cpuBefore = cpuMs();
 const publishStart = performance.now();
 await publishAll();
 const publishMs = performance.now() - publishStart;
 const publishCpuMs = cpuMs() - cpuBefore;
+// And once every device has published (what its connection keeps from then on), settled the same way.
+const publishedRss = await settledRssNow();
 await closeAll();
 await rm(dir, { recursive: true, force: true });
 console.log(JSON.stringify({
@@ -135,6 +140,7 @@ console.log(JSON.stringify({
   connectSeconds: +(connectMs / 1000).toFixed(2),
   perDeviceKB: +((heldRss - baseRss) / devices / 1024).toFixed(1),
   settledPerDeviceKB: +((settledRss - baseRss) / devices / 1024).toFixed(1),
+  publishedPerDeviceKB: +((publishedRss - baseRss) / devices / 1024).toFixed(1),
   publishCpuMsPer10k: +((publishCpuMs * 10_000) / messages).toFixed(0),
   publishesPerSecond: Math.round(messages / (publishMs / 1000)),
 }));

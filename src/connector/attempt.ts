@@ -153,6 +153,10 @@ export interface AttemptSettings {
  */
 type Buildable = { streamBuilder?: (client: MqttClient) => Duplex };
 
+/** The attempt of a client, kept on the client for the shared listeners. */
+const ATTEMPT_OF = Symbol('attempt');
+type Owned = MqttClient & { [ATTEMPT_OF]: Attempt };
+
 /** One mqtt.js client, one CONNECT, at most one session. */
 export class Attempt {
   readonly #client: MqttClient;
@@ -192,16 +196,36 @@ export class Attempt {
         return stream;
       };
     }
-    client.on('packetreceive', (packet: Packet) => this.#onPacket(packet));
-    client.on('connect', (connack) => this.#onConnect(connack));
-    // Every error is followed by 'close'; keep the first one as the cause. A listener must exist anyway: an
-    // EventEmitter 'error' without one would crash the process.
-    client.on('error', (error) => this.#onError(error));
-    client.on('close', () => this.#onClose());
-    client.on('message', (topic, payload, packet) => {
-      if (this.#phase === 'online') this.#listener[ATTEMPT_MESSAGE](this, topic, payload, packet);
-    });
+    // The listeners are the same functions for every client (EventEmitter calls them with the client as `this`, and
+    // the client names its attempt): a gateway holds thousands of clients. Every error is followed by 'close'; the
+    // first one is kept as the cause. An 'error' listener must exist anyway: an EventEmitter 'error' without one would
+    // crash the process.
+    (client as Owned)[ATTEMPT_OF] = this;
+    client.on('packetreceive', Attempt.#listeners.packetreceive);
+    client.on('connect', Attempt.#listeners.connect);
+    client.on('error', Attempt.#listeners.error);
+    client.on('close', Attempt.#listeners.close);
+    client.on('message', Attempt.#listeners.message);
   }
+
+  static readonly #listeners = {
+    packetreceive(this: MqttClient, packet: Packet): void {
+      (this as Owned)[ATTEMPT_OF].#onPacket(packet);
+    },
+    connect(this: MqttClient, connack: IConnackPacket): void {
+      (this as Owned)[ATTEMPT_OF].#onConnect(connack);
+    },
+    error(this: MqttClient, error: Error): void {
+      (this as Owned)[ATTEMPT_OF].#onError(error);
+    },
+    close(this: MqttClient): void {
+      (this as Owned)[ATTEMPT_OF].#onClose();
+    },
+    message(this: MqttClient, topic: string, payload: Buffer, packet: IPublishPacket): void {
+      const attempt = (this as Owned)[ATTEMPT_OF];
+      if (attempt.#phase === 'online') attempt.#listener[ATTEMPT_MESSAGE](attempt, topic, payload, packet);
+    },
+  };
 
   /** The client, for publishing and subscribing while the session is up. */
   get client(): MqttClient {

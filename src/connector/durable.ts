@@ -73,6 +73,12 @@ export interface FeedHost {
   emitError(error: ApsaraMqDeviceError): void;
 }
 
+/**
+ * The window of a feed with nothing in memory: shared and never written (a feed makes its own on its first message,
+ * and lets it go when a session ends): a gateway holds thousands of feeds, most of them idle at any moment.
+ */
+const NO_ITEMS: Map<number, DurableItem> = new Map();
+
 /** A message of the durable outbox while it is in memory. */
 class DurableItem extends PublishItem {
   readonly feed: DurableFeed;
@@ -140,7 +146,7 @@ export class DurableFeed {
   readonly #maxWindow: number;
   readonly #maxBytes: number;
   /** The messages in memory, by store seq (in the connection's outbox, queued or in flight). */
-  readonly #window = new Map<number, DurableItem>();
+  #window: Map<number, DurableItem> = NO_ITEMS;
   #windowBytes = 0;
   /** Strikes of messages that were in flight when a session ended, by store seq, until they are read again (made on first use, as #waiters). */
   #strikes: Map<number, number> | undefined;
@@ -174,7 +180,12 @@ export class DurableFeed {
   #waking = false;
   /** Everything appended before this feed existed is written (the first read waits for it). */
   #before: Promise<void> | undefined;
-  readonly #counters = { accepted: 0, delivered: 0, possibleDuplicates: 0, refused: 0, dropped: { full: 0, expired: 0, corrupt: 0, rejected: 0 } as Record<OutboxDropReason, number> };
+  // Counters in the feed itself, the drops' made on the first drop: a gateway holds thousands of feeds.
+  #accepted = 0;
+  #delivered = 0;
+  #possibleDuplicates = 0;
+  #refused = 0;
+  #dropped: Record<OutboxDropReason, number> | undefined;
 
   /**
    * @throws ValidationError `InvalidOption` when another open connection of this ClientId uses the store.
@@ -204,8 +215,8 @@ export class DurableFeed {
 
   get stats(): DurableOutboxStats {
     const { messages, bytes } = this.#store.device(this.#clientId);
-    const c = this.#counters;
-    return { stored: messages, storedBytes: bytes, window: this.#window.size, accepted: c.accepted, delivered: c.delivered, possibleDuplicates: c.possibleDuplicates, dropped: { ...c.dropped }, refused: c.refused };
+    const dropped = this.#dropped ? { ...this.#dropped } : { full: 0, expired: 0, corrupt: 0, rejected: 0 };
+    return { stored: messages, storedBytes: bytes, window: this.#window.size, accepted: this.#accepted, delivered: this.#delivered, possibleDuplicates: this.#possibleDuplicates, dropped, refused: this.#refused };
   }
 
   /** Messages held in memory, and their bytes. */
@@ -258,7 +269,7 @@ export class DurableFeed {
           this.#direct -= 1;
           this.#directBytes -= bytes;
         } else this.#spilling -= 1;
-        this.#counters.accepted += 1;
+        this.#accepted += 1;
         if (waiter) {
           if (this.#closed) waiter.reject(this.#keptError(seq, undefined));
           else (this.#waiters ??= new Map()).set(seq, waiter);
@@ -278,7 +289,7 @@ export class DurableFeed {
           this.#direct -= 1;
           this.#directBytes -= bytes;
         } else this.#spilling -= 1;
-        this.#counters.refused += 1;
+        this.#refused += 1;
         waiter?.reject(error);
         this.#progress();
         throw error;
@@ -311,7 +322,7 @@ export class DurableFeed {
     for (const item of parked) if (item.strikes > 0 && !(item as DurableItem).dropped) (this.#strikes ??= new Map()).set((item as DurableItem).stored, item.strikes);
     this.#flushAcks();
     this.#caughtUp = this.#caughtUp && this.#window.size === 0 && this.#direct === 0;
-    this.#window.clear();
+    this.#window = NO_ITEMS;
     this.#windowBytes = 0;
     this.#cursor = 0;
     this.#store.clearSending(this.#clientId);
@@ -328,7 +339,7 @@ export class DurableFeed {
     clearTimeout(this.#retry);
     if (this.#waiters) for (const [seq, waiter] of this.#waiters) waiter.reject(this.#keptError(seq, cause));
     this.#waiters = undefined;
-    this.#window.clear();
+    this.#window = NO_ITEMS;
     this.#windowBytes = 0;
     this.#strikes = undefined;
     this.#store.clearSending(this.#clientId);
@@ -346,7 +357,7 @@ export class DurableFeed {
   onDrop(drop: OutboxDrop): void {
     // A refusal by the broker is reported where it was decided, with the broker's error.
     if (drop.reason === 'rejected' || this.#closed) return;
-    this.#counters.dropped[drop.reason] += 1;
+    this.#countDrop(drop.reason);
     this.#droppedMeanwhile?.add(drop.seq);
     this.#strikes?.delete(drop.seq);
     const item = this.#window.get(drop.seq);
@@ -366,6 +377,10 @@ export class DurableFeed {
     this.#progress();
   }
 
+  #countDrop(reason: OutboxDropReason): void {
+    (this.#dropped ??= { full: 0, expired: 0, corrupt: 0, rejected: 0 })[reason] += 1;
+  }
+
   #keptError(seq: number, cause: ApsaraMqDeviceError | undefined): ConnectionClosedError {
     return new ConnectionClosedError(
       `The connection of ${this.#clientId} closed before the broker acknowledged message seq ${seq}: it stays in the durable outbox in ${this.#store.dir} and is sent by the next connection of ${this.#clientId} on it`,
@@ -383,6 +398,7 @@ export class DurableFeed {
   }
 
   #enter(item: DurableItem): void {
+    if (this.#window === NO_ITEMS) this.#window = new Map();
     this.#window.set(item.stored, item);
     this.#windowBytes += item.bytes;
     this.#host.add(item);
@@ -411,8 +427,8 @@ export class DurableFeed {
     // The removal is the store's to make durable; if it fails, the message is sent again later (a possible duplicate).
     if (result.ok) {
       this.#ack(seq);
-      this.#counters.delivered += 1;
-      if (item.possibleDuplicate) this.#counters.possibleDuplicates += 1;
+      this.#delivered += 1;
+      if (item.possibleDuplicate) this.#possibleDuplicates += 1;
       if (this.#host.events.listenerCount('delivered') > 0) {
         const report = { clientId: this.#clientId, seq, possibleDuplicate: item.possibleDuplicate };
         this.#host.events.emit('delivered', item.id === undefined ? report : { ...report, id: item.id });
@@ -421,7 +437,7 @@ export class DurableFeed {
     } else {
       const report: OutboxReport = item.id === undefined ? { clientId: this.#clientId, seq } : { clientId: this.#clientId, seq, id: item.id };
       this.#store.reject(this.#clientId, seq).catch(noop);
-      this.#counters.dropped.rejected += 1;
+      this.#countDrop('rejected');
       this.#host.events.emit('dropped', { ...report, reason: 'rejected', error: result.error });
       waiter?.reject(result.error);
     }
