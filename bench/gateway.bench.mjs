@@ -34,7 +34,7 @@ try {
 const med = (mode, key) => median(results[mode].map((r) => r[key]));
 const memory = med('gateway', 'settledPerDeviceKB') / med('mqtt', 'settledPerDeviceKB');
 const cpu = med('gateway', 'publishCpuMsPer10k') / med('mqtt', 'publishCpuMsPer10k');
-for (const mode of ['gateway', 'connector', 'mqtt']) console.log(`median ${mode}: RSS per device ${med(mode, 'settledPerDeviceKB')} KB settled (${med(mode, 'perDeviceKB')} KB right after connecting), ${med(mode, 'publishCpuMsPer10k')} ms CPU per 10,000 QoS 1 publishes`);
+for (const mode of ['gateway', 'connector', 'mqtt']) console.log(`median ${mode}: RSS per device ${med(mode, 'settledPerDeviceKB')} KB settled (${med(mode, 'perDeviceKB')} KB right after connecting, ${med(mode, 'publishedPerDeviceKB')} KB settled after publishing), ${med(mode, 'publishCpuMsPer10k')} ms CPU per 10,000 QoS 1 publishes`);
 console.log(`right after connecting, gateway / mqtt.js RSS per device: ${(med('gateway', 'perDeviceKB') / med('mqtt', 'perDeviceKB')).toFixed(2)}; settled after publishing: ${(med('gateway', 'publishedPerDeviceKB') / med('mqtt', 'publishedPerDeviceKB')).toFixed(2)}`);
 console.log(`connector (no outbox) / mqtt.js: ${(med('connector', 'settledPerDeviceKB') / med('mqtt', 'settledPerDeviceKB')).toFixed(2)} RSS per device settled, ${(med('connector', 'publishCpuMsPer10k') / med('mqtt', 'publishCpuMsPer10k')).toFixed(2)} CPU per publish`);
 verdict('gateway / mqtt.js RSS per device (settled)', memory, 1.1, false);
