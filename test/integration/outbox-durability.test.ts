@@ -322,8 +322,10 @@ describe('outbox durability', () => {
     // message, an index entry say, would cost 50 or more; the hot log's few MiB are full at both marks). RSS also
     // holds LevelDB's write buffers (2 x 4 MiB), its
     // cache (2 MiB) and the allocator's arenas of its threads, which grow to a plateau (about 45 MiB over an empty
-    // store's, reached near 300,000 messages: BENCHMARKS.md); far from the data itself.
+    // store's, reached near 300,000 messages: BENCHMARKS.md); far from the data itself. That growth between the marks
+    // moved from 33 to 55 MB from run to run (four runs, one of them beside a test suite): the bound is 0.65 of all
+    // that was written (70 MB), where keeping the 90,000 later messages in memory would add at least their 96 MB.
     expect(heapGrowth / 90_000, `heap growth ${heapGrowth} bytes`).toBeLessThan(10);
-    expect(rssGrowth, `RSS growth ${rssGrowth} bytes for ${written} bytes written`).toBeLessThan(written / 2);
+    expect(rssGrowth, `RSS growth ${rssGrowth} bytes for ${written} bytes written`).toBeLessThan(written * 0.65);
   }, 120_000);
 });
