@@ -53,7 +53,8 @@ export class CredentialLogin implements LoginBase {
   #current: DeviceCredential;
   #next: DeviceCredential | undefined;
   readonly #source: CredentialSource;
-  readonly #secrets = new Set<string>();
+  /** What never goes into an error or a log: the secret and the password of each credential used (a few; an array, not a Set: a gateway holds thousands of logins). */
+  readonly #secrets: string[] = [];
   /** The ClientId of a credential the source handed out for another device (for the error). */
   foreignClientId: string | undefined;
 
@@ -62,7 +63,7 @@ export class CredentialLogin implements LoginBase {
     this.#source = source;
     this.clientId = credential.clientId;
     this.instanceId = credential.instanceId;
-    this.#secrets.add(credential.deviceAccessKeySecret);
+    this.#keep(credential.deviceAccessKeySecret);
   }
 
   get current(): DeviceCredential {
@@ -71,8 +72,12 @@ export class CredentialLogin implements LoginBase {
 
   sign(): MqttCredentials {
     const signed = signDeviceCredential(this.#current);
-    this.#secrets.add(signed.password);
+    this.#keep(signed.password);
     return signed;
+  }
+
+  #keep(secret: string): void {
+    if (!this.#secrets.includes(secret)) this.#secrets.push(secret);
   }
 
   secrets(): string[] {
@@ -100,7 +105,7 @@ export class CredentialLogin implements LoginBase {
     this.#next = undefined;
     if (!next) return undefined;
     this.#current = next;
-    this.#secrets.add(next.deviceAccessKeySecret);
+    this.#keep(next.deviceAccessKeySecret);
     return next;
   }
 
