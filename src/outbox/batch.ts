@@ -2,14 +2,13 @@
  * The durable outbox's group commit: everything asked since the last batch (appends, acks, marks, a sweep) is
  * written together: appends and the removals of recent messages to the hot log (wal.ts, one fdatasync for all the
  * appends), the rest (removals of older messages, marks) in one LevelDB write batch, fsync'd when anything in it must
- * be durable; then the hot log's upkeep (a new segment, the overflow moved to LevelDB, dead segments deleted). And what
- * happens when writing fails (appends refused, removals kept in memory, nothing written until the store was reopened
- * and the disk takes as much as LevelDB's recovery will write).
+ * be durable; then the hot log's upkeep (moves.ts: a new segment, the overflow moved to LevelDB, dead segments
+ * deleted). Removals are looked up and settled by removals.ts. And what happens when writing fails (appends refused,
+ * removals kept in memory, nothing written until the store was reopened and the disk takes as much as LevelDB's
+ * recovery will write: recover.ts).
  */
-import { open as openFile, readdir, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
 import { OutboxError } from '../errors.js';
-import { acceptedAtOf, encodeSeq, idOf, markKey, messageKey, metaKey, seal } from './codec.js';
+import { encodeSeq, markKey, messageKey } from './codec.js';
 import { planBounds } from './bounds.js';
 import { levelOptions, write, writeError, type Level, type LevelModule } from './level.js';
 import type { ResolvedOutboxOptions } from './options.js';
@@ -17,11 +16,13 @@ import { dropOf, newWork, type Holdings, type PendingAppend, type PendingRemoval
 import type { OutboxDrop } from './types.js';
 import type { HotLog, HotMessage } from './wal.js';
 import { markRecord } from './wal-format.js';
+import { reserveRecoverySpace } from './recover.js';
+import { lookUpRemovals, settleRemovals } from './removals.js';
+import { putMoved, settleMoved, upkeepHotLog } from './moves.js';
 
 /** Pause before the first try to write again after a failure; doubled up to {@link MAX_RETRY_MS}. */
 const FIRST_RETRY_MS = 1000;
 const MAX_RETRY_MS = 30_000;
-const SEQ_KEY = metaKey('seq');
 /** How long removal records alone wait for a batch to go with. */
 const LAZY_MS = 10;
 const noop = (): void => undefined;
@@ -169,7 +170,7 @@ export class BatchWriter {
           work.appends = [];
         }
       }
-      ({ removed, missing } = await this.#lookUp(work.removals));
+      ({ removed, missing } = await lookUpRemovals(work.removals, this.hot, holdings, this.#db));
       if (this.#writeFailure) throw this.#writeFailure.error;
       const { victims, droppedAtOnce, refused, sweepAgain } = await planBounds({ db: this.#db, hot: this.hot, holdings, options: this.#options }, work, removed);
       if (sweepAgain) this.work.sweep = true;
@@ -249,7 +250,7 @@ export class BatchWriter {
           for (const drop of atOnce) this.#events.drop(drop);
         });
       }
-      this.#settleRemovals(removed, missing, drops);
+      settleRemovals(this.#holdings, removed, missing, drops);
       for (const r of work.removals) holdings.removed.delete(r.seq);
       for (const v of kept) {
         holdings.account(v.seq, v.clientId, v.bytes);
@@ -279,114 +280,20 @@ export class BatchWriter {
   }
 
   /**
-   * The hot log's upkeep after a write: begin a new segment when the active one is full; move the live messages of
-   * the oldest segment to LevelDB when there are too many (a long outage); delete dead segments. A failure here
-   * refuses no message already accepted: it stops writing (as any failed write does) until the store recovers.
+   * The hot log's upkeep after a write (moves.ts). A failure here refuses no message already accepted: it stops
+   * writing (as any failed write does) until the store recovers.
    */
   async #upkeep(): Promise<void> {
-    const hot = this.hot;
     try {
-      if (hot.full) await hot.rotate(this.#holdings.nextSeq);
-      const overflow = hot.overflow();
-      if (overflow.length > 0) await this.#moveToLevel(overflow);
-      if (hot.deadPrefix) {
-        // The removals that made them dead must be on disk before the segments go.
-        if (hot.removalsPending) await hot.write([]);
-        await hot.dropDead();
-      }
+      await upkeepHotLog(this.hot, this.#db, this.#holdings, (messages) => {
+        this.#unmoved = messages;
+      });
     } catch (cause) {
       const error = writeError(this.#options.dir, cause);
       const first = this.#writeFailure === undefined;
       this.#writeFailure ??= { error, retryAt: performance.now() + FIRST_RETRY_MS, pauseMs: FIRST_RETRY_MS };
       if (first) this.#events.warning(error);
     }
-  }
-
-  /**
-   * Live messages of the hot log into LevelDB (one fsync'd batch, with their devices' marks and the next seq). Reads
-   * wait while it runs (a read must find each message in one place or the other). A message acknowledged while the
-   * batch was being written (acks of the hot log are taken at once, see `OutboxStore.ackAll`) is deleted from LevelDB
-   * again. If the write fails, the move is redone by the recovery (it may have reached LevelDB all the same).
-   */
-  async #moveToLevel(messages: readonly HotMessage[]): Promise<void> {
-    const hot = this.hot;
-    await hot.exclusive(async () => {
-      try {
-        await write(this.#db, (batch) => this.#putMoved(batch, messages), true);
-      } catch (error) {
-        this.#unmoved = messages;
-        throw error;
-      }
-      const gone = messages.filter((m) => hot.get(m.seq) !== m);
-      if (gone.length > 0) await write(this.#db, (batch) => gone.forEach((m) => batch.del(m.key)), true);
-      this.#moved(messages);
-    });
-  }
-
-  /** The LevelDB part of a move: the messages (sealed), their devices' marks, the next seq. */
-  #putMoved(batch: Parameters<Parameters<typeof write>[1]>[0], messages: readonly HotMessage[]): void {
-    const holdings = this.#holdings;
-    const marked = new Set<string>();
-    for (const m of messages) {
-      batch.put(m.key, seal(m.key, m.value));
-      const sentHigh = holdings.devices.get(m.clientId)?.sentHigh ?? 0;
-      if (sentHigh > 0 && !marked.has(m.clientId)) {
-        marked.add(m.clientId);
-        batch.put(markKey(m.clientId), encodeSeq(sentHigh));
-      }
-    }
-    batch.put(SEQ_KEY, encodeSeq(holdings.nextSeq));
-  }
-
-  /** A move written: the messages still in the hot log are LevelDB's now. */
-  #moved(messages: readonly HotMessage[]): void {
-    const stay = messages.filter((m) => this.hot.get(m.seq) === m);
-    for (const m of stay) {
-      const device = this.#holdings.devices.get(m.clientId);
-      if (device && device.sentHigh > 0) device.levelMark = true;
-    }
-    this.hot.moved(stay);
-  }
-
-  /** Removals: how big each message is (known if handed out, else read), or that it is not there any more. */
-  async #lookUp(removals: readonly PendingRemoval[]): Promise<{ removed: Removed[]; missing: PendingRemoval[] }> {
-    const removed: Removed[] = [];
-    const missing: PendingRemoval[] = [];
-    if (removals.length === 0) return { removed, missing };
-    const unknown: PendingRemoval[] = [];
-    for (const removal of removals) {
-      const hot = this.hot.get(removal.seq);
-      if (hot?.clientId === removal.clientId) {
-        removed.push({ removal, seq: hot.seq, clientId: hot.clientId, bytes: hot.bytes, acceptedAt: hot.acceptedAt, id: hot.id });
-        continue;
-      }
-      const entry = this.#holdings.known.get(removal.seq);
-      if (entry?.clientId === removal.clientId) removed.push({ removal, seq: removal.seq, clientId: entry.clientId, bytes: entry.bytes, acceptedAt: entry.acceptedAt, id: entry.id });
-      else unknown.push(removal);
-    }
-    if (unknown.length === 0) return { removed, missing };
-    const keys = unknown.map((r) => messageKey(r.clientId, r.seq));
-    const values = await this.#db.getMany(keys);
-    unknown.forEach((removal, i) => {
-      const value = values[i];
-      if (value === undefined) missing.push(removal);
-      else removed.push({ removal, seq: removal.seq, clientId: removal.clientId, bytes: (keys[i] as Buffer).length + value.length, acceptedAt: acceptedAtOf(value), id: idOf(value) });
-    });
-    return { removed, missing };
-  }
-
-  /** Removals done (written, or kept in memory while writing fails): account, resolve, report. */
-  #settleRemovals(removed: readonly Removed[], missing: readonly PendingRemoval[], drops: OutboxDrop[]): void {
-    for (const r of removed) {
-      this.#holdings.account(r.seq, r.clientId, r.bytes);
-      const removal = r.removal as PendingRemoval;
-      if (removal.reason === 'delivered') this.#holdings.counters.delivered += 1;
-      else if (removal.reason === 'rejected') drops.push(dropOf(r, 'rejected'));
-      else drops.push({ clientId: r.clientId, seq: r.seq, reason: 'corrupt', bytes: r.bytes, acceptedAt: NaN });
-      removal.resolve(true);
-    }
-    // Not there: already removed (acknowledged twice, or dropped or expired, which reported it).
-    for (const r of missing) r.resolve(false);
   }
 
   #mergeMarks(marks: ReadonlyMap<string, number>): Map<string, number> {
@@ -419,7 +326,7 @@ export class BatchWriter {
     for (const [clientId, seq] of work.marks) this.#deferredMarks.set(clientId, Math.max(this.#deferredMarks.get(clientId) ?? 0, seq));
     for (const removal of work.removals) this.#deferredDeletes.push(messageKey(removal.clientId, removal.seq));
     // Removed for this process (never handed out again: they stay in `removed` until written).
-    this.#settleRemovals(removed, missing, drops);
+    settleRemovals(this.#holdings, removed, missing, drops);
     for (const r of missing) this.#holdings.removed.delete(r.seq);
     // The lookup itself failed: removed all the same, their bytes unknown until the store is reloaded.
     const settled = new Set<PendingRemoval>([...missing, ...removed.map((r) => r.removal as PendingRemoval)]);
@@ -446,26 +353,13 @@ export class BatchWriter {
     if (!failure) return;
     if (!now && performance.now() < failure.retryAt) throw failure.error;
     const dir = this.#options.dir;
-    let logBytes = 0;
-    for (const name of await readdir(dir)) {
-      if (/^\d+\.log$/.test(name)) logBytes += (await stat(join(dir, name))).size;
-    }
-    const scratch = join(dir, 'space-check.tmp');
     try {
-      const handle = await openFile(scratch, 'w', 0o600);
-      try {
-        const chunk = Buffer.alloc(256 * 1024);
-        for (let written = 0; written < logBytes + 2 ** 20; written += chunk.length) await handle.write(chunk);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
+      await reserveRecoverySpace(dir);
     } catch (cause) {
       const error = writeError(dir, cause);
-      this.#writeFailure = { error, retryAt: performance.now() + Math.min(MAX_RETRY_MS, failure.pauseMs * 2), pauseMs: Math.min(MAX_RETRY_MS, failure.pauseMs * 2) };
+      const pauseMs = Math.min(MAX_RETRY_MS, failure.pauseMs * 2);
+      this.#writeFailure = { error, retryAt: performance.now() + pauseMs, pauseMs };
       throw error;
-    } finally {
-      await rm(scratch, { force: true });
     }
     let done!: () => void;
     this.#reopening = new Promise<void>((resolve) => {
@@ -488,10 +382,10 @@ export class BatchWriter {
         for (const key of this.#deferredDeletes) batch.del(key);
         for (const [clientId, seq] of this.#deferredMarks) batch.put(markKey(clientId), encodeSeq(seq));
         const stay = unmoved.filter((m) => this.hot.get(m.seq) === m);
-        if (stay.length > 0) this.#putMoved(batch, stay);
+        if (stay.length > 0) putMoved(batch, stay, this.#holdings);
         for (const m of unmoved) if (this.hot.get(m.seq) !== m) batch.del(m.key);
       }, true);
-      this.#moved(unmoved);
+      settleMoved(this.hot, this.#holdings, unmoved);
       this.#unmoved = [];
       this.#deferredDeletes = [];
       this.#deferredMarks.clear();
