@@ -24,7 +24,8 @@
 import { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
 import { OutboxError, ValidationError } from '../errors.js';
-import { MAX_MESSAGE_ID_BYTES, decodeMessage, messageLayout, messageRange, metaKey, seqOfMessageKey, writeMessage, writeMessageKey, type StoredMessage } from './codec.js';
+import { MAX_MESSAGE_ID_BYTES, messageLayout, metaKey, writeMessage, writeMessageKey } from './codec.js';
+import { readDevice } from './read.js';
 import { BatchWriter } from './batch.js';
 import { openError, type Level, type LevelModule } from './level.js';
 import type { ResolvedOutboxOptions } from './options.js';
@@ -319,50 +320,9 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
   async #read(clientId: string, device: DeviceState, after: number, limit: number): Promise<OutboxMessage[]> {
     const { ttlMs } = this.#options;
     const cutoff = ttlMs === Infinity ? -Infinity : this.#options.clock() - ttlMs;
-    const out: OutboxMessage[] = [];
-    const range = messageRange(clientId, after);
-    let { gt } = range;
-    const { lt } = range;
-    let expired = false;
-    let first = after === 0;
-    /** A message found, in seq order: taken unless its time to live is over (then it is swept). */
-    const take = (seq: number, message: StoredMessage): void => {
-      if (first) {
-        // The device's first message is its oldest: the bound becomes exact for free.
-        device.oldestAt = message.acceptedAt;
-        device.oldestSeq = seq;
-        first = false;
-      }
-      if (message.acceptedAt <= cutoff && seq > device.inFlightHigh) expired = true;
-      else out.push(new OutboxMessage({ clientId, seq, ...message, sentBefore: seq <= device.sentHigh }));
-    };
-    const hot = this.#writer.hot;
-    // Older messages are in LevelDB (when the device has any there), the recent ones in the hot log, with higher seqs.
-    while (device.messages > hot.deviceCount(clientId) && out.length < limit) {
-      const page = await this.#writer.db.iterator({ gt, lt, limit: limit - out.length + 16 }).all();
-      if (page.length === 0) break;
-      for (const [key, value] of page) {
-        gt = key;
-        const seq = seqOfMessageKey(key);
-        if (this.#holdings.removed.has(seq)) continue;
-        const message = decodeMessage(key, value);
-        if (!message) {
-          void this.#remove(clientId, seq, 'corrupt');
-          continue;
-        }
-        take(seq, message);
-        this.#holdings.remember(seq, clientId, key.length + value.length, message.acceptedAt, message.id);
-        if (out.length === limit) break;
-      }
-    }
-    for (const m of hot.device(clientId)) {
-      if (out.length === limit) break;
-      if (m.seq <= after || this.#holdings.removed.has(m.seq)) continue;
-      // In memory since it was written (never read back from disk): not checked again.
-      take(m.seq, decodeMessage(m.key, m.value, true) as StoredMessage);
-    }
+    const { messages, expired } = await readDevice(this.#writer, this.#holdings, clientId, device, { after, limit, cutoff }, (seq) => void this.#remove(clientId, seq, 'corrupt'));
     if (expired) this.#requestSweep();
-    return out;
+    return messages;
   }
 
   /** One device's messages held now and their bytes (in memory; no I/O). */
