@@ -59,30 +59,14 @@ export interface Failures {
 export type ErrorContext = ConnectionFacts & Readonly<Failures>;
 
 /** The latest failures of a connection, kept to word the error that reports them. */
-export class FailureRecord implements Failures, ConnectionFacts {
-  // The facts are fields of the record itself, not an object of their own: a gateway holds thousands of connections.
-  readonly clientId: string;
-  readonly url: string;
-  readonly protocolVersion: 4 | 5;
-  readonly connectTimeoutMs: number;
-  readonly login: Login;
-  readonly signal: AbortSignal | undefined;
+export class FailureRecord implements Failures {
+  readonly facts: ConnectionFacts;
   cause: unknown;
   refusedCode: number | undefined;
   lastRefusal: Refusal | undefined;
 
   constructor(facts: ConnectionFacts) {
-    this.clientId = facts.clientId;
-    this.url = facts.url;
-    this.protocolVersion = facts.protocolVersion;
-    this.connectTimeoutMs = facts.connectTimeoutMs;
-    this.login = facts.login;
-    this.signal = facts.signal;
-  }
-
-  /** What the connection is (the errors' context). */
-  get facts(): ConnectionFacts {
-    return this;
+    this.facts = facts;
   }
 
   /** The broker refused the CONNECT with `code`. */
@@ -94,8 +78,7 @@ export class FailureRecord implements Failures, ConnectionFacts {
 
   /** The error for a problem the state machine reported. */
   error(problem: Problem): ApsaraMqDeviceError {
-    const { clientId, url, protocolVersion, connectTimeoutMs, login, signal, cause, refusedCode, lastRefusal } = this;
-    return problemError(problem, { clientId, url, protocolVersion, connectTimeoutMs, login, signal, cause, refusedCode, lastRefusal });
+    return problemError(problem, { ...this.facts, cause: this.cause, refusedCode: this.refusedCode, lastRefusal: this.lastRefusal });
   }
 }
 
