@@ -299,9 +299,15 @@ export class DurableFeed {
   }
 
   /** @internal {@link enqueueDurable} for the device of this feed: checked by the connection's rules, then kept. */
-  async enqueue(topic: string, message: string | Buffer | Uint8Array, qos: 1 | 2, id: string | undefined): Promise<PublishAccepted & { seq: number }> {
-    const checked = this.#host.check(topic, message, qos);
-    return (await this.publish(checked.topic, checked.payload, checked.options, id, false).accepted) as PublishAccepted & { seq: number };
+  enqueue(topic: string, message: string | Buffer | Uint8Array, qos: 1 | 2, id: string | undefined): Promise<PublishAccepted & { seq: number }> {
+    // Not an async function: a gateway hands over every message here, and each async layer costs a promise and a frame.
+    let checked: ReturnType<FeedHost['check']>;
+    try {
+      checked = this.#host.check(topic, message, qos);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.publish(checked.topic, checked.payload, checked.options, id, false).accepted as Promise<PublishAccepted & { seq: number }>;
   }
 
   /** A session is up: read what waits on disk. */
@@ -447,7 +453,41 @@ export class DurableFeed {
   /** Acknowledged: removed from the store with the others of this turn (one call for all of a socket read's PUBACKs). */
   #ack(seq: number): void {
     this.#acks.push(seq);
-    if (this.#acks.length === 1) queueMicrotask(() => this.#flushAcks());
+    if (this.#acks.length === 1 && DurableFeed.#acking.push(this) === 1) queueMicrotask(DurableFeed.#flushAcking);
+  }
+
+  // The feeds with acks to write, and those to wake, at the end of this turn: one microtask for all of them, and no
+  // closure per message (a gateway's devices each get a PUBACK in a turn of their own).
+  static #acking: DurableFeed[] = [];
+  static #flushAcking = (): void => {
+    const feeds = DurableFeed.#acking;
+    DurableFeed.#acking = [];
+    for (const feed of feeds) {
+      try {
+        feed.#flushAcks();
+      } catch (error) {
+        DurableFeed.#rethrow(error);
+      }
+    }
+  };
+  static #woken: DurableFeed[] = [];
+  static #wakeAll = (): void => {
+    const feeds = DurableFeed.#woken;
+    DurableFeed.#woken = [];
+    for (const feed of feeds) {
+      feed.#waking = false;
+      try {
+        feed.#host.wake();
+      } catch (error) {
+        DurableFeed.#rethrow(error);
+      }
+    }
+  };
+  /** What one feed's turn threw is thrown as its own microtask would have, without stopping the others' turns. */
+  static #rethrow(error: unknown): void {
+    queueMicrotask(() => {
+      throw error;
+    });
   }
 
   #flushAcks(): void {
@@ -462,10 +502,7 @@ export class DurableFeed {
     this.#maybeFill();
     if (this.#waking) return;
     this.#waking = true;
-    queueMicrotask(() => {
-      this.#waking = false;
-      this.#host.wake();
-    });
+    if (DurableFeed.#woken.push(this) === 1) queueMicrotask(DurableFeed.#wakeAll);
   }
 
   /** Read the next page when there is room for one (or the window is empty) and something may wait on disk. */
@@ -564,19 +601,32 @@ export interface EnqueueOptions {
 }
 
 /** The work of the device entry's `enqueueDurable` (enqueue.ts loads this module on its first call). */
-export async function enqueueDurable(
+export function enqueueDurable(
   store: OutboxStore,
   clientId: string,
   topic: string,
   message: string | Buffer | Uint8Array,
   options: EnqueueOptions = {},
 ): Promise<PublishAccepted & { seq: number }> {
-  if (options === null || typeof options !== 'object') throw new ValidationError('InvalidOption', 'enqueueDurable options must be an object');
-  const qos = options.qos ?? 1;
-  if (qos !== 1 && qos !== 2) throw new ValidationError('InvalidOption', `enqueueDurable keeps QoS 1 and 2 messages (got qos ${String(qos)}); a QoS 0 message is not stored (use publish)`);
-  const id = checkMessageId(options.id);
+  // Not an async function (a gateway's every message comes through here): what is refused still rejects, never throws.
+  let qos: 1 | 2;
+  let id: string | undefined;
+  try {
+    if (options === null || typeof options !== 'object') throw new ValidationError('InvalidOption', 'enqueueDurable options must be an object');
+    const given = options.qos ?? 1;
+    if (given !== 1 && given !== 2) throw new ValidationError('InvalidOption', `enqueueDurable keeps QoS 1 and 2 messages (got qos ${String(given)}); a QoS 0 message is not stored (use publish)`);
+    qos = given;
+    id = checkMessageId(options.id);
+  } catch (error) {
+    return Promise.reject(error);
+  }
   const feed = routers.get(store as DurableStore)?.feeds.get(clientId);
   if (feed) return feed.enqueue(topic, message, qos, id);
+  return enqueueStored(store, clientId, topic, message, qos, id, options);
+}
+
+/** {@link enqueueDurable} for a device with no connection on the store: checked by the service's rules, kept. */
+async function enqueueStored(store: OutboxStore, clientId: string, topic: string, message: string | Buffer | Uint8Array, qos: 1 | 2, id: string | undefined, options: EnqueueOptions): Promise<PublishAccepted & { seq: number }> {
   assertClientId(clientId);
   const rules = { apsaraMq: options.brokerIsApsaraMq ?? true, maxPayloadBytes: defaultMaxPayloadBytes(options.brokerIsApsaraMq ?? true), persistentSession: false };
   const name = checkTopicName(topic, rules);

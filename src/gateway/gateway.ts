@@ -335,13 +335,17 @@ export class Gateway extends EventEmitter<GatewayEvents> {
    * Hand over a message of a held device: resolves once it is on disk, whatever its connection is doing.
    * @throws ValidationError `UnknownDevice` for a ClientId not held; the store's refusals (`OutboxFull`, …).
    */
-  async publish(clientId: string, topic: string, payload: Buffer | string, options: EnqueueOptions = {}): Promise<PublishAccepted & { seq: number }> {
-    if (!this.#slots.has(clientId)) throw new ValidationError('UnknownDevice', `ClientId ${clientId} is not one of the gateway's devices`);
-    const accepted = await enqueueDurable(this.#store, clientId, topic, payload, options);
+  publish(clientId: string, topic: string, payload: Buffer | string, options: EnqueueOptions = {}): Promise<PublishAccepted & { seq: number }> {
+    if (!this.#slots.has(clientId)) return Promise.reject(new ValidationError('UnknownDevice', `ClientId ${clientId} is not one of the gateway's devices`));
+    // One reaction per message, not an async frame: a gateway hands over every message of every device here.
+    return enqueueDurable(this.#store, clientId, topic, payload, options).then(this.#onAccepted);
+  }
+
+  readonly #onAccepted = (accepted: PublishAccepted & { seq: number }): PublishAccepted & { seq: number } => {
     this.#counts.accepted += 1;
     this.#acceptedAt?.set(accepted.seq, performance.now());
     return accepted;
-  }
+  };
 
   /**
    * The gateway's Prometheus metrics (`apsaramq_device_…`, README "Gateways"), through prom-client, an optional

@@ -204,13 +204,8 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       if (refused) return refused;
     }
     let removed = 0;
-    let left = 0;
-    let done!: (count: number) => void;
-    const all = new Promise<number>((resolve) => (done = resolve));
-    const settle = (gone: boolean): void => {
-      if (gone) removed += 1;
-      if (--left === 0) done(removed);
-    };
+    /** Those not in the hot log: removed by the next batch. */
+    let later: number[] | undefined;
     const h = this.#holdings;
     const held = h.removed;
     const hot = this.#writer.hot;
@@ -227,13 +222,21 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
         continue;
       }
       held.add(seq);
-      left += 1;
-      this.#writer.work.removals.push({ clientId, seq, reason: 'delivered', resolve: settle });
+      (later ??= []).push(seq);
     }
-    if (left === 0) {
+    if (later === undefined) {
       if (removed > 0) this.#writer.scheduleLazy();
       return Promise.resolve(removed);
     }
+    // A promise and its counter only when something waits for a batch (acks of the hot log need neither).
+    let left = later.length;
+    let done!: (count: number) => void;
+    const all = new Promise<number>((resolve) => (done = resolve));
+    const settle = (gone: boolean): void => {
+      if (gone) removed += 1;
+      if (--left === 0) done(removed);
+    };
+    for (const seq of later) this.#writer.work.removals.push({ clientId, seq, reason: 'delivered', resolve: settle });
     this.#writer.schedule();
     return all;
   }

@@ -52,7 +52,11 @@ export class HotLog {
   /** Oldest first; the last is the active one. */
   readonly #segments: Segment[];
   readonly #bySeq = new Map<number, HotMessage>();
-  readonly #byDevice = new Map<string, Map<number, HotMessage>>();
+  /**
+   * Each device's live messages: the message itself while it has one (the common case of a gateway, whose devices
+   * send one at a time: no map made and dropped per message), a map in seq order from the second.
+   */
+  readonly #byDevice = new Map<string, HotMessage | Map<number, HotMessage>>();
   /** Seqs removed whose REMOVE record is not written yet. */
   #removed: number[] = [];
   /** A failed write could not be cut back: cut it back before writing again. */
@@ -91,7 +95,9 @@ export class HotLog {
 
   /** One device's live messages, in seq order (a live view: do not change the store while iterating). */
   device(clientId: string): Iterable<HotMessage> {
-    return this.#byDevice.get(clientId)?.values() ?? [];
+    const held = this.#byDevice.get(clientId);
+    if (held === undefined) return [];
+    return held instanceof Map ? held.values() : [held];
   }
 
   /** Every live message, in seq order. */
@@ -100,7 +106,9 @@ export class HotLog {
   }
 
   deviceCount(clientId: string): number {
-    return this.#byDevice.get(clientId)?.size ?? 0;
+    const held = this.#byDevice.get(clientId);
+    if (held === undefined) return 0;
+    return held instanceof Map ? held.size : 1;
   }
 
   /** Removals are waiting to be written. */
@@ -187,12 +195,17 @@ export class HotLog {
     const message: HotMessage = { clientId, seq, key, value, bytes, acceptedAt, id, segment: segment.n };
     segment.live += 1;
     this.#bySeq.set(seq, message);
-    let device = this.#byDevice.get(clientId);
-    if (!device) {
-      device = new Map();
-      this.#byDevice.set(clientId, device);
-    }
-    device.set(seq, message);
+    const held = this.#byDevice.get(clientId);
+    if (held === undefined) this.#byDevice.set(clientId, message);
+    else if (held instanceof Map) held.set(seq, message);
+    else
+      this.#byDevice.set(
+        clientId,
+        new Map([
+          [held.seq, held],
+          [seq, message],
+        ]),
+      );
   }
 
   /** Take a message out (delivered, dropped, refused): its REMOVE record goes with the next write. */
@@ -206,9 +219,12 @@ export class HotLog {
     const message = this.#bySeq.get(seq);
     if (!message) return undefined;
     this.#bySeq.delete(seq);
-    const device = this.#byDevice.get(message.clientId);
-    device?.delete(seq);
-    if (device?.size === 0) this.#byDevice.delete(message.clientId);
+    const held = this.#byDevice.get(message.clientId);
+    if (held === message) this.#byDevice.delete(message.clientId);
+    else if (held instanceof Map) {
+      held.delete(seq);
+      if (held.size === 0) this.#byDevice.delete(message.clientId);
+    }
     const segment = this.#segments.find((s) => s.n === message.segment);
     if (segment) segment.live -= 1;
     return message;
