@@ -92,18 +92,21 @@ export async function connectDevice(options: ConnectDeviceOptions | TokenConnect
 /**
  * @internal {@link connectDevice}, handing `started` the connection as soon as its first CONNECT is under way (before
  * the CONNACK): whoever holds it can stop it with `end()` instead of an AbortSignal (a gateway holds thousands of
- * devices, and an AbortSignal with a listener costs about a kilobyte each).
+ * devices, and an AbortSignal with a listener costs about a kilobyte each). `asking` stops the first ask of the
+ * credential (or token) source, before there is a connection to end (the caller's `signal` by default).
  */
-export async function openConnection(options: TokenConnectOptions, started?: (connection: DeviceConnection<ConnectionMode>) => void, shared?: ResolvedConnectOptions): Promise<DeviceConnection<'Token'>>;
-export async function openConnection(options: ConnectDeviceOptions, started?: (connection: DeviceConnection) => void, shared?: ResolvedConnectOptions): Promise<DeviceConnection>;
+export async function openConnection(options: TokenConnectOptions, started?: (connection: DeviceConnection<ConnectionMode>) => void, shared?: ResolvedConnectOptions, asking?: AbortSignal): Promise<DeviceConnection<'Token'>>;
+export async function openConnection(options: ConnectDeviceOptions, started?: (connection: DeviceConnection) => void, shared?: ResolvedConnectOptions, asking?: AbortSignal): Promise<DeviceConnection>;
 export async function openConnection(
   options: ConnectDeviceOptions | TokenConnectOptions,
   started?: (connection: DeviceConnection) => void,
   shared?: ResolvedConnectOptions,
+  asking?: AbortSignal,
 ): Promise<DeviceConnection<ConnectionMode>> {
   // `shared`: the same options already resolved (they hold no credential), one object for many connections.
   const resolved = shared ?? resolveConnectOptions(options);
-  const signal = resolved.signal ? { signal: resolved.signal } : {};
+  const askSignal = asking ?? resolved.signal;
+  const signal = askSignal ? { signal: askSignal } : {};
   let login: Login;
   if (resolved.token) {
     const { clientId, ...token } = resolved.token;

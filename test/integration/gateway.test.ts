@@ -188,6 +188,35 @@ describe('Gateway', () => {
     expect(connects.ids).toEqual([a, b]);
   });
 
+  it("a device removed, or the gateway closed, while its credential source is first asked: the ask is aborted and both end", async () => {
+    const box = await outbox();
+    const asked = new EventEmitter();
+    const aborted: string[] = [];
+    // A source that answers only its signal (an OpenAPI call that hangs): nothing but the signal can end the ask.
+    const hanging = (clientId: string) => (request: { signal?: AbortSignal }) =>
+      new Promise<DeviceCredential>((_, reject) => {
+        asked.emit('ask', clientId);
+        request.signal?.addEventListener('abort', () => {
+          aborted.push(clientId);
+          reject(request.signal?.reason);
+        });
+      });
+    const g = gateway({ outbox: box, credentials: (clientId) => hanging(clientId) });
+    const ids = ['GID_ask@@@a', 'GID_ask@@@b'];
+    const bothAsked = new Promise<void>((resolve) => {
+      const seen = new Set<string>();
+      asked.on('ask', (clientId: string) => seen.add(clientId).size === ids.length && resolve());
+    });
+    for (const id of ids) g.add(id);
+    g.start();
+    await bothAsked;
+    await g.remove('GID_ask@@@a');
+    expect(aborted).toEqual(['GID_ask@@@a']);
+    await g.close();
+    expect(aborted.sort()).toEqual(ids);
+    expect(g.counts.states).toEqual({ connecting: 0, online: 0, 'backing-off': 0, failed: 0 });
+  });
+
   it('connects its devices at the pace as the broker sees them, at start and after a broker restart, and counts them', async () => {
     const n = 25;
     const rate = 20;
