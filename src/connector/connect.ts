@@ -10,7 +10,7 @@ import { raceAbort } from '../util/abort.js';
 import type { ConnectionMode } from './connection-types.js';
 import { DeviceConnection, START } from './connection.js';
 import { CredentialLogin, type Login, TokenLogin, signable } from './login.js';
-import { type ConnectDeviceOptions, type ResolvedConnectOptions, type TokenConnectOptions, brokerUrlFor, resolveConnectOptions } from './options.js';
+import { type ConnectDeviceOptions, type ResolvedConnectOptions, type TokenConnectOptions, brokerUrlFor, checkCredentialOption, resolveConnectOptions } from './options.js';
 import { checkTokenAnswer } from './token-rules.js';
 
 export { CONNECT_DEFAULTS, TRANSPORT_PORTS, WEBSOCKET_PATH, brokerUrlFor, type ConnectDeviceOptions, type ConnectGate, type TokenConnectOptions, type Transport } from './options.js';
@@ -114,6 +114,8 @@ export async function openConnection(
     login = new TokenLogin(clientId, token, tokens);
   } else {
     const given = (options as ConnectDeviceOptions).credential;
+    // Options resolved with another connection's credential checked that one only.
+    if (shared) checkCredentialOption(given);
     const source: CredentialSource = given instanceof DeviceCredential ? staticSource(given) : given;
     login = new CredentialLogin(await askSource(source, { reason: 'connect', ...signal }), source);
   }

@@ -369,4 +369,19 @@ describe('Gateway', () => {
     for (const deadlineMs of [3e9, -1, Number.NaN]) await expect(g.close({ deadlineMs })).rejects.toMatchObject({ code: 'InvalidOption' });
     expect(() => g.add('GID_bad@@@dev-3')).not.toThrow();
   });
+
+  it('a device given no credential source fails with InvalidOption, also after another device resolved the shared options', async () => {
+    const { ids, credentials } = await devices('nosource', 1);
+    const [good] = ids as [string];
+    const g = gateway({ outbox: await outbox(), credentials: (clientId) => (clientId === good ? credentials(clientId) : (undefined as never)) });
+    g.add(good);
+    g.start();
+    await online(g, 1);
+    const failed = new Promise<{ code: string | undefined; retryable: boolean | undefined }>((resolve) =>
+      g.on('device', ({ state, error }) => state === 'failed' && resolve({ code: error?.code, retryable: error?.retryable })),
+    );
+    g.add('GID_nosource@@@none');
+    expect(await failed).toEqual({ code: 'InvalidOption', retryable: false });
+    expect(g.state(good)).toBe('online');
+  });
 });
