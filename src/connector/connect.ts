@@ -90,8 +90,8 @@ export async function connectDevice(options: ConnectDeviceOptions | TokenConnect
 }
 
 /**
- * @internal {@link connectDevice}, handing `started` the connection as soon as its first CONNECT is under way (before
- * the CONNACK): whoever holds it can stop it with `end()` instead of an AbortSignal (a gateway holds thousands of
+ * @internal {@link connectDevice}, handing `started` the connection as soon as it exists, before its first CONNECT (and
+ * its gate): whoever holds it can stop it with `end()` instead of an AbortSignal (a gateway holds thousands of
  * devices, and an AbortSignal with a listener costs about a kilobyte each). `asking` stops the first ask of the
  * credential (or token) source, before there is a connection to end (the caller's `signal` by default).
  */
@@ -124,9 +124,10 @@ export async function openConnection(
   const durable = resolved.durable ? await import('./durable.js') : undefined;
   const connection = new DeviceConnection<ConnectionMode>(login, resolved, url, durable);
   if (connectionChannel.hasSubscribers) connectionChannel.publish({ connection, brokerUrl: url });
-  const first = connection[START]();
+  // Handed over before its first CONNECT: ended from then on, it never reaches its gate (a gate finds no slot of a
+  // connection ended meanwhile, e.g. a gateway's device removed and added again).
   started?.(connection as DeviceConnection);
-  await first;
+  await connection[START]();
   return connection;
 }
 

@@ -181,6 +181,8 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
   [START](): Promise<void> {
     const caller = this.#options.signal;
     if (caller?.aborted) return Promise.reject(new AbortedError(`Connecting ${this.clientId} was aborted`, caller.reason));
+    // Ended before its first CONNECT (openConnection hands it over first): nothing goes out.
+    if (this.#model.state === 'closed') return Promise.reject(new ConnectionClosedError(`The connection of ${this.clientId} was ended before its first CONNECT`));
     if (caller) {
       this.#onCallerAbort = () => {
         // The lifetime signal follows the caller's at once, with its reason (what AbortSignal.any would do, without

@@ -443,7 +443,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   /** Connect a device, again with backoff while its first CONNECT fails for a reason that may pass. */
   async #connect(slot: Slot): Promise<void> {
     const retry = this.#options.retry ?? GATEWAY_BACKOFF;
-    // The first CONNECT is under way: #end can stop it now (and does at once if it ran meanwhile).
+    // The connection exists, its first CONNECT about to start: #end can stop it now (and does at once if it ran meanwhile).
     const started = (connection: DeviceConnection): void => {
       if (slot.ending) void connection.end(true);
       else slot.starting = connection;

@@ -11,6 +11,7 @@ import { EventEmitter, once } from 'node:events';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { connectDevice, type DeviceConnection, openConnection } from '../../src/connector/connect.js';
 import { DeviceCredential } from '../../src/credential.js';
+import { ValidationError } from '../../src/errors.js';
 import { Gateway, type GatewayOptions } from '../../src/gateway/gateway.js';
 import { storeCredentials } from '../../src/gateway/credentials.js';
 import { openOutboxStore, type OutboxStore } from '../../src/outbox/index.js';
@@ -215,6 +216,45 @@ describe('Gateway', () => {
     await g.close();
     expect(aborted.sort()).toEqual(ids);
     expect(g.counts.states).toEqual({ connecting: 0, online: 0, 'backing-off': 0, failed: 0 });
+  });
+
+  it('a device removed and added again as its source answers: the old connection never reaches the gate of the new one', async () => {
+    const e = emulator();
+    const id = 'GID_readd@@@a';
+    const credential = await registerDevice(e, id);
+    let reads = 0;
+    let failRead!: () => void;
+    const readFails = new Promise<void>((resolve) => (failRead = resolve));
+    const g: Gateway = gateway({
+      outbox: await outbox(),
+      credentials: async () => {
+        reads += 1;
+        if (reads === 1) {
+          // A source that answers at once (a plain function; it may return the credential itself).
+          return (() => {
+            // Right after this answer, before the old connection's first CONNECT: out and in again.
+            void Promise.resolve().then(() => {
+              void g.remove(id);
+              g.add(id);
+            });
+            return credential;
+          }) as unknown as () => Promise<DeviceCredential>;
+        }
+        // The new slot's credential read fails for good: it never sent a CONNECT, so none is counted.
+        await readFails;
+        throw new ValidationError('InvalidOption', 'no credential for the device added again');
+      },
+    });
+    const connects: string[] = [];
+    g.on('connect', ({ outcome }) => connects.push(outcome));
+    const failed = new Promise<string | undefined>((resolve) => g.on('device', ({ state, error }) => state === 'failed' && resolve(error?.code)));
+    g.add(id);
+    g.start();
+    await new Promise<void>((resolve) => g.on('device', ({ state }) => state === 'closed' && resolve()));
+    failRead();
+    expect(await failed).toBe('InvalidOption');
+    expect(connects).toEqual([]);
+    expect(g.counts.connects).toEqual({ accepted: 0, refused: 0, failed: 0 });
   });
 
   it('connects its devices at the pace as the broker sees them, at start and after a broker restart, and counts them', async () => {
