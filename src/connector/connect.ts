@@ -10,7 +10,7 @@ import { raceAbort } from '../util/abort.js';
 import type { ConnectionMode } from './connection-types.js';
 import { DeviceConnection, START } from './connection.js';
 import { CredentialLogin, type Login, TokenLogin, signable } from './login.js';
-import { type ConnectDeviceOptions, type ResolvedConnectOptions, type TokenConnectOptions, brokerUrlFor, resolveConnectOptions } from './options.js';
+import { type ConnectDeviceOptions, type ResolvedConnectOptions, type TokenConnectOptions, brokerUrlFor, checkCredentialOption, resolveConnectOptions } from './options.js';
 import { checkTokenAnswer } from './token-rules.js';
 
 export { CONNECT_DEFAULTS, TRANSPORT_PORTS, WEBSOCKET_PATH, brokerUrlFor, type ConnectDeviceOptions, type ConnectGate, type TokenConnectOptions, type Transport } from './options.js';
@@ -90,20 +90,23 @@ export async function connectDevice(options: ConnectDeviceOptions | TokenConnect
 }
 
 /**
- * @internal {@link connectDevice}, handing `started` the connection as soon as its first CONNECT is under way (before
- * the CONNACK): whoever holds it can stop it with `end()` instead of an AbortSignal (a gateway holds thousands of
- * devices, and an AbortSignal with a listener costs about a kilobyte each).
+ * @internal {@link connectDevice}, handing `started` the connection as soon as it exists, before its first CONNECT (and
+ * its gate): whoever holds it can stop it with `end()` instead of an AbortSignal (a gateway holds thousands of
+ * devices, and an AbortSignal with a listener costs about a kilobyte each). `asking` stops the first ask of the
+ * credential (or token) source, before there is a connection to end (the caller's `signal` by default).
  */
-export async function openConnection(options: TokenConnectOptions, started?: (connection: DeviceConnection<ConnectionMode>) => void, shared?: ResolvedConnectOptions): Promise<DeviceConnection<'Token'>>;
-export async function openConnection(options: ConnectDeviceOptions, started?: (connection: DeviceConnection) => void, shared?: ResolvedConnectOptions): Promise<DeviceConnection>;
+export async function openConnection(options: TokenConnectOptions, started?: (connection: DeviceConnection<ConnectionMode>) => void, shared?: ResolvedConnectOptions, asking?: AbortSignal): Promise<DeviceConnection<'Token'>>;
+export async function openConnection(options: ConnectDeviceOptions, started?: (connection: DeviceConnection) => void, shared?: ResolvedConnectOptions, asking?: AbortSignal): Promise<DeviceConnection>;
 export async function openConnection(
   options: ConnectDeviceOptions | TokenConnectOptions,
   started?: (connection: DeviceConnection) => void,
   shared?: ResolvedConnectOptions,
+  asking?: AbortSignal,
 ): Promise<DeviceConnection<ConnectionMode>> {
   // `shared`: the same options already resolved (they hold no credential), one object for many connections.
   const resolved = shared ?? resolveConnectOptions(options);
-  const signal = resolved.signal ? { signal: resolved.signal } : {};
+  const askSignal = asking ?? resolved.signal;
+  const signal = askSignal ? { signal: askSignal } : {};
   let login: Login;
   if (resolved.token) {
     const { clientId, ...token } = resolved.token;
@@ -111,6 +114,8 @@ export async function openConnection(
     login = new TokenLogin(clientId, token, tokens);
   } else {
     const given = (options as ConnectDeviceOptions).credential;
+    // Options resolved with another connection's credential checked that one only.
+    if (shared) checkCredentialOption(given);
     const source: CredentialSource = given instanceof DeviceCredential ? staticSource(given) : given;
     login = new CredentialLogin(await askSource(source, { reason: 'connect', ...signal }), source);
   }
@@ -119,9 +124,10 @@ export async function openConnection(
   const durable = resolved.durable ? await import('./durable.js') : undefined;
   const connection = new DeviceConnection<ConnectionMode>(login, resolved, url, durable);
   if (connectionChannel.hasSubscribers) connectionChannel.publish({ connection, brokerUrl: url });
-  const first = connection[START]();
+  // Handed over before its first CONNECT: ended from then on, it never reaches its gate (a gate finds no slot of a
+  // connection ended meanwhile, e.g. a gateway's device removed and added again).
   started?.(connection as DeviceConnection);
-  await first;
+  await connection[START]();
   return connection;
 }
 

@@ -180,7 +180,14 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
   /** Opens the first session; resolves on CONNACK 0. Called once, by connectDevice. */
   [START](): Promise<void> {
     const caller = this.#options.signal;
-    if (caller?.aborted) return Promise.reject(new AbortedError(`Connecting ${this.clientId} was aborted`, caller.reason));
+    if (caller?.aborted) {
+      // Closed, not only refused: its durable feed lets go of the store (else no later connection of the device could
+      // use it).
+      this.#input({ type: 'abort' });
+      return Promise.reject(new AbortedError(`Connecting ${this.clientId} was aborted`, caller.reason));
+    }
+    // Ended before its first CONNECT (openConnection hands it over first): nothing goes out.
+    if (this.#model.state === 'closed') return Promise.reject(new ConnectionClosedError(`The connection of ${this.clientId} was ended before its first CONNECT`));
     if (caller) {
       this.#onCallerAbort = () => {
         // The lifetime signal follows the caller's at once, with its reason (what AbortSignal.any would do, without

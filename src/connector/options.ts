@@ -291,6 +291,18 @@ function resolveBackoff(name: string, value: unknown, defaults: Readonly<Backoff
 }
 
 /**
+ * The credential option's type (a source is asked later): also checked for each connection that shares options
+ * resolved with another's credential (a gateway's).
+ * @throws ValidationError `InvalidOption`.
+ */
+export function checkCredentialOption(credential: unknown): void {
+  if (credential === undefined) throw invalid('Option credential is required: a DeviceCredential or a function returning one (or, for Token mode, option token)');
+  if (!(credential instanceof DeviceCredential) && typeof credential !== 'function') {
+    throw invalid('Option credential must be a DeviceCredential or a function returning one');
+  }
+}
+
+/**
  * Check every option of {@link connectDevice} and fill in the defaults, without any I/O. The credential itself is
  * checked for its type only (a source is asked later).
  * @throws ValidationError `InvalidOption` (or `UnsupportedByService` for a will on ApsaraMQ) naming the option.
@@ -305,10 +317,7 @@ export function resolveConnectOptions(given: ConnectDeviceOptions | TokenConnect
     }
     token = Object.freeze({ ...resolveTokenOptions(options.token, options.clientId), clientId: options.clientId as string });
   } else {
-    if (options.credential === undefined) throw invalid('Option credential is required: a DeviceCredential or a function returning one (or, for Token mode, option token)');
-    if (!(options.credential instanceof DeviceCredential) && typeof options.credential !== 'function') {
-      throw invalid('Option credential must be a DeviceCredential or a function returning one');
-    }
+    checkCredentialOption(options.credential);
   }
   const transport = checkTransport(options.transport ?? CONNECT_DEFAULTS.transport);
   // Checks the syntax now; the default URL needs the credential's instance id, known later.

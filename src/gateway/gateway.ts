@@ -401,7 +401,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   /** End a device's run and connection (force: at once, without draining). */
   async #end(slot: Slot, force: boolean): Promise<void> {
     // An open connection ends by itself (draining unless forced); a first CONNECT under way (or its wait for a slot)
-    // ends at once; the phase's signal stops a credential read or the backoff between first CONNECTs.
+    // ends at once; the phase's signal stops a credential read, the source's first ask, or the backoff between first
+    // CONNECTs.
     slot.ending = true;
     const connection = slot.connection;
     const starting = slot.starting?.end(true);
@@ -442,7 +443,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   /** Connect a device, again with backoff while its first CONNECT fails for a reason that may pass. */
   async #connect(slot: Slot): Promise<void> {
     const retry = this.#options.retry ?? GATEWAY_BACKOFF;
-    // The first CONNECT is under way: #end can stop it now (and does at once if it ran meanwhile).
+    // The connection exists, its first CONNECT about to start: #end can stop it now (and does at once if it ran meanwhile).
     const started = (connection: DeviceConnection): void => {
       if (slot.ending) void connection.end(true);
       else slot.starting = connection;
@@ -467,7 +468,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         const options = { reconnect: GATEWAY_BACKOFF, ...this.#options.connect, credential, outbox: this.#store, connectGate: this.#connectGate };
         // Resolved once for every device (the same options but the credential, which they do not hold).
         this.#resolved ??= resolveConnectOptions(options);
-        connection = await openConnection(options, started, this.#resolved);
+        // The phase's signal stops the source's first ask (#end has no connection to end yet).
+        connection = await openConnection(options, started, this.#resolved, phase.signal);
       } catch (cause) {
         slot.starting = undefined;
         if (slot.ending) return;

@@ -335,6 +335,25 @@ describe('the connector with a durable outbox', () => {
     expect(conn.events.delivered.map((d) => d.id)).toEqual(['boot-0', 'boot-1', 'boot-2', 'boot-3', 'boot-4', 'boot-5']);
   });
 
+  it('a caller signal aborted after the source answered, just before the first CONNECT: the store takes a later connection of the device', async () => {
+    const b = await broker();
+    const outbox = await store();
+    // The abort lands some microtasks after the answer: at each depth, the connection is made or not, and if made it
+    // must be closed (its durable feed unregistered from the store), not only refused.
+    for (let depth = 0; depth < 6; depth++) {
+      const controller = new AbortController();
+      const source = (() => {
+        let later = Promise.resolve();
+        for (let i = 0; i < depth; i++) later = later.then(() => undefined);
+        void later.then(() => controller.abort());
+        return credential;
+      }) as unknown as () => Promise<DeviceCredential>;
+      await expect(connectDevice({ credential: source, brokerUrl: b.url, outbox, signal: controller.signal })).rejects.toMatchObject({ code: 'Aborted' });
+      const next = await connectDevice({ credential, brokerUrl: b.url, outbox });
+      await next.end(true);
+    }
+  });
+
   it('checks: enqueue needs a durable outbox and QoS 1 or 2; an id of more than 255 bytes; one open connection per device and store; a store-like object only', async () => {
     const outbox = await store();
     const b = await broker();

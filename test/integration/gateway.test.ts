@@ -11,6 +11,7 @@ import { EventEmitter, once } from 'node:events';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { connectDevice, type DeviceConnection, openConnection } from '../../src/connector/connect.js';
 import { DeviceCredential } from '../../src/credential.js';
+import { ValidationError } from '../../src/errors.js';
 import { Gateway, type GatewayOptions } from '../../src/gateway/gateway.js';
 import { storeCredentials } from '../../src/gateway/credentials.js';
 import { openOutboxStore, type OutboxStore } from '../../src/outbox/index.js';
@@ -188,6 +189,74 @@ describe('Gateway', () => {
     expect(connects.ids).toEqual([a, b]);
   });
 
+  it("a device removed, or the gateway closed, while its credential source is first asked: the ask is aborted and both end", async () => {
+    const box = await outbox();
+    const asked = new EventEmitter();
+    const aborted: string[] = [];
+    // A source that answers only its signal (an OpenAPI call that hangs): nothing but the signal can end the ask.
+    const hanging = (clientId: string) => (request: { signal?: AbortSignal }) =>
+      new Promise<DeviceCredential>((_, reject) => {
+        asked.emit('ask', clientId);
+        request.signal?.addEventListener('abort', () => {
+          aborted.push(clientId);
+          reject(request.signal?.reason);
+        });
+      });
+    const g = gateway({ outbox: box, credentials: (clientId) => hanging(clientId) });
+    const ids = ['GID_ask@@@a', 'GID_ask@@@b'];
+    const bothAsked = new Promise<void>((resolve) => {
+      const seen = new Set<string>();
+      asked.on('ask', (clientId: string) => seen.add(clientId).size === ids.length && resolve());
+    });
+    for (const id of ids) g.add(id);
+    g.start();
+    await bothAsked;
+    await g.remove('GID_ask@@@a');
+    expect(aborted).toEqual(['GID_ask@@@a']);
+    await g.close();
+    expect(aborted.sort()).toEqual(ids);
+    expect(g.counts.states).toEqual({ connecting: 0, online: 0, 'backing-off': 0, failed: 0 });
+  });
+
+  it('a device removed and added again as its source answers: the old connection never reaches the gate of the new one', async () => {
+    const e = emulator();
+    const id = 'GID_readd@@@a';
+    const credential = await registerDevice(e, id);
+    let reads = 0;
+    let failRead!: () => void;
+    const readFails = new Promise<void>((resolve) => (failRead = resolve));
+    const g: Gateway = gateway({
+      outbox: await outbox(),
+      credentials: async () => {
+        reads += 1;
+        if (reads === 1) {
+          // A source that answers at once (a plain function; it may return the credential itself).
+          return (() => {
+            // Right after this answer, before the old connection's first CONNECT: out and in again.
+            void Promise.resolve().then(() => {
+              void g.remove(id);
+              g.add(id);
+            });
+            return credential;
+          }) as unknown as () => Promise<DeviceCredential>;
+        }
+        // The new slot's credential read fails for good: it never sent a CONNECT, so none is counted.
+        await readFails;
+        throw new ValidationError('InvalidOption', 'no credential for the device added again');
+      },
+    });
+    const connects: string[] = [];
+    g.on('connect', ({ outcome }) => connects.push(outcome));
+    const failed = new Promise<string | undefined>((resolve) => g.on('device', ({ state, error }) => state === 'failed' && resolve(error?.code)));
+    g.add(id);
+    g.start();
+    await new Promise<void>((resolve) => g.on('device', ({ state }) => state === 'closed' && resolve()));
+    failRead();
+    expect(await failed).toBe('InvalidOption');
+    expect(connects).toEqual([]);
+    expect(g.counts.connects).toEqual({ accepted: 0, refused: 0, failed: 0 });
+  });
+
   it('connects its devices at the pace as the broker sees them, at start and after a broker restart, and counts them', async () => {
     const n = 25;
     const rate = 20;
@@ -339,5 +408,20 @@ describe('Gateway', () => {
     // A deadline past the timers' range (it would fire at once and force every end), or negative: refused, nothing closed.
     for (const deadlineMs of [3e9, -1, Number.NaN]) await expect(g.close({ deadlineMs })).rejects.toMatchObject({ code: 'InvalidOption' });
     expect(() => g.add('GID_bad@@@dev-3')).not.toThrow();
+  });
+
+  it('a device given no credential source fails with InvalidOption, also after another device resolved the shared options', async () => {
+    const { ids, credentials } = await devices('nosource', 1);
+    const [good] = ids as [string];
+    const g = gateway({ outbox: await outbox(), credentials: (clientId) => (clientId === good ? credentials(clientId) : (undefined as never)) });
+    g.add(good);
+    g.start();
+    await online(g, 1);
+    const failed = new Promise<{ code: string | undefined; retryable: boolean | undefined }>((resolve) =>
+      g.on('device', ({ state, error }) => state === 'failed' && resolve({ code: error?.code, retryable: error?.retryable })),
+    );
+    g.add('GID_nosource@@@none');
+    expect(await failed).toEqual({ code: 'InvalidOption', retryable: false });
+    expect(g.state(good)).toBe('online');
   });
 });
