@@ -612,6 +612,9 @@ export function enqueueDurable(
   let qos: 1 | 2;
   let id: string | undefined;
   try {
+    if (store === null || typeof store !== 'object' || typeof (store as { append?: unknown }).append !== 'function') {
+      throw new ValidationError('InvalidOption', "enqueueDurable needs an open OutboxStore as its first argument: openOutboxStore({ dir }) from 'apsaramq-device/outbox'");
+    }
     if (options === null || typeof options !== 'object') throw new ValidationError('InvalidOption', 'enqueueDurable options must be an object');
     const given = options.qos ?? 1;
     if (given !== 1 && given !== 2) throw new ValidationError('InvalidOption', `enqueueDurable keeps QoS 1 and 2 messages (got qos ${String(given)}); a QoS 0 message is not stored (use publish)`);

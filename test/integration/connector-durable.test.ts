@@ -323,6 +323,7 @@ describe('the connector with a durable outbox', () => {
     expect(offline.map((a) => a.id)).toEqual(['boot-0', 'boot-1', 'boot-2', 'boot-3', 'boot-4']);
     await expect(enqueueDurable(outbox, credential.clientId, 'dur/+', 'x')).rejects.toMatchObject({ code: 'InvalidTopic' });
     await expect(enqueueDurable(outbox, credential.clientId, 'dur/boot', 'x', { qos: 0 as never })).rejects.toMatchObject({ code: 'InvalidOption' });
+    await expect(enqueueDurable(null as never, credential.clientId, 'dur/boot', 'x')).rejects.toMatchObject({ code: 'InvalidOption', message: expect.stringContaining('openOutboxStore') });
     b.accepting = true;
     const conn = await connect(b, outbox);
     // Counted from here: the stored messages go out as soon as the session is up, and may all be delivered before the
