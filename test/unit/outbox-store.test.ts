@@ -1,21 +1,21 @@
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { OutboxError, isApsaraMqDeviceError } from '../../src/errors.js';
 import { openOutboxStore, type OutboxDrop, type OutboxStore } from '../../src/outbox/index.js';
+import { tempDir } from '../helpers/cli.js';
 
 let dir: string;
 const open: OutboxStore[] = [];
 
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'outbox-unit-'));
+  // Removed after the test by the shared helper (after the afterEach below has closed what the test opened).
+  dir = await tempDir('outbox-unit-');
 });
 
 afterEach(async () => {
   await Promise.all(open.splice(0).map((s) => s.close()));
-  await rm(dir, { recursive: true, force: true });
 });
 
 async function openStore(options: Partial<Parameters<typeof openOutboxStore>[0]> = {}): Promise<OutboxStore> {

@@ -1,10 +1,10 @@
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { messageLayout, writeMessage, writeMessageKey } from '../../src/outbox/codec.js';
 import { HotLog } from '../../src/outbox/wal.js';
 import { appendRecordOf, frameAppend, markRecord, replayWal } from '../../src/outbox/wal-format.js';
+import { tempDir } from '../helpers/cli.js';
 
 /**
  * The hot log's files on their own (src/outbox/wal.ts): what a replay finds after writes, removals, rotations,
@@ -15,12 +15,12 @@ let dir: string;
 const logs: HotLog[] = [];
 
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'outbox-wal-'));
+  // Removed after the test by the shared helper (after the afterEach below has closed what the test opened).
+  dir = await tempDir('outbox-wal-');
 });
 
 afterEach(async () => {
   await Promise.all(logs.splice(0).map((l) => l.close()));
-  await rm(dir, { recursive: true, force: true });
 });
 
 async function create(n = 1, nextSeq = 1): Promise<HotLog> {
