@@ -79,6 +79,9 @@ export interface FeedHost {
  */
 const NO_ITEMS: Map<number, DurableItem> = new Map();
 
+/** The drop counters of a feed that dropped nothing yet (copied when the first drop is counted). */
+const NO_DROPS: Readonly<Record<OutboxDropReason, number>> = Object.freeze({ full: 0, expired: 0, corrupt: 0, rejected: 0 });
+
 /** A message of the durable outbox while it is in memory. */
 class DurableItem extends PublishItem {
   readonly feed: DurableFeed;
@@ -215,7 +218,7 @@ export class DurableFeed {
 
   get stats(): DurableOutboxStats {
     const { messages, bytes } = this.#store.device(this.#clientId);
-    const dropped = this.#dropped ? { ...this.#dropped } : { full: 0, expired: 0, corrupt: 0, rejected: 0 };
+    const dropped = { ...(this.#dropped ?? NO_DROPS) };
     return { stored: messages, storedBytes: bytes, window: this.#window.size, accepted: this.#accepted, delivered: this.#delivered, possibleDuplicates: this.#possibleDuplicates, dropped, refused: this.#refused };
   }
 
@@ -384,7 +387,7 @@ export class DurableFeed {
   }
 
   #countDrop(reason: OutboxDropReason): void {
-    (this.#dropped ??= { full: 0, expired: 0, corrupt: 0, rejected: 0 })[reason] += 1;
+    (this.#dropped ??= { ...NO_DROPS })[reason] += 1;
   }
 
   #keptError(seq: number, cause: ApsaraMqDeviceError | undefined): ConnectionClosedError {
@@ -453,41 +456,7 @@ export class DurableFeed {
   /** Acknowledged: removed from the store with the others of this turn (one call for all of a socket read's PUBACKs). */
   #ack(seq: number): void {
     this.#acks.push(seq);
-    if (this.#acks.length === 1 && DurableFeed.#acking.push(this) === 1) queueMicrotask(DurableFeed.#flushAcking);
-  }
-
-  // The feeds with acks to write, and those to wake, at the end of this turn: one microtask for all of them, and no
-  // closure per message (a gateway's devices each get a PUBACK in a turn of their own).
-  static #acking: DurableFeed[] = [];
-  static #flushAcking = (): void => {
-    const feeds = DurableFeed.#acking;
-    DurableFeed.#acking = [];
-    for (const feed of feeds) {
-      try {
-        feed.#flushAcks();
-      } catch (error) {
-        DurableFeed.#rethrow(error);
-      }
-    }
-  };
-  static #woken: DurableFeed[] = [];
-  static #wakeAll = (): void => {
-    const feeds = DurableFeed.#woken;
-    DurableFeed.#woken = [];
-    for (const feed of feeds) {
-      feed.#waking = false;
-      try {
-        feed.#host.wake();
-      } catch (error) {
-        DurableFeed.#rethrow(error);
-      }
-    }
-  };
-  /** What one feed's turn threw is thrown as its own microtask would have, without stopping the others' turns. */
-  static #rethrow(error: unknown): void {
-    queueMicrotask(() => {
-      throw error;
-    });
+    if (this.#acks.length === 1) queueMicrotask(() => this.#flushAcks());
   }
 
   #flushAcks(): void {
@@ -502,7 +471,10 @@ export class DurableFeed {
     this.#maybeFill();
     if (this.#waking) return;
     this.#waking = true;
-    if (DurableFeed.#woken.push(this) === 1) queueMicrotask(DurableFeed.#wakeAll);
+    queueMicrotask(() => {
+      this.#waking = false;
+      this.#host.wake();
+    });
   }
 
   /** Read the next page when there is room for one (or the window is empty) and something may wait on disk. */
