@@ -89,21 +89,25 @@ export async function connectDevice(options: ConnectDeviceOptions | TokenConnect
   return openConnection(options as ConnectDeviceOptions);
 }
 
-/**
- * @internal {@link connectDevice}, handing `started` the connection as soon as it exists, before its first CONNECT (and
- * its gate): whoever holds it can stop it with `end()` instead of an AbortSignal (a gateway holds thousands of
- * devices, and an AbortSignal with a listener costs about a kilobyte each). `asking` stops the first ask of the
- * credential (or token) source, before there is a connection to end (the caller's `signal` by default).
- */
-export async function openConnection(options: TokenConnectOptions, started?: (connection: DeviceConnection<ConnectionMode>) => void, shared?: ResolvedConnectOptions, asking?: AbortSignal): Promise<DeviceConnection<'Token'>>;
-export async function openConnection(options: ConnectDeviceOptions, started?: (connection: DeviceConnection) => void, shared?: ResolvedConnectOptions, asking?: AbortSignal): Promise<DeviceConnection>;
-export async function openConnection(
-  options: ConnectDeviceOptions | TokenConnectOptions,
-  started?: (connection: DeviceConnection) => void,
-  shared?: ResolvedConnectOptions,
-  asking?: AbortSignal,
-): Promise<DeviceConnection<ConnectionMode>> {
-  // `shared`: the same options already resolved (they hold no credential), one object for many connections.
+/** What a caller of {@link openConnection} (a gateway) adds to connectDevice's options. */
+export interface OpenExtras {
+  /**
+   * Handed the connection as soon as it exists, before its first CONNECT (and its gate): whoever holds it can stop it
+   * with `end()` instead of an AbortSignal (a gateway holds thousands of devices, and an AbortSignal with a listener
+   * costs about a kilobyte each).
+   */
+  readonly started?: (connection: DeviceConnection) => void;
+  /** The same options already resolved (they hold no credential): one object for many connections. */
+  readonly shared?: ResolvedConnectOptions;
+  /** Stops the first ask of the credential (or token) source, before there is a connection to end (default: `signal`). */
+  readonly asking?: AbortSignal;
+}
+
+/** @internal {@link connectDevice}, with a gateway's {@link OpenExtras}. */
+export async function openConnection(options: TokenConnectOptions, extras?: OpenExtras): Promise<DeviceConnection<'Token'>>;
+export async function openConnection(options: ConnectDeviceOptions, extras?: OpenExtras): Promise<DeviceConnection>;
+export async function openConnection(options: ConnectDeviceOptions | TokenConnectOptions, extras: OpenExtras = {}): Promise<DeviceConnection<ConnectionMode>> {
+  const { started, shared, asking } = extras;
   const resolved = shared ?? resolveConnectOptions(options);
   const askSignal = asking ?? resolved.signal;
   const signal = askSignal ? { signal: askSignal } : {};

@@ -148,7 +148,7 @@ describe('the connector awaits its connectGate before each CONNECT', () => {
           return new Promise<void>(() => undefined); // never lets it through
         },
       },
-      (connection) => started.push(connection),
+      { started: (connection) => started.push(connection) },
     );
     const failed = connecting.then(
       () => 'connected',
