@@ -63,6 +63,8 @@ export const GATEWAY_BACKOFF: BackoffOptions = Object.freeze({ minDelayMs: 500, 
 const CREDENTIAL_READS = 32;
 /** The default pace: 10,000 devices in 100 s, well under what a broker and an OpenAPI account take. */
 export const DEFAULT_CONNECT_RATE = 100;
+/** The run of a device that got online: ended (shared, so that a held device keeps no promise of its own). */
+const RAN: Promise<void> = Promise.resolve();
 const REFUSED_CODES = new Set(['CredentialRejected', 'IdentifierRejected', 'ConnackRefused', 'TokenRejected']);
 const zeroOutcomes = (): Record<ConnectOutcome, number> => ({ accepted: 0, refused: 0, failed: 0 });
 
@@ -406,6 +408,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       this.#answered(slot, 'accepted');
       // The run ends here, online: nothing waits per device while its connection runs (#end ends the connection).
       for (const [event, listener] of this.#listeners) connection.on(event, listener as never);
+      // Its settled promise is let go too (a held device keeps no promise); RAN still tells start() not to run it again.
+      slot.run = RAN;
       this.#set(slot, 'online');
       return;
     }

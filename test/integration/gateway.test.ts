@@ -189,6 +189,25 @@ describe('Gateway', () => {
     expect(connects.ids).toEqual([a, b]);
   });
 
+  it('start() again once the devices are online (and after one is added) opens no second session of any device', async () => {
+    const { ids, credentials } = await devices('again', 3);
+    const connects = brokerConnects('GID_again@@@');
+    const g = gateway({ outbox: await outbox(), credentials });
+    for (const id of ids.slice(0, 2)) g.add(id);
+    g.start();
+    await online(g, 2);
+    g.start();
+    g.add(ids[2] as string);
+    g.start();
+    await online(g, 3);
+    // A publish through each device: every one is served by its one session.
+    const delivered = new Set<string>();
+    const all = new Promise<void>((resolve) => g.on('delivered', (d) => delivered.add(d.clientId).size === ids.length && resolve()));
+    for (const id of ids) await g.publish(id, 'demo/again', 'x');
+    await all;
+    expect([...connects.ids].sort()).toEqual([...ids].sort());
+  });
+
   it("a device removed, or the gateway closed, while its credential source is first asked: the ask is aborted and both end", async () => {
     const box = await outbox();
     const asked = new EventEmitter();
