@@ -14,7 +14,7 @@ import { levelOptions, write, writeError, type Level, type LevelModule } from '.
 import type { ResolvedOutboxOptions } from './options.js';
 import { dropOf, newWork, type Holdings, type PendingAppend, type PendingRemoval, type Removed, type Work } from './state.js';
 import type { OutboxDrop } from './types.js';
-import type { HotLog, HotMessage } from './wal.js';
+import { tellAccepted, tellRefused, type HotLog, type HotMessage } from './wal.js';
 import { markRecord } from './wal-format.js';
 import { reserveRecoverySpace } from './recover.js';
 import { lookUpRemovals, settleRemovals } from './removals.js';
@@ -232,24 +232,20 @@ export class BatchWriter {
         holdings.queuedBytes -= a.bytes;
         holdings.counters.accepted += 1;
         holdings.counters.dropped.full += 1;
-        a.resolve({ seq: a.seq, acceptedAt: a.acceptedAt });
         atOnce.push(dropOf({ seq: a.seq, clientId: a.clientId, bytes: a.bytes, acceptedAt: a.acceptedAt, id: a.id }, 'full'));
       }
       for (const a of work.appends) {
         holdings.hold(a);
-        hot.add(a.clientId, a.seq, a.key, a.value, a.bytes, a.acceptedAt, a.id);
+        hot.add(a);
         if (a.sending) {
           const device = holdings.device(a.clientId);
           if (a.seq > device.sentHigh) device.sentHigh = a.seq;
         }
-        a.resolve({ seq: a.seq, acceptedAt: a.acceptedAt });
       }
       // Reported after the callers heard "accepted" (their reactions run first): a drop is news about a message they know.
-      if (atOnce.length > 0) {
-        queueMicrotask(() => {
-          for (const drop of atOnce) this.#events.drop(drop);
-        });
-      }
+      tellAccepted(droppedAtOnce.length === 0 ? work.appends : droppedAtOnce.concat(work.appends), atOnce.length === 0 ? undefined : () => {
+        for (const drop of atOnce) this.#events.drop(drop);
+      });
       settleRemovals(this.#holdings, removed, missing, drops);
       for (const r of work.removals) holdings.removed.delete(r.seq);
       for (const v of kept) {
@@ -310,8 +306,8 @@ export class BatchWriter {
       holdings.queuedBytes -= a.bytes;
       if (error.code === 'OutboxFull') holdings.counters.refused.full += 1;
       else holdings.counters.refused.diskFull += 1;
-      a.reject(error);
     }
+    tellRefused(appends, error);
   }
 
   /**

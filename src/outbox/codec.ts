@@ -49,11 +49,16 @@ export function messageKey(clientId: string, seq: number): Buffer {
 
 /** {@link messageKey} into `key` (its length: the ClientId's UTF-8 bytes + 10). */
 export function writeMessageKey(key: Buffer, clientId: string, seq: number): Buffer {
-  key[0] = M;
-  key.write(clientId, 1, 'utf8');
-  key[key.length - 9] = 0;
-  writeSeq(key, seq, key.length - 8);
+  writeMessageKeyAt(key, 0, key.length, clientId, seq);
   return key;
+}
+
+/** {@link messageKey} into `target` at `at`, `length` bytes (the ClientId's UTF-8 bytes + 10): no view made. */
+export function writeMessageKeyAt(target: Buffer, at: number, length: number, clientId: string, seq: number): void {
+  target[at] = M;
+  target.write(clientId, at + 1, 'utf8');
+  target[at + length - 9] = 0;
+  writeSeq(target, seq, at + length - 8);
 }
 
 /** The range of one device's messages: [gt, lt). `after` = the last seq already read. */
@@ -171,24 +176,33 @@ export function messageLayout(message: StoredMessage): MessageLayout {
   return { length: MESSAGE_HEADER + topicBytes + idBytes + (props?.length ?? 0) + message.payload.length, props, topicBytes, idBytes };
 }
 
-/** {@link encodeMessage} into `value` (exactly `layout.length` bytes, e.g. a view into a hot log record). */
+/** {@link encodeMessage} into `value` (exactly `layout.length` bytes). */
 export function writeMessage(value: Buffer, key: Buffer, message: StoredMessage, layout: MessageLayout, sealed: boolean): Buffer {
+  writeMessageAt(value, 0, message, layout);
+  if (sealed) value.writeUInt32LE(checksum(key, value), 4);
+  return value;
+}
+
+/**
+ * A message's value into `target` at `at` (`layout.length` bytes, e.g. inside a hot log record: no view made),
+ * unsealed: its CRC left 0 (see {@link seal}).
+ */
+export function writeMessageAt(target: Buffer, at: number, message: StoredMessage, layout: MessageLayout): void {
   const { props, topicBytes, idBytes } = layout;
   const propsBytes = props?.length ?? 0;
-  const propsAt = MESSAGE_HEADER + topicBytes + idBytes;
-  value[0] = RECORD_FORMAT;
-  value[1] = message.qos;
-  value[2] = message.retain ? 1 : 0;
-  value[3] = idBytes;
-  value.writeDoubleLE(message.acceptedAt, 8);
-  value.writeUInt16LE(topicBytes, 16);
-  value.writeUInt32LE(propsBytes, 18);
-  value.write(message.topic, MESSAGE_HEADER, 'utf8');
-  if (message.id !== undefined) value.write(message.id, MESSAGE_HEADER + topicBytes, 'utf8');
-  props?.copy(value, propsAt);
-  value.set(message.payload, propsAt + propsBytes);
-  value.writeUInt32LE(sealed ? checksum(key, value) : 0, 4);
-  return value;
+  const propsAt = at + MESSAGE_HEADER + topicBytes + idBytes;
+  target[at] = RECORD_FORMAT;
+  target[at + 1] = message.qos;
+  target[at + 2] = message.retain ? 1 : 0;
+  target[at + 3] = idBytes;
+  target.writeUInt32LE(0, at + 4);
+  target.writeDoubleLE(message.acceptedAt, at + 8);
+  target.writeUInt16LE(topicBytes, at + 16);
+  target.writeUInt32LE(propsBytes, at + 18);
+  target.write(message.topic, at + MESSAGE_HEADER, 'utf8');
+  if (message.id !== undefined) target.write(message.id, at + MESSAGE_HEADER + topicBytes, 'utf8');
+  props?.copy(target, propsAt);
+  target.set(message.payload, propsAt + propsBytes);
 }
 
 /** Write a value's CRC (a value of the hot log, on its way into LevelDB). */

@@ -2,6 +2,7 @@
  * The durable outbox's memory: what it holds, per device and in total (a few numbers per device, nothing per message
  * beyond a bounded map of handed-out ones), its counters, and the work waiting for the next batch.
  */
+import type { HotMessage } from './wal.js';
 import { MARK_RANGE, MESSAGE_RANGE, acceptedAtOf, clientIdOfMarkKey, clientIdOfMessageKey, decodeSeq, seqOfMessageKey } from './codec.js';
 import type { Level } from './level.js';
 import type { OutboxDrop, OutboxDropReason, OutboxStats } from './types.js';
@@ -21,20 +22,8 @@ export interface DeviceState {
   levelMark: boolean;
 }
 
-export interface PendingAppend {
-  readonly clientId: string;
-  readonly seq: number;
-  readonly key: Buffer;
-  readonly value: Buffer;
-  /** The hot log's record (`key` and `value` are views into it). */
-  readonly record: Buffer;
-  readonly bytes: number;
-  readonly acceptedAt: number;
-  readonly id: string | undefined;
-  readonly sending: boolean;
-  readonly resolve: (result: { seq: number; acceptedAt: number }) => void;
-  readonly reject: (error: unknown) => void;
-}
+/** An append waiting for its group's write: the hot log's message from the start (wal.ts). */
+export type PendingAppend = HotMessage;
 
 export interface PendingRemoval {
   readonly clientId: string;

@@ -24,18 +24,28 @@
 import { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
 import { OutboxError, ValidationError } from '../errors.js';
-import { MAX_MESSAGE_ID_BYTES, messageLayout, metaKey, writeMessage, writeMessageKey } from './codec.js';
+import { MAX_MESSAGE_ID_BYTES, messageLayout, metaKey } from './codec.js';
 import { readDevice } from './read.js';
 import { BatchWriter } from './batch.js';
 import { openError, type Level, type LevelModule } from './level.js';
 import type { ResolvedOutboxOptions } from './options.js';
 import { Holdings, type DeviceState, type PendingRemoval } from './state.js';
 import { OutboxMessage, type OutboxMessageInput, type OutboxRecovery, type OutboxStats, type OutboxStoreEvents } from './types.js';
-import type { HotLog } from './wal.js';
-import { appendRecordOf, frameAppend } from './wal-format.js';
+import { HotMessage, type AppendSink, type HotLog } from './wal.js';
+import { appendRecord } from './wal-format.js';
 
 // The class and its shapes, for the modules that name them from here.
 export * from './types.js';
+
+/** The sink of {@link OutboxStore.append}: its token is the promise's two functions. */
+const PROMISE_SINK: AppendSink = {
+  accepted(token, seq, acceptedAt) {
+    (token as { resolve(result: { seq: number; acceptedAt: number }): void }).resolve({ seq, acceptedAt });
+  },
+  refused(token, error) {
+    (token as { reject(error: unknown): void }).reject(error);
+  },
+};
 
 /** The longest ClientId accepted (bytes): MQTT allows 65,535; nothing real is near this. */
 const MAX_CLIENT_ID_BYTES = 1024;
@@ -123,65 +133,73 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
    *   acks), `OutboxClosed`; ValidationError for a bad ClientId, topic, payload or qos.
    */
   append(clientId: string, message: OutboxMessageInput, options: { sending?: boolean } = {}): Promise<{ seq: number; acceptedAt: number }> {
-    try {
-      if (this.#closed) throw this.#closedError();
-      checkClientId(clientId, 'append');
-      if (message === null || typeof message !== 'object') throw new ValidationError('InvalidOption', 'OutboxStore.append: pass a message { topic, payload, qos? }');
-      if (typeof message.topic !== 'string' || message.topic.length === 0 || Buffer.byteLength(message.topic) > 65_535) {
-        throw new ValidationError('InvalidTopic', 'OutboxStore.append: topic must be a non-empty string of at most 65,535 bytes');
+    return new Promise((resolve, reject) => {
+      try {
+        this.appendTo(clientId, message, options.sending === true, PROMISE_SINK, { resolve, reject });
+      } catch (error) {
+        reject(error);
       }
-      const qos = message.qos ?? 1;
-      if (qos !== 0 && qos !== 1 && qos !== 2) throw new ValidationError('InvalidOption', `OutboxStore.append: qos must be 0, 1 or 2 (got ${String(qos)})`);
-      const payload = payloadBuffer(message.payload);
-      const id = message.id;
-      if (id !== undefined && (typeof id !== 'string' || id.length === 0 || Buffer.byteLength(id) > MAX_MESSAGE_ID_BYTES)) {
-        throw new ValidationError('InvalidOption', `OutboxStore.append: id must be a non-empty string of at most ${MAX_MESSAGE_ID_BYTES} bytes (UTF-8)`);
-      }
-      const h = this.#holdings;
-      const failure = this.#writer.failure;
-      if (failure && performance.now() < failure.retryAt) {
-        h.counters.refused.diskFull += 1;
-        throw failure.error;
-      }
-      const seq = h.nextSeq;
-      const acceptedAt = Math.max(h.lastAcceptedAt, this.#options.clock());
-      // One buffer: the hot log's record, with the LevelDB key and value inside it. The value is unsealed: the record
-      // has its own CRC; the value's is written if it moves to LevelDB.
-      const stored = { topic: message.topic, payload, qos, retain: message.retain === true, properties: message.properties, acceptedAt, id };
-      const layout = messageLayout(stored);
-      const { record, key, value } = appendRecordOf(Buffer.byteLength(clientId) + 10, layout.length, options.sending === true);
-      writeMessage(value, writeMessageKey(key, clientId, seq), stored, layout, false);
-      frameAppend(record);
-      const bytes = key.length + value.length;
-      const { maxBytes, maxMessages } = this.#options;
-      if (bytes > maxBytes) {
-        h.counters.refused.full += 1;
-        throw new OutboxError('OutboxFull', `A message of ${bytes} bytes is larger than the outbox's maxBytes (${maxBytes})`, this.dir, { retryable: false });
-      }
-      if (this.#options.whenFull === 'refuse-new' && (h.messages + h.queuedMessages + 1 > maxMessages || h.bytes + h.queuedBytes + bytes > maxBytes)) {
-        h.counters.refused.full += 1;
-        throw new OutboxError(
-          'OutboxFull',
-          `The outbox in ${this.dir} is full (${h.messages + h.queuedMessages} of ${maxMessages} messages, ${h.bytes + h.queuedBytes} of ${maxBytes} bytes)`,
-          this.dir,
-        );
-      }
-      h.nextSeq += 1;
-      h.lastAcceptedAt = acceptedAt;
-      h.queuedMessages += 1;
-      h.queuedBytes += bytes;
-      // Handed out for sending: in flight from now, and so marked in its record (a crash counts it a possible duplicate).
-      if (options.sending === true) {
-        const device = h.device(clientId);
-        device.inFlightHigh = Math.max(device.inFlightHigh, seq);
-      }
-      return new Promise((resolve, reject) => {
-        this.#writer.work.appends.push({ clientId, seq, key, value, record, bytes, acceptedAt, id, sending: options.sending === true, resolve, reject });
-        this.#writer.schedule();
-      });
-    } catch (error) {
-      return Promise.reject(error);
+    });
+  }
+
+  /**
+   * @internal {@link append} without a promise per message (a connection's durable feed): `sink` hears of the
+   * acceptance or the refusal of the write, with `token`, after the batch (as a promise's reaction would). A refusal
+   * before anything is queued (a bound under `refuse-new`, a write failure, bad input) is thrown.
+   */
+  appendTo(clientId: string, message: OutboxMessageInput, sending: boolean, sink: AppendSink, token: unknown): number {
+    if (this.#closed) throw this.#closedError();
+    checkClientId(clientId, 'append');
+    if (message === null || typeof message !== 'object') throw new ValidationError('InvalidOption', 'OutboxStore.append: pass a message { topic, payload, qos? }');
+    if (typeof message.topic !== 'string' || message.topic.length === 0 || Buffer.byteLength(message.topic) > 65_535) {
+      throw new ValidationError('InvalidTopic', 'OutboxStore.append: topic must be a non-empty string of at most 65,535 bytes');
     }
+    const qos = message.qos ?? 1;
+    if (qos !== 0 && qos !== 1 && qos !== 2) throw new ValidationError('InvalidOption', `OutboxStore.append: qos must be 0, 1 or 2 (got ${String(qos)})`);
+    const payload = payloadBuffer(message.payload);
+    const id = message.id;
+    if (id !== undefined && (typeof id !== 'string' || id.length === 0 || Buffer.byteLength(id) > MAX_MESSAGE_ID_BYTES)) {
+      throw new ValidationError('InvalidOption', `OutboxStore.append: id must be a non-empty string of at most ${MAX_MESSAGE_ID_BYTES} bytes (UTF-8)`);
+    }
+    const h = this.#holdings;
+    const failure = this.#writer.failure;
+    if (failure && performance.now() < failure.retryAt) {
+      h.counters.refused.diskFull += 1;
+      throw failure.error;
+    }
+    const seq = h.nextSeq;
+    const acceptedAt = Math.max(h.lastAcceptedAt, this.#options.clock());
+    const stored = { topic: message.topic, payload, qos, retain: message.retain === true, properties: message.properties, acceptedAt, id };
+    const layout = messageLayout(stored);
+    // The message's accounting size: its LevelDB key and value.
+    const bytes = Buffer.byteLength(clientId) + 10 + layout.length;
+    const { maxBytes, maxMessages } = this.#options;
+    if (bytes > maxBytes) {
+      h.counters.refused.full += 1;
+      throw new OutboxError('OutboxFull', `A message of ${bytes} bytes is larger than the outbox's maxBytes (${maxBytes})`, this.dir, { retryable: false });
+    }
+    if (this.#options.whenFull === 'refuse-new' && (h.messages + h.queuedMessages + 1 > maxMessages || h.bytes + h.queuedBytes + bytes > maxBytes)) {
+      h.counters.refused.full += 1;
+      throw new OutboxError(
+        'OutboxFull',
+        `The outbox in ${this.dir} is full (${h.messages + h.queuedMessages} of ${maxMessages} messages, ${h.bytes + h.queuedBytes} of ${maxBytes} bytes)`,
+        this.dir,
+      );
+    }
+    // One buffer: the hot log's record, with the LevelDB key and value inside it.
+    const record = appendRecord(clientId, seq, stored, layout, sending);
+    h.nextSeq += 1;
+    h.lastAcceptedAt = acceptedAt;
+    h.queuedMessages += 1;
+    h.queuedBytes += bytes;
+    // Handed out for sending: in flight from now, and so marked in its record (a crash counts it a possible duplicate).
+    if (sending) {
+      const device = h.device(clientId);
+      device.inFlightHigh = Math.max(device.inFlightHigh, seq);
+    }
+    this.#writer.work.appends.push(new HotMessage(clientId, seq, record, bytes, acceptedAt, id, sending, sink, token));
+    this.#writer.schedule();
+    return seq;
   }
 
   /**

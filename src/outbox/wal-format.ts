@@ -13,7 +13,7 @@ import { readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { syncDir } from '../util/fs.js';
-import { clientIdOfMessageKey, readSeq, seqOfMessageKey, writeSeq } from './codec.js';
+import { clientIdOfMessageKey, readSeq, seqOfMessageKey, writeMessageAt, writeMessageKeyAt, writeSeq, type MessageLayout, type StoredMessage } from './codec.js';
 
 /** A segment is closed, and the next one begun, once it holds this many bytes. */
 export const SEGMENT_BYTES = 1024 * 1024;
@@ -37,21 +37,32 @@ function frame(record: Buffer, type: number): Buffer {
   return record;
 }
 
+/** Where an append record's LevelDB key begins (after the header, the flags and the key's length). */
+const KEY_AT = HEADER + 3;
+
 /**
- * The record of an accepted message, laid out, with its LevelDB key and value as views into it (one allocation, no
- * copy): fill both, then {@link frameAppend}.
+ * The record of an accepted message, framed: `clientId`'s `seq` with its LevelDB key and value written straight into
+ * it (one allocation, no views; {@link keyOf} and {@link valueOf} make them when needed). The value is unsealed: the
+ * record has a CRC of its own.
  */
-export function appendRecordOf(keyLength: number, valueLength: number, sending: boolean): { record: Buffer; key: Buffer; value: Buffer } {
-  const record = Buffer.allocUnsafe(HEADER + 3 + keyLength + valueLength);
+export function appendRecord(clientId: string, seq: number, message: StoredMessage, layout: MessageLayout, sending: boolean): Buffer {
+  const keyLength = Buffer.byteLength(clientId) + 10;
+  const record = Buffer.allocUnsafe(KEY_AT + keyLength + layout.length);
   record[HEADER] = sending ? 1 : 0;
   record.writeUInt16LE(keyLength, HEADER + 1);
-  const keyAt = HEADER + 3;
-  return { record, key: record.subarray(keyAt, keyAt + keyLength), value: record.subarray(keyAt + keyLength) };
+  writeMessageKeyAt(record, KEY_AT, keyLength, clientId, seq);
+  writeMessageAt(record, KEY_AT + keyLength, message, layout);
+  return frame(record, APPEND);
 }
 
-/** An append record's header, once its key and value are written. */
-export function frameAppend(record: Buffer): Buffer {
-  return frame(record, APPEND);
+/** The LevelDB key inside an append record (a view). */
+export function keyOf(record: Buffer): Buffer {
+  return record.subarray(KEY_AT, KEY_AT + record.readUInt16LE(HEADER + 1));
+}
+
+/** The LevelDB value inside an append record (a view; sealing it writes into the record). */
+export function valueOf(record: Buffer): Buffer {
+  return record.subarray(KEY_AT + record.readUInt16LE(HEADER + 1));
 }
 
 export function seqsRecord(type: number, seqs: readonly number[]): Buffer {

@@ -23,19 +23,85 @@ import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { syncDir } from '../util/fs.js';
-import { MAX_SEGMENTS, REMOVE, SEGMENT_BYTES, SEQ, fileName, removeWalFiles, seqsRecord } from './wal-format.js';
+import { MAX_SEGMENTS, REMOVE, SEGMENT_BYTES, SEQ, fileName, keyOf, removeWalFiles, seqsRecord, valueOf } from './wal-format.js';
 
-/** A message of the hot log, live (accepted, not removed, not moved to LevelDB). */
-export interface HotMessage {
+/** Who hears that an append was accepted (written) or refused, with what the appender gave to know it by. */
+export interface AppendSink {
+  accepted(token: unknown, seq: number, acceptedAt: number): void;
+  refused(token: unknown, error: unknown): void;
+}
+
+/**
+ * A message of the store's recent appends: pending from its append until its group is written, then live in the hot
+ * log until it is removed or moved to LevelDB. One object from append to removal; its LevelDB key and value are made
+ * from its record only when needed (a read after a reconnect, a move), not for every message.
+ */
+export class HotMessage {
   readonly clientId: string;
   readonly seq: number;
-  readonly key: Buffer;
-  readonly value: Buffer;
+  /** The hot log's record (wal-format.ts): the LevelDB key and value inside it. */
+  readonly record: Buffer;
+  /** Key and value bytes: the message's size in the store's accounting. */
   readonly bytes: number;
   readonly acceptedAt: number;
   readonly id: string | undefined;
-  /** The number of its segment. */
-  readonly segment: number;
+  /** Recorded as in flight in its own record (see `OutboxStore.append`). */
+  readonly sending: boolean;
+  /** The number of its segment, once written. */
+  segment = 0;
+  /** Told of the acceptance or refusal (then let go). */
+  sink: AppendSink | undefined;
+  token: unknown;
+
+  constructor(clientId: string, seq: number, record: Buffer, bytes: number, acceptedAt: number, id: string | undefined, sending: boolean, sink: AppendSink, token: unknown) {
+    this.clientId = clientId;
+    this.seq = seq;
+    this.record = record;
+    this.bytes = bytes;
+    this.acceptedAt = acceptedAt;
+    this.id = id;
+    this.sending = sending;
+    this.sink = sink;
+    this.token = token;
+  }
+
+  get key(): Buffer {
+    return keyOf(this.record);
+  }
+
+  get value(): Buffer {
+    return valueOf(this.record);
+  }
+}
+
+/**
+ * Tell the sinks of `messages`, in order, that they were accepted: after the current synchronous work, as a promise
+ * would. `after` runs once the reactions of what the sinks settled have run (a promise's reactions, queued by them).
+ */
+export function tellAccepted(messages: readonly HotMessage[], after?: () => void): void {
+  if (messages.length === 0 && after === undefined) return;
+  queueMicrotask(() => {
+    for (const m of messages) {
+      const { sink, token } = m;
+      m.sink = undefined;
+      m.token = undefined;
+      sink?.accepted(token, m.seq, m.acceptedAt);
+    }
+    if (after) queueMicrotask(after);
+  });
+}
+
+/** Tell the sinks of `messages` that they were refused with `error` (after the current synchronous work). */
+export function tellRefused(messages: readonly HotMessage[], error: unknown): void {
+  if (messages.length === 0) return;
+  queueMicrotask(() => {
+    for (const m of messages) {
+      const { sink, token } = m;
+      m.sink = undefined;
+      m.token = undefined;
+      sink?.refused(token, error);
+    }
+  });
 }
 
 interface Segment {
@@ -190,20 +256,21 @@ export class HotLog {
   }
 
   /** A message written: live in the active segment. */
-  add(clientId: string, seq: number, key: Buffer, value: Buffer, bytes: number, acceptedAt: number, id: string | undefined): void {
+  add(message: HotMessage): void {
     const segment = this.#segments[this.#segments.length - 1] as Segment;
-    const message: HotMessage = { clientId, seq, key, value, bytes, acceptedAt, id, segment: segment.n };
+    message.segment = segment.n;
     segment.live += 1;
-    this.#bySeq.set(seq, message);
+    this.#bySeq.set(message.seq, message);
+    const clientId = message.clientId;
     const held = this.#byDevice.get(clientId);
     if (held === undefined) this.#byDevice.set(clientId, message);
-    else if (held instanceof Map) held.set(seq, message);
+    else if (held instanceof Map) held.set(message.seq, message);
     else
       this.#byDevice.set(
         clientId,
         new Map([
           [held.seq, held],
-          [seq, message],
+          [message.seq, message],
         ]),
       );
   }
@@ -225,8 +292,9 @@ export class HotLog {
       held.delete(seq);
       if (held.size === 0) this.#byDevice.delete(message.clientId);
     }
-    const segment = this.#segments.find((s) => s.n === message.segment);
-    if (segment) segment.live -= 1;
+    // Segments are numbered in order, one apart: found by index, no search.
+    const segment = this.#segments[message.segment - (this.#segments[0] as Segment).n];
+    if (segment !== undefined && segment.n === message.segment) segment.live -= 1;
     return message;
   }
 

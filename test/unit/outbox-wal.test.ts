@@ -1,9 +1,9 @@
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { messageLayout, writeMessage, writeMessageKey } from '../../src/outbox/codec.js';
-import { HotLog } from '../../src/outbox/wal.js';
-import { appendRecordOf, frameAppend, markRecord, replayWal } from '../../src/outbox/wal-format.js';
+import { messageLayout } from '../../src/outbox/codec.js';
+import { HotLog, HotMessage, type AppendSink } from '../../src/outbox/wal.js';
+import { appendRecord, markRecord, replayWal } from '../../src/outbox/wal-format.js';
 import { tempDir } from '../helpers/cli.js';
 
 /**
@@ -13,6 +13,8 @@ import { tempDir } from '../helpers/cli.js';
 
 let dir: string;
 const logs: HotLog[] = [];
+/** The log is driven directly here: nobody waits for an acceptance. */
+const NO_SINK: AppendSink = { accepted: () => undefined, refused: () => undefined };
 
 beforeEach(async () => {
   // Removed after the test by the shared helper (after the afterEach below has closed what the test opened).
@@ -33,10 +35,8 @@ async function create(n = 1, nextSeq = 1): Promise<HotLog> {
 function append(log: HotLog, clientId: string, seq: number, sending = false): Buffer {
   const stored = { topic: `t/${seq}`, payload: Buffer.from(`payload ${seq}`), qos: 1 as const, retain: false, properties: undefined, acceptedAt: 1000 + seq, id: undefined };
   const layout = messageLayout(stored);
-  const { record, key, value } = appendRecordOf(Buffer.byteLength(clientId) + 10, layout.length, sending);
-  writeMessage(value, writeMessageKey(key, clientId, seq), stored, layout, false);
-  frameAppend(record);
-  log.add(clientId, seq, key, value, key.length + value.length, stored.acceptedAt, undefined);
+  const record = appendRecord(clientId, seq, stored, layout, sending);
+  log.add(new HotMessage(clientId, seq, record, Buffer.byteLength(clientId) + 10 + layout.length, stored.acceptedAt, undefined, sending, NO_SINK, undefined));
   return record;
 }
 
