@@ -20,13 +20,14 @@ import type { EventEmitter } from 'node:events';
 import type { IClientPublishOptions } from 'mqtt';
 import { type ApsaraMqDeviceError, ConnectionClosedError, OutboxError, ValidationError, isApsaraMqDeviceError, toApsaraMqDeviceError } from '../errors.js';
 import type { OutboxDrop, OutboxDropReason, OutboxMessage, OutboxMessageInput, OutboxStore } from '../outbox/store.js';
+import type { AppendSink } from '../outbox/wal.js';
 import type { DeviceConnectionEvents, OutboxReport, PublishAccepted } from './connection-types.js';
 import { type Item, PublishItem, type Settled } from './outbox-items.js';
 import { assertClientId } from '../credential.js';
 import { checkMessageId, checkPayload, checkTopicName, defaultMaxPayloadBytes } from './validate.js';
 
 /** What the connector uses of an {@link OutboxStore}. */
-export type DurableStore = Pick<OutboxStore, 'dir' | 'append' | 'ackAll' | 'reject' | 'markSending' | 'clearSending' | 'pending' | 'flush' | 'device' | 'on' | 'off'>;
+export type DurableStore = Pick<OutboxStore, 'dir' | 'append' | 'appendTo' | 'ackAll' | 'reject' | 'markSending' | 'clearSending' | 'pending' | 'flush' | 'device' | 'on' | 'off'>;
 
 /**
  * The most messages of a durable outbox a connection holds in memory (in flight and read ahead), whatever
@@ -124,6 +125,35 @@ class Waiter {
   reject(error: unknown): void {
     if (this.accepted) this.promise.catch(noop);
     this.#reject(error);
+  }
+}
+
+/** A message on its way to the store (its append's token): what its acceptance, or its refusal, needs. */
+class Appending {
+  readonly feed: DurableFeed;
+  readonly topic: string;
+  readonly payload: Buffer;
+  readonly options: IClientPublishOptions;
+  readonly id: string | undefined;
+  readonly bytes: number;
+  /** It goes straight into the window once accepted (else it was spilled: read back in its turn). */
+  readonly direct: boolean;
+  /** The feed's session when it was appended. */
+  readonly epoch: number;
+  readonly waiter: Waiter | undefined;
+  resolve!: (accepted: PublishAccepted & { seq: number }) => void;
+  reject!: (error: unknown) => void;
+
+  constructor(feed: DurableFeed, topic: string, payload: Buffer, options: IClientPublishOptions, id: string | undefined, bytes: number, direct: boolean, epoch: number, waiter: Waiter | undefined) {
+    this.feed = feed;
+    this.topic = topic;
+    this.payload = payload;
+    this.options = options;
+    this.id = id;
+    this.bytes = bytes;
+    this.direct = direct;
+    this.epoch = epoch;
+    this.waiter = waiter;
   }
 }
 
@@ -265,40 +295,59 @@ export class DurableFeed {
     const message: { -readonly [K in keyof OutboxMessageInput]: OutboxMessageInput[K] } & { payload: Buffer } = { topic, payload, qos: options.qos as 1 | 2, retain: options.retain === true };
     if (options.properties) message.properties = options.properties;
     if (id !== undefined) message.id = id;
-    const appended = this.#store.append(this.#clientId, message, direct ? SENDING : NOT_SENDING).then(
-      ({ seq }) => {
-        if (waiter) waiter.accepted = true;
-        if (direct) {
-          this.#direct -= 1;
-          this.#directBytes -= bytes;
-        } else this.#spilling -= 1;
-        this.#accepted += 1;
-        if (waiter) {
-          if (this.#closed) waiter.reject(this.#keptError(seq, undefined));
-          else (this.#waiters ??= new Map()).set(seq, waiter);
-        }
-        // Accepted in order (seqs resolve in order): it joins the window unless the session it was meant for ended.
-        if (direct && epoch === this.#epoch && !this.#closed) {
-          this.#cursor = Math.max(this.#cursor, seq);
-          this.#enter(this.#item(seq, topic, payload, id, options, false));
-        }
-        // The report only for a listener: this runs once per message.
-        if (this.#host.events.listenerCount('accepted') > 0) this.#host.events.emit('accepted', id === undefined ? { clientId: this.#clientId, seq } : { clientId: this.#clientId, seq, id });
-        this.#progress();
-        return id === undefined ? { clientId: this.#clientId, seq, durable: true } : { clientId: this.#clientId, seq, id, durable: true };
-      },
-      (error: unknown) => {
-        if (direct) {
-          this.#direct -= 1;
-          this.#directBytes -= bytes;
-        } else this.#spilling -= 1;
-        this.#refused += 1;
-        waiter?.reject(error);
-        this.#progress();
-        throw error;
-      },
-    );
-    return { accepted: appended, delivered: waiter?.promise };
+    const appending = new Appending(this, topic, payload, options, id, bytes, direct, epoch, waiter);
+    const accepted = new Promise<PublishAccepted & { seq: number }>((resolve, reject) => {
+      appending.resolve = resolve;
+      appending.reject = reject;
+    });
+    try {
+      // No promise per message inside: the store tells the feed's sink once its batch is written.
+      this.#store.appendTo(this.#clientId, message, direct, DurableFeed.#sink, appending);
+    } catch (error) {
+      // Refused before anything was queued: heard as a refusal of the write would be (after this turn).
+      queueMicrotask(() => this.#onRefused(appending, error));
+    }
+    return { accepted, delivered: waiter?.promise };
+  }
+
+  /** Where the store reports an append of any feed (the token is its {@link Appending}). */
+  static readonly #sink: AppendSink = {
+    accepted: (token, seq) => (token as Appending).feed.#onAccepted(token as Appending, seq),
+    refused: (token, error) => (token as Appending).feed.#onRefused(token as Appending, error),
+  };
+
+  #onAccepted(a: Appending, seq: number): void {
+    const { waiter, direct, id } = a;
+    if (waiter) waiter.accepted = true;
+    if (direct) {
+      this.#direct -= 1;
+      this.#directBytes -= a.bytes;
+    } else this.#spilling -= 1;
+    this.#accepted += 1;
+    if (waiter) {
+      if (this.#closed) waiter.reject(this.#keptError(seq, undefined));
+      else (this.#waiters ??= new Map()).set(seq, waiter);
+    }
+    // Accepted in order (seqs are told in order): it joins the window unless the session it was meant for ended.
+    if (direct && a.epoch === this.#epoch && !this.#closed) {
+      this.#cursor = Math.max(this.#cursor, seq);
+      this.#enter(this.#item(seq, a.topic, a.payload, id, a.options, false));
+    }
+    // The report only for a listener: this runs once per message.
+    if (this.#host.events.listenerCount('accepted') > 0) this.#host.events.emit('accepted', id === undefined ? { clientId: this.#clientId, seq } : { clientId: this.#clientId, seq, id });
+    this.#progress();
+    a.resolve(id === undefined ? { clientId: this.#clientId, seq, durable: true } : { clientId: this.#clientId, seq, id, durable: true });
+  }
+
+  #onRefused(a: Appending, error: unknown): void {
+    if (a.direct) {
+      this.#direct -= 1;
+      this.#directBytes -= a.bytes;
+    } else this.#spilling -= 1;
+    this.#refused += 1;
+    a.waiter?.reject(error);
+    this.#progress();
+    a.reject(error);
   }
 
   /** @internal {@link enqueueDurable} for the device of this feed: checked by the connection's rules, then kept. */

@@ -53,8 +53,12 @@ export class CredentialLogin implements LoginBase {
   #current: DeviceCredential;
   #next: DeviceCredential | undefined;
   readonly #source: CredentialSource;
-  /** What never goes into an error or a log: the secret and the password of each credential used (a few; an array, not a Set: a gateway holds thousands of logins). */
-  readonly #secrets: string[] = [];
+  /**
+   * What never goes into an error or a log: the secret and the password of each credential used (a few; an array, not
+   * a Set: a gateway holds thousands of logins). Replaced by a copy one longer, not pushed to: a push makes room for
+   * 17 (152 bytes a login).
+   */
+  #secrets: readonly string[] = [];
   /** The ClientId of a credential the source handed out for another device (for the error). */
   foreignClientId: string | undefined;
 
@@ -77,7 +81,7 @@ export class CredentialLogin implements LoginBase {
   }
 
   #keep(secret: string): void {
-    if (!this.#secrets.includes(secret)) this.#secrets.push(secret);
+    if (!this.#secrets.includes(secret)) this.#secrets = this.#secrets.concat(secret);
   }
 
   secrets(): string[] {

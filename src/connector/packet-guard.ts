@@ -150,32 +150,54 @@ export interface Guard {
   firstBytes: Buffer | undefined;
 }
 
+/** Where a guarded stream keeps its guard. */
+const GUARD = Symbol('apsaramq-device.packetGuard');
+
+/** The guard of one stream: its framer, the stream's own `push`, and what it saw. */
+class StreamGuard extends PacketFramer implements Guard {
+  firstBytes: Buffer | undefined = undefined;
+  /** No byte came yet (its reader may drop `firstBytes` later: they are not taken again). */
+  fresh = true;
+  readonly push: Readable['push'];
+  readonly onViolation: (violation: PacketViolation) => void;
+
+  constructor(maxPacketBytes: number, push: Readable['push'], onViolation: (violation: PacketViolation) => void) {
+    super(maxPacketBytes);
+    this.push = push;
+    this.onViolation = onViolation;
+  }
+}
+
+type Guarded = Readable & { [GUARD]: StreamGuard };
+
+/** The `push` of every guarded stream (one function for all: its state is the stream's guard). */
+function guardedPush(this: Guarded, chunk: unknown, encoding?: BufferEncoding): boolean {
+  const guarded = this[GUARD];
+  // The end of the stream, or something not bytes (text a WebSocket stream in object mode would carry).
+  if (!(chunk instanceof Uint8Array)) return guarded.push.call(this, chunk, encoding);
+  const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  if (guarded.fresh) {
+    guarded.fresh = false;
+    guarded.firstBytes = Buffer.from(bytes.subarray(0, 8));
+  }
+  const found = guarded.inspect(bytes);
+  if (!found) return guarded.push.call(this, chunk, encoding);
+  if (found.at > 0) guarded.push.call(this, bytes.subarray(0, found.at));
+  guarded.onViolation(found.violation);
+  this.destroy();
+  return false;
+}
+
 /**
  * Guard the bytes `stream` hands its readers. The check sits in the stream's own `push` (where Node's socket, TLS
  * and WebSocket streams deliver what arrived), so nothing unchecked is buffered for mqtt.js, and nothing else of the
- * stream changes: its writes, backpressure, errors and close are the socket's as before, and a connection pays a
- * function and a framer for it, not a second stream. On a violation the bytes before the offending packet are
- * passed on, `onViolation` hears of it, and the stream is destroyed.
+ * stream changes: its writes, backpressure, errors and close are the socket's as before, and a connection pays one
+ * object for it (framer and what it saw), not a second stream nor a closure. On a violation the bytes before the
+ * offending packet are passed on, `onViolation` hears of it, and the stream is destroyed.
  */
 export function guard(stream: Readable, maxPacketBytes: number, onViolation: (violation: PacketViolation) => void): Guard {
-  const framer = new PacketFramer(maxPacketBytes);
-  const seen: Guard = { firstBytes: undefined };
-  let first = true;
-  const push = stream.push;
-  stream.push = function guardedPush(this: Readable, chunk: unknown, encoding?: BufferEncoding): boolean {
-    // The end of the stream, or something not bytes (text a WebSocket stream in object mode would carry).
-    if (!(chunk instanceof Uint8Array)) return push.call(this, chunk, encoding);
-    const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    if (first) {
-      first = false;
-      seen.firstBytes = Buffer.from(bytes.subarray(0, 8));
-    }
-    const found = framer.inspect(bytes);
-    if (!found) return push.call(this, chunk, encoding);
-    if (found.at > 0) push.call(this, bytes.subarray(0, found.at));
-    onViolation(found.violation);
-    this.destroy();
-    return false;
-  };
-  return seen;
+  const guarded = new StreamGuard(maxPacketBytes, stream.push, onViolation);
+  (stream as Guarded)[GUARD] = guarded;
+  stream.push = guardedPush;
+  return guarded;
 }
