@@ -155,7 +155,9 @@ type Buildable = { streamBuilder?: (client: MqttClient) => Duplex };
 
 /** The attempt of a client, kept on the client for the shared listeners. */
 const ATTEMPT_OF = Symbol('attempt');
-type Owned = MqttClient & { [ATTEMPT_OF]: Attempt };
+/** mqtt.js's own stream builder of a client (see {@link Buildable}). */
+const BUILD_OF = Symbol('build');
+type Owned = MqttClient & { [ATTEMPT_OF]: Attempt; [BUILD_OF]?: (client: MqttClient) => Duplex };
 
 /** One mqtt.js client, one CONNECT, at most one session. */
 export class Attempt {
@@ -169,6 +171,7 @@ export class Attempt {
   /** The broker broke MQTT: a packet the guard stopped, or one mqtt.js could not parse or act on. */
   #violation: Error | undefined;
   #guard: Guard | undefined;
+  readonly #maxPacketBytes: number;
   #timedOut = false;
   #timer: NodeJS.Timeout | undefined;
 
@@ -185,16 +188,13 @@ export class Attempt {
       queueQoSZero: false,
     });
     const client = this.#client;
+    this.#maxPacketBytes = settings.maxPacketBytes;
     const build = (client as unknown as Buildable).streamBuilder;
     // An mqtt.js without it still connects, unguarded; test/unit/connector-packet-guard.test.ts fails on such a version.
+    // The builder is one function for every client (the client keeps its own under a symbol), not two closures each.
     if (typeof build === 'function') {
-      (client as unknown as Buildable).streamBuilder = (owner) => {
-        const stream = build(owner);
-        this.#guard = guard(stream, settings.maxPacketBytes, (violation) => {
-          this.#violation ??= violation;
-        });
-        return stream;
-      };
+      (client as Owned)[BUILD_OF] = build;
+      (client as unknown as Buildable).streamBuilder = Attempt.#guardedBuild;
     }
     // The listeners are the same functions for every client (EventEmitter calls them with the client as `this`, and
     // the client names its attempt): a gateway holds thousands of clients. Every error is followed by 'close'; the
@@ -206,6 +206,20 @@ export class Attempt {
     client.on('error', Attempt.#listeners.error);
     client.on('close', Attempt.#listeners.close);
     client.on('message', Attempt.#listeners.message);
+  }
+
+  /** mqtt.js's stream builder (called as the client's method), with the packet guard put into the stream it builds. */
+  static readonly #guardedBuild = function (this: MqttClient, owner: MqttClient): Duplex {
+    const client = this as Owned;
+    const stream = (client[BUILD_OF] as (client: MqttClient) => Duplex)(owner);
+    const attempt = client[ATTEMPT_OF];
+    attempt.#guard = guard(stream, attempt.#maxPacketBytes, attempt);
+    return stream;
+  };
+
+  /** @internal The packet guard stopped the stream: the first violation is the cause. */
+  violated(violation: Error): void {
+    this.#violation ??= violation;
   }
 
   static readonly #listeners = {

@@ -150,6 +150,11 @@ export interface Guard {
   firstBytes: Buffer | undefined;
 }
 
+/** Who hears of a violation (the connection attempt whose stream it is). */
+export interface GuardOwner {
+  violated(violation: PacketViolation): void;
+}
+
 /** Where a guarded stream keeps its guard. */
 const GUARD = Symbol('apsaramq-device.packetGuard');
 
@@ -159,12 +164,12 @@ class StreamGuard extends PacketFramer implements Guard {
   /** No byte came yet (its reader may drop `firstBytes` later: they are not taken again). */
   fresh = true;
   readonly push: Readable['push'];
-  readonly onViolation: (violation: PacketViolation) => void;
+  readonly owner: GuardOwner;
 
-  constructor(maxPacketBytes: number, push: Readable['push'], onViolation: (violation: PacketViolation) => void) {
+  constructor(maxPacketBytes: number, push: Readable['push'], owner: GuardOwner) {
     super(maxPacketBytes);
     this.push = push;
-    this.onViolation = onViolation;
+    this.owner = owner;
   }
 }
 
@@ -183,7 +188,7 @@ function guardedPush(this: Guarded, chunk: unknown, encoding?: BufferEncoding): 
   const found = guarded.inspect(bytes);
   if (!found) return guarded.push.call(this, chunk, encoding);
   if (found.at > 0) guarded.push.call(this, bytes.subarray(0, found.at));
-  guarded.onViolation(found.violation);
+  guarded.owner.violated(found.violation);
   this.destroy();
   return false;
 }
@@ -193,10 +198,10 @@ function guardedPush(this: Guarded, chunk: unknown, encoding?: BufferEncoding): 
  * and WebSocket streams deliver what arrived), so nothing unchecked is buffered for mqtt.js, and nothing else of the
  * stream changes: its writes, backpressure, errors and close are the socket's as before, and a connection pays one
  * object for it (framer and what it saw), not a second stream nor a closure. On a violation the bytes before the
- * offending packet are passed on, `onViolation` hears of it, and the stream is destroyed.
+ * offending packet are passed on, `owner` hears of it, and the stream is destroyed.
  */
-export function guard(stream: Readable, maxPacketBytes: number, onViolation: (violation: PacketViolation) => void): Guard {
-  const guarded = new StreamGuard(maxPacketBytes, stream.push, onViolation);
+export function guard(stream: Readable, maxPacketBytes: number, owner: GuardOwner): Guard {
+  const guarded = new StreamGuard(maxPacketBytes, stream.push, owner);
   (stream as Guarded)[GUARD] = guarded;
   stream.push = guardedPush;
   return guarded;
