@@ -5,6 +5,7 @@
  * numeric codes), what the network did from Node's error codes; never from an error message's text.
  */
 import { type Duplex, Readable } from 'node:stream';
+import { parse as parseUrl } from 'node:url';
 import { format } from 'node:util';
 import type { IClientOptions, IConnackPacket, IPublishPacket, IStore, MqttClient, Packet } from 'mqtt';
 import type { ConnectFailure } from './state.js';
@@ -153,6 +154,41 @@ export interface AttemptSettings {
  */
 type Buildable = { streamBuilder?: (client: MqttClient) => Duplex };
 
+/** Where mqtt.js connects: what its `connect(url, options)` takes from the URL (protocol, host, port, a WebSocket's path). */
+interface BrokerTarget {
+  readonly protocol: NonNullable<IClientOptions['protocol']>;
+  readonly host: string;
+  readonly port?: number;
+  readonly path?: string;
+}
+
+let lastUrl: string | undefined;
+let lastTarget: BrokerTarget | undefined;
+
+/**
+ * The broker URL as mqtt.js would read it (the same legacy `url.parse`, the same fields), read once per URL, not per
+ * client: given the URL, mqtt.js parses it again for every client, keeps the parsed query as an object of its own and
+ * deletes `path` from the options it keeps, which turns them into a dictionary (together about 0.9 KB of heap per
+ * client: BENCHMARKS.md, "What a held device costs"). The last URL is kept (a gateway's devices share one).
+ */
+export function brokerTarget(url: string): BrokerTarget {
+  if (url === lastUrl && lastTarget !== undefined) return lastTarget;
+  const parsed = parseUrl(url);
+  // The schemes are checked by the options (mqtt, mqtts, ws, wss): each is one of mqtt.js's protocols.
+  const protocol = (parsed.protocol ?? '').replace(/:$/, '') as BrokerTarget['protocol'];
+  // mqtt.js keeps `path` for WebSocket URLs only (its TCP and TLS streams would take it for a Unix socket's).
+  const path = protocol.startsWith('ws') && parsed.path !== null ? parsed.path : undefined;
+  const target: BrokerTarget = Object.freeze({
+    protocol,
+    host: parsed.hostname ?? '',
+    ...(parsed.port !== null ? { port: Number(parsed.port) } : {}),
+    ...(path !== undefined ? { path } : {}),
+  });
+  lastUrl = url;
+  lastTarget = target;
+  return target;
+}
+
 /** The attempt of a client, kept on the client for the shared listeners. */
 const ATTEMPT_OF = Symbol('attempt');
 /** mqtt.js's own stream builder of a client (see {@link Buildable}). */
@@ -178,7 +214,8 @@ export class Attempt {
   constructor(url: string, options: IClientOptions, settings: AttemptSettings, listener: AttemptListener) {
     this.#listener = listener;
     this.#connectTimeoutMs = settings.connectTimeoutMs;
-    this.#client = mqttConnect(url, {
+    this.#client = mqttConnect({
+      ...brokerTarget(url),
       ...options,
       reconnectPeriod: 0,
       // Our own CONNACK timer decides; mqtt.js's must never fire first.
