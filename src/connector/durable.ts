@@ -465,6 +465,8 @@ export class DurableFeed {
   #leave(item: DurableItem): void {
     if (this.#window.get(item.stored) !== item) return;
     this.#window.delete(item.stored);
+    // Empty: let go (a device between its messages keeps no map; a gateway holds thousands of them).
+    if (this.#window.size === 0) this.#window = NO_ITEMS;
     this.#windowBytes -= item.bytes;
     if (this.#strikes !== undefined && this.#strikes.size > 0) this.#strikes.delete(item.stored);
   }
