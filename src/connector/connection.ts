@@ -1,31 +1,24 @@
 /**
  * The session control of one device: {@link DeviceConnection} feeds the state machine (state.ts) what the network
- * did and carries out what it decides. Its collaborators: an {@link Attempt} per CONNECT (attempt.ts), the outbox
- * (outbox.ts, outbox-items.ts), the Token-mode renewal (token-renewal.ts) and the wording of its errors
- * (connection-errors.ts).
+ * did and carries out what it decides. What the application does on it (publish, subscribe, …, its identity, its
+ * errors and logs) is its base class's, in connection-operations.ts. Its collaborators: an {@link Attempt} per CONNECT
+ * (attempt.ts), the outbox (delivery.ts, outbox.ts, outbox-items.ts), the Token-mode renewal (token-renewal.ts) and
+ * the wording of its errors (connection-errors.ts).
  */
-import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import { inspect } from 'node:util';
-import type { IPublishPacket, ISubscriptionGrant } from 'mqtt';
-import type { DeviceCredential } from '../credential.js';
-import { AbortedError, type ApsaraMqDeviceError, ConnectionClosedError, ValidationError, toApsaraMqDeviceError } from '../errors.js';
-import type { TokenGrant } from '../signer/mqtt.js';
-import { type Logger, silentLogger } from '../util/logger.js';
+import type { IPublishPacket } from 'mqtt';
+import { AbortedError, type ApsaraMqDeviceError, ConnectionClosedError, toApsaraMqDeviceError } from '../errors.js';
 import { ATTEMPT_EVENT, ATTEMPT_MESSAGE, Attempt, type AttemptEvent, type AttemptListener, InboundStore, clientOptions, errorCode } from './attempt.js';
 import { FailureRecord, describeCode, sessionProtocolError } from './connection-errors.js';
-import type { ConnectionMode, DeviceConnectionEvents, PublishAccepted, PublishOptions, Publishing, SubscribeOptions } from './connection-types.js';
+import { ConnectionOperations, type DurableModule } from './connection-operations.js';
+export type { DurableModule } from './connection-operations.js';
+import type { ConnectionMode } from './connection-types.js';
 import type { Login } from './login.js';
 import type { ResolvedConnectOptions } from './options.js';
-import { Delivery, type ConnectionOutboxStats, FEED_CHECK, FEED_ERROR, FEED_WAKE } from './delivery.js';
-
-/** The durable outbox's module (durable.ts), loaded on demand. */
-export type DurableModule = typeof import('./durable.js');
 import { type Effect, type Input, type Model, type Problem, type ConnectionState, initialModel, step } from './state.js';
 import { isOperationCode } from './token-rules.js';
 import { FirstSession } from './first-session.js';
 import { TokenRenewal } from './token-renewal.js';
-import { checkMessageId, checkPublish, checkSubscriptionOptions, checkTopicFilters, checkV5Properties } from './validate.js';
 
 /** The key of the method that opens the first session: not part of the public entry, so only connectDevice calls it. */
 export const START = Symbol('start');
@@ -35,13 +28,7 @@ export const START = Symbol('start');
  * reconnects after a lost session with jittered exponential backoff, climbs the recovery ladder when the broker
  * refuses the credential, waits longer after a takeover, and settles every promise it hands out.
  */
-export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> extends EventEmitter<DeviceConnectionEvents> implements AttemptListener {
-  readonly clientId: string;
-  /** The device credential or the tokens, and the source of the next ones. */
-  readonly #login: Login;
-  readonly #options: ResolvedConnectOptions;
-  readonly #url: string;
-  readonly #logger: Logger;
+export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> extends ConnectionOperations<M> implements AttemptListener {
   #model: Model = initialModel();
   readonly #inputs: Input[] = [];
   #dispatching = false;
@@ -52,7 +39,6 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
   /** CONNECTs asked for so far (through the gate, when there is one). */
   #connects = 0;
   readonly #inbound = new InboundStore();
-  readonly #delivery: Delivery;
   #timer: NodeJS.Timeout | undefined;
   #flushTimer: NodeJS.Timeout | undefined;
   /** Aborted when the connection closes: cancels a credential source still at work. Made on first use. */
@@ -76,22 +62,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
    * option `outbox` (a device without one never loads it).
    */
   constructor(login: Login, options: ResolvedConnectOptions, url: string, durable?: DurableModule) {
-    super();
-    this.#login = login;
-    this.#options = options;
-    this.#url = url;
-    this.#logger = options.logger ?? silentLogger;
-    this.clientId = login.clientId;
-    this.#delivery = new Delivery(
-      options.maxDeliveryAttempts,
-      options.queueLimits,
-      options.durable && durable && {
-        Feed: durable.DurableFeed,
-        store: options.durable,
-        clientId: this.clientId,
-        host: this,
-      },
-    );
+    super(login, options, url, durable);
     const { protocolVersion, connectTimeoutMs, signal } = options;
     this.#failures = new FailureRecord({ clientId: this.clientId, url, protocolVersion, connectTimeoutMs, login, signal });
     this.#tokens =
@@ -101,55 +72,10 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
             attempt: () => this.#attempt,
             signal: () => this.#lifetimeSignal(),
             events: this,
-            emitError: (error) => this.#emitError(error),
-            log: (level, message, fields) => this.#log(level, message, fields),
+            emitError: (error) => this.emitError(error),
+            log: (level, message, fields) => this.log(level, message, fields),
           })
         : undefined;
-  }
-
-  /** @internal The durable feed's way back (delivery.ts): send what can go, or finish closing. */
-  [FEED_WAKE](): void {
-    this.#progress();
-  }
-
-  /** @internal The durable feed reports an error. */
-  [FEED_ERROR](error: ApsaraMqDeviceError): void {
-    this.#emitError(error);
-  }
-
-  /** @internal The durable feed checks a message by this connection's rules. */
-  [FEED_CHECK](topic: string, message: string | Buffer | Uint8Array, qos: 1 | 2): ReturnType<typeof checkPublish> {
-    this.#assertOpen(`publish to ${topic}`);
-    return checkPublish(topic, message, { qos }, this.#options);
-  }
-
-  /** What logs and `util.inspect` show: never a secret. */
-  toJSON(): Record<string, unknown> {
-    return { clientId: this.clientId, brokerUrl: this.#url, state: this.state, mode: this.#login.mode, ...this.#login.toJSON() };
-  }
-
-  [inspect.custom](): string {
-    return `DeviceConnection ${inspect(this.toJSON())}`;
-  }
-
-  /** The credential in use now (it changes when the source hands out a rotated one); `undefined` in Token mode. */
-  get credential(): M extends 'Token' ? undefined : DeviceCredential {
-    return (this.#login.mode === 'DeviceCredential' ? this.#login.current : undefined) as M extends 'Token' ? undefined : DeviceCredential;
-  }
-
-  /** How the connection logs in: `DeviceCredential`, or `Token` (`connectDevice`'s `token` option). */
-  get mode(): M {
-    return this.#login.mode as M;
-  }
-
-  /** Token mode: the types of the tokens held and their expiry when known (never the tokens); empty otherwise. */
-  get tokens(): { type: TokenGrant['type']; expireTime: number | undefined }[] {
-    return this.#login.mode === 'Token' ? this.#login.tokens : [];
-  }
-
-  /** The broker URL in use. */
-  get brokerUrl(): string {
-    return this.#url;
   }
 
   /** Whether the broker said, in the latest CONNACK, that it kept the session (clean: false / a session expiry). */
@@ -158,18 +84,8 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
   }
 
   /** Where the connection is now. */
-  get state(): ConnectionState {
+  override get state(): ConnectionState {
     return this.#model.state;
-  }
-
-  /**
-   * The outbox: the messages (and SUBSCRIBE/UNSUBSCRIBE) held in memory, queued while offline or awaiting their
-   * acknowledgement, their payload and topic bytes, and how many operations were refused with `OutboxFull` so far
-   * (the bound: `maxQueuedMessages`, `maxQueuedBytes`). With a durable outbox (option `outbox`), `durable` counts
-   * this device's messages on disk, accepted, delivered, possible duplicates, dropped (by reason) and refused.
-   */
-  get outbox(): ConnectionOutboxStats {
-    return this.#delivery.stats;
   }
 
   /** True while a session is up (CONNACK 0, not lost, not ending). */
@@ -179,7 +95,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
 
   /** Opens the first session; resolves on CONNACK 0. Called once, by connectDevice. */
   [START](): Promise<void> {
-    const caller = this.#options.signal;
+    const caller = this.options.signal;
     if (caller?.aborted) {
       // Closed, not only refused: its durable feed lets go of the store (else no later connection of the device could
       // use it).
@@ -198,88 +114,9 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
       caller.addEventListener('abort', this.#onCallerAbort, { once: true });
     }
     const first = this.#first.start();
-    this.#log('debug', 'connecting', { brokerUrl: this.#url });
+    this.log('debug', 'connecting', { brokerUrl: this.url });
     this.#apply({ type: 'connect' });
     return first;
-  }
-
-  /**
-   * Publish. Checked first (topic, payload, QoS, what the service supports): a message that can never be delivered
-   * is refused with a `ValidationError` and nothing is sent. Resolves when the broker acknowledged it (QoS 1 and 2)
-   * or it was written to the socket (QoS 0). Sent now when online, else queued and sent after the reconnect.
-   * Rejects with `PublishRejected` when the broker refused it (an MQTT 5 reason code), or closed the session each
-   * of `maxDeliveryAttempts` times it was sent; with `ConnectionClosed` when the connection closes first; at once,
-   * with nothing queued, with `OutboxFull` when the connection already holds `maxQueuedMessages` messages or
-   * `maxQueuedBytes` bytes.
-   *
-   * The promise also carries `accepted`, which resolves when the connection took the message. With a durable outbox
-   * (option `outbox`) and QoS 1 or 2 that is once the message is on disk (fsync'd): from then on it survives a crash
-   * and is sent until delivered, in order; `accepted` (and the promise) reject with `OutboxFull` or `OutboxDiskFull`
-   * when the store refuses it. After acceptance the promise rejects with `OutboxDropped` when the store's bounds drop
-   * it, and with `ConnectionClosed` when the connection closes first (the message stays on disk: the error says
-   * so); such a rejection is also reported by the `dropped` event and never counts as unhandled.
-   */
-  publish(topic: string, message: string | Buffer | Uint8Array, options: PublishOptions = {}): Publishing {
-    let taken: { accepted: Promise<PublishAccepted>; delivered: Promise<void> };
-    try {
-      const checked = checkPublish(topic, message, options as Parameters<typeof checkPublish>[2], this.#options);
-      const id = checkMessageId(options.id);
-      this.#assertOpen(`publish to ${checked.topic}`);
-      taken = this.#delivery.publish(checked.topic, checked.payload, checked.options, id, this.clientId);
-      this.#pump();
-    } catch (error) {
-      taken = { accepted: Promise.reject(error), delivered: Promise.reject(error) };
-    }
-    // Whoever awaits only the delivery hears a refusal there: `accepted` alone never counts as unhandled.
-    taken.accepted.catch(() => undefined);
-    return Object.assign(taken.delivered, { accepted: taken.accepted });
-  }
-
-  /**
-   * Hand a QoS 1 or 2 message (QoS 1 by default) to the durable outbox and resolve once it is on disk (fsync'd),
-   * with its `seq`; then it is sent, in order, until the broker acknowledged it. Its fate is reported by the
-   * `delivered` and `dropped` events only, so nothing of it stays in memory while it waits on disk: what a gateway
-   * handing over many messages uses. Checked as {@link publish} is.
-   *
-   * @throws (rejects) ValidationError `InvalidOption` without a durable outbox or for QoS 0; OutboxError
-   *   `OutboxFull`, `OutboxDiskFull`, `OutboxIOError`, `OutboxClosed`; `ConnectionClosed` after `end()`.
-   */
-  async enqueue(topic: string, message: string | Buffer | Uint8Array, options: PublishOptions = {}): Promise<PublishAccepted & { seq: number }> {
-    const checked = checkPublish(topic, message, { ...(options as Parameters<typeof checkPublish>[2]), qos: options?.qos ?? 1 }, this.#options);
-    const id = checkMessageId(options.id);
-    this.#assertOpen(`publish to ${checked.topic}`);
-    const accepted = this.#delivery.enqueue(checked.topic, checked.payload, checked.options, id);
-    this.#pump();
-    return (await accepted) as PublishAccepted & { seq: number };
-  }
-
-  /**
-   * Subscribe to one or more topic filters. Checked first (MQTT's wildcard rules; on ApsaraMQ no `$share/` and not
-   * QoS 2 with a persistent session): an invalid filter is a `ValidationError`. Resolves with the grants on SUBACK;
-   * rejects with `SubscribeRejected` (a {@link SubscribeError} naming the refused filters) when the broker refused
-   * any (the others stay subscribed), `ConnectionClosed` when the connection closes first, and `OutboxFull` as
-   * {@link DeviceConnection.publish} does. Subscriptions are restored after a reconnect when the broker did not keep
-   * the session.
-   */
-  async subscribe(topic: string | string[], options: SubscribeOptions = {}): Promise<ISubscriptionGrant[]> {
-    if (options === null || typeof options !== 'object') throw new ValidationError('InvalidOption', 'subscribe options must be an object');
-    const filters = checkTopicFilters('subscribe', topic, this.#options.rules);
-    const subscription = checkSubscriptionOptions(options, this.#options.rules, this.#options.protocolVersion);
-    const properties = checkV5Properties('subscribe', options.properties, this.#options.protocolVersion);
-    this.#assertOpen(`subscribe to ${filters.join(', ')}`);
-    const granted = this.#delivery.subscribe(Object.fromEntries(filters.map((f) => [f, subscription])), properties);
-    this.#pump();
-    return granted;
-  }
-
-  /** Unsubscribe. Resolves on UNSUBACK; rejects with `ConnectionClosed` when the connection closes first. */
-  async unsubscribe(topic: string | string[], options: { properties?: { userProperties?: Record<string, string | string[]> } } = {}): Promise<void> {
-    const filters = checkTopicFilters('unsubscribe', topic, this.#options.rules);
-    const properties = checkV5Properties('unsubscribe', options?.properties, this.#options.protocolVersion);
-    this.#assertOpen(`unsubscribe from ${filters.join(', ')}`);
-    const done = this.#delivery.unsubscribe(filters, properties);
-    this.#pump();
-    await done;
   }
 
   /**
@@ -309,7 +146,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
       for (let next = this.#inputs.shift(); next; next = this.#inputs.shift()) {
         const from = this.#model.state;
         // The resolved options carry the state machine's settings (CoreOptions is a subset of them).
-        const { model, effects } = step(this.#model, next, this.#options, this.#options.random);
+        const { model, effects } = step(this.#model, next, this.options, this.options.random);
         this.#model = model;
         if (model.state !== from && this.listenerCount('state') > 0) this.emit('state', { from, to: model.state });
         for (const effect of effects) this.#apply(effect);
@@ -323,7 +160,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
     switch (effect.type) {
       case 'connect': {
         this.#session += 1;
-        const gate = this.#options.connectGate;
+        const gate = this.options.connectGate;
         if (!gate) return this.#startAttempt();
         // Through the gate first: the state stays `connecting`, the CONNACK timer starts with the CONNECT.
         const session = this.#session;
@@ -347,28 +184,28 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
         if (!(waiting instanceof Promise)) return passed();
         waiting.then(passed, (error: unknown) => {
           if (request.signal.aborted || session !== this.#session) return;
-          this.#emitError(toApsaraMqDeviceError(error));
+          this.emitError(toApsaraMqDeviceError(error));
           passed();
         });
         return;
       }
       case 'online': {
-        this.#log('info', 'online', { sessionPresent: this.#sessionPresent });
+        this.log('info', 'online', { sessionPresent: this.#sessionPresent });
         // Each session looks again: the clock may have moved on while it was down (or a test moved it).
         this.#tokens?.arm();
-        if (!this.#sessionPresent) this.#delivery.restoreSubscriptions((error) => this.#emitError(error));
+        if (!this.#sessionPresent) this.delivery.restoreSubscriptions((error) => this.emitError(error));
         this.#first.online((topic, payload, packet) => this.emit('message', topic, payload, packet));
         this.emit('online', { sessionPresent: this.#sessionPresent });
-        this.#delivery.sessionUp();
-        this.#pump();
+        this.delivery.sessionUp();
+        this.pump();
         return;
       }
       case 'offline':
-        this.#log('warn', 'offline', {});
+        this.log('warn', 'offline', {});
         this.emit('offline');
         return;
       case 'wait':
-        this.#log('info', 'reconnecting', { attempt: effect.attempt, delayMs: effect.delayMs });
+        this.log('info', 'reconnecting', { attempt: effect.attempt, delayMs: effect.delayMs });
         this.#timer = setTimeout(() => {
           this.#timer = undefined;
           this.#input({ type: 'timer' });
@@ -376,34 +213,34 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
         this.emit('reconnecting', { attempt: effect.attempt, delayMs: effect.delayMs });
         return;
       case 'auth-failed':
-        this.#log('warn', this.#login.mode === 'Token' ? 'tokens refused' : 'credential refused', { code: effect.code, ...this.#login.logFields() });
+        this.log('warn', this.login.mode === 'Token' ? 'tokens refused' : 'credential refused', { code: effect.code, ...this.login.logFields() });
         this.emit('auth-failed', { rc: effect.code });
         return;
       case 'refetch':
         this.#refetch();
         return;
       case 'use-credential': {
-        const login = this.#login;
+        const login = this.login;
         if (login.mode === 'Token') return this.#tokens?.useRefetched();
         const next = login.use();
         if (!next) return;
-        this.#log('info', 'credential refreshed', { deviceAccessKeyId: next.deviceAccessKeyId });
+        this.log('info', 'credential refreshed', { deviceAccessKeyId: next.deviceAccessKeyId });
         this.emit('credential-refreshed', { credential: next });
         return;
       }
       case 'takeover': {
         const inARow = this.#model.takeover.streak;
-        this.#log('warn', effect.confirmed ? 'session taken over by another client with this ClientId' : 'session probably taken over by another client with this ClientId', { inARow });
+        this.log('warn', effect.confirmed ? 'session taken over by another client with this ClientId' : 'session probably taken over by another client with this ClientId', { inARow });
         this.emit('takeover', { confirmed: effect.confirmed, inARow });
         return;
       }
       case 'report':
-        this.#emitError(this.#failures.error(effect.problem));
+        this.emitError(this.#failures.error(effect.problem));
         return;
       case 'flush':
-        this.#flushTimer = setTimeout(() => this.#input({ type: 'flushed' }), this.#options.endTimeoutMs);
-        this.#pump();
-        if (this.#delivery.idle) this.#input({ type: 'flushed' });
+        this.#flushTimer = setTimeout(() => this.#input({ type: 'flushed' }), this.options.endTimeoutMs);
+        this.pump();
+        if (this.delivery.idle) this.#input({ type: 'flushed' });
         return;
       case 'close':
         this.#close(effect.problem);
@@ -413,7 +250,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
 
   #startAttempt(): void {
     this.#tokens?.sessionStarting();
-    this.#attempt = new Attempt(this.#url, clientOptions(this.#options, this.#login, this.#inbound, this.#logger), { connectTimeoutMs: this.#options.connectTimeoutMs, maxPacketBytes: this.#options.maxIncomingPacketBytes }, this);
+    this.#attempt = new Attempt(this.url, clientOptions(this.options, this.login, this.#inbound, this.logger), { connectTimeoutMs: this.options.connectTimeoutMs, maxPacketBytes: this.options.maxIncomingPacketBytes }, this);
     this.#attempt.start();
   }
 
@@ -427,20 +264,20 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
         this.#input({ type: 'accepted', now: performance.now() });
         return;
       case 'refused':
-        this.#log('warn', 'connect refused', { code: describeCode(event.code, this.#options.protocolVersion) });
+        this.log('warn', 'connect refused', { code: describeCode(event.code, this.options.protocolVersion) });
         this.#failures.refused(event.code);
         this.#input({ type: 'refused', code: event.code });
         return;
       case 'failed':
         this.#failures.cause = event.cause;
-        this.#log('warn', 'connect failed', { failure: event.failure, code: errorCode(event.cause) });
+        this.log('warn', 'connect failed', { failure: event.failure, code: errorCode(event.cause) });
         this.#input({ type: 'failed', failure: event.failure });
         return;
       case 'lost':
         this.#failures.cause = event.cause;
-        if (event.violation) this.#emitError(sessionProtocolError(event.violation, this.#failures.facts));
+        if (event.violation) this.emitError(sessionProtocolError(event.violation, this.#failures.facts));
         this.#tokens?.sessionEnded();
-        this.#input({ type: 'lost', end: this.#delivery.blame(event.end, this.#tokens?.notice), now: performance.now() });
+        this.#input({ type: 'lost', end: this.delivery.blame(event.end, this.#tokens?.notice), now: performance.now() });
         return;
     }
   }
@@ -458,8 +295,8 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
 
   #refetch(): void {
     const signal = this.#lifetimeSignal();
-    const login = this.#login;
-    this.#log('info', login.mode === 'Token' ? 'asking for other tokens' : 'asking for another credential', login.logFields());
+    const login = this.login;
+    this.log('info', login.mode === 'Token' ? 'asking for other tokens' : 'asking for another credential', login.logFields());
     const notice = this.#tokens?.notice;
     const asked = login.mode === 'Token' ? login.refetch(signal, notice?.code, notice?.type) : login.refetch(signal);
     asked.then(
@@ -480,7 +317,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
   #lifetimeSignal(): AbortSignal {
     if (this.#lifetime === undefined) {
       this.#lifetime = new AbortController();
-      const caller = this.#options.signal;
+      const caller = this.options.signal;
       if (caller?.aborted) this.#lifetime.abort(caller.reason);
     }
     return this.#lifetime.signal;
@@ -488,7 +325,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
 
   // ---- the outbox
 
-  #assertOpen(what: string): void {
+  protected override assertOpen(what: string): void {
     const state = this.#model.state;
     if (state === 'closed' || state === 'closing') {
       throw new ConnectionClosedError(`Cannot ${what}: the connection of ${this.clientId} is ${state === 'closed' ? 'closed' : 'ending'}`, this.#closeError);
@@ -496,17 +333,17 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
   }
 
   /** Send what the outbox lets go, when a session is up. */
-  #pump(): void {
+  protected override pump(): void {
     const state = this.#model.state;
     const attempt = this.#attempt;
     if ((state !== 'online' && state !== 'closing') || !attempt?.online) return;
-    this.#delivery.send(attempt.client, this.#session, () => this.#progress());
+    this.delivery.send(attempt.client, this.#session, () => this.progress());
   }
 
   /** An answer settled an item, or the durable outbox has more: send what can go, or finish closing. */
-  #progress(): void {
-    this.#pump();
-    if (this.#model.state === 'closing' && this.#delivery.idle) this.#input({ type: 'flushed' });
+  protected override progress(): void {
+    this.pump();
+    if (this.#model.state === 'closing' && this.delivery.idle) this.#input({ type: 'flushed' });
   }
 
   // ---- closing
@@ -516,9 +353,9 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
     clearTimeout(this.#flushTimer);
     // DISCONNECT only when nothing is left in flight, the outbox's or a Token upload (which goes to mqtt.js past the
     // outbox): mqtt.js would wait for those acknowledgements first, and a broker need never send them.
-    const graceful = problem === undefined && this.#delivery.inFlight === 0 && !this.#tokens?.uploading;
+    const graceful = problem === undefined && this.delivery.inFlight === 0 && !this.#tokens?.uploading;
     this.#tokens?.stop();
-    if (this.#onCallerAbort) this.#options.signal?.removeEventListener('abort', this.#onCallerAbort);
+    if (this.#onCallerAbort) this.options.signal?.removeEventListener('abort', this.#onCallerAbort);
     const error = problem ? this.#failures.error(problem) : undefined;
     this.#closeError = error;
     const ended = error ?? new ConnectionClosedError(`The connection of ${this.clientId} was ended`);
@@ -528,13 +365,13 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
     const attempt = this.#attempt;
     this.#attempt = undefined;
     const closing = attempt ? attempt.close(graceful) : Promise.resolve();
-    this.#delivery.failAll(new ConnectionClosedError(`The connection of ${this.clientId} closed before this was acknowledged`, error), error);
+    this.delivery.failAll(new ConnectionClosedError(`The connection of ${this.clientId} closed before this was acknowledged`, error), error);
     if (this.#first.waiting) {
       this.#first.fail(error ?? new ConnectionClosedError(`The connection of ${this.clientId} was ended before it was online`));
     } else if (error && error.code !== 'Aborted') {
-      this.#emitError(error);
+      this.emitError(error);
     }
-    this.#log(error ? 'warn' : 'info', 'closed', error ? { code: error.code } : {});
+    this.log(error ? 'warn' : 'info', 'closed', error ? { code: error.code } : {});
     this.emit('closed', error ? { error } : {});
     void closing.then(() => {
       this.#socketClosed = true;
@@ -542,15 +379,5 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
     });
   }
 
-  // ---- events and logs
 
-  #emitError(error: ApsaraMqDeviceError): void {
-    this.#log('error', error.message, { code: error.code });
-    if (this.listenerCount('error') > 0) this.emit('error', error);
-  }
-
-  #log(level: keyof Logger, message: string, fields: Record<string, unknown>): void {
-    if (this.#logger === silentLogger) return; // no string building for nobody
-    this.#logger[level](`[apsaramq-device] ${this.clientId}: ${message}`, fields);
-  }
 }
