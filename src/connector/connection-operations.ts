@@ -19,6 +19,19 @@ import type { ResolvedConnectOptions } from './options.js';
 import type { ConnectionState } from './state.js';
 import { checkMessageId, checkPublish, checkSubscriptionOptions, checkTopicFilters, checkV5Properties } from './validate.js';
 
+// What the two halves of a connection share: symbol-keyed, so that a connection the application holds shows none of
+// it as a property (its login, options and logger are not the application's to reach).
+export const LOGIN = Symbol('login');
+export const OPTIONS = Symbol('options');
+export const URL_OF = Symbol('url');
+export const LOGGER = Symbol('logger');
+export const DELIVERY = Symbol('delivery');
+export const ASSERT_OPEN = Symbol('assertOpen');
+export const PUMP = Symbol('pump');
+export const PROGRESS = Symbol('progress');
+export const EMIT_ERROR = Symbol('emitError');
+export const LOG = Symbol('log');
+
 /** The durable outbox's module (durable.ts), loaded on demand. */
 export type DurableModule = typeof import('./durable.js');
 
@@ -61,47 +74,47 @@ export abstract class ConnectionOperations<M extends ConnectionMode = 'DeviceCre
   // ---- what DeviceConnection (connection.ts) answers
 
   /** @throws ConnectionClosedError when the connection is ending or closed: `what` can no longer be done. */
-  protected abstract assertOpen(what: string): void;
+  protected abstract [ASSERT_OPEN](what: string): void;
   /** Send what the outbox lets go, when a session is up. */
-  protected abstract pump(): void;
+  protected abstract [PUMP](): void;
   /** An answer settled an item, or the durable outbox has more: send what can go, or finish closing. */
-  protected abstract progress(): void;
+  protected abstract [PROGRESS](): void;
 
   // ---- what it uses (the same objects, never copied)
 
-  protected get login(): Login {
+  protected get [LOGIN](): Login {
     return this.#login;
   }
 
-  protected get options(): ResolvedConnectOptions {
+  protected get [OPTIONS](): ResolvedConnectOptions {
     return this.#options;
   }
 
-  protected get url(): string {
+  protected get [URL_OF](): string {
     return this.#url;
   }
 
-  protected get logger(): Logger {
+  protected get [LOGGER](): Logger {
     return this.#logger;
   }
 
-  protected get delivery(): Delivery {
+  protected get [DELIVERY](): Delivery {
     return this.#delivery;
   }
 
   /** @internal The durable feed's way back (delivery.ts): send what can go, or finish closing. */
   [FEED_WAKE](): void {
-    this.progress();
+    this[PROGRESS]();
   }
 
   /** @internal The durable feed reports an error. */
   [FEED_ERROR](error: ApsaraMqDeviceError): void {
-    this.emitError(error);
+    this[EMIT_ERROR](error);
   }
 
   /** @internal The durable feed checks a message by this connection's rules. */
   [FEED_CHECK](topic: string, message: string | Buffer | Uint8Array, qos: 1 | 2): ReturnType<typeof checkPublish> {
-    this.assertOpen(`publish to ${topic}`);
+    this[ASSERT_OPEN](`publish to ${topic}`);
     return checkPublish(topic, message, { qos }, this.#options);
   }
 
@@ -165,9 +178,9 @@ export abstract class ConnectionOperations<M extends ConnectionMode = 'DeviceCre
     try {
       const checked = checkPublish(topic, message, options as Parameters<typeof checkPublish>[2], this.#options);
       const id = checkMessageId(options.id);
-      this.assertOpen(`publish to ${checked.topic}`);
+      this[ASSERT_OPEN](`publish to ${checked.topic}`);
       taken = this.#delivery.publish(checked.topic, checked.payload, checked.options, id, this.clientId);
-      this.pump();
+      this[PUMP]();
     } catch (error) {
       taken = { accepted: Promise.reject(error), delivered: Promise.reject(error) };
     }
@@ -188,9 +201,9 @@ export abstract class ConnectionOperations<M extends ConnectionMode = 'DeviceCre
   async enqueue(topic: string, message: string | Buffer | Uint8Array, options: PublishOptions = {}): Promise<PublishAccepted & { seq: number }> {
     const checked = checkPublish(topic, message, { ...(options as Parameters<typeof checkPublish>[2]), qos: options?.qos ?? 1 }, this.#options);
     const id = checkMessageId(options.id);
-    this.assertOpen(`publish to ${checked.topic}`);
+    this[ASSERT_OPEN](`publish to ${checked.topic}`);
     const accepted = this.#delivery.enqueue(checked.topic, checked.payload, checked.options, id);
-    this.pump();
+    this[PUMP]();
     return (await accepted) as PublishAccepted & { seq: number };
   }
 
@@ -207,9 +220,9 @@ export abstract class ConnectionOperations<M extends ConnectionMode = 'DeviceCre
     const filters = checkTopicFilters('subscribe', topic, this.#options.rules);
     const subscription = checkSubscriptionOptions(options, this.#options.rules, this.#options.protocolVersion);
     const properties = checkV5Properties('subscribe', options.properties, this.#options.protocolVersion);
-    this.assertOpen(`subscribe to ${filters.join(', ')}`);
+    this[ASSERT_OPEN](`subscribe to ${filters.join(', ')}`);
     const granted = this.#delivery.subscribe(Object.fromEntries(filters.map((f) => [f, subscription])), properties);
-    this.pump();
+    this[PUMP]();
     return granted;
   }
 
@@ -217,21 +230,21 @@ export abstract class ConnectionOperations<M extends ConnectionMode = 'DeviceCre
   async unsubscribe(topic: string | string[], options: { properties?: { userProperties?: Record<string, string | string[]> } } = {}): Promise<void> {
     const filters = checkTopicFilters('unsubscribe', topic, this.#options.rules);
     const properties = checkV5Properties('unsubscribe', options?.properties, this.#options.protocolVersion);
-    this.assertOpen(`unsubscribe from ${filters.join(', ')}`);
+    this[ASSERT_OPEN](`unsubscribe from ${filters.join(', ')}`);
     const done = this.#delivery.unsubscribe(filters, properties);
-    this.pump();
+    this[PUMP]();
     await done;
   }
 
   // ---- events and logs
 
 
-  protected emitError(error: ApsaraMqDeviceError): void {
-    this.log('error', error.message, { code: error.code });
+  protected [EMIT_ERROR](error: ApsaraMqDeviceError): void {
+    this[LOG]('error', error.message, { code: error.code });
     if (this.listenerCount('error') > 0) this.emit('error', error);
   }
 
-  protected log(level: keyof Logger, message: string, fields: Record<string, unknown>): void {
+  protected [LOG](level: keyof Logger, message: string, fields: Record<string, unknown>): void {
     if (this.#logger === silentLogger) return; // no string building for nobody
     this.#logger[level](`[apsaramq-device] ${this.clientId}: ${message}`, fields);
   }

@@ -10,7 +10,7 @@ import type { IPublishPacket } from 'mqtt';
 import { AbortedError, type ApsaraMqDeviceError, ConnectionClosedError, toApsaraMqDeviceError } from '../errors.js';
 import { ATTEMPT_EVENT, ATTEMPT_MESSAGE, Attempt, type AttemptEvent, type AttemptListener, InboundStore, clientOptions, errorCode } from './attempt.js';
 import { FailureRecord, describeCode, sessionProtocolError } from './connection-errors.js';
-import { ConnectionOperations, type DurableModule } from './connection-operations.js';
+import { ASSERT_OPEN, ConnectionOperations, DELIVERY, EMIT_ERROR, LOG, LOGGER, LOGIN, OPTIONS, PROGRESS, PUMP, URL_OF, type DurableModule } from './connection-operations.js';
 export type { DurableModule } from './connection-operations.js';
 import type { ConnectionMode } from './connection-types.js';
 import type { Login } from './login.js';
@@ -72,8 +72,8 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
             attempt: () => this.#attempt,
             signal: () => this.#lifetimeSignal(),
             events: this,
-            emitError: (error) => this.emitError(error),
-            log: (level, message, fields) => this.log(level, message, fields),
+            emitError: (error) => this[EMIT_ERROR](error),
+            log: (level, message, fields) => this[LOG](level, message, fields),
           })
         : undefined;
   }
@@ -95,7 +95,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
 
   /** Opens the first session; resolves on CONNACK 0. Called once, by connectDevice. */
   [START](): Promise<void> {
-    const caller = this.options.signal;
+    const caller = this[OPTIONS].signal;
     if (caller?.aborted) {
       // Closed, not only refused: its durable feed lets go of the store (else no later connection of the device could
       // use it).
@@ -114,7 +114,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
       caller.addEventListener('abort', this.#onCallerAbort, { once: true });
     }
     const first = this.#first.start();
-    this.log('debug', 'connecting', { brokerUrl: this.url });
+    this[LOG]('debug', 'connecting', { brokerUrl: this[URL_OF] });
     this.#apply({ type: 'connect' });
     return first;
   }
@@ -146,7 +146,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
       for (let next = this.#inputs.shift(); next; next = this.#inputs.shift()) {
         const from = this.#model.state;
         // The resolved options carry the state machine's settings (CoreOptions is a subset of them).
-        const { model, effects } = step(this.#model, next, this.options, this.options.random);
+        const { model, effects } = step(this.#model, next, this[OPTIONS], this[OPTIONS].random);
         this.#model = model;
         if (model.state !== from && this.listenerCount('state') > 0) this.emit('state', { from, to: model.state });
         for (const effect of effects) this.#apply(effect);
@@ -160,7 +160,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
     switch (effect.type) {
       case 'connect': {
         this.#session += 1;
-        const gate = this.options.connectGate;
+        const gate = this[OPTIONS].connectGate;
         if (!gate) return this.#startAttempt();
         // Through the gate first: the state stays `connecting`, the CONNACK timer starts with the CONNECT.
         const session = this.#session;
@@ -184,28 +184,28 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
         if (!(waiting instanceof Promise)) return passed();
         waiting.then(passed, (error: unknown) => {
           if (request.signal.aborted || session !== this.#session) return;
-          this.emitError(toApsaraMqDeviceError(error));
+          this[EMIT_ERROR](toApsaraMqDeviceError(error));
           passed();
         });
         return;
       }
       case 'online': {
-        this.log('info', 'online', { sessionPresent: this.#sessionPresent });
+        this[LOG]('info', 'online', { sessionPresent: this.#sessionPresent });
         // Each session looks again: the clock may have moved on while it was down (or a test moved it).
         this.#tokens?.arm();
-        if (!this.#sessionPresent) this.delivery.restoreSubscriptions((error) => this.emitError(error));
+        if (!this.#sessionPresent) this[DELIVERY].restoreSubscriptions((error) => this[EMIT_ERROR](error));
         this.#first.online((topic, payload, packet) => this.emit('message', topic, payload, packet));
         this.emit('online', { sessionPresent: this.#sessionPresent });
-        this.delivery.sessionUp();
-        this.pump();
+        this[DELIVERY].sessionUp();
+        this[PUMP]();
         return;
       }
       case 'offline':
-        this.log('warn', 'offline', {});
+        this[LOG]('warn', 'offline', {});
         this.emit('offline');
         return;
       case 'wait':
-        this.log('info', 'reconnecting', { attempt: effect.attempt, delayMs: effect.delayMs });
+        this[LOG]('info', 'reconnecting', { attempt: effect.attempt, delayMs: effect.delayMs });
         this.#timer = setTimeout(() => {
           this.#timer = undefined;
           this.#input({ type: 'timer' });
@@ -213,34 +213,34 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
         this.emit('reconnecting', { attempt: effect.attempt, delayMs: effect.delayMs });
         return;
       case 'auth-failed':
-        this.log('warn', this.login.mode === 'Token' ? 'tokens refused' : 'credential refused', { code: effect.code, ...this.login.logFields() });
+        this[LOG]('warn', this[LOGIN].mode === 'Token' ? 'tokens refused' : 'credential refused', { code: effect.code, ...this[LOGIN].logFields() });
         this.emit('auth-failed', { rc: effect.code });
         return;
       case 'refetch':
         this.#refetch();
         return;
       case 'use-credential': {
-        const login = this.login;
+        const login = this[LOGIN];
         if (login.mode === 'Token') return this.#tokens?.useRefetched();
         const next = login.use();
         if (!next) return;
-        this.log('info', 'credential refreshed', { deviceAccessKeyId: next.deviceAccessKeyId });
+        this[LOG]('info', 'credential refreshed', { deviceAccessKeyId: next.deviceAccessKeyId });
         this.emit('credential-refreshed', { credential: next });
         return;
       }
       case 'takeover': {
         const inARow = this.#model.takeover.streak;
-        this.log('warn', effect.confirmed ? 'session taken over by another client with this ClientId' : 'session probably taken over by another client with this ClientId', { inARow });
+        this[LOG]('warn', effect.confirmed ? 'session taken over by another client with this ClientId' : 'session probably taken over by another client with this ClientId', { inARow });
         this.emit('takeover', { confirmed: effect.confirmed, inARow });
         return;
       }
       case 'report':
-        this.emitError(this.#failures.error(effect.problem));
+        this[EMIT_ERROR](this.#failures.error(effect.problem));
         return;
       case 'flush':
-        this.#flushTimer = setTimeout(() => this.#input({ type: 'flushed' }), this.options.endTimeoutMs);
-        this.pump();
-        if (this.delivery.idle) this.#input({ type: 'flushed' });
+        this.#flushTimer = setTimeout(() => this.#input({ type: 'flushed' }), this[OPTIONS].endTimeoutMs);
+        this[PUMP]();
+        if (this[DELIVERY].idle) this.#input({ type: 'flushed' });
         return;
       case 'close':
         this.#close(effect.problem);
@@ -250,7 +250,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
 
   #startAttempt(): void {
     this.#tokens?.sessionStarting();
-    this.#attempt = new Attempt(this.url, clientOptions(this.options, this.login, this.#inbound, this.logger), { connectTimeoutMs: this.options.connectTimeoutMs, maxPacketBytes: this.options.maxIncomingPacketBytes }, this);
+    this.#attempt = new Attempt(this[URL_OF], clientOptions(this[OPTIONS], this[LOGIN], this.#inbound, this[LOGGER]), { connectTimeoutMs: this[OPTIONS].connectTimeoutMs, maxPacketBytes: this[OPTIONS].maxIncomingPacketBytes }, this);
     this.#attempt.start();
   }
 
@@ -264,20 +264,20 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
         this.#input({ type: 'accepted', now: performance.now() });
         return;
       case 'refused':
-        this.log('warn', 'connect refused', { code: describeCode(event.code, this.options.protocolVersion) });
+        this[LOG]('warn', 'connect refused', { code: describeCode(event.code, this[OPTIONS].protocolVersion) });
         this.#failures.refused(event.code);
         this.#input({ type: 'refused', code: event.code });
         return;
       case 'failed':
         this.#failures.cause = event.cause;
-        this.log('warn', 'connect failed', { failure: event.failure, code: errorCode(event.cause) });
+        this[LOG]('warn', 'connect failed', { failure: event.failure, code: errorCode(event.cause) });
         this.#input({ type: 'failed', failure: event.failure });
         return;
       case 'lost':
         this.#failures.cause = event.cause;
-        if (event.violation) this.emitError(sessionProtocolError(event.violation, this.#failures.facts));
+        if (event.violation) this[EMIT_ERROR](sessionProtocolError(event.violation, this.#failures.facts));
         this.#tokens?.sessionEnded();
-        this.#input({ type: 'lost', end: this.delivery.blame(event.end, this.#tokens?.notice), now: performance.now() });
+        this.#input({ type: 'lost', end: this[DELIVERY].blame(event.end, this.#tokens?.notice), now: performance.now() });
         return;
     }
   }
@@ -295,8 +295,8 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
 
   #refetch(): void {
     const signal = this.#lifetimeSignal();
-    const login = this.login;
-    this.log('info', login.mode === 'Token' ? 'asking for other tokens' : 'asking for another credential', login.logFields());
+    const login = this[LOGIN];
+    this[LOG]('info', login.mode === 'Token' ? 'asking for other tokens' : 'asking for another credential', login.logFields());
     const notice = this.#tokens?.notice;
     const asked = login.mode === 'Token' ? login.refetch(signal, notice?.code, notice?.type) : login.refetch(signal);
     asked.then(
@@ -317,7 +317,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
   #lifetimeSignal(): AbortSignal {
     if (this.#lifetime === undefined) {
       this.#lifetime = new AbortController();
-      const caller = this.options.signal;
+      const caller = this[OPTIONS].signal;
       if (caller?.aborted) this.#lifetime.abort(caller.reason);
     }
     return this.#lifetime.signal;
@@ -325,7 +325,7 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
 
   // ---- the outbox
 
-  protected override assertOpen(what: string): void {
+  protected override [ASSERT_OPEN](what: string): void {
     const state = this.#model.state;
     if (state === 'closed' || state === 'closing') {
       throw new ConnectionClosedError(`Cannot ${what}: the connection of ${this.clientId} is ${state === 'closed' ? 'closed' : 'ending'}`, this.#closeError);
@@ -333,17 +333,17 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
   }
 
   /** Send what the outbox lets go, when a session is up. */
-  protected override pump(): void {
+  protected override [PUMP](): void {
     const state = this.#model.state;
     const attempt = this.#attempt;
     if ((state !== 'online' && state !== 'closing') || !attempt?.online) return;
-    this.delivery.send(attempt.client, this.#session, () => this.progress());
+    this[DELIVERY].send(attempt.client, this.#session, () => this[PROGRESS]());
   }
 
   /** An answer settled an item, or the durable outbox has more: send what can go, or finish closing. */
-  protected override progress(): void {
-    this.pump();
-    if (this.#model.state === 'closing' && this.delivery.idle) this.#input({ type: 'flushed' });
+  protected override [PROGRESS](): void {
+    this[PUMP]();
+    if (this.#model.state === 'closing' && this[DELIVERY].idle) this.#input({ type: 'flushed' });
   }
 
   // ---- closing
@@ -353,9 +353,9 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
     clearTimeout(this.#flushTimer);
     // DISCONNECT only when nothing is left in flight, the outbox's or a Token upload (which goes to mqtt.js past the
     // outbox): mqtt.js would wait for those acknowledgements first, and a broker need never send them.
-    const graceful = problem === undefined && this.delivery.inFlight === 0 && !this.#tokens?.uploading;
+    const graceful = problem === undefined && this[DELIVERY].inFlight === 0 && !this.#tokens?.uploading;
     this.#tokens?.stop();
-    if (this.#onCallerAbort) this.options.signal?.removeEventListener('abort', this.#onCallerAbort);
+    if (this.#onCallerAbort) this[OPTIONS].signal?.removeEventListener('abort', this.#onCallerAbort);
     const error = problem ? this.#failures.error(problem) : undefined;
     this.#closeError = error;
     const ended = error ?? new ConnectionClosedError(`The connection of ${this.clientId} was ended`);
@@ -365,13 +365,13 @@ export class DeviceConnection<M extends ConnectionMode = 'DeviceCredential'> ext
     const attempt = this.#attempt;
     this.#attempt = undefined;
     const closing = attempt ? attempt.close(graceful) : Promise.resolve();
-    this.delivery.failAll(new ConnectionClosedError(`The connection of ${this.clientId} closed before this was acknowledged`, error), error);
+    this[DELIVERY].failAll(new ConnectionClosedError(`The connection of ${this.clientId} closed before this was acknowledged`, error), error);
     if (this.#first.waiting) {
       this.#first.fail(error ?? new ConnectionClosedError(`The connection of ${this.clientId} was ended before it was online`));
     } else if (error && error.code !== 'Aborted') {
-      this.emitError(error);
+      this[EMIT_ERROR](error);
     }
-    this.log(error ? 'warn' : 'info', 'closed', error ? { code: error.code } : {});
+    this[LOG](error ? 'warn' : 'info', 'closed', error ? { code: error.code } : {});
     this.emit('closed', error ? { error } : {});
     void closing.then(() => {
       this.#socketClosed = true;

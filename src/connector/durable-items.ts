@@ -1,9 +1,10 @@
 /**
  * What the durable outbox of a connection (durable.ts) holds per message in memory: the {@link DurableItem} in the
- * connection's outbox while the message is in the window, and the {@link Waiter} of a `publish()` caller awaiting its
- * delivery.
+ * connection's outbox while the message is in the window, the {@link Waiter} of a `publish()` caller awaiting its
+ * delivery, and the {@link Appending} of a message on its way to the store.
  */
 import type { IClientPublishOptions } from 'mqtt';
+import type { PublishAccepted } from './connection-types.js';
 import type { DurableFeed } from './durable.js';
 import { PublishItem, type Settled } from './outbox-items.js';
 
@@ -51,5 +52,34 @@ export class Waiter {
   reject(error: unknown): void {
     if (this.accepted) this.promise.catch(noop);
     this.#reject(error);
+  }
+}
+
+/** A message on its way to the store (its append's token): what its acceptance, or its refusal, needs. */
+export class Appending {
+  readonly feed: DurableFeed;
+  readonly topic: string;
+  readonly payload: Buffer;
+  readonly options: IClientPublishOptions;
+  readonly id: string | undefined;
+  readonly bytes: number;
+  /** It goes straight into the window once accepted (else it was spilled: read back in its turn). */
+  readonly direct: boolean;
+  /** The feed's session when it was appended. */
+  readonly epoch: number;
+  readonly waiter: Waiter | undefined;
+  resolve!: (accepted: PublishAccepted & { seq: number }) => void;
+  reject!: (error: unknown) => void;
+
+  constructor(feed: DurableFeed, topic: string, payload: Buffer, options: IClientPublishOptions, id: string | undefined, bytes: number, direct: boolean, epoch: number, waiter: Waiter | undefined) {
+    this.feed = feed;
+    this.topic = topic;
+    this.payload = payload;
+    this.options = options;
+    this.id = id;
+    this.bytes = bytes;
+    this.direct = direct;
+    this.epoch = epoch;
+    this.waiter = waiter;
   }
 }

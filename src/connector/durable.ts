@@ -24,7 +24,7 @@ import type { OutboxDrop, OutboxDropReason, OutboxMessage, OutboxMessageInput } 
 import type { AppendSink } from '../outbox/wal.js';
 import type { OutboxReport, PublishAccepted } from './connection-types.js';
 import { attachFeed, detachFeed } from './durable-enqueue.js';
-import { DurableItem, Waiter, noop } from './durable-items.js';
+import { Appending, DurableItem, Waiter, noop } from './durable-items.js';
 import { FeedReader } from './durable-read.js';
 import type { DurableOutboxStats, DurableStore, FeedHost } from './durable-types.js';
 import type { Item, Settled } from './outbox-items.js';
@@ -46,36 +46,6 @@ const NO_ITEMS: Map<number, DurableItem> = new Map();
 
 /** The drop counters of a feed that dropped nothing yet (copied when the first drop is counted). */
 const NO_DROPS: Readonly<Record<OutboxDropReason, number>> = Object.freeze({ full: 0, expired: 0, corrupt: 0, rejected: 0 });
-
-/** A message on its way to the store (its append's token): what its acceptance, or its refusal, needs. */
-class Appending {
-  readonly feed: DurableFeed;
-  readonly topic: string;
-  readonly payload: Buffer;
-  readonly options: IClientPublishOptions;
-  readonly id: string | undefined;
-  readonly bytes: number;
-  /** It goes straight into the window once accepted (else it was spilled: read back in its turn). */
-  readonly direct: boolean;
-  /** The feed's session when it was appended. */
-  readonly epoch: number;
-  readonly waiter: Waiter | undefined;
-  resolve!: (accepted: PublishAccepted & { seq: number }) => void;
-  reject!: (error: unknown) => void;
-
-  constructor(feed: DurableFeed, topic: string, payload: Buffer, options: IClientPublishOptions, id: string | undefined, bytes: number, direct: boolean, epoch: number, waiter: Waiter | undefined) {
-    this.feed = feed;
-    this.topic = topic;
-    this.payload = payload;
-    this.options = options;
-    this.id = id;
-    this.bytes = bytes;
-    this.direct = direct;
-    this.epoch = epoch;
-    this.waiter = waiter;
-  }
-}
-
 
 const DROP_WORDS: Readonly<Record<OutboxDropReason, string>> = {
   expired: 'its time to live (ttlMs) passed',

@@ -244,6 +244,8 @@ describe('connectDevice against the emulator', () => {
     expect(text).not.toContain(credential.deviceAccessKeySecret);
     expect(text).not.toContain(signDeviceCredential(credential).password);
     expect((conn as unknown as Record<string, unknown>)['client']).toBeUndefined(); // no mqtt.js client (it shows the password)
+    // Nor, as a property an application could reach, what its two halves share (its login holds the secrets).
+    for (const name of ['login', 'options', 'url', 'logger', 'delivery', 'log', 'pump', 'progress', 'emitError', 'assertOpen']) expect(name in conn, name).toBe(false);
   });
 });
 
