@@ -128,6 +128,31 @@ describe('OutboxStore basics', () => {
   });
 });
 
+describe('OutboxStore.appendTo (the durable feed\'s way in: a sink per batch, no promise per message)', () => {
+  it('tells the sink of each write in seq order after its batch, with its token; a refusal before queueing throws', async () => {
+    const store = await openStore({ maxMessages: 3 });
+    const told: string[] = [];
+    const sink = { accepted: (token: unknown, seq: number) => told.push(`${String(token)} ${seq}`), refused: (token: unknown) => told.push(`${String(token)} refused`) };
+    const seqs = [1, 2, 3].map((n) => store.appendTo('d', msg(n), false, sink, `m${n}`));
+    expect(seqs).toEqual([1, 2, 3]);
+    // Nothing is told before the batch is written.
+    expect(told).toEqual([]);
+    await store.flush();
+    expect(told).toEqual(['m1 1', 'm2 2', 'm3 3']);
+    // Full under refuse-new: thrown at once, nothing queued, nothing told.
+    let error: unknown;
+    try {
+      store.appendTo('d', msg(4), false, sink, 'm4');
+    } catch (e) {
+      error = e;
+    }
+    expect(isApsaraMqDeviceError(error, 'OutboxFull')).toBe(true);
+    await store.flush();
+    expect(told).toHaveLength(3);
+    expect((await store.pending('d')).map((m) => m.seq)).toEqual([1, 2, 3]);
+  });
+});
+
 describe('OutboxStore bounds', () => {
   it('1 MB under refuse-new: never above the bound, every refusal an OutboxFull, nothing dropped', async () => {
     const store = await openStore({ maxBytes: 1_000_000, whenFull: 'refuse-new' });
