@@ -33,6 +33,21 @@ async function member(redis: TestRedis, options: EmulatorOptions = {}): Promise<
 /** Offline messages right behind the CONNACK, for the tests of what a queue holds rather than of its pace. */
 const IMMEDIATE = { offlineDelivery: 'immediate' } as const satisfies EmulatorOptions;
 
+/**
+ * Resolves once `emulator`'s broker has seen `clientId` leave: only then are messages to its persistent session queued
+ * rather than sent to the connection that is going (a client's `endAsync()` resolves on its side of the close).
+ */
+function leaves(emulator: Emulator, clientId: string): Promise<void> {
+  return new Promise((resolve) => {
+    const on = (id: string): void => {
+      if (id !== clientId) return;
+      emulator.events.off('clientDisconnected', on);
+      resolve();
+    };
+    emulator.events.on('clientDisconnected', on);
+  });
+}
+
 function keep(client: MqttClient): MqttClient {
   clients.push(client);
   return client;
@@ -109,7 +124,9 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     const pub = await registerDevice(a, 'GID_demo@@@sender');
     const first = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(sub), { clean: false }));
     await first.subscribeAsync('demo/queued', { qos: 1 });
+    const left = leaves(b, 'GID_demo@@@keeper');
     await first.endAsync();
+    await left;
     const publisher = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(pub)));
     for (let i = 0; i < 10; i++) await publisher.publishAsync('demo/queued', `q${i}`, { qos: 1 });
     await queuedSoFar(publisher);
