@@ -179,8 +179,17 @@ export class DurableFeed extends FeedReader {
       this.advance(seq);
       this.#enter(this.#item(seq, a.topic, a.payload, id, a.options, false));
     }
-    // The report only for a listener: this runs once per message.
-    if (this.host.events.listenerCount('accepted') > 0) this.host.events.emit('accepted', id === undefined ? { clientId: this.clientId, seq } : { clientId: this.clientId, seq, id });
+    // The report only for a listener: this runs once per message. A listener that throws fails this message's
+    // `accepted` with its error (the message is kept and sent all the same), and nothing else.
+    if (this.host.events.listenerCount('accepted') > 0) {
+      try {
+        this.host.events.emit('accepted', id === undefined ? { clientId: this.clientId, seq } : { clientId: this.clientId, seq, id });
+      } catch (error) {
+        this.progress();
+        a.reject(error);
+        return;
+      }
+    }
     this.progress();
     a.resolve(id === undefined ? { clientId: this.clientId, seq, durable: true } : { clientId: this.clientId, seq, id, durable: true });
   }

@@ -81,13 +81,20 @@ export class HotMessage {
 export function tellAccepted(messages: readonly HotMessage[], after?: () => void): void {
   if (messages.length === 0 && after === undefined) return;
   queueMicrotask(() => {
+    let thrown: { error: unknown } | undefined;
     for (const m of messages) {
       const { sink, token } = m;
       m.sink = undefined;
       m.token = undefined;
-      sink?.accepted(token, m.seq, m.acceptedAt);
+      // One sink that throws does not keep the others unanswered (each promise's reaction was on its own).
+      try {
+        sink?.accepted(token, m.seq, m.acceptedAt);
+      } catch (error) {
+        thrown ??= { error };
+      }
     }
     if (after) queueMicrotask(after);
+    if (thrown) throw thrown.error;
   });
 }
 
@@ -95,12 +102,18 @@ export function tellAccepted(messages: readonly HotMessage[], after?: () => void
 export function tellRefused(messages: readonly HotMessage[], error: unknown): void {
   if (messages.length === 0) return;
   queueMicrotask(() => {
+    let thrown: { error: unknown } | undefined;
     for (const m of messages) {
       const { sink, token } = m;
       m.sink = undefined;
       m.token = undefined;
-      sink?.refused(token, error);
+      try {
+        sink?.refused(token, error);
+      } catch (caught) {
+        thrown ??= { error: caught };
+      }
     }
+    if (thrown) throw thrown.error;
   });
 }
 

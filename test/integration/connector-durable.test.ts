@@ -97,6 +97,24 @@ describe('the connector with a durable outbox', () => {
     expect(outbox.stats().accepted).toBe(1);
   });
 
+  it("an 'accepted' listener that throws fails that message's accepted only: it and the others of its write are delivered", async () => {
+    const outbox = await store();
+    const b = await broker();
+    const conn = await connect(b, outbox);
+    const oops = new Error('a listener of the application failed');
+    conn.on('accepted', (report) => {
+      if (report.id === 'm2') throw oops;
+    });
+    // Three messages of one write: the store tells their acceptances together.
+    const sent = ['m1', 'm2', 'm3'].map((id) => conn.publish('dur/a', id, { qos: 1, id }));
+    const outcomes = await Promise.allSettled(sent.map((p) => p.accepted));
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect((outcomes[1] as PromiseRejectedResult).reason).toBe(oops);
+    await Promise.all(sent);
+    expect(b.published()).toEqual(['m1', 'm2', 'm3']);
+    expect(conn.events.delivered.map((d) => d.id)).toEqual(['m1', 'm2', 'm3']);
+  });
+
   it('offline: messages wait on disk, not in memory, and go out in order on the reconnect, before newer ones', async () => {
     const outbox = await store();
     const b = await broker();
