@@ -75,46 +75,44 @@ export class HotMessage {
 }
 
 /**
+ * Tell each sink of `messages` (then let it go), in order. One sink that throws does not keep the others unanswered
+ * (each promise's reaction was on its own): the first error is rethrown after all were told.
+ */
+function tellEach(messages: readonly HotMessage[], tell: (sink: AppendSink, token: unknown, message: HotMessage) => void): void {
+  let thrown: { error: unknown } | undefined;
+  for (const m of messages) {
+    const { sink, token } = m;
+    m.sink = undefined;
+    m.token = undefined;
+    if (sink === undefined) continue;
+    try {
+      tell(sink, token, m);
+    } catch (error) {
+      thrown ??= { error };
+    }
+  }
+  if (thrown) throw thrown.error;
+}
+
+/**
  * Tell the sinks of `messages`, in order, that they were accepted: after the current synchronous work, as a promise
  * would. `after` runs once the reactions of what the sinks settled have run (a promise's reactions, queued by them).
  */
 export function tellAccepted(messages: readonly HotMessage[], after?: () => void): void {
   if (messages.length === 0 && after === undefined) return;
   queueMicrotask(() => {
-    let thrown: { error: unknown } | undefined;
-    for (const m of messages) {
-      const { sink, token } = m;
-      m.sink = undefined;
-      m.token = undefined;
-      // One sink that throws does not keep the others unanswered (each promise's reaction was on its own).
-      try {
-        sink?.accepted(token, m.seq, m.acceptedAt);
-      } catch (error) {
-        thrown ??= { error };
-      }
+    try {
+      tellEach(messages, (sink, token, m) => sink.accepted(token, m.seq, m.acceptedAt));
+    } finally {
+      if (after) queueMicrotask(after);
     }
-    if (after) queueMicrotask(after);
-    if (thrown) throw thrown.error;
   });
 }
 
 /** Tell the sinks of `messages` that they were refused with `error` (after the current synchronous work). */
 export function tellRefused(messages: readonly HotMessage[], error: unknown): void {
   if (messages.length === 0) return;
-  queueMicrotask(() => {
-    let thrown: { error: unknown } | undefined;
-    for (const m of messages) {
-      const { sink, token } = m;
-      m.sink = undefined;
-      m.token = undefined;
-      try {
-        sink?.refused(token, error);
-      } catch (caught) {
-        thrown ??= { error: caught };
-      }
-    }
-    if (thrown) throw thrown.error;
-  });
+  queueMicrotask(() => tellEach(messages, (sink, token) => sink.refused(token, error)));
 }
 
 interface Segment {
