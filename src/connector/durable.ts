@@ -138,17 +138,15 @@ export class DurableFeed extends FeedReader {
     } else this.spillStarted();
     // Before acceptance a rejection is the caller's to handle (nothing was kept); after it, the events report the fate.
     const waiter = track ? new Waiter() : undefined;
-    const message: { -readonly [K in keyof OutboxMessageInput]: OutboxMessageInput[K] } & { payload: Buffer } = { topic, payload, qos: options.qos as 1 | 2, retain: options.retain === true };
-    if (options.properties) message.properties = options.properties;
-    if (id !== undefined) message.id = id;
     const appending = new Appending(this, topic, payload, options, id, bytes, direct, epoch, waiter);
     const accepted = new Promise<PublishAccepted & { seq: number }>((resolve, reject) => {
       appending.resolve = resolve;
       appending.reject = reject;
     });
     try {
-      // No promise per message inside: the store tells the feed's sink once its batch is written.
-      this.store.appendTo(this.clientId, message, direct, DurableFeed.#sink, appending);
+      // No promise per message inside: the store tells the feed's sink once its batch is written. Checked by the
+      // connection already (the service's rules): not checked again.
+      this.store.appendChecked(this.clientId, topic, payload, options.qos as 1 | 2, options.retain === true, options.properties as OutboxMessageInput['properties'], id, direct, DurableFeed.#sink, appending);
     } catch (error) {
       // Refused before anything was queued: heard as a refusal of the write would be (after this turn).
       queueMicrotask(() => this.#onRefused(appending, error));

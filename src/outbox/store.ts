@@ -161,6 +161,43 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     if (id !== undefined && (typeof id !== 'string' || id.length === 0 || Buffer.byteLength(id) > MAX_MESSAGE_ID_BYTES)) {
       throw new ValidationError('InvalidOption', `OutboxStore.append: id must be a non-empty string of at most ${MAX_MESSAGE_ID_BYTES} bytes (UTF-8)`);
     }
+    return this.#take(clientId, message.topic, payload, qos, message.retain === true, message.properties, id, sending, sink, token);
+  }
+
+  /**
+   * @internal {@link appendTo} for a message its caller checked already (a connection's durable feed: the connection
+   * checked the topic, payload, QoS and id by the service's rules, stricter than the store's): no message object,
+   * nothing checked twice.
+   */
+  appendChecked(
+    clientId: string,
+    topic: string,
+    payload: Buffer,
+    qos: 0 | 1 | 2,
+    retain: boolean,
+    properties: OutboxMessageInput['properties'],
+    id: string | undefined,
+    sending: boolean,
+    sink: AppendSink,
+    token: unknown,
+  ): number {
+    if (this.#closed) throw this.#closedError();
+    return this.#take(clientId, topic, payload, qos, retain, properties, id, sending, sink, token);
+  }
+
+  /** Queue a checked message for the next batch (see {@link appendTo}). */
+  #take(
+    clientId: string,
+    topic: string,
+    payload: Buffer,
+    qos: 0 | 1 | 2,
+    retain: boolean,
+    properties: OutboxMessageInput['properties'],
+    id: string | undefined,
+    sending: boolean,
+    sink: AppendSink,
+    token: unknown,
+  ): number {
     const h = this.#holdings;
     const failure = this.#writer.failure;
     if (failure && performance.now() < failure.retryAt) {
@@ -169,7 +206,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     }
     const seq = h.nextSeq;
     const acceptedAt = Math.max(h.lastAcceptedAt, this.#options.clock());
-    const stored = { topic: message.topic, payload, qos, retain: message.retain === true, properties: message.properties, acceptedAt, id };
+    const stored = { topic, payload, qos, retain, properties, acceptedAt, id };
     const layout = messageLayout(stored);
     // The message's accounting size: its LevelDB key and value.
     const bytes = Buffer.byteLength(clientId) + 10 + layout.length;
