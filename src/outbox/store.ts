@@ -161,7 +161,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     if (id !== undefined && (typeof id !== 'string' || id.length === 0 || Buffer.byteLength(id) > MAX_MESSAGE_ID_BYTES)) {
       throw new ValidationError('InvalidOption', `OutboxStore.append: id must be a non-empty string of at most ${MAX_MESSAGE_ID_BYTES} bytes (UTF-8)`);
     }
-    return this.#take(clientId, message.topic, payload, qos, message.retain === true, message.properties, id, sending, sink, token);
+    return this.appendChecked(clientId, message.topic, payload, qos, message.retain === true, message.properties, id, sending, sink, token);
   }
 
   /**
@@ -182,22 +182,6 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     token: unknown,
   ): number {
     if (this.#closed) throw this.#closedError();
-    return this.#take(clientId, topic, payload, qos, retain, properties, id, sending, sink, token);
-  }
-
-  /** Queue a checked message for the next batch (see {@link appendTo}). */
-  #take(
-    clientId: string,
-    topic: string,
-    payload: Buffer,
-    qos: 0 | 1 | 2,
-    retain: boolean,
-    properties: OutboxMessageInput['properties'],
-    id: string | undefined,
-    sending: boolean,
-    sink: AppendSink,
-    token: unknown,
-  ): number {
     const h = this.#holdings;
     const failure = this.#writer.failure;
     if (failure && performance.now() < failure.retryAt) {
