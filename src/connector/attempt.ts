@@ -5,7 +5,6 @@
  * numeric codes), what the network did from Node's error codes; never from an error message's text.
  */
 import { type Duplex, Readable } from 'node:stream';
-import { parse as parseUrl } from 'node:url';
 import { format } from 'node:util';
 import type { IClientOptions, IConnackPacket, IPublishPacket, IStore, MqttClient, Packet } from 'mqtt';
 import type { ConnectFailure } from './state.js';
@@ -15,6 +14,7 @@ import { type Logger, silentLogger } from '../util/logger.js';
 import type { Login } from './login.js';
 import type { ResolvedConnectOptions } from './options.js';
 import { ErrorWithReasonCode, connect as mqttConnect } from './mqtt-client.js';
+import { brokerTarget } from './broker-target.js';
 import { type Guard, guard } from './packet-guard.js';
 
 /** What one attempt reports, once each: accepted, then lost; or refused; or failed. */
@@ -153,41 +153,6 @@ export interface AttemptSettings {
  * guard into the socket, ahead of mqtt.js's parser.
  */
 type Buildable = { streamBuilder?: (client: MqttClient) => Duplex };
-
-/** Where mqtt.js connects: what its `connect(url, options)` takes from the URL (protocol, host, port, a WebSocket's path). */
-interface BrokerTarget {
-  readonly protocol: NonNullable<IClientOptions['protocol']>;
-  readonly host: string;
-  readonly port?: number;
-  readonly path?: string;
-}
-
-let lastUrl: string | undefined;
-let lastTarget: BrokerTarget | undefined;
-
-/**
- * The broker URL as mqtt.js would read it (the same legacy `url.parse`, the same fields), read once per URL, not per
- * client: given the URL, mqtt.js parses it again for every client, keeps the parsed query as an object of its own and
- * deletes `path` from the options it keeps, which turns them into a dictionary (about 0.2 KB of heap per connection
- * in a gateway of 2,000 devices: BENCHMARKS.md, "Stop 29"). The last URL is kept (a gateway's devices share one).
- */
-export function brokerTarget(url: string): BrokerTarget {
-  if (url === lastUrl && lastTarget !== undefined) return lastTarget;
-  const parsed = parseUrl(url);
-  // The schemes are checked by the options (mqtt, mqtts, ws, wss): each is one of mqtt.js's protocols.
-  const protocol = (parsed.protocol ?? '').replace(/:$/, '') as BrokerTarget['protocol'];
-  // mqtt.js keeps `path` for WebSocket URLs only (its TCP and TLS streams would take it for a Unix socket's).
-  const path = protocol.startsWith('ws') && parsed.path !== null ? parsed.path : undefined;
-  const target: BrokerTarget = Object.freeze({
-    protocol,
-    host: parsed.hostname ?? '',
-    ...(parsed.port !== null ? { port: Number(parsed.port) } : {}),
-    ...(path !== undefined ? { path } : {}),
-  });
-  lastUrl = url;
-  lastTarget = target;
-  return target;
-}
 
 /** The attempt of a client, kept on the client for the shared listeners. */
 const ATTEMPT_OF = Symbol('attempt');

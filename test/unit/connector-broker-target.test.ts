@@ -5,7 +5,7 @@
  */
 import mqtt from 'mqtt';
 import { describe, expect, it } from 'vitest';
-import { brokerTarget } from '../../src/connector/attempt.js';
+import { brokerTarget } from '../../src/connector/broker-target.js';
 
 /**
  * What mqtt.js keeps of where to connect, for a client it was given `from` (a URL, or options). The client never
