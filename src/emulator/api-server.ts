@@ -12,6 +12,7 @@ import { closeServer, listen, trackSockets, urlHost } from './servers.js';
 import { PROMETHEUS_CONTENT_TYPE, prometheusText } from './prometheus.js';
 import type { EmulatorStats, StatsRecorder } from './stats.js';
 import { XML_CONTENT_TYPE, xmlError, xmlSuccess } from './xml.js';
+import type { Logger } from '../util/logger.js';
 
 export { MAX_BODY_BYTES } from './request.js';
 
@@ -50,6 +51,8 @@ export interface ApiDependencies extends ActionContext {
   readonly errorStatuses: ErrorStatusMode;
   /** A GET of an action the metadata declares POST-only (actions.ts `POST_ONLY_ACTIONS`): refused with 404 `InvalidAction.NotFound`, or accepted. */
   readonly getOnPostOnly: 'refuse' | 'accept';
+  /** Where a failure of the emulator itself (answered InternalError) is said, each distinct one once. */
+  readonly logger: Logger;
   /**
    * Make the registry's current state durable (the data directory); awaited before answering a call that changed
    * it, so that an answered Register is never lost to a restart. Absent when the emulator keeps state in memory.
@@ -221,11 +224,25 @@ async function emulatorControl(req: IncomingMessage, url: URL): Promise<(deps: A
   throw new ApiFault('InvalidAction.NotFound');
 }
 
+/** Messages of the emulator's own failures said so far (by logger): each once, not once per call that meets it. */
+const said = new WeakMap<Logger, Set<string>>();
+const MAX_SAID = 100;
+
+function sayOnce(logger: Logger, error: unknown): void {
+  const message = error instanceof Error ? error.message : String(error);
+  let seen = said.get(logger);
+  if (!seen) said.set(logger, (seen = new Set()));
+  if (seen.has(message) || seen.size >= MAX_SAID) return;
+  seen.add(message);
+  logger.error(`OpenAPI call answered InternalError (a failure of the emulator, said once): ${message}`);
+}
+
 /**
  * The fault to answer a failure with. Anything that is not an ApiFault is an emulator fault; the client sees
  * InternalError, as from the real service. A body that was too large also closes the connection, as it was not drained.
  */
-function faultOf(error: unknown, res: ServerResponse): ApiFault {
+function faultOf(error: unknown, res: ServerResponse, logger: Logger): ApiFault {
+  if (!(error instanceof ApiFault)) sayOnce(logger, error);
   const fault = error instanceof ApiFault ? error : new ApiFault('InternalError');
   if (fault instanceof BodyTooLarge) res.setHeader('Connection', 'close');
   return fault;
@@ -283,7 +300,7 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Ap
       const control = await emulatorControl(req, url);
       reply = { status: 200, body: await control(deps), format: 'JSON', control: true };
     } catch (error) {
-      reply = fail(faultOf(error, res), 'JSON');
+      reply = fail(faultOf(error, res, deps.logger), 'JSON');
     }
     send(res, requestId, reply);
     return;
@@ -307,7 +324,7 @@ async function handleRequest(req: IncomingMessage, res: ServerResponse, deps: Ap
     send(res, requestId, { status: 200, body: result.body, format, action: result.action });
     deps.stats.recordCall(result.action);
   } catch (error) {
-    const fault = faultOf(error, res);
+    const fault = faultOf(error, res, deps.logger);
     send(res, requestId, fail(fault, format));
     deps.stats.recordCall(action, fault.code);
   }

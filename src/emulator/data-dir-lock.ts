@@ -9,8 +9,13 @@
  * both judge the same lock stale and each remove the other's fresh one (issue 24: two emulators ran on one
  * directory in 13 of 25 rounds). The owner file inside the lock also keeps proper-lockfile itself (whose stale check
  * reads the mtime alone) from removing a held lock: a directory that is not empty is not removed.
+ *
+ * Writing that file changes the directory's mtime, which proper-lockfile reads back at its first refresh to check
+ * that the lock is still its own: a different mtime and it declares the lock compromised. So the mtime it set is put
+ * back after the owner file is written (before, every emulator on a data directory lost its lock at its first refresh,
+ * 5 s after it started, and saved nothing after that).
  */
-import { lstat, readFile, rm, writeFile } from 'node:fs/promises';
+import { lstat, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { EmulatorStateError } from '../errors.js';
@@ -78,7 +83,7 @@ function parseOwner(text: string): Owner | undefined {
 }
 
 /** Whether the lock at `lockPath` may be taken over, and who holds it when it may not. */
-async function judgeLock(dir: string, lockPath: string): Promise<{ stale: boolean; owner: Owner | undefined }> {
+async function judgeLock(dir: string, lockPath: string, staleMs: number): Promise<{ stale: boolean; owner: Owner | undefined }> {
   const info = await lstat(lockPath).catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'ENOENT') return undefined;
     throw ioError(`Cannot read the lock ${lockPath}`, lockPath, error);
@@ -93,7 +98,7 @@ async function judgeLock(dir: string, lockPath: string): Promise<{ stale: boolea
     // Where /proc cannot tell a zombie or a reused pid, a lock not refreshed for the stale time is taken over too.
     if ((await procStat(owner.pid)) !== undefined) return { stale: false, owner };
   }
-  return { stale: Date.now() - info.mtimeMs > LOCK_STALE_MS, owner };
+  return { stale: Date.now() - info.mtimeMs > staleMs, owner };
 }
 
 /** A lock held by this process. */
@@ -104,8 +109,17 @@ export interface HeldLock {
   release(): Promise<void>;
 }
 
+/** What {@link takeLock} may be told. */
+export interface TakeLockOptions {
+  /** How long the lock may go unrefreshed before another process may take it over. Default {@link LOCK_STALE_MS}. */
+  readonly staleMs?: number;
+  /** Called once when the lock is lost while held (removed, or taken over), with proper-lockfile's reason. */
+  readonly onLost?: (reason: Error) => void;
+}
+
 /** Take the directory's lock, taking over a stale one; `EmulatorStateBusy` naming the owner when it is held. */
-export async function takeLock(dir: string): Promise<HeldLock> {
+export async function takeLock(dir: string, options: TakeLockOptions = {}): Promise<HeldLock> {
+  const staleMs = options.staleMs ?? LOCK_STALE_MS;
   const { lock } = await loadLockfile('An emulator data directory (--data-dir)');
   const lockPath = join(dir, LOCK_FILE);
   const failed = (what: string, error: unknown): EmulatorStateError => ioError(`Cannot ${what} the lock ${lockPath}`, lockPath, error);
@@ -122,17 +136,24 @@ export async function takeLock(dir: string): Promise<HeldLock> {
       let compromised = false;
       try {
         const release = await lock(join(dir, 'emulator'), {
-          lockfilePath: lockPath, stale: LOCK_STALE_MS, realpath: false, retries: 0,
+          lockfilePath: lockPath, stale: staleMs, realpath: false, retries: 0,
           // The default throws from a timer, which would crash the process.
-          onCompromised: () => {
+          onCompromised: (reason: Error) => {
+            if (compromised) return;
             compromised = true;
+            options.onLost?.(reason);
           },
         });
         const owner: Owner = { pid: process.pid, host: hostname(), start: (await procStat(process.pid))?.start };
-        await writeFile(join(lockPath, OWNER_FILE), `${JSON.stringify(owner)}\n`, { mode: 0o600 }).catch(async (error: unknown) => {
+        try {
+          // The mtime proper-lockfile set (and checks at its next refresh), put back once the owner file is in.
+          const { mtime } = await stat(lockPath);
+          await writeFile(join(lockPath, OWNER_FILE), `${JSON.stringify(owner)}\n`, { mode: 0o600 });
+          await utimes(lockPath, mtime, mtime);
+        } catch (error) {
           await release().catch(() => undefined);
           throw failed('write the owner of', error);
-        });
+        }
         heldHere.add(dir);
         return {
           path: lockPath,
@@ -151,7 +172,7 @@ export async function takeLock(dir: string): Promise<HeldLock> {
         if (error instanceof EmulatorStateError) throw error;
         if (code !== 'ELOCKED' && code !== 'ENOTEMPTY' && code !== 'ENOTDIR' && code !== 'EEXIST') throw failed('take', error);
       }
-      const { stale, owner } = await judgeLock(dir, lockPath);
+      const { stale, owner } = await judgeLock(dir, lockPath, staleMs);
       if (!stale) {
         const who = owner ? `process ${owner.pid}${owner.host !== undefined && owner.host !== hostname() ? ` on ${owner.host}` : ''}` : 'another process';
         throw new EmulatorStateError('EmulatorStateBusy', `The emulator data directory ${dir} is in use by ${who}`, dir);

@@ -3,7 +3,7 @@ import { lstat, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs
 import { join, resolve } from 'node:path';
 import { clientIdProblem } from '../credential.js';
 import { EmulatorStateError } from '../errors.js';
-import { ioError, takeLock, type HeldLock } from './data-dir-lock.js';
+import { ioError, takeLock, type HeldLock, type TakeLockOptions } from './data-dir-lock.js';
 import type { CredentialRecord } from './registry.js';
 import type { TokenRecord } from './token-registry.js';
 import { MAX_TOKEN_RESOURCES, parseResources, type TokenType } from './token-rules.js';
@@ -164,7 +164,7 @@ export class DataDir {
    * Create the directory (0700) if needed, check that it and its state file are private, lock it, remove temp files
    * a killed write left behind, and read the state. Throws {@link EmulatorStateError} and leaves nothing locked.
    */
-  static async open(dir: string): Promise<DataDir> {
+  static async open(dir: string, lockOptions: TakeLockOptions = {}): Promise<DataDir> {
     const path = resolve(dir);
     try {
       await mkdir(path, { recursive: true, mode: 0o700 });
@@ -177,7 +177,7 @@ export class DataDir {
     if (!info.isDirectory()) throw ioError(`The emulator data directory ${path} is not a directory`, path, new Error('ENOTDIR'));
     checkPrivate(path, info.mode, 'directory');
 
-    const lock = await takeLock(path);
+    const lock = await takeLock(path, lockOptions);
     try {
       await removeTempFiles(path);
       const initial = await readState(join(path, STATE_FILE));

@@ -18,6 +18,7 @@ import { hostIdOf } from './api-errors.js';
 import { checkRestartDownMs, startApiServer, type ApiDependencies, type ApiServer } from './api-server.js';
 import { startBroker, type BrokerDependencies, type BrokerHandle } from './broker.js';
 import { DataDir, StateWriter, type EmulatorState } from './data-dir.js';
+import { LOCK_STALE_MS } from './data-dir-lock.js';
 import { FaultInjector, checkBurst, checkFailNext } from './faults.js';
 import { joinCluster, type EmulatorCluster } from './cluster/cluster.js';
 import type { ClusterProcess } from './cluster/membership.js';
@@ -136,6 +137,11 @@ export interface EmulatorClusterInfo {
   processes(): Promise<ClusterProcess[]>;
 }
 
+/** Said once when the data directory's lock is lost: every change after it fails (InternalError) until a restart. */
+function lockLost(dir: string, reason: Error): string {
+  return `Emulator data directory ${dir}: its lock was lost (${reason.message}): nothing more is saved, and every OpenAPI call that changes the state answers InternalError. Another process may have taken the directory over as stale (this one stalled for longer than ${LOCK_STALE_MS / 1000} s) or removed the lock: stop the other emulator on it, then restart this one.`;
+}
+
 /**
  * Start an emulator. Options are validated first (a `ValidationError` with code `InvalidOption` naming the option);
  * a listener that cannot bind rejects the promise after closing whatever had started.
@@ -145,7 +151,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
   const stats = new StatsRecorder(EMULATED_ACTIONS);
   // Clustered, the state is the cluster's (cluster/cluster.ts): its instance, account, credentials and tokens.
   const cluster = resolved.redis === undefined ? undefined : await joinCluster(resolved, options.rateClock);
-  const storage = resolved.dataDir === undefined ? undefined : await DataDir.open(resolved.dataDir);
+  const storage = resolved.dataDir === undefined ? undefined : await DataDir.open(resolved.dataDir, { onLost: (reason) => resolved.logger.error(lockLost(resolved.dataDir ?? '', reason)) });
   let config: ResolvedEmulatorOptions;
   let persistence: Persistence | undefined;
   const registry = cluster?.registry ?? new CredentialRegistry(resolved);
@@ -187,6 +193,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     port: config.apiPort,
     errorStatuses: config.errorStatuses,
     getOnPostOnly: config.getOnPostOnly,
+    logger: config.logger,
     ...(persistence ? { persist: persistence.flush } : {}),
     ...(cluster ? { cluster: cluster.api, snapshot: () => cluster.stats(snapshot()) } : {}),
   }).catch(async (error: unknown) => {

@@ -6,13 +6,15 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, readFile, utimes, writeFile } from 'node:fs/promises';
+import { watch } from 'node:fs';
+import { mkdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { LOCK_FILE, LOCK_STALE_MS } from '../../src/emulator/data-dir-lock.js';
+import { LOCK_FILE, LOCK_STALE_MS, takeLock } from '../../src/emulator/data-dir-lock.js';
 import { startEmulator, type Emulator } from '../../src/emulator/index.js';
 import { isApsaraMqDeviceError } from '../../src/errors.js';
+import { OpenApiClient } from '../../src/provisioner/index.js';
 import { tempDir } from '../helpers/cli.js';
 import { REPO_ROOT } from '../helpers/package.js';
 
@@ -202,5 +204,52 @@ describe('the data directory lock', () => {
     await writeFile(join(dir, LOCK_FILE), `${process.ppid}\n`, { mode: 0o600 });
     const busy = await startFailure(dir);
     expect(busy.message).toContain(`in use by process ${process.ppid}`);
+  });
+
+  // proper-lockfile's smallest stale time: its refresh comes after half of it. Before the fix, writing the owner file
+  // changed the lock's mtime, and the first refresh declared the lock lost: every emulator on a data directory lost
+  // its lock 5 s after it started, and every Register after that answered InternalError.
+  const STALE_MS = 2_000;
+
+  it('a held lock stays held across its refreshes (the owner file inside does not make it look taken over)', async () => {
+    const dir = await tempDir();
+    // Settles on the first refresh (proper-lockfile sets the lock's mtime: a change of `emulator.lock` in `dir`), or
+    // on the loss it would report instead.
+    let settle!: (verdict: string) => void;
+    const verdict = new Promise<string>((resolve) => (settle = resolve));
+    const held = await takeLock(dir, { staleMs: STALE_MS, onLost: (reason) => settle(`lost: ${reason.message}`) });
+    onTestFinished(() => held.release());
+    const watcher = watch(dir, (_event, name) => name === LOCK_FILE && settle('refreshed'));
+    onTestFinished(() => watcher.close());
+    expect(await verdict).toBe('refreshed');
+    expect(held.compromised()).toBe(false);
+  });
+
+  it('a lock removed while held is reported once, and marked lost', async () => {
+    const dir = await tempDir();
+    const held = await takeLock(dir, { staleMs: STALE_MS, onLost: (reason) => lost(reason) });
+    let lost!: (reason: Error) => void;
+    const reported = new Promise<Error>((resolve) => (lost = resolve));
+    await rm(join(dir, LOCK_FILE), { recursive: true, force: true });
+    expect((await reported as NodeJS.ErrnoException).code).toBe('ECOMPROMISED');
+    expect(held.compromised()).toBe(true);
+    await held.release();
+  });
+
+  it('a failure of the emulator itself (its state cannot be saved) answers InternalError and is logged, once', async () => {
+    const dir = join(await tempDir(), 'state');
+    const errors: string[] = [];
+    const e = await startEmulator({ env: {}, dataDir: dir, wsPort: false, logger: { debug: () => undefined, info: () => undefined, warn: () => undefined, error: (m) => errors.push(m) } });
+    onTestFinished(() => e.close());
+    const client = new OpenApiClient({ endpoint: e.apiEndpoint, env: { ALIBABA_CLOUD_ACCESS_KEY_ID: e.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: e.accessKeySecret }, retry: false });
+    await client.registerDeviceCredential(e.instanceId, 'GID_demo@@@kept');
+    // The directory gone (as root, a permission would not stop the write): the next save cannot open its temp file.
+    await rm(dir, { recursive: true, force: true });
+    for (const device of ['GID_demo@@@lost-1', 'GID_demo@@@lost-2']) {
+      const failure = await client.registerDeviceCredential(e.instanceId, device).then(() => undefined, (error: unknown) => error);
+      expect(isApsaraMqDeviceError(failure, 'InternalError')).toBe(true);
+    }
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/^OpenAPI call answered InternalError \(a failure of the emulator, said once\): .*state/);
   });
 });
