@@ -179,12 +179,43 @@ export function boundSessionQueues(
   store.outgoingUpdate = (client, packet, cb) => answer(queues.update(client.id, packet), cb);
   store.outgoingClearMessageId = (client, packet, cb) => answer(queues.clear(client.id, packet), cb);
   store.outgoingStream = (client) => {
+    if (wiping(client)) return Readable.from(discardQueue(queues, client.id));
     const current = pacesOf.get(store);
     if (current && resumes(client)) return pacedStream(queues, client as Client, current);
     const listed = queues.list(client.id);
     return listed instanceof Promise ? Readable.from((async function* () { yield* await listed; })()) : Readable.from(listed);
   };
   return queues;
+}
+
+/**
+ * Is this the wipe of an ended session (MQTT 5: its Session Expiry Interval ran out, or was 0 with messages still
+ * held)? aedes reads the stream of a closed client only then (`_wipeSession` → `emptyOutgoingQueue`); a connecting
+ * client is live.
+ */
+function wiping(client: { id: string }): boolean {
+  return (client as { closed?: boolean }).closed === true;
+}
+
+/**
+ * Empty a session's queue at once, for its wipe: aedes 2.0.0-beta.1's `emptyOutgoingQueue` pipes the stream into a
+ * Transform whose output nobody reads, so it stalls after 16 messages and the rest stayed queued, to be delivered to
+ * the next session of that ClientId (measured: 84 of 100 survived an expired session). The stream handed back is
+ * empty; it ends once the queue is (Redis: once every message is cleared there).
+ */
+function discardQueue(queues: OutgoingQueues, clientId: string): Iterable<never> | AsyncIterable<never> {
+  const clearAll = (held: readonly StoredPacket[]): void | Promise<void> => {
+    const cleared = held.map((packet) => queues.clear(clientId, packet));
+    if (cleared.some((c) => c instanceof Promise)) return Promise.all(cleared).then(() => undefined);
+  };
+  const listed = queues.list(clientId);
+  const done = listed instanceof Promise ? listed.then(clearAll) : clearAll(listed);
+  if (!(done instanceof Promise)) return [];
+  // The stream is read on the next tick; a Redis failure before that is the stream's error, not an unhandled one.
+  done.catch(() => undefined);
+  return (async function* () {
+    await done;
+  })();
 }
 
 /** The pace of each store's redelivery (`undefined`: right away), set by the broker that runs on it now. */

@@ -91,6 +91,26 @@ describe('offline messages at the cloud\'s pace (reference §5.7)', () => {
     expect(inbox(again.raw).publishes().map((p) => p.payload.toString())).toEqual(['m0', 'm1', 'm2', 'm3', 'm4']);
   });
 
+  it('an MQTT 5 session that ends takes its queue with it: the next session of the ClientId gets none of it', async () => {
+    const timers = manualTimers();
+    const e = await paced(timers);
+    // More than 16: aedes' own wipe of an ended session stalled after 16 and left the rest for the next session.
+    await queued(e, 5, 'GID_demo@@@ended', 40);
+    const first = await resume(e, 5, 'GID_demo@@@ended');
+    const detection = await timers.next(); // the queue waits for its pace
+    const gone = new Promise<void>((resolve) => e.events.once('clientDisconnected', () => resolve()));
+    // Session Expiry Interval 0 on the DISCONNECT ends the session now (MQTT 5 §3.14.2.2.2), as its expiry does later.
+    first.raw.send({ cmd: 'disconnect', properties: { sessionExpiryInterval: 0 } });
+    await gone;
+    detection.run();
+    const again = await resume(e, 5, 'GID_demo@@@ended');
+    expect(again.connack.sessionPresent).toBe(false);
+    await roundTrip(again.raw);
+    expect(e.stats().mqtt.queues).toMatchObject({ sessions: 0, messages: 0, bytes: 0 });
+    expect(timers.pending).toBe(0); // nothing left to pace
+    expect(inbox(again.raw).publishes()).toEqual([]);
+  });
+
   it('a clean session is not paced: its old queue is dropped at once', async () => {
     const timers = manualTimers();
     const e = await paced(timers);
