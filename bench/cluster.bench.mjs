@@ -7,6 +7,8 @@
 //    consumer subscribed to sim/# on the first process: does it receive every device's messages?
 // 0. first, what one CONNECT costs the emulator in CPU, plain and clustered (less sensitive to a loaded machine).
 // Needs redis-server on the PATH. BENCH_CONNECT_DEVICES (5,000), BENCH_ROUNDS (3), BENCH_LATENCY_MESSAGES (3,000).
+// BENCH_CLUSTER_PARTS: which parts to run, comma-separated (default 0,1,2,3); `BENCH_CLUSTER_PARTS=0` measures only
+// the CPU per CONNECT, in a minute or so.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -22,6 +24,7 @@ const DEVICES = Number(process.env.BENCH_CONNECT_DEVICES ?? 5_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const MESSAGES = Number(process.env.BENCH_LATENCY_MESSAGES ?? 3_000);
 const FLEET = Number(process.env.BENCH_CLUSTER_FLEET ?? 20_000);
+const PARTS = new Set((process.env.BENCH_CLUSTER_PARTS ?? '0,1,2,3').split(',').map((part) => part.trim()));
 const load = () => loadavg().map((l) => l.toFixed(1)).join(' ');
 
 /** Start the CLI (through a shell that raises the open-file limit) and read its first stdout line as JSON. */
@@ -110,9 +113,9 @@ async function startRedis() {
 }
 
 /**
- * What one connect costs the emulator in CPU (ms per 1,000 CONNECTs and their DISCONNECTs), measured on the second of
- * two runs of one fleet (the store holds every credential by then: no API call, only MQTT), so that the shared
- * machine's load bears on the wall-clock rate, not on this.
+ * What one connect costs the emulator in CPU (ms per 1,000 CONNECTs and their DISCONNECTs: in all, the emulator's, and
+ * its Redis's), measured on the second of two runs of one fleet (the store holds every credential by then: no API call,
+ * only MQTT), so that the shared machine's load bears on the wall-clock rate, not on this.
  */
 async function connectCost(emulatorArgs, redis) {
   const emulator = await startCli(['emulator', ...emulatorArgs, ...EMULATOR]);
@@ -122,9 +125,11 @@ async function connectCost(emulatorArgs, redis) {
     const flags = ['--endpoint', info.apiEndpoint, '--broker-url', info.mqttUrl, '--instance-id', info.instanceId, '--store', store];
     const env = { ALIBABA_CLOUD_ACCESS_KEY_ID: info.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: info.accessKeySecret };
     await connectRate(flags, env);
-    const before = cpuMs(emulator.pid) + (redis ? cpuMs(redis.pid) : 0);
+    const before = { emulator: cpuMs(emulator.pid), redis: redis ? cpuMs(redis.pid) : 0 };
     await connectRate(flags, env);
-    return ((cpuMs(emulator.pid) + (redis ? cpuMs(redis.pid) : 0) - before) / DEVICES) * 1_000;
+    const emulatorMs = ((cpuMs(emulator.pid) - before.emulator) / DEVICES) * 1_000;
+    const redisMs = redis ? ((cpuMs(redis.pid) - before.redis) / DEVICES) * 1_000 : 0;
+    return { total: emulatorMs + redisMs, emulator: emulatorMs, redis: redisMs };
   } finally {
     await emulator.stop();
     await rm(store, { recursive: true, force: true });
@@ -132,16 +137,16 @@ async function connectCost(emulatorArgs, redis) {
 }
 
 console.log(`load average at start: ${load()}`);
-{
+if (PARTS.has('0')) {
   const redis = await startRedis();
   const plainCost = await connectCost(['--ephemeral']);
   const memberCost = await connectCost(['--redis', redis.url], redis);
   await redis.stop();
-  console.log(`CPU per 1,000 connects and disconnects: one plain emulator process ${plainCost.toFixed(0)} ms, one process of a cluster (and its Redis) ${memberCost.toFixed(0)} ms: ${(memberCost / plainCost).toFixed(2)}x (load ${load()})`);
+  console.log(`CPU per 1,000 connects and disconnects: one plain emulator process ${plainCost.total.toFixed(0)} ms, one process of a cluster (and its Redis) ${memberCost.total.toFixed(0)} ms (${memberCost.emulator.toFixed(0)} + ${memberCost.redis.toFixed(0)}): ${(memberCost.total / plainCost.total).toFixed(2)}x (load ${load()})`);
 }
 const single = [];
 const clustered = [];
-for (let round = 1; round <= ROUNDS; round++) {
+for (let round = 1; PARTS.has('1') && round <= ROUNDS; round++) {
   if (round % 2) {
     single.push(await onOneProcess());
     clustered.push(await onCluster());
@@ -151,8 +156,10 @@ for (let round = 1; round <= ROUNDS; round++) {
   }
   console.log(`round ${round}: one emulator process ${single.at(-1)}/s, 2-process cluster ${clustered.at(-1)}/s (load ${load()})`);
 }
-console.log(`connect rate at ${DEVICES} devices (median of ${ROUNDS}): one process ${median(single).toFixed(0)}/s, 2-process cluster ${median(clustered).toFixed(0)}/s`);
-verdict('2-process cluster / one process connect rate', median(clustered) / median(single), 1.5);
+if (PARTS.has('1')) {
+  console.log(`connect rate at ${DEVICES} devices (median of ${ROUNDS}): one process ${median(single).toFixed(0)}/s, 2-process cluster ${median(clustered).toFixed(0)}/s`);
+  verdict('2-process cluster / one process connect rate', median(clustered) / median(single), 1.5);
+}
 
 /** p50 and p99 of the latency of MESSAGES QoS 1 messages, paced at 1,000 a second, from `from` to `to`. */
 async function latency(login, from, to) {
@@ -183,21 +190,27 @@ async function latency(login, from, to) {
 }
 
 const show = ({ p50, p99 }) => `p50 ${p50.toFixed(2)} ms, p99 ${p99.toFixed(2)} ms`;
-console.log(`\nlatency of ${MESSAGES} QoS 1 messages at 1,000/s (load ${load()}):`);
-const plain = await startCli(['emulator', '--ephemeral', ...EMULATOR]);
-const within = await latency(plain.info, plain.info.mqttUrl, plain.info.mqttUrl);
-await plain.stop();
-console.log(`  one plain emulator process:             ${show(within)}`);
-const pair = await cluster(2);
-const [p1, p2] = pair.info.processes;
-const login = { instanceId: pair.info.instanceId, accessKeyId: pair.info.accessKeyId, accessKeySecret: pair.info.accessKeySecret };
-const sameProcess = await latency(login, p1.mqttUrl, p1.mqttUrl);
-const acrossProcesses = await latency(login, p1.mqttUrl, p2.mqttUrl);
-console.log(`  cluster, publisher and subscriber on one process:  ${show(sameProcess)}`);
-console.log(`  cluster, on two processes:              ${show(acrossProcesses)}`);
-console.log(`  p99 across processes / one plain process: ${(acrossProcesses.p99 / within.p99).toFixed(2)}x; within one process of the cluster: ${(sameProcess.p99 / within.p99).toFixed(2)}x (no target: what the bus costs)`);
+if (PARTS.has('2')) {
+  console.log(`\nlatency of ${MESSAGES} QoS 1 messages at 1,000/s (load ${load()}):`);
+  const plain = await startCli(['emulator', '--ephemeral', ...EMULATOR]);
+  const within = await latency(plain.info, plain.info.mqttUrl, plain.info.mqttUrl);
+  await plain.stop();
+  console.log(`  one plain emulator process:             ${show(within)}`);
+  const pair = await cluster(2);
+  const [p1, p2] = pair.info.processes;
+  const login = { instanceId: pair.info.instanceId, accessKeyId: pair.info.accessKeyId, accessKeySecret: pair.info.accessKeySecret };
+  const sameProcess = await latency(login, p1.mqttUrl, p1.mqttUrl);
+  const acrossProcesses = await latency(login, p1.mqttUrl, p2.mqttUrl);
+  await pair.stop();
+  console.log(`  cluster, publisher and subscriber on one process:  ${show(sameProcess)}`);
+  console.log(`  cluster, on two processes:              ${show(acrossProcesses)}`);
+  console.log(`  p99 across processes / one plain process: ${(acrossProcesses.p99 / within.p99).toFixed(2)}x; within one process of the cluster: ${(sameProcess.p99 / within.p99).toFixed(2)}x (no target: what the bus costs)`);
+}
 
-if (FLEET > 0) {
+if (PARTS.has('3') && FLEET > 0) {
+  const pair = await cluster(2);
+  const [p1] = pair.info.processes;
+  const login = { instanceId: pair.info.instanceId, accessKeyId: pair.info.accessKeyId, accessKeySecret: pair.info.accessKeySecret };
   console.log(`\nthe fleet: ${FLEET} devices, simulate --processes 2 --redis, one consumer of sim/# on process 1 (load ${load()})`);
   const consumer = await mqtt.connectAsync(p1.mqttUrl, { ...signSignature({ ...login, clientId: 'GID_backend@@@consumer' }), protocolVersion: 4, reconnectPeriod: 0 });
   const perTopic = new Map();
@@ -223,6 +236,6 @@ if (FLEET > 0) {
   console.log(`  ${report.connected} of ${FLEET} connected (${report.connectRatePerSec}/s), ${report.published} published, ${report.acked} acknowledged, e2e p99 ${report.e2eLatencyMs?.p99 ?? '-'} ms; run ${((performance.now() - started) / 1000).toFixed(0)} s`);
   console.log(`  the consumer received ${received} messages from ${perTopic.size} devices (${received === report.acked ? 'every message the fleet published' : 'NOT every message'}${perTopic.size === FLEET ? ', every device' : ''})`);
   verdict('messages the consumer received / messages the fleet had acknowledged', received / report.acked, 1);
+  await pair.stop();
 }
-await pair.stop();
 console.log(`load average at end: ${load()}`);

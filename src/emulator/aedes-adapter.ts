@@ -130,6 +130,11 @@ export interface OutgoingQueues {
    */
   redeliver(clientId: string, pace: RedeliveryPace, push: (packet: StoredPacket) => void, end: () => void, gone?: () => boolean, fail?: (error: Error) => void): () => void;
   stats(): QueueStats;
+  /**
+   * The client's CONNECT already found its queue empty (a clean session, clustered: cluster/redis-broker.ts), so the
+   * read right after its CONNACK can answer at once. Answers once.
+   */
+  emptyAtConnect?(client: object): boolean;
 }
 
 /** The bounded queues installed on each session store (a restarted broker gets the same store, and keeps them). */
@@ -182,6 +187,7 @@ export function boundSessionQueues(
     if (wiping(client)) return Readable.from(discardQueue(queues, client.id));
     const current = pacesOf.get(store);
     if (current && resumes(client)) return pacedStream(queues, client as Client, current);
+    if (queues.emptyAtConnect?.(client) === true) return Readable.from([]);
     const listed = queues.list(client.id);
     return listed instanceof Promise ? Readable.from((async function* () { yield* await listed; })()) : Readable.from(listed);
   };

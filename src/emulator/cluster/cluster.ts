@@ -30,7 +30,7 @@ import type { QueueLimits, QueueOverflow } from '../session-queues.js';
 import type { EmulatorStats } from '../stats.js';
 import { TokenRegistry } from '../token-registry.js';
 import { SharedAdmission, type Admitted } from './admission.js';
-import { KEYS } from './keys.js';
+import { KEYS, takeoverChannel } from './keys.js';
 import { Ledger, seededBytes, type Change, type Outcome } from './ledger.js';
 import { Membership, sharedOptions, type ClusterProcess } from './membership.js';
 import { brokerBackend, type BrokerBackend } from './redis-broker.js';
@@ -123,6 +123,7 @@ export async function joinCluster(resolved: ResolvedEmulatorOptions, rateClock: 
       accessKeySecret: resolved.accessKeySecret,
       keysGiven: resolved.accessKeySource !== 'generated',
       options: sharedOptions(resolved),
+      takeoverChannel: takeoverChannel(target.db),
     }, target.shown, onError);
     membership = joined.membership;
     const config: ResolvedEmulatorOptions = Object.freeze({
@@ -203,7 +204,11 @@ class Member {
     });
     this.broker = {
       brokerId: processId,
-      backend: () => brokerBackend(modules, target, processId, { retained: config.retainedMessages === 'allow', wills: config.willMessages === 'allow' }, parts.onError),
+      backend: () => brokerBackend(modules, target, processId, {
+        features: { retained: config.retainedMessages === 'allow', wills: config.willMessages === 'allow' },
+        emptyQueue: (client) => this.#queues?.markEmpty(client),
+        onError: parts.onError,
+      }),
       createQueues: (limits, onOverflow) => {
         this.#queues = new RedisSessionQueues(redis, limits, onOverflow);
         return this.#queues;

@@ -46,6 +46,14 @@ export function channelPrefix(db: number): string {
   return `${NS}${db}:`;
 }
 
+/**
+ * The channel of takeover notices for one database: the ClientIds that just connected to a process, which every other
+ * process's broker disconnects (membership.ts publishes them, redis-broker.ts hears them).
+ */
+export function takeoverChannel(db: number): string {
+  return `${channelPrefix(db)}takeover`;
+}
+
 /** A process is live while its last heartbeat is this recent (Redis' clock). */
 export const LIVE_MS = 10_000;
 /** How often a process beats. */

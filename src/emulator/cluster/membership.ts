@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { EmulatorStateError } from '../../errors.js';
 import { HEARTBEAT_MS, KEYS, LIVE_MS } from './keys.js';
-import { script, type Script } from './redis.js';
+import { script, TurnBatch, type Script } from './redis.js';
 
 /** What a process brings to the cluster when it joins. */
 export interface JoinRequest {
@@ -22,6 +22,8 @@ export interface JoinRequest {
   readonly keysGiven: boolean;
   /** The service options, canonical JSON ({@link sharedOptions}). */
   readonly options: string;
+  /** The channel this process's brokers hear takeover notices on (keys.ts {@link takeoverChannel}). */
+  readonly takeoverChannel: string;
 }
 
 /** The instance and account the cluster serves, as this process must serve them. */
@@ -120,11 +122,26 @@ end
 return total
 `;
 
-/** A connection closed: one fewer for that ClientId on this process (gone at none). */
-const LEFT = `
-local left = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-if left <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return left
+/**
+ * This process's connections that opened and closed during one turn, in order (ARGV: the takeover channel, this
+ * process's broker id, then `+` or `-` and a ClientId for each): one more for a ClientId that connected, one fewer
+ * (gone at none) for one that left. The ClientIds that connected are published together on the takeover channel
+ * (`{"b": brokerId, "c": [ClientId, …]}`), as aedes' `$SYS/<broker>/new/clients` notices would each have been:
+ * every other broker closes its own connection of each (redis-broker.ts).
+ */
+const ROSTER = `
+local arrived = {}
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i + 1]
+  if ARGV[i] == '+' then
+    redis.call('HINCRBY', KEYS[1], id, 1)
+    arrived[#arrived + 1] = id
+  elseif redis.call('HINCRBY', KEYS[1], id, -1) <= 0 then
+    redis.call('HDEL', KEYS[1], id)
+  end
+end
+if #arrived > 0 then redis.call('PUBLISH', ARGV[1], cjson.encode({b = ARGV[2], c = arrived})) end
+return #arrived
 `;
 
 /** The key prefix the scripts build per-process keys from (they are not declared: one cluster, one Redis). */
@@ -133,22 +150,28 @@ const PREFIX = KEYS.presence('').slice(0, -'presence:'.length);
 /** This process's membership: joined, beating, and reporting its clients. */
 export class Membership {
   readonly #redis: Redis;
-  readonly #scripts: Record<'beat' | 'left' | 'online' | 'onlineCount', Script>;
+  readonly #scripts: Record<'beat' | 'roster' | 'online' | 'onlineCount', Script>;
   readonly #id: string;
   readonly #onError: (error: unknown) => void;
+  /** The connections opened (`+`) and closed (`-`) this turn, sent as one {@link ROSTER}. */
+  readonly #roster: TurnBatch<readonly ['+' | '-', string], void>;
   #timer: NodeJS.Timeout | undefined;
   #left = false;
 
-  private constructor(redis: Redis, id: string, onError: (error: unknown) => void) {
+  private constructor(redis: Redis, id: string, takeoverChannel: string, onError: (error: unknown) => void) {
     this.#redis = redis;
     this.#scripts = {
       beat: script(redis, 'apsaramqBeat', BEAT, 1),
-      left: script(redis, 'apsaramqLeft', LEFT, 1),
+      roster: script(redis, 'apsaramqRoster', ROSTER, 1),
       online: script(redis, 'apsaramqOnline', ONLINE, 1),
       onlineCount: script(redis, 'apsaramqOnlineCount', ONLINE_COUNT, 1),
     };
     this.#id = id;
     this.#onError = onError;
+    this.#roster = new TurnBatch<readonly ['+' | '-', string], void>(async (changes) => {
+      await this.#scripts.roster.run(KEYS.presence(id), takeoverChannel, id, ...changes.flat());
+      return [];
+    });
   }
 
   /**
@@ -164,7 +187,7 @@ export class Membership {
     if (status === 'account') throw mismatch(`serves the account ${first ?? '?'} with another key pair than this process's (ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET, or the accessKeyId and accessKeySecret options)`);
     if (status === 'secret') throw mismatch(`serves the account ${first ?? '?'} with a key pair its processes were given, which it does not keep: give this process the same ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET`);
     if (status === 'options') throw mismatch(`runs with other options than this process: ${describeDifference(first ?? '{}', request.options)}`);
-    const membership = new Membership(redis, request.processId, onError);
+    const membership = new Membership(redis, request.processId, request.takeoverChannel, onError);
     membership.#timer = setInterval(() => membership.#beat(), HEARTBEAT_MS);
     membership.#timer.unref();
     return {
@@ -191,14 +214,17 @@ export class Membership {
     return (await inspectCluster(this.#redis)).processes;
   }
 
-  /** A client's connection to this process opened. */
+  /**
+   * A client's connection to this process opened (aedes registered it): counted, and every other broker of the
+   * cluster told to close its own connection of that ClientId (the takeover aedes' `new/clients` notice did).
+   */
   connected(clientId: string): void {
-    this.#redis.hincrby(KEYS.presence(this.#id), clientId, 1).catch(this.#onError);
+    if (!this.#left) this.#roster.add(['+', clientId]).catch(this.#onError);
   }
 
   /** A client's connection to this process closed. */
   disconnected(clientId: string): void {
-    this.#scripts.left.run(KEYS.presence(this.#id), clientId).catch(this.#onError);
+    if (!this.#left) this.#roster.add(['-', clientId]).catch(this.#onError);
   }
 
   /** Which of these ClientIds are connected to a live process of the cluster now. */
@@ -218,6 +244,7 @@ export class Membership {
   async leave(): Promise<void> {
     if (this.#left) return;
     this.#left = true;
+    this.#roster.drop();
     clearInterval(this.#timer);
     await this.#redis.multi().zrem(KEYS.processes, this.#id).del(KEYS.presence(this.#id), KEYS.process(this.#id)).exec().catch(this.#onError);
   }

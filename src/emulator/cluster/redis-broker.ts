@@ -14,8 +14,9 @@
  */
 import { Readable } from 'node:stream';
 import { p2pTarget, P2P_LEVEL } from '../p2p.js';
-import { channelPrefix } from './keys.js';
-import { connectRedis, type ClusterModules, type MqEmitterRedis, type RedisTarget } from './redis.js';
+import type { Redis } from 'ioredis';
+import { channelPrefix, KEYS, takeoverChannel } from './keys.js';
+import { connectRedis, script, TurnBatch, type ClusterModules, type MqEmitterRedis, type RedisTarget } from './redis.js';
 
 /** The channel of messages to `topic`. */
 export function channelOf(prefix: string, topic: string): string {
@@ -41,11 +42,13 @@ export function subscriptionOf(prefix: string, filter: string): { channel: strin
 }
 
 /**
- * aedes' own `$SYS` notices that no broker listens to (aedes follows `$SYS/+/new/clients`, heartbeats and births, and
- * the persistence `$SYS/sub/+`; devices may not subscribe to `$SYS`): kept off the bus, each would be a Redis PUBLISH
- * per SUBSCRIBE, UNSUBSCRIBE and DISCONNECT that nobody receives.
+ * aedes' own `$SYS` notices kept off the bus. Those no broker listens to (aedes follows `$SYS/+/new/clients`,
+ * heartbeats and births, and the persistence `$SYS/sub/+`; devices may not subscribe to `$SYS`) would each be a Redis
+ * PUBLISH per SUBSCRIBE, UNSUBSCRIBE and DISCONNECT that nobody receives. `new/clients`, the takeover notice of each
+ * CONNECT, is sent by the membership instead, with the presence count it goes with: one PUBLISH for the ClientIds
+ * that connected in one turn, on a channel of its own ({@link takeoverChannel}), heard below.
  */
-const UNHEARD = /^\$SYS\/[^/]+\/(?:new\/subscribes|new\/unsubscribes|disconnect\/clients)$/;
+const UNHEARD = /^\$SYS\/[^/]+\/(?:new\/subscribes|new\/unsubscribes|disconnect\/clients|new\/clients)$/;
 
 /** What the broker's rules let into its persistence: nothing retained or no will means nothing to look up. */
 export interface StoredFeatures {
@@ -86,6 +89,97 @@ function answerFromRules(persistence: unknown, features: StoredFeatures): void {
   }
 }
 
+/**
+ * A clean session's CONNECT (aedes' `cleanSubscriptions`) in one script for the CONNECTs of a turn: does the ClientId
+ * hold stored subscriptions (aedes-persistence-redis' `client:<ClientId>` hash), and how many queued messages
+ * (redis-queues.ts)? ARGV: both keys of each ClientId. Replies `{subscribed, queued}` per ClientId.
+ */
+const ARRIVALS = `
+local reply = {}
+for i = 1, #ARGV, 2 do
+  reply[#reply + 1] = {redis.call('EXISTS', ARGV[i]), redis.call('LLEN', ARGV[i + 1])}
+end
+return reply
+`;
+
+/** aedes-persistence-redis' hash of a ClientId's stored subscriptions. */
+function subscriptionsKey(clientId: string): string {
+  return `client:${encodeURIComponent(clientId)}`;
+}
+
+/**
+ * A clean session's CONNECT asks the store to forget the ClientId's subscriptions (aedes' `fetchSubs`), then reads
+ * its queue to drop what it holds (`emptyQueue`): three round trips for a ClientId that, almost always, holds neither.
+ * One batched check answers both; the store's own clean-up runs only for a ClientId that holds subscriptions, and a
+ * queue found empty is not read again (`emptyQueue`: {@link BrokerBackendOptions.emptyQueue}). A message queued
+ * between the check and the read would have been dropped by the read (the session starts clean) or, queued just after
+ * it, left queued: the same as before.
+ */
+function checkArrivals(persistence: unknown, store: Redis, emptyQueue: (client: object) => void): void {
+  const target = persistence as { cleanSubscriptions(client: { id: string }, cb?: Callback): Promise<unknown> | undefined };
+  const clean = target.cleanSubscriptions.bind(target);
+  const check = script(store, 'apsaramqArrivals', ARRIVALS, 0);
+  const arrivals = new TurnBatch<string, readonly [number, number]>(async (clientIds) => (await check.run(...clientIds.flatMap((id) => [subscriptionsKey(id), KEYS.queue(id)]))) as [number, number][]);
+  target.cleanSubscriptions = (client, cb) => {
+    const done = arrivals.add(client.id).then(async ([subscribed, queued]) => {
+      if (queued === 0) emptyQueue(client);
+      if (subscribed === 1) await clean(client);
+    });
+    if (!cb) return done;
+    done.then(() => process.nextTick(cb, null, client), (error: Error) => process.nextTick(cb, error));
+    return undefined;
+  };
+}
+
+/**
+ * SUBSCRIBEs and UNSUBSCRIBEs of the bus (mqemitter-redis sends one per channel: one per CONNECT and DISCONNECT for
+ * each client's P2P channel), sent as one command per run of the same kind in each turn, in the order asked.
+ */
+function coalesceSubscriptions(subConn: Redis): void {
+  type Change = readonly ['subscribe' | 'unsubscribe', string];
+  const direct = { subscribe: subConn.subscribe.bind(subConn), unsubscribe: subConn.unsubscribe.bind(subConn) };
+  const changes = new TurnBatch<Change, void>(async (asked): Promise<void[]> => {
+    const sent: Promise<unknown>[] = [];
+    for (let from = 0; from < asked.length;) {
+      const kind = (asked[from] as Change)[0];
+      let to = from;
+      while (to < asked.length && (asked[to] as Change)[0] === kind) to++;
+      sent.push(direct[kind](...asked.slice(from, to).map(([, channel]) => channel)));
+      from = to;
+    }
+    await Promise.all(sent);
+    return [];
+  });
+  const queued = (kind: Change[0]) => (channel: string, cb?: Callback): Promise<void> => {
+    const done = changes.add([kind, channel]);
+    if (cb) done.then(() => cb(null), (error: Error) => cb(error));
+    return done;
+  };
+  Object.assign(subConn, { subscribe: queued('subscribe'), unsubscribe: queued('unsubscribe') });
+}
+
+/**
+ * Hear the takeover notices of the other processes (membership.ts publishes them): each ClientId that connected
+ * there is handed to this broker's own `$SYS/+/new/clients` handler, which closes this process's connection of it, as
+ * the notice aedes publishes itself would have.
+ */
+async function hearTakeovers(mq: MqEmitterRedis, subConn: Redis, channel: string, processId: string, onError: (error: unknown) => void): Promise<void> {
+  mq._ignoredTopicsSet.add(channel);
+  subConn.on('messageBuffer', (from: Buffer, message: Buffer) => {
+    if (from.toString() !== channel) return;
+    let notice: { b: string; c: string[] };
+    try {
+      notice = JSON.parse(message.toString()) as { b: string; c: string[] };
+    } catch (error) {
+      onError(error);
+      return;
+    }
+    if (notice.b === processId) return;
+    for (const clientId of notice.c) mq._emit({ topic: `$SYS/${notice.b}/new/clients`, payload: Buffer.from(clientId) });
+  });
+  await subConn.subscribe(channel);
+}
+
 /** A broker's persistence and message bus, and how to let go of their connections. */
 export interface BrokerBackend {
   readonly persistence: unknown;
@@ -96,8 +190,18 @@ export interface BrokerBackend {
   abandon(): Promise<void>;
 }
 
+/** What a broker's backend is built with besides its Redis. */
+export interface BrokerBackendOptions {
+  /** What the broker's rules let into the persistence. */
+  readonly features: StoredFeatures;
+  /** A clean session's CONNECT found its queue empty: its read right after the CONNACK need not go to Redis. */
+  readonly emptyQueue: (client: object) => void;
+  readonly onError: (error: unknown) => void;
+}
+
 /** Connect a new persistence and bus for one start of a broker. */
-export async function brokerBackend(modules: ClusterModules, target: RedisTarget, processId: string, features: StoredFeatures, onError: (error: unknown) => void): Promise<BrokerBackend> {
+export async function brokerBackend(modules: ClusterModules, target: RedisTarget, processId: string, options: BrokerBackendOptions): Promise<BrokerBackend> {
+  const { features, onError } = options;
   const prefix = channelPrefix(target.db);
   const [store, subConn, pubConn] = await Promise.all([
     connectRedis(modules, target, `${processId}:sessions`),
@@ -112,6 +216,15 @@ export async function brokerBackend(modules: ClusterModules, target: RedisTarget
   (mq as unknown as { state: NodeJS.EventEmitter }).state.on('error', onError);
   mq._subTopic = (topic: string) => subscriptionOf(prefix, topic).channel;
   mq._containsWildcard = (topic: string) => subscriptionOf(prefix, topic).pattern;
+  try {
+    await hearTakeovers(mq, subConn, takeoverChannel(target.db), processId, onError);
+  } catch (error) {
+    store.disconnect();
+    subConn.disconnect();
+    pubConn.disconnect();
+    throw error;
+  }
+  coalesceSubscriptions(subConn);
   // mqemitter-redis closes with QUIT and waits for both connections' 'end', which a connection waiting to reconnect
   // to a Redis that is gone never emits: aedes' close would wait forever. The connections are dropped instead, and
   // the local emitter closed at once (mqemitter-redis keeps MQEmitter's own close as `_close`).
@@ -124,6 +237,7 @@ export async function brokerBackend(modules: ClusterModules, target: RedisTarget
   };
   const persistence = modules.redisPersistence({ conn: store });
   answerFromRules(persistence, features);
+  checkArrivals(persistence, store, options.emptyQueue);
   return {
     persistence,
     mq,

@@ -183,6 +183,8 @@ export class RedisSessionQueues {
   #limits: QueueLimits;
   #onOverflow: QueueOverflow;
   #last: QueueStats = EMPTY;
+  /** Clients whose CONNECT found their queue empty (redis-broker.ts), until the read right after their CONNACK. */
+  readonly #foundEmpty = new WeakSet<object>();
 
   constructor(redis: Redis, limits: QueueLimits, onOverflow: QueueOverflow) {
     this.#scripts = {
@@ -222,6 +224,16 @@ export class RedisSessionQueues {
     const unsent = packet.messageId === undefined && packet.brokerId !== undefined;
     const reply = (await this.#scripts.clear.runBuffer(...this.#keys(clientId), clientId, unsent ? 'unsent' : 'sent', packet.brokerId ?? '', String(packet.brokerCounter ?? ''), String(packet.messageId ?? ''))) as [Buffer, Buffer] | null;
     return reply ? decode(reply[0], reply[1].toString()) : undefined;
+  }
+
+  /** This client's CONNECT found its queue empty: the next {@link RedisSessionQueues.emptyAtConnect} of it says so. */
+  markEmpty(client: object): void {
+    this.#foundEmpty.add(client);
+  }
+
+  /** Did this client's CONNECT find its queue empty (and nothing asked since)? Answers once. */
+  emptyAtConnect(client: object): boolean {
+    return this.#foundEmpty.delete(client);
   }
 
   async list(clientId: string): Promise<StoredPacket[]> {
