@@ -6,30 +6,34 @@ import { ACTIONS, EMULATED_ACTIONS, type EmulatedAction } from '../../src/emulat
 import { REPLICATED_ACTIONS } from '../../src/emulator/cluster/cluster.js';
 import { reached, seededBytes } from '../../src/emulator/cluster/ledger.js';
 import { describeDifference, sharedOptions } from '../../src/emulator/cluster/membership.js';
-import { channelOf, subscriptionOf } from '../../src/emulator/cluster/redis-broker.js';
+import { inboxChannel, routeOf, subscriptionOf } from '../../src/emulator/cluster/redis-broker.js';
 import { hidePassword, parseRedisUrl, shownRedisUrl } from '../../src/emulator/cluster/redis.js';
 import { resolveOptions } from '../../src/emulator/options.js';
 import { CredentialRegistry } from '../../src/emulator/registry.js';
 import { TokenRegistry } from '../../src/emulator/token-registry.js';
 
 const P = 'apsaramq-device:0:';
+const I = `${P}i/emu-1`;
 
 describe('the message bus\'s channels', () => {
-  it('a P2P message goes on its addressee\'s channel, and a client\'s P2P subscription is that channel, not a pattern', () => {
-    expect(channelOf(P, 'demo/p2p/GID_a@@@1')).toBe(`${P}p/GID_a@@@1`);
-    expect(subscriptionOf(P, '+/p2p/GID_a@@@1')).toEqual({ channel: `${P}p/GID_a@@@1`, pattern: false });
-    expect(channelOf(P, 'demo/x')).toBe(`${P}t/demo/x`);
-    expect(channelOf(P, 'demo/p2p/a/b')).toBe(`${P}t/demo/p2p/a/b`);
+  it('a P2P message goes to its addressee\'s processes, and every client\'s P2P subscription is its process\'s inbox, not a pattern', () => {
+    const inbox = inboxChannel(P, 'emu-1');
+    expect(inbox).toBe(`${P}i/emu-1`);
+    expect(routeOf(P, 'demo/p2p/GID_a@@@1')).toEqual({ addressee: 'GID_a@@@1' });
+    expect(subscriptionOf(P, '+/p2p/GID_a@@@1', inbox)).toEqual({ channel: inbox, pattern: false });
+    expect(subscriptionOf(P, '+/p2p/GID_b@@@2', inbox)).toEqual({ channel: inbox, pattern: false });
+    expect(routeOf(P, 'demo/x')).toEqual({ channel: `${P}t/demo/x` });
+    expect(routeOf(P, 'demo/p2p/a/b')).toEqual({ channel: `${P}t/demo/p2p/a/b` });
   });
 
   it('an exact filter is a channel; a wildcard one a pattern that matches at least what it matches, its own glob characters escaped', () => {
-    expect(subscriptionOf(P, 'demo/x')).toEqual({ channel: `${P}t/demo/x`, pattern: false });
-    expect(subscriptionOf(P, 'demo/#')).toEqual({ channel: `${P}t/demo*`, pattern: true });
-    expect(subscriptionOf(P, '#')).toEqual({ channel: `${P}t/*`, pattern: true });
-    expect(subscriptionOf(P, 'demo/+/x')).toEqual({ channel: `${P}t/demo/*/x`, pattern: true });
-    expect(subscriptionOf(P, 'de*mo/[a]?/#')).toEqual({ channel: `${P}t/de\\*mo/\\[a\\]\\?*`, pattern: true });
+    expect(subscriptionOf(P, 'demo/x', I)).toEqual({ channel: `${P}t/demo/x`, pattern: false });
+    expect(subscriptionOf(P, 'demo/#', I)).toEqual({ channel: `${P}t/demo*`, pattern: true });
+    expect(subscriptionOf(P, '#', I)).toEqual({ channel: `${P}t/*`, pattern: true });
+    expect(subscriptionOf(P, 'demo/+/x', I)).toEqual({ channel: `${P}t/demo/*/x`, pattern: true });
+    expect(subscriptionOf(P, 'de*mo/[a]?/#', I)).toEqual({ channel: `${P}t/de\\*mo/\\[a\\]\\?*`, pattern: true });
     // A filter naming another client's inbox with a wildcard is not an inbox.
-    expect(subscriptionOf(P, '+/p2p/+').pattern).toBe(true);
+    expect(subscriptionOf(P, '+/p2p/+', I).pattern).toBe(true);
   });
 });
 

@@ -48,7 +48,7 @@ function fingerprint(accessKeyId: string, accessKeySecret: string): string {
 }
 
 /** Redis' clock in ms, as `now`: the one clock every process of the cluster shares. */
-const NOW = `
+export const NOW = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 

@@ -7,21 +7,29 @@
  * The bus's channels are mapped here. mqemitter-redis publishes each message on the channel named by its topic and
  * turns each wildcard filter into a pattern subscription; Redis matches every message against every pattern, so one
  * pattern per client (the broker's own P2P subscription `+/p2p/<ClientId>`) would cost each message 20,000 matches on a
- * fleet of 20,000. A P2P message (`<parent>/p2p/<ClientId>`) goes on the channel of its addressee instead, and each
- * client's P2P subscription is that one channel; only the addressee ever gets a P2P message (broker-rules.ts), so no
- * other subscriber misses one. Every channel carries the database number (pub/sub ignores databases), and a filter's
- * characters that Redis' patterns would read as their own (`*`, `?`, `[`, `]`, `\`) are escaped.
+ * fleet of 20,000, and one channel per client a SUBSCRIBE per CONNECT and an UNSUBSCRIBE per DISCONNECT. Each process
+ * has one P2P inbox channel instead, which every client's P2P subscription maps to (one SUBSCRIBE while it has a
+ * client at all); a P2P message (`<parent>/p2p/<ClientId>`) goes, by one script, to the inbox of each live process its
+ * addressee is connected to (membership.ts's presence). Only the addressee ever gets a P2P message (broker-rules.ts),
+ * so no other subscriber misses one. Every channel carries the database number (pub/sub ignores databases), and a
+ * filter's characters that Redis' patterns would read as their own (`*`, `?`, `[`, `]`, `\`) are escaped.
  */
 import { Readable } from 'node:stream';
 import { p2pTarget, P2P_LEVEL } from '../p2p.js';
 import type { Redis } from 'ioredis';
-import { channelPrefix, KEYS, takeoverChannel } from './keys.js';
+import { channelPrefix, KEYS, LIVE_MS, takeoverChannel } from './keys.js';
+import { NOW } from './membership.js';
 import { connectRedis, script, TurnBatch, type ClusterModules, type MqEmitterRedis, type RedisTarget } from './redis.js';
 
-/** The channel of messages to `topic`. */
-export function channelOf(prefix: string, topic: string): string {
-  const target = p2pTarget(topic);
-  return target === undefined ? `${prefix}t/${topic}` : `${prefix}p/${target}`;
+/** Where a message to `topic` goes: its topic's channel, or (P2P) the inboxes of the processes its addressee is on. */
+export function routeOf(prefix: string, topic: string): { channel: string } | { addressee: string } {
+  const addressee = p2pTarget(topic);
+  return addressee === undefined ? { channel: `${prefix}t/${topic}` } : { addressee };
+}
+
+/** The P2P inbox channel of one process (of its broker id). */
+export function inboxChannel(prefix: string, processId: string): string {
+  return `${prefix}i/${processId}`;
 }
 
 /** The ClientId of a broker's P2P subscription `+/p2p/<ClientId>`, else `undefined`. */
@@ -30,10 +38,12 @@ function inboxOf(filter: string): string | undefined {
   return levels.length === 3 && levels[0] === '+' && levels[1] === P2P_LEVEL && levels[2] !== '' && !/[+#]/.test(levels[2] as string) ? levels[2] : undefined;
 }
 
-/** A filter as a Redis channel (no wildcard) or pattern (`+` and `#` become `*`; a superset: aedes matches exactly). */
-export function subscriptionOf(prefix: string, filter: string): { channel: string; pattern: boolean } {
-  const inbox = inboxOf(filter);
-  if (inbox !== undefined) return { channel: `${prefix}p/${inbox}`, pattern: false };
+/**
+ * A filter as a Redis channel (no wildcard) or pattern (`+` and `#` become `*`; a superset: aedes matches exactly); a
+ * client's P2P subscription is its process's `inbox`.
+ */
+export function subscriptionOf(prefix: string, filter: string, inbox: string): { channel: string; pattern: boolean } {
+  if (inboxOf(filter) !== undefined) return { channel: inbox, pattern: false };
   if (!/[+#]/.test(filter)) return { channel: `${prefix}t/${filter}`, pattern: false };
   const levels = filter.split('/').map((level) => (level === '+' || level === '#' ? '*' : level.replace(/[*?[\]\\]/g, '\\$&')));
   // `a/#` also matches `a` itself: its pattern must not need the slash.
@@ -180,6 +190,21 @@ async function hearTakeovers(mq: MqEmitterRedis, subConn: Redis, channel: string
   await subConn.subscribe(channel);
 }
 
+/**
+ * A P2P message, to the inbox of each live process its addressee is connected to. KEYS: the live processes. ARGV: how
+ * recent a live process's heartbeat is, the presence keys' prefix, the inboxes' prefix, the addressee, the message.
+ */
+/** The prefix of each process's presence hash (membership.ts). */
+const PRESENCE = KEYS.presence('');
+
+const P2P = `${NOW}
+local sent = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')) do
+  if redis.call('HEXISTS', ARGV[2] .. id, ARGV[4]) == 1 then sent = sent + redis.call('PUBLISH', ARGV[3] .. id, ARGV[5]) end
+end
+return sent
+`;
+
 /** A broker's persistence and message bus, and how to let go of their connections. */
 export interface BrokerBackend {
   readonly persistence: unknown;
@@ -208,14 +233,24 @@ export async function brokerBackend(modules: ClusterModules, target: RedisTarget
     connectRedis(modules, target, `${processId}:bus-in`, { maxRetriesPerRequest: null }),
     connectRedis(modules, target, `${processId}:bus-out`),
   ]);
-  // Published on the channel of the message's topic (mqemitter-redis names the topic), read back by topic.
+  // Published on the channel of the message's topic (mqemitter-redis names the topic), read back by topic; a P2P
+  // message to its addressee's processes' inboxes.
   const publish = pubConn.publish.bind(pubConn) as (channel: string, message: Buffer | string) => Promise<number>;
-  (pubConn as unknown as { publish: typeof publish }).publish = (channel, message) => (UNHEARD.test(channel) ? Promise.resolve(0) : publish(channelOf(prefix, channel), message));
+  const p2p = script(pubConn, 'apsaramqP2p', P2P, 1);
+  const inboxes = inboxChannel(prefix, '');
+  (pubConn as unknown as { publish: typeof publish }).publish = async (topic, message) => {
+    const route = routeOf(prefix, topic);
+    return 'channel' in route ? publish(route.channel, message) : ((await p2p.run(KEYS.processes, LIVE_MS, PRESENCE, inboxes, route.addressee, message)) as number);
+  };
   const mq = modules.mqemitterRedis({ subConn, pubConn, matchEmptyLevels: true }) as MqEmitterRedis;
+  // aedes' notices no broker hears never reach Redis (nor the cost of encoding them).
+  const emit = mq.emit.bind(mq);
+  mq.emit = (message, done) => (UNHEARD.test(message.topic) ? done?.() : emit(message, done));
   // mqemitter-redis reports its connections' failures as 'error' events of `state`: unheard, one would end the process.
   (mq as unknown as { state: NodeJS.EventEmitter }).state.on('error', onError);
-  mq._subTopic = (topic: string) => subscriptionOf(prefix, topic).channel;
-  mq._containsWildcard = (topic: string) => subscriptionOf(prefix, topic).pattern;
+  const inbox = inboxChannel(prefix, processId);
+  mq._subTopic = (topic: string) => subscriptionOf(prefix, topic, inbox).channel;
+  mq._containsWildcard = (topic: string) => subscriptionOf(prefix, topic, inbox).pattern;
   try {
     await hearTakeovers(mq, subConn, takeoverChannel(target.db), processId, onError);
   } catch (error) {

@@ -61,6 +61,7 @@ export interface ClusterModules {
 /** The parts of an mqemitter-redis instance the cluster relies on (see redis-broker.ts). */
 export interface MqEmitterRedis {
   _subTopic(topic: string): string;
+  emit(message: { topic: string }, done?: (error?: Error) => void): unknown;
   _containsWildcard(topic: string): boolean;
   close(cb?: () => void): unknown;
   /** MQEmitter's own close, kept by mqemitter-redis under this name. */
