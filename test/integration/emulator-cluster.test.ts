@@ -5,9 +5,11 @@
  */
 import { once } from 'node:events';
 import type { MqttClient } from 'mqtt';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { Redis } from 'ioredis';
+import { afterEach, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { DeviceCredential } from '../../src/credential.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
+import { KEYS } from '../../src/emulator/cluster/keys.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { apiFailure, callApi, connackCode, connectMqtt, connectWithInbox, queuedSoFar, registerDevice, signedCall, commonParams } from '../helpers/emulator.js';
 import { accountLogin } from '../helpers/broker.js';
@@ -46,6 +48,11 @@ function leaves(emulator: Emulator, clientId: string): Promise<void> {
     };
     emulator.events.on('clientDisconnected', on);
   });
+}
+
+/** Resolves when the client's connection closes. */
+function closing(client: MqttClient): Promise<void> {
+  return new Promise((resolve) => client.once('close', () => resolve()));
 }
 
 function keep(client: MqttClient): MqttClient {
@@ -134,6 +141,95 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     keep(back.client);
     expect(back.sessionPresent).toBe(true);
     for (let i = 0; i < 10; i++) expect(await back.next()).toEqual(['demo/queued', `q${i}`]);
+  });
+
+  it('a takeover across processes: the same ClientId connecting at B closes its older connection at A, and back again', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const b = await member(redis);
+    const credential = await registerDevice(a, 'GID_demo@@@twice');
+    const first = keep(await connectMqtt(a.mqttUrl, signDeviceCredential(credential)));
+    const firstClosed = closing(first);
+    const second = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(credential)));
+    await firstClosed;
+    const secondClosed = closing(second);
+    const third = keep(await connectMqtt(a.mqttUrl, signDeviceCredential(credential)));
+    await secondClosed;
+    // The newest session is the one that stays, and the cluster counts it once.
+    const check = await connectWithInbox(b.mqttUrl, signDeviceCredential(await registerDevice(b, 'GID_demo@@@checker')));
+    keep(check.client);
+    await third.subscribeAsync('demo/alive', { qos: 1 });
+    const echo = new Promise<string>((resolve) => third.once('message', (_topic, payload) => resolve(payload.toString())));
+    await check.client.publishAsync('demo/alive', 'still here', { qos: 1 });
+    expect(await echo).toBe('still here');
+    const stats = (await (await fetch(`${b.apiEndpoint}/_emulator/stats`)).json()) as { cluster: { online: number } };
+    expect(stats.cluster.online).toBe(2);
+  });
+
+  it('a clean session at B replaces a persistent one made at A: its stored subscription and queued messages are dropped', async () => {
+    const redis = await startRedis();
+    const a = await member(redis, IMMEDIATE);
+    const b = await member(redis, IMMEDIATE);
+    const device = await registerDevice(a, 'GID_demo@@@fresh');
+    const feeder = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(await registerDevice(a, 'GID_demo@@@feeder'))));
+    const persistent = keep(await connectMqtt(a.mqttUrl, signDeviceCredential(device), { clean: false }));
+    await persistent.subscribeAsync('demo/held', { qos: 1 });
+    await persistent.endAsync();
+    for (let i = 0; i < 3; i++) await feeder.publishAsync('demo/held', `h${i}`, { qos: 1 });
+    await queuedSoFar(feeder);
+    const queuedStats = async (): Promise<number> => ((await (await fetch(`${a.apiEndpoint}/_emulator/stats`)).json()) as { mqtt: { queues: { messages: number } } }).mqtt.queues.messages;
+    expect(await queuedStats()).toBe(3);
+    // aedes drops a clean session's queue message by message after its CONNACK; Redis says when the queue is gone.
+    const watcher = new Redis(redis.url);
+    onTestFinished(() => watcher.disconnect());
+    await watcher.config('SET', 'notify-keyspace-events', 'Kg');
+    await watcher.subscribe(`__keyspace@0__:${KEYS.queue('GID_demo@@@fresh')}`);
+    const dropped = new Promise<void>((resolve) => watcher.on('message', (_channel: string, event: string) => event === 'del' && resolve()));
+    const clean = await connectWithInbox(b.mqttUrl, signDeviceCredential(device), { clean: true });
+    expect(clean.sessionPresent).toBe(false);
+    await dropped;
+    await clean.client.endAsync();
+    expect(await queuedStats()).toBe(0);
+    // Back persistent at A: no session, nothing queued, and demo/held no longer subscribed (a message to it would come
+    // before the marker published after it).
+    const back = await connectWithInbox(a.mqttUrl, signDeviceCredential(device), { clean: false });
+    keep(back.client);
+    expect(back.sessionPresent).toBe(false);
+    await back.client.subscribeAsync('demo/marker', { qos: 1 });
+    await feeder.publishAsync('demo/held', 'late', { qos: 1 });
+    await feeder.publishAsync('demo/marker', 'first', { qos: 1 });
+    expect(await back.next()).toEqual(['demo/marker', 'first']);
+  });
+
+  it('P2P through one inbox per process: CONNECTs add no SUBSCRIBE, a message reaches its addressee on the process it moved to, and no other client', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const b = await member(redis);
+    const stats = new Redis(redis.url);
+    onTestFinished(() => stats.disconnect());
+    const subscribes = async (): Promise<number> => Number(/cmdstat_subscribe:calls=(\d+)/.exec(await stats.info('commandstats'))?.[1] ?? 0);
+    const sender = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(await registerDevice(a, 'GID_demo@@@sender'))));
+    const xCredential = await registerDevice(a, 'GID_demo@@@x');
+    const x = await connectWithInbox(a.mqttUrl, signDeviceCredential(xCredential));
+    keep(x.client);
+    const y = await connectWithInbox(a.mqttUrl, signDeviceCredential(await registerDevice(a, 'GID_demo@@@y')));
+    keep(y.client);
+    const before = await subscribes();
+    for (let i = 0; i < 5; i++) keep(await connectMqtt(i % 2 ? a.mqttUrl : b.mqttUrl, signDeviceCredential(await registerDevice(a, `GID_demo@@@more-${i}`))));
+    expect(await subscribes()).toBe(before);
+    await sender.publishAsync('demo/p2p/GID_demo@@@x', 'to x', { qos: 1 });
+    await sender.publishAsync('demo/p2p/GID_demo@@@y', 'to y', { qos: 1 });
+    expect(await x.next()).toEqual(['demo/p2p/GID_demo@@@x', 'to x']);
+    expect(await y.next()).toEqual(['demo/p2p/GID_demo@@@y', 'to y']);
+    // x moves to B (its connection at A is taken over): P2P messages follow it there.
+    const movedAway = closing(x.client);
+    const moved = await connectWithInbox(b.mqttUrl, signDeviceCredential(xCredential));
+    keep(moved.client);
+    await movedAway;
+    await sender.publishAsync('demo/p2p/GID_demo@@@x', 'to x at B', { qos: 1 });
+    await sender.publishAsync('demo/p2p/GID_demo@@@y', 'to y again', { qos: 1 });
+    expect(await moved.next()).toEqual(['demo/p2p/GID_demo@@@x', 'to x at B']);
+    expect(await y.next()).toEqual(['demo/p2p/GID_demo@@@y', 'to y again']);
   });
 
   it('QuerySession through A reports a device connected to B, and not once it left', async () => {
