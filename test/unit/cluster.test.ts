@@ -7,7 +7,7 @@ import { REPLICATED_ACTIONS } from '../../src/emulator/cluster/cluster.js';
 import { reached, seededBytes } from '../../src/emulator/cluster/ledger.js';
 import { describeDifference, sharedOptions } from '../../src/emulator/cluster/membership.js';
 import { inboxChannel, routeOf, subscriptionOf } from '../../src/emulator/cluster/redis-broker.js';
-import { hidePassword, parseRedisUrl, shownRedisUrl } from '../../src/emulator/cluster/redis.js';
+import { hidePassword, parseRedisUrl, shownRedisUrl, TurnBatch } from '../../src/emulator/cluster/redis.js';
 import { resolveOptions } from '../../src/emulator/options.js';
 import { CredentialRegistry } from '../../src/emulator/registry.js';
 import { TokenRegistry } from '../../src/emulator/token-registry.js';
@@ -126,5 +126,57 @@ describe('the actions the cluster replicates through its log', () => {
       return registry.changes + tokens.changes !== before;
     });
     expect(new Set(changing)).toEqual(REPLICATED_ACTIONS);
+  });
+});
+
+describe('TurnBatch: the round trips a burst of CONNECTs shares', () => {
+  /** A batch whose sends are recorded and answered by the test. */
+  function recorded(): { batch: TurnBatch<string, string>; sent: string[][]; next: () => Promise<{ answer: () => void; fail: (error: Error) => void }> } {
+    const sent: string[][] = [];
+    const waiting: ((send: { answer: () => void; fail: (error: Error) => void }) => void)[] = [];
+    const pending: { answer: () => void; fail: (error: Error) => void }[] = [];
+    const batch = new TurnBatch<string, string>((items) => new Promise((resolve, reject) => {
+      sent.push(items);
+      const send = { answer: () => resolve(items.map((item) => `${item}!`)), fail: reject };
+      const waiter = waiting.shift();
+      if (waiter) waiter(send);
+      else pending.push(send);
+    }));
+    const next = (): Promise<{ answer: () => void; fail: (error: Error) => void }> => {
+      const ready = pending.shift();
+      return ready ? Promise.resolve(ready) : new Promise((resolve) => waiting.push(resolve));
+    };
+    return { batch, sent, next };
+  }
+
+  it('what is asked in one turn goes as one batch, in order; what is asked while it is on its way goes as the next, once it is answered', async () => {
+    const { batch, sent, next } = recorded();
+    const a = batch.add('a');
+    const b = batch.add('b');
+    const first = await next();
+    expect(sent).toEqual([['a', 'b']]);
+    const c = batch.add('c');
+    const d = batch.add('d');
+    // Not sent while the first batch is on its way, whatever turns pass.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(sent).toEqual([['a', 'b']]);
+    first.answer();
+    expect([await a, await b]).toEqual(['a!', 'b!']);
+    const second = await next();
+    expect(sent).toEqual([['a', 'b'], ['c', 'd']]);
+    second.answer();
+    expect([await c, await d]).toEqual(['c!', 'd!']);
+  });
+
+  it('a batch that fails rejects its own items only; the next batch still goes', async () => {
+    const { batch, sent, next } = recorded();
+    const lost = batch.add('lost');
+    const first = await next();
+    const kept = batch.add('kept');
+    first.fail(new Error('Redis went away'));
+    await expect(lost).rejects.toThrow('Redis went away');
+    (await next()).answer();
+    expect(await kept).toBe('kept!');
+    expect(sent).toEqual([['lost'], ['kept']]);
   });
 });

@@ -15,6 +15,7 @@
  */
 import { createCipheriv, randomBytes, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { TurnBatch } from './redis.js';
 
 /** One change of the state, as it is kept in the stream. */
 export interface Change {
@@ -71,8 +72,11 @@ export class Ledger {
   #last = '0-0';
   #closed = false;
   #following: Promise<void> | undefined;
-  /** The barrier callers are joining now: its read of the stream's end has not been sent yet. */
-  #nextBarrier: Promise<void> | undefined;
+  /** The barriers asked since the last read of the stream's end was sent: the next read answers them all. */
+  readonly #barriers = new TurnBatch<undefined, undefined>(async (asked) => {
+    await this.#catchUpToEnd();
+    return asked;
+  });
   readonly #proposals = new Map<string, { resolve: (outcome: Outcome) => void; reject: (error: Error) => void }>();
   readonly #waiters = new Set<{ id: string; resolve: () => void; reject: (error: Error) => void }>();
 
@@ -143,15 +147,12 @@ export class Ledger {
   }
 
   /**
-   * Resolves once every change the stream holds now is applied here. The callers of one turn of the event loop share
-   * one read of the stream's end (a fleet's CONNECTs arrive in bursts), sent after every one of them was called.
+   * Resolves once every change the stream holds now is applied here. Callers share reads of the stream's end (a
+   * fleet's CONNECTs arrive in bursts): one read answers every caller asked before it was sent, and no caller joins a
+   * read already sent ({@link TurnBatch}).
    */
-  barrier(): Promise<void> {
-    this.#nextBarrier ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
-      this.#nextBarrier = undefined;
-      return this.#catchUpToEnd();
-    });
-    return this.#nextBarrier;
+  async barrier(): Promise<void> {
+    await this.#barriers.add(undefined);
   }
 
   async #catchUpToEnd(): Promise<void> {

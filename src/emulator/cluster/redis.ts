@@ -168,23 +168,33 @@ export function script(redis: Redis, name: string, lua: string, keys: number): S
 }
 
 /**
- * Work asked for during one turn of the event loop, sent together once the turn's callbacks have run: a fleet's
- * CONNECTs arrive in bursts, and one script (or one SUBSCRIBE) for a burst costs Redis and this process a fraction of
- * one per CONNECT. Items keep their order, and batches go out in the order they were made, on one connection each.
+ * Work asked for while Redis is busy with the last batch, sent together: a fleet's CONNECTs arrive in bursts, and one
+ * script (or one SUBSCRIBE) for a burst costs Redis and this process a fraction of one per CONNECT. What is asked in a
+ * turn of the event loop goes once the turn's callbacks have run; at most one batch is on its way at a time, and what
+ * is asked meanwhile goes as the next batch as soon as that one is answered, so every item is sent after it was
+ * asked. Items keep their order, and batches go in the order they were made.
  */
 export class TurnBatch<T, R> {
   readonly #send: (items: T[]) => Promise<readonly R[]>;
   #items: T[] = [];
   #settle: { resolve: (result: R) => void; reject: (error: unknown) => void }[] = [];
+  #scheduled = false;
+  #sending = false;
 
   /** @param send - sends a batch; resolves with one result per item, in order. */
   constructor(send: (items: T[]) => Promise<readonly R[]>) {
     this.#send = send;
   }
 
-  /** Add an item to this turn's batch; resolves with its result once the batch is answered. */
+  /** Add an item to the next batch; resolves with its result once that batch is answered. */
   add(item: T): Promise<R> {
-    if (this.#items.length === 0) setImmediate(() => this.#flush());
+    if (!this.#scheduled && !this.#sending) {
+      this.#scheduled = true;
+      setImmediate(() => {
+        this.#scheduled = false;
+        this.#flush();
+      });
+    }
     this.#items.push(item);
     return new Promise<R>((resolve, reject) => this.#settle.push({ resolve, reject }));
   }
@@ -196,14 +206,24 @@ export class TurnBatch<T, R> {
   }
 
   #flush(): void {
+    if (this.#sending || this.#items.length === 0) return;
     const items = this.#items;
     const settle = this.#settle;
     this.#items = [];
     this.#settle = [];
-    if (items.length === 0) return;
-    this.#send(items).then(
+    this.#sending = true;
+    let sent: Promise<readonly R[]>;
+    try {
+      sent = this.#send(items);
+    } catch (error) {
+      sent = Promise.reject(error);
+    }
+    sent.then(
       (results) => settle.forEach(({ resolve }, i) => resolve(results[i] as R)),
       (error: unknown) => settle.forEach(({ reject }) => reject(error)),
-    );
+    ).finally(() => {
+      this.#sending = false;
+      this.#flush();
+    });
   }
 }
