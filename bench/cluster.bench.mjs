@@ -8,7 +8,7 @@
 // 0. first, what one CONNECT costs the emulator in CPU, plain and clustered (less sensitive to a loaded machine).
 // Needs redis-server on the PATH. BENCH_CONNECT_DEVICES (5,000), BENCH_ROUNDS (3), BENCH_LATENCY_MESSAGES (3,000).
 // BENCH_CLUSTER_PARTS: which parts to run, comma-separated (default 0,1,2,3); `BENCH_CLUSTER_PARTS=0` measures only
-// the CPU per CONNECT, in a minute or so.
+// the CPU per CONNECT (and the Redis commands each costs, from INFO commandstats), in a minute or so.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -16,6 +16,7 @@ import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { Redis } from 'ioredis';
 import mqtt from 'mqtt';
 import { signSignature } from '../dist/index.js';
 import { CLI, lastJson, median, runNode, verdict } from './lib/child.mjs';
@@ -109,7 +110,20 @@ async function startRedis() {
     child.once('exit', () => reject(new Error('redis-server did not start')));
   });
   child.stdout.resume();
-  return { url: `redis://127.0.0.1:${port}`, pid: child.pid, stop: async () => { child.kill(); await new Promise((r) => child.once('exit', r)); } };
+  const url = `redis://127.0.0.1:${port}`;
+  const client = new Redis(url);
+  return { url, pid: child.pid, client, stop: async () => { client.disconnect(); child.kill(); await new Promise((r) => child.once('exit', r)); } };
+}
+
+/**
+ * The commands Redis ran per CONNECT and DISCONNECT (INFO commandstats since the last RESETSTAT), most first. Commands
+ * a script ran count too, each as its own name: `evalsha` is one round trip, the commands after it may be its own.
+ */
+async function commandsPerConnect(client) {
+  const rows = [...(await client.info('commandstats')).matchAll(/^cmdstat_(\S+?):calls=(\d+)/gm)].map(([, name, calls]) => [name, Number(calls) / DEVICES]).filter(([name, per]) => per >= 0.01 && name !== 'config|resetstat');
+  rows.sort((a, b) => b[1] - a[1]);
+  const total = rows.reduce((sum, [, per]) => sum + per, 0);
+  return `${total.toFixed(2)} (${rows.map(([name, per]) => `${name} ${per.toFixed(2)}`).join(', ')})`;
 }
 
 /**
@@ -125,11 +139,14 @@ async function connectCost(emulatorArgs, redis) {
     const flags = ['--endpoint', info.apiEndpoint, '--broker-url', info.mqttUrl, '--instance-id', info.instanceId, '--store', store];
     const env = { ALIBABA_CLOUD_ACCESS_KEY_ID: info.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: info.accessKeySecret };
     await connectRate(flags, env);
+    await redis?.client.config('RESETSTAT');
     const before = { emulator: cpuMs(emulator.pid), redis: redis ? cpuMs(redis.pid) : 0 };
     await connectRate(flags, env);
     const emulatorMs = ((cpuMs(emulator.pid) - before.emulator) / DEVICES) * 1_000;
     const redisMs = redis ? ((cpuMs(redis.pid) - before.redis) / DEVICES) * 1_000 : 0;
-    return { total: emulatorMs + redisMs, emulator: emulatorMs, redis: redisMs };
+    // The fleet's last DISCONNECTs may still be on their way: the commands are counted once the emulator has none left.
+    while (redis && (await (await fetch(`${info.apiEndpoint}/_emulator/stats`)).json()).mqtt.connected > 0) await new Promise((r) => setTimeout(r, 100));
+    return { total: emulatorMs + redisMs, emulator: emulatorMs, redis: redisMs, commands: redis ? await commandsPerConnect(redis.client) : '' };
   } finally {
     await emulator.stop();
     await rm(store, { recursive: true, force: true });
@@ -143,6 +160,7 @@ if (PARTS.has('0')) {
   const memberCost = await connectCost(['--redis', redis.url], redis);
   await redis.stop();
   console.log(`CPU per 1,000 connects and disconnects: one plain emulator process ${plainCost.total.toFixed(0)} ms, one process of a cluster (and its Redis) ${memberCost.total.toFixed(0)} ms (${memberCost.emulator.toFixed(0)} + ${memberCost.redis.toFixed(0)}): ${(memberCost.total / plainCost.total).toFixed(2)}x (load ${load()})`);
+  console.log(`Redis commands per connect and disconnect: ${memberCost.commands}`);
 }
 const single = [];
 const clustered = [];
