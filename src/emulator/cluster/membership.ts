@@ -123,9 +123,9 @@ return total
 `;
 
 /**
- * This process's connections that opened and closed during one turn, in order (ARGV: the takeover channel, this
- * process's broker id, then `+` or `-` and a ClientId for each): one more for a ClientId that connected, one fewer
- * (gone at none) for one that left. The ClientIds that connected are published together on the takeover channel
+ * This process's connections that opened and closed since the last such script, in order (ARGV: the takeover channel,
+ * this process's broker id, then `+` or `-` and a ClientId for each): one more for a ClientId that connected, one
+ * fewer (gone at none) for one that left. The ClientIds that connected are published together on the takeover channel
  * (`{"b": brokerId, "c": [ClientId, …]}`), as aedes' `$SYS/<broker>/new/clients` notices would each have been:
  * every other broker closes its own connection of each (redis-broker.ts).
  */
@@ -153,7 +153,7 @@ export class Membership {
   readonly #scripts: Record<'beat' | 'roster' | 'online' | 'onlineCount', Script>;
   readonly #id: string;
   readonly #onError: (error: unknown) => void;
-  /** The connections opened (`+`) and closed (`-`) this turn, sent as one {@link ROSTER}. */
+  /** The connections opened (`+`) and closed (`-`), sent together as one {@link ROSTER} (redis.ts TurnBatch). */
   readonly #roster: TurnBatch<readonly ['+' | '-', string], void>;
   #timer: NodeJS.Timeout | undefined;
   #left = false;

@@ -56,7 +56,7 @@ export function subscriptionOf(prefix: string, filter: string, inbox: string): {
  * heartbeats and births, and the persistence `$SYS/sub/+`; devices may not subscribe to `$SYS`) would each be a Redis
  * PUBLISH per SUBSCRIBE, UNSUBSCRIBE and DISCONNECT that nobody receives. `new/clients`, the takeover notice of each
  * CONNECT, is sent by the membership instead, with the presence count it goes with: one PUBLISH for the ClientIds
- * that connected in one turn, on a channel of its own ({@link takeoverChannel}), heard below.
+ * that connected since its last one, on a channel of its own ({@link takeoverChannel}), heard below.
  */
 const UNHEARD = /^\$SYS\/[^/]+\/(?:new\/subscribes|new\/unsubscribes|disconnect\/clients|new\/clients)$/;
 
@@ -100,7 +100,7 @@ function answerFromRules(persistence: unknown, features: StoredFeatures): void {
 }
 
 /**
- * A clean session's CONNECT (aedes' `cleanSubscriptions`) in one script for the CONNECTs of a turn: does the ClientId
+ * A clean session's CONNECT (aedes' `cleanSubscriptions`) in one script for a burst of CONNECTs: does the ClientId
  * hold stored subscriptions (aedes-persistence-redis' `client:<ClientId>` hash), and how many queued messages
  * (redis-queues.ts)? ARGV: both keys of each ClientId. Replies `{subscribed, queued}` per ClientId.
  */
@@ -119,7 +119,7 @@ function subscriptionsKey(clientId: string): string {
 
 /**
  * A clean session's CONNECT asks the store to forget the ClientId's subscriptions (aedes' `fetchSubs`), then reads
- * its queue to drop what it holds (`emptyQueue`): three round trips for a ClientId that, almost always, holds neither.
+ * its queue to drop what it holds (`emptyQueue`): two round trips for a ClientId that, almost always, holds neither.
  * One batched check answers both; the store's own clean-up runs only for a ClientId that holds subscriptions, and a
  * queue found empty is not read again (`emptyQueue`: {@link BrokerBackendOptions.emptyQueue}). A message queued
  * between the check and the read would have been dropped by the read (the session starts clean) or, queued just after
@@ -142,8 +142,8 @@ function checkArrivals(persistence: unknown, store: Redis, emptyQueue: (client: 
 }
 
 /**
- * SUBSCRIBEs and UNSUBSCRIBEs of the bus (mqemitter-redis sends one per channel: one per CONNECT and DISCONNECT for
- * each client's P2P channel), sent as one command per run of the same kind in each turn, in the order asked.
+ * SUBSCRIBEs and UNSUBSCRIBEs of the bus (mqemitter-redis sends one per channel, as a filter gets its first subscriber
+ * in this process or loses its last), sent as one command per run of the same kind in each batch, in the order asked.
  */
 function coalesceSubscriptions(subConn: Redis): void {
   type Change = readonly ['subscribe' | 'unsubscribe', string];
@@ -190,13 +190,13 @@ async function hearTakeovers(mq: MqEmitterRedis, subConn: Redis, channel: string
   await subConn.subscribe(channel);
 }
 
+/** The prefix of each process's presence hash (membership.ts). */
+const PRESENCE = KEYS.presence('');
+
 /**
  * A P2P message, to the inbox of each live process its addressee is connected to. KEYS: the live processes. ARGV: how
  * recent a live process's heartbeat is, the presence keys' prefix, the inboxes' prefix, the addressee, the message.
  */
-/** The prefix of each process's presence hash (membership.ts). */
-const PRESENCE = KEYS.presence('');
-
 const P2P = `${NOW}
 local sent = 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')) do
