@@ -174,7 +174,9 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     const feeder = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(await registerDevice(a, 'GID_demo@@@feeder'))));
     const persistent = keep(await connectMqtt(a.mqttUrl, signDeviceCredential(device), { clean: false }));
     await persistent.subscribeAsync('demo/held', { qos: 1 });
+    const left = leaves(a, 'GID_demo@@@fresh');
     await persistent.endAsync();
+    await left;
     for (let i = 0; i < 3; i++) await feeder.publishAsync('demo/held', `h${i}`, { qos: 1 });
     await queuedSoFar(feeder);
     const queuedStats = async (): Promise<number> => ((await (await fetch(`${a.apiEndpoint}/_emulator/stats`)).json()) as { mqtt: { queues: { messages: number } } }).mqtt.queues.messages;
