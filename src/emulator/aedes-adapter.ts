@@ -277,6 +277,15 @@ export function skipRouting(packet: object): void {
   (packet as { _notAuthorized?: boolean })._notAuthorized = true;
 }
 
+/**
+ * Route a client's PUBLISH as aedes' own PUBLISH handler does (its typings leave the client out): aedes 2.0.0-beta.1's
+ * `publish(packet, client, done)` stores it if retained, queues it for offline persistent sessions, hands it to the
+ * message bus, and reports it (`published`, the 'publish' event) as the client's; `done` once all of that is done.
+ */
+export function publishAs(broker: Aedes, client: Client, packet: object, done: (error?: Error) => void): void {
+  (broker as unknown as { publish(packet: object, client: Client, done: (error?: Error) => void): void }).publish(packet, client, done);
+}
+
 /** A refusal aedes made itself, told by the text of its error (aedes gives these errors no code). */
 export type AedesRefusal =
   | { readonly kind: 'packetTooLarge'; readonly size: number | undefined }

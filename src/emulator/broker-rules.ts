@@ -6,7 +6,7 @@
 import type { Aedes, AedesOptions, Client, Subscription } from 'aedes';
 import { aedesRefusal, onBrokerError, sessionStore } from './aedes-adapter.js';
 import type { BrokerTokenMode } from './broker-token-mode.js';
-import { acknowledgeUnrouted, publishSize, type BrokerContext } from './broker-wire.js';
+import { acknowledgeOnceRouted, acknowledgeUnrouted, publishSize, type BrokerContext } from './broker-wire.js';
 import { REASON, checkPublish, checkSubscribe, type SessionFacts } from './mqtt-rules.js';
 import { p2pInbox, p2pTarget } from './p2p.js';
 
@@ -24,10 +24,14 @@ export class BrokerRules {
   readonly #tokenMode: BrokerTokenMode;
   /** The subscriptions each client holds, by filter: for the subscriptions-per-client rule, and to repair what aedes stores of a persistent session. */
   readonly #held = new WeakMap<Client, Map<string, Subscription>>();
+  /** A client's QoS 1 PUBLISH is acknowledged once routed (broker-wire.ts {@link acknowledgeOnceRouted}), not before. */
+  readonly #ackOnceRouted: boolean;
 
-  constructor(context: BrokerContext, tokenMode: BrokerTokenMode) {
+  /** @param ackOnceRouted - clustered: queueing and routing a message are round trips to Redis. */
+  constructor(context: BrokerContext, tokenMode: BrokerTokenMode, ackOnceRouted = false) {
     this.#context = context;
     this.#tokenMode = tokenMode;
+    this.#ackOnceRouted = ackOnceRouted;
   }
 
   /** The hooks aedes is created with. */
@@ -65,6 +69,14 @@ export class BrokerRules {
       }
       // A retained P2P message would be re-sent to its addressee on every connect; the service has no such thing.
       if (p2pTarget(packet.topic) !== undefined) packet.retain = false;
+      // A client's own QoS 1 PUBLISH (a will has no packet id), once aedes' rules let it through.
+      if (this.#ackOnceRouted && client && packet.qos === 1 && packet.messageId !== undefined) {
+        aedesAuthorizePublish.call(broker, client, packet, (error) => {
+          if (!error) acknowledgeOnceRouted(broker, client, packet, options.drainTimeoutMs);
+          done(error);
+        });
+        return;
+      }
       aedesAuthorizePublish.call(broker, client, packet, done);
     };
     // 'client' comes after authentication and before the CONNACK is written, so the P2P subscription is in place

@@ -4,9 +4,9 @@
  * shares one {@link BrokerContext}.
  */
 import type { Duplex } from 'node:stream';
-import type { Client } from 'aedes';
+import type { Aedes, Client } from 'aedes';
 import mqttPacket, { type IConnackPacket, type IDisconnectPacket, type IPubackPacket, type IPublishPacket, type IPubrecPacket, type Packet } from 'mqtt-packet';
-import { skipRouting } from './aedes-adapter.js';
+import { publishAs, skipRouting } from './aedes-adapter.js';
 import { describeRefusal, type Refusal } from './mqtt-rules.js';
 import type { ResolvedEmulatorOptions } from './options.js';
 import type { StatsRecorder } from './stats.js';
@@ -50,6 +50,25 @@ export function acknowledgeUnrouted(client: Client, packet: { readonly qos: numb
     writePacket(client.conn, ack, client.version, drainTimeoutMs);
   }
   skipRouting(packet);
+}
+
+/**
+ * Route a client's QoS 1 PUBLISH, then acknowledge it: its PUBACK is written once the message is queued for every
+ * offline persistent session it is for and handed to the message bus. aedes writes the PUBACK first and routes after,
+ * which a broker whose queueing and routing are round trips (a cluster's, to Redis) cannot afford: a publisher that
+ * holds a PUBACK could see the subscriber resume before the message was queued, and the subscriber get it live, ahead
+ * of older messages of its queue, then again from the queue. aedes handles the packets a client sends meanwhile as
+ * they come (it does not wait for a PUBLISH to be routed), so nothing else waits. A message that cannot be routed is
+ * not acknowledged: aedes closes the connection, as it does when routing fails, and the client sends it again.
+ */
+export function acknowledgeOnceRouted(broker: Aedes, client: Client, packet: IPublishPacket, drainTimeoutMs: number): void {
+  const { messageId } = packet;
+  skipRouting(packet);
+  publishAs(broker, client, packet, (error) => {
+    if (client.closed) return;
+    if (error) client.emit('error', error);
+    else if (messageId !== undefined) writePacket(client.conn, { cmd: 'puback', messageId }, client.version, drainTimeoutMs);
+  });
 }
 
 /** The length of a variable byte integer. */

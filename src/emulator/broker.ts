@@ -89,7 +89,7 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
   const cluster = deps.cluster;
   const groups = deps.groups ?? groupDirectory(options.groups);
   const login = new BrokerLogin(context, { ...options, registry: deps.registry, tokens: deps.tokens, groups, ...(cluster ? { sync: cluster.sync } : {}) }, tokenMode);
-  const rules = new BrokerRules(context, tokenMode);
+  const rules = new BrokerRules(context, tokenMode, cluster !== undefined);
   const guards = new BrokerGuards(context, cluster?.createQueues);
   const backend = await cluster?.backend();
   const brokerId = cluster?.brokerId ?? deps.brokerId;

@@ -153,17 +153,6 @@ function mqttOptions(credentials: MqttCredentials, extra: IClientOptions): IClie
   return { ...credentials, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5_000, ...extra };
 }
 
-/**
- * Resolves once the broker has queued every QoS 1 message `publisher` sent before: aedes acknowledges a QoS 1
- * PUBLISH before it queues it for offline sessions, but handles one client's packets in order, so the PUBACK of one
- * more PUBLISH (to `topic`, which nobody subscribes to) comes after the earlier ones were queued. Clustered, the
- * queueing is a round trip to Redis: a session resuming on another process right after the last PUBACK could
- * otherwise get that message live, ahead of the queue.
- */
-export async function queuedSoFar(publisher: MqttClient, topic = 'demo/queued-so-far'): Promise<void> {
-  await publisher.publishAsync(topic, '', { qos: 1 });
-}
-
 /** Connect, or reject with mqtt.js' error (its `code` is the CONNACK return code). */
 export function connectMqtt(url: string, credentials: MqttCredentials, extra: IClientOptions = {}): Promise<MqttClient> {
   return connectAsync(url, mqttOptions(credentials, extra));

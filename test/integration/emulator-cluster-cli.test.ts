@@ -13,7 +13,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Emulator } from '../../src/emulator/index.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { CLI_BIN, spawnCli, startCli } from '../helpers/cli.js';
-import { callApi, connackCode, connectMqtt, connectWithInbox, queuedSoFar, registerDevice } from '../helpers/emulator.js';
+import { callApi, connackCode, connectMqtt, connectWithInbox, registerDevice } from '../helpers/emulator.js';
 import { closedPort } from '../helpers/http.js';
 import { alive, childProcesses } from '../helpers/processes.js';
 import { redisAvailable, startRedis } from '../helpers/redis.js';
@@ -98,7 +98,6 @@ describe.skipIf(!available)(`emulator --redis: separate processes on one Redis a
     await first.subscribeAsync('demo/held', { qos: 1 });
     await first.endAsync();
     for (let i = 0; i < 25; i++) await publisher.publishAsync('demo/held', `h${i}`, { qos: 1 });
-    await queuedSoFar(publisher);
     const back = await connectWithInbox(a.line.mqttUrl, signDeviceCredential(keeper), { clean: false });
     keep(back.client);
     expect(back.sessionPresent).toBe(true);
