@@ -123,11 +123,14 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
   tokenMode.install(broker);
   guards.install(broker);
   const stopKicking = login.install(broker, deps.registry);
+  cluster?.follow(broker);
 
   const closeBroker = async (): Promise<void> => {
     stopKicking();
     tokenMode.close();
     await new Promise<void>((resolve) => broker.close(() => resolve()));
+    // Clustered, a closed (or restarted) broker's clients are no longer counted once it has closed.
+    await cluster?.settled();
     await backend?.close();
   };
 

@@ -171,7 +171,6 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     await cluster?.close();
     throw error;
   }));
-  cluster?.follow(mqtt.events);
   const snapshot = (): EmulatorStats => stats.snapshot(mqtt.broker.connectedClients, mqtt.handle.queueStats());
   // The session queries answer from the broker's own events, which stay on `mqtt.events` across restarts.
   const sessions = new OnlineClients(mqtt.events);

@@ -1,11 +1,14 @@
 /**
  * The cluster shares its round trips to Redis between the CONNECTs of a burst (cluster/redis.ts TurnBatch): one read
- * of the state log's end answers every barrier asked before it was sent, and none asked after. Checked on a real Redis
- * with two ledgers, one proposing while the other's read is on its way.
+ * of the state log's end answers every barrier asked before it was sent, and none asked after; a client's presence is
+ * answered once Redis holds it, though it went with others. Checked on a real Redis, with two ledgers, one proposing
+ * while the other's read is on its way, and with a membership whose first batch's answer is held back.
  */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KEYS } from '../../src/emulator/cluster/keys.js';
 import { Ledger, type Change, type Outcome } from '../../src/emulator/cluster/ledger.js';
+import { Membership } from '../../src/emulator/cluster/membership.js';
 import { redisAvailable, startRedis, type TestRedis } from '../helpers/redis.js';
 
 const { available, skipped } = redisAvailable();
@@ -82,5 +85,48 @@ describe.skipIf(!available)(`the cluster's shared reads${skipped}`, () => {
     expect(applied).toEqual(['made meanwhile']);
     expect(reads).toBe(2);
     await Promise.all([proposer.close(), reader.close()]);
+  });
+
+  it('a client counts once Redis holds it: connected() resolves then, also when it waited behind a batch on its way; settled() once every change asked is in', async () => {
+    // Without auto-pipelining, whose pipelines would call the wrapped script below again.
+    const state = new Redis(redis.url);
+    connections.push(state);
+    const watcher = connect();
+    const { membership } = await Membership.join(state, {
+      processId: 'emu-batching', instanceId: 'mqtt-batching', instanceGiven: true, accessKeyId: 'LTAIbatching', accessKeySecret: 'batching-secret',
+      keysGiven: true, options: '{}', takeoverChannel: 'test:takeover',
+    }, 'redis://batching', (error) => { throw error; });
+    const counted = (clientId: string): Promise<number> => watcher.hexists(KEYS.presence('emu-batching'), clientId);
+    // The first batch runs at once, but its answer is held back, as if the network were slow.
+    const commands = state as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+    const run = (commands['apsaramqRoster'] as (...args: unknown[]) => Promise<unknown>).bind(state);
+    let ran: () => void = () => undefined;
+    const firstRan = new Promise<void>((resolve) => (ran = resolve));
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let runs = 0;
+    commands['apsaramqRoster'] = async (...args: unknown[]) => {
+      runs += 1;
+      const answer = await run(...args);
+      if (runs === 1) {
+        ran();
+        await held;
+      }
+      return answer;
+    };
+    let released = false;
+    const first = membership.connected('GID_demo@@@first').then(() => released);
+    await firstRan;
+    // Asked while the first batch is on its way: sent once that one is answered, and answered only once it is in.
+    const second = membership.connected('GID_demo@@@second').then(() => counted('GID_demo@@@second'));
+    released = true;
+    release();
+    expect(await first).toBe(true);
+    expect(await second).toBe(1);
+    void membership.disconnected('GID_demo@@@second');
+    await membership.settled();
+    expect(await counted('GID_demo@@@second')).toBe(0);
+    expect(runs).toBe(3);
+    await membership.leave();
   });
 });

@@ -14,7 +14,7 @@ import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/em
 import { apiFailure, callApi, connackCode, connectMqtt, connectWithInbox, registerDevice, signedCall, commonParams } from '../helpers/emulator.js';
 import { accountLogin } from '../helpers/broker.js';
 import { expectCloudPace, manualTimers } from '../helpers/manual-timers.js';
-import { inbox, rawLogin, received, roundTrip } from '../helpers/raw-mqtt.js';
+import { connectPacket, inbox, rawLogin, rawSocket, received, roundTrip } from '../helpers/raw-mqtt.js';
 import { redisAvailable, startRedis, type TestRedis } from '../helpers/redis.js';
 
 const { available, skipped } = redisAvailable();
@@ -181,7 +181,6 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     expect(await back.next()).toEqual(['demo/acked', 'live']);
   });
 
-
   it('a takeover across processes: the same ClientId connecting at B closes its older connection at A, and back again', async () => {
     const redis = await startRedis();
     const a = await member(redis);
@@ -272,6 +271,53 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     expect(await y.next()).toEqual(['demo/p2p/GID_demo@@@y', 'to y again']);
   });
 
+  it('a client is counted before its CONNACK: a P2P message sent the moment it is connected reaches it, on a process it is the first client of', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const b = await member(redis);
+    const sender = keep(await connectMqtt(a.mqttUrl, accountLogin(a, 'GID_demo@@@sender')));
+    // A clean session: a P2P message that no process takes is not queued anywhere, it is lost.
+    const first = await connectWithInbox(b.mqttUrl, accountLogin(b, 'GID_demo@@@newcomer'));
+    keep(first.client);
+    await sender.publishAsync('demo/p2p/GID_demo@@@newcomer', 'at once', { qos: 1 });
+    expect(await first.next()).toEqual(['demo/p2p/GID_demo@@@newcomer', 'at once']);
+  });
+
+  it('a CONNACK waits until the cluster counts its client: none comes while the count is on its way to Redis; it comes once Redis holds it', async () => {
+    const redis = await startRedis();
+    const b = await member(redis);
+    const watcher = new Redis(redis.url);
+    onTestFinished(() => watcher.disconnect());
+    const presence = KEYS.presence(b.cluster?.processId ?? '');
+    const counted = (): Promise<number> => watcher.hexists(presence, 'GID_demo@@@waiting');
+    // B's count of GID_demo@@@waiting is held back on its way to Redis until the test lets it go; nothing else is.
+    const send = Redis.prototype.sendCommand;
+    let onItsWay: () => void = () => undefined;
+    const sent = new Promise<void>((resolve) => (onItsWay = resolve));
+    let letGo: () => void = () => undefined;
+    const heldBack = new Promise<void>((resolve) => (letGo = resolve));
+    const spy = vi.spyOn(Redis.prototype, 'sendCommand').mockImplementation(function (this: Redis, ...args: Parameters<Redis['sendCommand']>) {
+      const command = args[0] as unknown as { name: string; args: unknown[] };
+      const words = command.args.map(String);
+      if (command.name !== 'evalsha' || !words.includes(presence) || !words.includes('GID_demo@@@waiting')) return send.apply(this, args);
+      onItsWay();
+      void heldBack.then(() => send.apply(this, args));
+      return (args[0] as unknown as { promise: Promise<unknown> }).promise;
+    });
+    onTestFinished(() => spy.mockRestore());
+    const { raw: other } = await rawLogin(b.mqttUrl, accountLogin(b, 'GID_demo@@@other'));
+    const waiting = await rawSocket(b.mqttUrl);
+    waiting.send(connectPacket(accountLogin(b, 'GID_demo@@@waiting')));
+    await sent;
+    // B wrote what it wrote to the new connection before it read this PINGREQ: that has arrived by the PINGRESP.
+    await roundTrip(other);
+    expect(waiting.received.map((packet) => packet.cmd)).toEqual([]);
+    expect(await counted()).toBe(0);
+    letGo();
+    expect(await waiting.next('connack')).toMatchObject({ returnCode: 0 });
+    expect(await counted()).toBe(1);
+  });
+
   it('QuerySession through A reports a device connected to B, and not once it left', async () => {
     const redis = await startRedis();
     const a = await member(redis);
@@ -350,6 +396,9 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     const dropped = new Promise<void>((resolve) => first.once('close', () => resolve()));
     await b.restart();
     await dropped;
+    // Once the restart resolves, the cluster no longer counts the clients the restart dropped.
+    const status = await callApi<{ OnlineStatus: boolean }>(a, 'QuerySessionByClientId', { ClientId: 'GID_demo@@@restarted', InstanceId: a.instanceId });
+    expect(status.OnlineStatus).toBe(false);
     for (let i = 0; i < 5; i++) await publisher.publishAsync('demo/r', `r${i}`, { qos: 1 });
     const back = await connectWithInbox(b.mqttUrl, signDeviceCredential(sub), { clean: false });
     keep(back.client);

@@ -179,4 +179,28 @@ describe('TurnBatch: the round trips a burst of CONNECTs shares', () => {
     expect(await kept).toBe('kept!');
     expect(sent).toEqual([['lost'], ['kept']]);
   });
+
+  it('idle() resolves once every item asked so far is answered, the batch waiting behind one on its way included; drop() answers what is not sent yet with its reason', async () => {
+    const { batch, sent, next } = recorded();
+    const a = batch.add('a');
+    const first = await next();
+    const b = batch.add('b');
+    let idle = false;
+    const idled = batch.idle().then(() => {
+      idle = true;
+    });
+    first.answer();
+    expect(await a).toBe('a!');
+    const second = await next();
+    expect(idle).toBe(false);
+    second.answer();
+    await idled;
+    expect(await b).toBe('b!');
+    // Asked, not sent yet (it goes on the next turn): dropped, its caller told why, and nothing sent.
+    const c = batch.add('c');
+    batch.drop(new Error('left the cluster'));
+    await expect(c).rejects.toThrow('left the cluster');
+    await batch.idle();
+    expect(sent).toEqual([['a'], ['b']]);
+  });
 });

@@ -14,14 +14,13 @@
  * OpenAPI, the draw of each reconnect's offline-detection delay, and its stats' counters.
  */
 import { randomBytes } from 'node:crypto';
-import type { EventEmitter } from 'node:events';
+import type { Aedes } from 'aedes';
 import type { Redis } from 'ioredis';
 import { ApiFault } from '../api-errors.js';
 import { ACTIONS, actionRules, isEmulatedAction, type ActionContext, type ActionHandler, type SessionDirectory } from '../actions.js';
 import type { OutgoingQueues } from '../aedes-adapter.js';
 import { revokedKeysOf } from '../broker-login.js';
 import { BASE36_LOWER, randomString } from '../crypto.js';
-import type { EmulatorEvents } from '../emulator.js';
 import { COMMON_PARAMETERS, type RpcParams } from '../gateway.js';
 import { groupDirectory } from '../groups.js';
 import type { ResolvedEmulatorOptions } from '../options.js';
@@ -50,6 +49,13 @@ export interface BrokerCluster {
   createQueues(limits: QueueLimits, onOverflow: QueueOverflow): OutgoingQueues;
   /** Resolves once this process has applied every change of the state made so far (before deciding a CONNECT). */
   sync(): Promise<void>;
+  /**
+   * Count the broker's clients in the cluster as they connect and leave (membership.ts), each CONNACK held until its
+   * client is counted.
+   */
+  follow(broker: Aedes): void;
+  /** Resolves once every connect and disconnect so far is counted in Redis (a broker closing waits for it). */
+  settled(): Promise<void>;
 }
 
 /** What the OpenAPI server does clustered (api-server.ts). */
@@ -214,6 +220,18 @@ class Member {
         return this.#queues;
       },
       sync: () => logged(this.#ledger.barrier()),
+      follow: (broker) => {
+        const { membership } = parts;
+        broker.on('client', (client) => {
+          // The CONNACK, written right after this event, waits (the connection corked) until Redis counts the client:
+          // P2P messages are routed to the processes their addressee is counted on, and QuerySession answers from the
+          // count, so a client that knows it is connected is one they find.
+          client.conn.cork();
+          void membership.connected(client.id).finally(() => client.conn.uncork());
+        });
+        broker.on('clientDisconnect', (client) => void membership.disconnected(client.id));
+      },
+      settled: () => parts.membership.settled(),
     };
     this.api = {
       admit: (call) => logged(this.#admission.admit(call)),
@@ -265,13 +283,6 @@ class Member {
   /** Start (or end) the cluster's fault burst (checked by the caller). */
   faultBurst(rate: number, codes: readonly string[], forMs: number): Promise<void> {
     return this.#admission.burst(rate, codes, forMs);
-  }
-
-  /** Report this process's clients as they connect and leave. */
-  follow(events: EventEmitter<EmulatorEvents>): void {
-    const { membership } = this.#parts;
-    events.on('clientConnected', (clientId) => membership.connected(clientId));
-    events.on('clientDisconnected', (clientId) => membership.disconnected(clientId));
   }
 
   /** Say where this process listens. */

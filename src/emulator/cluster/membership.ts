@@ -217,14 +217,28 @@ export class Membership {
   /**
    * A client's connection to this process opened (aedes registered it): counted, and every other broker of the
    * cluster told to close its own connection of that ClientId (the takeover aedes' `new/clients` notice did).
+   * Resolves once Redis holds both; never rejects (a failure is logged).
    */
-  connected(clientId: string): void {
-    if (!this.#left) this.#roster.add(['+', clientId]).catch(this.#onError);
+  connected(clientId: string): Promise<void> {
+    return this.#change('+', clientId);
   }
 
-  /** A client's connection to this process closed. */
-  disconnected(clientId: string): void {
-    if (!this.#left) this.#roster.add(['-', clientId]).catch(this.#onError);
+  /** A client's connection to this process closed: resolves once Redis no longer counts it (never rejects). */
+  disconnected(clientId: string): Promise<void> {
+    return this.#change('-', clientId);
+  }
+
+  /** Resolves once every connection opened or closed so far is counted in Redis (or failed to be). */
+  settled(): Promise<void> {
+    return this.#roster.idle();
+  }
+
+  #change(kind: '+' | '-', clientId: string): Promise<void> {
+    if (this.#left) return Promise.resolve();
+    return this.#roster.add([kind, clientId]).catch((error: unknown) => {
+      // Changes dropped on leaving need not be sent: leaving forgets this process's clients at once.
+      if (!this.#left) this.#onError(error);
+    });
   }
 
   /** Which of these ClientIds are connected to a live process of the cluster now. */
@@ -244,7 +258,7 @@ export class Membership {
   async leave(): Promise<void> {
     if (this.#left) return;
     this.#left = true;
-    this.#roster.drop();
+    this.#roster.drop(new Error('This process left the cluster'));
     clearInterval(this.#timer);
     await this.#redis.multi().zrem(KEYS.processes, this.#id).del(KEYS.presence(this.#id), KEYS.process(this.#id)).exec().catch(this.#onError);
   }

@@ -8,14 +8,14 @@
  * turns each wildcard filter into a pattern subscription; Redis matches every message against every pattern, so one
  * pattern per client (the broker's own P2P subscription `+/p2p/<ClientId>`) would cost each message 20,000 matches on a
  * fleet of 20,000, and one channel per client a SUBSCRIBE per CONNECT and an UNSUBSCRIBE per DISCONNECT. Each process
- * has one P2P inbox channel instead, which every client's P2P subscription maps to (one SUBSCRIBE while it has a
- * client at all); a P2P message (`<parent>/p2p/<ClientId>`) goes, by one script, to the inbox of each live process its
+ * has one P2P inbox channel instead, which every client's P2P subscription maps to (subscribed while its broker
+ * runs); a P2P message (`<parent>/p2p/<ClientId>`) goes, by one script, to the inbox of each live process its
  * addressee is connected to (membership.ts's presence). Only the addressee ever gets a P2P message (broker-rules.ts),
  * so no other subscriber misses one. Every channel carries the database number (pub/sub ignores databases), and a
  * filter's characters that Redis' patterns would read as their own (`*`, `?`, `[`, `]`, `\`) are escaped.
  */
 import { Readable } from 'node:stream';
-import { p2pTarget, P2P_LEVEL } from '../p2p.js';
+import { p2pInbox, p2pTarget, P2P_LEVEL } from '../p2p.js';
 import type { Redis } from 'ioredis';
 import { channelPrefix, KEYS, LIVE_MS, takeoverChannel } from './keys.js';
 import { NOW } from './membership.js';
@@ -253,6 +253,10 @@ export async function brokerBackend(modules: ClusterModules, target: RedisTarget
   mq._containsWildcard = (topic: string) => subscriptionOf(prefix, topic, inbox).pattern;
   try {
     await hearTakeovers(mq, subConn, takeoverChannel(target.db), processId, onError);
+    // The inbox is subscribed for as long as the broker runs (this listener, which no message matches, keeps
+    // mqemitter-redis from unsubscribing it when the last client leaves): a client is reachable by P2P as soon as the
+    // cluster counts it, before its CONNACK (membership.ts), with no SUBSCRIBE of its own to wait for.
+    await new Promise<void>((resolve) => mq.on(p2pInbox(processId), (_message, done) => done(), resolve));
   } catch (error) {
     store.disconnect();
     subConn.disconnect();

@@ -62,6 +62,8 @@ export interface ClusterModules {
 export interface MqEmitterRedis {
   _subTopic(topic: string): string;
   emit(message: { topic: string }, done?: (error?: Error) => void): unknown;
+  /** Listen to a filter; `done` once its channel is subscribed (at once when it already was). */
+  on(topic: string, listener: (message: unknown, done: () => void) => void, done?: () => void): unknown;
   _containsWildcard(topic: string): boolean;
   close(cb?: () => void): unknown;
   /** MQEmitter's own close, kept by mqemitter-redis under this name. */
@@ -180,6 +182,8 @@ export class TurnBatch<T, R> {
   #settle: { resolve: (result: R) => void; reject: (error: unknown) => void }[] = [];
   #scheduled = false;
   #sending = false;
+  /** The last item asked: once it is answered, so is every item asked before it. */
+  #last: Promise<unknown> = Promise.resolve();
 
   /** @param send - sends a batch; resolves with one result per item, in order. */
   constructor(send: (items: T[]) => Promise<readonly R[]>) {
@@ -196,13 +200,22 @@ export class TurnBatch<T, R> {
       });
     }
     this.#items.push(item);
-    return new Promise<R>((resolve, reject) => this.#settle.push({ resolve, reject }));
+    const result = new Promise<R>((resolve, reject) => this.#settle.push({ resolve, reject }));
+    this.#last = result.catch(() => undefined);
+    return result;
   }
 
-  /** Forget what was asked and not sent yet (its callers are never answered). */
-  drop(): void {
+  /** Resolves once every item asked so far is answered (or failed, or dropped). */
+  async idle(): Promise<void> {
+    await this.#last;
+  }
+
+  /** Forget what was asked and not sent yet: its callers are answered with `reason`. */
+  drop(reason: Error): void {
+    const settle = this.#settle;
     this.#items = [];
     this.#settle = [];
+    for (const { reject } of settle) reject(reason);
   }
 
   #flush(): void {
