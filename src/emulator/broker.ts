@@ -129,8 +129,6 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     stopKicking();
     tokenMode.close();
     await new Promise<void>((resolve) => broker.close(() => resolve()));
-    // Clustered, a closed (or restarted) broker's clients are no longer counted once it has closed.
-    await cluster?.settled();
     await backend?.close();
   };
 
@@ -162,6 +160,9 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     async close() {
       await closeBroker();
       await listeners.close();
+      // Clustered, a closed (or restarted) broker's clients are no longer counted once it has closed: its listeners
+      // first, so that no connection is taken meanwhile by a broker that no longer answers.
+      await cluster?.settled();
     },
   };
 }

@@ -153,9 +153,12 @@ function mqttOptions(credentials: MqttCredentials, extra: IClientOptions): IClie
   return { ...credentials, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5_000, ...extra };
 }
 
-/** Connect, or reject with mqtt.js' error (its `code` is the CONNACK return code). */
+/**
+ * Connect, or reject with mqtt.js' error (its `code` is the CONNACK return code), or when the connection closes before
+ * a CONNACK without one (a listener that took it while its broker was closing).
+ */
 export function connectMqtt(url: string, credentials: MqttCredentials, extra: IClientOptions = {}): Promise<MqttClient> {
-  return connectAsync(url, mqttOptions(credentials, extra));
+  return connectAsync(url, mqttOptions(credentials, extra), false);
 }
 
 /** The CONNACK return code a CONNECT gets (0 = accepted); the client is closed again. */
