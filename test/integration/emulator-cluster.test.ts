@@ -50,6 +50,15 @@ function leaves(emulator: Emulator, clientId: string): Promise<void> {
   });
 }
 
+/** A persistent session on `emulator`, subscribed to `topic` at QoS 1, that has left: what is published to it is queued. */
+async function subscribedAndGone(emulator: Emulator, credential: DeviceCredential, topic: string): Promise<void> {
+  const first = keep(await connectMqtt(emulator.mqttUrl, signDeviceCredential(credential), { clean: false }));
+  await first.subscribeAsync(topic, { qos: 1 });
+  const left = leaves(emulator, credential.clientId);
+  await first.endAsync();
+  await left;
+}
+
 /** Resolves when the client's connection closes. */
 function closing(client: MqttClient): Promise<void> {
   return new Promise((resolve) => client.once('close', () => resolve()));
@@ -129,11 +138,7 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     const b = await member(redis, IMMEDIATE);
     const sub = await registerDevice(a, 'GID_demo@@@keeper');
     const pub = await registerDevice(a, 'GID_demo@@@sender');
-    const first = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(sub), { clean: false }));
-    await first.subscribeAsync('demo/queued', { qos: 1 });
-    const left = leaves(b, 'GID_demo@@@keeper');
-    await first.endAsync();
-    await left;
+    await subscribedAndGone(b, sub, 'demo/queued');
     const publisher = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(pub)));
     for (let i = 0; i < 10; i++) await publisher.publishAsync('demo/queued', `q${i}`, { qos: 1 });
     const back = await connectWithInbox(a.mqttUrl, signDeviceCredential(sub), { clean: false });
@@ -147,11 +152,7 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     const a = await member(redis, IMMEDIATE);
     const b = await member(redis, IMMEDIATE);
     const sub = await registerDevice(a, 'GID_demo@@@resumer');
-    const first = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(sub), { clean: false }));
-    await first.subscribeAsync('demo/acked', { qos: 1 });
-    const left = leaves(b, 'GID_demo@@@resumer');
-    await first.endAsync();
-    await left;
+    await subscribedAndGone(b, sub, 'demo/acked');
     // A's queueing of the message waits until the test lets it go (aedes calls its store's enqueue when it routes).
     const store = (a.broker as unknown as { persistence: { outgoingEnqueueCombi(...args: unknown[]): Promise<unknown> } }).persistence;
     const enqueue = store.outgoingEnqueueCombi.bind(store);
