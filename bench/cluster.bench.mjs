@@ -1,6 +1,10 @@
 // The emulator as a cluster on Redis (issue 20), against one emulator process, on this machine:
-// 1. connect rate: one fleet (`simulate --processes 2`, the same client side both times) connecting to one emulator
-//    process, then to a 2-process cluster (`emulator --cluster 2`, shard I on process I). Goal: cluster >= 1.5x.
+// 1. connect rate: BENCH_CONNECT_DEVICES devices connecting to one emulator process, then to a 2-process cluster
+//    (`emulator --cluster 2`, device I on process I mod 2), the same client side both times. Goal: cluster >= 1.5x.
+//    The verdict's client side is lean (bench/lib/connect-storm.mjs: raw sockets, CONNECT packets encoded before the
+//    clock starts, CONNACK awaited), so that the rate is the brokers', not the clients': a simulated device costs
+//    about as much CPU per CONNECT as the broker does, and on two cores the clients take the brokers' second core.
+//    The fleet's rate through `simulate --processes 2` is shown beside it (same devices, shard I on process I).
 // 2. message latency: QoS 1 messages paced at a steady rate, publisher and subscriber on one plain emulator (the
 //    baseline), on one process of the cluster, and on two different processes of it; p50 and p99.
 // 3. the fleet: `simulate --processes 2 --redis` with BENCH_CLUSTER_FLEET devices (default 20,000; 0 skips) and one
@@ -11,15 +15,16 @@
 // the CPU per CONNECT (and the Redis commands each costs, from INFO commandstats), in a minute or so.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Redis } from 'ioredis';
 import mqtt from 'mqtt';
-import { signSignature } from '../dist/index.js';
-import { CLI, lastJson, median, runNode, verdict } from './lib/child.mjs';
+import { signDeviceCredential, signSignature } from '../dist/index.js';
+import { MemoryCredentialStore, provisionFleet } from '../dist/provisioner/index.js';
+import { CLI, ROOT, lastJson, median, runNode, verdict } from './lib/child.mjs';
 
 const DEVICES = Number(process.env.BENCH_CONNECT_DEVICES ?? 5_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -68,24 +73,63 @@ async function connectRate(extra, env = {}) {
   return report.connectRatePerSec;
 }
 
-/** One emulator process, the fleet's two shards on it (through its endpoint, with a store of the run's own). */
+const STORM = join(ROOT, 'bench', 'lib', 'connect-storm.mjs');
+
+/**
+ * The lean connect rate: DEVICES devices registered through `apiEndpoint` (before the clock starts), then connected
+ * by raw sockets in a process of their own (bench/lib/connect-storm.mjs), device I to `mqttUrls[I % length]`.
+ */
+async function stormRate(info, apiEndpoint, mqttUrls) {
+  const ids = Array.from({ length: DEVICES }, (_, i) => `GID_sim@@@storm-${i}`);
+  const env = { ALIBABA_CLOUD_ACCESS_KEY_ID: info.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: info.accessKeySecret };
+  const fleet = await provisionFleet(ids, { endpoint: apiEndpoint, instanceId: info.instanceId, env, store: new MemoryCredentialStore(), qps: 100_000, concurrency: 64 });
+  if (fleet.failed.length > 0) throw new Error(`provisioning failed for ${fleet.failed.length} devices: ${fleet.failed[0].code}`);
+  const dir = await mkdtemp(join(tmpdir(), 'bench-cluster-storm-'));
+  try {
+    const file = join(dir, 'logins.json');
+    await writeFile(file, JSON.stringify({ urls: mqttUrls, logins: ids.map((id) => signDeviceCredential(fleet.credentials.get(id))), concurrency: 1_000 }), { mode: 0o600 });
+    const run = await runNode(STORM, [file], { raiseFileLimit: true });
+    if (run.code !== 0) throw new Error(`connect-storm exited with ${run.code}: ${run.stderr.slice(-2000)}`);
+    return lastJson(run.stdout).perSec;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** One emulator process: the lean rate, then the fleet's two shards on it (through its endpoint, with a store of the run's own). */
 async function onOneProcess() {
+  const lean = await (async () => {
+    const one = await startCli(['emulator', '--ephemeral', ...EMULATOR]);
+    try {
+      return await stormRate(one.info, one.info.apiEndpoint, [one.info.mqttUrl]);
+    } finally {
+      await one.stop();
+    }
+  })();
   const one = await startCli(['emulator', '--ephemeral', ...EMULATOR]);
   const store = await mkdtemp(join(tmpdir(), 'bench-cluster-store-'));
   try {
     const { info } = one;
-    return await connectRate(['--endpoint', info.apiEndpoint, '--broker-url', info.mqttUrl, '--instance-id', info.instanceId, '--store', store], { ALIBABA_CLOUD_ACCESS_KEY_ID: info.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: info.accessKeySecret });
+    return { lean, fleet: await connectRate(['--endpoint', info.apiEndpoint, '--broker-url', info.mqttUrl, '--instance-id', info.instanceId, '--store', store], { ALIBABA_CLOUD_ACCESS_KEY_ID: info.accessKeyId, ALIBABA_CLOUD_ACCESS_KEY_SECRET: info.accessKeySecret }) };
   } finally {
     await one.stop();
     await rm(store, { recursive: true, force: true });
   }
 }
 
-/** Two processes of a cluster, shard I on process I. */
+/** Two processes of a cluster: the lean rate (device I on process I mod 2), then the fleet (shard I on process I). */
 async function onCluster() {
+  const lean = await (async () => {
+    const two = await cluster(2);
+    try {
+      return await stormRate(two.info, two.info.processes[0].apiEndpoint, two.info.processes.map((p) => p.mqttUrl));
+    } finally {
+      await two.stop();
+    }
+  })();
   const two = await cluster(2);
   try {
-    return await connectRate(['--redis', two.info.redisUrl]);
+    return { lean, fleet: await connectRate(['--redis', two.info.redisUrl]) };
   } finally {
     await two.stop();
   }
@@ -172,11 +216,13 @@ for (let round = 1; PARTS.has('1') && round <= ROUNDS; round++) {
     clustered.push(await onCluster());
     single.push(await onOneProcess());
   }
-  console.log(`round ${round}: one emulator process ${single.at(-1)}/s, 2-process cluster ${clustered.at(-1)}/s (load ${load()})`);
+  const [s, c] = [single.at(-1), clustered.at(-1)];
+  console.log(`round ${round}: lean CONNECTs: one emulator process ${s.lean.toFixed(0)}/s, 2-process cluster ${c.lean.toFixed(0)}/s; simulate: ${s.fleet}/s, ${c.fleet}/s (load ${load()})`);
 }
 if (PARTS.has('1')) {
-  console.log(`connect rate at ${DEVICES} devices (median of ${ROUNDS}): one process ${median(single).toFixed(0)}/s, 2-process cluster ${median(clustered).toFixed(0)}/s`);
-  verdict('2-process cluster / one process connect rate', median(clustered) / median(single), 1.5);
+  const of = (runs, kind) => median(runs.map((r) => r[kind]));
+  console.log(`connect rate at ${DEVICES} devices (medians of ${ROUNDS}): lean CONNECTs one process ${of(single, 'lean').toFixed(0)}/s, 2-process cluster ${of(clustered, 'lean').toFixed(0)}/s; simulate --processes 2: ${of(single, 'fleet').toFixed(0)}/s, ${of(clustered, 'fleet').toFixed(0)}/s (${(of(clustered, 'fleet') / of(single, 'fleet')).toFixed(2)}x)`);
+  verdict('2-process cluster / one process connect rate (lean CONNECTs)', of(clustered, 'lean') / of(single, 'lean'), 1.5);
 }
 
 /** p50 and p99 of the latency of MESSAGES QoS 1 messages, paced at 1,000 a second, from `from` to `to`. */

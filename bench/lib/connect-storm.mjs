@@ -80,3 +80,15 @@ export async function connectStorm(urls, logins, { concurrency = 500 } = {}) {
   }
   return { perSec: (packets.length / ms) * 1_000, ms, close };
 }
+
+// As a script (`node connect-storm.mjs FILE`, FILE a JSON of { urls, logins, concurrency }): in a process of its own
+// (its own open-file limit and CPU), print `{ perSec, ms, cpuMs }` on stdout, then close every socket and exit.
+if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+  const { readFileSync } = await import('node:fs');
+  const { urls, logins, concurrency } = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+  const cpu = process.cpuUsage();
+  const storm = await connectStorm(urls, logins, { concurrency });
+  const used = process.cpuUsage(cpu);
+  console.log(JSON.stringify({ perSec: storm.perSec, ms: storm.ms, cpuMs: (used.user + used.system) / 1_000 }));
+  await storm.close();
+}
