@@ -471,3 +471,47 @@ export function fitClient(client: Client, fitting: ClientFitting): void {
   });
   fitted.deliverQoS = fitting.wrapDelivery(fitted.deliverQoS);
 }
+
+/** What {@link yieldMovedSessions} reaches of aedes 2.0.0-beta.1 (none of it is in its typings). */
+interface TakeoverInternals {
+  readonly id: string;
+  readonly mq: { on(topic: string, listener: (packet: { topic: string; payload: Buffer }, done: () => void) => void): void };
+  readonly clients: Record<string, Client | undefined>;
+  readonly _takingOver: Set<string>;
+  clearSessionExpiry(clientId: string): void;
+  clearDelayedWill(clientId: string): void;
+}
+
+/**
+ * Clustered: a ClientId that connected at another broker (its `$SYS/<broker>/new/clients` notice) is that broker's
+ * session now, so this broker's timers of it stop: the expiry of its MQTT 5 session that ended here, and a delayed
+ * will. And a connection of it still here, which aedes closes on that notice, arms neither as it closes (aedes does
+ * the same for a takeover within one broker). aedes 2.0.0-beta.1 closes the connection and leaves the timers,
+ * so when the old expiry ran out here it wiped the session from the shared store (its subscriptions and queued
+ * messages) while the client was connected elsewhere.
+ */
+export function yieldMovedSessions(broker: Aedes): void {
+  const internals = broker as unknown as TakeoverInternals;
+  const yielded = new Set<Client>();
+  internals.mq.on('$SYS/+/new/clients', (packet, done) => {
+    if (packet.topic.split('/')[1] !== internals.id) {
+      const clientId = packet.payload.toString();
+      internals.clearSessionExpiry(clientId);
+      internals.clearDelayedWill(clientId);
+      // Still registered here: aedes' own listener of the notice, which runs first, has begun to close it.
+      const held = internals.clients[clientId];
+      if (held !== undefined) {
+        internals._takingOver.add(clientId);
+        yielded.add(held);
+      }
+    }
+    done();
+  });
+  // aedes decides on the expiry right after this event: the mark is taken off once it has.
+  broker.on('clientDisconnect', (client) => {
+    if (!yielded.delete(client)) return;
+    queueMicrotask(() => {
+      if (internals.clients[client.id] === undefined) internals._takingOver.delete(client.id);
+    });
+  });
+}

@@ -385,6 +385,51 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     await closed;
   });
 
+  it.each(['ended at A', 'still open at A (taken over)'])("an MQTT 5 session %s and resumed at B is B's: A's expiry of it does not wipe it from the cluster", async (how) => {
+    const redis = await startRedis();
+    const a = await member(redis, IMMEDIATE);
+    const b = await member(redis, IMMEDIATE);
+    const mover = await registerDevice(a, 'GID_demo@@@mover');
+    const control = await registerDevice(a, 'GID_demo@@@control');
+    const feeder = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(await registerDevice(a, 'GID_demo@@@feeder'))));
+    const v5 = (expiry: number) => ({ protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: expiry } });
+    // The mover's session ends at A with a 1 s expiry (or is taken over from there), and resumes at B at once.
+    const first = await connectMqtt(a.mqttUrl, signDeviceCredential(mover), v5(1));
+    await first.subscribeAsync('demo/moved', { qos: 1 });
+    const moverLeft = leaves(a, 'GID_demo@@@mover');
+    if (how === 'ended at A') await first.endAsync();
+    else keep(first);
+    const resumed = await connectWithInbox(b.mqttUrl, signDeviceCredential(mover), v5(60));
+    keep(resumed.client);
+    expect(resumed.sessionPresent).toBe(true);
+    await moverLeft;
+    // A control session ends at A with the same expiry, armed after the mover's: once A has wiped it (its queue
+    // deleted in Redis), the mover's expiry at A, had it been left running, has run out too.
+    const watcher = new Redis(redis.url);
+    onTestFinished(() => watcher.disconnect());
+    await watcher.config('SET', 'notify-keyspace-events', 'Kg');
+    await watcher.subscribe(`__keyspace@0__:${KEYS.queue('GID_demo@@@control')}`);
+    const controlWiped = new Promise<void>((resolve) => watcher.on('message', (_channel: string, event: string) => event === 'del' && resolve()));
+    const second = await connectMqtt(a.mqttUrl, signDeviceCredential(control), v5(1));
+    await second.subscribeAsync('demo/control', { qos: 1 });
+    const controlLeft = leaves(a, 'GID_demo@@@control');
+    await second.endAsync();
+    await controlLeft;
+    await feeder.publishAsync('demo/control', 'queued for the control', { qos: 1 });
+    await controlWiped;
+    // The mover's session is whole: live at B, and, gone offline there, its subscription still queues for it.
+    await feeder.publishAsync('demo/moved', 'live', { qos: 1 });
+    expect(await resumed.next()).toEqual(['demo/moved', 'live']);
+    const moverLeftB = leaves(b, 'GID_demo@@@mover');
+    await resumed.client.endAsync();
+    await moverLeftB;
+    await feeder.publishAsync('demo/moved', 'queued', { qos: 1 });
+    const back = await connectWithInbox(b.mqttUrl, signDeviceCredential(mover), v5(60));
+    keep(back.client);
+    expect(back.sessionPresent).toBe(true);
+    expect(await back.next()).toEqual(['demo/moved', 'queued']);
+  });
+
   it('restart is per process: B restarts its broker, its persistent session and queue are kept (in Redis), A serves on', async () => {
     const redis = await startRedis();
     const a = await member(redis, IMMEDIATE);

@@ -18,7 +18,7 @@ import type { Aedes } from 'aedes';
 import type { Redis } from 'ioredis';
 import { ApiFault } from '../api-errors.js';
 import { ACTIONS, actionRules, isEmulatedAction, type ActionContext, type ActionHandler, type SessionDirectory } from '../actions.js';
-import type { OutgoingQueues } from '../aedes-adapter.js';
+import { yieldMovedSessions, type OutgoingQueues } from '../aedes-adapter.js';
 import { revokedKeysOf } from '../broker-login.js';
 import { BASE36_LOWER, randomString } from '../crypto.js';
 import { COMMON_PARAMETERS, type RpcParams } from '../gateway.js';
@@ -222,6 +222,7 @@ class Member {
       sync: () => logged(this.#ledger.barrier()),
       follow: (broker) => {
         const { membership } = parts;
+        yieldMovedSessions(broker);
         broker.on('client', (client) => {
           // The CONNACK, written right after this event, waits (the connection corked) until Redis counts the client:
           // P2P messages are routed to the processes their addressee is counted on, and QuerySession answers from the
