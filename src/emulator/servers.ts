@@ -3,6 +3,13 @@ import type { AddressInfo, Server, Socket } from 'node:net';
 import { ApsaraMqDeviceError, LOCAL_ERROR_CATALOG } from '../errors.js';
 
 /** Listen and resolve with the bound port; reject on `EADDRINUSE` and the like instead of emitting. */
+/**
+ * How many connections may wait to be accepted (the kernel caps it at `net.core.somaxconn`). Node's default, 511,
+ * drops the SYNs of a burst beyond it, and each dropped one waits a second for its retry: 10,000 devices coming back
+ * after a restart, or a connect-rate benchmark, stalled on it.
+ */
+export const LISTEN_BACKLOG = 4096;
+
 export function listen(server: Server, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (error: NodeJS.ErrnoException): void => {
@@ -14,7 +21,7 @@ export function listen(server: Server, port: number, host: string): Promise<numb
       }
     };
     server.once('error', onError);
-    server.listen(port, host, () => {
+    server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
       server.off('error', onError);
       resolve((server.address() as AddressInfo).port);
     });

@@ -1,9 +1,12 @@
+import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
 import { DeviceCredential } from '../../src/credential.js';
 import { startEmulator } from '../../src/emulator/index.js';
+import { LISTEN_BACKLOG } from '../../src/emulator/servers.js';
 import { hmacPassword, signDeviceCredential, signSignature, signToken } from '../../src/signer/mqtt.js';
 import { apiClient, callApi, connackCode, connectMqtt, registerDevice, useEmulator } from '../helpers/emulator.js';
 
@@ -186,6 +189,30 @@ describe('broker: listeners and shutdown', () => {
       const apiTaken = Number(new URL(e.apiEndpoint).port);
       await expect(startEmulator({ env: {}, apiPort: apiTaken })).rejects.toMatchObject({ code: 'AddressInUse', retryable: false });
       await expect(startEmulator({ env: {}, wsPort: apiTaken })).rejects.toMatchObject({ code: 'AddressInUse', retryable: false });
+    } finally {
+      await e.close();
+    }
+  });
+
+  // `ss` (iproute2, which .ci/run installs) shows a listening socket's backlog as its Send-Q.
+  const ss = (() => {
+    try {
+      execFileSync('ss', ['-V'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return process.env.CI !== undefined;
+    }
+  })();
+  it.skipIf(!ss)(`its ports take a burst of connections (a listen backlog of ${LISTEN_BACKLOG}, not Node's 511)${ss ? '' : ' [skipped: no ss (iproute2) on this machine]'}`, async () => {
+    const e = await startEmulator({ env: {} });
+    try {
+      const expected = Math.min(LISTEN_BACKLOG, Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8')));
+      for (const url of [e.mqttUrl, e.apiEndpoint, e.wsUrl as string]) {
+        const port = new URL(url).port;
+        const line = execFileSync('ss', ['-ltnH', `sport = :${port}`], { encoding: 'utf8' }).trim();
+        // State Recv-Q Send-Q Local Peer: for a listening socket Send-Q is its backlog.
+        expect(Number(line.split(/\s+/)[2]), `${url}: ${line}`).toBe(expected);
+      }
     } finally {
       await e.close();
     }
