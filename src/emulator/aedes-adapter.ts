@@ -73,7 +73,15 @@ interface BrokerInternals {
   clients: Record<string, Client | undefined>;
   brokers: Record<string, number | undefined>;
   persistence: SessionStore & { [PATCHED]?: true };
+  _wipeSession(client: Client): void;
 }
+
+/**
+ * The clients whose ended session aedes is wiping right now (`_wipeSession`, which reads the store's `outgoingStream`
+ * of the client synchronously, to empty its queue): told apart from a closed client that was resuming its session,
+ * whose queue must stay (aedes goes on with a CONNECT after its socket closed, down to reading the queue).
+ */
+const wipes = new WeakSet<object>();
 
 /** Marks a session store whose incomingDelPacket was made safe (a restarted broker gets the same store again). */
 const PATCHED = Symbol('apsaramq-device: incomingDelPacket never rejects');
@@ -91,6 +99,15 @@ function internals(broker: Aedes): BrokerInternals {
  */
 export function hardenBroker(broker: Aedes): void {
   const broken = internals(broker);
+  const wipeSession = broken._wipeSession;
+  broken._wipeSession = function (this: BrokerInternals, client: Client): void {
+    wipes.add(client);
+    try {
+      wipeSession.call(this, client);
+    } finally {
+      wipes.delete(client);
+    }
+  };
   broken.clients = Object.assign(Object.create(null) as Record<string, Client | undefined>, broken.clients);
   broken.brokers = Object.assign(Object.create(null) as Record<string, number | undefined>, broken.brokers);
   // aedes 2.0.0-beta.1 deletes a QoS 2 message on its PUBREL with `.finally()`, which passes a rejection on to
@@ -196,11 +213,11 @@ export function boundSessionQueues(
 
 /**
  * Is this the wipe of an ended session (MQTT 5: its Session Expiry Interval ran out, or was 0 with messages still
- * held)? aedes reads the stream of a closed client only then (`_wipeSession` → `emptyOutgoingQueue`); a connecting
- * client is live.
+ * held)? Only while aedes' `_wipeSession` runs ({@link hardenBroker}); not just any closed client: one whose socket
+ * closed while it was connecting is read too, and its queue is kept.
  */
 function wiping(client: { id: string }): boolean {
-  return (client as { closed?: boolean }).closed === true;
+  return wipes.has(client);
 }
 
 /**
@@ -492,26 +509,32 @@ interface TakeoverInternals {
  */
 export function yieldMovedSessions(broker: Aedes): void {
   const internals = broker as unknown as TakeoverInternals;
-  const yielded = new Set<Client>();
   internals.mq.on('$SYS/+/new/clients', (packet, done) => {
     if (packet.topic.split('/')[1] !== internals.id) {
       const clientId = packet.payload.toString();
       internals.clearSessionExpiry(clientId);
       internals.clearDelayedWill(clientId);
-      // Still registered here: aedes' own listener of the notice, which runs first, has begun to close it.
+      // Still registered here: aedes' own listener of the notice, which runs first, has begun to close it. The mark
+      // comes off once its socket has closed, after aedes decided on the expiry (or skipped deciding: a second notice
+      // while it closes makes aedes forget the client before its close is done).
       const held = internals.clients[clientId];
-      if (held !== undefined) {
+      if (held !== undefined && !internals._takingOver.has(clientId)) {
         internals._takingOver.add(clientId);
-        yielded.add(held);
+        const release = (): void => {
+          if (internals.clients[clientId] === undefined) internals._takingOver.delete(clientId);
+        };
+        if (!held.conn.destroyed) held.conn.once('close', release);
+        else {
+          // Its socket closed first (the network): aedes' close of it is under way, and decides right after this event.
+          const left = (client: Client): void => {
+            if (client !== held) return;
+            broker.off('clientDisconnect', left);
+            queueMicrotask(release);
+          };
+          broker.on('clientDisconnect', left);
+        }
       }
     }
     done();
-  });
-  // aedes decides on the expiry right after this event: the mark is taken off once it has.
-  broker.on('clientDisconnect', (client) => {
-    if (!yielded.delete(client)) return;
-    queueMicrotask(() => {
-      if (internals.clients[client.id] === undefined) internals._takingOver.delete(client.id);
-    });
   });
 }

@@ -232,9 +232,10 @@ function sayOnce(logger: Logger, error: unknown): void {
   const message = error instanceof Error ? error.message : String(error);
   let seen = said.get(logger);
   if (!seen) said.set(logger, (seen = new Set()));
-  if (seen.has(message) || seen.size >= MAX_SAID) return;
+  if (seen.has(message) || seen.size > MAX_SAID) return;
   seen.add(message);
-  logger.error(`OpenAPI call answered InternalError (a failure of the emulator, said once): ${message}`);
+  if (seen.size > MAX_SAID) logger.error(`OpenAPI calls answered InternalError for ${MAX_SAID} different reasons: further ones are not logged`);
+  else logger.error(`OpenAPI call answered InternalError (a failure of the emulator, said once): ${message}`);
 }
 
 /**

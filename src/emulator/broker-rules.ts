@@ -72,8 +72,8 @@ export class BrokerRules {
       // A client's own QoS 1 PUBLISH (a will has no packet id), once aedes' rules let it through.
       if (this.#ackOnceRouted && client && packet.qos === 1 && packet.messageId !== undefined) {
         aedesAuthorizePublish.call(broker, client, packet, (error) => {
-          if (!error) acknowledgeOnceRouted(broker, client, packet, options.drainTimeoutMs);
-          done(error);
+          if (error) done(error);
+          else acknowledgeOnceRouted(broker, client, packet, options.drainTimeoutMs, () => done(null));
         });
         return;
       }

@@ -58,16 +58,19 @@ export function acknowledgeUnrouted(client: Client, packet: { readonly qos: numb
  * which a broker whose queueing and routing are round trips (a cluster's, to Redis) cannot afford: a publisher that
  * holds a PUBACK could see the subscriber resume before the message was queued, and the subscriber get it live, ahead
  * of older messages of its queue, then again from the queue. aedes handles the packets a client sends meanwhile as
- * they come (it does not wait for a PUBLISH to be routed), so nothing else waits. A message that cannot be routed is
- * not acknowledged: aedes closes the connection, as it does when routing fails, and the client sends it again.
+ * they come. `routed` is called once it is (its caller then lets aedes go on with the client's next packets, as aedes
+ * does after its own routing: without it, a client could have any number of messages on their way to a slow Redis).
+ * A message that cannot be routed is not acknowledged: aedes closes the connection, as it does when routing fails, and
+ * the client sends it again.
  */
-export function acknowledgeOnceRouted(broker: Aedes, client: Client, packet: IPublishPacket, drainTimeoutMs: number): void {
+export function acknowledgeOnceRouted(broker: Aedes, client: Client, packet: IPublishPacket, drainTimeoutMs: number, routed: () => void): void {
   const { messageId } = packet;
   skipRouting(packet);
   publishAs(broker, client, packet, (error) => {
-    if (client.closed) return;
+    if (client.closed) return routed();
     if (error) client.emit('error', error);
     else if (messageId !== undefined) writePacket(client.conn, { cmd: 'puback', messageId }, client.version, drainTimeoutMs);
+    routed();
   });
 }
 

@@ -2,7 +2,6 @@ import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { ApsaraMqDeviceError, LOCAL_ERROR_CATALOG } from '../errors.js';
 
-/** Listen and resolve with the bound port; reject on `EADDRINUSE` and the like instead of emitting. */
 /**
  * How many connections may wait to be accepted (the kernel caps it at `net.core.somaxconn`). Node's default, 511,
  * drops the SYNs of a burst beyond it, and each dropped one waits a second for its retry: 10,000 devices coming back
@@ -10,6 +9,7 @@ import { ApsaraMqDeviceError, LOCAL_ERROR_CATALOG } from '../errors.js';
  */
 export const LISTEN_BACKLOG = 4096;
 
+/** Listen and resolve with the bound port; reject on `EADDRINUSE` and the like instead of emitting. */
 export function listen(server: Server, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (error: NodeJS.ErrnoException): void => {

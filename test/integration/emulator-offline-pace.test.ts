@@ -4,12 +4,15 @@
  * nothing waits real seconds and the batches are counted exactly. The subscriber is a raw socket (mqtt-packet), so
  * that what arrives, and when, is exactly what the broker wrote.
  */
+import type { Client } from 'aedes';
+import { connect } from 'mqtt';
 import type { IConnackPacket } from 'mqtt-packet';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { startEmulator, type Emulator, type EmulatorOptions, type OfflineTimers } from '../../src/emulator/index.js';
 import { expectCloudPace, manualTimers } from '../helpers/manual-timers.js';
 import { accountLogin } from '../helpers/broker.js';
-import { connectMqtt } from '../helpers/emulator.js';
+import { connectMqtt, connectWithInbox, registerDevice } from '../helpers/emulator.js';
+import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { inbox, rawLogin, received, roundTrip, type RawMqtt } from '../helpers/raw-mqtt.js';
 
 const VERSIONS = [4, 5] as const;
@@ -89,6 +92,40 @@ describe('offline messages at the cloud\'s pace (reference §5.7)', () => {
     (await timers.next()).run();
     await received(again.raw, 5);
     expect(inbox(again.raw).publishes().map((p) => p.payload.toString())).toEqual(['m0', 'm1', 'm2', 'm3', 'm4']);
+  });
+
+  // Found in review: the fix of the test below took any closed client for a wipe, and aedes reads the queue of a
+  // CONNECT whose socket closed on its way (it goes on down to the read after the CONNACK): the queue was discarded.
+  it('a persistent session whose connection is reset while it connects keeps its queue', async () => {
+    const emulator = await startEmulator({ env: {}, offlineDelivery: 'immediate' });
+    onTestFinished(() => emulator.close());
+    const device = await registerDevice(emulator, 'GID_demo@@@keeper');
+    const feeder = await connectMqtt(emulator.mqttUrl, signDeviceCredential(await registerDevice(emulator, 'GID_demo@@@feeder')));
+    onTestFinished(() => feeder.endAsync(true));
+    const leaves = (): Promise<void> => new Promise((resolve) => emulator.events.on('clientDisconnected', (id) => id === 'GID_demo@@@keeper' && resolve()));
+    const first = await connectMqtt(emulator.mqttUrl, signDeviceCredential(device), { clean: false });
+    await first.subscribeAsync('demo/held', { qos: 1 });
+    const left = leaves();
+    await first.endAsync();
+    await left;
+    for (let i = 0; i < 3; i++) await feeder.publishAsync('demo/held', `m${i}`, { qos: 1 });
+    // The next connection is reset by the network as soon as the broker has registered it (a NAT dropping it).
+    const drop = (client: Client): void => {
+      if (client.id !== 'GID_demo@@@keeper') return;
+      emulator.broker.off('client', drop);
+      client.conn.destroy();
+    };
+    emulator.broker.on('client', drop);
+    const dropped = leaves();
+    const attempt = connect(emulator.mqttUrl, { ...signDeviceCredential(device), protocolVersion: 4, clean: false, reconnectPeriod: 0 });
+    attempt.on('error', () => undefined);
+    await new Promise<void>((resolve) => attempt.once('close', () => resolve()));
+    attempt.end(true);
+    await dropped;
+    const back = await connectWithInbox(emulator.mqttUrl, signDeviceCredential(device), { clean: false });
+    onTestFinished(() => back.client.endAsync(true));
+    expect(back.sessionPresent).toBe(true);
+    for (let i = 0; i < 3; i++) expect(await back.next()).toEqual(['demo/held', `m${i}`]);
   });
 
   it('an MQTT 5 session that ends takes its queue with it: the next session of the ClientId gets none of it', async () => {
