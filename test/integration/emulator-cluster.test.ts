@@ -9,7 +9,7 @@ import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { DeviceCredential } from '../../src/credential.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
-import { KEYS } from '../../src/emulator/cluster/keys.js';
+import { KEYS, takeoverChannel } from '../../src/emulator/cluster/keys.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { apiFailure, callApi, connackCode, connectMqtt, connectWithInbox, registerDevice, signedCall, commonParams } from '../helpers/emulator.js';
 import { accountLogin } from '../helpers/broker.js';
@@ -428,6 +428,31 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     keep(back.client);
     expect(back.sessionPresent).toBe(true);
     expect(await back.next()).toEqual(['demo/moved', 'queued']);
+  });
+
+  // Found in review: one takeover notice naming a ClientId twice (it connected twice at another process within one
+  // batch) made aedes forget its connection here without a 'clientDisconnect': the cluster went on counting it online.
+  it('a connection closed by two takeover notices at once is no longer counted online', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const device = await connectMqtt(a.mqttUrl, signDeviceCredential(await registerDevice(a, 'GID_demo@@@twice')), { protocolVersion: 5, properties: { sessionExpiryInterval: 60 } });
+    await device.subscribeAsync('demo/any', { qos: 1 });
+    const watcher = new Redis(redis.url);
+    onTestFinished(() => watcher.disconnect());
+    const presence = KEYS.presence(a.cluster?.processId ?? '');
+    expect(await watcher.hget(presence, 'GID_demo@@@twice')).toBe('1');
+    const listener = watcher.duplicate();
+    onTestFinished(() => listener.disconnect());
+    await watcher.config('SET', 'notify-keyspace-events', 'Kh');
+    await listener.subscribe(`__keyspace@0__:${presence}`);
+    // Settles once the presence hash changes and no longer counts the ClientId.
+    const uncounted = new Promise<void>((resolve) => listener.on('message', () => void watcher.hget(presence, 'GID_demo@@@twice').then((n) => n === null && resolve())));
+    const closed = closing(device);
+    await watcher.publish(takeoverChannel(0), JSON.stringify({ b: 'another-process', c: ['GID_demo@@@twice', 'GID_demo@@@twice'] }));
+    await closed;
+    await uncounted;
+    const query = (await callApi(a, 'QuerySessionByClientId', { ClientId: 'GID_demo@@@twice', InstanceId: a.instanceId })) as { OnlineStatus: boolean };
+    expect(query.OnlineStatus).toBe(false);
   });
 
   it('restart is per process: B restarts its broker, its persistent session and queue are kept (in Redis), A serves on', async () => {

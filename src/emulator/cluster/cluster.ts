@@ -223,14 +223,22 @@ class Member {
       follow: (broker) => {
         const { membership } = parts;
         yieldMovedSessions(broker);
+        // Each connection counted once and taken back once: at aedes' 'clientDisconnect', or, when aedes forgot the
+        // client without one (a second takeover notice while it closed), when its socket closes.
+        const counted = new WeakSet<object>();
+        const left = (client: { id: string }): void => {
+          if (counted.delete(client)) void membership.disconnected(client.id);
+        };
         broker.on('client', (client) => {
+          counted.add(client);
+          client.conn.once('close', () => left(client));
           // The CONNACK, written right after this event, waits (the connection corked) until Redis counts the client:
           // P2P messages are routed to the processes their addressee is counted on, and QuerySession answers from the
           // count, so a client that knows it is connected is one they find.
           client.conn.cork();
           void membership.connected(client.id).finally(() => client.conn.uncork());
         });
-        broker.on('clientDisconnect', (client) => void membership.disconnected(client.id));
+        broker.on('clientDisconnect', left);
       },
       settled: () => parts.membership.settled(),
     };
