@@ -235,3 +235,19 @@ export function subscribed(emulator: Emulator, clientId: string, topic: string):
     broker.on('subscribe', listener);
   });
 }
+
+/**
+ * Resolves once `emulator`'s broker has seen `clientId` leave (listen before causing it): only then are messages to a
+ * persistent session queued rather than sent to the connection that is going (a client's `endAsync()` resolves on its
+ * side of the close).
+ */
+export function clientLeaves(emulator: Emulator, clientId: string): Promise<void> {
+  return new Promise((resolve) => {
+    const listener = (id: string): void => {
+      if (id !== clientId) return;
+      emulator.events.off('clientDisconnected', listener);
+      resolve();
+    };
+    emulator.events.on('clientDisconnected', listener);
+  });
+}

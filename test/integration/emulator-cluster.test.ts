@@ -11,7 +11,7 @@ import { DeviceCredential } from '../../src/credential.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { KEYS, takeoverChannel } from '../../src/emulator/cluster/keys.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
-import { apiFailure, callApi, connackCode, connectMqtt, connectWithInbox, registerDevice, signedCall, commonParams } from '../helpers/emulator.js';
+import { apiFailure, callApi, clientLeaves, connackCode, connectMqtt, connectWithInbox, registerDevice, signedCall, commonParams } from '../helpers/emulator.js';
 import { accountLogin } from '../helpers/broker.js';
 import { expectCloudPace, manualTimers } from '../helpers/manual-timers.js';
 import { connectPacket, inbox, rawLogin, rawSocket, received, roundTrip } from '../helpers/raw-mqtt.js';
@@ -35,26 +35,11 @@ async function member(redis: TestRedis, options: EmulatorOptions = {}): Promise<
 /** Offline messages right behind the CONNACK, for the tests of what a queue holds rather than of its pace. */
 const IMMEDIATE = { offlineDelivery: 'immediate' } as const satisfies EmulatorOptions;
 
-/**
- * Resolves once `emulator`'s broker has seen `clientId` leave: only then are messages to its persistent session queued
- * rather than sent to the connection that is going (a client's `endAsync()` resolves on its side of the close).
- */
-function leaves(emulator: Emulator, clientId: string): Promise<void> {
-  return new Promise((resolve) => {
-    const on = (id: string): void => {
-      if (id !== clientId) return;
-      emulator.events.off('clientDisconnected', on);
-      resolve();
-    };
-    emulator.events.on('clientDisconnected', on);
-  });
-}
-
 /** A persistent session on `emulator`, subscribed to `topic` at QoS 1, that has left: what is published to it is queued. */
 async function subscribedAndGone(emulator: Emulator, credential: DeviceCredential, topic: string): Promise<void> {
   const first = keep(await connectMqtt(emulator.mqttUrl, signDeviceCredential(credential), { clean: false }));
   await first.subscribeAsync(topic, { qos: 1 });
-  const left = leaves(emulator, credential.clientId);
+  const left = clientLeaves(emulator, credential.clientId);
   await first.endAsync();
   await left;
 }
@@ -213,7 +198,7 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     const feeder = keep(await connectMqtt(b.mqttUrl, signDeviceCredential(await registerDevice(a, 'GID_demo@@@feeder'))));
     const persistent = keep(await connectMqtt(a.mqttUrl, signDeviceCredential(device), { clean: false }));
     await persistent.subscribeAsync('demo/held', { qos: 1 });
-    const left = leaves(a, 'GID_demo@@@fresh');
+    const left = clientLeaves(a, 'GID_demo@@@fresh');
     await persistent.endAsync();
     await left;
     for (let i = 0; i < 3; i++) await feeder.publishAsync('demo/held', `h${i}`, { qos: 1 });
@@ -396,7 +381,7 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     // The mover's session ends at A with a 1 s expiry (or is taken over from there), and resumes at B at once.
     const first = await connectMqtt(a.mqttUrl, signDeviceCredential(mover), v5(1));
     await first.subscribeAsync('demo/moved', { qos: 1 });
-    const moverLeft = leaves(a, 'GID_demo@@@mover');
+    const moverLeft = clientLeaves(a, 'GID_demo@@@mover');
     if (how === 'ended at A') await first.endAsync();
     else keep(first);
     const resumed = await connectWithInbox(b.mqttUrl, signDeviceCredential(mover), v5(60));
@@ -412,7 +397,7 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     const controlWiped = new Promise<void>((resolve) => watcher.on('message', (_channel: string, event: string) => event === 'del' && resolve()));
     const second = await connectMqtt(a.mqttUrl, signDeviceCredential(control), v5(1));
     await second.subscribeAsync('demo/control', { qos: 1 });
-    const controlLeft = leaves(a, 'GID_demo@@@control');
+    const controlLeft = clientLeaves(a, 'GID_demo@@@control');
     await second.endAsync();
     await controlLeft;
     await feeder.publishAsync('demo/control', 'queued for the control', { qos: 1 });
@@ -420,7 +405,7 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     // The mover's session is whole: live at B, and, gone offline there, its subscription still queues for it.
     await feeder.publishAsync('demo/moved', 'live', { qos: 1 });
     expect(await resumed.next()).toEqual(['demo/moved', 'live']);
-    const moverLeftB = leaves(b, 'GID_demo@@@mover');
+    const moverLeftB = clientLeaves(b, 'GID_demo@@@mover');
     await resumed.client.endAsync();
     await moverLeftB;
     await feeder.publishAsync('demo/moved', 'queued', { qos: 1 });

@@ -11,7 +11,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { startEmulator, type Emulator, type EmulatorOptions, type OfflineTimers } from '../../src/emulator/index.js';
 import { expectCloudPace, manualTimers } from '../helpers/manual-timers.js';
 import { accountLogin } from '../helpers/broker.js';
-import { connectMqtt, connectWithInbox, registerDevice } from '../helpers/emulator.js';
+import { clientLeaves, connectMqtt, connectWithInbox, registerDevice } from '../helpers/emulator.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { inbox, rawLogin, received, roundTrip, type RawMqtt } from '../helpers/raw-mqtt.js';
 
@@ -102,10 +102,9 @@ describe('offline messages at the cloud\'s pace (reference §5.7)', () => {
     const device = await registerDevice(emulator, 'GID_demo@@@keeper');
     const feeder = await connectMqtt(emulator.mqttUrl, signDeviceCredential(await registerDevice(emulator, 'GID_demo@@@feeder')));
     onTestFinished(() => feeder.endAsync(true));
-    const leaves = (): Promise<void> => new Promise((resolve) => emulator.events.on('clientDisconnected', (id) => id === 'GID_demo@@@keeper' && resolve()));
     const first = await connectMqtt(emulator.mqttUrl, signDeviceCredential(device), { clean: false });
     await first.subscribeAsync('demo/held', { qos: 1 });
-    const left = leaves();
+    const left = clientLeaves(emulator, 'GID_demo@@@keeper');
     await first.endAsync();
     await left;
     for (let i = 0; i < 3; i++) await feeder.publishAsync('demo/held', `m${i}`, { qos: 1 });
@@ -116,7 +115,7 @@ describe('offline messages at the cloud\'s pace (reference §5.7)', () => {
       client.conn.destroy();
     };
     emulator.broker.on('client', drop);
-    const dropped = leaves();
+    const dropped = clientLeaves(emulator, 'GID_demo@@@keeper');
     const attempt = connect(emulator.mqttUrl, { ...signDeviceCredential(device), protocolVersion: 4, clean: false, reconnectPeriod: 0 });
     attempt.on('error', () => undefined);
     await new Promise<void>((resolve) => attempt.once('close', () => resolve()));

@@ -8,7 +8,7 @@ import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import { beforeEach, describe, expect, it, onTestFinished } from 'vitest';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import type { MqttCredentials } from '../../src/signer/mqtt.js';
-import { ANY_GROUP, callApi, connackCode, useEmulator } from '../helpers/emulator.js';
+import { ANY_GROUP, callApi, clientLeaves, connackCode, useEmulator } from '../helpers/emulator.js';
 
 /** The emulator's clock: real time plus a skew each test may move (kept well inside the gateway's ±15 min window). */
 let skew = 0;
@@ -369,7 +369,7 @@ describe('token expiry and revocation', () => {
     });
     expect(batch.OnlineStatusList).toEqual([{ ClientId: 'GID_tok@@@revoke-3', OnlineStatus: true }, { ClientId: 'GID_tok@@@revoke-5', OnlineStatus: true }]);
 
-    const gone = Promise.all(['GID_tok@@@revoke-3', 'GID_tok@@@revoke-5'].map((id) => offline(e, id)));
+    const gone = Promise.all(['GID_tok@@@revoke-3', 'GID_tok@@@revoke-5'].map((id) => clientLeaves(e, id)));
     await callApi(e, 'RevokeToken', { Token: r.token, InstanceId: e.instanceId });
     expect(await v3.closed).toEqual([notice(3, 'R'), 'close']);
     expect(await v5.closed).toEqual([notice(3, 'R'), 'disconnect 0x87', 'close']);
@@ -391,18 +391,6 @@ describe('token expiry and revocation', () => {
     await bystander.client.publishAsync('demo/x', 'still here', { qos: 1 });
   });
 });
-
-/** Resolves when the emulator reports `clientId` gone (listen before causing it). */
-function offline(e: Emulator, clientId: string): Promise<void> {
-  return new Promise((resolve) => {
-    const listener = (id: string): void => {
-      if (id !== clientId) return;
-      e.events.off('clientDisconnected', listener);
-      resolve();
-    };
-    e.events.on('clientDisconnected', listener);
-  });
-}
 
 describe('token options of the emulator', () => {
   async function emulatorForTest(options: EmulatorOptions): Promise<Emulator> {
