@@ -1,20 +1,18 @@
 /**
  * The one door to aedes' internals. aedes 2.0.0-beta.1 (pinned) declares less than the emulator needs: its maps of
  * clients and brokers, each client's parser and delivery functions, the session store, and the text of its errors.
- * This is the only module that reaches for them or matches that text; the rest of the emulator uses aedes' declared
- * API (hooks, events, `handle`) and the functions here. Each use says which aedes behaviour it relies on, and
+ * This module and aedes-session-queues.ts (the session store's outgoing queues) are the only ones that reach for them
+ * or match that text; the rest of the emulator uses aedes' declared API (hooks, events, `handle`) and the functions
+ * of these two. Each use says which aedes behaviour it relies on, and
  * {@link assertAedesVersion} refuses to start on any other aedes than the one they were checked against
  * (test/integration/emulator-hostile.test.ts and emulator-mqtt-fuzz.test.ts check the behaviours).
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { Readable } from 'node:stream';
 import type { Aedes, Client, Subscription } from 'aedes';
 import { ConfigurationError } from '../errors.js';
 import { propertyProblem } from './mqtt5-properties.js';
-import { SessionQueues, type QueueLimits, type QueueOverflow, type RedeliveryPace, type StoredPacket } from './session-queues.js';
-import type { QueueStats } from './stats.js';
 
 /** The aedes version this module was written and tested against: package.json pins the peer dependency to it. */
 export const AEDES_VERSION = '2.0.0-beta.1';
@@ -73,15 +71,7 @@ interface BrokerInternals {
   clients: Record<string, Client | undefined>;
   brokers: Record<string, number | undefined>;
   persistence: SessionStore & { [PATCHED]?: true };
-  _wipeSession(client: Client): void;
 }
-
-/**
- * The clients whose ended session aedes is wiping right now (`_wipeSession`, which reads the store's `outgoingStream`
- * of the client synchronously, to empty its queue): told apart from a closed client that was resuming its session,
- * whose queue must stay (aedes goes on with a CONNECT after its socket closed, down to reading the queue).
- */
-const wipes = new WeakSet<object>();
 
 /** Marks a session store whose incomingDelPacket was made safe (a restarted broker gets the same store again). */
 const PATCHED = Symbol('apsaramq-device: incomingDelPacket never rejects');
@@ -99,15 +89,6 @@ function internals(broker: Aedes): BrokerInternals {
  */
 export function hardenBroker(broker: Aedes): void {
   const broken = internals(broker);
-  const wipeSession = broken._wipeSession;
-  broken._wipeSession = function (this: BrokerInternals, client: Client): void {
-    wipes.add(client);
-    try {
-      wipeSession.call(this, client);
-    } finally {
-      wipes.delete(client);
-    }
-  };
   broken.clients = Object.assign(Object.create(null) as Record<string, Client | undefined>, broken.clients);
   broken.brokers = Object.assign(Object.create(null) as Record<string, number | undefined>, broken.brokers);
   // aedes 2.0.0-beta.1 deletes a QoS 2 message on its PUBREL with `.finally()`, which passes a rejection on to
@@ -118,149 +99,6 @@ export function hardenBroker(broker: Aedes): void {
   const incomingDelPacket = store.incomingDelPacket.bind(store);
   store.incomingDelPacket = (client, packet) => incomingDelPacket(client, packet).catch(() => undefined);
   store[PATCHED] = true;
-}
-
-/** The outgoing-queue operations of aedes-persistence's store (aedes 2 calls them without callbacks). */
-interface OutgoingStore {
-  outgoingEnqueue(sub: { clientId: string }, packet: StoredPacket, cb?: Callback): Promise<void>;
-  outgoingEnqueueCombi(subs: readonly { clientId: string }[], packet: StoredPacket, cb?: Callback): Promise<void>;
-  outgoingUpdate(client: { id: string }, packet: StoredPacket, cb?: Callback): Promise<void>;
-  outgoingClearMessageId(client: { id: string }, packet: StoredPacket, cb?: Callback): Promise<StoredPacket | undefined>;
-  outgoingStream(client: { id: string }): Readable;
-}
-
-type Callback = (error: Error | null, result?: unknown) => void;
-
-/**
- * What holds the persistent sessions' queues: {@link SessionQueues} in memory, or a clustered emulator's queues in
- * Redis (cluster/redis-queues.ts), whose operations answer later. Same operations, same semantics.
- */
-export interface OutgoingQueues {
-  configure(limits: QueueLimits, onOverflow: QueueOverflow): void;
-  enqueue(clientId: string, packet: StoredPacket): void | Promise<void>;
-  update(clientId: string, packet: StoredPacket): void | Promise<void>;
-  clear(clientId: string, packet: StoredPacket): StoredPacket | undefined | Promise<StoredPacket | undefined>;
-  list(clientId: string): StoredPacket[] | Promise<StoredPacket[]>;
-  /**
-   * {@link SessionQueues.redeliver}: the messages held now, at `pace`, then `end`; returns what stops it. `fail`: the
-   * queue could not be read (Redis), the messages stay queued.
-   */
-  redeliver(clientId: string, pace: RedeliveryPace, push: (packet: StoredPacket) => void, end: () => void, gone?: () => boolean, fail?: (error: Error) => void): () => void;
-  stats(): QueueStats;
-  /**
-   * The client's CONNECT already found its queue empty (a clean session, clustered: cluster/redis-broker.ts), so the
-   * read right after its CONNACK can answer at once. Answers once.
-   */
-  emptyAtConnect?(client: object): boolean;
-}
-
-/** The bounded queues installed on each session store (a restarted broker gets the same store, and keeps them). */
-const queuesOf = new WeakMap<object, OutgoingQueues>();
-
-/**
- * Put a bound on what each persistent session of the broker's store holds (session-queues.ts): the store's five
- * outgoing-queue operations are replaced by {@link SessionQueues} (or by `create`'s queues: a cluster's, in Redis),
- * which keep the same order and semantics. aedes-persistence-redis' own outgoing operations are replaced the same way:
- * they have no bound, and they find a sent message's packet id in a cache of the process that sent it, so a session
- * that moved to another process of the cluster could never clear it. With a `pace`, a session that resumes gets what
- * its queue holds at that pace instead of right behind its CONNACK: aedes 2.0.0-beta.1 sends a reconnecting client
- * its queue by reading the store's `outgoingStream` (handlers/connect.js `emptyQueue`, after the CONNACK is written),
- * so the stream given to a resuming session yields the messages batch by batch. aedes treats the client as connecting
- * until that stream ends: the client may publish and subscribe meanwhile (aedes handles a packet once the CONNACK is
- * out), live messages reach it at once, and only packets it sent before its CONNACK arrived wait. The other reader of
- * the stream, the wipe of an expired session, is never paced. Installed once per store; a later broker on the same
- * store (a restart) only takes over the limits, the pace and the reporting.
- */
-export function boundSessionQueues(
-  broker: Aedes,
-  limits: QueueLimits,
-  onOverflow: QueueOverflow,
-  pace?: RedeliveryPace,
-  create: (limits: QueueLimits, onOverflow: QueueOverflow) => OutgoingQueues = (l, o) => new SessionQueues(l, o),
-): OutgoingQueues {
-  const store = internals(broker).persistence as unknown as OutgoingStore;
-  const existing = queuesOf.get(store);
-  if (existing) {
-    existing.configure(limits, onOverflow);
-    pacesOf.set(store, pace);
-    return existing;
-  }
-  const queues = create(limits, onOverflow);
-  queuesOf.set(store, queues);
-  pacesOf.set(store, pace);
-  const answer = <T>(result: T | Promise<T>, cb: Callback | undefined): Promise<T> => {
-    const settled = Promise.resolve(result);
-    if (cb) settled.then((value) => process.nextTick(cb, null, value), (error: Error) => process.nextTick(cb, error));
-    return settled;
-  };
-  store.outgoingEnqueue = (sub, packet, cb) => answer(queues.enqueue(sub.clientId, packet), cb);
-  store.outgoingEnqueueCombi = (subs, packet, cb) => {
-    const queued = subs.map((sub) => queues.enqueue(sub.clientId, packet));
-    return answer(queued.some((q) => q instanceof Promise) ? Promise.all(queued).then(() => undefined) : undefined, cb);
-  };
-  store.outgoingUpdate = (client, packet, cb) => answer(queues.update(client.id, packet), cb);
-  store.outgoingClearMessageId = (client, packet, cb) => answer(queues.clear(client.id, packet), cb);
-  store.outgoingStream = (client) => {
-    if (wiping(client)) return Readable.from(discardQueue(queues, client.id));
-    const current = pacesOf.get(store);
-    if (current && resumes(client)) return pacedStream(queues, client as Client, current);
-    if (queues.emptyAtConnect?.(client) === true) return Readable.from([]);
-    const listed = queues.list(client.id);
-    return listed instanceof Promise ? Readable.from((async function* () { yield* await listed; })()) : Readable.from(listed);
-  };
-  return queues;
-}
-
-/**
- * Is this the wipe of an ended session (MQTT 5: its Session Expiry Interval ran out, or was 0 with messages still
- * held)? Only while aedes' `_wipeSession` runs ({@link hardenBroker}); not just any closed client: one whose socket
- * closed while it was connecting is read too, and its queue is kept.
- */
-function wiping(client: { id: string }): boolean {
-  return wipes.has(client);
-}
-
-/**
- * Empty a session's queue at once, for its wipe: aedes 2.0.0-beta.1's `emptyOutgoingQueue` pipes the stream into a
- * Transform whose output nobody reads, so it stalls after 16 messages and the rest stayed queued, to be delivered to
- * the next session of that ClientId (measured: 84 of 100 survived an expired session). The stream handed back is
- * empty; it ends once the queue is (Redis: once every message is cleared there).
- */
-function discardQueue(queues: OutgoingQueues, clientId: string): Iterable<never> | AsyncIterable<never> {
-  const clearAll = (held: readonly StoredPacket[]): void | Promise<void> => {
-    const cleared = held.map((packet) => queues.clear(clientId, packet));
-    if (cleared.some((c) => c instanceof Promise)) return Promise.all(cleared).then(() => undefined);
-  };
-  const listed = queues.list(clientId);
-  const done = listed instanceof Promise ? listed.then(clearAll) : clearAll(listed);
-  if (!(done instanceof Promise)) return [];
-  // The stream is read on the next tick; a Redis failure before that is the stream's error, not an unhandled one.
-  done.catch(() => undefined);
-  return (async function* () {
-    await done;
-  })();
-}
-
-/** The pace of each store's redelivery (`undefined`: right away), set by the broker that runs on it now. */
-const pacesOf = new WeakMap<object, RedeliveryPace | undefined>();
-
-/**
- * Is this the reconnect of a session that keeps its messages? A live client (not the closed one of an expiring
- * session being wiped) whose session is persistent and was not started clean (aedes keeps MQTT 5's Clean Start in
- * `_cleanStart`; it clears such a queue at once, which is not to be paced).
- */
-function resumes(client: { id: string }): boolean {
-  const live = client as { clean?: boolean; closed?: boolean; _cleanStart?: boolean; conn?: unknown };
-  return live.conn !== undefined && live.closed !== true && live.clean === false && live._cleanStart !== true;
-}
-
-/** A stream of the session's queue at `pace`, stopped when the client's connection closes (or at its next step, once aedes has closed the client). */
-function pacedStream(queues: OutgoingQueues, client: Client, pace: RedeliveryPace): Readable {
-  const stream = new Readable({ objectMode: true, read: () => undefined });
-  // A queue that cannot be read fails the stream as an unpaced one would: aedes closes the client, nothing is lost.
-  const stop = queues.redeliver(client.id, pace, (packet) => stream.push(packet), () => stream.push(null), () => client.closed, (error) => stream.destroy(error));
-  client.conn.once('close', stop);
-  return stream;
 }
 
 /** The connected (authenticated and registered) client with this ClientId: aedes keeps them by id. */

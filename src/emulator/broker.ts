@@ -1,7 +1,8 @@
 /**
  * The emulator's MQTT broker: aedes with the emulator's login (broker-login.ts), the service's rules
  * (broker-rules.ts), Token mode (broker-token-mode.ts) and the guards against hostile clients (client-guards.ts),
- * on its listeners (listeners.ts). aedes' internals are reached only through aedes-adapter.ts.
+ * on its listeners (listeners.ts). aedes' internals are reached only through aedes-adapter.ts (and
+ * aedes-session-queues.ts for the session store's queues).
  */
 import { Aedes, type AedesOptions } from 'aedes';
 import { MAX_CLIENT_ID_LENGTH } from '../credential.js';

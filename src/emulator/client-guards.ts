@@ -1,11 +1,12 @@
 /**
  * Guards fitted to every aedes client as it is created, so that one hostile or slow client cannot take the broker
  * down or hold up the others: a bound on what a slow subscriber may hold, and on the QoS 2 messages a client never
- * releases. They reach aedes only through aedes-adapter.ts; test/integration/emulator-hostile.test.ts checks each.
+ * releases. They reach aedes only through aedes-adapter.ts and aedes-session-queues.ts; test/integration/emulator-hostile.test.ts checks each.
  */
 import type { Duplex } from 'node:stream';
 import type { Aedes, Client } from 'aedes';
-import { boundSessionQueues, fitClient, sessionStore, type Deliver, type OutgoingQueues, type PacketRefusal, type ParsedPacket } from './aedes-adapter.js';
+import { fitClient, sessionStore, type Deliver, type PacketRefusal, type ParsedPacket } from './aedes-adapter.js';
+import { boundSessionQueues, type OutgoingQueues } from './aedes-session-queues.js';
 import { writeRefusal, type BrokerContext } from './broker-wire.js';
 import { REASON, type Refusal } from './mqtt-rules.js';
 import type { QueueLimits, QueueOverflow, RedeliveryPace } from './session-queues.js';

@@ -3,7 +3,7 @@
  * acknowledged. aedes keeps them in its session store's "outgoing" queues, without a bound (241,037 queued 10 KB
  * messages took the emulator to 2.9 GB in 12 s). This is that queue with a bound per session, in messages and bytes:
  * past it the oldest message not yet sent is dropped, or the new one refused (`offlineQueuePolicy`). The semantics of
- * the store's operations are aedes-persistence 10's (its memory store), which aedes-adapter.ts replaces with these.
+ * the store's operations are aedes-persistence 10's (its memory store), which aedes-session-queues.ts replaces with these.
  */
 import type { QueueStats } from './stats.js';
 

@@ -1,6 +1,6 @@
 /**
  * What one broker of a cluster is built on: aedes-persistence-redis (sessions, subscriptions, wills, in-flight QoS 2
- * messages; the queues of persistent sessions are redis-queues.ts's, installed over it by aedes-adapter.ts) and
+ * messages; the queues of persistent sessions are redis-queues.ts's, installed over it by aedes-session-queues.ts) and
  * mqemitter-redis (the message bus every broker of the cluster shares), on connections of their own. Each start of a
  * broker (a restart too) gets new ones, as aedes closes its bus when it closes.
  *
