@@ -440,6 +440,42 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     expect(query.OnlineStatus).toBe(false);
   });
 
+  // Wills allowed, a takeover ends a connection that has one. MQTT 3.1.1 publishes it whenever the server closes the
+  // connection other than on a DISCONNECT, a takeover included; MQTT 5 too, unless a Will Delay Interval runs and a new
+  // connection for the ClientId opens before it has elapsed (MQTT-3.1.2-8), as a takeover's does (a clean start too).
+  // A takeover from another process (aedes at A closes the connection on B's notice) does what one at A itself does.
+  const session5 = { protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 600 } } as const;
+  it.each([
+    { name: 'MQTT 3.1.1: published', options: { protocolVersion: 4 }, willDelay: 0, clean: false, published: true },
+    { name: 'MQTT 5 without a Will Delay Interval: published', options: { protocolVersion: 5 }, willDelay: 0, clean: false, published: true },
+    { name: 'MQTT 5 with a Will Delay Interval, the session resumed: not published, nor left pending', options: session5, willDelay: 600, clean: false, published: false },
+    { name: 'MQTT 5 with a Will Delay Interval, a clean start: not published, nor left pending', options: session5, willDelay: 600, clean: true, published: false },
+  ] as const)('a will on a takeover, from the same process or another: $name', async ({ options, willDelay, clean, published }) => {
+    const redis = await startRedis();
+    const a = await member(redis, { willMessages: 'allow' });
+    const b = await member(redis, { willMessages: 'allow' });
+    const watcher = await connectWithInbox(a.mqttUrl, accountLogin(a, 'GID_demo@@@watcher'));
+    keep(watcher.client);
+    await watcher.client.subscribeAsync('demo/will/#', { qos: 1 });
+    for (const [where, at] of [['same process', a], ['another process', b]] as const) {
+      const clientId = `GID_demo@@@${where === 'same process' ? 'local' : 'remote'}`;
+      const will = { topic: `demo/will/${clientId}`, payload: Buffer.from('gone'), qos: 1, retain: false, ...(willDelay > 0 ? { properties: { willDelayInterval: willDelay } } : {}) } as const;
+      const old = keep(await connectMqtt(a.mqttUrl, accountLogin(a, clientId), { ...options, will }));
+      const oldClosed = closing(old);
+      const left = clientLeaves(a, clientId);
+      keep(await connectMqtt(at.mqttUrl, accountLogin(at, clientId), { ...options, clean }));
+      await oldClosed;
+      await left;
+      // A will published as the connection closed comes before a message published after it.
+      await watcher.client.publishAsync('demo/will/marker', where, { qos: 1 });
+      const before: string[] = [];
+      for (let message = await watcher.next(); message[0] !== 'demo/will/marker'; message = await watcher.next()) before.push(message[0]);
+      expect(before, where).toEqual(published ? [will.topic] : []);
+      // Nor is one left to A's timer (aedes' delayed wills), to be published once the delay has run out.
+      expect((a.broker as unknown as { delayedWills: Map<string, unknown> }).delayedWills.has(clientId), where).toBe(false);
+    }
+  });
+
   it('restart is per process: B restarts its broker, its persistent session and queue are kept (in Redis), A serves on', async () => {
     const redis = await startRedis();
     const a = await member(redis, IMMEDIATE);
