@@ -1,35 +1,63 @@
-import { randomBytes } from 'node:crypto';
-import { lstat, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { lstat, mkdir, open, readdir, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { clientIdProblem } from '../credential.js';
 import { EmulatorStateError } from '../errors.js';
 import { ioError, takeLock, type HeldLock, type TakeLockOptions } from './data-dir-lock.js';
-import type { CredentialRecord } from './registry.js';
-import type { TokenRecord } from './token-registry.js';
+import { encodeFrame, readFrames } from './journal.js';
+import type { CredentialChange, CredentialRecord } from './registry.js';
+import type { TokenChange, TokenRecord } from './token-registry.js';
 import { MAX_TOKEN_RESOURCES, parseResources, type TokenType } from './token-rules.js';
 import { syncDir } from '../util/fs.js';
 
 /**
  * The emulator's data directory: the OpenAPI's state, kept across restarts (issue #10).
  *
- * One file, `state.json`, rewritten whole and atomically on every change (temp file 0600, fsync, rename, fsync of
- * the directory), so a crash leaves either the old or the new state, never half of one. A lock file held for the
- * emulator's life keeps a second emulator off the same directory. What is kept: the instance id, the device
- * credentials, the tokens ApplyToken issued (their records: never a usable token, only a hash of its secret), and
- * the account key pair only when the emulator generated it (a key pair from options or the environment may be a real
- * one and is never written). `tokens` is optional on reading, so a file written before tokens existed still loads,
- * and an older emulator, which ignores fields it does not know, still reads a newer file.
+ * Two files. `state.json`, the snapshot, holds the whole state and is only ever replaced atomically (temp file 0600,
+ * fsync, rename, fsync of the directory), so a crash leaves either the old or the new one, never half of one.
+ * `state.journal` holds the changes made since that snapshot, one framed record per change (journal.ts: length and
+ * CRC-32), appended: the changes of the calls that arrive while one append is on its way to the disk share the next
+ * append and its fdatasync (group commit), and a call that changed the state is answered once its record is durable.
+ * So a change costs what it changes, not a rewrite of every credential. The journal's first record names the snapshot
+ * it follows (SHA-256 of its bytes); once it outgrows the snapshot (and {@link JOURNAL_COMPACT_MIN_BYTES}), and at
+ * every start and close, the state is compacted: a new snapshot, then the journal removed (the next change starts a
+ * new one, made whole under a temp name and renamed in). A crash between the two leaves a journal naming the old
+ * snapshot: it is set aside, as its changes are in the new one.
+ *
+ * Reading: the snapshot, then the journal's records in order, up to the last whole one. A tail that holds no whole
+ * record (an append cut short by a crash or power cut, whose caller was never answered) is cut off with a warning. A
+ * damaged record with whole ones after it is `EmulatorStateCorrupt`, like a snapshot that does not validate: that is
+ * damage in place, not a cut append, and the records after it are not dropped silently.
+ *
+ * A lock file held for the emulator's life keeps a second emulator off the same directory. What is kept: the
+ * instance id, the device credentials, the tokens ApplyToken issued (their records: never a usable token, only a hash
+ * of its secret), and the account key pair only when the emulator generated it (a key pair from options or the
+ * environment may be a real one and is never written). `tokens` is optional on reading, so a file written before
+ * tokens existed still loads, and an older emulator, which ignores fields it does not know, still reads a newer file;
+ * after a clean stop the directory holds the snapshot alone, which is all an older emulator reads.
  */
 
-/** Name of the state file in the data directory. */
+/** Name of the state file (the snapshot) in the data directory. */
 export const STATE_FILE = 'state.json';
+/** Name of the journal of the changes made since the snapshot. */
+export const JOURNAL_FILE = 'state.journal';
 export { LOCK_FILE } from './data-dir-lock.js';
 /** `kind` of the state file, so that another JSON file is never mistaken for one. */
 export const STATE_KIND = 'apsaramq-device-emulator-state';
 /** Format version of the state file. */
 export const STATE_VERSION = 1;
-/** Largest state file read (about a million credentials); a bigger one is refused rather than read whole. */
+/** `kind` of the journal's first record. */
+export const JOURNAL_KIND = 'apsaramq-device-emulator-journal';
+/** Format version of the journal. */
+export const JOURNAL_VERSION = 1;
+/** Largest state file or journal read (about a million credentials); a bigger one is refused rather than read whole. */
 export const MAX_STATE_BYTES = 256 * 1024 * 1024;
+/**
+ * The journal is compacted into a new snapshot once it is larger than the snapshot and than this: a snapshot is
+ * rewritten only after as many bytes of changes as it holds, so each change costs its own bytes plus, amortised, as
+ * many again, and reading at start costs at most twice the snapshot.
+ */
+export const JOURNAL_COMPACT_MIN_BYTES = 4 * 1024 * 1024;
 
 /** What the state file holds. */
 export interface EmulatorState {
@@ -41,11 +69,20 @@ export interface EmulatorState {
   readonly tokens?: readonly TokenRecord[] | undefined;
 }
 
-const TEMP_FILE = /^state\.json\.[0-9a-f]+\.tmp$/;
+/** One change of the state, as a journal record holds it. */
+export type StateChange = CredentialChange | TokenChange;
+
+/** Options of {@link DataDir.open}. */
+export interface DataDirOptions extends TakeLockOptions {
+  /** Where a problem that was recovered from is said (a journal's cut-off tail, a journal set aside). */
+  readonly onWarning?: ((message: string) => void) | undefined;
+  /** Compact once the journal is larger than the snapshot and than this many bytes (default {@link JOURNAL_COMPACT_MIN_BYTES}). */
+  readonly compactMinBytes?: number | undefined;
+}
+
+const TEMP_FILE = /^state\.(?:json|journal)\.[0-9a-f]+\.tmp$/;
 const INSTANCE_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const KEY = /^[\x21-\x7e]{1,128}$/;
-
-
 
 function corrupt(path: string, why: string, cause?: unknown): EmulatorStateError {
   return new EmulatorStateError('EmulatorStateCorrupt', `The emulator data file ${path} is not valid: ${why}`, path, cause);
@@ -69,30 +106,51 @@ function isTime(value: unknown): value is number {
 
 const TOKEN_FIELDS = ['id', 'secretSha256', 'instanceId', 'type', 'resources', 'createTime', 'expireTime', 'revokeTime'];
 
-/** The kept tokens, each validated as completely as a credential; distinct ids. */
-function parseTokens(value: unknown, path: string): TokenRecord[] {
-  if (value === undefined) return [];
-  if (!Array.isArray(value)) throw corrupt(path, 'tokens is not a list');
-  const ids = new Set<string>();
-  return value.map((item: unknown, i): TokenRecord => {
-    const where = `tokens[${i}]`;
-    if (!isRecord(item)) throw corrupt(path, `${where} is not an object`);
-    const { id, secretSha256, instanceId, type, resources, createTime, expireTime, revokeTime } = item;
-    if (typeof id !== 'string' || !/^[0-9a-f]{32}$/.test(id)) throw corrupt(path, `${where}.id is not 32 hex digits`);
-    if (ids.has(id)) throw corrupt(path, `${where}: a token id appears twice`);
-    ids.add(id);
-    if (typeof secretSha256 !== 'string' || !/^[0-9a-f]{64}$/.test(secretSha256)) throw corrupt(path, `${where}.secretSha256 is not 64 hex digits`);
-    if (typeof instanceId !== 'string' || !INSTANCE_ID.test(instanceId)) throw corrupt(path, `${where}.instanceId is not an instance id`);
-    if (type !== 'R' && type !== 'W' && type !== 'RW') throw corrupt(path, `${where}.type is not R, W or RW`);
-    const list = Array.isArray(resources) && resources.length <= MAX_TOKEN_RESOURCES && resources.every((r) => typeof r === 'string') ? (resources as string[]) : undefined;
-    const parsed = list === undefined ? undefined : parseResources(list.join(','));
-    if (!parsed?.ok || parsed.value.length !== list?.length) throw corrupt(path, `${where}.resources is not a list of 1 to ${MAX_TOKEN_RESOURCES} resources in order`);
-    if (!isTime(createTime) || !isTime(expireTime) || (revokeTime !== undefined && !isTime(revokeTime))) {
-      throw corrupt(path, `${where}: createTime, expireTime and revokeTime must be ms since the epoch`);
-    }
-    if (Object.keys(item).some((key) => !TOKEN_FIELDS.includes(key))) throw corrupt(path, `${where} has fields other than those of a token record`);
-    return { id, secretSha256, instanceId, type: type as TokenType, resources: parsed.value, createTime, expireTime, ...(revokeTime === undefined ? {} : { revokeTime }) };
-  });
+/** A kept token record, validated completely (`where` names it in the error, never a value of it). */
+function tokenOf(item: unknown, where: string, path: string): TokenRecord {
+  if (!isRecord(item)) throw corrupt(path, `${where} is not an object`);
+  const { id, secretSha256, instanceId, type, resources, createTime, expireTime, revokeTime } = item;
+  if (typeof id !== 'string' || !/^[0-9a-f]{32}$/.test(id)) throw corrupt(path, `${where}.id is not 32 hex digits`);
+  if (typeof secretSha256 !== 'string' || !/^[0-9a-f]{64}$/.test(secretSha256)) throw corrupt(path, `${where}.secretSha256 is not 64 hex digits`);
+  if (typeof instanceId !== 'string' || !INSTANCE_ID.test(instanceId)) throw corrupt(path, `${where}.instanceId is not an instance id`);
+  if (type !== 'R' && type !== 'W' && type !== 'RW') throw corrupt(path, `${where}.type is not R, W or RW`);
+  const list = Array.isArray(resources) && resources.length <= MAX_TOKEN_RESOURCES && resources.every((r) => typeof r === 'string') ? (resources as string[]) : undefined;
+  const parsed = list === undefined ? undefined : parseResources(list.join(','));
+  if (!parsed?.ok || parsed.value.length !== list?.length) throw corrupt(path, `${where}.resources is not a list of 1 to ${MAX_TOKEN_RESOURCES} resources in order`);
+  if (!isTime(createTime) || !isTime(expireTime) || (revokeTime !== undefined && !isTime(revokeTime))) {
+    throw corrupt(path, `${where}: createTime, expireTime and revokeTime must be ms since the epoch`);
+  }
+  if (Object.keys(item).some((key) => !TOKEN_FIELDS.includes(key))) throw corrupt(path, `${where} has fields other than those of a token record`);
+  return { id, secretSha256, instanceId, type: type as TokenType, resources: parsed.value, createTime, expireTime, ...(revokeTime === undefined ? {} : { revokeTime }) };
+}
+
+/** A kept DeviceCredential, validated completely (`where` names it in the error, never a value of it). */
+function credentialOf(item: unknown, where: string, path: string): CredentialRecord {
+  if (!isRecord(item)) throw corrupt(path, `${where} is not an object`);
+  const { ClientId, InstanceId, DeviceAccessKeyId, DeviceAccessKeySecret, CreateTime, UpdateTime } = item;
+  if (typeof ClientId !== 'string' || clientIdProblem(ClientId) !== undefined) throw corrupt(path, `${where}.ClientId is not a valid ClientId`);
+  if (typeof InstanceId !== 'string' || !INSTANCE_ID.test(InstanceId)) throw corrupt(path, `${where}.InstanceId is not an instance id`);
+  if (typeof DeviceAccessKeyId !== 'string' || !KEY.test(DeviceAccessKeyId)) throw corrupt(path, `${where}.DeviceAccessKeyId is not a key id`);
+  if (typeof DeviceAccessKeySecret !== 'string' || !KEY.test(DeviceAccessKeySecret)) throw corrupt(path, `${where}.DeviceAccessKeySecret is missing or malformed`);
+  if (!isTime(CreateTime) || !isTime(UpdateTime)) throw corrupt(path, `${where}: CreateTime and UpdateTime must be ms since the epoch`);
+  if (Object.keys(item).length !== 6) throw corrupt(path, `${where} has fields other than those of a DeviceCredential`);
+  return { ClientId, InstanceId, DeviceAccessKeyId, DeviceAccessKeySecret, CreateTime, UpdateTime };
+}
+
+/** The key under which a credential is kept: one per ClientId of an instance. */
+function clientKey(instanceId: string, clientId: string): string {
+  return `${instanceId}\n${clientId}`;
+}
+
+/** No two credentials hold one DeviceAccessKeyId (a key authenticates one device). */
+function checkDistinctKeys(credentials: Iterable<CredentialRecord>, path: string, where: (i: number) => string): void {
+  const keyIds = new Set<string>();
+  let i = 0;
+  for (const credential of credentials) {
+    if (keyIds.has(credential.DeviceAccessKeyId)) throw corrupt(path, `${where(i)}: a DeviceAccessKeyId appears twice`);
+    keyIds.add(credential.DeviceAccessKeyId);
+    i++;
+  }
 }
 
 /** Validate a parsed state file completely; any flaw is `EmulatorStateCorrupt` naming it (never a secret). */
@@ -114,25 +172,23 @@ export function parseState(text: string, path: string): EmulatorState {
   const list = parsed['credentials'];
   if (!Array.isArray(list)) throw corrupt(path, 'credentials is not a list');
   const clientIds = new Set<string>();
-  const keyIds = new Set<string>();
   const credentials = list.map((item: unknown, i): CredentialRecord => {
-    const where = `credentials[${i}]`;
-    if (!isRecord(item)) throw corrupt(path, `${where} is not an object`);
-    const { ClientId, InstanceId, DeviceAccessKeyId, DeviceAccessKeySecret, CreateTime, UpdateTime } = item;
-    if (typeof ClientId !== 'string' || clientIdProblem(ClientId) !== undefined) throw corrupt(path, `${where}.ClientId is not a valid ClientId`);
-    if (typeof InstanceId !== 'string' || !INSTANCE_ID.test(InstanceId)) throw corrupt(path, `${where}.InstanceId is not an instance id`);
-    if (typeof DeviceAccessKeyId !== 'string' || !KEY.test(DeviceAccessKeyId)) throw corrupt(path, `${where}.DeviceAccessKeyId is not a key id`);
-    if (typeof DeviceAccessKeySecret !== 'string' || !KEY.test(DeviceAccessKeySecret)) throw corrupt(path, `${where}.DeviceAccessKeySecret is missing or malformed`);
-    if (!isTime(CreateTime) || !isTime(UpdateTime)) throw corrupt(path, `${where}: CreateTime and UpdateTime must be ms since the epoch`);
-    const clientKey = `${InstanceId}\n${ClientId}`;
-    if (clientIds.has(clientKey)) throw corrupt(path, `${where}: ClientId ${ClientId} appears twice`);
-    if (keyIds.has(DeviceAccessKeyId)) throw corrupt(path, `${where}: a DeviceAccessKeyId appears twice`);
-    clientIds.add(clientKey);
-    keyIds.add(DeviceAccessKeyId);
-    if (Object.keys(item).length !== 6) throw corrupt(path, `${where} has fields other than those of a DeviceCredential`);
-    return { ClientId, InstanceId, DeviceAccessKeyId, DeviceAccessKeySecret, CreateTime, UpdateTime };
+    const credential = credentialOf(item, `credentials[${i}]`, path);
+    const key = clientKey(credential.InstanceId, credential.ClientId);
+    if (clientIds.has(key)) throw corrupt(path, `credentials[${i}]: ClientId ${credential.ClientId} appears twice`);
+    clientIds.add(key);
+    return credential;
   });
-  const tokens = parseTokens(parsed['tokens'], path);
+  checkDistinctKeys(credentials, path, (i) => `credentials[${i}]`);
+  const tokenList = parsed['tokens'];
+  if (tokenList !== undefined && !Array.isArray(tokenList)) throw corrupt(path, 'tokens is not a list');
+  const tokenIds = new Set<string>();
+  const tokens = (tokenList ?? []).map((item: unknown, i): TokenRecord => {
+    const token = tokenOf(item, `tokens[${i}]`, path);
+    if (tokenIds.has(token.id)) throw corrupt(path, `tokens[${i}]: a token id appears twice`);
+    tokenIds.add(token.id);
+    return token;
+  });
   return { instanceId, ...(account === undefined ? {} : { account: { accessKeyId: account['accessKeyId'] as string, accessKeySecret: account['accessKeySecret'] as string } }), credentials, tokens };
 }
 
@@ -142,29 +198,164 @@ export function serializeState(state: EmulatorState): string {
   return `${JSON.stringify(body, null, 1)}\n`;
 }
 
+/** A journal record's text. */
+export function serializeChange(change: StateChange): string {
+  return JSON.stringify(change);
+}
+
+function sha256(bytes: Buffer): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+/** The first record of a journal that follows the snapshot of this hash. */
+function journalHeader(snapshotSha256: string): Buffer {
+  return encodeFrame(JSON.stringify({ kind: JOURNAL_KIND, version: JOURNAL_VERSION, snapshot: snapshotSha256 }));
+}
+
+/** A journal record's change, validated as completely as the snapshot's records. */
+function changeOf(payload: Buffer, where: string, path: string): StateChange {
+  let item: unknown;
+  try {
+    item = JSON.parse(payload.toString('utf8'));
+  } catch {
+    // No cause: JSON.parse's message quotes the text, which may hold a secret.
+    throw corrupt(path, `${where} is not JSON`);
+  }
+  if (!isRecord(item)) throw corrupt(path, `${where} is not an object`);
+  const fields = Object.keys(item).length;
+  switch (item['op']) {
+    case 'credential':
+      if (fields === 2) return { op: 'credential', record: credentialOf(item['record'], `${where}.record`, path) };
+      break;
+    case 'credential-removed': {
+      const { instanceId, clientId } = item;
+      if (typeof instanceId !== 'string' || !INSTANCE_ID.test(instanceId)) throw corrupt(path, `${where}.instanceId is not an instance id`);
+      if (typeof clientId !== 'string' || clientIdProblem(clientId) !== undefined) throw corrupt(path, `${where}.clientId is not a valid ClientId`);
+      if (fields === 3) return { op: 'credential-removed', instanceId, clientId };
+      break;
+    }
+    case 'token':
+      if (fields === 2) return { op: 'token', record: tokenOf(item['record'], `${where}.record`, path) };
+      break;
+    case 'token-removed': {
+      const { id } = item;
+      if (typeof id !== 'string' || !/^[0-9a-f]{32}$/.test(id)) throw corrupt(path, `${where}.id is not 32 hex digits`);
+      if (fields === 2) return { op: 'token-removed', id };
+      break;
+    }
+    default:
+      throw corrupt(path, `${where} is not a change the emulator journals`);
+  }
+  throw corrupt(path, `${where} has fields other than those of its change`);
+}
+
 /**
- * An open data directory: locked for this emulator, its state read. {@link DataDir.save} writes a new state;
- * {@link DataDir.close} releases the lock.
+ * The snapshot's state with the journal's changes applied, in order. Each change sets or removes one credential or
+ * token whole, so applying changes that the snapshot already holds changes nothing.
+ */
+function replay(state: EmulatorState, journal: Buffer, snapshotSha256: string, path: string, warn: (message: string) => void): EmulatorState {
+  const frames = readFrames(journal);
+  const [header, ...records] = frames.payloads;
+  if (header !== undefined) {
+    const parsed = headerOf(header, path);
+    if (parsed.snapshot !== snapshotSha256) {
+      warn(`Emulator data directory: ${path} follows another ${STATE_FILE} than the one there (a compaction cut short after writing the new ${STATE_FILE}, or an older emulator rewrote it), whose state it is already in or superseded by: set aside`);
+      return state;
+    }
+  }
+  if (frames.tail === 'damaged') {
+    throw corrupt(path, `the record at byte ${frames.end} is damaged and whole records follow it (the file was damaged where it lies, not cut short by a crash)`);
+  }
+  if (frames.tail === 'torn') {
+    warn(`Emulator data directory: the last ${journal.length - frames.end} bytes of ${path} are not a whole record (an append cut short by a crash or power cut; its change was never answered): cut off after ${records.length} whole changes`);
+  }
+  const credentials = new Map(state.credentials.map((c) => [clientKey(c.InstanceId, c.ClientId), c]));
+  const tokens = new Map((state.tokens ?? []).map((t) => [t.id, t]));
+  records.forEach((payload, i) => {
+    const change = changeOf(payload, `record ${i + 1} (byte ${frames.offsets[i + 1] ?? 0})`, path);
+    if (change.op === 'credential') credentials.set(clientKey(change.record.InstanceId, change.record.ClientId), change.record);
+    else if (change.op === 'credential-removed') credentials.delete(clientKey(change.instanceId, change.clientId));
+    else if (change.op === 'token') tokens.set(change.record.id, change.record);
+    else tokens.delete(change.id);
+  });
+  checkDistinctKeys(credentials.values(), path, (i) => `after its changes, credential ${i}`);
+  return { ...state, credentials: [...credentials.values()], tokens: [...tokens.values()] };
+}
+
+/** The journal's first record: what it is, and which snapshot it follows. */
+function headerOf(payload: Buffer, path: string): { snapshot: string } {
+  let item: unknown;
+  try {
+    item = JSON.parse(payload.toString('utf8'));
+  } catch {
+    throw corrupt(path, 'its first record is not JSON');
+  }
+  if (!isRecord(item) || item['kind'] !== JOURNAL_KIND) throw corrupt(path, `it is not an emulator journal (no "kind": "${JOURNAL_KIND}")`);
+  if (item['version'] !== JOURNAL_VERSION) throw corrupt(path, `version ${JSON.stringify(item['version'])} is not ${JOURNAL_VERSION}`);
+  const snapshot = item['snapshot'];
+  if (typeof snapshot !== 'string' || !/^[0-9a-f]{64}$/.test(snapshot)) throw corrupt(path, 'its first record does not name the snapshot it follows');
+  return { snapshot };
+}
+
+/** Write `bytes` whole at `position` (a write may take fewer bytes than it was given). */
+async function writeAll(handle: FileHandle, bytes: Buffer, position: number): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) {
+    const { bytesWritten } = await handle.write(bytes, written, bytes.length - written, position + written);
+    written += bytesWritten;
+  }
+}
+
+/**
+ * An open data directory: locked for this emulator, its state read. {@link DataDir.record} queues a change,
+ * {@link DataDir.commit} makes the queued changes durable, {@link DataDir.compact} writes a new snapshot,
+ * {@link DataDir.close} compacts and releases the lock. Writes never overlap: each waits for the one before.
  */
 export class DataDir {
   /** Absolute path of the directory. */
   readonly path: string;
-  /** The state found at open, or `undefined` for a new directory. */
+  /** The state found at open (the snapshot with the journal's changes), or `undefined` for a new directory. */
   readonly initial: EmulatorState | undefined;
   readonly #lock: HeldLock;
+  readonly #warn: (message: string) => void;
+  readonly #compactMinBytes: number;
+  /** Records not yet written, framed. */
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+  /** The journal this process appends to (made on the first change after a snapshot), and its length. */
+  #journal: FileHandle | undefined;
+  #journalBytes = 0;
+  /** A journal file (this process's or one found at open) is in the directory. */
+  #journalOnDisk: boolean;
+  #snapshotSha256: string;
+  #snapshotBytes: number;
+  /**
+   * The next write must be a snapshot: there is none yet, a journal found at open holds changes a new journal must not
+   * replace, or an append failed (the journal's tail is unknown, and nothing may be appended after it).
+   */
+  #mustCompact: boolean;
+  #serial: Promise<void> = Promise.resolve();
   #closed = false;
+  #closing: Promise<void> | undefined;
 
-  private constructor(path: string, initial: EmulatorState | undefined, lock: HeldLock) {
+  private constructor(path: string, read: ReadState, lock: HeldLock, options: DataDirOptions) {
     this.path = path;
-    this.initial = initial;
+    this.initial = read.state;
     this.#lock = lock;
+    this.#warn = options.onWarning ?? (() => undefined);
+    this.#compactMinBytes = options.compactMinBytes ?? JOURNAL_COMPACT_MIN_BYTES;
+    this.#snapshotSha256 = read.snapshotSha256;
+    this.#snapshotBytes = read.snapshotBytes;
+    this.#journalOnDisk = read.journal;
+    this.#mustCompact = read.state === undefined || read.journal;
   }
 
   /**
-   * Create the directory (0700) if needed, check that it and its state file are private, lock it, remove temp files
-   * a killed write left behind, and read the state. Throws {@link EmulatorStateError} and leaves nothing locked.
+   * Create the directory (0700) if needed, check that it and its files are private, lock it, remove temp files a
+   * killed write left behind, and read the state: the snapshot and the journal's changes. Throws
+   * {@link EmulatorStateError} and leaves nothing locked.
    */
-  static async open(dir: string, lockOptions: TakeLockOptions = {}): Promise<DataDir> {
+  static async open(dir: string, options: DataDirOptions = {}): Promise<DataDir> {
     const path = resolve(dir);
     try {
       await mkdir(path, { recursive: true, mode: 0o700 });
@@ -177,28 +368,141 @@ export class DataDir {
     if (!info.isDirectory()) throw ioError(`The emulator data directory ${path} is not a directory`, path, new Error('ENOTDIR'));
     checkPrivate(path, info.mode, 'directory');
 
-    const lock = await takeLock(path, lockOptions);
+    const lock = await takeLock(path, options);
     try {
       await removeTempFiles(path);
-      const initial = await readState(join(path, STATE_FILE));
-      return new DataDir(path, initial, lock);
+      return new DataDir(path, await readState(path, options.onWarning ?? (() => undefined)), lock, options);
     } catch (error) {
       await lock.release();
       throw error;
     }
   }
 
-  /** Replace the state file atomically: temp file (0600), write, fsync, rename over, fsync the directory. */
-  async save(state: EmulatorState): Promise<void> {
-    if (this.#closed) throw new Error('Emulator bug: save() after close()');
-    // Never two writers: a lock another process took over (this one stalled, or its lock was removed) is not ours.
-    if (this.#lock.compromised()) throw new EmulatorStateError('EmulatorStateBusy', `The lock of the emulator data directory ${this.path} was lost (removed, or taken over by another process): nothing more is saved`, this.path);
+  /** Queue a change (already made in memory) for the next {@link DataDir.commit}. */
+  record(change: StateChange): void {
+    if (this.#closed) return;
+    const frame = encodeFrame(serializeChange(change));
+    this.#pending.push(frame);
+    this.#pendingBytes += frame.length;
+  }
+
+  /**
+   * Make every change recorded so far durable: one append of their records and one fdatasync, or, when the journal
+   * has outgrown the snapshot or cannot be appended to, a new snapshot of `state()` (the state in memory, which holds
+   * them). `EmulatorStateBusy` once the lock is lost, `EmulatorStateIOError` when nothing could be written.
+   */
+  commit(state: () => EmulatorState): Promise<void> {
+    return this.#run(async () => {
+      if (this.#pending.length === 0 && !this.#mustCompact) return;
+      if (this.#mustCompact || this.#journalBytes + this.#pendingBytes > Math.max(this.#snapshotBytes, this.#compactMinBytes)) {
+        await this.#compact(state);
+        return;
+      }
+      const batch = Buffer.concat(this.#pending, this.#pendingBytes);
+      this.#pending = [];
+      this.#pendingBytes = 0;
+      try {
+        await this.#append(batch);
+      } catch (error) {
+        if (error instanceof EmulatorStateError && error.code === 'EmulatorStateBusy') throw error;
+        // What reached the journal is unknown: nothing more goes after it. The state in memory holds these changes, so a
+        // snapshot of it makes them durable all the same; if that fails too, its error is the caller's.
+        this.#mustCompact = true;
+        await this.#compact(state);
+      }
+    });
+  }
+
+  /** Write `state()` as a new snapshot and remove the journal (its changes are in the snapshot). */
+  compact(state: () => EmulatorState): Promise<void> {
+    return this.#run(() => this.#compact(state));
+  }
+
+  /**
+   * Compact (when the journal holds anything, so that the directory is left with the snapshot alone) and release the
+   * lock. A failure to compact is only warned of: the journal still holds every change. Idempotent.
+   */
+  close(state?: () => EmulatorState): Promise<void> {
+    this.#closing ??= this.#close(state);
+    return this.#closing;
+  }
+
+  async #close(state: (() => EmulatorState) | undefined): Promise<void> {
+    await this.#run(async () => {
+      // A lost lock: the directory may be another process's now, and nothing more is written to it.
+      if (state && (this.#journalOnDisk || this.#pending.length > 0 || this.#mustCompact) && !this.#lock.compromised()) {
+        await this.#compact(state).catch((error: unknown) => this.#warn(`Emulator data directory ${this.path}: cannot compact at close, the journal is read at the next start (${(error as Error).message})`));
+      }
+      this.#closed = true;
+      this.#pending = [];
+      await this.#journal?.close().catch(() => undefined);
+      this.#journal = undefined;
+    }, false);
+    await this.#lock.release();
+  }
+
+  /** Run after every write queued before, whether that succeeded or not; `writes`: only while the lock is held. */
+  #run(task: () => Promise<void>, writes = true): Promise<void> {
+    const run = this.#serial.then(() => {
+      if (this.#closed) throw new Error('Emulator bug: a write of the data directory after close()');
+      // Never two writers: a lock another process took over (this one stalled, or its lock was removed) is not ours.
+      if (writes && this.#lock.compromised()) throw new EmulatorStateError('EmulatorStateBusy', `The lock of the emulator data directory ${this.path} was lost (removed, or taken over by another process): nothing more is saved`, this.path);
+      return task();
+    });
+    this.#serial = run.catch(() => undefined);
+    return run;
+  }
+
+  async #append(batch: Buffer): Promise<void> {
+    const file = join(this.path, JOURNAL_FILE);
+    try {
+      this.#journal ??= await this.#newJournal();
+      await writeAll(this.#journal, batch, this.#journalBytes);
+      await this.#journal.datasync();
+      // Removed under us (the directory deleted): appends would go to a file nobody reads again.
+      if ((await this.#journal.stat()).nlink === 0) throw new Error('the journal file was removed');
+    } catch (error) {
+      throw ioError(`Cannot append to the emulator data file ${file}`, file, error);
+    }
+    this.#journalBytes += batch.length;
+  }
+
+  /** A journal holding only its header, made whole under a temp name and renamed in (replacing a set-aside one). */
+  async #newJournal(): Promise<FileHandle> {
+    const file = join(this.path, JOURNAL_FILE);
+    const temp = join(this.path, `${JOURNAL_FILE}.${randomBytes(8).toString('hex')}.tmp`);
+    const header = journalHeader(this.#snapshotSha256);
+    const handle = await open(temp, 'wx', 0o600);
+    try {
+      await writeAll(handle, header, 0);
+      await handle.sync();
+      await rename(temp, file);
+      this.#journalOnDisk = true;
+      await syncDir(this.path);
+    } catch (error) {
+      await handle.close().catch(() => undefined);
+      await rm(temp, { force: true }).catch(() => undefined);
+      throw error;
+    }
+    this.#journalBytes = header.length;
+    return handle;
+  }
+
+  /**
+   * The state, read now with the records queued so far (they are in it), as a new snapshot: temp file (0600), write,
+   * fsync, rename over, fsync the directory. Then the journal goes. A crash before the rename leaves the old snapshot
+   * and its journal; after it, the new snapshot and a journal naming the old one, which is set aside when read.
+   */
+  async #compact(state: () => EmulatorState): Promise<void> {
+    const bytes = Buffer.from(serializeState(state()), 'utf8');
+    this.#pending = [];
+    this.#pendingBytes = 0;
     const file = join(this.path, STATE_FILE);
     const temp = join(this.path, `${STATE_FILE}.${randomBytes(8).toString('hex')}.tmp`);
     try {
       const handle = await open(temp, 'wx', 0o600);
       try {
-        await handle.writeFile(serializeState(state));
+        await writeAll(handle, bytes, 0);
         await handle.sync();
       } finally {
         await handle.close();
@@ -209,13 +513,22 @@ export class DataDir {
       await rm(temp, { force: true }).catch(() => undefined);
       throw ioError(`Cannot write the emulator data file ${file}`, file, error);
     }
-  }
-
-  /** Release the lock. Idempotent. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    await this.#lock.release();
+    this.#snapshotSha256 = sha256(bytes);
+    this.#snapshotBytes = bytes.length;
+    this.#mustCompact = false;
+    const journal = this.#journal;
+    this.#journal = undefined;
+    this.#journalBytes = 0;
+    await journal?.close().catch(() => undefined);
+    if (!this.#journalOnDisk) return;
+    // The journal is stale now whatever happens: one left behind is set aside when read, and replaced by the next.
+    try {
+      await rm(join(this.path, JOURNAL_FILE), { force: true });
+      await syncDir(this.path);
+      this.#journalOnDisk = false;
+    } catch (error) {
+      this.#warn(`Emulator data directory ${this.path}: cannot remove the compacted ${JOURNAL_FILE} (${(error as NodeJS.ErrnoException).code ?? String(error)}); it is set aside when read`);
+    }
   }
 }
 
@@ -234,7 +547,8 @@ async function removeTempFiles(dir: string): Promise<void> {
   }
 }
 
-async function readState(file: string): Promise<EmulatorState | undefined> {
+/** A private regular file's bytes, or `undefined` when there is none. */
+async function readPrivateFile(file: string): Promise<Buffer | undefined> {
   let info;
   try {
     info = await lstat(file);
@@ -246,18 +560,52 @@ async function readState(file: string): Promise<EmulatorState | undefined> {
   if (!info.isFile()) throw corrupt(file, 'it is not a regular file');
   checkPrivate(file, info.mode, 'file');
   if (info.size > MAX_STATE_BYTES) throw corrupt(file, `it is larger than ${MAX_STATE_BYTES} bytes`);
-  let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    return await readFile(file);
   } catch (error) {
     throw ioError(`Cannot read the emulator data file ${file}`, file, error);
   }
-  return parseState(text, file);
+}
+
+/** What {@link readState} found. */
+interface ReadState {
+  readonly state: EmulatorState | undefined;
+  readonly snapshotSha256: string;
+  readonly snapshotBytes: number;
+  /** A journal file is there (read, set aside, or cut short). */
+  readonly journal: boolean;
+}
+
+/** The snapshot, and the journal's changes applied to it. */
+async function readState(dir: string, warn: (message: string) => void): Promise<ReadState> {
+  const snapshotFile = join(dir, STATE_FILE);
+  const journalFile = join(dir, JOURNAL_FILE);
+  const snapshot = await readPrivateFile(snapshotFile);
+  const journal = await readPrivateFile(journalFile);
+  if (snapshot === undefined) {
+    // Never left by the emulator: a journal is only made after the snapshot it follows.
+    if (journal !== undefined) throw corrupt(journalFile, `there is no ${STATE_FILE} for it to follow: put ${STATE_FILE} back, or remove ${JOURNAL_FILE} to start afresh`);
+    return { state: undefined, snapshotSha256: '', snapshotBytes: 0, journal: false };
+  }
+  const parsed = parseState(snapshot.toString('utf8'), snapshotFile);
+  const snapshotSha256 = sha256(snapshot);
+  const state = journal === undefined ? parsed : replay(parsed, journal, snapshotSha256, journalFile, warn);
+  return { state, snapshotSha256, snapshotBytes: snapshot.length, journal: journal !== undefined };
+}
+
+/**
+ * The state a data directory holds, read as {@link DataDir.open} reads it (the snapshot, then the journal's changes)
+ * but without locking it or changing anything: for tests and tools that look at a directory an emulator may be using.
+ * `undefined` for a directory without state. Throws {@link EmulatorStateError} as {@link DataDir.open} would.
+ */
+export async function readDataDirState(dir: string, onWarning: (message: string) => void = () => undefined): Promise<EmulatorState | undefined> {
+  return (await readState(resolve(dir), onWarning)).state;
 }
 
 /**
  * Coalesces saves: {@link StateWriter.flush} resolves once a save that began after the call has finished, so a
- * caller's change is on disk; saves never overlap, and changes that arrive during one save share the next.
+ * caller's change is on disk; saves never overlap, and changes that arrive during one save share the next (with the
+ * journal, one append and one fdatasync for all of them: group commit).
  */
 export class StateWriter {
   readonly #save: () => Promise<void>;

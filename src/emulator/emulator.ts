@@ -17,7 +17,7 @@ import { EMULATED_ACTIONS, actionRules, type EmulatedAction } from './actions.js
 import { hostIdOf } from './api-errors.js';
 import { checkRestartDownMs, startApiServer, type ApiDependencies, type ApiServer } from './api-server.js';
 import { startBroker, type BrokerDependencies, type BrokerHandle } from './broker.js';
-import { DataDir, StateWriter, type EmulatorState } from './data-dir.js';
+import { DataDir, StateWriter, type EmulatorState, type StateChange } from './data-dir.js';
 import { LOCK_STALE_MS } from './data-dir-lock.js';
 import { FaultInjector, checkBurst, checkFailNext } from './faults.js';
 import { joinCluster, type EmulatorCluster } from './cluster/cluster.js';
@@ -151,7 +151,10 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
   const stats = new StatsRecorder(EMULATED_ACTIONS);
   // Clustered, the state is the cluster's (cluster/cluster.ts): its instance, account, credentials and tokens.
   const cluster = resolved.redis === undefined ? undefined : await joinCluster(resolved, options.rateClock);
-  const storage = resolved.dataDir === undefined ? undefined : await DataDir.open(resolved.dataDir, { onLost: (reason) => resolved.logger.error(lockLost(resolved.dataDir ?? '', reason)) });
+  const storage = resolved.dataDir === undefined ? undefined : await DataDir.open(resolved.dataDir, {
+    onLost: (reason) => resolved.logger.error(lockLost(resolved.dataDir ?? '', reason)),
+    onWarning: (message) => resolved.logger.warn(message),
+  });
   let config: ResolvedEmulatorOptions;
   let persistence: Persistence | undefined;
   const registry = cluster?.registry ?? new CredentialRegistry(resolved);
@@ -271,9 +274,11 @@ interface Persistence {
 }
 
 /**
- * Restore the kept credentials and tokens, write the state once (so the instance id and generated keys are fixed
- * from now on). Tokens are kept like credentials because the service keeps them: a token issued before a restart
- * stays valid (or revoked) until its ExpireTime.
+ * Restore the kept credentials and tokens, and compact (a new snapshot with the journal's changes, so that the
+ * instance id and generated keys are fixed from now on, and a journal cut short is left behind). From then on every
+ * change of the registries is journaled, and `flush` makes the changes so far durable, many callers' in one write.
+ * Tokens are kept like credentials because the service keeps them: a token issued before a restart stays valid (or
+ * revoked) until its ExpireTime.
  */
 async function startPersistence(config: ResolvedEmulatorOptions, storage: DataDir, registry: CredentialRegistry, tokens: TokenRegistry): Promise<Persistence> {
   if (storage.initial) {
@@ -285,14 +290,17 @@ async function startPersistence(config: ResolvedEmulatorOptions, storage: DataDi
     ? { accessKeyId: config.accessKeyId, accessKeySecret: config.accessKeySecret }
     : storage.initial?.account;
   const state = (): EmulatorState => ({ instanceId: config.instanceId, account, credentials: registry.all(), tokens: tokens.all() });
-  const writer = new StateWriter(() => storage.save(state()));
-  await writer.flush();
+  await storage.compact(state);
+  const record = (change: StateChange): void => storage.record(change);
+  const stop = [registry.onChange(record), tokens.onChange(record)];
+  const writer = new StateWriter(() => storage.commit(state));
   return {
     path: storage.path,
     flush: () => writer.flush(),
     close: async () => {
       await writer.idle();
-      await storage.close();
+      for (const off of stop) off();
+      await storage.close(state);
     },
   };
 }

@@ -15,6 +15,14 @@ export interface CredentialRecord {
   readonly UpdateTime: number;
 }
 
+/**
+ * One change of the registry, as the data directory's journal keeps it: a credential issued (registered, rotated or
+ * refreshed: the whole new record), or a ClientId's credential removed.
+ */
+export type CredentialChange =
+  | { readonly op: 'credential'; readonly record: CredentialRecord }
+  | { readonly op: 'credential-removed'; readonly instanceId: string; readonly clientId: string };
+
 /** Policy the registry enforces; a subset of the resolved emulator options. */
 export interface RegistryPolicy {
   readonly reRegister: ReRegisterPolicy;
@@ -38,6 +46,7 @@ export class CredentialRegistry {
   readonly #byInstance = new Map<string, Map<string, CredentialRecord>>();
   readonly #byKeyId = new Map<string, CredentialRecord>();
   readonly #revokeListeners = new Set<(record: CredentialRecord) => void>();
+  readonly #changeListeners = new Set<(change: CredentialChange) => void>();
   readonly #policy: RegistryPolicy;
   #changes = 0;
 
@@ -106,7 +115,7 @@ export class CredentialRegistry {
   unregister(instanceId: string, clientId: string): void {
     const record = this.get(instanceId, clientId);
     this.#byInstance.get(instanceId)?.delete(clientId);
-    this.#changes++;
+    this.#changed({ op: 'credential-removed', instanceId, clientId });
     this.#revoke(record);
   }
 
@@ -140,6 +149,20 @@ export class CredentialRegistry {
     return () => this.#revokeListeners.delete(listener);
   }
 
+  /**
+   * Call `listener` with every change after it is made (not with {@link CredentialRegistry.restore}, which loads what
+   * was kept): the data directory journals them. Returns the function that removes the listener.
+   */
+  onChange(listener: (change: CredentialChange) => void): () => void {
+    this.#changeListeners.add(listener);
+    return () => this.#changeListeners.delete(listener);
+  }
+
+  #changed(change: CredentialChange): void {
+    this.#changes++;
+    for (const listener of this.#changeListeners) listener(change);
+  }
+
   #now(): number {
     return Math.floor(this.#policy.now());
   }
@@ -166,7 +189,7 @@ export class CredentialRegistry {
     });
     clients.set(clientId, record);
     this.#byKeyId.set(keyId, record);
-    this.#changes++;
+    this.#changed({ op: 'credential', record });
     return record;
   }
 

@@ -27,6 +27,14 @@ export interface TokenRecord extends TokenGrant {
   readonly revokeTime?: number;
 }
 
+/**
+ * One change of the tokens, as the data directory's journal keeps it: a token issued or revoked (its whole new
+ * record), or one forgotten after its retention.
+ */
+export type TokenChange =
+  | { readonly op: 'token'; readonly record: TokenRecord }
+  | { readonly op: 'token-removed'; readonly id: string };
+
 /** The outcome of checking a token: its record, or the `$SYS/tokenInvalidNotice` code. */
 export type TokenCheck =
   | { readonly ok: true; readonly record: TokenRecord }
@@ -77,6 +85,7 @@ export interface TokenRequest {
 export class TokenRegistry {
   readonly #byId = new Map<string, TokenRecord>();
   readonly #revokeListeners = new Set<(record: TokenRecord) => void>();
+  readonly #changeListeners = new Set<(change: TokenChange) => void>();
   readonly #policy: TokenPolicy;
   #changes = 0;
   #lastPrune = Number.NEGATIVE_INFINITY;
@@ -132,7 +141,7 @@ export class TokenRegistry {
       expireTime: request.expireTime,
     });
     this.#byId.set(record.id, record);
-    this.#changes++;
+    this.#changed({ op: 'token', record });
     return { token: bytes.toString('base64'), record };
   }
 
@@ -206,7 +215,7 @@ export class TokenRegistry {
     if (!result.ok) return;
     const revoked: TokenRecord = Object.freeze({ ...result.record, revokeTime: this.#now() });
     this.#byId.set(revoked.id, revoked);
-    this.#changes++;
+    this.#changed({ op: 'token', record: revoked });
     for (const listener of this.#revokeListeners) listener(revoked);
   }
 
@@ -219,6 +228,20 @@ export class TokenRegistry {
     return () => this.#revokeListeners.delete(listener);
   }
 
+  /**
+   * Call `listener` with every change after it is made (not with {@link TokenRegistry.restore}, which loads what was
+   * kept): the data directory journals them. Returns the function that removes the listener.
+   */
+  onChange(listener: (change: TokenChange) => void): () => void {
+    this.#changeListeners.add(listener);
+    return () => this.#changeListeners.delete(listener);
+  }
+
+  #changed(change: TokenChange): void {
+    this.#changes++;
+    for (const listener of this.#changeListeners) listener(change);
+  }
+
   #now(): number {
     return Math.floor(this.#policy.now());
   }
@@ -229,7 +252,7 @@ export class TokenRegistry {
     for (const [id, record] of this.#byId) {
       if (now >= record.expireTime + TOKEN_RETENTION_MS) {
         this.#byId.delete(id);
-        this.#changes++;
+        this.#changed({ op: 'token-removed', id });
       }
     }
   }

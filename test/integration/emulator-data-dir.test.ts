@@ -2,7 +2,7 @@ import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promis
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DeviceCredential } from '../../src/credential.js';
-import { LOCK_FILE, STATE_FILE } from '../../src/emulator/data-dir.js';
+import { LOCK_FILE, STATE_FILE, readDataDirState } from '../../src/emulator/data-dir.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { isApsaraMqDeviceError } from '../../src/errors.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
@@ -69,9 +69,9 @@ describe('startEmulator({ dataDir }): state that survives a restart', () => {
       const first = await start({ dataDir: dir, qpsLimit: 1000 }, opened);
       const ids = Array.from({ length: 50 }, (_, i) => `GID_many@@@dev-${i}`);
       const issued = await Promise.all(ids.map((id) => registerDevice(first, id)));
-      // Read the file while the emulator still runs: every answered credential is already there.
-      const text = await readFile(join(dir, STATE_FILE), 'utf8');
-      for (const c of issued) expect(text).toContain(c.deviceAccessKeyId);
+      // Read the directory while the emulator still runs: every answered credential is already there.
+      const kept = new Map((await readDataDirState(dir))?.credentials.map((c) => [c.ClientId, c.DeviceAccessKeyId]));
+      for (const c of issued) expect(kept.get(c.clientId)).toBe(c.deviceAccessKeyId);
       await first.close();
       const second = await start({ dataDir: dir }, opened);
       for (const c of issued) {

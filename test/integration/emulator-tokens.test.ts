@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeEach, describe, expect, it, onTestFinished } from 'vitest';
-import { STATE_FILE } from '../../src/emulator/data-dir.js';
+import { JOURNAL_FILE, STATE_FILE, readDataDirState } from '../../src/emulator/data-dir.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { tempDir } from '../helpers/cli.js';
 import { ANY_GROUP, apiClient, apiFailure, callApi, commonParams, rawCall, signed, signedCall, useEmulator } from '../helpers/emulator.js';
@@ -294,13 +294,13 @@ describe('tokens in the data directory', () => {
     const expiring = await apply(first, 120_000);
     await callApi(first, 'RevokeToken', { Token: revoked, InstanceId: first.instanceId });
 
-    // Answered means written: the file already has three token records, and none of the tokens.
-    const text = await readFile(join(dir, STATE_FILE), 'utf8');
-    const state = JSON.parse(text) as { tokens: Array<Record<string, unknown>> };
-    expect(state.tokens).toHaveLength(3);
-    expect(Object.keys(state.tokens[0] ?? {}).sort()).toEqual(['createTime', 'expireTime', 'id', 'instanceId', 'resources', 'secretSha256', 'type']);
-    expect(state.tokens[0]).toMatchObject({ instanceId: first.instanceId, type: 'RW', resources: ['TopicA/+'] });
-    expect(state.tokens[1]?.['revokeTime']).toEqual(expect.any(Number));
+    // Answered means written: the directory already has three token records, and none of the tokens.
+    const text = (await Promise.all([STATE_FILE, JOURNAL_FILE].map((name) => readFile(join(dir, name), 'utf8')))).join('\n');
+    const tokens = (await readDataDirState(dir))?.tokens ?? [];
+    expect(tokens).toHaveLength(3);
+    expect(Object.keys(tokens[0] ?? {}).sort()).toEqual(['createTime', 'expireTime', 'id', 'instanceId', 'resources', 'secretSha256', 'type']);
+    expect(tokens[0]).toMatchObject({ instanceId: first.instanceId, type: 'RW', resources: ['TopicA/+'] });
+    expect(tokens[1]?.revokeTime).toEqual(expect.any(Number));
     for (const token of [kept, revoked, expiring]) {
       expect(text).not.toContain(token);
       expect(text).not.toContain(token.slice(22, 60));
