@@ -264,7 +264,7 @@ function replay(state: EmulatorState, journal: Buffer, snapshotSha256: string, p
     }
   }
   if (frames.tail === 'damaged') {
-    throw corrupt(path, `the record at byte ${frames.end} is damaged and whole records follow it (the file was damaged where it lies, not cut short by a crash)`);
+    throw corrupt(path, `the record at byte ${frames.end} is damaged and whole records follow it (the file was damaged where it lies, not cut short by a crash); moving ${JOURNAL_FILE} away starts from ${STATE_FILE} alone, without the changes made since it was written`);
   }
   if (frames.tail === 'torn') {
     warn(`Emulator data directory: the last ${journal.length - frames.end} bytes of ${path} are not a whole record (an append cut short by a crash or power cut; its change was never answered): cut off after ${records.length} whole changes`);
