@@ -446,7 +446,12 @@ export class DataDir {
     const run = this.#serial.then(() => {
       if (this.#closed) throw new Error('Emulator bug: a write of the data directory after close()');
       // Never two writers: a lock another process took over (this one stalled, or its lock was removed) is not ours.
-      if (writes && this.#lock.compromised()) throw new EmulatorStateError('EmulatorStateBusy', `The lock of the emulator data directory ${this.path} was lost (removed, or taken over by another process): nothing more is saved`, this.path);
+      if (writes && this.#lock.compromised()) {
+        // Nothing is written again: the queued records would only grow.
+        this.#pending = [];
+        this.#pendingBytes = 0;
+        throw new EmulatorStateError('EmulatorStateBusy', `The lock of the emulator data directory ${this.path} was lost (removed, or taken over by another process): nothing more is saved`, this.path);
+      }
       return task();
     });
     this.#serial = run.catch(() => undefined);
