@@ -428,7 +428,15 @@ export class DataDir {
   }
 
   async #close(state: (() => EmulatorState) | undefined): Promise<void> {
-    await this.#run(async () => {
+    try {
+      await this.#closeFiles(state);
+    } finally {
+      await this.#lock.release();
+    }
+  }
+
+  #closeFiles(state: (() => EmulatorState) | undefined): Promise<void> {
+    return this.#run(async () => {
       // A lost lock: the directory may be another process's now, and nothing more is written to it.
       if (state && (this.#journalOnDisk || this.#pending.length > 0 || this.#mustCompact) && !this.#lock.compromised()) {
         await this.#compact(state).catch((error: unknown) => this.#warn(`Emulator data directory ${this.path}: cannot compact at close, the journal is read at the next start (${(error as Error).message})`));
@@ -438,7 +446,6 @@ export class DataDir {
       await this.#journal?.close().catch(() => undefined);
       this.#journal = undefined;
     }, false);
-    await this.#lock.release();
   }
 
   /** Run after every write queued before, whether that succeeded or not; `writes`: only while the lock is held. */

@@ -144,9 +144,11 @@ export interface EmulatorOptions extends BrokerOptions {
   wssPort?: number | false;
   /**
    * Keep the OpenAPI's state in this directory, so that it survives a restart: the device credentials, the
-   * instance id and a generated account key pair (never keys given as options or from the environment). Created
-   * 0700 if missing; its file is written atomically and is 0600. A corrupt or insecure file is an error at start.
-   * Default: none, the state lives in memory.
+   * tokens, the instance id and a generated account key pair (never keys given as options or from the environment).
+   * Created 0700 if missing; its files are 0600: `state.json`, a snapshot replaced atomically, and `state.journal`, the
+   * changes since, appended (a change is durable before its call is answered) and compacted into a new snapshot once
+   * it outgrows it, and at start and close. A corrupt or insecure file is an error at start; a journal record cut
+   * short by a crash is cut off with a warning. Default: none, the state lives in memory.
    */
   dataDir?: string;
   /**
