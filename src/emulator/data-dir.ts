@@ -159,7 +159,9 @@ export function parseState(text: string, path: string): EmulatorState {
   try {
     parsed = JSON.parse(text);
   } catch (error) {
-    throw corrupt(path, 'it is not JSON', error);
+    // Not the parser's error as the cause: its message quotes the text around the fault, which may be a secret.
+    const at = /at position (\d+)/.exec(String((error as Error).message))?.[1];
+    throw corrupt(path, at === undefined ? 'it is not JSON' : `it is not JSON (at byte ${at})`);
   }
   if (!isRecord(parsed) || parsed['kind'] !== STATE_KIND) throw corrupt(path, `it is not an emulator state file (no "kind": "${STATE_KIND}")`);
   if (parsed['version'] !== STATE_VERSION) throw corrupt(path, `version ${JSON.stringify(parsed['version'])} is not ${STATE_VERSION}`);

@@ -1,5 +1,6 @@
 import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { DeviceCredential } from '../../src/credential.js';
 import { LOCK_FILE, STATE_FILE, readDataDirState } from '../../src/emulator/data-dir.js';
@@ -132,6 +133,8 @@ describe('startEmulator({ dataDir }): state that survives a restart', () => {
     const root = await tempDir();
     const cases: Array<[string, string]> = [
       ['not JSON', '{"kind": "apsaramq-device-emulator-state", '],
+      // JSON.parse's own message would quote the secret ("Unexpected token …, "…" is not valid JSON").
+      ['not JSON around a secret', '{"kind": "apsaramq-device-emulator-state", "credentials": [{"DeviceAccessKeySecret": DC.topSecretValue}]}'],
       ['another JSON file', '{"hello": "world"}'],
       ['a newer version', JSON.stringify({ kind: 'apsaramq-device-emulator-state', version: 2, instanceId: 'mqtt-x', credentials: [] })],
       ['a bad credential', JSON.stringify({ kind: 'apsaramq-device-emulator-state', version: 1, instanceId: 'mqtt-x', credentials: [{ ClientId: 'nope' }] })],
@@ -149,6 +152,7 @@ describe('startEmulator({ dataDir }): state that survives a restart', () => {
       await writeFile(join(dir, STATE_FILE), text, { mode: 0o600 });
       const error = await startFailure({ dataDir: dir });
       expect(isApsaraMqDeviceError(error, 'EmulatorStateCorrupt'), `${name}: ${error.message}`).toBe(true);
+      expect(inspect(error, { depth: 10 }) + JSON.stringify(error)).not.toContain('topSec');
       expect(await readFile(join(dir, STATE_FILE), 'utf8')).toBe(text);
       // The lock was released on the way out.
       expect(await readdir(dir)).toEqual([STATE_FILE]);
