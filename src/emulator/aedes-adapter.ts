@@ -401,9 +401,10 @@ export function yieldMovedSessions(broker: Aedes): void {
       const clientId = packet.payload.toString();
       internals.clearSessionExpiry(clientId);
       internals.clearDelayedWill(clientId);
-      // Still registered here: aedes' own listener of the notice, which runs first, has begun to close it. The mark
-      // comes off once its socket has closed, after aedes decided on the expiry (or skipped deciding: a second notice
-      // while it closes makes aedes forget the client before its close is done).
+      // Still registered here: aedes' own listener of the notice, which runs first, has begun to close it (an MQTT 5
+      // one once its DISCONNECT 0x8E is written: tellTakenOver). The mark comes off once its socket has closed, after
+      // aedes decided on the expiry (or skipped deciding: a second notice once its close has begun makes aedes forget
+      // the client before that close is done).
       const held = internals.clients[clientId];
       if (held !== undefined && !internals._takingOver.has(clientId)) {
         internals._takingOver.add(clientId);
@@ -424,4 +425,41 @@ export function yieldMovedSessions(broker: Aedes): void {
     }
     done();
   });
+}
+
+/** MQTT 5's DISCONNECT reason code Session taken over. */
+const SESSION_TAKEN_OVER = 0x8e;
+
+/**
+ * Clustered: tell the connection of `clientId` held here that a CONNECT at another broker took its session over, as
+ * aedes tells one taken over by a CONNECT at this broker. Called on that broker's `$SYS/<broker>/new/clients` notice,
+ * before aedes' own listener of it. aedes 2.0.0-beta.1's listener calls the connection's `close`, which ends an MQTT 5
+ * connection without a word, so a device could only suspect a takeover; a takeover within one broker
+ * (`registerClient`) calls `disconnect` instead, which writes a DISCONNECT 0x8E (MQTT-3.1.4-3) to an MQTT 5 client,
+ * waits for the write, then closes (an MQTT 3.1.1 connection it just closes). Here the connection's next close is
+ * that disconnect; a close asked while it runs (a second notice, an error) ends with it instead of cutting the
+ * DISCONNECT off. The rest is aedes' close, as before: the will, the session's expiry, the client's unregistering.
+ */
+export function tellTakenOver(broker: Aedes, clientId: string): void {
+  const held = internals(broker).clients[clientId];
+  if (held === undefined || held.closed || Object.hasOwn(held, 'close')) return;
+  /** aedes' own close (its prototype's), which the disconnect ends with. */
+  const close = held.close;
+  const waiting: (() => void)[] = [];
+  let telling = false;
+  const closed = (): void => {
+    for (const done of waiting.splice(0)) done();
+  };
+  (held as { close: Client['close'] }).close = (done) => {
+    if (done === closed) {
+      // The disconnect's own close, once its DISCONNECT is written.
+      Reflect.deleteProperty(held, 'close');
+      close.call(held, closed);
+      return;
+    }
+    if (typeof done === 'function') waiting.push(done);
+    if (telling) return;
+    telling = true;
+    held.disconnect({ reasonCode: SESSION_TAKEN_OVER }, closed);
+  };
 }

@@ -7,12 +7,13 @@ import { once } from 'node:events';
 import type { MqttClient } from 'mqtt';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it, onTestFinished, vi } from 'vitest';
+import { connectDevice } from '../../src/connector/connect.js';
 import { DeviceCredential } from '../../src/credential.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { KEYS, takeoverChannel } from '../../src/emulator/cluster/keys.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { apiFailure, callApi, clientLeaves, connackCode, connectMqtt, connectWithInbox, registerDevice, signedCall, commonParams } from '../helpers/emulator.js';
-import { accountLogin } from '../helpers/broker.js';
+import { accountLogin, ended } from '../helpers/broker.js';
 import { expectCloudPace, manualTimers } from '../helpers/manual-timers.js';
 import { connectPacket, inbox, rawLogin, rawSocket, received, roundTrip } from '../helpers/raw-mqtt.js';
 import { redisAvailable, startRedis, type TestRedis } from '../helpers/redis.js';
@@ -188,6 +189,42 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     expect(await echo).toBe('still here');
     const stats = (await (await fetch(`${b.apiEndpoint}/_emulator/stats`)).json()) as { cluster: { online: number } };
     expect(stats.cluster.online).toBe(2);
+  });
+
+  // MQTT-3.1.4-3: the server tells an MQTT 5 connection it ends for a takeover (DISCONNECT 0x8E, Session taken over);
+  // MQTT 3.1.1 has no server DISCONNECT. A CONNECT at another process ends the old connection as one at A itself does.
+  it.each([4, 5] as const)('a takeover from another process tells the old connection what one from the same process does (MQTT %i): DISCONNECT 0x8E over MQTT 5, a plain close over 3.1.1', async (version) => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const b = await member(redis);
+    for (const [where, at] of [['same process', a], ['another process', b]] as const) {
+      const clientId = `GID_demo@@@told-${version}-${where === 'same process' ? 'local' : 'remote'}`;
+      const old = keep(await connectMqtt(a.mqttUrl, accountLogin(a, clientId), { protocolVersion: version }));
+      const oldEnded = ended(old);
+      keep(await connectMqtt(at.mqttUrl, accountLogin(at, clientId), { protocolVersion: version }));
+      const { disconnect } = await oldEnded;
+      expect(disconnect?.reasonCode, where).toBe(version === 5 ? 0x8e : undefined);
+    }
+  });
+
+  it('the connector (MQTT 5) reports a takeover from another process as confirmed, as one from the same process', async () => {
+    const redis = await startRedis();
+    const a = await member(redis);
+    const b = await member(redis);
+    for (const [where, at] of [['same process', a], ['another process', b]] as const) {
+      const credential = await registerDevice(a, `GID_demo@@@twin-${where === 'same process' ? 'local' : 'remote'}`);
+      // The long wait after a takeover keeps the connector from taking the session back while the test runs.
+      const conn = await connectDevice({ credential, brokerUrl: a.mqttUrl, protocolVersion: 5, takeover: { minDelayMs: 60_000, maxDelayMs: 60_000 } });
+      onTestFinished(() => conn.end(true));
+      const events: string[] = [];
+      conn.on('offline', () => events.push('offline'));
+      conn.on('takeover', ({ confirmed, inARow }) => events.push(`takeover confirmed=${confirmed} inARow=${inARow}`));
+      // A silent close would be followed by a reconnect, with no takeover (a single one is not even suspected).
+      const reconnecting = once(conn, 'reconnecting');
+      keep(await connectMqtt(at.mqttUrl, signDeviceCredential(credential), { protocolVersion: 5 }));
+      await reconnecting;
+      expect(events, where).toEqual(['offline', 'takeover confirmed=true inARow=1']);
+    }
   });
 
   it('a clean session at B replaces a persistent one made at A: its stored subscription and queued messages are dropped', async () => {
@@ -417,10 +454,17 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
 
   // Found in review: one takeover notice naming a ClientId twice (it connected twice at another process within one
   // batch) made aedes forget its connection here without a 'clientDisconnect': the cluster went on counting it online.
-  it('a connection closed by two takeover notices at once is no longer counted online', async () => {
+  // It still does over MQTT 3.1.1 (the first notice's close has begun when the second comes); an MQTT 5 connection is
+  // still being told why (DISCONNECT 0x8E) then, and the second notice's close ends with the first's: one DISCONNECT.
+  it.each([
+    { name: 'MQTT 5', options: { protocolVersion: 5, properties: { sessionExpiryInterval: 60 } }, told: [0x8e] },
+    { name: 'MQTT 3.1.1', options: { protocolVersion: 4 }, told: [] },
+  ] as const)('a connection closed by two takeover notices at once is no longer counted online ($name)', async ({ options, told }) => {
     const redis = await startRedis();
     const a = await member(redis);
-    const device = await connectMqtt(a.mqttUrl, signDeviceCredential(await registerDevice(a, 'GID_demo@@@twice')), { protocolVersion: 5, properties: { sessionExpiryInterval: 60 } });
+    const device = await connectMqtt(a.mqttUrl, signDeviceCredential(await registerDevice(a, 'GID_demo@@@twice')), options);
+    const disconnects: (number | undefined)[] = [];
+    device.on('disconnect', (packet) => disconnects.push(packet.reasonCode));
     await device.subscribeAsync('demo/any', { qos: 1 });
     const watcher = new Redis(redis.url);
     onTestFinished(() => watcher.disconnect());
@@ -436,6 +480,7 @@ describe.skipIf(!available)(`emulator cluster on Redis${skipped}`, () => {
     await watcher.publish(takeoverChannel(0), JSON.stringify({ b: 'another-process', c: ['GID_demo@@@twice', 'GID_demo@@@twice'] }));
     await closed;
     await uncounted;
+    expect(disconnects).toEqual(told);
     const query = (await callApi(a, 'QuerySessionByClientId', { ClientId: 'GID_demo@@@twice', InstanceId: a.instanceId })) as { OnlineStatus: boolean };
     expect(query.OnlineStatus).toBe(false);
   });

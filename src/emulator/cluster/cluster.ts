@@ -18,7 +18,7 @@ import type { Aedes } from 'aedes';
 import type { Redis } from 'ioredis';
 import { ApiFault } from '../api-errors.js';
 import { ACTIONS, actionRules, isEmulatedAction, type ActionContext, type ActionHandler, type SessionDirectory } from '../actions.js';
-import { yieldMovedSessions } from '../aedes-adapter.js';
+import { tellTakenOver, yieldMovedSessions } from '../aedes-adapter.js';
 import type { OutgoingQueues } from '../aedes-session-queues.js';
 import { revokedKeysOf } from '../broker-login.js';
 import { BASE36_LOWER, randomString } from '../crypto.js';
@@ -184,6 +184,8 @@ class Member {
   /** What the actions answer by besides the state: the same options in every process, so every copy applies alike. */
   readonly #rules: Pick<ActionContext, 'groups' | 'parentTopics' | 'p2pTopicLength' | 'unknownInstanceCode'>;
   #queues: RedisSessionQueues | undefined;
+  /** The broker of this process's current start (set as it starts; a restart's backend is made before its broker). */
+  #broker: Aedes | undefined;
   #applying: Applying | undefined;
   #closing: Promise<void> | undefined;
 
@@ -214,6 +216,9 @@ class Member {
       backend: () => brokerBackend(modules, target, processId, {
         features: { retained: config.retainedMessages === 'allow', wills: config.willMessages === 'allow' },
         emptyQueue: (client) => this.#queues?.markEmpty(client),
+        takenOver: (clientId) => {
+          if (this.#broker !== undefined) tellTakenOver(this.#broker, clientId);
+        },
         onError: parts.onError,
       }),
       createQueues: (limits, onOverflow) => {
@@ -223,6 +228,7 @@ class Member {
       sync: () => logged(this.#ledger.barrier()),
       follow: (broker) => {
         const { membership } = parts;
+        this.#broker = broker;
         yieldMovedSessions(broker);
         // Each connection counted once and taken back once: at aedes' 'clientDisconnect', or, when aedes forgot the
         // client without one (a second takeover notice while it closed), when its socket closes.

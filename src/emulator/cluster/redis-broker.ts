@@ -168,12 +168,21 @@ function coalesceSubscriptions(subConn: Redis): void {
   Object.assign(subConn, { subscribe: queued('subscribe'), unsubscribe: queued('unsubscribe') });
 }
 
+/** aedes' takeover notice: `$SYS/<broker>/new/clients`, the ClientId as payload. */
+const NEW_CLIENTS = '$SYS/+/new/clients';
+
 /**
  * Hear the takeover notices of the other processes (membership.ts publishes them): each ClientId that connected
  * there is handed to this broker's own `$SYS/+/new/clients` handler, which closes this process's connection of it, as
- * the notice aedes publishes itself would have.
+ * the notice aedes publishes itself would have. `takenOver` hears each first: its listener, added here before the
+ * broker exists, is called before aedes' (the bus calls a topic's listeners in the order they were added).
  */
-async function hearTakeovers(mq: MqEmitterRedis, subConn: Redis, channel: string, processId: string, onError: (error: unknown) => void): Promise<void> {
+async function hearTakeovers(mq: MqEmitterRedis, subConn: Redis, channel: string, processId: string, takenOver: (clientId: string) => void, onError: (error: unknown) => void): Promise<void> {
+  await new Promise<void>((resolve) => mq.on(NEW_CLIENTS, (message, done) => {
+    const notice = message as { topic: string; payload: Buffer };
+    if (notice.topic.split('/')[1] !== processId) takenOver(notice.payload.toString());
+    done();
+  }, resolve));
   mq._ignoredTopicsSet.add(channel);
   subConn.on('messageBuffer', (from: Buffer, message: Buffer) => {
     if (from.toString() !== channel) return;
@@ -221,6 +230,11 @@ export interface BrokerBackendOptions {
   readonly features: StoredFeatures;
   /** A clean session's CONNECT found its queue empty: its read right after the CONNACK need not go to Redis. */
   readonly emptyQueue: (client: object) => void;
+  /**
+   * Another process's CONNECT took a ClientId over: called before the broker hears it (and closes its connection of
+   * it), so that the connection is told (aedes-adapter.ts' `tellTakenOver`).
+   */
+  readonly takenOver: (clientId: string) => void;
   readonly onError: (error: unknown) => void;
 }
 
@@ -252,7 +266,7 @@ export async function brokerBackend(modules: ClusterModules, target: RedisTarget
   mq._subTopic = (topic: string) => subscriptionOf(prefix, topic, inbox).channel;
   mq._containsWildcard = (topic: string) => subscriptionOf(prefix, topic, inbox).pattern;
   try {
-    await hearTakeovers(mq, subConn, takeoverChannel(target.db), processId, onError);
+    await hearTakeovers(mq, subConn, takeoverChannel(target.db), processId, options.takenOver, onError);
     // The inbox is subscribed for as long as the broker runs (this listener, which no message matches, keeps
     // mqemitter-redis from unsubscribing it when the last client leaves): a client is reachable by P2P as soon as the
     // cluster counts it, before its CONNACK (membership.ts), with no SUBSCRIBE of its own to wait for.
