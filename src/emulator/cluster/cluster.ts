@@ -184,7 +184,10 @@ class Member {
   /** What the actions answer by besides the state: the same options in every process, so every copy applies alike. */
   readonly #rules: Pick<ActionContext, 'groups' | 'parentTopics' | 'p2pTopicLength' | 'unknownInstanceCode'>;
   #queues: RedisSessionQueues | undefined;
-  /** The broker of this process's current start (set as it starts; a restart's backend is made before its broker). */
+  /**
+   * The broker of this process's current start, which takeover notices are told to. A restart makes its backend before
+   * its broker: a notice in between finds no connection at the old broker, which has closed them all.
+   */
   #broker: Aedes | undefined;
   #applying: Applying | undefined;
   #closing: Promise<void> | undefined;
