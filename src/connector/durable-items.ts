@@ -20,6 +20,8 @@ export class DurableItem extends PublishItem {
   readonly possibleDuplicate: boolean;
   /** The store dropped it while it was in flight: its answer is not reported (the drop was). */
   dropped = false;
+  /** The `publish()` caller waiting for its delivery, while it is in the window. */
+  waiter: Waiter | undefined = undefined;
 
   constructor(feed: DurableFeed, order: number, stored: number, topic: string, payload: Buffer, id: string | undefined, options: IClientPublishOptions, possibleDuplicate: boolean) {
     super(order, topic, payload, options);

@@ -58,12 +58,16 @@ const DROP_WORDS: Readonly<Record<OutboxDropReason, string>> = {
 export class DurableFeed extends FeedReader {
   readonly #maxWindow: number;
   readonly #maxBytes: number;
-  /** The messages in memory, by store seq (in the connection's outbox, queued or in flight). */
+  /**
+   * The messages in memory (in the connection's outbox, queued or in flight): the only one in {@link #one} (a
+   * gateway's device sends one at a time: no map made and let go per message), else by store seq here.
+   */
   #window: Map<number, DurableItem> = NO_ITEMS;
+  #one: DurableItem | undefined;
   #windowBytes = 0;
   /** Strikes of messages that were in flight when a session ended, by store seq, until they are read again (made on first use, as #waiters). */
   #strikes: Map<number, number> | undefined;
-  /** Delivery promises of `publish()` callers, by store seq. */
+  /** Delivery promises of `publish()` callers whose message is not in the window, by store seq (in the window: on its item). */
   #waiters: Map<number, Waiter> | undefined;
   /** Appends going straight into the window, not resolved yet, and their bytes. */
   #direct = 0;
@@ -99,12 +103,16 @@ export class DurableFeed extends FeedReader {
   get stats(): DurableOutboxStats {
     const { messages, bytes } = this.store.device(this.clientId);
     const dropped = { ...(this.#dropped ?? NO_DROPS) };
-    return { stored: messages, storedBytes: bytes, window: this.#window.size, accepted: this.#accepted, delivered: this.#delivered, possibleDuplicates: this.#possibleDuplicates, dropped, refused: this.#refused };
+    return { stored: messages, storedBytes: bytes, window: this.#size, accepted: this.#accepted, delivered: this.#delivered, possibleDuplicates: this.#possibleDuplicates, dropped, refused: this.#refused };
   }
 
   /** Messages held in memory, and their bytes. */
   get window(): number {
-    return this.#window.size;
+    return this.#size;
+  }
+
+  get #size(): number {
+    return this.#one === undefined ? this.#window.size : 1;
   }
 
   get windowBytes(): number {
@@ -119,7 +127,7 @@ export class DurableFeed extends FeedReader {
   /** Nothing to send: the window is empty and nothing waits on disk or on its way there (or the store is gone). */
   get idle(): boolean {
     if (this.broken || this.#closed) return true;
-    return this.#window.size === 0 && this.#direct === 0 && !this.diskBusy;
+    return this.#size === 0 && this.#direct === 0 && !this.diskBusy;
   }
 
   /**
@@ -129,8 +137,8 @@ export class DurableFeed extends FeedReader {
    */
   publish(topic: string, payload: Buffer, options: IClientPublishOptions, id: string | undefined, track: boolean): { accepted: Promise<PublishAccepted>; delivered: Promise<void> | undefined } {
     const bytes = Buffer.byteLength(topic) + payload.length;
-    const direct =
-      this.#online && this.caughtUp && this.#window.size + this.#direct < this.#maxWindow && (this.#window.size + this.#direct === 0 || this.#windowBytes + this.#directBytes + bytes <= this.#maxBytes);
+    const held = this.#size + this.#direct;
+    const direct = this.#online && this.caughtUp && held < this.#maxWindow && (held === 0 || this.#windowBytes + this.#directBytes + bytes <= this.#maxBytes);
     const epoch = this.#epoch;
     if (direct) {
       this.#direct += 1;
@@ -168,14 +176,15 @@ export class DurableFeed extends FeedReader {
       this.#directBytes -= a.bytes;
     } else this.spillEnded();
     this.#accepted += 1;
-    if (waiter) {
-      if (this.#closed) waiter.reject(this.#keptError(seq, undefined));
-      else (this.#waiters ??= new Map()).set(seq, waiter);
-    }
     // Accepted in order (seqs are told in order): it joins the window unless the session it was meant for ended.
     if (direct && a.epoch === this.#epoch && !this.#closed) {
       this.advance(seq);
-      this.#enter(this.#item(seq, a.topic, a.payload, id, a.options, false));
+      const item = this.#item(seq, a.topic, a.payload, id, a.options, false);
+      item.waiter = waiter;
+      this.#enter(item);
+    } else if (waiter) {
+      if (this.#closed) waiter.reject(this.#keptError(seq, undefined));
+      else (this.#waiters ??= new Map()).set(seq, waiter);
     }
     // The report only for a listener: this runs once per message. A listener that throws fails this message's
     // `accepted` with its error (the message is kept and sent all the same), and nothing else.
@@ -231,9 +240,15 @@ export class DurableFeed extends FeedReader {
     this.#epoch += 1;
     const parked = this.host.removeWhere((item) => this.owns(item));
     for (const item of parked) if (item.strikes > 0 && !(item as DurableItem).dropped) (this.#strikes ??= new Map()).set((item as DurableItem).stored, item.strikes);
+    // Their callers wait on: the messages are read again, as new items, by the next session.
+    this.#eachInWindow((item) => {
+      if (item.waiter) (this.#waiters ??= new Map()).set(item.stored, item.waiter);
+      item.waiter = undefined;
+    });
     this.#flushAcks();
-    this.rewind(this.#window.size === 0 && this.#direct === 0);
+    this.rewind(this.#size === 0 && this.#direct === 0);
     this.#window = NO_ITEMS;
+    this.#one = undefined;
     this.#windowBytes = 0;
     this.store.clearSending(this.clientId);
   }
@@ -247,9 +262,15 @@ export class DurableFeed extends FeedReader {
     this.#closed = true;
     this.#online = false;
     this.stopReading();
-    if (this.#waiters) for (const [seq, waiter] of this.#waiters) waiter.reject(this.#keptError(seq, cause));
+    const waiting: Array<[number, Waiter]> = this.#waiters ? [...this.#waiters] : [];
+    this.#eachInWindow((item) => {
+      if (item.waiter) waiting.push([item.stored, item.waiter]);
+      item.waiter = undefined;
+    });
+    for (const [seq, waiter] of waiting.sort((x, y) => x[0] - y[0])) waiter.reject(this.#keptError(seq, cause));
     this.#waiters = undefined;
     this.#window = NO_ITEMS;
+    this.#one = undefined;
     this.#windowBytes = 0;
     this.#strikes = undefined;
     this.store.clearSending(this.clientId);
@@ -263,14 +284,19 @@ export class DurableFeed extends FeedReader {
     this.#countDrop(drop.reason);
     this.heardDrop(drop.seq);
     this.#strikes?.delete(drop.seq);
-    const item = this.#window.get(drop.seq);
+    const item = this.#inWindow(drop.seq);
+    let waiter: Waiter | undefined;
     if (item) {
+      waiter = item.waiter;
+      item.waiter = undefined;
       if (this.host.remove(item)) this.#leave(item);
       else item.dropped = true;
     }
-    const waiter = this.#waiters?.get(drop.seq);
+    if (this.#waiters?.has(drop.seq)) {
+      waiter = this.#waiters.get(drop.seq);
+      this.#waiters.delete(drop.seq);
+    }
     if (waiter) {
-      this.#waiters?.delete(drop.seq);
       waiter.reject(
         new OutboxError('OutboxDropped', `The message of ${this.clientId} (seq ${drop.seq}${drop.id === undefined ? '' : `, id ${JSON.stringify(drop.id)}`}) was removed from the outbox undelivered: ${DROP_WORDS[drop.reason]}`, this.store.dir),
       );
@@ -301,17 +327,38 @@ export class DurableFeed extends FeedReader {
   }
 
   #enter(item: DurableItem): void {
-    if (this.#window === NO_ITEMS) this.#window = new Map();
-    this.#window.set(item.stored, item);
+    const one = this.#one;
+    if (one !== undefined) {
+      this.#window = new Map([
+        [one.stored, one],
+        [item.stored, item],
+      ]);
+      this.#one = undefined;
+    } else if (this.#window.size === 0) this.#one = item;
+    else this.#window.set(item.stored, item);
     this.#windowBytes += item.bytes;
     this.host.add(item);
   }
 
+  #inWindow(seq: number): DurableItem | undefined {
+    const one = this.#one;
+    if (one !== undefined) return one.stored === seq ? one : undefined;
+    return this.#window.size === 0 ? undefined : this.#window.get(seq);
+  }
+
+  #eachInWindow(fn: (item: DurableItem) => void): void {
+    if (this.#one !== undefined) fn(this.#one);
+    for (const item of this.#window.values()) fn(item);
+  }
+
   #leave(item: DurableItem): void {
-    if (this.#window.get(item.stored) !== item) return;
-    this.#window.delete(item.stored);
-    // Empty: let go (a device between its messages keeps no map; a gateway holds thousands of them).
-    if (this.#window.size === 0) this.#window = NO_ITEMS;
+    if (this.#one === item) this.#one = undefined;
+    else {
+      if (this.#window.get(item.stored) !== item) return;
+      this.#window.delete(item.stored);
+      // Empty: let go (a device between its messages keeps no map; a gateway holds thousands of them).
+      if (this.#window.size === 0) this.#window = NO_ITEMS;
+    }
     this.#windowBytes -= item.bytes;
     if (this.#strikes !== undefined && this.#strikes.size > 0) this.#strikes.delete(item.stored);
   }
@@ -324,8 +371,9 @@ export class DurableFeed extends FeedReader {
     this.#leave(item);
     if (item.dropped || this.#closed) return;
     const seq = item.stored;
-    let waiter: Waiter | undefined;
-    if (this.#waiters !== undefined && this.#waiters.size > 0) {
+    let waiter = item.waiter;
+    item.waiter = undefined;
+    if (waiter === undefined && this.#waiters !== undefined && this.#waiters.size > 0) {
       waiter = this.#waiters.get(seq);
       this.#waiters.delete(seq);
     }
@@ -385,8 +433,9 @@ export class DurableFeed extends FeedReader {
 
   protected readRoom(): number {
     if (!this.#online || this.#closed || this.#direct > 0) return 0;
-    const room = this.#maxWindow - this.#window.size;
-    return room <= 0 || (this.#window.size > 0 && room < this.#maxWindow / 2) ? 0 : room;
+    const size = this.#size;
+    const room = this.#maxWindow - size;
+    return room <= 0 || (size > 0 && room < this.#maxWindow / 2) ? 0 : room;
   }
 
   protected fitting(page: readonly OutboxMessage[]): number {
@@ -394,7 +443,7 @@ export class DurableFeed extends FeedReader {
     for (let bytes = this.#windowBytes; take < page.length; take++) {
       const message = page[take] as OutboxMessage;
       bytes += Buffer.byteLength(message.topic) + message.payload.length;
-      if (bytes > this.#maxBytes && (take > 0 || this.#window.size > 0)) break;
+      if (bytes > this.#maxBytes && (take > 0 || this.#size > 0)) break;
     }
     return take;
   }

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { messageLayout } from '../../src/outbox/codec.js';
 import { HotLog, HotMessage, type AppendSink } from '../../src/outbox/wal.js';
-import { appendRecord, markRecord, replayWal } from '../../src/outbox/wal-format.js';
+import { crc32 } from 'node:zlib';
+import { appendRecord, headerCrc, markRecord, replayWal } from '../../src/outbox/wal-format.js';
 import { tempDir } from '../helpers/cli.js';
 
 /**
@@ -166,5 +167,17 @@ describe('hot log replay', () => {
     await expect(log.write([append(log, 'a', 2)])).rejects.toThrow();
     expect((await readFile(join(dir, file as string))).length).toBe(before);
     expect((await replayWal(dir)).live.map((m) => m.seq)).toEqual([1]);
+  });
+});
+
+describe('headerCrc', () => {
+  it('is zlib.crc32 of the 9 bytes at the offset (the format the files were written with)', () => {
+    const bytes = Buffer.alloc(64);
+    for (let trial = 0; trial < 500; trial++) {
+      for (let i = 0; i < bytes.length; i++) bytes[i] = (trial * 131 + i * 197 + ((trial * i) % 251)) & 0xff;
+      const at = trial % 50;
+      expect(headerCrc(bytes, at)).toBe(crc32(bytes.subarray(at, at + 9)));
+    }
+    expect(headerCrc(Buffer.alloc(9, 0xff), 0)).toBe(crc32(Buffer.alloc(9, 0xff)));
   });
 });
