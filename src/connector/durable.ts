@@ -407,7 +407,7 @@ export class DurableFeed extends FeedReader {
     if (this.#acks.length === 0) return;
     const seqs = this.#acks;
     this.#acks = [];
-    this.store.ackAll(this.clientId, seqs).catch(noop);
+    this.store.ackChecked(this.clientId, seqs);
   }
 
   /** Read more if there is room, and wake the connection once for everything that happened in this turn. */

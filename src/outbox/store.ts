@@ -35,6 +35,8 @@ import { OutboxMessage, type OutboxMessageInput, type OutboxRecovery, type Outbo
 import { HotMessage, type AppendSink, type HotLog } from './wal.js';
 import { appendRecord } from './wal-format.js';
 
+const ignore = (): void => undefined;
+
 // The class and its shapes, for the modules that name them from here.
 export * from './types.js';
 
@@ -212,6 +214,19 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       const refused = this.#checkCall('ackAll', clientId, seq);
       if (refused) return refused;
     }
+    return this.#ackAll(clientId, seqs, true) as Promise<number>;
+  }
+
+  /**
+   * @internal {@link ackAll} for a connection's durable feed, which needs no answer: its ClientId was checked when it
+   * opened, its seqs are the store's own. No promise (a gateway's devices acknowledge one message at a time, so this is
+   * per message there); a removal that fails is sent again later, as a possible duplicate, as with `ackAll`.
+   */
+  ackChecked(clientId: string, seqs: readonly number[]): void {
+    if (!this.#closed) this.#ackAll(clientId, seqs, false);
+  }
+
+  #ackAll(clientId: string, seqs: readonly number[], answer: boolean): Promise<number> | undefined {
     let removed = 0;
     /** Those not in the hot log: removed by the next batch. */
     let later: number[] | undefined;
@@ -235,7 +250,12 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     }
     if (later === undefined) {
       if (removed > 0) this.#writer.scheduleLazy();
-      return Promise.resolve(removed);
+      return answer ? Promise.resolve(removed) : undefined;
+    }
+    if (!answer) {
+      for (const seq of later) this.#writer.work.removals.push({ clientId, seq, reason: 'delivered', resolve: ignore });
+      this.#writer.schedule();
+      return undefined;
     }
     // A promise and its counter only when something waits for a batch (acks of the hot log need neither).
     let left = later.length;
