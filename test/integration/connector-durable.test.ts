@@ -46,6 +46,19 @@ async function broker(): Promise<ScriptedBroker & { accepting: boolean; holdAcks
   }) as ScriptedBroker & { accepting: boolean; holdAcks: boolean; published(): string[] };
 }
 
+/** A broker that refuses a PUBLISH of `poison` by closing the session, and acknowledges the others. */
+function poisonBroker(): Promise<ScriptedBroker> {
+  return scriptedBroker({
+    onPacket: (connection, packet) => {
+      if (packet.cmd === 'publish' && packet.payload.toString() === 'poison') {
+        connection.socket.destroy();
+        return true;
+      }
+      return false;
+    },
+  });
+}
+
 /** Connect with the store, recording the durable events. */
 async function connect(b: ScriptedBroker, outbox: OutboxStore, options: Partial<Parameters<typeof connectDevice>[0]> = {}): Promise<DeviceConnection & { events: Events }> {
   const conn = await connectDevice({ credential, brokerUrl: b.url, reconnect: FAST, outbox, ...options });
@@ -204,15 +217,7 @@ describe('the connector with a durable outbox', () => {
 
   it('strikes: a message the broker refuses by closing the session is dropped as rejected after maxDeliveryAttempts, removed from the store; the rest go on', async () => {
     const outbox = await store();
-    const b = await scriptedBroker({
-      onPacket: (connection, packet) => {
-        if (packet.cmd === 'publish' && packet.payload.toString() === 'poison') {
-          connection.socket.destroy();
-          return true;
-        }
-        return false;
-      },
-    });
+    const b = await poisonBroker();
     const conn = await connect(b, outbox, { maxDeliveryAttempts: 2 });
     const poison = conn.publish('dur/p', 'poison', { qos: 1, id: 'bad' });
     const fine = conn.publish('dur/p', 'fine', { qos: 1, id: 'good' });
@@ -391,5 +396,90 @@ describe('the connector with a durable outbox', () => {
     await conn.end();
     const next = await connect(b, outbox);
     await next.publish('dur/c', 'after', { qos: 1 });
+  });
+});
+
+/** How a `publish()` promise stands once everything queued up to now (microtasks and I/O callbacks) has run. */
+async function standing(p: Promise<unknown>): Promise<string> {
+  let state = 'pending';
+  p.then(() => (state = 'resolved'), (error: unknown) => (state = `rejected ${(error as { code?: string }).code ?? String(error)}`));
+  await new Promise((resolve) => setImmediate(resolve));
+  return state;
+}
+
+/** Resolves once the broker has received `count` PUBLISHes in all. */
+async function received(b: ScriptedBroker & { published(): string[] }, count: number): Promise<void> {
+  while (b.published().length < count) await once(b, 'packet');
+}
+
+/**
+ * The `publish()` caller of a device's only message in the window (a gateway's device sends one at a time): its
+ * promise settles once, in every order of events (review of the durable feed keeping that message outside its map).
+ */
+describe('durable outbox: the publish() caller of the only message in the window', () => {
+  /** A connection whose only message the broker received and holds unacknowledged. */
+  async function oneInFlight(payload: string) {
+    const outbox = await store();
+    const b = await broker();
+    const conn = await connect(b, outbox);
+    b.holdAcks = true;
+    const only = conn.publish('dur/one', payload, { qos: 1, id: payload });
+    await only.accepted;
+    await received(b, 1);
+    return { outbox, b, conn, only };
+  }
+
+  it('in flight when the session is lost: resolved after the reconnect delivers it; nothing left in the window or the store', async () => {
+    const { outbox, b, conn, only } = await oneInFlight('one');
+    expect(conn.outbox.durable?.window).toBe(1);
+    const reconnected = once(conn, 'online');
+    b.holdAcks = false;
+    b.connections[0]?.socket.destroy();
+    await reconnected;
+    await only;
+    expect(conn.events.delivered.map((d) => [d.id, d.possibleDuplicate])).toEqual([['one', true]]);
+    expect(conn.outbox.durable).toMatchObject({ window: 0, delivered: 1 });
+    await outbox.flush();
+    expect(outbox.stats().messages).toBe(0);
+  });
+
+  it('in flight when the connection ends: rejected once with ConnectionClosed, and it stays in the store', async () => {
+    const { outbox, conn, only } = await oneInFlight('kept');
+    await conn.end(true);
+    expect(await standing(only)).toBe('rejected ConnectionClosed');
+    expect(outbox.device(credential.clientId).messages).toBe(1);
+  });
+
+  it('in flight when the session is lost, then the connection ends while offline: rejected with ConnectionClosed', async () => {
+    const { outbox, b, conn, only } = await oneInFlight('kept');
+    await goOffline(b, conn);
+    expect(await standing(only)).toBe('pending');
+    expect(conn.outbox.durable?.window).toBe(0);
+    await conn.end(true);
+    expect(await standing(only)).toBe('rejected ConnectionClosed');
+    expect(outbox.device(credential.clientId).messages).toBe(1);
+  });
+
+  it('refused by the broker alone, by closing the session each time: rejected with PublishRejected after maxDeliveryAttempts; the next one is delivered', async () => {
+    const outbox = await store();
+    const b = await poisonBroker();
+    const conn = await connect(b, outbox, { maxDeliveryAttempts: 2 });
+    const poison = conn.publish('dur/p', 'poison', { qos: 1, id: 'bad' });
+    const refused = await poison.catch((e: unknown) => e);
+    expect(isApsaraMqDeviceError(refused, 'PublishRejected')).toBe(true);
+    expect(conn.outbox.durable?.window).toBe(0);
+    await conn.publish('dur/p', 'fine', { qos: 1, id: 'good' });
+    expect(conn.events.delivered.map((d) => d.id)).toEqual(['good']);
+    expect(conn.outbox.durable).toMatchObject({ window: 0, delivered: 1 });
+  });
+
+  it('one at a time, 200 times (the window goes 0 → 1 → 0): each delivered once, the window back to 0', async () => {
+    const outbox = await store();
+    const b = await broker();
+    const conn = await connect(b, outbox);
+    for (let i = 0; i < 200; i++) await conn.publish('dur/seq', `m${i}`, { qos: 1 });
+    expect(conn.outbox.durable).toMatchObject({ window: 0, delivered: 200, accepted: 200 });
+    await outbox.flush();
+    expect(outbox.stats().messages).toBe(0);
   });
 });
