@@ -122,10 +122,11 @@ async function handleRpc(request: ParsedRequest, v3: boolean, deps: ApiDependenc
   }
   const handler = routeAction(action, version, request.method, deps.getOnPostOnly);
   if (deps.cluster) return { action, body: await deps.cluster.run(action, request.params, handler, deps) };
-  const changes = (): number => deps.registry.changes + deps.tokens.changes;
-  const before = changes();
   const body = handler(request.params, deps);
-  if (deps.persist && changes() !== before) await deps.persist();
+  // Every answer waits until the state it was made from is durable, not only a changing call's: a read (or a second
+  // RevokeToken of one token) answered from a change another call made a moment ago, still on its way to the disk,
+  // would tell of something a kill -9 then undoes. With nothing on its way this is a turn of the save queue.
+  if (deps.persist) await deps.persist();
   return { action, body };
 }
 
