@@ -18,7 +18,7 @@ import type { Aedes } from 'aedes';
 import type { Redis } from 'ioredis';
 import { ApiFault } from '../api-errors.js';
 import { ACTIONS, actionRules, isEmulatedAction, type ActionContext, type ActionHandler, type SessionDirectory } from '../actions.js';
-import { tellTakenOver, yieldMovedSessions } from '../aedes-adapter.js';
+import { tellTakenOver, yieldMovedSessions } from '../aedes-cluster-takeovers.js';
 import type { OutgoingQueues } from '../aedes-session-queues.js';
 import { revokedKeysOf } from '../broker-login.js';
 import { BASE36_LOWER, randomString } from '../crypto.js';

@@ -232,7 +232,7 @@ export interface BrokerBackendOptions {
   readonly emptyQueue: (client: object) => void;
   /**
    * Another process's CONNECT took a ClientId over: called before the broker hears it (and closes its connection of
-   * it), so that the connection is told (aedes-adapter.ts' `tellTakenOver`).
+   * it), so that the connection is told (aedes-cluster-takeovers.ts' `tellTakenOver`).
    */
   readonly takenOver: (clientId: string) => void;
   readonly onError: (error: unknown) => void;
