@@ -1,18 +1,20 @@
 /**
  * The one door to aedes' internals. aedes 2.0.0-beta.1 (pinned) declares less than the emulator needs: its maps of
  * clients and brokers, each client's parser and delivery functions, the session store, and the text of its errors.
- * This module, aedes-session-queues.ts (the session store's outgoing queues) and aedes-cluster-takeovers.ts (a
- * takeover from another broker of a cluster) are the only ones that reach for them or match that text; the rest of
- * the emulator uses aedes' declared API (hooks, events, `handle`) and the functions of these three. Each use says
- * which aedes behaviour it relies on, and
- * {@link assertAedesVersion} refuses to start on any other aedes than the one they were checked against
- * (test/integration/emulator-hostile.test.ts and emulator-mqtt-fuzz.test.ts check the behaviours).
+ * This module, aedes-session-queues.ts (the session store's outgoing queues), aedes-registrations.ts (which connection
+ * is registered under a ClientId, and how connections are counted, when they overlap) and aedes-cluster-takeovers.ts
+ * (a takeover from another broker of a cluster) are the only ones that reach for them or match that text; the rest of
+ * the emulator uses aedes' declared API (hooks, events, `handle`) and the functions of these four. Each use says
+ * which aedes behaviour it relies on, and {@link assertAedesVersion} refuses to start on any other aedes than the one
+ * they were checked against (test/integration/emulator-hostile.test.ts, emulator-mqtt-fuzz.test.ts and
+ * emulator-takeover.test.ts check the behaviours).
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { Aedes, Client, Subscription } from 'aedes';
 import { ConfigurationError } from '../errors.js';
+import { registerEachConnectionOnce } from './aedes-registrations.js';
 import { propertyProblem } from './mqtt5-properties.js';
 
 /** The aedes version this module was written and tested against: package.json pins the peer dependency to it. */
@@ -72,11 +74,6 @@ interface BrokerInternals {
   clients: Record<string, Client | undefined>;
   brokers: Record<string, number | undefined>;
   persistence: SessionStore & { [PATCHED]?: true };
-  connectedClients: number;
-  unregisterClient(client: Client): void;
-  deleteClient(clientId: string): void;
-  scheduleSessionExpiry(client: Client): void;
-  scheduleWill(client: Client, will: unknown, delaySeconds: number): void;
 }
 
 /** Marks a session store whose incomingDelPacket was made safe (a restarted broker gets the same store again). */
@@ -92,11 +89,12 @@ function internals(broker: Aedes): BrokerInternals {
  * aedes 2.0.0-beta.1 keeps them in plain objects, so a filter named `constructor` or `__proto__` reads back as an
  * inherited function: UNSUBSCRIBE `constructor` made aedes hand `undefined` to mqemitter, whose assertion then
  * killed the whole process (the fix of GHSA-52qw-whmv-87c5 is in aedes 1.2.0, not in this beta). And a connection
- * that closes after a newer one of its ClientId registered no longer unregisters that one ({@link keepNewerConnections}).
+ * that closes after a newer one of its ClientId registered no longer unregisters that one, and each connection is
+ * counted out once whatever order the closes of one ClientId's connections end in (aedes-registrations.ts).
  */
 export function hardenBroker(broker: Aedes): void {
   const broken = internals(broker);
-  keepNewerConnections(broken);
+  registerEachConnectionOnce(broker);
   broken.clients = Object.assign(Object.create(null) as Record<string, Client | undefined>, broken.clients);
   broken.brokers = Object.assign(Object.create(null) as Record<string, number | undefined>, broken.brokers);
   // aedes 2.0.0-beta.1 deletes a QoS 2 message on its PUBREL with `.finally()`, which passes a rejection on to
@@ -107,48 +105,6 @@ export function hardenBroker(broker: Aedes): void {
   const incomingDelPacket = store.incomingDelPacket.bind(store);
   store.incomingDelPacket = (client, packet) => incomingDelPacket(client, packet).catch(() => undefined);
   store[PATCHED] = true;
-}
-
-/**
- * A connection that closes after a newer one of its ClientId was registered leaves that one registered. aedes
- * 2.0.0-beta.1's close of a connection unregisters whichever connection its ClientId is registered to when the close
- * ends, a turn of the event loop after it began (the unsubscribes; a Redis round trip, clustered). A takeover waits
- * for the old connection's close before registering the new one, but finds an old connection already closing (its
- * socket dropped, as a device's does when it reconnects at once) closed, and registers the new one at once: the old
- * close then unregistered the new connection. It stayed connected, yet nothing found it under its ClientId: not the
- * next takeover (two live connections of one ClientId), not the disconnect control, not a revoked credential's kick;
- * its own close reported nothing (online for good), and an MQTT 5 session's expiry or delayed will armed by the old
- * close ran as if no connection held the session. Here the old connection is counted out and reported gone as aedes
- * does, and arms neither timer, as aedes does for a takeover it waits for (`_takingOver`): the session is the newer
- * connection's (test/integration/emulator-takeover.test.ts).
- */
-function keepNewerConnections(broken: BrokerInternals): void {
-  const { unregisterClient, deleteClient, scheduleSessionExpiry, scheduleWill } = broken;
-  /** Is another connection registered under this one's ClientId? */
-  const superseded = (self: BrokerInternals, client: Client): boolean => {
-    const held = self.clients[client.id];
-    return held !== undefined && held !== client;
-  };
-  /** The connection aedes' `unregisterClient` is unregistering now (it deletes by ClientId, through `deleteClient`). */
-  let leaving: Client | undefined;
-  broken.unregisterClient = function (this: BrokerInternals, client: Client): void {
-    leaving = client;
-    try {
-      unregisterClient.call(this, client);
-    } finally {
-      leaving = undefined;
-    }
-  };
-  broken.deleteClient = function (this: BrokerInternals, clientId: string): void {
-    if (leaving !== undefined && leaving.id === clientId && superseded(this, leaving)) this.connectedClients--;
-    else deleteClient.call(this, clientId);
-  };
-  broken.scheduleSessionExpiry = function (this: BrokerInternals, client: Client): void {
-    if (!superseded(this, client)) scheduleSessionExpiry.call(this, client);
-  };
-  broken.scheduleWill = function (this: BrokerInternals, client: Client, will: unknown, delaySeconds: number): void {
-    if (!superseded(this, client)) scheduleWill.call(this, client, will, delaySeconds);
-  };
 }
 
 /** The connected (authenticated and registered) client with this ClientId: aedes keeps them by id. */

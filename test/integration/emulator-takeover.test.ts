@@ -8,28 +8,48 @@
  * unsubscribes: a new connection of the ClientId registered within that turn was unregistered in its place. Which
  * turn a real socket's close lands in is timing, so the test that shows it drops the old socket exactly when aedes
  * registers the new connection ({@link dropOldAtRegistration}).
+ *
+ * The same holds whichever order the closes end in, and for three CONNECTs of one ClientId: the old close held open
+ * until the test lets it end ({@link holdClose}), a newer connection that leaves first, or a third CONNECT that comes
+ * while the second waits for the first's close, must leave the newest connection alone registered, each connection
+ * counted out once (the `connected` statistic and its gauge), and the ClientId offline once the last one has gone.
+ * A cluster of one process on Redis shares the path (its clients have no P2P subscription, so the old one subscribes).
  */
+import { once } from 'node:events';
 import type { Aedes, Client } from 'aedes';
+import { Redis } from 'ioredis';
 import type { MqttClient } from 'mqtt';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { clientById } from '../../src/emulator/aedes-adapter.js';
-import type { Emulator } from '../../src/emulator/index.js';
+import { takeoverChannel } from '../../src/emulator/cluster/keys.js';
+import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { accountLogin, ended } from '../helpers/broker.js';
-import { callApi, clientLeaves, connectMqtt, connectWithInbox, subscribed, useEmulator, type InboxClient } from '../helpers/emulator.js';
+import { ANY_GROUP, callApi, clientLeaves, connectMqtt, connectWithInbox, subscribed, useEmulator, type InboxClient } from '../helpers/emulator.js';
+import { redisAvailable, startRedis, type TestRedis } from '../helpers/redis.js';
 
 const VERSIONS = [4, 5] as const;
 type Version = (typeof VERSIONS)[number];
 
-/** Resolves with the broker's client of the next connection of `clientId` that aedes registers. */
-function registered(e: Emulator, clientId: string): Promise<Client> {
+/**
+ * Resolves with the broker's client of the next connection of `clientId` aedes emits `event` for: `client` once it
+ * registers it, `connackSent` once it answered its CONNECT, `clientReady` once its CONNECT is handled through.
+ */
+function brokerEvent(e: Emulator, event: 'client' | 'connackSent' | 'clientReady', clientId: string): Promise<Client> {
+  const broker = e.broker as unknown as NodeJS.EventEmitter;
   return new Promise((resolve) => {
-    const listener = (client: Client): void => {
+    const listener = (...args: unknown[]): void => {
+      const client = args[event === 'connackSent' ? 1 : 0] as Client;
       if (client.id !== clientId) return;
-      e.broker.off('client', listener);
+      broker.off(event, listener);
       resolve(client);
     };
-    e.broker.on('client', listener);
+    broker.on(event, listener);
   });
+}
+
+/** Resolves with the broker's client of the next connection of `clientId` that aedes registers. */
+function registered(e: Emulator, clientId: string): Promise<Client> {
+  return brokerEvent(e, 'client', clientId);
 }
 
 /** QuerySessionByClientId's answer. */
@@ -132,28 +152,339 @@ describe('a ClientId connecting again while its old connection is there or closi
   });
 });
 
-describe('an MQTT 5 session whose old connection closes after the new one registered', () => {
+/** The broker's client registered under `clientId` now (the test fails if there is none). */
+function registeredNow(e: Emulator, clientId: string): Client {
+  const client = clientById(e.broker, clientId);
+  if (client === undefined) throw new Error(`${clientId} is not registered`);
+  return client;
+}
+
+/** An old connection's close, held open where aedes' close waits: at the connection's unsubscribes. */
+interface HeldClose {
+  /** Resolves once aedes' close of the connection has begun and each of its unsubscribes is held. */
+  readonly closing: Promise<void>;
+  /** Let the close end: aedes ends it within this call (its unsubscribes call back synchronously, then it finishes). */
+  release(): void;
+}
+
+/**
+ * Hold aedes' close of `client` (which must have subscriptions) until {@link HeldClose.release}: aedes 2.0.0-beta.1
+ * ends a close once the broker's `unsubscribe` of each of the connection's subscriptions has called back, and then
+ * unregisters the connection (or not: whichever connection its ClientId is registered to then decides).
+ */
+function holdClose(broker: Aedes, client: Client): HeldClose {
+  type Unsubscribe = (topic: string, func: unknown, done: (error?: Error) => void) => void;
+  const inner = broker as unknown as { unsubscribe: Unsubscribe };
+  const subscriptions = (client as unknown as { subscriptions: Record<string, { func: unknown }> }).subscriptions;
+  const funcs = new Set(Object.values(subscriptions).map((sub) => sub.func));
+  expect(funcs.size, 'a connection with subscriptions (its close waits for them)').toBeGreaterThan(0);
+  const unsubscribe = inner.unsubscribe;
+  const held: (() => void)[] = [];
+  let released = false;
+  let allHeld = (): void => undefined;
+  const closing = new Promise<void>((resolve) => {
+    allHeld = resolve;
+  });
+  const holding: Unsubscribe = function (this: unknown, topic, func, done) {
+    if (released || !client.closed || !funcs.has(func)) {
+      unsubscribe.call(this, topic, func, done);
+      return;
+    }
+    unsubscribe.call(this, topic, func, (error) => {
+      held.push(() => done(error));
+      if (held.length === funcs.size) allHeld();
+    });
+  };
+  inner.unsubscribe = holding;
+  const release = (): void => {
+    released = true;
+    if (inner.unsubscribe === holding) inner.unsubscribe = unsubscribe;
+    for (const done of held.splice(0)) done();
+  };
+  onTestFinished(release);
+  return { closing, release };
+}
+
+/** How often the emulator reported `clientId` connected and gone (its `clientConnected` / `clientDisconnected`). */
+function reports(e: Emulator, clientId: string): { connected: number; disconnected: number } {
+  const counts = { connected: 0, disconnected: 0 };
+  const connected = (id: string): void => {
+    if (id === clientId) counts.connected++;
+  };
+  const disconnected = (id: string): void => {
+    if (id === clientId) counts.disconnected++;
+  };
+  e.events.on('clientConnected', connected);
+  e.events.on('clientDisconnected', disconnected);
+  onTestFinished(() => {
+    e.events.off('clientConnected', connected);
+    e.events.off('clientDisconnected', disconnected);
+  });
+  return counts;
+}
+
+/** The `apsaramq_emulator_connected_clients` gauge of GET /metrics. */
+async function connectedGauge(e: Emulator): Promise<number> {
+  const text = await (await fetch(`${e.apiEndpoint}/metrics`)).text();
+  const value = /^apsaramq_emulator_connected_clients (\d+)$/m.exec(text)?.[1];
+  if (value === undefined) throw new Error(`no connected gauge in:\n${text}`);
+  return Number(value);
+}
+
+/** Nothing left of `clientId`: unregistered, offline, and no connection counted (none other is connected). */
+async function expectNoneLeft(e: Emulator, clientId: string): Promise<void> {
+  expect(clientById(e.broker, clientId)).toBeUndefined();
+  expect(e.broker.connectedClients).toBe(0);
+  expect(e.stats().mqtt.connected).toBe(0);
+  expect(await connectedGauge(e)).toBe(0);
+  expect(await online(e, clientId)).toBe(false);
+}
+
+/** What {@link firstConnection} connected. */
+interface FirstConnection {
+  /** Resolves when its connection has closed. */
+  readonly ended: ReturnType<typeof ended>;
+  /** The broker's client of it. */
+  readonly onBroker: Client;
+  /** Its close, held once it begins. */
+  readonly held: HeldClose;
+  /** What the emulator reported of the ClientId from before it connected. */
+  readonly told: ReturnType<typeof reports>;
+}
+
+/**
+ * Connect `clientId` with a subscription of its own, whose unsubscribe its close waits for (clustered, a client has no
+ * P2P subscription), that close to be held ({@link holdClose}).
+ */
+async function firstConnection(e: Emulator, clientId: string, version: Version, extra: Parameters<typeof connectMqtt>[2] = {}): Promise<FirstConnection> {
+  const told = reports(e, clientId);
+  const client = await connectMqtt(e.mqttUrl, accountLogin(e, clientId), { protocolVersion: version, ...extra });
+  onTestFinished(() => client.endAsync(true));
+  await client.subscribeAsync('demo/old', { qos: 1 });
+  const onBroker = registeredNow(e, clientId);
+  return { ended: ended(client), onBroker, held: holdClose(e.broker, onBroker), told };
+}
+
+/**
+ * The old connection is still closing (its socket dropped, its close held) when the newer one registers, and the
+ * newer one leaves first: once the old close ends, with nothing registered under the ClientId, both are counted out.
+ */
+async function newerLeavesFirst(e: Emulator, clientId: string, version: Version): Promise<void> {
+  const { onBroker: old, held, told } = await firstConnection(e, clientId, version);
+  old.conn.destroy();
+  await held.closing;
+  const onBroker = registered(e, clientId);
+  const next = await connectMqtt(e.mqttUrl, accountLogin(e, clientId), { protocolVersion: version });
+  onTestFinished(() => next.endAsync(true));
+  expect(clientById(e.broker, clientId) === (await onBroker), 'the newer connection registered').toBe(true);
+  const nextLeaves = clientLeaves(e, clientId);
+  await next.endAsync();
+  await nextLeaves;
+  held.release();
+  await expectNoneLeft(e, clientId);
+  expect(told).toEqual({ connected: 2, disconnected: 2 });
+}
+
+/**
+ * A second CONNECT takes the first connection over and waits for its close; a third comes meanwhile. The third is the
+ * one registered once the first's close ends; the second is taken over (told so over MQTT 5) and closed; the first
+ * is closed. Then everything a takeover must leave ({@link expectTakenOver}).
+ */
+async function thirdConnectWhileWaiting(e: Emulator, clientId: string, version: Version): Promise<void> {
+  const { ended: firstEnded, held, told } = await firstConnection(e, clientId, version);
+  // Connected (`connected` set) before it is taken over, so that an MQTT 5 one is told why.
+  const secondReady = brokerEvent(e, 'clientReady', clientId);
+  // Its CONNACK comes at once (aedes answers before the takeover it started has ended).
+  const second = await connectMqtt(e.mqttUrl, accountLogin(e, clientId), { protocolVersion: version });
+  onTestFinished(() => second.endAsync(true));
+  const secondEnded = ended(second);
+  await held.closing;
+  await secondReady;
+  const onBroker = registered(e, clientId);
+  const third = await device(e, clientId, version);
+  held.release();
+  const thirdOnBroker = await onBroker;
+  expect(clientById(e.broker, clientId) === thirdOnBroker, 'the third connection registered').toBe(true);
+  expect(e.broker.connectedClients).toBe(1);
+  // MQTT 5: each connection taken over is told why (0x8E Session taken over).
+  expect((await secondEnded).disconnect?.reasonCode).toBe(version === 5 ? 0x8e : undefined);
+  expect((await firstEnded).disconnect?.reasonCode).toBe(version === 5 ? 0x8e : undefined);
+  await expectTakenOver(e, clientId, version, third, thirdOnBroker);
+  // The second was never registered, so never reported connected: the first, the third and the last were, and left.
+  expect(told).toEqual({ connected: 3, disconnected: 3 });
+}
+
+/**
+ * A second CONNECT takes the first connection over and waits for its close, and closes itself before that close ends:
+ * it is never registered (nor counted, nor reported connected), and the first is counted out once.
+ */
+async function waitingLeavesFirst(e: Emulator, clientId: string, version: Version): Promise<void> {
+  const { ended: firstEnded, held, told } = await firstConnection(e, clientId, version);
+  const secondOnBroker = brokerEvent(e, 'connackSent', clientId);
+  const second = await connectMqtt(e.mqttUrl, accountLogin(e, clientId), { protocolVersion: version });
+  await held.closing;
+  const waiting = await secondOnBroker;
+  const waitingClosed = once(waiting.conn, 'close');
+  await second.endAsync();
+  await waitingClosed;
+  expect(waiting.closed, "aedes' close of the second connection has run").toBe(true);
+  // The first connection, still closing, is the only one counted.
+  expect(e.broker.connectedClients).toBe(1);
+  held.release();
+  await firstEnded;
+  await expectNoneLeft(e, clientId);
+  expect(told).toEqual({ connected: 1, disconnected: 1 });
+}
+
+describe('closes ending in any order, and three CONNECTs of one ClientId', () => {
+  const emu = useEmulator({ wsPort: false }, 'test');
+
+  it.each(VERSIONS)('the newer connection leaves before the old one\'s close ends: each counted out once, the ClientId offline (MQTT %i)', async (version) => {
+    await newerLeavesFirst(emu(), `GID_take@@@first${version}`, version);
+  });
+
+  it.each(VERSIONS)('a third CONNECT while a takeover waits for the old close: it takes the waiting one over, and alone stays (MQTT %i)', async (version) => {
+    await thirdConnectWhileWaiting(emu(), `GID_take@@@third${version}`, version);
+  });
+
+  it.each(VERSIONS)('a connection whose takeover waits closes first: never registered, the old one counted out once (MQTT %i)', async (version) => {
+    await waitingLeavesFirst(emu(), `GID_take@@@wait${version}`, version);
+  });
+});
+
+/** An MQTT 5 persistent session with a delayed will: its connection's close arms both aedes timers of the ClientId. */
+const SESSION = {
+  protocolVersion: 5,
+  clean: false,
+  properties: { sessionExpiryInterval: 600 },
+  will: { topic: 'demo/will', payload: Buffer.from('gone'), qos: 1, retain: false, properties: { willDelayInterval: 600 } },
+} as const;
+
+/** aedes' own timers of each ClientId: its session's expiry and its delayed will, armed when a connection closes. */
+function timers(e: Emulator): { expiringSessions: Map<string, unknown>; delayedWills: Map<string, unknown> } {
+  return e.broker as unknown as { expiringSessions: Map<string, unknown>; delayedWills: Map<string, unknown> };
+}
+
+describe('an MQTT 5 session\'s timers (its expiry, a delayed will) when connections of its ClientId overlap', () => {
   const emu = useEmulator({ wsPort: false, willMessages: 'allow' });
 
   it('the old connection arms no session expiry and no delayed will: the session goes on in the new connection', async () => {
     const e = emu();
     const clientId = 'GID_take@@@timers';
-    const session = {
-      clean: false,
-      properties: { sessionExpiryInterval: 600 },
-      will: { topic: 'demo/will', payload: Buffer.from('gone'), qos: 1 as const, retain: false, properties: { willDelayInterval: 600 } },
-    };
-    const old = await connectMqtt(e.mqttUrl, accountLogin(e, clientId), { protocolVersion: 5, ...session });
+    const old = await connectMqtt(e.mqttUrl, accountLogin(e, clientId), SESSION);
     onTestFinished(() => old.endAsync(true));
     const oldLeaves = clientLeaves(e, clientId);
     dropOldAtRegistration(e.broker);
-    const next = await connectMqtt(e.mqttUrl, accountLogin(e, clientId), { protocolVersion: 5, ...session });
+    const next = await connectMqtt(e.mqttUrl, accountLogin(e, clientId), SESSION);
     onTestFinished(() => next.endAsync(true));
     await oldLeaves;
-    // aedes' own timers of the ClientId: its session's expiry and its delayed will, armed when a connection closes.
-    const timers = e.broker as unknown as { expiringSessions: Map<string, unknown>; delayedWills: Map<string, unknown> };
-    expect(timers.expiringSessions.has(clientId)).toBe(false);
-    expect(timers.delayedWills.has(clientId)).toBe(false);
+    expect(timers(e).expiringSessions.has(clientId)).toBe(false);
+    expect(timers(e).delayedWills.has(clientId)).toBe(false);
     expect(await online(e, clientId)).toBe(true);
+  });
+
+  it('the newer connection closed first: the old close, ending last, leaves the timers the newer one armed', async () => {
+    const e = emu();
+    const clientId = 'GID_take@@@timers-last';
+    const { onBroker: old, held } = await firstConnection(e, clientId, 5, SESSION);
+    old.conn.destroy();
+    await held.closing;
+    const next = await connectMqtt(e.mqttUrl, accountLogin(e, clientId), SESSION);
+    onTestFinished(() => next.endAsync(true));
+    const nextLeaves = clientLeaves(e, clientId);
+    registeredNow(e, clientId).conn.destroy();
+    await nextLeaves;
+    const { expiringSessions, delayedWills } = timers(e);
+    const [expiry, will] = [expiringSessions.get(clientId), delayedWills.get(clientId)];
+    expect(expiry).toBeDefined();
+    expect(will).toBeDefined();
+    held.release();
+    // Not replaced by timers of the old connection (which would run from now, with the old connection's will).
+    expect(expiringSessions.get(clientId)).toBe(expiry);
+    expect(delayedWills.get(clientId)).toBe(will);
+  });
+
+  it.each(['before', 'after'] as const)('a connection that closes while its takeover waits, its close ending %s the old one\'s: its session expiry and delayed will are armed', async (order) => {
+    const e = emu();
+    const clientId = `GID_take@@@timers-wait-${order}`;
+    const { held } = await firstConnection(e, clientId, 5, SESSION);
+    const secondOnBroker = brokerEvent(e, 'connackSent', clientId);
+    const second = await connectMqtt(e.mqttUrl, accountLogin(e, clientId), SESSION);
+    onTestFinished(() => second.endAsync(true));
+    await held.closing;
+    // It resumed the session, subscriptions included: its close waits for their unsubscribes, held too.
+    const waiting = await secondOnBroker;
+    const waitingHeld = holdClose(e.broker, waiting);
+    waiting.conn.destroy();
+    await waitingHeld.closing;
+    if (order === 'before') {
+      waitingHeld.release();
+      held.release();
+    } else {
+      held.release();
+      waitingHeld.release();
+    }
+    expect(timers(e).expiringSessions.has(clientId)).toBe(true);
+    expect(timers(e).delayedWills.has(clientId)).toBe(true);
+    expect(clientById(e.broker, clientId)).toBeUndefined();
+    expect(await online(e, clientId)).toBe(false);
+  });
+});
+
+const { available, skipped } = redisAvailable();
+
+describe.skipIf(!available)(`the same, clustered (one process on Redis)${skipped}`, () => {
+  /** A cluster of one: aedes on mqemitter-redis, whose unsubscribes call back once Redis answers. */
+  async function member(): Promise<Emulator & { readonly redis: TestRedis }> {
+    const redis = await startRedis();
+    const emulator = await startEmulator({ env: {}, ...ANY_GROUP, wsPort: false, redis: redis.url } satisfies EmulatorOptions);
+    onTestFinished(() => emulator.close());
+    return Object.assign(emulator, { redis });
+  }
+
+  it.each(VERSIONS)('the newer connection leaves first (MQTT %i)', async (version) => {
+    await newerLeavesFirst(await member(), `GID_take@@@first${version}`, version);
+  });
+
+  it.each(VERSIONS)('a third CONNECT while a takeover waits (MQTT %i)', async (version) => {
+    await thirdConnectWhileWaiting(await member(), `GID_take@@@third${version}`, version);
+  });
+
+  it.each(VERSIONS)('a connection whose takeover waits closes first (MQTT %i)', async (version) => {
+    await waitingLeavesFirst(await member(), `GID_take@@@wait${version}`, version);
+  });
+
+  // aedes forgets a connection whose close has begun when a second takeover notice from another process names it
+  // (its `deleteClient`, MQTT 3.1.1: an MQTT 5 one is still being told why then). Its close, ending after a new
+  // connection here registered, then counted it out a second time: the count said 0 with that connection open.
+  it('a second takeover notice while the connection closes, then a connection here: the old one counted out once, the new one counted', async () => {
+    const e = await member();
+    const clientId = 'GID_take@@@notices';
+    const { held, told } = await firstConnection(e, clientId, 4);
+    // Heard after aedes' own listener of the notices has handled each (mqemitter calls a topic's listeners in order).
+    const heard = new Promise<void>((resolve) => {
+      let notices = 0;
+      e.broker.subscribe('$SYS/+/new/clients', (packet, done) => {
+        if (packet.topic === '$SYS/another-process/new/clients' && packet.payload.toString() === clientId && ++notices === 2) resolve();
+        done();
+      }, () => undefined);
+    });
+    const watcher = new Redis(e.redis.url);
+    onTestFinished(() => watcher.disconnect());
+    await watcher.publish(takeoverChannel(0), JSON.stringify({ b: 'another-process', c: [clientId, clientId] }));
+    await heard;
+    await held.closing;
+    expect(clientById(e.broker, clientId), 'forgotten on the second notice').toBeUndefined();
+    expect(told).toEqual({ connected: 1, disconnected: 1 });
+    expect(e.broker.connectedClients).toBe(0);
+    const onBroker = registered(e, clientId);
+    await device(e, clientId, 4);
+    const here = await onBroker;
+    held.release();
+    expect(clientById(e.broker, clientId) === here, 'the connection here registered').toBe(true);
+    expect(e.broker.connectedClients).toBe(1);
+    expect(e.stats().mqtt.connected).toBe(1);
+    expect(await online(e, clientId)).toBe(true);
+    expect(told).toEqual({ connected: 2, disconnected: 1 });
   });
 });

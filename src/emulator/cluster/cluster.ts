@@ -233,8 +233,8 @@ class Member {
         const { membership } = parts;
         this.#broker = broker;
         yieldMovedSessions(broker);
-        // Each connection counted once and taken back once: at aedes' 'clientDisconnect', or, when aedes forgot the
-        // client without one (a second takeover notice while it closed), when its socket closes.
+        // Each connection counted once and taken back once: at aedes' 'clientDisconnect' (aedes-registrations.ts
+        // has it come once for each connection), or when its socket closes, whichever comes first.
         const counted = new WeakSet<object>();
         const left = (client: { id: string }): void => {
           if (counted.delete(client)) void membership.disconnected(client.id);
