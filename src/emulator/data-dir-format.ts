@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { clientIdProblem } from '../credential.js';
 import { EmulatorStateError } from '../errors.js';
-import { encodeFrame, readFrames } from './journal.js';
+import { encodeFrame, FRAME_HEADER_BYTES, frameAt, readFrames, type Frames } from './journal.js';
 import type { CredentialChange, CredentialRecord } from './registry.js';
 import type { TokenChange, TokenRecord } from './token-registry.js';
 import { MAX_TOKEN_RESOURCES, parseResources, type TokenType } from './token-rules.js';
@@ -22,8 +22,11 @@ export const STATE_KIND = 'apsaramq-device-emulator-state';
 export const STATE_VERSION = 1;
 /** `kind` of the journal's first record. */
 export const JOURNAL_KIND = 'apsaramq-device-emulator-journal';
-/** Format version of the journal. */
-export const JOURNAL_VERSION = 1;
+/**
+ * Format version of the journal written: 2, each record naming the write it came in (journal.ts), so that a power cut
+ * that left the last write's pages in any order is told from damage in place. Version 1 journals are read too.
+ */
+export const JOURNAL_VERSION = 2;
 /** Largest state file or journal read (about a million credentials); a bigger one is refused rather than read whole. */
 export const MAX_STATE_BYTES = 256 * 1024 * 1024;
 /** What the state file holds. */
@@ -201,30 +204,42 @@ function changeOf(payload: Buffer, where: string, path: string): StateChange {
   throw corrupt(path, `${where} has fields other than those of its change`);
 }
 
+/** A journal's header (`undefined` when it is not whole) and its records, read in the format the header names. */
+export function readJournal(journal: Buffer, path: string): { readonly header: JournalHeader | undefined; readonly frames: Frames } {
+  const first = frameAt(journal, 0);
+  // No whole header: read as version 1 (from byte 0), whose rules keep a file with whole records after it from loading.
+  if (first === undefined) return { header: undefined, frames: readFrames(journal) };
+  const header = headerOf(first, path);
+  return { header, frames: readFrames(journal, FRAME_HEADER_BYTES + first.length, header.version >= 2) };
+}
+
 /**
  * The snapshot's state with the journal's changes applied, in order. Each change sets or removes one credential or
  * token whole, so applying changes that the snapshot already holds changes nothing.
  */
 export function replay(state: EmulatorState, journal: Buffer, snapshotSha256: string, path: string, warn: (message: string) => void): EmulatorState {
-  const frames = readFrames(journal);
-  const [header, ...records] = frames.payloads;
-  if (header !== undefined) {
-    const parsed = headerOf(header, path);
-    if (parsed.snapshot !== snapshotSha256) {
-      warn(`Emulator data directory: ${path} follows another ${STATE_FILE} than the one there (a compaction cut short after writing the new ${STATE_FILE}, or an older emulator rewrote it), whose state it is already in or superseded by: set aside`);
-      return state;
-    }
+  const { header, frames } = readJournal(journal, path);
+  if (header !== undefined && header.snapshot !== snapshotSha256) {
+    warn(`Emulator data directory: ${path} follows another ${STATE_FILE} than the one there (a compaction cut short after writing the new ${STATE_FILE}, or an older emulator rewrote it), whose state it is already in or superseded by: set aside`);
+    return state;
   }
+  const records = frames.payloads;
+  const namedWrites = header !== undefined && header.version >= 2;
   if (frames.tail === 'damaged') {
-    throw corrupt(path, `the record at byte ${frames.end} is damaged and whole records follow it (the file was damaged where it lies, not cut short by a crash); moving ${JOURNAL_FILE} away starts from ${STATE_FILE} alone, without the changes made since it was written`);
+    const why = namedWrites
+      ? 'a later write follows it (each write was durable before the next began: the file was damaged where it lies, not cut short by a crash)'
+      : 'whole records follow it (the file was damaged where it lies, not cut short by a crash)';
+    throw corrupt(path, `the record at byte ${frames.bad} is damaged and ${why}; moving ${JOURNAL_FILE} away starts from ${STATE_FILE} alone, without the changes made since it was written`);
   }
-  if (frames.tail === 'torn') {
+  if (frames.tail === 'torn' && namedWrites) {
+    warn(`Emulator data directory: the last write to ${path}, its ${journal.length - frames.end} bytes from byte ${frames.end}, is not whole (an append cut short by a crash or power cut, which may leave a write's pages on the disk in any order; no call was answered for any of its changes): cut off after ${records.length} whole changes`);
+  } else if (frames.tail === 'torn') {
     warn(`Emulator data directory: the last ${journal.length - frames.end} bytes of ${path} are not a whole record (an append cut short by a crash or power cut; its change was never answered): cut off after ${records.length} whole changes`);
   }
   const credentials = new Map(state.credentials.map((c) => [clientKey(c.InstanceId, c.ClientId), c]));
   const tokens = new Map((state.tokens ?? []).map((t) => [t.id, t]));
   records.forEach((payload, i) => {
-    const change = changeOf(payload, `record ${i + 1} (byte ${frames.offsets[i + 1] ?? 0})`, path);
+    const change = changeOf(payload, `record ${i + 1} (byte ${frames.offsets[i] ?? 0})`, path);
     if (change.op === 'credential') credentials.set(clientKey(change.record.InstanceId, change.record.ClientId), change.record);
     else if (change.op === 'credential-removed') credentials.delete(clientKey(change.instanceId, change.clientId));
     else if (change.op === 'token') tokens.set(change.record.id, change.record);
@@ -234,8 +249,16 @@ export function replay(state: EmulatorState, journal: Buffer, snapshotSha256: st
   return { ...state, credentials: [...credentials.values()], tokens: [...tokens.values()] };
 }
 
+/** What a journal's first record says. */
+export interface JournalHeader {
+  /** SHA-256 of the snapshot the journal follows. */
+  readonly snapshot: string;
+  /** 1: records as they were; 2: each names its write. */
+  readonly version: 1 | 2;
+}
+
 /** The journal's first record: what it is, and which snapshot it follows. */
-function headerOf(payload: Buffer, path: string): { snapshot: string } {
+function headerOf(payload: Buffer, path: string): JournalHeader {
   let item: unknown;
   try {
     item = JSON.parse(payload.toString('utf8'));
@@ -243,8 +266,9 @@ function headerOf(payload: Buffer, path: string): { snapshot: string } {
     throw corrupt(path, 'its first record is not JSON');
   }
   if (!isRecord(item) || item['kind'] !== JOURNAL_KIND) throw corrupt(path, `it is not an emulator journal (no "kind": "${JOURNAL_KIND}")`);
-  if (item['version'] !== JOURNAL_VERSION) throw corrupt(path, `version ${JSON.stringify(item['version'])} is not ${JOURNAL_VERSION}`);
+  const version = item['version'];
+  if (version !== 1 && version !== JOURNAL_VERSION) throw corrupt(path, `version ${JSON.stringify(version)} is not one this emulator reads (1 or ${JOURNAL_VERSION})`);
   const snapshot = item['snapshot'];
   if (typeof snapshot !== 'string' || !/^[0-9a-f]{64}$/.test(snapshot)) throw corrupt(path, 'its first record does not name the snapshot it follows');
-  return { snapshot };
+  return { snapshot, version };
 }

@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { EmulatorStateError } from '../errors.js';
 import { ioError, takeLock, type HeldLock, type TakeLockOptions } from './data-dir-lock.js';
 import { JOURNAL_FILE, MAX_STATE_BYTES, STATE_FILE, corrupt, journalHeader, parseState, replay, serializeChange, serializeState, sha256, type EmulatorState, type StateChange } from './data-dir-format.js';
-import { encodeFrame } from './journal.js';
+import { encodeWrite, WRITE_RECORD_OVERHEAD_BYTES } from './journal.js';
 import { syncDir } from '../util/fs.js';
 
 /**
@@ -22,10 +22,14 @@ import { syncDir } from '../util/fs.js';
  * new one, made whole under a temp name and renamed in). A crash between the two leaves a journal naming the old
  * snapshot: it is set aside, as its changes are in the new one.
  *
- * Reading: the snapshot, then the journal's records in order, up to the last whole one. A tail that holds no whole
- * record (an append cut short by a crash or power cut, whose caller was never answered) is cut off with a warning. A
- * damaged record with whole ones after it is `EmulatorStateCorrupt`, like a snapshot that does not validate: that is
- * damage in place, not a cut append, and the records after it are not dropped silently.
+ * Reading: the snapshot, then the journal's records in order. Each record names the write (append) it came in, and
+ * writes never overlap: each is fdatasync'd before the next begins. So a last write that is not whole (a crash or
+ * power cut during it, which may leave its pages on the disk in any order; no call was answered for any of its
+ * changes) is cut off whole, with a warning, and a damaged record in a write that another follows is
+ * `EmulatorStateCorrupt`, like a snapshot that does not validate: that write was durable, the file was damaged in
+ * place, and its records are not dropped silently. A journal an emulator wrote before records named their write
+ * (version 1) is read by the rules of then: a tail holding no whole record is cut off, a damaged record with a whole
+ * one after it is `EmulatorStateCorrupt`.
  *
  * A lock file held for the emulator's life keeps a second emulator off the same directory. What is kept: the
  * instance id, the device credentials, the tokens ApplyToken issued (their records: never a usable token, only a hash
@@ -100,7 +104,7 @@ export class DataDir {
   readonly #lock: HeldLock;
   readonly #warn: (message: string) => void;
   readonly #compactMinBytes: number;
-  /** Records not yet written, framed. */
+  /** Payloads of the records not yet written, and the bytes they will take framed. */
   #pending: Buffer[] = [];
   #pendingBytes = 0;
   /** The journal this process appends to (made on the first change after a snapshot), and its length. */
@@ -162,9 +166,9 @@ export class DataDir {
   /** Queue a change (already made in memory) for the next {@link DataDir.commit}. */
   record(change: StateChange): void {
     if (this.#closed) return;
-    const frame = encodeFrame(serializeChange(change));
-    this.#pending.push(frame);
-    this.#pendingBytes += frame.length;
+    const payload = Buffer.from(serializeChange(change), 'utf8');
+    this.#pending.push(payload);
+    this.#pendingBytes += WRITE_RECORD_OVERHEAD_BYTES + payload.length;
   }
 
   /**
@@ -179,11 +183,11 @@ export class DataDir {
         await this.#compact(state);
         return;
       }
-      const batch = Buffer.concat(this.#pending, this.#pendingBytes);
+      const payloads = this.#pending;
       this.#pending = [];
       this.#pendingBytes = 0;
       try {
-        await this.#append(batch);
+        await this.#append(payloads);
       } catch (error) {
         if (error instanceof EmulatorStateError && error.code === 'EmulatorStateBusy') throw error;
         // What reached the journal is unknown: nothing more goes after it. The state in memory holds these changes, so a
@@ -246,10 +250,17 @@ export class DataDir {
     return run;
   }
 
-  async #append(batch: Buffer): Promise<void> {
+  /**
+   * One write of `payloads`' records, each naming this write (where it begins, its length), then fdatasync: a power cut
+   * before that returns may leave this write's pages in any order, and replay must tell that from damage to the
+   * writes before it, which were durable before this one began.
+   */
+  async #append(payloads: readonly Buffer[]): Promise<void> {
     const file = join(this.path, JOURNAL_FILE);
+    let batch: Buffer;
     try {
       this.#journal ??= await this.#newJournal();
+      batch = encodeWrite(payloads, this.#journalBytes);
       await writeAll(this.#journal, batch, this.#journalBytes);
       await this.#journal.datasync();
       // Removed under us (the directory deleted): appends would go to a file nobody reads again.

@@ -147,8 +147,8 @@ export interface EmulatorOptions extends BrokerOptions {
    * tokens, the instance id and a generated account key pair (never keys given as options or from the environment).
    * Created 0700 if missing; its files are 0600: `state.json`, a snapshot replaced atomically, and `state.journal`, the
    * changes since, appended (a change is durable before its call is answered) and compacted into a new snapshot once
-   * it outgrows it, and at start and close. A corrupt or insecure file is an error at start; a journal record cut
-   * short by a crash is cut off with a warning. Default: none, the state lives in memory.
+   * it outgrows it, and at start and close. A corrupt or insecure file is an error at start; the journal's last write,
+   * when a crash or power cut left it not whole, is cut off with a warning. Default: none, the state lives in memory.
    */
   dataDir?: string;
   /**
