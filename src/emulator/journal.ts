@@ -16,8 +16,10 @@
  * pages on the disk in any order: its second page written and its first not (zeros, or what the page held before), so
  * a damaged record can have whole records after it, of the same write. No earlier write can be damaged that way, as
  * each was durable before the next began. So {@link readFrames} cuts off a last write that is not whole, from its
- * first byte (no call was answered for any of it), and reports damage in a write that another one follows: that write
- * was durable, the file was damaged where it lies (the disk, or a hand), and its records are not dropped silently.
+ * first byte (no call was answered for any of it; damage to a last write that was durable cannot be told from that),
+ * and reports damage in a write that another one follows: that write was durable, the file was damaged where it lies
+ * (the disk, or a hand), and its records are not dropped silently.
+ *
  * A version 1 journal cannot tell one write from another: there a bad record with a whole one anywhere after it is
  * damage, and only a tail holding no whole record is cut off.
  */
