@@ -110,6 +110,11 @@ export class ConnectorDevice {
       metrics.error('ConnectionLost');
       this.#offline();
     });
+    // What it does while offline, so that a device a fault left offline says why (backing off, or connecting).
+    connection.on('reconnecting', ({ delayMs }) => this.#ctx.heal?.retrying(this.index, delayMs));
+    connection.on('state', ({ to }) => {
+      if (to === 'connecting') this.#ctx.heal?.connecting(this.index);
+    });
     connection.on('auth-failed', () => metrics.error('CredentialRejected'));
     connection.on('credential-refreshed', () => metrics.credentialRefetched());
     connection.on('error', (error) => metrics.error(error.code));
@@ -180,8 +185,11 @@ export class ConnectorDevice {
       },
       (error: unknown) => {
         const code = isApsaraMqDeviceError(error) ? error.code : 'PublishRejected';
-        // Still held when the run ended it (after the drain): not refused by the library, lost if never delivered.
-        if (this.#stopped && code === 'ConnectionClosed') return;
+        // Still held when the run ended the connection (after the drain): neither refused nor lost, held.
+        if (this.#stopped && code === 'ConnectionClosed') {
+          if (seq !== undefined) ledger?.held(this.index, seq);
+          return;
+        }
         metrics.error(code);
         if (seq !== undefined) ledger?.refused(this.index, seq);
       },

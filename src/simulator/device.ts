@@ -511,6 +511,7 @@ export class SimulatedDevice {
   #scheduleReconnect(): void {
     this.#state = 'waiting';
     const delay = fullJitterDelay(this.#lostAttempts++, RECONNECT_BACKOFF, this.#ctx.random);
+    this.#ctx.heal?.retrying(this.index, delay);
     this.#timer = this.#ctx.clock.setTimeout(() => {
       this.#timer = undefined;
       if (this.#state === 'waiting') this.#reconnect();
@@ -518,6 +519,7 @@ export class SimulatedDevice {
   }
 
   #reconnect(): void {
+    this.#ctx.heal?.connecting(this.index);
     void this.#attempt().then(async (failure) => {
       if (!failure) {
         if (this.#publishing) this.#startPublishing();

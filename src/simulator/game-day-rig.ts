@@ -210,12 +210,21 @@ export class GameDayRig {
   }
 
   /**
-   * The faults are over (lifted if still in force), and the run's deliveries are in: what the report adds. Call
-   * before the devices disconnect (a device not back now is not healed).
+   * The faults are over (lifted if still in force), and the devices are judged: call before they disconnect (a
+   * device not back now is not healed; its disconnecting is no fault's doing).
    */
-  async finish(): Promise<{ faults?: FaultReport[]; delivery?: DeliveryReport; relay?: FaultRelay['stats'] }> {
+  async stop(): Promise<void> {
     await this.#gameDay?.stop();
+    this.heal?.close();
+  }
+
+  /**
+   * What the report adds. Call after {@link stop} and after the devices disconnected: the messages a connector device
+   * still held when its connection was ended are then known (held, not lost).
+   */
+  results(): { faults?: FaultReport[]; delivery?: DeliveryReport; relay?: FaultRelay['stats'] } {
     const epoch = (mono: number | undefined): string | null => (mono === undefined ? null : new Date(this.#input.metrics.epochOf(mono)).toISOString());
+    const groupId = this.#input.settings.groupId;
     const faults = this.#gameDay?.results().map(({ fault, result }): FaultReport => {
       const heal = result?.heal;
       return {
@@ -231,6 +240,15 @@ export class GameDayRig {
         hit: result?.hit ?? 0,
         healed: result?.healed ?? 0,
         notHealed: result?.notHealed ?? 0,
+        notHealedDevices: (result?.notHealedDevices ?? []).map((d) => ({
+          clientId: simulatedClientId(groupId, d.index),
+          index: d.index,
+          lostAt: epoch(d.lostAt) as string,
+          connects: d.connects,
+          lastConnectAt: epoch(d.lastConnectAt),
+          nextConnectAt: epoch(d.nextConnectAt),
+          held: d.held ?? null,
+        })),
         healMs: summarizeHistogram(heal ?? newLatencyHistogram()),
         healUs: encodeHistogram(heal ?? newLatencyHistogram()),
         messages: result?.messages ?? null,

@@ -7,7 +7,9 @@
  * {@link HIT_GRACE_MS}, for losses the process hears of a moment after the fault's control call returned). Its *time
  * to heal* is from the fault's end (the broker back, the network restored) to its first CONNACK 0 after its last loss
  * in that window, 0 when it was back before the fault ended; for a revoke, from the moment its own session was
- * dropped. A device still offline at the end of the run is *not healed*.
+ * dropped. A device still offline at the end of the run is *not healed*; the first {@link NOT_HEALED_LISTED} of a
+ * fault are named with what each was doing (its CONNECTs since its loss, when its backoff would let it try again),
+ * so that a report says why they were not back.
  */
 import type { Clock } from './clock.js';
 import { type Histogram, newLatencyHistogram, recordMs } from './histogram.js';
@@ -15,6 +17,25 @@ import { type MessageCounts, type MessageLedger, noMessages } from './ledger.js'
 
 /** Losses heard this long after a fault's end still count as its hits. */
 export const HIT_GRACE_MS = 2_000;
+
+/** Devices not healed that a fault's result names (the lowest fleet indexes); the count covers them all. */
+export const NOT_HEALED_LISTED = 10;
+
+/** A device a fault hit that was still offline at the end of the run, and what it was doing. Times: run clock. */
+export interface NotHealed {
+  /** Fleet index. */
+  index: number;
+  /** When it lost its session. */
+  lostAt: number;
+  /** CONNECTs it started since, none accepted (the last may still have been awaiting its CONNACK). */
+  connects: number;
+  /** When it started the last of them; `undefined`: none. */
+  lastConnectAt: number | undefined;
+  /** When its backoff would let it try again, if it was waiting at the end; `undefined`: it was not. */
+  nextConnectAt: number | undefined;
+  /** Messages it still held at the end (see the ledger); `undefined` without a ledger. */
+  held: number | undefined;
+}
 
 interface Hit {
   /** Run-clock time of its last loss in the window. */
@@ -33,7 +54,12 @@ export interface WatchResult {
   notHealed: number;
   /** Time to heal of each healed device, microseconds. */
   heal: Histogram;
-  /** The targeted devices' messages from the fault's start until each device healed (or the window closed). */
+  /** The first {@link NOT_HEALED_LISTED} devices not healed, by fleet index. */
+  notHealedDevices: NotHealed[];
+  /**
+   * The targeted devices' messages from the fault's start until each device healed (to the end of the run for one it
+   * hit that never did; until the window closed for one it did not hit).
+   */
   messages: MessageCounts | undefined;
 }
 
@@ -114,9 +140,30 @@ export class FaultWatch {
     let messages: MessageCounts | undefined;
     if (ledger) {
       messages = noMessages();
-      for (const [index, from] of this.#seqFrom) ledger.count(index, from, this.#seqTo.get(index) ?? this.#tracker.windowEnd(this, index, ledger), messages);
+      for (const [index, from] of this.#seqFrom) ledger.count(index, from, this.#windowEnd(index, ledger), messages);
     }
-    return { targeted: this.targeted, hit: this.#hits.size, healed, notHealed, heal, messages };
+    const notHealedDevices = [...this.#hits]
+      .filter(([, hit]) => hit.backAt === undefined)
+      .map(([index]) => index)
+      .sort((a, b) => a - b)
+      .slice(0, NOT_HEALED_LISTED)
+      .map((index): NotHealed => {
+        const from = this.#seqFrom.get(index);
+        const held = ledger && from !== undefined ? ledger.count(index, from, this.#windowEnd(index, ledger)).held : undefined;
+        return { ...this.#tracker.offlineSince(index), lostAt: (this.#hits.get(index) as Hit).lostAt, index, held };
+      });
+    return { targeted: this.targeted, hit: this.#hits.size, healed, notHealed, heal, notHealedDevices, messages };
+  }
+
+  /**
+   * The end of a device's message window: when it healed; for a device it hit that never healed, the end of the run
+   * (everything it was handed after its loss is the fault's); for one it did not hit, the window's close.
+   */
+  #windowEnd(index: number, ledger: MessageLedger): number {
+    const healedAt = this.#seqTo.get(index);
+    if (healedAt !== undefined) return healedAt;
+    const hit = this.#hits.get(index);
+    return hit !== undefined && hit.backAt === undefined ? ledger.next(index) : this.#tracker.windowEnd(this, index, ledger);
   }
 }
 
@@ -126,6 +173,12 @@ export class HealTracker {
   readonly #online: Uint8Array;
   /** When each device last lost its session (run clock), for a watch that looks back. */
   readonly #lostAt: Float64Array;
+  /** Since each device's last loss: CONNECTs started, when the last started, when its backoff ends (NaN: none). */
+  readonly #connects: Uint32Array;
+  readonly #lastConnectAt: Float64Array;
+  readonly #nextConnectAt: Float64Array;
+  /** The run is over: what the devices do now (disconnecting) changes nothing. */
+  #closed = false;
   readonly #clock: Clock;
   readonly #ledger: MessageLedger | undefined;
   readonly #watches: FaultWatch[] = [];
@@ -136,13 +189,16 @@ export class HealTracker {
     this.#start = range[0];
     this.#online = new Uint8Array(range[1] - range[0]);
     this.#lostAt = new Float64Array(range[1] - range[0]).fill(Number.NEGATIVE_INFINITY);
+    this.#connects = new Uint32Array(range[1] - range[0]);
+    this.#lastConnectAt = new Float64Array(range[1] - range[0]).fill(Number.NaN);
+    this.#nextConnectAt = new Float64Array(range[1] - range[0]).fill(Number.NaN);
     this.#clock = clock;
     this.#ledger = ledger;
   }
 
   online(index: number): void {
     const local = index - this.#start;
-    if (this.#online[local] === 1) return;
+    if (this.#closed || this.#online[local] === 1) return;
     this.#online[local] = 1;
     const now = this.#clock.now();
     const seq = this.#ledger?.next(index);
@@ -151,11 +207,40 @@ export class HealTracker {
 
   offline(index: number): void {
     const local = index - this.#start;
-    if (this.#online[local] !== 1) return;
+    if (this.#closed || this.#online[local] !== 1) return;
     this.#online[local] = 0;
     const now = this.#clock.now();
     this.#lostAt[local] = now;
+    this.#connects[local] = 0;
+    this.#lastConnectAt[local] = Number.NaN;
+    this.#nextConnectAt[local] = Number.NaN;
     for (const watch of this.#watches) if (watch.open(now) && watch.watches(index)) watch.lost(index, now);
+  }
+
+  /** An offline device waits `delayMs` (its reconnect backoff) before its next CONNECT. */
+  retrying(index: number, delayMs: number): void {
+    if (this.#closed) return;
+    this.#nextConnectAt[index - this.#start] = this.#clock.now() + delayMs;
+  }
+
+  /** An offline device starts a CONNECT. */
+  connecting(index: number): void {
+    if (this.#closed) return;
+    const local = index - this.#start;
+    this.#connects[local] = (this.#connects[local] as number) + 1;
+    this.#lastConnectAt[local] = this.#clock.now();
+    this.#nextConnectAt[local] = Number.NaN;
+  }
+
+  /** @internal what an offline device did since its last loss. */
+  offlineSince(index: number): Pick<NotHealed, 'connects' | 'lastConnectAt' | 'nextConnectAt'> {
+    const local = index - this.#start;
+    const time = (t: number): number | undefined => (Number.isNaN(t) ? undefined : t);
+    return {
+      connects: this.#connects[local] as number,
+      lastConnectAt: time(this.#lastConnectAt[local] as number),
+      nextConnectAt: time(this.#nextConnectAt[local] as number),
+    };
   }
 
   /** Devices of this shard online now. */
@@ -214,8 +299,12 @@ export class HealTracker {
     return this.#closedAt.get(watch)?.get(index) ?? ledger.next(index);
   }
 
-  /** Stop the timers (the run is over); results stay readable. */
+  /**
+   * The run is over: stop the timers, and take no more news from the devices (their disconnecting is no fault's
+   * doing, and a device not back now is not healed). Results stay readable.
+   */
   close(): void {
+    this.#closed = true;
     for (const timer of this.#timers) this.#clock.clearTimeout(timer);
     this.#timers.clear();
   }

@@ -1,13 +1,16 @@
 /**
  * The message ledger of a game day: what became of every message of every device of a shard, by its sequence number
  * (carried in the payload with the device's index, so the backend subscriber can name each message it receives).
- * One byte per message: accepted, acknowledged, delivered, refused, abandoned, and how many duplicates arrived.
+ * One byte per message: accepted, acknowledged, delivered, refused, abandoned, held, and how many duplicates arrived.
  *
  * A message is *accepted* when the device took it: the raw device wrote its PUBLISH to a socket; the connector's
- * `publish()` was called and has not failed (it resolved, or is still pending: the library holds it). It is *lost*
- * when it was accepted and the backend subscriber never received it. A connector `publish()` that rejected
- * (`OutboxFull`, `PublishRejected` after `maxDeliveryAttempts`, `ConnectionClosed` at the end) is *refused*: the
- * application was told, so it is not counted as lost.
+ * `publish()` was called and has not failed (it resolved, or is still pending: the library holds it). A connector
+ * `publish()` that rejected (`OutboxFull`, `PublishRejected` after `maxDeliveryAttempts`) is *refused*: the
+ * application was told. One still pending when the run ended the connection (it rejects then with
+ * `ConnectionClosed`: the library still held it, offline or awaiting its PUBACK; a durable outbox keeps it on disk)
+ * is *held*: a device that lived on would send it. A message is *lost* when it was accepted, neither held nor
+ * delivered: the device let it go (a raw device's, dropped or abandoned), or the broker acknowledged it and the
+ * backend subscriber never received it.
  */
 
 /** Bytes at the start of every payload when the ledger is on: send time (float64), device index and sequence (uint32 each). */
@@ -19,8 +22,10 @@ const DELIVERED = 4;
 const REFUSED = 8;
 /** Accepted and unacknowledged when its session was lost: a raw device never sends it again. */
 const ABANDONED = 16;
-const DUP_SHIFT = 5;
-const DUP_MAX = 7;
+/** Still held by the connector when the run ended its connection: not sent (or not acknowledged), not given up. */
+const HELD = 32;
+const DUP_SHIFT = 6;
+const DUP_MAX = 3;
 
 /** What became of a set of messages. */
 export interface MessageCounts {
@@ -32,8 +37,13 @@ export interface MessageCounts {
   acked: number;
   /** Received by the backend subscriber, each once. */
   delivered: number;
-  /** Accepted and never received by the backend subscriber. */
+  /** Accepted, never received by the backend subscriber, and not held by its device at the end. */
   lost: number;
+  /**
+   * Accepted, not received, and still held by its device (the connector's outbox) when the run ended: not lost by the
+   * device, undelivered because the run ended first (a device not back online yet). Absent in older reports.
+   */
+  held: number;
   /** Messages received more than once (each counted once). */
   duplicated: number;
   /** Receptions beyond the first of a message, all messages together. */
@@ -44,7 +54,7 @@ export interface MessageCounts {
 
 /** An empty {@link MessageCounts}. */
 export function noMessages(): MessageCounts {
-  return { published: 0, accepted: 0, acked: 0, delivered: 0, lost: 0, duplicated: 0, duplicates: 0, refused: 0 };
+  return { published: 0, accepted: 0, acked: 0, delivered: 0, lost: 0, held: 0, duplicated: 0, duplicates: 0, refused: 0 };
 }
 
 /** The ledger of devices `[start, end)` of the fleet. */
@@ -125,6 +135,14 @@ export class MessageLedger {
     this.#set(index, seq, ABANDONED);
   }
 
+  /**
+   * The run ended the device's connection while the library still held it (its `publish()` rejected with
+   * `ConnectionClosed` then): held, not lost, unless it was delivered anyway.
+   */
+  held(index: number, seq: number): void {
+    this.#set(index, seq, HELD);
+  }
+
   /** The backend subscriber received it; a reception of a message already received is a duplicate. */
   delivered(index: number, seq: number): void {
     const local = this.#local(index);
@@ -174,7 +192,10 @@ export class MessageLedger {
       if ((value & ACCEPTED) !== 0) into.accepted += 1;
       if ((value & ACKED) !== 0) into.acked += 1;
       if ((value & DELIVERED) !== 0) into.delivered += 1;
-      else if ((value & ACCEPTED) !== 0) into.lost += 1;
+      else if ((value & ACCEPTED) !== 0) {
+        if ((value & HELD) !== 0) into.held += 1;
+        else into.lost += 1;
+      }
       const dups = value >> DUP_SHIFT;
       if (dups > 0) {
         into.duplicated += 1;
@@ -184,7 +205,7 @@ export class MessageLedger {
     return into;
   }
 
-  /** Every message of every device. `duplicates` is exact (per-message counts saturate at 7). */
+  /** Every message of every device. `duplicates` is exact (per-message counts saturate at 3). */
   totals(): MessageCounts {
     const all = noMessages();
     for (let local = 0; local < this.#next.length; local++) this.count(this.#start + local, 0, this.#next[local] as number, all);

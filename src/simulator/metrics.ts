@@ -1,6 +1,6 @@
 import { type Clock, systemClock } from './clock.js';
 import { encodeHistogram, newLatencyHistogram, recordMs, summarizeHistogram } from './histogram.js';
-import { type BrokerLoss, type LatencySummary, REPORT_FORMAT, type ReportIdentity, type SimulationReport, defaultIdentity } from './report-format.js';
+import { type BrokerLoss, type FaultReport, type LatencySummary, REPORT_FORMAT, type ReportIdentity, type SimulationReport, defaultIdentity } from './report-format.js';
 import type { MessageCounts } from './ledger.js';
 import { SeriesRecorder } from './series.js';
 
@@ -273,8 +273,32 @@ function seconds(ms: number | null): string {
   return ms === null ? 'n/a' : `${(ms / 1_000).toFixed(ms < 10_000 ? 2 : 1)} s`;
 }
 
+/** Messages still held by devices not back online at the end, when there are. */
+function heldText(m: MessageCounts): string {
+  return m.held > 0 ? `, ${m.held} held (undelivered at the end by devices still offline or awaiting their PUBACK)` : '';
+}
+
 function messagesText(m: MessageCounts): string {
-  return `${m.published} published, ${m.accepted} accepted, ${m.acked} acknowledged, ${m.delivered} delivered, ${m.lost} lost, ${m.duplicated} duplicated${m.refused > 0 ? `, ${m.refused} refused` : ''}`;
+  return `${m.published} published, ${m.accepted} accepted, ${m.acked} acknowledged, ${m.delivered} delivered, ${m.lost} lost${heldText(m)}, ${m.duplicated} duplicated${m.refused > 0 ? `, ${m.refused} refused` : ''}`;
+}
+
+/**
+ * The devices a fault left offline, each with what it was doing at the end; times in seconds from the start of
+ * connecting, as the fault's own (its planned start plus how far after its actual start).
+ */
+function notHealedLines(f: FaultReport): string[] {
+  const listed = f.notHealedDevices ?? [];
+  if (listed.length === 0 || f.startedAt === null) return [];
+  const started = Date.parse(f.startedAt);
+  const at = (time: string): string => seconds(f.plannedAtMs + Date.parse(time) - started);
+  const lines = listed.map((d) => {
+    const tried = d.connects === 0 ? 'no CONNECT since' : `${d.connects} CONNECT${d.connects === 1 ? '' : 's'} since, none accepted (the last at ${at(d.lastConnectAt ?? d.lostAt)})`;
+    const waiting = d.nextConnectAt === null ? '' : `; its backoff had it wait until ${at(d.nextConnectAt)}`;
+    const held = d.held === null || d.held === 0 ? '' : `; holding ${d.held} message${d.held === 1 ? '' : 's'}`;
+    return `      not healed: ${d.clientId} lost its session at ${at(d.lostAt)}, ${tried}${waiting}${held}`;
+  });
+  if (f.notHealed > listed.length) lines.push(`      … and ${f.notHealed - listed.length} more not healed (the report lists the first ${listed.length})`);
+  return lines;
 }
 
 /** What a game day adds to the summary: the client, the backend subscriber's count, each fault. */
@@ -291,8 +315,9 @@ function gameDayLines(report: SimulationReport): string[] {
     const errors = Object.entries(f.errors);
     lines.push(
       `    ${f.id} ${f.kind}${f.label === null ? '' : ` (${f.label})`} ${when}: hit ${f.hit} of ${f.targeted}, healed ${f.healed}, not healed ${f.notHealed}${heal}` +
-        `${f.messages === null ? '' : `; messages ${f.messages.published} published, ${f.messages.lost} lost, ${f.messages.duplicated} duplicated`}` +
+        `${f.messages === null ? '' : `; messages ${f.messages.published} published, ${f.messages.lost} lost${f.messages.held > 0 ? `, ${f.messages.held} held` : ''}, ${f.messages.duplicated} duplicated`}` +
         `${errors.length === 0 ? '' : `; its own actions failed: ${errors.map(([code, n]) => `${code} ${n}`).join(', ')}`}`,
+      ...notHealedLines(f),
     );
   }
   return lines;

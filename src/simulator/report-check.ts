@@ -42,6 +42,8 @@ export const REPORT_LIMITS = Object.freeze({
   maxFaults: SCENARIO_LIMITS.maxOccurrences,
   /** OpenAPI actions in an `emulator` block (the emulator implements a dozen, plus `(none)` and `(unknown)`). */
   maxActions: 64,
+  /** Devices a fault's `notHealedDevices` lists (a run lists 10). */
+  maxListedDevices: 100,
 });
 
 /** The report at fault, named by its `source` and the path of the field. */
@@ -137,6 +139,8 @@ function shown(value: unknown): string {
 const COUNT_FIELDS = ['devices', 'provisioned', 'connected', 'failedConnects', 'published', 'acked', 'delivered', 'reconnects'] as const;
 /** The counts of a message ledger (`delivery`, and each fault's `messages`). */
 export const MESSAGE_COUNTS = ['published', 'accepted', 'acked', 'delivered', 'lost', 'duplicated', 'duplicates', 'refused'] as const;
+/** Message counts a report of an older version lacks: read as 0 (`held`: an older version counted them as lost). */
+const LATER_MESSAGE_COUNTS = ['held'] as const;
 const AMOUNT_FIELDS = ['peakRssMB', 'elapsedMs', 'connectRatePerSec', 'publishRatePerSec'] as const;
 const SERIES_COUNTERS = ['connected', 'connects', 'published', 'acked', 'delivered'] as const;
 
@@ -240,6 +244,10 @@ function checkGameDay(c: Checks, fail: Fail, value: Record<string, unknown>): vo
   const messages = (path: string, item: unknown): void => {
     const counts = c.record(path, item);
     for (const field of MESSAGE_COUNTS) c.count(`${path}.${field}`, counts[field]);
+    for (const field of LATER_MESSAGE_COUNTS) {
+      if (counts[field] === undefined) counts[field] = 0;
+      else c.count(`${path}.${field}`, counts[field]);
+    }
   };
   if (value['faults'] !== undefined) {
     c.list('faults', value['faults'], REPORT_LIMITS.maxFaults).forEach((item, i) => {
@@ -252,6 +260,18 @@ function checkGameDay(c: Checks, fail: Fail, value: Record<string, unknown>): vo
       for (const field of ['plannedAtMs', 'plannedForMs'] as const) c.count(`${at}.${field}`, fault[field], REPORT_LIMITS.maxRunSpanMs);
       for (const field of ['startedAt', 'endedAt'] as const) c.orNull(c.time)(`${at}.${field}`, fault[field]);
       for (const field of ['targeted', 'hit', 'healed', 'notHealed'] as const) c.count(`${at}.${field}`, fault[field], MAX_DEVICES);
+      if (fault['notHealedDevices'] !== undefined) {
+        c.list(`${at}.notHealedDevices`, fault['notHealedDevices'], REPORT_LIMITS.maxListedDevices).forEach((entry, j) => {
+          const path = `${at}.notHealedDevices[${j}]`;
+          const device = c.record(path, entry);
+          c.text(`${path}.clientId`, device['clientId']);
+          c.count(`${path}.index`, device['index'], MAX_DEVICES - 1);
+          c.time(`${path}.lostAt`, device['lostAt']);
+          c.count(`${path}.connects`, device['connects']);
+          for (const field of ['lastConnectAt', 'nextConnectAt'] as const) c.orNull(c.time)(`${path}.${field}`, device[field]);
+          c.orNull(c.count)(`${path}.held`, device['held']);
+        });
+      }
       const heal = c.record(`${at}.healMs`, fault['healMs']);
       for (const p of ['p50', 'p95', 'p99', 'max'] as const) c.orNull(c.amount)(`${at}.healMs.${p}`, heal[p]);
       const problem = histogramEncodingProblem(c.text(`${at}.healUs`, fault['healUs']));

@@ -84,17 +84,43 @@ export interface FaultReport {
   /** Devices it hit that were back online by the end of the run, and those that were not. */
   healed: number;
   notHealed: number;
+  /**
+   * The first devices not healed (10, by fleet index; a merge keeps the first 10 of its shards'), each with what it
+   * was doing at the end. Absent in reports of older versions.
+   */
+  notHealedDevices?: NotHealedDevice[];
   /** Time to heal of the healed devices, from the fault's end. */
   healMs: LatencySummary;
   /** The same, lossless: HdrHistogram compressed Base64 (V2) of microseconds. */
   healUs: string;
   /**
-   * The targeted devices' messages from the fault's start (those still in flight then included) until each healed,
-   * or until the fault's window closed for devices it did not hit; `null` without a backend subscriber.
+   * The targeted devices' messages from the fault's start (those still in flight then included) until each healed
+   * (to the end of the run for a device not healed), or until the fault's window closed for devices it did not hit;
+   * `null` without a backend subscriber.
    */
   messages: MessageCounts | null;
   /** Failures of the fault's own actions (a revoke call that failed, a control the emulator refused), by code. */
   errors: Record<string, number>;
+}
+
+/**
+ * A device a fault hit that was not back online by the end of the run, and why: how many CONNECTs it tried since its
+ * loss, and whether its reconnect backoff still had it waiting (the connector's grows to 60 s, with full jitter).
+ */
+export interface NotHealedDevice {
+  clientId: string;
+  /** Its fleet index. */
+  index: number;
+  /** When it lost its session. */
+  lostAt: string;
+  /** CONNECTs it started since, none accepted (the last may still have been awaiting its CONNACK at the end). */
+  connects: number;
+  /** When it started the last of them; `null`: none. */
+  lastConnectAt: string | null;
+  /** When its backoff would have let it try again, when it was waiting at the end (later than the end); `null`: it was not. */
+  nextConnectAt: string | null;
+  /** Messages it still held at the end, undelivered (its `messages.held` share); `null` without a backend subscriber. */
+  held: number | null;
 }
 
 /** What became of every message of the run, by the backend subscriber's count (see `MessageLedger`). */

@@ -11,6 +11,7 @@ import { REPORT_LIMITS, invalidReport, parseReport } from './report-check.js';
 import { type DeliveryReport, type FaultReport, REPORT_FORMAT, type RunParameters, type ShardRecord, type SimulationReport } from './report-format.js';
 import type { EmulatorDelta } from './emulator-controls.js';
 import type { RelayStats } from './fault-relay.js';
+import { NOT_HEALED_LISTED } from './heal.js';
 import type { MessageCounts } from './ledger.js';
 import { type ReportSeries, addSeries } from './series.js';
 
@@ -214,6 +215,10 @@ function mergeFaults(reports: readonly SimulationReport[], name: (i: number) => 
       hit: count((f) => f.hit),
       healed: count((f) => f.healed),
       notHealed: count((f) => f.notHealed),
+      // Each shard listed its first; the fleet's first are among them.
+      ...(all.some((f) => f.notHealedDevices !== undefined)
+        ? { notHealedDevices: all.flatMap((f) => f.notHealedDevices ?? []).sort((a, b) => a.index - b.index).slice(0, NOT_HEALED_LISTED) }
+        : {}),
       healMs: summarizeHistogram(heal),
       healUs: encodeHistogram(heal),
       messages,

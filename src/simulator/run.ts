@@ -325,12 +325,14 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
     for (const device of simulated) device.setPublishing(false);
     // Nothing more will be acknowledged by a broker that is gone.
     if (metrics.brokerLost === undefined) await drain(clock, metrics, settings, simulated, () => rig?.delivered() ?? true);
-    // A device not back online now is not healed; what was not delivered now is lost.
-    const played = await rig?.finish();
+    // A device not back online now is not healed.
+    await rig?.stop();
     const emulatorDelta = await emulatorStats(controls, statsBefore, given, metrics, settings);
 
     enter('disconnecting');
     await Promise.all(simulated.map((device) => device.stop()));
+    // What was not delivered now is lost, unless the device still held it when its connection was ended.
+    const played = rig?.results();
     enter('done');
     return { ...metrics.report(clock.now() - started, identity), ...played, ...emulatorDelta };
   } finally {

@@ -62,11 +62,15 @@ describe('--fail-on thresholds', () => {
     expect(metricValue(r, 'hit')).toBe(5);
     expect(metricValue(r, 'heal.max')).toBeCloseTo(5_000, -1);
     expect(metricValue(r, 'lost')).toBeUndefined();
+    expect(metricValue(r, 'held')).toBeUndefined();
+    const delivered = report({ delivery: { published: 10, accepted: 10, acked: 8, delivered: 7, lost: 1, held: 2, duplicated: 0, duplicates: 0, refused: 0, foreign: 0 } });
+    expect([metricValue(delivered, 'lost'), metricValue(delivered, 'held')]).toEqual([1, 2]);
+    expect(parseThresholds(['held>0'])).toEqual([{ text: 'held>0', metric: 'held', op: '>', value: 0, time: false }]);
     expect(metricValue(report({ faults: [fault('1', [])] }), 'heal.p99')).toBe(0);
   });
 
   it('a run crossing thresholds fails with ThresholdExceeded naming each with its value; one it cannot show fails too', () => {
-    const r = report({ faults: [fault('1', [45_000])], delivery: { published: 10, accepted: 10, acked: 8, delivered: 8, lost: 2, duplicated: 0, duplicates: 0, refused: 0, foreign: 0 } });
+    const r = report({ faults: [fault('1', [45_000])], delivery: { published: 10, accepted: 10, acked: 8, delivered: 8, lost: 2, held: 0, duplicated: 0, duplicates: 0, refused: 0, foreign: 0 } });
     expect(checkThresholds(r, parseThresholds(['lost>5,heal.p99>60s,duplicates>0']))).toBeUndefined();
     const failure = checkThresholds(r, parseThresholds(['lost>0', 'heal.p99>30s', 'e2e.p99>1s']));
     expect(failure).toMatchObject({ code: 'ThresholdExceeded', retryable: false });

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/simulator/clock.js';
-import { HIT_GRACE_MS, HealTracker } from '../../src/simulator/heal.js';
+import { HIT_GRACE_MS, HealTracker, NOT_HEALED_LISTED } from '../../src/simulator/heal.js';
 import { summarizeHistogram } from '../../src/simulator/histogram.js';
 import { MessageLedger, PAYLOAD_ID_SIZE, payloadIdentity, stampPayload } from '../../src/simulator/ledger.js';
 
@@ -25,8 +25,8 @@ describe('MessageLedger', () => {
     // Another shard's message, and a sequence never sent: not ours.
     ledger.delivered(13, 0);
     ledger.delivered(11, 7);
-    expect(ledger.count(10, 0, 5)).toEqual({ published: 5, accepted: 4, acked: 2, delivered: 2, lost: 2, duplicated: 1, duplicates: 2, refused: 1 });
-    expect(ledger.totals()).toEqual({ published: 6, accepted: 5, acked: 2, delivered: 2, lost: 3, duplicated: 1, duplicates: 2, refused: 1 });
+    expect(ledger.count(10, 0, 5)).toEqual({ published: 5, accepted: 4, acked: 2, delivered: 2, lost: 2, held: 0, duplicated: 1, duplicates: 2, refused: 1 });
+    expect(ledger.totals()).toEqual({ published: 6, accepted: 5, acked: 2, delivered: 2, lost: 3, held: 0, duplicated: 1, duplicates: 2, refused: 1 });
     expect(ledger.foreign).toBe(2);
     // Still on its way: seq 4 only (acked or not, refused, abandoned and dropped ones will not come).
     expect(ledger.outstanding).toBe(1);
@@ -48,6 +48,25 @@ describe('MessageLedger', () => {
     const qos0 = new MessageLedger([0, 1], 0);
     qos0.accept(0);
     expect(qos0.unsettled(0)).toBe(1);
+  });
+
+  it('a message the device still held when the run ended its connection is held, not lost (unless it arrived anyway)', () => {
+    const ledger = new MessageLedger([0, 1], 1);
+    for (let i = 0; i < 4; i++) ledger.accept(0);
+    ledger.acked(0, 0);
+    ledger.delivered(0, 0);
+    // Sent, delivered, PUBACK not in yet when the connection was ended: delivered.
+    ledger.delivered(0, 1);
+    ledger.held(0, 1);
+    // Never sent: held. Refused earlier: refused, whatever came after.
+    ledger.held(0, 2);
+    ledger.refused(0, 3);
+    ledger.held(0, 3);
+    expect(ledger.totals()).toEqual({ published: 4, accepted: 3, acked: 1, delivered: 2, lost: 0, held: 1, duplicated: 0, duplicates: 0, refused: 1 });
+    // A message received many times: the per-message count saturates, the total does not.
+    for (let i = 0; i < 5; i++) ledger.delivered(0, 0);
+    expect(ledger.count(0, 0, 4)).toMatchObject({ duplicated: 1, duplicates: 3, held: 1 });
+    expect(ledger.totals()).toMatchObject({ duplicated: 1, duplicates: 5, held: 1, delivered: 2 });
   });
 
   it('grows past its first block of messages', () => {
@@ -167,6 +186,55 @@ describe('HealTracker', () => {
     ledger.delivered(1, ledger.accept(1)); // within the grace: the fault's
     clock.advance(HIT_GRACE_MS);
     ledger.delivered(1, ledger.accept(1)); // after the window closed: not the fault's
-    expect(watch.result(ledger).messages).toEqual({ published: 5, accepted: 5, acked: 0, delivered: 2, lost: 3, duplicated: 0, duplicates: 0, refused: 0 });
+    expect(watch.result(ledger).messages).toEqual({ published: 5, accepted: 5, acked: 0, delivered: 2, lost: 3, held: 0, duplicated: 0, duplicates: 0, refused: 0 });
+  });
+
+  it('a device hit and never back: not healed, named with what it did since, its messages the fault\'s until the end of the run', () => {
+    const clock = new ManualClock(0);
+    const ledger = new MessageLedger([0, 2], 1);
+    const tracker = new HealTracker([0, 2], clock, ledger);
+    tracker.online(0);
+    tracker.online(1);
+    const watch = tracker.watch('all');
+    clock.advance(10);
+    tracker.offline(0);
+    tracker.offline(1);
+    tracker.retrying(0, 500);
+    clock.advance(500);
+    tracker.connecting(0);
+    clock.advance(5);
+    tracker.retrying(0, 16_000); // its backoff after a failed CONNECT
+    clock.advance(485);
+    tracker.end(watch); // ends at 1000
+    // Device 1 comes back; device 0 is still waiting. Both are handed messages all along (the connector's outbox).
+    tracker.connecting(1);
+    tracker.online(1);
+    clock.advance(HIT_GRACE_MS + 1_000); // the window has closed
+    for (let i = 0; i < 3; i++) ledger.accept(0);
+    ledger.delivered(1, ledger.accept(1)); // after it healed: not the fault's
+    // The run ends: the devices disconnecting is no fault's doing, and what device 0 held is held.
+    tracker.close();
+    tracker.offline(1);
+    tracker.online(0);
+    for (let seq = 0; seq < 3; seq++) ledger.held(0, seq);
+    const result = watch.result(ledger);
+    expect(result).toMatchObject({ hit: 2, healed: 1, notHealed: 1 });
+    expect(result.notHealedDevices).toEqual([{ index: 0, lostAt: 10, connects: 1, lastConnectAt: 510, nextConnectAt: 16_515, held: 3 }]);
+    // Its three messages came after the window closed, and they are the fault's all the same: it had not healed.
+    expect(result.messages).toMatchObject({ published: 3, accepted: 3, lost: 0, held: 3, delivered: 0 });
+  });
+
+  it('names the first not-healed devices by fleet index, and counts them all', () => {
+    const clock = new ManualClock(0);
+    const tracker = new HealTracker([100, 130], clock);
+    for (let i = 129; i >= 100; i--) tracker.online(i);
+    const watch = tracker.watch('all');
+    for (let i = 129; i >= 100; i--) tracker.offline(i);
+    tracker.end(watch);
+    const result = watch.result(undefined);
+    expect(result.notHealed).toBe(30);
+    expect(result.notHealedDevices.map((d) => d.index)).toEqual(Array.from({ length: NOT_HEALED_LISTED }, (_, i) => 100 + i));
+    expect(result.notHealedDevices[0]).toEqual({ index: 100, lostAt: 0, connects: 0, lastConnectAt: undefined, nextConnectAt: undefined, held: undefined });
+    tracker.close();
   });
 });

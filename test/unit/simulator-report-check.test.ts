@@ -8,7 +8,7 @@ import { encodeHistogram, histogramEncodingProblem, newLatencyHistogram, recordM
 import { SimulationMetrics } from '../../src/simulator/metrics.js';
 import { parseShard, resolveSettings } from '../../src/simulator/options.js';
 import { REPORT_LIMITS, parseReport } from '../../src/simulator/report-check.js';
-import { describeTarget, runIdentity, type SimulationReport } from '../../src/simulator/report-format.js';
+import { type FaultReport, type NotHealedDevice, describeTarget, runIdentity, type SimulationReport } from '../../src/simulator/report-format.js';
 import { mergeReports } from '../../src/simulator/report.js';
 
 const EPOCH = Date.UTC(2026, 0, 1);
@@ -172,9 +172,9 @@ function gameDayShard(index: 1 | 2, heal: number[], emulatorOk = 1): SimulationR
     faults: [{
       id: '1', kind: 'partition', label: null, fault: 0, plannedAtMs: 1_000, plannedForMs: 2_000, startedAt: at, endedAt: at,
       targeted: 2, hit: heal.length, healed: heal.length, notHealed: 0, healMs: summarizeHistogram(histogram), healUs: encodeHistogram(histogram),
-      messages: { published: 4, accepted: 4, acked: 3, delivered: 3, lost: 1, duplicated: 0, duplicates: 0, refused: 0 }, errors: { ControlFailed: 1 },
+      messages: { published: 4, accepted: 4, acked: 3, delivered: 3, lost: 1, held: 0, duplicated: 0, duplicates: 0, refused: 0 }, errors: { ControlFailed: 1 },
     }],
-    delivery: { published: 10, accepted: 10, acked: 9, delivered: 9, lost: 1, duplicated: 1, duplicates: 2, refused: 0, foreign: index },
+    delivery: { published: 10, accepted: 10, acked: 9, delivered: 9, lost: 1, held: 0, duplicated: 1, duplicates: 2, refused: 0, foreign: index },
     emulator: { actions: { RegisterDeviceCredential: { ok: emulatorOk, errors: { 'Throttling.User': 1 } } }, rules: { parentTopic: 1 } },
     relay: { relayed: 5, dropped: 1, refused: 2 },
   };
@@ -199,14 +199,45 @@ describe('a game day\'s report: checked, then merged fault by fault', () => {
     const merged = mergeReports([gameDayShard(1, [100, 200]), gameDayShard(2, [5_000])]);
     const [fault] = merged.faults ?? [];
     expect(fault).toMatchObject({ id: '1', targeted: 4, hit: 3, healed: 3, notHealed: 0, errors: { ControlFailed: 2 }, startedAt: new Date(EPOCH + 1_001).toISOString(), endedAt: new Date(EPOCH + 1_002).toISOString() });
-    expect(fault?.messages).toEqual({ published: 8, accepted: 8, acked: 6, delivered: 6, lost: 2, duplicated: 0, duplicates: 0, refused: 0 });
+    expect(fault?.messages).toEqual({ published: 8, accepted: 8, acked: 6, delivered: 6, lost: 2, held: 0, duplicated: 0, duplicates: 0, refused: 0 });
     expect(fault?.healMs.max).toBeCloseTo(5_000, -1);
     expect(fault?.healMs.p50).toBeCloseTo(200, 0);
-    expect(merged.delivery).toEqual({ published: 20, accepted: 20, acked: 18, delivered: 18, lost: 2, duplicated: 2, duplicates: 4, refused: 0, foreign: 3 });
+    expect(merged.delivery).toEqual({ published: 20, accepted: 20, acked: 18, delivered: 18, lost: 2, held: 0, duplicated: 2, duplicates: 4, refused: 0, foreign: 3 });
     expect(merged.relay).toEqual({ relayed: 10, dropped: 2, refused: 4 });
     expect(merged.credentialRefetches).toBe(3);
     // Each shard's own embedded emulator: added.
     expect(merged.emulator).toEqual({ actions: { RegisterDeviceCredential: { ok: 2, errors: { 'Throttling.User': 2 } } }, rules: { parentTopic: 2 } });
+  });
+
+  it('lists the devices not healed: checked field by field, merged as the fleet\'s first 10 by index; an older report without held reads as 0', () => {
+    const notHealed = (index: number): NotHealedDevice => ({
+      clientId: `GID_sim@@@sim-${index}`, index, lostAt: new Date(EPOCH + 2_000).toISOString(), connects: 4,
+      lastConnectAt: new Date(EPOCH + 3_900).toISOString(), nextConnectAt: new Date(EPOCH + 19_400).toISOString(), held: 50,
+    });
+    const shard = (index: 1 | 2, devices: number[]): SimulationReport => {
+      const r = gameDayShard(index, []);
+      const [f] = r.faults as FaultReport[];
+      return { ...r, faults: [{ ...(f as FaultReport), hit: devices.length, notHealed: devices.length, notHealedDevices: devices.map(notHealed) }] };
+    };
+    // Shard 1 has devices 0-9 of 20, shard 2 devices 10-19: each lists its own.
+    const merged = mergeReports([shard(2, [10, 11, 12]), shard(1, [1, 3, 5, 7, 9, 2, 4, 6, 8])]);
+    expect(merged.faults?.[0]?.notHealed).toBe(12);
+    expect(merged.faults?.[0]?.notHealedDevices?.map((d) => d.index)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(merged.faults?.[0]?.notHealedDevices?.[0]).toEqual(notHealed(1));
+    const good = shard(1, [3]);
+    const fault = (good.faults as FaultReport[])[0] as FaultReport;
+    const listed = (change: Record<string, unknown>): SimulationReport => ({ ...good, faults: [{ ...fault, notHealedDevices: [{ ...notHealed(3), ...change } as NotHealedDevice] }] });
+    expect(parseReport(listed({ lastConnectAt: null, nextConnectAt: null, held: null }))).toBeDefined();
+    refusal(() => parseReport(listed({ lostAt: 'yesterday' })), 'faults[0].notHealedDevices[0].lostAt');
+    refusal(() => parseReport(listed({ connects: -1 })), 'faults[0].notHealedDevices[0].connects');
+    refusal(() => parseReport(listed({ held: '50' })), 'faults[0].notHealedDevices[0].held');
+    refusal(() => parseReport({ ...good, faults: [{ ...fault, notHealedDevices: Array.from({ length: REPORT_LIMITS.maxListedDevices + 1 }, () => notHealed(3)) }] }), 'faults[0].notHealedDevices');
+    // Written before held was counted apart (it was in lost then): held 0, and it merges with a newer one.
+    const { held: _held, ...olderDelivery } = good.delivery as NonNullable<SimulationReport['delivery']>;
+    const older = JSON.parse(JSON.stringify({ ...gameDayShard(2, []), delivery: olderDelivery })) as SimulationReport;
+    expect(parseReport(older).delivery?.held).toBe(0);
+    expect(mergeReports([good, older]).delivery).toMatchObject({ lost: 2, held: 0 });
+    refusal(() => parseReport({ ...good, delivery: { ...(good.delivery as object), held: -3 } }), 'delivery.held');
   });
 
   it('one emulator shared by the shards is counted once (the largest of each count), not once per shard', () => {

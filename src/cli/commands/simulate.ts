@@ -148,14 +148,16 @@ their sessions dropped: they climb the ladder store, GetDeviceCredential, Regist
 rate of the OpenAPI's calls fail with codes, for seconds). A backend subscriber, connected to the broker directly,
 counts every message by the device index and sequence in its payload. The summary and the report give, per fault,
 when it started and ended, the devices it hit, their time to heal (p50, p99, max, from the fault's end; a device not
-back by the end is "not healed") and what became of their messages; the HTML report marks each fault on its charts.
+back by the end is "not healed", the first 10 named with their CONNECTs since and their backoff) and what became of
+their messages (lost; held: still in the outbox of a device not back at the end); the HTML report marks each fault on
+its charts.
 --client connector runs each device as the library's DeviceConnection (its defaults: reconnect backoff 1 to 60 s, an
 in-memory outbox) instead of the raw-socket device; a raw device drops what it is handed while offline. With
 --outbox DIR too, every device keeps its messages in the durable outbox (store and forward) in DIR, one store per
 process (with --processes, DIR/shard-<i> for shard i): accepted once on disk, kept until the broker acknowledged
 them. What the devices still hold when the run ends stays there (the summary says how many); a run on the same
 directory would send it again, so give each run a fresh one.
---fail-on METRIC OP VALUE fails the run (exit 1, ThresholdExceeded) when it holds: lost, delivered, duplicates,
+--fail-on METRIC OP VALUE fails the run (exit 1, ThresholdExceeded) when it holds: lost, held, delivered, duplicates,
 duplicated, refused, published, acked, connected, failed-connects, reconnects, errors, errors.CODE, hit, not-healed,
 heal.p50|p95|p99|max, connect.…, e2e.… (times in ms, s or m). Without it, a run whose devices published and got
 not one message through fails too (NothingPublished, naming what the broker did instead).
