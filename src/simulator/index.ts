@@ -16,6 +16,7 @@ export {
   type DeliveryReport,
   type FaultReport,
   type LatencySummary,
+  type NotHealedDevice,
   type RunParameters,
   type ShardRecord,
   type SimulatedClient,

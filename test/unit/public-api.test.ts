@@ -57,7 +57,7 @@ const PUBLIC_NAMES: Record<string, { file: string; names: string[] }> = {
     file: 'src/simulator/index.ts',
     names: [
       'BrokerLoss', 'DeliveryReport', 'DeviceTarget', 'FAULT_KINDS', 'FaultKind', 'FaultReport', 'FaultSpec', 'InvalidReportError',
-      'InvalidScenarioError', 'LatencySummary', 'MergeReportsOptions', 'MessageCounts', 'REPORT_FORMAT', 'REPORT_LIMITS',
+      'InvalidScenarioError', 'LatencySummary', 'MergeReportsOptions', 'MessageCounts', 'NotHealedDevice', 'REPORT_FORMAT', 'REPORT_LIMITS',
       'ReportSeries', 'RunParameters', 'SIMULATION_DEFAULTS', 'Scenario', 'ScenarioIdentity', 'ShardRecord', 'SimulatedClient',
       'SimulationOptions', 'SimulationProgress', 'SimulationReport', 'SimulationSettings', 'SimulationTarget', 'SimulatorError',
       'SimulatorErrorCode', 'Threshold', 'checkThresholds', 'emulatorTarget', 'formatReport', 'mergeReports', 'parseReport',
