@@ -12,6 +12,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import type { Aedes, Client, Subscription } from 'aedes';
 import { ConfigurationError } from '../errors.js';
 import { registerEachConnectionOnce } from './aedes-registrations.js';
@@ -110,6 +111,20 @@ export function hardenBroker(broker: Aedes): void {
 /** The connected (authenticated and registered) client with this ClientId: aedes keeps them by id. */
 export function clientById(broker: Aedes, clientId: string): Client | undefined {
   return internals(broker).clients[clientId];
+}
+
+/**
+ * Call `listener` once for each connection aedes answered (its `connackSent`), when that connection has ended (its
+ * socket closed): where a connection's own state must go with it. Not aedes' `clientDisconnect`, which comes once for
+ * each connection aedes *registered* (aedes-registrations.ts): a connection whose takeover waits got its CONNACK, and
+ * may have published, but is never registered when it closes before the takeover ends, or is taken over itself.
+ */
+export function onAnsweredConnectionEnd(broker: Aedes, listener: (client: Client) => void): void {
+  broker.on('connackSent', (_packet, client) => {
+    const conn = client.conn as Duplex;
+    if (conn.closed) queueMicrotask(() => listener(client));
+    else conn.once('close', () => listener(client));
+  });
 }
 
 /**

@@ -5,6 +5,7 @@
  * token-rules.ts's; this turns their outcomes into notices, disconnects and hook answers.
  */
 import type { Aedes, Client, Subscription } from 'aedes';
+import { onAnsweredConnectionEnd } from './aedes-adapter.js';
 import { TokenSessions, type TokenOutcome } from './broker-token-sessions.js';
 import { acknowledgeUnrouted, type BrokerContext } from './broker-wire.js';
 import { REASON, type Refusal } from './mqtt-rules.js';
@@ -50,11 +51,12 @@ export class BrokerTokenMode {
 
   /**
    * Notices may be sent once the CONNACK is out (aedes' `connackSent`, not `clientReady`, which waits for a resumed
-   * session's offline messages, paced over seconds); the tokens' timers end with the connection.
+   * session's offline messages, paced over seconds); the tokens' timers end with the connection, registered or not
+   * (one whose takeover waits got its CONNACK, and may close unregistered).
    */
   install(broker: Aedes): void {
     broker.on('connackSent', (_packet, client) => this.#sessions?.ready(client));
-    broker.on('clientDisconnect', (client) => this.#sessions?.end(client));
+    onAnsweredConnectionEnd(broker, (client) => this.#sessions?.end(client));
   }
 
   /** Look at every Token-mode session against the `now` clock at once. */

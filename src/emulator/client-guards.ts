@@ -5,7 +5,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type { Aedes, Client } from 'aedes';
-import { fitClient, sessionStore, type Deliver, type PacketRefusal, type ParsedPacket } from './aedes-adapter.js';
+import { fitClient, onAnsweredConnectionEnd, sessionStore, type Deliver, type PacketRefusal, type ParsedPacket } from './aedes-adapter.js';
 import { boundSessionQueues, type OutgoingQueues } from './aedes-session-queues.js';
 import { writeRefusal, type BrokerContext } from './broker-wire.js';
 import { REASON, type Refusal } from './mqtt-rules.js';
@@ -129,12 +129,13 @@ export class BrokerGuards {
   /**
    * A clean session's state ends with its connection (MQTT 3.1.1 §3.1.2.4, MQTT 5 §4.1): aedes keeps the QoS 2
    * messages it stored for their PUBREL under the ClientId for good, where they take memory and make the next
-   * session's QoS 2 message with the same packet id look like a duplicate, dropped. They go with the session here.
+   * session's QoS 2 message with the same packet id look like a duplicate, dropped. They go with the session here,
+   * when the connection ends, registered or not (a connection whose takeover waits may publish, and close unregistered).
    */
   install(broker: Aedes): void {
     this.#broker = broker;
     this.#queues = this.#boundQueues(broker);
-    broker.on('clientDisconnect', (client) => {
+    onAnsweredConnectionEnd(broker, (client) => {
       const unreleased = this.#guarded.get(client)?.unreleased() ?? [];
       if (!client.clean || unreleased.length === 0) return;
       const store = sessionStore(broker);

@@ -25,6 +25,7 @@ import { takeoverChannel } from '../../src/emulator/cluster/keys.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { accountLogin, ended } from '../helpers/broker.js';
 import { ANY_GROUP, callApi, clientLeaves, connectMqtt, connectWithInbox, subscribed, useEmulator, type InboxClient } from '../helpers/emulator.js';
+import { rawLogin, type RawMqtt } from '../helpers/raw-mqtt.js';
 import { redisAvailable, startRedis, type TestRedis } from '../helpers/redis.js';
 
 const VERSIONS = [4, 5] as const;
@@ -336,6 +337,41 @@ async function waitingLeavesFirst(e: Emulator, clientId: string, version: Versio
   expect(told).toEqual({ connected: 1, disconnected: 1 });
 }
 
+/** Send a QoS 2 PUBLISH (packet id 7) on `demo/q2` and wait for its PUBREC. */
+async function publishQos2(raw: RawMqtt, payload: string): Promise<void> {
+  raw.send({ cmd: 'publish', topic: 'demo/q2', payload: Buffer.from(payload), qos: 2, messageId: 7, retain: false, dup: false });
+  await raw.next('pubrec');
+}
+
+/**
+ * A connection whose takeover waits got its CONNACK, so it may publish; it closes before the takeover ends, with a
+ * QoS 2 message unreleased (no PUBREL), and is never registered. Its clean session still ends with it: the next
+ * session's QoS 2 message with the same packet id is delivered, not taken for a duplicate of that one.
+ */
+async function waitingCleanSessionEnds(e: Emulator, clientId: string): Promise<void> {
+  const watcher = await device(e, `${clientId}-watcher`, 4);
+  await watcher.client.subscribeAsync('demo/q2', { qos: 2 });
+  const { ended: firstEnded, held } = await firstConnection(e, clientId, 4);
+  const waitingOnBroker = brokerEvent(e, 'connackSent', clientId);
+  const { raw: second } = await rawLogin(e.mqttUrl, accountLogin(e, clientId));
+  await held.closing;
+  const waiting = await waitingOnBroker;
+  await publishQos2(second, 'first');
+  expect(await watcher.next()).toEqual(['demo/q2', 'first']);
+  const waitingClosed = once(waiting.conn, 'close');
+  second.socket.destroy();
+  await second.closed;
+  await waitingClosed;
+  held.release();
+  await firstEnded;
+  expect(clientById(e.broker, clientId)).toBeUndefined();
+  const { raw: next } = await rawLogin(e.mqttUrl, accountLogin(e, clientId));
+  await publishQos2(next, 'second');
+  next.send({ cmd: 'pubrel', messageId: 7 });
+  await next.next('pubcomp');
+  expect(await watcher.next()).toEqual(['demo/q2', 'second']);
+}
+
 describe('closes ending in any order, and three CONNECTs of one ClientId', () => {
   const emu = useEmulator({ wsPort: false }, 'test');
 
@@ -349,6 +385,10 @@ describe('closes ending in any order, and three CONNECTs of one ClientId', () =>
 
   it.each(VERSIONS)('a connection whose takeover waits closes first: never registered, the old one counted out once (MQTT %i)', async (version) => {
     await waitingLeavesFirst(emu(), `GID_take@@@wait${version}`, version);
+  });
+
+  it('a connection whose takeover waits, with a QoS 2 message unreleased, closes first: its clean session ends with it', async () => {
+    await waitingCleanSessionEnds(emu(), 'GID_take@@@waitq2');
   });
 });
 
