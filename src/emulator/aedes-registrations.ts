@@ -8,6 +8,8 @@ import type { Aedes, Client } from 'aedes';
 
 /** What this module reaches of aedes 2.0.0-beta.1 (none of it is in its typings). */
 interface RegistryInternals {
+  id: string;
+  mq: { on(topic: string, listener: (packet: { topic: string; payload: Buffer }, done: () => void) => void): void };
   clients: Record<string, Client | undefined>;
   connectedClients: number;
   _takingOver: Set<string>;
@@ -45,6 +47,13 @@ const SESSION_TAKEN_OVER = 0x8e;
  *   aedes' takeover mark kept its close from arming, are armed when the wait ends.
  * - Clustered, a second takeover notice from another broker while a connection closes (`closeSameClients` calls
  *   `deleteClient` itself): the connection is reported gone too, and its close counts it out no second time.
+ * - Clustered, another broker's takeover notice while a takeover waits here: aedes registered the waiting connection
+ *   once the old close ended, whether it had closed meanwhile (registered closed: counted and online for good) or not
+ *   (it then announced itself, closing the newer connection at that broker). Here it is taken over too, never
+ *   registered, and arms none of the session's timers (the session went on at that broker).
+ *
+ * `clientDisconnect` comes once for each connection *registered*: a connection's own state goes with its socket's
+ * close (`onAnsweredConnectionEnd`), as one answered and never registered has no `clientDisconnect`.
  */
 export function registerEachConnectionOnce(broker: Aedes): void {
   const inner = broker as unknown as RegistryInternals;
@@ -55,6 +64,8 @@ export function registerEachConnectionOnce(broker: Aedes): void {
   const superseded = new WeakSet<Client>();
   /** By ClientId, the connection a takeover registers once the close of the one registered now ends. */
   const waiting = new Map<string, Client>();
+  /** Waiting connections aedes' own takeover calls back for (registered over a connection not yet closing). */
+  const ownTakeover = new WeakSet<Client>();
   /** The delayed will (its `scheduleWill` arguments) a waiting connection's close would have armed. */
   const willOfWaiting = new WeakMap<Client, readonly [unknown, number]>();
   /** Waiting connections whose own close ended first, with that will. */
@@ -69,23 +80,46 @@ export function registerEachConnectionOnce(broker: Aedes): void {
     return held === undefined || held === client;
   };
 
+  /** Take the connection waiting to be registered under `clientId`, if any, over (told why over MQTT 5). */
+  const takeOverWaiting = (clientId: string): void => {
+    const queued = waiting.get(clientId);
+    if (queued === undefined) return;
+    waiting.delete(clientId);
+    superseded.add(queued);
+    queued.disconnect({ reasonCode: SESSION_TAKEN_OVER }, () => undefined);
+  };
+
+  inner.mq.on('$SYS/+/new/clients', (packet, done) => {
+    if (packet.topic.split('/')[1] !== inner.id) takeOverWaiting(packet.payload.toString());
+    done();
+  });
+
   inner.registerClient = function (this: RegistryInternals, client: Client): void {
-    const queued = waiting.get(client.id);
-    if (queued !== undefined) {
-      // aedes' takeover under way calls back for `queued`: the newer connection is registered in its place.
+    if (waiting.has(client.id)) {
+      // aedes' takeover under way calls back for the waiting one: the newer connection is registered in its place.
+      takeOverWaiting(client.id);
       waiting.set(client.id, client);
-      superseded.add(queued);
-      queued.disconnect({ reasonCode: SESSION_TAKEN_OVER }, () => undefined);
       return;
     }
     // aedes registers at once when nothing is registered or the held connection is closing, else once it has closed.
-    if (this.clients[client.id] !== undefined) waiting.set(client.id, client);
+    if (this.clients[client.id] !== undefined) {
+      waiting.set(client.id, client);
+      ownTakeover.add(client);
+    }
     registerClient.call(this, client);
   };
 
   inner._finishRegisterClient = function (this: RegistryInternals, client: Client): void {
-    const next = waiting.get(client.id) ?? client;
+    const queued = waiting.get(client.id);
+    // Taken over by another broker while it waited, and a newer connection here waits on a takeover of its own.
+    if (superseded.has(client) && queued !== undefined && queued !== client && ownTakeover.has(queued)) return;
+    const next = queued ?? client;
     waiting.delete(client.id);
+    if (superseded.has(next)) {
+      // Taken over by another broker while it waited: the session went on there.
+      this._takingOver.delete(next.id);
+      return;
+    }
     if (gone.has(next)) {
       // Its close decides its session's timers now, as if it had been registered and had closed (aedes' takeover
       // mark kept it from deciding while the old connection was registered).

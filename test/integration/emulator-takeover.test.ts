@@ -527,4 +527,40 @@ describe.skipIf(!available)(`the same, clustered (one process on Redis)${skipped
     expect(await online(e, clientId)).toBe(true);
     expect(told).toEqual({ connected: 2, disconnected: 1 });
   });
+
+  // Another process's takeover notice while a takeover waits here: the connection waiting is older than the one that
+  // process took the session to, so it is taken over too, never registered (registered, it would announce itself and
+  // close the newer one there; closed first, it was registered closed: counted and online for good).
+  it.each(['closes', 'stays open'] as const)('another process takes the ClientId over while a takeover waits here, and the waiting connection %s: never registered, nothing left', async (then) => {
+    const e = await member();
+    const clientId = `GID_take@@@elsewhere-${then === 'closes' ? 'closes' : 'open'}`;
+    const { ended: firstEnded, held, told } = await firstConnection(e, clientId, 5);
+    const waitingOnBroker = brokerEvent(e, 'connackSent', clientId);
+    const second = await connectMqtt(e.mqttUrl, accountLogin(e, clientId), { protocolVersion: 5 });
+    onTestFinished(() => second.endAsync(true));
+    const secondEnded = ended(second);
+    await held.closing;
+    const waiting = await waitingOnBroker;
+    const waitingClosed = once(waiting.conn, 'close');
+    const heard = new Promise<void>((resolve) => {
+      e.broker.subscribe('$SYS/+/new/clients', (packet, done) => {
+        if (packet.topic === '$SYS/another-process/new/clients' && packet.payload.toString() === clientId) resolve();
+        done();
+      }, () => undefined);
+    });
+    const watcher = new Redis(e.redis.url);
+    onTestFinished(() => watcher.disconnect());
+    await watcher.publish(takeoverChannel(0), JSON.stringify({ b: 'another-process', c: [clientId] }));
+    await heard;
+    if (then === 'closes') await second.endAsync();
+    else expect((await secondEnded).disconnect?.reasonCode, 'told it was taken over').toBe(0x8e);
+    await waitingClosed;
+    held.release();
+    await firstEnded;
+    expect(clientById(e.broker, clientId)).toBeUndefined();
+    expect(e.broker.connectedClients).toBe(0);
+    expect(e.stats().mqtt.connected).toBe(0);
+    expect(await online(e, clientId)).toBe(false);
+    expect(told).toEqual({ connected: 1, disconnected: 1 });
+  });
 });
