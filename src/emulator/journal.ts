@@ -84,6 +84,8 @@ export function encodeWrite(payloads: readonly Buffer[], start: number): Buffer 
  * The body of the whole, undamaged record starting at `offset`, or `undefined`. The CRC is computed last: scanning a
  * damaged file calls this at every offset, and a CRC over a long body at each would make the scan quadratic, so the
  * cheap tests come first (a plausible length; a JSON object where the payload is, with or without write fields).
+ * That keeps the scan linear for zeros and random damage; bytes crafted to pass the cheap tests at many offsets can
+ * still make it slow (BENCHMARKS.md), which only a hand-made file in the user's own data dir can be.
  */
 export function frameAt(bytes: Buffer, offset: number): Buffer | undefined {
   if (offset + FRAME_HEADER_BYTES > bytes.length) return undefined;
