@@ -285,6 +285,26 @@ describe('simulate: exit codes that mean something', () => {
     expect(kept).toBeGreaterThanOrEqual(delivery.held);
   }, 90_000);
 
+  it('--outbox with --processes 2: what each shard\'s store keeps at the end is said on the parent\'s stderr, with the count on disk', async () => {
+    // Latency of a minute over the last 3 s: what the devices publish then is never acknowledged within the run.
+    const file = join(dir, 'slow-end.json');
+    await writeFile(file, JSON.stringify({ name: 'slow end', faults: [{ at: 2, kind: 'latency', ms: 60_000, for: 3 }] }));
+    const outbox = join(dir, 'outbox-kept');
+    const run = await runBuiltCli(['simulate', '--processes', '2', '--devices', '4', '--duration', '5', '--publish-interval', '200', '--connect-rate', '0', '--scenario', file, '--client', 'connector', '--outbox', outbox, '--no-progress']);
+    expect(run.code, run.stderr).toBe(0);
+    for (const shard of ['shard-1', 'shard-2']) {
+      const store = await openOutboxStore({ dir: join(outbox, shard) });
+      let kept: number;
+      try {
+        kept = store.stats().messages;
+      } finally {
+        await store.close();
+      }
+      expect(kept, shard).toBeGreaterThan(0);
+      expect(run.stderr).toContain(`--outbox ${join(outbox, shard)} keeps ${kept} messages the devices had not delivered when the run ended`);
+    }
+  }, 60_000);
+
   it('--processes passes --no-consumer on to its shards: no backend subscriber in any', async () => {
     const file = join(dir, 'cut.json');
     await writeFile(file, JSON.stringify({ faults: [{ at: 1, kind: 'partition', share: 0.5, for: 1 }] }));

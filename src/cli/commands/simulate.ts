@@ -306,10 +306,18 @@ Examples:
             child === undefined ? {} : { beforeConnect: child.beforeConnect },
           );
         } finally {
-          child?.done();
-          const held = outbox?.stats().messages ?? 0;
-          await outbox?.close();
-          if (held > 0) io.stderr(`--outbox ${outboxDir as string} keeps ${held} message${held === 1 ? '' : 's'} the devices had not delivered when the run ended (a run on the same directory would send ${held === 1 ? 'it' : 'them'})\n`);
+          try {
+            const held = outbox?.stats().messages ?? 0;
+            await outbox?.close();
+            if (held > 0) {
+              const keeps = `--outbox ${outboxDir as string} keeps ${held} message${held === 1 ? '' : 's'} the devices had not delivered when the run ended (a run on the same directory would send ${held === 1 ? 'it' : 'them'})`;
+              // A shard's stderr reaches nobody (its parent quotes it only when the shard fails): the parent prints it.
+              if (child) child.onWarning(keeps);
+              else io.stderr(`${keeps}\n`);
+            }
+          } finally {
+            child?.done();
+          }
           await onCluster?.close();
         }
         // Every shard on one cluster ran against one logical broker: the cluster (so their reports merge).
