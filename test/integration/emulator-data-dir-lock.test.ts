@@ -169,7 +169,15 @@ describe('the data directory lock', () => {
     if (!verdict.won) throw new Error(verdict.message);
     process.kill(verdict.pid, 'SIGKILL');
     await once(parent.child.stdout as NodeJS.ReadableStream, 'end');
-    const state = (await readFile(`/proc/${verdict.pid}/stat`, 'utf8')).split(') ')[1]?.[0];
+    // The pipe closes while the kernel is still tearing the process down (its files are closed before it becomes a
+    // zombie): a moment later it is one. No event tells of that for a process that is not our child (nothing can wait
+    // for it), so /proc is read until it says so, a few milliseconds at most.
+    const stateOf = async () => (await readFile(`/proc/${verdict.pid}/stat`, 'utf8')).split(') ')[1]?.[0];
+    let state = await stateOf();
+    for (let tries = 0; state !== 'Z' && tries < 400; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      state = await stateOf();
+    }
     expect(state, 'the owner is a zombie').toBe('Z');
     const e = await startHere(dir);
     expect(e.dataDir).toBe(dir);
