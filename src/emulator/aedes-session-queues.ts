@@ -3,11 +3,13 @@
  * 1/2 messages in its session store's outgoing queue, without a bound, and reads that queue back in two places of its
  * own: a resuming session's CONNECT (handlers/connect.js `emptyQueue`) and the wipe of an ended session
  * (`_wipeSession`). This module replaces the store's outgoing operations by bounded ones (session-queues.ts, or a
- * cluster's in Redis), paces a resuming session's redelivery, and empties a wiped session's queue at once. Like
+ * cluster's in Redis), paces a resuming session's redelivery (or, unpaced, holds its live messages behind its queue:
+ * {@link keepQueueOrder}), and empties a wiped session's queue at once. Like
  * aedes-adapter.ts, it reaches into aedes' internals, and is one of the two modules that may.
  */
 import { Readable } from 'node:stream';
 import type { Aedes, Client } from 'aedes';
+import type { Deliver } from './aedes-adapter.js';
 import { SessionQueues, type QueueLimits, type QueueOverflow, type RedeliveryPace, type StoredPacket } from './session-queues.js';
 import type { QueueStats } from './stats.js';
 
@@ -103,8 +105,10 @@ export function boundSessionQueues(
     const current = pacesOf.get(store);
     if (current && resumes(client)) return pacedStream(queues, client as Client, current);
     if (queues.emptyAtConnect?.(client) === true) return Readable.from([]);
+    const resume = resumeOf(client as Client);
     const listed = queues.list(client.id);
-    return listed instanceof Promise ? Readable.from((async function* () { yield* await listed; })()) : Readable.from(listed);
+    if (listed instanceof Promise) return Readable.from((async function* () { yield* recordSent(resume, await listed); })());
+    return Readable.from(recordSent(resume, listed));
   };
   return queues;
 }
@@ -185,4 +189,88 @@ function pacedStream(queues: OutgoingQueues, client: Client, pace: RedeliveryPac
   const stop = queues.redeliver(client.id, pace, (packet) => stream.push(packet), () => stream.push(null), () => client.closed, (error) => stream.destroy(error));
   client.conn.once('close', stop);
   return stream;
+}
+
+/**
+ * A session that resumes and gets its queue right behind its CONNACK (no pace): its live messages wait for the queue.
+ * aedes 2.0.0-beta.1 makes a resuming session's subscriptions live (`restoreSubs`) before it reads and sends its
+ * queue (`emptyQueue`, after the CONNACK), and sends what the bus brings meanwhile at once: a message published in
+ * that window reached the client ahead of older ones of its queue (MQTT §4.6, Ordered Topic), and, queued before the
+ * queue was read (every QoS 1/2 message is queued for each persistent session it is for before it is put on the bus),
+ * a second time from the queue. Clustered the window is the round trips to Redis of the CONNECT and of the read; in
+ * one process a few turns of the event loop. While the queue is being sent the client's live deliveries are held, in
+ * the order they came; then each is sent unless the queue sent it already (by broker id and counter), and so is every
+ * later live copy of a message the queue sent (its PUBLISH reached the bus after the read). QoS 0 messages wait in
+ * the same line: never dropped for it, never ahead of the queue. Held messages are not the bus's to wait for: it is
+ * called back at once, as it is for every delivery.
+ */
+interface Resume {
+  /** Live deliveries held while the queue is sent, in the order they came; `undefined` once the queue is sent. */
+  held: { readonly deliver: Deliver; readonly packet: Parameters<Deliver>[0] }[] | undefined;
+  /** The counters of the messages the queue sent, by broker id, whose live copy may still come. */
+  readonly sent: Map<string, Set<number>>;
+}
+
+const resumesOf = new WeakMap<object, Resume>();
+
+/** The resume under way or done of this client's connection; one is started for a client that resumes unpaced. */
+function resumeOf(client: Client): Resume | undefined {
+  const known = resumesOf.get(client);
+  if (known !== undefined || !client.connecting || !resumes(client) || !client.conn) return known;
+  const store = (client as unknown as { broker: QueueInternals }).broker.persistence;
+  if (pacesOf.get(store) !== undefined) return undefined;
+  const resume: Resume = { held: [], sent: new Map() };
+  resumesOf.set(client, resume);
+  // aedes emits 'connected' once the queue is sent; a client that closes first gets nothing (what it held stays queued).
+  client.once('connected', () => {
+    const held = resume.held ?? [];
+    resume.held = undefined;
+    for (const { deliver, packet } of held) if (!sentFromQueue(resume, packet)) deliver(packet, noop);
+  });
+  client.conn.once('close', () => {
+    resume.held = undefined;
+  });
+  return resume;
+}
+
+/** Note each message of the queue as sent from it (aedes then sends each, or drops one expired or not authorized). */
+function recordSent(resume: Resume | undefined, packets: StoredPacket[]): StoredPacket[] {
+  if (resume === undefined) return packets;
+  for (const { brokerId, brokerCounter, cmd } of packets) {
+    if (brokerId === undefined || brokerCounter === undefined || (cmd !== undefined && cmd !== 'publish')) continue;
+    const counters = resume.sent.get(brokerId) ?? new Set<number>();
+    counters.add(brokerCounter);
+    resume.sent.set(brokerId, counters);
+  }
+  return packets;
+}
+
+/**
+ * Was this live message sent from the queue already? Each broker's messages come off the bus in its order (aedes' own
+ * de-duplication counts on it), so the counters below this one will not come again and are forgotten.
+ */
+function sentFromQueue(resume: Resume, packet: Parameters<Deliver>[0]): boolean {
+  const { brokerId, brokerCounter } = packet as StoredPacket;
+  const counters = brokerId === undefined ? undefined : resume.sent.get(brokerId);
+  if (counters === undefined || brokerCounter === undefined) return false;
+  const sent = counters.delete(brokerCounter);
+  for (const counter of counters) if (counter < brokerCounter) counters.delete(counter);
+  if (counters.size === 0) resume.sent.delete(brokerId as string);
+  return sent;
+}
+
+function noop(): void {}
+
+/**
+ * Wrap one of a client's delivery functions (aedes-adapter.ts' `fitClient`): while its session resumes unpaced, live
+ * messages wait for its queue, and none the queue sent is sent again ({@link Resume}). Other clients' deliveries go
+ * straight through. `done` (the bus's) is called on a later turn for a message held or dropped.
+ */
+export function keepQueueOrder(client: Client, deliver: Deliver): Deliver {
+  return (packet, done) => {
+    const resume = resumeOf(client);
+    if (resume?.held !== undefined) resume.held.push({ deliver, packet });
+    else if (resume === undefined || !sentFromQueue(resume, packet)) return deliver(packet, done);
+    setImmediate(done);
+  };
 }

@@ -6,7 +6,7 @@
 import type { Duplex } from 'node:stream';
 import type { Aedes, Client } from 'aedes';
 import { fitClient, onAnsweredConnectionEnd, sessionStore, type Deliver, type PacketRefusal, type ParsedPacket } from './aedes-adapter.js';
-import { boundSessionQueues, type OutgoingQueues } from './aedes-session-queues.js';
+import { boundSessionQueues, keepQueueOrder, type OutgoingQueues } from './aedes-session-queues.js';
 import { writeRefusal, type BrokerContext } from './broker-wire.js';
 import { REASON, type Refusal } from './mqtt-rules.js';
 import type { QueueLimits, QueueOverflow, RedeliveryPace } from './session-queues.js';
@@ -37,7 +37,9 @@ interface GuardedClient {
  *   has taken the packet, and its message bus (mqemitter) lets only 100 deliveries be in flight at once: a single
  *   subscriber that stops reading held every other client's messages back until the drain timeout, while the
  *   messages piled up in memory. Here the bus is called back at once, and a client whose outgoing buffer holds
- *   more than `maxQueuedBytes` is disconnected instead of being written to.
+ *   more than `maxQueuedBytes` is disconnected instead of being written to;
+ * - a resuming session's live messages held behind its queue (aedes-session-queues.ts {@link keepQueueOrder}), before
+ *   the bound above counts them.
  */
 function guardClient(client: Client, maxQueuedBytes: number, handlers: GuardHandlers): GuardedClient {
   const { onSlow, onRefused, onUnreleased } = handlers;
@@ -88,7 +90,7 @@ function guardClient(client: Client, maxQueuedBytes: number, handlers: GuardHand
       done();
     });
   };
-  fitClient(client, { inspect, onRefused: (refusal, stage, version) => onRefused(client, refusal, stage, version), wrapDelivery: bounded });
+  fitClient(client, { inspect, onRefused: (refusal, stage, version) => onRefused(client, refusal, stage, version), wrapDelivery: (deliver) => keepQueueOrder(client, bounded(deliver)) });
   return { unreleased: () => [...unreleased.keys()] };
 }
 
