@@ -5,7 +5,7 @@
  * (`_wipeSession`). This module replaces the store's outgoing operations by bounded ones (session-queues.ts, or a
  * cluster's in Redis), paces a resuming session's redelivery (or, unpaced, holds its live messages behind its queue:
  * {@link keepQueueOrder}), and empties a wiped session's queue at once. Like
- * aedes-adapter.ts, it reaches into aedes' internals, and is one of the two modules that may.
+ * aedes-adapter.ts, it reaches into aedes' internals, and is one of the four modules that may (ARCHITECTURE.md).
  */
 import { Readable } from 'node:stream';
 import type { Aedes, Client } from 'aedes';
@@ -199,16 +199,20 @@ function pacedStream(queues: OutgoingQueues, client: Client, pace: RedeliveryPac
  * queue was read (every QoS 1/2 message is queued for each persistent session it is for before it is put on the bus),
  * a second time from the queue. Clustered the window is the round trips to Redis of the CONNECT and of the read; in
  * one process a few turns of the event loop. While the queue is being sent the client's live deliveries are held, in
- * the order they came; then each is sent unless the queue sent it already (by broker id and counter), and so is every
- * later live copy of a message the queue sent (its PUBLISH reached the bus after the read). QoS 0 messages wait in
- * the same line: never dropped for it, never ahead of the queue. Held messages are not the bus's to wait for: it is
- * called back at once, as it is for every delivery.
+ * the order they came; then each is sent unless the queue sent it already (the same broker id, counter, topic and
+ * payload), and so is every later live copy of a message the queue sent (its PUBLISH reached the bus after the
+ * read). QoS 0 messages wait in the same line: never dropped for it, never ahead of the queue. Held messages are not
+ * the bus's to wait for: it is called back at once, as it is for every delivery.
  */
 interface Resume {
   /** Live deliveries held while the queue is sent, in the order they came; `undefined` once the queue is sent. */
   held: { readonly deliver: Deliver; readonly packet: Parameters<Deliver>[0] }[] | undefined;
-  /** The counters of the messages the queue sent, by broker id, whose live copy may still come. */
-  readonly sent: Map<string, Set<number>>;
+  /**
+   * The messages the queue sent whose live copy may still come, by broker id and counter. Not by those alone: a
+   * restarted broker keeps its id (emulator.ts) and counts from 0 again, so a message queued before the restart and
+   * a new one can share both; the topic and payload tell them apart.
+   */
+  readonly sent: Map<string, Map<number, StoredPacket[]>>;
 }
 
 const resumesOf = new WeakMap<object, Resume>();
@@ -236,13 +240,18 @@ function resumeOf(client: Client): Resume | undefined {
 /** Note each message of the queue as sent from it (aedes then sends each, or drops one expired or not authorized). */
 function recordSent(resume: Resume | undefined, packets: StoredPacket[]): StoredPacket[] {
   if (resume === undefined) return packets;
-  for (const { brokerId, brokerCounter, cmd } of packets) {
+  for (const packet of packets) {
+    const { brokerId, brokerCounter, cmd } = packet;
     if (brokerId === undefined || brokerCounter === undefined || (cmd !== undefined && cmd !== 'publish')) continue;
-    const counters = resume.sent.get(brokerId) ?? new Set<number>();
-    counters.add(brokerCounter);
-    resume.sent.set(brokerId, counters);
+    const byCounter = resume.sent.get(brokerId) ?? new Map<number, StoredPacket[]>();
+    byCounter.set(brokerCounter, [...(byCounter.get(brokerCounter) ?? []), packet]);
+    resume.sent.set(brokerId, byCounter);
   }
   return packets;
+}
+
+function bytesOf(payload: StoredPacket['payload']): Buffer {
+  return Buffer.isBuffer(payload) ? payload : typeof payload === 'string' ? Buffer.from(payload) : Buffer.from((payload ?? new Uint8Array()) as Uint8Array);
 }
 
 /**
@@ -250,13 +259,16 @@ function recordSent(resume: Resume | undefined, packets: StoredPacket[]): Stored
  * de-duplication counts on it), so the counters below this one will not come again and are forgotten.
  */
 function sentFromQueue(resume: Resume, packet: Parameters<Deliver>[0]): boolean {
-  const { brokerId, brokerCounter } = packet as StoredPacket;
-  const counters = brokerId === undefined ? undefined : resume.sent.get(brokerId);
-  if (counters === undefined || brokerCounter === undefined) return false;
-  const sent = counters.delete(brokerCounter);
-  for (const counter of counters) if (counter < brokerCounter) counters.delete(counter);
-  if (counters.size === 0) resume.sent.delete(brokerId as string);
-  return sent;
+  const { brokerId, brokerCounter, topic, payload } = packet as StoredPacket;
+  const byCounter = brokerId === undefined ? undefined : resume.sent.get(brokerId);
+  if (byCounter === undefined || brokerCounter === undefined) return false;
+  const same = byCounter.get(brokerCounter) ?? [];
+  const at = same.findIndex((sent) => sent.topic === topic && bytesOf(sent.payload).equals(bytesOf(payload)));
+  if (at >= 0) same.splice(at, 1);
+  if (same.length === 0) byCounter.delete(brokerCounter);
+  for (const counter of byCounter.keys()) if (counter < brokerCounter) byCounter.delete(counter);
+  if (byCounter.size === 0) resume.sent.delete(brokerId as string);
+  return at >= 0;
 }
 
 function noop(): void {}

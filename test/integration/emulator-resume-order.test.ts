@@ -6,9 +6,10 @@
  * read, before the first queued message is sent (the message is queued after the read). Meanwhile the message reaches
  * the resuming process, which a clean subscriber there (the witness) shows: aedes had sent it live at once, ahead of
  * the queue (of the CONNACK, even), and again from the queue when it was read with it. And a message queued for the
- * session before its queue is read, but on the bus only after: it is not sent again. Clustered (two emulators on one
- * Redis, the session resuming at the process it left or at the other) and in one process. The subscriber is a raw
- * socket, so that every PUBLISH written, duplicates included, is seen.
+ * session before its queue is read, but on the bus only after: it is not sent again; and, after a restart (the
+ * broker keeps its id and numbers its messages from 0 again), no new message is mistaken for a queued one. Clustered
+ * (two emulators on one Redis, the session resuming at the process it left or at the other) and in one process. The
+ * subscriber is a raw socket, so that every PUBLISH written, duplicates included, is seen.
  */
 import { Readable } from 'node:stream';
 import type { Client } from 'aedes';
@@ -243,6 +244,29 @@ describe('a message published while a persistent session resumes, in one process
   it.each([['before its CONNACK', 4], ['before its queue is read', 4], ['before its queue is sent', 4], ['before its CONNACK', 5], ['before its queue is read', 5], ['before its queue is sent', 5]] as const)('held %s (MQTT %i): the queue, then the new message, each once', async (where, version) => {
     const e = await emulator({});
     await publishedWhileResuming({ sessionAt: e, resumeAt: e, publishAt: e }, version, where, `GID_demo@@@order-${where.split(' ').pop() ?? ''}-${version}`);
+  });
+
+  it('after a restart (the broker keeps its id and counts its messages from 0 again), no new message is mistaken for one the queue sent', async () => {
+    const e = await emulator({});
+    const clientId = 'GID_demo@@@restarted';
+    await subscribedAndGone(e, clientId, 4);
+    const before = await connectMqtt(e.mqttUrl, accountLogin(e, 'GID_demo@@@before'));
+    for (let i = 0; i < 20; i++) await before.publishAsync(TOPIC, `queued${i}`, { qos: 1 });
+    await before.endAsync();
+    await e.restart();
+    const publisher = keep(await connectMqtt(e.mqttUrl, accountLogin(e, 'GID_demo@@@after')));
+    const gate = holdResume(e, clientId, 'before its queue is sent');
+    const raw = await rawSocket(e.mqttUrl);
+    raw.send(connectPacket(accountLogin(e, clientId), 4, SESSION[4]));
+    await gate.reached;
+    // Queued after the queue was read, held: numbered from 0 again, with the broker id and counters of queued ones.
+    for (let i = 0; i < 20; i++) await publisher.publishAsync(TOPIC, `live${i}`, { qos: 1 });
+    gate.open();
+    const box = inbox(raw);
+    await received(raw, 40);
+    await roundTrip(raw);
+    const expected = [...Array.from({ length: 20 }, (_, i) => `queued${i}`), ...Array.from({ length: 20 }, (_, i) => `live${i}`)];
+    expect(payloads(box.publishes())).toEqual(expected);
   });
 
   it.each([4, 5] as const)('a message it got from its queue reaches the bus only then: it is not sent again (MQTT %i)', async (version) => {
