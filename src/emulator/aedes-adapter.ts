@@ -108,6 +108,23 @@ export function hardenBroker(broker: Aedes): void {
   store[PATCHED] = true;
 }
 
+/**
+ * How many messages the broker has numbered. aedes 2.0.0-beta.1 numbers each message it routes (`brokerCounter`,
+ * from `counter`, 0 for a new broker) and tells messages apart by broker id and that number: the broker that takes
+ * over from a restarted one (the same id, the same session store) numbers on from here ({@link countOnFrom}). One that
+ * counted from 0 again gave a new message the id and number of one still queued from before the restart, and
+ * aedes-session-queues.ts `keepQueueOrder` then took the new one for the one the queue had sent: dropped, when its
+ * topic and payload were the same too.
+ */
+export function messagesCounted(broker: Aedes): number {
+  return (broker as unknown as { counter?: number }).counter ?? 0;
+}
+
+/** Number this broker's messages on from `counted` (before it routes any: {@link messagesCounted}). */
+export function countOnFrom(broker: Aedes, counted: number): void {
+  (broker as unknown as { counter: number }).counter = Math.max(messagesCounted(broker), counted);
+}
+
 /** The connected (authenticated and registered) client with this ClientId: aedes keeps them by id. */
 export function clientById(broker: Aedes, clientId: string): Client | undefined {
   return internals(broker).clients[clientId];

@@ -6,7 +6,7 @@
  */
 import { Aedes, type AedesOptions } from 'aedes';
 import { MAX_CLIENT_ID_LENGTH } from '../credential.js';
-import { assertAedesVersion, clientById, hardenBroker, sessionStore } from './aedes-adapter.js';
+import { assertAedesVersion, clientById, countOnFrom, hardenBroker, sessionStore } from './aedes-adapter.js';
 import { BrokerLogin } from './broker-login.js';
 import { BrokerRules } from './broker-rules.js';
 import { BrokerTokenMode } from './broker-token-mode.js';
@@ -58,6 +58,8 @@ export interface BrokerDependencies {
   readonly persistence?: unknown;
   /** A previous broker's id, so that stored packets and wills keep naming a live broker. */
   readonly brokerId?: string;
+  /** How many messages the previous broker of this id numbered: this one numbers on from there (aedes-adapter.ts `messagesCounted`). */
+  readonly counted?: number;
   /** The GroupIds that exist (shared with the OpenAPI); default those of the `groups` option. */
   readonly groups?: GroupDirectory;
   /**
@@ -120,6 +122,7 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     throw error;
   });
   hardenBroker(broker);
+  if (deps.counted !== undefined) countOnFrom(broker, deps.counted);
   rules.install(broker);
   tokenMode.install(broker);
   guards.install(broker);

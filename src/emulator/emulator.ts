@@ -13,6 +13,7 @@ import { inspect } from 'node:util';
 import type { Aedes, Client } from 'aedes';
 import { redact } from '../credential.js';
 import { type KnownApiErrorCode, ValidationError } from '../errors.js';
+import { messagesCounted } from './aedes-adapter.js';
 import { EMULATED_ACTIONS, actionRules, type EmulatedAction } from './actions.js';
 import { hostIdOf } from './api-errors.js';
 import { checkRestartDownMs, startApiServer, type ApiDependencies, type ApiServer } from './api-server.js';
@@ -367,6 +368,7 @@ class MqttService {
         ...this.#deps,
         persistence: previous.persistence,
         brokerId: previous.broker.id,
+        counted: messagesCounted(previous.broker),
       });
       this.#forwardEvents(this.#handle.broker);
     });

@@ -269,6 +269,28 @@ describe('a message published while a persistent session resumes, in one process
     expect(payloads(box.publishes())).toEqual(expected);
   });
 
+  it('after a restart, new messages the same as queued ones (topic and payload) are all delivered: the restarted broker numbers on', async () => {
+    const e = await emulator({});
+    const clientId = 'GID_demo@@@restarted-same';
+    await subscribedAndGone(e, clientId, 4);
+    const before = await connectMqtt(e.mqttUrl, accountLogin(e, 'GID_demo@@@before-same'));
+    for (let i = 0; i < 20; i++) await before.publishAsync(TOPIC, 'same', { qos: 1 });
+    await before.endAsync();
+    await e.restart();
+    const publisher = keep(await connectMqtt(e.mqttUrl, accountLogin(e, 'GID_demo@@@after-same')));
+    const gate = holdResume(e, clientId, 'before its queue is sent');
+    const raw = await rawSocket(e.mqttUrl);
+    raw.send(connectPacket(accountLogin(e, clientId), 4, SESSION[4]));
+    await gate.reached;
+    // A broker that counted from 0 again gave these the broker id and counters of the queued ones: taken for them.
+    for (let i = 0; i < 20; i++) await publisher.publishAsync(TOPIC, 'same', { qos: 1 });
+    gate.open();
+    const box = inbox(raw);
+    await received(raw, 40);
+    await roundTrip(raw);
+    expect(payloads(box.publishes())).toEqual(Array.from({ length: 40 }, () => 'same'));
+  });
+
   it.each([4, 5] as const)('a message it got from its queue reaches the bus only then: it is not sent again (MQTT %i)', async (version) => {
     const e = await emulator({});
     await queuedBeforeTheBus({ sessionAt: e, resumeAt: e, publishAt: e }, version, `GID_demo@@@late-${version}`);
