@@ -67,6 +67,7 @@ export function assertAedesVersion(): void {
 export interface SessionStore {
   removeSubscriptions(client: Client, filters: readonly string[]): Promise<void>;
   addSubscriptions(client: Client, subscriptions: readonly Subscription[]): Promise<void>;
+  incomingStorePacket(client: Client, packet: { messageId: number }): Promise<void>;
   incomingDelPacket(client: Client, packet: { messageId: number }): Promise<void>;
 }
 
@@ -77,8 +78,11 @@ interface BrokerInternals {
   persistence: SessionStore & { [PATCHED]?: true };
 }
 
-/** Marks a session store whose incomingDelPacket was made safe (a restarted broker gets the same store again). */
-const PATCHED = Symbol('apsaramq-device: incomingDelPacket never rejects');
+/** Marks a session store already patched by {@link hardenBroker} (a restarted broker gets the same store again). */
+const PATCHED = Symbol('apsaramq-device: session store patched');
+
+/** Clean sessions whose connection has ended ({@link endCleanSession}): what aedes stores for them is deleted at once. */
+const endedCleanSessions = new WeakSet<Client>();
 
 function internals(broker: Aedes): BrokerInternals {
   return broker as unknown as BrokerInternals;
@@ -105,6 +109,15 @@ export function hardenBroker(broker: Aedes): void {
   if (store[PATCHED]) return;
   const incomingDelPacket = store.incomingDelPacket.bind(store);
   store.incomingDelPacket = (client, packet) => incomingDelPacket(client, packet).catch(() => undefined);
+  // aedes stores a QoS 2 PUBLISH one or two store round trips after reading it (its duplicate lookup first, a Redis
+  // round trip clustered): one read just before the socket closed lands after its clean session ended, where
+  // nothing would ever delete it. It is deleted as soon as it lands; the rest of aedes' handling (its routing, a
+  // PUBREC to the closed socket) goes on as for any PUBLISH read before the close.
+  const incomingStorePacket = store.incomingStorePacket.bind(store);
+  store.incomingStorePacket = async (client, packet) => {
+    await incomingStorePacket(client, packet);
+    if (endedCleanSessions.has(client)) await store.incomingDelPacket(client, packet);
+  };
   store[PATCHED] = true;
 }
 
@@ -123,6 +136,17 @@ export function messagesCounted(broker: Aedes): number {
 /** Number this broker's messages on from `counted` (before it routes any: {@link messagesCounted}). */
 export function countOnFrom(broker: Aedes, counted: number): void {
   (broker as unknown as { counter: number }).counter = Math.max(messagesCounted(broker), counted);
+}
+
+/**
+ * End a clean session's QoS 2 messages waiting for their PUBREL with its connection (MQTT 3.1.1 §3.1.2.4, MQTT 5
+ * §4.1): delete those of `messageIds` aedes stored, and, on a broker {@link hardenBroker} patched, any it stores for
+ * `client` from now on. A packet id aedes did not store (a refused PUBLISH) is not there to delete: no error.
+ */
+export function endCleanSession(broker: Aedes, client: Client, messageIds: readonly number[]): void {
+  endedCleanSessions.add(client);
+  const store = sessionStore(broker);
+  for (const messageId of messageIds) store.incomingDelPacket(client, { messageId }).catch(() => undefined);
 }
 
 /** The connected (authenticated and registered) client with this ClientId: aedes keeps them by id. */

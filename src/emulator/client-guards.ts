@@ -5,7 +5,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type { Aedes, Client } from 'aedes';
-import { fitClient, onAnsweredConnectionEnd, sessionStore, type Deliver, type PacketRefusal, type ParsedPacket } from './aedes-adapter.js';
+import { endCleanSession, fitClient, onAnsweredConnectionEnd, type Deliver, type PacketRefusal, type ParsedPacket } from './aedes-adapter.js';
 import { boundSessionQueues, keepQueueOrder, type OutgoingQueues } from './aedes-session-queues.js';
 import { writeRefusal, type BrokerContext } from './broker-wire.js';
 import { REASON, type Refusal } from './mqtt-rules.js';
@@ -132,17 +132,14 @@ export class BrokerGuards {
    * A clean session's state ends with its connection (MQTT 3.1.1 §3.1.2.4, MQTT 5 §4.1): aedes keeps the QoS 2
    * messages it stored for their PUBREL under the ClientId for good, where they take memory and make the next
    * session's QoS 2 message with the same packet id look like a duplicate, dropped. They go with the session here,
-   * when the connection ends, registered or not (a connection whose takeover waits may publish, and close unregistered).
+   * when the connection ends, registered or not (a connection whose takeover waits may publish, and close unregistered),
+   * and so does one aedes stores only after that (a PUBLISH read just before the close: {@link endCleanSession}).
    */
   install(broker: Aedes): void {
     this.#broker = broker;
     this.#queues = this.#boundQueues(broker);
     onAnsweredConnectionEnd(broker, (client) => {
-      const unreleased = this.#guarded.get(client)?.unreleased() ?? [];
-      if (!client.clean || unreleased.length === 0) return;
-      const store = sessionStore(broker);
-      // One aedes did not store (a refused PUBLISH) is not there to delete: that is not an error.
-      for (const messageId of unreleased) store.incomingDelPacket(client, { messageId }).catch(() => undefined);
+      if (client.clean) endCleanSession(broker, client, this.#guarded.get(client)?.unreleased() ?? []);
     });
   }
 

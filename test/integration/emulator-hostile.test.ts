@@ -7,6 +7,8 @@ import { once } from 'node:events';
 import mqttPacket from 'mqtt-packet';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import WebSocket from 'ws';
+import type { Client } from 'aedes';
+import { clientById, sessionStore, type SessionStore } from '../../src/emulator/aedes-adapter.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { accountLogin, captureLogger, ended } from '../helpers/broker.js';
 import { ANY_GROUP, type InboxClient, connectMqtt, connectWithInbox } from '../helpers/emulator.js';
@@ -161,6 +163,50 @@ describe('hostile: QoS 2 messages that are never released', () => {
     await second.raw.next('pubrec');
     second.raw.send({ cmd: 'pubrel', messageId: 7 });
     await second.raw.next('pubcomp');
+    expect(await watcher.next()).toEqual(['demo/q2', 'second']);
+  });
+  it("a clean session's QoS 2 message aedes stores only after the connection ended is not kept either", async () => {
+    const e = await startOwn();
+    const clientId = 'GID_q2@@@late';
+    const watcher = await connectWithInbox(e.mqttUrl, accountLogin(e, 'GID_q2@@@late-watcher'));
+    onTestFinished(() => watcher.client.endAsync(true));
+    await watcher.client.subscribeAsync('demo/q2', { qos: 2 });
+    // aedes looks the packet id up before storing the message (a Redis round trip, clustered): the lookup is held
+    // until the socket has closed and the clean session's cleanup has run, so the message is stored after it.
+    const store = sessionStore(e.broker) as SessionStore & { incomingGetPacket(client: Client, packet: { messageId: number }): Promise<unknown> };
+    const incomingGetPacket = store.incomingGetPacket.bind(store);
+    let release = (): void => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let lookedUp = (): void => undefined;
+    const lookup = new Promise<void>((resolve) => (lookedUp = resolve));
+    store.incomingGetPacket = async (client, packet) => {
+      if (client.id === clientId) {
+        lookedUp();
+        await released;
+      }
+      return incomingGetPacket(client, packet);
+    };
+    const first = await rawLogin(e.mqttUrl, accountLogin(e, clientId));
+    const onBroker = clientById(e.broker, clientId);
+    if (onBroker === undefined) throw new Error('the connection is not registered');
+    // Registered after the cleanup's own listener (armed at the CONNACK): it runs once the cleanup has.
+    const cleanedUp = once(onBroker.conn, 'close');
+    const firstGone = gone(e, clientId);
+    first.raw.send({ cmd: 'publish', topic: 'demo/q2', payload: Buffer.from('first'), qos: 2, messageId: 7, retain: false, dup: false });
+    await lookup;
+    first.raw.socket.destroy();
+    await Promise.all([cleanedUp, firstGone]);
+    release();
+    // aedes routes the message once stored: stored (and deleted again) by now.
+    expect(await watcher.next()).toEqual(['demo/q2', 'first']);
+    await expect(incomingGetPacket(onBroker, { messageId: 7 })).rejects.toThrow();
+    const second = await rawLogin(e.mqttUrl, accountLogin(e, clientId));
+    second.raw.send({ cmd: 'publish', topic: 'demo/q2', payload: Buffer.from('second'), qos: 2, messageId: 7, retain: false, dup: false });
+    await second.raw.next('pubrec');
+    second.raw.send({ cmd: 'pubrel', messageId: 7 });
+    await second.raw.next('pubcomp');
+    second.raw.send({ cmd: 'publish', topic: 'demo/q2', payload: Buffer.from('after'), qos: 1, messageId: 8, retain: false, dup: false });
+    await second.raw.next('puback');
     expect(await watcher.next()).toEqual(['demo/q2', 'second']);
   });
 });
