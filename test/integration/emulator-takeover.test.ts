@@ -392,6 +392,32 @@ describe('closes ending in any order, and three CONNECTs of one ClientId', () =>
   });
 });
 
+describe('a Token-mode connection whose takeover waits', () => {
+  const emu = useEmulator({ wsPort: false }, 'test');
+
+  it('closes first, never registered: its token session ends with it (its token revoked: no notice, no tokenInvalid)', async () => {
+    const e = emu();
+    const clientId = 'GID_take@@@waittoken';
+    const expireTime = Date.now() + 10 * 60_000;
+    const { Token: token } = await callApi<{ Token: string }>(e, 'ApplyToken', { Resources: 'demo/in', InstanceId: e.instanceId, ExpireTime: String(expireTime), Actions: 'R' });
+    const { ended: firstEnded, held } = await firstConnection(e, clientId, 4);
+    const waitingOnBroker = brokerEvent(e, 'connackSent', clientId);
+    const { raw: second, connack } = await rawLogin(e.mqttUrl, { clientId, username: `Token|${e.accessKeyId}|${e.instanceId}`, password: `R|${token}` });
+    expect(connack.returnCode).toBe(0);
+    await held.closing;
+    const waiting = await waitingOnBroker;
+    const waitingClosed = once(waiting.conn, 'close');
+    second.socket.destroy();
+    await Promise.all([second.closed, waitingClosed]);
+    held.release();
+    await firstEnded;
+    await expectNoneLeft(e, clientId);
+    // A session still live (its expiry timer armed too) would be told its token was revoked, and counted.
+    await callApi(e, 'RevokeToken', { Token: token, InstanceId: e.instanceId });
+    expect(e.stats().mqtt.rules['tokenInvalid']).toBeUndefined();
+  });
+});
+
 /** An MQTT 5 persistent session with a delayed will: its connection's close arms both aedes timers of the ClientId. */
 const SESSION = {
   protocolVersion: 5,
