@@ -13,6 +13,7 @@ import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/em
 import { accountLogin, captureLogger, ended } from '../helpers/broker.js';
 import { ANY_GROUP, type InboxClient, connectMqtt, connectWithInbox } from '../helpers/emulator.js';
 import { rawLogin, rawSocket } from '../helpers/raw-mqtt.js';
+import { redisAvailable, startRedis } from '../helpers/redis.js';
 
 /** An emulator of this test only (closed when it finishes). */
 async function startOwn(options: EmulatorOptions = {}): Promise<Emulator> {
@@ -119,6 +120,56 @@ describe('hostile: a QoS 1 subscriber that stops reading', () => {
   });
 });
 
+const redis = redisAvailable();
+
+/**
+ * A clean session's QoS 2 PUBLISH read just before its socket closes: aedes looks its packet id up before storing it
+ * (a Redis round trip, clustered), and that lookup is held until the socket has closed and the session's cleanup has
+ * run, so the message is stored after the cleanup. It must not stay: the next session's message with the same packet
+ * id is delivered, not taken for a duplicate.
+ */
+async function lateStoredQos2(e: Emulator): Promise<void> {
+  const clientId = 'GID_q2@@@late';
+  const watcher = await connectWithInbox(e.mqttUrl, accountLogin(e, 'GID_q2@@@late-watcher'));
+  onTestFinished(() => watcher.client.endAsync(true));
+  await watcher.client.subscribeAsync('demo/q2', { qos: 2 });
+  const store = sessionStore(e.broker) as SessionStore & { incomingGetPacket(client: Client, packet: { messageId: number }): Promise<unknown> };
+  const incomingGetPacket = store.incomingGetPacket.bind(store);
+  let release = (): void => undefined;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let lookedUp = (): void => undefined;
+  const lookup = new Promise<void>((resolve) => (lookedUp = resolve));
+  store.incomingGetPacket = async (client, packet) => {
+    if (client.id === clientId) {
+      lookedUp();
+      await released;
+    }
+    return incomingGetPacket(client, packet);
+  };
+  const first = await rawLogin(e.mqttUrl, accountLogin(e, clientId));
+  const onBroker = clientById(e.broker, clientId);
+  if (onBroker === undefined) throw new Error('the connection is not registered');
+  // Registered after the cleanup's own listener (armed at the CONNACK): it runs once the cleanup has.
+  const cleanedUp = once(onBroker.conn, 'close');
+  const firstGone = gone(e, clientId);
+  first.raw.send({ cmd: 'publish', topic: 'demo/q2', payload: Buffer.from('first'), qos: 2, messageId: 7, retain: false, dup: false });
+  await lookup;
+  first.raw.socket.destroy();
+  await Promise.all([cleanedUp, firstGone]);
+  release();
+  // aedes routes the message once stored: stored (and deleted again) by now.
+  expect(await watcher.next()).toEqual(['demo/q2', 'first']);
+  await expect(incomingGetPacket(onBroker, { messageId: 7 })).rejects.toThrow();
+  const second = await rawLogin(e.mqttUrl, accountLogin(e, clientId));
+  second.raw.send({ cmd: 'publish', topic: 'demo/q2', payload: Buffer.from('second'), qos: 2, messageId: 7, retain: false, dup: false });
+  await second.raw.next('pubrec');
+  second.raw.send({ cmd: 'pubrel', messageId: 7 });
+  await second.raw.next('pubcomp');
+  second.raw.send({ cmd: 'publish', topic: 'demo/q2', payload: Buffer.from('after'), qos: 1, messageId: 8, retain: false, dup: false });
+  await second.raw.next('puback');
+  expect(await watcher.next()).toEqual(['demo/q2', 'second']);
+}
+
 describe('hostile: QoS 2 messages that are never released', () => {
   it.each([4, 5] as const)('MQTT %i: past maxQueuedBytes of them waiting for their PUBREL, the client is disconnected', async (version) => {
     const e = await startOwn({ maxQueuedBytes: 1024 * 1024, lenient: true });
@@ -166,48 +217,12 @@ describe('hostile: QoS 2 messages that are never released', () => {
     expect(await watcher.next()).toEqual(['demo/q2', 'second']);
   });
   it("a clean session's QoS 2 message aedes stores only after the connection ended is not kept either", async () => {
-    const e = await startOwn();
-    const clientId = 'GID_q2@@@late';
-    const watcher = await connectWithInbox(e.mqttUrl, accountLogin(e, 'GID_q2@@@late-watcher'));
-    onTestFinished(() => watcher.client.endAsync(true));
-    await watcher.client.subscribeAsync('demo/q2', { qos: 2 });
-    // aedes looks the packet id up before storing the message (a Redis round trip, clustered): the lookup is held
-    // until the socket has closed and the clean session's cleanup has run, so the message is stored after it.
-    const store = sessionStore(e.broker) as SessionStore & { incomingGetPacket(client: Client, packet: { messageId: number }): Promise<unknown> };
-    const incomingGetPacket = store.incomingGetPacket.bind(store);
-    let release = (): void => undefined;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    let lookedUp = (): void => undefined;
-    const lookup = new Promise<void>((resolve) => (lookedUp = resolve));
-    store.incomingGetPacket = async (client, packet) => {
-      if (client.id === clientId) {
-        lookedUp();
-        await released;
-      }
-      return incomingGetPacket(client, packet);
-    };
-    const first = await rawLogin(e.mqttUrl, accountLogin(e, clientId));
-    const onBroker = clientById(e.broker, clientId);
-    if (onBroker === undefined) throw new Error('the connection is not registered');
-    // Registered after the cleanup's own listener (armed at the CONNACK): it runs once the cleanup has.
-    const cleanedUp = once(onBroker.conn, 'close');
-    const firstGone = gone(e, clientId);
-    first.raw.send({ cmd: 'publish', topic: 'demo/q2', payload: Buffer.from('first'), qos: 2, messageId: 7, retain: false, dup: false });
-    await lookup;
-    first.raw.socket.destroy();
-    await Promise.all([cleanedUp, firstGone]);
-    release();
-    // aedes routes the message once stored: stored (and deleted again) by now.
-    expect(await watcher.next()).toEqual(['demo/q2', 'first']);
-    await expect(incomingGetPacket(onBroker, { messageId: 7 })).rejects.toThrow();
-    const second = await rawLogin(e.mqttUrl, accountLogin(e, clientId));
-    second.raw.send({ cmd: 'publish', topic: 'demo/q2', payload: Buffer.from('second'), qos: 2, messageId: 7, retain: false, dup: false });
-    await second.raw.next('pubrec');
-    second.raw.send({ cmd: 'pubrel', messageId: 7 });
-    await second.raw.next('pubcomp');
-    second.raw.send({ cmd: 'publish', topic: 'demo/q2', payload: Buffer.from('after'), qos: 1, messageId: 8, retain: false, dup: false });
-    await second.raw.next('puback');
-    expect(await watcher.next()).toEqual(['demo/q2', 'second']);
+    await lateStoredQos2(await startOwn());
+  });
+
+  it.skipIf(!redis.available)(`the same, clustered (aedes-persistence-redis)${redis.skipped}`, async () => {
+    const { url } = await startRedis();
+    await lateStoredQos2(await startOwn({ redis: url }));
   });
 });
 
