@@ -125,9 +125,10 @@ export function hardenBroker(broker: Aedes): void {
  * How many messages the broker has numbered. aedes 2.0.0-beta.1 numbers each message it routes (`brokerCounter`,
  * from `counter`, 0 for a new broker) and tells messages apart by broker id and that number: the broker that takes
  * over from a restarted one (the same id, the same session store) numbers on from here ({@link countOnFrom}). One that
- * counted from 0 again gave a new message the id and number of one still queued from before the restart, and
- * aedes-session-queues.ts `keepQueueOrder` then took the new one for the one the queue had sent: dropped, when its
- * topic and payload were the same too.
+ * counted from 0 again gave a new message the id and number of one still queued from before the restart:
+ * aedes-session-queues.ts `keepQueueOrder` took the new one for the one the queue had sent and dropped it, and the
+ * queues' updates (session-queues.ts, cluster/redis-queues.ts), which find a message by the same two, could give the
+ * new one's packet id to the old one.
  */
 export function messagesCounted(broker: Aedes): number {
   return (broker as unknown as { counter?: number }).counter ?? 0;

@@ -199,41 +199,53 @@ function pacedStream(queues: OutgoingQueues, client: Client, pace: RedeliveryPac
  * queue was read (every QoS 1/2 message is queued for each persistent session it is for before it is put on the bus),
  * a second time from the queue. Clustered the window is the round trips to Redis of the CONNECT and of the read; in
  * one process a few turns of the event loop. While the queue is being sent the client's live deliveries are held, in
- * the order they came; then each is sent unless the queue sent it already (the same broker id, counter, topic and
- * payload), and so is every later live copy of a message the queue sent (its PUBLISH reached the bus after the
- * read). QoS 0 messages wait in the same line: never dropped for it, never ahead of the queue. Held messages are not
- * the bus's to wait for: it is called back at once, as it is for every delivery.
+ * the order they came; then each is sent unless the queue sent it already (the same broker id and counter: a broker
+ * numbers its messages on across a restart, aedes-adapter.ts `countOnFrom`), and so is every later live copy of a
+ * message the queue sent (its PUBLISH reached the bus after the read). QoS 0 messages wait in the same line: never
+ * dropped for it, never ahead of the queue. Held messages count against the client's bound on what waits for it
+ * ({@link Holding}: a client that stops reading while its queue is sent is cut off as a slow consumer, as it would
+ * be for what waits in its socket; its QoS 1 and 2 messages stay queued). They are not the bus's to wait for: it is
+ * called back at once, as it is for every delivery.
  */
 interface Resume {
   /** Live deliveries held while the queue is sent, in the order they came; `undefined` once the queue is sent. */
   held: { readonly deliver: Deliver; readonly packet: Parameters<Deliver>[0] }[] | undefined;
-  /**
-   * The messages the queue sent whose live copy may still come, by broker id and counter. Not by those alone: a
-   * restarted broker keeps its id (emulator.ts) and counts from 0 again, so a message queued before the restart and
-   * a new one can share both; the topic and payload tell them apart.
-   */
-  readonly sent: Map<string, Map<number, StoredPacket[]>>;
+  /** The messages the queue sent whose live copy may still come: their counters, by broker id (numbers only). */
+  readonly sent: Map<string, Set<number>>;
+  readonly holding: Holding;
+}
+
+/** The client's bound on what waits for it (client-guards.ts): a held message is counted until it is sent or let go. */
+export interface Holding {
+  /** Count this message as waiting; false (the client is cut off, or was) when that passes the bound. */
+  hold(packet: Parameters<Deliver>[0]): boolean;
+  /** It no longer waits here (sent on, or let go with the connection). */
+  release(packet: Parameters<Deliver>[0]): void;
 }
 
 const resumesOf = new WeakMap<object, Resume>();
+const holdingsOf = new WeakMap<object, Holding>();
 
 /** The resume under way or done of this client's connection; one is started for a client that resumes unpaced. */
 function resumeOf(client: Client): Resume | undefined {
   const known = resumesOf.get(client);
   if (known !== undefined || !client.connecting || !resumes(client) || !client.conn) return known;
   const store = (client as unknown as { broker: QueueInternals }).broker.persistence;
-  if (pacesOf.get(store) !== undefined) return undefined;
-  const resume: Resume = { held: [], sent: new Map() };
+  const holding = holdingsOf.get(client);
+  if (pacesOf.get(store) !== undefined || holding === undefined) return undefined;
+  const resume: Resume = { held: [], sent: new Map(), holding };
   resumesOf.set(client, resume);
-  // aedes emits 'connected' once the queue is sent; a client that closes first gets nothing (what it held stays queued).
-  client.once('connected', () => {
+  const letGo = (): { readonly deliver: Deliver; readonly packet: Parameters<Deliver>[0] }[] => {
     const held = resume.held ?? [];
     resume.held = undefined;
-    for (const { deliver, packet } of held) if (!sentFromQueue(resume, packet)) deliver(packet, noop);
+    for (const { packet } of held) holding.release(packet);
+    return held;
+  };
+  // aedes emits 'connected' once the queue is sent; a client that closes first gets nothing (what it held stays queued).
+  client.once('connected', () => {
+    for (const { deliver, packet } of letGo()) if (!sentFromQueue(resume, packet)) deliver(packet, noop);
   });
-  client.conn.once('close', () => {
-    resume.held = undefined;
-  });
+  client.conn.once('close', letGo);
   return resume;
 }
 
@@ -243,15 +255,11 @@ function recordSent(resume: Resume | undefined, packets: StoredPacket[]): Stored
   for (const packet of packets) {
     const { brokerId, brokerCounter, cmd } = packet;
     if (brokerId === undefined || brokerCounter === undefined || (cmd !== undefined && cmd !== 'publish')) continue;
-    const byCounter = resume.sent.get(brokerId) ?? new Map<number, StoredPacket[]>();
-    byCounter.set(brokerCounter, [...(byCounter.get(brokerCounter) ?? []), packet]);
-    resume.sent.set(brokerId, byCounter);
+    const counters = resume.sent.get(brokerId) ?? new Set<number>();
+    counters.add(brokerCounter);
+    resume.sent.set(brokerId, counters);
   }
   return packets;
-}
-
-function bytesOf(payload: StoredPacket['payload']): Buffer {
-  return Buffer.isBuffer(payload) ? payload : typeof payload === 'string' ? Buffer.from(payload) : Buffer.from((payload ?? new Uint8Array()) as Uint8Array);
 }
 
 /**
@@ -259,16 +267,13 @@ function bytesOf(payload: StoredPacket['payload']): Buffer {
  * de-duplication counts on it), so the counters below this one will not come again and are forgotten.
  */
 function sentFromQueue(resume: Resume, packet: Parameters<Deliver>[0]): boolean {
-  const { brokerId, brokerCounter, topic, payload } = packet as StoredPacket;
-  const byCounter = brokerId === undefined ? undefined : resume.sent.get(brokerId);
-  if (byCounter === undefined || brokerCounter === undefined) return false;
-  const same = byCounter.get(brokerCounter) ?? [];
-  const at = same.findIndex((sent) => sent.topic === topic && bytesOf(sent.payload).equals(bytesOf(payload)));
-  if (at >= 0) same.splice(at, 1);
-  if (same.length === 0) byCounter.delete(brokerCounter);
-  for (const counter of byCounter.keys()) if (counter < brokerCounter) byCounter.delete(counter);
-  if (byCounter.size === 0) resume.sent.delete(brokerId as string);
-  return at >= 0;
+  const { brokerId, brokerCounter } = packet as StoredPacket;
+  const counters = brokerId === undefined ? undefined : resume.sent.get(brokerId);
+  if (counters === undefined || brokerCounter === undefined) return false;
+  const sent = counters.delete(brokerCounter);
+  for (const counter of counters) if (counter < brokerCounter) counters.delete(counter);
+  if (counters.size === 0) resume.sent.delete(brokerId as string);
+  return sent;
 }
 
 function noop(): void {}
@@ -278,11 +283,13 @@ function noop(): void {}
  * messages wait for its queue, and none the queue sent is sent again ({@link Resume}). Other clients' deliveries go
  * straight through. `done` (the bus's) is called on a later turn for a message held or dropped.
  */
-export function keepQueueOrder(client: Client, deliver: Deliver): Deliver {
+export function keepQueueOrder(client: Client, deliver: Deliver, holding: Holding): Deliver {
+  holdingsOf.set(client, holding);
   return (packet, done) => {
     const resume = resumeOf(client);
-    if (resume?.held !== undefined) resume.held.push({ deliver, packet });
-    else if (resume === undefined || !sentFromQueue(resume, packet)) return deliver(packet, done);
+    if (resume?.held !== undefined) {
+      if (holding.hold(packet)) resume.held.push({ deliver, packet });
+    } else if (resume === undefined || !sentFromQueue(resume, packet)) return deliver(packet, done);
     setImmediate(done);
   };
 }

@@ -6,7 +6,7 @@
 import type { Duplex } from 'node:stream';
 import type { Aedes, Client } from 'aedes';
 import { endCleanSession, fitClient, onAnsweredConnectionEnd, type Deliver, type PacketRefusal, type ParsedPacket } from './aedes-adapter.js';
-import { boundSessionQueues, keepQueueOrder, type OutgoingQueues } from './aedes-session-queues.js';
+import { boundSessionQueues, keepQueueOrder, type Holding, type OutgoingQueues } from './aedes-session-queues.js';
 import { writeRefusal, type BrokerContext } from './broker-wire.js';
 import { REASON, type Refusal } from './mqtt-rules.js';
 import type { QueueLimits, QueueOverflow, RedeliveryPace } from './session-queues.js';
@@ -64,19 +64,24 @@ function guardClient(client: Client, maxQueuedBytes: number, handlers: GuardHand
   let cut = false;
   // Bytes handed to aedes that it has not written yet: it writes on the next turn of the event loop.
   let handedOver = 0;
+  // Bytes of live messages held behind a resuming session's queue (aedes-session-queues.ts keepQueueOrder).
+  let held = 0;
+  const sizeOf = (packet: Parameters<Deliver>[0]): number => (packet.payload?.length ?? 0) + (packet.topic?.length ?? 0) + PUBLISH_OVERHEAD;
+  /** Does one more message of `size` fit in what may wait for this client? If not, it is cut off as a slow consumer. */
+  const fits = (size: number): boolean => {
+    if (cut) return false;
+    const queued = client.conn.writableLength + handedOver + held + size;
+    if (queued <= maxQueuedBytes) return true;
+    cut = true;
+    client.conn.destroy();
+    onSlow(client, queued);
+    return false;
+  };
   // `done` is always called back on a later turn, never synchronously: a synchronous callback lets mqemitter drain
   // its queue recursively, which is how aedes ran out of stack.
   const bounded = (deliver: Deliver): Deliver => (packet, done) => {
-    if (cut) {
-      setImmediate(done);
-      return;
-    }
-    const size = (packet.payload?.length ?? 0) + (packet.topic?.length ?? 0) + PUBLISH_OVERHEAD;
-    const queued = client.conn.writableLength + handedOver + size;
-    if (queued > maxQueuedBytes) {
-      cut = true;
-      client.conn.destroy();
-      onSlow(client, queued);
+    const size = sizeOf(packet);
+    if (!fits(size)) {
       setImmediate(done);
       return;
     }
@@ -90,7 +95,18 @@ function guardClient(client: Client, maxQueuedBytes: number, handlers: GuardHand
       done();
     });
   };
-  fitClient(client, { inspect, onRefused: (refusal, stage, version) => onRefused(client, refusal, stage, version), wrapDelivery: (deliver) => keepQueueOrder(client, bounded(deliver)) });
+  const holding: Holding = {
+    hold: (packet) => {
+      const size = sizeOf(packet);
+      if (!fits(size)) return false;
+      held += size;
+      return true;
+    },
+    release: (packet) => {
+      held -= sizeOf(packet);
+    },
+  };
+  fitClient(client, { inspect, onRefused: (refusal, stage, version) => onRefused(client, refusal, stage, version), wrapDelivery: (deliver) => keepQueueOrder(client, bounded(deliver), holding) });
   return { unreleased: () => [...unreleased.keys()] };
 }
 

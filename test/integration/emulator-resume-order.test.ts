@@ -291,6 +291,45 @@ describe('a message published while a persistent session resumes, in one process
     expect(payloads(box.publishes())).toEqual(Array.from({ length: 40 }, () => 'same'));
   });
 
+  it('after a restart and a resume that ended, a device repeating its reading delivers every one (no counter of the queue is taken for a new one)', async () => {
+    const e = await emulator({});
+    const clientId = 'GID_demo@@@repeats';
+    await subscribedAndGone(e, clientId, 4);
+    const before = await connectMqtt(e.mqttUrl, accountLogin(e, 'GID_demo@@@repeats-before'));
+    for (let i = 0; i < 20; i++) await before.publishAsync(TOPIC, 'door=open', { qos: 1 });
+    await before.endAsync();
+    await e.restart();
+    const { raw } = await rawLogin(e.mqttUrl, accountLogin(e, clientId), 4, SESSION[4]);
+    const box = inbox(raw);
+    await received(raw, 20);
+    const publisher = keep(await connectMqtt(e.mqttUrl, accountLogin(e, 'GID_demo@@@repeats-after')));
+    for (let i = 0; i < 20; i++) await publisher.publishAsync(TOPIC, 'door=open', { qos: 1 });
+    await publisher.publishAsync(TOPIC, 'end', { qos: 1 });
+    await received(raw, 41);
+    await roundTrip(raw);
+    expect(payloads(box.publishes())).toEqual([...Array.from({ length: 40 }, () => 'door=open'), 'end']);
+  });
+
+  it('a resuming session that stops reading while its queue is sent: what is held for it counts against maxQueuedBytes, and it is cut off as a slow consumer', async () => {
+    const e = await emulator({ maxOfflineBytes: Infinity, maxOfflineMessages: 10_000, maxQueuedBytes: 1_000_000, drainTimeoutMs: 600_000 });
+    const clientId = 'GID_demo@@@stalls';
+    await subscribedAndGone(e, clientId, 4);
+    const publisher = keep(await connectMqtt(e.mqttUrl, accountLogin(e, 'GID_demo@@@stalls-pub')));
+    const big = Buffer.alloc(60_000, 1);
+    // More than the socket's buffers take: the queue's writes wait for a drain that never comes, the resume never ends.
+    for (let i = 0; i < 200; i++) await publisher.publishAsync(TOPIC, big, { qos: 1 });
+    const raw = await rawSocket(e.mqttUrl);
+    raw.stall();
+    const answered = new Promise<Client>((resolve) => e.broker.on('connackSent', (_packet: unknown, client: Client) => client.id === clientId && resolve(client)));
+    raw.send(connectPacket(accountLogin(e, clientId), 4, SESSION[4]));
+    const client = await answered;
+    const cutOff = new Promise((resolve) => (client as unknown as { conn: NodeJS.EventEmitter }).conn.once('close', resolve));
+    // Live messages for it now wait behind its queue: 20 of them are more than its bound.
+    for (let i = 0; i < 20; i++) await publisher.publishAsync(TOPIC, big, { qos: 0 });
+    await cutOff;
+    expect(e.stats().mqtt.rules.slowConsumer).toBe(1);
+  });
+
   it.each([4, 5] as const)('a message it got from its queue reaches the bus only then: it is not sent again (MQTT %i)', async (version) => {
     const e = await emulator({});
     await queuedBeforeTheBus({ sessionAt: e, resumeAt: e, publishAt: e }, version, `GID_demo@@@late-${version}`);
