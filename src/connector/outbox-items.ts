@@ -8,6 +8,7 @@ import { type ApsaraMqDeviceError, PublishError, SubscribeError } from '../error
 import { describeCode, hex } from './connection-errors.js';
 import { ErrorWithReasonCode } from './mqtt-client.js';
 import type { OutboxItem } from './outbox.js';
+import { writePublish } from './publish-writer.js';
 
 /** The answer to an item: acknowledged (with a value), refused (with the error), or no answer (the client closed). */
 export type SendResult = { readonly ok: true; readonly value?: unknown } | { readonly ok: false; readonly error: ApsaraMqDeviceError } | { readonly ok: 'ignore' };
@@ -92,12 +93,13 @@ export class PublishItem implements Item {
 
   send(client: MqttClient, done: (result: SendResult) => void): void {
     const { topic } = this;
-    client.publish(topic, this.payload, this.options, (error) => {
+    const answered = (error?: Error): void => {
       if (!error) done(ACKNOWLEDGED);
       else if (error instanceof ErrorWithReasonCode) {
         done({ ok: false, error: new PublishError(`The broker refused the message to ${topic}: ${describeCode(error.code, 5)}`, topic, { reasonCode: error.code }) });
       } else done({ ok: 'ignore' });
-    });
+    };
+    if (!writePublish(client, topic, this.payload, this.options, answered)) client.publish(topic, this.payload, this.options, answered);
   }
 
   settle(result: Settled): void {

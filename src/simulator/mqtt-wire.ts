@@ -13,54 +13,9 @@
  * properties the broker sends only to skip them, except Server Keep Alive, which a client must obey.
  */
 
-/** MQTT control packet types (the high nibble of the first byte). */
-export const PacketType = Object.freeze({
-  CONNECT: 1,
-  CONNACK: 2,
-  PUBLISH: 3,
-  PUBACK: 4,
-  SUBSCRIBE: 8,
-  SUBACK: 9,
-  PINGREQ: 12,
-  PINGRESP: 13,
-  DISCONNECT: 14,
-} as const);
+import { PacketType, type ProtocolLevel, allocPacket, encodePublish as encodeAnyPublish, writeString } from '../mqtt/wire.js';
 
-/** MQTT protocol level of a device: 4 is MQTT 3.1.1, 5 is MQTT 5. */
-export type ProtocolLevel = 4 | 5;
-
-/** Largest Remaining Length MQTT can express (four 7-bit groups). */
-const MAX_REMAINING_LENGTH = 268_435_455;
-
-function remainingLengthBytes(length: number): number {
-  if (length < 128) return 1;
-  if (length < 16_384) return 2;
-  if (length < 2_097_152) return 3;
-  return 4;
-}
-
-/** A packet buffer with its fixed header written; returns the buffer and the offset where the rest goes. */
-function allocPacket(firstByte: number, remaining: number): [Buffer, number] {
-  if (remaining > MAX_REMAINING_LENGTH) throw new RangeError(`MQTT packet too large (${remaining} bytes)`);
-  const header = 1 + remainingLengthBytes(remaining);
-  const buf = Buffer.allocUnsafe(header + remaining);
-  buf[0] = firstByte;
-  let offset = 1;
-  let rest = remaining;
-  do {
-    let byte = rest % 128;
-    rest = Math.floor(rest / 128);
-    if (rest > 0) byte |= 0x80;
-    buf[offset++] = byte;
-  } while (rest > 0);
-  return [buf, offset];
-}
-
-function writeString(buf: Buffer, offset: number, bytes: Buffer): number {
-  buf.writeUInt16BE(bytes.length, offset);
-  bytes.copy(buf, offset + 2);
-  return offset + 2 + bytes.length;
-}
+export { PacketType, type ProtocolLevel } from '../mqtt/wire.js';
 
 /**
  * CONNECT with username and password: protocol level 4 (MQTT 3.1.1) or 5 (MQTT 5, with an empty property block, so
@@ -91,17 +46,7 @@ export function encodeConnect(init: { clientId: string; username: string; passwo
  * adds an empty property block before the payload.
  */
 export function encodePublish(topic: Buffer, payload: Buffer, qos: 0 | 1, packetId = 0, protocol: ProtocolLevel = 4): Buffer {
-  const properties = protocol === 5 ? 1 : 0;
-  const remaining = 2 + topic.length + (qos > 0 ? 2 : 0) + properties + payload.length;
-  const [buf, start] = allocPacket((PacketType.PUBLISH << 4) | (qos << 1), remaining);
-  let offset = writeString(buf, start, topic);
-  if (qos > 0) {
-    buf.writeUInt16BE(packetId, offset);
-    offset += 2;
-  }
-  if (properties) buf[offset++] = 0;
-  payload.copy(buf, offset);
-  return buf;
+  return encodeAnyPublish(topic, payload, qos, packetId, protocol);
 }
 
 /**
