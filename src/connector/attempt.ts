@@ -16,6 +16,7 @@ import type { ResolvedConnectOptions } from './options.js';
 import { ErrorWithReasonCode, connect as mqttConnect } from './mqtt-client.js';
 import { brokerTarget } from './broker-target.js';
 import { type Guard, guard } from './packet-guard.js';
+import { pubackTaken, takesPuback } from './publish-writer.js';
 
 /** What one attempt reports, once each: accepted, then lost; or refused; or failed. */
 export type AttemptEvent =
@@ -218,6 +219,16 @@ export class Attempt {
     attempt.#guard = guard(stream, attempt.#maxPacketBytes, attempt);
     return stream;
   };
+
+  /** @internal The packet guard found a PUBACK whole in a chunk: is it one of the connector's own PUBLISH writes? */
+  takesPuback(packetId: number): boolean {
+    return takesPuback(this.#client, packetId);
+  }
+
+  /** @internal The packet guard took that PUBACK out of the stream: answer it as mqtt.js would. */
+  pubackTaken(packetId: number): void {
+    pubackTaken(this.#client, packetId);
+  }
 
   /** @internal The packet guard stopped the stream: the first violation is the cause. */
   violated(violation: Error): void {

@@ -39,6 +39,7 @@ const ACKNOWLEDGED = new Map([
   [11, 'UNSUBACK'],
 ]);
 const PUBLISH = 3;
+const PUBACK = 4;
 
 /** Where the framer is in the current packet. */
 const Phase = {
@@ -66,10 +67,21 @@ export class PacketFramer {
   #left = 0;
   #topicLength = 0;
   #topicBytes = 0;
+  /**
+   * Whole PUBACKs of this chunk taken out of the stream (`puback` said they are its to answer): each its start
+   * offset and packet identifier, in order. Set by {@link PacketFramer.inspect}; empty when none (most chunks).
+   */
+  readonly taken: number[] = [];
+  /** Who answers a PUBACK the framer finds whole in a chunk; it returns false to leave it to mqtt.js. */
+  readonly #acks: Pick<GuardOwner, 'takesPuback'> | undefined;
 
-  /** @param maxBytes - the largest packet accepted, fixed header included. */
-  constructor(maxBytes: number) {
+  /**
+   * @param maxBytes - the largest packet accepted, fixed header included.
+   * @param acks - asked about each PUBACK of the short form (remaining length 2: success) whole in a chunk.
+   */
+  constructor(maxBytes: number, acks?: Pick<GuardOwner, 'takesPuback'>) {
     this.#maxBytes = maxBytes;
+    this.#acks = acks?.takesPuback ? acks : undefined;
   }
 
   /**
@@ -78,6 +90,9 @@ export class PacketFramer {
    */
   inspect(chunk: Buffer): { violation: PacketViolation; at: number } | undefined {
     let start = 0;
+    // The current packet began in this chunk (its start is an offset in it).
+    let begunHere = false;
+    this.taken.length = 0;
     for (let i = 0; i < chunk.length; ) {
       if (this.#phase === Phase.Body) {
         const skip = Math.min(this.#left, chunk.length - i);
@@ -90,6 +105,7 @@ export class PacketFramer {
       switch (this.#phase) {
         case Phase.Type:
           start = i - 1;
+          begunHere = true;
           this.#type = byte >> 4;
           this.#qos = (byte >> 1) & 3;
           this.#length = 0;
@@ -108,7 +124,11 @@ export class PacketFramer {
           const problem = this.#headerProblem();
           if (problem) return { violation: new PacketViolation('malformed', problem, size), at: start };
           this.#left = this.#length;
-          if (this.#type === PUBLISH && this.#qos > 0 && this.#length >= 2) {
+          if (this.#type === PUBACK && this.#length === 2 && begunHere && i + 2 <= chunk.length && this.#acks?.takesPuback?.(chunk.readUInt16BE(i)) === true) {
+            this.taken.push(start, chunk.readUInt16BE(i));
+            i += 2;
+            this.#phase = Phase.Type;
+          } else if (this.#type === PUBLISH && this.#qos > 0 && this.#length >= 2) {
             this.#phase = Phase.TopicLength;
             this.#topicLength = 0;
             this.#topicBytes = 0;
@@ -153,6 +173,12 @@ export interface Guard {
 /** Who hears of a violation (the connection attempt whose stream it is). */
 export interface GuardOwner {
   violated(violation: PacketViolation): void;
+  /**
+   * A PUBACK (success, short form) for `packetId`, whole in the chunk being read: true takes it out of the stream,
+   * and {@link GuardOwner.pubackTaken} is called with it once the rest of the chunk went on to mqtt.js.
+   */
+  takesPuback?(packetId: number): boolean;
+  pubackTaken?(packetId: number): void;
 }
 
 /** Where a guarded stream keeps its guard. */
@@ -167,7 +193,7 @@ class StreamGuard extends PacketFramer implements Guard {
   readonly owner: GuardOwner;
 
   constructor(maxPacketBytes: number, push: Readable['push'], owner: GuardOwner) {
-    super(maxPacketBytes);
+    super(maxPacketBytes, owner);
     this.push = push;
     this.owner = owner;
   }
@@ -186,10 +212,42 @@ function guardedPush(this: Guarded, chunk: unknown, encoding?: BufferEncoding): 
     guarded.firstBytes = Buffer.from(bytes.subarray(0, 8));
   }
   const found = guarded.inspect(bytes);
+  if (guarded.taken.length > 0) return pushUntaken(this, guarded, bytes, found);
   if (!found) return guarded.push.call(this, chunk, encoding);
   if (found.at > 0) guarded.push.call(this, bytes.subarray(0, found.at));
   guarded.owner.violated(found.violation);
   this.destroy();
+  return false;
+}
+
+/**
+ * Push what the framer did not take of `bytes` (the runs between the PUBACKs it took, up to a violation), then tell
+ * the owner of each taken PUBACK, in order. When everything was taken, an empty chunk is pushed: the stream's state
+ * is as after any read.
+ */
+function pushUntaken(stream: Guarded, guarded: StreamGuard, bytes: Buffer, found: { violation: PacketViolation; at: number } | undefined): boolean {
+  const taken = guarded.taken.slice();
+  const end = found ? found.at : bytes.length;
+  let from = 0;
+  let more = true;
+  let pushed = false;
+  for (let k = 0; k < taken.length; k += 2) {
+    const at = taken[k] as number;
+    if (at > from) {
+      more = guarded.push.call(stream, bytes.subarray(from, at));
+      pushed = true;
+    }
+    from = at + 4;
+  }
+  if (end > from) {
+    more = guarded.push.call(stream, bytes.subarray(from, end));
+    pushed = true;
+  }
+  if (!pushed && !found) more = guarded.push.call(stream, bytes.subarray(0, 0));
+  for (let k = 1; k < taken.length; k += 2) guarded.owner.pubackTaken?.(taken[k] as number);
+  if (!found) return more;
+  guarded.owner.violated(found.violation);
+  stream.destroy();
   return false;
 }
 

@@ -26,10 +26,22 @@ interface ClientInternals {
   readonly topicAliasSend: unknown;
   readonly options: { readonly protocolVersion?: number };
   readonly messageIdProvider: { allocate(): number | null; deallocate(id: number): void } | undefined;
-  readonly outgoing: Record<number, { volatile: boolean; cmd: string; cb: PublishCallback }> | undefined;
-  readonly outgoingStore: { put(packet: object, cb?: (error?: Error) => void): unknown } | undefined;
+  readonly outgoing: Record<number, Outgoing> | undefined;
+  readonly outgoingStore: { put(packet: object, cb?: (error?: Error) => void): unknown; del(packet: { messageId: number }, cb: (error?: Error) => void): unknown } | undefined;
+  _invokeStoreProcessingQueue(): void;
   readonly stream: { readonly writable?: boolean; write(chunk: Buffer): boolean } | undefined;
 }
+
+/** An entry of mqtt.js's `outgoing` map, as its `publish()` makes it; `written` marks this writer's QoS 1 ones. */
+interface Outgoing {
+  volatile: boolean;
+  cmd: string;
+  cb: PublishCallback;
+  written?: true;
+}
+
+/** What a taken PUBACK's callback gets as the acknowledging packet (one object for all). */
+const PUBACK = Object.freeze({ cmd: 'puback' });
 
 /** mqtt.js's publish callback: an error (or none) and the acknowledging packet. */
 export type PublishCallback = (error?: Error, packet?: unknown) => void;
@@ -62,9 +74,35 @@ export function writePublish(client: MqttClient, topic: string, payload: string 
     messageIdProvider.deallocate(messageId);
     return false;
   }
-  outgoing[messageId] = { volatile: false, cmd: 'publish', cb: callback };
+  outgoing[messageId] = qos === 1 ? { volatile: false, cmd: 'publish', cb: callback, written: true } : { volatile: false, cmd: 'publish', cb: callback };
   // The store holds what publish() would: mqtt.js deletes it on the acknowledgement (and a store without it fails).
   outgoingStore.put({ cmd: 'publish', topic, payload, qos, retain, dup, messageId });
   stream.write(packet);
   return true;
 }
+
+/**
+ * Is `packetId` a QoS 1 PUBLISH this writer wrote on `client`, still unanswered? The packet guard then takes its
+ * PUBACK (success, short form) out of the stream instead of mqtt.js parsing it, and calls {@link pubackTaken}.
+ */
+export function takesPuback(client: MqttClient, packetId: number): boolean {
+  return (client as unknown as ClientInternals).outgoing?.[packetId]?.written === true;
+}
+
+/**
+ * The PUBACK of a QoS 1 PUBLISH this writer wrote, taken by the packet guard: what mqtt.js does with one (its
+ * handlers/ack.ts), without parsing it. The entry is looked up again: mqtt.js may have answered it meanwhile (a
+ * second PUBACK of the same id earlier in the chunk).
+ */
+export function pubackTaken(client: MqttClient, packetId: number): void {
+  const c = client as unknown as ClientInternals;
+  const pending = c.outgoing?.[packetId];
+  if (pending?.written !== true || !c.outgoing || !c.outgoingStore || !c.messageIdProvider) return;
+  delete c.outgoing[packetId];
+  c.outgoingStore.del({ messageId: packetId }, ignore);
+  pending.cb(undefined, PUBACK);
+  c.messageIdProvider.deallocate(packetId);
+  if (c._storeProcessingQueue?.length) c._invokeStoreProcessingQueue();
+}
+
+const ignore = (): void => {};
