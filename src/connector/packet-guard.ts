@@ -12,6 +12,11 @@
  * Everything else goes through unchanged, chunk by chunk; mqtt.js parses it (and reports what else is malformed as
  * an error, on which the attempt closes the session). The guard never keeps a byte: the framer reads the fixed
  * headers as they pass.
+ *
+ * One exception, for speed: a PUBACK (success, short form, whole in one chunk) answering a QoS 1 PUBLISH the
+ * connector wrote itself (publish-writer.ts) is taken out of the stream and answered by the connector as mqtt.js would
+ * (its callback, its packet id freed), in its place in the stream. Parsing it through mqtt.js cost more than the
+ * PUBLISH it answers (BENCHMARKS.md, issue 18). Any other PUBACK still goes to mqtt.js, which answers it the same way.
  */
 import type { Readable } from 'node:stream';
 
@@ -60,6 +65,7 @@ export class PacketFramer {
   readonly #maxBytes: number;
   #phase: (typeof Phase)[keyof typeof Phase] = Phase.Type;
   #type = 0;
+  #flags = 0;
   #qos = 0;
   #length = 0;
   #lengthBytes = 0;
@@ -107,6 +113,7 @@ export class PacketFramer {
           start = i - 1;
           begunHere = true;
           this.#type = byte >> 4;
+          this.#flags = byte & 0x0f;
           this.#qos = (byte >> 1) & 3;
           this.#length = 0;
           this.#lengthBytes = 0;
@@ -124,7 +131,7 @@ export class PacketFramer {
           const problem = this.#headerProblem();
           if (problem) return { violation: new PacketViolation('malformed', problem, size), at: start };
           this.#left = this.#length;
-          if (this.#type === PUBACK && this.#length === 2 && begunHere && i + 2 <= chunk.length && this.#acks?.takesPuback?.(chunk.readUInt16BE(i)) === true) {
+          if (this.#type === PUBACK && this.#flags === 0 && this.#length === 2 && begunHere && i + 2 <= chunk.length && this.#acks?.takesPuback?.(chunk.readUInt16BE(i)) === true) {
             this.taken.push(start, chunk.readUInt16BE(i));
             i += 2;
             this.#phase = Phase.Type;
@@ -221,9 +228,10 @@ function guardedPush(this: Guarded, chunk: unknown, encoding?: BufferEncoding): 
 }
 
 /**
- * Push what the framer did not take of `bytes` (the runs between the PUBACKs it took, up to a violation), then tell
- * the owner of each taken PUBACK, in order. When everything was taken, an empty chunk is pushed: the stream's state
- * is as after any read.
+ * Push what the framer did not take of `bytes` (the runs between the PUBACKs it took, up to a violation), and tell
+ * the owner of each taken PUBACK in its place in the stream: after the bytes before it went on to mqtt.js. When
+ * everything was taken, an empty chunk is pushed: the stream's state is as after any read. A PUBACK's answer may end
+ * the session: nothing more is pushed into a destroyed stream.
  */
 function pushUntaken(stream: Guarded, guarded: StreamGuard, bytes: Buffer, found: { violation: PacketViolation; at: number } | undefined): boolean {
   const taken = guarded.taken.slice();
@@ -233,18 +241,17 @@ function pushUntaken(stream: Guarded, guarded: StreamGuard, bytes: Buffer, found
   let pushed = false;
   for (let k = 0; k < taken.length; k += 2) {
     const at = taken[k] as number;
+    if (stream.destroyed) return false;
     if (at > from) {
       more = guarded.push.call(stream, bytes.subarray(from, at));
       pushed = true;
     }
+    if (stream.destroyed) return false;
+    guarded.owner.pubackTaken?.(taken[k + 1] as number);
     from = at + 4;
   }
-  if (end > from) {
-    more = guarded.push.call(stream, bytes.subarray(from, end));
-    pushed = true;
-  }
-  if (!pushed && !found) more = guarded.push.call(stream, bytes.subarray(0, 0));
-  for (let k = 1; k < taken.length; k += 2) guarded.owner.pubackTaken?.(taken[k] as number);
+  if (stream.destroyed) return false;
+  if (end > from || (!pushed && !found)) more = guarded.push.call(stream, bytes.subarray(from, end));
   if (!found) return more;
   guarded.owner.violated(found.violation);
   stream.destroy();

@@ -1,7 +1,8 @@
 import mqtt from 'mqtt';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
-import { PacketFramer } from '../../src/connector/packet-guard.js';
+import { Readable } from 'node:stream';
+import { PacketFramer, guard } from '../../src/connector/packet-guard.js';
 
 const v4 = (packet: Packet): Buffer => mqttPacket.generate(packet, { protocolVersion: 4 });
 const v5 = (packet: Packet): Buffer => mqttPacket.generate(packet, { protocolVersion: 5 });
@@ -83,5 +84,86 @@ describe('the packet framer', () => {
     // Never connected (manualConnect): nothing to close.
     const client = mqtt.connect('mqtt://127.0.0.1:1', { manualConnect: true, reconnectPeriod: 0 });
     expect(typeof (client as unknown as { streamBuilder?: unknown }).streamBuilder).toBe('function');
+  });
+});
+
+/** Feed `bytes`, cut at `cuts`, through `guard()` on a real Readable whose owner takes the PUBACKs of `ids`. */
+function guardedRead(bytes: Buffer, cuts: number[], ids: ReadonlySet<number>, destroyOn?: number): { passed: Buffer; events: string[]; violation: string | undefined } {
+  const stream = new Readable({ read() {} });
+  const passed: Buffer[] = [];
+  const events: string[] = [];
+  let violation: string | undefined;
+  // What the guard passes on, as it passes it: the stream's own push, which guard() wraps.
+  stream.push = (chunk: Buffer): boolean => {
+    passed.push(chunk);
+    if (chunk.length > 0) events.push(`data ${chunk.length}`);
+    return true;
+  };
+  stream.on('error', () => {});
+  guard(stream, 1_000_000, {
+    violated: (v) => {
+      violation = v.message;
+    },
+    takesPuback: (id) => ids.has(id),
+    pubackTaken: (id) => {
+      events.push(`puback ${id}`);
+      if (id === destroyOn) stream.destroy();
+    },
+  });
+  let from = 0;
+  for (const to of [...cuts, bytes.length]) {
+    if (stream.destroyed) break;
+    stream.push(bytes.subarray(from, to));
+    from = to;
+  }
+  return { passed: Buffer.concat(passed), events, violation };
+}
+
+describe('the PUBACKs the connector answers itself', () => {
+  const puback = (messageId: number): Buffer => v4({ cmd: 'puback', messageId });
+  const publish = v4({ cmd: 'publish', topic: 'a/b', payload: Buffer.alloc(20, 1), qos: 1, messageId: 7, retain: false, dup: false });
+  const suback = v4({ cmd: 'suback', messageId: 3, granted: [1] });
+
+  it('takes the short-form PUBACKs of its own ids out of the stream, each after the bytes before it, and passes the rest unchanged', () => {
+    const bytes = Buffer.concat([puback(1), publish, puback(2), puback(99), suback, puback(3)]);
+    const { passed, events } = guardedRead(bytes, [], new Set([1, 2, 3]));
+    expect(passed.equals(Buffer.concat([publish, puback(99), suback]))).toBe(true);
+    expect(events).toEqual(['puback 1', `data ${publish.length}`, 'puback 2', `data ${puback(99).length + suback.length}`, 'puback 3']);
+  });
+
+  it('a chunk of nothing but taken PUBACKs passes nothing on', () => {
+    const { passed, events } = guardedRead(Buffer.concat([puback(1), puback(2)]), [], new Set([1, 2]));
+    expect(passed.length).toBe(0);
+    expect(events).toEqual(['puback 1', 'puback 2']);
+  });
+
+  it('leaves to mqtt.js a PUBACK cut across chunks, one with a reason code (MQTT 5), one with flags set, and other acknowledgements', () => {
+    const withCode = v5({ cmd: 'puback', messageId: 4, reasonCode: 0x10 });
+    expect(withCode.length).toBeGreaterThan(4);
+    const flagged = Buffer.from('42020005', 'hex');
+    const pubrec = v4({ cmd: 'pubrec', messageId: 6 });
+    const bytes = Buffer.concat([puback(1), puback(2), withCode, flagged, pubrec]);
+    const ids = new Set([1, 2, 4, 5, 6]);
+    // Every cut in two: the PUBACK a cut goes through is passed on whole (its two halves); the other is taken.
+    for (let cut = 1; cut < bytes.length; cut++) {
+      const { passed, events } = guardedRead(bytes, [cut], ids);
+      const split = cut < 4 ? 1 : cut > 4 && cut < 8 ? 2 : 0;
+      const expected = Buffer.concat([...(split === 1 ? [puback(1)] : []), ...(split === 2 ? [puback(2)] : []), withCode, flagged, pubrec]);
+      expect(passed.equals(expected), `cut at ${cut}`).toBe(true);
+      expect(events.filter((e) => e.startsWith('puback')), `cut at ${cut}`).toEqual([1, 2].filter((id) => id !== split).map((id) => `puback ${id}`));
+    }
+  });
+
+  it('passes nothing more into a stream the answer to a PUBACK destroyed', () => {
+    const { passed, events } = guardedRead(Buffer.concat([puback(1), publish, puback(2)]), [], new Set([1, 2]), 1);
+    expect(passed.length).toBe(0);
+    expect(events).toEqual(['puback 1']);
+  });
+
+  it('before a violation: takes the PUBACKs ahead of it, passes the bytes ahead of it, and reports it', () => {
+    const { passed, events, violation } = guardedRead(Buffer.concat([puback(1), publish, Buffer.from('400100', 'hex'), puback(2)]), [], new Set([1, 2]));
+    expect(passed.equals(publish)).toBe(true);
+    expect(events).toEqual(['puback 1', `data ${publish.length}`]);
+    expect(violation).toContain('a PUBACK without its packet identifier');
   });
 });
