@@ -46,6 +46,13 @@ const ACKNOWLEDGED = new Map([
 const PUBLISH = 3;
 const PUBACK = 4;
 
+/**
+ * The PUBACKs the last {@link PacketFramer.inspect} took out of its chunk: each its start offset and packet
+ * identifier, in order; empty when none (most chunks). One array for every framer (a gateway holds thousands):
+ * it is read right after the call, and copied before anyone is told of them.
+ */
+const taken: number[] = [];
+
 /** Where the framer is in the current packet. */
 const Phase = {
   /** The first byte: type and flags. */
@@ -73,11 +80,6 @@ export class PacketFramer {
   #left = 0;
   #topicLength = 0;
   #topicBytes = 0;
-  /**
-   * Whole PUBACKs of this chunk taken out of the stream (`puback` said they are its to answer): each its start
-   * offset and packet identifier, in order. Set by {@link PacketFramer.inspect}; empty when none (most chunks).
-   */
-  readonly taken: number[] = [];
   /** Who answers a PUBACK the framer finds whole in a chunk; it returns false to leave it to mqtt.js. */
   readonly #acks: Pick<GuardOwner, 'takesPuback'> | undefined;
 
@@ -98,7 +100,7 @@ export class PacketFramer {
     let start = 0;
     // The current packet began in this chunk (its start is an offset in it).
     let begunHere = false;
-    this.taken.length = 0;
+    taken.length = 0;
     for (let i = 0; i < chunk.length; ) {
       if (this.#phase === Phase.Body) {
         const skip = Math.min(this.#left, chunk.length - i);
@@ -132,7 +134,7 @@ export class PacketFramer {
           if (problem) return { violation: new PacketViolation('malformed', problem, size), at: start };
           this.#left = this.#length;
           if (this.#type === PUBACK && this.#flags === 0 && this.#length === 2 && begunHere && i + 2 <= chunk.length && this.#acks?.takesPuback?.(chunk.readUInt16BE(i)) === true) {
-            this.taken.push(start, chunk.readUInt16BE(i));
+            taken.push(start, chunk.readUInt16BE(i));
             i += 2;
             this.#phase = Phase.Type;
           } else if (this.#type === PUBLISH && this.#qos > 0 && this.#length >= 2) {
@@ -219,7 +221,7 @@ function guardedPush(this: Guarded, chunk: unknown, encoding?: BufferEncoding): 
     guarded.firstBytes = Buffer.from(bytes.subarray(0, 8));
   }
   const found = guarded.inspect(bytes);
-  if (guarded.taken.length > 0) return pushUntaken(this, guarded, bytes, found);
+  if (taken.length > 0) return pushUntaken(this, guarded, bytes, found);
   if (!found) return guarded.push.call(this, chunk, encoding);
   if (found.at > 0) guarded.push.call(this, bytes.subarray(0, found.at));
   guarded.owner.violated(found.violation);
@@ -234,20 +236,20 @@ function guardedPush(this: Guarded, chunk: unknown, encoding?: BufferEncoding): 
  * the session: nothing more is pushed into a destroyed stream.
  */
 function pushUntaken(stream: Guarded, guarded: StreamGuard, bytes: Buffer, found: { violation: PacketViolation; at: number } | undefined): boolean {
-  const taken = guarded.taken.slice();
+  const puback = taken.slice();
   const end = found ? found.at : bytes.length;
   let from = 0;
   let more = true;
   let pushed = false;
-  for (let k = 0; k < taken.length; k += 2) {
-    const at = taken[k] as number;
+  for (let k = 0; k < puback.length; k += 2) {
+    const at = puback[k] as number;
     if (stream.destroyed) return false;
     if (at > from) {
       more = guarded.push.call(stream, bytes.subarray(from, at));
       pushed = true;
     }
     if (stream.destroyed) return false;
-    guarded.owner.pubackTaken?.(taken[k + 1] as number);
+    guarded.owner.pubackTaken?.(puback[k + 1] as number);
     from = at + 4;
   }
   if (stream.destroyed) return false;

@@ -29,7 +29,7 @@ interface ClientInternals {
   readonly outgoing: Record<number, Outgoing> | undefined;
   readonly outgoingStore: { put(packet: object, cb?: (error?: Error) => void): unknown; del(packet: { messageId: number }, cb: (error?: Error) => void): unknown } | undefined;
   _invokeStoreProcessingQueue(): void;
-  readonly stream: { readonly writable?: boolean; write(chunk: Buffer): boolean } | undefined;
+  readonly stream: { readonly writable?: boolean; write(chunk: Buffer): boolean; cork?(): void; uncork?(): void } | undefined;
 }
 
 /** An entry of mqtt.js's `outgoing` map, as its `publish()` makes it; `written` marks this writer's QoS 1 ones. */
@@ -106,3 +106,14 @@ export function pubackTaken(client: MqttClient, packetId: number): void {
 }
 
 const ignore = (): void => {};
+
+/**
+ * Cork the client's stream while several packets are written one after the other: they leave in one write (writev)
+ * when it is uncorked. Returns what to uncork, or undefined when the stream cannot be corked (or is gone).
+ */
+export function cork(client: MqttClient): { uncork(): void } | undefined {
+  const stream = (client as unknown as ClientInternals).stream;
+  if (!stream?.writable || typeof stream.cork !== 'function' || typeof stream.uncork !== 'function') return undefined;
+  stream.cork();
+  return stream as { uncork(): void };
+}
