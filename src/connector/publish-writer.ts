@@ -9,8 +9,8 @@
  * the next tick. A gateway sends thousands of devices' messages per second through this path.
  *
  * Only where mqtt.js would write the packet at once, unchanged: the client connected and not disconnecting, nothing
- * of its own store being replayed or queued, no MQTT 5 properties (a topic alias among them) and no topic aliases in
- * use. Anywhere else (and on an mqtt.js whose internals are not as expected) it returns false and the caller uses
+ * of its own store being replayed or queued, no MQTT 5 properties (a topic alias among them), and no automatic topic
+ * aliases. Anywhere else (and on an mqtt.js whose internals are not as expected) it returns false and the caller uses
  * `client.publish()`. `packetsend` is not emitted for these packets: nothing in the connector listens to it, and
  * the client is not reachable from outside it.
  */
@@ -23,8 +23,7 @@ interface ClientInternals {
   readonly disconnecting: boolean;
   readonly _storeProcessing: boolean;
   readonly _storeProcessingQueue: { readonly length: number } | undefined;
-  readonly topicAliasSend: unknown;
-  readonly options: { readonly protocolVersion?: number };
+  readonly options: { readonly protocolVersion?: number; readonly autoUseTopicAlias?: boolean; readonly autoAssignTopicAlias?: boolean };
   readonly messageIdProvider: { allocate(): number | null; deallocate(id: number): void } | undefined;
   readonly outgoing: Record<number, Outgoing> | undefined;
   readonly outgoingStore: { put(packet: object, cb?: (error?: Error) => void): unknown; del(packet: { messageId: number }, cb: (error?: Error) => void): unknown } | undefined;
@@ -56,7 +55,9 @@ export function writePublish(client: MqttClient, topic: string, payload: string 
   if ((qos !== 1 && qos !== 2) || options.properties !== undefined || options.cbStorePut !== undefined) return false;
   const c = client as unknown as ClientInternals;
   const version = c.options.protocolVersion;
-  if ((version !== 4 && version !== 5) || !c.connected || c.disconnecting || c._storeProcessing || c._storeProcessingQueue?.length !== 0 || c.topicAliasSend !== undefined) return false;
+  if ((version !== 4 && version !== 5) || !c.connected || c.disconnecting || c._storeProcessing || c._storeProcessingQueue?.length !== 0) return false;
+  // mqtt.js would put a topic alias in its place (never set by the connector; a broker's Topic Alias Maximum alone changes nothing).
+  if (c.options.autoUseTopicAlias === true || c.options.autoAssignTopicAlias === true) return false;
   const { messageIdProvider, outgoing, outgoingStore, stream } = c;
   if (!messageIdProvider || !outgoing || !outgoingStore || !stream?.writable) return false;
   // An empty topic, or one that may not fit a length prefix (over 21,845 UTF-16 units: up to 3 bytes each), is mqtt.js's.
