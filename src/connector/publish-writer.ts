@@ -1,12 +1,15 @@
 /**
  * The connector's PUBLISH writer: a QoS 1 or 2 message encoded into one buffer (mqtt/wire.ts) and written to the
  * mqtt.js client's stream in one write, inside the client's own session: the packet id from its
- * `messageIdProvider`, the message in its `outgoing` map and `outgoingStore` as `publish()` puts it there, so mqtt.js
- * reads the PUBACK (PUBREC, PUBREL, PUBCOMP), calls back and frees the id exactly as for its own PUBLISH.
+ * `messageIdProvider`, the message in its `outgoing` map and `outgoingStore` as `publish()` puts it there, so its
+ * answer (PUBACK, PUBREC, PUBCOMP) is handled exactly as for mqtt.js's own PUBLISH: by mqtt.js, or, for a QoS 1
+ * PUBACK of the short form whole in one chunk, by the packet guard (packet-guard.ts), which takes it out of the
+ * stream and calls {@link pubackTaken} here: the same steps without mqtt.js parsing and dispatching it.
  *
- * Why: `client.publish()` costs about a third more CPU than the packet it writes (BENCHMARKS.md, issue 18): it
- * builds and clones the packet object, and `mqtt-packet` writes it as five writes into a corked stream uncorked on
- * the next tick. A gateway sends thousands of devices' messages per second through this path.
+ * Why: `client.publish()` and the parsing of its PUBACK cost more CPU than the bytes they move (BENCHMARKS.md,
+ * issue 18): the packet object built and cloned, `mqtt-packet` writing it as five writes into a corked stream
+ * uncorked on the next tick, and the PUBACK parsed into an object and dispatched through events. A gateway sends
+ * thousands of devices' messages per second through this path.
  *
  * Only where mqtt.js would write the packet at once, unchanged: the client connected and not disconnecting, nothing
  * of its own store being replayed or queued, no MQTT 5 properties (a topic alias among them), and no automatic topic
