@@ -29,7 +29,7 @@ interface ClientInternals {
   readonly options: { readonly protocolVersion?: number; readonly autoUseTopicAlias?: boolean; readonly autoAssignTopicAlias?: boolean };
   readonly messageIdProvider: { allocate(): number | null; deallocate(id: number): void } | undefined;
   readonly outgoing: Record<number, Outgoing> | undefined;
-  readonly outgoingStore: { put(packet: object, cb?: (error?: Error) => void): unknown; del(packet: { messageId: number }, cb: (error?: Error) => void): unknown } | undefined;
+  readonly outgoingStore: { put(packet: object, cb?: (error?: Error) => void): unknown; del(packet: { messageId: number }, cb: (error: Error | null | undefined, packet?: unknown) => void): unknown } | undefined;
   _invokeStoreProcessingQueue(): void;
   readonly stream: { readonly writable?: boolean; write(chunk: Buffer): boolean; cork?(): void; uncork?(): void } | undefined;
 }
@@ -41,9 +41,6 @@ interface Outgoing {
   cb: PublishCallback;
   written?: true;
 }
-
-/** What a taken PUBACK's callback gets as the acknowledging packet (one object for all). */
-const PUBACK = Object.freeze({ cmd: 'puback' });
 
 /** mqtt.js's publish callback: an error (or none) and the acknowledging packet. */
 export type PublishCallback = (error?: Error, packet?: unknown) => void;
@@ -100,16 +97,17 @@ export function takesPuback(client: MqttClient, packetId: number): boolean {
  */
 export function pubackTaken(client: MqttClient, packetId: number): void {
   const c = client as unknown as ClientInternals;
-  const pending = c.outgoing?.[packetId];
-  if (pending?.written !== true || !c.outgoing || !c.outgoingStore || !c.messageIdProvider) return;
-  delete c.outgoing[packetId];
-  c.outgoingStore.del({ messageId: packetId }, ignore);
-  pending.cb(undefined, PUBACK);
-  c.messageIdProvider.deallocate(packetId);
-  if (c._storeProcessingQueue?.length) c._invokeStoreProcessingQueue();
+  const { outgoing, outgoingStore, messageIdProvider } = c;
+  const pending = outgoing?.[packetId];
+  if (pending?.written !== true || !outgoing || !outgoingStore || !messageIdProvider) return;
+  delete outgoing[packetId];
+  // As mqtt.js's _removeOutgoingAndStoreMessage: the callback gets what the store held (the PUBLISH).
+  outgoingStore.del({ messageId: packetId }, (error, packet) => {
+    pending.cb(error ?? undefined, packet);
+    messageIdProvider.deallocate(packetId);
+    if (c._storeProcessingQueue?.length) c._invokeStoreProcessingQueue();
+  });
 }
-
-const ignore = (): void => {};
 
 /**
  * Cork the client's stream while several packets are written one after the other: they leave in one write (writev)
