@@ -31,6 +31,7 @@ interface ClientInternals {
   readonly outgoing: Record<number, Outgoing> | undefined;
   readonly outgoingStore: { put(packet: object, cb?: (error?: Error) => void): unknown; del(packet: { messageId: number }, cb: (error: Error | null | undefined, packet?: unknown) => void): unknown } | undefined;
   _invokeStoreProcessingQueue(): void;
+  reschedulePing?(): void;
   readonly stream: { readonly writable?: boolean; write(chunk: Buffer): boolean; cork?(): void; uncork?(): void } | undefined;
 }
 
@@ -97,6 +98,9 @@ export function takesPuback(client: MqttClient, packetId: number): boolean {
  */
 export function pubackTaken(client: MqttClient, packetId: number): void {
   const c = client as unknown as ClientInternals;
+  // mqtt.js reschedules its ping on every acknowledgement it handles (handlers/index.ts): without it, a link kept
+  // busy by acknowledged messages gets a PINGREQ queued behind them, and a false keepalive timeout.
+  c.reschedulePing?.();
   const { outgoing, outgoingStore, messageIdProvider } = c;
   const pending = outgoing?.[packetId];
   if (pending?.written !== true || !outgoing || !outgoingStore || !messageIdProvider) return;
