@@ -4,12 +4,113 @@
  * emulator on port 0, real mqtt.js clients; the network between them is the simulator's fault relay (a real TCP
  * relay) where a test needs a slow link.
  */
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import mqttPacket, { type Packet } from 'mqtt-packet';
+import { describe, expect, it, onTestFinished, vi } from 'vitest';
+import { type WebSocket, WebSocketServer } from 'ws';
+import { Attempt } from '../../src/connector/attempt.js';
 import { connectDevice } from '../../src/connector/connect.js';
+import { DeviceCredential } from '../../src/credential.js';
 import { FaultRelay } from '../../src/simulator/fault-relay.js';
 import { registerDevice, useEmulator } from '../helpers/emulator.js';
 
-const emulator = useEmulator({ parentTopics: ['lp'] });
+const tlsDir = resolve(import.meta.dirname, '../../fixtures/tls');
+const ca = readFileSync(resolve(tlsDir, 'ca.pem'));
+const emulator = useEmulator({ parentTopics: ['lp'], tls: { cert: readFileSync(resolve(tlsDir, 'server.pem')), key: readFileSync(resolve(tlsDir, 'server-key.pem')) } });
+
+describe('taken PUBACKs on every transport', () => {
+  // The emulator's WebSocket listener sends a PUBACK as three WebSocket messages (mqtt-packet's writes): those are
+  // mqtt.js's. The broker below sends whole packets, as the service does.
+  it.each(['mqttUrl', 'mqttsUrl', 'wsUrl', 'wssUrl'] as const)(
+    '%s: a burst of QoS 1 messages to a topic the device subscribes to (PUBACKs and PUBLISHes mixed in its reads): each settles once, each arrives, one session',
+    async (which) => {
+      const e = emulator();
+      const credential = await registerDevice(e, `GID_lp@@@${which}`);
+      const conn = await connectDevice({ credential, brokerUrl: e[which] ?? '', ca, reconnect: { minDelayMs: 5, maxDelayMs: 20 } });
+      onTestFinished(() => conn.end(true));
+      let offline = 0;
+      conn.on('offline', () => (offline += 1));
+      const taken = vi.spyOn(Attempt.prototype, 'pubackTaken');
+      onTestFinished(() => taken.mockRestore());
+      const count = 300;
+      const arrived = new Map<string, number>();
+      let all: () => void = () => {};
+      const allArrived = new Promise<void>((done) => (all = done));
+      conn.on('message', (topic) => {
+        arrived.set(topic, (arrived.get(topic) ?? 0) + 1);
+        if (arrived.size === count) all();
+      });
+      await conn.subscribe(`lp/${which}/#`, { qos: 1 });
+      const settled = await Promise.allSettled(Array.from({ length: count }, (_, i) => conn.publish(`lp/${which}/${i}`, `m${i}`, { qos: 1 })));
+      expect(settled.filter((s) => s.status !== 'fulfilled')).toEqual([]);
+      await allArrived;
+      expect([...arrived.values()].every((n) => n === 1)).toBe(true);
+      // Over TCP and TLS the guard took (nearly) all of them: a PUBACK cut across two reads is mqtt.js's.
+      if (which === 'mqttUrl' || which === 'mqttsUrl') expect(taken.mock.calls.length).toBeGreaterThan(count / 2);
+      expect(new Set(taken.mock.calls.map(([id]) => id)).size).toBe(taken.mock.calls.length);
+      expect(offline).toBe(0);
+    },
+  );
+});
+
+/**
+ * A WebSocket broker on port 0 that sends whole MQTT packets, one WebSocket message each, except the PUBACKs of each
+ * `batch` QoS 1 PUBLISH packets: all in one message, the first one twice, and a PUBACK of an id never used.
+ */
+async function wsBroker(batch: number): Promise<{ url: string; connects: number }> {
+  const server = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: () => 'mqtt' });
+  await new Promise<void>((done) => server.once('listening', done));
+  const sockets = new Set<WebSocket>();
+  onTestFinished(async () => {
+    for (const ws of sockets) ws.terminate();
+    await new Promise<void>((done) => server.close(() => done()));
+  });
+  const state = { url: `ws://127.0.0.1:${(server.address() as { port: number }).port}/mqtt`, connects: 0 };
+  server.on('connection', (ws) => {
+    sockets.add(ws);
+    const parser = mqttPacket.parser({ protocolVersion: 4 });
+    const send = (packet: Packet): void => ws.send(mqttPacket.generate(packet));
+    let acks: number[] = [];
+    ws.on('message', (data: Buffer) => parser.parse(data));
+    parser.on('packet', (packet: Packet) => {
+      if (packet.cmd === 'connect') {
+        state.connects += 1;
+        send({ cmd: 'connack', returnCode: 0, sessionPresent: false });
+      } else if (packet.cmd === 'pingreq') send({ cmd: 'pingresp' });
+      else if (packet.cmd === 'publish' && packet.qos === 1) {
+        acks.push(packet.messageId ?? 0);
+        if (acks.length < batch) return;
+        const ids = [...acks, acks[0] ?? 0, ((acks[0] ?? 0) + 30_000) % 65_535 || 1];
+        acks = [];
+        ws.send(Buffer.concat(ids.map((messageId) => mqttPacket.generate({ cmd: 'puback', messageId }))));
+      }
+    });
+  });
+  return state;
+}
+
+describe('taken PUBACKs over WebSocket', () => {
+  const credential = new DeviceCredential({ clientId: 'GID_lp@@@ws-dev', instanceId: 'mqtt-lp', deviceAccessKeyId: 'DC.lpKey', deviceAccessKeySecret: 'DC.lpSecret' });
+
+  it.each([1, 50])('PUBACKs %i to a WebSocket message (with a duplicate and a stray one): each message settles, each PUBACK taken, one session', async (batch) => {
+    const broker = await wsBroker(batch);
+    const conn = await connectDevice({ credential, brokerUrl: broker.url, reconnect: { minDelayMs: 5, maxDelayMs: 20 } });
+    onTestFinished(() => conn.end(true));
+    const errors: Error[] = [];
+    conn.on('error', (error) => errors.push(error));
+    const taken = vi.spyOn(Attempt.prototype, 'pubackTaken');
+    onTestFinished(() => taken.mockRestore());
+    const count = 200;
+    const settled = await Promise.allSettled(Array.from({ length: count }, (_, i) => conn.publish(`lp/ws/${i}`, `m${i}`, { qos: 1 })));
+    expect(settled.filter((s) => s.status !== 'fulfilled')).toEqual([]);
+    // Each PUBACK of a message and each duplicate taken (the duplicate answers nothing); the stray one is mqtt.js's.
+    expect(taken.mock.calls.length).toBe(count + count / batch);
+    expect(errors).toEqual([]);
+    expect(broker.connects).toBe(1);
+    expect(conn.online).toBe(true);
+  });
+});
 
 describe('taken PUBACKs and the keepalive', () => {
   it('a slow uplink kept busy by acknowledged QoS 1 messages keeps its session: a taken PUBACK counts for the keepalive as one mqtt.js handles', async () => {
