@@ -32,7 +32,7 @@ interface ClientInternals {
   readonly outgoingStore: { put(packet: object, cb?: (error?: Error) => void): unknown; del(packet: { messageId: number }, cb: (error: Error | null | undefined, packet?: unknown) => void): unknown } | undefined;
   _invokeStoreProcessingQueue(): void;
   reschedulePing?(): void;
-  readonly stream: { readonly writable?: boolean; write(chunk: Buffer): boolean; cork?(): void; uncork?(): void } | undefined;
+  readonly stream: { readonly writable?: boolean; readonly writableCorked?: number; write(chunk: Buffer): boolean; cork?(): void; uncork?(): void } | undefined;
 }
 
 /** An entry of mqtt.js's `outgoing` map, as its `publish()` makes it; `written` marks this writer's QoS 1 ones. */
@@ -79,8 +79,18 @@ export function writePublish(client: MqttClient, topic: string, payload: string 
   outgoing[messageId] = qos === 1 ? { volatile: false, cmd: 'publish', cb: callback, written: true } : { volatile: false, cmd: 'publish', cb: callback };
   // The store holds what publish() would: mqtt.js deletes it on the acknowledgement (and a store without it fails).
   outgoingStore.put({ cmd: 'publish', topic, payload, qos, retain, dup, messageId });
+  // mqtt.js's writes (mqtt-packet) cork the stream until the next tick, so the messages of one turn leave in one
+  // write (one syscall, one TLS record), not one each: the same here, one cork per turn.
+  if (stream.writableCorked === 0 && stream.cork && stream.uncork) {
+    stream.cork();
+    process.nextTick(uncorkStream, stream);
+  }
   stream.write(packet);
   return true;
+}
+
+function uncorkStream(stream: { uncork(): void }): void {
+  stream.uncork();
 }
 
 /**

@@ -5,7 +5,10 @@
  * relay) where a test needs a slow link.
  */
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
+import type * as Mqtt from 'mqtt';
+import type { MqttClient } from 'mqtt';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import { type WebSocket, WebSocketServer } from 'ws';
@@ -14,6 +17,25 @@ import { connectDevice } from '../../src/connector/connect.js';
 import { DeviceCredential } from '../../src/credential.js';
 import { FaultRelay } from '../../src/simulator/fault-relay.js';
 import { registerDevice, useEmulator } from '../helpers/emulator.js';
+
+/** mqtt.js as the connector loads it (src/connector/mqtt-client.ts: require()). */
+const mqtt = createRequire(import.meta.url)('mqtt') as typeof Mqtt;
+
+/** The mqtt.js clients made while `run` runs (each attempt of a connection is one). */
+async function clientsMadeBy<T>(run: () => Promise<T>): Promise<{ value: T; clients: MqttClient[] }> {
+  const proto = mqtt.MqttClient.prototype;
+  const original = proto.connect;
+  const clients: MqttClient[] = [];
+  proto.connect = function (this: MqttClient) {
+    clients.push(this);
+    return original.call(this);
+  };
+  try {
+    return { value: await run(), clients };
+  } finally {
+    proto.connect = original;
+  }
+}
 
 const tlsDir = resolve(import.meta.dirname, '../../fixtures/tls');
 const ca = readFileSync(resolve(tlsDir, 'ca.pem'));
@@ -109,6 +131,28 @@ describe('taken PUBACKs over WebSocket', () => {
     expect(errors).toEqual([]);
     expect(broker.connects).toBe(1);
     expect(conn.online).toBe(true);
+  });
+});
+
+describe('the PUBLISH packets the writer writes', () => {
+  it.each(['mqttUrl', 'mqttsUrl'] as const)('%s: QoS 1 messages published in one turn leave the socket in one write, as mqtt.js sends those of its publish()', async (which) => {
+    const e = emulator();
+    const credential = await registerDevice(e, `GID_lp@@@turn-${which}`);
+    const { value: conn, clients } = await clientsMadeBy(() => connectDevice({ credential, brokerUrl: e[which] ?? '', ca }));
+    onTestFinished(() => conn.end(true));
+    const stream = (clients[0] as MqttClient).stream as unknown as { _write: (...args: unknown[]) => void; _writev: (...args: unknown[]) => void };
+    let writes = 0;
+    for (const method of ['_write', '_writev'] as const) {
+      const original = stream[method];
+      stream[method] = function (this: unknown, ...args: unknown[]) {
+        writes += 1;
+        return original.apply(this, args);
+      };
+    }
+    const count = 200;
+    // One publish() after the other in one turn, as an application sending a batch does: the outbox sends each at once.
+    await Promise.all(Array.from({ length: count }, (_, i) => conn.publish(`lp/turn/${i}`, `m${i}`, { qos: 1 })));
+    expect(writes).toBe(1);
   });
 });
 
