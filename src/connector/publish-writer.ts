@@ -121,6 +121,13 @@ export function pubackTaken(client: MqttClient, packetId: number): void {
     messageIdProvider.deallocate(packetId);
     if (c._storeProcessingQueue?.length) c._invokeStoreProcessingQueue();
   });
+  // A client ending gracefully (end(false)) waits for this before its DISCONNECT, as mqtt.js's ack handler emits it.
+  if (c.disconnecting && isEmpty(outgoing)) client.emit('outgoingEmpty');
+}
+
+function isEmpty(record: object): boolean {
+  for (const _ in record) return false;
+  return true;
 }
 
 /**

@@ -14,7 +14,10 @@ import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { Attempt } from '../../src/connector/attempt.js';
 import { connectDevice } from '../../src/connector/connect.js';
+import { guard } from '../../src/connector/packet-guard.js';
+import { pubackTaken, takesPuback, writePublish } from '../../src/connector/publish-writer.js';
 import { DeviceCredential } from '../../src/credential.js';
+import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { FaultRelay } from '../../src/simulator/fault-relay.js';
 import { registerDevice, useEmulator } from '../helpers/emulator.js';
 
@@ -153,6 +156,33 @@ describe('the PUBLISH packets the writer writes', () => {
     // One publish() after the other in one turn, as an application sending a batch does: the outbox sends each at once.
     await Promise.all(Array.from({ length: count }, (_, i) => conn.publish(`lp/turn/${i}`, `m${i}`, { qos: 1 })));
     expect(writes).toBe(1);
+  });
+});
+
+describe('a taken PUBACK in the mqtt.js session', () => {
+  it("answers what mqtt.js's end() waits for: a client ended gracefully with a written message in flight ends once its PUBACK is taken", async () => {
+    const e = emulator();
+    const signed = signDeviceCredential(await registerDevice(e, 'GID_lp@@@end-1'));
+    // A bare mqtt.js client with the guard in its stream, as the connector's attempt puts it there (attempt.ts).
+    const client = mqtt.connect(e.mqttUrl, { ...signed, protocolVersion: 4, reconnectPeriod: 0, manualConnect: true });
+    onTestFinished(() => client.endAsync(true));
+    const buildable = client as unknown as { streamBuilder: (c: MqttClient) => import('node:stream').Duplex };
+    const build = buildable.streamBuilder;
+    buildable.streamBuilder = (c) => {
+      const stream = build(c);
+      guard(stream, 1 << 20, { violated: () => {}, takesPuback: (id) => takesPuback(client, id), pubackTaken: (id) => pubackTaken(client, id) });
+      return stream;
+    };
+    client.connect();
+    await new Promise<void>((done) => client.once('connect', () => done()));
+    let acknowledged: (error?: Error) => void = () => {};
+    const answer = new Promise<Error | undefined>((done) => (acknowledged = done));
+    expect(writePublish(client, 'lp/end', 'last words', { qos: 1 }, (error) => acknowledged(error))).toBe(true);
+    // Not forced: mqtt.js sends DISCONNECT once nothing is in flight (its 'outgoingEmpty', emitted as it handles an ack).
+    const ended = new Promise<void>((done) => client.end(false, () => done()));
+    expect(await answer).toBeFalsy();
+    expect(client.listenerCount('outgoingEmpty')).toBe(0);
+    await ended;
   });
 });
 
