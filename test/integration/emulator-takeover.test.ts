@@ -10,9 +10,10 @@
  * registers the new connection ({@link dropOldAtRegistration}).
  *
  * The same holds whichever order the closes end in, and for three CONNECTs of one ClientId: the old close held open
- * until the test lets it end ({@link holdClose}), a newer connection that leaves first, or a third CONNECT that comes
- * while the second waits for the first's close, must leave the newest connection alone registered, each connection
- * counted out once (the `connected` statistic and its gauge), and the ClientId offline once the last one has gone.
+ * until the test lets it end (`holdClose`, helpers/takeover.ts), a newer connection that leaves first, or a third
+ * CONNECT that comes while the second waits for the first's close, must leave the newest connection alone registered,
+ * each connection counted out once (the `connected` statistic and its gauge), and the ClientId offline once the last
+ * one has gone.
  * A cluster of one process on Redis shares the path (its clients have no P2P subscription, so the old one subscribes).
  */
 import { once } from 'node:events';
@@ -27,26 +28,10 @@ import { accountLogin, ended } from '../helpers/broker.js';
 import { ANY_GROUP, callApi, clientLeaves, connectMqtt, connectWithInbox, subscribed, useEmulator, type InboxClient } from '../helpers/emulator.js';
 import { rawLogin, type RawMqtt } from '../helpers/raw-mqtt.js';
 import { redisAvailable, startRedis, type TestRedis } from '../helpers/redis.js';
+import { brokerEvent, holdClose, type HeldClose } from '../helpers/takeover.js';
 
 const VERSIONS = [4, 5] as const;
 type Version = (typeof VERSIONS)[number];
-
-/**
- * Resolves with the broker's client of the next connection of `clientId` aedes emits `event` for: `client` once it
- * registers it, `connackSent` once it answered its CONNECT, `clientReady` once its CONNECT is handled through.
- */
-function brokerEvent(e: Emulator, event: 'client' | 'connackSent' | 'clientReady', clientId: string): Promise<Client> {
-  const broker = e.broker as unknown as NodeJS.EventEmitter;
-  return new Promise((resolve) => {
-    const listener = (...args: unknown[]): void => {
-      const client = args[event === 'connackSent' ? 1 : 0] as Client;
-      if (client.id !== clientId) return;
-      broker.off(event, listener);
-      resolve(client);
-    };
-    broker.on(event, listener);
-  });
-}
 
 /** Resolves with the broker's client of the next connection of `clientId` that aedes registers. */
 function registered(e: Emulator, clientId: string): Promise<Client> {
@@ -158,52 +143,6 @@ function registeredNow(e: Emulator, clientId: string): Client {
   const client = clientById(e.broker, clientId);
   if (client === undefined) throw new Error(`${clientId} is not registered`);
   return client;
-}
-
-/** An old connection's close, held open where aedes' close waits: at the connection's unsubscribes. */
-interface HeldClose {
-  /** Resolves once aedes' close of the connection has begun and each of its unsubscribes is held. */
-  readonly closing: Promise<void>;
-  /** Let the close end: aedes ends it within this call (its unsubscribes call back synchronously, then it finishes). */
-  release(): void;
-}
-
-/**
- * Hold aedes' close of `client` (which must have subscriptions) until {@link HeldClose.release}: aedes 2.0.0-beta.1
- * ends a close once the broker's `unsubscribe` of each of the connection's subscriptions has called back, and then
- * unregisters the connection (or not: whichever connection its ClientId is registered to then decides).
- */
-function holdClose(broker: Aedes, client: Client): HeldClose {
-  type Unsubscribe = (topic: string, func: unknown, done: (error?: Error) => void) => void;
-  const inner = broker as unknown as { unsubscribe: Unsubscribe };
-  const subscriptions = (client as unknown as { subscriptions: Record<string, { func: unknown }> }).subscriptions;
-  const funcs = new Set(Object.values(subscriptions).map((sub) => sub.func));
-  expect(funcs.size, 'a connection with subscriptions (its close waits for them)').toBeGreaterThan(0);
-  const unsubscribe = inner.unsubscribe;
-  const held: (() => void)[] = [];
-  let released = false;
-  let allHeld = (): void => undefined;
-  const closing = new Promise<void>((resolve) => {
-    allHeld = resolve;
-  });
-  const holding: Unsubscribe = function (this: unknown, topic, func, done) {
-    if (released || !client.closed || !funcs.has(func)) {
-      unsubscribe.call(this, topic, func, done);
-      return;
-    }
-    unsubscribe.call(this, topic, func, (error) => {
-      held.push(() => done(error));
-      if (held.length === funcs.size) allHeld();
-    });
-  };
-  inner.unsubscribe = holding;
-  const release = (): void => {
-    released = true;
-    if (inner.unsubscribe === holding) inner.unsubscribe = unsubscribe;
-    for (const done of held.splice(0)) done();
-  };
-  onTestFinished(release);
-  return { closing, release };
 }
 
 /** How often the emulator reported `clientId` connected and gone (its `clientConnected` / `clientDisconnected`). */
