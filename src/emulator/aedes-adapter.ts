@@ -2,12 +2,13 @@
  * The one door to aedes' internals. aedes 2.0.0-beta.1 (pinned) declares less than the emulator needs: its maps of
  * clients and brokers, each client's parser and delivery functions, the session store, and the text of its errors.
  * This module, aedes-session-queues.ts (the session store's outgoing queues), aedes-registrations.ts (which connection
- * is registered under a ClientId, and how connections are counted, when they overlap) and aedes-cluster-takeovers.ts
- * (a takeover from another broker of a cluster) are the only ones that reach for them or match that text; the rest of
- * the emulator uses aedes' declared API (hooks, events, `handle`) and the functions of these four. Each use says
- * which aedes behaviour it relies on, and {@link assertAedesVersion} refuses to start on any other aedes than the one
- * they were checked against (test/integration/emulator-hostile.test.ts, emulator-mqtt-fuzz.test.ts and
- * emulator-takeover.test.ts check the behaviours).
+ * is registered under a ClientId, and how connections are counted, when they overlap), aedes-cluster-takeovers.ts (a
+ * takeover from another broker of a cluster) and aedes-incoming-qos2.ts (the QoS 2 messages awaiting PUBREL) are the
+ * only ones that reach for them or match that text; the rest of the emulator uses aedes' declared API (hooks, events,
+ * `handle`) and the functions of these five. Each use says which aedes behaviour it relies on, and
+ * {@link assertAedesVersion} refuses to start on any other aedes than the one they were checked against
+ * (test/integration/emulator-hostile.test.ts, emulator-mqtt-fuzz.test.ts, emulator-takeover.test.ts and
+ * emulator-takeover-gaps.test.ts check the behaviours).
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -15,8 +16,11 @@ import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { Aedes, Client, Subscription } from 'aedes';
 import { ConfigurationError } from '../errors.js';
+import { keepCleanSessionsQos2 } from './aedes-incoming-qos2.js';
 import { registerEachConnectionOnce } from './aedes-registrations.js';
 import { propertyProblem } from './mqtt5-properties.js';
+
+export { endCleanSession } from './aedes-incoming-qos2.js';
 
 /** The aedes version this module was written and tested against: package.json pins the peer dependency to it. */
 export const AEDES_VERSION = '2.0.0-beta.1';
@@ -75,14 +79,8 @@ export interface SessionStore {
 interface BrokerInternals {
   clients: Record<string, Client | undefined>;
   brokers: Record<string, number | undefined>;
-  persistence: SessionStore & { [PATCHED]?: true };
+  persistence: SessionStore;
 }
-
-/** Marks a session store already patched by {@link hardenBroker} (a restarted broker gets the same store again). */
-const PATCHED = Symbol('apsaramq-device: session store patched');
-
-/** Clean sessions whose connection has ended ({@link endCleanSession}): what aedes stores for them is deleted at once. */
-const endedCleanSessions = new WeakSet<Client>();
 
 function internals(broker: Aedes): BrokerInternals {
   return broker as unknown as BrokerInternals;
@@ -95,30 +93,16 @@ function internals(broker: Aedes): BrokerInternals {
  * inherited function: UNSUBSCRIBE `constructor` made aedes hand `undefined` to mqemitter, whose assertion then
  * killed the whole process (the fix of GHSA-52qw-whmv-87c5 is in aedes 1.2.0, not in this beta). And a connection
  * that closes after a newer one of its ClientId registered no longer unregisters that one, and each connection is
- * counted out once whatever order the closes of one ClientId's connections end in (aedes-registrations.ts).
+ * counted out once whatever order the closes of one ClientId's connections end in (aedes-registrations.ts). A clean
+ * session's QoS 2 messages awaiting PUBREL are its connection's (aedes-incoming-qos2.ts), and a second PUBREL of one
+ * no longer ends the process.
  */
 export function hardenBroker(broker: Aedes): void {
   const broken = internals(broker);
   registerEachConnectionOnce(broker);
+  keepCleanSessionsQos2(broker);
   broken.clients = Object.assign(Object.create(null) as Record<string, Client | undefined>, broken.clients);
   broken.brokers = Object.assign(Object.create(null) as Record<string, number | undefined>, broken.brokers);
-  // aedes 2.0.0-beta.1 deletes a QoS 2 message on its PUBREL with `.finally()`, which passes a rejection on to
-  // nobody: two PUBRELs for one packet id in one read both find it, the second delete rejects ("no such packet"),
-  // and the unhandled rejection ends the process. A delete that finds nothing has nothing left to do.
-  const store = broken.persistence;
-  if (store[PATCHED]) return;
-  const incomingDelPacket = store.incomingDelPacket.bind(store);
-  store.incomingDelPacket = (client, packet) => incomingDelPacket(client, packet).catch(() => undefined);
-  // aedes stores a QoS 2 PUBLISH one or two store round trips after reading it (its duplicate lookup first, a Redis
-  // round trip clustered): one read just before the socket closed lands after its clean session ended, where
-  // nothing would ever delete it. It is deleted as soon as it lands; the rest of aedes' handling (its routing, a
-  // PUBREC to the closed socket) goes on as for any PUBLISH read before the close.
-  const incomingStorePacket = store.incomingStorePacket.bind(store);
-  store.incomingStorePacket = async (client, packet) => {
-    await incomingStorePacket(client, packet);
-    if (endedCleanSessions.has(client)) await store.incomingDelPacket(client, packet);
-  };
-  store[PATCHED] = true;
 }
 
 /**
@@ -137,17 +121,6 @@ export function messagesCounted(broker: Aedes): number {
 /** Number this broker's messages on from `counted` (before it routes any: {@link messagesCounted}). */
 export function countOnFrom(broker: Aedes, counted: number): void {
   (broker as unknown as { counter: number }).counter = Math.max(messagesCounted(broker), counted);
-}
-
-/**
- * End a clean session's QoS 2 messages waiting for their PUBREL with its connection (MQTT 3.1.1 §3.1.2.4, MQTT 5
- * §4.1): delete those of `messageIds` aedes stored, and, on a broker {@link hardenBroker} patched, any it stores for
- * `client` from now on. A packet id aedes did not store (a refused PUBLISH) is not there to delete: no error.
- */
-export function endCleanSession(broker: Aedes, client: Client, messageIds: readonly number[]): void {
-  endedCleanSessions.add(client);
-  const store = sessionStore(broker);
-  for (const messageId of messageIds) store.incomingDelPacket(client, { messageId }).catch(() => undefined);
 }
 
 /** The connected (authenticated and registered) client with this ClientId: aedes keeps them by id. */

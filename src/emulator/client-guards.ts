@@ -146,10 +146,12 @@ export class BrokerGuards {
 
   /**
    * A clean session's state ends with its connection (MQTT 3.1.1 §3.1.2.4, MQTT 5 §4.1): aedes keeps the QoS 2
-   * messages it stored for their PUBREL under the ClientId for good, where they take memory and make the next
-   * session's QoS 2 message with the same packet id look like a duplicate, dropped. They go with the session here,
-   * when the connection ends, registered or not (a connection whose takeover waits may publish, and close unregistered),
-   * and so does one aedes stores only after that (a PUBLISH read just before the close: {@link endCleanSession}).
+   * messages it stored for their PUBREL for good, where they take memory and make the next session's QoS 2 message
+   * with the same packet id look like a duplicate, dropped. They go with the session here, when the connection ends,
+   * registered or not (a connection whose takeover waits may publish, and close unregistered), and so does one aedes
+   * stores only after that (a PUBLISH read just before the close: {@link endCleanSession}, aedes-incoming-qos2.ts,
+   * where a clean session's are its connection's own, so that an overlapping connection of the ClientId is not
+   * touched).
    */
   install(broker: Aedes): void {
     this.#broker = broker;

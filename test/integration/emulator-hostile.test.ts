@@ -124,8 +124,8 @@ const redis = redisAvailable();
 
 /**
  * A clean session's QoS 2 PUBLISH read just before its socket closes: aedes looks its packet id up before storing it
- * (a Redis round trip, clustered), and that lookup is held until the socket has closed and the session's cleanup has
- * run, so the message is stored after the cleanup. It must not stay: the next session's message with the same packet
+ * (a Redis round trip, clustered, for a session kept in the store), and that lookup is held until the socket has closed
+ * and the session's cleanup has run, so the message is stored after the cleanup. It must not stay: the next session's message with the same packet
  * id is delivered, not taken for a duplicate.
  */
 async function lateStoredQos2(e: Emulator): Promise<void> {

@@ -1,0 +1,179 @@
+/**
+ * What a connection of a ClientId may do while the close of the ClientId's older connection has not ended: the newer
+ * connection has its CONNACK (aedes writes it without waiting for a takeover), so it publishes and is sent to, and the
+ * older one's own state must neither stand in its way nor take it along when it goes.
+ *
+ * - QoS 2: aedes keeps a QoS 2 PUBLISH waiting for its PUBREL under the ClientId and its packet id. A clean session's
+ *   such messages go when its connection ends (client-guards.ts); the older connection's, found by a newer session's
+ *   PUBLISH with the same packet id, made aedes take the new message for a duplicate (acknowledged, never routed);
+ *   and the older one's cleanup, keyed by ClientId, deleted the newer one's, whose repeated PUBLISH (MQTT-4.3.3-2:
+ *   acknowledged, not delivered again) was then delivered a second time.
+ *
+ * Each order is forced by holding the old connection's close at its unsubscribes (helpers/takeover.ts), in one
+ * process, on a cluster of one process on Redis, and with the old connection at one process of a cluster and the new
+ * one at another.
+ */
+import { once } from 'node:events';
+import type { Client } from 'aedes';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { clientById, sessionStore } from '../../src/emulator/aedes-adapter.js';
+import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
+import { accountLogin } from '../helpers/broker.js';
+import { ANY_GROUP, connectWithInbox, type InboxClient } from '../helpers/emulator.js';
+import { rawLogin, type RawMqtt } from '../helpers/raw-mqtt.js';
+import { redisAvailable, startRedis } from '../helpers/redis.js';
+import { holdClose, type HeldClose } from '../helpers/takeover.js';
+
+/** Payloads over this are discarded by the broker (acknowledged as usual, never stored nor routed). */
+const MAX_PAYLOAD = 64;
+const OPTIONS = { env: {}, ...ANY_GROUP, wsPort: false, maxPayloadBytes: MAX_PAYLOAD } as const satisfies EmulatorOptions;
+
+async function startOwn(options: EmulatorOptions = {}): Promise<Emulator> {
+  const e = await startEmulator({ ...OPTIONS, ...options });
+  onTestFinished(() => e.close());
+  return e;
+}
+
+/** Connect a subscriber of `topic` (QoS 2), ended when the test ends. */
+async function watcher(e: Emulator, clientId: string, topic: string): Promise<InboxClient> {
+  const inbox = await connectWithInbox(e.mqttUrl, accountLogin(e, clientId));
+  onTestFinished(() => inbox.client.endAsync(true));
+  await inbox.client.subscribeAsync(topic, { qos: 2 });
+  return inbox;
+}
+
+/** The broker's client registered under `clientId` now (the test fails if there is none). */
+function registeredNow(e: Emulator, clientId: string): Client {
+  const client = clientById(e.broker, clientId);
+  if (client === undefined) throw new Error(`${clientId} is not registered`);
+  return client;
+}
+
+/** Send a QoS 2 PUBLISH with packet id 7 on `demo/q2` and wait for its PUBREC. */
+async function publishQos2(raw: RawMqtt, payload: string | Buffer, dup = false): Promise<void> {
+  raw.send({ cmd: 'publish', topic: 'demo/q2', payload: Buffer.from(payload), qos: 2, messageId: 7, retain: false, dup });
+  await raw.next('pubrec');
+}
+
+/** Release packet id 7, then publish `after` at QoS 1: what the watcher gets next tells what came before it. */
+async function releaseThenMark(raw: RawMqtt): Promise<void> {
+  raw.send({ cmd: 'pubrel', messageId: 7 });
+  await raw.next('pubcomp');
+  raw.send({ cmd: 'publish', topic: 'demo/q2', payload: Buffer.from('after'), qos: 1, messageId: 8, retain: false, dup: false });
+  await raw.next('puback');
+}
+
+/** An old connection of `clientId` at `e` (raw, MQTT 3.1.1, clean), with a subscription its close waits for. */
+async function oldConnection(e: Emulator, clientId: string): Promise<{ raw: RawMqtt; onBroker: Client }> {
+  const { raw } = await rawLogin(e.mqttUrl, accountLogin(e, clientId));
+  raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'demo/old', qos: 1 }] });
+  await raw.next('suback');
+  return { raw, onBroker: registeredNow(e, clientId) };
+}
+
+/** A newer connection of `clientId`, at `e`: it takes the old one over, whose close `held` holds (resolves once it does). */
+async function takeOver(e: Emulator, clientId: string, held: HeldClose): Promise<RawMqtt> {
+  const { raw } = await rawLogin(e.mqttUrl, accountLogin(e, clientId));
+  await held.closing;
+  return raw;
+}
+
+/**
+ * The old connection has a QoS 2 message unreleased (packet id 7); while its close is held, the newer connection
+ * (at `next`: the same broker, or another process of the cluster) sends a new QoS 2 message with packet id 7. It is
+ * a message of a new session, to be delivered, not a duplicate of the old one.
+ */
+async function newerMessageWhileOldCloses(old: Emulator, next: Emulator, clientId: string): Promise<void> {
+  const watching = await watcher(old, `${clientId}-watcher`, 'demo/q2');
+  const first = await oldConnection(old, clientId);
+  await publishQos2(first.raw, 'old');
+  expect(await watching.next()).toEqual(['demo/q2', 'old']);
+  const held = holdClose(old.broker, first.onBroker);
+  const second = await takeOver(next, clientId, held);
+  await publishQos2(second, 'new');
+  await releaseThenMark(second);
+  expect(await watching.next(), 'the new message delivered').toEqual(['demo/q2', 'new']);
+  expect(await watching.next()).toEqual(['demo/q2', 'after']);
+  held.release();
+}
+
+/**
+ * Resolves once every delete of `client`'s QoS 2 messages asked of `e`'s session store so far has ended (clustered,
+ * a Redis round trip): with what runs on its socket's close, its session's cleanup is then done.
+ */
+function storeDeletesOf(e: Emulator, client: Client): () => Promise<void> {
+  const store = sessionStore(e.broker);
+  const incomingDelPacket = store.incomingDelPacket;
+  const asked: Promise<unknown>[] = [];
+  store.incomingDelPacket = function (this: unknown, of, packet) {
+    const deleting = incomingDelPacket.call(this, of, packet);
+    if (of === client) asked.push(deleting.catch(() => undefined));
+    return deleting;
+  };
+  onTestFinished(() => {
+    store.incomingDelPacket = incomingDelPacket;
+  });
+  return async () => {
+    await Promise.all(asked);
+  };
+}
+
+/**
+ * The old connection's QoS 2 message with packet id 7 was never stored (its payload too large: discarded, acknowledged
+ * as usual), and never released. The newer connection stores its own message with packet id 7; then the old close
+ * ends and its clean session's cleanup runs. The newer one's repeated PUBLISH (the same packet id, before its PUBREL)
+ * is acknowledged and not delivered again (MQTT-4.3.3-2): the old cleanup left the newer one's message alone.
+ */
+async function oldCleanupAfterNewerStored(old: Emulator, next: Emulator, clientId: string): Promise<void> {
+  const watching = await watcher(old, `${clientId}-watcher`, 'demo/q2');
+  const first = await oldConnection(old, clientId);
+  await publishQos2(first.raw, Buffer.alloc(MAX_PAYLOAD + 1, 0x61));
+  const deleted = storeDeletesOf(old, first.onBroker);
+  const held = holdClose(old.broker, first.onBroker);
+  const second = await takeOver(next, clientId, held);
+  await publishQos2(second, 'new');
+  expect(await watching.next()).toEqual(['demo/q2', 'new']);
+  // The cleanup runs on the socket's close, which aedes' close ends with (the emulator listens from the CONNACK on,
+  // before this test does).
+  const oldClosed = once(first.onBroker.conn, 'close');
+  held.release();
+  await oldClosed;
+  await deleted();
+  await publishQos2(second, 'new', true);
+  await releaseThenMark(second);
+  expect(await watching.next(), 'the repeated PUBLISH not delivered again').toEqual(['demo/q2', 'after']);
+}
+
+describe('a clean session\'s QoS 2 messages, when connections of its ClientId overlap', () => {
+  it('a newer connection\'s message with the packet id of the old one\'s unreleased message, while the old close waits: delivered', async () => {
+    const e = await startOwn();
+    await newerMessageWhileOldCloses(e, e, 'GID_gap@@@dup');
+  });
+
+  it('the old connection\'s cleanup, ending after the newer one stored a message with the same packet id, leaves it', async () => {
+    const e = await startOwn();
+    await oldCleanupAfterNewerStored(e, e, 'GID_gap@@@late');
+  });
+});
+
+const { available, skipped } = redisAvailable();
+
+describe.skipIf(!available)(`the same, clustered${skipped}`, () => {
+  const QOS2 = [
+    ['the newer message, with the packet id of the old one\'s unreleased message, delivered', newerMessageWhileOldCloses, 'dup'],
+    ['the newer message left alone by the old cleanup', oldCleanupAfterNewerStored, 'late'],
+  ] as const;
+
+  it.each(QOS2)('one process: %s', async (_title, scenario, name) => {
+    const { url } = await startRedis();
+    const e = await startOwn({ redis: url });
+    await scenario(e, e, `GID_gap@@@${name}1`);
+  });
+
+  it.each(QOS2)('the old connection at one process, the newer one at another: %s', async (_title, scenario, name) => {
+    const { url } = await startRedis();
+    const a = await startOwn({ redis: url });
+    const b = await startOwn({ redis: url });
+    await scenario(a, b, `GID_gap@@@${name}2`);
+  });
+});
