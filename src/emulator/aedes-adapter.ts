@@ -143,6 +143,23 @@ export function onAnsweredConnectionEnd(broker: Aedes, listener: (client: Client
 }
 
 /**
+ * Call `listener` for each connection aedes accepts, before it is registered and before its CONNACK is written: what
+ * a connection must have from its CONNACK on goes here. Not aedes' `client` event, which comes once the connection is
+ * registered: a takeover registers the new connection only once the old one's close has ended, and aedes writes the
+ * CONNACK without waiting for that (the client then publishes, and is to be reached). aedes 2.0.0-beta.1 calls the
+ * broker's `registerClient` for each CONNECT it accepts (handlers/connect.js, right before `doConnack`), registering
+ * at once or starting a takeover (aedes-registrations.ts); the listener runs before that.
+ */
+export function onAccepted(broker: Aedes, listener: (client: Client) => void): void {
+  const inner = broker as unknown as { registerClient(client: Client): void };
+  const registerClient = inner.registerClient;
+  inner.registerClient = function (this: unknown, client: Client): void {
+    listener(client);
+    registerClient.call(this, client);
+  };
+}
+
+/**
  * aedes' session store (persistent sessions' subscriptions, queued QoS 1/2 messages, wills). Passing it to the next
  * broker (`persistence` of `Aedes.createBroker`) keeps the sessions across a restart; aedes never destroys it on close.
  */

@@ -4,7 +4,7 @@
  * first (broker-token-mode.ts), so that a Token-mode client is told why.
  */
 import type { Aedes, AedesOptions, Client, Subscription } from 'aedes';
-import { aedesRefusal, onBrokerError, sessionStore } from './aedes-adapter.js';
+import { aedesRefusal, onAccepted, onBrokerError, sessionStore } from './aedes-adapter.js';
 import type { BrokerTokenMode } from './broker-token-mode.js';
 import { acknowledgeOnceRouted, acknowledgeUnrouted, publishSize, type BrokerContext } from './broker-wire.js';
 import { REASON, checkPublish, checkSubscribe, type SessionFacts } from './mqtt-rules.js';
@@ -79,12 +79,13 @@ export class BrokerRules {
       }
       aedesAuthorizePublish.call(broker, client, packet, done);
     };
-    // 'client' comes after authentication and before the CONNACK is written, so the P2P subscription is in place
-    // before the client can know it is connected. Persistent sessions keep it (with their queued P2P messages).
-    // aedes does not downgrade to a wildcard subscription's QoS, so P2P messages arrive at the QoS they were sent
-    // with (QoS 1 at most in a persistent session while QoS 2 is refused there); and it delivers a message once per
-    // client even when the client also subscribed to its own P2P topic.
-    broker.on('client', (client) => {
+    // Subscribed once aedes accepts the CONNECT, before the CONNACK is written, so the P2P subscription is in place
+    // before the client can know it is connected: also while a takeover waits for the old connection's close, which
+    // aedes' 'client' event (the registration) waits for and the CONNACK does not. Persistent sessions keep it (with
+    // their queued P2P messages). aedes does not downgrade to a wildcard subscription's QoS, so P2P messages arrive at
+    // the QoS they were sent with (QoS 1 at most in a persistent session while QoS 2 is refused there); and it
+    // delivers a message once per client even when the client also subscribed to its own P2P topic.
+    onAccepted(broker, (client) => {
       const qos = options.qos2PersistentSessions === 'refuse' && !client.clean ? 1 : 2;
       client.subscribe({ topic: p2pInbox(client.id), qos }, () => undefined);
     });

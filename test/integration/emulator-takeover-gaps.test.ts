@@ -8,10 +8,11 @@
  *   PUBLISH with the same packet id, made aedes take the new message for a duplicate (acknowledged, never routed);
  *   and the older one's cleanup, keyed by ClientId, deleted the newer one's, whose repeated PUBLISH (MQTT-4.3.3-2:
  *   acknowledged, not delivered again) was then delivered a second time.
+ * - P2P: the newer connection is reached by P2P from its CONNACK on, not from the end of the takeover.
  *
  * Each order is forced by holding the old connection's close at its unsubscribes (helpers/takeover.ts), in one
- * process, on a cluster of one process on Redis, and with the old connection at one process of a cluster and the new
- * one at another.
+ * process, on a cluster of one process on Redis, and (QoS 2) with the old connection at one process of a cluster and
+ * the new one at another.
  */
 import { once } from 'node:events';
 import type { Client } from 'aedes';
@@ -19,10 +20,10 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { clientById, sessionStore } from '../../src/emulator/aedes-adapter.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { accountLogin } from '../helpers/broker.js';
-import { ANY_GROUP, connectWithInbox, type InboxClient } from '../helpers/emulator.js';
+import { ANY_GROUP, connectMqtt, connectWithInbox, type InboxClient } from '../helpers/emulator.js';
 import { rawLogin, type RawMqtt } from '../helpers/raw-mqtt.js';
 import { redisAvailable, startRedis } from '../helpers/redis.js';
-import { holdClose, type HeldClose } from '../helpers/takeover.js';
+import { brokerEvent, holdClose, type HeldClose } from '../helpers/takeover.js';
 
 /** Payloads over this are discarded by the broker (acknowledged as usual, never stored nor routed). */
 const MAX_PAYLOAD = 64;
@@ -144,6 +145,68 @@ async function oldCleanupAfterNewerStored(old: Emulator, next: Emulator, clientI
   expect(await watching.next(), 'the repeated PUBLISH not delivered again').toEqual(['demo/q2', 'after']);
 }
 
+const VERSIONS = [4, 5] as const;
+
+/**
+ * `seen` resolves once `e`'s broker has handed a message on `topic` to its listeners: a publisher's messages reach the
+ * broker's bus in the order sent (clustered: on one Redis connection, and back on one), and mqemitter hands a message
+ * to all its listeners at once, so every message the same publisher sent before it has been handed to its own by then.
+ */
+async function heard(e: Emulator, topic: string): Promise<{ readonly seen: Promise<void> }> {
+  let resolve = (): void => undefined;
+  const seen = new Promise<void>((r) => (resolve = r));
+  const listener = (_packet: unknown, done: () => void): void => {
+    resolve();
+    done();
+  };
+  await new Promise<void>((subscribed) => e.broker.subscribe(topic, listener, subscribed));
+  onTestFinished(() => new Promise<void>((unsubscribed) => e.broker.unsubscribe(topic, listener, unsubscribed)));
+  return { seen };
+}
+
+/** Whether the old connection's socket is still open while its close is held, or closed by the client meanwhile. */
+const OLD_SOCKET = ['open', 'closed'] as const;
+
+/**
+ * A P2P message published while a takeover waits for the old connection's close reaches the new connection, which
+ * has its CONNACK, though aedes has not registered it yet: whether the old connection's socket is still open, or the
+ * client has closed it (as a client may once told it was taken over) and only aedes' close of it goes on.
+ */
+async function p2pWhileTakeoverWaits(e: Emulator, clientId: string, version: (typeof VERSIONS)[number], oldSocket: (typeof OLD_SOCKET)[number]): Promise<void> {
+  const sender = await connectMqtt(e.mqttUrl, accountLogin(e, `${clientId}-sender`));
+  onTestFinished(() => sender.endAsync(true));
+  const first = await connectMqtt(e.mqttUrl, accountLogin(e, clientId), { protocolVersion: version });
+  onTestFinished(() => first.endAsync(true));
+  await first.subscribeAsync('demo/old', { qos: 1 });
+  const old = registeredNow(e, clientId);
+  const held = holdClose(e.broker, old);
+  const waitingOnBroker = brokerEvent(e, 'connackSent', clientId);
+  const second = await connectWithInbox(e.mqttUrl, accountLogin(e, clientId), { protocolVersion: version });
+  onTestFinished(() => second.client.endAsync(true));
+  await held.closing;
+  const waiting = await waitingOnBroker;
+  expect(clientById(e.broker, clientId) === waiting, 'still waiting for the old close').toBe(false);
+  if (oldSocket === 'closed') {
+    const closed = once(old.conn, 'close');
+    first.stream.destroy();
+    await closed;
+  }
+  const marked = await heard(e, 'demo/marker');
+  const p2p = `demo/p2p/${clientId}`;
+  await sender.publishAsync(p2p, 'while waiting', { qos: 1 });
+  await sender.publishAsync('demo/marker', 'm', { qos: 1 });
+  await marked.seen;
+  const registered = brokerEvent(e, 'client', clientId);
+  held.release();
+  expect(await registered).toBe(waiting);
+  await sender.publishAsync(p2p, 'after', { qos: 1 });
+  expect(await second.next(), 'the message sent while the takeover waited').toEqual([p2p, 'while waiting']);
+  expect(await second.next()).toEqual([p2p, 'after']);
+}
+
+/** Each MQTT version with each state of the old socket. */
+const P2P_CASES = VERSIONS.flatMap((version) => OLD_SOCKET.map((oldSocket) => [version, oldSocket] as const));
+
 describe('a clean session\'s QoS 2 messages, when connections of its ClientId overlap', () => {
   it('a newer connection\'s message with the packet id of the old one\'s unreleased message, while the old close waits: delivered', async () => {
     const e = await startOwn();
@@ -153,6 +216,12 @@ describe('a clean session\'s QoS 2 messages, when connections of its ClientId ov
   it('the old connection\'s cleanup, ending after the newer one stored a message with the same packet id, leaves it', async () => {
     const e = await startOwn();
     await oldCleanupAfterNewerStored(e, e, 'GID_gap@@@late');
+  });
+});
+
+describe('a P2P message while a takeover waits for the old connection\'s close', () => {
+  it.each(P2P_CASES)('reaches the new connection (MQTT %i, the old socket %s)', async (version, oldSocket) => {
+    await p2pWhileTakeoverWaits(await startOwn(), `GID_gap@@@p2p${version}${oldSocket}`, version, oldSocket);
   });
 });
 
@@ -175,5 +244,10 @@ describe.skipIf(!available)(`the same, clustered${skipped}`, () => {
     const a = await startOwn({ redis: url });
     const b = await startOwn({ redis: url });
     await scenario(a, b, `GID_gap@@@${name}2`);
+  });
+
+  it.each(P2P_CASES)('one process: a P2P message while a takeover waits reaches the new connection (MQTT %i, the old socket %s)', async (version, oldSocket) => {
+    const { url } = await startRedis();
+    await p2pWhileTakeoverWaits(await startOwn({ redis: url }), `GID_gap@@@p2pc${version}${oldSocket}`, version, oldSocket);
   });
 });

@@ -18,6 +18,7 @@ import type { Aedes } from 'aedes';
 import type { Redis } from 'ioredis';
 import { ApiFault } from '../api-errors.js';
 import { ACTIONS, actionRules, isEmulatedAction, type ActionContext, type ActionHandler, type SessionDirectory } from '../actions.js';
+import { onAccepted } from '../aedes-adapter.js';
 import { tellTakenOver, yieldMovedSessions } from '../aedes-cluster-takeovers.js';
 import type { OutgoingQueues } from '../aedes-session-queues.js';
 import { revokedKeysOf } from '../broker-login.js';
@@ -233,16 +234,21 @@ class Member {
         const { membership } = parts;
         this.#broker = broker;
         yieldMovedSessions(broker);
-        // Each connection counted once and taken back once: at aedes' 'clientDisconnect' (aedes-registrations.ts
-        // has it come once for each connection), or when its socket closes, whichever comes first.
+        // Each connection counted once, from when aedes accepts its CONNECT (a takeover's new connection has its
+        // CONNACK, and is to be reached by P2P, before aedes registers it once the old connection's close has ended),
+        // and taken back once: at aedes' 'clientDisconnect' (aedes-registrations.ts has it come once for each
+        // connection registered), or when its socket closes (also the end of one never registered), whichever comes
+        // first.
         const counted = new WeakSet<object>();
         const left = (client: { id: string }): void => {
           if (counted.delete(client)) void membership.disconnected(client.id);
         };
-        broker.on('client', (client) => {
+        onAccepted(broker, (client) => {
+          // aedes goes on with a CONNECT whose connection closed meanwhile (a Redis round trip): nothing to count.
+          if (client.closed) return;
           counted.add(client);
           client.conn.once('close', () => left(client));
-          // The CONNACK, written right after this event, waits (the connection corked) until Redis counts the client:
+          // The CONNACK, written right after this, waits (the connection corked) until Redis counts the client:
           // P2P messages are routed to the processes their addressee is counted on, and QuerySession answers from the
           // count, so a client that knows it is connected is one they find.
           client.conn.cork();
