@@ -6,8 +6,9 @@
  * One of the aedes-* files, the only ones that reach for aedes' internals (aedes-adapter.ts asserts the version they
  * were checked against); installed by `hardenBroker`.
  *
- * A session that starts clean and ends with its connection (MQTT 3.1.1's clean session; MQTT 5's Clean Start with a
- * Session Expiry Interval of 0) has these messages for its connection only. Kept under the ClientId, they were shared
+ * A session that starts new and ends with its connection (MQTT 3.1.1's clean session; MQTT 5's Session Expiry Interval
+ * of 0 with Clean Start, or without it when the CONNACK said no session was present) has these messages for its
+ * connection only. Kept under the ClientId, they were shared
  * by every connection of the ClientId, and connections of one ClientId overlap (a takeover waits for the old
  * connection's close; clustered, the old connection is at another process, which closes it when it hears of the new
  * one): a newer session's QoS 2 message with the packet id of an unreleased one of the old connection was taken for
@@ -43,16 +44,26 @@ interface Own {
 /** By connection: its own messages, or `null` for a session whose messages are the session store's. */
 const owners = new WeakMap<Client, Own | null>();
 
-/** Sessions of the store's (not a clean start, or not ending with the connection) whose connection has ended. */
+/** Sessions of the store's (resumed, or not ending with the connection) whose connection has ended. */
 const endedInStore = new WeakSet<Client>();
 
-/** The connection's own messages, if its session is one that starts and ends with it (decided once per connection). */
+/** Connections whose CONNACK said a session was present (MQTT 5 Clean Start 0: a session resumed). */
+const resumed = new WeakSet<Client>();
+
+/**
+ * The connection's own messages, if its session is one that starts new and ends with it (decided once per connection,
+ * after its CONNACK: aedes handles no PUBLISH or PUBREL before).
+ */
 function ownOf(client: Client): Own | undefined {
   let own = owners.get(client);
   if (own === undefined) {
     // aedes sets `clean` from the CONNECT (a session that ends with the connection) and `_cleanStart` from its flag.
+    // Clean Start 0 with no session present (aedes' CONNACK says Session Present 0, as it found no stored
+    // subscriptions) starts a new session all the same: the client is told it has none to go on with (MQTT 5
+    // §3.2.2.1.1), and the packet ids an overlapping connection of the ClientId left unreleased are not its own.
     const flags = client as unknown as { clean?: boolean; _cleanStart?: boolean };
-    own = flags.clean === true && flags._cleanStart === true ? { messageIds: new Set(), ended: false } : null;
+    const isNew = flags._cleanStart === true || !resumed.has(client);
+    own = flags.clean === true && isNew ? { messageIds: new Set(), ended: false } : null;
     owners.set(client, own);
   }
   return own ?? undefined;
@@ -64,11 +75,15 @@ function ownOf(client: Client): Own | undefined {
  * - aedes 2.0.0-beta.1 deletes a QoS 2 message on its PUBREL with `.finally()`, which passes a rejection on to nobody:
  *   two PUBRELs for one packet id in one read both find it, the second delete rejects ("no such packet"), and the
  *   unhandled rejection ends the process. A delete that finds nothing has nothing left to do.
- * - A session of the store's that ends with its connection (MQTT 5: no Clean Start, a Session Expiry Interval of 0)
- *   has its messages deleted when it ends ({@link endCleanSession}); one aedes stores only after that (the lookup
+ * - A session of the store's that ends with its connection (MQTT 5: no Clean Start, a session present, a Session
+ *   Expiry Interval of 0) has its messages deleted when it ends ({@link endCleanSession}); one aedes stores only after that (the lookup
  *   before it is a Redis round trip, clustered: a PUBLISH read just before the socket closed) is deleted as it lands.
  */
 export function keepCleanSessionsQos2(broker: Aedes): void {
+  // Each broker's CONNACKs (a restarted broker's too, with the store already patched).
+  broker.on('connackSent', (packet, client) => {
+    if (packet.sessionPresent === true) resumed.add(client);
+  });
   const store = (broker as unknown as { persistence: IncomingStore }).persistence;
   if (store[PATCHED]) return;
   const storePacket = store.incomingStorePacket.bind(store);
@@ -102,7 +117,7 @@ export function keepCleanSessionsQos2(broker: Aedes): void {
 /**
  * End a clean session's QoS 2 messages waiting for their PUBREL with its connection (MQTT 3.1.1 §3.1.2.4, MQTT 5
  * §4.1): the connection's own go, and one stored for it from now on is not kept. A session that ends with its
- * connection but whose messages are the store's (it did not start clean: its packet ids are the session's) has those of
+ * connection but whose messages are the store's (it resumed a session: its packet ids are the session's) has those of
  * `messageIds` deleted from the store, and any the store gets for it from now on. A packet id that was not stored (a
  * refused PUBLISH) is not there to delete: no error.
  */

@@ -20,7 +20,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { clientById, sessionStore } from '../../src/emulator/aedes-adapter.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { accountLogin } from '../helpers/broker.js';
-import { ANY_GROUP, connectMqtt, connectWithInbox, type InboxClient } from '../helpers/emulator.js';
+import { ANY_GROUP, clientLeaves, connectMqtt, connectWithInbox, type InboxClient } from '../helpers/emulator.js';
 import { rawLogin, type RawMqtt } from '../helpers/raw-mqtt.js';
 import { redisAvailable, startRedis } from '../helpers/redis.js';
 import { brokerEvent, holdClose, type HeldClose } from '../helpers/takeover.js';
@@ -64,17 +64,35 @@ async function releaseThenMark(raw: RawMqtt): Promise<void> {
   await raw.next('puback');
 }
 
-/** An old connection of `clientId` at `e` (raw, MQTT 3.1.1, clean), with a subscription its close waits for. */
-async function oldConnection(e: Emulator, clientId: string): Promise<{ raw: RawMqtt; onBroker: Client }> {
-  const { raw } = await rawLogin(e.mqttUrl, accountLogin(e, clientId));
+/**
+ * How the connections of a scenario log in: MQTT 3.1.1 with a clean session, or MQTT 5 with Clean Start 0 and no
+ * Session Expiry Interval (0: the session ends with the connection), which aedes answers with Session Present 0 when
+ * it holds no session of the ClientId: a new session too.
+ */
+const LOGINS = {
+  'MQTT 3.1.1, clean': { version: 4, extra: {} },
+  'MQTT 5, Clean Start 0, Session Expiry 0': { version: 5, extra: { clean: false } },
+} as const satisfies Record<string, { version: 4 | 5; extra: { clean?: boolean } }>;
+type Login = (typeof LOGINS)[keyof typeof LOGINS];
+
+/** Log a raw connection of `clientId` in at `e`; its CONNACK must say that no session was present. */
+async function newSession(e: Emulator, clientId: string, login: Login): Promise<RawMqtt> {
+  const { raw, connack } = await rawLogin(e.mqttUrl, accountLogin(e, clientId), login.version, login.extra);
+  expect(connack.sessionPresent, 'a new session').toBe(false);
+  return raw;
+}
+
+/** An old connection of `clientId` at `e` (raw, a new session), with a subscription its close waits for. */
+async function oldConnection(e: Emulator, clientId: string, login: Login): Promise<{ raw: RawMqtt; onBroker: Client }> {
+  const raw = await newSession(e, clientId, login);
   raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'demo/old', qos: 1 }] });
   await raw.next('suback');
   return { raw, onBroker: registeredNow(e, clientId) };
 }
 
 /** A newer connection of `clientId`, at `e`: it takes the old one over, whose close `held` holds (resolves once it does). */
-async function takeOver(e: Emulator, clientId: string, held: HeldClose): Promise<RawMqtt> {
-  const { raw } = await rawLogin(e.mqttUrl, accountLogin(e, clientId));
+async function takeOver(e: Emulator, clientId: string, held: HeldClose, login: Login): Promise<RawMqtt> {
+  const raw = await newSession(e, clientId, login);
   await held.closing;
   return raw;
 }
@@ -84,13 +102,13 @@ async function takeOver(e: Emulator, clientId: string, held: HeldClose): Promise
  * (at `next`: the same broker, or another process of the cluster) sends a new QoS 2 message with packet id 7. It is
  * a message of a new session, to be delivered, not a duplicate of the old one.
  */
-async function newerMessageWhileOldCloses(old: Emulator, next: Emulator, clientId: string): Promise<void> {
+async function newerMessageWhileOldCloses(old: Emulator, next: Emulator, clientId: string, login: Login = LOGINS['MQTT 3.1.1, clean']): Promise<void> {
   const watching = await watcher(old, `${clientId}-watcher`, 'demo/q2');
-  const first = await oldConnection(old, clientId);
+  const first = await oldConnection(old, clientId, login);
   await publishQos2(first.raw, 'old');
   expect(await watching.next()).toEqual(['demo/q2', 'old']);
   const held = holdClose(old.broker, first.onBroker);
-  const second = await takeOver(next, clientId, held);
+  const second = await takeOver(next, clientId, held, login);
   await publishQos2(second, 'new');
   await releaseThenMark(second);
   expect(await watching.next(), 'the new message delivered').toEqual(['demo/q2', 'new']);
@@ -125,13 +143,13 @@ function storeDeletesOf(e: Emulator, client: Client): () => Promise<void> {
  * ends and its clean session's cleanup runs. The newer one's repeated PUBLISH (the same packet id, before its PUBREL)
  * is acknowledged and not delivered again (MQTT-4.3.3-2): the old cleanup left the newer one's message alone.
  */
-async function oldCleanupAfterNewerStored(old: Emulator, next: Emulator, clientId: string): Promise<void> {
+async function oldCleanupAfterNewerStored(old: Emulator, next: Emulator, clientId: string, login: Login = LOGINS['MQTT 3.1.1, clean']): Promise<void> {
   const watching = await watcher(old, `${clientId}-watcher`, 'demo/q2');
-  const first = await oldConnection(old, clientId);
+  const first = await oldConnection(old, clientId, login);
   await publishQos2(first.raw, Buffer.alloc(MAX_PAYLOAD + 1, 0x61));
   const deleted = storeDeletesOf(old, first.onBroker);
   const held = holdClose(old.broker, first.onBroker);
-  const second = await takeOver(next, clientId, held);
+  const second = await takeOver(next, clientId, held, login);
   await publishQos2(second, 'new');
   expect(await watching.next()).toEqual(['demo/q2', 'new']);
   // The cleanup runs on the socket's close, which aedes' close ends with (the emulator listens from the CONNACK on,
@@ -143,6 +161,36 @@ async function oldCleanupAfterNewerStored(old: Emulator, next: Emulator, clientI
   await publishQos2(second, 'new', true);
   await releaseThenMark(second);
   expect(await watching.next(), 'the repeated PUBLISH not delivered again').toEqual(['demo/q2', 'after']);
+}
+
+/**
+ * A session resumed (MQTT 5 Clean Start 0 answered with Session Present 1: aedes holds subscriptions of the ClientId)
+ * that ends with its connection goes on with the packet ids of the connection it took over: the newer connection's
+ * repeat of the old one's unreleased PUBLISH, while the old close waits, is acknowledged and not delivered again
+ * (MQTT-4.3.3-2). Its QoS 2 messages are the session store's, not the connection's.
+ */
+async function resumedSessionGoesOn(e: Emulator, clientId: string): Promise<void> {
+  const watching = await watcher(e, `${clientId}-watcher`, 'demo/q2');
+  const resume = { clean: false } as const;
+  // A persistent session first: its stored subscription is the session a later Clean Start 0 resumes.
+  const persistent = await rawLogin(e.mqttUrl, accountLogin(e, clientId), 5, { clean: false, properties: { sessionExpiryInterval: 3600 } });
+  persistent.raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'demo/old', qos: 1 }] });
+  await persistent.raw.next('suback');
+  const left = clientLeaves(e, clientId);
+  persistent.raw.send({ cmd: 'disconnect' });
+  await left;
+  const first = await rawLogin(e.mqttUrl, accountLogin(e, clientId), 5, resume);
+  expect(first.connack.sessionPresent, 'the session resumed').toBe(true);
+  await publishQos2(first.raw, 'old');
+  expect(await watching.next()).toEqual(['demo/q2', 'old']);
+  const held = holdClose(e.broker, registeredNow(e, clientId));
+  const second = await rawLogin(e.mqttUrl, accountLogin(e, clientId), 5, resume);
+  expect(second.connack.sessionPresent, 'the session resumed again').toBe(true);
+  await held.closing;
+  await publishQos2(second.raw, 'old', true);
+  await releaseThenMark(second.raw);
+  expect(await watching.next(), 'the repeated PUBLISH not delivered again').toEqual(['demo/q2', 'after']);
+  held.release();
 }
 
 const VERSIONS = [4, 5] as const;
@@ -217,6 +265,23 @@ describe('a clean session\'s QoS 2 messages, when connections of its ClientId ov
     const e = await startOwn();
     await oldCleanupAfterNewerStored(e, e, 'GID_gap@@@late');
   });
+
+  // MQTT 5 Clean Start 0 without a Session Expiry Interval, answered Session Present 0: a new session that ends with
+  // its connection, as a clean one. Its QoS 2 messages were kept under the ClientId (for a session it was taken to
+  // resume): the newer message was taken for the old one's duplicate (lost), and the old cleanup deleted the newer one's.
+  it('MQTT 5, Clean Start 0, Session Expiry 0, no session present: the newer message delivered', async () => {
+    const e = await startOwn();
+    await newerMessageWhileOldCloses(e, e, 'GID_gap@@@dup5', LOGINS['MQTT 5, Clean Start 0, Session Expiry 0']);
+  });
+
+  it('MQTT 5, Clean Start 0, Session Expiry 0, no session present: the newer message left alone by the old cleanup', async () => {
+    const e = await startOwn();
+    await oldCleanupAfterNewerStored(e, e, 'GID_gap@@@late5', LOGINS['MQTT 5, Clean Start 0, Session Expiry 0']);
+  });
+
+  it('MQTT 5, Clean Start 0, Session Expiry 0, a session present: the newer connection goes on with the old one\'s packet ids', async () => {
+    await resumedSessionGoesOn(await startOwn(), 'GID_gap@@@resumed');
+  });
 });
 
 describe('a P2P message while a takeover waits for the old connection\'s close', () => {
@@ -244,6 +309,18 @@ describe.skipIf(!available)(`the same, clustered${skipped}`, () => {
     const a = await startOwn({ redis: url });
     const b = await startOwn({ redis: url });
     await scenario(a, b, `GID_gap@@@${name}2`);
+  });
+
+  it.each(QOS2)('MQTT 5, Clean Start 0, Session Expiry 0, no session present, at two processes: %s', async (_title, scenario, name) => {
+    const { url } = await startRedis();
+    const a = await startOwn({ redis: url });
+    const b = await startOwn({ redis: url });
+    await scenario(a, b, `GID_gap@@@${name}5`, LOGINS['MQTT 5, Clean Start 0, Session Expiry 0']);
+  });
+
+  it('MQTT 5, Clean Start 0, Session Expiry 0, a session present, one process: the newer connection goes on with the old one\'s packet ids', async () => {
+    const { url } = await startRedis();
+    await resumedSessionGoesOn(await startOwn({ redis: url }), 'GID_gap@@@resumedc');
   });
 
   it.each(P2P_CASES)('one process: a P2P message while a takeover waits reaches the new connection (MQTT %i, the old socket %s)', async (version, oldSocket) => {
