@@ -148,13 +148,15 @@ export function onAnsweredConnectionEnd(broker: Aedes, listener: (client: Client
  * registered: a takeover registers the new connection only once the old one's close has ended, and aedes writes the
  * CONNACK without waiting for that (the client then publishes, and is to be reached). aedes 2.0.0-beta.1 calls the
  * broker's `registerClient` for each CONNECT it accepts (handlers/connect.js, right before `doConnack`), registering
- * at once or starting a takeover (aedes-registrations.ts); the listener runs before that.
+ * at once or starting a takeover (aedes-registrations.ts); the listener runs before that. Not for a connection closed
+ * meanwhile: aedes goes on with a CONNECT whose socket closed after its login (while it asked the session store, a
+ * Redis round trip clustered), which aedes-registrations.ts does not register.
  */
 export function onAccepted(broker: Aedes, listener: (client: Client) => void): void {
   const inner = broker as unknown as { registerClient(client: Client): void };
   const registerClient = inner.registerClient;
   inner.registerClient = function (this: unknown, client: Client): void {
-    listener(client);
+    if (!client.closed) listener(client);
     registerClient.call(this, client);
   };
 }

@@ -47,6 +47,11 @@ const SESSION_TAKEN_OVER = 0x8e;
  *   aedes' takeover mark kept its close from arming, are armed when the wait ends.
  * - Clustered, a second takeover notice from another broker while a connection closes (`closeSameClients` calls
  *   `deleteClient` itself): the connection is reported gone too, and its close counts it out no second time.
+ * - A connection whose socket closes after its login and before aedes registers it (aedes asks the session store in
+ *   between: Redis round trips, clustered): aedes went on with its CONNECT and registered it, closed (its close had
+ *   found nothing registered to unregister): counted and online until its ClientId connected again, over the live
+ *   connection it took over. Here it is not registered, and takes nothing over (nor is it counted by the cluster, nor
+ *   told of to the other brokers: aedes-adapter.ts `onAccepted` skips it).
  * - Clustered, another broker's takeover notice while a takeover waits here: aedes registered the waiting connection
  *   once the old close ended, whether it had closed meanwhile (registered closed: counted and online for good) or not
  *   (it then announced itself, closing the newer connection at that broker). Here it is taken over too, never
@@ -95,6 +100,8 @@ export function registerEachConnectionOnce(broker: Aedes): void {
   });
 
   inner.registerClient = function (this: RegistryInternals, client: Client): void {
+    // Closed after its login, while aedes asked the session store (Redis round trips, clustered): nothing to register.
+    if (client.closed) return;
     if (waiting.has(client.id)) {
       // aedes' takeover under way calls back for the waiting one: the newer connection is registered in its place.
       takeOverWaiting(client.id);

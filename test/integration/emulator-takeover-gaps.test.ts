@@ -9,6 +9,8 @@
  *   and the older one's cleanup, keyed by ClientId, deleted the newer one's, whose repeated PUBLISH (MQTT-4.3.3-2:
  *   acknowledged, not delivered again) was then delivered a second time.
  * - P2P: the newer connection is reached by P2P from its CONNACK on, not from the end of the takeover.
+ * - A CONNECT whose socket closes after its login succeeded and before aedes registers it (aedes asks the session
+ *   store in between: Redis round trips, clustered) is not registered, counted, nor let take the older connection over.
  *
  * Each order is forced by holding the old connection's close at its unsubscribes (helpers/takeover.ts), in one
  * process, on a cluster of one process on Redis, and (QoS 2) with the old connection at one process of a cluster and
@@ -21,7 +23,7 @@ import { clientById, sessionStore } from '../../src/emulator/aedes-adapter.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { accountLogin } from '../helpers/broker.js';
 import { ANY_GROUP, clientLeaves, connectMqtt, connectWithInbox, type InboxClient } from '../helpers/emulator.js';
-import { rawLogin, type RawMqtt } from '../helpers/raw-mqtt.js';
+import { connectPacket, rawLogin, rawSocket, type RawMqtt } from '../helpers/raw-mqtt.js';
 import { redisAvailable, startRedis } from '../helpers/redis.js';
 import { brokerEvent, holdClose, type HeldClose } from '../helpers/takeover.js';
 
@@ -193,6 +195,85 @@ async function resumedSessionGoesOn(e: Emulator, clientId: string): Promise<void
   held.release();
 }
 
+/**
+ * Hold `clientId`'s next clean-session CONNECT, once its login has succeeded, where aedes asks the session store to
+ * forget the ClientId's subscriptions (clustered, a Redis round trip): `held` resolves with the broker's client then.
+ * `registering` resolves once aedes, let go on by `release`, has handed the connection over to be registered (its
+ * `registerClient`, right before it writes the CONNACK): what registering does, it does within that call.
+ */
+function holdConnect(e: Emulator, clientId: string): { held: Promise<Client>; release(): void; registering: Promise<void> } {
+  type Clean = (client: Client) => Promise<unknown>;
+  const store = sessionStore(e.broker) as unknown as { cleanSubscriptions: Clean };
+  const inner = e.broker as unknown as { registerClient(client: Client): void };
+  const cleanSubscriptions = store.cleanSubscriptions;
+  const registerClient = inner.registerClient;
+  let release = (): void => undefined;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let hold = (_client: Client): void => undefined;
+  const held = new Promise<Client>((resolve) => (hold = resolve));
+  let registered = (): void => undefined;
+  const registering = new Promise<void>((resolve) => (registered = resolve));
+  store.cleanSubscriptions = async function (this: unknown, client) {
+    if (client.id === clientId) {
+      hold(client);
+      await released;
+    }
+    return cleanSubscriptions.call(this, client);
+  };
+  inner.registerClient = function (this: unknown, client) {
+    registerClient.call(this, client);
+    if (client.id === clientId) registered();
+  };
+  onTestFinished(() => {
+    release();
+    store.cleanSubscriptions = cleanSubscriptions;
+    inner.registerClient = registerClient;
+  });
+  return { held, release, registering };
+}
+
+/**
+ * A CONNECT whose socket closes after its login, before aedes registers it: aedes registered it all the same, closed
+ * (its close had found nothing registered to unregister), so it stayed counted (`stats().mqtt.connected`, the
+ * `clientConnected` event with no `clientDisconnected`) and online until its ClientId connected again; and it took
+ * the ClientId's older, live connection over (`older`), leaving no live connection registered.
+ */
+async function closedBeforeRegistered(e: Emulator, clientId: string, older: boolean): Promise<void> {
+  let olderOnBroker: Client | undefined;
+  if (older) {
+    const client = await connectMqtt(e.mqttUrl, accountLogin(e, clientId));
+    onTestFinished(() => client.endAsync(true));
+    olderOnBroker = registeredNow(e, clientId);
+  }
+  const connected = e.stats().mqtt.connected;
+  const reported: string[] = [];
+  const onConnected = (id: string): void => {
+    reported.push(id);
+  };
+  e.events.on('clientConnected', onConnected);
+  onTestFinished(() => {
+    e.events.off('clientConnected', onConnected);
+  });
+  const hold = holdConnect(e, clientId);
+  const raw = await rawSocket(e.mqttUrl);
+  raw.send(connectPacket(accountLogin(e, clientId)));
+  const onBroker = await hold.held;
+  const closed = once(onBroker.conn, 'close');
+  raw.socket.destroy();
+  await closed;
+  expect(onBroker.closed, "aedes' close of it has begun").toBe(true);
+  hold.release();
+  await hold.registering;
+  expect(clientById(e.broker, clientId), 'the registered connection').toBe(olderOnBroker);
+  expect(olderOnBroker?.closed ?? false, 'the older connection taken over').toBe(false);
+  expect(e.stats().mqtt.connected).toBe(connected);
+  expect(reported, 'clientConnected events').toEqual([]);
+  if (e.cluster !== undefined) {
+    const stats = (await (await fetch(`${e.apiEndpoint}/_emulator/stats`)).json()) as { cluster: { online: number } };
+    expect(stats.cluster.online, 'counted by the cluster').toBe(connected);
+  }
+}
+
 const VERSIONS = [4, 5] as const;
 
 /**
@@ -284,6 +365,12 @@ describe('a clean session\'s QoS 2 messages, when connections of its ClientId ov
   });
 });
 
+describe('a CONNECT whose socket closes after its login, before aedes registers it', () => {
+  it.each([false, true])('is neither registered nor counted, and takes no older connection over (an older one: %s)', async (older) => {
+    await closedBeforeRegistered(await startOwn(), `GID_gap@@@gone${String(older)}`, older);
+  });
+});
+
 describe('a P2P message while a takeover waits for the old connection\'s close', () => {
   it.each(P2P_CASES)('reaches the new connection (MQTT %i, the old socket %s)', async (version, oldSocket) => {
     await p2pWhileTakeoverWaits(await startOwn(), `GID_gap@@@p2p${version}${oldSocket}`, version, oldSocket);
@@ -321,6 +408,11 @@ describe.skipIf(!available)(`the same, clustered${skipped}`, () => {
   it('MQTT 5, Clean Start 0, Session Expiry 0, a session present, one process: the newer connection goes on with the old one\'s packet ids', async () => {
     const { url } = await startRedis();
     await resumedSessionGoesOn(await startOwn({ redis: url }), 'GID_gap@@@resumedc');
+  });
+
+  it.each([false, true])('one process: a CONNECT whose socket closes before aedes registers it is neither registered nor counted, and takes no older connection over (an older one: %s)', async (older) => {
+    const { url } = await startRedis();
+    await closedBeforeRegistered(await startOwn({ redis: url }), `GID_gap@@@gonec${String(older)}`, older);
   });
 
   it.each(P2P_CASES)('one process: a P2P message while a takeover waits reaches the new connection (MQTT %i, the old socket %s)', async (version, oldSocket) => {

@@ -243,9 +243,8 @@ class Member {
         const left = (client: { id: string }): void => {
           if (counted.delete(client)) void membership.disconnected(client.id);
         };
+        // (A connection closed before it is accepted, while aedes asked Redis, is neither accepted nor registered.)
         onAccepted(broker, (client) => {
-          // aedes goes on with a CONNECT whose connection closed meanwhile (a Redis round trip): nothing to count.
-          if (client.closed) return;
           counted.add(client);
           client.conn.once('close', () => left(client));
           // The CONNACK, written right after this, waits (the connection corked) until Redis counts the client:
