@@ -8,14 +8,14 @@
  *
  * A session that starts new and ends with its connection (MQTT 3.1.1's clean session; MQTT 5's Session Expiry Interval
  * of 0 with Clean Start, or without it when the CONNACK said no session was present) has these messages for its
- * connection only. Kept under the ClientId, they were shared
- * by every connection of the ClientId, and connections of one ClientId overlap (a takeover waits for the old
- * connection's close; clustered, the old connection is at another process, which closes it when it hears of the new
- * one): a newer session's QoS 2 message with the packet id of an unreleased one of the old connection was taken for
- * a duplicate (acknowledged, never routed: lost), and the old connection's cleanup when it ended (keyed by ClientId)
- * deleted the newer one's, whose repeated PUBLISH was then routed a second time. Here such a session's are kept by
- * connection, in this process (nothing outside the connection ever reads them: clustered, no Redis round trip either),
- * and go when it ends ({@link endCleanSession}). Any other session's stay in the session store under the ClientId.
+ * connection only. Kept under the ClientId, they were shared by every connection of the ClientId, and connections of
+ * one ClientId overlap (a takeover waits for the old connection's close; clustered, the old connection is at another
+ * process, which closes it when it hears of the new one): a newer session's QoS 2 message with the packet id of an
+ * unreleased one of the old connection was taken for a duplicate (acknowledged, never routed: lost), and the old
+ * connection's cleanup when it ended (keyed by ClientId) deleted the newer one's, whose repeated PUBLISH was then
+ * routed a second time. Here such a session's are kept by connection, in this process (nothing outside the connection
+ * ever reads them: clustered, no Redis round trip either), and go when it ends ({@link endCleanSession}). Any other
+ * session's stay in the session store under the ClientId.
  */
 import type { Aedes, Client } from 'aedes';
 
@@ -76,8 +76,9 @@ function ownOf(client: Client): Own | undefined {
  *   two PUBRELs for one packet id in one read both find it, the second delete rejects ("no such packet"), and the
  *   unhandled rejection ends the process. A delete that finds nothing has nothing left to do.
  * - A session of the store's that ends with its connection (MQTT 5: no Clean Start, a session present, a Session
- *   Expiry Interval of 0) has its messages deleted when it ends ({@link endCleanSession}); one aedes stores only after that (the lookup
- *   before it is a Redis round trip, clustered: a PUBLISH read just before the socket closed) is deleted as it lands.
+ *   Expiry Interval of 0) has its messages deleted when it ends ({@link endCleanSession}); one aedes stores only after
+ *   that (the lookup before it is a Redis round trip, clustered: a PUBLISH read just before the socket closed) is
+ *   deleted as it lands.
  */
 export function keepCleanSessionsQos2(broker: Aedes): void {
   // Each broker's CONNACKs (a restarted broker's too, with the store already patched).
