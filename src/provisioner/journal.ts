@@ -81,9 +81,11 @@ export class RegistrationJournal implements RegisterLog {
     } catch {
       // unreadable: treated as sent now
     }
-    const now = Date.now();
-    const sent = typeof at === 'string' && Number.isFinite(Date.parse(at)) ? Date.parse(at) : now;
-    return { at: sent, ...(typeof settledAt === 'number' && Number.isFinite(settledAt) && sent !== now ? { settledAt } : {}) };
+    const sent = typeof at === 'string' ? Date.parse(at) : Number.NaN;
+    // A window only with a sending time of its own; tested as such, not by comparing `at` with the clock, which would
+    // drop the window of an entry read in the millisecond it was written.
+    if (!Number.isFinite(sent)) return { at: Date.now() };
+    return { at: sent, ...(typeof settledAt === 'number' && Number.isFinite(settledAt) ? { settledAt } : {}) };
   }
 
   /**

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import { FileCredentialStore, RegistrationJournal } from '../../src/provisioner/index.js';
 import { JOURNAL_DIR_NAME } from '../../src/provisioner/journal.js';
 import { tempDir } from '../helpers/cli.js';
@@ -64,6 +64,30 @@ describe('RegistrationJournal', () => {
     expect(entry?.at).toBeLessThanOrEqual(after);
     expect(entry?.settledAt).toBe((entry?.at ?? 0) + 5_000);
     expect(await journal.entry('GID_test@@@dev-2')).toBeUndefined();
+  });
+
+  it('keeps the window of an entry read in the millisecond it was written', async () => {
+    const journal = new RegistrationJournal(join(await tempDir(), 'j'));
+    // The clock does not move: record() and entry() read the same millisecond, as they do on a fast disk.
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.parse('2030-01-02T03:04:05.678Z') });
+    onTestFinished(() => {
+      vi.useRealTimers();
+    });
+    await journal.record(CLIENT, 5_000);
+    expect(await journal.entry(CLIENT)).toEqual({ at: Date.parse('2030-01-02T03:04:05.678Z'), settledAt: Date.parse('2030-01-02T03:04:10.678Z') });
+  });
+
+  it('gives a window only with a sending time it can read', async () => {
+    const journal = new RegistrationJournal(join(await tempDir(), 'j'));
+    await journal.record(CLIENT);
+    const file = join(journal.dir, `${CLIENT}.register`);
+    await writeFile(file, '{"at": "not a date", "settledAt": 1}', { mode: 0o600 });
+    const before = Date.now();
+    const unread = await journal.entry(CLIENT);
+    expect(unread?.at).toBeGreaterThanOrEqual(before);
+    expect(unread).not.toHaveProperty('settledAt');
+    await writeFile(file, '{"at": "2030-01-02T03:04:05.678Z"}', { mode: 0o600 }); // no window: an older format
+    expect(await journal.entry(CLIENT)).toEqual({ at: Date.parse('2030-01-02T03:04:05.678Z') });
   });
 
   it('an entry it cannot read counts as sent now, with no window of its own (the reader waits its own)', async () => {
