@@ -26,12 +26,13 @@ interface ClientInternals {
   readonly disconnecting: boolean;
   readonly _storeProcessing: boolean;
   readonly _storeProcessingQueue: { readonly length: number } | undefined;
-  readonly options: { readonly protocolVersion?: number; readonly autoUseTopicAlias?: boolean; readonly autoAssignTopicAlias?: boolean };
+  readonly options: { readonly protocolVersion?: number; readonly autoUseTopicAlias?: boolean; readonly autoAssignTopicAlias?: boolean; readonly reschedulePings?: boolean };
   readonly messageIdProvider: { allocate(): number | null; deallocate(id: number): void } | undefined;
   readonly outgoing: Record<number, Outgoing> | undefined;
   readonly outgoingStore: { put(packet: object, cb?: (error?: Error) => void): unknown; del(packet: { messageId: number }, cb: (error: Error | null | undefined, packet?: unknown) => void): unknown } | undefined;
   _invokeStoreProcessingQueue(): void;
   reschedulePing?(): void;
+  readonly keepaliveManager: { counter?: unknown } | null | undefined;
   readonly stream: { readonly writable?: boolean; readonly writableCorked?: number; write(chunk: Buffer): boolean; cork?(): void; uncork?(): void } | undefined;
 }
 
@@ -110,7 +111,7 @@ export function pubackTaken(client: MqttClient, packetId: number): void {
   const c = client as unknown as ClientInternals;
   // mqtt.js reschedules its ping on every acknowledgement it handles (handlers/index.ts): without it, a link kept
   // busy by acknowledged messages gets a PINGREQ queued behind them, and a false keepalive timeout.
-  c.reschedulePing?.();
+  keepAlive(c);
   const { outgoing, outgoingStore, messageIdProvider } = c;
   const pending = outgoing?.[packetId];
   if (pending?.written !== true || !outgoing || !outgoingStore || !messageIdProvider) return;
@@ -123,6 +124,20 @@ export function pubackTaken(client: MqttClient, packetId: number): void {
   });
   // A client ending gracefully (end(false)) waits for this before its DISCONNECT, as mqtt.js's ack handler emits it.
   if (c.disconnecting && isEmpty(outgoing)) client.emit('outgoingEmpty');
+}
+
+/**
+ * A packet came from the broker: what mqtt.js's reschedulePing() does for one, at the cost of a field. Its keepalive
+ * timer ticks every half keepalive and counts the ticks since the last packet (PINGREQ at the 2nd, timeout at the
+ * 3rd); reschedulePing() restarts the timer, a clearInterval and a setInterval per PUBACK. Setting the count back
+ * to 0 keeps the same rule (no timeout while packets keep coming; a PINGREQ within a keepalive of the last one) with
+ * the timer's ticks where they were. An mqtt.js without that count gets reschedulePing() itself.
+ */
+function keepAlive(c: ClientInternals): void {
+  if (c.options.reschedulePings === false) return;
+  const manager = c.keepaliveManager;
+  if (manager && typeof manager.counter === 'number') manager.counter = 0;
+  else c.reschedulePing?.();
 }
 
 function isEmpty(record: object): boolean {

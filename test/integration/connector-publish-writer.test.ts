@@ -152,6 +152,9 @@ describe(`the mqtt.js internals the writer relies on (mqtt.js ${(createRequire(i
         });
         // An mqtt.js whose internals changed makes the writer fall back: this is the test that says so.
         expect(taken).toBe(true);
+        // A taken PUBACK sets mqtt.js's keepalive tick count back to 0 (publish-writer.ts keepAlive); without that
+        // field it falls back to reschedulePing(), correct but a timer per PUBACK: this says when mqtt.js renames it.
+        expect(typeof (client as unknown as { keepaliveManager: { counter: unknown } }).keepaliveManager.counter).toBe('number');
         const ids = Object.keys((client as Internals).outgoing).map(Number);
         expect(ids).toHaveLength(1);
         const id = ids[0] as number;
