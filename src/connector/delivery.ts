@@ -169,14 +169,17 @@ export class Delivery {
     const items = this.#outbox.take(session);
     // Several at once (a durable outbox's group, the queue after a reconnect): one write to the socket for all.
     const corked = items.length > 1 ? cork(client) : undefined;
-    for (const item of items) {
-      item.send(client, (result) => {
-        if (result.ok === 'ignore' || !this.#outbox.settle(item, session)) return;
-        item.settle(result);
-        settled();
-      });
+    try {
+      for (const item of items) {
+        item.send(client, (result) => {
+          if (result.ok === 'ignore' || !this.#outbox.settle(item, session)) return;
+          item.settle(result);
+          settled();
+        });
+      }
+    } finally {
+      corked?.uncork();
     }
-    corked?.uncork();
   }
 
   /**
