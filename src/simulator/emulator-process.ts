@@ -5,6 +5,7 @@
  * away) it closes the emulator and exits.
  */
 import { startEmulator } from '../emulator/index.js';
+import { GAME_DAY_EMULATOR_OPTIONS } from './target.js';
 
 /** Messages the emulator process sends to its parent. */
 export type EmulatorProcessMessage =
@@ -25,11 +26,8 @@ async function main(): Promise<void> {
   const redis = process.env['APSARAMQ_SIM_REDIS'];
   let emulator;
   try {
-    // The backend subscriber of a game day is the measuring instrument: its persistent session is not bounded, so a
-    // message the broker took is never dropped while it reconnects, and what queued for it comes back at once rather
-    // than at the cloud's offline pace (the devices' sessions are clean: nothing of theirs queues).
-    const unbounded = { maxOfflineMessages: Number.POSITIVE_INFINITY, maxOfflineBytes: Number.POSITIVE_INFINITY, offlineDelivery: 'immediate' as const };
-    emulator = await startEmulator({ env: {}, mqttPort: 0, apiPort: 0, wsPort: false, qpsLimit, ...parentTopics, ...groups, ...unbounded, ...(redis === undefined ? {} : { redis }) });
+    // The backend subscriber of a game day is the measuring instrument: its queue unbounded, delivered at once (target.ts).
+    emulator = await startEmulator({ env: {}, mqttPort: 0, apiPort: 0, wsPort: false, qpsLimit, ...parentTopics, ...groups, ...GAME_DAY_EMULATOR_OPTIONS, ...(redis === undefined ? {} : { redis }) });
   } catch (error) {
     send({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
     process.exit(1);

@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inspect } from 'node:util';
 import { redact } from '../credential.js';
-import type { Emulator } from '../emulator/index.js';
+import type { Emulator, EmulatorOptions } from '../emulator/index.js';
 import { MemoryCredentialStore } from '../provisioner/memory-store.js';
 import type { ProvisionerOptions, ProvisionStrategy } from '../provisioner/provisioner.js';
 import type { EmulatorProcessMessage } from './emulator-process.js';
@@ -23,6 +23,21 @@ export interface SimulationTarget {
   /** Verify the broker's TLS certificate. @default true */
   rejectUnauthorized?: boolean;
 }
+
+/**
+ * What an emulator needs for the backend subscriber of a game day (consumer.ts), the measuring instrument: its
+ * persistent session is not bounded, so a message the broker took is never dropped while it reconnects, and what
+ * queued for it while it was offline (a broker restart drops it like every client, and the devices may be back and
+ * publishing before it is) comes back at once rather than at the cloud's offline pace: a first batch 5 to 10 s after
+ * its reconnect, then 30 every 5 s (`offlineDelivery: 'paced'`, the emulator's default), most of which would come
+ * after the run's drain and be counted lost. The devices' sessions are clean: nothing of theirs queues. The embedded
+ * emulator (emulator-process.ts) runs with these; an emulator a game day is pointed at should too.
+ */
+export const GAME_DAY_EMULATOR_OPTIONS = Object.freeze({
+  maxOfflineMessages: Number.POSITIVE_INFINITY,
+  maxOfflineBytes: Number.POSITIVE_INFINITY,
+  offlineDelivery: 'immediate',
+} as const satisfies EmulatorOptions);
 
 /**
  * A target for an emulator that is already running (in this process, or any that prints its endpoints):
