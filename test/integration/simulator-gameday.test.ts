@@ -14,11 +14,8 @@
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connectAsync } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openOutboxStore } from '../../src/outbox/index.js';
-import { signSignature } from '../../src/signer/mqtt.js';
-import { consumerClientId, startConsumer } from '../../src/simulator/consumer.js';
 import { runSimulation, simulationFailure, type SimulationOptions } from '../../src/simulator/run.js';
 import { parseScenario } from '../../src/simulator/scenario.js';
 import type { SimulationReport } from '../../src/simulator/report-format.js';
@@ -46,51 +43,6 @@ describe('game days against an emulator', () => {
   // devices were back and publishing before it (a loaded machine), the run ended with 50 to 70 of their messages still
   // queued for it, counted lost.
   const emulator = useEmulator({ qpsLimit: 10_000, ...GAME_DAY_EMULATOR_OPTIONS });
-
-  it('the backend subscriber gets what queued for it while it was offline at once, not at the cloud\'s pace', async () => {
-    const e = emulator();
-    const account = { accessKeyId: e.accessKeyId, accessKeySecret: e.accessKeySecret };
-    const clientId = consumerClientId('GID_gdback', { index: 1, count: 1 });
-    const count = 40;
-    const received = new Set<string>();
-    let all: () => void = () => undefined;
-    const allReceived = new Promise<void>((resolve) => (all = resolve));
-    const consumer = await startConsumer({
-      brokerUrl: e.mqttUrl,
-      instanceId: e.instanceId,
-      account,
-      clientId,
-      filter: 'sim/+',
-      qos: 1,
-      onMessage: (payload) => {
-        received.add(payload.toString());
-        if (received.size === count) all();
-      },
-    });
-    const device = await connectAsync(e.mqttUrl, { ...signSignature({ ...account, instanceId: e.instanceId, clientId: 'GID_gdback@@@dev' }), protocolVersion: 4, reconnectPeriod: 0 });
-    try {
-      let back = false;
-      const onConnected = (id: string): void => {
-        if (id === clientId) back = true;
-      };
-      e.events.on('clientConnected', onConnected);
-      // Offline as after a broker restart (it comes back 250 ms later): what the device publishes meanwhile queues.
-      expect(e.disconnect(clientId)).toBe(true);
-      await Promise.all(Array.from({ length: count }, (_, i) => device.publishAsync('sim/0', `m${i}`, { qos: 1 })));
-      e.events.off('clientConnected', onConnected);
-      expect(back, 'the subscriber came back before the messages were queued').toBe(false);
-      expect(e.stats().mqtt.queues.messages).toBe(count);
-      // Paced, the first batch would come 5 to 10 s after its reconnect, and only 30 of them.
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), 3_000)));
-      const outcome = await Promise.race([allReceived.then(() => 'all' as const), late]);
-      clearTimeout(timer);
-      expect(outcome, `${received.size} of ${count} received within 3 s`).toBe('all');
-    } finally {
-      await device.endAsync();
-      await consumer.close();
-    }
-  });
   const common = (groupId: string): SimulationOptions => ({
     target: emulatorTarget(emulator()),
     groupId,
