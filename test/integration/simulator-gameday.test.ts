@@ -43,6 +43,7 @@ describe('game days against an emulator', () => {
   // devices were back and publishing before it (a loaded machine), the run ended with 50 to 70 of their messages still
   // queued for it, counted lost.
   const emulator = useEmulator({ qpsLimit: 10_000, ...GAME_DAY_EMULATOR_OPTIONS });
+
   const common = (groupId: string): SimulationOptions => ({
     target: emulatorTarget(emulator()),
     groupId,
