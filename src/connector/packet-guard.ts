@@ -184,7 +184,7 @@ export interface GuardOwner {
   violated(violation: PacketViolation): void;
   /**
    * A PUBACK (success, short form) for `packetId`, whole in the chunk being read: true takes it out of the stream,
-   * and {@link GuardOwner.pubackTaken} is called with it once the rest of the chunk went on to mqtt.js.
+   * and {@link GuardOwner.pubackTaken} is called with it in its place: after the bytes before it went on to mqtt.js.
    */
   takesPuback?(packetId: number): boolean;
   pubackTaken?(packetId: number): void;
