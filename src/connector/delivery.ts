@@ -6,7 +6,6 @@
  */
 import type { IClientPublishOptions, ISubscriptionGrant, MqttClient } from 'mqtt';
 import { Outbox } from './outbox.js';
-import { cork } from './publish-writer.js';
 import { type Item, type Settled, type Subscription, Subscriptions, publishItem, subscribeItem, topicBytes, unsubscribeItem } from './outbox-items.js';
 import { type ApsaraMqDeviceError, type SubscribeError, ValidationError } from '../errors.js';
 import type { PublishAccepted } from './connection-types.js';
@@ -166,19 +165,13 @@ export class Delivery {
    * settled an item (the connection sends more then, or finishes closing).
    */
   send(client: MqttClient, session: number, settled: () => void): void {
-    const items = this.#outbox.take(session);
-    // Several at once (a durable outbox's group, the queue after a reconnect): one write to the socket for all.
-    const corked = items.length > 1 ? cork(client) : undefined;
-    try {
-      for (const item of items) {
-        item.send(client, (result) => {
-          if (result.ok === 'ignore' || !this.#outbox.settle(item, session)) return;
-          item.settle(result);
-          settled();
-        });
-      }
-    } finally {
-      corked?.uncork();
+    // The writer corks the socket for the turn (publish-writer.ts): what goes here together leaves in one write.
+    for (const item of this.#outbox.take(session)) {
+      item.send(client, (result) => {
+        if (result.ok === 'ignore' || !this.#outbox.settle(item, session)) return;
+        item.settle(result);
+        settled();
+      });
     }
   }
 

@@ -144,14 +144,3 @@ function isEmpty(record: object): boolean {
   for (const _ in record) return false;
   return true;
 }
-
-/**
- * Cork the client's stream while several packets are written one after the other: they leave in one write (writev)
- * when it is uncorked. Returns what to uncork, or undefined when the stream cannot be corked (or is gone).
- */
-export function cork(client: MqttClient): { uncork(): void } | undefined {
-  const stream = (client as unknown as ClientInternals).stream;
-  if (!stream?.writable || typeof stream.cork !== 'function' || typeof stream.uncork !== 'function') return undefined;
-  stream.cork();
-  return stream as { uncork(): void };
-}
