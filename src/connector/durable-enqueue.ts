@@ -67,6 +67,21 @@ export function enqueueDurable(
   message: string | Buffer | Uint8Array,
   options: EnqueueOptions = {},
 ): Promise<PublishAccepted & { seq: number }> {
+  return enqueueHeard(store, clientId, topic, message, options, undefined);
+}
+
+/** What hears of an acceptance before its promise settles (the gateway's counters: no reaction of its own per message). */
+export type AcceptedHook = (accepted: PublishAccepted & { seq: number }) => void;
+
+/** @internal {@link enqueueDurable}, with `onAccepted` called (once, synchronously) as the message is accepted. */
+export function enqueueHeard(
+  store: OutboxStore,
+  clientId: string,
+  topic: string,
+  message: string | Buffer | Uint8Array,
+  options: EnqueueOptions,
+  onAccepted: AcceptedHook | undefined,
+): Promise<PublishAccepted & { seq: number }> {
   // Not an async function (a gateway's every message comes through here): what is refused still rejects, never throws.
   let qos: 1 | 2;
   let id: string | undefined;
@@ -83,8 +98,14 @@ export function enqueueDurable(
     return Promise.reject(error);
   }
   const feed = routers.get(store as DurableStore)?.feeds.get(clientId);
-  if (feed) return feed.enqueue(topic, message, qos, id);
-  return enqueueStored(store, clientId, topic, message, qos, id, options);
+  if (feed) return feed.enqueue(topic, message, qos, id, onAccepted);
+  const stored = enqueueStored(store, clientId, topic, message, qos, id, options);
+  return onAccepted === undefined
+    ? stored
+    : stored.then((accepted) => {
+        onAccepted(accepted);
+        return accepted;
+      });
 }
 
 /** {@link enqueueDurable} for a device with no connection on the store: checked by the service's rules, kept. */

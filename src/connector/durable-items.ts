@@ -70,10 +70,23 @@ export class Appending {
   /** The feed's session when it was appended. */
   readonly epoch: number;
   readonly waiter: Waiter | undefined;
+  /** Told of the acceptance just before `resolve` (enqueueHeard's caller). */
+  readonly onAccepted: ((accepted: PublishAccepted & { seq: number }) => void) | undefined;
   resolve!: (accepted: PublishAccepted & { seq: number }) => void;
   reject!: (error: unknown) => void;
 
-  constructor(feed: DurableFeed, topic: string, payload: Buffer, options: IClientPublishOptions, id: string | undefined, bytes: number, direct: boolean, epoch: number, waiter: Waiter | undefined) {
+  constructor(
+    feed: DurableFeed,
+    topic: string,
+    payload: Buffer,
+    options: IClientPublishOptions,
+    id: string | undefined,
+    bytes: number,
+    direct: boolean,
+    epoch: number,
+    waiter: Waiter | undefined,
+    onAccepted: ((accepted: PublishAccepted & { seq: number }) => void) | undefined,
+  ) {
     this.feed = feed;
     this.topic = topic;
     this.payload = payload;
@@ -83,5 +96,6 @@ export class Appending {
     this.direct = direct;
     this.epoch = epoch;
     this.waiter = waiter;
+    this.onAccepted = onAccepted;
   }
 }

@@ -10,7 +10,7 @@ import type { DeviceConnectionEvents } from './connection-types.js';
 import type { Item } from './outbox-items.js';
 
 /** What the connector uses of an {@link OutboxStore}. */
-export type DurableStore = Pick<OutboxStore, 'dir' | 'append' | 'appendTo' | 'appendChecked' | 'ackChecked' | 'reject' | 'markSending' | 'clearSending' | 'pending' | 'flush' | 'device' | 'on' | 'off'>;
+export type DurableStore = Pick<OutboxStore, 'dir' | 'append' | 'appendTo' | 'appendChecked' | 'ackOneChecked' | 'reject' | 'markSending' | 'clearSending' | 'pending' | 'flush' | 'device' | 'on' | 'off'>;
 
 /** Counters of a connection's durable outbox (`conn.outbox.durable`). */
 export interface DurableOutboxStats {

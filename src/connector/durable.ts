@@ -23,14 +23,14 @@ import { type ApsaraMqDeviceError, ConnectionClosedError, OutboxError } from '..
 import type { OutboxDrop, OutboxDropReason, OutboxMessage, OutboxMessageInput } from '../outbox/store.js';
 import type { AppendSink } from '../outbox/wal.js';
 import type { OutboxReport, PublishAccepted } from './connection-types.js';
-import { attachFeed, detachFeed } from './durable-enqueue.js';
+import { type AcceptedHook, attachFeed, detachFeed } from './durable-enqueue.js';
 import { Appending, DurableItem, Waiter, noop } from './durable-items.js';
 import { FeedReader } from './durable-read.js';
 import type { DurableOutboxStats, DurableStore, FeedHost } from './durable-types.js';
 import type { Item, Settled } from './outbox-items.js';
 
 export type { DurableOutboxStats, DurableStore, FeedHost } from './durable-types.js';
-export { type EnqueueOptions, enqueueDurable } from './durable-enqueue.js';
+export { type AcceptedHook, type EnqueueOptions, enqueueDurable, enqueueHeard } from './durable-enqueue.js';
 
 /**
  * The most messages of a durable outbox a connection holds in memory (in flight and read ahead), whatever
@@ -76,8 +76,6 @@ export class DurableFeed extends FeedReader {
   /** Counts sessions: an answer or an acceptance of an earlier one finds a window that was let go. */
   #epoch = 0;
   #closed = false;
-  /** Seqs acknowledged in this turn, removed from the store together. */
-  #acks: number[] = [];
   /** A wake of the connection is queued for the end of this turn. */
   #waking = false;
   // Counters in the feed itself, the drops' made on the first drop: a gateway holds thousands of feeds.
@@ -135,7 +133,7 @@ export class DurableFeed extends FeedReader {
    * fate too: resolved on PUBACK, rejected with `PublishRejected`, `OutboxDropped`, or `ConnectionClosed` (it stays
    * in the store); handled either way, since the events report every fate.
    */
-  publish(topic: string, payload: Buffer, options: IClientPublishOptions, id: string | undefined, track: boolean): { accepted: Promise<PublishAccepted>; delivered: Promise<void> | undefined } {
+  publish(topic: string, payload: Buffer, options: IClientPublishOptions, id: string | undefined, track: boolean, onAccepted?: AcceptedHook): { accepted: Promise<PublishAccepted>; delivered: Promise<void> | undefined } {
     const bytes = Buffer.byteLength(topic) + payload.length;
     const held = this.#size + this.#direct;
     const direct = this.#online && this.caughtUp && held < this.#maxWindow && (held === 0 || this.#windowBytes + this.#directBytes + bytes <= this.#maxBytes);
@@ -146,7 +144,7 @@ export class DurableFeed extends FeedReader {
     } else this.spillStarted();
     // Before acceptance a rejection is the caller's to handle (nothing was kept); after it, the events report the fate.
     const waiter = track ? new Waiter() : undefined;
-    const appending = new Appending(this, topic, payload, options, id, bytes, direct, epoch, waiter);
+    const appending = new Appending(this, topic, payload, options, id, bytes, direct, epoch, waiter, onAccepted);
     const accepted = new Promise<PublishAccepted & { seq: number }>((resolve, reject) => {
       appending.resolve = resolve;
       appending.reject = reject;
@@ -198,7 +196,9 @@ export class DurableFeed extends FeedReader {
       }
     }
     this.progress();
-    a.resolve(id === undefined ? { clientId: this.clientId, seq, durable: true } : { clientId: this.clientId, seq, id, durable: true });
+    const result = id === undefined ? { clientId: this.clientId, seq, durable: true as const } : { clientId: this.clientId, seq, id, durable: true as const };
+    a.onAccepted?.(result);
+    a.resolve(result);
   }
 
   #onRefused(a: Appending, error: unknown): void {
@@ -213,7 +213,7 @@ export class DurableFeed extends FeedReader {
   }
 
   /** @internal {@link enqueueDurable} for the device of this feed: checked by the connection's rules, then kept. */
-  enqueue(topic: string, message: string | Buffer | Uint8Array, qos: 1 | 2, id: string | undefined): Promise<PublishAccepted & { seq: number }> {
+  enqueue(topic: string, message: string | Buffer | Uint8Array, qos: 1 | 2, id: string | undefined, onAccepted: AcceptedHook | undefined): Promise<PublishAccepted & { seq: number }> {
     // Not an async function: a gateway hands over every message here, and each async layer costs a promise and a frame.
     let checked: ReturnType<FeedHost['check']>;
     try {
@@ -221,7 +221,7 @@ export class DurableFeed extends FeedReader {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.publish(checked.topic, checked.payload, checked.options, id, false).accepted as Promise<PublishAccepted & { seq: number }>;
+    return this.publish(checked.topic, checked.payload, checked.options, id, false, onAccepted).accepted as Promise<PublishAccepted & { seq: number }>;
   }
 
   /** A session is up: read what waits on disk. */
@@ -245,7 +245,6 @@ export class DurableFeed extends FeedReader {
       if (item.waiter) (this.#waiters ??= new Map()).set(item.stored, item.waiter);
       item.waiter = undefined;
     });
-    this.#flushAcks();
     this.rewind(this.#size === 0 && this.#direct === 0);
     this.#window = NO_ITEMS;
     this.#one = undefined;
@@ -379,7 +378,8 @@ export class DurableFeed extends FeedReader {
     }
     // The removal is the store's to make durable; if it fails, the message is sent again later (a possible duplicate).
     if (result.ok) {
-      this.#ack(seq);
+      // Removed from the store at once (in memory while it is in the hot log; its record goes with the next write).
+      this.store.ackOneChecked(this.clientId, seq);
       this.#delivered += 1;
       if (item.possibleDuplicate) this.#possibleDuplicates += 1;
       if (this.host.events.listenerCount('delivered') > 0) {
@@ -395,19 +395,6 @@ export class DurableFeed extends FeedReader {
       waiter?.reject(result.error);
     }
     this.maybeFill();
-  }
-
-  /** Acknowledged: removed from the store with the others of this turn (one call for all of a socket read's PUBACKs). */
-  #ack(seq: number): void {
-    this.#acks.push(seq);
-    if (this.#acks.length === 1) queueMicrotask(() => this.#flushAcks());
-  }
-
-  #flushAcks(): void {
-    if (this.#acks.length === 0) return;
-    const seqs = this.#acks;
-    this.#acks = [];
-    this.store.ackChecked(this.clientId, seqs);
   }
 
   /** Read more if there is room, and wake the connection once for everything that happened in this turn. */

@@ -241,7 +241,7 @@ const MAX_MQTT_PACKET_BYTES = 268_435_460;
 /** A bound: a positive integer, or Infinity for none. */
 const COUNT = { min: 1, integer: true, infinity: true } as const;
 
-const STORE_METHODS = ['append', 'appendTo', 'appendChecked', 'ackChecked', 'reject', 'markSending', 'clearSending', 'pending', 'flush', 'device', 'on', 'off'] as const;
+const STORE_METHODS = ['append', 'appendTo', 'appendChecked', 'ackOneChecked', 'reject', 'markSending', 'clearSending', 'pending', 'flush', 'device', 'on', 'off'] as const;
 
 /** An `OutboxStore`, known by what it does (the connector does not load the outbox module to check its class). */
 function checkOutboxStore(store: unknown): DurableStore | undefined {

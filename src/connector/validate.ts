@@ -60,12 +60,14 @@ function checkString(kind: 'topic' | 'topic filter', value: unknown): string {
   if (value.length === 0) throw new ValidationError('InvalidTopic', `The ${kind} is empty`);
   if (LONE_SURROGATE.test(value)) throw new ValidationError('InvalidTopic', `The ${kind} ${JSON.stringify(value)} is not valid UTF-8 (it holds a lone surrogate)`);
   if (value.includes('\u0000')) throw new ValidationError('InvalidTopic', `The ${kind} ${JSON.stringify(value)} holds U+0000, which MQTT forbids`);
-  if (Buffer.byteLength(value, 'utf8') > MAX_MQTT_STRING_BYTES) throw new ValidationError('InvalidTopic', `The ${kind} is over MQTT's ${MAX_MQTT_STRING_BYTES} bytes`);
+  // At most 3 bytes of UTF-8 per UTF-16 unit: a short string needs no count.
+  if (value.length > MAX_MQTT_STRING_BYTES / 3 && Buffer.byteLength(value, 'utf8') > MAX_MQTT_STRING_BYTES) throw new ValidationError('InvalidTopic', `The ${kind} is over MQTT's ${MAX_MQTT_STRING_BYTES} bytes`);
   return value;
 }
 
 function checkServiceLength(kind: 'topic' | 'topic filter', value: string, rules: MessageRules): void {
-  if (!rules.apsaraMq) return;
+  // No more code points than UTF-16 units: a topic of at most 64 units needs no count.
+  if (!rules.apsaraMq || value.length <= MAX_TOPIC_CHARACTERS) return;
   const counted = countedTopicLength(value);
   if (counted > MAX_TOPIC_CHARACTERS) {
     throw new ValidationError(
@@ -75,8 +77,16 @@ function checkServiceLength(kind: 'topic' | 'topic filter', value: string, rules
   }
 }
 
+/**
+ * The topic names checked last, under each of the two rule sets a name's check depends on (the service's or MQTT's
+ * alone): a device, and a gateway's devices, publish to the same few topics again and again.
+ */
+const lastValid: [unknown, unknown] = [undefined, undefined];
+
 /** A topic name to publish to: not empty, no wildcard, valid UTF-8, and on the service not a `$` topic and within its length. */
 export function checkTopicName(topic: unknown, rules: MessageRules): string {
+  const set = rules.apsaraMq ? 1 : 0;
+  if (topic === lastValid[set]) return topic as string;
   const value = checkString('topic', topic);
   if (value.includes('+') || value.includes('#')) {
     throw new ValidationError('InvalidTopic', `Cannot publish to ${JSON.stringify(value)}: + and # are wildcards, for subscriptions only`);
@@ -91,6 +101,7 @@ export function checkTopicName(topic: unknown, rules: MessageRules): string {
     );
   }
   checkServiceLength('topic', value, rules);
+  lastValid[set] = value;
   return value;
 }
 
@@ -247,6 +258,12 @@ export interface OperationRules {
   readonly protocolVersion: 4 | 5;
 }
 
+/**
+ * The options of a publish without properties, by QoS and retain (index `qos * 2 + retain`): one frozen object each,
+ * not one per message (nothing changes them: mqtt.js copies what it is given).
+ */
+const PLAIN_OPTIONS: readonly IClientPublishOptions[] = [0, 1, 2].flatMap((qos) => [false, true].map((retain) => Object.freeze({ qos: qos as 0 | 1 | 2, retain })));
+
 /** A publish, checked: the topic, the payload as bytes and mqtt.js's options. */
 export function checkPublish(
   topic: unknown,
@@ -261,7 +278,7 @@ export function checkPublish(
   const retain = checkRetain(options.retain, rules);
   const properties = checkV5Properties('publish', options.properties, protocolVersion);
   if (properties) checkPublishProperties(properties, rules);
-  return { topic: name, payload, options: { qos, retain, ...(properties ? { properties: properties as IClientPublishOptions['properties'] } : {}) } };
+  return { topic: name, payload, options: properties ? { qos, retain, properties: properties as IClientPublishOptions['properties'] } : (PLAIN_OPTIONS[qos * 2 + (retain ? 1 : 0)] as IClientPublishOptions) };
 }
 
 /** Topic filters to (un)subscribe from: at least one, each valid. */

@@ -10,7 +10,7 @@
 import { EventEmitter } from 'node:events';
 import { type DeviceConnection, openConnection } from '../connector/connect.js';
 import type { DeviceConnectionEvents, PublishAccepted } from '../connector/connection-types.js';
-import { type EnqueueOptions, enqueueDurable } from '../connector/durable.js';
+import { type EnqueueOptions, enqueueHeard } from '../connector/durable.js';
 import { type ResolvedConnectOptions, resolveConnectOptions } from '../connector/options.js';
 import type { ConnectionState } from '../connector/state.js';
 import { assertClientId, type CredentialSource } from '../credential.js';
@@ -66,6 +66,9 @@ export const DEFAULT_CONNECT_RATE = 100;
 /** The run of a device that got online: ended (shared, so that a held device keeps no promise of its own). */
 const RAN: Promise<void> = Promise.resolve();
 const REFUSED_CODES = new Set(['CredentialRejected', 'IdentifierRejected', 'ConnackRefused', 'TokenRejected']);
+/** `publish()` without options: one object, not one per message. */
+const NO_OPTIONS: EnqueueOptions = Object.freeze({});
+
 const zeroOutcomes = (): Record<ConnectOutcome, number> => ({ accepted: 0, refused: 0, failed: 0 });
 
 /** A connection state as a device state. */
@@ -250,16 +253,16 @@ export class Gateway extends EventEmitter<GatewayEvents> {
    * Hand over a message of a held device: resolves once it is on disk, whatever its connection is doing.
    * @throws ValidationError `UnknownDevice` for a ClientId not held; the store's refusals (`OutboxFull`, …).
    */
-  publish(clientId: string, topic: string, payload: Buffer | string, options: EnqueueOptions = {}): Promise<PublishAccepted & { seq: number }> {
+  publish(clientId: string, topic: string, payload: Buffer | string, options: EnqueueOptions = NO_OPTIONS): Promise<PublishAccepted & { seq: number }> {
     if (!this.#slots.has(clientId)) return Promise.reject(new ValidationError('UnknownDevice', `ClientId ${clientId} is not one of the gateway's devices`));
-    // One reaction per message, not an async frame: a gateway hands over every message of every device here.
-    return enqueueDurable(this.#store, clientId, topic, payload, options).then(this.#onAccepted);
+    // Counted as it is accepted, before its promise settles: no reaction of the gateway's own per message (a gateway
+    // hands over every message of every device here).
+    return enqueueHeard(this.#store, clientId, topic, payload, options, this.#onAccepted);
   }
 
-  readonly #onAccepted = (accepted: PublishAccepted & { seq: number }): PublishAccepted & { seq: number } => {
+  readonly #onAccepted = (accepted: PublishAccepted & { seq: number }): void => {
     this.#counts.accepted += 1;
     this.#acceptedAt?.set(accepted.seq, performance.now());
-    return accepted;
   };
 
   /**

@@ -214,19 +214,38 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       const refused = this.#checkCall('ackAll', clientId, seq);
       if (refused) return refused;
     }
-    return this.#ackAll(clientId, seqs, true) as Promise<number>;
+    return this.#ackAll(clientId, seqs);
   }
 
   /**
-   * @internal {@link ackAll} for a connection's durable feed, which needs no answer: its ClientId was checked when it
-   * opened, its seqs are the store's own. No promise (a gateway's devices acknowledge one message at a time, so this is
-   * per message there); a removal that fails is sent again later, as a possible duplicate, as with `ackAll`.
+   * @internal {@link ack} for a connection's durable feed, which needs no answer: its ClientId was checked when it
+   * opened, its seq is the store's own. No promise, no array: called once per PUBACK (a gateway's devices have one
+   * PUBACK per socket read); a removal that fails is sent again later, as a possible duplicate, as with `ackAll`.
    */
-  ackChecked(clientId: string, seqs: readonly number[]): void {
-    if (!this.#closed) this.#ackAll(clientId, seqs, false);
+  ackOneChecked(clientId: string, seq: number): void {
+    if (this.#closed) return;
+    const h = this.#holdings;
+    if (h.removed.has(seq)) return;
+    const recent = this.#writer.hot.get(seq);
+    if (recent !== undefined && recent.clientId === clientId) {
+      this.#ackHot(clientId, seq, recent.bytes);
+      this.#writer.scheduleLazy();
+      return;
+    }
+    h.removed.add(seq);
+    this.#writer.work.removals.push({ clientId, seq, reason: 'delivered', resolve: ignore });
+    this.#writer.schedule();
   }
 
-  #ackAll(clientId: string, seqs: readonly number[], answer: boolean): Promise<number> | undefined {
+  /** A message of the hot log delivered: removed now, in memory; its removal record goes with the next write. */
+  #ackHot(clientId: string, seq: number, bytes: number): void {
+    const h = this.#holdings;
+    this.#writer.hot.remove(seq);
+    h.account(seq, clientId, bytes);
+    h.counters.delivered += 1;
+  }
+
+  #ackAll(clientId: string, seqs: readonly number[]): Promise<number> {
     let removed = 0;
     /** Those not in the hot log: removed by the next batch. */
     let later: number[] | undefined;
@@ -239,9 +258,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       // record goes with the next write.
       const recent = hot.get(seq);
       if (recent !== undefined && recent.clientId === clientId) {
-        hot.remove(seq);
-        h.account(seq, clientId, recent.bytes);
-        h.counters.delivered += 1;
+        this.#ackHot(clientId, seq, recent.bytes);
         removed += 1;
         continue;
       }
@@ -250,12 +267,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     }
     if (later === undefined) {
       if (removed > 0) this.#writer.scheduleLazy();
-      return answer ? Promise.resolve(removed) : undefined;
-    }
-    if (!answer) {
-      for (const seq of later) this.#writer.work.removals.push({ clientId, seq, reason: 'delivered', resolve: ignore });
-      this.#writer.schedule();
-      return undefined;
+      return Promise.resolve(removed);
     }
     // A promise and its counter only when something waits for a batch (acks of the hot log need neither).
     let left = later.length;
