@@ -133,8 +133,10 @@ export class PacketFramer {
           const problem = this.#headerProblem();
           if (problem) return { violation: new PacketViolation('malformed', problem, size), at: start };
           this.#left = this.#length;
-          if (this.#type === PUBACK && this.#flags === 0 && this.#length === 2 && begunHere && i + 2 <= chunk.length && this.#acks?.takesPuback?.(chunk.readUInt16BE(i)) === true) {
-            taken.push(start, chunk.readUInt16BE(i));
+          // The packet id of a short-form PUBACK whole in this chunk (else -1).
+          const pubackId = this.#type === PUBACK && this.#flags === 0 && this.#length === 2 && begunHere && i + 2 <= chunk.length ? ((chunk[i] as number) << 8) | (chunk[i + 1] as number) : -1;
+          if (pubackId >= 0 && this.#acks?.takesPuback?.(pubackId) === true) {
+            taken.push(start, pubackId);
             i += 2;
             this.#phase = Phase.Type;
           } else if (this.#type === PUBLISH && this.#qos > 0 && this.#length >= 2) {
