@@ -16,11 +16,12 @@ import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { Aedes, Client, Subscription } from 'aedes';
 import { ConfigurationError } from '../errors.js';
-import { keepCleanSessionsQos2 } from './aedes-incoming-qos2.js';
+import { keepSessionsQos2 } from './aedes-incoming-qos2.js';
 import { registerEachConnectionOnce } from './aedes-registrations.js';
+import type { IncomingSessions } from './incoming-qos2.js';
 import { propertyProblem } from './mqtt5-properties.js';
 
-export { endCleanSession } from './aedes-incoming-qos2.js';
+export { endConnection } from './aedes-incoming-qos2.js';
 
 /** The aedes version this module was written and tested against: package.json pins the peer dependency to it. */
 export const AEDES_VERSION = '2.0.0-beta.1';
@@ -93,14 +94,15 @@ function internals(broker: Aedes): BrokerInternals {
  * inherited function: UNSUBSCRIBE `constructor` made aedes hand `undefined` to mqemitter, whose assertion then
  * killed the whole process (the fix of GHSA-52qw-whmv-87c5 is in aedes 1.2.0, not in this beta). And a connection
  * that closes after a newer one of its ClientId registered no longer unregisters that one, and each connection is
- * counted out once whatever order the closes of one ClientId's connections end in (aedes-registrations.ts). A clean
- * session's QoS 2 messages awaiting PUBREL are its connection's (aedes-incoming-qos2.ts), and a second PUBREL of one
- * no longer ends the process.
+ * counted out once whatever order the closes of one ClientId's connections end in (aedes-registrations.ts). The QoS 2
+ * messages awaiting PUBREL are their session's, discarded by a Clean Start, and a clean session's its connection's
+ * (aedes-incoming-qos2.ts, kept in `createIncoming`'s sessions: a cluster's Redis; default in memory), and a second
+ * PUBREL of one no longer ends the process.
  */
-export function hardenBroker(broker: Aedes): void {
+export function hardenBroker(broker: Aedes, createIncoming?: () => IncomingSessions): void {
   const broken = internals(broker);
   registerEachConnectionOnce(broker);
-  keepCleanSessionsQos2(broker);
+  keepSessionsQos2(broker, createIncoming);
   broken.clients = Object.assign(Object.create(null) as Record<string, Client | undefined>, broken.clients);
   broken.brokers = Object.assign(Object.create(null) as Record<string, number | undefined>, broken.brokers);
 }

@@ -1,23 +1,28 @@
 /**
- * The QoS 2 messages a client sent and has not released (no PUBREL yet), as aedes 2.0.0-beta.1 keeps them: in its
- * session store, under the ClientId and the packet id (`incomingStorePacket` once it has looked the packet id up with
+ * The QoS 2 messages a client sent and has not released (no PUBREL yet). aedes 2.0.0-beta.1 keeps them in its session
+ * store, under the ClientId and the packet id (`incomingStorePacket` once it has looked the packet id up with
  * `incomingGetPacket` and found nothing, then it routes the message; `incomingGetPacket` again for a PUBLISH repeated
- * before the PUBREL, which is then acknowledged and not routed again, MQTT-4.3.3-2; `incomingDelPacket` on the PUBREL).
- * One of the aedes-* files, the only ones that reach for aedes' internals (aedes-adapter.ts asserts the version they
- * were checked against); installed by `hardenBroker`.
+ * before the PUBREL, which is then acknowledged and not routed again, MQTT-4.3.3-2; `incomingDelPacket` on the PUBREL),
+ * shared by every connection of the ClientId, and deletes none at a Clean Start nor when a session ends. One of the
+ * aedes-* files, the only ones that reach for aedes' internals (aedes-adapter.ts asserts the version they were checked
+ * against); installed by `hardenBroker`.
  *
- * A session that starts new and ends with its connection (MQTT 3.1.1's clean session; MQTT 5's Session Expiry Interval
- * of 0 with Clean Start, or without it when the CONNACK said no session was present) has these messages for its
- * connection only. Kept under the ClientId, they were shared by every connection of the ClientId, and connections of
- * one ClientId overlap (a takeover waits for the old connection's close; clustered, the old connection is at another
- * process, which closes it when it hears of the new one): a newer session's QoS 2 message with the packet id of an
- * unreleased one of the old connection was taken for a duplicate (acknowledged, never routed: lost), and the old
- * connection's cleanup when it ended (keyed by ClientId) deleted the newer one's, whose repeated PUBLISH was then
- * routed a second time. Here such a session's are kept by connection, in this process (nothing outside the connection
- * ever reads them: clustered, no Redis round trip either), and go when it ends ({@link endCleanSession}). Any other
- * session's stay in the session store under the ClientId.
+ * The three operations are replaced, and each connection's messages are its session's, decided at its CONNACK:
+ * - a session that starts new and ends with its connection (MQTT 3.1.1's clean session; MQTT 5's Session Expiry
+ *   Interval of 0 with Clean Start, or without it when the CONNACK said no session was present) has them for its
+ *   connection only, in this process (no Redis round trip, clustered), and they go when it ends ({@link endConnection});
+ * - any other session's are kept by session (incoming-qos2.ts, or a cluster's Redis: cluster/redis-incoming.ts): a
+ *   connection resuming it (Session Present 1) goes on with its packet ids, and one starting a new session (Clean
+ *   Start, or Session Present 0) discards them, MQTT-3.1.2-4.
+ * Either kind of start discards the session the ClientId had, and the share in it of any older connection still open
+ * (connections of one ClientId overlap: a takeover waits for the old connection's close; clustered, the old connection
+ * is at another process, which closes it when it hears of the new one). A connection whose share is gone keeps what it
+ * stores from then on as its own, so it neither hands its packet ids to the newer session (whose new message with such
+ * a packet id was taken for a duplicate: acknowledged, never routed, lost) nor deletes the newer session's (whose
+ * repeated PUBLISH was then routed a second time).
  */
 import type { Aedes, Client } from 'aedes';
+import { MemoryIncomingSessions, type IncomingSessions, type Share } from './incoming-qos2.js';
 
 /** A packet as the three operations are given it. */
 interface Identified {
@@ -29,107 +34,130 @@ interface IncomingStore {
   incomingStorePacket(client: Client, packet: Identified): Promise<void>;
   incomingGetPacket(client: Client, packet: Identified): Promise<unknown>;
   incomingDelPacket(client: Client, packet: Identified): Promise<void>;
-  [PATCHED]?: true;
 }
 
-/** Marks a session store already patched (a restarted broker gets the same store again). */
-const PATCHED = Symbol('apsaramq-device: incoming QoS 2 messages kept per connection');
-
-/** A connection's own unreleased QoS 2 messages (their packet ids); `ended` once the connection has. */
-interface Own {
-  readonly messageIds: Set<number>;
+/** A connection's messages: its own (packet ids), or its share in its session's. */
+interface Connection {
+  /** Its own, when its session starts new and ends with it, or once its share is gone. */
+  own: Set<number> | undefined;
+  /** Its share in its session (whose messages are `sessions`'), when not `own`. */
+  share: Share | Promise<Share | undefined> | undefined;
+  /** Where its session's are. */
+  readonly sessions: IncomingSessions;
+  /** The connection has ended: what it stores as its own from now on is not kept. */
   ended: boolean;
 }
 
-/** By connection: its own messages, or `null` for a session whose messages are the session store's. */
-const owners = new WeakMap<Client, Own | null>();
+/** Each connection answered, from its CONNACK on. */
+const connections = new WeakMap<Client, Connection>();
 
-/** Sessions of the store's (resumed, or not ending with the connection) whose connection has ended. */
-const endedInStore = new WeakSet<Client>();
-
-/** Connections whose CONNACK said a session was present (MQTT 5 Clean Start 0: a session resumed). */
-const resumed = new WeakSet<Client>();
+/** The sessions of each session store (a restarted broker gets the same store again, and keeps them). */
+const sessionsOf = new WeakMap<object, IncomingSessions>();
 
 /**
- * The connection's own messages, if its session is one that starts new and ends with it (decided once per connection,
- * after its CONNACK: aedes handles no PUBLISH or PUBREL before).
+ * The connection's messages. One with no CONNACK (aedes handles no PUBLISH or PUBREL before it) would have them as its
+ * own.
  */
-function ownOf(client: Client): Own | undefined {
-  let own = owners.get(client);
-  if (own === undefined) {
-    // aedes sets `clean` from the CONNECT (a session that ends with the connection) and `_cleanStart` from its flag.
-    // Clean Start 0 with no session present (aedes' CONNACK says Session Present 0, as it found no stored
-    // subscriptions) starts a new session all the same: the client is told it has none to go on with (MQTT 5
-    // §3.2.2.1.1), and the packet ids an overlapping connection of the ClientId left unreleased are not its own.
-    const flags = client as unknown as { clean?: boolean; _cleanStart?: boolean };
-    const isNew = flags._cleanStart === true || !resumed.has(client);
-    own = flags.clean === true && isNew ? { messageIds: new Set(), ended: false } : null;
-    owners.set(client, own);
+function connectionOf(client: Client, sessions: IncomingSessions): Connection {
+  let connection = connections.get(client);
+  if (connection === undefined) {
+    connection = { own: new Set(), share: undefined, sessions, ended: false };
+    connections.set(client, connection);
   }
-  return own ?? undefined;
+  return connection;
+}
+
+/** The connection's share, or `undefined` once its messages are its own. */
+async function shareOf(connection: Connection): Promise<Share | undefined> {
+  return connection.own === undefined ? await connection.share : undefined;
+}
+
+/** The share is gone (a newer session started): what the connection stores from now on is its own. */
+function detach(connection: Connection): Set<number> {
+  connection.own ??= new Set();
+  return connection.own;
 }
 
 /**
- * Keep a clean session's QoS 2 messages awaiting PUBREL by connection (see the module's comment), and make the store's
- * own operations safe for the others:
- * - aedes 2.0.0-beta.1 deletes a QoS 2 message on its PUBREL with `.finally()`, which passes a rejection on to nobody:
- *   two PUBRELs for one packet id in one read both find it, the second delete rejects ("no such packet"), and the
- *   unhandled rejection ends the process. A delete that finds nothing has nothing left to do.
- * - A session of the store's that ends with its connection (MQTT 5: no Clean Start, a session present, a Session
- *   Expiry Interval of 0) has its messages deleted when it ends ({@link endCleanSession}); one aedes stores only after
- *   that (the lookup before it is a Redis round trip, clustered: a PUBLISH read just before the socket closed) is
- *   deleted as it lands.
+ * Keep each session's QoS 2 messages awaiting PUBREL as the module's comment says, in `create`'s sessions (a
+ * cluster's Redis) or in memory, once per session store. A delete that finds nothing has nothing to do (aedes
+ * 2.0.0-beta.1 deletes on a PUBREL with `.finally()`, which passes a rejection on to nobody: two PUBRELs for one packet
+ * id in one read both found it, the second delete rejected, and the unhandled rejection ended the process).
  */
-export function keepCleanSessionsQos2(broker: Aedes): void {
-  // Each broker's CONNACKs (a restarted broker's too, with the store already patched).
-  broker.on('connackSent', (packet, client) => {
-    if (packet.sessionPresent === true) resumed.add(client);
-  });
+export function keepSessionsQos2(broker: Aedes, create: () => IncomingSessions = () => new MemoryIncomingSessions()): void {
   const store = (broker as unknown as { persistence: IncomingStore }).persistence;
-  if (store[PATCHED]) return;
-  const storePacket = store.incomingStorePacket.bind(store);
-  const getPacket = store.incomingGetPacket.bind(store);
-  const delPacket = store.incomingDelPacket.bind(store);
-  store.incomingStorePacket = async (client, packet) => {
-    const own = ownOf(client);
-    if (own !== undefined) {
-      // Stored after its connection ended (a PUBLISH read just before the close): nothing would ever release it.
-      if (!own.ended) own.messageIds.add(packet.messageId);
-      return;
+  let sessions = sessionsOf.get(store);
+  if (sessions === undefined) {
+    sessions = create();
+    sessionsOf.set(store, sessions);
+    replaceOperations(store, sessions);
+  }
+  const of = sessions;
+  // Each broker's CONNACKs (a restarted broker's too). aedes reads nothing from the client before its CONNACK is
+  // written: each operation of the connection is asked after this one (on one Redis connection: in that order).
+  broker.on('connackSent', (packet, client) => {
+    if ((packet.returnCode ?? packet.reasonCode ?? 0) !== 0 || connections.has(client)) return;
+    const connection: Connection = { own: undefined, share: undefined, sessions: of, ended: false };
+    connections.set(client, connection);
+    const present = packet.sessionPresent === true;
+    // A connection gone before its CONNACK takes no effect (aedes-registrations.ts does not register it either).
+    if (client.closed) {
+      connection.own = new Set();
+    } else if (client.clean && !present) {
+      // aedes sets `clean` for a session that ends with the connection (MQTT 5: Session Expiry Interval 0).
+      connection.own = new Set();
+      settle(of.start(client.id, false));
+    } else {
+      const share = present ? of.join(client.id) : of.start(client.id, true);
+      // A share that cannot be had (Redis gone): the connection's messages are its own.
+      connection.share = share instanceof Promise ? share.catch(() => void detach(connection)) : share;
     }
-    await storePacket(client, packet);
-    if (endedInStore.has(client)) await store.incomingDelPacket(client, packet);
+  });
+}
+
+/** Nothing waits for it; a failure (Redis gone) leaves the old session's messages, as aedes did. */
+function settle(work: unknown): void {
+  if (work instanceof Promise) work.catch(() => undefined);
+}
+
+function replaceOperations(store: IncomingStore, sessions: IncomingSessions): void {
+  store.incomingStorePacket = async (client, packet) => {
+    const connection = connectionOf(client, sessions);
+    const share = await shareOf(connection);
+    if (share !== undefined && (await sessions.store(client.id, share, packet.messageId))) return;
+    const own = detach(connection);
+    // Stored after its connection ended (a PUBLISH read just before the close): nothing would ever release it.
+    if (!connection.ended) own.add(packet.messageId);
   };
   store.incomingGetPacket = async (client, packet) => {
-    const own = ownOf(client);
-    if (own === undefined) return getPacket(client, packet);
+    const connection = connectionOf(client, sessions);
+    const share = await shareOf(connection);
+    const found = share === undefined ? undefined : await sessions.has(client.id, share, packet.messageId);
     // aedes asks only whether it is there (a repeated PUBLISH, a PUBREL).
-    if (!own.messageIds.has(packet.messageId)) throw new Error('no such packet');
-    return { messageId: packet.messageId };
+    if (found ?? detach(connection).has(packet.messageId)) return { messageId: packet.messageId };
+    throw new Error('no such packet');
   };
   store.incomingDelPacket = async (client, packet) => {
-    const own = ownOf(client);
-    if (own !== undefined) own.messageIds.delete(packet.messageId);
-    else await delPacket(client, packet).catch(() => undefined);
+    const connection = connectionOf(client, sessions);
+    const share = await shareOf(connection);
+    if (share !== undefined && (await sessions.delete(client.id, share, packet.messageId))) return;
+    detach(connection).delete(packet.messageId);
   };
-  store[PATCHED] = true;
 }
 
 /**
- * End a clean session's QoS 2 messages waiting for their PUBREL with its connection (MQTT 3.1.1 §3.1.2.4, MQTT 5
- * §4.1): the connection's own go, and one stored for it from now on is not kept. A session that ends with its
- * connection but whose messages are the store's (it resumed a session: its packet ids are the session's) has those of
- * `messageIds` deleted from the store, and any the store gets for it from now on. A packet id that was not stored (a
- * refused PUBLISH) is not there to delete: no error.
+ * A connection aedes answered has ended (its socket closed): its own QoS 2 messages go with it (MQTT 3.1.1 §3.1.2.4,
+ * MQTT 5 §4.1), and one it stores as its own from now on is not kept; its share in its session ends, and a session that
+ * ends with its connection is discarded once no connection shares in it.
  */
-export function endCleanSession(broker: Aedes, client: Client, messageIds: readonly number[]): void {
-  const own = ownOf(client);
-  if (own !== undefined) {
-    own.ended = true;
-    own.messageIds.clear();
-    return;
-  }
-  endedInStore.add(client);
-  const store = (broker as unknown as { persistence: IncomingStore }).persistence;
-  for (const messageId of messageIds) store.incomingDelPacket(client, { messageId }).catch(() => undefined);
+export function endConnection(client: Client): void {
+  const connection = connections.get(client);
+  if (connection === undefined) return;
+  connection.ended = true;
+  connection.own?.clear();
+  if (connection.own !== undefined) return;
+  const { sessions } = connection;
+  // `clean` now: an MQTT 5 DISCONNECT may have changed the Session Expiry Interval.
+  const ends = client.clean;
+  settle(shareOf(connection).then((share) => (share === undefined ? undefined : sessions.leave(client.id, share, ends))));
 }

@@ -121,7 +121,7 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     await backend?.abandon();
     throw error;
   });
-  hardenBroker(broker);
+  hardenBroker(broker, cluster?.createIncoming);
   if (deps.counted !== undefined) countOnFrom(broker, deps.counted);
   rules.install(broker);
   tokenMode.install(broker);

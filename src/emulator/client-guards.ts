@@ -5,7 +5,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type { Aedes, Client } from 'aedes';
-import { endCleanSession, fitClient, onAnsweredConnectionEnd, type Deliver, type PacketRefusal, type ParsedPacket } from './aedes-adapter.js';
+import { endConnection, fitClient, onAnsweredConnectionEnd, type Deliver, type PacketRefusal, type ParsedPacket } from './aedes-adapter.js';
 import { boundSessionQueues, keepQueueOrder, type Holding, type OutgoingQueues } from './aedes-session-queues.js';
 import { writeRefusal, type BrokerContext } from './broker-wire.js';
 import { REASON, type Refusal } from './mqtt-rules.js';
@@ -22,12 +22,6 @@ interface GuardHandlers {
   readonly onUnreleased: (client: Client, bytes: number) => void;
 }
 
-/** What the broker can ask a guarded client. */
-interface GuardedClient {
-  /** Packet ids of the inbound QoS 2 messages still awaiting their PUBREL. */
-  unreleased(): number[];
-}
-
 /**
  * Fit a new client (before it subscribes to anything: aedes picks the delivery function at subscription time) with
  * the adapter's own repairs (aedes-adapter.ts {@link fitClient}) and:
@@ -41,7 +35,7 @@ interface GuardedClient {
  * - a resuming session's live messages held behind its queue (aedes-session-queues.ts {@link keepQueueOrder}), before
  *   the bound above counts them.
  */
-function guardClient(client: Client, maxQueuedBytes: number, handlers: GuardHandlers): GuardedClient {
+function guardClient(client: Client, maxQueuedBytes: number, handlers: GuardHandlers): void {
   const { onSlow, onRefused, onUnreleased } = handlers;
   // Inbound QoS 2 messages awaiting their PUBREL: bytes by packet id.
   const unreleased = new Map<number, number>();
@@ -107,7 +101,6 @@ function guardClient(client: Client, maxQueuedBytes: number, handlers: GuardHand
     },
   };
   fitClient(client, { inspect, onRefused: (refusal, stage, version) => onRefused(client, refusal, stage, version), wrapDelivery: (deliver) => keepQueueOrder(client, bounded(deliver), holding) });
-  return { unreleased: () => [...unreleased.keys()] };
 }
 
 function noop(): void {}
@@ -133,7 +126,6 @@ const PUBLISH_OVERHEAD = 9;
  */
 export class BrokerGuards {
   readonly #context: BrokerContext;
-  readonly #guarded = new WeakMap<Client, GuardedClient>();
   readonly #createQueues: ((limits: QueueLimits, onOverflow: QueueOverflow) => OutgoingQueues) | undefined;
   #broker: Aedes | undefined;
   #queues: OutgoingQueues | undefined;
@@ -149,16 +141,13 @@ export class BrokerGuards {
    * messages it stored for their PUBREL for good, where they take memory and make the next session's QoS 2 message
    * with the same packet id look like a duplicate, dropped. They go with the session here, when the connection ends,
    * registered or not (a connection whose takeover waits may publish, and close unregistered), and so does one aedes
-   * stores only after that (a PUBLISH read just before the close: {@link endCleanSession}, aedes-incoming-qos2.ts,
-   * where a clean session's are its connection's own, so that an overlapping connection of the ClientId is not
-   * touched).
+   * stores only after that (a PUBLISH read just before the close): {@link endConnection}, aedes-incoming-qos2.ts,
+   * where a clean session's are its connection's own, and any other session's are the session's.
    */
   install(broker: Aedes): void {
     this.#broker = broker;
     this.#queues = this.#boundQueues(broker);
-    onAnsweredConnectionEnd(broker, (client) => {
-      if (client.clean) endCleanSession(broker, client, this.#guarded.get(client)?.unreleased() ?? []);
-    });
+    onAnsweredConnectionEnd(broker, endConnection);
   }
 
   /** What the persistent sessions hold now. */
@@ -190,7 +179,7 @@ export class BrokerGuards {
     if (!this.#broker) throw new Error('Emulator bug: BrokerGuards.handle() before install()');
     const client = this.#broker.handle(conn, req);
     const { options, report, disconnectFor } = this.#context;
-    this.#guarded.set(client, guardClient(client, options.maxQueuedBytes, {
+    guardClient(client, options.maxQueuedBytes, {
       onSlow: (slow, queued) => {
         report({ rule: 'slowConsumer', action: 'disconnect', reasonCode: 0, reason: `${queued} bytes waiting to be read, over the limit of ${options.maxQueuedBytes}` }, slow.id ?? undefined);
       },
@@ -212,6 +201,6 @@ export class BrokerGuards {
         report(refusal, holding.id ?? undefined);
         disconnectFor(holding, refusal, () => holding.conn.destroy());
       },
-    }));
+    });
   };
 }

@@ -25,6 +25,7 @@ import { revokedKeysOf } from '../broker-login.js';
 import { BASE36_LOWER, randomString } from '../crypto.js';
 import { COMMON_PARAMETERS, type RpcParams } from '../gateway.js';
 import { groupDirectory } from '../groups.js';
+import type { IncomingSessions } from '../incoming-qos2.js';
 import type { ResolvedEmulatorOptions } from '../options.js';
 import { CredentialRegistry } from '../registry.js';
 import type { QueueLimits, QueueOverflow } from '../session-queues.js';
@@ -35,6 +36,7 @@ import { KEYS, takeoverChannel } from './keys.js';
 import { Ledger, seededBytes, type Change, type Outcome } from './ledger.js';
 import { Membership, sharedOptions, type ClusterProcess } from './membership.js';
 import { brokerBackend, type BrokerBackend } from './redis-broker.js';
+import { RedisIncomingSessions } from './redis-incoming.js';
 import { RedisSessionQueues } from './redis-queues.js';
 import { connectRedis, hidePassword, loadClusterModules, parseRedisUrl, type RedisTarget } from './redis.js';
 
@@ -49,6 +51,8 @@ export interface BrokerCluster {
   backend(): Promise<BrokerBackend>;
   /** The persistent sessions' queues, in Redis. */
   createQueues(limits: QueueLimits, onOverflow: QueueOverflow): OutgoingQueues;
+  /** The sessions' QoS 2 messages awaiting their PUBREL, in Redis. */
+  createIncoming(): IncomingSessions;
   /** Resolves once this process has applied every change of the state made so far (before deciding a CONNECT). */
   sync(): Promise<void>;
   /**
@@ -229,6 +233,7 @@ class Member {
         this.#queues = new RedisSessionQueues(redis, limits, onOverflow);
         return this.#queues;
       },
+      createIncoming: () => new RedisIncomingSessions(redis),
       sync: () => logged(this.#ledger.barrier()),
       follow: (broker) => {
         const { membership } = parts;

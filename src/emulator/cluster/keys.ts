@@ -34,6 +34,8 @@ export const KEYS = Object.freeze({
   queue: (clientId: string) => `${NS}q:${clientId}`,
   /** Hash per persistent session: the messages, their sizes and packet ids, and the totals. */
   queueItems: (clientId: string) => `${NS}qh:${clientId}`,
+  /** Hash per session: the QoS 2 messages it received and has not had released, its generation (redis-incoming.ts). */
+  incoming: (clientId: string) => `${NS}in:${clientId}`,
   /** Hash: messages and bytes held by every session together. */
   queueTotals: `${NS}qsum`,
   /** Sorted sets: ClientId → messages, and → bytes, of every session holding some. */
