@@ -1,12 +1,12 @@
 /**
  * Who may connect (reference §0, §5.3, §5.4): the CONNECT checks of every authentication mode, and the aedes hooks
  * that apply them (preConnect decides, authenticate only reports the decision), count the CONNACKs, and remember
- * which key each session logged in with (for `kickOnRevoke`).
+ * which connections logged in with each key (for `kickOnRevoke`).
  */
 import type { Aedes, AedesOptions, AuthenticateError, Client } from 'aedes';
 import { clientIdProblem, groupIdOf } from '../credential.js';
 import { hmacPassword, parseUsername } from '../signer/mqtt.js';
-import { clientById, setServerKeepAlive } from './aedes-adapter.js';
+import { setServerKeepAlive } from './aedes-adapter.js';
 import type { BrokerTokenMode } from './broker-token-mode.js';
 import { sendDisconnect, writeRefusal, type BrokerContext } from './broker-wire.js';
 import { safeEqual } from './crypto.js';
@@ -201,8 +201,16 @@ export class BrokerLogin {
   readonly #counted = new WeakSet<Client>();
   /** Who each CONNECT authenticated as, from preConnect (where it is decided) to authenticate (where aedes asks). */
   readonly #identities = new WeakMap<Client, ConnectIdentity>();
-  /** The DeviceAccessKeyId each live DeviceCredential session authenticated with, for kickOnRevoke. */
-  readonly #sessionKeys = new WeakMap<Client, string>();
+  /**
+   * With `kickOnRevoke`: the connections that logged in with each DeviceAccessKeyId, from their login to the end of
+   * their socket, whether aedes registered them or not (a takeover's new connection is registered only once the old
+   * one's close has ended; a CONNECT is answered after its login, once aedes has asked the session store).
+   */
+  readonly #byKey = new Map<string, Set<Client>>();
+  /** Connections whose CONNACK aedes has written: a kick may speak to them. */
+  readonly #answered = new WeakSet<Client>();
+  /** Connections of a revoked key whose CONNACK was not written yet: kicked once it is. */
+  readonly #kickWhenAnswered = new WeakSet<Client>();
 
   constructor(context: BrokerContext, auth: BrokerAuthConfig, tokenMode: BrokerTokenMode) {
     this.#context = context;
@@ -218,19 +226,62 @@ export class BrokerLogin {
     };
   }
 
-  /** Count the CONNACKs aedes decided alone; with `kickOnRevoke`, drop sessions of revoked credentials. Returns the undo. */
+  /**
+   * Count the CONNACKs aedes decided alone; with `kickOnRevoke`, drop the connections of revoked credentials: every
+   * connection that logged in with the key, the one registered under its ClientId or not. Returns the undo.
+   */
   install(broker: Aedes, registry: CredentialRegistry): () => void {
     broker.on('connackSent', (packet, client) => {
       if (!this.#counted.has(client)) this.#context.stats.recordConnack(packet.returnCode ?? packet.reasonCode ?? 0);
+      this.#answered.add(client);
+      if (this.#kickWhenAnswered.has(client)) this.#kick(client);
     });
     if (!this.#context.options.kickOnRevoke) return () => undefined;
     return registry.onRevoke((record: CredentialRecord) => {
-      // A credential is bound to one ClientId; only a session that logged in with this very key is dropped.
-      const client = clientById(broker, record.ClientId);
-      if (!client || this.#sessionKeys.get(client) !== record.DeviceAccessKeyId) return;
-      // MQTT 5 is told why; MQTT 3.1.1 loses the connection as on a network cut.
-      if (client.version === 5) sendDisconnect(client, REASON.NOT_AUTHORIZED, 'the credential was revoked', this.#context.options.drainTimeoutMs, undefined, this.#context.maximumPacketSize.get(client));
-      else client.conn.destroy();
+      // A credential is bound to one ClientId; only connections that logged in with this very key are dropped.
+      for (const client of this.#byKey.get(record.DeviceAccessKeyId) ?? []) {
+        // No DISCONNECT before the CONNACK (MQTT-3.14.0-1): one on its way to it is dropped once it is out.
+        if (this.#answered.has(client)) this.#kick(client);
+        else this.#kickWhenAnswered.add(client);
+      }
+    });
+  }
+
+  /**
+   * Drop a connection of a revoked key: MQTT 5 is told why; MQTT 3.1.1 loses the connection as on a network cut, once
+   * what was written to it has gone out (a CONNACK just written; clustered, it is held corked until Redis counts the
+   * client), or after `drainTimeoutMs` for a client that does not read.
+   */
+  #kick(client: Client): void {
+    const { conn } = client;
+    if (conn.destroyed) return;
+    const { drainTimeoutMs } = this.#context.options;
+    if (client.version === 5) {
+      sendDisconnect(client, REASON.NOT_AUTHORIZED, 'the credential was revoked', drainTimeoutMs, undefined, this.#context.maximumPacketSize.get(client));
+    } else if (conn.writableLength === 0 && conn.writableCorked === 0) {
+      conn.destroy();
+    } else {
+      const timer = setTimeout(() => conn.destroy(), drainTimeoutMs);
+      timer.unref();
+      conn.end(() => {
+        clearTimeout(timer);
+        conn.destroy();
+      });
+    }
+  }
+
+  /** With `kickOnRevoke`: remember the connection under its key until its socket closes. */
+  #track(client: Client, keyId: string): void {
+    if (!this.#context.options.kickOnRevoke || client.conn.destroyed) return;
+    let clients = this.#byKey.get(keyId);
+    if (!clients) {
+      clients = new Set();
+      this.#byKey.set(keyId, clients);
+    }
+    clients.add(client);
+    client.conn.once('close', () => {
+      clients.delete(client);
+      if (clients.size === 0 && this.#byKey.get(keyId) === clients) this.#byKey.delete(keyId);
     });
   }
 
@@ -308,7 +359,7 @@ export class BrokerLogin {
       done(new ConnectRefusal(SERVER_UNAVAILABLE, 'emulator failure') as AuthenticateError, false);
       return;
     }
-    if (identity.mode === 'DeviceCredential') this.#sessionKeys.set(client, identity.keyId);
+    if (identity.mode === 'DeviceCredential') this.#track(client, identity.keyId);
     if (identity.mode === 'Token' && identity.tokens) this.#tokenMode.admit(client, identity.tokens);
     this.#decide(client, 0);
     done(null, true);
