@@ -14,10 +14,10 @@ import type { IncomingSessions, Share } from '../incoming-qos2.js';
 import { KEYS } from './keys.js';
 import { script, type Script } from './redis.js';
 
-/** ARGV: the new generation, '1' to keep the session here (the connection shares in it) or '0'. */
+/** ARGV: the new generation, which the connection that starts the session shares in. */
 const START = `
 redis.call('DEL', KEYS[1])
-if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'g', ARGV[1], 'n', 1) end
+redis.call('HSET', KEYS[1], 'g', ARGV[1], 'n', 1)
 return 1
 `;
 
@@ -60,12 +60,14 @@ function generation(): Share {
 
 /** The sessions of a cluster, in its Redis. */
 export class RedisIncomingSessions implements IncomingSessions {
+  readonly #redis: Redis;
   readonly #start: Script;
   readonly #join: Script;
   readonly #leave: Script;
   readonly #message: Script;
 
   constructor(redis: Redis) {
+    this.#redis = redis;
     this.#start = script(redis, 'apsaramqIncomingStart', START, 1);
     this.#join = script(redis, 'apsaramqIncomingJoin', JOIN, 1);
     this.#leave = script(redis, 'apsaramqIncomingLeave', LEAVE, 1);
@@ -75,9 +77,14 @@ export class RedisIncomingSessions implements IncomingSessions {
   start(clientId: string, keep: true): Promise<Share>;
   start(clientId: string, keep: false): Promise<void>;
   async start(clientId: string, keep: boolean): Promise<Share | void> {
+    // A clean session's CONNECT, the most common: one DEL, pipelined with what the connection sends Redis meanwhile.
+    if (!keep) {
+      await this.#redis.del(KEYS.incoming(clientId));
+      return;
+    }
     const share = generation();
-    await this.#start.run(KEYS.incoming(clientId), share, keep ? '1' : '0');
-    if (keep) return share;
+    await this.#start.run(KEYS.incoming(clientId), share);
+    return share;
   }
 
   async join(clientId: string): Promise<Share> {
