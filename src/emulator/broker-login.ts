@@ -202,9 +202,10 @@ export class BrokerLogin {
   /** Who each CONNECT authenticated as, from preConnect (where it is decided) to authenticate (where aedes asks). */
   readonly #identities = new WeakMap<Client, ConnectIdentity>();
   /**
-   * With `kickOnRevoke`: the connections that logged in with each DeviceAccessKeyId, from their login to the end of
-   * their socket, whether aedes registered them or not (a takeover's new connection is registered only once the old
-   * one's close has ended; a CONNECT is answered after its login, once aedes has asked the session store).
+   * With `kickOnRevoke`: the connections that logged in with each DeviceAccessKeyId, from the decision of their login
+   * (preConnect) to the end of their socket, whether aedes registered them or not (a takeover's new connection is
+   * registered only once the old one's close has ended; a CONNECT is answered after its login, once aedes has
+   * authenticated it, a turn of the event loop later, and asked the session store).
    */
   readonly #byKey = new Map<string, Set<Client>>();
   /** Connections whose CONNACK aedes has written: a kick may speak to them. */
@@ -338,6 +339,9 @@ export class BrokerLogin {
         else packet.keepalive = keepAlive.seconds;
       }
       this.#identities.set(client, identity);
+      // Remembered from the decision on: aedes authenticates a turn of the event loop later (`setImmediate`), and a
+      // revocation in between must find the connection too.
+      if (identity.mode === 'DeviceCredential') this.#track(client, identity.keyId);
       const maximumPacketSize = packet.properties?.maximumPacketSize;
       if (version === 5 && maximumPacketSize !== undefined) this.#context.maximumPacketSize.set(client, maximumPacketSize);
       done(null, true);
@@ -359,7 +363,6 @@ export class BrokerLogin {
       done(new ConnectRefusal(SERVER_UNAVAILABLE, 'emulator failure') as AuthenticateError, false);
       return;
     }
-    if (identity.mode === 'DeviceCredential') this.#track(client, identity.keyId);
     if (identity.mode === 'Token' && identity.tokens) this.#tokenMode.admit(client, identity.tokens);
     this.#decide(client, 0);
     done(null, true);

@@ -3,9 +3,10 @@
  * connection that logged in with it is dropped (MQTT 5: DISCONNECT 0x87 first), not only the one registered under its
  * ClientId: a takeover's new connection has its CONNACK while the old connection's close goes on, and aedes registers
  * it only once that close has ended; and a CONNECT whose login succeeded may still be on its way to its CONNACK (aedes
- * asks the session store in between: Redis round trips, clustered). Each order is forced: the old connection's close
- * held at its unsubscribes (helpers/takeover.ts), the CONNECT held where aedes asks the store to forget the ClientId's
- * subscriptions. In one process, and on a cluster's Redis with the revocation made through the same process or another.
+ * asks the session store in between: Redis round trips, clustered), or not even authenticated by aedes yet (a turn of
+ * the event loop after the login was decided). Each order is forced: the old connection's close held at its
+ * unsubscribes (helpers/takeover.ts), the CONNECT held where aedes asks the store to forget the ClientId's
+ * subscriptions, or where aedes asks the authenticate hook. In one process, and on a cluster's Redis with the revocation made through the same process or another.
  */
 import type { Client } from 'aedes';
 import type { IDisconnectPacket } from 'mqtt-packet';
@@ -128,6 +129,54 @@ async function connectingConnectionKicked(e: Emulator, clientId: string, version
   expect(clientById(e.broker, clientId)).toBeUndefined();
 }
 
+/**
+ * Hold `clientId`'s next CONNECT once its login has been decided (the emulator's preConnect accepted the credential)
+ * and before aedes asks the authenticate hook, which it does a turn of the event loop later (`setImmediate`): `held`
+ * resolves then.
+ */
+function holdAuthenticate(e: Emulator, clientId: string): { held: Promise<void>; release(): void } {
+  type Authenticate = (client: Client, username: unknown, password: unknown, done: unknown) => void;
+  const broker = e.broker as unknown as { authenticate: Authenticate };
+  const authenticate = broker.authenticate;
+  let release = (): void => undefined;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let hold = (): void => undefined;
+  const held = new Promise<void>((resolve) => (hold = resolve));
+  broker.authenticate = function (this: unknown, client, username, password, done) {
+    if (client.id !== clientId) {
+      authenticate.call(this, client, username, password, done);
+      return;
+    }
+    broker.authenticate = authenticate;
+    hold();
+    void released.then(() => authenticate.call(this, client, username, password, done));
+  };
+  onTestFinished(() => {
+    release();
+    if (broker.authenticate !== authenticate) broker.authenticate = authenticate;
+  });
+  return { held, release };
+}
+
+/**
+ * The credential is revoked right after a CONNECT's login was decided with it, before aedes goes on to authenticate
+ * it: the connection is dropped once its CONNACK is out (it was not, when it was remembered only at authenticate).
+ */
+async function decidedConnectionKicked(e: Emulator, clientId: string, version: Version): Promise<void> {
+  const creds: MqttCredentials = await device(e, clientId);
+  const hold = holdAuthenticate(e, clientId);
+  const raw = await rawSocket(e.mqttUrl, version);
+  raw.send(connectPacket(creds, version));
+  await hold.held;
+  await revoke(e, clientId);
+  hold.release();
+  const connack = await raw.next('connack');
+  expect(connack).toMatchObject(version === 5 ? { reasonCode: 0 } : { returnCode: 0 });
+  // What came after the CONNACK: nothing answers the PINGREQ; MQTT 5 is told why first.
+  await droppedAlready(raw, version, raw.received.indexOf(connack) + 1);
+  expect(clientById(e.broker, clientId)).toBeUndefined();
+}
+
 describe('kickOnRevoke drops every connection of the revoked credential', () => {
   it.each(VERSIONS)('MQTT %i: a connection whose takeover waits for the old connection\'s close', async (version) => {
     const e = await startOwn();
@@ -136,6 +185,10 @@ describe('kickOnRevoke drops every connection of the revoked credential', () => 
 
   it.each(VERSIONS)('MQTT %i: a connection on its way to its CONNACK', async (version) => {
     await connectingConnectionKicked(await startOwn(), `GID_kick@@@conn${version}`, version);
+  });
+
+  it.each(VERSIONS)('MQTT %i: a connection whose login was decided, revoked before aedes authenticates it', async (version) => {
+    await decidedConnectionKicked(await startOwn(), `GID_kick@@@auth${version}`, version);
   });
 });
 
@@ -158,5 +211,10 @@ describe.skipIf(!available)(`the same, clustered${skipped}`, () => {
   it.each(VERSIONS)('MQTT %i: a connection on its way to its CONNACK', async (version) => {
     const { url } = await startRedis();
     await connectingConnectionKicked(await startOwn({ redis: url }), `GID_kick@@@cconn${version}`, version);
+  });
+
+  it.each(VERSIONS)('MQTT %i: a connection whose login was decided, revoked before aedes authenticates it', async (version) => {
+    const { url } = await startRedis();
+    await decidedConnectionKicked(await startOwn({ redis: url }), `GID_kick@@@cauth${version}`, version);
   });
 });
