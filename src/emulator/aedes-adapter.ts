@@ -16,9 +16,8 @@ import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { Aedes, Client, Subscription } from 'aedes';
 import { ConfigurationError } from '../errors.js';
-import { keepSessionsQos2 } from './aedes-incoming-qos2.js';
+import { keepSessionsQos2, type QoS2Sessions } from './aedes-incoming-qos2.js';
 import { registerEachConnectionOnce } from './aedes-registrations.js';
-import type { IncomingSessions } from './incoming-qos2.js';
 import { propertyProblem } from './mqtt5-properties.js';
 
 export { endConnection } from './aedes-incoming-qos2.js';
@@ -96,13 +95,14 @@ function internals(broker: Aedes): BrokerInternals {
  * that closes after a newer one of its ClientId registered no longer unregisters that one, and each connection is
  * counted out once whatever order the closes of one ClientId's connections end in (aedes-registrations.ts). The QoS 2
  * messages awaiting PUBREL are their session's, discarded by a Clean Start, and a clean session's its connection's
- * (aedes-incoming-qos2.ts, kept in `createIncoming`'s sessions: a cluster's Redis; default in memory), and a second
- * PUBREL of one no longer ends the process.
+ * (aedes-incoming-qos2.ts, kept in `incoming.create`'s sessions: a cluster's Redis; default in memory; none for a
+ * persistent session while QoS 2 is refused there: `incoming.persistentQos2` false), and a second PUBREL of one no
+ * longer ends the process.
  */
-export function hardenBroker(broker: Aedes, createIncoming?: () => IncomingSessions): void {
+export function hardenBroker(broker: Aedes, incoming: QoS2Sessions): void {
   const broken = internals(broker);
   registerEachConnectionOnce(broker);
-  keepSessionsQos2(broker, createIncoming);
+  keepSessionsQos2(broker, incoming);
   broken.clients = Object.assign(Object.create(null) as Record<string, Client | undefined>, broken.clients);
   broken.brokers = Object.assign(Object.create(null) as Record<string, number | undefined>, broken.brokers);
 }

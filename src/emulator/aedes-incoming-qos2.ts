@@ -13,7 +13,9 @@
  *   connection only, in this process (no Redis round trip, clustered), and they go when it ends ({@link endConnection});
  * - any other session's are kept by session (incoming-qos2.ts, or a cluster's Redis: cluster/redis-incoming.ts): a
  *   connection resuming it (Session Present 1) goes on with its packet ids, and one starting a new session (Clean
- *   Start, or Session Present 0) discards them, MQTT-3.1.2-4.
+ *   Start, or Session Present 0) discards them, MQTT-3.1.2-4. So does aedes' discarding the session, which it does by
+ *   forgetting its subscriptions: at a Clean Start's CONNECT (clustered, in the command that does that anyway), and
+ *   when the session ends or expires (nothing is left behind it).
  * Either kind of start discards the session the ClientId had, and the share in it of any older connection still open
  * (connections of one ClientId overlap: a takeover waits for the old connection's close; clustered, the old connection
  * is at another process, which closes it when it hears of the new one). A connection whose share is gone keeps what it
@@ -34,6 +36,8 @@ interface IncomingStore {
   incomingStorePacket(client: Client, packet: Identified): Promise<void>;
   incomingGetPacket(client: Client, packet: Identified): Promise<unknown>;
   incomingDelPacket(client: Client, packet: Identified): Promise<void>;
+  /** aedes forgets a session's subscriptions when it discards the session (a Clean Start; one that ends or expires). */
+  cleanSubscriptions(client: { readonly id: string }, ...rest: unknown[]): unknown;
 }
 
 /** A connection's messages: its own (packet ids), or its share in its session's. */
@@ -78,13 +82,26 @@ function detach(connection: Connection): Set<number> {
   return connection.own;
 }
 
+/** Where the sessions' QoS 2 messages are kept, and whether persistent sessions may have any. */
+export interface QoS2Sessions {
+  /** The sessions (a cluster's Redis); default in memory. */
+  readonly create?: () => IncomingSessions;
+  /**
+   * May a persistent session (one that outlives its connection) publish at QoS 2? Not while the rule refuses it
+   * (`qos2PersistentSessions`, the default): its connections then have nothing to keep, and ask the sessions nothing
+   * (clustered: no Redis command at their CONNACK and close, no record left behind them).
+   */
+  readonly persistentQos2: boolean;
+}
+
 /**
  * Keep each session's QoS 2 messages awaiting PUBREL as the module's comment says, in `create`'s sessions (a
  * cluster's Redis) or in memory, once per session store. A delete that finds nothing has nothing to do (aedes
  * 2.0.0-beta.1 deletes on a PUBREL with `.finally()`, which passes a rejection on to nobody: two PUBRELs for one packet
  * id in one read both found it, the second delete rejected, and the unhandled rejection ended the process).
  */
-export function keepSessionsQos2(broker: Aedes, create: () => IncomingSessions = () => new MemoryIncomingSessions()): void {
+export function keepSessionsQos2(broker: Aedes, options: QoS2Sessions): void {
+  const { create = () => new MemoryIncomingSessions(), persistentQos2 } = options;
   const store = (broker as unknown as { persistence: IncomingStore }).persistence;
   let sessions = sessionsOf.get(store);
   if (sessions === undefined) {
@@ -103,12 +120,18 @@ export function keepSessionsQos2(broker: Aedes, create: () => IncomingSessions =
     // A connection gone before its CONNACK takes no effect (aedes-registrations.ts does not register it either).
     if (client.closed) {
       connection.own = new Set();
-    } else if (client.clean && !present) {
-      // aedes sets `clean` for a session that ends with the connection (MQTT 5: Session Expiry Interval 0).
+    } else if (!client.clean && !persistentQos2) {
+      // Its QoS 2 PUBLISHes are refused (mqtt-rules.ts): it stores none. A Clean Start discarded the old session
+      // already (`cleanSubscriptions`, below), and a connection of the ClientId that shares in it (MQTT 5: Session
+      // Expiry Interval 0, Session Present 1) keeps its share, whose session ends with it.
       connection.own = new Set();
-      settle(of.start(client.id, false));
+    } else if (client.clean && !present) {
+      // aedes sets `clean` for a session that ends with the connection (MQTT 5: Session Expiry Interval 0). The session
+      // the ClientId had is gone already: a Clean Start's CONNECT discarded it (`cleanSubscriptions`), and aedes answers
+      // Session Present 0 to one without Clean Start when it holds no session (none, or one it discarded).
+      connection.own = new Set();
     } else {
-      const share = present ? of.join(client.id) : of.start(client.id, true);
+      const share = present ? of.join(client.id) : of.start(client.id);
       // A share that cannot be had (Redis gone): the connection's messages are its own.
       connection.share = share instanceof Promise ? share.catch(() => void detach(connection)) : share;
     }
@@ -121,6 +144,13 @@ function settle(work: unknown): void {
 }
 
 function replaceOperations(store: IncomingStore, sessions: IncomingSessions): void {
+  // aedes discards a session by forgetting its subscriptions: on a Clean Start's CONNECT (before its CONNACK, whatever
+  // becomes of the connection, as the subscriptions go anyway), and when a session ends or expires.
+  const cleanSubscriptions = store.cleanSubscriptions.bind(store);
+  store.cleanSubscriptions = (client, ...rest) => {
+    sessions.discard(client.id);
+    return cleanSubscriptions(client, ...rest);
+  };
   store.incomingStorePacket = async (client, packet) => {
     const connection = connectionOf(client, sessions);
     const share = await shareOf(connection);

@@ -121,7 +121,7 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     await backend?.abandon();
     throw error;
   });
-  hardenBroker(broker, cluster?.createIncoming);
+  hardenBroker(broker, { ...(cluster ? { create: cluster.createIncoming } : {}), persistentQos2: options.qos2PersistentSessions === 'allow' });
   if (deps.counted !== undefined) countOnFrom(broker, deps.counted);
   rules.install(broker);
   tokenMode.install(broker);

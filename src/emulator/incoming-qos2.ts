@@ -11,8 +11,10 @@
  * generation. A newer start (Clean Start, or a CONNECT answered Session Present 0) discards the session, its packet
  * ids with it, and every older connection's share: one of them still open (a takeover waits for its close; clustered,
  * it is at another process until that process hears of the new connection) can neither hand its packet ids to the new
- * session nor take the new session's away. A session that ends with its connection (no Session Expiry) is discarded
- * when the last connection sharing in it ends; one that outlives it is kept, for the connection that resumes it.
+ * session nor take the new session's away. So does aedes' discarding the session ({@link IncomingSessions.discard}: a
+ * Clean Start's CONNECT, a session that ends or expires). A session that ends with its connection (no Session Expiry)
+ * is discarded when the last connection sharing in it ends; one that outlives it is kept, for the connection that
+ * resumes it, until aedes discards it.
  */
 
 /** A connection's share in its ClientId's session: the session's generation when the connection joined it. */
@@ -21,12 +23,19 @@ export type Share = string;
 /** The sessions' QoS 2 messages awaiting their PUBREL, in memory or in a cluster's Redis (whose answers come later). */
 export interface IncomingSessions {
   /**
-   * A connection starts a new session of `clientId`: the one the ClientId had is discarded, with its packet ids and
-   * every connection's share in it. `keep`: the new session's packet ids are kept here, and the connection gets its
-   * share; otherwise they are the connection's own (a session that starts new and ends with it) and it gets none.
+   * aedes discards `clientId`'s session (it forgets its subscriptions: the CONNECT of a Clean Start, before its CONNACK;
+   * a session that ends with its connection, or expires): its packet ids go, with every connection's share in them.
+   * Clustered, this is done in the command aedes' own check sends then (cluster/redis-broker.ts `ARRIVALS`): a clean
+   * session's CONNECT, the most common, sends Redis nothing more.
    */
-  start(clientId: string, keep: true): Share | Promise<Share>;
-  start(clientId: string, keep: false): void | Promise<void>;
+  discard(clientId: string): void;
+  /**
+   * A connection starts a new session of `clientId` whose packet ids are kept here (one that outlives the connection,
+   * or resumes nothing): the one the ClientId had is discarded, with its packet ids and every connection's share in
+   * it, and the connection gets its share. (A session that starts new and ends with its connection has them as the
+   * connection's own, and nothing here.)
+   */
+  start(clientId: string): Share | Promise<Share>;
   /** A connection resumes `clientId`'s session (its CONNACK said Session Present 1): its share. */
   join(clientId: string): Share | Promise<Share>;
   /**
@@ -56,11 +65,12 @@ let generations = 0;
 export class MemoryIncomingSessions implements IncomingSessions {
   readonly #sessions = new Map<string, Session>();
 
-  start(clientId: string, keep: true): Share;
-  start(clientId: string, keep: false): void;
-  start(clientId: string, keep: boolean): Share | void {
+  discard(clientId: string): void {
     this.#sessions.delete(clientId);
-    if (keep) return this.#create(clientId, 1).generation;
+  }
+
+  start(clientId: string): Share {
+    return this.#create(clientId, 1).generation;
   }
 
   join(clientId: string): Share {

@@ -9,12 +9,16 @@
  * it has no session to go on with (MQTT 5 §3.2.2.1.1), and may use any packet id.
  *
  * QoS 2 in a persistent session is refused by default (as the service does): these tests allow it
- * (`qos2PersistentSessions: 'allow'`). In one process, and on a cluster's Redis with each connection at another process.
+ * (`qos2PersistentSessions: 'allow'`). In one process, and on a cluster's Redis with each connection at another process;
+ * there also what it costs Redis: a clean session's CONNECT no command of its own, a persistent session no record while
+ * QoS 2 is refused there, and an expired session leaves none.
  */
 import type { Client } from 'aedes';
+import { Redis } from 'ioredis';
 import type { IConnectPacket } from 'mqtt-packet';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { clientById, sessionStore } from '../../src/emulator/aedes-adapter.js';
+import { KEYS } from '../../src/emulator/cluster/keys.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import { accountLogin } from '../helpers/broker.js';
 import { ANY_GROUP, clientLeaves, connectWithInbox, type InboxClient } from '../helpers/emulator.js';
@@ -255,6 +259,81 @@ describe.skipIf(!available)(`the same, clustered, each session at another proces
   it.each(Object.entries(TAKEOVERS))('taking a live persistent session over (%s): the new messages are delivered', async (title, how) => {
     const [a, b] = await twoProcesses();
     await cleanStartTakesOver(a, b, `GID_cs@@@ct${title.length}`, how);
+  });
+
+  it('a clean session\'s CONNECT sends Redis nothing of its own to discard the old session\'s record: it goes in the check aedes\' Clean Start makes anyway', async () => {
+    const { url } = await startRedis();
+    const e = await startOwn({ redis: url });
+    const r = new Redis(url);
+    onTestFinished(() => r.disconnect());
+    const monitor = await r.monitor();
+    onTestFinished(() => monitor.disconnect());
+    // Each command sent (not run by a script) that names a record, and not the ClientId's subscriptions (aedes' check).
+    const alone: string[][] = [];
+    const marker = `marker-${Date.now()}`;
+    const seen = new Promise<void>((resolve) => {
+      monitor.on('monitor', (_time: string, args: string[], source: string) => {
+        if (args.includes(marker)) resolve();
+        if (source.startsWith('lua')) return;
+        if (args.some((a) => a.startsWith(KEYS.incoming(''))) && !args.some((a) => a.startsWith('client:'))) alone.push(args);
+      });
+    });
+    for (const [i, how] of [V4_CLEAN, V5_START_ENDS].entries()) {
+      const clientId = `GID_cs@@@cc${i}`;
+      await leave(e, clientId, await login(e, clientId, how, false));
+    }
+    // Everything the emulator sent has reached Redis (and the monitor) before this.
+    await r.echo(marker);
+    await seen;
+    expect(alone, 'commands of their own').toEqual([]);
+  });
+
+  it.each(Object.entries({ 'MQTT 3.1.1': V4_PERSISTENT, 'MQTT 5': V5_START_KEEP }))('with QoS 2 refused in persistent sessions (the default), a persistent session (%s) has no record', async (_title, how) => {
+    const { url } = await startRedis();
+    const e = await startOwn({ redis: url, qos2PersistentSessions: 'refuse' });
+    const r = new Redis(url);
+    onTestFinished(() => r.disconnect());
+    const clientId = `GID_cs@@@cref${how.version}`;
+    const raw = await login(e, clientId, how, false);
+    raw.send({ cmd: 'pingreq' });
+    await raw.next('pingresp');
+    await leave(e, clientId, raw);
+    await leave(e, clientId, await login(e, clientId, { ...how, extra: { ...how.extra, clean: false } }, true));
+    expect(await r.exists(KEYS.incoming(clientId)), 'a record of the session in Redis').toBe(0);
+  });
+
+  it('an MQTT 5 session that expires leaves no record in Redis', async () => {
+    const { url } = await startRedis();
+    const e = await startOwn({ redis: url });
+    const clientId = 'GID_cs@@@cexp';
+    const watching = await watcher(e, `${clientId}-w`);
+    const raw = await login(e, clientId, { version: 5, extra: { clean: true, properties: { sessionExpiryInterval: 1 } } }, false);
+    await publishQos2(raw, 'unreleased');
+    expect(await watching.next()).toEqual(['demo/q2', 'unreleased']);
+    const r = new Redis(url);
+    onTestFinished(() => r.disconnect());
+    expect(await r.exists(KEYS.incoming(clientId)), 'the session\'s record, while it lasts').toBe(1);
+    // aedes wipes an expired session by forgetting its subscriptions: wait for that to be done.
+    const store = sessionStore(e.broker) as unknown as { cleanSubscriptions(client: Client): Promise<unknown> };
+    const cleanSubscriptions = store.cleanSubscriptions;
+    onTestFinished(() => void (store.cleanSubscriptions = cleanSubscriptions));
+    const wiped = new Promise<unknown>((resolve) => {
+      store.cleanSubscriptions = function (this: unknown, client) {
+        const done = cleanSubscriptions.call(this, client);
+        if (client.id === clientId) resolve(done);
+        return done;
+      };
+    });
+    const broker = e.broker as unknown as NodeJS.EventEmitter;
+    const expired = new Promise<void>((resolve) => {
+      broker.on('sessionExpired', (client: Client) => {
+        if (client.id === clientId) resolve();
+      });
+    });
+    await leave(e, clientId, raw);
+    await expired;
+    await wiped;
+    expect(await r.exists(KEYS.incoming(clientId)), 'the record, once the session expired').toBe(0);
   });
 
   it('one process: taking a live persistent session over with Clean Start: the new messages are delivered', async () => {

@@ -102,11 +102,15 @@ function answerFromRules(persistence: unknown, features: StoredFeatures): void {
 /**
  * A clean session's CONNECT (aedes' `cleanSubscriptions`) in one script for a burst of CONNECTs: does the ClientId
  * hold stored subscriptions (aedes-persistence-redis' `client:<ClientId>` hash), and how many queued messages
- * (redis-queues.ts)? ARGV: both keys of each ClientId. Replies `{subscribed, queued}` per ClientId.
+ * (redis-queues.ts)? And the ClientId's session's QoS 2 messages awaiting PUBREL (redis-incoming.ts) are discarded,
+ * with every connection's share in them, in the same command: aedes forgets a session's subscriptions when it
+ * discards the session (a Clean Start, MQTT-3.1.2-4; a session that ends or expires). ARGV: the three keys of each
+ * ClientId. Replies `{subscribed, queued}` per ClientId.
  */
 const ARRIVALS = `
 local reply = {}
-for i = 1, #ARGV, 2 do
+for i = 1, #ARGV, 3 do
+  redis.call('DEL', ARGV[i + 2])
   reply[#reply + 1] = {redis.call('EXISTS', ARGV[i]), redis.call('LLEN', ARGV[i + 1])}
 end
 return reply
@@ -129,7 +133,7 @@ function checkArrivals(persistence: unknown, store: Redis, emptyQueue: (client: 
   const target = persistence as { cleanSubscriptions(client: { id: string }, cb?: Callback): Promise<unknown> | undefined };
   const clean = target.cleanSubscriptions.bind(target);
   const check = script(store, 'apsaramqArrivals', ARRIVALS, 0);
-  const arrivals = new TurnBatch<string, readonly [number, number]>(async (clientIds) => (await check.run(...clientIds.flatMap((id) => [subscriptionsKey(id), KEYS.queue(id)]))) as [number, number][]);
+  const arrivals = new TurnBatch<string, readonly [number, number]>(async (clientIds) => (await check.run(...clientIds.flatMap((id) => [subscriptionsKey(id), KEYS.queue(id), KEYS.incoming(id)]))) as [number, number][]);
   target.cleanSubscriptions = (client, cb) => {
     const done = arrivals.add(client.id).then(async ([subscribed, queued]) => {
       if (queued === 0) emptyQueue(client);

@@ -4,7 +4,8 @@
  * process discards them, and the share of a connection of the old session still open at another, for all. One hash per
  * ClientId: its generation (`g`), how many connections share in it (`n`), and a field per packet id (`m<id>`). Each
  * operation is one script on the cluster's connection, so that operations of processes working on one session never
- * interleave.
+ * interleave. aedes' discarding a session (a Clean Start's CONNECT, a session that ends or expires) deletes the hash in
+ * the script its own check runs then (redis-broker.ts `ARRIVALS`).
  *
  * In place of aedes-persistence-redis' own (`incoming:<ClientId>:<packet id>` keys, never deleted at a Clean Start).
  */
@@ -60,28 +61,22 @@ function generation(): Share {
 
 /** The sessions of a cluster, in its Redis. */
 export class RedisIncomingSessions implements IncomingSessions {
-  readonly #redis: Redis;
   readonly #start: Script;
   readonly #join: Script;
   readonly #leave: Script;
   readonly #message: Script;
 
   constructor(redis: Redis) {
-    this.#redis = redis;
     this.#start = script(redis, 'apsaramqIncomingStart', START, 1);
     this.#join = script(redis, 'apsaramqIncomingJoin', JOIN, 1);
     this.#leave = script(redis, 'apsaramqIncomingLeave', LEAVE, 1);
     this.#message = script(redis, 'apsaramqIncomingMessage', MESSAGE, 1);
   }
 
-  start(clientId: string, keep: true): Promise<Share>;
-  start(clientId: string, keep: false): Promise<void>;
-  async start(clientId: string, keep: boolean): Promise<Share | void> {
-    // A clean session's CONNECT, the most common: one DEL, pipelined with what the connection sends Redis meanwhile.
-    if (!keep) {
-      await this.#redis.del(KEYS.incoming(clientId));
-      return;
-    }
+  /** Nothing to send: aedes' discarding a session runs `ARRIVALS` (redis-broker.ts), which deletes the hash. */
+  discard(): void {}
+
+  async start(clientId: string): Promise<Share> {
     const share = generation();
     await this.#start.run(KEYS.incoming(clientId), share);
     return share;
