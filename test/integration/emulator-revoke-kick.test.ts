@@ -113,20 +113,33 @@ function holdConnect(e: Emulator, clientId: string): { held: Promise<Client>; re
   return { held, release };
 }
 
-/** A CONNECT of `creds` whose login succeeded is on its way to its CONNACK when the credential is revoked: dropped. */
-async function connectingConnectionKicked(e: Emulator, clientId: string, version: Version): Promise<void> {
+/**
+ * A CONNECT of the device, held by `holdAt` at a step between its login and its CONNACK, while its credential is
+ * revoked; then let go: aedes answers it (CONNACK 0), and the connection is dropped, as `check` says.
+ */
+async function heldConnectKicked(
+  e: Emulator,
+  clientId: string,
+  version: Version,
+  holdAt: (e: Emulator, clientId: string) => { held: Promise<unknown>; release(): void },
+  check: (raw: RawMqtt, connack: unknown) => Promise<void>,
+): Promise<void> {
   const creds: MqttCredentials = await device(e, clientId);
-  const hold = holdConnect(e, clientId);
+  const hold = holdAt(e, clientId);
   const raw = await rawSocket(e.mqttUrl, version);
   raw.send(connectPacket(creds, version));
   await hold.held;
   await revoke(e, clientId);
   hold.release();
   const connack = await raw.next('connack');
-  // aedes answers a CONNECT it accepted; the connection is dropped once it has been.
   expect(connack).toMatchObject(version === 5 ? { reasonCode: 0 } : { returnCode: 0 });
-  await dropped(raw, version);
+  await check(raw, connack);
   expect(clientById(e.broker, clientId)).toBeUndefined();
+}
+
+/** A CONNECT whose login succeeded is on its way to its CONNACK (held at aedes' session lookup) when the credential is revoked: dropped once answered. */
+function connectingConnectionKicked(e: Emulator, clientId: string, version: Version): Promise<void> {
+  return heldConnectKicked(e, clientId, version, holdConnect, (raw) => dropped(raw, version));
 }
 
 /**
@@ -161,20 +174,10 @@ function holdAuthenticate(e: Emulator, clientId: string): { held: Promise<void>;
 /**
  * The credential is revoked right after a CONNECT's login was decided with it, before aedes goes on to authenticate
  * it: the connection is dropped once its CONNACK is out (it was not, when it was remembered only at authenticate).
+ * What came after the CONNACK: nothing answers the PINGREQ; MQTT 5 is told why first.
  */
-async function decidedConnectionKicked(e: Emulator, clientId: string, version: Version): Promise<void> {
-  const creds: MqttCredentials = await device(e, clientId);
-  const hold = holdAuthenticate(e, clientId);
-  const raw = await rawSocket(e.mqttUrl, version);
-  raw.send(connectPacket(creds, version));
-  await hold.held;
-  await revoke(e, clientId);
-  hold.release();
-  const connack = await raw.next('connack');
-  expect(connack).toMatchObject(version === 5 ? { reasonCode: 0 } : { returnCode: 0 });
-  // What came after the CONNACK: nothing answers the PINGREQ; MQTT 5 is told why first.
-  await droppedAlready(raw, version, raw.received.indexOf(connack) + 1);
-  expect(clientById(e.broker, clientId)).toBeUndefined();
+function decidedConnectionKicked(e: Emulator, clientId: string, version: Version): Promise<void> {
+  return heldConnectKicked(e, clientId, version, holdAuthenticate, (raw, connack) => droppedAlready(raw, version, raw.received.indexOf(connack as never) + 1));
 }
 
 describe('kickOnRevoke drops every connection of the revoked credential', () => {
