@@ -224,46 +224,42 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
    */
   ackOneChecked(clientId: string, seq: number): void {
     if (this.#closed) return;
-    const h = this.#holdings;
-    if (h.removed.has(seq)) return;
-    const recent = this.#writer.hot.get(seq);
-    if (recent !== undefined && recent.clientId === clientId) {
-      this.#ackHot(clientId, seq, recent.bytes);
-      this.#writer.scheduleLazy();
-      return;
+    const now = this.#ackNow(clientId, seq);
+    if (now === true) this.#writer.scheduleLazy();
+    else if (now === false) {
+      this.#writer.work.removals.push({ clientId, seq, reason: 'delivered', resolve: ignore });
+      this.#writer.schedule();
     }
-    h.removed.add(seq);
-    this.#writer.work.removals.push({ clientId, seq, reason: 'delivered', resolve: ignore });
-    this.#writer.schedule();
   }
 
-  /** A message of the hot log delivered: removed now, in memory; its removal record goes with the next write. */
-  #ackHot(clientId: string, seq: number, bytes: number): void {
+  /**
+   * One delivered message: `true` when it was in the hot log (the common case: delivered soon after acceptance) and is
+   * removed now, in memory, its removal record going with the next write; `false` when it is marked removed and its
+   * removal is the next batch's to make (the caller queues it); `undefined` when it was removed already.
+   */
+  #ackNow(clientId: string, seq: number): boolean | undefined {
     const h = this.#holdings;
-    this.#writer.hot.remove(seq);
-    h.account(seq, clientId, bytes);
-    h.counters.delivered += 1;
+    if (h.removed.has(seq)) return undefined;
+    const hot = this.#writer.hot;
+    const recent = hot.get(seq);
+    if (recent !== undefined && recent.clientId === clientId) {
+      hot.remove(seq);
+      h.account(seq, clientId, recent.bytes);
+      h.counters.delivered += 1;
+      return true;
+    }
+    h.removed.add(seq);
+    return false;
   }
 
   #ackAll(clientId: string, seqs: readonly number[]): Promise<number> {
     let removed = 0;
     /** Those not in the hot log: removed by the next batch. */
     let later: number[] | undefined;
-    const h = this.#holdings;
-    const held = h.removed;
-    const hot = this.#writer.hot;
     for (const seq of seqs) {
-      if (held.has(seq)) continue;
-      // In the hot log (the common case: delivered soon after acceptance): removed now, in memory; its removal
-      // record goes with the next write.
-      const recent = hot.get(seq);
-      if (recent !== undefined && recent.clientId === clientId) {
-        this.#ackHot(clientId, seq, recent.bytes);
-        removed += 1;
-        continue;
-      }
-      held.add(seq);
-      (later ??= []).push(seq);
+      const now = this.#ackNow(clientId, seq);
+      if (now === true) removed += 1;
+      else if (now === false) (later ??= []).push(seq);
     }
     if (later === undefined) {
       if (removed > 0) this.#writer.scheduleLazy();
