@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import RPCClient from '@alicloud/pop-core';
 import { connect, connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
-import { afterAll, afterEach, beforeAll, beforeEach, expect } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, expect, onTestFinished } from 'vitest';
 import { DeviceCredential } from '../../src/credential.js';
 import { ApiFault } from '../../src/emulator/api-errors.js';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
@@ -15,6 +15,13 @@ import { rpcTimestamp, signRpc } from '../../src/signer/openapi.js';
  * examples run on the default.
  */
 export const ANY_GROUP = { groups: false } as const satisfies EmulatorOptions;
+
+/** Start an emulator with `options` for the running test alone: closed when it finishes. */
+export async function startForTest(options: EmulatorOptions): Promise<Emulator> {
+  const e = await startEmulator(options);
+  onTestFinished(() => e.close());
+  return e;
+}
 
 /**
  * Start an emulator (with `env: {}`, so generated keys, never the developer's real ones, and {@link ANY_GROUP}) before

@@ -6,26 +6,24 @@
  * asks the session store in between: Redis round trips, clustered), or not even authenticated by aedes yet (a turn of
  * the event loop after the login was decided). Each order is forced: the old connection's close held at its
  * unsubscribes (helpers/takeover.ts), the CONNECT held where aedes asks the store to forget the ClientId's
- * subscriptions, or where aedes asks the authenticate hook. In one process, and on a cluster's Redis with the revocation made through the same process or another.
+ * subscriptions, or where aedes asks the authenticate hook. In one process, and on a cluster's Redis with the
+ * revocation made through the same process or another.
  */
-import type { Client } from 'aedes';
 import type { IDisconnectPacket } from 'mqtt-packet';
-import { describe, expect, it, onTestFinished } from 'vitest';
-import { clientById, sessionStore } from '../../src/emulator/aedes-adapter.js';
-import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
+import { describe, expect, it } from 'vitest';
+import { clientById } from '../../src/emulator/aedes-adapter.js';
+import type { Emulator, EmulatorOptions } from '../../src/emulator/index.js';
 import type { MqttCredentials } from '../../src/signer/mqtt.js';
 import { device } from '../helpers/broker.js';
-import { ANY_GROUP, callApi } from '../helpers/emulator.js';
-import { connectPacket, rawLogin, rawSocket, type RawMqtt } from '../helpers/raw-mqtt.js';
+import { ANY_GROUP, callApi, startForTest } from '../helpers/emulator.js';
+import { connectPacket, rawSocket, type RawMqtt } from '../helpers/raw-mqtt.js';
 import { redisAvailable, startRedis } from '../helpers/redis.js';
-import { brokerEvent, holdClose } from '../helpers/takeover.js';
+import { holdAuthenticate, holdConnect, waitingTakeover } from '../helpers/takeover.js';
 
 const OPTIONS = { env: {}, ...ANY_GROUP, wsPort: false, kickOnRevoke: true } as const satisfies EmulatorOptions;
 
-async function startOwn(options: EmulatorOptions = {}): Promise<Emulator> {
-  const e = await startEmulator({ ...OPTIONS, ...options });
-  onTestFinished(() => e.close());
-  return e;
+function startOwn(options: EmulatorOptions = {}): Promise<Emulator> {
+  return startForTest({ ...OPTIONS, ...options });
 }
 
 const VERSIONS = [4, 5] as const;
@@ -63,19 +61,7 @@ async function dropped(raw: RawMqtt, version: Version): Promise<void> {
  * (through `api`): the newer connection, which aedes has not registered, is dropped too.
  */
 async function waitingConnectionKicked(at: Emulator, api: Emulator, clientId: string, version: Version): Promise<void> {
-  const creds = await device(at, clientId);
-  const { raw: first } = await rawLogin(at.mqttUrl, creds, version);
-  first.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'demo/old', qos: 1 }] });
-  await first.next('suback');
-  const old = clientById(at.broker, clientId);
-  if (old === undefined) throw new Error(`${clientId} is not registered`);
-  const held = holdClose(at.broker, old);
-  const waitingOnBroker = brokerEvent(at, 'connackSent', clientId);
-  const { raw: second, connack } = await rawLogin(at.mqttUrl, creds, version);
-  expect(connack.returnCode ?? connack.reasonCode).toBe(0);
-  await held.closing;
-  const waiting = await waitingOnBroker;
-  expect(clientById(at.broker, clientId), 'the takeover waits: the old connection still registered').toBe(old);
+  const { first, second, waiting, held } = await waitingTakeover(at, await device(at, clientId), version);
   const before = second.received.length;
   await revoke(api, clientId);
   if (api === at) await droppedAlready(second, version, before);
@@ -84,33 +70,6 @@ async function waitingConnectionKicked(at: Emulator, api: Emulator, clientId: st
   held.release();
   await first.closed;
   expect(clientById(at.broker, clientId), 'nothing registered').toBeUndefined();
-}
-
-/**
- * Hold `clientId`'s next CONNECT, once its login has succeeded, where aedes asks the session store to forget the
- * ClientId's subscriptions (a clean session's CONNECT): `held` resolves then.
- */
-function holdConnect(e: Emulator, clientId: string): { held: Promise<Client>; release(): void } {
-  type Clean = (client: Client) => Promise<unknown>;
-  const store = sessionStore(e.broker) as unknown as { cleanSubscriptions: Clean };
-  const cleanSubscriptions = store.cleanSubscriptions;
-  let release = (): void => undefined;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  let hold = (_client: Client): void => undefined;
-  const held = new Promise<Client>((resolve) => (hold = resolve));
-  store.cleanSubscriptions = async function (this: unknown, client) {
-    if (client.id === clientId) {
-      store.cleanSubscriptions = cleanSubscriptions;
-      hold(client);
-      await released;
-    }
-    return cleanSubscriptions.call(this, client);
-  };
-  onTestFinished(() => {
-    release();
-    if (store.cleanSubscriptions !== cleanSubscriptions) store.cleanSubscriptions = cleanSubscriptions;
-  });
-  return { held, release };
 }
 
 /**
@@ -140,35 +99,6 @@ async function heldConnectKicked(
 /** A CONNECT whose login succeeded is on its way to its CONNACK (held at aedes' session lookup) when the credential is revoked: dropped once answered. */
 function connectingConnectionKicked(e: Emulator, clientId: string, version: Version): Promise<void> {
   return heldConnectKicked(e, clientId, version, holdConnect, (raw) => dropped(raw, version));
-}
-
-/**
- * Hold `clientId`'s next CONNECT once its login has been decided (the emulator's preConnect accepted the credential)
- * and before aedes asks the authenticate hook, which it does a turn of the event loop later (`setImmediate`): `held`
- * resolves then.
- */
-function holdAuthenticate(e: Emulator, clientId: string): { held: Promise<void>; release(): void } {
-  type Authenticate = (client: Client, username: unknown, password: unknown, done: unknown) => void;
-  const broker = e.broker as unknown as { authenticate: Authenticate };
-  const authenticate = broker.authenticate;
-  let release = (): void => undefined;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  let hold = (): void => undefined;
-  const held = new Promise<void>((resolve) => (hold = resolve));
-  broker.authenticate = function (this: unknown, client, username, password, done) {
-    if (client.id !== clientId) {
-      authenticate.call(this, client, username, password, done);
-      return;
-    }
-    broker.authenticate = authenticate;
-    hold();
-    void released.then(() => authenticate.call(this, client, username, password, done));
-  };
-  onTestFinished(() => {
-    release();
-    if (broker.authenticate !== authenticate) broker.authenticate = authenticate;
-  });
-  return { held, release };
 }
 
 /**

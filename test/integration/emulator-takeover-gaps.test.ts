@@ -25,7 +25,7 @@ import { accountLogin } from '../helpers/broker.js';
 import { ANY_GROUP, clientLeaves, connectMqtt, connectWithInbox, type InboxClient } from '../helpers/emulator.js';
 import { connectPacket, rawLogin, rawSocket, type RawMqtt } from '../helpers/raw-mqtt.js';
 import { redisAvailable, startRedis } from '../helpers/redis.js';
-import { brokerEvent, holdClose, type HeldClose } from '../helpers/takeover.js';
+import { brokerEvent, holdClose, holdConnect, reportedConnected, type HeldClose } from '../helpers/takeover.js';
 
 /** Payloads over this are discarded by the broker (acknowledged as usual, never stored nor routed). */
 const MAX_PAYLOAD = 64;
@@ -200,43 +200,6 @@ async function resumedSessionGoesOn(e: Emulator, clientId: string): Promise<void
 }
 
 /**
- * Hold `clientId`'s next clean-session CONNECT, once its login has succeeded, where aedes asks the session store to
- * forget the ClientId's subscriptions (clustered, a Redis round trip): `held` resolves with the broker's client then.
- * `registering` resolves once aedes, let go on by `release`, has handed the connection over to be registered (its
- * `registerClient`, right before it writes the CONNACK): what registering does, it does within that call.
- */
-function holdConnect(e: Emulator, clientId: string): { held: Promise<Client>; release(): void; registering: Promise<void> } {
-  type Clean = (client: Client) => Promise<unknown>;
-  const store = sessionStore(e.broker) as unknown as { cleanSubscriptions: Clean };
-  const inner = e.broker as unknown as { registerClient(client: Client): void };
-  const cleanSubscriptions = store.cleanSubscriptions;
-  const registerClient = inner.registerClient;
-  let release = (): void => undefined;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  let hold = (_client: Client): void => undefined;
-  const held = new Promise<Client>((resolve) => (hold = resolve));
-  let registered = (): void => undefined;
-  const registering = new Promise<void>((resolve) => (registered = resolve));
-  store.cleanSubscriptions = async function (this: unknown, client) {
-    if (client.id === clientId) {
-      hold(client);
-      await released;
-    }
-    return cleanSubscriptions.call(this, client);
-  };
-  inner.registerClient = function (this: unknown, client) {
-    registerClient.call(this, client);
-    if (client.id === clientId) registered();
-  };
-  onTestFinished(() => {
-    release();
-    store.cleanSubscriptions = cleanSubscriptions;
-    inner.registerClient = registerClient;
-  });
-  return { held, release, registering };
-}
-
-/**
  * A CONNECT whose socket closes after its login, before aedes registers it: aedes registered it all the same, closed
  * (its close had found nothing registered to unregister), so it stayed counted (`stats().mqtt.connected`, the
  * `clientConnected` event with no `clientDisconnected`) and online until its ClientId connected again; and it took
@@ -250,14 +213,7 @@ async function closedBeforeRegistered(e: Emulator, clientId: string, older: bool
     olderOnBroker = registeredNow(e, clientId);
   }
   const connected = e.stats().mqtt.connected;
-  const reported: string[] = [];
-  const onConnected = (id: string): void => {
-    reported.push(id);
-  };
-  e.events.on('clientConnected', onConnected);
-  onTestFinished(() => {
-    e.events.off('clientConnected', onConnected);
-  });
+  const reported = reportedConnected(e);
   const hold = holdConnect(e, clientId);
   const raw = await rawSocket(e.mqttUrl);
   raw.send(connectPacket(accountLogin(e, clientId)));
@@ -267,7 +223,7 @@ async function closedBeforeRegistered(e: Emulator, clientId: string, older: bool
   await closed;
   expect(onBroker.closed, "aedes' close of it has begun").toBe(true);
   hold.release();
-  await hold.registering;
+  await hold.resumed;
   expect(clientById(e.broker, clientId), 'the registered connection').toBe(olderOnBroker);
   expect(olderOnBroker?.closed ?? false, 'the older connection taken over').toBe(false);
   expect(e.stats().mqtt.connected).toBe(connected);
