@@ -1,17 +1,18 @@
 /**
  * Who may connect (reference §0, §5.3, §5.4): the CONNECT checks of every authentication mode, and the aedes hooks
- * that apply them (preConnect decides, authenticate only reports the decision), count the CONNACKs, and remember
- * which connections logged in with each key (for `kickOnRevoke`).
+ * that apply them (preConnect decides, authenticate only reports the decision), count the CONNACKs, and follow each
+ * connection from its CONNECT on (broker-connections.ts: what `kickOnRevoke` and `disconnect` drop).
  */
 import type { Aedes, AedesOptions, AuthenticateError, Client } from 'aedes';
 import { clientIdProblem, groupIdOf } from '../credential.js';
 import { hmacPassword, parseUsername } from '../signer/mqtt.js';
 import { setServerKeepAlive } from './aedes-adapter.js';
+import { BrokerConnections } from './broker-connections.js';
 import type { BrokerTokenMode } from './broker-token-mode.js';
-import { sendDisconnect, writeRefusal, type BrokerContext } from './broker-wire.js';
+import { writeRefusal, type BrokerContext } from './broker-wire.js';
 import { safeEqual } from './crypto.js';
 import type { GroupDirectory } from './groups.js';
-import { REASON, checkKeepAlive, checkWill, type RuleName } from './mqtt-rules.js';
+import { checkKeepAlive, checkWill, type RuleName } from './mqtt-rules.js';
 import type { CredentialRecord, CredentialRegistry } from './registry.js';
 import type { TokenRecord, TokenRegistry } from './token-registry.js';
 import { describeTokenCode, parseTokenPassword, tokenConnackCode } from './token-rules.js';
@@ -201,22 +202,14 @@ export class BrokerLogin {
   readonly #counted = new WeakSet<Client>();
   /** Who each CONNECT authenticated as, from preConnect (where it is decided) to authenticate (where aedes asks). */
   readonly #identities = new WeakMap<Client, ConnectIdentity>();
-  /**
-   * With `kickOnRevoke`: the connections that logged in with each DeviceAccessKeyId, from the decision of their login
-   * (preConnect) to the end of their socket, whether aedes registered them or not (a takeover's new connection is
-   * registered only once the old one's close has ended; a CONNECT is answered after its login, once aedes has
-   * authenticated it, a turn of the event loop later, and asked the session store).
-   */
-  readonly #byKey = new Map<string, Set<Client>>();
-  /** Connections whose CONNACK aedes has written: a kick may speak to them. */
-  readonly #answered = new WeakSet<Client>();
-  /** Connections of a revoked key whose CONNACK was not written yet: kicked once it is. */
-  readonly #kickWhenAnswered = new WeakSet<Client>();
+  /** Every connection from its CONNECT on, by ClientId and (with `kickOnRevoke`) by key: what drops them. */
+  readonly #connections: BrokerConnections;
 
   constructor(context: BrokerContext, auth: BrokerAuthConfig, tokenMode: BrokerTokenMode) {
     this.#context = context;
     this.#auth = auth.revokedCredentialRefusal === 'not-authorized' ? { ...auth, revoked: revokedKeysOf(auth.registry) } : auth;
     this.#tokenMode = tokenMode;
+    this.#connections = new BrokerConnections(context);
   }
 
   /** The hooks aedes is created with. */
@@ -234,64 +227,31 @@ export class BrokerLogin {
   install(broker: Aedes, registry: CredentialRegistry): () => void {
     broker.on('connackSent', (packet, client) => {
       if (!this.#counted.has(client)) this.#context.stats.recordConnack(packet.returnCode ?? packet.reasonCode ?? 0);
-      this.#answered.add(client);
-      if (this.#kickWhenAnswered.has(client)) this.#kick(client);
+      this.#connections.answered(client);
     });
     if (!this.#context.options.kickOnRevoke) return () => undefined;
-    return registry.onRevoke((record: CredentialRecord) => {
-      // A credential is bound to one ClientId; only connections that logged in with this very key are dropped.
-      for (const client of this.#byKey.get(record.DeviceAccessKeyId) ?? []) {
-        // No DISCONNECT before the CONNACK (MQTT-3.14.0-1): one on its way to it is dropped once it is out.
-        if (this.#answered.has(client)) this.#kick(client);
-        else this.#kickWhenAnswered.add(client);
-      }
-    });
+    // A credential is bound to one ClientId; only connections that logged in with this very key are dropped.
+    return registry.onRevoke((record: CredentialRecord) => this.#connections.revoked(record.DeviceAccessKeyId));
   }
 
   /**
-   * Drop a connection of a revoked key: MQTT 5 is told why; MQTT 3.1.1 loses the connection as on a network cut, once
-   * what was written to it has gone out (a CONNACK just written; clustered, it is held corked until Redis counts the
-   * client), or after `drainTimeoutMs` for a client that does not read.
+   * Cut every connection of `clientId` as a network failure would, registered or not, and any CONNECT of it on its
+   * way (BrokerConnections `cut`): none of them comes up. True when one was connected or on its way.
    */
-  #kick(client: Client): void {
-    const { conn } = client;
-    if (conn.destroyed) return;
-    const { drainTimeoutMs } = this.#context.options;
-    if (client.version === 5) {
-      sendDisconnect(client, REASON.NOT_AUTHORIZED, 'the credential was revoked', drainTimeoutMs, undefined, this.#context.maximumPacketSize.get(client));
-    } else if (conn.writableLength === 0 && conn.writableCorked === 0) {
-      conn.destroy();
-    } else {
-      const timer = setTimeout(() => conn.destroy(), drainTimeoutMs);
-      timer.unref();
-      conn.end(() => {
-        clearTimeout(timer);
-        conn.destroy();
-      });
-    }
+  disconnect(clientId: string): boolean {
+    return this.#connections.cut(clientId);
   }
 
-  /** With `kickOnRevoke`: remember the connection under its key until its socket closes. */
-  #track(client: Client, keyId: string): void {
-    if (!this.#context.options.kickOnRevoke || client.conn.destroyed) return;
-    let clients = this.#byKey.get(keyId);
-    if (!clients) {
-      clients = new Set();
-      this.#byKey.set(keyId, clients);
-    }
-    clients.add(client);
-    client.conn.once('close', () => {
-      clients.delete(client);
-      if (clients.size === 0 && this.#byKey.get(keyId) === clients) this.#byKey.delete(keyId);
-    });
-  }
-
+  /** A CONNACK decided here: counted now; a refusal's connection is on its way out, not to be dropped any more. */
   #decide(client: Client, code: number): void {
+    if (code !== 0) this.#connections.refused(client);
     this.#counted.add(client);
     this.#context.stats.recordConnack(code);
   }
 
   #preConnect(client: Client, packet: Parameters<BrokerHooks['preConnect']>[1], done: Parameters<BrokerHooks['preConnect']>[2]): void {
+    // Followed from here: clustered, the login waits for the cluster's credentials, and `disconnect` must find it then.
+    this.#connections.connecting(client, packet.clientId);
     const sync = this.#auth.sync;
     if (!sync) {
       this.#decideConnect(client, packet, done);
@@ -314,6 +274,7 @@ export class BrokerLogin {
     const version = packet.protocolVersion ?? 4;
     // A protocol version aedes does not speak gets its own CONNACK 1.
     if (version !== 3 && version !== 4 && version !== 5) {
+      this.#connections.refused(client);
       done(null, true);
       return;
     }
@@ -341,7 +302,7 @@ export class BrokerLogin {
       this.#identities.set(client, identity);
       // Remembered from the decision on: aedes authenticates a turn of the event loop later (`setImmediate`), and a
       // revocation in between must find the connection too.
-      if (identity.mode === 'DeviceCredential') this.#track(client, identity.keyId);
+      if (identity.mode === 'DeviceCredential' && options.kickOnRevoke) this.#connections.loggedIn(client, identity.keyId);
       const maximumPacketSize = packet.properties?.maximumPacketSize;
       if (version === 5 && maximumPacketSize !== undefined) this.#context.maximumPacketSize.set(client, maximumPacketSize);
       done(null, true);
@@ -356,6 +317,12 @@ export class BrokerLogin {
   }
 
   #authenticate(client: Client, done: Parameters<BrokerHooks['authenticate']>[3]): void {
+    // Its socket closed (a network cut, `disconnect`) since the login was decided: aedes stops at this answer
+    // whatever it is, so no CONNACK is counted for it, and no Token-mode session is admitted.
+    if (client.closed) {
+      done(null, false);
+      return;
+    }
     // preConnect has decided already; only an accepted CONNECT gets here.
     const identity = this.#identities.get(client);
     if (!identity) {

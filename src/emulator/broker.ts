@@ -6,7 +6,7 @@
  */
 import { Aedes, type AedesOptions } from 'aedes';
 import { MAX_CLIENT_ID_LENGTH } from '../credential.js';
-import { assertAedesVersion, clientById, countOnFrom, hardenBroker, sessionStore } from './aedes-adapter.js';
+import { assertAedesVersion, countOnFrom, hardenBroker, sessionStore } from './aedes-adapter.js';
 import { BrokerLogin } from './broker-login.js';
 import { BrokerRules } from './broker-rules.js';
 import { BrokerTokenMode } from './broker-token-mode.js';
@@ -38,7 +38,11 @@ export interface BrokerHandle {
    * next {@link startBroker} keeps sessions across a restart; aedes never destroys it on close.
    */
   readonly persistence: unknown;
-  /** Cut a connected client's connection without a DISCONNECT, like a network failure. True when it was connected. */
+  /**
+   * Cut every connection of a ClientId at this broker without a DISCONNECT, like a network failure: the registered
+   * one, one whose takeover of it waits, and any CONNECT of it on its way (none of them comes up). True when one was
+   * connected or on its way.
+   */
   disconnect(clientId: string): boolean;
   /** What the persistent sessions hold now (their bounded queues). */
   queueStats(): QueueStats;
@@ -149,14 +153,9 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     wssUrl,
     ports,
     persistence: sessionStore(broker),
-    disconnect(clientId) {
-      const client = clientById(broker, clientId);
-      // In the map means authenticated and registered; `connected` is only set once the queued messages are sent.
-      if (!client || client.closed) return false;
-      // Destroy the client's transport: aedes then closes the session as on a network cut (the will is published).
-      client.conn.destroy();
-      return true;
-    },
+    // Every connection of the ClientId, registered or not (a takeover's new one, a CONNECT on its way): aedes closes
+    // each as on a network cut (the will is published), and registers none that was not yet.
+    disconnect: (clientId) => login.disconnect(clientId),
     queueStats: () => guards.queueStats(),
     checkTokens() {
       tokenMode.checkAll();

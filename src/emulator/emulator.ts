@@ -106,7 +106,10 @@ export interface Emulator {
   faultBurst(burst: { rate: number; codes: readonly KnownApiErrorCode[]; forMs: number }): void | Promise<void>;
   /**
    * Drop a client's MQTT connection without a DISCONNECT, like a network cut: its will is published and a
-   * persistent session keeps queueing. Returns whether that ClientId was connected.
+   * persistent session keeps queueing. Every connection of the ClientId goes, registered or not: one whose takeover of
+   * an older connection still waits for that one's close, and a CONNECT on its way (its login being decided, or its
+   * CONNACK not yet written), which never comes up. Returns whether one of them was connected or on its way (one
+   * already closing does not count). Clustered, the connections to this process's broker.
    */
   disconnect(clientId: string): boolean;
   /**
