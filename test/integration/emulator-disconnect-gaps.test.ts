@@ -5,16 +5,18 @@
  * authenticated it (a turn of the event loop later) and asked the session store (Redis round trips, clustered). Once
  * `disconnect` has returned, none of them is connected, and none comes up: a CONNECT on its way gets no CONNACK. Each
  * order is forced: the old connection's close held at its unsubscribes, the CONNECT held where aedes asks the store
- * to forget the ClientId's subscriptions, or where aedes asks the authenticate hook (helpers/takeover.ts). In one
- * process and on a cluster's Redis.
+ * to forget the ClientId's subscriptions, or where aedes asks the authenticate hook (helpers/takeover.ts), and,
+ * clustered, while its login waits for the cluster's credentials (the cluster's Redis stopped). In one process and on
+ * a cluster's Redis.
  */
-import { describe, expect, it } from 'vitest';
+import type { Client } from 'aedes';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { clientById } from '../../src/emulator/aedes-adapter.js';
 import type { Emulator, EmulatorOptions } from '../../src/emulator/index.js';
 import { device } from '../helpers/broker.js';
 import { ANY_GROUP, startForTest } from '../helpers/emulator.js';
 import { connectPacket, rawSocket } from '../helpers/raw-mqtt.js';
-import { redisAvailable, startRedis } from '../helpers/redis.js';
+import { redisAvailable, startRedis, type TestRedis } from '../helpers/redis.js';
 import { holdAuthenticate, holdConnect, reportedConnected, waitingTakeover, type HeldConnect } from '../helpers/takeover.js';
 
 const OPTIONS = { env: {}, ...ANY_GROUP, wsPort: false } as const satisfies EmulatorOptions;
@@ -111,7 +113,51 @@ describe('POST /_emulator/disconnect the same', () => {
 
 const { available, skipped } = redisAvailable();
 
+/**
+ * Clustered, hold `clientId`'s next CONNECT while its login is being decided: the emulator's preConnect waits for the
+ * cluster's credentials (a read of the cluster's Redis), and `redis` is stopped (SIGSTOP) until released. `held`
+ * resolves once preConnect has been asked; `resumed` once, Redis let go on (SIGCONT), the authenticate hook has
+ * answered (aedes stops there for a connection closed meanwhile).
+ */
+function holdLogin(redis: TestRedis): (e: Emulator, clientId: string) => HeldConnect {
+  return (e, clientId) => {
+    type Hook = (client: Client, ...rest: unknown[]) => void;
+    const broker = e.broker as unknown as { preConnect: Hook; authenticate: Hook };
+    const { preConnect, authenticate } = broker;
+    const pid = redis.pid ?? 0;
+    let stopped = true;
+    process.kill(pid, 'SIGSTOP');
+    const release = (): void => {
+      if (stopped) process.kill(pid, 'SIGCONT');
+      stopped = false;
+    };
+    onTestFinished(() => {
+      release();
+      broker.preConnect = preConnect;
+      broker.authenticate = authenticate;
+    });
+    let hold = (_client: Client): void => undefined;
+    const held = new Promise<Client>((resolve) => (hold = resolve));
+    let answered = (): void => undefined;
+    const resumed = new Promise<void>((resolve) => (answered = resolve));
+    broker.preConnect = function (this: unknown, client, ...rest) {
+      preConnect.call(this, client, ...rest);
+      if ((rest[0] as { clientId: string }).clientId === clientId) hold(client);
+    };
+    broker.authenticate = function (this: unknown, client, ...rest) {
+      authenticate.call(this, client, ...rest);
+      if (client.id === clientId) answered();
+    };
+    return { held, release, resumed };
+  };
+}
+
 describe.skipIf(!available)(`the same, clustered${skipped}`, () => {
+  it.each(VERSIONS)('MQTT %i: a CONNECT whose login waits for the cluster\'s credentials', async (version) => {
+    const redis = await startRedis();
+    await heldConnectCut(await startOwn({ redis: redis.url }), `GID_cut@@@csync${version}`, version, holdLogin(redis), {});
+  });
+
   it.each(VERSIONS)('MQTT %i: a connection whose takeover waits for the old connection\'s close', async (version) => {
     const { url } = await startRedis();
     await waitingConnectionCut(await startOwn({ redis: url }), `GID_cut@@@cwait${version}`, version);
