@@ -19,27 +19,30 @@ import { REASON } from './mqtt-rules.js';
  */
 type Drop = 'kick' | 'cut';
 
-/** Connections by a string (a ClientId, a key), each set removed with its last connection. */
+/**
+ * Connections by a string (a ClientId, a key): the connection itself while it is the only one (no set allocated for
+ * each connection), a set while several overlap; the entry removed with its last connection.
+ */
 class ConnectionIndex {
-  readonly #sets = new Map<string, Set<Client>>();
+  readonly #entries = new Map<string, Client | Set<Client>>();
 
   add(key: string, client: Client): void {
-    let clients = this.#sets.get(key);
-    if (!clients) {
-      clients = new Set();
-      this.#sets.set(key, clients);
-    }
-    clients.add(client);
+    const entry = this.#entries.get(key);
+    if (entry === undefined) this.#entries.set(key, client);
+    else if (entry instanceof Set) entry.add(client);
+    else if (entry !== client) this.#entries.set(key, new Set([entry, client]));
   }
 
   delete(key: string, client: Client): void {
-    const clients = this.#sets.get(key);
-    if (clients?.delete(client) && clients.size === 0) this.#sets.delete(key);
+    const entry = this.#entries.get(key);
+    if (entry === client || (entry instanceof Set && entry.delete(client) && entry.size === 0)) this.#entries.delete(key);
   }
 
   /** A copy: dropping a connection may end it (and so remove it) while the caller goes through them. */
   get(key: string): Client[] {
-    return [...(this.#sets.get(key) ?? [])];
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return [];
+    return entry instanceof Set ? [...entry] : [entry];
   }
 }
 
