@@ -46,6 +46,8 @@ export interface OutgoingQueues {
    */
   redeliver(clientId: string, pace: RedeliveryPace, push: (packet: StoredPacket) => void, end: () => void, gone?: () => boolean, fail?: (error: Error) => void): () => void;
   stats(): QueueStats;
+  /** Walk the session's messages oldest first while `take` says go on (true); its totals (queue-view.ts). */
+  peek(clientId: string, take: (packet: StoredPacket) => boolean): { messages: number; bytes: number } | Promise<{ messages: number; bytes: number }>;
   /**
    * The client's CONNECT already found its queue empty (a clean session, clustered: cluster/redis-broker.ts), so the
    * read right after its CONNACK can answer at once. Answers once.

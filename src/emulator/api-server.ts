@@ -10,6 +10,7 @@ import { isV3Request, type Gateway } from './gateway.js';
 import { API_METHODS, BodyTooLarge, readRequest, requestedFormat, type ParsedRequest } from './request.js';
 import { closeServer, listen, trackSockets, urlHost } from './servers.js';
 import { PROMETHEUS_CONTENT_TYPE, prometheusText } from './prometheus.js';
+import { parseQueueQuery, type QueueQuery, type QueueView } from './queue-view.js';
 import type { EmulatorStats, StatsRecorder } from './stats.js';
 import { XML_CONTENT_TYPE, xmlError, xmlSuccess } from './xml.js';
 import type { Logger } from '../util/logger.js';
@@ -51,6 +52,8 @@ export interface ApiDependencies extends ActionContext {
   readonly errorStatuses: ErrorStatusMode;
   /** A GET of an action the metadata declares POST-only (actions.ts `POST_ONLY_ACTIONS`): refused with 404 `InvalidAction.NotFound`, or accepted. */
   readonly getOnPostOnly: 'refuse' | 'accept';
+  /** `GET /_emulator/queue`: one persistent session's queue at the broker (queue-view.ts). */
+  readonly queue: (query: QueueQuery) => Promise<QueueView>;
   /** Where a failure of the emulator itself (answered InternalError) is said, each distinct one once. */
   readonly logger: Logger;
   /**
@@ -160,7 +163,8 @@ function wholeParam(value: string | undefined): number {
  * /_emulator/restart`, `POST /_emulator/fail-next` with JSON `{"action": "…", "code": "…", "count": 1}` (like
  * `Emulator.failNext`, checked the same way). `POST /_emulator/restart` takes an optional JSON `{"downMs": 5000}` (the
  * broker stays down that long), `POST /_emulator/faults` a JSON `{"rate": 0.5, "codes": "Throttling.User,InternalError",
- * "forMs": 10000}` (like `Emulator.faultBurst`; rate 0 ends a burst). A JSON body is read whatever its Content-Type
+ * "forMs": 10000}` (like `Emulator.faultBurst`; rate 0 ends a burst), `GET /_emulator/queue?clientId=…` one persistent
+ * session's queue (queue-view.ts). A JSON body is read whatever its Content-Type
  * says. Anything else there is `InvalidAction.NotFound`.
  */
 async function emulatorControl(req: IncomingMessage, url: URL): Promise<(deps: ApiDependencies) => Promise<Record<string, unknown>>> {
@@ -222,6 +226,10 @@ async function emulatorControl(req: IncomingMessage, url: URL): Promise<(deps: A
   }
   req.resume(); // drain any body so the connection can be reused
   if (route === 'GET stats' || route === 'HEAD stats') return async (deps) => ({ ...(await deps.snapshot()) });
+  if (route === 'GET queue') {
+    const query = parseQueueQuery(url.searchParams);
+    return async (deps) => ({ ...(await deps.queue(query)) });
+  }
   throw new ApiFault('InvalidAction.NotFound');
 }
 

@@ -16,6 +16,7 @@ import { groupDirectory, type GroupDirectory } from './groups.js';
 import { startListeners, type BrokerPorts } from './listeners.js';
 import type { ResolvedEmulatorOptions } from './options.js';
 import type { CredentialRegistry } from './registry.js';
+import type { PeekQueue } from './queue-view.js';
 import type { QueueStats, StatsRecorder } from './stats.js';
 import type { TokenRegistry } from './token-registry.js';
 import type { BrokerCluster } from './cluster/cluster.js';
@@ -46,6 +47,8 @@ export interface BrokerHandle {
   disconnect(clientId: string): boolean;
   /** What the persistent sessions hold now (their bounded queues). */
   queueStats(): QueueStats;
+  /** One persistent session's messages, oldest first, while `take` says go on; its totals (queue-view.ts). */
+  readonly peekQueue: PeekQueue;
   /** Token mode: look at every Token-mode session against the `now` clock at once (notices due, tokens run out). */
   checkTokens(): void;
   /** Close the broker, every client socket and all listeners. Never rejects. */
@@ -157,6 +160,7 @@ export async function startBroker(options: ResolvedEmulatorOptions, deps: Broker
     // each as on a network cut (the will is published), and registers none that was not yet.
     disconnect: (clientId) => login.disconnect(clientId),
     queueStats: () => guards.queueStats(),
+    peekQueue: guards.peekQueue,
     checkTokens() {
       tokenMode.checkAll();
     },

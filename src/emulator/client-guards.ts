@@ -10,6 +10,7 @@ import { boundSessionQueues, keepQueueOrder, type Holding, type OutgoingQueues }
 import { writeRefusal, type BrokerContext } from './broker-wire.js';
 import { REASON, type Refusal } from './mqtt-rules.js';
 import type { QueueLimits, QueueOverflow, RedeliveryPace } from './session-queues.js';
+import type { PeekQueue } from './queue-view.js';
 import type { QueueStats } from './stats.js';
 
 /** What {@link guardClient} reports to. */
@@ -154,6 +155,9 @@ export class BrokerGuards {
   queueStats(): QueueStats {
     return this.#queues?.stats() ?? { sessions: 0, messages: 0, bytes: 0, largestMessages: 0, largestBytes: 0 };
   }
+
+  /** One session's messages, oldest first, while `take` says go on; its totals (queue-view.ts). */
+  readonly peekQueue: PeekQueue = (clientId, take) => this.#queues?.peek(clientId, take) ?? { messages: 0, bytes: 0 };
 
   /**
    * The bound on what each persistent session holds (session-queues.ts). Every message that does not fit is counted

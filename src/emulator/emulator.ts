@@ -29,6 +29,7 @@ import { resolveOptions, type EmulatorOptions, type ResolvedEmulatorOptions, typ
 import { CredentialRegistry } from './registry.js';
 import { OnlineClients } from './online-clients.js';
 import { StatsRecorder, type EmulatorStats } from './stats.js';
+import { offlineDeliveryOf, viewQueue } from './queue-view.js';
 import { TokenRegistry } from './token-registry.js';
 
 /**
@@ -193,6 +194,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     now: config.now,
     stats,
     snapshot,
+    // The store's queues outlive a restart: the broker of the moment reads them (clustered, Redis holds them).
+    queue: (query) => viewQueue((clientId, take) => mqtt.handle.peekQueue(clientId, take), query, offlineDeliveryOf(config)),
     instanceId: config.instanceId,
     ...apiRules(config, groups),
     host: config.host,

@@ -198,6 +198,14 @@ export class SessionQueues {
     return [...(this.#queues.get(clientId)?.items ?? [])];
   }
 
+  /** Walk the session's messages oldest first while `take` says go on; its totals (queue-view.ts). */
+  peek(clientId: string, take: (packet: StoredPacket) => boolean): { messages: number; bytes: number } {
+    const queue = this.#queues.get(clientId);
+    if (!queue) return { messages: 0, bytes: 0 };
+    for (const item of queue.items) if (!take(item)) break;
+    return { messages: queue.items.length, bytes: queue.bytes };
+  }
+
   stats(): QueueStats {
     let messages = 0;
     let bytes = 0;

@@ -146,6 +146,23 @@ end
 return reply
 `;
 
+/**
+ * A page of a session's messages (ARGV: first index, count), oldest first, after its totals:
+ * `{messages, bytes, packet, messageId, …}` (queue-view.ts reads a queue page by page, never whole).
+ */
+const PAGE = `
+local reply = {redis.call('HGET', KEYS[2], 'n') or '0', redis.call('HGET', KEYS[2], 't') or '0'}
+local from = tonumber(ARGV[1])
+for _, id in ipairs(redis.call('LRANGE', KEYS[1], from, from + tonumber(ARGV[2]) - 1)) do
+  reply[#reply + 1] = redis.call('HGET', KEYS[2], 'p' .. id) or ''
+  reply[#reply + 1] = redis.call('HGET', KEYS[2], 'm' .. id) or ''
+end
+return reply
+`;
+
+/** Messages per page of {@link RedisSessionQueues.peek}. */
+const PEEK_PAGE = 64;
+
 /** The cluster's totals: `{sessions, messages, bytes, largestMessages, largestBytes}`. */
 const STATS = `
 local largestM = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
@@ -179,7 +196,7 @@ const EMPTY: QueueStats = Object.freeze({ sessions: 0, messages: 0, bytes: 0, la
 
 /** The persistent sessions' queues of a cluster, in its Redis. */
 export class RedisSessionQueues {
-  readonly #scripts: Record<'enqueue' | 'update' | 'clear' | 'list' | 'stats', Script>;
+  readonly #scripts: Record<'enqueue' | 'update' | 'clear' | 'list' | 'page' | 'stats', Script>;
   #limits: QueueLimits;
   #onOverflow: QueueOverflow;
   #last: QueueStats = EMPTY;
@@ -192,6 +209,7 @@ export class RedisSessionQueues {
       update: script(redis, 'apsaramqQueueUpdate', UPDATE, 5),
       clear: script(redis, 'apsaramqQueueClear', CLEAR, 5),
       list: script(redis, 'apsaramqQueueList', LIST, 2),
+      page: script(redis, 'apsaramqQueuePage', PAGE, 2),
       stats: script(redis, 'apsaramqQueueStats', STATS, 3),
     };
     this.#limits = limits;
@@ -238,6 +256,24 @@ export class RedisSessionQueues {
 
   async list(clientId: string): Promise<StoredPacket[]> {
     return (await this.#held(clientId)).map(({ packet }) => packet);
+  }
+
+  /**
+   * Walk the session's messages oldest first, a page at a time, while `take` says go on; its totals as the first page
+   * found them. Each page is read as the queue is then: a message another process cleared meanwhile may shift the
+   * next page by one (skipped, not listed twice).
+   */
+  async peek(clientId: string, take: (packet: StoredPacket) => boolean): Promise<{ messages: number; bytes: number }> {
+    let totals: { messages: number; bytes: number } | undefined;
+    for (let from = 0; ; from += PEEK_PAGE) {
+      const [n, t, ...page] = (await this.#scripts.page.runBuffer(KEYS.queue(clientId), KEYS.queueItems(clientId), String(from), String(PEEK_PAGE))) as Buffer[];
+      totals ??= { messages: Number(n?.toString() ?? 0), bytes: Number(t?.toString() ?? 0) };
+      for (let i = 0; i + 1 < page.length; i += 2) {
+        const blob = page[i] as Buffer;
+        if (blob.length > 0 && !take(decode(blob, (page[i + 1] as Buffer).toString()))) return totals;
+      }
+      if (page.length < PEEK_PAGE * 2) return totals;
+    }
   }
 
   /** The session's messages, oldest first, each with the id it is held under (a replaced message gets a new one). */
