@@ -11,6 +11,23 @@ export interface EmulatorStatsView {
   mqtt: { rules: Record<string, number> };
 }
 
+/** What the simulator reads of `GET /_emulator/queue` (the emulator's queue-view.ts). */
+export interface QueueReadout {
+  count: number;
+  /** Absent when only the count was asked. */
+  messages?: Array<{ payload: string; sent: boolean }>;
+  truncated: boolean;
+  offline: {
+    delivery: 'paced' | 'immediate';
+    detectionDelayMs: { min: number; max: number };
+    batchSize: number;
+    batchIntervalMs: number;
+    maxMessages: number | null;
+    maxBytes: number | null;
+    policy: string;
+  };
+}
+
 /** How long a control may take beyond what it asks for (a restart's downtime). */
 const CONTROL_TIMEOUT_MS = 30_000;
 
@@ -33,10 +50,11 @@ export class EmulatorControls {
     }
   }
 
-  async #call(method: 'GET' | 'POST', path: string, body: Record<string, unknown> | undefined, timeoutMs: number): Promise<Record<string, unknown>> {
+  async #call(method: 'GET' | 'POST', path: string, body: Record<string, unknown> | undefined, timeoutMs: number, signal?: AbortSignal): Promise<Record<string, unknown>> {
+    const timeout = AbortSignal.timeout(timeoutMs);
     const response = await fetch(`${this.#base}/_emulator/${path}`, {
       method,
-      signal: AbortSignal.timeout(timeoutMs),
+      signal: signal === undefined ? timeout : AbortSignal.any([timeout, signal]),
       ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
     });
     const text = await response.text();
@@ -65,6 +83,18 @@ export class EmulatorControls {
   /** For `forMs`, fail a share `rate` of the OpenAPI calls with one of `codes`. */
   async faults(rate: number, codes: readonly string[], forMs: number): Promise<void> {
     await this.#call('POST', 'faults', { rate, codes: codes.join(','), forMs }, CONTROL_TIMEOUT_MS);
+  }
+
+  /**
+   * One persistent session's queue at the emulator's broker: its count, and (unless `countOnly`) its messages, each
+   * payload's first `payloadBytes`. Ends within `timeoutMs`, or when `signal` aborts. Rejects when the emulator has no
+   * such control (an older version answers 404) or does not answer.
+   */
+  async queue(clientId: string, options: { countOnly?: boolean; payloadBytes?: number; timeoutMs: number; signal?: AbortSignal }): Promise<QueueReadout> {
+    const query = new URLSearchParams({ clientId, ...(options.countOnly ? { count: '1' } : {}), ...(options.payloadBytes === undefined ? {} : { payloadBytes: String(options.payloadBytes) }) });
+    const answer = await this.#call('GET', `queue?${query.toString()}`, undefined, options.timeoutMs, options.signal);
+    if (typeof answer['count'] !== 'number' || typeof answer['offline'] !== 'object') throw new Error('GET /_emulator/queue answered without a count');
+    return answer as unknown as QueueReadout;
   }
 
   /** Drop a client's session as a network cut would; whether it was connected. */

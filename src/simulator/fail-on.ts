@@ -3,7 +3,9 @@
  * e.g. `lost>0`, `heal.p99>30s`, `errors>0`, `duplicates>10`, `errors.ConnectionLost>=100`; several are given as
  * several flags or a comma list, and the run fails when any holds.
  *
- * - Counts: `lost`, `held` (undelivered, still held by their devices at the end), `delivered`, `accepted`, `refused`,
+ * - Counts: `lost`, `held` (undelivered, still held by their devices at the end), `queued` (undelivered, still in the
+ *   backend subscriber's queue at the broker at the end), `maybe-queued` (acknowledged, undelivered, and that queue
+ *   could not be read), `delivered`, `accepted`, `refused`,
  *   `duplicates` (receptions beyond the first), `duplicated` (messages received more than once) of the backend
  *   subscriber; `published`, `acked`, `reconnects`,
  *   `failed-connects`, `connected`, `errors` (all codes) or `errors.CODE` (that code, and its reason-coded forms such
@@ -28,7 +30,7 @@ export interface Threshold {
   readonly time: boolean;
 }
 
-const COUNTS = ['lost', 'held', 'delivered', 'accepted', 'refused', 'duplicates', 'duplicated', 'published', 'acked', 'reconnects', 'failed-connects', 'connected', 'errors', 'hit', 'not-healed'] as const;
+const COUNTS = ['lost', 'held', 'queued', 'maybe-queued', 'delivered', 'accepted', 'refused', 'duplicates', 'duplicated', 'published', 'acked', 'reconnects', 'failed-connects', 'connected', 'errors', 'hit', 'not-healed'] as const;
 const TIMES = ['heal', 'connect', 'e2e'] as const;
 const PERCENTILES = ['p50', 'p95', 'p99', 'max'] as const;
 const UNITS: Readonly<Record<string, number>> = { '': 1, ms: 1, s: 1_000, m: 60_000 };
@@ -69,7 +71,7 @@ export function parseThresholds(texts: readonly string[], flag = '--fail-on'): T
 
 /** Does a threshold need a backend subscriber (a scenario, or `consumer`)? */
 export function needsConsumer(threshold: Threshold): boolean {
-  return ['lost', 'held', 'delivered', 'accepted', 'refused', 'duplicates', 'duplicated'].includes(threshold.metric);
+  return ['lost', 'held', 'queued', 'maybe-queued', 'delivered', 'accepted', 'refused', 'duplicates', 'duplicated'].includes(threshold.metric);
 }
 
 /** Does a threshold need a scenario? */
@@ -87,8 +89,11 @@ export function metricValue(report: SimulationReport, metric: string): number | 
   const [head = '', tail = ''] = metric.split(/\.(.*)/s);
   const delivery = report.delivery;
   switch (head) {
+    case 'maybe-queued':
+      return delivery?.maybeQueued;
     case 'lost':
     case 'held':
+    case 'queued':
     case 'delivered':
     case 'accepted':
     case 'refused':

@@ -10,6 +10,7 @@ import { MemoryCredentialStore } from '../provisioner/memory-store.js';
 import { resolveAccountCredentials } from '../provisioner/env.js';
 import { Provisioner } from '../provisioner/provisioner.js';
 import { recoveringSource } from '../register-and-connect.js';
+import { type BacklogOutcome, QUEUE_READ_TIMEOUT_MS, type ReadQueue, backlogWarning, settleBacklog } from './backlog.js';
 import type { Clock } from './clock.js';
 import { type Consumer, consumerClientId, startConsumer } from './consumer.js';
 import type { BrokerAddress, DeviceRoute } from './device.js';
@@ -51,6 +52,24 @@ export function checkControls(plan: GameDayPlan, target: SimulationTarget, contr
   }
 }
 
+/** Reads of the backend subscriber's queue at the emulator, when the target is one. */
+function readQueueOf(controls: EmulatorControls | undefined, clientId: string): ReadQueue | undefined {
+  return controls === undefined ? undefined : (options) => controls.queue(clientId, options);
+}
+
+/**
+ * Before a game day against an emulator given by endpoint whose broker restarts: say so when it paces or bounds the
+ * backend subscriber's queue (backlog.ts), once for the run (shard 1).
+ */
+async function warnOfBacklog(input: RigInput): Promise<void> {
+  const { plan, settings, controls, target } = input;
+  if (input.embedded || !controls || !plan.consumer || settings.qos === 0 || settings.shard.index !== 1) return;
+  if (!plan.plans.some((p) => p.kind === 'broker-restart')) return;
+  const view = await controls.queue(consumerClientId(settings.groupId, settings.shard), { countOnly: true, timeoutMs: QUEUE_READ_TIMEOUT_MS }).catch(() => undefined);
+  const warning = backlogWarning(endpointOf(target) ?? target.brokerUrl, view, settings.backlogTimeoutMs);
+  if (warning !== undefined) input.onWarning?.(warning);
+}
+
 /** What {@link GameDayRig.start} needs. */
 export interface RigInput {
   readonly plan: GameDayPlan;
@@ -78,6 +97,8 @@ export class GameDayRig {
   readonly #ladder: Provisioner | undefined;
   readonly #operator: Provisioner | undefined;
   readonly #gameDay: GameDay | undefined;
+  /** Listeners to the backend subscriber's arrivals (the backlog's wait). */
+  readonly #arrivals: Set<() => void>;
 
   private constructor(input: RigInput, parts: {
     heal: HealTracker | undefined;
@@ -88,8 +109,10 @@ export class GameDayRig {
     consumer: Consumer | undefined;
     ladder: Provisioner | undefined;
     operator: Provisioner | undefined;
+    arrivals: Set<() => void>;
   }) {
     this.#input = input;
+    this.#arrivals = parts.arrivals;
     this.heal = parts.heal;
     this.ledger = parts.ledger;
     this.#relay = parts.relay;
@@ -131,6 +154,7 @@ export class GameDayRig {
     let operator: Provisioner | undefined;
     const groups = new Map<FaultPlan, number[]>();
     let groupOf: Int32Array | undefined;
+    const arrivals = new Set<() => void>();
     try {
       if (network.length > 0) {
         // Devices hit alike by the network faults share a relay port: one listener per distinct set of faults.
@@ -167,6 +191,7 @@ export class GameDayRig {
             const id = payloadIdentity(payload);
             if (id === undefined) ledger.foreign += 1;
             else ledger.delivered(id.index, id.seq);
+            for (const listener of arrivals) listener();
           },
         });
       }
@@ -174,6 +199,7 @@ export class GameDayRig {
       if (settings.client === 'connector' || revokes) ladder = new Provisioner({ ...target.provisioner, retry: {} });
       // An operator elsewhere revokes: a store of its own, so the devices learn of it only by being refused.
       if (revokes) operator = new Provisioner({ ...target.provisioner, store: new MemoryCredentialStore(), retry: {} });
+      await warnOfBacklog(input);
     } catch (error) {
       await relay?.close();
       await consumer?.close();
@@ -181,7 +207,7 @@ export class GameDayRig {
       operator?.close();
       throw error;
     }
-    return new GameDayRig(input, { heal, ledger, relay, groupOf, groups, consumer, ladder, operator });
+    return new GameDayRig(input, { heal, ledger, relay, groupOf, groups, consumer, ladder, operator, arrivals });
   }
 
   /** Where device `index` connects and how it heals. */
@@ -216,6 +242,28 @@ export class GameDayRig {
   async stop(): Promise<void> {
     await this.#gameDay?.stop();
     this.heal?.close();
+  }
+
+  /**
+   * After the devices disconnected, before {@link results}: when the backend subscriber still misses messages, wait
+   * (at most `backlogTimeoutMs`, ended by `signal`) while its backlog at the broker drains, then count what the
+   * broker still queues for it as queued, not lost (backlog.ts). QoS 0: nothing is queued for it, nothing to wait for.
+   */
+  async settleBacklog(signal?: AbortSignal): Promise<BacklogOutcome | undefined> {
+    const { settings, clock, controls, onWarning } = this.#input;
+    if (!this.ledger || !this.#consumer || settings.qos === 0) return undefined;
+    return settleBacklog({
+      ledger: this.ledger,
+      readQueue: readQueueOf(controls, consumerClientId(settings.groupId, settings.shard)),
+      clock,
+      timeoutMs: settings.backlogTimeoutMs,
+      signal,
+      onArrival: (listener) => {
+        this.#arrivals.add(listener);
+        return () => this.#arrivals.delete(listener);
+      },
+      onWarning,
+    });
   }
 
   /**

@@ -257,7 +257,8 @@ const PAGE_SCRIPT = `
   var summary = data.summary;
   var gameDay = data.faults.length === 0 ? '' : '; ' + data.faults.length + ' faults hit ' + data.faults.reduce(function (n, f) { return n + f.hit; }, 0) +
     ' devices, ' + data.faults.reduce(function (n, f) { return n + f.notHealed; }, 0) + ' not healed';
-  var delivery = data.delivery ? '; ' + data.delivery.lost + ' lost, ' + (data.delivery.held > 0 ? data.delivery.held + ' held, ' : '') + data.delivery.duplicated + ' duplicated' : '';
+  var delivery = data.delivery ? '; ' + data.delivery.lost + ' lost, ' + (data.delivery.held > 0 ? data.delivery.held + ' held, ' : '') +
+    (data.delivery.queued > 0 ? data.delivery.queued + ' queued, ' : '') + (data.delivery.maybeQueued > 0 ? data.delivery.maybeQueued + ' maybe queued, ' : '') + data.delivery.duplicated + ' duplicated' : '';
   text(document.getElementById('headline'), summary.connected + ' of ' + summary.devices + ' devices connected, ' + summary.failedConnects +
     ' failed connects, ' + summary.published + ' published, ' + summary.delivered + ' delivered, ' +
     Object.keys(summary.errors).reduce(function (n, k) { return n + summary.errors[k]; }, 0) + ' errors; ' + (summary.elapsedMs / 1000).toFixed(1) + ' s' + gameDay + delivery);
@@ -275,12 +276,12 @@ const PAGE_SCRIPT = `
     var t0 = data.series.t.length > 0 ? data.series.t[0] : 0;
     var secs = function (v) { return v === null ? 'n/a' : +(v - t0).toFixed(1); };
     var ms = function (v) { return v === null ? 'n/a' : +(v / 1000).toFixed(2) + ' s'; };
-    row(faultTable, ['fault', 'kind', 'started (s)', 'ended (s)', 'aimed at', 'hit', 'healed', 'not healed', 'heal p50', 'heal p99', 'heal max', 'messages', 'lost', 'held', 'duplicated', 'its own failures'], true);
+    row(faultTable, ['fault', 'kind', 'started (s)', 'ended (s)', 'aimed at', 'hit', 'healed', 'not healed', 'heal p50', 'heal p99', 'heal max', 'messages', 'lost', 'held', 'queued', 'duplicated', 'its own failures'], true);
     data.faults.forEach(function (f) {
       var m = f.messages;
       var failures = Object.keys(f.errors).map(function (k) { return k + ' ' + f.errors[k]; }).join(', ') || 'none';
       row(faultTable, [f.id, f.kind + (f.label ? ' (' + f.label + ')' : ''), secs(f.start), secs(f.end), f.targeted, f.hit, f.healed, f.notHealed,
-        ms(f.healMs.p50), ms(f.healMs.p99), ms(f.healMs.max), m ? m.published : 'n/a', m ? m.lost : 'n/a', m ? m.held : 'n/a', m ? m.duplicated : 'n/a', failures]);
+        ms(f.healMs.p50), ms(f.healMs.p99), ms(f.healMs.max), m ? m.published : 'n/a', m ? m.lost : 'n/a', m ? m.held : 'n/a', m ? (m.queued || 0) + (m.maybeQueued > 0 ? ' (+' + m.maybeQueued + ' maybe)' : '') : 'n/a', m ? m.duplicated : 'n/a', failures]);
       faultTable.lastChild.firstChild.className = 'fault';
     });
   }

@@ -8,9 +8,10 @@
  * `publish()` that rejected (`OutboxFull`, `PublishRejected` after `maxDeliveryAttempts`) is *refused*: the
  * application was told. One still pending when the run ended the connection (it rejects then with
  * `ConnectionClosed`: the library still held it, offline or awaiting its PUBACK; a durable outbox keeps it on disk)
- * is *held*: a device that lived on would send it. A message is *lost* when it was accepted, neither held nor
- * delivered: the device let it go (a raw device's, dropped or abandoned), or the broker acknowledged it and the
- * backend subscriber never received it.
+ * is *held*: a device that lived on would send it. One still in the backend subscriber's queue at the broker at the
+ * end (a paced backlog, backlog.ts) is *queued*; one the broker acknowledged when that queue could not be read is
+ * *maybe queued*. A message is *lost* when it was accepted, neither held, queued nor delivered: the device let it go
+ * (a raw device's, dropped or abandoned), or the broker acknowledged it and never delivered it.
  */
 
 /** Bytes at the start of every payload when the ledger is on: send time (float64), device index and sequence (uint32 each). */
@@ -44,6 +45,17 @@ export interface MessageCounts {
    * device, undelivered because the run ended first (a device not back online yet). Absent in older reports.
    */
   held: number;
+  /**
+   * Accepted, not received, and still in the backend subscriber's queue at the broker when the run ended (read from
+   * an emulator's `GET /_emulator/queue`): the broker has them, paced or not yet sent; not lost. Absent in older reports.
+   */
+  queued: number;
+  /**
+   * Acknowledged by the broker, not received, and not known to be lost: the backend subscriber's queue at the broker
+   * could not be read (the cloud, an emulator without the control, or its list was cut at its cap), so they may be
+   * queued there. Absent in older reports.
+   */
+  maybeQueued: number;
   /** Messages received more than once (each counted once). */
   duplicated: number;
   /** Receptions beyond the first of a message, all messages together. */
@@ -54,7 +66,7 @@ export interface MessageCounts {
 
 /** An empty {@link MessageCounts}. */
 export function noMessages(): MessageCounts {
-  return { published: 0, accepted: 0, acked: 0, delivered: 0, lost: 0, held: 0, duplicated: 0, duplicates: 0, refused: 0 };
+  return { published: 0, accepted: 0, acked: 0, delivered: 0, lost: 0, held: 0, queued: 0, maybeQueued: 0, duplicated: 0, duplicates: 0, refused: 0 };
 }
 
 /** The ledger of devices `[start, end)` of the fleet. */
@@ -65,12 +77,17 @@ export class MessageLedger {
   /** Per device, the first sequence not yet settled (acknowledged, refused or abandoned; QoS 0: accepted). */
   readonly #settled: Uint32Array;
   readonly #qos: 0 | 1;
+  /** Per device (local index), the sequences found in the backend subscriber's queue at the broker at the end. */
+  readonly #queued = new Map<number, Set<number>>();
+  /** The subscriber's queue could not be read (whole): a message the broker acknowledged and that did not come may be there. */
+  #queueUnknown = false;
   /** Receptions that name no message of these devices (another shard's, or a sequence never sent). */
   foreign = 0;
   duplicates = 0;
   /**
-   * Messages accepted, not (yet) received by the backend subscriber, and still on their way (sent, or held by the
-   * device): what a drain waits for. A message dropped or abandoned by a device will not come.
+   * Messages accepted, not (yet) received by the backend subscriber, and still on their way (sent, or held by a device
+   * still running): what a drain waits for. A message dropped or abandoned by a device will not come, nor one its
+   * device still held when the run ended its connection.
    */
   outstanding = 0;
 
@@ -109,8 +126,8 @@ export class MessageLedger {
     if (local === undefined || seq >= (this.#next[local] as number)) return;
     const flags = this.#flags[local] as Uint8Array;
     const value = flags[seq] as number;
-    const coming = (value & (ACCEPTED | DELIVERED | ABANDONED)) === ACCEPTED;
-    if ((flag === REFUSED || flag === ABANDONED) && coming) this.outstanding -= 1;
+    const coming = (value & (ACCEPTED | DELIVERED | ABANDONED | HELD)) === ACCEPTED;
+    if ((flag === REFUSED || flag === ABANDONED || flag === HELD) && coming) this.outstanding -= 1;
     flags[seq] = (value | flag) & (flag === REFUSED ? ~ACCEPTED : 0xff);
   }
 
@@ -154,12 +171,29 @@ export class MessageLedger {
     const value = flags[seq] as number;
     if ((value & DELIVERED) === 0) {
       flags[seq] = value | DELIVERED;
-      if ((value & (ACCEPTED | ABANDONED)) === ACCEPTED) this.outstanding -= 1;
+      if ((value & (ACCEPTED | ABANDONED | HELD)) === ACCEPTED) this.outstanding -= 1;
       return;
     }
     this.duplicates += 1;
     const dups = Math.min(DUP_MAX, (value >> DUP_SHIFT) + 1);
     flags[seq] = (value & ((1 << DUP_SHIFT) - 1)) | (dups << DUP_SHIFT);
+  }
+
+  /**
+   * The backend subscriber's queue at the broker holds it at the end (backlog.ts): queued, not lost, unless it is
+   * received before the counting. Not one of these devices' messages: ignored.
+   */
+  queued(index: number, seq: number): void {
+    const local = this.#local(index);
+    if (local === undefined || seq >= (this.#next[local] as number)) return;
+    let seqs = this.#queued.get(local);
+    if (seqs === undefined) this.#queued.set(local, (seqs = new Set()));
+    seqs.add(seq);
+  }
+
+  /** The subscriber's queue could not be read whole: what the broker acknowledged and did not deliver is maybe queued. */
+  queueUnknown(): void {
+    this.#queueUnknown = true;
   }
 
   /** The next sequence device `index` will use. */
@@ -194,6 +228,8 @@ export class MessageLedger {
       if ((value & DELIVERED) !== 0) into.delivered += 1;
       else if ((value & ACCEPTED) !== 0) {
         if ((value & HELD) !== 0) into.held += 1;
+        else if (this.#queued.get(local)?.has(seq) === true) into.queued += 1;
+        else if (this.#queueUnknown && (value & ACKED) !== 0) into.maybeQueued += 1;
         else into.lost += 1;
       }
       const dups = value >> DUP_SHIFT;

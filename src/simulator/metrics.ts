@@ -273,9 +273,17 @@ function seconds(ms: number | null): string {
   return ms === null ? 'n/a' : `${(ms / 1_000).toFixed(ms < 10_000 ? 2 : 1)} s`;
 }
 
-/** Messages still held by devices not back online at the end, when there are. */
+/** Messages still held by devices not back online at the end, and still queued at the broker, when there are. */
 function heldText(m: MessageCounts): string {
-  return m.held > 0 ? `, ${m.held} held (undelivered at the end by devices still offline or awaiting their PUBACK)` : '';
+  const held = m.held > 0 ? `, ${m.held} held (undelivered at the end by devices still offline or awaiting their PUBACK)` : '';
+  const queued = m.queued > 0 ? `, ${m.queued} queued (still in the backend subscriber's queue at the broker at the end)` : '';
+  const maybe = m.maybeQueued > 0 ? `, ${m.maybeQueued} maybe queued (acknowledged, undelivered, and the broker's queue could not be read)` : '';
+  return `${held}${queued}${maybe}`;
+}
+
+/** A fault's held and queued messages, when there are. */
+function countText(m: MessageCounts): string {
+  return `${m.held > 0 ? `, ${m.held} held` : ''}${m.queued > 0 ? `, ${m.queued} queued` : ''}${m.maybeQueued > 0 ? `, ${m.maybeQueued} maybe queued` : ''}`;
 }
 
 function messagesText(m: MessageCounts): string {
@@ -315,7 +323,7 @@ function gameDayLines(report: SimulationReport): string[] {
     const errors = Object.entries(f.errors);
     lines.push(
       `    ${f.id} ${f.kind}${f.label === null ? '' : ` (${f.label})`} ${when}: hit ${f.hit} of ${f.targeted}, healed ${f.healed}, not healed ${f.notHealed}${heal}` +
-        `${f.messages === null ? '' : `; messages ${f.messages.published} published, ${f.messages.lost} lost${f.messages.held > 0 ? `, ${f.messages.held} held` : ''}, ${f.messages.duplicated} duplicated`}` +
+        `${f.messages === null ? '' : `; messages ${f.messages.published} published, ${f.messages.lost} lost${countText(f.messages)}, ${f.messages.duplicated} duplicated`}` +
         `${errors.length === 0 ? '' : `; its own actions failed: ${errors.map(([code, n]) => `${code} ${n}`).join(', ')}`}`,
       ...notHealedLines(f),
     );

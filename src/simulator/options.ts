@@ -44,6 +44,8 @@ export const SIMULATION_DEFAULTS = Object.freeze({
   progressIntervalMs: 1_000,
   /** Longest wait after the run for outstanding PUBACKs and deliveries. */
   drainTimeoutMs: 5_000,
+  /** Longest wait after the run for the backend subscriber's backlog at the broker (backlog.ts). */
+  backlogTimeoutMs: 60_000,
   /** MQTT 3.1.1, what the official demos speak. */
   protocol: 4 as 4 | 5,
   /** The raw-socket device: small enough for 10,000 per process. */
@@ -201,6 +203,12 @@ export interface SimulationSettings {
   /** Longest wait for outstanding PUBACKs and deliveries after the publishing ends, ms. @default 5000 */
   drainTimeoutMs?: number;
   /**
+   * Longest wait, after the devices disconnected, while the backend subscriber's backlog at the broker drains (a game
+   * day's subscriber still missing messages, which a broker that paces offline delivery may still hold), ms; what is
+   * still queued then counts as `queued`, not lost. Ctrl+C (the run's `signal`) ends it. @default 60000
+   */
+  backlogTimeoutMs?: number;
+  /**
    * Source addresses the devices connect from, spread over them in turn: a list (`'127.0.0.2,127.0.0.3'` or an
    * array) or IPv4 ranges (`'127.0.0.2-127.0.0.9'`). Each address reaches one broker port over about 28,000
    * ephemeral ports; more addresses, more devices. @default the system's choice (one address)
@@ -256,6 +264,7 @@ export interface ResolvedSettings {
   readonly connectAttempts: number;
   readonly progressIntervalMs: number;
   readonly drainTimeoutMs: number;
+  readonly backlogTimeoutMs: number;
   /** Source addresses, in order; `null` for the system's choice. */
   readonly localAddresses: readonly string[] | null;
   /** Epoch ms to start connecting at; `null` for at once. */
@@ -368,6 +377,7 @@ export function resolveSettings(settings: SimulationSettings = {}): ResolvedSett
     connectAttempts: numberOption('connectAttempts', pick('connectAttempts'), 1, 100, true),
     progressIntervalMs: numberOption('progressIntervalMs', pick('progressIntervalMs'), 10, 3_600_000, true),
     drainTimeoutMs: numberOption('drainTimeoutMs', pick('drainTimeoutMs'), 0, 600_000, true),
+    backlogTimeoutMs: numberOption('backlogTimeoutMs', pick('backlogTimeoutMs'), 0, 600_000, true),
     localAddresses: settings.localAddress === undefined ? null : Object.freeze(parseLocalAddresses(settings.localAddress)),
     startAtMs: settings.startAt === undefined ? null : parseStartAt(settings.startAt),
     protocol,

@@ -139,8 +139,8 @@ function shown(value: unknown): string {
 const COUNT_FIELDS = ['devices', 'provisioned', 'connected', 'failedConnects', 'published', 'acked', 'delivered', 'reconnects'] as const;
 /** The counts of a message ledger (`delivery`, and each fault's `messages`). */
 export const MESSAGE_COUNTS = ['published', 'accepted', 'acked', 'delivered', 'lost', 'duplicated', 'duplicates', 'refused'] as const;
-/** Message counts a report of an older version lacks: read as 0 (`held`: an older version counted them as lost). */
-const LATER_MESSAGE_COUNTS = ['held'] as const;
+/** Message counts a report of an older version lacks: read as 0 (`held`, `queued`, `maybeQueued`: an older version counted them as lost). */
+const LATER_MESSAGE_COUNTS = ['held', 'queued', 'maybeQueued'] as const;
 const AMOUNT_FIELDS = ['peakRssMB', 'elapsedMs', 'connectRatePerSec', 'publishRatePerSec'] as const;
 const SERIES_COUNTERS = ['connected', 'connects', 'published', 'acked', 'delivered'] as const;
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/simulator/clock.js';
-import { checkThresholds, metricValue, parseThresholds } from '../../src/simulator/fail-on.js';
+import { checkThresholds, metricValue, needsConsumer, parseThresholds } from '../../src/simulator/fail-on.js';
 import { encodeHistogram, newLatencyHistogram, recordMs } from '../../src/simulator/histogram.js';
 import { SimulationMetrics } from '../../src/simulator/metrics.js';
 import type { FaultReport, SimulationReport } from '../../src/simulator/report-format.js';
@@ -63,14 +63,17 @@ describe('--fail-on thresholds', () => {
     expect(metricValue(r, 'heal.max')).toBeCloseTo(5_000, -1);
     expect(metricValue(r, 'lost')).toBeUndefined();
     expect(metricValue(r, 'held')).toBeUndefined();
-    const delivered = report({ delivery: { published: 10, accepted: 10, acked: 8, delivered: 7, lost: 1, held: 2, duplicated: 0, duplicates: 0, refused: 0, foreign: 0 } });
-    expect([metricValue(delivered, 'lost'), metricValue(delivered, 'held')]).toEqual([1, 2]);
+    const delivered = report({ delivery: { published: 14, accepted: 14, acked: 12, delivered: 7, lost: 1, held: 2, queued: 3, maybeQueued: 1, duplicated: 0, duplicates: 0, refused: 0, foreign: 0 } });
+    expect(['lost', 'held', 'queued', 'maybe-queued'].map((m) => metricValue(delivered, m))).toEqual([1, 2, 3, 1]);
     expect(parseThresholds(['held>0'])).toEqual([{ text: 'held>0', metric: 'held', op: '>', value: 0, time: false }]);
+    expect(parseThresholds(['queued>0,maybe-queued>=1']).map((t) => [t.metric, needsConsumer(t)])).toEqual([['queued', true], ['maybe-queued', true]]);
+    expect(checkThresholds(delivered, parseThresholds(['queued>2']))?.message).toMatch(/^--fail-on: queued>2: queued is 3\b/);
+    expect(metricValue(r, 'queued')).toBeUndefined();
     expect(metricValue(report({ faults: [fault('1', [])] }), 'heal.p99')).toBe(0);
   });
 
   it('a run crossing thresholds fails with ThresholdExceeded naming each with its value; one it cannot show fails too', () => {
-    const r = report({ faults: [fault('1', [45_000])], delivery: { published: 10, accepted: 10, acked: 8, delivered: 8, lost: 2, held: 0, duplicated: 0, duplicates: 0, refused: 0, foreign: 0 } });
+    const r = report({ faults: [fault('1', [45_000])], delivery: { published: 10, accepted: 10, acked: 8, delivered: 8, lost: 2, held: 0, queued: 0, maybeQueued: 0, duplicated: 0, duplicates: 0, refused: 0, foreign: 0 } });
     expect(checkThresholds(r, parseThresholds(['lost>5,heal.p99>60s,duplicates>0']))).toBeUndefined();
     const failure = checkThresholds(r, parseThresholds(['lost>0', 'heal.p99>30s', 'e2e.p99>1s']));
     expect(failure).toMatchObject({ code: 'ThresholdExceeded', retryable: false });

@@ -25,8 +25,8 @@ describe('MessageLedger', () => {
     // Another shard's message, and a sequence never sent: not ours.
     ledger.delivered(13, 0);
     ledger.delivered(11, 7);
-    expect(ledger.count(10, 0, 5)).toEqual({ published: 5, accepted: 4, acked: 2, delivered: 2, lost: 2, held: 0, duplicated: 1, duplicates: 2, refused: 1 });
-    expect(ledger.totals()).toEqual({ published: 6, accepted: 5, acked: 2, delivered: 2, lost: 3, held: 0, duplicated: 1, duplicates: 2, refused: 1 });
+    expect(ledger.count(10, 0, 5)).toEqual({ published: 5, accepted: 4, acked: 2, delivered: 2, lost: 2, held: 0, queued: 0, maybeQueued: 0, duplicated: 1, duplicates: 2, refused: 1 });
+    expect(ledger.totals()).toEqual({ published: 6, accepted: 5, acked: 2, delivered: 2, lost: 3, held: 0, queued: 0, maybeQueued: 0, duplicated: 1, duplicates: 2, refused: 1 });
     expect(ledger.foreign).toBe(2);
     // Still on its way: seq 4 only (acked or not, refused, abandoned and dropped ones will not come).
     expect(ledger.outstanding).toBe(1);
@@ -62,7 +62,7 @@ describe('MessageLedger', () => {
     ledger.held(0, 2);
     ledger.refused(0, 3);
     ledger.held(0, 3);
-    expect(ledger.totals()).toEqual({ published: 4, accepted: 3, acked: 1, delivered: 2, lost: 0, held: 1, duplicated: 0, duplicates: 0, refused: 1 });
+    expect(ledger.totals()).toEqual({ published: 4, accepted: 3, acked: 1, delivered: 2, lost: 0, held: 1, queued: 0, maybeQueued: 0, duplicated: 0, duplicates: 0, refused: 1 });
     // A message received many times: the per-message count saturates, the total does not.
     for (let i = 0; i < 5; i++) ledger.delivered(0, 0);
     expect(ledger.count(0, 0, 4)).toMatchObject({ duplicated: 1, duplicates: 3, held: 1 });
@@ -186,7 +186,7 @@ describe('HealTracker', () => {
     ledger.delivered(1, ledger.accept(1)); // within the grace: the fault's
     clock.advance(HIT_GRACE_MS);
     ledger.delivered(1, ledger.accept(1)); // after the window closed: not the fault's
-    expect(watch.result(ledger).messages).toEqual({ published: 5, accepted: 5, acked: 0, delivered: 2, lost: 3, held: 0, duplicated: 0, duplicates: 0, refused: 0 });
+    expect(watch.result(ledger).messages).toEqual({ published: 5, accepted: 5, acked: 0, delivered: 2, lost: 3, held: 0, queued: 0, maybeQueued: 0, duplicated: 0, duplicates: 0, refused: 0 });
   });
 
   it('a device hit and never back: not healed, named with what it did since, its messages the fault\'s until the end of the run', () => {

@@ -172,9 +172,9 @@ function gameDayShard(index: 1 | 2, heal: number[], emulatorOk = 1): SimulationR
     faults: [{
       id: '1', kind: 'partition', label: null, fault: 0, plannedAtMs: 1_000, plannedForMs: 2_000, startedAt: at, endedAt: at,
       targeted: 2, hit: heal.length, healed: heal.length, notHealed: 0, healMs: summarizeHistogram(histogram), healUs: encodeHistogram(histogram),
-      messages: { published: 4, accepted: 4, acked: 3, delivered: 3, lost: 1, held: 0, duplicated: 0, duplicates: 0, refused: 0 }, errors: { ControlFailed: 1 },
+      messages: { published: 4, accepted: 4, acked: 3, delivered: 3, lost: 1, held: 0, queued: 0, maybeQueued: 0, duplicated: 0, duplicates: 0, refused: 0 }, errors: { ControlFailed: 1 },
     }],
-    delivery: { published: 10, accepted: 10, acked: 9, delivered: 9, lost: 1, held: 0, duplicated: 1, duplicates: 2, refused: 0, foreign: index },
+    delivery: { published: 10, accepted: 10, acked: 9, delivered: 9, lost: 1, held: 0, queued: 0, maybeQueued: 0, duplicated: 1, duplicates: 2, refused: 0, foreign: index },
     emulator: { actions: { RegisterDeviceCredential: { ok: emulatorOk, errors: { 'Throttling.User': 1 } } }, rules: { parentTopic: 1 } },
     relay: { relayed: 5, dropped: 1, refused: 2 },
   };
@@ -199,10 +199,10 @@ describe('a game day\'s report: checked, then merged fault by fault', () => {
     const merged = mergeReports([gameDayShard(1, [100, 200]), gameDayShard(2, [5_000])]);
     const [fault] = merged.faults ?? [];
     expect(fault).toMatchObject({ id: '1', targeted: 4, hit: 3, healed: 3, notHealed: 0, errors: { ControlFailed: 2 }, startedAt: new Date(EPOCH + 1_001).toISOString(), endedAt: new Date(EPOCH + 1_002).toISOString() });
-    expect(fault?.messages).toEqual({ published: 8, accepted: 8, acked: 6, delivered: 6, lost: 2, held: 0, duplicated: 0, duplicates: 0, refused: 0 });
+    expect(fault?.messages).toEqual({ published: 8, accepted: 8, acked: 6, delivered: 6, lost: 2, held: 0, queued: 0, maybeQueued: 0, duplicated: 0, duplicates: 0, refused: 0 });
     expect(fault?.healMs.max).toBeCloseTo(5_000, -1);
     expect(fault?.healMs.p50).toBeCloseTo(200, 0);
-    expect(merged.delivery).toEqual({ published: 20, accepted: 20, acked: 18, delivered: 18, lost: 2, held: 0, duplicated: 2, duplicates: 4, refused: 0, foreign: 3 });
+    expect(merged.delivery).toEqual({ published: 20, accepted: 20, acked: 18, delivered: 18, lost: 2, held: 0, queued: 0, maybeQueued: 0, duplicated: 2, duplicates: 4, refused: 0, foreign: 3 });
     expect(merged.relay).toEqual({ relayed: 10, dropped: 2, refused: 4 });
     expect(merged.credentialRefetches).toBe(3);
     // Each shard's own embedded emulator: added.

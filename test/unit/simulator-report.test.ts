@@ -91,7 +91,7 @@ describe('formatReport and simulationFailure', () => {
     // MQTT 5 says so itself.
     expect(simulationFailure({ ...connected, errors: { 'PublishRejected:0x87': 98 } })?.message).toMatch(/the broker refused them \(PublishRejected:0x87 98\)/);
     // With a backend subscriber, QoS 0 too: nothing delivered.
-    const qos0 = { ...connected, acked: 0, run: { ...base.run, qos: 0 as const }, delivery: { published: 9, accepted: 9, acked: 0, delivered: 0, lost: 9, held: 0, duplicated: 0, duplicates: 0, refused: 0, foreign: 0 } };
+    const qos0 = { ...connected, acked: 0, run: { ...base.run, qos: 0 as const }, delivery: { published: 9, accepted: 9, acked: 0, delivered: 0, lost: 9, held: 0, queued: 0, maybeQueued: 0, duplicated: 0, duplicates: 0, refused: 0, foreign: 0 } };
     expect(simulationFailure(qos0)?.message).toMatch(/^No message got through: 9 accepted, 0 delivered to the backend subscriber/);
     // Some got through, the run did not publish, or it was interrupted: not this failure.
     expect(simulationFailure({ ...connected, acked: 1 })).toBeUndefined();
@@ -104,11 +104,11 @@ describe('formatReport and simulationFailure', () => {
       ...base,
       run: { ...base.run, client: 'connector', scenario: { name: 'storm', seed: 1, faults: [] } },
       credentialRefetches: 20,
-      delivery: { published: 100, accepted: 99, acked: 98, delivered: 97, lost: 2, held: 0, duplicated: 1, duplicates: 1, refused: 1, foreign: 0 },
+      delivery: { published: 100, accepted: 99, acked: 98, delivered: 97, lost: 2, held: 0, queued: 0, maybeQueued: 0, duplicated: 1, duplicates: 1, refused: 1, foreign: 0 },
       faults: [{
         id: '1', kind: 'revoke', label: 'rotated', fault: 0, plannedAtMs: 12_000, plannedForMs: 0, startedAt: base.run.startedAt, endedAt: base.run.startedAt,
         targeted: 20, hit: 20, healed: 19, notHealed: 1, healMs: { p50: 310, p95: 900, p99: 1_200, max: 1_250 }, healUs: '',
-        messages: { published: 40, accepted: 40, acked: 38, delivered: 38, lost: 2, held: 0, duplicated: 0, duplicates: 0, refused: 0 }, errors: { 'Throttling.User': 3 },
+        messages: { published: 40, accepted: 40, acked: 38, delivered: 38, lost: 2, held: 0, queued: 0, maybeQueued: 0, duplicated: 0, duplicates: 0, refused: 0 }, errors: { 'Throttling.User': 3 },
       }],
     });
     expect(text).toContain("  devices: the library's connector (--client connector)\n");
@@ -128,12 +128,12 @@ describe('formatReport and simulationFailure', () => {
         { clientId: 'GID_sim@@@sim-7', index: 7, lostAt: at(20), connects: 4, lastConnectAt: at(1_900), nextConnectAt: at(17_430), held: 50 },
         { clientId: 'GID_sim@@@sim-9', index: 9, lostAt: at(20), connects: 0, lastConnectAt: null, nextConnectAt: null, held: null },
       ],
-      messages: { published: 300, accepted: 300, acked: 250, delivered: 250, lost: 0, held: 50, duplicated: 0, duplicates: 0, refused: 0 }, errors: {},
+      messages: { published: 300, accepted: 300, acked: 250, delivered: 250, lost: 0, held: 50, queued: 0, maybeQueued: 0, duplicated: 0, duplicates: 0, refused: 0 }, errors: {},
     };
     const text = formatReport({
       ...base,
       run: { ...base.run, client: 'connector', scenario: { name: 'restart', seed: 1, faults: [] } },
-      delivery: { published: 1_200, accepted: 1_200, acked: 1_150, delivered: 1_150, lost: 0, held: 50, duplicated: 0, duplicates: 0, refused: 0, foreign: 0 },
+      delivery: { published: 1_200, accepted: 1_200, acked: 1_150, delivered: 1_150, lost: 0, held: 50, queued: 0, maybeQueued: 0, duplicated: 0, duplicates: 0, refused: 0, foreign: 0 },
       faults: [fault],
     });
     expect(text).toContain('  backend subscriber: 1200 published, 1200 accepted, 1150 acknowledged, 1150 delivered, 0 lost, 50 held (undelivered at the end by devices still offline or awaiting their PUBACK), 0 duplicated\n');

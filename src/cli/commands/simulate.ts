@@ -59,6 +59,7 @@ interface SimulateFlags {
   scenario?: string;
   client: 'raw' | 'connector';
   consumer?: boolean;
+  backlogTimeout: number;
   outbox?: string;
   failOn?: string[];
 }
@@ -109,6 +110,7 @@ export function addSimulateCommand(program: Command, io: CliIo): void {
     .option('--client <kind>', 'what each device is: raw (the simulator\'s raw-socket device, for scale) or connector (the library\'s DeviceConnection)', choiceArg('--client', ['raw', 'connector'] as const), D.client)
     .option('--consumer', 'a backend subscriber counts every message: delivered, lost, duplicated (on with --scenario)')
     .option('--no-consumer', 'no backend subscriber, even with --scenario')
+    .option('--backlog-timeout <s>', 'seconds to wait after the run while the backend subscriber\'s backlog at the broker drains (a paced one after a broker restart); what is still queued then counts as queued, not lost (0 = no wait; Ctrl+C ends it)', intArg('--backlog-timeout', 0, 600), D.backlogTimeoutMs / 1_000)
     .option('--outbox <dir>', 'with --client connector: every device keeps its messages in a durable outbox in this directory (with --processes, DIR/shard-<i> each); use a fresh one per run')
     .option('--fail-on <threshold>', 'exit 1 when a threshold holds: METRIC OP VALUE, e.g. lost>0, heal.p99>30s, errors>0, duplicates>10 (repeat, or a comma list)', (value: string, previous: string[] | undefined) => [...(previous ?? []), value])
     .option('--no-progress', 'no live progress on stderr')
@@ -150,14 +152,19 @@ counts every message by the device index and sequence in its payload. The summar
 when it started and ended, the devices it hit, their time to heal (p50, p99, max, from the fault's end; a device not
 back by the end is "not healed", the first 10 named with their CONNECTs since and their backoff) and what became of
 their messages (lost; held: still in the outbox of a device not back at the end); the HTML report marks each fault on
-its charts.
+its charts. When the backend subscriber still misses messages after the run (its persistent session's backlog after a
+broker restart, which an emulator paces as the cloud does by default: a first batch 5 to 10 s after it is back, then 30
+every 5 s), the run waits up to --backlog-timeout seconds while it drains; what the broker still queues for it then is
+counted queued (read from the emulator's GET /_emulator/queue), not lost; when that queue cannot be read (the cloud) what
+the broker acknowledged and did not deliver is counted maybeQueued. A game day against an emulator given by --endpoint
+that paces or bounds its queues says so before it starts.
 --client connector runs each device as the library's DeviceConnection (its defaults: reconnect backoff 1 to 60 s, an
 in-memory outbox) instead of the raw-socket device; a raw device drops what it is handed while offline. With
 --outbox DIR too, every device keeps its messages in the durable outbox (store and forward) in DIR, one store per
 process (with --processes, DIR/shard-<i> for shard i): accepted once on disk, kept until the broker acknowledged
 them. What the devices still hold when the run ends stays there (the summary says how many); a run on the same
 directory would send it again, so give each run a fresh one.
---fail-on METRIC OP VALUE fails the run (exit 1, ThresholdExceeded) when it holds: lost, held, delivered, duplicates,
+--fail-on METRIC OP VALUE fails the run (exit 1, ThresholdExceeded) when it holds: lost, held, queued, maybe-queued, delivered, duplicates,
 duplicated, refused, published, acked, connected, failed-connects, reconnects, errors, errors.CODE, hit, not-healed,
 heal.p50|p95|p99|max, connect.…, e2e.… (times in ms, s or m). Without it, a run whose devices published and got
 not one message through fails too (NothingPublished, naming what the broker did instead).
@@ -201,6 +208,7 @@ Examples:
         maxConnectsInFlight: flags.maxConnecting,
         protocol: flags.protocol,
         client: flags.client,
+        backlogTimeoutMs: flags.backlogTimeout * 1_000,
         ...(flags.consumer === undefined ? {} : { consumer: flags.consumer }),
         ...(flags.shard === undefined ? {} : { shard: flags.shard }),
         ...(flags.startAt === undefined ? {} : { startAt: flags.startAt }),
