@@ -30,8 +30,9 @@ export interface SimulationTarget {
  * queued for it while it was offline (a broker restart drops it like every client, and the devices may be back and
  * publishing before it is) comes back at once rather than at the cloud's offline pace: a first batch 5 to 10 s after
  * its reconnect, then 30 every 5 s (`offlineDelivery: 'paced'`, the emulator's default), most of which would come
- * after the run's drain and be counted lost. The devices' sessions are clean: nothing of theirs queues. The embedded
- * emulator (emulator-process.ts) runs with these; an emulator a game day is pointed at should too.
+ * after the run's drain: the run would wait for them (backlog.ts) and count those still queued then as queued. The
+ * devices' sessions are clean: nothing of theirs queues. The embedded emulator (emulator-process.ts) runs with these;
+ * an emulator a game day is pointed at should too (the run warns when it does not).
  */
 export const GAME_DAY_EMULATOR_OPTIONS = Object.freeze({
   maxOfflineMessages: Number.POSITIVE_INFINITY,

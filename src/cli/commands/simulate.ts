@@ -164,10 +164,10 @@ in-memory outbox) instead of the raw-socket device; a raw device drops what it i
 process (with --processes, DIR/shard-<i> for shard i): accepted once on disk, kept until the broker acknowledged
 them. What the devices still hold when the run ends stays there (the summary says how many); a run on the same
 directory would send it again, so give each run a fresh one.
---fail-on METRIC OP VALUE fails the run (exit 1, ThresholdExceeded) when it holds: lost, held, queued, maybe-queued, delivered, duplicates,
-duplicated, refused, published, acked, connected, failed-connects, reconnects, errors, errors.CODE, hit, not-healed,
-heal.p50|p95|p99|max, connect.…, e2e.… (times in ms, s or m). Without it, a run whose devices published and got
-not one message through fails too (NothingPublished, naming what the broker did instead).
+--fail-on METRIC OP VALUE fails the run (exit 1, ThresholdExceeded) when it holds: lost, held, queued, maybe-queued,
+delivered, duplicates, duplicated, refused, published, acked, connected, failed-connects, reconnects, errors,
+errors.CODE, hit, not-healed, heal.p50|p95|p99|max, connect.…, e2e.… (times in ms, s or m). Without it, a run whose
+devices published and got not one message through fails too (NothingPublished, naming what the broker did instead).
 
 Each device needs one socket: for thousands of devices raise the open-file limit (ulimit -n 65536). One source
 address reaches one broker port over at most the ephemeral port range (about 28,000 ports): beyond that, --local-address spreads devices over several addresses.
