@@ -99,14 +99,20 @@ describe('MessageLedger: queued and maybe queued', () => {
   });
 });
 
+/** A wait for four missing messages, on a manual clock, a scripted queue and scripted arrivals. */
+function waiting4(timeoutMs: number) {
+  const ledger = fourSent();
+  const clock = new ManualClock();
+  const queue = scriptedQueue();
+  const play = arrivals(ledger);
+  const waiting: Array<number | undefined> = [];
+  const ended = waitForBacklog({ ledger, readQueue: queue.read, clock, timeoutMs, onArrival: play.onArrival }, (count) => waiting.push(count));
+  return { ledger, clock, queue, play, waiting, ended };
+}
+
 describe('the backlog\'s wait', () => {
   it('reads the queue\'s count at the start and after arrivals (one read at a time, bounded by the deadline), and ends when it reads empty', async () => {
-    const ledger = fourSent();
-    const clock = new ManualClock();
-    const queue = scriptedQueue();
-    const play = arrivals(ledger);
-    const waiting: Array<number | undefined> = [];
-    const ended = waitForBacklog({ ledger, readQueue: queue.read, clock, timeoutMs: 3_000, onArrival: play.onArrival }, (count) => waiting.push(count));
+    const { ledger, clock, queue, play, waiting, ended } = waiting4(3_000);
     expect(queue.calls).toEqual([{ countOnly: true, timeoutMs: 3_000, signal: expect.any(AbortSignal) }]);
     await queue.answer({ count: 4 });
     expect(waiting).toEqual([4]);
@@ -148,12 +154,7 @@ describe('the backlog\'s wait', () => {
   });
 
   it('a queue that cannot be read leaves the arrivals and the deadline', async () => {
-    const ledger = fourSent();
-    const clock = new ManualClock();
-    const queue = scriptedQueue();
-    const play = arrivals(ledger);
-    const waiting: Array<number | undefined> = [];
-    const ended = waitForBacklog({ ledger, readQueue: queue.read, clock, timeoutMs: 10_000, onArrival: play.onArrival }, (count) => waiting.push(count));
+    const { clock, queue, play, waiting, ended } = waiting4(10_000);
     await queue.answer(new Error('GET /_emulator/queue answered 404'));
     expect(waiting).toEqual([undefined]);
     play.deliver(0, 0);
