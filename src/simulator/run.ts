@@ -331,8 +331,9 @@ export async function runSimulation(options: SimulationOptions = {}, hooks: RunH
 
     enter('disconnecting');
     await Promise.all(simulated.map((device) => device.stop()));
-    // The backend subscriber's backlog at the broker (a paced one after a restart) drains, or is counted queued.
-    await rig?.settleBacklog(options.signal);
+    // The backend subscriber's backlog at the broker (a paced one after a restart) drains, or is counted queued; a
+    // broker gone for good holds nothing to wait for.
+    if (metrics.brokerLost === undefined) await rig?.settleBacklog(options.signal);
     // What was not delivered now is lost, unless the device still held it or the broker still queues it.
     const played = rig?.results();
     enter('done');
