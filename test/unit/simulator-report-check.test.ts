@@ -232,12 +232,13 @@ describe('a game day\'s report: checked, then merged fault by fault', () => {
     refusal(() => parseReport(listed({ connects: -1 })), 'faults[0].notHealedDevices[0].connects');
     refusal(() => parseReport(listed({ held: '50' })), 'faults[0].notHealedDevices[0].held');
     refusal(() => parseReport({ ...good, faults: [{ ...fault, notHealedDevices: Array.from({ length: REPORT_LIMITS.maxListedDevices + 1 }, () => notHealed(3)) }] }), 'faults[0].notHealedDevices');
-    // Written before held was counted apart (it was in lost then): held 0, and it merges with a newer one.
-    const { held: _held, ...olderDelivery } = good.delivery as NonNullable<SimulationReport['delivery']>;
+    // Written before held, queued and maybeQueued were counted apart (they were in lost then): 0, and it merges with a newer one.
+    const { held: _held, queued: _queued, maybeQueued: _maybe, ...olderDelivery } = good.delivery as NonNullable<SimulationReport['delivery']>;
     const older = JSON.parse(JSON.stringify({ ...gameDayShard(2, []), delivery: olderDelivery })) as SimulationReport;
-    expect(parseReport(older).delivery?.held).toBe(0);
-    expect(mergeReports([good, older]).delivery).toMatchObject({ lost: 2, held: 0 });
+    expect(parseReport(older).delivery).toMatchObject({ held: 0, queued: 0, maybeQueued: 0 });
+    expect(mergeReports([good, older]).delivery).toMatchObject({ lost: 2, held: 0, queued: 0, maybeQueued: 0 });
     refusal(() => parseReport({ ...good, delivery: { ...(good.delivery as object), held: -3 } }), 'delivery.held');
+    refusal(() => parseReport({ ...good, delivery: { ...(good.delivery as object), queued: 1.5 } }), 'delivery.queued');
   });
 
   it('one emulator shared by the shards is counted once (the largest of each count), not once per shard', () => {

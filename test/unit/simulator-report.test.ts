@@ -143,6 +143,14 @@ describe('formatReport and simulationFailure', () => {
     expect(text).toContain('      not healed: GID_sim@@@sim-9 lost its session at 2.01 s, no CONNECT since\n');
     const more = formatReport({ ...base, faults: [{ ...fault, notHealed: 12 }] });
     expect(more).toContain('      … and 10 more not healed (the report lists the first 2)\n');
+    // The subscriber's backlog still at the broker at the end: queued (or maybe queued), beside held, not lost.
+    const backlog = formatReport({
+      ...base,
+      delivery: { published: 1_200, accepted: 1_200, acked: 1_200, delivered: 1_000, lost: 0, held: 0, queued: 150, maybeQueued: 50, duplicated: 0, duplicates: 0, refused: 0, foreign: 0 },
+      faults: [{ ...fault, messages: { ...fault.messages as NonNullable<FaultReport['messages']>, held: 0, queued: 40, maybeQueued: 10 } }],
+    });
+    expect(backlog).toContain('  backend subscriber: 1200 published, 1200 accepted, 1200 acknowledged, 1000 delivered, 0 lost, 150 queued (still in the backend subscriber\'s queue at the broker at the end), 50 maybe queued (acknowledged, undelivered, and the broker\'s queue could not be read), 0 duplicated\n');
+    expect(backlog).toContain('messages 300 published, 0 lost, 40 queued, 10 maybe queued, 0 duplicated\n');
   });
 
   it('says TooManyOpenFiles, with the remedy, when the open-file limit was hit', () => {
