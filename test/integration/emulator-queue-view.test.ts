@@ -3,10 +3,13 @@
  * subscriber's (test/unit/simulator-backlog.test.ts has the cap, on a queue far larger than it). In one process, and
  * in a cluster on Redis (the queue is the cluster's: any process answers it).
  */
+import { Redis } from 'ioredis';
 import type { MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { DeviceCredential } from '../../src/credential.js';
 import { startEmulator, type Emulator } from '../../src/emulator/index.js';
+import { RedisSessionQueues } from '../../src/emulator/cluster/redis-queues.js';
+import type { StoredPacket } from '../../src/emulator/session-queues.js';
 import { signDeviceCredential } from '../../src/signer/mqtt.js';
 import { ANY_GROUP, clientLeaves, connectMqtt, registerDevice, useEmulator } from '../helpers/emulator.js';
 import { redisAvailable, startRedis } from '../helpers/redis.js';
@@ -101,4 +104,30 @@ describe.skipIf(!available)(`GET /_emulator/queue in a cluster on Redis${skipped
       await a.close();
     }
   }, 60_000);
+
+  it('a walk page by page lists every message still queued when another process clears older ones between its pages', async () => {
+    const redis = await startRedis();
+    const client = new Redis(redis.url);
+    try {
+      const queues = new RedisSessionQueues(client, { maxMessages: Number.POSITIVE_INFINITY, maxBytes: Number.POSITIVE_INFINITY, policy: 'drop-oldest' }, () => undefined);
+      const packets: StoredPacket[] = Array.from({ length: 150 }, (_, i) => ({ cmd: 'publish', topic: 'demo/walk', payload: Buffer.from(`m${i}`), qos: 1, brokerId: 'b', brokerCounter: i + 1 }));
+      for (const packet of packets) await queues.enqueue('GID_w@@@sub', packet);
+      const seen: string[] = [];
+      let cleared: Promise<unknown> | undefined;
+      await queues.peek('GID_w@@@sub', (packet) => {
+        seen.push(Buffer.from(packet.payload as Buffer).toString());
+        // At the end of the first page, the subscriber acknowledges its ten oldest messages elsewhere (the same
+        // connection: Redis runs these before the walk's next page).
+        if (seen.length === 64) cleared = Promise.all(packets.slice(0, 10).map((p) => queues.clear('GID_w@@@sub', p)));
+        return true;
+      });
+      await cleared;
+      // Every message still queued is listed, each once: none skipped by the shift of the list.
+      expect(seen).toEqual(packets.map((_, i) => `m${i}`));
+      expect((await queues.list('GID_w@@@sub')).length).toBe(140);
+    } finally {
+      client.disconnect();
+    }
+  }, 60_000);
 });
+

@@ -147,15 +147,31 @@ return reply
 `;
 
 /**
- * A page of a session's messages (ARGV: first index, count), oldest first, after its totals:
- * `{messages, bytes, packet, messageId, …}` (queue-view.ts reads a queue page by page, never whole).
+ * A page of a session's messages (ARGV: first index, count, the last id the previous page listed or ''), oldest first,
+ * after its totals and where the next page starts: `{messages, bytes, next, read, id, packet, messageId, …}`
+ * (queue-view.ts reads a queue page by page, never whole). Ids grow along the list (a replaced message gets a new one
+ * in place), and messages leave it from anywhere before the page too (acknowledged, dropped) and shift it left: the
+ * page starts right after the last id listed, wherever it is now, and lists only ids past it, so that nothing still
+ * queued is skipped and nothing is listed twice.
  */
 const PAGE = `
-local reply = {redis.call('HGET', KEYS[2], 'n') or '0', redis.call('HGET', KEYS[2], 't') or '0'}
+local reply = {redis.call('HGET', KEYS[2], 'n') or '0', redis.call('HGET', KEYS[2], 't') or '0', 0, 0}
 local from = tonumber(ARGV[1])
-for _, id in ipairs(redis.call('LRANGE', KEYS[1], from, from + tonumber(ARGV[2]) - 1)) do
-  reply[#reply + 1] = redis.call('HGET', KEYS[2], 'p' .. id) or ''
-  reply[#reply + 1] = redis.call('HGET', KEYS[2], 'm' .. id) or ''
+local last = tonumber(ARGV[3])
+if last then
+  local i = math.min(from, redis.call('LLEN', KEYS[1])) - 1
+  while i >= 0 and tonumber(redis.call('LINDEX', KEYS[1], i)) > last do i = i - 1 end
+  from = i + 1
+end
+local ids = redis.call('LRANGE', KEYS[1], from, from + tonumber(ARGV[2]) - 1)
+reply[3] = from + #ids
+reply[4] = #ids
+for _, id in ipairs(ids) do
+  if not last or tonumber(id) > last then
+    reply[#reply + 1] = id
+    reply[#reply + 1] = redis.call('HGET', KEYS[2], 'p' .. id) or ''
+    reply[#reply + 1] = redis.call('HGET', KEYS[2], 'm' .. id) or ''
+  end
 end
 return reply
 `;
@@ -260,19 +276,23 @@ export class RedisSessionQueues {
 
   /**
    * Walk the session's messages oldest first, a page at a time, while `take` says go on; its totals as the first page
-   * found them. Each page is read as the queue is then: a message another process cleared meanwhile may shift the
-   * next page by one (skipped, not listed twice).
+   * found them. Each page starts after the last message the previous one listed, wherever the list holds it now: a
+   * message another process cleared meanwhile shifts nothing still queued out of the walk.
    */
   async peek(clientId: string, take: (packet: StoredPacket) => boolean): Promise<{ messages: number; bytes: number }> {
     let totals: { messages: number; bytes: number } | undefined;
-    for (let from = 0; ; from += PEEK_PAGE) {
-      const [n, t, ...page] = (await this.#scripts.page.runBuffer(KEYS.queue(clientId), KEYS.queueItems(clientId), String(from), String(PEEK_PAGE))) as Buffer[];
+    let last = '';
+    for (let from = 0; ; ) {
+      const reply = (await this.#scripts.page.runBuffer(KEYS.queue(clientId), KEYS.queueItems(clientId), String(from), String(PEEK_PAGE), last)) as Buffer[];
+      const [n, t, next, read, ...page] = reply;
       totals ??= { messages: Number(n?.toString() ?? 0), bytes: Number(t?.toString() ?? 0) };
-      for (let i = 0; i + 1 < page.length; i += 2) {
-        const blob = page[i] as Buffer;
-        if (blob.length > 0 && !take(decode(blob, (page[i + 1] as Buffer).toString()))) return totals;
+      for (let i = 0; i + 2 < page.length; i += 3) {
+        last = (page[i] as Buffer).toString();
+        const blob = page[i + 1] as Buffer;
+        if (blob.length > 0 && !take(decode(blob, (page[i + 2] as Buffer).toString()))) return totals;
       }
-      if (page.length < PEEK_PAGE * 2) return totals;
+      if (Number(read?.toString() ?? 0) < PEEK_PAGE) return totals;
+      from = Number(next?.toString() ?? 0);
     }
   }
 
