@@ -34,6 +34,11 @@ export interface BacklogInput {
   /** Listen to the subscriber's arrivals (each message received); returns what stops listening. */
   readonly onArrival: (listener: () => void) => () => void;
   readonly onWarning?: ((message: string) => void) | undefined;
+  /**
+   * Did the subscriber lose its connection during the run? One that never did had no offline backlog at the broker:
+   * when its queue cannot be read, what it misses is lost, not maybe queued. `undefined`: it may have.
+   */
+  readonly subscriberInterrupted?: (() => boolean) | undefined;
 }
 
 /** How a wait ended. */
@@ -150,8 +155,14 @@ export async function settleBacklog(input: BacklogInput): Promise<BacklogOutcome
 /** Read the subscriber's queue whole (each payload's identity only) and mark its messages queued in the ledger. */
 async function markQueued(input: BacklogInput): Promise<BacklogOutcome['queue']> {
   const { ledger, readQueue } = input;
+  // Connected throughout: every message was sent to it at once, nothing queued for it offline.
+  const maybe = input.subscriberInterrupted?.() !== false;
+  const unknown = (): void => {
+    if (maybe) ledger.queueUnknown();
+  };
+  const rest = maybe ? 'counted maybeQueued' : 'lost (the backend subscriber never lost its connection: nothing was queued for it offline)';
   if (readQueue === undefined) {
-    ledger.queueUnknown();
+    unknown();
     return 'unreadable';
   }
   try {
@@ -161,12 +172,12 @@ async function markQueued(input: BacklogInput): Promise<BacklogOutcome['queue']>
       if (id !== undefined) ledger.queued(id.index, id.seq);
     }
     if (!view.truncated) return 'read';
-    ledger.queueUnknown();
-    input.onWarning?.(`The backend subscriber's queue at the broker holds ${view.count} messages, more than one answer lists: those not listed are counted maybeQueued`);
+    unknown();
+    input.onWarning?.(`The backend subscriber's queue at the broker holds ${view.count} messages, more than one answer lists: those not listed are ${rest}`);
     return 'truncated';
   } catch (error) {
-    ledger.queueUnknown();
-    input.onWarning?.(`The backend subscriber's queue at the broker could not be read (${(error as Error).message}): what the broker acknowledged and did not deliver is counted maybeQueued, not lost`);
+    unknown();
+    input.onWarning?.(`The backend subscriber's queue at the broker could not be read (${(error as Error).message}): what the broker acknowledged and did not deliver is ${maybe ? 'counted maybeQueued, not lost' : rest}`);
     return 'unreadable';
   }
 }

@@ -35,6 +35,11 @@ export interface ConsumerOptions {
 export interface Consumer {
   /** Messages received, duplicates included. */
   readonly received: number;
+  /**
+   * It lost its connection since it subscribed (a broker restart, a cut): the broker may have queued messages for its
+   * session meanwhile (paced when it came back). One that never did was sent every message at once.
+   */
+  readonly interrupted: boolean;
   /** Disconnect and clear its session on the broker. */
   close(): Promise<void>;
 }
@@ -121,9 +126,16 @@ export async function startConsumer(options: ConsumerOptions): Promise<Consumer>
   }
   // From now on it comes back by itself after a broker restart (its session and subscription kept by the broker).
   client.options.reconnectPeriod = 250;
+  let interrupted = false;
+  client.on('close', () => {
+    interrupted = true;
+  });
   return {
     get received() {
       return received;
+    },
+    get interrupted() {
+      return interrupted;
     },
     close: async () => {
       await client.endAsync();

@@ -251,7 +251,8 @@ export class GameDayRig {
    */
   async settleBacklog(signal?: AbortSignal): Promise<BacklogOutcome | undefined> {
     const { settings, clock, controls, onWarning } = this.#input;
-    if (!this.ledger || !this.#consumer || settings.qos === 0) return undefined;
+    const consumer = this.#consumer;
+    if (!this.ledger || !consumer || settings.qos === 0) return undefined;
     return settleBacklog({
       ledger: this.ledger,
       readQueue: readQueueOf(controls, consumerClientId(settings.groupId, settings.shard)),
@@ -263,6 +264,7 @@ export class GameDayRig {
         return () => this.#arrivals.delete(listener);
       },
       onWarning,
+      subscriberInterrupted: () => consumer.interrupted,
     });
   }
 

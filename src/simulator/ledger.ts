@@ -52,8 +52,8 @@ export interface MessageCounts {
   queued: number;
   /**
    * Acknowledged by the broker, not received, and not known to be lost: the backend subscriber's queue at the broker
-   * could not be read (the cloud, an emulator without the control, or its list was cut at its cap), so they may be
-   * queued there. Absent in older reports.
+   * could not be read (the cloud, an emulator without the control, or its list was cut at its cap) and the subscriber
+   * lost its connection during the run, so they may be queued there. Absent in older reports.
    */
   maybeQueued: number;
   /** Messages received more than once (each counted once). */

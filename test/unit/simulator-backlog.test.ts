@@ -214,6 +214,30 @@ describe('settleBacklog', () => {
   });
 });
 
+describe('settleBacklog: a subscriber connected throughout', () => {
+  it('had no offline backlog: when its queue cannot be read (the cloud, a failed read), what it misses is lost, not maybe queued', async () => {
+    const cloud = fourSent();
+    const stop = new AbortController();
+    stop.abort();
+    await settleBacklog({ ledger: cloud, readQueue: undefined, clock: new ManualClock(), timeoutMs: 60_000, signal: stop.signal, onArrival: arrivals(cloud).onArrival, subscriberInterrupted: () => false });
+    expect(cloud.totals()).toMatchObject({ maybeQueued: 0, lost: 4 });
+
+    const failed = fourSent();
+    const broken = scriptedQueue();
+    const warnings: string[] = [];
+    const failing = settleBacklog({ ledger: failed, readQueue: broken.read, clock: new ManualClock(), timeoutMs: 0, onArrival: arrivals(failed).onArrival, onWarning: (m) => warnings.push(m), subscriberInterrupted: () => false });
+    await broken.answer(new Error('timeout'));
+    expect((await failing).queue).toBe('unreadable');
+    expect(failed.totals()).toMatchObject({ maybeQueued: 0, lost: 4 });
+    expect(warnings).toEqual([expect.stringMatching(/could not be read \(timeout\): what the broker acknowledged and did not deliver is lost \(the backend subscriber never lost its connection/)]);
+
+    // One that lost it may have had a backlog there.
+    const restarted = fourSent();
+    await settleBacklog({ ledger: restarted, readQueue: undefined, clock: new ManualClock(), timeoutMs: 0, onArrival: arrivals(restarted).onArrival, subscriberInterrupted: () => true });
+    expect(restarted.totals()).toMatchObject({ maybeQueued: 4, lost: 0 });
+  });
+});
+
 describe('the warning before a game day against an emulator given by endpoint', () => {
   it('says how the emulator paces and bounds a queue, and how to start it for exact counts; nothing when it does neither', () => {
     expect(backlogWarning('http://127.0.0.1:8080', { count: 0, truncated: false, offline: PACED }, 60_000)).toBe(

@@ -156,7 +156,7 @@ its charts. When the backend subscriber still misses messages after the run (its
 broker restart, which an emulator paces as the cloud does by default: a first batch 5 to 10 s after it is back, then 30
 every 5 s), the run waits up to --backlog-timeout seconds while it drains; what the broker still queues for it then is
 counted queued (read from the emulator's GET /_emulator/queue), not lost; when that queue cannot be read (the cloud) what
-the broker acknowledged and did not deliver is counted maybeQueued. A game day against an emulator given by --endpoint
+the broker acknowledged and did not deliver is counted maybeQueued if the subscriber lost its connection during the run. A game day against an emulator given by --endpoint
 that paces or bounds its queues says so before it starts.
 --client connector runs each device as the library's DeviceConnection (its defaults: reconnect backoff 1 to 60 s, an
 in-memory outbox) instead of the raw-socket device; a raw device drops what it is handed while offline. With
