@@ -402,11 +402,31 @@ export class DurableFeed extends FeedReader {
     this.maybeFill();
     if (this.#waking) return;
     this.#waking = true;
-    queueMicrotask(() => {
-      this.#waking = false;
-      this.host.wake();
-    });
+    if (DurableFeed.#toWake.push(this) === 1) queueMicrotask(DurableFeed.#wakeAll);
   }
+
+  /**
+   * Feeds to wake at the end of this turn, in the order they asked: one microtask for all of them. A group commit
+   * accepts the messages of thousands of a gateway's devices at once, and `queueMicrotask` makes an async resource
+   * per call.
+   */
+  static #toWake: DurableFeed[] = [];
+
+  static readonly #wakeAll = (): void => {
+    const feeds = DurableFeed.#toWake;
+    DurableFeed.#toWake = [];
+    let failure: { error: unknown } | undefined;
+    for (const feed of feeds) {
+      feed.#waking = false;
+      try {
+        feed.host.wake();
+      } catch (error) {
+        // Each feed woken all the same; the first error is thrown as its own microtask would have thrown it.
+        failure ??= { error };
+      }
+    }
+    if (failure) throw failure.error;
+  };
 
   // ---- what the read path (durable-read.ts) asks of the feed
 

@@ -24,6 +24,31 @@ describe('the outbox', () => {
     expect(box.size).toBe(2);
   });
 
+  it('one item in flight, then more sent beside it: each settles once, on its session, and a loss or a drain gives them back in order', () => {
+    const box = new Outbox<Named>(3);
+    const [a, b, c] = [item('a'), item('b'), item('c')];
+    box.add(a);
+    expect(names(box.take(1))).toEqual(['a']); // alone in flight
+    expect(box.inFlight).toBe(1);
+    expect(box.settle(a, 2)).toBe(false); // not on that session
+    box.add(b);
+    box.add(c);
+    expect(names(box.take(1))).toEqual(['b', 'c']); // beside it
+    expect(box.inFlight).toBe(3);
+    expect(box.settle(b, 1)).toBe(true);
+    expect(box.settle(b, 1)).toBe(false);
+    expect(names(box.lost().failed)).toEqual([]);
+    expect(box.inFlight).toBe(0);
+    expect(names(box.take(2))).toEqual(['a']); // careful now: one at a time, in order
+    expect(box.settle(a, 2)).toBe(true);
+    expect(box.size).toBe(1);
+    expect(names(box.take(3))).toEqual(['c']);
+    expect(box.settle(a, 3)).toBe(false); // settled already
+    expect(names(box.drain())).toEqual(['c']);
+    expect(box.size).toBe(0);
+    expect(box.settle(c, 3)).toBe(false); // drained: not in flight any more
+  });
+
   it('is careful exactly while an item with a strike is here: it ends when that item settles or fails', () => {
     const box = new Outbox<Named>(2);
     const [a, b] = [item('a'), item('b')];
