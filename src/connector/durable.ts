@@ -26,6 +26,7 @@ import type { OutboxReport, PublishAccepted } from './connection-types.js';
 import { type AcceptedHook, attachFeed, detachFeed } from './durable-enqueue.js';
 import { Appending, DurableItem, Waiter, noop } from './durable-items.js';
 import { FeedReader } from './durable-read.js';
+import { wakeAtEndOfTurn } from './durable-wake.js';
 import type { DurableOutboxStats, DurableStore, FeedHost } from './durable-types.js';
 import type { Item, Settled } from './outbox-items.js';
 
@@ -402,31 +403,14 @@ export class DurableFeed extends FeedReader {
     this.maybeFill();
     if (this.#waking) return;
     this.#waking = true;
-    if (DurableFeed.#toWake.push(this) === 1) queueMicrotask(DurableFeed.#wakeAll);
+    wakeAtEndOfTurn(this);
   }
 
-  /**
-   * Feeds to wake at the end of this turn, in the order they asked: one microtask for all of them. A group commit
-   * accepts the messages of thousands of a gateway's devices at once, and `queueMicrotask` makes an async resource
-   * per call.
-   */
-  static #toWake: DurableFeed[] = [];
-
-  static readonly #wakeAll = (): void => {
-    const feeds = DurableFeed.#toWake;
-    DurableFeed.#toWake = [];
-    let failure: { error: unknown } | undefined;
-    for (const feed of feeds) {
-      feed.#waking = false;
-      try {
-        feed.host.wake();
-      } catch (error) {
-        // Each feed woken all the same; the first error is thrown as its own microtask would have thrown it.
-        failure ??= { error };
-      }
-    }
-    if (failure) throw failure.error;
-  };
+  /** @internal The end of the turn in which {@link progress} asked (durable-wake.ts). */
+  woken(): void {
+    this.#waking = false;
+    this.host.wake();
+  }
 
   // ---- what the read path (durable-read.ts) asks of the feed
 

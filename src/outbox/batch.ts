@@ -252,6 +252,7 @@ export class BatchWriter {
         holdings.account(v.seq, v.clientId, v.bytes);
         drops.push(dropOf(v, v.reason));
       }
+      holdings.pruneEmpty();
       for (const w of work.markWaiters) w.resolve();
       for (const w of work.waiters) w.resolve();
     } catch (cause) {

@@ -67,6 +67,9 @@ export const newWork = (): Work => ({ appends: [], removals: [], marks: new Map(
 /** At most this many entries in the map of handed-out messages (about 100 bytes each). */
 const MAX_KNOWN = 50_000;
 
+/** Empty device records are let go once there are more records than this, or than twice what was left last time. */
+const PRUNE_FLOOR = 4096;
+
 /** The report of a message removed without delivery. */
 export function dropOf(r: Removed, reason: OutboxDropReason): OutboxDrop {
   const drop = { clientId: r.clientId, seq: r.seq, reason, bytes: r.bytes, acceptedAt: r.acceptedAt };
@@ -75,7 +78,13 @@ export function dropOf(r: Removed, reason: OutboxDropReason): OutboxDrop {
 
 /** What the store holds, in memory: rebuilt from disk by {@link load}, kept up to date by every batch. */
 export class Holdings {
+  /**
+   * Per device, while it holds messages, and kept when it empties (unless its mark is in LevelDB): a gateway's device
+   * sends one message at a time, and a record made and deleted per message cost about 6% of the gateway's CPU per
+   * message (BENCHMARKS.md, stop 35). {@link pruneEmpty} lets the empty ones go past a bound.
+   */
   readonly devices = new Map<string, DeviceState>();
+  #pruneAbove = PRUNE_FLOOR;
   messages = 0;
   bytes = 0;
   /** Appends waiting for their batch: counted against the bounds before they are written. */
@@ -184,12 +193,34 @@ export class Holdings {
       device.messages -= 1;
       device.bytes -= bytes;
       if (device.messages === 0) {
-        this.devices.delete(clientId);
-        if (device.levelMark) this.emptied.add(clientId);
+        if (device.levelMark) {
+          // Its `f` mark in LevelDB is deleted with the next batch (batch.ts), which looks for no record.
+          this.devices.delete(clientId);
+          this.emptied.add(clientId);
+        } else {
+          // Kept, as a new record would be; what is in flight stays known (an append handed out for sending may be
+          // on its way to the disk).
+          device.bytes = 0;
+          device.sentHigh = 0;
+          device.oldestAt = Infinity;
+          device.oldestSeq = Infinity;
+        }
       }
     }
     this.messages -= 1;
     this.bytes -= bytes;
+  }
+
+  /**
+   * Let go of the empty records nothing is in flight for, once there are more records than the bound (called after
+   * each batch: a scan only when the records doubled since the last one).
+   */
+  pruneEmpty(): void {
+    if (this.devices.size <= this.#pruneAbove) return;
+    for (const [clientId, device] of this.devices) {
+      if (device.messages === 0 && device.inFlightHigh === 0 && !device.levelMark) this.devices.delete(clientId);
+    }
+    this.#pruneAbove = Math.max(PRUNE_FLOOR, 2 * this.devices.size);
   }
 
   /** A message of the hot log, counted again after the store reloaded from LevelDB (see batch.ts). */
