@@ -7,24 +7,26 @@
  * // RPCClient({ endpoint: emu.apiEndpoint, apiVersion: '2020-04-20', accessKeyId: emu.accessKeyId, ... })
  * // mqtt.connectAsync(emu.mqttUrl, { ...signDeviceCredential(credential), protocolVersion: 4 })
  * await emu.close();
+ *
+ * This module is the start-up (the parts wired together) and the emulator handed out. Its MQTT side across restarts
+ * is mqtt-service.ts; what it does with a data directory (`dataDir`) is data-dir-wiring.ts.
  */
-import { EventEmitter } from 'node:events';
+import type { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
-import type { Aedes, Client } from 'aedes';
+import type { Aedes } from 'aedes';
 import { redact } from '../credential.js';
-import { type KnownApiErrorCode, ValidationError } from '../errors.js';
-import { messagesCounted } from './aedes-adapter.js';
+import type { KnownApiErrorCode } from '../errors.js';
 import { EMULATED_ACTIONS, actionRules, type EmulatedAction } from './actions.js';
 import { hostIdOf } from './api-errors.js';
 import { checkRestartDownMs, startApiServer, type ApiDependencies, type ApiServer } from './api-server.js';
-import { startBroker, type BrokerDependencies, type BrokerHandle } from './broker.js';
-import { DataDir, StateWriter, type EmulatorState, type StateChange } from './data-dir.js';
-import { LOCK_STALE_MS } from './data-dir-lock.js';
+import { startBroker, type BrokerDependencies } from './broker.js';
+import { openDataDir, reconcile, startPersistence, type Persistence } from './data-dir-wiring.js';
 import { FaultInjector, checkBurst, checkFailNext } from './faults.js';
 import { joinCluster, type EmulatorCluster } from './cluster/cluster.js';
 import type { ClusterProcess } from './cluster/membership.js';
 import { Gateway } from './gateway.js';
 import { groupDirectory, type GroupDirectory } from './groups.js';
+import { MqttService } from './mqtt-service.js';
 import { resolveOptions, type EmulatorOptions, type ResolvedEmulatorOptions, type ValueSource } from './options.js';
 import { CredentialRegistry } from './registry.js';
 import { OnlineClients } from './online-clients.js';
@@ -142,11 +144,6 @@ export interface EmulatorClusterInfo {
   processes(): Promise<ClusterProcess[]>;
 }
 
-/** Said once when the data directory's lock is lost: every change after it fails (InternalError) until a restart. */
-function lockLost(dir: string, reason: Error): string {
-  return `Emulator data directory ${dir}: its lock was lost (${reason.message}): nothing more is saved, and every OpenAPI call that changes the state answers InternalError. Another process may have taken the directory over as stale (this one stalled for longer than ${LOCK_STALE_MS / 1000} s) or removed the lock: stop the other emulator on it, then restart this one.`;
-}
-
 /**
  * Start an emulator. Options are validated first (a `ValidationError` with code `InvalidOption` naming the option);
  * a listener that cannot bind rejects the promise after closing whatever had started.
@@ -156,10 +153,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
   const stats = new StatsRecorder(EMULATED_ACTIONS);
   // Clustered, the state is the cluster's (cluster/cluster.ts): its instance, account, credentials and tokens.
   const cluster = resolved.redis === undefined ? undefined : await joinCluster(resolved, options.rateClock);
-  const storage = resolved.dataDir === undefined ? undefined : await DataDir.open(resolved.dataDir, {
-    onLost: (reason) => resolved.logger.error(lockLost(resolved.dataDir ?? '', reason)),
-    onWarning: (message) => resolved.logger.warn(message),
-  });
+  const storage = resolved.dataDir === undefined ? undefined : await openDataDir(resolved.dataDir, resolved.logger);
   let config: ResolvedEmulatorOptions;
   let persistence: Persistence | undefined;
   const registry = cluster?.registry ?? new CredentialRegistry(resolved);
@@ -253,159 +247,6 @@ class ClusterFaults extends FaultInjector {
 /** What the OpenAPI answers from the options besides its state: the groups and parent topics that exist, and its own names. */
 function apiRules(config: ResolvedEmulatorOptions, groups: GroupDirectory): Pick<ApiDependencies, 'groups' | 'parentTopics' | 'p2pTopicLength' | 'unknownInstanceCode' | 'hostId'> {
   return { ...actionRules(config, groups), hostId: hostIdOf(config.regionId) };
-}
-
-/**
- * Options meet the kept state: an instance id or a generated key pair that was not given comes from the state, so
- * that a restart with the same command serves the same instance with the same keys. An instance id given that
- * differs from the kept one is refused (the directory holds another instance's credentials).
- */
-function reconcile(config: ResolvedEmulatorOptions, storage: DataDir): ResolvedEmulatorOptions {
-  const kept = storage.initial;
-  if (!kept) return config;
-  if (config.instanceIdSource !== 'generated' && config.instanceId !== kept.instanceId) {
-    throw new ValidationError(
-      'InvalidOption',
-      `Emulator option instanceId is ${config.instanceId}, but the data directory ${storage.path} holds instance ${kept.instanceId}: pass ${kept.instanceId}, leave the instance id out, or use another data directory`,
-    );
-  }
-  const account = config.accessKeySource === 'generated' && kept.account ? kept.account : undefined;
-  return Object.freeze({ ...config, instanceId: kept.instanceId, ...(account ?? {}) });
-}
-
-/** The data directory in use: saves on demand, closes after the last save. */
-interface Persistence {
-  readonly path: string;
-  readonly flush: () => Promise<void>;
-  close(): Promise<void>;
-}
-
-/**
- * Restore the kept credentials and tokens, and compact (a new snapshot with the journal's changes, so that the
- * instance id and generated keys are fixed from now on, and a journal cut short is left behind). From then on every
- * change of the registries is journaled, and `flush` makes the changes so far durable, many callers' in one write.
- * Tokens are kept like credentials because the service keeps them: a token issued before a restart stays valid (or
- * revoked) until its ExpireTime.
- */
-async function startPersistence(config: ResolvedEmulatorOptions, storage: DataDir, registry: CredentialRegistry, tokens: TokenRegistry): Promise<Persistence> {
-  if (storage.initial) {
-    registry.restore(storage.initial.credentials);
-    tokens.restore(storage.initial.tokens ?? []);
-  }
-  // Only keys this emulator generated are written: others may be real ones, and are not the emulator's to keep.
-  const account = config.accessKeySource === 'generated'
-    ? { accessKeyId: config.accessKeyId, accessKeySecret: config.accessKeySecret }
-    : storage.initial?.account;
-  const state = (): EmulatorState => ({ instanceId: config.instanceId, account, credentials: registry.all(), tokens: tokens.all() });
-  await storage.compact(state);
-  const record = (change: StateChange): void => storage.record(change);
-  const stop = [registry.onChange(record), tokens.onChange(record)];
-  const writer = new StateWriter(() => storage.commit(state));
-  return {
-    path: storage.path,
-    flush: () => writer.flush(),
-    close: async () => {
-      await writer.idle();
-      for (const off of stop) off();
-      await storage.close(state);
-    },
-  };
-}
-
-/**
- * The MQTT side of the emulator: the current broker, which {@link MqttService.restart} replaces. Restarts and
- * close are serialised, so a close during a restart closes the restarted broker.
- */
-class MqttService {
-  readonly #config: ResolvedEmulatorOptions;
-  readonly #deps: BrokerDependencies;
-  #handle: BrokerHandle;
-  #queue: Promise<void> = Promise.resolve();
-  #closed = false;
-  readonly events = new EventEmitter<EmulatorEvents>();
-
-  constructor(config: ResolvedEmulatorOptions, deps: BrokerDependencies, handle: BrokerHandle) {
-    this.#config = config;
-    this.#deps = deps;
-    this.#handle = handle;
-    this.#forwardEvents(handle.broker);
-  }
-
-  /** Re-emit the broker's events as the emulator's (a restart makes a new broker; the listeners stay on `events`). */
-  #forwardEvents(broker: Aedes): void {
-    broker.on('client', (client: Client) => this.events.emit('clientConnected', client.id));
-    broker.on('clientDisconnect', (client: Client) => this.events.emit('clientDisconnected', client.id));
-    broker.on('publish', (packet, client: Client | null) => {
-      if (client && !packet.topic.startsWith('$SYS/')) {
-        this.events.emit('published', { topic: packet.topic, payload: Buffer.from(packet.payload), qos: packet.qos, clientId: client.id });
-      }
-    });
-    broker.on('subscribe', (subscriptions, client: Client | null) => {
-      // aedes reports every filter with the QoS its SUBACK granted; 0x80 and up are refusals (the broker's rules).
-      if (client) this.events.emit('subscribed', { clientId: client.id, topics: subscriptions.filter((s) => (s.qos as number) < 0x80).map((s) => s.topic) });
-    });
-  }
-
-  get handle(): BrokerHandle {
-    return this.#handle;
-  }
-
-  get broker(): Aedes {
-    return this.#handle.broker;
-  }
-
-  disconnect(clientId: string): boolean {
-    return this.#handle.disconnect(clientId);
-  }
-
-  checkTokens(): void {
-    this.#handle.checkTokens();
-  }
-
-  restart(downMs = 0): Promise<void> {
-    return this.#serialise(async () => {
-      if (this.#closed) throw new Error('The emulator is closed');
-      const previous = this.#handle;
-      await previous.close();
-      // Down for a while (a game day's broker maintenance): connects are refused meanwhile; close() cuts it short.
-      if (downMs > 0) await this.#down(downMs);
-      // Port 0 was resolved at the first start: listen on the very same ports, so clients' URLs stay valid.
-      this.#handle = await startBroker({ ...this.#config, ...previous.ports }, {
-        ...this.#deps,
-        persistence: previous.persistence,
-        brokerId: previous.broker.id,
-        counted: messagesCounted(previous.broker),
-      });
-      this.#forwardEvents(this.#handle.broker);
-    });
-  }
-
-  close(): Promise<void> {
-    this.#closed = true;
-    this.#wake?.();
-    return this.#serialise(() => this.#handle.close());
-  }
-
-  /** Ends the downtime of a restart early (the emulator is closing). */
-  #wake: (() => void) | undefined;
-
-  #down(ms: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(() => this.#wake?.(), ms);
-      this.#wake = () => {
-        clearTimeout(timer);
-        this.#wake = undefined;
-        resolve();
-      };
-    });
-  }
-
-  /** Run after everything queued before, whether that succeeded or not. */
-  #serialise(task: () => Promise<void>): Promise<void> {
-    const run = this.#queue.then(task, task);
-    this.#queue = run.catch(() => undefined);
-    return run;
-  }
 }
 
 /**
