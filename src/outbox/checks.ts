@@ -1,5 +1,5 @@
 /**
- * What the store checks of what it is given (store.ts): a ClientId, a seq, a message. A connection's durable feed
+ * What the store checks of what it is given (store.ts): a ClientId, a seq, a read's limit, a message. A connection's durable feed
  * appends what its connection checked already, by the service's stricter rules (`OutboxStore.appendChecked`).
  */
 import { ValidationError } from '../errors.js';
@@ -24,6 +24,21 @@ export function checkClientId(clientId: unknown, what: string): asserts clientId
 
 export function checkSeq(seq: unknown, what: string): asserts seq is number {
   if (!Number.isSafeInteger(seq) || (seq as number) < 0) throw new ValidationError('InvalidOption', `OutboxStore.${what}: seq must be a seq the store returned`);
+}
+
+export function checkLimit(limit: unknown, what: string): asserts limit is number {
+  if (!Number.isSafeInteger(limit) || (limit as number) < 1) throw new ValidationError('InvalidOption', `OutboxStore.${what}: limit must be a positive integer`);
+}
+
+/** The ClientId and seq of a call about one message, checked: a rejected promise for the call to return, or undefined. */
+export function refusal(what: string, clientId: string, seq: number): Promise<never> | undefined {
+  try {
+    checkClientId(clientId, what);
+    checkSeq(seq, what);
+    return undefined;
+  } catch (error) {
+    return Promise.reject(error);
+  }
 }
 
 /** A message as {@link OutboxStore.append} takes it, checked: its payload as a Buffer, its QoS (1 by default). */

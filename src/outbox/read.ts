@@ -1,12 +1,45 @@
 /**
- * Reading a device's messages in seq order: the older ones from LevelDB (when the device has any there), the recent
- * ones from the hot log, which holds higher seqs. Runs inside `HotLog.read` (never while messages move between them).
+ * Reading a device's messages in seq order (`OutboxStore.pending` once its arguments were checked): the older ones
+ * from LevelDB (when the device has any there), the recent ones from the hot log, which holds higher seqs. Runs
+ * inside `HotLog.read` (never while messages move between them).
  */
+import type { BatchWriter } from './batch.js';
 import { decodeMessage, messageRange, seqOfMessageKey, type StoredMessage } from './codec.js';
-import type { Level } from './level.js';
+import { openError, type Level } from './level.js';
+import type { ResolvedOutboxOptions } from './options.js';
 import type { DeviceState, Holdings } from './state.js';
 import { OutboxMessage } from './types.js';
 import type { HotLog } from './wal.js';
+
+/**
+ * `OutboxStore.pending` of a device that holds messages: {@link readDevice} with the time to live judged by the
+ * store's clock, a sweep asked for (`sweep`) when it met an expired message.
+ * @throws OutboxError (`OutboxIOError`, …) when reading fails.
+ */
+export async function readPending(
+  writer: BatchWriter,
+  holdings: Holdings,
+  options: ResolvedOutboxOptions,
+  clientId: string,
+  device: DeviceState,
+  after: number,
+  limit: number,
+  corrupt: (seq: number) => void,
+  sweep: () => void,
+): Promise<OutboxMessage[]> {
+  try {
+    // Not while messages move from the hot log to LevelDB: the read would find them in neither.
+    return await writer.hot.read(async () => {
+      const { ttlMs } = options;
+      const cutoff = ttlMs === Infinity ? -Infinity : options.clock() - ttlMs;
+      const { messages, expired } = await readDevice(writer, holdings, clientId, device, { after, limit, cutoff }, corrupt);
+      if (expired) sweep();
+      return messages;
+    });
+  } catch (error) {
+    throw openError(options.dir, error, 'read');
+  }
+}
 
 /**
  * Up to `limit` messages of `clientId` after seq `after`. A message accepted at or before `cutoff` and not in flight

@@ -252,6 +252,19 @@ export class Holdings {
     this.counters.accepted += 1;
   }
 
+  /** One device's messages held and their bytes (`OutboxStore.device`). */
+  held(clientId: string): { readonly messages: number; readonly bytes: number } {
+    const device = this.devices.get(clientId);
+    return { messages: device?.messages ?? 0, bytes: device?.bytes ?? 0 };
+  }
+
+  /** The ClientIds with messages held (`OutboxStore.devices`). */
+  clientIds(): string[] {
+    const ids: string[] = [];
+    for (const [id, device] of this.devices) if (device.messages > 0) ids.push(id);
+    return ids;
+  }
+
   stats(writeFailing: boolean): OutboxStats {
     let devices = 0;
     for (const device of this.devices.values()) if (device.messages > 0) devices += 1;

@@ -4,11 +4,12 @@
  * time to live ends; after a crash, a kill -9 or a power cut, reopening the directory gives back every accepted
  * message, in order per device.
  *
- * This module is the public class: the calls, their checks, and reads. The rooms behind it: `wal.ts` (the hot log of
- * recent messages, and why), `level.ts` (LevelDB through classic-level, where older messages live, and why),
- * `codec.ts` (keys and records), `state.ts` (what is held, in memory), `batch.ts` (group commit, the hot log's upkeep
- * and recovery from a failed write), `bounds.ts` (expiry and the policy when full), `open.ts` (opening, recovery of a
- * torn or damaged store, repair).
+ * This module is the public class: the calls, their checks, and the per-message paths (append, ack). The rooms behind
+ * it: `wal.ts` (the hot log of recent messages, and why), `level.ts` (LevelDB through classic-level, where older
+ * messages live, and why), `codec.ts` (keys and records), `state.ts` (what is held, in memory), `batch.ts` (group
+ * commit, the hot log's upkeep and recovery from a failed write), `requests.ts` (what the other calls ask of the next
+ * batch, and the shutdown), `read.ts` (reads), `bounds.ts` (expiry and the policy when full), `open.ts` (opening,
+ * recovery of a torn or damaged store, repair).
  *
  * Durability: appends that arrive while a write runs, or within `groupCommitMs` of an idle store's first one, are
  * written together to the hot log in one durable write (group commit). Removals (ack, drops, expiry) of recent
@@ -23,15 +24,16 @@
  */
 import { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
-import { OutboxError, ValidationError } from '../errors.js';
-import { messageLayout, metaKey } from './codec.js';
-import { checkClientId, checkMessage, checkSeq } from './checks.js';
-import { readDevice } from './read.js';
+import { OutboxError } from '../errors.js';
+import { messageLayout } from './codec.js';
+import { checkClientId, checkLimit, checkMessage, checkSeq, refusal } from './checks.js';
+import { readPending } from './read.js';
 import { BatchWriter } from './batch.js';
-import { openError, type Level, type LevelModule } from './level.js';
+import type { Level, LevelModule } from './level.js';
 import type { ResolvedOutboxOptions } from './options.js';
-import { Holdings, type DeviceState, type PendingRemoval } from './state.js';
-import { OutboxMessage, type OutboxMessageInput, type OutboxRecovery, type OutboxStats, type OutboxStoreEvents } from './types.js';
+import { markSent, nextBatch, removeLater, removedLater, retried, shutDown, swept } from './requests.js';
+import { Holdings } from './state.js';
+import type { OutboxMessage, OutboxMessageInput, OutboxRecovery, OutboxStats, OutboxStoreEvents } from './types.js';
 import { HotMessage, type AppendSink, type HotLog } from './wal.js';
 import { appendRecord } from './wal-format.js';
 
@@ -202,7 +204,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
    */
   ack(clientId: string, seq: number): Promise<boolean> {
     const refused = this.#checkCall('ack', clientId, seq);
-    return refused ?? this.#remove(clientId, seq, 'delivered');
+    return refused ?? removeLater(this.#writer, this.#holdings, clientId, seq, 'delivered');
   }
 
   /**
@@ -265,17 +267,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       if (removed > 0) this.#writer.scheduleLazy();
       return Promise.resolve(removed);
     }
-    // A promise and its counter only when something waits for a batch (acks of the hot log need neither).
-    let left = later.length;
-    let done!: (count: number) => void;
-    const all = new Promise<number>((resolve) => (done = resolve));
-    const settle = (gone: boolean): void => {
-      if (gone) removed += 1;
-      if (--left === 0) done(removed);
-    };
-    for (const seq of later) this.#writer.work.removals.push({ clientId, seq, reason: 'delivered', resolve: settle });
-    this.#writer.schedule();
-    return all;
+    return removedLater(this.#writer, clientId, later, removed);
   }
 
   /**
@@ -284,28 +276,12 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
    */
   reject(clientId: string, seq: number): Promise<boolean> {
     const refused = this.#checkCall('reject', clientId, seq);
-    return refused ?? this.#remove(clientId, seq, 'rejected');
+    return refused ?? removeLater(this.#writer, this.#holdings, clientId, seq, 'rejected');
   }
 
   /** The arguments of a call about one message, checked: a rejected promise to return, or undefined. */
   #checkCall(what: string, clientId: string, seq: number): Promise<never> | undefined {
-    try {
-      if (this.#closed) throw this.#closedError();
-      checkClientId(clientId, what);
-      checkSeq(seq, what);
-      return undefined;
-    } catch (error) {
-      return Promise.reject(error);
-    }
-  }
-
-  #remove(clientId: string, seq: number, reason: PendingRemoval['reason']): Promise<boolean> {
-    if (this.#holdings.removed.has(seq)) return Promise.resolve(false);
-    this.#holdings.removed.add(seq);
-    return new Promise((resolve) => {
-      this.#writer.work.removals.push({ clientId, seq, reason, resolve });
-      this.#writer.schedule();
-    });
+    return this.#closed ? Promise.reject(this.#closedError()) : refusal(what, clientId, seq);
   }
 
   /**
@@ -316,16 +292,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
    */
   markSending(clientId: string, seq: number): Promise<void> {
     const refused = this.#checkCall('markSending', clientId, seq);
-    if (refused) return refused;
-    const device = this.#holdings.device(clientId);
-    device.inFlightHigh = Math.max(device.inFlightHigh, seq);
-    if (seq <= device.sentHigh) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const work = this.#writer.work;
-      work.marks.set(clientId, Math.max(work.marks.get(clientId) ?? 0, seq));
-      work.markWaiters.push({ resolve, reject });
-      this.#writer.schedule();
-    });
+    return refused ?? markSent(this.#writer, this.#holdings, clientId, seq);
   }
 
   /** The device's connection was lost: nothing of it is in flight any more (its messages may expire or be dropped again). */
@@ -344,38 +311,23 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
     const after = options.after ?? 0;
     checkSeq(after, 'pending');
     const limit = options.limit ?? 100;
-    if (!Number.isSafeInteger(limit) || limit < 1) throw new ValidationError('InvalidOption', 'OutboxStore.pending: limit must be a positive integer');
+    checkLimit(limit, 'pending');
     await this.#writer.reopening;
     if (this.#closed) throw this.#closedError();
     const device = this.#holdings.devices.get(clientId);
     if (!device || device.messages === 0) return [];
-    try {
-      // Not while messages move from the hot log to LevelDB: the read would find them in neither.
-      return await this.#writer.hot.read(() => this.#read(clientId, device, after, limit));
-    } catch (error) {
-      throw openError(this.dir, error, 'read');
-    }
-  }
-
-  async #read(clientId: string, device: DeviceState, after: number, limit: number): Promise<OutboxMessage[]> {
-    const { ttlMs } = this.#options;
-    const cutoff = ttlMs === Infinity ? -Infinity : this.#options.clock() - ttlMs;
-    const { messages, expired } = await readDevice(this.#writer, this.#holdings, clientId, device, { after, limit, cutoff }, (seq) => void this.#remove(clientId, seq, 'corrupt'));
-    if (expired) this.#requestSweep();
-    return messages;
+    const corrupt = (seq: number): void => void removeLater(this.#writer, this.#holdings, clientId, seq, 'corrupt');
+    return await readPending(this.#writer, this.#holdings, this.#options, clientId, device, after, limit, corrupt, this.#requestSweep);
   }
 
   /** One device's messages held now and their bytes (in memory; no I/O). */
   device(clientId: string): { readonly messages: number; readonly bytes: number } {
-    const device = this.#holdings.devices.get(clientId);
-    return { messages: device?.messages ?? 0, bytes: device?.bytes ?? 0 };
+    return this.#holdings.held(clientId);
   }
 
   /** The ClientIds with messages in the store. */
   devices(): string[] {
-    const ids: string[] = [];
-    for (const [id, device] of this.#holdings.devices) if (device.messages > 0) ids.push(id);
-    return ids;
+    return this.#holdings.clientIds();
   }
 
   /** Counters and totals (in memory; no I/O). */
@@ -390,27 +342,21 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
   async expire(): Promise<number> {
     if (this.#closed) throw this.#closedError();
     const before = this.#holdings.counters.dropped.expired;
-    await new Promise<void>((resolve, reject) => {
-      this.#writer.work.sweep = true;
-      this.#writer.work.waiters.push({ resolve, reject });
-      this.#writer.schedule();
-    });
+    await swept(this.#writer);
     return this.#holdings.counters.dropped.expired - before;
   }
 
-  #requestSweep(): void {
+  /** A sweep soon (the timer, a read that met an expired message): one function per store, made once. */
+  readonly #requestSweep = (): void => {
     if (this.#closed || this.#options.ttlMs === Infinity) return;
     this.#writer.work.sweep = true;
     this.#writer.schedule();
-  }
+  };
 
   /** Resolves once everything asked so far (appends, acks, marks) is written. */
   flush(): Promise<void> {
     if (this.#closed) return Promise.reject(this.#closedError());
-    return new Promise((resolve, reject) => {
-      this.#writer.work.waiters.push({ resolve, reject });
-      this.#writer.schedule();
-    });
+    return nextBatch(this.#writer);
   }
 
   /**
@@ -419,22 +365,15 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
    * true when the store writes again (what was acknowledged meanwhile is then written too), false when it still
    * cannot.
    */
-  async retryWrites(): Promise<boolean> {
-    if (this.#closed) throw this.#closedError();
-    if (!this.#writer.failure) return true;
-    await new Promise<void>((resolve) => {
-      this.#writer.work.recover = true;
-      // Settled either way: a refusal leaves writeFailing set, which is the answer.
-      this.#writer.work.waiters.push({ resolve, reject: () => resolve() });
-      this.#writer.schedule();
-    });
-    return this.#writer.failure === undefined;
+  retryWrites(): Promise<boolean> {
+    if (this.#closed) return Promise.reject(this.#closedError());
+    return retried(this.#writer);
   }
 
   /** @internal Start the expiry timer and look for expired messages now. */
   start(): void {
     if (this.#options.ttlMs === Infinity) return;
-    this.#sweepTimer = setInterval(() => this.#requestSweep(), this.#options.sweepIntervalMs);
+    this.#sweepTimer = setInterval(this.#requestSweep, this.#options.sweepIntervalMs);
     this.#sweepTimer.unref();
     this.#requestSweep();
   }
@@ -448,14 +387,7 @@ export class OutboxStore extends EventEmitter<OutboxStoreEvents> {
       if (this.#sweepTimer) clearInterval(this.#sweepTimer);
       await this.flush().catch(() => undefined);
       this.#closed = true;
-      this.#writer.stop();
-      // The last batch's upkeep (a new segment, a move) ends before the files close.
-      await this.#writer.idle();
-      await this.#writer.reopening;
-      const db = this.#writer.db;
-      await this.#writer.hot.close();
-      if (!this.#writer.failure) await db.del(metaKey('open'), { sync: true }).catch(() => undefined);
-      await db.close().catch(() => undefined);
+      await shutDown(this.#writer);
     })();
     return this.#closing;
   }
