@@ -9,7 +9,8 @@
  *   `duplicates` (receptions beyond the first), `duplicated` (messages received more than once) of the backend
  *   subscriber; `published`, `acked`, `reconnects`,
  *   `failed-connects`, `connected`, `errors` (all codes) or `errors.CODE` (that code, and its reason-coded forms such
- *   as `PublishRejected:0x87`); `hit` and `not-healed` (all faults together).
+ *   as `PublishRejected:0x87`); `hit`, `offline-at-start` (targeted devices a fault found offline and did
+ *   not hit) and `not-healed` (all faults together).
  * - Times, with a unit (`ms`, `s` or `m`; no unit is ms): `heal.p50`, `heal.p95`, `heal.p99`, `heal.max` (all faults'
  *   devices together), `connect.…` and `e2e.…` (the latencies, same percentiles).
  * - Comparators: `>`, `>=`, `<`, `<=`, `=` (or `==`), `!=`.
@@ -30,7 +31,7 @@ export interface Threshold {
   readonly time: boolean;
 }
 
-const COUNTS = ['lost', 'held', 'queued', 'maybe-queued', 'delivered', 'accepted', 'refused', 'duplicates', 'duplicated', 'published', 'acked', 'reconnects', 'failed-connects', 'connected', 'errors', 'hit', 'not-healed'] as const;
+const COUNTS = ['lost', 'held', 'queued', 'maybe-queued', 'delivered', 'accepted', 'refused', 'duplicates', 'duplicated', 'published', 'acked', 'reconnects', 'failed-connects', 'connected', 'errors', 'hit', 'offline-at-start', 'not-healed'] as const;
 const TIMES = ['heal', 'connect', 'e2e'] as const;
 const PERCENTILES = ['p50', 'p95', 'p99', 'max'] as const;
 const UNITS: Readonly<Record<string, number>> = { '': 1, ms: 1, s: 1_000, m: 60_000 };
@@ -76,7 +77,7 @@ export function needsConsumer(threshold: Threshold): boolean {
 
 /** Does a threshold need a scenario? */
 export function needsScenario(threshold: Threshold): boolean {
-  return ['hit', 'not-healed'].includes(threshold.metric) || threshold.metric.startsWith('heal.');
+  return ['hit', 'offline-at-start', 'not-healed'].includes(threshold.metric) || threshold.metric.startsWith('heal.');
 }
 
 /** Every fault's heal times together. */
@@ -108,8 +109,11 @@ export function metricValue(report: SimulationReport, metric: string): number | 
     case 'failed-connects':
       return report.failedConnects;
     case 'hit':
+      return report.faults?.reduce((n, f) => n + f.hit, 0);
+    case 'offline-at-start':
+      return report.faults?.reduce((n, f) => n + f.offlineAtStart, 0);
     case 'not-healed':
-      return report.faults?.reduce((n, f) => n + (head === 'hit' ? f.hit : f.notHealed), 0);
+      return report.faults?.reduce((n, f) => n + f.notHealed, 0);
     case 'errors': {
       const entries = Object.entries(report.errors);
       if (tail === '') return entries.reduce((n, [, v]) => n + v, 0);

@@ -288,6 +288,7 @@ export class GameDayRig {
         endedAt: epoch(fault.endedAt),
         targeted: result?.targeted ?? 0,
         hit: result?.hit ?? 0,
+        offlineAtStart: result?.offlineAtStart ?? 0,
         healed: result?.healed ?? 0,
         notHealed: result?.notHealed ?? 0,
         notHealedDevices: (result?.notHealedDevices ?? []).map((d) => ({

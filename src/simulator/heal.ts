@@ -4,7 +4,10 @@
  * watch over its devices when it starts and closes its window when it ends.
  *
  * A device is *hit* by a fault when it loses its session between the fault's start and its end (plus
- * {@link HIT_GRACE_MS}, for losses the process hears of a moment after the fault's control call returned). Its *time
+ * {@link HIT_GRACE_MS}, for losses the process hears of a moment after the fault's control call returned). A device
+ * already offline when the fault starts (never connected yet, or lost to an earlier fault and not back) has no session
+ * for it to take: unless it comes back and loses it again in the window, it is counted *offline at its start*, not
+ * hit: `hit + offlineAtStart` falls short of the devices targeted only by those that kept their session. Its *time
  * to heal* is from the fault's end (the broker back, the network restored) to its first CONNACK 0 after its last loss
  * in that window, 0 when it was back before the fault ended; for a revoke, from the moment its own session was
  * dropped. A device still offline at the end of the run is *not healed*; the first {@link NOT_HEALED_LISTED} of a
@@ -50,6 +53,8 @@ export interface WatchResult {
   targeted: number;
   /** Of those, the ones that lost their session during the fault. */
   hit: number;
+  /** Of those, the ones offline when the fault started and not hit by it (it had no session of theirs to take). */
+  offlineAtStart: number;
   healed: number;
   notHealed: number;
   /** Time to heal of each healed device, microseconds. */
@@ -77,6 +82,8 @@ export class FaultWatch {
   /** Run-clock time the fault ended; `undefined` while it lasts. */
   endedAt: number | undefined;
   readonly #hits = new Map<number, Hit>();
+  /** Targeted devices offline at the start (a hit among them counts as a hit only). */
+  readonly #offlineAtStart = new Set<number>();
   /** Per targeted device (by fleet index): the first sequence in flight at the start, and the end of its window. */
   readonly #seqFrom = new Map<number, number>();
   readonly #seqTo = new Map<number, number>();
@@ -101,6 +108,11 @@ export class FaultWatch {
   /** @internal */
   markStart(index: number, seq: number): void {
     this.#seqFrom.set(index, seq);
+  }
+
+  /** @internal a device it watches was offline when it started. */
+  markOffline(index: number): void {
+    this.#offlineAtStart.add(index);
   }
 
   /** @internal a device it watches lost its session at `now`. */
@@ -152,7 +164,9 @@ export class FaultWatch {
         const held = ledger && from !== undefined ? ledger.count(index, from, this.#windowEnd(index, ledger)).held : undefined;
         return { ...this.#tracker.offlineSince(index), lostAt: (this.#hits.get(index) as Hit).lostAt, index, held };
       });
-    return { targeted: this.targeted, hit: this.#hits.size, healed, notHealed, heal, notHealedDevices, messages };
+    let offlineAtStart = 0;
+    for (const index of this.#offlineAtStart) if (!this.#hits.has(index)) offlineAtStart += 1;
+    return { targeted: this.targeted, hit: this.#hits.size, offlineAtStart, healed, notHealed, heal, notHealedDevices, messages };
   }
 
   /**
@@ -251,7 +265,7 @@ export class HealTracker {
   /**
    * A fault starts now over `targets` (fleet indexes of this shard, or all of them). `lookbackMs`: losses that
    * recent count as its hits too (a fault another shard plays on a shared broker, which may act a moment before this
-   * shard's clock says it starts).
+   * shard's clock says it starts); the other devices offline now are offline at its start.
    */
   watch(targets: readonly number[] | 'all', options: { lookbackMs?: number; fromLoss?: boolean } = {}): FaultWatch {
     const lookbackMs = options.lookbackMs ?? 0;
@@ -263,7 +277,10 @@ export class HealTracker {
     for (const index of each) {
       const local = index - this.#start;
       const lostAt = this.#lostAt[local] as number;
-      if (lookbackMs > 0 && this.#online[local] === 0 && lostAt >= now - lookbackMs) watch.lost(index, lostAt);
+      if (this.#online[local] === 0) {
+        if (lookbackMs > 0 && lostAt >= now - lookbackMs) watch.lost(index, lostAt);
+        else watch.markOffline(index);
+      }
       if (this.#ledger) watch.markStart(index, this.#ledger.unsettled(index));
     }
     this.#watches.push(watch);

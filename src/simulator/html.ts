@@ -89,6 +89,7 @@ function pageData(report: SimulationReport): unknown {
       end: f.endedAt === null ? null : Date.parse(f.endedAt) / 1_000,
       targeted: f.targeted,
       hit: f.hit,
+      offlineAtStart: f.offlineAtStart,
       healed: f.healed,
       notHealed: f.notHealed,
       healMs: f.healMs,
@@ -255,8 +256,10 @@ const PAGE_SCRIPT = `
 
   var s = data.series;
   var summary = data.summary;
-  var gameDay = data.faults.length === 0 ? '' : '; ' + data.faults.length + ' faults hit ' + data.faults.reduce(function (n, f) { return n + f.hit; }, 0) +
-    ' devices, ' + data.faults.reduce(function (n, f) { return n + f.notHealed; }, 0) + ' not healed';
+  var total = function (pick) { return data.faults.reduce(function (n, f) { return n + pick(f); }, 0); };
+  var offlineAtStart = total(function (f) { return f.offlineAtStart; });
+  var gameDay = data.faults.length === 0 ? '' : '; ' + data.faults.length + ' faults hit ' + total(function (f) { return f.hit; }) + ' devices' +
+    (offlineAtStart > 0 ? ' (' + offlineAtStart + ' offline at their start)' : '') + ', ' + total(function (f) { return f.notHealed; }) + ' not healed';
   var delivery = data.delivery ? '; ' + data.delivery.lost + ' lost, ' + (data.delivery.held > 0 ? data.delivery.held + ' held, ' : '') +
     (data.delivery.queued > 0 ? data.delivery.queued + ' queued, ' : '') + (data.delivery.maybeQueued > 0 ? data.delivery.maybeQueued + ' maybe queued, ' : '') + data.delivery.duplicated + ' duplicated' : '';
   text(document.getElementById('headline'), summary.connected + ' of ' + summary.devices + ' devices connected, ' + summary.failedConnects +
@@ -276,11 +279,11 @@ const PAGE_SCRIPT = `
     var t0 = data.series.t.length > 0 ? data.series.t[0] : 0;
     var secs = function (v) { return v === null ? 'n/a' : +(v - t0).toFixed(1); };
     var ms = function (v) { return v === null ? 'n/a' : +(v / 1000).toFixed(2) + ' s'; };
-    row(faultTable, ['fault', 'kind', 'started (s)', 'ended (s)', 'aimed at', 'hit', 'healed', 'not healed', 'heal p50', 'heal p99', 'heal max', 'messages', 'lost', 'held', 'queued', 'duplicated', 'its own failures'], true);
+    row(faultTable, ['fault', 'kind', 'started (s)', 'ended (s)', 'aimed at', 'hit', 'offline at its start', 'healed', 'not healed', 'heal p50', 'heal p99', 'heal max', 'messages', 'lost', 'held', 'queued', 'duplicated', 'its own failures'], true);
     data.faults.forEach(function (f) {
       var m = f.messages;
       var failures = Object.keys(f.errors).map(function (k) { return k + ' ' + f.errors[k]; }).join(', ') || 'none';
-      row(faultTable, [f.id, f.kind + (f.label ? ' (' + f.label + ')' : ''), secs(f.start), secs(f.end), f.targeted, f.hit, f.healed, f.notHealed,
+      row(faultTable, [f.id, f.kind + (f.label ? ' (' + f.label + ')' : ''), secs(f.start), secs(f.end), f.targeted, f.hit, f.offlineAtStart, f.healed, f.notHealed,
         ms(f.healMs.p50), ms(f.healMs.p99), ms(f.healMs.max), m ? m.published : 'n/a', m ? m.lost : 'n/a', m ? m.held : 'n/a', m ? (m.queued || 0) + (m.maybeQueued > 0 ? ' (+' + m.maybeQueued + ' maybe)' : '') : 'n/a', m ? m.duplicated : 'n/a', failures]);
       faultTable.lastChild.firstChild.className = 'fault';
     });

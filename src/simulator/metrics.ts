@@ -320,9 +320,11 @@ function gameDayLines(report: SimulationReport): string[] {
   for (const f of faults) {
     const when = f.startedAt === null ? 'never started' : `at ${seconds(f.plannedAtMs)}${f.plannedForMs > 0 ? ` for ${seconds(f.plannedForMs)}` : ''}`;
     const heal = f.hit === 0 ? '' : `; heal p50 ${seconds(f.healMs.p50)}, p99 ${seconds(f.healMs.p99)}, max ${seconds(f.healMs.max)}`;
+    // Devices offline when it started had no session for it to take.
+    const offline = f.offlineAtStart === 0 ? '' : ` (${f.offlineAtStart} offline at its start)`;
     const errors = Object.entries(f.errors);
     lines.push(
-      `    ${f.id} ${f.kind}${f.label === null ? '' : ` (${f.label})`} ${when}: hit ${f.hit} of ${f.targeted}, healed ${f.healed}, not healed ${f.notHealed}${heal}` +
+      `    ${f.id} ${f.kind}${f.label === null ? '' : ` (${f.label})`} ${when}: hit ${f.hit} of ${f.targeted}${offline}, healed ${f.healed}, not healed ${f.notHealed}${heal}` +
         `${f.messages === null ? '' : `; messages ${f.messages.published} published, ${f.messages.lost} lost${countText(f.messages)}, ${f.messages.duplicated} duplicated`}` +
         `${errors.length === 0 ? '' : `; its own actions failed: ${errors.map(([code, n]) => `${code} ${n}`).join(', ')}`}`,
       ...notHealedLines(f),

@@ -260,6 +260,9 @@ function checkGameDay(c: Checks, fail: Fail, value: Record<string, unknown>): vo
       for (const field of ['plannedAtMs', 'plannedForMs'] as const) c.count(`${at}.${field}`, fault[field], REPORT_LIMITS.maxRunSpanMs);
       for (const field of ['startedAt', 'endedAt'] as const) c.orNull(c.time)(`${at}.${field}`, fault[field]);
       for (const field of ['targeted', 'hit', 'healed', 'notHealed'] as const) c.count(`${at}.${field}`, fault[field], MAX_DEVICES);
+      // Written before it was counted: 0 (its devices were then neither hit nor told apart).
+      if (fault['offlineAtStart'] === undefined) fault['offlineAtStart'] = 0;
+      else c.count(`${at}.offlineAtStart`, fault['offlineAtStart'], MAX_DEVICES);
       if (fault['notHealedDevices'] !== undefined) {
         c.list(`${at}.notHealedDevices`, fault['notHealedDevices'], REPORT_LIMITS.maxListedDevices).forEach((entry, j) => {
           const path = `${at}.notHealedDevices[${j}]`;

@@ -81,6 +81,12 @@ export interface FaultReport {
   targeted: number;
   /** Of those, devices that lost their session during it. */
   hit: number;
+  /**
+   * Of those, devices already offline when it started (not yet connected, or not back from an earlier fault) that it
+   * did not hit: it had no session of theirs to take. `hit + offlineAtStart` is at most `targeted`; the rest were
+   * online and kept their session. A report of an older version without it reads as 0.
+   */
+  offlineAtStart: number;
   /** Devices it hit that were back online by the end of the run, and those that were not. */
   healed: number;
   notHealed: number;

@@ -213,6 +213,7 @@ function mergeFaults(reports: readonly SimulationReport[], name: (i: number) => 
       endedAt: times((f) => f.endedAt, false),
       targeted: count((f) => f.targeted),
       hit: count((f) => f.hit),
+      offlineAtStart: count((f) => f.offlineAtStart),
       healed: count((f) => f.healed),
       notHealed: count((f) => f.notHealed),
       // Each shard listed its first; the fleet's first are among them.

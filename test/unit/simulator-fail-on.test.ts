@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/simulator/clock.js';
-import { checkThresholds, metricValue, needsConsumer, parseThresholds } from '../../src/simulator/fail-on.js';
+import { checkThresholds, metricValue, needsConsumer, needsScenario, parseThresholds } from '../../src/simulator/fail-on.js';
 import { encodeHistogram, newLatencyHistogram, recordMs } from '../../src/simulator/histogram.js';
 import { SimulationMetrics } from '../../src/simulator/metrics.js';
 import type { FaultReport, SimulationReport } from '../../src/simulator/report-format.js';
@@ -14,7 +14,7 @@ function healUs(...ms: number[]): string {
 function fault(id: string, heal: number[], notHealed = 0): FaultReport {
   return {
     id, kind: 'partition', label: null, fault: 0, plannedAtMs: 1_000, plannedForMs: 2_000, startedAt: null, endedAt: null,
-    targeted: 10, hit: heal.length + notHealed, healed: heal.length, notHealed,
+    targeted: 10, hit: heal.length + notHealed, offlineAtStart: 10 - heal.length - notHealed, healed: heal.length, notHealed,
     healMs: { p50: null, p95: null, p99: null, max: null }, healUs: healUs(...heal), messages: null, errors: {},
   };
 }
@@ -60,6 +60,8 @@ describe('--fail-on thresholds', () => {
     expect(metricValue(r, 'errors.PublishRejected:0x97')).toBe(1);
     expect(metricValue(r, 'not-healed')).toBe(2);
     expect(metricValue(r, 'hit')).toBe(5);
+    expect(metricValue(r, 'offline-at-start')).toBe(15);
+    expect(parseThresholds(['offline-at-start>0']).map((t) => [t.metric, needsScenario(t)])).toEqual([['offline-at-start', true]]);
     expect(metricValue(r, 'heal.max')).toBeCloseTo(5_000, -1);
     expect(metricValue(r, 'lost')).toBeUndefined();
     expect(metricValue(r, 'held')).toBeUndefined();

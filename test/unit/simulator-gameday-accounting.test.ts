@@ -121,9 +121,34 @@ describe('HealTracker', () => {
     tracker.offline(1);
     clock.advance(HIT_GRACE_MS);
     const watch = tracker.watch('all', { lookbackMs: HIT_GRACE_MS });
-    // Device 1 was lost within the lookback, device 0 before it, device 2 not at all.
-    expect(watch.result(undefined)).toMatchObject({ hit: 1, notHealed: 1 });
-    expect(tracker.watch('all').result(undefined)).toMatchObject({ hit: 0 });
+    // Device 1 was lost within the lookback (a hit), device 0 before it (offline at its start), device 2 not at all.
+    expect(watch.result(undefined)).toMatchObject({ hit: 1, offlineAtStart: 1, notHealed: 1 });
+    expect(tracker.watch('all').result(undefined)).toMatchObject({ hit: 0, offlineAtStart: 2 });
+  });
+
+  it('a device offline when a fault starts is offline at its start, not hit; one that goes offline during it is hit', () => {
+    const clock = new ManualClock(0);
+    const tracker = new HealTracker([0, 5], clock);
+    // Device 0 never connected (still on its first CONNECT); device 1 was lost before the fault and is not back.
+    for (const i of [1, 2, 3, 4]) tracker.online(i);
+    tracker.offline(1);
+    clock.advance(1_000);
+    const watch = tracker.watch([0, 1, 2, 3]);
+    clock.advance(100);
+    tracker.offline(2); // knocked offline by it: a hit
+    tracker.offline(4); // not watched
+    clock.advance(400);
+    tracker.online(0); // back during it, and not lost again: still offline at its start, not hit
+    tracker.online(1);
+    tracker.offline(1); // back and lost again while it lasts: a hit, not offline at its start
+    tracker.end(watch);
+    clock.advance(HIT_GRACE_MS);
+    for (const i of [1, 2]) tracker.online(i);
+    expect(watch.result(undefined)).toMatchObject({ targeted: 4, hit: 2, offlineAtStart: 1, healed: 2, notHealed: 0 });
+    // Device 3 kept its session: hit + offlineAtStart falls short of targeted by one. A watch over every device
+    // started now finds device 4 (lost above, never back) offline.
+    expect(tracker.watch('all').result(undefined)).toMatchObject({ targeted: 5, hit: 0, offlineAtStart: 1 });
+    tracker.close();
   });
 
   it('a revoke\'s watch heals each device from its own loss, not from the last revoke', () => {

@@ -171,7 +171,7 @@ function gameDayShard(index: 1 | 2, heal: number[], emulatorOk = 1): SimulationR
     credentialRefetches: index,
     faults: [{
       id: '1', kind: 'partition', label: null, fault: 0, plannedAtMs: 1_000, plannedForMs: 2_000, startedAt: at, endedAt: at,
-      targeted: 2, hit: heal.length, healed: heal.length, notHealed: 0, healMs: summarizeHistogram(histogram), healUs: encodeHistogram(histogram),
+      targeted: 2, hit: heal.length, offlineAtStart: 2 - heal.length, healed: heal.length, notHealed: 0, healMs: summarizeHistogram(histogram), healUs: encodeHistogram(histogram),
       messages: { published: 4, accepted: 4, acked: 3, delivered: 3, lost: 1, held: 0, queued: 0, maybeQueued: 0, duplicated: 0, duplicates: 0, refused: 0 }, errors: { ControlFailed: 1 },
     }],
     delivery: { published: 10, accepted: 10, acked: 9, delivered: 9, lost: 1, held: 0, queued: 0, maybeQueued: 0, duplicated: 1, duplicates: 2, refused: 0, foreign: index },
@@ -187,6 +187,7 @@ describe('a game day\'s report: checked, then merged fault by fault', () => {
     const fault = (good.faults as object[])[0] as Record<string, unknown>;
     refusal(() => parseReport({ ...good, faults: [{ ...fault, kind: 'earthquake' }] }), 'faults[0].kind');
     refusal(() => parseReport({ ...good, faults: [{ ...fault, hit: -1 }] }), 'faults[0].hit');
+    refusal(() => parseReport({ ...good, faults: [{ ...fault, offlineAtStart: 0.5 }] }), 'faults[0].offlineAtStart');
     refusal(() => parseReport({ ...good, faults: [{ ...fault, healUs: 'x'.repeat(2_000) }] }), 'faults[0].healUs');
     refusal(() => parseReport({ ...good, faults: [{ ...fault, messages: { published: 1 } }] }), 'faults[0].messages.accepted');
     refusal(() => parseReport({ ...good, delivery: { ...(good.delivery as object), lost: 'none' } }), 'delivery.lost');
@@ -198,7 +199,7 @@ describe('a game day\'s report: checked, then merged fault by fault', () => {
   it('merges the shards: devices and messages added, heal histograms added, the earliest start and latest end', () => {
     const merged = mergeReports([gameDayShard(1, [100, 200]), gameDayShard(2, [5_000])]);
     const [fault] = merged.faults ?? [];
-    expect(fault).toMatchObject({ id: '1', targeted: 4, hit: 3, healed: 3, notHealed: 0, errors: { ControlFailed: 2 }, startedAt: new Date(EPOCH + 1_001).toISOString(), endedAt: new Date(EPOCH + 1_002).toISOString() });
+    expect(fault).toMatchObject({ id: '1', targeted: 4, hit: 3, offlineAtStart: 1, healed: 3, notHealed: 0, errors: { ControlFailed: 2 }, startedAt: new Date(EPOCH + 1_001).toISOString(), endedAt: new Date(EPOCH + 1_002).toISOString() });
     expect(fault?.messages).toEqual({ published: 8, accepted: 8, acked: 6, delivered: 6, lost: 2, held: 0, queued: 0, maybeQueued: 0, duplicated: 0, duplicates: 0, refused: 0 });
     expect(fault?.healMs.max).toBeCloseTo(5_000, -1);
     expect(fault?.healMs.p50).toBeCloseTo(200, 0);
@@ -207,6 +208,11 @@ describe('a game day\'s report: checked, then merged fault by fault', () => {
     expect(merged.credentialRefetches).toBe(3);
     // Each shard's own embedded emulator: added.
     expect(merged.emulator).toEqual({ actions: { RegisterDeviceCredential: { ok: 2, errors: { 'Throttling.User': 2 } } }, rules: { parentTopic: 2 } });
+    // A shard's report written before offlineAtStart was counted: 0, and it merges with a newer one.
+    const { offlineAtStart: _offline, ...olderFault } = (gameDayShard(2, [5_000]).faults as FaultReport[])[0] as FaultReport;
+    const older = JSON.parse(JSON.stringify({ ...gameDayShard(2, [5_000]), faults: [olderFault] })) as SimulationReport;
+    expect(parseReport(older).faults?.[0]?.offlineAtStart).toBe(0);
+    expect(mergeReports([gameDayShard(1, [100]), older]).faults?.[0]).toMatchObject({ targeted: 4, hit: 2, offlineAtStart: 1 });
   });
 
   it('lists the devices not healed: checked field by field, merged as the fleet\'s first 10 by index; an older report without held reads as 0', () => {

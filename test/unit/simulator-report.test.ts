@@ -107,7 +107,7 @@ describe('formatReport and simulationFailure', () => {
       delivery: { published: 100, accepted: 99, acked: 98, delivered: 97, lost: 2, held: 0, queued: 0, maybeQueued: 0, duplicated: 1, duplicates: 1, refused: 1, foreign: 0 },
       faults: [{
         id: '1', kind: 'revoke', label: 'rotated', fault: 0, plannedAtMs: 12_000, plannedForMs: 0, startedAt: base.run.startedAt, endedAt: base.run.startedAt,
-        targeted: 20, hit: 20, healed: 19, notHealed: 1, healMs: { p50: 310, p95: 900, p99: 1_200, max: 1_250 }, healUs: '',
+        targeted: 20, hit: 20, offlineAtStart: 0, healed: 19, notHealed: 1, healMs: { p50: 310, p95: 900, p99: 1_200, max: 1_250 }, healUs: '',
         messages: { published: 40, accepted: 40, acked: 38, delivered: 38, lost: 2, held: 0, queued: 0, maybeQueued: 0, duplicated: 0, duplicates: 0, refused: 0 }, errors: { 'Throttling.User': 3 },
       }],
     });
@@ -123,7 +123,7 @@ describe('formatReport and simulationFailure', () => {
     const at = (ms: number): string => new Date(start + ms).toISOString();
     const fault: FaultReport = {
       id: '1', kind: 'broker-restart', label: null, fault: 0, plannedAtMs: 2_000, plannedForMs: 1_000, startedAt: at(10), endedAt: at(1_020),
-      targeted: 20, hit: 20, healed: 18, notHealed: 2, healMs: { p50: 800, p95: 3_000, p99: 3_500, max: 3_500 }, healUs: '',
+      targeted: 20, hit: 17, offlineAtStart: 3, healed: 15, notHealed: 2, healMs: { p50: 800, p95: 3_000, p99: 3_500, max: 3_500 }, healUs: '',
       notHealedDevices: [
         { clientId: 'GID_sim@@@sim-7', index: 7, lostAt: at(20), connects: 4, lastConnectAt: at(1_900), nextConnectAt: at(17_430), held: 50 },
         { clientId: 'GID_sim@@@sim-9', index: 9, lostAt: at(20), connects: 0, lastConnectAt: null, nextConnectAt: null, held: null },
@@ -138,6 +138,8 @@ describe('formatReport and simulationFailure', () => {
     });
     expect(text).toContain('  backend subscriber: 1200 published, 1200 accepted, 1150 acknowledged, 1150 delivered, 0 lost, 50 held (undelivered at the end by devices still offline or awaiting their PUBACK), 0 duplicated\n');
     expect(text).toContain('messages 300 published, 0 lost, 50 held, 0 duplicated\n');
+    // Devices offline when it started (still on their first CONNECT, say): said beside the hit, only when there are some.
+    expect(text).toContain(': hit 17 of 20 (3 offline at its start), healed 15, not healed 2; heal p50 0.80 s');
     // Times from the start of connecting, as the fault's own "at 2.00 s".
     expect(text).toContain('      not healed: GID_sim@@@sim-7 lost its session at 2.01 s, 4 CONNECTs since, none accepted (the last at 3.89 s); its backoff had it wait until 19.4 s; holding 50 messages\n');
     expect(text).toContain('      not healed: GID_sim@@@sim-9 lost its session at 2.01 s, no CONNECT since\n');

@@ -166,7 +166,7 @@ them. What the devices still hold when the run ends stays there (the summary say
 directory would send it again, so give each run a fresh one.
 --fail-on METRIC OP VALUE fails the run (exit 1, ThresholdExceeded) when it holds: lost, held, queued, maybe-queued,
 delivered, duplicates, duplicated, refused, published, acked, connected, failed-connects, reconnects, errors,
-errors.CODE, hit, not-healed, heal.p50|p95|p99|max, connect.…, e2e.… (times in ms, s or m). Without it, a run whose
+errors.CODE, hit, offline-at-start, not-healed, heal.p50|p95|p99|max, connect.…, e2e.… (times in ms, s or m). Without it, a run whose
 devices published and got not one message through fails too (NothingPublished, naming what the broker did instead).
 
 Each device needs one socket: for thousands of devices raise the open-file limit (ulimit -n 65536). One source
