@@ -60,11 +60,12 @@ const seconds = (ms: number): string => `${Math.round(ms / 100) / 10} s`;
  * at the broker reads empty (`queue-empty`), `timeoutMs` passes (`timeout`) or the signal aborts (`interrupted`).
  * Driven by the arrivals: the queue's count is read at the start and again after arrivals (one read at a time, each
  * bounded by the deadline), never on a timer. A queue that cannot be read leaves the arrivals and the deadline.
- * `onWaiting` is called once, when the wait does not end at its first look (with the queue's count, when read).
+ * `onWaiting` is called once, when the wait does not end at its first look (with the queue's count, when read); if it
+ * throws, the wait ends and rejects with its error.
  */
 export function waitForBacklog(input: BacklogInput, onWaiting: (count: number | undefined) => void = () => undefined): Promise<WaitEnd> {
   const { ledger, clock, signal } = input;
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     const deadline = clock.now() + input.timeoutMs;
     const reads = new AbortController();
     let readQueue = input.readQueue;
@@ -75,16 +76,22 @@ export function waitForBacklog(input: BacklogInput, onWaiting: (count: number | 
     const tell = (count: number | undefined): void => {
       if (told || done) return;
       told = true;
-      onWaiting(count);
+      try {
+        onWaiting(count);
+      } catch (error) {
+        // The caller's to hear (a warning callback that throws), not an unhandled rejection of a read's reaction.
+        finish(undefined, error);
+      }
     };
-    const finish = (end: WaitEnd): void => {
+    const finish = (end: WaitEnd | undefined, error?: unknown): void => {
       if (done) return;
       done = true;
       clock.clearTimeout(timer);
       stopListening();
       signal?.removeEventListener('abort', onAbort);
       reads.abort();
-      resolve(end);
+      if (end === undefined) reject(error);
+      else resolve(end);
     };
     const read = (): void => {
       if (readQueue === undefined || done) return;

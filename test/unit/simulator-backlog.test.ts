@@ -164,6 +164,25 @@ describe('the backlog\'s wait', () => {
   });
 });
 
+describe('the backlog\'s wait, told through a callback that throws', () => {
+  it('ends and rejects with its error, its timer and listeners gone, whether the queue was read or not', async () => {
+    for (const readable of [true, false]) {
+      const ledger = fourSent();
+      const clock = new ManualClock();
+      const queue = scriptedQueue();
+      const play = arrivals(ledger);
+      const ended = waitForBacklog({ ledger, readQueue: readable ? queue.read : undefined, clock, timeoutMs: 60_000, onArrival: play.onArrival }, () => {
+        throw new Error('the warning callback failed');
+      });
+      const outcome = expect(ended).rejects.toThrow('the warning callback failed');
+      if (readable) await queue.answer({ count: 4 });
+      await outcome;
+      expect(play.listeners()).toBe(0);
+      clock.advance(60_000); // its timer is gone: nothing settles twice
+    }
+  });
+});
+
 describe('settleBacklog', () => {
   it('nothing missing: no wait, no read', async () => {
     const ledger = new MessageLedger([0, 1], 1);
