@@ -9,6 +9,7 @@ import { beforeEach, describe, expect, it, onTestFinished } from 'vitest';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator/index.js';
 import type { MqttCredentials } from '../../src/signer/mqtt.js';
 import { ANY_GROUP, callApi, clientLeaves, connackCode, useEmulator } from '../helpers/emulator.js';
+import { reportedConnected } from '../helpers/takeover.js';
 
 /** The emulator's clock: real time plus a skew each test may move (kept well inside the gateway's ±15 min window). */
 let skew = 0;
@@ -238,14 +239,7 @@ describe('$SYS/uploadToken', () => {
     const clientId = `GID_tok@@@up-${qos}`;
     const device = await watch(e.mqttUrl, tokenLogin(e, clientId, `W|${first.token}`));
     const connacks = e.stats().mqtt.connacks['0'];
-    const connected: string[] = [];
-    const onConnected = (id: string): void => {
-      connected.push(id);
-    };
-    e.events.on('clientConnected', onConnected);
-    onTestFinished(() => {
-      e.events.off('clientConnected', onConnected);
-    });
+    const connected = reportedConnected(e);
 
     await device.client.publishAsync('$SYS/uploadToken', JSON.stringify({ Token: second.token, type: 'W' }), { qos });
     // QoS 0 has no acknowledgement: a QoS 1 PUBLISH behind it is handled after it.
