@@ -319,7 +319,7 @@ export class BrokerLogin {
   #authenticate(client: Client, done: Parameters<BrokerHooks['authenticate']>[3]): void {
     // Its socket closed (a network cut, `disconnect`) since the login was decided: aedes stops at this answer
     // whatever it is, so no CONNACK is counted for it, and no Token-mode session is admitted.
-    if (client.closed) {
+    if (client.closed || client.conn.destroyed) {
       done(null, false);
       return;
     }

@@ -143,7 +143,7 @@ export async function settleBacklog(input: BacklogInput): Promise<BacklogOutcome
   const { ledger, clock } = input;
   if (ledger.outstanding === 0) return { waited: undefined, waitedMs: 0, queue: 'none' };
   const started = clock.now();
-  let waited: WaitEnd = 'interrupted';
+  let waited: WaitEnd = input.signal?.aborted === true ? 'interrupted' : 'timeout';
   if (input.signal?.aborted !== true && input.timeoutMs > 0) {
     waited = await waitForBacklog(input, (count) => {
       const missing = ledger.outstanding;

@@ -152,7 +152,8 @@ return reply
  * (queue-view.ts reads a queue page by page, never whole). Ids grow along the list (a replaced message gets a new one
  * in place), and messages leave it from anywhere before the page too (acknowledged, dropped) and shift it left: the
  * page starts right after the last id listed, wherever it is now, and lists only ids past it, so that nothing still
- * queued is skipped and nothing is listed twice.
+ * queued is skipped and nothing is listed twice, but for a message replaced by its PUBREL between two pages (its new
+ * id is past the last one listed: it is listed again, as its PUBREL).
  */
 const PAGE = `
 local reply = {redis.call('HGET', KEYS[2], 'n') or '0', redis.call('HGET', KEYS[2], 't') or '0', 0, 0}
@@ -282,8 +283,10 @@ export class RedisSessionQueues {
   async peek(clientId: string, take: (packet: StoredPacket) => boolean): Promise<{ messages: number; bytes: number }> {
     let totals: { messages: number; bytes: number } | undefined;
     let last = '';
-    for (let from = 0; ; ) {
-      const reply = (await this.#scripts.page.runBuffer(KEYS.queue(clientId), KEYS.queueItems(clientId), String(from), String(PEEK_PAGE), last)) as Buffer[];
+    // A first page of one message: a count-only read (`GET /_emulator/queue?count=1`, which a game day repeats while
+    // its subscriber's backlog drains) stops there, and fetches one message's blob, not a page of them.
+    for (let from = 0, size = 1; ; size = PEEK_PAGE) {
+      const reply = (await this.#scripts.page.runBuffer(KEYS.queue(clientId), KEYS.queueItems(clientId), String(from), String(size), last)) as Buffer[];
       const [n, t, next, read, ...page] = reply;
       totals ??= { messages: Number(n?.toString() ?? 0), bytes: Number(t?.toString() ?? 0) };
       for (let i = 0; i + 2 < page.length; i += 3) {
@@ -291,7 +294,7 @@ export class RedisSessionQueues {
         const blob = page[i + 1] as Buffer;
         if (blob.length > 0 && !take(decode(blob, (page[i + 2] as Buffer).toString()))) return totals;
       }
-      if (Number(read?.toString() ?? 0) < PEEK_PAGE) return totals;
+      if (Number(read?.toString() ?? 0) < size) return totals;
       from = Number(next?.toString() ?? 0);
     }
   }
